@@ -1,0 +1,147 @@
+//! The contract between the agent and its device adapters.
+//!
+//! An adapter owns its device connections. The agent gives it a bounded
+//! [`ReadingSink`] and a [`Stop`] signal and spawns [`Adapter::run`]; the
+//! adapter connects, polls or subscribes, maps raw points to normalized
+//! [`Reading`]s and sends them into the sink, until stopped.
+//!
+//! Backpressure: the sink is a bounded channel. When it is full the adapter
+//! *waits* (its next poll is delayed); readings are never silently dropped
+//! between an adapter and the agent's log.
+//!
+//! Adapters never depend on each other or on the agent; only on this crate.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// Quality of a reading (OPC UA-like, three-valued).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Quality {
+    Good,
+    Uncertain,
+    Bad,
+}
+
+impl Quality {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quality::Good => "good",
+            Quality::Uncertain => "uncertain",
+            Quality::Bad => "bad",
+        }
+    }
+}
+
+/// One normalized reading, as produced by an adapter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    /// Asset id from the configuration, e.g. `tank-1`.
+    pub asset_id: String,
+    /// Normalized field, e.g. `volume`.
+    pub field: String,
+    /// Value in the canonical unit.
+    pub value: f64,
+    /// Canonical unit (see [`units`]).
+    pub unit: String,
+    pub quality: Quality,
+    /// Device timestamp, or poll time when the device has none (Unix ms).
+    pub source_ts_ms: i64,
+    /// When the agent received it (Unix ms).
+    pub received_ts_ms: i64,
+    /// `<kind>://<endpoint>/<point>`.
+    pub source: String,
+    /// Why quality is not good; empty otherwise.
+    pub error: String,
+}
+
+/// Where adapters put readings. Bounded; `send` waits when full.
+pub type ReadingSink = tokio::sync::mpsc::Sender<Reading>;
+
+/// Stop signal: the adapter returns soon after the value becomes `true`.
+pub type Stop = tokio::sync::watch::Receiver<bool>;
+
+/// Errors an adapter reports when it cannot run at all (bad configuration).
+/// Device and network failures are *not* errors: they become readings with
+/// [`Quality::Bad`] and a reconnect.
+#[derive(Debug, thiserror::Error)]
+pub enum AdapterError {
+    #[error("adapter {adapter}: invalid configuration: {detail}")]
+    Config { adapter: String, detail: String },
+    #[error("adapter {adapter}: the reading sink was closed (agent shutting down)")]
+    SinkClosed { adapter: String },
+}
+
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// A device adapter.
+pub trait Adapter: Send + 'static {
+    /// Short protocol name, e.g. `modbus`.
+    fn kind(&self) -> &'static str;
+    /// Human name of this adapter instance (the device name).
+    fn name(&self) -> &str;
+    /// Start, poll or subscribe, emit readings into `sink`, and return when
+    /// `stop` turns true or the sink closes.
+    fn run(self: Box<Self>, sink: ReadingSink, stop: Stop) -> BoxFuture<Result<(), AdapterError>>;
+}
+
+/// Current wall-clock time in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Canonical units and conversions into them.
+///
+/// Canonical units: volume `L`, length `mm`, temperature `degC`, flags
+/// `bool`, ratios `%`. A device unit is converted on the way in, so every
+/// reading leaving the agent is in canonical units.
+pub mod units {
+    /// Returns `(canonical_unit, factor, offset)` such that
+    /// `canonical = raw * factor + offset`, or `None` for an unknown unit.
+    pub fn conversion(unit: &str) -> Option<(&'static str, f64, f64)> {
+        Some(match unit {
+            "L" | "l" | "litre" | "liter" => ("L", 1.0, 0.0),
+            "m3" => ("L", 1000.0, 0.0),
+            "gal" | "USgal" => ("L", 3.785_411_784, 0.0),
+            "impgal" => ("L", 4.546_09, 0.0),
+            "mm" => ("mm", 1.0, 0.0),
+            "cm" => ("mm", 10.0, 0.0),
+            "m" => ("mm", 1000.0, 0.0),
+            "in" => ("mm", 25.4, 0.0),
+            "degC" | "C" => ("degC", 1.0, 0.0),
+            "degF" | "F" => ("degC", 5.0 / 9.0, -32.0 * 5.0 / 9.0),
+            "bool" => ("bool", 1.0, 0.0),
+            "%" => ("%", 1.0, 0.0),
+            "" => ("", 1.0, 0.0),
+            _ => return None,
+        })
+    }
+
+    /// The units accepted in configuration files.
+    pub const KNOWN: &[&str] = &[
+        "L", "l", "litre", "liter", "m3", "gal", "USgal", "impgal", "mm", "cm", "m", "in", "degC",
+        "C", "degF", "F", "bool", "%", "",
+    ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::units::conversion;
+
+    #[test]
+    fn device_units_convert_to_canonical_units() {
+        let (u, f, o) = conversion("gal").unwrap();
+        assert_eq!(u, "L");
+        assert!((100.0 * f + o - 378.541_178_4).abs() < 1e-9);
+        let (u, f, o) = conversion("degF").unwrap();
+        assert_eq!(u, "degC");
+        assert!((212.0 * f + o - 100.0).abs() < 1e-9);
+        assert!(conversion("furlong").is_none());
+    }
+}

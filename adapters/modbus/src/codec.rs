@@ -1,0 +1,205 @@
+//! Pure Modbus logic, no I/O: decoding register words into numbers and
+//! planning which register blocks to read for a set of points.
+use crate::config::{DataType, Order, Point, Table};
+
+/// Most registers one read request may ask for (Modbus spec: 125).
+pub const MAX_READ: u16 = 125;
+/// Registers we read past rather than splitting a request (cheaper than a round trip).
+pub const MAX_HOLE: u16 = 8;
+
+/// Decodes `regs` (exactly `ty.registers()` words) into a number.
+pub fn decode(regs: &[u16], ty: DataType, word_order: Order, byte_order: Order) -> Option<f64> {
+    let n = ty.registers() as usize;
+    if regs.len() != n {
+        return None;
+    }
+    // Build big-endian bytes: words in most-significant-first order, each word big-endian.
+    let mut bytes = [0u8; 8];
+    for i in 0..n {
+        let w = match word_order {
+            Order::Big => regs[i],
+            Order::Little => regs[n - 1 - i],
+        };
+        let w = match byte_order {
+            Order::Big => w,
+            Order::Little => w.swap_bytes(),
+        };
+        bytes[2 * i..2 * i + 2].copy_from_slice(&w.to_be_bytes());
+    }
+    let b2 = [bytes[0], bytes[1]];
+    let b4 = [bytes[0], bytes[1], bytes[2], bytes[3]];
+    let b8 = bytes;
+    Some(match ty {
+        DataType::U16 => f64::from(u16::from_be_bytes(b2)),
+        DataType::I16 => f64::from(i16::from_be_bytes(b2)),
+        DataType::U32 => f64::from(u32::from_be_bytes(b4)),
+        DataType::I32 => f64::from(i32::from_be_bytes(b4)),
+        DataType::F32 => f64::from(f32::from_be_bytes(b4)),
+        DataType::U64 => u64::from_be_bytes(b8) as f64,
+        DataType::I64 => i64::from_be_bytes(b8) as f64,
+        DataType::F64 => f64::from_be_bytes(b8),
+    })
+}
+
+/// Encodes a value into register words (used by simulators and tests).
+pub fn encode_f32(v: f32, word_order: Order) -> [u16; 2] {
+    let b = v.to_be_bytes();
+    let hi = u16::from_be_bytes([b[0], b[1]]);
+    let lo = u16::from_be_bytes([b[2], b[3]]);
+    match word_order {
+        Order::Big => [hi, lo],
+        Order::Little => [lo, hi],
+    }
+}
+
+/// One read request and the points it serves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Block {
+    pub table: Table,
+    pub start: u16,
+    pub count: u16,
+    /// Indexes into the point list.
+    pub points: Vec<usize>,
+}
+
+/// Groups points into as few read requests as possible: same table,
+/// contiguous (holes up to [`MAX_HOLE`]), at most [`MAX_READ`] registers.
+pub fn plan(points: &[Point]) -> Vec<Block> {
+    let mut idx: Vec<usize> = (0..points.len()).collect();
+    idx.sort_by_key(|&i| (points[i].table == Table::Input, points[i].register));
+    let mut blocks: Vec<Block> = Vec::new();
+    for i in idx {
+        let p = &points[i];
+        let end = u32::from(p.register) + u32::from(p.data_type.registers());
+        if let Some(b) = blocks.last_mut() {
+            let b_end = u32::from(b.start) + u32::from(b.count);
+            let new_end = b_end.max(end);
+            if b.table == p.table
+                && u32::from(p.register) <= b_end + u32::from(MAX_HOLE)
+                && new_end - u32::from(b.start) <= u32::from(MAX_READ)
+            {
+                b.count = (new_end - u32::from(b.start)) as u16;
+                b.points.push(i);
+                continue;
+            }
+        }
+        blocks.push(Block {
+            table: p.table,
+            start: p.register,
+            count: p.data_type.registers(),
+            points: vec![i],
+        });
+    }
+    blocks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(reg: u16, ty: DataType, table: Table) -> Point {
+        Point {
+            asset: "t".into(),
+            field: "f".into(),
+            table,
+            register: reg,
+            data_type: ty,
+            word_order: Order::Big,
+            byte_order: Order::Big,
+            scale: 1.0,
+            offset: 0.0,
+            unit: String::new(),
+        }
+    }
+
+    #[test]
+    fn float32_decodes_in_both_word_orders() {
+        let v = 12345.678_f32;
+        let be = encode_f32(v, Order::Big);
+        let le = encode_f32(v, Order::Little);
+        assert_eq!(
+            decode(&be, DataType::F32, Order::Big, Order::Big),
+            Some(f64::from(v))
+        );
+        assert_eq!(
+            decode(&le, DataType::F32, Order::Little, Order::Big),
+            Some(f64::from(v))
+        );
+        assert_ne!(
+            decode(&le, DataType::F32, Order::Big, Order::Big),
+            Some(f64::from(v))
+        );
+    }
+
+    #[test]
+    fn signed_and_wide_integers_decode() {
+        assert_eq!(
+            decode(&[0xFFFF], DataType::I16, Order::Big, Order::Big),
+            Some(-1.0)
+        );
+        assert_eq!(
+            decode(&[0xFFFF], DataType::U16, Order::Big, Order::Big),
+            Some(65535.0)
+        );
+        assert_eq!(
+            decode(&[0x0001, 0x0000], DataType::U32, Order::Big, Order::Big),
+            Some(65536.0)
+        );
+        assert_eq!(
+            decode(&[0x0000, 0x0001], DataType::U32, Order::Little, Order::Big),
+            Some(65536.0)
+        );
+        assert_eq!(
+            decode(&[0xFFFF, 0xFFFE], DataType::I32, Order::Big, Order::Big),
+            Some(-2.0)
+        );
+        assert_eq!(
+            decode(&[0x0100], DataType::U16, Order::Big, Order::Little),
+            Some(1.0)
+        );
+        let f = 1.0e10_f64.to_be_bytes();
+        let regs: Vec<u16> = f
+            .chunks(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]))
+            .collect();
+        assert_eq!(
+            decode(&regs, DataType::F64, Order::Big, Order::Big),
+            Some(1.0e10)
+        );
+        assert_eq!(
+            decode(&[0, 0, 0, 7], DataType::U64, Order::Big, Order::Big),
+            Some(7.0)
+        );
+        assert_eq!(
+            decode(&[1], DataType::F32, Order::Big, Order::Big),
+            None,
+            "short input"
+        );
+    }
+
+    #[test]
+    fn plan_merges_neighbours_and_splits_tables_and_far_registers() {
+        let pts = vec![
+            point(0, DataType::F32, Table::Holding),
+            point(2, DataType::F32, Table::Holding),
+            point(10, DataType::U16, Table::Holding), // hole of 6: merged
+            point(500, DataType::U16, Table::Holding), // far: new block
+            point(0, DataType::U16, Table::Input),    // other table
+        ];
+        let b = plan(&pts);
+        assert_eq!(b.len(), 3);
+        assert_eq!((b[0].start, b[0].count, b[0].points.len()), (0, 11, 3));
+        assert_eq!((b[1].start, b[1].count), (500, 1));
+        assert_eq!(b[2].table, Table::Input);
+    }
+
+    #[test]
+    fn plan_never_exceeds_the_spec_request_size() {
+        let pts: Vec<Point> = (0..200)
+            .map(|i| point(i * 2, DataType::F32, Table::Holding))
+            .collect();
+        for b in plan(&pts) {
+            assert!(b.count <= MAX_READ);
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Configuration of one Modbus TCP device (a section of the agent's YAML).
+use serde::{Deserialize, Deserializer};
+
+/// One Modbus TCP device and the points read from it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusDevice {
+    /// Unique device name, used in logs and reading sources.
+    pub name: String,
+    /// `host:port` of the device (Modbus TCP is usually port 502).
+    pub address: String,
+    /// Modbus unit id (slave id), 0-255. Default 1.
+    #[serde(default = "default_unit_id")]
+    pub unit_id: u8,
+    /// Time between polls, ms. 50 to 3,600,000. Default 1000.
+    #[serde(default = "default_poll", deserialize_with = "poll_ms")]
+    pub poll_interval_ms: u64,
+    /// Timeout of one request (and of connecting), ms. 50 to 60,000. Default 1000.
+    #[serde(default = "default_timeout", deserialize_with = "timeout_ms")]
+    pub timeout_ms: u64,
+    /// Upper bound of the reconnect backoff, ms. 100 to 600,000. Default 30,000.
+    #[serde(default = "default_backoff", deserialize_with = "backoff_ms")]
+    pub max_backoff_ms: u64,
+    /// The register map: which registers become which asset field.
+    pub points: Vec<Point>,
+}
+
+/// One value read from the device.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Point {
+    /// Asset id the value belongs to (must be declared under `assets`).
+    pub asset: String,
+    /// Normalized field name, e.g. `volume`.
+    pub field: String,
+    /// Register table. Default `holding`.
+    #[serde(default)]
+    pub table: Table,
+    /// Zero-based register address (0-65535).
+    pub register: u16,
+    /// Data type; multi-register types take 2 (32-bit) or 4 (64-bit) registers.
+    #[serde(rename = "type")]
+    pub data_type: DataType,
+    /// Order of the 16-bit words of a multi-register value. Default `big`
+    /// (most significant word first, "ABCD"); `little` is "CDAB".
+    #[serde(default)]
+    pub word_order: Order,
+    /// Order of the two bytes inside each register. Default `big`.
+    #[serde(default)]
+    pub byte_order: Order,
+    /// `value = raw * scale + offset`, then converted from `unit` to the canonical unit.
+    #[serde(default = "one")]
+    pub scale: f64,
+    #[serde(default)]
+    pub offset: f64,
+    /// Device unit of the scaled value: L, m3, gal, mm, cm, m, in, degC, degF, bool, %.
+    #[serde(default)]
+    pub unit: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Table {
+    #[default]
+    Holding,
+    Input,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataType {
+    U16,
+    I16,
+    U32,
+    I32,
+    F32,
+    U64,
+    I64,
+    F64,
+}
+
+impl DataType {
+    /// Number of 16-bit registers the type occupies.
+    pub fn registers(self) -> u16 {
+        match self {
+            DataType::U16 | DataType::I16 => 1,
+            DataType::U32 | DataType::I32 | DataType::F32 => 2,
+            DataType::U64 | DataType::I64 | DataType::F64 => 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    #[default]
+    Big,
+    Little,
+}
+
+fn default_unit_id() -> u8 {
+    1
+}
+fn default_poll() -> u64 {
+    1000
+}
+fn default_timeout() -> u64 {
+    1000
+}
+fn default_backoff() -> u64 {
+    30_000
+}
+fn one() -> f64 {
+    1.0
+}
+
+fn bounded<'de, D: Deserializer<'de>>(d: D, lo: u64, hi: u64) -> Result<u64, D::Error> {
+    let v = u64::deserialize(d)?;
+    if (lo..=hi).contains(&v) {
+        Ok(v)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "{v} is out of range: use a value from {lo} to {hi}"
+        )))
+    }
+}
+fn poll_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    bounded(d, 50, 3_600_000)
+}
+fn timeout_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    bounded(d, 50, 60_000)
+}
+fn backoff_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    bounded(d, 100, 600_000)
+}

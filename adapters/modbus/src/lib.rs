@@ -1,0 +1,386 @@
+//! Modbus TCP adapter on tokio-modbus.
+//!
+//! Each configured device runs as its own task: a device that stops
+//! answering delays only itself, never another device. Per poll, the points
+//! are read in as few requests as [`codec::plan`] allows; each request has a
+//! timeout. A Modbus exception marks the affected points `bad` (with the
+//! exception named in `error`) and polling goes on; a timeout or I/O error
+//! drops the connection and reconnects with exponential backoff and jitter.
+//!
+//! Emission rule: good readings are emitted every poll; a bad reading is
+//! emitted when a point *enters* a failure state (or its error changes), not
+//! on every failed poll, so a dead device does not flood the log.
+
+pub mod codec;
+pub mod config;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use adapter_api::{
+    Adapter, AdapterError, BoxFuture, Quality, Reading, ReadingSink, Stop, now_ms, units,
+};
+use tokio_modbus::client::{Context, Reader};
+use tokio_modbus::prelude::*;
+
+pub use config::ModbusDevice;
+use config::{Point, Table};
+
+/// Errors of this crate (configuration only; device failures become readings).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("device {device}: address {address:?} is not host:port ({detail})")]
+    Address {
+        device: String,
+        address: String,
+        detail: String,
+    },
+    #[error(
+        "device {device}: point {index} ({asset}.{field}): unknown unit {unit:?}; known units: {known}"
+    )]
+    Unit {
+        device: String,
+        index: usize,
+        asset: String,
+        field: String,
+        unit: String,
+        known: String,
+    },
+    #[error("device {device}: has no points; add at least one under `points`")]
+    NoPoints { device: String },
+}
+
+impl From<Error> for AdapterError {
+    fn from(e: Error) -> Self {
+        AdapterError::Config {
+            adapter: "modbus".into(),
+            detail: e.to_string(),
+        }
+    }
+}
+
+/// Checks what serde cannot: the address resolves syntactically, units are known.
+pub fn validate(dev: &ModbusDevice) -> Result<(), Error> {
+    parse_address(dev)?;
+    if dev.points.is_empty() {
+        return Err(Error::NoPoints {
+            device: dev.name.clone(),
+        });
+    }
+    for (index, p) in dev.points.iter().enumerate() {
+        if units::conversion(&p.unit).is_none() {
+            return Err(Error::Unit {
+                device: dev.name.clone(),
+                index,
+                asset: p.asset.clone(),
+                field: p.field.clone(),
+                unit: p.unit.clone(),
+                known: units::KNOWN.join(", "),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn parse_address(dev: &ModbusDevice) -> Result<String, Error> {
+    let (host, port) = dev.address.rsplit_once(':').ok_or_else(|| Error::Address {
+        device: dev.name.clone(),
+        address: dev.address.clone(),
+        detail: "missing :port (Modbus TCP usually uses 502)".into(),
+    })?;
+    port.parse::<u16>().map_err(|e| Error::Address {
+        device: dev.name.clone(),
+        address: dev.address.clone(),
+        detail: format!("bad port: {e}"),
+    })?;
+    if host.is_empty() {
+        return Err(Error::Address {
+            device: dev.name.clone(),
+            address: dev.address.clone(),
+            detail: "empty host".into(),
+        });
+    }
+    Ok(dev.address.clone())
+}
+
+/// The adapter for one Modbus TCP device.
+pub struct ModbusAdapter {
+    dev: ModbusDevice,
+}
+
+impl ModbusAdapter {
+    pub fn new(dev: ModbusDevice) -> Result<Self, Error> {
+        validate(&dev)?;
+        Ok(Self { dev })
+    }
+}
+
+impl Adapter for ModbusAdapter {
+    fn kind(&self) -> &'static str {
+        "modbus"
+    }
+    fn name(&self) -> &str {
+        &self.dev.name
+    }
+    fn run(self: Box<Self>, sink: ReadingSink, stop: Stop) -> BoxFuture<Result<(), AdapterError>> {
+        Box::pin(run_device(self.dev, sink, stop))
+    }
+}
+
+/// Why a point is not good, as last reported.
+type PointState = HashMap<usize, String>;
+
+struct Poller {
+    dev: ModbusDevice,
+    blocks: Vec<codec::Block>,
+    sink: ReadingSink,
+    /// Last error per point index; absent = good.
+    failing: PointState,
+}
+
+async fn run_device(
+    dev: ModbusDevice,
+    sink: ReadingSink,
+    mut stop: Stop,
+) -> Result<(), AdapterError> {
+    let blocks = codec::plan(&dev.points);
+    let poll = Duration::from_millis(dev.poll_interval_ms);
+    let mut p = Poller {
+        blocks,
+        sink,
+        failing: PointState::new(),
+        dev,
+    };
+    let mut backoff = Backoff::new(p.dev.poll_interval_ms.min(1000), p.dev.max_backoff_ms);
+    loop {
+        if *stop.borrow() {
+            return Ok(());
+        }
+        match p.connect().await {
+            Ok(mut ctx) => {
+                tracing::info!(device = %p.dev.name, address = %p.dev.address, "modbus connected");
+                let mut ticker = tokio::time::interval(poll);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = ticker.tick() => {}
+                        _ = stop.changed() => { let _ = ctx.disconnect().await; return Ok(()); }
+                    }
+                    match p.poll_once(&mut ctx).await {
+                        Ok(()) => backoff.reset(),
+                        Err(PollError::Link(e)) => {
+                            tracing::warn!(device = %p.dev.name, error = %e, "modbus link lost; reconnecting");
+                            p.fail_all(&e).await?;
+                            break;
+                        }
+                        Err(PollError::SinkClosed) => {
+                            return Err(AdapterError::SinkClosed {
+                                adapter: p.dev.name.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(device = %p.dev.name, address = %p.dev.address, error = %e, "modbus connect failed");
+                p.fail_all(&e).await?;
+            }
+        }
+        let wait = backoff.next();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return Ok(()),
+        }
+    }
+}
+
+enum PollError {
+    /// Timeout or I/O error: the connection is unusable.
+    Link(String),
+    SinkClosed,
+}
+
+impl Poller {
+    async fn connect(&self) -> Result<Context, String> {
+        let timeout = Duration::from_millis(self.dev.timeout_ms);
+        let addr: SocketAddr =
+            match tokio::time::timeout(timeout, tokio::net::lookup_host(&self.dev.address)).await {
+                Ok(Ok(mut it)) => it
+                    .next()
+                    .ok_or_else(|| format!("{} resolved to no address", self.dev.address))?,
+                Ok(Err(e)) => return Err(format!("cannot resolve {}: {e}", self.dev.address)),
+                Err(_) => return Err(format!("resolving {} timed out", self.dev.address)),
+            };
+        match tokio::time::timeout(timeout, tcp::connect_slave(addr, Slave(self.dev.unit_id))).await
+        {
+            Ok(Ok(ctx)) => Ok(ctx),
+            Ok(Err(e)) => Err(format!("connect: {e}")),
+            Err(_) => Err(format!(
+                "connect timed out after {} ms",
+                self.dev.timeout_ms
+            )),
+        }
+    }
+
+    async fn poll_once(&mut self, ctx: &mut Context) -> Result<(), PollError> {
+        let timeout = Duration::from_millis(self.dev.timeout_ms);
+        for bi in 0..self.blocks.len() {
+            let (table, start, count) = {
+                let b = &self.blocks[bi];
+                (b.table, b.start, b.count)
+            };
+            let fut = async {
+                match table {
+                    Table::Holding => ctx.read_holding_registers(start, count).await,
+                    Table::Input => ctx.read_input_registers(start, count).await,
+                }
+            };
+            let ts = now_ms();
+            match tokio::time::timeout(timeout, fut).await {
+                Err(_) => {
+                    return Err(PollError::Link(format!(
+                        "request timed out after {} ms",
+                        self.dev.timeout_ms
+                    )));
+                }
+                Ok(Err(e)) => return Err(PollError::Link(format!("transport error: {e}"))),
+                Ok(Ok(Err(exception))) => {
+                    let msg = format!(
+                        "modbus exception {exception:?} (0x{:02x})",
+                        u8::from(exception)
+                    );
+                    let pts = self.blocks[bi].points.clone();
+                    for i in pts {
+                        self.report_bad(i, &msg, ts).await?;
+                    }
+                }
+                Ok(Ok(Ok(regs))) => {
+                    let pts = self.blocks[bi].points.clone();
+                    for i in pts {
+                        let p = &self.dev.points[i];
+                        let off = usize::from(p.register - start);
+                        let n = usize::from(p.data_type.registers());
+                        let raw = regs.get(off..off + n).and_then(|r| {
+                            codec::decode(r, p.data_type, p.word_order, p.byte_order)
+                        });
+                        match raw {
+                            Some(v) if v.is_finite() => {
+                                self.failing.remove(&i);
+                                let r = self.reading(
+                                    i,
+                                    v * p.scale + p.offset,
+                                    Quality::Good,
+                                    String::new(),
+                                    ts,
+                                );
+                                self.sink.send(r).await.map_err(|_| PollError::SinkClosed)?;
+                            }
+                            Some(_) => self.report_bad(i, "value is NaN or infinite", ts).await?,
+                            None => {
+                                self.report_bad(
+                                    i,
+                                    "device returned fewer registers than requested",
+                                    ts,
+                                )
+                                .await?
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn reading(&self, i: usize, scaled: f64, quality: Quality, error: String, ts: i64) -> Reading {
+        let p: &Point = &self.dev.points[i];
+        // validate() guarantees the unit is known; fall back to identity anyway.
+        let (unit, f, o) = units::conversion(&p.unit).unwrap_or(("", 1.0, 0.0));
+        let table = match p.table {
+            Table::Holding => "hr",
+            Table::Input => "ir",
+        };
+        Reading {
+            asset_id: p.asset.clone(),
+            field: p.field.clone(),
+            value: scaled * f + o,
+            unit: unit.to_string(),
+            quality,
+            source_ts_ms: ts,
+            received_ts_ms: now_ms(),
+            source: format!(
+                "modbus://{}/unit{}/{}{}",
+                self.dev.address, self.dev.unit_id, table, p.register
+            ),
+            error,
+        }
+    }
+
+    async fn report_bad(&mut self, i: usize, msg: &str, ts: i64) -> Result<(), PollError> {
+        if self.failing.get(&i).map(String::as_str) == Some(msg) {
+            return Ok(());
+        }
+        self.failing.insert(i, msg.to_string());
+        // A bad reading's value carries no information; 0 keeps SQL NOT NULL.
+        let r = self.reading(i, 0.0, Quality::Bad, msg.to_string(), ts);
+        self.sink.send(r).await.map_err(|_| PollError::SinkClosed)
+    }
+
+    async fn fail_all(&mut self, msg: &str) -> Result<(), AdapterError> {
+        let ts = now_ms();
+        for i in 0..self.dev.points.len() {
+            if self.report_bad(i, msg, ts).await.is_err() {
+                return Err(AdapterError::SinkClosed {
+                    adapter: self.dev.name.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Exponential backoff with full jitter: the n-th wait is uniform in
+/// [base/2, min(max, base * 2^n)].
+pub struct Backoff {
+    base: u64,
+    max: u64,
+    n: u32,
+}
+
+impl Backoff {
+    pub fn new(base_ms: u64, max_ms: u64) -> Self {
+        Self {
+            base: base_ms.max(1),
+            max: max_ms.max(base_ms.max(1)),
+            n: 0,
+        }
+    }
+    pub fn reset(&mut self) {
+        self.n = 0;
+    }
+    pub fn next(&mut self) -> Duration {
+        let cap = self
+            .base
+            .saturating_mul(1u64 << self.n.min(20))
+            .min(self.max);
+        self.n = self.n.saturating_add(1);
+        let lo = (self.base / 2).min(cap);
+        Duration::from_millis(fastrand::u64(lo..=cap))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_its_cap_with_jitter_and_resets() {
+        let mut b = Backoff::new(100, 1000);
+        let waits: Vec<u64> = (0..10).map(|_| b.next().as_millis() as u64).collect();
+        assert!(waits.iter().all(|&w| (50..=1000).contains(&w)), "{waits:?}");
+        assert!(waits[0] <= 100);
+        b.reset();
+        assert!(b.next().as_millis() <= 100);
+    }
+}

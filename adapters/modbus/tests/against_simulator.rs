@@ -1,0 +1,144 @@
+//! The Modbus adapter against the ATG simulator over real loopback TCP.
+use std::time::Duration;
+
+use adapter_api::{Adapter, Quality, Reading};
+use adapter_modbus::{ModbusAdapter, ModbusDevice};
+use atg_sim::{SimConfig, Simulator};
+use tokio::sync::{mpsc, watch};
+
+fn device(name: &str, sim: &Simulator, extra_points: &str) -> ModbusDevice {
+    let yaml = format!(
+        "name: {name}\naddress: \"{}\"\npoll_interval_ms: 100\ntimeout_ms: 300\nmax_backoff_ms: 500\npoints:\n  - {{ asset: tank-1, field: volume, register: 0, type: f32, unit: L }}\n  - {{ asset: tank-1, field: temperature, register: 8, type: f32, unit: degC }}\n  - {{ asset: tank-2, field: volume, register: 20, type: f32, unit: m3, scale: 0.001 }}\n{extra_points}",
+        sim.addr
+    );
+    serde_yaml::from_str(&yaml).expect("test yaml")
+}
+
+async fn sim() -> Simulator {
+    let s = Simulator::start("127.0.0.1:0".parse().unwrap(), SimConfig::default())
+        .await
+        .unwrap();
+    s.set_frozen(true);
+    s
+}
+
+fn spawn(dev: ModbusDevice) -> (mpsc::Receiver<Reading>, watch::Sender<bool>) {
+    let (tx, rx) = mpsc::channel(64);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let a = Box::new(ModbusAdapter::new(dev).unwrap());
+    tokio::spawn(a.run(tx, stop_rx));
+    (rx, stop_tx)
+}
+
+async fn next_matching(rx: &mut mpsc::Receiver<Reading>, f: impl Fn(&Reading) -> bool) -> Reading {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let r = rx.recv().await.expect("adapter alive");
+            if f(&r) {
+                return r;
+            }
+        }
+    })
+    .await
+    .expect("reading within 10 s")
+}
+
+#[tokio::test]
+async fn adapter_reads_simulator_floats_scales_and_converts_units() {
+    let s = sim().await;
+    let tanks = s.tanks();
+    let (mut rx, _stop) = spawn(device("atg", &s, ""));
+    let v1 = next_matching(&mut rx, |r| r.asset_id == "tank-1" && r.field == "volume").await;
+    assert_eq!(v1.quality, Quality::Good);
+    assert_eq!(v1.unit, "L");
+    assert!(
+        (v1.value - tanks[0].volume).abs() <= tanks[0].volume * 1e-6,
+        "{} vs {}",
+        v1.value,
+        tanks[0].volume
+    );
+    assert!(
+        v1.source.starts_with("modbus://127.0.0.1:"),
+        "{}",
+        v1.source
+    );
+    // register 20 read as m3 with scale 0.001 -> converted back to litres
+    let v2 = next_matching(&mut rx, |r| r.asset_id == "tank-2" && r.field == "volume").await;
+    assert!(
+        (v2.value - tanks[1].volume).abs() <= tanks[1].volume * 1e-5,
+        "{} vs {}",
+        v2.value,
+        tanks[1].volume
+    );
+    let t = next_matching(&mut rx, |r| r.field == "temperature").await;
+    assert_eq!(t.unit, "degC");
+}
+
+#[tokio::test]
+async fn modbus_exception_becomes_a_bad_reading_and_polling_goes_on() {
+    let s = sim().await;
+    // register 9000 is outside the simulator's map: IllegalDataAddress
+    let (mut rx, _stop) = spawn(device(
+        "atg",
+        &s,
+        "  - { asset: tank-9, field: volume, register: 9000, type: f32 }\n",
+    ));
+    let bad = next_matching(&mut rx, |r| r.asset_id == "tank-9").await;
+    assert_eq!(bad.quality, Quality::Bad);
+    assert!(bad.error.contains("IllegalDataAddress"), "{}", bad.error);
+    // good points keep arriving after the exception
+    for _ in 0..3 {
+        let ok = next_matching(&mut rx, |r| r.asset_id == "tank-1").await;
+        assert_eq!(ok.quality, Quality::Good);
+    }
+}
+
+#[tokio::test]
+async fn a_device_that_stops_answering_does_not_stop_another_device() {
+    let a = sim().await;
+    let b = sim().await;
+    let (tx, mut rx) = mpsc::channel(256);
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    for (name, s) in [("dev-a", &a), ("dev-b", &b)] {
+        let ad = Box::new(ModbusAdapter::new(device(name, s, "")).unwrap());
+        tokio::spawn(ad.run(tx.clone(), stop_rx.clone()));
+    }
+    let from = |port: u16| {
+        move |r: &Reading| r.source.contains(&format!(":{port}/")) && r.quality == Quality::Good
+    };
+    next_matching(&mut rx, from(a.addr.port())).await;
+    next_matching(&mut rx, from(b.addr.port())).await;
+    a.set_silent(true);
+    // device a reports its failure ...
+    next_matching(&mut rx, |r| {
+        r.source.contains(&format!(":{}/", a.addr.port())) && r.quality == Quality::Bad
+    })
+    .await;
+    // ... while device b goes on: 10 more good readings from b within the timeout
+    for _ in 0..10 {
+        next_matching(&mut rx, from(b.addr.port())).await;
+    }
+    // and a recovers once it answers again
+    a.set_silent(false);
+    next_matching(&mut rx, from(a.addr.port())).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_device_is_reported_bad_once_not_every_poll() {
+    // nothing listens on this port
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    let yaml = format!(
+        "name: gone\naddress: \"127.0.0.1:{port}\"\npoll_interval_ms: 50\ntimeout_ms: 100\nmax_backoff_ms: 100\npoints:\n  - {{ asset: t, field: volume, register: 0, type: f32 }}\n"
+    );
+    let (mut rx, _stop) = spawn(serde_yaml::from_str(&yaml).unwrap());
+    let first = next_matching(&mut rx, |_| true).await;
+    assert_eq!(first.quality, Quality::Bad);
+    // many reconnect attempts happen in 1 s; none repeats the same bad reading
+    let more = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await;
+    assert!(
+        more.is_err(),
+        "a repeated bad reading was emitted: {more:?}"
+    );
+}

@@ -1,0 +1,63 @@
+//! `atg-sim`: run the simulated ATG on its own (see docs/atg-simulator.md).
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Result;
+use atg_sim::{SimConfig, Simulator};
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(
+    name = "atg-sim",
+    version,
+    about = "Simulated automatic tank gauge (Modbus TCP server)"
+)]
+struct Cli {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:5020")]
+    listen: SocketAddr,
+    /// Number of tanks.
+    #[arg(long, default_value_t = 4)]
+    tanks: usize,
+    /// Simulated seconds per real second.
+    #[arg(long, default_value_t = 60.0)]
+    speed: f64,
+    /// Print the tanks as JSON every N seconds (0 = never).
+    #[arg(long, default_value_t = 0)]
+    print_every: u64,
+    /// Write the matching agent config fragment (assets + devices) to this file and continue.
+    #[arg(long)]
+    write_agent_config: Option<std::path::PathBuf>,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
+    let cli = Cli::parse();
+    let sim = Simulator::start(
+        cli.listen,
+        SimConfig {
+            tanks: cli.tanks,
+            speed: cli.speed,
+            ..SimConfig::default()
+        },
+    )
+    .await?;
+    println!("atg-sim: {} tanks on modbus://{}", cli.tanks, sim.addr);
+    if let Some(path) = cli.write_agent_config {
+        std::fs::write(
+            &path,
+            atg_sim::agent_yaml_fragment(sim.addr, &sim.tanks(), 1000),
+        )?;
+    }
+    loop {
+        if cli.print_every == 0 {
+            tokio::signal::ctrl_c().await?;
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(cli.print_every)).await;
+        println!("{}", serde_json::to_string(&sim.tanks())?);
+    }
+}

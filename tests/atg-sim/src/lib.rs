@@ -1,0 +1,324 @@
+//! A simulated automatic tank gauge (ATG): a Modbus TCP server exposing
+//! several tanks whose volume drains with simulated sales and refills with
+//! deliveries. Used by the demo and by the end-to-end tests.
+//!
+//! Register map (documented for installers in `docs/atg-simulator.md`):
+//! tank `i` (0-based) starts at holding register `i * 20`; the same values
+//! are mirrored in the input registers. Every value is an IEEE-754 float32
+//! in two registers, most significant word first ("ABCD"), except the
+//! status word.
+//!
+//! | offset | field          | unit |
+//! |--------|----------------|------|
+//! | +0     | volume         | L    |
+//! | +2     | ullage         | L    |
+//! | +4     | height         | mm   |
+//! | +6     | water_height   | mm   |
+//! | +8     | temperature    | degC |
+//! | +10    | tc_volume      | L    |
+//! | +12    | capacity       | L    |
+//! | +14    | status (u16): bit0 high level, bit1 low level, bit2 water high | |
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_modbus::server::tcp::{Server, accept_tcp_connection};
+use tokio_modbus::{ExceptionCode, Request, Response};
+
+/// Registers per tank.
+pub const TANK_STRIDE: u16 = 20;
+/// Field offsets within a tank's block.
+pub const FIELDS: &[(&str, u16, &str)] = &[
+    ("volume", 0, "L"),
+    ("ullage", 2, "L"),
+    ("height", 4, "mm"),
+    ("water_height", 6, "mm"),
+    ("temperature", 8, "degC"),
+    ("tc_volume", 10, "L"),
+    ("capacity", 12, "L"),
+];
+pub const STATUS_OFFSET: u16 = 14;
+
+/// One simulated tank.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Tank {
+    pub id: String,
+    pub product: String,
+    pub capacity: f64,
+    pub volume: f64,
+    pub water_height: f64,
+    pub temperature: f64,
+    /// Sales rate, L/h.
+    pub sales_rate: f64,
+    pub delivering: bool,
+    /// Tank height at full capacity, mm.
+    pub max_height: f64,
+}
+
+impl Tank {
+    pub fn ullage(&self) -> f64 {
+        (self.capacity - self.volume).max(0.0)
+    }
+    pub fn height(&self) -> f64 {
+        self.volume / self.capacity * self.max_height
+    }
+    /// Volume corrected to 15 degC (diesel/petrol expansion ~0.1%/K).
+    pub fn tc_volume(&self) -> f64 {
+        self.volume * (1.0 - 0.001 * (self.temperature - 15.0))
+    }
+    /// The value of a field by its normalized name.
+    pub fn field(&self, name: &str) -> Option<f64> {
+        Some(match name {
+            "volume" => self.volume,
+            "ullage" => self.ullage(),
+            "height" => self.height(),
+            "water_height" => self.water_height,
+            "temperature" => self.temperature,
+            "tc_volume" => self.tc_volume(),
+            "capacity" => self.capacity,
+            _ => return None,
+        })
+    }
+    fn status(&self) -> u16 {
+        let pct = self.volume / self.capacity;
+        u16::from(pct > 0.95)
+            | (u16::from(pct < 0.10) << 1)
+            | (u16::from(self.water_height > 50.0) << 2)
+    }
+}
+
+/// Simulator settings.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub tanks: usize,
+    /// Simulated seconds per real second.
+    pub speed: f64,
+    /// Simulation step, real ms.
+    pub tick_ms: u64,
+    /// Seed for the per-tank parameters (reproducible runs).
+    pub seed: u64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            tanks: 4,
+            speed: 60.0,
+            tick_ms: 200,
+            seed: 7,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    tanks: Vec<Tank>,
+    frozen: bool,
+    silent: bool,
+    requests: u64,
+}
+
+/// Handle on a running simulator.
+#[derive(Clone)]
+pub struct Simulator {
+    state: Arc<Mutex<State>>,
+    pub addr: SocketAddr,
+}
+
+const PRODUCTS: &[&str] = &["diesel", "unleaded95", "unleaded98", "adblue"];
+
+fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    // A panic while holding the lock leaves consistent plain data; keep serving.
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Simulator {
+    /// Binds `listen` (use port 0 for any) and starts serving and simulating.
+    pub async fn start(listen: SocketAddr, cfg: SimConfig) -> std::io::Result<Simulator> {
+        let mut rng = cfg
+            .seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let mut next = move || {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((rng >> 33) as f64) / f64::from(u32::MAX >> 1)
+        };
+        let tanks = (0..cfg.tanks)
+            .map(|i| {
+                let capacity = [20_000.0, 30_000.0, 40_000.0, 50_000.0][i % 4];
+                Tank {
+                    id: format!("tank-{}", i + 1),
+                    product: PRODUCTS[i % PRODUCTS.len()].to_string(),
+                    capacity,
+                    volume: capacity * (0.3 + 0.6 * next()),
+                    water_height: 5.0 + 20.0 * next(),
+                    temperature: 12.0 + 6.0 * next(),
+                    sales_rate: 300.0 + 900.0 * next(),
+                    delivering: false,
+                    max_height: 2500.0,
+                }
+            })
+            .collect();
+        let state = Arc::new(Mutex::new(State {
+            tanks,
+            frozen: false,
+            silent: false,
+            requests: 0,
+        }));
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let sim = Simulator { state, addr };
+        tokio::spawn(serve(listener, sim.state.clone()));
+        tokio::spawn(simulate(sim.state.clone(), cfg));
+        Ok(sim)
+    }
+
+    /// A copy of the current tanks.
+    pub fn tanks(&self) -> Vec<Tank> {
+        lock(&self.state).tanks.clone()
+    }
+    /// Stops (or resumes) the simulation clock; values stay constant while frozen.
+    pub fn set_frozen(&self, frozen: bool) {
+        lock(&self.state).frozen = frozen;
+    }
+    /// Makes the device stop answering (requests hang) or answer again.
+    pub fn set_silent(&self, silent: bool) {
+        lock(&self.state).silent = silent;
+    }
+    /// Requests answered so far.
+    pub fn requests(&self) -> u64 {
+        lock(&self.state).requests
+    }
+}
+
+async fn simulate(state: Arc<Mutex<State>>, cfg: SimConfig) {
+    let mut t = tokio::time::interval(Duration::from_millis(cfg.tick_ms));
+    let dt_h = cfg.tick_ms as f64 / 1000.0 * cfg.speed / 3600.0;
+    loop {
+        t.tick().await;
+        let mut s = lock(&state);
+        if s.frozen {
+            continue;
+        }
+        for tank in &mut s.tanks {
+            if tank.delivering {
+                tank.volume += 36_000.0 * dt_h; // 600 L/min
+                if tank.volume >= tank.capacity * 0.9 {
+                    tank.delivering = false;
+                }
+            } else {
+                tank.volume -= tank.sales_rate * dt_h;
+                if tank.volume <= tank.capacity * 0.15 {
+                    tank.delivering = true;
+                }
+            }
+            tank.volume = tank.volume.clamp(0.0, tank.capacity);
+            tank.temperature += 0.05 * dt_h * (15.0 - tank.temperature);
+        }
+    }
+}
+
+fn registers(tanks: &[Tank]) -> HashMap<u16, u16> {
+    let mut m = HashMap::new();
+    for (i, t) in tanks.iter().enumerate() {
+        let base = i as u16 * TANK_STRIDE;
+        for (name, off, _) in FIELDS {
+            let v = t.field(name).unwrap_or(0.0) as f32;
+            let b = v.to_be_bytes();
+            m.insert(base + off, u16::from_be_bytes([b[0], b[1]]));
+            m.insert(base + off + 1, u16::from_be_bytes([b[2], b[3]]));
+        }
+        m.insert(base + STATUS_OFFSET, t.status());
+    }
+    m
+}
+
+type Fut = Pin<Box<dyn Future<Output = Result<Response, ExceptionCode>> + Send>>;
+
+struct AtgService {
+    state: Arc<Mutex<State>>,
+}
+
+impl tokio_modbus::server::Service for AtgService {
+    type Request = Request<'static>;
+    type Response = Response;
+    type Exception = ExceptionCode;
+    type Future = Fut;
+
+    fn call(&self, req: Self::Request) -> Self::Future {
+        let mut s = lock(&self.state);
+        if s.silent {
+            // A hung device: never answers within any sane timeout.
+            return Box::pin(async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Err(ExceptionCode::ServerDeviceBusy)
+            });
+        }
+        s.requests += 1;
+        let limit = s.tanks.len() as u32 * u32::from(TANK_STRIDE);
+        let read = |addr: u16, cnt: u16| -> Result<Vec<u16>, ExceptionCode> {
+            if cnt == 0 || cnt > 125 || u32::from(addr) + u32::from(cnt) > limit {
+                return Err(ExceptionCode::IllegalDataAddress);
+            }
+            let regs = registers(&s.tanks);
+            Ok((addr..addr + cnt)
+                .map(|a| regs.get(&a).copied().unwrap_or(0))
+                .collect())
+        };
+        let res = match req {
+            Request::ReadHoldingRegisters(a, c) => read(a, c).map(Response::ReadHoldingRegisters),
+            Request::ReadInputRegisters(a, c) => read(a, c).map(Response::ReadInputRegisters),
+            _ => Err(ExceptionCode::IllegalFunction),
+        };
+        Box::pin(std::future::ready(res))
+    }
+}
+
+async fn serve(listener: TcpListener, state: Arc<Mutex<State>>) {
+    let server = Server::new(listener);
+    let new_service = move |_addr| {
+        Ok(Some(AtgService {
+            state: state.clone(),
+        }))
+    };
+    let on_connected = |stream, addr| {
+        let r = accept_tcp_connection(stream, addr, &new_service);
+        async move { r }
+    };
+    let on_error = |e| tracing::debug!(error = %e, "atg-sim connection error");
+    if let Err(e) = server.serve(&on_connected, on_error).await {
+        tracing::error!(error = %e, "atg-sim server stopped");
+    }
+}
+
+/// The agent configuration (`devices:` and `assets:` YAML) that reads this
+/// simulator's tanks. Used by the demo script and tests.
+pub fn agent_yaml_fragment(addr: SocketAddr, tanks: &[Tank], poll_ms: u64) -> String {
+    let mut s = String::from("assets:\n");
+    for t in tanks {
+        s += &format!(
+            "  - id: {}\n    kind: tank\n    name: \"{} ({})\"\n    product: {}\n    capacity: {}\n    capacity_unit: L\n",
+            t.id, t.id, t.product, t.product, t.capacity
+        );
+    }
+    s += &format!(
+        "devices:\n  - modbus:\n      name: atg\n      address: \"{addr}\"\n      unit_id: 1\n      poll_interval_ms: {poll_ms}\n      timeout_ms: 1000\n      points:\n"
+    );
+    for (i, t) in tanks.iter().enumerate() {
+        for (name, off, unit) in FIELDS.iter().filter(|f| f.0 != "capacity") {
+            s += &format!(
+                "        - {{ asset: {}, field: {name}, register: {}, type: f32, unit: {unit} }}\n",
+                t.id,
+                i as u16 * TANK_STRIDE + off
+            );
+        }
+    }
+    s
+}
