@@ -1,1 +1,161 @@
+//! The cloud headend: mTLS gRPC ingest ([`ingest`], [`tls`]), SQL storage
+//! ([`db`]) and the operator REST API ([`rest`]).
 
+pub mod db;
+pub mod ingest;
+pub mod rest;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use tankwatch_proto::v1::agent_link_server::AgentLinkServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// Errors of the headend library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("database: {0}")]
+    Db(String),
+    #[error(transparent)]
+    Pki(#[from] tankwatch_pki::Error),
+    #[error("{what} {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("gRPC server: {0}")]
+    Grpc(String),
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        Error::Db(e.to_string())
+    }
+}
+
+/// Everything the headend needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Agent-facing gRPC (mTLS) address.
+    pub grpc_listen: SocketAddr,
+    /// REST API address (loopback by default).
+    pub http_listen: SocketAddr,
+    /// `sqlite://PATH` or `postgres://...`.
+    pub database_url: String,
+    pub tls: tankwatch_pki::TlsFiles,
+    /// Concurrent batch transactions across all agents.
+    pub max_concurrent_writes: usize,
+    pub db_max_connections: u32,
+}
+
+impl Config {
+    /// Defaults for a PKI directory laid out by `tankwatch_pki::bootstrap`.
+    pub fn with_pki_dir(dir: PathBuf, database_url: String) -> Config {
+        Config {
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url,
+            tls: tankwatch_pki::TlsFiles {
+                cert: dir.join("headend.pem"),
+                key: dir.join("headend.key"),
+                ca: dir.join("ca.pem"),
+            },
+            max_concurrent_writes: 8,
+            db_max_connections: 16,
+        }
+    }
+}
+
+/// A running headend.
+pub struct Running {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub db: db::Db,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops listening and ends every session.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
+/// Binds both listeners, connects the database (running migrations) and serves.
+pub async fn start(cfg: Config) -> Result<Running, Error> {
+    let tls = tankwatch_pki::server_config(&cfg.tls)?;
+    let db = db::Db::connect(&cfg.database_url, cfg.db_max_connections).await?;
+    let grpc = TcpListener::bind(cfg.grpc_listen)
+        .await
+        .map_err(|source| Error::Bind {
+            what: "gRPC listener",
+            addr: cfg.grpc_listen,
+            source,
+        })?;
+    let http = TcpListener::bind(cfg.http_listen)
+        .await
+        .map_err(|source| Error::Bind {
+            what: "REST listener",
+            addr: cfg.http_listen,
+            source,
+        })?;
+    let grpc_addr = grpc.local_addr().map_err(|e| Error::Grpc(e.to_string()))?;
+    let http_addr = http.local_addr().map_err(|e| Error::Grpc(e.to_string()))?;
+    let sessions = ingest::Sessions::default();
+    let (shutdown, _) = tokio::sync::watch::channel(false);
+
+    let svc = AgentLinkServer::new(ingest::Ingest::new(
+        db.clone(),
+        sessions.clone(),
+        cfg.max_concurrent_writes,
+    ))
+    .max_decoding_message_size(ingest::MAX_MESSAGE_BYTES);
+    let incoming = ReceiverStream::new(tls::incoming(grpc, tls));
+    let mut stop = shutdown.subscribe();
+    let grpc_task = tokio::spawn(async move {
+        let r = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+            .add_service(svc)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "gRPC server failed");
+        }
+    });
+    let app = rest::router(rest::ApiState {
+        db: db.clone(),
+        sessions,
+    });
+    let mut stop = shutdown.subscribe();
+    let http_task = tokio::spawn(async move {
+        let r = axum::serve(http, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "REST server failed");
+        }
+    });
+    tracing::info!(%grpc_addr, %http_addr, backend = ?db.backend, "headend started");
+    Ok(Running {
+        grpc_addr,
+        http_addr,
+        db,
+        shutdown,
+        tasks: vec![grpc_task, http_task],
+    })
+}

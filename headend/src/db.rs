@@ -1,0 +1,505 @@
+//! SQL storage through sqlx. One code path for both backends via sqlx's
+//! `Any` driver: `sqlite://` (the embedded default) or `postgres://`,
+//! selected by the URL scheme. Migrations are embedded per backend and run
+//! at start. Queries use `$n` placeholders, which both backends accept.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use tankwatch_proto::v1;
+
+use crate::Error;
+
+/// Readings per INSERT statement (13 columns: stays far below both
+/// backends' bind-parameter limits).
+const ROWS_PER_INSERT: usize = 400;
+
+/// Which SQL backend a URL selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn from_url(url: &str) -> Result<Backend, Error> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(Error::Config(format!(
+                "database URL {url:?}: unsupported scheme; use sqlite://PATH or postgres://USER@HOST/DB"
+            )))
+        }
+    }
+}
+
+/// The database handle shared by ingest and the REST API.
+#[derive(Clone)]
+pub struct Db {
+    pool: AnyPool,
+    pub backend: Backend,
+}
+
+/// What a hello tells us about a site.
+pub struct HelloInfo<'a> {
+    pub site: &'a str,
+    pub hello: &'a v1::Hello,
+}
+
+fn log_id_sql(log_id: u64) -> i64 {
+    log_id as i64
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn quality_str(q: i32) -> &'static str {
+    match v1::Quality::try_from(q) {
+        Ok(v1::Quality::Good) => "good",
+        Ok(v1::Quality::Uncertain) => "uncertain",
+        _ => "bad",
+    }
+}
+
+impl Db {
+    /// Connects, creating a SQLite file (and its directory) if needed, and runs migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Db, Error> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url)?;
+        let mut url = url.to_string();
+        if backend == Backend::Sqlite {
+            let path = url
+                .trim_start_matches("sqlite://")
+                .trim_start_matches("sqlite:");
+            let path = path.split('?').next().unwrap_or("");
+            if path != ":memory:" && !path.is_empty() {
+                if let Some(dir) = std::path::Path::new(path).parent() {
+                    if !dir.as_os_str().is_empty() {
+                        std::fs::create_dir_all(dir).map_err(|e| {
+                            Error::Config(format!("cannot create {}: {e}", dir.display()))
+                        })?;
+                    }
+                }
+            }
+            if !url.contains("mode=") {
+                url.push_str(if url.contains('?') {
+                    "&mode=rwc"
+                } else {
+                    "?mode=rwc"
+                });
+            }
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite {
+                max_connections.min(4)
+            } else {
+                max_connections
+            })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL: readers never block the writer; FULL sync: an acked batch survives power loss.
+                        sqlx::query("PRAGMA journal_mode=WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA synchronous=FULL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout=10000")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .map_err(|e| Error::Db(format!("connecting to {}: {e}", redact(&url))))?;
+        let db = Db { pool, backend };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    async fn migrate(&self) -> Result<(), Error> {
+        let m = match self.backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
+        };
+        m.run(&self.pool)
+            .await
+            .map_err(|e| Error::Db(format!("migrations: {e}")))
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// `SELECT 1`: readiness probe.
+    pub async fn ping(&self) -> Result<(), Error> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Records a hello: the site, its agent version and its assets. Returns
+    /// the log's committed high-water mark.
+    pub async fn record_hello(&self, h: HelloInfo<'_>) -> Result<u64, Error> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO sites (site_id, first_seen_ms, last_seen_ms, agent_version) VALUES ($1, $2, $2, $3)
+             ON CONFLICT (site_id) DO UPDATE SET last_seen_ms = excluded.last_seen_ms, agent_version = excluded.agent_version",
+        )
+        .bind(h.site)
+        .bind(now)
+        .bind(&h.hello.agent_version)
+        .execute(&mut *tx)
+        .await?;
+        for a in &h.hello.assets {
+            let kind = match v1::AssetKind::try_from(a.kind) {
+                Ok(v1::AssetKind::Tank) => "tank",
+                Ok(v1::AssetKind::Controller) => "controller",
+                _ => "unknown",
+            };
+            let details = serde_json::to_string(&a.details).unwrap_or_else(|_| "{}".into());
+            sqlx::query(
+                "INSERT INTO assets (site_id, asset_id, kind, name, product, capacity, capacity_unit, details, updated_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 ON CONFLICT (site_id, asset_id) DO UPDATE SET kind = excluded.kind, name = excluded.name,
+                   product = excluded.product, capacity = excluded.capacity, capacity_unit = excluded.capacity_unit,
+                   details = excluded.details, updated_ms = excluded.updated_ms",
+            )
+            .bind(h.site)
+            .bind(&a.asset_id)
+            .bind(kind)
+            .bind(&a.name)
+            .bind(&a.product)
+            .bind(a.capacity)
+            .bind(&a.capacity_unit)
+            .bind(details)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let acked: Option<i64> = sqlx::query_scalar(
+            "SELECT acked_through FROM agent_logs WHERE site_id = $1 AND log_id = $2",
+        )
+        .bind(h.site)
+        .bind(log_id_sql(h.hello.log_id))
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(acked.unwrap_or(0).max(0) as u64)
+    }
+
+    /// Commits one telemetry batch in one transaction. Readings already
+    /// stored (same site, log, seq) are skipped. Returns the log's new
+    /// cumulative ack (>= `batch.last_seq`).
+    pub async fn ingest(&self, site: &str, batch: &v1::TelemetryBatch) -> Result<u64, Error> {
+        let now = now_ms();
+        let log_id = log_id_sql(batch.log_id);
+        let mut tx = self.pool.begin().await?;
+        for chunk in batch.readings.chunks(ROWS_PER_INSERT) {
+            let mut sql = String::with_capacity(128 + chunk.len() * 80);
+            sql.push_str(
+                "INSERT INTO readings (site_id, log_id, seq, asset_id, field, value, unit, quality, source_ts_ms, received_ts_ms, ingested_ms, source, error) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let b = i * 13;
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push('(');
+                for c in 1..=13 {
+                    if c > 1 {
+                        sql.push(',');
+                    }
+                    sql.push('$');
+                    sql.push_str(&(b + c).to_string());
+                }
+                sql.push(')');
+            }
+            sql.push_str(" ON CONFLICT (site_id, log_id, seq) DO NOTHING");
+            // Only `$n` placeholders are generated; every value is bound.
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for r in chunk {
+                q = q
+                    .bind(site)
+                    .bind(log_id)
+                    .bind(r.seq as i64)
+                    .bind(&r.asset_id)
+                    .bind(&r.field)
+                    .bind(r.value)
+                    .bind(&r.unit)
+                    .bind(quality_str(r.quality))
+                    .bind(r.source_ts_ms)
+                    .bind(r.received_ts_ms)
+                    .bind(now)
+                    .bind(&r.source)
+                    .bind(&r.error);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        // newest reading per point in this batch
+        let mut newest: HashMap<(&str, &str), &v1::Reading> = HashMap::new();
+        for r in &batch.readings {
+            let e = newest
+                .entry((r.asset_id.as_str(), r.field.as_str()))
+                .or_insert(r);
+            if (r.source_ts_ms, r.seq) >= (e.source_ts_ms, e.seq) {
+                *e = r;
+            }
+        }
+        for r in newest.values() {
+            let q = quality_str(r.quality);
+            sqlx::query(
+                "INSERT INTO latest_values (site_id, asset_id, field, value, unit, quality, error, source_ts_ms, received_ts_ms, good_ts_ms, source)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                 ON CONFLICT (site_id, asset_id, field) DO UPDATE SET
+                   value = CASE WHEN excluded.quality = 'bad' THEN latest_values.value ELSE excluded.value END,
+                   good_ts_ms = CASE WHEN excluded.quality = 'bad' THEN latest_values.good_ts_ms ELSE excluded.good_ts_ms END,
+                   unit = excluded.unit, quality = excluded.quality, error = excluded.error,
+                   source_ts_ms = excluded.source_ts_ms, received_ts_ms = excluded.received_ts_ms, source = excluded.source
+                 WHERE excluded.source_ts_ms >= latest_values.source_ts_ms",
+            )
+            .bind(site)
+            .bind(&r.asset_id)
+            .bind(&r.field)
+            .bind(r.value)
+            .bind(&r.unit)
+            .bind(q)
+            .bind(&r.error)
+            .bind(r.source_ts_ms)
+            .bind(r.received_ts_ms)
+            .bind(if q == "bad" { 0 } else { r.source_ts_ms })
+            .bind(&r.source)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let acked: i64 = sqlx::query_scalar(
+            "INSERT INTO agent_logs (site_id, log_id, acked_through, updated_ms) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (site_id, log_id) DO UPDATE SET
+               acked_through = CASE WHEN excluded.acked_through > agent_logs.acked_through THEN excluded.acked_through ELSE agent_logs.acked_through END,
+               updated_ms = excluded.updated_ms
+             RETURNING acked_through",
+        )
+        .bind(site)
+        .bind(log_id)
+        .bind(batch.last_seq as i64)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE sites SET last_seen_ms = $1 WHERE site_id = $2")
+            .bind(now)
+            .bind(site)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(acked.max(0) as u64)
+    }
+
+    pub async fn sites(&self) -> Result<Vec<SiteRow>, Error> {
+        let rows = sqlx::query(
+            "SELECT s.site_id, s.first_seen_ms, s.last_seen_ms, s.agent_version,
+                    (SELECT COUNT(*) FROM assets a WHERE a.site_id = s.site_id) AS n_assets
+             FROM sites s ORDER BY s.site_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SiteRow {
+                    site_id: r.try_get(0)?,
+                    first_seen_ms: r.try_get(1)?,
+                    last_seen_ms: r.try_get(2)?,
+                    agent_version: r.try_get(3)?,
+                    assets: r.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn site_exists(&self, site: &str) -> Result<bool, Error> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sites WHERE site_id = $1")
+            .bind(site)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
+    }
+
+    pub async fn assets(&self, site: &str) -> Result<Vec<AssetRow>, Error> {
+        let rows = sqlx::query(
+            "SELECT asset_id, kind, name, product, capacity, capacity_unit, details FROM assets WHERE site_id = $1 ORDER BY asset_id",
+        )
+        .bind(site)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut assets: Vec<AssetRow> = rows
+            .iter()
+            .map(|r| {
+                Ok(AssetRow {
+                    asset_id: r.try_get(0)?,
+                    kind: r.try_get(1)?,
+                    name: r.try_get(2)?,
+                    product: r.try_get(3)?,
+                    capacity: r.try_get(4)?,
+                    capacity_unit: r.try_get(5)?,
+                    details: r.try_get(6)?,
+                    fields: Vec::new(),
+                })
+            })
+            .collect::<Result<_, Error>>()?;
+        let latest = sqlx::query(
+            "SELECT asset_id, field, value, unit, quality, error, source_ts_ms, received_ts_ms, good_ts_ms, source
+             FROM latest_values WHERE site_id = $1 ORDER BY asset_id, field",
+        )
+        .bind(site)
+        .fetch_all(&self.pool)
+        .await?;
+        for r in &latest {
+            let asset: String = r.try_get(0)?;
+            let v = LatestRow {
+                field: r.try_get(1)?,
+                value: r.try_get(2)?,
+                unit: r.try_get(3)?,
+                quality: r.try_get(4)?,
+                error: r.try_get(5)?,
+                source_ts_ms: r.try_get(6)?,
+                received_ts_ms: r.try_get(7)?,
+                good_ts_ms: r.try_get(8)?,
+                source: r.try_get(9)?,
+            };
+            match assets.iter_mut().find(|a| a.asset_id == asset) {
+                Some(a) => a.fields.push(v),
+                // readings for an asset the config did not declare: show it anyway
+                None => assets.push(AssetRow {
+                    asset_id: asset,
+                    kind: "unknown".into(),
+                    name: String::new(),
+                    product: String::new(),
+                    capacity: 0.0,
+                    capacity_unit: String::new(),
+                    details: "{}".into(),
+                    fields: vec![v],
+                }),
+            }
+        }
+        Ok(assets)
+    }
+
+    pub async fn readings(&self, q: &ReadingQuery<'_>) -> Result<Vec<ReadingRow>, Error> {
+        const BASE: &str = "SELECT seq, field, value, unit, quality, error, source_ts_ms, received_ts_ms, source FROM readings
+             WHERE site_id = $1 AND asset_id = $2 AND source_ts_ms >= $3 AND source_ts_ms <= $4";
+        let query = match q.field {
+            Some(f) => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "{BASE} AND field = $6 ORDER BY source_ts_ms, seq LIMIT $5"
+            )))
+            .bind(q.site)
+            .bind(q.asset)
+            .bind(q.from_ms)
+            .bind(q.to_ms)
+            .bind(q.limit)
+            .bind(f),
+            None => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "{BASE} ORDER BY source_ts_ms, seq LIMIT $5"
+            )))
+            .bind(q.site)
+            .bind(q.asset)
+            .bind(q.from_ms)
+            .bind(q.to_ms)
+            .bind(q.limit),
+        };
+        let rows: Vec<AnyRow> = query.fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ReadingRow {
+                    seq: r.try_get(0)?,
+                    field: r.try_get(1)?,
+                    value: r.try_get(2)?,
+                    unit: r.try_get(3)?,
+                    quality: r.try_get(4)?,
+                    error: r.try_get(5)?,
+                    source_ts_ms: r.try_get(6)?,
+                    received_ts_ms: r.try_get(7)?,
+                    source: r.try_get(8)?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn redact(url: &str) -> String {
+    // never log a password embedded in a URL
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
+pub struct SiteRow {
+    pub site_id: String,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    pub agent_version: String,
+    pub assets: i64,
+}
+
+pub struct AssetRow {
+    pub asset_id: String,
+    pub kind: String,
+    pub name: String,
+    pub product: String,
+    pub capacity: f64,
+    pub capacity_unit: String,
+    pub details: String,
+    pub fields: Vec<LatestRow>,
+}
+
+pub struct LatestRow {
+    pub field: String,
+    pub value: f64,
+    pub unit: String,
+    pub quality: String,
+    pub error: String,
+    pub source_ts_ms: i64,
+    pub received_ts_ms: i64,
+    pub good_ts_ms: i64,
+    pub source: String,
+}
+
+pub struct ReadingQuery<'a> {
+    pub site: &'a str,
+    pub asset: &'a str,
+    pub field: Option<&'a str>,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub limit: i64,
+}
+
+pub struct ReadingRow {
+    pub seq: i64,
+    pub field: String,
+    pub value: f64,
+    pub unit: String,
+    pub quality: String,
+    pub error: String,
+    pub source_ts_ms: i64,
+    pub received_ts_ms: i64,
+    pub source: String,
+}
+
+impl FromStr for Backend {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Backend::from_url(s)
+    }
+}

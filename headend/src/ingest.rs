@@ -1,0 +1,292 @@
+//! gRPC ingest: the `AgentLink.Session` stream.
+//!
+//! Per stream: the first message must be a `Hello` whose `site_id` equals
+//! the site in the client certificate (else PERMISSION_DENIED, nothing
+//! stored). Then batches are committed one at a time, in order, and each
+//! is acknowledged only after its transaction committed. While a commit is
+//! pending the stream is not read, so HTTP/2 flow control pushes back on
+//! the agent: a slow database slows agents down instead of filling memory.
+//! If a commit fails the stream ends with UNAVAILABLE; the agent reconnects
+//! with backoff and replays from its last ack.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tankwatch_proto::v1::{
+    self, AgentMessage, HeadendMessage, agent_message::Msg as In, headend_message::Msg as Out,
+};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::db::{Db, HelloInfo, now_ms};
+use crate::tls::AgentIdentity;
+
+/// Most readings the headend accepts in one batch (told to agents in HelloAck).
+pub const MAX_BATCH_READINGS: u32 = 5000;
+/// Largest gRPC message accepted, bytes.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Outbound messages buffered per stream; when full the stream's reader waits.
+const OUTBOUND_QUEUE: usize = 32;
+const HELLO_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Live sessions, for status (bounded by the number of connected agents).
+#[derive(Clone, Default)]
+pub struct Sessions {
+    inner: Arc<Mutex<HashMap<String, SessionInfo>>>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SessionInfo {
+    pub peer: String,
+    pub since_ms: i64,
+    pub agent_version: String,
+    pub acked_through: u64,
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionInfo>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    pub fn get(&self, site: &str) -> Option<SessionInfo> {
+        self.lock().get(site).cloned()
+    }
+}
+
+/// The ingest service.
+#[derive(Clone)]
+pub struct Ingest {
+    db: Db,
+    sessions: Sessions,
+    /// Bounds concurrent database transactions across all streams.
+    writers: Arc<Semaphore>,
+}
+
+impl Ingest {
+    pub fn new(db: Db, sessions: Sessions, max_concurrent_writes: usize) -> Self {
+        Self {
+            db,
+            sessions,
+            writers: Arc::new(Semaphore::new(max_concurrent_writes.max(1))),
+        }
+    }
+}
+
+type OutStream = Pin<Box<dyn Stream<Item = Result<HeadendMessage, Status>> + Send>>;
+
+fn out(m: Out) -> Result<HeadendMessage, Status> {
+    Ok(HeadendMessage { msg: Some(m) })
+}
+
+/// Checks a batch's internal consistency against the hello.
+pub fn validate_batch(b: &v1::TelemetryBatch, log_id: u64) -> Result<(), Status> {
+    if b.log_id != log_id {
+        return Err(Status::invalid_argument(format!(
+            "batch log_id {} differs from the hello's {log_id}",
+            b.log_id
+        )));
+    }
+    if b.first_seq == 0 || b.first_seq > b.last_seq {
+        return Err(Status::invalid_argument(format!(
+            "batch range [{}, {}] is empty or starts at 0",
+            b.first_seq, b.last_seq
+        )));
+    }
+    if b.readings.len() > MAX_BATCH_READINGS as usize {
+        return Err(Status::invalid_argument(format!(
+            "batch has {} readings; the limit is {MAX_BATCH_READINGS}",
+            b.readings.len()
+        )));
+    }
+    let mut prev = 0;
+    for r in &b.readings {
+        if r.seq < b.first_seq || r.seq > b.last_seq || r.seq <= prev {
+            return Err(Status::invalid_argument(format!(
+                "reading seq {} outside [{}, {}] or not increasing",
+                r.seq, b.first_seq, b.last_seq
+            )));
+        }
+        if !r.value.is_finite() {
+            return Err(Status::invalid_argument(format!(
+                "reading seq {} has a non-finite value",
+                r.seq
+            )));
+        }
+        prev = r.seq;
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl v1::agent_link_server::AgentLink for Ingest {
+    type SessionStream = OutStream;
+
+    async fn session(
+        &self,
+        req: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<OutStream>, Status> {
+        let who = req
+            .extensions()
+            .get::<AgentIdentity>()
+            .cloned()
+            .ok_or_else(|| {
+                Status::unauthenticated("no verified client certificate on this connection")
+            })?;
+        let mut inbound = req.into_inner();
+        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no Hello within 15 s"))??;
+        let hello = match first.and_then(|m| m.msg) {
+            Some(In::Hello(h)) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message of a session must be a Hello",
+                ));
+            }
+        };
+        if hello.site_id != who.site_id {
+            tracing::warn!(peer = %who.peer, cert_site = %who.site_id, claimed = %hello.site_id, "hello claims another site; refused");
+            return Err(Status::permission_denied(format!(
+                "this certificate is for site {:?}, not {:?}",
+                who.site_id, hello.site_id
+            )));
+        }
+        if hello.log_id == 0 {
+            return Err(Status::invalid_argument("hello.log_id must not be 0"));
+        }
+        let acked = self
+            .db
+            .record_hello(HelloInfo {
+                site: &who.site_id,
+                hello: &hello,
+            })
+            .await
+            .map_err(|e| Status::unavailable(format!("database: {e}")))?;
+        tracing::info!(site = %who.site_id, peer = %who.peer, version = %hello.agent_version, log_id = hello.log_id, acked, "agent session started");
+        self.sessions.lock().insert(
+            who.site_id.clone(),
+            SessionInfo {
+                peer: who.peer.to_string(),
+                since_ms: now_ms(),
+                agent_version: hello.agent_version.clone(),
+                acked_through: acked,
+            },
+        );
+        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let _ = tx
+            .send(out(Out::HelloAck(v1::HelloAck {
+                site_id: who.site_id.clone(),
+                acked_through_seq: acked,
+                max_batch_readings: MAX_BATCH_READINGS,
+            })))
+            .await;
+        let this = self.clone();
+        tokio::spawn(async move {
+            let site = who.site_id.clone();
+            if let Err(status) = this.pump(&who, hello.log_id, inbound, &tx).await {
+                tracing::warn!(%site, code = ?status.code(), msg = %status.message(), "agent session ended with error");
+                let _ = tx.send(Err(status)).await;
+            } else {
+                tracing::info!(%site, "agent session closed");
+            }
+            this.sessions.lock().remove(&site);
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+impl Ingest {
+    async fn pump(
+        &self,
+        who: &AgentIdentity,
+        log_id: u64,
+        mut inbound: Streaming<AgentMessage>,
+        tx: &mpsc::Sender<Result<HeadendMessage, Status>>,
+    ) -> Result<(), Status> {
+        while let Some(msg) = inbound.message().await? {
+            match msg.msg {
+                Some(In::Batch(b)) => {
+                    validate_batch(&b, log_id)?;
+                    let acked = {
+                        let _permit = self
+                            .writers
+                            .acquire()
+                            .await
+                            .map_err(|_| Status::unavailable("shutting down"))?;
+                        self.db.ingest(&who.site_id, &b).await.map_err(|e| {
+                            tracing::error!(site = %who.site_id, error = %e, "batch commit failed; not acknowledging");
+                            Status::unavailable(format!("database unavailable: {e}"))
+                        })?
+                    };
+                    if let Some(s) = self.sessions.lock().get_mut(&who.site_id) {
+                        s.acked_through = acked;
+                    }
+                    if tx
+                        .send(out(Out::Ack(v1::TelemetryAck {
+                            log_id,
+                            acked_through_seq: acked,
+                        })))
+                        .await
+                        .is_err()
+                    {
+                        return Ok(()); // agent went away
+                    }
+                }
+                Some(In::Hello(_)) => {
+                    return Err(Status::invalid_argument("a second Hello on one session"));
+                }
+                Some(In::CommandAck(_)) | Some(In::Event(_)) => {
+                    tracing::debug!(site = %who.site_id, "event/command ack received (handled by later issues)");
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(first: u64, last: u64, seqs: &[u64]) -> v1::TelemetryBatch {
+        v1::TelemetryBatch {
+            log_id: 9,
+            first_seq: first,
+            last_seq: last,
+            readings: seqs
+                .iter()
+                .map(|&seq| v1::Reading {
+                    seq,
+                    value: 1.0,
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn batches_with_bad_ranges_or_foreign_logs_are_refused() {
+        assert!(validate_batch(&batch(1, 3, &[1, 2, 3]), 9).is_ok());
+        assert!(
+            validate_batch(&batch(1, 3, &[1, 3]), 9).is_ok(),
+            "holes are gaps, allowed"
+        );
+        assert!(
+            validate_batch(&batch(1, 3, &[1, 2, 3]), 8).is_err(),
+            "other log"
+        );
+        assert!(
+            validate_batch(&batch(2, 3, &[1, 2]), 9).is_err(),
+            "seq outside range"
+        );
+        assert!(
+            validate_batch(&batch(1, 3, &[2, 1]), 9).is_err(),
+            "not increasing"
+        );
+        assert!(validate_batch(&batch(3, 1, &[]), 9).is_err(), "empty range");
+    }
+}

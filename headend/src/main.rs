@@ -1,0 +1,72 @@
+//! `headend`: the cloud side. See `headend --help`.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(
+    name = "headend",
+    version,
+    about = "tankwatch headend: mTLS gRPC ingest, SQL storage, REST API"
+)]
+struct Cli {
+    /// Agent-facing gRPC (mTLS) address.
+    #[arg(long, env = "HEADEND_GRPC_LISTEN", default_value = "127.0.0.1:7443")]
+    grpc_listen: SocketAddr,
+    /// REST API address. Loopback by default: the API has no authentication yet.
+    #[arg(long, env = "HEADEND_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
+    http_listen: SocketAddr,
+    /// Database URL: sqlite://PATH (default, created if missing) or postgres://USER@HOST/DB.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/headend.db")]
+    database_url: String,
+    /// Directory with ca.pem, headend.pem and headend.key (see `pki`).
+    #[arg(long, env = "HEADEND_PKI_DIR", default_value = "pki")]
+    pki_dir: PathBuf,
+    /// Create a CA and a server certificate in --pki-dir if there is none yet (demo, first run).
+    #[arg(long)]
+    init_pki: bool,
+    /// Concurrent batch transactions across all agents.
+    #[arg(long, default_value_t = 8)]
+    max_concurrent_writes: usize,
+    /// Log as JSON lines.
+    #[arg(long, env = "LOG_JSON")]
+    log_json: bool,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    if cli.log_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    if cli.init_pki && !cli.pki_dir.join("ca.key").exists() {
+        tankwatch_pki::bootstrap(&cli.pki_dir, &[], 397).context("creating the PKI")?;
+        tracing::info!(dir = %cli.pki_dir.display(), "created a new CA and server certificate");
+    }
+    let mut cfg = headend::Config::with_pki_dir(cli.pki_dir, cli.database_url);
+    cfg.grpc_listen = cli.grpc_listen;
+    cfg.http_listen = cli.http_listen;
+    cfg.max_concurrent_writes = cli.max_concurrent_writes;
+    let running = headend::start(cfg).await?;
+    println!(
+        "headend: gRPC (mTLS) on {}, REST on http://{}",
+        running.grpc_addr, running.http_addr
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    running.stop().await;
+    Ok(())
+}

@@ -1,0 +1,223 @@
+//! The operator REST API (read side of telemetry). Bound to loopback by
+//! default until REST authentication lands (a later issue).
+//!
+//! * `GET /health`: the process is alive (always 200).
+//! * `GET /ready`: 200 when the database answers, else 503.
+//! * `GET /api/v1/sites`
+//! * `GET /api/v1/sites/{site}/assets`: assets with the latest value per field.
+//! * `GET /api/v1/sites/{site}/assets/{asset}/readings?field=&from=&to=&limit=`:
+//!   history, oldest first; `from`/`to` are RFC 3339 or Unix ms.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::db::{Db, ReadingQuery};
+use crate::ingest::Sessions;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub db: Db,
+    pub sessions: Sessions,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/ready", get(ready))
+        .route("/api/v1/sites", get(sites))
+        .route("/api/v1/sites/{site}/assets", get(assets))
+        .route(
+            "/api/v1/sites/{site}/assets/{asset}/readings",
+            get(readings),
+        )
+        .with_state(state)
+}
+
+/// An API error: JSON `{"error": ...}` with a status code.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<crate::Error> for ApiError {
+    fn from(e: crate::Error) -> Self {
+        tracing::error!(error = %e, "REST request failed");
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("database unavailable: {e}"),
+        )
+    }
+}
+
+fn ts(ms: i64) -> Value {
+    if ms <= 0 {
+        return Value::Null;
+    }
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64);
+    Value::String(humantime::format_rfc3339_millis(t).to_string())
+}
+
+async fn ready(State(s): State<ApiState>) -> Response {
+    match s.db.ping().await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("database: {e}")).into_response(),
+    }
+}
+
+async fn sites(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let rows = s.db.sites().await?;
+    Ok(Json(Value::Array(
+        rows.into_iter()
+            .map(|r| {
+                let session = s.sessions.get(&r.site_id);
+                json!({
+                    "site_id": r.site_id,
+                    "agent_version": r.agent_version,
+                    "assets": r.assets,
+                    "first_seen": ts(r.first_seen_ms),
+                    "last_seen": ts(r.last_seen_ms),
+                    "connected": session.is_some(),
+                    "session": session,
+                })
+            })
+            .collect(),
+    )))
+}
+
+async fn site_or_404(db: &Db, site: &str) -> Result<(), ApiError> {
+    if db.site_exists(site).await? {
+        Ok(())
+    } else {
+        Err(ApiError(StatusCode::NOT_FOUND, format!("no site {site:?}")))
+    }
+}
+
+async fn assets(
+    State(s): State<ApiState>,
+    Path(site): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    site_or_404(&s.db, &site).await?;
+    let rows = s.db.assets(&site).await?;
+    Ok(Json(Value::Array(
+        rows.into_iter()
+            .map(|a| {
+                let fields: serde_json::Map<String, Value> = a
+                    .fields
+                    .into_iter()
+                    .map(|f| {
+                        (
+                            f.field,
+                            json!({
+                                "value": f.value,
+                                "unit": f.unit,
+                                "quality": f.quality,
+                                "error": if f.error.is_empty() { Value::Null } else { Value::String(f.error) },
+                                "source_ts": ts(f.source_ts_ms),
+                                "received_ts": ts(f.received_ts_ms),
+                                "last_good_ts": ts(f.good_ts_ms),
+                                "source": f.source,
+                            }),
+                        )
+                    })
+                    .collect();
+                json!({
+                    "asset_id": a.asset_id,
+                    "kind": a.kind,
+                    "name": a.name,
+                    "product": a.product,
+                    "capacity": a.capacity,
+                    "capacity_unit": a.capacity_unit,
+                    "details": serde_json::from_str::<Value>(&a.details).unwrap_or(Value::Null),
+                    "fields": fields,
+                })
+            })
+            .collect(),
+    )))
+}
+
+#[derive(Deserialize)]
+pub struct HistoryParams {
+    field: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<i64>,
+}
+
+/// Parses `from`/`to`: RFC 3339 (`2026-11-22T10:00:00Z`) or Unix milliseconds.
+pub fn parse_time(name: &str, v: &str) -> Result<i64, ApiError> {
+    if let Ok(ms) = v.parse::<i64>() {
+        return Ok(ms);
+    }
+    humantime::parse_rfc3339_weak(v)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64)
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("query parameter {name}={v:?}: use RFC 3339 (2026-11-22T10:00:00Z) or Unix milliseconds"),
+            )
+        })
+}
+
+async fn readings(
+    State(s): State<ApiState>,
+    Path((site, asset)): Path<(String, String)>,
+    Query(p): Query<HistoryParams>,
+) -> Result<Json<Value>, ApiError> {
+    site_or_404(&s.db, &site).await?;
+    let from_ms = p
+        .from
+        .as_deref()
+        .map(|v| parse_time("from", v))
+        .transpose()?
+        .unwrap_or(0);
+    let to_ms =
+        p.to.as_deref()
+            .map(|v| parse_time("to", v))
+            .transpose()?
+            .unwrap_or(i64::MAX);
+    let limit = p.limit.unwrap_or(1000);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "limit must be from 1 to 10000".into(),
+        ));
+    }
+    let rows =
+        s.db.readings(&ReadingQuery {
+            site: &site,
+            asset: &asset,
+            field: p.field.as_deref(),
+            from_ms,
+            to_ms,
+            limit,
+        })
+        .await?;
+    Ok(Json(Value::Array(
+        rows.into_iter()
+            .map(|r| {
+                json!({
+                    "seq": r.seq,
+                    "field": r.field,
+                    "value": r.value,
+                    "unit": r.unit,
+                    "quality": r.quality,
+                    "error": if r.error.is_empty() { Value::Null } else { Value::String(r.error) },
+                    "source_ts": ts(r.source_ts_ms),
+                    "source_ts_ms": r.source_ts_ms,
+                    "received_ts": ts(r.received_ts_ms),
+                    "source": r.source,
+                })
+            })
+            .collect(),
+    )))
+}
