@@ -1,1 +1,97 @@
+//! The site agent: device adapters -> store-and-forward log -> uplink.
+//!
+//! ```text
+//! adapters --(bounded channel, waits when full)--> log writer --fsync--> sflog
+//!                                                       | durable seq
+//!                                                       v
+//!                               headend <==mTLS gRPC== uplink --ack--> sflog trim
+//! ```
 
+pub mod config;
+pub mod logwriter;
+pub mod uplink;
+
+use std::sync::Arc;
+
+use adapter_api::Adapter;
+use tokio::sync::{mpsc, watch};
+
+pub use config::AgentConfig;
+
+/// Errors of the agent library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Log(#[from] sflog::Error),
+    #[error(transparent)]
+    Adapter(#[from] adapter_api::AdapterError),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// A running agent.
+pub struct Agent {
+    pub log: Arc<sflog::Log>,
+    pub uplink: watch::Receiver<uplink::UplinkStatus>,
+    stop: watch::Sender<bool>,
+    writer: tokio::task::JoinHandle<Result<(), Error>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Agent {
+    /// Stops adapters and the uplink, drains pending readings into the log and fsyncs it.
+    pub async fn stop(self) -> Result<(), Error> {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.writer
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+    }
+}
+
+/// Starts the agent: opens the log, spawns every adapter, the log writer and the uplink.
+pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
+    let cfg = Arc::new(cfg);
+    let log = Arc::new(sflog::Log::open(&cfg.log.dir, &sflog::Options::default())?);
+    tracing::info!(site = %cfg.site_id, log_id = log.log_id(), stats = ?log.stats(), "agent log opened");
+    let (stop, stop_rx) = watch::channel(false);
+    let (tx, rx) = mpsc::channel(logwriter::READING_QUEUE);
+    let mut tasks = Vec::new();
+    for d in &cfg.devices {
+        let adapter: Box<dyn Adapter> = match d {
+            config::DeviceConfig::Modbus(m) => Box::new(
+                adapter_modbus::ModbusAdapter::new(m.clone())
+                    .map_err(adapter_api::AdapterError::from)?,
+            ),
+        };
+        let (tx, stop_rx) = (tx.clone(), stop_rx.clone());
+        let name = adapter.name().to_string();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = adapter.run(tx, stop_rx).await {
+                tracing::error!(device = %name, error = %e, "adapter stopped");
+            }
+        }));
+    }
+    drop(tx); // the writer ends when every adapter has stopped
+    let (durable_tx, durable_rx) = watch::channel(log.durable_seq());
+    let writer = tokio::spawn(logwriter::run(log.clone(), rx, cfg.log.clone(), durable_tx));
+    let (status_tx, status_rx) = watch::channel(uplink::UplinkStatus::default());
+    tasks.push(tokio::spawn(uplink::run(
+        cfg.clone(),
+        log.clone(),
+        durable_rx,
+        stop_rx,
+        status_tx,
+    )));
+    Ok(Agent {
+        log,
+        uplink: status_rx,
+        stop,
+        writer,
+        tasks,
+    })
+}

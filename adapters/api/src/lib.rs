@@ -13,7 +13,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -96,6 +96,36 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Exponential backoff with full jitter: the n-th wait is uniform in
+/// [base/2, min(max, base * 2^n)].
+pub struct Backoff {
+    base: u64,
+    max: u64,
+    n: u32,
+}
+
+impl Backoff {
+    pub fn new(base_ms: u64, max_ms: u64) -> Self {
+        Self {
+            base: base_ms.max(1),
+            max: max_ms.max(base_ms.max(1)),
+            n: 0,
+        }
+    }
+    pub fn reset(&mut self) {
+        self.n = 0;
+    }
+    pub fn next(&mut self) -> Duration {
+        let cap = self
+            .base
+            .saturating_mul(1u64 << self.n.min(20))
+            .min(self.max);
+        self.n = self.n.saturating_add(1);
+        let lo = (self.base / 2).min(cap);
+        Duration::from_millis(fastrand::u64(lo..=cap))
+    }
+}
+
 /// Canonical units and conversions into them.
 ///
 /// Canonical units: volume `L`, length `mm`, temperature `degC`, flags
@@ -133,6 +163,17 @@ pub mod units {
 #[cfg(test)]
 mod tests {
     use super::units::conversion;
+
+    #[test]
+    fn backoff_grows_to_its_cap_with_jitter_and_resets() {
+        let mut b = super::Backoff::new(100, 1000);
+        let waits: Vec<u64> = (0..10).map(|_| b.next().as_millis() as u64).collect();
+        assert!(waits.iter().all(|&w| (50..=1000).contains(&w)), "{waits:?}");
+        assert!(waits[0] <= 100);
+        assert!(waits[9] >= 50);
+        b.reset();
+        assert!(b.next().as_millis() <= 100);
+    }
 
     #[test]
     fn device_units_convert_to_canonical_units() {

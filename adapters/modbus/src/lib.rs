@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use adapter_api::{
-    Adapter, AdapterError, BoxFuture, Quality, Reading, ReadingSink, Stop, now_ms, units,
+    Adapter, AdapterError, Backoff, BoxFuture, Quality, Reading, ReadingSink, Stop, now_ms, units,
 };
 use tokio_modbus::client::{Context, Reader};
 use tokio_modbus::prelude::*;
@@ -337,50 +337,5 @@ impl Poller {
             }
         }
         Ok(())
-    }
-}
-
-/// Exponential backoff with full jitter: the n-th wait is uniform in
-/// [base/2, min(max, base * 2^n)].
-pub struct Backoff {
-    base: u64,
-    max: u64,
-    n: u32,
-}
-
-impl Backoff {
-    pub fn new(base_ms: u64, max_ms: u64) -> Self {
-        Self {
-            base: base_ms.max(1),
-            max: max_ms.max(base_ms.max(1)),
-            n: 0,
-        }
-    }
-    pub fn reset(&mut self) {
-        self.n = 0;
-    }
-    pub fn next(&mut self) -> Duration {
-        let cap = self
-            .base
-            .saturating_mul(1u64 << self.n.min(20))
-            .min(self.max);
-        self.n = self.n.saturating_add(1);
-        let lo = (self.base / 2).min(cap);
-        Duration::from_millis(fastrand::u64(lo..=cap))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_to_its_cap_with_jitter_and_resets() {
-        let mut b = Backoff::new(100, 1000);
-        let waits: Vec<u64> = (0..10).map(|_| b.next().as_millis() as u64).collect();
-        assert!(waits.iter().all(|&w| (50..=1000).contains(&w)), "{waits:?}");
-        assert!(waits[0] <= 100);
-        b.reset();
-        assert!(b.next().as_millis() <= 100);
     }
 }

@@ -1,0 +1,473 @@
+//! The agent's YAML configuration. Relative paths are resolved against the
+//! directory of the config file. `edge-agent check-config FILE` runs
+//! [`load`] and prints the first problem with its line and column.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use adapter_modbus::ModbusDevice;
+use serde::{Deserialize, Deserializer};
+
+/// A configuration problem, with where it is.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}{}: {msg}", match (.line, .column) { (Some(l), Some(c)) => format!(":{l}:{c}"), (Some(l), None) => format!(":{l}"), _ => String::new() })]
+pub struct ConfigError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub msg: String,
+}
+
+/// The whole agent configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// This site's id; must equal the site in the agent certificate.
+    pub site_id: String,
+    pub headend: HeadendConfig,
+    pub tls: TlsConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub uplink: UplinkConfig,
+    /// The site's assets (tanks, controllers).
+    pub assets: Vec<AssetConfig>,
+    /// The devices to read, each with its point mapping:
+    /// `- modbus: { name: ..., address: ..., points: [...] }`.
+    #[serde(with = "serde_yaml::with::singleton_map_recursive")]
+    pub devices: Vec<DeviceConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadendConfig {
+    /// `host:port` of the headend's gRPC (mTLS) endpoint.
+    pub address: String,
+    /// Name to verify in the headend's certificate. Default: the host of `address`.
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Agent certificate (PEM), issued by `pki agent --site SITE`.
+    pub cert: PathBuf,
+    /// Agent private key (PEM, mode 0600).
+    pub key: PathBuf,
+    /// CA certificate the headend's certificate must chain to.
+    pub ca: PathBuf,
+}
+
+/// Store-and-forward log settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Directory of the on-disk log. Default `data/log`.
+    #[serde(default = "default_log_dir")]
+    pub dir: PathBuf,
+    /// Longest time a reading waits in memory before its fsync, ms; a crash
+    /// (or power loss) can lose at most this window of never-sent readings.
+    /// 1 to 10,000. Default 200.
+    #[serde(default = "default_flush", deserialize_with = "flush_ms")]
+    pub flush_interval_ms: u64,
+    /// Fsync after every group of appends instead of every interval.
+    #[serde(default)]
+    pub sync_every_batch: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            dir: default_log_dir(),
+            flush_interval_ms: default_flush(),
+            sync_every_batch: false,
+        }
+    }
+}
+
+/// Uplink (agent -> headend) settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkConfig {
+    /// Most readings per batch (the headend may lower it). 1 to 5000. Default 1000.
+    #[serde(default = "default_batch", deserialize_with = "batch_n")]
+    pub batch_max_readings: u64,
+    /// Most payload bytes per batch. 1 KiB to 8 MiB. Default 1 MiB.
+    #[serde(default = "default_batch_bytes", deserialize_with = "batch_bytes")]
+    pub batch_max_bytes: u64,
+    /// Batches sent but not yet acknowledged. 1 to 64. Default 4.
+    #[serde(default = "default_window", deserialize_with = "window")]
+    pub window: u64,
+    /// First reconnect delay, ms (then doubling, with jitter). Default 500.
+    #[serde(default = "default_backoff_initial")]
+    pub backoff_initial_ms: u64,
+    /// Longest reconnect delay, ms. Default 30,000.
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max_ms: u64,
+}
+
+impl Default for UplinkConfig {
+    fn default() -> Self {
+        Self {
+            batch_max_readings: default_batch(),
+            batch_max_bytes: default_batch_bytes(),
+            window: default_window(),
+            backoff_initial_ms: default_backoff_initial(),
+            backoff_max_ms: default_backoff_max(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AssetKind {
+    Tank,
+    Controller,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssetConfig {
+    /// Unique asset id within the site, e.g. `tank-1`.
+    pub id: String,
+    pub kind: AssetKind,
+    #[serde(default)]
+    pub name: String,
+    /// Product (tanks), e.g. `diesel`.
+    #[serde(default)]
+    pub product: String,
+    /// Nominal capacity (tanks), in `capacity_unit`.
+    #[serde(default)]
+    pub capacity: f64,
+    #[serde(default = "default_litres")]
+    pub capacity_unit: String,
+    /// Free-form extensions.
+    #[serde(default)]
+    pub details: std::collections::BTreeMap<String, String>,
+}
+
+/// One device, by protocol.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum DeviceConfig {
+    Modbus(ModbusDevice),
+}
+
+impl DeviceConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            DeviceConfig::Modbus(d) => &d.name,
+        }
+    }
+}
+
+fn default_log_dir() -> PathBuf {
+    PathBuf::from("data/log")
+}
+fn default_flush() -> u64 {
+    200
+}
+fn default_batch() -> u64 {
+    1000
+}
+fn default_batch_bytes() -> u64 {
+    1024 * 1024
+}
+fn default_window() -> u64 {
+    4
+}
+fn default_backoff_initial() -> u64 {
+    500
+}
+fn default_backoff_max() -> u64 {
+    30_000
+}
+fn default_litres() -> String {
+    "L".into()
+}
+
+fn bounded<'de, D: Deserializer<'de>>(d: D, key: &str, lo: u64, hi: u64) -> Result<u64, D::Error> {
+    let v = u64::deserialize(d)?;
+    if (lo..=hi).contains(&v) {
+        Ok(v)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "{key}: {v} is out of range: use a value from {lo} to {hi}"
+        )))
+    }
+}
+fn flush_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    bounded(d, "flush_interval_ms", 1, 10_000)
+}
+fn batch_n<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    bounded(d, "batch_max_readings", 1, 5000)
+}
+fn batch_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    bounded(d, "batch_max_bytes", 1024, 8 * 1024 * 1024)
+}
+fn window<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    bounded(d, "window", 1, 64)
+}
+
+/// Finds where `key: value` (or `key: "value"`) first appears, for errors
+/// that serde cannot place (cross-references).
+fn locate(text: &str, key: &str, value: &str) -> (Option<usize>, Option<usize>) {
+    for (i, line) in text.lines().enumerate() {
+        let mut from = 0;
+        while let Some(pos) = line[from..].find(key) {
+            let at = from + pos;
+            let rest = line[at + key.len()..].trim_start();
+            if let Some(rest) = rest.strip_prefix(':') {
+                let v = rest.trim_start().trim_start_matches(['"', '\'']);
+                if v.starts_with(value) {
+                    return (Some(i + 1), Some(at + 1));
+                }
+            }
+            from = at + key.len();
+        }
+    }
+    (None, None)
+}
+
+/// Reads, parses and validates a configuration file.
+pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: file.clone(),
+        line: None,
+        column: None,
+        msg: format!("cannot read: {e}"),
+    })?;
+    let mut cfg = parse(&file, &text)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    for p in [
+        &mut cfg.tls.cert,
+        &mut cfg.tls.key,
+        &mut cfg.tls.ca,
+        &mut cfg.log.dir,
+    ] {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    }
+    for (key, p) in [
+        ("cert", &cfg.tls.cert),
+        ("key", &cfg.tls.key),
+        ("ca", &cfg.tls.ca),
+    ] {
+        if !p.exists() {
+            let (line, column) = locate(&text, key, "");
+            return Err(ConfigError {
+                file,
+                line,
+                column,
+                msg: format!(
+                    "tls.{key}: file {} does not exist (issue it with `pki agent --site SITE`)",
+                    p.display()
+                ),
+            });
+        }
+    }
+    Ok(cfg)
+}
+
+/// Parses and validates configuration text (no file system checks).
+pub fn parse(file: &str, text: &str) -> Result<AgentConfig, ConfigError> {
+    let cfg: AgentConfig = serde_yaml::from_str(text)
+        .map_err(|e| {
+            let loc = e.location();
+            ConfigError {
+                file: file.to_string(),
+                line: loc.as_ref().map(|l| l.line()),
+                column: loc.as_ref().map(|l| l.column()),
+                // serde_yaml appends "at line X column Y"; we print it in front instead
+                msg: e
+                    .to_string()
+                    .split(" at line ")
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            }
+        })
+        .map_err(|mut e| {
+            // serde_yaml places custom (range) errors at the enclosing map; point at the key instead
+            if let Some((key, v)) = e
+                .msg
+                .split_once(" is out of range")
+                .and_then(|(head, _)| head.rsplit_once(": "))
+                .and_then(|(path, v)| Some((path.rsplit([' ', '.']).next()?, v)))
+            {
+                if let (Some(l), c) = locate(text, key, v) {
+                    e.line = Some(l);
+                    e.column = c;
+                }
+            }
+            e
+        })?;
+    let err = |key: &str, value: &str, msg: String| {
+        let (line, column) = locate(text, key, value);
+        ConfigError {
+            file: file.to_string(),
+            line,
+            column,
+            msg,
+        }
+    };
+    tankwatch_pki::validate_site_id(&cfg.site_id)
+        .map_err(|e| err("site_id", &cfg.site_id, format!("site_id: {e}")))?;
+    if !cfg.headend.address.contains(':') {
+        return Err(err(
+            "address",
+            &cfg.headend.address,
+            format!(
+                "headend.address {:?}: use host:port, e.g. headend.example.com:7443",
+                cfg.headend.address
+            ),
+        ));
+    }
+    let mut ids = HashSet::new();
+    for a in &cfg.assets {
+        if !ids.insert(a.id.as_str()) {
+            return Err(err(
+                "id",
+                &a.id,
+                format!("assets: id {:?} is declared twice", a.id),
+            ));
+        }
+    }
+    let mut names = HashSet::new();
+    let mut points = HashSet::new();
+    for d in &cfg.devices {
+        if !names.insert(d.name()) {
+            return Err(err(
+                "name",
+                d.name(),
+                format!("devices: name {:?} is used twice", d.name()),
+            ));
+        }
+        match d {
+            DeviceConfig::Modbus(m) => {
+                adapter_modbus::validate(m).map_err(|e| err("name", &m.name, e.to_string()))?;
+                for p in &m.points {
+                    if !ids.contains(p.asset.as_str()) {
+                        return Err(err(
+                            "asset",
+                            &p.asset,
+                            format!(
+                                "device {:?}: point {}.{} names asset {:?}, which is not declared under `assets` (declared: {})",
+                                m.name,
+                                p.asset,
+                                p.field,
+                                p.asset,
+                                cfg.assets
+                                    .iter()
+                                    .map(|a| a.id.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        ));
+                    }
+                    if !points.insert((p.asset.clone(), p.field.clone())) {
+                        return Err(err(
+                            "field",
+                            &p.field,
+                            format!(
+                                "{}.{} is mapped twice; each asset field must have one source",
+                                p.asset, p.field
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"site_id: site-1
+headend:
+  address: 127.0.0.1:7443
+tls: { cert: a.pem, key: a.key, ca: ca.pem }
+assets:
+  - { id: tank-1, kind: tank, capacity: 20000 }
+devices:
+  - modbus:
+      name: atg
+      address: 127.0.0.1:502
+      points:
+        - { asset: tank-1, field: volume, register: 0, type: f32, unit: L }
+"#;
+
+    fn err_of(text: &str) -> ConfigError {
+        parse("site.yaml", text).unwrap_err()
+    }
+
+    #[test]
+    fn a_valid_file_parses_with_defaults() {
+        let c = parse("site.yaml", GOOD).unwrap();
+        assert_eq!(c.log.flush_interval_ms, 200);
+        assert_eq!(c.uplink.batch_max_readings, 1000);
+        let DeviceConfig::Modbus(m) = &c.devices[0];
+        assert_eq!(m.poll_interval_ms, 1000);
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_line_and_column() {
+        let e = err_of(&GOOD.replace(
+            "      address: 127.0.0.1:502",
+            "      adress: 127.0.0.1:502",
+        ));
+        assert_eq!(e.line, Some(10), "{e}");
+        assert!(e.column.is_some());
+        assert!(e.to_string().contains("unknown field `adress`"), "{e}");
+        assert!(e.to_string().starts_with("site.yaml:10:"), "{e}");
+    }
+
+    #[test]
+    fn a_wrong_type_is_named_with_its_line() {
+        let e = err_of(&GOOD.replace("register: 0", "register: zero"));
+        assert_eq!(e.line, Some(12), "{e}");
+        assert!(
+            e.msg.contains("invalid type") || e.msg.contains("invalid value"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_missing_field_is_named() {
+        let e = err_of(&GOOD.replace("site_id: site-1\n", ""));
+        assert!(e.msg.contains("missing field `site_id`"), "{e}");
+        assert!(e.line.is_some());
+    }
+
+    #[test]
+    fn an_out_of_range_value_says_the_range() {
+        let e = err_of(&GOOD.replace(
+            "      address: 127.0.0.1:502",
+            "      address: 127.0.0.1:502\n      poll_interval_ms: 5",
+        ));
+        assert!(e.msg.contains("from 50 to 3600000"), "{e}");
+        assert_eq!(e.line, Some(11), "{e}");
+    }
+
+    #[test]
+    fn a_point_naming_an_undeclared_asset_points_at_its_line() {
+        let e = err_of(&GOOD.replace("asset: tank-1", "asset: tank-9"));
+        assert_eq!(e.line, Some(12), "{e}");
+        assert!(e.msg.contains("not declared"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_unit_lists_the_known_ones() {
+        let e = err_of(&GOOD.replace("unit: L }", "unit: barrels }"));
+        assert!(
+            e.msg.contains("unknown unit") && e.msg.contains("gal"),
+            "{e}"
+        );
+    }
+}

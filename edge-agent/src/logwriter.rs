@@ -1,0 +1,100 @@
+//! The log writer: the one task that appends to the store-and-forward log.
+//!
+//! Readings arrive from all adapters through one bounded channel
+//! ([`READING_QUEUE`]); when it is full, adapters wait (their next poll is
+//! delayed), nothing is dropped. Appends are grouped and fsynced at most
+//! `flush_interval_ms` apart (group commit) or after every group when
+//! `sync_every_batch` is set; after each fsync the durable seq is published
+//! and the uplink may send up to it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use adapter_api::Reading;
+use prost::Message;
+use sflog::{Class, Log};
+use tankwatch_proto::v1;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::Error;
+use crate::config::LogConfig;
+
+/// Capacity of the adapters -> log writer channel.
+pub const READING_QUEUE: usize = 4096;
+/// Most readings appended in one sled batch.
+const GROUP: usize = 1024;
+
+/// Converts an adapter reading into the wire/log form (seq is the log key, filled when sending).
+pub fn to_wire(r: &Reading) -> v1::Reading {
+    v1::Reading {
+        seq: 0,
+        asset_id: r.asset_id.clone(),
+        field: r.field.clone(),
+        value: r.value,
+        unit: r.unit.clone(),
+        quality: match r.quality {
+            adapter_api::Quality::Good => v1::Quality::Good,
+            adapter_api::Quality::Uncertain => v1::Quality::Uncertain,
+            adapter_api::Quality::Bad => v1::Quality::Bad,
+        } as i32,
+        source_ts_ms: r.source_ts_ms,
+        received_ts_ms: r.received_ts_ms,
+        source: r.source.clone(),
+        error: r.error.clone(),
+    }
+}
+
+/// Which drop class a reading belongs to.
+pub fn class_of(r: &Reading) -> Class {
+    if r.field.starts_with("alarm.") {
+        Class::Alarm
+    } else {
+        Class::Telemetry
+    }
+}
+
+async fn flush(log: &Arc<Log>, durable: &watch::Sender<u64>) -> Result<(), Error> {
+    let l = log.clone();
+    let upto = tokio::task::spawn_blocking(move || l.flush())
+        .await
+        .map_err(|e| Error::Internal(format!("flush task: {e}")))??;
+    durable.send_replace(upto);
+    Ok(())
+}
+
+/// Runs until the channel closes (all adapters stopped), then flushes and returns.
+pub async fn run(
+    log: Arc<Log>,
+    mut rx: mpsc::Receiver<Reading>,
+    cfg: LogConfig,
+    durable: watch::Sender<u64>,
+) -> Result<(), Error> {
+    let interval = Duration::from_millis(cfg.flush_interval_ms);
+    let mut deadline: Option<Instant> = None;
+    let mut buf = Vec::with_capacity(GROUP);
+    loop {
+        tokio::select! {
+            n = rx.recv_many(&mut buf, GROUP) => {
+                if n == 0 {
+                    flush(&log, &durable).await?;
+                    return Ok(());
+                }
+                let items: Vec<(Class, i64, Vec<u8>)> = buf
+                    .drain(..)
+                    .map(|r| (class_of(&r), r.received_ts_ms, to_wire(&r).encode_to_vec()))
+                    .collect();
+                log.append(&items)?;
+                if cfg.sync_every_batch {
+                    flush(&log, &durable).await?;
+                } else if deadline.is_none() {
+                    deadline = Some(Instant::now() + interval);
+                }
+            }
+            _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)).await }, if deadline.is_some() => {
+                deadline = None;
+                flush(&log, &durable).await?;
+            }
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! The uplink: one outbound mTLS gRPC session to the headend at a time,
+//! streaming durable log entries and trimming the log on cumulative acks.
+//!
+//! Replay: every session starts after the highest ack known (the log's own
+//! or the headend's HelloAck, whichever is higher) and sends the log in seq
+//! order, up to `window` batches in flight. On any error the session ends,
+//! and the next one starts after an exponential backoff with jitter; it
+//! resends everything not yet acknowledged (duplicates are dropped by the
+//! headend's (site, log_id, seq) key).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use adapter_api::Backoff;
+use hyper_util::rt::TokioIo;
+use prost::Message;
+use sflog::Log;
+use tankwatch_proto::v1::{
+    self, AgentMessage, agent_link_client::AgentLinkClient, agent_message::Msg as Out,
+    headend_message::Msg as In,
+};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::config::AgentConfig;
+
+const HELLO_ACK_TIMEOUT: Duration = Duration::from_secs(15);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A session that lasted this long resets the backoff.
+const STABLE_SESSION: Duration = Duration::from_secs(30);
+
+/// Why a session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("TLS setup: {0}")]
+    Tls(#[from] tankwatch_pki::Error),
+    #[error("connect: {0}")]
+    Connect(String),
+    #[error("headend: {0}")]
+    Status(#[from] tonic::Status),
+    #[error("protocol: {0}")]
+    Protocol(String),
+    #[error("log: {0}")]
+    Log(#[from] sflog::Error),
+}
+
+/// Shared uplink state, for status and tests.
+#[derive(Debug, Clone, Default)]
+pub struct UplinkStatus {
+    pub connected: bool,
+    pub sessions: u64,
+    pub last_error: String,
+}
+
+fn server_name(cfg: &AgentConfig) -> String {
+    cfg.headend.server_name.clone().unwrap_or_else(|| {
+        let a = &cfg.headend.address;
+        let host = a.rsplit_once(':').map(|(h, _)| h).unwrap_or(a);
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string()
+    })
+}
+
+async fn connect(cfg: &AgentConfig) -> Result<Channel, SessionError> {
+    let files = tankwatch_pki::TlsFiles {
+        cert: cfg.tls.cert.clone(),
+        key: cfg.tls.key.clone(),
+        ca: cfg.tls.ca.clone(),
+    };
+    // Re-read the certificate files on every connect: a renewed certificate is picked up.
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(tankwatch_pki::client_config(&files)?));
+    let name = rustls::pki_types::ServerName::try_from(server_name(cfg))
+        .map_err(|e| SessionError::Connect(format!("headend.server_name: {e}")))?;
+    let addr = cfg.headend.address.clone();
+    let connector = tower::service_fn(move |_uri: tonic::transport::Uri| {
+        let (tls, name, addr) = (tls.clone(), name.clone(), addr.clone());
+        async move {
+            let tcp = TcpStream::connect(&addr).await?;
+            tcp.set_nodelay(true)?;
+            let stream = tls.connect(name, tcp).await?;
+            Ok::<_, std::io::Error>(TokioIo::new(stream))
+        }
+    });
+    // The scheme is only a label for tonic: TLS is done by the connector above.
+    Endpoint::from_shared(format!("http://{}", cfg.headend.address))
+        .map_err(|e| SessionError::Connect(format!("headend.address: {e}")))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .keep_alive_while_idle(true)
+        .connect_with_connector(connector)
+        .await
+        .map_err(|e| {
+            use std::error::Error as _;
+            let mut msg = e.to_string();
+            let mut src = e.source();
+            while let Some(s) = src {
+                msg = format!("{msg}: {s}");
+                src = s.source();
+            }
+            SessionError::Connect(msg)
+        })
+}
+
+fn hello(cfg: &AgentConfig, log: &Log) -> Result<AgentMessage, SessionError> {
+    let st = log.stats();
+    Ok(AgentMessage {
+        msg: Some(Out::Hello(v1::Hello {
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            site_id: cfg.site_id.clone(),
+            log_id: log.log_id(),
+            log_first_seq: log.first_seq()?.unwrap_or(0),
+            log_next_seq: st.next_seq,
+            assets: cfg
+                .assets
+                .iter()
+                .map(|a| v1::Asset {
+                    asset_id: a.id.clone(),
+                    kind: match a.kind {
+                        crate::config::AssetKind::Tank => v1::AssetKind::Tank,
+                        crate::config::AssetKind::Controller => v1::AssetKind::Controller,
+                    } as i32,
+                    name: a.name.clone(),
+                    product: a.product.clone(),
+                    capacity: a.capacity,
+                    capacity_unit: a.capacity_unit.clone(),
+                    details: a.details.clone().into_iter().collect(),
+                })
+                .collect(),
+        })),
+    })
+}
+
+/// Builds the next batch from the log, starting at `from`.
+fn next_batch(
+    log: &Log,
+    from: u64,
+    max_readings: usize,
+    max_bytes: usize,
+) -> Result<Option<v1::TelemetryBatch>, SessionError> {
+    let entries = log.read_from(from, max_readings, max_bytes)?;
+    let (Some(first), Some(last)) = (
+        entries.first().map(|e| e.seq),
+        entries.last().map(|e| e.seq),
+    ) else {
+        return Ok(None);
+    };
+    let mut readings = Vec::with_capacity(entries.len());
+    for e in entries {
+        match v1::Reading::decode(e.payload.as_slice()) {
+            Ok(mut r) => {
+                r.seq = e.seq;
+                readings.push(r);
+            }
+            Err(err) => {
+                tracing::warn!(seq = e.seq, error = %err, "log entry is not a reading; skipped")
+            }
+        }
+    }
+    Ok(Some(v1::TelemetryBatch {
+        log_id: log.log_id(),
+        first_seq: first,
+        last_seq: last,
+        readings,
+    }))
+}
+
+async fn session(
+    cfg: &AgentConfig,
+    log: &Arc<Log>,
+    durable: &mut watch::Receiver<u64>,
+    stop: &mut watch::Receiver<bool>,
+    status: &watch::Sender<UplinkStatus>,
+) -> Result<(), SessionError> {
+    let channel = connect(cfg).await?;
+    let mut client = AgentLinkClient::new(channel).max_decoding_message_size(16 * 1024 * 1024);
+    let window = cfg.uplink.window as usize;
+    let (tx, rx) = mpsc::channel::<AgentMessage>(window + 2);
+    tx.send(hello(cfg, log)?)
+        .await
+        .map_err(|_| SessionError::Protocol("outbound stream closed".into()))?;
+    let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();
+    let first = tokio::time::timeout(HELLO_ACK_TIMEOUT, inbound.message())
+        .await
+        .map_err(|_| SessionError::Protocol("no HelloAck within 15 s".into()))??;
+    let hello_ack = match first.and_then(|m| m.msg) {
+        Some(In::HelloAck(h)) => h,
+        other => {
+            return Err(SessionError::Protocol(format!(
+                "expected HelloAck, got {other:?}"
+            )));
+        }
+    };
+    log.ack(hello_ack.acked_through_seq)?;
+    status.send_modify(|s| {
+        s.connected = true;
+        s.sessions += 1;
+    });
+    tracing::info!(site = %hello_ack.site_id, acked = hello_ack.acked_through_seq, "connected to headend");
+    let max_readings =
+        (cfg.uplink.batch_max_readings as usize).min(hello_ack.max_batch_readings.max(1) as usize);
+    let max_bytes = cfg.uplink.batch_max_bytes as usize;
+    let mut next = log.stats().acked_through.max(hello_ack.acked_through_seq) + 1;
+    let mut in_flight: VecDeque<u64> = VecDeque::new();
+    loop {
+        while in_flight.len() < window {
+            let Some(batch) = next_batch(log, next, max_readings, max_bytes)? else {
+                break;
+            };
+            next = batch.last_seq + 1;
+            in_flight.push_back(batch.last_seq);
+            tx.send(AgentMessage {
+                msg: Some(Out::Batch(batch)),
+            })
+            .await
+            .map_err(|_| SessionError::Protocol("outbound stream closed".into()))?;
+        }
+        tokio::select! {
+            m = inbound.message() => match m?.and_then(|m| m.msg) {
+                Some(In::Ack(a)) => {
+                    if a.log_id != log.log_id() {
+                        return Err(SessionError::Protocol(format!("ack for log {} (ours is {})", a.log_id, log.log_id())));
+                    }
+                    log.ack(a.acked_through_seq)?;
+                    while in_flight.front().is_some_and(|&s| s <= a.acked_through_seq) {
+                        in_flight.pop_front();
+                    }
+                }
+                Some(In::Control(c)) => {
+                    return Err(SessionError::Protocol(format!("headend asked to reconnect: {}", c.reason)));
+                }
+                Some(In::Command(c)) => tracing::info!(id = %c.command_id, "command received (command plane not yet enabled)"),
+                Some(In::HelloAck(_)) => return Err(SessionError::Protocol("unexpected second HelloAck".into())),
+                None => return Err(SessionError::Protocol("headend closed the session".into())),
+            },
+            r = durable.changed() => { if r.is_err() { return Ok(()); } }
+            _ = stop.changed() => return Ok(()),
+        }
+    }
+}
+
+/// Runs sessions until `stop`, reconnecting with exponential backoff and jitter.
+pub async fn run(
+    cfg: Arc<AgentConfig>,
+    log: Arc<Log>,
+    mut durable: watch::Receiver<u64>,
+    mut stop: watch::Receiver<bool>,
+    status: watch::Sender<UplinkStatus>,
+) {
+    let mut backoff = Backoff::new(cfg.uplink.backoff_initial_ms, cfg.uplink.backoff_max_ms);
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let started = tokio::time::Instant::now();
+        let r = session(&cfg, &log, &mut durable, &mut stop, &status).await;
+        status.send_modify(|s| s.connected = false);
+        match r {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "headend session ended");
+                status.send_modify(|s| s.last_error = e.to_string());
+            }
+        }
+        if started.elapsed() > STABLE_SESSION {
+            backoff.reset();
+        }
+        let wait = backoff.next();
+        tracing::info!(wait_ms = wait.as_millis() as u64, "reconnecting to headend");
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
