@@ -72,10 +72,21 @@ async fn connect(cfg: &AgentConfig) -> Result<Channel, SessionError> {
         ca: cfg.tls.ca.clone(),
     };
     // Re-read the certificate files on every connect: a renewed certificate is picked up.
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(tankwatch_pki::client_config(&files)?));
-    let name = rustls::pki_types::ServerName::try_from(server_name(cfg))
+    let tls = tankwatch_pki::client_config(&files)?;
+    channel(&cfg.headend.address, &server_name(cfg), tls).await
+}
+
+/// Opens an HTTP/2 channel to `address` over TLS with the given rustls
+/// config (built by `tankwatch_pki`), verifying `server_name`.
+pub async fn channel(
+    address: &str,
+    server_name: &str,
+    tls: rustls::ClientConfig,
+) -> Result<Channel, SessionError> {
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
         .map_err(|e| SessionError::Connect(format!("headend.server_name: {e}")))?;
-    let addr = cfg.headend.address.clone();
+    let addr = address.to_string();
     let connector = tower::service_fn(move |_uri: tonic::transport::Uri| {
         let (tls, name, addr) = (tls.clone(), name.clone(), addr.clone());
         async move {
@@ -86,7 +97,7 @@ async fn connect(cfg: &AgentConfig) -> Result<Channel, SessionError> {
         }
     });
     // The scheme is only a label for tonic: TLS is done by the connector above.
-    Endpoint::from_shared(format!("http://{}", cfg.headend.address))
+    Endpoint::from_shared(format!("http://{address}"))
         .map_err(|e| SessionError::Connect(format!("headend.address: {e}")))?
         .connect_timeout(CONNECT_TIMEOUT)
         .http2_keep_alive_interval(Duration::from_secs(30))

@@ -1,1 +1,203 @@
+//! Test harness for the end-to-end tests: a throwaway PKI, an in-process
+//! headend, agent configs for the ATG simulator, the built binaries, and
+//! REST/SQL helpers. Every test uses loopback sockets, real TLS and a real
+//! database file.
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+/// A temporary directory with a CA, a headend certificate and agent certificates.
+pub struct TestPki {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestPki {
+    pub fn new(sites: &[&str]) -> Result<TestPki> {
+        let dir = tempfile::tempdir()?;
+        tankwatch_pki::bootstrap(dir.path(), sites, 30)?;
+        Ok(TestPki { dir })
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn agent_files(&self, site: &str) -> tankwatch_pki::TlsFiles {
+        tankwatch_pki::TlsFiles {
+            cert: self.path().join(format!("agent-{site}.pem")),
+            key: self.path().join(format!("agent-{site}.key")),
+            ca: self.path().join("ca.pem"),
+        }
+    }
+}
+
+/// A free loopback port (bound and released; fine for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Headend config on loopback with the given ports (0 = any) and database.
+pub fn headend_config(pki: &TestPki, db_url: &str, grpc_port: u16) -> headend::Config {
+    let mut c = headend::Config::with_pki_dir(pki.path().to_path_buf(), db_url.to_string());
+    c.grpc_listen = SocketAddr::from(([127, 0, 0, 1], grpc_port));
+    c.http_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    c
+}
+
+/// A SQLite URL for a file inside `dir`.
+pub fn sqlite_url(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("headend.db").display())
+}
+
+/// Agent YAML for `site` reading the simulator at `sim`, talking to `headend`.
+pub fn agent_yaml(
+    pki: &TestPki,
+    site: &str,
+    headend: SocketAddr,
+    log_dir: &Path,
+    sim: &atg_sim::Simulator,
+    poll_ms: u64,
+) -> String {
+    let f = pki.agent_files(site);
+    format!(
+        "site_id: {site}\nheadend:\n  address: \"{headend}\"\n  server_name: localhost\ntls:\n  cert: {}\n  key: {}\n  ca: {}\nlog:\n  dir: {}\n  flush_interval_ms: 50\nuplink:\n  backoff_initial_ms: 100\n  backoff_max_ms: 1000\n{}",
+        f.cert.display(),
+        f.key.display(),
+        f.ca.display(),
+        log_dir.display(),
+        atg_sim::agent_yaml_fragment(sim.addr, &sim.tanks(), poll_ms)
+    )
+}
+
+/// Writes `yaml` to `dir/site.yaml` and loads it as the agent would.
+pub fn agent_config(dir: &Path, yaml: &str) -> Result<edge_agent::AgentConfig> {
+    let p = dir.join("site.yaml");
+    std::fs::write(&p, yaml)?;
+    Ok(edge_agent::config::load(&p)?)
+}
+
+/// Polls `f` until it returns `Some`, or fails after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
+    let start = Instant::now();
+    let mut last_err = String::new();
+    loop {
+        match f().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_err = format!("{e:#}"),
+        }
+        if start.elapsed() > timeout {
+            bail!("timed out after {timeout:?} waiting for {what} (last error: {last_err})");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// GET a JSON document from the REST API.
+pub async fn get_json(http: SocketAddr, path: &str) -> Result<Value> {
+    let r = reqwest::get(format!("http://{http}{path}")).await?;
+    let status = r.status();
+    let body = r.text().await?;
+    if !status.is_success() {
+        bail!("GET {path}: {status}: {body}");
+    }
+    serde_json::from_str(&body).with_context(|| format!("GET {path}: not JSON: {body}"))
+}
+
+/// The stored seqs of one site's readings, ascending, with duplicates kept.
+pub async fn stored_seqs(db: &headend::db::Db, site: &str) -> Result<Vec<i64>> {
+    Ok(
+        sqlx::query_scalar("SELECT seq FROM readings WHERE site_id = $1 ORDER BY seq")
+            .bind(site)
+            .fetch_all(db.pool())
+            .await?,
+    )
+}
+
+/// Path of a workspace binary built by `cargo build --bins` (the README's
+/// test command builds them before running the tests).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test>-<hash> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build the binaries first (`cargo build --workspace --bins`, which scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// Throwaway PostgreSQL databases on the machine's server
+/// (`PG_ADMIN_URL`, default `postgres://postgres@127.0.0.1:5432/test`).
+pub mod pg {
+    use anyhow::{Context, Result};
+    use sqlx::Connection;
+
+    pub struct TempDb {
+        pub url: String,
+        name: String,
+        admin: String,
+    }
+
+    fn admin_url() -> String {
+        std::env::var("PG_ADMIN_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    }
+
+    /// Creates an empty database with a random name.
+    pub async fn fresh_database() -> Result<TempDb> {
+        let admin = admin_url();
+        let name = format!(
+            "tw_e2e_{}",
+            std::process::id() as u64 * 1_000_000 + u64::from(rand_u32() % 1_000_000)
+        );
+        let mut c = sqlx::PgConnection::connect(&admin)
+            .await
+            .with_context(|| format!("PostgreSQL at {admin} (start it: see .ci/run)"))?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut c)
+            .await?;
+        let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+        Ok(TempDb {
+            url: format!("{base}/{name}"),
+            name,
+            admin,
+        })
+    }
+
+    fn rand_u32() -> u32 {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        t ^ (std::process::id() << 7)
+    }
+
+    impl TempDb {
+        pub async fn drop(self) -> Result<()> {
+            let mut c = sqlx::PgConnection::connect(&self.admin).await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            )))
+            .execute(&mut c)
+            .await?;
+            Ok(())
+        }
+    }
+}
