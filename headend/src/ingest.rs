@@ -63,14 +63,22 @@ pub struct Ingest {
     sessions: Sessions,
     /// Bounds concurrent database transactions across all streams.
     writers: Arc<Semaphore>,
+    /// Turns true when the headend stops: every session ends.
+    shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Ingest {
-    pub fn new(db: Db, sessions: Sessions, max_concurrent_writes: usize) -> Self {
+    pub fn new(
+        db: Db,
+        sessions: Sessions,
+        max_concurrent_writes: usize,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
         Self {
             db,
             sessions,
             writers: Arc::new(Semaphore::new(max_concurrent_writes.max(1))),
+            shutdown,
         }
     }
 }
@@ -206,7 +214,21 @@ impl Ingest {
         mut inbound: Streaming<AgentMessage>,
         tx: &mpsc::Sender<Result<HeadendMessage, Status>>,
     ) -> Result<(), Status> {
-        while let Some(msg) = inbound.message().await? {
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let msg = tokio::select! {
+                m = inbound.message() => match m? { Some(m) => m, None => return Ok(()) },
+                _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
+                    let _ = tx
+                        .send(out(Out::Control(v1::SessionControl {
+                            kind: v1::session_control::Kind::Reconnect as i32,
+                            retry_after_ms: 1000,
+                            reason: "headend shutting down".into(),
+                        })))
+                        .await;
+                    return Err(Status::unavailable("headend shutting down"));
+                }
+            };
             match msg.msg {
                 Some(In::Batch(b)) => {
                     validate_batch(&b, log_id)?;
@@ -244,7 +266,6 @@ impl Ingest {
                 None => {}
             }
         }
-        Ok(())
     }
 }
 

@@ -81,12 +81,17 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops listening and ends every session.
+    /// Stops listening, ends every session (agents are told to reconnect)
+    /// and waits up to 5 s for connections to close.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
-        for t in self.tasks {
-            t.abort();
-            let _ = t.await;
+        for mut t in self.tasks {
+            if tokio::time::timeout(std::time::Duration::from_secs(5), &mut t)
+                .await
+                .is_err()
+            {
+                t.abort();
+            }
         }
     }
 }
@@ -118,9 +123,11 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         db.clone(),
         sessions.clone(),
         cfg.max_concurrent_writes,
+        shutdown.subscribe(),
     ))
     .max_decoding_message_size(ingest::MAX_MESSAGE_BYTES);
-    let incoming = ReceiverStream::new(tls::incoming(grpc, tls));
+    let (incoming, accept_task) = tls::incoming(grpc, tls);
+    let incoming = ReceiverStream::new(incoming);
     let mut stop = shutdown.subscribe();
     let grpc_task = tokio::spawn(async move {
         let r = tonic::transport::Server::builder()
@@ -156,6 +163,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         http_addr,
         db,
         shutdown,
-        tasks: vec![grpc_task, http_task],
+        // order matters: the accept loop ends after the gRPC server dropped its receiver
+        tasks: vec![grpc_task, http_task, accept_task],
     })
 }

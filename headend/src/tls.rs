@@ -87,11 +87,14 @@ impl AsyncWrite for AgentConn {
 pub fn incoming(
     listener: TcpListener,
     config: rustls::ServerConfig,
-) -> mpsc::Receiver<io::Result<AgentConn>> {
+) -> (
+    mpsc::Receiver<io::Result<AgentConn>>,
+    tokio::task::JoinHandle<()>,
+) {
     let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         loop {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 return;
@@ -145,5 +148,5 @@ pub fn incoming(
             });
         }
     });
-    rx
+    (rx, task)
 }

@@ -1,0 +1,100 @@
+//! `edge-agent check-config` names the line, the column and the problem.
+use std::process::Command;
+
+use anyhow::Result;
+use e2e::*;
+
+const GOOD: &str = r#"site_id: site-c
+headend:
+  address: 127.0.0.1:7443
+tls:
+  cert: agent-site-c.pem
+  key: agent-site-c.key
+  ca: ca.pem
+assets:
+  - { id: tank-1, kind: tank, capacity: 20000 }
+devices:
+  - modbus:
+      name: atg
+      address: 127.0.0.1:502
+      points:
+        - { asset: tank-1, field: volume, register: 0, type: f32, unit: L }
+"#;
+
+fn check(dir: &std::path::Path, text: &str) -> Result<(i32, String, String)> {
+    let p = dir.join("site.yaml");
+    std::fs::write(&p, text)?;
+    let out = Command::new(bin("edge-agent"))
+        .arg("check-config")
+        .arg(&p)
+        .output()?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[test]
+fn check_config_accepts_a_good_file_and_points_at_each_broken_line() -> Result<()> {
+    let pki = TestPki::new(&["site-c"])?;
+    let dir = pki.path();
+    let (code, out, err) = check(dir, GOOD)?;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("ok (site site-c, 1 assets, 1 devices)"),
+        "{out}"
+    );
+
+    let cases = [
+        // (broken text, expected "file:line:col", expected words)
+        (
+            GOOD.replace(
+                "      address: 127.0.0.1:502",
+                "      adress: 127.0.0.1:502",
+            ),
+            ":13:7",
+            "unknown field `adress`",
+        ),
+        (
+            GOOD.replace("register: 0", "register: -4"),
+            ":15:53",
+            "expected u16",
+        ),
+        (
+            GOOD.replace("type: f32", "type: float"),
+            ":15:",
+            "unknown variant `float`",
+        ),
+        (
+            GOOD.replace("asset: tank-1", "asset: tank-2"),
+            ":15:",
+            "not declared under `assets`",
+        ),
+        (
+            GOOD.replace("site_id: site-c", "site_id: Site C"),
+            ":1:",
+            "lowercase",
+        ),
+        (
+            GOOD.replace("ca: ca.pem", "ca: missing.pem"),
+            ":7:",
+            "does not exist",
+        ),
+        (
+            GOOD.replace("  - { id: tank-1", "  - { id: tank-1 ,"),
+            "",
+            "site.yaml",
+        ),
+    ];
+    for (text, at, words) in cases {
+        let (code, _, err) = check(dir, &text)?;
+        assert_eq!(code, 2, "{err}");
+        assert!(
+            err.contains(&format!("site.yaml{at}")),
+            "expected position {at} in: {err}"
+        );
+        assert!(err.contains(words), "expected {words:?} in: {err}");
+    }
+    Ok(())
+}
