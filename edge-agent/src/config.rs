@@ -297,11 +297,10 @@ pub fn parse(file: &str, text: &str) -> Result<AgentConfig, ConfigError> {
                 .split_once(" is out of range")
                 .and_then(|(head, _)| head.rsplit_once(": "))
                 .and_then(|(path, v)| Some((path.rsplit([' ', '.']).next()?, v)))
+                && let (Some(l), c) = locate(text, key, v)
             {
-                if let (Some(l), c) = locate(text, key, v) {
-                    e.line = Some(l);
-                    e.column = c;
-                }
+                e.line = Some(l);
+                e.column = c;
             }
             e
         })?;

@@ -280,7 +280,7 @@ pub async fn run(
         if started.elapsed() > STABLE_SESSION {
             backoff.reset();
         }
-        let wait = backoff.next();
+        let wait = backoff.next_delay();
         tracing::info!(wait_ms = wait.as_millis() as u64, "reconnecting to headend");
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}

@@ -81,14 +81,10 @@ impl Db {
                 .trim_start_matches("sqlite://")
                 .trim_start_matches("sqlite:");
             let path = path.split('?').next().unwrap_or("");
-            if path != ":memory:" && !path.is_empty() {
-                if let Some(dir) = std::path::Path::new(path).parent() {
-                    if !dir.as_os_str().is_empty() {
-                        std::fs::create_dir_all(dir).map_err(|e| {
-                            Error::Config(format!("cannot create {}: {e}", dir.display()))
-                        })?;
-                    }
-                }
+            let dir = std::path::Path::new(path).parent();
+            if let Some(dir) = dir.filter(|d| path != ":memory:" && !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| Error::Config(format!("cannot create {}: {e}", dir.display())))?;
             }
             if !url.contains("mode=") {
                 url.push_str(if url.contains('?') {

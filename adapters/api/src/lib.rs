@@ -115,7 +115,7 @@ impl Backoff {
     pub fn reset(&mut self) {
         self.n = 0;
     }
-    pub fn next(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         let cap = self
             .base
             .saturating_mul(1u64 << self.n.min(20))
@@ -167,12 +167,12 @@ mod tests {
     #[test]
     fn backoff_grows_to_its_cap_with_jitter_and_resets() {
         let mut b = super::Backoff::new(100, 1000);
-        let waits: Vec<u64> = (0..10).map(|_| b.next().as_millis() as u64).collect();
+        let waits: Vec<u64> = (0..10).map(|_| b.next_delay().as_millis() as u64).collect();
         assert!(waits.iter().all(|&w| (50..=1000).contains(&w)), "{waits:?}");
         assert!(waits[0] <= 100);
         assert!(waits[9] >= 50);
         b.reset();
-        assert!(b.next().as_millis() <= 100);
+        assert!(b.next_delay().as_millis() <= 100);
     }
 
     #[test]

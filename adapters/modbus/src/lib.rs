@@ -36,16 +36,11 @@ pub enum Error {
         address: String,
         detail: String,
     },
-    #[error(
-        "device {device}: point {index} ({asset}.{field}): unknown unit {unit:?}; known units: {known}"
-    )]
+    #[error("device {device}: point {point}: unknown unit {unit:?}; known units: {}", units::KNOWN.join(", "))]
     Unit {
         device: String,
-        index: usize,
-        asset: String,
-        field: String,
+        point: String,
         unit: String,
-        known: String,
     },
     #[error("device {device}: has no points; add at least one under `points`")]
     NoPoints { device: String },
@@ -72,11 +67,8 @@ pub fn validate(dev: &ModbusDevice) -> Result<(), Error> {
         if units::conversion(&p.unit).is_none() {
             return Err(Error::Unit {
                 device: dev.name.clone(),
-                index,
-                asset: p.asset.clone(),
-                field: p.field.clone(),
+                point: format!("{index} ({}.{})", p.asset, p.field),
                 unit: p.unit.clone(),
-                known: units::KNOWN.join(", "),
             });
         }
     }
@@ -187,7 +179,7 @@ async fn run_device(
                 p.fail_all(&e).await?;
             }
         }
-        let wait = backoff.next();
+        let wait = backoff.next_delay();
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return Ok(()),

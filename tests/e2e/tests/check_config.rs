@@ -98,3 +98,29 @@ fn check_config_accepts_a_good_file_and_points_at_each_broken_line() -> Result<(
     }
     Ok(())
 }
+
+#[test]
+fn the_shipped_demo_config_is_valid_and_matches_the_simulator() -> Result<()> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/site-demo.yaml");
+    let text = std::fs::read_to_string(&path)?;
+    let cfg = edge_agent::config::parse("configs/site-demo.yaml", &text)?;
+    let edge_agent::config::DeviceConfig::Modbus(m) = &cfg.devices[0];
+    assert_eq!(
+        m.address, "127.0.0.1:5020",
+        "the demo script starts atg-sim there"
+    );
+    // every simulator field of every tank is mapped at its documented register
+    for (i, asset) in cfg.assets.iter().enumerate() {
+        for (field, off, unit) in atg_sim::FIELDS.iter().filter(|f| f.0 != "capacity") {
+            let p = m
+                .points
+                .iter()
+                .find(|p| p.asset == asset.id && p.field == *field)
+                .unwrap_or_else(|| panic!("{}.{field} is not mapped", asset.id));
+            assert_eq!(p.register, i as u16 * atg_sim::TANK_STRIDE + off);
+            assert_eq!(p.unit, *unit);
+        }
+    }
+    Ok(())
+}

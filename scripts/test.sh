@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests, end-to-end tests over real sockets, real
+# TLS and real SQL (SQLite and PostgreSQL), and independent protocol peers.
+# Installs what the tests need by itself (a Python venv with pinned peers
+# under target/pyenv) and starts the local services if they are down.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/services.sh
+
+venv=target/pyenv
+req=tests/peers/requirements.txt
+if [ ! -x "$venv/bin/python" ] || ! cmp -s "$req" "$venv/.requirements"; then
+  echo "test: creating $venv with $(tr '\n' ' ' < "$req" | sed 's/#[^ ]*//g')"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req"
+  cp "$req" "$venv/.requirements"
+fi
+
+# The process-level tests (SIGKILL, check-config) run the real binaries.
+cargo build --workspace --bins
+cargo test --workspace "$@"

@@ -1,0 +1,104 @@
+//! The Modbus adapter against an independent implementation: a pymodbus
+//! server (PyPI) serving known values in both word orders.
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use adapter_api::{Adapter, Quality};
+use adapter_modbus::{ModbusAdapter, ModbusDevice};
+use anyhow::{Context, Result, bail};
+use e2e::free_port;
+use tokio::sync::{mpsc, watch};
+
+fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("TANKWATCH_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let p = root.join("target/pyenv/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/test.sh, which creates it with the pinned peers of tests/peers/requirements.txt",
+        p.display()
+    );
+    p
+}
+
+struct Peer(std::process::Child);
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_peer(port: u16) -> Result<Peer> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../peers/modbus_float_server.py");
+    let mut child = Command::new(python())
+        .arg(script)
+        .arg(port.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting the pymodbus peer")?;
+    let stdout = child.stdout.take().context("peer stdout")?;
+    let peer = Peer(child);
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    if !line.starts_with("READY") {
+        bail!("pymodbus peer did not start: {line:?}");
+    }
+    Ok(peer)
+}
+
+#[tokio::test]
+async fn modbus_adapter_decodes_float32_and_uint32_in_both_word_orders_from_pymodbus() -> Result<()>
+{
+    let port = free_port();
+    let _peer = start_peer(port)?;
+    let yaml = format!(
+        r#"name: pymodbus
+address: "127.0.0.1:{port}"
+poll_interval_ms: 200
+points:
+  - {{ asset: p, field: f_abcd, register: 0, type: f32 }}
+  - {{ asset: p, field: f_cdab, register: 2, type: f32, word_order: little }}
+  - {{ asset: p, field: n_abcd, register: 4, type: f32 }}
+  - {{ asset: p, field: n_cdab, register: 6, type: f32, word_order: little }}
+  - {{ asset: p, field: u_abcd, register: 20, type: u32 }}
+  - {{ asset: p, field: u_cdab, register: 22, type: u32, word_order: little }}
+  - {{ asset: p, field: i16, register: 30, type: i16 }}
+  - {{ asset: p, field: input, table: input, register: 10, type: f32 }}
+"#
+    );
+    let dev: ModbusDevice = serde_yaml::from_str(&yaml)?;
+    let (tx, mut rx) = mpsc::channel(64);
+    let (_stop, stop_rx) = watch::channel(false);
+    tokio::spawn(Box::new(ModbusAdapter::new(dev)?).run(tx, stop_rx));
+
+    let want: Vec<(&str, f64)> = vec![
+        ("f_abcd", f64::from(123.456_f32)),
+        ("f_cdab", f64::from(123.456_f32)),
+        ("n_abcd", f64::from(-98765.4321_f64 as f32)),
+        ("n_cdab", f64::from(-98765.4321_f64 as f32)),
+        ("u_abcd", 305_419_896.0),
+        ("u_cdab", 305_419_896.0),
+        ("i16", -1234.0),
+        ("input", 2500.5),
+    ];
+    let mut got = std::collections::HashMap::new();
+    tokio::time::timeout(Duration::from_secs(15), async {
+        while got.len() < want.len() {
+            let r = rx.recv().await.expect("adapter alive");
+            assert_eq!(r.quality, Quality::Good, "{r:?}");
+            got.insert(r.field.clone(), r.value);
+        }
+    })
+    .await
+    .context("all points read from pymodbus")?;
+    for (field, v) in want {
+        assert_eq!(got[field], v, "{field}");
+    }
+    Ok(())
+}
