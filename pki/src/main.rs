@@ -65,6 +65,10 @@ fn main() -> Result<()> {
             .issue_agent(&site, days)?
             .write(&cli.dir, &layout::agent(&site))?,
     };
-    println!("wrote {} and {} (key mode 0600)", cert.display(), key.display());
+    println!(
+        "wrote {} and {} (key mode 0600)",
+        cert.display(),
+        key.display()
+    );
     Ok(())
 }
