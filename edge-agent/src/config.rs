@@ -74,6 +74,37 @@ pub struct LogConfig {
     /// Fsync after every group of appends instead of every interval.
     #[serde(default)]
     pub sync_every_batch: bool,
+    /// Bound of the log on disk, bytes (plus a write-ahead log of at most
+    /// 1 MiB). 1 MiB to 1 TiB. Default 1 GiB (about 8 million readings).
+    #[serde(default = "default_max_bytes", deserialize_with = "max_bytes")]
+    pub max_bytes: u64,
+    /// What to drop when the log is full: `priority` (default: oldest
+    /// telemetry first; alarms, events, command acks kept longest) or
+    /// `oldest` (oldest first, whatever it is). Every drop is counted and
+    /// reported to the headend as a gap.
+    #[serde(default)]
+    pub drop_policy: DropPolicyConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DropPolicyConfig {
+    #[default]
+    Priority,
+    Oldest,
+}
+
+impl LogConfig {
+    /// The log's open options.
+    pub fn options(&self) -> sflog::Options {
+        sflog::Options {
+            max_bytes: self.max_bytes,
+            policy: match self.drop_policy {
+                DropPolicyConfig::Priority => sflog::DropPolicy::Priority,
+                DropPolicyConfig::Oldest => sflog::DropPolicy::Oldest,
+            },
+        }
+    }
 }
 
 impl Default for LogConfig {
@@ -82,6 +113,8 @@ impl Default for LogConfig {
             dir: default_log_dir(),
             flush_interval_ms: default_flush(),
             sync_every_batch: false,
+            max_bytes: default_max_bytes(),
+            drop_policy: DropPolicyConfig::default(),
         }
     }
 }
@@ -167,6 +200,12 @@ fn default_log_dir() -> PathBuf {
 }
 fn default_flush() -> u64 {
     200
+}
+fn default_max_bytes() -> u64 {
+    1024 * 1024 * 1024
+}
+fn max_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    bounded(d, "max_bytes", 1024 * 1024, 1 << 40)
 }
 fn default_batch() -> u64 {
     1000

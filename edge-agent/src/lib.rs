@@ -56,7 +56,7 @@ impl Agent {
 /// Starts the agent: opens the log, spawns every adapter, the log writer and the uplink.
 pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
     let cfg = Arc::new(cfg);
-    let log = Arc::new(sflog::Log::open(&cfg.log.dir, &sflog::Options::default())?);
+    let log = Arc::new(sflog::Log::open(&cfg.log.dir, &cfg.log.options())?);
     tracing::info!(site = %cfg.site_id, log_id = log.log_id(), stats = ?log.stats(), "agent log opened");
     let (stop, stop_rx) = watch::channel(false);
     let (tx, rx) = mpsc::channel(logwriter::READING_QUEUE);

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use adapter_api::Reading;
 use prost::Message;
-use sflog::{Class, Log};
+use sflog::{Class, DropRun, Log};
 use tankwatch_proto::v1;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -22,7 +22,7 @@ use crate::config::LogConfig;
 
 /// Capacity of the adapters -> log writer channel.
 pub const READING_QUEUE: usize = 4096;
-/// Most readings appended in one sled batch.
+/// Most readings appended in one group (one call to `Log::append`).
 const GROUP: usize = 1024;
 
 /// Converts an adapter reading into the wire/log form (seq is the log key, filled when sending).
@@ -54,6 +54,59 @@ pub fn class_of(r: &Reading) -> Class {
     }
 }
 
+/// The log payload of a reading.
+pub fn reading_record(r: &Reading) -> Vec<u8> {
+    v1::LogRecord {
+        kind: Some(v1::log_record::Kind::Reading(to_wire(r))),
+    }
+    .encode_to_vec()
+}
+
+/// The log payload of a gap record describing `run`.
+pub fn gap_record(log_id: u64, run: &DropRun) -> Vec<u8> {
+    v1::LogRecord {
+        kind: Some(v1::log_record::Kind::Gap(v1::Gap {
+            log_id,
+            first_seq: run.first_seq,
+            last_seq: run.last_seq,
+            count: run.count,
+            reason: run.reason.to_string(),
+            from_ts_ms: run.from_ms,
+            to_ts_ms: run.to_ms,
+            seq: 0,
+            class: run.class.name().to_string(),
+        })),
+    }
+    .encode_to_vec()
+}
+
+/// Appends `items`, then one gap record per run the bound (or corruption)
+/// forced out, so that every dropped entry is accounted for in the log itself.
+pub fn append_accounted(log: &Log, items: &[(Class, i64, Vec<u8>)]) -> Result<(), Error> {
+    let (_, mut runs) = log.append(items)?;
+    runs.extend(log.take_corrupt()?);
+    while !runs.is_empty() {
+        let now = adapter_api::now_ms();
+        let gaps: Vec<(Class, i64, Vec<u8>)> = runs
+            .iter()
+            .map(|r| (Class::Event, now, gap_record(log.log_id(), r)))
+            .collect();
+        for r in &runs {
+            tracing::warn!(
+                first = r.first_seq,
+                last = r.last_seq,
+                count = r.count,
+                class = r.class.name(),
+                reason = r.reason,
+                "log entries dropped; recorded as a gap"
+            );
+        }
+        // gap records are small and kept longest; appending them may in turn drop telemetry
+        runs = log.append(&gaps)?.1;
+    }
+    Ok(())
+}
+
 async fn flush(log: &Arc<Log>, durable: &watch::Sender<u64>) -> Result<(), Error> {
     let l = log.clone();
     let upto = tokio::task::spawn_blocking(move || l.flush())
@@ -82,9 +135,9 @@ pub async fn run(
                 }
                 let items: Vec<(Class, i64, Vec<u8>)> = buf
                     .drain(..)
-                    .map(|r| (class_of(&r), r.received_ts_ms, to_wire(&r).encode_to_vec()))
+                    .map(|r| (class_of(&r), r.received_ts_ms, reading_record(&r)))
                     .collect();
-                log.append(&items)?;
+                append_accounted(&log, &items)?;
                 if cfg.sync_every_batch {
                     flush(&log, &durable).await?;
                 } else if deadline.is_none() {

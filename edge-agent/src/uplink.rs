@@ -161,14 +161,22 @@ fn next_batch(
         return Ok(None);
     };
     let mut readings = Vec::with_capacity(entries.len());
+    let mut gaps = Vec::new();
     for e in entries {
-        match v1::Reading::decode(e.payload.as_slice()) {
-            Ok(mut r) => {
+        match v1::LogRecord::decode(e.payload.as_slice()).map(|r| r.kind) {
+            Ok(Some(v1::log_record::Kind::Reading(mut r))) => {
                 r.seq = e.seq;
                 readings.push(r);
             }
-            Err(err) => {
-                tracing::warn!(seq = e.seq, error = %err, "log entry is not a reading; skipped")
+            Ok(Some(v1::log_record::Kind::Gap(mut g))) => {
+                g.seq = e.seq;
+                gaps.push(g);
+            }
+            Ok(None) | Err(_) => {
+                tracing::warn!(
+                    seq = e.seq,
+                    "log entry is neither a reading nor a gap; skipped"
+                )
             }
         }
     }
@@ -177,6 +185,7 @@ fn next_batch(
         first_seq: first,
         last_seq: last,
         readings,
+        gaps,
     }))
 }
 
@@ -224,6 +233,8 @@ async fn session(
             };
             next = batch.last_seq + 1;
             in_flight.push_back(batch.last_seq);
+            // on the wire now: the drop policy must leave these entries alone
+            log.set_sent_through(batch.last_seq);
             tx.send(AgentMessage {
                 msg: Some(Out::Batch(batch)),
             })
@@ -270,6 +281,8 @@ pub async fn run(
         let started = tokio::time::Instant::now();
         let r = session(&cfg, &log, &mut durable, &mut stop, &status).await;
         status.send_modify(|s| s.connected = false);
+        // nothing is on the wire any more: unacknowledged entries may be dropped again
+        log.set_sent_through(log.stats().acked_through);
         match r {
             Ok(()) => return,
             Err(e) => {

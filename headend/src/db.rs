@@ -281,6 +281,25 @@ impl Db {
             .execute(&mut *tx)
             .await?;
         }
+        for g in &batch.gaps {
+            sqlx::query(
+                "INSERT INTO gaps (site_id, log_id, seq, first_seq, last_seq, count, class, reason, from_ts_ms, to_ts_ms, ingested_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (site_id, log_id, seq) DO NOTHING",
+            )
+            .bind(site)
+            .bind(log_id)
+            .bind(g.seq as i64)
+            .bind(g.first_seq as i64)
+            .bind(g.last_seq as i64)
+            .bind(g.count as i64)
+            .bind(&g.class)
+            .bind(&g.reason)
+            .bind(g.from_ts_ms)
+            .bind(g.to_ts_ms)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
         let acked: i64 = sqlx::query_scalar(
             "INSERT INTO agent_logs (site_id, log_id, acked_through, updated_ms) VALUES ($1, $2, $3, $4)
              ON CONFLICT (site_id, log_id) DO UPDATE SET
@@ -431,6 +450,49 @@ impl Db {
             })
             .collect()
     }
+}
+
+impl Db {
+    /// Data a site's agent dropped (gap records), newest first.
+    pub async fn gaps(&self, site: &str, limit: i64) -> Result<Vec<GapRow>, Error> {
+        let rows = sqlx::query(
+            "SELECT log_id, seq, first_seq, last_seq, count, class, reason, from_ts_ms, to_ts_ms, ingested_ms
+             FROM gaps WHERE site_id = $1 ORDER BY from_ts_ms DESC, seq DESC LIMIT $2",
+        )
+        .bind(site)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(GapRow {
+                    log_id: r.try_get::<i64, _>(0)? as u64,
+                    seq: r.try_get(1)?,
+                    first_seq: r.try_get(2)?,
+                    last_seq: r.try_get(3)?,
+                    count: r.try_get(4)?,
+                    class: r.try_get(5)?,
+                    reason: r.try_get(6)?,
+                    from_ts_ms: r.try_get(7)?,
+                    to_ts_ms: r.try_get(8)?,
+                    ingested_ms: r.try_get(9)?,
+                })
+            })
+            .collect()
+    }
+}
+
+pub struct GapRow {
+    pub log_id: u64,
+    pub seq: i64,
+    pub first_seq: i64,
+    pub last_seq: i64,
+    pub count: i64,
+    pub class: String,
+    pub reason: String,
+    pub from_ts_ms: i64,
+    pub to_ts_ms: i64,
+    pub ingested_ms: i64,
 }
 
 fn redact(url: &str) -> String {

@@ -109,21 +109,41 @@ pub fn validate_batch(b: &v1::TelemetryBatch, log_id: u64) -> Result<(), Status>
             b.readings.len()
         )));
     }
-    let mut prev = 0;
-    for r in &b.readings {
-        if r.seq < b.first_seq || r.seq > b.last_seq || r.seq <= prev {
-            return Err(Status::invalid_argument(format!(
-                "reading seq {} outside [{}, {}] or not increasing",
-                r.seq, b.first_seq, b.last_seq
-            )));
-        }
-        if !r.value.is_finite() {
-            return Err(Status::invalid_argument(format!(
-                "reading seq {} has a non-finite value",
-                r.seq
-            )));
-        }
-        prev = r.seq;
+    let mut seqs: Vec<u64> = b
+        .readings
+        .iter()
+        .map(|r| r.seq)
+        .chain(b.gaps.iter().map(|g| g.seq))
+        .collect();
+    seqs.sort_unstable();
+    if seqs.first().is_some_and(|&s| s < b.first_seq)
+        || seqs.last().is_some_and(|&s| s > b.last_seq)
+    {
+        return Err(Status::invalid_argument(format!(
+            "an entry's seq lies outside the batch range [{}, {}]",
+            b.first_seq, b.last_seq
+        )));
+    }
+    if seqs.windows(2).any(|w| w[0] == w[1]) {
+        return Err(Status::invalid_argument(
+            "two entries of one batch share a seq",
+        ));
+    }
+    if let Some(r) = b.readings.iter().find(|r| !r.value.is_finite()) {
+        return Err(Status::invalid_argument(format!(
+            "reading seq {} has a non-finite value",
+            r.seq
+        )));
+    }
+    if let Some(g) = b
+        .gaps
+        .iter()
+        .find(|g| g.first_seq > g.last_seq || g.count == 0)
+    {
+        return Err(Status::invalid_argument(format!(
+            "gap record seq {} has an empty range",
+            g.seq
+        )));
     }
     Ok(())
 }
@@ -286,6 +306,7 @@ mod tests {
                     ..Default::default()
                 })
                 .collect(),
+            gaps: vec![],
         }
     }
 
@@ -305,9 +326,23 @@ mod tests {
             "seq outside range"
         );
         assert!(
-            validate_batch(&batch(1, 3, &[2, 1]), 9).is_err(),
-            "not increasing"
+            validate_batch(&batch(1, 3, &[2, 2]), 9).is_err(),
+            "a seq used twice"
         );
         assert!(validate_batch(&batch(3, 1, &[]), 9).is_err(), "empty range");
+        let mut b = batch(1, 3, &[1, 2]);
+        b.gaps.push(v1::Gap {
+            seq: 2,
+            first_seq: 1,
+            last_seq: 1,
+            count: 1,
+            ..Default::default()
+        });
+        assert!(
+            validate_batch(&b, 9).is_err(),
+            "a gap record and a reading share a seq"
+        );
+        b.gaps[0].seq = 3;
+        assert!(validate_batch(&b, 9).is_ok());
     }
 }

@@ -7,6 +7,8 @@
 //! * `GET /api/v1/sites/{site}/assets`: assets with the latest value per field.
 //! * `GET /api/v1/sites/{site}/assets/{asset}/readings?field=&from=&to=&limit=`:
 //!   history, oldest first; `from`/`to` are RFC 3339 or Unix ms.
+//! * `GET /api/v1/sites/{site}/gaps`: data the site's agent had to drop
+//!   (full disk, corruption): "data lost at site X between T1 and T2".
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -35,6 +37,7 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/sites/{site}/assets/{asset}/readings",
             get(readings),
         )
+        .route("/api/v1/sites/{site}/gaps", get(gaps))
         .with_state(state)
 }
 
@@ -216,6 +219,32 @@ async fn readings(
                     "source_ts_ms": r.source_ts_ms,
                     "received_ts": ts(r.received_ts_ms),
                     "source": r.source,
+                })
+            })
+            .collect(),
+    )))
+}
+
+async fn gaps(
+    State(s): State<ApiState>,
+    Path(site): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    site_or_404(&s.db, &site).await?;
+    let rows = s.db.gaps(&site, 1000).await?;
+    Ok(Json(Value::Array(
+        rows.into_iter()
+            .map(|g| {
+                json!({
+                    "log_id": g.log_id.to_string(),
+                    "first_seq": g.first_seq,
+                    "last_seq": g.last_seq,
+                    "count": g.count,
+                    "class": g.class,
+                    "reason": g.reason,
+                    "from": ts(g.from_ts_ms),
+                    "to": ts(g.to_ts_ms),
+                    "reported": ts(g.ingested_ms),
+                    "gap_record_seq": g.seq,
                 })
             })
             .collect(),

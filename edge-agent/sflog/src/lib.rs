@@ -1,59 +1,77 @@
 //! The agent's store-and-forward log: every reading is appended here, made
 //! durable, and only then sent; an entry leaves the log only when the
-//! headend has acknowledged it (cumulative ack, see the proto).
+//! headend has acknowledged it (cumulative ack, see the proto), or when the
+//! byte bound forces the drop policy, which is recorded as a gap.
 //!
 //! # On-disk format (version 1)
-//! A sled database in the configured directory with two trees:
-//! * `entries`: key = sequence number, u64 big-endian (so key order = seq
-//!   order); value = a record:
-//!   ```text
-//!   byte 0        format version (1)
-//!   byte 1        class (0 telemetry, 1 alarm, 2 event, 3 command ack)
-//!   bytes 2..6    CRC-32 (IEEE) of bytes 6.. , little-endian
-//!   bytes 6..14   append time, Unix ms, i64 little-endian
-//!   bytes 14..    payload (opaque to the log; the agent stores a protobuf Reading)
-//!   ```
-//! * `meta`: `log_id` -> u64 BE, random, chosen when the log is created;
-//!   `seq_floor` -> u64 BE, every seq below it has been used (written before
-//!   entries are trimmed, so a seq is never reused after a full trim).
+//! One SQLite database `log.sqlite` in the configured directory (WAL mode,
+//! `synchronous=FULL`), see ADR 0003 for why not sled:
+//! ```sql
+//! entries(seq INTEGER PRIMARY KEY,  -- the sequence number
+//!         class INTEGER,            -- 0 telemetry, 1 alarm, 2 event, 3 command ack
+//!         ts INTEGER,               -- append time, Unix ms
+//!         crc INTEGER,              -- CRC-32 (IEEE) of class (1 byte) || ts (8 bytes LE) || payload
+//!         payload BLOB)             -- opaque to the log; the agent stores a protobuf LogRecord
+//! meta(key TEXT PRIMARY KEY, value INTEGER)
+//!   'log_id'    random u64 (as i64) chosen when the log is created
+//!   'seq_floor' every seq below it has been used (a seq is never reused, even after a full trim)
+//!   'version'   1
+//! ```
 //!
-//! # Durability
-//! [`Log::append`] writes into sled's buffers; [`Log::flush`] fsyncs. The
-//! agent calls `flush` at the end of every group of appends (group commit,
-//! at most `flush_interval` apart) and sends only entries at or below
-//! [`Log::durable_seq`]. So an entry that was ever sent is on disk, and a
-//! crash (kill -9, power loss) can only lose entries appended within the
-//! last flush interval, which were never sent.
+//! # Durability (group commit)
+//! [`Log::append`] writes into an open transaction; [`Log::flush`] commits
+//! it, which fsyncs. Readers ([`Log::read_from`]) use their own connection
+//! and see only committed entries, so an entry that was ever sent is on
+//! disk. A crash (kill -9, power loss) loses at most the entries appended
+//! since the last flush, none of which was sent; their seqs are reassigned.
+//!
+//! # Bound and drop policy
+//! The database's live pages never exceed [`Options::max_bytes`]
+//! (on disk: that, plus a WAL capped at [`WAL_BYTES`]). Before an append
+//! would cross it, entries are dropped in chunks, never an entry sent and
+//! not yet acknowledged ([`Log::set_sent_through`]):
+//! [`DropPolicy::Priority`] (default) drops the oldest entries of the
+//! lowest class first (telemetry, then alarms, then events, then command
+//! acks); [`DropPolicy::Oldest`] drops the oldest entries whatever their
+//! class. Every drop is returned as [`DropRun`]s (seq range, count, class,
+//! time range) for the caller to log as gap records, and counted per class.
 //!
 //! # Corruption
-//! A record whose CRC does not match (torn write) is skipped, counted in
-//! [`Stats::corrupt`] and deleted; it never stops the rest of the log.
+//! A record whose CRC does not match is skipped by [`Log::read_from`],
+//! counted, and handed out once by [`Log::take_corrupt`] (which deletes it)
+//! so that it too becomes a gap record; it never stops the rest of the log.
 
+use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-const VERSION: u8 = 1;
-const HEADER: usize = 14;
-const KEY_LOG_ID: &[u8] = b"log_id";
-const KEY_SEQ_FLOOR: &[u8] = b"seq_floor";
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// Upper bound of the write-ahead log file, bytes.
+pub const WAL_BYTES: u64 = 1024 * 1024;
+const FORMAT_VERSION: i64 = 1;
 
 /// Errors of the log.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("store-and-forward log at {path}: {source} (is another agent using this directory?)")]
-    Open { path: String, source: sled::Error },
-    #[error("store-and-forward log I/O: {0}")]
-    Sled(#[from] sled::Error),
+    #[error("store-and-forward log at {path}: {source}")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("store-and-forward log: {0}")]
+    Sql(#[from] rusqlite::Error),
     #[error(
-        "store-and-forward log metadata is damaged ({0}); move the directory aside to start a new log"
+        "store-and-forward log at {path} has format version {found}; this agent reads version {FORMAT_VERSION}"
     )]
-    Meta(&'static str),
+    Version { path: String, found: i64 },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// What an entry is; decides what is dropped first when the log is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(u8)]
 pub enum Class {
     Telemetry = 0,
@@ -63,15 +81,33 @@ pub enum Class {
 }
 
 impl Class {
-    fn from_u8(b: u8) -> Option<Class> {
-        Some(match b {
-            0 => Class::Telemetry,
-            1 => Class::Alarm,
-            2 => Class::Event,
-            3 => Class::CommandAck,
-            _ => return None,
-        })
+    pub const ALL: [Class; 4] = [
+        Class::Telemetry,
+        Class::Alarm,
+        Class::Event,
+        Class::CommandAck,
+    ];
+    pub fn from_u8(b: u8) -> Option<Class> {
+        Class::ALL.get(usize::from(b)).copied()
     }
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::Telemetry => "telemetry",
+            Class::Alarm => "alarm",
+            Class::Event => "event",
+            Class::CommandAck => "command_ack",
+        }
+    }
+}
+
+/// What to drop when the log is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DropPolicy {
+    /// Oldest bulk telemetry first; alarms, events and command acks are kept longest.
+    #[default]
+    Priority,
+    /// Oldest first, whatever the class.
+    Oldest,
 }
 
 /// One log entry.
@@ -83,142 +119,183 @@ pub struct Entry {
     pub payload: Vec<u8>,
 }
 
-/// Counters, for metrics and the status command.
+/// Entries removed without an ack: a contiguous seq range of one class (the
+/// range may also hold kept entries of other classes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DropRun {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub count: u64,
+    pub class: Class,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    /// `disk_full` or `corrupt`.
+    pub reason: &'static str,
+}
+
+/// Counters, for metrics and status.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Stats {
     pub entries: u64,
+    /// Live bytes of the database (pages in use × page size).
     pub bytes: u64,
+    pub max_bytes: u64,
     pub next_seq: u64,
     pub durable_seq: u64,
     pub acked_through: u64,
     pub corrupt: u64,
+    /// Dropped by the bound, per class (index = class as u8).
+    pub dropped: [u64; 4],
 }
 
 /// Log settings.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// sled's own background flush period, ms (a safety net; the agent flushes explicitly).
-    pub background_flush_ms: u64,
-    /// sled page cache, bytes.
-    pub cache_bytes: u64,
+    /// Bound of the live database, bytes (min 1 MiB).
+    pub max_bytes: u64,
+    pub policy: DropPolicy,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
-            background_flush_ms: 1000,
-            cache_bytes: 16 * 1024 * 1024,
+            max_bytes: 1024 * 1024 * 1024,
+            policy: DropPolicy::Priority,
         }
     }
 }
 
+struct Writer {
+    conn: Connection,
+    in_txn: bool,
+}
+
 /// The store-and-forward log.
 pub struct Log {
-    db: sled::Db,
-    entries: sled::Tree,
-    meta: sled::Tree,
+    writer: Mutex<Writer>,
+    reader: Mutex<Connection>,
+    opts: Options,
     log_id: u64,
+    page_size: u64,
     next_seq: AtomicU64,
     durable_seq: AtomicU64,
     acked_through: AtomicU64,
+    sent_through: AtomicU64,
     count: AtomicU64,
-    bytes: AtomicU64,
     corrupt: AtomicU64,
+    dropped: [AtomicU64; 4],
+    corrupt_seen: Mutex<BTreeSet<u64>>,
 }
 
-fn be(v: u64) -> [u8; 8] {
-    v.to_be_bytes()
+fn crc(class: u8, ts: i64, payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&[class]);
+    h.update(&ts.to_le_bytes());
+    h.update(payload);
+    h.finalize()
 }
 
-fn read_u64(v: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(v.try_into().ok()?))
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Encodes a record (see the format above).
-pub fn encode(class: Class, appended_ms: i64, payload: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(HEADER + payload.len());
-    v.push(VERSION);
-    v.push(class as u8);
-    v.extend_from_slice(&[0; 4]);
-    v.extend_from_slice(&appended_ms.to_le_bytes());
-    v.extend_from_slice(payload);
-    let crc = crc32fast::hash(&v[6..]);
-    v[2..6].copy_from_slice(&crc.to_le_bytes());
-    v
+fn meta(conn: &Connection, key: &str) -> Result<Option<i64>> {
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()?)
 }
 
-/// Decodes a record; `None` when it is torn or corrupt.
-pub fn decode(seq: u64, rec: &[u8]) -> Option<Entry> {
-    if rec.len() < HEADER || rec[0] != VERSION {
-        return None;
-    }
-    let crc = u32::from_le_bytes(rec[2..6].try_into().ok()?);
-    if crc32fast::hash(&rec[6..]) != crc {
-        return None;
-    }
-    Some(Entry {
-        seq,
-        class: Class::from_u8(rec[1])?,
-        appended_ms: i64::from_le_bytes(rec[6..14].try_into().ok()?),
-        payload: rec[HEADER..].to_vec(),
-    })
+fn set_meta(conn: &Connection, key: &str, v: i64) -> Result<()> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, v],
+    )?;
+    Ok(())
 }
 
 impl Log {
     /// Opens (or creates) the log in `dir`.
     pub fn open(dir: &Path, opts: &Options) -> Result<Log> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(opts.cache_bytes)
-            .flush_every_ms(Some(opts.background_flush_ms))
-            .open()
-            .map_err(|source| Error::Open {
-                path: dir.display().to_string(),
-                source,
-            })?;
-        let entries = db.open_tree("entries")?;
-        let meta = db.open_tree("meta")?;
-        let log_id = match meta.get(KEY_LOG_ID)? {
-            Some(v) => read_u64(&v).ok_or(Error::Meta("log_id is not 8 bytes"))?,
+        let path = dir.join("log.sqlite");
+        let open_err = |source| Error::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(dir)
+            .map_err(|e| open_err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+        let conn = Connection::open(&path).map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(&format!(
+            "PRAGMA page_size = 4096;
+             PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA wal_autocheckpoint = 128;
+             PRAGMA journal_size_limit = {WAL_BYTES};
+             CREATE TABLE IF NOT EXISTS entries (
+                 seq INTEGER PRIMARY KEY, class INTEGER NOT NULL, ts INTEGER NOT NULL,
+                 crc INTEGER NOT NULL, payload BLOB NOT NULL);
+             CREATE INDEX IF NOT EXISTS entries_by_class ON entries (class, seq);
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+        ))?;
+        match meta(&conn, "version")? {
+            None => set_meta(&conn, "version", FORMAT_VERSION)?,
+            Some(FORMAT_VERSION) => {}
+            Some(found) => {
+                return Err(Error::Version {
+                    path: path.display().to_string(),
+                    found,
+                });
+            }
+        }
+        let log_id = match meta(&conn, "log_id")? {
+            Some(v) => v as u64,
             None => {
-                let id = fastrand::u64(1..);
-                meta.insert(KEY_LOG_ID, &be(id))?;
-                db.flush()?;
+                let id = fastrand::u64(1..i64::MAX as u64);
+                set_meta(&conn, "log_id", id as i64)?;
                 id
             }
         };
-        let floor = match meta.get(KEY_SEQ_FLOOR)? {
-            Some(v) => read_u64(&v).ok_or(Error::Meta("seq_floor is not 8 bytes"))?,
-            None => 1,
-        };
-        let mut count = 0;
-        let mut bytes = 0;
-        for kv in entries.iter() {
-            let (k, v) = kv?;
-            count += 1;
-            bytes += (k.len() + v.len()) as u64;
-        }
-        let last = match entries.last()? {
-            Some((k, _)) => read_u64(&k).unwrap_or(0),
-            None => 0,
-        };
-        let next = floor.max(last + 1);
-        let acked = floor.saturating_sub(1).min(match entries.first()? {
-            Some((k, _)) => read_u64(&k).unwrap_or(1).saturating_sub(1),
+        let floor = meta(&conn, "seq_floor")?.unwrap_or(1).max(1) as u64;
+        let (count, first, last): (i64, Option<i64>, Option<i64>) = conn.query_row(
+            "SELECT COUNT(*), MIN(seq), MAX(seq) FROM entries",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        let next = floor.max(last.unwrap_or(0) as u64 + 1);
+        let acked = match first {
+            Some(f) => (f as u64).saturating_sub(1),
             None => next - 1,
-        });
+        }
+        .min(
+            floor
+                .saturating_sub(1)
+                .max(first.map(|f| f as u64 - 1).unwrap_or(0)),
+        );
+        let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let reader = Connection::open(&path).map_err(open_err)?;
+        reader.busy_timeout(std::time::Duration::from_secs(10))?;
+        reader.execute_batch("PRAGMA query_only = 1;")?;
         Ok(Log {
-            db,
-            entries,
-            meta,
+            writer: Mutex::new(Writer {
+                conn,
+                in_txn: false,
+            }),
+            reader: Mutex::new(reader),
+            opts: Options {
+                max_bytes: opts.max_bytes.max(1024 * 1024),
+                policy: opts.policy,
+            },
             log_id,
+            page_size: page_size as u64,
             next_seq: AtomicU64::new(next),
             // everything found on disk at open is durable by definition
             durable_seq: AtomicU64::new(next - 1),
             acked_through: AtomicU64::new(acked),
-            count: AtomicU64::new(count),
-            bytes: AtomicU64::new(bytes),
+            sent_through: AtomicU64::new(acked),
+            count: AtomicU64::new(count as u64),
             corrupt: AtomicU64::new(0),
+            dropped: Default::default(),
+            corrupt_seen: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -227,29 +304,150 @@ impl Log {
         self.log_id
     }
 
-    /// Appends entries atomically; returns the seq of the first. Not durable
-    /// until [`Log::flush`]. Callers append from one task (the agent's log writer).
-    pub fn append(&self, items: &[(Class, i64, Vec<u8>)]) -> Result<u64> {
-        let first = self.next_seq.load(Ordering::SeqCst);
-        let mut batch = sled::Batch::default();
-        let mut bytes = 0u64;
-        for (i, (class, ts, payload)) in items.iter().enumerate() {
-            let rec = encode(*class, *ts, payload);
-            bytes += (8 + rec.len()) as u64;
-            batch.insert(&be(first + i as u64), rec);
+    fn begin(w: &mut Writer) -> Result<()> {
+        if !w.in_txn {
+            w.conn.execute_batch("BEGIN IMMEDIATE")?;
+            w.in_txn = true;
         }
-        self.entries.apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn used_bytes(&self, conn: &Connection) -> Result<u64> {
+        let (pages, free): (i64, i64) = conn.query_row(
+            "SELECT (SELECT page_count FROM pragma_page_count()), (SELECT freelist_count FROM pragma_freelist_count())",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok((pages - free).max(0) as u64 * self.page_size)
+    }
+
+    /// Appends entries (in the open transaction: durable at the next
+    /// [`Log::flush`]); returns the seq of the first and what the bound
+    /// forced out. Callers append from one task (the agent's log writer).
+    pub fn append(&self, items: &[(Class, i64, Vec<u8>)]) -> Result<(u64, Vec<DropRun>)> {
+        let mut w = lock(&self.writer);
+        Self::begin(&mut w)?;
+        // what the rows will take, pages and index included: the measured
+        // average row, or the payload plus overhead, whichever is larger, +25 %
+        let n = self.count.load(Ordering::Relaxed);
+        let avg = self.used_bytes(&w.conn)?.checked_div(n).unwrap_or(0);
+        let incoming: u64 = items
+            .iter()
+            .map(|(_, _, p)| (p.len() as u64 + 64).max(avg) * 5 / 4)
+            .sum();
+        let runs = self.make_room(&w.conn, incoming)?;
+        let first = self.next_seq.load(Ordering::SeqCst);
+        {
+            let mut stmt = w.conn.prepare_cached(
+                "INSERT INTO entries (seq, class, ts, crc, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (i, (class, ts, payload)) in items.iter().enumerate() {
+                let c = *class as u8;
+                stmt.execute(params![
+                    (first + i as u64) as i64,
+                    c,
+                    ts,
+                    crc(c, *ts, payload),
+                    payload
+                ])?;
+            }
+        }
         self.next_seq
             .store(first + items.len() as u64, Ordering::SeqCst);
         self.count.fetch_add(items.len() as u64, Ordering::Relaxed);
-        self.bytes.fetch_add(bytes, Ordering::Relaxed);
-        Ok(first)
+        Ok((first, runs))
     }
 
-    /// Fsyncs everything appended so far and advances [`Log::durable_seq`].
+    /// Drops entries until `incoming` more bytes fit under the bound.
+    fn make_room(&self, conn: &Connection, incoming: u64) -> Result<Vec<DropRun>> {
+        let max = self.opts.max_bytes;
+        let mut runs = Vec::new();
+        if self.used_bytes(conn)? + incoming <= max {
+            return Ok(runs);
+        }
+        // free down to 95 % of the bound so that drops come in chunks
+        let target = max - max / 20;
+        let protected = self.sent_through.load(Ordering::SeqCst) as i64;
+        let classes: Vec<Option<Class>> = match self.opts.policy {
+            DropPolicy::Priority => Class::ALL.iter().copied().map(Some).collect(),
+            DropPolicy::Oldest => vec![None],
+        };
+        for class in classes {
+            loop {
+                let used = self.used_bytes(conn)?;
+                if used + incoming <= target {
+                    return Ok(runs);
+                }
+                let n = self.count.load(Ordering::Relaxed).max(1);
+                let per_row = (used / n).max(1);
+                let rows = ((used + incoming - target) / per_row).clamp(64, 100_000) as i64;
+                let sel = match class {
+                    Some(_) => {
+                        "SELECT seq, class, ts FROM entries WHERE class = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+                    }
+                    None => {
+                        "SELECT seq, class, ts FROM entries WHERE ?1 >= 0 AND seq > ?2 ORDER BY seq LIMIT ?3"
+                    }
+                };
+                let victims: Vec<(i64, u8, i64)> = conn
+                    .prepare_cached(sel)?
+                    .query_map(
+                        params![class.map(|c| c as i64).unwrap_or(0), protected, rows],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )?
+                    .collect::<rusqlite::Result<_>>()?;
+                if victims.is_empty() {
+                    break; // nothing of this class left: next class
+                }
+                let (lo, hi) = (victims[0].0, victims[victims.len() - 1].0);
+                match class {
+                    Some(c) => conn.execute(
+                        "DELETE FROM entries WHERE class = ?1 AND seq >= ?2 AND seq <= ?3",
+                        params![c as i64, lo, hi],
+                    )?,
+                    None => conn.execute(
+                        "DELETE FROM entries WHERE seq >= ?1 AND seq <= ?2",
+                        params![lo, hi],
+                    )?,
+                };
+                self.count
+                    .fetch_sub(victims.len() as u64, Ordering::Relaxed);
+                // one run per class, in seq order
+                for c in Class::ALL {
+                    let of: Vec<&(i64, u8, i64)> =
+                        victims.iter().filter(|v| v.1 == c as u8).collect();
+                    if let (Some(a), Some(b)) = (of.first(), of.last()) {
+                        self.dropped[c as usize].fetch_add(of.len() as u64, Ordering::Relaxed);
+                        runs.push(DropRun {
+                            first_seq: a.0 as u64,
+                            last_seq: b.0 as u64,
+                            count: of.len() as u64,
+                            class: c,
+                            from_ms: of.iter().map(|v| v.2).min().unwrap_or(0),
+                            to_ms: of.iter().map(|v| v.2).max().unwrap_or(0),
+                            reason: "disk_full",
+                        });
+                    }
+                }
+            }
+        }
+        if !runs.is_empty() || self.used_bytes(conn)? + incoming > max {
+            tracing::warn!(
+                dropped = runs.iter().map(|r| r.count).sum::<u64>(),
+                "log full: dropped entries"
+            );
+        }
+        Ok(runs)
+    }
+
+    /// Commits (fsyncs) everything appended so far and advances [`Log::durable_seq`].
     pub fn flush(&self) -> Result<u64> {
+        let mut w = lock(&self.writer);
         let upto = self.next_seq.load(Ordering::SeqCst) - 1;
-        self.db.flush()?;
+        if w.in_txn {
+            w.conn.execute_batch("COMMIT")?;
+            w.in_txn = false;
+        }
         self.durable_seq.fetch_max(upto, Ordering::SeqCst);
         Ok(upto)
     }
@@ -259,91 +457,185 @@ impl Log {
         self.durable_seq.load(Ordering::SeqCst)
     }
 
-    /// Reads durable entries with seq >= `from`, at most `max_count` entries
-    /// and about `max_bytes` bytes of payload. Corrupt records are skipped,
-    /// counted and deleted.
+    /// Reads committed entries with seq >= `from`, at most `max_count`
+    /// entries and about `max_bytes` bytes of payload. Corrupt records are
+    /// skipped (see [`Log::take_corrupt`]).
     pub fn read_from(&self, from: u64, max_count: usize, max_bytes: usize) -> Result<Vec<Entry>> {
-        let durable = self.durable_seq();
+        let conn = lock(&self.reader);
+        let mut stmt =
+            conn.prepare_cached("SELECT seq, class, ts, crc, payload FROM entries WHERE seq >= ?1 ORDER BY seq LIMIT ?2")?;
+        let mut rows = stmt.query(params![
+            from.min(i64::MAX as u64) as i64,
+            max_count.min(i64::MAX as usize) as i64
+        ])?;
         let mut out = Vec::new();
         let mut size = 0;
-        if from > durable {
-            return Ok(out);
-        }
-        for kv in self.entries.range(be(from)..=be(durable)) {
-            let (k, v) = kv?;
-            let Some(seq) = read_u64(&k) else { continue };
-            match decode(seq, &v) {
-                Some(e) => {
-                    size += e.payload.len();
-                    out.push(e);
+        while let Some(r) = rows.next()? {
+            let seq = r.get::<_, i64>(0)? as u64;
+            let class: i64 = r.get(1)?;
+            let ts: i64 = r.get(2)?;
+            let sum: i64 = r.get(3)?;
+            // a payload that is not a blob is as corrupt as a bad checksum
+            let payload: Vec<u8> = match r.get_ref(4)? {
+                rusqlite::types::ValueRef::Blob(b) => b.to_vec(),
+                _ => Vec::new(),
+            };
+            let class = u8::try_from(class).ok().and_then(Class::from_u8);
+            match class {
+                Some(c) if i64::from(crc(c as u8, ts, &payload)) == sum => {
+                    size += payload.len();
+                    out.push(Entry {
+                        seq,
+                        class: c,
+                        appended_ms: ts,
+                        payload,
+                    });
                 }
-                None => {
-                    tracing::warn!(seq, "skipping corrupt log record (checksum mismatch)");
-                    self.corrupt.fetch_add(1, Ordering::Relaxed);
-                    if self.entries.remove(&k)?.is_some() {
-                        self.count.fetch_sub(1, Ordering::Relaxed);
-                        self.bytes
-                            .fetch_sub((k.len() + v.len()) as u64, Ordering::Relaxed);
+                _ => {
+                    if lock(&self.corrupt_seen).insert(seq) {
+                        tracing::warn!(seq, "skipping corrupt log record (checksum mismatch)");
+                        self.corrupt.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
-            if out.len() >= max_count || size >= max_bytes {
+            if size >= max_bytes {
                 break;
             }
         }
         Ok(out)
     }
 
+    /// Deletes the corrupt records found so far and returns them as runs
+    /// (reason `corrupt`), each once.
+    pub fn take_corrupt(&self) -> Result<Vec<DropRun>> {
+        let seqs: Vec<u64> = std::mem::take(&mut *lock(&self.corrupt_seen))
+            .into_iter()
+            .collect();
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut w = lock(&self.writer);
+        Self::begin(&mut w)?;
+        let mut runs = Vec::new();
+        for s in seqs {
+            let row: Option<(i64, i64)> = w
+                .conn
+                .query_row(
+                    "SELECT class, ts FROM entries WHERE seq = ?1",
+                    [s as i64],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            if w.conn
+                .execute("DELETE FROM entries WHERE seq = ?1", [s as i64])?
+                > 0
+            {
+                self.count.fetch_sub(1, Ordering::Relaxed);
+            }
+            let (class, ts) = row.unwrap_or((0, 0));
+            runs.push(DropRun {
+                first_seq: s,
+                last_seq: s,
+                count: 1,
+                class: u8::try_from(class)
+                    .ok()
+                    .and_then(Class::from_u8)
+                    .unwrap_or(Class::Telemetry),
+                from_ms: ts,
+                to_ms: ts,
+                reason: "corrupt",
+            });
+        }
+        Ok(runs)
+    }
+
+    /// Entries up to `seq` are on the wire, not yet acknowledged: the drop
+    /// policy must not remove them. Reset to the ack when a session ends.
+    pub fn set_sent_through(&self, seq: u64) {
+        self.sent_through.store(seq, Ordering::SeqCst);
+    }
+
     /// The headend committed everything through `seq`: remove those entries.
-    pub fn ack(&self, seq: u64) -> Result<usize> {
+    pub fn ack(&self, seq: u64) -> Result<u64> {
         let seq = seq.min(self.durable_seq());
         let prev = self.acked_through.fetch_max(seq, Ordering::SeqCst);
         if seq <= prev {
             return Ok(0);
         }
-        // Record the floor first: if we crash mid-trim, seqs stay unique.
-        self.meta.insert(KEY_SEQ_FLOOR, &be(seq + 1))?;
-        let mut batch = sled::Batch::default();
-        let mut n = 0;
-        let mut bytes = 0u64;
-        for kv in self.entries.range(..=be(seq)) {
-            let (k, v) = kv?;
-            bytes += (k.len() + v.len()) as u64;
-            batch.remove(k);
-            n += 1;
-        }
-        self.entries.apply_batch(batch)?;
-        self.count.fetch_sub(n as u64, Ordering::Relaxed);
-        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        let mut w = lock(&self.writer);
+        Self::begin(&mut w)?;
+        // the floor first: if we crash mid-trim, seqs stay unique
+        set_meta(&w.conn, "seq_floor", (seq + 1) as i64)?;
+        let n = w
+            .conn
+            .execute("DELETE FROM entries WHERE seq <= ?1", [seq as i64])? as u64;
+        self.count
+            .fetch_sub(n.min(self.count.load(Ordering::Relaxed)), Ordering::Relaxed);
         Ok(n)
+    }
+
+    /// Oldest entry still in the log (committed), with its append time.
+    pub fn oldest(&self) -> Result<Option<(u64, i64)>> {
+        let conn = lock(&self.reader);
+        Ok(conn
+            .query_row(
+                "SELECT seq, ts FROM entries ORDER BY seq LIMIT 1",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+            )
+            .optional()?)
     }
 
     /// Oldest entry still in the log, if any.
     pub fn first_seq(&self) -> Result<Option<u64>> {
-        Ok(self.entries.first()?.and_then(|(k, _)| read_u64(&k)))
+        Ok(self.oldest()?.map(|(s, _)| s))
     }
 
     pub fn stats(&self) -> Stats {
+        let bytes = {
+            let conn = lock(&self.reader);
+            self.used_bytes(&conn).unwrap_or(0)
+        };
         Stats {
             entries: self.count.load(Ordering::Relaxed),
-            bytes: self.bytes.load(Ordering::Relaxed),
+            bytes,
+            max_bytes: self.opts.max_bytes,
             next_seq: self.next_seq.load(Ordering::SeqCst),
             durable_seq: self.durable_seq(),
             acked_through: self.acked_through.load(Ordering::SeqCst),
             corrupt: self.corrupt.load(Ordering::Relaxed),
+            dropped: std::array::from_fn(|i| self.dropped[i].load(Ordering::Relaxed)),
         }
     }
 
-    /// Test hook: overwrite a record's bytes, as a torn write would.
+    /// Test hook: flip a byte of a record's payload, as a torn write would.
     #[doc(hidden)]
     pub fn corrupt_for_test(&self, seq: u64) -> Result<()> {
-        if let Some(v) = self.entries.get(be(seq))? {
-            let mut v = v.to_vec();
-            let last = v.len() - 1;
-            v[last] ^= 0xff;
-            self.entries.insert(be(seq), v)?;
+        let mut w = lock(&self.writer);
+        Self::begin(&mut w)?;
+        let p: Option<Vec<u8>> = w
+            .conn
+            .query_row(
+                "SELECT payload FROM entries WHERE seq = ?1",
+                [seq as i64],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(mut p) = p {
+            p.push(0xff);
+            w.conn.execute(
+                "UPDATE entries SET payload = ?2 WHERE seq = ?1",
+                params![seq as i64, p],
+            )?;
         }
         Ok(())
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        // an orderly shutdown commits what was appended
+        let _ = self.flush();
     }
 }
 
@@ -357,32 +649,36 @@ mod tests {
             .collect()
     }
 
+    fn open(dir: &Path) -> Log {
+        Log::open(dir, &Options::default()).unwrap()
+    }
+
     #[test]
     fn sequence_numbers_increase_and_survive_reopen_and_full_trim() {
         let dir = tempfile::tempdir().unwrap();
         let id;
         {
-            let log = Log::open(dir.path(), &Options::default()).unwrap();
+            let log = open(dir.path());
             id = log.log_id();
-            assert_eq!(log.append(&items(3)).unwrap(), 1);
-            assert_eq!(log.append(&items(2)).unwrap(), 4);
+            assert_eq!(log.append(&items(3)).unwrap().0, 1);
+            assert_eq!(log.append(&items(2)).unwrap().0, 4);
             log.flush().unwrap();
             assert_eq!(log.ack(5).unwrap(), 5);
             log.flush().unwrap();
         }
-        let log = Log::open(dir.path(), &Options::default()).unwrap();
+        let log = open(dir.path());
         assert_eq!(log.log_id(), id, "log id is stable");
         assert_eq!(
-            log.append(&items(1)).unwrap(),
+            log.append(&items(1)).unwrap().0,
             6,
             "a seq is never reused, even after a full trim"
         );
     }
 
     #[test]
-    fn only_durable_entries_are_readable_and_acks_trim() {
+    fn only_committed_entries_are_readable_and_acks_trim() {
         let dir = tempfile::tempdir().unwrap();
-        let log = Log::open(dir.path(), &Options::default()).unwrap();
+        let log = open(dir.path());
         log.append(&items(10)).unwrap();
         assert!(
             log.read_from(1, 100, 1 << 20).unwrap().is_empty(),
@@ -396,6 +692,7 @@ mod tests {
         );
         assert_eq!(e[2].payload, b"r2");
         log.ack(4).unwrap();
+        log.flush().unwrap();
         assert_eq!(log.first_seq().unwrap(), Some(5));
         assert_eq!(log.stats().entries, 6);
         assert_eq!(
@@ -406,12 +703,28 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupt_record_is_skipped_counted_and_does_not_block_the_rest() {
+    fn unflushed_entries_vanish_in_a_crash_and_their_seqs_are_reassigned() {
         let dir = tempfile::tempdir().unwrap();
-        let log = Log::open(dir.path(), &Options::default()).unwrap();
+        {
+            let log = open(dir.path());
+            log.append(&items(3)).unwrap();
+            log.flush().unwrap();
+            log.append(&items(2)).unwrap();
+            std::mem::forget(log); // no drop, no commit: as if killed
+        }
+        let log = open(dir.path());
+        assert_eq!(log.stats().next_seq, 4);
+        assert_eq!(log.read_from(1, 100, 1 << 20).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_corrupt_record_is_skipped_counted_reported_once_and_does_not_block_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
         log.append(&items(5)).unwrap();
         log.flush().unwrap();
         log.corrupt_for_test(3).unwrap();
+        log.flush().unwrap();
         let seqs: Vec<u64> = log
             .read_from(1, 100, 1 << 20)
             .unwrap()
@@ -419,15 +732,111 @@ mod tests {
             .map(|e| e.seq)
             .collect();
         assert_eq!(seqs, vec![1, 2, 4, 5]);
-        assert_eq!(log.stats().corrupt, 1);
+        log.read_from(1, 100, 1 << 20).unwrap();
+        assert_eq!(log.stats().corrupt, 1, "counted once");
+        let runs = log.take_corrupt().unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!((runs[0].first_seq, runs[0].reason), (3, "corrupt"));
+        assert!(log.take_corrupt().unwrap().is_empty());
         assert_eq!(log.stats().entries, 4);
     }
 
     #[test]
-    fn decode_rejects_torn_records() {
-        let rec = encode(Class::Alarm, 42, b"hello");
-        assert_eq!(decode(7, &rec).unwrap().class, Class::Alarm);
-        assert!(decode(7, &rec[..rec.len() - 1]).is_none());
-        assert!(decode(7, &rec[..5]).is_none());
+    fn a_full_log_drops_oldest_telemetry_first_and_keeps_alarms() {
+        let dir = tempfile::tempdir().unwrap();
+        let max = 2 * 1024 * 1024;
+        let log = Log::open(
+            dir.path(),
+            &Options {
+                max_bytes: max,
+                policy: DropPolicy::Priority,
+            },
+        )
+        .unwrap();
+        let payload = vec![1u8; 200];
+        let mut alarms = Vec::new();
+        let mut runs = Vec::new();
+        for round in 0..60 {
+            let mut batch: Vec<(Class, i64, Vec<u8>)> = (0..500)
+                .map(|i| (Class::Telemetry, i, payload.clone()))
+                .collect();
+            batch.push((Class::Alarm, round, b"alarm".to_vec()));
+            let (first, r) = log.append(&batch).unwrap();
+            alarms.push(first + 500);
+            runs.extend(r);
+            log.flush().unwrap();
+            assert!(
+                log.stats().bytes <= max,
+                "over the bound: {} > {max}",
+                log.stats().bytes
+            );
+        }
+        assert!(!runs.is_empty(), "30,000 x 200 B cannot fit in 2 MiB");
+        assert!(
+            runs.iter()
+                .all(|r| r.class == Class::Telemetry && r.reason == "disk_full")
+        );
+        let st = log.stats();
+        assert_eq!(st.dropped[0], runs.iter().map(|r| r.count).sum::<u64>());
+        assert_eq!(st.dropped[1], 0);
+        let kept: BTreeSet<u64> = log
+            .read_from(1, usize::MAX, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert!(
+            alarms.iter().all(|a| kept.contains(a)),
+            "every alarm survived"
+        );
+        // dropped + kept = appended
+        assert_eq!(st.dropped[0] + kept.len() as u64, 60 * 501);
+        // the newest telemetry is kept, the oldest is gone
+        assert!(kept.contains(&(60 * 501 - 1)) && !kept.contains(&1));
+        // the file on disk respects the bound (plus the capped WAL)
+        let on_disk: u64 = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        assert!(
+            on_disk <= max + WAL_BYTES + 64 * 1024,
+            "{on_disk} bytes on disk"
+        );
+    }
+
+    #[test]
+    fn entries_on_the_wire_are_never_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(
+            dir.path(),
+            &Options {
+                max_bytes: 1024 * 1024,
+                policy: DropPolicy::Oldest,
+            },
+        )
+        .unwrap();
+        log.append(
+            &(0..100)
+                .map(|i| (Class::Telemetry, i, vec![0u8; 100]))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        log.flush().unwrap();
+        log.set_sent_through(100);
+        let mut dropped = Vec::new();
+        for _ in 0..30 {
+            let (_, r) = log
+                .append(
+                    &(0..500)
+                        .map(|i| (Class::Telemetry, i, vec![0u8; 200]))
+                        .collect::<Vec<_>>(),
+                )
+                .unwrap();
+            dropped.extend(r);
+            log.flush().unwrap();
+        }
+        assert!(!dropped.is_empty());
+        assert!(dropped.iter().all(|r| r.first_seq > 100), "{dropped:?}");
+        assert_eq!(log.first_seq().unwrap(), Some(1));
     }
 }
