@@ -109,6 +109,8 @@ mod tests {
             scale: 1.0,
             offset: 0.0,
             unit: String::new(),
+            bit: None,
+            on_change: None,
         }
     }
 

@@ -56,6 +56,22 @@ pub struct Point {
     /// Device unit of the scaled value: L, m3, gal, mm, cm, m, in, degC, degF, bool, %.
     #[serde(default)]
     pub unit: String,
+    /// Take one bit of the (integer) value, 0 = least significant: the
+    /// reading is 0 or 1 (status words, alarm flags). Scale/offset are not applied.
+    #[serde(default)]
+    pub bit: Option<u8>,
+    /// Emit only when the value changes (and on the first good read), not on
+    /// every poll. Default: true for `alarm.*` fields, false otherwise.
+    #[serde(default)]
+    pub on_change: Option<bool>,
+}
+
+impl Point {
+    /// Whether this point is reported on change only.
+    pub fn reports_on_change(&self) -> bool {
+        self.on_change
+            .unwrap_or_else(|| self.field.starts_with("alarm."))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

@@ -42,6 +42,15 @@ pub enum Error {
         point: String,
         unit: String,
     },
+    #[error("device {device}: point {point}: bit {bit} does not exist in a {bits}-bit integer (use 0 to {max})", max = .bits - 1)]
+    Bit {
+        device: String,
+        point: String,
+        bit: u8,
+        bits: u8,
+    },
+    #[error("device {device}: point {point}: `bit` needs an integer type, not a float")]
+    BitOfFloat { device: String, point: String },
     #[error("device {device}: has no points; add at least one under `points`")]
     NoPoints { device: String },
 }
@@ -64,6 +73,24 @@ pub fn validate(dev: &ModbusDevice) -> Result<(), Error> {
         });
     }
     for (index, p) in dev.points.iter().enumerate() {
+        if let Some(bit) = p.bit {
+            let point = format!("{index} ({}.{})", p.asset, p.field);
+            if matches!(p.data_type, config::DataType::F32 | config::DataType::F64) {
+                return Err(Error::BitOfFloat {
+                    device: dev.name.clone(),
+                    point,
+                });
+            }
+            let bits = (p.data_type.registers() * 16) as u8;
+            if bit >= bits {
+                return Err(Error::Bit {
+                    device: dev.name.clone(),
+                    point,
+                    bit,
+                    bits,
+                });
+            }
+        }
         if units::conversion(&p.unit).is_none() {
             return Err(Error::Unit {
                 device: dev.name.clone(),
@@ -129,6 +156,8 @@ struct Poller {
     sink: ReadingSink,
     /// Last error per point index; absent = good.
     failing: PointState,
+    /// Last value emitted, for on-change points.
+    last: HashMap<usize, f64>,
 }
 
 async fn run_device(
@@ -142,6 +171,7 @@ async fn run_device(
         blocks,
         sink,
         failing: PointState::new(),
+        last: HashMap::new(),
         dev,
     };
     let mut backoff = Backoff::new(p.dev.poll_interval_ms.min(1000), p.dev.max_backoff_ms);
@@ -258,14 +288,19 @@ impl Poller {
                         });
                         match raw {
                             Some(v) if v.is_finite() => {
-                                self.failing.remove(&i);
-                                let r = self.reading(
-                                    i,
-                                    v * p.scale + p.offset,
-                                    Quality::Good,
-                                    String::new(),
-                                    ts,
-                                );
+                                let value = match p.bit {
+                                    Some(bit) => ((v as i128 as u128 >> bit) & 1) as f64,
+                                    None => v * p.scale + p.offset,
+                                };
+                                let recovered = self.failing.remove(&i).is_some();
+                                if p.reports_on_change()
+                                    && !recovered
+                                    && self.last.get(&i) == Some(&value)
+                                {
+                                    continue;
+                                }
+                                self.last.insert(i, value);
+                                let r = self.reading(i, value, Quality::Good, String::new(), ts);
                                 self.sink.send(r).await.map_err(|_| PollError::SinkClosed)?;
                             }
                             Some(_) => self.report_bad(i, "value is NaN or infinite", ts).await?,

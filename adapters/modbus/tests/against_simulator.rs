@@ -142,3 +142,55 @@ async fn an_unreachable_device_is_reported_bad_once_not_every_poll() {
         "a repeated bad reading was emitted: {more:?}"
     );
 }
+
+#[tokio::test]
+async fn status_bits_become_alarm_readings_reported_only_on_change() {
+    let s = sim().await;
+    let tank = &s.tanks()[0];
+    let want_low = f64::from(u8::from(tank.volume / tank.capacity < 0.10));
+    let (mut rx, _stop) = spawn(device(
+        "atg",
+        &s,
+        "  - { asset: tank-1, field: alarm.low_level, register: 14, type: u16, bit: 1, unit: bool }\n",
+    ));
+    let a = next_matching(&mut rx, |r| r.field == "alarm.low_level").await;
+    assert_eq!(
+        (a.value, a.unit.as_str(), a.quality),
+        (want_low, "bool", Quality::Good)
+    );
+    // the frozen simulator keeps the flag constant: 10 more polls, no second alarm reading
+    let mut volumes = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(1200);
+    while let Ok(Some(r)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+        assert_ne!(r.field, "alarm.low_level", "an unchanged alarm was re-sent");
+        volumes += usize::from(r.field == "volume");
+    }
+    assert!(volumes >= 8, "polling went on ({volumes} volume readings)");
+}
+
+#[test]
+fn a_bit_outside_the_type_or_of_a_float_is_a_config_error() {
+    let yaml = |p: &str| format!("name: d\naddress: \"127.0.0.1:502\"\npoints:\n  - {p}\n");
+    let dev: ModbusDevice = serde_yaml::from_str(&yaml(
+        "{ asset: t, field: alarm.x, register: 0, type: u16, bit: 16 }",
+    ))
+    .unwrap();
+    assert!(
+        ModbusAdapter::new(dev)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("use 0 to 15")
+    );
+    let dev: ModbusDevice = serde_yaml::from_str(&yaml(
+        "{ asset: t, field: alarm.x, register: 0, type: f32, bit: 1 }",
+    ))
+    .unwrap();
+    assert!(
+        ModbusAdapter::new(dev)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("integer type")
+    );
+}

@@ -43,6 +43,12 @@ pub const FIELDS: &[(&str, u16, &str)] = &[
     ("capacity", 12, "L"),
 ];
 pub const STATUS_OFFSET: u16 = 14;
+/// Alarm fields carried by the status word: (field, bit).
+pub const ALARMS: &[(&str, u8)] = &[
+    ("alarm.high_level", 0),
+    ("alarm.low_level", 1),
+    ("alarm.water", 2),
+];
 
 /// One simulated tank.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -317,6 +323,13 @@ pub fn agent_yaml_fragment(addr: SocketAddr, tanks: &[Tank], poll_ms: u64) -> St
                 "        - {{ asset: {}, field: {name}, register: {}, type: f32, unit: {unit} }}\n",
                 t.id,
                 i as u16 * TANK_STRIDE + off
+            );
+        }
+        for (name, bit) in ALARMS {
+            s += &format!(
+                "        - {{ asset: {}, field: {name}, register: {}, type: u16, bit: {bit}, unit: bool }}\n",
+                t.id,
+                i as u16 * TANK_STRIDE + STATUS_OFFSET
             );
         }
     }
