@@ -489,7 +489,7 @@ devices:
             "      address: 127.0.0.1:502",
             "      address: 127.0.0.1:502\n      poll_interval_ms: 5",
         ));
-        assert!(e.msg.contains("from 50 to 3600000"), "{e}");
+        assert!(e.msg.contains("from 10 to 3600000"), "{e}");
         assert_eq!(e.line, Some(11), "{e}");
     }
 

@@ -12,7 +12,7 @@ pub struct ModbusDevice {
     /// Modbus unit id (slave id), 0-255. Default 1.
     #[serde(default = "default_unit_id")]
     pub unit_id: u8,
-    /// Time between polls, ms. 50 to 3,600,000. Default 1000.
+    /// Time between polls, ms. 10 to 3,600,000. Default 1000.
     #[serde(default = "default_poll", deserialize_with = "poll_ms")]
     pub poll_interval_ms: u64,
     /// Timeout of one request (and of connecting), ms. 50 to 60,000. Default 1000.
@@ -141,7 +141,7 @@ fn bounded<'de, D: Deserializer<'de>>(d: D, key: &str, lo: u64, hi: u64) -> Resu
     }
 }
 fn poll_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    bounded(d, "poll_interval_ms", 50, 3_600_000)
+    bounded(d, "poll_interval_ms", 10, 3_600_000)
 }
 fn timeout_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     bounded(d, "timeout_ms", 50, 60_000)

@@ -1,0 +1,131 @@
+//! The log's byte bound is hit during an outage: the log stays under it,
+//! alarms survive, the dropped counts match exactly what is missing in SQL,
+//! and the headend shows the gap.
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::Result;
+use atg_sim::{SimConfig, Simulator};
+use e2e::*;
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_log_drops_oldest_telemetry_keeps_alarms_and_the_headend_shows_the_gap() -> Result<()>
+{
+    const MAX: u64 = 1024 * 1024;
+    let pki = TestPki::new(&["site-d"])?;
+    let work = tempfile::tempdir()?;
+    let db_url = sqlite_url(work.path());
+    let port = free_port(); // the headend is down: nothing listens here yet
+    let sim = Simulator::start("127.0.0.1:0".parse()?, SimConfig::default()).await?;
+    sim.set_frozen(true);
+    let log_dir = work.path().join("log");
+    let yaml = agent_yaml(
+        &pki,
+        "site-d",
+        format!("127.0.0.1:{port}").parse()?,
+        &log_dir,
+        &sim,
+        20,
+    )
+    .replace(
+        "  flush_interval_ms: 50\n",
+        &format!("  flush_interval_ms: 50\n  max_bytes: {MAX}\n"),
+    );
+    let agent = edge_agent::start(agent_config(work.path(), &yaml)?)?;
+
+    // the outage: ~1,200 readings/s into a 1 MiB log, sampled on disk
+    let mut peak = 0;
+    let until = tokio::time::Instant::now() + Duration::from_secs(8);
+    while tokio::time::Instant::now() < until {
+        peak = peak.max(dir_bytes(&log_dir));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let st = agent.log.stats();
+    assert!(st.dropped[0] > 1000, "the bound was hit: {st:?}");
+    assert_eq!(st.dropped[1], 0, "no alarm was dropped");
+    assert!(st.bytes <= MAX, "live pages {} over the bound", st.bytes);
+    assert!(
+        peak <= MAX + sflog::WAL_BYTES + 64 * 1024,
+        "on disk {peak} bytes over the bound"
+    );
+
+    // the headend returns; let the log drain, then silence the device so the log stops growing
+    let he = headend::start(headend_config(&pki, &db_url, port)).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    sim.set_silent(true);
+    tokio::time::sleep(Duration::from_secs(2)).await; // the bad readings are logged
+    eventually(
+        "the log drains completely",
+        Duration::from_secs(30),
+        || async {
+            let s = agent.log.stats();
+            Ok((s.acked_through + 1 == s.next_seq).then_some(()))
+        },
+    )
+    .await?;
+    let st = agent.log.stats();
+    agent.stop().await?;
+
+    // every seq is a stored reading, a stored gap record, or counted by a gap record
+    let readings: BTreeSet<i64> = stored_seqs(&he.db, "site-d").await?.into_iter().collect();
+    let gaps: Vec<(i64, i64, i64, i64, String, String)> = sqlx::query_as(
+        "SELECT seq, first_seq, last_seq, count, class, reason FROM gaps WHERE site_id = 'site-d' ORDER BY seq",
+    )
+    .fetch_all(he.db.pool())
+    .await?;
+    let gap_records: BTreeSet<i64> = gaps.iter().map(|g| g.0).collect();
+    let max = (st.next_seq - 1) as i64;
+    let missing: Vec<i64> = (1..=max)
+        .filter(|s| !readings.contains(s) && !gap_records.contains(s))
+        .collect();
+    let reported: i64 = gaps.iter().map(|g| g.3).sum();
+    assert_eq!(
+        missing.len() as i64,
+        reported,
+        "dropped counts match exactly what is missing in SQL"
+    );
+    assert_eq!(
+        reported as u64,
+        st.dropped.iter().sum::<u64>(),
+        "and what the agent counted"
+    );
+    for s in &missing {
+        assert!(
+            gaps.iter().any(|g| g.1 <= *s && *s <= g.2),
+            "seq {s} is missing but in no gap range"
+        );
+    }
+    assert!(
+        gaps.iter()
+            .all(|g| g.4 == "telemetry" && g.5 == "disk_full")
+    );
+    // the alarms of the outage's first poll (the oldest entries) survived
+    let alarms: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM readings WHERE site_id = 'site-d' AND field LIKE 'alarm.%'",
+    )
+    .fetch_one(he.db.pool())
+    .await?;
+    assert!(alarms >= 12, "4 tanks x 3 alarms, got {alarms}");
+
+    // the operator sees "data lost at site-d between T1 and T2"
+    let g = get_json(he.http_addr, "/api/v1/sites/site-d/gaps").await?;
+    let g = g.as_array().expect("array");
+    assert_eq!(g.len(), gaps.len());
+    assert!(
+        g.iter()
+            .all(|x| x["reason"] == "disk_full" && x["from"].is_string() && x["to"].is_string())
+    );
+    he.stop().await;
+    Ok(())
+}
