@@ -82,11 +82,12 @@ pub struct Running {
 
 impl Running {
     /// Stops listening, ends every session (agents are told to reconnect)
-    /// and waits up to 5 s for connections to close.
+    /// and waits up to 1 s for connections to close. A batch commit in
+    /// progress finishes first: it runs in its session's own task.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         for mut t in self.tasks {
-            if tokio::time::timeout(std::time::Duration::from_secs(5), &mut t)
+            if tokio::time::timeout(std::time::Duration::from_secs(1), &mut t)
                 .await
                 .is_err()
             {

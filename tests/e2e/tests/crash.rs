@@ -99,3 +99,109 @@ async fn a_sigkilled_agent_neither_duplicates_nor_loses_logged_readings() -> Res
     he.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_sigkills_at_random_moments_with_the_headend_up_and_down_lose_and_duplicate_nothing()
+-> Result<()> {
+    let pki = TestPki::new(&["site-l"])?;
+    let work = tempfile::tempdir()?;
+    let db_url = sqlite_url(work.path());
+    let port = free_port();
+    let sim = Simulator::start(
+        "127.0.0.1:0".parse()?,
+        SimConfig {
+            speed: 600.0,
+            ..SimConfig::default()
+        },
+    )
+    .await?;
+    let log_dir = work.path().join("log");
+    let yaml = agent_yaml(
+        &pki,
+        "site-l",
+        format!("127.0.0.1:{port}").parse()?,
+        &log_dir,
+        &sim,
+        20,
+    );
+    let config = work.path().join("site.yaml");
+    std::fs::write(&config, yaml)?;
+
+    let mut rng = fastrand::Rng::with_seed(20261122);
+    let mut he: Option<headend::Running> = None;
+    let mut ups = 0;
+    for round in 0..20 {
+        // the headend flips up or down at random between kills (up at least every third round)
+        let want_up = rng.bool() || round % 3 == 0;
+        match (want_up, he.is_some()) {
+            (true, false) => {
+                he = Some(headend::start(headend_config(&pki, &db_url, port)).await?);
+                ups += 1;
+            }
+            (false, true) => {
+                if let Some(h) = he.take() {
+                    h.stop().await;
+                }
+            }
+            _ => {}
+        }
+        let mut child = spawn_agent(&config)?;
+        tokio::time::sleep(Duration::from_millis(rng.u64(150..1200))).await;
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL)?;
+        child.wait()?;
+    }
+    assert!(ups >= 5, "the headend went up and down");
+    let he = match he {
+        Some(h) => h,
+        None => headend::start(headend_config(&pki, &db_url, port)).await?,
+    };
+    // a last, orderly run that drains the log
+    let mut child = spawn_agent(&config)?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sim.set_silent(true);
+    // the device is silent: once the stored count stops moving, the log has drained
+    let mut last = usize::MAX;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let n = stored_seqs(&he.db, "site-l").await?.len();
+        if n == last {
+            break;
+        }
+        last = n;
+    }
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM)?;
+    assert!(child.wait()?.success());
+
+    let log = sflog::Log::open(&log_dir, &sflog::Options::default())?;
+    let next = log.stats().next_seq;
+    let in_log: BTreeSet<u64> = log
+        .read_from(1, usize::MAX, usize::MAX)?
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    let seqs = stored_seqs(&he.db, "site-l").await?;
+    let stored: BTreeSet<u64> = seqs.iter().map(|&s| s as u64).collect();
+    assert_eq!(stored.len(), seqs.len(), "SQL has duplicates");
+    let gaps: Vec<(i64, i64, i64)> =
+        sqlx::query_as("SELECT seq, first_seq, last_seq FROM gaps WHERE site_id = 'site-l'")
+            .fetch_all(he.db.pool())
+            .await?;
+    let accounted = |s: u64| {
+        stored.contains(&s)
+            || in_log.contains(&s)
+            || gaps
+                .iter()
+                .any(|g| g.0 as u64 == s || (g.1 as u64 <= s && s <= g.2 as u64))
+    };
+    let lost: Vec<u64> = (1..next).filter(|&s| !accounted(s)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} seqs neither in SQL nor in a gap: {:?}",
+        lost.len(),
+        next - 1,
+        &lost[..lost.len().min(10)]
+    );
+    assert!(stored.len() > 2000, "enough traffic: {}", stored.len());
+    he.stop().await;
+    Ok(())
+}
