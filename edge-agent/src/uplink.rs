@@ -31,6 +31,8 @@ const HELLO_ACK_TIMEOUT: Duration = Duration::from_secs(15);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A session that lasted this long resets the backoff.
 const STABLE_SESSION: Duration = Duration::from_secs(30);
+/// While a backlog drains, a preview batch of the newest entries goes out this often.
+const PREVIEW_EVERY: Duration = Duration::from_secs(1);
 
 /// Why a session ended.
 #[derive(Debug, thiserror::Error)]
@@ -153,7 +155,15 @@ fn next_batch(
     max_readings: usize,
     max_bytes: usize,
 ) -> Result<Option<v1::TelemetryBatch>, SessionError> {
-    let entries = log.read_from(from, max_readings, max_bytes)?;
+    batch_of(log, log.read_from(from, max_readings, max_bytes)?, false)
+}
+
+/// Packs log entries into a batch (readings and gap records).
+fn batch_of(
+    log: &Log,
+    entries: Vec<sflog::Entry>,
+    preview: bool,
+) -> Result<Option<v1::TelemetryBatch>, SessionError> {
     let (Some(first), Some(last)) = (
         entries.first().map(|e| e.seq),
         entries.last().map(|e| e.seq),
@@ -186,6 +196,7 @@ fn next_batch(
         last_seq: last,
         readings,
         gaps,
+        preview,
     }))
 }
 
@@ -226,6 +237,13 @@ async fn session(
     let max_bytes = cfg.uplink.batch_max_bytes as usize;
     let mut next = log.stats().acked_through.max(hello_ack.acked_through_seq) + 1;
     let mut in_flight: VecDeque<u64> = VecDeque::new();
+    // Live readings are not starved behind a backlog: while more is waiting
+    // than the window carries, the newest entries go out ahead as a preview
+    // (stored at once, deduplicated, acknowledged later in order).
+    // Everything in the log when the session starts is backlog; previews
+    // carry only what arrived after that.
+    let mut previewed_through = log.durable_seq();
+    let mut last_preview: Option<tokio::time::Instant> = None;
     loop {
         while in_flight.len() < window {
             let Some(batch) = next_batch(log, next, max_readings, max_bytes)? else {
@@ -241,7 +259,21 @@ async fn session(
             .await
             .map_err(|_| SessionError::Protocol("outbound stream closed".into()))?;
         }
+        let backlog = log.durable_seq().saturating_sub(next - 1) > (max_readings * window) as u64;
+        if backlog && last_preview.is_none_or(|t| t.elapsed() >= PREVIEW_EVERY) {
+            last_preview = Some(tokio::time::Instant::now());
+            let entries = log.read_newest(previewed_through.max(next - 1), max_readings)?;
+            if let Some(batch) = batch_of(log, entries, true)? {
+                previewed_through = batch.last_seq;
+                tx.send(AgentMessage {
+                    msg: Some(Out::Batch(batch)),
+                })
+                .await
+                .map_err(|_| SessionError::Protocol("outbound stream closed".into()))?;
+            }
+        }
         tokio::select! {
+            _ = tokio::time::sleep(PREVIEW_EVERY), if backlog => {}
             m = inbound.message() => match m?.and_then(|m| m.msg) {
                 Some(In::Ack(a)) => {
                     if a.log_id != log.log_id() {

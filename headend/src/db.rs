@@ -199,7 +199,8 @@ impl Db {
 
     /// Commits one telemetry batch in one transaction. Readings already
     /// stored (same site, log, seq) are skipped. Returns the log's new
-    /// cumulative ack (>= `batch.last_seq`).
+    /// cumulative ack (>= `batch.last_seq`); a preview batch is stored but
+    /// does not move the ack (see the proto).
     pub async fn ingest(&self, site: &str, batch: &v1::TelemetryBatch) -> Result<u64, Error> {
         let now = now_ms();
         let log_id = log_id_sql(batch.log_id);
@@ -309,7 +310,8 @@ impl Db {
         )
         .bind(site)
         .bind(log_id)
-        .bind(batch.last_seq as i64)
+        // a preview leaves the cumulative ack where it is (0 never raises it)
+        .bind(if batch.preview { 0 } else { batch.last_seq as i64 })
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;

@@ -263,6 +263,9 @@ impl Ingest {
                             Status::unavailable(format!("database unavailable: {e}"))
                         })?
                     };
+                    if b.preview {
+                        continue; // stored, not acknowledged (see the proto)
+                    }
                     if let Some(s) = self.sessions.lock().get_mut(&who.site_id) {
                         s.acked_through = acked;
                     }
@@ -306,7 +309,7 @@ mod tests {
                     ..Default::default()
                 })
                 .collect(),
-            gaps: vec![],
+            ..Default::default()
         }
     }
 

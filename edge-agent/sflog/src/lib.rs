@@ -461,11 +461,32 @@ impl Log {
     /// entries and about `max_bytes` bytes of payload. Corrupt records are
     /// skipped (see [`Log::take_corrupt`]).
     pub fn read_from(&self, from: u64, max_count: usize, max_bytes: usize) -> Result<Vec<Entry>> {
+        self.read(
+            "SELECT seq, class, ts, crc, payload FROM entries WHERE seq >= ?1 ORDER BY seq LIMIT ?2",
+            from,
+            max_count,
+            max_bytes,
+        )
+    }
+
+    /// The newest committed entries with seq > `after` (at most
+    /// `max_count`), oldest first: what a preview batch carries.
+    pub fn read_newest(&self, after: u64, max_count: usize) -> Result<Vec<Entry>> {
+        let mut v = self.read(
+            "SELECT seq, class, ts, crc, payload FROM entries WHERE seq > ?1 ORDER BY seq DESC LIMIT ?2",
+            after,
+            max_count,
+            usize::MAX,
+        )?;
+        v.reverse();
+        Ok(v)
+    }
+
+    fn read(&self, sql: &str, seq: u64, max_count: usize, max_bytes: usize) -> Result<Vec<Entry>> {
         let conn = lock(&self.reader);
-        let mut stmt =
-            conn.prepare_cached("SELECT seq, class, ts, crc, payload FROM entries WHERE seq >= ?1 ORDER BY seq LIMIT ?2")?;
+        let mut stmt = conn.prepare_cached(sql)?;
         let mut rows = stmt.query(params![
-            from.min(i64::MAX as u64) as i64,
+            seq.min(i64::MAX as u64) as i64,
             max_count.min(i64::MAX as usize) as i64
         ])?;
         let mut out = Vec::new();
@@ -691,6 +712,13 @@ mod tests {
             vec![1, 2, 3, 4]
         );
         assert_eq!(e[2].payload, b"r2");
+        let newest: Vec<u64> = log
+            .read_newest(4, 3)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(newest, vec![8, 9, 10], "the newest three, oldest first");
         log.ack(4).unwrap();
         log.flush().unwrap();
         assert_eq!(log.first_seq().unwrap(), Some(5));

@@ -40,7 +40,7 @@ fn batch() -> AgentMessage {
                 quality: v1::Quality::Good as i32,
                 ..Default::default()
             }],
-            gaps: vec![],
+            ..Default::default()
         })),
     }
 }
