@@ -202,9 +202,62 @@ impl Db {
     /// cumulative ack (>= `batch.last_seq`); a preview batch is stored but
     /// does not move the ack (see the proto).
     pub async fn ingest(&self, site: &str, batch: &v1::TelemetryBatch) -> Result<u64, Error> {
+        self.ingest_many(site, std::slice::from_ref(batch)).await
+    }
+
+    /// Commits several batches of one log in one transaction (the ingest
+    /// pipeline coalesces what is queued); returns the cumulative ack.
+    pub async fn ingest_many(
+        &self,
+        site: &str,
+        batches: &[v1::TelemetryBatch],
+    ) -> Result<u64, Error> {
+        let Some(first) = batches.first() else {
+            return Ok(0);
+        };
         let now = now_ms();
-        let log_id = log_id_sql(batch.log_id);
+        let log_id = log_id_sql(first.log_id);
         let mut tx = self.pool.begin().await?;
+        for batch in batches {
+            self.insert_batch(&mut tx, site, log_id, now, batch).await?;
+        }
+        let ack_to = batches
+            .iter()
+            .filter(|b| !b.preview)
+            .map(|b| b.last_seq as i64)
+            .max()
+            .unwrap_or(0);
+        let acked: i64 = sqlx::query_scalar(
+            "INSERT INTO agent_logs (site_id, log_id, acked_through, updated_ms) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (site_id, log_id) DO UPDATE SET
+               acked_through = CASE WHEN excluded.acked_through > agent_logs.acked_through THEN excluded.acked_through ELSE agent_logs.acked_through END,
+               updated_ms = excluded.updated_ms
+             RETURNING acked_through",
+        )
+        .bind(site)
+        .bind(log_id)
+        // previews leave the cumulative ack where it is (0 never raises it)
+        .bind(ack_to)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE sites SET last_seen_ms = $1 WHERE site_id = $2")
+            .bind(now)
+            .bind(site)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(acked.max(0) as u64)
+    }
+
+    async fn insert_batch(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        site: &str,
+        log_id: i64,
+        now: i64,
+        batch: &v1::TelemetryBatch,
+    ) -> Result<(), Error> {
         for chunk in batch.readings.chunks(ROWS_PER_INSERT) {
             let mut sql = String::with_capacity(128 + chunk.len() * 80);
             sql.push_str(
@@ -244,7 +297,7 @@ impl Db {
                     .bind(&r.source)
                     .bind(&r.error);
             }
-            q.execute(&mut *tx).await?;
+            q.execute(&mut **tx).await?;
         }
         // newest reading per point in this batch
         let mut newest: HashMap<(&str, &str), &v1::Reading> = HashMap::new();
@@ -279,7 +332,7 @@ impl Db {
             .bind(r.received_ts_ms)
             .bind(if q == "bad" { 0 } else { r.source_ts_ms })
             .bind(&r.source)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
         for g in &batch.gaps {
@@ -298,30 +351,10 @@ impl Db {
             .bind(g.from_ts_ms)
             .bind(g.to_ts_ms)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
-        let acked: i64 = sqlx::query_scalar(
-            "INSERT INTO agent_logs (site_id, log_id, acked_through, updated_ms) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (site_id, log_id) DO UPDATE SET
-               acked_through = CASE WHEN excluded.acked_through > agent_logs.acked_through THEN excluded.acked_through ELSE agent_logs.acked_through END,
-               updated_ms = excluded.updated_ms
-             RETURNING acked_through",
-        )
-        .bind(site)
-        .bind(log_id)
-        // a preview leaves the cumulative ack where it is (0 never raises it)
-        .bind(if batch.preview { 0 } else { batch.last_seq as i64 })
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE sites SET last_seen_ms = $1 WHERE site_id = $2")
-            .bind(now)
-            .bind(site)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(acked.max(0) as u64)
+        Ok(())
     }
 
     pub async fn sites(&self) -> Result<Vec<SiteRow>, Error> {

@@ -29,6 +29,10 @@ use crate::tls::AgentIdentity;
 pub const MAX_BATCH_READINGS: u32 = 5000;
 /// Largest gRPC message accepted, bytes.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Validated batches waiting for their commit, per session.
+pub const PIPELINE_DEPTH: usize = 8;
+/// Most readings committed in one transaction (batches are coalesced up to it).
+pub const COALESCE_READINGS: usize = 20_000;
 /// Outbound messages buffered per stream; when full the stream's reader waits.
 const OUTBOUND_QUEUE: usize = 32;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(15);
@@ -227,17 +231,39 @@ impl v1::agent_link_server::AgentLink for Ingest {
 }
 
 impl Ingest {
+    /// Runs a session: a reader that validates and queues batches, and a
+    /// committer that commits what is queued (coalesced, one transaction)
+    /// and acknowledges it. The queue is bounded ([`PIPELINE_DEPTH`]): when
+    /// the database is slow the reader stops reading and HTTP/2 flow
+    /// control pushes back on the agent.
     async fn pump(
         &self,
         who: &AgentIdentity,
         log_id: u64,
+        inbound: Streaming<AgentMessage>,
+        tx: &mpsc::Sender<Result<HeadendMessage, Status>>,
+    ) -> Result<(), Status> {
+        let (queue_tx, queue_rx) = mpsc::channel::<v1::TelemetryBatch>(PIPELINE_DEPTH);
+        let reader = self.read_session(who, log_id, inbound, queue_tx, tx);
+        let committer = self.commit_session(who, log_id, queue_rx, tx);
+        // the reader ends first (stream closed or error); the committer then drains the queue
+        let (r, c) = tokio::join!(reader, committer);
+        c.and(r)
+    }
+
+    async fn read_session(
+        &self,
+        who: &AgentIdentity,
+        log_id: u64,
         mut inbound: Streaming<AgentMessage>,
+        queue: mpsc::Sender<v1::TelemetryBatch>,
         tx: &mpsc::Sender<Result<HeadendMessage, Status>>,
     ) -> Result<(), Status> {
         let mut shutdown = self.shutdown.clone();
         loop {
             let msg = tokio::select! {
                 m = inbound.message() => match m? { Some(m) => m, None => return Ok(()) },
+                _ = queue.closed() => return Ok(()), // the committer failed
                 _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
                     let _ = tx
                         .send(out(Out::Control(v1::SessionControl {
@@ -252,32 +278,8 @@ impl Ingest {
             match msg.msg {
                 Some(In::Batch(b)) => {
                     validate_batch(&b, log_id)?;
-                    let acked = {
-                        let _permit = self
-                            .writers
-                            .acquire()
-                            .await
-                            .map_err(|_| Status::unavailable("shutting down"))?;
-                        self.db.ingest(&who.site_id, &b).await.map_err(|e| {
-                            tracing::error!(site = %who.site_id, error = %e, "batch commit failed; not acknowledging");
-                            Status::unavailable(format!("database unavailable: {e}"))
-                        })?
-                    };
-                    if b.preview {
-                        continue; // stored, not acknowledged (see the proto)
-                    }
-                    if let Some(s) = self.sessions.lock().get_mut(&who.site_id) {
-                        s.acked_through = acked;
-                    }
-                    if tx
-                        .send(out(Out::Ack(v1::TelemetryAck {
-                            log_id,
-                            acked_through_seq: acked,
-                        })))
-                        .await
-                        .is_err()
-                    {
-                        return Ok(()); // agent went away
+                    if queue.send(b).await.is_err() {
+                        return Ok(());
                     }
                 }
                 Some(In::Hello(_)) => {
@@ -289,6 +291,56 @@ impl Ingest {
                 None => {}
             }
         }
+    }
+
+    async fn commit_session(
+        &self,
+        who: &AgentIdentity,
+        log_id: u64,
+        mut queue: mpsc::Receiver<v1::TelemetryBatch>,
+        tx: &mpsc::Sender<Result<HeadendMessage, Status>>,
+    ) -> Result<(), Status> {
+        let mut group = Vec::with_capacity(PIPELINE_DEPTH);
+        while let Some(b) = queue.recv().await {
+            group.push(b);
+            let mut readings = group[0].readings.len();
+            while readings < COALESCE_READINGS {
+                match queue.try_recv() {
+                    Ok(b) => {
+                        readings += b.readings.len();
+                        group.push(b);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let acked = {
+                let _permit = self
+                    .writers
+                    .acquire()
+                    .await
+                    .map_err(|_| Status::unavailable("shutting down"))?;
+                self.db.ingest_many(&who.site_id, &group).await.map_err(|e| {
+                    tracing::error!(site = %who.site_id, error = %e, "batch commit failed; not acknowledging");
+                    Status::unavailable(format!("database unavailable: {e}"))
+                })?
+            };
+            let ack = group.iter().any(|b| !b.preview);
+            group.clear();
+            if !ack {
+                continue; // previews are stored, not acknowledged (see the proto)
+            }
+            if let Some(s) = self.sessions.lock().get_mut(&who.site_id) {
+                s.acked_through = acked;
+            }
+            let ack = out(Out::Ack(v1::TelemetryAck {
+                log_id,
+                acked_through_seq: acked,
+            }));
+            if tx.send(ack).await.is_err() {
+                return Ok(()); // agent went away
+            }
+        }
+        Ok(())
     }
 }
 
