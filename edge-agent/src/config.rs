@@ -30,6 +30,8 @@ pub struct AgentConfig {
     pub log: LogConfig,
     #[serde(default)]
     pub uplink: UplinkConfig,
+    #[serde(default)]
+    pub status: StatusConfig,
     /// The site's assets (tanks, controllers).
     pub assets: Vec<AssetConfig>,
     /// The devices to read, each with its point mapping:
@@ -150,6 +152,28 @@ impl Default for UplinkConfig {
             backoff_max_ms: default_backoff_max(),
         }
     }
+}
+
+/// The local status endpoint (`/metrics`, `/status`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusConfig {
+    /// Address to serve on; loopback by default so that nothing is open to
+    /// the network. `null` turns the endpoint off. Default 127.0.0.1:9470.
+    #[serde(default = "default_status_listen")]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_status_listen(),
+        }
+    }
+}
+
+fn default_status_listen() -> Option<std::net::SocketAddr> {
+    Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9470)))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

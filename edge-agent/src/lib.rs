@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod logwriter;
+pub mod metrics;
 pub mod uplink;
 
 use std::sync::Arc;
@@ -34,6 +35,8 @@ pub enum Error {
 /// A running agent.
 pub struct Agent {
     pub log: Arc<sflog::Log>,
+    /// Where `/metrics` and `/status` are served, if enabled.
+    pub status_addr: Option<std::net::SocketAddr>,
     pub uplink: watch::Receiver<uplink::UplinkStatus>,
     stop: watch::Sender<bool>,
     writer: tokio::task::JoinHandle<Result<(), Error>>,
@@ -80,15 +83,33 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
     let (durable_tx, durable_rx) = watch::channel(log.durable_seq());
     let writer = tokio::spawn(logwriter::run(log.clone(), rx, cfg.log.clone(), durable_tx));
     let (status_tx, status_rx) = watch::channel(uplink::UplinkStatus::default());
+    let metrics = metrics::Metrics::default();
+    let status_addr = match cfg.status.listen {
+        Some(listen) => metrics::serve(
+            listen,
+            cfg.site_id.clone(),
+            log.clone(),
+            metrics.clone(),
+            status_rx.clone(),
+            stop_rx.clone(),
+        )
+        .map(|(addr, task)| {
+            tasks.push(task);
+            addr
+        }),
+        None => None,
+    };
     tasks.push(tokio::spawn(uplink::run(
         cfg.clone(),
         log.clone(),
         durable_rx,
         stop_rx,
         status_tx,
+        metrics,
     )));
     Ok(Agent {
         log,
+        status_addr,
         uplink: status_rx,
         stop,
         writer,

@@ -155,7 +155,11 @@ fn next_batch(
     max_readings: usize,
     max_bytes: usize,
 ) -> Result<Option<v1::TelemetryBatch>, SessionError> {
-    batch_of(log, log.read_from(from, max_readings, max_bytes)?, false)
+    batch_of(
+        log,
+        log.read_for_send(from, max_readings, max_bytes)?,
+        false,
+    )
 }
 
 /// Packs log entries into a batch (readings and gap records).
@@ -206,6 +210,7 @@ async fn session(
     durable: &mut watch::Receiver<u64>,
     stop: &mut watch::Receiver<bool>,
     status: &watch::Sender<UplinkStatus>,
+    metrics: &crate::metrics::Metrics,
 ) -> Result<(), SessionError> {
     let channel = connect(cfg).await?;
     let mut client = AgentLinkClient::new(channel).max_decoding_message_size(16 * 1024 * 1024);
@@ -231,12 +236,15 @@ async fn session(
         s.connected = true;
         s.sessions += 1;
     });
+    metrics.sessions.inc();
+    metrics.connected.set(1);
     tracing::info!(site = %hello_ack.site_id, acked = hello_ack.acked_through_seq, "connected to headend");
     let max_readings =
         (cfg.uplink.batch_max_readings as usize).min(hello_ack.max_batch_readings.max(1) as usize);
     let max_bytes = cfg.uplink.batch_max_bytes as usize;
     let mut next = log.stats().acked_through.max(hello_ack.acked_through_seq) + 1;
-    let mut in_flight: VecDeque<u64> = VecDeque::new();
+    // (last seq, sent at) of each batch on the wire
+    let mut in_flight: VecDeque<(u64, tokio::time::Instant)> = VecDeque::new();
     // Live readings are not starved behind a backlog: while more is waiting
     // than the window carries, the newest entries go out ahead as a preview
     // (stored at once, deduplicated, acknowledged later in order).
@@ -250,9 +258,11 @@ async fn session(
                 break;
             };
             next = batch.last_seq + 1;
-            in_flight.push_back(batch.last_seq);
-            // on the wire now: the drop policy must leave these entries alone
-            log.set_sent_through(batch.last_seq);
+            in_flight.push_back((batch.last_seq, tokio::time::Instant::now()));
+            // (read_for_send protected these entries from the drop policy)
+            metrics.sent_batches.inc();
+            metrics.sent_readings.inc_by(batch.readings.len() as u64);
+            metrics.in_flight.set(in_flight.len() as i64);
             tx.send(AgentMessage {
                 msg: Some(Out::Batch(batch)),
             })
@@ -262,9 +272,11 @@ async fn session(
         let backlog = log.durable_seq().saturating_sub(next - 1) > (max_readings * window) as u64;
         if backlog && last_preview.is_none_or(|t| t.elapsed() >= PREVIEW_EVERY) {
             last_preview = Some(tokio::time::Instant::now());
-            let entries = log.read_newest(previewed_through.max(next - 1), max_readings)?;
+            let entries =
+                log.read_newest_for_preview(previewed_through.max(next - 1), max_readings)?;
             if let Some(batch) = batch_of(log, entries, true)? {
                 previewed_through = batch.last_seq;
+                metrics.preview_batches.inc();
                 tx.send(AgentMessage {
                     msg: Some(Out::Batch(batch)),
                 })
@@ -280,9 +292,14 @@ async fn session(
                         return Err(SessionError::Protocol(format!("ack for log {} (ours is {})", a.log_id, log.log_id())));
                     }
                     log.ack(a.acked_through_seq)?;
-                    while in_flight.front().is_some_and(|&s| s <= a.acked_through_seq) {
+                    while let Some(&(s, sent)) = in_flight.front() {
+                        if s > a.acked_through_seq {
+                            break;
+                        }
+                        metrics.ack_latency.observe(sent.elapsed().as_secs_f64());
                         in_flight.pop_front();
                     }
+                    metrics.in_flight.set(in_flight.len() as i64);
                 }
                 Some(In::Control(c)) => {
                     return Err(SessionError::Protocol(format!("headend asked to reconnect: {}", c.reason)));
@@ -304,6 +321,7 @@ pub async fn run(
     mut durable: watch::Receiver<u64>,
     mut stop: watch::Receiver<bool>,
     status: watch::Sender<UplinkStatus>,
+    metrics: crate::metrics::Metrics,
 ) {
     let mut backoff = Backoff::new(cfg.uplink.backoff_initial_ms, cfg.uplink.backoff_max_ms);
     loop {
@@ -311,10 +329,10 @@ pub async fn run(
             return;
         }
         let started = tokio::time::Instant::now();
-        let r = session(&cfg, &log, &mut durable, &mut stop, &status).await;
+        let r = session(&cfg, &log, &mut durable, &mut stop, &status, &metrics).await;
         status.send_modify(|s| s.connected = false);
-        // nothing is on the wire any more: unacknowledged entries may be dropped again
-        log.set_sent_through(log.stats().acked_through);
+        metrics.connected.set(0);
+        metrics.in_flight.set(0);
         match r {
             Ok(()) => return,
             Err(e) => {

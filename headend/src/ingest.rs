@@ -69,6 +69,7 @@ pub struct Ingest {
     writers: Arc<Semaphore>,
     /// Turns true when the headend stops: every session ends.
     shutdown: tokio::sync::watch::Receiver<bool>,
+    metrics: crate::metrics::Metrics,
 }
 
 impl Ingest {
@@ -77,12 +78,14 @@ impl Ingest {
         sessions: Sessions,
         max_concurrent_writes: usize,
         shutdown: tokio::sync::watch::Receiver<bool>,
+        metrics: crate::metrics::Metrics,
     ) -> Self {
         Self {
             db,
             sessions,
             writers: Arc::new(Semaphore::new(max_concurrent_writes.max(1))),
             shutdown,
+            metrics,
         }
     }
 }
@@ -180,6 +183,7 @@ impl v1::agent_link_server::AgentLink for Ingest {
             }
         };
         if hello.site_id != who.site_id {
+            self.metrics.sessions_refused.inc();
             tracing::warn!(peer = %who.peer, cert_site = %who.site_id, claimed = %hello.site_id, "hello claims another site; refused");
             return Err(Status::permission_denied(format!(
                 "this certificate is for site {:?}, not {:?}",
@@ -216,6 +220,7 @@ impl v1::agent_link_server::AgentLink for Ingest {
             })))
             .await;
         let this = self.clone();
+        this.metrics.sessions.inc();
         tokio::spawn(async move {
             let site = who.site_id.clone();
             if let Err(status) = this.pump(&who, hello.log_id, inbound, &tx).await {
@@ -225,6 +230,7 @@ impl v1::agent_link_server::AgentLink for Ingest {
                 tracing::info!(%site, "agent session closed");
             }
             this.sessions.lock().remove(&site);
+            this.metrics.sessions.dec();
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -278,7 +284,16 @@ impl Ingest {
             match msg.msg {
                 Some(In::Batch(b)) => {
                     validate_batch(&b, log_id)?;
+                    let m = &self.metrics;
+                    m.batches.inc();
+                    m.readings.inc_by(b.readings.len() as u64);
+                    m.gap_records.inc_by(b.gaps.len() as u64);
+                    if b.preview {
+                        m.preview_batches.inc();
+                    }
+                    m.queued_batches.inc();
                     if queue.send(b).await.is_err() {
+                        m.queued_batches.dec();
                         return Ok(());
                     }
                 }
@@ -313,17 +328,30 @@ impl Ingest {
                     Err(_) => break,
                 }
             }
+            self.metrics.queued_batches.dec_by(group.len() as i64);
             let acked = {
                 let _permit = self
                     .writers
                     .acquire()
                     .await
                     .map_err(|_| Status::unavailable("shutting down"))?;
-                self.db.ingest_many(&who.site_id, &group).await.map_err(|e| {
-                    tracing::error!(site = %who.site_id, error = %e, "batch commit failed; not acknowledging");
-                    Status::unavailable(format!("database unavailable: {e}"))
-                })?
+                let t = std::time::Instant::now();
+                let r = self.db.ingest_many(&who.site_id, &group).await;
+                self.metrics
+                    .db_write_seconds
+                    .observe(t.elapsed().as_secs_f64());
+                match r {
+                    Ok(acked) => acked,
+                    Err(e) => {
+                        self.metrics.commit_failures.inc();
+                        // what is still queued goes with the session (the agent resends it)
+                        self.metrics.queued_batches.dec_by(queue.len() as i64);
+                        tracing::error!(site = %who.site_id, error = %e, "batch commit failed; not acknowledging");
+                        return Err(Status::unavailable(format!("database unavailable: {e}")));
+                    }
+                }
             };
+            self.metrics.commits.inc();
             let ack = group.iter().any(|b| !b.preview);
             group.clear();
             if !ack {

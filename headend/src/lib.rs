@@ -3,6 +3,7 @@
 
 pub mod db;
 pub mod ingest;
+pub mod metrics;
 pub mod rest;
 pub mod tls;
 
@@ -118,6 +119,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
     let grpc_addr = grpc.local_addr().map_err(|e| Error::Grpc(e.to_string()))?;
     let http_addr = http.local_addr().map_err(|e| Error::Grpc(e.to_string()))?;
     let sessions = ingest::Sessions::default();
+    let metrics = metrics::Metrics::default();
     let (shutdown, _) = tokio::sync::watch::channel(false);
 
     let svc = AgentLinkServer::new(ingest::Ingest::new(
@@ -125,6 +127,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         sessions.clone(),
         cfg.max_concurrent_writes,
         shutdown.subscribe(),
+        metrics.clone(),
     ))
     .max_decoding_message_size(ingest::MAX_MESSAGE_BYTES);
     let (incoming, accept_task) = tls::incoming(grpc, tls);
@@ -146,6 +149,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
     let app = rest::router(rest::ApiState {
         db: db.clone(),
         sessions,
+        metrics,
     });
     let mut stop = shutdown.subscribe();
     let http_task = tokio::spawn(async move {

@@ -3,6 +3,7 @@
 //!
 //! * `GET /health`: the process is alive (always 200).
 //! * `GET /ready`: 200 when the database answers, else 503.
+//! * `GET /metrics`: Prometheus (OpenMetrics) text.
 //! * `GET /api/v1/sites`
 //! * `GET /api/v1/sites/{site}/assets`: assets with the latest value per field.
 //! * `GET /api/v1/sites/{site}/assets/{asset}/readings?field=&from=&to=&limit=`:
@@ -25,12 +26,14 @@ use crate::ingest::Sessions;
 pub struct ApiState {
     pub db: Db,
     pub sessions: Sessions,
+    pub metrics: crate::metrics::Metrics,
 }
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
         .route("/api/v1/sites", get(sites))
         .route("/api/v1/sites/{site}/assets", get(assets))
         .route(
@@ -249,4 +252,15 @@ async fn gaps(
             })
             .collect(),
     )))
+}
+
+async fn metrics(State(s): State<ApiState>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+        .into_response()
 }

@@ -51,6 +51,15 @@ use rusqlite::{Connection, OptionalExtension, params};
 /// Upper bound of the write-ahead log file, bytes.
 pub const WAL_BYTES: u64 = 1024 * 1024;
 const FORMAT_VERSION: i64 = 1;
+const READ_FROM: &str = "SELECT seq, class, ts, crc, payload FROM entries WHERE seq >= ?1 AND seq <= ?3 ORDER BY seq LIMIT ?2";
+const READ_NEWEST: &str = "SELECT seq, class, ts, crc, payload FROM entries WHERE seq > ?1 AND seq <= ?3 ORDER BY seq DESC LIMIT ?2";
+
+#[derive(Clone, Copy)]
+enum Protect {
+    No,
+    InOrder,
+    Preview,
+}
 
 /// Errors of the log.
 #[derive(Debug, thiserror::Error)]
@@ -180,7 +189,11 @@ pub struct Log {
     next_seq: AtomicU64,
     durable_seq: AtomicU64,
     acked_through: AtomicU64,
+    /// Highest seq ever sent in order; entries up to it may be stored at the
+    /// headend already, so the drop policy leaves them until acknowledged.
     sent_through: AtomicU64,
+    /// Seq ranges sent ahead as previews (same reason), pruned by acks.
+    previewed: Mutex<Vec<(u64, u64)>>,
     count: AtomicU64,
     corrupt: AtomicU64,
     dropped: [AtomicU64; 4],
@@ -292,6 +305,7 @@ impl Log {
             durable_seq: AtomicU64::new(next - 1),
             acked_through: AtomicU64::new(acked),
             sent_through: AtomicU64::new(acked),
+            previewed: Mutex::new(Vec::new()),
             count: AtomicU64::new(count as u64),
             corrupt: AtomicU64::new(0),
             dropped: Default::default(),
@@ -372,7 +386,14 @@ impl Log {
             DropPolicy::Priority => Class::ALL.iter().copied().map(Some).collect(),
             DropPolicy::Oldest => vec![None],
         };
+        let previewed = lock(&self.previewed).clone();
+        let is_previewed = |seq: i64| {
+            previewed
+                .iter()
+                .any(|&(lo, hi)| lo as i64 <= seq && seq <= hi as i64)
+        };
         for class in classes {
+            let mut after = protected;
             loop {
                 let used = self.used_bytes(conn)?;
                 if used + incoming <= target {
@@ -389,27 +410,27 @@ impl Log {
                         "SELECT seq, class, ts FROM entries WHERE ?1 >= 0 AND seq > ?2 ORDER BY seq LIMIT ?3"
                     }
                 };
-                let victims: Vec<(i64, u8, i64)> = conn
+                let selected: Vec<(i64, u8, i64)> = conn
                     .prepare_cached(sel)?
                     .query_map(
-                        params![class.map(|c| c as i64).unwrap_or(0), protected, rows],
+                        params![class.map(|c| c as i64).unwrap_or(0), after, rows],
                         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                     )?
                     .collect::<rusqlite::Result<_>>()?;
-                if victims.is_empty() {
+                let Some(last) = selected.last() else {
                     break; // nothing of this class left: next class
-                }
-                let (lo, hi) = (victims[0].0, victims[victims.len() - 1].0);
-                match class {
-                    Some(c) => conn.execute(
-                        "DELETE FROM entries WHERE class = ?1 AND seq >= ?2 AND seq <= ?3",
-                        params![c as i64, lo, hi],
-                    )?,
-                    None => conn.execute(
-                        "DELETE FROM entries WHERE seq >= ?1 AND seq <= ?2",
-                        params![lo, hi],
-                    )?,
                 };
+                after = last.0;
+                let victims: Vec<(i64, u8, i64)> = selected
+                    .into_iter()
+                    .filter(|v| !is_previewed(v.0))
+                    .collect();
+                {
+                    let mut del = conn.prepare_cached("DELETE FROM entries WHERE seq = ?1")?;
+                    for v in &victims {
+                        del.execute([v.0])?;
+                    }
+                }
                 self.count
                     .fetch_sub(victims.len() as u64, Ordering::Relaxed);
                 // one run per class, in seq order
@@ -461,33 +482,47 @@ impl Log {
     /// entries and about `max_bytes` bytes of payload. Corrupt records are
     /// skipped (see [`Log::take_corrupt`]).
     pub fn read_from(&self, from: u64, max_count: usize, max_bytes: usize) -> Result<Vec<Entry>> {
-        self.read(
-            "SELECT seq, class, ts, crc, payload FROM entries WHERE seq >= ?1 ORDER BY seq LIMIT ?2",
-            from,
-            max_count,
-            max_bytes,
-        )
+        self.read(READ_FROM, from, max_count, max_bytes, Protect::No)
+    }
+
+    /// [`Log::read_from`] for sending: in the same step, protects what it
+    /// returns from the drop policy (see [`Log::set_sent_through`]), so an
+    /// entry can never be both sent and counted as dropped.
+    pub fn read_for_send(
+        &self,
+        from: u64,
+        max_count: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>> {
+        self.read(READ_FROM, from, max_count, max_bytes, Protect::InOrder)
     }
 
     /// The newest committed entries with seq > `after` (at most
-    /// `max_count`), oldest first: what a preview batch carries.
-    pub fn read_newest(&self, after: u64, max_count: usize) -> Result<Vec<Entry>> {
-        let mut v = self.read(
-            "SELECT seq, class, ts, crc, payload FROM entries WHERE seq > ?1 ORDER BY seq DESC LIMIT ?2",
-            after,
-            max_count,
-            usize::MAX,
-        )?;
+    /// `max_count`), oldest first, protected as a preview ([`Log::mark_previewed`]).
+    pub fn read_newest_for_preview(&self, after: u64, max_count: usize) -> Result<Vec<Entry>> {
+        let mut v = self.read(READ_NEWEST, after, max_count, usize::MAX, Protect::Preview)?;
         v.reverse();
         Ok(v)
     }
 
-    fn read(&self, sql: &str, seq: u64, max_count: usize, max_bytes: usize) -> Result<Vec<Entry>> {
-        let conn = lock(&self.reader);
-        let mut stmt = conn.prepare_cached(sql)?;
+    // Reads go through the writer's connection, under its lock: it sees the
+    // drops of its own open transaction, and `seq <= durable` hides appends
+    // not yet committed. Protection is set before the lock is released.
+    fn read(
+        &self,
+        sql: &str,
+        seq: u64,
+        max_count: usize,
+        max_bytes: usize,
+        protect: Protect,
+    ) -> Result<Vec<Entry>> {
+        let w = lock(&self.writer);
+        let durable = self.durable_seq().min(i64::MAX as u64) as i64;
+        let mut stmt = w.conn.prepare_cached(sql)?;
         let mut rows = stmt.query(params![
             seq.min(i64::MAX as u64) as i64,
-            max_count.min(i64::MAX as usize) as i64
+            max_count.min(i64::MAX as usize) as i64,
+            durable
         ])?;
         let mut out = Vec::new();
         let mut size = 0;
@@ -521,6 +556,16 @@ impl Log {
             }
             if size >= max_bytes {
                 break;
+            }
+        }
+        if let (Some(lo), Some(hi)) = (
+            out.iter().map(|e| e.seq).min(),
+            out.iter().map(|e| e.seq).max(),
+        ) {
+            match protect {
+                Protect::No => {}
+                Protect::InOrder => self.set_sent_through(hi),
+                Protect::Preview => self.mark_previewed(lo, hi),
             }
         }
         Ok(out)
@@ -570,10 +615,25 @@ impl Log {
         Ok(runs)
     }
 
-    /// Entries up to `seq` are on the wire, not yet acknowledged: the drop
-    /// policy must not remove them. Reset to the ack when a session ends.
+    /// Entries up to `seq` have been sent: they may be stored at the
+    /// headend already, so the drop policy leaves them alone until they are
+    /// acknowledged (otherwise a gap record would count an entry that SQL
+    /// has). Monotonic; at most a window of batches is protected this way.
     pub fn set_sent_through(&self, seq: u64) {
-        self.sent_through.store(seq, Ordering::SeqCst);
+        self.sent_through.fetch_max(seq, Ordering::SeqCst);
+    }
+
+    /// Entries `lo..=hi` were sent ahead as a preview: protected like
+    /// [`Log::set_sent_through`] until acknowledged.
+    pub fn mark_previewed(&self, lo: u64, hi: u64) {
+        let mut p = lock(&self.previewed);
+        p.push((lo, hi));
+        // bounded: the oldest ranges merge into one
+        if p.len() > 64 {
+            let (lo0, _) = p[0];
+            let (_, hi1) = p[1];
+            p.splice(0..2, [(lo0, hi1)]);
+        }
     }
 
     /// The headend committed everything through `seq`: remove those entries.
@@ -587,6 +647,7 @@ impl Log {
         Self::begin(&mut w)?;
         // the floor first: if we crash mid-trim, seqs stay unique
         set_meta(&w.conn, "seq_floor", (seq + 1) as i64)?;
+        lock(&self.previewed).retain(|&(_, hi)| hi > seq);
         let n = w
             .conn
             .execute("DELETE FROM entries WHERE seq <= ?1", [seq as i64])? as u64;
@@ -713,7 +774,7 @@ mod tests {
         );
         assert_eq!(e[2].payload, b"r2");
         let newest: Vec<u64> = log
-            .read_newest(4, 3)
+            .read_newest_for_preview(4, 3)
             .unwrap()
             .iter()
             .map(|e| e.seq)
@@ -851,6 +912,14 @@ mod tests {
         .unwrap();
         log.flush().unwrap();
         log.set_sent_through(100);
+        log.set_sent_through(50); // monotonic: an older watermark does not unprotect
+        log.append(
+            &(0..100)
+                .map(|i| (Class::Telemetry, i, vec![0u8; 100]))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        log.mark_previewed(151, 160); // sent ahead as a preview
         let mut dropped = Vec::new();
         for _ in 0..30 {
             let (_, r) = log
@@ -866,5 +935,19 @@ mod tests {
         assert!(!dropped.is_empty());
         assert!(dropped.iter().all(|r| r.first_seq > 100), "{dropped:?}");
         assert_eq!(log.first_seq().unwrap(), Some(1));
+        let kept: BTreeSet<u64> = log
+            .read_from(1, usize::MAX, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert!(
+            (151..=160).all(|s| kept.contains(&s)),
+            "previewed entries survive"
+        );
+        assert!(
+            !kept.contains(&150) && !kept.contains(&161),
+            "their neighbours do not"
+        );
     }
 }

@@ -66,7 +66,7 @@ pub fn agent_yaml(
 ) -> String {
     let f = pki.agent_files(site);
     format!(
-        "site_id: {site}\nheadend:\n  address: \"{headend}\"\n  server_name: localhost\ntls:\n  cert: {}\n  key: {}\n  ca: {}\nlog:\n  dir: {}\n  flush_interval_ms: 50\nuplink:\n  backoff_initial_ms: 100\n  backoff_max_ms: 1000\n{}",
+        "site_id: {site}\nheadend:\n  address: \"{headend}\"\n  server_name: localhost\ntls:\n  cert: {}\n  key: {}\n  ca: {}\nlog:\n  dir: {}\n  flush_interval_ms: 50\nuplink:\n  backoff_initial_ms: 100\n  backoff_max_ms: 1000\nstatus:\n  listen: \"127.0.0.1:0\"\n{}",
         f.cert.display(),
         f.key.display(),
         f.ca.display(),
@@ -200,4 +200,23 @@ pub mod pg {
             Ok(())
         }
     }
+}
+
+/// GET a Prometheus text page.
+pub async fn get_text(addr: SocketAddr, path: &str) -> Result<String> {
+    let r = reqwest::get(format!("http://{addr}{path}")).await?;
+    let status = r.status();
+    let body = r.text().await?;
+    if !status.is_success() {
+        bail!("GET {path}: {status}: {body}");
+    }
+    Ok(body)
+}
+
+/// The value of one sample (`name` including labels, e.g. `x_total{class="a"}`) in a metrics page.
+pub fn metric(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
 }

@@ -75,6 +75,20 @@ async fn a_full_log_drops_oldest_telemetry_keeps_alarms_and_the_headend_shows_th
     )
     .await?;
     let st = agent.log.stats();
+    // the agent's metrics say the same
+    let page = get_text(agent.status_addr.expect("status endpoint"), "/metrics").await?;
+    assert_eq!(
+        metric(
+            &page,
+            "tankwatch_agent_log_dropped_total{class=\"telemetry\"}"
+        ),
+        Some(st.dropped[0] as f64),
+        "{page}"
+    );
+    assert_eq!(
+        metric(&page, "tankwatch_agent_log_dropped_total{class=\"alarm\"}"),
+        Some(0.0)
+    );
     agent.stop().await?;
 
     // every seq is a stored reading, a stored gap record, or counted by a gap record

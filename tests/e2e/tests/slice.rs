@@ -114,6 +114,38 @@ async fn slice_shows_every_tank_within_a_tenth_of_a_percent(db_url: String) -> R
         200
     );
 
+    // both ends expose Prometheus metrics
+    let page = get_text(he.http_addr, "/metrics").await?;
+    assert!(
+        metric(&page, "tankwatch_headend_readings_total").is_some_and(|v| v > 0.0),
+        "{page}"
+    );
+    assert!(
+        metric(&page, "tankwatch_headend_commits_total").is_some_and(|v| v > 0.0),
+        "{page}"
+    );
+    assert!(
+        page.contains("tankwatch_headend_db_write_seconds_bucket"),
+        "{page}"
+    );
+    assert_eq!(metric(&page, "tankwatch_headend_agent_sessions"), Some(1.0));
+    let status = agent.status_addr.expect("status endpoint");
+    let page = get_text(status, "/metrics").await?;
+    assert!(
+        metric(&page, "tankwatch_agent_uplink_sent_readings_total").is_some_and(|v| v > 0.0),
+        "{page}"
+    );
+    assert_eq!(
+        metric(&page, "tankwatch_agent_uplink_connected"),
+        Some(1.0),
+        "{page}"
+    );
+    assert!(metric(&page, "tankwatch_agent_log_max_bytes").is_some_and(|v| v > 0.0));
+    assert!(page.contains("tankwatch_agent_uplink_ack_latency_seconds_count"));
+    let st = get_json(status, "/status").await?;
+    assert_eq!(st["site_id"], "site-a");
+    assert_eq!(st["uplink"]["connected"], true);
+
     agent.stop().await?;
     he.stop().await;
     Ok(())

@@ -1,0 +1,251 @@
+//! Agent metrics (Prometheus/OpenMetrics text) and the local status
+//! endpoint: `GET /metrics`, `GET /status` (JSON), on a loopback address by
+//! default (`status.listen`), so nothing is opened to the network.
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use sflog::{Class, Log};
+use tokio::sync::watch;
+
+use crate::uplink::UplinkStatus;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabel {
+    pub class: &'static str,
+}
+
+/// Every metric of the agent (handles are shared; clone freely).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    pub sent_readings: Counter,
+    pub sent_batches: Counter,
+    pub preview_batches: Counter,
+    pub sessions: Counter,
+    pub connected: Gauge<i64, AtomicI64>,
+    pub in_flight: Gauge<i64, AtomicI64>,
+    pub ack_latency: Histogram,
+    log_entries: Gauge<i64, AtomicI64>,
+    log_bytes: Gauge<i64, AtomicI64>,
+    log_max_bytes: Gauge<i64, AtomicI64>,
+    log_oldest_age: Gauge<f64, AtomicU64>,
+    log_next_seq: Gauge<i64, AtomicI64>,
+    log_acked_seq: Gauge<i64, AtomicI64>,
+    log_dropped: Family<ClassLabel, Counter>,
+    log_corrupt: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let m = Metrics {
+            registry: Arc::new(Registry::default()),
+            sent_readings: Counter::default(),
+            sent_batches: Counter::default(),
+            preview_batches: Counter::default(),
+            sessions: Counter::default(),
+            connected: Gauge::default(),
+            in_flight: Gauge::default(),
+            ack_latency: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            log_entries: Gauge::default(),
+            log_bytes: Gauge::default(),
+            log_max_bytes: Gauge::default(),
+            log_oldest_age: Gauge::default(),
+            log_next_seq: Gauge::default(),
+            log_acked_seq: Gauge::default(),
+            log_dropped: Family::default(),
+            log_corrupt: Counter::default(),
+        };
+        let mut r = Registry::with_prefix("tankwatch_agent");
+        r.register(
+            "uplink_sent_readings",
+            "Readings sent to the headend (replays included; rate = replay rate)",
+            m.sent_readings.clone(),
+        );
+        r.register(
+            "uplink_sent_batches",
+            "Batches sent to the headend",
+            m.sent_batches.clone(),
+        );
+        r.register(
+            "uplink_preview_batches",
+            "Preview batches (newest entries ahead of a backlog)",
+            m.preview_batches.clone(),
+        );
+        r.register(
+            "uplink_sessions",
+            "Sessions opened with the headend",
+            m.sessions.clone(),
+        );
+        r.register(
+            "uplink_connected",
+            "1 while a session with the headend is open",
+            m.connected.clone(),
+        );
+        r.register(
+            "uplink_in_flight_batches",
+            "Batches sent and not yet acknowledged",
+            m.in_flight.clone(),
+        );
+        r.register(
+            "uplink_ack_latency_seconds",
+            "Time from sending a batch to its acknowledgement",
+            m.ack_latency.clone(),
+        );
+        r.register(
+            "log_entries",
+            "Entries in the store-and-forward log",
+            m.log_entries.clone(),
+        );
+        r.register(
+            "log_bytes",
+            "Bytes the log uses on disk (live pages)",
+            m.log_bytes.clone(),
+        );
+        r.register(
+            "log_max_bytes",
+            "The log's byte bound",
+            m.log_max_bytes.clone(),
+        );
+        r.register(
+            "log_oldest_age_seconds",
+            "Age of the oldest entry in the log",
+            m.log_oldest_age.clone(),
+        );
+        r.register(
+            "log_next_seq",
+            "Next sequence number the log assigns",
+            m.log_next_seq.clone(),
+        );
+        r.register(
+            "log_acked_seq",
+            "Highest sequence number the headend acknowledged",
+            m.log_acked_seq.clone(),
+        );
+        r.register(
+            "log_dropped",
+            "Entries dropped by the log's byte bound, per class",
+            m.log_dropped.clone(),
+        );
+        r.register(
+            "log_corrupt",
+            "Corrupt log records skipped",
+            m.log_corrupt.clone(),
+        );
+        Metrics {
+            registry: Arc::new(r),
+            ..m
+        }
+    }
+}
+
+impl Metrics {
+    /// Updates the log gauges from `log` and renders the text exposition.
+    pub fn render(&self, log: &Log) -> String {
+        let st = log.stats();
+        self.log_entries.set(st.entries as i64);
+        self.log_bytes.set(st.bytes as i64);
+        self.log_max_bytes.set(st.max_bytes as i64);
+        self.log_next_seq.set(st.next_seq as i64);
+        self.log_acked_seq.set(st.acked_through as i64);
+        let age = match log.oldest() {
+            Ok(Some((_, ts))) => ((adapter_api::now_ms() - ts) as f64 / 1000.0).max(0.0),
+            _ => 0.0,
+        };
+        self.log_oldest_age.set(age);
+        for c in Class::ALL {
+            let counter = self
+                .log_dropped
+                .get_or_create(&ClassLabel { class: c.name() });
+            counter.inc_by(st.dropped[c as usize].saturating_sub(counter.get()));
+        }
+        self.log_corrupt
+            .inc_by(st.corrupt.saturating_sub(self.log_corrupt.get()));
+        let mut s = String::new();
+        if let Err(e) = encode(&mut s, &self.registry) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        s
+    }
+}
+
+#[derive(Clone)]
+struct State {
+    site: String,
+    log: Arc<Log>,
+    metrics: Metrics,
+    uplink: watch::Receiver<UplinkStatus>,
+}
+
+/// Binds the status endpoint; returns its address. A bind failure is
+/// logged and the agent runs on without it.
+pub fn serve(
+    listen: SocketAddr,
+    site: String,
+    log: Arc<Log>,
+    metrics: Metrics,
+    uplink: watch::Receiver<UplinkStatus>,
+    mut stop: watch::Receiver<bool>,
+) -> Option<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    use axum::routing::get;
+    let bound = std::net::TcpListener::bind(listen)
+        .and_then(|l| l.set_nonblocking(true).map(|_| l))
+        .and_then(tokio::net::TcpListener::from_std);
+    let listener = match bound {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(%listen, error = %e, "status endpoint not started (status.listen); the agent runs on without it");
+            return None;
+        }
+    };
+    let addr = listener.local_addr().ok()?;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(|axum::extract::State(s): axum::extract::State<State>| async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                    s.metrics.render(&s.log),
+                )
+            }),
+        )
+        .route(
+            "/status",
+            get(|axum::extract::State(s): axum::extract::State<State>| async move {
+                let st = s.log.stats();
+                let up = s.uplink.borrow().clone();
+                axum::Json(serde_json::json!({
+                    "site_id": s.site,
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "uplink": { "connected": up.connected, "sessions": up.sessions, "last_error": up.last_error },
+                    "log": {
+                        "log_id": s.log.log_id().to_string(),
+                        "entries": st.entries, "bytes": st.bytes, "max_bytes": st.max_bytes,
+                        "next_seq": st.next_seq, "acked_through": st.acked_through,
+                        "dropped": { "telemetry": st.dropped[0], "alarm": st.dropped[1], "event": st.dropped[2], "command_ack": st.dropped[3] },
+                        "corrupt": st.corrupt,
+                    },
+                }))
+            }),
+        )
+        .with_state(State { site, log, metrics, uplink });
+    let task = tokio::spawn(async move {
+        let r = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "status endpoint failed");
+        }
+    });
+    tracing::info!(%addr, "status endpoint: /metrics, /status");
+    Some((addr, task))
+}

@@ -1,0 +1,109 @@
+//! Headend metrics, served as Prometheus/OpenMetrics text on `GET /metrics`.
+use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Every metric of the headend (cheap to clone: all handles are shared).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    pub batches: Counter,
+    pub preview_batches: Counter,
+    pub readings: Counter,
+    pub gap_records: Counter,
+    pub commits: Counter,
+    pub commit_failures: Counter,
+    pub db_write_seconds: Histogram,
+    pub queued_batches: Gauge<i64, AtomicI64>,
+    pub sessions: Gauge<i64, AtomicI64>,
+    pub sessions_refused: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut r = Registry::with_prefix("tankwatch_headend");
+        let m = Metrics {
+            registry: Arc::new(Registry::default()),
+            batches: Counter::default(),
+            preview_batches: Counter::default(),
+            readings: Counter::default(),
+            gap_records: Counter::default(),
+            commits: Counter::default(),
+            commit_failures: Counter::default(),
+            db_write_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            queued_batches: Gauge::default(),
+            sessions: Gauge::default(),
+            sessions_refused: Counter::default(),
+        };
+        r.register(
+            "batches",
+            "Telemetry batches received (previews included)",
+            m.batches.clone(),
+        );
+        r.register(
+            "preview_batches",
+            "Preview batches received (stored, not acknowledged)",
+            m.preview_batches.clone(),
+        );
+        r.register(
+            "readings",
+            "Readings received in batches (duplicates included)",
+            m.readings.clone(),
+        );
+        r.register(
+            "gap_records",
+            "Gap records received (data an agent had to drop)",
+            m.gap_records.clone(),
+        );
+        r.register(
+            "commits",
+            "Ingest transactions committed",
+            m.commits.clone(),
+        );
+        r.register(
+            "commit_failures",
+            "Ingest transactions that failed (nothing acknowledged)",
+            m.commit_failures.clone(),
+        );
+        r.register(
+            "db_write_seconds",
+            "Duration of one ingest transaction",
+            m.db_write_seconds.clone(),
+        );
+        r.register(
+            "queued_batches",
+            "Validated batches waiting for their commit, all sessions",
+            m.queued_batches.clone(),
+        );
+        r.register(
+            "agent_sessions",
+            "Agent sessions open now",
+            m.sessions.clone(),
+        );
+        r.register(
+            "sessions_refused",
+            "Sessions refused (site claim, bad hello)",
+            m.sessions_refused.clone(),
+        );
+        Metrics {
+            registry: Arc::new(r),
+            ..m
+        }
+    }
+}
+
+impl Metrics {
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        if let Err(e) = encode(&mut s, &self.registry) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        s
+    }
+}
