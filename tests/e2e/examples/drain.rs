@@ -1,0 +1,85 @@
+//! Benchmark: how fast a long outage's backlog drains, end to end over
+//! mTLS into SQLite (or PostgreSQL), and how soon live values show.
+//!
+//! `cargo run --release -p e2e --example drain -- [READINGS] [DATABASE_URL]`
+//! (default 500000 readings, a SQLite file in a temporary directory)
+use std::time::{Duration, Instant};
+
+use adapter_api::{Quality, Reading};
+use atg_sim::{SimConfig, Simulator};
+use e2e::*;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let n: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(500_000);
+    let pki = TestPki::new(&["bench"])?;
+    let work = tempfile::tempdir()?;
+    let db_url = args
+        .get(2)
+        .cloned()
+        .unwrap_or_else(|| sqlite_url(work.path()));
+    let log_dir = work.path().join("log");
+    let t = Instant::now();
+    {
+        let log = sflog::Log::open(&log_dir, &sflog::Options::default())?;
+        let base = adapter_api::now_ms() - 3_600_000;
+        for chunk in 0..n.div_ceil(1000) {
+            let items: Vec<_> = (0..1000.min(n - chunk * 1000))
+                .map(|i| {
+                    let k = (chunk * 1000 + i) as i64;
+                    let r = Reading {
+                        asset_id: format!("tank-{}", k % 4 + 1),
+                        field: "volume".into(),
+                        value: k as f64,
+                        unit: "L".into(),
+                        quality: Quality::Good,
+                        source_ts_ms: base + k,
+                        received_ts_ms: base + k,
+                        source: "modbus://bench".into(),
+                        error: String::new(),
+                    };
+                    (
+                        sflog::Class::Telemetry,
+                        r.received_ts_ms,
+                        edge_agent::logwriter::reading_record(&r),
+                    )
+                })
+                .collect();
+            log.append(&items)?;
+        }
+        log.flush()?;
+    }
+    println!("log filled with {n} readings in {:.2?}", t.elapsed());
+    let sim = Simulator::start("127.0.0.1:0".parse()?, SimConfig::default()).await?;
+    let he = headend::start(headend_config(&pki, &db_url, 0)).await?;
+    let cfg = agent_config(
+        work.path(),
+        &agent_yaml(&pki, "bench", he.grpc_addr, &log_dir, &sim, 1000),
+    )?;
+    let t = Instant::now();
+    let agent = edge_agent::start(cfg)?;
+    let mut live = None;
+    loop {
+        if live.is_none() {
+            let a = get_json(he.http_addr, "/api/v1/sites/bench/assets")
+                .await
+                .unwrap_or_default();
+            if a.to_string().contains("modbus://127.0.0.1") {
+                live = Some(t.elapsed());
+            }
+        }
+        if agent.log.stats().acked_through >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let d = t.elapsed();
+    println!(
+        "backlog of {n} drained in {d:.2?}: {:.0} readings/s; first live value after {live:?}",
+        n as f64 / d.as_secs_f64()
+    );
+    agent.stop().await?;
+    he.stop().await;
+    Ok(())
+}
