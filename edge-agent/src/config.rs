@@ -229,7 +229,7 @@ fn default_max_bytes() -> u64 {
     1024 * 1024 * 1024
 }
 fn max_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    bounded(d, "max_bytes", 1024 * 1024, 1 << 40)
+    adapter_api::bounded_u64(d, "max_bytes", 1024 * 1024, 1 << 40)
 }
 fn default_batch() -> u64 {
     1000
@@ -250,27 +250,17 @@ fn default_litres() -> String {
     "L".into()
 }
 
-fn bounded<'de, D: Deserializer<'de>>(d: D, key: &str, lo: u64, hi: u64) -> Result<u64, D::Error> {
-    let v = u64::deserialize(d)?;
-    if (lo..=hi).contains(&v) {
-        Ok(v)
-    } else {
-        Err(serde::de::Error::custom(format!(
-            "{key}: {v} is out of range: use a value from {lo} to {hi}"
-        )))
-    }
-}
 fn flush_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    bounded(d, "flush_interval_ms", 1, 10_000)
+    adapter_api::bounded_u64(d, "flush_interval_ms", 1, 10_000)
 }
 fn batch_n<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    bounded(d, "batch_max_readings", 1, 5000)
+    adapter_api::bounded_u64(d, "batch_max_readings", 1, 5000)
 }
 fn batch_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    bounded(d, "batch_max_bytes", 1024, 8 * 1024 * 1024)
+    adapter_api::bounded_u64(d, "batch_max_bytes", 1024, 8 * 1024 * 1024)
 }
 fn window<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    bounded(d, "window", 1, 64)
+    adapter_api::bounded_u64(d, "window", 1, 64)
 }
 
 /// Finds where `key: value` (or `key: "value"`) first appears, for errors

@@ -88,6 +88,25 @@ pub trait Adapter: Send + 'static {
     fn run(self: Box<Self>, sink: ReadingSink, stop: Stop) -> BoxFuture<Result<(), AdapterError>>;
 }
 
+/// Deserializes an integer setting and checks it lies in `lo..=hi`; the
+/// error names the key and the range (configuration files of the agent and
+/// of every adapter use it, so their messages read the same).
+pub fn bounded_u64<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    key: &str,
+    lo: u64,
+    hi: u64,
+) -> Result<u64, D::Error> {
+    let v = <u64 as Deserialize>::deserialize(d)?;
+    if (lo..=hi).contains(&v) {
+        Ok(v)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "{key}: {v} is out of range: use a value from {lo} to {hi}"
+        )))
+    }
+}
+
 /// Current wall-clock time in Unix milliseconds.
 pub fn now_ms() -> i64 {
     SystemTime::now()

@@ -130,22 +130,12 @@ fn one() -> f64 {
     1.0
 }
 
-fn bounded<'de, D: Deserializer<'de>>(d: D, key: &str, lo: u64, hi: u64) -> Result<u64, D::Error> {
-    let v = u64::deserialize(d)?;
-    if (lo..=hi).contains(&v) {
-        Ok(v)
-    } else {
-        Err(serde::de::Error::custom(format!(
-            "{key}: {v} is out of range: use a value from {lo} to {hi}"
-        )))
-    }
-}
 fn poll_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    bounded(d, "poll_interval_ms", 10, 3_600_000)
+    adapter_api::bounded_u64(d, "poll_interval_ms", 10, 3_600_000)
 }
 fn timeout_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    bounded(d, "timeout_ms", 50, 60_000)
+    adapter_api::bounded_u64(d, "timeout_ms", 50, 60_000)
 }
 fn backoff_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    bounded(d, "max_backoff_ms", 100, 600_000)
+    adapter_api::bounded_u64(d, "max_backoff_ms", 100, 600_000)
 }

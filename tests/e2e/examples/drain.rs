@@ -5,7 +5,6 @@
 //! (default 500000 readings, a SQLite file in a temporary directory)
 use std::time::{Duration, Instant};
 
-use adapter_api::{Quality, Reading};
 use atg_sim::{SimConfig, Simulator};
 use e2e::*;
 
@@ -21,35 +20,7 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| sqlite_url(work.path()));
     let log_dir = work.path().join("log");
     let t = Instant::now();
-    {
-        let log = sflog::Log::open(&log_dir, &sflog::Options::default())?;
-        let base = adapter_api::now_ms() - 3_600_000;
-        for chunk in 0..n.div_ceil(1000) {
-            let items: Vec<_> = (0..1000.min(n - chunk * 1000))
-                .map(|i| {
-                    let k = (chunk * 1000 + i) as i64;
-                    let r = Reading {
-                        asset_id: format!("tank-{}", k % 4 + 1),
-                        field: "volume".into(),
-                        value: k as f64,
-                        unit: "L".into(),
-                        quality: Quality::Good,
-                        source_ts_ms: base + k,
-                        received_ts_ms: base + k,
-                        source: "modbus://bench".into(),
-                        error: String::new(),
-                    };
-                    (
-                        sflog::Class::Telemetry,
-                        r.received_ts_ms,
-                        edge_agent::logwriter::reading_record(&r),
-                    )
-                })
-                .collect();
-            log.append(&items)?;
-        }
-        log.flush()?;
-    }
+    fill_backlog(&log_dir, n)?;
     println!("log filled with {n} readings in {:.2?}", t.elapsed());
     let sim = Simulator::start("127.0.0.1:0".parse()?, SimConfig::default()).await?;
     let he = headend::start(headend_config(&pki, &db_url, 0)).await?;

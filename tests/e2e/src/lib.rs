@@ -272,3 +272,37 @@ impl TcpProxy {
         }
     }
 }
+
+/// Simulates a long outage: `n` readings (rotating over tank-1..4,
+/// `volume`, 1 ms apart, starting an hour ago) appended to the agent log in
+/// `log_dir` as the log writer would.
+pub fn fill_backlog(log_dir: &Path, n: u64) -> Result<()> {
+    let log = sflog::Log::open(log_dir, &sflog::Options::default())?;
+    let base = adapter_api::now_ms() - 3_600_000;
+    for chunk in 0..n.div_ceil(1000) {
+        let items: Vec<_> = (0..1000.min(n - chunk * 1000))
+            .map(|i| {
+                let k = (chunk * 1000 + i) as i64;
+                let r = adapter_api::Reading {
+                    asset_id: format!("tank-{}", k % 4 + 1),
+                    field: "volume".into(),
+                    value: 10_000.0 + k as f64,
+                    unit: "L".into(),
+                    quality: adapter_api::Quality::Good,
+                    source_ts_ms: base + k,
+                    received_ts_ms: base + k,
+                    source: "modbus://backlog".into(),
+                    error: String::new(),
+                };
+                (
+                    sflog::Class::Telemetry,
+                    r.received_ts_ms,
+                    edge_agent::logwriter::reading_record(&r),
+                )
+            })
+            .collect();
+        log.append(&items)?;
+    }
+    log.flush()?;
+    Ok(())
+}

@@ -3,7 +3,6 @@
 //! the REST API within seconds.
 use std::time::{Duration, Instant};
 
-use adapter_api::{Quality, Reading};
 use anyhow::Result;
 use atg_sim::{SimConfig, Simulator};
 use e2e::*;
@@ -17,35 +16,7 @@ async fn a_500k_backlog_drains_in_order_while_live_readings_arrive_within_second
     let log_dir = work.path().join("log");
     // the outage: an hour of readings queued in the log while the headend was away
     let t_fill = Instant::now();
-    {
-        let log = sflog::Log::open(&log_dir, &sflog::Options::default())?;
-        let hour_ago = adapter_api::now_ms() - 3_600_000;
-        for chunk in 0..BACKLOG / 1000 {
-            let items: Vec<_> = (0..1000)
-                .map(|i| {
-                    let k = (chunk * 1000 + i) as i64;
-                    let r = Reading {
-                        asset_id: "tank-1".into(),
-                        field: "volume".into(),
-                        value: 10_000.0 + k as f64,
-                        unit: "L".into(),
-                        quality: Quality::Good,
-                        source_ts_ms: hour_ago + k * 7,
-                        received_ts_ms: hour_ago + k * 7,
-                        source: "modbus://backlog".into(),
-                        error: String::new(),
-                    };
-                    (
-                        sflog::Class::Telemetry,
-                        r.received_ts_ms,
-                        edge_agent::logwriter::reading_record(&r),
-                    )
-                })
-                .collect();
-            log.append(&items)?;
-        }
-        log.flush()?;
-    }
+    fill_backlog(&log_dir, BACKLOG)?;
     println!("filled {BACKLOG} readings in {:?}", t_fill.elapsed());
 
     let sim = Simulator::start("127.0.0.1:0".parse()?, SimConfig::default()).await?;
