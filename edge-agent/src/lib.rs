@@ -32,9 +32,15 @@ pub enum Error {
     Internal(String),
 }
 
+/// Write requests waiting per device; when full the sender waits.
+pub const WRITE_QUEUE: usize = 16;
+
 /// A running agent.
 pub struct Agent {
     pub log: Arc<sflog::Log>,
+    /// Write side of each device adapter, by device name (the command
+    /// path of the command-plane issue sends setpoints here).
+    pub writes: std::collections::HashMap<String, mpsc::Sender<adapter_api::WriteRequest>>,
     /// Where `/metrics` and `/status` are served, if enabled.
     pub status_addr: Option<std::net::SocketAddr>,
     pub uplink: watch::Receiver<uplink::UplinkStatus>,
@@ -64,6 +70,7 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
     let (stop, stop_rx) = watch::channel(false);
     let (tx, rx) = mpsc::channel(logwriter::READING_QUEUE);
     let mut tasks = Vec::new();
+    let mut writes = std::collections::HashMap::new();
     for d in &cfg.devices {
         let adapter: Box<dyn Adapter> = match d {
             config::DeviceConfig::Modbus(m) => Box::new(
@@ -73,8 +80,10 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
         };
         let (tx, stop_rx) = (tx.clone(), stop_rx.clone());
         let name = adapter.name().to_string();
+        let (write_tx, write_rx) = mpsc::channel(WRITE_QUEUE);
+        writes.insert(name.clone(), write_tx);
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = adapter.run(tx, stop_rx).await {
+            if let Err(e) = adapter.run(tx, write_rx, stop_rx).await {
                 tracing::error!(device = %name, error = %e, "adapter stopped");
             }
         }));
@@ -109,6 +118,7 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
     )));
     Ok(Agent {
         log,
+        writes,
         status_addr,
         uplink: status_rx,
         stop,

@@ -64,6 +64,41 @@ pub type ReadingSink = tokio::sync::mpsc::Sender<Reading>;
 /// Stop signal: the adapter returns soon after the value becomes `true`.
 pub type Stop = tokio::sync::watch::Receiver<bool>;
 
+/// A request to write one writable point (a setpoint), answered once.
+/// The command path (safety limits, expiry, acks) lives in the agent; an
+/// adapter only writes, reads back and says what happened, so every
+/// protocol (Modbus now, OPC UA node writes and MQTT publishes later) plugs
+/// into the same path.
+#[derive(Debug)]
+pub struct WriteRequest {
+    pub asset_id: String,
+    pub field: String,
+    /// Value in the point's canonical unit.
+    pub value: f64,
+    pub reply: tokio::sync::oneshot::Sender<WriteOutcome>,
+}
+
+/// What a write did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOutcome {
+    /// Written, and reading back gave the written value (canonical unit).
+    Applied { readback: f64 },
+    /// This adapter has no writable point `asset.field`.
+    UnknownPoint,
+    /// The value cannot be represented by the point's data type.
+    NotRepresentable(String),
+    /// The device could not be reached (not connected, timeout).
+    Unreachable(String),
+    /// The device refused the write (e.g. a Modbus exception).
+    Failed(String),
+    /// The write was accepted but reading back gave another value.
+    ReadbackMismatch { wrote: f64, read: f64 },
+}
+
+/// Where an adapter receives write requests. Bounded; the agent's command
+/// path waits when it is full.
+pub type WriteRx = tokio::sync::mpsc::Receiver<WriteRequest>;
+
 /// Errors an adapter reports when it cannot run at all (bad configuration).
 /// Device and network failures are *not* errors: they become readings with
 /// [`Quality::Bad`] and a reconnect.
@@ -83,9 +118,15 @@ pub trait Adapter: Send + 'static {
     fn kind(&self) -> &'static str;
     /// Human name of this adapter instance (the device name).
     fn name(&self) -> &str;
-    /// Start, poll or subscribe, emit readings into `sink`, and return when
-    /// `stop` turns true or the sink closes.
-    fn run(self: Box<Self>, sink: ReadingSink, stop: Stop) -> BoxFuture<Result<(), AdapterError>>;
+    /// Start, poll or subscribe, emit readings into `sink`, serve write
+    /// requests from `writes`, and return when `stop` turns true or the
+    /// sink closes.
+    fn run(
+        self: Box<Self>,
+        sink: ReadingSink,
+        writes: WriteRx,
+        stop: Stop,
+    ) -> BoxFuture<Result<(), AdapterError>>;
 }
 
 /// Deserializes an integer setting and checks it lies in `lo..=hi`; the
@@ -147,7 +188,7 @@ impl Backoff {
 
 /// Canonical units and conversions into them.
 ///
-/// Canonical units: volume `L`, length `mm`, temperature `degC`, flags
+/// Canonical units: volume `L`, length `mm`, temperature `degC`, power `kW`, flags
 /// `bool`, ratios `%`. A device unit is converted on the way in, so every
 /// reading leaving the agent is in canonical units.
 pub mod units {
@@ -165,6 +206,8 @@ pub mod units {
             "in" => ("mm", 25.4, 0.0),
             "degC" | "C" => ("degC", 1.0, 0.0),
             "degF" | "F" => ("degC", 5.0 / 9.0, -32.0 * 5.0 / 9.0),
+            "kW" => ("kW", 1.0, 0.0),
+            "W" => ("kW", 0.001, 0.0),
             "bool" => ("bool", 1.0, 0.0),
             "%" => ("%", 1.0, 0.0),
             "" => ("", 1.0, 0.0),
@@ -175,7 +218,7 @@ pub mod units {
     /// The units accepted in configuration files.
     pub const KNOWN: &[&str] = &[
         "L", "l", "litre", "liter", "m3", "gal", "USgal", "impgal", "mm", "cm", "m", "in", "degC",
-        "C", "degF", "F", "bool", "%", "",
+        "C", "degF", "F", "kW", "W", "bool", "%", "",
     ];
 }
 

@@ -41,6 +41,57 @@ pub fn decode(regs: &[u16], ty: DataType, word_order: Order, byte_order: Order) 
     })
 }
 
+/// Encodes a number into register words, the inverse of [`decode`]; `None`
+/// when the type cannot hold it (out of range, or a fraction for an integer).
+pub fn encode(v: f64, ty: DataType, word_order: Order, byte_order: Order) -> Option<Vec<u16>> {
+    let int = |lo: f64, hi: f64| (v.fract() == 0.0 && v >= lo && v <= hi).then_some(v);
+    let be: Vec<u8> = match ty {
+        DataType::U16 => (int(0.0, 65535.0)? as u16).to_be_bytes().to_vec(),
+        DataType::I16 => (int(-32768.0, 32767.0)? as i16).to_be_bytes().to_vec(),
+        DataType::U32 => (int(0.0, 4_294_967_295.0)? as u32).to_be_bytes().to_vec(),
+        DataType::I32 => (int(-2_147_483_648.0, 2_147_483_647.0)? as i32)
+            .to_be_bytes()
+            .to_vec(),
+        DataType::U64 => (int(0.0, 1.8446744073709552e19)? as u64)
+            .to_be_bytes()
+            .to_vec(),
+        DataType::I64 => (int(-9.223372036854776e18, 9.223372036854776e18)? as i64)
+            .to_be_bytes()
+            .to_vec(),
+        DataType::F32 => {
+            if !v.is_finite() || v.abs() > f64::from(f32::MAX) {
+                return None;
+            }
+            (v as f32).to_be_bytes().to_vec()
+        }
+        DataType::F64 => {
+            if !v.is_finite() {
+                return None;
+            }
+            v.to_be_bytes().to_vec()
+        }
+    };
+    let words: Vec<u16> = be
+        .chunks(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+        .collect();
+    let n = words.len();
+    Some(
+        (0..n)
+            .map(|i| {
+                let w = match word_order {
+                    Order::Big => words[i],
+                    Order::Little => words[n - 1 - i],
+                };
+                match byte_order {
+                    Order::Big => w,
+                    Order::Little => w.swap_bytes(),
+                }
+            })
+            .collect(),
+    )
+}
+
 /// Encodes a value into register words (used by simulators and tests).
 pub fn encode_f32(v: f32, word_order: Order) -> [u16; 2] {
     let b = v.to_be_bytes();
@@ -111,6 +162,7 @@ mod tests {
             unit: String::new(),
             bit: None,
             on_change: None,
+            writable: false,
         }
     }
 
@@ -193,6 +245,42 @@ mod tests {
         assert_eq!((b[0].start, b[0].count, b[0].points.len()), (0, 11, 3));
         assert_eq!((b[1].start, b[1].count), (500, 1));
         assert_eq!(b[2].table, Table::Input);
+    }
+
+    #[test]
+    fn encode_is_the_inverse_of_decode_for_every_type_and_order() {
+        let cases = [
+            (DataType::U16, 65535.0),
+            (DataType::I16, -1234.0),
+            (DataType::U32, 305_419_896.0),
+            (DataType::I32, -2.0),
+            (DataType::U64, 7.0),
+            (DataType::I64, -9_000_000_000.0),
+            (DataType::F32, 42.5),
+            (DataType::F64, 1.0e10),
+        ];
+        for (ty, v) in cases {
+            for wo in [Order::Big, Order::Little] {
+                for bo in [Order::Big, Order::Little] {
+                    let regs = encode(v, ty, wo, bo).unwrap();
+                    assert_eq!(regs.len(), usize::from(ty.registers()));
+                    assert_eq!(decode(&regs, ty, wo, bo), Some(v), "{ty:?} {wo:?} {bo:?}");
+                }
+            }
+        }
+        assert_eq!(
+            encode(42.5, DataType::F32, Order::Little, Order::Big).unwrap(),
+            encode_f32(42.5, Order::Little).to_vec()
+        );
+    }
+
+    #[test]
+    fn values_a_type_cannot_hold_are_not_encoded() {
+        assert!(encode(65536.0, DataType::U16, Order::Big, Order::Big).is_none());
+        assert!(encode(-1.0, DataType::U32, Order::Big, Order::Big).is_none());
+        assert!(encode(1.5, DataType::I16, Order::Big, Order::Big).is_none());
+        assert!(encode(f64::NAN, DataType::F32, Order::Big, Order::Big).is_none());
+        assert!(encode(1e39, DataType::F32, Order::Big, Order::Big).is_none());
     }
 
     #[test]

@@ -64,6 +64,10 @@ pub struct Point {
     /// every poll. Default: true for `alarm.*` fields, false otherwise.
     #[serde(default)]
     pub on_change: Option<bool>,
+    /// The point can be written (setpoints): holding registers only. The
+    /// agent writes, then reads back to confirm. Default false.
+    #[serde(default)]
+    pub writable: bool,
 }
 
 impl Point {

@@ -19,9 +19,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use adapter_api::{
-    Adapter, AdapterError, Backoff, BoxFuture, Quality, Reading, ReadingSink, Stop, now_ms, units,
+    Adapter, AdapterError, Backoff, BoxFuture, Quality, Reading, ReadingSink, Stop, WriteOutcome,
+    WriteRequest, WriteRx, now_ms, units,
 };
-use tokio_modbus::client::{Context, Reader};
+use tokio_modbus::client::{Context, Reader, Writer};
 use tokio_modbus::prelude::*;
 
 pub use config::ModbusDevice;
@@ -51,6 +52,14 @@ pub enum Error {
     },
     #[error("device {device}: point {point}: `bit` needs an integer type, not a float")]
     BitOfFloat { device: String, point: String },
+    #[error(
+        "device {device}: point {point}: only holding registers can be writable (input registers are read-only)"
+    )]
+    WritableInput { device: String, point: String },
+    #[error(
+        "device {device}: point {point}: a writable bit needs type u16 (one register, read-modify-write)"
+    )]
+    WritableWideBit { device: String, point: String },
     #[error("device {device}: has no points; add at least one under `points`")]
     NoPoints { device: String },
 }
@@ -73,6 +82,21 @@ pub fn validate(dev: &ModbusDevice) -> Result<(), Error> {
         });
     }
     for (index, p) in dev.points.iter().enumerate() {
+        if p.writable {
+            let point = format!("{index} ({}.{})", p.asset, p.field);
+            if p.table != Table::Holding {
+                return Err(Error::WritableInput {
+                    device: dev.name.clone(),
+                    point,
+                });
+            }
+            if p.bit.is_some() && p.data_type != config::DataType::U16 {
+                return Err(Error::WritableWideBit {
+                    device: dev.name.clone(),
+                    point,
+                });
+            }
+        }
         if let Some(bit) = p.bit {
             let point = format!("{index} ({}.{})", p.asset, p.field);
             if matches!(p.data_type, config::DataType::F32 | config::DataType::F64) {
@@ -142,8 +166,13 @@ impl Adapter for ModbusAdapter {
     fn name(&self) -> &str {
         &self.dev.name
     }
-    fn run(self: Box<Self>, sink: ReadingSink, stop: Stop) -> BoxFuture<Result<(), AdapterError>> {
-        Box::pin(run_device(self.dev, sink, stop))
+    fn run(
+        self: Box<Self>,
+        sink: ReadingSink,
+        writes: WriteRx,
+        stop: Stop,
+    ) -> BoxFuture<Result<(), AdapterError>> {
+        Box::pin(run_device(self.dev, sink, writes, stop))
     }
 }
 
@@ -163,8 +192,11 @@ struct Poller {
 async fn run_device(
     dev: ModbusDevice,
     sink: ReadingSink,
+    mut writes: WriteRx,
     mut stop: Stop,
 ) -> Result<(), AdapterError> {
+    let mut writes_open = true;
+    let mut last_error: String;
     let blocks = codec::plan(&dev.points);
     let poll = Duration::from_millis(dev.poll_interval_ms);
     let mut p = Poller {
@@ -187,12 +219,27 @@ async fn run_device(
                 loop {
                     tokio::select! {
                         _ = ticker.tick() => {}
+                        w = writes.recv(), if writes_open => {
+                            match w {
+                                Some(req) => {
+                                    if let Err(e) = p.write(&mut ctx, req).await {
+                                        tracing::warn!(device = %p.dev.name, error = %e, "modbus link lost during a write; reconnecting");
+                                        last_error = e.clone();
+                                        p.fail_all(&e).await?;
+                                        break;
+                                    }
+                                }
+                                None => writes_open = false,
+                            }
+                            continue;
+                        }
                         _ = stop.changed() => { let _ = ctx.disconnect().await; return Ok(()); }
                     }
                     match p.poll_once(&mut ctx).await {
                         Ok(()) => backoff.reset(),
                         Err(PollError::Link(e)) => {
                             tracing::warn!(device = %p.dev.name, error = %e, "modbus link lost; reconnecting");
+                            last_error = e.clone();
                             p.fail_all(&e).await?;
                             break;
                         }
@@ -206,13 +253,24 @@ async fn run_device(
             }
             Err(e) => {
                 tracing::warn!(device = %p.dev.name, address = %p.dev.address, error = %e, "modbus connect failed");
+                last_error = e.clone();
                 p.fail_all(&e).await?;
             }
         }
-        let wait = backoff.next_delay();
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = stop.changed() => return Ok(()),
+        let wait = tokio::time::sleep(backoff.next_delay());
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                _ = &mut wait => break,
+                // no connection: a write is answered at once, never queued for later
+                w = writes.recv(), if writes_open => match w {
+                    Some(req) => {
+                        let _ = req.reply.send(WriteOutcome::Unreachable(format!("device {} not connected: {last_error}", p.dev.name)));
+                    }
+                    None => writes_open = false,
+                },
+                _ = stop.changed() => return Ok(()),
+            }
         }
     }
 }
@@ -342,6 +400,143 @@ impl Poller {
             ),
             error,
         }
+    }
+
+    /// Serves one write request: encode, write, read back, compare. Returns
+    /// `Err` (after answering the request) when the link is unusable.
+    async fn write(&mut self, ctx: &mut Context, req: WriteRequest) -> Result<(), String> {
+        let timeout = Duration::from_millis(self.dev.timeout_ms);
+        let Some(i) = self
+            .dev
+            .points
+            .iter()
+            .position(|p| p.writable && p.asset == req.asset_id && p.field == req.field)
+        else {
+            let _ = req.reply.send(WriteOutcome::UnknownPoint);
+            return Ok(());
+        };
+        let p = self.dev.points[i].clone();
+        let n = p.data_type.registers();
+        let link = |e: String, reply: tokio::sync::oneshot::Sender<WriteOutcome>| {
+            let _ = reply.send(WriteOutcome::Unreachable(e.clone()));
+            Err(e)
+        };
+        // canonical unit -> device unit -> raw register value
+        let (_, f, o) = units::conversion(&p.unit).unwrap_or(("", 1.0, 0.0));
+        let words: Vec<u16> = match p.bit {
+            Some(bit) => {
+                let cur =
+                    match tokio::time::timeout(timeout, ctx.read_holding_registers(p.register, 1))
+                        .await
+                    {
+                        Err(_) => {
+                            return link(
+                                format!(
+                                    "read before write timed out after {} ms",
+                                    self.dev.timeout_ms
+                                ),
+                                req.reply,
+                            );
+                        }
+                        Ok(Err(e)) => return link(format!("transport error: {e}"), req.reply),
+                        Ok(Ok(Err(x))) => {
+                            let _ = req
+                                .reply
+                                .send(WriteOutcome::Failed(format!("modbus exception {x:?}")));
+                            return Ok(());
+                        }
+                        Ok(Ok(Ok(r))) => r.first().copied().unwrap_or(0),
+                    };
+                let mask = 1u16 << bit;
+                vec![if req.value != 0.0 {
+                    cur | mask
+                } else {
+                    cur & !mask
+                }]
+            }
+            None => {
+                let raw = ((req.value - o) / f - p.offset) / p.scale;
+                let is_int = !matches!(p.data_type, config::DataType::F32 | config::DataType::F64);
+                let raw = if is_int && (raw - raw.round()).abs() < 1e-6 {
+                    raw.round()
+                } else {
+                    raw
+                };
+                match codec::encode(raw, p.data_type, p.word_order, p.byte_order) {
+                    Some(w) => w,
+                    None => {
+                        let _ = req.reply.send(WriteOutcome::NotRepresentable(format!(
+                            "{} ({} raw) does not fit the point's type {:?}",
+                            req.value, raw, p.data_type
+                        )));
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        let written = async {
+            if words.len() == 1 {
+                ctx.write_single_register(p.register, words[0]).await
+            } else {
+                ctx.write_multiple_registers(p.register, &words).await
+            }
+        };
+        match tokio::time::timeout(timeout, written).await {
+            Err(_) => {
+                return link(
+                    format!("write timed out after {} ms", self.dev.timeout_ms),
+                    req.reply,
+                );
+            }
+            Ok(Err(e)) => return link(format!("transport error: {e}"), req.reply),
+            Ok(Ok(Err(x))) => {
+                let _ = req.reply.send(WriteOutcome::Failed(format!(
+                    "modbus exception {x:?} (0x{:02x})",
+                    u8::from(x)
+                )));
+                return Ok(());
+            }
+            Ok(Ok(Ok(()))) => {}
+        }
+        let back =
+            match tokio::time::timeout(timeout, ctx.read_holding_registers(p.register, n)).await {
+                Err(_) => {
+                    return link(
+                        format!("read-back timed out after {} ms", self.dev.timeout_ms),
+                        req.reply,
+                    );
+                }
+                Ok(Err(e)) => return link(format!("transport error: {e}"), req.reply),
+                Ok(Ok(Err(x))) => {
+                    let _ = req.reply.send(WriteOutcome::Failed(format!(
+                        "read-back: modbus exception {x:?}"
+                    )));
+                    return Ok(());
+                }
+                Ok(Ok(Ok(r))) => r,
+            };
+        let canonical = |regs: &[u16]| -> f64 {
+            match p.bit {
+                Some(bit) => f64::from((regs.first().copied().unwrap_or(0) >> bit) & 1),
+                None => codec::decode(regs, p.data_type, p.word_order, p.byte_order)
+                    .map(|raw| (raw * p.scale + p.offset) * f + o)
+                    .unwrap_or(f64::NAN),
+            }
+        };
+        let read = canonical(&back);
+        let same = match p.bit {
+            Some(bit) => (back.first().copied().unwrap_or(0) >> bit) & 1 == (words[0] >> bit) & 1,
+            None => back == words,
+        };
+        let _ = req.reply.send(if same {
+            WriteOutcome::Applied { readback: read }
+        } else {
+            WriteOutcome::ReadbackMismatch {
+                wrote: req.value,
+                read,
+            }
+        });
+        Ok(())
     }
 
     async fn report_bad(&mut self, i: usize, msg: &str, ts: i64) -> Result<(), PollError> {

@@ -1,7 +1,7 @@
 //! The Modbus adapter against the ATG simulator over real loopback TCP.
 use std::time::Duration;
 
-use adapter_api::{Adapter, Quality, Reading};
+use adapter_api::{Adapter, Quality, Reading, WriteOutcome, WriteRequest};
 use adapter_modbus::{ModbusAdapter, ModbusDevice};
 use atg_sim::{SimConfig, Simulator};
 use tokio::sync::{mpsc, watch};
@@ -23,11 +23,44 @@ async fn sim() -> Simulator {
 }
 
 fn spawn(dev: ModbusDevice) -> (mpsc::Receiver<Reading>, watch::Sender<bool>) {
+    let (rx, _writes, stop) = spawn_writable(dev);
+    (rx, stop)
+}
+
+fn spawn_writable(
+    dev: ModbusDevice,
+) -> (
+    mpsc::Receiver<Reading>,
+    mpsc::Sender<WriteRequest>,
+    watch::Sender<bool>,
+) {
     let (tx, rx) = mpsc::channel(64);
+    let (wtx, wrx) = mpsc::channel(4);
     let (stop_tx, stop_rx) = watch::channel(false);
     let a = Box::new(ModbusAdapter::new(dev).unwrap());
-    tokio::spawn(a.run(tx, stop_rx));
-    (rx, stop_tx)
+    tokio::spawn(a.run(tx, wrx, stop_rx));
+    (rx, wtx, stop_tx)
+}
+
+async fn write(
+    w: &mpsc::Sender<WriteRequest>,
+    asset: &str,
+    field: &str,
+    value: f64,
+) -> WriteOutcome {
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    w.send(WriteRequest {
+        asset_id: asset.into(),
+        field: field.into(),
+        value,
+        reply,
+    })
+    .await
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), rx)
+        .await
+        .expect("answered within 5 s")
+        .unwrap()
 }
 
 async fn next_matching(rx: &mut mpsc::Receiver<Reading>, f: impl Fn(&Reading) -> bool) -> Reading {
@@ -101,7 +134,7 @@ async fn a_device_that_stops_answering_does_not_stop_another_device() {
     let (_stop_tx, stop_rx) = watch::channel(false);
     for (name, s) in [("dev-a", &a), ("dev-b", &b)] {
         let ad = Box::new(ModbusAdapter::new(device(name, s, "")).unwrap());
-        tokio::spawn(ad.run(tx.clone(), stop_rx.clone()));
+        tokio::spawn(ad.run(tx.clone(), mpsc::channel(1).1, stop_rx.clone()));
     }
     let from = |port: u16| {
         move |r: &Reading| r.source.contains(&format!(":{port}/")) && r.quality == Quality::Good
@@ -193,4 +226,80 @@ fn a_bit_outside_the_type_or_of_a_float_is_a_config_error() {
             .to_string()
             .contains("integer type")
     );
+}
+
+const CONTROLLER: &str =
+    "  - { asset: ctl, field: pump_enable, register: 1000, type: u16, writable: true }
+  - { asset: ctl, field: power_limit, register: 1002, type: f32, unit: kW, writable: true }
+  - { asset: ctl, field: locked, register: 1004, type: f32, writable: true }
+  - { asset: ctl, field: pump_running, register: 1006, type: u16, bit: 0, unit: bool }
+";
+
+#[tokio::test]
+async fn a_write_is_read_back_and_applied_on_the_device() {
+    let s = sim().await;
+    let (mut rx, w, _stop) = spawn_writable(device("ctl", &s, CONTROLLER));
+    next_matching(&mut rx, |r| r.asset_id == "tank-1").await; // connected
+    assert_eq!(
+        write(&w, "ctl", "power_limit", 42.5).await,
+        WriteOutcome::Applied { readback: 42.5 }
+    );
+    assert_eq!(
+        s.controller_register(1002),
+        Some(0x422a),
+        "float32 42.5 = 0x422a0000, most significant word first"
+    );
+    assert_eq!(
+        write(&w, "ctl", "pump_enable", 1.0).await,
+        WriteOutcome::Applied { readback: 1.0 }
+    );
+    // the device's own status follows, and polling sees it
+    next_matching(&mut rx, |r| r.field == "pump_running" && r.value == 1.0).await;
+}
+
+#[tokio::test]
+async fn a_write_the_device_ignores_is_a_readback_mismatch() {
+    let s = sim().await;
+    let (mut rx, w, _stop) = spawn_writable(device("ctl", &s, CONTROLLER));
+    next_matching(&mut rx, |r| r.asset_id == "tank-1").await;
+    assert_eq!(
+        write(&w, "ctl", "locked", 7.0).await,
+        WriteOutcome::ReadbackMismatch {
+            wrote: 7.0,
+            read: 0.0
+        }
+    );
+}
+
+#[tokio::test]
+async fn unknown_unrepresentable_and_unreachable_writes_are_answered_without_touching_the_device() {
+    let s = sim().await;
+    let (mut rx, w, _stop) = spawn_writable(device("ctl", &s, CONTROLLER));
+    next_matching(&mut rx, |r| r.asset_id == "tank-1").await;
+    assert_eq!(
+        write(&w, "ctl", "pump_running", 1.0).await,
+        WriteOutcome::UnknownPoint,
+        "read-only point"
+    );
+    assert_eq!(
+        write(&w, "tank-1", "volume", 1.0).await,
+        WriteOutcome::UnknownPoint
+    );
+    assert!(matches!(
+        write(&w, "ctl", "pump_enable", 70000.0).await,
+        WriteOutcome::NotRepresentable(_)
+    ));
+    assert_eq!(s.writes(), 0, "none of these reached the device");
+    s.set_silent(true);
+    assert!(matches!(
+        write(&w, "ctl", "pump_enable", 1.0).await,
+        WriteOutcome::Unreachable(_)
+    ));
+    // while disconnected, a write is answered at once, not queued
+    let t = std::time::Instant::now();
+    assert!(matches!(
+        write(&w, "ctl", "pump_enable", 1.0).await,
+        WriteOutcome::Unreachable(_)
+    ));
+    assert!(t.elapsed() < Duration::from_secs(2));
 }

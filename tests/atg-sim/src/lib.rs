@@ -43,6 +43,13 @@ pub const FIELDS: &[(&str, u16, &str)] = &[
     ("capacity", 12, "L"),
 ];
 pub const STATUS_OFFSET: u16 = 14;
+/// A site controller (pump/dispenser PLC) with writable holding registers:
+/// 1000 pump enable (u16 0/1), 1002-1003 power limit kW (float32 ABCD),
+/// 1004-1005 a "locked" float32 that accepts writes and ignores them (to
+/// exercise read-back), 1006 status (bit 0 = pump running).
+pub const CONTROLLER_BASE: u16 = 1000;
+pub const CONTROLLER_LEN: u16 = 10;
+const LOCKED: std::ops::Range<u16> = 1004..1006;
 /// Alarm fields carried by the status word: (field, bit).
 pub const ALARMS: &[(&str, u8)] = &[
     ("alarm.high_level", 0),
@@ -124,6 +131,8 @@ impl Default for SimConfig {
 #[derive(Debug)]
 struct State {
     tanks: Vec<Tank>,
+    controller: [u16; CONTROLLER_LEN as usize],
+    writes: u64,
     frozen: bool,
     silent: bool,
     requests: u64,
@@ -174,6 +183,8 @@ impl Simulator {
             .collect();
         let state = Arc::new(Mutex::new(State {
             tanks,
+            controller: [0; CONTROLLER_LEN as usize],
+            writes: 0,
             frozen: false,
             silent: false,
             requests: 0,
@@ -201,6 +212,16 @@ impl Simulator {
     /// Requests answered so far.
     pub fn requests(&self) -> u64 {
         lock(&self.state).requests
+    }
+    /// A controller holding register (1000..1010).
+    pub fn controller_register(&self, addr: u16) -> Option<u16> {
+        let s = lock(&self.state);
+        addr.checked_sub(CONTROLLER_BASE)
+            .and_then(|i| s.controller.get(usize::from(i)).copied())
+    }
+    /// Write requests that reached the device.
+    pub fn writes(&self) -> u64 {
+        lock(&self.state).writes
     }
 }
 
@@ -246,6 +267,11 @@ fn registers(tanks: &[Tank]) -> HashMap<u16, u16> {
     m
 }
 
+/// Status register 1006 bit 0 mirrors the pump enable (register 1000).
+fn sync_status(c: &mut [u16; CONTROLLER_LEN as usize]) {
+    c[6] = (c[6] & !1) | u16::from(c[0] != 0);
+}
+
 type Fut = Pin<Box<dyn Future<Output = Result<Response, ExceptionCode>> + Send>>;
 
 struct AtgService {
@@ -269,18 +295,61 @@ impl tokio_modbus::server::Service for AtgService {
         }
         s.requests += 1;
         let limit = s.tanks.len() as u32 * u32::from(TANK_STRIDE);
-        let read = |addr: u16, cnt: u16| -> Result<Vec<u16>, ExceptionCode> {
-            if cnt == 0 || cnt > 125 || u32::from(addr) + u32::from(cnt) > limit {
-                return Err(ExceptionCode::IllegalDataAddress);
-            }
-            let regs = registers(&s.tanks);
-            Ok((addr..addr + cnt)
-                .map(|a| regs.get(&a).copied().unwrap_or(0))
-                .collect())
+        let ctrl = u32::from(CONTROLLER_BASE)..u32::from(CONTROLLER_BASE + CONTROLLER_LEN);
+        let in_ctrl = |addr: u16, cnt: u16| {
+            ctrl.contains(&u32::from(addr)) && u32::from(addr) + u32::from(cnt) <= ctrl.end
         };
         let res = match req {
-            Request::ReadHoldingRegisters(a, c) => read(a, c).map(Response::ReadHoldingRegisters),
-            Request::ReadInputRegisters(a, c) => read(a, c).map(Response::ReadInputRegisters),
+            Request::ReadHoldingRegisters(a, c) | Request::ReadInputRegisters(a, c)
+                if c > 0 && c <= 125 && in_ctrl(a, c) =>
+            {
+                let i = usize::from(a - CONTROLLER_BASE);
+                let v = s.controller[i..i + usize::from(c)].to_vec();
+                Ok(if matches!(req, Request::ReadHoldingRegisters(..)) {
+                    Response::ReadHoldingRegisters(v)
+                } else {
+                    Response::ReadInputRegisters(v)
+                })
+            }
+            Request::ReadHoldingRegisters(a, c) | Request::ReadInputRegisters(a, c) => {
+                if c == 0 || c > 125 || u32::from(a) + u32::from(c) > limit {
+                    Err(ExceptionCode::IllegalDataAddress)
+                } else {
+                    let regs = registers(&s.tanks);
+                    let v: Vec<u16> = (a..a + c)
+                        .map(|x| regs.get(&x).copied().unwrap_or(0))
+                        .collect();
+                    Ok(if matches!(req, Request::ReadHoldingRegisters(..)) {
+                        Response::ReadHoldingRegisters(v)
+                    } else {
+                        Response::ReadInputRegisters(v)
+                    })
+                }
+            }
+            Request::WriteSingleRegister(a, v) if in_ctrl(a, 1) => {
+                s.writes += 1;
+                if !LOCKED.contains(&a) {
+                    s.controller[usize::from(a - CONTROLLER_BASE)] = v;
+                }
+                sync_status(&mut s.controller);
+                Ok(Response::WriteSingleRegister(a, v))
+            }
+            Request::WriteMultipleRegisters(a, ref words)
+                if !words.is_empty() && in_ctrl(a, words.len() as u16) =>
+            {
+                s.writes += 1;
+                for (k, w) in words.iter().enumerate() {
+                    let addr = a + k as u16;
+                    if !LOCKED.contains(&addr) {
+                        s.controller[usize::from(addr - CONTROLLER_BASE)] = *w;
+                    }
+                }
+                sync_status(&mut s.controller);
+                Ok(Response::WriteMultipleRegisters(a, words.len() as u16))
+            }
+            Request::WriteSingleRegister(..) | Request::WriteMultipleRegisters(..) => {
+                Err(ExceptionCode::IllegalDataAddress)
+            }
             _ => Err(ExceptionCode::IllegalFunction),
         };
         Box::pin(std::future::ready(res))

@@ -75,7 +75,7 @@ points:
     let dev: ModbusDevice = serde_yaml::from_str(&yaml)?;
     let (tx, mut rx) = mpsc::channel(64);
     let (_stop, stop_rx) = watch::channel(false);
-    tokio::spawn(Box::new(ModbusAdapter::new(dev)?).run(tx, stop_rx));
+    tokio::spawn(Box::new(ModbusAdapter::new(dev)?).run(tx, mpsc::channel(1).1, stop_rx));
 
     let want: Vec<(&str, f64)> = vec![
         ("f_abcd", f64::from(123.456_f32)),
