@@ -38,6 +38,10 @@ pub struct AgentConfig {
     /// `- modbus: { name: ..., address: ..., points: [...] }`.
     #[serde(with = "serde_yaml::with::singleton_map_recursive")]
     pub devices: Vec<DeviceConfig>,
+    /// Safety limits of writable points (setpoints); a writable point
+    /// without an entry here cannot be written by a command.
+    #[serde(default)]
+    pub setpoints: Vec<crate::limits::SetpointLimits>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -434,6 +438,36 @@ pub fn parse(file: &str, text: &str) -> Result<AgentConfig, ConfigError> {
             }
         }
     }
+    for sp in &cfg.setpoints {
+        let writable = cfg.devices.iter().any(|d| match d {
+            DeviceConfig::Modbus(m) => m
+                .points
+                .iter()
+                .any(|p| p.writable && p.asset == sp.asset && p.field == sp.field),
+        });
+        if !writable {
+            return Err(err(
+                "field",
+                &sp.field,
+                format!(
+                    "setpoints: {}.{} is not a writable point of any device (mark its point `writable: true`)",
+                    sp.asset, sp.field
+                ),
+            ));
+        }
+        if let (Some(lo), Some(hi)) = (sp.min, sp.max)
+            && lo > hi
+        {
+            return Err(err(
+                "min",
+                "",
+                format!(
+                    "setpoints: {}.{}: min {lo} is above max {hi}",
+                    sp.asset, sp.field
+                ),
+            ));
+        }
+    }
     Ok(cfg)
 }
 
@@ -512,6 +546,22 @@ devices:
         let e = err_of(&GOOD.replace("asset: tank-1", "asset: tank-9"));
         assert_eq!(e.line, Some(12), "{e}");
         assert!(e.msg.contains("not declared"), "{e}");
+    }
+
+    #[test]
+    fn setpoint_limits_must_name_a_writable_point() {
+        let with = |extra: &str| {
+            format!(
+                "{GOOD}setpoints:\n  - {{ asset: tank-1, field: volume, min: 0, max: 10 }}\n{extra}"
+            )
+        };
+        let e = err_of(&with(""));
+        assert!(e.msg.contains("not a writable point"), "{e}");
+        let ok = GOOD.replace("unit: L }", "unit: L, writable: true }")
+            + "setpoints:\n  - { asset: tank-1, field: volume, min: 0, max: 10 }\n";
+        assert_eq!(parse("site.yaml", &ok).unwrap().setpoints.len(), 1);
+        let e = err_of(&ok.replace("min: 0, max: 10", "min: 10, max: 0"));
+        assert!(e.msg.contains("above max"), "{e}");
     }
 
     #[test]

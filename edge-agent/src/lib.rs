@@ -8,6 +8,7 @@
 //! ```
 
 pub mod config;
+pub mod limits;
 pub mod logwriter;
 pub mod metrics;
 pub mod uplink;
