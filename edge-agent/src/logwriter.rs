@@ -151,3 +151,104 @@ pub async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(v: f64) -> Reading {
+        Reading {
+            asset_id: "tank-1".into(),
+            field: "volume".into(),
+            value: v,
+            unit: "L".into(),
+            quality: adapter_api::Quality::Good,
+            source_ts_ms: 1,
+            received_ts_ms: 1,
+            source: "test".into(),
+            error: String::new(),
+        }
+    }
+
+    fn gaps(log: &Log) -> Vec<(u64, v1::Gap)> {
+        log.read_from(1, usize::MAX, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .filter_map(
+                |e| match v1::LogRecord::decode(e.payload.as_slice()).ok()?.kind? {
+                    v1::log_record::Kind::Gap(g) => Some((e.seq, g)),
+                    v1::log_record::Kind::Reading(_) => None,
+                },
+            )
+            .collect()
+    }
+
+    #[test]
+    fn a_corrupt_record_becomes_a_gap_record_in_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), &sflog::Options::default()).unwrap();
+        let items: Vec<_> = (0..3)
+            .map(|i| (Class::Telemetry, 1, reading_record(&reading(f64::from(i)))))
+            .collect();
+        append_accounted(&log, &items).unwrap();
+        log.flush().unwrap();
+        log.corrupt_for_test(2).unwrap();
+        log.flush().unwrap();
+        log.read_from(1, 100, usize::MAX).unwrap(); // the uplink's read finds it
+        append_accounted(
+            &log,
+            &[(Class::Telemetry, 2, reading_record(&reading(9.0)))],
+        )
+        .unwrap();
+        log.flush().unwrap();
+        let g = gaps(&log);
+        assert_eq!(g.len(), 1, "{g:?}");
+        let (seq, gap) = &g[0];
+        assert_eq!(
+            (gap.first_seq, gap.last_seq, gap.count, gap.reason.as_str()),
+            (2, 2, 1, "corrupt")
+        );
+        assert_eq!(gap.log_id, log.log_id());
+        assert!(*seq > 4, "the gap record is a new entry after the reading");
+        let seqs: Vec<u64> = log
+            .read_from(1, 100, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert!(!seqs.contains(&2), "the corrupt record is gone: {seqs:?}");
+    }
+
+    #[test]
+    fn drops_forced_by_the_bound_become_gap_records_in_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(
+            dir.path(),
+            &sflog::Options {
+                max_bytes: 1024 * 1024,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        for round in 0..100 {
+            let items: Vec<_> = (0..500)
+                .map(|i| {
+                    (
+                        Class::Telemetry,
+                        round,
+                        reading_record(&reading(f64::from(i))),
+                    )
+                })
+                .collect();
+            append_accounted(&log, &items).unwrap();
+            log.flush().unwrap();
+        }
+        let dropped = log.stats().dropped[0];
+        assert!(dropped > 0);
+        let reported: u64 = gaps(&log).iter().map(|(_, g)| g.count).sum();
+        assert_eq!(
+            reported, dropped,
+            "every dropped entry is accounted for by a gap record"
+        );
+    }
+}

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Row};
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
 use tankwatch_proto::v1;
 
 use crate::Error;
@@ -358,24 +358,13 @@ impl Db {
     }
 
     pub async fn sites(&self) -> Result<Vec<SiteRow>, Error> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT s.site_id, s.first_seen_ms, s.last_seen_ms, s.agent_version,
-                    (SELECT COUNT(*) FROM assets a WHERE a.site_id = s.site_id) AS n_assets
+                    (SELECT COUNT(*) FROM assets a WHERE a.site_id = s.site_id) AS assets
              FROM sites s ORDER BY s.site_id",
         )
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(SiteRow {
-                    site_id: r.try_get(0)?,
-                    first_seen_ms: r.try_get(1)?,
-                    last_seen_ms: r.try_get(2)?,
-                    agent_version: r.try_get(3)?,
-                    assets: r.try_get(4)?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     pub async fn site_exists(&self, site: &str) -> Result<bool, Error> {
@@ -387,52 +376,25 @@ impl Db {
     }
 
     pub async fn assets(&self, site: &str) -> Result<Vec<AssetRow>, Error> {
-        let rows = sqlx::query(
+        let mut assets: Vec<AssetRow> = sqlx::query_as(
             "SELECT asset_id, kind, name, product, capacity, capacity_unit, details FROM assets WHERE site_id = $1 ORDER BY asset_id",
         )
         .bind(site)
         .fetch_all(&self.pool)
         .await?;
-        let mut assets: Vec<AssetRow> = rows
-            .iter()
-            .map(|r| {
-                Ok(AssetRow {
-                    asset_id: r.try_get(0)?,
-                    kind: r.try_get(1)?,
-                    name: r.try_get(2)?,
-                    product: r.try_get(3)?,
-                    capacity: r.try_get(4)?,
-                    capacity_unit: r.try_get(5)?,
-                    details: r.try_get(6)?,
-                    fields: Vec::new(),
-                })
-            })
-            .collect::<Result<_, Error>>()?;
-        let latest = sqlx::query(
+        let latest: Vec<LatestRow> = sqlx::query_as(
             "SELECT asset_id, field, value, unit, quality, error, source_ts_ms, received_ts_ms, good_ts_ms, source
              FROM latest_values WHERE site_id = $1 ORDER BY asset_id, field",
         )
         .bind(site)
         .fetch_all(&self.pool)
         .await?;
-        for r in &latest {
-            let asset: String = r.try_get(0)?;
-            let v = LatestRow {
-                field: r.try_get(1)?,
-                value: r.try_get(2)?,
-                unit: r.try_get(3)?,
-                quality: r.try_get(4)?,
-                error: r.try_get(5)?,
-                source_ts_ms: r.try_get(6)?,
-                received_ts_ms: r.try_get(7)?,
-                good_ts_ms: r.try_get(8)?,
-                source: r.try_get(9)?,
-            };
-            match assets.iter_mut().find(|a| a.asset_id == asset) {
+        for v in latest {
+            match assets.iter_mut().find(|a| a.asset_id == v.asset_id) {
                 Some(a) => a.fields.push(v),
                 // readings for an asset the config did not declare: show it anyway
                 None => assets.push(AssetRow {
-                    asset_id: asset,
+                    asset_id: v.asset_id.clone(),
                     kind: "unknown".into(),
                     name: String::new(),
                     product: String::new(),
@@ -450,7 +412,7 @@ impl Db {
         const BASE: &str = "SELECT seq, field, value, unit, quality, error, source_ts_ms, received_ts_ms, source FROM readings
              WHERE site_id = $1 AND asset_id = $2 AND source_ts_ms >= $3 AND source_ts_ms <= $4";
         let query = match q.field {
-            Some(f) => sqlx::query(sqlx::AssertSqlSafe(format!(
+            Some(f) => sqlx::query_as::<_, ReadingRow>(sqlx::AssertSqlSafe(format!(
                 "{BASE} AND field = $6 ORDER BY source_ts_ms, seq LIMIT $5"
             )))
             .bind(q.site)
@@ -459,7 +421,7 @@ impl Db {
             .bind(q.to_ms)
             .bind(q.limit)
             .bind(f),
-            None => sqlx::query(sqlx::AssertSqlSafe(format!(
+            None => sqlx::query_as::<_, ReadingRow>(sqlx::AssertSqlSafe(format!(
                 "{BASE} ORDER BY source_ts_ms, seq LIMIT $5"
             )))
             .bind(q.site)
@@ -468,57 +430,28 @@ impl Db {
             .bind(q.to_ms)
             .bind(q.limit),
         };
-        let rows: Vec<AnyRow> = query.fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ReadingRow {
-                    seq: r.try_get(0)?,
-                    field: r.try_get(1)?,
-                    value: r.try_get(2)?,
-                    unit: r.try_get(3)?,
-                    quality: r.try_get(4)?,
-                    error: r.try_get(5)?,
-                    source_ts_ms: r.try_get(6)?,
-                    received_ts_ms: r.try_get(7)?,
-                    source: r.try_get(8)?,
-                })
-            })
-            .collect()
+        Ok(query.fetch_all(&self.pool).await?)
     }
 }
 
 impl Db {
     /// Data a site's agent dropped (gap records), newest first.
     pub async fn gaps(&self, site: &str, limit: i64) -> Result<Vec<GapRow>, Error> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT log_id, seq, first_seq, last_seq, count, class, reason, from_ts_ms, to_ts_ms, ingested_ms
              FROM gaps WHERE site_id = $1 ORDER BY from_ts_ms DESC, seq DESC LIMIT $2",
         )
         .bind(site)
         .bind(limit)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(GapRow {
-                    log_id: r.try_get::<i64, _>(0)? as u64,
-                    seq: r.try_get(1)?,
-                    first_seq: r.try_get(2)?,
-                    last_seq: r.try_get(3)?,
-                    count: r.try_get(4)?,
-                    class: r.try_get(5)?,
-                    reason: r.try_get(6)?,
-                    from_ts_ms: r.try_get(7)?,
-                    to_ts_ms: r.try_get(8)?,
-                    ingested_ms: r.try_get(9)?,
-                })
-            })
-            .collect()
+        .await?)
     }
 }
 
+#[derive(sqlx::FromRow)]
 pub struct GapRow {
-    pub log_id: u64,
+    /// The agent log's u64 id, stored bit-for-bit as i64.
+    pub log_id: i64,
     pub seq: i64,
     pub first_seq: i64,
     pub last_seq: i64,
@@ -538,6 +471,7 @@ fn redact(url: &str) -> String {
     }
 }
 
+#[derive(sqlx::FromRow)]
 pub struct SiteRow {
     pub site_id: String,
     pub first_seen_ms: i64,
@@ -546,6 +480,7 @@ pub struct SiteRow {
     pub assets: i64,
 }
 
+#[derive(sqlx::FromRow)]
 pub struct AssetRow {
     pub asset_id: String,
     pub kind: String,
@@ -554,10 +489,13 @@ pub struct AssetRow {
     pub capacity: f64,
     pub capacity_unit: String,
     pub details: String,
+    #[sqlx(skip)]
     pub fields: Vec<LatestRow>,
 }
 
+#[derive(sqlx::FromRow)]
 pub struct LatestRow {
+    pub asset_id: String,
     pub field: String,
     pub value: f64,
     pub unit: String,
@@ -578,6 +516,7 @@ pub struct ReadingQuery<'a> {
     pub limit: i64,
 }
 
+#[derive(sqlx::FromRow)]
 pub struct ReadingRow {
     pub seq: i64,
     pub field: String,

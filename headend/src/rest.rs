@@ -238,7 +238,7 @@ async fn gaps(
         rows.into_iter()
             .map(|g| {
                 json!({
-                    "log_id": g.log_id.to_string(),
+                    "log_id": (g.log_id as u64).to_string(),
                     "first_seq": g.first_seq,
                     "last_seq": g.last_seq,
                     "count": g.count,

@@ -306,3 +306,12 @@ pub fn fill_backlog(log_dir: &Path, n: u64) -> Result<()> {
     log.flush()?;
     Ok(())
 }
+
+/// The ATG simulator on an ephemeral port, running 600x real time.
+pub async fn fast_sim() -> Result<atg_sim::Simulator> {
+    let cfg = atg_sim::SimConfig {
+        speed: 600.0,
+        ..atg_sim::SimConfig::default()
+    };
+    Ok(atg_sim::Simulator::start("127.0.0.1:0".parse()?, cfg).await?)
+}

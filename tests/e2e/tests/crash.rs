@@ -5,10 +5,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Result;
-use atg_sim::{SimConfig, Simulator};
 use e2e::*;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+
+fn sigkill(mut child: Child) -> Result<()> {
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL)?;
+    child.wait()?;
+    Ok(())
+}
 
 fn spawn_agent(config: &std::path::Path) -> Result<Child> {
     Ok(Command::new(bin("edge-agent"))
@@ -24,14 +29,7 @@ fn spawn_agent(config: &std::path::Path) -> Result<Child> {
 async fn a_sigkilled_agent_neither_duplicates_nor_loses_logged_readings() -> Result<()> {
     let pki = TestPki::new(&["site-k"])?;
     let work = tempfile::tempdir()?;
-    let sim = Simulator::start(
-        "127.0.0.1:0".parse()?,
-        SimConfig {
-            speed: 600.0,
-            ..SimConfig::default()
-        },
-    )
-    .await?;
+    let sim = fast_sim().await?;
     let he = headend::start(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
     let log_dir = work.path().join("log");
     let yaml = agent_yaml(&pki, "site-k", he.grpc_addr, &log_dir, &sim, 50);
@@ -40,7 +38,7 @@ async fn a_sigkilled_agent_neither_duplicates_nor_loses_logged_readings() -> Res
 
     let mut stored_before = 0;
     for round in 0..4 {
-        let mut child = spawn_agent(&config)?;
+        let child = spawn_agent(&config)?;
         let db = he.db.clone();
         eventually(
             "the agent's readings are stored",
@@ -52,8 +50,7 @@ async fn a_sigkilled_agent_neither_duplicates_nor_loses_logged_readings() -> Res
         .await?;
         // kill at a different moment each round
         tokio::time::sleep(Duration::from_millis(300 + 250 * round)).await;
-        kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL)?;
-        child.wait()?;
+        sigkill(child)?;
         stored_before = stored_seqs(&he.db, "site-k").await?.len();
     }
     // a last run that drains, then a graceful stop (flushes the log)
@@ -107,14 +104,7 @@ async fn twenty_sigkills_at_random_moments_with_the_headend_up_and_down_lose_and
     let work = tempfile::tempdir()?;
     let db_url = sqlite_url(work.path());
     let port = free_port();
-    let sim = Simulator::start(
-        "127.0.0.1:0".parse()?,
-        SimConfig {
-            speed: 600.0,
-            ..SimConfig::default()
-        },
-    )
-    .await?;
+    let sim = fast_sim().await?;
     let log_dir = work.path().join("log");
     let yaml = agent_yaml(
         &pki,
@@ -145,10 +135,9 @@ async fn twenty_sigkills_at_random_moments_with_the_headend_up_and_down_lose_and
             }
             _ => {}
         }
-        let mut child = spawn_agent(&config)?;
+        let child = spawn_agent(&config)?;
         tokio::time::sleep(Duration::from_millis(rng.u64(150..1200))).await;
-        kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL)?;
-        child.wait()?;
+        sigkill(child)?;
     }
     assert!(ups >= 5, "the headend went up and down");
     let he = match he {

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use atg_sim::{SimConfig, Simulator};
 use e2e::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -12,14 +11,7 @@ async fn readings_taken_during_a_headend_outage_arrive_exactly_once_in_order() -
     let work = tempfile::tempdir()?;
     let db_url = sqlite_url(work.path());
     let port = free_port();
-    let sim = Simulator::start(
-        "127.0.0.1:0".parse()?,
-        SimConfig {
-            speed: 600.0,
-            ..SimConfig::default()
-        },
-    )
-    .await?;
+    let sim = fast_sim().await?;
     let he = headend::start(headend_config(&pki, &db_url, port)).await?;
     let cfg = agent_config(
         work.path(),

@@ -2,20 +2,12 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use atg_sim::{SimConfig, Simulator};
 use e2e::*;
 
 async fn slice_shows_every_tank_within_a_tenth_of_a_percent(db_url: String) -> Result<()> {
     let pki = TestPki::new(&["site-a"])?;
     let work = tempfile::tempdir()?;
-    let sim = Simulator::start(
-        "127.0.0.1:0".parse()?,
-        SimConfig {
-            speed: 600.0,
-            ..SimConfig::default()
-        },
-    )
-    .await?;
+    let sim = fast_sim().await?;
     let he = headend::start(headend_config(&pki, &db_url, 0)).await?;
     let cfg = agent_config(
         work.path(),
