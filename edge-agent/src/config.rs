@@ -42,6 +42,23 @@ pub struct AgentConfig {
     /// without an entry here cannot be written by a command.
     #[serde(default)]
     pub setpoints: Vec<crate::limits::SetpointLimits>,
+    /// Delivery detection from tank volume rises (matched to the loads the
+    /// headend announced with ETA actions).
+    #[serde(default)]
+    pub deliveries: crate::delivery::DetectConfig,
+}
+
+impl AgentConfig {
+    /// The device that has the writable point `asset.field`, if any.
+    pub fn device_of_writable(&self, asset: &str, field: &str) -> Option<&str> {
+        self.devices.iter().find_map(|d| match d {
+            DeviceConfig::Modbus(m) => m
+                .points
+                .iter()
+                .any(|p| p.writable && p.asset == asset && p.field == field)
+                .then_some(m.name.as_str()),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -438,14 +455,16 @@ pub fn parse(file: &str, text: &str) -> Result<AgentConfig, ConfigError> {
             }
         }
     }
+    let d = &cfg.deliveries;
+    if !(d.min_rise_l > 0.0 && d.noise_l >= 0.0 && d.settle_ms > 0 && d.window_ms > 0) {
+        return Err(err(
+            "deliveries",
+            "",
+            "deliveries: min_rise_l, settle_ms and window_ms must be > 0 and noise_l >= 0".into(),
+        ));
+    }
     for sp in &cfg.setpoints {
-        let writable = cfg.devices.iter().any(|d| match d {
-            DeviceConfig::Modbus(m) => m
-                .points
-                .iter()
-                .any(|p| p.writable && p.asset == sp.asset && p.field == sp.field),
-        });
-        if !writable {
+        if cfg.device_of_writable(&sp.asset, &sp.field).is_none() {
             return Err(err(
                 "field",
                 &sp.field,

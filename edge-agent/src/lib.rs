@@ -7,10 +7,13 @@
 //!                               headend <==mTLS gRPC== uplink --ack--> sflog trim
 //! ```
 
+pub mod commands;
 pub mod config;
+pub mod delivery;
 pub mod limits;
 pub mod logwriter;
 pub mod metrics;
+pub mod store;
 pub mod uplink;
 
 use std::sync::Arc;
@@ -29,6 +32,8 @@ pub enum Error {
     Log(#[from] sflog::Error),
     #[error(transparent)]
     Adapter(#[from] adapter_api::AdapterError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -39,6 +44,8 @@ pub const WRITE_QUEUE: usize = 16;
 /// A running agent.
 pub struct Agent {
     pub log: Arc<sflog::Log>,
+    /// Durable command state and upcoming deliveries.
+    pub store: store::Store,
     /// Write side of each device adapter, by device name (the command
     /// path of the command-plane issue sends setpoints here).
     pub writes: std::collections::HashMap<String, mpsc::Sender<adapter_api::WriteRequest>>,
@@ -89,16 +96,39 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
             }
         }));
     }
-    drop(tx); // the writer ends when every adapter has stopped
     let (durable_tx, durable_rx) = watch::channel(log.durable_seq());
-    let writer = tokio::spawn(logwriter::run(log.clone(), rx, cfg.log.clone(), durable_tx));
+    let (records_tx, records_rx) = mpsc::channel(logwriter::RECORD_QUEUE);
+    let latest = Arc::new(logwriter::Latest::default());
+    // the writer ends when every adapter and the executor have stopped
+    let writer = tokio::spawn(logwriter::run(
+        log.clone(),
+        rx,
+        records_rx,
+        cfg.log.clone(),
+        durable_tx,
+        latest.clone(),
+    ));
+    let store = store::Store::open(&cfg.log.dir)?;
+    let (command_tx, command_rx) = mpsc::channel(commands::COMMAND_QUEUE);
+    let command_metrics = commands::CommandMetrics::default();
+    let executor = commands::Executor {
+        cfg: cfg.clone(),
+        store: store.clone(),
+        writes: writes.clone(),
+        latest,
+        records: records_tx,
+        readings: tx,
+        metrics: command_metrics.clone(),
+    };
+    tasks.push(tokio::spawn(executor.run(command_rx, stop_rx.clone())));
     let (status_tx, status_rx) = watch::channel(uplink::UplinkStatus::default());
-    let metrics = metrics::Metrics::default();
+    let metrics = metrics::Metrics::new(command_metrics);
     let status_addr = match cfg.status.listen {
         Some(listen) => metrics::serve(
             listen,
             cfg.site_id.clone(),
             log.clone(),
+            store.clone(),
             metrics.clone(),
             status_rx.clone(),
             stop_rx.clone(),
@@ -116,9 +146,11 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
         stop_rx,
         status_tx,
         metrics,
+        command_tx,
     )));
     Ok(Agent {
         log,
+        store,
         writes,
         status_addr,
         uplink: status_rx,

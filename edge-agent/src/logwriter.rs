@@ -22,6 +22,75 @@ use crate::config::LogConfig;
 
 /// Capacity of the adapters -> log writer channel.
 pub const READING_QUEUE: usize = 4096;
+/// Capacity of the command executor -> log writer channel (acks, events);
+/// when full the executor waits.
+pub const RECORD_QUEUE: usize = 256;
+
+/// A log entry that is not a reading (a command ack, a delivery event).
+/// Records are appended and fsynced at once, ahead of the flush interval:
+/// an operator is waiting for them.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub class: Class,
+    pub ts_ms: i64,
+    pub payload: Vec<u8>,
+}
+
+impl Record {
+    pub fn ack(a: v1::CommandAck) -> Record {
+        Record {
+            class: Class::CommandAck,
+            ts_ms: a.ts_ms,
+            payload: v1::LogRecord {
+                kind: Some(v1::log_record::Kind::CommandAck(a)),
+            }
+            .encode_to_vec(),
+        }
+    }
+    pub fn event(e: v1::Event) -> Record {
+        Record {
+            class: Class::Event,
+            ts_ms: e.ts_ms,
+            payload: v1::LogRecord {
+                kind: Some(v1::log_record::Kind::Event(e)),
+            }
+            .encode_to_vec(),
+        }
+    }
+}
+
+/// (value, good quality, device time) by (asset, field).
+type LatestMap = std::collections::HashMap<(String, String), (f64, bool, i64)>;
+
+/// The newest value of every point the writer has seen (for interlocks and
+/// delivery detection). Bounded by the number of configured points.
+#[derive(Default)]
+pub struct Latest {
+    inner: std::sync::Mutex<LatestMap>,
+}
+
+impl Latest {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LatestMap> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    pub fn update(&self, r: &Reading) {
+        self.lock().insert(
+            (r.asset_id.clone(), r.field.clone()),
+            (
+                r.value,
+                r.quality == adapter_api::Quality::Good,
+                r.source_ts_ms,
+            ),
+        );
+    }
+    /// The newest value of `asset.field` if it is of good quality, with its time.
+    pub fn good(&self, asset: &str, field: &str) -> Option<(f64, i64)> {
+        self.lock()
+            .get(&(asset.to_string(), field.to_string()))
+            .filter(|(_, good, _)| *good)
+            .map(|(v, _, ts)| (*v, *ts))
+    }
+}
 /// Most readings appended in one group (one call to `Log::append`).
 const GROUP: usize = 1024;
 
@@ -116,22 +185,45 @@ async fn flush(log: &Arc<Log>, durable: &watch::Sender<u64>) -> Result<(), Error
     Ok(())
 }
 
-/// Runs until the channel closes (all adapters stopped), then flushes and returns.
+/// Runs until both channels close (all adapters and the command executor
+/// stopped), then flushes and returns.
 pub async fn run(
     log: Arc<Log>,
     mut rx: mpsc::Receiver<Reading>,
+    mut records: mpsc::Receiver<Record>,
     cfg: LogConfig,
     durable: watch::Sender<u64>,
+    latest: Arc<Latest>,
 ) -> Result<(), Error> {
     let interval = Duration::from_millis(cfg.flush_interval_ms);
     let mut deadline: Option<Instant> = None;
     let mut buf = Vec::with_capacity(GROUP);
+    let mut rbuf = Vec::with_capacity(64);
+    let (mut readings_open, mut records_open) = (true, true);
     loop {
+        if !readings_open && !records_open {
+            flush(&log, &durable).await?;
+            return Ok(());
+        }
         tokio::select! {
-            n = rx.recv_many(&mut buf, GROUP) => {
+            n = records.recv_many(&mut rbuf, 64), if records_open => {
                 if n == 0 {
-                    flush(&log, &durable).await?;
-                    return Ok(());
+                    records_open = false;
+                    continue;
+                }
+                let items: Vec<(Class, i64, Vec<u8>)> =
+                    rbuf.drain(..).map(|r| (r.class, r.ts_ms, r.payload)).collect();
+                append_accounted(&log, &items)?;
+                flush(&log, &durable).await?;
+                deadline = None;
+            }
+            n = rx.recv_many(&mut buf, GROUP), if readings_open => {
+                if n == 0 {
+                    readings_open = false;
+                    continue;
+                }
+                for r in &buf {
+                    latest.update(r);
                 }
                 let items: Vec<(Class, i64, Vec<u8>)> = buf
                     .drain(..)
@@ -177,7 +269,7 @@ mod tests {
             .filter_map(
                 |e| match v1::LogRecord::decode(e.payload.as_slice()).ok()?.kind? {
                     v1::log_record::Kind::Gap(g) => Some((e.seq, g)),
-                    v1::log_record::Kind::Reading(_) => None,
+                    _ => None,
                 },
             )
             .collect()

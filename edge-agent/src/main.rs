@@ -28,6 +28,12 @@ enum Cmd {
     },
     /// Validate a configuration file; print the first problem with its line and column.
     CheckConfig { file: PathBuf },
+    /// Print the site's upcoming and recent deliveries (from the agent's
+    /// state store; works whether or not the agent is running), as JSON.
+    Deliveries {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -59,13 +65,34 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Cmd::Run { config } => {
-            let cfg = match edge_agent::config::load(&config) {
+        Cmd::Deliveries { config } => {
+            let cfg = match load(&config) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
+                Err(code) => return code,
+            };
+            match edge_agent::store::Store::open_read_only(&cfg.log.dir)
+                .and_then(|s| s.deliveries())
+            {
+                Ok(d) => {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&d).unwrap_or_else(|e| e.to_string())
+                    );
+                    ExitCode::SUCCESS
                 }
+                Err(e) => {
+                    eprintln!(
+                        "error: {e} (in {}; has the agent run yet?)",
+                        cfg.log.dir.display()
+                    );
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Run { config } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
             };
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
@@ -83,6 +110,14 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Loads a configuration or says why not (exit code 2).
+fn load(path: &std::path::Path) -> Result<edge_agent::AgentConfig, ExitCode> {
+    edge_agent::config::load(path).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
 }
 
 async fn run(cfg: edge_agent::AgentConfig) -> Result<(), edge_agent::Error> {

@@ -45,6 +45,13 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
+        Metrics::new(crate::commands::CommandMetrics::default())
+    }
+}
+
+impl Metrics {
+    /// Registers the agent's metrics, including the command executor's.
+    pub fn new(c: crate::commands::CommandMetrics) -> Self {
         let m = Metrics {
             registry: Arc::new(Registry::default()),
             sent_readings: Counter::default(),
@@ -139,6 +146,40 @@ impl Default for Metrics {
             "Corrupt log records skipped",
             m.log_corrupt.clone(),
         );
+        for (name, help, counter) in [
+            (
+                "commands_received",
+                "Commands received (first delivery)",
+                &c.received,
+            ),
+            (
+                "commands_duplicate",
+                "Commands delivered again and ignored (applied at most once)",
+                &c.duplicates,
+            ),
+            (
+                "commands_applied",
+                "Setpoints written and read back, ETAs stored",
+                &c.applied,
+            ),
+            (
+                "commands_refused",
+                "Commands refused, expired, superseded or failed",
+                &c.refused,
+            ),
+            (
+                "device_writes",
+                "Write requests sent to device adapters",
+                &c.device_writes,
+            ),
+            (
+                "deliveries_detected",
+                "Deliveries detected from tank volume",
+                &c.deliveries,
+            ),
+        ] {
+            r.register(name, help, counter.clone());
+        }
         Metrics {
             registry: Arc::new(r),
             ..m
@@ -180,6 +221,7 @@ impl Metrics {
 struct State {
     site: String,
     log: Arc<Log>,
+    store: crate::store::Store,
     metrics: Metrics,
     uplink: watch::Receiver<UplinkStatus>,
 }
@@ -190,6 +232,7 @@ pub fn serve(
     listen: SocketAddr,
     site: String,
     log: Arc<Log>,
+    store: crate::store::Store,
     metrics: Metrics,
     uplink: watch::Receiver<UplinkStatus>,
     mut stop: watch::Receiver<bool>,
@@ -232,10 +275,14 @@ pub fn serve(
                         "dropped": { "telemetry": st.dropped[0], "alarm": st.dropped[1], "event": st.dropped[2], "command_ack": st.dropped[3] },
                         "corrupt": st.corrupt,
                     },
+                    "deliveries": s.store.deliveries().unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "reading deliveries for /status");
+                        Vec::new()
+                    }),
                 }))
             }),
         )
-        .with_state(State { site, log, metrics, uplink });
+        .with_state(State { site, log, store, metrics, uplink });
     let task = tokio::spawn(async move {
         let r = axum::serve(listener, app)
             .with_graceful_shutdown(async move {

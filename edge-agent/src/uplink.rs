@@ -142,6 +142,17 @@ fn hello(cfg: &AgentConfig, log: &Log) -> Result<AgentMessage, SessionError> {
                     capacity: a.capacity,
                     capacity_unit: a.capacity_unit.clone(),
                     details: a.details.clone().into_iter().collect(),
+                    writable: cfg
+                        .setpoints
+                        .iter()
+                        .filter(|l| l.asset == a.id)
+                        .map(|l| v1::WritablePoint {
+                            field: l.field.clone(),
+                            min: l.min,
+                            max: l.max,
+                            default: l.default,
+                        })
+                        .collect(),
                 })
                 .collect(),
         })),
@@ -176,6 +187,7 @@ fn batch_of(
     };
     let mut readings = Vec::with_capacity(entries.len());
     let mut gaps = Vec::new();
+    let (mut command_acks, mut events) = (Vec::new(), Vec::new());
     for e in entries {
         match v1::LogRecord::decode(e.payload.as_slice()).map(|r| r.kind) {
             Ok(Some(v1::log_record::Kind::Reading(mut r))) => {
@@ -186,11 +198,16 @@ fn batch_of(
                 g.seq = e.seq;
                 gaps.push(g);
             }
+            Ok(Some(v1::log_record::Kind::CommandAck(mut a))) => {
+                a.seq = e.seq;
+                command_acks.push(a);
+            }
+            Ok(Some(v1::log_record::Kind::Event(mut ev))) => {
+                ev.seq = e.seq;
+                events.push(ev);
+            }
             Ok(None) | Err(_) => {
-                tracing::warn!(
-                    seq = e.seq,
-                    "log entry is neither a reading nor a gap; skipped"
-                )
+                tracing::warn!(seq = e.seq, "log entry of an unknown kind; skipped")
             }
         }
     }
@@ -201,6 +218,8 @@ fn batch_of(
         readings,
         gaps,
         preview,
+        command_acks,
+        events,
     }))
 }
 
@@ -211,6 +230,7 @@ async fn session(
     stop: &mut watch::Receiver<bool>,
     status: &watch::Sender<UplinkStatus>,
     metrics: &crate::metrics::Metrics,
+    commands: &mpsc::Sender<v1::Command>,
 ) -> Result<(), SessionError> {
     let channel = connect(cfg).await?;
     let mut client = AgentLinkClient::new(channel).max_decoding_message_size(16 * 1024 * 1024);
@@ -304,7 +324,12 @@ async fn session(
                 Some(In::Control(c)) => {
                     return Err(SessionError::Protocol(format!("headend asked to reconnect: {}", c.reason)));
                 }
-                Some(In::Command(c)) => tracing::info!(id = %c.command_id, "command received (command plane not yet enabled)"),
+                Some(In::Command(c)) => {
+                    // bounded: while the executor is busy the stream is not read
+                    if commands.send(c).await.is_err() {
+                        return Ok(()); // the executor stopped: the agent is stopping
+                    }
+                }
                 Some(In::HelloAck(_)) => return Err(SessionError::Protocol("unexpected second HelloAck".into())),
                 None => return Err(SessionError::Protocol("headend closed the session".into())),
             },
@@ -322,6 +347,7 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
     status: watch::Sender<UplinkStatus>,
     metrics: crate::metrics::Metrics,
+    commands: mpsc::Sender<v1::Command>,
 ) {
     let mut backoff = Backoff::new(cfg.uplink.backoff_initial_ms, cfg.uplink.backoff_max_ms);
     loop {
@@ -329,7 +355,16 @@ pub async fn run(
             return;
         }
         let started = tokio::time::Instant::now();
-        let r = session(&cfg, &log, &mut durable, &mut stop, &status, &metrics).await;
+        let r = session(
+            &cfg,
+            &log,
+            &mut durable,
+            &mut stop,
+            &status,
+            &metrics,
+            &commands,
+        )
+        .await;
         status.send_modify(|s| s.connected = false);
         metrics.connected.set(0);
         metrics.in_flight.set(0);

@@ -167,12 +167,21 @@ impl Db {
                 _ => "unknown",
             };
             let details = serde_json::to_string(&a.details).unwrap_or_else(|_| "{}".into());
+            let writable = serde_json::Value::Array(
+                a.writable
+                    .iter()
+                    .map(|w| {
+                        serde_json::json!({ "field": w.field, "min": w.min, "max": w.max, "default": w.default })
+                    })
+                    .collect(),
+            )
+            .to_string();
             sqlx::query(
-                "INSERT INTO assets (site_id, asset_id, kind, name, product, capacity, capacity_unit, details, updated_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                "INSERT INTO assets (site_id, asset_id, kind, name, product, capacity, capacity_unit, details, updated_ms, writable)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                  ON CONFLICT (site_id, asset_id) DO UPDATE SET kind = excluded.kind, name = excluded.name,
                    product = excluded.product, capacity = excluded.capacity, capacity_unit = excluded.capacity_unit,
-                   details = excluded.details, updated_ms = excluded.updated_ms",
+                   details = excluded.details, updated_ms = excluded.updated_ms, writable = excluded.writable",
             )
             .bind(h.site)
             .bind(&a.asset_id)
@@ -183,6 +192,7 @@ impl Db {
             .bind(&a.capacity_unit)
             .bind(details)
             .bind(now)
+            .bind(writable)
             .execute(&mut *tx)
             .await?;
         }
@@ -299,6 +309,7 @@ impl Db {
             }
             q.execute(&mut **tx).await?;
         }
+        crate::commands::apply_agent_records(tx, site, log_id, now, batch).await?;
         // newest reading per point in this batch
         let mut newest: HashMap<(&str, &str), &v1::Reading> = HashMap::new();
         for r in &batch.readings {

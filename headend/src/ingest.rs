@@ -70,6 +70,7 @@ pub struct Ingest {
     /// Turns true when the headend stops: every session ends.
     shutdown: tokio::sync::watch::Receiver<bool>,
     metrics: crate::metrics::Metrics,
+    dispatcher: crate::dispatch::Dispatcher,
 }
 
 impl Ingest {
@@ -79,6 +80,7 @@ impl Ingest {
         max_concurrent_writes: usize,
         shutdown: tokio::sync::watch::Receiver<bool>,
         metrics: crate::metrics::Metrics,
+        dispatcher: crate::dispatch::Dispatcher,
     ) -> Self {
         Self {
             db,
@@ -86,6 +88,7 @@ impl Ingest {
             writers: Arc::new(Semaphore::new(max_concurrent_writes.max(1))),
             shutdown,
             metrics,
+            dispatcher,
         }
     }
 }
@@ -121,6 +124,8 @@ pub fn validate_batch(b: &v1::TelemetryBatch, log_id: u64) -> Result<(), Status>
         .iter()
         .map(|r| r.seq)
         .chain(b.gaps.iter().map(|g| g.seq))
+        .chain(b.command_acks.iter().map(|a| a.seq))
+        .chain(b.events.iter().map(|e| e.seq))
         .collect();
     seqs.sort_unstable();
     if seqs.first().is_some_and(|&s| s < b.first_seq)
@@ -221,6 +226,16 @@ impl v1::agent_link_server::AgentLink for Ingest {
             .await;
         let this = self.clone();
         this.metrics.sessions.inc();
+        let dispatch = {
+            let (d, db, site, peer, tx) = (
+                this.dispatcher.clone(),
+                this.db.clone(),
+                who.site_id.clone(),
+                who.peer.to_string(),
+                tx.clone(),
+            );
+            tokio::spawn(async move { d.run(db, site, peer, tx).await })
+        };
         tokio::spawn(async move {
             let site = who.site_id.clone();
             if let Err(status) = this.pump(&who, hello.log_id, inbound, &tx).await {
@@ -229,6 +244,7 @@ impl v1::agent_link_server::AgentLink for Ingest {
             } else {
                 tracing::info!(%site, "agent session closed");
             }
+            dispatch.abort();
             this.sessions.lock().remove(&site);
             this.metrics.sessions.dec();
         });

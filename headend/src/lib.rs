@@ -1,10 +1,15 @@
 //! The cloud headend: mTLS gRPC ingest ([`ingest`], [`tls`]), SQL storage
 //! ([`db`]) and the operator REST API ([`rest`]).
 
+pub mod api_commands;
+pub mod commands;
 pub mod db;
+pub mod dispatch;
 pub mod ingest;
+pub mod lifecycle;
 pub mod metrics;
 pub mod rest;
+pub mod split;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -121,6 +126,8 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
     let sessions = ingest::Sessions::default();
     let metrics = metrics::Metrics::default();
     let (shutdown, _) = tokio::sync::watch::channel(false);
+    let dispatcher = dispatch::Dispatcher::default();
+    let sweep_task = tokio::spawn(dispatch::sweep(db.clone(), shutdown.subscribe()));
 
     let svc = AgentLinkServer::new(ingest::Ingest::new(
         db.clone(),
@@ -128,6 +135,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         cfg.max_concurrent_writes,
         shutdown.subscribe(),
         metrics.clone(),
+        dispatcher.clone(),
     ))
     .max_decoding_message_size(ingest::MAX_MESSAGE_BYTES);
     let (incoming, accept_task) = tls::incoming(grpc, tls);
@@ -150,14 +158,18 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         db: db.clone(),
         sessions,
         metrics,
+        dispatcher,
     });
     let mut stop = shutdown.subscribe();
     let http_task = tokio::spawn(async move {
-        let r = axum::serve(http, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await;
+        let r = axum::serve(
+            http,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await;
         if let Err(e) = r {
             tracing::error!(error = %e, "REST server failed");
         }
@@ -169,6 +181,6 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         db,
         shutdown,
         // order matters: the accept loop ends after the gRPC server dropped its receiver
-        tasks: vec![grpc_task, http_task, accept_task],
+        tasks: vec![grpc_task, http_task, accept_task, sweep_task],
     })
 }

@@ -10,6 +10,7 @@
 //!   history, oldest first; `from`/`to` are RFC 3339 or Unix ms.
 //! * `GET /api/v1/sites/{site}/gaps`: data the site's agent had to drop
 //!   (full disk, corruption): "data lost at site X between T1 and T2".
+//! * Commands and loads: see [`crate::api_commands`].
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -27,6 +28,7 @@ pub struct ApiState {
     pub db: Db,
     pub sessions: Sessions,
     pub metrics: crate::metrics::Metrics,
+    pub dispatcher: crate::dispatch::Dispatcher,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -41,11 +43,12 @@ pub fn router(state: ApiState) -> Router {
             get(readings),
         )
         .route("/api/v1/sites/{site}/gaps", get(gaps))
+        .merge(crate::api_commands::routes())
         .with_state(state)
 }
 
 /// An API error: JSON `{"error": ...}` with a status code.
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -63,7 +66,7 @@ impl From<crate::Error> for ApiError {
     }
 }
 
-fn ts(ms: i64) -> Value {
+pub fn ts(ms: i64) -> Value {
     if ms <= 0 {
         return Value::Null;
     }

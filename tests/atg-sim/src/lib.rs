@@ -219,6 +219,19 @@ impl Simulator {
         addr.checked_sub(CONTROLLER_BASE)
             .and_then(|i| s.controller.get(usize::from(i)).copied())
     }
+    /// Sets a tank's volume (tests drive deliveries with it; freeze the
+    /// simulation first so that sales do not move it).
+    pub fn set_volume(&self, tank: usize, litres: f64) {
+        if let Some(t) = lock(&self.state).tanks.get_mut(tank) {
+            t.volume = litres.clamp(0.0, t.capacity);
+        }
+    }
+    /// The controller's power limit (registers 1002-1003, float32 ABCD), kW.
+    pub fn power_limit(&self) -> f32 {
+        let s = lock(&self.state);
+        let (hi, lo) = (s.controller[2], s.controller[3]);
+        f32::from_bits((u32::from(hi) << 16) | u32::from(lo))
+    }
     /// Write requests that reached the device.
     pub fn writes(&self) -> u64 {
         lock(&self.state).writes
@@ -403,4 +416,12 @@ pub fn agent_yaml_fragment(addr: SocketAddr, tanks: &[Tank], poll_ms: u64) -> St
         }
     }
     s
+}
+
+/// The YAML device entry (under `devices:`) for this simulator's controller
+/// block as asset `asset`: pump_enable (u16), power_limit (kW), both writable.
+pub fn controller_yaml_device(name: &str, addr: SocketAddr, asset: &str, poll_ms: u64) -> String {
+    format!(
+        "  - modbus:\n      name: {name}\n      address: \"{addr}\"\n      poll_interval_ms: {poll_ms}\n      timeout_ms: 1000\n      points:\n        - {{ asset: {asset}, field: pump_enable, register: 1000, type: u16, writable: true }}\n        - {{ asset: {asset}, field: power_limit, register: 1002, type: f32, unit: kW, writable: true }}\n"
+    )
 }

@@ -226,6 +226,7 @@ pub fn metric(page: &str, name: &str) -> Option<f64> {
 pub struct TcpProxy {
     pub addr: SocketAddr,
     up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    hold: std::sync::Arc<std::sync::atomic::AtomicBool>,
     conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
@@ -235,18 +236,48 @@ impl TcpProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let hold = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> =
             Default::default();
-        let (up2, conns2) = (up.clone(), conns.clone());
+        let (up2, conns2, hold2) = (up.clone(), conns.clone(), hold.clone());
         tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
+            while let Ok((client, _)) = listener.accept().await {
                 if !up2.load(Ordering::SeqCst) {
                     continue; // dropped: connection reset
                 }
+                let hold = hold2.clone();
                 let task = tokio::spawn(async move {
-                    if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    // client -> server stops while held (bytes stay unread)
+                    let up = async move {
+                        let mut buf = vec![0u8; 16384];
+                        loop {
+                            while hold.load(Ordering::SeqCst) {
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                            }
+                            match cr.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => {
+                                    // read while not held, but held now: keep it back too
+                                    while hold.load(Ordering::SeqCst) {
+                                        tokio::time::sleep(Duration::from_millis(10)).await;
+                                    }
+                                    if sw.write_all(&buf[..n]).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                        }
+                    };
+                    let down = async move {
+                        let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                    };
+                    tokio::join!(up, down);
                 });
                 conns2
                     .lock()
@@ -254,7 +285,18 @@ impl TcpProxy {
                     .push(task.abort_handle());
             }
         });
-        Ok(TcpProxy { addr, up, conns })
+        Ok(TcpProxy {
+            addr,
+            up,
+            hold,
+            conns,
+        })
+    }
+
+    /// Holds (true) or releases the client -> server direction: what the
+    /// client sends waits unread while server -> client keeps flowing.
+    pub fn set_hold(&self, hold: bool) {
+        self.hold.store(hold, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Cuts (false) or restores (true) the path.
@@ -314,4 +356,78 @@ pub async fn fast_sim() -> Result<atg_sim::Simulator> {
         ..atg_sim::SimConfig::default()
     };
     Ok(atg_sim::Simulator::start("127.0.0.1:0".parse()?, cfg).await?)
+}
+
+/// Sends `body` as JSON with `method` to the REST API; returns the status and the JSON answer.
+pub async fn send_json(
+    http: SocketAddr,
+    method: reqwest::Method,
+    path: &str,
+    body: &Value,
+) -> Result<(u16, Value)> {
+    let r = reqwest::Client::new()
+        .request(method, format!("http://{http}{path}"))
+        .header("x-operator", "e2e")
+        .json(body)
+        .send()
+        .await?;
+    let status = r.status().as_u16();
+    let text = r.text().await?;
+    let v = serde_json::from_str(&text).with_context(|| format!("{path}: not JSON: {text}"))?;
+    Ok((status, v))
+}
+
+/// POSTs JSON; returns the status and the JSON answer.
+pub async fn post_json(http: SocketAddr, path: &str, body: &Value) -> Result<(u16, Value)> {
+    send_json(http, reqwest::Method::POST, path, body).await
+}
+
+/// Waits until command `id` is in `state` (failing early if it ends in another terminal state).
+pub async fn wait_state(
+    http: SocketAddr,
+    id: &str,
+    state: &str,
+    timeout: Duration,
+) -> Result<Value> {
+    eventually(&format!("command {id} {state}"), timeout, || async {
+        let c = get_json(http, &format!("/api/v1/commands/{id}")).await?;
+        let s = c["state"].as_str().unwrap_or_default().to_string();
+        if s == state {
+            return Ok(Some(c));
+        }
+        if ["completed", "expired", "failed", "rejected"].contains(&s.as_str()) {
+            bail!(
+                "command {id} ended {s} ({}: {}), not {state}",
+                c["reason"],
+                c["detail"]
+            );
+        }
+        Ok(None)
+    })
+    .await
+}
+
+/// Agent YAML with controllers added: each `(asset, capacity kW, simulator)`
+/// becomes a controller asset and a Modbus device on the simulator's
+/// controller block; `setpoints` is appended as the `setpoints:` section.
+pub fn with_controllers(
+    yaml: &str,
+    controllers: &[(&str, f64, &atg_sim::Simulator)],
+    setpoints: &str,
+    extra: &str,
+) -> String {
+    let assets: String = controllers
+        .iter()
+        .map(|(a, cap, _)| {
+            format!("  - {{ id: {a}, kind: controller, capacity: {cap}, capacity_unit: kW }}\n")
+        })
+        .collect();
+    let devices: String = controllers
+        .iter()
+        .map(|(a, _, sim)| atg_sim::controller_yaml_device(&format!("dev-{a}"), sim.addr, a, 100))
+        .collect();
+    format!(
+        "{}{devices}setpoints:\n{setpoints}{extra}",
+        yaml.replacen("devices:\n", &format!("{assets}devices:\n"), 1)
+    )
 }

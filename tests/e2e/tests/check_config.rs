@@ -105,13 +105,37 @@ fn the_shipped_demo_config_is_valid_and_matches_the_simulator() -> Result<()> {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/site-demo.yaml");
     let text = std::fs::read_to_string(&path)?;
     let cfg = edge_agent::config::parse("configs/site-demo.yaml", &text)?;
-    let edge_agent::config::DeviceConfig::Modbus(m) = &cfg.devices[0];
+    let modbus = |name: &str| {
+        cfg.devices
+            .iter()
+            .map(|d| match d {
+                edge_agent::config::DeviceConfig::Modbus(m) => m,
+            })
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("no device {name}"))
+    };
+    let m = modbus("atg");
     assert_eq!(
         m.address, "127.0.0.1:5020",
         "the demo script starts atg-sim there"
     );
+    // the controller's writable points sit on the simulator's controller block
+    let c = modbus("controller");
+    let reg = |f: &str| {
+        c.points
+            .iter()
+            .find(|p| p.field == f && p.writable)
+            .map(|p| p.register)
+    };
+    assert_eq!(reg("pump_enable"), Some(atg_sim::CONTROLLER_BASE));
+    assert_eq!(reg("power_limit"), Some(atg_sim::CONTROLLER_BASE + 2));
+    assert_eq!(cfg.setpoints.len(), 2, "both writable points have limits");
     // every simulator field of every tank is mapped at its documented register
-    for (i, asset) in cfg.assets.iter().enumerate() {
+    let tanks = cfg
+        .assets
+        .iter()
+        .filter(|a| a.kind == edge_agent::config::AssetKind::Tank);
+    for (i, asset) in tanks.enumerate() {
         for (field, off, unit) in atg_sim::FIELDS.iter().filter(|f| f.0 != "capacity") {
             let p = m
                 .points

@@ -1,0 +1,869 @@
+//! The command executor: applies the headend's commands at the site.
+//!
+//! ```text
+//! uplink --Command (bounded, COMMAND_QUEUE; the uplink waits)--> executor
+//! executor --dedup, expiry, supersession, safety limits--> device write + read-back
+//! executor --CommandAck / delivery Event--> log writer (fsynced at once) --> headend
+//! ```
+//!
+//! Every answer is a log entry (class command_ack or event), so it survives
+//! restarts and outages and reaches the headend exactly once. The command
+//! id is stored durably ([`crate::store`]) *before* the `received` ack, and
+//! a redelivered id is ignored: a command is applied at most once.
+//!
+//! Order of checks for a setpoint: redelivery, expiry, known point and
+//! default (for a duration), supersession (a newer command is in force on
+//! the point), safety limits ([`crate::limits`]), then the write and its
+//! read-back. A setpoint with a duration is reverted to the point's
+//! configured default when it ends (also after a restart: the end time is
+//! stored); a failed revert is retried every [`REVERT_RETRY`] until it
+//! succeeds.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use adapter_api::{Reading, WriteOutcome, WriteRequest, now_ms};
+use tankwatch_proto::v1;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::{AgentConfig, AssetKind};
+use crate::delivery::{Detected, Detector};
+use crate::limits::{Facts, SetpointLimits};
+use crate::logwriter::{Latest, Record};
+use crate::store::{PointState, Store, StoreError};
+
+/// Commands waiting for the executor; when full the uplink stops reading
+/// the stream (HTTP/2 flow control then holds the headend back).
+pub const COMMAND_QUEUE: usize = 64;
+/// Longest wait for a device to answer a write (and its read-back).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Retry period of a failed revert.
+pub const REVERT_RETRY: Duration = Duration::from_secs(5);
+/// How often tank volumes are sampled for delivery detection.
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+
+/// Counters for `/metrics`.
+#[derive(Clone, Default)]
+pub struct CommandMetrics {
+    pub received: prometheus_client::metrics::counter::Counter,
+    pub duplicates: prometheus_client::metrics::counter::Counter,
+    pub applied: prometheus_client::metrics::counter::Counter,
+    pub refused: prometheus_client::metrics::counter::Counter,
+    pub device_writes: prometheus_client::metrics::counter::Counter,
+    pub deliveries: prometheus_client::metrics::counter::Counter,
+}
+
+/// The executor's wiring.
+pub struct Executor {
+    pub cfg: Arc<AgentConfig>,
+    pub store: Store,
+    pub writes: HashMap<String, mpsc::Sender<WriteRequest>>,
+    pub latest: Arc<Latest>,
+    pub records: mpsc::Sender<Record>,
+    pub readings: mpsc::Sender<Reading>,
+    pub metrics: CommandMetrics,
+}
+
+fn point_key(asset: &str, field: &str) -> String {
+    format!("{asset}.{field}")
+}
+
+fn ack(id: &str, reason: &str, detail: impl Into<String>, readback: Option<f64>) -> v1::CommandAck {
+    v1::CommandAck {
+        command_id: id.to_string(),
+        reason: reason.to_string(),
+        detail: detail.into(),
+        ts_ms: now_ms(),
+        seq: 0,
+        readback,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ExecError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the log writer has stopped")]
+    LogClosed,
+}
+
+impl Executor {
+    /// Runs until `stop`.
+    pub async fn run(self, mut rx: mpsc::Receiver<v1::Command>, mut stop: watch::Receiver<bool>) {
+        let mut ex = Running {
+            detectors: self
+                .cfg
+                .assets
+                .iter()
+                .filter(|a| a.kind == AssetKind::Tank)
+                .map(|a| (a.id.clone(), Detector::new(self.cfg.deliveries.clone())))
+                .collect(),
+            last_sample: HashMap::new(),
+            retry_at: HashMap::new(),
+            e: self,
+        };
+        // the interlock input starts known: no delivery in progress (a
+        // delivery under way at a restart is detected again from its rise)
+        for tank in ex.detectors.keys() {
+            let _ = ex.e.readings.send(in_progress(tank, false)).await;
+        }
+        if let Err(e) = ex.e.store.prune(now_ms()) {
+            tracing::warn!(error = %e, "pruning the command store failed");
+        }
+        let mut sample = tokio::time::interval(SAMPLE_EVERY);
+        sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            let due = ex.next_due();
+            let r = tokio::select! {
+                c = rx.recv() => match c {
+                    Some(c) => ex.handle(c).await,
+                    None => return,
+                },
+                _ = tokio::time::sleep(due), if due < Duration::MAX => ex.revert_due().await,
+                _ = sample.tick() => ex.detect().await,
+                _ = stop.changed() => return,
+            };
+            match r {
+                Ok(()) => {}
+                Err(ExecError::LogClosed) => return,
+                Err(e) => {
+                    // the state store failed (disk): the command is not acked
+                    // as applied; the headend redelivers it after a reconnect
+                    tracing::error!(error = %e, "command executor");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+}
+
+struct Running {
+    e: Executor,
+    detectors: HashMap<String, Detector>,
+    last_sample: HashMap<String, i64>,
+    /// Reverts that failed, and when to try again.
+    retry_at: HashMap<String, tokio::time::Instant>,
+}
+
+impl Running {
+    async fn send_ack(&self, a: v1::CommandAck) -> Result<(), ExecError> {
+        tracing::info!(command = %a.command_id, reason = %a.reason, detail = %a.detail, "command ack");
+        self.e
+            .records
+            .send(Record::ack(a))
+            .await
+            .map_err(|_| ExecError::LogClosed)
+    }
+
+    /// Ends a command at the site with `reason` (state done).
+    async fn finish(&self, id: &str, reason: &str, detail: String) -> Result<(), ExecError> {
+        self.e.store.set_command_state(id, "done", now_ms())?;
+        if reason != "applied" && reason != "completed" {
+            self.e.metrics.refused.inc();
+        }
+        self.send_ack(ack(id, reason, detail, None)).await
+    }
+
+    async fn handle(&mut self, c: v1::Command) -> Result<(), ExecError> {
+        use v1::command::Action;
+        let now = now_ms();
+        let kind = match &c.action {
+            Some(Action::Setpoint(_)) => "setpoint",
+            Some(Action::Eta(_)) => "eta",
+            Some(Action::Cancel(_)) => "cancel",
+            None => "unknown",
+        };
+        if !self
+            .e
+            .store
+            .insert_new(&c.command_id, c.issued_seq, kind, c.expires_at_ms, now)?
+        {
+            self.e.metrics.duplicates.inc();
+            tracing::info!(command = %c.command_id, "command delivered again; already handled (applied at most once)");
+            return Ok(());
+        }
+        self.e.metrics.received.inc();
+        if kind != "cancel" {
+            self.send_ack(ack(&c.command_id, "received", "", None))
+                .await?;
+        }
+        if c.expires_at_ms > 0 && now > c.expires_at_ms {
+            return self
+                .finish(
+                    &c.command_id,
+                    "expired",
+                    format!("expired {} ms before it arrived", now - c.expires_at_ms),
+                )
+                .await;
+        }
+        match c.action {
+            Some(Action::Setpoint(s)) => self.setpoint(&c.command_id, c.issued_seq, s).await,
+            Some(Action::Eta(e)) => self.eta(&c.command_id, c.issued_seq, e).await,
+            Some(Action::Cancel(x)) => {
+                self.e.store.set_command_state(&c.command_id, "done", now)?;
+                self.cancel(&x.command_id, c.issued_seq).await
+            }
+            None => {
+                self.finish(
+                    &c.command_id,
+                    "rejected_invalid",
+                    "the command carries no action this agent understands".into(),
+                )
+                .await
+            }
+        }
+    }
+
+    fn limits(&self, asset: &str, field: &str) -> Option<&SetpointLimits> {
+        self.e
+            .cfg
+            .setpoints
+            .iter()
+            .find(|l| l.asset == asset && l.field == field)
+    }
+
+    /// Writes through the device's adapter and waits for its read-back.
+    async fn write(&self, asset: &str, field: &str, value: f64) -> WriteOutcome {
+        let Some(tx) = self
+            .e
+            .cfg
+            .device_of_writable(asset, field)
+            .and_then(|d| self.e.writes.get(d))
+        else {
+            return WriteOutcome::UnknownPoint;
+        };
+        let (reply, rx) = oneshot::channel();
+        let req = WriteRequest {
+            asset_id: asset.to_string(),
+            field: field.to_string(),
+            value,
+            reply,
+        };
+        self.e.metrics.device_writes.inc();
+        match tokio::time::timeout(WRITE_TIMEOUT, async {
+            tx.send(req).await.ok()?;
+            rx.await.ok()
+        })
+        .await
+        {
+            Ok(Some(o)) => o,
+            Ok(None) => WriteOutcome::Unreachable("the device adapter has stopped".into()),
+            Err(_) => {
+                WriteOutcome::Unreachable(format!("no answer within {} s", WRITE_TIMEOUT.as_secs()))
+            }
+        }
+    }
+
+    async fn setpoint(&mut self, id: &str, seq: i64, s: v1::Setpoint) -> Result<(), ExecError> {
+        let key = point_key(&s.asset_id, &s.field);
+        let Some(limits) = self.limits(&s.asset_id, &s.field).cloned() else {
+            return self
+                .finish(
+                    id,
+                    "rejected_invalid",
+                    format!("{key} has no `setpoints:` entry in this agent's configuration, so it cannot be written"),
+                )
+                .await;
+        };
+        if s.duration_ms < 0 {
+            return self
+                .finish(id, "rejected_invalid", "duration_ms is negative".into())
+                .await;
+        }
+        if s.duration_ms > 0 && limits.default.is_none() {
+            return self
+                .finish(
+                    id,
+                    "rejected_invalid",
+                    format!(
+                        "{key} has no configured `default` to revert to when the duration ends"
+                    ),
+                )
+                .await;
+        }
+        let current = self.e.store.point(&key)?;
+        if let Some(cur) = current.as_ref().filter(|c| c.issued_seq > seq) {
+            return self
+                .finish(
+                    id,
+                    "superseded",
+                    format!(
+                        "a newer command ({}) was already applied to {key}",
+                        cur.command_id.as_deref().unwrap_or("since reverted")
+                    ),
+                )
+                .await;
+        }
+        let checked = {
+            let latest = self.e.latest.clone();
+            let value_of = move |a: &str, f: &str| latest.good(a, f).map(|(v, _)| v);
+            limits.check(
+                s.value,
+                &Facts {
+                    last_applied: current.as_ref().map(|c| (c.value, c.applied_ms)),
+                    now_ms: now_ms(),
+                    value_of: &value_of,
+                },
+            )
+        };
+        if let Err(r) = checked {
+            return self.finish(id, r.code, r.detail).await;
+        }
+        match self.write(&s.asset_id, &s.field, s.value).await {
+            WriteOutcome::Applied { readback } => {
+                let applied = now_ms();
+                let ends = (s.duration_ms > 0).then(|| applied + s.duration_ms);
+                self.e.store.set_point(
+                    &PointState {
+                        point: key.clone(),
+                        command_id: Some(id.to_string()),
+                        issued_seq: seq,
+                        value: s.value,
+                        applied_ms: applied,
+                        ends_ms: ends,
+                    },
+                    applied,
+                )?;
+                self.e.metrics.applied.inc();
+                let detail = match ends {
+                    Some(_) => format!(
+                        "{key} = {} (read back {readback}) for {} ms",
+                        s.value, s.duration_ms
+                    ),
+                    None => format!("{key} = {} (read back {readback})", s.value),
+                };
+                self.send_ack(ack(id, "applied", detail, Some(readback)))
+                    .await?;
+                // the command it replaced on this point is over
+                if let Some(prev) = current.and_then(|c| c.command_id).filter(|p| p != id) {
+                    self.e.store.set_command_state(&prev, "done", applied)?;
+                    self.send_ack(ack(&prev, "superseded", format!("by {id}"), None))
+                        .await?;
+                }
+                Ok(())
+            }
+            other => {
+                let (reason, detail) = outcome_reason(&other);
+                self.finish(id, reason, format!("{key}: {detail}")).await
+            }
+        }
+    }
+
+    /// Ends an applied command early, or makes sure an unapplied one never is.
+    async fn cancel(&mut self, target: &str, seq: i64) -> Result<(), ExecError> {
+        let now = now_ms();
+        match self.e.store.command_state(target)?.as_deref() {
+            None => {
+                // not here yet: remember it as done so it is never applied
+                self.e.store.insert_new(target, seq, "cancelled", 0, now)?;
+                self.finish(
+                    target,
+                    "cancelled",
+                    "cancelled before it reached the site".into(),
+                )
+                .await
+            }
+            Some("done") => Ok(()),
+            Some("applied") => {
+                if let Some(p) = self.e.store.point_of_command(target)? {
+                    return self.revert(p, "cancelled").await;
+                }
+                if let Some(d) = self
+                    .e
+                    .store
+                    .deliveries()?
+                    .into_iter()
+                    .find(|d| d.command_id == target)
+                {
+                    self.e
+                        .store
+                        .set_delivery_state(&d.load_ref, "cancelled", None, now)?;
+                    return self
+                        .finish(
+                            target,
+                            "completed",
+                            format!("cancelled: load {} removed", d.load_ref),
+                        )
+                        .await;
+                }
+                self.finish(target, "completed", "cancelled".into()).await
+            }
+            Some(_) => {
+                self.finish(
+                    target,
+                    "cancelled",
+                    "cancelled before it was applied".into(),
+                )
+                .await
+            }
+        }
+    }
+
+    /// Writes the point's default back (duration over, or cancelled).
+    async fn revert(&mut self, p: PointState, why: &str) -> Result<(), ExecError> {
+        let Some(id) = p.command_id.clone() else {
+            return Ok(());
+        };
+        let Some((asset, field)) = p.point.split_once('.') else {
+            return Ok(());
+        };
+        let (asset, field) = (asset.to_string(), field.to_string());
+        let Some(default) = self.limits(&asset, &field).and_then(|l| l.default) else {
+            // nothing to go back to: the value stays, the command is over
+            self.e.store.set_point(
+                &PointState {
+                    command_id: None,
+                    ends_ms: None,
+                    ..p.clone()
+                },
+                now_ms(),
+            )?;
+            return self
+                .finish(
+                    &id,
+                    "completed",
+                    format!("{why}; {} has no default, value stays {}", p.point, p.value),
+                )
+                .await;
+        };
+        match self.write(&asset, &field, default).await {
+            WriteOutcome::Applied { readback } => {
+                self.retry_at.remove(&p.point);
+                let now = now_ms();
+                self.e.store.set_point(
+                    &PointState {
+                        command_id: None,
+                        value: default,
+                        applied_ms: now,
+                        ends_ms: None,
+                        ..p.clone()
+                    },
+                    now,
+                )?;
+                self.e.store.set_command_state(&id, "done", now)?;
+                let what = if why == "cancelled" {
+                    "cancelled"
+                } else {
+                    "duration ended"
+                };
+                self.send_ack(ack(
+                    &id,
+                    "completed",
+                    format!(
+                        "{what}: {} reverted to default {default} (read back {readback})",
+                        p.point
+                    ),
+                    Some(readback),
+                ))
+                .await
+            }
+            other => {
+                let (reason, detail) = outcome_reason(&other);
+                tracing::warn!(command = %id, point = %p.point, reason, detail, "revert failed; retrying");
+                self.retry_at
+                    .insert(p.point.clone(), tokio::time::Instant::now() + REVERT_RETRY);
+                if why == "cancelled" {
+                    // make the timer path retry it
+                    self.e.store.set_point(
+                        &PointState {
+                            ends_ms: Some(now_ms()),
+                            ..p
+                        },
+                        now_ms(),
+                    )?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn next_due(&self) -> Duration {
+        let now = now_ms();
+        let Ok(points) = self.e.store.timed_points() else {
+            return Duration::from_secs(1);
+        };
+        points
+            .iter()
+            .filter_map(|p| {
+                let end = p.ends_ms?;
+                let mut d = Duration::from_millis((end - now).max(0) as u64);
+                if let Some(at) = self.retry_at.get(&p.point) {
+                    d = d.max(at.saturating_duration_since(tokio::time::Instant::now()));
+                }
+                Some(d)
+            })
+            .min()
+            .unwrap_or(Duration::MAX)
+    }
+
+    async fn revert_due(&mut self) -> Result<(), ExecError> {
+        let now = now_ms();
+        let t = tokio::time::Instant::now();
+        for p in self.e.store.timed_points()? {
+            if p.ends_ms.is_some_and(|e| e <= now)
+                && self.retry_at.get(&p.point).is_none_or(|at| *at <= t)
+            {
+                self.revert(p, "duration ended").await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn eta(&mut self, id: &str, seq: i64, e: v1::EtaAction) -> Result<(), ExecError> {
+        if e.load_ref.trim().is_empty() {
+            return self
+                .finish(id, "rejected_invalid", "load_ref is empty".into())
+                .await;
+        }
+        let tanks: Vec<&str> = self
+            .e
+            .cfg
+            .assets
+            .iter()
+            .filter(|a| a.kind == AssetKind::Tank)
+            .map(|a| a.id.as_str())
+            .collect();
+        if e.tanks.is_empty() {
+            return self
+                .finish(id, "rejected_invalid", "no tank given".into())
+                .await;
+        }
+        if let Some(t) = e.tanks.iter().find(|t| !tanks.contains(&t.as_str())) {
+            return self
+                .finish(
+                    id,
+                    "rejected_invalid",
+                    format!(
+                        "{t:?} is not a tank of this site (tanks: {})",
+                        tanks.join(", ")
+                    ),
+                )
+                .await;
+        }
+        let prev = self.e.store.delivery(&e.load_ref)?;
+        if let Some(p) = prev.as_ref().filter(|p| p.issued_seq > seq) {
+            return self
+                .finish(
+                    id,
+                    "superseded",
+                    format!(
+                        "a newer ETA ({}) for load {} is already here",
+                        p.command_id, e.load_ref
+                    ),
+                )
+                .await;
+        }
+        let now = now_ms();
+        self.e.store.put_delivery(id, seq, &e, now)?;
+        self.e.metrics.applied.inc();
+        let detail = if e.cancelled {
+            format!("load {} cancelled", e.load_ref)
+        } else {
+            format!(
+                "load {} expected at {} ({}) on {}",
+                e.load_ref,
+                e.eta_ms,
+                e.eta_source,
+                e.tanks.join(", ")
+            )
+        };
+        self.send_ack(ack(id, "applied", detail, None)).await?;
+        if let Some(p) = prev.filter(|p| p.command_id != id)
+            && self.e.store.command_state(&p.command_id)?.as_deref() != Some("done")
+        {
+            self.e.store.set_command_state(&p.command_id, "done", now)?;
+            self.send_ack(ack(&p.command_id, "superseded", format!("by {id}"), None))
+                .await?;
+        }
+        if e.cancelled {
+            self.e.store.set_command_state(id, "done", now)?;
+            self.send_ack(ack(
+                id,
+                "completed",
+                format!("load {} cancelled", e.load_ref),
+                None,
+            ))
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Samples tank volumes; a detected delivery becomes events tied to the
+    /// matching expected load, and a `delivery.in_progress` reading.
+    async fn detect(&mut self) -> Result<(), ExecError> {
+        let mut found = Vec::new();
+        for (tank, det) in &mut self.detectors {
+            let Some((v, ts)) = self.e.latest.good(tank, "volume") else {
+                continue;
+            };
+            if self.last_sample.get(tank) == Some(&ts) {
+                continue;
+            }
+            self.last_sample.insert(tank.clone(), ts);
+            if let Some(d) = det.sample(ts, v) {
+                found.push((tank.clone(), d));
+            }
+        }
+        for (tank, d) in found {
+            self.delivery(&tank, d).await?;
+        }
+        Ok(())
+    }
+
+    async fn delivery(&mut self, tank: &str, d: Detected) -> Result<(), ExecError> {
+        let now = now_ms();
+        let loads = self.e.store.deliveries()?;
+        let (delivering, ev) = match d {
+            Detected::Started {
+                start_ms,
+                start_volume,
+            } => {
+                // the expected load for this tank whose ETA is nearest
+                let load = loads
+                    .iter()
+                    .filter(|l| l.state == "expected" && l.tanks.iter().any(|t| t == tank))
+                    .min_by_key(|l| (l.eta_ms - start_ms).abs());
+                let load_ref = load.map(|l| l.load_ref.clone()).unwrap_or_default();
+                if !load_ref.is_empty() {
+                    self.e
+                        .store
+                        .set_delivery_state(&load_ref, "delivering", None, now)?;
+                }
+                (
+                    true,
+                    v1::DeliveryEvent {
+                        phase: v1::delivery_event::Phase::Started as i32,
+                        load_ref,
+                        tank: tank.to_string(),
+                        start_ms,
+                        start_volume_l: start_volume,
+                        ..Default::default()
+                    },
+                )
+            }
+            Detected::Ended {
+                start_ms,
+                end_ms,
+                start_volume,
+                end_volume,
+            } => {
+                let load = loads
+                    .iter()
+                    .find(|l| l.state == "delivering" && l.tanks.iter().any(|t| t == tank));
+                let delivered = end_volume - start_volume;
+                let mut load_ref = String::new();
+                if let Some(l) = load {
+                    load_ref = l.load_ref.clone();
+                    self.e.store.set_delivery_state(
+                        &l.load_ref,
+                        "delivered",
+                        Some(delivered),
+                        now,
+                    )?;
+                    if self.e.store.command_state(&l.command_id)?.as_deref() != Some("done") {
+                        self.e.store.set_command_state(&l.command_id, "done", now)?;
+                        self.send_ack(ack(
+                            &l.command_id,
+                            "completed",
+                            format!(
+                                "load {} delivered: {delivered:.0} L into {tank}",
+                                l.load_ref
+                            ),
+                            None,
+                        ))
+                        .await?;
+                    }
+                }
+                self.e.metrics.deliveries.inc();
+                (
+                    false,
+                    v1::DeliveryEvent {
+                        phase: v1::delivery_event::Phase::Ended as i32,
+                        load_ref,
+                        tank: tank.to_string(),
+                        start_ms,
+                        end_ms,
+                        start_volume_l: start_volume,
+                        end_volume_l: end_volume,
+                        delivered_volume_l: delivered,
+                    },
+                )
+            }
+        };
+        tracing::info!(tank, load = %ev.load_ref, phase = ev.phase, delivered = ev.delivered_volume_l, "delivery detected");
+        self.e
+            .records
+            .send(Record::event(v1::Event {
+                ts_ms: now,
+                kind: Some(v1::event::Kind::Delivery(ev)),
+                seq: 0,
+            }))
+            .await
+            .map_err(|_| ExecError::LogClosed)?;
+        // an interlock input ("no pump enable while a delivery is in progress")
+        let _ = self.e.readings.send(in_progress(tank, delivering)).await;
+        Ok(())
+    }
+}
+
+/// The `<tank>.delivery.in_progress` reading (an interlock input).
+fn in_progress(tank: &str, delivering: bool) -> Reading {
+    let now = now_ms();
+    Reading {
+        asset_id: tank.to_string(),
+        field: "delivery.in_progress".into(),
+        value: if delivering { 1.0 } else { 0.0 },
+        unit: "bool".into(),
+        quality: adapter_api::Quality::Good,
+        source_ts_ms: now,
+        received_ts_ms: now,
+        source: "agent://delivery-detector".into(),
+        error: String::new(),
+    }
+}
+
+/// The ack reason of a failed write.
+fn outcome_reason(o: &WriteOutcome) -> (&'static str, String) {
+    match o {
+        WriteOutcome::Applied { readback } => ("applied", format!("read back {readback}")),
+        WriteOutcome::UnknownPoint => (
+            "rejected_invalid",
+            "no device has this writable point".into(),
+        ),
+        WriteOutcome::NotRepresentable(d) => ("rejected_out_of_range", d.clone()),
+        WriteOutcome::Unreachable(d) => ("device_unreachable", d.clone()),
+        WriteOutcome::Failed(d) => ("write_failed", d.clone()),
+        WriteOutcome::ReadbackMismatch { wrote, read } => (
+            "readback_mismatch",
+            format!("wrote {wrote}, read back {read}"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    const YAML: &str = r#"site_id: site-1
+headend: { address: "127.0.0.1:7443" }
+tls: { cert: a.pem, key: a.key, ca: ca.pem }
+assets:
+  - { id: ctl, kind: controller }
+devices:
+  - modbus:
+      name: dev
+      address: 127.0.0.1:502
+      points:
+        - { asset: ctl, field: power_limit, register: 1002, type: f32, writable: true }
+setpoints:
+  - { asset: ctl, field: power_limit, min: 0, max: 80, default: 50 }
+"#;
+
+    struct Harness {
+        commands: mpsc::Sender<v1::Command>,
+        records: mpsc::Receiver<Record>,
+        device: mpsc::Receiver<WriteRequest>,
+        _stop: watch::Sender<bool>,
+        _dir: tempfile::TempDir,
+        _readings: mpsc::Receiver<Reading>,
+    }
+
+    fn start() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::config::parse("t.yaml", YAML).unwrap();
+        let (dev_tx, device) = mpsc::channel(4);
+        let (rec_tx, records) = mpsc::channel(64);
+        let (read_tx, readings) = mpsc::channel(64);
+        let (cmd_tx, cmd_rx) = mpsc::channel(4);
+        let (stop, stop_rx) = watch::channel(false);
+        let ex = Executor {
+            cfg: Arc::new(cfg),
+            store: Store::open(dir.path()).unwrap(),
+            writes: HashMap::from([("dev".to_string(), dev_tx)]),
+            latest: Arc::new(Latest::default()),
+            records: rec_tx,
+            readings: read_tx,
+            metrics: CommandMetrics::default(),
+        };
+        tokio::spawn(ex.run(cmd_rx, stop_rx));
+        Harness {
+            commands: cmd_tx,
+            records,
+            device,
+            _stop: stop,
+            _dir: dir,
+            _readings: readings,
+        }
+    }
+
+    fn setpoint(id: &str, value: f64, expires_at_ms: i64) -> v1::Command {
+        v1::Command {
+            command_id: id.into(),
+            expires_at_ms,
+            issued_seq: 1,
+            action: Some(v1::command::Action::Setpoint(v1::Setpoint {
+                asset_id: "ctl".into(),
+                field: "power_limit".into(),
+                value,
+                duration_ms: 0,
+            })),
+        }
+    }
+
+    async fn next_ack(h: &mut Harness) -> (String, String) {
+        let r = tokio::time::timeout(Duration::from_secs(5), h.records.recv())
+            .await
+            .expect("an ack in time")
+            .expect("records open");
+        match v1::LogRecord::decode(r.payload.as_slice()).unwrap().kind {
+            Some(v1::log_record::Kind::CommandAck(a)) => (a.command_id, a.reason),
+            other => panic!("not an ack: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_command_arriving_after_its_expiry_is_answered_expired_and_never_written() {
+        let mut h = start();
+        h.commands
+            .send(setpoint("c1", 10.0, now_ms() - 1000))
+            .await
+            .unwrap();
+        assert_eq!(next_ack(&mut h).await, ("c1".into(), "received".into()));
+        assert_eq!(next_ack(&mut h).await, ("c1".into(), "expired".into()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(h.device.try_recv().is_err(), "nothing reached the device");
+    }
+
+    #[tokio::test]
+    async fn a_command_delivered_twice_is_written_once() {
+        let mut h = start();
+        let c = setpoint("c2", 10.0, now_ms() + 60_000);
+        h.commands.send(c.clone()).await.unwrap();
+        h.commands.send(c).await.unwrap();
+        let w = tokio::time::timeout(Duration::from_secs(5), h.device.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(w.value, 10.0);
+        let _ = w.reply.send(WriteOutcome::Applied { readback: 10.0 });
+        assert_eq!(next_ack(&mut h).await.1, "received");
+        assert_eq!(next_ack(&mut h).await.1, "applied");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(h.device.try_recv().is_err(), "written once");
+        assert!(h.records.try_recv().is_err(), "answered once");
+    }
+
+    #[tokio::test]
+    async fn an_out_of_range_setpoint_is_rejected_before_the_device() {
+        let mut h = start();
+        h.commands
+            .send(setpoint("c3", 81.0, now_ms() + 60_000))
+            .await
+            .unwrap();
+        assert_eq!(next_ack(&mut h).await.1, "received");
+        assert_eq!(next_ack(&mut h).await.1, "rejected_out_of_range");
+        assert!(h.device.try_recv().is_err());
+    }
+}

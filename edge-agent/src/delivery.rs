@@ -1,0 +1,246 @@
+//! Delivery detection from a tank's volume: a pure state machine (no I/O)
+//! fed with (time, volume) samples.
+//!
+//! * Idle: the lowest recent volume is the baseline (a baseline older than
+//!   `window_ms` is moved up to the current volume, so slow thermal drift
+//!   never adds up to a false delivery). A rise of at least `min_rise_l`
+//!   above the baseline starts a delivery at the baseline's time and volume.
+//! * Delivering: the peak is tracked; when the volume has not risen above
+//!   the peak (by more than the noise band) for `settle_ms`, the delivery
+//!   ended at the peak: delivered = peak - baseline.
+
+use serde::Deserialize;
+
+/// Detection settings (`deliveries:` in the agent's YAML).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectConfig {
+    /// Smallest rise that counts as a delivery, litres. Default 300.
+    #[serde(default = "d_rise")]
+    pub min_rise_l: f64,
+    /// A delivery has ended when the volume stopped rising for this long, ms. Default 120,000.
+    #[serde(default = "d_settle")]
+    pub settle_ms: i64,
+    /// Rises smaller than this are noise (level waves, temperature), litres. Default 20.
+    #[serde(default = "d_noise")]
+    pub noise_l: f64,
+    /// Baseline memory, ms. Default 600,000.
+    #[serde(default = "d_window")]
+    pub window_ms: i64,
+}
+
+fn d_rise() -> f64 {
+    300.0
+}
+fn d_settle() -> i64 {
+    120_000
+}
+fn d_noise() -> f64 {
+    20.0
+}
+fn d_window() -> i64 {
+    600_000
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        Self {
+            min_rise_l: d_rise(),
+            settle_ms: d_settle(),
+            noise_l: d_noise(),
+            window_ms: d_window(),
+        }
+    }
+}
+
+/// What a sample revealed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Detected {
+    Started {
+        start_ms: i64,
+        start_volume: f64,
+    },
+    Ended {
+        start_ms: i64,
+        end_ms: i64,
+        start_volume: f64,
+        end_volume: f64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum State {
+    Empty,
+    Idle {
+        base_ms: i64,
+        base: f64,
+    },
+    Delivering {
+        start_ms: i64,
+        start: f64,
+        peak_ms: i64,
+        peak: f64,
+    },
+}
+
+/// Detector of one tank.
+#[derive(Debug, Clone)]
+pub struct Detector {
+    cfg: DetectConfig,
+    state: State,
+}
+
+impl Detector {
+    pub fn new(cfg: DetectConfig) -> Self {
+        Detector {
+            cfg,
+            state: State::Empty,
+        }
+    }
+
+    pub fn delivering(&self) -> bool {
+        matches!(self.state, State::Delivering { .. })
+    }
+
+    /// Feeds one sample (samples must come in time order).
+    pub fn sample(&mut self, ts: i64, v: f64) -> Option<Detected> {
+        if !v.is_finite() {
+            return None;
+        }
+        match self.state.clone() {
+            State::Empty => {
+                self.state = State::Idle {
+                    base_ms: ts,
+                    base: v,
+                };
+                None
+            }
+            State::Idle { base_ms, base } => {
+                if v - base >= self.cfg.min_rise_l {
+                    self.state = State::Delivering {
+                        start_ms: base_ms,
+                        start: base,
+                        peak_ms: ts,
+                        peak: v,
+                    };
+                    return Some(Detected::Started {
+                        start_ms: base_ms,
+                        start_volume: base,
+                    });
+                }
+                if v <= base || ts - base_ms > self.cfg.window_ms {
+                    self.state = State::Idle {
+                        base_ms: ts,
+                        base: v,
+                    };
+                }
+                None
+            }
+            State::Delivering {
+                start_ms,
+                start,
+                peak_ms,
+                peak,
+            } => {
+                if v > peak + self.cfg.noise_l || (v > peak && ts - peak_ms < self.cfg.settle_ms) {
+                    self.state = State::Delivering {
+                        start_ms,
+                        start,
+                        peak_ms: ts,
+                        peak: v,
+                    };
+                    return None;
+                }
+                if ts - peak_ms >= self.cfg.settle_ms {
+                    self.state = State::Idle {
+                        base_ms: ts,
+                        base: v,
+                    };
+                    return Some(Detected::Ended {
+                        start_ms,
+                        end_ms: peak_ms,
+                        start_volume: start,
+                        end_volume: peak,
+                    });
+                }
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn det() -> Detector {
+        Detector::new(DetectConfig {
+            min_rise_l: 300.0,
+            settle_ms: 10_000,
+            noise_l: 20.0,
+            window_ms: 60_000,
+        })
+    }
+
+    #[test]
+    fn a_rise_then_a_plateau_is_one_delivery_with_the_delivered_volume() {
+        let mut d = det();
+        let mut events = vec![];
+        // sales: 10000 -> 9990 over 10 s, then +5000 over 50 s, then flat with sales
+        let mut t = 0;
+        let mut v = 10_000.0;
+        for _ in 0..10 {
+            events.extend(d.sample(t, v));
+            t += 1000;
+            v -= 1.0;
+        }
+        for _ in 0..50 {
+            v += 100.0;
+            events.extend(d.sample(t, v));
+            t += 1000;
+        }
+        for _ in 0..30 {
+            v -= 1.0;
+            events.extend(d.sample(t, v));
+            t += 1000;
+        }
+        assert_eq!(events.len(), 2, "{events:?}");
+        let Detected::Ended {
+            start_volume,
+            end_volume,
+            start_ms,
+            end_ms,
+        } = events[1].clone()
+        else {
+            panic!("{events:?}")
+        };
+        // from the last sample before the rise (9991) to the peak (14990)
+        assert!((end_volume - start_volume - 4999.0).abs() < 1e-6);
+        assert_eq!((start_ms, end_ms), (9000, 59_000));
+        assert!(matches!(
+            events[0],
+            Detected::Started { start_ms: 9000, .. }
+        ));
+    }
+
+    #[test]
+    fn sales_noise_and_slow_drift_are_not_deliveries() {
+        let mut d = det();
+        let mut t = 0;
+        for i in 0..10_000 {
+            // +-15 L waves and a slow thermal rise of 1 L per 10 s
+            let v = 10_000.0 + 15.0 * ((i as f64) / 3.0).sin() + i as f64 / 10.0;
+            assert_eq!(d.sample(t, v), None, "sample {i}");
+            t += 1000;
+        }
+        assert!(!d.delivering());
+    }
+
+    #[test]
+    fn a_rise_below_the_threshold_is_ignored() {
+        let mut d = det();
+        assert_eq!(d.sample(0, 1000.0), None);
+        assert_eq!(d.sample(1000, 1299.0), None);
+        assert!(d.sample(2000, 1300.0).is_some());
+    }
+}

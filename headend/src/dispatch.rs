@@ -1,0 +1,179 @@
+//! Command dispatch: from the `commands` table to connected agents.
+//!
+//! Each agent session runs a dispatcher next to its telemetry pump. It
+//! sends, oldest first, every command of its site that the agent has not
+//! acknowledged yet (`submitted` or `sent`) and every cancel not yet
+//! carried out, then waits for a nudge (a REST submit on this replica) or
+//! [`POLL_EVERY`] (a submit on another replica sharing the database).
+//!
+//! At-least-once: a new session resends everything still `sent` (the agent
+//! may have received it before the old session died); the agent applies a
+//! command id at most once. Within one session a command is sent once.
+//! Commands never sent whose expiry passes are expired here, by the
+//! [`sweep`] task, and never sent; sent ones get the agent's verdict.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tankwatch_proto::v1::{self, HeadendMessage, headend_message::Msg as Out};
+use tokio::sync::{Notify, mpsc};
+use tonic::Status;
+
+use crate::commands::{CommandRow, EtaPayload};
+use crate::db::{Db, now_ms};
+
+/// Fallback poll of the commands table per session.
+pub const POLL_EVERY: Duration = Duration::from_secs(1);
+/// Most commands read per round (the rest follow in the next round).
+const ROUND: i64 = 100;
+
+/// Per-site nudges (bounded by the number of sites).
+#[derive(Clone, Default)]
+pub struct Dispatcher {
+    sites: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
+}
+
+impl Dispatcher {
+    fn notify_of(&self, site: &str) -> Arc<Notify> {
+        self.sites
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(site.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Wakes the site's session dispatcher (a new command or cancel).
+    pub fn nudge(&self, site: &str) {
+        self.notify_of(site).notify_one();
+    }
+
+    /// Runs a session's dispatcher until the outbound stream closes.
+    pub async fn run(
+        &self,
+        db: Db,
+        site: String,
+        peer: String,
+        tx: mpsc::Sender<Result<HeadendMessage, Status>>,
+    ) {
+        let notify = self.notify_of(&site);
+        let actor = format!("headend: session from {peer}");
+        // what this session has sent (pruned to what is still pending)
+        let mut sent: HashSet<String> = HashSet::new();
+        loop {
+            match db.dispatchable(&site, ROUND).await {
+                Ok(rows) => {
+                    let pending: HashSet<String> = rows
+                        .iter()
+                        .flat_map(|r| [r.command_id.clone(), cancel_id(&r.command_id)])
+                        .collect();
+                    sent.retain(|id| pending.contains(id));
+                    let now = now_ms();
+                    for r in rows {
+                        let msg = if r.cancel_requested_ms.is_some() {
+                            let id = cancel_id(&r.command_id);
+                            if !sent.insert(id) {
+                                continue;
+                            }
+                            cancel(&r)
+                        } else {
+                            if r.state == "submitted" && r.expires_at_ms < now {
+                                continue; // the sweeper expires it; never sent
+                            }
+                            if !sent.insert(r.command_id.clone()) {
+                                continue;
+                            }
+                            command(&r)
+                        };
+                        if tx.send(Ok(msg)).await.is_err() {
+                            return;
+                        }
+                        let what = if r.cancel_requested_ms.is_some() {
+                            "cancel_sent"
+                        } else if r.state == "sent" {
+                            "redelivered"
+                        } else {
+                            "sent"
+                        };
+                        if let Err(e) = db.mark_sent(&r.command_id, &actor, what).await {
+                            tracing::warn!(command = %r.command_id, error = %e, "recording a delivery failed");
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(%site, error = %e, "reading commands to dispatch failed"),
+            }
+            tokio::select! {
+                _ = notify.notified() => {}
+                _ = tokio::time::sleep(POLL_EVERY) => {}
+                _ = tx.closed() => return,
+            }
+        }
+    }
+}
+
+fn cancel_id(id: &str) -> String {
+    format!("cancel:{id}")
+}
+
+fn cancel(r: &CommandRow) -> HeadendMessage {
+    HeadendMessage {
+        msg: Some(Out::Command(v1::Command {
+            command_id: cancel_id(&r.command_id),
+            expires_at_ms: 0,
+            issued_seq: r.seq,
+            action: Some(v1::command::Action::Cancel(v1::Cancel {
+                command_id: r.command_id.clone(),
+            })),
+        })),
+    }
+}
+
+/// The wire form of a stored command.
+pub fn command(r: &CommandRow) -> HeadendMessage {
+    let action = match r.kind.as_str() {
+        "eta" => {
+            let p: EtaPayload = serde_json::from_str(&r.payload).unwrap_or_default();
+            v1::command::Action::Eta(v1::EtaAction {
+                load_ref: r.load_id.clone().unwrap_or_default(),
+                tanks: p.tanks,
+                product: p.product,
+                planned_volume_l: p.planned_volume_l,
+                eta_ms: p.eta_ms,
+                eta_source: p.eta_source,
+                cancelled: p.cancelled,
+            })
+        }
+        _ => v1::command::Action::Setpoint(v1::Setpoint {
+            asset_id: r.asset_id.clone(),
+            field: r.field.clone(),
+            value: r.value.unwrap_or(f64::NAN),
+            duration_ms: r.duration_ms,
+        }),
+    };
+    HeadendMessage {
+        msg: Some(Out::Command(v1::Command {
+            command_id: r.command_id.clone(),
+            expires_at_ms: r.expires_at_ms,
+            issued_seq: r.seq,
+            action: Some(action),
+        })),
+    }
+}
+
+/// Expires never-sent commands whose expiry passed, every second, until `stop`.
+pub async fn sweep(db: Db, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        match db.expire_unsent(now_ms()).await {
+            Ok(ids) if !ids.is_empty() => {
+                tracing::info!(count = ids.len(), ids = ?ids, "commands expired before they could be sent")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
