@@ -5,8 +5,9 @@
 //!    write + read-back -> ack through the agent's log -> `active` visible on
 //!    REST (polled every 2 ms). Prints p50/p99/max.
 //! 2. Throughput: `AGENTS` agents connected at once (each with its own
-//!    simulated controller); `PER_AGENT` setpoints each submitted through
-//!    REST by 16 concurrent clients; time until every one is `active`.
+//!    simulated controller): one setpoint to every agent, then `PER_AGENT`
+//!    ETA pushes (distinct loads) to every agent, submitted through REST by
+//!    16 concurrent clients; time until every one is `active`.
 //!
 //! `cargo run --release -p e2e --example commands` (env: N=200 AGENTS=100
 //! PER_AGENT=10 DB=sqlite|postgres).
@@ -128,73 +129,84 @@ async fn main() -> Result<()> {
         lat.last().copied().unwrap_or(f64::NAN)
     );
 
-    // ---- 2. throughput to all agents
-    let total = sites.len() * per_agent;
-    let t = Instant::now();
-    let jobs: Vec<(String, f64)> = (0..per_agent)
-        .flat_map(|k| {
-            sites
-                .iter()
-                .map(move |s| (s.clone(), (k % 90) as f64 + 1.0))
-        })
+    // ---- 2. throughput to all agents: one setpoint each (a device write
+    // and read-back at every site), then PER_AGENT ETA pushes each (distinct
+    // loads, stored durably by every agent), 16 REST clients
+    let mut jobs: Vec<serde_json::Value> = sites
+        .iter()
+        .map(|s| json!({"kind": "setpoint", "asset": format!("{s}/ctl-1"), "field": "power_limit", "value": 42}))
         .collect();
-    let queue = std::sync::Arc::new(std::sync::Mutex::new(jobs));
-    let mut clients = Vec::new();
-    for _ in 0..16 {
-        let q = queue.clone();
-        clients.push(tokio::spawn(async move {
-            loop {
-                let job = q.lock().map(|mut v| v.pop()).unwrap_or(None);
-                let Some((site, value)) = job else {
-                    return Ok::<(), anyhow::Error>(());
-                };
-                let (code, c) = post_json(
-                    http,
-                    "/api/v1/commands",
-                    &json!({"kind": "setpoint", "asset": format!("{site}/ctl-1"), "field": "power_limit", "value": value}),
-                )
-                .await?;
-                if code != 201 {
-                    bail!("{code}: {c}");
+    let eta = adapter_api::now_ms() + 3_600_000;
+    for k in 0..per_agent {
+        for s in &sites {
+            jobs.push(
+                json!({"site": s, "reference": format!("PO-{k}"), "tanks": ["tank-1"],
+                "planned_volume_l": 5000, "eta": eta, "eta_source": "carrier_api"}),
+            );
+        }
+    }
+    for (phase, jobs) in [
+        ("setpoints", jobs[..sites.len()].to_vec()),
+        ("ETA pushes", jobs[sites.len()..].to_vec()),
+    ] {
+        let total = jobs.len();
+        let t0 = adapter_api::now_ms();
+        let t = Instant::now();
+        let queue = std::sync::Arc::new(std::sync::Mutex::new(jobs));
+        let mut clients = Vec::new();
+        for _ in 0..16 {
+            let q = queue.clone();
+            clients.push(tokio::spawn(async move {
+                loop {
+                    let job = q.lock().map(|mut v| v.pop()).unwrap_or(None);
+                    let Some(body) = job else {
+                        return Ok::<(), anyhow::Error>(());
+                    };
+                    let path = if body.get("kind").is_some() {
+                        "/api/v1/commands"
+                    } else {
+                        "/api/v1/loads"
+                    };
+                    let (code, c) = post_json(http, path, &body).await?;
+                    if code != 201 {
+                        bail!("{code}: {c}");
+                    }
                 }
-            }
-        }));
-    }
-    for c in clients {
-        c.await??;
-    }
-    let submitted = t.elapsed();
-    let db = he.db.clone();
-    eventually(
-        "every command answered",
-        Duration::from_secs(600),
-        || async {
+            }));
+        }
+        for c in clients {
+            c.await??;
+        }
+        let submitted = t.elapsed();
+        let db = he.db.clone();
+        eventually("every command answered", Duration::from_secs(600), || async {
             let open: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM commands WHERE state IN ('submitted', 'sent', 'acked')",
+                "SELECT COUNT(*) FROM commands WHERE created_ms >= $1 AND state IN ('submitted', 'sent', 'acked')",
             )
+            .bind(t0)
             .fetch_one(db.pool())
             .await?;
             Ok((open == 0).then_some(()))
-        },
-    )
-    .await?;
-    let all = t.elapsed();
-    let bad: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM commands WHERE state IN ('failed', 'expired') OR (state = 'rejected' AND reason <> 'superseded')",
-    )
-    .fetch_one(db.pool())
-    .await?;
-    let superseded: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM commands WHERE reason = 'superseded'")
-            .fetch_one(db.pool())
-            .await?;
-    println!(
-        "throughput: {total} setpoints to {} agents: submitted in {:.2} s, all answered in {:.2} s = {:.0} commands/s ({superseded} superseded by a newer one for the same point, {bad} failed)",
-        sites.len(),
-        submitted.as_secs_f64(),
-        all.as_secs_f64(),
-        total as f64 / all.as_secs_f64()
-    );
+        })
+        .await?;
+        let all = t.elapsed();
+        let active: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM commands WHERE created_ms >= $1 AND state = 'active'",
+        )
+        .bind(t0)
+        .fetch_one(db.pool())
+        .await?;
+        println!(
+            "throughput, {phase}: {total} to {} agents: submitted in {:.2} s, all active in {:.2} s = {:.0} commands/s ({active} active)",
+            sites.len(),
+            submitted.as_secs_f64(),
+            all.as_secs_f64(),
+            total as f64 / all.as_secs_f64()
+        );
+        if active as usize != total {
+            bail!("{phase}: only {active} of {total} active");
+        }
+    }
     for a in agents {
         a.stop().await?;
     }
