@@ -489,6 +489,9 @@ async fn submit(
     let site = cmds.first().map(|c| c.site_id.clone()).unwrap_or_default();
     match s.db.submit_commands(&cmds).await? {
         Submitted::Created(row) => {
+            s.metrics
+                .commands_submitted
+                .inc_by(cmds.iter().filter(|c| c.kind != "split").count() as u64);
             s.dispatcher.nudge(&site);
             tracing::info!(command = %row.command_id, site = %row.site_id, kind = %row.kind, by = %row.created_by, "command submitted");
             Ok((
@@ -810,7 +813,11 @@ async fn push_eta(
         who,
     );
     let row = match s.db.submit_commands(&[cmd]).await? {
-        Submitted::Created(r) | Submitted::Existing(r) => r,
+        Submitted::Created(r) => {
+            s.metrics.commands_submitted.inc();
+            r
+        }
+        Submitted::Existing(r) => r,
     };
     s.db.set_load_command(&load.load_id, &row.command_id)
         .await?;

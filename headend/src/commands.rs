@@ -359,7 +359,7 @@ impl Db {
             return Ok(Submitted::Existing(existing));
         }
         let now = now_ms();
-        let mut tx = self.pool().begin().await?;
+        let (_w, mut tx) = self.begin_write().await?;
         for c in cmds {
             let r = sqlx::query(
                 "INSERT INTO commands (command_id, idempotency_key, request, parent_id, site_id, asset_id, kind, field, value, duration_ms,
@@ -511,7 +511,7 @@ impl Db {
     /// Records a delivery attempt: submitted -> sent, or a redelivery event.
     pub async fn mark_sent(&self, id: &str, actor: &str, what: &str) -> Result<(), Error> {
         let now = now_ms();
-        let mut c = self.pool().acquire().await?;
+        let (_w, mut c) = self.begin_write().await?;
         if !transition(&mut c, id, &["submitted"], "sent", what, "", actor, now).await? {
             let state: Option<String> =
                 sqlx::query_scalar("SELECT state FROM commands WHERE command_id = $1")
@@ -529,6 +529,7 @@ impl Db {
             )
             .await?;
         }
+        c.commit().await?;
         Ok(())
     }
 
@@ -543,7 +544,7 @@ impl Db {
         .await?;
         let mut done = Vec::new();
         for id in ids {
-            let mut tx = self.pool().begin().await?;
+            let (_w, mut tx) = self.begin_write().await?;
             if transition(
                 &mut tx,
                 &id,
@@ -568,7 +569,7 @@ impl Db {
     /// when it had already ended.
     pub async fn request_cancel(&self, id: &str, actor: &str) -> Result<bool, Error> {
         let now = now_ms();
-        let mut tx = self.pool().begin().await?;
+        let (_w, mut tx) = self.begin_write().await?;
         let ok = if transition(
             &mut tx,
             id,
@@ -644,7 +645,7 @@ impl Db {
     // ------------------------------------------------------------ loads
 
     pub async fn insert_load(&self, l: &LoadRow, actor: &str) -> Result<(), Error> {
-        let mut tx = self.pool().begin().await?;
+        let (_w, mut tx) = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO loads (load_id, reference, carrier, site_id, tanks, product, planned_volume_l, eta_ms, eta_source, status, created_ms, updated_ms)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
@@ -677,7 +678,7 @@ impl Db {
 
     /// Updates a load's ETA, planned volume or status (with an event).
     pub async fn update_load(&self, l: &LoadRow, what: &str, actor: &str) -> Result<(), Error> {
-        let mut tx = self.pool().begin().await?;
+        let (_w, mut tx) = self.begin_write().await?;
         sqlx::query(
             "UPDATE loads SET planned_volume_l = $1, eta_ms = $2, eta_source = $3, status = $4, updated_ms = $5 WHERE load_id = $6",
         )

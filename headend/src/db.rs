@@ -43,7 +43,18 @@ impl Backend {
 pub struct Db {
     pool: AnyPool,
     pub backend: Backend,
+    /// SQLite has one writer: transactions that write queue here, in
+    /// process, instead of spinning in SQLite's busy handler (its sleeps
+    /// of up to 100 ms made every commit wait behind the others).
+    /// PostgreSQL writes concurrently (no permit needed).
+    writer: Option<std::sync::Arc<tokio::sync::Semaphore>>,
 }
+
+/// A write transaction (holding the SQLite writer permit, if any).
+pub type WriteTx = (
+    Option<tokio::sync::OwnedSemaphorePermit>,
+    sqlx::Transaction<'static, sqlx::Any>,
+);
 
 /// What a hello tells us about a site.
 pub struct HelloInfo<'a> {
@@ -121,7 +132,13 @@ impl Db {
             .connect(&url)
             .await
             .map_err(|e| Error::Db(format!("connecting to {}: {e}", redact(&url))))?;
-        let db = Db { pool, backend };
+        let writer = (backend == Backend::Sqlite)
+            .then(|| std::sync::Arc::new(tokio::sync::Semaphore::new(1)));
+        let db = Db {
+            pool,
+            backend,
+            writer,
+        };
         db.migrate().await?;
         Ok(db)
     }
@@ -140,6 +157,20 @@ impl Db {
         &self.pool
     }
 
+    /// Begins a transaction that writes (queued behind other writers on SQLite).
+    pub async fn begin_write(&self) -> Result<WriteTx, Error> {
+        let permit = match &self.writer {
+            Some(w) => Some(
+                w.clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| Error::Db("writer closed".into()))?,
+            ),
+            None => None,
+        };
+        Ok((permit, self.pool.begin().await?))
+    }
+
     /// `SELECT 1`: readiness probe.
     pub async fn ping(&self) -> Result<(), Error> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
@@ -150,7 +181,7 @@ impl Db {
     /// the log's committed high-water mark.
     pub async fn record_hello(&self, h: HelloInfo<'_>) -> Result<u64, Error> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let (_w, mut tx) = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO sites (site_id, first_seen_ms, last_seen_ms, agent_version) VALUES ($1, $2, $2, $3)
              ON CONFLICT (site_id) DO UPDATE SET last_seen_ms = excluded.last_seen_ms, agent_version = excluded.agent_version",
@@ -227,7 +258,7 @@ impl Db {
         };
         let now = now_ms();
         let log_id = log_id_sql(first.log_id);
-        let mut tx = self.pool.begin().await?;
+        let (_w, mut tx) = self.begin_write().await?;
         for batch in batches {
             self.insert_batch(&mut tx, site, log_id, now, batch).await?;
         }

@@ -56,6 +56,7 @@ impl Dispatcher {
         site: String,
         peer: String,
         tx: mpsc::Sender<Result<HeadendMessage, Status>>,
+        sent_total: prometheus_client::metrics::counter::Counter,
     ) {
         let notify = self.notify_of(&site);
         let actor = format!("headend: session from {peer}");
@@ -89,6 +90,7 @@ impl Dispatcher {
                         if tx.send(Ok(msg)).await.is_err() {
                             return;
                         }
+                        sent_total.inc();
                         let what = if r.cancel_requested_ms.is_some() {
                             "cancel_sent"
                         } else if r.state == "sent" {

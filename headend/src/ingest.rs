@@ -227,14 +227,15 @@ impl v1::agent_link_server::AgentLink for Ingest {
         let this = self.clone();
         this.metrics.sessions.inc();
         let dispatch = {
-            let (d, db, site, peer, tx) = (
+            let (d, db, site, peer, tx, sent) = (
                 this.dispatcher.clone(),
                 this.db.clone(),
                 who.site_id.clone(),
                 who.peer.to_string(),
                 tx.clone(),
+                this.metrics.commands_sent.clone(),
             );
-            tokio::spawn(async move { d.run(db, site, peer, tx).await })
+            tokio::spawn(async move { d.run(db, site, peer, tx, sent).await })
         };
         tokio::spawn(async move {
             let site = who.site_id.clone();
@@ -304,6 +305,8 @@ impl Ingest {
                     m.batches.inc();
                     m.readings.inc_by(b.readings.len() as u64);
                     m.gap_records.inc_by(b.gaps.len() as u64);
+                    m.command_acks.inc_by(b.command_acks.len() as u64);
+                    m.delivery_events.inc_by(b.events.len() as u64);
                     if b.preview {
                         m.preview_batches.inc();
                     }

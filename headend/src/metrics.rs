@@ -22,6 +22,10 @@ pub struct Metrics {
     pub queued_batches: Gauge<i64, AtomicI64>,
     pub sessions: Gauge<i64, AtomicI64>,
     pub sessions_refused: Counter,
+    pub commands_submitted: Counter,
+    pub commands_sent: Counter,
+    pub command_acks: Counter,
+    pub delivery_events: Counter,
 }
 
 impl Default for Metrics {
@@ -39,7 +43,35 @@ impl Default for Metrics {
             queued_batches: Gauge::default(),
             sessions: Gauge::default(),
             sessions_refused: Counter::default(),
+            commands_submitted: Counter::default(),
+            commands_sent: Counter::default(),
+            command_acks: Counter::default(),
+            delivery_events: Counter::default(),
         };
+        for (name, help, c) in [
+            (
+                "commands_submitted",
+                "Commands created through REST (split children included)",
+                &m.commands_submitted,
+            ),
+            (
+                "commands_sent",
+                "Commands and cancels written to agent sessions (redeliveries included)",
+                &m.commands_sent,
+            ),
+            (
+                "command_acks",
+                "Command acks received from agents (replays included)",
+                &m.command_acks,
+            ),
+            (
+                "delivery_events",
+                "Delivery events received from agents (replays included)",
+                &m.delivery_events,
+            ),
+        ] {
+            r.register(name, help, c.clone());
+        }
         r.register(
             "batches",
             "Telemetry batches received (previews included)",

@@ -372,6 +372,12 @@ async fn a_command_delivered_twice_across_a_forced_reconnect_is_applied_once() -
         metric(&page, "tankwatch_agent_device_writes_total"),
         Some(1.0)
     );
+    let he_page = get_text(s.http, "/metrics").await?;
+    assert_eq!(
+        metric(&he_page, "tankwatch_headend_commands_sent_total"),
+        Some(2.0),
+        "sent, then redelivered after the reconnect"
+    );
     agent.stop().await?;
     s.he.stop().await;
     Ok(())
