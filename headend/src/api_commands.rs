@@ -26,7 +26,7 @@ use axum::{Json, Router, routing::get, routing::post};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 
-use crate::commands::{CommandRow, EtaPayload, LoadRow, NewCommand, Submitted};
+use crate::commands::{CommandRow, EtaPayload, LoadRow, LoadWrite, NewCommand, Submitted};
 use crate::db::now_ms;
 use crate::lifecycle;
 use crate::rest::{ApiError, ApiState, parse_time, ts};
@@ -794,17 +794,25 @@ async fn post_load(
         created_ms: now,
         updated_ms: now,
     };
-    s.db.insert_load(&load, &who).await?;
-    push_eta(&s, &load, &who, StatusCode::CREATED).await
+    let change = LoadWrite::Insert {
+        load: &load,
+        actor: &who,
+    };
+    push_eta(&s, change, StatusCode::CREATED).await
 }
 
-/// Pushes the load's current ETA to its site; answers with the load and the command.
+/// Saves the load change and pushes the load's current ETA to its site in
+/// one transaction; answers with the load and the command.
 async fn push_eta(
     s: &ApiState,
-    load: &LoadRow,
-    who: &str,
+    change: LoadWrite<'_>,
     code: StatusCode,
 ) -> Result<Response, FieldError> {
+    let (load, who) = match &change {
+        LoadWrite::Insert { load, actor } | LoadWrite::Update { load, actor, .. } => {
+            (*load, *actor)
+        }
+    };
     let cmd = eta_command(
         load,
         None,
@@ -812,15 +820,13 @@ async fn push_eta(
         now_ms() + eta_expiry_s(load) * 1000,
         who,
     );
-    let row = match s.db.submit_commands(&[cmd]).await? {
+    let row = match s.db.submit_commands_with(&[cmd], Some(change)).await? {
         Submitted::Created(r) => {
             s.metrics.commands_submitted.inc();
             r
         }
         Submitted::Existing(r) => r,
     };
-    s.db.set_load_command(&load.load_id, &row.command_id)
-        .await?;
     s.dispatcher.nudge(&load.site_id);
     let load =
         s.db.load(&load.load_id)
@@ -895,8 +901,13 @@ async fn patch_load(
     }
     let who = actor(&headers, peer);
     load.updated_ms = now_ms();
-    s.db.update_load(&load, &what.join(", "), &who).await?;
-    push_eta(&s, &load, &who, StatusCode::OK).await
+    let what = what.join(", ");
+    let change = LoadWrite::Update {
+        load: &load,
+        what: &what,
+        actor: &who,
+    };
+    push_eta(&s, change, StatusCode::OK).await
 }
 
 async fn load_json(s: &ApiState, l: &LoadRow) -> Result<Value, FieldError> {

@@ -323,6 +323,71 @@ pub async fn apply_agent_records(
     Ok(())
 }
 
+/// A load change written with its ETA command.
+pub enum LoadWrite<'a> {
+    Insert {
+        load: &'a LoadRow,
+        actor: &'a str,
+    },
+    Update {
+        load: &'a LoadRow,
+        what: &'a str,
+        actor: &'a str,
+    },
+}
+
+impl LoadWrite<'_> {
+    fn row(&self) -> &LoadRow {
+        match self {
+            LoadWrite::Insert { load, .. } | LoadWrite::Update { load, .. } => load,
+        }
+    }
+}
+
+async fn write_load(c: &mut AnyConnection, w: &LoadWrite<'_>) -> Result<(), Error> {
+    match w {
+        LoadWrite::Insert { load: l, actor } => {
+            sqlx::query(
+                "INSERT INTO loads (load_id, reference, carrier, site_id, tanks, product, planned_volume_l, eta_ms, eta_source, status, created_ms, updated_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
+            )
+            .bind(&l.load_id)
+            .bind(&l.reference)
+            .bind(&l.carrier)
+            .bind(&l.site_id)
+            .bind(&l.tanks)
+            .bind(&l.product)
+            .bind(l.planned_volume_l)
+            .bind(l.eta_ms)
+            .bind(&l.eta_source)
+            .bind(&l.status)
+            .bind(l.created_ms)
+            .execute(&mut *c)
+            .await?;
+            let what = format!("ETA {} (source {})", l.eta_ms, l.eta_source);
+            insert_load_event(c, &l.load_id, l.created_ms, "created", &what, actor).await
+        }
+        LoadWrite::Update {
+            load: l,
+            what,
+            actor,
+        } => {
+            sqlx::query(
+                "UPDATE loads SET planned_volume_l = $1, eta_ms = $2, eta_source = $3, status = $4, updated_ms = $5 WHERE load_id = $6",
+            )
+            .bind(l.planned_volume_l)
+            .bind(l.eta_ms)
+            .bind(&l.eta_source)
+            .bind(&l.status)
+            .bind(l.updated_ms)
+            .bind(&l.load_id)
+            .execute(&mut *c)
+            .await?;
+            insert_load_event(c, &l.load_id, l.updated_ms, "updated", what, actor).await
+        }
+    }
+}
+
 async fn insert_load_event(
     c: &mut AnyConnection,
     load: &str,
@@ -350,6 +415,16 @@ impl Db {
     /// before. An older command for the same point (or load) that was not
     /// sent yet is superseded at once: it will never be sent.
     pub async fn submit_commands(&self, cmds: &[NewCommand]) -> Result<Submitted, Error> {
+        self.submit_commands_with(cmds, None).await
+    }
+
+    /// [`Db::submit_commands`], writing a load change (and the load's last
+    /// command) in the same transaction: one commit for `POST /loads`.
+    pub async fn submit_commands_with(
+        &self,
+        cmds: &[NewCommand],
+        load: Option<LoadWrite<'_>>,
+    ) -> Result<Submitted, Error> {
         let Some(first) = cmds.first() else {
             return Err(Error::Config("no command to submit".into()));
         };
@@ -360,6 +435,9 @@ impl Db {
         }
         let now = now_ms();
         let (_w, mut tx) = self.begin_write().await?;
+        if let Some(l) = &load {
+            write_load(&mut tx, l).await?;
+        }
         for c in cmds {
             let r = sqlx::query(
                 "INSERT INTO commands (command_id, idempotency_key, request, parent_id, site_id, asset_id, kind, field, value, duration_ms,
@@ -433,6 +511,13 @@ impl Db {
                 )
                 .await?;
             }
+        }
+        if let Some(l) = &load {
+            sqlx::query("UPDATE loads SET last_command_id = $1 WHERE load_id = $2")
+                .bind(&first.command_id)
+                .bind(&l.row().load_id)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         let row = self
@@ -643,66 +728,6 @@ impl Db {
     }
 
     // ------------------------------------------------------------ loads
-
-    pub async fn insert_load(&self, l: &LoadRow, actor: &str) -> Result<(), Error> {
-        let (_w, mut tx) = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO loads (load_id, reference, carrier, site_id, tanks, product, planned_volume_l, eta_ms, eta_source, status, created_ms, updated_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
-        )
-        .bind(&l.load_id)
-        .bind(&l.reference)
-        .bind(&l.carrier)
-        .bind(&l.site_id)
-        .bind(&l.tanks)
-        .bind(&l.product)
-        .bind(l.planned_volume_l)
-        .bind(l.eta_ms)
-        .bind(&l.eta_source)
-        .bind(&l.status)
-        .bind(l.created_ms)
-        .execute(&mut *tx)
-        .await?;
-        insert_load_event(
-            &mut tx,
-            &l.load_id,
-            l.created_ms,
-            "created",
-            &format!("ETA {} (source {})", l.eta_ms, l.eta_source),
-            actor,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Updates a load's ETA, planned volume or status (with an event).
-    pub async fn update_load(&self, l: &LoadRow, what: &str, actor: &str) -> Result<(), Error> {
-        let (_w, mut tx) = self.begin_write().await?;
-        sqlx::query(
-            "UPDATE loads SET planned_volume_l = $1, eta_ms = $2, eta_source = $3, status = $4, updated_ms = $5 WHERE load_id = $6",
-        )
-        .bind(l.planned_volume_l)
-        .bind(l.eta_ms)
-        .bind(&l.eta_source)
-        .bind(&l.status)
-        .bind(l.updated_ms)
-        .bind(&l.load_id)
-        .execute(&mut *tx)
-        .await?;
-        insert_load_event(&mut tx, &l.load_id, l.updated_ms, "updated", what, actor).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub async fn set_load_command(&self, load: &str, command: &str) -> Result<(), Error> {
-        sqlx::query("UPDATE loads SET last_command_id = $1 WHERE load_id = $2")
-            .bind(command)
-            .bind(load)
-            .execute(self.pool())
-            .await?;
-        Ok(())
-    }
 
     pub async fn load(&self, id: &str) -> Result<Option<LoadRow>, Error> {
         let sql = format!("SELECT {LOAD_COLUMNS} FROM loads WHERE load_id = $1");

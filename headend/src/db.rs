@@ -253,14 +253,58 @@ impl Db {
         site: &str,
         batches: &[v1::TelemetryBatch],
     ) -> Result<u64, Error> {
+        let (_w, mut tx) = self.begin_write().await?;
+        let acked = self.ingest_in(&mut tx, site, batches).await?;
+        tx.commit().await?;
+        Ok(acked)
+    }
+
+    /// Commits the batches of several sessions in one transaction (one
+    /// fsync): SQLite's group commit across agents. Returns each group's
+    /// cumulative ack in order. When the shared transaction fails, each
+    /// group is retried in its own, so that one bad batch fails only its
+    /// own session.
+    pub async fn ingest_groups(
+        &self,
+        groups: &[(String, Vec<v1::TelemetryBatch>)],
+    ) -> Vec<Result<u64, Error>> {
+        let shared = async {
+            let (_w, mut tx) = self.begin_write().await?;
+            let mut acks = Vec::with_capacity(groups.len());
+            for (site, batches) in groups {
+                acks.push(self.ingest_in(&mut tx, site, batches).await?);
+            }
+            tx.commit().await?;
+            Ok::<_, Error>(acks)
+        };
+        match shared.await {
+            Ok(acks) => acks.into_iter().map(Ok).collect(),
+            Err(e) if groups.len() > 1 => {
+                tracing::warn!(error = %e, groups = groups.len(), "group commit failed; committing each session alone");
+                let mut out = Vec::with_capacity(groups.len());
+                for (site, batches) in groups {
+                    out.push(self.ingest_many(site, batches).await);
+                }
+                out
+            }
+            Err(e) => vec![Err(e)],
+        }
+    }
+
+    /// The body of a batch commit, inside the caller's transaction.
+    async fn ingest_in(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        site: &str,
+        batches: &[v1::TelemetryBatch],
+    ) -> Result<u64, Error> {
         let Some(first) = batches.first() else {
             return Ok(0);
         };
         let now = now_ms();
         let log_id = log_id_sql(first.log_id);
-        let (_w, mut tx) = self.begin_write().await?;
         for batch in batches {
-            self.insert_batch(&mut tx, site, log_id, now, batch).await?;
+            self.insert_batch(tx, site, log_id, now, batch).await?;
         }
         let ack_to = batches
             .iter()
@@ -280,14 +324,13 @@ impl Db {
         // previews leave the cumulative ack where it is (0 never raises it)
         .bind(ack_to)
         .bind(now)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut **tx)
         .await?;
         sqlx::query("UPDATE sites SET last_seen_ms = $1 WHERE site_id = $2")
             .bind(now)
             .bind(site)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
-        tx.commit().await?;
         Ok(acked.max(0) as u64)
     }
 

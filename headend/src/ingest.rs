@@ -37,6 +37,51 @@ pub const COALESCE_READINGS: usize = 20_000;
 const OUTBOUND_QUEUE: usize = 32;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Sessions' commits waiting for the shared SQLite committer; when full,
+/// committers wait (and their sessions stop reading: backpressure).
+pub const GROUP_QUEUE: usize = 64;
+
+/// One session's coalesced batches for the group committer.
+struct GroupJob {
+    site: String,
+    batches: Vec<v1::TelemetryBatch>,
+    reply: tokio::sync::oneshot::Sender<Result<u64, crate::Error>>,
+}
+
+/// SQLite group commit: one writer transaction (one fsync) carries the
+/// batches of every session that is waiting, up to [`COALESCE_READINGS`].
+/// With a hundred agents each committing alone, the fsyncs queue up and a
+/// command ack waits behind all of them.
+fn spawn_group_committer(db: Db, metrics: crate::metrics::Metrics) -> mpsc::Sender<GroupJob> {
+    let (tx, mut rx) = mpsc::channel::<GroupJob>(GROUP_QUEUE);
+    tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut readings: usize = first.batches.iter().map(|b| b.readings.len()).sum();
+            let mut jobs = vec![first];
+            while readings < COALESCE_READINGS {
+                match rx.try_recv() {
+                    Ok(j) => {
+                        readings += j.batches.iter().map(|b| b.readings.len()).sum::<usize>();
+                        jobs.push(j);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let groups: Vec<(String, Vec<v1::TelemetryBatch>)> = jobs
+                .iter_mut()
+                .map(|j| (j.site.clone(), std::mem::take(&mut j.batches)))
+                .collect();
+            let t = std::time::Instant::now();
+            let results = db.ingest_groups(&groups).await;
+            metrics.db_write_seconds.observe(t.elapsed().as_secs_f64());
+            for (j, r) in jobs.into_iter().zip(results) {
+                let _ = j.reply.send(r);
+            }
+        }
+    });
+    tx
+}
+
 /// Live sessions, for status (bounded by the number of connected agents).
 #[derive(Clone, Default)]
 pub struct Sessions {
@@ -71,6 +116,8 @@ pub struct Ingest {
     shutdown: tokio::sync::watch::Receiver<bool>,
     metrics: crate::metrics::Metrics,
     dispatcher: crate::dispatch::Dispatcher,
+    /// The SQLite group committer (None on PostgreSQL).
+    group: Option<mpsc::Sender<GroupJob>>,
 }
 
 impl Ingest {
@@ -82,7 +129,10 @@ impl Ingest {
         metrics: crate::metrics::Metrics,
         dispatcher: crate::dispatch::Dispatcher,
     ) -> Self {
+        let group = (db.backend == crate::db::Backend::Sqlite)
+            .then(|| spawn_group_committer(db.clone(), metrics.clone()));
         Self {
+            group,
             db,
             sessions,
             writers: Arc::new(Semaphore::new(max_concurrent_writes.max(1))),
@@ -254,6 +304,40 @@ impl v1::agent_link_server::AgentLink for Ingest {
 }
 
 impl Ingest {
+    /// Commits one session's coalesced batches: through the shared group
+    /// committer on SQLite, else in the session's own transaction (at most
+    /// `max_concurrent_writes` at once).
+    async fn commit(
+        &self,
+        site: &str,
+        batches: Vec<v1::TelemetryBatch>,
+    ) -> Result<Result<u64, crate::Error>, Status> {
+        if let Some(g) = &self.group {
+            let (reply, rx) = tokio::sync::oneshot::channel();
+            g.send(GroupJob {
+                site: site.to_string(),
+                batches,
+                reply,
+            })
+            .await
+            .map_err(|_| Status::unavailable("shutting down"))?;
+            return rx
+                .await
+                .map_err(|_| Status::unavailable("the committer stopped"));
+        }
+        let _permit = self
+            .writers
+            .acquire()
+            .await
+            .map_err(|_| Status::unavailable("shutting down"))?;
+        let t = std::time::Instant::now();
+        let r = self.db.ingest_many(site, &batches).await;
+        self.metrics
+            .db_write_seconds
+            .observe(t.elapsed().as_secs_f64());
+        Ok(r)
+    }
+
     /// Runs a session: a reader that validates and queues batches, and a
     /// committer that commits what is queued (coalesced, one transaction)
     /// and acknowledges it. The queue is bounded ([`PIPELINE_DEPTH`]): when
@@ -348,17 +432,11 @@ impl Ingest {
                 }
             }
             self.metrics.queued_batches.dec_by(group.len() as i64);
+            let ack = group.iter().any(|b| !b.preview);
             let acked = {
-                let _permit = self
-                    .writers
-                    .acquire()
-                    .await
-                    .map_err(|_| Status::unavailable("shutting down"))?;
-                let t = std::time::Instant::now();
-                let r = self.db.ingest_many(&who.site_id, &group).await;
-                self.metrics
-                    .db_write_seconds
-                    .observe(t.elapsed().as_secs_f64());
+                let r = self
+                    .commit(&who.site_id, std::mem::take(&mut group))
+                    .await?;
                 match r {
                     Ok(acked) => acked,
                     Err(e) => {
@@ -371,8 +449,6 @@ impl Ingest {
                 }
             };
             self.metrics.commits.inc();
-            let ack = group.iter().any(|b| !b.preview);
-            group.clear();
             if !ack {
                 continue; // previews are stored, not acknowledged (see the proto)
             }
