@@ -234,18 +234,29 @@ pub async fn apply_agent_records(
         if n == 1
             && let Some(next) = next
         {
-            sqlx::query(
+            // guarded by rank: a concurrent headend transition (e.g. the
+            // dispatcher marking it sent) can only be overtaken, never undone
+            let below = lifecycle::STATES
+                .iter()
+                .filter(|st| lifecycle::rank(st) < lifecycle::rank(next))
+                .map(|st| format!("'{st}'"))
+                .collect::<Vec<_>>()
+                .join(",");
+            let sql = format!(
                 "UPDATE commands SET state = $1, reason = $2, detail = $3,
-                   readback = COALESCE(CAST($4 AS DOUBLE PRECISION), readback), updated_ms = $5 WHERE command_id = $6",
-            )
-            .bind(next)
-            .bind(&a.reason)
-            .bind(&a.detail)
-            .bind(opt_f64(a.readback))
-            .bind(now)
-            .bind(&a.command_id)
-            .execute(&mut *c)
-            .await?;
+                   readback = COALESCE(CAST($4 AS DOUBLE PRECISION), readback), updated_ms = $5
+                 WHERE command_id = $6 AND state IN ({below})"
+            );
+            // `below` holds lifecycle constants only
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(next)
+                .bind(&a.reason)
+                .bind(&a.detail)
+                .bind(opt_f64(a.readback))
+                .bind(now)
+                .bind(&a.command_id)
+                .execute(&mut *c)
+                .await?;
         }
     }
     for e in &batch.events {
@@ -553,7 +564,7 @@ impl Db {
 
     pub async fn command_events(&self, id: &str) -> Result<Vec<EventRow>, Error> {
         Ok(sqlx::query_as(
-            "SELECT id, command_id, at_ms, state, reason, detail, actor FROM command_events WHERE command_id = $1 ORDER BY id",
+            "SELECT id, command_id, at_ms, state, reason, detail, actor FROM command_events WHERE command_id = $1 ORDER BY at_ms, id",
         )
         .bind(id)
         .fetch_all(self.pool())
