@@ -168,6 +168,26 @@ async fn setpoint_lifecycle(db: Option<String>) -> Result<()> {
             .contains("reverted to default 50"),
         "{done}"
     );
+    // an active setpoint cancelled early is reverted at once and completed
+    let (_, c) = s
+        .post(json!({"kind": "setpoint", "asset": "ctl-1", "field": "power_limit", "value": 30, "duration_s": 600}))
+        .await?;
+    let id = c["command_id"].as_str().unwrap_or_default().to_string();
+    wait_state(s.http, &id, "active", T).await?;
+    assert_eq!(s.sim.power_limit(), 30.0);
+    let (code, r) = post_json(s.http, &format!("/api/v1/commands/{id}/cancel"), &json!({})).await?;
+    assert_eq!(code, 202, "{r}");
+    let done = wait_state(s.http, &id, "completed", T).await?;
+    assert!(
+        done["detail"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("cancelled"),
+        "{done}"
+    );
+    assert_eq!(s.sim.power_limit(), 50.0, "reverted to the default");
+    let (code, r) = post_json(s.http, &format!("/api/v1/commands/{id}/cancel"), &json!({})).await?;
+    assert_eq!(code, 409, "an ended command cannot be cancelled: {r}");
     agent.stop().await?;
     s.he.stop().await;
     Ok(())
@@ -242,22 +262,61 @@ async fn out_of_range_and_interlocked_setpoints_are_rejected_at_the_agent_and_ne
     assert_eq!(s.sim.controller_register(1000), Some(0));
 
     // the REST side: clear 4xx naming the field, and idempotency
-    let (code, e) = s
-        .post(json!({"kind": "setpoint", "asset": "ctl-1", "field": "power_limit"}))
-        .await?;
-    assert_eq!((code, e["field"].clone()), (400, json!("value")), "{e}");
-    let (code, e) = s
-        .post(json!({"kind": "setpoint", "asset": "ctl-1", "field": "power_limit", "value": "x"}))
-        .await?;
-    assert_eq!((code, e["field"].clone()), (400, json!("value")), "{e}");
-    let (code, e) = s
-        .post(json!({"kind": "setpoint", "asset": "ctl-9", "field": "power_limit", "value": 1}))
-        .await?;
-    assert_eq!((code, e["field"].clone()), (404, json!("asset")), "{e}");
-    let (code, e) = s
-        .post(json!({"kind": "setpoint", "asset": "ctl-1", "field": "volume", "value": 1}))
-        .await?;
-    assert_eq!((code, e["field"].clone()), (422, json!("field")), "{e}");
+    let bad = [
+        (
+            json!({"kind": "setpoint", "asset": "ctl-1", "field": "power_limit"}),
+            400,
+            "value",
+        ),
+        (
+            json!({"kind": "setpoint", "asset": "ctl-1", "field": "power_limit", "value": "x"}),
+            400,
+            "value",
+        ),
+        (
+            json!({"kind": "setpoint", "asset": "ctl-1", "field": "power_limit", "value": 1, "duration_s": -1}),
+            400,
+            "duration_s",
+        ),
+        (
+            json!({"kind": "setpoint", "asset": "ctl-1", "field": "power_limit", "value": 1, "expires_in_s": 0}),
+            400,
+            "expires_in_s",
+        ),
+        (
+            json!({"kind": "setpoint", "asset": "ctl-1", "field": "power_limit", "value": 1, "colour": "red"}),
+            400,
+            "colour",
+        ),
+        (json!({"kind": "reboot", "asset": "ctl-1"}), 400, "kind"),
+        (
+            json!({"kind": "setpoint", "field": "power_limit", "value": 1}),
+            400,
+            "asset",
+        ),
+        (
+            json!({"kind": "setpoint", "asset": "ctl-9", "field": "power_limit", "value": 1}),
+            404,
+            "asset",
+        ),
+        (
+            json!({"kind": "setpoint", "asset": "ctl-1", "field": "volume", "value": 1}),
+            422,
+            "field",
+        ),
+    ];
+    for (body, code, field) in bad {
+        let (got, e) = s.post(body.clone()).await?;
+        assert_eq!(
+            (got, e["field"].clone()),
+            (code, json!(field)),
+            "{body} -> {e}"
+        );
+        assert!(
+            e["error"].as_str().is_some_and(|m| m.starts_with(field)),
+            "{e}"
+        );
+    }
     let body = json!({"kind": "setpoint", "site": "site-r", "asset": "ctl-1", "field": "power_limit", "value": 30, "idempotency_key": "k-1"});
     let (c1, a) = s.post(body.clone()).await?;
     let (c2, b) = s.post(body).await?;
@@ -305,6 +364,17 @@ async fn commands_for_an_offline_agent_are_applied_after_reconnect_or_expire_wit
     assert_eq!(states(&e), ["submitted", "expired"], "never sent: {e:#}");
     let c = get_json(s.http, &format!("/api/v1/commands/{valid}")).await?;
     assert_eq!(c["state"], "submitted", "waits for the agent");
+    // cancelled while the agent is away: never sent, never applied
+    let (_, x) = s
+        .post(json!({"kind": "setpoint", "asset": "ctl-1", "field": "pump_enable", "value": 1, "expires_in_s": 120}))
+        .await?;
+    let x = x["command_id"].as_str().unwrap_or("").to_string();
+    let (code, r) = post_json(s.http, &format!("/api/v1/commands/{x}/cancel"), &json!({})).await?;
+    assert_eq!(
+        (code, r["state"].clone(), r["reason"].clone()),
+        (202, json!("rejected"), json!("cancelled")),
+        "{r}"
+    );
 
     let agent = s.agent()?;
     wait_state(s.http, &valid, "active", T).await?;
@@ -312,7 +382,7 @@ async fn commands_for_an_offline_agent_are_applied_after_reconnect_or_expire_wit
     assert_eq!(
         s.sim.controller_register(1000),
         Some(0),
-        "the expired command never reached the device"
+        "neither the expired nor the cancelled command reached the device"
     );
     assert_eq!(
         s.sim.writes() - writes,
