@@ -771,7 +771,10 @@ setpoints:
     }
 
     fn start() -> Harness {
-        let dir = tempfile::tempdir().unwrap();
+        start_in(tempfile::tempdir().unwrap())
+    }
+
+    fn start_in(dir: tempfile::TempDir) -> Harness {
         let cfg = crate::config::parse("t.yaml", YAML).unwrap();
         let (dev_tx, device) = mpsc::channel(4);
         let (rec_tx, records) = mpsc::channel(64);
@@ -865,5 +868,34 @@ setpoints:
         assert_eq!(next_ack(&mut h).await.1, "received");
         assert_eq!(next_ack(&mut h).await.1, "rejected_out_of_range");
         assert!(h.device.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_duration_that_ended_while_the_agent_was_down_is_reverted_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.insert_new("c4", 1, "setpoint", 0, 1).unwrap();
+        store
+            .set_point(
+                &PointState {
+                    point: "ctl.power_limit".into(),
+                    command_id: Some("c4".into()),
+                    issued_seq: 1,
+                    value: 70.0,
+                    applied_ms: now_ms() - 120_000,
+                    ends_ms: Some(now_ms() - 60_000),
+                },
+                1,
+            )
+            .unwrap();
+        drop(store);
+        let mut h = start_in(dir);
+        let w = tokio::time::timeout(Duration::from_secs(5), h.device.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(w.value, 50.0, "the configured default");
+        let _ = w.reply.send(WriteOutcome::Applied { readback: 50.0 });
+        assert_eq!(next_ack(&mut h).await, ("c4".into(), "completed".into()));
     }
 }
