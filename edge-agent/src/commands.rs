@@ -333,8 +333,10 @@ impl Running {
                     ),
                     None => format!("{key} = {} (read back {readback})", s.value),
                 };
-                self.send_ack(ack(id, "applied", detail, Some(readback)))
-                    .await?;
+                // active since the read-back confirmed it (the revert is timed from here)
+                let mut a = ack(id, "applied", detail, Some(readback));
+                a.ts_ms = applied;
+                self.send_ack(a).await?;
                 // the command it replaced on this point is over
                 if let Some(prev) = current.and_then(|c| c.command_id).filter(|p| p != id) {
                     self.e.store.set_command_state(&prev, "done", applied)?;
