@@ -96,6 +96,18 @@ impl Site {
     async fn post(&self, body: Value) -> Result<(u16, Value)> {
         post_json(self.http, "/api/v1/commands", &body).await
     }
+
+    /// Submits a command that the agent must refuse; checks the reason
+    /// code and that the detail mentions `why`.
+    async fn expect_rejected(&self, body: Value, reason: &str, why: &str) -> Result<()> {
+        let (code, c) = self.post(body).await?;
+        ensure!(code == 201, "{code}: {c}");
+        let id = c["command_id"].as_str().unwrap_or_default();
+        let r = wait_state(self.http, id, "rejected", T).await?;
+        assert_eq!(r["reason"], reason, "{r}");
+        assert!(r["detail"].as_str().unwrap_or("").contains(why), "{r}");
+        Ok(())
+    }
 }
 
 fn states(cmd: &Value) -> Vec<String> {
@@ -228,36 +240,18 @@ async fn out_of_range_and_interlocked_setpoints_are_rejected_at_the_agent_and_ne
     })
     .await?;
     let writes = s.sim.writes();
-    let (_, c) = s
-        .post(json!({"kind": "setpoint", "asset": "ctl-1", "field": "power_limit", "value": 120}))
-        .await?;
-    let r = wait_state(
-        s.http,
-        c["command_id"].as_str().unwrap_or(""),
-        "rejected",
-        T,
+    s.expect_rejected(
+        json!({"kind": "setpoint", "asset": "ctl-1", "field": "power_limit", "value": 120}),
+        "rejected_out_of_range",
+        "maximum 80",
     )
     .await?;
-    assert_eq!(r["reason"], "rejected_out_of_range", "{r}");
-    assert!(
-        r["detail"].as_str().unwrap_or("").contains("maximum 80"),
-        "{r}"
-    );
-    let (_, c) = s
-        .post(json!({"kind": "setpoint", "asset": "ctl-1", "field": "pump_enable", "value": 1}))
-        .await?;
-    let r = wait_state(
-        s.http,
-        c["command_id"].as_str().unwrap_or(""),
-        "rejected",
-        T,
+    s.expect_rejected(
+        json!({"kind": "setpoint", "asset": "ctl-1", "field": "pump_enable", "value": 1}),
+        "rejected_interlock",
+        "high level",
     )
     .await?;
-    assert_eq!(r["reason"], "rejected_interlock", "{r}");
-    assert!(
-        r["detail"].as_str().unwrap_or("").contains("high level"),
-        "{r}"
-    );
     assert_eq!(s.sim.writes(), writes, "nothing reached the device");
     assert_eq!(s.sim.controller_register(1000), Some(0));
 
@@ -545,24 +539,12 @@ async fn an_eta_survives_an_agent_restart_and_a_detected_delivery_marks_the_load
         Ok((l["status"] == "delivering").then_some(()))
     })
     .await?;
-    let (_, c) = s
-        .post(json!({"kind": "setpoint", "asset": "ctl-1", "field": "pump_enable", "value": 1}))
-        .await?;
-    let r = wait_state(
-        s.http,
-        c["command_id"].as_str().unwrap_or(""),
-        "rejected",
-        T,
+    s.expect_rejected(
+        json!({"kind": "setpoint", "asset": "ctl-1", "field": "pump_enable", "value": 1}),
+        "rejected_interlock",
+        "delivery in progress",
     )
     .await?;
-    assert_eq!(r["reason"], "rejected_interlock", "{r}");
-    assert!(
-        r["detail"]
-            .as_str()
-            .unwrap_or("")
-            .contains("delivery in progress"),
-        "{r}"
-    );
     ramp.await?;
     let l = eventually("the load delivered", T, || async {
         let l = get_json(s.http, &format!("/api/v1/loads/{load_id}")).await?;
