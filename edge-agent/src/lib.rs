@@ -55,9 +55,46 @@ pub struct Agent {
     stop: watch::Sender<bool>,
     writer: tokio::task::JoinHandle<Result<(), Error>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    fatal: watch::Receiver<Option<String>>,
+}
+
+/// Records the first task that ended while the agent was not stopping:
+/// the agent must then stop (non-zero exit), never run half alive.
+#[derive(Clone)]
+pub struct Fatal {
+    tx: watch::Sender<Option<String>>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Fatal {
+    /// `task` ended (with `why`); fatal unless the agent is stopping.
+    pub fn ended(&self, task: &str, why: &str) {
+        if *self.stop.borrow() {
+            return;
+        }
+        tracing::error!(task, why, "a task of the agent ended; the agent stops");
+        self.tx.send_if_modified(|f| {
+            if f.is_none() {
+                *f = Some(format!("{task}: {why}"));
+                true
+            } else {
+                false
+            }
+        });
+    }
 }
 
 impl Agent {
+    /// Resolves when a task of the agent died (the reason), so that the
+    /// process can exit non-zero and be restarted by its supervisor.
+    pub async fn failed(&self) -> String {
+        let mut f = self.fatal.clone();
+        match f.wait_for(|x| x.is_some()).await {
+            Ok(v) => v.clone().unwrap_or_default(),
+            Err(_) => "supervisor gone".into(),
+        }
+    }
+
     /// Stops adapters and the uplink, drains pending readings into the log and fsyncs it.
     pub async fn stop(self) -> Result<(), Error> {
         let _ = self.stop.send(true);
@@ -75,7 +112,13 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
     let cfg = Arc::new(cfg);
     let log = Arc::new(sflog::Log::open(&cfg.log.dir, &cfg.log.options())?);
     tracing::info!(site = %cfg.site_id, log_id = log.log_id(), stats = ?log.stats(), "agent log opened");
+    warn_if_disk_smaller_than_bound(&cfg.log, &log);
     let (stop, stop_rx) = watch::channel(false);
+    let (fatal_tx, fatal_rx) = watch::channel(None);
+    let fatal = Fatal {
+        tx: fatal_tx,
+        stop: stop_rx.clone(),
+    };
     let (tx, rx) = mpsc::channel(logwriter::READING_QUEUE);
     let mut tasks = Vec::new();
     let mut writes = std::collections::HashMap::new();
@@ -86,28 +129,41 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
                     .map_err(adapter_api::AdapterError::from)?,
             ),
         };
-        let (tx, stop_rx) = (tx.clone(), stop_rx.clone());
+        let (tx, stop_rx, fatal) = (tx.clone(), stop_rx.clone(), fatal.clone());
         let name = adapter.name().to_string();
         let (write_tx, write_rx) = mpsc::channel(WRITE_QUEUE);
         writes.insert(name.clone(), write_tx);
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = adapter.run(tx, write_rx, stop_rx).await {
-                tracing::error!(device = %name, error = %e, "adapter stopped");
-            }
+            let why = match adapter.run(tx, write_rx, stop_rx).await {
+                Ok(()) => "stopped".to_string(),
+                Err(e) => e.to_string(),
+            };
+            fatal.ended(&format!("adapter {name}"), &why);
         }));
     }
     let (durable_tx, durable_rx) = watch::channel(log.durable_seq());
     let (records_tx, records_rx) = mpsc::channel(logwriter::RECORD_QUEUE);
     let latest = Arc::new(logwriter::Latest::default());
     // the writer ends when every adapter and the executor have stopped
-    let writer = tokio::spawn(logwriter::run(
-        log.clone(),
-        rx,
-        records_rx,
-        cfg.log.clone(),
-        durable_tx,
-        latest.clone(),
-    ));
+    let writer = {
+        let run = logwriter::run(
+            log.clone(),
+            rx,
+            records_rx,
+            cfg.log.clone(),
+            durable_tx,
+            latest.clone(),
+        );
+        let fatal = fatal.clone();
+        tokio::spawn(async move {
+            let r = run.await;
+            match &r {
+                Ok(()) => fatal.ended("log writer", "stopped"),
+                Err(e) => fatal.ended("log writer", &e.to_string()),
+            }
+            r
+        })
+    };
     let store = store::Store::open(&cfg.log.dir)?;
     let (command_tx, command_rx) = mpsc::channel(commands::COMMAND_QUEUE);
     let command_metrics = commands::CommandMetrics::default();
@@ -120,7 +176,12 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
         readings: tx,
         metrics: command_metrics.clone(),
     };
-    tasks.push(tokio::spawn(executor.run(command_rx, stop_rx.clone())));
+    let f = fatal.clone();
+    let run = executor.run(command_rx, stop_rx.clone());
+    tasks.push(tokio::spawn(async move {
+        run.await;
+        f.ended("command executor", "stopped");
+    }));
     let (status_tx, status_rx) = watch::channel(uplink::UplinkStatus::default());
     let metrics = metrics::Metrics::new(command_metrics);
     let status_addr = match cfg.status.listen {
@@ -139,14 +200,26 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
         }),
         None => None,
     };
-    tasks.push(tokio::spawn(uplink::run(
+    let run = uplink::run(
         cfg.clone(),
         log.clone(),
         durable_rx,
-        stop_rx,
+        stop_rx.clone(),
         status_tx,
-        metrics,
+        metrics.clone(),
         command_tx,
+    );
+    let f = fatal.clone();
+    tasks.push(tokio::spawn(async move {
+        run.await;
+        f.ended("uplink", "stopped");
+    }));
+    tasks.push(tokio::spawn(uplink::watchdog(
+        cfg.clone(),
+        status_rx.clone(),
+        stop_rx,
+        metrics,
+        fatal.clone(),
     )));
     Ok(Agent {
         log,
@@ -157,5 +230,21 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
         stop,
         writer,
         tasks,
+        fatal: fatal_rx,
     })
+}
+
+/// Warns at start when the log's bound is larger than its filesystem can
+/// hold: the bound then follows the free space (drops start earlier).
+fn warn_if_disk_smaller_than_bound(cfg: &config::LogConfig, log: &sflog::Log) {
+    let st = log.stats();
+    let room = st.fs_free_bytes + st.bytes;
+    if st.fs_free_bytes > 0 && cfg.max_bytes > room {
+        tracing::warn!(
+            max_bytes = cfg.max_bytes,
+            fs_free_bytes = st.fs_free_bytes,
+            dir = %cfg.dir.display(),
+            "log.max_bytes is more than the log's filesystem has free; the log will be bounded by the free space instead (oldest telemetry dropped first)"
+        );
+    }
 }

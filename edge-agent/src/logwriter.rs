@@ -153,7 +153,9 @@ pub fn gap_record(log_id: u64, run: &DropRun) -> Vec<u8> {
 /// forced out, so that every dropped entry is accounted for in the log itself.
 pub fn append_accounted(log: &Log, items: &[(Class, i64, Vec<u8>)]) -> Result<(), Error> {
     let (_, mut runs) = log.append(items)?;
-    runs.extend(log.take_corrupt()?);
+    // corrupt records, drops made while recovering from a full disk, and
+    // entries a full disk would not take at all
+    runs.extend(log.take_drops()?);
     while !runs.is_empty() {
         let now = adapter_api::now_ms();
         let gaps: Vec<(Class, i64, Vec<u8>)> = runs
@@ -178,9 +180,18 @@ pub fn append_accounted(log: &Log, items: &[(Class, i64, Vec<u8>)]) -> Result<()
 
 async fn flush(log: &Arc<Log>, durable: &watch::Sender<u64>) -> Result<(), Error> {
     let l = log.clone();
-    let upto = tokio::task::spawn_blocking(move || l.flush())
-        .await
-        .map_err(|e| Error::Internal(format!("flush task: {e}")))??;
+    let upto = tokio::task::spawn_blocking(move || {
+        let upto = l.flush()?;
+        // a commit that met a full disk may have dropped entries to get
+        // through: their gap records go into the log at once
+        if l.has_pending_drops() {
+            append_accounted(&l, &[])?;
+            return Ok::<_, Error>(l.flush()?);
+        }
+        Ok(upto)
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("flush task: {e}")))??;
     durable.send_replace(upto);
     Ok(())
 }

@@ -124,10 +124,18 @@ async fn run(cfg: edge_agent::AgentConfig) -> Result<(), edge_agent::Error> {
     let agent = edge_agent::start(cfg)?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| edge_agent::Error::Internal(e.to_string()))?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    let failed = tokio::select! {
+        _ = tokio::signal::ctrl_c() => None,
+        _ = term.recv() => None,
+        why = agent.failed() => Some(why),
+    };
     tracing::info!("stopping: draining readings into the log");
-    agent.stop().await
+    let stopped = agent.stop().await;
+    match failed {
+        // a dead task ends the process non-zero, for systemd to restart it
+        Some(why) => Err(edge_agent::Error::Internal(format!(
+            "agent task died: {why}"
+        ))),
+        None => stopped,
+    }
 }

@@ -41,6 +41,11 @@ pub struct Metrics {
     log_acked_seq: Gauge<i64, AtomicI64>,
     log_dropped: Family<ClassLabel, Counter>,
     log_corrupt: Counter,
+    pub uplink_stalls: Counter,
+    log_fs_free: Gauge<i64, AtomicI64>,
+    log_effective_max: Gauge<i64, AtomicI64>,
+    log_disk_full: Counter,
+    log_vacuumed: Counter,
 }
 
 impl Default for Metrics {
@@ -69,6 +74,11 @@ impl Metrics {
             log_acked_seq: Gauge::default(),
             log_dropped: Family::default(),
             log_corrupt: Counter::default(),
+            uplink_stalls: Counter::default(),
+            log_fs_free: Gauge::default(),
+            log_effective_max: Gauge::default(),
+            log_disk_full: Counter::default(),
+            log_vacuumed: Counter::default(),
         };
         let mut r = Registry::with_prefix("tankwatch_agent");
         r.register(
@@ -105,6 +115,31 @@ impl Metrics {
             "uplink_ack_latency_seconds",
             "Time from sending a batch to its acknowledgement",
             m.ack_latency.clone(),
+        );
+        r.register(
+            "uplink_stalls",
+            "Times the uplink made no connection attempt within backoff_max_ms (+ setup deadline) while disconnected",
+            m.uplink_stalls.clone(),
+        );
+        r.register(
+            "log_fs_free_bytes",
+            "Free bytes on the filesystem of the log",
+            m.log_fs_free.clone(),
+        );
+        r.register(
+            "log_effective_max_bytes",
+            "The log's bound in force: log.max_bytes, or less when its filesystem has less room",
+            m.log_effective_max.clone(),
+        );
+        r.register(
+            "log_disk_full",
+            "Times SQLite reported a full disk under the log (recovered by dropping)",
+            m.log_disk_full.clone(),
+        );
+        r.register(
+            "log_vacuumed_bytes",
+            "Bytes given back to the filesystem after the log drained",
+            m.log_vacuumed.clone(),
         );
         r.register(
             "log_entries",
@@ -209,6 +244,12 @@ impl Metrics {
         }
         self.log_corrupt
             .inc_by(st.corrupt.saturating_sub(self.log_corrupt.get()));
+        self.log_fs_free.set(st.fs_free_bytes as i64);
+        self.log_effective_max.set(st.effective_max_bytes as i64);
+        self.log_disk_full
+            .inc_by(st.disk_full_events.saturating_sub(self.log_disk_full.get()));
+        self.log_vacuumed
+            .inc_by(st.vacuumed_bytes.saturating_sub(self.log_vacuumed.get()));
         let mut s = String::new();
         if let Err(e) = encode(&mut s, &self.registry) {
             tracing::error!(error = %e, "encoding metrics failed");
@@ -274,6 +315,9 @@ pub fn serve(
                         "next_seq": st.next_seq, "acked_through": st.acked_through,
                         "dropped": { "telemetry": st.dropped[0], "alarm": st.dropped[1], "event": st.dropped[2], "command_ack": st.dropped[3] },
                         "corrupt": st.corrupt,
+                        "fs_free_bytes": st.fs_free_bytes,
+                        "effective_max_bytes": st.effective_max_bytes,
+                        "disk_full_events": st.disk_full_events,
                     },
                     "deliveries": s.store.deliveries().unwrap_or_else(|e| {
                         tracing::warn!(error = %e, "reading deliveries for /status");

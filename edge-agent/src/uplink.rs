@@ -29,8 +29,14 @@ use crate::config::AgentConfig;
 
 const HELLO_ACK_TIMEOUT: Duration = Duration::from_secs(15);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// A session that lasted this long resets the backoff.
-const STABLE_SESSION: Duration = Duration::from_secs(30);
+/// Longest time from dialling to the HelloAck: a headend that takes the
+/// connection and then says nothing cannot hold the uplink.
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// The watchdog's limit: with no session, an attempt must start at least
+/// this often (plus `backoff_max_ms`); a stall that lasts
+/// [`STALL_FATAL`] ends the agent (its supervisor restarts it).
+const STALL_SLACK: Duration = Duration::from_secs(5);
+const STALL_FATAL: Duration = Duration::from_secs(300);
 /// While a backlog drains, a preview batch of the newest entries goes out this often.
 const PREVIEW_EVERY: Duration = Duration::from_secs(1);
 
@@ -55,6 +61,8 @@ pub struct UplinkStatus {
     pub connected: bool,
     pub sessions: u64,
     pub last_error: String,
+    /// When the uplink last started dialling (or was connected).
+    pub last_attempt: Option<tokio::time::Instant>,
 }
 
 fn server_name(cfg: &AgentConfig) -> String {
@@ -232,17 +240,30 @@ async fn session(
     metrics: &crate::metrics::Metrics,
     commands: &mpsc::Sender<v1::Command>,
 ) -> Result<(), SessionError> {
-    let channel = connect(cfg).await?;
-    let mut client = AgentLinkClient::new(channel).max_decoding_message_size(16 * 1024 * 1024);
     let window = cfg.uplink.window as usize;
     let (tx, rx) = mpsc::channel::<AgentMessage>(window + 2);
     tx.send(hello(cfg, log)?)
         .await
         .map_err(|_| SessionError::Protocol("outbound stream closed".into()))?;
-    let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();
-    let first = tokio::time::timeout(HELLO_ACK_TIMEOUT, inbound.message())
-        .await
-        .map_err(|_| SessionError::Protocol("no HelloAck within 15 s".into()))??;
+    // dial, TLS, the stream's response headers and the HelloAck, under one deadline
+    let setup = async {
+        let channel = connect(cfg).await?;
+        let mut client = AgentLinkClient::new(channel).max_decoding_message_size(16 * 1024 * 1024);
+        let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();
+        let first = tokio::time::timeout(HELLO_ACK_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| SessionError::Protocol("no HelloAck within 15 s".into()))??;
+        Ok::<_, SessionError>((inbound, first))
+    };
+    let (mut inbound, first) =
+        tokio::time::timeout(SETUP_TIMEOUT, setup)
+            .await
+            .map_err(|_| {
+                SessionError::Connect(format!(
+                    "no session within {} s (connect, TLS, HelloAck)",
+                    SETUP_TIMEOUT.as_secs()
+                ))
+            })??;
     let hello_ack = match first.and_then(|m| m.msg) {
         Some(In::HelloAck(h)) => h,
         other => {
@@ -255,6 +276,7 @@ async fn session(
     status.send_modify(|s| {
         s.connected = true;
         s.sessions += 1;
+        s.last_attempt = Some(tokio::time::Instant::now());
     });
     metrics.sessions.inc();
     metrics.connected.set(1);
@@ -354,7 +376,8 @@ pub async fn run(
         if *stop.borrow() {
             return;
         }
-        let started = tokio::time::Instant::now();
+        status.send_modify(|s| s.last_attempt = Some(tokio::time::Instant::now()));
+        let sessions_before = status.borrow().sessions;
         let r = session(
             &cfg,
             &log,
@@ -375,7 +398,9 @@ pub async fn run(
                 status.send_modify(|s| s.last_error = e.to_string());
             }
         }
-        if started.elapsed() > STABLE_SESSION {
+        // a session that got as far as its HelloAck resets the backoff: the
+        // next headend restart costs the initial delay again, not the cap
+        if status.borrow().sessions > sessions_before {
             backoff.reset();
         }
         let wait = backoff.next_delay();
@@ -383,6 +408,48 @@ pub async fn run(
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Watches the uplink's liveness: while it has no session, it must start
+/// an attempt at least every `backoff_max_ms` (+ the setup deadline). A
+/// stall is logged and counted (`uplink_stalls`); one that lasts
+/// [`STALL_FATAL`] ends the agent, so that its supervisor restarts it.
+pub async fn watchdog(
+    cfg: Arc<AgentConfig>,
+    status: watch::Receiver<UplinkStatus>,
+    mut stop: watch::Receiver<bool>,
+    metrics: crate::metrics::Metrics,
+    fatal: crate::Fatal,
+) {
+    let limit = Duration::from_millis(cfg.uplink.backoff_max_ms) + SETUP_TIMEOUT + STALL_SLACK;
+    let mut stalled_since: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => return,
+        }
+        let (connected, last) = {
+            let s = status.borrow();
+            (s.connected, s.last_attempt)
+        };
+        let overdue = !connected && last.is_some_and(|t| t.elapsed() > limit);
+        match (overdue, stalled_since) {
+            (true, None) => {
+                stalled_since = Some(tokio::time::Instant::now());
+                metrics.uplink_stalls.inc();
+                tracing::error!(
+                    limit_s = limit.as_secs(),
+                    "uplink stalled: no connection attempt within its limit"
+                );
+            }
+            (true, Some(t)) if t.elapsed() > STALL_FATAL => {
+                fatal.ended("uplink", "stalled: no connection attempt for 5 minutes");
+                return;
+            }
+            (false, Some(_)) => stalled_since = None,
+            _ => {}
         }
     }
 }

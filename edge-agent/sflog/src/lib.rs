@@ -42,9 +42,10 @@
 //! so that it too becomes a gap record; it never stops the rest of the log.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -155,6 +156,14 @@ pub struct Stats {
     pub corrupt: u64,
     /// Dropped by the bound, per class (index = class as u8).
     pub dropped: [u64; 4],
+    /// Free bytes on the log's filesystem (0 if unknown).
+    pub fs_free_bytes: u64,
+    /// The bound in force: `max_bytes`, or less when the filesystem has less room.
+    pub effective_max_bytes: u64,
+    /// Times SQLite reported a full disk (each one recovered by dropping).
+    pub disk_full_events: u64,
+    /// Bytes given back to the filesystem by incremental vacuum.
+    pub vacuumed_bytes: u64,
 }
 
 /// Log settings.
@@ -177,6 +186,85 @@ impl Default for Options {
 struct Writer {
     conn: Connection,
     in_txn: bool,
+    /// Every write of the open transaction, in order, so that a transaction
+    /// that SQLite rolled back on a full disk can be replayed after making
+    /// room (see [`Log::recover_full`]).
+    ops: Vec<Op>,
+}
+
+/// One write of the open transaction.
+enum Op {
+    Insert {
+        seq: i64,
+        class: u8,
+        ts: i64,
+        payload: Vec<u8>,
+    },
+    /// Dropped by the bound (or corrupt): counted in `dropped` already.
+    Delete { seq: i64, class: u8 },
+    /// Acknowledged through `seq` (floor first, then the trim).
+    Ack { seq: i64 },
+}
+
+impl Op {
+    fn exec(&self, conn: &Connection) -> rusqlite::Result<usize> {
+        Ok(match self {
+            Op::Insert {
+                seq,
+                class,
+                ts,
+                payload,
+            } => {
+                conn.prepare_cached(
+                    "INSERT INTO entries (seq, class, ts, crc, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![seq, class, ts, crc(*class, *ts, payload), payload])?
+            }
+            Op::Delete { seq, .. } => conn
+                .prepare_cached("DELETE FROM entries WHERE seq = ?1")?
+                .execute([seq])?,
+            Op::Ack { seq } => {
+                conn.prepare_cached(
+                    "INSERT INTO meta (key, value) VALUES ('seq_floor', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                )?
+                .execute([seq + 1])?;
+                conn.prepare_cached("DELETE FROM entries WHERE seq <= ?1")?
+                    .execute([seq])?
+            }
+        })
+    }
+}
+
+/// Runs (one per class and contiguous stretch of seqs) of `(seq, class, ts)` entries, in seq order.
+fn runs_of(entries: &[(i64, u8, i64)], reason: &'static str) -> Vec<DropRun> {
+    let mut out: Vec<DropRun> = Vec::new();
+    for c in Class::ALL {
+        for &(seq, _, ts) in entries.iter().filter(|e| e.1 == c as u8) {
+            match out.last_mut() {
+                Some(r) if r.class == c && r.last_seq + 1 == seq as u64 => {
+                    r.last_seq = seq as u64;
+                    r.count += 1;
+                    r.from_ms = r.from_ms.min(ts);
+                    r.to_ms = r.to_ms.max(ts);
+                }
+                _ => out.push(DropRun {
+                    first_seq: seq as u64,
+                    last_seq: seq as u64,
+                    count: 1,
+                    class: c,
+                    from_ms: ts,
+                    to_ms: ts,
+                    reason,
+                }),
+            }
+        }
+    }
+    out
+}
+
+/// Is this SQLite's "database or disk is full"?
+pub fn is_disk_full(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull)
 }
 
 /// The store-and-forward log.
@@ -198,6 +286,36 @@ pub struct Log {
     corrupt: AtomicU64,
     dropped: [AtomicU64; 4],
     corrupt_seen: Mutex<BTreeSet<u64>>,
+    /// The database file, for its size and its filesystem's free space.
+    path: PathBuf,
+    /// After SQLite reported a full disk: a lower bound in force until the
+    /// instant, so that the next transactions fit (see [`Log::recover_full`]).
+    squeeze: Mutex<Option<(u64, Instant)>>,
+    /// Drops made while recovering from a full disk, and entries that could
+    /// not be written at all: handed out once by [`Log::take_drops`].
+    pending_runs: Mutex<Vec<DropRun>>,
+    disk_full_events: AtomicU64,
+    /// Free bytes of the log's filesystem (for an unprivileged process), at the last append.
+    fs_free: AtomicU64,
+    /// The bound in force at the last append: `max_bytes`, or less when the
+    /// filesystem has less room.
+    effective_max: AtomicU64,
+    vacuumed_bytes: AtomicU64,
+}
+
+/// Space kept free on the log's filesystem for the write-ahead log and
+/// SQLite's temporary needs; the log shrinks its bound to stay clear of it.
+pub const DISK_RESERVE: u64 = WAL_BYTES + 256 * 1024;
+/// How long a bound lowered by a full-disk error stays in force.
+const SQUEEZE_FOR: Duration = Duration::from_secs(60);
+/// Free pages above this (and above a quarter of the live pages) are given
+/// back to the filesystem after acknowledgements trim the log.
+const VACUUM_SLACK: u64 = 4 * 1024 * 1024;
+
+/// Free space of the filesystem holding `path` (bytes available to an unprivileged process).
+pub fn fs_available(path: &Path) -> Option<u64> {
+    let st = nix::sys::statvfs::statvfs(path).ok()?;
+    Some((st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64))
 }
 
 fn crc(class: u8, ts: i64, payload: &[u8]) -> u32 {
@@ -238,11 +356,16 @@ impl Log {
             .map_err(|e| open_err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
         let conn = Connection::open(&path).map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let fresh: i64 = conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))?;
+        if fresh == 0 {
+            // before the first table: free pages can be given back (incremental vacuum)
+            conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;")?;
+        }
         conn.execute_batch(&format!(
             "PRAGMA page_size = 4096;
              PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
-             PRAGMA wal_autocheckpoint = 128;
+             PRAGMA wal_autocheckpoint = 0;
              PRAGMA journal_size_limit = {WAL_BYTES};
              CREATE TABLE IF NOT EXISTS entries (
                  seq INTEGER PRIMARY KEY, class INTEGER NOT NULL, ts INTEGER NOT NULL,
@@ -250,6 +373,17 @@ impl Log {
              CREATE INDEX IF NOT EXISTS entries_by_class ON entries (class, seq);
              CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
         ))?;
+        // a log created before incremental vacuum: convert it once, if the
+        // filesystem has room for the copy VACUUM makes
+        let av: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
+        if av != 2 {
+            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            if fs_available(dir).is_some_and(|f| f > 2 * size + DISK_RESERVE) {
+                conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;")?;
+            } else {
+                tracing::warn!(path = %path.display(), "log: not enough free space to enable incremental vacuum; the file keeps its size");
+            }
+        }
         match meta(&conn, "version")? {
             None => set_meta(&conn, "version", FORMAT_VERSION)?,
             Some(FORMAT_VERSION) => {}
@@ -292,11 +426,12 @@ impl Log {
             writer: Mutex::new(Writer {
                 conn,
                 in_txn: false,
+                ops: Vec::new(),
             }),
             reader: Mutex::new(reader),
             opts: Options {
                 max_bytes: opts.max_bytes.max(1024 * 1024),
-                policy: opts.policy,
+                ..opts.clone()
             },
             log_id,
             page_size: page_size as u64,
@@ -310,6 +445,13 @@ impl Log {
             corrupt: AtomicU64::new(0),
             dropped: Default::default(),
             corrupt_seen: Mutex::new(BTreeSet::new()),
+            path,
+            squeeze: Mutex::new(None),
+            pending_runs: Mutex::new(Vec::new()),
+            disk_full_events: AtomicU64::new(0),
+            fs_free: AtomicU64::new(0),
+            effective_max: AtomicU64::new(opts.max_bytes.max(1024 * 1024)),
+            vacuumed_bytes: AtomicU64::new(0),
         })
     }
 
@@ -318,7 +460,7 @@ impl Log {
         self.log_id
     }
 
-    fn begin(w: &mut Writer) -> Result<()> {
+    fn begin(w: &mut Writer) -> rusqlite::Result<()> {
         if !w.in_txn {
             w.conn.execute_batch("BEGIN IMMEDIATE")?;
             w.in_txn = true;
@@ -326,7 +468,7 @@ impl Log {
         Ok(())
     }
 
-    fn used_bytes(&self, conn: &Connection) -> Result<u64> {
+    fn used_bytes(&self, conn: &Connection) -> rusqlite::Result<u64> {
         let (pages, free): (i64, i64) = conn.query_row(
             "SELECT (SELECT page_count FROM pragma_page_count()), (SELECT freelist_count FROM pragma_freelist_count())",
             [],
@@ -335,12 +477,62 @@ impl Log {
         Ok((pages - free).max(0) as u64 * self.page_size)
     }
 
+    /// The bound in force now: `max_bytes`, lowered so that the database
+    /// file can grow only into the filesystem's free space (less
+    /// [`DISK_RESERVE`]), and lowered further for a while after SQLite
+    /// reported a full disk anyway (another process filled it).
+    fn effective_bound(&self) -> u64 {
+        let mut cap = self.opts.max_bytes;
+        if let Some(free) = fs_available(&self.path) {
+            self.fs_free.store(free, Ordering::Relaxed);
+            let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+            // the WAL file's space is reused once checkpointed: count it as ours
+            let ours = len(&self.path) + len(&self.path.with_extension("sqlite-wal"));
+            cap = cap.min((ours + free).saturating_sub(DISK_RESERVE));
+        }
+        let mut sq = lock(&self.squeeze);
+        match *sq {
+            Some((bound, until)) if Instant::now() < until => cap = cap.min(bound),
+            Some(_) => *sq = None,
+            None => {}
+        }
+        self.effective_max.store(cap, Ordering::Relaxed);
+        cap
+    }
+
     /// Appends entries (in the open transaction: durable at the next
     /// [`Log::flush`]); returns the seq of the first and what the bound
     /// forced out. Callers append from one task (the agent's log writer).
+    /// A full disk is not an error: see [`Log::recover_full`].
     pub fn append(&self, items: &[(Class, i64, Vec<u8>)]) -> Result<(u64, Vec<DropRun>)> {
         let mut w = lock(&self.writer);
-        Self::begin(&mut w)?;
+        let first = self.next_seq.load(Ordering::SeqCst);
+        let mut runs = Vec::new();
+        match self.append_in(&mut w, first, items, &mut runs) {
+            Ok(()) => Ok((first, runs)),
+            Err(e) if is_disk_full(&e) => {
+                // this call's inserts and drops are in `ops`: the replay makes them again
+                self.recover_full(&mut w, e)?;
+                Ok((first, runs))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn append_in(
+        &self,
+        w: &mut Writer,
+        first: u64,
+        items: &[(Class, i64, Vec<u8>)],
+        runs: &mut Vec<DropRun>,
+    ) -> rusqlite::Result<()> {
+        if let Err(e) = Self::begin(w) {
+            if is_disk_full(&e) {
+                // nothing recorded yet: record the inserts so that recovery writes them
+                self.record_inserts(w, first, items);
+            }
+            return Err(e);
+        }
         // what the rows will take, pages and index included: the measured
         // average row, or the payload plus overhead, whichever is larger, +25 %
         let n = self.count.load(Ordering::Relaxed);
@@ -349,35 +541,45 @@ impl Log {
             .iter()
             .map(|(_, _, p)| (p.len() as u64 + 64).max(avg) * 5 / 4)
             .sum();
-        let runs = self.make_room(&w.conn, incoming)?;
-        let first = self.next_seq.load(Ordering::SeqCst);
-        {
-            let mut stmt = w.conn.prepare_cached(
-                "INSERT INTO entries (seq, class, ts, crc, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            for (i, (class, ts, payload)) in items.iter().enumerate() {
-                let c = *class as u8;
-                stmt.execute(params![
-                    (first + i as u64) as i64,
-                    c,
-                    ts,
-                    crc(c, *ts, payload),
-                    payload
-                ])?;
-            }
+        // the seqs are taken (and the ops recorded) before anything runs, so
+        // that a replay after a full disk writes exactly these entries
+        let start = self.record_inserts(w, first, items);
+        self.make_room(w, incoming, runs)?;
+        for i in start..start + items.len() {
+            w.ops[i].exec(&w.conn)?;
+        }
+        Ok(())
+    }
+
+    /// Records `items` as insert ops with seqs from `first`; returns the
+    /// index of the first op.
+    fn record_inserts(&self, w: &mut Writer, first: u64, items: &[(Class, i64, Vec<u8>)]) -> usize {
+        let start = w.ops.len();
+        for (i, (class, ts, payload)) in items.iter().enumerate() {
+            w.ops.push(Op::Insert {
+                seq: (first + i as u64) as i64,
+                class: *class as u8,
+                ts: *ts,
+                payload: payload.clone(),
+            });
         }
         self.next_seq
             .store(first + items.len() as u64, Ordering::SeqCst);
         self.count.fetch_add(items.len() as u64, Ordering::Relaxed);
-        Ok((first, runs))
+        start
     }
 
     /// Drops entries until `incoming` more bytes fit under the bound.
-    fn make_room(&self, conn: &Connection, incoming: u64) -> Result<Vec<DropRun>> {
-        let max = self.opts.max_bytes;
-        let mut runs = Vec::new();
-        if self.used_bytes(conn)? + incoming <= max {
-            return Ok(runs);
+    fn make_room(
+        &self,
+        w: &mut Writer,
+        incoming: u64,
+        runs: &mut Vec<DropRun>,
+    ) -> rusqlite::Result<()> {
+        let max = self.effective_bound();
+        let before = runs.len();
+        if self.used_bytes(&w.conn)? + incoming <= max {
+            return Ok(());
         }
         // free down to 95 % of the bound so that drops come in chunks
         let target = max - max / 20;
@@ -395,9 +597,9 @@ impl Log {
         for class in classes {
             let mut after = protected;
             loop {
-                let used = self.used_bytes(conn)?;
+                let used = self.used_bytes(&w.conn)?;
                 if used + incoming <= target {
-                    return Ok(runs);
+                    return Ok(());
                 }
                 let n = self.count.load(Ordering::Relaxed).max(1);
                 let per_row = (used / n).max(1);
@@ -410,7 +612,8 @@ impl Log {
                         "SELECT seq, class, ts FROM entries WHERE ?1 >= 0 AND seq > ?2 ORDER BY seq LIMIT ?3"
                     }
                 };
-                let selected: Vec<(i64, u8, i64)> = conn
+                let selected: Vec<(i64, u8, i64)> = w
+                    .conn
                     .prepare_cached(sel)?
                     .query_map(
                         params![class.map(|c| c as i64).unwrap_or(0), after, rows],
@@ -425,12 +628,6 @@ impl Log {
                     .into_iter()
                     .filter(|v| !is_previewed(v.0))
                     .collect();
-                {
-                    let mut del = conn.prepare_cached("DELETE FROM entries WHERE seq = ?1")?;
-                    for v in &victims {
-                        del.execute([v.0])?;
-                    }
-                }
                 self.count
                     .fetch_sub(victims.len() as u64, Ordering::Relaxed);
                 // one run per class, in seq order
@@ -450,14 +647,118 @@ impl Log {
                         });
                     }
                 }
+                let start = w.ops.len();
+                w.ops.extend(victims.iter().map(|v| Op::Delete {
+                    seq: v.0,
+                    class: v.1,
+                }));
+                for op in &w.ops[start..] {
+                    op.exec(&w.conn)?;
+                }
             }
         }
-        if !runs.is_empty() || self.used_bytes(conn)? + incoming > max {
+        if runs.len() > before || self.used_bytes(&w.conn)? + incoming > max {
             tracing::warn!(
-                dropped = runs.iter().map(|r| r.count).sum::<u64>(),
+                dropped = runs[before..].iter().map(|r| r.count).sum::<u64>(),
+                bound = max,
+                max_bytes = self.opts.max_bytes,
+                fs_free = self.fs_free.load(Ordering::Relaxed),
                 "log full: dropped entries"
             );
         }
+        Ok(())
+    }
+
+    /// SQLite reported a full disk (another process filled the filesystem,
+    /// or the free space estimate was short). The open transaction is
+    /// rolled back, the bound is lowered below what the log holds, and the
+    /// transaction's writes are replayed after the drop policy made room,
+    /// up to four times, each lowering the bound further. If even that
+    /// fails, the entries of the transaction (never durable, never sent)
+    /// are given up and accounted as a gap ([`Log::take_drops`]) and the
+    /// log goes on: a full disk never stops the agent.
+    fn recover_full(&self, w: &mut Writer, err: rusqlite::Error) -> Result<()> {
+        self.disk_full_events.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(error = %err, fs_free = ?fs_available(&self.path), "log: the disk is full; dropping the oldest telemetry to make room");
+        let ops = std::mem::take(&mut w.ops);
+        let mut last_err = err;
+        // a failed attempt's drops are rolled back: so is their bookkeeping
+        let saved_count = self.count.load(Ordering::Relaxed);
+        let saved_dropped: [u64; 4] =
+            std::array::from_fn(|i| self.dropped[i].load(Ordering::Relaxed));
+        let restore = || {
+            self.count.store(saved_count, Ordering::Relaxed);
+            for (d, v) in self.dropped.iter().zip(saved_dropped) {
+                d.store(v, Ordering::Relaxed);
+            }
+        };
+        for attempt in 1..=4u64 {
+            restore();
+            if !w.conn.is_autocommit() {
+                let _ = w.conn.execute_batch("ROLLBACK");
+            }
+            w.in_txn = false;
+            w.ops.clear();
+            let used = self.used_bytes(&w.conn)?;
+            let bound = used.saturating_sub(used / 8 * attempt).max(64 * 1024);
+            *lock(&self.squeeze) = Some((bound, Instant::now() + SQUEEZE_FOR));
+            match self.replay(w, &ops) {
+                Ok(runs) => {
+                    lock(&self.pending_runs).extend(runs);
+                    return Ok(());
+                }
+                Err(e) if is_disk_full(&e) => last_err = e,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !w.conn.is_autocommit() {
+            let _ = w.conn.execute_batch("ROLLBACK");
+        }
+        w.in_txn = false;
+        w.ops.clear();
+        restore();
+        // undo the bookkeeping of what was rolled back
+        let mut lost = Vec::new();
+        for op in &ops {
+            match op {
+                Op::Insert { seq, class, ts, .. } => lost.push((*seq, *class, *ts)),
+                Op::Delete { class, .. } => {
+                    self.dropped[usize::from(*class).min(3)].fetch_sub(1, Ordering::Relaxed);
+                }
+                Op::Ack { .. } => {}
+            }
+        }
+        let n: i64 = w
+            .conn
+            .query_row("SELECT COUNT(*) FROM entries", [], |r| r.get(0))?;
+        self.count.store(n as u64, Ordering::Relaxed);
+        tracing::error!(error = %last_err, lost = lost.len(), "log: the disk stays full; entries not yet written are given up and recorded as a gap");
+        let runs = runs_of(&lost, "disk_full");
+        for r in &runs {
+            self.dropped[r.class as usize].fetch_add(r.count, Ordering::Relaxed);
+        }
+        lock(&self.pending_runs).extend(runs);
+        Ok(())
+    }
+
+    /// Replays a rolled-back transaction in one new one, after making room.
+    fn replay(&self, w: &mut Writer, ops: &[Op]) -> rusqlite::Result<Vec<DropRun>> {
+        Self::begin(w)?;
+        let incoming: u64 = ops
+            .iter()
+            .map(|o| match o {
+                Op::Insert { payload, .. } => payload.len() as u64 + 64,
+                _ => 0,
+            })
+            .sum();
+        let mut runs = Vec::new();
+        self.make_room(w, incoming, &mut runs)?;
+        for op in ops {
+            op.exec(&w.conn)?;
+        }
+        w.conn.execute_batch("COMMIT")?;
+        w.in_txn = false;
+        w.ops.clear();
         Ok(runs)
     }
 
@@ -466,11 +767,48 @@ impl Log {
         let mut w = lock(&self.writer);
         let upto = self.next_seq.load(Ordering::SeqCst) - 1;
         if w.in_txn {
-            w.conn.execute_batch("COMMIT")?;
-            w.in_txn = false;
+            match w.conn.execute_batch("COMMIT") {
+                Ok(()) => {
+                    w.in_txn = false;
+                    w.ops.clear();
+                }
+                Err(e) if is_disk_full(&e) => self.recover_full(&mut w, e)?,
+                Err(e) => return Err(e.into()),
+            }
+            self.checkpoint(&w);
         }
         self.durable_seq.fetch_max(upto, Ordering::SeqCst);
         Ok(upto)
+    }
+
+    /// Copies the write-ahead log into the database once it passes half its
+    /// cap (automatic checkpoints are off: a checkpoint that fails on a full
+    /// disk must not look like a failed commit). A failure is logged; the
+    /// WAL then grows until a later checkpoint succeeds.
+    fn checkpoint(&self, w: &Writer) {
+        let wal = self.path.with_extension("sqlite-wal");
+        if std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0) < WAL_BYTES / 2 {
+            return;
+        }
+        if let Err(e) = w
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        {
+            tracing::warn!(error = %e, "log: checkpoint failed; will retry");
+        }
+    }
+
+    /// Drops made while recovering from a full disk, and entries given up
+    /// on it, each handed out once (for gap records), with the corrupt
+    /// records found so far ([`Log::take_corrupt`]).
+    pub fn has_pending_drops(&self) -> bool {
+        !lock(&self.pending_runs).is_empty() || !lock(&self.corrupt_seen).is_empty()
+    }
+
+    pub fn take_drops(&self) -> Result<Vec<DropRun>> {
+        let mut runs = std::mem::take(&mut *lock(&self.pending_runs));
+        runs.extend(self.take_corrupt()?);
+        Ok(runs)
     }
 
     /// Highest seq known to be on disk.
@@ -581,8 +919,7 @@ impl Log {
             return Ok(Vec::new());
         }
         let mut w = lock(&self.writer);
-        Self::begin(&mut w)?;
-        let mut runs = Vec::new();
+        let mut found = Vec::new();
         for s in seqs {
             let row: Option<(i64, i64)> = w
                 .conn
@@ -592,27 +929,58 @@ impl Log {
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()?;
-            if w.conn
-                .execute("DELETE FROM entries WHERE seq = ?1", [s as i64])?
-                > 0
-            {
-                self.count.fetch_sub(1, Ordering::Relaxed);
-            }
-            let (class, ts) = row.unwrap_or((0, 0));
-            runs.push(DropRun {
-                first_seq: s,
-                last_seq: s,
-                count: 1,
-                class: u8::try_from(class)
+            if let Some((class, ts)) = row {
+                let class = u8::try_from(class)
                     .ok()
                     .and_then(Class::from_u8)
-                    .unwrap_or(Class::Telemetry),
+                    .unwrap_or(Class::Telemetry);
+                found.push((s as i64, class as u8, ts));
+            }
+        }
+        let ops = found
+            .iter()
+            .map(|&(seq, class, _)| Op::Delete { seq, class })
+            .collect();
+        self.run_ops(&mut w, ops)?;
+        self.count.fetch_sub(
+            (found.len() as u64).min(self.count.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+        Ok(found
+            .iter()
+            .map(|&(seq, class, ts)| DropRun {
+                first_seq: seq as u64,
+                last_seq: seq as u64,
+                count: 1,
+                class: Class::from_u8(class).unwrap_or(Class::Telemetry),
                 from_ms: ts,
                 to_ms: ts,
                 reason: "corrupt",
-            });
+            })
+            .collect())
+    }
+
+    /// Runs `ops` in the open transaction; returns the rows the last one
+    /// changed (unknown, so 0, after a full-disk recovery replayed them).
+    fn run_ops(&self, w: &mut Writer, ops: Vec<Op>) -> Result<usize> {
+        let start = w.ops.len();
+        w.ops.extend(ops);
+        let r = (|| {
+            Self::begin(w)?;
+            let mut n = 0;
+            for op in &w.ops[start..] {
+                n = op.exec(&w.conn)?;
+            }
+            Ok(n)
+        })();
+        match r {
+            Ok(n) => Ok(n),
+            Err(e) if is_disk_full(&e) => {
+                self.recover_full(w, e)?;
+                Ok(0)
+            }
+            Err(e) => Err(e.into()),
         }
-        Ok(runs)
     }
 
     /// Entries up to `seq` have been sent: they may be stored at the
@@ -644,16 +1012,55 @@ impl Log {
             return Ok(0);
         }
         let mut w = lock(&self.writer);
-        Self::begin(&mut w)?;
-        // the floor first: if we crash mid-trim, seqs stay unique
-        set_meta(&w.conn, "seq_floor", (seq + 1) as i64)?;
         lock(&self.previewed).retain(|&(_, hi)| hi > seq);
-        let n = w
-            .conn
-            .execute("DELETE FROM entries WHERE seq <= ?1", [seq as i64])? as u64;
-        self.count
-            .fetch_sub(n.min(self.count.load(Ordering::Relaxed)), Ordering::Relaxed);
+        // the floor first (in the op): if we crash mid-trim, seqs stay unique
+        let n = self.run_ops(&mut w, vec![Op::Ack { seq: seq as i64 }])? as u64;
+        if w.in_txn {
+            self.count
+                .fetch_sub(n.min(self.count.load(Ordering::Relaxed)), Ordering::Relaxed);
+            self.give_back_space(&w.conn)?;
+        } else {
+            // recovered from a full disk: recount
+            let c: i64 = w
+                .conn
+                .query_row("SELECT COUNT(*) FROM entries", [], |r| r.get(0))?;
+            self.count.store(c as u64, Ordering::Relaxed);
+        }
         Ok(n)
+    }
+
+    /// Gives free pages back to the filesystem (incremental vacuum) once
+    /// acknowledgements leave more than [`VACUUM_SLACK`] and a quarter of
+    /// the live pages free, so that the file does not stay at its
+    /// high-water mark after an outage drained.
+    fn give_back_space(&self, conn: &Connection) -> Result<()> {
+        let (pages, free): (i64, i64) = conn.query_row(
+            "SELECT (SELECT page_count FROM pragma_page_count()), (SELECT freelist_count FROM pragma_freelist_count())",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let ps = self.page_size as i64;
+        let keep = ((pages - free) / 4).max(VACUUM_SLACK as i64 / ps);
+        if free > keep {
+            let n = free - keep;
+            // each step of the pragma frees one page: step it to the end
+            let r = conn
+                .prepare(&format!("PRAGMA incremental_vacuum({n})"))
+                .and_then(|mut st| {
+                    let mut rows = st.query([])?;
+                    while rows.next()?.is_some() {}
+                    Ok(())
+                });
+            match r {
+                Ok(()) => {
+                    self.vacuumed_bytes
+                        .fetch_add((n * ps) as u64, Ordering::Relaxed);
+                }
+                Err(e) if is_disk_full(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     /// Oldest entry still in the log (committed), with its append time.
@@ -687,7 +1094,27 @@ impl Log {
             acked_through: self.acked_through.load(Ordering::SeqCst),
             corrupt: self.corrupt.load(Ordering::Relaxed),
             dropped: std::array::from_fn(|i| self.dropped[i].load(Ordering::Relaxed)),
+            fs_free_bytes: fs_available(&self.path).unwrap_or(0),
+            effective_max_bytes: self.effective_max.load(Ordering::Relaxed),
+            disk_full_events: self.disk_full_events.load(Ordering::Relaxed),
+            vacuumed_bytes: self.vacuumed_bytes.load(Ordering::Relaxed),
         }
+    }
+
+    /// Test hook: a full checkpoint (truncating the WAL), as happens in time.
+    #[doc(hidden)]
+    pub fn flush_checkpoint_for_test(&self) {
+        let w = lock(&self.writer);
+        let r = w
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            });
+        debug_assert!(r.is_ok(), "{r:?}");
     }
 
     /// Test hook: flip a byte of a record's payload, as a torn write would.
@@ -839,6 +1266,7 @@ mod tests {
             &Options {
                 max_bytes: max,
                 policy: DropPolicy::Priority,
+                ..Default::default()
             },
         )
         .unwrap();
@@ -901,6 +1329,7 @@ mod tests {
             &Options {
                 max_bytes: 1024 * 1024,
                 policy: DropPolicy::Oldest,
+                ..Default::default()
             },
         )
         .unwrap();
@@ -949,5 +1378,195 @@ mod tests {
             !kept.contains(&150) && !kept.contains(&161),
             "their neighbours do not"
         );
+    }
+
+    /// A small real filesystem (tmpfs) mounted for one test; unmounted on drop.
+    /// The tests run as root (CI too); a failed mount fails the test.
+    pub(crate) struct Tmpfs(pub tempfile::TempDir);
+
+    impl Tmpfs {
+        pub(crate) fn new(size: &str) -> Tmpfs {
+            let dir = tempfile::tempdir().unwrap();
+            let st = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.path())
+                .status()
+                .expect("mount(8)");
+            assert!(st.success(), "mounting a tmpfs needs root");
+            Tmpfs(dir)
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(self.0.path())
+                .status();
+        }
+    }
+
+    /// Fills the log on a 3 MiB filesystem with a 1 GiB bound; returns the
+    /// runs the drops and recoveries reported, and the alarm seqs.
+    fn fill_a_small_disk(opts: Options) -> (Tmpfs, Log, Vec<DropRun>, Vec<u64>) {
+        let fs = Tmpfs::new("3m");
+        let log = Log::open(fs.0.path(), &opts).unwrap();
+        let mut runs = Vec::new();
+        let mut alarms = Vec::new();
+        for round in 0..120 {
+            let mut batch: Vec<(Class, i64, Vec<u8>)> = (0..250)
+                .map(|i| (Class::Telemetry, i, vec![7u8; 120]))
+                .collect();
+            batch.push((Class::Alarm, round, b"alarm".to_vec()));
+            let (first, r) = log.append(&batch).expect("a full disk is not an error");
+            alarms.push(first + 250);
+            runs.extend(r);
+            log.flush().expect("a full disk is not an error");
+            runs.extend(log.take_drops().unwrap());
+        }
+        (fs, log, runs, alarms)
+    }
+
+    fn check_full_disk_outcome(log: &Log, runs: &[DropRun], alarms: &[u64]) {
+        let st = log.stats();
+        eprintln!("{st:?}");
+        assert!(st.dropped[0] > 0, "30,000 readings cannot fit in 3 MiB");
+        assert_eq!(st.dropped[1], 0, "no alarm dropped");
+        assert_eq!(
+            runs.iter().map(|r| r.count).sum::<u64>(),
+            st.dropped.iter().sum::<u64>(),
+            "every drop is reported once"
+        );
+        let kept: BTreeSet<u64> = log
+            .read_from(1, usize::MAX, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        let dropped: BTreeSet<u64> = runs
+            .iter()
+            .flat_map(|r| r.first_seq..=r.last_seq)
+            .filter(|s| !kept.contains(s))
+            .collect();
+        assert_eq!(
+            kept.len() as u64 + st.dropped[0],
+            120 * 251,
+            "kept + dropped = appended"
+        );
+        assert!(dropped.len() as u64 >= st.dropped[0]);
+        assert!(alarms.iter().all(|a| kept.contains(a)), "every alarm kept");
+        assert!(
+            kept.contains(&(120 * 251 - 1)),
+            "the newest reading is kept"
+        );
+    }
+
+    #[test]
+    fn a_full_filesystem_shrinks_the_bound_and_the_log_keeps_writing() {
+        let (fs, log, runs, alarms) = fill_a_small_disk(Options::default());
+        check_full_disk_outcome(&log, &runs, &alarms);
+        let st = log.stats();
+        assert!(
+            st.effective_max_bytes < 3 * 1024 * 1024,
+            "bound follows the filesystem: {}",
+            st.effective_max_bytes
+        );
+        assert!(st.fs_free_bytes > 0, "the reserve stays free");
+        drop(log);
+        // and it opens again on the still-full disk, and appends
+        let log = Log::open(fs.0.path(), &Options::default()).unwrap();
+        log.append(&items(100)).unwrap();
+        log.flush().unwrap();
+    }
+
+    #[test]
+    fn a_disk_filled_by_another_process_costs_only_accounted_entries_and_writing_resumes() {
+        let fs = Tmpfs::new("4m");
+        let log = open(fs.0.path());
+        let batch = |round: i64| -> Vec<(Class, i64, Vec<u8>)> {
+            let mut b: Vec<_> = (0..250)
+                .map(|i| (Class::Telemetry, i, vec![7u8; 120]))
+                .collect();
+            b.push((Class::Alarm, round, b"alarm".to_vec()));
+            b
+        };
+        let mut runs = Vec::new();
+        for round in 0..10 {
+            runs.extend(log.append(&batch(round)).unwrap().1);
+            log.flush().unwrap();
+        }
+        // another process takes every free byte
+        let filler = fs.0.path().join("filler");
+        let free = fs_available(fs.0.path()).unwrap();
+        std::fs::write(&filler, vec![0u8; free as usize]).unwrap_or(());
+        for round in 10..40 {
+            runs.extend(log.append(&batch(round)).expect("not an error").1);
+            log.flush().expect("not an error");
+            runs.extend(log.take_drops().unwrap());
+        }
+        std::fs::remove_file(&filler).unwrap();
+        let (first, r) = log.append(&batch(40)).unwrap();
+        runs.extend(r);
+        log.flush().unwrap();
+        runs.extend(log.take_drops().unwrap());
+        let st = log.stats();
+        let kept: BTreeSet<u64> = log
+            .read_from(1, usize::MAX, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert!(
+            (first..first + 251).all(|s| kept.contains(&s)),
+            "writing resumed once space came back: {st:?}"
+        );
+        let dropped: u64 = st.dropped.iter().sum();
+        assert_eq!(
+            runs.iter().map(|r| r.count).sum::<u64>(),
+            dropped,
+            "every drop is reported once"
+        );
+        assert_eq!(
+            kept.len() as u64 + dropped,
+            41 * 251,
+            "kept + dropped = appended: {st:?}"
+        );
+        assert_eq!(st.entries, kept.len() as u64, "the count stays true");
+    }
+
+    #[test]
+    fn a_drained_log_gives_its_space_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        for _ in 0..40 {
+            log.append(
+                &(0..1000)
+                    .map(|i| (Class::Telemetry, i, vec![3u8; 300]))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap();
+            log.flush().unwrap();
+        }
+        let size = || {
+            std::fs::metadata(dir.path().join("log.sqlite"))
+                .unwrap()
+                .len()
+        };
+        let full = size();
+        assert!(full > 12 * 1024 * 1024, "{full}");
+        let last = log.stats().durable_seq;
+        log.ack(last - 10).unwrap();
+        log.flush().unwrap();
+        // the checkpoint copies the shrunk database back into the file
+        log.append(&items(1)).unwrap();
+        log.flush().unwrap();
+        log.flush_checkpoint_for_test();
+        assert!(
+            size() < full / 2,
+            "file stays at its high-water mark: {} of {full}; {:?}",
+            size(),
+            log.stats()
+        );
+        assert!(log.stats().vacuumed_bytes > 0);
     }
 }

@@ -431,3 +431,75 @@ pub fn with_controllers(
         yaml.replacen("devices:\n", &format!("{assets}devices:\n"), 1)
     )
 }
+
+/// A gap row: (gap record seq, first_seq, last_seq, count, class, reason).
+pub type GapRow = (i64, i64, i64, i64, String, String);
+
+/// Every seq the agent's log ever used is a stored reading, a stored gap
+/// record, or counted by exactly one gap record; the counts equal what the
+/// agent says it dropped. Returns the site's gap rows.
+pub async fn assert_every_seq_accounted_for(
+    db: &headend::db::Db,
+    site: &str,
+    st: &sflog::Stats,
+) -> Result<Vec<GapRow>> {
+    use std::collections::BTreeSet;
+    let readings: BTreeSet<i64> = stored_seqs(db, site).await?.into_iter().collect();
+    let gaps: Vec<GapRow> = sqlx::query_as(
+        "SELECT seq, first_seq, last_seq, count, class, reason FROM gaps WHERE site_id = $1 ORDER BY seq",
+    )
+    .bind(site)
+    .fetch_all(db.pool())
+    .await?;
+    let gap_records: BTreeSet<i64> = gaps.iter().map(|g| g.0).collect();
+    let max = (st.next_seq - 1) as i64;
+    let missing: Vec<i64> = (1..=max)
+        .filter(|s| !readings.contains(s) && !gap_records.contains(s))
+        .collect();
+    let reported: i64 = gaps.iter().map(|g| g.3).sum();
+    anyhow::ensure!(
+        missing.len() as i64 == reported,
+        "dropped counts ({reported}) match exactly what is missing in SQL ({})",
+        missing.len()
+    );
+    anyhow::ensure!(
+        reported as u64 == st.dropped.iter().sum::<u64>(),
+        "gap records ({reported}) equal what the agent counted ({:?})",
+        st.dropped
+    );
+    for s in &missing {
+        anyhow::ensure!(
+            gaps.iter().any(|g| g.1 <= *s && *s <= g.2),
+            "seq {s} is missing but in no gap range"
+        );
+    }
+    Ok(gaps)
+}
+
+/// A small real filesystem (tmpfs) for one test, unmounted on drop. The
+/// tests run as root (CI does too); a failed mount fails the test.
+pub struct Tmpfs(pub tempfile::TempDir);
+
+impl Tmpfs {
+    pub fn new(size: &str) -> Result<Tmpfs> {
+        let dir = tempfile::tempdir()?;
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()?;
+        anyhow::ensure!(st.success(), "mounting a {size} tmpfs (needs root)");
+        Ok(Tmpfs(dir))
+    }
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0.path())
+            .status();
+    }
+}

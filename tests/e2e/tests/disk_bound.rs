@@ -1,7 +1,6 @@
 //! The log's byte bound is hit during an outage: the log stays under it,
 //! alarms survive, the dropped counts match exactly what is missing in SQL,
 //! and the headend shows the gap.
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -91,39 +90,7 @@ async fn a_full_log_drops_oldest_telemetry_keeps_alarms_and_the_headend_shows_th
     );
     agent.stop().await?;
 
-    // every seq is a stored reading, a stored gap record, or counted by a gap record
-    let readings: BTreeSet<i64> = stored_seqs(&he.db, "site-d").await?.into_iter().collect();
-    let gaps: Vec<(i64, i64, i64, i64, String, String)> = sqlx::query_as(
-        "SELECT seq, first_seq, last_seq, count, class, reason FROM gaps WHERE site_id = 'site-d' ORDER BY seq",
-    )
-    .fetch_all(he.db.pool())
-    .await?;
-    let gap_records: BTreeSet<i64> = gaps.iter().map(|g| g.0).collect();
-    let max = (st.next_seq - 1) as i64;
-    let missing: Vec<i64> = (1..=max)
-        .filter(|s| !readings.contains(s) && !gap_records.contains(s))
-        .collect();
-    let reported: i64 = gaps.iter().map(|g| g.3).sum();
-    assert_eq!(
-        missing.len() as i64,
-        reported,
-        "dropped counts match exactly what is missing in SQL"
-    );
-    assert_eq!(
-        reported as u64,
-        st.dropped.iter().sum::<u64>(),
-        "and what the agent counted"
-    );
-    for s in &missing {
-        assert!(
-            gaps.iter().any(|g| g.1 <= *s && *s <= g.2),
-            "seq {s} is missing but in no gap range"
-        );
-    }
-    assert!(
-        gaps.iter()
-            .all(|g| g.4 == "telemetry" && g.5 == "disk_full")
-    );
+    let gaps = assert_every_seq_accounted_for(&he.db, "site-d", &st).await?;
     // the alarms of the outage's first poll (the oldest entries) survived
     let alarms: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM readings WHERE site_id = 'site-d' AND field LIKE 'alarm.%'",
