@@ -39,6 +39,16 @@ pub const MAX_EXPIRY_S: i64 = 7 * 24 * 3600;
 /// An asset with no good reading for this long is offline for a split, ms.
 pub const ONLINE_WINDOW_MS: i64 = 5 * 60 * 1000;
 const ETA_SOURCES: &[&str] = &["carrier_api", "email", "csv", "manual"];
+/// Largest planned delivery, litres (a road tanker carries up to ~45,000).
+pub const MAX_PLANNED_VOLUME_L: f64 = 1_000_000.0;
+/// An ETA may lie this far in the past (a late delivery being updated), ms.
+pub const ETA_PAST_MS: i64 = 30 * 24 * 3600 * 1000;
+/// ... and this far in the future, ms.
+pub const ETA_FUTURE_MS: i64 = 366 * 24 * 3600 * 1000;
+/// Rounding step of a split: from this...
+const MIN_STEP: f64 = 1e-6;
+/// ...to this.
+const MAX_STEP: f64 = 1e6;
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
@@ -95,10 +105,15 @@ impl From<crate::Error> for FieldError {
     }
 }
 
-/// Parses a JSON body; errors name the field path.
+/// Parses a JSON body; errors name the field path. Strings with control
+/// characters or over 1,000 characters are refused (see `edge`).
 fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, FieldError> {
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| bad("", format!("not valid JSON: {e}")))?;
+    if let Some((path, problem)) = crate::edge::check_json(&v) {
+        return Err(bad(&path, problem));
+    }
+    serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let msg = inner.to_string();
@@ -184,6 +199,13 @@ fn expiry(
     };
     if at <= now {
         return Err(bad("expires_at", "is in the past"));
+    }
+    // a minute of slack for the client's clock
+    if at > now + (MAX_EXPIRY_S + 60) * 1000 {
+        return Err(bad(
+            "expires_at",
+            format!("must be within {MAX_EXPIRY_S} s (7 days) from now"),
+        ));
     }
     Ok(at)
 }
@@ -306,6 +328,20 @@ async fn post_command(
                     ));
                 }
                 let writable = writable_of(&s, &site, &asset).await?;
+                if let Some(w) = writable.iter().find(|w| w.field == field) {
+                    let (lo, hi) = (w.min.unwrap_or(f64::MIN), w.max.unwrap_or(f64::MAX));
+                    if !(lo..=hi).contains(&value) {
+                        return Err(status(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "value",
+                            format!(
+                                "{value} is outside the limits {site}/{asset} reported for {field} ({} to {})",
+                                w.min.map_or("-".into(), |v| v.to_string()),
+                                w.max.map_or("-".into(), |v| v.to_string()),
+                            ),
+                        ));
+                    }
+                }
                 if !writable.iter().any(|w| w.field == field) {
                     return Err(status(
                         StatusCode::UNPROCESSABLE_ENTITY,
@@ -335,6 +371,12 @@ async fn post_command(
                     ));
                 }
                 let step = req.step.unwrap_or(0.1);
+                if !(MIN_STEP..=MAX_STEP).contains(&step) {
+                    return Err(bad(
+                        "step",
+                        format!("must be from {MIN_STEP} to {MAX_STEP}"),
+                    ));
+                }
                 let mut cands = Vec::new();
                 let now = now_ms();
                 for (asset, capacity, w) in s.db.writable_points(site).await? {
@@ -720,6 +762,31 @@ fn time_value(field: &str, v: &Value) -> Result<i64, FieldError> {
     Ok(t)
 }
 
+/// An ETA: a time from 30 days ago to 366 days ahead.
+fn eta_value(v: &Value) -> Result<i64, FieldError> {
+    let t = time_value("eta", v)?;
+    let now = now_ms();
+    if !(now - ETA_PAST_MS..=now + ETA_FUTURE_MS).contains(&t) {
+        return Err(bad(
+            "eta",
+            "must be from 30 days ago to 366 days ahead (RFC 3339 or Unix ms)",
+        ));
+    }
+    Ok(t)
+}
+
+/// A planned volume: litres, > 0 and at most [`MAX_PLANNED_VOLUME_L`].
+fn volume_value(v: f64) -> Result<f64, FieldError> {
+    if v.is_finite() && v > 0.0 && v <= MAX_PLANNED_VOLUME_L {
+        Ok(v)
+    } else {
+        Err(bad(
+            "planned_volume_l",
+            format!("must be a number > 0 and at most {MAX_PLANNED_VOLUME_L} (litres)"),
+        ))
+    }
+}
+
 fn check_source(src: &str) -> Result<(), FieldError> {
     if ETA_SOURCES.contains(&src) {
         Ok(())
@@ -769,11 +836,9 @@ async fn post_load(
             ),
         ));
     }
-    if !(req.planned_volume_l.is_finite() && req.planned_volume_l > 0.0) {
-        return Err(bad("planned_volume_l", "must be a number > 0 (litres)"));
-    }
+    volume_value(req.planned_volume_l)?;
     check_source(&req.eta_source)?;
-    let eta_ms = time_value("eta", &req.eta)?;
+    let eta_ms = eta_value(&req.eta)?;
     let now = now_ms();
     let who = actor(&headers, peer);
     let load = LoadRow {
@@ -870,17 +935,14 @@ async fn patch_load(
             )
         })?;
         check_source(src)?;
-        load.eta_ms = time_value("eta", eta)?;
+        load.eta_ms = eta_value(eta)?;
         load.eta_source = src.to_string();
         what.push(format!("ETA {} (source {src})", load.eta_ms));
     } else if p.eta_source.is_some() {
         return Err(bad("eta_source", "given without a new eta"));
     }
     if let Some(v) = p.planned_volume_l {
-        if !(v.is_finite() && v > 0.0) {
-            return Err(bad("planned_volume_l", "must be a number > 0 (litres)"));
-        }
-        load.planned_volume_l = v;
+        load.planned_volume_l = volume_value(v)?;
         what.push(format!("planned volume {v} L"));
     }
     if let Some(st) = &p.status {

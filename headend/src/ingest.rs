@@ -86,6 +86,18 @@ fn spawn_group_committer(db: Db, metrics: crate::metrics::Metrics) -> mpsc::Send
 #[derive(Clone, Default)]
 pub struct Sessions {
     inner: Arc<Mutex<HashMap<String, SessionInfo>>>,
+    /// The last commit failure per site, until a commit of that site
+    /// succeeds (bounded by the sites that have certificates): a site whose
+    /// data the database refuses is flagged, never silently stuck.
+    errors: Arc<Mutex<HashMap<String, IngestError>>>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct IngestError {
+    pub since_ms: i64,
+    pub last_ms: i64,
+    pub failures: u64,
+    pub error: String,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -102,6 +114,36 @@ impl Sessions {
     }
     pub fn get(&self, site: &str) -> Option<SessionInfo> {
         self.lock().get(site).cloned()
+    }
+    fn errors(&self) -> std::sync::MutexGuard<'_, HashMap<String, IngestError>> {
+        self.errors.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    /// The site's data is failing to commit, if it is.
+    pub fn ingest_error(&self, site: &str) -> Option<IngestError> {
+        self.errors().get(site).cloned()
+    }
+    /// Sites whose last commit failed.
+    pub fn failing_sites(&self) -> usize {
+        self.errors().len()
+    }
+    fn commit_failed(&self, site: &str, error: &str) {
+        let now = now_ms();
+        let mut e = self.errors();
+        let entry = e.entry(site.to_string()).or_insert_with(|| IngestError {
+            since_ms: now,
+            last_ms: now,
+            failures: 0,
+            error: String::new(),
+        });
+        entry.last_ms = now;
+        entry.failures += 1;
+        entry.error = error.chars().take(500).collect();
+    }
+    fn commit_succeeded(&self, site: &str) {
+        let mut e = self.errors();
+        if !e.is_empty() {
+            e.remove(site);
+        }
     }
 }
 
@@ -229,7 +271,7 @@ impl v1::agent_link_server::AgentLink for Ingest {
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
             .map_err(|_| Status::deadline_exceeded("no Hello within 15 s"))??;
-        let hello = match first.and_then(|m| m.msg) {
+        let mut hello = match first.and_then(|m| m.msg) {
             Some(In::Hello(h)) => h,
             _ => {
                 return Err(Status::invalid_argument(
@@ -248,14 +290,30 @@ impl v1::agent_link_server::AgentLink for Ingest {
         if hello.log_id == 0 {
             return Err(Status::invalid_argument("hello.log_id must not be 0"));
         }
-        let acked = self
+        // the connection is in a session now: no longer subject to the idle deadline
+        who.started.send_replace(true);
+        let cleaned = crate::sanitize::hello(&mut hello);
+        if cleaned > 0 {
+            self.metrics.sanitized_fields.inc_by(cleaned);
+            tracing::warn!(site = %who.site_id, fields = cleaned, "hello had control characters in names; replaced with U+FFFD (fix the agent's configuration)");
+        }
+        let acked = match self
             .db
             .record_hello(HelloInfo {
                 site: &who.site_id,
                 hello: &hello,
             })
             .await
-            .map_err(|e| Status::unavailable(format!("database: {e}")))?;
+        {
+            Ok(a) => a,
+            Err(e) => {
+                self.metrics.commit_failures.inc();
+                self.sessions
+                    .commit_failed(&who.site_id, &format!("hello: {e}"));
+                tracing::error!(site = %who.site_id, error = %e, "recording the hello failed");
+                return Err(Status::unavailable("database unavailable"));
+            }
+        };
         tracing::info!(site = %who.site_id, peer = %who.peer, version = %hello.agent_version, log_id = hello.log_id, acked, "agent session started");
         self.sessions.lock().insert(
             who.site_id.clone(),
@@ -383,9 +441,10 @@ impl Ingest {
                 }
             };
             match msg.msg {
-                Some(In::Batch(b)) => {
+                Some(In::Batch(mut b)) => {
                     validate_batch(&b, log_id)?;
                     let m = &self.metrics;
+                    m.sanitized_fields.inc_by(crate::sanitize::batch(&mut b));
                     m.batches.inc();
                     m.readings.inc_by(b.readings.len() as u64);
                     m.gap_records.inc_by(b.gaps.len() as u64);
@@ -441,14 +500,16 @@ impl Ingest {
                     Ok(acked) => acked,
                     Err(e) => {
                         self.metrics.commit_failures.inc();
+                        self.sessions.commit_failed(&who.site_id, &e.to_string());
                         // what is still queued goes with the session (the agent resends it)
                         self.metrics.queued_batches.dec_by(queue.len() as i64);
                         tracing::error!(site = %who.site_id, error = %e, "batch commit failed; not acknowledging");
-                        return Err(Status::unavailable(format!("database unavailable: {e}")));
+                        return Err(Status::unavailable("database unavailable"));
                     }
                 }
             };
             self.metrics.commits.inc();
+            self.sessions.commit_succeeded(&who.site_id);
             if !ack {
                 continue; // previews are stored, not acknowledged (see the proto)
             }

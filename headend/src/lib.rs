@@ -5,10 +5,12 @@ pub mod api_commands;
 pub mod commands;
 pub mod db;
 pub mod dispatch;
+pub mod edge;
 pub mod ingest;
 pub mod lifecycle;
 pub mod metrics;
 pub mod rest;
+pub mod sanitize;
 pub mod split;
 pub mod tls;
 
@@ -57,6 +59,13 @@ pub struct Config {
     /// Concurrent batch transactions across all agents.
     pub max_concurrent_writes: usize,
     pub db_max_connections: u32,
+    /// Host names the REST API answers to (DNS-rebinding guard), besides
+    /// `localhost`, `127.0.0.1` and `::1`.
+    pub http_hosts: Vec<String>,
+    /// Agent connections at once per certificate identity (site).
+    pub max_conns_per_site: usize,
+    /// Agent connections at once in all (kept below the fd limit).
+    pub max_conns: usize,
 }
 
 impl Config {
@@ -73,6 +82,9 @@ impl Config {
             },
             max_concurrent_writes: 8,
             db_max_connections: 16,
+            http_hosts: Vec::new(),
+            max_conns_per_site: tls::DEFAULT_CONNS_PER_SITE,
+            max_conns: tls::DEFAULT_MAX_CONNS,
         }
     }
 }
@@ -103,8 +115,40 @@ impl Running {
     }
 }
 
+/// Raises the soft open-files limit to the hard one (each agent connection
+/// holds a descriptor; the default soft limit is often 1,024).
+pub fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "raised the open-files limit"),
+            Err(e) => {
+                tracing::warn!(soft, hard, error = %e, "could not raise the open-files limit")
+            }
+        },
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "reading the open-files limit"),
+    }
+}
+
+/// Agent connections the open-files limit allows: the soft limit less a
+/// reserve for the database pool, the REST listener and logs.
+pub fn fd_budget() -> usize {
+    use nix::sys::resource::{Resource, getrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, _)) => (soft.saturating_sub(256) as usize).max(16),
+        Err(_) => 768,
+    }
+}
+
 /// Binds both listeners, connects the database (running migrations) and serves.
 pub async fn start(cfg: Config) -> Result<Running, Error> {
+    if !cfg.http_listen.ip().is_loopback() {
+        return Err(Error::Config(format!(
+            "--http-listen {}: the REST API has no authentication yet, so it listens on loopback only (127.0.0.1 or ::1); put a reverse proxy with authentication in front of it for remote access",
+            cfg.http_listen
+        )));
+    }
     let tls = tankwatch_pki::server_config(&cfg.tls)?;
     let db = db::Db::connect(&cfg.database_url, cfg.db_max_connections).await?;
     let grpc = TcpListener::bind(cfg.grpc_listen)
@@ -138,7 +182,21 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         dispatcher.clone(),
     ))
     .max_decoding_message_size(ingest::MAX_MESSAGE_BYTES);
-    let (incoming, accept_task) = tls::incoming(grpc, tls);
+    let max_conns = cfg.max_conns.min(fd_budget());
+    tracing::info!(
+        max_conns,
+        per_site = cfg.max_conns_per_site,
+        "agent connection limits"
+    );
+    let (incoming, accept_task) = tls::incoming(
+        grpc,
+        tls,
+        tls::Limits {
+            max_conns,
+            max_per_site: cfg.max_conns_per_site,
+            metrics: metrics.clone(),
+        },
+    );
     let incoming = ReceiverStream::new(incoming);
     let mut stop = shutdown.subscribe();
     let grpc_task = tokio::spawn(async move {
@@ -154,12 +212,21 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
             tracing::error!(error = %e, "gRPC server failed");
         }
     });
-    let app = rest::router(rest::ApiState {
-        db: db.clone(),
-        sessions,
-        metrics,
-        dispatcher,
-    });
+    let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"]
+        .iter()
+        .map(|h| h.to_string())
+        .collect();
+    hosts.push(http_addr.ip().to_string());
+    hosts.extend(cfg.http_hosts.iter().map(|h| edge::host_of(h)));
+    let app = rest::router(
+        rest::ApiState {
+            db: db.clone(),
+            sessions,
+            metrics: metrics.clone(),
+            dispatcher,
+        },
+        edge::Edge { hosts, metrics },
+    );
     let mut stop = shutdown.subscribe();
     let http_task = tokio::spawn(async move {
         let r = axum::serve(

@@ -30,6 +30,16 @@ struct Cli {
     /// Concurrent batch transactions across all agents.
     #[arg(long, default_value_t = 8)]
     max_concurrent_writes: usize,
+    /// Another host name the REST API answers to (e.g. behind a reverse
+    /// proxy); repeatable. `localhost`, `127.0.0.1` and `::1` always are.
+    #[arg(long = "http-host", env = "HEADEND_HTTP_HOSTS", value_delimiter = ',')]
+    http_hosts: Vec<String>,
+    /// Agent connections at once per certificate identity (a new one evicts the oldest).
+    #[arg(long, default_value_t = headend::tls::DEFAULT_CONNS_PER_SITE)]
+    max_conns_per_site: usize,
+    /// Agent connections at once in all (also bounded by the open-files limit).
+    #[arg(long, default_value_t = headend::tls::DEFAULT_MAX_CONNS)]
+    max_conns: usize,
     /// Log as JSON lines.
     #[arg(long, env = "LOG_JSON")]
     log_json: bool,
@@ -56,6 +66,10 @@ async fn main() -> Result<()> {
     cfg.grpc_listen = cli.grpc_listen;
     cfg.http_listen = cli.http_listen;
     cfg.max_concurrent_writes = cli.max_concurrent_writes;
+    cfg.http_hosts = cli.http_hosts;
+    cfg.max_conns_per_site = cli.max_conns_per_site;
+    cfg.max_conns = cli.max_conns;
+    headend::raise_fd_limit();
     let running = headend::start(cfg).await?;
     println!(
         "headend: gRPC (mTLS) on {}, REST on http://{}",

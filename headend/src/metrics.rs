@@ -2,8 +2,10 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
 
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -26,6 +28,21 @@ pub struct Metrics {
     pub commands_sent: Counter,
     pub command_acks: Counter,
     pub delivery_events: Counter,
+    /// Agent text fields with control characters replaced (see `sanitize`).
+    pub sanitized_fields: Counter,
+    /// Sites whose last ingest commit failed (set when rendered).
+    pub sites_failing: Gauge<i64, AtomicI64>,
+    /// Agent TLS connections open now (handshaking or in a session).
+    pub connections: Gauge<i64, AtomicI64>,
+    /// Agent connections closed by a limit, by reason.
+    pub connections_refused: Family<ReasonLabel, Counter>,
+    /// REST requests refused at the edge (content type, host, control characters), by reason.
+    pub http_refused: Family<ReasonLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
 }
 
 impl Default for Metrics {
@@ -47,7 +64,37 @@ impl Default for Metrics {
             commands_sent: Counter::default(),
             command_acks: Counter::default(),
             delivery_events: Counter::default(),
+            sanitized_fields: Counter::default(),
+            sites_failing: Gauge::default(),
+            connections: Gauge::default(),
+            connections_refused: Family::default(),
+            http_refused: Family::default(),
         };
+        r.register(
+            "sanitized_fields",
+            "Text fields from agents whose control characters were replaced with U+FFFD",
+            m.sanitized_fields.clone(),
+        );
+        r.register(
+            "sites_failing",
+            "Sites whose last ingest commit failed (see GET /api/v1/sites, ingest_error)",
+            m.sites_failing.clone(),
+        );
+        r.register(
+            "agent_connections",
+            "Agent TLS connections open now (handshaking, idle or in a session)",
+            m.connections.clone(),
+        );
+        r.register(
+            "agent_connections_refused",
+            "Agent connections closed by a limit (per_identity, total, idle, handshake_timeout)",
+            m.connections_refused.clone(),
+        );
+        r.register(
+            "http_refused",
+            "REST requests refused at the edge (content_type, host, control_chars)",
+            m.http_refused.clone(),
+        );
         for (name, help, c) in [
             (
                 "commands_submitted",

@@ -31,7 +31,7 @@ pub struct ApiState {
     pub dispatcher: crate::dispatch::Dispatcher,
 }
 
-pub fn router(state: ApiState) -> Router {
+pub fn router(state: ApiState, edge: crate::edge::Edge) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready))
@@ -45,6 +45,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/sites/{site}/gaps", get(gaps))
         .merge(crate::api_commands::routes())
         .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::edge::MAX_BODY_BYTES,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            edge,
+            crate::edge::guard,
+        ))
 }
 
 /// An API error: JSON `{"error": ...}` with a status code.
@@ -58,16 +65,22 @@ impl IntoResponse for ApiError {
 
 impl From<crate::Error> for ApiError {
     fn from(e: crate::Error) -> Self {
+        // the details go to the log, not to the client
         tracing::error!(error = %e, "REST request failed");
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("database unavailable: {e}"),
+            "database unavailable; see the headend's log".into(),
         )
     }
 }
 
+/// Latest time RFC 3339 can write (9999-12-31T23:59:59.999Z), Unix ms.
+pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
+
+/// A stored time as RFC 3339, or null when it is not a time we can write
+/// (0, negative, or past year 9999): a row can never make a read fail.
 pub fn ts(ms: i64) -> Value {
-    if ms <= 0 {
+    if !(1..=MAX_TIME_MS).contains(&ms) {
         return Value::Null;
     }
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64);
@@ -83,6 +96,9 @@ async fn ready(State(s): State<ApiState>) -> Response {
 
 async fn sites(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
     let rows = s.db.sites().await?;
+    s.metrics
+        .sites_failing
+        .set(s.sessions.failing_sites() as i64);
     Ok(Json(Value::Array(
         rows.into_iter()
             .map(|r| {
@@ -95,6 +111,11 @@ async fn sites(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
                     "last_seen": ts(r.last_seen_ms),
                     "connected": session.is_some(),
                     "session": session,
+                    // the site's data is failing to commit (it is resent; nothing acknowledged)
+                    "ingest_error": s.sessions.ingest_error(&r.site_id).map(|e| json!({
+                        "since": ts(e.since_ms), "last": ts(e.last_ms),
+                        "failures": e.failures, "error": e.error,
+                    })),
                 })
             })
             .collect(),
@@ -258,6 +279,9 @@ async fn gaps(
 }
 
 async fn metrics(State(s): State<ApiState>) -> Response {
+    s.metrics
+        .sites_failing
+        .set(s.sessions.failing_sites() as i64);
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -7,17 +7,32 @@
 //! `ACCEPT_QUEUE` finished handshakes wait for tonic; when both are full
 //! the accept loop stops accepting (the kernel backlog then holds or
 //! refuses new connections), so a reconnect storm cannot exhaust memory.
+//!
+//! Connections are limited too, so that no certificate holder can take
+//! the headend's file descriptors ([`Limits`]):
+//! * at most `max_conns` agent connections at once (kept below the fd
+//!   limit; `main` raises the soft limit to the hard one): past it a new
+//!   TCP connection is closed at once;
+//! * at most `max_per_site` per certificate identity: a new one evicts
+//!   that identity's oldest connection (a reconnecting agent's previous
+//!   connection is usually a dead one the network cut);
+//! * a connection must start its session (a Hello) within
+//!   [`SESSION_DEADLINE`] of its handshake, else it is closed; once in a
+//!   session, HTTP/2 keepalive pings find a dead peer.
+//! Each closure is counted (`agent_connections_refused_total{reason}`).
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
@@ -25,18 +40,91 @@ use tonic::transport::server::Connected;
 const MAX_HANDSHAKES: usize = 256;
 const ACCEPT_QUEUE: usize = 64;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// From the end of the TLS handshake to the session's Hello (the HTTP/2
+/// preface, the stream and the Hello itself): a connection that says
+/// nothing is closed after this.
+pub const SESSION_DEADLINE: Duration = Duration::from_secs(20);
+/// Default of `Config::max_conns_per_site`.
+pub const DEFAULT_CONNS_PER_SITE: usize = 4;
+/// Default of `Config::max_conns` (lowered to the fd limit at start).
+pub const DEFAULT_MAX_CONNS: usize = 10_000;
 
 /// Who is on the other end of an agent connection, from its certificate.
 #[derive(Debug, Clone)]
 pub struct AgentIdentity {
     pub site_id: String,
     pub peer: SocketAddr,
+    /// Set by the ingest service when the session's Hello arrived: the
+    /// connection is then no longer idle.
+    pub started: Arc<watch::Sender<bool>>,
 }
+
+/// Connection limits (see the module doc).
+#[derive(Clone)]
+pub struct Limits {
+    pub max_conns: usize,
+    pub max_per_site: usize,
+    pub metrics: crate::metrics::Metrics,
+}
+
+/// Open connections: the total, and per identity the kill switches of its
+/// connections, oldest first.
+#[derive(Default)]
+struct Open {
+    total: usize,
+    next_id: u64,
+    per_site: HashMap<String, Vec<(u64, watch::Sender<bool>)>>,
+}
+
+/// A place in the open-connection table; dropping it frees the place.
+struct Slot {
+    open: Arc<Mutex<Open>>,
+    site: Option<(String, u64)>,
+    metrics: crate::metrics::Metrics,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut o = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        o.total = o.total.saturating_sub(1);
+        if let Some((site, id)) = &self.site
+            && let Some(v) = o.per_site.get_mut(site)
+        {
+            v.retain(|(i, _)| i != id);
+            if v.is_empty() {
+                o.per_site.remove(site);
+            }
+        }
+        self.metrics.connections.dec();
+    }
+}
+
+type Closer = Pin<Box<dyn Future<Output = &'static str> + Send>>;
 
 /// An authenticated agent connection.
 pub struct AgentConn {
     stream: TlsStream<TcpStream>,
     identity: AgentIdentity,
+    _slot: Slot,
+    /// Resolves when the connection must close: evicted by a newer one of
+    /// its identity, or no session within [`SESSION_DEADLINE`].
+    closer: Closer,
+    closed: Option<&'static str>,
+}
+
+impl AgentConn {
+    fn check_closed(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        if self.closed.is_none()
+            && let Poll::Ready(why) = self.closer.as_mut().poll(cx)
+        {
+            tracing::warn!(site = %self.identity.site_id, peer = %self.identity.peer, why, "closing agent connection");
+            self.closed = Some(why);
+        }
+        match self.closed {
+            Some(why) => Err(io::Error::new(io::ErrorKind::TimedOut, why)),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Connected for AgentConn {
@@ -52,6 +140,9 @@ impl AsyncRead for AgentConn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if let Err(e) = self.check_closed(cx) {
+            return Poll::Ready(Err(e));
+        }
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
@@ -87,6 +178,7 @@ impl AsyncWrite for AgentConn {
 pub fn incoming(
     listener: TcpListener,
     config: rustls::ServerConfig,
+    limits: Limits,
 ) -> (
     mpsc::Receiver<io::Result<AgentConn>>,
     tokio::task::JoinHandle<()>,
@@ -94,6 +186,15 @@ pub fn incoming(
     let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let open = Arc::new(Mutex::new(Open::default()));
+    let refused = {
+        let m = limits.metrics.clone();
+        move |reason: &'static str| {
+            m.connections_refused
+                .get_or_create(&crate::metrics::ReasonLabel { reason })
+                .inc();
+        }
+    };
     let task = tokio::spawn(async move {
         loop {
             let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -108,9 +209,27 @@ pub fn incoming(
                     continue;
                 }
             };
+            let mut slot = {
+                let mut o = open.lock().unwrap_or_else(|p| p.into_inner());
+                if o.total >= limits.max_conns {
+                    drop(o);
+                    refused("total");
+                    tracing::warn!(%peer, max = limits.max_conns, "agent connection limit reached; closing a new connection");
+                    continue; // dropping `tcp` closes it
+                }
+                o.total += 1;
+                limits.metrics.connections.inc();
+                Slot {
+                    open: open.clone(),
+                    site: None,
+                    metrics: limits.metrics.clone(),
+                }
+            };
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
+            let (open, max_per_site) = (open.clone(), limits.max_per_site);
+            let refused = refused.clone();
             tokio::spawn(async move {
                 let _permit = permit;
                 let stream =
@@ -121,6 +240,7 @@ pub fn incoming(
                             return;
                         }
                         Err(_) => {
+                            refused("handshake_timeout");
                             tracing::warn!(%peer, "agent TLS handshake timed out");
                             return;
                         }
@@ -134,9 +254,44 @@ pub fn incoming(
                 match site {
                     Some(Ok(site_id)) => {
                         tracing::debug!(%peer, %site_id, "agent authenticated");
+                        let (kill_tx, mut kill) = watch::channel(false);
+                        {
+                            let mut o = open.lock().unwrap_or_else(|p| p.into_inner());
+                            o.next_id += 1;
+                            let id = o.next_id;
+                            let conns = o.per_site.entry(site_id.clone()).or_default();
+                            while conns.len() >= max_per_site.max(1) {
+                                let (_, oldest) = conns.remove(0);
+                                oldest.send_replace(true);
+                                refused("per_identity");
+                                tracing::warn!(%site_id, max = max_per_site, "too many connections for one certificate identity; closing its oldest");
+                            }
+                            conns.push((id, kill_tx));
+                            slot.site = Some((site_id.clone(), id));
+                        }
+                        let (started_tx, started) = watch::channel(false);
+                        let closer: Closer = Box::pin(async move {
+                            let idle = async {
+                                tokio::time::sleep(SESSION_DEADLINE).await;
+                                if *started.borrow() {
+                                    std::future::pending::<()>().await;
+                                }
+                            };
+                            tokio::select! {
+                                _ = kill.wait_for(|k| *k) => "evicted by a newer connection of the same identity",
+                                _ = idle => "no session within 20 s of the handshake",
+                            }
+                        });
                         let conn = AgentConn {
                             stream,
-                            identity: AgentIdentity { site_id, peer },
+                            identity: AgentIdentity {
+                                site_id,
+                                peer,
+                                started: Arc::new(started_tx),
+                            },
+                            _slot: slot,
+                            closer,
+                            closed: None,
                         };
                         let _ = tx.send(Ok(conn)).await;
                     }

@@ -230,6 +230,41 @@ impl Ca {
             key_pem: key.serialize_pem(),
         })
     }
+
+    /// Test hook: an agent-like certificate signed by this CA that breaks
+    /// the identity rule: a second common name (`agent:<other>`) and/or no
+    /// extended key usage extension at all.
+    #[doc(hidden)]
+    pub fn issue_odd_agent_for_test(
+        &self,
+        site: &str,
+        second_cn: Option<&str>,
+        eku: bool,
+    ) -> Result<Issued> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, format!("{AGENT_CN_PREFIX}{site}"));
+        if let Some(other) = second_cn {
+            // the CN attribute's OID (2.5.4.3), as a second entry
+            dn.push(
+                DnType::CustomDnType(vec![2, 5, 4, 3]),
+                format!("{AGENT_CN_PREFIX}{other}"),
+            );
+        }
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        if eku {
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        }
+        validity(&mut params, 1);
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
 }
 
 /// Reads the site id out of an agent certificate (DER). This is the only
@@ -237,12 +272,38 @@ impl Ca {
 pub fn site_from_cert(der: &[u8]) -> Result<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der)
         .map_err(|e| Error::NotAgent(format!("unparseable certificate: {e}")))?;
-    let cn = cert
-        .subject()
-        .iter_common_name()
-        .next()
-        .and_then(|cn| cn.as_str().ok())
-        .ok_or_else(|| Error::NotAgent("no common name in subject".into()))?;
+    // exactly one common name: with two, which one is the identity would
+    // depend on the reader
+    let cns: Vec<_> = cert.subject().iter_common_name().collect();
+    let cn = match cns.as_slice() {
+        [one] => one
+            .as_str()
+            .map_err(|_| Error::NotAgent("the common name is not a UTF-8 string".into()))?,
+        [] => return Err(Error::NotAgent("no common name in subject".into())),
+        _ => {
+            return Err(Error::NotAgent(format!(
+                "{} common names in subject; an agent certificate has exactly one",
+                cns.len()
+            )));
+        }
+    };
+    // and it must be meant for a TLS client: an extended key usage
+    // extension that lists clientAuth (a certificate without one is not
+    // an agent identity, whatever its name says)
+    match cert.extended_key_usage() {
+        Ok(Some(eku)) if eku.value.client_auth => {}
+        Ok(Some(_)) => {
+            return Err(Error::NotAgent(
+                "extended key usage does not include clientAuth".into(),
+            ));
+        }
+        Ok(None) => {
+            return Err(Error::NotAgent(
+                "no extended key usage extension (clientAuth required)".into(),
+            ));
+        }
+        Err(e) => return Err(Error::NotAgent(format!("extended key usage: {e}"))),
+    }
     let site = cn.strip_prefix(AGENT_CN_PREFIX).ok_or_else(|| {
         Error::NotAgent(format!(
             "common name {cn:?} does not start with {AGENT_CN_PREFIX:?}"
@@ -391,6 +452,22 @@ mod tests {
         let days = (cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp())
             / 86400;
         assert_eq!(days, 30);
+    }
+
+    #[test]
+    fn a_certificate_without_client_auth_eku_or_with_two_names_is_no_agent_identity() {
+        let (ca, _) = Ca::create("t", 1).unwrap();
+        let der = |i: Issued| CertificateDer::from_pem_slice(i.cert_pem.as_bytes()).unwrap();
+        let ok = der(ca.issue_odd_agent_for_test("s1", None, true).unwrap());
+        assert_eq!(site_from_cert(&ok).unwrap(), "s1", "the control case");
+        let no_eku = der(ca.issue_odd_agent_for_test("s1", None, false).unwrap());
+        let e = site_from_cert(&no_eku).unwrap_err().to_string();
+        assert!(e.contains("clientAuth"), "{e}");
+        let two = der(ca.issue_odd_agent_for_test("s1", Some("s2"), true).unwrap());
+        let (_, c) = x509_parser::parse_x509_certificate(&two).unwrap();
+        assert_eq!(c.subject().iter_common_name().count(), 2, "really two CNs");
+        let e = site_from_cert(&two).unwrap_err().to_string();
+        assert!(e.contains("2 common names"), "{e}");
     }
 
     #[test]
