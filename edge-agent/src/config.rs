@@ -155,11 +155,16 @@ pub struct UplinkConfig {
     /// Batches sent but not yet acknowledged. 1 to 64. Default 4.
     #[serde(default = "default_window", deserialize_with = "window")]
     pub window: u64,
-    /// First reconnect delay, ms (then doubling, with jitter). Default 500.
-    #[serde(default = "default_backoff_initial")]
+    /// First reconnect delay, ms (then doubling, with jitter). 50 to
+    /// 60,000. Default 500.
+    #[serde(
+        default = "default_backoff_initial",
+        deserialize_with = "backoff_initial"
+    )]
     pub backoff_initial_ms: u64,
-    /// Longest reconnect delay, ms. Default 30,000.
-    #[serde(default = "default_backoff_max")]
+    /// Longest reconnect delay, ms; the uplink tries at least this often.
+    /// 1,000 to 3,600,000, and not below `backoff_initial_ms`. Default 30,000.
+    #[serde(default = "default_backoff_max", deserialize_with = "backoff_max")]
     pub backoff_max_ms: u64,
 }
 
@@ -283,6 +288,12 @@ fn batch_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 fn window<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     adapter_api::bounded_u64(d, "window", 1, 64)
 }
+fn backoff_initial<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    adapter_api::bounded_u64(d, "backoff_initial_ms", 50, 60_000)
+}
+fn backoff_max<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    adapter_api::bounded_u64(d, "backoff_max_ms", 1000, 3_600_000)
+}
 
 /// Finds where `key: value` (or `key: "value"`) first appears, for errors
 /// that serde cannot place (cross-references).
@@ -348,6 +359,12 @@ pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
 
 /// Parses and validates configuration text (no file system checks).
 pub fn parse(file: &str, text: &str) -> Result<AgentConfig, ConfigError> {
+    crate::yamlguard::check(text).map_err(|r| ConfigError {
+        file: file.to_string(),
+        line: Some(r.line),
+        column: Some(r.column),
+        msg: r.msg,
+    })?;
     let cfg: AgentConfig = serde_yaml::from_str(text)
         .map_err(|e| {
             let loc = e.location();
@@ -379,7 +396,11 @@ pub fn parse(file: &str, text: &str) -> Result<AgentConfig, ConfigError> {
             e
         })?;
     let err = |key: &str, value: &str, msg: String| {
-        let (line, column) = locate(text, key, value);
+        // a value written with escapes is not found as decoded: then the key's first place
+        let (line, column) = match locate(text, key, value) {
+            (None, _) => locate(text, key, ""),
+            found => found,
+        };
         ConfigError {
             file: file.to_string(),
             line,
@@ -389,18 +410,50 @@ pub fn parse(file: &str, text: &str) -> Result<AgentConfig, ConfigError> {
     };
     tankwatch_pki::validate_site_id(&cfg.site_id)
         .map_err(|e| err("site_id", &cfg.site_id, format!("site_id: {e}")))?;
-    if !cfg.headend.address.contains(':') {
+    if let Err(e) = adapter_api::validate::host_port(&cfg.headend.address) {
         return Err(err(
             "address",
             &cfg.headend.address,
             format!(
-                "headend.address {:?}: use host:port, e.g. headend.example.com:7443",
+                "headend.address {:?}: {e} (e.g. headend.example.com:7443)",
                 cfg.headend.address
+            ),
+        ));
+    }
+    if let Some(n) = &cfg.headend.server_name {
+        adapter_api::validate::dns_name(n)
+            .or_else(|e| n.parse::<std::net::IpAddr>().map(|_| ()).map_err(|_| e))
+            .map_err(|e| err("server_name", n, format!("headend.server_name: {e}")))?;
+    }
+    if cfg.uplink.backoff_initial_ms > cfg.uplink.backoff_max_ms {
+        return Err(err(
+            "backoff_initial_ms",
+            "",
+            format!(
+                "uplink.backoff_initial_ms ({}) is above backoff_max_ms ({})",
+                cfg.uplink.backoff_initial_ms, cfg.uplink.backoff_max_ms
             ),
         ));
     }
     let mut ids = HashSet::new();
     for a in &cfg.assets {
+        adapter_api::validate::ident(&a.id)
+            .map_err(|e| err("id", &a.id, format!("assets: id {e}")))?;
+        for (key, v) in [
+            ("name", &a.name),
+            ("product", &a.product),
+            ("capacity_unit", &a.capacity_unit),
+        ] {
+            adapter_api::validate::text(v)
+                .map_err(|e| err(key, v, format!("assets: {}: {key} {e}", a.id)))?;
+        }
+        for (k, v) in &a.details {
+            adapter_api::validate::text(k)
+                .and_then(|_| adapter_api::validate::text(v))
+                .map_err(|e| err(k, v, format!("assets: {}: details.{k}: {e}", a.id)))?;
+        }
+        adapter_api::validate::finite_in(a.capacity, 0.0, 1e9)
+            .map_err(|e| err("capacity", "", format!("assets: {}: capacity {e}", a.id)))?;
         if !ids.insert(a.id.as_str()) {
             return Err(err(
                 "id",
@@ -419,10 +472,19 @@ pub fn parse(file: &str, text: &str) -> Result<AgentConfig, ConfigError> {
                 format!("devices: name {:?} is used twice", d.name()),
             ));
         }
+        adapter_api::validate::ident(d.name())
+            .map_err(|e| err("name", d.name(), format!("devices: name {e}")))?;
         match d {
             DeviceConfig::Modbus(m) => {
                 adapter_modbus::validate(m).map_err(|e| err("name", &m.name, e.to_string()))?;
                 for p in &m.points {
+                    adapter_api::validate::ident(&p.field).map_err(|e| {
+                        err(
+                            "field",
+                            &p.field,
+                            format!("device {:?}: point field {e}", m.name),
+                        )
+                    })?;
                     if !ids.contains(p.asset.as_str()) {
                         return Err(err(
                             "asset",
@@ -590,5 +652,83 @@ devices:
             e.msg.contains("unknown unit") && e.msg.contains("gal"),
             "{e}"
         );
+    }
+
+    /// Issue 8, item 8: each of these passed `check-config` before.
+    #[test]
+    fn hostile_values_are_refused_with_the_key_and_line() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "headend:\n",
+                "uplink: { backoff_initial_ms: 0 }\nheadend:\n",
+                "backoff_initial_ms: 0 is out of range",
+            ),
+            (
+                "headend:\n",
+                "uplink: { backoff_max_ms: 18446744073709551615 }\nheadend:\n",
+                "backoff_max_ms",
+            ),
+            (
+                "headend:\n",
+                "uplink: { backoff_initial_ms: 50000, backoff_max_ms: 2000 }\nheadend:\n",
+                "above backoff_max_ms",
+            ),
+            (
+                "capacity: 20000",
+                "capacity: -5",
+                "capacity -5 is out of range",
+            ),
+            (
+                "capacity: 20000",
+                "capacity: .inf",
+                "capacity inf is out of range",
+            ),
+            (
+                "capacity: 20000",
+                "capacity: .nan",
+                "capacity NaN is out of range",
+            ),
+            ("address: 127.0.0.1:502", "address: 127.0.0.1:99999", "port"),
+            ("address: 127.0.0.1:502", "address: \"::::\"", "address"),
+            (
+                "address: 127.0.0.1:7443",
+                "address: \"::::\"",
+                "headend.address",
+            ),
+            (
+                "address: 127.0.0.1:7443",
+                "address: \"bad host:7443\"",
+                "headend.address",
+            ),
+            ("id: tank-1, kind", "id: \"tank\\0-1\", kind", "assets: id"),
+            (
+                "kind: tank,",
+                "kind: tank, name: \"Tank\\0one\",",
+                "control character",
+            ),
+            ("name: atg", "name: \"atg\\u0007\"", "devices: name"),
+            ("field: volume", "field: \"vol ume\"", "point field"),
+        ];
+        for (from, to, want) in cases {
+            let text = GOOD.replacen(from, to, 1);
+            assert_ne!(text, GOOD, "{from} not found");
+            let e = err_of(&text);
+            assert!(e.to_string().contains(want), "{to}: {e}");
+            assert!(e.line.is_some(), "{to}: no line in {e}");
+        }
+    }
+
+    #[test]
+    fn yaml_amplification_and_deep_nesting_are_refused_quickly() {
+        let laughs = format!(
+            "{GOOD}x: &a [\"lol\",\"lol\",\"lol\",\"lol\"]\ny: &b [*a,*a,*a,*a]\nz: &c [*b,*b,*b,*b]\n"
+        );
+        let e = err_of(&laughs);
+        assert!(e.msg.contains("anchors"), "{e}");
+        assert_eq!(e.line, Some(13), "{e}");
+        let deep = format!("{GOOD}x: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        let t = std::time::Instant::now();
+        assert!(err_of(&deep).msg.contains("nested"));
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
     }
 }

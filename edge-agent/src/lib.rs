@@ -15,6 +15,7 @@ pub mod logwriter;
 pub mod metrics;
 pub mod store;
 pub mod uplink;
+pub mod yamlguard;
 
 use std::sync::Arc;
 

@@ -191,6 +191,8 @@ impl Backoff {
 /// Canonical units: volume `L`, length `mm`, temperature `degC`, power `kW`, flags
 /// `bool`, ratios `%`. A device unit is converted on the way in, so every
 /// reading leaving the agent is in canonical units.
+pub mod validate;
+
 pub mod units {
     /// Returns `(canonical_unit, factor, offset)` such that
     /// `canonical = raw * factor + offset`, or `None` for an unknown unit.

@@ -127,23 +127,11 @@ pub fn validate(dev: &ModbusDevice) -> Result<(), Error> {
 }
 
 fn parse_address(dev: &ModbusDevice) -> Result<String, Error> {
-    let (host, port) = dev.address.rsplit_once(':').ok_or_else(|| Error::Address {
+    adapter_api::validate::host_port(&dev.address).map_err(|detail| Error::Address {
         device: dev.name.clone(),
         address: dev.address.clone(),
-        detail: "missing :port (Modbus TCP usually uses 502)".into(),
+        detail: format!("{detail} (Modbus TCP usually uses port 502)"),
     })?;
-    port.parse::<u16>().map_err(|e| Error::Address {
-        device: dev.name.clone(),
-        address: dev.address.clone(),
-        detail: format!("bad port: {e}"),
-    })?;
-    if host.is_empty() {
-        return Err(Error::Address {
-            device: dev.name.clone(),
-            address: dev.address.clone(),
-            detail: "empty host".into(),
-        });
-    }
     Ok(dev.address.clone())
 }
 
