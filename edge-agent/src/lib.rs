@@ -123,11 +123,15 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
     let (tx, rx) = mpsc::channel(logwriter::READING_QUEUE);
     let mut tasks = Vec::new();
     let mut writes = std::collections::HashMap::new();
+    let mut health = Vec::new();
     for d in &cfg.devices {
+        let h = adapter_api::Health::default();
+        health.push((d.name().to_string(), h.clone()));
         let adapter: Box<dyn Adapter> = match d {
             config::DeviceConfig::Modbus(m) => Box::new(
                 adapter_modbus::ModbusAdapter::new(m.clone())
-                    .map_err(adapter_api::AdapterError::from)?,
+                    .map_err(adapter_api::AdapterError::from)?
+                    .with_health(h),
             ),
         };
         let (tx, stop_rx, fatal) = (tx.clone(), stop_rx.clone(), fatal.clone());
@@ -194,6 +198,7 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
             metrics.clone(),
             status_rx.clone(),
             stop_rx.clone(),
+            health,
         )
         .map(|(addr, task)| {
             tasks.push(task);

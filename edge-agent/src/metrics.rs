@@ -265,6 +265,7 @@ struct State {
     store: crate::store::Store,
     metrics: Metrics,
     uplink: watch::Receiver<UplinkStatus>,
+    devices: Arc<Vec<(String, adapter_api::Health)>>,
 }
 
 /// Binds the status endpoint; returns its address. A bind failure is
@@ -277,6 +278,7 @@ pub fn serve(
     metrics: Metrics,
     uplink: watch::Receiver<UplinkStatus>,
     mut stop: watch::Receiver<bool>,
+    devices: Vec<(String, adapter_api::Health)>,
 ) -> Option<(SocketAddr, tokio::task::JoinHandle<()>)> {
     use axum::routing::get;
     let bound = std::net::TcpListener::bind(listen)
@@ -319,6 +321,17 @@ pub fn serve(
                         "effective_max_bytes": st.effective_max_bytes,
                         "disk_full_events": st.disk_full_events,
                     },
+                    "devices": s.devices.iter().map(|(name, h)| {
+                        let d = h.get();
+                        (name.clone(), serde_json::json!({
+                            "connected": d.connected,
+                            "last_good_ms": d.last_good_ms,
+                            "last_error": d.last_error,
+                            "last_error_ms": d.last_error_ms,
+                            "exceptions": d.exceptions,
+                            "split_requests": d.split_requests,
+                        }))
+                    }).collect::<serde_json::Map<String, serde_json::Value>>(),
                     "deliveries": s.store.deliveries().unwrap_or_else(|e| {
                         tracing::warn!(error = %e, "reading deliveries for /status");
                         Vec::new()
@@ -326,7 +339,14 @@ pub fn serve(
                 }))
             }),
         )
-        .with_state(State { site, log, store, metrics, uplink });
+        .with_state(State {
+            site,
+            log,
+            store,
+            metrics,
+            uplink,
+            devices: Arc::new(devices),
+        });
     let task = tokio::spawn(async move {
         let r = axum::serve(listener, app)
             .with_graceful_shutdown(async move {

@@ -193,6 +193,44 @@ impl Backoff {
 /// reading leaving the agent is in canonical units.
 pub mod validate;
 
+/// A device's health as its adapter last saw it, for `/status`. Shared
+/// between the adapter (writer) and the agent (reader); one per device.
+#[derive(Clone, Default)]
+pub struct Health(std::sync::Arc<std::sync::Mutex<DeviceStatus>>);
+
+/// What `/status` shows per device.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DeviceStatus {
+    pub connected: bool,
+    /// Unix ms of the last request the device answered with data (0: never).
+    pub last_good_ms: i64,
+    pub last_error: String,
+    pub last_error_ms: i64,
+    /// Exception responses received since start.
+    pub exceptions: u64,
+    /// Merged requests split after an address/value exception.
+    pub split_requests: u64,
+}
+
+impl Health {
+    /// Changes the status under its lock.
+    pub fn update(&self, f: impl FnOnce(&mut DeviceStatus)) {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut g);
+    }
+    /// A copy of the status.
+    pub fn get(&self) -> DeviceStatus {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+    /// Records an error now.
+    pub fn error(&self, msg: &str) {
+        self.update(|s| {
+            s.last_error = msg.to_string();
+            s.last_error_ms = now_ms();
+        });
+    }
+}
+
 pub mod units {
     /// Returns `(canonical_unit, factor, offset)` such that
     /// `canonical = raw * factor + offset`, or `None` for an unknown unit.

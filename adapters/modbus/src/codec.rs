@@ -116,6 +116,12 @@ pub struct Block {
 /// Groups points into as few read requests as possible: same table,
 /// contiguous (holes up to [`MAX_HOLE`]), at most [`MAX_READ`] registers.
 pub fn plan(points: &[Point]) -> Vec<Block> {
+    plan_with_gap(points, MAX_HOLE)
+}
+
+/// [`plan`] with holes of at most `max_gap` unmapped registers inside one
+/// request (0: only contiguous points share a request).
+pub fn plan_with_gap(points: &[Point], max_gap: u16) -> Vec<Block> {
     let mut idx: Vec<usize> = (0..points.len()).collect();
     idx.sort_by_key(|&i| (points[i].table == Table::Input, points[i].register));
     let mut blocks: Vec<Block> = Vec::new();
@@ -126,7 +132,7 @@ pub fn plan(points: &[Point]) -> Vec<Block> {
             let b_end = u32::from(b.start) + u32::from(b.count);
             let new_end = b_end.max(end);
             if b.table == p.table
-                && u32::from(p.register) <= b_end + u32::from(MAX_HOLE)
+                && u32::from(p.register) <= b_end + u32::from(max_gap)
                 && new_end - u32::from(b.start) <= u32::from(MAX_READ)
             {
                 b.count = (new_end - u32::from(b.start)) as u16;
@@ -142,6 +148,28 @@ pub fn plan(points: &[Point]) -> Vec<Block> {
         });
     }
     blocks
+}
+
+/// A request the device refused with an address or value exception
+/// (0x02, 0x03), split so that each point is read alone: one unmapped
+/// register in a merged request must not make its neighbours bad.
+/// `None` when the block already serves one point.
+pub fn split(block: &Block, points: &[Point]) -> Option<Vec<Block>> {
+    if block.points.len() < 2 {
+        return None;
+    }
+    Some(
+        block
+            .points
+            .iter()
+            .map(|&i| Block {
+                table: block.table,
+                start: points[i].register,
+                count: points[i].data_type.registers(),
+                points: vec![i],
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -291,5 +319,36 @@ mod tests {
         for b in plan(&pts) {
             assert!(b.count <= MAX_READ);
         }
+    }
+
+    #[test]
+    fn max_gap_zero_merges_only_contiguous_points_and_a_split_reads_each_point_alone() {
+        let pts = vec![
+            point(0, DataType::F32, Table::Holding),
+            point(2, DataType::U16, Table::Holding), // contiguous
+            point(4, DataType::U16, Table::Holding), // hole of 1
+        ];
+        let merged = plan_with_gap(&pts, 8);
+        assert_eq!(merged.len(), 1);
+        let strict = plan_with_gap(&pts, 0);
+        assert_eq!(
+            strict
+                .iter()
+                .map(|b| (b.start, b.count))
+                .collect::<Vec<_>>(),
+            vec![(0, 3), (4, 1)]
+        );
+        let parts = split(&merged[0], &pts).unwrap();
+        assert_eq!(
+            parts
+                .iter()
+                .map(|b| (b.start, b.count, b.points.clone()))
+                .collect::<Vec<_>>(),
+            vec![(0, 2, vec![0]), (2, 1, vec![1]), (4, 1, vec![2])]
+        );
+        assert!(
+            split(&parts[0], &pts).is_none(),
+            "a single point cannot split"
+        );
     }
 }

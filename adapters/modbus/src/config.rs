@@ -21,6 +21,12 @@ pub struct ModbusDevice {
     /// Upper bound of the reconnect backoff, ms. 100 to 600,000. Default 30,000.
     #[serde(default = "default_backoff", deserialize_with = "backoff_ms")]
     pub max_backoff_ms: u64,
+    /// Most unmapped registers between two points read in one request,
+    /// 0 to 64 (0 = only contiguous points share a request). Default 8.
+    /// A device that answers a merged request with exception 2 or 3 has it
+    /// split into one request per point anyway (remembered per device).
+    #[serde(default = "default_max_gap", deserialize_with = "max_gap")]
+    pub max_gap: u16,
     /// The register map: which registers become which asset field.
     pub points: Vec<Point>,
 }
@@ -126,6 +132,12 @@ fn default_poll() -> u64 {
 }
 fn default_timeout() -> u64 {
     1000
+}
+fn default_max_gap() -> u16 {
+    crate::codec::MAX_HOLE
+}
+fn max_gap<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    adapter_api::bounded_u64(d, "max_gap", 0, 64).map(|v| v as u16)
 }
 fn default_backoff() -> u64 {
     30_000

@@ -138,12 +138,22 @@ fn parse_address(dev: &ModbusDevice) -> Result<String, Error> {
 /// The adapter for one Modbus TCP device.
 pub struct ModbusAdapter {
     dev: ModbusDevice,
+    health: adapter_api::Health,
 }
 
 impl ModbusAdapter {
     pub fn new(dev: ModbusDevice) -> Result<Self, Error> {
         validate(&dev)?;
-        Ok(Self { dev })
+        Ok(Self {
+            dev,
+            health: adapter_api::Health::default(),
+        })
+    }
+
+    /// Where the adapter reports the device's health (for `/status`).
+    pub fn with_health(mut self, health: adapter_api::Health) -> Self {
+        self.health = health;
+        self
     }
 }
 
@@ -160,9 +170,35 @@ impl Adapter for ModbusAdapter {
         writes: WriteRx,
         stop: Stop,
     ) -> BoxFuture<Result<(), AdapterError>> {
-        Box::pin(run_device(self.dev, sink, writes, stop))
+        Box::pin(run_device(self.dev, self.health, sink, writes, stop))
     }
 }
+
+/// Modbus function code of a read from `table` (for logs).
+fn function_of(table: Table) -> u8 {
+    match table {
+        Table::Holding => 0x03,
+        Table::Input => 0x04,
+    }
+}
+
+/// What an exception code means, for an installer reading the log.
+pub fn exception_meaning(code: u8) -> &'static str {
+    match code {
+        0x01 => "illegal function: the device does not support this request",
+        0x02 => "illegal data address: a register in the request is not mapped on the device",
+        0x03 => "illegal data value: the request's count or value is not accepted",
+        0x04 => "server device failure",
+        0x05 => "acknowledge: the device is busy with a long request",
+        0x06 => "server device busy",
+        0x0A => "gateway path unavailable",
+        0x0B => "gateway target device failed to respond (check the unit id)",
+        _ => "unknown exception",
+    }
+}
+
+/// An exception is logged at most this often per request and code.
+const EXCEPTION_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// Why a point is not good, as last reported.
 type PointState = HashMap<usize, String>;
@@ -175,23 +211,30 @@ struct Poller {
     failing: PointState,
     /// Last value emitted, for on-change points.
     last: HashMap<usize, f64>,
+    health: adapter_api::Health,
+    /// When each (table, start, count, code) exception was last logged
+    /// (bounded by the requests of the plan).
+    logged: HashMap<(u8, u16, u16, u8), tokio::time::Instant>,
 }
 
 async fn run_device(
     dev: ModbusDevice,
+    health: adapter_api::Health,
     sink: ReadingSink,
     mut writes: WriteRx,
     mut stop: Stop,
 ) -> Result<(), AdapterError> {
     let mut writes_open = true;
     let mut last_error: String;
-    let blocks = codec::plan(&dev.points);
+    let blocks = codec::plan_with_gap(&dev.points, dev.max_gap);
     let poll = Duration::from_millis(dev.poll_interval_ms);
     let mut p = Poller {
         blocks,
         sink,
         failing: PointState::new(),
         last: HashMap::new(),
+        health,
+        logged: HashMap::new(),
         dev,
     };
     let mut backoff = Backoff::new(p.dev.poll_interval_ms.min(1000), p.dev.max_backoff_ms);
@@ -202,6 +245,7 @@ async fn run_device(
         match p.connect().await {
             Ok(mut ctx) => {
                 tracing::info!(device = %p.dev.name, address = %p.dev.address, "modbus connected");
+                p.health.update(|s| s.connected = true);
                 let mut ticker = tokio::time::interval(poll);
                 ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
@@ -293,7 +337,10 @@ impl Poller {
 
     async fn poll_once(&mut self, ctx: &mut Context) -> Result<(), PollError> {
         let timeout = Duration::from_millis(self.dev.timeout_ms);
-        for bi in 0..self.blocks.len() {
+        let mut next = 0;
+        while next < self.blocks.len() {
+            let bi = next;
+            next += 1;
             let (table, start, count) = {
                 let b = &self.blocks[bi];
                 (b.table, b.start, b.count)
@@ -314,16 +361,49 @@ impl Poller {
                 }
                 Ok(Err(e)) => return Err(PollError::Link(format!("transport error: {e}"))),
                 Ok(Ok(Err(exception))) => {
+                    let code = u8::from(exception);
+                    self.health.update(|s| s.exceptions += 1);
+                    let key = (function_of(table), start, count, code);
+                    let now = tokio::time::Instant::now();
+                    if self
+                        .logged
+                        .get(&key)
+                        .is_none_or(|t| now.duration_since(*t) >= EXCEPTION_LOG_EVERY)
+                    {
+                        self.logged.insert(key, now);
+                        tracing::warn!(
+                            device = %self.dev.name,
+                            function = format!("0x{:02x}", key.0),
+                            start,
+                            count,
+                            exception = format!("0x{code:02x}"),
+                            meaning = exception_meaning(code),
+                            "modbus exception (logged at most once a minute per request)"
+                        );
+                    }
+                    // an address or value exception for a merged request: read
+                    // its points one by one from now on (this poll included)
+                    if matches!(code, 0x02 | 0x03)
+                        && let Some(parts) = codec::split(&self.blocks[bi], &self.dev.points)
+                    {
+                        tracing::info!(device = %self.dev.name, start, count, points = parts.len(), "splitting a merged request the device refused");
+                        self.health.update(|s| s.split_requests += 1);
+                        self.blocks.splice(bi..=bi, parts);
+                        next = bi; // read the first part now
+                        continue;
+                    }
                     let msg = format!(
-                        "modbus exception {exception:?} (0x{:02x})",
-                        u8::from(exception)
+                        "modbus exception {exception:?} (0x{code:02x}): {}",
+                        exception_meaning(code)
                     );
+                    self.health.error(&msg);
                     let pts = self.blocks[bi].points.clone();
                     for i in pts {
                         self.report_bad(i, &msg, ts).await?;
                     }
                 }
                 Ok(Ok(Ok(regs))) => {
+                    self.health.update(|s| s.last_good_ms = ts);
                     let pts = self.blocks[bi].points.clone();
                     for i in pts {
                         let p = &self.dev.points[i];
@@ -538,6 +618,8 @@ impl Poller {
     }
 
     async fn fail_all(&mut self, msg: &str) -> Result<(), AdapterError> {
+        self.health.update(|s| s.connected = false);
+        self.health.error(msg);
         let ts = now_ms();
         for i in 0..self.dev.points.len() {
             if self.report_bad(i, msg, ts).await.is_err() {
