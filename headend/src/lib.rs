@@ -66,6 +66,10 @@ pub struct Config {
     pub max_conns_per_site: usize,
     /// Agent connections at once in all (kept below the fd limit).
     pub max_conns: usize,
+    /// TLS handshake deadline of an agent connection.
+    pub handshake_timeout: std::time::Duration,
+    /// From the handshake to the session's Hello.
+    pub session_deadline: std::time::Duration,
 }
 
 impl Config {
@@ -85,6 +89,8 @@ impl Config {
             http_hosts: Vec::new(),
             max_conns_per_site: tls::DEFAULT_CONNS_PER_SITE,
             max_conns: tls::DEFAULT_MAX_CONNS,
+            handshake_timeout: tls::HANDSHAKE_TIMEOUT,
+            session_deadline: tls::SESSION_DEADLINE,
         }
     }
 }
@@ -194,6 +200,8 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         tls::Limits {
             max_conns,
             max_per_site: cfg.max_conns_per_site,
+            handshake_timeout: cfg.handshake_timeout,
+            session_deadline: cfg.session_deadline,
             metrics: metrics.clone(),
         },
     );

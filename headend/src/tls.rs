@@ -14,8 +14,9 @@
 //!   limit; `main` raises the soft limit to the hard one): past it a new
 //!   TCP connection is closed at once;
 //! * at most `max_per_site` per certificate identity: a new one evicts
-//!   that identity's oldest connection (a reconnecting agent's previous
-//!   connection is usually a dead one the network cut);
+//!   that identity's oldest connection that has no session yet, else its
+//!   oldest (a reconnecting agent's previous connection is usually a dead
+//!   one the network cut);
 //! * a connection must start its session (a Hello) within
 //!   [`SESSION_DEADLINE`] of its handshake, else it is closed; once in a
 //!   session, HTTP/2 keepalive pings find a dead peer.
@@ -39,7 +40,7 @@ use tonic::transport::server::Connected;
 
 const MAX_HANDSHAKES: usize = 256;
 const ACCEPT_QUEUE: usize = 64;
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// From the end of the TLS handshake to the session's Hello (the HTTP/2
 /// preface, the stream and the Hello itself): a connection that says
 /// nothing is closed after this.
@@ -64,6 +65,10 @@ pub struct AgentIdentity {
 pub struct Limits {
     pub max_conns: usize,
     pub max_per_site: usize,
+    /// TLS handshake deadline ([`HANDSHAKE_TIMEOUT`] by default).
+    pub handshake_timeout: Duration,
+    /// From handshake to Hello ([`SESSION_DEADLINE`] by default).
+    pub session_deadline: Duration,
     pub metrics: crate::metrics::Metrics,
 }
 
@@ -73,7 +78,8 @@ pub struct Limits {
 struct Open {
     total: usize,
     next_id: u64,
-    per_site: HashMap<String, Vec<(u64, watch::Sender<bool>)>>,
+    /// (connection id, its kill switch, whether its session started)
+    per_site: HashMap<String, Vec<(u64, watch::Sender<bool>, watch::Receiver<bool>)>>,
 }
 
 /// A place in the open-connection table; dropping it frees the place.
@@ -90,7 +96,7 @@ impl Drop for Slot {
         if let Some((site, id)) = &self.site
             && let Some(v) = o.per_site.get_mut(site)
         {
-            v.retain(|(i, _)| i != id);
+            v.retain(|(i, _, _)| i != id);
             if v.is_empty() {
                 o.per_site.remove(site);
             }
@@ -229,11 +235,13 @@ pub fn incoming(
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             let (open, max_per_site) = (open.clone(), limits.max_per_site);
+            let (handshake_timeout, session_deadline) =
+                (limits.handshake_timeout, limits.session_deadline);
             let refused = refused.clone();
             tokio::spawn(async move {
                 let _permit = permit;
                 let stream =
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
                             tracing::warn!(%peer, error = %e, "agent TLS handshake refused");
@@ -255,31 +263,34 @@ pub fn incoming(
                     Some(Ok(site_id)) => {
                         tracing::debug!(%peer, %site_id, "agent authenticated");
                         let (kill_tx, mut kill) = watch::channel(false);
+                        let (started_tx, started) = watch::channel(false);
                         {
                             let mut o = open.lock().unwrap_or_else(|p| p.into_inner());
                             o.next_id += 1;
                             let id = o.next_id;
                             let conns = o.per_site.entry(site_id.clone()).or_default();
                             while conns.len() >= max_per_site.max(1) {
-                                let (_, oldest) = conns.remove(0);
-                                oldest.send_replace(true);
+                                // the oldest idle one; a live session only if all are live
+                                let victim =
+                                    conns.iter().position(|(_, _, s)| !*s.borrow()).unwrap_or(0);
+                                let (_, kill_it, _) = conns.remove(victim);
+                                kill_it.send_replace(true);
                                 refused("per_identity");
                                 tracing::warn!(%site_id, max = max_per_site, "too many connections for one certificate identity; closing its oldest");
                             }
-                            conns.push((id, kill_tx));
+                            conns.push((id, kill_tx, started.clone()));
                             slot.site = Some((site_id.clone(), id));
                         }
-                        let (started_tx, started) = watch::channel(false);
                         let closer: Closer = Box::pin(async move {
                             let idle = async {
-                                tokio::time::sleep(SESSION_DEADLINE).await;
+                                tokio::time::sleep(session_deadline).await;
                                 if *started.borrow() {
                                     std::future::pending::<()>().await;
                                 }
                             };
                             tokio::select! {
                                 _ = kill.wait_for(|k| *k) => "evicted by a newer connection of the same identity",
-                                _ = idle => "no session within 20 s of the handshake",
+                                _ = idle => "no session started within the deadline after the handshake",
                             }
                         });
                         let conn = AgentConn {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
+use tankwatch_proto::v1;
 
 /// A temporary directory with a CA, a headend certificate and agent certificates.
 pub struct TestPki {
@@ -501,5 +502,76 @@ impl Drop for Tmpfs {
             .arg("-l")
             .arg(self.0.path())
             .status();
+    }
+}
+
+/// A Hello for `site` with one tank (log id 42).
+pub fn hello(site: &str) -> v1::AgentMessage {
+    v1::AgentMessage {
+        msg: Some(v1::agent_message::Msg::Hello(v1::Hello {
+            agent_version: "test".into(),
+            site_id: site.into(),
+            log_id: 42,
+            assets: vec![v1::Asset {
+                asset_id: "tank-1".into(),
+                kind: v1::AssetKind::Tank as i32,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })),
+    }
+}
+
+/// One batch of one reading (seq 1 of log 42).
+pub fn batch() -> v1::AgentMessage {
+    v1::AgentMessage {
+        msg: Some(v1::agent_message::Msg::Batch(v1::TelemetryBatch {
+            log_id: 42,
+            first_seq: 1,
+            last_seq: 1,
+            readings: vec![v1::Reading {
+                seq: 1,
+                asset_id: "tank-1".into(),
+                field: "volume".into(),
+                value: 1000.0,
+                unit: "L".into(),
+                quality: v1::Quality::Good as i32,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })),
+    }
+}
+
+/// Opens a session with `tls`, claims `site`, sends a batch; returns the
+/// gRPC outcome (Ok = the headend acknowledged the batch).
+pub async fn attempt(
+    addr: std::net::SocketAddr,
+    tls: rustls::ClientConfig,
+    site: &str,
+) -> Result<(), String> {
+    let ch = edge_agent::uplink::channel(&addr.to_string(), "localhost", tls)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let mut client = v1::agent_link_client::AgentLinkClient::new(ch);
+    let out = tokio_stream::StreamExt::chain(
+        tokio_stream::iter(vec![hello(site), batch()]),
+        tokio_stream::pending(),
+    );
+    let mut inbound = client
+        .session(out)
+        .await
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+        .into_inner();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), inbound.message()).await {
+            Ok(Ok(Some(m))) if matches!(m.msg, Some(v1::headend_message::Msg::Ack(_))) => {
+                return Ok(());
+            }
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None)) => return Err("stream closed".into()),
+            Ok(Err(s)) => return Err(format!("{:?}: {}", s.code(), s.message())),
+            Err(_) => return Err("no answer".into()),
+        }
     }
 }
