@@ -91,22 +91,33 @@ enum ExecError {
 impl Executor {
     /// Runs until `stop`.
     pub async fn run(self, mut rx: mpsc::Receiver<v1::Command>, mut stop: watch::Receiver<bool>) {
+        let saved = self.store.detectors().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "reading saved delivery detector states");
+            HashMap::new()
+        });
         let mut ex = Running {
             detectors: self
                 .cfg
                 .assets
                 .iter()
                 .filter(|a| a.kind == AssetKind::Tank)
-                .map(|a| (a.id.clone(), Detector::new(self.cfg.deliveries.clone())))
+                .map(|a| {
+                    let cfg = self.cfg.deliveries.clone();
+                    let det = match saved.get(&a.id) {
+                        Some(s) => Detector::restore(cfg, s),
+                        None => Detector::new(cfg),
+                    };
+                    (a.id.clone(), det)
+                })
                 .collect(),
             last_sample: HashMap::new(),
             retry_at: HashMap::new(),
             e: self,
         };
-        // the interlock input starts known: no delivery in progress (a
-        // delivery under way at a restart is detected again from its rise)
-        for tank in ex.detectors.keys() {
-            let _ = ex.e.readings.send(in_progress(tank, false)).await;
+        // the interlock input starts known: a delivery under way at a
+        // restart resumes from the saved detector state
+        for (tank, det) in &ex.detectors {
+            let _ = ex.e.readings.send(in_progress(tank, det.delivering())).await;
         }
         if let Err(e) = ex.e.store.prune(now_ms()) {
             tracing::warn!(error = %e, "pruning the command store failed");
@@ -603,7 +614,14 @@ impl Running {
                 continue;
             }
             self.last_sample.insert(tank.clone(), ts);
-            if let Some(d) = det.sample(ts, v) {
+            let was = det.delivering();
+            let d = det.sample(ts, v);
+            // saved while a delivery is under way and when it ends (idle
+            // baselines are cheap to relearn; no fsync per sample then)
+            if was || det.delivering() {
+                self.e.store.save_detector(tank, &det.snapshot(), now_ms())?;
+            }
+            if let Some(d) = d {
                 found.push((tank.clone(), d));
             }
         }

@@ -9,7 +9,7 @@
 //!   the peak (by more than the noise band) for `settle_ms`, the delivery
 //!   ended at the peak: delivered = peak - baseline.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Detection settings (`deliveries:` in the agent's YAML).
 #[derive(Debug, Clone, Deserialize)]
@@ -68,7 +68,11 @@ pub enum Detected {
     },
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// The detector's state; persisted (as JSON) while a delivery is under
+/// way, so that a restart in the middle of one neither loses it nor
+/// reports its start twice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
 enum State {
     Empty,
     Idle {
@@ -100,6 +104,21 @@ impl Detector {
 
     pub fn delivering(&self) -> bool {
         matches!(self.state, State::Delivering { .. })
+    }
+
+    /// The state as JSON, for the agent's state store.
+    pub fn snapshot(&self) -> String {
+        serde_json::to_string(&self.state).unwrap_or_default()
+    }
+
+    /// A detector resumed from [`Detector::snapshot`]; an unreadable
+    /// snapshot starts afresh (and says so).
+    pub fn restore(cfg: DetectConfig, snapshot: &str) -> Self {
+        let state = serde_json::from_str(snapshot).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "unreadable delivery detector state; starting afresh");
+            State::Empty
+        });
+        Detector { cfg, state }
     }
 
     /// Feeds one sample (samples must come in time order).
@@ -242,5 +261,41 @@ mod tests {
         assert_eq!(d.sample(0, 1000.0), None);
         assert_eq!(d.sample(1000, 1299.0), None);
         assert!(d.sample(2000, 1300.0).is_some());
+    }
+
+    #[test]
+    fn a_detector_restored_mid_delivery_reports_only_its_end() {
+        let cfg = DetectConfig {
+            min_rise_l: 300.0,
+            settle_ms: 10_000,
+            noise_l: 20.0,
+            window_ms: 600_000,
+        };
+        let mut d = Detector::new(cfg.clone());
+        assert_eq!(d.sample(0, 1000.0), None);
+        assert!(matches!(d.sample(1000, 1500.0), Some(Detected::Started { .. })));
+        d.sample(2000, 3000.0);
+        // the agent restarts here
+        let mut resumed = Detector::restore(cfg.clone(), &d.snapshot());
+        assert!(resumed.delivering());
+        let mut seen = Vec::new();
+        for t in 3..20 {
+            seen.extend(resumed.sample(t * 1000, if t < 5 { 3500.0 } else { 3600.0 }));
+        }
+        assert_eq!(
+            seen,
+            vec![Detected::Ended {
+                start_ms: 0,
+                end_ms: 5000,
+                start_volume: 1000.0,
+                end_volume: 3600.0
+            }],
+            "one end, no second start"
+        );
+        // a fresh detector (the old behaviour) would start a second delivery
+        let mut fresh = Detector::new(cfg.clone());
+        fresh.sample(3000, 3500.0);
+        assert!(!fresh.delivering());
+        assert!(!Detector::restore(cfg, "garbage").delivering());
     }
 }

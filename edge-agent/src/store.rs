@@ -19,6 +19,9 @@
 //!             state TEXT,             -- expected | delivering | delivered | cancelled
 //!             eta BLOB,               -- the EtaAction (protobuf)
 //!             delivered_l REAL, updated_ms INTEGER)
+//! detectors  (tank TEXT PRIMARY KEY,  -- delivery detection state per tank,
+//!             state TEXT,             -- JSON, saved while a delivery is under way
+//!             updated_ms INTEGER)     -- and when it ends
 //! ```
 //!
 //! Bound: `done` command ids are kept [`KEEP_DONE_MS`] after their expiry
@@ -92,7 +95,9 @@ impl Store {
              CREATE TABLE IF NOT EXISTS deliveries (
                  load_ref TEXT PRIMARY KEY, command_id TEXT NOT NULL, issued_seq INTEGER NOT NULL,
                  state TEXT NOT NULL, eta BLOB NOT NULL, delivered_l REAL,
-                 updated_ms INTEGER NOT NULL);",
+                 updated_ms INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS detectors (
+                 tank TEXT PRIMARY KEY, state TEXT NOT NULL, updated_ms INTEGER NOT NULL);",
         )?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
@@ -224,6 +229,26 @@ impl Store {
                 delivery_row,
             )
             .optional()?)
+    }
+
+    /// Saves a tank's delivery detector state (JSON).
+    pub fn save_detector(&self, tank: &str, state: &str, now: i64) -> Result<()> {
+        self.lock().execute(
+            "INSERT INTO detectors (tank, state, updated_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (tank) DO UPDATE SET state = excluded.state, updated_ms = excluded.updated_ms",
+            rusqlite::params![tank, state, now],
+        )?;
+        Ok(())
+    }
+
+    /// Saved delivery detector states by tank.
+    pub fn detectors(&self) -> Result<std::collections::HashMap<String, String>> {
+        let c = self.lock();
+        let mut st = c.prepare("SELECT tank, state FROM detectors")?;
+        let v = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(v)
     }
 
     /// Every known delivery, by ETA.

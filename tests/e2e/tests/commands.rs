@@ -456,7 +456,7 @@ async fn a_command_delivered_twice_across_a_forced_reconnect_is_applied_once() -
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_eta_survives_an_agent_restart_and_a_detected_delivery_marks_the_load_delivered()
+async fn an_eta_and_a_delivery_in_progress_survive_agent_restarts_and_the_load_is_marked_delivered()
 -> Result<()> {
     let (s, _) = site("site-e", None, false).await?;
     let agent = s.agent()?;
@@ -553,6 +553,11 @@ async fn an_eta_survives_an_agent_restart_and_a_detected_delivery_marks_the_load
         "delivery in progress",
     )
     .await?;
+    // the agent restarts in the middle of the delivery: its detector
+    // resumes (before the fix a fresh one reported a second start, and the
+    // delivered volume only from the restart on)
+    agent.stop().await?;
+    let agent = s.agent()?;
     ramp.await?;
     let l = eventually("the load delivered", T, || async {
         let l = get_json(s.http, &format!("/api/v1/loads/{load_id}")).await?;
