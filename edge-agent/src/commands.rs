@@ -117,7 +117,10 @@ impl Executor {
         // the interlock input starts known: a delivery under way at a
         // restart resumes from the saved detector state
         for (tank, det) in &ex.detectors {
-            let _ = ex.e.readings.send(in_progress(tank, det.delivering())).await;
+            let _ =
+                ex.e.readings
+                    .send(in_progress(tank, det.delivering()))
+                    .await;
         }
         if let Err(e) = ex.e.store.prune(now_ms()) {
             tracing::warn!(error = %e, "pruning the command store failed");
@@ -619,7 +622,9 @@ impl Running {
             // saved while a delivery is under way and when it ends (idle
             // baselines are cheap to relearn; no fsync per sample then)
             if was || det.delivering() {
-                self.e.store.save_detector(tank, &det.snapshot(), now_ms())?;
+                self.e
+                    .store
+                    .save_detector(tank, &det.snapshot(), now_ms())?;
             }
             if let Some(d) = d {
                 found.push((tank.clone(), d));

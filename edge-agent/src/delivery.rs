@@ -273,7 +273,10 @@ mod tests {
         };
         let mut d = Detector::new(cfg.clone());
         assert_eq!(d.sample(0, 1000.0), None);
-        assert!(matches!(d.sample(1000, 1500.0), Some(Detected::Started { .. })));
+        assert!(matches!(
+            d.sample(1000, 1500.0),
+            Some(Detected::Started { .. })
+        ));
         d.sample(2000, 3000.0);
         // the agent restarts here
         let mut resumed = Detector::restore(cfg.clone(), &d.snapshot());

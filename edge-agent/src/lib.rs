@@ -68,6 +68,13 @@ pub struct Fatal {
 }
 
 impl Fatal {
+    /// A recorder for an agent whose stop flag is `stop`; the receiver
+    /// sees the first fatal reason.
+    pub fn new(stop: watch::Receiver<bool>) -> (Fatal, watch::Receiver<Option<String>>) {
+        let (tx, rx) = watch::channel(None);
+        (Fatal { tx, stop }, rx)
+    }
+
     /// `task` ended (with `why`); fatal unless the agent is stopping.
     pub fn ended(&self, task: &str, why: &str) {
         if *self.stop.borrow() {
@@ -115,11 +122,7 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
     tracing::info!(site = %cfg.site_id, log_id = log.log_id(), stats = ?log.stats(), "agent log opened");
     warn_if_disk_smaller_than_bound(&cfg.log, &log);
     let (stop, stop_rx) = watch::channel(false);
-    let (fatal_tx, fatal_rx) = watch::channel(None);
-    let fatal = Fatal {
-        tx: fatal_tx,
-        stop: stop_rx.clone(),
-    };
+    let (fatal, fatal_rx) = Fatal::new(stop_rx.clone());
     let (tx, rx) = mpsc::channel(logwriter::READING_QUEUE);
     let mut tasks = Vec::new();
     let mut writes = std::collections::HashMap::new();

@@ -453,3 +453,42 @@ pub async fn watchdog(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_uplink_is_counted_and_after_five_minutes_ends_the_agent() {
+        let yaml = "site_id: s\nheadend: { address: 127.0.0.1:7443 }\ntls: { cert: a, key: b, ca: c }\nuplink: { backoff_max_ms: 1000 }\nassets: []\ndevices: []\n";
+        let cfg = Arc::new(crate::config::parse("t.yaml", yaml).unwrap());
+        let (status_tx, status) = watch::channel(UplinkStatus {
+            last_attempt: Some(tokio::time::Instant::now()),
+            ..Default::default()
+        });
+        let (_stop_tx, stop) = watch::channel(false);
+        let metrics = crate::metrics::Metrics::default();
+        let (fatal, mut fatal_rx) = crate::Fatal::new(stop.clone());
+        let dog = tokio::spawn(watchdog(cfg, status, stop, metrics.clone(), fatal));
+        // attempts keep coming: no stall
+        for _ in 0..60 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            status_tx.send_modify(|s| s.last_attempt = Some(tokio::time::Instant::now()));
+        }
+        assert_eq!(metrics.uplink_stalls.get(), 0);
+        // no attempt for longer than backoff_max + setup deadline + slack
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        assert_eq!(metrics.uplink_stalls.get(), 1, "counted once");
+        assert!(fatal_rx.borrow().is_none(), "not fatal yet");
+        tokio::time::sleep(Duration::from_secs(301)).await;
+        fatal_rx.wait_for(|f| f.is_some()).await.unwrap();
+        assert!(
+            fatal_rx
+                .borrow()
+                .as_deref()
+                .unwrap_or("")
+                .contains("stalled")
+        );
+        dog.await.unwrap();
+    }
+}
