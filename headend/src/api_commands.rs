@@ -1025,3 +1025,38 @@ async fn list_loads(
     }
     Ok(Json(Value::Array(out)))
 }
+
+/// Fuzzing entry (`fuzz/`): every REST body parser and the pure checks
+/// behind it, on arbitrary bytes, and the rendering of any stored time.
+/// Must never panic.
+#[doc(hidden)]
+pub fn fuzz_bodies(body: &[u8]) {
+    let b = Bytes::copy_from_slice(body);
+    if let Ok(r) = parse_body::<CommandRequest>(&b) {
+        let _ = expiry(r.expires_in_s, r.expires_at.as_deref(), DEFAULT_EXPIRY_S);
+        let _ = serde_json::to_string(&r);
+    }
+    if let Ok(l) = parse_body::<LoadRequest>(&b) {
+        let _ = volume_value(l.planned_volume_l);
+        let _ = eta_value(&l.eta);
+        let _ = check_source(&l.eta_source);
+    }
+    if let Ok(p) = parse_body::<LoadPatch>(&b) {
+        if let Some(e) = &p.eta {
+            let _ = eta_value(e);
+        }
+        if let Some(v) = p.planned_volume_l {
+            let _ = volume_value(v);
+        }
+    }
+    if let Ok(text) = std::str::from_utf8(body) {
+        let _ = parse_time("from", text);
+        let _ = crate::edge::has_control(text);
+        let _ = crate::edge::host_of(text);
+    }
+    if let Some(head) = body.get(..8) {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(head);
+        let _ = ts(i64::from_le_bytes(a));
+    }
+}

@@ -528,6 +528,28 @@ impl Ingest {
     }
 }
 
+/// Fuzzing entry (`fuzz/`): an agent's message as it arrives off the
+/// wire, decoded, validated and cleaned the way a session does before SQL;
+/// also an agent log record. Must never panic.
+#[doc(hidden)]
+pub fn fuzz_agent_message(data: &[u8]) {
+    use prost::Message;
+    if let Ok(m) = AgentMessage::decode(data) {
+        match m.msg {
+            Some(In::Hello(mut h)) => {
+                crate::sanitize::hello(&mut h);
+            }
+            Some(In::Batch(mut b)) => {
+                if validate_batch(&b, b.log_id).is_ok() {
+                    crate::sanitize::batch(&mut b);
+                }
+            }
+            _ => {}
+        }
+    }
+    let _ = v1::LogRecord::decode(data);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1117,6 +1117,15 @@ impl Log {
         debug_assert!(r.is_ok(), "{r:?}");
     }
 
+    /// Test hook: from now on every write fails (as on a disk that turned
+    /// read-only or an I/O error), which is not a full disk.
+    #[doc(hidden)]
+    pub fn fail_writes_for_test(&self) -> Result<()> {
+        let w = lock(&self.writer);
+        w.conn.execute_batch("PRAGMA query_only = 1;")?;
+        Ok(())
+    }
+
     /// Test hook: flip a byte of a record's payload, as a torn write would.
     #[doc(hidden)]
     pub fn corrupt_for_test(&self, seq: u64) -> Result<()> {
