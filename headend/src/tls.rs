@@ -124,6 +124,13 @@ impl AgentConn {
             && let Poll::Ready(why) = self.closer.as_mut().poll(cx)
         {
             tracing::warn!(site = %self.identity.site_id, peer = %self.identity.peer, why, "closing agent connection");
+            if why.starts_with("no session") {
+                self._slot
+                    .metrics
+                    .connections_refused
+                    .get_or_create(&crate::metrics::ReasonLabel { reason: "idle" })
+                    .inc();
+            }
             self.closed = Some(why);
         }
         match self.closed {

@@ -101,6 +101,8 @@ async fn idle_connections_are_closed_capped_per_identity_and_in_total_and_real_a
             "idle connection {i} still open"
         );
     }
+    let page = get_text(he.http_addr, "/metrics").await?;
+    ensure!(refused(&page, "idle") >= 1.0, "{page}");
 
     // a flood of plain TCP connections (no TLS at all), past the total cap
     let mut flood = Vec::new();
