@@ -195,13 +195,15 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
     let status_addr = match cfg.status.listen {
         Some(listen) => metrics::serve(
             listen,
-            cfg.site_id.clone(),
-            log.clone(),
-            store.clone(),
-            metrics.clone(),
-            status_rx.clone(),
+            metrics::Sources {
+                site: cfg.site_id.clone(),
+                log: log.clone(),
+                store: store.clone(),
+                metrics: metrics.clone(),
+                uplink: status_rx.clone(),
+                devices: Arc::new(health),
+            },
             stop_rx.clone(),
-            health,
         )
         .map(|(addr, task)| {
             tasks.push(task);

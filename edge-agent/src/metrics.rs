@@ -258,27 +258,26 @@ impl Metrics {
     }
 }
 
+/// What `/status` and `/metrics` show.
 #[derive(Clone)]
-struct State {
-    site: String,
-    log: Arc<Log>,
-    store: crate::store::Store,
-    metrics: Metrics,
-    uplink: watch::Receiver<UplinkStatus>,
-    devices: Arc<Vec<(String, adapter_api::Health)>>,
+pub struct Sources {
+    pub site: String,
+    pub log: Arc<Log>,
+    pub store: crate::store::Store,
+    pub metrics: Metrics,
+    pub uplink: watch::Receiver<UplinkStatus>,
+    /// Each device's health, by device name.
+    pub devices: Arc<Vec<(String, adapter_api::Health)>>,
 }
+
+type State = Sources;
 
 /// Binds the status endpoint; returns its address. A bind failure is
 /// logged and the agent runs on without it.
 pub fn serve(
     listen: SocketAddr,
-    site: String,
-    log: Arc<Log>,
-    store: crate::store::Store,
-    metrics: Metrics,
-    uplink: watch::Receiver<UplinkStatus>,
+    sources: Sources,
     mut stop: watch::Receiver<bool>,
-    devices: Vec<(String, adapter_api::Health)>,
 ) -> Option<(SocketAddr, tokio::task::JoinHandle<()>)> {
     use axum::routing::get;
     let bound = std::net::TcpListener::bind(listen)
@@ -339,14 +338,7 @@ pub fn serve(
                 }))
             }),
         )
-        .with_state(State {
-            site,
-            log,
-            store,
-            metrics,
-            uplink,
-            devices: Arc::new(devices),
-        });
+        .with_state(sources);
     let task = tokio::spawn(async move {
         let r = axum::serve(listener, app)
             .with_graceful_shutdown(async move {

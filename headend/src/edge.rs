@@ -73,7 +73,7 @@ pub async fn guard(State(edge): State<Edge>, req: Request, next: Next) -> Respon
         .map(host_of)
         .or_else(|| req.uri().host().map(str::to_ascii_lowercase));
     match host {
-        Some(h) if edge.hosts.iter().any(|a| *a == h) => {}
+        Some(h) if edge.hosts.contains(&h) => {}
         other => {
             return refuse(
                 m,

@@ -539,10 +539,8 @@ pub fn fuzz_agent_message(data: &[u8]) {
             Some(In::Hello(mut h)) => {
                 crate::sanitize::hello(&mut h);
             }
-            Some(In::Batch(mut b)) => {
-                if validate_batch(&b, b.log_id).is_ok() {
-                    crate::sanitize::batch(&mut b);
-                }
+            Some(In::Batch(mut b)) if validate_batch(&b, b.log_id).is_ok() => {
+                crate::sanitize::batch(&mut b);
             }
             _ => {}
         }

@@ -20,6 +20,7 @@
 //! * a connection must start its session (a Hello) within
 //!   [`SESSION_DEADLINE`] of its handshake, else it is closed; once in a
 //!   session, HTTP/2 keepalive pings find a dead peer.
+//!
 //! Each closure is counted (`agent_connections_refused_total{reason}`).
 
 use std::collections::HashMap;
@@ -72,6 +73,9 @@ pub struct Limits {
     pub metrics: crate::metrics::Metrics,
 }
 
+/// One connection of an identity: (id, its kill switch, whether its session started).
+type SiteConn = (u64, watch::Sender<bool>, watch::Receiver<bool>);
+
 /// Open connections: the total, and per identity the kill switches of its
 /// connections, oldest first.
 #[derive(Default)]
@@ -79,7 +83,7 @@ struct Open {
     total: usize,
     next_id: u64,
     /// (connection id, its kill switch, whether its session started)
-    per_site: HashMap<String, Vec<(u64, watch::Sender<bool>, watch::Receiver<bool>)>>,
+    per_site: HashMap<String, Vec<SiteConn>>,
 }
 
 /// A place in the open-connection table; dropping it frees the place.

@@ -1275,7 +1275,6 @@ mod tests {
             &Options {
                 max_bytes: max,
                 policy: DropPolicy::Priority,
-                ..Default::default()
             },
         )
         .unwrap();
@@ -1338,7 +1337,6 @@ mod tests {
             &Options {
                 max_bytes: 1024 * 1024,
                 policy: DropPolicy::Oldest,
-                ..Default::default()
             },
         )
         .unwrap();

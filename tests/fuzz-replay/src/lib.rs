@@ -48,8 +48,11 @@ pub fn modbus_decode(data: &[u8]) {
     }
 }
 
+/// A fuzz target: arbitrary bytes in, never a panic.
+pub type Target = fn(&[u8]);
+
 /// The targets by name (the corpus folder names).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("agent_config", agent_config),
     ("agent_message", agent_message),
     ("rest_body", rest_body),
