@@ -14,12 +14,11 @@ Map (zero-based request addresses):
   holding 30    int16    -1234
   input   10-11 float32  2500.5        ABCD
 """
-import asyncio
 import struct
 import sys
 
 from pymodbus.datastore import ModbusSequentialDataBlock, ModbusServerContext, ModbusSlaveContext
-from pymodbus.server import StartAsyncTcpServer
+from peer_common import serve
 
 
 def words(fmt, value, little_word_order=False):
@@ -50,14 +49,7 @@ def main():
     )
     context = ModbusServerContext(slaves=store, single=True)
 
-    async def run():
-        server = StartAsyncTcpServer(context=context, address=("127.0.0.1", port))
-        task = asyncio.ensure_future(server)
-        await asyncio.sleep(0.5)
-        print(f"READY {port}", flush=True)
-        await task
-
-    asyncio.run(run())
+    serve(context, port)
 
 
 if __name__ == "__main__":
