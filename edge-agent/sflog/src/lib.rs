@@ -52,6 +52,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 /// Upper bound of the write-ahead log file, bytes.
 pub const WAL_BYTES: u64 = 1024 * 1024;
 const FORMAT_VERSION: i64 = 1;
+const INSERT: &str =
+    "INSERT INTO entries (seq, class, ts, crc, payload) VALUES (?1, ?2, ?3, ?4, ?5)";
 const READ_FROM: &str = "SELECT seq, class, ts, crc, payload FROM entries WHERE seq >= ?1 AND seq <= ?3 ORDER BY seq LIMIT ?2";
 const READ_NEWEST: &str = "SELECT seq, class, ts, crc, payload FROM entries WHERE seq > ?1 AND seq <= ?3 ORDER BY seq DESC LIMIT ?2";
 
@@ -214,12 +216,13 @@ impl Op {
                 class,
                 ts,
                 payload,
-            } => {
-                conn.prepare_cached(
-                    "INSERT INTO entries (seq, class, ts, crc, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
-                )?
-                .execute(params![seq, class, ts, crc(*class, *ts, payload), payload])?
-            }
+            } => conn.prepare_cached(INSERT)?.execute(params![
+                seq,
+                class,
+                ts,
+                crc(*class, *ts, payload),
+                payload
+            ])?,
             Op::Delete { seq, .. } => conn
                 .prepare_cached("DELETE FROM entries WHERE seq = ?1")?
                 .execute([seq])?,
@@ -545,8 +548,19 @@ impl Log {
         // that a replay after a full disk writes exactly these entries
         let start = self.record_inserts(w, first, items);
         self.make_room(w, incoming, runs)?;
-        for i in start..start + items.len() {
-            w.ops[i].exec(&w.conn)?;
+        // one prepared statement for the whole group (a cache lookup per
+        // row cost a quarter of the append rate)
+        let mut stmt = w.conn.prepare_cached(INSERT)?;
+        for op in &w.ops[start..] {
+            if let Op::Insert {
+                seq,
+                class,
+                ts,
+                payload,
+            } = op
+            {
+                stmt.execute(params![seq, class, ts, crc(*class, *ts, payload), payload])?;
+            }
         }
         Ok(())
     }
