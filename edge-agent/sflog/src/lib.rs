@@ -801,13 +801,15 @@ impl Log {
     /// WAL then grows until a later checkpoint succeeds.
     fn checkpoint(&self, w: &Writer) {
         let wal = self.path.with_extension("sqlite-wal");
-        if std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0) < WAL_BYTES / 2 {
-            return;
-        }
-        if let Err(e) = w
-            .conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-        {
+        let len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        // past its cap (a big transaction: a long outage's ack, a vacuum)
+        // the WAL file is truncated too, not left at its high-water mark
+        let sql = match len {
+            l if l < WAL_BYTES / 2 => return,
+            l if l <= WAL_BYTES => "PRAGMA wal_checkpoint(PASSIVE)",
+            _ => "PRAGMA wal_checkpoint(TRUNCATE)",
+        };
+        if let Err(e) = w.conn.query_row(sql, [], |_| Ok(())) {
             tracing::warn!(error = %e, "log: checkpoint failed; will retry");
         }
     }
