@@ -102,9 +102,47 @@ pub struct Running {
     pub db: db::Db,
     shutdown: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    fatal: tokio::sync::watch::Receiver<Option<String>>,
+}
+
+/// Spawns one of the headend's long-lived tasks: if it ends while the
+/// headend is not shutting down, that is recorded in `fatal` (the binary
+/// then exits non-zero): never a headend serving REST without ingest, or
+/// the reverse.
+fn supervised(
+    name: &'static str,
+    fut: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    fatal: tokio::sync::watch::Sender<Option<String>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        fut.await;
+        if !*shutdown.borrow() {
+            tracing::error!(
+                task = name,
+                "a task of the headend ended; the headend stops"
+            );
+            fatal.send_if_modified(|f| {
+                let first = f.is_none();
+                if first {
+                    *f = Some(name.to_string());
+                }
+                first
+            });
+        }
+    })
 }
 
 impl Running {
+    /// Resolves with the task's name when a task of the headend died.
+    pub async fn failed(&self) -> String {
+        let mut f = self.fatal.clone();
+        match f.wait_for(|x| x.is_some()).await {
+            Ok(v) => v.clone().unwrap_or_default(),
+            Err(_) => "supervisor gone".into(),
+        }
+    }
+
     /// Stops listening, ends every session (agents are told to reconnect)
     /// and waits up to 1 s for connections to close. A batch commit in
     /// progress finishes first: it runs in its session's own task.
@@ -177,7 +215,13 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
     let metrics = metrics::Metrics::default();
     let (shutdown, _) = tokio::sync::watch::channel(false);
     let dispatcher = dispatch::Dispatcher::default();
-    let sweep_task = tokio::spawn(dispatch::sweep(db.clone(), shutdown.subscribe()));
+    let (fatal, fatal_rx) = tokio::sync::watch::channel(None);
+    let sweep_task = supervised(
+        "command sweeper",
+        dispatch::sweep(db.clone(), shutdown.subscribe()),
+        shutdown.subscribe(),
+        fatal.clone(),
+    );
 
     let svc = AgentLinkServer::new(ingest::Ingest::new(
         db.clone(),
@@ -205,9 +249,15 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
             metrics: metrics.clone(),
         },
     );
+    let accept_task = supervised(
+        "agent accept loop",
+        accept_task,
+        shutdown.subscribe(),
+        fatal.clone(),
+    );
     let incoming = ReceiverStream::new(incoming);
     let mut stop = shutdown.subscribe();
-    let grpc_task = tokio::spawn(async move {
+    let grpc = async move {
         let r = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
@@ -219,7 +269,8 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         if let Err(e) = r {
             tracing::error!(error = %e, "gRPC server failed");
         }
-    });
+    };
+    let grpc_task = supervised("gRPC server", grpc, shutdown.subscribe(), fatal.clone());
     let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"]
         .iter()
         .map(|h| h.to_string())
@@ -236,7 +287,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         edge::Edge { hosts, metrics },
     );
     let mut stop = shutdown.subscribe();
-    let http_task = tokio::spawn(async move {
+    let rest = async move {
         let r = axum::serve(
             http,
             app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -248,7 +299,8 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         if let Err(e) = r {
             tracing::error!(error = %e, "REST server failed");
         }
-    });
+    };
+    let http_task = supervised("REST server", rest, shutdown.subscribe(), fatal);
     tracing::info!(%grpc_addr, %http_addr, backend = ?db.backend, "headend started");
     Ok(Running {
         grpc_addr,
@@ -257,5 +309,6 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         shutdown,
         // order matters: the accept loop ends after the gRPC server dropped its receiver
         tasks: vec![grpc_task, http_task, accept_task, sweep_task],
+        fatal: fatal_rx,
     })
 }

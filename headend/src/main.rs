@@ -76,11 +76,16 @@ async fn main() -> Result<()> {
         running.grpc_addr, running.http_addr
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    let failed = tokio::select! {
+        _ = tokio::signal::ctrl_c() => None,
+        _ = term.recv() => None,
+        why = running.failed() => Some(why),
+    };
     tracing::info!("shutting down");
     running.stop().await;
-    Ok(())
+    match failed {
+        // a dead task ends the process non-zero, for its supervisor to restart it
+        Some(task) => anyhow::bail!("the headend's {task} stopped"),
+        None => Ok(()),
+    }
 }

@@ -191,14 +191,15 @@ impl AsyncWrite for AgentConn {
 }
 
 /// Accepts TCP connections, runs the TLS handshakes concurrently (bounded)
-/// and yields authenticated connections.
+/// and yields authenticated connections; the accept loop is returned for
+/// the caller to spawn (and supervise).
 pub fn incoming(
     listener: TcpListener,
     config: rustls::ServerConfig,
     limits: Limits,
 ) -> (
     mpsc::Receiver<io::Result<AgentConn>>,
-    tokio::task::JoinHandle<()>,
+    impl Future<Output = ()> + Send + 'static,
 ) {
     let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
     let acceptor = TlsAcceptor::from(Arc::new(config));
@@ -212,7 +213,7 @@ pub fn incoming(
                 .inc();
         }
     };
-    let task = tokio::spawn(async move {
+    let task = async move {
         loop {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 return;
@@ -324,6 +325,6 @@ pub fn incoming(
                 }
             });
         }
-    });
+    };
     (rx, task)
 }
