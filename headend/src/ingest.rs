@@ -86,6 +86,7 @@ fn spawn_group_committer(db: Db, metrics: crate::metrics::Metrics) -> mpsc::Send
 #[derive(Clone, Default)]
 pub struct Sessions {
     inner: Arc<Mutex<HashMap<String, SessionInfo>>>,
+    next_id: Arc<std::sync::atomic::AtomicU64>,
     /// The last commit failure per site, until a commit of that site
     /// succeeds (bounded by the sites that have certificates): a site whose
     /// data the database refuses is flagged, never silently stuck.
@@ -106,6 +107,12 @@ pub struct SessionInfo {
     pub since_ms: i64,
     pub agent_version: String,
     pub acked_through: u64,
+    /// Which session of the site this is (a newer one replaces it).
+    #[serde(skip)]
+    id: u64,
+    /// Told why, when a newer session of the same site replaces this one.
+    #[serde(skip)]
+    replaced: Arc<tokio::sync::watch::Sender<Option<String>>>,
 }
 
 impl Sessions {
@@ -114,6 +121,53 @@ impl Sessions {
     }
     pub fn get(&self, site: &str) -> Option<SessionInfo> {
         self.lock().get(site).cloned()
+    }
+
+    /// Registers a new session of `site`: one session per site, so an
+    /// older one is told it was replaced (and ends). Returns the session's
+    /// id and where it will be told, and whether it took another's place.
+    fn start(
+        &self,
+        site: &str,
+        peer: String,
+        agent_version: String,
+        acked_through: u64,
+    ) -> (u64, tokio::sync::watch::Receiver<Option<String>>, bool) {
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let why = format!("replaced by a newer session of site {site} from {peer}");
+        let old = self.lock().insert(
+            site.to_string(),
+            SessionInfo {
+                peer,
+                since_ms: now_ms(),
+                agent_version,
+                acked_through,
+                id,
+                replaced: Arc::new(tx),
+            },
+        );
+        if let Some(old) = &old {
+            old.replaced.send_replace(Some(why));
+        }
+        (id, rx, old.is_some())
+    }
+
+    /// Session `id` of `site` ended: removed, unless a newer one took its place.
+    fn end(&self, site: &str, id: u64) {
+        let mut m = self.lock();
+        if m.get(site).is_some_and(|s| s.id == id) {
+            m.remove(site);
+        }
+    }
+
+    fn set_acked(&self, site: &str, id: u64, acked: u64) {
+        if let Some(s) = self.lock().get_mut(site).filter(|s| s.id == id) {
+            s.acked_through = acked;
+        }
     }
     fn errors(&self) -> std::sync::MutexGuard<'_, HashMap<String, IngestError>> {
         self.errors.lock().unwrap_or_else(|p| p.into_inner())
@@ -145,6 +199,13 @@ impl Sessions {
             e.remove(site);
         }
     }
+}
+
+/// One session: who, which of the site's sessions, which log.
+struct Session<'a> {
+    who: &'a AgentIdentity,
+    id: u64,
+    log_id: u64,
 }
 
 /// The ingest service.
@@ -315,15 +376,16 @@ impl v1::agent_link_server::AgentLink for Ingest {
             }
         };
         tracing::info!(site = %who.site_id, peer = %who.peer, version = %hello.agent_version, log_id = hello.log_id, acked, "agent session started");
-        self.sessions.lock().insert(
-            who.site_id.clone(),
-            SessionInfo {
-                peer: who.peer.to_string(),
-                since_ms: now_ms(),
-                agent_version: hello.agent_version.clone(),
-                acked_through: acked,
-            },
+        let (session_id, replaced, took_over) = self.sessions.start(
+            &who.site_id,
+            who.peer.to_string(),
+            hello.agent_version.clone(),
+            acked,
         );
+        if took_over {
+            self.metrics.session_takeovers.inc();
+            tracing::warn!(site = %who.site_id, peer = %who.peer, "a newer session replaces the site's open one");
+        }
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
         let _ = tx
             .send(out(Out::HelloAck(v1::HelloAck {
@@ -347,14 +409,19 @@ impl v1::agent_link_server::AgentLink for Ingest {
         };
         tokio::spawn(async move {
             let site = who.site_id.clone();
-            if let Err(status) = this.pump(&who, hello.log_id, inbound, &tx).await {
+            let session = Session {
+                who: &who,
+                id: session_id,
+                log_id: hello.log_id,
+            };
+            if let Err(status) = this.pump(&session, inbound, replaced, &tx).await {
                 tracing::warn!(%site, code = ?status.code(), msg = %status.message(), "agent session ended with error");
                 let _ = tx.send(Err(status)).await;
             } else {
                 tracing::info!(%site, "agent session closed");
             }
             dispatch.abort();
-            this.sessions.lock().remove(&site);
+            this.sessions.end(&site, session_id);
             this.metrics.sessions.dec();
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -403,14 +470,14 @@ impl Ingest {
     /// control pushes back on the agent.
     async fn pump(
         &self,
-        who: &AgentIdentity,
-        log_id: u64,
+        s: &Session<'_>,
         inbound: Streaming<AgentMessage>,
+        replaced: tokio::sync::watch::Receiver<Option<String>>,
         tx: &mpsc::Sender<Result<HeadendMessage, Status>>,
     ) -> Result<(), Status> {
         let (queue_tx, queue_rx) = mpsc::channel::<v1::TelemetryBatch>(PIPELINE_DEPTH);
-        let reader = self.read_session(who, log_id, inbound, queue_tx, tx);
-        let committer = self.commit_session(who, log_id, queue_rx, tx);
+        let reader = self.read_session(s.who, s.log_id, inbound, queue_tx, replaced, tx);
+        let committer = self.commit_session(s, queue_rx, tx);
         // the reader ends first (stream closed or error); the committer then drains the queue
         let (r, c) = tokio::join!(reader, committer);
         c.and(r)
@@ -422,6 +489,7 @@ impl Ingest {
         log_id: u64,
         mut inbound: Streaming<AgentMessage>,
         queue: mpsc::Sender<v1::TelemetryBatch>,
+        mut replaced: tokio::sync::watch::Receiver<Option<String>>,
         tx: &mpsc::Sender<Result<HeadendMessage, Status>>,
     ) -> Result<(), Status> {
         let mut shutdown = self.shutdown.clone();
@@ -429,6 +497,9 @@ impl Ingest {
             let msg = tokio::select! {
                 m = inbound.message() => match m? { Some(m) => m, None => return Ok(()) },
                 _ = queue.closed() => return Ok(()), // the committer failed
+                why = async { replaced.wait_for(|r| r.is_some()).await.ok().and_then(|w| w.clone()) } => {
+                    return Err(Status::aborted(why.unwrap_or_default()));
+                }
                 _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
                     let _ = tx
                         .send(out(Out::Control(v1::SessionControl {
@@ -472,11 +543,11 @@ impl Ingest {
 
     async fn commit_session(
         &self,
-        who: &AgentIdentity,
-        log_id: u64,
+        s: &Session<'_>,
         mut queue: mpsc::Receiver<v1::TelemetryBatch>,
         tx: &mpsc::Sender<Result<HeadendMessage, Status>>,
     ) -> Result<(), Status> {
+        let (who, log_id) = (s.who, s.log_id);
         let mut group = Vec::with_capacity(PIPELINE_DEPTH);
         while let Some(b) = queue.recv().await {
             group.push(b);
@@ -513,9 +584,7 @@ impl Ingest {
             if !ack {
                 continue; // previews are stored, not acknowledged (see the proto)
             }
-            if let Some(s) = self.sessions.lock().get_mut(&who.site_id) {
-                s.acked_through = acked;
-            }
+            self.sessions.set_acked(&who.site_id, s.id, acked);
             let ack = out(Out::Ack(v1::TelemetryAck {
                 log_id,
                 acked_through_seq: acked,

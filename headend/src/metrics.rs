@@ -28,6 +28,8 @@ pub struct Metrics {
     pub commands_sent: Counter,
     pub command_acks: Counter,
     pub delivery_events: Counter,
+    /// Sessions that replaced an open session of the same site.
+    pub session_takeovers: Counter,
     /// Agent text fields with control characters replaced (see `sanitize`).
     pub sanitized_fields: Counter,
     /// Sites whose last ingest commit failed (set when rendered).
@@ -65,11 +67,17 @@ impl Default for Metrics {
             command_acks: Counter::default(),
             delivery_events: Counter::default(),
             sanitized_fields: Counter::default(),
+            session_takeovers: Counter::default(),
             sites_failing: Gauge::default(),
             connections: Gauge::default(),
             connections_refused: Family::default(),
             http_refused: Family::default(),
         };
+        r.register(
+            "session_takeovers",
+            "Sessions that replaced an open session of the same site (the older one is closed, told why)",
+            m.session_takeovers.clone(),
+        );
         r.register(
             "sanitized_fields",
             "Text fields from agents whose control characters were replaced with U+FFFD",
