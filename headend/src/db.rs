@@ -496,9 +496,10 @@ impl Db {
     pub async fn readings(&self, q: &ReadingQuery<'_>) -> Result<Vec<ReadingRow>, Error> {
         const BASE: &str = "SELECT seq, field, value, unit, quality, error, source_ts_ms, received_ts_ms, source FROM readings
              WHERE site_id = $1 AND asset_id = $2 AND source_ts_ms >= $3 AND source_ts_ms <= $4";
+        let dir = if q.newest_first { "DESC" } else { "ASC" };
         let query = match q.field {
             Some(f) => sqlx::query_as::<_, ReadingRow>(sqlx::AssertSqlSafe(format!(
-                "{BASE} AND field = $6 ORDER BY source_ts_ms, seq LIMIT $5"
+                "{BASE} AND field = $6 ORDER BY source_ts_ms {dir}, seq {dir} LIMIT $5"
             )))
             .bind(q.site)
             .bind(q.asset)
@@ -507,7 +508,7 @@ impl Db {
             .bind(q.limit)
             .bind(f),
             None => sqlx::query_as::<_, ReadingRow>(sqlx::AssertSqlSafe(format!(
-                "{BASE} ORDER BY source_ts_ms, seq LIMIT $5"
+                "{BASE} ORDER BY source_ts_ms {dir}, seq {dir} LIMIT $5"
             )))
             .bind(q.site)
             .bind(q.asset)
@@ -599,6 +600,8 @@ pub struct ReadingQuery<'a> {
     pub from_ms: i64,
     pub to_ms: i64,
     pub limit: i64,
+    /// Newest first (`order=desc`): `limit=1` is then the latest reading.
+    pub newest_first: bool,
 }
 
 #[derive(sqlx::FromRow)]

@@ -6,8 +6,9 @@
 //! * `GET /metrics`: Prometheus (OpenMetrics) text.
 //! * `GET /api/v1/sites`
 //! * `GET /api/v1/sites/{site}/assets`: assets with the latest value per field.
-//! * `GET /api/v1/sites/{site}/assets/{asset}/readings?field=&from=&to=&limit=`:
-//!   history, oldest first; `from`/`to` are RFC 3339 or Unix ms.
+//! * `GET /api/v1/sites/{site}/assets/{asset}/readings?field=&from=&to=&limit=&order=`:
+//!   history, oldest first (`order=desc`: newest first, so `limit=1` is the
+//!   latest); `from`/`to` are RFC 3339 or Unix ms; a bad reading's value is null.
 //! * `GET /api/v1/sites/{site}/gaps`: data the site's agent had to drop
 //!   (full disk, corruption): "data lost at site X between T1 and T2".
 //! * Commands and loads: see [`crate::api_commands`].
@@ -146,7 +147,8 @@ async fn assets(
                         (
                             f.field,
                             json!({
-                                "value": f.value,
+                                // the last good value; null if the point was never good
+                                "value": if f.good_ts_ms > 0 { json!(f.value) } else { Value::Null },
                                 "unit": f.unit,
                                 "quality": f.quality,
                                 "error": if f.error.is_empty() { Value::Null } else { Value::String(f.error) },
@@ -179,6 +181,27 @@ pub struct HistoryParams {
     from: Option<String>,
     to: Option<String>,
     limit: Option<i64>,
+    order: Option<String>,
+}
+
+/// The order of a history: `asc` (oldest first, the default) or `desc`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    Asc,
+    Desc,
+}
+
+impl std::str::FromStr for Order {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "asc" => Ok(Order::Asc),
+            "desc" => Ok(Order::Desc),
+            other => Err(format!(
+                "query parameter order={other:?}: use asc (oldest first) or desc (newest first)"
+            )),
+        }
+    }
 }
 
 /// Parses `from`/`to`: RFC 3339 (`2026-11-22T10:00:00Z`) or Unix milliseconds.
@@ -222,6 +245,12 @@ async fn readings(
             "limit must be from 1 to 10000".into(),
         ));
     }
+    let order = match p.order.as_deref() {
+        None => Order::Asc,
+        Some(o) => o
+            .parse::<Order>()
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?,
+    };
     let rows =
         s.db.readings(&ReadingQuery {
             site: &site,
@@ -230,6 +259,7 @@ async fn readings(
             from_ms,
             to_ms,
             limit,
+            newest_first: order == Order::Desc,
         })
         .await?;
     Ok(Json(Value::Array(
@@ -238,7 +268,8 @@ async fn readings(
                 json!({
                     "seq": r.seq,
                     "field": r.field,
-                    "value": r.value,
+                    // a bad reading's value carries no information
+                    "value": if r.quality == "bad" { Value::Null } else { json!(r.value) },
                     "unit": r.unit,
                     "quality": r.quality,
                     "error": if r.error.is_empty() { Value::Null } else { Value::String(r.error) },

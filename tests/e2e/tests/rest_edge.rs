@@ -522,3 +522,84 @@ async fn arbitrary_json_on_every_write_route_gets_only_2xx_or_4xx_and_every_read
     }
     r.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_can_be_read_newest_first_and_a_point_never_good_shows_no_value() -> Result<()> {
+    let pki = TestPki::new(&["site-h"])?;
+    let work = tempfile::tempdir()?;
+    let he = headend::start(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
+    let sim = fast_sim().await?;
+    let base = agent_yaml(
+        &pki,
+        "site-h",
+        he.grpc_addr,
+        &work.path().join("log"),
+        &sim,
+        100,
+    );
+    // a point at an address the simulator does not map: always bad
+    let yaml = base.replacen(
+        "devices:\n",
+        &format!(
+            "devices:\n  - modbus:\n      name: ghost\n      address: \"{}\"\n      poll_interval_ms: 100\n      points:\n        - {{ asset: tank-1, field: ghost, register: 9000, type: u16 }}\n",
+            sim.addr
+        ),
+        1,
+    );
+    let agent = edge_agent::start(agent_config(work.path(), &yaml)?)?;
+    let http = he.http_addr;
+    let assets = eventually("both points reported", T, || async {
+        let a = get_json(http, "/api/v1/sites/site-h/assets").await;
+        Ok(a.ok().filter(|a| {
+            let t = a
+                .as_array()
+                .and_then(|v| v.iter().find(|x| x["asset_id"] == "tank-1"));
+            t.is_some_and(|t| t["fields"]["ghost"].is_object() && t["fields"]["volume"].is_object())
+        }))
+    })
+    .await?;
+    let tank = assets
+        .as_array()
+        .and_then(|v| v.iter().find(|x| x["asset_id"] == "tank-1"))
+        .cloned()
+        .unwrap_or_default();
+    let ghost = &tank["fields"]["ghost"];
+    ensure!(
+        ghost["value"].is_null() && ghost["quality"] == "bad" && ghost["last_good_ts"].is_null(),
+        "a point that was never good has no value, not 0: {ghost}"
+    );
+    ensure!(tank["fields"]["volume"]["value"].is_f64(), "{tank}");
+    // enough history, then the newest reading is one request away
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let path = "/api/v1/sites/site-h/assets/tank-1/readings?field=volume";
+    let oldest = get_json(http, &format!("{path}&limit=1")).await?;
+    let newest = get_json(http, &format!("{path}&limit=1&order=desc")).await?;
+    let all = get_json(http, &format!("{path}&limit=10000")).await?;
+    let seqs: Vec<i64> = all
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["seq"].as_i64()).collect())
+        .unwrap_or_default();
+    ensure!(seqs.len() >= 3, "{all}");
+    ensure!(
+        oldest[0]["seq"].as_i64() == seqs.first().copied(),
+        "{oldest}"
+    );
+    ensure!(
+        newest[0]["seq"].as_i64() >= seqs.last().copied(),
+        "order=desc gives the newest: {newest} vs {seqs:?}"
+    );
+    let ghosts = get_json(
+        http,
+        "/api/v1/sites/site-h/assets/tank-1/readings?field=ghost&limit=1",
+    )
+    .await?;
+    ensure!(
+        ghosts[0]["value"].is_null(),
+        "a bad reading has no value: {ghosts}"
+    );
+    let (code, _) = raw(http, "GET", &format!("{path}&order=sideways"), &[], "").await?;
+    ensure!(code == 400, "order=sideways: {code}");
+    agent.stop().await?;
+    he.stop().await;
+    Ok(())
+}
