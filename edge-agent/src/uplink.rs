@@ -110,8 +110,9 @@ pub async fn channel(
     Endpoint::from_shared(format!("http://{address}"))
         .map_err(|e| SessionError::Connect(format!("headend.address: {e}")))?
         .connect_timeout(CONNECT_TIMEOUT)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(20))
+        // a silently dead headend or link is found within 20 s
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true)
         .connect_with_connector(connector)
         .await

@@ -974,7 +974,11 @@ async fn patch_load(
 
 async fn load_json(s: &ApiState, l: &LoadRow) -> Result<Value, FieldError> {
     let events = s.db.load_events(&l.load_id).await?;
-    Ok(json!({
+    Ok(load_json_with(l, events))
+}
+
+fn load_json_with(l: &LoadRow, events: Vec<crate::commands::LoadEventRow>) -> Value {
+    json!({
         "load_id": l.load_id,
         "reference": l.reference,
         "carrier": l.carrier,
@@ -995,7 +999,7 @@ async fn load_json(s: &ApiState, l: &LoadRow) -> Result<Value, FieldError> {
         "events": events.into_iter().map(|e| json!({
             "at": ts(e.at_ms), "kind": e.kind, "detail": e.detail, "by": e.actor,
         })).collect::<Vec<_>>(),
-    }))
+    })
 }
 
 async fn get_load(
@@ -1019,11 +1023,13 @@ async fn list_loads(
     Query(p): Query<LoadList>,
 ) -> Result<Json<Value>, FieldError> {
     let rows = s.db.loads(p.site.as_deref(), 1000).await?;
-    let mut out = Vec::new();
-    for l in &rows {
-        out.push(load_json(&s, l).await?);
-    }
-    Ok(Json(Value::Array(out)))
+    // two queries for the whole list
+    let mut events = s.db.events_of_loads(p.site.as_deref(), 1000).await?;
+    Ok(Json(Value::Array(
+        rows.iter()
+            .map(|l| load_json_with(l, events.remove(&l.load_id).unwrap_or_default()))
+            .collect(),
+    )))
 }
 
 /// Fuzzing entry (`fuzz/`): every REST body parser and the pure checks

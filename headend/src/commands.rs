@@ -102,6 +102,16 @@ pub struct LoadRow {
 const LOAD_COLUMNS: &str = "load_id, reference, carrier, site_id, tanks, product, planned_volume_l, eta_ms, eta_source, status, delivered_volume_l, delivery_start_ms, delivery_end_ms, last_command_id, created_ms, updated_ms";
 
 #[derive(sqlx::FromRow, Clone, Debug)]
+pub struct LoadEventOfRow {
+    pub load_id: String,
+    pub id: i64,
+    pub at_ms: i64,
+    pub kind: String,
+    pub detail: String,
+    pub actor: String,
+}
+
+#[derive(sqlx::FromRow, Clone, Debug)]
 pub struct LoadEventRow {
     pub id: i64,
     pub at_ms: i64,
@@ -757,6 +767,36 @@ impl Db {
             .bind(limit)
             .fetch_all(self.pool())
             .await?)
+    }
+
+    /// The events of every load `loads(site, limit)` returns, by load, in
+    /// one query (not one per load).
+    pub async fn events_of_loads(
+        &self,
+        site: Option<&str>,
+        limit: i64,
+    ) -> Result<std::collections::HashMap<String, Vec<LoadEventRow>>, Error> {
+        let rows: Vec<LoadEventOfRow> = sqlx::query_as(
+            "SELECT load_id, id, at_ms, kind, detail, actor FROM load_events
+             WHERE load_id IN (SELECT load_id FROM loads WHERE ($1 = '' OR site_id = $1) ORDER BY eta_ms LIMIT $2)
+             ORDER BY id",
+        )
+        .bind(site.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        let mut by_load: std::collections::HashMap<String, Vec<LoadEventRow>> =
+            std::collections::HashMap::new();
+        for r in rows {
+            by_load.entry(r.load_id).or_default().push(LoadEventRow {
+                id: r.id,
+                at_ms: r.at_ms,
+                kind: r.kind,
+                detail: r.detail,
+                actor: r.actor,
+            });
+        }
+        Ok(by_load)
     }
 
     pub async fn load_events(&self, id: &str) -> Result<Vec<LoadEventRow>, Error> {

@@ -259,8 +259,10 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
     let mut stop = shutdown.subscribe();
     let grpc = async move {
         let r = tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+            // a silently dead agent (a cut link, a frozen proxy) is found
+            // within 20 s: a ping every 10 s, 10 s for its answer
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
             .add_service(svc)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop.wait_for(|s| *s).await;

@@ -148,8 +148,33 @@ async fn refuses_bad_values_and_never_breaks_reads(r: &Rig, site: &str) -> Resul
         .bind(i64::MAX)
         .execute(r.he.db.pool())
         .await?;
+    // the list carries each load's own events (fetched in one query for all)
+    for v in [6000, 7000] {
+        let (code, l) = post_json(http, "/api/v1/loads", &load(site, json!(now), json!(v))).await?;
+        ensure!(code == 201, "{code}: {l}");
+        let id = l["load"]["load_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let (code, p) = send_json(
+            http,
+            reqwest::Method::PATCH,
+            &format!("/api/v1/loads/{id}"),
+            &json!({"planned_volume_l": v + 1}),
+        )
+        .await?;
+        ensure!(code == 200, "{code}: {p}");
+    }
     let list = get_json(http, "/api/v1/loads").await?;
-    ensure!(list.as_array().is_some_and(|a| !a.is_empty()), "{list}");
+    ensure!(list.as_array().is_some_and(|a| a.len() >= 3), "{list}");
+    for l in list.as_array().into_iter().flatten() {
+        let id = l["load_id"].as_str().unwrap_or_default();
+        let one = get_json(http, &format!("/api/v1/loads/{id}")).await?;
+        ensure!(
+            l["events"] == one["events"],
+            "list vs get for {id}: {l} / {one}"
+        );
+    }
     let one = get_json(http, &format!("/api/v1/loads/{id}")).await?;
     ensure!(one["eta"].is_null() && one["eta_ms"].is_i64(), "{one}");
     get_json(http, "/api/v1/commands").await?;
