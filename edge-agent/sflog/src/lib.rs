@@ -243,6 +243,27 @@ pub struct Log {
     vacuumed_bytes: AtomicU64,
 }
 
+/// The gap runs of dropped `(seq, class, ts)` entries: one per class, in
+/// seq order (a run's range may also hold kept entries of other classes).
+fn runs_of(entries: &[(i64, u8, i64)], reason: &'static str) -> Vec<DropRun> {
+    Class::ALL
+        .iter()
+        .filter_map(|&c| {
+            let of: Vec<&(i64, u8, i64)> = entries.iter().filter(|v| v.1 == c as u8).collect();
+            let (a, b) = (of.first()?, of.last()?);
+            Some(DropRun {
+                first_seq: a.0 as u64,
+                last_seq: b.0 as u64,
+                count: of.len() as u64,
+                class: c,
+                from_ms: of.iter().map(|v| v.2).min().unwrap_or(0),
+                to_ms: of.iter().map(|v| v.2).max().unwrap_or(0),
+                reason,
+            })
+        })
+        .collect()
+}
+
 fn crc(class: u8, ts: i64, payload: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&[class]);
@@ -543,22 +564,9 @@ impl Log {
                     .collect();
                 self.count
                     .fetch_sub(victims.len() as u64, Ordering::Relaxed);
-                // one run per class, in seq order
-                for c in Class::ALL {
-                    let of: Vec<&(i64, u8, i64)> =
-                        victims.iter().filter(|v| v.1 == c as u8).collect();
-                    if let (Some(a), Some(b)) = (of.first(), of.last()) {
-                        self.dropped[c as usize].fetch_add(of.len() as u64, Ordering::Relaxed);
-                        runs.push(DropRun {
-                            first_seq: a.0 as u64,
-                            last_seq: b.0 as u64,
-                            count: of.len() as u64,
-                            class: c,
-                            from_ms: of.iter().map(|v| v.2).min().unwrap_or(0),
-                            to_ms: of.iter().map(|v| v.2).max().unwrap_or(0),
-                            reason: "disk_full",
-                        });
-                    }
+                for r in runs_of(&victims, "disk_full") {
+                    self.dropped[r.class as usize].fetch_add(r.count, Ordering::Relaxed);
+                    runs.push(r);
                 }
                 let start = w.ops.len();
                 w.ops.extend(victims.iter().map(|v| Op::Delete {
@@ -927,17 +935,26 @@ impl Drop for Log {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn items(n: usize) -> Vec<(Class, i64, Vec<u8>)> {
+    pub(crate) fn items(n: usize) -> Vec<(Class, i64, Vec<u8>)> {
         (0..n)
             .map(|i| (Class::Telemetry, i as i64, format!("r{i}").into_bytes()))
             .collect()
     }
 
-    fn open(dir: &Path) -> Log {
+    pub(crate) fn open(dir: &Path) -> Log {
         Log::open(dir, &Options::default()).unwrap()
+    }
+
+    /// The seqs of every committed entry.
+    pub(crate) fn kept(log: &Log) -> BTreeSet<u64> {
+        log.read_from(1, usize::MAX, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect()
     }
 
     #[test]
@@ -1073,12 +1090,7 @@ mod tests {
         let st = log.stats();
         assert_eq!(st.dropped[0], runs.iter().map(|r| r.count).sum::<u64>());
         assert_eq!(st.dropped[1], 0);
-        let kept: BTreeSet<u64> = log
-            .read_from(1, usize::MAX, usize::MAX)
-            .unwrap()
-            .iter()
-            .map(|e| e.seq)
-            .collect();
+        let kept = kept(&log);
         assert!(
             alarms.iter().all(|a| kept.contains(a)),
             "every alarm survived"
@@ -1140,12 +1152,7 @@ mod tests {
         assert!(!dropped.is_empty());
         assert!(dropped.iter().all(|r| r.first_seq > 100), "{dropped:?}");
         assert_eq!(log.first_seq().unwrap(), Some(1));
-        let kept: BTreeSet<u64> = log
-            .read_from(1, usize::MAX, usize::MAX)
-            .unwrap()
-            .iter()
-            .map(|e| e.seq)
-            .collect();
+        let kept = kept(&log);
         assert!(
             (151..=160).all(|s| kept.contains(&s)),
             "previewed entries survive"

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, params};
 
-use crate::{Class, DropRun, INSERT, Log, Result, WAL_BYTES, Writer, crc, lock};
+use crate::{DropRun, INSERT, Log, Result, WAL_BYTES, Writer, crc, lock, runs_of};
 
 /// One write of the open transaction.
 pub(crate) enum Op {
@@ -53,33 +53,6 @@ impl Op {
             }
         })
     }
-}
-
-/// Runs (one per class and contiguous stretch of seqs) of `(seq, class, ts)` entries, in seq order.
-pub(crate) fn runs_of(entries: &[(i64, u8, i64)], reason: &'static str) -> Vec<DropRun> {
-    let mut out: Vec<DropRun> = Vec::new();
-    for c in Class::ALL {
-        for &(seq, _, ts) in entries.iter().filter(|e| e.1 == c as u8) {
-            match out.last_mut() {
-                Some(r) if r.class == c && r.last_seq + 1 == seq as u64 => {
-                    r.last_seq = seq as u64;
-                    r.count += 1;
-                    r.from_ms = r.from_ms.min(ts);
-                    r.to_ms = r.to_ms.max(ts);
-                }
-                _ => out.push(DropRun {
-                    first_seq: seq as u64,
-                    last_seq: seq as u64,
-                    count: 1,
-                    class: c,
-                    from_ms: ts,
-                    to_ms: ts,
-                    reason,
-                }),
-            }
-        }
-    }
-    out
 }
 
 /// Is this SQLite's "database or disk is full"?
@@ -278,17 +251,8 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::Options;
-
-    fn items(n: usize) -> Vec<(Class, i64, Vec<u8>)> {
-        (0..n)
-            .map(|i| (Class::Telemetry, i as i64, format!("r{i}").into_bytes()))
-            .collect()
-    }
-
-    fn open(dir: &Path) -> Log {
-        Log::open(dir, &Options::default()).unwrap()
-    }
+    use crate::tests::{items, kept, open};
+    use crate::{Class, Options};
 
     /// A small real filesystem (tmpfs) mounted for one test; unmounted on drop.
     /// The tests run as root (CI too); a failed mount fails the test.
@@ -347,12 +311,7 @@ mod tests {
             st.dropped.iter().sum::<u64>(),
             "every drop is reported once"
         );
-        let kept: BTreeSet<u64> = log
-            .read_from(1, usize::MAX, usize::MAX)
-            .unwrap()
-            .iter()
-            .map(|e| e.seq)
-            .collect();
+        let kept = kept(log);
         let dropped: BTreeSet<u64> = runs
             .iter()
             .flat_map(|r| r.first_seq..=r.last_seq)
@@ -420,12 +379,7 @@ mod tests {
         log.flush().unwrap();
         runs.extend(log.take_drops().unwrap());
         let st = log.stats();
-        let kept: BTreeSet<u64> = log
-            .read_from(1, usize::MAX, usize::MAX)
-            .unwrap()
-            .iter()
-            .map(|e| e.seq)
-            .collect();
+        let kept = kept(&log);
         assert!(
             (first..first + 251).all(|s| kept.contains(&s)),
             "writing resumed once space came back: {st:?}"
