@@ -33,6 +33,19 @@ impl Drop for Peer {
     }
 }
 
+/// Runs the Modbus adapter for `dev`; returns its readings and its stop
+/// switch (dropping it stops the adapter).
+fn run_adapter(
+    dev: ModbusDevice,
+    health: adapter_api::Health,
+) -> Result<(mpsc::Receiver<adapter_api::Reading>, watch::Sender<bool>)> {
+    let (tx, rx) = mpsc::channel(64);
+    let (stop, stop_rx) = watch::channel(false);
+    let adapter = Box::new(ModbusAdapter::new(dev)?.with_health(health));
+    tokio::spawn(adapter.run(tx, mpsc::channel(1).1, stop_rx));
+    Ok((rx, stop))
+}
+
 fn start_peer(port: u16) -> Result<Peer> {
     start_script("modbus_float_server.py", port)
 }
@@ -79,9 +92,7 @@ points:
 "#
     );
     let dev: ModbusDevice = serde_yaml::from_str(&yaml)?;
-    let (tx, mut rx) = mpsc::channel(64);
-    let (_stop, stop_rx) = watch::channel(false);
-    tokio::spawn(Box::new(ModbusAdapter::new(dev)?).run(tx, mpsc::channel(1).1, stop_rx));
+    let (mut rx, _stop) = run_adapter(dev, adapter_api::Health::default())?;
 
     let want: Vec<(&str, f64)> = vec![
         ("f_abcd", f64::from(123.456_f32)),
@@ -136,15 +147,7 @@ points:
         "the default plan merges them"
     );
     let health = adapter_api::Health::default();
-    let (tx, mut rx) = mpsc::channel(64);
-    let (_stop, stop_rx) = watch::channel(false);
-    tokio::spawn(
-        Box::new(ModbusAdapter::new(dev)?.with_health(health.clone())).run(
-            tx,
-            mpsc::channel(1).1,
-            stop_rx,
-        ),
-    );
+    let (mut rx, _stop) = run_adapter(dev, health.clone())?;
     let want = [("a", 1500.25), ("b", 7.0), ("c", 42.0), ("d", -12.5)];
     let mut good = std::collections::HashMap::new();
     tokio::time::timeout(Duration::from_secs(15), async {
