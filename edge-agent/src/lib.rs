@@ -67,7 +67,54 @@ pub struct Fatal {
     stop: watch::Receiver<bool>,
 }
 
+/// How a task ended, as `Fatal` reports it.
+pub trait Outcome {
+    fn why(&self) -> String;
+}
+
+impl Outcome for () {
+    fn why(&self) -> String {
+        "stopped".into()
+    }
+}
+
+impl<E: std::fmt::Display> Outcome for Result<(), E> {
+    fn why(&self) -> String {
+        match self {
+            Ok(()) => "stopped".into(),
+            Err(e) => e.to_string(),
+        }
+    }
+}
+
 impl Fatal {
+    /// Spawns one of the agent's tasks; its end is reported to
+    /// [`Fatal::ended`], and its outcome kept for whoever awaits it.
+    pub fn spawn<T: Outcome + Send + 'static>(
+        &self,
+        task: String,
+        fut: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> tokio::task::JoinHandle<T> {
+        let fatal = self.clone();
+        tokio::spawn(async move {
+            let r = fut.await;
+            fatal.ended(&task, &r.why());
+            r
+        })
+    }
+
+    /// [`Fatal::spawn`] for a task whose outcome only `Fatal` needs.
+    pub fn spawn_task<T: Outcome + Send + 'static>(
+        &self,
+        task: String,
+        fut: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let fatal = self.clone();
+        tokio::spawn(async move {
+            fatal.ended(&task, &fut.await.why());
+        })
+    }
+
     /// A recorder for an agent whose stop flag is `stop`; the receiver
     /// sees the first fatal reason.
     pub fn new(stop: watch::Receiver<bool>) -> (Fatal, watch::Receiver<Option<String>>) {
@@ -137,41 +184,27 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
                     .with_health(h),
             ),
         };
-        let (tx, stop_rx, fatal) = (tx.clone(), stop_rx.clone(), fatal.clone());
         let name = adapter.name().to_string();
         let (write_tx, write_rx) = mpsc::channel(WRITE_QUEUE);
         writes.insert(name.clone(), write_tx);
-        tasks.push(tokio::spawn(async move {
-            let why = match adapter.run(tx, write_rx, stop_rx).await {
-                Ok(()) => "stopped".to_string(),
-                Err(e) => e.to_string(),
-            };
-            fatal.ended(&format!("adapter {name}"), &why);
-        }));
+        let run = adapter.run(tx.clone(), write_rx, stop_rx.clone());
+        tasks.push(fatal.spawn_task(format!("adapter {name}"), run));
     }
     let (durable_tx, durable_rx) = watch::channel(log.durable_seq());
     let (records_tx, records_rx) = mpsc::channel(logwriter::RECORD_QUEUE);
     let latest = Arc::new(logwriter::Latest::default());
     // the writer ends when every adapter and the executor have stopped
-    let writer = {
-        let run = logwriter::run(
+    let writer = fatal.spawn(
+        "log writer".into(),
+        logwriter::run(
             log.clone(),
             rx,
             records_rx,
             cfg.log.clone(),
             durable_tx,
             latest.clone(),
-        );
-        let fatal = fatal.clone();
-        tokio::spawn(async move {
-            let r = run.await;
-            match &r {
-                Ok(()) => fatal.ended("log writer", "stopped"),
-                Err(e) => fatal.ended("log writer", &e.to_string()),
-            }
-            r
-        })
-    };
+        ),
+    );
     let store = store::Store::open(&cfg.log.dir)?;
     let (command_tx, command_rx) = mpsc::channel(commands::COMMAND_QUEUE);
     let command_metrics = commands::CommandMetrics::default();
@@ -184,12 +217,10 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
         readings: tx,
         metrics: command_metrics.clone(),
     };
-    let f = fatal.clone();
-    let run = executor.run(command_rx, stop_rx.clone());
-    tasks.push(tokio::spawn(async move {
-        run.await;
-        f.ended("command executor", "stopped");
-    }));
+    tasks.push(fatal.spawn_task(
+        "command executor".into(),
+        executor.run(command_rx, stop_rx.clone()),
+    ));
     let (status_tx, status_rx) = watch::channel(uplink::UplinkStatus::default());
     let metrics = metrics::Metrics::new(command_metrics);
     let status_addr = match cfg.status.listen {
@@ -220,11 +251,7 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
         metrics.clone(),
         command_tx,
     );
-    let f = fatal.clone();
-    tasks.push(tokio::spawn(async move {
-        run.await;
-        f.ended("uplink", "stopped");
-    }));
+    tasks.push(fatal.spawn_task("uplink".into(), run));
     tasks.push(tokio::spawn(uplink::watchdog(
         cfg.clone(),
         status_rx.clone(),
