@@ -272,12 +272,40 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
     })
 }
 
+/// Is `max_bytes` more than the log's filesystem can hold (its free space
+/// plus what the log already uses)? Unknown free space (0) never warns.
+pub fn bound_exceeds_disk(max_bytes: u64, st: &sflog::Stats) -> bool {
+    st.fs_free_bytes > 0 && max_bytes > st.fs_free_bytes + st.bytes
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_bound_larger_than_the_free_space_is_warned_about() {
+        let st = |free, bytes| sflog::Stats {
+            fs_free_bytes: free,
+            bytes,
+            ..Default::default()
+        };
+        let gib = 1 << 30;
+        assert!(super::bound_exceeds_disk(gib, &st(3 << 20, 1 << 20)));
+        assert!(!super::bound_exceeds_disk(gib, &st(80 * gib, 1 << 20)));
+        assert!(
+            !super::bound_exceeds_disk(gib, &st(gib - 10, 10)),
+            "exactly fits"
+        );
+        assert!(
+            !super::bound_exceeds_disk(gib, &st(0, 0)),
+            "unknown free space"
+        );
+    }
+}
+
 /// Warns at start when the log's bound is larger than its filesystem can
 /// hold: the bound then follows the free space (drops start earlier).
 fn warn_if_disk_smaller_than_bound(cfg: &config::LogConfig, log: &sflog::Log) {
     let st = log.stats();
-    let room = st.fs_free_bytes + st.bytes;
-    if st.fs_free_bytes > 0 && cfg.max_bytes > room {
+    if bound_exceeds_disk(cfg.max_bytes, &st) {
         tracing::warn!(
             max_bytes = cfg.max_bytes,
             fs_free_bytes = st.fs_free_bytes,

@@ -314,3 +314,29 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         fatal: fatal_rx,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::supervised;
+
+    #[tokio::test]
+    async fn a_task_that_ends_while_the_headend_runs_is_fatal_and_one_ending_at_shutdown_is_not() {
+        let (shutdown, _) = tokio::sync::watch::channel(false);
+        let (fatal, mut rx) = tokio::sync::watch::channel(None);
+        supervised("REST server", async {}, shutdown.subscribe(), fatal.clone())
+            .await
+            .unwrap();
+        assert_eq!(rx.borrow_and_update().as_deref(), Some("REST server"));
+        // the first one is kept
+        supervised("gRPC server", async {}, shutdown.subscribe(), fatal.clone())
+            .await
+            .unwrap();
+        assert_eq!(rx.borrow().as_deref(), Some("REST server"));
+        let (fatal, rx) = tokio::sync::watch::channel(None);
+        shutdown.send_replace(true);
+        supervised("gRPC server", async {}, shutdown.subscribe(), fatal)
+            .await
+            .unwrap();
+        assert!(rx.borrow().is_none(), "ending at shutdown is not a failure");
+    }
+}
