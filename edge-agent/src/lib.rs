@@ -278,6 +278,20 @@ pub fn bound_exceeds_disk(max_bytes: u64, st: &sflog::Stats) -> bool {
     st.fs_free_bytes > 0 && max_bytes > st.fs_free_bytes + st.bytes
 }
 
+/// Warns at start when the log's bound is larger than its filesystem can
+/// hold: the bound then follows the free space (drops start earlier).
+fn warn_if_disk_smaller_than_bound(cfg: &config::LogConfig, log: &sflog::Log) {
+    let st = log.stats();
+    if bound_exceeds_disk(cfg.max_bytes, &st) {
+        tracing::warn!(
+            max_bytes = cfg.max_bytes,
+            fs_free_bytes = st.fs_free_bytes,
+            dir = %cfg.dir.display(),
+            "log.max_bytes is more than the log's filesystem has free; the log will be bounded by the free space instead (oldest telemetry dropped first)"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -297,20 +311,6 @@ mod tests {
         assert!(
             !super::bound_exceeds_disk(gib, &st(0, 0)),
             "unknown free space"
-        );
-    }
-}
-
-/// Warns at start when the log's bound is larger than its filesystem can
-/// hold: the bound then follows the free space (drops start earlier).
-fn warn_if_disk_smaller_than_bound(cfg: &config::LogConfig, log: &sflog::Log) {
-    let st = log.stats();
-    if bound_exceeds_disk(cfg.max_bytes, &st) {
-        tracing::warn!(
-            max_bytes = cfg.max_bytes,
-            fs_free_bytes = st.fs_free_bytes,
-            dir = %cfg.dir.display(),
-            "log.max_bytes is more than the log's filesystem has free; the log will be bounded by the free space instead (oldest telemetry dropped first)"
         );
     }
 }
