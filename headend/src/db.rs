@@ -3,7 +3,6 @@
 //! selected by the URL scheme. Migrations are embedded per backend and run
 //! at start. Queries use `$n` placeholders, which both backends accept.
 
-use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -12,10 +11,10 @@ use sqlx::any::AnyPoolOptions;
 use tankwatch_proto::v1;
 
 use crate::Error;
-
-/// Readings per INSERT statement (13 columns: stays far below both
-/// backends' bind-parameter limits).
-const ROWS_PER_INSERT: usize = 400;
+pub use crate::store::{
+    Group, ReadingQuery, ReadingRow, Retention, RollupQuery, RollupRow, Telemetry,
+};
+use crate::store::{pg::PgTelemetry, sqlite::SqliteTelemetry};
 
 /// Which SQL backend a URL selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +47,9 @@ pub struct Db {
     /// of up to 100 ms made every commit wait behind the others).
     /// PostgreSQL writes concurrently (no permit needed).
     writer: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+    /// The telemetry hot path, native per backend (store/).
+    pub telemetry: Telemetry,
+    pub retention: Retention,
 }
 
 /// A write transaction (holding the SQLite writer permit, if any).
@@ -73,25 +75,28 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn quality_str(q: i32) -> &'static str {
-    match v1::Quality::try_from(q) {
-        Ok(v1::Quality::Good) => "good",
-        Ok(v1::Quality::Uncertain) => "uncertain",
-        _ => "bad",
-    }
-}
-
 impl Db {
     /// Connects, creating a SQLite file (and its directory) if needed, and runs migrations.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Db, Error> {
+        Db::connect_with(url, max_connections, Retention::default()).await
+    }
+
+    /// [`Db::connect`] with the retention periods to keep.
+    pub async fn connect_with(
+        url: &str,
+        max_connections: u32,
+        retention: Retention,
+    ) -> Result<Db, Error> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)?;
         let mut url = url.to_string();
         if backend == Backend::Sqlite {
-            let path = url
-                .trim_start_matches("sqlite://")
-                .trim_start_matches("sqlite:");
-            let path = path.split('?').next().unwrap_or("");
+            let path = sqlite_path(&url);
+            if path.is_empty() || path == ":memory:" {
+                return Err(Error::Config(format!(
+                    "database URL {url:?}: the headend needs a SQLite file (sqlite://PATH), not an in-memory database"
+                )));
+            }
             let dir = std::path::Path::new(path).parent();
             if let Some(dir) = dir.filter(|d| path != ":memory:" && !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)
@@ -134,23 +139,26 @@ impl Db {
             .map_err(|e| Error::Db(format!("connecting to {}: {e}", redact(&url))))?;
         let writer = (backend == Backend::Sqlite)
             .then(|| std::sync::Arc::new(tokio::sync::Semaphore::new(1)));
-        let db = Db {
+        migrate(&pool, backend).await?;
+        let telemetry = match backend {
+            Backend::Sqlite => {
+                let path = sqlite_path(&url);
+                Telemetry::Sqlite(std::sync::Arc::new(SqliteTelemetry::open(
+                    std::path::Path::new(path),
+                )?))
+            }
+            Backend::Postgres => Telemetry::Postgres(std::sync::Arc::new(
+                PgTelemetry::open(&url, max_connections, retention).await?,
+            )),
+        };
+        telemetry.prepare(now_ms()).await?;
+        Ok(Db {
             pool,
             backend,
             writer,
-        };
-        db.migrate().await?;
-        Ok(db)
-    }
-
-    async fn migrate(&self) -> Result<(), Error> {
-        let m = match self.backend {
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
-            Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
-        };
-        m.run(&self.pool)
-            .await
-            .map_err(|e| Error::Db(format!("migrations: {e}")))
+            telemetry,
+            retention,
+        })
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -238,207 +246,82 @@ impl Db {
         Ok(acked.unwrap_or(0).max(0) as u64)
     }
 
-    /// Commits one telemetry batch in one transaction. Readings already
-    /// stored (same site, log, seq) are skipped. Returns the log's new
-    /// cumulative ack (>= `batch.last_seq`); a preview batch is stored but
-    /// does not move the ack (see the proto).
+    /// Commits one telemetry batch. Readings already stored are skipped.
+    /// Returns the log's new cumulative ack (>= `batch.last_seq`); a
+    /// preview batch is stored but does not move the ack (see the proto).
     pub async fn ingest(&self, site: &str, batch: &v1::TelemetryBatch) -> Result<u64, Error> {
         self.ingest_many(site, std::slice::from_ref(batch)).await
     }
 
-    /// Commits several batches of one log in one transaction (the ingest
-    /// pipeline coalesces what is queued); returns the cumulative ack.
+    /// Commits several batches of one log together; returns the cumulative ack.
     pub async fn ingest_many(
         &self,
         site: &str,
         batches: &[v1::TelemetryBatch],
     ) -> Result<u64, Error> {
-        let (_w, mut tx) = self.begin_write().await?;
-        let acked = self.ingest_in(&mut tx, site, batches).await?;
-        tx.commit().await?;
-        Ok(acked)
+        let groups = vec![Group {
+            site: site.to_string(),
+            batches: batches.to_vec(),
+        }];
+        self.ingest_groups(groups)
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(Error::Db("no result".into())))
     }
 
-    /// Commits the batches of several sessions in one transaction (one
-    /// fsync): SQLite's group commit across agents. Returns each group's
-    /// cumulative ack in order. When the shared transaction fails, each
-    /// group is retried in its own, so that one bad batch fails only its
-    /// own session.
-    pub async fn ingest_groups(
-        &self,
-        groups: &[(String, Vec<v1::TelemetryBatch>)],
-    ) -> Vec<Result<u64, Error>> {
-        let shared = async {
-            let (_w, mut tx) = self.begin_write().await?;
-            let mut acks = Vec::with_capacity(groups.len());
-            for (site, batches) in groups {
-                acks.push(self.ingest_in(&mut tx, site, batches).await?);
-            }
-            tx.commit().await?;
-            Ok::<_, Error>(acks)
-        };
-        match shared.await {
-            Ok(acks) => acks.into_iter().map(Ok).collect(),
-            Err(e) if groups.len() > 1 => {
-                tracing::warn!(error = %e, groups = groups.len(), "group commit failed; committing each session alone");
-                let mut out = Vec::with_capacity(groups.len());
-                for (site, batches) in groups {
-                    out.push(self.ingest_many(site, batches).await);
-                }
-                out
-            }
-            Err(e) => vec![Err(e)],
+    /// Commits the batches of several sessions: on SQLite in one
+    /// transaction (one fsync, each session behind its own savepoint, so
+    /// that one bad batch fails only its own session). Returns each
+    /// group's cumulative ack in order.
+    ///
+    /// What the batches carry besides telemetry (command acks, delivery
+    /// events) is applied first, in its own transaction: each entry is
+    /// keyed by its log position, so a redelivery after a failure between
+    /// the two applies nothing twice.
+    pub async fn ingest_groups(&self, groups: Vec<Group>) -> Vec<Result<u64, Error>> {
+        let mut failed: Vec<Option<Error>> = Vec::with_capacity(groups.len());
+        for g in &groups {
+            failed.push(self.apply_records(g).await.err());
         }
-    }
-
-    /// The body of a batch commit, inside the caller's transaction.
-    async fn ingest_in(
-        &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-        site: &str,
-        batches: &[v1::TelemetryBatch],
-    ) -> Result<u64, Error> {
-        let Some(first) = batches.first() else {
-            return Ok(0);
-        };
         let now = now_ms();
-        let log_id = log_id_sql(first.log_id);
-        for batch in batches {
-            self.insert_batch(tx, site, log_id, now, batch).await?;
+        let (todo, idx): (Vec<Group>, Vec<usize>) = groups
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| failed[*i].is_none())
+            .map(|(i, g)| (g, i))
+            .unzip();
+        let mut out: Vec<Result<u64, Error>> = failed
+            .into_iter()
+            .map(|e| Err(e.unwrap_or_else(|| Error::Db("the SQLite writer is closed".into()))))
+            .collect();
+        let _permit = match &self.writer {
+            Some(w) => match w.clone().acquire_owned().await {
+                Ok(p) => Some(p),
+                Err(_) => return out,
+            },
+            None => None,
+        };
+        for (i, r) in idx.into_iter().zip(self.telemetry.commit(todo, now).await) {
+            out[i] = r;
         }
-        let ack_to = batches
-            .iter()
-            .filter(|b| !b.preview)
-            .map(|b| b.last_seq as i64)
-            .max()
-            .unwrap_or(0);
-        let acked: i64 = sqlx::query_scalar(
-            "INSERT INTO agent_logs (site_id, log_id, acked_through, updated_ms) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (site_id, log_id) DO UPDATE SET
-               acked_through = CASE WHEN excluded.acked_through > agent_logs.acked_through THEN excluded.acked_through ELSE agent_logs.acked_through END,
-               updated_ms = excluded.updated_ms
-             RETURNING acked_through",
-        )
-        .bind(site)
-        .bind(log_id)
-        // previews leave the cumulative ack where it is (0 never raises it)
-        .bind(ack_to)
-        .bind(now)
-        .fetch_one(&mut **tx)
-        .await?;
-        sqlx::query("UPDATE sites SET last_seen_ms = $1 WHERE site_id = $2")
-            .bind(now)
-            .bind(site)
-            .execute(&mut **tx)
-            .await?;
-        Ok(acked.max(0) as u64)
+        out
     }
 
-    async fn insert_batch(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        site: &str,
-        log_id: i64,
-        now: i64,
-        batch: &v1::TelemetryBatch,
-    ) -> Result<(), Error> {
-        for chunk in batch.readings.chunks(ROWS_PER_INSERT) {
-            let mut sql = String::with_capacity(128 + chunk.len() * 80);
-            sql.push_str(
-                "INSERT INTO readings (site_id, log_id, seq, asset_id, field, value, unit, quality, source_ts_ms, received_ts_ms, ingested_ms, source, error) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                let b = i * 13;
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push('(');
-                for c in 1..=13 {
-                    if c > 1 {
-                        sql.push(',');
-                    }
-                    sql.push('$');
-                    sql.push_str(&(b + c).to_string());
-                }
-                sql.push(')');
-            }
-            sql.push_str(" ON CONFLICT (site_id, log_id, seq) DO NOTHING");
-            // Only `$n` placeholders are generated; every value is bound.
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for r in chunk {
-                q = q
-                    .bind(site)
-                    .bind(log_id)
-                    .bind(r.seq as i64)
-                    .bind(&r.asset_id)
-                    .bind(&r.field)
-                    .bind(r.value)
-                    .bind(&r.unit)
-                    .bind(quality_str(r.quality))
-                    .bind(r.source_ts_ms)
-                    .bind(r.received_ts_ms)
-                    .bind(now)
-                    .bind(&r.source)
-                    .bind(&r.error);
-            }
-            q.execute(&mut **tx).await?;
+    /// A group's command acks and delivery events, in one transaction.
+    async fn apply_records(&self, g: &Group) -> Result<(), Error> {
+        if !g
+            .batches
+            .iter()
+            .any(|b| !b.command_acks.is_empty() || !b.events.is_empty())
+        {
+            return Ok(());
         }
-        crate::commands::apply_agent_records(tx, site, log_id, now, batch).await?;
-        // newest reading per point in this batch
-        let mut newest: HashMap<(&str, &str), &v1::Reading> = HashMap::new();
-        for r in &batch.readings {
-            let e = newest
-                .entry((r.asset_id.as_str(), r.field.as_str()))
-                .or_insert(r);
-            if (r.source_ts_ms, r.seq) >= (e.source_ts_ms, e.seq) {
-                *e = r;
-            }
+        let now = now_ms();
+        let (_w, mut tx) = self.begin_write().await?;
+        for b in &g.batches {
+            crate::commands::apply_agent_records(&mut tx, &g.site, b.log_id as i64, now, b).await?;
         }
-        for r in newest.values() {
-            let q = quality_str(r.quality);
-            sqlx::query(
-                "INSERT INTO latest_values (site_id, asset_id, field, value, unit, quality, error, source_ts_ms, received_ts_ms, good_ts_ms, source)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-                 ON CONFLICT (site_id, asset_id, field) DO UPDATE SET
-                   value = CASE WHEN excluded.quality = 'bad' THEN latest_values.value ELSE excluded.value END,
-                   good_ts_ms = CASE WHEN excluded.quality = 'bad' THEN latest_values.good_ts_ms ELSE excluded.good_ts_ms END,
-                   unit = excluded.unit, quality = excluded.quality, error = excluded.error,
-                   source_ts_ms = excluded.source_ts_ms, received_ts_ms = excluded.received_ts_ms, source = excluded.source
-                 WHERE excluded.source_ts_ms >= latest_values.source_ts_ms",
-            )
-            .bind(site)
-            .bind(&r.asset_id)
-            .bind(&r.field)
-            .bind(r.value)
-            .bind(&r.unit)
-            .bind(q)
-            .bind(&r.error)
-            .bind(r.source_ts_ms)
-            .bind(r.received_ts_ms)
-            .bind(if q == "bad" { 0 } else { r.source_ts_ms })
-            .bind(&r.source)
-            .execute(&mut **tx)
-            .await?;
-        }
-        for g in &batch.gaps {
-            sqlx::query(
-                "INSERT INTO gaps (site_id, log_id, seq, first_seq, last_seq, count, class, reason, from_ts_ms, to_ts_ms, ingested_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (site_id, log_id, seq) DO NOTHING",
-            )
-            .bind(site)
-            .bind(log_id)
-            .bind(g.seq as i64)
-            .bind(g.first_seq as i64)
-            .bind(g.last_seq as i64)
-            .bind(g.count as i64)
-            .bind(&g.class)
-            .bind(&g.reason)
-            .bind(g.from_ts_ms)
-            .bind(g.to_ts_ms)
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
-        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -494,29 +377,11 @@ impl Db {
     }
 
     pub async fn readings(&self, q: &ReadingQuery<'_>) -> Result<Vec<ReadingRow>, Error> {
-        const BASE: &str = "SELECT seq, field, value, unit, quality, error, source_ts_ms, received_ts_ms, source FROM readings
-             WHERE site_id = $1 AND asset_id = $2 AND source_ts_ms >= $3 AND source_ts_ms <= $4";
-        let dir = if q.newest_first { "DESC" } else { "ASC" };
-        let query = match q.field {
-            Some(f) => sqlx::query_as::<_, ReadingRow>(sqlx::AssertSqlSafe(format!(
-                "{BASE} AND field = $6 ORDER BY source_ts_ms {dir}, seq {dir} LIMIT $5"
-            )))
-            .bind(q.site)
-            .bind(q.asset)
-            .bind(q.from_ms)
-            .bind(q.to_ms)
-            .bind(q.limit)
-            .bind(f),
-            None => sqlx::query_as::<_, ReadingRow>(sqlx::AssertSqlSafe(format!(
-                "{BASE} ORDER BY source_ts_ms {dir}, seq {dir} LIMIT $5"
-            )))
-            .bind(q.site)
-            .bind(q.asset)
-            .bind(q.from_ms)
-            .bind(q.to_ms)
-            .bind(q.limit),
-        };
-        Ok(query.fetch_all(&self.pool).await?)
+        self.telemetry.readings(q).await
+    }
+
+    pub async fn rollups(&self, q: &RollupQuery<'_>) -> Result<Vec<RollupRow>, Error> {
+        self.telemetry.rollups(q).await
     }
 }
 
@@ -547,6 +412,24 @@ pub struct GapRow {
     pub from_ts_ms: i64,
     pub to_ts_ms: i64,
     pub ingested_ms: i64,
+}
+
+async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), Error> {
+    let m = match backend {
+        Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+        Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
+    };
+    m.run(pool)
+        .await
+        .map_err(|e| Error::Db(format!("migrations: {e}")))
+}
+
+/// The file path of a `sqlite:` URL.
+fn sqlite_path(url: &str) -> &str {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    path.split('?').next().unwrap_or("")
 }
 
 fn redact(url: &str) -> String {
@@ -590,30 +473,6 @@ pub struct LatestRow {
     pub source_ts_ms: i64,
     pub received_ts_ms: i64,
     pub good_ts_ms: i64,
-    pub source: String,
-}
-
-pub struct ReadingQuery<'a> {
-    pub site: &'a str,
-    pub asset: &'a str,
-    pub field: Option<&'a str>,
-    pub from_ms: i64,
-    pub to_ms: i64,
-    pub limit: i64,
-    /// Newest first (`order=desc`): `limit=1` is then the latest reading.
-    pub newest_first: bool,
-}
-
-#[derive(sqlx::FromRow)]
-pub struct ReadingRow {
-    pub seq: i64,
-    pub field: String,
-    pub value: f64,
-    pub unit: String,
-    pub quality: String,
-    pub error: String,
-    pub source_ts_ms: i64,
-    pub received_ts_ms: i64,
     pub source: String,
 }
 

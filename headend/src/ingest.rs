@@ -67,12 +67,15 @@ fn spawn_group_committer(db: Db, metrics: crate::metrics::Metrics) -> mpsc::Send
                     Err(_) => break,
                 }
             }
-            let groups: Vec<(String, Vec<v1::TelemetryBatch>)> = jobs
+            let groups: Vec<crate::store::Group> = jobs
                 .iter_mut()
-                .map(|j| (j.site.clone(), std::mem::take(&mut j.batches)))
+                .map(|j| crate::store::Group {
+                    site: j.site.clone(),
+                    batches: std::mem::take(&mut j.batches),
+                })
                 .collect();
             let t = std::time::Instant::now();
-            let results = db.ingest_groups(&groups).await;
+            let results = db.ingest_groups(groups).await;
             metrics.db_write_seconds.observe(t.elapsed().as_secs_f64());
             for (j, r) in jobs.into_iter().zip(results) {
                 let _ = j.reply.send(r);

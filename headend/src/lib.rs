@@ -5,6 +5,7 @@ pub mod api_commands;
 pub mod commands;
 pub mod db;
 pub mod dispatch;
+pub mod domain;
 pub mod edge;
 pub mod ingest;
 pub mod lifecycle;
@@ -12,6 +13,7 @@ pub mod metrics;
 pub mod rest;
 pub mod sanitize;
 pub mod split;
+pub mod store;
 pub mod tls;
 
 use std::net::SocketAddr;

@@ -9,6 +9,9 @@
 //! * `GET /api/v1/sites/{site}/assets/{asset}/readings?field=&from=&to=&limit=&order=`:
 //!   history, oldest first (`order=desc`: newest first, so `limit=1` is the
 //!   latest); `from`/`to` are RFC 3339 or Unix ms; a bad reading's value is null.
+//! * `GET /api/v1/sites/{site}/assets/{asset}/rollups?field=&from=&to=&limit=`:
+//!   hourly min/max/mean/last/count per field, oldest first (kept longer
+//!   than raw readings: long ranges read these).
 //! * `GET /api/v1/sites/{site}/gaps`: data the site's agent had to drop
 //!   (full disk, corruption): "data lost at site X between T1 and T2".
 //! * Commands and loads: see [`crate::api_commands`].
@@ -21,7 +24,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::db::{Db, ReadingQuery};
+use crate::db::{Db, ReadingQuery, RollupQuery};
 use crate::ingest::Sessions;
 
 #[derive(Clone)]
@@ -43,6 +46,7 @@ pub fn router(state: ApiState, edge: crate::edge::Edge) -> Router {
             "/api/v1/sites/{site}/assets/{asset}/readings",
             get(readings),
         )
+        .route("/api/v1/sites/{site}/assets/{asset}/rollups", get(rollups))
         .route("/api/v1/sites/{site}/gaps", get(gaps))
         .merge(crate::api_commands::routes())
         .with_state(state)
@@ -227,24 +231,7 @@ async fn readings(
     Query(p): Query<HistoryParams>,
 ) -> Result<Json<Value>, ApiError> {
     site_or_404(&s.db, &site).await?;
-    let from_ms = p
-        .from
-        .as_deref()
-        .map(|v| parse_time("from", v))
-        .transpose()?
-        .unwrap_or(0);
-    let to_ms =
-        p.to.as_deref()
-            .map(|v| parse_time("to", v))
-            .transpose()?
-            .unwrap_or(i64::MAX);
-    let limit = p.limit.unwrap_or(1000);
-    if !(1..=10_000).contains(&limit) {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            "limit must be from 1 to 10000".into(),
-        ));
-    }
+    let (from_ms, to_ms, limit) = window(&p)?;
     let order = match p.order.as_deref() {
         None => Order::Asc,
         Some(o) => o
@@ -269,14 +256,80 @@ async fn readings(
                     "seq": r.seq,
                     "field": r.field,
                     // a bad reading's value carries no information
-                    "value": if r.quality == "bad" { Value::Null } else { json!(r.value) },
+                    "value": r.value,
                     "unit": r.unit,
-                    "quality": r.quality,
-                    "error": if r.error.is_empty() { Value::Null } else { Value::String(r.error) },
+                    "quality": r.quality.as_str(),
+                    "error": r.error,
                     "source_ts": ts(r.source_ts_ms),
                     "source_ts_ms": r.source_ts_ms,
-                    "received_ts": ts(r.received_ts_ms),
                     "source": r.source,
+                })
+            })
+            .collect(),
+    )))
+}
+
+/// `from`, `to` and `limit` of a history query, checked.
+fn window(p: &HistoryParams) -> Result<(i64, i64, i64), ApiError> {
+    let from_ms = p
+        .from
+        .as_deref()
+        .map(|v| parse_time("from", v))
+        .transpose()?
+        .unwrap_or(0);
+    let to_ms =
+        p.to.as_deref()
+            .map(|v| parse_time("to", v))
+            .transpose()?
+            .unwrap_or(i64::MAX);
+    let limit = p.limit.unwrap_or(1000);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "limit must be from 1 to 10000".into(),
+        ));
+    }
+    Ok((from_ms, to_ms, limit))
+}
+
+async fn rollups(
+    State(s): State<ApiState>,
+    Path((site, asset)): Path<(String, String)>,
+    Query(p): Query<HistoryParams>,
+) -> Result<Json<Value>, ApiError> {
+    site_or_404(&s.db, &site).await?;
+    if p.order.is_some() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "rollups are oldest first; order is not a parameter here".into(),
+        ));
+    }
+    let (from_ms, to_ms, limit) = window(&p)?;
+    let rows = s
+        .db
+        .rollups(&RollupQuery {
+            site: &site,
+            asset: &asset,
+            field: p.field.as_deref(),
+            from_ms,
+            to_ms,
+            limit,
+        })
+        .await?;
+    Ok(Json(Value::Array(
+        rows.into_iter()
+            .map(|r| {
+                json!({
+                    "field": r.field,
+                    "unit": r.unit,
+                    "hour": ts(r.hour_ms),
+                    "hour_ms": r.hour_ms,
+                    "count": r.n,
+                    "min": r.min,
+                    "max": r.max,
+                    "mean": r.mean,
+                    "last": r.last,
+                    "last_ts": ts(r.last_ts_ms),
                 })
             })
             .collect(),

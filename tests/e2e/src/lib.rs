@@ -118,7 +118,7 @@ pub async fn get_json(http: SocketAddr, path: &str) -> Result<Value> {
 /// The stored seqs of one site's readings, ascending, with duplicates kept.
 pub async fn stored_seqs(db: &headend::db::Db, site: &str) -> Result<Vec<i64>> {
     Ok(
-        sqlx::query_scalar("SELECT seq FROM readings WHERE site_id = $1 ORDER BY seq")
+        sqlx::query_scalar("SELECT seq FROM readings_wide WHERE site_id = $1 ORDER BY seq")
             .bind(site)
             .fetch_all(db.pool())
             .await?,

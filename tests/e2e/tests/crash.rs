@@ -68,7 +68,7 @@ async fn a_sigkilled_agent_neither_duplicates_nor_loses_logged_readings() -> Res
         .map(|e| e.seq)
         .collect();
     let seqs = stored_seqs(&he.db, "site-k").await?;
-    let logs: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT log_id) FROM readings")
+    let logs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agent_logs WHERE site_id = 'site-k'")
         .fetch_one(he.db.pool())
         .await?;
     assert_eq!(logs, 1, "the log kept its identity across kills");

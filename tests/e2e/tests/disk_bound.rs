@@ -93,7 +93,7 @@ async fn a_full_log_drops_oldest_telemetry_keeps_alarms_and_the_headend_shows_th
     let gaps = assert_every_seq_accounted_for(&he.db, "site-d", &st).await?;
     // the alarms of the outage's first poll (the oldest entries) survived
     let alarms: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM readings WHERE site_id = 'site-d' AND field LIKE 'alarm.%'",
+        "SELECT COUNT(*) FROM readings_wide WHERE site_id = 'site-d' AND field LIKE 'alarm.%'",
     )
     .fetch_one(he.db.pool())
     .await?;

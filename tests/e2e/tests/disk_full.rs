@@ -77,7 +77,7 @@ async fn a_full_filesystem_under_the_log_drops_telemetry_keeps_alarms_and_stream
             .all(|g| g.4 == "telemetry" && g.5 == "disk_full")
     );
     let alarms: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM readings WHERE site_id = 'site-f' AND field LIKE 'alarm.%'",
+        "SELECT COUNT(*) FROM readings_wide WHERE site_id = 'site-f' AND field LIKE 'alarm.%'",
     )
     .fetch_one(he.db.pool())
     .await?;

@@ -61,7 +61,7 @@ async fn readings_taken_during_a_headend_outage_arrive_exactly_once_in_order() -
     assert_eq!(seqs, expected, "every seq exactly once, none missing");
     // in order: per point, device time never goes backwards as seq increases
     let rows: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT asset_id, field, source_ts_ms FROM readings WHERE site_id = 'site-o' ORDER BY seq",
+        "SELECT asset_id, field, ts_ms FROM readings_wide WHERE site_id = 'site-o' ORDER BY seq",
     )
     .fetch_all(db.pool())
     .await?;

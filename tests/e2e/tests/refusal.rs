@@ -88,7 +88,7 @@ async fn agents_without_a_valid_certificate_or_claiming_another_site_are_refused
     attempt(he.grpc_addr, good, "site-a")
         .await
         .expect("the legitimate agent is served");
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM readings WHERE site_id = 'site-a'")
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM readings_wide WHERE site_id = 'site-a'")
         .fetch_one(he.db.pool())
         .await?;
     assert_eq!(n, 1);

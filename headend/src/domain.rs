@@ -1,0 +1,103 @@
+//! The headend's typed model: each type parses and prints its wire and
+//! SQL form, and an unknown value is an error, never a default.
+
+use std::fmt;
+
+use tankwatch_proto::v1;
+
+/// An unknown wire or SQL value of a typed field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what}: unknown value {value:?}")]
+pub struct Unknown {
+    pub what: &'static str,
+    pub value: String,
+}
+
+/// How far a reading can be trusted. SQL form: 1 good, 2 uncertain,
+/// 3 bad (the proto's numbers); text form: `good`, `uncertain`, `bad`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Quality {
+    Good,
+    Uncertain,
+    Bad,
+}
+
+impl Quality {
+    /// From the agent's message. A quality the agent did not set (or one
+    /// this headend does not know) vouches for nothing: bad.
+    pub fn from_proto(q: i32) -> Quality {
+        match v1::Quality::try_from(q) {
+            Ok(v1::Quality::Good) => Quality::Good,
+            Ok(v1::Quality::Uncertain) => Quality::Uncertain,
+            _ => Quality::Bad,
+        }
+    }
+
+    pub fn sql(self) -> i16 {
+        match self {
+            Quality::Good => 1,
+            Quality::Uncertain => 2,
+            Quality::Bad => 3,
+        }
+    }
+
+    pub fn from_sql(v: i64) -> Result<Quality, Unknown> {
+        match v {
+            1 => Ok(Quality::Good),
+            2 => Ok(Quality::Uncertain),
+            3 => Ok(Quality::Bad),
+            other => Err(Unknown {
+                what: "reading quality",
+                value: other.to_string(),
+            }),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quality::Good => "good",
+            Quality::Uncertain => "uncertain",
+            Quality::Bad => "bad",
+        }
+    }
+}
+
+impl fmt::Display for Quality {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Quality {
+    type Err = Unknown;
+    fn from_str(s: &str) -> Result<Quality, Unknown> {
+        match s {
+            "good" => Ok(Quality::Good),
+            "uncertain" => Ok(Quality::Uncertain),
+            "bad" => Ok(Quality::Bad),
+            other => Err(Unknown {
+                what: "reading quality",
+                value: other.into(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quality_round_trips_its_sql_and_text_forms_and_refuses_unknown_ones() {
+        for q in [Quality::Good, Quality::Uncertain, Quality::Bad] {
+            assert_eq!(Quality::from_sql(q.sql().into()), Ok(q));
+            assert_eq!(q.as_str().parse::<Quality>(), Ok(q));
+        }
+        assert!(Quality::from_sql(0).is_err());
+        assert!(Quality::from_sql(4).is_err());
+        assert!("Good".parse::<Quality>().is_err());
+        assert_eq!(Quality::from_proto(0), Quality::Bad);
+        assert_eq!(Quality::from_proto(99), Quality::Bad);
+        assert_eq!(Quality::from_proto(2), Quality::Uncertain);
+    }
+}

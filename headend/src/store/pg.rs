@@ -1,0 +1,561 @@
+//! The PostgreSQL telemetry store, on sqlx's native driver: readings go in
+//! as arrays (`UNNEST`), one statement per commit that also rolls the
+//! newly stored readings up by hour; readings are partitioned by UTC day,
+//! made ahead (and on demand for times inside the retention window).
+//! Times outside it land in `readings_default`.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+use sqlx::PgPool;
+use tankwatch_proto::v1;
+use sqlx::postgres::PgPoolOptions;
+
+use super::rows::{self, DAY_MS, PointKey};
+use super::{
+    DimCache, Group, ReadingQuery, ReadingRow, Retained, Retention, RollupQuery, RollupRow,
+};
+use crate::Error;
+use crate::domain::Quality;
+
+/// Partition work is serialised across replicas with this advisory lock.
+const PARTITION_LOCK: i64 = 0x7461_6e6b_7061_7274; // "tankpart"
+/// Rows one batched retention delete removes.
+const RETENTION_STEP_ROWS: i64 = 20_000;
+
+pub struct PgTelemetry {
+    pool: PgPool,
+    retention: Retention,
+    points: Mutex<DimCache<PointKey>>,
+    errors: Mutex<DimCache<String>>,
+    /// Day partitions known to exist (their start, ms).
+    days: Mutex<BTreeSet<i64>>,
+}
+
+const INSERT_READINGS: &str = "
+WITH ins AS (
+  INSERT INTO readings (point_id, ts_ms, seq, value, quality, error_id)
+  SELECT * FROM UNNEST($1::int4[], $2::int8[], $3::int8[], $4::float8[], $5::int2[], $6::int4[])
+  ON CONFLICT DO NOTHING
+  RETURNING point_id, ts_ms, seq, value
+), h AS (
+  SELECT point_id, ts_ms - (((ts_ms % 3600000) + 3600000) % 3600000) AS hour_ms,
+         COUNT(*) AS n, MIN(value) AS mn, MAX(value) AS mx, SUM(value) AS sm,
+         (ARRAY_AGG(ts_ms ORDER BY ts_ms DESC, seq DESC))[1] AS lts,
+         (ARRAY_AGG(value ORDER BY ts_ms DESC, seq DESC))[1] AS lv
+  FROM ins WHERE value IS NOT NULL GROUP BY 1, 2
+)
+INSERT INTO rollups_hourly (point_id, hour_ms, n, min_value, max_value, sum_value, last_ts_ms, last_value)
+SELECT point_id, hour_ms, n, mn, mx, sm, lts, lv FROM h
+ON CONFLICT (point_id, hour_ms) DO UPDATE SET
+  n = rollups_hourly.n + excluded.n,
+  min_value = LEAST(rollups_hourly.min_value, excluded.min_value),
+  max_value = GREATEST(rollups_hourly.max_value, excluded.max_value),
+  sum_value = rollups_hourly.sum_value + excluded.sum_value,
+  last_value = CASE WHEN excluded.last_ts_ms >= rollups_hourly.last_ts_ms THEN excluded.last_value ELSE rollups_hourly.last_value END,
+  last_ts_ms = GREATEST(rollups_hourly.last_ts_ms, excluded.last_ts_ms)";
+
+const UPSERT_LATEST: &str = "
+INSERT INTO latest_values (site_id, asset_id, field, value, unit, quality, error, source_ts_ms, received_ts_ms, good_ts_ms, source)
+SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::float8[], $5::text[], $6::text[], $7::text[], $8::int8[], $9::int8[], $10::int8[], $11::text[])
+ON CONFLICT (site_id, asset_id, field) DO UPDATE SET
+  value = CASE WHEN excluded.quality = 'bad' THEN latest_values.value ELSE excluded.value END,
+  good_ts_ms = CASE WHEN excluded.quality = 'bad' THEN latest_values.good_ts_ms ELSE excluded.good_ts_ms END,
+  unit = excluded.unit, quality = excluded.quality, error = excluded.error,
+  source_ts_ms = excluded.source_ts_ms, received_ts_ms = excluded.received_ts_ms, source = excluded.source
+WHERE excluded.source_ts_ms >= latest_values.source_ts_ms";
+
+impl PgTelemetry {
+    /// Connects its own native pool to a migrated database.
+    pub async fn open(url: &str, max_connections: u32, retention: Retention) -> Result<PgTelemetry, Error> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(|e| Error::Db(format!("telemetry store: {e}")))?;
+        let t = PgTelemetry {
+            pool,
+            retention,
+            points: Mutex::new(DimCache::default()),
+            errors: Mutex::new(DimCache::default()),
+            days: Mutex::new(BTreeSet::new()),
+        };
+        for (_, day) in t.partitions().await? {
+            t.days_lock().insert(day);
+        }
+        Ok(t)
+    }
+
+    fn days_lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<i64>> {
+        self.days.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The day partitions that exist: (name, day start).
+    async fn partitions(&self) -> Result<Vec<(String, i64)>, Error> {
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = 'readings'::regclass",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(names
+            .into_iter()
+            .filter_map(|n| rows::partition_day(&n).map(|d| (n, d)))
+            .collect())
+    }
+
+    /// Makes the day partition starting at `day` unless it exists; rows of
+    /// that day already in the default partition move into it.
+    async fn make_partition(&self, day: i64) -> Result<(), Error> {
+        let name = rows::partition_name(day);
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(PARTITION_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(&name)
+            .fetch_one(&mut *tx)
+            .await?;
+        if !exists {
+            let (lo, hi) = (day, day + DAY_MS);
+            // `name` is readings_p + 8 digits (rows::partition_name)
+            for sql in [
+                format!("CREATE TABLE {name} (LIKE readings INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"),
+                format!(
+                    "WITH moved AS (DELETE FROM readings_default WHERE ts_ms >= {lo} AND ts_ms < {hi}
+                       RETURNING ts_ms, seq, value, point_id, error_id, quality)
+                     INSERT INTO {name} (ts_ms, seq, value, point_id, error_id, quality) SELECT * FROM moved"
+                ),
+                format!("ALTER TABLE readings ATTACH PARTITION {name} FOR VALUES FROM ({lo}) TO ({hi})"),
+            ] {
+                sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await?;
+            }
+            tracing::info!(partition = %name, "readings partition created");
+        }
+        tx.commit().await?;
+        self.days_lock().insert(day);
+        Ok(())
+    }
+
+    /// The partitions from yesterday to two days ahead.
+    pub async fn prepare(&self, now_ms: i64) -> Result<(), Error> {
+        for d in -1..=2 {
+            let day = rows::day_of(now_ms) + d * DAY_MS;
+            if !self.days_lock().contains(&day) {
+                self.make_partition(day).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Partitions for the days these readings fall on, inside the window
+    /// kept (older or far-future times go to the default partition).
+    async fn partitions_for(&self, g: &Group, now_ms: i64) -> Result<(), Error> {
+        let lo = self.retention.raw_cutoff(now_ms);
+        let hi = now_ms.saturating_add(2 * DAY_MS);
+        let missing: BTreeSet<i64> = {
+            let days = self.days_lock();
+            g.batches
+                .iter()
+                .flat_map(|b| &b.readings)
+                .map(|r| r.source_ts_ms)
+                .filter(|t| (lo..hi).contains(t))
+                .map(rows::day_of)
+                .filter(|d| !days.contains(d))
+                .collect()
+        };
+        for day in missing {
+            self.make_partition(day).await?;
+        }
+        Ok(())
+    }
+
+    /// Point ids of every reading of the group, in order (made as needed,
+    /// in their own statement: a dimension row is harmless if the batch
+    /// then fails).
+    async fn point_ids(&self, g: &Group) -> Result<Vec<i32>, Error> {
+        let keys: Vec<PointKey> = g
+            .batches
+            .iter()
+            .flat_map(|b| &b.readings)
+            .map(|r| PointKey::of(&g.site, r))
+            .collect();
+        let missing: BTreeSet<(String, String, String, String, String)> = {
+            let cache = self.points.lock().unwrap_or_else(|p| p.into_inner());
+            keys.iter()
+                .filter(|k| cache.get(k).is_none())
+                .map(|k| (k.site.clone(), k.asset.clone(), k.field.clone(), k.unit.clone(), k.source.clone()))
+                .collect()
+        };
+        if !missing.is_empty() {
+            let cols = |f: fn(&(String, String, String, String, String)) -> &String| -> Vec<String> {
+                missing.iter().map(|k| f(k).clone()).collect()
+            };
+            let (s, a, f, u, src) = (
+                cols(|k| &k.0),
+                cols(|k| &k.1),
+                cols(|k| &k.2),
+                cols(|k| &k.3),
+                cols(|k| &k.4),
+            );
+            // sorted keys: two sessions inserting overlapping sets cannot deadlock
+            sqlx::query(
+                "INSERT INTO points (site_id, asset_id, field, unit, source)
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&s)
+            .bind(&a)
+            .bind(&f)
+            .bind(&u)
+            .bind(&src)
+            .execute(&self.pool)
+            .await?;
+            let found: Vec<(i32, String, String, String, String, String)> = sqlx::query_as(
+                "SELECT p.point_id, p.site_id, p.asset_id, p.field, p.unit, p.source FROM points p
+                 JOIN UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS k(s, a, f, u, src)
+                   ON p.site_id = k.s AND p.asset_id = k.a AND p.field = k.f AND p.unit = k.u AND p.source = k.src",
+            )
+            .bind(&s)
+            .bind(&a)
+            .bind(&f)
+            .bind(&u)
+            .bind(&src)
+            .fetch_all(&self.pool)
+            .await?;
+            let mut cache = self.points.lock().unwrap_or_else(|p| p.into_inner());
+            for (id, site, asset, field, unit, source) in found {
+                cache.insert(
+                    PointKey {
+                        site,
+                        asset,
+                        field,
+                        unit,
+                        source,
+                    },
+                    i64::from(id),
+                );
+            }
+        }
+        let cache = self.points.lock().unwrap_or_else(|p| p.into_inner());
+        keys.iter()
+            .map(|k| {
+                cache
+                    .get(k)
+                    .map(|id| id as i32)
+                    .ok_or_else(|| Error::Db(format!("point {k:?} has no id")))
+            })
+            .collect()
+    }
+
+    /// Error ids of every reading (None where it has no error).
+    async fn error_ids(&self, g: &Group) -> Result<Vec<Option<i32>>, Error> {
+        let texts: Vec<&str> = g
+            .batches
+            .iter()
+            .flat_map(|b| &b.readings)
+            .map(|r| r.error.as_str())
+            .collect();
+        let missing: BTreeSet<String> = {
+            let cache = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+            texts
+                .iter()
+                .filter(|t| !t.is_empty() && cache.get(&t.to_string()).is_none())
+                .map(|t| t.to_string())
+                .collect()
+        };
+        if !missing.is_empty() {
+            let v: Vec<String> = missing.into_iter().collect();
+            sqlx::query(
+                "INSERT INTO reading_errors (text) SELECT * FROM UNNEST($1::text[]) ON CONFLICT DO NOTHING",
+            )
+            .bind(&v)
+            .execute(&self.pool)
+            .await?;
+            let found: Vec<(i32, String)> = sqlx::query_as(
+                "SELECT error_id, text FROM reading_errors WHERE text = ANY($1::text[])",
+            )
+            .bind(&v)
+            .fetch_all(&self.pool)
+            .await?;
+            let mut cache = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+            for (id, t) in found {
+                cache.insert(t, i64::from(id));
+            }
+        }
+        let cache = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        texts
+            .iter()
+            .map(|t| {
+                if t.is_empty() {
+                    return Ok(None);
+                }
+                cache
+                    .get(&t.to_string())
+                    .map(|id| Some(id as i32))
+                    .ok_or_else(|| Error::Db(format!("error text {t:?} has no id")))
+            })
+            .collect()
+    }
+
+    /// One session's batches in one transaction; returns the cumulative ack.
+    pub async fn commit_group(&self, g: &Group, now_ms: i64) -> Result<u64, Error> {
+        let Some(first) = g.batches.first() else {
+            return Ok(0);
+        };
+        let log_id = first.log_id as i64;
+        let points = self.point_ids(g).await?;
+        let errors = self.error_ids(g).await?;
+        self.partitions_for(g, now_ms).await?;
+        let all = || g.batches.iter().flat_map(|b| &b.readings);
+        let ts: Vec<i64> = all().map(|r| r.source_ts_ms).collect();
+        let seq: Vec<i64> = all().map(|r| r.seq as i64).collect();
+        let value: Vec<Option<f64>> = all().map(rows::stored_value).collect();
+        let quality: Vec<i16> = all().map(|r| Quality::from_proto(r.quality).sql()).collect();
+        let mut tx = self.pool.begin().await?;
+        if !ts.is_empty() {
+            sqlx::query(INSERT_READINGS)
+                .bind(&points)
+                .bind(&ts)
+                .bind(&seq)
+                .bind(&value)
+                .bind(&quality)
+                .bind(&errors)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for b in &g.batches {
+            for gap in &b.gaps {
+                sqlx::query(
+                    "INSERT INTO gaps (site_id, log_id, seq, first_seq, last_seq, count, class, reason, from_ts_ms, to_ts_ms, ingested_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (site_id, log_id, seq) DO NOTHING",
+                )
+                .bind(&g.site)
+                .bind(log_id)
+                .bind(gap.seq as i64)
+                .bind(gap.first_seq as i64)
+                .bind(gap.last_seq as i64)
+                .bind(gap.count as i64)
+                .bind(&gap.class)
+                .bind(&gap.reason)
+                .bind(gap.from_ts_ms)
+                .bind(gap.to_ts_ms)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        let newest = rows::newest_per_field(&g.batches);
+        if !newest.is_empty() {
+            let q = |r: &v1::Reading| Quality::from_proto(r.quality);
+            sqlx::query(UPSERT_LATEST)
+                .bind(&g.site)
+                .bind(newest.iter().map(|r| r.asset_id.clone()).collect::<Vec<_>>())
+                .bind(newest.iter().map(|r| r.field.clone()).collect::<Vec<_>>())
+                .bind(newest.iter().map(|r| r.value).collect::<Vec<_>>())
+                .bind(newest.iter().map(|r| r.unit.clone()).collect::<Vec<_>>())
+                .bind(newest.iter().map(|r| q(r).as_str().to_string()).collect::<Vec<_>>())
+                .bind(newest.iter().map(|r| r.error.clone()).collect::<Vec<_>>())
+                .bind(newest.iter().map(|r| r.source_ts_ms).collect::<Vec<_>>())
+                .bind(newest.iter().map(|r| r.received_ts_ms).collect::<Vec<_>>())
+                .bind(
+                    newest
+                        .iter()
+                        .map(|r| if q(r) == Quality::Bad { 0 } else { r.source_ts_ms })
+                        .collect::<Vec<_>>(),
+                )
+                .bind(newest.iter().map(|r| r.source.clone()).collect::<Vec<_>>())
+                .execute(&mut *tx)
+                .await?;
+        }
+        let acked: i64 = sqlx::query_scalar(
+            "INSERT INTO agent_logs (site_id, log_id, acked_through, updated_ms) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (site_id, log_id) DO UPDATE SET
+               acked_through = GREATEST(agent_logs.acked_through, excluded.acked_through),
+               updated_ms = excluded.updated_ms
+             RETURNING acked_through",
+        )
+        .bind(&g.site)
+        .bind(log_id)
+        .bind(rows::ack_to(&g.batches))
+        .bind(now_ms)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE sites SET last_seen_ms = $1 WHERE site_id = $2")
+            .bind(now_ms)
+            .bind(&g.site)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(acked.max(0) as u64)
+    }
+
+    pub async fn readings(&self, q: &ReadingQuery<'_>) -> Result<Vec<ReadingRow>, Error> {
+        let dir = if q.newest_first { "DESC" } else { "ASC" };
+        let sql = format!(
+            "SELECT r.seq, p.field, r.value, p.unit, r.quality, e.text, r.ts_ms, p.source
+             FROM points p JOIN readings r ON r.point_id = p.point_id
+             LEFT JOIN reading_errors e ON e.error_id = r.error_id
+             WHERE p.site_id = $1 AND p.asset_id = $2 AND ($3::text IS NULL OR p.field = $3)
+               AND r.ts_ms >= $4 AND r.ts_ms <= $5
+             ORDER BY r.ts_ms {dir}, r.seq {dir} LIMIT $6"
+        );
+        type Row = (i64, String, Option<f64>, String, i16, Option<String>, i64, String);
+        // `dir` is one of two constants
+        let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(q.site)
+            .bind(q.asset)
+            .bind(q.field)
+            .bind(q.from_ms)
+            .bind(q.to_ms)
+            .bind(q.limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|(seq, field, value, unit, quality, error, source_ts_ms, source)| {
+                Ok(ReadingRow {
+                    seq,
+                    field,
+                    value,
+                    unit,
+                    quality: Quality::from_sql(quality.into()).map_err(|e| Error::Db(e.to_string()))?,
+                    error,
+                    source_ts_ms,
+                    source,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn rollups(&self, q: &RollupQuery<'_>) -> Result<Vec<RollupRow>, Error> {
+        type Row = (String, String, i64, i64, f64, f64, f64, i64, f64);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT p.field, p.unit, h.hour_ms, h.n, h.min_value, h.max_value, h.sum_value, h.last_ts_ms, h.last_value
+             FROM points p JOIN rollups_hourly h ON h.point_id = p.point_id
+             WHERE p.site_id = $1 AND p.asset_id = $2 AND ($3::text IS NULL OR p.field = $3)
+               AND h.hour_ms >= $4 AND h.hour_ms <= $5
+             ORDER BY h.hour_ms, p.field LIMIT $6",
+        )
+        .bind(q.site)
+        .bind(q.asset)
+        .bind(q.field)
+        .bind(q.from_ms)
+        .bind(q.to_ms)
+        .bind(q.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(field, unit, hour_ms, n, min, max, sum, last_ts_ms, last)| RollupRow {
+                field,
+                unit,
+                hour_ms,
+                n,
+                min,
+                max,
+                mean: if n > 0 { sum / n as f64 } else { 0.0 },
+                last_ts_ms,
+                last,
+            })
+            .collect())
+    }
+
+    pub async fn retain(&self, r: Retention, now_ms: i64) -> Result<Retained, Error> {
+        let raw_cutoff = r.raw_cutoff(now_ms);
+        let mut done = Retained::default();
+        // whole days before the cutoff: drop their partitions
+        for (name, day) in self.partitions().await? {
+            if day + DAY_MS <= raw_cutoff {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(PARTITION_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                // `name` came from pg_class and parsed as readings_pYYYYMMDD
+                let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {name}")))
+                    .fetch_one(&mut *tx)
+                    .await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {name}")))
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                self.days_lock().remove(&day);
+                done.readings += n as u64;
+                done.partitions_dropped += 1;
+                tracing::info!(partition = %name, rows = n, "readings partition dropped (retention)");
+            }
+        }
+        // the day that holds the cutoff, and the default partition: batched deletes
+        loop {
+            let n = sqlx::query(
+                "DELETE FROM readings_default WHERE ctid IN (SELECT ctid FROM readings_default WHERE ts_ms < $1 LIMIT $2)",
+            )
+            .bind(raw_cutoff)
+            .bind(RETENTION_STEP_ROWS)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            done.readings += n;
+            if n < RETENTION_STEP_ROWS as u64 {
+                break;
+            }
+        }
+        let cut_day = rows::day_of(raw_cutoff);
+        if self.days_lock().contains(&cut_day) {
+            let name = rows::partition_name(cut_day);
+            loop {
+                // `name` is readings_p + 8 digits
+                let n = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM {name} WHERE ctid IN (SELECT ctid FROM {name} WHERE ts_ms < $1 LIMIT $2)"
+                )))
+                .bind(raw_cutoff)
+                .bind(RETENTION_STEP_ROWS)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                done.readings += n;
+                if n < RETENTION_STEP_ROWS as u64 {
+                    break;
+                }
+            }
+        }
+        // rollups: per point range on the primary key, in bounded groups
+        let rollup_cutoff = r.rollup_cutoff(now_ms);
+        let mut after = 0i32;
+        loop {
+            let ids: Vec<i32> = sqlx::query_scalar(
+                "SELECT point_id FROM points WHERE point_id > $1 ORDER BY point_id LIMIT 256",
+            )
+            .bind(after)
+            .fetch_all(&self.pool)
+            .await?;
+            let Some(&last) = ids.last() else { break };
+            done.rollups += sqlx::query(
+                "DELETE FROM rollups_hourly WHERE point_id = ANY($1) AND hour_ms < $2",
+            )
+            .bind(&ids)
+            .bind(rollup_cutoff)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            after = last;
+        }
+        self.prepare(now_ms).await?;
+        Ok(done)
+    }
+
+    pub async fn footprint(&self) -> Result<(u64, u64), Error> {
+        let bytes: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(pg_total_relation_size(inhrelid)), 0)::int8 FROM pg_inherits
+             WHERE inhparent = 'readings'::regclass",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM readings")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((bytes as u64, n as u64))
+    }
+}

@@ -1,0 +1,341 @@
+//! The telemetry store's conformance suite: every test runs against both
+//! backends (SQLite file, PostgreSQL database) through the same API and
+//! must see the same answers.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::Result;
+use e2e::pg;
+use headend::db::{Db, ReadingQuery, Retention, RollupQuery};
+use headend::domain::Quality;
+use tankwatch_proto::v1;
+
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 86_400_000;
+
+/// A store of each backend, fresh.
+struct Stores {
+    _dir: tempfile::TempDir,
+    sqlite: Db,
+    pg: Db,
+    pg_db: pg::TempDb,
+}
+
+impl Stores {
+    async fn new(retention: Retention) -> Result<Stores> {
+        let dir = tempfile::tempdir()?;
+        let sqlite = Db::connect_with(&e2e::sqlite_url(dir.path()), 4, retention).await?;
+        let pg_db = pg::fresh_database().await?;
+        let pg = Db::connect_with(&pg_db.url, 4, retention).await?;
+        Ok(Stores {
+            _dir: dir,
+            sqlite,
+            pg,
+            pg_db,
+        })
+    }
+    fn both(&self) -> [(&'static str, &Db); 2] {
+        [("sqlite", &self.sqlite), ("postgres", &self.pg)]
+    }
+    async fn drop(self) -> Result<()> {
+        self.pg.pool().close().await;
+        self.pg_db.drop().await
+    }
+}
+
+fn reading(seq: u64, asset: &str, field: &str, value: f64, ts: i64) -> v1::Reading {
+    v1::Reading {
+        seq,
+        asset_id: asset.into(),
+        field: field.into(),
+        value,
+        unit: "L".into(),
+        quality: v1::Quality::Good as i32,
+        source_ts_ms: ts,
+        received_ts_ms: ts,
+        source: "modbus://sim/hr0".into(),
+        error: String::new(),
+    }
+}
+
+fn batch(readings: Vec<v1::Reading>) -> v1::TelemetryBatch {
+    let first = readings.iter().map(|r| r.seq).min().unwrap_or(1);
+    let last = readings.iter().map(|r| r.seq).max().unwrap_or(1);
+    v1::TelemetryBatch {
+        log_id: 42,
+        first_seq: first,
+        last_seq: last,
+        readings,
+        ..Default::default()
+    }
+}
+
+async fn hello(db: &Db, site: &str) -> Result<()> {
+    let h = v1::Hello {
+        site_id: site.into(),
+        log_id: 42,
+        agent_version: "test".into(),
+        ..Default::default()
+    };
+    db.record_hello(headend::db::HelloInfo {
+        site,
+        hello: &h,
+    })
+    .await?;
+    Ok(())
+}
+
+fn all(site: &'static str, asset: &'static str, field: Option<&'static str>) -> ReadingQuery<'static> {
+    ReadingQuery {
+        site,
+        asset,
+        field,
+        from_ms: i64::MIN,
+        to_ms: i64::MAX,
+        limit: 100_000,
+        newest_first: false,
+    }
+}
+
+fn now() -> i64 {
+    headend::db::now_ms()
+}
+
+#[tokio::test]
+async fn a_batch_delivered_twice_is_stored_once_and_rolled_up_once_on_both_backends() -> Result<()> {
+    let s = Stores::new(Retention::default()).await?;
+    let t0 = now() / HOUR * HOUR - 2 * HOUR;
+    for (name, db) in s.both() {
+        hello(db, "s1").await?;
+        let b = batch(
+            (1..=120)
+                .map(|i| reading(i, "tank-1", "volume", i as f64, t0 + i as i64 * 60_000))
+                .collect(),
+        );
+        assert_eq!(db.ingest("s1", &b).await?, 120, "{name}");
+        // the same batch again (a redelivery after a lost ack) and a batch
+        // overlapping it: nothing twice, the rollups unchanged by repeats
+        assert_eq!(db.ingest("s1", &b).await?, 120, "{name}");
+        let overlap = batch(
+            (100..=130)
+                .map(|i| reading(i, "tank-1", "volume", i as f64, t0 + i as i64 * 60_000))
+                .collect(),
+        );
+        assert_eq!(db.ingest("s1", &overlap).await?, 130, "{name}");
+        let rows = db.readings(&all("s1", "tank-1", None)).await?;
+        let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, (1..=130).collect::<Vec<_>>(), "{name}");
+        let h = db
+            .rollups(&RollupQuery {
+                site: "s1",
+                asset: "tank-1",
+                field: Some("volume"),
+                from_ms: i64::MIN,
+                to_ms: i64::MAX,
+                limit: 1000,
+            })
+            .await?;
+        // minutes 1..=59 in hour 0, 60..=119 in hour 1, 120..=130 in hour 2
+        let summary: Vec<(i64, i64, f64, f64, f64, f64)> = h
+            .iter()
+            .map(|r| (r.hour_ms - t0, r.n, r.min, r.max, r.mean, r.last))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (0, 59, 1.0, 59.0, 30.0, 59.0),
+                (HOUR, 60, 60.0, 119.0, 89.5, 119.0),
+                (2 * HOUR, 11, 120.0, 130.0, 125.0, 130.0),
+            ],
+            "{name}"
+        );
+    }
+    s.drop().await
+}
+
+#[tokio::test]
+async fn bad_readings_keep_their_error_and_no_value_and_queries_filter_and_order_alike() -> Result<()> {
+    let s = Stores::new(Retention::default()).await?;
+    let t0 = now() - HOUR;
+    let mut answers = Vec::new();
+    for (name, db) in s.both() {
+        hello(db, "s2").await?;
+        let mut bad = reading(3, "tank-1", "volume", 0.0, t0 + 3_000);
+        bad.quality = v1::Quality::Bad as i32;
+        bad.error = "modbus exception 2: illegal data address".into();
+        let mut unsure = reading(4, "tank-1", "temperature", 15.5, t0 + 4_000);
+        unsure.quality = v1::Quality::Uncertain as i32;
+        unsure.unit = "degC".into();
+        let b = batch(vec![
+            reading(1, "tank-1", "volume", 100.0, t0 + 1_000),
+            reading(2, "tank-1", "volume", 90.0, t0 + 2_000),
+            bad,
+            unsure,
+            reading(5, "tank-2", "volume", 7.0, t0 + 5_000),
+        ]);
+        db.ingest("s2", &b).await?;
+        let rows = db.readings(&all("s2", "tank-1", None)).await?;
+        assert_eq!(rows.len(), 4, "{name}");
+        let bad = &rows[2];
+        assert_eq!(
+            (bad.value, bad.quality, bad.error.as_deref()),
+            (None, Quality::Bad, Some("modbus exception 2: illegal data address")),
+            "{name}"
+        );
+        assert_eq!((rows[3].quality, rows[3].unit.as_str()), (Quality::Uncertain, "degC"));
+        let newest = db
+            .readings(&ReadingQuery {
+                limit: 1,
+                newest_first: true,
+                ..all("s2", "tank-1", Some("volume"))
+            })
+            .await?;
+        assert_eq!(newest.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![3], "{name}");
+        let window = db
+            .readings(&ReadingQuery {
+                from_ms: t0 + 2_000,
+                to_ms: t0 + 4_000,
+                ..all("s2", "tank-1", None)
+            })
+            .await?;
+        assert_eq!(window.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![2, 3, 4], "{name}");
+        answers.push(rows);
+    }
+    assert_eq!(answers[0], answers[1], "the backends answer alike");
+    s.drop().await
+}
+
+#[tokio::test]
+async fn retention_removes_raw_readings_past_the_window_and_keeps_rollups_and_everything_else() -> Result<()> {
+    let retention = Retention {
+        raw: Duration::from_secs(3 * 86_400),
+        rollups: Duration::from_secs(10 * 86_400),
+    };
+    let s = Stores::new(retention).await?;
+    let now = now();
+    for (name, db) in s.both() {
+        hello(db, "s3").await?;
+        // one reading an hour for 14 days back, two points
+        let mut rs = Vec::new();
+        for h in 0..(14 * 24) {
+            let ts = now - h * HOUR - 1;
+            rs.push(reading(2 * h as u64 + 1, "tank-1", "volume", h as f64, ts));
+            rs.push(reading(2 * h as u64 + 2, "tank-2", "volume", h as f64, ts));
+        }
+        let mut b = batch(rs);
+        b.gaps.push(v1::Gap {
+            seq: 10_000,
+            first_seq: 9_000,
+            last_seq: 9_001,
+            count: 2,
+            class: "telemetry".into(),
+            reason: "disk_full".into(),
+            from_ts_ms: now - 13 * DAY,
+            to_ts_ms: now - 13 * DAY,
+            ..Default::default()
+        });
+        b.last_seq = 10_000;
+        db.ingest("s3", &b).await?;
+        let before = db.readings(&all("s3", "tank-1", None)).await?.len();
+        assert_eq!(before, 14 * 24, "{name}");
+        let done = db.telemetry.retain(retention, now).await?;
+        let raw_cut = now - 3 * DAY;
+        for asset in ["tank-1", "tank-2"] {
+            let rows = db.readings(&all("s3", if asset == "tank-1" { "tank-1" } else { "tank-2" }, None)).await?;
+            assert!(rows.iter().all(|r| r.source_ts_ms >= raw_cut), "{name}: old raw rows remain");
+            assert_eq!(rows.len(), 3 * 24, "{name}: rows inside the window were removed");
+        }
+        assert_eq!(done.readings, 2 * (14 * 24 - 3 * 24), "{name}");
+        // rollups: 10 days kept (beyond the raw window), older ones gone
+        let hours = db
+            .rollups(&RollupQuery {
+                site: "s3",
+                asset: "tank-1",
+                field: None,
+                from_ms: i64::MIN,
+                to_ms: i64::MAX,
+                limit: 10_000,
+            })
+            .await?;
+        assert!(hours.iter().all(|h| h.hour_ms >= now - 10 * DAY - HOUR), "{name}");
+        assert!(hours.iter().any(|h| h.hour_ms < raw_cut - DAY), "{name}: rollups outlive raw rows");
+        assert!(hours.len() >= 10 * 24 - 1, "{name}: {} hours", hours.len());
+        // nothing else touched: gaps, the latest values, the ack
+        assert_eq!(db.gaps("s3", 10).await?.len(), 1, "{name}");
+        let assets = db.assets("s3").await?;
+        assert_eq!(assets.iter().map(|a| a.fields.len()).sum::<usize>(), 2, "{name}");
+        assert_eq!(db.ingest("s3", &batch(vec![])).await.ok(), Some(10_000), "{name}");
+        // a second pass finds nothing more
+        assert_eq!(db.telemetry.retain(retention, now).await?.readings, 0, "{name}");
+    }
+    s.drop().await
+}
+
+#[tokio::test]
+async fn the_two_backends_have_the_same_tables_and_columns() -> Result<()> {
+    let s = Stores::new(Retention::default()).await?;
+    let lite: Vec<(String, String)> = sqlx::query_as(
+        "SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p
+         WHERE m.type IN ('table', 'view') AND m.name NOT LIKE 'sqlite_%' AND m.name NOT LIKE '_sqlx%'
+         ORDER BY 1, 2",
+    )
+    .fetch_all(s.sqlite.pool())
+    .await?;
+    // partitions are PostgreSQL's storage detail of `readings`
+    let pg: Vec<(String, String)> = sqlx::query_as(
+        "SELECT c.table_name::text, c.column_name::text FROM information_schema.columns c
+         WHERE c.table_schema = 'public' AND c.table_name NOT LIKE '_sqlx%'
+           AND c.table_name NOT LIKE 'readings_p%' AND c.table_name <> 'readings_default'
+         ORDER BY 1, 2",
+    )
+    .fetch_all(s.pg.pool())
+    .await?;
+    let a: BTreeSet<_> = lite.into_iter().collect();
+    let b: BTreeSet<_> = pg.into_iter().collect();
+    assert!(a.len() > 50, "{a:?}");
+    assert_eq!(
+        a.symmetric_difference(&b).collect::<Vec<_>>(),
+        Vec::<&(String, String)>::new(),
+        "columns in one schema only"
+    );
+    s.drop().await
+}
+
+#[tokio::test]
+async fn postgres_puts_readings_in_day_partitions_and_moves_early_arrivals_out_of_the_default() -> Result<()> {
+    let s = Stores::new(Retention::default()).await?;
+    let db = &s.pg;
+    hello(db, "s4").await?;
+    let now = now();
+    // today (partition made at start), 10 days ago (made on demand), and
+    // 5 days ahead (outside the window made ahead: the default partition)
+    let ahead = now + 5 * DAY;
+    db.ingest(
+        "s4",
+        &batch(vec![
+            reading(1, "tank-1", "volume", 1.0, now),
+            reading(2, "tank-1", "volume", 2.0, now - 10 * DAY),
+            reading(3, "tank-1", "volume", 3.0, ahead),
+        ]),
+    )
+    .await?;
+    let where_: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT tableoid::regclass::text, seq FROM readings ORDER BY seq",
+    )
+    .fetch_all(db.pool())
+    .await?;
+    let day = |t: i64| headend::store::rows::partition_name(headend::store::rows::day_of(t));
+    assert_eq!(
+        where_,
+        vec![(day(now), 1), (day(now - 10 * DAY), 2), ("readings_default".to_string(), 3)]
+    );
+    // time moves on: the day 5 days ahead gets its partition; its row moves in
+    db.telemetry.prepare(ahead).await?;
+    let moved: String = sqlx::query_scalar("SELECT tableoid::regclass::text FROM readings WHERE seq = 3")
+        .fetch_one(db.pool())
+        .await?;
+    assert_eq!(moved, day(ahead));
+    assert_eq!(db.readings(&all("s4", "tank-1", None)).await?.len(), 3);
+    s.drop().await
+}
