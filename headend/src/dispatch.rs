@@ -162,20 +162,3 @@ pub fn command(r: &CommandRow) -> HeadendMessage {
         })),
     }
 }
-
-/// Expires never-sent commands whose expiry passed, every second, until `stop`.
-pub async fn sweep(db: Db, mut stop: tokio::sync::watch::Receiver<bool>) {
-    loop {
-        match db.expire_unsent(now_ms()).await {
-            Ok(ids) if !ids.is_empty() => {
-                tracing::info!(count = ids.len(), ids = ?ids, "commands expired before they could be sent")
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-    }
-}

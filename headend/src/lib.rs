@@ -8,6 +8,7 @@ pub mod dispatch;
 pub mod domain;
 pub mod edge;
 pub mod ingest;
+pub mod jobs;
 pub mod lifecycle;
 pub mod metrics;
 pub mod rest;
@@ -72,6 +73,8 @@ pub struct Config {
     pub handshake_timeout: std::time::Duration,
     /// From the handshake to the session's Hello.
     pub session_deadline: std::time::Duration,
+    /// How long raw readings and hourly rollups are kept.
+    pub retention: store::Retention,
 }
 
 impl Config {
@@ -93,6 +96,7 @@ impl Config {
             max_conns: tls::DEFAULT_MAX_CONNS,
             handshake_timeout: tls::HANDSHAKE_TIMEOUT,
             session_deadline: tls::SESSION_DEADLINE,
+            retention: store::Retention::default(),
         }
     }
 }
@@ -196,7 +200,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         )));
     }
     let tls = tankwatch_pki::server_config(&cfg.tls)?;
-    let db = db::Db::connect(&cfg.database_url, cfg.db_max_connections).await?;
+    let db = db::Db::connect_with(&cfg.database_url, cfg.db_max_connections, cfg.retention).await?;
     let grpc = TcpListener::bind(cfg.grpc_listen)
         .await
         .map_err(|source| Error::Bind {
@@ -220,7 +224,14 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
     let (fatal, fatal_rx) = tokio::sync::watch::channel(None);
     let sweep_task = supervised(
         "command sweeper",
-        dispatch::sweep(db.clone(), shutdown.subscribe()),
+        jobs::sweep(db.clone(), shutdown.subscribe()),
+        shutdown.subscribe(),
+        fatal.clone(),
+    );
+
+    let retention_task = supervised(
+        "retention",
+        jobs::retention(db.clone(), metrics.clone(), shutdown.subscribe()),
         shutdown.subscribe(),
         fatal.clone(),
     );
@@ -312,7 +323,13 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         db,
         shutdown,
         // order matters: the accept loop ends after the gRPC server dropped its receiver
-        tasks: vec![grpc_task, http_task, accept_task, sweep_task],
+        tasks: vec![
+            grpc_task,
+            http_task,
+            accept_task,
+            sweep_task,
+            retention_task,
+        ],
         fatal: fatal_rx,
     })
 }

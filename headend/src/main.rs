@@ -40,9 +40,26 @@ struct Cli {
     /// Agent connections at once in all (also bounded by the open-files limit).
     #[arg(long, default_value_t = headend::tls::DEFAULT_MAX_CONNS)]
     max_conns: usize,
+    /// How long raw readings are kept (humantime: 90d, 2y).
+    #[arg(long, env = "HEADEND_RAW_RETENTION", default_value = "90d", value_parser = retention)]
+    raw_retention: std::time::Duration,
+    /// How long hourly rollups are kept; at least as long as raw readings.
+    #[arg(long, env = "HEADEND_ROLLUP_RETENTION", default_value = "730d", value_parser = retention)]
+    rollup_retention: std::time::Duration,
     /// Log as JSON lines.
     #[arg(long, env = "LOG_JSON")]
     log_json: bool,
+}
+
+/// A retention period: humantime, from one hour to 100 years.
+fn retention(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (use e.g. 90d or 2y)"))?;
+    if d < std::time::Duration::from_secs(3600)
+        || d > std::time::Duration::from_secs(100 * 365 * 86_400)
+    {
+        return Err(format!("{s:?}: a retention period is from 1h to 100y"));
+    }
+    Ok(d)
 }
 
 #[tokio::main]
@@ -69,6 +86,17 @@ async fn main() -> Result<()> {
     cfg.http_hosts = cli.http_hosts;
     cfg.max_conns_per_site = cli.max_conns_per_site;
     cfg.max_conns = cli.max_conns;
+    if cli.rollup_retention < cli.raw_retention {
+        anyhow::bail!(
+            "--rollup-retention {} is shorter than --raw-retention {}: rollups are what is left of old readings; keep them at least as long",
+            humantime::format_duration(cli.rollup_retention),
+            humantime::format_duration(cli.raw_retention)
+        );
+    }
+    cfg.retention = headend::store::Retention {
+        raw: cli.raw_retention,
+        rollups: cli.rollup_retention,
+    };
     headend::raise_fd_limit();
     let running = headend::start(cfg).await?;
     println!(

@@ -30,6 +30,9 @@ pub struct Metrics {
     pub delivery_events: Counter,
     /// Sessions that replaced an open session of the same site.
     pub session_takeovers: Counter,
+    /// Raw readings and hourly rollups removed by retention.
+    pub retention_readings: Counter,
+    pub retention_rollups: Counter,
     /// Agent text fields with control characters replaced (see `sanitize`).
     pub sanitized_fields: Counter,
     /// Sites whose last ingest commit failed (set when rendered).
@@ -68,6 +71,8 @@ impl Default for Metrics {
             delivery_events: Counter::default(),
             sanitized_fields: Counter::default(),
             session_takeovers: Counter::default(),
+            retention_readings: Counter::default(),
+            retention_rollups: Counter::default(),
             sites_failing: Gauge::default(),
             connections: Gauge::default(),
             connections_refused: Family::default(),
@@ -77,6 +82,16 @@ impl Default for Metrics {
             "session_takeovers",
             "Sessions that replaced an open session of the same site (the older one is closed, told why)",
             m.session_takeovers.clone(),
+        );
+        r.register(
+            "retention_readings_deleted",
+            "Raw readings removed because they passed the raw retention window",
+            m.retention_readings.clone(),
+        );
+        r.register(
+            "retention_rollups_deleted",
+            "Hourly rollups removed because they passed the rollup retention window",
+            m.retention_rollups.clone(),
         );
         r.register(
             "sanitized_fields",

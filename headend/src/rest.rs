@@ -305,9 +305,8 @@ async fn rollups(
         ));
     }
     let (from_ms, to_ms, limit) = window(&p)?;
-    let rows = s
-        .db
-        .rollups(&RollupQuery {
+    let rows =
+        s.db.rollups(&RollupQuery {
             site: &site,
             asset: &asset,
             field: p.field.as_deref(),

@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 use sqlx::PgPool;
-use tankwatch_proto::v1;
 use sqlx::postgres::PgPoolOptions;
+use tankwatch_proto::v1;
 
 use super::rows::{self, DAY_MS, PointKey};
 use super::{
@@ -67,7 +67,11 @@ WHERE excluded.source_ts_ms >= latest_values.source_ts_ms";
 
 impl PgTelemetry {
     /// Connects its own native pool to a migrated database.
-    pub async fn open(url: &str, max_connections: u32, retention: Retention) -> Result<PgTelemetry, Error> {
+    pub async fn open(
+        url: &str,
+        max_connections: u32,
+        retention: Retention,
+    ) -> Result<PgTelemetry, Error> {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(std::time::Duration::from_secs(10))
@@ -186,13 +190,22 @@ impl PgTelemetry {
             let cache = self.points.lock().unwrap_or_else(|p| p.into_inner());
             keys.iter()
                 .filter(|k| cache.get(k).is_none())
-                .map(|k| (k.site.clone(), k.asset.clone(), k.field.clone(), k.unit.clone(), k.source.clone()))
+                .map(|k| {
+                    (
+                        k.site.clone(),
+                        k.asset.clone(),
+                        k.field.clone(),
+                        k.unit.clone(),
+                        k.source.clone(),
+                    )
+                })
                 .collect()
         };
         if !missing.is_empty() {
-            let cols = |f: fn(&(String, String, String, String, String)) -> &String| -> Vec<String> {
-                missing.iter().map(|k| f(k).clone()).collect()
-            };
+            let cols =
+                |f: fn(&(String, String, String, String, String)) -> &String| -> Vec<String> {
+                    missing.iter().map(|k| f(k).clone()).collect()
+                };
             let (s, a, f, u, src) = (
                 cols(|k| &k.0),
                 cols(|k| &k.1),
@@ -313,7 +326,9 @@ impl PgTelemetry {
         let ts: Vec<i64> = all().map(|r| r.source_ts_ms).collect();
         let seq: Vec<i64> = all().map(|r| r.seq as i64).collect();
         let value: Vec<Option<f64>> = all().map(rows::stored_value).collect();
-        let quality: Vec<i16> = all().map(|r| Quality::from_proto(r.quality).sql()).collect();
+        let quality: Vec<i16> = all()
+            .map(|r| Quality::from_proto(r.quality).sql())
+            .collect();
         let mut tx = self.pool.begin().await?;
         if !ts.is_empty() {
             sqlx::query(INSERT_READINGS)
@@ -352,18 +367,34 @@ impl PgTelemetry {
             let q = |r: &v1::Reading| Quality::from_proto(r.quality);
             sqlx::query(UPSERT_LATEST)
                 .bind(&g.site)
-                .bind(newest.iter().map(|r| r.asset_id.clone()).collect::<Vec<_>>())
+                .bind(
+                    newest
+                        .iter()
+                        .map(|r| r.asset_id.clone())
+                        .collect::<Vec<_>>(),
+                )
                 .bind(newest.iter().map(|r| r.field.clone()).collect::<Vec<_>>())
                 .bind(newest.iter().map(|r| r.value).collect::<Vec<_>>())
                 .bind(newest.iter().map(|r| r.unit.clone()).collect::<Vec<_>>())
-                .bind(newest.iter().map(|r| q(r).as_str().to_string()).collect::<Vec<_>>())
+                .bind(
+                    newest
+                        .iter()
+                        .map(|r| q(r).as_str().to_string())
+                        .collect::<Vec<_>>(),
+                )
                 .bind(newest.iter().map(|r| r.error.clone()).collect::<Vec<_>>())
                 .bind(newest.iter().map(|r| r.source_ts_ms).collect::<Vec<_>>())
                 .bind(newest.iter().map(|r| r.received_ts_ms).collect::<Vec<_>>())
                 .bind(
                     newest
                         .iter()
-                        .map(|r| if q(r) == Quality::Bad { 0 } else { r.source_ts_ms })
+                        .map(|r| {
+                            if q(r) == Quality::Bad {
+                                0
+                            } else {
+                                r.source_ts_ms
+                            }
+                        })
                         .collect::<Vec<_>>(),
                 )
                 .bind(newest.iter().map(|r| r.source.clone()).collect::<Vec<_>>())
@@ -402,7 +433,16 @@ impl PgTelemetry {
                AND r.ts_ms >= $4 AND r.ts_ms <= $5
              ORDER BY r.ts_ms {dir}, r.seq {dir} LIMIT $6"
         );
-        type Row = (i64, String, Option<f64>, String, i16, Option<String>, i64, String);
+        type Row = (
+            i64,
+            String,
+            Option<f64>,
+            String,
+            i16,
+            Option<String>,
+            i64,
+            String,
+        );
         // `dir` is one of two constants
         let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(q.site)
@@ -414,18 +454,21 @@ impl PgTelemetry {
             .fetch_all(&self.pool)
             .await?;
         rows.into_iter()
-            .map(|(seq, field, value, unit, quality, error, source_ts_ms, source)| {
-                Ok(ReadingRow {
-                    seq,
-                    field,
-                    value,
-                    unit,
-                    quality: Quality::from_sql(quality.into()).map_err(|e| Error::Db(e.to_string()))?,
-                    error,
-                    source_ts_ms,
-                    source,
-                })
-            })
+            .map(
+                |(seq, field, value, unit, quality, error, source_ts_ms, source)| {
+                    Ok(ReadingRow {
+                        seq,
+                        field,
+                        value,
+                        unit,
+                        quality: Quality::from_sql(quality.into())
+                            .map_err(|e| Error::Db(e.to_string()))?,
+                        error,
+                        source_ts_ms,
+                        source,
+                    })
+                },
+            )
             .collect()
     }
 
@@ -448,17 +491,19 @@ impl PgTelemetry {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(field, unit, hour_ms, n, min, max, sum, last_ts_ms, last)| RollupRow {
-                field,
-                unit,
-                hour_ms,
-                n,
-                min,
-                max,
-                mean: if n > 0 { sum / n as f64 } else { 0.0 },
-                last_ts_ms,
-                last,
-            })
+            .map(
+                |(field, unit, hour_ms, n, min, max, sum, last_ts_ms, last)| RollupRow {
+                    field,
+                    unit,
+                    hour_ms,
+                    n,
+                    min,
+                    max,
+                    mean: if n > 0 { sum / n as f64 } else { 0.0 },
+                    last_ts_ms,
+                    last,
+                },
+            )
             .collect())
     }
 
@@ -474,9 +519,10 @@ impl PgTelemetry {
                     .execute(&mut *tx)
                     .await?;
                 // `name` came from pg_class and parsed as readings_pYYYYMMDD
-                let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {name}")))
-                    .fetch_one(&mut *tx)
-                    .await?;
+                let n: i64 =
+                    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {name}")))
+                        .fetch_one(&mut *tx)
+                        .await?;
                 sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {name}")))
                     .execute(&mut *tx)
                     .await?;
@@ -532,14 +578,13 @@ impl PgTelemetry {
             .fetch_all(&self.pool)
             .await?;
             let Some(&last) = ids.last() else { break };
-            done.rollups += sqlx::query(
-                "DELETE FROM rollups_hourly WHERE point_id = ANY($1) AND hour_ms < $2",
-            )
-            .bind(&ids)
-            .bind(rollup_cutoff)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+            done.rollups +=
+                sqlx::query("DELETE FROM rollups_hourly WHERE point_id = ANY($1) AND hour_ms < $2")
+                    .bind(&ids)
+                    .bind(rollup_cutoff)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
             after = last;
         }
         self.prepare(now_ms).await?;

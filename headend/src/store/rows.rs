@@ -263,7 +263,12 @@ mod tests {
             let ms = d * DAY_MS;
             assert_eq!(partition_day(&partition_name(ms)), Some(ms), "day {d}");
         }
-        for bad in ["readings_default", "readings_p2026112", "readings_p20261340", "x"] {
+        for bad in [
+            "readings_default",
+            "readings_p2026112",
+            "readings_p20261340",
+            "x",
+        ] {
             assert_eq!(partition_day(bad), None, "{bad}");
         }
     }

@@ -92,7 +92,8 @@ impl SqliteTelemetry {
                             after_point,
                             reply,
                         } => {
-                            let _ = reply.send(w.retain_step(raw_cutoff, rollup_cutoff, after_point));
+                            let _ =
+                                reply.send(w.retain_step(raw_cutoff, rollup_cutoff, after_point));
                         }
                     }
                 }
@@ -307,10 +308,18 @@ struct Pending {
 
 impl Pending {
     fn point(&self, k: &PointKey) -> Option<i64> {
-        self.points.iter().rev().find(|(p, _)| p == k).map(|(_, id)| *id)
+        self.points
+            .iter()
+            .rev()
+            .find(|(p, _)| p == k)
+            .map(|(_, id)| *id)
     }
     fn error(&self, k: &str) -> Option<i64> {
-        self.errors.iter().rev().find(|(p, _)| p == k).map(|(_, id)| *id)
+        self.errors
+            .iter()
+            .rev()
+            .find(|(p, _)| p == k)
+            .map(|(_, id)| *id)
     }
     fn absorb(&mut self, o: Pending) {
         self.points.extend(o.points);
@@ -324,12 +333,18 @@ impl Writer {
             Ok(r) => r,
             Err(e) => {
                 let msg = e.to_string();
-                (0..groups.len()).map(|_| Err(Error::Db(msg.clone()))).collect()
+                (0..groups.len())
+                    .map(|_| Err(Error::Db(msg.clone())))
+                    .collect()
             }
         }
     }
 
-    fn commit_all(&mut self, groups: &[Group], now_ms: i64) -> Result<Vec<Result<u64, Error>>, Error> {
+    fn commit_all(
+        &mut self,
+        groups: &[Group],
+        now_ms: i64,
+    ) -> Result<Vec<Result<u64, Error>>, Error> {
         let Writer {
             conn,
             points,
@@ -385,7 +400,9 @@ impl Writer {
         let mut next = None;
         {
             let mut pts = tx
-                .prepare_cached("SELECT point_id FROM points WHERE point_id > ?1 ORDER BY point_id LIMIT 256")
+                .prepare_cached(
+                    "SELECT point_id FROM points WHERE point_id > ?1 ORDER BY point_id LIMIT 256",
+                )
                 .map_err(db_err)?;
             let ids: Vec<i64> = pts
                 .query_map([after_point], |r| r.get(0))
@@ -442,7 +459,11 @@ fn write_group(
     for b in &g.batches {
         for r in &b.readings {
             let key = PointKey::of(site, r);
-            let point = match points.get(&key).or_else(|| outer.point(&key)).or_else(|| mine.point(&key)) {
+            let point = match points
+                .get(&key)
+                .or_else(|| outer.point(&key))
+                .or_else(|| mine.point(&key))
+            {
                 Some(id) => id,
                 None => {
                     let id = point_id(c, &key)?;
@@ -471,7 +492,14 @@ fn write_group(
             let value = rows::stored_value(r);
             let q = Quality::from_proto(r.quality);
             let n = ins
-                .execute(params![point, r.source_ts_ms, r.seq as i64, value, q.sql(), error])
+                .execute(params![
+                    point,
+                    r.source_ts_ms,
+                    r.seq as i64,
+                    value,
+                    q.sql(),
+                    error
+                ])
                 .map_err(db_err)?;
             if n == 1 {
                 rollups.add(point, r.source_ts_ms, r.seq as i64, value);
@@ -591,8 +619,17 @@ fn upsert_rollups(c: &Connection, r: &Rollups) -> Result<(), Error> {
         )
         .map_err(db_err)?;
     for ((point, hour), h) in &r.0 {
-        st.execute(params![point, hour, h.n, h.min, h.max, h.sum, h.last_ts_ms, h.last])
-            .map_err(db_err)?;
+        st.execute(params![
+            point,
+            hour,
+            h.n,
+            h.min,
+            h.max,
+            h.sum,
+            h.last_ts_ms,
+            h.last
+        ])
+        .map_err(db_err)?;
     }
     Ok(())
 }

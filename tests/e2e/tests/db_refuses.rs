@@ -31,7 +31,7 @@ async fn a_site_whose_batches_the_database_refuses_is_flagged_and_recovers_witho
     .await?;
     // from now on the database refuses this site's volume readings
     sqlx::query(
-        "ALTER TABLE readings ADD CONSTRAINT no_volume CHECK (field <> 'volume') NOT VALID",
+        "ALTER TABLE latest_values ADD CONSTRAINT no_volume CHECK (field <> 'volume') NOT VALID",
     )
     .execute(he.db.pool())
     .await?;
@@ -63,7 +63,7 @@ async fn a_site_whose_batches_the_database_refuses_is_flagged_and_recovers_witho
         "nothing is acknowledged while the data is refused"
     );
     // the operator fixes the database: the backlog goes in, the flag clears
-    sqlx::query("ALTER TABLE readings DROP CONSTRAINT no_volume")
+    sqlx::query("ALTER TABLE latest_values DROP CONSTRAINT no_volume")
         .execute(he.db.pool())
         .await?;
     eventually("the flag clears", Duration::from_secs(30), || async {

@@ -78,15 +78,16 @@ async fn hello(db: &Db, site: &str) -> Result<()> {
         agent_version: "test".into(),
         ..Default::default()
     };
-    db.record_hello(headend::db::HelloInfo {
-        site,
-        hello: &h,
-    })
-    .await?;
+    db.record_hello(headend::db::HelloInfo { site, hello: &h })
+        .await?;
     Ok(())
 }
 
-fn all(site: &'static str, asset: &'static str, field: Option<&'static str>) -> ReadingQuery<'static> {
+fn all(
+    site: &'static str,
+    asset: &'static str,
+    field: Option<&'static str>,
+) -> ReadingQuery<'static> {
     ReadingQuery {
         site,
         asset,
@@ -103,7 +104,8 @@ fn now() -> i64 {
 }
 
 #[tokio::test]
-async fn a_batch_delivered_twice_is_stored_once_and_rolled_up_once_on_both_backends() -> Result<()> {
+async fn a_batch_delivered_twice_is_stored_once_and_rolled_up_once_on_both_backends() -> Result<()>
+{
     let s = Stores::new(Retention::default()).await?;
     let t0 = now() / HOUR * HOUR - 2 * HOUR;
     for (name, db) in s.both() {
@@ -155,7 +157,8 @@ async fn a_batch_delivered_twice_is_stored_once_and_rolled_up_once_on_both_backe
 }
 
 #[tokio::test]
-async fn bad_readings_keep_their_error_and_no_value_and_queries_filter_and_order_alike() -> Result<()> {
+async fn bad_readings_keep_their_error_and_no_value_and_queries_filter_and_order_alike()
+-> Result<()> {
     let s = Stores::new(Retention::default()).await?;
     let t0 = now() - HOUR;
     let mut answers = Vec::new();
@@ -180,10 +183,17 @@ async fn bad_readings_keep_their_error_and_no_value_and_queries_filter_and_order
         let bad = &rows[2];
         assert_eq!(
             (bad.value, bad.quality, bad.error.as_deref()),
-            (None, Quality::Bad, Some("modbus exception 2: illegal data address")),
+            (
+                None,
+                Quality::Bad,
+                Some("modbus exception 2: illegal data address")
+            ),
             "{name}"
         );
-        assert_eq!((rows[3].quality, rows[3].unit.as_str()), (Quality::Uncertain, "degC"));
+        assert_eq!(
+            (rows[3].quality, rows[3].unit.as_str()),
+            (Quality::Uncertain, "degC")
+        );
         let newest = db
             .readings(&ReadingQuery {
                 limit: 1,
@@ -191,7 +201,11 @@ async fn bad_readings_keep_their_error_and_no_value_and_queries_filter_and_order
                 ..all("s2", "tank-1", Some("volume"))
             })
             .await?;
-        assert_eq!(newest.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![3], "{name}");
+        assert_eq!(
+            newest.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            vec![3],
+            "{name}"
+        );
         let window = db
             .readings(&ReadingQuery {
                 from_ms: t0 + 2_000,
@@ -199,7 +213,11 @@ async fn bad_readings_keep_their_error_and_no_value_and_queries_filter_and_order
                 ..all("s2", "tank-1", None)
             })
             .await?;
-        assert_eq!(window.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![2, 3, 4], "{name}");
+        assert_eq!(
+            window.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            vec![2, 3, 4],
+            "{name}"
+        );
         answers.push(rows);
     }
     assert_eq!(answers[0], answers[1], "the backends answer alike");
@@ -207,7 +225,8 @@ async fn bad_readings_keep_their_error_and_no_value_and_queries_filter_and_order
 }
 
 #[tokio::test]
-async fn retention_removes_raw_readings_past_the_window_and_keeps_rollups_and_everything_else() -> Result<()> {
+async fn retention_removes_raw_readings_past_the_window_and_keeps_rollups_and_everything_else()
+-> Result<()> {
     let retention = Retention {
         raw: Duration::from_secs(3 * 86_400),
         rollups: Duration::from_secs(10 * 86_400),
@@ -242,9 +261,26 @@ async fn retention_removes_raw_readings_past_the_window_and_keeps_rollups_and_ev
         let done = db.telemetry.retain(retention, now).await?;
         let raw_cut = now - 3 * DAY;
         for asset in ["tank-1", "tank-2"] {
-            let rows = db.readings(&all("s3", if asset == "tank-1" { "tank-1" } else { "tank-2" }, None)).await?;
-            assert!(rows.iter().all(|r| r.source_ts_ms >= raw_cut), "{name}: old raw rows remain");
-            assert_eq!(rows.len(), 3 * 24, "{name}: rows inside the window were removed");
+            let rows = db
+                .readings(&all(
+                    "s3",
+                    if asset == "tank-1" {
+                        "tank-1"
+                    } else {
+                        "tank-2"
+                    },
+                    None,
+                ))
+                .await?;
+            assert!(
+                rows.iter().all(|r| r.source_ts_ms >= raw_cut),
+                "{name}: old raw rows remain"
+            );
+            assert_eq!(
+                rows.len(),
+                3 * 24,
+                "{name}: rows inside the window were removed"
+            );
         }
         assert_eq!(done.readings, 2 * (14 * 24 - 3 * 24), "{name}");
         // rollups: 10 days kept (beyond the raw window), older ones gone
@@ -258,16 +294,34 @@ async fn retention_removes_raw_readings_past_the_window_and_keeps_rollups_and_ev
                 limit: 10_000,
             })
             .await?;
-        assert!(hours.iter().all(|h| h.hour_ms >= now - 10 * DAY - HOUR), "{name}");
-        assert!(hours.iter().any(|h| h.hour_ms < raw_cut - DAY), "{name}: rollups outlive raw rows");
+        assert!(
+            hours.iter().all(|h| h.hour_ms >= now - 10 * DAY - HOUR),
+            "{name}"
+        );
+        assert!(
+            hours.iter().any(|h| h.hour_ms < raw_cut - DAY),
+            "{name}: rollups outlive raw rows"
+        );
         assert!(hours.len() >= 10 * 24 - 1, "{name}: {} hours", hours.len());
         // nothing else touched: gaps, the latest values, the ack
         assert_eq!(db.gaps("s3", 10).await?.len(), 1, "{name}");
         let assets = db.assets("s3").await?;
-        assert_eq!(assets.iter().map(|a| a.fields.len()).sum::<usize>(), 2, "{name}");
-        assert_eq!(db.ingest("s3", &batch(vec![])).await.ok(), Some(10_000), "{name}");
+        assert_eq!(
+            assets.iter().map(|a| a.fields.len()).sum::<usize>(),
+            2,
+            "{name}"
+        );
+        assert_eq!(
+            db.ingest("s3", &batch(vec![])).await.ok(),
+            Some(10_000),
+            "{name}"
+        );
         // a second pass finds nothing more
-        assert_eq!(db.telemetry.retain(retention, now).await?.readings, 0, "{name}");
+        assert_eq!(
+            db.telemetry.retain(retention, now).await?.readings,
+            0,
+            "{name}"
+        );
     }
     s.drop().await
 }
@@ -303,7 +357,8 @@ async fn the_two_backends_have_the_same_tables_and_columns() -> Result<()> {
 }
 
 #[tokio::test]
-async fn postgres_puts_readings_in_day_partitions_and_moves_early_arrivals_out_of_the_default() -> Result<()> {
+async fn postgres_puts_readings_in_day_partitions_and_moves_early_arrivals_out_of_the_default()
+-> Result<()> {
     let s = Stores::new(Retention::default()).await?;
     let db = &s.pg;
     hello(db, "s4").await?;
@@ -320,22 +375,62 @@ async fn postgres_puts_readings_in_day_partitions_and_moves_early_arrivals_out_o
         ]),
     )
     .await?;
-    let where_: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT tableoid::regclass::text, seq FROM readings ORDER BY seq",
-    )
-    .fetch_all(db.pool())
-    .await?;
+    let where_: Vec<(String, i64)> =
+        sqlx::query_as("SELECT tableoid::regclass::text, seq FROM readings ORDER BY seq")
+            .fetch_all(db.pool())
+            .await?;
     let day = |t: i64| headend::store::rows::partition_name(headend::store::rows::day_of(t));
     assert_eq!(
         where_,
-        vec![(day(now), 1), (day(now - 10 * DAY), 2), ("readings_default".to_string(), 3)]
+        vec![
+            (day(now), 1),
+            (day(now - 10 * DAY), 2),
+            ("readings_default".to_string(), 3)
+        ]
     );
     // time moves on: the day 5 days ahead gets its partition; its row moves in
     db.telemetry.prepare(ahead).await?;
-    let moved: String = sqlx::query_scalar("SELECT tableoid::regclass::text FROM readings WHERE seq = 3")
-        .fetch_one(db.pool())
-        .await?;
+    let moved: String =
+        sqlx::query_scalar("SELECT tableoid::regclass::text FROM readings WHERE seq = 3")
+            .fetch_one(db.pool())
+            .await?;
     assert_eq!(moved, day(ahead));
     assert_eq!(db.readings(&all("s4", "tank-1", None)).await?.len(), 3);
+    s.drop().await
+}
+
+#[tokio::test]
+async fn a_job_lease_is_held_by_one_replica_until_it_runs_out_on_both_backends() -> Result<()> {
+    use headend::jobs::Lease;
+    let s = Stores::new(Retention::default()).await?;
+    for (name, db) in s.both() {
+        let ttl = Duration::from_secs(10);
+        let a = Lease::with_holder("retention", ttl, "replica-a".into());
+        let b = Lease::with_holder("retention", ttl, "replica-b".into());
+        let t = 1_000_000;
+        assert!(a.hold_at(db, t).await?, "{name}: a takes the free lease");
+        assert!(
+            !b.hold_at(db, t + 1).await?,
+            "{name}: b waits while a holds it"
+        );
+        assert!(a.hold_at(db, t + 9_000).await?, "{name}: a renews");
+        assert!(
+            !b.hold_at(db, t + 18_999).await?,
+            "{name}: the renewal counts from 9 s"
+        );
+        assert!(
+            b.hold_at(db, t + 19_001).await?,
+            "{name}: a's lease ran out; b takes it"
+        );
+        assert!(
+            !a.hold_at(db, t + 19_002).await?,
+            "{name}: and a has lost it"
+        );
+        let other = Lease::with_holder("command-expiry", ttl, "replica-a".into());
+        assert!(
+            other.hold_at(db, t + 19_003).await?,
+            "{name}: leases are per job"
+        );
+    }
     s.drop().await
 }
