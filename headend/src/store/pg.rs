@@ -65,6 +65,82 @@ ON CONFLICT (site_id, asset_id, field) DO UPDATE SET
   source_ts_ms = excluded.source_ts_ms, received_ts_ms = excluded.received_ts_ms, source = excluded.source
 WHERE excluded.source_ts_ms >= latest_values.source_ts_ms";
 
+/// The rows as `COPY … FROM STDIN` text (tab-separated, `\N` for NULL;
+/// Rust's float formatting is the shortest that reads back exactly).
+fn copy_text(
+    points: &[i32],
+    ts: &[i64],
+    seq: &[i64],
+    value: &[Option<f64>],
+    quality: &[i16],
+    errors: &[Option<i32>],
+) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(ts.len() * 48);
+    for i in 0..ts.len() {
+        let _ = write!(out, "{}\t{}\t{}\t", points[i], ts[i], seq[i]);
+        match value[i] {
+            Some(v) => {
+                let _ = write!(out, "{v:?}");
+            }
+            None => out.push_str("\\N"),
+        }
+        let _ = write!(out, "\t{}\t", quality[i]);
+        match errors[i] {
+            Some(e) => {
+                let _ = write!(out, "{e}");
+            }
+            None => out.push_str("\\N"),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Adds newly stored readings' hours to `rollups_hourly` (one statement).
+async fn upsert_rollups(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    r: &rows::Rollups,
+) -> Result<(), Error> {
+    if r.0.is_empty() {
+        return Ok(());
+    }
+    let mut cols: (Vec<i32>, Vec<i64>, Vec<i64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<i64>, Vec<f64>) =
+        Default::default();
+    for ((point, hour), h) in &r.0 {
+        cols.0.push(*point as i32);
+        cols.1.push(*hour);
+        cols.2.push(h.n);
+        cols.3.push(h.min);
+        cols.4.push(h.max);
+        cols.5.push(h.sum);
+        cols.6.push(h.last_ts_ms);
+        cols.7.push(h.last);
+    }
+    sqlx::query(
+        "INSERT INTO rollups_hourly (point_id, hour_ms, n, min_value, max_value, sum_value, last_ts_ms, last_value)
+         SELECT * FROM UNNEST($1::int4[], $2::int8[], $3::int8[], $4::float8[], $5::float8[], $6::float8[], $7::int8[], $8::float8[])
+         ON CONFLICT (point_id, hour_ms) DO UPDATE SET
+           n = rollups_hourly.n + excluded.n,
+           min_value = LEAST(rollups_hourly.min_value, excluded.min_value),
+           max_value = GREATEST(rollups_hourly.max_value, excluded.max_value),
+           sum_value = rollups_hourly.sum_value + excluded.sum_value,
+           last_value = CASE WHEN excluded.last_ts_ms >= rollups_hourly.last_ts_ms THEN excluded.last_value ELSE rollups_hourly.last_value END,
+           last_ts_ms = GREATEST(rollups_hourly.last_ts_ms, excluded.last_ts_ms)",
+    )
+    .bind(&cols.0)
+    .bind(&cols.1)
+    .bind(&cols.2)
+    .bind(&cols.3)
+    .bind(&cols.4)
+    .bind(&cols.5)
+    .bind(&cols.6)
+    .bind(&cols.7)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 impl PgTelemetry {
     /// Connects its own native pool to a migrated database.
     pub async fn open(
@@ -180,11 +256,22 @@ impl PgTelemetry {
     /// in their own statement: a dimension row is harmless if the batch
     /// then fails).
     async fn point_ids(&self, g: &Group) -> Result<Vec<i32>, Error> {
-        let keys: Vec<PointKey> = g
+        // the distinct points of the group, and each reading's index into them
+        let mut seen: std::collections::HashMap<(&str, &str, &str, &str), usize> =
+            std::collections::HashMap::new();
+        let mut keys: Vec<PointKey> = Vec::new();
+        let index: Vec<usize> = g
             .batches
             .iter()
             .flat_map(|b| &b.readings)
-            .map(|r| PointKey::of(&g.site, r))
+            .map(|r| {
+                *seen
+                    .entry((&r.asset_id, &r.field, &r.unit, &r.source))
+                    .or_insert_with(|| {
+                        keys.push(PointKey::of(&g.site, r));
+                        keys.len() - 1
+                    })
+            })
             .collect();
         let missing: BTreeSet<(String, String, String, String, String)> = {
             let cache = self.points.lock().unwrap_or_else(|p| p.into_inner());
@@ -253,14 +340,16 @@ impl PgTelemetry {
             }
         }
         let cache = self.points.lock().unwrap_or_else(|p| p.into_inner());
-        keys.iter()
+        let ids: Vec<i32> = keys
+            .iter()
             .map(|k| {
                 cache
                     .get(k)
                     .map(|id| id as i32)
                     .ok_or_else(|| Error::Db(format!("point {k:?} has no id")))
             })
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok(index.into_iter().map(|i| ids[i]).collect())
     }
 
     /// Error ids of every reading (None where it has no error).
@@ -331,15 +420,48 @@ impl PgTelemetry {
             .collect();
         let mut tx = self.pool.begin().await?;
         if !ts.is_empty() {
-            sqlx::query(INSERT_READINGS)
-                .bind(&points)
-                .bind(&ts)
-                .bind(&seq)
-                .bind(&value)
-                .bind(&quality)
-                .bind(&errors)
-                .execute(&mut *tx)
-                .await?;
+            // The usual case: every reading is new, and COPY is the fast
+            // way in. A redelivery collides with the key; the savepoint
+            // then undoes the COPY and the insert skips what is stored.
+            sqlx::query("SAVEPOINT copy_fast").execute(&mut *tx).await?;
+            let text = copy_text(&points, &ts, &seq, &value, &quality, &errors);
+            let copied = async {
+                let mut copy = tx
+                    .copy_in_raw(
+                        "COPY readings (point_id, ts_ms, seq, value, quality, error_id) FROM STDIN",
+                    )
+                    .await?;
+                copy.send(text.into_bytes()).await?;
+                copy.finish().await
+            }
+            .await;
+            match copied {
+                Ok(_) => {
+                    sqlx::query("RELEASE SAVEPOINT copy_fast")
+                        .execute(&mut *tx)
+                        .await?;
+                    let mut r = rows::Rollups::default();
+                    for i in 0..ts.len() {
+                        r.add(i64::from(points[i]), ts[i], seq[i], value[i]);
+                    }
+                    upsert_rollups(&mut tx, &r).await?;
+                }
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
+                    sqlx::query("ROLLBACK TO SAVEPOINT copy_fast")
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(INSERT_READINGS)
+                        .bind(&points)
+                        .bind(&ts)
+                        .bind(&seq)
+                        .bind(&value)
+                        .bind(&quality)
+                        .bind(&errors)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         for b in &g.batches {
             for gap in &b.gaps {
