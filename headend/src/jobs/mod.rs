@@ -4,7 +4,8 @@
 //!
 //! * [`sweep`]: commands that expired before they could be sent (every second).
 //! * [`retention`]: raw readings and rollups past their windows; the
-//!   PostgreSQL day partitions ahead (every `RETENTION_EVERY`).
+//!   PostgreSQL day partitions ahead, and finished days clustered by point
+//!   (every `RETENTION_EVERY`).
 
 pub mod lease;
 

@@ -215,6 +215,15 @@ impl Telemetry {
         }
     }
 
+    /// Reorganises finished storage for reading (PostgreSQL: clusters
+    /// finished day partitions by point); returns the units reorganised.
+    pub async fn compact(&self, now_ms: i64) -> Result<u64, Error> {
+        match self {
+            Telemetry::Sqlite(_) => Ok(0), // WITHOUT ROWID: already in key order
+            Telemetry::Postgres(p) => p.compact(now_ms).await,
+        }
+    }
+
     /// Bytes the raw readings take (table plus indexes) and their count:
     /// the footprint figure of BENCHMARKS.
     pub async fn footprint(&self) -> Result<(u64, u64), Error> {

@@ -105,8 +105,18 @@ async fn upsert_rollups(
     if r.0.is_empty() {
         return Ok(());
     }
-    let mut cols: (Vec<i32>, Vec<i64>, Vec<i64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<i64>, Vec<f64>) =
-        Default::default();
+    /// point, hour, n, min, max, sum, last time, last value
+    type Columns = (
+        Vec<i32>,
+        Vec<i64>,
+        Vec<i64>,
+        Vec<f64>,
+        Vec<f64>,
+        Vec<f64>,
+        Vec<i64>,
+        Vec<f64>,
+    );
+    let mut cols: Columns = Default::default();
     for ((point, hour), h) in &r.0 {
         cols.0.push(*point as i32);
         cols.1.push(*hour);
@@ -545,52 +555,68 @@ impl PgTelemetry {
         Ok(acked.max(0) as u64)
     }
 
+    /// One asset's readings: its points first, then narrow rows by point
+    /// id (the point's strings are not repeated on every row).
     pub async fn readings(&self, q: &ReadingQuery<'_>) -> Result<Vec<ReadingRow>, Error> {
+        let points: Vec<(i32, String, String, String)> = sqlx::query_as(
+            "SELECT point_id, field, unit, source FROM points
+             WHERE site_id = $1 AND asset_id = $2 AND ($3::text IS NULL OR field = $3)",
+        )
+        .bind(q.site)
+        .bind(q.asset)
+        .bind(q.field)
+        .fetch_all(&self.pool)
+        .await?;
+        if points.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i32> = points.iter().map(|p| p.0).collect();
         let dir = if q.newest_first { "DESC" } else { "ASC" };
-        let sql = format!(
-            "SELECT r.seq, p.field, r.value, p.unit, r.quality, e.text, r.ts_ms, p.source
-             FROM points p JOIN readings r ON r.point_id = p.point_id
-             LEFT JOIN reading_errors e ON e.error_id = r.error_id
-             WHERE p.site_id = $1 AND p.asset_id = $2 AND ($3::text IS NULL OR p.field = $3)
-               AND r.ts_ms >= $4 AND r.ts_ms <= $5
-             ORDER BY r.ts_ms {dir}, r.seq {dir} LIMIT $6"
-        );
-        type Row = (
-            i64,
-            String,
-            Option<f64>,
-            String,
-            i16,
-            Option<String>,
-            i64,
-            String,
-        );
+        type Row = (i32, i64, Option<f64>, i16, Option<i32>, i64);
         // `dir` is one of two constants
-        let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(q.site)
-            .bind(q.asset)
-            .bind(q.field)
-            .bind(q.from_ms)
-            .bind(q.to_ms)
-            .bind(q.limit)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.into_iter()
-            .map(
-                |(seq, field, value, unit, quality, error, source_ts_ms, source)| {
-                    Ok(ReadingRow {
-                        seq,
-                        field,
-                        value,
-                        unit,
-                        quality: Quality::from_sql(quality.into())
-                            .map_err(|e| Error::Db(e.to_string()))?,
-                        error,
-                        source_ts_ms,
-                        source,
-                    })
-                },
+        let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT point_id, seq, value, quality, error_id, ts_ms FROM readings
+             WHERE point_id = ANY($1) AND ts_ms >= $2 AND ts_ms <= $3
+             ORDER BY ts_ms {dir}, seq {dir} LIMIT $4"
+        )))
+        .bind(&ids)
+        .bind(q.from_ms)
+        .bind(q.to_ms)
+        .bind(q.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let error_ids: BTreeSet<i32> = rows.iter().filter_map(|r| r.4).collect();
+        let errors: std::collections::HashMap<i32, String> = if error_ids.is_empty() {
+            Default::default()
+        } else {
+            sqlx::query_as::<_, (i32, String)>(
+                "SELECT error_id, text FROM reading_errors WHERE error_id = ANY($1)",
             )
+            .bind(error_ids.into_iter().collect::<Vec<_>>())
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .collect()
+        };
+        let by_id: std::collections::HashMap<i32, &(i32, String, String, String)> =
+            points.iter().map(|p| (p.0, p)).collect();
+        rows.into_iter()
+            .map(|(point, seq, value, quality, error, source_ts_ms)| {
+                let p = by_id
+                    .get(&point)
+                    .ok_or_else(|| Error::Db(format!("reading of unknown point {point}")))?;
+                Ok(ReadingRow {
+                    seq,
+                    field: p.1.clone(),
+                    value,
+                    unit: p.2.clone(),
+                    quality: Quality::from_sql(quality.into())
+                        .map_err(|e| Error::Db(e.to_string()))?,
+                    error: error.and_then(|e| errors.get(&e).cloned()),
+                    source_ts_ms,
+                    source: p.3.clone(),
+                })
+            })
             .collect()
     }
 
@@ -711,6 +737,53 @@ impl PgTelemetry {
         }
         self.prepare(now_ms).await?;
         Ok(done)
+    }
+
+    /// Rewrites each finished day's partition in key order (`CLUSTER` on
+    /// its primary key), once: time-major arrival scatters one point's
+    /// rows over every page of the day; clustered, a point's month is a
+    /// few contiguous pages and the index is packed. A day counts as
+    /// finished an hour after it ended (late arrivals still land; they
+    /// are only not in order). Returns the partitions clustered.
+    pub async fn compact(&self, now_ms: i64) -> Result<u64, Error> {
+        let todo: Vec<String> = sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_inherits i
+             JOIN pg_class c ON c.oid = i.inhrelid
+             JOIN pg_index x ON x.indrelid = c.oid AND x.indisprimary
+             WHERE i.inhparent = 'readings'::regclass AND NOT x.indisclustered",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut n = 0;
+        for name in todo {
+            let Some(day) = rows::partition_day(&name) else {
+                continue; // the default partition
+            };
+            if day + DAY_MS + 3_600_000 > now_ms {
+                continue;
+            }
+            let t = std::time::Instant::now();
+            let index: String = sqlx::query_scalar(
+                "SELECT ic.relname::text FROM pg_index x JOIN pg_class ic ON ic.oid = x.indexrelid
+                 WHERE x.indrelid = $1::regclass AND x.indisprimary",
+            )
+            .bind(&name)
+            .fetch_one(&self.pool)
+            .await?;
+            // both names come from pg_class; the partition's parsed as readings_pYYYYMMDD
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "CLUSTER {name} USING \"{}\"",
+                index.replace('"', "")
+            )))
+            .execute(&self.pool)
+            .await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!("ANALYZE {name}")))
+                .execute(&self.pool)
+                .await?;
+            tracing::info!(partition = %name, took_ms = t.elapsed().as_millis() as u64, "readings partition clustered by point");
+            n += 1;
+        }
+        Ok(n)
     }
 
     pub async fn footprint(&self) -> Result<(u64, u64), Error> {

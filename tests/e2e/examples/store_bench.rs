@@ -156,10 +156,28 @@ async fn main() -> anyhow::Result<()> {
     }
     let (bytes, rows) = db.telemetry.footprint().await?;
     println!(
-        "footprint: {rows} readings in {:.1} MiB (table + indexes): {:.1} bytes per reading",
+        "footprint as written: {rows} readings in {:.1} MiB (table + indexes): {:.1} bytes per reading",
         bytes as f64 / 1_048_576.0,
         bytes as f64 / rows as f64
     );
+    query(&db, now).await?;
+    // what the hourly job does to finished days (PostgreSQL: CLUSTER by point)
+    let t = Instant::now();
+    let n = db.telemetry.compact(now + 2 * 86_400_000).await?;
+    if n > 0 {
+        println!("compacted {n} finished days in {:.1?}", t.elapsed());
+        let (bytes, rows) = db.telemetry.footprint().await?;
+        println!(
+            "footprint compacted: {rows} readings in {:.1} MiB (table + indexes): {:.1} bytes per reading",
+            bytes as f64 / 1_048_576.0,
+            bytes as f64 / rows as f64
+        );
+        query(&db, now).await?;
+    }
+    Ok(())
+}
+
+async fn query(db: &Db, now: i64) -> anyhow::Result<()> {
     // 30 days (or what is stored) of one point's one-minute readings
     let mut lat = Vec::new();
     let mut got = 0;
