@@ -681,39 +681,13 @@ impl PgTelemetry {
                 tracing::info!(partition = %name, rows = n, "readings partition dropped (retention)");
             }
         }
-        // the day that holds the cutoff, and the default partition: batched deletes
-        loop {
-            let n = sqlx::query(
-                "DELETE FROM readings_default WHERE ctid IN (SELECT ctid FROM readings_default WHERE ts_ms < $1 LIMIT $2)",
-            )
-            .bind(raw_cutoff)
-            .bind(RETENTION_STEP_ROWS)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-            done.readings += n;
-            if n < RETENTION_STEP_ROWS as u64 {
-                break;
-            }
-        }
+        // the default partition and the day that holds the cutoff: batched deletes
+        done.readings += self.delete_before("readings_default", raw_cutoff).await?;
         let cut_day = rows::day_of(raw_cutoff);
         if self.days_lock().contains(&cut_day) {
-            let name = rows::partition_name(cut_day);
-            loop {
-                // `name` is readings_p + 8 digits
-                let n = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DELETE FROM {name} WHERE ctid IN (SELECT ctid FROM {name} WHERE ts_ms < $1 LIMIT $2)"
-                )))
-                .bind(raw_cutoff)
-                .bind(RETENTION_STEP_ROWS)
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
-                done.readings += n;
-                if n < RETENTION_STEP_ROWS as u64 {
-                    break;
-                }
-            }
+            done.readings += self
+                .delete_before(&rows::partition_name(cut_day), raw_cutoff)
+                .await?;
         }
         // rollups: per point range on the primary key, in bounded groups
         let rollup_cutoff = r.rollup_cutoff(now_ms);
@@ -737,6 +711,27 @@ impl PgTelemetry {
         }
         self.prepare(now_ms).await?;
         Ok(done)
+    }
+
+    /// Deletes the rows of one partition older than `cutoff`, in batches
+    /// of [`RETENTION_STEP_ROWS`] (each its own transaction).
+    async fn delete_before(&self, partition: &str, cutoff: i64) -> Result<u64, Error> {
+        let mut total = 0;
+        loop {
+            // `partition` is readings_default or readings_p + 8 digits
+            let n = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {partition} WHERE ctid IN (SELECT ctid FROM {partition} WHERE ts_ms < $1 LIMIT $2)"
+            )))
+            .bind(cutoff)
+            .bind(RETENTION_STEP_ROWS)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            total += n;
+            if n < RETENTION_STEP_ROWS as u64 {
+                return Ok(total);
+            }
+        }
     }
 
     /// Rewrites each finished day's partition in key order (`CLUSTER` on
