@@ -89,6 +89,23 @@ async fn slice_shows_every_tank_within_a_tenth_of_a_percent(db_url: String) -> R
         ts.windows(2).all(|w| w[0] <= w[1]),
         "history is oldest first: {ts:?}"
     );
+    // the hourly rollups of the same readings, over REST
+    let hours = get_json(
+        he.http_addr,
+        "/api/v1/sites/site-a/assets/tank-1/rollups?field=volume",
+    )
+    .await?;
+    let hours = hours.as_array().expect("array");
+    assert!(!hours.is_empty(), "rollups exist for stored readings");
+    assert!(hours.iter().all(|h| h["field"] == "volume"
+        && h["count"].as_i64() >= Some(1)
+        && h["min"].as_f64() <= h["max"].as_f64()));
+    let r = reqwest::get(format!(
+        "http://{}/api/v1/sites/site-a/assets/tank-1/rollups?order=desc",
+        he.http_addr
+    ))
+    .await?;
+    assert_eq!(r.status(), 400);
     // a bad time range is a clear 400, not a 500
     let r = reqwest::get(format!(
         "http://{}/api/v1/sites/site-a/assets/tank-1/readings?from=yesterday",
