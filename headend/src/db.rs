@@ -279,29 +279,34 @@ impl Db {
     /// keyed by its log position, so a redelivery after a failure between
     /// the two applies nothing twice.
     pub async fn ingest_groups(&self, groups: Vec<Group>) -> Vec<Result<u64, Error>> {
-        let mut failed: Vec<Option<Error>> = Vec::with_capacity(groups.len());
-        for g in &groups {
-            failed.push(self.apply_records(g).await.err());
+        let mut out: Vec<Result<u64, Error>> = Vec::with_capacity(groups.len());
+        let (mut todo, mut idx) = (Vec::new(), Vec::new());
+        for (i, g) in groups.into_iter().enumerate() {
+            match self.apply_records(&g).await {
+                Ok(()) => {
+                    out.push(Ok(0)); // replaced by the telemetry commit's answer
+                    idx.push(i);
+                    todo.push(g);
+                }
+                Err(e) => out.push(Err(e)),
+            }
         }
-        let now = now_ms();
-        let (todo, idx): (Vec<Group>, Vec<usize>) = groups
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| failed[*i].is_none())
-            .map(|(i, g)| (g, i))
-            .unzip();
-        let mut out: Vec<Result<u64, Error>> = failed
-            .into_iter()
-            .map(|e| Err(e.unwrap_or_else(|| Error::Db("the SQLite writer is closed".into()))))
-            .collect();
         let _permit = match &self.writer {
             Some(w) => match w.clone().acquire_owned().await {
                 Ok(p) => Some(p),
-                Err(_) => return out,
+                Err(_) => {
+                    for i in idx {
+                        out[i] = Err(Error::Db("the SQLite writer is closed".into()));
+                    }
+                    return out;
+                }
             },
             None => None,
         };
-        for (i, r) in idx.into_iter().zip(self.telemetry.commit(todo, now).await) {
+        for (i, r) in idx
+            .into_iter()
+            .zip(self.telemetry.commit(todo, now_ms()).await)
+        {
             out[i] = r;
         }
         out

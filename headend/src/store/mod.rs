@@ -148,14 +148,6 @@ impl<K: Hash + Eq> DimCache<K> {
         }
         self.map.insert(k, id);
     }
-
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
 }
 
 /// The telemetry store of the configured backend.

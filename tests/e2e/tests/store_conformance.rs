@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use e2e::pg;
-use headend::db::{Db, ReadingQuery, Retention, RollupQuery};
+use headend::db::{Db, Group, ReadingQuery, Retention, RollupQuery};
 use headend::domain::Quality;
 use tankwatch_proto::v1;
 
@@ -432,5 +432,63 @@ async fn a_job_lease_is_held_by_one_replica_until_it_runs_out_on_both_backends()
             "{name}: leases are per job"
         );
     }
+    s.drop().await
+}
+
+#[tokio::test]
+async fn on_sqlite_a_group_the_database_refuses_fails_alone_and_the_others_in_its_transaction_commit()
+-> Result<()> {
+    let s = Stores::new(Retention::default()).await?;
+    let db = &s.sqlite;
+    for site in ["good-1", "bad", "good-2"] {
+        hello(db, site).await?;
+    }
+    // the database refuses anything of site "bad" (as a constraint would)
+    sqlx::query(
+        "CREATE TRIGGER refuse_bad BEFORE INSERT ON latest_values WHEN NEW.site_id = 'bad'
+         BEGIN SELECT RAISE(ABORT, 'refused for the test'); END",
+    )
+    .execute(db.pool())
+    .await?;
+    let t = now();
+    let group = |site: &str| Group {
+        site: site.into(),
+        batches: vec![batch(vec![reading(1, "tank-1", "volume", 5.0, t)])],
+    };
+    let out = db
+        .ingest_groups(vec![group("good-1"), group("bad"), group("good-2")])
+        .await;
+    assert_eq!(out[0].as_ref().ok(), Some(&1));
+    assert!(
+        out[1]
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("refused for the test")),
+        "{:?}",
+        out[1].as_ref().err()
+    );
+    assert_eq!(out[2].as_ref().ok(), Some(&1));
+    // the refused group left nothing behind: no reading, no point, no ack
+    assert_eq!(db.readings(&all("good-1", "tank-1", None)).await?.len(), 1);
+    assert_eq!(db.readings(&all("good-2", "tank-1", None)).await?.len(), 1);
+    assert_eq!(db.readings(&all("bad", "tank-1", None)).await?.len(), 0);
+    let bad_points: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM points WHERE site_id = 'bad'")
+        .fetch_one(db.pool())
+        .await?;
+    let bad_acks: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agent_logs WHERE site_id = 'bad'")
+        .fetch_one(db.pool())
+        .await?;
+    assert_eq!((bad_points, bad_acks), (0, 0));
+    // once the database takes it again, the same group goes in (its point id was not cached)
+    sqlx::query("DROP TRIGGER refuse_bad")
+        .execute(db.pool())
+        .await?;
+    assert_eq!(
+        db.ingest_groups(vec![group("bad")])
+            .await
+            .pop()
+            .and_then(|r| r.ok()),
+        Some(1)
+    );
+    assert_eq!(db.readings(&all("bad", "tank-1", None)).await?.len(), 1);
     s.drop().await
 }
