@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use adapter_api::{Reading, WriteOutcome, WriteRequest, now_ms};
-use tankwatch_proto::v1;
+use tankwatch_proto::v1::{self, AckReason};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{AgentConfig, AssetKind};
@@ -69,15 +69,13 @@ fn point_key(asset: &str, field: &str) -> String {
     format!("{asset}.{field}")
 }
 
-fn ack(id: &str, reason: &str, detail: impl Into<String>, readback: Option<f64>) -> v1::CommandAck {
-    v1::CommandAck {
-        command_id: id.to_string(),
-        reason: reason.to_string(),
-        detail: detail.into(),
-        ts_ms: now_ms(),
-        seq: 0,
-        readback,
-    }
+fn ack(
+    id: &str,
+    reason: AckReason,
+    detail: impl Into<String>,
+    readback: Option<f64>,
+) -> v1::CommandAck {
+    v1::CommandAck::new(id, reason, detail, now_ms(), readback)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,9 +169,9 @@ impl Running {
     }
 
     /// Ends a command at the site with `reason` (state done).
-    async fn finish(&self, id: &str, reason: &str, detail: String) -> Result<(), ExecError> {
+    async fn finish(&self, id: &str, reason: AckReason, detail: String) -> Result<(), ExecError> {
         self.e.store.set_command_state(id, "done", now_ms())?;
-        if reason != "applied" && reason != "completed" {
+        if reason.is_refusal() {
             self.e.metrics.refused.inc();
         }
         self.send_ack(ack(id, reason, detail, None)).await
@@ -199,14 +197,14 @@ impl Running {
         }
         self.e.metrics.received.inc();
         if kind != "cancel" {
-            self.send_ack(ack(&c.command_id, "received", "", None))
+            self.send_ack(ack(&c.command_id, AckReason::Received, "", None))
                 .await?;
         }
         if c.expires_at_ms > 0 && now > c.expires_at_ms {
             return self
                 .finish(
                     &c.command_id,
-                    "expired",
+                    AckReason::Expired,
                     format!("expired {} ms before it arrived", now - c.expires_at_ms),
                 )
                 .await;
@@ -221,7 +219,7 @@ impl Running {
             None => {
                 self.finish(
                     &c.command_id,
-                    "rejected_invalid",
+                    AckReason::RejectedInvalid,
                     "the command carries no action this agent understands".into(),
                 )
                 .await
@@ -275,21 +273,25 @@ impl Running {
             return self
                 .finish(
                     id,
-                    "rejected_invalid",
+                    AckReason::RejectedInvalid,
                     format!("{key} has no `setpoints:` entry in this agent's configuration, so it cannot be written"),
                 )
                 .await;
         };
         if s.duration_ms < 0 {
             return self
-                .finish(id, "rejected_invalid", "duration_ms is negative".into())
+                .finish(
+                    id,
+                    AckReason::RejectedInvalid,
+                    "duration_ms is negative".into(),
+                )
                 .await;
         }
         if s.duration_ms > 0 && limits.default.is_none() {
             return self
                 .finish(
                     id,
-                    "rejected_invalid",
+                    AckReason::RejectedInvalid,
                     format!(
                         "{key} has no configured `default` to revert to when the duration ends"
                     ),
@@ -301,7 +303,7 @@ impl Running {
             return self
                 .finish(
                     id,
-                    "superseded",
+                    AckReason::Superseded,
                     format!(
                         "a newer command ({}) was already applied to {key}",
                         cur.command_id.as_deref().unwrap_or("since reverted")
@@ -348,13 +350,13 @@ impl Running {
                     None => format!("{key} = {} (read back {readback})", s.value),
                 };
                 // active since the read-back confirmed it (the revert is timed from here)
-                let mut a = ack(id, "applied", detail, Some(readback));
+                let mut a = ack(id, AckReason::Applied, detail, Some(readback));
                 a.ts_ms = applied;
                 self.send_ack(a).await?;
                 // the command it replaced on this point is over
                 if let Some(prev) = current.and_then(|c| c.command_id).filter(|p| p != id) {
                     self.e.store.set_command_state(&prev, "done", applied)?;
-                    self.send_ack(ack(&prev, "superseded", format!("by {id}"), None))
+                    self.send_ack(ack(&prev, AckReason::Superseded, format!("by {id}"), None))
                         .await?;
                 }
                 Ok(())
@@ -375,7 +377,7 @@ impl Running {
                 self.e.store.insert_new(target, seq, "cancelled", 0, now)?;
                 self.finish(
                     target,
-                    "cancelled",
+                    AckReason::Cancelled,
                     "cancelled before it reached the site".into(),
                 )
                 .await
@@ -383,7 +385,7 @@ impl Running {
             Some("done") => Ok(()),
             Some("applied") => {
                 if let Some(p) = self.e.store.point_of_command(target)? {
-                    return self.revert(p, "cancelled").await;
+                    return self.revert(p, Revert::Cancelled).await;
                 }
                 if let Some(d) = self
                     .e
@@ -398,17 +400,18 @@ impl Running {
                     return self
                         .finish(
                             target,
-                            "completed",
+                            AckReason::Completed,
                             format!("cancelled: load {} removed", d.load_ref),
                         )
                         .await;
                 }
-                self.finish(target, "completed", "cancelled".into()).await
+                self.finish(target, AckReason::Completed, "cancelled".into())
+                    .await
             }
             Some(_) => {
                 self.finish(
                     target,
-                    "cancelled",
+                    AckReason::Cancelled,
                     "cancelled before it was applied".into(),
                 )
                 .await
@@ -417,7 +420,7 @@ impl Running {
     }
 
     /// Writes the point's default back (duration over, or cancelled).
-    async fn revert(&mut self, p: PointState, why: &str) -> Result<(), ExecError> {
+    async fn revert(&mut self, p: PointState, why: Revert) -> Result<(), ExecError> {
         let Some(id) = p.command_id.clone() else {
             return Ok(());
         };
@@ -438,8 +441,13 @@ impl Running {
             return self
                 .finish(
                     &id,
-                    "completed",
-                    format!("{why}; {} has no default, value stays {}", p.point, p.value),
+                    AckReason::Completed,
+                    format!(
+                        "{}; {} has no default, value stays {}",
+                        why.as_str(),
+                        p.point,
+                        p.value
+                    ),
                 )
                 .await;
         };
@@ -458,14 +466,10 @@ impl Running {
                     now,
                 )?;
                 self.e.store.set_command_state(&id, "done", now)?;
-                let what = if why == "cancelled" {
-                    "cancelled"
-                } else {
-                    "duration ended"
-                };
+                let what = why.as_str();
                 self.send_ack(ack(
                     &id,
-                    "completed",
+                    AckReason::Completed,
                     format!(
                         "{what}: {} reverted to default {default} (read back {readback})",
                         p.point
@@ -476,10 +480,10 @@ impl Running {
             }
             other => {
                 let (reason, detail) = outcome_reason(&other);
-                tracing::warn!(command = %id, point = %p.point, reason, detail, "revert failed; retrying");
+                tracing::warn!(command = %id, point = %p.point, reason = reason.as_text(), detail, "revert failed; retrying");
                 self.retry_at
                     .insert(p.point.clone(), tokio::time::Instant::now() + REVERT_RETRY);
-                if why == "cancelled" {
+                if why == Revert::Cancelled {
                     // make the timer path retry it
                     self.e.store.set_point(
                         &PointState {
@@ -520,7 +524,7 @@ impl Running {
             if p.ends_ms.is_some_and(|e| e <= now)
                 && self.retry_at.get(&p.point).is_none_or(|at| *at <= t)
             {
-                self.revert(p, "duration ended").await?;
+                self.revert(p, Revert::DurationEnded).await?;
             }
         }
         Ok(())
@@ -529,7 +533,7 @@ impl Running {
     async fn eta(&mut self, id: &str, seq: i64, e: v1::EtaAction) -> Result<(), ExecError> {
         if e.load_ref.trim().is_empty() {
             return self
-                .finish(id, "rejected_invalid", "load_ref is empty".into())
+                .finish(id, AckReason::RejectedInvalid, "load_ref is empty".into())
                 .await;
         }
         let tanks: Vec<&str> = self
@@ -542,14 +546,14 @@ impl Running {
             .collect();
         if e.tanks.is_empty() {
             return self
-                .finish(id, "rejected_invalid", "no tank given".into())
+                .finish(id, AckReason::RejectedInvalid, "no tank given".into())
                 .await;
         }
         if let Some(t) = e.tanks.iter().find(|t| !tanks.contains(&t.as_str())) {
             return self
                 .finish(
                     id,
-                    "rejected_invalid",
+                    AckReason::RejectedInvalid,
                     format!(
                         "{t:?} is not a tank of this site (tanks: {})",
                         tanks.join(", ")
@@ -562,7 +566,7 @@ impl Running {
             return self
                 .finish(
                     id,
-                    "superseded",
+                    AckReason::Superseded,
                     format!(
                         "a newer ETA ({}) for load {} is already here",
                         p.command_id, e.load_ref
@@ -584,19 +588,25 @@ impl Running {
                 e.tanks.join(", ")
             )
         };
-        self.send_ack(ack(id, "applied", detail, None)).await?;
+        self.send_ack(ack(id, AckReason::Applied, detail, None))
+            .await?;
         if let Some(p) = prev.filter(|p| p.command_id != id)
             && self.e.store.command_state(&p.command_id)?.as_deref() != Some("done")
         {
             self.e.store.set_command_state(&p.command_id, "done", now)?;
-            self.send_ack(ack(&p.command_id, "superseded", format!("by {id}"), None))
-                .await?;
+            self.send_ack(ack(
+                &p.command_id,
+                AckReason::Superseded,
+                format!("by {id}"),
+                None,
+            ))
+            .await?;
         }
         if e.cancelled {
             self.e.store.set_command_state(id, "done", now)?;
             self.send_ack(ack(
                 id,
-                "completed",
+                AckReason::Completed,
                 format!("load {} cancelled", e.load_ref),
                 None,
             ))
@@ -690,7 +700,7 @@ impl Running {
                         self.e.store.set_command_state(&l.command_id, "done", now)?;
                         self.send_ack(ack(
                             &l.command_id,
-                            "completed",
+                            AckReason::Completed,
                             format!(
                                 "load {} delivered: {delivered:.0} L into {tank}",
                                 l.load_ref
@@ -748,19 +758,35 @@ fn in_progress(tank: &str, delivering: bool) -> Reading {
     }
 }
 
+/// Why a setpoint's default is written back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Revert {
+    Cancelled,
+    DurationEnded,
+}
+
+impl Revert {
+    fn as_str(self) -> &'static str {
+        match self {
+            Revert::Cancelled => "cancelled",
+            Revert::DurationEnded => "duration ended",
+        }
+    }
+}
+
 /// The ack reason of a failed write.
-fn outcome_reason(o: &WriteOutcome) -> (&'static str, String) {
+fn outcome_reason(o: &WriteOutcome) -> (AckReason, String) {
     match o {
-        WriteOutcome::Applied { readback } => ("applied", format!("read back {readback}")),
+        WriteOutcome::Applied { readback } => (AckReason::Applied, format!("read back {readback}")),
         WriteOutcome::UnknownPoint => (
-            "rejected_invalid",
+            AckReason::RejectedInvalid,
             "no device has this writable point".into(),
         ),
-        WriteOutcome::NotRepresentable(d) => ("rejected_out_of_range", d.clone()),
-        WriteOutcome::Unreachable(d) => ("device_unreachable", d.clone()),
-        WriteOutcome::Failed(d) => ("write_failed", d.clone()),
+        WriteOutcome::NotRepresentable(d) => (AckReason::RejectedOutOfRange, d.clone()),
+        WriteOutcome::Unreachable(d) => (AckReason::DeviceUnreachable, d.clone()),
+        WriteOutcome::Failed(d) => (AckReason::WriteFailed, d.clone()),
         WriteOutcome::ReadbackMismatch { wrote, read } => (
-            "readback_mismatch",
+            AckReason::ReadbackMismatch,
             format!("wrote {wrote}, read back {read}"),
         ),
     }

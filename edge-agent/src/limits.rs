@@ -3,6 +3,7 @@
 //! OPC UA surface. Pure: no I/O, the caller supplies the current facts.
 
 use serde::Deserialize;
+use tankwatch_proto::v1::AckReason;
 
 /// Limits of one writable point, from the agent's YAML (`setpoints:`).
 #[derive(Debug, Clone, Deserialize)]
@@ -55,7 +56,7 @@ fn yes() -> bool {
 /// Why a setpoint was refused; `code` is the ack's reason code.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rejection {
-    pub code: &'static str,
+    pub code: AckReason,
     pub detail: String,
 }
 
@@ -72,7 +73,7 @@ impl SetpointLimits {
     /// Checks a requested value; `Ok` means it may be written.
     pub fn check(&self, value: f64, facts: &Facts<'_>) -> Result<(), Rejection> {
         let range = |detail: String| Rejection {
-            code: "rejected_out_of_range",
+            code: AckReason::RejectedOutOfRange,
             detail,
         };
         if !value.is_finite() {
@@ -107,7 +108,7 @@ impl SetpointLimits {
             };
             if blocked {
                 return Err(Rejection {
-                    code: "rejected_interlock",
+                    code: AckReason::RejectedInterlock,
                     detail: format!("{} ({}.{} = {})", i.reason, i.asset, i.field, i.equals),
                 });
             }
@@ -150,32 +151,32 @@ mod tests {
         let ok = Ok(());
         let out = |v: f64, last, d| check(&l, v, last, d).map_err(|r| r.code);
         // (value, last applied (value, at ms), interlock input) -> expected
-        type Case = (
-            f64,
-            Option<(f64, i64)>,
-            Option<f64>,
-            Result<(), &'static str>,
-        );
+        type Case = (f64, Option<(f64, i64)>, Option<f64>, Result<(), AckReason>);
         let cases: Vec<Case> = vec![
             (50.0, None, Some(0.0), ok),
             (0.0, None, Some(0.0), ok),
             (100.0, None, Some(0.0), ok),
-            (-0.1, None, Some(0.0), Err("rejected_out_of_range")),
-            (100.1, None, Some(0.0), Err("rejected_out_of_range")),
-            (f64::NAN, None, Some(0.0), Err("rejected_out_of_range")),
+            (-0.1, None, Some(0.0), Err(AckReason::RejectedOutOfRange)),
+            (100.1, None, Some(0.0), Err(AckReason::RejectedOutOfRange)),
+            (
+                f64::NAN,
+                None,
+                Some(0.0),
+                Err(AckReason::RejectedOutOfRange),
+            ),
             // ramp: 10/min; last change 30 s ago counts as one minute
             (60.0, Some((50.0, 570_000)), Some(0.0), ok),
             (
                 61.0,
                 Some((50.0, 570_000)),
                 Some(0.0),
-                Err("rejected_out_of_range"),
+                Err(AckReason::RejectedOutOfRange),
             ),
             // 5 minutes later, 50 is allowed
             (100.0, Some((50.0, 300_000)), Some(0.0), ok),
             // interlock: delivering, or unknown (fail safe)
-            (50.0, None, Some(1.0), Err("rejected_interlock")),
-            (50.0, None, None, Err("rejected_interlock")),
+            (50.0, None, Some(1.0), Err(AckReason::RejectedInterlock)),
+            (50.0, None, None, Err(AckReason::RejectedInterlock)),
         ];
         for (v, last, d, want) in cases {
             assert_eq!(
@@ -192,7 +193,7 @@ mod tests {
             serde_yaml::from_str("asset: ctl\nfield: pump_enable\nallowed: [0, 1]\n").unwrap();
         assert!(check(&l, 1.0, None, None).is_ok());
         let r = check(&l, 2.0, None, None).unwrap_err();
-        assert_eq!(r.code, "rejected_out_of_range");
+        assert_eq!(r.code, AckReason::RejectedOutOfRange);
         assert!(r.detail.contains("allowed"), "{}", r.detail);
     }
 

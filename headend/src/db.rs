@@ -6,8 +6,8 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Row};
 use tankwatch_proto::v1;
 
 use crate::Error;
@@ -324,10 +324,45 @@ impl Db {
         let now = now_ms();
         let (_w, mut tx) = self.begin_write().await?;
         for b in &g.batches {
-            crate::commands::apply_agent_records(&mut tx, &g.site, b.log_id as i64, now, b).await?;
+            crate::store::agent_records::apply(&mut tx, &g.site, b.log_id as i64, now, b).await?;
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Writable points of the assets of a site: (asset, capacity, writable JSON).
+    pub async fn writable_points(&self, site: &str) -> Result<Vec<(String, f64, String)>, Error> {
+        let rows = sqlx::query(
+            "SELECT asset_id, capacity, writable FROM assets WHERE site_id = $1 ORDER BY asset_id",
+        )
+        .bind(site)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Error::from)
+    }
+
+    /// Sites that have an asset `asset`.
+    pub async fn sites_with_asset(&self, asset: &str) -> Result<Vec<String>, Error> {
+        Ok(
+            sqlx::query_scalar("SELECT site_id FROM assets WHERE asset_id = $1 ORDER BY site_id")
+                .bind(asset)
+                .fetch_all(self.pool())
+                .await?,
+        )
+    }
+
+    /// Newest good reading time of any field of an asset (Unix ms), if any.
+    pub async fn asset_last_good_ms(&self, site: &str, asset: &str) -> Result<Option<i64>, Error> {
+        Ok(sqlx::query_scalar(
+            "SELECT MAX(good_ts_ms) FROM latest_values WHERE site_id = $1 AND asset_id = $2 AND quality = 'good'",
+        )
+        .bind(site)
+        .bind(asset)
+        .fetch_one(self.pool())
+        .await?)
     }
 
     pub async fn sites(&self) -> Result<Vec<SiteRow>, Error> {

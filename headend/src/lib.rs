@@ -1,21 +1,14 @@
 //! The cloud headend: mTLS gRPC ingest ([`ingest`], [`tls`]), SQL storage
 //! ([`db`]) and the operator REST API ([`rest`]).
 
-pub mod api_commands;
-pub mod commands;
+pub mod api;
 pub mod db;
-pub mod dispatch;
 pub mod domain;
-pub mod edge;
 pub mod ingest;
 pub mod jobs;
-pub mod lifecycle;
 pub mod metrics;
-pub mod rest;
-pub mod sanitize;
-pub mod split;
+pub mod services;
 pub mod store;
-pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,6 +22,17 @@ use tokio_stream::wrappers::ReceiverStream;
 pub enum Error {
     #[error("configuration: {0}")]
     Config(String),
+    /// A statement through sqlx failed (its source is kept).
+    #[error("database: {0}")]
+    Sql(#[from] sqlx::Error),
+    /// The native SQLite store failed (its source is kept).
+    #[error("database (sqlite): {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored value this build does not know.
+    #[error("database: a stored {0}")]
+    Stored(#[from] domain::Unknown),
+    /// Anything else about the database (a writer that stopped, a row
+    /// that vanished).
     #[error("database: {0}")]
     Db(String),
     #[error(transparent)]
@@ -41,12 +45,6 @@ pub enum Error {
     },
     #[error("gRPC server: {0}")]
     Grpc(String),
-}
-
-impl From<sqlx::Error> for Error {
-    fn from(e: sqlx::Error) -> Self {
-        Error::Db(e.to_string())
-    }
 }
 
 /// Everything the headend needs to run.
@@ -92,10 +90,10 @@ impl Config {
             max_concurrent_writes: 8,
             db_max_connections: 16,
             http_hosts: Vec::new(),
-            max_conns_per_site: tls::DEFAULT_CONNS_PER_SITE,
-            max_conns: tls::DEFAULT_MAX_CONNS,
-            handshake_timeout: tls::HANDSHAKE_TIMEOUT,
-            session_deadline: tls::SESSION_DEADLINE,
+            max_conns_per_site: ingest::tls::DEFAULT_CONNS_PER_SITE,
+            max_conns: ingest::tls::DEFAULT_MAX_CONNS,
+            handshake_timeout: ingest::tls::HANDSHAKE_TIMEOUT,
+            session_deadline: ingest::tls::SESSION_DEADLINE,
             retention: store::Retention::default(),
         }
     }
@@ -220,7 +218,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
     let sessions = ingest::Sessions::default();
     let metrics = metrics::Metrics::default();
     let (shutdown, _) = tokio::sync::watch::channel(false);
-    let dispatcher = dispatch::Dispatcher::default();
+    let dispatcher = ingest::dispatch::Dispatcher::default();
     let (fatal, fatal_rx) = tokio::sync::watch::channel(None);
     let sweep_task = supervised(
         "command sweeper",
@@ -251,10 +249,10 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         per_site = cfg.max_conns_per_site,
         "agent connection limits"
     );
-    let (incoming, accept_task) = tls::incoming(
+    let (incoming, accept_task) = ingest::tls::incoming(
         grpc,
         tls,
-        tls::Limits {
+        ingest::tls::Limits {
             max_conns,
             max_per_site: cfg.max_conns_per_site,
             handshake_timeout: cfg.handshake_timeout,
@@ -291,15 +289,15 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         .map(|h| h.to_string())
         .collect();
     hosts.push(http_addr.ip().to_string());
-    hosts.extend(cfg.http_hosts.iter().map(|h| edge::host_of(h)));
-    let app = rest::router(
-        rest::ApiState {
+    hosts.extend(cfg.http_hosts.iter().map(|h| api::edge::host_of(h)));
+    let app = api::router(
+        api::ApiState {
             db: db.clone(),
             sessions,
             metrics: metrics.clone(),
             dispatcher,
         },
-        edge::Edge { hosts, metrics },
+        api::edge::Edge { hosts, metrics },
     );
     let mut stop = shutdown.subscribe();
     let rest = async move {

@@ -35,10 +35,10 @@ struct Cli {
     #[arg(long = "http-host", env = "HEADEND_HTTP_HOSTS", value_delimiter = ',')]
     http_hosts: Vec<String>,
     /// Agent connections at once per certificate identity (a new one evicts the oldest).
-    #[arg(long, default_value_t = headend::tls::DEFAULT_CONNS_PER_SITE)]
+    #[arg(long, default_value_t = headend::ingest::tls::DEFAULT_CONNS_PER_SITE)]
     max_conns_per_site: usize,
     /// Agent connections at once in all (also bounded by the open-files limit).
-    #[arg(long, default_value_t = headend::tls::DEFAULT_MAX_CONNS)]
+    #[arg(long, default_value_t = headend::ingest::tls::DEFAULT_MAX_CONNS)]
     max_conns: usize,
     /// How long raw readings are kept (humantime: 90d, 2y).
     #[arg(long, env = "HEADEND_RAW_RETENTION", default_value = "90d", value_parser = retention)]

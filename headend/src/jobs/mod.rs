@@ -32,7 +32,7 @@ pub async fn sweep(db: Db, mut stop: watch::Receiver<bool>) {
     let lease = Lease::new("command-expiry", Duration::from_secs(10));
     loop {
         match lease.hold(&db).await {
-            Ok(true) => match db.expire_unsent(now_ms()).await {
+            Ok(true) => match db.commands().expire_unsent(now_ms()).await {
                 Ok(ids) if !ids.is_empty() => {
                     tracing::info!(count = ids.len(), ids = ?ids, "commands expired before they could be sent")
                 }

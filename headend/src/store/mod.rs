@@ -10,6 +10,9 @@
 //!
 //! Schema and the exactly-once key: ADR 0006.
 
+pub mod agent_records;
+pub mod commands;
+pub mod loads;
 pub mod pg;
 pub mod rows;
 pub mod sqlite;

@@ -25,7 +25,7 @@ const READERS_KEPT: usize = 4;
 const RETENTION_STEP_ROWS: u64 = 20_000;
 
 fn db_err(e: rusqlite::Error) -> Error {
-    Error::Db(format!("sqlite: {e}"))
+    Error::Sqlite(e)
 }
 
 enum Job {
@@ -196,7 +196,7 @@ impl SqliteTelemetry {
                     field,
                     value,
                     unit,
-                    quality: Quality::from_sql(quality).map_err(|e| Error::Db(e.to_string()))?,
+                    quality: Quality::from_sql(quality)?,
                     error,
                     source_ts_ms,
                     source,

@@ -247,11 +247,14 @@ async fn out_of_range_setpoints_are_refused_by_the_headend_and_interlocked_ones_
             .post(json!({"kind": "setpoint", "asset": "ctl-1", "field": "power_limit", "value": v}))
             .await?;
         assert_eq!(
-            (code, e["field"].as_str()),
+            (code, e["error"]["field"].as_str()),
             (422, Some("value")),
             "{v}: {e}"
         );
-        assert!(e["error"].as_str().unwrap_or("").contains("80"), "{e}");
+        assert!(
+            e["error"]["message"].as_str().unwrap_or("").contains("80"),
+            "{e}"
+        );
     }
     s.expect_rejected(
         json!({"kind": "setpoint", "asset": "ctl-1", "field": "pump_enable", "value": 1}),
@@ -309,12 +312,14 @@ async fn out_of_range_setpoints_are_refused_by_the_headend_and_interlocked_ones_
     for (body, code, field) in bad {
         let (got, e) = s.post(body.clone()).await?;
         assert_eq!(
-            (got, e["field"].clone()),
+            (got, e["error"]["field"].clone()),
             (code, json!(field)),
             "{body} -> {e}"
         );
         assert!(
-            e["error"].as_str().is_some_and(|m| m.starts_with(field)),
+            e["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(field)),
             "{e}"
         );
     }
@@ -335,7 +340,7 @@ async fn out_of_range_setpoints_are_refused_by_the_headend_and_interlocked_ones_
     );
     let (c3, e) = s.post(json!({"kind": "setpoint", "asset": "ctl-1", "field": "power_limit", "value": 31, "idempotency_key": "k-1"})).await?;
     assert_eq!(
-        (c3, e["field"].clone()),
+        (c3, e["error"]["field"].clone()),
         (422, json!("idempotency_key")),
         "{e}"
     );
@@ -501,7 +506,7 @@ async fn an_eta_and_a_delivery_in_progress_survive_agent_restarts_and_the_load_i
     )
     .await?;
     assert_eq!(
-        (code, e["field"].clone()),
+        (code, e["error"]["field"].clone()),
         (400, json!("eta_source")),
         "{e}"
     );
@@ -644,6 +649,21 @@ async fn a_site_level_power_limit_is_split_by_capacity_and_applied_on_each_contr
     let id = c["command_id"].as_str().unwrap_or("").to_string();
     wait_state(http, &id, "active", T).await?;
     assert_eq!((sim1.power_limit(), sim2.power_limit()), (60.0, 30.0));
+    // the parent's state is stored with its children's: filters see it
+    let ids = |v: Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["command_id"].as_str().map(str::to_string))
+            .collect()
+    };
+    let active = get_json(http, "/api/v1/commands?site=site-s&state=active").await?;
+    assert!(
+        ids(active).contains(&id),
+        "the split parent is listed as active"
+    );
+    let submitted = get_json(http, "/api/v1/commands?site=site-s&state=submitted").await?;
+    assert!(!ids(submitted).contains(&id), "and no longer as submitted");
     // more than the controllers may take is refused, naming the value
     let (code, e) = post_json(
         http,
@@ -651,7 +671,11 @@ async fn a_site_level_power_limit_is_split_by_capacity_and_applied_on_each_contr
         &json!({"kind": "setpoint", "site": "site-s", "field": "power_limit", "value": 200}),
     )
     .await?;
-    assert_eq!((code, e["field"].clone()), (422, json!("value")), "{e}");
+    assert_eq!(
+        (code, e["error"]["field"].clone()),
+        (422, json!("value")),
+        "{e}"
+    );
     agent.stop().await?;
     he.stop().await;
     Ok(())

@@ -492,3 +492,94 @@ async fn on_sqlite_a_group_the_database_refuses_fails_alone_and_the_others_in_it
     assert_eq!(db.readings(&all("bad", "tank-1", None)).await?.len(), 1);
     s.drop().await
 }
+
+/// The commands aggregate takes an agent's acks by the enum or, from a v1
+/// agent, by the text; an ack whose reason this headend does not know is
+/// refused (the command does not move, nothing is recorded for it) and the
+/// rest of the batch is stored.
+#[tokio::test]
+async fn an_ack_with_an_unknown_reason_is_refused_and_the_rest_of_its_batch_is_stored() -> Result<()>
+{
+    use headend::domain::{AckReason, Actor, CommandKind, CommandState, Reason};
+    use headend::store::commands::NewCommand;
+    let s = Stores::new(Retention::default()).await?;
+    let t = now();
+    for (name, db) in s.both() {
+        hello(db, "s1").await?;
+        let cmd = NewCommand {
+            command_id: "cmd-1".into(),
+            idempotency_key: None,
+            request: "{}".into(),
+            parent_id: None,
+            site_id: "s1".into(),
+            asset_id: "ctl-1".into(),
+            kind: CommandKind::Setpoint,
+            field: "power_limit".into(),
+            value: Some(10.0),
+            duration_ms: 0,
+            expires_at_ms: t + HOUR,
+            payload: "{}".into(),
+            load_id: None,
+            policy_version: String::new(),
+            warnings: "[]".into(),
+            created_by: Actor::headend(),
+        };
+        db.commands().submit(&[cmd], None).await?;
+        let t = now() + 1; // the ack comes after the submit
+        let ack = |seq: u64, a: v1::CommandAck| v1::CommandAck { seq, ..a };
+        let mut b = batch(vec![reading(1, "tank-1", "volume", 1.0, t)]);
+        b.last_seq = 4;
+        b.command_acks = vec![
+            ack(
+                2,
+                v1::CommandAck::new("cmd-1", AckReason::Received, "", t, None),
+            ),
+            // a newer agent's reason, as text only and as a number only
+            v1::CommandAck {
+                seq: 3,
+                command_id: "cmd-1".into(),
+                reason: "paused".into(),
+                ts_ms: t,
+                ..Default::default()
+            },
+            v1::CommandAck {
+                seq: 4,
+                command_id: "cmd-1".into(),
+                code: 99,
+                ts_ms: t,
+                ..Default::default()
+            },
+        ];
+        assert_eq!(db.ingest("s1", &b).await?, 4, "{name}");
+        let c = db.commands().get("cmd-1").await?.expect("the command");
+        assert_eq!(c.state, CommandState::Acked, "{name}");
+        let reasons: Vec<Reason> = db
+            .commands()
+            .events("cmd-1")
+            .await?
+            .iter()
+            .map(|e| e.reason)
+            .collect();
+        assert_eq!(reasons, [Reason::Submitted, Reason::Received], "{name}");
+        assert_eq!(db.readings(&all("s1", "tank-1", None)).await?.len(), 1);
+        // a v1 agent's text-only ack still moves it
+        let mut b = batch(vec![reading(5, "tank-1", "volume", 2.0, t + 1)]);
+        b.command_acks = vec![v1::CommandAck {
+            seq: 6,
+            command_id: "cmd-1".into(),
+            reason: "applied".into(),
+            ts_ms: t,
+            readback: Some(10.0),
+            ..Default::default()
+        }];
+        b.last_seq = 6;
+        db.ingest("s1", &b).await?;
+        let c = db.commands().get("cmd-1").await?.expect("the command");
+        assert_eq!(
+            (c.state, c.reason, c.readback),
+            (CommandState::Active, Reason::Applied, Some(10.0)),
+            "{name}"
+        );
+    }
+    s.drop().await
+}

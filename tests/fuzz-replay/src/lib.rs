@@ -22,7 +22,7 @@ pub fn agent_message(data: &[u8]) {
 /// Every REST JSON body (commands, loads, load patches) and the checks
 /// behind them; time parsing and rendering.
 pub fn rest_body(data: &[u8]) {
-    headend::api_commands::fuzz_bodies(data);
+    headend::api::fuzz_bodies(data);
 }
 
 /// The Modbus register decoder, for every type and word/byte order.

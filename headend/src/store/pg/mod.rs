@@ -518,8 +518,7 @@ impl PgTelemetry {
                     field: p.1.clone(),
                     value,
                     unit: p.2.clone(),
-                    quality: Quality::from_sql(quality.into())
-                        .map_err(|e| Error::Db(e.to_string()))?,
+                    quality: Quality::from_sql(quality.into())?,
                     error: error.and_then(|e| errors.get(&e).cloned()),
                     source_ts_ms,
                     source: p.3.clone(),

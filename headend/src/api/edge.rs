@@ -18,7 +18,7 @@ use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::metrics::{Metrics, ReasonLabel};
 
@@ -37,11 +37,7 @@ pub struct Edge {
 
 fn refuse(m: &Metrics, reason: &'static str, code: StatusCode, msg: String) -> Response {
     m.http_refused.get_or_create(&ReasonLabel { reason }).inc();
-    (
-        code,
-        axum::Json(json!({ "error": msg, "field": Value::Null })),
-    )
-        .into_response()
+    super::ApiError::new(code, reason, msg).into_response()
 }
 
 /// The host part of a Host header value (`name`, `name:port`, `[v6]:port`), lowercase.
@@ -119,7 +115,7 @@ pub async fn guard(State(edge): State<Edge>, req: Request, next: Next) -> Respon
 /// [`MAX_STRING_CHARS`]; returns its path (`tanks[2]`, `eta`) and the problem.
 pub fn check_json(v: &Value) -> Option<(String, &'static str)> {
     fn bad(s: &str) -> Option<&'static str> {
-        if s.chars().any(crate::sanitize::is_forbidden) {
+        if s.chars().any(crate::ingest::sanitize::is_forbidden) {
             Some("contains a control character")
         } else if s.chars().count() > MAX_STRING_CHARS {
             Some("is longer than 1000 characters")
@@ -154,6 +150,7 @@ pub fn check_json(v: &Value) -> Option<(String, &'static str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn host_headers_are_reduced_to_their_lowercase_name() {

@@ -10,7 +10,7 @@
 //! may have received it before the old session died); the agent applies a
 //! command id at most once. Within one session a command is sent once.
 //! Commands never sent whose expiry passes are expired here, by the
-//! [`sweep`] task, and never sent; sent ones get the agent's verdict.
+//! [`crate::jobs::sweep`] task, and never sent; sent ones get the agent's verdict.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -20,8 +20,9 @@ use tankwatch_proto::v1::{self, HeadendMessage, headend_message::Msg as Out};
 use tokio::sync::{Notify, mpsc};
 use tonic::Status;
 
-use crate::commands::{CommandRow, EtaPayload};
 use crate::db::{Db, now_ms};
+use crate::domain::{Actor, CommandKind, CommandState, Reason};
+use crate::store::commands::{CommandRow, EtaPayload};
 
 /// Fallback poll of the commands table per session.
 pub const POLL_EVERY: Duration = Duration::from_secs(1);
@@ -59,11 +60,13 @@ impl Dispatcher {
         sent_total: prometheus_client::metrics::counter::Counter,
     ) {
         let notify = self.notify_of(&site);
-        let actor = format!("headend: session from {peer}");
+        let actor = Actor::Headend {
+            task: Some(format!("session from {peer}")),
+        };
         // what this session has sent (pruned to what is still pending)
         let mut sent: HashSet<String> = HashSet::new();
         loop {
-            match db.dispatchable(&site, ROUND).await {
+            match db.commands().dispatchable(&site, ROUND).await {
                 Ok(rows) => {
                     let pending: HashSet<String> = rows
                         .iter()
@@ -79,7 +82,7 @@ impl Dispatcher {
                             }
                             cancel(&r)
                         } else {
-                            if r.state == "submitted" && r.expires_at_ms < now {
+                            if r.state == CommandState::Submitted && r.expires_at_ms < now {
                                 continue; // the sweeper expires it; never sent
                             }
                             if !sent.insert(r.command_id.clone()) {
@@ -92,13 +95,13 @@ impl Dispatcher {
                         }
                         sent_total.inc();
                         let what = if r.cancel_requested_ms.is_some() {
-                            "cancel_sent"
-                        } else if r.state == "sent" {
-                            "redelivered"
+                            Reason::CancelSent
+                        } else if r.state == CommandState::Sent {
+                            Reason::Redelivered
                         } else {
-                            "sent"
+                            Reason::Sent
                         };
-                        if let Err(e) = db.mark_sent(&r.command_id, &actor, what).await {
+                        if let Err(e) = db.commands().mark_sent(&r.command_id, &actor, what).await {
                             tracing::warn!(command = %r.command_id, error = %e, "recording a delivery failed");
                         }
                     }
@@ -133,8 +136,8 @@ fn cancel(r: &CommandRow) -> HeadendMessage {
 
 /// The wire form of a stored command.
 pub fn command(r: &CommandRow) -> HeadendMessage {
-    let action = match r.kind.as_str() {
-        "eta" => {
+    let action = match r.kind {
+        CommandKind::Eta => {
             let p: EtaPayload = serde_json::from_str(&r.payload).unwrap_or_default();
             v1::command::Action::Eta(v1::EtaAction {
                 load_ref: r.load_id.clone().unwrap_or_default(),
@@ -146,7 +149,7 @@ pub fn command(r: &CommandRow) -> HeadendMessage {
                 cancelled: p.cancelled,
             })
         }
-        _ => v1::command::Action::Setpoint(v1::Setpoint {
+        CommandKind::Setpoint | CommandKind::Split => v1::command::Action::Setpoint(v1::Setpoint {
             asset_id: r.asset_id.clone(),
             field: r.field.clone(),
             value: r.value.unwrap_or(f64::NAN),

@@ -9,9 +9,8 @@
 //! If a commit fails the stream ends with UNAVAILABLE; the agent reconnects
 //! with backoff and replays from its last ack.
 
-use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tankwatch_proto::v1::{
@@ -22,8 +21,18 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::db::{Db, HelloInfo, now_ms};
-use crate::tls::AgentIdentity;
+pub mod commit;
+pub mod dispatch;
+pub mod sanitize;
+pub mod sessions;
+pub mod tls;
+
+pub use commit::GROUP_QUEUE;
+use commit::{GroupJob, spawn_group_committer};
+pub use sessions::{IngestError, SessionInfo, Sessions};
+use tls::AgentIdentity;
+
+use crate::db::{Db, HelloInfo};
 
 /// Most readings the headend accepts in one batch (told to agents in HelloAck).
 pub const MAX_BATCH_READINGS: u32 = 5000;
@@ -36,173 +45,6 @@ pub const COALESCE_READINGS: usize = 20_000;
 /// Outbound messages buffered per stream; when full the stream's reader waits.
 const OUTBOUND_QUEUE: usize = 32;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// Sessions' commits waiting for the shared SQLite committer; when full,
-/// committers wait (and their sessions stop reading: backpressure).
-pub const GROUP_QUEUE: usize = 64;
-
-/// One session's coalesced batches for the group committer.
-struct GroupJob {
-    site: String,
-    batches: Vec<v1::TelemetryBatch>,
-    reply: tokio::sync::oneshot::Sender<Result<u64, crate::Error>>,
-}
-
-/// SQLite group commit: one writer transaction (one fsync) carries the
-/// batches of every session that is waiting, up to [`COALESCE_READINGS`].
-/// With a hundred agents each committing alone, the fsyncs queue up and a
-/// command ack waits behind all of them.
-fn spawn_group_committer(db: Db, metrics: crate::metrics::Metrics) -> mpsc::Sender<GroupJob> {
-    let (tx, mut rx) = mpsc::channel::<GroupJob>(GROUP_QUEUE);
-    tokio::spawn(async move {
-        while let Some(first) = rx.recv().await {
-            let mut readings: usize = first.batches.iter().map(|b| b.readings.len()).sum();
-            let mut jobs = vec![first];
-            while readings < COALESCE_READINGS {
-                match rx.try_recv() {
-                    Ok(j) => {
-                        readings += j.batches.iter().map(|b| b.readings.len()).sum::<usize>();
-                        jobs.push(j);
-                    }
-                    Err(_) => break,
-                }
-            }
-            let groups: Vec<crate::store::Group> = jobs
-                .iter_mut()
-                .map(|j| crate::store::Group {
-                    site: j.site.clone(),
-                    batches: std::mem::take(&mut j.batches),
-                })
-                .collect();
-            let t = std::time::Instant::now();
-            let results = db.ingest_groups(groups).await;
-            metrics.db_write_seconds.observe(t.elapsed().as_secs_f64());
-            for (j, r) in jobs.into_iter().zip(results) {
-                let _ = j.reply.send(r);
-            }
-        }
-    });
-    tx
-}
-
-/// Live sessions, for status (bounded by the number of connected agents).
-#[derive(Clone, Default)]
-pub struct Sessions {
-    inner: Arc<Mutex<HashMap<String, SessionInfo>>>,
-    next_id: Arc<std::sync::atomic::AtomicU64>,
-    /// The last commit failure per site, until a commit of that site
-    /// succeeds (bounded by the sites that have certificates): a site whose
-    /// data the database refuses is flagged, never silently stuck.
-    errors: Arc<Mutex<HashMap<String, IngestError>>>,
-}
-
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct IngestError {
-    pub since_ms: i64,
-    pub last_ms: i64,
-    pub failures: u64,
-    pub error: String,
-}
-
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct SessionInfo {
-    pub peer: String,
-    pub since_ms: i64,
-    pub agent_version: String,
-    pub acked_through: u64,
-    /// Which session of the site this is (a newer one replaces it).
-    #[serde(skip)]
-    id: u64,
-    /// Told why, when a newer session of the same site replaces this one.
-    #[serde(skip)]
-    replaced: Arc<tokio::sync::watch::Sender<Option<String>>>,
-}
-
-impl Sessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionInfo>> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-    pub fn get(&self, site: &str) -> Option<SessionInfo> {
-        self.lock().get(site).cloned()
-    }
-
-    /// Registers a new session of `site`: one session per site, so an
-    /// older one is told it was replaced (and ends). Returns the session's
-    /// id and where it will be told, and whether it took another's place.
-    fn start(
-        &self,
-        site: &str,
-        peer: String,
-        agent_version: String,
-        acked_through: u64,
-    ) -> (u64, tokio::sync::watch::Receiver<Option<String>>, bool) {
-        let id = self
-            .next_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            + 1;
-        let (tx, rx) = tokio::sync::watch::channel(None);
-        let why = format!("replaced by a newer session of site {site} from {peer}");
-        let old = self.lock().insert(
-            site.to_string(),
-            SessionInfo {
-                peer,
-                since_ms: now_ms(),
-                agent_version,
-                acked_through,
-                id,
-                replaced: Arc::new(tx),
-            },
-        );
-        if let Some(old) = &old {
-            old.replaced.send_replace(Some(why));
-        }
-        (id, rx, old.is_some())
-    }
-
-    /// Session `id` of `site` ended: removed, unless a newer one took its place.
-    fn end(&self, site: &str, id: u64) {
-        let mut m = self.lock();
-        if m.get(site).is_some_and(|s| s.id == id) {
-            m.remove(site);
-        }
-    }
-
-    fn set_acked(&self, site: &str, id: u64, acked: u64) {
-        if let Some(s) = self.lock().get_mut(site).filter(|s| s.id == id) {
-            s.acked_through = acked;
-        }
-    }
-    fn errors(&self) -> std::sync::MutexGuard<'_, HashMap<String, IngestError>> {
-        self.errors.lock().unwrap_or_else(|p| p.into_inner())
-    }
-    /// The site's data is failing to commit, if it is.
-    pub fn ingest_error(&self, site: &str) -> Option<IngestError> {
-        self.errors().get(site).cloned()
-    }
-    /// Sites whose last commit failed.
-    pub fn failing_sites(&self) -> usize {
-        self.errors().len()
-    }
-    fn commit_failed(&self, site: &str, error: &str) {
-        let now = now_ms();
-        let mut e = self.errors();
-        let entry = e.entry(site.to_string()).or_insert_with(|| IngestError {
-            since_ms: now,
-            last_ms: now,
-            failures: 0,
-            error: String::new(),
-        });
-        entry.last_ms = now;
-        entry.failures += 1;
-        entry.error = error.chars().take(500).collect();
-    }
-    fn commit_succeeded(&self, site: &str) {
-        let mut e = self.errors();
-        if !e.is_empty() {
-            e.remove(site);
-        }
-    }
-}
 
 /// One session: who, which of the site's sessions, which log.
 struct Session<'a> {
@@ -221,7 +63,7 @@ pub struct Ingest {
     /// Turns true when the headend stops: every session ends.
     shutdown: tokio::sync::watch::Receiver<bool>,
     metrics: crate::metrics::Metrics,
-    dispatcher: crate::dispatch::Dispatcher,
+    dispatcher: dispatch::Dispatcher,
     /// The SQLite group committer (None on PostgreSQL).
     group: Option<mpsc::Sender<GroupJob>>,
 }
@@ -233,7 +75,7 @@ impl Ingest {
         max_concurrent_writes: usize,
         shutdown: tokio::sync::watch::Receiver<bool>,
         metrics: crate::metrics::Metrics,
-        dispatcher: crate::dispatch::Dispatcher,
+        dispatcher: dispatch::Dispatcher,
     ) -> Self {
         let group = (db.backend == crate::db::Backend::Sqlite)
             .then(|| spawn_group_committer(db.clone(), metrics.clone()));
@@ -356,7 +198,7 @@ impl v1::agent_link_server::AgentLink for Ingest {
         }
         // the connection is in a session now: no longer subject to the idle deadline
         who.started.send_replace(true);
-        let cleaned = crate::sanitize::hello(&mut hello);
+        let cleaned = sanitize::hello(&mut hello);
         if cleaned > 0 {
             self.metrics.sanitized_fields.inc_by(cleaned);
             tracing::warn!(site = %who.site_id, fields = cleaned, "hello had control characters in names; replaced with U+FFFD (fix the agent's configuration)");
@@ -518,7 +360,7 @@ impl Ingest {
                 Some(In::Batch(mut b)) => {
                     validate_batch(&b, log_id)?;
                     let m = &self.metrics;
-                    m.sanitized_fields.inc_by(crate::sanitize::batch(&mut b));
+                    m.sanitized_fields.inc_by(sanitize::batch(&mut b));
                     m.batches.inc();
                     m.readings.inc_by(b.readings.len() as u64);
                     m.gap_records.inc_by(b.gaps.len() as u64);
@@ -609,10 +451,10 @@ pub fn fuzz_agent_message(data: &[u8]) {
     if let Ok(m) = AgentMessage::decode(data) {
         match m.msg {
             Some(In::Hello(mut h)) => {
-                crate::sanitize::hello(&mut h);
+                sanitize::hello(&mut h);
             }
             Some(In::Batch(mut b)) if validate_batch(&b, b.log_id).is_ok() => {
-                crate::sanitize::batch(&mut b);
+                sanitize::batch(&mut b);
             }
             _ => {}
         }

@@ -1,17 +1,10 @@
-//! The headend's typed model: each type parses and prints its wire and
-//! SQL form, and an unknown value is an error, never a default.
+//! A reading's quality.
 
 use std::fmt;
 
 use tankwatch_proto::v1;
 
-/// An unknown wire or SQL value of a typed field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{what}: unknown value {value:?}")]
-pub struct Unknown {
-    pub what: &'static str,
-    pub value: String,
-}
+use super::Unknown;
 
 /// How far a reading can be trusted. SQL form: 1 good, 2 uncertain,
 /// 3 bad (the proto's numbers); text form: `good`, `uncertain`, `bad`.

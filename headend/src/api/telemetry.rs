@@ -14,7 +14,7 @@
 //!   than raw readings: long ranges read these).
 //! * `GET /api/v1/sites/{site}/gaps`: data the site's agent had to drop
 //!   (full disk, corruption): "data lost at site X between T1 and T2".
-//! * Commands and loads: see [`crate::api_commands`].
+//! * Commands and loads: see [`super::commands`] and [`super::loads`].
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -24,18 +24,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::{ApiError, ApiState, query_time, ts};
 use crate::db::{Db, ReadingQuery, RollupQuery};
-use crate::ingest::Sessions;
 
-#[derive(Clone)]
-pub struct ApiState {
-    pub db: Db,
-    pub sessions: Sessions,
-    pub metrics: crate::metrics::Metrics,
-    pub dispatcher: crate::dispatch::Dispatcher,
-}
-
-pub fn router(state: ApiState, edge: crate::edge::Edge) -> Router {
+pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready))
@@ -48,48 +40,6 @@ pub fn router(state: ApiState, edge: crate::edge::Edge) -> Router {
         )
         .route("/api/v1/sites/{site}/assets/{asset}/rollups", get(rollups))
         .route("/api/v1/sites/{site}/gaps", get(gaps))
-        .merge(crate::api_commands::routes())
-        .with_state(state)
-        .layer(axum::extract::DefaultBodyLimit::max(
-            crate::edge::MAX_BODY_BYTES,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            edge,
-            crate::edge::guard,
-        ))
-}
-
-/// An API error: JSON `{"error": ...}` with a status code.
-pub struct ApiError(pub StatusCode, pub String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
-    }
-}
-
-impl From<crate::Error> for ApiError {
-    fn from(e: crate::Error) -> Self {
-        // the details go to the log, not to the client
-        tracing::error!(error = %e, "REST request failed");
-        ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "database unavailable; see the headend's log".into(),
-        )
-    }
-}
-
-/// Latest time RFC 3339 can write (9999-12-31T23:59:59.999Z), Unix ms.
-pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
-
-/// A stored time as RFC 3339, or null when it is not a time we can write
-/// (0, negative, or past year 9999): a row can never make a read fail.
-pub fn ts(ms: i64) -> Value {
-    if !(1..=MAX_TIME_MS).contains(&ms) {
-        return Value::Null;
-    }
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64);
-    Value::String(humantime::format_rfc3339_millis(t).to_string())
 }
 
 async fn ready(State(s): State<ApiState>) -> Response {
@@ -131,7 +81,11 @@ async fn site_or_404(db: &Db, site: &str) -> Result<(), ApiError> {
     if db.site_exists(site).await? {
         Ok(())
     } else {
-        Err(ApiError(StatusCode::NOT_FOUND, format!("no site {site:?}")))
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no site {site:?}"),
+        ))
     }
 }
 
@@ -208,23 +162,6 @@ impl std::str::FromStr for Order {
     }
 }
 
-/// Parses `from`/`to`: RFC 3339 (`2026-11-22T10:00:00Z`) or Unix milliseconds.
-pub fn parse_time(name: &str, v: &str) -> Result<i64, ApiError> {
-    if let Ok(ms) = v.parse::<i64>() {
-        return Ok(ms);
-    }
-    humantime::parse_rfc3339_weak(v)
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as i64)
-        .ok_or_else(|| {
-            ApiError(
-                StatusCode::BAD_REQUEST,
-                format!("query parameter {name}={v:?}: use RFC 3339 (2026-11-22T10:00:00Z) or Unix milliseconds"),
-            )
-        })
-}
-
 async fn readings(
     State(s): State<ApiState>,
     Path((site, asset)): Path<(String, String)>,
@@ -236,7 +173,7 @@ async fn readings(
         None => Order::Asc,
         Some(o) => o
             .parse::<Order>()
-            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?,
+            .map_err(|e| ApiError::invalid("order", e))?,
     };
     let rows =
         s.db.readings(&ReadingQuery {
@@ -274,20 +211,17 @@ fn window(p: &HistoryParams) -> Result<(i64, i64, i64), ApiError> {
     let from_ms = p
         .from
         .as_deref()
-        .map(|v| parse_time("from", v))
+        .map(|v| query_time("from", v))
         .transpose()?
         .unwrap_or(0);
     let to_ms =
         p.to.as_deref()
-            .map(|v| parse_time("to", v))
+            .map(|v| query_time("to", v))
             .transpose()?
             .unwrap_or(i64::MAX);
     let limit = p.limit.unwrap_or(1000);
     if !(1..=10_000).contains(&limit) {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            "limit must be from 1 to 10000".into(),
-        ));
+        return Err(ApiError::invalid("limit", "must be from 1 to 10000"));
     }
     Ok((from_ms, to_ms, limit))
 }
@@ -299,9 +233,9 @@ async fn rollups(
 ) -> Result<Json<Value>, ApiError> {
     site_or_404(&s.db, &site).await?;
     if p.order.is_some() {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            "rollups are oldest first; order is not a parameter here".into(),
+        return Err(ApiError::invalid(
+            "order",
+            "rollups are oldest first; order is not a parameter here",
         ));
     }
     let (from_ms, to_ms, limit) = window(&p)?;

@@ -1,0 +1,138 @@
+//! REST for commands.
+//!
+//! * `POST /api/v1/commands`: a setpoint (`kind: setpoint`, target `asset`,
+//!   or `site` alone for a site-level target split across its assets) or
+//!   an ETA push (`kind: eta`, `load_id`). Idempotent with
+//!   `idempotency_key` (body) or the `Idempotency-Key` header: a repeat
+//!   returns the first command (200), a key reused for another request is
+//!   refused (422).
+//! * `GET /api/v1/commands/{id}`: the command with its timeline.
+//! * `GET /api/v1/commands?site=&state=&limit=`: newest first.
+//! * `POST /api/v1/commands/{id}/cancel`
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router, routing::get, routing::post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiState, Caller, parse_body, ts};
+use crate::domain::CommandKind;
+use crate::services::commands::{self as svc, CommandRequest, CommandView, Outcome};
+use crate::store::commands::CommandRow;
+
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/api/v1/commands", post(post_command).get(list_commands))
+        .route("/api/v1/commands/{id}", get(get_command))
+        .route("/api/v1/commands/{id}/cancel", post(cancel_command))
+}
+
+async fn post_command(
+    State(s): State<ApiState>,
+    Caller(actor): Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: CommandRequest = parse_body(&body)?;
+    let header_key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let key = svc::idempotency_key(header_key, req.idempotency_key.clone())?;
+    Ok(match svc::submit(&s.ctx(), req, key, actor).await? {
+        Outcome::Created(v) => (StatusCode::CREATED, Json(command_json(&v))).into_response(),
+        Outcome::Repeated(v) => (StatusCode::OK, Json(command_json(&v))).into_response(),
+    })
+}
+
+fn row_json(r: &CommandRow) -> Value {
+    let mut v = json!({
+        "command_id": r.command_id,
+        "kind": r.kind,
+        "site": r.site_id,
+        "asset": if r.asset_id.is_empty() { Value::Null } else { Value::String(r.asset_id.clone()) },
+        "field": if r.field.is_empty() { Value::Null } else { Value::String(r.field.clone()) },
+        "value": r.value,
+        "duration_s": if r.duration_ms > 0 { json!(r.duration_ms as f64 / 1000.0) } else { Value::Null },
+        "expires_at": ts(r.expires_at_ms),
+        "state": r.state,
+        "reason": r.reason,
+        "detail": r.detail,
+        "readback": r.readback,
+        "load_id": r.load_id,
+        "parent_id": r.parent_id,
+        "idempotency_key": r.idempotency_key,
+        "issued_seq": r.seq,
+        "created_by": r.created_by,
+        "created_at": ts(r.created_ms),
+        "updated_at": ts(r.updated_ms),
+        "cancel_requested_at": r.cancel_requested_ms.map(ts),
+        "warnings": serde_json::from_str::<Value>(&r.warnings).unwrap_or(Value::Array(vec![])),
+    });
+    if !r.policy_version.is_empty() {
+        v["policy_version"] = json!(r.policy_version);
+    }
+    match r.kind {
+        CommandKind::Eta => v["eta"] = serde_json::from_str(&r.payload).unwrap_or(Value::Null),
+        CommandKind::Split => v["split"] = serde_json::from_str(&r.payload).unwrap_or(Value::Null),
+        CommandKind::Setpoint => {}
+    }
+    v
+}
+
+/// A command as JSON: with its children (a split) and its timeline (when
+/// the view carries one).
+pub fn command_json(c: &CommandView) -> Value {
+    let mut v = row_json(&c.row);
+    if c.row.kind == CommandKind::Split {
+        v["children"] = Value::Array(c.children.iter().map(row_json).collect());
+    }
+    if !c.timeline.is_empty() {
+        v["timeline"] = Value::Array(
+            c.timeline
+                .iter()
+                .map(|e| {
+                    json!({
+                        "at": ts(e.at_ms), "at_ms": e.at_ms, "state": e.state, "reason": e.reason,
+                        "detail": e.detail, "by": e.actor,
+                    })
+                })
+                .collect(),
+        );
+    }
+    v
+}
+
+async fn get_command(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(command_json(&svc::get(&s.ctx(), &id).await?)))
+}
+
+#[derive(Deserialize)]
+struct ListParams {
+    site: Option<String>,
+    state: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn list_commands(
+    State(s): State<ApiState>,
+    Query(p): Query<ListParams>,
+) -> Result<Json<Value>, ApiError> {
+    let views = svc::list(&s.ctx(), p.site.as_deref(), p.state.as_deref(), p.limit).await?;
+    Ok(Json(Value::Array(views.iter().map(command_json).collect())))
+}
+
+async fn cancel_command(
+    State(s): State<ApiState>,
+    Caller(actor): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let v = svc::cancel(&s.ctx(), &id, &actor).await?;
+    Ok((StatusCode::ACCEPTED, Json(command_json(&v))).into_response())
+}

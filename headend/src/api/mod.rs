@@ -1,0 +1,301 @@
+//! The operator REST API: thin handlers per feature, one error shape, and
+//! the extractors they share. Handlers parse, call a service (or a store
+//! for plain reads) and render; the rules live in [`crate::services`] and
+//! [`crate::domain`].
+//!
+//! * [`telemetry`]: health, readiness, metrics, sites, assets, readings,
+//!   rollups, gaps.
+//! * [`commands`]: setpoints and ETA pushes with their lifecycle.
+//! * [`loads`]: planned deliveries.
+//! * [`edge`]: what every request must satisfy first (Host, content type,
+//!   control characters, body size).
+//!
+//! Every error is `{"error": {"code", "message", "field"}}`: `code` is a
+//! stable machine-readable word (below), `field` names the field at fault
+//! or is null.
+
+pub mod commands;
+pub mod edge;
+pub mod loads;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::db::Db;
+use crate::domain::Actor;
+use crate::ingest::Sessions;
+use crate::ingest::dispatch::Dispatcher;
+use crate::metrics::Metrics;
+use crate::services::{Context, Refused, ServiceError};
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub db: Db,
+    pub sessions: Sessions,
+    pub metrics: Metrics,
+    pub dispatcher: Dispatcher,
+}
+
+impl ApiState {
+    pub fn ctx(&self) -> Context {
+        Context {
+            db: self.db.clone(),
+            metrics: self.metrics.clone(),
+            dispatcher: self.dispatcher.clone(),
+        }
+    }
+}
+
+pub fn router(state: ApiState, edge: edge::Edge) -> Router {
+    Router::new()
+        .merge(telemetry::routes())
+        .merge(commands::routes())
+        .merge(loads::routes())
+        .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::max(edge::MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(edge, edge::guard))
+}
+
+/// An API error: `{"error": {"code", "message", "field"}}` with a status.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// `invalid`, `not_found`, `unprocessable`, `conflict`,
+    /// `database_unavailable`, `stored_value_invalid`, `internal`, or an
+    /// edge refusal (`host`, `content_type`, `control_character`,
+    /// `too_large`).
+    pub code: &'static str,
+    pub message: String,
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    /// A 400 naming the field at fault.
+    pub fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            field: (!field.is_empty()).then(|| field.to_string()),
+            ..ApiError::new(StatusCode::BAD_REQUEST, "invalid", message)
+        }
+    }
+
+    pub fn body(&self) -> Value {
+        let message = match &self.field {
+            Some(f) => format!("{f}: {}", self.message),
+            None => self.message.clone(),
+        };
+        json!({ "error": { "code": self.code, "message": message, "field": self.field } })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body())).into_response()
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Refused {
+                kind,
+                field,
+                message,
+            } => {
+                let (status, code) = match kind {
+                    Refused::Invalid => (StatusCode::BAD_REQUEST, "invalid"),
+                    Refused::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+                    Refused::Unprocessable => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
+                    Refused::Conflict => (StatusCode::CONFLICT, "conflict"),
+                };
+                ApiError {
+                    field: (!field.is_empty()).then_some(field),
+                    ..ApiError::new(status, code, message)
+                }
+            }
+            ServiceError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// The error and every source under it, for the log.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+/// How a failure below the API reaches the client. The whole chain goes
+/// to the log; the client gets the class and what it can do about it.
+impl From<crate::Error> for ApiError {
+    fn from(e: crate::Error) -> Self {
+        use crate::Error as E;
+        let (status, code, message) = match &e {
+            E::Sql(
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::WorkerCrashed,
+            ) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                "the database is unavailable; retry later (details in the headend's log)".into(),
+            ),
+            E::Stored(u) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "stored_value_invalid",
+                format!("a stored value is not one this headend knows ({u})"),
+            ),
+            E::Sql(sqlx::Error::ColumnDecode { source, .. }) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "stored_value_invalid",
+                format!("a stored value is not one this headend knows ({source})"),
+            ),
+            _ => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the request failed inside the headend (details in its log)".into(),
+            ),
+        };
+        tracing::error!(error = %chain(&e), %code, "REST request failed");
+        ApiError::new(status, code, message)
+    }
+}
+
+/// A stored time as RFC 3339, or null when it is not a time we can write
+/// (0, negative, or past year 9999): a row can never make a read fail.
+pub fn ts(ms: i64) -> Value {
+    crate::domain::time::rfc3339(ms).map_or(Value::Null, Value::String)
+}
+
+/// A time query parameter: RFC 3339 or Unix ms.
+pub fn query_time(name: &str, v: &str) -> Result<i64, ApiError> {
+    crate::domain::time::parse(v).ok_or_else(|| {
+        ApiError::invalid(
+            name,
+            format!("query parameter {name}={v:?}: {}", crate::domain::time::HOW),
+        )
+    })
+}
+
+/// Parses a JSON body; errors name the field path. Strings with control
+/// characters or over 1,000 characters are refused (see [`edge`]).
+pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid("", format!("not valid JSON: {e}")))?;
+    if let Some((path, problem)) = edge::check_json(&v) {
+        return Err(ApiError::invalid(&path, problem));
+    }
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let msg = e.into_inner().to_string();
+        // "unknown field `x`" and "missing field `x`" are about a key at this path
+        let field = if path == "." {
+            msg.split('`').nth(1).unwrap_or("").to_string()
+        } else {
+            path
+        };
+        ApiError::invalid(&field, msg)
+    })
+}
+
+/// Who is calling: the actor recorded on what the request changes. Until
+/// operator access lands it is the `X-Operator` header (or `anonymous`)
+/// and the peer address; the operator-access issue fills it from the
+/// authenticated principal instead, in this one place.
+pub struct Caller(pub Actor);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let from = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the peer address is unknown",
+                )
+            })?;
+        let name = parts
+            .headers
+            .get("x-operator")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && v.len() <= 100)
+            .unwrap_or("anonymous")
+            .to_string();
+        Ok(Caller(Actor::Operator { name, from }))
+    }
+}
+
+/// Fuzzing entry (`fuzz/`): every REST body parser and the pure checks
+/// behind it, on arbitrary bytes, and the rendering of any stored time.
+/// Must never panic.
+#[doc(hidden)]
+pub fn fuzz_bodies(body: &[u8]) {
+    use crate::services::{commands as c, loads as l};
+    let b = Bytes::copy_from_slice(body);
+    let now = crate::db::now_ms();
+    if let Ok(r) = parse_body::<c::CommandRequest>(&b) {
+        let _ = c::expiry(
+            now,
+            r.expires_in_s,
+            r.expires_at.as_deref(),
+            c::DEFAULT_EXPIRY_S,
+        );
+        let _ = serde_json::to_string(&r);
+    }
+    if let Ok(r) = parse_body::<l::LoadRequest>(&b) {
+        let _ = l::volume_value(r.planned_volume_l);
+        let _ = l::eta_value(&r.eta, now);
+        let _ = l::eta_source(&r.eta_source);
+    }
+    if let Ok(p) = parse_body::<l::LoadPatch>(&b) {
+        if let Some(e) = &p.eta {
+            let _ = l::eta_value(e, now);
+        }
+        if let Some(v) = p.planned_volume_l {
+            let _ = l::volume_value(v);
+        }
+    }
+    if let Ok(text) = std::str::from_utf8(body) {
+        let _ = query_time("from", text);
+        let _ = edge::has_control(text);
+        let _ = edge::host_of(text);
+        let _ = text.parse::<Actor>();
+        let _ = text.parse::<crate::domain::CommandState>();
+    }
+    if let Some(head) = body.get(..8) {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(head);
+        let _ = ts(i64::from_le_bytes(a));
+    }
+}

@@ -1,0 +1,121 @@
+//! The headend's typed model. Each type parses and prints its wire and
+//! SQL form, and an unknown value is an error, never a default. The pure
+//! rules ([`lifecycle`], [`split`]) take the clock and the facts as input.
+
+pub mod actor;
+pub mod command;
+pub mod lifecycle;
+pub mod load;
+pub mod quality;
+pub mod split;
+pub mod time;
+
+pub use actor::Actor;
+pub use command::{CommandKind, CommandState, Reason};
+pub use load::{EtaSource, LoadEventKind, LoadStatus};
+pub use quality::Quality;
+pub use tankwatch_proto::v1::AckReason;
+
+/// An unknown wire or SQL value of a typed field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what}: unknown value {value:?}")]
+pub struct Unknown {
+    pub what: &'static str,
+    pub value: String,
+}
+
+/// A closed set of values with one text form (wire, SQL and REST):
+/// `as_str`, `Display`, `FromStr` (unknown text is an error), `ALL`, and
+/// the SQL codec for sqlx's `Any` driver (so a stored value this build
+/// does not know fails the read instead of becoming a default).
+macro_rules! text_enum {
+    ($(#[$m:meta])* $name:ident, $what:literal { $($(#[$vm:meta])* $v:ident => $t:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name { $($(#[$vm])* $v),+ }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$v),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$v => $t),+ }
+            }
+
+            /// The text forms, for error messages (`a, b, c`).
+            pub fn choices() -> String {
+                Self::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ")
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = $crate::domain::Unknown;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($t => Ok($name::$v),)+
+                    other => Err($crate::domain::Unknown { what: $what, value: other.into() }),
+                }
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        $crate::domain::sql_text!($name);
+    };
+}
+pub(crate) use text_enum;
+
+/// The SQL codec of a type with a text form (`Display` + `FromStr`) for
+/// sqlx's `Any` driver: stored as text; a value that does not parse fails
+/// the read.
+macro_rules! sql_text {
+    ($name:ty) => {
+        impl sqlx::Type<sqlx::Any> for $name {
+            fn type_info() -> sqlx::any::AnyTypeInfo {
+                <str as sqlx::Type<sqlx::Any>>::type_info()
+            }
+        }
+
+        impl<'q> sqlx::Encode<'q, sqlx::Any> for $name {
+            fn encode_by_ref(
+                &self,
+                buf: &mut <sqlx::Any as sqlx::Database>::ArgumentBuffer,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <String as sqlx::Encode<'q, sqlx::Any>>::encode(self.to_string(), buf)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, sqlx::Any> for $name {
+            fn decode(
+                v: <sqlx::Any as sqlx::Database>::ValueRef<'r>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                let s = <&str as sqlx::Decode<'r, sqlx::Any>>::decode(v)?;
+                Ok(s.parse::<$name>()?)
+            }
+        }
+    };
+}
+pub(crate) use sql_text;
+
+#[cfg(test)]
+pub(crate) fn round_trips<T>(all: &[T])
+where
+    T: Copy + std::fmt::Debug + PartialEq + std::fmt::Display + std::str::FromStr,
+    T::Err: std::fmt::Debug,
+{
+    for v in all {
+        assert_eq!(v.to_string().parse::<T>().ok(), Some(*v), "{v}");
+    }
+    assert!("".parse::<T>().is_err());
+    assert!("SOME_FUTURE_VALUE".parse::<T>().is_err());
+}

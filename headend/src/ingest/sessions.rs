@@ -1,0 +1,126 @@
+//! Live sessions per site (one per site: a new one takes over) and the
+//! sites whose data the database refuses.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::db::now_ms;
+
+/// Live sessions, for status (bounded by the number of connected agents).
+#[derive(Clone, Default)]
+pub struct Sessions {
+    inner: Arc<Mutex<HashMap<String, SessionInfo>>>,
+    next_id: Arc<std::sync::atomic::AtomicU64>,
+    /// The last commit failure per site, until a commit of that site
+    /// succeeds (bounded by the sites that have certificates): a site whose
+    /// data the database refuses is flagged, never silently stuck.
+    errors: Arc<Mutex<HashMap<String, IngestError>>>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct IngestError {
+    pub since_ms: i64,
+    pub last_ms: i64,
+    pub failures: u64,
+    pub error: String,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SessionInfo {
+    pub peer: String,
+    pub since_ms: i64,
+    pub agent_version: String,
+    pub acked_through: u64,
+    /// Which session of the site this is (a newer one replaces it).
+    #[serde(skip)]
+    id: u64,
+    /// Told why, when a newer session of the same site replaces this one.
+    #[serde(skip)]
+    replaced: Arc<tokio::sync::watch::Sender<Option<String>>>,
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionInfo>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    pub fn get(&self, site: &str) -> Option<SessionInfo> {
+        self.lock().get(site).cloned()
+    }
+
+    /// Registers a new session of `site`: one session per site, so an
+    /// older one is told it was replaced (and ends). Returns the session's
+    /// id and where it will be told, and whether it took another's place.
+    pub(super) fn start(
+        &self,
+        site: &str,
+        peer: String,
+        agent_version: String,
+        acked_through: u64,
+    ) -> (u64, tokio::sync::watch::Receiver<Option<String>>, bool) {
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let why = format!("replaced by a newer session of site {site} from {peer}");
+        let old = self.lock().insert(
+            site.to_string(),
+            SessionInfo {
+                peer,
+                since_ms: now_ms(),
+                agent_version,
+                acked_through,
+                id,
+                replaced: Arc::new(tx),
+            },
+        );
+        if let Some(old) = &old {
+            old.replaced.send_replace(Some(why));
+        }
+        (id, rx, old.is_some())
+    }
+
+    /// Session `id` of `site` ended: removed, unless a newer one took its place.
+    pub(super) fn end(&self, site: &str, id: u64) {
+        let mut m = self.lock();
+        if m.get(site).is_some_and(|s| s.id == id) {
+            m.remove(site);
+        }
+    }
+
+    pub(super) fn set_acked(&self, site: &str, id: u64, acked: u64) {
+        if let Some(s) = self.lock().get_mut(site).filter(|s| s.id == id) {
+            s.acked_through = acked;
+        }
+    }
+    fn errors(&self) -> std::sync::MutexGuard<'_, HashMap<String, IngestError>> {
+        self.errors.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    /// The site's data is failing to commit, if it is.
+    pub fn ingest_error(&self, site: &str) -> Option<IngestError> {
+        self.errors().get(site).cloned()
+    }
+    /// Sites whose last commit failed.
+    pub fn failing_sites(&self) -> usize {
+        self.errors().len()
+    }
+    pub(super) fn commit_failed(&self, site: &str, error: &str) {
+        let now = now_ms();
+        let mut e = self.errors();
+        let entry = e.entry(site.to_string()).or_insert_with(|| IngestError {
+            since_ms: now,
+            last_ms: now,
+            failures: 0,
+            error: String::new(),
+        });
+        entry.last_ms = now;
+        entry.failures += 1;
+        entry.error = error.chars().take(500).collect();
+    }
+    pub(super) fn commit_succeeded(&self, site: &str) {
+        let mut e = self.errors();
+        if !e.is_empty() {
+            e.remove(site);
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! Planned deliveries (loads): create, change, read. Every change pushes
+//! the load's current ETA to its site in the same transaction.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::commands::{CommandView, push_eta};
+use super::{Context, Refused, Result, invalid, new_id, refused, time_value};
+use crate::db::now_ms;
+use crate::domain::{Actor, EtaSource, LoadStatus};
+use crate::store::loads::{LoadEventRow, LoadRow, LoadWrite};
+
+/// Largest planned delivery, litres (a road tanker carries up to ~45,000).
+pub const MAX_PLANNED_VOLUME_L: f64 = 1_000_000.0;
+/// An ETA may lie this far in the past (a late delivery being updated), ms.
+pub const ETA_PAST_MS: i64 = 30 * 24 * 3600 * 1000;
+/// ... and this far in the future, ms.
+pub const ETA_FUTURE_MS: i64 = 366 * 24 * 3600 * 1000;
+/// Most loads one list returns.
+pub const MAX_LIST: i64 = 1000;
+
+/// `POST /api/v1/loads`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadRequest {
+    pub site: String,
+    /// PO / load reference.
+    pub reference: String,
+    #[serde(default)]
+    pub carrier: String,
+    pub tanks: Vec<String>,
+    #[serde(default)]
+    pub product: String,
+    pub planned_volume_l: f64,
+    /// RFC 3339 or Unix ms.
+    pub eta: Value,
+    pub eta_source: String,
+}
+
+/// `PATCH /api/v1/loads/{id}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadPatch {
+    #[serde(default)]
+    pub eta: Option<Value>,
+    #[serde(default)]
+    pub eta_source: Option<String>,
+    #[serde(default)]
+    pub planned_volume_l: Option<f64>,
+    /// Only `cancelled`.
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+/// A load with its timeline.
+pub struct LoadView {
+    pub load: LoadRow,
+    pub events: Vec<LoadEventRow>,
+}
+
+/// A load change and the ETA command it pushed.
+pub struct Pushed {
+    pub load: LoadView,
+    pub command: CommandView,
+}
+
+/// An ETA: a time from 30 days before `now` to 366 days after.
+pub fn eta_value(v: &Value, now: i64) -> Result<i64> {
+    let t = time_value("eta", v)?;
+    if !(now - ETA_PAST_MS..=now + ETA_FUTURE_MS).contains(&t) {
+        return Err(invalid(
+            "eta",
+            "must be from 30 days ago to 366 days ahead (RFC 3339 or Unix ms)",
+        ));
+    }
+    Ok(t)
+}
+
+/// A planned volume: litres, > 0 and at most [`MAX_PLANNED_VOLUME_L`].
+pub fn volume_value(v: f64) -> Result<f64> {
+    if v.is_finite() && v > 0.0 && v <= MAX_PLANNED_VOLUME_L {
+        Ok(v)
+    } else {
+        Err(invalid(
+            "planned_volume_l",
+            format!("must be a number > 0 and at most {MAX_PLANNED_VOLUME_L} (litres)"),
+        ))
+    }
+}
+
+pub fn eta_source(src: &str) -> Result<EtaSource> {
+    src.parse().map_err(|_| {
+        invalid(
+            "eta_source",
+            format!("{src:?}: use one of {}", EtaSource::choices()),
+        )
+    })
+}
+
+pub async fn create(ctx: &Context, req: LoadRequest, actor: Actor) -> Result<Pushed> {
+    if !ctx.db.site_exists(&req.site).await? {
+        return Err(refused(
+            Refused::NotFound,
+            "site",
+            format!("no site {:?}", req.site),
+        ));
+    }
+    if req.reference.trim().is_empty() {
+        return Err(invalid("reference", "must not be empty"));
+    }
+    if req.tanks.is_empty() {
+        return Err(invalid("tanks", "give at least one tank"));
+    }
+    let tanks: Vec<String> = ctx
+        .db
+        .assets(&req.site)
+        .await?
+        .into_iter()
+        .filter(|a| a.kind == "tank")
+        .map(|a| a.asset_id)
+        .collect();
+    if let Some(t) = req.tanks.iter().find(|t| !tanks.contains(t)) {
+        return Err(refused(
+            Refused::Unprocessable,
+            "tanks",
+            format!(
+                "{t:?} is not a tank of site {} (tanks: {})",
+                req.site,
+                tanks.join(", ")
+            ),
+        ));
+    }
+    volume_value(req.planned_volume_l)?;
+    let source = eta_source(&req.eta_source)?;
+    let now = now_ms();
+    let eta_ms = eta_value(&req.eta, now)?;
+    let load = LoadRow {
+        load_id: new_id("load"),
+        reference: req.reference,
+        carrier: req.carrier,
+        site_id: req.site,
+        tanks: serde_json::to_string(&req.tanks).unwrap_or_default(),
+        product: req.product,
+        planned_volume_l: req.planned_volume_l,
+        eta_ms,
+        eta_source: source,
+        status: LoadStatus::Planned,
+        delivered_volume_l: None,
+        delivery_start_ms: None,
+        delivery_end_ms: None,
+        last_command_id: None,
+        created_ms: now,
+        updated_ms: now,
+    };
+    let change = LoadWrite::Insert {
+        load: &load,
+        actor: &actor,
+    };
+    pushed(ctx, change).await
+}
+
+async fn pushed(ctx: &Context, change: LoadWrite<'_>) -> Result<Pushed> {
+    let id = change.row().load_id.clone();
+    let fallback = change.row().clone();
+    let command = push_eta(ctx, change).await?;
+    let load = ctx.db.loads().get(&id).await?.unwrap_or(fallback);
+    let events = ctx.db.loads().events(&id).await?;
+    Ok(Pushed {
+        load: LoadView { load, events },
+        command,
+    })
+}
+
+fn not_found(id: &str) -> super::ServiceError {
+    refused(Refused::NotFound, "", format!("no load {id:?}"))
+}
+
+pub async fn patch(ctx: &Context, id: &str, p: LoadPatch, actor: Actor) -> Result<Pushed> {
+    let mut load = ctx.db.loads().get(id).await?.ok_or_else(|| not_found(id))?;
+    if load.status.is_final() {
+        return Err(refused(
+            Refused::Conflict,
+            "status",
+            format!("load {id} is {}; it cannot change", load.status),
+        ));
+    }
+    let now = now_ms();
+    let mut what = Vec::new();
+    if let Some(eta) = &p.eta {
+        let src = p.eta_source.as_deref().ok_or_else(|| {
+            invalid(
+                "eta_source",
+                format!("required with a new eta ({})", EtaSource::choices()),
+            )
+        })?;
+        load.eta_source = eta_source(src)?;
+        load.eta_ms = eta_value(eta, now)?;
+        what.push(format!("ETA {} (source {src})", load.eta_ms));
+    } else if p.eta_source.is_some() {
+        return Err(invalid("eta_source", "given without a new eta"));
+    }
+    if let Some(v) = p.planned_volume_l {
+        load.planned_volume_l = volume_value(v)?;
+        what.push(format!("planned volume {v} L"));
+    }
+    if let Some(st) = &p.status {
+        if st.parse::<LoadStatus>() != Ok(LoadStatus::Cancelled) {
+            return Err(invalid(
+                "status",
+                format!("{st:?}: only \"cancelled\" can be set"),
+            ));
+        }
+        load.status = LoadStatus::Cancelled;
+        what.push("cancelled".into());
+    }
+    if what.is_empty() {
+        return Err(invalid(
+            "",
+            "nothing to change: give eta (+ eta_source), planned_volume_l or status",
+        ));
+    }
+    load.updated_ms = now;
+    let what = what.join(", ");
+    let change = LoadWrite::Update {
+        load: &load,
+        what: &what,
+        actor: &actor,
+    };
+    pushed(ctx, change).await
+}
+
+pub async fn get(ctx: &Context, id: &str) -> Result<LoadView> {
+    let loads = ctx.db.loads();
+    let load = loads.get(id).await?.ok_or_else(|| not_found(id))?;
+    let events = loads.events(id).await?;
+    Ok(LoadView { load, events })
+}
+
+/// By ETA; two queries for the whole list.
+pub async fn list(ctx: &Context, site: Option<&str>) -> Result<Vec<LoadView>> {
+    let loads = ctx.db.loads();
+    let rows = loads.list(site, MAX_LIST).await?;
+    let mut events = loads.events_of_list(site, MAX_LIST).await?;
+    Ok(rows
+        .into_iter()
+        .map(|l| {
+            let events = events.remove(&l.load_id).unwrap_or_default();
+            LoadView { load: l, events }
+        })
+        .collect())
+}

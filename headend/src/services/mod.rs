@@ -1,0 +1,78 @@
+//! Orchestration: what an operator's request does, between the REST layer
+//! ([`crate::api`]) and the stores ([`crate::store`]). A service checks
+//! the request against the facts, applies the pure rules
+//! ([`crate::domain`]), writes through a store and tells the dispatcher.
+//! It knows no HTTP: a refusal names its kind and the field at fault, and
+//! the API turns that into a status and the one error shape.
+
+pub mod commands;
+pub mod loads;
+
+use crate::db::Db;
+use crate::ingest::dispatch::Dispatcher;
+use crate::metrics::Metrics;
+
+/// What services need.
+#[derive(Clone)]
+pub struct Context {
+    pub db: Db,
+    pub metrics: Metrics,
+    pub dispatcher: Dispatcher,
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Malformed or out of bounds on its own.
+    Invalid,
+    /// Names something that does not exist.
+    NotFound,
+    /// Well-formed but not possible against the facts (limits, targets).
+    Unprocessable,
+    /// Not possible in the current state (ended, key reused).
+    Conflict,
+}
+
+/// A service's failure: a refusal naming the field at fault, or the store.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{field}: {message}")]
+    Refused {
+        kind: Refused,
+        field: String,
+        message: String,
+    },
+    #[error(transparent)]
+    Store(#[from] crate::Error),
+}
+
+pub type Result<T> = std::result::Result<T, ServiceError>;
+
+pub fn refused(kind: Refused, field: &str, message: impl Into<String>) -> ServiceError {
+    ServiceError::Refused {
+        kind,
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+pub fn invalid(field: &str, message: impl Into<String>) -> ServiceError {
+    refused(Refused::Invalid, field, message)
+}
+
+pub(crate) fn new_id(prefix: &str) -> String {
+    format!("{prefix}-{:016x}", fastrand::u64(..))
+}
+
+/// A time field given as RFC 3339 text or Unix ms (number or text).
+pub fn time_value(field: &str, v: &serde_json::Value) -> Result<i64> {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) => n
+            .as_i64()
+            .ok_or_else(|| invalid(field, "Unix ms must be an integer")),
+        Value::String(s) => crate::domain::time::parse(s)
+            .ok_or_else(|| invalid(field, format!("{s:?}: {}", crate::domain::time::HOW))),
+        _ => Err(invalid(field, crate::domain::time::HOW)),
+    }
+}

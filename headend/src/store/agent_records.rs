@@ -1,0 +1,156 @@
+//! What an agent's batch carries besides readings: command acks (moving
+//! the commands aggregate) and delivery events (moving loads), stored in
+//! one transaction. Each entry is applied once, keyed by its log position,
+//! and an agent can only touch commands and loads of its own site.
+
+use sqlx::AnyConnection;
+use tankwatch_proto::v1;
+
+use crate::Error;
+use crate::domain::{Actor, CommandState, LoadEventKind, LoadStatus, Reason, lifecycle};
+use crate::store::commands::advance;
+use crate::store::loads::insert_load_event;
+
+/// Applies a batch's acks and delivery events. An ack with a reason this
+/// headend does not know is refused (logged with its text, never read as
+/// some default) and the rest of the batch goes on.
+pub async fn apply(
+    c: &mut AnyConnection,
+    site: &str,
+    log_id: i64,
+    now: i64,
+    batch: &v1::TelemetryBatch,
+) -> Result<(), Error> {
+    let agent = Actor::agent(site);
+    for a in &batch.command_acks {
+        let reason = match a.reason_code() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(%site, command = %a.command_id, error = %e, detail = %a.detail,
+                    "ack refused: its reason is unknown to this headend; the command does not move");
+                continue;
+            }
+        };
+        let cur: Option<CommandState> =
+            sqlx::query_scalar("SELECT state FROM commands WHERE command_id = $1 AND site_id = $2")
+                .bind(&a.command_id)
+                .bind(site)
+                .fetch_optional(&mut *c)
+                .await?;
+        let Some(cur) = cur else {
+            tracing::warn!(%site, command = %a.command_id, reason = reason.as_text(), "ack for a command this site does not have; ignored");
+            continue;
+        };
+        let next = lifecycle::on_agent_ack(cur, reason);
+        let n = sqlx::query(
+            "INSERT INTO command_events (command_id, at_ms, state, reason, detail, actor, site_id, log_id, log_seq)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (site_id, log_id, log_seq) DO NOTHING",
+        )
+        .bind(&a.command_id)
+        .bind(a.ts_ms)
+        .bind(next.unwrap_or(cur))
+        .bind(Reason::from(reason))
+        .bind(&a.detail)
+        .bind(&agent)
+        .bind(site)
+        .bind(log_id)
+        .bind(a.seq as i64)
+        .execute(&mut *c)
+        .await?
+        .rows_affected();
+        if n == 1
+            && let Some(next) = next
+        {
+            advance(
+                c,
+                &a.command_id,
+                next,
+                reason.into(),
+                &a.detail,
+                a.readback,
+                now,
+            )
+            .await?;
+        }
+    }
+    for e in &batch.events {
+        let Some(v1::event::Kind::Delivery(d)) = &e.kind else {
+            continue;
+        };
+        delivery(c, site, log_id, now, e, d, &agent).await?;
+    }
+    Ok(())
+}
+
+async fn delivery(
+    c: &mut AnyConnection,
+    site: &str,
+    log_id: i64,
+    now: i64,
+    e: &v1::Event,
+    d: &v1::DeliveryEvent,
+    agent: &Actor,
+) -> Result<(), Error> {
+    let ended = d.phase == v1::delivery_event::Phase::Ended as i32;
+    let n = sqlx::query(
+        "INSERT INTO delivery_events (site_id, log_id, seq, phase, load_id, tank, start_ms, end_ms, start_volume_l, end_volume_l, delivered_volume_l, ingested_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (site_id, log_id, seq) DO NOTHING",
+    )
+    .bind(site)
+    .bind(log_id)
+    .bind(e.seq as i64)
+    .bind(if ended { "ended" } else { "started" })
+    .bind(&d.load_ref)
+    .bind(&d.tank)
+    .bind(d.start_ms)
+    .bind(d.end_ms)
+    .bind(d.start_volume_l)
+    .bind(d.end_volume_l)
+    .bind(d.delivered_volume_l)
+    .bind(now)
+    .execute(&mut *c)
+    .await?
+    .rows_affected();
+    if n == 0 || d.load_ref.is_empty() {
+        return Ok(());
+    }
+    let (status, kind, detail) = if ended {
+        (
+            LoadStatus::Delivered,
+            LoadEventKind::Delivered,
+            format!(
+                "{:.0} L delivered into {} ({:.0} L -> {:.0} L)",
+                d.delivered_volume_l, d.tank, d.start_volume_l, d.end_volume_l
+            ),
+        )
+    } else {
+        (
+            LoadStatus::Delivering,
+            LoadEventKind::Delivering,
+            format!(
+                "delivery started into {} at {:.0} L",
+                d.tank, d.start_volume_l
+            ),
+        )
+    };
+    let moved = sqlx::query(
+        "UPDATE loads SET status = $1, delivery_start_ms = $2,
+           delivery_end_ms = CASE WHEN $3 > 0 THEN $3 ELSE delivery_end_ms END,
+           delivered_volume_l = CASE WHEN $3 > 0 THEN $4 ELSE delivered_volume_l END, updated_ms = $5
+         WHERE load_id = $6 AND site_id = $7 AND status <> 'cancelled'",
+    )
+    .bind(status)
+    .bind(d.start_ms)
+    .bind(d.end_ms)
+    .bind(d.delivered_volume_l)
+    .bind(now)
+    .bind(&d.load_ref)
+    .bind(site)
+    .execute(&mut *c)
+    .await?
+    .rows_affected();
+    if moved == 1 {
+        insert_load_event(c, &d.load_ref, e.ts_ms, kind, &detail, agent).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,236 @@
+//! The loads aggregate in SQL: planned deliveries, their ETA and their
+//! timeline (`load_events`).
+
+use std::collections::HashMap;
+
+use sqlx::AnyConnection;
+
+use crate::Error;
+use crate::db::Db;
+use crate::domain::{Actor, EtaSource, LoadEventKind, LoadStatus};
+
+#[derive(sqlx::FromRow, Clone, Debug)]
+pub struct LoadRow {
+    pub load_id: String,
+    pub reference: String,
+    pub carrier: String,
+    pub site_id: String,
+    /// JSON array of tank ids.
+    pub tanks: String,
+    pub product: String,
+    pub planned_volume_l: f64,
+    pub eta_ms: i64,
+    pub eta_source: EtaSource,
+    pub status: LoadStatus,
+    pub delivered_volume_l: Option<f64>,
+    pub delivery_start_ms: Option<i64>,
+    pub delivery_end_ms: Option<i64>,
+    pub last_command_id: Option<String>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+impl LoadRow {
+    pub fn tank_ids(&self) -> Vec<String> {
+        serde_json::from_str(&self.tanks).unwrap_or_default()
+    }
+}
+
+const LOAD_COLUMNS: &str = "load_id, reference, carrier, site_id, tanks, product, planned_volume_l, eta_ms, eta_source, status, delivered_volume_l, delivery_start_ms, delivery_end_ms, last_command_id, created_ms, updated_ms";
+
+#[derive(sqlx::FromRow, Clone, Debug)]
+struct LoadEventOfRow {
+    load_id: String,
+    id: i64,
+    at_ms: i64,
+    kind: LoadEventKind,
+    detail: String,
+    actor: Actor,
+}
+
+#[derive(sqlx::FromRow, Clone, Debug)]
+pub struct LoadEventRow {
+    pub id: i64,
+    pub at_ms: i64,
+    pub kind: LoadEventKind,
+    pub detail: String,
+    pub actor: Actor,
+}
+
+/// A load change written with its ETA command.
+pub enum LoadWrite<'a> {
+    Insert {
+        load: &'a LoadRow,
+        actor: &'a Actor,
+    },
+    Update {
+        load: &'a LoadRow,
+        what: &'a str,
+        actor: &'a Actor,
+    },
+}
+
+impl<'a> LoadWrite<'a> {
+    pub fn row(&self) -> &'a LoadRow {
+        match self {
+            LoadWrite::Insert { load, .. } | LoadWrite::Update { load, .. } => load,
+        }
+    }
+
+    pub fn actor(&self) -> &'a Actor {
+        match self {
+            LoadWrite::Insert { actor, .. } | LoadWrite::Update { actor, .. } => actor,
+        }
+    }
+}
+
+pub(crate) async fn write_load(c: &mut AnyConnection, w: &LoadWrite<'_>) -> Result<(), Error> {
+    match w {
+        LoadWrite::Insert { load: l, actor } => {
+            sqlx::query(
+                "INSERT INTO loads (load_id, reference, carrier, site_id, tanks, product, planned_volume_l, eta_ms, eta_source, status, created_ms, updated_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
+            )
+            .bind(&l.load_id)
+            .bind(&l.reference)
+            .bind(&l.carrier)
+            .bind(&l.site_id)
+            .bind(&l.tanks)
+            .bind(&l.product)
+            .bind(l.planned_volume_l)
+            .bind(l.eta_ms)
+            .bind(l.eta_source)
+            .bind(l.status)
+            .bind(l.created_ms)
+            .execute(&mut *c)
+            .await?;
+            let what = format!("ETA {} (source {})", l.eta_ms, l.eta_source);
+            insert_load_event(
+                c,
+                &l.load_id,
+                l.created_ms,
+                LoadEventKind::Created,
+                &what,
+                actor,
+            )
+            .await
+        }
+        LoadWrite::Update {
+            load: l,
+            what,
+            actor,
+        } => {
+            sqlx::query(
+                "UPDATE loads SET planned_volume_l = $1, eta_ms = $2, eta_source = $3, status = $4, updated_ms = $5 WHERE load_id = $6",
+            )
+            .bind(l.planned_volume_l)
+            .bind(l.eta_ms)
+            .bind(l.eta_source)
+            .bind(l.status)
+            .bind(l.updated_ms)
+            .bind(&l.load_id)
+            .execute(&mut *c)
+            .await?;
+            insert_load_event(
+                c,
+                &l.load_id,
+                l.updated_ms,
+                LoadEventKind::Updated,
+                what,
+                actor,
+            )
+            .await
+        }
+    }
+}
+
+pub(crate) async fn insert_load_event(
+    c: &mut AnyConnection,
+    load: &str,
+    at: i64,
+    kind: LoadEventKind,
+    detail: &str,
+    actor: &Actor,
+) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO load_events (load_id, at_ms, kind, detail, actor) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(load)
+    .bind(at)
+    .bind(kind)
+    .bind(detail)
+    .bind(actor)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+/// The loads aggregate: `db.loads()`.
+#[derive(Clone, Copy)]
+pub struct Loads<'a>(&'a Db);
+
+impl Db {
+    pub fn loads(&self) -> Loads<'_> {
+        Loads(self)
+    }
+}
+
+impl Loads<'_> {
+    pub async fn get(&self, id: &str) -> Result<Option<LoadRow>, Error> {
+        let sql = format!("SELECT {LOAD_COLUMNS} FROM loads WHERE load_id = $1");
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(self.0.pool())
+            .await?)
+    }
+
+    /// By ETA; `site` filters when given.
+    pub async fn list(&self, site: Option<&str>, limit: i64) -> Result<Vec<LoadRow>, Error> {
+        let sql = format!(
+            "SELECT {LOAD_COLUMNS} FROM loads WHERE ($1 = '' OR site_id = $1) ORDER BY eta_ms LIMIT $2"
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(site.unwrap_or(""))
+            .bind(limit)
+            .fetch_all(self.0.pool())
+            .await?)
+    }
+
+    /// The events of every load `list(site, limit)` returns, by load, in
+    /// one query (not one per load).
+    pub async fn events_of_list(
+        &self,
+        site: Option<&str>,
+        limit: i64,
+    ) -> Result<HashMap<String, Vec<LoadEventRow>>, Error> {
+        let rows: Vec<LoadEventOfRow> = sqlx::query_as(
+            "SELECT load_id, id, at_ms, kind, detail, actor FROM load_events
+             WHERE load_id IN (SELECT load_id FROM loads WHERE ($1 = '' OR site_id = $1) ORDER BY eta_ms LIMIT $2)
+             ORDER BY id",
+        )
+        .bind(site.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(self.0.pool())
+        .await?;
+        let mut by_load: HashMap<String, Vec<LoadEventRow>> = HashMap::new();
+        for r in rows {
+            by_load.entry(r.load_id).or_default().push(LoadEventRow {
+                id: r.id,
+                at_ms: r.at_ms,
+                kind: r.kind,
+                detail: r.detail,
+                actor: r.actor,
+            });
+        }
+        Ok(by_load)
+    }
+
+    pub async fn events(&self, id: &str) -> Result<Vec<LoadEventRow>, Error> {
+        Ok(sqlx::query_as(
+            "SELECT id, at_ms, kind, detail, actor FROM load_events WHERE load_id = $1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(self.0.pool())
+        .await?)
+    }
+}
