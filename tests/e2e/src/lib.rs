@@ -223,11 +223,17 @@ pub fn metric(page: &str, name: &str) -> Option<f64> {
 }
 
 /// A TCP proxy the test can cut: while down it drops every connection,
-/// open or new, as a database outage (or a network partition) would.
+/// open or new, as a database outage (or a network partition) would. It
+/// can also freeze the connections open now: they stop forwarding in both
+/// directions but stay open (a NAT that forgot them, a dead link without
+/// a reset), while new connections pass.
 pub struct TcpProxy {
     pub addr: SocketAddr,
     up: std::sync::Arc<std::sync::atomic::AtomicBool>,
     hold: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Connections numbered below this are frozen.
+    frozen_below: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicU64>,
     conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
@@ -240,13 +246,20 @@ impl TcpProxy {
         let hold = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> =
             Default::default();
+        let frozen_below = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (up2, conns2, hold2) = (up.clone(), conns.clone(), hold.clone());
+        let (frozen2, accepted2) = (frozen_below.clone(), accepted.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 if !up2.load(Ordering::SeqCst) {
                     continue; // dropped: connection reset
                 }
+                let n = accepted2.fetch_add(1, Ordering::SeqCst);
                 let hold = hold2.clone();
+                let (frozen_up, frozen_down) = (frozen2.clone(), frozen2.clone());
+                // a frozen connection never forwards again and never closes
+                let frozen = move |f: &std::sync::atomic::AtomicU64| n < f.load(Ordering::SeqCst);
                 let task = tokio::spawn(async move {
                     use tokio::io::{AsyncReadExt, AsyncWriteExt};
                     let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
@@ -258,14 +271,14 @@ impl TcpProxy {
                     let up = async move {
                         let mut buf = vec![0u8; 16384];
                         loop {
-                            while hold.load(Ordering::SeqCst) {
+                            while hold.load(Ordering::SeqCst) || frozen(&frozen_up) {
                                 tokio::time::sleep(Duration::from_millis(10)).await;
                             }
                             match cr.read(&mut buf).await {
                                 Ok(0) | Err(_) => return,
                                 Ok(n) => {
                                     // read while not held, but held now: keep it back too
-                                    while hold.load(Ordering::SeqCst) {
+                                    while hold.load(Ordering::SeqCst) || frozen(&frozen_up) {
                                         tokio::time::sleep(Duration::from_millis(10)).await;
                                     }
                                     if sw.write_all(&buf[..n]).await.is_err() {
@@ -276,7 +289,20 @@ impl TcpProxy {
                         }
                     };
                     let down = async move {
-                        let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                        let mut buf = vec![0u8; 16384];
+                        loop {
+                            match sr.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => {
+                                    while frozen(&frozen_down) {
+                                        tokio::time::sleep(Duration::from_millis(10)).await;
+                                    }
+                                    if cw.write_all(&buf[..n]).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                        }
                     };
                     tokio::join!(up, down);
                 });
@@ -290,8 +316,18 @@ impl TcpProxy {
             addr,
             up,
             hold,
+            frozen_below,
+            accepted,
             conns,
         })
+    }
+
+    /// Freezes every connection open now (both directions stop, nothing
+    /// is closed); later connections pass.
+    pub fn freeze_open(&self) {
+        use std::sync::atomic::Ordering;
+        self.frozen_below
+            .store(self.accepted.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 
     /// Holds (true) or releases the client -> server direction: what the

@@ -680,3 +680,59 @@ async fn a_site_level_power_limit_is_split_by_capacity_and_applied_on_each_contr
     he.stop().await;
     Ok(())
 }
+
+/// Issue 9, reconnect through a link that freezes: the proxy between agent
+/// and headend stops forwarding on the open connection without closing it
+/// (a NAT that forgot it, a dead link with no reset). The agent's HTTP/2
+/// keepalive (10 s, 10 s to answer) gives the link up and dials again; the
+/// new session takes over, `/sites` shows it, a command goes through it,
+/// and the headend's own keepalive closes the frozen connection, all
+/// within the 30 s bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_link_is_replaced_by_a_new_session_within_the_keepalive_bound_and_commands_follow()
+-> Result<()> {
+    const BOUND: Duration = Duration::from_secs(30);
+    let (s, proxy) = site("site-f", None, true).await?;
+    let proxy = proxy.expect("proxied");
+    let agent = s.agent()?;
+    s.connected("site-f").await?;
+    let http = s.http;
+    let session = |v: &Value| v[0]["session"]["peer"].as_str().map(str::to_string);
+    let before = session(&get_json(http, "/api/v1/sites").await?).expect("a session");
+    let connections = || async {
+        Ok::<_, anyhow::Error>(metric(
+            &get_text(http, "/metrics").await?,
+            "tankwatch_headend_agent_connections",
+        ))
+    };
+    ensure!(connections().await? == Some(1.0));
+
+    proxy.freeze_open();
+    let frozen_at = std::time::Instant::now();
+    // a new session (another peer port through the proxy) and only one connection left
+    eventually(
+        "a new session, the frozen connection closed",
+        BOUND,
+        || async {
+            let sites = get_json(http, "/api/v1/sites").await?;
+            let fresh =
+                sites[0]["connected"] == true && session(&sites).is_some_and(|p| p != before);
+            Ok((fresh && connections().await? == Some(1.0)).then_some(()))
+        },
+    )
+    .await?;
+    let took = frozen_at.elapsed();
+    ensure!(took <= BOUND, "took {took:?}");
+    // commands go through the new session
+    let (code, c) = s
+        .post(json!({"kind": "setpoint", "asset": "ctl-1", "field": "power_limit", "value": 42}))
+        .await?;
+    ensure!(code == 201, "{code}: {c}");
+    let id = c["command_id"].as_str().unwrap_or("").to_string();
+    wait_state(http, &id, "active", T).await?;
+    assert_eq!(s.sim.power_limit(), 42.0);
+    println!("frozen link: new session and the old connection closed {took:?} after the freeze");
+    agent.stop().await?;
+    s.he.stop().await;
+    Ok(())
+}
