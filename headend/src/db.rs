@@ -68,6 +68,39 @@ fn log_id_sql(log_id: u64) -> i64 {
     log_id as i64
 }
 
+/// What a hello says about its site (agent version and assets), as a
+/// digest: FNV-1a 64 over a canonical text (map keys sorted), so equal
+/// hellos give equal digests on every build and machine.
+pub fn hello_digest(h: &v1::Hello) -> String {
+    let assets: Vec<serde_json::Value> = h
+        .assets
+        .iter()
+        .map(|a| {
+            let details: std::collections::BTreeMap<&String, &String> = a.details.iter().collect();
+            serde_json::json!([
+                a.asset_id,
+                a.kind,
+                a.name,
+                a.product,
+                a.capacity,
+                a.capacity_unit,
+                details,
+                a.writable
+                    .iter()
+                    .map(|w| serde_json::json!([w.field, w.min, w.max, w.default]))
+                    .collect::<Vec<_>>(),
+            ])
+        })
+        .collect();
+    let text = serde_json::json!([h.agent_version, assets]).to_string();
+    let mut x: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        x ^= u64::from(b);
+        x = x.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{x:016x}")
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -187,16 +220,38 @@ impl Db {
 
     /// Records a hello: the site, its agent version and its assets. Returns
     /// the log's committed high-water mark.
+    ///
+    /// A hello that says what the stored one said (its digest matches: the
+    /// usual reconnect) is answered by a read alone. A reconnect storm of
+    /// thousands of agents then costs no writer transaction (on SQLite, no
+    /// fsync) per session; `last_seen` moves with the site's batches.
     pub async fn record_hello(&self, h: HelloInfo<'_>) -> Result<u64, Error> {
+        let digest = hello_digest(h.hello);
+        let known: Option<(String, Option<i64>)> = sqlx::query_as(
+            "SELECT s.hello_digest, l.acked_through FROM sites s
+               LEFT JOIN agent_logs l ON l.site_id = s.site_id AND l.log_id = $2
+             WHERE s.site_id = $1",
+        )
+        .bind(h.site)
+        .bind(log_id_sql(h.hello.log_id))
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some((d, acked)) = known
+            && d == digest
+        {
+            return Ok(acked.unwrap_or(0).max(0) as u64);
+        }
         let now = now_ms();
         let (_w, mut tx) = self.begin_write().await?;
         sqlx::query(
-            "INSERT INTO sites (site_id, first_seen_ms, last_seen_ms, agent_version) VALUES ($1, $2, $2, $3)
-             ON CONFLICT (site_id) DO UPDATE SET last_seen_ms = excluded.last_seen_ms, agent_version = excluded.agent_version",
+            "INSERT INTO sites (site_id, first_seen_ms, last_seen_ms, agent_version, hello_digest) VALUES ($1, $2, $2, $3, $4)
+             ON CONFLICT (site_id) DO UPDATE SET last_seen_ms = excluded.last_seen_ms, agent_version = excluded.agent_version,
+               hello_digest = excluded.hello_digest",
         )
         .bind(h.site)
         .bind(now)
         .bind(&h.hello.agent_version)
+        .bind(&digest)
         .execute(&mut *tx)
         .await?;
         for a in &h.hello.assets {
@@ -520,5 +575,39 @@ impl FromStr for Backend {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
         Backend::from_url(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hello_digest_depends_on_what_the_hello_says_not_on_map_order() {
+        let asset = |pairs: &[(&str, &str)], cap: f64| v1::Asset {
+            asset_id: "tank-1".into(),
+            capacity: cap,
+            details: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        };
+        let hello = |a: v1::Asset| v1::Hello {
+            agent_version: "1".into(),
+            assets: vec![a],
+            ..Default::default()
+        };
+        let many: Vec<(String, String)> = (0..50)
+            .map(|i| (format!("k{i}"), format!("v{i}")))
+            .collect();
+        let pairs: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut rev = pairs.clone();
+        rev.reverse();
+        let d = hello_digest(&hello(asset(&pairs, 1.0)));
+        assert_eq!(d, hello_digest(&hello(asset(&rev, 1.0))));
+        assert_ne!(d, hello_digest(&hello(asset(&pairs, 2.0))));
+        assert_ne!(d, hello_digest(&hello(asset(&pairs[1..], 1.0))));
+        assert_eq!(d.len(), 16);
     }
 }

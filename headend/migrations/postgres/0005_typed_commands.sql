@@ -20,3 +20,8 @@ UPDATE commands SET state = COALESCE(
     CASE WHEN EXISTS (SELECT 1 FROM commands c WHERE c.parent_id = commands.command_id)
          THEN 'completed' ELSE 'submitted' END)
 WHERE kind = 'split';
+
+-- What the site's last recorded hello said (agent version and assets), as
+-- a digest: a reconnecting agent whose hello says the same is answered by
+-- a read alone (no writer transaction per session in a reconnect storm).
+ALTER TABLE sites ADD COLUMN hello_digest TEXT NOT NULL DEFAULT '';

@@ -27,10 +27,14 @@ impl TestPki {
         self.dir.path()
     }
     pub fn agent_files(&self, site: &str) -> tankwatch_pki::TlsFiles {
+        TestPki::files_in(self.path(), site)
+    }
+    /// A site's agent files in a PKI directory made by `bootstrap`.
+    pub fn files_in(dir: &Path, site: &str) -> tankwatch_pki::TlsFiles {
         tankwatch_pki::TlsFiles {
-            cert: self.path().join(format!("agent-{site}.pem")),
-            key: self.path().join(format!("agent-{site}.key")),
-            ca: self.path().join("ca.pem"),
+            cert: dir.join(format!("agent-{site}.pem")),
+            key: dir.join(format!("agent-{site}.key")),
+            ca: dir.join("ca.pem"),
         }
     }
 }

@@ -583,3 +583,56 @@ async fn an_ack_with_an_unknown_reason_is_refused_and_the_rest_of_its_batch_is_s
     }
     s.drop().await
 }
+
+/// A reconnecting agent's hello that says what the stored one said costs
+/// no write (a reconnect storm of thousands of sessions is reads only); a
+/// hello that changes an asset is written.
+#[tokio::test]
+async fn a_repeated_hello_is_answered_by_a_read_and_a_changed_one_is_written() -> Result<()> {
+    let s = Stores::new(Retention::default()).await?;
+    for (name, db) in s.both() {
+        let h = v1::Hello {
+            site_id: "s1".into(),
+            log_id: 42,
+            agent_version: "1.0".into(),
+            assets: vec![v1::Asset {
+                asset_id: "tank-1".into(),
+                kind: v1::AssetKind::Tank as i32,
+                capacity: 1000.0,
+                details: [("a", "1"), ("b", "2"), ("c", "3")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let info = |h| headend::db::HelloInfo {
+            site: "s1",
+            hello: h,
+        };
+        db.record_hello(info(&h)).await?;
+        let seen = || async {
+            let v: i64 = sqlx::query_scalar("SELECT last_seen_ms FROM sites WHERE site_id = 's1'")
+                .fetch_one(db.pool())
+                .await?;
+            anyhow::Ok(v)
+        };
+        let first = seen().await?;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        db.record_hello(info(&h)).await?;
+        assert_eq!(seen().await?, first, "{name}: a repeated hello wrote");
+        let mut changed = h.clone();
+        changed.assets[0].capacity = 2000.0;
+        db.record_hello(info(&changed)).await?;
+        assert!(
+            seen().await? > first,
+            "{name}: a changed hello was not written"
+        );
+        let cap: f64 = sqlx::query_scalar("SELECT capacity FROM assets WHERE site_id = 's1'")
+            .fetch_one(db.pool())
+            .await?;
+        assert_eq!(cap, 2000.0, "{name}");
+    }
+    s.drop().await
+}
