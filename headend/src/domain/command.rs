@@ -79,9 +79,11 @@ text_enum!(
     }
 );
 
-impl From<AckReason> for Reason {
-    fn from(a: AckReason) -> Reason {
-        match a {
+impl Reason {
+    /// The timeline reason of an agent's ack; `None` for `Unspecified`,
+    /// which is no reason (`CommandAck::reason_code` refuses it).
+    pub fn of_ack(a: AckReason) -> Option<Reason> {
+        Some(match a {
             AckReason::Received => Reason::Received,
             AckReason::Applied => Reason::Applied,
             AckReason::Completed => Reason::Completed,
@@ -94,9 +96,8 @@ impl From<AckReason> for Reason {
             AckReason::DeviceUnreachable => Reason::DeviceUnreachable,
             AckReason::WriteFailed => Reason::WriteFailed,
             AckReason::ReadbackMismatch => Reason::ReadbackMismatch,
-            // never stored: `CommandAck::reason_code` refuses it
-            AckReason::Unspecified => Reason::Received,
-        }
+            AckReason::Unspecified => return None,
+        })
     }
 }
 
@@ -115,8 +116,9 @@ mod tests {
     fn every_ack_reason_has_the_same_text_as_its_timeline_reason() {
         for n in 1..=12 {
             let a = AckReason::try_from(n).unwrap();
-            assert_eq!(Reason::from(a).as_str(), a.as_text());
+            assert_eq!(Reason::of_ack(a).map(Reason::as_str), Some(a.as_text()));
         }
+        assert_eq!(Reason::of_ack(AckReason::Unspecified), None);
     }
 
     #[test]

@@ -23,8 +23,9 @@ pub async fn apply(
 ) -> Result<(), Error> {
     let agent = Actor::agent(site);
     for a in &batch.command_acks {
-        let reason = match a.reason_code() {
-            Ok(r) => r,
+        let (reason, timeline) = match a.reason_code().map(|r| (r, Reason::of_ack(r))) {
+            Ok((r, Some(t))) => (r, t),
+            Ok((_, None)) => continue, // unreachable: reason_code refuses Unspecified
             Err(e) => {
                 tracing::warn!(%site, command = %a.command_id, error = %e, detail = %a.detail,
                     "ack refused: its reason is unknown to this headend; the command does not move");
@@ -49,7 +50,7 @@ pub async fn apply(
         .bind(&a.command_id)
         .bind(a.ts_ms)
         .bind(next.unwrap_or(cur))
-        .bind(Reason::from(reason))
+        .bind(timeline)
         .bind(&a.detail)
         .bind(&agent)
         .bind(site)
@@ -61,16 +62,7 @@ pub async fn apply(
         if n == 1
             && let Some(next) = next
         {
-            advance(
-                c,
-                &a.command_id,
-                next,
-                reason.into(),
-                &a.detail,
-                a.readback,
-                now,
-            )
-            .await?;
+            advance(c, &a.command_id, next, timeline, &a.detail, a.readback, now).await?;
         }
     }
     for e in &batch.events {

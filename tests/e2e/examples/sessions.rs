@@ -75,10 +75,6 @@ fn cpu_s(pid: u32) -> Result<f64> {
     Ok(ticks / 100.0)
 }
 
-fn hello(site: &str) -> v1::AgentMessage {
-    e2e::hello(site)
-}
-
 fn batch(seq: u64, t: i64) -> v1::AgentMessage {
     v1::AgentMessage {
         msg: Some(v1::agent_message::Msg::Batch(v1::TelemetryBatch {
@@ -138,7 +134,7 @@ async fn session(
     let ch = edge_agent::uplink::channel(&addr.to_string(), "localhost", tls).await?;
     let mut client = v1::agent_link_client::AgentLinkClient::new(ch);
     let (tx, rx) = mpsc::channel(4);
-    tx.send(hello(site)).await?;
+    tx.send(e2e::hello(site)).await?;
     let mut inbound = client
         .session(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await?
@@ -155,14 +151,10 @@ async fn session(
             }
             _ = tick.tick() => {
                 *seq += 1;
-                tx.send(batch(*seq, e2e_now())).await?;
+                tx.send(batch(*seq, headend::db::now_ms())).await?;
             }
         }
     }
-}
-
-fn e2e_now() -> i64 {
-    headend::db::now_ms()
 }
 
 /// Waits until `up` reaches `n`; meanwhile reads REST every 100 ms.

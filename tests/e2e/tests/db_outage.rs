@@ -60,6 +60,16 @@ async fn a_database_outage_stops_acks_applies_backpressure_and_recovers_by_itsel
             .status(),
         503
     );
+    // a REST read says the database is unavailable (503), not that the
+    // request was bad or the headend broke
+    let r = reqwest::get(format!("http://{}/api/v1/sites", he.http_addr)).await?;
+    let status = r.status().as_u16();
+    let body: serde_json::Value = r.json().await?;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("database_unavailable")),
+        "{body}"
+    );
     let page = get_text(he.http_addr, "/metrics").await?;
     let queued = metric(&page, "tankwatch_headend_queued_batches").unwrap_or(f64::NAN);
     assert!(
