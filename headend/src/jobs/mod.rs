@@ -4,8 +4,8 @@
 //!
 //! * [`sweep`]: commands that expired before they could be sent (every second).
 //! * [`retention`]: raw readings and rollups past their windows; the
-//!   PostgreSQL day partitions ahead, and finished days clustered by point
-//!   (every `RETENTION_EVERY`).
+//!   PostgreSQL day partitions ahead, and finished days packed (one row
+//!   per point and hour, ADR 0006) (every `RETENTION_EVERY`).
 
 pub mod lease;
 
@@ -48,7 +48,8 @@ pub async fn sweep(db: Db, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Applies the retention windows (and makes partitions ahead).
+/// Applies the retention windows (and makes partitions ahead), then packs
+/// finished days.
 pub async fn retention(db: Db, metrics: crate::metrics::Metrics, mut stop: watch::Receiver<bool>) {
     let lease = Lease::new("retention", RETENTION_EVERY * 2);
     loop {
@@ -69,6 +70,18 @@ pub async fn retention(db: Db, metrics: crate::metrics::Metrics, mut stop: watch
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "retention failed; retried at the next run")
+                    }
+                }
+                let t = std::time::Instant::now();
+                match db.telemetry.compact(now_ms()).await {
+                    Ok(0) => {}
+                    Ok(days) => tracing::info!(
+                        days,
+                        took_ms = t.elapsed().as_millis() as u64,
+                        "finished days packed"
+                    ),
+                    Err(e) => {
+                        tracing::error!(error = %e, "packing failed; retried at the next run")
                     }
                 }
             }

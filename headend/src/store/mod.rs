@@ -5,8 +5,9 @@
 //!
 //! * SQLite ([`sqlite`]): one writer thread with rusqlite and cached
 //!   prepared statements; readers on their own connections.
-//! * PostgreSQL ([`pg`]): array (`UNNEST`) inserts through sqlx's native
-//!   driver; readings partitioned by day, retention by dropping partitions.
+//! * PostgreSQL ([`pg`]): `COPY` inserts through sqlx's native driver;
+//!   readings partitioned by day, finished days packed (one row per point
+//!   and hour), retention by dropping partitions.
 //!
 //! Schema and the exactly-once key: ADR 0006.
 
@@ -210,8 +211,9 @@ impl Telemetry {
         }
     }
 
-    /// Reorganises finished storage for reading (PostgreSQL: clusters
-    /// finished day partitions by point); returns the units reorganised.
+    /// Reorganises finished storage for reading (PostgreSQL: packs each
+    /// finished day into one row per point and hour); returns the days
+    /// reorganised.
     pub async fn compact(&self, now_ms: i64) -> Result<u64, Error> {
         match self {
             Telemetry::Sqlite(_) => Ok(0), // WITHOUT ROWID: already in key order

@@ -336,11 +336,13 @@ async fn the_two_backends_have_the_same_tables_and_columns() -> Result<()> {
     )
     .fetch_all(s.sqlite.pool())
     .await?;
-    // partitions are PostgreSQL's storage detail of `readings`
+    // partitions, and the packed form of finished days, are PostgreSQL's
+    // storage details of `readings`
     let pg: Vec<(String, String)> = sqlx::query_as(
         "SELECT c.table_name::text, c.column_name::text FROM information_schema.columns c
          WHERE c.table_schema = 'public' AND c.table_name NOT LIKE '_sqlx%'
            AND c.table_name NOT LIKE 'readings_p%' AND c.table_name <> 'readings_default'
+           AND c.table_name NOT LIKE 'packed_readings%'
          ORDER BY 1, 2",
     )
     .fetch_all(s.pg.pool())
@@ -634,5 +636,158 @@ async fn a_repeated_hello_is_answered_by_a_read_and_a_changed_one_is_written() -
             .await?;
         assert_eq!(cap, 2000.0, "{name}");
     }
+    s.drop().await
+}
+
+/// Everything a query can tell about one site's tank: all readings both
+/// ways, a mid-hour window, the newest few, and the hourly rollups.
+async fn answers(db: &Db, site: &'static str) -> Result<Vec<String>> {
+    let q = all(site, "tank-1", None);
+    let mut out = vec![
+        format!("{:?}", db.readings(&q).await?),
+        format!(
+            "{:?}",
+            db.readings(&ReadingQuery {
+                newest_first: true,
+                limit: 7,
+                ..q.clone()
+            })
+            .await?
+        ),
+        format!(
+            "{:?}",
+            db.readings(&ReadingQuery {
+                from_ms: now() - 50 * HOUR + 25 * 60_000,
+                to_ms: now() - 30 * HOUR + 5 * 60_000,
+                ..q.clone()
+            })
+            .await?
+        ),
+    ];
+    let hours = db
+        .rollups(&RollupQuery {
+            site,
+            asset: "tank-1",
+            field: None,
+            from_ms: i64::MIN,
+            to_ms: i64::MAX,
+            limit: 10_000,
+        })
+        .await?;
+    out.push(format!("{hours:?}"));
+    Ok(out)
+}
+
+#[tokio::test]
+async fn finished_days_packed_on_postgres_read_back_alike_and_late_or_redelivered_readings_and_retention_stay_exact()
+-> Result<()> {
+    let retention = Retention {
+        raw: Duration::from_secs(5 * 86_400),
+        rollups: Duration::from_secs(30 * 86_400),
+    };
+    let s = Stores::new(retention).await?;
+    let now = now();
+    // three days of a reading every 10 minutes of two fields, with bad
+    // readings (an error, no value) and two readings of one millisecond
+    let mut rs = Vec::new();
+    let mut seq = 0;
+    for i in 0..(3 * 24 * 6) {
+        let ts = now - 3 * DAY + i * 600_000 + 7;
+        seq += 1;
+        let mut v = reading(seq, "tank-1", "volume", 1000.0 - i as f64, ts);
+        if i % 17 == 0 {
+            v.quality = v1::Quality::Bad as i32;
+            v.error = format!("timeout {}", i % 3);
+        }
+        rs.push(v);
+        seq += 1;
+        let mut t = reading(seq, "tank-1", "temperature", 15.0 + (i % 5) as f64, ts);
+        t.unit = "degC".into();
+        rs.push(t);
+    }
+    seq += 1;
+    rs.push(reading(seq, "tank-1", "volume", 555.0, now - 2 * DAY + 7));
+    let b = batch(rs);
+    let mut before = Vec::new();
+    for (_, db) in s.both() {
+        hello(db, "s6").await?;
+        db.ingest("s6", &b).await?;
+        before.push(answers(db, "s6").await?);
+        db.telemetry.compact(now).await?;
+    }
+    assert_eq!(before[0], before[1], "the backends answer alike");
+    let packed: i64 = sqlx::query_scalar("SELECT COALESCE(SUM(n), 0)::int8 FROM packed_readings")
+        .fetch_one(s.pg.pool())
+        .await?;
+    let raw_left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM readings")
+        .fetch_one(s.pg.pool())
+        .await?;
+    let finished = headend::store::rows::day_of(now - HOUR);
+    let unfinished = b
+        .readings
+        .iter()
+        .filter(|r| r.source_ts_ms >= finished)
+        .count();
+    assert_eq!(
+        (packed, raw_left),
+        ((b.readings.len() - unfinished) as i64, unfinished as i64),
+        "finished days packed, the others left raw"
+    );
+    assert_eq!(
+        answers(&s.pg, "s6").await?,
+        before[1],
+        "packed days read back as before"
+    );
+
+    // the whole batch again (a lost ack) and a late reading into a packed day
+    let late = batch(vec![reading(
+        seq + 1,
+        "tank-1",
+        "volume",
+        444.0,
+        now - 2 * DAY + 60_007,
+    )]);
+    let mut after = Vec::new();
+    for (name, db) in s.both() {
+        db.ingest("s6", &b).await?;
+        db.ingest("s6", &late).await?;
+        let a = answers(db, "s6").await?;
+        assert_eq!(a[0].matches("seq:").count(), b.readings.len() + 1, "{name}");
+        // the raw key cannot see packed rows: PostgreSQL's increments count
+        // the redelivery until the next packing recomputes those hours
+        db.telemetry.compact(now).await?;
+        after.push(answers(db, "s6").await?);
+    }
+    assert_eq!(
+        after[0], after[1],
+        "readings and rollups alike once repacked"
+    );
+    let again: i64 = sqlx::query_scalar("SELECT COALESCE(SUM(n), 0)::int8 FROM packed_readings")
+        .fetch_one(s.pg.pool())
+        .await?;
+    assert_eq!(
+        again,
+        packed + 1,
+        "the late reading packed, the redelivery not"
+    );
+
+    // retention with its cutoff inside a packed hour: the hour is trimmed
+    let later = now - 2 * DAY + 5 * DAY + 25 * 60_000;
+    let cutoff = retention.raw_cutoff(later);
+    let mut removed = Vec::new();
+    let mut kept = Vec::new();
+    for (name, db) in s.both() {
+        removed.push(db.telemetry.retain(retention, later).await?.readings);
+        let rows = db.readings(&all("s6", "tank-1", None)).await?;
+        assert!(rows.iter().all(|r| r.source_ts_ms >= cutoff), "{name}");
+        assert!(
+            rows.iter()
+                .any(|r| r.source_ts_ms < cutoff + HOUR - 25 * 60_000),
+            "{name}: the rest of the cut hour is kept"
+        );
+        kept.push(format!("{rows:?}"));
+    }
+    assert_eq!(removed[0], removed[1], "both removed as many");
+    assert_eq!(kept[0], kept[1], "both keep the same readings");
     s.drop().await
 }

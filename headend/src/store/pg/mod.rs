@@ -24,6 +24,9 @@ const PARTITION_LOCK: i64 = 0x7461_6e6b_7061_7274; // "tankpart"
 /// Rows one batched retention delete removes.
 const RETENTION_STEP_ROWS: i64 = 20_000;
 
+/// A reading as queried: point, seq, value, quality, error id, time.
+type Row = (i32, i64, Option<f64>, i16, Option<i32>, i64);
+
 pub struct PgTelemetry {
     pool: PgPool,
     retention: Retention,
@@ -157,8 +160,12 @@ impl PgTelemetry {
             errors: Mutex::new(DimCache::default()),
             days: Mutex::new(BTreeSet::new()),
         };
+        // a day counts as made when both its partitions exist
+        let packed = t.packed_days().await?;
         for (_, day) in t.partitions().await? {
-            t.days_lock().insert(day);
+            if packed.contains(&day) {
+                t.days_lock().insert(day);
+            }
         }
         Ok(t)
     }
@@ -480,9 +487,11 @@ impl PgTelemetry {
         }
         let ids: Vec<i32> = points.iter().map(|p| p.0).collect();
         let dir = if q.newest_first { "DESC" } else { "ASC" };
-        type Row = (i32, i64, Option<f64>, i16, Option<i32>, i64);
+        // Raw rows first, then packed ones: a day packed in between moves
+        // its rows in one transaction, so it is then seen twice (and
+        // deduplicated below), never missed.
         // `dir` is one of two constants
-        let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let mut rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT point_id, seq, value, quality, error_id, ts_ms FROM readings
              WHERE point_id = ANY($1) AND ts_ms >= $2 AND ts_ms <= $3
              ORDER BY ts_ms {dir}, seq {dir} LIMIT $4"
@@ -493,6 +502,15 @@ impl PgTelemetry {
         .bind(q.limit)
         .fetch_all(&self.pool)
         .await?;
+        rows.extend(self.packed_rows(&ids, q, dir).await?);
+        let key = |r: &Row| (r.5, r.1, r.0);
+        if q.newest_first {
+            rows.sort_unstable_by_key(|r| std::cmp::Reverse(key(r)));
+        } else {
+            rows.sort_unstable_by_key(key);
+        }
+        rows.dedup_by_key(|r| key(r));
+        rows.truncate(usize::try_from(q.limit).unwrap_or(0));
         let error_ids: BTreeSet<i32> = rows.iter().filter_map(|r| r.4).collect();
         let errors: std::collections::HashMap<i32, String> = if error_ids.is_empty() {
             Default::default()
@@ -525,6 +543,62 @@ impl PgTelemetry {
                 })
             })
             .collect()
+    }
+
+    /// The packed readings of these points inside the query's window, in
+    /// its order, at least its `limit` of them where there are (whole
+    /// hours are read; reading stops at the first hour past the limit).
+    async fn packed_rows(
+        &self,
+        ids: &[i32],
+        q: &ReadingQuery<'_>,
+        dir: &str,
+    ) -> Result<Vec<Row>, Error> {
+        use tokio_stream::StreamExt;
+        type Packed = (
+            i32,
+            i64,
+            Vec<i64>,
+            Vec<i64>,
+            Vec<Option<f64>>,
+            Vec<i16>,
+            Option<Vec<Option<i32>>>,
+        );
+        let limit = usize::try_from(q.limit).unwrap_or(0);
+        let mut out: Vec<Row> = Vec::new();
+        // `dir` is one of two constants
+        let sql = format!(
+            "SELECT point_id, hour_ms, ts_ms, seq, value, quality, error_id FROM packed_readings
+             WHERE point_id = ANY($1) AND hour_ms >= $2 AND hour_ms <= $3
+             ORDER BY hour_ms {dir}"
+        );
+        let mut stream = sqlx::query_as::<_, Packed>(sqlx::AssertSqlSafe(sql))
+            .bind(ids)
+            .bind(rows::hour_of(q.from_ms.max(i64::MIN + rows::HOUR_MS)))
+            .bind(q.to_ms)
+            .fetch(&self.pool);
+        let mut last_hour = None;
+        while let Some(row) = stream.next().await {
+            let (point, hour, ts, seq, value, quality, errors) = row?;
+            if out.len() >= limit && last_hour != Some(hour) {
+                break;
+            }
+            last_hour = Some(hour);
+            if [seq.len(), value.len(), quality.len()] != [ts.len(); 3]
+                || errors.as_ref().is_some_and(|e| e.len() != ts.len())
+            {
+                return Err(Error::Db(format!(
+                    "packed readings of point {point} at hour {hour} have arrays of different lengths"
+                )));
+            }
+            for i in 0..ts.len() {
+                if (q.from_ms..=q.to_ms).contains(&ts[i]) {
+                    let error = errors.as_ref().and_then(|e| e[i]);
+                    out.push((point, seq[i], value[i], quality[i], error, ts[i]));
+                }
+            }
+        }
+        Ok(out)
     }
 
     pub async fn rollups(&self, q: &RollupQuery<'_>) -> Result<Vec<RollupRow>, Error> {
