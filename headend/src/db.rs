@@ -41,6 +41,8 @@ impl Backend {
 #[derive(Clone)]
 pub struct Db {
     pool: AnyPool,
+    /// The URL the pool was opened with (for [`Db::with_own_pool`]).
+    url: String,
     pub backend: Backend,
     /// SQLite has one writer: transactions that write queue here, in
     /// process, instead of spinning in SQLite's busy handler (its sleeps
@@ -101,6 +103,38 @@ pub fn hello_digest(h: &v1::Hello) -> String {
     format!("{x:016x}")
 }
 
+/// A pool on the database (SQLite: at most 4 connections; WAL, full sync
+/// and a busy timeout on each).
+async fn open_pool(url: &str, backend: Backend, max_connections: u32) -> Result<AnyPool, Error> {
+    AnyPoolOptions::new()
+        .max_connections(if backend == Backend::Sqlite {
+            max_connections.min(4)
+        } else {
+            max_connections
+        })
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    // WAL: readers never block the writer; FULL sync: an acked batch survives power loss.
+                    sqlx::query("PRAGMA journal_mode=WAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA synchronous=FULL")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA busy_timeout=10000")
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await
+        .map_err(|e| Error::Db(format!("connecting to {}: {e}", redact(url))))
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -143,33 +177,7 @@ impl Db {
                 });
             }
         }
-        let pool = AnyPoolOptions::new()
-            .max_connections(if backend == Backend::Sqlite {
-                max_connections.min(4)
-            } else {
-                max_connections
-            })
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // WAL: readers never block the writer; FULL sync: an acked batch survives power loss.
-                        sqlx::query("PRAGMA journal_mode=WAL")
-                            .execute(&mut *conn)
-                            .await?;
-                        sqlx::query("PRAGMA synchronous=FULL")
-                            .execute(&mut *conn)
-                            .await?;
-                        sqlx::query("PRAGMA busy_timeout=10000")
-                            .execute(&mut *conn)
-                            .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect(&url)
-            .await
-            .map_err(|e| Error::Db(format!("connecting to {}: {e}", redact(&url))))?;
+        let pool = open_pool(&url, backend, max_connections).await?;
         let writer = (backend == Backend::Sqlite)
             .then(|| std::sync::Arc::new(tokio::sync::Semaphore::new(1)));
         migrate(&pool, backend).await?;
@@ -187,10 +195,22 @@ impl Db {
         telemetry.prepare(now_ms()).await?;
         Ok(Db {
             pool,
+            url,
             backend,
             writer,
             telemetry,
             retention,
+        })
+    }
+
+    /// The same database through a pool of its own (a bulkhead): the
+    /// operator API's requests then never queue behind agent sessions for
+    /// a connection (a reconnect storm of 10,000 hellos held the shared
+    /// pool for seconds). SQLite writes still queue on the one writer.
+    pub async fn with_own_pool(&self, max_connections: u32) -> Result<Db, Error> {
+        Ok(Db {
+            pool: open_pool(&self.url, self.backend, max_connections).await?,
+            ..self.clone()
         })
     }
 

@@ -137,6 +137,50 @@ fn supervised(
     })
 }
 
+/// Runs `make`'s future on a tokio runtime of its own (`workers` OS
+/// threads), so that it keeps its share of the CPU when the main runtime
+/// is saturated: during a reconnect storm of 10,000 agents the main
+/// runtime's queue holds thousands of TLS handshakes and sessions, and a
+/// REST request queued behind them waited seconds (BENCHMARKS, "Sessions
+/// at scale"). The returned future ends when `make`'s does (or when the
+/// runtime could not start), so [`supervised`] sees it end.
+fn on_own_runtime<F, Fut>(
+    name: &'static str,
+    workers: usize,
+    make: F,
+) -> impl std::future::Future<Output = ()> + Send + 'static
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let (done, ended) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .thread_name(name)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => {
+                    rt.block_on(make());
+                    let _ = done.send(());
+                }
+                Err(e) => tracing::error!(task = name, error = %e, "its runtime could not start"),
+            }
+        });
+    async move {
+        match thread {
+            // an error means the thread ended without saying so: ended too
+            Ok(_) => {
+                let _ = ended.await;
+            }
+            Err(e) => tracing::error!(task = name, error = %e, "its thread could not start"),
+        }
+    }
+}
+
 impl Running {
     /// Resolves with the task's name when a task of the headend died.
     pub async fn failed(&self) -> String {
@@ -290,9 +334,13 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         .collect();
     hosts.push(http_addr.ip().to_string());
     hosts.extend(cfg.http_hosts.iter().map(|h| api::edge::host_of(h)));
+    // the operator API on a pool of its own: it never waits behind sessions
+    let api_db = db
+        .with_own_pool((cfg.db_max_connections / 2).max(2))
+        .await?;
     let app = api::router(
         api::ApiState {
-            db: db.clone(),
+            db: api_db,
             sessions,
             metrics: metrics.clone(),
             dispatcher,
@@ -300,7 +348,20 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         api::edge::Edge { hosts, metrics },
     );
     let mut stop = shutdown.subscribe();
-    let rest = async move {
+    let http = http.into_std().map_err(|source| Error::Bind {
+        what: "REST listener",
+        addr: http_addr,
+        source,
+    })?;
+    // REST on its own runtime (two threads): it answers during a storm
+    let rest = on_own_runtime("rest", 2, move || async move {
+        let http = match TcpListener::from_std(http) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "REST listener could not move to its runtime");
+                return;
+            }
+        };
         let r = axum::serve(
             http,
             app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -312,7 +373,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         if let Err(e) = r {
             tracing::error!(error = %e, "REST server failed");
         }
-    };
+    });
     let http_task = supervised("REST server", rest, shutdown.subscribe(), fatal);
     tracing::info!(%grpc_addr, %http_addr, backend = ?db.backend, "headend started");
     Ok(Running {

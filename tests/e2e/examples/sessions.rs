@@ -157,8 +157,42 @@ async fn session(
     }
 }
 
-/// Waits until `up` reaches `n`; meanwhile reads REST every 100 ms.
-/// Returns (seconds, REST latencies ms, REST failures).
+/// Reads REST every 100 ms from its own OS thread and runtime (the load
+/// generator's runtime is saturated by N agents; a probe on it would time
+/// its own queueing, not the headend's answer) until `stop` is set.
+/// Returns the latencies (ms) and the failures.
+fn probe(
+    http: SocketAddr,
+    site: &str,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Result<(Vec<f64>, usize)>> {
+    let url = format!("http://{http}/api/v1/sites/{site}/assets");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()?;
+            let (mut lat, mut failed) = (Vec::new(), 0usize);
+            while !stop.load(Ordering::SeqCst) {
+                let q = Instant::now();
+                match client.get(&url).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        lat.push(q.elapsed().as_secs_f64() * 1000.0)
+                    }
+                    _ => failed += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Ok((lat, failed))
+        })
+    })
+}
+
+/// Waits until `up` reaches `n`; meanwhile REST is read every 100 ms
+/// ([`probe`]). Returns (seconds, REST latencies ms, REST failures).
 async fn all_up(
     up: &Up,
     n: usize,
@@ -167,23 +201,16 @@ async fn all_up(
     limit: Duration,
 ) -> Result<(f64, Vec<f64>, usize)> {
     let t0 = Instant::now();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()?;
-    let url = format!("http://{http}/api/v1/sites/{site}/assets");
-    let (mut lat, mut failed) = (Vec::new(), 0usize);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let rest = probe(http, site, stop.clone());
     let mut last_print = Instant::now();
     while up.now.load(Ordering::SeqCst) < n {
         if t0.elapsed() > limit {
+            stop.store(true, Ordering::SeqCst);
             bail!(
                 "only {} of {n} sessions up after {limit:?}",
                 up.now.load(Ordering::SeqCst)
             );
-        }
-        let q = Instant::now();
-        match client.get(&url).send().await {
-            Ok(r) if r.status().is_success() => lat.push(q.elapsed().as_secs_f64() * 1000.0),
-            _ => failed += 1,
         }
         if last_print.elapsed() > Duration::from_secs(5) {
             eprintln!(
@@ -193,9 +220,14 @@ async fn all_up(
             );
             last_print = Instant::now();
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Ok((t0.elapsed().as_secs_f64(), lat, failed))
+    let took = t0.elapsed().as_secs_f64();
+    stop.store(true, Ordering::SeqCst);
+    let (lat, failed) = rest
+        .join()
+        .map_err(|_| anyhow::anyhow!("the REST probe panicked"))??;
+    Ok((took, lat, failed))
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {

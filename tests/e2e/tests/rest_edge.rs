@@ -665,3 +665,30 @@ async fn history_can_be_read_newest_first_and_a_point_never_good_shows_no_value(
     he.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn rest_answers_at_once_while_the_sessions_hold_every_connection_of_their_pool() -> Result<()>
+{
+    // A reconnect storm of 10,000 hellos held the shared pool for seconds
+    // and REST waited behind it (BENCHMARKS, "Sessions at scale"); the
+    // operator API has a pool of its own.
+    let pki = TestPki::new(&["site-p"])?;
+    let work = tempfile::tempdir()?;
+    let he = headend::start(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
+    let max = he.db.pool().options().get_max_connections();
+    let mut held = Vec::new();
+    for _ in 0..max {
+        held.push(he.db.pool().acquire().await?);
+    }
+    let t = std::time::Instant::now();
+    let sites = get_text(he.http_addr, "/api/v1/sites").await?;
+    ensure!(
+        t.elapsed() < Duration::from_secs(2),
+        "REST took {:?} with the sessions' pool taken",
+        t.elapsed()
+    );
+    ensure!(sites.starts_with('['), "{sites}");
+    drop(held);
+    he.stop().await;
+    Ok(())
+}
