@@ -10,15 +10,22 @@ use super::{PARTITION_LOCK, PgTelemetry, RETENTION_STEP_ROWS};
 use crate::Error;
 
 impl PgTelemetry {
+    /// The names of a partitioned table's partitions.
+    async fn children(&self, parent: &str) -> Result<Vec<String>, Error> {
+        Ok(sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = $1::regclass",
+        )
+        .bind(parent)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// The day partitions that exist: (name, day start).
     pub(super) async fn partitions(&self) -> Result<Vec<(String, i64)>, Error> {
-        let names: Vec<String> = sqlx::query_scalar(
-            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-             WHERE i.inhparent = 'readings'::regclass",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(names
+        Ok(self
+            .children("readings")
+            .await?
             .into_iter()
             .filter_map(|n| rows::partition_day(&n).map(|d| (n, d)))
             .collect())
@@ -26,13 +33,9 @@ impl PgTelemetry {
 
     /// The days whose packed partition exists.
     pub(super) async fn packed_days(&self) -> Result<BTreeSet<i64>, Error> {
-        let names: Vec<String> = sqlx::query_scalar(
-            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-             WHERE i.inhparent = 'packed_readings'::regclass",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(names
+        Ok(self
+            .children("packed_readings")
+            .await?
             .iter()
             .filter_map(|n| n.strip_prefix("packed_").and_then(rows::partition_day))
             .collect())

@@ -327,13 +327,18 @@ impl PgTelemetry {
             sqlx::query("SAVEPOINT insert_fast")
                 .execute(&mut *tx)
                 .await?;
-            let inserted = sqlx::query(INSERT_NEW_READINGS)
-                .bind(&points)
-                .bind(&ts)
-                .bind(&seq)
-                .bind(&value)
-                .bind(&quality)
-                .bind(&errors)
+            // the six columns, bound alike to either insert
+            macro_rules! columns {
+                ($q:expr) => {
+                    $q.bind(&points)
+                        .bind(&ts)
+                        .bind(&seq)
+                        .bind(&value)
+                        .bind(&quality)
+                        .bind(&errors)
+                };
+            }
+            let inserted = columns!(sqlx::query(INSERT_NEW_READINGS))
                 .execute(&mut *tx)
                 .await;
             let mut r = rows::Rollups::default();
@@ -350,15 +355,10 @@ impl PgTelemetry {
                     sqlx::query("ROLLBACK TO SAVEPOINT insert_fast")
                         .execute(&mut *tx)
                         .await?;
-                    let stored: Vec<(i32, i64, i64, Option<f64>)> = sqlx::query_as(INSERT_READINGS)
-                        .bind(&points)
-                        .bind(&ts)
-                        .bind(&seq)
-                        .bind(&value)
-                        .bind(&quality)
-                        .bind(&errors)
-                        .fetch_all(&mut *tx)
-                        .await?;
+                    let stored: Vec<(i32, i64, i64, Option<f64>)> =
+                        columns!(sqlx::query_as(INSERT_READINGS))
+                            .fetch_all(&mut *tx)
+                            .await?;
                     for (p, t, s, v) in stored {
                         r.add(i64::from(p), t, s, v);
                     }
