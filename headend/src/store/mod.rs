@@ -5,7 +5,7 @@
 //!
 //! * SQLite ([`sqlite`]): one writer thread with rusqlite and cached
 //!   prepared statements; readers on their own connections.
-//! * PostgreSQL ([`pg`]): `COPY` inserts through sqlx's native driver;
+//! * PostgreSQL ([`pg`]): array (`UNNEST`) inserts through sqlx's native driver;
 //!   readings partitioned by day, finished days packed (one row per point
 //!   and hour), retention by dropping partitions.
 //!

@@ -1,9 +1,10 @@
 //! The PostgreSQL telemetry store, on sqlx's native driver: readings go in
-//! as arrays (`UNNEST`), one statement per commit that also rolls the
-//! newly stored readings up by hour; readings are partitioned by UTC day,
-//! made ahead (and on demand for times inside the retention window).
-//! Times outside it land in `readings_default`. Partitions, retention
-//! and compaction: [`maintenance`].
+//! as arrays (`UNNEST`), one insert per commit, and the newly stored ones
+//! are rolled up by hour in the same transaction; readings are partitioned
+//! by UTC day, made ahead (and on demand for times inside the retention
+//! window). Times outside it land in `readings_default`. Finished days are
+//! packed (one row per point and hour) and queries read both forms.
+//! Partitions, retention and packing: [`maintenance`].
 
 mod maintenance;
 
