@@ -824,3 +824,39 @@ async fn on_postgres_a_commit_of_a_thousand_readings_never_waits_for_a_delayed_a
     );
     s.drop().await
 }
+
+#[tokio::test]
+async fn a_headend_on_postgres_packs_finished_days_by_itself() -> Result<()> {
+    // The hourly job was documented to reorganise finished days and did
+    // not: nothing but a benchmark ever called it. This runs the real job.
+    let db = pg::fresh_database().await?;
+    let now = now();
+    {
+        let store = Db::connect(&db.url, 4).await?;
+        hello(&store, "s8").await?;
+        store
+            .ingest(
+                "s8",
+                &batch(vec![
+                    reading(1, "tank-1", "volume", 1.0, now - 3 * DAY),
+                    reading(2, "tank-1", "volume", 2.0, now),
+                ]),
+            )
+            .await?;
+        store.pool().close().await;
+    }
+    let pki = e2e::TestPki::new(&["s8"])?;
+    let he = headend::start(e2e::headend_config(&pki, &db.url, 0)).await?;
+    let packed = e2e::eventually("the old day packed", Duration::from_secs(20), || async {
+        let n: i64 = sqlx::query_scalar("SELECT COALESCE(SUM(n), 0)::int8 FROM packed_readings")
+            .fetch_one(he.db.pool())
+            .await?;
+        Ok((n > 0).then_some(n))
+    })
+    .await?;
+    assert_eq!(packed, 1, "the reading of three days ago, not today's");
+    assert_eq!(he.db.readings(&all("s8", "tank-1", None)).await?.len(), 2);
+    he.db.pool().close().await;
+    he.stop().await;
+    db.drop().await
+}
