@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use adapter_api::{Reading, WriteOutcome, WriteRequest, now_ms};
+use adapter_api::{Event, Reading, WriteOutcome, WriteRequest, now_ms};
 use tankwatch_proto::v1::{self, AckReason};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -61,7 +61,7 @@ pub struct Executor {
     pub writes: HashMap<String, mpsc::Sender<WriteRequest>>,
     pub latest: Arc<Latest>,
     pub records: mpsc::Sender<Record>,
-    pub readings: mpsc::Sender<Reading>,
+    pub readings: mpsc::Sender<Event>,
     pub metrics: CommandMetrics,
 }
 
@@ -117,7 +117,7 @@ impl Executor {
         for (tank, det) in &ex.detectors {
             let _ =
                 ex.e.readings
-                    .send(in_progress(tank, det.delivering()))
+                    .send(Event::Reading(in_progress(tank, det.delivering())))
                     .await;
         }
         if let Err(e) = ex.e.store.prune(now_ms()) {
@@ -737,7 +737,11 @@ impl Running {
             .await
             .map_err(|_| ExecError::LogClosed)?;
         // an interlock input ("no pump enable while a delivery is in progress")
-        let _ = self.e.readings.send(in_progress(tank, delivering)).await;
+        let _ = self
+            .e
+            .readings
+            .send(Event::Reading(in_progress(tank, delivering)))
+            .await;
         Ok(())
     }
 }
@@ -755,6 +759,8 @@ fn in_progress(tank: &str, delivering: bool) -> Reading {
         received_ts_ms: now,
         source: "agent://delivery-detector".into(),
         error: String::new(),
+        // an interlock input: kept as long as alarms
+        class: adapter_api::DropClass::Alarm,
     }
 }
 
@@ -818,7 +824,7 @@ setpoints:
         device: mpsc::Receiver<WriteRequest>,
         _stop: watch::Sender<bool>,
         _dir: tempfile::TempDir,
-        _readings: mpsc::Receiver<Reading>,
+        _readings: mpsc::Receiver<Event>,
     }
 
     fn start() -> Harness {

@@ -5,8 +5,9 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use adapter_modbus::ModbusDevice;
 use serde::{Deserialize, Deserializer};
+
+pub use crate::devices::DeviceConfig;
 
 /// A configuration problem, with where it is.
 #[derive(Debug, thiserror::Error)]
@@ -32,10 +33,11 @@ pub struct AgentConfig {
     pub uplink: UplinkConfig,
     #[serde(default)]
     pub status: StatusConfig,
-    /// The site's assets (tanks, controllers).
+    /// The site's assets (tanks, controllers, meters, sensors, pumps).
     pub assets: Vec<AssetConfig>,
     /// The devices to read, each with its point mapping:
-    /// `- modbus: { name: ..., address: ..., points: [...] }`.
+    /// `- modbus: { name: ..., address: ..., points: [...] }`,
+    /// `- mqtt: { name: ..., url: ..., topics: [...] }`.
     #[serde(with = "serde_yaml::with::singleton_map_recursive")]
     pub devices: Vec<DeviceConfig>,
     /// Safety limits of writable points (setpoints); a writable point
@@ -51,13 +53,17 @@ pub struct AgentConfig {
 impl AgentConfig {
     /// The device that has the writable point `asset.field`, if any.
     pub fn device_of_writable(&self, asset: &str, field: &str) -> Option<&str> {
-        self.devices.iter().find_map(|d| match d {
-            DeviceConfig::Modbus(m) => m
-                .points
+        self.devices.iter().find_map(|d| {
+            d.points()
                 .iter()
                 .any(|p| p.writable && p.asset == asset && p.field == field)
-                .then_some(m.name.as_str()),
+                .then_some(d.name())
         })
+    }
+
+    /// The kind of asset `id`, if declared.
+    pub fn asset_kind(&self, id: &str) -> Option<AssetKind> {
+        self.assets.iter().find(|a| a.id == id).map(|a| a.kind)
     }
 }
 
@@ -202,11 +208,21 @@ fn default_status_listen() -> Option<std::net::SocketAddr> {
     Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9470)))
 }
 
+/// What an asset is. Only tanks get delivery detection and its
+/// `delivery.in_progress` interlock reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AssetKind {
     Tank,
+    /// A site controller (pumps, setpoints, interlocks).
     Controller,
+    /// A flow or energy meter.
+    Meter,
+    /// A standalone sensor (temperature probe, leak or sump sensor).
+    Sensor,
+    /// A pump or dispenser.
+    #[serde(alias = "dispenser")]
+    Pump,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -228,21 +244,6 @@ pub struct AssetConfig {
     /// Free-form extensions.
     #[serde(default)]
     pub details: std::collections::BTreeMap<String, String>,
-}
-
-/// One device, by protocol.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "lowercase", deny_unknown_fields)]
-pub enum DeviceConfig {
-    Modbus(ModbusDevice),
-}
-
-impl DeviceConfig {
-    pub fn name(&self) -> &str {
-        match self {
-            DeviceConfig::Modbus(d) => &d.name,
-        }
-    }
 }
 
 fn default_log_dir() -> PathBuf {
@@ -474,46 +475,35 @@ pub fn parse(file: &str, text: &str) -> Result<AgentConfig, ConfigError> {
         }
         adapter_api::validate::ident(d.name())
             .map_err(|e| err("name", d.name(), format!("devices: name {e}")))?;
-        match d {
-            DeviceConfig::Modbus(m) => {
-                adapter_modbus::validate(m).map_err(|e| err("name", &m.name, e.to_string()))?;
-                for p in &m.points {
-                    adapter_api::validate::ident(&p.field).map_err(|e| {
-                        err(
-                            "field",
-                            &p.field,
-                            format!("device {:?}: point field {e}", m.name),
-                        )
-                    })?;
-                    if !ids.contains(p.asset.as_str()) {
-                        return Err(err(
-                            "asset",
-                            &p.asset,
-                            format!(
-                                "device {:?}: point {}.{} names asset {:?}, which is not declared under `assets` (declared: {})",
-                                m.name,
-                                p.asset,
-                                p.field,
-                                p.asset,
-                                cfg.assets
-                                    .iter()
-                                    .map(|a| a.id.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            ),
-                        ));
-                    }
-                    if !points.insert((p.asset.clone(), p.field.clone())) {
-                        return Err(err(
-                            "field",
-                            &p.field,
-                            format!(
-                                "{}.{} is mapped twice; each asset field must have one source",
-                                p.asset, p.field
-                            ),
-                        ));
-                    }
-                }
+        d.validate().map_err(|e| err("name", d.name(), e))?;
+        for p in d.points() {
+            if !ids.contains(p.asset.as_str()) {
+                return Err(err(
+                    "asset",
+                    &p.asset,
+                    format!(
+                        "device {:?}: point {}.{} names asset {:?}, which is not declared under `assets` (declared: {})",
+                        d.name(),
+                        p.asset,
+                        p.field,
+                        p.asset,
+                        cfg.assets
+                            .iter()
+                            .map(|a| a.id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+            if !points.insert((p.asset.clone(), p.field.clone())) {
+                return Err(err(
+                    "field",
+                    &p.field,
+                    format!(
+                        "{}.{} is mapped twice; each asset field must have one source",
+                        p.asset, p.field
+                    ),
+                ));
             }
         }
     }
@@ -579,7 +569,9 @@ devices:
         let c = parse("site.yaml", GOOD).unwrap();
         assert_eq!(c.log.flush_interval_ms, 200);
         assert_eq!(c.uplink.batch_max_readings, 1000);
-        let DeviceConfig::Modbus(m) = &c.devices[0];
+        let DeviceConfig::Modbus(m) = &c.devices[0] else {
+            panic!("a modbus device")
+        };
         assert_eq!(m.poll_interval_ms, 1000);
     }
 
@@ -707,7 +699,11 @@ devices:
                 "control character",
             ),
             ("name: atg", "name: \"atg\\u0007\"", "devices: name"),
-            ("field: volume", "field: \"vol ume\"", "point field"),
+            (
+                "field: volume",
+                "field: \"vol ume\"",
+                "(tank-1.vol ume): field",
+            ),
         ];
         for (from, to, want) in cases {
             let text = GOOD.replacen(from, to, 1);

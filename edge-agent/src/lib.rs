@@ -10,6 +10,7 @@
 pub mod commands;
 pub mod config;
 pub mod delivery;
+pub mod devices;
 pub mod limits;
 pub mod logwriter;
 pub mod metrics;
@@ -19,7 +20,6 @@ pub mod yamlguard;
 
 use std::sync::Arc;
 
-use adapter_api::Adapter;
 use tokio::sync::{mpsc, watch};
 
 pub use config::AgentConfig;
@@ -176,18 +176,17 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
     let mut health = Vec::new();
     for d in &cfg.devices {
         let h = adapter_api::Health::default();
-        health.push((d.name().to_string(), h.clone()));
-        let adapter: Box<dyn Adapter> = match d {
-            config::DeviceConfig::Modbus(m) => Box::new(
-                adapter_modbus::ModbusAdapter::new(m.clone())
-                    .map_err(adapter_api::AdapterError::from)?
-                    .with_health(h),
-            ),
-        };
+        health.push(metrics::DeviceHealth {
+            name: d.name().to_string(),
+            kind: d.kind(),
+            health: h.clone(),
+        });
+        let adapter = d.build()?;
         let name = adapter.name().to_string();
+        let sink = adapter_api::Sink::new(tx.clone(), adapter.when_full(), &name, h);
         let (write_tx, write_rx) = mpsc::channel(WRITE_QUEUE);
         writes.insert(name.clone(), write_tx);
-        let run = adapter.run(tx.clone(), write_rx, stop_rx.clone());
+        let run = adapter.run(sink, write_rx, stop_rx.clone());
         tasks.push(fatal.spawn_task(format!("adapter {name}"), run));
     }
     let (durable_tx, durable_rx) = watch::channel(log.durable_seq());
@@ -221,6 +220,7 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
         "command executor".into(),
         executor.run(command_rx, stop_rx.clone()),
     ));
+    let health = Arc::new(health);
     let (status_tx, status_rx) = watch::channel(uplink::UplinkStatus::default());
     let metrics = metrics::Metrics::new(command_metrics);
     let status_addr = match cfg.status.listen {
@@ -232,7 +232,7 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
                 store: store.clone(),
                 metrics: metrics.clone(),
                 uplink: status_rx.clone(),
-                devices: Arc::new(health),
+                devices: health.clone(),
             },
             stop_rx.clone(),
         )
@@ -242,15 +242,16 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
         }),
         None => None,
     };
-    let run = uplink::run(
-        cfg.clone(),
-        log.clone(),
-        durable_rx,
-        stop_rx.clone(),
-        status_tx,
-        metrics.clone(),
-        command_tx,
-    );
+    let run = uplink::run(uplink::Uplink {
+        cfg: cfg.clone(),
+        log: log.clone(),
+        durable: durable_rx,
+        stop: stop_rx.clone(),
+        status: status_tx,
+        metrics: metrics.clone(),
+        commands: command_tx,
+        devices: health,
+    });
     tasks.push(fatal.spawn_task("uplink".into(), run));
     tasks.push(tokio::spawn(uplink::watchdog(
         cfg.clone(),

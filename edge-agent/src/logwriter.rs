@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use adapter_api::Reading;
+use adapter_api::{Event, Reading, SourceGap};
 use prost::Message;
 use sflog::{Class, DropRun, Log};
 use tankwatch_proto::v1;
@@ -114,13 +114,32 @@ pub fn to_wire(r: &Reading) -> v1::Reading {
     }
 }
 
-/// Which drop class a reading belongs to.
+/// Which drop class a reading belongs to (set per point in the config).
 pub fn class_of(r: &Reading) -> Class {
-    if r.field.starts_with("alarm.") {
-        Class::Alarm
-    } else {
-        Class::Telemetry
+    match r.class {
+        adapter_api::DropClass::Alarm => Class::Alarm,
+        adapter_api::DropClass::Telemetry => Class::Telemetry,
     }
+}
+
+/// The log payload of a gap an adapter reported (shed readings, a source's
+/// seq break or overflow): no log seqs, the device named.
+pub fn source_gap_record(log_id: u64, g: &SourceGap) -> Vec<u8> {
+    v1::LogRecord {
+        kind: Some(v1::log_record::Kind::Gap(v1::Gap {
+            log_id,
+            first_seq: 0,
+            last_seq: 0,
+            count: g.count,
+            reason: g.reason.as_str().to_string(),
+            from_ts_ms: g.from_ms,
+            to_ts_ms: g.to_ms,
+            seq: 0,
+            class: Class::Telemetry.name().to_string(),
+            device: g.device.clone(),
+        })),
+    }
+    .encode_to_vec()
 }
 
 /// The log payload of a reading.
@@ -144,6 +163,7 @@ pub fn gap_record(log_id: u64, run: &DropRun) -> Vec<u8> {
             to_ts_ms: run.to_ms,
             seq: 0,
             class: run.class.name().to_string(),
+            device: String::new(),
         })),
     }
     .encode_to_vec()
@@ -200,7 +220,7 @@ async fn flush(log: &Arc<Log>, durable: &watch::Sender<u64>) -> Result<(), Error
 /// stopped), then flushes and returns.
 pub async fn run(
     log: Arc<Log>,
-    mut rx: mpsc::Receiver<Reading>,
+    mut rx: mpsc::Receiver<Event>,
     mut records: mpsc::Receiver<Record>,
     cfg: LogConfig,
     durable: watch::Sender<u64>,
@@ -233,12 +253,18 @@ pub async fn run(
                     readings_open = false;
                     continue;
                 }
-                for r in &buf {
-                    latest.update(r);
-                }
                 let items: Vec<(Class, i64, Vec<u8>)> = buf
                     .drain(..)
-                    .map(|r| (class_of(&r), r.received_ts_ms, reading_record(&r)))
+                    .map(|e| match e {
+                        Event::Reading(r) => {
+                            latest.update(&r);
+                            (class_of(&r), r.received_ts_ms, reading_record(&r))
+                        }
+                        Event::Gap(g) => {
+                            tracing::warn!(device = %g.device, reason = g.reason.as_str(), count = g.count, "device data missing; recorded as a gap");
+                            (Class::Event, g.to_ms, source_gap_record(log.log_id(), &g))
+                        }
+                    })
                     .collect();
                 append_accounted(&log, &items)?;
                 if cfg.sync_every_batch {
@@ -270,6 +296,7 @@ mod tests {
             received_ts_ms: 1,
             source: "test".into(),
             error: String::new(),
+            class: adapter_api::DropClass::Telemetry,
         }
     }
 

@@ -22,6 +22,107 @@ pub struct ClassLabel {
     pub class: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeviceLabel {
+    pub device: String,
+    pub kind: &'static str,
+}
+
+/// One device's health handle, with what `/status` names it by.
+#[derive(Clone)]
+pub struct DeviceHealth {
+    pub name: String,
+    pub kind: &'static str,
+    pub health: adapter_api::Health,
+}
+
+/// The per-device metrics, set from each device's health at render time.
+#[derive(Clone, Default)]
+struct DeviceMetrics {
+    connected: Family<DeviceLabel, Gauge<i64, AtomicI64>>,
+    last_good_age: Family<DeviceLabel, Gauge<f64, AtomicU64>>,
+    errors: Family<DeviceLabel, Counter>,
+    reconnects: Family<DeviceLabel, Counter>,
+    shed: Family<DeviceLabel, Counter>,
+    gaps: Family<DeviceLabel, Counter>,
+    malformed: Family<DeviceLabel, Counter>,
+}
+
+impl DeviceMetrics {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "device_connected",
+            "1 while the device's connection is up",
+            self.connected.clone(),
+        );
+        r.register(
+            "device_last_good_age_seconds",
+            "Seconds since the device last gave data (-1: never)",
+            self.last_good_age.clone(),
+        );
+        for (name, help, f) in [
+            (
+                "device_errors",
+                "Device errors (connect failures, lost links, protocol errors)",
+                &self.errors,
+            ),
+            (
+                "device_reconnects",
+                "Device sessions that ended and were reconnected",
+                &self.reconnects,
+            ),
+            (
+                "device_shed_readings",
+                "Readings a push adapter shed because the agent could not keep up (each run is a gap record)",
+                &self.shed,
+            ),
+            (
+                "device_source_gaps",
+                "Gaps the source reported (Sparkplug seq breaks, OPC UA overflows)",
+                &self.gaps,
+            ),
+            (
+                "device_malformed_payloads",
+                "Payloads that could not be decoded",
+                &self.malformed,
+            ),
+        ] {
+            r.register(name, help, f.clone());
+        }
+    }
+
+    fn set(&self, devices: &[DeviceHealth]) {
+        let now = adapter_api::now_ms();
+        for d in devices {
+            let st = d.health.get();
+            let l = DeviceLabel {
+                device: d.name.clone(),
+                kind: d.kind,
+            };
+            self.connected
+                .get_or_create(&l)
+                .set(i64::from(st.connected));
+            self.last_good_age
+                .get_or_create(&l)
+                .set(if st.last_good_ms > 0 {
+                    ((now - st.last_good_ms) as f64 / 1000.0).max(0.0)
+                } else {
+                    -1.0
+                });
+            for (f, v) in [
+                (&self.errors, st.errors),
+                (&self.reconnects, st.reconnects),
+                (&self.shed, st.shed),
+                (&self.gaps, st.gaps),
+                (&self.malformed, st.malformed),
+            ] {
+                let c = f.get_or_create(&l);
+                c.inc_by(v.saturating_sub(c.get()));
+            }
+        }
+    }
+}
+
 /// Every metric of the agent (handles are shared; clone freely).
 #[derive(Clone)]
 pub struct Metrics {
@@ -46,6 +147,7 @@ pub struct Metrics {
     log_effective_max: Gauge<i64, AtomicI64>,
     log_disk_full: Counter,
     log_vacuumed: Counter,
+    devices: DeviceMetrics,
 }
 
 impl Default for Metrics {
@@ -79,8 +181,10 @@ impl Metrics {
             log_effective_max: Gauge::default(),
             log_disk_full: Counter::default(),
             log_vacuumed: Counter::default(),
+            devices: DeviceMetrics::default(),
         };
         let mut r = Registry::with_prefix("tankwatch_agent");
+        m.devices.register(&mut r);
         r.register(
             "uplink_sent_readings",
             "Readings sent to the headend (replays included; rate = replay rate)",
@@ -223,8 +327,9 @@ impl Metrics {
 }
 
 impl Metrics {
-    /// Updates the log gauges from `log` and renders the text exposition.
-    pub fn render(&self, log: &Log) -> String {
+    /// Updates the log and device gauges and renders the text exposition.
+    pub fn render(&self, log: &Log, devices: &[DeviceHealth]) -> String {
+        self.devices.set(devices);
         let st = log.stats();
         self.log_entries.set(st.entries as i64);
         self.log_bytes.set(st.bytes as i64);
@@ -266,8 +371,8 @@ pub struct Sources {
     pub store: crate::store::Store,
     pub metrics: Metrics,
     pub uplink: watch::Receiver<UplinkStatus>,
-    /// Each device's health, by device name.
-    pub devices: Arc<Vec<(String, adapter_api::Health)>>,
+    /// Each device's health.
+    pub devices: Arc<Vec<DeviceHealth>>,
 }
 
 type State = Sources;
@@ -297,7 +402,7 @@ pub fn serve(
             get(|axum::extract::State(s): axum::extract::State<State>| async move {
                 (
                     [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-                    s.metrics.render(&s.log),
+                    s.metrics.render(&s.log, &s.devices),
                 )
             }),
         )
@@ -320,16 +425,12 @@ pub fn serve(
                         "effective_max_bytes": st.effective_max_bytes,
                         "disk_full_events": st.disk_full_events,
                     },
-                    "devices": s.devices.iter().map(|(name, h)| {
-                        let d = h.get();
-                        (name.clone(), serde_json::json!({
-                            "connected": d.connected,
-                            "last_good_ms": d.last_good_ms,
-                            "last_error": d.last_error,
-                            "last_error_ms": d.last_error_ms,
-                            "exceptions": d.exceptions,
-                            "split_requests": d.split_requests,
-                        }))
+                    "devices": s.devices.iter().map(|d| {
+                        let mut v = serde_json::to_value(d.health.get()).unwrap_or_default();
+                        if let Some(o) = v.as_object_mut() {
+                            o.insert("kind".into(), d.kind.into());
+                        }
+                        (d.name.clone(), v)
                     }).collect::<serde_json::Map<String, serde_json::Value>>(),
                     "deliveries": s.store.deliveries().unwrap_or_else(|e| {
                         tracing::warn!(error = %e, "reading deliveries for /status");

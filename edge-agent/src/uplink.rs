@@ -145,6 +145,9 @@ fn hello(cfg: &AgentConfig, log: &Log) -> Result<AgentMessage, SessionError> {
                     kind: match a.kind {
                         crate::config::AssetKind::Tank => v1::AssetKind::Tank,
                         crate::config::AssetKind::Controller => v1::AssetKind::Controller,
+                        crate::config::AssetKind::Meter => v1::AssetKind::Meter,
+                        crate::config::AssetKind::Sensor => v1::AssetKind::Sensor,
+                        crate::config::AssetKind::Pump => v1::AssetKind::Pump,
                     } as i32,
                     name: a.name.clone(),
                     product: a.product.clone(),
@@ -232,15 +235,33 @@ fn batch_of(
     }))
 }
 
-async fn session(
-    cfg: &AgentConfig,
-    log: &Arc<Log>,
-    durable: &mut watch::Receiver<u64>,
-    stop: &mut watch::Receiver<bool>,
-    status: &watch::Sender<UplinkStatus>,
-    metrics: &crate::metrics::Metrics,
-    commands: &mpsc::Sender<v1::Command>,
-) -> Result<(), SessionError> {
+/// What the uplink works with.
+pub struct Uplink {
+    pub cfg: Arc<AgentConfig>,
+    pub log: Arc<Log>,
+    /// The log's durable seq (the uplink sends up to it).
+    pub durable: watch::Receiver<u64>,
+    pub stop: watch::Receiver<bool>,
+    pub status: watch::Sender<UplinkStatus>,
+    pub metrics: crate::metrics::Metrics,
+    /// Where commands from the headend go (the executor).
+    pub commands: mpsc::Sender<v1::Command>,
+    /// The devices whose health is reported to the headend.
+    pub devices: Arc<Vec<crate::metrics::DeviceHealth>>,
+}
+
+async fn session(u: &mut Uplink) -> Result<(), SessionError> {
+    let Uplink {
+        cfg,
+        log,
+        durable,
+        stop,
+        status,
+        metrics,
+        commands,
+        devices,
+    } = u;
+    let cfg: &AgentConfig = cfg;
     let window = cfg.uplink.window as usize;
     let (tx, rx) = mpsc::channel::<AgentMessage>(window + 2);
     tx.send(hello(cfg, log)?)
@@ -295,6 +316,8 @@ async fn session(
     // carry only what arrived after that.
     let mut previewed_through = log.durable_seq();
     let mut last_preview: Option<tokio::time::Instant> = None;
+    let mut health = HealthReport::default();
+    let mut health_tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         while in_flight.len() < window {
             let Some(batch) = next_batch(log, next, max_readings, max_bytes)? else {
@@ -357,38 +380,99 @@ async fn session(
                 None => return Err(SessionError::Protocol("headend closed the session".into())),
             },
             r = durable.changed() => { if r.is_err() { return Ok(()); } }
+            _ = health_tick.tick() => {
+                if let Some(m) = health.due(devices, tokio::time::Instant::now()) {
+                    tx.send(AgentMessage { msg: Some(Out::Devices(m)) })
+                        .await
+                        .map_err(|_| SessionError::Protocol("outbound stream closed".into()))?;
+                }
+            }
             _ = stop.changed() => return Ok(()),
         }
     }
 }
 
+/// Device health is sent within a second when a device connects,
+/// disconnects or gets a new error; within [`COUNTS_EVERY`] when only its
+/// counters (errors, shed, gaps, malformed) moved; and at least every
+/// [`HEALTH_EVERY`]. A busy device costs the headend at most one small
+/// upsert per 5 s.
+pub const HEALTH_EVERY: Duration = Duration::from_secs(60);
+pub const COUNTS_EVERY: Duration = Duration::from_secs(5);
+
+/// (connected, last error) and (errors, reconnects, shed, gaps, malformed) per device.
+type HealthKey = (Vec<(bool, String)>, Vec<[u64; 5]>);
+
+/// When the last device health went out, and what it said.
+#[derive(Default)]
+pub struct HealthReport {
+    sent: Option<(tokio::time::Instant, HealthKey)>,
+}
+
+impl HealthReport {
+    /// The report to send now, if one is due.
+    pub fn due(
+        &mut self,
+        devices: &[crate::metrics::DeviceHealth],
+        now: tokio::time::Instant,
+    ) -> Option<v1::DeviceHealth> {
+        let snap: Vec<(&crate::metrics::DeviceHealth, adapter_api::DeviceStatus)> =
+            devices.iter().map(|d| (d, d.health.get())).collect();
+        let key: HealthKey = (
+            snap.iter()
+                .map(|(_, s)| (s.connected, s.last_error.clone()))
+                .collect(),
+            snap.iter()
+                .map(|(_, s)| [s.errors, s.reconnects, s.shed, s.gaps, s.malformed])
+                .collect(),
+        );
+        if let Some((at, k)) = &self.sent {
+            let age = now.duration_since(*at);
+            let due = k.0 != key.0 || (k.1 != key.1 && age >= COUNTS_EVERY) || age >= HEALTH_EVERY;
+            if !due {
+                return None;
+            }
+        }
+        self.sent = Some((now, key));
+        Some(v1::DeviceHealth {
+            ts_ms: adapter_api::now_ms(),
+            devices: snap
+                .into_iter()
+                .map(|(d, s)| v1::DeviceStatus {
+                    device: d.name.clone(),
+                    kind: d.kind.to_string(),
+                    connected: s.connected,
+                    last_good_ms: s.last_good_ms,
+                    last_error: s.last_error,
+                    last_error_ms: s.last_error_ms,
+                    errors: s.errors,
+                    reconnects: s.reconnects,
+                    shed: s.shed,
+                    gaps: s.gaps,
+                    malformed: s.malformed,
+                })
+                .collect(),
+        })
+    }
+}
+
 /// Runs sessions until `stop`, reconnecting with exponential backoff and jitter.
-pub async fn run(
-    cfg: Arc<AgentConfig>,
-    log: Arc<Log>,
-    mut durable: watch::Receiver<u64>,
-    mut stop: watch::Receiver<bool>,
-    status: watch::Sender<UplinkStatus>,
-    metrics: crate::metrics::Metrics,
-    commands: mpsc::Sender<v1::Command>,
-) {
-    let mut backoff = Backoff::new(cfg.uplink.backoff_initial_ms, cfg.uplink.backoff_max_ms);
+pub async fn run(mut u: Uplink) {
+    let mut backoff = Backoff::new(u.cfg.uplink.backoff_initial_ms, u.cfg.uplink.backoff_max_ms);
     loop {
-        if *stop.borrow() {
+        if *u.stop.borrow() {
             return;
         }
-        status.send_modify(|s| s.last_attempt = Some(tokio::time::Instant::now()));
-        let sessions_before = status.borrow().sessions;
-        let r = session(
-            &cfg,
-            &log,
-            &mut durable,
-            &mut stop,
-            &status,
-            &metrics,
-            &commands,
-        )
-        .await;
+        u.status
+            .send_modify(|s| s.last_attempt = Some(tokio::time::Instant::now()));
+        let sessions_before = u.status.borrow().sessions;
+        let r = session(&mut u).await;
+        let Uplink {
+            status,
+            metrics,
+            stop,
+            ..
+        } = &mut u;
         status.send_modify(|s| s.connected = false);
         metrics.connected.set(0);
         metrics.in_flight.set(0);

@@ -275,11 +275,9 @@ impl Db {
         .execute(&mut *tx)
         .await?;
         for a in &h.hello.assets {
-            let kind = match v1::AssetKind::try_from(a.kind) {
-                Ok(v1::AssetKind::Tank) => "tank",
-                Ok(v1::AssetKind::Controller) => "controller",
-                _ => "unknown",
-            };
+            // checked at the Hello (ingest refuses an unknown kind)
+            let kind = crate::domain::AssetKind::from_proto(a.kind)
+                .map_err(|e| Error::Db(format!("asset {}: {e}", a.asset_id)))?;
             let details = serde_json::to_string(&a.details).unwrap_or_else(|_| "{}".into());
             let writable = serde_json::Value::Array(
                 a.writable
@@ -504,7 +502,7 @@ impl Db {
     /// Data a site's agent dropped (gap records), newest first.
     pub async fn gaps(&self, site: &str, limit: i64) -> Result<Vec<GapRow>, Error> {
         Ok(sqlx::query_as(
-            "SELECT log_id, seq, first_seq, last_seq, count, class, reason, from_ts_ms, to_ts_ms, ingested_ms
+            "SELECT log_id, seq, first_seq, last_seq, count, class, reason, from_ts_ms, to_ts_ms, ingested_ms, device
              FROM gaps WHERE site_id = $1 ORDER BY from_ts_ms DESC, seq DESC LIMIT $2",
         )
         .bind(site)
@@ -527,6 +525,8 @@ pub struct GapRow {
     pub from_ts_ms: i64,
     pub to_ts_ms: i64,
     pub ingested_ms: i64,
+    /// The device whose data is missing (adapter gaps); '' for log drops.
+    pub device: String,
 }
 
 async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), Error> {

@@ -1,13 +1,18 @@
 //! The contract between the agent and its device adapters.
 //!
-//! An adapter owns its device connections. The agent gives it a bounded
-//! [`ReadingSink`] and a [`Stop`] signal and spawns [`Adapter::run`]; the
-//! adapter connects, polls or subscribes, maps raw points to normalized
-//! [`Reading`]s and sends them into the sink, until stopped.
+//! An adapter owns one device connection. Its config lists its points in
+//! the shared mapping model ([`point`]); the agent learns from
+//! [`Adapter::points`] which exist, which are writable and their drop class,
+//! without knowing the protocol. The agent gives the adapter a [`Sink`] (a
+//! bounded channel of [`Event`]s: readings and gaps, with the adapter's
+//! [`WhenFull`] policy), write requests and a [`Stop`] signal, and spawns
+//! [`Adapter::run`]. Most adapters run on [`runner::run`], the shared
+//! connect / serve / reconnect loop; device status goes to the device's
+//! [`Health`] (state, not history: `/status` and the headend read the
+//! latest, nothing queues).
 //!
-//! Backpressure: the sink is a bounded channel. When it is full the adapter
-//! *waits* (its next poll is delayed); readings are never silently dropped
-//! between an adapter and the agent's log.
+//! When-full policy: pollers wait (nothing lost); push adapters shed and
+//! count, and the shed run becomes a gap record ([`sink`]).
 //!
 //! Adapters never depend on each other or on the agent; only on this crate.
 
@@ -56,10 +61,16 @@ pub struct Reading {
     pub source: String,
     /// Why quality is not good; empty otherwise.
     pub error: String,
+    /// What the log drops first when full.
+    pub class: DropClass,
 }
 
-/// Where adapters put readings. Bounded; `send` waits when full.
-pub type ReadingSink = tokio::sync::mpsc::Sender<Reading>;
+pub mod point;
+pub mod runner;
+pub mod sink;
+
+pub use point::{DropClass, Linear, PointSpec};
+pub use sink::{Closed, Event, GapReason, Sink, SourceGap, WhenFull};
 
 /// Stop signal: the adapter returns soon after the value becomes `true`.
 pub type Stop = tokio::sync::watch::Receiver<bool>;
@@ -118,12 +129,16 @@ pub trait Adapter: Send + 'static {
     fn kind(&self) -> &'static str;
     /// Human name of this adapter instance (the device name).
     fn name(&self) -> &str;
-    /// Start, poll or subscribe, emit readings into `sink`, serve write
+    /// The device's points, protocol-free.
+    fn points(&self) -> Vec<PointSpec>;
+    /// What to do when the agent's channel is full.
+    fn when_full(&self) -> WhenFull;
+    /// Connect, poll or subscribe, emit events into `sink`, serve write
     /// requests from `writes`, and return when `stop` turns true or the
     /// sink closes.
     fn run(
         self: Box<Self>,
-        sink: ReadingSink,
+        sink: Sink,
         writes: WriteRx,
         stop: Stop,
     ) -> BoxFuture<Result<(), AdapterError>>;
@@ -206,6 +221,16 @@ pub struct DeviceStatus {
     pub last_good_ms: i64,
     pub last_error: String,
     pub last_error_ms: i64,
+    /// Errors since start (connect failures, lost links, protocol errors).
+    pub errors: u64,
+    /// Sessions that ended (each is followed by a reconnect).
+    pub reconnects: u64,
+    /// Readings shed because the agent's channel was full (push adapters).
+    pub shed: u64,
+    /// Gaps the source reported (a Sparkplug seq break, an OPC UA overflow).
+    pub gaps: u64,
+    /// Payloads that could not be decoded (malformed JSON, unknown alias).
+    pub malformed: u64,
     /// Exception responses received since start.
     pub exceptions: u64,
     /// Merged requests split after an address/value exception.
@@ -227,6 +252,7 @@ impl Health {
         self.update(|s| {
             s.last_error = msg.to_string();
             s.last_error_ms = now_ms();
+            s.errors += 1;
         });
     }
 }

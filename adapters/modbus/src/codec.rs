@@ -191,6 +191,7 @@ mod tests {
             bit: None,
             on_change: None,
             writable: false,
+            class: adapter_api::DropClass::Telemetry,
         }
     }
 

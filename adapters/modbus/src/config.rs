@@ -31,56 +31,30 @@ pub struct ModbusDevice {
     pub points: Vec<Point>,
 }
 
-/// One value read from the device.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Point {
-    /// Asset id the value belongs to (must be declared under `assets`).
-    pub asset: String,
-    /// Normalized field name, e.g. `volume`.
-    pub field: String,
-    /// Register table. Default `holding`.
-    #[serde(default)]
-    pub table: Table,
-    /// Zero-based register address (0-65535).
-    pub register: u16,
-    /// Data type; multi-register types take 2 (32-bit) or 4 (64-bit) registers.
-    #[serde(rename = "type")]
-    pub data_type: DataType,
-    /// Order of the 16-bit words of a multi-register value. Default `big`
-    /// (most significant word first, "ABCD"); `little` is "CDAB".
-    #[serde(default)]
-    pub word_order: Order,
-    /// Order of the two bytes inside each register. Default `big`.
-    #[serde(default)]
-    pub byte_order: Order,
-    /// `value = raw * scale + offset`, then converted from `unit` to the canonical unit.
-    #[serde(default = "one")]
-    pub scale: f64,
-    #[serde(default)]
-    pub offset: f64,
-    /// Device unit of the scaled value: L, m3, gal, mm, cm, m, in, degC, degF, bool, %.
-    #[serde(default)]
-    pub unit: String,
-    /// Take one bit of the (integer) value, 0 = least significant: the
-    /// reading is 0 or 1 (status words, alarm flags). Scale/offset are not applied.
-    #[serde(default)]
-    pub bit: Option<u8>,
-    /// Emit only when the value changes (and on the first good read), not on
-    /// every poll. Default: true for `alarm.*` fields, false otherwise.
-    #[serde(default)]
-    pub on_change: Option<bool>,
-    /// The point can be written (setpoints): holding registers only. The
-    /// agent writes, then reads back to confirm. Default false.
-    #[serde(default)]
-    pub writable: bool,
-}
-
-impl Point {
-    /// Whether this point is reported on change only.
-    pub fn reports_on_change(&self) -> bool {
-        self.on_change
-            .unwrap_or_else(|| self.field.starts_with("alarm."))
+adapter_api::mapped_point! {
+    /// One value read from the device: its registers, then the shared
+    /// mapping keys (asset, field, unit, scale, offset, class, on_change,
+    /// writable).
+    pub struct Point {
+        /// Register table. Default `holding`.
+        #[serde(default)]
+        pub table: Table,
+        /// Zero-based register address (0-65535).
+        pub register: u16,
+        /// Data type; multi-register types take 2 (32-bit) or 4 (64-bit) registers.
+        #[serde(rename = "type")]
+        pub data_type: DataType,
+        /// Order of the 16-bit words of a multi-register value. Default `big`
+        /// (most significant word first, "ABCD"); `little` is "CDAB".
+        #[serde(default)]
+        pub word_order: Order,
+        /// Order of the two bytes inside each register. Default `big`.
+        #[serde(default)]
+        pub byte_order: Order,
+        /// Take one bit of the (integer) value, 0 = least significant: the
+        /// reading is 0 or 1 (status words, alarm flags). Scale/offset are not applied.
+        #[serde(default)]
+        pub bit: Option<u8>,
     }
 }
 
@@ -141,9 +115,6 @@ fn max_gap<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
 }
 fn default_backoff() -> u64 {
     30_000
-}
-fn one() -> f64 {
-    1.0
 }
 
 fn poll_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {

@@ -18,15 +18,16 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use adapter_api::runner::{self, Device, Ended, Io, Points, Retry};
 use adapter_api::{
-    Adapter, AdapterError, Backoff, BoxFuture, Quality, Reading, ReadingSink, Stop, WriteOutcome,
-    WriteRequest, WriteRx, now_ms, units,
+    Adapter, AdapterError, BoxFuture, Linear, PointSpec, Quality, Sink, Stop, WhenFull,
+    WriteOutcome, WriteRequest, WriteRx, now_ms,
 };
 use tokio_modbus::client::{Context, Reader, Writer};
 use tokio_modbus::prelude::*;
 
 pub use config::ModbusDevice;
-use config::{Point, Table};
+use config::Table;
 
 /// Errors of this crate (configuration only; device failures become readings).
 #[derive(Debug, thiserror::Error)]
@@ -37,11 +38,11 @@ pub enum Error {
         address: String,
         detail: String,
     },
-    #[error("device {device}: point {point}: unknown unit {unit:?}; known units: {}", units::KNOWN.join(", "))]
-    Unit {
+    #[error("device {device}: point {point}: {detail}")]
+    Mapping {
         device: String,
         point: String,
-        unit: String,
+        detail: String,
     },
     #[error("device {device}: point {point}: bit {bit} does not exist in a {bits}-bit integer (use 0 to {max})", max = .bits - 1)]
     Bit {
@@ -73,7 +74,8 @@ impl From<Error> for AdapterError {
     }
 }
 
-/// Checks what serde cannot: the address resolves syntactically, units are known.
+/// Checks what serde cannot: the address is host:port, each point's
+/// mapping (unit, scale) and Modbus shape (bit, writable table) is sound.
 pub fn validate(dev: &ModbusDevice) -> Result<(), Error> {
     parse_address(dev)?;
     if dev.points.is_empty() {
@@ -82,8 +84,13 @@ pub fn validate(dev: &ModbusDevice) -> Result<(), Error> {
         });
     }
     for (index, p) in dev.points.iter().enumerate() {
+        let point = format!("{index} ({}.{})", p.asset, p.field);
+        p.check_mapping().map_err(|detail| Error::Mapping {
+            device: dev.name.clone(),
+            point: point.clone(),
+            detail,
+        })?;
         if p.writable {
-            let point = format!("{index} ({}.{})", p.asset, p.field);
             if p.table != Table::Holding {
                 return Err(Error::WritableInput {
                     device: dev.name.clone(),
@@ -98,7 +105,6 @@ pub fn validate(dev: &ModbusDevice) -> Result<(), Error> {
             }
         }
         if let Some(bit) = p.bit {
-            let point = format!("{index} ({}.{})", p.asset, p.field);
             if matches!(p.data_type, config::DataType::F32 | config::DataType::F64) {
                 return Err(Error::BitOfFloat {
                     device: dev.name.clone(),
@@ -115,15 +121,31 @@ pub fn validate(dev: &ModbusDevice) -> Result<(), Error> {
                 });
             }
         }
-        if units::conversion(&p.unit).is_none() {
-            return Err(Error::Unit {
-                device: dev.name.clone(),
-                point: format!("{index} ({}.{})", p.asset, p.field),
-                unit: p.unit.clone(),
-            });
-        }
     }
     Ok(())
+}
+
+/// The protocol-free points of a device, in config order.
+pub fn specs(dev: &ModbusDevice) -> Vec<PointSpec> {
+    dev.points
+        .iter()
+        .map(|p| {
+            let table = match p.table {
+                Table::Holding => "hr",
+                Table::Input => "ir",
+            };
+            let source = format!(
+                "modbus://{}/unit{}/{table}{}",
+                dev.address, dev.unit_id, p.register
+            );
+            let mut spec = p.spec(source);
+            if p.bit.is_some() {
+                // a bit reads 0 or 1: no scale or offset
+                spec.conv = Linear::identity(&p.unit).unwrap_or(spec.conv);
+            }
+            spec
+        })
+        .collect()
 }
 
 fn parse_address(dev: &ModbusDevice) -> Result<String, Error> {
@@ -138,22 +160,12 @@ fn parse_address(dev: &ModbusDevice) -> Result<String, Error> {
 /// The adapter for one Modbus TCP device.
 pub struct ModbusAdapter {
     dev: ModbusDevice,
-    health: adapter_api::Health,
 }
 
 impl ModbusAdapter {
     pub fn new(dev: ModbusDevice) -> Result<Self, Error> {
         validate(&dev)?;
-        Ok(Self {
-            dev,
-            health: adapter_api::Health::default(),
-        })
-    }
-
-    /// Where the adapter reports the device's health (for `/status`).
-    pub fn with_health(mut self, health: adapter_api::Health) -> Self {
-        self.health = health;
-        self
+        Ok(Self { dev })
     }
 }
 
@@ -164,13 +176,32 @@ impl Adapter for ModbusAdapter {
     fn name(&self) -> &str {
         &self.dev.name
     }
+    fn points(&self) -> Vec<PointSpec> {
+        specs(&self.dev)
+    }
+    /// A poller: a full channel delays the next poll, nothing is lost.
+    fn when_full(&self) -> WhenFull {
+        WhenFull::Block
+    }
     fn run(
         self: Box<Self>,
-        sink: ReadingSink,
+        sink: Sink,
         writes: WriteRx,
         stop: Stop,
     ) -> BoxFuture<Result<(), AdapterError>> {
-        Box::pin(run_device(self.dev, self.health, sink, writes, stop))
+        let retry = Retry {
+            initial_ms: self.dev.poll_interval_ms.min(1000),
+            max_ms: self.dev.max_backoff_ms,
+        };
+        let points = specs(&self.dev);
+        let dev = Poller {
+            convs: points.iter().map(|p| p.conv).collect(),
+            blocks: codec::plan_with_gap(&self.dev.points, self.dev.max_gap),
+            logged: HashMap::new(),
+            dev: self.dev,
+        };
+        let io = Io::new(sink, Points::new(points), writes, stop);
+        Box::pin(runner::run(dev, io, retry))
     }
 }
 
@@ -200,143 +231,70 @@ pub fn exception_meaning(code: u8) -> &'static str {
 /// An exception is logged at most this often per request and code.
 const EXCEPTION_LOG_EVERY: Duration = Duration::from_secs(60);
 
-/// Why a point is not good, as last reported.
-type PointState = HashMap<usize, String>;
-
 struct Poller {
     dev: ModbusDevice,
     blocks: Vec<codec::Block>,
-    sink: ReadingSink,
-    /// Last error per point index; absent = good.
-    failing: PointState,
-    /// Last value emitted, for on-change points.
-    last: HashMap<usize, f64>,
-    health: adapter_api::Health,
+    /// Canonical mapping per point (for writes and read-backs).
+    convs: Vec<Linear>,
     /// When each (table, start, count, code) exception was last logged
     /// (bounded by the requests of the plan).
     logged: HashMap<(u8, u16, u16, u8), tokio::time::Instant>,
 }
 
-async fn run_device(
-    dev: ModbusDevice,
-    health: adapter_api::Health,
-    sink: ReadingSink,
-    mut writes: WriteRx,
-    mut stop: Stop,
-) -> Result<(), AdapterError> {
-    let mut writes_open = true;
-    let mut last_error: String;
-    let blocks = codec::plan_with_gap(&dev.points, dev.max_gap);
-    let poll = Duration::from_millis(dev.poll_interval_ms);
-    let mut p = Poller {
-        blocks,
-        sink,
-        failing: PointState::new(),
-        last: HashMap::new(),
-        health,
-        logged: HashMap::new(),
-        dev,
-    };
-    let mut backoff = Backoff::new(p.dev.poll_interval_ms.min(1000), p.dev.max_backoff_ms);
-    loop {
-        if *stop.borrow() {
-            return Ok(());
-        }
-        match p.connect().await {
-            Ok(mut ctx) => {
-                tracing::info!(device = %p.dev.name, address = %p.dev.address, "modbus connected");
-                p.health.update(|s| s.connected = true);
-                let mut ticker = tokio::time::interval(poll);
-                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        _ = ticker.tick() => {}
-                        w = writes.recv(), if writes_open => {
-                            match w {
-                                Some(req) => {
-                                    if let Err(e) = p.write(&mut ctx, req).await {
-                                        tracing::warn!(device = %p.dev.name, error = %e, "modbus link lost during a write; reconnecting");
-                                        last_error = e.clone();
-                                        p.fail_all(&e).await?;
-                                        break;
-                                    }
-                                }
-                                None => writes_open = false,
-                            }
-                            continue;
-                        }
-                        _ = stop.changed() => { let _ = ctx.disconnect().await; return Ok(()); }
-                    }
-                    match p.poll_once(&mut ctx).await {
-                        Ok(()) => backoff.reset(),
-                        Err(PollError::Link(e)) => {
-                            tracing::warn!(device = %p.dev.name, error = %e, "modbus link lost; reconnecting");
-                            last_error = e.clone();
-                            p.fail_all(&e).await?;
-                            break;
-                        }
-                        Err(PollError::SinkClosed) => {
-                            return Err(AdapterError::SinkClosed {
-                                adapter: p.dev.name.clone(),
-                            });
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!(device = %p.dev.name, address = %p.dev.address, error = %e, "modbus connect failed");
-                last_error = e.clone();
-                p.fail_all(&e).await?;
-            }
-        }
-        let wait = tokio::time::sleep(backoff.next_delay());
-        tokio::pin!(wait);
+impl Device for Poller {
+    type Conn = Context;
+
+    fn name(&self) -> &str {
+        &self.dev.name
+    }
+
+    async fn connect(&mut self) -> Result<Context, String> {
+        let ms = self.dev.timeout_ms;
+        let addr: SocketAddr =
+            runner::within(ms, "resolving", tokio::net::lookup_host(&self.dev.address))
+                .await?
+                .map_err(|e| format!("cannot resolve {}: {e}", self.dev.address))?
+                .next()
+                .ok_or_else(|| format!("{} resolved to no address", self.dev.address))?;
+        let ctx = runner::within(
+            ms,
+            "connect",
+            tcp::connect_slave(addr, Slave(self.dev.unit_id)),
+        )
+        .await?
+        .map_err(|e| format!("connect: {e}"))?;
+        tracing::info!(device = %self.dev.name, address = %self.dev.address, "modbus connected");
+        Ok(ctx)
+    }
+
+    async fn session(&mut self, mut ctx: Context, io: &mut Io) -> Ended {
+        let mut ticker = tokio::time::interval(Duration::from_millis(self.dev.poll_interval_ms));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let stopped = io.stopped();
+        tokio::pin!(stopped);
         loop {
             tokio::select! {
-                _ = &mut wait => break,
-                // no connection: a write is answered at once, never queued for later
-                w = writes.recv(), if writes_open => match w {
-                    Some(req) => {
-                        let _ = req.reply.send(WriteOutcome::Unreachable(format!("device {} not connected: {last_error}", p.dev.name)));
+                _ = ticker.tick() => {}
+                req = io.next_write() => {
+                    if let Err(e) = self.write(&mut ctx, req).await {
+                        return Ended::Lost(format!("during a write: {e}"));
                     }
-                    None => writes_open = false,
-                },
-                _ = stop.changed() => return Ok(()),
+                    continue;
+                }
+                _ = &mut stopped => {
+                    let _ = ctx.disconnect().await;
+                    return Ended::Stopped;
+                }
+            }
+            if let Err(end) = self.poll_once(&mut ctx, io).await {
+                return end;
             }
         }
     }
-}
-
-enum PollError {
-    /// Timeout or I/O error: the connection is unusable.
-    Link(String),
-    SinkClosed,
 }
 
 impl Poller {
-    async fn connect(&self) -> Result<Context, String> {
-        let timeout = Duration::from_millis(self.dev.timeout_ms);
-        let addr: SocketAddr =
-            match tokio::time::timeout(timeout, tokio::net::lookup_host(&self.dev.address)).await {
-                Ok(Ok(mut it)) => it
-                    .next()
-                    .ok_or_else(|| format!("{} resolved to no address", self.dev.address))?,
-                Ok(Err(e)) => return Err(format!("cannot resolve {}: {e}", self.dev.address)),
-                Err(_) => return Err(format!("resolving {} timed out", self.dev.address)),
-            };
-        match tokio::time::timeout(timeout, tcp::connect_slave(addr, Slave(self.dev.unit_id))).await
-        {
-            Ok(Ok(ctx)) => Ok(ctx),
-            Ok(Err(e)) => Err(format!("connect: {e}")),
-            Err(_) => Err(format!(
-                "connect timed out after {} ms",
-                self.dev.timeout_ms
-            )),
-        }
-    }
-
-    async fn poll_once(&mut self, ctx: &mut Context) -> Result<(), PollError> {
-        let timeout = Duration::from_millis(self.dev.timeout_ms);
+    async fn poll_once(&mut self, ctx: &mut Context, io: &mut Io) -> Result<(), Ended> {
         let mut next = 0;
         while next < self.blocks.len() {
             let bi = next;
@@ -352,17 +310,12 @@ impl Poller {
                 }
             };
             let ts = now_ms();
-            match tokio::time::timeout(timeout, fut).await {
-                Err(_) => {
-                    return Err(PollError::Link(format!(
-                        "request timed out after {} ms",
-                        self.dev.timeout_ms
-                    )));
-                }
-                Ok(Err(e)) => return Err(PollError::Link(format!("transport error: {e}"))),
+            match runner::within(self.dev.timeout_ms, "request", fut).await {
+                Err(e) => return Err(Ended::Lost(e)),
+                Ok(Err(e)) => return Err(Ended::Lost(format!("transport error: {e}"))),
                 Ok(Ok(Err(exception))) => {
                     let code = u8::from(exception);
-                    self.health.update(|s| s.exceptions += 1);
+                    io.sink.health().update(|s| s.exceptions += 1);
                     let key = (function_of(table), start, count, code);
                     let now = tokio::time::Instant::now();
                     if self
@@ -387,7 +340,7 @@ impl Poller {
                         && let Some(parts) = codec::split(&self.blocks[bi], &self.dev.points)
                     {
                         tracing::info!(device = %self.dev.name, start, count, points = parts.len(), "splitting a merged request the device refused");
-                        self.health.update(|s| s.split_requests += 1);
+                        io.sink.health().update(|s| s.split_requests += 1);
                         self.blocks.splice(bi..=bi, parts);
                         next = bi; // read the first part now
                         continue;
@@ -396,16 +349,13 @@ impl Poller {
                         "modbus exception {exception:?} (0x{code:02x}): {}",
                         exception_meaning(code)
                     );
-                    self.health.error(&msg);
-                    let pts = self.blocks[bi].points.clone();
-                    for i in pts {
-                        self.report_bad(i, &msg, ts).await?;
+                    io.error(&msg);
+                    for &i in &self.blocks[bi].points {
+                        io.bad(i, &msg, ts).await?;
                     }
                 }
                 Ok(Ok(Ok(regs))) => {
-                    self.health.update(|s| s.last_good_ms = ts);
-                    let pts = self.blocks[bi].points.clone();
-                    for i in pts {
+                    for &i in &self.blocks[bi].points {
                         let p = &self.dev.points[i];
                         let off = usize::from(p.register - start);
                         let n = usize::from(p.data_type.registers());
@@ -413,30 +363,18 @@ impl Poller {
                             codec::decode(r, p.data_type, p.word_order, p.byte_order)
                         });
                         match raw {
-                            Some(v) if v.is_finite() => {
-                                let value = match p.bit {
-                                    Some(bit) => ((v as i128 as u128 >> bit) & 1) as f64,
-                                    None => v * p.scale + p.offset,
+                            Some(v) => {
+                                let v = match p.bit {
+                                    Some(bit) if v.is_finite() => {
+                                        ((v as i128 as u128 >> bit) & 1) as f64
+                                    }
+                                    _ => v,
                                 };
-                                let recovered = self.failing.remove(&i).is_some();
-                                if p.reports_on_change()
-                                    && !recovered
-                                    && self.last.get(&i) == Some(&value)
-                                {
-                                    continue;
-                                }
-                                self.last.insert(i, value);
-                                let r = self.reading(i, value, Quality::Good, String::new(), ts);
-                                self.sink.send(r).await.map_err(|_| PollError::SinkClosed)?;
+                                io.good(i, v, Quality::Good, ts).await?
                             }
-                            Some(_) => self.report_bad(i, "value is NaN or infinite", ts).await?,
                             None => {
-                                self.report_bad(
-                                    i,
-                                    "device returned fewer registers than requested",
-                                    ts,
-                                )
-                                .await?
+                                io.bad(i, "device returned fewer registers than requested", ts)
+                                    .await?
                             }
                         }
                     }
@@ -444,30 +382,6 @@ impl Poller {
             }
         }
         Ok(())
-    }
-
-    fn reading(&self, i: usize, scaled: f64, quality: Quality, error: String, ts: i64) -> Reading {
-        let p: &Point = &self.dev.points[i];
-        // validate() guarantees the unit is known; fall back to identity anyway.
-        let (unit, f, o) = units::conversion(&p.unit).unwrap_or(("", 1.0, 0.0));
-        let table = match p.table {
-            Table::Holding => "hr",
-            Table::Input => "ir",
-        };
-        Reading {
-            asset_id: p.asset.clone(),
-            field: p.field.clone(),
-            value: scaled * f + o,
-            unit: unit.to_string(),
-            quality,
-            source_ts_ms: ts,
-            received_ts_ms: now_ms(),
-            source: format!(
-                "modbus://{}/unit{}/{}{}",
-                self.dev.address, self.dev.unit_id, table, p.register
-            ),
-            error,
-        }
     }
 
     /// Serves one write request: encode, write, read back, compare. Returns
@@ -484,13 +398,12 @@ impl Poller {
             return Ok(());
         };
         let p = self.dev.points[i].clone();
+        let conv = self.convs[i];
         let n = p.data_type.registers();
         let link = |e: String, reply: tokio::sync::oneshot::Sender<WriteOutcome>| {
             let _ = reply.send(WriteOutcome::Unreachable(e.clone()));
             Err(e)
         };
-        // canonical unit -> device unit -> raw register value
-        let (_, f, o) = units::conversion(&p.unit).unwrap_or(("", 1.0, 0.0));
         let words: Vec<u16> = match p.bit {
             Some(bit) => {
                 let cur =
@@ -523,7 +436,7 @@ impl Poller {
                 }]
             }
             None => {
-                let raw = ((req.value - o) / f - p.offset) / p.scale;
+                let raw = conv.to_raw(req.value);
                 let is_int = !matches!(p.data_type, config::DataType::F32 | config::DataType::F64);
                 let raw = if is_int && (raw - raw.round()).abs() < 1e-6 {
                     raw.round()
@@ -587,7 +500,7 @@ impl Poller {
             match p.bit {
                 Some(bit) => f64::from((regs.first().copied().unwrap_or(0) >> bit) & 1),
                 None => codec::decode(regs, p.data_type, p.word_order, p.byte_order)
-                    .map(|raw| (raw * p.scale + p.offset) * f + o)
+                    .map(|raw| conv.to_canonical(raw))
                     .unwrap_or(f64::NAN),
             }
         };
@@ -604,30 +517,6 @@ impl Poller {
                 read,
             }
         });
-        Ok(())
-    }
-
-    async fn report_bad(&mut self, i: usize, msg: &str, ts: i64) -> Result<(), PollError> {
-        if self.failing.get(&i).map(String::as_str) == Some(msg) {
-            return Ok(());
-        }
-        self.failing.insert(i, msg.to_string());
-        // A bad reading's value carries no information; 0 keeps SQL NOT NULL.
-        let r = self.reading(i, 0.0, Quality::Bad, msg.to_string(), ts);
-        self.sink.send(r).await.map_err(|_| PollError::SinkClosed)
-    }
-
-    async fn fail_all(&mut self, msg: &str) -> Result<(), AdapterError> {
-        self.health.update(|s| s.connected = false);
-        self.health.error(msg);
-        let ts = now_ms();
-        for i in 0..self.dev.points.len() {
-            if self.report_bad(i, msg, ts).await.is_err() {
-                return Err(AdapterError::SinkClosed {
-                    adapter: self.dev.name.clone(),
-                });
-            }
-        }
         Ok(())
     }
 }

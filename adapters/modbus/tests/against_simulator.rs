@@ -1,7 +1,7 @@
 //! The Modbus adapter against the ATG simulator over real loopback TCP.
 use std::time::Duration;
 
-use adapter_api::{Adapter, Quality, Reading, WriteOutcome, WriteRequest};
+use adapter_api::{Adapter, Event, Health, Quality, Reading, Sink, WriteOutcome, WriteRequest};
 use adapter_modbus::{ModbusAdapter, ModbusDevice};
 use atg_sim::{SimConfig, Simulator};
 use tokio::sync::{mpsc, watch};
@@ -12,6 +12,28 @@ fn device(name: &str, sim: &Simulator, extra_points: &str) -> ModbusDevice {
         sim.addr
     );
     serde_yaml::from_str(&yaml).expect("test yaml")
+}
+
+/// Runs `a` with its events forwarded as readings into `tx` (the adapter
+/// waits when `tx` is full, as under the agent).
+fn start(
+    a: Box<ModbusAdapter>,
+    tx: mpsc::Sender<Reading>,
+    writes: mpsc::Receiver<WriteRequest>,
+    stop: watch::Receiver<bool>,
+) {
+    let (etx, mut erx) = mpsc::channel(1);
+    let sink = Sink::new(etx, a.when_full(), a.name(), Health::default());
+    tokio::spawn(a.run(sink, writes, stop));
+    tokio::spawn(async move {
+        while let Some(e) = erx.recv().await {
+            if let Event::Reading(r) = e
+                && tx.send(r).await.is_err()
+            {
+                return;
+            }
+        }
+    });
 }
 
 async fn sim() -> Simulator {
@@ -38,7 +60,7 @@ fn spawn_writable(
     let (wtx, wrx) = mpsc::channel(4);
     let (stop_tx, stop_rx) = watch::channel(false);
     let a = Box::new(ModbusAdapter::new(dev).unwrap());
-    tokio::spawn(a.run(tx, wrx, stop_rx));
+    start(a, tx, wrx, stop_rx);
     (rx, wtx, stop_tx)
 }
 
@@ -134,7 +156,7 @@ async fn a_device_that_stops_answering_does_not_stop_another_device() {
     let (_stop_tx, stop_rx) = watch::channel(false);
     for (name, s) in [("dev-a", &a), ("dev-b", &b)] {
         let ad = Box::new(ModbusAdapter::new(device(name, s, "")).unwrap());
-        tokio::spawn(ad.run(tx.clone(), mpsc::channel(1).1, stop_rx.clone()));
+        start(ad, tx.clone(), mpsc::channel(1).1, stop_rx.clone());
     }
     let from = |port: u16| {
         move |r: &Reading| r.source.contains(&format!(":{port}/")) && r.quality == Quality::Good
@@ -184,7 +206,7 @@ async fn status_bits_become_alarm_readings_reported_only_on_change() {
     let (mut rx, _stop) = spawn(device(
         "atg",
         &s,
-        "  - { asset: tank-1, field: alarm.low_level, register: 14, type: u16, bit: 1, unit: bool }\n",
+        "  - { asset: tank-1, field: alarm.low_level, register: 14, type: u16, bit: 1, unit: bool, class: alarm }\n",
     ));
     let a = next_matching(&mut rx, |r| r.field == "alarm.low_level").await;
     assert_eq!(

@@ -12,6 +12,7 @@
 //! * `GET /api/v1/sites/{site}/assets/{asset}/rollups?field=&from=&to=&limit=`:
 //!   hourly min/max/mean/last/count per field, oldest first (kept longer
 //!   than raw readings: long ranges read these).
+//! * `GET /api/v1/sites/{site}/devices`: the site's devices and their health
 //! * `GET /api/v1/sites/{site}/gaps`: data the site's agent had to drop
 //!   (full disk, corruption): "data lost at site X between T1 and T2".
 //! * Commands and loads: see [`super::commands`] and [`super::loads`].
@@ -40,6 +41,7 @@ pub fn routes() -> Router<ApiState> {
         )
         .route("/api/v1/sites/{site}/assets/{asset}/rollups", get(rollups))
         .route("/api/v1/sites/{site}/gaps", get(gaps))
+        .route("/api/v1/sites/{site}/devices", get(devices))
 }
 
 async fn ready(State(s): State<ApiState>) -> Response {
@@ -285,10 +287,40 @@ async fn gaps(
                     "count": g.count,
                     "class": g.class,
                     "reason": g.reason,
+                    "device": g.device,
                     "from": ts(g.from_ts_ms),
                     "to": ts(g.to_ts_ms),
                     "reported": ts(g.ingested_ms),
                     "gap_record_seq": g.seq,
+                })
+            })
+            .collect(),
+    )))
+}
+
+/// The site's devices as its agent last reported them.
+async fn devices(
+    State(s): State<ApiState>,
+    Path(site): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    site_or_404(&s.db, &site).await?;
+    let rows = s.db.devices(&site).await?;
+    Ok(Json(Value::Array(
+        rows.into_iter()
+            .map(|d| {
+                json!({
+                    "device": d.device,
+                    "kind": d.kind,
+                    "connected": d.connected != 0,
+                    "last_good": (d.last_good_ms > 0).then(|| ts(d.last_good_ms)),
+                    "last_error": d.last_error,
+                    "last_error_at": (d.last_error_ms > 0).then(|| ts(d.last_error_ms)),
+                    "errors": d.errors,
+                    "reconnects": d.reconnects,
+                    "shed": d.shed,
+                    "source_gaps": d.gaps,
+                    "malformed": d.malformed,
+                    "reported": ts(d.reported_ms),
                 })
             })
             .collect(),

@@ -3,6 +3,7 @@
 //! rules ([`lifecycle`], [`split`]) take the clock and the facts as input.
 
 pub mod actor;
+pub mod asset;
 pub mod command;
 pub mod lifecycle;
 pub mod load;
@@ -11,6 +12,7 @@ pub mod split;
 pub mod time;
 
 pub use actor::Actor;
+pub use asset::AssetKind;
 pub use command::{CommandKind, CommandState, Reason};
 pub use load::{EtaSource, LoadEventKind, LoadStatus};
 pub use quality::Quality;

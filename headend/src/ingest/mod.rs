@@ -145,13 +145,17 @@ pub fn validate_batch(b: &v1::TelemetryBatch, log_id: u64) -> Result<(), Status>
             r.seq
         )));
     }
-    if let Some(g) = b
-        .gaps
-        .iter()
-        .find(|g| g.first_seq > g.last_seq || g.count == 0)
-    {
+    // a log gap covers a range of seqs; an adapter gap (its device named)
+    // covers none, and its count may be unknown (0)
+    if let Some(g) = b.gaps.iter().find(|g| {
+        if g.device.is_empty() {
+            g.first_seq > g.last_seq || g.count == 0
+        } else {
+            g.first_seq != 0 || g.last_seq != 0
+        }
+    }) {
         return Err(Status::invalid_argument(format!(
-            "gap record seq {} has an empty range",
+            "gap record seq {} has an empty range (or a device gap claims log seqs)",
             g.seq
         )));
     }
@@ -198,6 +202,16 @@ impl v1::agent_link_server::AgentLink for Ingest {
         }
         // the connection is in a session now: no longer subject to the idle deadline
         who.started.send_replace(true);
+        if let Some((a, e)) = hello.assets.iter().find_map(|a| {
+            crate::domain::AssetKind::from_proto(a.kind)
+                .err()
+                .map(|e| (a.asset_id.clone(), e))
+        }) {
+            return Err(Status::invalid_argument(format!(
+                "asset {a}: {e}; this headend knows {} (upgrade the headend)",
+                crate::domain::AssetKind::choices()
+            )));
+        }
         let cleaned = sanitize::hello(&mut hello);
         if cleaned > 0 {
             self.metrics.sanitized_fields.inc_by(cleaned);
@@ -378,6 +392,26 @@ impl Ingest {
                 Some(In::Hello(_)) => {
                     return Err(Status::invalid_argument("a second Hello on one session"));
                 }
+                Some(In::Devices(mut h)) => {
+                    if h.devices.len() > crate::store::devices::MAX_DEVICES {
+                        return Err(Status::invalid_argument(format!(
+                            "device health of {} devices (at most {})",
+                            h.devices.len(),
+                            crate::store::devices::MAX_DEVICES
+                        )));
+                    }
+                    self.metrics
+                        .sanitized_fields
+                        .inc_by(sanitize::devices(&mut h));
+                    if let Err(e) = self
+                        .db
+                        .record_device_health(&who.site_id, &h, crate::db::now_ms())
+                        .await
+                    {
+                        // state, not history: the next report replaces it anyway
+                        tracing::warn!(site = %who.site_id, error = %e, "device health not stored");
+                    }
+                }
                 Some(In::CommandAck(_)) | Some(In::Event(_)) => {
                     tracing::debug!(site = %who.site_id, "event/command ack received (handled by later issues)");
                 }
@@ -503,6 +537,21 @@ mod tests {
             "a seq used twice"
         );
         assert!(validate_batch(&batch(3, 1, &[]), 9).is_err(), "empty range");
+        // a device's gap (a Sparkplug seq break) names no log seqs and may not know its count
+        let mut b = batch(1, 3, &[1, 2]);
+        b.gaps.push(v1::Gap {
+            seq: 3,
+            device: "broker".into(),
+            reason: "source_sequence".into(),
+            ..Default::default()
+        });
+        assert!(validate_batch(&b, 9).is_ok(), "a device gap is valid");
+        b.gaps[0].first_seq = 1;
+        b.gaps[0].last_seq = 1;
+        assert!(
+            validate_batch(&b, 9).is_err(),
+            "a device gap claims no seqs"
+        );
         let mut b = batch(1, 3, &[1, 2]);
         b.gaps.push(v1::Gap {
             seq: 2,

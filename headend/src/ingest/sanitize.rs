@@ -46,6 +46,26 @@ pub fn hello(h: &mut v1::Hello) -> u64 {
     n
 }
 
+/// Cleans the text fields of a device health report and bounds their
+/// length (names 200 characters, an error 1,000); returns how many changed.
+pub fn devices(h: &mut v1::DeviceHealth) -> u64 {
+    let mut n = 0;
+    for d in &mut h.devices {
+        n += text(&mut d.device) + text(&mut d.kind) + text(&mut d.last_error);
+        for (s, max) in [
+            (&mut d.device, 200),
+            (&mut d.kind, 200),
+            (&mut d.last_error, 1000),
+        ] {
+            if let Some((i, _)) = s.char_indices().nth(max) {
+                s.truncate(i);
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
 /// Cleans every text field of a batch; returns how many changed.
 pub fn batch(b: &mut v1::TelemetryBatch) -> u64 {
     let mut n = 0;
@@ -57,7 +77,7 @@ pub fn batch(b: &mut v1::TelemetryBatch) -> u64 {
             + text(&mut r.error);
     }
     for g in &mut b.gaps {
-        n += text(&mut g.reason) + text(&mut g.class);
+        n += text(&mut g.reason) + text(&mut g.class) + text(&mut g.device);
     }
     for a in &mut b.command_acks {
         n += text(&mut a.command_id) + text(&mut a.reason) + text(&mut a.detail);
@@ -68,7 +88,9 @@ pub fn batch(b: &mut v1::TelemetryBatch) -> u64 {
             Some(v1::event::Kind::Delivery(d)) => {
                 n += text(&mut d.load_ref) + text(&mut d.tank);
             }
-            Some(v1::event::Kind::Gap(g)) => n += text(&mut g.reason) + text(&mut g.class),
+            Some(v1::event::Kind::Gap(g)) => {
+                n += text(&mut g.reason) + text(&mut g.class) + text(&mut g.device)
+            }
             None => {}
         }
     }

@@ -13,6 +13,7 @@
 
 pub mod agent_records;
 pub mod commands;
+pub mod devices;
 pub mod loads;
 pub mod pg;
 pub mod rows;

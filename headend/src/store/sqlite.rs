@@ -507,8 +507,8 @@ fn write_group(
         }
         for gap in &b.gaps {
             c.prepare_cached(
-                "INSERT INTO gaps (site_id, log_id, seq, first_seq, last_seq, count, class, reason, from_ts_ms, to_ts_ms, ingested_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT (site_id, log_id, seq) DO NOTHING",
+                "INSERT INTO gaps (site_id, log_id, seq, first_seq, last_seq, count, class, reason, from_ts_ms, to_ts_ms, ingested_ms, device)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT (site_id, log_id, seq) DO NOTHING",
             )
             .map_err(db_err)?
             .execute(params![
@@ -522,7 +522,8 @@ fn write_group(
                 gap.reason,
                 gap.from_ts_ms,
                 gap.to_ts_ms,
-                now_ms
+                now_ms,
+                gap.device
             ])
             .map_err(db_err)?;
         }

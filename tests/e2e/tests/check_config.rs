@@ -100,6 +100,21 @@ fn check_config_accepts_a_good_file_and_points_at_each_broken_line() -> Result<(
 }
 
 #[test]
+fn the_shipped_mqtt_example_config_is_valid() -> Result<()> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/site-mqtt.yaml");
+    let cfg =
+        edge_agent::config::parse("configs/site-mqtt.yaml", &std::fs::read_to_string(&path)?)?;
+    assert_eq!(cfg.devices[0].kind(), "mqtt");
+    assert_eq!(
+        cfg.device_of_writable("tank-2", "fill_limit"),
+        Some("site-broker"),
+        "a writable Sparkplug metric"
+    );
+    Ok(())
+}
+
+#[test]
 fn the_shipped_demo_config_is_valid_and_matches_the_simulator() -> Result<()> {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/site-demo.yaml");
@@ -108,10 +123,10 @@ fn the_shipped_demo_config_is_valid_and_matches_the_simulator() -> Result<()> {
     let modbus = |name: &str| {
         cfg.devices
             .iter()
-            .map(|d| match d {
-                edge_agent::config::DeviceConfig::Modbus(m) => m,
+            .find_map(|d| match d {
+                edge_agent::config::DeviceConfig::Modbus(m) if m.name == name => Some(m),
+                _ => None,
             })
-            .find(|m| m.name == name)
             .unwrap_or_else(|| panic!("no device {name}"))
     };
     let m = modbus("atg");

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use adapter_api::{Adapter, Quality};
+use adapter_api::Quality;
 use adapter_modbus::{ModbusAdapter, ModbusDevice};
 use anyhow::{Context, Result, bail};
 use e2e::free_port;
@@ -39,10 +39,9 @@ fn run_adapter(
     dev: ModbusDevice,
     health: adapter_api::Health,
 ) -> Result<(mpsc::Receiver<adapter_api::Reading>, watch::Sender<bool>)> {
-    let (tx, rx) = mpsc::channel(64);
     let (stop, stop_rx) = watch::channel(false);
-    let adapter = Box::new(ModbusAdapter::new(dev)?.with_health(health));
-    tokio::spawn(adapter.run(tx, mpsc::channel(1).1, stop_rx));
+    let adapter = Box::new(ModbusAdapter::new(dev)?);
+    let rx = e2e::run_adapter(adapter, health, mpsc::channel(1).1, stop_rx);
     Ok((rx, stop))
 }
 

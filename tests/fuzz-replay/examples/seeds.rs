@@ -142,4 +142,43 @@ fn main() {
     write("modbus_decode", "odd.bin", &[1, 2, 3]);
     write("modbus_decode", "empty.bin", b"");
     println!("seeds written to fuzz/corpus");
+    // MQTT: plain, JSON, and Sparkplug B payloads (births, aliased data, a rebirth command)
+    write("mqtt_payload", "plain.txt", b" 12.5\n");
+    write(
+        "mqtt_payload",
+        "json.json",
+        br#"{"a": [{"b": 1.5}], "ts": "2026-11-23T10:00:00.25+01:00"}"#,
+    );
+    let metric = |name: &str, alias: u64, v: f64| {
+        sparkplug_b::Metric::new(name, sparkplug_b::MetricValue::Double(v)).with_alias(alias)
+    };
+    let birth = sparkplug_b::Payload::new()
+        .with_timestamp(1)
+        .with_seq(0)
+        .with_metric(sparkplug_b::Metric::new(
+            "bdSeq",
+            sparkplug_b::MetricValue::UInt64(3),
+        ))
+        .with_metric(metric("Volume", 1, 100.0));
+    write(
+        "mqtt_payload",
+        "nbirth.pb",
+        &sparkplug_b::encode(&birth, sparkplug_b::EncodeOptions::birth()),
+    );
+    let data = sparkplug_b::Payload::new()
+        .with_seq(1)
+        .with_metric(sparkplug_b::Metric::aliased(
+            1,
+            sparkplug_b::MetricValue::Double(99.0),
+        ));
+    write(
+        "mqtt_payload",
+        "ddata.pb",
+        &sparkplug_b::encode(&data, sparkplug_b::EncodeOptions::birth()),
+    );
+    write(
+        "mqtt_payload",
+        "rebirth.pb",
+        &adapter_mqtt::sparkplug::rebirth_payload(5),
+    );
 }

@@ -48,6 +48,51 @@ pub fn modbus_decode(data: &[u8]) {
     }
 }
 
+/// What an MQTT broker delivers: the bytes as a plain and a JSON payload
+/// of a `topic` point, and as a Sparkplug B payload of every message type
+/// to an edge node that has been born (aliases known) and one that has not.
+pub fn mqtt_payload(data: &[u8]) {
+    use adapter_mqtt::sparkplug::Node;
+    use sparkplug_b::MessageType as M;
+    let point = |json: &str| -> adapter_mqtt::config::Point {
+        serde_json::from_str(json).expect("a valid point")
+    };
+    let plain = point(r#"{"topic": "a/+", "asset": "t", "field": "v"}"#);
+    let js = point(
+        r#"{"topic": "a/#", "json_path": "a.0.b", "ts_path": "ts", "asset": "t", "field": "v"}"#,
+    );
+    let _ = adapter_mqtt::decode(&plain, data, 0);
+    let _ = adapter_mqtt::decode(&js, data, 0);
+    if let Ok(t) = std::str::from_utf8(data) {
+        let _ = adapter_mqtt::topic::check_filter(t);
+        let _ = adapter_mqtt::topic::matches(t, "a/b/c");
+        let _ = adapter_mqtt::topic::matches("a/+/#", t);
+        let _ = adapter_mqtt::json::rfc3339_ms(t);
+    }
+    let birth = adapter_mqtt::sparkplug::command_payload(
+        "Volume",
+        sparkplug_b::MetricValue::Double(1.0),
+        0,
+    );
+    for device in [None, Some("atg")] {
+        let mut born = Node::new(device.map(String::from));
+        born.handle(M::NBirth, None, &birth, 0);
+        let mut unborn = Node::new(device.map(String::from));
+        for ty in [
+            M::NBirth,
+            M::NDeath,
+            M::NData,
+            M::DBirth,
+            M::DDeath,
+            M::DData,
+            M::NCmd,
+        ] {
+            let _ = born.handle(ty, device, data, 1);
+            let _ = unborn.handle(ty, device, data, 1);
+        }
+    }
+}
+
 /// A fuzz target: arbitrary bytes in, never a panic.
 pub type Target = fn(&[u8]);
 
@@ -57,4 +102,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("agent_message", agent_message),
     ("rest_body", rest_body),
     ("modbus_decode", modbus_decode),
+    ("mqtt_payload", mqtt_payload),
 ];

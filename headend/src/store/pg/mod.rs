@@ -371,8 +371,8 @@ impl PgTelemetry {
         for b in &g.batches {
             for gap in &b.gaps {
                 sqlx::query(
-                    "INSERT INTO gaps (site_id, log_id, seq, first_seq, last_seq, count, class, reason, from_ts_ms, to_ts_ms, ingested_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (site_id, log_id, seq) DO NOTHING",
+                    "INSERT INTO gaps (site_id, log_id, seq, first_seq, last_seq, count, class, reason, from_ts_ms, to_ts_ms, ingested_ms, device)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (site_id, log_id, seq) DO NOTHING",
                 )
                 .bind(&g.site)
                 .bind(log_id)
@@ -385,6 +385,7 @@ impl PgTelemetry {
                 .bind(gap.from_ts_ms)
                 .bind(gap.to_ts_ms)
                 .bind(now_ms)
+                .bind(&gap.device)
                 .execute(&mut *tx)
                 .await?;
             }

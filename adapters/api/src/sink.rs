@@ -1,0 +1,258 @@
+//! Where an adapter's events go, and what happens when the agent cannot
+//! take them as fast as they come.
+//!
+//! The channel to the log writer is bounded. A *poller* (Modbus, Veeder-Root,
+//! OPC UA polling) simply waits when it is full: its next poll is delayed and
+//! nothing is lost. A *push* adapter (MQTT, OPC UA subscriptions) must not
+//! wait: its protocol (keepalives, acks, publish requests) would stall and
+//! the peer would drop it. It sheds instead: each shed reading is counted,
+//! and the run of shed readings becomes one [`SourceGap`] sent as soon as
+//! the channel has room again, so the loss is on the record, as the log's
+//! own drops are.
+
+use tokio::sync::mpsc;
+
+use crate::{Health, Reading};
+
+/// What an adapter sends to the agent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Reading(Reading),
+    /// Data the agent will never see: shed here, or lost at the source.
+    Gap(SourceGap),
+}
+
+/// What an adapter does when the agent's channel is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenFull {
+    /// Wait (pollers): the next poll is delayed, nothing is dropped.
+    Block,
+    /// Drop and count (push adapters): the protocol stays alive.
+    Shed,
+}
+
+/// Why data is missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GapReason {
+    /// The adapter shed readings because the agent's channel was full.
+    Shed,
+    /// The source's sequence numbers jumped (a Sparkplug seq break).
+    SourceSequence,
+    /// The source says it dropped values (an OPC UA queue overflow).
+    SourceOverflow,
+}
+
+impl GapReason {
+    /// The wire text (`Gap.reason`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GapReason::Shed => "adapter_shed",
+            GapReason::SourceSequence => "source_sequence",
+            GapReason::SourceOverflow => "source_overflow",
+        }
+    }
+}
+
+/// A run of data missing from one device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceGap {
+    pub device: String,
+    pub reason: GapReason,
+    /// Readings missing; 0 when the source cannot say (a seq break).
+    pub count: u64,
+    pub from_ms: i64,
+    pub to_ms: i64,
+}
+
+/// The agent closed the channel (it is stopping).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closed;
+
+/// An adapter's end of the channel to the agent, with its when-full policy.
+pub struct Sink {
+    tx: mpsc::Sender<Event>,
+    policy: WhenFull,
+    device: String,
+    health: Health,
+    /// Gaps waiting for room, at most one per reason (runs merge).
+    pending: Vec<SourceGap>,
+}
+
+impl Sink {
+    pub fn new(tx: mpsc::Sender<Event>, policy: WhenFull, device: &str, health: Health) -> Sink {
+        Sink {
+            tx,
+            policy,
+            device: device.to_string(),
+            health,
+            pending: Vec::new(),
+        }
+    }
+
+    pub fn policy(&self) -> WhenFull {
+        self.policy
+    }
+
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Sends a reading under the sink's policy.
+    pub async fn reading(&mut self, r: Reading) -> Result<(), Closed> {
+        self.flush_gaps().await?;
+        match self.policy {
+            WhenFull::Block => self.tx.send(Event::Reading(r)).await.map_err(|_| Closed),
+            WhenFull::Shed => {
+                if !self.pending.is_empty() {
+                    // gaps still waiting: keep order, this one is shed too
+                    self.shed(r.received_ts_ms);
+                    return Ok(());
+                }
+                match self.tx.try_send(Event::Reading(r)) {
+                    Ok(()) => Ok(()),
+                    Err(mpsc::error::TrySendError::Full(Event::Reading(r))) => {
+                        self.shed(r.received_ts_ms);
+                        Ok(())
+                    }
+                    Err(mpsc::error::TrySendError::Full(_)) => Ok(()),
+                    Err(mpsc::error::TrySendError::Closed(_)) => Err(Closed),
+                }
+            }
+        }
+    }
+
+    /// Records a gap the source reported (a seq break, an overflow).
+    pub async fn gap(
+        &mut self,
+        reason: GapReason,
+        count: u64,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<(), Closed> {
+        self.health.update(|s| s.gaps += 1);
+        self.merge(SourceGap {
+            device: self.device.clone(),
+            reason,
+            count,
+            from_ms,
+            to_ms,
+        });
+        self.flush_gaps().await
+    }
+
+    fn shed(&mut self, ts: i64) {
+        self.health.update(|s| s.shed += 1);
+        self.merge(SourceGap {
+            device: self.device.clone(),
+            reason: GapReason::Shed,
+            count: 1,
+            from_ms: ts,
+            to_ms: ts,
+        });
+    }
+
+    fn merge(&mut self, g: SourceGap) {
+        match self.pending.iter_mut().find(|p| p.reason == g.reason) {
+            Some(p) => {
+                p.count = p.count.saturating_add(g.count);
+                p.from_ms = p.from_ms.min(g.from_ms);
+                p.to_ms = p.to_ms.max(g.to_ms);
+            }
+            None => self.pending.push(g),
+        }
+    }
+
+    /// Sends the waiting gaps: a blocking sink waits for room, a shedding
+    /// one sends what fits now and keeps the rest for the next call.
+    async fn flush_gaps(&mut self) -> Result<(), Closed> {
+        while let Some(g) = self.pending.first().cloned() {
+            match self.policy {
+                WhenFull::Block => self.tx.send(Event::Gap(g)).await.map_err(|_| Closed)?,
+                WhenFull::Shed => match self.tx.try_send(Event::Gap(g)) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => return Ok(()),
+                    Err(mpsc::error::TrySendError::Closed(_)) => return Err(Closed),
+                },
+            }
+            self.pending.remove(0);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DropClass, Quality};
+
+    fn r(ts: i64) -> Reading {
+        Reading {
+            asset_id: "t".into(),
+            field: "volume".into(),
+            value: 1.0,
+            unit: "L".into(),
+            quality: Quality::Good,
+            source_ts_ms: ts,
+            received_ts_ms: ts,
+            source: "x".into(),
+            error: String::new(),
+            class: DropClass::Telemetry,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_shedding_sink_never_waits_and_accounts_for_every_shed_reading_as_one_gap() {
+        let (tx, mut rx) = mpsc::channel(2);
+        let h = Health::default();
+        let mut s = Sink::new(tx, WhenFull::Shed, "broker", h.clone());
+        for ts in 1..=10 {
+            // would hang on a blocking send: the channel holds 2
+            tokio::time::timeout(std::time::Duration::from_millis(100), s.reading(r(ts)))
+                .await
+                .expect("a shedding sink never waits")
+                .unwrap();
+        }
+        assert_eq!(h.get().shed, 8);
+        assert_eq!(rx.recv().await, Some(Event::Reading(r(1))));
+        assert_eq!(rx.recv().await, Some(Event::Reading(r(2))));
+        // room again: the next reading first delivers the gap, in order
+        s.reading(r(11)).await.unwrap();
+        let Some(Event::Gap(g)) = rx.recv().await else {
+            panic!("gap first")
+        };
+        assert_eq!(
+            (g.reason, g.count, g.from_ms, g.to_ms),
+            (GapReason::Shed, 8, 3, 10)
+        );
+        assert_eq!(g.device, "broker");
+        assert_eq!(rx.recv().await, Some(Event::Reading(r(11))));
+    }
+
+    #[tokio::test]
+    async fn a_blocking_sink_waits_for_room_and_drops_nothing() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let mut s = Sink::new(tx, WhenFull::Block, "atg", Health::default());
+        s.reading(r(1)).await.unwrap();
+        let blocked =
+            tokio::time::timeout(std::time::Duration::from_millis(50), s.reading(r(2))).await;
+        assert!(blocked.is_err(), "a poller waits when the channel is full");
+        assert_eq!(rx.recv().await, Some(Event::Reading(r(1))));
+        s.reading(r(2)).await.unwrap();
+        assert_eq!(rx.recv().await, Some(Event::Reading(r(2))));
+    }
+
+    #[tokio::test]
+    async fn a_gap_the_source_reports_is_counted_and_sent() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let h = Health::default();
+        let mut s = Sink::new(tx, WhenFull::Shed, "spb", h.clone());
+        s.gap(GapReason::SourceSequence, 0, 5, 6).await.unwrap();
+        let Some(Event::Gap(g)) = rx.recv().await else {
+            panic!()
+        };
+        assert_eq!((g.reason.as_str(), g.from_ms), ("source_sequence", 5));
+        assert_eq!(h.get().gaps, 1);
+        drop(rx);
+        assert_eq!(s.reading(r(1)).await, Err(Closed));
+    }
+}

@@ -1,0 +1,393 @@
+//! The MQTT adapter end to end against independent implementations: the
+//! machine's Mosquitto broker and a paho-mqtt site publishing plain, JSON
+//! and Sparkplug B (Tahu schema, compiled by pysparkplug) payloads; from
+//! there through the agent, mTLS gRPC and the headend to its REST API.
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use e2e::*;
+use serde_json::{Value, json};
+
+const T: Duration = Duration::from_secs(30);
+const BROKER: &str = "127.0.0.1:1883";
+
+fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("TANKWATCH_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/pyenv/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/test.sh, which creates it with the pinned peers of tests/peers/requirements.txt",
+        p.display()
+    );
+    p
+}
+
+/// The paho-mqtt site (tests/peers/mqtt_site.py), driven line by line.
+struct Peer {
+    child: Child,
+    stdin: ChildStdin,
+    out: BufReader<ChildStdout>,
+}
+
+impl Peer {
+    fn start(broker: &str, prefix: &str) -> Result<Peer> {
+        let (host, port) = broker.rsplit_once(':').context("host:port")?;
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../peers/mqtt_site.py");
+        let mut child = Command::new(python())
+            .arg(script)
+            .args([host, port, prefix])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting the paho-mqtt peer")?;
+        let stdin = child.stdin.take().context("stdin")?;
+        let mut out = BufReader::new(child.stdout.take().context("stdout")?);
+        loop {
+            // a rebirth request may come before READY (the agent is already up)
+            let mut line = String::new();
+            if out.read_line(&mut line)? == 0 {
+                bail!("peer exited before READY");
+            }
+            match line.trim() {
+                "READY" => break,
+                "REBIRTH" => {}
+                other => bail!("peer did not start: {other:?}"),
+            }
+        }
+        Ok(Peer { child, stdin, out })
+    }
+
+    /// Sends one command; waits for its OK (skipping REBIRTH notices, counted).
+    fn cmd(&mut self, c: &str) -> Result<usize> {
+        writeln!(self.stdin, "{c}")?;
+        self.stdin.flush()?;
+        let mut rebirths = 0;
+        loop {
+            let mut line = String::new();
+            if self.out.read_line(&mut line)? == 0 {
+                bail!("peer exited during {c:?}");
+            }
+            match line.trim() {
+                "OK" => return Ok(rebirths),
+                "REBIRTH" => rebirths += 1,
+                other => bail!("peer said {other:?} to {c:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Agent YAML: a tank, a controller and a temperature probe, all fed by one
+/// MQTT device on `broker`, topics under `prefix`.
+fn mqtt_yaml(
+    pki: &TestPki,
+    site: &str,
+    headend: SocketAddr,
+    log: &Path,
+    broker: &str,
+    prefix: &str,
+) -> String {
+    let f = pki.agent_files(site);
+    format!(
+        r#"site_id: {site}
+headend: {{ address: "{headend}", server_name: localhost }}
+tls: {{ cert: {cert}, key: {key}, ca: {ca} }}
+log: {{ dir: {log}, flush_interval_ms: 50 }}
+uplink: {{ backoff_initial_ms: 100, backoff_max_ms: 1000 }}
+status: {{ listen: "127.0.0.1:0" }}
+assets:
+  - {{ id: tank-1, kind: tank, capacity: 20000 }}
+  - {{ id: ctl, kind: controller }}
+  - {{ id: probe-1, kind: sensor }}
+  - {{ id: atg-1, kind: tank, capacity: 30000 }}
+devices:
+  - mqtt:
+      name: broker
+      url: mqtt://{broker}
+      client_id: agent-{prefix}
+      timeout_ms: 3000
+      max_backoff_ms: 1000
+      sparkplug: {{ group_id: G1, edge_node_id: N1, device_id: atg }}
+      points:
+        - {{ topic: "{prefix}/tank1/state", json_path: level.volume, ts_path: ts, asset: tank-1, field: volume, unit: gal }}
+        - {{ topic: "{prefix}/+/temp", asset: probe-1, field: temperature, unit: degF }}
+        - {{ topic: "{prefix}/ctl/setpoint", command_topic: "{prefix}/ctl/setpoint/set", writable: true, asset: ctl, field: power_limit, unit: kW }}
+        - {{ metric: Volume, asset: atg-1, field: volume, unit: L }}
+        - {{ metric: Setpoint, asset: atg-1, field: fill_limit, unit: L, writable: true }}
+setpoints:
+  - {{ asset: ctl, field: power_limit, min: 0, max: 80 }}
+  - {{ asset: atg-1, field: fill_limit, min: 0, max: 30000 }}
+"#,
+        cert = f.cert.display(),
+        key = f.key.display(),
+        ca = f.ca.display(),
+        log = log.display(),
+    )
+}
+
+/// The latest good value of `asset.field` on the REST API.
+async fn value(http: SocketAddr, site: &str, asset: &str, field: &str) -> Result<Option<f64>> {
+    let assets = get_json(http, &format!("/api/v1/sites/{site}/assets")).await?;
+    Ok(assets
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["asset_id"] == asset))
+        .and_then(|a| a["fields"][field]["value"].as_f64()))
+}
+
+async fn wait_value(
+    http: SocketAddr,
+    site: &str,
+    asset: &str,
+    field: &str,
+    want: f64,
+) -> Result<()> {
+    eventually(&format!("{asset}.{field} = {want}"), T, || async {
+        Ok(value(http, site, asset, field)
+            .await?
+            .filter(|v| (v - want).abs() < 1e-6 * want.abs().max(1.0))
+            .map(|_| ()))
+    })
+    .await
+}
+
+async fn device(http: SocketAddr, site: &str, name: &str) -> Result<Value> {
+    let d = get_json(http, &format!("/api/v1/sites/{site}/devices")).await?;
+    d.as_array()
+        .and_then(|a| a.iter().find(|x| x["device"] == name).cloned())
+        .context("no such device")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_plain_and_sparkplug_payloads_from_independent_peers_reach_the_rest_api_and_garbage_is_counted()
+-> Result<()> {
+    let _ = tracing_subscriber::fmt().with_env_filter("warn").try_init();
+    let site = "site-m";
+    let prefix = format!("tw{}", std::process::id());
+    let pki = TestPki::new(&[site])?;
+    let work = tempfile::tempdir()?;
+    let he = headend::start(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
+    let http = he.http_addr;
+    let yaml = mqtt_yaml(
+        &pki,
+        site,
+        he.grpc_addr,
+        &work.path().join("log"),
+        BROKER,
+        &prefix,
+    );
+    let mut peer = Peer::start(BROKER, &prefix)?;
+    let agent = edge_agent::start(agent_config(work.path(), &yaml)?)?;
+    eventually("the agent's MQTT session", T, || async {
+        Ok(device(http, site, "broker")
+            .await
+            .ok()
+            .filter(|d| d["connected"] == true))
+    })
+    .await?;
+
+    // JSON with a path and a timestamp, in US gallons -> litres
+    peer.cmd("json 100")?;
+    wait_value(http, site, "tank-1", "volume", 378.541_178_4).await?;
+    // a plain number on a wildcard topic, in °F -> °C; the probe is a sensor
+    peer.cmd("plain 212")?;
+    wait_value(http, site, "probe-1", "temperature", 100.0).await?;
+    let assets = get_json(http, &format!("/api/v1/sites/{site}/assets")).await?;
+    let probe = assets
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["asset_id"] == "probe-1"))
+        .cloned()
+        .context("probe")?;
+    assert_eq!(probe["kind"], "sensor");
+    assert!(
+        probe["fields"].get("delivery.in_progress").is_none(),
+        "a sensor is not a tank: {probe}"
+    );
+
+    // Sparkplug B: the adapter asked for a rebirth when it connected; the
+    // peer's births come either way, then aliased DDATA
+    peer.cmd("birth")?;
+    wait_value(http, site, "atg-1", "volume", 1000.0).await?;
+    peer.cmd("ddata 1234.5")?;
+    wait_value(http, site, "atg-1", "volume", 1234.5).await?;
+
+    // garbage: malformed JSON, a non-number, an unknown alias, a non-protobuf payload
+    peer.cmd("raw tank1/state {\"level\": {\"volume\": 1")?;
+    peer.cmd("raw x/temp warm")?;
+    peer.cmd("alias 99 5")?;
+    peer.cmd("garbage")?;
+    let d = eventually("malformed payloads counted", T, || async {
+        Ok(device(http, site, "broker")
+            .await
+            .ok()
+            .filter(|d| d["malformed"].as_u64() >= Some(4)))
+    })
+    .await?;
+    assert_eq!(d["kind"], "mqtt");
+    // the agent kept running and keeps reading
+    peer.cmd("json 200")?;
+    wait_value(http, site, "tank-1", "volume", 757.082_356_8).await?;
+
+    // a Sparkplug seq gap: a gap record for the device, and a rebirth request
+    let mut rebirths = 0;
+    peer.cmd("skip 5")?;
+    rebirths += peer.cmd("ddata 1300")?;
+    wait_value(http, site, "atg-1", "volume", 1300.0).await?;
+    let gaps = eventually("the seq gap at the headend", T, || async {
+        let g = get_json(http, &format!("/api/v1/sites/{site}/gaps")).await?;
+        Ok(g.as_array()
+            .filter(|a| {
+                a.iter()
+                    .any(|x| x["reason"] == "source_sequence" && x["device"] == "broker")
+            })
+            .cloned())
+    })
+    .await?;
+    assert!(!gaps.is_empty());
+    // the REBIRTH notice may arrive after the OK of the next command
+    for _ in 0..20 {
+        if rebirths > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        rebirths += peer.cmd("ddata 1300")?;
+    }
+    ensure!(
+        rebirths > 0,
+        "the seq gap did not trigger a rebirth request"
+    );
+    eventually("the source gap counted on the device", T, || async {
+        Ok(device(http, site, "broker")
+            .await
+            .ok()
+            .filter(|d| d["source_gaps"].as_u64() >= Some(1)))
+    })
+    .await?;
+
+    // writes: a command topic and a Sparkplug DCMD, each read back, ending active
+    for (asset, field, v) in [
+        ("ctl", "power_limit", 40.0),
+        ("atg-1", "fill_limit", 25_000.0),
+    ] {
+        let (code, c) = post_json(
+            http,
+            "/api/v1/commands",
+            &json!({"kind": "setpoint", "asset": format!("{site}/{asset}"), "field": field, "value": v}),
+        )
+        .await?;
+        ensure!(code == 201, "{code}: {c}");
+        let id = c["command_id"].as_str().unwrap_or_default().to_string();
+        let active = wait_state(http, &id, "active", T).await?;
+        assert_eq!(active["readback"], json!(v), "{active}");
+        wait_value(http, site, asset, field, v).await?;
+    }
+    drop(peer);
+    agent.stop().await?;
+    he.stop().await;
+    Ok(())
+}
+
+/// Our own Mosquitto on a free port, so that a test can restart it.
+struct Broker {
+    child: Child,
+    port: u16,
+}
+
+impl Broker {
+    fn start(port: u16) -> Result<Broker> {
+        let child = Command::new("mosquitto")
+            .args(["-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting mosquitto")?;
+        for _ in 0..50 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(Broker { child, port });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("mosquitto did not listen on {port}")
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_resume_by_themselves_after_the_broker_restarts() -> Result<()> {
+    let _ = tracing_subscriber::fmt().with_env_filter("warn").try_init();
+    let site = "site-r";
+    let prefix = "restart";
+    let port = free_port();
+    let broker = Broker::start(port)?;
+    let addr = format!("127.0.0.1:{port}");
+    let pki = TestPki::new(&[site])?;
+    let work = tempfile::tempdir()?;
+    let he = headend::start(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
+    let http = he.http_addr;
+    let yaml = mqtt_yaml(
+        &pki,
+        site,
+        he.grpc_addr,
+        &work.path().join("log"),
+        &addr,
+        prefix,
+    );
+    let agent = edge_agent::start(agent_config(work.path(), &yaml)?)?;
+    let mut peer = Peer::start(&addr, prefix)?;
+    eventually("the agent's MQTT session", T, || async {
+        Ok(device(http, site, "broker")
+            .await
+            .ok()
+            .filter(|d| d["connected"] == true))
+    })
+    .await?;
+    peer.cmd("json 10")?;
+    wait_value(http, site, "tank-1", "volume", 37.854_117_84).await?;
+
+    drop(peer);
+    drop(broker);
+    // the outage is visible: the device is disconnected, its points bad
+    eventually("the device reported disconnected", T, || async {
+        Ok(device(http, site, "broker")
+            .await
+            .ok()
+            .filter(|d| d["connected"] == false))
+    })
+    .await?;
+    let b2 = Broker::start(port)?;
+    assert_eq!(b2.port, port);
+    let mut peer = Peer::start(&addr, prefix)?;
+    eventually("the adapter reconnected by itself", T, || async {
+        Ok(device(http, site, "broker")
+            .await
+            .ok()
+            .filter(|d| d["connected"] == true))
+    })
+    .await?;
+    peer.cmd("json 20")?;
+    wait_value(http, site, "tank-1", "volume", 75.708_235_68).await?;
+    let d = device(http, site, "broker").await?;
+    assert!(d["reconnects"].as_u64() >= Some(1), "{d}");
+    drop(peer);
+    agent.stop().await?;
+    he.stop().await;
+    Ok(())
+}
