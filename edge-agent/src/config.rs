@@ -337,6 +337,9 @@ pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
             *p = base.join(&*p);
         }
     }
+    for d in &mut cfg.devices {
+        d.resolve_paths(base);
+    }
     for (key, p) in [
         ("cert", &cfg.tls.cert),
         ("key", &cfg.tls.key),

@@ -2,15 +2,19 @@
 //! protocol. Everything else (config checks, the command path, `/status`,
 //! the uplink) works on [`PointSpec`]s and the [`Adapter`] trait.
 
+use std::path::{Path, PathBuf};
+
 use adapter_api::{Adapter, AdapterError, PointSpec};
 use serde::Deserialize;
 
 /// One device, by protocol (`- modbus: {...}`, `- mqtt: {...}`, `- opcua: {...}`).
+/// The push adapters' configs are boxed: they are several times larger.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub enum DeviceConfig {
     Modbus(adapter_modbus::ModbusDevice),
     Mqtt(Box<adapter_mqtt::MqttDevice>),
+    Opcua(Box<adapter_opcua::OpcUaDevice>),
 }
 
 impl DeviceConfig {
@@ -18,6 +22,42 @@ impl DeviceConfig {
         match self {
             DeviceConfig::Modbus(d) => &d.name,
             DeviceConfig::Mqtt(d) => &d.name,
+            DeviceConfig::Opcua(d) => &d.name,
+        }
+    }
+
+    /// Makes the device's relative file paths relative to `base` (the
+    /// config file's directory).
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        match self {
+            DeviceConfig::Modbus(_) => {}
+            DeviceConfig::Mqtt(d) => {
+                if let Some(p) = &mut d.password_file {
+                    fix(p);
+                }
+                if let Some(t) = &mut d.tls {
+                    fix(&mut t.ca);
+                    t.cert.iter_mut().chain(t.key.iter_mut()).for_each(fix);
+                }
+            }
+            DeviceConfig::Opcua(d) => {
+                fix(&mut d.pki_dir);
+                match &mut d.auth {
+                    adapter_opcua::config::Auth::Anonymous => {}
+                    adapter_opcua::config::Auth::UserPassword { password_file, .. } => {
+                        fix(password_file)
+                    }
+                    adapter_opcua::config::Auth::Certificate { cert, key } => {
+                        fix(cert);
+                        fix(key);
+                    }
+                }
+            }
         }
     }
 
@@ -26,6 +66,7 @@ impl DeviceConfig {
         match self {
             DeviceConfig::Modbus(_) => "modbus",
             DeviceConfig::Mqtt(_) => "mqtt",
+            DeviceConfig::Opcua(_) => "opcua",
         }
     }
 
@@ -35,6 +76,7 @@ impl DeviceConfig {
         match self {
             DeviceConfig::Modbus(d) => adapter_modbus::validate(d).map_err(|e| e.to_string()),
             DeviceConfig::Mqtt(d) => adapter_mqtt::validate(d).map_err(|e| e.to_string()),
+            DeviceConfig::Opcua(d) => adapter_opcua::validate(d).map_err(|e| e.to_string()),
         }
     }
 
@@ -43,6 +85,7 @@ impl DeviceConfig {
         match self {
             DeviceConfig::Modbus(d) => adapter_modbus::specs(d),
             DeviceConfig::Mqtt(d) => adapter_mqtt::specs(d),
+            DeviceConfig::Opcua(d) => adapter_opcua::specs(d),
         }
     }
 
@@ -51,6 +94,7 @@ impl DeviceConfig {
         Ok(match self {
             DeviceConfig::Modbus(d) => Box::new(adapter_modbus::ModbusAdapter::new(d.clone())?),
             DeviceConfig::Mqtt(d) => Box::new(adapter_mqtt::MqttAdapter::new((**d).clone())?),
+            DeviceConfig::Opcua(d) => Box::new(adapter_opcua::OpcUaAdapter::new((**d).clone())?),
         })
     }
 }

@@ -129,6 +129,29 @@ pub async fn stored_seqs(db: &headend::db::Db, site: &str) -> Result<Vec<i64>> {
     )
 }
 
+/// The Python of the independent peers (`target/pyenv`, made by
+/// scripts/test.sh from tests/peers/requirements.txt; `TANKWATCH_PYTHON`
+/// overrides it).
+pub fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("TANKWATCH_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/pyenv/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/test.sh, which creates it with the pinned peers of tests/peers/requirements.txt",
+        p.display()
+    );
+    p
+}
+
+/// A peer script of tests/peers/.
+pub fn peer_script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../peers")
+        .join(name)
+}
+
 /// Path of a workspace binary built by `cargo build --bins` (the README's
 /// test command builds them before running the tests).
 pub fn bin(name: &str) -> PathBuf {

@@ -15,19 +15,6 @@ use serde_json::{Value, json};
 const T: Duration = Duration::from_secs(30);
 const BROKER: &str = "127.0.0.1:1883";
 
-fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("TANKWATCH_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/pyenv/bin/python");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/test.sh, which creates it with the pinned peers of tests/peers/requirements.txt",
-        p.display()
-    );
-    p
-}
-
 /// The paho-mqtt site (tests/peers/mqtt_site.py), driven line by line.
 struct Peer {
     child: Child,
@@ -39,7 +26,7 @@ impl Peer {
     fn start(broker: &str, prefix: &str) -> Result<Peer> {
         let (host, port) = broker.rsplit_once(':').context("host:port")?;
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../peers/mqtt_site.py");
-        let mut child = Command::new(python())
+        let mut child = Command::new(e2e::python())
             .arg(script)
             .args([host, port, prefix])
             .stdin(Stdio::piped())

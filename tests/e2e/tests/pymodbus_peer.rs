@@ -11,20 +11,6 @@ use anyhow::{Context, Result, bail};
 use e2e::free_port;
 use tokio::sync::{mpsc, watch};
 
-fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("TANKWATCH_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let p = root.join("target/pyenv/bin/python");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/test.sh, which creates it with the pinned peers of tests/peers/requirements.txt",
-        p.display()
-    );
-    p
-}
-
 struct Peer(std::process::Child);
 impl Drop for Peer {
     fn drop(&mut self) {
@@ -53,7 +39,7 @@ fn start_script(name: &str, port: u16) -> Result<Peer> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../peers")
         .join(name);
-    let mut child = Command::new(python())
+    let mut child = Command::new(e2e::python())
         .arg(script)
         .arg(port.to_string())
         .stdout(Stdio::piped())

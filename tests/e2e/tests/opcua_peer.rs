@@ -1,0 +1,310 @@
+//! The OPC UA adapter end to end against an independent server (asyncua,
+//! tests/peers/opcua_server.py): security None and Basic256Sha256
+//! SignAndEncrypt with an explicit trust folder; server restarts with the
+//! same and with renumbered node ids; a setpoint written and read back;
+//! from there through the agent, mTLS gRPC and the headend to its REST API.
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use e2e::*;
+use serde_json::{Value, json};
+
+const T: Duration = Duration::from_secs(40);
+
+/// The asyncua server, driven line by line.
+struct Server {
+    child: Child,
+    stdin: ChildStdin,
+    out: BufReader<ChildStdout>,
+}
+
+impl Server {
+    fn start(port: u16, pki: &Path, security: &str, shift: bool) -> Result<Server> {
+        let mut cmd = Command::new(python());
+        cmd.arg(peer_script("opcua_server.py"))
+            .arg(port.to_string())
+            .arg(pki)
+            .arg(security);
+        if shift {
+            cmd.arg("--shift");
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the asyncua server")?;
+        let stdin = child.stdin.take().context("stdin")?;
+        let mut out = BufReader::new(child.stdout.take().context("stdout")?);
+        let mut line = String::new();
+        out.read_line(&mut line)?;
+        ensure!(
+            line.trim() == "READY",
+            "asyncua server did not start: {line:?}"
+        );
+        Ok(Server { child, stdin, out })
+    }
+
+    fn cmd(&mut self, c: &str) -> Result<()> {
+        writeln!(self.stdin, "{c}")?;
+        self.stdin.flush()?;
+        let mut line = String::new();
+        self.out.read_line(&mut line)?;
+        ensure!(line.trim() == "OK", "server said {line:?} to {c:?}");
+        Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn yaml(
+    pki: &TestPki,
+    site: &str,
+    headend: SocketAddr,
+    work: &Path,
+    port: u16,
+    security: &str,
+) -> String {
+    let f = pki.agent_files(site);
+    format!(
+        r#"site_id: {site}
+headend: {{ address: "{headend}", server_name: localhost }}
+tls: {{ cert: {cert}, key: {key}, ca: {ca} }}
+log: {{ dir: {log}, flush_interval_ms: 50 }}
+uplink: {{ backoff_initial_ms: 100, backoff_max_ms: 1000 }}
+status: {{ listen: "127.0.0.1:0" }}
+assets:
+  - {{ id: tank-1, kind: tank, capacity: 30000 }}
+  - {{ id: ctl, kind: controller }}
+devices:
+  - opcua:
+      name: plc
+      endpoint: opc.tcp://127.0.0.1:{port}/tw/
+      security: {security}
+      pki_dir: opcua-pki
+      sampling_interval_ms: 100
+      publishing_interval_ms: 200
+      timeout_ms: 5000
+      max_backoff_ms: 1000
+      retry_failed_items_ms: 2000
+      points:
+        - {{ node: "nsu=urn:tankwatch:test:site;s=Tank1.Volume", asset: tank-1, field: volume, unit: L }}
+        - {{ node: "nsu=urn:tankwatch:test:site;s=Tank1.Temperature", asset: tank-1, field: temperature, unit: degC }}
+        - {{ node: "nsu=urn:tankwatch:test:site;s=Ctl.PowerLimit", asset: ctl, field: power_limit, unit: kW, writable: true }}
+        - {{ node: "nsu=urn:tankwatch:test:site;s=Ctl.Broken", asset: ctl, field: broken }}
+        - {{ node: "ns=2;s=Tank1.Volume", asset: tank-1, field: volume_by_index, unit: L }}
+setpoints:
+  - {{ asset: ctl, field: power_limit, min: 0, max: 80 }}
+"#,
+        cert = f.cert.display(),
+        key = f.key.display(),
+        ca = f.ca.display(),
+        log = work.join("log").display(),
+    )
+}
+
+async fn field(http: SocketAddr, site: &str, asset: &str, field: &str) -> Result<Option<Value>> {
+    let assets = get_json(http, &format!("/api/v1/sites/{site}/assets")).await?;
+    Ok(assets
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["asset_id"] == asset))
+        .map(|a| a["fields"][field].clone())
+        .filter(|f| !f.is_null()))
+}
+
+/// Waits for a good reading of `asset.field` received after `after_ms`.
+async fn fresh(
+    http: SocketAddr,
+    site: &str,
+    asset: &str,
+    name: &str,
+    after: &str,
+) -> Result<Value> {
+    eventually(&format!("a fresh {asset}.{name}"), T, || async {
+        Ok(field(http, site, asset, name).await?.filter(|f| {
+            f["quality"] == "good" && f["last_good_ts"].as_str().is_some_and(|t| t > after)
+        }))
+    })
+    .await
+}
+
+async fn device(http: SocketAddr, site: &str) -> Result<Value> {
+    let d = get_json(http, &format!("/api/v1/sites/{site}/devices")).await?;
+    d.as_array()
+        .and_then(|a| a.first().cloned())
+        .context("no device")
+}
+
+fn now_text() -> String {
+    headend::domain::time::rfc3339(adapter_api::now_ms()).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_asyncua_server_without_security_feeds_the_rest_api_and_restarts_with_renumbered_ids()
+-> Result<()> {
+    let _ = tracing_subscriber::fmt().with_env_filter("warn").try_init();
+    let site = "site-u";
+    let pki = TestPki::new(&[site])?;
+    let work = tempfile::tempdir()?;
+    let port = free_port();
+    let mut server = Server::start(port, &work.path().join("server-pki"), "none", false)?;
+    let he = headend::start(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
+    let http = he.http_addr;
+    let agent = edge_agent::start(agent_config(
+        work.path(),
+        &yaml(&pki, site, he.grpc_addr, work.path(), port, "none"),
+    )?)?;
+
+    let start = now_text();
+    let v = fresh(http, site, "tank-1", "volume", &start).await?;
+    assert!(v["value"].as_f64() >= Some(1000.0), "{v}");
+    // a value that never changes comes once, with the server's (old) source time
+    eventually("Tank1.Temperature", T, || async {
+        Ok(field(http, site, "tank-1", "temperature")
+            .await?
+            .filter(|f| f["value"] == json!(15.5) && f["quality"] == "good"))
+    })
+    .await?;
+    // the server's status code is the reading's quality
+    let broken = eventually("the bad status of Ctl.Broken", T, || async {
+        Ok(field(http, site, "ctl", "broken")
+            .await?
+            .filter(|f| f["quality"] == "bad"))
+    })
+    .await?;
+    assert!(
+        broken["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("BadSensorFailure"),
+        "{broken}"
+    );
+
+    // a setpoint through the command path: node write, read-back, active
+    let (code, c) = post_json(
+        http,
+        "/api/v1/commands",
+        &json!({"kind": "setpoint", "asset": format!("{site}/ctl"), "field": "power_limit", "value": 42.5}),
+    )
+    .await?;
+    ensure!(code == 201, "{code}: {c}");
+    let id = c["command_id"].as_str().unwrap_or_default().to_string();
+    let active = wait_state(http, &id, "active", T).await?;
+    assert_eq!(active["readback"], json!(42.5), "{active}");
+
+    // restarted with renumbered namespaces: the nsu= points come back by
+    // themselves; the ns=2 point now names a node that does not exist
+    drop(server);
+    eventually("the outage seen at the headend", T, || async {
+        Ok(device(http, site)
+            .await
+            .ok()
+            .filter(|d| d["connected"] == false))
+    })
+    .await?;
+    server = Server::start(port, &work.path().join("server-pki"), "none", true)?;
+    let after = now_text();
+    fresh(http, site, "tank-1", "volume", &after).await?;
+    let by_index = eventually("the renumbered ns=2 node reported bad", T, || async {
+        Ok(field(http, site, "tank-1", "volume_by_index")
+            .await?
+            .filter(|f| {
+                f["quality"] == "bad"
+                    && f["received_ts"]
+                        .as_str()
+                        .is_some_and(|t| t > after.as_str())
+            }))
+    })
+    .await?;
+    assert!(
+        by_index["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("BadNodeIdUnknown"),
+        "{by_index}"
+    );
+    // restarted again with the original numbering: even the ns=2 point recovers
+    drop(server);
+    let _server = Server::start(port, &work.path().join("server-pki"), "none", false)?;
+    let again = now_text();
+    fresh(http, site, "tank-1", "volume_by_index", &again).await?;
+    let d = device(http, site).await?;
+    assert_eq!(d["kind"], "opcua");
+    assert!(d["reconnects"].as_u64() >= Some(2), "{d}");
+    agent.stop().await?;
+    he.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_and_encrypt_needs_the_servers_certificate_in_the_trust_folder() -> Result<()> {
+    let _ = tracing_subscriber::fmt().with_env_filter("warn").try_init();
+    let site = "site-s";
+    let pki = TestPki::new(&[site])?;
+    let work = tempfile::tempdir()?;
+    let port = free_port();
+    let server_pki = work.path().join("server-pki");
+    let mut server = Server::start(port, &server_pki, "sign_and_encrypt", false)?;
+    let he = headend::start(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
+    let http = he.http_addr;
+    let cfg = yaml(
+        &pki,
+        site,
+        he.grpc_addr,
+        work.path(),
+        port,
+        "sign_and_encrypt",
+    );
+
+    // trust on first use is off: an unknown server certificate is refused, and said so
+    let agent = edge_agent::start(agent_config(work.path(), &cfg)?)?;
+    let d = eventually("the trust error on the device", T, || async {
+        Ok(device(http, site)
+            .await
+            .ok()
+            .filter(|d| d["last_error"].as_str().is_some_and(|e| !e.is_empty())))
+    })
+    .await?;
+    assert_eq!(d["connected"], false, "{d}");
+    assert!(
+        d["last_error"].as_str().unwrap_or("").contains("trusted"),
+        "{d}"
+    );
+    agent.stop().await?;
+
+    // the installer checks the rejected certificate and moves it to trusted/:
+    // the encrypted session opens
+    let rejected = work.path().join("opcua-pki/rejected");
+    let trusted = work.path().join("opcua-pki/trusted");
+    let mut moved = 0;
+    for e in std::fs::read_dir(&rejected)? {
+        let e = e?;
+        std::fs::rename(e.path(), trusted.join(e.file_name()))?;
+        moved += 1;
+    }
+    ensure!(
+        moved == 1,
+        "the server's certificate was put in rejected/ ({moved} files)"
+    );
+    let agent = edge_agent::start(agent_config(work.path(), &cfg)?)?;
+    let start = now_text();
+    fresh(http, site, "tank-1", "volume", &start).await?;
+    // a server restart with the same node ids: readings resume by themselves
+    server.cmd("set Tank1.Volume 5000")?;
+    drop(server);
+    let _server = Server::start(port, &server_pki, "sign_and_encrypt", false)?;
+    let after = now_text();
+    fresh(http, site, "tank-1", "volume", &after).await?;
+    agent.stop().await?;
+    he.stop().await;
+    Ok(())
+}

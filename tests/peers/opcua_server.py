@@ -1,0 +1,108 @@
+"""An independent OPC UA server (asyncua, FreeOpcUa) for the agent's OPC UA
+adapter: nothing here uses our code.
+
+Usage: opcua_server.py PORT PKI_DIR SECURITY [--shift] [--items N]
+  SECURITY  none | sign_and_encrypt (Basic256Sha256, Sign and SignAndEncrypt
+            offered; None is then not offered). The server's certificate and
+            key are created in PKI_DIR (server_cert.der, server_key.pem) if
+            missing and kept, so a restart presents the same certificate.
+  --shift   register another namespace first: our namespace gets index 3
+            instead of 2, as after a server reconfiguration (a client that
+            stored "ns=2;..." is now wrong; one that stored the namespace URI
+            is not).
+  --items N also serve N variables Bench.0 .. Bench.N-1 (Double), each
+            changing every 100 ms (benchmarks).
+
+Namespace urn:tankwatch:test:site, string node ids:
+  Tank1.Volume      Double, litres, +1.0 every 200 ms
+  Tank1.Temperature Float, 15.5
+  Ctl.PowerLimit    Double, writable (a setpoint), 50.0
+  Ctl.Broken        Double, status BadSensorFailure
+Prints "READY" when listening. Stdin: "set NAME VALUE", "quit".
+"""
+import asyncio
+import sys
+from pathlib import Path
+
+from asyncua import Server, ua
+from asyncua.crypto.cert_gen import setup_self_signed_certificate
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+URI = "urn:tankwatch:test:site"
+APP_URI = "urn:tankwatch:test:server"
+
+
+async def main():
+    port, pki, security = int(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+    shift = "--shift" in sys.argv
+    items = int(sys.argv[sys.argv.index("--items") + 1]) if "--items" in sys.argv else 0
+    server = Server()
+    await server.init()
+    server.set_endpoint(f"opc.tcp://127.0.0.1:{port}/tw/")
+    server.set_server_name("tankwatch test server")
+    await server.set_application_uri(APP_URI)
+    if security == "none":
+        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+    else:
+        pki.mkdir(parents=True, exist_ok=True)
+        cert, key = pki / "server_cert.der", pki / "server_key.pem"
+        await setup_self_signed_certificate(
+            key, cert, APP_URI, "127.0.0.1", [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+            {"countryName": "CH", "organizationName": "tankwatch tests", "commonName": "tankwatch test server"},
+        )
+        await server.load_certificate(str(cert))
+        await server.load_private_key(str(key))
+        server.set_security_policy([
+            ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
+            ua.SecurityPolicyType.Basic256Sha256_Sign,
+        ])
+    if shift:
+        await server.register_namespace("urn:tankwatch:test:other")
+    idx = await server.register_namespace(URI)
+    objs = server.nodes.objects
+    site = await objs.add_object(ua.NodeId("Site", idx), "Site")
+
+    async def var(name, value, vtype, writable=False):
+        v = await site.add_variable(ua.NodeId(name, idx), name, ua.Variant(value, vtype))
+        if writable:
+            await v.set_writable()
+        return v
+
+    volume = await var("Tank1.Volume", 1000.0, ua.VariantType.Double)
+    await var("Tank1.Temperature", 15.5, ua.VariantType.Float)
+    power = await var("Ctl.PowerLimit", 50.0, ua.VariantType.Double, writable=True)
+    broken = await var("Ctl.Broken", 0.0, ua.VariantType.Double)
+    bench = [await var(f"Bench.{i}", 0.0, ua.VariantType.Double) for i in range(items)]
+    nodes = {"Tank1.Volume": volume, "Ctl.PowerLimit": power}
+
+    async with server:
+        await broken.write_value(ua.DataValue(ua.Variant(0.0, ua.VariantType.Double),
+                                              StatusCode=ua.StatusCode(ua.StatusCodes.BadSensorFailure)))
+        print("READY", flush=True)
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+
+        async def tick():
+            n = 0
+            while True:
+                await asyncio.sleep(0.1)
+                n += 1
+                if n % 2 == 0:
+                    await volume.write_value(1000.0 + n / 2)
+                for i, b in enumerate(bench):
+                    await b.write_value(float(n * 1000 + i))
+
+        t = asyncio.create_task(tick())
+        while True:
+            line = (await reader.readline()).decode().split()
+            if not line or line[0] == "quit":
+                break
+            if line[0] == "set":
+                await nodes[line[1]].write_value(float(line[2]))
+            print("OK", flush=True)
+        t.cancel()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
