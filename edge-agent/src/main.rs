@@ -38,8 +38,11 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // the OPC UA library logs each failed attempt at error/warn level (and
+    // every Bad status it decodes); the adapter logs the same failure once,
+    // with the reason and what to check. RUST_LOG overrides this.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,opcua_types=off,opcua_client=error,opcua_core=error".into());
     if cli.log_json {
         tracing_subscriber::fmt()
             .json()

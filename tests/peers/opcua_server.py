@@ -11,7 +11,7 @@ Usage: opcua_server.py PORT PKI_DIR SECURITY [--shift] [--items N]
             stored "ns=2;..." is now wrong; one that stored the namespace URI
             is not).
   --items N also serve N variables Bench.0 .. Bench.N-1 (Double), each
-            changing every 100 ms (benchmarks).
+            changing once a second (benchmarks).
 
 Namespace urn:tankwatch:test:site, string node ids:
   Tank1.Volume      Double, litres, +1.0 every 200 ms
@@ -90,8 +90,9 @@ async def main():
                 n += 1
                 if n % 2 == 0:
                     await volume.write_value(1000.0 + n / 2)
-                for i, b in enumerate(bench):
-                    await b.write_value(float(n * 1000 + i))
+                if n % 10 == 0:
+                    for i, b in enumerate(bench):
+                        await b.write_value(float(n * 1000 + i))
 
         t = asyncio.create_task(tick())
         while True:

@@ -409,7 +409,7 @@ pub fn agent_yaml_fragment(addr: SocketAddr, tanks: &[Tank], poll_ms: u64) -> St
         }
         for (name, bit) in ALARMS {
             s += &format!(
-                "        - {{ asset: {}, field: {name}, register: {}, type: u16, bit: {bit}, unit: bool }}\n",
+                "        - {{ asset: {}, field: {name}, register: {}, type: u16, bit: {bit}, unit: bool, class: alarm }}\n",
                 t.id,
                 i as u16 * TANK_STRIDE + STATUS_OFFSET
             );

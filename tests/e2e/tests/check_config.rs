@@ -115,6 +115,17 @@ fn the_shipped_mqtt_example_config_is_valid() -> Result<()> {
 }
 
 #[test]
+fn the_shipped_opcua_example_config_is_valid() -> Result<()> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/site-opcua.yaml");
+    let cfg =
+        edge_agent::config::parse("configs/site-opcua.yaml", &std::fs::read_to_string(&path)?)?;
+    assert_eq!(cfg.devices[0].kind(), "opcua");
+    assert_eq!(cfg.device_of_writable("ctl-1", "power_limit"), Some("plc"));
+    Ok(())
+}
+
+#[test]
 fn the_shipped_demo_config_is_valid_and_matches_the_simulator() -> Result<()> {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/site-demo.yaml");
