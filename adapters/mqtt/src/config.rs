@@ -51,7 +51,8 @@ pub struct MqttDevice {
 }
 
 /// TLS of an `mqtts://` connection: the CA the broker's certificate must
-/// chain to, and optionally a client certificate.
+/// chain to, and optionally a client certificate. The broker's certificate
+/// must name the URL's host (use the broker's DNS name in `url`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttTls {
@@ -63,9 +64,6 @@ pub struct MqttTls {
     /// Client private key (PEM).
     #[serde(default)]
     pub key: Option<PathBuf>,
-    /// Name to verify in the broker's certificate. Default: the URL's host.
-    #[serde(default)]
-    pub server_name: Option<String>,
 }
 
 /// One Sparkplug B edge node (and optionally one of its devices).

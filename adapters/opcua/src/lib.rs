@@ -580,7 +580,11 @@ impl Device for Server {
             Security::Sign => ("Basic256Sha256", MessageSecurityMode::Sign),
             Security::SignAndEncrypt => ("Basic256Sha256", MessageSecurityMode::SignAndEncrypt),
         };
-        let mut client = ClientBuilder::new()
+        // devices sharing a pki_dir must not create the agent's key pair
+        // at the same moment (one would overwrite the other's half)
+        static KEYPAIR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let guard = KEYPAIR.lock().unwrap_or_else(|p| p.into_inner());
+        let client = ClientBuilder::new()
             .application_name("tankwatch edge-agent")
             .application_uri(format!("urn:tankwatch:edge-agent:{}", self.dev.name))
             .product_uri("urn:tankwatch:edge-agent")
@@ -591,8 +595,10 @@ impl Device for Server {
             .session_retry_limit(0)
             .request_timeout(self.ms())
             .session_timeout(60_000)
-            .client()
-            .map_err(|e| format!("OPC UA client configuration: {}", e.join("; ")))?;
+            .client();
+        drop(guard);
+        let mut client =
+            client.map_err(|e| format!("OPC UA client configuration: {}", e.join("; ")))?;
         let endpoint: opcua::types::EndpointDescription = (
             self.dev.endpoint.as_str(),
             policy,

@@ -294,8 +294,22 @@ struct Broker {
 
 impl Broker {
     fn start(port: u16) -> Result<Broker> {
-        let child = Command::new("mosquitto")
-            .args(["-p", &port.to_string()])
+        Broker::spawn(
+            Command::new("mosquitto").args(["-p", &port.to_string()]),
+            port,
+        )
+    }
+
+    /// Mosquitto with `conf` written to `dir/mosquitto.conf`; `port` is the
+    /// one to wait for.
+    fn with_config(dir: &Path, conf: &str, port: u16) -> Result<Broker> {
+        let p = dir.join("mosquitto.conf");
+        std::fs::write(&p, conf)?;
+        Broker::spawn(Command::new("mosquitto").arg("-c").arg(&p), port)
+    }
+
+    fn spawn(cmd: &mut Command, port: u16) -> Result<Broker> {
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -373,6 +387,66 @@ async fn readings_resume_by_themselves_after_the_broker_restarts() -> Result<()>
     wait_value(http, site, "tank-1", "volume", 75.708_235_68).await?;
     let d = device(http, site, "broker").await?;
     assert!(d["reconnects"].as_u64() >= Some(1), "{d}");
+    drop(peer);
+    agent.stop().await?;
+    he.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_requires_a_client_certificate_is_read_over_mqtts() -> Result<()> {
+    let _ = tracing_subscriber::fmt().with_env_filter("warn").try_init();
+    let site = "site-t";
+    let prefix = "tls";
+    let pki = TestPki::new(&[site])?;
+    let work = tempfile::tempdir()?;
+    // a TLS listener that demands a client certificate from our CA, and a
+    // plain one on loopback for the paho peer
+    let (tls_port, plain_port) = (free_port(), free_port());
+    let p = pki.path();
+    let _broker = Broker::with_config(
+        work.path(),
+        &format!(
+            // `user root`: the key files are 0600 (mosquitto would drop to its own user)
+            "user root\nper_listener_settings false\nallow_anonymous true\nlistener {plain_port} 127.0.0.1\nlistener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+            p.join("ca.pem").display(),
+            p.join("headend.pem").display(),
+            p.join("headend.key").display()
+        ),
+        tls_port,
+    )?;
+    let he = headend::start(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
+    let http = he.http_addr;
+    let f = pki.agent_files(site);
+    let yaml = mqtt_yaml(
+        &pki,
+        site,
+        he.grpc_addr,
+        &work.path().join("log"),
+        &format!("127.0.0.1:{tls_port}"),
+        prefix,
+    )
+    .replace("url: mqtt://", "url: mqtts://")
+    .replace(
+        "      client_id:",
+        &format!(
+            "      tls: {{ ca: {}, cert: {}, key: {} }}\n      client_id:",
+            f.ca.display(),
+            f.cert.display(),
+            f.key.display()
+        ),
+    );
+    let agent = edge_agent::start(agent_config(work.path(), &yaml)?)?;
+    eventually("the agent's MQTT session over TLS", T, || async {
+        Ok(device(http, site, "broker")
+            .await
+            .ok()
+            .filter(|d| d["connected"] == true))
+    })
+    .await?;
+    let mut peer = Peer::start(&format!("127.0.0.1:{plain_port}"), prefix)?;
+    peer.cmd("json 1")?;
+    wait_value(http, site, "tank-1", "volume", 3.785_411_784).await?;
     drop(peer);
     agent.stop().await?;
     he.stop().await;

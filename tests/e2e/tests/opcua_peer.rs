@@ -102,6 +102,17 @@ devices:
         - {{ node: "nsu=urn:tankwatch:test:site;s=Ctl.PowerLimit", asset: ctl, field: power_limit, unit: kW, writable: true }}
         - {{ node: "nsu=urn:tankwatch:test:site;s=Ctl.Broken", asset: ctl, field: broken }}
         - {{ node: "ns=2;s=Tank1.Volume", asset: tank-1, field: volume_by_index, unit: L }}
+  - opcua:
+      name: plc-polled
+      endpoint: opc.tcp://127.0.0.1:{port}/tw/
+      security: {security}
+      pki_dir: opcua-pki
+      mode: poll
+      poll_interval_ms: 200
+      timeout_ms: 5000
+      max_backoff_ms: 1000
+      points:
+        - {{ node: "nsu=urn:tankwatch:test:site;s=Tank1.Volume", asset: tank-1, field: volume_polled, unit: L }}
 setpoints:
   - {{ asset: ctl, field: power_limit, min: 0, max: 80 }}
 "#,
@@ -167,6 +178,8 @@ async fn an_asyncua_server_without_security_feeds_the_rest_api_and_restarts_with
     let start = now_text();
     let v = fresh(http, site, "tank-1", "volume", &start).await?;
     assert!(v["value"].as_f64() >= Some(1000.0), "{v}");
+    // the same node read by the Read service every 200 ms (polling mode)
+    fresh(http, site, "tank-1", "volume_polled", &start).await?;
     // a value that never changes comes once, with the server's (old) source time
     eventually("Tank1.Temperature", T, || async {
         Ok(field(http, site, "tank-1", "temperature")
