@@ -37,6 +37,9 @@ pub use config::MqttDevice;
 /// full, the event loop sheds (counted, then a gap record).
 pub const INBOX: usize = 4096;
 
+/// Topic filters per SUBSCRIBE packet.
+const SUBSCRIBE_CHUNK: usize = 100;
+
 /// A malformed payload is logged at most this often per device.
 const MALFORMED_LOG_EVERY_MS: i64 = 10_000;
 
@@ -600,8 +603,13 @@ impl Device for Broker {
     /// Publishes that arrive meanwhile are kept for the session.
     async fn connect(&mut self) -> Result<Conn, String> {
         let opts = self.options()?;
-        let (client, mut el) = AsyncClient::new(opts, 64);
         let subs = self.subscriptions();
+        // one SUBSCRIBE per SUBSCRIBE_CHUNK filters; each answered by one SubAck
+        let chunks: Vec<Vec<String>> = subs
+            .chunks(SUBSCRIBE_CHUNK)
+            .map(<[String]>::to_vec)
+            .collect();
+        let (client, mut el) = AsyncClient::new(opts, chunks.len() + 64);
         let qos = self.qos();
         let mut early = Vec::new();
         runner::within(self.dev.timeout_ms, "connect and subscribe", async {
@@ -609,24 +617,32 @@ impl Device for Broker {
             loop {
                 match el.poll().await {
                     Ok(rumqttc::Event::Incoming(Packet::ConnAck(_))) => {
-                        for f in &subs {
+                        for c in &chunks {
                             client
-                                .try_subscribe(f.clone(), qos)
-                                .map_err(|e| format!("subscribe {f}: {e}"))?;
+                                .try_subscribe_many(
+                                    c.iter()
+                                        .map(|f| rumqttc::SubscribeFilter::new(f.clone(), qos)),
+                                )
+                                .map_err(|e| format!("subscribe: {e}"))?;
                         }
                     }
                     Ok(rumqttc::Event::Incoming(Packet::SubAck(a))) => {
-                        if a.return_codes
+                        if let Some(k) = a
+                            .return_codes
                             .iter()
-                            .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                            .position(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
                         {
                             return Err(format!(
                                 "the broker refused subscription {} (check its ACL)",
-                                subs.get(acked).map(String::as_str).unwrap_or("?")
+                                chunks
+                                    .get(acked)
+                                    .and_then(|c| c.get(k))
+                                    .map(String::as_str)
+                                    .unwrap_or("?")
                             ));
                         }
                         acked += 1;
-                        if acked == subs.len() {
+                        if acked == chunks.len() {
                             return Ok(());
                         }
                     }

@@ -152,6 +152,77 @@ pub fn peer_script(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// A Python peer of tests/peers/ driven line by line: it prints `READY`
+/// once serving, then answers each command line with `OK`. Other lines it
+/// prints are notices (e.g. `REBIRTH`): `cmd` counts those listed in
+/// `notices`; anything else is an error. Killed when dropped.
+pub struct LinePeer {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    out: std::io::BufReader<std::process::ChildStdout>,
+    notices: &'static [&'static str],
+}
+
+impl LinePeer {
+    pub fn start(
+        script: &str,
+        args: &[String],
+        notices: &'static [&'static str],
+    ) -> Result<LinePeer> {
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(python())
+            .arg(peer_script(script))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {script}"))?;
+        let stdin = child.stdin.take().context("stdin")?;
+        let out = std::io::BufReader::new(child.stdout.take().context("stdout")?);
+        let mut p = LinePeer {
+            child,
+            stdin,
+            out,
+            notices,
+        };
+        p.until("READY", "start")?;
+        Ok(p)
+    }
+
+    /// Reads lines until `want`; returns how many notices came before it.
+    fn until(&mut self, want: &str, what: &str) -> Result<usize> {
+        use std::io::BufRead;
+        let mut notices = 0;
+        loop {
+            let mut line = String::new();
+            if self.out.read_line(&mut line)? == 0 {
+                bail!("peer exited during {what:?}");
+            }
+            match line.trim() {
+                l if l == want => return Ok(notices),
+                l if self.notices.contains(&l) => notices += 1,
+                other => bail!("peer said {other:?} to {what:?}"),
+            }
+        }
+    }
+
+    /// Sends one command; waits for its OK; returns the notices seen meanwhile.
+    pub fn cmd(&mut self, c: &str) -> Result<usize> {
+        use std::io::Write;
+        writeln!(self.stdin, "{c}")?;
+        self.stdin.flush()?;
+        self.until("OK", c)
+    }
+}
+
+impl Drop for LinePeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Path of a workspace binary built by `cargo build --bins` (the README's
 /// test command builds them before running the tests).
 pub fn bin(name: &str) -> PathBuf {

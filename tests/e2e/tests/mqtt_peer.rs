@@ -2,10 +2,9 @@
 //! machine's Mosquitto broker and a paho-mqtt site publishing plain, JSON
 //! and Sparkplug B (Tahu schema, compiled by pysparkplug) payloads; from
 //! there through the agent, mTLS gRPC and the headend to its REST API.
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -15,66 +14,32 @@ use serde_json::{Value, json};
 const T: Duration = Duration::from_secs(30);
 const BROKER: &str = "127.0.0.1:1883";
 
-/// The paho-mqtt site (tests/peers/mqtt_site.py), driven line by line.
-struct Peer {
-    child: Child,
-    stdin: ChildStdin,
-    out: BufReader<ChildStdout>,
-}
+/// The paho-mqtt site (tests/peers/mqtt_site.py); `cmd` returns how many
+/// rebirth requests it answered meanwhile.
+struct Peer;
 
 impl Peer {
-    fn start(broker: &str, prefix: &str) -> Result<Peer> {
+    fn start(broker: &str, prefix: &str) -> Result<LinePeer> {
         let (host, port) = broker.rsplit_once(':').context("host:port")?;
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../peers/mqtt_site.py");
-        let mut child = Command::new(e2e::python())
-            .arg(script)
-            .args([host, port, prefix])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("starting the paho-mqtt peer")?;
-        let stdin = child.stdin.take().context("stdin")?;
-        let mut out = BufReader::new(child.stdout.take().context("stdout")?);
-        loop {
-            // a rebirth request may come before READY (the agent is already up)
-            let mut line = String::new();
-            if out.read_line(&mut line)? == 0 {
-                bail!("peer exited before READY");
-            }
-            match line.trim() {
-                "READY" => break,
-                "REBIRTH" => {}
-                other => bail!("peer did not start: {other:?}"),
-            }
-        }
-        Ok(Peer { child, stdin, out })
-    }
-
-    /// Sends one command; waits for its OK (skipping REBIRTH notices, counted).
-    fn cmd(&mut self, c: &str) -> Result<usize> {
-        writeln!(self.stdin, "{c}")?;
-        self.stdin.flush()?;
-        let mut rebirths = 0;
-        loop {
-            let mut line = String::new();
-            if self.out.read_line(&mut line)? == 0 {
-                bail!("peer exited during {c:?}");
-            }
-            match line.trim() {
-                "OK" => return Ok(rebirths),
-                "REBIRTH" => rebirths += 1,
-                other => bail!("peer said {other:?} to {c:?}"),
-            }
-        }
+        // a rebirth request may come before READY (the agent is already up)
+        LinePeer::start(
+            "mqtt_site.py",
+            &[host.into(), port.into(), prefix.into()],
+            &["REBIRTH"],
+        )
     }
 }
 
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Waits until the headend shows the agent's MQTT device `connected`.
+async fn connected(http: SocketAddr, site: &str, want: bool) -> Result<()> {
+    eventually(&format!("device broker connected = {want}"), T, || async {
+        Ok(device(http, site, "broker")
+            .await
+            .ok()
+            .filter(|d| d["connected"] == want)
+            .map(|_| ()))
+    })
+    .await
 }
 
 /// Agent YAML: a tank, a controller and a temperature probe, all fed by one
@@ -177,13 +142,7 @@ async fn json_plain_and_sparkplug_payloads_from_independent_peers_reach_the_rest
     );
     let mut peer = Peer::start(BROKER, &prefix)?;
     let agent = edge_agent::start(agent_config(work.path(), &yaml)?)?;
-    eventually("the agent's MQTT session", T, || async {
-        Ok(device(http, site, "broker")
-            .await
-            .ok()
-            .filter(|d| d["connected"] == true))
-    })
-    .await?;
+    connected(http, site, true).await?;
 
     // JSON with a path and a timestamp, in US gallons -> litres
     peer.cmd("json 100")?;
@@ -353,36 +312,18 @@ async fn readings_resume_by_themselves_after_the_broker_restarts() -> Result<()>
     );
     let agent = edge_agent::start(agent_config(work.path(), &yaml)?)?;
     let mut peer = Peer::start(&addr, prefix)?;
-    eventually("the agent's MQTT session", T, || async {
-        Ok(device(http, site, "broker")
-            .await
-            .ok()
-            .filter(|d| d["connected"] == true))
-    })
-    .await?;
+    connected(http, site, true).await?;
     peer.cmd("json 10")?;
     wait_value(http, site, "tank-1", "volume", 37.854_117_84).await?;
 
     drop(peer);
     drop(broker);
     // the outage is visible: the device is disconnected, its points bad
-    eventually("the device reported disconnected", T, || async {
-        Ok(device(http, site, "broker")
-            .await
-            .ok()
-            .filter(|d| d["connected"] == false))
-    })
-    .await?;
+    connected(http, site, false).await?;
     let b2 = Broker::start(port)?;
     assert_eq!(b2.port, port);
     let mut peer = Peer::start(&addr, prefix)?;
-    eventually("the adapter reconnected by itself", T, || async {
-        Ok(device(http, site, "broker")
-            .await
-            .ok()
-            .filter(|d| d["connected"] == true))
-    })
-    .await?;
+    connected(http, site, true).await?;
     peer.cmd("json 20")?;
     wait_value(http, site, "tank-1", "volume", 75.708_235_68).await?;
     let d = device(http, site, "broker").await?;
@@ -437,18 +378,53 @@ async fn a_broker_that_requires_a_client_certificate_is_read_over_mqtts() -> Res
         ),
     );
     let agent = edge_agent::start(agent_config(work.path(), &yaml)?)?;
-    eventually("the agent's MQTT session over TLS", T, || async {
-        Ok(device(http, site, "broker")
-            .await
-            .ok()
-            .filter(|d| d["connected"] == true))
-    })
-    .await?;
+    connected(http, site, true).await?;
     let mut peer = Peer::start(&format!("127.0.0.1:{plain_port}"), prefix)?;
     peer.cmd("json 1")?;
     wait_value(http, site, "tank-1", "volume", 3.785_411_784).await?;
     drop(peer);
     agent.stop().await?;
     he.stop().await;
+    Ok(())
+}
+
+/// Regression (found by the adapters benchmark): each topic was one
+/// SUBSCRIBE request into rumqttc's 64-deep request queue, so a device with
+/// more than 64 topics never connected. 250 topics now subscribe in
+/// SUBSCRIBE packets of 100 filters, and the last one delivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_with_hundreds_of_topics_subscribes_to_them_all() -> Result<()> {
+    let prefix = format!("many{}", std::process::id());
+    let points: String = (0..250)
+        .map(|i| format!("  - {{ topic: {prefix}/p{i}, asset: m{i}, field: flow }}\n"))
+        .collect();
+    let dev: adapter_mqtt::MqttDevice = serde_yaml::from_str(&format!(
+        "name: broker\nurl: mqtt://{BROKER}\nclient_id: many-{prefix}\ntimeout_ms: 3000\npoints:\n{points}"
+    ))?;
+    let health = adapter_api::Health::default();
+    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    let mut rx = run_adapter(
+        Box::new(adapter_mqtt::MqttAdapter::new(dev)?),
+        health.clone(),
+        tokio::sync::mpsc::channel(1).1,
+        stop_rx,
+    );
+    eventually("the adapter connected and subscribed", T, || async {
+        Ok(health.get().connected.then_some(()))
+    })
+    .await?;
+    let mut peer = Peer::start(BROKER, &prefix)?;
+    peer.cmd("raw p249 7.5")?;
+    let r = tokio::time::timeout(T, async {
+        loop {
+            match rx.recv().await {
+                Some(r) if r.asset_id == "m249" => return Ok(r),
+                Some(_) => {}
+                None => bail!("adapter ended"),
+            }
+        }
+    })
+    .await??;
+    assert_eq!((r.value, r.quality), (7.5, adapter_api::Quality::Good));
     Ok(())
 }

@@ -3,10 +3,8 @@
 //! SignAndEncrypt with an explicit trust folder; server restarts with the
 //! same and with renumbered node ids; a setpoint written and read back;
 //! from there through the agent, mTLS gRPC and the headend to its REST API.
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
@@ -15,54 +13,20 @@ use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(40);
 
-/// The asyncua server, driven line by line.
-struct Server {
-    child: Child,
-    stdin: ChildStdin,
-    out: BufReader<ChildStdout>,
-}
+/// The asyncua server (tests/peers/opcua_server.py).
+struct Server;
 
 impl Server {
-    fn start(port: u16, pki: &Path, security: &str, shift: bool) -> Result<Server> {
-        let mut cmd = Command::new(python());
-        cmd.arg(peer_script("opcua_server.py"))
-            .arg(port.to_string())
-            .arg(pki)
-            .arg(security);
+    fn start(port: u16, pki: &Path, security: &str, shift: bool) -> Result<LinePeer> {
+        let mut args = vec![
+            port.to_string(),
+            pki.display().to_string(),
+            security.to_string(),
+        ];
         if shift {
-            cmd.arg("--shift");
+            args.push("--shift".into());
         }
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting the asyncua server")?;
-        let stdin = child.stdin.take().context("stdin")?;
-        let mut out = BufReader::new(child.stdout.take().context("stdout")?);
-        let mut line = String::new();
-        out.read_line(&mut line)?;
-        ensure!(
-            line.trim() == "READY",
-            "asyncua server did not start: {line:?}"
-        );
-        Ok(Server { child, stdin, out })
-    }
-
-    fn cmd(&mut self, c: &str) -> Result<()> {
-        writeln!(self.stdin, "{c}")?;
-        self.stdin.flush()?;
-        let mut line = String::new();
-        self.out.read_line(&mut line)?;
-        ensure!(line.trim() == "OK", "server said {line:?} to {c:?}");
-        Ok(())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        LinePeer::start("opcua_server.py", &args, &[])
     }
 }
 
