@@ -18,7 +18,8 @@ Namespace urn:tankwatch:test:site, string node ids:
   Tank1.Temperature Float, 15.5
   Ctl.PowerLimit    Double, writable (a setpoint), 50.0
   Ctl.Broken        Double, status BadSensorFailure
-Prints "READY" when listening. Stdin: "set NAME VALUE", "quit".
+Prints "READY" when listening. Stdin: "set NAME VALUE"; "count" (answers
+"OK <n>": Bench values written so far); "quit".
 """
 import asyncio
 import sys
@@ -83,6 +84,8 @@ async def main():
         reader = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
 
+        written = [0]
+
         async def tick():
             n = 0
             while True:
@@ -93,6 +96,7 @@ async def main():
                 if n % 10 == 0:
                     for i, b in enumerate(bench):
                         await b.write_value(float(n * 1000 + i))
+                        written[0] += 1
 
         t = asyncio.create_task(tick())
         while True:
@@ -101,6 +105,9 @@ async def main():
                 break
             if line[0] == "set":
                 await nodes[line[1]].write_value(float(line[2]))
+            if line[0] == "count":
+                print(f"OK {written[0]}", flush=True)
+                continue
             print("OK", flush=True)
         t.cancel()
 

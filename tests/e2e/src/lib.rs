@@ -190,8 +190,9 @@ impl LinePeer {
         Ok(p)
     }
 
-    /// Reads lines until `want`; returns how many notices came before it.
-    fn until(&mut self, want: &str, what: &str) -> Result<usize> {
+    /// Reads lines until one that is `want` or starts with `want `;
+    /// returns how many notices came before it and the rest of that line.
+    fn until(&mut self, want: &str, what: &str) -> Result<(usize, String)> {
         use std::io::BufRead;
         let mut notices = 0;
         loop {
@@ -199,16 +200,28 @@ impl LinePeer {
             if self.out.read_line(&mut line)? == 0 {
                 bail!("peer exited during {what:?}");
             }
-            match line.trim() {
-                l if l == want => return Ok(notices),
-                l if self.notices.contains(&l) => notices += 1,
-                other => bail!("peer said {other:?} to {what:?}"),
+            let l = line.trim();
+            if l == want {
+                return Ok((notices, String::new()));
+            }
+            if let Some(rest) = l.strip_prefix(want).and_then(|r| r.strip_prefix(' ')) {
+                return Ok((notices, rest.to_string()));
+            }
+            if self.notices.contains(&l) {
+                notices += 1;
+            } else {
+                bail!("peer said {l:?} to {what:?}");
             }
         }
     }
 
     /// Sends one command; waits for its OK; returns the notices seen meanwhile.
     pub fn cmd(&mut self, c: &str) -> Result<usize> {
+        Ok(self.query(c)?.0)
+    }
+
+    /// Sends one command; returns the notices seen and what followed `OK`.
+    pub fn query(&mut self, c: &str) -> Result<(usize, String)> {
         use std::io::Write;
         writeln!(self.stdin, "{c}")?;
         self.stdin.flush()?;
