@@ -182,6 +182,27 @@ async fn json_plain_and_sparkplug_payloads_from_independent_peers_reach_the_rest
     })
     .await?;
     assert_eq!(d["kind"], "mqtt");
+    // the same health on the agent's own /status and /metrics
+    let status_addr = agent.status_addr.context("status endpoint")?;
+    let st = get_json(status_addr, "/status").await?;
+    assert!(
+        st["devices"]["broker"]["malformed"].as_u64() >= Some(4),
+        "{st}"
+    );
+    assert_eq!(st["devices"]["broker"]["kind"], "mqtt");
+    let page = get_text(status_addr, "/metrics").await?;
+    assert!(
+        page.contains(r#"tankwatch_agent_device_connected{device="broker",kind="mqtt"} 1"#),
+        "{page}"
+    );
+    assert!(
+        metric(
+            &page,
+            r#"tankwatch_agent_device_malformed_payloads_total{device="broker",kind="mqtt"}"#
+        )
+        .is_some_and(|v| v >= 4.0),
+        "{page}"
+    );
     // the agent kept running and keeps reading
     peer.cmd("json 200")?;
     wait_value(http, site, "tank-1", "volume", 757.082_356_8).await?;
