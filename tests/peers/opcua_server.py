@@ -10,6 +10,8 @@ Usage: opcua_server.py PORT PKI_DIR SECURITY [--shift] [--items N]
             instead of 2, as after a server reconfiguration (a client that
             stored "ns=2;..." is now wrong; one that stored the namespace URI
             is not).
+  --user NAME:PASSWORD  only this user may log in (a user name token;
+            anonymous sessions are refused).
   --items N also serve N variables Bench.0 .. Bench.N-1 (Double), each
             changing once a second (benchmarks).
 
@@ -27,18 +29,34 @@ from pathlib import Path
 
 from asyncua import Server, ua
 from asyncua.crypto.cert_gen import setup_self_signed_certificate
+from asyncua.crypto.permission_rules import User, UserRole
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 URI = "urn:tankwatch:test:site"
 APP_URI = "urn:tankwatch:test:server"
 
 
+class OneUser:
+    """Accepts exactly one user name and password."""
+
+    def __init__(self, name, password):
+        self.name, self.password = name, password
+
+    def get_user(self, iserver, username=None, password=None, certificate=None):
+        if username == self.name and password == self.password:
+            return User(role=UserRole.User)
+        return None
+
+
 async def main():
     port, pki, security = int(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
     shift = "--shift" in sys.argv
     items = int(sys.argv[sys.argv.index("--items") + 1]) if "--items" in sys.argv else 0
-    server = Server()
+    user = sys.argv[sys.argv.index("--user") + 1].split(":", 1) if "--user" in sys.argv else None
+    server = Server(user_manager=OneUser(*user)) if user else Server()
     await server.init()
+    if user:
+        server.set_identity_tokens([ua.UserNameIdentityToken])
     server.set_endpoint(f"opc.tcp://127.0.0.1:{port}/tw/")
     server.set_server_name("tankwatch test server")
     await server.set_application_uri(APP_URI)

@@ -18,14 +18,16 @@ struct Server;
 
 impl Server {
     fn start(port: u16, pki: &Path, security: &str, shift: bool) -> Result<LinePeer> {
+        Server::with_args(port, pki, security, if shift { &["--shift"] } else { &[] })
+    }
+
+    fn with_args(port: u16, pki: &Path, security: &str, extra: &[&str]) -> Result<LinePeer> {
         let mut args = vec![
             port.to_string(),
             pki.display().to_string(),
             security.to_string(),
         ];
-        if shift {
-            args.push("--shift".into());
-        }
+        args.extend(extra.iter().map(|a| a.to_string()));
         LinePeer::start("opcua_server.py", &args, &[])
     }
 }
@@ -260,14 +262,7 @@ async fn sign_and_encrypt_needs_the_servers_certificate_in_the_trust_folder() ->
 
     // the installer checks the rejected certificate and moves it to trusted/:
     // the encrypted session opens
-    let rejected = work.path().join("opcua-pki/rejected");
-    let trusted = work.path().join("opcua-pki/trusted");
-    let mut moved = 0;
-    for e in std::fs::read_dir(&rejected)? {
-        let e = e?;
-        std::fs::rename(e.path(), trusted.join(e.file_name()))?;
-        moved += 1;
-    }
+    let moved = trust_rejected(&work.path().join("opcua-pki"))?;
     ensure!(
         moved == 1,
         "the server's certificate was put in rejected/ ({moved} files)"
@@ -281,6 +276,77 @@ async fn sign_and_encrypt_needs_the_servers_certificate_in_the_trust_folder() ->
     let _server = Server::start(port, &server_pki, "sign_and_encrypt", false)?;
     let after = now_text();
     fresh(http, site, "tank-1", "volume", &after).await?;
+    agent.stop().await?;
+    he.stop().await;
+    Ok(())
+}
+
+/// Moves what the agent's trust store rejected into trusted/ (what the
+/// installer's guide says to do after checking the certificate).
+fn trust_rejected(pki: &Path) -> Result<usize> {
+    let mut moved = 0;
+    for e in std::fs::read_dir(pki.join("rejected"))? {
+        let e = e?;
+        std::fs::rename(e.path(), pki.join("trusted").join(e.file_name()))?;
+        moved += 1;
+    }
+    Ok(moved)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_and_password_log_in_and_a_wrong_password_is_named_and_fixed_without_a_restart()
+-> Result<()> {
+    let _ = tracing_subscriber::fmt().with_env_filter("warn").try_init();
+    let site = "site-p";
+    let pki = TestPki::new(&[site])?;
+    let work = tempfile::tempdir()?;
+    let port = free_port();
+    let server_pki = work.path().join("server-pki");
+    let _server = Server::with_args(
+        port,
+        &server_pki,
+        "sign_and_encrypt",
+        &["--user", "tank:s3cret"],
+    )?;
+    let he = headend::start(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
+    let http = he.http_addr;
+    let password = work.path().join("opcua-password");
+    std::fs::write(&password, "wrong\n")?;
+    let cfg = yaml(&pki, site, he.grpc_addr, work.path(), port, "sign_and_encrypt").replace(
+        "      pki_dir: opcua-pki\n",
+        &format!(
+            "      pki_dir: opcua-pki\n      auth: {{ user_password: {{ user: tank, password_file: {} }} }}\n",
+            password.display()
+        ),
+    );
+    // first contact: the server's certificate is not trusted yet
+    let agent = edge_agent::start(agent_config(work.path(), &cfg)?)?;
+    eventually("the server's certificate rejected", T, || async {
+        Ok(device(http, site).await.ok().filter(|d| {
+            d["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("trusted"))
+        }))
+    })
+    .await?;
+    ensure!(
+        trust_rejected(&work.path().join("opcua-pki"))? == 1,
+        "one certificate rejected"
+    );
+    // trusted now, but the password is wrong: the error says to check auth
+    let d = eventually("the wrong password named", T, || async {
+        Ok(device(http, site).await.ok().filter(|d| {
+            d["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("check auth"))
+        }))
+    })
+    .await?;
+    assert_eq!(d["connected"], false, "{d}");
+    // the installer fixes the file; the next attempt logs in, no restart
+    std::fs::write(&password, "s3cret\n")?;
+    let start = now_text();
+    fresh(http, site, "tank-1", "volume", &start).await?;
     agent.stop().await?;
     he.stop().await;
     Ok(())
