@@ -543,6 +543,51 @@ pub async fn watchdog(
 mod tests {
     use super::*;
 
+    #[test]
+    fn device_health_goes_out_on_state_changes_at_once_on_counters_after_5_s_and_every_60_s() {
+        let h = adapter_api::Health::default();
+        let devices = vec![crate::metrics::DeviceHealth {
+            name: "plc".into(),
+            kind: "opcua",
+            health: h.clone(),
+        }];
+        let mut r = HealthReport::default();
+        let t0 = tokio::time::Instant::now();
+        let s = |secs: u64| t0 + Duration::from_secs(secs);
+        let first = r
+            .due(&devices, t0)
+            .expect("the first report after the HelloAck");
+        assert_eq!(
+            (
+                first.devices[0].device.as_str(),
+                first.devices[0].kind.as_str()
+            ),
+            ("plc", "opcua")
+        );
+        assert!(r.due(&devices, s(1)).is_none(), "nothing changed");
+        h.update(|d| d.last_good_ms = 123);
+        assert!(
+            r.due(&devices, s(2)).is_none(),
+            "a good read alone is not news"
+        );
+        h.update(|d| d.connected = true);
+        assert!(
+            r.due(&devices, s(2)).is_some(),
+            "a connect goes out at once"
+        );
+        h.update(|d| d.malformed += 1);
+        assert!(r.due(&devices, s(4)).is_none(), "counters wait 5 s");
+        let c = r.due(&devices, s(7)).expect("counters after 5 s");
+        assert_eq!(c.devices[0].malformed, 1);
+        h.error("refused");
+        assert!(
+            r.due(&devices, s(8)).is_some(),
+            "a new error goes out at once"
+        );
+        assert!(r.due(&devices, s(67)).is_none());
+        assert!(r.due(&devices, s(68)).is_some(), "at least every 60 s");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_stalled_uplink_is_counted_and_after_five_minutes_ends_the_agent() {
         let yaml = "site_id: s\nheadend: { address: 127.0.0.1:7443 }\ntls: { cert: a, key: b, ca: c }\nuplink: { backoff_max_ms: 1000 }\nassets: []\ndevices: []\n";

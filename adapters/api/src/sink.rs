@@ -103,25 +103,27 @@ impl Sink {
         match self.policy {
             WhenFull::Block => self.tx.send(Event::Reading(r)).await.map_err(|_| Closed),
             WhenFull::Shed => {
+                let ts = r.received_ts_ms;
                 if !self.pending.is_empty() {
                     // gaps still waiting: keep order, this one is shed too
-                    self.shed(r.received_ts_ms);
+                    self.record(GapReason::Shed, 1, ts, ts);
                     return Ok(());
                 }
                 match self.tx.try_send(Event::Reading(r)) {
                     Ok(()) => Ok(()),
-                    Err(mpsc::error::TrySendError::Full(Event::Reading(r))) => {
-                        self.shed(r.received_ts_ms);
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        self.record(GapReason::Shed, 1, ts, ts);
                         Ok(())
                     }
-                    Err(mpsc::error::TrySendError::Full(_)) => Ok(()),
                     Err(mpsc::error::TrySendError::Closed(_)) => Err(Closed),
                 }
             }
         }
     }
 
-    /// Records a gap the source reported (a seq break, an overflow).
+    /// Records missing data and sends it as soon as there is room: a gap
+    /// the source reported (a seq break, an overflow), or readings shed
+    /// before they reached the sink (a push adapter's own bounded queue).
     pub async fn gap(
         &mut self,
         reason: GapReason,
@@ -129,25 +131,24 @@ impl Sink {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<(), Closed> {
-        self.health.update(|s| s.gaps += 1);
+        self.record(reason, count, from_ms, to_ms);
+        self.flush_gaps().await
+    }
+
+    /// Counts missing data on the device's health (shed readings by
+    /// number, source gaps by occurrence) and merges it into the pending
+    /// gap of its reason.
+    fn record(&mut self, reason: GapReason, count: u64, from_ms: i64, to_ms: i64) {
+        self.health.update(|s| match reason {
+            GapReason::Shed => s.shed = s.shed.saturating_add(count),
+            GapReason::SourceSequence | GapReason::SourceOverflow => s.gaps += 1,
+        });
         self.merge(SourceGap {
             device: self.device.clone(),
             reason,
             count,
             from_ms,
             to_ms,
-        });
-        self.flush_gaps().await
-    }
-
-    fn shed(&mut self, ts: i64) {
-        self.health.update(|s| s.shed += 1);
-        self.merge(SourceGap {
-            device: self.device.clone(),
-            reason: GapReason::Shed,
-            count: 1,
-            from_ms: ts,
-            to_ms: ts,
         });
     }
 
@@ -252,6 +253,13 @@ mod tests {
         };
         assert_eq!((g.reason.as_str(), g.from_ms), ("source_sequence", 5));
         assert_eq!(h.get().gaps, 1);
+        // readings shed upstream (a push adapter's own queue) count as shed, not as source gaps
+        s.gap(GapReason::Shed, 40, 7, 8).await.unwrap();
+        let Some(Event::Gap(g)) = rx.recv().await else {
+            panic!()
+        };
+        assert_eq!((g.reason, g.count), (GapReason::Shed, 40));
+        assert_eq!((h.get().shed, h.get().gaps), (40, 1));
         drop(rx);
         assert_eq!(s.reading(r(1)).await, Err(Closed));
     }

@@ -508,7 +508,6 @@ impl Device for Broker {
                     }
                     Some(Inbound::Shed { count, from_ms, to_ms }) => {
                         tracing::warn!(device = %self.dev.name, count, "MQTT publishes shed: the agent could not keep up");
-                        io.sink.health().update(|s| s.shed += count);
                         if io.sink.gap(GapReason::Shed, count, from_ms, to_ms).await.is_err() {
                             break Ended::SinkClosed;
                         }

@@ -572,7 +572,6 @@ impl Server {
                         let n = s - shed_seen;
                         shed_seen = s;
                         tracing::warn!(device = %self.dev.name, count = n, "OPC UA values shed: the agent could not keep up");
-                        io.sink.health().update(|h| h.shed += n);
                         let now = now_ms();
                         if io.sink.gap(GapReason::Shed, n, now, now).await.is_err() {
                             return Ended::SinkClosed;

@@ -113,6 +113,7 @@ async fn measure(a: &Agent, secs: u64) -> Result<(f64, f64, f64, f64)> {
     ))
 }
 
+/// Production defaults (flush interval, uplink), unlike the tests' `agent_head`.
 fn head(pki: &TestPki, site: &str, headend: SocketAddr, dir: &Path, status_port: u16) -> String {
     let f = pki.agent_files(site);
     format!(

@@ -80,6 +80,26 @@ pub fn agent_yaml(
     )
 }
 
+/// The top of an agent YAML for `site` (headend, TLS files, a fast log and
+/// uplink, `/status` on `status`), to which a test adds `assets:` and
+/// `devices:`.
+pub fn agent_head(
+    pki: &TestPki,
+    site: &str,
+    headend: SocketAddr,
+    log_dir: &Path,
+    status: &str,
+) -> String {
+    let f = pki.agent_files(site);
+    format!(
+        "site_id: {site}\nheadend: {{ address: \"{headend}\", server_name: localhost }}\ntls: {{ cert: {}, key: {}, ca: {} }}\nlog: {{ dir: {}, flush_interval_ms: 50 }}\nuplink: {{ backoff_initial_ms: 100, backoff_max_ms: 1000 }}\nstatus: {{ listen: \"{status}\" }}\n",
+        f.cert.display(),
+        f.key.display(),
+        f.ca.display(),
+        log_dir.display()
+    )
+}
+
 /// Writes `yaml` to `dir/site.yaml` and loads it as the agent would.
 pub fn agent_config(dir: &Path, yaml: &str) -> Result<edge_agent::AgentConfig> {
     let p = dir.join("site.yaml");

@@ -52,15 +52,8 @@ fn mqtt_yaml(
     broker: &str,
     prefix: &str,
 ) -> String {
-    let f = pki.agent_files(site);
     format!(
-        r#"site_id: {site}
-headend: {{ address: "{headend}", server_name: localhost }}
-tls: {{ cert: {cert}, key: {key}, ca: {ca} }}
-log: {{ dir: {log}, flush_interval_ms: 50 }}
-uplink: {{ backoff_initial_ms: 100, backoff_max_ms: 1000 }}
-status: {{ listen: "127.0.0.1:0" }}
-assets:
+        r#"{head}assets:
   - {{ id: tank-1, kind: tank, capacity: 20000 }}
   - {{ id: ctl, kind: controller }}
   - {{ id: probe-1, kind: sensor }}
@@ -83,10 +76,7 @@ setpoints:
   - {{ asset: ctl, field: power_limit, min: 0, max: 80 }}
   - {{ asset: atg-1, field: fill_limit, min: 0, max: 30000 }}
 "#,
-        cert = f.cert.display(),
-        key = f.key.display(),
-        ca = f.ca.display(),
-        log = log.display(),
+        head = agent_head(pki, site, headend, log, "127.0.0.1:0"),
     )
 }
 

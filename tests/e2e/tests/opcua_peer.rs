@@ -40,15 +40,8 @@ fn yaml(
     port: u16,
     security: &str,
 ) -> String {
-    let f = pki.agent_files(site);
     format!(
-        r#"site_id: {site}
-headend: {{ address: "{headend}", server_name: localhost }}
-tls: {{ cert: {cert}, key: {key}, ca: {ca} }}
-log: {{ dir: {log}, flush_interval_ms: 50 }}
-uplink: {{ backoff_initial_ms: 100, backoff_max_ms: 1000 }}
-status: {{ listen: "127.0.0.1:0" }}
-assets:
+        r#"{head}assets:
   - {{ id: tank-1, kind: tank, capacity: 30000 }}
   - {{ id: ctl, kind: controller }}
 devices:
@@ -82,10 +75,7 @@ devices:
 setpoints:
   - {{ asset: ctl, field: power_limit, min: 0, max: 80 }}
 "#,
-        cert = f.cert.display(),
-        key = f.key.display(),
-        ca = f.ca.display(),
-        log = work.join("log").display(),
+        head = agent_head(pki, site, headend, &work.join("log"), "127.0.0.1:0"),
     )
 }
 
