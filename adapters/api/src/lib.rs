@@ -66,11 +66,12 @@ pub struct Reading {
 }
 
 pub mod point;
+pub mod probe;
 pub mod runner;
 pub mod sink;
 
 pub use point::{DropClass, Linear, PointSpec};
-pub use sink::{Closed, Event, GapReason, Sink, SourceGap, WhenFull};
+pub use sink::{Closed, Event, GapReason, GaugeDelivery, Sink, SourceGap, WhenFull};
 
 /// Stop signal: the adapter returns soon after the value becomes `true`.
 pub type Stop = tokio::sync::watch::Receiver<bool>;

@@ -20,6 +20,27 @@ pub enum Event {
     Reading(Reading),
     /// Data the agent will never see: shed here, or lost at the source.
     Gap(SourceGap),
+    /// A delivery the device itself recorded (a tank gauge's delivery
+    /// report). Devices repeat their recent records; the agent keeps track
+    /// of which it has reported.
+    Delivery(GaugeDelivery),
+}
+
+/// A delivery as a tank gauge recorded it, volumes in litres.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GaugeDelivery {
+    pub device: String,
+    /// The tank's asset id.
+    pub asset: String,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub start_volume_l: f64,
+    pub end_volume_l: f64,
+    /// Temperature-compensated volumes, when the gauge gives them.
+    pub start_tc_volume_l: Option<f64>,
+    pub end_tc_volume_l: Option<f64>,
+    /// `<kind>://<endpoint>/<report>`.
+    pub source: String,
 }
 
 /// What an adapter does when the agent's channel is full.
@@ -118,6 +139,19 @@ impl Sink {
                     Err(mpsc::error::TrySendError::Closed(_)) => Err(Closed),
                 }
             }
+        }
+    }
+
+    /// Sends a delivery the device recorded, under the sink's policy (a
+    /// shedding sink drops it when full: the device reports it again).
+    pub async fn delivery(&mut self, d: GaugeDelivery) -> Result<(), Closed> {
+        self.flush_gaps().await?;
+        match self.policy {
+            WhenFull::Block => self.tx.send(Event::Delivery(d)).await.map_err(|_| Closed),
+            WhenFull::Shed => match self.tx.try_send(Event::Delivery(d)) {
+                Err(mpsc::error::TrySendError::Closed(_)) => Err(Closed),
+                _ => Ok(()),
+            },
         }
     }
 
