@@ -11,6 +11,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::store::Delivery;
+
 /// Detection settings (`deliveries:` in the agent's YAML).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -188,6 +190,70 @@ impl Detector {
     }
 }
 
+/// How far apart a gauge's record and the detector's finding may lie and
+/// still be the same delivery: the gauge's clock has minute resolution, its
+/// start and end rules differ from the detector's, and clocks drift.
+pub const OVERLAP_SLACK_MS: i64 = 30 * 60_000;
+/// A gauge record is tied to an expected load only if the load's ETA lies
+/// within this of the delivery's start (a record read days later must not
+/// complete tomorrow's load).
+pub const GAUGE_MATCH_MS: i64 = 12 * 3_600_000;
+/// On the first poll of a tank the gauge's older records are history, not
+/// news: only those that ended within this are reported.
+pub const FIRST_LOOKBACK_MS: i64 = 24 * 3_600_000;
+
+/// A delivery recently reported for a tank, by either source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recent {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub load_ref: String,
+    /// From the tank gauge's record (else the detector).
+    pub gauge: bool,
+}
+
+/// The recent delivery of the given source that overlaps `[start, end]`
+/// (within [`OVERLAP_SLACK_MS`]).
+pub fn overlapping<'a>(
+    recent: impl IntoIterator<Item = &'a Recent>,
+    start_ms: i64,
+    end_ms: i64,
+    gauge: bool,
+) -> Option<&'a Recent> {
+    recent.into_iter().find(|r| {
+        r.gauge == gauge
+            && r.start_ms - OVERLAP_SLACK_MS <= end_ms
+            && start_ms <= r.end_ms + OVERLAP_SLACK_MS
+    })
+}
+
+/// Whether a gauge record is news: it ended after the newest one already
+/// reported for its tank (`mark`), or, with none reported yet, within
+/// [`FIRST_LOOKBACK_MS`] of `now`. A record that ends before it starts is
+/// not a delivery.
+pub fn is_new_report(mark: Option<i64>, now: i64, start_ms: i64, end_ms: i64) -> bool {
+    end_ms >= start_ms
+        && match mark {
+            Some(m) => end_ms > m,
+            None => end_ms >= now - FIRST_LOOKBACK_MS,
+        }
+}
+
+/// The expected load for `tank` whose ETA is nearest `start_ms` (within
+/// `window_ms` when given).
+pub fn nearest_expected<'a>(
+    loads: &'a [Delivery],
+    tank: &str,
+    start_ms: i64,
+    window_ms: Option<i64>,
+) -> Option<&'a Delivery> {
+    loads
+        .iter()
+        .filter(|l| l.state == "expected" && l.tanks.iter().any(|t| t == tank))
+        .filter(|l| window_ms.is_none_or(|w| (l.eta_ms - start_ms).abs() <= w))
+        .min_by_key(|l| (l.eta_ms - start_ms).abs())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,5 +366,55 @@ mod tests {
         fresh.sample(3000, 3500.0);
         assert!(!fresh.delivering());
         assert!(!Detector::restore(cfg, "garbage").delivering());
+    }
+
+    #[test]
+    fn gauge_records_are_news_once_and_old_history_is_not() {
+        let now = 100 * 3_600_000;
+        assert!(is_new_report(None, now, now - 3_600_000, now - 60_000));
+        assert!(
+            !is_new_report(None, now, 0, now - FIRST_LOOKBACK_MS - 1),
+            "history at the first poll"
+        );
+        assert!(is_new_report(Some(5), now, 1, 6));
+        assert!(!is_new_report(Some(6), now, 1, 6), "repeated at the next poll");
+        assert!(!is_new_report(None, now, now, now - 1), "ends before it starts");
+    }
+
+    #[test]
+    fn a_gauge_record_and_a_detected_delivery_match_when_they_overlap_within_the_slack() {
+        let r = [
+            Recent { start_ms: 0, end_ms: 600_000, load_ref: "d".into(), gauge: false },
+            Recent { start_ms: 0, end_ms: 600_000, load_ref: "g".into(), gauge: true },
+        ];
+        let m = |s, e, g| overlapping(&r, s, e, g).map(|x| x.load_ref.as_str());
+        assert_eq!(m(300_000, 900_000, false), Some("d"));
+        assert_eq!(m(300_000, 900_000, true), Some("g"));
+        assert_eq!(m(600_000 + OVERLAP_SLACK_MS, 4_000_000, false), Some("d"));
+        assert_eq!(m(600_001 + OVERLAP_SLACK_MS, 4_000_000, false), None);
+        assert_eq!(m(-5_000_000, -OVERLAP_SLACK_MS - 1, false), None);
+    }
+
+    #[test]
+    fn the_nearest_expected_load_of_the_tank_is_chosen_within_the_window() {
+        let load = |r: &str, eta: i64, state: &str, tank: &str| Delivery {
+            load_ref: r.into(),
+            command_id: format!("c-{r}"),
+            issued_seq: 1,
+            state: state.into(),
+            eta_ms: eta,
+            tanks: vec![tank.into()],
+            ..Default::default()
+        };
+        let loads = vec![
+            load("far", 50 * 3_600_000, "expected", "t1"),
+            load("near", 2 * 3_600_000, "expected", "t1"),
+            load("done", 0, "delivered", "t1"),
+            load("other", 0, "expected", "t2"),
+        ];
+        let pick = |w| nearest_expected(&loads, "t1", 0, w).map(|l| l.load_ref.as_str());
+        assert_eq!(pick(None), Some("near"));
+        assert_eq!(pick(Some(GAUGE_MATCH_MS)), Some("near"));
+        assert_eq!(pick(Some(3_600_000)), None);
     }
 }

@@ -15,6 +15,8 @@ pub enum DeviceConfig {
     Modbus(adapter_modbus::ModbusDevice),
     Mqtt(Box<adapter_mqtt::MqttDevice>),
     Opcua(Box<adapter_opcua::OpcUaDevice>),
+    #[serde(rename = "veeder_root")]
+    VeederRoot(adapter_veeder_root::VeederRootDevice),
 }
 
 impl DeviceConfig {
@@ -23,6 +25,7 @@ impl DeviceConfig {
             DeviceConfig::Modbus(d) => &d.name,
             DeviceConfig::Mqtt(d) => &d.name,
             DeviceConfig::Opcua(d) => &d.name,
+            DeviceConfig::VeederRoot(d) => &d.name,
         }
     }
 
@@ -35,7 +38,7 @@ impl DeviceConfig {
             }
         };
         match self {
-            DeviceConfig::Modbus(_) => {}
+            DeviceConfig::Modbus(_) | DeviceConfig::VeederRoot(_) => {}
             DeviceConfig::Mqtt(d) => {
                 if let Some(p) = &mut d.password_file {
                     fix(p);
@@ -67,6 +70,7 @@ impl DeviceConfig {
             DeviceConfig::Modbus(_) => "modbus",
             DeviceConfig::Mqtt(_) => "mqtt",
             DeviceConfig::Opcua(_) => "opcua",
+            DeviceConfig::VeederRoot(_) => "veeder_root",
         }
     }
 
@@ -77,6 +81,9 @@ impl DeviceConfig {
             DeviceConfig::Modbus(d) => adapter_modbus::validate(d).map_err(|e| e.to_string()),
             DeviceConfig::Mqtt(d) => adapter_mqtt::validate(d).map_err(|e| e.to_string()),
             DeviceConfig::Opcua(d) => adapter_opcua::validate(d).map_err(|e| e.to_string()),
+            DeviceConfig::VeederRoot(d) => {
+                adapter_veeder_root::validate(d).map_err(|e| e.to_string())
+            }
         }
     }
 
@@ -86,6 +93,7 @@ impl DeviceConfig {
             DeviceConfig::Modbus(d) => adapter_modbus::specs(d),
             DeviceConfig::Mqtt(d) => adapter_mqtt::specs(d),
             DeviceConfig::Opcua(d) => adapter_opcua::specs(d),
+            DeviceConfig::VeederRoot(d) => adapter_veeder_root::specs(d),
         }
     }
 
@@ -95,6 +103,9 @@ impl DeviceConfig {
             DeviceConfig::Modbus(d) => Box::new(adapter_modbus::ModbusAdapter::new(d.clone())?),
             DeviceConfig::Mqtt(d) => Box::new(adapter_mqtt::MqttAdapter::new((**d).clone())?),
             DeviceConfig::Opcua(d) => Box::new(adapter_opcua::OpcUaAdapter::new((**d).clone())?),
+            DeviceConfig::VeederRoot(d) => Box::new(
+                adapter_veeder_root::VeederRootAdapter::new(d.clone()).map_err(AdapterError::from)?,
+            ),
         })
     }
 }

@@ -192,6 +192,7 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
     let (durable_tx, durable_rx) = watch::channel(log.durable_seq());
     let (records_tx, records_rx) = mpsc::channel(logwriter::RECORD_QUEUE);
     let latest = Arc::new(logwriter::Latest::default());
+    let (gauge_tx, gauge_rx) = mpsc::channel(logwriter::GAUGE_QUEUE);
     // the writer ends when every adapter and the executor have stopped
     let writer = fatal.spawn(
         "log writer".into(),
@@ -202,6 +203,7 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
             cfg.log.clone(),
             durable_tx,
             latest.clone(),
+            gauge_tx,
         ),
     );
     let store = store::Store::open(&cfg.log.dir)?;
@@ -218,7 +220,7 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
     };
     tasks.push(fatal.spawn_task(
         "command executor".into(),
-        executor.run(command_rx, stop_rx.clone()),
+        executor.run(command_rx, gauge_rx, stop_rx.clone()),
     ));
     let health = Arc::new(health);
     let (status_tx, status_rx) = watch::channel(uplink::UplinkStatus::default());

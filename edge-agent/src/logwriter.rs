@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use adapter_api::{Event, Reading, SourceGap};
+use adapter_api::{Event, GaugeDelivery, Reading, SourceGap};
 use prost::Message;
 use sflog::{Class, DropRun, Log};
 use tankwatch_proto::v1;
@@ -22,6 +22,11 @@ use crate::config::LogConfig;
 
 /// Capacity of the adapters -> log writer channel.
 pub const READING_QUEUE: usize = 4096;
+/// Capacity of the log writer -> executor channel of gauge delivery
+/// records; when full a record is dropped (with a warning): the gauge
+/// repeats its recent records at every poll, and the executor acts on
+/// each once.
+pub const GAUGE_QUEUE: usize = 64;
 /// Capacity of the command executor -> log writer channel (acks, events);
 /// when full the executor waits.
 pub const RECORD_QUEUE: usize = 256;
@@ -225,6 +230,7 @@ pub async fn run(
     cfg: LogConfig,
     durable: watch::Sender<u64>,
     latest: Arc<Latest>,
+    gauge: mpsc::Sender<GaugeDelivery>,
 ) -> Result<(), Error> {
     let interval = Duration::from_millis(cfg.flush_interval_ms);
     let mut deadline: Option<Instant> = None;
@@ -255,14 +261,21 @@ pub async fn run(
                 }
                 let items: Vec<(Class, i64, Vec<u8>)> = buf
                     .drain(..)
-                    .map(|e| match e {
+                    .filter_map(|e| match e {
                         Event::Reading(r) => {
                             latest.update(&r);
-                            (class_of(&r), r.received_ts_ms, reading_record(&r))
+                            Some((class_of(&r), r.received_ts_ms, reading_record(&r)))
                         }
                         Event::Gap(g) => {
                             tracing::warn!(device = %g.device, reason = g.reason.as_str(), count = g.count, "device data missing; recorded as a gap");
-                            (Class::Event, g.to_ms, source_gap_record(log.log_id(), &g))
+                            Some((Class::Event, g.to_ms, source_gap_record(log.log_id(), &g)))
+                        }
+                        Event::Delivery(d) => {
+                            // the executor decides what is new and logs the event
+                            if gauge.try_send(d).is_err() {
+                                tracing::warn!("gauge delivery record dropped (executor busy); the gauge reports it again");
+                            }
+                            None
                         }
                     })
                     .collect();

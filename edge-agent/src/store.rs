@@ -56,7 +56,7 @@ pub struct PointState {
 }
 
 /// One upcoming (or recent) delivery.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct Delivery {
     pub load_ref: String,
     pub command_id: String,
@@ -97,7 +97,9 @@ impl Store {
                  state TEXT NOT NULL, eta BLOB NOT NULL, delivered_l REAL,
                  updated_ms INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS detectors (
-                 tank TEXT PRIMARY KEY, state TEXT NOT NULL, updated_ms INTEGER NOT NULL);",
+                 tank TEXT PRIMARY KEY, state TEXT NOT NULL, updated_ms INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS gauge_marks (
+                 tank TEXT PRIMARY KEY, end_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);",
         )?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
@@ -237,6 +239,24 @@ impl Store {
             "INSERT INTO detectors (tank, state, updated_ms) VALUES (?1, ?2, ?3)
              ON CONFLICT (tank) DO UPDATE SET state = excluded.state, updated_ms = excluded.updated_ms",
             rusqlite::params![tank, state, now],
+        )?;
+        Ok(())
+    }
+
+    /// End time of the newest gauge delivery record reported for `tank`.
+    pub fn gauge_mark(&self, tank: &str) -> Result<Option<i64>> {
+        Ok(self
+            .lock()
+            .query_row("SELECT end_ms FROM gauge_marks WHERE tank = ?1", [tank], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Records that gauge records of `tank` up to `end_ms` are reported.
+    pub fn set_gauge_mark(&self, tank: &str, end_ms: i64, now: i64) -> Result<()> {
+        self.lock().execute(
+            "INSERT INTO gauge_marks (tank, end_ms, updated_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (tank) DO UPDATE SET end_ms = MAX(end_ms, excluded.end_ms), updated_ms = excluded.updated_ms",
+            rusqlite::params![tank, end_ms, now],
         )?;
         Ok(())
     }

@@ -41,6 +41,7 @@ fn load_json(v: &LoadView) -> Value {
         "delivered_volume_l": l.delivered_volume_l,
         "delivery_start": l.delivery_start_ms.map(ts),
         "delivery_end": l.delivery_end_ms.map(ts),
+        "delivery_source": l.delivery_source,
         "last_command_id": l.last_command_id,
         "created_at": ts(l.created_ms),
         "updated_at": ts(l.updated_ms),

@@ -13,6 +13,9 @@
 //!   hourly min/max/mean/last/count per field, oldest first (kept longer
 //!   than raw readings: long ranges read these).
 //! * `GET /api/v1/sites/{site}/devices`: the site's devices and their health
+//! * `GET /api/v1/sites/{site}/deliveries`: deliveries the site reported
+//!   (newest first), each with its source: `gauge` (the tank gauge's own
+//!   record) or `detector` (the agent's volume-rise detector).
 //! * `GET /api/v1/sites/{site}/gaps`: data the site's agent had to drop
 //!   (full disk, corruption): "data lost at site X between T1 and T2".
 //! * Commands and loads: see [`super::commands`] and [`super::loads`].
@@ -41,6 +44,7 @@ pub fn routes() -> Router<ApiState> {
         )
         .route("/api/v1/sites/{site}/assets/{asset}/rollups", get(rollups))
         .route("/api/v1/sites/{site}/gaps", get(gaps))
+        .route("/api/v1/sites/{site}/deliveries", get(deliveries))
         .route("/api/v1/sites/{site}/devices", get(devices))
 }
 
@@ -265,6 +269,33 @@ async fn rollups(
                     "mean": r.mean,
                     "last": r.last,
                     "last_ts": ts(r.last_ts_ms),
+                })
+            })
+            .collect(),
+    )))
+}
+
+async fn deliveries(
+    State(s): State<ApiState>,
+    Path(site): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    site_or_404(&s.db, &site).await?;
+    let rows = s.db.delivery_events(&site, 1000).await?;
+    Ok(Json(Value::Array(
+        rows.into_iter()
+            .map(|d| {
+                let ended = d.phase == "ended";
+                json!({
+                    "phase": d.phase,
+                    "source": d.source,
+                    "tank": d.tank,
+                    "load_id": (!d.load_id.is_empty()).then_some(d.load_id),
+                    "start": ts(d.start_ms),
+                    "end": ended.then(|| ts(d.end_ms)),
+                    "start_volume_l": d.start_volume_l,
+                    "end_volume_l": ended.then_some(d.end_volume_l),
+                    "delivered_volume_l": ended.then_some(d.delivered_volume_l),
+                    "reported": ts(d.ingested_ms),
                 })
             })
             .collect(),

@@ -30,6 +30,15 @@ text_enum!(
 );
 
 text_enum!(
+    /// Who saw a delivery. The tank gauge's own record beats the agent's
+    /// volume-rise detector for a load's delivered volume.
+    DeliverySource, "delivery source" {
+        Detector => "detector",
+        Gauge => "gauge",
+    }
+);
+
+text_enum!(
     /// What a load timeline entry records.
     LoadEventKind, "load event kind" {
         Created => "created",
@@ -48,6 +57,7 @@ mod tests {
         crate::domain::round_trips(LoadStatus::ALL);
         crate::domain::round_trips(EtaSource::ALL);
         crate::domain::round_trips(LoadEventKind::ALL);
+        crate::domain::round_trips(DeliverySource::ALL);
         assert!("Manual".parse::<EtaSource>().is_err());
     }
 }

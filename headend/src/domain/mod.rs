@@ -14,7 +14,7 @@ pub mod time;
 pub use actor::Actor;
 pub use asset::AssetKind;
 pub use command::{CommandKind, CommandState, Reason};
-pub use load::{EtaSource, LoadEventKind, LoadStatus};
+pub use load::{DeliverySource, EtaSource, LoadEventKind, LoadStatus};
 pub use quality::Quality;
 pub use tankwatch_proto::v1::AckReason;
 

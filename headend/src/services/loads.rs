@@ -148,6 +148,7 @@ pub async fn create(ctx: &Context, req: LoadRequest, actor: Actor) -> Result<Pus
         delivered_volume_l: None,
         delivery_start_ms: None,
         delivery_end_ms: None,
+        delivery_source: None,
         last_command_id: None,
         created_ms: now,
         updated_ms: now,

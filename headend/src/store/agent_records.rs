@@ -7,7 +7,9 @@ use sqlx::AnyConnection;
 use tankwatch_proto::v1;
 
 use crate::Error;
-use crate::domain::{Actor, CommandState, LoadEventKind, LoadStatus, Reason, lifecycle};
+use crate::domain::{
+    Actor, CommandState, DeliverySource, LoadEventKind, LoadStatus, Reason, lifecycle,
+};
 use crate::store::commands::advance;
 use crate::store::loads::insert_load_event;
 
@@ -84,9 +86,19 @@ async fn delivery(
     agent: &Actor,
 ) -> Result<(), Error> {
     let ended = d.phase == v1::delivery_event::Phase::Ended as i32;
+    use v1::delivery_event::Source;
+    let source = match Source::try_from(d.source) {
+        // agents before the gauge source had only the detector
+        Ok(Source::Unspecified | Source::Detector) => DeliverySource::Detector,
+        Ok(Source::Gauge) => DeliverySource::Gauge,
+        Err(_) => {
+            tracing::warn!(site, source = d.source, "delivery event with a source this headend does not know; not stored");
+            return Ok(());
+        }
+    };
     let n = sqlx::query(
-        "INSERT INTO delivery_events (site_id, log_id, seq, phase, load_id, tank, start_ms, end_ms, start_volume_l, end_volume_l, delivered_volume_l, ingested_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (site_id, log_id, seq) DO NOTHING",
+        "INSERT INTO delivery_events (site_id, log_id, seq, phase, load_id, tank, start_ms, end_ms, start_volume_l, end_volume_l, delivered_volume_l, ingested_ms, source)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (site_id, log_id, seq) DO NOTHING",
     )
     .bind(site)
     .bind(log_id)
@@ -100,6 +112,7 @@ async fn delivery(
     .bind(d.end_volume_l)
     .bind(d.delivered_volume_l)
     .bind(now)
+    .bind(source)
     .execute(&mut *c)
     .await?
     .rows_affected();
@@ -111,8 +124,15 @@ async fn delivery(
             LoadStatus::Delivered,
             LoadEventKind::Delivered,
             format!(
-                "{:.0} L delivered into {} ({:.0} L -> {:.0} L)",
-                d.delivered_volume_l, d.tank, d.start_volume_l, d.end_volume_l
+                "{:.0} L delivered into {} ({:.0} L -> {:.0} L; {})",
+                d.delivered_volume_l,
+                d.tank,
+                d.start_volume_l,
+                d.end_volume_l,
+                match source {
+                    DeliverySource::Gauge => "the tank gauge's record",
+                    DeliverySource::Detector => "the agent's volume-rise detector",
+                }
             ),
         )
     } else {
@@ -128,8 +148,10 @@ async fn delivery(
     let moved = sqlx::query(
         "UPDATE loads SET status = $1, delivery_start_ms = $2,
            delivery_end_ms = CASE WHEN $3 > 0 THEN $3 ELSE delivery_end_ms END,
-           delivered_volume_l = CASE WHEN $3 > 0 THEN $4 ELSE delivered_volume_l END, updated_ms = $5
-         WHERE load_id = $6 AND site_id = $7 AND status <> 'cancelled'",
+           delivered_volume_l = CASE WHEN $3 > 0 THEN $4 ELSE delivered_volume_l END, updated_ms = $5,
+           delivery_source = CASE WHEN $3 > 0 THEN $8 ELSE delivery_source END
+         WHERE load_id = $6 AND site_id = $7 AND status <> 'cancelled'
+           AND (COALESCE(delivery_source, '') <> 'gauge' OR $8 = 'gauge')",
     )
     .bind(status)
     .bind(d.start_ms)
@@ -138,6 +160,7 @@ async fn delivery(
     .bind(now)
     .bind(&d.load_ref)
     .bind(site)
+    .bind(source)
     .execute(&mut *c)
     .await?
     .rows_affected();

@@ -7,7 +7,7 @@ use sqlx::AnyConnection;
 
 use crate::Error;
 use crate::db::Db;
-use crate::domain::{Actor, EtaSource, LoadEventKind, LoadStatus};
+use crate::domain::{Actor, DeliverySource, EtaSource, LoadEventKind, LoadStatus};
 
 #[derive(sqlx::FromRow, Clone, Debug)]
 pub struct LoadRow {
@@ -25,6 +25,8 @@ pub struct LoadRow {
     pub delivered_volume_l: Option<f64>,
     pub delivery_start_ms: Option<i64>,
     pub delivery_end_ms: Option<i64>,
+    /// Who reported the delivered volume (the gauge's record wins).
+    pub delivery_source: Option<DeliverySource>,
     pub last_command_id: Option<String>,
     pub created_ms: i64,
     pub updated_ms: i64,
@@ -36,7 +38,7 @@ impl LoadRow {
     }
 }
 
-const LOAD_COLUMNS: &str = "load_id, reference, carrier, site_id, tanks, product, planned_volume_l, eta_ms, eta_source, status, delivered_volume_l, delivery_start_ms, delivery_end_ms, last_command_id, created_ms, updated_ms";
+const LOAD_COLUMNS: &str = "load_id, reference, carrier, site_id, tanks, product, planned_volume_l, eta_ms, eta_source, status, delivered_volume_l, delivery_start_ms, delivery_end_ms, delivery_source, last_command_id, created_ms, updated_ms";
 
 #[derive(sqlx::FromRow, Clone, Debug)]
 struct LoadEventOfRow {

@@ -19,7 +19,9 @@
 //! | +12    | capacity       | L    |
 //! | +14    | status (u16): bit0 high level, bit1 low level, bit2 water high | |
 
-use std::collections::HashMap;
+pub mod veeder_root;
+
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -131,6 +133,12 @@ impl Default for SimConfig {
 #[derive(Debug)]
 struct State {
     tanks: Vec<Tank>,
+    /// Delivery records per tank (the Veeder-Root console's i202), oldest first.
+    deliveries: Vec<Vec<veeder_root::SimDelivery>>,
+    /// A delivery under way per tank: (start ms, start volume, start height).
+    open_delivery: Vec<Option<(i64, f64, f64)>>,
+    /// Faults for the next Veeder-Root replies.
+    vr_faults: VecDeque<veeder_root::Fault>,
     controller: [u16; CONTROLLER_LEN as usize],
     writes: u64,
     frozen: bool,
@@ -181,8 +189,12 @@ impl Simulator {
                 }
             })
             .collect();
+        let n = cfg.tanks;
         let state = Arc::new(Mutex::new(State {
             tanks,
+            deliveries: vec![Vec::new(); n],
+            open_delivery: vec![None; n],
+            vr_faults: VecDeque::new(),
             controller: [0; CONTROLLER_LEN as usize],
             writes: 0,
             frozen: false,
@@ -232,6 +244,48 @@ impl Simulator {
         let (hi, lo) = (s.controller[2], s.controller[3]);
         f32::from_bits((u32::from(hi) << 16) | u32::from(lo))
     }
+    /// Serves the same tanks as a Veeder-Root TLS console (both reply
+    /// formats) on `listen`; returns its address.
+    pub async fn start_veeder_root(&self, listen: SocketAddr) -> std::io::Result<SocketAddr> {
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(veeder_root::serve(listener, self.state.clone()));
+        Ok(addr)
+    }
+    /// Applies `fault` to the console's next reply (faults queue up).
+    pub fn inject_veeder_root(&self, fault: veeder_root::Fault) {
+        lock(&self.state).vr_faults.push_back(fault);
+    }
+    /// Records a delivery of `litres` into `tank` (0-based) that started
+    /// 20 minutes ago and ended a minute ago, and adds it to the volume
+    /// (freeze the simulation first for exact figures).
+    pub fn record_delivery(&self, tank: usize, litres: f64) -> Option<veeder_root::SimDelivery> {
+        let mut s = lock(&self.state);
+        let now = veeder_root_now();
+        let t = s.tanks.get_mut(tank)?;
+        let start_volume = t.volume;
+        let start_height = t.height();
+        t.volume = (t.volume + litres).clamp(0.0, t.capacity);
+        let d = veeder_root::SimDelivery {
+            start_ms: now - 20 * 60_000,
+            end_ms: now - 60_000,
+            start_volume,
+            end_volume: t.volume,
+            start_height,
+            end_height: t.height(),
+            temperature: t.temperature,
+        };
+        push_delivery(&mut s.deliveries[tank], d.clone());
+        Some(d)
+    }
+    /// The console's delivery records of `tank` (0-based), oldest first.
+    pub fn delivery_records(&self, tank: usize) -> Vec<veeder_root::SimDelivery> {
+        lock(&self.state).deliveries.get(tank).cloned().unwrap_or_default()
+    }
+    /// The Veeder-Root reply to `cmd` now (`i20100`, `I20200`, ...), SOH..=ETX.
+    pub fn veeder_root_reply(&self, cmd: &str) -> Vec<u8> {
+        veeder_root::reply(&lock(&self.state), cmd, veeder_root_now())
+    }
     /// Write requests that reached the device.
     pub fn writes(&self) -> u64 {
         lock(&self.state).writes
@@ -247,7 +301,15 @@ async fn simulate(state: Arc<Mutex<State>>, cfg: SimConfig) {
         if s.frozen {
             continue;
         }
-        for tank in &mut s.tanks {
+        let now = veeder_root_now();
+        let State {
+            tanks,
+            deliveries,
+            open_delivery,
+            ..
+        } = &mut *s;
+        for (i, tank) in tanks.iter_mut().enumerate() {
+            let was = tank.delivering;
             if tank.delivering {
                 tank.volume += 36_000.0 * dt_h; // 600 L/min
                 if tank.volume >= tank.capacity * 0.9 {
@@ -261,8 +323,43 @@ async fn simulate(state: Arc<Mutex<State>>, cfg: SimConfig) {
             }
             tank.volume = tank.volume.clamp(0.0, tank.capacity);
             tank.temperature += 0.05 * dt_h * (15.0 - tank.temperature);
+            // the console records each delivery when it ends
+            match (was, tank.delivering) {
+                (false, true) => open_delivery[i] = Some((now, tank.volume, tank.height())),
+                (true, false) => {
+                    if let Some((start_ms, start_volume, start_height)) = open_delivery[i].take() {
+                        push_delivery(
+                            &mut deliveries[i],
+                            veeder_root::SimDelivery {
+                                start_ms,
+                                end_ms: now,
+                                start_volume,
+                                end_volume: tank.volume,
+                                start_height,
+                                end_height: tank.height(),
+                                temperature: tank.temperature,
+                            },
+                        );
+                    }
+                }
+                _ => {}
+            }
         }
     }
+}
+
+fn veeder_root_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn push_delivery(v: &mut Vec<veeder_root::SimDelivery>, d: veeder_root::SimDelivery) {
+    if v.len() == veeder_root::KEEP_DELIVERIES {
+        v.remove(0);
+    }
+    v.push(d);
 }
 
 fn registers(tanks: &[Tank]) -> HashMap<u16, u16> {

@@ -23,12 +23,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use adapter_api::{Event, Reading, WriteOutcome, WriteRequest, now_ms};
+use adapter_api::{Event, GaugeDelivery, WriteOutcome, WriteRequest, now_ms};
 use tankwatch_proto::v1::{self, AckReason};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{AgentConfig, AssetKind};
-use crate::delivery::{Detected, Detector};
+use crate::delivery::Detector;
+
+mod deliveries;
+use deliveries::in_progress;
 use crate::limits::{Facts, SetpointLimits};
 use crate::logwriter::{Latest, Record};
 use crate::store::{PointState, Store, StoreError};
@@ -87,8 +90,13 @@ enum ExecError {
 }
 
 impl Executor {
-    /// Runs until `stop`.
-    pub async fn run(self, mut rx: mpsc::Receiver<v1::Command>, mut stop: watch::Receiver<bool>) {
+    /// Runs until `stop`. `gauge` brings delivery records from tank gauges.
+    pub async fn run(
+        self,
+        mut rx: mpsc::Receiver<v1::Command>,
+        mut gauge: mpsc::Receiver<GaugeDelivery>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let saved = self.store.detectors().unwrap_or_else(|e| {
             tracing::warn!(error = %e, "reading saved delivery detector states");
             HashMap::new()
@@ -109,6 +117,7 @@ impl Executor {
                 })
                 .collect(),
             last_sample: HashMap::new(),
+            recent: HashMap::new(),
             retry_at: HashMap::new(),
             e: self,
         };
@@ -134,6 +143,7 @@ impl Executor {
                 },
                 _ = tokio::time::sleep(due), if due < Duration::MAX => ex.revert_due().await,
                 _ = sample.tick() => ex.detect().await,
+                Some(g) = gauge.recv() => ex.gauge(g).await,
                 _ = stop.changed() => return,
             };
             match r {
@@ -154,6 +164,8 @@ struct Running {
     e: Executor,
     detectors: HashMap<String, Detector>,
     last_sample: HashMap<String, i64>,
+    /// Recent deliveries per tank, from either source (for matching the other).
+    recent: HashMap<String, std::collections::VecDeque<crate::delivery::Recent>>,
     /// Reverts that failed, and when to try again.
     retry_at: HashMap<String, tokio::time::Instant>,
 }
@@ -613,154 +625,6 @@ impl Running {
             .await?;
         }
         Ok(())
-    }
-
-    /// Samples tank volumes; a detected delivery becomes events tied to the
-    /// matching expected load, and a `delivery.in_progress` reading.
-    async fn detect(&mut self) -> Result<(), ExecError> {
-        let mut found = Vec::new();
-        for (tank, det) in &mut self.detectors {
-            let Some((v, ts)) = self.e.latest.good(tank, "volume") else {
-                continue;
-            };
-            if self.last_sample.get(tank) == Some(&ts) {
-                continue;
-            }
-            self.last_sample.insert(tank.clone(), ts);
-            let was = det.delivering();
-            let d = det.sample(ts, v);
-            // saved while a delivery is under way and when it ends (idle
-            // baselines are cheap to relearn; no fsync per sample then)
-            if was || det.delivering() {
-                self.e
-                    .store
-                    .save_detector(tank, &det.snapshot(), now_ms())?;
-            }
-            if let Some(d) = d {
-                found.push((tank.clone(), d));
-            }
-        }
-        for (tank, d) in found {
-            self.delivery(&tank, d).await?;
-        }
-        Ok(())
-    }
-
-    async fn delivery(&mut self, tank: &str, d: Detected) -> Result<(), ExecError> {
-        let now = now_ms();
-        let loads = self.e.store.deliveries()?;
-        let (delivering, ev) = match d {
-            Detected::Started {
-                start_ms,
-                start_volume,
-            } => {
-                // the expected load for this tank whose ETA is nearest
-                let load = loads
-                    .iter()
-                    .filter(|l| l.state == "expected" && l.tanks.iter().any(|t| t == tank))
-                    .min_by_key(|l| (l.eta_ms - start_ms).abs());
-                let load_ref = load.map(|l| l.load_ref.clone()).unwrap_or_default();
-                if !load_ref.is_empty() {
-                    self.e
-                        .store
-                        .set_delivery_state(&load_ref, "delivering", None, now)?;
-                }
-                (
-                    true,
-                    v1::DeliveryEvent {
-                        phase: v1::delivery_event::Phase::Started as i32,
-                        load_ref,
-                        tank: tank.to_string(),
-                        start_ms,
-                        start_volume_l: start_volume,
-                        ..Default::default()
-                    },
-                )
-            }
-            Detected::Ended {
-                start_ms,
-                end_ms,
-                start_volume,
-                end_volume,
-            } => {
-                let load = loads
-                    .iter()
-                    .find(|l| l.state == "delivering" && l.tanks.iter().any(|t| t == tank));
-                let delivered = end_volume - start_volume;
-                let mut load_ref = String::new();
-                if let Some(l) = load {
-                    load_ref = l.load_ref.clone();
-                    self.e.store.set_delivery_state(
-                        &l.load_ref,
-                        "delivered",
-                        Some(delivered),
-                        now,
-                    )?;
-                    if self.e.store.command_state(&l.command_id)?.as_deref() != Some("done") {
-                        self.e.store.set_command_state(&l.command_id, "done", now)?;
-                        self.send_ack(ack(
-                            &l.command_id,
-                            AckReason::Completed,
-                            format!(
-                                "load {} delivered: {delivered:.0} L into {tank}",
-                                l.load_ref
-                            ),
-                            None,
-                        ))
-                        .await?;
-                    }
-                }
-                self.e.metrics.deliveries.inc();
-                (
-                    false,
-                    v1::DeliveryEvent {
-                        phase: v1::delivery_event::Phase::Ended as i32,
-                        load_ref,
-                        tank: tank.to_string(),
-                        start_ms,
-                        end_ms,
-                        start_volume_l: start_volume,
-                        end_volume_l: end_volume,
-                        delivered_volume_l: delivered,
-                    },
-                )
-            }
-        };
-        tracing::info!(tank, load = %ev.load_ref, phase = ev.phase, delivered = ev.delivered_volume_l, "delivery detected");
-        self.e
-            .records
-            .send(Record::event(v1::Event {
-                ts_ms: now,
-                kind: Some(v1::event::Kind::Delivery(ev)),
-                seq: 0,
-            }))
-            .await
-            .map_err(|_| ExecError::LogClosed)?;
-        // an interlock input ("no pump enable while a delivery is in progress")
-        let _ = self
-            .e
-            .readings
-            .send(Event::Reading(in_progress(tank, delivering)))
-            .await;
-        Ok(())
-    }
-}
-
-/// The `<tank>.delivery.in_progress` reading (an interlock input).
-fn in_progress(tank: &str, delivering: bool) -> Reading {
-    let now = now_ms();
-    Reading {
-        asset_id: tank.to_string(),
-        field: "delivery.in_progress".into(),
-        value: if delivering { 1.0 } else { 0.0 },
-        unit: "bool".into(),
-        quality: adapter_api::Quality::Good,
-        source_ts_ms: now,
-        received_ts_ms: now,
-        source: "agent://delivery-detector".into(),
-        error: String::new(),
-        // an interlock input: kept as long as alarms
-        class: adapter_api::DropClass::Alarm,
     }
 }
 
