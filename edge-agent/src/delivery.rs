@@ -377,15 +377,31 @@ mod tests {
             "history at the first poll"
         );
         assert!(is_new_report(Some(5), now, 1, 6));
-        assert!(!is_new_report(Some(6), now, 1, 6), "repeated at the next poll");
-        assert!(!is_new_report(None, now, now, now - 1), "ends before it starts");
+        assert!(
+            !is_new_report(Some(6), now, 1, 6),
+            "repeated at the next poll"
+        );
+        assert!(
+            !is_new_report(None, now, now, now - 1),
+            "ends before it starts"
+        );
     }
 
     #[test]
     fn a_gauge_record_and_a_detected_delivery_match_when_they_overlap_within_the_slack() {
         let r = [
-            Recent { start_ms: 0, end_ms: 600_000, load_ref: "d".into(), gauge: false },
-            Recent { start_ms: 0, end_ms: 600_000, load_ref: "g".into(), gauge: true },
+            Recent {
+                start_ms: 0,
+                end_ms: 600_000,
+                load_ref: "d".into(),
+                gauge: false,
+            },
+            Recent {
+                start_ms: 0,
+                end_ms: 600_000,
+                load_ref: "g".into(),
+                gauge: true,
+            },
         ];
         let m = |s, e, g| overlapping(&r, s, e, g).map(|x| x.load_ref.as_str());
         assert_eq!(m(300_000, 900_000, false), Some("d"));

@@ -104,7 +104,8 @@ impl DeviceConfig {
             DeviceConfig::Mqtt(d) => Box::new(adapter_mqtt::MqttAdapter::new((**d).clone())?),
             DeviceConfig::Opcua(d) => Box::new(adapter_opcua::OpcUaAdapter::new((**d).clone())?),
             DeviceConfig::VeederRoot(d) => Box::new(
-                adapter_veeder_root::VeederRootAdapter::new(d.clone()).map_err(AdapterError::from)?,
+                adapter_veeder_root::VeederRootAdapter::new(d.clone())
+                    .map_err(AdapterError::from)?,
             ),
         })
     }

@@ -14,6 +14,7 @@ pub mod devices;
 pub mod limits;
 pub mod logwriter;
 pub mod metrics;
+pub mod probe;
 pub mod store;
 pub mod uplink;
 pub mod yamlguard;

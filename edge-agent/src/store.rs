@@ -247,7 +247,11 @@ impl Store {
     pub fn gauge_mark(&self, tank: &str) -> Result<Option<i64>> {
         Ok(self
             .lock()
-            .query_row("SELECT end_ms FROM gauge_marks WHERE tank = ?1", [tank], |r| r.get(0))
+            .query_row(
+                "SELECT end_ms FROM gauge_marks WHERE tank = ?1",
+                [tank],
+                |r| r.get(0),
+            )
             .optional()?)
     }
 

@@ -13,6 +13,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod probe;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -347,10 +347,10 @@ impl Broker {
 
 /// A connected, subscribed broker session.
 pub(crate) struct Conn {
-    client: AsyncClient,
-    el: EventLoop,
+    pub(crate) client: AsyncClient,
+    pub(crate) el: EventLoop,
     /// Publishes received before the last SubAck.
-    early: Vec<(String, Vec<u8>)>,
+    pub(crate) early: Vec<(String, Vec<u8>)>,
 }
 
 /// What the event loop task hands the session.

@@ -17,6 +17,7 @@
 mod broker;
 pub mod config;
 pub mod json;
+pub mod probe;
 pub mod sparkplug;
 pub mod topic;
 

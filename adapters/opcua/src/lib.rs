@@ -18,6 +18,7 @@
 
 pub mod config;
 pub mod items;
+pub mod probe;
 mod session;
 
 use adapter_api::runner::{self, Io, Points, Retry};

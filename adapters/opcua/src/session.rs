@@ -40,6 +40,13 @@ pub(crate) struct Live {
     lost: tokio::sync::oneshot::Receiver<String>,
 }
 
+impl Live {
+    /// The session (for the probe).
+    pub(crate) fn session(&self) -> Arc<Session> {
+        self.session.clone()
+    }
+}
+
 impl Drop for Live {
     fn drop(&mut self) {
         self.pump.abort();
@@ -83,7 +90,7 @@ impl Server {
     }
 
     /// The server's namespace table (Server.NamespaceArray, i=2255).
-    async fn namespaces(&self, session: &Session) -> Result<Vec<String>, String> {
+    pub(crate) async fn namespaces(&self, session: &Session) -> Result<Vec<String>, String> {
         let read = ReadValueId {
             node_id: NodeId::new(0, 2255u32),
             attribute_id: AttributeId::Value as u32,

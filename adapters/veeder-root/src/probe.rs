@@ -54,7 +54,7 @@ pub fn render(r: &Report) -> String {
     match r {
         Report::Inventory { at, tanks } => {
             s += &format!(
-                "in-tank inventory at {at:?}\ntank product          volume   tc_volume      ullage    height     water   temp  status\n"
+                "in-tank inventory at {at} (console clock)\ntank product          volume   tc_volume      ullage    height     water   temp  status\n"
             );
             for t in tanks {
                 s += &format!(
@@ -72,7 +72,7 @@ pub fn render(r: &Report) -> String {
             }
         }
         Report::Deliveries { at, tanks } => {
-            s += &format!("delivery reports at {at:?}\n");
+            s += &format!("delivery reports at {at} (console clock)\n");
             for t in tanks {
                 s += &format!(
                     "tank {} ({}): {} deliveries\n",
@@ -82,7 +82,7 @@ pub fn render(r: &Report) -> String {
                 );
                 for d in &t.deliveries {
                     s += &format!(
-                        "  {:?} -> {:?}: {:.2} -> {:.2} (+{:.2})\n",
+                        "  {} -> {}: {:.2} -> {:.2} (+{:.2})\n",
                         d.start,
                         d.end,
                         d.start_volume,
@@ -93,7 +93,7 @@ pub fn render(r: &Report) -> String {
             }
         }
         Report::Alarms { at, tanks } => {
-            s += &format!("tank alarms at {at:?}\n");
+            s += &format!("tank alarms at {at} (console clock)\n");
             for t in tanks {
                 let a: Vec<String> = t.alarms.iter().map(|a| a.item()).collect();
                 s += &format!(

@@ -63,6 +63,16 @@ impl ConsoleTime {
     }
 }
 
+impl std::fmt::Display for ConsoleTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:04}-{:02}-{:02} {:02}:{:02}",
+            self.year, self.month, self.day, self.hour, self.minute
+        )
+    }
+}
+
 /// Function 201, one tank.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TankInventory {

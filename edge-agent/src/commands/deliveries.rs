@@ -57,7 +57,10 @@ impl Running {
     }
 
     fn remember(&mut self, tank: &str, r: Recent) {
-        let q = self.recent.entry(tank.to_string()).or_insert_with(VecDeque::new);
+        let q = self
+            .recent
+            .entry(tank.to_string())
+            .or_insert_with(VecDeque::new);
         if q.len() == RECENT_PER_TANK {
             q.pop_front();
         }
@@ -109,9 +112,9 @@ impl Running {
                 let load_ref = match by_gauge {
                     Some(l) => l,
                     None => {
-                        let load = loads.iter().find(|l| {
-                            l.state == "delivering" && l.tanks.iter().any(|t| t == tank)
-                        });
+                        let load = loads
+                            .iter()
+                            .find(|l| l.state == "delivering" && l.tanks.iter().any(|t| t == tank));
                         let load_ref = load.map(|l| l.load_ref.clone()).unwrap_or_default();
                         self.finish_load(load, delivered, tank, "").await?;
                         load_ref
@@ -209,11 +212,17 @@ impl Running {
                 .iter()
                 .find(|l| l.state == "delivering" && l.tanks.iter().any(|t| *t == tank))
                 .or_else(|| {
-                    delivery::nearest_expected(&loads, &tank, g.start_ms, Some(delivery::GAUGE_MATCH_MS))
+                    delivery::nearest_expected(
+                        &loads,
+                        &tank,
+                        g.start_ms,
+                        Some(delivery::GAUGE_MATCH_MS),
+                    )
                 }),
         };
         let load_ref = load.map(|l| l.load_ref.clone()).unwrap_or_default();
-        self.finish_load(load, delivered, &tank, " (tank gauge's record)").await?;
+        self.finish_load(load, delivered, &tank, " (tank gauge's record)")
+            .await?;
         self.e.store.set_gauge_mark(&tank, g.end_ms, now)?;
         self.remember(
             &tank,

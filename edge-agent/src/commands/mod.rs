@@ -31,10 +31,10 @@ use crate::config::{AgentConfig, AssetKind};
 use crate::delivery::Detector;
 
 mod deliveries;
-use deliveries::in_progress;
 use crate::limits::{Facts, SetpointLimits};
 use crate::logwriter::{Latest, Record};
 use crate::store::{PointState, Store, StoreError};
+use deliveries::in_progress;
 
 /// Commands waiting for the executor; when full the uplink stops reading
 /// the stream (HTTP/2 flow control then holds the headend back).

@@ -92,7 +92,11 @@ async fn delivery(
         Ok(Source::Unspecified | Source::Detector) => DeliverySource::Detector,
         Ok(Source::Gauge) => DeliverySource::Gauge,
         Err(_) => {
-            tracing::warn!(site, source = d.source, "delivery event with a source this headend does not know; not stored");
+            tracing::warn!(
+                site,
+                source = d.source,
+                "delivery event with a source this headend does not know; not stored"
+            );
             return Ok(());
         }
     };

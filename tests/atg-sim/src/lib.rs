@@ -280,7 +280,11 @@ impl Simulator {
     }
     /// The console's delivery records of `tank` (0-based), oldest first.
     pub fn delivery_records(&self, tank: usize) -> Vec<veeder_root::SimDelivery> {
-        lock(&self.state).deliveries.get(tank).cloned().unwrap_or_default()
+        lock(&self.state)
+            .deliveries
+            .get(tank)
+            .cloned()
+            .unwrap_or_default()
     }
     /// The Veeder-Root reply to `cmd` now (`i20100`, `I20200`, ...), SOH..=ETX.
     pub fn veeder_root_reply(&self, cmd: &str) -> Vec<u8> {

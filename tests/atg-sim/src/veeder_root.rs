@@ -225,7 +225,14 @@ fn display(s: &State, function: &str, tank: usize, now: i64) -> Option<String> {
                     i + 1,
                     t.product.to_uppercase()
                 );
-                for r in s.deliveries.get(i).map(Vec::as_slice).unwrap_or(&[]).iter().rev() {
+                for r in s
+                    .deliveries
+                    .get(i)
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[])
+                    .iter()
+                    .rev()
+                {
                     let tc = |v: f64| v * (1.0 - 0.001 * (r.temperature - 15.0));
                     let f = fahrenheit(r.temperature);
                     d += &format!(
@@ -385,14 +392,20 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<Mutex<State>>) {
     }
 }
 
-/// The agent's YAML device entry (under `devices:`) reading this console's
-/// tanks in `format` (`computer` or `display`).
-pub fn yaml_device(name: &str, addr: SocketAddr, tanks: &[Tank], format: &str, poll_ms: u64) -> String {
+/// The agent's YAML device entry (under `devices:`) reading these of the
+/// console's tanks (console number, tank) in `format` (`computer` or
+/// `display`), in the console's US units.
+pub fn yaml_device(
+    name: &str,
+    addr: SocketAddr,
+    tanks: &[(usize, &Tank)],
+    format: &str,
+    poll_ms: u64,
+) -> String {
     let mut s = format!(
         "  - veeder_root:\n      name: {name}\n      address: \"{addr}\"\n      format: {format}\n      timezone: UTC\n      poll_interval_ms: {poll_ms}\n      delivery_poll_ms: 5000\n      timeout_ms: 2000\n      max_backoff_ms: 2000\n      points:\n"
     );
-    for (i, t) in tanks.iter().enumerate() {
-        let n = i + 1;
+    for &(n, t) in tanks {
         for (item, field, unit) in [
             ("volume", "volume", "gal"),
             ("tc_volume", "tc_volume", "gal"),

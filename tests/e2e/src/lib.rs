@@ -505,6 +505,7 @@ pub fn run_adapter(
                     }
                 }
                 adapter_api::Event::Gap(g) => eprintln!("adapter gap: {g:?}"),
+                adapter_api::Event::Delivery(d) => eprintln!("gauge delivery: {d:?}"),
             }
         }
     });

@@ -10,7 +10,7 @@ use clap::Parser;
 #[command(
     name = "atg-sim",
     version,
-    about = "Simulated automatic tank gauge (Modbus TCP server)"
+    about = "Simulated automatic tank gauge (Modbus TCP server; optionally a Veeder-Root TLS console)"
 )]
 struct Cli {
     /// Address to listen on.
@@ -25,6 +25,9 @@ struct Cli {
     /// Print the tanks as JSON every N seconds (0 = never).
     #[arg(long, default_value_t = 0)]
     print_every: u64,
+    /// Also serve the tanks as a Veeder-Root TLS console (both formats) here.
+    #[arg(long)]
+    veeder_root: Option<SocketAddr>,
     /// Write the matching agent config fragment (assets + devices) to this file and continue.
     #[arg(long)]
     write_agent_config: Option<std::path::PathBuf>,
@@ -46,6 +49,12 @@ async fn main() -> Result<()> {
     )
     .await?;
     println!("atg-sim: {} tanks on modbus://{}", cli.tanks, sim.addr);
+    if let Some(listen) = cli.veeder_root {
+        let addr = sim.start_veeder_root(listen).await?;
+        println!(
+            "atg-sim: the same tanks on veeder-root://{addr} (i20100 computer, I20100 display)"
+        );
+    }
     if let Some(path) = cli.write_agent_config {
         std::fs::write(
             &path,
