@@ -1,0 +1,330 @@
+//! `edge-agent probe` as an installer runs it (the real binary): each
+//! protocol against its simulator or an independent peer, and the errors
+//! an installer meets (a closed port, a device that does not answer, a
+//! Modbus exception, an untrusted certificate), each with its own exit
+//! status and words.
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use atg_sim::veeder_root::Fault;
+use e2e::*;
+
+/// Runs `edge-agent probe ARGS`; returns (exit status, stdout, stderr).
+async fn probe(args: &[&str]) -> Result<(i32, String, String)> {
+    let mut cmd = Command::new(bin("edge-agent"));
+    cmd.arg("probe").args(args);
+    let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+fn closed_port() -> Result<String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let a = l.local_addr()?.to_string();
+    drop(l);
+    Ok(a)
+}
+
+/// A listener that accepts and never says a word.
+fn mute_listener() -> Result<(std::net::TcpListener, SocketAddr)> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let a = l.local_addr()?;
+    Ok((l, a))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_modbus_probe_reads_registers_and_names_an_exception_a_closed_port_and_a_timeout()
+-> Result<()> {
+    let sim = fast_sim().await?;
+    sim.set_frozen(true);
+    let addr = sim.addr.to_string();
+    let (code, out, err) = probe(&[
+        "modbus",
+        &addr,
+        "--unit",
+        "1",
+        "--read",
+        "holding:0..4",
+        "--type",
+        "f32",
+    ])
+    .await?;
+    ensure!(code == 0, "{code}: {out}{err}");
+    let volume = sim.tanks()[0].volume as f32;
+    ensure!(
+        out.contains(&format!("{volume}")),
+        "the first tank's volume {volume}: {out}"
+    );
+    let (code, _, err) = probe(&["modbus", &addr, "--read", "holding:60000..60002"]).await?;
+    ensure!(
+        code == 6 && err.contains("exception 2 (illegal data address"),
+        "{code}: {err}"
+    );
+    let (code, _, err) = probe(&["modbus", &closed_port()?, "--read", "holding:0"]).await?;
+    ensure!(
+        code == 3 && err.contains("connection refused"),
+        "{code}: {err}"
+    );
+    let (_mute, m) = mute_listener()?;
+    let (code, _, err) = probe(&["modbus", &m.to_string(), "--timeout-ms", "500"]).await?;
+    ensure!(
+        code == 4 && err.contains("no answer within 500 ms"),
+        "{code}: {err}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_veeder_root_probe_prints_both_formats_and_names_a_refused_command_and_a_timeout()
+-> Result<()> {
+    let sim = fast_sim().await?;
+    sim.set_frozen(true);
+    let vr = sim
+        .start_veeder_root("127.0.0.1:0".parse()?)
+        .await?
+        .to_string();
+    let (code, out, err) = probe(&["veeder-root", &vr, "--cmd", "i20100"]).await?;
+    ensure!(
+        code == 0 && out.contains("in-tank inventory") && out.contains("&&"),
+        "{code}: {out}{err}"
+    );
+    let (code, out, _) = probe(&["veeder-root", &vr, "--cmd", "I20100"]).await?;
+    ensure!(
+        code == 0 && out.contains("IN-TANK INVENTORY") && out.contains("DIESEL"),
+        "{out}"
+    );
+    sim.inject_veeder_root(Fault::Unsupported);
+    let (code, _, err) = probe(&["veeder-root", &vr, "--cmd", "i20500"]).await?;
+    ensure!(code == 6 && err.contains("9999FF1B"), "{code}: {err}");
+    sim.inject_veeder_root(Fault::BadChecksum);
+    let (code, _, err) = probe(&["veeder-root", &vr]).await?;
+    ensure!(
+        code == 6 && err.contains("bad checksum") && err.contains("raw reply: <SOH>i20100"),
+        "{code}: {err}"
+    );
+    sim.inject_veeder_root(Fault::Silent);
+    let (code, _, err) = probe(&["veeder-root", &vr, "--timeout-ms", "500"]).await?;
+    ensure!(
+        code == 4 && err.contains("no reply to i20100 within 500 ms"),
+        "{code}: {err}"
+    );
+    let (code, _, err) = probe(&["veeder-root", &closed_port()?]).await?;
+    ensure!(
+        code == 3 && err.contains("connection refused"),
+        "{code}: {err}"
+    );
+    let (code, _, err) = probe(&["veeder-root", &vr, "--cmd", "i99900"]).await?;
+    ensure!(
+        code == 6 && err.contains("not a command this probe reads"),
+        "{code}: {err}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mqtt_probe_prints_what_arrives_and_refuses_a_broker_certificate_it_does_not_trust()
+-> Result<()> {
+    let topic = format!("probe{}/tank1/volume", std::process::id());
+    let filter = format!("probe{}/#", std::process::id());
+    let mut child = Command::new(bin("edge-agent"))
+        .args([
+            "probe",
+            "mqtt",
+            "mqtt://127.0.0.1:1883",
+            "--topic",
+            &filter,
+            "--seconds",
+            "4",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // publish (retained, so it arrives even if the probe subscribes late)
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let st = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            "1883",
+            "-r",
+            "-t",
+            &topic,
+            "-m",
+            "1234.5",
+        ])
+        .status()?;
+    ensure!(st.success(), "mosquitto_pub");
+    let out = tokio::task::spawn_blocking(move || {
+        let _ = child.wait();
+        child.wait_with_output()
+    })
+    .await??;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.code() == Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        text.contains(&topic) && text.contains("\"1234.5\""),
+        "{text}"
+    );
+    // clear the retained message
+    let _ = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", "1883", "-r", "-n", "-t", &topic])
+        .status();
+
+    // a TLS broker whose certificate comes from another CA than the one we trust
+    let ours = TestPki::new(&["x"])?;
+    let theirs = TestPki::new(&["y"])?;
+    let work = tempfile::tempdir()?;
+    let port = free_port();
+    let p = theirs.path();
+    let conf = work.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "user root\nallow_anonymous true\nlistener {port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
+            p.join("ca.pem").display(),
+            p.join("headend.pem").display(),
+            p.join("headend.key").display()
+        ),
+    )?;
+    let mut broker = Command::new("mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut up = false;
+    for _ in 0..50 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let url = format!("mqtts://localhost:{port}");
+    let wrong_ca = ours.path().join("ca.pem");
+    let right_ca = theirs.path().join("ca.pem");
+    let r1 = probe(&[
+        "mqtt",
+        &url,
+        "--topic",
+        "x/#",
+        "--seconds",
+        "1",
+        "--ca",
+        &wrong_ca.display().to_string(),
+    ])
+    .await;
+    let r2 = probe(&[
+        "mqtt",
+        &url,
+        "--topic",
+        "x/#",
+        "--seconds",
+        "1",
+        "--ca",
+        &right_ca.display().to_string(),
+    ])
+    .await;
+    let _ = broker.kill();
+    let _ = broker.wait();
+    ensure!(up, "mosquitto with TLS did not listen");
+    let (code, _, err) = r1?;
+    ensure!(
+        code == 5 && err.contains("TLS"),
+        "an untrusted broker: {code}: {err}"
+    );
+    let (code, out, err) = r2?;
+    ensure!(
+        code == 0 && out.contains("connected and subscribed"),
+        "{code}: {out}{err}"
+    );
+    let (code, _, err) = probe(&[
+        "mqtt",
+        &format!("mqtt://{}", closed_port()?),
+        "--topic",
+        "x",
+    ])
+    .await?;
+    ensure!(
+        code == 3 && err.contains("connection refused"),
+        "{code}: {err}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_opcua_probe_browses_and_reads_an_asyncua_server_and_names_an_untrusted_certificate()
+-> Result<()> {
+    let work = tempfile::tempdir()?;
+    let port = free_port();
+    let server_pki = work.path().join("server-pki");
+    let _server = LinePeer::start(
+        "opcua_server.py",
+        &[
+            port.to_string(),
+            server_pki.display().to_string(),
+            "sign_and_encrypt".into(),
+        ],
+        &[],
+    )?;
+    let url = format!("opc.tcp://127.0.0.1:{port}/tw/");
+    let pki = work.path().join("agent-pki").display().to_string();
+    // a first contact: the server's certificate is not trusted yet
+    let (code, _, err) = probe(&["opcua", &url, "--browse", "--pki-dir", &pki]).await?;
+    ensure!(code == 5 && err.contains("not trusted"), "{code}: {err}");
+    // the installer moves it from rejected/ to trusted/ (and the server trusts ours: asyncua accepts any)
+    let rejected = std::path::Path::new(&pki).join("rejected");
+    let trusted = std::path::Path::new(&pki).join("trusted");
+    std::fs::create_dir_all(&trusted)?;
+    let mut moved = 0;
+    for e in std::fs::read_dir(&rejected).context("rejected/")? {
+        let e = e?;
+        std::fs::rename(e.path(), trusted.join(e.file_name()))?;
+        moved += 1;
+    }
+    ensure!(moved == 1, "one rejected certificate, moved {moved}");
+    let (code, out, err) = probe(&[
+        "opcua",
+        &url,
+        "--browse",
+        "--pki-dir",
+        &pki,
+        "--read",
+        "nsu=urn:tankwatch:test:site;s=Tank1.Temperature",
+    ])
+    .await?;
+    ensure!(code == 0, "{code}: {out}{err}");
+    ensure!(
+        out.contains("urn:tankwatch:test:site") && out.contains("Volume"),
+        "{out}"
+    );
+    ensure!(out.contains("= Float(15.5)"), "{out}");
+    let (code, _, err) =
+        probe(&["opcua", &url, "--pki-dir", &pki, "--read", "ns=2;s=Nope"]).await?;
+    ensure!(
+        code == 6 && err.contains("BadNodeIdUnknown"),
+        "{code}: {err}"
+    );
+    let (code, _, err) = probe(&[
+        "opcua",
+        &format!("opc.tcp://{}/", closed_port()?),
+        "--security",
+        "none",
+    ])
+    .await?;
+    ensure!(
+        code == 3 && err.contains("connection refused"),
+        "{code}: {err}"
+    );
+    Ok(())
+}
