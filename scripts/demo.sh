@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 cargo build --release -p headend -p edge-agent -p atg-sim -p tankwatch-pki
 bin=target/release
-for port in 7443 8080 5020; do
+for port in 7443 8080 5020 10001; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "demo: port $port is already in use (another demo running?); stop it first" >&2
     exit 1
@@ -29,7 +29,7 @@ trap cleanup EXIT INT TERM
 t0=$(date +%s%N)
 "$bin/headend" --pki-dir demo/pki --database-url sqlite://demo/headend.db >demo/headend.log 2>&1 &
 pids+=($!)
-"$bin/atg-sim" --listen 127.0.0.1:5020 --tanks 4 --speed 60 >demo/atg-sim.log 2>&1 &
+"$bin/atg-sim" --listen 127.0.0.1:5020 --veeder-root 127.0.0.1:10001 --tanks 4 --speed 60 >demo/atg-sim.log 2>&1 &
 pids+=($!)
 "$bin/edge-agent" check-config configs/site-demo.yaml
 "$bin/edge-agent" run --config configs/site-demo.yaml >demo/agent.log 2>&1 &
@@ -53,6 +53,9 @@ echo
 echo "  curl -s $api/sites | python3 -m json.tool"
 echo "  curl -s $api/sites/demo-site/assets | python3 -m json.tool"
 echo "  curl -s '$api/sites/demo-site/assets/tank-1/readings?field=volume&limit=10' | python3 -m json.tool"
+echo "  curl -s $api/sites/demo-site/devices | python3 -m json.tool      # atg (Modbus), tls-console (Veeder-Root)"
+echo "  curl -s $api/sites/demo-site/deliveries | python3 -m json.tool   # each with its source: gauge or detector"
+echo "  $bin/edge-agent probe veeder-root 127.0.0.1:10001 --cmd i20100  # what an installer sees"
 echo
 echo "  logs: demo/headend.log demo/agent.log demo/atg-sim.log   (Ctrl-C stops the demo)"
 if [ "${DEMO_EXIT_AFTER_FIRST_READING:-0}" = 1 ]; then

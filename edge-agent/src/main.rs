@@ -35,7 +35,7 @@ enum Cmd {
         config: PathBuf,
     },
     /// Test a device connection before going live. Exit status: 0 the
-    /// device answered; 2 bad arguments; 3 unreachable (refused, no route);
+    /// device answered; 2 bad arguments (nothing sent); 3 unreachable (refused, no route);
     /// 4 timeout; 5 TLS/security trust or credentials; 6 the device answered
     /// with an error (exception, refused command, bad checksum).
     #[command(subcommand)]

@@ -93,14 +93,14 @@ pub enum Probe {
 }
 
 fn config<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ProbeError> {
-    let y = serde_yaml::to_value(v).map_err(|e| ProbeError::new(Failure::Device, e.to_string()))?;
+    let y = serde_yaml::to_value(v).map_err(|e| ProbeError::new(Failure::Usage, e.to_string()))?;
     serde_yaml::with::singleton_map_recursive::deserialize(y)
-        .map_err(|e| ProbeError::new(Failure::Device, format!("settings: {e}")))
+        .map_err(|e| ProbeError::new(Failure::Usage, format!("settings: {e}")))
 }
 
 fn yaml_enum<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T, ProbeError> {
     serde_yaml::from_str(s)
-        .map_err(|e| ProbeError::new(Failure::Device, format!("{what} {s:?}: {e}")))
+        .map_err(|e| ProbeError::new(Failure::Usage, format!("{what} {s:?}: {e}")))
 }
 
 /// Runs a probe; `Ok` is what the device said.
@@ -116,7 +116,7 @@ pub async fn run(p: Probe) -> Result<String, ProbeError> {
         } => {
             let range = read
                 .parse()
-                .map_err(|e: String| ProbeError::new(Failure::Device, format!("--read {e}")))?;
+                .map_err(|e: String| ProbeError::new(Failure::Usage, format!("--read {e}")))?;
             let ty = yaml_enum("--type", &data_type)?;
             let wo = yaml_enum("--word-order", &word_order)?;
             adapter_modbus::probe::probe(&address, unit, range, ty, wo, timeout_ms).await

@@ -18,6 +18,8 @@ pub enum Failure {
     /// The device answered, with an error (an exception code, a refused
     /// command, a reply that fails its checksum).
     Device,
+    /// The probe's own arguments are wrong (nothing was sent).
+    Usage,
 }
 
 impl Failure {
@@ -28,6 +30,7 @@ impl Failure {
             Failure::Timeout => 4,
             Failure::Trust => 5,
             Failure::Device => 6,
+            Failure::Usage => 2,
         }
     }
     pub fn as_str(self) -> &'static str {
@@ -36,6 +39,7 @@ impl Failure {
             Failure::Timeout => "timeout",
             Failure::Trust => "trust",
             Failure::Device => "device error",
+            Failure::Usage => "usage",
         }
     }
 }
@@ -122,10 +126,11 @@ mod tests {
             Failure::Timeout,
             Failure::Trust,
             Failure::Device,
+            Failure::Usage,
         ]
         .iter()
         .map(|f| f.exit_code())
         .collect();
-        assert_eq!(codes, vec![3, 4, 5, 6]);
+        assert_eq!(codes, vec![3, 4, 5, 6, 2], "0 stays the device answered");
     }
 }

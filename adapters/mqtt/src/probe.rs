@@ -30,9 +30,9 @@ fn classify(msg: &str) -> Failure {
 /// Connects with `dev`'s settings (its points' topics are the
 /// subscriptions) and prints each message for `seconds`.
 pub async fn probe(dev: MqttDevice, seconds: u64) -> Result<String, ProbeError> {
-    crate::validate(&dev).map_err(|e| ProbeError::new(Failure::Device, e.to_string()))?;
+    crate::validate(&dev).map_err(|e| ProbeError::new(Failure::Usage, e.to_string()))?;
     let (_, host, port) =
-        crate::parse_url(&dev.url).map_err(|e| ProbeError::new(Failure::Device, e))?;
+        crate::parse_url(&dev.url).map_err(|e| ProbeError::new(Failure::Usage, e))?;
     adapter_api::probe::tcp_connect(&format!("{host}:{port}"), dev.timeout_ms).await?;
     let url = dev.url.clone();
     let mut broker = Broker::new(dev);

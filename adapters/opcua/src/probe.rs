@@ -45,9 +45,9 @@ pub async fn probe(
     depth: usize,
     read: Option<String>,
 ) -> Result<String, ProbeError> {
-    crate::validate(&dev).map_err(|e| ProbeError::new(Failure::Device, e.to_string()))?;
-    let hp = crate::endpoint_host_port(&dev.endpoint)
-        .map_err(|e| ProbeError::new(Failure::Device, e))?;
+    crate::validate(&dev).map_err(|e| ProbeError::new(Failure::Usage, e.to_string()))?;
+    let hp =
+        crate::endpoint_host_port(&dev.endpoint).map_err(|e| ProbeError::new(Failure::Usage, e))?;
     // a closed port is named as such before OPC UA's own words for it
     adapter_api::probe::tcp_connect(&hp, dev.timeout_ms).await?;
     let ms = dev.timeout_ms;
@@ -128,10 +128,10 @@ pub async fn probe(
     }
     if let Some(id) = read {
         let node = crate::items::parse_node(&id)
-            .map_err(|e| ProbeError::new(Failure::Device, format!("--read {id}: {e}")))?;
+            .map_err(|e| ProbeError::new(Failure::Usage, format!("--read {id}: {e}")))?;
         let text = node
             .resolve(&namespaces)
-            .map_err(|e| ProbeError::new(Failure::Device, e))?;
+            .map_err(|e| ProbeError::new(Failure::Usage, e))?;
         let node_id: NodeId = text
             .parse()
             .map_err(|_| ProbeError::new(Failure::Device, format!("--read {id}: not a node id")))?;

@@ -16,7 +16,7 @@ pub async fn probe(
 ) -> Result<String, ProbeError> {
     let command = Command::parse(cmd).ok_or_else(|| {
         ProbeError::new(
-            Failure::Device,
+            Failure::Usage,
             format!("{cmd:?} is not a command this probe reads: use i20100 / I20100 (inventory), i20200 (deliveries) or i20500 (alarms), tank 00 for all or 01-99 for one"),
         )
     })?;

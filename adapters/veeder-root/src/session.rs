@@ -235,7 +235,11 @@ impl Console {
                         continue; // a tank this site does not map
                     };
                     let spec = io.points.specs()[i].clone();
-                    for d in t.deliveries {
+                    // oldest first: the agent reports what ends after the
+                    // newest record it already reported
+                    let mut records = t.deliveries;
+                    records.sort_by_key(|d| (d.end, d.start));
+                    for d in records {
                         let (Some(start_ms), Some(end_ms)) =
                             (d.start.to_unix_ms(&self.tz), d.end.to_unix_ms(&self.tz))
                         else {

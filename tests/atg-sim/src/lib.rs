@@ -260,15 +260,26 @@ impl Simulator {
     /// 20 minutes ago and ended a minute ago, and adds it to the volume
     /// (freeze the simulation first for exact figures).
     pub fn record_delivery(&self, tank: usize, litres: f64) -> Option<veeder_root::SimDelivery> {
-        let mut s = lock(&self.state);
         let now = veeder_root_now();
+        self.record_delivery_at(tank, litres, now - 20 * 60_000, now - 60_000)
+    }
+    /// Records a delivery of `litres` into `tank` (0-based) between
+    /// `start_ms` and `end_ms`, and adds it to the volume.
+    pub fn record_delivery_at(
+        &self,
+        tank: usize,
+        litres: f64,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Option<veeder_root::SimDelivery> {
+        let mut s = lock(&self.state);
         let t = s.tanks.get_mut(tank)?;
         let start_volume = t.volume;
         let start_height = t.height();
         t.volume = (t.volume + litres).clamp(0.0, t.capacity);
         let d = veeder_root::SimDelivery {
-            start_ms: now - 20 * 60_000,
-            end_ms: now - 60_000,
+            start_ms,
+            end_ms,
             start_volume,
             end_volume: t.volume,
             start_height,

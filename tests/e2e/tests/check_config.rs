@@ -161,7 +161,34 @@ fn the_shipped_demo_config_is_valid_and_matches_the_simulator() -> Result<()> {
         .assets
         .iter()
         .filter(|a| a.kind == edge_agent::config::AssetKind::Tank);
+    let vr = cfg
+        .devices
+        .iter()
+        .find_map(|d| match d {
+            edge_agent::config::DeviceConfig::VeederRoot(v) => Some(v),
+            _ => None,
+        })
+        .expect("a veeder_root device");
+    assert_eq!(
+        vr.address, "127.0.0.1:10001",
+        "the demo script starts the console there"
+    );
     for (i, asset) in tanks.enumerate() {
+        if asset.id == "tank-4" {
+            // read from the simulator's Veeder-Root console instead, tank 4
+            let items: Vec<String> = vr
+                .points
+                .iter()
+                .filter(|p| p.asset == asset.id)
+                .map(|p| {
+                    assert_eq!(p.tank, 4);
+                    p.item.name()
+                })
+                .collect();
+            assert!(items.contains(&"volume".to_string()), "{items:?}");
+            assert_eq!(items.len(), 9, "{items:?}");
+            continue;
+        }
         for (field, off, unit) in atg_sim::FIELDS.iter().filter(|f| f.0 != "capacity") {
             let p = m
                 .points
@@ -172,5 +199,19 @@ fn the_shipped_demo_config_is_valid_and_matches_the_simulator() -> Result<()> {
             assert_eq!(p.unit, *unit);
         }
     }
+    Ok(())
+}
+
+#[test]
+fn the_shipped_veeder_root_example_config_is_valid() -> Result<()> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../configs/site-veeder-root.yaml");
+    let cfg = edge_agent::config::parse(
+        "configs/site-veeder-root.yaml",
+        &std::fs::read_to_string(&path)?,
+    )?;
+    assert_eq!(cfg.devices.len(), 1);
+    assert_eq!(cfg.devices[0].kind(), "veeder_root");
+    assert_eq!(cfg.devices[0].points().len(), 19);
     Ok(())
 }

@@ -23,6 +23,16 @@ async fn probe(args: &[&str]) -> Result<(i32, String, String)> {
     ))
 }
 
+/// Runs a probe that must fail with exit status `code` and say `needle`.
+async fn fails(args: &[&str], code: i32, needle: &str) -> Result<()> {
+    let (got, out, err) = probe(args).await?;
+    ensure!(
+        got == code && err.contains(needle),
+        "probe {args:?}: want exit {code} saying {needle:?}, got {got}: {out}{err}"
+    );
+    Ok(())
+}
+
 fn closed_port() -> Result<String> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     let a = l.local_addr()?.to_string();
@@ -60,22 +70,25 @@ async fn the_modbus_probe_reads_registers_and_names_an_exception_a_closed_port_a
         out.contains(&format!("{volume}")),
         "the first tank's volume {volume}: {out}"
     );
-    let (code, _, err) = probe(&["modbus", &addr, "--read", "holding:60000..60002"]).await?;
-    ensure!(
-        code == 6 && err.contains("exception 2 (illegal data address"),
-        "{code}: {err}"
-    );
-    let (code, _, err) = probe(&["modbus", &closed_port()?, "--read", "holding:0"]).await?;
-    ensure!(
-        code == 3 && err.contains("connection refused"),
-        "{code}: {err}"
-    );
+    fails(
+        &["modbus", &addr, "--read", "holding:60000..60002"],
+        6,
+        "exception 2 (illegal data address",
+    )
+    .await?;
+    fails(
+        &["modbus", &closed_port()?, "--read", "holding:0"],
+        3,
+        "connection refused",
+    )
+    .await?;
     let (_mute, m) = mute_listener()?;
-    let (code, _, err) = probe(&["modbus", &m.to_string(), "--timeout-ms", "500"]).await?;
-    ensure!(
-        code == 4 && err.contains("no answer within 500 ms"),
-        "{code}: {err}"
-    );
+    fails(
+        &["modbus", &m.to_string(), "--timeout-ms", "500"],
+        4,
+        "no answer within 500 ms",
+    )
+    .await?;
     Ok(())
 }
 
@@ -99,30 +112,25 @@ async fn the_veeder_root_probe_prints_both_formats_and_names_a_refused_command_a
         "{out}"
     );
     sim.inject_veeder_root(Fault::Unsupported);
-    let (code, _, err) = probe(&["veeder-root", &vr, "--cmd", "i20500"]).await?;
-    ensure!(code == 6 && err.contains("9999FF1B"), "{code}: {err}");
+    fails(&["veeder-root", &vr, "--cmd", "i20500"], 6, "9999FF1B").await?;
     sim.inject_veeder_root(Fault::BadChecksum);
-    let (code, _, err) = probe(&["veeder-root", &vr]).await?;
-    ensure!(
-        code == 6 && err.contains("bad checksum") && err.contains("raw reply: <SOH>i20100"),
-        "{code}: {err}"
-    );
+    fails(&["veeder-root", &vr], 6, "bad checksum").await?;
+    sim.inject_veeder_root(Fault::BadChecksum);
+    fails(&["veeder-root", &vr], 6, "raw reply: <SOH>i20100").await?;
     sim.inject_veeder_root(Fault::Silent);
-    let (code, _, err) = probe(&["veeder-root", &vr, "--timeout-ms", "500"]).await?;
-    ensure!(
-        code == 4 && err.contains("no reply to i20100 within 500 ms"),
-        "{code}: {err}"
-    );
-    let (code, _, err) = probe(&["veeder-root", &closed_port()?]).await?;
-    ensure!(
-        code == 3 && err.contains("connection refused"),
-        "{code}: {err}"
-    );
-    let (code, _, err) = probe(&["veeder-root", &vr, "--cmd", "i99900"]).await?;
-    ensure!(
-        code == 6 && err.contains("not a command this probe reads"),
-        "{code}: {err}"
-    );
+    fails(
+        &["veeder-root", &vr, "--timeout-ms", "500"],
+        4,
+        "no reply to i20100 within 500 ms",
+    )
+    .await?;
+    fails(&["veeder-root", &closed_port()?], 3, "connection refused").await?;
+    fails(
+        &["veeder-root", &vr, "--cmd", "i99900"],
+        2,
+        "not a command this probe reads",
+    )
+    .await?;
     Ok(())
 }
 
@@ -248,17 +256,17 @@ async fn the_mqtt_probe_prints_what_arrives_and_refuses_a_broker_certificate_it_
         code == 0 && out.contains("connected and subscribed"),
         "{code}: {out}{err}"
     );
-    let (code, _, err) = probe(&[
-        "mqtt",
-        &format!("mqtt://{}", closed_port()?),
-        "--topic",
-        "x",
-    ])
+    fails(
+        &[
+            "mqtt",
+            &format!("mqtt://{}", closed_port()?),
+            "--topic",
+            "x",
+        ],
+        3,
+        "connection refused",
+    )
     .await?;
-    ensure!(
-        code == 3 && err.contains("connection refused"),
-        "{code}: {err}"
-    );
     Ok(())
 }
 
@@ -280,8 +288,12 @@ async fn the_opcua_probe_browses_and_reads_an_asyncua_server_and_names_an_untrus
     let url = format!("opc.tcp://127.0.0.1:{port}/tw/");
     let pki = work.path().join("agent-pki").display().to_string();
     // a first contact: the server's certificate is not trusted yet
-    let (code, _, err) = probe(&["opcua", &url, "--browse", "--pki-dir", &pki]).await?;
-    ensure!(code == 5 && err.contains("not trusted"), "{code}: {err}");
+    fails(
+        &["opcua", &url, "--browse", "--pki-dir", &pki],
+        5,
+        "not trusted",
+    )
+    .await?;
     // the installer moves it from rejected/ to trusted/ (and the server trusts ours: asyncua accepts any)
     let rejected = std::path::Path::new(&pki).join("rejected");
     let trusted = std::path::Path::new(&pki).join("trusted");
@@ -309,22 +321,22 @@ async fn the_opcua_probe_browses_and_reads_an_asyncua_server_and_names_an_untrus
         "{out}"
     );
     ensure!(out.contains("= Float(15.5)"), "{out}");
-    let (code, _, err) =
-        probe(&["opcua", &url, "--pki-dir", &pki, "--read", "ns=2;s=Nope"]).await?;
-    ensure!(
-        code == 6 && err.contains("BadNodeIdUnknown"),
-        "{code}: {err}"
-    );
-    let (code, _, err) = probe(&[
-        "opcua",
-        &format!("opc.tcp://{}/", closed_port()?),
-        "--security",
-        "none",
-    ])
+    fails(
+        &["opcua", &url, "--pki-dir", &pki, "--read", "ns=2;s=Nope"],
+        6,
+        "BadNodeIdUnknown",
+    )
     .await?;
-    ensure!(
-        code == 3 && err.contains("connection refused"),
-        "{code}: {err}"
-    );
+    fails(
+        &[
+            "opcua",
+            &format!("opc.tcp://{}/", closed_port()?),
+            "--security",
+            "none",
+        ],
+        3,
+        "connection refused",
+    )
+    .await?;
     Ok(())
 }

@@ -283,13 +283,36 @@ async fn a_delivery_the_console_records_reaches_the_headend_with_its_source_and_
         (load["delivered_volume_l"].as_f64().unwrap_or(0.0) - 5000.0).abs() < 0.01 * GAL,
         "{load}"
     );
-    // the console repeats its records at every poll: reported once
+    // two later records new at the same poll (as after an agent restart):
+    // the console lists them newest first; both are reported, since the
+    // adapter hands them over oldest first
+    let h = 3_600_000;
+    let now = adapter_api::now_ms();
+    sim.record_delivery_at(0, 700.0, now + 2 * h, now + 2 * h + 600_000);
+    sim.record_delivery_at(0, 900.0, now + 3 * h, now + 3 * h + 600_000);
+    let gauge_events = |d: &Value| -> Vec<Value> {
+        d.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|x| x["source"] == "gauge")
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    eventually("three gauge records", T, || async {
+        let d = get_json(s.http(), "/api/v1/sites/site-vd/deliveries").await?;
+        Ok((gauge_events(&d).len() >= 3).then_some(()))
+    })
+    .await?;
+    // the console repeats its records at every poll: each reported once
     tokio::time::sleep(Duration::from_millis(6000)).await;
     let d = get_json(s.http(), "/api/v1/sites/site-vd/deliveries").await?;
-    let gauges = d
-        .as_array()
-        .map(|a| a.iter().filter(|x| x["source"] == "gauge").count());
-    ensure!(gauges == Some(1), "{d}");
+    let g = gauge_events(&d);
+    ensure!(g.len() == 3, "{d}");
+    let mut vols: Vec<i64> = g.iter().map(|x| vol(x).round() as i64).collect();
+    vols.sort();
+    ensure!(vols == vec![700, 900, 5000], "{vols:?}");
     s.stop().await
 }
 

@@ -181,4 +181,39 @@ fn main() {
         "rebirth.pb",
         &adapter_mqtt::sparkplug::rebirth_payload(5),
     );
+    // Veeder-Root: the simulated console's replies in both formats, with
+    // delivery records and an alarm, one cut short, and an error answer
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let sim = atg_sim::Simulator::start(
+            "127.0.0.1:0".parse().expect("addr"),
+            atg_sim::SimConfig {
+                tanks: 3,
+                ..atg_sim::SimConfig::default()
+            },
+        )
+        .await
+        .expect("sim");
+        sim.set_frozen(true);
+        sim.record_delivery(0, 1500.0);
+        sim.record_delivery(0, 800.0);
+        sim.set_volume(2, 100.0);
+        for cmd in ["i20100", "i20200", "i20500", "I20100", "I20200", "I20500"] {
+            let mut r = vec![1u8];
+            r.extend(sim.veeder_root_reply(cmd));
+            write("veeder_root_reply", &format!("{cmd}.bin"), &r);
+        }
+        let mut cut = sim.veeder_root_reply("i20200");
+        cut.truncate(cut.len() / 2);
+        cut.push(3);
+        write("veeder_root_reply", "cut.bin", &cut);
+    });
+    write(
+        "veeder_root_reply",
+        "unsupported.bin",
+        b"\x01\x019999FF1B\x03",
+    );
 }

@@ -97,10 +97,49 @@ pub fn mqtt_payload(data: &[u8]) {
 pub type Target = fn(&[u8]);
 
 /// The targets by name (the corpus folder names).
+/// What a Veeder-Root console (or whatever answers on its port) sends:
+/// the bytes cut into replies by the framer (fed in pieces whose size the
+/// first byte picks), each checked and parsed as the answer to every
+/// function in both formats; and the bytes as report data directly.
+pub fn veeder_root_reply(data: &[u8]) {
+    use adapter_veeder_root::frame::{Command, Format, Framer, Function};
+    let step = usize::from(data.first().copied().unwrap_or(1)).max(1);
+    let mut framer = Framer::new();
+    let mut replies = Vec::new();
+    for chunk in data.chunks(step) {
+        let mut r = framer.push(chunk);
+        while let Some(x) = r {
+            replies.push(x);
+            r = framer.next();
+        }
+    }
+    let commands: Vec<Command> = [Function::Inventory, Function::Deliveries, Function::Alarms]
+        .into_iter()
+        .flat_map(|f| {
+            [
+                Command::new(f, 0, Format::Computer),
+                Command::new(f, 0, Format::Display),
+            ]
+        })
+        .collect();
+    for raw in replies.into_iter().flatten() {
+        for c in &commands {
+            let _ = adapter_veeder_root::decode(c, &raw);
+        }
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        for c in &commands {
+            let _ = adapter_veeder_root::computer::parse(c.function, text);
+            let _ = adapter_veeder_root::display::parse(c.function, text);
+        }
+    }
+}
+
 pub const TARGETS: &[(&str, Target)] = &[
     ("agent_config", agent_config),
     ("agent_message", agent_message),
     ("rest_body", rest_body),
     ("modbus_decode", modbus_decode),
     ("mqtt_payload", mqtt_payload),
+    ("veeder_root_reply", veeder_root_reply),
 ];

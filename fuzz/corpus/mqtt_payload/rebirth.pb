@@ -1,0 +1,2 @@
+
+Node Control/Rebirth p
