@@ -5,7 +5,7 @@
 //!   water volume; TLS-3XX sends NN = 07).
 //! - i202: `YYMMDDHHmm` then per tank `TT p dd` (deliveries to follow,
 //!   decimal) and per delivery `YYMMDDHHmm` start, `YYMMDDHHmm` end, `NN`
-//!   + NN floats (start volume, start TC volume, start water, start
+//!   and NN floats (start volume, start TC volume, start water, start
 //!   temperature, end volume, end TC volume, end water, end temperature,
 //!   start height, end height; NN = 0A).
 //! - i205: `YYMMDDHHmm` then per tank `TT nn` (alarms, hex) + nn x `AA` (alarm type).

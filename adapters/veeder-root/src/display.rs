@@ -59,7 +59,10 @@ fn number(t: &str, line: usize) -> Result<f64, String> {
 }
 
 /// The report's date line and the lines after it (numbered from 1 after the echo).
-fn head(text: &str) -> Result<(ConsoleTime, Vec<(usize, &str)>), String> {
+/// Numbered lines of a report.
+type Lines<'a> = Vec<(usize, &'a str)>;
+
+fn head(text: &str) -> Result<(ConsoleTime, Lines<'_>), String> {
     let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim_end()));
     let (n, first) = lines
         .by_ref()

@@ -231,11 +231,11 @@ impl Framer {
     /// one. Bytes after its `ETX` stay for the next call.
     pub fn push(&mut self, bytes: &[u8]) -> Option<Result<Vec<u8>, FrameError>> {
         self.buf.extend_from_slice(bytes);
-        self.next()
+        self.next_reply()
     }
 
     /// The next complete reply already buffered.
-    pub fn next(&mut self) -> Option<Result<Vec<u8>, FrameError>> {
+    pub fn next_reply(&mut self) -> Option<Result<Vec<u8>, FrameError>> {
         if let Some(start) = self.buf.iter().position(|&b| b == SOH) {
             self.skipped += start;
             self.buf.drain(..start);
@@ -417,7 +417,7 @@ mod tests {
         assert_eq!(f.pending(), b"\x01i2", "the next reply's start is kept");
         assert_eq!(f.skipped(), 2);
         let mut f = Framer::new();
-        let e = f.push(&vec![b'x'; 10]);
+        let e = f.push(&[b'x'; 10]);
         assert_eq!(e, None, "no SOH: skipped, nothing buffered");
         let mut big = vec![SOH];
         big.resize(MAX_REPLY + 2, b'0');

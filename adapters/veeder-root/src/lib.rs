@@ -332,8 +332,7 @@ mod tests {
                 "tank 2 has no `volume` point",
             ),
             (
-                ok.replace("field: alarm.water", "field: alarm.water")
-                    .replace("asset: t1, field: alarm", "asset: t9, field: alarm"),
+                ok.replace("asset: t1, field: alarm", "asset: t9, field: alarm"),
                 "one tank, one asset",
             ),
             (

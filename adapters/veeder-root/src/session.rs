@@ -54,7 +54,7 @@ pub(crate) async fn exchange(
     let read = async {
         let mut buf = [0u8; 4096];
         loop {
-            if let Some(r) = framer.next() {
+            if let Some(r) = framer.next_reply() {
                 return r.map_err(Failure::Reply);
             }
             match conn.read(&mut buf).await {

@@ -12,8 +12,6 @@
 //! recent records at every poll: the newest end time reported per tank is
 //! kept in the state store ([`crate::delivery::is_new_report`]).
 
-use std::collections::VecDeque;
-
 use adapter_api::{Event, GaugeDelivery, Reading, now_ms};
 use tankwatch_proto::v1::{self, AckReason};
 
@@ -57,10 +55,7 @@ impl Running {
     }
 
     fn remember(&mut self, tank: &str, r: Recent) {
-        let q = self
-            .recent
-            .entry(tank.to_string())
-            .or_insert_with(VecDeque::new);
+        let q = self.recent.entry(tank.to_string()).or_default();
         if q.len() == RECENT_PER_TANK {
             q.pop_front();
         }
@@ -210,7 +205,7 @@ impl Running {
             Some(r) => loads.iter().find(|l| l.load_ref == r),
             None => loads
                 .iter()
-                .find(|l| l.state == "delivering" && l.tanks.iter().any(|t| *t == tank))
+                .find(|l| l.state == "delivering" && l.tanks.contains(&tank))
                 .or_else(|| {
                     delivery::nearest_expected(
                         &loads,

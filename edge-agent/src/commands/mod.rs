@@ -672,6 +672,7 @@ headend: { address: "127.0.0.1:7443" }
 tls: { cert: a.pem, key: a.key, ca: ca.pem }
 assets:
   - { id: ctl, kind: controller }
+  - { id: t1, kind: tank, capacity: 20000 }
 devices:
   - modbus:
       name: dev
@@ -689,6 +690,7 @@ setpoints:
         _stop: watch::Sender<bool>,
         _dir: tempfile::TempDir,
         _readings: mpsc::Receiver<Event>,
+        gauge: mpsc::Sender<GaugeDelivery>,
     }
 
     fn start() -> Harness {
@@ -701,6 +703,7 @@ setpoints:
         let (rec_tx, records) = mpsc::channel(64);
         let (read_tx, readings) = mpsc::channel(64);
         let (cmd_tx, cmd_rx) = mpsc::channel(4);
+        let (gauge, gauge_rx) = mpsc::channel(4);
         let (stop, stop_rx) = watch::channel(false);
         let ex = Executor {
             cfg: Arc::new(cfg),
@@ -711,7 +714,7 @@ setpoints:
             readings: read_tx,
             metrics: CommandMetrics::default(),
         };
-        tokio::spawn(ex.run(cmd_rx, stop_rx));
+        tokio::spawn(ex.run(cmd_rx, gauge_rx, stop_rx));
         Harness {
             commands: cmd_tx,
             records,
@@ -719,7 +722,94 @@ setpoints:
             _stop: stop,
             _dir: dir,
             _readings: readings,
+            gauge,
         }
+    }
+
+    /// The next log record: an ack (id, reason) or a delivery event.
+    async fn next_record(h: &mut Harness) -> v1::log_record::Kind {
+        let r = tokio::time::timeout(Duration::from_secs(5), h.records.recv())
+            .await
+            .expect("a record in time")
+            .expect("records open");
+        v1::LogRecord::decode(r.payload.as_slice())
+            .unwrap()
+            .kind
+            .expect("a record")
+    }
+
+    #[tokio::test]
+    async fn a_gauge_record_completes_the_nearest_expected_load_once_and_says_its_source() {
+        let mut h = start();
+        let now = now_ms();
+        let eta = |load: &str, eta_ms: i64| v1::Command {
+            command_id: format!("eta-{load}"),
+            expires_at_ms: now + 600_000,
+            issued_seq: 2,
+            action: Some(v1::command::Action::Eta(v1::EtaAction {
+                load_ref: load.into(),
+                tanks: vec!["t1".into()],
+                planned_volume_l: 5000.0,
+                eta_ms,
+                eta_source: "manual".into(),
+                ..Default::default()
+            })),
+        };
+        // one load due now, one in two days (outside the 12 h window)
+        for (load, at) in [("near", now), ("later", now + 48 * 3_600_000)] {
+            h.commands.send(eta(load, at)).await.unwrap();
+            assert_eq!(next_ack(&mut h).await.1, "received");
+            assert_eq!(next_ack(&mut h).await.1, "applied");
+        }
+        let record = GaugeDelivery {
+            device: "vr".into(),
+            asset: "t1".into(),
+            start_ms: now - 1_800_000,
+            end_ms: now - 600_000,
+            start_volume_l: 1000.0,
+            end_volume_l: 6000.0,
+            start_tc_volume_l: None,
+            end_tc_volume_l: None,
+            source: "veeder-root://x/tank1/i202".into(),
+        };
+        h.gauge.send(record.clone()).await.unwrap();
+        let v1::log_record::Kind::CommandAck(a) = next_record(&mut h).await else {
+            panic!("the load's ETA command completes first")
+        };
+        assert_eq!(
+            (a.command_id.as_str(), a.reason.as_str()),
+            ("eta-near", "completed")
+        );
+        assert!(a.detail.contains("tank gauge's record"), "{}", a.detail);
+        let v1::log_record::Kind::Event(e) = next_record(&mut h).await else {
+            panic!("then the delivery event")
+        };
+        let Some(v1::event::Kind::Delivery(d)) = e.kind else {
+            panic!("{e:?}")
+        };
+        assert_eq!(d.source, v1::delivery_event::Source::Gauge as i32);
+        assert_eq!(d.phase, v1::delivery_event::Phase::Ended as i32);
+        assert_eq!(
+            (d.load_ref.as_str(), d.delivered_volume_l),
+            ("near", 5000.0)
+        );
+        // the gauge repeats it at its next poll: nothing new
+        h.gauge.send(record.clone()).await.unwrap();
+        // nor is an older record (it ends before the newest one reported)
+        h.gauge
+            .send(GaugeDelivery {
+                asset: "t1".into(),
+                end_ms: now - 700_000,
+                ..record
+            })
+            .await
+            .unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), h.records.recv())
+                .await
+                .is_err(),
+            "a repeated or older record is not reported again"
+        );
     }
 
     fn setpoint(id: &str, value: f64, expires_at_ms: i64) -> v1::Command {

@@ -110,7 +110,7 @@ pub fn veeder_root_reply(data: &[u8]) {
         let mut r = framer.push(chunk);
         while let Some(x) = r {
             replies.push(x);
-            r = framer.next();
+            r = framer.next_reply();
         }
     }
     let commands: Vec<Command> = [Function::Inventory, Function::Deliveries, Function::Alarms]
