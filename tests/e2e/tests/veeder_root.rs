@@ -30,9 +30,21 @@ impl Site {
         devices: &str,
         extra: &str,
     ) -> Result<Site> {
+        Site::start_on(site, sim, devices, extra, None).await
+    }
+
+    /// As `start`, with the headend on `db_url` (default: SQLite in the work dir).
+    async fn start_on(
+        site: &str,
+        sim: &atg_sim::Simulator,
+        devices: &str,
+        extra: &str,
+        db_url: Option<&str>,
+    ) -> Result<Site> {
         let pki = TestPki::new(&[site])?;
         let work = tempfile::tempdir()?;
-        let he = headend::start(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
+        let url = db_url.map_or_else(|| sqlite_url(work.path()), str::to_string);
+        let he = headend::start(headend_config(&pki, &url, 0)).await?;
         let mut yaml = agent_head(
             &pki,
             site,
@@ -214,12 +226,30 @@ async fn bad_checksums_cut_replies_and_a_dropped_connection_are_counted_and_name
 async fn a_delivery_the_console_records_reaches_the_headend_with_its_source_and_beats_the_detector()
 -> Result<()> {
     let _ = tracing_subscriber::fmt().with_env_filter("warn").try_init();
+    // the detector settles in 1.5 s, before the console's next i202 poll (5 s)
+    delivery_case(None, 1500).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_too_the_gauges_delivery_record_beats_the_detector() -> Result<()> {
+    let _ = tracing_subscriber::fmt().with_env_filter("warn").try_init();
+    let db = pg::fresh_database().await?;
+    // the detector settles in 9 s, after the console's record came in
+    let r = delivery_case(Some(&db.url), 9000).await;
+    db.drop().await?;
+    r
+}
+
+/// `settle_ms` of the detector orders the two sources: below the
+/// console's delivery poll (5 s) the detector ends first, above it last.
+async fn delivery_case(db_url: Option<&str>, settle_ms: u64) -> Result<()> {
     let (sim, vr) = frozen_console(1).await?;
     let tanks = sim.tanks();
     let devices = yaml_device("vr", vr, &[(1, &tanks[0])], "computer", 1000);
-    let detector = "deliveries: { min_rise_l: 300, settle_ms: 1500, noise_l: 20 }\n";
+    let detector =
+        format!("deliveries: {{ min_rise_l: 300, settle_ms: {settle_ms}, noise_l: 20 }}\n");
     sim.set_volume(0, 6000.0); // room for the delivery
-    let s = Site::start("site-vd", &sim, &devices, detector).await?;
+    let s = Site::start_on("site-vd", &sim, &devices, &detector, db_url).await?;
     s.wait_value("tank-1", "volume", 6000.0, 0.01 * GAL).await?;
     let eta = adapter_api::now_ms();
     let (code, l) = post_json(
@@ -265,6 +295,11 @@ async fn a_delivery_the_console_records_reaches_the_headend_with_its_source_and_
     let vol = |d: &Value| d["delivered_volume_l"].as_f64().unwrap_or(f64::NAN);
     ensure!((vol(&gauge) - 5000.0).abs() < 0.01 * GAL, "{gauge}");
     ensure!((vol(&det) - 4800.0).abs() < 0.01 * GAL, "{det}");
+    let detector_first = det["reported"].as_str() < gauge["reported"].as_str();
+    ensure!(
+        detector_first == (settle_ms < 5000),
+        "the order this case is about: {deliveries:?}"
+    );
     ensure!(
         gauge["load_id"] == load_id.as_str() && det["load_id"] == load_id.as_str(),
         "{deliveries:?}"
