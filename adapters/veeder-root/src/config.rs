@@ -30,7 +30,10 @@ pub struct VeederRootDevice {
         deserialize_with = "delivery_poll_ms"
     )]
     pub delivery_poll_ms: u64,
-    /// Timeout of one reply (and of connecting), ms. 100 to 60,000. Default 5,000.
+    /// Longest silence (before a reply's first byte, and between its bytes)
+    /// and the connect timeout, ms. 100 to 60,000. Default 5,000. A reply
+    /// that keeps coming may take longer (a 16-tank i202 at 9600 baud takes
+    /// 17 s), up to 90 s in all.
     #[serde(default = "default_timeout", deserialize_with = "timeout_ms")]
     pub timeout_ms: u64,
     /// Upper bound of the reconnect backoff, ms. 100 to 600,000. Default 30,000.

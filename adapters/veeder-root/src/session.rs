@@ -23,6 +23,11 @@ use crate::{Item, VeederRootDevice, decode};
 
 /// Raw bytes shown in a log line, at most.
 const LOG_RAW: usize = 600;
+/// Longest a whole reply may take. Consoles talk at 9600 baud (960
+/// bytes/s) behind most bridges: a 16-tank i202 is ~16 KB, 17 s on the
+/// wire, and [`crate::frame::MAX_REPLY`] takes 68 s. The device's
+/// `timeout_ms` bounds the silence before the first byte and between bytes.
+pub(crate) const REPLY_DEADLINE_MS: u64 = 90_000;
 
 /// Why an exchange failed.
 #[derive(Debug)]
@@ -33,7 +38,9 @@ pub(crate) enum Failure {
     Reply(FrameError),
 }
 
-/// Sends `cmd` and reads its reply (SOH..=ETX) within `timeout_ms`.
+/// Sends `cmd` and reads its reply (SOH..=ETX): the first byte within
+/// `timeout_ms`, each next one within `timeout_ms` of the last, the whole
+/// within [`REPLY_DEADLINE_MS`].
 pub(crate) async fn exchange(
     conn: &mut TcpStream,
     framer: &mut Framer,
@@ -51,44 +58,49 @@ pub(crate) async fn exchange(
     .await
     .map_err(Failure::Lost)?
     .map_err(|e| Failure::Lost(format!("sending {text}: {e}")))?;
-    let read = async {
-        let mut buf = [0u8; 4096];
-        loop {
-            if let Some(r) = framer.next_reply() {
-                return r.map_err(Failure::Reply);
-            }
-            match conn.read(&mut buf).await {
-                Ok(0) => {
-                    return Err(Failure::Lost(if framer.pending().is_empty() {
-                        format!("the console closed the connection before answering {text}")
-                    } else {
-                        format!(
-                            "the console closed the connection in the middle of the reply to {text} after {} bytes: {}",
-                            framer.pending().len(),
-                            escape(framer.pending(), LOG_RAW)
-                        )
-                    }));
-                }
-                Ok(n) => {
-                    if let Some(r) = framer.push(&buf[..n]) {
-                        return r.map_err(Failure::Reply);
-                    }
-                }
-                Err(e) => return Err(Failure::Lost(format!("reading the reply to {text}: {e}"))),
-            }
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(REPLY_DEADLINE_MS);
+    let idle = Duration::from_millis(timeout_ms);
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(r) = framer.next_reply() {
+            return r.map_err(Failure::Reply);
         }
-    };
-    match tokio::time::timeout(Duration::from_millis(timeout_ms), read).await {
-        Ok(r) => r,
-        Err(_) => Err(Failure::Lost(if framer.pending().is_empty() {
-            format!("no reply to {text} within {timeout_ms} ms")
-        } else {
-            format!(
-                "the reply to {text} stopped after {} bytes without ETX within {timeout_ms} ms: {}",
-                framer.pending().len(),
-                escape(framer.pending(), LOG_RAW)
-            )
-        })),
+        let wait = idle.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        match tokio::time::timeout(wait, conn.read(&mut buf)).await {
+            Err(_) => {
+                let waited = if tokio::time::Instant::now() >= deadline {
+                    format!("{REPLY_DEADLINE_MS} ms in all")
+                } else {
+                    format!("{timeout_ms} ms")
+                };
+                return Err(Failure::Lost(if framer.pending().is_empty() {
+                    format!("no reply to {text} within {waited}")
+                } else {
+                    format!(
+                        "the reply to {text} stopped after {} bytes without ETX for {waited}: {}",
+                        framer.pending().len(),
+                        escape(framer.pending(), LOG_RAW)
+                    )
+                }));
+            }
+            Ok(Ok(0)) => {
+                return Err(Failure::Lost(if framer.pending().is_empty() {
+                    format!("the console closed the connection before answering {text}")
+                } else {
+                    format!(
+                        "the console closed the connection in the middle of the reply to {text} after {} bytes: {}",
+                        framer.pending().len(),
+                        escape(framer.pending(), LOG_RAW)
+                    )
+                }));
+            }
+            Ok(Ok(n)) => {
+                if let Some(r) = framer.push(&buf[..n]) {
+                    return r.map_err(Failure::Reply);
+                }
+            }
+            Ok(Err(e)) => return Err(Failure::Lost(format!("reading the reply to {text}: {e}"))),
+        }
     }
 }
 

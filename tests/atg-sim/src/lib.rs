@@ -139,6 +139,8 @@ struct State {
     open_delivery: Vec<Option<(i64, f64, f64)>>,
     /// Faults for the next Veeder-Root replies.
     vr_faults: VecDeque<veeder_root::Fault>,
+    /// The console's serial line speed, bytes/s (None: as fast as TCP goes).
+    vr_bytes_per_s: Option<u64>,
     controller: [u16; CONTROLLER_LEN as usize],
     writes: u64,
     frozen: bool,
@@ -195,6 +197,7 @@ impl Simulator {
             deliveries: vec![Vec::new(); n],
             open_delivery: vec![None; n],
             vr_faults: VecDeque::new(),
+            vr_bytes_per_s: None,
             controller: [0; CONTROLLER_LEN as usize],
             writes: 0,
             frozen: false,
@@ -251,6 +254,11 @@ impl Simulator {
         let addr = listener.local_addr()?;
         tokio::spawn(veeder_root::serve(listener, self.state.clone()));
         Ok(addr)
+    }
+    /// Paces the console's replies like a serial line of `baud` (8N1: 10
+    /// bits a byte), as behind a serial-to-TCP bridge; `None`: no pacing.
+    pub fn set_veeder_root_baud(&self, baud: Option<u32>) {
+        lock(&self.state).vr_bytes_per_s = baud.map(|b| u64::from(b / 10).max(1));
     }
     /// Applies `fault` to the console's next reply (faults queue up).
     pub fn inject_veeder_root(&self, fault: veeder_root::Fault) {

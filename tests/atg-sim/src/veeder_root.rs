@@ -359,17 +359,25 @@ async fn connection(mut sock: TcpStream, state: Arc<Mutex<State>>) {
             };
             let text = String::from_utf8_lossy(c).to_string();
             cmd = None;
-            let (out, close) = {
+            let (out, close, pace) = {
                 let mut s = lock(&state);
                 s.requests += 1;
                 let r = reply(&s, &text, now_ms());
-                match s.vr_faults.pop_front() {
+                let (out, close) = match s.vr_faults.pop_front() {
                     Some(f) => faulty(r, f),
                     None => (r, false),
-                }
+                };
+                (out, close, s.vr_bytes_per_s)
             };
-            if !out.is_empty() && sock.write_all(&out).await.is_err() {
-                return;
+            // a serial line: a tenth of a second's bytes every 100 ms
+            let step = pace.map_or(out.len().max(1), |b| (b / 10).max(1) as usize);
+            for chunk in out.chunks(step) {
+                if sock.write_all(chunk).await.is_err() {
+                    return;
+                }
+                if pace.is_some() {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
             }
             if close {
                 return;

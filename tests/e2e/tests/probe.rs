@@ -117,6 +117,27 @@ async fn the_veeder_root_probe_prints_both_formats_and_names_a_refused_command_a
     fails(&["veeder-root", &vr], 6, "bad checksum").await?;
     sim.inject_veeder_root(Fault::BadChecksum);
     fails(&["veeder-root", &vr], 6, "raw reply: <SOH>i20100").await?;
+    // a 9600-baud console behind a bridge: the whole reply takes longer
+    // than the timeout, but bytes keep coming; only silence is a timeout
+    for t in 0..4 {
+        for k in 0..3 {
+            sim.record_delivery_at(t, 100.0, 3_600_000 * k, 3_600_000 * k + 600_000);
+        }
+    }
+    sim.set_veeder_root_baud(Some(9600));
+    let t0 = std::time::Instant::now();
+    let (code, out, err) =
+        probe(&["veeder-root", &vr, "--cmd", "i20200", "--timeout-ms", "500"]).await?;
+    let took = t0.elapsed();
+    ensure!(
+        code == 0 && out.contains("3 deliveries"),
+        "{code}: {out}{err}"
+    );
+    ensure!(
+        took > Duration::from_millis(1000),
+        "the reply took twice the timeout and more: {took:?}"
+    );
+    sim.set_veeder_root_baud(None);
     sim.inject_veeder_root(Fault::Silent);
     fails(
         &["veeder-root", &vr, "--timeout-ms", "500"],
