@@ -19,6 +19,11 @@ pub struct VeederRootDevice {
     /// sent before each command). Default none.
     #[serde(default)]
     pub security_code: String,
+    /// Ask each mapped tank on its own (`i20101`, `i20102`, ...) instead of
+    /// all tanks at once (`i20100`): for a console with many tanks of which
+    /// the site maps few, behind a slow serial line. Default false.
+    #[serde(default)]
+    pub per_tank_requests: bool,
     /// Time between inventory polls (i201, and i205 when alarms are
     /// mapped), ms. 1,000 to 3,600,000. Default 10,000.
     #[serde(default = "default_poll", deserialize_with = "poll_ms")]

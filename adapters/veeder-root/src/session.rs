@@ -120,14 +120,15 @@ impl Console {
         }
     }
 
-    /// Asks `function` for all tanks; `Err(Ended)` when the session must end.
+    /// Asks `function` for `tank` (0: all); `Err(Ended)` when the session must end.
     async fn ask(
         &mut self,
         conn: &mut TcpStream,
         io: &mut Io,
         function: Function,
+        tank: u8,
     ) -> Result<Option<Report>, Ended> {
-        let cmd = Command::new(function, 0, self.dev.format);
+        let cmd = Command::new(function, tank, self.dev.format);
         let got = exchange(
             conn,
             &mut self.framer,
@@ -161,7 +162,7 @@ impl Console {
                     } else {
                         !p.item.is_alarm()
                     };
-                    if asked && function != Function::Deliveries {
+                    if asked && function != Function::Deliveries && (tank == 0 || p.tank == tank) {
                         io.bad(i, &msg, ts).await?;
                     }
                 }
@@ -170,12 +171,14 @@ impl Console {
         }
     }
 
-    async fn emit(&mut self, io: &mut Io, report: Report) -> Result<(), Ended> {
+    /// Emits what a reply to a request for `asked` (0: all tanks) says.
+    async fn emit(&mut self, io: &mut Io, report: Report, asked: u8) -> Result<(), Ended> {
         let ts = now_ms();
+        let mine = |p: &crate::Point| asked == 0 || p.tank == asked;
         match report {
             Report::Inventory { tanks, .. } => {
                 for (i, p) in self.dev.points.iter().enumerate() {
-                    if p.item.is_alarm() {
+                    if p.item.is_alarm() || !mine(p) {
                         continue;
                     }
                     let Some(t) = tanks.iter().find(|t| t.tank == p.tank) else {
@@ -212,7 +215,7 @@ impl Console {
             }
             Report::Alarms { tanks, .. } => {
                 for (i, p) in self.dev.points.iter().enumerate() {
-                    if !p.item.is_alarm() {
+                    if !p.item.is_alarm() || !mine(p) {
                         continue;
                     }
                     let Some(t) = tanks.iter().find(|t| t.tank == p.tank) else {
@@ -281,10 +284,32 @@ impl Console {
         Ok(())
     }
 
+    /// Asks `f` for all tanks, or for each mapped tank that has points of
+    /// `f` (`per_tank_requests`), and emits the replies.
     async fn poll(&mut self, conn: &mut TcpStream, io: &mut Io, f: Function) -> Result<(), Ended> {
-        if let Some(r) = self.ask(conn, io, f).await? {
-            io.sink.health().update(|s| s.last_good_ms = now_ms());
-            self.emit(io, r).await?;
+        let tanks: Vec<u8> = if self.dev.per_tank_requests {
+            let mut t: Vec<u8> = self
+                .dev
+                .points
+                .iter()
+                .filter(|p| match f {
+                    Function::Inventory => !p.item.is_alarm(),
+                    Function::Alarms => p.item.is_alarm(),
+                    Function::Deliveries => p.item == Item::Volume,
+                })
+                .map(|p| p.tank)
+                .collect();
+            t.sort_unstable();
+            t.dedup();
+            t
+        } else {
+            vec![0]
+        };
+        for tank in tanks {
+            if let Some(r) = self.ask(conn, io, f, tank).await? {
+                io.sink.health().update(|s| s.last_good_ms = now_ms());
+                self.emit(io, r, tank).await?;
+            }
         }
         Ok(())
     }

@@ -141,6 +141,8 @@ struct State {
     vr_faults: VecDeque<veeder_root::Fault>,
     /// The console's serial line speed, bytes/s (None: as fast as TCP goes).
     vr_bytes_per_s: Option<u64>,
+    /// Commands the console answered, by text (`i20100`: 3).
+    vr_commands: HashMap<String, u64>,
     controller: [u16; CONTROLLER_LEN as usize],
     writes: u64,
     frozen: bool,
@@ -198,6 +200,7 @@ impl Simulator {
             open_delivery: vec![None; n],
             vr_faults: VecDeque::new(),
             vr_bytes_per_s: None,
+            vr_commands: HashMap::new(),
             controller: [0; CONTROLLER_LEN as usize],
             writes: 0,
             frozen: false,
@@ -259,6 +262,10 @@ impl Simulator {
     /// bits a byte), as behind a serial-to-TCP bridge; `None`: no pacing.
     pub fn set_veeder_root_baud(&self, baud: Option<u32>) {
         lock(&self.state).vr_bytes_per_s = baud.map(|b| u64::from(b / 10).max(1));
+    }
+    /// How often the console was asked each command (`i20100`, `I20502`, ...).
+    pub fn veeder_root_commands(&self) -> HashMap<String, u64> {
+        lock(&self.state).vr_commands.clone()
     }
     /// Applies `fault` to the console's next reply (faults queue up).
     pub fn inject_veeder_root(&self, fault: veeder_root::Fault) {

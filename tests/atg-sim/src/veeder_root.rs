@@ -362,6 +362,9 @@ async fn connection(mut sock: TcpStream, state: Arc<Mutex<State>>) {
             let (out, close, pace) = {
                 let mut s = lock(&state);
                 s.requests += 1;
+                if s.vr_commands.len() < 1000 || s.vr_commands.contains_key(&text) {
+                    *s.vr_commands.entry(text.clone()).or_default() += 1;
+                }
                 let r = reply(&s, &text, now_ms());
                 let (out, close) = match s.vr_faults.pop_front() {
                     Some(f) => faulty(r, f),

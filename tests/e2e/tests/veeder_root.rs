@@ -129,8 +129,12 @@ async fn both_reply_formats_of_the_simulated_console_reach_the_rest_api_in_canon
     let _ = tracing_subscriber::fmt().with_env_filter("warn").try_init();
     let (sim, vr) = frozen_console(2).await?;
     let tanks = sim.tanks();
+    // the display device asks its one tank alone (I20102), the other all (i20100)
     let devices = yaml_device("vr-computer", vr, &[(1, &tanks[0])], "computer", 1000)
-        + &yaml_device("vr-display", vr, &[(2, &tanks[1])], "display", 1000);
+        + &yaml_device("vr-display", vr, &[(2, &tanks[1])], "display", 1000).replace(
+            "format: display",
+            "format: display\n      per_tank_requests: true",
+        );
     let s = Site::start("site-vr", &sim, &devices, "").await?;
     // computer format: f32 hex, gallons -> litres
     s.wait_value("tank-1", "volume", tanks[0].volume, 0.01 * GAL)
@@ -159,6 +163,15 @@ async fn both_reply_formats_of_the_simulated_console_reach_the_rest_api_in_canon
     s.wait_value("tank-2", "alarm.high_level", 1.0, 0.0).await?;
     s.wait_value("tank-2", "volume", tanks[1].capacity * 0.97, 0.5 * GAL)
         .await?;
+    let asked = sim.veeder_root_commands();
+    for (cmd, want) in [
+        ("i20100", true),
+        ("I20102", true),
+        ("I20502", true),
+        ("I20100", false),
+    ] {
+        ensure!(asked.contains_key(cmd) == want, "{cmd}: {asked:?}");
+    }
     for name in ["vr-computer", "vr-display"] {
         let d = s.device(name).await?;
         ensure!(d["kind"] == "veeder_root" && d["connected"] == true, "{d}");
