@@ -92,10 +92,24 @@ pub enum Probe {
     },
 }
 
-fn config<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ProbeError> {
-    let y = serde_yaml::to_value(v).map_err(|e| ProbeError::new(Failure::Usage, e.to_string()))?;
-    serde_yaml::with::singleton_map_recursive::deserialize(y)
-        .map_err(|e| ProbeError::new(Failure::Usage, format!("settings: {e}")))
+/// The `devices:` section of a config file, parsed as `check-config` does.
+#[derive(serde::Deserialize)]
+struct Devices {
+    #[serde(with = "serde_yaml::with::singleton_map_recursive")]
+    devices: Vec<crate::config::DeviceConfig>,
+}
+
+/// One device's settings (`{"opcua": {...}}`) read through the same YAML
+/// path as the agent's config file (same rules, and no second copy of the
+/// config structs' deserializers in the binary).
+fn config(kind: &str, v: Value) -> Result<crate::config::DeviceConfig, ProbeError> {
+    let text = serde_yaml::to_string(&json!({ "devices": [{ kind: v }] }))
+        .map_err(|e| ProbeError::new(Failure::Usage, e.to_string()))?;
+    let mut d: Devices = serde_yaml::from_str(&text)
+        .map_err(|e| ProbeError::new(Failure::Usage, format!("settings: {e}")))?;
+    d.devices
+        .pop()
+        .ok_or_else(|| ProbeError::new(Failure::Usage, "no settings"))
 }
 
 fn yaml_enum<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T, ProbeError> {
@@ -145,7 +159,10 @@ pub async fn run(p: Probe) -> Result<String, ProbeError> {
             if let Some(u) = user {
                 dev["auth"] = json!({ "user_password": { "user": u, "password_file": password_file.unwrap_or_default() } });
             }
-            adapter_opcua::probe::probe(config(dev)?, browse || read.is_none(), depth, read).await
+            let crate::config::DeviceConfig::Opcua(dev) = config("opcua", dev)? else {
+                return Err(ProbeError::new(Failure::Usage, "not OPC UA settings"));
+            };
+            adapter_opcua::probe::probe(*dev, browse || read.is_none(), depth, read).await
         }
         Probe::Mqtt {
             url,
@@ -176,7 +193,10 @@ pub async fn run(p: Probe) -> Result<String, ProbeError> {
                 dev["username"] = json!(u);
                 dev["password_file"] = json!(password_file);
             }
-            adapter_mqtt::probe::probe(config(dev)?, seconds).await
+            let crate::config::DeviceConfig::Mqtt(dev) = config("mqtt", dev)? else {
+                return Err(ProbeError::new(Failure::Usage, "not MQTT settings"));
+            };
+            adapter_mqtt::probe::probe(*dev, seconds).await
         }
         Probe::VeederRoot {
             address,
