@@ -143,6 +143,8 @@ struct State {
     vr_bytes_per_s: Option<u64>,
     /// Commands the console answered, by text (`i20100`: 3).
     vr_commands: HashMap<String, u64>,
+    /// The console's serial security code, if it demands one.
+    vr_security_code: Option<String>,
     controller: [u16; CONTROLLER_LEN as usize],
     writes: u64,
     frozen: bool,
@@ -201,6 +203,7 @@ impl Simulator {
             vr_faults: VecDeque::new(),
             vr_bytes_per_s: None,
             vr_commands: HashMap::new(),
+            vr_security_code: None,
             controller: [0; CONTROLLER_LEN as usize],
             writes: 0,
             frozen: false,
@@ -262,6 +265,11 @@ impl Simulator {
     /// bits a byte), as behind a serial-to-TCP bridge; `None`: no pacing.
     pub fn set_veeder_root_baud(&self, baud: Option<u32>) {
         lock(&self.state).vr_bytes_per_s = baud.map(|b| u64::from(b / 10).max(1));
+    }
+    /// Makes the console demand a 6-character security code before each
+    /// command (a command without it is answered `9999FF1B`).
+    pub fn set_veeder_root_security_code(&self, code: Option<&str>) {
+        lock(&self.state).vr_security_code = code.map(str::to_string);
     }
     /// How often the console was asked each command (`i20100`, `I20502`, ...).
     pub fn veeder_root_commands(&self) -> HashMap<String, u64> {

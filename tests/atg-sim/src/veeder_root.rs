@@ -354,11 +354,25 @@ async fn connection(mut sock: TcpStream, state: Arc<Mutex<State>>) {
                 (Some(c), _) => c.push(b),
                 (None, _) => {}
             }
-            let Some(c) = cmd.as_ref().filter(|c| c.len() == 6) else {
+            // with a security code set, a command is the code and the function
+            let code = lock(&state).vr_security_code.clone();
+            let want = 6 + code.as_ref().map_or(0, String::len);
+            // six characters that cannot begin the code: a command without it
+            let no_code = |c: &Vec<u8>| {
+                c.len() == 6 && code.as_ref().is_some_and(|k| !c.starts_with(k.as_bytes()))
+            };
+            let Some(c) = cmd.as_ref().filter(|c| c.len() == want || no_code(c)) else {
                 continue;
             };
-            let text = String::from_utf8_lossy(c).to_string();
+            let raw = String::from_utf8_lossy(c).to_string();
             cmd = None;
+            let text = match &code {
+                Some(code) if raw.len() == want && raw.starts_with(code.as_str()) => {
+                    raw[code.len()..].to_string()
+                }
+                Some(_) => "denied".to_string(), // answered 9999FF1B
+                None => raw,
+            };
             let (out, close, pace) = {
                 let mut s = lock(&state);
                 s.requests += 1;

@@ -11,10 +11,20 @@ use anyhow::{Context, Result, ensure};
 use atg_sim::veeder_root::Fault;
 use e2e::*;
 
+/// A child process killed when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Runs `edge-agent probe ARGS`; returns (exit status, stdout, stderr).
-async fn probe(args: &[&str]) -> Result<(i32, String, String)> {
+async fn probe<S: AsRef<str>>(args: &[S]) -> Result<(i32, String, String)> {
     let mut cmd = Command::new(bin("edge-agent"));
-    cmd.arg("probe").args(args);
+    cmd.arg("probe").args(args.iter().map(AsRef::as_ref));
     let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
     Ok((
         out.status.code().unwrap_or(-1),
@@ -93,7 +103,7 @@ async fn the_modbus_probe_reads_registers_and_names_an_exception_a_closed_port_a
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_veeder_root_probe_prints_both_formats_and_names_a_refused_command_and_a_timeout()
+async fn the_veeder_root_probe_prints_both_formats_reads_a_slow_line_and_names_refusals_a_missing_security_code_and_silence()
 -> Result<()> {
     let sim = fast_sim().await?;
     sim.set_frozen(true);
@@ -138,6 +148,20 @@ async fn the_veeder_root_probe_prints_both_formats_and_names_a_refused_command_a
         "the reply took twice the timeout and more: {took:?}"
     );
     sim.set_veeder_root_baud(None);
+    // a console with a security code: refused without it, answered with it
+    sim.set_veeder_root_security_code(Some("ABC123"));
+    fails(
+        &["veeder-root", &vr, "--timeout-ms", "1000"],
+        6,
+        "security code",
+    )
+    .await?;
+    let (code, out, err) = probe(&["veeder-root", &vr, "--security-code", "ABC123"]).await?;
+    ensure!(
+        code == 0 && out.contains("in-tank inventory"),
+        "{code}: {out}{err}"
+    );
+    sim.set_veeder_root_security_code(None);
     sim.inject_veeder_root(Fault::Silent);
     fails(
         &["veeder-root", &vr, "--timeout-ms", "500"],
@@ -156,7 +180,7 @@ async fn the_veeder_root_probe_prints_both_formats_and_names_a_refused_command_a
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_mqtt_probe_prints_what_arrives_and_refuses_a_broker_certificate_it_does_not_trust()
+async fn the_mqtt_probe_prints_what_arrives_and_names_an_untrusted_broker_and_a_wrong_password()
 -> Result<()> {
     let topic = format!("probe{}/tank1/volume", std::process::id());
     let filter = format!("probe{}/#", std::process::id());
@@ -209,28 +233,39 @@ async fn the_mqtt_probe_prints_what_arrives_and_refuses_a_broker_certificate_it_
         .args(["-h", "127.0.0.1", "-p", "1883", "-r", "-n", "-t", &topic])
         .status();
 
-    // a TLS broker whose certificate comes from another CA than the one we trust
+    // a TLS broker that wants a user and password, its certificate from
+    // another CA than the one we trust
     let ours = TestPki::new(&["x"])?;
     let theirs = TestPki::new(&["y"])?;
     let work = tempfile::tempdir()?;
     let port = free_port();
     let p = theirs.path();
+    let passwords = work.path().join("passwords");
+    let st = Command::new("mosquitto_passwd")
+        .args(["-c", "-b"])
+        .arg(&passwords)
+        .args(["tank", "s3cret"])
+        .status()?;
+    ensure!(st.success(), "mosquitto_passwd");
     let conf = work.path().join("mosquitto.conf");
     std::fs::write(
         &conf,
         format!(
-            "user root\nallow_anonymous true\nlistener {port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
+            "user root\nallow_anonymous false\npassword_file {}\nlistener {port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
+            passwords.display(),
             p.join("ca.pem").display(),
             p.join("headend.pem").display(),
             p.join("headend.key").display()
         ),
     )?;
-    let mut broker = Command::new("mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let _broker = Killed(
+        Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
     let mut up = false;
     for _ in 0..50 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -239,40 +274,40 @@ async fn the_mqtt_probe_prints_what_arrives_and_refuses_a_broker_certificate_it_
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let url = format!("mqtts://localhost:{port}");
-    let wrong_ca = ours.path().join("ca.pem");
-    let right_ca = theirs.path().join("ca.pem");
-    let r1 = probe(&[
-        "mqtt",
-        &url,
-        "--topic",
-        "x/#",
-        "--seconds",
-        "1",
-        "--ca",
-        &wrong_ca.display().to_string(),
-    ])
-    .await;
-    let r2 = probe(&[
-        "mqtt",
-        &url,
-        "--topic",
-        "x/#",
-        "--seconds",
-        "1",
-        "--ca",
-        &right_ca.display().to_string(),
-    ])
-    .await;
-    let _ = broker.kill();
-    let _ = broker.wait();
     ensure!(up, "mosquitto with TLS did not listen");
-    let (code, _, err) = r1?;
+    let url = format!("mqtts://localhost:{port}");
+    let (right, wrong) = (work.path().join("right"), work.path().join("wrong"));
+    std::fs::write(&right, "s3cret\n")?;
+    std::fs::write(&wrong, "guess\n")?;
+    let with = |ca: &std::path::Path, pass: &std::path::Path| -> Vec<String> {
+        [
+            "mqtt",
+            &url,
+            "--topic",
+            "x/#",
+            "--seconds",
+            "1",
+            "--user",
+            "tank",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["--ca".into(), ca.display().to_string()])
+        .chain(["--password-file".into(), pass.display().to_string()])
+        .collect()
+    };
+    let right_ca = theirs.path().join("ca.pem");
+    let (code, _, err) = probe(&with(&ours.path().join("ca.pem"), &right)).await?;
     ensure!(
         code == 5 && err.contains("TLS"),
         "an untrusted broker: {code}: {err}"
     );
-    let (code, out, err) = r2?;
+    let (code, _, err) = probe(&with(&right_ca, &wrong)).await?;
+    ensure!(
+        code == 5 && err.contains("refused the connection"),
+        "a wrong password: {code}: {err}"
+    );
+    let (code, out, err) = probe(&with(&right_ca, &right)).await?;
     ensure!(
         code == 0 && out.contains("connected and subscribed"),
         "{code}: {out}{err}"
@@ -292,7 +327,7 @@ async fn the_mqtt_probe_prints_what_arrives_and_refuses_a_broker_certificate_it_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_opcua_probe_browses_and_reads_an_asyncua_server_and_names_an_untrusted_certificate()
+async fn the_opcua_probe_browses_and_reads_an_asyncua_server_and_names_an_untrusted_certificate_and_a_wrong_password()
 -> Result<()> {
     let work = tempfile::tempdir()?;
     let port = free_port();
@@ -342,6 +377,48 @@ async fn the_opcua_probe_browses_and_reads_an_asyncua_server_and_names_an_untrus
         "{out}"
     );
     ensure!(out.contains("= Float(15.5)"), "{out}");
+    // a server that takes one user: same certificate (same server pki
+    // folder), so trusted already; a wrong password is named as such
+    let user_port = free_port();
+    let _users = LinePeer::start(
+        "opcua_server.py",
+        &[
+            user_port.to_string(),
+            server_pki.display().to_string(),
+            "sign_and_encrypt".into(),
+            "--user".into(),
+            "tank:s3cret".into(),
+        ],
+        &[],
+    )?;
+    let user_url = format!("opc.tcp://127.0.0.1:{user_port}/tw/");
+    let (right, wrong) = (work.path().join("right"), work.path().join("wrong"));
+    std::fs::write(&right, "s3cret\n")?;
+    std::fs::write(&wrong, "guess\n")?;
+    let as_user = |pass: &std::path::Path| {
+        vec![
+            "opcua".to_string(),
+            user_url.clone(),
+            "--pki-dir".into(),
+            pki.clone(),
+            "--user".into(),
+            "tank".into(),
+            "--password-file".into(),
+            pass.display().to_string(),
+            "--read".into(),
+            "i=2258".into(),
+        ]
+    };
+    let (code, _, err) = probe(&as_user(&wrong)).await?;
+    ensure!(
+        code == 5 && err.contains("check auth"),
+        "a wrong password: {code}: {err}"
+    );
+    let (code, out, err) = probe(&as_user(&right)).await?;
+    ensure!(
+        code == 0 && out.contains("i=2258 = DateTime"),
+        "{code}: {out}{err}"
+    );
     fails(
         &["opcua", &url, "--pki-dir", &pki, "--read", "ns=2;s=Nope"],
         6,
