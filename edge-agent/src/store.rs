@@ -22,6 +22,9 @@
 //! detectors  (tank TEXT PRIMARY KEY,  -- delivery detection state per tank,
 //!             state TEXT,             -- JSON, saved while a delivery is under way
 //!             updated_ms INTEGER)     -- and when it ends
+//! gauge_marks (tank TEXT PRIMARY KEY, -- the newest tank gauge delivery record
+//!             end_ms INTEGER,         -- reported (its end); older ones are not news
+//!             updated_ms INTEGER)
 //! ```
 //!
 //! Bound: `done` command ids are kept [`KEEP_DONE_MS`] after their expiry

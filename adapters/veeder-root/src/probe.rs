@@ -25,10 +25,14 @@ pub async fn probe(
     let raw = exchange(&mut conn, &mut framer, &command, security_code, timeout_ms)
         .await
         .map_err(|f| match f {
-            session::Failure::Lost(m) if m.contains("within") => {
-                ProbeError::new(Failure::Timeout, m)
-            }
-            session::Failure::Lost(m) => ProbeError::new(Failure::Unreachable, m),
+            session::Failure::Lost { why, timeout, .. } => ProbeError::new(
+                if timeout {
+                    Failure::Timeout
+                } else {
+                    Failure::Unreachable
+                },
+                why,
+            ),
             session::Failure::Reply(e) => ProbeError::new(
                 Failure::Device,
                 format!("{e}\nraw reply: {}", escape(e.raw(), 2000)),

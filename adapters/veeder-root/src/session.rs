@@ -32,10 +32,25 @@ pub(crate) const REPLY_DEADLINE_MS: u64 = 90_000;
 /// Why an exchange failed.
 #[derive(Debug)]
 pub(crate) enum Failure {
-    /// The link is unusable: reconnect.
-    Lost(String),
+    /// The link is unusable: reconnect. `timeout`: silence (else the peer
+    /// closed or the socket failed); `cut`: part of a reply had arrived.
+    Lost {
+        why: String,
+        timeout: bool,
+        cut: bool,
+    },
     /// The reply was wrong; the link is still in step.
     Reply(FrameError),
+}
+
+impl Failure {
+    fn lost(why: String) -> Failure {
+        Failure::Lost {
+            why,
+            timeout: false,
+            cut: false,
+        }
+    }
 }
 
 /// Sends `cmd` and reads its reply (SOH..=ETX): the first byte within
@@ -56,8 +71,12 @@ pub(crate) async fn exchange(
         conn.write_all(&cmd.encode(security_code)),
     )
     .await
-    .map_err(Failure::Lost)?
-    .map_err(|e| Failure::Lost(format!("sending {text}: {e}")))?;
+    .map_err(|why| Failure::Lost {
+        why,
+        timeout: true,
+        cut: false,
+    })?
+    .map_err(|e| Failure::lost(format!("sending {text}: {e}")))?;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(REPLY_DEADLINE_MS);
     let idle = Duration::from_millis(timeout_ms);
     let mut buf = [0u8; 4096];
@@ -73,33 +92,45 @@ pub(crate) async fn exchange(
                 } else {
                     format!("{timeout_ms} ms")
                 };
-                return Err(Failure::Lost(if framer.pending().is_empty() {
-                    format!("no reply to {text} within {waited}")
-                } else {
-                    format!(
-                        "the reply to {text} stopped after {} bytes without ETX for {waited}: {}",
-                        framer.pending().len(),
-                        escape(framer.pending(), LOG_RAW)
-                    )
-                }));
+                let cut = !framer.pending().is_empty();
+                return Err(Failure::Lost {
+                    why: if cut {
+                        format!(
+                            "the reply to {text} stopped after {} bytes without ETX for {waited}: {}",
+                            framer.pending().len(),
+                            escape(framer.pending(), LOG_RAW)
+                        )
+                    } else {
+                        format!("no reply to {text} within {waited}")
+                    },
+                    timeout: true,
+                    cut,
+                });
             }
             Ok(Ok(0)) => {
-                return Err(Failure::Lost(if framer.pending().is_empty() {
-                    format!("the console closed the connection before answering {text}")
-                } else {
-                    format!(
-                        "the console closed the connection in the middle of the reply to {text} after {} bytes: {}",
-                        framer.pending().len(),
-                        escape(framer.pending(), LOG_RAW)
-                    )
-                }));
+                let cut = !framer.pending().is_empty();
+                return Err(Failure::Lost {
+                    why: if cut {
+                        format!(
+                            "the console closed the connection in the middle of the reply to {text} after {} bytes: {}",
+                            framer.pending().len(),
+                            escape(framer.pending(), LOG_RAW)
+                        )
+                    } else {
+                        format!("the console closed the connection before answering {text}")
+                    },
+                    timeout: false,
+                    cut,
+                });
             }
             Ok(Ok(n)) => {
                 if let Some(r) = framer.push(&buf[..n]) {
                     return r.map_err(Failure::Reply);
                 }
             }
-            Ok(Err(e)) => return Err(Failure::Lost(format!("reading the reply to {text}: {e}"))),
+            Ok(Err(e)) => {
+                return Err(Failure::lost(format!("reading the reply to {text}: {e}")));
+            }
         }
     }
 }
@@ -140,11 +171,11 @@ impl Console {
         .and_then(|raw| decode(&cmd, &raw).map_err(Failure::Reply));
         match got {
             Ok(r) => Ok(Some(r)),
-            Err(Failure::Lost(msg)) => {
-                if msg.contains("middle of the reply") || msg.contains("without ETX") {
+            Err(Failure::Lost { why, cut, .. }) => {
+                if cut {
                     io.sink.health().update(|s| s.malformed += 1);
                 }
-                Err(Ended::Lost(msg))
+                Err(Ended::Lost(why))
             }
             Err(Failure::Reply(e)) => {
                 io.sink.health().update(|s| s.malformed += 1);

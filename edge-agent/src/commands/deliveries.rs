@@ -186,7 +186,9 @@ impl Running {
         let now = now_ms();
         let tank = g.asset.clone();
         if !self.detectors.contains_key(&tank) {
-            return Ok(()); // not a tank asset (config checks make this rare)
+            // deliveries belong to tanks; the config maps this gauge's tank elsewhere
+            tracing::warn!(asset = %tank, device = %g.device, "a gauge delivery record for an asset that is not a tank: ignored; declare the asset `kind: tank`");
+            return Ok(());
         }
         let mark = self.e.store.gauge_mark(&tank)?;
         if !delivery::is_new_report(mark, now, g.start_ms, g.end_ms) {

@@ -39,6 +39,8 @@ pub enum Fault {
     Silent,
     /// `9999FF1B`, as for an unknown function.
     Unsupported,
+    /// A valid reply to another function (a late reply: out of step).
+    OutOfStep,
 }
 
 /// A delivery the console recorded (tank units: litres, mm, °C; converted when served).
@@ -336,6 +338,7 @@ fn faulty(mut r: Vec<u8>, f: Fault) -> (Vec<u8>, bool) {
         }
         Fault::Silent => (Vec::new(), false),
         Fault::Unsupported => (b"\x019999FF1B\x03".to_vec(), false),
+        Fault::OutOfStep => (r, false), // the reply was made for another command
     }
 }
 
@@ -379,7 +382,19 @@ async fn connection(mut sock: TcpStream, state: Arc<Mutex<State>>) {
                 if s.vr_commands.len() < 1000 || s.vr_commands.contains_key(&text) {
                     *s.vr_commands.entry(text.clone()).or_default() += 1;
                 }
-                let r = reply(&s, &text, now_ms());
+                let fault = s.vr_faults.front().copied();
+                let asked = if fault == Some(Fault::OutOfStep) {
+                    // the same format, another function
+                    let other = if text.get(1..4) == Some("205") {
+                        "201"
+                    } else {
+                        "205"
+                    };
+                    format!("{}{other}{}", &text[..1], text.get(4..).unwrap_or("00"))
+                } else {
+                    text.clone()
+                };
+                let r = reply(&s, &asked, now_ms());
                 let (out, close) = match s.vr_faults.pop_front() {
                     Some(f) => faulty(r, f),
                     None => (r, false),

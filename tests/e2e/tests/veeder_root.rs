@@ -181,7 +181,7 @@ async fn both_reply_formats_of_the_simulated_console_reach_the_rest_api_in_canon
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_checksums_cut_replies_and_a_dropped_connection_are_counted_and_named_and_readings_resume()
+async fn bad_checksums_cut_replies_a_dropped_connection_and_an_out_of_step_reply_are_counted_and_named_and_readings_resume()
 -> Result<()> {
     let _ = tracing_subscriber::fmt().with_env_filter("warn").try_init();
     let (sim, vr) = frozen_console(1).await?;
@@ -195,6 +195,7 @@ async fn bad_checksums_cut_replies_and_a_dropped_connection_are_counted_and_name
         (Fault::BadChecksum, "bad checksum"),
         (Fault::Truncated, "no && checksum"),
         (Fault::DropMidReply, "in the middle of the reply"),
+        (Fault::OutOfStep, "out of step"),
     ] {
         sim.inject_veeder_root(fault);
         let d = eventually(&format!("{fault:?} counted"), T, || async {
@@ -228,10 +229,10 @@ async fn bad_checksums_cut_replies_and_a_dropped_connection_are_counted_and_name
     s.wait_value("tank-1", "volume", 1234.0, 0.01 * GAL).await?;
     let d = s.device("vr").await?;
     ensure!(
-        d["reconnects"].as_u64() >= Some(2),
-        "a dropped and a silent link: {d}"
+        d["reconnects"].as_u64() >= Some(3),
+        "a dropped, an out-of-step and a silent link: {d}"
     );
-    ensure!(d["malformed"].as_u64() == Some(3), "{d}");
+    ensure!(d["malformed"].as_u64() == Some(4), "{d}");
     s.stop().await
 }
 
