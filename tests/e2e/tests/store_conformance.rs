@@ -586,6 +586,57 @@ async fn an_ack_with_an_unknown_reason_is_refused_and_the_rest_of_its_batch_is_s
     s.drop().await
 }
 
+/// Every delivery event is stored with its source; an older agent's
+/// unspecified source is the detector's; a source this headend does not
+/// know is not stored (never a guess), and the rest of the batch is.
+#[tokio::test]
+async fn delivery_events_keep_their_source_and_an_unknown_source_is_refused_on_both_backends()
+-> Result<()> {
+    use headend::domain::DeliverySource;
+    use v1::delivery_event::{Phase, Source};
+    let s = Stores::new(Retention::default()).await?;
+    let t = now();
+    for (name, db) in s.both() {
+        hello(db, "s1").await?;
+        let event = |seq: u64, source: i32| v1::Event {
+            ts_ms: t,
+            seq,
+            kind: Some(v1::event::Kind::Delivery(v1::DeliveryEvent {
+                phase: Phase::Ended as i32,
+                tank: "tank-1".into(),
+                start_ms: t - 600_000 - seq as i64,
+                end_ms: t,
+                start_volume_l: 1000.0,
+                end_volume_l: 6000.0,
+                delivered_volume_l: 5000.0,
+                source,
+                ..Default::default()
+            })),
+        };
+        let mut b = batch(vec![reading(1, "tank-1", "volume", 6000.0, t)]);
+        b.events = vec![
+            event(2, Source::Gauge as i32),
+            event(3, Source::Unspecified as i32),
+            event(4, 99),
+        ];
+        b.last_seq = 4;
+        assert_eq!(db.ingest("s1", &b).await?, 4, "{name}");
+        let mut got: Vec<DeliverySource> = db
+            .delivery_events("s1", 10)
+            .await?
+            .into_iter()
+            .map(|d| d.source)
+            .collect();
+        got.sort_by_key(|s| s.as_str());
+        assert_eq!(
+            got,
+            vec![DeliverySource::Detector, DeliverySource::Gauge],
+            "{name}"
+        );
+    }
+    s.drop().await
+}
+
 /// A reconnecting agent's hello that says what the stored one said costs
 /// no write (a reconnect storm of thousands of sessions is reads only); a
 /// hello that changes an asset is written.
