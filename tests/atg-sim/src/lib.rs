@@ -283,7 +283,7 @@ impl Simulator {
     /// 20 minutes ago and ended a minute ago, and adds it to the volume
     /// (freeze the simulation first for exact figures).
     pub fn record_delivery(&self, tank: usize, litres: f64) -> Option<veeder_root::SimDelivery> {
-        let now = veeder_root_now();
+        let now = veeder_root::now_ms();
         self.record_delivery_at(tank, litres, now - 20 * 60_000, now - 60_000)
     }
     /// Records a delivery of `litres` into `tank` (0-based) between
@@ -322,7 +322,7 @@ impl Simulator {
     }
     /// The Veeder-Root reply to `cmd` now (`i20100`, `I20200`, ...), SOH..=ETX.
     pub fn veeder_root_reply(&self, cmd: &str) -> Vec<u8> {
-        veeder_root::reply(&lock(&self.state), cmd, veeder_root_now())
+        veeder_root::reply(&lock(&self.state), cmd, veeder_root::now_ms())
     }
     /// Write requests that reached the device.
     pub fn writes(&self) -> u64 {
@@ -339,7 +339,7 @@ async fn simulate(state: Arc<Mutex<State>>, cfg: SimConfig) {
         if s.frozen {
             continue;
         }
-        let now = veeder_root_now();
+        let now = veeder_root::now_ms();
         let State {
             tanks,
             deliveries,
@@ -384,13 +384,6 @@ async fn simulate(state: Arc<Mutex<State>>, cfg: SimConfig) {
             }
         }
     }
-}
-
-fn veeder_root_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn push_delivery(v: &mut Vec<veeder_root::SimDelivery>, d: veeder_root::SimDelivery) {

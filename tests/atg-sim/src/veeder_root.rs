@@ -55,7 +55,8 @@ pub struct SimDelivery {
     pub temperature: f64,
 }
 
-fn now_ms() -> i64 {
+/// Wall-clock Unix ms (the console's clock).
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

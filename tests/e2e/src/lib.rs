@@ -128,6 +128,50 @@ where
     }
 }
 
+/// The latest value of `asset.field` of `site` on the REST API.
+pub async fn latest_value(
+    http: SocketAddr,
+    site: &str,
+    asset: &str,
+    field: &str,
+) -> Result<Option<f64>> {
+    let assets = get_json(http, &format!("/api/v1/sites/{site}/assets")).await?;
+    Ok(assets
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["asset_id"] == asset))
+        .and_then(|a| a["fields"][field]["value"].as_f64()))
+}
+
+/// Waits (30 s at most) until `asset.field` of `site` is `want` ± `tol` on the REST API.
+pub async fn wait_value(
+    http: SocketAddr,
+    site: &str,
+    asset: &str,
+    field: &str,
+    want: f64,
+    tol: f64,
+) -> Result<()> {
+    eventually(
+        &format!("{asset}.{field} = {want} ± {tol}"),
+        Duration::from_secs(30),
+        || async {
+            Ok(latest_value(http, site, asset, field)
+                .await?
+                .filter(|v| (v - want).abs() <= tol)
+                .map(|_| ()))
+        },
+    )
+    .await
+}
+
+/// The device `name` of `site` as the headend shows it (`/devices`).
+pub async fn site_device(http: SocketAddr, site: &str, name: &str) -> Result<Value> {
+    let d = get_json(http, &format!("/api/v1/sites/{site}/devices")).await?;
+    d.as_array()
+        .and_then(|a| a.iter().find(|x| x["device"] == name).cloned())
+        .with_context(|| format!("no device {name} at site {site}: {d}"))
+}
+
 /// GET a JSON document from the REST API.
 pub async fn get_json(http: SocketAddr, path: &str) -> Result<Value> {
     let r = reqwest::get(format!("http://{http}{path}")).await?;

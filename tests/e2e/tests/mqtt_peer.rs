@@ -80,15 +80,7 @@ setpoints:
     )
 }
 
-/// The latest good value of `asset.field` on the REST API.
-async fn value(http: SocketAddr, site: &str, asset: &str, field: &str) -> Result<Option<f64>> {
-    let assets = get_json(http, &format!("/api/v1/sites/{site}/assets")).await?;
-    Ok(assets
-        .as_array()
-        .and_then(|a| a.iter().find(|x| x["asset_id"] == asset))
-        .and_then(|a| a["fields"][field]["value"].as_f64()))
-}
-
+/// `asset.field` reaches `want` (to a millionth) on the REST API.
 async fn wait_value(
     http: SocketAddr,
     site: &str,
@@ -96,20 +88,11 @@ async fn wait_value(
     field: &str,
     want: f64,
 ) -> Result<()> {
-    eventually(&format!("{asset}.{field} = {want}"), T, || async {
-        Ok(value(http, site, asset, field)
-            .await?
-            .filter(|v| (v - want).abs() < 1e-6 * want.abs().max(1.0))
-            .map(|_| ()))
-    })
-    .await
+    e2e::wait_value(http, site, asset, field, want, 1e-6 * want.abs().max(1.0)).await
 }
 
 async fn device(http: SocketAddr, site: &str, name: &str) -> Result<Value> {
-    let d = get_json(http, &format!("/api/v1/sites/{site}/devices")).await?;
-    d.as_array()
-        .and_then(|a| a.iter().find(|x| x["device"] == name).cloned())
-        .context("no such device")
+    site_device(http, site, name).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

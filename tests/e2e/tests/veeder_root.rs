@@ -76,30 +76,12 @@ impl Site {
         self.he.http_addr
     }
 
-    async fn value(&self, asset: &str, field: &str) -> Result<Option<f64>> {
-        let assets = get_json(self.http(), &format!("/api/v1/sites/{}/assets", self.site)).await?;
-        Ok(assets
-            .as_array()
-            .and_then(|a| a.iter().find(|x| x["asset_id"] == asset))
-            .and_then(|a| a["fields"][field]["value"].as_f64()))
-    }
-
     async fn wait_value(&self, asset: &str, field: &str, want: f64, tol: f64) -> Result<()> {
-        eventually(&format!("{asset}.{field} = {want} ± {tol}"), T, || async {
-            Ok(self
-                .value(asset, field)
-                .await?
-                .filter(|v| (v - want).abs() <= tol)
-                .map(|_| ()))
-        })
-        .await
+        wait_value(self.http(), &self.site, asset, field, want, tol).await
     }
 
     async fn device(&self, name: &str) -> Result<Value> {
-        let d = get_json(self.http(), &format!("/api/v1/sites/{}/devices", self.site)).await?;
-        d.as_array()
-            .and_then(|a| a.iter().find(|x| x["device"] == name).cloned())
-            .context("no such device")
+        site_device(self.http(), &self.site, name).await
     }
 
     async fn stop(self) -> Result<()> {
