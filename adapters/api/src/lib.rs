@@ -164,6 +164,17 @@ pub fn bounded_u64<'de, D: serde::Deserializer<'de>>(
     }
 }
 
+/// serde `deserialize_with` of the `max_backoff_ms` every adapter takes:
+/// the reconnect backoff's cap, 100 to 600,000 ms.
+pub fn max_backoff_ms<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    bounded_u64(d, "max_backoff_ms", 100, 600_000)
+}
+
+/// serde default of `max_backoff_ms`: 30 s.
+pub fn default_max_backoff_ms() -> u64 {
+    30_000
+}
+
 /// Current wall-clock time in Unix milliseconds.
 pub fn now_ms() -> i64 {
     SystemTime::now()

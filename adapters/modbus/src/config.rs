@@ -19,7 +19,10 @@ pub struct ModbusDevice {
     #[serde(default = "default_timeout", deserialize_with = "timeout_ms")]
     pub timeout_ms: u64,
     /// Upper bound of the reconnect backoff, ms. 100 to 600,000. Default 30,000.
-    #[serde(default = "default_backoff", deserialize_with = "backoff_ms")]
+    #[serde(
+        default = "adapter_api::default_max_backoff_ms",
+        deserialize_with = "adapter_api::max_backoff_ms"
+    )]
     pub max_backoff_ms: u64,
     /// Most unmapped registers between two points read in one request,
     /// 0 to 64 (0 = only contiguous points share a request). Default 8.
@@ -113,16 +116,10 @@ fn default_max_gap() -> u16 {
 fn max_gap<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
     adapter_api::bounded_u64(d, "max_gap", 0, 64).map(|v| v as u16)
 }
-fn default_backoff() -> u64 {
-    30_000
-}
 
 fn poll_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     adapter_api::bounded_u64(d, "poll_interval_ms", 10, 3_600_000)
 }
 fn timeout_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     adapter_api::bounded_u64(d, "timeout_ms", 50, 60_000)
-}
-fn backoff_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    adapter_api::bounded_u64(d, "max_backoff_ms", 100, 600_000)
 }

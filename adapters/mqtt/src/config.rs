@@ -37,7 +37,10 @@ pub struct MqttDevice {
     #[serde(default = "default_timeout", deserialize_with = "timeout_ms")]
     pub timeout_ms: u64,
     /// Upper bound of the reconnect backoff, ms. 100 to 600,000. Default 30,000.
-    #[serde(default = "default_backoff", deserialize_with = "backoff_ms")]
+    #[serde(
+        default = "adapter_api::default_max_backoff_ms",
+        deserialize_with = "adapter_api::max_backoff_ms"
+    )]
     pub max_backoff_ms: u64,
     /// Largest payload accepted, bytes. 1 KiB to 16 MiB. Default 256 KiB;
     /// a larger one closes the connection (the broker's limit should match).
@@ -118,9 +121,6 @@ fn default_keepalive() -> u64 {
 fn default_timeout() -> u64 {
     5000
 }
-fn default_backoff() -> u64 {
-    30_000
-}
 fn default_max_payload() -> u64 {
     256 * 1024
 }
@@ -132,9 +132,6 @@ fn keepalive<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 }
 fn timeout_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     adapter_api::bounded_u64(d, "timeout_ms", 100, 60_000)
-}
-fn backoff_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    adapter_api::bounded_u64(d, "max_backoff_ms", 100, 600_000)
 }
 fn max_payload<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     adapter_api::bounded_u64(d, "max_payload_bytes", 1024, 16 * 1024 * 1024)

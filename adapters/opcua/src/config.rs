@@ -50,7 +50,10 @@ pub struct OpcUaDevice {
     #[serde(default = "default_timeout", deserialize_with = "timeout_ms")]
     pub timeout_ms: u64,
     /// Upper bound of the reconnect backoff, ms. 100 to 600,000. Default 30,000.
-    #[serde(default = "default_backoff", deserialize_with = "backoff_ms")]
+    #[serde(
+        default = "adapter_api::default_max_backoff_ms",
+        deserialize_with = "adapter_api::max_backoff_ms"
+    )]
     pub max_backoff_ms: u64,
     /// How often items the server refused (e.g. `BadNodeIdUnknown`) are
     /// tried again, ms. 1000 to 3,600,000. Default 30,000.
@@ -116,9 +119,6 @@ fn default_queue() -> u64 {
 fn default_timeout() -> u64 {
     10_000
 }
-fn default_backoff() -> u64 {
-    30_000
-}
 fn default_retry() -> u64 {
     30_000
 }
@@ -133,9 +133,6 @@ fn queue<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 }
 fn timeout_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     adapter_api::bounded_u64(d, "timeout_ms", 100, 120_000)
-}
-fn backoff_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    adapter_api::bounded_u64(d, "max_backoff_ms", 100, 600_000)
 }
 fn retry_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     adapter_api::bounded_u64(d, "retry_failed_items_ms", 1000, 3_600_000)

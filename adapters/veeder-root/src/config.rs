@@ -42,7 +42,10 @@ pub struct VeederRootDevice {
     #[serde(default = "default_timeout", deserialize_with = "timeout_ms")]
     pub timeout_ms: u64,
     /// Upper bound of the reconnect backoff, ms. 100 to 600,000. Default 30,000.
-    #[serde(default = "default_backoff", deserialize_with = "backoff_ms")]
+    #[serde(
+        default = "adapter_api::default_max_backoff_ms",
+        deserialize_with = "adapter_api::max_backoff_ms"
+    )]
     pub max_backoff_ms: u64,
     /// Time zone of the console's clock (IANA name, e.g. `America/Chicago`):
     /// delivery times are read in it. Default: the agent machine's zone.
@@ -79,9 +82,6 @@ fn default_delivery_poll() -> u64 {
 fn default_timeout() -> u64 {
     5_000
 }
-fn default_backoff() -> u64 {
-    30_000
-}
 fn poll_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     adapter_api::bounded_u64(d, "poll_interval_ms", 1_000, 3_600_000)
 }
@@ -96,7 +96,4 @@ fn delivery_poll_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 }
 fn timeout_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     adapter_api::bounded_u64(d, "timeout_ms", 100, 60_000)
-}
-fn backoff_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    adapter_api::bounded_u64(d, "max_backoff_ms", 100, 600_000)
 }
