@@ -209,6 +209,7 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
     );
     let store = store::Store::open(&cfg.log.dir)?;
     let (command_tx, command_rx) = mpsc::channel(commands::COMMAND_QUEUE);
+    let (local_tx, local_rx) = mpsc::channel(commands::LOCAL_QUEUE);
     let command_metrics = commands::CommandMetrics::default();
     let executor = commands::Executor {
         cfg: cfg.clone(),
@@ -221,7 +222,14 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
     };
     tasks.push(fatal.spawn_task(
         "command executor".into(),
-        executor.run(command_rx, gauge_rx, stop_rx.clone()),
+        executor.run(
+            commands::Inputs {
+                commands: command_rx,
+                gauge: gauge_rx,
+                local: local_rx,
+            },
+            stop_rx.clone(),
+        ),
     ));
     let health = Arc::new(health);
     let (status_tx, status_rx) = watch::channel(uplink::UplinkStatus::default());

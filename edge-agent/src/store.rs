@@ -159,6 +159,18 @@ impl Store {
         Ok(())
     }
 
+    /// The newest `issued_seq` this site has seen (commands and points; 0
+    /// when none): a locally written setpoint takes it, so it supersedes
+    /// every command already here and any command issued later beats it.
+    pub fn newest_issued_seq(&self) -> Result<i64> {
+        Ok(self.lock().query_row(
+            "SELECT MAX(COALESCE((SELECT MAX(issued_seq) FROM commands), 0),
+                        COALESCE((SELECT MAX(issued_seq) FROM points), 0))",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
     /// What is in force on `point`, if anything was ever applied.
     pub fn point(&self, point: &str) -> Result<Option<PointState>> {
         Ok(self

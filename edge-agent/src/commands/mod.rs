@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! uplink --Command (bounded, COMMAND_QUEUE; the uplink waits)--> executor
+//! OPC UA server --LocalWrite (bounded, LOCAL_QUEUE; the writer waits)--> executor
 //! executor --dedup, expiry, supersession, safety limits--> device write + read-back
 //! executor --CommandAck / delivery Event--> log writer (fsynced at once) --> headend
 //! ```
@@ -23,22 +24,27 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use adapter_api::{Event, GaugeDelivery, WriteOutcome, WriteRequest, now_ms};
+use adapter_api::{Event, GaugeDelivery, WriteRequest, now_ms};
 use tankwatch_proto::v1::{self, AckReason};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::config::{AgentConfig, AssetKind};
 use crate::delivery::Detector;
 
 mod deliveries;
-use crate::limits::{Facts, SetpointLimits};
+mod points;
 use crate::logwriter::{Latest, Record};
-use crate::store::{PointState, Store, StoreError};
+use crate::store::{Store, StoreError};
 use deliveries::in_progress;
+use points::Revert;
+pub use points::{LocalWrite, Outcome};
 
 /// Commands waiting for the executor; when full the uplink stops reading
 /// the stream (HTTP/2 flow control then holds the headend back).
 pub const COMMAND_QUEUE: usize = 64;
+/// Local writes (OPC UA clients) waiting for the executor; when full the
+/// writer waits (the OPC UA server answers the client when its wait ends).
+pub const LOCAL_QUEUE: usize = 16;
 /// Longest wait for a device to answer a write (and its read-back).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Retry period of a failed revert.
@@ -90,13 +96,13 @@ enum ExecError {
 }
 
 impl Executor {
-    /// Runs until `stop`. `gauge` brings delivery records from tank gauges.
-    pub async fn run(
-        self,
-        mut rx: mpsc::Receiver<v1::Command>,
-        mut gauge: mpsc::Receiver<GaugeDelivery>,
-        mut stop: watch::Receiver<bool>,
-    ) {
+    /// Runs until `stop`.
+    pub async fn run(self, inputs: Inputs, mut stop: watch::Receiver<bool>) {
+        let Inputs {
+            commands: mut rx,
+            mut gauge,
+            mut local,
+        } = inputs;
         let saved = self.store.detectors().unwrap_or_else(|e| {
             tracing::warn!(error = %e, "reading saved delivery detector states");
             HashMap::new()
@@ -144,6 +150,7 @@ impl Executor {
                 _ = tokio::time::sleep(due), if due < Duration::MAX => ex.revert_due().await,
                 _ = sample.tick() => ex.detect().await,
                 Some(g) = gauge.recv() => ex.gauge(g).await,
+                Some(w) = local.recv() => ex.local_write(w).await,
                 _ = stop.changed() => return,
             };
             match r {
@@ -158,6 +165,16 @@ impl Executor {
             }
         }
     }
+}
+
+/// What the executor acts on.
+pub struct Inputs {
+    /// The headend's commands (from the uplink).
+    pub commands: mpsc::Receiver<v1::Command>,
+    /// Delivery records from tank gauges (from the log writer).
+    pub gauge: mpsc::Receiver<GaugeDelivery>,
+    /// Setpoints written at the site (the OPC UA server).
+    pub local: mpsc::Receiver<LocalWrite>,
 }
 
 struct Running {
@@ -222,7 +239,10 @@ impl Running {
                 .await;
         }
         match c.action {
-            Some(Action::Setpoint(s)) => self.setpoint(&c.command_id, c.issued_seq, s).await,
+            Some(Action::Setpoint(s)) => self
+                .setpoint(&c.command_id, c.issued_seq, s)
+                .await
+                .map(|_| ()),
             Some(Action::Eta(e)) => self.eta(&c.command_id, c.issued_seq, e).await,
             Some(Action::Cancel(x)) => {
                 self.e.store.set_command_state(&c.command_id, "done", now)?;
@@ -235,147 +255,6 @@ impl Running {
                     "the command carries no action this agent understands".into(),
                 )
                 .await
-            }
-        }
-    }
-
-    fn limits(&self, asset: &str, field: &str) -> Option<&SetpointLimits> {
-        self.e
-            .cfg
-            .setpoints
-            .iter()
-            .find(|l| l.asset == asset && l.field == field)
-    }
-
-    /// Writes through the device's adapter and waits for its read-back.
-    async fn write(&self, asset: &str, field: &str, value: f64) -> WriteOutcome {
-        let Some(tx) = self
-            .e
-            .cfg
-            .device_of_writable(asset, field)
-            .and_then(|d| self.e.writes.get(d))
-        else {
-            return WriteOutcome::UnknownPoint;
-        };
-        let (reply, rx) = oneshot::channel();
-        let req = WriteRequest {
-            asset_id: asset.to_string(),
-            field: field.to_string(),
-            value,
-            reply,
-        };
-        self.e.metrics.device_writes.inc();
-        match tokio::time::timeout(WRITE_TIMEOUT, async {
-            tx.send(req).await.ok()?;
-            rx.await.ok()
-        })
-        .await
-        {
-            Ok(Some(o)) => o,
-            Ok(None) => WriteOutcome::Unreachable("the device adapter has stopped".into()),
-            Err(_) => {
-                WriteOutcome::Unreachable(format!("no answer within {} s", WRITE_TIMEOUT.as_secs()))
-            }
-        }
-    }
-
-    async fn setpoint(&mut self, id: &str, seq: i64, s: v1::Setpoint) -> Result<(), ExecError> {
-        let key = point_key(&s.asset_id, &s.field);
-        let Some(limits) = self.limits(&s.asset_id, &s.field).cloned() else {
-            return self
-                .finish(
-                    id,
-                    AckReason::RejectedInvalid,
-                    format!("{key} has no `setpoints:` entry in this agent's configuration, so it cannot be written"),
-                )
-                .await;
-        };
-        if s.duration_ms < 0 {
-            return self
-                .finish(
-                    id,
-                    AckReason::RejectedInvalid,
-                    "duration_ms is negative".into(),
-                )
-                .await;
-        }
-        if s.duration_ms > 0 && limits.default.is_none() {
-            return self
-                .finish(
-                    id,
-                    AckReason::RejectedInvalid,
-                    format!(
-                        "{key} has no configured `default` to revert to when the duration ends"
-                    ),
-                )
-                .await;
-        }
-        let current = self.e.store.point(&key)?;
-        if let Some(cur) = current.as_ref().filter(|c| c.issued_seq > seq) {
-            return self
-                .finish(
-                    id,
-                    AckReason::Superseded,
-                    format!(
-                        "a newer command ({}) was already applied to {key}",
-                        cur.command_id.as_deref().unwrap_or("since reverted")
-                    ),
-                )
-                .await;
-        }
-        let checked = {
-            let latest = self.e.latest.clone();
-            let value_of = move |a: &str, f: &str| latest.good(a, f).map(|(v, _)| v);
-            limits.check(
-                s.value,
-                &Facts {
-                    last_applied: current.as_ref().map(|c| (c.value, c.applied_ms)),
-                    now_ms: now_ms(),
-                    value_of: &value_of,
-                },
-            )
-        };
-        if let Err(r) = checked {
-            return self.finish(id, r.code, r.detail).await;
-        }
-        match self.write(&s.asset_id, &s.field, s.value).await {
-            WriteOutcome::Applied { readback } => {
-                let applied = now_ms();
-                let ends = (s.duration_ms > 0).then(|| applied + s.duration_ms);
-                self.e.store.set_point(
-                    &PointState {
-                        point: key.clone(),
-                        command_id: Some(id.to_string()),
-                        issued_seq: seq,
-                        value: s.value,
-                        applied_ms: applied,
-                        ends_ms: ends,
-                    },
-                    applied,
-                )?;
-                self.e.metrics.applied.inc();
-                let detail = match ends {
-                    Some(_) => format!(
-                        "{key} = {} (read back {readback}) for {} ms",
-                        s.value, s.duration_ms
-                    ),
-                    None => format!("{key} = {} (read back {readback})", s.value),
-                };
-                // active since the read-back confirmed it (the revert is timed from here)
-                let mut a = ack(id, AckReason::Applied, detail, Some(readback));
-                a.ts_ms = applied;
-                self.send_ack(a).await?;
-                // the command it replaced on this point is over
-                if let Some(prev) = current.and_then(|c| c.command_id).filter(|p| p != id) {
-                    self.e.store.set_command_state(&prev, "done", applied)?;
-                    self.send_ack(ack(&prev, AckReason::Superseded, format!("by {id}"), None))
-                        .await?;
-                }
-                Ok(())
-            }
-            other => {
-                let (reason, detail) = outcome_reason(&other);
-                self.finish(id, reason, format!("{key}: {detail}")).await
             }
         }
     }
@@ -429,117 +308,6 @@ impl Running {
                 .await
             }
         }
-    }
-
-    /// Writes the point's default back (duration over, or cancelled).
-    async fn revert(&mut self, p: PointState, why: Revert) -> Result<(), ExecError> {
-        let Some(id) = p.command_id.clone() else {
-            return Ok(());
-        };
-        let Some((asset, field)) = p.point.split_once('.') else {
-            return Ok(());
-        };
-        let (asset, field) = (asset.to_string(), field.to_string());
-        let Some(default) = self.limits(&asset, &field).and_then(|l| l.default) else {
-            // nothing to go back to: the value stays, the command is over
-            self.e.store.set_point(
-                &PointState {
-                    command_id: None,
-                    ends_ms: None,
-                    ..p.clone()
-                },
-                now_ms(),
-            )?;
-            return self
-                .finish(
-                    &id,
-                    AckReason::Completed,
-                    format!(
-                        "{}; {} has no default, value stays {}",
-                        why.as_str(),
-                        p.point,
-                        p.value
-                    ),
-                )
-                .await;
-        };
-        match self.write(&asset, &field, default).await {
-            WriteOutcome::Applied { readback } => {
-                self.retry_at.remove(&p.point);
-                let now = now_ms();
-                self.e.store.set_point(
-                    &PointState {
-                        command_id: None,
-                        value: default,
-                        applied_ms: now,
-                        ends_ms: None,
-                        ..p.clone()
-                    },
-                    now,
-                )?;
-                self.e.store.set_command_state(&id, "done", now)?;
-                let what = why.as_str();
-                self.send_ack(ack(
-                    &id,
-                    AckReason::Completed,
-                    format!(
-                        "{what}: {} reverted to default {default} (read back {readback})",
-                        p.point
-                    ),
-                    Some(readback),
-                ))
-                .await
-            }
-            other => {
-                let (reason, detail) = outcome_reason(&other);
-                tracing::warn!(command = %id, point = %p.point, reason = reason.as_text(), detail, "revert failed; retrying");
-                self.retry_at
-                    .insert(p.point.clone(), tokio::time::Instant::now() + REVERT_RETRY);
-                if why == Revert::Cancelled {
-                    // make the timer path retry it
-                    self.e.store.set_point(
-                        &PointState {
-                            ends_ms: Some(now_ms()),
-                            ..p
-                        },
-                        now_ms(),
-                    )?;
-                }
-                Ok(())
-            }
-        }
-    }
-
-    fn next_due(&self) -> Duration {
-        let now = now_ms();
-        let Ok(points) = self.e.store.timed_points() else {
-            return Duration::from_secs(1);
-        };
-        points
-            .iter()
-            .filter_map(|p| {
-                let end = p.ends_ms?;
-                let mut d = Duration::from_millis((end - now).max(0) as u64);
-                if let Some(at) = self.retry_at.get(&p.point) {
-                    d = d.max(at.saturating_duration_since(tokio::time::Instant::now()));
-                }
-                Some(d)
-            })
-            .min()
-            .unwrap_or(Duration::MAX)
-    }
-
-    async fn revert_due(&mut self) -> Result<(), ExecError> {
-        let now = now_ms();
-        let t = tokio::time::Instant::now();
-        for p in self.e.store.timed_points()? {
-            if p.ends_ms.is_some_and(|e| e <= now)
-                && self.retry_at.get(&p.point).is_none_or(|at| *at <= t)
-            {
-                self.revert(p, Revert::DurationEnded).await?;
-            }
-        }
-        Ok(())
     }
 
     async fn eta(&mut self, id: &str, seq: i64, e: v1::EtaAction) -> Result<(), ExecError> {
@@ -628,43 +396,11 @@ impl Running {
     }
 }
 
-/// Why a setpoint's default is written back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Revert {
-    Cancelled,
-    DurationEnded,
-}
-
-impl Revert {
-    fn as_str(self) -> &'static str {
-        match self {
-            Revert::Cancelled => "cancelled",
-            Revert::DurationEnded => "duration ended",
-        }
-    }
-}
-
-/// The ack reason of a failed write.
-fn outcome_reason(o: &WriteOutcome) -> (AckReason, String) {
-    match o {
-        WriteOutcome::Applied { readback } => (AckReason::Applied, format!("read back {readback}")),
-        WriteOutcome::UnknownPoint => (
-            AckReason::RejectedInvalid,
-            "no device has this writable point".into(),
-        ),
-        WriteOutcome::NotRepresentable(d) => (AckReason::RejectedOutOfRange, d.clone()),
-        WriteOutcome::Unreachable(d) => (AckReason::DeviceUnreachable, d.clone()),
-        WriteOutcome::Failed(d) => (AckReason::WriteFailed, d.clone()),
-        WriteOutcome::ReadbackMismatch { wrote, read } => (
-            AckReason::ReadbackMismatch,
-            format!("wrote {wrote}, read back {read}"),
-        ),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::PointState;
+    use adapter_api::WriteOutcome;
     use prost::Message;
 
     const YAML: &str = r#"site_id: site-1
@@ -691,6 +427,7 @@ setpoints:
         _dir: tempfile::TempDir,
         _readings: mpsc::Receiver<Event>,
         gauge: mpsc::Sender<GaugeDelivery>,
+        local: mpsc::Sender<LocalWrite>,
     }
 
     fn start() -> Harness {
@@ -704,6 +441,7 @@ setpoints:
         let (read_tx, readings) = mpsc::channel(64);
         let (cmd_tx, cmd_rx) = mpsc::channel(4);
         let (gauge, gauge_rx) = mpsc::channel(4);
+        let (local, local_rx) = mpsc::channel(4);
         let (stop, stop_rx) = watch::channel(false);
         let ex = Executor {
             cfg: Arc::new(cfg),
@@ -714,7 +452,12 @@ setpoints:
             readings: read_tx,
             metrics: CommandMetrics::default(),
         };
-        tokio::spawn(ex.run(cmd_rx, gauge_rx, stop_rx));
+        let inputs = Inputs {
+            commands: cmd_rx,
+            gauge: gauge_rx,
+            local: local_rx,
+        };
+        tokio::spawn(ex.run(inputs, stop_rx));
         Harness {
             commands: cmd_tx,
             records,
@@ -723,6 +466,7 @@ setpoints:
             _dir: dir,
             _readings: readings,
             gauge,
+            local,
         }
     }
 
@@ -908,5 +652,84 @@ setpoints:
         assert_eq!(w.value, 50.0, "the configured default");
         let _ = w.reply.send(WriteOutcome::Applied { readback: 50.0 });
         assert_eq!(next_ack(&mut h).await, ("c4".into(), "completed".into()));
+    }
+
+    async fn local(h: &Harness, value: f64) -> tokio::sync::oneshot::Receiver<Outcome> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        h.local
+            .send(LocalWrite {
+                asset: "ctl".into(),
+                field: "power_limit".into(),
+                value,
+                origin: "opcua".into(),
+                user: "alice".into(),
+                client: "urn:scada".into(),
+                reply,
+            })
+            .await
+            .unwrap();
+        rx
+    }
+
+    /// The next record must be a LocalCommand event; returns its id and seq.
+    async fn next_local_command(h: &mut Harness) -> (String, i64) {
+        let v1::log_record::Kind::Event(e) = next_record(h).await else {
+            panic!("a local command event first")
+        };
+        let Some(v1::event::Kind::LocalCommand(c)) = e.kind else {
+            panic!("{e:?}")
+        };
+        assert_eq!((c.origin.as_str(), c.user.as_str()), ("opcua", "alice"));
+        (c.command_id, c.issued_seq)
+    }
+
+    #[tokio::test]
+    async fn a_local_write_takes_the_same_path_as_a_headend_command_and_is_recorded_as_one() {
+        let mut h = start();
+        // out of range: refused before the device, recorded with its reason
+        let rx = local(&h, 81.0).await;
+        let (id, _) = next_local_command(&mut h).await;
+        assert_eq!(next_ack(&mut h).await, (id, "rejected_out_of_range".into()));
+        assert_eq!(rx.await.unwrap().reason, AckReason::RejectedOutOfRange);
+        assert!(h.device.try_recv().is_err(), "never reached the device");
+
+        // a headend command (issued_seq 1) is in force ...
+        h.commands
+            .send(setpoint("c1", 20.0, now_ms() + 60_000))
+            .await
+            .unwrap();
+        let w = h.device.recv().await.unwrap();
+        let _ = w.reply.send(WriteOutcome::Applied { readback: 20.0 });
+        assert_eq!(next_ack(&mut h).await.1, "received");
+        assert_eq!(next_ack(&mut h).await.1, "applied");
+        // ... a local write supersedes it, with the newest issued_seq seen
+        let rx = local(&h, 30.0).await;
+        let (id, seq) = next_local_command(&mut h).await;
+        assert_eq!(seq, 1);
+        let w = h.device.recv().await.unwrap();
+        assert_eq!(w.value, 30.0);
+        let _ = w.reply.send(WriteOutcome::Applied { readback: 30.0 });
+        assert_eq!(next_ack(&mut h).await, (id.clone(), "applied".into()));
+        assert_eq!(next_ack(&mut h).await, ("c1".into(), "superseded".into()));
+        let out = rx.await.unwrap();
+        assert_eq!((out.reason, out.readback), (AckReason::Applied, Some(30.0)));
+        // a command the headend issued later beats the local write
+        let mut later = setpoint("c2", 40.0, now_ms() + 60_000);
+        later.issued_seq = 2;
+        h.commands.send(later).await.unwrap();
+        let w = h.device.recv().await.unwrap();
+        let _ = w.reply.send(WriteOutcome::Applied { readback: 40.0 });
+        assert_eq!(next_ack(&mut h).await.1, "received");
+        assert_eq!(next_ack(&mut h).await, ("c2".into(), "applied".into()));
+        assert_eq!(next_ack(&mut h).await, (id, "superseded".into()));
+        // a device that does not answer the local write: the outcome says so
+        let rx = local(&h, 45.0).await;
+        let (id, _) = next_local_command(&mut h).await;
+        let w = h.device.recv().await.unwrap();
+        let _ = w
+            .reply
+            .send(WriteOutcome::Unreachable("connection refused".into()));
+        assert_eq!(next_ack(&mut h).await, (id, "device_unreachable".into()));
+        assert_eq!(rx.await.unwrap().reason, AckReason::DeviceUnreachable);
     }
 }
