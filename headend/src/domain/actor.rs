@@ -8,7 +8,7 @@ use super::Unknown;
 
 /// Who or what caused a change. Text form (SQL, REST):
 /// `operator NAME from IP`, `api_key ID from IP`, `agent SITE`,
-/// `headend` or `headend: TASK`.
+/// `opcua_user NAME at SITE`, `headend` or `headend: TASK`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Actor {
     /// A person through the REST API.
@@ -17,6 +17,9 @@ pub enum Actor {
     ApiKey { id: String, from: IpAddr },
     /// A site's agent (its certificate's site id).
     Agent { site: String },
+    /// A user of the agent's OPC UA server who wrote a setpoint at the
+    /// site (a locally originated command), as that site's agent said.
+    OpcUaUser { user: String, site: String },
     /// The headend itself: a sweeper, or a session's dispatcher.
     Headend { task: Option<String> },
 }
@@ -37,6 +40,7 @@ impl fmt::Display for Actor {
             Actor::Operator { name, from } => write!(f, "operator {name} from {from}"),
             Actor::ApiKey { id, from } => write!(f, "api_key {id} from {from}"),
             Actor::Agent { site } => write!(f, "agent {site}"),
+            Actor::OpcUaUser { user, site } => write!(f, "opcua_user {user} at {site}"),
             Actor::Headend { task: None } => f.write_str("headend"),
             Actor::Headend { task: Some(t) } => write!(f, "headend: {t}"),
         }
@@ -64,6 +68,16 @@ impl std::str::FromStr for Actor {
         } else if let Some(rest) = s.strip_prefix("api_key ") {
             let (id, from) = who_from(rest)?;
             Ok(Actor::ApiKey { id, from })
+        } else if let Some(rest) = s.strip_prefix("opcua_user ") {
+            // a site id has no spaces; a user name may
+            let (user, site) = rest.rsplit_once(" at ").ok_or_else(unknown)?;
+            if user.is_empty() || site.is_empty() || site.contains(' ') {
+                return Err(unknown());
+            }
+            Ok(Actor::OpcUaUser {
+                user: user.into(),
+                site: site.into(),
+            })
         } else if let Some(site) = s.strip_prefix("agent ").filter(|x| !x.is_empty()) {
             Ok(Actor::agent(site))
         } else if s == "headend" {
@@ -108,6 +122,10 @@ mod tests {
                 from: ip,
             },
             Actor::agent("site-1"),
+            Actor::OpcUaUser {
+                user: "scada at night".into(),
+                site: "site-1".into(),
+            },
             Actor::headend(),
             Actor::Headend {
                 task: Some("session from 10.0.0.7:5000".into()),
@@ -122,6 +140,9 @@ mod tests {
             "operator ann from nowhere",
             "operator  from 10.0.0.1",
             "agent ",
+            "opcua_user alice",
+            "opcua_user  at site-1",
+            "opcua_user alice at ",
             "headend: ",
             "Headend",
         ] {

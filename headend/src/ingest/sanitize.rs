@@ -91,6 +91,15 @@ pub fn batch(b: &mut v1::TelemetryBatch) -> u64 {
             Some(v1::event::Kind::Gap(g)) => {
                 n += text(&mut g.reason) + text(&mut g.class) + text(&mut g.device)
             }
+            Some(v1::event::Kind::LocalCommand(l)) => {
+                n += text(&mut l.command_id)
+                    + text(&mut l.origin)
+                    + text(&mut l.user)
+                    + text(&mut l.client);
+                if let Some(s) = &mut l.setpoint {
+                    n += text(&mut s.asset_id) + text(&mut s.field);
+                }
+            }
             None => {}
         }
     }

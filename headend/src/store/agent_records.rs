@@ -8,9 +8,9 @@ use tankwatch_proto::v1;
 
 use crate::Error;
 use crate::domain::{
-    Actor, CommandState, DeliverySource, LoadEventKind, LoadStatus, Reason, lifecycle,
+    Actor, CommandKind, CommandState, DeliverySource, LoadEventKind, LoadStatus, Reason, lifecycle,
 };
-use crate::store::commands::advance;
+use crate::store::commands::{advance, insert_event};
 use crate::store::loads::insert_load_event;
 
 /// Applies a batch's acks and delivery events. An ack with a reason this
@@ -24,6 +24,12 @@ pub async fn apply(
     batch: &v1::TelemetryBatch,
 ) -> Result<(), Error> {
     let agent = Actor::agent(site);
+    // a local command's record comes before its acks (same or earlier batch)
+    for e in &batch.events {
+        if let Some(v1::event::Kind::LocalCommand(l)) = &e.kind {
+            local_command(c, site, now, e, l).await?;
+        }
+    }
     for a in &batch.command_acks {
         let (reason, timeline) = match a.reason_code().map(|r| (r, Reason::of_ack(r))) {
             Ok((r, Some(t))) => (r, t),
@@ -72,6 +78,85 @@ pub async fn apply(
             continue;
         };
         delivery(c, site, log_id, now, e, d, &agent).await?;
+    }
+    Ok(())
+}
+
+/// Longest text of a local command the headend stores (ids, user, client).
+const LOCAL_TEXT_MAX: usize = 200;
+
+/// Records a setpoint written at the site (an OPC UA client) as a command
+/// of that site with its own lifecycle: it starts `acked` (the agent had it
+/// before anyone else) and its acks move it like any command. Written once
+/// (the command id is unique); a record this headend cannot read is
+/// refused with a warning, never stored half-understood.
+async fn local_command(
+    c: &mut AnyConnection,
+    site: &str,
+    now: i64,
+    e: &v1::Event,
+    l: &v1::LocalCommand,
+) -> Result<(), Error> {
+    let refuse = |why: &str| {
+        tracing::warn!(%site, command = %l.command_id, origin = %l.origin, why,
+            "local command record refused; its acks will be ignored");
+        Ok(())
+    };
+    if l.origin != "opcua" {
+        return refuse("origin unknown to this headend (known: opcua)");
+    }
+    let Some(s) = &l.setpoint else {
+        return refuse("no setpoint");
+    };
+    let long = [&l.command_id, &l.user, &l.client, &s.asset_id, &s.field]
+        .iter()
+        .any(|t| t.chars().count() > LOCAL_TEXT_MAX);
+    if l.command_id.is_empty() || l.user.is_empty() || long {
+        return refuse("empty or over-long command id, user, client, asset or field");
+    }
+    if !s.value.is_finite() {
+        return refuse("value is not a finite number");
+    }
+    let actor = Actor::OpcUaUser {
+        user: l.user.clone(),
+        site: site.to_string(),
+    };
+    let request = serde_json::json!({
+        "origin": l.origin, "user": l.user, "client": l.client,
+        "asset_id": s.asset_id, "field": s.field, "value": s.value,
+        "issued_seq": l.issued_seq,
+    })
+    .to_string();
+    let detail = format!(
+        "written at the site by OPC UA user {} ({})",
+        l.user,
+        if l.client.is_empty() { "client unknown" } else { &l.client }
+    );
+    let n = sqlx::query(
+        "INSERT INTO commands (command_id, idempotency_key, request, parent_id, site_id, asset_id, kind, field, value, duration_ms,
+           expires_at_ms, payload, load_id, state, reason, detail, readback, policy_version, warnings, created_by, created_ms, updated_ms)
+         VALUES ($1, NULL, $2, NULL, $3, $4, $5, $6, CAST($7 AS DOUBLE PRECISION), 0, 0, '', NULL, $8, $9, $10, NULL, '', '', $11, $12, $13)
+         ON CONFLICT (command_id) DO NOTHING",
+    )
+    .bind(&l.command_id)
+    .bind(&request)
+    .bind(site)
+    .bind(&s.asset_id)
+    .bind(CommandKind::Setpoint)
+    .bind(&s.field)
+    .bind(s.value)
+    .bind(CommandState::Acked)
+    .bind(Reason::Received)
+    .bind(&detail)
+    .bind(&actor)
+    .bind(e.ts_ms)
+    .bind(now)
+    .execute(&mut *c)
+    .await?
+    .rows_affected();
+    if n == 1 {
+        insert_event(c, &l.command_id, e.ts_ms, CommandState::Acked, Reason::Received, &detail, &actor)
+            .await?;
     }
     Ok(())
 }
