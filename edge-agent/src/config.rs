@@ -48,6 +48,10 @@ pub struct AgentConfig {
     /// headend announced with ETA actions).
     #[serde(default)]
     pub deliveries: crate::delivery::DetectConfig,
+    /// The agent's OPC UA server for SCADA clients. Absent: no server, and
+    /// the agent listens nowhere on the network.
+    #[serde(default)]
+    pub opcua_server: Option<agent_opcua_server::ServerConfig>,
 }
 
 impl AgentConfig {
@@ -332,7 +336,10 @@ pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
         &mut cfg.tls.key,
         &mut cfg.tls.ca,
         &mut cfg.log.dir,
-    ] {
+    ]
+    .into_iter()
+    .chain(cfg.opcua_server.as_mut().map(|o| &mut o.pki_dir))
+    {
         if p.is_relative() {
             *p = base.join(&*p);
         }
@@ -541,6 +548,12 @@ pub fn parse(file: &str, text: &str) -> Result<AgentConfig, ConfigError> {
                 ),
             ));
         }
+    }
+    if let Some(o) = &cfg.opcua_server {
+        o.validate()
+            .map_err(|p| err(p.key, &p.value, p.to_string()))?;
+        agent_opcua_server::model::plan(&crate::opcua::site_model(&cfg))
+            .map_err(|e| err("opcua_server", "", format!("opcua_server: {e}")))?;
     }
     Ok(cfg)
 }

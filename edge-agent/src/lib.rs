@@ -14,6 +14,7 @@ pub mod devices;
 pub mod limits;
 pub mod logwriter;
 pub mod metrics;
+pub mod opcua;
 pub mod probe;
 pub mod store;
 pub mod uplink;
@@ -36,6 +37,8 @@ pub enum Error {
     Adapter(#[from] adapter_api::AdapterError),
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    #[error(transparent)]
+    OpcUaServer(#[from] agent_opcua_server::StartError),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -53,6 +56,8 @@ pub struct Agent {
     pub writes: std::collections::HashMap<String, mpsc::Sender<adapter_api::WriteRequest>>,
     /// Where `/metrics` and `/status` are served, if enabled.
     pub status_addr: Option<std::net::SocketAddr>,
+    /// Where the OPC UA server listens, if configured.
+    pub opcua_addr: Option<std::net::SocketAddr>,
     pub uplink: watch::Receiver<uplink::UplinkStatus>,
     stop: watch::Sender<bool>,
     writer: tokio::task::JoinHandle<Result<(), Error>>,
@@ -192,7 +197,31 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
     }
     let (durable_tx, durable_rx) = watch::channel(log.durable_seq());
     let (records_tx, records_rx) = mpsc::channel(logwriter::RECORD_QUEUE);
-    let latest = Arc::new(logwriter::Latest::default());
+    let (local_tx, local_rx) = mpsc::channel(commands::LOCAL_QUEUE);
+    // the OPC UA server (if configured) starts before anything reads: a
+    // taken port or an unwritable certificate folder stops the agent here
+    let opcua_server = match &cfg.opcua_server {
+        Some(o) => {
+            let (handle, run) = agent_opcua_server::start(
+                o,
+                &opcua::site_model(&cfg),
+                opcua::writer(local_tx.clone()),
+                stop_rx.clone(),
+            )
+?;
+            tasks.push(fatal.spawn_task("opcua server".into(), async move {
+                if let Err(e) = run.await {
+                    tracing::error!(error = %e, "the OPC UA server ended");
+                }
+            }));
+            Some(handle)
+        }
+        None => None,
+    };
+    let latest = Arc::new(match &opcua_server {
+        Some(h) => logwriter::Latest::with_feed(h.feed.clone()),
+        None => logwriter::Latest::default(),
+    });
     let (gauge_tx, gauge_rx) = mpsc::channel(logwriter::GAUGE_QUEUE);
     // the writer ends when every adapter and the executor have stopped
     let writer = fatal.spawn(
@@ -209,7 +238,7 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
     );
     let store = store::Store::open(&cfg.log.dir)?;
     let (command_tx, command_rx) = mpsc::channel(commands::COMMAND_QUEUE);
-    let (local_tx, local_rx) = mpsc::channel(commands::LOCAL_QUEUE);
+    drop(local_tx);
     let command_metrics = commands::CommandMetrics::default();
     let executor = commands::Executor {
         cfg: cfg.clone(),
@@ -253,6 +282,23 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
         }),
         None => None,
     };
+    let opcua_addr = opcua_server.as_ref().map(|h| h.addr);
+    if let Some(h) = opcua_server {
+        tasks.push(fatal.spawn_task(
+            "opcua publisher".into(),
+            opcua::publish(
+                opcua::Sources {
+                    log: log.clone(),
+                    store: store.clone(),
+                    uplink: status_rx.clone(),
+                    devices: health.clone(),
+                    status: h.status,
+                    deliveries: h.deliveries,
+                },
+                stop_rx.clone(),
+            ),
+        ));
+    }
     let run = uplink::run(uplink::Uplink {
         cfg: cfg.clone(),
         log: log.clone(),
@@ -276,6 +322,7 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
         store,
         writes,
         status_addr,
+        opcua_addr,
         uplink: status_rx,
         stop,
         writer,

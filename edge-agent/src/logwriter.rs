@@ -72,13 +72,26 @@ type LatestMap = std::collections::HashMap<(String, String), (f64, bool, i64)>;
 #[derive(Default)]
 pub struct Latest {
     inner: std::sync::Mutex<LatestMap>,
+    /// The OPC UA server's feed, when it runs (takes every reading, never waits).
+    tap: Option<Arc<agent_opcua_server::Feed>>,
 }
 
 impl Latest {
     fn lock(&self) -> std::sync::MutexGuard<'_, LatestMap> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
+    /// Latest values that also feed the OPC UA server.
+    pub fn with_feed(feed: Arc<agent_opcua_server::Feed>) -> Latest {
+        Latest {
+            inner: Default::default(),
+            tap: Some(feed),
+        }
+    }
+
     pub fn update(&self, r: &Reading) {
+        if let Some(f) = &self.tap {
+            f.update(r);
+        }
         self.lock().insert(
             (r.asset_id.clone(), r.field.clone()),
             (

@@ -40,6 +40,9 @@ enum Cmd {
     /// with an error (exception, refused command, bad checksum).
     #[command(subcommand)]
     Probe(edge_agent::probe::Probe),
+    /// Read a password from standard input (one line) and print its argon2
+    /// hash for an `opcua_server.users` entry (`password_hash:`).
+    OpcuaPassword,
 }
 
 fn main() -> ExitCode {
@@ -53,7 +56,7 @@ fn main() -> ExitCode {
         if quiet {
             "error,opcua_types=off,opcua_client=off,opcua_core=off".into()
         } else {
-            "info,opcua_types=off,opcua_client=error,opcua_core=error".into()
+            "info,opcua_types=off,opcua_client=error,opcua_core=error,opcua_server=warn".into()
         }
     });
     if cli.log_json {
@@ -84,6 +87,28 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("error: {e}");
                     ExitCode::from(e.kind.exit_code())
+                }
+            }
+        }
+        Cmd::OpcuaPassword => {
+            let mut line = String::new();
+            if let Err(e) = std::io::stdin().read_line(&mut line) {
+                eprintln!("error: reading the password from standard input: {e}");
+                return ExitCode::from(2);
+            }
+            let pw = line.trim_end_matches(['\r', '\n']);
+            if pw.chars().count() < 8 {
+                eprintln!("error: the password must have at least 8 characters");
+                return ExitCode::from(2);
+            }
+            match agent_opcua_server::auth::hash(pw) {
+                Ok(h) => {
+                    println!("{h}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
                 }
             }
         }

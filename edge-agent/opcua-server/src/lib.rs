@@ -283,19 +283,21 @@ fn endpoints(cfg: &ServerConfig) -> Vec<(String, ServerEndpoint)> {
 
 /// Starts the server: binds, makes (or loads) its certificate, builds the
 /// address space. Returns the handle and the task to run until `stop`.
-pub async fn start(
+pub fn start(
     cfg: &ServerConfig,
     site: &model::Site,
     writer: Writer,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(Handle, impl Future<Output = Result<(), String>> + use<>), StartError> {
     let plan = model::plan(site)?;
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|e| StartError::Listen {
-            addr: cfg.listen,
-            e,
-        })?;
+    let listen_err = |e| StartError::Listen {
+        addr: cfg.listen,
+        e,
+    };
+    // bound here (not by the stack) so that a taken port fails the start
+    let listener = std::net::TcpListener::bind(cfg.listen).map_err(listen_err)?;
+    listener.set_nonblocking(true).map_err(listen_err)?;
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(listen_err)?;
     let addr = listener.local_addr().map_err(|e| StartError::Listen {
         addr: cfg.listen,
         e,

@@ -1,0 +1,212 @@
+//! The agent's side of its OPC UA server (`agent-opcua-server`): the
+//! site's model from the configuration, the write service (local writes
+//! into the executor, the same path as a headend command), and the
+//! publisher of the agent's own state and upcoming deliveries.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use adapter_api::now_ms;
+use agent_opcua_server::model::{self, Kind};
+use agent_opcua_server::{AgentStatus, Delivery, DeviceState, WRITE_WAIT, WriteCall, WriteResult, Writer};
+use tankwatch_proto::v1::AckReason;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::commands::LocalWrite;
+use crate::config::{AgentConfig, AssetKind};
+
+/// How often `Agent/...` and `Deliveries/...` are refreshed.
+pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
+/// The site as the OPC UA address space shows it. Only writable points
+/// with a `setpoints:` entry are writable there.
+pub fn site_model(cfg: &AgentConfig) -> model::Site {
+    let points: Vec<adapter_api::PointSpec> =
+        cfg.devices.iter().flat_map(|d| d.points()).collect();
+    let assets = cfg
+        .assets
+        .iter()
+        .map(|a| {
+            let mut pts: Vec<model::Point> = Vec::new();
+            for p in points.iter().filter(|p| p.asset == a.id) {
+                if pts.iter().any(|x| x.field == p.field) {
+                    continue;
+                }
+                let limits = cfg
+                    .setpoints
+                    .iter()
+                    .find(|l| l.asset == a.id && l.field == p.field);
+                pts.push(model::Point {
+                    field: p.field.clone(),
+                    unit: p.conv.unit.to_string(),
+                    write_range: limits.filter(|_| p.writable).map(|l| (l.min, l.max)),
+                });
+            }
+            if a.kind == AssetKind::Tank && !pts.iter().any(|p| p.field == "delivery.in_progress") {
+                // made by the executor's delivery detection
+                pts.push(model::Point {
+                    field: "delivery.in_progress".into(),
+                    unit: "bool".into(),
+                    write_range: None,
+                });
+            }
+            let capacity_l = (a.kind == AssetKind::Tank && a.capacity > 0.0)
+                .then(|| {
+                    adapter_api::units::conversion(&a.capacity_unit)
+                        .map(|(_, f, o)| a.capacity * f + o)
+                })
+                .flatten();
+            model::Asset {
+                id: a.id.clone(),
+                kind: match a.kind {
+                    AssetKind::Tank => Kind::Tank,
+                    AssetKind::Controller => Kind::Controller,
+                    AssetKind::Meter => Kind::Meter,
+                    AssetKind::Sensor => Kind::Sensor,
+                    AssetKind::Pump => Kind::Pump,
+                },
+                name: a.name.clone(),
+                product: a.product.clone(),
+                capacity_l,
+                points: pts,
+            }
+        })
+        .collect();
+    model::Site {
+        id: cfg.site_id.clone(),
+        assets,
+        devices: cfg.devices.iter().map(|d| d.name().to_string()).collect(),
+    }
+}
+
+/// What a client's write became at the site.
+pub fn result_of(reason: AckReason) -> WriteResult {
+    match reason {
+        AckReason::Applied | AckReason::Completed => WriteResult::Good,
+        AckReason::RejectedOutOfRange => WriteResult::OutOfRange,
+        AckReason::RejectedInterlock => WriteResult::Interlock,
+        AckReason::RejectedInvalid => WriteResult::Invalid,
+        AckReason::Superseded | AckReason::Cancelled => WriteResult::Superseded,
+        AckReason::DeviceUnreachable => WriteResult::Unreachable,
+        AckReason::WriteFailed | AckReason::ReadbackMismatch => WriteResult::DeviceFailure,
+        AckReason::Expired | AckReason::Received | AckReason::Unspecified => WriteResult::Invalid,
+    }
+}
+
+/// The write service the server calls: a local write into the executor,
+/// waiting at most [`WRITE_WAIT`] for its outcome.
+pub fn writer(local: mpsc::Sender<LocalWrite>) -> Writer {
+    Arc::new(move |c: WriteCall| {
+        let local = local.clone();
+        Box::pin(async move {
+            let (reply, rx) = oneshot::channel();
+            let w = LocalWrite {
+                asset: c.asset,
+                field: c.field,
+                value: c.value,
+                origin: "opcua".into(),
+                user: c.user,
+                client: c.client,
+                reply,
+            };
+            let asked = async {
+                local.send(w).await.ok()?;
+                rx.await.ok()
+            };
+            match tokio::time::timeout(WRITE_WAIT, asked).await {
+                Ok(Some(o)) => (result_of(o.reason), o.detail),
+                Ok(None) => (WriteResult::Stopped, "the agent is stopping".into()),
+                Err(_) => (
+                    WriteResult::Timeout,
+                    format!("no outcome within {} s", WRITE_WAIT.as_secs()),
+                ),
+            }
+        })
+    })
+}
+
+/// What the publisher reads.
+pub struct Sources {
+    pub log: Arc<sflog::Log>,
+    pub store: crate::store::Store,
+    pub uplink: watch::Receiver<crate::uplink::UplinkStatus>,
+    pub devices: Arc<Vec<crate::metrics::DeviceHealth>>,
+    pub status: watch::Sender<AgentStatus>,
+    pub deliveries: watch::Sender<Vec<Delivery>>,
+}
+
+/// Refreshes `Agent/...` and `Deliveries/...` every [`PUBLISH_EVERY`] until `stop`.
+pub async fn publish(s: Sources, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(PUBLISH_EVERY);
+    let mut acked = s.log.stats().acked_through;
+    let mut last_ack_ms = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let st = s.log.stats();
+        if st.acked_through > acked {
+            acked = st.acked_through;
+            last_ack_ms = Some(now_ms());
+        }
+        let status = AgentStatus {
+            headend_connected: s.uplink.borrow().connected,
+            log_entries: st.entries,
+            last_ack_ms,
+            devices: s
+                .devices
+                .iter()
+                .map(|d| {
+                    let h = d.health.get();
+                    DeviceState {
+                        name: d.name.clone(),
+                        connected: h.connected,
+                        last_error: h.last_error,
+                    }
+                })
+                .collect(),
+        };
+        s.status.send_if_modified(|cur| {
+            let changed = *cur != status;
+            *cur = status;
+            changed
+        });
+        match s.store.deliveries() {
+            Ok(list) => {
+                let list: Vec<Delivery> = list
+                    .into_iter()
+                    .filter(|d| d.state != "cancelled")
+                    .map(|d| Delivery {
+                        load: d.load_ref,
+                        eta_ms: d.eta_ms,
+                        eta_source: d.eta_source,
+                        planned_volume_l: d.planned_volume_l,
+                        status: d.state,
+                    })
+                    .collect();
+                s.deliveries.send_if_modified(|cur| {
+                    let changed = *cur != list;
+                    *cur = list;
+                    changed
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "reading upcoming deliveries for the OPC UA server"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_ack_reason_has_a_write_result_and_only_applied_is_good() {
+        for n in 0..=12 {
+            let r = AckReason::try_from(n).unwrap();
+            let w = result_of(r);
+            assert_eq!(w == WriteResult::Good, matches!(r, AckReason::Applied | AckReason::Completed), "{r:?}");
+        }
+        assert_eq!(result_of(AckReason::RejectedOutOfRange).status(), agent_opcua_server::WriteResult::OutOfRange.status());
+    }
+}
