@@ -148,7 +148,10 @@ pub enum AgentVar {
 pub struct Folder {
     /// Node id text (the path).
     pub id: String,
+    /// The browse name (ids: stable for clients that browse by path).
     pub name: String,
+    /// The display name (an asset's configured name).
+    pub display: String,
     /// Parent node id text; `None`: the Objects folder.
     pub parent: Option<String>,
 }
@@ -230,26 +233,28 @@ pub fn plan(site: &Site) -> Result<Plan, PlanError> {
     check_segment("site id", &site.id)?;
     let mut p = Plan::default();
     let mut folders: HashSet<String> = HashSet::new();
-    let mut folder = |p: &mut Plan, id: String, name: &str, parent: Option<String>| {
+    let mut folder = |p: &mut Plan, id: String, name: &str, display: &str, parent: Option<String>| {
         if folders.insert(id.clone()) {
             p.folders.push(Folder {
                 id,
                 name: name.to_string(),
+                display: display.to_string(),
                 parent,
             });
         }
     };
-    folder(&mut p, "Site".into(), "Site", None);
+    folder(&mut p, "Site".into(), "Site", "Site", None);
     let root = site_path(&site.id, &[]);
-    folder(&mut p, root.clone(), &site.id, Some("Site".into()));
+    folder(&mut p, root.clone(), &site.id, &site.id, Some("Site".into()));
     let mut ids: HashSet<String> = HashSet::new();
     for a in &site.assets {
         check_segment("asset id", &a.id)?;
         let kind_dir = site_path(&site.id, &[a.kind.folder()]);
-        folder(&mut p, kind_dir.clone(), a.kind.folder(), Some(root.clone()));
+        let kind = a.kind.folder();
+        folder(&mut p, kind_dir.clone(), kind, kind, Some(root.clone()));
         let asset_dir = format!("{kind_dir}/{}", a.id);
         let shown = if a.name.is_empty() { &a.id } else { &a.name };
-        folder(&mut p, asset_dir.clone(), shown, Some(kind_dir.clone()));
+        folder(&mut p, asset_dir.clone(), &a.id, shown, Some(kind_dir.clone()));
         let mut push = |p: &mut Plan, v: Var| -> Result<(), PlanError> {
             if !ids.insert(v.id.clone()) {
                 return Err(PlanError(format!(
@@ -298,7 +303,7 @@ pub fn plan(site: &Site) -> Result<Plan, PlanError> {
             let mut parent = asset_dir.clone();
             for d in &dirs {
                 let id = format!("{parent}/{d}");
-                folder(&mut p, id.clone(), d, Some(parent.clone()));
+                folder(&mut p, id.clone(), d, d, Some(parent.clone()));
                 parent = id;
             }
             let boolean = pt.unit == "bool";
@@ -328,7 +333,7 @@ pub fn plan(site: &Site) -> Result<Plan, PlanError> {
         }
     }
     let agent = site_path(&site.id, &["Agent"]);
-    folder(&mut p, agent.clone(), "Agent", Some(root.clone()));
+    folder(&mut p, agent.clone(), "Agent", "Agent", Some(root.clone()));
     for (name, ty, v) in [
         ("HeadendConnected", Type::Boolean, AgentVar::HeadendConnected),
         ("LogEntries", Type::UInt64, AgentVar::LogEntries),
@@ -337,11 +342,11 @@ pub fn plan(site: &Site) -> Result<Plan, PlanError> {
         p.vars.push(agent_var(&agent, name, ty, v));
     }
     let devices = format!("{agent}/Devices");
-    folder(&mut p, devices.clone(), "Devices", Some(agent.clone()));
+    folder(&mut p, devices.clone(), "Devices", "Devices", Some(agent.clone()));
     for d in &site.devices {
         check_segment("device name", d)?;
         let dir = format!("{devices}/{d}");
-        folder(&mut p, dir.clone(), d, Some(devices.clone()));
+        folder(&mut p, dir.clone(), d, d, Some(devices.clone()));
         p.vars.push(agent_var(&dir, "Status", Type::String, AgentVar::DeviceStatus(d.clone())));
         p.vars.push(agent_var(
             &dir,
@@ -359,6 +364,7 @@ pub fn plan(site: &Site) -> Result<Plan, PlanError> {
     folder(
         &mut p,
         site_path(&site.id, &["Deliveries"]),
+        "Deliveries",
         "Deliveries",
         Some(root),
     );
@@ -396,6 +402,7 @@ pub fn delivery_vars(site: &str, load: &str) -> (Folder, Vec<Var>) {
         Folder {
             id: dir.clone(),
             name: load.into(),
+            display: load.into(),
             parent: Some(parent),
         },
         vec![
@@ -499,7 +506,7 @@ mod tests {
             assert!(p.folders.iter().any(|f| f.id == v.parent), "{}", v.parent);
         }
         let tank = p.folders.iter().find(|f| f.id == "Site/site-1/Tanks/tank-1").unwrap();
-        assert_eq!(tank.name, "Diesel 1");
+        assert_eq!((tank.name.as_str(), tank.display.as_str()), ("tank-1", "Diesel 1"));
         assert!(p.folders.iter().any(|f| f.id == "Site/site-1/Deliveries"));
     }
 

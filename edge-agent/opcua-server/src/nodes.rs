@@ -84,7 +84,7 @@ pub fn add_folder(space: &mut AddressSpace, ns: u16, f: &Folder) {
     ObjectBuilder::new(
         &node(ns, &f.id),
         QualifiedName::new(ns, f.name.as_str()),
-        f.name.as_str(),
+        f.display.as_str(),
     )
     .has_type_definition(ObjectTypeId::FolderType)
     .organized_by(parent)

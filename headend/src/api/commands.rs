@@ -67,6 +67,11 @@ fn row_json(r: &CommandRow) -> Value {
         "idempotency_key": r.idempotency_key,
         "issued_seq": r.seq,
         "created_by": r.created_by,
+        // where it was asked for: the headend, or at the site (an OPC UA write)
+        "origin": match r.created_by {
+            crate::domain::Actor::OpcUaUser { .. } => "site_opcua",
+            _ => "headend",
+        },
         "created_at": ts(r.created_ms),
         "updated_at": ts(r.updated_ms),
         "cancel_requested_at": r.cancel_requested_ms.map(ts),

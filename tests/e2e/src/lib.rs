@@ -284,6 +284,29 @@ impl LinePeer {
         Ok(self.query(c)?.0)
     }
 
+    /// Sends one command to a peer that answers `OK [rest]` or `ERR why`:
+    /// `Ok(rest)` or `Err(why)` (other lines are an error).
+    pub fn ask(&mut self, c: &str) -> Result<std::result::Result<String, String>> {
+        use std::io::{BufRead, Write};
+        writeln!(self.stdin, "{c}")?;
+        self.stdin.flush()?;
+        let mut line = String::new();
+        if self.out.read_line(&mut line)? == 0 {
+            bail!("peer exited during {c:?}");
+        }
+        let l = line.trim_end();
+        if l == "OK" {
+            return Ok(Ok(String::new()));
+        }
+        if let Some(rest) = l.strip_prefix("OK ") {
+            return Ok(Ok(rest.to_string()));
+        }
+        match l.strip_prefix("ERR ") {
+            Some(why) => Ok(Err(why.to_string())),
+            None => bail!("peer said {l:?} to {c:?}"),
+        }
+    }
+
     /// Sends one command; returns the notices seen and what followed `OK`.
     pub fn query(&mut self, c: &str) -> Result<(usize, String)> {
         use std::io::Write;
