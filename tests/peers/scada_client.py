@@ -13,6 +13,7 @@ Commands (one per line; each answered "OK [result]" or "ERR <message>"):
   browse            every variable under Objects/Site: JSON [path, ...]
   read NODEID       JSON {"value", "status", "source_ms"}
   subscribe NODEID  subscribe (publishing 100 ms, sampling 0 = on change)
+  subscribe_many NODEID,NODEID,...   one monitored item each
   notes             JSON of the notifications since the last call:
                     [{"node", "value", "status", "source_ms", "recv_ms"}]
   write NODEID VALUE   writes a Double; answers the status name
@@ -115,6 +116,13 @@ async def main():
                 if sub is None:
                     sub = await client.create_subscription(100, notes)
                 await sub.subscribe_data_change(client.get_node(args[0]), queuesize=100, sampling_interval=0)
+                print("OK", flush=True)
+            elif cmd == "subscribe_many":
+                # NODEID,NODEID,...  (publishing 100 ms, sampling 0 = as fast as the server samples)
+                if sub is None:
+                    sub = await client.create_subscription(100, notes)
+                nodes = [client.get_node(n) for n in args[0].split(",")]
+                await sub.subscribe_data_change(nodes, queuesize=10, sampling_interval=0)
                 print("OK", flush=True)
             elif cmd == "notes":
                 items, notes.items = notes.items, []

@@ -215,3 +215,33 @@ fn the_shipped_veeder_root_example_config_is_valid() -> Result<()> {
     assert_eq!(cfg.devices[0].points().len(), 19);
     Ok(())
 }
+
+#[test]
+fn the_shipped_opcua_server_example_config_is_valid() -> Result<()> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../configs/site-opcua-server.yaml");
+    let cfg = edge_agent::config::parse(
+        "configs/site-opcua-server.yaml",
+        &std::fs::read_to_string(&path)?,
+    )?;
+    let o = cfg.opcua_server.as_ref().expect("the section");
+    assert_eq!(o.users.len(), 2);
+    assert!(!o.security.contains(&agent_opcua_server::Security::None));
+    Ok(())
+}
+
+#[test]
+fn an_opcua_server_section_with_a_plain_password_is_refused_with_its_line() -> Result<()> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../configs/site-opcua-server.yaml");
+    let text = std::fs::read_to_string(&path)?.replacen(
+        "password_hash: \"$argon2id$v=19$m=19456,t=2,p=1$uR9HF6QlZdVkpVapwVT+mA$cLpUbHNHPHAIb/r34oZONXIQvNWNJHKWTNyMQPzf0+I\"",
+        "password_hash: hunter22",
+        1,
+    );
+    let e = edge_agent::config::parse("site.yaml", &text).expect_err("a plain password");
+    assert!(e.msg.contains("opcua_server.password_hash") && e.msg.contains("edge-agent opcua-password"), "{e}");
+    let line = text.lines().position(|l| l.contains("hunter22")).map(|i| i + 1);
+    assert_eq!(e.line, line, "{e}");
+    Ok(())
+}
