@@ -211,6 +211,26 @@ async fn a_scada_client_over_sign_and_encrypt_browses_reads_subscribes_and_write
     ensure!(rejected["reason"] == "rejected_out_of_range" && rejected["value"] == 95.0, "{rejected}");
     let active = cmds.iter().find(|c| c["state"] == "active").context("active")?;
     ensure!(active["readback"] == 42.0, "{active}");
+
+    // an expected delivery announced by the headend shows under Deliveries/
+    let (code, l) = post_json(
+        he.http_addr,
+        "/api/v1/loads",
+        &serde_json::json!({
+            "site": "site-u", "reference": "PO-1", "tanks": ["tank-1"], "product": "diesel",
+            "planned_volume_l": 5000, "eta": now_ms() + 3_600_000, "eta_source": "manual"}),
+    )
+    .await?;
+    ensure!(code == 201, "{code}: {l}");
+    let load = l["load"]["load_id"].as_str().context("load id")?.to_string();
+    let planned = until(&mut c, "the load under Deliveries", |c| {
+        let r = c.json(&format!("read {}", node(&format!("Deliveries/{load}/PlannedVolume"))))?;
+        Ok((r["status"] == "Good").then_some(r))
+    })
+    .await?;
+    ensure!(planned["value"] == 5000.0, "{planned}");
+    let status = c.json(&format!("read {}", node(&format!("Deliveries/{load}/Status"))))?;
+    ensure!(status["value"] == "expected", "{status}");
     c.ok("disconnect")?;
 
     // a read-only user's write is refused and never becomes a command

@@ -637,6 +637,69 @@ async fn delivery_events_keep_their_source_and_an_unknown_source_is_refused_on_b
     s.drop().await
 }
 
+/// A setpoint written at the site (OPC UA) becomes a command of that site
+/// with its actor, moved by its own acks in the same batch; a redelivered
+/// batch stores it once; a record of an origin this headend does not know
+/// is refused, never guessed.
+#[tokio::test]
+async fn a_local_command_from_a_site_is_recorded_with_its_actor_and_lifecycle_on_both_backends()
+-> Result<()> {
+    let s = Stores::new(Retention::default()).await?;
+    let t = now();
+    for (name, db) in s.both() {
+        hello(db, "s1").await?;
+        let local = |seq: u64, id: &str, origin: &str| v1::Event {
+            ts_ms: t,
+            seq,
+            kind: Some(v1::event::Kind::LocalCommand(v1::LocalCommand {
+                command_id: id.into(),
+                origin: origin.into(),
+                user: "alice".into(),
+                client: "urn:scada".into(),
+                issued_seq: 7,
+                setpoint: Some(v1::Setpoint {
+                    asset_id: "ctl-1".into(),
+                    field: "power_limit".into(),
+                    value: 42.0,
+                    duration_ms: 0,
+                }),
+            })),
+        };
+        let mut b = batch(vec![reading(1, "tank-1", "volume", 6000.0, t)]);
+        b.events = vec![local(2, "local-1", "opcua"), local(3, "local-2", "modbus-hmi")];
+        let mut applied = v1::CommandAck::new("local-1", v1::AckReason::Applied, "ctl-1.power_limit = 42", t, Some(42.0));
+        applied.seq = 4;
+        let mut other = v1::CommandAck::new("local-2", v1::AckReason::Applied, "", t, Some(42.0));
+        other.seq = 5;
+        b.command_acks = vec![applied, other];
+        b.last_seq = 5;
+        assert_eq!(db.ingest("s1", &b).await?, 5, "{name}");
+        assert_eq!(db.ingest("s1", &b).await?, 5, "{name}: redelivered");
+        let rows: Vec<(String, String, String, Option<f64>)> = sqlx::query_as(
+            "SELECT command_id, state, created_by, readback FROM commands WHERE site_id = 's1' ORDER BY command_id",
+        )
+        .fetch_all(db.pool())
+        .await?;
+        assert_eq!(
+            rows,
+            vec![(
+                "local-1".to_string(),
+                "active".to_string(),
+                "opcua_user alice at s1".to_string(),
+                Some(42.0)
+            )],
+            "{name}"
+        );
+        let timeline: Vec<String> = sqlx::query_scalar(
+            "SELECT reason FROM command_events WHERE command_id = 'local-1' ORDER BY at_ms, reason",
+        )
+        .fetch_all(db.pool())
+        .await?;
+        assert_eq!(timeline, vec!["applied", "received"], "{name}: once each");
+    }
+    s.drop().await
+}
+
 /// A reconnecting agent's hello that says what the stored one said costs
 /// no write (a reconnect storm of thousands of sessions is reads only); a
 /// hello that changes an asset is written.
