@@ -207,8 +207,7 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
                 &opcua::site_model(&cfg),
                 opcua::writer(local_tx.clone()),
                 stop_rx.clone(),
-            )
-?;
+            )?;
             tasks.push(fatal.spawn_task("opcua server".into(), async move {
                 if let Err(e) = run.await {
                     tracing::error!(error = %e, "the OPC UA server ended");

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use adapter_api::now_ms;
 use agent_opcua_server::model::{self, Kind};
-use agent_opcua_server::{AgentStatus, Delivery, DeviceState, WRITE_WAIT, WriteCall, WriteResult, Writer};
+use agent_opcua_server::{
+    AgentStatus, Delivery, DeviceState, WRITE_WAIT, WriteCall, WriteResult, Writer,
+};
 use tankwatch_proto::v1::AckReason;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -21,8 +23,7 @@ pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 /// The site as the OPC UA address space shows it. Only writable points
 /// with a `setpoints:` entry are writable there.
 pub fn site_model(cfg: &AgentConfig) -> model::Site {
-    let points: Vec<adapter_api::PointSpec> =
-        cfg.devices.iter().flat_map(|d| d.points()).collect();
+    let points: Vec<adapter_api::PointSpec> = cfg.devices.iter().flat_map(|d| d.points()).collect();
     let assets = cfg
         .assets
         .iter()
@@ -191,7 +192,9 @@ pub async fn publish(s: Sources, mut stop: watch::Receiver<bool>) {
                     changed
                 });
             }
-            Err(e) => tracing::warn!(error = %e, "reading upcoming deliveries for the OPC UA server"),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading upcoming deliveries for the OPC UA server")
+            }
         }
     }
 }
@@ -205,8 +208,15 @@ mod tests {
         for n in 0..=12 {
             let r = AckReason::try_from(n).unwrap();
             let w = result_of(r);
-            assert_eq!(w == WriteResult::Good, matches!(r, AckReason::Applied | AckReason::Completed), "{r:?}");
+            assert_eq!(
+                w == WriteResult::Good,
+                matches!(r, AckReason::Applied | AckReason::Completed),
+                "{r:?}"
+            );
         }
-        assert_eq!(result_of(AckReason::RejectedOutOfRange).status(), agent_opcua_server::WriteResult::OutOfRange.status());
+        assert_eq!(
+            result_of(AckReason::RejectedOutOfRange).status(),
+            agent_opcua_server::WriteResult::OutOfRange.status()
+        );
     }
 }

@@ -189,7 +189,9 @@ impl AuthManager for Auth {
         password: &Password,
     ) -> Result<UserToken, Error> {
         if !secure(endpoint) {
-            return Err(self.refuse(username, "user names only over a secure channel").await);
+            return Err(self
+                .refuse(username, "user names only over a secure channel")
+                .await);
         }
         let locked = self.lockout().locked(username, Instant::now());
         if let Some(left) = locked {
@@ -289,7 +291,10 @@ mod tests {
         }
         assert_eq!(l.locked("bob", t0), None);
         assert_eq!(l.failed("bob", t0), Some(LOCKOUT));
-        assert_eq!(l.locked("bob", t0 + Duration::from_secs(10)), Some(Duration::from_secs(20)));
+        assert_eq!(
+            l.locked("bob", t0 + Duration::from_secs(10)),
+            Some(Duration::from_secs(20))
+        );
         assert_eq!(l.locked("bob", t0 + LOCKOUT), None, "the lock runs out");
         assert_eq!(l.locked("alice", t0), None, "per name");
         for _ in 0..4 {
@@ -325,8 +330,14 @@ mod tests {
         };
         assert_eq!(level("rw:alice"), rw.bits());
         assert_eq!(level("ro:bob"), AccessLevel::CURRENT_READ.bits());
-        assert_eq!(level(ANONYMOUS_USER_TOKEN_ID), AccessLevel::CURRENT_READ.bits());
+        assert_eq!(
+            level(ANONYMOUS_USER_TOKEN_ID),
+            AccessLevel::CURRENT_READ.bits()
+        );
         assert_eq!(user_name(&UserToken("rw:alice:x".into())), "alice:x");
-        assert_eq!(user_name(&UserToken(ANONYMOUS_USER_TOKEN_ID.into())), "anonymous");
+        assert_eq!(
+            user_name(&UserToken(ANONYMOUS_USER_TOKEN_ID.into())),
+            "anonymous"
+        );
     }
 }

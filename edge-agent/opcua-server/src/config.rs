@@ -140,15 +140,26 @@ impl ServerConfig {
             msg,
         };
         if self.security.is_empty() {
-            return Err(problem("security", "", "offers nothing; list at least basic256sha256_sign_and_encrypt".into()));
+            return Err(problem(
+                "security",
+                "",
+                "offers nothing; list at least basic256sha256_sign_and_encrypt".into(),
+            ));
         }
         for (i, s) in self.security.iter().enumerate() {
             if self.security[..i].contains(s) {
-                return Err(problem("security", s.as_str(), format!("{} is listed twice", s.as_str())));
+                return Err(problem(
+                    "security",
+                    s.as_str(),
+                    format!("{} is listed twice", s.as_str()),
+                ));
             }
         }
         if let Some(h) = &self.host_name
-            && (h.is_empty() || h.len() > 253 || h.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/'))
+            && (h.is_empty()
+                || h.len() > 253
+                || h.chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == '/'))
         {
             return Err(problem("host_name", h, format!("{h:?} is not a host name")));
         }
@@ -165,10 +176,21 @@ impl ServerConfig {
                 || u.name.chars().count() > 64
                 || u.name.chars().any(|c| c.is_control() || c == ':')
             {
-                return Err(problem("name", &u.name, format!("user {:?}: 1 to 64 characters, no ':' or control characters", u.name)));
+                return Err(problem(
+                    "name",
+                    &u.name,
+                    format!(
+                        "user {:?}: 1 to 64 characters, no ':' or control characters",
+                        u.name
+                    ),
+                ));
             }
             if self.users[..i].iter().any(|o| o.name == u.name) {
-                return Err(problem("name", &u.name, format!("user {:?} is listed twice", u.name)));
+                return Err(problem(
+                    "name",
+                    &u.name,
+                    format!("user {:?} is listed twice", u.name),
+                ));
             }
             if argon2::password_hash::PasswordHash::new(&u.password_hash).is_err()
                 || !u.password_hash.starts_with("$argon2")
@@ -176,7 +198,10 @@ impl ServerConfig {
                 return Err(problem(
                     "password_hash",
                     &u.password_hash,
-                    format!("user {:?}: not an argon2 hash; make one with `edge-agent opcua-password`", u.name),
+                    format!(
+                        "user {:?}: not an argon2 hash; make one with `edge-agent opcua-password`",
+                        u.name
+                    ),
                 ));
             }
         }
@@ -198,7 +223,10 @@ mod tests {
 
     #[test]
     fn defaults_are_secure_and_none_is_offered_only_when_listed() {
-        let c = parse(&format!("users: [{{ name: scada, password_hash: '{HASH}', role: read_write }}]")).unwrap();
+        let c = parse(&format!(
+            "users: [{{ name: scada, password_hash: '{HASH}', role: read_write }}]"
+        ))
+        .unwrap();
         assert_eq!(c.listen.port(), 4840);
         assert_eq!(c.security, default_security());
         assert!(!c.security.contains(&Security::None));
@@ -213,11 +241,25 @@ mod tests {
             ("security: []", "opcua_server.security: offers nothing"),
             ("security: [none, none]", "listed twice"),
             ("security: [basic128rsa15_sign]", "unknown variant"),
-            ("{ security: [none], users: [{ name: a, password_hash: secret, role: read_only }] }", "opcua_server.password_hash: user \"a\": not an argon2 hash"),
-            (&format!("{{ security: [none], users: [{{ name: 'a:b', password_hash: '{HASH}', role: read_only }}] }}"), "opcua_server.name"),
-            ("{ security: [none], users: [{ name: a, password_hash: x, role: admin }] }", "unknown variant `admin`"),
+            (
+                "{ security: [none], users: [{ name: a, password_hash: secret, role: read_only }] }",
+                "opcua_server.password_hash: user \"a\": not an argon2 hash",
+            ),
+            (
+                &format!(
+                    "{{ security: [none], users: [{{ name: 'a:b', password_hash: '{HASH}', role: read_only }}] }}"
+                ),
+                "opcua_server.name",
+            ),
+            (
+                "{ security: [none], users: [{ name: a, password_hash: x, role: admin }] }",
+                "unknown variant `admin`",
+            ),
             ("{ security: [none], max_sessions: 0 }", "max_sessions"),
-            ("{ security: [none], host_name: 'a b' }", "opcua_server.host_name"),
+            (
+                "{ security: [none], host_name: 'a b' }",
+                "opcua_server.host_name",
+            ),
         ] {
             let e = parse(y).unwrap_err();
             assert!(e.contains(want), "{y}: {e}");

@@ -233,19 +233,26 @@ pub fn plan(site: &Site) -> Result<Plan, PlanError> {
     check_segment("site id", &site.id)?;
     let mut p = Plan::default();
     let mut folders: HashSet<String> = HashSet::new();
-    let mut folder = |p: &mut Plan, id: String, name: &str, display: &str, parent: Option<String>| {
-        if folders.insert(id.clone()) {
-            p.folders.push(Folder {
-                id,
-                name: name.to_string(),
-                display: display.to_string(),
-                parent,
-            });
-        }
-    };
+    let mut folder =
+        |p: &mut Plan, id: String, name: &str, display: &str, parent: Option<String>| {
+            if folders.insert(id.clone()) {
+                p.folders.push(Folder {
+                    id,
+                    name: name.to_string(),
+                    display: display.to_string(),
+                    parent,
+                });
+            }
+        };
     folder(&mut p, "Site".into(), "Site", "Site", None);
     let root = site_path(&site.id, &[]);
-    folder(&mut p, root.clone(), &site.id, &site.id, Some("Site".into()));
+    folder(
+        &mut p,
+        root.clone(),
+        &site.id,
+        &site.id,
+        Some("Site".into()),
+    );
     let mut ids: HashSet<String> = HashSet::new();
     for a in &site.assets {
         check_segment("asset id", &a.id)?;
@@ -254,7 +261,13 @@ pub fn plan(site: &Site) -> Result<Plan, PlanError> {
         folder(&mut p, kind_dir.clone(), kind, kind, Some(root.clone()));
         let asset_dir = format!("{kind_dir}/{}", a.id);
         let shown = if a.name.is_empty() { &a.id } else { &a.name };
-        folder(&mut p, asset_dir.clone(), &a.id, shown, Some(kind_dir.clone()));
+        folder(
+            &mut p,
+            asset_dir.clone(),
+            &a.id,
+            shown,
+            Some(kind_dir.clone()),
+        );
         let mut push = |p: &mut Plan, v: Var| -> Result<(), PlanError> {
             if !ids.insert(v.id.clone()) {
                 return Err(PlanError(format!(
@@ -309,7 +322,9 @@ pub fn plan(site: &Site) -> Result<Plan, PlanError> {
             let boolean = pt.unit == "bool";
             let range = match pt.write_range {
                 Some((Some(lo), Some(hi))) => Some((lo, hi)),
-                _ if a.kind == Kind::Tank && matches!(pt.field.as_str(), "volume" | "tc_volume" | "ullage") => {
+                _ if a.kind == Kind::Tank
+                    && matches!(pt.field.as_str(), "volume" | "tc_volume" | "ullage") =>
+                {
                     a.capacity_l.map(|c| (0.0, c))
                 }
                 _ => None,
@@ -335,19 +350,34 @@ pub fn plan(site: &Site) -> Result<Plan, PlanError> {
     let agent = site_path(&site.id, &["Agent"]);
     folder(&mut p, agent.clone(), "Agent", "Agent", Some(root.clone()));
     for (name, ty, v) in [
-        ("HeadendConnected", Type::Boolean, AgentVar::HeadendConnected),
+        (
+            "HeadendConnected",
+            Type::Boolean,
+            AgentVar::HeadendConnected,
+        ),
         ("LogEntries", Type::UInt64, AgentVar::LogEntries),
         ("LastAck", Type::DateTime, AgentVar::LastAck),
     ] {
         p.vars.push(agent_var(&agent, name, ty, v));
     }
     let devices = format!("{agent}/Devices");
-    folder(&mut p, devices.clone(), "Devices", "Devices", Some(agent.clone()));
+    folder(
+        &mut p,
+        devices.clone(),
+        "Devices",
+        "Devices",
+        Some(agent.clone()),
+    );
     for d in &site.devices {
         check_segment("device name", d)?;
         let dir = format!("{devices}/{d}");
         folder(&mut p, dir.clone(), d, d, Some(devices.clone()));
-        p.vars.push(agent_var(&dir, "Status", Type::String, AgentVar::DeviceStatus(d.clone())));
+        p.vars.push(agent_var(
+            &dir,
+            "Status",
+            Type::String,
+            AgentVar::DeviceStatus(d.clone()),
+        ));
         p.vars.push(agent_var(
             &dir,
             "Connected",
@@ -484,9 +514,17 @@ mod tests {
     #[test]
     fn the_plan_mirrors_the_model_with_units_ranges_and_only_limited_points_writable() {
         let p = plan(&site()).unwrap();
-        let var = |id: &str| p.vars.iter().find(|v| v.id == id).unwrap_or_else(|| panic!("{id}"));
+        let var = |id: &str| {
+            p.vars
+                .iter()
+                .find(|v| v.id == id)
+                .unwrap_or_else(|| panic!("{id}"))
+        };
         let vol = var("Site/site-1/Tanks/tank-1/Volume");
-        assert_eq!((vol.ty, vol.range, vol.writable), (Type::Double, Some((0.0, 20000.0)), false));
+        assert_eq!(
+            (vol.ty, vol.range, vol.writable),
+            (Type::Double, Some((0.0, 20000.0)), false)
+        );
         assert_eq!(vol.unit.unwrap().code, "LTR");
         assert_eq!(var("Site/site-1/Tanks/tank-1/WaterHeight").range, None);
         let alarm = var("Site/site-1/Tanks/tank-1/Alarms/HighLevel");
@@ -505,8 +543,15 @@ mod tests {
         for v in &p.vars {
             assert!(p.folders.iter().any(|f| f.id == v.parent), "{}", v.parent);
         }
-        let tank = p.folders.iter().find(|f| f.id == "Site/site-1/Tanks/tank-1").unwrap();
-        assert_eq!((tank.name.as_str(), tank.display.as_str()), ("tank-1", "Diesel 1"));
+        let tank = p
+            .folders
+            .iter()
+            .find(|f| f.id == "Site/site-1/Tanks/tank-1")
+            .unwrap();
+        assert_eq!(
+            (tank.name.as_str(), tank.display.as_str()),
+            ("tank-1", "Diesel 1")
+        );
         assert!(p.folders.iter().any(|f| f.id == "Site/site-1/Deliveries"));
     }
 

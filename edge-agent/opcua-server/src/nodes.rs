@@ -9,9 +9,7 @@
 
 use std::collections::HashMap;
 
-use opcua::server::address_space::{
-    AccessLevel, AddressSpace, ObjectBuilder, VariableBuilder,
-};
+use opcua::server::address_space::{AccessLevel, AddressSpace, ObjectBuilder, VariableBuilder};
 use opcua::server::diagnostics::NamespaceMetadata;
 use opcua::server::node_manager::memory::InMemoryNodeManagerImpl;
 use opcua::server::node_manager::{RequestContext, ServerContext, WriteNode};
@@ -146,18 +144,22 @@ pub fn add_var(space: &mut AddressSpace, ns: u16, v: &Var) {
         AccessLevel::CURRENT_READ
     };
     let analog = v.ty == Type::Double && (v.unit.is_some() || v.range.is_some());
-    VariableBuilder::new(&id, QualifiedName::new(ns, v.name.as_str()), v.name.as_str())
-        .data_type(data_type(v.ty))
-        .value(empty(v.ty))
-        .access_level(level)
-        .user_access_level(level)
-        .has_type_definition(if analog {
-            VariableTypeId::AnalogItemType
-        } else {
-            VariableTypeId::BaseDataVariableType
-        })
-        .organized_by(node(ns, &v.parent))
-        .insert(space);
+    VariableBuilder::new(
+        &id,
+        QualifiedName::new(ns, v.name.as_str()),
+        v.name.as_str(),
+    )
+    .data_type(data_type(v.ty))
+    .value(empty(v.ty))
+    .access_level(level)
+    .user_access_level(level)
+    .has_type_definition(if analog {
+        VariableTypeId::AnalogItemType
+    } else {
+        VariableTypeId::BaseDataVariableType
+    })
+    .organized_by(node(ns, &v.parent))
+    .insert(space);
     if let Some(opcua::server::address_space::NodeType::Variable(var)) = space.find_mut(&id) {
         var.set_data_value(initial(v));
     }
@@ -189,7 +191,14 @@ pub fn add_var(space: &mut AddressSpace, ns: u16, v: &Var) {
     }
 }
 
-fn property(space: &mut AddressSpace, ns: u16, of: &str, name: &str, ty: DataTypeId, value: Variant) {
+fn property(
+    space: &mut AddressSpace,
+    ns: u16,
+    of: &str,
+    name: &str,
+    ty: DataTypeId,
+    value: Variant,
+) {
     VariableBuilder::new(
         &node(ns, &format!("{of}/{name}")),
         QualifiedName::new(0, name),

@@ -96,7 +96,11 @@ impl Running {
         };
         if s.duration_ms < 0 {
             return self
-                .refuse(id, AckReason::RejectedInvalid, "duration_ms is negative".into())
+                .refuse(
+                    id,
+                    AckReason::RejectedInvalid,
+                    "duration_ms is negative".into(),
+                )
                 .await;
         }
         if s.duration_ms > 0 && limits.default.is_none() {
@@ -334,7 +338,6 @@ impl Running {
         }
         Ok(())
     }
-
 }
 
 /// A write asked for at the site, and where its outcome goes.
@@ -393,4 +396,3 @@ fn outcome_reason(o: &WriteOutcome) -> (AckReason, String) {
         ),
     }
 }
-

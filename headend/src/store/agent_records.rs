@@ -130,7 +130,11 @@ async fn local_command(
     let detail = format!(
         "written at the site by OPC UA user {} ({})",
         l.user,
-        if l.client.is_empty() { "client unknown" } else { &l.client }
+        if l.client.is_empty() {
+            "client unknown"
+        } else {
+            &l.client
+        }
     );
     let n = sqlx::query(
         "INSERT INTO commands (command_id, idempotency_key, request, parent_id, site_id, asset_id, kind, field, value, duration_ms,
@@ -155,8 +159,16 @@ async fn local_command(
     .await?
     .rows_affected();
     if n == 1 {
-        insert_event(c, &l.command_id, e.ts_ms, CommandState::Acked, Reason::Received, &detail, &actor)
-            .await?;
+        insert_event(
+            c,
+            &l.command_id,
+            e.ts_ms,
+            CommandState::Acked,
+            Reason::Received,
+            &detail,
+            &actor,
+        )
+        .await?;
     }
     Ok(())
 }

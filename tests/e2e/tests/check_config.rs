@@ -240,8 +240,14 @@ fn an_opcua_server_section_with_a_plain_password_is_refused_with_its_line() -> R
         1,
     );
     let e = edge_agent::config::parse("site.yaml", &text).expect_err("a plain password");
-    assert!(e.msg.contains("opcua_server.password_hash") && e.msg.contains("edge-agent opcua-password"), "{e}");
-    let line = text.lines().position(|l| l.contains("hunter22")).map(|i| i + 1);
+    assert!(
+        e.msg.contains("opcua_server.password_hash") && e.msg.contains("edge-agent opcua-password"),
+        "{e}"
+    );
+    let line = text
+        .lines()
+        .position(|l| l.contains("hunter22"))
+        .map(|i| i + 1);
     assert_eq!(e.line, line, "{e}");
     Ok(())
 }

@@ -80,7 +80,13 @@ async fn a_scada_client_over_sign_and_encrypt_browses_reads_subscribes_and_write
     // the tank gauge is reached through a proxy the test can cut
     let proxy = TcpProxy::start(sim.addr).await?;
     let opcua_pki = work.path().join("opcua-pki");
-    let head = agent_head(&pki, "site-u", he.grpc_addr, &work.path().join("log"), "127.0.0.1:0");
+    let head = agent_head(
+        &pki,
+        "site-u",
+        he.grpc_addr,
+        &work.path().join("log"),
+        "127.0.0.1:0",
+    );
     let base = format!(
         "{head}{}",
         atg_sim::agent_yaml_fragment(proxy.addr, &sim.tanks(), POLL_MS)
@@ -89,10 +95,16 @@ async fn a_scada_client_over_sign_and_encrypt_browses_reads_subscribes_and_write
         &base,
         &[("ctl-1", 100.0, &sim)],
         SETPOINTS,
-        &users(&opcua_pki, "[basic256sha256_sign_and_encrypt, basic256sha256_sign]")?,
+        &users(
+            &opcua_pki,
+            "[basic256sha256_sign_and_encrypt, basic256sha256_sign]",
+        )?,
     );
     let agent = edge_agent::start(agent_config(work.path(), &yaml)?)?;
-    let url = format!("opc.tcp://127.0.0.1:{}/", agent.opcua_addr.context("server")?.port());
+    let url = format!(
+        "opc.tcp://127.0.0.1:{}/",
+        agent.opcua_addr.context("server")?.port()
+    );
     assert!(
         opcua_pki.join("own/cert.der").exists() && opcua_pki.join("private/private.pem").exists(),
         "the server's certificate is made on first start"
@@ -100,19 +112,35 @@ async fn a_scada_client_over_sign_and_encrypt_browses_reads_subscribes_and_write
     let mut c = Client::start(&work.path().join("client-pki"))?;
 
     // an untrusted client certificate is refused, and lands in rejected/
-    let refused = c.ask(&format!("connect {url} sign_and_encrypt alice alice-password"))?;
+    let refused = c.ask(&format!(
+        "connect {url} sign_and_encrypt alice alice-password"
+    ))?;
     ensure!(refused.is_err(), "an untrusted certificate was admitted");
-    let rejected: Vec<_> = std::fs::read_dir(opcua_pki.join("rejected"))?.collect::<Result<_, _>>()?;
-    ensure!(rejected.len() == 1, "the refused certificate is in rejected/: {rejected:?}");
+    let rejected: Vec<_> =
+        std::fs::read_dir(opcua_pki.join("rejected"))?.collect::<Result<_, _>>()?;
+    ensure!(
+        rejected.len() == 1,
+        "the refused certificate is in rejected/: {rejected:?}"
+    );
     // security None is not offered unless configured
     let none = c.ask(&format!("connect {url} none - -"))?;
     ensure!(none.is_err(), "security None was accepted: {none:?}");
     // the installer moves it to trusted/: admitted
     let cert = rejected[0].path();
-    std::fs::rename(&cert, opcua_pki.join("trusted").join(cert.file_name().context("name")?))?;
+    std::fs::rename(
+        &cert,
+        opcua_pki
+            .join("trusted")
+            .join(cert.file_name().context("name")?),
+    )?;
     // a wrong password is refused
-    ensure!(c.ask(&format!("connect {url} sign_and_encrypt alice wrong"))?.is_err());
-    c.ok(&format!("connect {url} sign_and_encrypt alice alice-password"))?;
+    ensure!(
+        c.ask(&format!("connect {url} sign_and_encrypt alice wrong"))?
+            .is_err()
+    );
+    c.ok(&format!(
+        "connect {url} sign_and_encrypt alice alice-password"
+    ))?;
     let ns = c.ok("nsidx urn:tankwatch:agent:site-u")?;
     let node = |path: &str| format!("ns={ns};s=Site/site-u/{path}");
 
@@ -151,14 +179,20 @@ async fn a_scada_client_over_sign_and_encrypt_browses_reads_subscribes_and_write
     })
     .await?;
     let got = read["value"].as_f64().context("value")?;
-    ensure!((got - want).abs() < 0.01, "read {got}, the register holds {want}");
+    ensure!(
+        (got - want).abs() < 0.01,
+        "read {got}, the register holds {want}"
+    );
     let age = now_ms() - read["source_ms"].as_i64().context("source ts")?;
     ensure!(
         (0..=POLL_MS as i64 + 100).contains(&age),
         "SourceTimestamp {age} ms old (poll {POLL_MS} ms)"
     );
     let product = c.json(&format!("read {}", node("Tanks/tank-1/Product")))?;
-    ensure!(product["value"] == sim.tanks()[0].product.as_str(), "{product}");
+    ensure!(
+        product["value"] == sim.tanks()[0].product.as_str(),
+        "{product}"
+    );
 
     // subscriptions see changes
     c.ok(&format!("subscribe {}", node("Tanks/tank-1/Volume")))?;
@@ -174,7 +208,11 @@ async fn a_scada_client_over_sign_and_encrypt_browses_reads_subscribes_and_write
     // a write reaches the controller and is read back
     let sp = node("Controllers/ctl-1/PowerLimit");
     ensure!(c.ok(&format!("write {sp} 42"))? == "Good");
-    ensure!(sim.power_limit() == 42.0, "the controller holds {}", sim.power_limit());
+    ensure!(
+        sim.power_limit() == 42.0,
+        "the controller holds {}",
+        sim.power_limit()
+    );
     until(&mut c, "the setpoint read back over OPC UA", |c| {
         let r = c.json(&format!("read {sp}"))?;
         Ok((r["value"].as_f64() == Some(42.0)).then_some(()))
@@ -205,11 +243,23 @@ async fn a_scada_client_over_sign_and_encrypt_browses_reads_subscribes_and_write
     .await?;
     for cmd in &cmds {
         ensure!(cmd["created_by"] == "opcua_user alice at site-u", "{cmd}");
-        ensure!(cmd["asset"] == "ctl-1" && cmd["field"] == "power_limit", "{cmd}");
+        ensure!(
+            cmd["asset"] == "ctl-1" && cmd["field"] == "power_limit",
+            "{cmd}"
+        );
     }
-    let rejected = cmds.iter().find(|c| c["state"] == "rejected").context("rejected")?;
-    ensure!(rejected["reason"] == "rejected_out_of_range" && rejected["value"] == 95.0, "{rejected}");
-    let active = cmds.iter().find(|c| c["state"] == "active").context("active")?;
+    let rejected = cmds
+        .iter()
+        .find(|c| c["state"] == "rejected")
+        .context("rejected")?;
+    ensure!(
+        rejected["reason"] == "rejected_out_of_range" && rejected["value"] == 95.0,
+        "{rejected}"
+    );
+    let active = cmds
+        .iter()
+        .find(|c| c["state"] == "active")
+        .context("active")?;
     ensure!(active["readback"] == 42.0, "{active}");
 
     // an expected delivery announced by the headend shows under Deliveries/
@@ -222,14 +272,23 @@ async fn a_scada_client_over_sign_and_encrypt_browses_reads_subscribes_and_write
     )
     .await?;
     ensure!(code == 201, "{code}: {l}");
-    let load = l["load"]["load_id"].as_str().context("load id")?.to_string();
+    let load = l["load"]["load_id"]
+        .as_str()
+        .context("load id")?
+        .to_string();
     let planned = until(&mut c, "the load under Deliveries", |c| {
-        let r = c.json(&format!("read {}", node(&format!("Deliveries/{load}/PlannedVolume"))))?;
+        let r = c.json(&format!(
+            "read {}",
+            node(&format!("Deliveries/{load}/PlannedVolume"))
+        ))?;
         Ok((r["status"] == "Good").then_some(r))
     })
     .await?;
     ensure!(planned["value"] == 5000.0, "{planned}");
-    let status = c.json(&format!("read {}", node(&format!("Deliveries/{load}/Status"))))?;
+    let status = c.json(&format!(
+        "read {}",
+        node(&format!("Deliveries/{load}/Status"))
+    ))?;
     ensure!(status["value"] == "expected", "{status}");
     c.ok("disconnect")?;
 
@@ -243,7 +302,10 @@ async fn a_scada_client_over_sign_and_encrypt_browses_reads_subscribes_and_write
     // a device taken offline: Bad within two polls, with the last value; Good when back
     c.ok(&format!("subscribe {}", node("Tanks/tank-1/Volume")))?;
     until(&mut c, "the new item's first value", |c| {
-        Ok(c.json("notes")?.as_array().is_some_and(|a| !a.is_empty()).then_some(()))
+        Ok(c.json("notes")?
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+            .then_some(()))
     })
     .await?;
     let cut = Instant::now();
@@ -255,7 +317,10 @@ async fn a_scada_client_over_sign_and_encrypt_browses_reads_subscribes_and_write
     .await?;
     let took = cut.elapsed();
     let r = c.json(&format!("read {}", node("Tanks/tank-1/Volume")))?;
-    ensure!(r["value"].as_f64() == Some(12_345.0), "the last known value stays: {r}");
+    ensure!(
+        r["value"].as_f64() == Some(12_345.0),
+        "the last known value stays: {r}"
+    );
     ensure!(
         took <= Duration::from_millis(2 * POLL_MS + 300),
         "Bad after {took:?} (two polls = {} ms)",
@@ -315,7 +380,10 @@ async fn security_none_when_configured_is_anonymous_and_read_only() -> Result<()
         &work.path().join("log"),
         "127.0.0.1:0",
     );
-    let base = format!("{head}{}", atg_sim::agent_yaml_fragment(sim.addr, &sim.tanks(), POLL_MS));
+    let base = format!(
+        "{head}{}",
+        atg_sim::agent_yaml_fragment(sim.addr, &sim.tanks(), POLL_MS)
+    );
     let yaml = with_controllers(
         &base,
         &[("ctl-1", 100.0, &sim)],
@@ -323,7 +391,10 @@ async fn security_none_when_configured_is_anonymous_and_read_only() -> Result<()
         &users(&opcua_pki, "[basic256sha256_sign_and_encrypt, none]")?,
     );
     let agent = edge_agent::start(agent_config(work.path(), &yaml)?)?;
-    let url = format!("opc.tcp://127.0.0.1:{}/", agent.opcua_addr.context("server")?.port());
+    let url = format!(
+        "opc.tcp://127.0.0.1:{}/",
+        agent.opcua_addr.context("server")?.port()
+    );
     let mut c = Client::start(&work.path().join("client-pki"))?;
     c.ok(&format!("connect {url} none - -"))?;
     let ns = c.ok("nsidx urn:tankwatch:agent:site-n")?;
@@ -335,11 +406,16 @@ async fn security_none_when_configured_is_anonymous_and_read_only() -> Result<()
     .await?;
     let before = sim.power_limit();
     let w = c.ok(&format!("write {sp} 10"))?;
-    ensure!(w == "BadUserAccessDenied", "an anonymous write on None answered {w}");
+    ensure!(
+        w == "BadUserAccessDenied",
+        "an anonymous write on None answered {w}"
+    );
     ensure!(sim.power_limit() == before);
     c.ok("disconnect")?;
     // a user name is never sent over None
-    if c.ask(&format!("connect {url} none alice alice-password"))?.is_ok() {
+    if c.ask(&format!("connect {url} none alice alice-password"))?
+        .is_ok()
+    {
         bail!("a user logged in over security None");
     }
     agent.stop().await?;

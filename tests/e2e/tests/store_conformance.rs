@@ -666,8 +666,17 @@ async fn a_local_command_from_a_site_is_recorded_with_its_actor_and_lifecycle_on
             })),
         };
         let mut b = batch(vec![reading(1, "tank-1", "volume", 6000.0, t)]);
-        b.events = vec![local(2, "local-1", "opcua"), local(3, "local-2", "modbus-hmi")];
-        let mut applied = v1::CommandAck::new("local-1", v1::AckReason::Applied, "ctl-1.power_limit = 42", t, Some(42.0));
+        b.events = vec![
+            local(2, "local-1", "opcua"),
+            local(3, "local-2", "modbus-hmi"),
+        ];
+        let mut applied = v1::CommandAck::new(
+            "local-1",
+            v1::AckReason::Applied,
+            "ctl-1.power_limit = 42",
+            t,
+            Some(42.0),
+        );
         applied.seq = 4;
         let mut other = v1::CommandAck::new("local-2", v1::AckReason::Applied, "", t, Some(42.0));
         other.seq = 5;
