@@ -280,7 +280,7 @@ async fn main() -> Result<()> {
             }
         }
         round += 1;
-        if round % 10 == 0 {
+        if round.is_multiple_of(10) {
             drain(&mut client, &mut changed, &mut lat)?;
         }
     }
