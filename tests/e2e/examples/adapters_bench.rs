@@ -19,12 +19,12 @@
 //! (env: MQTT_RATE=10000 OPCUA_ITEMS=1000 SECONDS=20)
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use e2e::*;
 
 fn env(name: &str, default: u64) -> u64 {
@@ -71,24 +71,8 @@ impl Drop for Agent {
 }
 
 fn start_agent(dir: &Path, yaml: &str, status_port: u16) -> Result<Agent> {
-    let cfg = dir.join("site.yaml");
-    std::fs::write(&cfg, yaml)?;
-    let exe = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/edge-agent");
-    if !exe.exists() {
-        bail!(
-            "{} is missing: cargo build --release -p edge-agent",
-            exe.display()
-        );
-    }
-    let child = Command::new(exe)
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()?;
     Ok(Agent {
-        child,
+        child: spawn_release_agent(dir, yaml)?,
         status: SocketAddr::from(([127, 0, 0, 1], status_port)),
     })
 }

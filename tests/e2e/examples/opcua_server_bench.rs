@@ -17,7 +17,7 @@
 //! `cargo build --release -p edge-agent && cargo run --release -p e2e --example opcua_server_bench`
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -85,24 +85,7 @@ impl Drop for Agent {
 }
 
 fn start_agent(dir: &Path, yaml: &str) -> Result<Agent> {
-    let cfg = dir.join("site.yaml");
-    std::fs::write(&cfg, yaml)?;
-    let exe = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/edge-agent");
-    if !exe.exists() {
-        bail!(
-            "{} is missing: cargo build --release -p edge-agent",
-            exe.display()
-        );
-    }
-    Ok(Agent(
-        Command::new(exe)
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()?,
-    ))
+    Ok(Agent(spawn_release_agent(dir, yaml)?))
 }
 
 fn rss_mib(pid: u32) -> Result<f64> {

@@ -323,6 +323,29 @@ impl Drop for LinePeer {
     }
 }
 
+/// Starts the release agent binary (benchmarks: `cargo build --release -p
+/// edge-agent` first) on `dir/site.yaml`, written from `yaml`; warnings
+/// and errors on stderr.
+pub fn spawn_release_agent(dir: &Path, yaml: &str) -> Result<std::process::Child> {
+    use std::process::{Command, Stdio};
+    let cfg = dir.join("site.yaml");
+    std::fs::write(&cfg, yaml)?;
+    let exe = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/edge-agent");
+    if !exe.exists() {
+        bail!(
+            "{} is missing: cargo build --release -p edge-agent",
+            exe.display()
+        );
+    }
+    Ok(Command::new(exe)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()?)
+}
+
 /// Path of a workspace binary built by `cargo build --bins` (the README's
 /// test command builds them before running the tests).
 pub fn bin(name: &str) -> PathBuf {

@@ -25,6 +25,31 @@ fn users(pki: &Path, security: &str) -> Result<String> {
     ))
 }
 
+/// The agent's YAML for `site`: the simulator's tanks read at `gauge`
+/// (the simulator or a proxy in front of it), its controller `ctl-1`
+/// with limits, and the OPC UA server offering `security`.
+fn site_yaml(
+    pki: &TestPki,
+    work: &Path,
+    site: &str,
+    headend: std::net::SocketAddr,
+    sim: &atg_sim::Simulator,
+    gauge: std::net::SocketAddr,
+    security: &str,
+) -> Result<String> {
+    let head = agent_head(pki, site, headend, &work.join("log"), "127.0.0.1:0");
+    let base = format!(
+        "{head}{}",
+        atg_sim::agent_yaml_fragment(gauge, &sim.tanks(), POLL_MS)
+    );
+    Ok(with_controllers(
+        &base,
+        &[("ctl-1", 100.0, sim)],
+        SETPOINTS,
+        &users(&work.join("opcua-pki"), security)?,
+    ))
+}
+
 struct Client(LinePeer);
 
 impl Client {
@@ -80,26 +105,15 @@ async fn a_scada_client_over_sign_and_encrypt_browses_reads_subscribes_and_write
     // the tank gauge is reached through a proxy the test can cut
     let proxy = TcpProxy::start(sim.addr).await?;
     let opcua_pki = work.path().join("opcua-pki");
-    let head = agent_head(
+    let yaml = site_yaml(
         &pki,
+        work.path(),
         "site-u",
         he.grpc_addr,
-        &work.path().join("log"),
-        "127.0.0.1:0",
-    );
-    let base = format!(
-        "{head}{}",
-        atg_sim::agent_yaml_fragment(proxy.addr, &sim.tanks(), POLL_MS)
-    );
-    let yaml = with_controllers(
-        &base,
-        &[("ctl-1", 100.0, &sim)],
-        SETPOINTS,
-        &users(
-            &opcua_pki,
-            "[basic256sha256_sign_and_encrypt, basic256sha256_sign]",
-        )?,
-    );
+        &sim,
+        proxy.addr,
+        "[basic256sha256_sign_and_encrypt, basic256sha256_sign]",
+    )?;
     let agent = edge_agent::start(agent_config(work.path(), &yaml)?)?;
     let url = format!(
         "opc.tcp://127.0.0.1:{}/",
@@ -371,25 +385,16 @@ async fn security_none_when_configured_is_anonymous_and_read_only() -> Result<()
     let work = tempfile::tempdir()?;
     let sim = fast_sim().await?;
     sim.set_frozen(true);
-    let opcua_pki = work.path().join("opcua-pki");
     // no headend: the server serves what the site reads regardless
-    let head = agent_head(
+    let yaml = site_yaml(
         &pki,
+        work.path(),
         "site-n",
         "127.0.0.1:9".parse()?,
-        &work.path().join("log"),
-        "127.0.0.1:0",
-    );
-    let base = format!(
-        "{head}{}",
-        atg_sim::agent_yaml_fragment(sim.addr, &sim.tanks(), POLL_MS)
-    );
-    let yaml = with_controllers(
-        &base,
-        &[("ctl-1", 100.0, &sim)],
-        SETPOINTS,
-        &users(&opcua_pki, "[basic256sha256_sign_and_encrypt, none]")?,
-    );
+        &sim,
+        sim.addr,
+        "[basic256sha256_sign_and_encrypt, none]",
+    )?;
     let agent = edge_agent::start(agent_config(work.path(), &yaml)?)?;
     let url = format!(
         "opc.tcp://127.0.0.1:{}/",
