@@ -198,6 +198,7 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
     let (durable_tx, durable_rx) = watch::channel(log.durable_seq());
     let (records_tx, records_rx) = mpsc::channel(logwriter::RECORD_QUEUE);
     let (local_tx, local_rx) = mpsc::channel(commands::LOCAL_QUEUE);
+    let command_metrics = commands::CommandMetrics::default();
     // the OPC UA server (if configured) starts before anything reads: a
     // taken port or an unwritable certificate folder stops the agent here
     let opcua_server = match &cfg.opcua_server {
@@ -205,7 +206,13 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
             let (handle, run) = agent_opcua_server::start(
                 o,
                 &opcua::site_model(&cfg),
-                opcua::writer(local_tx.clone()),
+                opcua::writer(local_tx.clone(), command_metrics.clone()),
+                {
+                    let refused = command_metrics.opcua_logins_refused.clone();
+                    Arc::new(move || {
+                        refused.inc();
+                    })
+                },
                 stop_rx.clone(),
             )?;
             tasks.push(fatal.spawn_task("opcua server".into(), async move {
@@ -238,7 +245,6 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
     let store = store::Store::open(&cfg.log.dir)?;
     let (command_tx, command_rx) = mpsc::channel(commands::COMMAND_QUEUE);
     drop(local_tx);
-    let command_metrics = commands::CommandMetrics::default();
     let executor = commands::Executor {
         cfg: cfg.clone(),
         store: store.clone(),

@@ -316,9 +316,19 @@ impl Metrics {
                 "Deliveries detected from tank volume",
                 &c.deliveries,
             ),
+            (
+                "opcua_logins_refused",
+                "OPC UA server logins refused (wrong password, unknown or locked user name)",
+                &c.opcua_logins_refused,
+            ),
         ] {
             r.register(name, help, counter.clone());
         }
+        r.register(
+            "opcua_writes",
+            "OPC UA server writes by the status the client got (Good, BadOutOfRange, ...)",
+            c.opcua_writes.clone(),
+        );
         Metrics {
             registry: Arc::new(r),
             ..m

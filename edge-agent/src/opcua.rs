@@ -96,9 +96,10 @@ pub fn result_of(reason: AckReason) -> WriteResult {
 
 /// The write service the server calls: a local write into the executor,
 /// waiting at most [`WRITE_WAIT`] for its outcome.
-pub fn writer(local: mpsc::Sender<LocalWrite>) -> Writer {
+pub fn writer(local: mpsc::Sender<LocalWrite>, metrics: crate::commands::CommandMetrics) -> Writer {
     Arc::new(move |c: WriteCall| {
         let local = local.clone();
+        let metrics = metrics.clone();
         Box::pin(async move {
             let (reply, rx) = oneshot::channel();
             let w = LocalWrite {
@@ -114,14 +115,19 @@ pub fn writer(local: mpsc::Sender<LocalWrite>) -> Writer {
                 local.send(w).await.ok()?;
                 rx.await.ok()
             };
-            match tokio::time::timeout(WRITE_WAIT, asked).await {
+            let (result, detail) = match tokio::time::timeout(WRITE_WAIT, asked).await {
                 Ok(Some(o)) => (result_of(o.reason), o.detail),
                 Ok(None) => (WriteResult::Stopped, "the agent is stopping".into()),
                 Err(_) => (
                     WriteResult::Timeout,
                     format!("no outcome within {} s", WRITE_WAIT.as_secs()),
                 ),
-            }
+            };
+            metrics
+                .opcua_writes
+                .get_or_create(&vec![("status", result.status_name())])
+                .inc();
+            (result, detail)
         })
     })
 }

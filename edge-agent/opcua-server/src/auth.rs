@@ -133,17 +133,22 @@ pub fn hash(password: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Called once per refused login (the agent counts it for `/metrics`).
+pub type OnRefused = std::sync::Arc<dyn Fn() + Send + Sync>;
+
 /// The server's authenticator.
 pub struct Auth {
     users: HashMap<String, User>,
     lockout: Mutex<Lockout>,
+    on_refused: OnRefused,
 }
 
 impl Auth {
-    pub fn new(users: &[User]) -> Auth {
+    pub fn new(users: &[User], on_refused: OnRefused) -> Auth {
         Auth {
             users: users.iter().map(|u| (u.name.clone(), u.clone())).collect(),
             lockout: Mutex::new(Lockout::default()),
+            on_refused,
         }
     }
 
@@ -152,6 +157,7 @@ impl Auth {
     }
 
     async fn refuse(&self, name: &str, why: &str) -> Error {
+        (self.on_refused)();
         let lock = { self.lockout().failed(name, Instant::now()) };
         match lock {
             Some(d) => tracing::warn!(user = %name, why, locked_s = d.as_secs(),
@@ -195,6 +201,7 @@ impl AuthManager for Auth {
         }
         let locked = self.lockout().locked(username, Instant::now());
         if let Some(left) = locked {
+            (self.on_refused)();
             tracing::warn!(user = %username, locked_s = left.as_secs(), "OPC UA login refused: the name is locked");
             tokio::time::sleep(FAIL_DELAY).await;
             return Err(Error::new(
@@ -321,7 +328,7 @@ mod tests {
 
     #[test]
     fn only_read_write_tokens_keep_the_write_bit() {
-        let auth = Auth::new(&[]);
+        let auth = Auth::new(&[], std::sync::Arc::new(|| {}));
         let rw = AccessLevel::CURRENT_READ | AccessLevel::CURRENT_WRITE;
         let id = NodeId::null();
         let level = |t: &str| {

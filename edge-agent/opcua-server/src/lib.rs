@@ -75,6 +75,21 @@ pub enum WriteResult {
 }
 
 impl WriteResult {
+    /// The status's name, e.g. `BadOutOfRange` (metric label).
+    pub fn status_name(self) -> &'static str {
+        match self {
+            WriteResult::Good => "Good",
+            WriteResult::OutOfRange => "BadOutOfRange",
+            WriteResult::Interlock | WriteResult::Superseded => "BadInvalidState",
+            WriteResult::NotWritable => "BadNotWritable",
+            WriteResult::Invalid => "BadInvalidArgument",
+            WriteResult::Unreachable => "BadCommunicationError",
+            WriteResult::DeviceFailure => "BadDeviceFailure",
+            WriteResult::Timeout => "BadTimeout",
+            WriteResult::Stopped => "BadShutdown",
+        }
+    }
+
     pub fn status(self) -> StatusCode {
         match self {
             WriteResult::Good => StatusCode::Good,
@@ -290,6 +305,7 @@ pub fn start(
     cfg: &ServerConfig,
     site: &model::Site,
     writer: Writer,
+    on_login_refused: auth::OnRefused,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(Handle, impl Future<Output = Result<(), String>> + use<>), StartError> {
     let plan = model::plan(site)?;
@@ -337,7 +353,7 @@ pub fn start(
         // a 100 ms publishing interval became up to 200 ms (measured p99 279 ms
         // from a device change to the client; BENCHMARKS)
         .subscription_poll_interval_ms(SUBSCRIPTION_TICK_MS)
-        .with_authenticator(Arc::new(auth::Auth::new(&cfg.users)));
+        .with_authenticator(Arc::new(auth::Auth::new(&cfg.users, on_login_refused)));
     {
         let l = b.limits_mut();
         l.subscriptions.min_sampling_interval_ms = cfg.min_interval_ms as f64;
@@ -681,5 +697,20 @@ mod tests {
             StatusCode::BadCommunicationError
         );
         assert_eq!(status_of(Quality::Uncertain), StatusCode::Uncertain);
+        for w in [
+            WriteResult::Good,
+            WriteResult::OutOfRange,
+            WriteResult::Interlock,
+            WriteResult::NotWritable,
+            WriteResult::Invalid,
+            WriteResult::Superseded,
+            WriteResult::Unreachable,
+            WriteResult::DeviceFailure,
+            WriteResult::Timeout,
+            WriteResult::Stopped,
+        ] {
+            let shown = w.status().to_string();
+            assert_eq!(shown.split(',').next(), Some(w.status_name()), "{w:?}");
+        }
     }
 }

@@ -61,6 +61,13 @@ pub struct CommandMetrics {
     pub refused: prometheus_client::metrics::counter::Counter,
     pub device_writes: prometheus_client::metrics::counter::Counter,
     pub deliveries: prometheus_client::metrics::counter::Counter,
+    /// OPC UA client writes, by the status the client got.
+    pub opcua_writes: prometheus_client::metrics::family::Family<
+        Vec<(&'static str, &'static str)>,
+        prometheus_client::metrics::counter::Counter,
+    >,
+    /// OPC UA logins refused (wrong password, unknown or locked name).
+    pub opcua_logins_refused: prometheus_client::metrics::counter::Counter,
 }
 
 /// The executor's wiring.

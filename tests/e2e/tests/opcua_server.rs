@@ -313,6 +313,23 @@ async fn a_scada_client_over_sign_and_encrypt_browses_reads_subscribes_and_write
     let r = c.json(&format!("read {sp}"))?;
     ensure!(r["status"] == "Good", "bob reads: {r}");
 
+    // the writes and the refused logins are counted on /metrics
+    let page = get_text(agent.status_addr.context("status")?, "/metrics").await?;
+    for (name, want) in [
+        ("tankwatch_agent_opcua_writes_total{status=\"Good\"}", 1.0),
+        (
+            "tankwatch_agent_opcua_writes_total{status=\"BadOutOfRange\"}",
+            1.0,
+        ),
+        ("tankwatch_agent_opcua_logins_refused_total", 1.0),
+    ] {
+        ensure!(
+            metric(&page, name) == Some(want),
+            "{name}: {:?}",
+            metric(&page, name)
+        );
+    }
+
     // a device taken offline: Bad within two polls, with the last value; Good when back
     c.ok(&format!("subscribe {}", node("Tanks/tank-1/Volume")))?;
     until(&mut c, "the new item's first value", |c| {
