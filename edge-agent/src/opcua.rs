@@ -51,12 +51,12 @@ pub fn site_model(cfg: &AgentConfig) -> model::Site {
                     write_range: None,
                 });
             }
-            let capacity_l = (a.kind == AssetKind::Tank && a.capacity > 0.0)
-                .then(|| {
-                    adapter_api::units::conversion(&a.capacity_unit)
-                        .map(|(_, f, o)| a.capacity * f + o)
+            // a tank's capacity in litres (the canonical volume unit), if given in a volume unit
+            let capacity_l = adapter_api::units::conversion(&a.capacity_unit)
+                .filter(|(unit, _, _)| {
+                    a.kind == AssetKind::Tank && *unit == "L" && a.capacity > 0.0
                 })
-                .flatten();
+                .map(|(_, f, o)| a.capacity * f + o);
             model::Asset {
                 id: a.id.clone(),
                 kind: match a.kind {
@@ -224,5 +224,39 @@ mod tests {
             result_of(AckReason::RejectedOutOfRange).status(),
             agent_opcua_server::WriteResult::OutOfRange.status()
         );
+    }
+
+    fn call() -> WriteCall {
+        WriteCall {
+            asset: "ctl".into(),
+            field: "power_limit".into(),
+            value: 1.0,
+            user: "alice".into(),
+            client: "urn:c".into(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_the_executor_never_answers_times_out_and_one_to_a_stopped_agent_says_so() {
+        let metrics = crate::commands::CommandMetrics::default();
+        // a busy executor: the queue is never read
+        let (tx, _rx) = mpsc::channel(1);
+        let w = writer(tx, metrics.clone());
+        let started = tokio::time::Instant::now();
+        let (r, detail) = w(call()).await;
+        assert_eq!(r, WriteResult::Timeout, "{detail}");
+        assert_eq!(started.elapsed(), WRITE_WAIT);
+        // the executor is gone
+        let (tx, rx) = mpsc::channel(1);
+        drop(rx);
+        let (r, _) = writer(tx, metrics.clone())(call()).await;
+        assert_eq!(r, WriteResult::Stopped);
+        let count = |s: &str| {
+            metrics
+                .opcua_writes
+                .get_or_create(&vec![("status", s.to_string())])
+                .get()
+        };
+        assert_eq!((count("BadTimeout"), count("BadShutdown")), (1, 1));
     }
 }

@@ -8,7 +8,8 @@
 //!   they are read-only.
 //! - A name that fails [`MAX_FAILURES`] times in a row is locked for
 //!   [`LOCKOUT`] (doubling on each further lock, at most [`LOCKOUT_MAX`]);
-//!   every failure answers after [`FAIL_DELAY`]. A wrong password and an
+//!   every failure answers after [`FAIL_DELAY`]; attempts during a lock
+//!   count as failures too. A wrong password and an
 //!   unknown user look the same to the client.
 //!
 //! The session's user token text says the role: `rw:<name>`, `ro:<name>`,
@@ -200,14 +201,9 @@ impl AuthManager for Auth {
                 .await);
         }
         let locked = self.lockout().locked(username, Instant::now());
-        if let Some(left) = locked {
-            (self.on_refused)();
-            tracing::warn!(user = %username, locked_s = left.as_secs(), "OPC UA login refused: the name is locked");
-            tokio::time::sleep(FAIL_DELAY).await;
-            return Err(Error::new(
-                StatusCode::BadUserAccessDenied,
-                "user name or password not accepted",
-            ));
+        if locked.is_some() {
+            // attempts during a lock count too: hammering earns a longer one
+            return Err(self.refuse(username, "the name is locked").await);
         }
         let Some(user) = self.users.get(username).cloned() else {
             return Err(self.refuse(username, "unknown user").await);

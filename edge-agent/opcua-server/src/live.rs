@@ -150,14 +150,9 @@ fn dv(value: Variant, status: StatusCode, ts_ms: i64) -> DataValue {
     }
 }
 
+/// Unix ms as the stack's time (`None` outside its range).
 fn ms_time(ms: i64) -> Option<DateTime> {
-    let t = chrono_like(ms)?;
-    Some(DateTime::from(t))
-}
-
-/// Unix ms as the stack's time type.
-fn chrono_like(ms: i64) -> Option<opcua::types::date_time::DateTimeUtc> {
-    opcua::types::date_time::DateTimeUtc::from_timestamp_millis(ms)
+    opcua::types::date_time::DateTimeUtc::from_timestamp_millis(ms).map(DateTime::from)
 }
 
 impl Updater {

@@ -63,7 +63,7 @@ pub struct CommandMetrics {
     pub deliveries: prometheus_client::metrics::counter::Counter,
     /// OPC UA client writes, by the status the client got.
     pub opcua_writes: prometheus_client::metrics::family::Family<
-        Vec<(&'static str, &'static str)>,
+        Vec<(&'static str, String)>,
         prometheus_client::metrics::counter::Counter,
     >,
     /// OPC UA logins refused (wrong password, unknown or locked name).

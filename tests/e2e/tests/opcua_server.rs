@@ -443,3 +443,49 @@ async fn security_none_when_configured_is_anonymous_and_read_only() -> Result<()
     agent.stop().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_certificate_is_kept_across_restarts_and_a_taken_port_stops_the_start()
+-> Result<()> {
+    let pki = TestPki::new(&["site-k"])?;
+    let work = tempfile::tempdir()?;
+    let sim = fast_sim().await?;
+    let yaml = site_yaml(
+        &pki,
+        work.path(),
+        "site-k",
+        "127.0.0.1:9".parse()?,
+        &sim,
+        sim.addr,
+        "[basic256sha256_sign_and_encrypt]",
+    )?;
+    let cert = work.path().join("opcua-pki/own/cert.der");
+    let agent = edge_agent::start(agent_config(work.path(), &yaml)?)?;
+    let first = std::fs::read(&cert)?;
+    agent.stop().await?;
+    let agent = edge_agent::start(agent_config(work.path(), &yaml)?)?;
+    ensure!(
+        std::fs::read(&cert)? == first,
+        "a restart made a new server certificate: clients that trusted it would be refused"
+    );
+    agent.stop().await?;
+    // the port is taken: the agent does not start, and says which address
+    let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = taken.local_addr()?;
+    let yaml = yaml.replace(
+        "opcua_server:\n  listen: \"127.0.0.1:0\"",
+        &format!("opcua_server:\n  listen: \"{addr}\""),
+    );
+    let e = match edge_agent::start(agent_config(work.path(), &yaml)?) {
+        Ok(a) => {
+            a.stop().await?;
+            bail!("the agent started with its OPC UA port taken");
+        }
+        Err(e) => e.to_string(),
+    };
+    ensure!(
+        e.contains("opcua_server.listen") && e.contains(&addr.to_string()),
+        "{e}"
+    );
+    Ok(())
+}
