@@ -1,0 +1,228 @@
+//! The log's own tests (helpers here are shared with the other modules' tests).
+use super::*;
+use std::path::Path;
+
+pub(crate) fn items(n: usize) -> Vec<(Class, i64, Vec<u8>)> {
+    (0..n)
+        .map(|i| (Class::Telemetry, i as i64, format!("r{i}").into_bytes()))
+        .collect()
+}
+
+pub(crate) fn open(dir: &Path) -> Log {
+    Log::open(dir, &Options::default()).unwrap()
+}
+
+/// The seqs of every committed entry.
+pub(crate) fn kept(log: &Log) -> BTreeSet<u64> {
+    log.read_from(1, usize::MAX, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect()
+}
+
+#[test]
+fn sequence_numbers_increase_and_survive_reopen_and_full_trim() {
+    let dir = tempfile::tempdir().unwrap();
+    let id;
+    {
+        let log = open(dir.path());
+        id = log.log_id();
+        assert_eq!(log.append(&items(3)).unwrap().0, 1);
+        assert_eq!(log.append(&items(2)).unwrap().0, 4);
+        log.flush().unwrap();
+        assert_eq!(log.ack(5).unwrap(), 5);
+        log.flush().unwrap();
+    }
+    let log = open(dir.path());
+    assert_eq!(log.log_id(), id, "log id is stable");
+    assert_eq!(
+        log.append(&items(1)).unwrap().0,
+        6,
+        "a seq is never reused, even after a full trim"
+    );
+}
+
+#[test]
+fn only_committed_entries_are_readable_and_acks_trim() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    log.append(&items(10)).unwrap();
+    assert!(
+        log.read_from(1, 100, 1 << 20).unwrap().is_empty(),
+        "not flushed yet"
+    );
+    log.flush().unwrap();
+    let e = log.read_from(1, 4, 1 << 20).unwrap();
+    assert_eq!(
+        e.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    assert_eq!(e[2].payload, b"r2");
+    let newest: Vec<u64> = log
+        .read_newest_for_preview(4, 3)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(newest, vec![8, 9, 10], "the newest three, oldest first");
+    log.ack(4).unwrap();
+    log.flush().unwrap();
+    assert_eq!(log.first_seq().unwrap(), Some(5));
+    assert_eq!(log.stats().entries, 6);
+    assert_eq!(
+        log.ack(3).unwrap(),
+        0,
+        "acks are cumulative; an older ack is a no-op"
+    );
+}
+
+#[test]
+fn unflushed_entries_vanish_in_a_crash_and_their_seqs_are_reassigned() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(dir.path());
+        log.append(&items(3)).unwrap();
+        log.flush().unwrap();
+        log.append(&items(2)).unwrap();
+        std::mem::forget(log); // no drop, no commit: as if killed
+    }
+    let log = open(dir.path());
+    assert_eq!(log.stats().next_seq, 4);
+    assert_eq!(log.read_from(1, 100, 1 << 20).unwrap().len(), 3);
+}
+
+#[test]
+fn a_corrupt_record_is_skipped_counted_reported_once_and_does_not_block_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    log.append(&items(5)).unwrap();
+    log.flush().unwrap();
+    log.corrupt_for_test(3).unwrap();
+    log.flush().unwrap();
+    let seqs: Vec<u64> = log
+        .read_from(1, 100, 1 << 20)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, vec![1, 2, 4, 5]);
+    log.read_from(1, 100, 1 << 20).unwrap();
+    assert_eq!(log.stats().corrupt, 1, "counted once");
+    let runs = log.take_corrupt().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!((runs[0].first_seq, runs[0].reason), (3, "corrupt"));
+    assert!(log.take_corrupt().unwrap().is_empty());
+    assert_eq!(log.stats().entries, 4);
+}
+
+#[test]
+fn a_full_log_drops_oldest_telemetry_first_and_keeps_alarms() {
+    let dir = tempfile::tempdir().unwrap();
+    let max = 2 * 1024 * 1024;
+    let log = Log::open(
+        dir.path(),
+        &Options {
+            max_bytes: max,
+            policy: DropPolicy::Priority,
+        },
+    )
+    .unwrap();
+    let payload = vec![1u8; 200];
+    let mut alarms = Vec::new();
+    let mut runs = Vec::new();
+    for round in 0..60 {
+        let mut batch: Vec<(Class, i64, Vec<u8>)> = (0..500)
+            .map(|i| (Class::Telemetry, i, payload.clone()))
+            .collect();
+        batch.push((Class::Alarm, round, b"alarm".to_vec()));
+        let (first, r) = log.append(&batch).unwrap();
+        alarms.push(first + 500);
+        runs.extend(r);
+        log.flush().unwrap();
+        assert!(
+            log.stats().bytes <= max,
+            "over the bound: {} > {max}",
+            log.stats().bytes
+        );
+    }
+    assert!(!runs.is_empty(), "30,000 x 200 B cannot fit in 2 MiB");
+    assert!(
+        runs.iter()
+            .all(|r| r.class == Class::Telemetry && r.reason == "disk_full")
+    );
+    let st = log.stats();
+    assert_eq!(st.dropped[0], runs.iter().map(|r| r.count).sum::<u64>());
+    assert_eq!(st.dropped[1], 0);
+    let kept = kept(&log);
+    assert!(
+        alarms.iter().all(|a| kept.contains(a)),
+        "every alarm survived"
+    );
+    // dropped + kept = appended
+    assert_eq!(st.dropped[0] + kept.len() as u64, 60 * 501);
+    // the newest telemetry is kept, the oldest is gone
+    assert!(kept.contains(&(60 * 501 - 1)) && !kept.contains(&1));
+    // the file on disk respects the bound (plus the capped WAL)
+    let on_disk: u64 = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(
+        on_disk <= max + WAL_BYTES + 64 * 1024,
+        "{on_disk} bytes on disk"
+    );
+}
+
+#[test]
+fn entries_on_the_wire_are_never_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(
+        dir.path(),
+        &Options {
+            max_bytes: 1024 * 1024,
+            policy: DropPolicy::Oldest,
+        },
+    )
+    .unwrap();
+    log.append(
+        &(0..100)
+            .map(|i| (Class::Telemetry, i, vec![0u8; 100]))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    log.flush().unwrap();
+    log.set_sent_through(100);
+    log.set_sent_through(50); // monotonic: an older watermark does not unprotect
+    log.append(
+        &(0..100)
+            .map(|i| (Class::Telemetry, i, vec![0u8; 100]))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    log.mark_previewed(151, 160); // sent ahead as a preview
+    let mut dropped = Vec::new();
+    for _ in 0..30 {
+        let (_, r) = log
+            .append(
+                &(0..500)
+                    .map(|i| (Class::Telemetry, i, vec![0u8; 200]))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap();
+        dropped.extend(r);
+        log.flush().unwrap();
+    }
+    assert!(!dropped.is_empty());
+    assert!(dropped.iter().all(|r| r.first_seq > 100), "{dropped:?}");
+    assert_eq!(log.first_seq().unwrap(), Some(1));
+    let kept = kept(&log);
+    assert!(
+        (151..=160).all(|s| kept.contains(&s)),
+        "previewed entries survive"
+    );
+    assert!(
+        !kept.contains(&150) && !kept.contains(&161),
+        "their neighbours do not"
+    );
+}
