@@ -4,6 +4,7 @@
 pub mod api;
 pub mod db;
 pub mod domain;
+pub mod https;
 pub mod ingest;
 pub mod jobs;
 pub mod metrics;
@@ -52,8 +53,11 @@ pub enum Error {
 pub struct Config {
     /// Agent-facing gRPC (mTLS) address.
     pub grpc_listen: SocketAddr,
-    /// REST API address (loopback by default).
+    /// REST API address (loopback by default; any other address only
+    /// with `http_tls`).
     pub http_listen: SocketAddr,
+    /// The REST API over HTTPS with these certificate files (reloaded on change).
+    pub http_tls: Option<https::HttpsFiles>,
     /// `sqlite://PATH` or `postgres://...`.
     pub database_url: String,
     pub tls: tankwatch_pki::TlsFiles,
@@ -81,6 +85,7 @@ impl Config {
         Config {
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            http_tls: None,
             database_url,
             tls: tankwatch_pki::TlsFiles {
                 cert: dir.join("headend.pem"),
@@ -235,12 +240,13 @@ pub fn fd_budget() -> usize {
 
 /// Binds both listeners, connects the database (running migrations) and serves.
 pub async fn start(cfg: Config) -> Result<Running, Error> {
-    if !cfg.http_listen.ip().is_loopback() {
+    if !cfg.http_listen.ip().is_loopback() && cfg.http_tls.is_none() {
         return Err(Error::Config(format!(
-            "--http-listen {}: the REST API has no authentication yet, so it listens on loopback only (127.0.0.1 or ::1); put a reverse proxy with authentication in front of it for remote access",
+            "--http-listen {}: plain HTTP is served on loopback only (127.0.0.1 or ::1), since tokens and passwords would cross the network in clear; give --http-tls-cert and --http-tls-key to serve HTTPS there",
             cfg.http_listen
         )));
     }
+    let https_cfg = cfg.http_tls.as_ref().map(https::load).transpose()?;
     let tls = tankwatch_pki::server_config(&cfg.tls)?;
     let db = db::Db::connect_with(&cfg.database_url, cfg.db_max_connections, cfg.retention).await?;
     let grpc = TcpListener::bind(cfg.grpc_listen)
@@ -344,9 +350,11 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
             sessions,
             metrics: metrics.clone(),
             dispatcher,
+            guard: services::access::Guard::default(),
         },
         api::edge::Edge { hosts, metrics },
     );
+    let https_files = cfg.http_tls.clone();
     let mut stop = shutdown.subscribe();
     let http = http.into_std().map_err(|source| Error::Bind {
         what: "REST listener",
@@ -362,6 +370,10 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
                 return;
             }
         };
+        if let (Some(files), Some(first)) = (https_files, https_cfg) {
+            https::serve(http, app, files, first, stop).await;
+            return;
+        }
         let r = axum::serve(
             http,
             app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -375,7 +387,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         }
     });
     let http_task = supervised("REST server", rest, shutdown.subscribe(), fatal);
-    tracing::info!(%grpc_addr, %http_addr, backend = ?db.backend, "headend started");
+    tracing::info!(%grpc_addr, %http_addr, https = cfg.http_tls.is_some(), backend = ?db.backend, "headend started");
     Ok(Running {
         grpc_addr,
         http_addr,

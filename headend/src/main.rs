@@ -9,15 +9,82 @@ use clap::Parser;
 #[command(
     name = "headend",
     version,
-    about = "tankwatch headend: mTLS gRPC ingest, SQL storage, REST API"
+    about = "tankwatch headend: mTLS gRPC ingest, SQL storage, REST API",
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    serve: Serve,
+}
+
+#[derive(clap::Subcommand)]
+enum Cmd {
+    /// Operator accounts (the first admin is made here; there is no default password).
+    User {
+        #[command(subcommand)]
+        cmd: UserCmd,
+        #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/headend.db")]
+        database_url: String,
+    },
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+        #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/headend.db")]
+        database_url: String,
+    },
+}
+
+#[derive(clap::Subcommand)]
+enum UserCmd {
+    /// Adds a user; the password is read from --password-file or the first line of stdin.
+    Add {
+        name: String,
+        /// admin, manager, dispatcher or viewer
+        #[arg(long)]
+        role: String,
+        /// Site ids this user may see and act on (comma-separated); default all.
+        #[arg(long, value_delimiter = ',')]
+        sites: Option<Vec<String>>,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// Lists users.
+    List,
+    /// Disables a user and ends their sessions.
+    Disable { name: String },
+    /// Enables a disabled user.
+    Enable { name: String },
+    /// Sets a new password (from --password-file or stdin) and ends the user's sessions.
+    ResetPassword {
+        name: String,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Subcommand)]
+enum AuditCmd {
+    /// Walks the hash chain; names the first entry that was changed or removed (exit 1).
+    Verify,
+}
+
+#[derive(clap::Args)]
+struct Serve {
     /// Agent-facing gRPC (mTLS) address.
     #[arg(long, env = "HEADEND_GRPC_LISTEN", default_value = "127.0.0.1:7443")]
     grpc_listen: SocketAddr,
-    /// REST API address. Loopback by default: the API has no authentication yet.
+    /// REST API address. Plain HTTP on loopback only; any other address needs --http-tls-cert/--http-tls-key.
     #[arg(long, env = "HEADEND_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
     http_listen: SocketAddr,
+    /// Serve the REST API over HTTPS with this certificate chain (PEM; reloaded when it changes).
+    #[arg(long, env = "HEADEND_HTTP_TLS_CERT", requires = "http_tls_key")]
+    http_tls_cert: Option<PathBuf>,
+    /// The private key of --http-tls-cert (PEM).
+    #[arg(long, env = "HEADEND_HTTP_TLS_KEY", requires = "http_tls_cert")]
+    http_tls_key: Option<PathBuf>,
     /// Database URL: sqlite://PATH (default, created if missing) or postgres://USER@HOST/DB.
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/headend.db")]
     database_url: String,
@@ -62,12 +129,134 @@ fn retention(s: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
+/// A password from a file (first line) or stdin (first line).
+fn read_password(file: Option<&PathBuf>) -> Result<String> {
+    let text = match file {
+        Some(f) => {
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
+        }
+        None => {
+            eprintln!("password (one line on stdin):");
+            let mut s = String::new();
+            std::io::stdin()
+                .read_line(&mut s)
+                .context("reading stdin")?;
+            s
+        }
+    };
+    Ok(text.lines().next().unwrap_or("").to_string())
+}
+
+async fn user_cmd(cmd: UserCmd, url: &str) -> Result<()> {
+    use headend::services::admin;
+    let db = headend::db::Db::connect(url, 2).await?;
+    let guard = headend::services::access::Guard::default();
+    let refusal = |e: headend::services::ServiceError| anyhow::anyhow!("{e}");
+    match cmd {
+        UserCmd::Add {
+            name,
+            role,
+            sites,
+            password_file,
+        } => {
+            let password = read_password(password_file.as_ref())?;
+            let u = admin::add_user(
+                &db,
+                &guard,
+                admin::NewUser {
+                    user: name,
+                    role,
+                    password,
+                    sites,
+                },
+            )
+            .await
+            .map_err(refusal)?;
+            println!("added user {} ({}, sites {})", u.user_id, u.role, u.scope);
+        }
+        UserCmd::List => {
+            let mut after = String::new();
+            println!("{:<32} {:<11} {:<9} sites", "user", "role", "state");
+            loop {
+                let page = db.users().list(&after, 500).await?;
+                for u in &page {
+                    let state = if u.disabled_ms.is_some() {
+                        "disabled"
+                    } else {
+                        "active"
+                    };
+                    println!(
+                        "{:<32} {:<11} {:<9} {}",
+                        u.user_id,
+                        u.role.as_str(),
+                        state,
+                        u.scope
+                    );
+                }
+                match page.last() {
+                    Some(u) if page.len() == 500 => after = u.user_id.clone(),
+                    _ => break,
+                }
+            }
+        }
+        UserCmd::Disable { name } => {
+            let patch = admin::UserPatch {
+                role: None,
+                sites: None,
+                disabled: Some(true),
+            };
+            admin::update_user(&db, &name, patch)
+                .await
+                .map_err(refusal)?;
+            println!("disabled {name}; their sessions ended");
+        }
+        UserCmd::Enable { name } => {
+            let patch = admin::UserPatch {
+                role: None,
+                sites: None,
+                disabled: Some(false),
+            };
+            admin::update_user(&db, &name, patch)
+                .await
+                .map_err(refusal)?;
+            println!("enabled {name}");
+        }
+        UserCmd::ResetPassword {
+            name,
+            password_file,
+        } => {
+            let password = read_password(password_file.as_ref())?;
+            admin::reset_password(&db, &guard, &name, password)
+                .await
+                .map_err(refusal)?;
+            println!("password of {name} set; their sessions ended");
+        }
+    }
+    Ok(())
+}
+
+async fn audit_cmd(cmd: AuditCmd, url: &str) -> Result<std::process::ExitCode> {
+    let db = headend::db::Db::connect(url, 2).await?;
+    match cmd {
+        AuditCmd::Verify => match db.audit().verify(1000).await? {
+            Ok(n) => {
+                println!("audit trail intact: {n} entries, hash chain verified");
+                Ok(std::process::ExitCode::SUCCESS)
+            }
+            Err(b) => {
+                println!("audit trail TAMPERED: {b}");
+                Ok(std::process::ExitCode::FAILURE)
+            }
+        },
+    }
+}
+
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> Result<std::process::ExitCode> {
     let cli = Cli::parse();
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    if cli.log_json {
+    if cli.serve.log_json {
         tracing_subscriber::fmt()
             .json()
             .with_env_filter(filter)
@@ -75,6 +264,15 @@ async fn main() -> Result<()> {
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
+    match cli.cmd {
+        Some(Cmd::User { cmd, database_url }) => {
+            user_cmd(cmd, &database_url).await?;
+            return Ok(std::process::ExitCode::SUCCESS);
+        }
+        Some(Cmd::Audit { cmd, database_url }) => return audit_cmd(cmd, &database_url).await,
+        None => {}
+    }
+    let cli = cli.serve;
     if cli.init_pki && !cli.pki_dir.join("ca.key").exists() {
         tankwatch_pki::bootstrap(&cli.pki_dir, &[], 397).context("creating the PKI")?;
         tracing::info!(dir = %cli.pki_dir.display(), "created a new CA and server certificate");
@@ -82,6 +280,10 @@ async fn main() -> Result<()> {
     let mut cfg = headend::Config::with_pki_dir(cli.pki_dir, cli.database_url);
     cfg.grpc_listen = cli.grpc_listen;
     cfg.http_listen = cli.http_listen;
+    cfg.http_tls = match (cli.http_tls_cert, cli.http_tls_key) {
+        (Some(cert), Some(key)) => Some(headend::https::HttpsFiles { cert, key }),
+        _ => None,
+    };
     cfg.max_concurrent_writes = cli.max_concurrent_writes;
     cfg.http_hosts = cli.http_hosts;
     cfg.max_conns_per_site = cli.max_conns_per_site;
@@ -98,10 +300,13 @@ async fn main() -> Result<()> {
         rollups: cli.rollup_retention,
     };
     headend::raise_fd_limit();
+    let cfg_https = cfg.http_tls.is_some();
     let running = headend::start(cfg).await?;
     println!(
-        "headend: gRPC (mTLS) on {}, REST on http://{}",
-        running.grpc_addr, running.http_addr
+        "headend: gRPC (mTLS) on {}, REST on {}://{}",
+        running.grpc_addr,
+        if cfg_https { "https" } else { "http" },
+        running.http_addr
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let failed = tokio::select! {
@@ -114,6 +319,6 @@ async fn main() -> Result<()> {
     match failed {
         // a dead task ends the process non-zero, for its supervisor to restart it
         Some(task) => anyhow::bail!("the headend's {task} stopped"),
-        None => Ok(()),
+        None => Ok(std::process::ExitCode::SUCCESS),
     }
 }

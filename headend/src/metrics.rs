@@ -43,6 +43,12 @@ pub struct Metrics {
     pub connections_refused: Family<ReasonLabel, Counter>,
     /// REST requests refused at the edge (content type, host, control characters), by reason.
     pub http_refused: Family<ReasonLabel, Counter>,
+    /// REST requests refused for their credential (401), audited or throttled.
+    pub auth_refused: Counter,
+    /// Logins refused (wrong name or password, locked, throttled).
+    pub logins_refused: Counter,
+    /// Audit entries that could not be appended (the request's own result stood).
+    pub audit_failed: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -77,6 +83,9 @@ impl Default for Metrics {
             connections: Gauge::default(),
             connections_refused: Family::default(),
             http_refused: Family::default(),
+            auth_refused: Counter::default(),
+            logins_refused: Counter::default(),
+            audit_failed: Counter::default(),
         };
         r.register(
             "session_takeovers",
@@ -119,6 +128,21 @@ impl Default for Metrics {
             m.http_refused.clone(),
         );
         for (name, help, c) in [
+            (
+                "auth_refused",
+                "REST requests refused for a missing, unknown, expired or revoked credential",
+                &m.auth_refused,
+            ),
+            (
+                "logins_refused",
+                "Logins refused: wrong name or password, locked name, throttled address",
+                &m.logins_refused,
+            ),
+            (
+                "audit_append_failed",
+                "Audit entries that could not be appended (logged with the request id)",
+                &m.audit_failed,
+            ),
             (
                 "commands_submitted",
                 "Commands created through REST (split children included)",

@@ -7,17 +7,19 @@
 //!   returns the first command (200), a key reused for another request is
 //!   refused (422).
 //! * `GET /api/v1/commands/{id}`: the command with its timeline.
-//! * `GET /api/v1/commands?site=&state=&limit=`: newest first.
+//! * `GET /api/v1/commands?site=&state=&limit=&cursor=`: newest first (paged).
 //! * `POST /api/v1/commands/{id}/cancel`
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{OriginalUri, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router, routing::get, routing::post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::access::{AuditNote, noted};
+use super::page::{self, PageParams};
 use super::{ApiError, ApiState, Caller, parse_body, ts};
 use crate::domain::CommandKind;
 use crate::services::commands::{self as svc, CommandRequest, CommandView, Outcome};
@@ -32,7 +34,7 @@ pub fn routes() -> Router<ApiState> {
 
 async fn post_command(
     State(s): State<ApiState>,
-    Caller(actor): Caller,
+    Caller(p): Caller,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -42,10 +44,28 @@ async fn post_command(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let key = svc::idempotency_key(header_key, req.idempotency_key.clone())?;
-    Ok(match svc::submit(&s.ctx(), req, key, actor).await? {
-        Outcome::Created(v) => (StatusCode::CREATED, Json(command_json(&v))).into_response(),
-        Outcome::Repeated(v) => (StatusCode::OK, Json(command_json(&v))).into_response(),
-    })
+    let (code, v, repeated) = match svc::submit(&s.ctx(&p), req, key, p.actor.clone()).await? {
+        Outcome::Created(v) => (StatusCode::CREATED, v, false),
+        Outcome::Repeated(v) => (StatusCode::OK, v, true),
+    };
+    Ok(noted(
+        (code, Json(command_json(&v))).into_response(),
+        audit_note(&v, None, repeated),
+    ))
+}
+
+/// A command's audit summary: what it asks, and its state before/after.
+fn audit_note(v: &CommandView, before: Option<&str>, repeated: bool) -> AuditNote {
+    let r = &v.row;
+    AuditNote {
+        target: Some(r.command_id.clone()),
+        summary: json!({
+            "site": r.site_id, "asset": r.asset_id, "kind": r.kind, "field": r.field,
+            "value": r.value, "load_id": r.load_id, "before": before, "after": r.state,
+            "repeated": repeated,
+        }),
+        ..AuditNote::default()
+    }
 }
 
 fn row_json(r: &CommandRow) -> Value {
@@ -113,31 +133,57 @@ pub fn command_json(c: &CommandView) -> Value {
 
 async fn get_command(
     State(s): State<ApiState>,
+    Caller(p): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(command_json(&svc::get(&s.ctx(), &id).await?)))
+    Ok(Json(command_json(&svc::get(&s.ctx(&p), &id).await?)))
 }
 
-#[derive(Deserialize)]
-struct ListParams {
-    site: Option<String>,
-    state: Option<String>,
-    limit: Option<i64>,
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Only this site's commands.
+    pub site: Option<String>,
+    /// Only commands in this state.
+    pub state: Option<String>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
 }
 
 async fn list_commands(
     State(s): State<ApiState>,
-    Query(p): Query<ListParams>,
-) -> Result<Json<Value>, ApiError> {
-    let views = svc::list(&s.ctx(), p.site.as_deref(), p.state.as_deref(), p.limit).await?;
-    Ok(Json(Value::Array(views.iter().map(command_json).collect())))
+    Caller(p): Caller,
+    OriginalUri(uri): OriginalUri,
+    Query(q): Query<ListParams>,
+) -> Result<Response, ApiError> {
+    let pg = PageParams {
+        limit: q.limit,
+        cursor: q.cursor.clone(),
+    };
+    let limit = pg.limit()?;
+    let before = page::after_i64(&pg)?;
+    let views = svc::list(
+        &s.ctx(&p),
+        q.site.as_deref(),
+        q.state.as_deref(),
+        limit + 1,
+        before,
+    )
+    .await?;
+    let items = views.iter().map(command_json).collect();
+    Ok(page::respond(&uri, items, limit, |v| {
+        v["issued_seq"].to_string()
+    }))
 }
 
 async fn cancel_command(
     State(s): State<ApiState>,
-    Caller(actor): Caller,
+    Caller(p): Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let v = svc::cancel(&s.ctx(), &id, &actor).await?;
-    Ok((StatusCode::ACCEPTED, Json(command_json(&v))).into_response())
+    let v = svc::cancel(&s.ctx(&p), &id, &p.actor).await?;
+    Ok(noted(
+        (StatusCode::ACCEPTED, Json(command_json(&v))).into_response(),
+        audit_note(&v, None, false),
+    ))
 }

@@ -4,17 +4,19 @@
 //!   source, planned volume, `status: cancelled`): every change pushes an
 //!   ETA action to the site, and the answer carries the load and that
 //!   command.
-//! * `GET /api/v1/loads?site=`, `GET /api/v1/loads/{id}`.
+//! * `GET /api/v1/loads?site=&limit=&cursor=` (by ETA, paged), `GET /api/v1/loads/{id}`.
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{OriginalUri, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router, routing::get, routing::post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::access::{AuditNote, noted};
 use super::commands::command_json;
+use super::page::{self, PageParams};
 use super::{ApiError, ApiState, Caller, parse_body, ts};
 use crate::services::loads::{self as svc, LoadPatch, LoadRequest, LoadView, Pushed};
 
@@ -51,51 +53,104 @@ fn load_json(v: &LoadView) -> Value {
     })
 }
 
-fn pushed(code: StatusCode, p: &Pushed) -> Response {
-    (
-        code,
-        Json(json!({ "load": load_json(&p.load), "command": command_json(&p.command) })),
+/// The load and the ETA command its change pushed, with the audit note.
+fn pushed(code: StatusCode, p: &Pushed, before: Option<Value>) -> Response {
+    let l = &p.load.load;
+    let after = json!({
+        "site": l.site_id, "eta_ms": l.eta_ms, "eta_source": l.eta_source, "status": l.status,
+        "planned_volume_l": l.planned_volume_l, "command": p.command.row.command_id,
+    });
+    noted(
+        (
+            code,
+            Json(json!({ "load": load_json(&p.load), "command": command_json(&p.command) })),
+        )
+            .into_response(),
+        AuditNote {
+            target: Some(l.load_id.clone()),
+            summary: json!({ "before": before, "after": after }),
+            ..AuditNote::default()
+        },
     )
-        .into_response()
 }
 
 async fn post_load(
     State(s): State<ApiState>,
-    Caller(actor): Caller,
+    Caller(p): Caller,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: LoadRequest = parse_body(&body)?;
-    let p = svc::create(&s.ctx(), req, actor).await?;
-    Ok(pushed(StatusCode::CREATED, &p))
+    let pushed_ = svc::create(&s.ctx(&p), req, p.actor.clone()).await?;
+    Ok(pushed(StatusCode::CREATED, &pushed_, None))
 }
 
 async fn patch_load(
     State(s): State<ApiState>,
-    Caller(actor): Caller,
+    Caller(p): Caller,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let patch: LoadPatch = parse_body(&body)?;
-    let p = svc::patch(&s.ctx(), &id, patch, actor).await?;
-    Ok(pushed(StatusCode::OK, &p))
+    let ctx = s.ctx(&p);
+    let before = svc::get(&ctx, &id).await?.load;
+    let before = json!({
+        "eta_ms": before.eta_ms, "eta_source": before.eta_source, "status": before.status,
+        "planned_volume_l": before.planned_volume_l,
+    });
+    let pushed_ = svc::patch(&ctx, &id, patch, p.actor.clone()).await?;
+    Ok(pushed(StatusCode::OK, &pushed_, Some(before)))
 }
 
 async fn get_load(
     State(s): State<ApiState>,
+    Caller(p): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(load_json(&svc::get(&s.ctx(), &id).await?)))
+    Ok(Json(load_json(&svc::get(&s.ctx(&p), &id).await?)))
 }
 
-#[derive(Deserialize)]
-struct LoadList {
-    site: Option<String>,
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LoadList {
+    /// Only this site's loads.
+    pub site: Option<String>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
 }
 
 async fn list_loads(
     State(s): State<ApiState>,
-    Query(p): Query<LoadList>,
-) -> Result<Json<Value>, ApiError> {
-    let views = svc::list(&s.ctx(), p.site.as_deref()).await?;
-    Ok(Json(Value::Array(views.iter().map(load_json).collect())))
+    Caller(p): Caller,
+    OriginalUri(uri): OriginalUri,
+    Query(q): Query<LoadList>,
+) -> Result<Response, ApiError> {
+    let pg = PageParams {
+        limit: q.limit,
+        cursor: q.cursor.clone(),
+    };
+    let limit = pg.limit()?;
+    let after = pg.after()?;
+    let after = match after.as_deref().map(|a| a.split_once(':')) {
+        None => None,
+        Some(Some((eta, id))) => Some((
+            eta.parse::<i64>()
+                .map_err(|_| ApiError::invalid("cursor", "not a cursor this API gave out"))?,
+            id,
+        )),
+        Some(None) => {
+            return Err(ApiError::invalid(
+                "cursor",
+                "not a cursor this API gave out",
+            ));
+        }
+    };
+    let views = svc::list(&s.ctx(&p), q.site.as_deref(), after, limit + 1).await?;
+    let items = views.iter().map(load_json).collect();
+    Ok(page::respond(&uri, items, limit, |v| {
+        format!(
+            "{}:{}",
+            v["eta_ms"],
+            v["load_id"].as_str().unwrap_or_default()
+        )
+    }))
 }

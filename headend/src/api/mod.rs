@@ -14,17 +14,19 @@
 //! stable machine-readable word (below), `field` names the field at fault
 //! or is null.
 
+pub mod access;
+pub mod admin;
+pub mod audit;
+pub mod auth;
 pub mod commands;
 pub mod edge;
 pub mod loads;
+pub mod openapi;
+pub mod page;
 pub mod telemetry;
 
-use std::net::SocketAddr;
-
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::StatusCode;
-use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
@@ -35,7 +37,10 @@ use crate::domain::Actor;
 use crate::ingest::Sessions;
 use crate::ingest::dispatch::Dispatcher;
 use crate::metrics::Metrics;
+use crate::services::access::{Guard, Principal};
 use crate::services::{Context, Refused, ServiceError};
+use access::AuditNote;
+pub use access::Caller;
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -43,26 +48,42 @@ pub struct ApiState {
     pub sessions: Sessions,
     pub metrics: Metrics,
     pub dispatcher: Dispatcher,
+    /// Login throttling and the password-hashing bound.
+    pub guard: Guard,
 }
 
 impl ApiState {
-    pub fn ctx(&self) -> Context {
+    /// The services' context for this caller (its site scope).
+    pub fn ctx(&self, p: &Principal) -> Context {
         Context {
             db: self.db.clone(),
             metrics: self.metrics.clone(),
             dispatcher: self.dispatcher.clone(),
+            scope: p.scope.clone(),
         }
     }
 }
 
+/// Every route, behind the access gate (authentication, role, scope,
+/// audit: [`access`]), the edge checks ([`edge`]) and the request id.
 pub fn router(state: ApiState, edge: edge::Edge) -> Router {
+    let gate = access::Gate::new(state.clone());
     Router::new()
         .merge(telemetry::routes())
         .merge(commands::routes())
         .merge(loads::routes())
+        .merge(auth::routes())
+        .merge(admin::routes())
+        .merge(audit::routes())
+        .merge(openapi::routes())
+        .route_layer(axum::middleware::from_fn_with_state(gate, access::gate))
         .with_state(state)
+        .fallback(|| async {
+            ApiError::not_found("no such route (the API is described at /api/openapi.json)")
+        })
         .layer(axum::extract::DefaultBodyLimit::max(edge::MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(edge, edge::guard))
+        .layer(axum::middleware::from_fn(access::request_id))
 }
 
 /// An API error: `{"error": {"code", "message", "field"}}` with a status.
@@ -76,6 +97,10 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub field: Option<String>,
+    /// Refused for who asked (audited as a denial).
+    pub denied: bool,
+    /// For 429: seconds to wait.
+    pub retry_after_s: Option<i64>,
 }
 
 impl ApiError {
@@ -85,6 +110,34 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            denied: false,
+            retry_after_s: None,
+        }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 401 (with `WWW-Authenticate: Bearer`).
+    pub fn unauthenticated(message: impl Into<String>) -> ApiError {
+        ApiError {
+            denied: true,
+            ..ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
+        }
+    }
+
+    /// 429 with `Retry-After`.
+    pub fn throttled(wait_ms: i64) -> ApiError {
+        let s = (wait_ms.max(1) + 999) / 1000;
+        ApiError {
+            denied: true,
+            retry_after_s: Some(s),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                format!("too many attempts; retry in {s} s"),
+            )
         }
     }
 
@@ -107,7 +160,24 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body())).into_response()
+        let mut r = (self.status, Json(self.body())).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(s) = self.retry_after_s
+            && let Ok(v) = HeaderValue::from_str(&s.to_string())
+        {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        if self.denied {
+            r.extensions_mut().insert(AuditNote {
+                denied: true,
+                summary: json!({ "error": self.code, "message": self.message }),
+                ..AuditNote::default()
+            });
+        }
+        r
     }
 }
 
@@ -121,12 +191,13 @@ impl From<ServiceError> for ApiError {
             } => {
                 let (status, code) = match kind {
                     Refused::Invalid => (StatusCode::BAD_REQUEST, "invalid"),
-                    Refused::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+                    Refused::NotFound | Refused::OutOfScope => (StatusCode::NOT_FOUND, "not_found"),
                     Refused::Unprocessable => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
                     Refused::Conflict => (StatusCode::CONFLICT, "conflict"),
                 };
                 ApiError {
                     field: (!field.is_empty()).then_some(field),
+                    denied: kind == Refused::OutOfScope,
                     ..ApiError::new(status, code, message)
                 }
             }
@@ -221,39 +292,6 @@ pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
         };
         ApiError::invalid(&field, msg)
     })
-}
-
-/// Who is calling: the actor recorded on what the request changes. Until
-/// operator access lands it is the `X-Operator` header (or `anonymous`)
-/// and the peer address; the operator-access issue fills it from the
-/// authenticated principal instead, in this one place.
-pub struct Caller(pub Actor);
-
-impl<S: Send + Sync> FromRequestParts<S> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let from = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip())
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "the peer address is unknown",
-                )
-            })?;
-        let name = parts
-            .headers
-            .get("x-operator")
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty() && v.len() <= 100)
-            .unwrap_or("anonymous")
-            .to_string();
-        Ok(Caller(Actor::Operator { name, from }))
-    }
 }
 
 /// Fuzzing entry (`fuzz/`): every REST body parser and the pure checks

@@ -20,15 +20,17 @@
 //!   (full disk, corruption): "data lost at site X between T1 and T2".
 //! * Commands and loads: see [`super::commands`] and [`super::loads`].
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{OriginalUri, Path, Query, State};
 use axum::http::StatusCode;
+use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiState, query_time, ts};
+use super::page::{self, PageParams};
+use super::{ApiError, ApiState, Caller, query_time, ts};
 use crate::db::{Db, ReadingQuery, RollupQuery};
 
 pub fn routes() -> Router<ApiState> {
@@ -55,32 +57,78 @@ async fn ready(State(s): State<ApiState>) -> Response {
     }
 }
 
-async fn sites(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let rows = s.db.sites().await?;
+/// A page of a list kept whole in memory (bounded by the store), keyed
+/// by `key` in order: the items after the cursor's key.
+fn page_in_memory(
+    uri: &Uri,
+    p: &PageParams,
+    items: Vec<Value>,
+    key: fn(&Value) -> String,
+) -> Result<Response, ApiError> {
+    let limit = p.limit()?;
+    let after = p.after()?;
+    let items: Vec<Value> = items
+        .into_iter()
+        .filter(|v| after.as_ref().is_none_or(|a| key(v) > *a))
+        .take(limit as usize + 1)
+        .collect();
+    Ok(page::respond(uri, items, limit, key))
+}
+
+/// A page of a list kept whole in memory in its own order, by position.
+fn page_by_position(uri: &Uri, p: &PageParams, items: Vec<Value>) -> Result<Response, ApiError> {
+    let limit = p.limit()?;
+    let from = page::after_i64(p)?.map_or(0, |i| i + 1).max(0) as usize;
+    let items: Vec<Value> = items
+        .into_iter()
+        .enumerate()
+        .skip(from)
+        .take(limit as usize + 1)
+        .map(|(i, mut v)| {
+            v["position"] = json!(i);
+            v
+        })
+        .collect();
+    Ok(page::respond(uri, items, limit, |v| {
+        v["position"].to_string()
+    }))
+}
+
+async fn sites(
+    State(s): State<ApiState>,
+    Caller(c): Caller,
+    OriginalUri(uri): OriginalUri,
+    Query(p): Query<PageParams>,
+) -> Result<Response, ApiError> {
+    let mut rows = s.db.sites().await?;
+    rows.retain(|r| c.scope.covers(&r.site_id));
+    rows.sort_by(|a, b| a.site_id.cmp(&b.site_id));
     s.metrics
         .sites_failing
         .set(s.sessions.failing_sites() as i64);
-    Ok(Json(Value::Array(
-        rows.into_iter()
-            .map(|r| {
-                let session = s.sessions.get(&r.site_id);
-                json!({
-                    "site_id": r.site_id,
-                    "agent_version": r.agent_version,
-                    "assets": r.assets,
-                    "first_seen": ts(r.first_seen_ms),
-                    "last_seen": ts(r.last_seen_ms),
-                    "connected": session.is_some(),
-                    "session": session,
-                    // the site's data is failing to commit (it is resent; nothing acknowledged)
-                    "ingest_error": s.sessions.ingest_error(&r.site_id).map(|e| json!({
-                        "since": ts(e.since_ms), "last": ts(e.last_ms),
-                        "failures": e.failures, "error": e.error,
-                    })),
-                })
+    let items = rows
+        .into_iter()
+        .map(|r| {
+            let session = s.sessions.get(&r.site_id);
+            json!({
+                "site_id": r.site_id,
+                "agent_version": r.agent_version,
+                "assets": r.assets,
+                "first_seen": ts(r.first_seen_ms),
+                "last_seen": ts(r.last_seen_ms),
+                "connected": session.is_some(),
+                "session": session,
+                // the site's data is failing to commit (it is resent; nothing acknowledged)
+                "ingest_error": s.sessions.ingest_error(&r.site_id).map(|e| json!({
+                    "since": ts(e.since_ms), "last": ts(e.last_ms),
+                    "failures": e.failures, "error": e.error,
+                })),
             })
-            .collect(),
-    )))
+        })
+        .collect();
+    page_in_memory(&uri, &p, items, |v| {
+        v["site_id"].as_str().unwrap_or_default().to_string()
+    })
 }
 
 async fn site_or_404(db: &Db, site: &str) -> Result<(), ApiError> {
@@ -98,11 +146,13 @@ async fn site_or_404(db: &Db, site: &str) -> Result<(), ApiError> {
 async fn assets(
     State(s): State<ApiState>,
     Path(site): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+    OriginalUri(uri): OriginalUri,
+    Query(p): Query<PageParams>,
+) -> Result<Response, ApiError> {
     site_or_404(&s.db, &site).await?;
-    let rows = s.db.assets(&site).await?;
-    Ok(Json(Value::Array(
-        rows.into_iter()
+    let mut rows = s.db.assets(&site).await?;
+    rows.sort_by(|a, b| a.asset_id.cmp(&b.asset_id));
+    let items = rows.into_iter()
             .map(|a| {
                 let fields: serde_json::Map<String, Value> = a
                     .fields
@@ -135,8 +185,10 @@ async fn assets(
                     "fields": fields,
                 })
             })
-            .collect(),
-    )))
+            .collect();
+    page_in_memory(&uri, &p, items, |v| {
+        v["asset_id"].as_str().unwrap_or_default().to_string()
+    })
 }
 
 #[derive(Deserialize)]
@@ -278,84 +330,90 @@ async fn rollups(
 async fn deliveries(
     State(s): State<ApiState>,
     Path(site): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+    OriginalUri(uri): OriginalUri,
+    Query(p): Query<PageParams>,
+) -> Result<Response, ApiError> {
     site_or_404(&s.db, &site).await?;
     let rows = s.db.delivery_events(&site, 1000).await?;
-    Ok(Json(Value::Array(
-        rows.into_iter()
-            .map(|d| {
-                let ended = d.phase == "ended";
-                json!({
-                    "phase": d.phase,
-                    "source": d.source,
-                    "tank": d.tank,
-                    "load_id": (!d.load_id.is_empty()).then_some(d.load_id),
-                    "start": ts(d.start_ms),
-                    "end": ended.then(|| ts(d.end_ms)),
-                    "start_volume_l": d.start_volume_l,
-                    "end_volume_l": ended.then_some(d.end_volume_l),
-                    "delivered_volume_l": ended.then_some(d.delivered_volume_l),
-                    "reported": ts(d.ingested_ms),
-                })
+    let items = rows
+        .into_iter()
+        .map(|d| {
+            let ended = d.phase == "ended";
+            json!({
+                "phase": d.phase,
+                "source": d.source,
+                "tank": d.tank,
+                "load_id": (!d.load_id.is_empty()).then_some(d.load_id),
+                "start": ts(d.start_ms),
+                "end": ended.then(|| ts(d.end_ms)),
+                "start_volume_l": d.start_volume_l,
+                "end_volume_l": ended.then_some(d.end_volume_l),
+                "delivered_volume_l": ended.then_some(d.delivered_volume_l),
+                "reported": ts(d.ingested_ms),
             })
-            .collect(),
-    )))
+        })
+        .collect();
+    page_by_position(&uri, &p, items)
 }
 
 async fn gaps(
     State(s): State<ApiState>,
     Path(site): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+    OriginalUri(uri): OriginalUri,
+    Query(p): Query<PageParams>,
+) -> Result<Response, ApiError> {
     site_or_404(&s.db, &site).await?;
     let rows = s.db.gaps(&site, 1000).await?;
-    Ok(Json(Value::Array(
-        rows.into_iter()
-            .map(|g| {
-                json!({
-                    "log_id": (g.log_id as u64).to_string(),
-                    "first_seq": g.first_seq,
-                    "last_seq": g.last_seq,
-                    "count": g.count,
-                    "class": g.class,
-                    "reason": g.reason,
-                    "device": g.device,
-                    "from": ts(g.from_ts_ms),
-                    "to": ts(g.to_ts_ms),
-                    "reported": ts(g.ingested_ms),
-                    "gap_record_seq": g.seq,
-                })
+    let items = rows
+        .into_iter()
+        .map(|g| {
+            json!({
+                "log_id": (g.log_id as u64).to_string(),
+                "first_seq": g.first_seq,
+                "last_seq": g.last_seq,
+                "count": g.count,
+                "class": g.class,
+                "reason": g.reason,
+                "device": g.device,
+                "from": ts(g.from_ts_ms),
+                "to": ts(g.to_ts_ms),
+                "reported": ts(g.ingested_ms),
+                "gap_record_seq": g.seq,
             })
-            .collect(),
-    )))
+        })
+        .collect();
+    page_by_position(&uri, &p, items)
 }
 
 /// The site's devices as its agent last reported them.
 async fn devices(
     State(s): State<ApiState>,
     Path(site): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+    OriginalUri(uri): OriginalUri,
+    Query(p): Query<PageParams>,
+) -> Result<Response, ApiError> {
     site_or_404(&s.db, &site).await?;
     let rows = s.db.devices(&site).await?;
-    Ok(Json(Value::Array(
-        rows.into_iter()
-            .map(|d| {
-                json!({
-                    "device": d.device,
-                    "kind": d.kind,
-                    "connected": d.connected != 0,
-                    "last_good": (d.last_good_ms > 0).then(|| ts(d.last_good_ms)),
-                    "last_error": d.last_error,
-                    "last_error_at": (d.last_error_ms > 0).then(|| ts(d.last_error_ms)),
-                    "errors": d.errors,
-                    "reconnects": d.reconnects,
-                    "shed": d.shed,
-                    "source_gaps": d.gaps,
-                    "malformed": d.malformed,
-                    "reported": ts(d.reported_ms),
-                })
+    let items = rows
+        .into_iter()
+        .map(|d| {
+            json!({
+                "device": d.device,
+                "kind": d.kind,
+                "connected": d.connected != 0,
+                "last_good": (d.last_good_ms > 0).then(|| ts(d.last_good_ms)),
+                "last_error": d.last_error,
+                "last_error_at": (d.last_error_ms > 0).then(|| ts(d.last_error_ms)),
+                "errors": d.errors,
+                "reconnects": d.reconnects,
+                "shed": d.shed,
+                "source_gaps": d.gaps,
+                "malformed": d.malformed,
+                "reported": ts(d.reported_ms),
             })
-            .collect(),
-    )))
+        })
+        .collect();
+    page_by_position(&uri, &p, items)
 }
 
 async fn metrics(State(s): State<ApiState>) -> Response {

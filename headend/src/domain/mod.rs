@@ -2,17 +2,23 @@
 //! SQL form, and an unknown value is an error, never a default. The pure
 //! rules ([`lifecycle`], [`split`]) take the clock and the facts as input.
 
+pub mod access;
 pub mod actor;
 pub mod asset;
+pub mod audit;
 pub mod command;
 pub mod lifecycle;
 pub mod load;
 pub mod quality;
+pub mod secret;
 pub mod split;
+pub mod throttle;
 pub mod time;
 
+pub use access::{Permission, Role, Scope};
 pub use actor::Actor;
 pub use asset::AssetKind;
+pub use audit::AuditOutcome;
 pub use command::{CommandKind, CommandState, Reason};
 pub use load::{DeliverySource, EtaSource, LoadEventKind, LoadStatus};
 pub use quality::Quality;

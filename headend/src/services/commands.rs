@@ -20,8 +20,6 @@ pub const ONLINE_WINDOW_MS: i64 = 5 * 60 * 1000;
 const MIN_STEP: f64 = 1e-6;
 /// ...to this.
 const MAX_STEP: f64 = 1e6;
-/// Most commands one list returns.
-pub const MAX_LIST: i64 = 1000;
 
 /// `POST /api/v1/commands`.
 #[derive(Debug, Deserialize, Serialize)]
@@ -130,6 +128,9 @@ pub fn idempotency_key(header: Option<String>, body: Option<String>) -> Result<O
 /// disambiguated by `site`) to (site, asset).
 async fn resolve_asset(ctx: &Context, asset: &str, site: Option<&str>) -> Result<(String, String)> {
     if let Some((site, a)) = asset.split_once('/') {
+        ctx.visible(site, "asset", || {
+            format!("site {site:?} has no asset {a:?}")
+        })?;
         if !ctx.db.sites_with_asset(a).await?.iter().any(|x| x == site) {
             return Err(refused(
                 Refused::NotFound,
@@ -139,7 +140,14 @@ async fn resolve_asset(ctx: &Context, asset: &str, site: Option<&str>) -> Result
         }
         return Ok((site.to_string(), a.to_string()));
     }
-    let sites = ctx.db.sites_with_asset(asset).await?;
+    // sites outside the caller's scope do not exist for it
+    let sites: Vec<String> = ctx
+        .db
+        .sites_with_asset(asset)
+        .await?
+        .into_iter()
+        .filter(|s| ctx.scope.covers(s))
+        .collect();
     match (sites.as_slice(), site) {
         ([], _) => Err(refused(
             Refused::NotFound,
@@ -268,6 +276,7 @@ async fn setpoint(
             "give the target: asset (SITE/ASSET), or site alone for a site-level target split across its assets",
         ));
     };
+    ctx.visible(site, "site", || format!("no site {site:?}"))?;
     if !ctx.db.site_exists(site).await? {
         return Err(refused(
             Refused::NotFound,
@@ -371,6 +380,7 @@ pub async fn submit(
             let load = ctx.db.loads().get(load_id).await?.ok_or_else(|| {
                 refused(Refused::NotFound, "load_id", format!("no load {load_id:?}"))
             })?;
+            ctx.visible(&load.site_id, "load_id", || format!("no load {load_id:?}"))?;
             let now = now_ms();
             let exp = expiry(
                 now,
@@ -507,6 +517,7 @@ pub async fn get(ctx: &Context, id: &str) -> Result<CommandView> {
         .get(id)
         .await?
         .ok_or_else(|| not_found(id))?;
+    ctx.visible(&row.site_id, "", || format!("no command {id:?}"))?;
     view(ctx, row, true).await
 }
 
@@ -516,8 +527,12 @@ pub async fn list(
     ctx: &Context,
     site: Option<&str>,
     state: Option<&str>,
-    limit: Option<i64>,
+    limit: i64,
+    before_seq: Option<i64>,
 ) -> Result<Vec<CommandView>> {
+    if let Some(site) = site {
+        ctx.visible(site, "site", || format!("no site {site:?}"))?;
+    }
     let state = state
         .map(|s| {
             s.parse::<CommandState>().map_err(|_| {
@@ -528,11 +543,12 @@ pub async fn list(
             })
         })
         .transpose()?;
-    let limit = limit.unwrap_or(100);
-    if !(1..=MAX_LIST).contains(&limit) {
-        return Err(invalid("limit", format!("must be from 1 to {MAX_LIST}")));
-    }
-    let rows = ctx.db.commands().list(site, state, limit).await?;
+    let sites = ctx.scope.sites();
+    let rows = ctx
+        .db
+        .commands()
+        .list(site, sites.as_deref(), state, limit, before_seq)
+        .await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         out.push(view(ctx, r, false).await?);
@@ -544,6 +560,7 @@ pub async fn list(
 pub async fn cancel(ctx: &Context, id: &str, actor: &Actor) -> Result<CommandView> {
     let commands = ctx.db.commands();
     let r = commands.get(id).await?.ok_or_else(|| not_found(id))?;
+    ctx.visible(&r.site_id, "", || format!("no command {id:?}"))?;
     let targets: Vec<String> = if r.kind == CommandKind::Split {
         commands
             .children(id)

@@ -98,6 +98,7 @@ pub fn eta_source(src: &str) -> Result<EtaSource> {
 }
 
 pub async fn create(ctx: &Context, req: LoadRequest, actor: Actor) -> Result<Pushed> {
+    ctx.visible(&req.site, "site", || format!("no site {:?}", req.site))?;
     if !ctx.db.site_exists(&req.site).await? {
         return Err(refused(
             Refused::NotFound,
@@ -178,6 +179,7 @@ fn not_found(id: &str) -> super::ServiceError {
 
 pub async fn patch(ctx: &Context, id: &str, p: LoadPatch, actor: Actor) -> Result<Pushed> {
     let mut load = ctx.db.loads().get(id).await?.ok_or_else(|| not_found(id))?;
+    ctx.visible(&load.site_id, "", || format!("no load {id:?}"))?;
     if load.status.is_final() {
         return Err(refused(
             Refused::Conflict,
@@ -233,15 +235,26 @@ pub async fn patch(ctx: &Context, id: &str, p: LoadPatch, actor: Actor) -> Resul
 pub async fn get(ctx: &Context, id: &str) -> Result<LoadView> {
     let loads = ctx.db.loads();
     let load = loads.get(id).await?.ok_or_else(|| not_found(id))?;
+    ctx.visible(&load.site_id, "", || format!("no load {id:?}"))?;
     let events = loads.events(id).await?;
     Ok(LoadView { load, events })
 }
 
-/// By ETA; two queries for the whole list.
-pub async fn list(ctx: &Context, site: Option<&str>) -> Result<Vec<LoadView>> {
+/// By ETA then id, after `after` (the page cursor); two queries.
+pub async fn list(
+    ctx: &Context,
+    site: Option<&str>,
+    after: Option<(i64, &str)>,
+    limit: i64,
+) -> Result<Vec<LoadView>> {
+    if let Some(site) = site {
+        ctx.visible(site, "site", || format!("no site {site:?}"))?;
+    }
     let loads = ctx.db.loads();
-    let rows = loads.list(site, MAX_LIST).await?;
-    let mut events = loads.events_of_list(site, MAX_LIST).await?;
+    let sites = ctx.scope.sites();
+    let rows = loads.list(site, sites.as_deref(), after, limit).await?;
+    let ids: Vec<String> = rows.iter().map(|l| l.load_id.clone()).collect();
+    let mut events = loads.events_of(&ids).await?;
     Ok(rows
         .into_iter()
         .map(|l| {

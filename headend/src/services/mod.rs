@@ -5,10 +5,13 @@
 //! It knows no HTTP: a refusal names its kind and the field at fault, and
 //! the API turns that into a status and the one error shape.
 
+pub mod access;
+pub mod admin;
 pub mod commands;
 pub mod loads;
 
 use crate::db::Db;
+use crate::domain::Scope;
 use crate::ingest::dispatch::Dispatcher;
 use crate::metrics::Metrics;
 
@@ -18,6 +21,20 @@ pub struct Context {
     pub db: Db,
     pub metrics: Metrics,
     pub dispatcher: Dispatcher,
+    /// The sites the caller may see and act on.
+    pub scope: Scope,
+}
+
+impl Context {
+    /// Refuses a site outside the caller's scope as if it did not exist
+    /// (a scoped caller cannot probe which site ids exist).
+    pub fn visible(&self, site: &str, field: &str, what: impl FnOnce() -> String) -> Result<()> {
+        if self.scope.covers(site) {
+            Ok(())
+        } else {
+            Err(refused(Refused::OutOfScope, field, what()))
+        }
+    }
 }
 
 /// Why a request was refused.
@@ -31,6 +48,9 @@ pub enum Refused {
     Unprocessable,
     /// Not possible in the current state (ended, key reused).
     Conflict,
+    /// About a site outside the caller's scope: answered as [`Refused::NotFound`]
+    /// (and audited as a denial).
+    OutOfScope,
 }
 
 /// A service's failure: a refusal naming the field at fault, or the store.

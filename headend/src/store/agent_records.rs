@@ -169,6 +169,23 @@ async fn local_command(
             &actor,
         )
         .await?;
+        // the site's write joins the audit trail with its site actor, once
+        crate::store::audit::append(
+            c,
+            &crate::store::audit::NewEntry {
+                at_ms: now,
+                actor: actor.to_string(),
+                role: None,
+                action: "commands.local_setpoint".into(),
+                target: l.command_id.clone(),
+                outcome: crate::domain::AuditOutcome::Ok,
+                status: 0,
+                summary: request.clone(),
+                client: l.client.clone(),
+                request_id: format!("site {site}"),
+            },
+        )
+        .await?;
     }
     Ok(())
 }

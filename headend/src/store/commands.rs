@@ -385,21 +385,29 @@ impl Commands<'_> {
     }
 
     /// Newest first; `site` and `state` filter when given.
+    /// Newest first, before `before_seq` (the page cursor); `site`
+    /// filters, and `sites` (a caller's scope) bounds.
     pub async fn list(
         &self,
         site: Option<&str>,
+        sites: Option<&[String]>,
         state: Option<CommandState>,
         limit: i64,
+        before_seq: Option<i64>,
     ) -> Result<Vec<CommandRow>, Error> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM commands WHERE ($1 = '' OR site_id = $1) AND ($2 = '' OR state = $2) ORDER BY seq DESC LIMIT $3"
+            "SELECT {COLUMNS} FROM commands WHERE ($1 = '' OR site_id = $1) AND ($2 = '' OR state = $2) AND seq < $4 {} ORDER BY seq DESC LIMIT $3",
+            super::site_in("site_id", sites, 5)
         );
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(site.unwrap_or(""))
             .bind(state.map_or("", CommandState::as_str))
             .bind(limit)
-            .fetch_all(self.0.pool())
-            .await?)
+            .bind(before_seq.unwrap_or(i64::MAX));
+        for s in sites.unwrap_or_default() {
+            q = q.bind(s);
+        }
+        Ok(q.fetch_all(self.0.pool()).await?)
     }
 
     /// Commands to (re)send to a site's agent, oldest first: not yet

@@ -186,36 +186,51 @@ impl Loads<'_> {
             .await?)
     }
 
-    /// By ETA; `site` filters when given.
-    pub async fn list(&self, site: Option<&str>, limit: i64) -> Result<Vec<LoadRow>, Error> {
-        let sql = format!(
-            "SELECT {LOAD_COLUMNS} FROM loads WHERE ($1 = '' OR site_id = $1) ORDER BY eta_ms LIMIT $2"
-        );
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(site.unwrap_or(""))
-            .bind(limit)
-            .fetch_all(self.0.pool())
-            .await?)
-    }
-
-    /// The events of every load `list(site, limit)` returns, by load, in
-    /// one query (not one per load).
-    pub async fn events_of_list(
+    /// By ETA then id, after the `after` key (the page cursor); `site`
+    /// filters, and `sites` (a caller's scope) bounds.
+    pub async fn list(
         &self,
         site: Option<&str>,
+        sites: Option<&[String]>,
+        after: Option<(i64, &str)>,
         limit: i64,
+    ) -> Result<Vec<LoadRow>, Error> {
+        let (eta, id) = after.unwrap_or((i64::MIN, ""));
+        let sql = format!(
+            "SELECT {LOAD_COLUMNS} FROM loads WHERE ($1 = '' OR site_id = $1)
+               AND (eta_ms > $3 OR (eta_ms = $3 AND load_id > $4)) {} ORDER BY eta_ms, load_id LIMIT $2",
+            super::site_in("site_id", sites, 5)
+        );
+        let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(site.unwrap_or(""))
+            .bind(limit)
+            .bind(eta)
+            .bind(id);
+        for s in sites.unwrap_or_default() {
+            q = q.bind(s);
+        }
+        Ok(q.fetch_all(self.0.pool()).await?)
+    }
+
+    /// The events of these loads, by load, in one query (not one per load).
+    pub async fn events_of(
+        &self,
+        ids: &[String],
     ) -> Result<HashMap<String, Vec<LoadEventRow>>, Error> {
-        let rows: Vec<LoadEventOfRow> = sqlx::query_as(
-            "SELECT load_id, id, at_ms, kind, detail, actor FROM load_events
-             WHERE load_id IN (SELECT load_id FROM loads WHERE ($1 = '' OR site_id = $1) ORDER BY eta_ms LIMIT $2)
-             ORDER BY id",
-        )
-        .bind(site.unwrap_or(""))
-        .bind(limit)
-        .fetch_all(self.0.pool())
-        .await?;
         let mut by_load: HashMap<String, Vec<LoadEventRow>> = HashMap::new();
-        for r in rows {
+        if ids.is_empty() {
+            return Ok(by_load);
+        }
+        let ps: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT load_id, id, at_ms, kind, detail, actor FROM load_events WHERE load_id IN ({}) ORDER BY id",
+            ps.join(", ")
+        );
+        let mut q = sqlx::query_as::<_, LoadEventOfRow>(sqlx::AssertSqlSafe(sql));
+        for id in ids {
+            q = q.bind(id);
+        }
+        for r in q.fetch_all(self.0.pool()).await? {
             by_load.entry(r.load_id).or_default().push(LoadEventRow {
                 id: r.id,
                 at_ms: r.at_ms,

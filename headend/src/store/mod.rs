@@ -12,12 +12,15 @@
 //! Schema and the exactly-once key: ADR 0006.
 
 pub mod agent_records;
+pub mod api_keys;
+pub mod audit;
 pub mod commands;
 pub mod devices;
 pub mod loads;
 pub mod pg;
 pub mod rows;
 pub mod sqlite;
+pub mod users;
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -27,6 +30,19 @@ use tankwatch_proto::v1;
 use crate::Error;
 use crate::domain::Quality;
 pub use rows::PointKey;
+
+/// `AND col IN ($first, …)` for a caller's scope (empty for all sites;
+/// `1 = 0` for none). Bind the sites after the other parameters.
+pub fn site_in(col: &str, sites: Option<&[String]>, first: usize) -> String {
+    match sites {
+        None => String::new(),
+        Some([]) => " AND 1 = 0".into(),
+        Some(s) => {
+            let ps: Vec<String> = (0..s.len()).map(|i| format!("${}", first + i)).collect();
+            format!(" AND {col} IN ({})", ps.join(", "))
+        }
+    }
+}
 
 /// One session's batches, committed together.
 #[derive(Debug, Clone)]

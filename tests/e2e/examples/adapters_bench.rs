@@ -208,7 +208,7 @@ async fn main() -> Result<()> {
     let topics = 100;
     let pki = TestPki::new(&["bench"])?;
     let work = tempfile::tempdir()?;
-    let he = headend::start(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
+    let he = e2e::start_headend(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
     let sim = fast_sim().await?;
     let opc_port = free_port();
     let mut opc = opc_server(opc_port, &work.path().join("opc"), items)?;

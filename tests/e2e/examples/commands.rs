@@ -60,7 +60,7 @@ async fn main() -> Result<()> {
         .as_ref()
         .map(|d| d.url.clone())
         .unwrap_or_else(|| sqlite_url(work.path()));
-    let he = headend::start(headend_config(&pki, &url, 0)).await?;
+    let he = e2e::start_headend(headend_config(&pki, &url, 0)).await?;
     let http = he.http_addr;
     println!(
         "backend: {}",

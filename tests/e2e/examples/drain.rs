@@ -28,7 +28,7 @@ async fn main() -> anyhow::Result<()> {
     fill_backlog(&log_dir, n)?;
     println!("log filled with {n} readings in {:.2?}", t.elapsed());
     let sim = Simulator::start("127.0.0.1:0".parse()?, SimConfig::default()).await?;
-    let he = headend::start(headend_config(&pki, &db_url, 0)).await?;
+    let he = e2e::start_headend(headend_config(&pki, &db_url, 0)).await?;
     // WINDOW=N: batches in flight (uplink.window), default 4
     let window = std::env::var("WINDOW").unwrap_or_else(|_| "4".into());
     let yaml = agent_yaml(&pki, "bench", he.grpc_addr, &log_dir, &sim, 1000)

@@ -167,6 +167,7 @@ fn probe(
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> std::thread::JoinHandle<Result<(Vec<f64>, usize)>> {
     let url = format!("http://{http}/api/v1/sites/{site}/assets");
+    let (ak, av) = e2e::auth(http);
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -178,7 +179,7 @@ fn probe(
             let (mut lat, mut failed) = (Vec::new(), 0usize);
             while !stop.load(Ordering::SeqCst) {
                 let q = Instant::now();
-                match client.get(&url).send().await {
+                match client.get(&url).header(ak, &av).send().await {
                     Ok(r) if r.status().is_success() => {
                         lat.push(q.elapsed().as_secs_f64() * 1000.0)
                     }

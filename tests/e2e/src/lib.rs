@@ -172,9 +172,79 @@ pub async fn site_device(http: SocketAddr, site: &str, name: &str) -> Result<Val
         .with_context(|| format!("no device {name} at site {site}: {d}"))
 }
 
+fn tokens() -> &'static std::sync::Mutex<std::collections::HashMap<SocketAddr, String>> {
+    static T: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<SocketAddr, String>>> =
+        std::sync::OnceLock::new();
+    T.get_or_init(Default::default)
+}
+
+/// Starts a headend and makes an admin API key for the REST helpers
+/// ([`get_json`], [`send_json`]; [`auth`] for raw requests).
+pub async fn start_headend(cfg: headend::Config) -> Result<headend::Running> {
+    let he = headend::start(cfg).await?;
+    let key = api_key(&he.db, "admin", None).await?;
+    tokens()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("token registry poisoned"))?
+        .insert(he.http_addr, key);
+    Ok(he)
+}
+
+/// A new API key with `role` (and a site scope), as an admin would make it.
+pub async fn api_key(
+    db: &headend::db::Db,
+    role: &str,
+    sites: Option<Vec<String>>,
+) -> Result<String> {
+    let (_, key) = headend::services::admin::add_key(
+        db,
+        headend::services::admin::NewKey {
+            name: format!("e2e-{role}"),
+            role: role.into(),
+            sites,
+            expires_in_days: None,
+        },
+        &headend::domain::Actor::Headend {
+            task: Some("e2e".into()),
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(key)
+}
+
+/// The admin key of the headend at `http` (made by [`start_headend`]).
+pub fn token_of(http: SocketAddr) -> String {
+    tokens()
+        .lock()
+        .ok()
+        .and_then(|t| t.get(&http).cloned())
+        .unwrap_or_default()
+}
+
+/// `Authorization: Bearer` with the admin key of the headend at `http`.
+pub fn auth(http: SocketAddr) -> (&'static str, String) {
+    ("authorization", format!("Bearer {}", token_of(http)))
+}
+
+/// GET with the admin key of the headend at `http` (any status).
+pub async fn get(http: SocketAddr, path: &str) -> Result<reqwest::Response> {
+    let (k, v) = auth(http);
+    Ok(reqwest::Client::new()
+        .get(format!("http://{http}{path}"))
+        .header(k, v)
+        .send()
+        .await?)
+}
+
 /// GET a JSON document from the REST API.
 pub async fn get_json(http: SocketAddr, path: &str) -> Result<Value> {
-    let r = reqwest::get(format!("http://{http}{path}")).await?;
+    let (k, v) = auth(http);
+    let r = reqwest::Client::new()
+        .get(format!("http://{http}{path}"))
+        .header(k, v)
+        .send()
+        .await?;
     let status = r.status();
     let body = r.text().await?;
     if !status.is_success() {
@@ -424,9 +494,10 @@ pub mod pg {
     }
 }
 
-/// GET a Prometheus text page.
+/// GET a Prometheus text page (with the headend's admin key when `addr`
+/// is a headend started by [`start_headend`]).
 pub async fn get_text(addr: SocketAddr, path: &str) -> Result<String> {
-    let r = reqwest::get(format!("http://{addr}{path}")).await?;
+    let r = get(addr, path).await?;
     let status = r.status();
     let body = r.text().await?;
     if !status.is_success() {
@@ -653,9 +724,10 @@ pub async fn send_json(
     path: &str,
     body: &Value,
 ) -> Result<(u16, Value)> {
+    let (k, v) = auth(http);
     let r = reqwest::Client::new()
         .request(method, format!("http://{http}{path}"))
-        .header("x-operator", "e2e")
+        .header(k, v)
         .json(body)
         .send()
         .await?;

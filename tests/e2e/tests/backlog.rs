@@ -20,7 +20,7 @@ async fn a_500k_backlog_drains_in_order_while_live_readings_arrive_within_second
     println!("filled {BACKLOG} readings in {:?}", t_fill.elapsed());
 
     let sim = Simulator::start("127.0.0.1:0".parse()?, SimConfig::default()).await?;
-    let he = headend::start(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
+    let he = e2e::start_headend(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
     let cfg = agent_config(
         work.path(),
         &agent_yaml(&pki, "site-b", he.grpc_addr, &log_dir, &sim, 200),

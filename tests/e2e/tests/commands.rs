@@ -45,7 +45,7 @@ async fn site(
     let pki = TestPki::new(&[name])?;
     let work = tempfile::tempdir()?;
     let url = db_url.unwrap_or_else(|| sqlite_url(work.path()));
-    let he = headend::start(headend_config(&pki, &url, 0)).await?;
+    let he = e2e::start_headend(headend_config(&pki, &url, 0)).await?;
     let sim = fast_sim().await?;
     sim.set_frozen(true); // volumes stay put unless a test moves them
     let (proxy, addr) = if proxied {
@@ -592,7 +592,7 @@ async fn a_site_level_power_limit_is_split_by_capacity_and_applied_on_each_contr
 {
     let pki = TestPki::new(&["site-s"])?;
     let work = tempfile::tempdir()?;
-    let he = headend::start(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
+    let he = e2e::start_headend(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
     let (sim1, sim2) = (fast_sim().await?, fast_sim().await?);
     let base = agent_yaml(
         &pki,

@@ -30,7 +30,7 @@ async fn a_sigkilled_agent_neither_duplicates_nor_loses_logged_readings() -> Res
     let pki = TestPki::new(&["site-k"])?;
     let work = tempfile::tempdir()?;
     let sim = fast_sim().await?;
-    let he = headend::start(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
+    let he = e2e::start_headend(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
     let log_dir = work.path().join("log");
     let yaml = agent_yaml(&pki, "site-k", he.grpc_addr, &log_dir, &sim, 50);
     let config = work.path().join("site.yaml");
@@ -125,7 +125,7 @@ async fn twenty_sigkills_at_random_moments_with_the_headend_up_and_down_lose_and
         let want_up = rng.bool() || round % 3 == 0;
         match (want_up, he.is_some()) {
             (true, false) => {
-                he = Some(headend::start(headend_config(&pki, &db_url, port)).await?);
+                he = Some(e2e::start_headend(headend_config(&pki, &db_url, port)).await?);
                 ups += 1;
             }
             (false, true) => {
@@ -142,7 +142,7 @@ async fn twenty_sigkills_at_random_moments_with_the_headend_up_and_down_lose_and
     assert!(ups >= 5, "the headend went up and down");
     let he = match he {
         Some(h) => h,
-        None => headend::start(headend_config(&pki, &db_url, port)).await?,
+        None => e2e::start_headend(headend_config(&pki, &db_url, port)).await?,
     };
     // a last, orderly run that drains the log
     let mut child = spawn_agent(&config)?;

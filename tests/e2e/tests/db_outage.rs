@@ -15,7 +15,7 @@ async fn a_database_outage_stops_acks_applies_backpressure_and_recovers_by_itsel
     let pki = TestPki::new(&["site-p"])?;
     let work = tempfile::tempdir()?;
     let sim = Simulator::start("127.0.0.1:0".parse()?, SimConfig::default()).await?;
-    let he = headend::start(headend_config(&pki, &url, 0)).await?;
+    let he = e2e::start_headend(headend_config(&pki, &url, 0)).await?;
     let cfg = agent_config(
         work.path(),
         &agent_yaml(
@@ -62,7 +62,7 @@ async fn a_database_outage_stops_acks_applies_backpressure_and_recovers_by_itsel
     );
     // a REST read says the database is unavailable (503), not that the
     // request was bad or the headend broke
-    let r = reqwest::get(format!("http://{}/api/v1/sites", he.http_addr)).await?;
+    let r = get(he.http_addr, "/api/v1/sites").await?;
     let status = r.status().as_u16();
     let body: serde_json::Value = r.json().await?;
     assert_eq!(

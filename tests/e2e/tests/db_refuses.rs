@@ -13,7 +13,7 @@ async fn a_site_whose_batches_the_database_refuses_is_flagged_and_recovers_witho
     let db = pg::fresh_database().await?;
     let pki = TestPki::new(&["site-n"])?;
     let work = tempfile::tempdir()?;
-    let he = headend::start(headend_config(&pki, &db.url, 0)).await?;
+    let he = e2e::start_headend(headend_config(&pki, &db.url, 0)).await?;
     let sim = fast_sim().await?;
     let yaml = agent_yaml(
         &pki,

@@ -60,7 +60,7 @@ async fn a_full_log_drops_oldest_telemetry_keeps_alarms_and_the_headend_shows_th
     );
 
     // the headend returns; let the log drain, then silence the device so the log stops growing
-    let he = headend::start(headend_config(&pki, &db_url, port)).await?;
+    let he = e2e::start_headend(headend_config(&pki, &db_url, port)).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     sim.set_silent(true);
     tokio::time::sleep(Duration::from_secs(2)).await; // the bad readings are logged

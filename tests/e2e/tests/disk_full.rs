@@ -56,7 +56,7 @@ async fn a_full_filesystem_under_the_log_drops_telemetry_keeps_alarms_and_stream
     assert!(status["log"]["fs_free_bytes"].is_u64(), "{status}");
 
     // the headend returns: everything left streams, the device goes quiet, the log drains
-    let he = headend::start(headend_config(&pki, &db_url, port)).await?;
+    let he = e2e::start_headend(headend_config(&pki, &db_url, port)).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     sim.set_silent(true);
     tokio::time::sleep(Duration::from_secs(2)).await;

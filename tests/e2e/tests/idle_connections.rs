@@ -53,7 +53,7 @@ async fn idle_connections_are_closed_capped_per_identity_and_in_total_and_real_a
     cfg.max_conns = 60;
     cfg.handshake_timeout = Duration::from_secs(1);
     cfg.session_deadline = Duration::from_secs(1);
-    let he = headend::start(cfg).await?;
+    let he = e2e::start_headend(cfg).await?;
     let tls = Arc::new(tankwatch_pki::client_config(&pki.agent_files("site-a"))?);
 
     // ten idle connections with one valid certificate

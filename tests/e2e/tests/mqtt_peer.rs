@@ -103,7 +103,7 @@ async fn json_plain_and_sparkplug_payloads_from_independent_peers_reach_the_rest
     let prefix = format!("tw{}", std::process::id());
     let pki = TestPki::new(&[site])?;
     let work = tempfile::tempdir()?;
-    let he = headend::start(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
+    let he = e2e::start_headend(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
     let http = he.http_addr;
     let yaml = mqtt_yaml(
         &pki,
@@ -294,7 +294,7 @@ async fn readings_resume_by_themselves_after_the_broker_restarts() -> Result<()>
     let addr = format!("127.0.0.1:{port}");
     let pki = TestPki::new(&[site])?;
     let work = tempfile::tempdir()?;
-    let he = headend::start(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
+    let he = e2e::start_headend(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
     let http = he.http_addr;
     let yaml = mqtt_yaml(
         &pki,
@@ -350,7 +350,7 @@ async fn a_broker_that_requires_a_client_certificate_is_read_over_mqtts() -> Res
         ),
         tls_port,
     )?;
-    let he = headend::start(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
+    let he = e2e::start_headend(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
     let http = he.http_addr;
     let f = pki.agent_files(site);
     let yaml = mqtt_yaml(

@@ -124,7 +124,7 @@ async fn an_asyncua_server_without_security_feeds_the_rest_api_and_restarts_with
     let work = tempfile::tempdir()?;
     let port = free_port();
     let mut server = Server::start(port, &work.path().join("server-pki"), "none", false)?;
-    let he = headend::start(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
+    let he = e2e::start_headend(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
     let http = he.http_addr;
     let agent = edge_agent::start(agent_config(
         work.path(),
@@ -223,7 +223,7 @@ async fn sign_and_encrypt_needs_the_servers_certificate_in_the_trust_folder() ->
     let port = free_port();
     let server_pki = work.path().join("server-pki");
     let mut server = Server::start(port, &server_pki, "sign_and_encrypt", false)?;
-    let he = headend::start(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
+    let he = e2e::start_headend(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
     let http = he.http_addr;
     let cfg = yaml(
         &pki,
@@ -298,7 +298,7 @@ async fn a_user_and_password_log_in_and_a_wrong_password_is_named_and_fixed_with
         "sign_and_encrypt",
         &["--user", "tank:s3cret"],
     )?;
-    let he = headend::start(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
+    let he = e2e::start_headend(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
     let http = he.http_addr;
     let password = work.path().join("opcua-password");
     std::fs::write(&password, "wrong\n")?;

@@ -99,7 +99,7 @@ async fn a_scada_client_over_sign_and_encrypt_browses_reads_subscribes_and_write
 -> Result<()> {
     let pki = TestPki::new(&["site-u"])?;
     let work = tempfile::tempdir()?;
-    let he = headend::start(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
+    let he = e2e::start_headend(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
     let sim = fast_sim().await?;
     sim.set_frozen(true);
     // the tank gauge is reached through a proxy the test can cut

@@ -12,7 +12,7 @@ async fn readings_taken_during_a_headend_outage_arrive_exactly_once_in_order() -
     let db_url = sqlite_url(work.path());
     let port = free_port();
     let sim = fast_sim().await?;
-    let he = headend::start(headend_config(&pki, &db_url, port)).await?;
+    let he = e2e::start_headend(headend_config(&pki, &db_url, port)).await?;
     let cfg = agent_config(
         work.path(),
         &agent_yaml(
@@ -44,7 +44,7 @@ async fn readings_taken_during_a_headend_outage_arrive_exactly_once_in_order() -
         "the outage's readings wait in the log"
     );
 
-    let he = headend::start(headend_config(&pki, &db_url, port)).await?;
+    let he = e2e::start_headend(headend_config(&pki, &db_url, port)).await?;
     let db = he.db.clone();
     eventually(
         "the backlog is acknowledged",

@@ -20,7 +20,7 @@ async fn every_agent_reconnects_after_every_one_of_many_headend_restarts() -> Re
     let work = tempfile::tempdir()?;
     let db_url = sqlite_url(work.path());
     let port = free_port();
-    let mut he = Some(headend::start(headend_config(&pki, &db_url, port)).await?);
+    let mut he = Some(e2e::start_headend(headend_config(&pki, &db_url, port)).await?);
     let sim =
         atg_sim::Simulator::start("127.0.0.1:0".parse()?, atg_sim::SimConfig::default()).await?;
     let mut agents = Vec::new();
@@ -74,7 +74,7 @@ async fn every_agent_reconnects_after_every_one_of_many_headend_restarts() -> Re
         }
         // down for a while: from a blip to longer than the backoff cap
         tokio::time::sleep(Duration::from_millis([50, 300, 1500, 700][round % 4])).await;
-        he = Some(headend::start(headend_config(&pki, &db_url, port)).await?);
+        he = Some(e2e::start_headend(headend_config(&pki, &db_url, port)).await?);
         let up = Instant::now();
         // every agent is back within its backoff cap (+ slack), whatever
         // state the restart caught it in; and because the backoff restarts

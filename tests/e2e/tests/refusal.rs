@@ -25,7 +25,7 @@ async fn agents_without_a_valid_certificate_or_claiming_another_site_are_refused
     let pki = TestPki::new(&["site-a"])?;
     let other = TestPki::new(&["site-a"])?; // same site name, different CA
     let dir = tempfile::tempdir()?;
-    let he = headend::start(headend_config(&pki, &sqlite_url(dir.path()), 0)).await?;
+    let he = e2e::start_headend(headend_config(&pki, &sqlite_url(dir.path()), 0)).await?;
 
     // 1. no client certificate at all
     let anon = tankwatch_pki::anonymous_client_config(&pki.path().join("ca.pem"))?;

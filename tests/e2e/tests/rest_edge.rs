@@ -25,7 +25,7 @@ async fn rig(site: &str, db_url: Option<String>) -> Result<Rig> {
     let pki = TestPki::new(&[site])?;
     let work = tempfile::tempdir()?;
     let url = db_url.unwrap_or_else(|| sqlite_url(work.path()));
-    let he = headend::start(headend_config(&pki, &url, 0)).await?;
+    let he = e2e::start_headend(headend_config(&pki, &url, 0)).await?;
     let sim = fast_sim().await?;
     sim.set_frozen(true);
     let base = agent_yaml(
@@ -77,7 +77,10 @@ async fn raw(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Result<(u16, String)> {
-    let mut r = reqwest::Client::new().request(method.parse()?, format!("http://{http}{path}"));
+    let (ak, av) = auth(http);
+    let mut r = reqwest::Client::new()
+        .request(method.parse()?, format!("http://{http}{path}"))
+        .header(ak, av);
     for (k, v) in headers {
         r = r.header(*k, *v);
     }
@@ -340,7 +343,7 @@ async fn cross_site_requests_and_foreign_hosts_are_refused_and_a_public_listen_a
     let work = tempfile::tempdir()?;
     let mut cfg = headend_config(&pki, &sqlite_url(work.path()), 0);
     cfg.http_listen = "0.0.0.0:0".parse()?;
-    let e = match headend::start(cfg).await {
+    let e = match e2e::start_headend(cfg).await {
         Ok(h) => {
             h.stop().await;
             anyhow::bail!("a headend started with its REST API on 0.0.0.0");
@@ -589,7 +592,7 @@ async fn arbitrary_json_on_every_write_route_gets_only_2xx_or_4xx_and_every_read
 async fn history_can_be_read_newest_first_and_a_point_never_good_shows_no_value() -> Result<()> {
     let pki = TestPki::new(&["site-h"])?;
     let work = tempfile::tempdir()?;
-    let he = headend::start(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
+    let he = e2e::start_headend(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
     let sim = fast_sim().await?;
     let base = agent_yaml(
         &pki,
@@ -674,7 +677,7 @@ async fn rest_answers_at_once_while_the_sessions_hold_every_connection_of_their_
     // operator API has a pool of its own.
     let pki = TestPki::new(&["site-p"])?;
     let work = tempfile::tempdir()?;
-    let he = headend::start(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
+    let he = e2e::start_headend(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
     let max = he.db.pool().options().get_max_connections();
     let mut held = Vec::new();
     for _ in 0..max {

@@ -8,7 +8,7 @@ async fn slice_shows_every_tank_within_a_tenth_of_a_percent(db_url: String) -> R
     let pki = TestPki::new(&["site-a"])?;
     let work = tempfile::tempdir()?;
     let sim = fast_sim().await?;
-    let he = headend::start(headend_config(&pki, &db_url, 0)).await?;
+    let he = e2e::start_headend(headend_config(&pki, &db_url, 0)).await?;
     let cfg = agent_config(
         work.path(),
         &agent_yaml(
@@ -100,21 +100,21 @@ async fn slice_shows_every_tank_within_a_tenth_of_a_percent(db_url: String) -> R
     assert!(hours.iter().all(|h| h["field"] == "volume"
         && h["count"].as_i64() >= Some(1)
         && h["min"].as_f64() <= h["max"].as_f64()));
-    let r = reqwest::get(format!(
-        "http://{}/api/v1/sites/site-a/assets/tank-1/rollups?order=desc",
-        he.http_addr
-    ))
+    let r = get(
+        he.http_addr,
+        "/api/v1/sites/site-a/assets/tank-1/rollups?order=desc",
+    )
     .await?;
     assert_eq!(r.status(), 400);
     // a bad time range is a clear 400, not a 500
-    let r = reqwest::get(format!(
-        "http://{}/api/v1/sites/site-a/assets/tank-1/readings?from=yesterday",
-        he.http_addr
-    ))
+    let r = get(
+        he.http_addr,
+        "/api/v1/sites/site-a/assets/tank-1/readings?from=yesterday",
+    )
     .await?;
     assert_eq!(r.status(), 400);
     assert!(r.text().await?.contains("RFC 3339"));
-    let r = reqwest::get(format!("http://{}/api/v1/sites/nope/assets", he.http_addr)).await?;
+    let r = get(he.http_addr, "/api/v1/sites/nope/assets").await?;
     assert_eq!(r.status(), 404);
     assert_eq!(
         reqwest::get(format!("http://{}/ready", he.http_addr))

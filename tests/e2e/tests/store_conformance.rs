@@ -969,7 +969,7 @@ async fn a_headend_on_postgres_packs_finished_days_by_itself() -> Result<()> {
         store.pool().close().await;
     }
     let pki = e2e::TestPki::new(&["s8"])?;
-    let he = headend::start(e2e::headend_config(&pki, &db.url, 0)).await?;
+    let he = e2e::start_headend(e2e::headend_config(&pki, &db.url, 0)).await?;
     let packed = e2e::eventually("the old day packed", Duration::from_secs(20), || async {
         let n: i64 = sqlx::query_scalar("SELECT COALESCE(SUM(n), 0)::int8 FROM packed_readings")
             .fetch_one(he.db.pool())

@@ -44,7 +44,7 @@ impl Site {
         let pki = TestPki::new(&[site])?;
         let work = tempfile::tempdir()?;
         let url = db_url.map_or_else(|| sqlite_url(work.path()), str::to_string);
-        let he = headend::start(headend_config(&pki, &url, 0)).await?;
+        let he = e2e::start_headend(headend_config(&pki, &url, 0)).await?;
         let mut yaml = agent_head(
             &pki,
             site,

@@ -1,0 +1,178 @@
+//! REST for admins: users and API keys (the `admin` permission).
+//!
+//! * `GET|POST /api/v1/users`, `GET|PATCH /api/v1/users/{user}`
+//!   (role, sites, disabled), `POST /api/v1/users/{user}/password`.
+//! * `GET|POST /api/v1/api-keys`, `GET /api/v1/api-keys/{id}`,
+//!   `POST /api/v1/api-keys/{id}/revoke`. The key itself is in the
+//!   creation's answer only.
+
+use axum::body::Bytes;
+use axum::extract::{OriginalUri, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::access::{AuditNote, Caller, noted};
+use super::page::{self, PageParams};
+use super::{ApiError, ApiState, parse_body, ts};
+use crate::services::admin::{self as svc, NewKey, NewUser, UserPatch};
+use crate::store::api_keys::ApiKeyRow;
+use crate::store::users::UserRow;
+
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/api/v1/users", get(list_users).post(add_user))
+        .route("/api/v1/users/{user}", get(get_user).patch(patch_user))
+        .route("/api/v1/users/{user}/password", post(reset_password))
+        .route("/api/v1/api-keys", get(list_keys).post(add_key))
+        .route("/api/v1/api-keys/{id}", get(get_key))
+        .route("/api/v1/api-keys/{id}/revoke", post(revoke_key))
+}
+
+pub fn user_json(u: &UserRow) -> Value {
+    json!({
+        "user": u.user_id, "role": u.role, "sites": u.scope,
+        "disabled": u.disabled_ms.is_some(), "disabled_at": u.disabled_ms.map(ts),
+        "created_at": ts(u.created_ms), "updated_at": ts(u.updated_ms),
+    })
+}
+
+pub fn key_json(k: &ApiKeyRow) -> Value {
+    json!({
+        "key_id": k.key_id, "name": k.name, "role": k.role, "sites": k.scope,
+        "created_by": k.created_by, "created_at": ts(k.created_ms), "created_ms": k.created_ms,
+        "expires_at": k.expires_ms.map(ts), "last_used_at": k.last_used_ms.map(ts),
+        "revoked_at": k.revoked_ms.map(ts),
+    })
+}
+
+fn note(target: &str, summary: Value) -> AuditNote {
+    AuditNote {
+        target: Some(target.to_string()),
+        summary,
+        ..AuditNote::default()
+    }
+}
+
+async fn list_users(
+    State(s): State<ApiState>,
+    OriginalUri(uri): OriginalUri,
+    Query(p): Query<PageParams>,
+) -> Result<Response, ApiError> {
+    let limit = p.limit()?;
+    let after = p.after()?.unwrap_or_default();
+    let rows = s.db.users().list(&after, limit + 1).await?;
+    let items = rows.iter().map(user_json).collect();
+    Ok(page::respond(&uri, items, limit, |v| {
+        v["user"].as_str().unwrap_or_default().to_string()
+    }))
+}
+
+async fn add_user(State(s): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
+    let req: NewUser = parse_body(&body)?;
+    let u = svc::add_user(&s.db, &s.guard, req).await?;
+    tracing::info!(user = %u.user_id, role = %u.role, "user added");
+    let v = user_json(&u);
+    Ok(noted(
+        (StatusCode::CREATED, Json(v.clone())).into_response(),
+        note(&u.user_id, json!({ "after": v })),
+    ))
+}
+
+async fn get_user(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(user_json(&svc::get_user(&s.db, &id).await?)))
+}
+
+async fn patch_user(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: UserPatch = parse_body(&body)?;
+    let (after, before) = svc::update_user(&s.db, &id, req).await?;
+    let (a, b) = (user_json(&after), user_json(&before));
+    Ok(noted(
+        Json(a.clone()).into_response(),
+        note(&id, json!({ "before": b, "after": a })),
+    ))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPassword {
+    /// At least 12 characters.
+    pub password: String,
+}
+
+async fn reset_password(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: NewPassword = parse_body(&body)?;
+    svc::reset_password(&s.db, &s.guard, &id, req.password).await?;
+    tracing::info!(user = %id, "password reset; the user's sessions ended");
+    Ok(noted(
+        StatusCode::NO_CONTENT.into_response(),
+        note(
+            &id,
+            json!({ "after": "password changed; sessions revoked" }),
+        ),
+    ))
+}
+
+async fn list_keys(
+    State(s): State<ApiState>,
+    OriginalUri(uri): OriginalUri,
+    Query(p): Query<PageParams>,
+) -> Result<Response, ApiError> {
+    let limit = p.limit()?;
+    let before = page::after_i64(&p)?.unwrap_or(i64::MAX);
+    let rows = s.db.api_keys().list(before, limit + 1).await?;
+    let items = rows.iter().map(key_json).collect();
+    Ok(page::respond(&uri, items, limit, |v| {
+        v["created_ms"].to_string()
+    }))
+}
+
+async fn add_key(
+    State(s): State<ApiState>,
+    Caller(p): Caller,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: NewKey = parse_body(&body)?;
+    let (row, key) = svc::add_key(&s.db, req, &p.actor).await?;
+    tracing::info!(key = %row.key_id, role = %row.role, "API key created");
+    let mut v = key_json(&row);
+    let summary = json!({ "after": v.clone() });
+    v["api_key"] = json!(key);
+    Ok(noted(
+        (StatusCode::CREATED, Json(v)).into_response(),
+        note(&row.key_id, summary),
+    ))
+}
+
+async fn get_key(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(key_json(&svc::get_key(&s.db, &id).await?)))
+}
+
+async fn revoke_key(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let k = svc::revoke_key(&s.db, &id).await?;
+    tracing::info!(key = %id, "API key revoked");
+    Ok(noted(
+        Json(key_json(&k)).into_response(),
+        note(&id, json!({ "before": "live", "after": "revoked" })),
+    ))
+}

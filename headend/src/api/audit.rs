@@ -1,0 +1,92 @@
+//! REST for the audit trail: read and filter only. There is no route
+//! that changes or removes an entry.
+//!
+//! * `GET /api/v1/audit?actor=&action=&target=&outcome=&from=&to=&limit=&cursor=`:
+//!   newest first, each entry with its chain hashes.
+
+use axum::Router;
+use axum::extract::{OriginalUri, Query, State};
+use axum::response::Response;
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::page::{self, PageParams};
+use super::{ApiError, ApiState, query_time, ts};
+use crate::domain::AuditOutcome;
+use crate::store::audit::AuditQuery;
+
+pub fn routes() -> Router<ApiState> {
+    Router::new().route("/api/v1/audit", get(list))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditParams {
+    /// Exact actor text (`operator ann from 10.0.0.7`).
+    pub actor: Option<String>,
+    /// Exact action (`commands.create`).
+    pub action: Option<String>,
+    /// Exact target (a command id, a user).
+    pub target: Option<String>,
+    /// ok, denied, refused or failed.
+    pub outcome: Option<String>,
+    /// RFC 3339 or Unix ms.
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+async fn list(
+    State(s): State<ApiState>,
+    OriginalUri(uri): OriginalUri,
+    Query(q): Query<AuditParams>,
+) -> Result<Response, ApiError> {
+    let pg = PageParams {
+        limit: q.limit,
+        cursor: q.cursor.clone(),
+    };
+    let limit = pg.limit()?;
+    let outcome = q
+        .outcome
+        .as_deref()
+        .map(|o| {
+            o.parse::<AuditOutcome>().map_err(|_| {
+                ApiError::invalid(
+                    "outcome",
+                    format!("{o:?}: use one of {}", AuditOutcome::choices()),
+                )
+            })
+        })
+        .transpose()?;
+    let query = AuditQuery {
+        actor: q.actor,
+        action: q.action,
+        target: q.target,
+        outcome,
+        from_ms: q
+            .from
+            .as_deref()
+            .map(|v| query_time("from", v))
+            .transpose()?,
+        to_ms: q.to.as_deref().map(|v| query_time("to", v)).transpose()?,
+        before_seq: page::after_i64(&pg)?,
+        limit: limit + 1,
+    };
+    let rows = s.db.audit().list(&query).await?;
+    let items = rows
+        .iter()
+        .map(|r| {
+            let e = &r.entry;
+            json!({
+                "seq": e.seq, "at": ts(e.at_ms), "at_ms": e.at_ms, "actor": e.actor, "role": e.role,
+                "action": e.action, "target": e.target, "outcome": e.outcome, "status": e.status,
+                "summary": serde_json::from_str::<serde_json::Value>(&e.summary).unwrap_or(json!(e.summary)),
+                "client": e.client, "request_id": e.request_id,
+                "prev_hash": r.prev_hash, "hash": r.hash,
+            })
+        })
+        .collect();
+    Ok(page::respond(&uri, items, limit, |v| v["seq"].to_string()))
+}

@@ -1,0 +1,264 @@
+//! REST for logging in and sessions.
+//!
+//! * `POST /api/v1/auth/login` `{user, password}` → an access token
+//!   (15 min) and a refresh token (single use).
+//! * `POST /api/v1/auth/refresh` `{refresh_token}` → new tokens of the
+//!   same session; a refresh token used twice revokes its session.
+//! * `POST /api/v1/auth/logout`: ends the caller's session.
+//! * `GET /api/v1/auth/me`: who the credential is.
+//! * `GET /api/v1/auth/sessions[?user=&all=true]`: the caller's live
+//!   sessions (an admin: anyone's, `all` includes ended ones).
+//! * `POST /api/v1/auth/sessions/{id}/revoke`: one's own, or (admin) anyone's.
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, OriginalUri, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::access::{AuditNote, Caller, noted};
+use super::page::{self, PageParams};
+use super::{ApiError, ApiState, parse_body, ts};
+use crate::db::now_ms;
+use crate::domain::Permission;
+use crate::services::access::{self as svc, AuthError, PrincipalKind, Refreshed};
+use crate::store::users::SessionRow;
+
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/api/v1/auth/login", post(login))
+        .route("/api/v1/auth/refresh", post(refresh))
+        .route("/api/v1/auth/logout", post(logout))
+        .route("/api/v1/auth/me", get(me))
+        .route("/api/v1/auth/sessions", get(sessions))
+        .route("/api/v1/auth/sessions/{id}/revoke", post(revoke))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    pub user: String,
+    pub password: String,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Refresh {
+    pub refresh_token: String,
+}
+
+fn auth_error(e: AuthError) -> ApiError {
+    match e {
+        AuthError::Unauthenticated(m) => ApiError::unauthenticated(m),
+        AuthError::Throttled(ms) => ApiError::throttled(ms),
+        AuthError::Store(e) => e.into(),
+    }
+}
+
+async fn login(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    body: Bytes,
+) -> Response {
+    let req: Login = match parse_body(&body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let from = peer.ip();
+    // the name as given, bounded (the edge refused control characters)
+    let name: String = req.user.chars().take(64).collect();
+    let actor = format!("operator {name} from {from}");
+    match svc::login(&s.db, &s.guard, &req.user, &req.password, from).await {
+        Ok(t) => {
+            tracing::info!(user = %t.user, session = %t.session_id, %from, "login");
+            let note = AuditNote {
+                target: Some(t.session_id.clone()),
+                summary: json!({ "session": t.session_id, "role": t.role }),
+                actor: Some((actor, Some(t.role))),
+                denied: false,
+            };
+            noted(Json(&t).into_response(), note)
+        }
+        Err(e) => {
+            s.metrics.logins_refused.inc();
+            tracing::warn!(user = %name, %from, why = %e, "login refused");
+            let mut r = auth_error(e).into_response();
+            if let Some(n) = r.extensions_mut().get_mut::<AuditNote>() {
+                n.actor = Some((actor, None));
+                n.target = Some(format!("user {name}"));
+            }
+            r
+        }
+    }
+}
+
+async fn refresh(State(s): State<ApiState>, body: Bytes) -> Response {
+    let req: Refresh = match parse_body(&body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    match svc::refresh(&s.db, &req.refresh_token).await {
+        Ok(Refreshed::Tokens(t)) => {
+            let note = AuditNote {
+                target: Some(t.session_id.clone()),
+                summary: json!({ "session": t.session_id }),
+                actor: Some((format!("user {}", t.user), Some(t.role))),
+                denied: false,
+            };
+            noted(Json(&t).into_response(), note)
+        }
+        Ok(Refreshed::Reused { session_id, user }) => {
+            let mut r = ApiError::unauthenticated(
+                "this refresh token was used before: its session is revoked; log in again",
+            )
+            .into_response();
+            if let Some(n) = r.extensions_mut().get_mut::<AuditNote>() {
+                n.actor = Some((format!("user {user}"), None));
+                n.target = Some(session_id.clone());
+                n.summary =
+                    json!({ "session": session_id, "after": "revoked: refresh token reused" });
+            }
+            r
+        }
+        Err(e) => auth_error(e).into_response(),
+    }
+}
+
+fn session_json(r: &SessionRow) -> Value {
+    json!({
+        "session_id": r.session_id, "user": r.user_id, "client": r.client,
+        "created_at": ts(r.created_ms), "created_ms": r.created_ms, "refreshed_at": ts(r.refreshed_ms),
+        "expires_at": ts(r.expires_ms),
+        "revoked_at": r.revoked_ms.map(ts), "revoked_reason": r.revoked_reason,
+    })
+}
+
+async fn logout(State(s): State<ApiState>, Caller(p): Caller) -> Result<Response, ApiError> {
+    let PrincipalKind::User { session_id, .. } = &p.kind else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "an API key has no session to end; an admin revokes the key",
+        ));
+    };
+    s.db.users()
+        .revoke_session(session_id, now_ms(), "logout")
+        .await?;
+    Ok(noted(
+        StatusCode::NO_CONTENT.into_response(),
+        AuditNote {
+            target: Some(session_id.clone()),
+            summary: json!({ "after": "revoked: logout" }),
+            ..AuditNote::default()
+        },
+    ))
+}
+
+async fn me(Caller(p): Caller) -> Json<Value> {
+    let (kind, id, session) = match &p.kind {
+        PrincipalKind::User { name, session_id } => {
+            ("user", name.clone(), Some(session_id.clone()))
+        }
+        PrincipalKind::ApiKey { id } => ("api_key", id.clone(), None),
+    };
+    Json(json!({
+        "kind": kind, "id": id, "role": p.role, "sites": p.scope, "session_id": session,
+        "actor": p.actor,
+    }))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SessionList {
+    /// Another user's sessions (admin only).
+    pub user: Option<String>,
+    /// Ended sessions too.
+    pub all: Option<bool>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+async fn sessions(
+    State(s): State<ApiState>,
+    Caller(p): Caller,
+    OriginalUri(uri): OriginalUri,
+    Query(q): Query<SessionList>,
+) -> Result<Response, ApiError> {
+    let admin = p.role.may(Permission::Admin);
+    let own = match &p.kind {
+        PrincipalKind::User { name, .. } => Some(name.clone()),
+        PrincipalKind::ApiKey { .. } => None,
+    };
+    let user = match (&q.user, admin) {
+        (Some(u), true) => Some(u.clone()),
+        (None, true) => None,
+        (Some(u), false) if Some(u) != own.as_ref() => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "only an admin sees another user's sessions",
+            ));
+        }
+        (_, false) => Some(own.unwrap_or_default()),
+    };
+    let pg = PageParams {
+        limit: q.limit,
+        cursor: q.cursor.clone(),
+    };
+    let limit = pg.limit()?;
+    let before = page::after_i64(&pg)?.unwrap_or(i64::MAX);
+    let now = now_ms();
+    let rows =
+        s.db.users()
+            .sessions(
+                user.as_deref(),
+                (!q.all.unwrap_or(false)).then_some(now),
+                before,
+                limit + 1,
+            )
+            .await?;
+    let items = rows.iter().map(session_json).collect();
+    Ok(page::respond(&uri, items, limit, |v| {
+        v["created_ms"].to_string()
+    }))
+}
+
+async fn revoke(
+    State(s): State<ApiState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let row = s.db.users().session(&id).await?;
+    let mine = match (&row, &p.kind) {
+        (Some(r), PrincipalKind::User { name, .. }) => &r.user_id == name,
+        _ => false,
+    };
+    // someone else's session does not exist for a non-admin
+    let Some(row) = row.filter(|_| mine || p.role.may(Permission::Admin)) else {
+        return Err(ApiError::not_found(format!("no session {id:?}")));
+    };
+    if !s
+        .db
+        .users()
+        .revoke_session(&id, now_ms(), "revoked")
+        .await?
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("session {id} has ended already"),
+        ));
+    }
+    let after = s.db.users().session(&id).await?.unwrap_or(row.clone());
+    Ok(noted(
+        Json(session_json(&after)).into_response(),
+        AuditNote {
+            target: Some(id),
+            summary: json!({ "user": row.user_id, "before": "live", "after": "revoked" }),
+            ..AuditNote::default()
+        },
+    ))
+}

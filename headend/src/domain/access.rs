@@ -1,0 +1,218 @@
+//! Who may do what: roles, the permissions each holds, and the optional
+//! site scope of a user or an API key. Pure: the REST layer asks
+//! [`Role::may`] and [`Scope::covers`] and turns a "no" into 403 or 404.
+//! The table a person reads is `docs/operator-access.md`; the test below
+//! and the role-matrix e2e test hold the code to it.
+
+use std::collections::BTreeSet;
+
+use super::{Unknown, text_enum};
+
+text_enum!(
+    /// A person's or an integration's role.
+    Role, "role" {
+        /// Everything, including users, API keys and sessions of others.
+        Admin => "admin",
+        /// Operations and the audit trail; no users or keys.
+        Manager => "manager",
+        /// Commands and loads of its sites; reads.
+        Dispatcher => "dispatcher",
+        /// Reads only.
+        Viewer => "viewer",
+    }
+);
+
+text_enum!(
+    /// What a route needs.
+    Permission, "permission" {
+        /// Sites, assets, readings, rollups, gaps, deliveries, devices,
+        /// commands and loads.
+        Read => "read",
+        /// Submit and cancel commands (setpoints, ETA pushes).
+        Command => "command",
+        /// Create and change loads.
+        Loads => "loads",
+        /// Read the audit trail.
+        Audit => "audit",
+        /// Prometheus metrics (all sites at once: unscoped only).
+        Metrics => "metrics",
+        /// Users, API keys, everyone's sessions.
+        Admin => "admin",
+    }
+);
+
+impl Role {
+    /// Does this role hold `p`?
+    pub fn may(self, p: Permission) -> bool {
+        use Permission as P;
+        match self {
+            Role::Admin => true,
+            Role::Manager => !matches!(p, P::Admin),
+            Role::Dispatcher => matches!(p, P::Read | P::Command | P::Loads | P::Metrics),
+            Role::Viewer => matches!(p, P::Read | P::Metrics),
+        }
+    }
+}
+
+/// Most sites one scope may list.
+pub const MAX_SCOPE_SITES: usize = 1000;
+
+/// The sites a user or key may see and act on: all, or a list. A site
+/// outside it does not exist for them (404, never 403: a scoped
+/// dispatcher cannot probe which site ids exist).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    Sites(BTreeSet<String>),
+}
+
+impl Scope {
+    pub fn covers(&self, site: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Sites(s) => s.contains(site),
+        }
+    }
+
+    pub fn is_all(&self) -> bool {
+        matches!(self, Scope::All)
+    }
+
+    /// From a list of site ids (`None` or `["*"]`: all). An empty list,
+    /// a blank or over-long id is refused.
+    pub fn from_list(sites: Option<&[String]>) -> Result<Scope, String> {
+        let Some(sites) = sites else {
+            return Ok(Scope::All);
+        };
+        if sites.len() == 1 && sites[0] == "*" {
+            return Ok(Scope::All);
+        }
+        if sites.is_empty() {
+            return Err("an empty site list would see nothing; leave it out for all sites".into());
+        }
+        if sites.len() > MAX_SCOPE_SITES {
+            return Err(format!("at most {MAX_SCOPE_SITES} sites"));
+        }
+        let mut out = BTreeSet::new();
+        for s in sites {
+            if s.is_empty()
+                || s.len() > 128
+                || s == "*"
+                || s.chars().any(|c| c.is_control() || c == ',')
+            {
+                return Err(format!("{s:?} is not a site id"));
+            }
+            out.insert(s.clone());
+        }
+        Ok(Scope::Sites(out))
+    }
+
+    /// The sites, or `None` for all.
+    pub fn sites(&self) -> Option<Vec<String>> {
+        match self {
+            Scope::All => None,
+            Scope::Sites(s) => Some(s.iter().cloned().collect()),
+        }
+    }
+}
+
+/// SQL and text form: `*` or the site ids joined by `,`.
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::All => f.write_str("*"),
+            Scope::Sites(s) => f.write_str(&s.iter().cloned().collect::<Vec<_>>().join(",")),
+        }
+    }
+}
+
+impl std::str::FromStr for Scope {
+    type Err = Unknown;
+    fn from_str(s: &str) -> Result<Scope, Unknown> {
+        let list: Vec<String> = if s == "*" {
+            vec!["*".into()]
+        } else {
+            s.split(',').map(str::to_string).collect()
+        };
+        Scope::from_list(Some(&list)).map_err(|_| Unknown {
+            what: "scope",
+            value: s.into(),
+        })
+    }
+}
+
+impl serde::Serialize for Scope {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.sites() {
+            None => s.serialize_str("*"),
+            Some(v) => v.serialize(s),
+        }
+    }
+}
+
+super::sql_text!(Scope);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_and_permissions_round_trip_their_text() {
+        crate::domain::round_trips(Role::ALL);
+        crate::domain::round_trips(Permission::ALL);
+    }
+
+    /// The table in docs/operator-access.md, cell by cell.
+    #[test]
+    fn each_role_holds_exactly_the_permissions_the_documented_table_gives_it() {
+        use Permission as P;
+        let table: &[(Role, &[Permission])] = &[
+            (
+                Role::Admin,
+                &[
+                    P::Read,
+                    P::Command,
+                    P::Loads,
+                    P::Audit,
+                    P::Metrics,
+                    P::Admin,
+                ],
+            ),
+            (
+                Role::Manager,
+                &[P::Read, P::Command, P::Loads, P::Audit, P::Metrics],
+            ),
+            (
+                Role::Dispatcher,
+                &[P::Read, P::Command, P::Loads, P::Metrics],
+            ),
+            (Role::Viewer, &[P::Read, P::Metrics]),
+        ];
+        for (role, held) in table {
+            for p in Permission::ALL {
+                assert_eq!(role.may(*p), held.contains(p), "{role} {p}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_scope_covers_only_its_sites_and_round_trips_its_text() {
+        let north = Scope::from_list(Some(&["n-1".into(), "n-2".into()])).unwrap();
+        assert!(north.covers("n-1") && !north.covers("s-1"));
+        assert!(Scope::All.covers("anything"));
+        for s in [Scope::All, north.clone()] {
+            assert_eq!(s.to_string().parse::<Scope>().unwrap(), s);
+        }
+        assert_eq!(Scope::from_list(None).unwrap(), Scope::All);
+        assert_eq!(Scope::from_list(Some(&["*".into()])).unwrap(), Scope::All);
+        for bad in [
+            vec![],
+            vec!["".to_string()],
+            vec!["a,b".to_string()],
+            vec!["a".into(), "*".into()],
+        ] {
+            assert!(Scope::from_list(Some(&bad)).is_err(), "{bad:?}");
+        }
+        assert!("".parse::<Scope>().is_err());
+    }
+}

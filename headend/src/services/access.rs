@@ -1,0 +1,335 @@
+//! Who is calling, and logging in: authentication of bearer credentials
+//! (access tokens and API keys), login with throttling, refresh-token
+//! rotation with family revocation on reuse, logout. No HTTP here: the
+//! API turns an [`AuthError`] into 401 or 429.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use crate::Error;
+use crate::db::{Db, now_ms};
+use crate::domain::secret::{self, Bearer};
+use crate::domain::throttle::{DEFAULT_CAP, Lockout, RateLimit};
+use crate::domain::{Actor, Role, Scope};
+use crate::store::api_keys::LAST_USED_STEP_MS;
+use crate::store::users::Issue;
+
+/// Access token lifetime, ms (15 min).
+pub const ACCESS_TTL_MS: i64 = 15 * 60_000;
+/// Refresh token lifetime, ms (12 h without a refresh ends the session).
+pub const REFRESH_TTL_MS: i64 = 12 * 3_600_000;
+/// Longest session, ms (7 days, however often it is refreshed).
+pub const SESSION_TTL_MS: i64 = 7 * 24 * 3_600_000;
+/// Login attempts per client address a minute, and the burst.
+pub const LOGINS_PER_MINUTE: u32 = 10;
+pub const LOGIN_BURST: u32 = 10;
+/// Password checks at once (argon2 needs 19 MiB and ~30 ms of a core
+/// each; more at once would only queue on the CPU and the memory).
+pub const HASHING_AT_ONCE: usize = 2;
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub actor: Actor,
+    pub role: Role,
+    pub scope: Scope,
+    pub kind: PrincipalKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrincipalKind {
+    User { name: String, session_id: String },
+    ApiKey { id: String },
+}
+
+/// Why a credential was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No, an unknown, an expired or a revoked credential; a wrong password.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Throttled: retry after this many ms.
+    #[error("too many attempts; retry in {} s", (.0 + 999) / 1000)]
+    Throttled(i64),
+    #[error(transparent)]
+    Store(#[from] Error),
+}
+
+/// Login throttling, shared by the API's handlers.
+#[derive(Clone)]
+pub struct Guard {
+    names: Arc<Mutex<Lockout<String>>>,
+    addrs: Arc<Mutex<RateLimit<IpAddr>>>,
+    hashing: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Guard {
+    fn default() -> Self {
+        Guard {
+            names: Arc::new(Mutex::new(Lockout::new(DEFAULT_CAP))),
+            addrs: Arc::new(Mutex::new(RateLimit::new(
+                LOGINS_PER_MINUTE,
+                LOGIN_BURST,
+                DEFAULT_CAP,
+            ))),
+            hashing: Arc::new(tokio::sync::Semaphore::new(HASHING_AT_ONCE)),
+        }
+    }
+}
+
+/// Tokens of a login or a refresh (shown to the client once).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Tokens {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub token_type: &'static str,
+    /// Seconds the access token is valid.
+    pub expires_in: i64,
+    pub session_id: String,
+    pub user: String,
+    pub role: Role,
+}
+
+fn unauthenticated(why: &str) -> AuthError {
+    AuthError::Unauthenticated(why.into())
+}
+
+/// Runs argon2 on a blocking thread, at most [`HASHING_AT_ONCE`] at once.
+pub async fn hashing<T: Send + 'static>(
+    guard: &Guard,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Error> {
+    let _permit = guard
+        .hashing
+        .acquire()
+        .await
+        .map_err(|_| Error::Db("password hashing closed".into()))?;
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Db(format!("password hashing: {e}")))
+}
+
+/// The principal of an `Authorization: Bearer` credential.
+pub async fn authenticate(db: &Db, token: &str, from: IpAddr) -> Result<Principal, AuthError> {
+    let now = now_ms();
+    match secret::parse_bearer(token) {
+        Some(Bearer::Access(t)) => {
+            let o = db
+                .users()
+                .token_owner(&secret::token_hash(t), now)
+                .await?
+                .ok_or_else(|| {
+                    unauthenticated(
+                        "the access token is unknown, expired or revoked; log in again or refresh",
+                    )
+                })?;
+            Ok(Principal {
+                actor: Actor::Operator {
+                    name: o.user_id.clone(),
+                    from,
+                },
+                role: o.role,
+                scope: o.scope,
+                kind: PrincipalKind::User {
+                    name: o.user_id,
+                    session_id: o.session_id,
+                },
+            })
+        }
+        Some(Bearer::ApiKey { id, secret: s }) => {
+            let bad = || unauthenticated("the API key is unknown, expired or revoked");
+            let k = db.api_keys().get(id).await?.ok_or_else(bad)?;
+            // the hash is compared in constant time; the id is public
+            if !secret::same(&secret::token_hash(s), &k.secret_hash)
+                || k.revoked_ms.is_some()
+                || k.expires_ms.is_some_and(|e| e <= now)
+            {
+                return Err(bad());
+            }
+            if k.last_used_ms.is_none_or(|t| t < now - LAST_USED_STEP_MS) {
+                let db = db.clone();
+                let id = k.key_id.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = db.api_keys().touch(&id, now).await {
+                        tracing::warn!(key = %id, error = %e, "recording an API key's last use failed");
+                    }
+                });
+            }
+            Ok(Principal {
+                actor: Actor::ApiKey {
+                    id: k.key_id.clone(),
+                    from,
+                },
+                role: k.role,
+                scope: k.scope,
+                kind: PrincipalKind::ApiKey { id: k.key_id },
+            })
+        }
+        Some(Bearer::Refresh(_)) => Err(unauthenticated(
+            "a refresh token only buys new tokens at POST /api/v1/auth/refresh",
+        )),
+        None => Err(unauthenticated(
+            "the bearer credential is not a tankwatch access token or API key",
+        )),
+    }
+}
+
+fn new_tokens(session_id: &str, user: &str, role: Role) -> (Tokens, String, String) {
+    let access = secret::new_access_token();
+    let refresh = secret::new_refresh_token();
+    let (ah, rh) = (secret::token_hash(&access), secret::token_hash(&refresh));
+    (
+        Tokens {
+            access_token: access,
+            refresh_token: refresh,
+            token_type: "Bearer",
+            expires_in: ACCESS_TTL_MS / 1000,
+            session_id: session_id.into(),
+            user: user.into(),
+            role,
+        },
+        ah,
+        rh,
+    )
+}
+
+/// Logs in: throttled per address and per name; a wrong password and an
+/// unknown or disabled name answer alike (and take the same time).
+pub async fn login(
+    db: &Db,
+    guard: &Guard,
+    user: &str,
+    password: &str,
+    from: IpAddr,
+) -> Result<Tokens, AuthError> {
+    let now = now_ms();
+    let throttled = |ms: i64| AuthError::Throttled(ms.max(1));
+    if let Err(wait) = guard
+        .addrs
+        .lock()
+        .map_or(Ok(()), |mut a| a.take(&from, now))
+    {
+        return Err(throttled(wait));
+    }
+    let locked = guard
+        .names
+        .lock()
+        .ok()
+        .and_then(|n| n.locked_for(&user.to_string(), now));
+    if let Some(ms) = locked {
+        return Err(throttled(ms));
+    }
+    let row = db.users().get(user).await?;
+    let phc = row
+        .as_ref()
+        .filter(|u| u.disabled_ms.is_none())
+        .map_or_else(
+            || secret::decoy_hash().to_string(),
+            |u| u.password_hash.clone(),
+        );
+    let pw = password.to_string();
+    let phc2 = phc.clone();
+    let ok = hashing(guard, move || secret::verify_password(&pw, &phc2)).await?;
+    let Some(u) = row.filter(|u| ok && u.disabled_ms.is_none()) else {
+        if let Ok(mut n) = guard.names.lock()
+            && let Some(lock) = n.failed(&user.to_string(), now)
+        {
+            tracing::warn!(user = %user, %from, lock_s = lock / 1000, "login locked after repeated failures");
+        }
+        return Err(unauthenticated("wrong user name or password"));
+    };
+    if let Ok(mut n) = guard.names.lock() {
+        n.succeeded(&u.user_id);
+    }
+    if secret::needs_rehash(&phc) {
+        let pw = password.to_string();
+        if let Ok(Ok(new)) = hashing(guard, move || secret::hash_password(&pw)).await {
+            db.users().rehash(&u.user_id, &phc, &new).await?;
+            tracing::info!(user = %u.user_id, "password hash raised to today's argon2id parameters");
+        }
+    }
+    let session_id = format!("ses-{}", secret::random_id());
+    let (tokens, ah, rh) = new_tokens(&session_id, &u.user_id, u.role);
+    db.users()
+        .start_session(
+            &u.user_id,
+            &from.to_string(),
+            now + SESSION_TTL_MS,
+            &Issue {
+                session_id: &session_id,
+                access_hash: &ah,
+                access_expires_ms: now + ACCESS_TTL_MS,
+                refresh_hash: &rh,
+                refresh_expires_ms: now + REFRESH_TTL_MS,
+                now_ms: now,
+            },
+        )
+        .await?;
+    Ok(tokens)
+}
+
+/// What a refresh did.
+pub enum Refreshed {
+    Tokens(Tokens),
+    /// The token had been used before: its whole session is revoked.
+    Reused {
+        session_id: String,
+        user: String,
+    },
+}
+
+/// Swaps a refresh token for new tokens. A token used a second time
+/// (stolen, or replayed) revokes its session: both holders must log in.
+pub async fn refresh(db: &Db, token: &str) -> Result<Refreshed, AuthError> {
+    let now = now_ms();
+    let bad = || unauthenticated("the refresh token is unknown, expired or revoked; log in again");
+    let Some(Bearer::Refresh(t)) = secret::parse_bearer(token) else {
+        return Err(bad());
+    };
+    let h = secret::token_hash(t);
+    let r = db.users().refresh_token(&h).await?.ok_or_else(bad)?;
+    if r.used_ms.is_some() {
+        db.users()
+            .revoke_session(&r.session_id, now, "refresh token reused")
+            .await?;
+        tracing::warn!(session = %r.session_id, user = %r.user_id, "a refresh token was used twice: its session is revoked");
+        return Ok(Refreshed::Reused {
+            session_id: r.session_id,
+            user: r.user_id,
+        });
+    }
+    if r.expires_ms <= now
+        || r.session_revoked_ms.is_some()
+        || r.session_expires_ms <= now
+        || r.user_disabled_ms.is_some()
+    {
+        return Err(bad());
+    }
+    let u = db.users().get(&r.user_id).await?.ok_or_else(bad)?;
+    let (tokens, ah, rh) = new_tokens(&r.session_id, &u.user_id, u.role);
+    let issued = db
+        .users()
+        .rotate(
+            &h,
+            &Issue {
+                session_id: &r.session_id,
+                access_hash: &ah,
+                access_expires_ms: now + ACCESS_TTL_MS,
+                refresh_hash: &rh,
+                refresh_expires_ms: (now + REFRESH_TTL_MS).min(r.session_expires_ms),
+                now_ms: now,
+            },
+        )
+        .await?;
+    if !issued {
+        // used by someone else between our read and our write: reuse
+        db.users()
+            .revoke_session(&r.session_id, now, "refresh token reused")
+            .await?;
+        return Ok(Refreshed::Reused {
+            session_id: r.session_id,
+            user: r.user_id,
+        });
+    }
+    Ok(Refreshed::Tokens(tokens))
+}

@@ -1,0 +1,202 @@
+//! Users, API keys and sessions: what an admin does, from the CLI
+//! (`headend user …`) or the REST API. Passwords and key secrets are
+//! checked and hashed here and never returned or logged.
+
+use serde::Deserialize;
+
+use super::access::{Guard, hashing};
+use super::{Refused, Result, invalid, refused};
+use crate::db::{Db, now_ms};
+use crate::domain::{Actor, Role, Scope, secret};
+use crate::store::api_keys::ApiKeyRow;
+use crate::store::users::UserRow;
+
+/// Longest API key lifetime, days.
+pub const MAX_KEY_DAYS: i64 = 3650;
+
+fn check_name(field: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("{name:?}: 1 to 64 of a-z A-Z 0-9 . _ - @"),
+        ))
+    }
+}
+
+pub fn role(field: &str, v: &str) -> Result<Role> {
+    v.parse()
+        .map_err(|_| invalid(field, format!("{v:?}: use one of {}", Role::choices())))
+}
+
+pub fn scope(field: &str, sites: Option<&[String]>) -> Result<Scope> {
+    Scope::from_list(sites).map_err(|e| invalid(field, e))
+}
+
+/// `POST /api/v1/users`, `headend user add`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    /// Login name: 1 to 64 of a-z A-Z 0-9 . _ - @
+    pub user: String,
+    /// admin, manager, dispatcher or viewer
+    pub role: String,
+    /// At least 12 characters.
+    pub password: String,
+    /// Site ids this user may see and act on; absent: all sites.
+    #[serde(default)]
+    pub sites: Option<Vec<String>>,
+}
+
+pub async fn add_user(db: &Db, guard: &Guard, u: NewUser) -> Result<UserRow> {
+    check_name("user", &u.user)?;
+    let role = role("role", &u.role)?;
+    let scope = scope("sites", u.sites.as_deref())?;
+    secret::check_password(&u.password).map_err(|e| invalid("password", e))?;
+    let pw = u.password;
+    let hash = hashing(guard, move || secret::hash_password(&pw))
+        .await?
+        .map_err(|e| invalid("password", e))?;
+    let now = now_ms();
+    let row = UserRow {
+        user_id: u.user.clone(),
+        role,
+        scope,
+        password_hash: hash,
+        disabled_ms: None,
+        created_ms: now,
+        updated_ms: now,
+    };
+    if !db.users().add(&row).await? {
+        return Err(refused(
+            Refused::Conflict,
+            "user",
+            format!("a user {:?} exists already", u.user),
+        ));
+    }
+    Ok(row)
+}
+
+/// `PATCH /api/v1/users/{user}`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserPatch {
+    #[serde(default)]
+    pub role: Option<String>,
+    /// New site scope; `["*"]` for all sites.
+    #[serde(default)]
+    pub sites: Option<Vec<String>>,
+    #[serde(default)]
+    pub disabled: Option<bool>,
+}
+
+/// Changes a user; the result and the row before. Any change ends the
+/// user's sessions (a new role or scope holds from the next login).
+pub async fn update_user(db: &Db, id: &str, p: UserPatch) -> Result<(UserRow, UserRow)> {
+    let role = p.role.as_deref().map(|r| role("role", r)).transpose()?;
+    let scope = p
+        .sites
+        .as_deref()
+        .map(|s| scope("sites", Some(s)))
+        .transpose()?;
+    if role.is_none() && scope.is_none() && p.disabled.is_none() {
+        return Err(invalid(
+            "",
+            "nothing to change: give role, sites or disabled",
+        ));
+    }
+    let before = get_user(db, id).await?;
+    db.users()
+        .update(id, role, scope.as_ref(), p.disabled, now_ms())
+        .await?;
+    Ok((get_user(db, id).await?, before))
+}
+
+pub async fn get_user(db: &Db, id: &str) -> Result<UserRow> {
+    db.users()
+        .get(id)
+        .await?
+        .ok_or_else(|| refused(Refused::NotFound, "", format!("no user {id:?}")))
+}
+
+pub async fn reset_password(db: &Db, guard: &Guard, id: &str, password: String) -> Result<()> {
+    secret::check_password(&password).map_err(|e| invalid("password", e))?;
+    get_user(db, id).await?;
+    let hash = hashing(guard, move || secret::hash_password(&password))
+        .await?
+        .map_err(|e| invalid("password", e))?;
+    db.users().set_password(id, &hash, now_ms()).await?;
+    Ok(())
+}
+
+/// `POST /api/v1/api-keys`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    /// What it is for (shown in lists), 1 to 64 of a-z A-Z 0-9 . _ - @
+    pub name: String,
+    pub role: String,
+    #[serde(default)]
+    pub sites: Option<Vec<String>>,
+    /// Days until it expires (1 to 3650); absent: never.
+    #[serde(default)]
+    pub expires_in_days: Option<i64>,
+}
+
+/// Creates a key: the row and the key itself (shown once, never again).
+pub async fn add_key(db: &Db, k: NewKey, by: &Actor) -> Result<(ApiKeyRow, String)> {
+    check_name("name", &k.name)?;
+    let role = role("role", &k.role)?;
+    let scope = scope("sites", k.sites.as_deref())?;
+    let now = now_ms();
+    let expires_ms = match k.expires_in_days {
+        None => None,
+        Some(d) if (1..=MAX_KEY_DAYS).contains(&d) => Some(now + d * 86_400_000),
+        Some(_) => {
+            return Err(invalid(
+                "expires_in_days",
+                format!("from 1 to {MAX_KEY_DAYS}, or leave it out"),
+            ));
+        }
+    };
+    let (id, key, hash) = secret::new_api_key();
+    let row = ApiKeyRow {
+        key_id: id,
+        name: k.name,
+        secret_hash: hash,
+        role,
+        scope,
+        created_by: by.clone(),
+        created_ms: now,
+        expires_ms,
+        last_used_ms: None,
+        revoked_ms: None,
+    };
+    db.api_keys().add(&row).await?;
+    Ok((row, key))
+}
+
+pub async fn get_key(db: &Db, id: &str) -> Result<ApiKeyRow> {
+    db.api_keys()
+        .get(id)
+        .await?
+        .ok_or_else(|| refused(Refused::NotFound, "", format!("no API key {id:?}")))
+}
+
+pub async fn revoke_key(db: &Db, id: &str) -> Result<ApiKeyRow> {
+    get_key(db, id).await?;
+    if !db.api_keys().revoke(id, now_ms()).await? {
+        return Err(refused(
+            Refused::Conflict,
+            "",
+            format!("API key {id} is revoked already"),
+        ));
+    }
+    get_key(db, id).await
+}
