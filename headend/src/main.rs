@@ -25,14 +25,24 @@ enum Cmd {
     User {
         #[command(subcommand)]
         cmd: UserCmd,
-        #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/headend.db")]
+        #[arg(
+            long,
+            env = "DATABASE_URL",
+            default_value = "sqlite://data/headend.db",
+            global = true
+        )]
         database_url: String,
     },
     /// The audit trail.
     Audit {
         #[command(subcommand)]
         cmd: AuditCmd,
-        #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/headend.db")]
+        #[arg(
+            long,
+            env = "DATABASE_URL",
+            default_value = "sqlite://data/headend.db",
+            global = true
+        )]
         database_url: String,
     },
 }

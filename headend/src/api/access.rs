@@ -282,6 +282,26 @@ pub async fn gate(State(g): State<Gate>, mut req: Request, next: Next) -> Respon
         .map(|p| p.as_str().to_string())
         .unwrap_or_default();
     let Some(rule) = rule_for(&method, &path) else {
+        let allowed: Vec<&str> = RULES
+            .iter()
+            .filter(|r| r.path == path)
+            .map(|r| r.method)
+            .collect();
+        if !allowed.is_empty() {
+            let mut r = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!(
+                    "{method} is not a method of {path} (allowed: {})",
+                    allowed.join(", ")
+                ),
+            )
+            .into_response();
+            if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
+                r.headers_mut().insert(header::ALLOW, v);
+            }
+            return r;
+        }
         tracing::error!(%method, %path, "a route has no access rule; refused");
         return ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

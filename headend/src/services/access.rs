@@ -21,8 +21,8 @@ pub const REFRESH_TTL_MS: i64 = 12 * 3_600_000;
 /// Longest session, ms (7 days, however often it is refreshed).
 pub const SESSION_TTL_MS: i64 = 7 * 24 * 3_600_000;
 /// Login attempts per client address a minute, and the burst.
-pub const LOGINS_PER_MINUTE: u32 = 10;
-pub const LOGIN_BURST: u32 = 10;
+pub const LOGINS_PER_MINUTE: u32 = 30;
+pub const LOGIN_BURST: u32 = 20;
 /// Password checks at once (argon2 needs 19 MiB and ~30 ms of a core
 /// each; more at once would only queue on the CPU and the memory).
 pub const HASHING_AT_ONCE: usize = 2;

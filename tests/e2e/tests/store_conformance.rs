@@ -705,6 +705,22 @@ async fn a_local_command_from_a_site_is_recorded_with_its_actor_and_lifecycle_on
         .fetch_all(db.pool())
         .await?;
         assert_eq!(timeline, vec!["applied", "received"], "{name}: once each");
+        // the site's write is in the audit trail once, with its site actor
+        let audit: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT actor, action, target FROM audit_log WHERE target LIKE 'local-%' ORDER BY seq",
+        )
+        .fetch_all(db.pool())
+        .await?;
+        assert_eq!(
+            audit,
+            vec![(
+                "opcua_user alice at s1".to_string(),
+                "commands.local_setpoint".to_string(),
+                "local-1".to_string()
+            )],
+            "{name}"
+        );
+        assert_eq!(db.audit().verify(10).await?.ok(), Some(1), "{name}");
     }
     s.drop().await
 }
