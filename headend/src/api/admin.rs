@@ -6,8 +6,9 @@
 //!   `POST /api/v1/api-keys/{id}/revoke`. The key itself is in the
 //!   creation's answer only.
 
+use super::Query;
 use axum::body::Bytes;
-use axum::extract::{OriginalUri, Path, Query, State};
+use axum::extract::{OriginalUri, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};

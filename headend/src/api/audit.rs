@@ -4,8 +4,9 @@
 //! * `GET /api/v1/audit?actor=&action=&target=&outcome=&from=&to=&limit=&cursor=`:
 //!   newest first, each entry with its chain hashes.
 
+use super::Query;
 use axum::Router;
-use axum::extract::{OriginalUri, Query, State};
+use axum::extract::{OriginalUri, State};
 use axum::response::Response;
 use axum::routing::get;
 use serde::Deserialize;

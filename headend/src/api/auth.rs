@@ -10,8 +10,9 @@
 //!   sessions (an admin: anyone's, `all` includes ended ones).
 //! * `POST /api/v1/auth/sessions/{id}/revoke`: one's own, or (admin) anyone's.
 
+use super::Query;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, OriginalUri, Path, Query, State};
+use axum::extract::{ConnectInfo, OriginalUri, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};

@@ -10,8 +10,9 @@
 //! * `GET /api/v1/commands?site=&state=&limit=&cursor=`: newest first (paged).
 //! * `POST /api/v1/commands/{id}/cancel`
 
+use super::Query;
 use axum::body::Bytes;
-use axum::extract::{OriginalUri, Path, Query, State};
+use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router, routing::get, routing::post};

@@ -6,8 +6,9 @@
 //!   command.
 //! * `GET /api/v1/loads?site=&limit=&cursor=` (by ETA, paged), `GET /api/v1/loads/{id}`.
 
+use super::Query;
 use axum::body::Bytes;
-use axum::extract::{OriginalUri, Path, Query, State};
+use axum::extract::{OriginalUri, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router, routing::get, routing::post};

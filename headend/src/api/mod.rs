@@ -257,6 +257,24 @@ impl From<crate::Error> for ApiError {
     }
 }
 
+/// `axum`'s `Query` with its refusals in the one error shape (400, JSON)
+/// instead of plain text.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        s: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, s).await {
+            Ok(axum::extract::Query(v)) => Ok(Query(v)),
+            Err(e) => Err(ApiError::invalid("", e.body_text())),
+        }
+    }
+}
+
 /// A stored time as RFC 3339, or null when it is not a time we can write
 /// (0, negative, or past year 9999): a row can never make a read fail.
 pub fn ts(ms: i64) -> Value {

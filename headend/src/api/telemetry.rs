@@ -20,7 +20,8 @@
 //!   (full disk, corruption): "data lost at site X between T1 and T2".
 //! * Commands and loads: see [`super::commands`] and [`super::loads`].
 
-use axum::extract::{OriginalUri, Path, Query, State};
+use super::Query;
+use axum::extract::{OriginalUri, Path, State};
 use axum::http::StatusCode;
 use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
@@ -191,13 +192,21 @@ async fn assets(
     })
 }
 
-#[derive(Deserialize)]
+/// `?field=&from=&to=&limit=&order=`: a window of history. The next
+/// page starts after the last item's `source_ts_ms` (`hour_ms`).
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryParams {
-    field: Option<String>,
-    from: Option<String>,
-    to: Option<String>,
-    limit: Option<i64>,
-    order: Option<String>,
+    /// One field only.
+    pub field: Option<String>,
+    /// RFC 3339 or Unix ms (inclusive).
+    pub from: Option<String>,
+    /// RFC 3339 or Unix ms (inclusive).
+    pub to: Option<String>,
+    /// 1 to 10000 (default 1000).
+    pub limit: Option<i64>,
+    /// asc (oldest first, default) or desc; readings only.
+    pub order: Option<String>,
 }
 
 /// The order of a history: `asc` (oldest first, the default) or `desc`.

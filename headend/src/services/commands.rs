@@ -22,7 +22,7 @@ const MIN_STEP: f64 = 1e-6;
 const MAX_STEP: f64 = 1e6;
 
 /// `POST /api/v1/commands`.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommandRequest {
     /// `setpoint` or `eta`.

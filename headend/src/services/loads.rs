@@ -20,7 +20,7 @@ pub const ETA_FUTURE_MS: i64 = 366 * 24 * 3600 * 1000;
 pub const MAX_LIST: i64 = 1000;
 
 /// `POST /api/v1/loads`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoadRequest {
     pub site: String,
@@ -33,15 +33,19 @@ pub struct LoadRequest {
     pub product: String,
     pub planned_volume_l: f64,
     /// RFC 3339 or Unix ms.
+    /// RFC 3339 or Unix ms.
+    #[schema(value_type = String)]
     pub eta: Value,
     pub eta_source: String,
 }
 
 /// `PATCH /api/v1/loads/{id}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoadPatch {
     #[serde(default)]
+    /// RFC 3339 or Unix ms.
+    #[schema(value_type = Option<String>)]
     pub eta: Option<Value>,
     #[serde(default)]
     pub eta_source: Option<String>,
