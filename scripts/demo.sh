@@ -26,6 +26,13 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
+# the demo's operator: an admin with a random password kept in demo/ (there is no default password)
+if [ ! -f demo/admin-password ]; then
+  (umask 077; head -c 18 /dev/urandom | base64 | tr -d '/+=' > demo/admin-password)
+  "$bin/headend" user add demo-admin --role admin --password-file demo/admin-password \
+    --database-url sqlite://demo/headend.db
+fi
+
 t0=$(date +%s%N)
 "$bin/headend" --pki-dir demo/pki --database-url sqlite://demo/headend.db >demo/headend.log 2>&1 &
 pids+=($!)
@@ -37,11 +44,23 @@ agent=$!
 pids+=($agent)
 
 api=http://127.0.0.1:8080/api/v1
-for _ in $(seq 1 300); do
-  if curl -sf "$api/sites/demo-site/assets" 2>/dev/null | grep -q '"volume"'; then break; fi
+token=""
+for _ in $(seq 1 100); do
+  token=$(curl -sf "$api/auth/login" -H 'content-type: application/json' \
+    -d "{\"user\": \"demo-admin\", \"password\": \"$(cat demo/admin-password)\"}" 2>/dev/null \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])' 2>/dev/null) && break
   sleep 0.1
 done
-if ! curl -sf "$api/sites/demo-site/assets" | grep -q '"volume"'; then
+if [ -z "$token" ]; then
+  echo "demo: could not log in to the headend; see demo/headend.log" >&2
+  exit 1
+fi
+auth="Authorization: Bearer $token"
+for _ in $(seq 1 300); do
+  if curl -sf -H "$auth" "$api/sites/demo-site/assets" 2>/dev/null | grep -q '"volume"'; then break; fi
+  sleep 0.1
+done
+if ! curl -sf -H "$auth" "$api/sites/demo-site/assets" | grep -q '"volume"'; then
   echo "demo: no telemetry after 30 s; see demo/*.log" >&2
   exit 1
 fi
@@ -50,11 +69,14 @@ echo
 echo "demo: first reading on the REST API $(( (t1 - t0) / 1000000 )) ms after start"
 echo "demo: agent resident memory: $(awk '/VmRSS/ {print $2, $3}' /proc/$agent/status)"
 echo
-echo "  curl -s $api/sites | python3 -m json.tool"
-echo "  curl -s $api/sites/demo-site/assets | python3 -m json.tool"
-echo "  curl -s '$api/sites/demo-site/assets/tank-1/readings?field=volume&limit=10' | python3 -m json.tool"
-echo "  curl -s $api/sites/demo-site/devices | python3 -m json.tool      # atg (Modbus), tls-console (Veeder-Root)"
-echo "  curl -s $api/sites/demo-site/deliveries | python3 -m json.tool   # each with its source: gauge or detector"
+echo "  operator demo-admin, password in demo/admin-password; a 15-minute access token:"
+echo "  export TOKEN=$token"
+echo "  curl -s -H \"Authorization: Bearer \$TOKEN\" $api/sites | python3 -m json.tool"
+echo "  curl -s -H \"Authorization: Bearer \$TOKEN\" $api/sites/demo-site/assets | python3 -m json.tool"
+echo "  curl -s -H \"Authorization: Bearer \$TOKEN\" '$api/sites/demo-site/assets/tank-1/readings?field=volume&limit=10' | python3 -m json.tool"
+echo "  curl -s -H \"Authorization: Bearer \$TOKEN\" $api/sites/demo-site/deliveries | python3 -m json.tool   # source: gauge or detector"
+echo "  curl -s -H \"Authorization: Bearer \$TOKEN\" $api/audit | python3 -m json.tool               # who did what"
+echo "  curl -s http://127.0.0.1:8080/api/openapi.json | python3 -m json.tool | less                  # the API"
 echo "  $bin/edge-agent probe veeder-root 127.0.0.1:10001 --cmd i20100  # what an installer sees"
 echo
 echo "  logs: demo/headend.log demo/agent.log demo/atg-sim.log   (Ctrl-C stops the demo)"

@@ -77,6 +77,8 @@ pub struct Config {
     pub session_deadline: std::time::Duration,
     /// How long raw readings and hourly rollups are kept.
     pub retention: store::Retention,
+    /// Login attempts per client address a minute.
+    pub logins_per_minute: u32,
 }
 
 impl Config {
@@ -100,6 +102,7 @@ impl Config {
             handshake_timeout: ingest::tls::HANDSHAKE_TIMEOUT,
             session_deadline: ingest::tls::SESSION_DEADLINE,
             retention: store::Retention::default(),
+            logins_per_minute: services::access::LOGINS_PER_MINUTE,
         }
     }
 }
@@ -350,7 +353,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
             sessions,
             metrics: metrics.clone(),
             dispatcher,
-            guard: services::access::Guard::default(),
+            guard: services::access::Guard::new(cfg.logins_per_minute),
         },
         api::edge::Edge { hosts, metrics },
     );

@@ -123,6 +123,10 @@ struct Serve {
     /// How long hourly rollups are kept; at least as long as raw readings.
     #[arg(long, env = "HEADEND_ROLLUP_RETENTION", default_value = "730d", value_parser = retention)]
     rollup_retention: std::time::Duration,
+    /// Login attempts per client address a minute (raise it when many operators share one address).
+    #[arg(long, env = "HEADEND_LOGINS_PER_MINUTE", default_value_t = headend::services::access::LOGINS_PER_MINUTE,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    logins_per_minute: u32,
     /// Log as JSON lines.
     #[arg(long, env = "LOG_JSON")]
     log_json: bool,
@@ -298,6 +302,7 @@ async fn main() -> Result<std::process::ExitCode> {
     cfg.http_hosts = cli.http_hosts;
     cfg.max_conns_per_site = cli.max_conns_per_site;
     cfg.max_conns = cli.max_conns;
+    cfg.logins_per_minute = cli.logins_per_minute;
     if cli.rollup_retention < cli.raw_retention {
         anyhow::bail!(
             "--rollup-retention {} is shorter than --raw-retention {}: rollups are what is left of old readings; keep them at least as long",

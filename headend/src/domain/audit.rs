@@ -228,6 +228,9 @@ mod tests {
             .collect()
     }
 
+    type Tamper = Box<dyn Fn(&mut Vec<Stored>)>;
+    type Change = Box<dyn Fn(&mut AuditEntry)>;
+
     fn verify(c: &[Stored], head: (i64, &str)) -> Result<u64, Broken> {
         let mut v = Verifier::default();
         for page in c.chunks(2) {
@@ -249,7 +252,7 @@ mod tests {
     fn each_kind_of_tampering_is_named_at_the_first_bad_entry() {
         let c = chain(5);
         let head = c[4].hash.clone();
-        let cases: Vec<(&str, Box<dyn Fn(&mut Vec<Stored>)>, i64)> = vec![
+        let cases: Vec<(&str, Tamper, i64)> = vec![
             (
                 "a field altered",
                 Box::new(|c| c[2].entry.summary = "{\"value\":1}".into()),
@@ -296,7 +299,7 @@ mod tests {
     fn every_field_is_in_the_hash() {
         let e = entry(1);
         let base = e.hash(GENESIS);
-        let changes: Vec<Box<dyn Fn(&mut AuditEntry)>> = vec![
+        let changes: Vec<Change> = vec![
             Box::new(|e| e.seq = 2),
             Box::new(|e| e.at_ms += 1),
             Box::new(|e| e.actor.push('x')),

@@ -20,9 +20,8 @@ pub const ACCESS_TTL_MS: i64 = 15 * 60_000;
 pub const REFRESH_TTL_MS: i64 = 12 * 3_600_000;
 /// Longest session, ms (7 days, however often it is refreshed).
 pub const SESSION_TTL_MS: i64 = 7 * 24 * 3_600_000;
-/// Login attempts per client address a minute, and the burst.
+/// Login attempts per client address a minute (the burst is two thirds).
 pub const LOGINS_PER_MINUTE: u32 = 30;
-pub const LOGIN_BURST: u32 = 20;
 /// Password checks at once (argon2 needs 19 MiB and ~30 ms of a core
 /// each; more at once would only queue on the CPU and the memory).
 pub const HASHING_AT_ONCE: usize = 2;
@@ -65,11 +64,20 @@ pub struct Guard {
 
 impl Default for Guard {
     fn default() -> Self {
+        Guard::new(LOGINS_PER_MINUTE)
+    }
+}
+
+impl Guard {
+    /// With `per_minute` login attempts per client address (burst: two
+    /// thirds of it, at least one). Raise it when many operators share
+    /// one address (a NAT) and every login looks like one client.
+    pub fn new(per_minute: u32) -> Guard {
         Guard {
             names: Arc::new(Mutex::new(Lockout::new(DEFAULT_CAP))),
             addrs: Arc::new(Mutex::new(RateLimit::new(
-                LOGINS_PER_MINUTE,
-                LOGIN_BURST,
+                per_minute,
+                (per_minute * 2 / 3).max(1),
                 DEFAULT_CAP,
             ))),
             hashing: Arc::new(tokio::sync::Semaphore::new(HASHING_AT_ONCE)),
