@@ -336,7 +336,7 @@ pub async fn gate(State(g): State<Gate>, mut req: Request, next: Next) -> Respon
                 None => Err(AuthError::Unauthenticated(
                     "no credential: send Authorization: Bearer <access token or API key>".into(),
                 )),
-                Some(t) => access::authenticate(&g.api.db, t, client).await,
+                Some(t) => access::authenticate(&g.api.db, &g.api.guard, t, client).await,
             };
             match p {
                 Ok(p) => Some(p),

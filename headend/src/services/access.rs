@@ -25,6 +25,13 @@ pub const LOGINS_PER_MINUTE: u32 = 30;
 /// Password checks at once (argon2 needs 19 MiB and ~30 ms of a core
 /// each; more at once would only queue on the CPU and the memory).
 pub const HASHING_AT_ONCE: usize = 2;
+/// While the database does not answer, a credential verified within
+/// this long is still accepted (stale-if-error), so an operator and a
+/// Prometheus scraper can still read `/metrics` and `/ready` during a
+/// database outage, ms.
+pub const STALE_IF_ERROR_MS: i64 = 5 * 60_000;
+/// Credentials remembered for that.
+pub const VERIFIED_CAP: usize = 10_000;
 
 /// The authenticated caller.
 #[derive(Debug, Clone)]
@@ -60,6 +67,8 @@ pub struct Guard {
     names: Arc<Mutex<Lockout<String>>>,
     addrs: Arc<Mutex<RateLimit<IpAddr>>>,
     hashing: Arc<tokio::sync::Semaphore>,
+    /// Hash of a credential → its principal and when the database last said so.
+    verified: Arc<Mutex<std::collections::HashMap<String, (Principal, i64)>>>,
 }
 
 impl Default for Guard {
@@ -81,6 +90,70 @@ impl Guard {
                 DEFAULT_CAP,
             ))),
             hashing: Arc::new(tokio::sync::Semaphore::new(HASHING_AT_ONCE)),
+            verified: Arc::default(),
+        }
+    }
+
+    fn remember(&self, hash: &str, p: Option<&Principal>, now: i64) {
+        let Ok(mut v) = self.verified.lock() else {
+            return;
+        };
+        match p {
+            None => {
+                v.remove(hash);
+            }
+            Some(p) => {
+                if v.len() >= VERIFIED_CAP && !v.contains_key(hash) {
+                    v.retain(|_, (_, at)| *at >= now - STALE_IF_ERROR_MS);
+                    if v.len() >= VERIFIED_CAP {
+                        return;
+                    }
+                }
+                v.insert(hash.to_string(), (p.clone(), now));
+            }
+        }
+    }
+
+    fn recall(&self, hash: &str, now: i64) -> Option<Principal> {
+        let v = self.verified.lock().ok()?;
+        v.get(hash)
+            .filter(|(_, at)| *at >= now - STALE_IF_ERROR_MS)
+            .map(|(p, _)| p.clone())
+    }
+}
+
+/// [`verify`] with stale-if-error: the database's answer when it gives
+/// one (a revoked credential is refused at once and forgotten); when it
+/// cannot answer, the principal it gave within [`STALE_IF_ERROR_MS`], if
+/// any (logged), else the database error.
+pub async fn authenticate(
+    db: &Db,
+    guard: &Guard,
+    token: &str,
+    from: IpAddr,
+) -> Result<Principal, AuthError> {
+    let now = now_ms();
+    let hash = secret::token_hash(token);
+    match verify(db, token, from).await {
+        Ok(p) => {
+            guard.remember(&hash, Some(&p), now);
+            Ok(p)
+        }
+        Err(AuthError::Store(e)) => match guard.recall(&hash, now) {
+            Some(mut p) => {
+                tracing::warn!(error = %e, actor = %p.actor,
+                    "the database does not answer: accepting a credential it verified within 5 min");
+                match &mut p.actor {
+                    Actor::Operator { from: f, .. } | Actor::ApiKey { from: f, .. } => *f = from,
+                    _ => {}
+                }
+                Ok(p)
+            }
+            None => Err(AuthError::Store(e)),
+        },
+        Err(e) => {
+            guard.remember(&hash, None, now);
+            Err(e)
         }
     }
 }
@@ -117,8 +190,9 @@ pub async fn hashing<T: Send + 'static>(
         .map_err(|e| Error::Db(format!("password hashing: {e}")))
 }
 
-/// The principal of an `Authorization: Bearer` credential.
-pub async fn authenticate(db: &Db, token: &str, from: IpAddr) -> Result<Principal, AuthError> {
+/// The principal of an `Authorization: Bearer` credential, as the
+/// database says now.
+pub async fn verify(db: &Db, token: &str, from: IpAddr) -> Result<Principal, AuthError> {
     let now = now_ms();
     match secret::parse_bearer(token) {
         Some(Bearer::Access(t)) => {

@@ -151,7 +151,7 @@ async fn main() -> Result<()> {
     for i in 0..2000 {
         let tok = if i % 2 == 0 { &access } else { &key };
         let t = Instant::now();
-        headend::services::access::authenticate(&he.db, tok, "127.0.0.1".parse()?)
+        headend::services::access::authenticate(&he.db, &guard, tok, "127.0.0.1".parse()?)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         lat.push(t.elapsed().as_secs_f64() * 1000.0);

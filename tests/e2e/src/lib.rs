@@ -227,6 +227,27 @@ pub fn auth(http: SocketAddr) -> (&'static str, String) {
     ("authorization", format!("Bearer {}", token_of(http)))
 }
 
+/// Records a hello for `site` with one 20,000 L tank `tank-1` (a site to
+/// read and command without running an agent).
+pub async fn tank_site(db: &headend::db::Db, site: &str) -> Result<()> {
+    let h = v1::Hello {
+        site_id: site.into(),
+        log_id: 1,
+        agent_version: "test".into(),
+        assets: vec![v1::Asset {
+            asset_id: "tank-1".into(),
+            kind: v1::AssetKind::Tank as i32,
+            name: "Tank 1".into(),
+            capacity: 20_000.0,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    db.record_hello(headend::db::HelloInfo { site, hello: &h })
+        .await?;
+    Ok(())
+}
+
 /// GET with the admin key of the headend at `http` (any status).
 pub async fn get(http: SocketAddr, path: &str) -> Result<reqwest::Response> {
     let (k, v) = auth(http);

@@ -12,7 +12,6 @@ use anyhow::{Context, Result, ensure};
 use e2e::*;
 use headend::api::access::{Need, RULES};
 use serde_json::{Value, json};
-use tankwatch_proto::v1;
 
 const NORTH: &str = "n-1";
 const SOUTH: &str = "s-1";
@@ -26,25 +25,6 @@ fn may(role: &str, perm: &str) -> bool {
         "viewer" => ["read", "metrics"].contains(&perm),
         _ => false,
     }
-}
-
-async fn site(db: &headend::db::Db, site: &str) -> Result<()> {
-    let h = v1::Hello {
-        site_id: site.into(),
-        log_id: 1,
-        agent_version: "test".into(),
-        assets: vec![v1::Asset {
-            asset_id: "tank-1".into(),
-            kind: v1::AssetKind::Tank as i32,
-            name: "Tank 1".into(),
-            capacity: 20_000.0,
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    db.record_hello(headend::db::HelloInfo { site, hello: &h })
-        .await?;
-    Ok(())
 }
 
 fn load_body(site: &str) -> Value {
@@ -151,8 +131,8 @@ async fn role_matrix(url: &str) -> Result<()> {
     let he = start_headend(headend_config(&pki, url, 0)).await?;
     let http = he.http_addr;
     let admin = token_of(http);
-    site(&he.db, NORTH).await?;
-    site(&he.db, SOUTH).await?;
+    tank_site(&he.db, NORTH).await?;
+    tank_site(&he.db, SOUTH).await?;
     let mut f = Fixture {
         command: Default::default(),
         load: Default::default(),
@@ -477,7 +457,7 @@ async fn tamper_is_named(url: &str, alter: &str) -> Result<()> {
     let pki = TestPki::new(&[])?;
     let he = start_headend(headend_config(&pki, url, 0)).await?;
     let http = he.http_addr;
-    site(&he.db, NORTH).await?;
+    tank_site(&he.db, NORTH).await?;
     for _ in 0..3 {
         let (st, v) = post_json(http, "/api/v1/loads", &load_body(NORTH)).await?;
         ensure!(st == 201, "{v}");

@@ -33,6 +33,10 @@ async fn a_database_outage_stops_acks_applies_backpressure_and_recovers_by_itsel
     })
     .await?;
 
+    // Prometheus scrapes (with its key) before the outage
+    get_text(he.http_addr, "/metrics").await?;
+    let unseen = api_key(&he.db, "viewer", None).await?;
+
     // the database disappears
     proxy.set_up(false);
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -70,7 +74,15 @@ async fn a_database_outage_stops_acks_applies_backpressure_and_recovers_by_itsel
         (503, Some("database_unavailable")),
         "{body}"
     );
+    // metrics still answer: the scraper's key was verified minutes ago
+    // (stale-if-error); a key never verified cannot get in without the database
     let page = get_text(he.http_addr, "/metrics").await?;
+    let r = reqwest::Client::new()
+        .get(format!("http://{}/metrics", he.http_addr))
+        .header("authorization", format!("Bearer {unseen}"))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 503, "an unverified key during the outage");
     let queued = metric(&page, "tankwatch_headend_queued_batches").unwrap_or(f64::NAN);
     assert!(
         queued <= headend::ingest::PIPELINE_DEPTH as f64,

@@ -7,7 +7,6 @@ use std::process::Command;
 use anyhow::{Result, ensure};
 use e2e::*;
 use serde_json::json;
-use tankwatch_proto::v1;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_openapi_document()
@@ -17,25 +16,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_openapi_do
     let he = start_headend(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
     let http = he.http_addr;
     // something to read: a site with a tank, and a load with its ETA command
-    let h = v1::Hello {
-        site_id: "site-1".into(),
-        log_id: 1,
-        agent_version: "test".into(),
-        assets: vec![v1::Asset {
-            asset_id: "tank-1".into(),
-            kind: v1::AssetKind::Tank as i32,
-            name: "Tank 1".into(),
-            capacity: 20_000.0,
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    he.db
-        .record_hello(headend::db::HelloInfo {
-            site: "site-1",
-            hello: &h,
-        })
-        .await?;
+    tank_site(&he.db, "site-1").await?;
     let eta = headend::db::now_ms() + 3_600_000;
     let (st, v) = post_json(
         http,
