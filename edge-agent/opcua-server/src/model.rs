@@ -125,6 +125,10 @@ pub enum Source {
     Fixed(Fixed),
     /// The agent's own state.
     Agent(AgentVar),
+    /// A field of an expected delivery, set by the publisher once the
+    /// node exists (until then: BadWaitingForInitialData, never an empty
+    /// value with status Good).
+    Delivery,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -426,7 +430,7 @@ pub fn delivery_vars(site: &str, load: &str) -> (Folder, Vec<Var>) {
         unit,
         range: None,
         writable: false,
-        source: Source::Fixed(Fixed::Text(String::new())),
+        source: Source::Delivery,
     };
     (
         Folder {

@@ -326,4 +326,20 @@ mod tests {
         assert_eq!(number(&Variant::from("42")), None);
         assert_eq!(number(&Variant::from(true)), None);
     }
+
+    /// A delivery's nodes exist a moment before the publisher sets their
+    /// values: a read in between saw `""` with status Good (an e2e flake).
+    #[test]
+    fn a_new_delivery_variable_waits_for_its_value_instead_of_reading_good_and_empty() {
+        let (_, vars) = crate::model::delivery_vars("site-1", "load-1");
+        for v in &vars {
+            let d = initial(v);
+            assert_eq!(
+                d.status,
+                Some(StatusCode::BadWaitingForInitialData),
+                "{}",
+                v.id
+            );
+        }
+    }
 }
