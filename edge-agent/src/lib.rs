@@ -11,11 +11,13 @@ pub mod commands;
 pub mod config;
 pub mod delivery;
 pub mod devices;
+pub mod enroll;
 pub mod limits;
 pub mod logwriter;
 pub mod metrics;
 pub mod opcua;
 pub mod probe;
+pub mod renew;
 pub mod store;
 pub mod uplink;
 pub mod yamlguard;
@@ -313,6 +315,7 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
         metrics: metrics.clone(),
         commands: command_tx,
         devices: health,
+        renewer: None,
     });
     tasks.push(fatal.spawn_task("uplink".into(), run));
     tasks.push(tokio::spawn(uplink::watchdog(

@@ -40,6 +40,27 @@ enum Cmd {
     /// with an error (exception, refused command, bad checksum).
     #[command(subcommand)]
     Probe(edge_agent::probe::Probe),
+    /// Get the agent's first certificate with a one-time enrollment token:
+    /// the key is made here and never leaves this PC; the certificate, its
+    /// chain and the CA are written where the configuration's `tls:` says.
+    /// Exit status: 0 enrolled; 2 bad arguments; 3 unreachable; 4 timeout;
+    /// 5 the CA fingerprint does not match; 6 the headend refused the token.
+    Enroll {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The headend's enrollment address, HOST:PORT (port 7444 by default).
+        #[arg(long)]
+        headend: String,
+        /// The one-time token (`twe_…`) the operator created for this site.
+        #[arg(long, env = "ENROLL_TOKEN", hide_env_values = true)]
+        token: String,
+        /// The CA's SHA-256 fingerprint printed with the token.
+        #[arg(long)]
+        ca_fingerprint: String,
+        /// The name to check in the headend's certificate (default: HOST).
+        #[arg(long)]
+        server_name: Option<String>,
+    },
     /// Read a password from standard input (one line) and print its argon2
     /// hash for an `opcua_server.users` entry (`password_hash:`).
     OpcuaPassword,
@@ -87,6 +108,59 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("error: {e}");
                     ExitCode::from(e.kind.exit_code())
+                }
+            }
+        }
+        Cmd::Enroll {
+            config,
+            headend,
+            token,
+            ca_fingerprint,
+            server_name,
+        } => {
+            let cfg = match edge_agent::config::load_for_enroll(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(edge_agent::enroll::enroll(
+                &cfg,
+                &headend,
+                &token,
+                &ca_fingerprint,
+                server_name.as_deref(),
+            )) {
+                Ok(e) => {
+                    println!(
+                        "enrolled site {}: certificate {} valid until {} (renewed automatically at two thirds of its life); wrote {}, {} (0600) and {}. Start the agent: edge-agent run --config {}",
+                        e.site,
+                        e.serial,
+                        humantime::format_rfc3339_seconds(
+                            std::time::UNIX_EPOCH
+                                + std::time::Duration::from_millis(e.not_after_ms.max(0) as u64)
+                        ),
+                        cfg.tls.cert.display(),
+                        cfg.tls.key.display(),
+                        cfg.tls.ca.display(),
+                        config.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(e.exit_code())
                 }
             }
         }

@@ -143,6 +143,9 @@ pub struct Metrics {
     log_dropped: Family<ClassLabel, Counter>,
     log_corrupt: Counter,
     pub uplink_stalls: Counter,
+    /// Certificates renewed and installed; renewal attempts that failed.
+    pub cert_renewals: Counter,
+    pub cert_renewal_failures: Counter,
     log_fs_free: Gauge<i64, AtomicI64>,
     log_effective_max: Gauge<i64, AtomicI64>,
     log_disk_full: Counter,
@@ -177,6 +180,8 @@ impl Metrics {
             log_dropped: Family::default(),
             log_corrupt: Counter::default(),
             uplink_stalls: Counter::default(),
+            cert_renewals: Counter::default(),
+            cert_renewal_failures: Counter::default(),
             log_fs_free: Gauge::default(),
             log_effective_max: Gauge::default(),
             log_disk_full: Counter::default(),
@@ -224,6 +229,16 @@ impl Metrics {
             "uplink_stalls",
             "Times the uplink made no connection attempt within backoff_max_ms (+ setup deadline) while disconnected",
             m.uplink_stalls.clone(),
+        );
+        r.register(
+            "cert_renewals",
+            "Agent certificates renewed and installed (after a trial connection)",
+            m.cert_renewals.clone(),
+        );
+        r.register(
+            "cert_renewal_failures",
+            "Certificate renewal attempts that failed (the current certificate stays)",
+            m.cert_renewal_failures.clone(),
         );
         r.register(
             "log_fs_free_bytes",
@@ -425,6 +440,14 @@ pub fn serve(
                     "site_id": s.site,
                     "version": env!("CARGO_PKG_VERSION"),
                     "uplink": { "connected": up.connected, "sessions": up.sessions, "last_error": up.last_error },
+                    "certificate": up.certificate.as_ref().map(|c| serde_json::json!({
+                        "serial": c.serial,
+                        "not_after_ms": c.not_after_ms,
+                        "renew_at_ms": c.renew_at_ms,
+                        "renewals": c.renewals,
+                        "failures": c.failures,
+                        "last_error": c.last_error,
+                    })),
                     "log": {
                         "log_id": s.log.log_id().to_string(),
                         "entries": st.entries, "bytes": st.bytes, "max_bytes": st.max_bytes,

@@ -44,7 +44,7 @@ const PREVIEW_EVERY: Duration = Duration::from_secs(1);
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     #[error("TLS setup: {0}")]
-    Tls(#[from] tankwatch_pki::Error),
+    Tls(#[from] tankwatch_tls::Error),
     #[error("connect: {0}")]
     Connect(String),
     #[error("headend: {0}")]
@@ -53,6 +53,9 @@ pub enum SessionError {
     Protocol(String),
     #[error("log: {0}")]
     Log(#[from] sflog::Error),
+    /// Not a failure: the certificate was renewed; reconnect with it at once.
+    #[error("certificate renewed ({0}); reconnecting with it")]
+    Renewed(String),
 }
 
 /// Shared uplink state, for status and tests.
@@ -63,6 +66,19 @@ pub struct UplinkStatus {
     pub last_error: String,
     /// When the uplink last started dialling (or was connected).
     pub last_attempt: Option<tokio::time::Instant>,
+    /// The agent certificate and its renewal (None: not readable).
+    pub certificate: Option<CertificateView>,
+}
+
+/// The certificate as `/status` shows it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CertificateView {
+    pub serial: String,
+    pub not_after_ms: i64,
+    pub renew_at_ms: i64,
+    pub failures: u32,
+    pub last_error: String,
+    pub renewals: u64,
 }
 
 fn server_name(cfg: &AgentConfig) -> String {
@@ -75,15 +91,56 @@ fn server_name(cfg: &AgentConfig) -> String {
     })
 }
 
-async fn connect(cfg: &AgentConfig) -> Result<Channel, SessionError> {
-    let files = tankwatch_pki::TlsFiles {
+/// The agent's certificate files, from its configuration.
+pub fn tls_files(cfg: &AgentConfig) -> tankwatch_tls::TlsFiles {
+    tankwatch_tls::TlsFiles {
         cert: cfg.tls.cert.clone(),
         key: cfg.tls.key.clone(),
         ca: cfg.tls.ca.clone(),
-    };
+    }
+}
+
+async fn connect(cfg: &AgentConfig) -> Result<Channel, SessionError> {
     // Re-read the certificate files on every connect: a renewed certificate is picked up.
-    let tls = tankwatch_pki::client_config(&files)?;
+    connect_with(cfg, &tls_files(cfg)).await
+}
+
+async fn connect_with(
+    cfg: &AgentConfig,
+    files: &tankwatch_tls::TlsFiles,
+) -> Result<Channel, SessionError> {
+    let tls = tankwatch_tls::client_config(files)?;
     channel(&cfg.headend.address, &server_name(cfg), tls).await
+}
+
+/// The trial connection of a renewal: the staged certificate must open a
+/// connection the headend accepts and answers `Whoami` for our site.
+/// Returns the serial the headend saw.
+async fn probe(cfg: &AgentConfig, files: tankwatch_tls::TlsFiles) -> Result<String, String> {
+    let channel = connect_with(cfg, &files).await.map_err(|e| e.to_string())?;
+    let who = AgentLinkClient::new(channel)
+        .whoami(v1::WhoamiRequest {})
+        .await
+        .map_err(|s| format!("{}: {}", s.code(), s.message()))?
+        .into_inner();
+    if who.site_id != cfg.site_id {
+        return Err(format!(
+            "the headend sees site {:?}, not {:?}",
+            who.site_id, cfg.site_id
+        ));
+    }
+    Ok(who.serial)
+}
+
+fn view(r: &crate::renew::Renewer, renewals: u64) -> CertificateView {
+    CertificateView {
+        serial: r.cert.serial.clone(),
+        not_after_ms: r.cert.not_after_ms,
+        renew_at_ms: r.next_at_ms,
+        failures: r.failures,
+        last_error: r.last_error.clone(),
+        renewals,
+    }
 }
 
 /// Opens an HTTP/2 channel to `address` over TLS with the given rustls
@@ -248,6 +305,8 @@ pub struct Uplink {
     pub commands: mpsc::Sender<v1::Command>,
     /// The devices whose health is reported to the headend.
     pub devices: Arc<Vec<crate::metrics::DeviceHealth>>,
+    /// Certificate renewal (None until the certificate file reads).
+    pub renewer: Option<crate::renew::Renewer>,
 }
 
 async fn session(u: &mut Uplink) -> Result<(), SessionError> {
@@ -260,8 +319,19 @@ async fn session(u: &mut Uplink) -> Result<(), SessionError> {
         metrics,
         commands,
         devices,
+        renewer,
     } = u;
     let cfg: &AgentConfig = cfg;
+    if renewer.is_none() {
+        match crate::renew::Renewer::load(tls_files(cfg), &cfg.site_id) {
+            Ok(r) => *renewer = Some(r),
+            Err(e) => {
+                tracing::warn!(error = %e, "the agent certificate does not read; no renewal until it does")
+            }
+        }
+    } else if let Some(what) = crate::renew::recover(&tls_files(cfg)) {
+        tracing::warn!(what, "certificate files");
+    }
     let window = cfg.uplink.window as usize;
     let (tx, rx) = mpsc::channel::<AgentMessage>(window + 2);
     tx.send(hello(cfg, log)?)
@@ -303,6 +373,16 @@ async fn session(u: &mut Uplink) -> Result<(), SessionError> {
     metrics.sessions.inc();
     metrics.connected.set(1);
     tracing::info!(site = %hello_ack.site_id, acked = hello_ack.acked_through_seq, "connected to headend");
+    if let Some(r) = renewer.as_mut() {
+        r.new_session();
+        let renewals = metrics.cert_renewals.get();
+        status.send_modify(|s| s.certificate = Some(view(r, renewals)));
+        tx.send(AgentMessage {
+            msg: Some(Out::Certificate(r.status())),
+        })
+        .await
+        .map_err(|_| SessionError::Protocol("outbound stream closed".into()))?;
+    }
     let max_readings =
         (cfg.uplink.batch_max_readings as usize).min(hello_ack.max_batch_readings.max(1) as usize);
     let max_bytes = cfg.uplink.batch_max_bytes as usize;
@@ -376,6 +456,24 @@ async fn session(u: &mut Uplink) -> Result<(), SessionError> {
                         return Ok(()); // the executor stopped: the agent is stopping
                     }
                 }
+                Some(In::Renewed(reply)) => {
+                    if let Some(r) = renewer.as_mut() {
+                        let out = r.complete(reply, adapter_api::now_ms(), |files| probe(cfg, files)).await;
+                        match &out {
+                            crate::renew::Outcome::Renewed { .. } => metrics.cert_renewals.inc(),
+                            crate::renew::Outcome::Failed(_) => metrics.cert_renewal_failures.inc(),
+                            crate::renew::Outcome::Stray => 0,
+                        };
+                        let renewals = metrics.cert_renewals.get();
+                        status.send_modify(|s| s.certificate = Some(view(r, renewals)));
+                        tx.send(AgentMessage { msg: Some(Out::Certificate(r.status())) })
+                            .await
+                            .map_err(|_| SessionError::Protocol("outbound stream closed".into()))?;
+                        if let crate::renew::Outcome::Renewed { serial } = out {
+                            return Err(SessionError::Renewed(serial));
+                        }
+                    }
+                }
                 Some(In::HelloAck(_)) => return Err(SessionError::Protocol("unexpected second HelloAck".into())),
                 None => return Err(SessionError::Protocol("headend closed the session".into())),
             },
@@ -385,6 +483,31 @@ async fn session(u: &mut Uplink) -> Result<(), SessionError> {
                     tx.send(AgentMessage { msg: Some(Out::Devices(m)) })
                         .await
                         .map_err(|_| SessionError::Protocol("outbound stream closed".into()))?;
+                }
+                if let Some(r) = renewer.as_mut() {
+                    let now = adapter_api::now_ms();
+                    let msg = if r.overdue(now) {
+                        metrics.cert_renewal_failures.inc();
+                        Some(Out::Certificate(r.status()))
+                    } else if r.due(now) {
+                        match r.request(now) {
+                            Ok(req) => {
+                                tracing::info!(serial = %r.cert.serial, "renewing the agent certificate");
+                                Some(Out::Renew(req))
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "making a key for the renewal failed");
+                                None
+                            }
+                        }
+                    } else {
+                        None
+                    };
+                    if let Some(m) = msg {
+                        tx.send(AgentMessage { msg: Some(m) })
+                            .await
+                            .map_err(|_| SessionError::Protocol("outbound stream closed".into()))?;
+                    }
                 }
             }
             _ = stop.changed() => return Ok(()),
@@ -478,6 +601,11 @@ pub async fn run(mut u: Uplink) {
         metrics.in_flight.set(0);
         match r {
             Ok(()) => return,
+            Err(SessionError::Renewed(serial)) => {
+                tracing::info!(%serial, "reconnecting with the renewed certificate");
+                backoff.reset();
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "headend session ended");
                 status.send_modify(|s| s.last_error = e.to_string());

@@ -36,8 +36,8 @@ pub struct HttpsFiles {
 /// A server config from the files (no client certificates: operators
 /// authenticate with tokens).
 pub fn load(files: &HttpsFiles) -> Result<rustls::ServerConfig, Error> {
-    let certs = tankwatch_pki::load_certs(&files.cert)?;
-    let key = tankwatch_pki::load_key(&files.key)?;
+    let certs = tankwatch_tls::load_certs(&files.cert)?;
+    let key = tankwatch_tls::load_key(&files.key)?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

@@ -38,6 +38,8 @@ pub enum Error {
     Db(String),
     #[error(transparent)]
     Pki(#[from] tankwatch_pki::Error),
+    #[error(transparent)]
+    Tls(#[from] tankwatch_tls::Error),
     #[error("{what} {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -46,6 +48,13 @@ pub enum Error {
     },
     #[error("gRPC server: {0}")]
     Grpc(String),
+}
+
+/// The issuing (intermediate) CA's files.
+#[derive(Debug, Clone)]
+pub struct IssuerFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Everything the headend needs to run.
@@ -60,7 +69,17 @@ pub struct Config {
     pub http_tls: Option<https::HttpsFiles>,
     /// `sqlite://PATH` or `postgres://...`.
     pub database_url: String,
-    pub tls: tankwatch_pki::TlsFiles,
+    pub tls: tankwatch_tls::TlsFiles,
+    /// The intermediate CA that issues agent certificates (enrollment,
+    /// renewal); None: this headend does not issue.
+    pub issuer: Option<IssuerFiles>,
+    /// The enrollment listener (server-authenticated TLS); None: off.
+    pub enroll_listen: Option<SocketAddr>,
+    /// `HOST:PORT` printed with each enrollment token (default: the
+    /// enrollment listener's address).
+    pub enroll_address: Option<String>,
+    /// Lifetime of an agent certificate issued here.
+    pub agent_cert_lifetime: std::time::Duration,
     /// Concurrent batch transactions across all agents.
     pub max_concurrent_writes: usize,
     pub db_max_connections: u32,
@@ -89,11 +108,20 @@ impl Config {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             http_tls: None,
             database_url,
-            tls: tankwatch_pki::TlsFiles {
+            tls: tankwatch_tls::TlsFiles {
                 cert: dir.join("headend.pem"),
                 key: dir.join("headend.key"),
                 ca: dir.join("ca.pem"),
             },
+            issuer: Some(IssuerFiles {
+                cert: dir.join("issuer.pem"),
+                key: dir.join("issuer.key"),
+            }),
+            enroll_listen: Some(SocketAddr::from(([127, 0, 0, 1], 7444))),
+            enroll_address: None,
+            agent_cert_lifetime: std::time::Duration::from_secs(
+                u64::from(services::enrollment::DEFAULT_AGENT_CERT_DAYS) * 86_400,
+            ),
             max_concurrent_writes: 8,
             db_max_connections: 16,
             http_hosts: Vec::new(),
@@ -111,6 +139,8 @@ impl Config {
 pub struct Running {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    pub enroll_addr: Option<SocketAddr>,
+    pub issuing: services::enrollment::SharedIssuing,
     pub db: db::Db,
     shutdown: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -241,6 +271,22 @@ pub fn fd_budget() -> usize {
     }
 }
 
+/// The enrollment listener's TLS: the server certificate's chain with the
+/// root appended (an enrolling agent pins the root by its fingerprint),
+/// no client certificates.
+fn enroll_tls(files: &tankwatch_tls::TlsFiles) -> Result<rustls::ServerConfig, Error> {
+    let mut chain = tankwatch_tls::load_certs(&files.cert)?;
+    for root in tankwatch_tls::load_certs(&files.ca)? {
+        if !chain.contains(&root) {
+            chain.push(root);
+        }
+    }
+    Ok(tankwatch_tls::configs::server_config_no_client_auth(
+        chain,
+        tankwatch_tls::load_key(&files.key)?,
+    )?)
+}
+
 /// Binds both listeners, connects the database (running migrations) and serves.
 pub async fn start(cfg: Config) -> Result<Running, Error> {
     if !cfg.http_listen.ip().is_loopback() && cfg.http_tls.is_none() {
@@ -250,8 +296,53 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         )));
     }
     let https_cfg = cfg.http_tls.as_ref().map(https::load).transpose()?;
-    let tls = tankwatch_pki::server_config(&cfg.tls)?;
     let db = db::Db::connect_with(&cfg.database_url, cfg.db_max_connections, cfg.retention).await?;
+    // the revocation list is in force before the first handshake
+    let revocations = tankwatch_tls::Revocations::new(db.certs().revocations().await?);
+    let tls = tankwatch_tls::reload::Reloading::new(tankwatch_tls::server_config(
+        &cfg.tls,
+        &revocations,
+    )?);
+    let ca = match &cfg.issuer {
+        Some(f) => Some(tankwatch_pki::Ca::load(&f.cert, &f.key)?),
+        None => None,
+    };
+    let root = tankwatch_tls::load_certs(&cfg.tls.ca)?;
+    let root_pem = std::fs::read_to_string(&cfg.tls.ca).map_err(|source| {
+        Error::Tls(tankwatch_tls::Error::Io {
+            path: cfg.tls.ca.clone(),
+            source,
+        })
+    })?;
+    let enroll = match cfg.enroll_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::Bind {
+                    what: "enrollment listener",
+                    addr,
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    let enroll_addr = enroll.as_ref().and_then(|l| l.local_addr().ok());
+    let issuing = std::sync::Arc::new(services::enrollment::Issuing {
+        ca,
+        lifetime: tankwatch_pki::Lifetime(cfg.agent_cert_lifetime),
+        fingerprint: root
+            .first()
+            .map(|c| tankwatch_tls::fingerprint(c))
+            .unwrap_or_default(),
+        root_pem,
+        enroll_address: cfg
+            .enroll_address
+            .clone()
+            .or_else(|| enroll_addr.map(|a| a.to_string()))
+            .unwrap_or_else(|| "(enrollment is off on this headend)".into()),
+        revocations: revocations.clone(),
+        renewal_fault: std::sync::Mutex::new(None),
+    });
     let grpc = TcpListener::bind(cfg.grpc_listen)
         .await
         .map_err(|source| Error::Bind {
@@ -294,6 +385,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         shutdown.subscribe(),
         metrics.clone(),
         dispatcher.clone(),
+        issuing.clone(),
     ))
     .max_decoding_message_size(ingest::MAX_MESSAGE_BYTES);
     let max_conns = cfg.max_conns.min(fd_budget());
@@ -302,6 +394,78 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         per_site = cfg.max_conns_per_site,
         "agent connection limits"
     );
+    let reload_task = {
+        let files = cfg.tls.clone();
+        let revocations = revocations.clone();
+        supervised(
+            "agent TLS reload",
+            tls.clone().follow(
+                "agent listener",
+                vec![files.cert.clone(), files.key.clone(), files.ca.clone()],
+                move || tankwatch_tls::server_config(&files, &revocations),
+                shutdown.subscribe(),
+            ),
+            shutdown.subscribe(),
+            fatal.clone(),
+        )
+    };
+    let revocation_task = supervised(
+        "revocation list",
+        jobs::revocations(db.clone(), issuing.clone(), shutdown.subscribe()),
+        shutdown.subscribe(),
+        fatal.clone(),
+    );
+    let mut enroll_tasks = Vec::new();
+    if let Some(listener) = enroll {
+        let files = cfg.tls.clone();
+        let build = move || enroll_tls(&files);
+        let cfg_now = tankwatch_tls::reload::Reloading::new(build()?);
+        enroll_tasks.push(supervised(
+            "enrollment TLS reload",
+            cfg_now.clone().follow(
+                "enrollment listener",
+                vec![
+                    cfg.tls.cert.clone(),
+                    cfg.tls.key.clone(),
+                    cfg.tls.ca.clone(),
+                ],
+                build,
+                shutdown.subscribe(),
+            ),
+            shutdown.subscribe(),
+            fatal.clone(),
+        ));
+        let (conns, accept) = ingest::enroll::incoming(listener, cfg_now, shutdown.subscribe());
+        enroll_tasks.push(supervised(
+            "enrollment accept loop",
+            accept,
+            shutdown.subscribe(),
+            fatal.clone(),
+        ));
+        let svc = tankwatch_proto::v1::enrollment_server::EnrollmentServer::new(
+            ingest::enroll::Enrollment::new(db.clone(), issuing.clone(), metrics.clone()),
+        )
+        .max_decoding_message_size(ingest::enroll::MAX_MESSAGE_BYTES);
+        let mut stop = shutdown.subscribe();
+        let serve = async move {
+            let r = tonic::transport::Server::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .add_service(svc)
+                .serve_with_incoming_shutdown(ReceiverStream::new(conns), async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "enrollment server failed");
+            }
+        };
+        enroll_tasks.push(supervised(
+            "enrollment server",
+            serve,
+            shutdown.subscribe(),
+            fatal.clone(),
+        ));
+    }
     let (incoming, accept_task) = ingest::tls::incoming(
         grpc,
         tls,
@@ -311,6 +475,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
             handshake_timeout: cfg.handshake_timeout,
             session_deadline: cfg.session_deadline,
             metrics: metrics.clone(),
+            revocations,
         },
     );
     let accept_task = supervised(
@@ -354,6 +519,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
             metrics: metrics.clone(),
             dispatcher,
             guard: services::access::Guard::new(cfg.logins_per_minute),
+            issuing: issuing.clone(),
         },
         api::edge::Edge { hosts, metrics },
     );
@@ -391,19 +557,25 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
     });
     let http_task = supervised("REST server", rest, shutdown.subscribe(), fatal);
     tracing::info!(%grpc_addr, %http_addr, https = cfg.http_tls.is_some(), backend = ?db.backend, "headend started");
+    let mut tasks = vec![
+        grpc_task,
+        http_task,
+        accept_task,
+        sweep_task,
+        retention_task,
+        reload_task,
+        revocation_task,
+    ];
+    tasks.extend(enroll_tasks);
     Ok(Running {
         grpc_addr,
         http_addr,
+        enroll_addr,
+        issuing,
         db,
         shutdown,
         // order matters: the accept loop ends after the gRPC server dropped its receiver
-        tasks: vec![
-            grpc_task,
-            http_task,
-            accept_task,
-            sweep_task,
-            retention_task,
-        ],
+        tasks,
         fatal: fatal_rx,
     })
 }

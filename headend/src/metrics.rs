@@ -24,6 +24,11 @@ pub struct Metrics {
     pub queued_batches: Gauge<i64, AtomicI64>,
     pub sessions: Gauge<i64, AtomicI64>,
     pub sessions_refused: Counter,
+    /// Agent certificates issued by renewal and by enrollment.
+    pub renewals: Counter,
+    pub enrollments: Counter,
+    /// Enrollments refused (token unknown, used, expired, other site; bad CSR).
+    pub enrollments_refused: Counter,
     pub commands_submitted: Counter,
     pub commands_sent: Counter,
     pub command_acks: Counter,
@@ -71,6 +76,9 @@ impl Default for Metrics {
             queued_batches: Gauge::default(),
             sessions: Gauge::default(),
             sessions_refused: Counter::default(),
+            renewals: Counter::default(),
+            enrollments: Counter::default(),
+            enrollments_refused: Counter::default(),
             commands_submitted: Counter::default(),
             commands_sent: Counter::default(),
             command_acks: Counter::default(),
@@ -215,6 +223,21 @@ impl Default for Metrics {
             "sessions_refused",
             "Sessions refused (site claim, bad hello)",
             m.sessions_refused.clone(),
+        );
+        r.register(
+            "agent_cert_renewals",
+            "Agent certificates issued by renewal over a live session",
+            m.renewals.clone(),
+        );
+        r.register(
+            "agent_enrollments",
+            "Agent certificates issued by enrollment (one-time token)",
+            m.enrollments.clone(),
+        );
+        r.register(
+            "agent_enrollments_refused",
+            "Enrollments refused (token unknown, used, expired or for another site; unusable CSR)",
+            m.enrollments_refused.clone(),
         );
         Metrics {
             registry: Arc::new(r),

@@ -28,8 +28,17 @@ fn locate(text: &str, key: &str, value: &str) -> (Option<usize>, Option<usize>) 
     (None, None)
 }
 
-/// Reads, parses and validates a configuration file.
+/// Reads, parses and validates a configuration file; the `tls:` files must exist.
 pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+    load_with(path, true)
+}
+
+/// As [`load`], for `edge-agent enroll`, which writes the `tls:` files.
+pub fn load_for_enroll(path: &Path) -> Result<AgentConfig, ConfigError> {
+    load_with(path, false)
+}
+
+fn load_with(path: &Path, tls_must_exist: bool) -> Result<AgentConfig, ConfigError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: file.clone(),
@@ -60,14 +69,14 @@ pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
         ("key", &cfg.tls.key),
         ("ca", &cfg.tls.ca),
     ] {
-        if !p.exists() {
+        if tls_must_exist && !p.exists() {
             let (line, column) = locate(&text, key, "");
             return Err(ConfigError {
                 file,
                 line,
                 column,
                 msg: format!(
-                    "tls.{key}: file {} does not exist (issue it with `pki agent --site SITE`)",
+                    "tls.{key}: file {} does not exist (enroll the agent: `edge-agent enroll --config FILE --headend HOST:7444 --token … --ca-fingerprint …`, see docs/enrollment.md)",
                     p.display()
                 ),
             });
@@ -127,7 +136,7 @@ pub fn parse(file: &str, text: &str) -> Result<AgentConfig, ConfigError> {
             msg,
         }
     };
-    tankwatch_pki::validate_site_id(&cfg.site_id)
+    tankwatch_tls::validate_site_id(&cfg.site_id)
         .map_err(|e| err("site_id", &cfg.site_id, format!("site_id: {e}")))?;
     if let Err(e) = adapter_api::validate::host_port(&cfg.headend.address) {
         return Err(err(

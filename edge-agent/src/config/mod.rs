@@ -300,7 +300,7 @@ fn backoff_max<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 }
 
 mod check;
-pub use check::{load, parse};
+pub use check::{load, load_for_enroll, parse};
 
 #[cfg(test)]
 mod tests {

@@ -178,6 +178,36 @@ pub const RULES: &[Rule] = &[
         Perm(P::Admin),
         "api_keys.revoke",
     ),
+    rule(
+        "POST",
+        "/api/v1/sites/{site}/enrollment-tokens",
+        Perm(P::Admin),
+        "enrollment_tokens.create",
+    ),
+    rule(
+        "GET",
+        "/api/v1/sites/{site}/certificates",
+        Perm(P::Read),
+        "certificates.list",
+    ),
+    rule(
+        "GET",
+        "/api/v1/sites/{site}/certificate-status",
+        Perm(P::Read),
+        "certificates.status",
+    ),
+    rule(
+        "POST",
+        "/api/v1/sites/{site}/revoke",
+        Perm(P::Admin),
+        "sites.revoke",
+    ),
+    rule(
+        "POST",
+        "/api/v1/certificates/{serial}/revoke",
+        Perm(P::Admin),
+        "certificates.revoke",
+    ),
 ];
 
 pub fn rule_for(method: &Method, path: &str) -> Option<&'static Rule> {

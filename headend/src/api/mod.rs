@@ -18,6 +18,7 @@ pub mod access;
 pub mod admin;
 pub mod audit;
 pub mod auth;
+pub mod certs;
 pub mod commands;
 pub mod edge;
 pub mod loads;
@@ -50,6 +51,8 @@ pub struct ApiState {
     pub dispatcher: Dispatcher,
     /// Login throttling and the password-hashing bound.
     pub guard: Guard,
+    /// Enrollment tokens and revocations.
+    pub issuing: crate::services::enrollment::SharedIssuing,
 }
 
 impl ApiState {
@@ -75,6 +78,7 @@ pub fn router(state: ApiState, edge: edge::Edge) -> Router {
         .merge(auth::routes())
         .merge(admin::routes())
         .merge(audit::routes())
+        .merge(certs::routes())
         .merge(openapi::routes())
         .route_layer(axum::middleware::from_fn_with_state(gate, access::gate))
         .with_state(state)

@@ -110,6 +110,21 @@ fn schemas() -> Value {
         "UserPatch": schema_of::<crate::services::admin::UserPatch>(),
         "NewPassword": schema_of::<super::admin::NewPassword>(),
         "NewKey": schema_of::<crate::services::admin::NewKey>(),
+        "TokenRequest": schema_of::<super::certs::TokenRequest>(),
+        "Revocation": schema_of::<super::certs::Revocation>(),
+        "EnrollmentToken": obj(json!({"token_id": s(), "site": s(), "token": s(), "expires_at": s(),
+                                      "ca_fingerprint": s(), "enroll_address": s(), "command": s()}),
+                               &["token_id", "site", "token", "expires_at", "ca_fingerprint", "command"]),
+        "Certificate": obj(json!({"serial": s(), "via": {"enum": ["enrollment", "renewal"]}, "issued_at": ns(),
+                                  "issued_ms": i(), "not_after": ns(), "revoked_at": ns(), "revoked_by": ns(),
+                                  "reason": ns(), "in_use": b()}),
+                           &["serial", "via", "issued_ms", "in_use"]),
+        "CertificateStatus": obj(json!({"site": s(), "agent": {"type": ["object", "null"]},
+                                        "site_revoked": {"type": ["object", "null"]}}),
+                                 &["site", "agent", "site_revoked"]),
+        "CertificateRevoked": obj(json!({"serial": s(), "site": ns(), "already_revoked": b()}),
+                                  &["serial", "site", "already_revoked"]),
+        "SiteRevoked": obj(json!({"site": s(), "revoked_at": ns()}), &["site", "revoked_at"]),
     })
 }
 
@@ -314,6 +329,40 @@ fn doc(r: &Rule) -> Doc {
         ("POST", "/api/v1/api-keys/{id}/revoke") => {
             d("Revoke an API key", 200, Some(reference("ApiKey")))
         }
+        ("POST", "/api/v1/sites/{site}/enrollment-tokens") => with_body(
+            d(
+                "A one-time enrollment token for the site (shown once) and the installer's command",
+                201,
+                Some(reference("EnrollmentToken")),
+            ),
+            "TokenRequest",
+        ),
+        ("GET", "/api/v1/sites/{site}/certificates") => paged(
+            "The agent certificates issued for a site, newest first, with their revocations",
+            "Certificate",
+            params_of::<PageParams>(),
+        ),
+        ("GET", "/api/v1/sites/{site}/certificate-status") => d(
+            "What the site's agent last reported of its certificate (renewal time, failures) and the site's revocation",
+            200,
+            Some(reference("CertificateStatus")),
+        ),
+        ("POST", "/api/v1/sites/{site}/revoke") => with_body(
+            d(
+                "Revoke every certificate of the site issued until now (its sessions close at once)",
+                200,
+                Some(reference("SiteRevoked")),
+            ),
+            "Revocation",
+        ),
+        ("POST", "/api/v1/certificates/{serial}/revoke") => with_body(
+            d(
+                "Revoke one agent certificate by serial (its session closes at once)",
+                200,
+                Some(reference("CertificateRevoked")),
+            ),
+            "Revocation",
+        ),
         _ => d("(undocumented)", 200, None),
     }
 }

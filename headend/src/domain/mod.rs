@@ -7,6 +7,7 @@ pub mod actor;
 pub mod asset;
 pub mod audit;
 pub mod command;
+pub mod enrollment;
 pub mod lifecycle;
 pub mod load;
 pub mod quality;

@@ -146,10 +146,8 @@ pub fn parse_bearer(t: &str) -> Option<Bearer<'_>> {
     if let Some(s) = t.strip_prefix("twr_") {
         return is_b64_secret(s).then_some(Bearer::Refresh(t));
     }
-    let rest = t.strip_prefix("twk_")?;
-    let (id, secret) = rest.split_once('_')?;
-    let id_ok = id.len() == 16 && id.bytes().all(|c| c.is_ascii_hexdigit());
-    (id_ok && is_b64_secret(secret)).then_some(Bearer::ApiKey { id, secret })
+    let (id, secret) = parse_keyed("twk", t)?;
+    Some(Bearer::ApiKey { id, secret })
 }
 
 pub fn new_access_token() -> String {
@@ -162,10 +160,33 @@ pub fn new_refresh_token() -> String {
 
 /// A new API key: (id, the whole key shown once, the secret's hash).
 pub fn new_api_key() -> (String, String, String) {
+    new_keyed("twk")
+}
+
+/// A new one-time enrollment token: (id, the token shown once, the
+/// secret's hash).
+pub fn new_enrollment_token() -> (String, String, String) {
+    new_keyed("twe")
+}
+
+fn new_keyed(prefix: &str) -> (String, String, String) {
     let id = random_id();
     let secret = random_b64();
     let hash = token_hash(&secret);
-    (id.clone(), format!("twk_{id}_{secret}"), hash)
+    (id.clone(), format!("{prefix}_{id}_{secret}"), hash)
+}
+
+/// `<prefix>_<16 hex id>_<43 base64url secret>` → (id, secret).
+fn parse_keyed<'a>(prefix: &str, t: &'a str) -> Option<(&'a str, &'a str)> {
+    let rest = t.strip_prefix(prefix)?.strip_prefix('_')?;
+    let (id, secret) = rest.split_once('_')?;
+    let id_ok = id.len() == 16 && id.bytes().all(|c| c.is_ascii_hexdigit());
+    (id_ok && is_b64_secret(secret)).then_some((id, secret))
+}
+
+/// Recognises an enrollment token by its form: (id, secret).
+pub fn parse_enrollment_token(t: &str) -> Option<(&str, &str)> {
+    parse_keyed("twe", t)
 }
 
 #[cfg(test)]

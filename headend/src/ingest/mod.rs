@@ -23,6 +23,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 pub mod commit;
 pub mod dispatch;
+pub mod enroll;
 pub mod sanitize;
 pub mod sessions;
 pub mod tls;
@@ -66,7 +67,12 @@ pub struct Ingest {
     dispatcher: dispatch::Dispatcher,
     /// The SQLite group committer (None on PostgreSQL).
     group: Option<mpsc::Sender<GroupJob>>,
+    /// Signs renewals.
+    issuing: crate::services::enrollment::SharedIssuing,
 }
+
+/// Shortest time between two renewals on one session.
+pub const RENEW_SPACING: Duration = Duration::from_secs(5);
 
 impl Ingest {
     pub fn new(
@@ -76,6 +82,7 @@ impl Ingest {
         shutdown: tokio::sync::watch::Receiver<bool>,
         metrics: crate::metrics::Metrics,
         dispatcher: dispatch::Dispatcher,
+        issuing: crate::services::enrollment::SharedIssuing,
     ) -> Self {
         let group = (db.backend == crate::db::Backend::Sqlite)
             .then(|| spawn_group_committer(db.clone(), metrics.clone()));
@@ -87,6 +94,7 @@ impl Ingest {
             shutdown,
             metrics,
             dispatcher,
+            issuing,
         }
     }
 }
@@ -165,6 +173,20 @@ pub fn validate_batch(b: &v1::TelemetryBatch, log_id: u64) -> Result<(), Status>
 #[tonic::async_trait]
 impl v1::agent_link_server::AgentLink for Ingest {
     type SessionStream = OutStream;
+
+    async fn whoami(
+        &self,
+        req: Request<v1::WhoamiRequest>,
+    ) -> Result<Response<v1::WhoamiReply>, Status> {
+        let who = req.extensions().get::<AgentIdentity>().ok_or_else(|| {
+            Status::unauthenticated("no verified client certificate on this connection")
+        })?;
+        Ok(Response::new(v1::WhoamiReply {
+            site_id: who.site_id.clone(),
+            serial: who.serial.clone(),
+            not_after_ms: who.not_after_ms,
+        }))
+    }
 
     async fn session(
         &self,
@@ -352,6 +374,7 @@ impl Ingest {
         tx: &mpsc::Sender<Result<HeadendMessage, Status>>,
     ) -> Result<(), Status> {
         let mut shutdown = self.shutdown.clone();
+        let mut last_renewal: Option<tokio::time::Instant> = None;
         loop {
             let msg = tokio::select! {
                 m = inbound.message() => match m? { Some(m) => m, None => return Ok(()) },
@@ -412,11 +435,79 @@ impl Ingest {
                         tracing::warn!(site = %who.site_id, error = %e, "device health not stored");
                     }
                 }
+                Some(In::Renew(r)) => {
+                    let reply = self.renewal(who, r, &mut last_renewal).await;
+                    if tx.send(out(Out::Renewed(reply))).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Some(In::Certificate(c)) => self.certificate_status(who, c).await,
                 Some(In::CommandAck(_)) | Some(In::Event(_)) => {
                     tracing::debug!(site = %who.site_id, "event/command ack received (handled by later issues)");
                 }
                 None => {}
             }
+        }
+    }
+
+    /// Signs a renewal for the session's own site (at most one per
+    /// [`RENEW_SPACING`]; a certificate holder cannot make the headend sign
+    /// without end).
+    async fn renewal(
+        &self,
+        who: &AgentIdentity,
+        r: v1::RenewRequest,
+        last: &mut Option<tokio::time::Instant>,
+    ) -> v1::RenewReply {
+        let mut reply = v1::RenewReply {
+            request_id: r.request_id,
+            ..Default::default()
+        };
+        if last.is_some_and(|t| t.elapsed() < RENEW_SPACING) {
+            reply.error = format!(
+                "renewals on one session are at least {} s apart",
+                RENEW_SPACING.as_secs()
+            );
+            return reply;
+        }
+        *last = Some(tokio::time::Instant::now());
+        match self
+            .issuing
+            .renew(&self.db, &who.site_id, &r.csr_der, &who.peer.to_string())
+            .await
+        {
+            Ok(e) => {
+                self.metrics.renewals.inc();
+                tracing::info!(site = %who.site_id, old = %who.serial, new = %e.serial, "agent certificate renewed");
+                reply.chain_pem = e.chain_pem;
+            }
+            Err(e) => {
+                tracing::warn!(site = %who.site_id, error = %e, "agent certificate renewal refused");
+                reply.error = e.to_string();
+            }
+        }
+        reply
+    }
+
+    async fn certificate_status(&self, who: &AgentIdentity, mut c: v1::CertificateStatus) {
+        if c.failures > 0 {
+            tracing::warn!(site = %who.site_id, failures = c.failures, error = %c.last_error, "the agent reports failed certificate renewals");
+        }
+        sanitize::text(&mut c.last_error);
+        sanitize::text(&mut c.serial);
+        c.last_error = c.last_error.chars().take(500).collect();
+        c.serial = c.serial.chars().take(64).collect();
+        let row = crate::store::certs::CertStatusRow {
+            site_id: who.site_id.clone(),
+            serial: c.serial,
+            not_after_ms: c.not_after_ms,
+            renew_at_ms: c.renew_at_ms,
+            failures: i64::from(c.failures),
+            last_error: c.last_error,
+            reported_ms: crate::db::now_ms(),
+        };
+        if let Err(e) = self.db.certs().set_status(&row).await {
+            tracing::warn!(site = %who.site_id, error = %e, "certificate status not stored");
         }
     }
 

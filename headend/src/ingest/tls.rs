@@ -1,7 +1,16 @@
 //! The agent-facing TLS listener. Every connection must present a client
 //! certificate chaining to the project CA (rustls refuses it otherwise);
-//! the site id is then read from that certificate ([`tankwatch_pki::site_from_cert`])
-//! and attached to the connection, where the gRPC handlers find it.
+//! not revoked (the verifier consults the revocation list at each
+//! handshake); the site id is then read from that certificate
+//! ([`tankwatch_tls::agent_cert`]) and attached to the connection, where
+//! the gRPC handlers find it. The server config is read for each
+//! handshake from a [`Reloading`] holder, so a rotated server certificate
+//! is used at once without a restart.
+//!
+//! An open connection closes itself when its certificate is revoked
+//! (woken by the revocation list, so within the list's propagation: at
+//! once on this headend, [`crate::jobs::REVOCATION_POLL`] on others) and
+//! when its certificate expires.
 //!
 //! Bounded: at most `MAX_HANDSHAKES` handshakes run at once and at most
 //! `ACCEPT_QUEUE` finished handshakes wait for tonic; when both are full
@@ -33,6 +42,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tankwatch_tls::Revocations;
+use tankwatch_tls::reload::Reloading;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -56,6 +67,9 @@ pub const DEFAULT_MAX_CONNS: usize = 10_000;
 #[derive(Debug, Clone)]
 pub struct AgentIdentity {
     pub site_id: String,
+    /// The certificate's serial (lowercase hex) and end of validity (Unix ms).
+    pub serial: String,
+    pub not_after_ms: i64,
     pub peer: SocketAddr,
     /// Set by the ingest service when the session's Hello arrived: the
     /// connection is then no longer idle.
@@ -72,6 +86,8 @@ pub struct Limits {
     /// From handshake to Hello ([`SESSION_DEADLINE`] by default).
     pub session_deadline: Duration,
     pub metrics: crate::metrics::Metrics,
+    /// Consulted to close an open connection whose certificate is revoked.
+    pub revocations: Revocations,
 }
 
 /// One connection of an identity: (id, its kill switch, whether its session started).
@@ -129,11 +145,17 @@ impl AgentConn {
             && let Poll::Ready(why) = self.closer.as_mut().poll(cx)
         {
             tracing::warn!(site = %self.identity.site_id, peer = %self.identity.peer, why, "closing agent connection");
-            if why.starts_with("no session") {
+            let reason = match why {
+                w if w.starts_with("no session") => Some("idle"),
+                w if w.ends_with("revoked") => Some("revoked"),
+                w if w.ends_with("expired") => Some("expired"),
+                _ => None,
+            };
+            if let Some(reason) = reason {
                 self._slot
                     .metrics
                     .connections_refused
-                    .get_or_create(&crate::metrics::ReasonLabel { reason: "idle" })
+                    .get_or_create(&crate::metrics::ReasonLabel { reason })
                     .inc();
             }
             self.closed = Some(why);
@@ -196,14 +218,13 @@ impl AsyncWrite for AgentConn {
 /// the caller to spawn (and supervise).
 pub fn incoming(
     listener: TcpListener,
-    config: rustls::ServerConfig,
+    config: Reloading,
     limits: Limits,
 ) -> (
     mpsc::Receiver<io::Result<AgentConn>>,
     impl Future<Output = ()> + Send + 'static,
 ) {
     let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
-    let acceptor = TlsAcceptor::from(Arc::new(config));
     let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     let open = Arc::new(Mutex::new(Open::default()));
     let refused = {
@@ -245,8 +266,9 @@ pub fn incoming(
                 }
             };
             let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
+            let acceptor = TlsAcceptor::from(config.current());
             let tx = tx.clone();
+            let revocations = limits.revocations.clone();
             let (open, max_per_site) = (open.clone(), limits.max_per_site);
             let (handshake_timeout, session_deadline) =
                 (limits.handshake_timeout, limits.session_deadline);
@@ -266,14 +288,15 @@ pub fn incoming(
                             return;
                         }
                     };
-                let site = stream
+                let cert = stream
                     .get_ref()
                     .1
                     .peer_certificates()
                     .and_then(|c| c.first())
-                    .map(|c| tankwatch_pki::site_from_cert(c));
-                match site {
-                    Some(Ok(site_id)) => {
+                    .map(|c| tankwatch_tls::agent_cert(c));
+                match cert {
+                    Some(Ok(cert)) => {
+                        let site_id = cert.site.clone();
                         tracing::debug!(%peer, %site_id, "agent authenticated");
                         let (kill_tx, mut kill) = watch::channel(false);
                         let (started_tx, started) = watch::channel(false);
@@ -294,6 +317,7 @@ pub fn incoming(
                             conns.push((id, kill_tx, started.clone()));
                             slot.site = Some((site_id.clone(), id));
                         }
+                        let (serial, not_after_ms) = (cert.serial.clone(), cert.not_after_ms);
                         let closer: Closer = Box::pin(async move {
                             let idle = async {
                                 tokio::time::sleep(session_deadline).await;
@@ -301,15 +325,20 @@ pub fn incoming(
                                     std::future::pending::<()>().await;
                                 }
                             };
+                            let left = not_after_ms.saturating_sub(crate::db::now_ms()).max(0);
                             tokio::select! {
                                 _ = kill.wait_for(|k| *k) => "evicted by a newer connection of the same identity",
                                 _ = idle => "no session started within the deadline after the handshake",
+                                _ = revocations.revoked(&cert) => "its certificate was revoked",
+                                _ = tokio::time::sleep(Duration::from_millis(left as u64)) => "its certificate expired",
                             }
                         });
                         let conn = AgentConn {
                             stream,
                             identity: AgentIdentity {
                                 site_id,
+                                serial,
+                                not_after_ms,
                                 peer,
                                 started: Arc::new(started_tx),
                             },

@@ -6,6 +6,8 @@
 //! * [`retention`]: raw readings and rollups past their windows; the
 //!   PostgreSQL day partitions ahead, and finished days packed (one row
 //!   per point and hour, ADR 0006) (every `RETENTION_EVERY`).
+//! * [`revocations`]: every replica reloads the revocation list (every
+//!   [`REVOCATION_POLL`]; no lease: each replica needs it).
 
 pub mod lease;
 
@@ -18,6 +20,22 @@ pub use lease::Lease;
 
 /// How often the retention job runs.
 pub const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+/// How often each replica reloads the revocation list: a revocation made
+/// through another replica closes sessions here within this (plus the
+/// query).
+pub const REVOCATION_POLL: Duration = Duration::from_secs(2);
+
+/// Reloads the revocation list from SQL every [`REVOCATION_POLL`].
+pub async fn revocations(
+    db: Db,
+    issuing: crate::services::enrollment::SharedIssuing,
+    mut stop: watch::Receiver<bool>,
+) {
+    while pause(REVOCATION_POLL, &mut stop).await {
+        issuing.refresh(&db).await;
+    }
+}
 
 /// Sleeps `d` or until shutdown; false at shutdown.
 async fn pause(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {

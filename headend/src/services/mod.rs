@@ -8,6 +8,7 @@
 pub mod access;
 pub mod admin;
 pub mod commands;
+pub mod enrollment;
 pub mod loads;
 
 use crate::db::Db;

@@ -14,6 +14,7 @@
 pub mod agent_records;
 pub mod api_keys;
 pub mod audit;
+pub mod certs;
 pub mod commands;
 pub mod devices;
 pub mod loads;

@@ -267,7 +267,7 @@ async fn main() -> Result<()> {
     let up = Arc::new(Up::default());
     let t = Instant::now();
     for s in &sites {
-        let tls = tankwatch_pki::client_config(&e2e::TestPki::files_in(work.path(), s))?;
+        let tls = tankwatch_tls::client_config(&e2e::TestPki::files_in(work.path(), s))?;
         tokio::spawn(agent(he.grpc, tls, s.clone(), up.clone()));
     }
     eprintln!("{n} agents spawned in {:.1} s", t.elapsed().as_secs_f64());

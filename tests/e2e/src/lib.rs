@@ -26,12 +26,12 @@ impl TestPki {
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
-    pub fn agent_files(&self, site: &str) -> tankwatch_pki::TlsFiles {
+    pub fn agent_files(&self, site: &str) -> tankwatch_tls::TlsFiles {
         TestPki::files_in(self.path(), site)
     }
     /// A site's agent files in a PKI directory made by `bootstrap`.
-    pub fn files_in(dir: &Path, site: &str) -> tankwatch_pki::TlsFiles {
-        tankwatch_pki::TlsFiles {
+    pub fn files_in(dir: &Path, site: &str) -> tankwatch_tls::TlsFiles {
+        tankwatch_tls::TlsFiles {
             cert: dir.join(format!("agent-{site}.pem")),
             key: dir.join(format!("agent-{site}.key")),
             ca: dir.join("ca.pem"),

@@ -83,12 +83,14 @@ async fn audit_count(db: &headend::db::Db, rid: &str) -> Result<i64> {
 struct Fixture {
     command: std::collections::HashMap<&'static str, String>,
     load: std::collections::HashMap<&'static str, String>,
+    cert: std::collections::HashMap<&'static str, String>,
 }
 
 fn concrete(path: &str, target: &'static str, f: &Fixture) -> (String, bool) {
     let sited = path.contains("{site}")
         || path.starts_with("/api/v1/commands")
-        || path.starts_with("/api/v1/loads");
+        || path.starts_with("/api/v1/loads")
+        || path.starts_with("/api/v1/certificates/");
     let mut p = path
         .replace("{site}", target)
         .replace("{asset}", "tank-1")
@@ -101,6 +103,7 @@ fn concrete(path: &str, target: &'static str, f: &Fixture) -> (String, bool) {
     if p.starts_with("/api/v1/loads/") {
         p = p.replace("{id}", &f.load[target]);
     }
+    p = p.replace("{serial}", &f.cert[target]);
     if p == "/api/v1/commands" || p == "/api/v1/loads" {
         p = format!("{p}?site={target}");
     }
@@ -122,6 +125,9 @@ fn body_for(method: &str, path: &str, target: &str) -> Option<Value> {
         "/api/v1/users/{user}" => json!({"disabled": true}),
         "/api/v1/users/{user}/password" => json!({"password": "another long password"}),
         "/api/v1/api-keys" => json!({"name": "k", "role": "viewer"}),
+        "/api/v1/sites/{site}/revoke" | "/api/v1/certificates/{serial}/revoke" => {
+            json!({"reason": "role matrix"})
+        }
         _ => json!({}),
     })
 }
@@ -136,7 +142,16 @@ async fn role_matrix(url: &str) -> Result<()> {
     let mut f = Fixture {
         command: Default::default(),
         load: Default::default(),
+        cert: Default::default(),
     };
+    for (s, serial) in [(NORTH, "0a01"), (SOUTH, "0a02")] {
+        sqlx::query("INSERT INTO agent_certificates (serial, site_id, via, issued_ms, not_after_ms) VALUES ($1, $2, 'enrollment', 1, 2)")
+            .bind(serial)
+            .bind(s)
+            .execute(he.db.pool())
+            .await?;
+        f.cert.insert(s, serial.to_string());
+    }
     for s in [NORTH, SOUTH] {
         let (st, v) = post_json(http, "/api/v1/loads", &load_body(s)).await?;
         ensure!(st == 201, "{v}");
@@ -521,7 +536,7 @@ async fn https_is_served_from_certificate_files_and_a_renewed_certificate_is_pic
     });
     let he = headend::start(cfg).await?;
     let port = he.http_addr.port();
-    let client = std::sync::Arc::new(tankwatch_pki::anonymous_client_config(
+    let client = std::sync::Arc::new(tankwatch_tls::anonymous_client_config(
         &pki.path().join("ca.pem"),
     )?);
     let fetch = || {

@@ -54,7 +54,7 @@ async fn idle_connections_are_closed_capped_per_identity_and_in_total_and_real_a
     cfg.handshake_timeout = Duration::from_secs(1);
     cfg.session_deadline = Duration::from_secs(1);
     let he = e2e::start_headend(cfg).await?;
-    let tls = Arc::new(tankwatch_pki::client_config(&pki.agent_files("site-a"))?);
+    let tls = Arc::new(tankwatch_tls::client_config(&pki.agent_files("site-a"))?);
 
     // ten idle connections with one valid certificate
     let mut idle = Vec::new();

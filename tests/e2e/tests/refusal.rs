@@ -28,7 +28,7 @@ async fn agents_without_a_valid_certificate_or_claiming_another_site_are_refused
     let he = e2e::start_headend(headend_config(&pki, &sqlite_url(dir.path()), 0)).await?;
 
     // 1. no client certificate at all
-    let anon = tankwatch_pki::anonymous_client_config(&pki.path().join("ca.pem"))?;
+    let anon = tankwatch_tls::anonymous_client_config(&pki.path().join("ca.pem"))?;
     let r = attempt(he.grpc_addr, anon, "site-a").await;
     assert!(r.is_err(), "a client without a certificate was served");
 
@@ -37,14 +37,14 @@ async fn agents_without_a_valid_certificate_or_claiming_another_site_are_refused
     files.ca = pki.path().join("ca.pem");
     let r = attempt(
         he.grpc_addr,
-        tankwatch_pki::client_config(&files)?,
+        tankwatch_tls::client_config(&files)?,
         "site-a",
     )
     .await;
     assert!(r.is_err(), "a certificate from a foreign CA was accepted");
 
     // 3. a valid certificate for site-a whose hello claims site-b
-    let good = tankwatch_pki::client_config(&pki.agent_files("site-a"))?;
+    let good = tankwatch_tls::client_config(&pki.agent_files("site-a"))?;
     let r = attempt(he.grpc_addr, good.clone(), "site-b").await;
     let e = r.expect_err("a claim for another site was accepted");
     assert!(e.starts_with("PermissionDenied"), "{e}");
@@ -64,7 +64,7 @@ async fn agents_without_a_valid_certificate_or_claiming_another_site_are_refused
         ),
     ] {
         let d = tempfile::tempdir()?;
-        let files = tankwatch_pki::TlsFiles {
+        let files = tankwatch_tls::TlsFiles {
             cert: d.path().join("a.pem"),
             key: d.path().join("a.key"),
             ca: pki.path().join("ca.pem"),
@@ -73,7 +73,7 @@ async fn agents_without_a_valid_certificate_or_claiming_another_site_are_refused
         std::fs::write(&files.key, &issued.key_pem)?;
         let r = attempt(
             he.grpc_addr,
-            tankwatch_pki::client_config(&files)?,
+            tankwatch_tls::client_config(&files)?,
             "site-a",
         )
         .await;

@@ -44,7 +44,7 @@ async fn a_new_session_replaces_the_old_one_which_is_told_why_and_the_site_stays
     let pki = TestPki::new(&["site-t"])?;
     let dir = tempfile::tempdir()?;
     let he = e2e::start_headend(headend_config(&pki, &sqlite_url(dir.path()), 0)).await?;
-    let tls = tankwatch_pki::client_config(&pki.agent_files("site-t"))?;
+    let tls = tankwatch_tls::client_config(&pki.agent_files("site-t"))?;
     let mut a = open(he.grpc_addr, tls.clone(), "site-t").await?;
     ensure!(connected(he.http_addr).await?, "the first session shows");
     let b = open(he.grpc_addr, tls, "site-t").await?;
