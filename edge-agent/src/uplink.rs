@@ -579,6 +579,21 @@ impl HealthReport {
     }
 }
 
+/// What a TLS refusal by the headend means for the installer, appended
+/// to the error (the alert names alone say little).
+pub fn explain(e: &str) -> String {
+    let hint = if e.contains("CertificateRevoked") {
+        "the headend refused this agent's certificate: it is revoked; re-enroll the agent with a new token (docs/enrollment.md)"
+    } else if e.contains("CertificateExpired") || e.contains("certificate expired") {
+        "the agent's certificate expired before it was renewed; re-enroll the agent with a new token (docs/enrollment.md)"
+    } else if e.contains("UnknownCA") || e.contains("UnknownIssuer") {
+        "the headend and the agent do not trust the same CA (tls.ca, or a certificate from another PKI)"
+    } else {
+        return e.to_string();
+    };
+    format!("{hint} ({e})")
+}
+
 /// Runs sessions until `stop`, reconnecting with exponential backoff and jitter.
 pub async fn run(mut u: Uplink) {
     let mut backoff = Backoff::new(u.cfg.uplink.backoff_initial_ms, u.cfg.uplink.backoff_max_ms);
@@ -607,8 +622,9 @@ pub async fn run(mut u: Uplink) {
                 continue;
             }
             Err(e) => {
+                let e = explain(&e.to_string());
                 tracing::warn!(error = %e, "headend session ended");
-                status.send_modify(|s| s.last_error = e.to_string());
+                status.send_modify(|s| s.last_error = e);
             }
         }
         // a session that got as far as its HelloAck resets the backoff: the

@@ -104,6 +104,24 @@ struct Serve {
     /// Create a CA and a server certificate in --pki-dir if there is none yet (demo, first run).
     #[arg(long)]
     init_pki: bool,
+    /// The issuing (intermediate) CA that signs agent certificates
+    /// (default: issuer.pem/issuer.key in --pki-dir when present; without
+    /// one the headend neither enrolls nor renews).
+    #[arg(long, env = "HEADEND_ISSUER_CERT", requires = "issuer_key")]
+    issuer_cert: Option<PathBuf>,
+    #[arg(long, env = "HEADEND_ISSUER_KEY", requires = "issuer_cert")]
+    issuer_key: Option<PathBuf>,
+    /// The enrollment listener (TLS without client certificates; `edge-agent
+    /// enroll` connects here), or `off`.
+    #[arg(long, env = "HEADEND_ENROLL_LISTEN", default_value = "127.0.0.1:7444")]
+    enroll_listen: String,
+    /// HOST:PORT printed with each enrollment token, as installers reach
+    /// the enrollment listener (default: its address).
+    #[arg(long, env = "HEADEND_ENROLL_ADDRESS")]
+    enroll_address: Option<String>,
+    /// Lifetime of an agent certificate issued here (renewed at two thirds).
+    #[arg(long, env = "HEADEND_AGENT_CERT_LIFETIME", default_value = "30d", value_parser = cert_lifetime)]
+    agent_cert_lifetime: std::time::Duration,
     /// Concurrent batch transactions across all agents.
     #[arg(long, default_value_t = 8)]
     max_concurrent_writes: usize,
@@ -130,6 +148,15 @@ struct Serve {
     /// Log as JSON lines.
     #[arg(long, env = "LOG_JSON")]
     log_json: bool,
+}
+
+/// An agent certificate lifetime: humantime, from 1 minute to 825 days.
+fn cert_lifetime(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (use e.g. 30d)"))?;
+    if d < std::time::Duration::from_secs(60) || d > std::time::Duration::from_secs(825 * 86_400) {
+        return Err(format!("{s:?}: a certificate lives from 1m to 825d"));
+    }
+    Ok(d)
 }
 
 /// A retention period: humantime, from one hour to 100 years.
@@ -291,7 +318,25 @@ async fn main() -> Result<std::process::ExitCode> {
         tankwatch_pki::bootstrap(&cli.pki_dir, &[], 397).context("creating the PKI")?;
         tracing::info!(dir = %cli.pki_dir.display(), "created a new CA and server certificate");
     }
-    let mut cfg = headend::Config::with_pki_dir(cli.pki_dir, cli.database_url);
+    let mut cfg = headend::Config::with_pki_dir(cli.pki_dir.clone(), cli.database_url);
+    cfg.issuer = match (cli.issuer_cert, cli.issuer_key) {
+        (Some(cert), Some(key)) => Some(headend::IssuerFiles { cert, key }),
+        _ => cfg.issuer.filter(|f| {
+            let there = f.key.exists();
+            if !there {
+                tracing::warn!(dir = %cli.pki_dir.display(), "no issuing CA (issuer.pem/issuer.key; `pki intermediate` makes one): this headend neither enrolls nor renews agent certificates");
+            }
+            there
+        }),
+    };
+    cfg.enroll_listen = match cli.enroll_listen.as_str() {
+        "off" => None,
+        a => Some(a.parse().with_context(|| {
+            format!("--enroll-listen {a:?}: an address such as 0.0.0.0:7444, or off")
+        })?),
+    };
+    cfg.enroll_address = cli.enroll_address;
+    cfg.agent_cert_lifetime = cli.agent_cert_lifetime;
     cfg.grpc_listen = cli.grpc_listen;
     cfg.http_listen = cli.http_listen;
     cfg.http_tls = match (cli.http_tls_cert, cli.http_tls_key) {
@@ -318,10 +363,14 @@ async fn main() -> Result<std::process::ExitCode> {
     let cfg_https = cfg.http_tls.is_some();
     let running = headend::start(cfg).await?;
     println!(
-        "headend: gRPC (mTLS) on {}, REST on {}://{}",
+        "headend: gRPC (mTLS) on {}, REST on {}://{}, enrollment on {}",
         running.grpc_addr,
         if cfg_https { "https" } else { "http" },
-        running.http_addr
+        running.http_addr,
+        running
+            .enroll_addr
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "off".into())
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let failed = tokio::select! {

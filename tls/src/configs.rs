@@ -193,3 +193,50 @@ impl ServerCertVerifier for PinnedCa {
             .supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::pem::PemObject;
+
+    /// A TLS handshake over an in-memory pipe: Ok, or the client's error.
+    async fn handshake(
+        server: rustls::ServerConfig,
+        client: rustls::ClientConfig,
+    ) -> std::result::Result<(), String> {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let srv = tokio::spawn(async move { acceptor.accept(b).await.map(|_| ()) });
+        let name = ServerName::try_from("localhost").unwrap();
+        let r = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            connector.connect(name, a),
+        )
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+        let _ = srv.await;
+        r
+    }
+
+    #[tokio::test]
+    async fn an_enrolling_agent_trusts_a_headend_only_through_the_pinned_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        tankwatch_pki::bootstrap(dir.path(), &[], 1).unwrap();
+        let mut chain = crate::load_certs(&dir.path().join("headend.pem")).unwrap();
+        let root = crate::load_certs(&dir.path().join("ca.pem")).unwrap();
+        chain.extend(root.clone());
+        let key = PrivateKeyDer::from_pem_file(dir.path().join("headend.key")).unwrap();
+        let server = || server_config_no_client_auth(chain.clone(), key.clone_key()).unwrap();
+        let pin = crate::parse_fingerprint(&crate::fingerprint(&root[0])).unwrap();
+        handshake(server(), pinned_client_config(pin).unwrap())
+            .await
+            .expect("the pinned CA");
+        let e = handshake(server(), pinned_client_config([7; 32]).unwrap())
+            .await
+            .unwrap_err();
+        assert!(e.contains("fingerprint"), "{e}");
+    }
+}

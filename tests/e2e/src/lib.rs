@@ -52,6 +52,7 @@ pub fn headend_config(pki: &TestPki, db_url: &str, grpc_port: u16) -> headend::C
     let mut c = headend::Config::with_pki_dir(pki.path().to_path_buf(), db_url.to_string());
     c.grpc_listen = SocketAddr::from(([127, 0, 0, 1], grpc_port));
     c.http_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    c.enroll_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     c
 }
 
