@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# The demo: builds the release binaries, then runs a headend (SQLite,
-# freshly generated certificates), the ATG simulator and an agent connected
-# over mTLS, and shows where to look. Ctrl-C stops everything.
+# The demo: builds the release binaries, then runs a headend (SQLite, a
+# fresh root CA and the intermediate that issues), the ATG simulator and an
+# agent that enrolls with a one-time token (its key made on the "site") and
+# connects over mTLS, and shows where to look. Ctrl-C stops everything.
 #   DEMO_EXIT_AFTER_FIRST_READING=1 scripts/demo.sh   # stop once telemetry shows (for measuring)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release -p headend -p edge-agent -p atg-sim -p tankwatch-pki
 bin=target/release
-for port in 7443 8080 5020 10001; do
+for port in 7443 7444 8080 5020 10001; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "demo: port $port is already in use (another demo running?); stop it first" >&2
     exit 1
@@ -18,8 +19,10 @@ done
 mkdir -p demo
 if [ ! -f demo/pki/ca.key ]; then
   "$bin/pki" --dir demo/pki init-ca
+fi
+if [ ! -f demo/pki/issuer.key ]; then
+  "$bin/pki" --dir demo/pki intermediate
   "$bin/pki" --dir demo/pki server
-  "$bin/pki" --dir demo/pki agent --site demo-site
 fi
 
 pids=()
@@ -38,11 +41,6 @@ t0=$(date +%s%N)
 pids+=($!)
 "$bin/atg-sim" --listen 127.0.0.1:5020 --veeder-root 127.0.0.1:10001 --tanks 4 --speed 60 >demo/atg-sim.log 2>&1 &
 pids+=($!)
-"$bin/edge-agent" check-config configs/site-demo.yaml
-"$bin/edge-agent" run --config configs/site-demo.yaml >demo/agent.log 2>&1 &
-agent=$!
-pids+=($agent)
-
 api=http://127.0.0.1:8080/api/v1
 token=""
 for _ in $(seq 1 100); do
@@ -56,6 +54,16 @@ if [ -z "$token" ]; then
   exit 1
 fi
 auth="Authorization: Bearer $token"
+# the operator asks for a one-time token; the installer enrolls the site's agent with it
+enrollment=$(curl -sf -X POST -H "$auth" -H 'content-type: application/json' -d '{}' \
+  "$api/sites/demo-site/enrollment-tokens")
+field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+"$bin/edge-agent" enroll --config configs/site-demo.yaml --headend 127.0.0.1:7444 \
+  --token "$(field token <<<"$enrollment")" --ca-fingerprint "$(field ca_fingerprint <<<"$enrollment")"
+"$bin/edge-agent" check-config configs/site-demo.yaml
+"$bin/edge-agent" run --config configs/site-demo.yaml >demo/agent.log 2>&1 &
+agent=$!
+pids+=($agent)
 for _ in $(seq 1 300); do
   if curl -sf -H "$auth" "$api/sites/demo-site/assets" 2>/dev/null | grep -q '"volume"'; then break; fi
   sleep 0.1
@@ -76,6 +84,7 @@ echo "  curl -s -H \"Authorization: Bearer \$TOKEN\" $api/sites/demo-site/assets
 echo "  curl -s -H \"Authorization: Bearer \$TOKEN\" '$api/sites/demo-site/assets/tank-1/readings?field=volume&limit=10' | python3 -m json.tool"
 echo "  curl -s -H \"Authorization: Bearer \$TOKEN\" $api/sites/demo-site/deliveries | python3 -m json.tool   # source: gauge or detector"
 echo "  curl -s -H \"Authorization: Bearer \$TOKEN\" $api/audit | python3 -m json.tool               # who did what"
+echo "  curl -s -H \"Authorization: Bearer \$TOKEN\" $api/sites/demo-site/certificates | python3 -m json.tool  # enrolled, renewed, revoked"
 echo "  curl -s http://127.0.0.1:8080/api/openapi.json | python3 -m json.tool | less                  # the API"
 echo "  $bin/edge-agent probe veeder-root 127.0.0.1:10001 --cmd i20100  # what an installer sees"
 echo
