@@ -13,14 +13,18 @@ CREATE TABLE enrollment_tokens (
 );
 CREATE INDEX enrollment_tokens_site ON enrollment_tokens (site_id, created_ms);
 
--- Every agent certificate this headend issued (enrollment or renewal).
+-- Every agent certificate this headend issued (enrollment or renewal);
+-- a renewal names the certificate it renewed (revoking one revokes its
+-- renewals too).
 CREATE TABLE agent_certificates (
     serial        TEXT PRIMARY KEY,
     site_id       TEXT NOT NULL,
     via           TEXT NOT NULL,
     issued_ms     BIGINT NOT NULL,
-    not_after_ms  BIGINT NOT NULL
+    not_after_ms  BIGINT NOT NULL,
+    renewed_from  TEXT
 );
+CREATE INDEX agent_certificates_renewed_from ON agent_certificates (renewed_from);
 CREATE INDEX agent_certificates_site ON agent_certificates (site_id, issued_ms);
 
 -- Revoked serial numbers (also of certificates made offline by `pki`).

@@ -155,12 +155,12 @@ async fn revoke_cert(
         .revoke_serial(&s.db, &p.actor, &serial, &req.reason)
         .await?;
     tracing::warn!(serial = %r.serial, site = ?r.site_id, reason = %req.reason, "agent certificate revoked");
-    let v = json!({ "serial": r.serial, "site": r.site_id, "already_revoked": r.already });
+    let v = json!({ "serial": r.serial, "site": r.site_id, "already_revoked": r.already, "renewals_revoked": r.renewals });
     Ok(noted(
         Json(v.clone()).into_response(),
         note(
             format!("certificate {}", r.serial),
-            json!({ "before": if r.already { "revoked" } else { "valid" }, "after": "revoked", "reason": req.reason }),
+            json!({ "before": if r.already { "revoked" } else { "valid" }, "after": "revoked", "reason": req.reason, "renewals_revoked": r.renewals }),
         ),
     ))
 }

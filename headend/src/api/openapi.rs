@@ -122,8 +122,9 @@ fn schemas() -> Value {
         "CertificateStatus": obj(json!({"site": s(), "agent": {"type": ["object", "null"]},
                                         "site_revoked": {"type": ["object", "null"]}}),
                                  &["site", "agent", "site_revoked"]),
-        "CertificateRevoked": obj(json!({"serial": s(), "site": ns(), "already_revoked": b()}),
-                                  &["serial", "site", "already_revoked"]),
+        "CertificateRevoked": obj(json!({"serial": s(), "site": ns(), "already_revoked": b(),
+                                         "renewals_revoked": {"type": "array", "items": s()}}),
+                                  &["serial", "site", "already_revoked", "renewals_revoked"]),
         "SiteRevoked": obj(json!({"site": s(), "revoked_at": ns()}), &["site", "revoked_at"]),
     })
 }

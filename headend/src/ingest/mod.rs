@@ -473,7 +473,13 @@ impl Ingest {
         *last = Some(tokio::time::Instant::now());
         match self
             .issuing
-            .renew(&self.db, &who.site_id, &r.csr_der, &who.peer.to_string())
+            .renew(
+                &self.db,
+                &who.site_id,
+                &who.serial,
+                &r.csr_der,
+                &who.peer.to_string(),
+            )
             .await
         {
             Ok(e) => {

@@ -218,6 +218,7 @@ impl Issuing {
             via: IssuedVia::Enrollment,
             issued_ms: now,
             not_after_ms: facts.not_after_ms,
+            renewed_from: None,
             revoked_ms: None,
             revoked_by: None,
             reason: None,
@@ -249,11 +250,12 @@ impl Issuing {
         })
     }
 
-    /// A renewal over a live session of `site`.
+    /// A renewal over a live session of `site` whose certificate is `from`.
     pub async fn renew(
         &self,
         db: &Db,
         site: &str,
+        from: &str,
         csr: &[u8],
         client: &str,
     ) -> std::result::Result<Enrolled, IssueError> {
@@ -266,12 +268,30 @@ impl Issuing {
                 via: IssuedVia::Renewal,
                 issued_ms: now,
                 not_after_ms: facts.not_after_ms,
+                renewed_from: Some(from.to_string()),
                 revoked_ms: None,
                 revoked_by: None,
                 reason: None,
             })
             .await
             .map_err(unavailable)?;
+        // a revocation of `from` that raced this renewal reaches the new one too
+        if db.certs().is_revoked(from).await.map_err(unavailable)? {
+            let _ = db
+                .certs()
+                .revoke_serial(
+                    &facts.serial,
+                    Some(site),
+                    &Actor::headend(),
+                    "renewal of a revoked certificate",
+                    now_ms(),
+                )
+                .await;
+            self.refresh(db).await;
+            return Err(IssueError::Refused(format!(
+                "certificate {from} is revoked"
+            )));
+        }
         // a site revoked earlier admits only what was issued after: this one
         self.refresh(db).await;
         self.audit(
@@ -308,15 +328,26 @@ impl Issuing {
         }
         check_reason(reason)?;
         let site = db.certs().cert(&serial).await?.map(|c| c.site_id);
+        let now = now_ms();
         let fresh = db
             .certs()
-            .revoke_serial(&serial, site.as_deref(), by, reason, now_ms())
+            .revoke_serial(&serial, site.as_deref(), by, reason, now)
             .await?;
+        // its renewals too: a stolen gateway that renewed before the
+        // revocation holds a newer certificate of the same lineage
+        let renewals = db.certs().renewals_of(&serial).await?;
+        for r in &renewals {
+            let why = format!("renewal of revoked {serial}: {reason}");
+            db.certs()
+                .revoke_serial(r, site.as_deref(), by, &why, now)
+                .await?;
+        }
         self.refresh(db).await;
         Ok(CertRevoked {
             serial,
             site_id: site,
             already: !fresh,
+            renewals,
         })
     }
 
@@ -382,6 +413,8 @@ pub struct CertRevoked {
     pub site_id: Option<String>,
     /// It was revoked before (nothing changed).
     pub already: bool,
+    /// The certificates renewed from it, revoked with it.
+    pub renewals: Vec<String>,
 }
 
 fn check_reason(reason: &str) -> Result<()> {

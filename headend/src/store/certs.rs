@@ -32,6 +32,8 @@ pub struct CertRow {
     pub via: IssuedVia,
     pub issued_ms: i64,
     pub not_after_ms: i64,
+    /// The certificate this one renewed.
+    pub renewed_from: Option<String>,
     pub revoked_ms: Option<i64>,
     pub revoked_by: Option<String>,
     pub reason: Option<String>,
@@ -161,6 +163,35 @@ impl Certs<'_> {
         Ok(true)
     }
 
+    /// The certificates issued by renewing `serial`, and theirs, and so on.
+    pub async fn renewals_of(&self, serial: &str) -> Result<Vec<String>, Error> {
+        let mut out = Vec::new();
+        let mut frontier = vec![serial.to_string()];
+        while let Some(s) = frontier.pop() {
+            let next: Vec<(String,)> =
+                sqlx::query_as("SELECT serial FROM agent_certificates WHERE renewed_from = $1")
+                    .bind(&s)
+                    .fetch_all(self.0.pool())
+                    .await?;
+            for (n,) in next {
+                if !out.contains(&n) && n != serial {
+                    out.push(n.clone());
+                    frontier.push(n);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn is_revoked(&self, serial: &str) -> Result<bool, Error> {
+        let r: Option<(String,)> =
+            sqlx::query_as("SELECT serial FROM revoked_certificates WHERE serial = $1")
+                .bind(serial)
+                .fetch_optional(self.0.pool())
+                .await?;
+        Ok(r.is_some())
+    }
+
     /// Revokes a whole site as of `now_ms` (again: moves the cut to now).
     pub async fn revoke_site(
         &self,
@@ -221,7 +252,7 @@ impl Certs<'_> {
         limit: i64,
     ) -> Result<Vec<CertRow>, Error> {
         Ok(sqlx::query_as(
-            "SELECT c.serial, c.site_id, c.via, c.issued_ms, c.not_after_ms, r.revoked_ms, r.revoked_by, r.reason
+            "SELECT c.serial, c.site_id, c.via, c.issued_ms, c.not_after_ms, c.renewed_from, r.revoked_ms, r.revoked_by, r.reason
              FROM agent_certificates c LEFT JOIN revoked_certificates r ON r.serial = c.serial
              WHERE c.site_id = $1 AND c.issued_ms < $2 ORDER BY c.issued_ms DESC, c.serial LIMIT $3",
         )
@@ -243,7 +274,7 @@ impl Certs<'_> {
 
     pub async fn cert(&self, serial: &str) -> Result<Option<CertRow>, Error> {
         Ok(sqlx::query_as(
-            "SELECT c.serial, c.site_id, c.via, c.issued_ms, c.not_after_ms, r.revoked_ms, r.revoked_by, r.reason
+            "SELECT c.serial, c.site_id, c.via, c.issued_ms, c.not_after_ms, c.renewed_from, r.revoked_ms, r.revoked_by, r.reason
              FROM agent_certificates c LEFT JOIN revoked_certificates r ON r.serial = c.serial
              WHERE c.serial = $1",
         )
@@ -288,13 +319,14 @@ impl Certs<'_> {
 
 async fn insert_cert(tx: &mut sqlx::Transaction<'_, sqlx::Any>, c: &CertRow) -> Result<(), Error> {
     sqlx::query(
-        "INSERT INTO agent_certificates (serial, site_id, via, issued_ms, not_after_ms) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO agent_certificates (serial, site_id, via, issued_ms, not_after_ms, renewed_from) VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(&c.serial)
     .bind(&c.site_id)
     .bind(c.via)
     .bind(c.issued_ms)
     .bind(c.not_after_ms)
+    .bind(&c.renewed_from)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -335,6 +335,28 @@ async fn agents_renew_short_lived_certificates_while_streaming_with_no_gap_and_k
         Ok((max_seq(&he.db, "site-r").await? > m).then_some(()))
     })
     .await?;
+    // revoking the enrolled certificate revokes every renewal of it: a
+    // stolen gateway that renewed first is cut off too
+    let issued = get_json(he.http_addr, "/api/v1/sites/site-r/certificates?limit=100").await?;
+    let first = issued
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["via"] == "enrollment"))
+        .and_then(|c| c["serial"].as_str())
+        .context("the enrolled certificate")?
+        .to_string();
+    let t0 = Instant::now();
+    let (st, v) = post_json(
+        he.http_addr,
+        &format!("/api/v1/certificates/{first}/revoke"),
+        &json!({"reason": "gateway stolen after it renewed"}),
+    )
+    .await?;
+    ensure!(
+        st == 200 && v["renewals_revoked"].as_array().map(Vec::len) >= Some(4),
+        "{st} {v}"
+    );
+    let took = closed_within(&agent, t0).await?;
+    ensure!(took < Duration::from_secs(5), "{took:?}");
     let stats = agent.stop().await;
     stats?;
     he.stop().await;

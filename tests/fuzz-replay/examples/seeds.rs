@@ -15,6 +15,32 @@ fn write(target: &str, name: &str, data: &[u8]) {
 }
 
 fn main() {
+    // enrollment: a token, fingerprints, a real CSR, an issued chain, garbage DER
+    write(
+        "enrollment",
+        "token.txt",
+        b"twe_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    );
+    write(
+        "enrollment",
+        "fingerprint.txt",
+        b"sha256:ab:CD:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89",
+    );
+    let req = tankwatch_tls::csr::new_key_and_csr("s1").expect("csr");
+    write("enrollment", "csr.der", &req.csr_der);
+    let (ca, _) = tankwatch_pki::Ca::create("seed", 1).expect("ca");
+    let chain = ca
+        .sign_agent_csr(&req.csr_der, "s1", tankwatch_pki::Lifetime::days(1))
+        .expect("chain");
+    write("enrollment", "chain.pem", chain.as_bytes());
+    let mut cut = req.csr_der.clone();
+    cut.truncate(cut.len() / 2);
+    write("enrollment", "csr-cut.der", &cut);
+    write(
+        "enrollment",
+        "nested.der",
+        &[0x30, 0x84, 0xff, 0xff, 0xff, 0xff, 0x30, 0x80],
+    );
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let demo = std::fs::read(root.join("configs/site-demo.yaml")).expect("demo config");
     write("agent_config", "demo.yaml", &demo);

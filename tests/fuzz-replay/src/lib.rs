@@ -135,7 +135,23 @@ pub fn veeder_root_reply(data: &[u8]) {
     }
 }
 
+/// What crosses the enrollment and renewal boundary: the token's and the
+/// CA fingerprint's text forms, a CSR (DER) as the issuing CA signs it
+/// (headend side), and an issued chain (PEM) as the agent checks it.
+pub fn enrollment(data: &[u8]) {
+    static CA: std::sync::OnceLock<Option<tankwatch_pki::Ca>> = std::sync::OnceLock::new();
+    let text = String::from_utf8_lossy(data);
+    let _ = headend::domain::secret::parse_enrollment_token(&text);
+    let _ = tankwatch_tls::parse_fingerprint(&text);
+    let _ = edge_agent::renew::check_issued(&text, b"key", "s1");
+    let _ = tankwatch_tls::agent_cert(data);
+    if let Some(ca) = CA.get_or_init(|| tankwatch_pki::Ca::create("fuzz", 1).ok().map(|c| c.0)) {
+        let _ = ca.sign_agent_csr(data, "s1", tankwatch_pki::Lifetime::days(1));
+    }
+}
+
 pub const TARGETS: &[(&str, Target)] = &[
+    ("enrollment", enrollment),
     ("agent_config", agent_config),
     ("agent_message", agent_message),
     ("rest_body", rest_body),
