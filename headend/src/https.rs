@@ -6,9 +6,11 @@
 //! the kernel's backlog) and a handshake has [`HANDSHAKE_TIMEOUT`].
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tankwatch_tls::reload::Reloading;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -24,7 +26,7 @@ pub const MAX_CONNS: usize = 1024;
 /// A client's TLS handshake deadline.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the files are checked for a change.
-pub const RELOAD_CHECK: Duration = Duration::from_secs(2);
+pub const RELOAD_CHECK: Duration = tankwatch_tls::reload::RELOAD_CHECK;
 
 /// The REST API's certificate files.
 #[derive(Debug, Clone)]
@@ -56,11 +58,6 @@ pub fn load(files: &HttpsFiles) -> Result<rustls::ServerConfig, Error> {
     Ok(cfg)
 }
 
-fn mtimes(files: &HttpsFiles) -> (Option<SystemTime>, Option<SystemTime>) {
-    let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    (m(&files.cert), m(&files.key))
-}
-
 /// Serves `app` over TLS on `listener` until `stop` says so.
 pub async fn serve(
     listener: TcpListener,
@@ -69,37 +66,13 @@ pub async fn serve(
     first: rustls::ServerConfig,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let current = Arc::new(RwLock::new(Arc::new(first)));
-    let reload = {
-        let current = current.clone();
-        let files = files.clone();
-        let mut stop = stop.clone();
-        async move {
-            let mut seen = mtimes(&files);
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(RELOAD_CHECK) => {}
-                    _ = stop.wait_for(|s| *s) => return,
-                }
-                let now = mtimes(&files);
-                if now == seen {
-                    continue;
-                }
-                seen = now;
-                match load(&files) {
-                    Ok(cfg) => {
-                        if let Ok(mut c) = current.write() {
-                            *c = Arc::new(cfg);
-                        }
-                        tracing::info!(cert = %files.cert.display(), "REST TLS certificate reloaded");
-                    }
-                    Err(e) => tracing::error!(error = %e,
-                        "the REST TLS certificate changed but does not load; still serving the previous one"),
-                }
-            }
-        }
-    };
-    tokio::spawn(reload);
+    let current = Reloading::new(first);
+    tokio::spawn(current.clone().follow(
+        "REST API",
+        vec![files.cert.clone(), files.key.clone()],
+        move || load(&files),
+        stop.clone(),
+    ));
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNS));
     loop {
         let permit = tokio::select! {
@@ -118,8 +91,7 @@ pub async fn serve(
             },
             _ = stop.wait_for(|s| *s) => return,
         };
-        let cfg = current.read().map(|c| c.clone());
-        let Ok(cfg) = cfg else { return };
+        let cfg = current.current();
         let app = app.clone();
         tokio::spawn(async move {
             let _permit = permit;

@@ -114,10 +114,15 @@ async fn a_site_enrolls_with_a_one_time_token_and_streams_and_every_bad_token_or
     ensure!(!a.join("tls/agent.key").exists(), "nothing written");
 
     // the right one enrolls (exit 0); the key is 0600 and was made here
+    let t0 = Instant::now();
     let (code, out) = enroll_cli(&cfg_a, enroll, &token, &pin).await?;
     ensure!(
         code == 0 && out.contains("enrolled site site-e"),
         "{code}: {out}"
+    );
+    eprintln!(
+        "edge-agent enroll (process start, key, CSR, pinned TLS, signing, files): {} ms",
+        t0.elapsed().as_millis()
     );
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(a.join("tls/agent.key"))?
