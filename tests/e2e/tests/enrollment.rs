@@ -570,3 +570,53 @@ async fn the_headends_server_certificate_rotates_without_a_restart_and_without_d
     he.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_revocation_made_through_another_replica_closes_the_session_within_5_s() -> Result<()> {
+    let db = pg::fresh_database().await?;
+    let pki = TestPki::new(&["site-x"])?;
+    let a = start_headend(headend_config(&pki, &db.url, 0)).await?;
+    let b = start_headend(headend_config(&pki, &db.url, 0)).await?;
+    let sim = fast_sim().await?;
+    let dir = tempfile::tempdir()?;
+    // the agent's session is on replica A
+    let agent = edge_agent::start(agent_config(
+        dir.path(),
+        &agent_yaml(
+            &pki,
+            "site-x",
+            a.grpc_addr,
+            &dir.path().join("log"),
+            &sim,
+            100,
+        ),
+    )?)?;
+    let mut up = agent.uplink.clone();
+    tokio::time::timeout(T, up.wait_for(|s| s.connected)).await??;
+    let serial = agent
+        .uplink
+        .borrow()
+        .certificate
+        .as_ref()
+        .map(|c| c.serial.clone())
+        .context("certificate")?;
+    // the operator's call lands on replica B
+    let t0 = Instant::now();
+    let (st, v) = post_json(
+        b.http_addr,
+        &format!("/api/v1/certificates/{serial}/revoke"),
+        &json!({"reason": "through B"}),
+    )
+    .await?;
+    ensure!(st == 200, "{st} {v}");
+    let took = closed_within(&agent, t0).await?;
+    eprintln!(
+        "revocation through another replica: REST call to closed session {} ms",
+        took.as_millis()
+    );
+    ensure!(took < Duration::from_secs(5), "{took:?}");
+    agent.stop().await?;
+    a.stop().await;
+    b.stop().await;
+    db.drop().await
+}
