@@ -42,6 +42,7 @@ fn start_headend(
     let child = std::process::Command::new(e2e::bin("headend"))
         .args(["--grpc-listen", &grpc.to_string()])
         .args(["--http-listen", &http.to_string()])
+        .args(["--enroll-listen", "off"])
         .args(["--database-url", url])
         .arg("--pki-dir")
         .arg(pki)
