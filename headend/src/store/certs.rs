@@ -141,16 +141,10 @@ impl Certs<'_> {
         now_ms: i64,
     ) -> Result<bool, Error> {
         let (_w, mut tx) = self.0.begin_write().await?;
-        let exists: Option<(String,)> =
-            sqlx::query_as("SELECT serial FROM revoked_certificates WHERE serial = $1")
-                .bind(serial)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if exists.is_some() {
-            return Ok(false);
-        }
-        sqlx::query(
-            "INSERT INTO revoked_certificates (serial, site_id, revoked_ms, revoked_by, reason) VALUES ($1, $2, $3, $4, $5)",
+        // two revocations of one serial at once: one row, no error
+        let n = sqlx::query(
+            "INSERT INTO revoked_certificates (serial, site_id, revoked_ms, revoked_by, reason) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (serial) DO NOTHING",
         )
         .bind(serial)
         .bind(site)
@@ -158,9 +152,10 @@ impl Certs<'_> {
         .bind(by.to_string())
         .bind(reason)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
         tx.commit().await?;
-        Ok(true)
+        Ok(n == 1)
     }
 
     /// The certificates issued by renewing `serial`, and theirs, and so on.
@@ -201,12 +196,10 @@ impl Certs<'_> {
         now_ms: i64,
     ) -> Result<(), Error> {
         let (_w, mut tx) = self.0.begin_write().await?;
-        sqlx::query("DELETE FROM revoked_sites WHERE site_id = $1")
-            .bind(site)
-            .execute(&mut *tx)
-            .await?;
         sqlx::query(
-            "INSERT INTO revoked_sites (site_id, revoked_ms, revoked_by, reason) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO revoked_sites (site_id, revoked_ms, revoked_by, reason) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (site_id) DO UPDATE SET revoked_ms = excluded.revoked_ms,
+               revoked_by = excluded.revoked_by, reason = excluded.reason",
         )
         .bind(site)
         .bind(now_ms)
@@ -285,13 +278,12 @@ impl Certs<'_> {
 
     pub async fn set_status(&self, s: &CertStatusRow) -> Result<(), Error> {
         let (_w, mut tx) = self.0.begin_write().await?;
-        sqlx::query("DELETE FROM agent_cert_status WHERE site_id = $1")
-            .bind(&s.site_id)
-            .execute(&mut *tx)
-            .await?;
         sqlx::query(
             "INSERT INTO agent_cert_status (site_id, serial, not_after_ms, renew_at_ms, failures, last_error, reported_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (site_id) DO UPDATE SET serial = excluded.serial, not_after_ms = excluded.not_after_ms,
+               renew_at_ms = excluded.renew_at_ms, failures = excluded.failures,
+               last_error = excluded.last_error, reported_ms = excluded.reported_ms",
         )
         .bind(&s.site_id)
         .bind(&s.serial)

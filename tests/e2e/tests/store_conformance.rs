@@ -999,3 +999,122 @@ async fn a_headend_on_postgres_packs_finished_days_by_itself() -> Result<()> {
     he.stop().await;
     db.drop().await
 }
+
+#[tokio::test]
+async fn the_certificate_store_redeems_a_token_once_and_builds_the_same_revocation_list_on_both_backends()
+-> Result<()> {
+    use headend::domain::Actor;
+    use headend::domain::enrollment::IssuedVia;
+    use headend::store::certs::{CertRow, CertStatusRow, TokenRow};
+    let s = Stores::new(Retention::default()).await?;
+    let cert = |serial: &str, site: &str, via, issued_ms, from: Option<&str>| CertRow {
+        serial: serial.into(),
+        site_id: site.into(),
+        via,
+        issued_ms,
+        not_after_ms: issued_ms + DAY,
+        renewed_from: from.map(str::to_string),
+        revoked_ms: None,
+        revoked_by: None,
+        reason: None,
+    };
+    let admin = Actor::headend();
+    for (name, db) in s.both() {
+        let c = db.certs();
+        let t = 1_000_000;
+        c.add_token(&TokenRow {
+            token_id: "t1".into(),
+            site_id: "s1".into(),
+            secret_hash: "h".into(),
+            created_by: admin.clone(),
+            created_ms: t,
+            expires_ms: t + 60_000,
+            used_ms: None,
+            used_serial: None,
+        })
+        .await?;
+        let first = cert("aa", "s1", IssuedVia::Enrollment, t + 1, None);
+        assert!(c.redeem("t1", t + 1, &first).await?, "{name}: first use");
+        let again = cert("bb", "s1", IssuedVia::Enrollment, t + 2, None);
+        assert!(
+            !c.redeem("t1", t + 2, &again).await?,
+            "{name}: a token buys one certificate"
+        );
+        assert!(
+            c.cert("bb").await?.is_none(),
+            "{name}: and nothing is recorded for the loser"
+        );
+        assert_eq!(
+            c.token("t1").await?.and_then(|r| r.used_serial).as_deref(),
+            Some("aa")
+        );
+        // a renewal lineage aa -> cc -> dd
+        c.record(&cert("cc", "s1", IssuedVia::Renewal, t + 3, Some("aa")))
+            .await?;
+        c.record(&cert("dd", "s1", IssuedVia::Renewal, t + 4, Some("cc")))
+            .await?;
+        assert_eq!(
+            c.renewals_of("aa").await?,
+            vec!["cc".to_string(), "dd".to_string()],
+            "{name}"
+        );
+        assert!(
+            c.revoke_serial("aa", Some("s1"), &admin, "stolen", t + 5)
+                .await?
+        );
+        assert!(
+            !c.revoke_serial("aa", Some("s1"), &admin, "again", t + 6)
+                .await?,
+            "{name}: once"
+        );
+        assert!(c.is_revoked("aa").await? && !c.is_revoked("cc").await?);
+        // a revoked site admits only what was issued after the cut
+        c.revoke_site("s2", &admin, "closed", t + 10).await?;
+        c.revoke_site("s2", &admin, "closed again", t + 20).await?;
+        c.record(&cert("ee", "s2", IssuedVia::Enrollment, t + 15, None))
+            .await?;
+        c.record(&cert("ff", "s2", IssuedVia::Enrollment, t + 25, None))
+            .await?;
+        let set = c.revocations().await?;
+        assert_eq!(
+            set.serials,
+            ["aa".to_string()].into_iter().collect(),
+            "{name}"
+        );
+        assert_eq!(
+            set.sites.get("s2"),
+            Some(&["ff".to_string()].into_iter().collect()),
+            "{name}: the cut moved to the second revocation"
+        );
+        assert_eq!(
+            c.site_revocation("s2").await?.map(|r| r.reason).as_deref(),
+            Some("closed again")
+        );
+        let page = c.of_site("s1", i64::MAX, 10).await?;
+        assert_eq!(
+            page.iter()
+                .map(|r| (r.serial.as_str(), r.revoked_ms.is_some()))
+                .collect::<Vec<_>>(),
+            vec![("dd", false), ("cc", false), ("aa", true)],
+            "{name}: newest first, with revocations"
+        );
+        for failures in [1, 0] {
+            c.set_status(&CertStatusRow {
+                site_id: "s1".into(),
+                serial: "dd".into(),
+                not_after_ms: t + DAY,
+                renew_at_ms: t,
+                failures,
+                last_error: "x".into(),
+                reported_ms: t,
+            })
+            .await?;
+        }
+        assert_eq!(
+            c.status("s1").await?.map(|r| r.failures),
+            Some(0),
+            "{name}: replaced"
+        );
+    }
+    s.drop().await
+}
