@@ -460,10 +460,14 @@ async fn session(u: &mut Uplink) -> Result<(), SessionError> {
                     if let Some(r) = renewer.as_mut() {
                         let out = r.complete(reply, adapter_api::now_ms(), |files| probe(cfg, files)).await;
                         match &out {
-                            crate::renew::Outcome::Renewed { .. } => metrics.cert_renewals.inc(),
-                            crate::renew::Outcome::Failed(_) => metrics.cert_renewal_failures.inc(),
-                            crate::renew::Outcome::Stray => 0,
-                        };
+                            crate::renew::Outcome::Renewed { .. } => {
+                                metrics.cert_renewals.inc();
+                            }
+                            crate::renew::Outcome::Failed(_) => {
+                                metrics.cert_renewal_failures.inc();
+                            }
+                            crate::renew::Outcome::Stray => {}
+                        }
                         let renewals = metrics.cert_renewals.get();
                         status.send_modify(|s| s.certificate = Some(view(r, renewals)));
                         tx.send(AgentMessage { msg: Some(Out::Certificate(r.status())) })

@@ -8,6 +8,7 @@ pub mod asset;
 pub mod audit;
 pub mod command;
 pub mod enrollment;
+pub mod inventory;
 pub mod lifecycle;
 pub mod load;
 pub mod quality;
