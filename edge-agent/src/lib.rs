@@ -12,6 +12,7 @@ pub mod config;
 pub mod delivery;
 pub mod devices;
 pub mod enroll;
+pub mod health;
 pub mod limits;
 pub mod logwriter;
 pub mod metrics;

@@ -156,6 +156,17 @@ pub fn install(files: &TlsFiles) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The certificate as `/status` shows it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CertificateView {
+    pub serial: String,
+    pub not_after_ms: i64,
+    pub renew_at_ms: i64,
+    pub failures: u32,
+    pub last_error: String,
+    pub renewals: u64,
+}
+
 /// Renewal state, across sessions.
 #[derive(Debug)]
 pub struct Renewer {
@@ -323,6 +334,18 @@ impl Renewer {
         self.last_error.clear();
         Outcome::Renewed {
             serial: self.cert.serial.clone(),
+        }
+    }
+
+    /// What `/status` shows.
+    pub fn view(&self, renewals: u64) -> CertificateView {
+        CertificateView {
+            serial: self.cert.serial.clone(),
+            not_after_ms: self.cert.not_after_ms,
+            renew_at_ms: self.next_at_ms,
+            failures: self.failures,
+            last_error: self.last_error.clone(),
+            renewals,
         }
     }
 

@@ -126,7 +126,38 @@ impl Drop for Slot {
     }
 }
 
-type Closer = Pin<Box<dyn Future<Output = &'static str> + Send>>;
+/// Why an open connection is closed by the headend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CloseReason {
+    Evicted,
+    Idle,
+    Revoked,
+    Expired,
+}
+
+impl CloseReason {
+    fn text(self) -> &'static str {
+        match self {
+            CloseReason::Evicted => "evicted by a newer connection of the same identity",
+            CloseReason::Idle => "no session started within the deadline after the handshake",
+            CloseReason::Revoked => "its certificate was revoked",
+            CloseReason::Expired => "its certificate expired",
+        }
+    }
+
+    /// The `agent_connections_refused_total{reason}` label (an eviction
+    /// is counted where it happens, as `per_identity`).
+    fn label(self) -> Option<&'static str> {
+        match self {
+            CloseReason::Evicted => None,
+            CloseReason::Idle => Some("idle"),
+            CloseReason::Revoked => Some("revoked"),
+            CloseReason::Expired => Some("expired"),
+        }
+    }
+}
+
+type Closer = Pin<Box<dyn Future<Output = CloseReason> + Send>>;
 
 /// An authenticated agent connection.
 pub struct AgentConn {
@@ -134,9 +165,10 @@ pub struct AgentConn {
     identity: AgentIdentity,
     _slot: Slot,
     /// Resolves when the connection must close: evicted by a newer one of
-    /// its identity, or no session within [`SESSION_DEADLINE`].
+    /// its identity, no session within [`SESSION_DEADLINE`], its
+    /// certificate revoked or expired.
     closer: Closer,
-    closed: Option<&'static str>,
+    closed: Option<CloseReason>,
 }
 
 impl AgentConn {
@@ -144,14 +176,8 @@ impl AgentConn {
         if self.closed.is_none()
             && let Poll::Ready(why) = self.closer.as_mut().poll(cx)
         {
-            tracing::warn!(site = %self.identity.site_id, peer = %self.identity.peer, why, "closing agent connection");
-            let reason = match why {
-                w if w.starts_with("no session") => Some("idle"),
-                w if w.ends_with("revoked") => Some("revoked"),
-                w if w.ends_with("expired") => Some("expired"),
-                _ => None,
-            };
-            if let Some(reason) = reason {
+            tracing::warn!(site = %self.identity.site_id, peer = %self.identity.peer, why = why.text(), "closing agent connection");
+            if let Some(reason) = why.label() {
                 self._slot
                     .metrics
                     .connections_refused
@@ -161,7 +187,7 @@ impl AgentConn {
             self.closed = Some(why);
         }
         match self.closed {
-            Some(why) => Err(io::Error::new(io::ErrorKind::TimedOut, why)),
+            Some(why) => Err(io::Error::new(io::ErrorKind::TimedOut, why.text())),
             None => Ok(()),
         }
     }
@@ -327,10 +353,10 @@ pub fn incoming(
                             };
                             let left = not_after_ms.saturating_sub(crate::db::now_ms()).max(0);
                             tokio::select! {
-                                _ = kill.wait_for(|k| *k) => "evicted by a newer connection of the same identity",
-                                _ = idle => "no session started within the deadline after the handshake",
-                                _ = revocations.revoked(&cert) => "its certificate was revoked",
-                                _ = tokio::time::sleep(Duration::from_millis(left as u64)) => "its certificate expired",
+                                _ = kill.wait_for(|k| *k) => CloseReason::Evicted,
+                                _ = idle => CloseReason::Idle,
+                                _ = revocations.revoked(&cert) => CloseReason::Revoked,
+                                _ = tokio::time::sleep(Duration::from_millis(left as u64)) => CloseReason::Expired,
                             }
                         });
                         let conn = AgentConn {

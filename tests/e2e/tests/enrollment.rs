@@ -297,13 +297,7 @@ async fn agents_renew_short_lived_certificates_while_streaming_with_no_gap_and_k
         .map_err(|_| anyhow::anyhow!("poisoned"))? =
         Some(headend::services::enrollment::RenewalFault::NotYetValid);
     let before = std::fs::read_to_string(&cert_path)?;
-    let serial_before = agent
-        .uplink
-        .borrow()
-        .certificate
-        .as_ref()
-        .map(|c| c.serial.clone())
-        .unwrap_or_default();
+    let serial_before = serial_of(&agent)?;
     let status = eventually("the headend shows the failed renewal", T, || async {
         let s = get_json(he.http_addr, "/api/v1/sites/site-r/certificate-status").await?;
         Ok((s["agent"]["failures"].as_i64() >= Some(1)).then_some(s))
@@ -318,6 +312,17 @@ async fn agents_renew_short_lived_certificates_while_streaming_with_no_gap_and_k
     ensure!(
         std::fs::read_to_string(&cert_path)? == before,
         "the old certificate stays"
+    );
+    // and the agent's own /status says so
+    let status_addr = agent.status_addr.context("the agent's /status")?;
+    let local: Value = serde_json::from_str(&get_text(status_addr, "/status").await?)?;
+    ensure!(
+        local["certificate"]["failures"].as_u64() >= Some(1)
+            && local["certificate"]["serial"] == serial_before.as_str()
+            && local["certificate"]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("new certificate")),
+        "/status: {local}"
     );
     let st = agent.uplink.borrow().clone();
     ensure!(
@@ -368,6 +373,17 @@ async fn agents_renew_short_lived_certificates_while_streaming_with_no_gap_and_k
     Ok(())
 }
 
+/// The serial of the certificate the agent uses now.
+fn serial_of(agent: &edge_agent::Agent) -> Result<String> {
+    agent
+        .uplink
+        .borrow()
+        .certificate
+        .as_ref()
+        .map(|c| c.serial.clone())
+        .context("the agent reports no certificate")
+}
+
 fn connected(agent: &edge_agent::Agent) -> bool {
     agent.uplink.borrow().connected
 }
@@ -408,13 +424,7 @@ async fn revoke_test(url: &str) -> Result<()> {
         let mut up = a.uplink.clone();
         tokio::time::timeout(T, up.wait_for(|s| s.connected)).await??;
     }
-    let serial = enrolled
-        .uplink
-        .borrow()
-        .certificate
-        .as_ref()
-        .map(|c| c.serial.clone())
-        .context("certificate")?;
+    let serial = serial_of(&enrolled)?;
 
     // one certificate, by serial: its open session closes within 5 s
     let t0 = Instant::now();
@@ -431,6 +441,14 @@ async fn revoke_test(url: &str) -> Result<()> {
         took.as_millis()
     );
     ensure!(took < Duration::from_secs(5), "{took:?}");
+    let page = get_text(http, "/metrics").await?;
+    ensure!(
+        metric(
+            &page,
+            "tankwatch_headend_agent_connections_refused_total{reason=\"revoked\"}"
+        ) >= Some(1.0),
+        "the closure is counted as a revocation"
+    );
     // and it stays out: reconnection is refused
     tokio::time::sleep(Duration::from_secs(3)).await;
     ensure!(
@@ -593,13 +611,7 @@ async fn a_revocation_made_through_another_replica_closes_the_session_within_5_s
     )?)?;
     let mut up = agent.uplink.clone();
     tokio::time::timeout(T, up.wait_for(|s| s.connected)).await??;
-    let serial = agent
-        .uplink
-        .borrow()
-        .certificate
-        .as_ref()
-        .map(|c| c.serial.clone())
-        .context("certificate")?;
+    let serial = serial_of(&agent)?;
     // the operator's call lands on replica B
     let t0 = Instant::now();
     let (st, v) = post_json(
