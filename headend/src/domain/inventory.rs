@@ -1,7 +1,7 @@
-//! Inventory rules, pure (the first core of issue 15; not wired to any
-//! route yet): how old a tank's data is, whether an observation is
-//! plausible, the consumption rate from hourly history, and when a tank
-//! runs out. Every function takes the clock and the facts as input.
+//! Inventory rules, pure: how old a tank's data is, whether an
+//! observation is plausible, which source's observation wins, and which
+//! hourly volumes may be trusted for the rate. Every function takes the
+//! clock and the facts as input (the forecast is in [`super::forecast`]).
 
 use super::text_enum;
 
@@ -26,6 +26,139 @@ text_enum!(
         Water => "water_above_limit",
     }
 );
+
+text_enum!(
+    /// Where an observation came from, weakest first.
+    ObsSource, "observation source" {
+        Csv => "csv",
+        Api => "api",
+        Atg => "atg",
+        Manual => "manual",
+    }
+);
+
+impl ObsSource {
+    /// Within the freshness window a higher rank wins: manual > ATG > API > CSV.
+    pub fn rank(self) -> u8 {
+        match self {
+            ObsSource::Csv => 1,
+            ObsSource::Api => 2,
+            ObsSource::Atg => 3,
+            ObsSource::Manual => 4,
+        }
+    }
+}
+
+text_enum!(
+    /// [`Freshness`] without the age, as stored and filtered on.
+    FreshnessKind, "freshness" {
+        Fresh => "fresh",
+        Stale => "stale",
+        Never => "never",
+    }
+);
+
+impl Freshness {
+    pub fn kind(self) -> FreshnessKind {
+        match self {
+            Freshness::Fresh { .. } => FreshnessKind::Fresh,
+            Freshness::Stale { .. } => FreshnessKind::Stale,
+            Freshness::Never => FreshnessKind::Never,
+        }
+    }
+
+    pub fn age_ms(self) -> Option<i64> {
+        match self {
+            Freshness::Fresh { age_ms } | Freshness::Stale { age_ms } => Some(age_ms),
+            Freshness::Never => None,
+        }
+    }
+}
+
+/// One observation offered for a tank's current volume.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Candidate {
+    pub source: ObsSource,
+    pub obs: Observation,
+    /// 0..1 as the source gave it.
+    pub confidence: f64,
+}
+
+/// The observation that stands for a tank now: among those no older than
+/// `window_ms`, the highest-ranked source (the newest within it); when
+/// none is that fresh, the newest of all.
+pub fn winner(cands: &[Candidate], now_ms: i64, window_ms: i64) -> Option<Candidate> {
+    let fresh = cands
+        .iter()
+        .filter(|c| now_ms - c.obs.at_ms <= window_ms)
+        .max_by_key(|c| (c.source.rank(), c.obs.at_ms));
+    fresh
+        .or_else(|| cands.iter().max_by_key(|c| (c.obs.at_ms, c.source.rank())))
+        .copied()
+}
+
+/// Consecutive jumps that agree with each other after which the new level
+/// is believed (a gauge re-levelled, a tank pumped out for repair).
+pub const REANCHOR_AFTER: usize = 3;
+
+/// The hourly volumes (`(hour start, volume at its end)`, oldest first)
+/// that may be trusted for the rate, and the flags of the newest one.
+/// Each is judged against the last trusted one; a rise counts as a
+/// delivery when `delivered(from, to)` says one was seen in between.
+/// [`REANCHOR_AFTER`] hours that agree with each other but jumped from
+/// the trusted level become the new trusted level.
+pub fn trusted_hours(
+    hourly: &[(i64, f64)],
+    tank: &TankFacts,
+    delivered: impl Fn(i64, i64) -> bool,
+) -> (Vec<(i64, f64)>, Vec<Implausible>) {
+    let mut out: Vec<(i64, f64)> = Vec::with_capacity(hourly.len());
+    let mut pending: Vec<(i64, f64)> = Vec::new();
+    let mut last_flags = Vec::new();
+    for &(t, v) in hourly {
+        let o = Observation {
+            at_ms: t,
+            volume_l: v,
+            water_mm: None,
+        };
+        let prev = out.last().map(|&(pt, pv)| Observation {
+            at_ms: pt,
+            volume_l: pv,
+            water_mm: None,
+        });
+        let open = prev.is_some_and(|p| delivered(p.at_ms, t));
+        let flags = plausibility(prev.as_ref(), &o, tank, open);
+        if flags.is_empty() {
+            out.push((t, v));
+            pending.clear();
+        } else if flags
+            .iter()
+            .all(|f| matches!(f, Implausible::JumpUp | Implausible::JumpDown))
+        {
+            let agrees = pending.last().is_none_or(|&(pt, pv)| {
+                let p = Observation {
+                    at_ms: pt,
+                    volume_l: pv,
+                    water_mm: None,
+                };
+                plausibility(Some(&p), &o, tank, false).is_empty()
+            });
+            if !agrees {
+                pending.clear();
+            }
+            pending.push((t, v));
+            if pending.len() >= REANCHOR_AFTER {
+                out.append(&mut pending);
+                last_flags = Vec::new();
+                continue;
+            }
+        } else {
+            pending.clear();
+        }
+        last_flags = flags;
+    }
+    (out, last_flags)
+}
 
 /// One volume observation of a tank.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -105,73 +238,6 @@ pub fn plausibility(
     out
 }
 
-/// A consumption rate and how much history it stands on.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Rate {
-    pub litres_per_hour: f64,
-    /// Hourly intervals the rate was taken from.
-    pub samples: usize,
-    /// 0..1: how much to trust it (more samples, less spread: higher).
-    pub confidence: f64,
-}
-
-/// The consumption rate from hourly volumes (`(hour start ms, volume)`,
-/// oldest first, plausible ones only): the median of the hourly falls,
-/// skipping rises (deliveries) and intervals across a gap. The median
-/// keeps one odd hour from moving it; `None` below 3 usable hours.
-pub fn consumption_rate(hourly: &[(i64, f64)]) -> Option<Rate> {
-    let mut falls: Vec<f64> = hourly
-        .windows(2)
-        .filter_map(|w| {
-            let ((t0, v0), (t1, v1)) = (w[0], w[1]);
-            let hours = (t1 - t0) as f64 / 3_600_000.0;
-            // a gap longer than 2 h hides what happened inside it
-            if hours <= 0.0 || hours > 2.0 {
-                return None;
-            }
-            let fall = (v0 - v1) / hours;
-            // a rise is a delivery: neither consumption nor zero
-            (fall >= 0.0).then_some(fall)
-        })
-        .collect();
-    if falls.len() < 3 {
-        return None;
-    }
-    falls.sort_by(f64::total_cmp);
-    let median = percentile(&falls, 0.5);
-    let spread = percentile(&falls, 0.75) - percentile(&falls, 0.25);
-    let n = falls.len() as f64;
-    let by_count = (n / 48.0).min(1.0);
-    let by_spread = if median > 0.0 {
-        (1.0 - spread / (2.0 * median)).clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
-    Some(Rate {
-        litres_per_hour: median,
-        samples: falls.len(),
-        confidence: (by_count * 0.5 + by_spread * 0.5).clamp(0.0, 1.0),
-    })
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    let pos = q * (sorted.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    let f = pos - lo as f64;
-    sorted[lo] * (1.0 - f) + sorted[hi] * f
-}
-
-/// When a tank runs out at `rate`, from `volume_l` now, down to the
-/// unusable bottom `floor_l`: (hours, time). `None` when nothing is
-/// consumed.
-pub fn runout(volume_l: f64, floor_l: f64, rate_l_per_h: f64, now_ms: i64) -> Option<(f64, i64)> {
-    if rate_l_per_h <= 0.0 {
-        return None;
-    }
-    let hours = ((volume_l - floor_l) / rate_l_per_h).max(0.0);
-    Some((hours, now_ms + (hours * 3_600_000.0).round() as i64))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,48 +313,5 @@ mod tests {
             Ok(Implausible::JumpUp)
         );
         assert!("odd".parse::<Implausible>().is_err());
-    }
-
-    #[test]
-    fn the_rate_of_a_tank_draining_100_l_an_hour_ignores_a_delivery_a_gap_and_an_odd_hour() {
-        // hand-computed: 100 L/h for 24 h, a delivery of 8,000 L at hour
-        // 10, a 5 h gap after hour 15, one hour that lost 900 L
-        let mut v = 15_000.0;
-        let mut hourly = Vec::new();
-        for h in 0..30 {
-            if (16..21).contains(&h) {
-                v -= 100.0;
-                continue; // the gap: no rows
-            }
-            if h == 10 {
-                v += 8_000.0;
-            }
-            if h == 12 {
-                v -= 800.0;
-            }
-            hourly.push((h * H, v));
-            v -= 100.0;
-        }
-        let r = consumption_rate(&hourly).expect("enough history");
-        assert_eq!(r.litres_per_hour, 100.0, "the median of the falls");
-        // 22 falls: not the delivery interval, not the 6 h one across the gap
-        assert!(r.samples >= 20, "{r:?}");
-        assert!(r.confidence > 0.5 && r.confidence <= 1.0, "{r:?}");
-        // runout: 2,000 L above a 200 L floor at 100 L/h → 18 h
-        assert_eq!(
-            runout(2_000.0, 200.0, r.litres_per_hour, 0),
-            Some((18.0, 18 * H))
-        );
-        assert_eq!(
-            runout(100.0, 200.0, 100.0, 0),
-            Some((0.0, 0)),
-            "already below the floor"
-        );
-        assert_eq!(
-            runout(2_000.0, 200.0, 0.0, 0),
-            None,
-            "nothing consumed: no runout"
-        );
-        assert_eq!(consumption_rate(&hourly[..3]), None, "too little history");
     }
 }

@@ -4,10 +4,13 @@
 
 pub mod access;
 pub mod actor;
+pub mod assess;
 pub mod asset;
 pub mod audit;
 pub mod command;
 pub mod enrollment;
+pub mod escalation;
+pub mod forecast;
 pub mod inventory;
 pub mod lifecycle;
 pub mod load;

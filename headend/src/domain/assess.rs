@@ -1,0 +1,321 @@
+//! One tank's assessment, pure: from the tank's settings, its trusted
+//! hourly history, the observations on offer and the next delivery, what
+//! the tank holds now (and which source says so), how fresh that is,
+//! what is implausible, the consumption profile, the runout and the risk.
+//! The inventory job and the accuracy benchmark both run exactly this.
+
+use jiff::tz::TimeZone;
+
+use super::forecast::{self, Basis, Levels, Risk};
+use super::inventory::{
+    self, Candidate, Freshness, Implausible, ObsSource, Observation, TankFacts,
+};
+
+const H: f64 = 3_600_000.0;
+
+/// A tank as the operator configured it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TankConfig {
+    pub capacity_l: f64,
+    pub low_l: f64,
+    pub critical_l: f64,
+    pub floor_l: f64,
+    pub water_limit_mm: Option<f64>,
+}
+
+/// Everything the assessment looks at.
+pub struct Inputs<'a> {
+    pub tank: TankConfig,
+    pub stale_after_ms: i64,
+    pub tz: &'a TimeZone,
+    /// The gauge's hourly volumes: (hour start, volume at its end), oldest first.
+    pub hourly: &'a [(i64, f64)],
+    /// The newest observation of each source (the gauge's included).
+    pub candidates: &'a [Candidate],
+    /// Deliveries seen at the tank: (start, end).
+    pub deliveries: &'a [(i64, i64)],
+    /// The next delivery's ETA, if one is planned.
+    pub next_eta_ms: Option<i64>,
+    pub now_ms: i64,
+}
+
+/// What the job concludes of a tank.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assessment {
+    /// The observation that stands for the tank now.
+    pub current: Option<Candidate>,
+    pub freshness: Freshness,
+    /// Why the current observation is not trusted (empty: it is).
+    pub flags: Vec<Implausible>,
+    /// Mean consumption over the next 24 h, L/h.
+    pub rate_lph: Option<f64>,
+    pub basis: Option<Basis>,
+    pub rate_confidence: Option<f64>,
+    pub hours_to_runout: Option<f64>,
+    pub runout_ms: Option<i64>,
+    /// Runout minus the next ETA, hours.
+    pub margin_h: Option<f64>,
+    pub risk: Risk,
+}
+
+impl TankConfig {
+    fn facts(&self) -> TankFacts {
+        TankFacts {
+            capacity_l: self.capacity_l,
+            water_limit_mm: self.water_limit_mm,
+        }
+    }
+}
+
+pub fn assess(i: &Inputs<'_>) -> Assessment {
+    let facts = i.tank.facts();
+    let delivered = |from: i64, to: i64| {
+        i.deliveries
+            .iter()
+            .any(|&(s, e)| s <= to + 30 * 60_000 && e >= from - 30 * 60_000)
+    };
+    let (trusted, _) = inventory::trusted_hours(i.hourly, &facts, delivered);
+    let current = inventory::winner(i.candidates, i.now_ms, i.stale_after_ms);
+    let freshness = inventory::freshness(current.map(|c| c.obs.at_ms), i.now_ms, i.stale_after_ms);
+    let flags = match current {
+        None => Vec::new(),
+        Some(c) => {
+            // judged against the last trusted hour before it; a person's
+            // override is a correction, judged only for range and water
+            // (an hour's volume is its last reading, just before its end)
+            let prev = trusted
+                .iter()
+                .rev()
+                .find(|&&(t, _)| t + H as i64 <= c.obs.at_ms)
+                .map(|&(t, v)| Observation {
+                    at_ms: t + H as i64 - 1,
+                    volume_l: v,
+                    water_mm: None,
+                });
+            let prev = if c.source == ObsSource::Manual {
+                None
+            } else {
+                prev
+            };
+            let open = prev.is_some_and(|p| delivered(p.at_ms, c.obs.at_ms));
+            inventory::plausibility(prev.as_ref(), &c.obs, &facts, open)
+        }
+    };
+    // an implausible volume is kept but the forecast starts from the last
+    // trusted one (water does not make the volume wrong)
+    let volume_untrusted = flags.iter().any(|f| *f != Implausible::Water);
+    let start = match current {
+        Some(c) if !volume_untrusted => Some((c.obs.volume_l, c.obs.at_ms)),
+        _ => trusted.last().map(|&(t, v)| (v, t + H as i64)),
+    };
+    let profile = forecast::profile(&trusted, i.tz);
+    let runout_ms = match (&profile, start) {
+        (Some(p), Some((v, at))) => forecast::runout_along(p, v, i.tank.floor_l, at, i.tz),
+        _ => None,
+    };
+    let hours_to_runout = runout_ms.map(|r| ((r - i.now_ms) as f64 / H).max(0.0));
+    let margin_h = match (runout_ms, i.next_eta_ms) {
+        (Some(r), Some(eta)) => Some((r - eta) as f64 / H),
+        _ => None,
+    };
+    let risk = forecast::risk(
+        current.map(|c| c.obs.volume_l),
+        hours_to_runout,
+        margin_h,
+        Levels {
+            low_l: i.tank.low_l,
+            critical_l: i.tank.critical_l,
+        },
+    );
+    Assessment {
+        current,
+        freshness,
+        flags,
+        rate_lph: profile.as_ref().map(|p| p.mean_ahead(i.now_ms, 24, i.tz)),
+        basis: profile.as_ref().map(|p| p.basis),
+        rate_confidence: profile.as_ref().map(|p| p.overall.confidence),
+        hours_to_runout,
+        runout_ms,
+        margin_h,
+        risk,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HM: i64 = 3_600_000;
+    static UTC: TimeZone = TimeZone::UTC;
+    const T0: i64 = 1_795_392_000_000; // Monday 2026-11-23 00:00 UTC
+    const TANK: TankConfig = TankConfig {
+        capacity_l: 30_000.0,
+        low_l: 6_000.0,
+        critical_l: 2_000.0,
+        floor_l: 500.0,
+        water_limit_mm: Some(50.0),
+    };
+
+    fn gauge(at_ms: i64, volume_l: f64) -> Candidate {
+        Candidate {
+            source: ObsSource::Atg,
+            obs: Observation {
+                at_ms,
+                volume_l,
+                water_mm: Some(10.0),
+            },
+            confidence: 1.0,
+        }
+    }
+
+    /// 40 h of a tank draining 200 L/h from 20,000 L with a 12,000 L
+    /// delivery during hour 20.
+    fn drain_with_delivery() -> Vec<(i64, f64)> {
+        (0..40)
+            .map(|h| {
+                let mut v = 20_000.0 - 200.0 * (h + 1) as f64;
+                if h >= 20 {
+                    v += 12_000.0;
+                }
+                (T0 + h * HM, v)
+            })
+            .collect()
+    }
+
+    fn inputs<'a>(
+        hourly: &'a [(i64, f64)],
+        cands: &'a [Candidate],
+        deliveries: &'a [(i64, i64)],
+        eta: Option<i64>,
+        now_ms: i64,
+    ) -> Inputs<'a> {
+        Inputs {
+            tank: TANK,
+            stale_after_ms: 6 * HM,
+            tz: &UTC,
+            hourly,
+            candidates: cands,
+            deliveries,
+            next_eta_ms: eta,
+            now_ms,
+        }
+    }
+
+    #[test]
+    fn a_tank_draining_at_a_known_rate_with_a_delivery_gives_the_rate_and_runout() {
+        let hourly = drain_with_delivery();
+        // the newest reading: end of hour 39 = 40 h after T0, 24,000 L
+        let now = T0 + 40 * HM;
+        let cands = [gauge(now, 24_000.0)];
+        let deliveries = [(T0 + 20 * HM + 10 * 60_000, T0 + 20 * HM + 40 * 60_000)];
+        let a = assess(&inputs(&hourly, &cands, &deliveries, None, now));
+        assert_eq!(a.flags, vec![]);
+        assert_eq!(a.rate_lph, Some(200.0));
+        // hand-computed: (24,000 - 500 floor) / 200 L/h = 117.5 h
+        assert_eq!(a.hours_to_runout, Some(117.5));
+        assert_eq!(a.runout_ms, Some(now + 117 * HM + 30 * 60_000));
+        assert_eq!(a.risk, Risk::Low);
+        assert_eq!(a.freshness, Freshness::Fresh { age_ms: 0 });
+        // an ETA 120 h out leaves the tank dry for 2.5 h: high risk
+        let a = assess(&inputs(
+            &hourly,
+            &cands,
+            &deliveries,
+            Some(now + 120 * HM),
+            now,
+        ));
+        assert_eq!(a.margin_h, Some(-2.5));
+        assert_eq!(a.risk, Risk::High);
+    }
+
+    #[test]
+    fn an_implausible_reading_is_flagged_and_left_out_of_the_rate_and_forecast() {
+        let mut hourly = drain_with_delivery();
+        let deliveries = [(T0 + 20 * HM + 10 * 60_000, T0 + 20 * HM + 40 * 60_000)];
+        // hour 30 reads 5,000 L low (a sensor dropout), hour 35 above capacity
+        hourly[30].1 -= 5_000.0;
+        hourly[35].1 = 40_000.0;
+        let now = T0 + 40 * HM;
+        let cands = [gauge(now, 24_000.0)];
+        let a = assess(&inputs(&hourly, &cands, &deliveries, None, now));
+        assert_eq!(a.rate_lph, Some(200.0), "the dropout did not move the rate");
+        assert_eq!(a.hours_to_runout, Some(117.5));
+        // the newest reading itself jumps 3,000 L with no delivery
+        let cands = [gauge(now, 27_000.0)];
+        let a = assess(&inputs(&hourly, &cands, &deliveries, None, now));
+        assert_eq!(a.flags, vec![Implausible::JumpUp]);
+        // the forecast starts from the last trusted hour (24,200 L at 39 h)
+        assert_eq!(a.hours_to_runout, Some((24_200.0 - 500.0) / 200.0 - 1.0));
+        // kept as the current observation, shown with its flag
+        assert_eq!(a.current.map(|c| c.obs.volume_l), Some(27_000.0));
+    }
+
+    #[test]
+    fn a_stale_tank_is_flagged_after_the_threshold() {
+        let hourly = drain_with_delivery();
+        let last = T0 + 40 * HM;
+        let cands = [gauge(last, 24_000.0)];
+        let at = |now| assess(&inputs(&hourly, &cands, &[], None, now)).freshness;
+        assert_eq!(at(last + 6 * HM), Freshness::Fresh { age_ms: 6 * HM });
+        assert_eq!(
+            at(last + 6 * HM + 1),
+            Freshness::Stale { age_ms: 6 * HM + 1 }
+        );
+        assert_eq!(
+            assess(&inputs(&hourly, &[], &[], None, last)).freshness,
+            Freshness::Never
+        );
+    }
+
+    #[test]
+    fn a_manual_override_beats_the_gauge_within_the_window_and_not_after() {
+        let hourly = drain_with_delivery();
+        let now = T0 + 40 * HM;
+        let manual = Candidate {
+            source: ObsSource::Manual,
+            obs: Observation {
+                at_ms: now - 2 * HM,
+                volume_l: 21_000.0,
+                water_mm: None,
+            },
+            confidence: 1.0,
+        };
+        let csv = Candidate {
+            source: ObsSource::Csv,
+            obs: Observation {
+                at_ms: now,
+                volume_l: 1.0,
+                water_mm: None,
+            },
+            confidence: 0.5,
+        };
+        let cands = [gauge(now - HM, 24_200.0), manual, csv];
+        let a = assess(&inputs(&hourly, &cands, &[], None, now));
+        assert_eq!(a.current.map(|c| c.source), Some(ObsSource::Manual));
+        assert_eq!(a.flags, vec![], "a person's correction is not a jump");
+        let later = now + 5 * HM;
+        let cands = [gauge(later, 23_000.0), manual, csv];
+        let a = assess(&inputs(&hourly, &cands, &[], None, later));
+        assert_eq!(
+            a.current.map(|c| c.source),
+            Some(ObsSource::Atg),
+            "the override is past the 6 h window"
+        );
+        // nothing fresh at all: the newest wins, whatever its rank
+        let cands = [manual, csv];
+        let a = assess(&inputs(&hourly, &cands, &[], None, now + 10 * HM));
+        assert_eq!(a.current.map(|c| c.source), Some(ObsSource::Csv));
+        assert!(matches!(a.freshness, Freshness::Stale { .. }));
+    }
+
+    #[test]
+    fn water_above_its_limit_is_flagged_but_the_volume_still_counts() {
+        let hourly = drain_with_delivery();
+        let now = T0 + 40 * HM;
+        let mut g = gauge(now, 24_000.0);
+        g.obs.water_mm = Some(80.0);
+        let a = assess(&inputs(&hourly, &[g], &[], None, now));
+        assert_eq!(a.flags, vec![Implausible::Water]);
+        assert_eq!(a.hours_to_runout, Some(117.5));
+    }
+}

@@ -1,0 +1,182 @@
+//! Escalations, pure: what causes one, its states and the moves between
+//! them, and which causes a tank's facts call for now.
+
+use super::text_enum;
+
+text_enum!(
+    /// Why an escalation exists. One is open at most per (site, tank, cause).
+    Cause, "escalation cause" {
+        /// The forecast runout comes before the next delivery's ETA plus
+        /// the margin, or within the horizon with no delivery planned.
+        RunoutBeforeEta => "runout_before_eta",
+        /// The tank's data is older than the site's threshold (or absent).
+        Stale => "stale",
+        /// The newest observation is implausible.
+        Implausible => "implausible",
+        /// A command failed or a revert kept failing.
+        CommandFailed => "command_failed",
+        /// A load is past its ETA and has not started.
+        LateDelivery => "late_delivery",
+        /// A load is long past its ETA with no delivery seen.
+        MissingDelivery => "missing_delivery",
+    }
+);
+
+impl Cause {
+    /// Causes the inventory job clears by itself when the facts no longer
+    /// call for them; a failed command stays until a person resolves it.
+    pub fn clears_itself(self) -> bool {
+        !matches!(self, Cause::CommandFailed)
+    }
+}
+
+text_enum!(
+    /// Where an escalation is: created → assigned → investigating → resolved.
+    EscState, "escalation state" {
+        Created => "created",
+        Assigned => "assigned",
+        Investigating => "investigating",
+        Resolved => "resolved",
+    }
+);
+
+text_enum!(
+    /// What an escalation timeline entry records.
+    EscEventKind, "escalation event" {
+        Opened => "opened",
+        /// The job saw the cause again with new facts.
+        Updated => "updated",
+        Moved => "moved",
+        Note => "note",
+        /// The job saw the cause clear.
+        Cleared => "cleared",
+    }
+);
+
+/// Whether a person may move an escalation from `from` to `to`: forward
+/// only (assigning again is allowed, to hand it over), never out of
+/// `resolved`.
+pub fn may_move(from: EscState, to: EscState) -> bool {
+    use EscState::*;
+    match (from, to) {
+        (Resolved, _) => false,
+        (Created, Assigned | Investigating | Resolved) => true,
+        (Assigned, Assigned | Investigating | Resolved) => true,
+        (Investigating, Assigned | Resolved) => true,
+        _ => false,
+    }
+}
+
+/// Margin by default between a forecast runout and the next ETA, hours.
+pub const DEFAULT_MARGIN_H: f64 = 4.0;
+/// Without a planned delivery, a runout within this many hours escalates.
+pub const UNPLANNED_HORIZON_H: f64 = 48.0;
+
+/// The facts of one tank the job decides on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TankFacts {
+    pub stale: bool,
+    pub implausible: bool,
+    pub hours_to_runout: Option<f64>,
+    /// Runout minus the next ETA, hours (negative: runs out first).
+    pub eta_margin_h: Option<f64>,
+}
+
+/// The inventory causes this tank calls for now.
+pub fn tank_causes(f: &TankFacts, margin_h: f64) -> Vec<Cause> {
+    let mut out = Vec::new();
+    if f.stale {
+        out.push(Cause::Stale);
+    }
+    if f.implausible {
+        out.push(Cause::Implausible);
+    }
+    let runout = match (f.eta_margin_h, f.hours_to_runout) {
+        (Some(m), _) => m < margin_h,
+        (None, Some(h)) => h < UNPLANNED_HORIZON_H,
+        (None, None) => false,
+    };
+    // a stale tank's forecast is old news: the stale escalation says so
+    if runout && !f.stale {
+        out.push(Cause::RunoutBeforeEta);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_states_and_event_kinds_round_trip() {
+        crate::domain::round_trips(Cause::ALL);
+        crate::domain::round_trips(EscState::ALL);
+        crate::domain::round_trips(EscEventKind::ALL);
+    }
+
+    #[test]
+    fn escalations_move_forward_and_never_leave_resolved() {
+        use EscState::*;
+        let allowed = [
+            (Created, Assigned),
+            (Created, Investigating),
+            (Created, Resolved),
+            (Assigned, Assigned),
+            (Assigned, Investigating),
+            (Assigned, Resolved),
+            (Investigating, Assigned),
+            (Investigating, Resolved),
+        ];
+        for from in EscState::ALL {
+            for to in EscState::ALL {
+                assert_eq!(
+                    may_move(*from, *to),
+                    allowed.contains(&(*from, *to)),
+                    "{from} → {to}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_runout_before_the_eta_with_its_margin_escalates_and_an_eta_in_time_clears_it() {
+        let f = |eta_margin_h, hours| TankFacts {
+            stale: false,
+            implausible: false,
+            hours_to_runout: hours,
+            eta_margin_h,
+        };
+        let m = DEFAULT_MARGIN_H;
+        // runs out 2 h before the truck: escalate
+        assert_eq!(
+            tank_causes(&f(Some(-2.0), Some(30.0)), m),
+            vec![Cause::RunoutBeforeEta]
+        );
+        // truck arrives 3 h before runout: inside the 4 h margin
+        assert_eq!(
+            tank_causes(&f(Some(3.0), Some(30.0)), m),
+            vec![Cause::RunoutBeforeEta]
+        );
+        // the new ETA leaves 6 h: clear
+        assert_eq!(tank_causes(&f(Some(6.0), Some(30.0)), m), vec![]);
+        // no delivery planned: only a runout within 48 h escalates
+        assert_eq!(
+            tank_causes(&f(None, Some(47.0)), m),
+            vec![Cause::RunoutBeforeEta]
+        );
+        assert_eq!(tank_causes(&f(None, Some(49.0)), m), vec![]);
+        assert_eq!(tank_causes(&f(None, None), m), vec![]);
+        let stale = TankFacts {
+            stale: true,
+            implausible: true,
+            ..f(Some(-5.0), Some(3.0))
+        };
+        assert_eq!(
+            tank_causes(&stale, m),
+            vec![Cause::Stale, Cause::Implausible],
+            "a stale forecast does not add a runout escalation"
+        );
+        assert!(!Cause::CommandFailed.clears_itself());
+        assert!(Cause::LateDelivery.clears_itself());
+    }
+}
