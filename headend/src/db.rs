@@ -266,7 +266,8 @@ impl Db {
         sqlx::query(
             "INSERT INTO sites (site_id, first_seen_ms, last_seen_ms, agent_version, hello_digest) VALUES ($1, $2, $2, $3, $4)
              ON CONFLICT (site_id) DO UPDATE SET last_seen_ms = excluded.last_seen_ms, agent_version = excluded.agent_version,
-               hello_digest = excluded.hello_digest",
+               hello_digest = excluded.hello_digest,
+               first_seen_ms = CASE WHEN sites.first_seen_ms = 0 THEN excluded.first_seen_ms ELSE sites.first_seen_ms END",
         )
         .bind(h.site)
         .bind(now)
@@ -307,6 +308,31 @@ impl Db {
             .bind(writable)
             .execute(&mut *tx)
             .await?;
+            // a tank the operator has not configured yet: the agent's
+            // capacity and product, default levels; never overwritten here
+            let litres = match a.capacity_unit.as_str() {
+                "L" | "l" | "" => Some(a.capacity),
+                "gal" | "USgal" => Some(a.capacity * 3.785_411_784),
+                _ => None,
+            };
+            if let Some(cap) = litres.filter(|c| c.is_finite() && *c > 0.0)
+                && kind == crate::domain::AssetKind::Tank
+            {
+                sqlx::query(
+                    "INSERT INTO tanks (site_id, tank_id, name, product, capacity_l, low_l, critical_l, floor_l, water_limit_mm, created_ms, updated_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 0, NULL, $8, $8) ON CONFLICT (site_id, tank_id) DO NOTHING",
+                )
+                .bind(h.site)
+                .bind(&a.asset_id)
+                .bind(&a.name)
+                .bind(&a.product)
+                .bind(cap)
+                .bind(cap * 0.25)
+                .bind(cap * 0.10)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
         }
         let acked: Option<i64> = sqlx::query_scalar(
             "SELECT acked_through FROM agent_logs WHERE site_id = $1 AND log_id = $2",

@@ -98,6 +98,12 @@ pub struct Config {
     pub retention: store::Retention,
     /// Login attempts per client address a minute.
     pub logins_per_minute: u32,
+    /// How often the inventory job evaluates every tank.
+    pub inventory_every: std::time::Duration,
+    /// Runout must come this many hours after the next ETA, or it escalates.
+    pub escalation_margin_h: f64,
+    /// Where escalation changes are POSTed as JSON (None: no webhook).
+    pub webhook_url: Option<String>,
 }
 
 impl Config {
@@ -131,6 +137,9 @@ impl Config {
             session_deadline: ingest::tls::SESSION_DEADLINE,
             retention: store::Retention::default(),
             logins_per_minute: services::access::LOGINS_PER_MINUTE,
+            inventory_every: jobs::INVENTORY_EVERY,
+            escalation_margin_h: domain::escalation::DEFAULT_MARGIN_H,
+            webhook_url: None,
         }
     }
 }
@@ -378,6 +387,30 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         fatal.clone(),
     );
 
+    let inventory_task = supervised(
+        "inventory",
+        jobs::inventory(
+            db.clone(),
+            metrics.clone(),
+            cfg.inventory_every,
+            services::evaluate::Settings {
+                margin_h: cfg.escalation_margin_h,
+                notify: cfg.webhook_url.is_some(),
+            },
+            shutdown.subscribe(),
+        ),
+        shutdown.subscribe(),
+        fatal.clone(),
+    );
+    let webhook_task = cfg.webhook_url.clone().map(|url| {
+        supervised(
+            "webhook",
+            jobs::webhooks(db.clone(), metrics.clone(), url, shutdown.subscribe()),
+            shutdown.subscribe(),
+            fatal.clone(),
+        )
+    });
+
     let svc = AgentLinkServer::new(ingest::Ingest::new(
         db.clone(),
         sessions.clone(),
@@ -563,9 +596,11 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         accept_task,
         sweep_task,
         retention_task,
+        inventory_task,
         reload_task,
         revocation_task,
     ];
+    tasks.extend(webhook_task);
     tasks.extend(enroll_tasks);
     Ok(Running {
         grpc_addr,

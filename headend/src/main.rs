@@ -145,9 +145,41 @@ struct Serve {
     #[arg(long, env = "HEADEND_LOGINS_PER_MINUTE", default_value_t = headend::services::access::LOGINS_PER_MINUTE,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     logins_per_minute: u32,
+    /// How often the inventory job evaluates every tank (humantime).
+    #[arg(long, env = "HEADEND_INVENTORY_EVERY", default_value = "60s", value_parser = inventory_every)]
+    inventory_every: std::time::Duration,
+    /// Hours a forecast runout must come after the next delivery's ETA
+    /// before it stops escalating.
+    #[arg(long, env = "HEADEND_ESCALATION_MARGIN_H", default_value_t = headend::domain::escalation::DEFAULT_MARGIN_H,
+          value_parser = margin_hours)]
+    escalation_margin_h: f64,
+    /// POST every escalation change as JSON here (http:// or https://).
+    #[arg(long, env = "HEADEND_WEBHOOK_URL", value_parser = webhook_url)]
+    webhook_url: Option<String>,
     /// Log as JSON lines.
     #[arg(long, env = "LOG_JSON")]
     log_json: bool,
+}
+
+/// The inventory period: humantime, from 1 s to 1 h.
+fn inventory_every(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (use e.g. 60s)"))?;
+    if d < std::time::Duration::from_secs(1) || d > std::time::Duration::from_secs(3600) {
+        return Err(format!("{s:?}: the inventory period is from 1s to 1h"));
+    }
+    Ok(d)
+}
+
+/// An escalation margin: 0 to 168 hours.
+fn margin_hours(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(h) if (0.0..=168.0).contains(&h) => Ok(h),
+        _ => Err(format!("{s:?}: the margin is a number of hours from 0 to 168")),
+    }
+}
+
+fn webhook_url(s: &str) -> Result<String, String> {
+    headend::jobs::webhook::Target::parse(s).map(|_| s.to_string())
 }
 
 /// An agent certificate lifetime: humantime, from 1 minute to 825 days.
@@ -348,6 +380,9 @@ async fn main() -> Result<std::process::ExitCode> {
     cfg.max_conns_per_site = cli.max_conns_per_site;
     cfg.max_conns = cli.max_conns;
     cfg.logins_per_minute = cli.logins_per_minute;
+    cfg.inventory_every = cli.inventory_every;
+    cfg.escalation_margin_h = cli.escalation_margin_h;
+    cfg.webhook_url = cli.webhook_url;
     if cli.rollup_retention < cli.raw_retention {
         anyhow::bail!(
             "--rollup-retention {} is shorter than --raw-retention {}: rollups are what is left of old readings; keep them at least as long",

@@ -35,6 +35,15 @@ pub struct Metrics {
     pub delivery_events: Counter,
     /// Sessions that replaced an open session of the same site.
     pub session_takeovers: Counter,
+    /// Inventory job runs, failed runs, and escalations opened/cleared.
+    pub inventory_runs: Counter,
+    pub inventory_failures: Counter,
+    pub escalations_opened: Counter,
+    pub escalations_cleared: Counter,
+    /// Webhook notifications delivered, retried, and given up (dead letters).
+    pub webhooks_delivered: Counter,
+    pub webhook_retries: Counter,
+    pub webhooks_dead: Counter,
     /// Raw readings and hourly rollups removed by retention.
     pub retention_readings: Counter,
     pub retention_rollups: Counter,
@@ -87,6 +96,13 @@ impl Default for Metrics {
             session_takeovers: Counter::default(),
             retention_readings: Counter::default(),
             retention_rollups: Counter::default(),
+            inventory_runs: Counter::default(),
+            inventory_failures: Counter::default(),
+            escalations_opened: Counter::default(),
+            escalations_cleared: Counter::default(),
+            webhooks_delivered: Counter::default(),
+            webhook_retries: Counter::default(),
+            webhooks_dead: Counter::default(),
             sites_failing: Gauge::default(),
             connections: Gauge::default(),
             connections_refused: Family::default(),
@@ -100,6 +116,17 @@ impl Default for Metrics {
             "Sessions that replaced an open session of the same site (the older one is closed, told why)",
             m.session_takeovers.clone(),
         );
+        for (name, help, c) in [
+            ("inventory_runs", "Inventory evaluations of every tank (on the replica holding the lease)", &m.inventory_runs),
+            ("inventory_failures", "Inventory evaluations that failed (retried at the next run)", &m.inventory_failures),
+            ("escalations_opened", "Escalations opened by the inventory job", &m.escalations_opened),
+            ("escalations_cleared", "Escalations the inventory job resolved because their cause cleared", &m.escalations_cleared),
+            ("webhooks_delivered", "Escalation notifications the webhook accepted (2xx)", &m.webhooks_delivered),
+            ("webhook_retries", "Webhook attempts that failed and were scheduled again", &m.webhook_retries),
+            ("webhooks_dead", "Webhook notifications given up after their last attempt (dead letters)", &m.webhooks_dead),
+        ] {
+            r.register(name, help, c.clone());
+        }
         r.register(
             "retention_readings_deleted",
             "Raw readings removed because they passed the raw retention window",

@@ -25,7 +25,7 @@ pub use actor::Actor;
 pub use asset::AssetKind;
 pub use audit::AuditOutcome;
 pub use command::{CommandKind, CommandState, Reason};
-pub use load::{DeliverySource, EtaSource, LoadEventKind, LoadStatus};
+pub use load::{DeliverySource, EtaSource, LoadEventKind, LoadStatus, Timing};
 pub use quality::Quality;
 pub use tankwatch_proto::v1::AckReason;
 

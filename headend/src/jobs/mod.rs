@@ -10,6 +10,7 @@
 //!   [`REVOCATION_POLL`]; no lease: each replica needs it).
 
 pub mod lease;
+pub mod webhook;
 
 use std::time::Duration;
 
@@ -107,6 +108,108 @@ pub async fn retention(db: Db, metrics: crate::metrics::Metrics, mut stop: watch
             Err(e) => tracing::warn!(error = %e, "retention: lease"),
         }
         if !pause(RETENTION_EVERY, &mut stop).await {
+            return;
+        }
+    }
+}
+
+/// How often the inventory job evaluates every tank by default.
+pub const INVENTORY_EVERY: Duration = Duration::from_secs(60);
+
+/// Evaluates every tank (state, loads' timing, escalations) every `every`.
+pub async fn inventory(
+    db: Db,
+    metrics: crate::metrics::Metrics,
+    every: Duration,
+    settings: crate::services::evaluate::Settings,
+    mut stop: watch::Receiver<bool>,
+) {
+    let lease = Lease::new("inventory", every * 3 + Duration::from_secs(30));
+    loop {
+        match lease.hold(&db).await {
+            Ok(true) => {
+                let t = std::time::Instant::now();
+                match crate::services::evaluate::run(&db, now_ms(), settings).await {
+                    Ok(r) => {
+                        metrics.inventory_runs.inc();
+                        metrics.escalations_opened.inc_by(r.opened as u64);
+                        metrics.escalations_cleared.inc_by(r.cleared as u64);
+                        tracing::debug!(
+                            tanks = r.tanks,
+                            opened = r.opened,
+                            updated = r.updated,
+                            cleared = r.cleared,
+                            took_ms = t.elapsed().as_millis() as u64,
+                            "inventory evaluated"
+                        );
+                    }
+                    Err(e) => {
+                        metrics.inventory_failures.inc();
+                        tracing::error!(error = %e, "inventory evaluation failed; retried at the next run")
+                    }
+                }
+            }
+            Ok(false) => tracing::debug!("inventory runs on another replica"),
+            Err(e) => tracing::warn!(error = %e, "inventory: lease"),
+        }
+        if !pause(every, &mut stop).await {
+            return;
+        }
+    }
+}
+
+/// Sends queued escalation notifications to the webhook (every second),
+/// retrying with [`webhook::backoff_ms`] and giving up after
+/// [`webhook::MAX_ATTEMPTS`] (the dead letters: `GET /api/v1/webhooks/dead`).
+pub async fn webhooks(
+    db: Db,
+    metrics: crate::metrics::Metrics,
+    url: String,
+    mut stop: watch::Receiver<bool>,
+) {
+    let target = match webhook::Target::parse(&url) {
+        Ok(t) => t,
+        Err(e) => {
+            // checked at start; a bad URL here is a bug, and fatal
+            tracing::error!(error = %e, "webhook URL");
+            return;
+        }
+    };
+    let lease = Lease::new("webhooks", Duration::from_secs(60));
+    loop {
+        if let Ok(true) = lease.hold(&db).await {
+            match db.escalations().due_webhooks(now_ms(), 50).await {
+                Ok(rows) => {
+                    for r in rows {
+                        let (state, next, err) = match target.post(r.payload.clone()).await {
+                            Ok(()) => {
+                                metrics.webhooks_delivered.inc();
+                                ("delivered", r.next_ms, String::new())
+                            }
+                            Err(e) if r.attempts + 1 >= webhook::MAX_ATTEMPTS => {
+                                metrics.webhooks_dead.inc();
+                                tracing::warn!(id = r.id, escalation = %r.escalation_id, error = %e, "webhook notification given up (dead letter)");
+                                ("dead", r.next_ms, e)
+                            }
+                            Err(e) => {
+                                metrics.webhook_retries.inc();
+                                tracing::info!(id = r.id, attempt = r.attempts + 1, error = %e, "webhook notification failed; retried");
+                                ("pending", now_ms() + webhook::backoff_ms(r.attempts), e)
+                            }
+                        };
+                        if let Err(e) = db
+                            .escalations()
+                            .webhook_attempt(r.id, state, r.attempts + 1, next, &err, now_ms())
+                            .await
+                        {
+                            tracing::warn!(error = %e, "webhook outbox update failed");
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "webhook outbox read failed"),
+            }
+        }
+        if !pause(Duration::from_secs(1), &mut stop).await {
             return;
         }
     }

@@ -155,6 +155,7 @@ pub async fn create(ctx: &Context, req: LoadRequest, actor: Actor) -> Result<Pus
         delivery_end_ms: None,
         delivery_source: None,
         last_command_id: None,
+        timing: None,
         created_ms: now,
         updated_ms: now,
     };

@@ -9,6 +9,7 @@ pub mod access;
 pub mod admin;
 pub mod commands;
 pub mod enrollment;
+pub mod evaluate;
 pub mod loads;
 
 use crate::db::Db;

@@ -7,7 +7,7 @@ use sqlx::AnyConnection;
 
 use crate::Error;
 use crate::db::Db;
-use crate::domain::{Actor, DeliverySource, EtaSource, LoadEventKind, LoadStatus};
+use crate::domain::{Actor, DeliverySource, EtaSource, LoadEventKind, LoadStatus, Timing};
 
 #[derive(sqlx::FromRow, Clone, Debug)]
 pub struct LoadRow {
@@ -28,6 +28,8 @@ pub struct LoadRow {
     /// Who reported the delivered volume (the gauge's record wins).
     pub delivery_source: Option<DeliverySource>,
     pub last_command_id: Option<String>,
+    /// Late or missing, as the inventory job last judged it.
+    pub timing: Option<Timing>,
     pub created_ms: i64,
     pub updated_ms: i64,
 }
@@ -38,7 +40,7 @@ impl LoadRow {
     }
 }
 
-const LOAD_COLUMNS: &str = "load_id, reference, carrier, site_id, tanks, product, planned_volume_l, eta_ms, eta_source, status, delivered_volume_l, delivery_start_ms, delivery_end_ms, delivery_source, last_command_id, created_ms, updated_ms";
+const LOAD_COLUMNS: &str = "load_id, reference, carrier, site_id, tanks, product, planned_volume_l, eta_ms, eta_source, status, delivered_volume_l, delivery_start_ms, delivery_end_ms, delivery_source, last_command_id, timing, created_ms, updated_ms";
 
 #[derive(sqlx::FromRow, Clone, Debug)]
 struct LoadEventOfRow {
@@ -249,5 +251,27 @@ impl Loads<'_> {
         .bind(id)
         .fetch_all(self.0.pool())
         .await?)
+    }
+
+    /// Loads not yet delivered or cancelled (the inventory job's view).
+    pub async fn pending(&self) -> Result<Vec<LoadRow>, Error> {
+        let sql = format!(
+            "SELECT {LOAD_COLUMNS} FROM loads WHERE status IN ('planned', 'delivering') OR timing IS NOT NULL"
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .fetch_all(self.0.pool())
+            .await?)
+    }
+
+    /// Records a load's timing (late, missing or neither).
+    pub async fn set_timing(&self, id: &str, timing: Option<Timing>) -> Result<(), Error> {
+        let (_w, mut tx) = self.0.begin_write().await?;
+        sqlx::query("UPDATE loads SET timing = $2 WHERE load_id = $1")
+            .bind(id)
+            .bind(timing)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 }

@@ -17,6 +17,8 @@ pub mod audit;
 pub mod certs;
 pub mod commands;
 pub mod devices;
+pub mod escalations;
+pub mod inventory;
 pub mod loads;
 pub mod pg;
 pub mod rows;
