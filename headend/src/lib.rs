@@ -1,6 +1,9 @@
 //! The cloud headend: mTLS gRPC ingest ([`ingest`], [`tls`]), SQL storage
 //! ([`db`]) and the operator REST API ([`rest`]).
 
+// the OpenAPI document's schemas are large json! literals
+#![recursion_limit = "256"]
+
 pub mod api;
 pub mod db;
 pub mod domain;
@@ -553,6 +556,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
             dispatcher,
             guard: services::access::Guard::new(cfg.logins_per_minute),
             issuing: issuing.clone(),
+            webhook: cfg.webhook_url.is_some(),
         },
         api::edge::Edge { hosts, metrics },
     );

@@ -208,6 +208,21 @@ pub const RULES: &[Rule] = &[
         Perm(P::Admin),
         "certificates.revoke",
     ),
+    rule("POST", "/api/v1/sites", Perm(P::Configure), "sites.create"),
+    rule("GET", "/api/v1/sites/{site}", Perm(P::Read), "sites.get"),
+    rule("PATCH", "/api/v1/sites/{site}", Perm(P::Configure), "sites.update"),
+    rule("GET", "/api/v1/tanks", Perm(P::Read), "tanks.list"),
+    rule("PUT", "/api/v1/sites/{site}/tanks/{tank}", Perm(P::Configure), "tanks.put"),
+    rule("GET", "/api/v1/sites/{site}/tanks/{tank}", Perm(P::Read), "tanks.get"),
+    rule("DELETE", "/api/v1/sites/{site}/tanks/{tank}", Perm(P::Configure), "tanks.delete"),
+    rule("POST", "/api/v1/inventory/observations", Perm(P::Loads), "observations.create"),
+    rule("POST", "/api/v1/sites/{site}/inventory/import", Perm(P::Loads), "observations.import"),
+    rule("GET", "/api/v1/risk", Perm(P::Read), "risk.list"),
+    rule("GET", "/api/v1/escalations", Perm(P::Read), "escalations.list"),
+    rule("GET", "/api/v1/escalations/{id}", Perm(P::Read), "escalations.get"),
+    rule("POST", "/api/v1/escalations/{id}/move", Perm(P::Loads), "escalations.move"),
+    rule("POST", "/api/v1/escalations/{id}/notes", Perm(P::Loads), "escalations.note"),
+    rule("GET", "/api/v1/webhooks/dead", Perm(P::Admin), "webhooks.dead"),
 ];
 
 pub fn rule_for(method: &Method, path: &str) -> Option<&'static Rule> {

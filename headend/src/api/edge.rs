@@ -98,7 +98,15 @@ pub async fn guard(State(edge): State<Edge>, req: Request, next: Next) -> Respon
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(';').next())
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+            .map(|v| v.trim().to_ascii_lowercase());
+        // CSV imports may come as text/csv (not a CORS-safelisted type
+        // either: a cross-site form cannot send it without a preflight)
+        let csv_route = req.method() == Method::POST && req.uri().path().ends_with("/import");
+        let json = match json.as_deref() {
+            Some("application/json") => true,
+            Some("text/csv") => csv_route,
+            _ => false,
+        };
         if !json {
             return refuse(
                 m,

@@ -21,6 +21,8 @@ pub mod auth;
 pub mod certs;
 pub mod commands;
 pub mod edge;
+pub mod escalations;
+pub mod inventory;
 pub mod loads;
 pub mod openapi;
 pub mod page;
@@ -53,6 +55,8 @@ pub struct ApiState {
     pub guard: Guard,
     /// Enrollment tokens and revocations.
     pub issuing: crate::services::enrollment::SharedIssuing,
+    /// A webhook is configured: escalation changes queue notifications.
+    pub webhook: bool,
 }
 
 impl ApiState {
@@ -79,6 +83,8 @@ pub fn router(state: ApiState, edge: edge::Edge) -> Router {
         .merge(admin::routes())
         .merge(audit::routes())
         .merge(certs::routes())
+        .merge(inventory::routes())
+        .merge(escalations::routes())
         .merge(openapi::routes())
         .route_layer(axum::middleware::from_fn_with_state(gate, access::gate))
         .with_state(state)

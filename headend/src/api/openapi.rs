@@ -126,6 +126,43 @@ fn schemas() -> Value {
                                          "renewals_revoked": {"type": "array", "items": s()}}),
                                   &["serial", "site", "already_revoked", "renewals_revoked"]),
         "SiteRevoked": obj(json!({"site": s(), "revoked_at": ns()}), &["site", "revoked_at"]),
+        "SiteSettings": obj(json!({"site": s(), "name": s(), "time_zone": s(), "stale_after_h": n(),
+                                   "first_seen": ns(), "last_seen": ns()}),
+                            &["site", "name", "time_zone", "stale_after_h"]),
+        "Tank": obj(json!({"site": s(), "tank": s(), "name": s(), "product": s(), "capacity_l": n(),
+                           "low_l": n(), "critical_l": n(), "floor_l": n(), "water_limit_mm": nullable("number"),
+                           "volume_l": nullable("number"), "fill_pct": nullable("number"), "water_mm": nullable("number"),
+                           "observed_at": ns(), "source": {"enum": ["manual", "atg", "api", "csv", null]},
+                           "confidence": nullable("number"), "freshness": {"enum": ["fresh", "stale", "never"]},
+                           "age_s": nullable("integer"), "stale_after_h": n(),
+                           "flags": {"type": "array", "items": s()}, "rate_lph": nullable("number"),
+                           "rate_basis": {"enum": ["flat", "hour_of_day", "hour_of_week", null]},
+                           "rate_confidence": nullable("number"), "hours_to_runout": nullable("number"),
+                           "runout_at": ns(), "risk": {"enum": ["unknown", "low", "medium", "high", "critical"]},
+                           "next_load": ns(), "next_eta": ns(), "margin_h": nullable("number"),
+                           "evaluated_at": ns(), "position": i()}),
+                    &["site", "tank", "capacity_l", "freshness", "flags", "risk"]),
+        "ImportReport": obj(json!({"rows": i(), "added": i(), "unchanged": i(), "rejected": i(),
+                                   "problems": {"type": "array", "items": obj(json!({"row": i(), "column": s(), "problem": s()}),
+                                                                               &["row", "column", "problem"])}}),
+                            &["rows", "added", "unchanged", "rejected", "problems"]),
+        "Escalation": obj(json!({"id": s(), "site": s(), "tank": s(),
+                                 "cause": {"enum": crate::domain::escalation::Cause::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>()},
+                                 "state": {"enum": ["created", "assigned", "investigating", "resolved"]},
+                                 "subject": s(), "detail": s(), "assignee": ns(), "opened_at": ns(), "opened_ms": i(),
+                                 "updated_at": ns(), "resolved_at": ns(), "context": {},
+                                 "events": {"type": "array"}}),
+                          &["id", "site", "tank", "cause", "state", "detail", "opened_ms"]),
+        "DeadLetter": obj(json!({"id": i(), "escalation": s(), "event": s(), "attempts": i(), "last_error": s(),
+                                 "created_at": ns(), "given_up_at": ns(), "payload": {}}),
+                          &["id", "escalation", "event", "attempts", "last_error"]),
+        "SiteRequest": schema_of::<crate::services::inventory::SiteRequest>(),
+        "TankRequest": schema_of::<crate::services::inventory::TankRequest>(),
+        "ObservationsRequest": schema_of::<crate::services::inventory::ObservationsRequest>(),
+        "ObservationRequest": schema_of::<crate::services::inventory::ObservationRequest>(),
+        "CsvBody": schema_of::<super::inventory::CsvBody>(),
+        "MoveRequest": schema_of::<crate::services::escalations::MoveRequest>(),
+        "NoteRequest": schema_of::<crate::services::escalations::NoteRequest>(),
     })
 }
 
@@ -364,6 +401,59 @@ fn doc(r: &Rule) -> Doc {
             ),
             "Revocation",
         ),
+        ("POST", "/api/v1/sites") => with_body(
+            d("Create a site before its agent's first hello (unscoped credentials)", 201, Some(reference("SiteSettings"))),
+            "SiteRequest",
+        ),
+        ("GET", "/api/v1/sites/{site}") => d("A site's settings", 200, Some(reference("SiteSettings"))),
+        ("PATCH", "/api/v1/sites/{site}") => with_body(
+            d("Change a site's name, time zone or staleness threshold", 200, Some(reference("SiteSettings"))),
+            "SiteRequest",
+        ),
+        ("GET", "/api/v1/tanks") => paged(
+            "Tanks with their volume, freshness and age, flags, source, rate, runout and risk",
+            "Tank",
+            params_of::<super::inventory::TankList>(),
+        ),
+        ("PUT", "/api/v1/sites/{site}/tanks/{tank}") => with_body(
+            d("Create (201) or replace (200) a tank's settings", 200, Some(reference("Tank"))),
+            "TankRequest",
+        ),
+        ("GET", "/api/v1/sites/{site}/tanks/{tank}") => d("A tank with its state", 200, Some(reference("Tank"))),
+        ("DELETE", "/api/v1/sites/{site}/tanks/{tank}") => {
+            d("Remove a tank, its state and observations (204 also when there was none)", 204, None)
+        }
+        ("POST", "/api/v1/inventory/observations") => with_body(
+            d("Push one observation or a batch; a per-item report (repeats are no-ops)", 200, Some(reference("ImportReport"))),
+            "ObservationsRequest",
+        ),
+        ("POST", "/api/v1/sites/{site}/inventory/import") => with_body(
+            d("Import observations as CSV (text/csv, or {\"csv\": ...}); good rows stored in one transaction, bad ones reported by row and column; a repeat is a no-op", 200, Some(reference("ImportReport"))),
+            "CsvBody",
+        ),
+        ("GET", "/api/v1/risk") => paged(
+            "Tanks by soonest runout, with the next delivery's ETA and the margin",
+            "Tank",
+            params_of::<super::inventory::RiskList>(),
+        ),
+        ("GET", "/api/v1/escalations") => paged(
+            "Escalations, newest first",
+            "Escalation",
+            params_of::<super::escalations::EscList>(),
+        ),
+        ("GET", "/api/v1/escalations/{id}") => d("An escalation with its timeline and decision context", 200, Some(reference("Escalation"))),
+        ("POST", "/api/v1/escalations/{id}/move") => with_body(
+            d("Move an escalation: assigned, investigating or resolved", 200, Some(reference("Escalation"))),
+            "MoveRequest",
+        ),
+        ("POST", "/api/v1/escalations/{id}/notes") => with_body(
+            d("Add a note to an escalation's timeline", 200, Some(reference("Escalation"))),
+            "NoteRequest",
+        ),
+        ("GET", "/api/v1/webhooks/dead") => Doc {
+            query: params_of::<PageParams>(),
+            ..d("Webhook notifications given up after their last attempt", 200, Some(list_of("DeadLetter")))
+        },
         _ => d("(undocumented)", 200, None),
     }
 }

@@ -30,8 +30,11 @@ text_enum!(
         Read => "read",
         /// Submit and cancel commands (setpoints, ETA pushes).
         Command => "command",
-        /// Create and change loads.
+        /// Day-to-day operations: create and change loads, push and import
+        /// inventory observations, work escalations.
         Loads => "loads",
+        /// Sites' and tanks' settings (capacity, product, levels, time zone).
+        Configure => "configure",
         /// Read the audit trail.
         Audit => "audit",
         /// Prometheus metrics (all sites at once: unscoped only).
@@ -173,6 +176,7 @@ mod tests {
                     P::Read,
                     P::Command,
                     P::Loads,
+                    P::Configure,
                     P::Audit,
                     P::Metrics,
                     P::Admin,
@@ -180,7 +184,7 @@ mod tests {
             ),
             (
                 Role::Manager,
-                &[P::Read, P::Command, P::Loads, P::Audit, P::Metrics],
+                &[P::Read, P::Command, P::Loads, P::Configure, P::Audit, P::Metrics],
             ),
             (
                 Role::Dispatcher,

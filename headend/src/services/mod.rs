@@ -9,7 +9,9 @@ pub mod access;
 pub mod admin;
 pub mod commands;
 pub mod enrollment;
+pub mod escalations;
 pub mod evaluate;
+pub mod inventory;
 pub mod loads;
 
 use crate::db::Db;

@@ -1,0 +1,189 @@
+//! REST for escalations:
+//!
+//! * `GET /api/v1/escalations?site=&state=&cause=&open=` (newest first,
+//!   paged), `GET /api/v1/escalations/{id}` with its timeline and the
+//!   decision context stored when it opened or last changed.
+//! * `POST /api/v1/escalations/{id}/move` (`{"state", "assignee", "note"}`),
+//!   `POST /api/v1/escalations/{id}/notes` (`{"note"}`).
+//! * `GET /api/v1/webhooks/dead`: notifications the webhook never took.
+
+use axum::body::Bytes;
+use axum::extract::{OriginalUri, Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::access::{AuditNote, Caller, noted};
+use super::page::{self, PageParams};
+use super::{ApiError, ApiState, Query, parse_body, ts};
+use crate::domain::escalation::{Cause, EscState};
+use crate::services::escalations::{self as svc, MoveRequest, NoteRequest};
+use crate::store::escalations::{EscFilter, EscalationRow};
+
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/api/v1/escalations", get(list))
+        .route("/api/v1/escalations/{id}", get(get_one))
+        .route("/api/v1/escalations/{id}/move", post(move_to))
+        .route("/api/v1/escalations/{id}/notes", post(add_note))
+        .route("/api/v1/webhooks/dead", get(dead))
+}
+
+fn esc_json(e: &EscalationRow) -> Value {
+    json!({
+        "id": e.escalation_id, "site": e.site_id, "tank": e.tank_id, "cause": e.cause,
+        "state": e.state, "subject": e.subject, "detail": e.detail, "assignee": e.assignee,
+        "opened_at": ts(e.opened_ms), "opened_ms": e.opened_ms, "updated_at": ts(e.updated_ms),
+        "resolved_at": e.resolved_ms.map(ts),
+        "context": serde_json::from_str::<Value>(&e.context).unwrap_or(Value::Null),
+    })
+}
+
+/// `GET /api/v1/escalations` filters.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct EscList {
+    pub site: Option<String>,
+    /// created | assigned | investigating | resolved
+    pub state: Option<String>,
+    pub cause: Option<String>,
+    /// Only those not resolved.
+    pub open: Option<bool>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+async fn list(
+    State(s): State<ApiState>,
+    Caller(p): Caller,
+    OriginalUri(uri): OriginalUri,
+    Query(q): Query<EscList>,
+) -> Result<Response, ApiError> {
+    let pg = PageParams {
+        limit: q.limit,
+        cursor: q.cursor.clone(),
+    };
+    let limit = pg.limit()?;
+    let after = pg.after()?;
+    let before = match after.as_deref().map(|a| a.split_once(':')) {
+        None => None,
+        Some(Some((ms, id))) => Some((
+            ms.parse::<i64>()
+                .map_err(|_| ApiError::invalid("cursor", "not a cursor this API gave out"))?,
+            id,
+        )),
+        Some(None) => return Err(ApiError::invalid("cursor", "not a cursor this API gave out")),
+    };
+    let ctx = s.ctx(&p);
+    if let Some(site) = &q.site {
+        ctx.visible(site, "site", || format!("no site {site:?}"))?;
+    }
+    let state = q
+        .state
+        .as_deref()
+        .map(str::parse::<EscState>)
+        .transpose()
+        .map_err(|_| ApiError::invalid("state", format!("use one of {}", EscState::choices())))?;
+    let cause = q
+        .cause
+        .as_deref()
+        .map(str::parse::<Cause>)
+        .transpose()
+        .map_err(|_| ApiError::invalid("cause", format!("use one of {}", Cause::choices())))?;
+    let sites = ctx.scope.sites();
+    let rows = s
+        .db
+        .escalations()
+        .list(&EscFilter {
+            site: q.site.as_deref(),
+            state,
+            open: q.open.unwrap_or(false),
+            cause,
+            sites: sites.as_deref(),
+            before,
+            limit: limit + 1,
+        })
+        .await?;
+    let items = rows.iter().map(esc_json).collect();
+    Ok(page::respond(&uri, items, limit, |v| {
+        format!("{}:{}", v["opened_ms"], v["id"].as_str().unwrap_or_default())
+    }))
+}
+
+async fn get_one(
+    State(s): State<ApiState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let (e, events) = svc::get(&s.ctx(&p), &id).await?;
+    let mut v = esc_json(&e);
+    v["events"] = events
+        .iter()
+        .map(|ev| {
+            json!({
+                "at": ts(ev.at_ms), "kind": ev.kind, "state": ev.state, "by": ev.actor, "note": ev.note,
+                "context": serde_json::from_str::<Value>(&ev.context).unwrap_or(Value::Null),
+            })
+        })
+        .collect();
+    Ok(Json(v))
+}
+
+fn note(id: &str, summary: Value) -> AuditNote {
+    AuditNote {
+        target: Some(format!("escalation {id}")),
+        summary,
+        ..AuditNote::default()
+    }
+}
+
+async fn move_to(
+    State(s): State<ApiState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: MoveRequest = parse_body(&body)?;
+    let (before, after) = svc::move_to(&s.ctx(&p), &id, req, &p.actor.to_string(), s.webhook).await?;
+    let v = esc_json(&after);
+    Ok(noted(
+        Json(v).into_response(),
+        note(&id, json!({ "before": before, "after": after.state, "assignee": after.assignee })),
+    ))
+}
+
+async fn add_note(
+    State(s): State<ApiState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: NoteRequest = parse_body(&body)?;
+    let e = svc::add_note(&s.ctx(&p), &id, req, &p.actor.to_string()).await?;
+    Ok(noted(
+        Json(esc_json(&e)).into_response(),
+        note(&id, json!({ "note_added": true })),
+    ))
+}
+
+async fn dead(
+    State(s): State<ApiState>,
+    Query(p): Query<PageParams>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = p.limit()?;
+    let rows = s.db.escalations().dead_letters(limit).await?;
+    Ok(Json(Value::Array(
+        rows.iter()
+            .map(|r| {
+                json!({
+                    "id": r.id, "escalation": r.escalation_id, "event": r.event, "attempts": r.attempts,
+                    "last_error": r.last_error, "created_at": ts(r.created_ms), "given_up_at": r.done_ms.map(ts),
+                    "payload": serde_json::from_str::<Value>(&r.payload).unwrap_or(Value::Null),
+                })
+            })
+            .collect(),
+    )))
+}

@@ -1,0 +1,369 @@
+//! REST for fuel inventory:
+//!
+//! * Sites: `POST /api/v1/sites` (before its agent's first hello),
+//!   `GET`/`PATCH /api/v1/sites/{site}` (name, time zone, staleness).
+//! * Tanks: `GET /api/v1/tanks?site=&q=&product=&risk=&freshness=`
+//!   (paged), `GET`/`PUT`/`DELETE /api/v1/sites/{site}/tanks/{tank}`.
+//! * Observations: `POST /api/v1/inventory/observations` (one or a
+//!   batch), `POST /api/v1/sites/{site}/inventory/import` (CSV, as
+//!   `text/csv` or `{"csv": "…"}`), each answered with a per-row report.
+//! * `GET /api/v1/risk?site=&limit=&cursor=`: tanks by soonest runout with
+//!   the next delivery's ETA and the margin.
+//!
+//! Every tank is shown with its freshness and age (computed at the
+//! request from the maintained state), its flags and the winning source.
+
+use axum::body::Bytes;
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::access::{AuditNote, Caller, noted};
+use super::page::{self, PageParams};
+use super::{ApiError, ApiState, Query, parse_body, ts};
+use crate::db::now_ms;
+use crate::domain::forecast::Risk;
+use crate::domain::inventory::FreshnessKind;
+use crate::services::inventory::{self as svc, ObservationsRequest, SiteRequest, TankRequest};
+use crate::store::inventory::{SiteSettings, StateRow, TankFilter, TankRow};
+
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/api/v1/sites", post(create_site))
+        .route("/api/v1/sites/{site}", get(get_site).patch(patch_site))
+        .route("/api/v1/tanks", get(list_tanks))
+        .route(
+            "/api/v1/sites/{site}/tanks/{tank}",
+            get(get_tank).put(put_tank).delete(delete_tank),
+        )
+        .route("/api/v1/inventory/observations", post(post_observations))
+        .route("/api/v1/sites/{site}/inventory/import", post(import))
+        .route("/api/v1/risk", get(risk))
+}
+
+pub fn site_json(s: &SiteSettings) -> Value {
+    json!({
+        "site": s.site_id, "name": s.name, "time_zone": s.time_zone,
+        "stale_after_h": s.stale_after_ms as f64 / 3_600_000.0,
+        "first_seen": (s.first_seen_ms > 0).then(|| ts(s.first_seen_ms)),
+        "last_seen": (s.last_seen_ms > 0).then(|| ts(s.last_seen_ms)),
+    })
+}
+
+/// A tank with its state; freshness and age as of `now` against the
+/// site's threshold.
+pub fn tank_json(t: &TankRow, st: Option<&StateRow>, stale_after_ms: i64, now: i64) -> Value {
+    let observed = st.and_then(|s| s.observed_ms);
+    let fresh = crate::domain::inventory::freshness(observed, now, stale_after_ms);
+    let flags: Vec<&str> = st
+        .map(|s| s.flags.split(',').filter(|f| !f.is_empty()).collect())
+        .unwrap_or_default();
+    json!({
+        "site": t.site_id, "tank": t.tank_id, "name": t.name, "product": t.product,
+        "capacity_l": t.capacity_l, "low_l": t.low_l, "critical_l": t.critical_l, "floor_l": t.floor_l,
+        "water_limit_mm": t.water_limit_mm,
+        "volume_l": st.and_then(|s| s.volume_l),
+        "fill_pct": st.and_then(|s| s.volume_l).map(|v| (v / t.capacity_l * 1000.0).round() / 10.0),
+        "water_mm": st.and_then(|s| s.water_mm),
+        "observed_at": observed.map(ts),
+        "source": st.and_then(|s| s.source),
+        "confidence": st.and_then(|s| s.confidence),
+        "freshness": fresh.kind(),
+        "age_s": fresh.age_ms().map(|a| a / 1000),
+        "stale_after_h": stale_after_ms as f64 / 3_600_000.0,
+        "flags": flags,
+        "rate_lph": st.and_then(|s| s.rate_lph),
+        "rate_basis": st.and_then(|s| s.rate_basis),
+        "rate_confidence": st.and_then(|s| s.rate_confidence),
+        "hours_to_runout": st.and_then(|s| s.hours_to_runout),
+        "runout_at": st.and_then(|s| s.runout_ms).map(ts),
+        "risk": st.map(|s| s.risk).unwrap_or(Risk::Unknown),
+        "next_load": st.and_then(|s| s.next_load_id.clone()),
+        "next_eta": st.and_then(|s| s.next_eta_ms).map(ts),
+        "margin_h": st.and_then(|s| s.margin_h),
+        "evaluated_at": st.map(|s| ts(s.evaluated_ms)),
+    })
+}
+
+fn note(target: String, summary: Value) -> AuditNote {
+    AuditNote {
+        target: Some(target),
+        summary,
+        ..AuditNote::default()
+    }
+}
+
+async fn create_site(
+    State(s): State<ApiState>,
+    Caller(p): Caller,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: SiteRequest = parse_body(&body)?;
+    let site = svc::create_site(&s.ctx(&p), req).await?;
+    let v = site_json(&site);
+    Ok(noted(
+        (StatusCode::CREATED, Json(v.clone())).into_response(),
+        note(format!("site {}", site.site_id), json!({ "after": v })),
+    ))
+}
+
+async fn get_site(
+    State(s): State<ApiState>,
+    Caller(p): Caller,
+    Path(site): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(site_json(&svc::site(&s.ctx(&p), &site).await?)))
+}
+
+async fn patch_site(
+    State(s): State<ApiState>,
+    Caller(p): Caller,
+    Path(site): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: SiteRequest = parse_body(&body)?;
+    let (before, after) = svc::update_site(&s.ctx(&p), &site, req).await?;
+    let v = site_json(&after);
+    Ok(noted(
+        Json(v.clone()).into_response(),
+        note(format!("site {site}"), json!({ "before": site_json(&before), "after": v })),
+    ))
+}
+
+/// `GET /api/v1/tanks` filters.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct TankList {
+    pub site: Option<String>,
+    /// A prefix of the site id or a part of the site's name.
+    pub q: Option<String>,
+    pub product: Option<String>,
+    /// unknown | low | medium | high | critical
+    pub risk: Option<String>,
+    /// fresh | stale | never (as of the last evaluation)
+    pub freshness: Option<String>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+async fn thresholds(s: &ApiState) -> Result<std::collections::HashMap<String, i64>, ApiError> {
+    Ok(s.db
+        .inventory()
+        .sites()
+        .await?
+        .into_iter()
+        .map(|st| (st.site_id, st.stale_after_ms))
+        .collect())
+}
+
+async fn list_tanks(
+    State(s): State<ApiState>,
+    Caller(p): Caller,
+    OriginalUri(uri): OriginalUri,
+    Query(q): Query<TankList>,
+) -> Result<Response, ApiError> {
+    let pg = PageParams {
+        limit: q.limit,
+        cursor: q.cursor.clone(),
+    };
+    let limit = pg.limit()?;
+    let after = pg.after()?;
+    let after = match after.as_deref().map(|a| a.split_once('/')) {
+        None => None,
+        Some(Some(k)) => Some(k),
+        Some(None) => return Err(ApiError::invalid("cursor", "not a cursor this API gave out")),
+    };
+    let ctx = s.ctx(&p);
+    if let Some(site) = &q.site {
+        ctx.visible(site, "site", || format!("no site {site:?}"))?;
+    }
+    let risk = q
+        .risk
+        .as_deref()
+        .map(|r| r.parse::<Risk>())
+        .transpose()
+        .map_err(|_| ApiError::invalid("risk", format!("use one of {}", Risk::choices())))?;
+    let freshness = q
+        .freshness
+        .as_deref()
+        .map(|r| r.parse::<FreshnessKind>())
+        .transpose()
+        .map_err(|_| ApiError::invalid("freshness", format!("use one of {}", FreshnessKind::choices())))?;
+    let sites = ctx.scope.sites();
+    let rows = s
+        .db
+        .inventory()
+        .list(&TankFilter {
+            site: q.site.as_deref(),
+            q: q.q.as_deref(),
+            product: q.product.as_deref(),
+            risk,
+            freshness,
+            sites: sites.as_deref(),
+            after,
+            limit: limit + 1,
+        })
+        .await?;
+    let th = thresholds(&s).await?;
+    let now = now_ms();
+    let items = rows
+        .iter()
+        .map(|(t, st)| tank_json(t, st.as_ref(), th.get(&t.site_id).copied().unwrap_or(crate::domain::inventory::DEFAULT_STALE_MS), now))
+        .collect();
+    Ok(page::respond(&uri, items, limit, |v| {
+        format!(
+            "{}/{}",
+            v["site"].as_str().unwrap_or_default(),
+            v["tank"].as_str().unwrap_or_default()
+        )
+    }))
+}
+
+async fn get_tank(
+    State(s): State<ApiState>,
+    Caller(p): Caller,
+    Path((site, tank)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let ctx = s.ctx(&p);
+    let st = svc::site(&ctx, &site).await?;
+    let (t, state) = svc::tank(&ctx, &site, &tank).await?;
+    Ok(Json(tank_json(&t, state.as_ref(), st.stale_after_ms, now_ms())))
+}
+
+async fn put_tank(
+    State(s): State<ApiState>,
+    Caller(p): Caller,
+    Path((site, tank)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: TankRequest = parse_body(&body)?;
+    let ctx = s.ctx(&p);
+    let before = s.db.inventory().tank(&site, &tank).await?;
+    let (row, new) = svc::put_tank(&ctx, &site, &tank, req).await?;
+    let st = svc::site(&ctx, &site).await?;
+    let v = tank_json(&row, None, st.stale_after_ms, now_ms());
+    let settings = |t: &TankRow| {
+        json!({ "name": t.name, "product": t.product, "capacity_l": t.capacity_l, "low_l": t.low_l,
+                "critical_l": t.critical_l, "floor_l": t.floor_l, "water_limit_mm": t.water_limit_mm })
+    };
+    Ok(noted(
+        (if new { StatusCode::CREATED } else { StatusCode::OK }, Json(v)).into_response(),
+        note(
+            format!("tank {site}/{tank}"),
+            json!({ "before": before.as_ref().map(settings), "after": settings(&row) }),
+        ),
+    ))
+}
+
+async fn delete_tank(
+    State(s): State<ApiState>,
+    Caller(p): Caller,
+    Path((site, tank)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let existed = svc::delete_tank(&s.ctx(&p), &site, &tank).await?;
+    // deleting what is not there is done too (DELETE is idempotent)
+    Ok(noted(
+        StatusCode::NO_CONTENT.into_response(),
+        note(format!("tank {site}/{tank}"), json!({ "deleted": existed })),
+    ))
+}
+
+fn report_response(r: &svc::ImportReport, target: String) -> Response {
+    let v = serde_json::to_value(r).unwrap_or_default();
+    let summary = json!({ "rows": r.rows, "added": r.added, "unchanged": r.unchanged, "rejected": r.rejected });
+    noted(Json(v).into_response(), note(target, summary))
+}
+
+async fn post_observations(
+    State(s): State<ApiState>,
+    Caller(p): Caller,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: ObservationsRequest = parse_body(&body)?;
+    let r = svc::push(&s.ctx(&p), req, &p.actor.to_string()).await?;
+    Ok(report_response(&r, "observations".into()))
+}
+
+/// `{"csv": "…"}`: the import as JSON.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CsvBody {
+    /// The CSV text: a header row, then one row per item.
+    pub csv: String,
+}
+
+/// The CSV text of an import: the body as `text/csv`, or `{"csv": …}`.
+pub fn csv_text(headers: &HeaderMap, body: &Bytes) -> Result<String, ApiError> {
+    let is_csv = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().to_ascii_lowercase().starts_with("text/csv"));
+    if is_csv {
+        String::from_utf8(body.to_vec()).map_err(|_| ApiError::invalid("csv", "not UTF-8 text"))
+    } else {
+        Ok(parse_body::<CsvBody>(body)?.csv)
+    }
+}
+
+async fn import(
+    State(s): State<ApiState>,
+    Caller(p): Caller,
+    Path(site): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let text = csv_text(&headers, &body)?;
+    let r = svc::import(&s.ctx(&p), &site, &text, &p.actor.to_string()).await?;
+    Ok(report_response(&r, format!("site {site} observations")))
+}
+
+/// `GET /api/v1/risk` parameters.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct RiskList {
+    pub site: Option<String>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+async fn risk(
+    State(s): State<ApiState>,
+    Caller(p): Caller,
+    OriginalUri(uri): OriginalUri,
+    Query(q): Query<RiskList>,
+) -> Result<Response, ApiError> {
+    let pg = PageParams {
+        limit: q.limit,
+        cursor: q.cursor.clone(),
+    };
+    let limit = pg.limit()?;
+    let offset = page::after_i64(&pg)?.unwrap_or(0).max(0);
+    let ctx = s.ctx(&p);
+    if let Some(site) = &q.site {
+        ctx.visible(site, "site", || format!("no site {site:?}"))?;
+    }
+    let sites = ctx.scope.sites();
+    let rows = s
+        .db
+        .inventory()
+        .by_runout(sites.as_deref(), q.site.as_deref(), offset, limit + 1)
+        .await?;
+    let th = thresholds(&s).await?;
+    let now = now_ms();
+    let items: Vec<Value> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, (t, st))| {
+            let mut v = tank_json(t, st.as_ref(), th.get(&t.site_id).copied().unwrap_or(crate::domain::inventory::DEFAULT_STALE_MS), now);
+            v["position"] = json!(offset + i as i64 + 1);
+            v
+        })
+        .collect();
+    Ok(page::respond(&uri, items, limit, |v| v["position"].to_string()))
+}
