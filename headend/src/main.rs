@@ -174,7 +174,9 @@ fn inventory_every(s: &str) -> Result<std::time::Duration, String> {
 fn margin_hours(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(h) if (0.0..=168.0).contains(&h) => Ok(h),
-        _ => Err(format!("{s:?}: the margin is a number of hours from 0 to 168")),
+        _ => Err(format!(
+            "{s:?}: the margin is a number of hours from 0 to 168"
+        )),
     }
 }
 

@@ -117,13 +117,41 @@ impl Default for Metrics {
             m.session_takeovers.clone(),
         );
         for (name, help, c) in [
-            ("inventory_runs", "Inventory evaluations of every tank (on the replica holding the lease)", &m.inventory_runs),
-            ("inventory_failures", "Inventory evaluations that failed (retried at the next run)", &m.inventory_failures),
-            ("escalations_opened", "Escalations opened by the inventory job", &m.escalations_opened),
-            ("escalations_cleared", "Escalations the inventory job resolved because their cause cleared", &m.escalations_cleared),
-            ("webhooks_delivered", "Escalation notifications the webhook accepted (2xx)", &m.webhooks_delivered),
-            ("webhook_retries", "Webhook attempts that failed and were scheduled again", &m.webhook_retries),
-            ("webhooks_dead", "Webhook notifications given up after their last attempt (dead letters)", &m.webhooks_dead),
+            (
+                "inventory_runs",
+                "Inventory evaluations of every tank (on the replica holding the lease)",
+                &m.inventory_runs,
+            ),
+            (
+                "inventory_failures",
+                "Inventory evaluations that failed (retried at the next run)",
+                &m.inventory_failures,
+            ),
+            (
+                "escalations_opened",
+                "Escalations opened by the inventory job",
+                &m.escalations_opened,
+            ),
+            (
+                "escalations_cleared",
+                "Escalations the inventory job resolved because their cause cleared",
+                &m.escalations_cleared,
+            ),
+            (
+                "webhooks_delivered",
+                "Escalation notifications the webhook accepted (2xx)",
+                &m.webhooks_delivered,
+            ),
+            (
+                "webhook_retries",
+                "Webhook attempts that failed and were scheduled again",
+                &m.webhook_retries,
+            ),
+            (
+                "webhooks_dead",
+                "Webhook notifications given up after their last attempt (dead letters)",
+                &m.webhooks_dead,
+            ),
         ] {
             r.register(name, help, c.clone());
         }

@@ -75,7 +75,12 @@ async fn list(
                 .map_err(|_| ApiError::invalid("cursor", "not a cursor this API gave out"))?,
             id,
         )),
-        Some(None) => return Err(ApiError::invalid("cursor", "not a cursor this API gave out")),
+        Some(None) => {
+            return Err(ApiError::invalid(
+                "cursor",
+                "not a cursor this API gave out",
+            ));
+        }
     };
     let ctx = s.ctx(&p);
     if let Some(site) = &q.site {
@@ -94,22 +99,25 @@ async fn list(
         .transpose()
         .map_err(|_| ApiError::invalid("cause", format!("use one of {}", Cause::choices())))?;
     let sites = ctx.scope.sites();
-    let rows = s
-        .db
-        .escalations()
-        .list(&EscFilter {
-            site: q.site.as_deref(),
-            state,
-            open: q.open.unwrap_or(false),
-            cause,
-            sites: sites.as_deref(),
-            before,
-            limit: limit + 1,
-        })
-        .await?;
+    let rows =
+        s.db.escalations()
+            .list(&EscFilter {
+                site: q.site.as_deref(),
+                state,
+                open: q.open.unwrap_or(false),
+                cause,
+                sites: sites.as_deref(),
+                before,
+                limit: limit + 1,
+            })
+            .await?;
     let items = rows.iter().map(esc_json).collect();
     Ok(page::respond(&uri, items, limit, |v| {
-        format!("{}:{}", v["opened_ms"], v["id"].as_str().unwrap_or_default())
+        format!(
+            "{}:{}",
+            v["opened_ms"],
+            v["id"].as_str().unwrap_or_default()
+        )
     }))
 }
 
@@ -147,11 +155,15 @@ async fn move_to(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: MoveRequest = parse_body(&body)?;
-    let (before, after) = svc::move_to(&s.ctx(&p), &id, req, &p.actor.to_string(), s.webhook).await?;
+    let (before, after) =
+        svc::move_to(&s.ctx(&p), &id, req, &p.actor.to_string(), s.webhook).await?;
     let v = esc_json(&after);
     Ok(noted(
         Json(v).into_response(),
-        note(&id, json!({ "before": before, "after": after.state, "assignee": after.assignee })),
+        note(
+            &id,
+            json!({ "before": before, "after": after.state, "assignee": after.assignee }),
+        ),
     ))
 }
 

@@ -130,7 +130,10 @@ async fn patch_site(
     let v = site_json(&after);
     Ok(noted(
         Json(v.clone()).into_response(),
-        note(format!("site {site}"), json!({ "before": site_json(&before), "after": v })),
+        note(
+            format!("site {site}"),
+            json!({ "before": site_json(&before), "after": v }),
+        ),
     ))
 }
 
@@ -176,7 +179,12 @@ async fn list_tanks(
     let after = match after.as_deref().map(|a| a.split_once('/')) {
         None => None,
         Some(Some(k)) => Some(k),
-        Some(None) => return Err(ApiError::invalid("cursor", "not a cursor this API gave out")),
+        Some(None) => {
+            return Err(ApiError::invalid(
+                "cursor",
+                "not a cursor this API gave out",
+            ));
+        }
     };
     let ctx = s.ctx(&p);
     if let Some(site) = &q.site {
@@ -193,27 +201,40 @@ async fn list_tanks(
         .as_deref()
         .map(|r| r.parse::<FreshnessKind>())
         .transpose()
-        .map_err(|_| ApiError::invalid("freshness", format!("use one of {}", FreshnessKind::choices())))?;
+        .map_err(|_| {
+            ApiError::invalid(
+                "freshness",
+                format!("use one of {}", FreshnessKind::choices()),
+            )
+        })?;
     let sites = ctx.scope.sites();
-    let rows = s
-        .db
-        .inventory()
-        .list(&TankFilter {
-            site: q.site.as_deref(),
-            q: q.q.as_deref(),
-            product: q.product.as_deref(),
-            risk,
-            freshness,
-            sites: sites.as_deref(),
-            after,
-            limit: limit + 1,
-        })
-        .await?;
+    let rows =
+        s.db.inventory()
+            .list(&TankFilter {
+                site: q.site.as_deref(),
+                q: q.q.as_deref(),
+                product: q.product.as_deref(),
+                risk,
+                freshness,
+                sites: sites.as_deref(),
+                after,
+                limit: limit + 1,
+            })
+            .await?;
     let th = thresholds(&s).await?;
     let now = now_ms();
     let items = rows
         .iter()
-        .map(|(t, st)| tank_json(t, st.as_ref(), th.get(&t.site_id).copied().unwrap_or(crate::domain::inventory::DEFAULT_STALE_MS), now))
+        .map(|(t, st)| {
+            tank_json(
+                t,
+                st.as_ref(),
+                th.get(&t.site_id)
+                    .copied()
+                    .unwrap_or(crate::domain::inventory::DEFAULT_STALE_MS),
+                now,
+            )
+        })
         .collect();
     Ok(page::respond(&uri, items, limit, |v| {
         format!(
@@ -232,7 +253,12 @@ async fn get_tank(
     let ctx = s.ctx(&p);
     let st = svc::site(&ctx, &site).await?;
     let (t, state) = svc::tank(&ctx, &site, &tank).await?;
-    Ok(Json(tank_json(&t, state.as_ref(), st.stale_after_ms, now_ms())))
+    Ok(Json(tank_json(
+        &t,
+        state.as_ref(),
+        st.stale_after_ms,
+        now_ms(),
+    )))
 }
 
 async fn put_tank(
@@ -252,7 +278,15 @@ async fn put_tank(
                 "critical_l": t.critical_l, "floor_l": t.floor_l, "water_limit_mm": t.water_limit_mm })
     };
     Ok(noted(
-        (if new { StatusCode::CREATED } else { StatusCode::OK }, Json(v)).into_response(),
+        (
+            if new {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            },
+            Json(v),
+        )
+            .into_response(),
         note(
             format!("tank {site}/{tank}"),
             json!({ "before": before.as_ref().map(settings), "after": settings(&row) }),
@@ -349,21 +383,29 @@ async fn risk(
         ctx.visible(site, "site", || format!("no site {site:?}"))?;
     }
     let sites = ctx.scope.sites();
-    let rows = s
-        .db
-        .inventory()
-        .by_runout(sites.as_deref(), q.site.as_deref(), offset, limit + 1)
-        .await?;
+    let rows =
+        s.db.inventory()
+            .by_runout(sites.as_deref(), q.site.as_deref(), offset, limit + 1)
+            .await?;
     let th = thresholds(&s).await?;
     let now = now_ms();
     let items: Vec<Value> = rows
         .iter()
         .enumerate()
         .map(|(i, (t, st))| {
-            let mut v = tank_json(t, st.as_ref(), th.get(&t.site_id).copied().unwrap_or(crate::domain::inventory::DEFAULT_STALE_MS), now);
+            let mut v = tank_json(
+                t,
+                st.as_ref(),
+                th.get(&t.site_id)
+                    .copied()
+                    .unwrap_or(crate::domain::inventory::DEFAULT_STALE_MS),
+                now,
+            );
             v["position"] = json!(offset + i as i64 + 1);
             v
         })
         .collect();
-    Ok(page::respond(&uri, items, limit, |v| v["position"].to_string()))
+    Ok(page::respond(&uri, items, limit, |v| {
+        v["position"].to_string()
+    }))
 }

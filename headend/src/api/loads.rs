@@ -45,11 +45,16 @@ fn load_json(v: &LoadView) -> Value {
         "delivery_start": l.delivery_start_ms.map(ts),
         "delivery_end": l.delivery_end_ms.map(ts),
         "delivery_source": l.delivery_source,
+        "timing": l.timing,
         "last_command_id": l.last_command_id,
         "created_at": ts(l.created_ms),
         "updated_at": ts(l.updated_ms),
         "events": v.events.iter().map(|e| json!({
             "at": ts(e.at_ms), "kind": e.kind, "detail": e.detail, "by": e.actor,
+        })).collect::<Vec<_>>(),
+        "etas": v.etas.iter().map(|e| json!({
+            "at": ts(e.at_ms), "eta": ts(e.eta_ms), "eta_ms": e.eta_ms, "source": e.source,
+            "by": e.actor, "applied": e.applied == 1,
         })).collect::<Vec<_>>(),
     })
 }
@@ -59,12 +64,17 @@ fn pushed(code: StatusCode, p: &Pushed, before: Option<Value>) -> Response {
     let l = &p.load.load;
     let after = json!({
         "site": l.site_id, "eta_ms": l.eta_ms, "eta_source": l.eta_source, "status": l.status,
-        "planned_volume_l": l.planned_volume_l, "command": p.command.row.command_id,
+        "planned_volume_l": l.planned_volume_l, "command": p.command.as_ref().map(|c| &c.row.command_id),
+        "eta_applied": p.eta_applied,
     });
     noted(
         (
             code,
-            Json(json!({ "load": load_json(&p.load), "command": command_json(&p.command) })),
+            Json(json!({
+                "load": load_json(&p.load),
+                "command": p.command.as_ref().map(command_json),
+                "eta_applied": p.eta_applied,
+            })),
         )
             .into_response(),
         AuditNote {

@@ -78,9 +78,12 @@ fn schemas() -> Value {
                        &["command_id", "kind", "site", "state", "reason", "issued_seq", "created_by", "origin"]),
         "Load": obj(json!({"load_id": s(), "reference": s(), "carrier": s(), "site": s(), "product": s(),
                            "planned_volume_l": n(), "eta": ns(), "eta_ms": i(), "eta_source": s(), "status": s(),
-                           "delivered_volume_l": nullable("number"), "events": {"type": "array"}}),
+                           "delivered_volume_l": nullable("number"), "events": {"type": "array"},
+                           "etas": {"type": "array"}, "timing": {"enum": ["late", "missing", null]}}),
                     &["load_id", "site", "eta_ms", "status", "events"]),
-        "LoadPushed": obj(json!({"load": {"$ref": "#/components/schemas/Load"}, "command": {"$ref": "#/components/schemas/Command"}}),
+        "LoadPushed": obj(json!({"load": {"$ref": "#/components/schemas/Load"},
+                                 "command": {"anyOf": [{"$ref": "#/components/schemas/Command"}, {"type": "null"}]},
+                                 "eta_applied": nullable("boolean")}),
                           &["load", "command"]),
         "Tokens": obj(json!({"access_token": s(), "refresh_token": s(), "token_type": {"const": "Bearer"},
                              "expires_in": i(), "session_id": s(), "user": s(), "role": s()}),
@@ -402,12 +405,22 @@ fn doc(r: &Rule) -> Doc {
             "Revocation",
         ),
         ("POST", "/api/v1/sites") => with_body(
-            d("Create a site before its agent's first hello (unscoped credentials)", 201, Some(reference("SiteSettings"))),
+            d(
+                "Create a site before its agent's first hello (unscoped credentials)",
+                201,
+                Some(reference("SiteSettings")),
+            ),
             "SiteRequest",
         ),
-        ("GET", "/api/v1/sites/{site}") => d("A site's settings", 200, Some(reference("SiteSettings"))),
+        ("GET", "/api/v1/sites/{site}") => {
+            d("A site's settings", 200, Some(reference("SiteSettings")))
+        }
         ("PATCH", "/api/v1/sites/{site}") => with_body(
-            d("Change a site's name, time zone or staleness threshold", 200, Some(reference("SiteSettings"))),
+            d(
+                "Change a site's name, time zone or staleness threshold",
+                200,
+                Some(reference("SiteSettings")),
+            ),
             "SiteRequest",
         ),
         ("GET", "/api/v1/tanks") => paged(
@@ -416,19 +429,35 @@ fn doc(r: &Rule) -> Doc {
             params_of::<super::inventory::TankList>(),
         ),
         ("PUT", "/api/v1/sites/{site}/tanks/{tank}") => with_body(
-            d("Create (201) or replace (200) a tank's settings", 200, Some(reference("Tank"))),
+            d(
+                "Create (201) or replace (200) a tank's settings",
+                200,
+                Some(reference("Tank")),
+            ),
             "TankRequest",
         ),
-        ("GET", "/api/v1/sites/{site}/tanks/{tank}") => d("A tank with its state", 200, Some(reference("Tank"))),
-        ("DELETE", "/api/v1/sites/{site}/tanks/{tank}") => {
-            d("Remove a tank, its state and observations (204 also when there was none)", 204, None)
+        ("GET", "/api/v1/sites/{site}/tanks/{tank}") => {
+            d("A tank with its state", 200, Some(reference("Tank")))
         }
+        ("DELETE", "/api/v1/sites/{site}/tanks/{tank}") => d(
+            "Remove a tank, its state and observations (204 also when there was none)",
+            204,
+            None,
+        ),
         ("POST", "/api/v1/inventory/observations") => with_body(
-            d("Push one observation or a batch; a per-item report (repeats are no-ops)", 200, Some(reference("ImportReport"))),
+            d(
+                "Push one observation or a batch; a per-item report (repeats are no-ops)",
+                200,
+                Some(reference("ImportReport")),
+            ),
             "ObservationsRequest",
         ),
         ("POST", "/api/v1/sites/{site}/inventory/import") => with_body(
-            d("Import observations as CSV (text/csv, or {\"csv\": ...}); good rows stored in one transaction, bad ones reported by row and column; a repeat is a no-op", 200, Some(reference("ImportReport"))),
+            d(
+                "Import observations as CSV (text/csv, or {\"csv\": ...}); good rows stored in one transaction, bad ones reported by row and column; a repeat is a no-op",
+                200,
+                Some(reference("ImportReport")),
+            ),
             "CsvBody",
         ),
         ("GET", "/api/v1/risk") => paged(
@@ -441,18 +470,34 @@ fn doc(r: &Rule) -> Doc {
             "Escalation",
             params_of::<super::escalations::EscList>(),
         ),
-        ("GET", "/api/v1/escalations/{id}") => d("An escalation with its timeline and decision context", 200, Some(reference("Escalation"))),
+        ("GET", "/api/v1/escalations/{id}") => d(
+            "An escalation with its timeline and decision context",
+            200,
+            Some(reference("Escalation")),
+        ),
         ("POST", "/api/v1/escalations/{id}/move") => with_body(
-            d("Move an escalation: assigned, investigating or resolved", 200, Some(reference("Escalation"))),
+            d(
+                "Move an escalation: assigned, investigating or resolved",
+                200,
+                Some(reference("Escalation")),
+            ),
             "MoveRequest",
         ),
         ("POST", "/api/v1/escalations/{id}/notes") => with_body(
-            d("Add a note to an escalation's timeline", 200, Some(reference("Escalation"))),
+            d(
+                "Add a note to an escalation's timeline",
+                200,
+                Some(reference("Escalation")),
+            ),
             "NoteRequest",
         ),
         ("GET", "/api/v1/webhooks/dead") => Doc {
             query: params_of::<PageParams>(),
-            ..d("Webhook notifications given up after their last attempt", 200, Some(list_of("DeadLetter")))
+            ..d(
+                "Webhook notifications given up after their last attempt",
+                200,
+                Some(list_of("DeadLetter")),
+            )
         },
         _ => d("(undocumented)", 200, None),
     }

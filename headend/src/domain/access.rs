@@ -184,7 +184,14 @@ mod tests {
             ),
             (
                 Role::Manager,
-                &[P::Read, P::Command, P::Loads, P::Configure, P::Audit, P::Metrics],
+                &[
+                    P::Read,
+                    P::Command,
+                    P::Loads,
+                    P::Configure,
+                    P::Audit,
+                    P::Metrics,
+                ],
             ),
             (
                 Role::Dispatcher,

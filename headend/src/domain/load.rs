@@ -138,13 +138,22 @@ mod tests {
             (LoadStatus::Planned, eta + 30 * M, None),
             (LoadStatus::Planned, eta + 30 * M + 1, Some(Timing::Late)),
             (LoadStatus::Planned, eta + 240 * M, Some(Timing::Late)),
-            (LoadStatus::Planned, eta + 240 * M + 1, Some(Timing::Missing)),
+            (
+                LoadStatus::Planned,
+                eta + 240 * M + 1,
+                Some(Timing::Missing),
+            ),
             (LoadStatus::Delivering, eta + 300 * M, None),
             (LoadStatus::Delivered, eta + 300 * M, None),
             (LoadStatus::Cancelled, eta + 300 * M, None),
         ];
         for (st, now, want) in cases {
-            assert_eq!(timing(st, eta, now), want, "{st} at +{} min", (now - eta) / M);
+            assert_eq!(
+                timing(st, eta, now),
+                want,
+                "{st} at +{} min",
+                (now - eta) / M
+            );
         }
     }
 

@@ -50,7 +50,11 @@ impl Target {
                 .with_no_client_auth();
                 Some(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
             }
-            _ => return Err(format!("{url:?}: the webhook URL must be http:// or https://")),
+            _ => {
+                return Err(format!(
+                    "{url:?}: the webhook URL must be http:// or https://"
+                ));
+            }
         };
         if uri.host().is_none() {
             return Err(format!("{url:?}: no host"));
@@ -85,7 +89,10 @@ impl Target {
             Some(c) => {
                 let name = rustls::pki_types::ServerName::try_from(host.clone())
                     .map_err(|e| format!("{host}: {e}"))?;
-                let tls = c.connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
+                let tls = c
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS: {e}"))?;
                 send(TokioIo::new(tls), req).await?
             }
         };
@@ -105,7 +112,10 @@ where
         .await
         .map_err(|e| format!("HTTP: {e}"))?;
     let conn = tokio::spawn(conn);
-    let res = s.send_request(req).await.map_err(|e| format!("HTTP: {e}"))?;
+    let res = s
+        .send_request(req)
+        .await
+        .map_err(|e| format!("HTTP: {e}"))?;
     let status = res.status();
     // read (and bound) the answer so the connection ends cleanly
     let _ = http_body_util::Limited::new(res.into_body(), 64 * 1024)

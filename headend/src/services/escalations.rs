@@ -82,7 +82,9 @@ pub async fn move_to(
         Some("") | None if to == EscState::Assigned => {
             return Err(invalid("assignee", "required to assign"));
         }
-        Some(a) if a.chars().count() > 200 => return Err(invalid("assignee", "at most 200 characters")),
+        Some(a) if a.chars().count() > 200 => {
+            return Err(invalid("assignee", "at most 200 characters"));
+        }
         a => a.map(str::to_string),
     };
     let note = note_text(&r.note, false)?;
@@ -96,7 +98,16 @@ pub async fn move_to(
     } else {
         ctx.db
             .escalations()
-            .move_to(id, e.state, to, assignee.as_deref(), actor, &note, now, notify)
+            .move_to(
+                id,
+                e.state,
+                to,
+                assignee.as_deref(),
+                actor,
+                &note,
+                now,
+                notify,
+            )
             .await?
     };
     if !moved {
@@ -115,7 +126,12 @@ pub async fn move_to(
     Ok((e.state, after))
 }
 
-pub async fn add_note(ctx: &Context, id: &str, r: NoteRequest, actor: &str) -> Result<EscalationRow> {
+pub async fn add_note(
+    ctx: &Context,
+    id: &str,
+    r: NoteRequest,
+    actor: &str,
+) -> Result<EscalationRow> {
     let (e, _) = get(ctx, id).await?;
     let note = note_text(&r.note, true)?;
     ctx.db

@@ -243,7 +243,11 @@ pub async fn run(db: &Db, now: i64, s: Settings) -> Result<Report, crate::Error>
         for cause in escalation::tank_causes(&facts, s.margin_h) {
             let detail = match cause {
                 Cause::Stale => match a.freshness.age_ms() {
-                    Some(age) => format!("no data for {:.1} h (threshold {:.1} h)", age as f64 / 3.6e6, *stale_after_ms as f64 / 3.6e6),
+                    Some(age) => format!(
+                        "no data for {:.1} h (threshold {:.1} h)",
+                        age as f64 / 3.6e6,
+                        *stale_after_ms as f64 / 3.6e6
+                    ),
                     None => "no data ever".into(),
                 },
                 Cause::Implausible => format!("newest observation flagged: {}", flags.join(", ")),
@@ -366,7 +370,9 @@ pub async fn run(db: &Db, now: i64, s: Settings) -> Result<Report, crate::Error>
         tx.commit().await?;
     }
     for o in db.escalations().open().await? {
-        if o.cause.clears_itself() && !wanted.contains(&(o.site_id.clone(), o.tank_id.clone(), o.cause)) {
+        if o.cause.clears_itself()
+            && !wanted.contains(&(o.site_id.clone(), o.tank_id.clone(), o.cause))
+        {
             let done = db
                 .escalations()
                 .resolve(

@@ -105,7 +105,12 @@ fn text(field: &str, v: &str, max: usize) -> Result<String> {
 fn time_zone(v: &str) -> Result<String> {
     jiff::tz::TimeZone::get(v)
         .map(|_| v.to_string())
-        .map_err(|_| invalid("time_zone", format!("{v:?} is not an IANA time zone (e.g. Europe/Berlin, UTC)")))
+        .map_err(|_| {
+            invalid(
+                "time_zone",
+                format!("{v:?} is not an IANA time zone (e.g. Europe/Berlin, UTC)"),
+            )
+        })
 }
 
 fn stale_after(h: f64) -> Result<i64> {
@@ -124,7 +129,12 @@ pub async fn create_site(ctx: &Context, r: SiteRequest) -> Result<SiteSettings> 
             "creating a site needs a credential for all sites",
         ));
     }
-    let id = site_id(r.site.as_deref().ok_or_else(|| invalid("site", "required"))?, "site")?;
+    let id = site_id(
+        r.site
+            .as_deref()
+            .ok_or_else(|| invalid("site", "required"))?,
+        "site",
+    )?;
     let s = SiteSettings {
         site_id: id.clone(),
         name: text("name", r.name.as_deref().unwrap_or(""), 200)?,
@@ -134,7 +144,11 @@ pub async fn create_site(ctx: &Context, r: SiteRequest) -> Result<SiteSettings> 
         last_seen_ms: 0,
     };
     if !ctx.db.inventory().create_site(&s).await? {
-        return Err(refused(Refused::Conflict, "site", format!("site {id} exists")));
+        return Err(refused(
+            Refused::Conflict,
+            "site",
+            format!("site {id} exists"),
+        ));
     }
     Ok(s)
 }
@@ -148,7 +162,11 @@ pub async fn site(ctx: &Context, site: &str) -> Result<SiteSettings> {
         .ok_or_else(|| refused(Refused::NotFound, "", format!("no site {site:?}")))
 }
 
-pub async fn update_site(ctx: &Context, site_: &str, r: SiteRequest) -> Result<(SiteSettings, SiteSettings)> {
+pub async fn update_site(
+    ctx: &Context,
+    site_: &str,
+    r: SiteRequest,
+) -> Result<(SiteSettings, SiteSettings)> {
     let before = site(ctx, site_).await?;
     if r.site.is_some() {
         return Err(invalid("site", "a site id cannot change"));
@@ -171,14 +189,23 @@ fn litres(field: &str, v: f64, max: f64) -> Result<f64> {
     if v.is_finite() && (0.0..=max).contains(&v) {
         Ok(v)
     } else {
-        Err(invalid(field, format!("must be a number from 0 to {max} (litres)")))
+        Err(invalid(
+            field,
+            format!("must be a number from 0 to {max} (litres)"),
+        ))
     }
 }
 
 /// Creates or replaces a tank's settings; true if it was new.
-pub async fn put_tank(ctx: &Context, site_: &str, tank: &str, r: TankRequest) -> Result<(TankRow, bool)> {
+pub async fn put_tank(
+    ctx: &Context,
+    site_: &str,
+    tank: &str,
+    r: TankRequest,
+) -> Result<(TankRow, bool)> {
     site(ctx, site_).await?;
-    tankwatch_tls::validate_site_id(tank).map_err(|_| invalid("tank", "a tank id is 1-64 of [A-Za-z0-9._-]"))?;
+    tankwatch_tls::validate_site_id(tank)
+        .map_err(|_| invalid("tank", "a tank id is 1-64 of [A-Za-z0-9._-]"))?;
     let cap = litres("capacity_l", r.capacity_l, MAX_CAPACITY_L)?;
     if cap <= 0.0 {
         return Err(invalid("capacity_l", "must be more than 0"));
@@ -225,7 +252,11 @@ pub async fn tank(ctx: &Context, site_: &str, tank: &str) -> Result<(TankRow, Op
     let keys = [(site_.to_string(), tank.to_string())];
     let t = ctx.db.inventory().tank(site_, tank).await?;
     if t.is_none() {
-        return Err(refused(Refused::NotFound, "", format!("no tank {tank:?} at site {site_}")));
+        return Err(refused(
+            Refused::NotFound,
+            "",
+            format!("no tank {tank:?} at site {site_}"),
+        ));
     }
     let _ = keys;
     let mut v = ctx
@@ -239,8 +270,13 @@ pub async fn tank(ctx: &Context, site_: &str, tank: &str) -> Result<(TankRow, Op
         })
         .await?;
     v.retain(|(t, _)| t.tank_id == tank);
-    v.pop()
-        .ok_or_else(|| refused(Refused::NotFound, "", format!("no tank {tank:?} at site {site_}")))
+    v.pop().ok_or_else(|| {
+        refused(
+            Refused::NotFound,
+            "",
+            format!("no tank {tank:?} at site {site_}"),
+        )
+    })
 }
 
 /// Removes a tank (its state and observations too); false if there was none.
@@ -274,13 +310,19 @@ fn check_observation(
     now: i64,
 ) -> std::result::Result<(), (&'static str, String)> {
     let Some(cap) = capacity else {
-        return Err(("tank", format!("no tank {:?} at site {}", o.tank_id, o.site_id)));
+        return Err((
+            "tank",
+            format!("no tank {:?} at site {}", o.tank_id, o.site_id),
+        ));
     };
     if !(now - OBS_PAST_MS..=now + OBS_FUTURE_MS).contains(&o.at_ms) {
         return Err(("at", "must be from 400 days ago to 5 minutes ahead".into()));
     }
     if !o.volume_l.is_finite() || o.volume_l.abs() > cap * 10.0 {
-        return Err(("volume_l", format!("must be a number within ±10 × the capacity ({cap} L)")));
+        return Err((
+            "volume_l",
+            format!("must be a number within ±10 × the capacity ({cap} L)"),
+        ));
     }
     if let Some(w) = o.water_mm
         && !(w.is_finite() && (0.0..=5_000.0).contains(&w))
@@ -295,14 +337,24 @@ fn check_observation(
 
 /// Stores the valid observations (one transaction) and reports the rest.
 /// `rows[i].0` is the row number the report names.
-async fn store(ctx: &Context, rows: Vec<(usize, NewObservation)>, mut report: ImportReport, actor: &str) -> Result<ImportReport> {
+async fn store(
+    ctx: &Context,
+    rows: Vec<(usize, NewObservation)>,
+    mut report: ImportReport,
+    actor: &str,
+) -> Result<ImportReport> {
     let now = now_ms();
     let mut caps: std::collections::HashMap<(String, String), Option<f64>> = Default::default();
     let mut good = Vec::new();
     for (row, o) in rows {
         let key = (o.site_id.clone(), o.tank_id.clone());
         if !caps.contains_key(&key) {
-            let c = ctx.db.inventory().tank(&o.site_id, &o.tank_id).await?.map(|t| t.capacity_l);
+            let c = ctx
+                .db
+                .inventory()
+                .tank(&o.site_id, &o.tank_id)
+                .await?
+                .map(|t| t.capacity_l);
             caps.insert(key.clone(), c);
         }
         match check_observation(&o, caps[&key], now) {
@@ -315,7 +367,11 @@ async fn store(ctx: &Context, rows: Vec<(usize, NewObservation)>, mut report: Im
         }
     }
     let obs: Vec<NewObservation> = good.iter().map(|(_, o)| o.clone()).collect();
-    let stored = ctx.db.inventory().add_observations(&obs, actor, now).await?;
+    let stored = ctx
+        .db
+        .inventory()
+        .add_observations(&obs, actor, now)
+        .await?;
     for ((row, _), s) in good.iter().zip(stored) {
         match s {
             Stored::Added => report.added += 1,
@@ -338,7 +394,10 @@ pub async fn push(ctx: &Context, req: ObservationsRequest, actor: &str) -> Resul
         ObservationsRequest::One(o) => vec![o],
     };
     if list.is_empty() || list.len() > MAX_OBSERVATIONS {
-        return Err(invalid("observations", format!("give 1 to {MAX_OBSERVATIONS}")));
+        return Err(invalid(
+            "observations",
+            format!("give 1 to {MAX_OBSERVATIONS}"),
+        ));
     }
     let mut report = ImportReport {
         rows: list.len(),
@@ -413,11 +472,28 @@ pub fn csv_rows(site: &str, text: &str) -> Result<(Vec<(usize, NewObservation)>,
         .clone();
     let col = |name: &str| header.iter().position(|h| h.eq_ignore_ascii_case(name));
     let (Some(ct), Some(ca), Some(cv)) = (col("tank"), col("at"), col("volume_l")) else {
-        return Err(invalid("csv", format!("row 1 must name the columns: {CSV_COLUMNS}")));
+        return Err(invalid(
+            "csv",
+            format!("row 1 must name the columns: {CSV_COLUMNS}"),
+        ));
     };
-    let known = ["tank", "at", "volume_l", "water_mm", "confidence", "note", "site"];
-    if let Some(h) = header.iter().find(|h| !known.iter().any(|k| h.eq_ignore_ascii_case(k))) {
-        return Err(invalid("csv", format!("row 1: unknown column {h:?} (columns: {CSV_COLUMNS})")));
+    let known = [
+        "tank",
+        "at",
+        "volume_l",
+        "water_mm",
+        "confidence",
+        "note",
+        "site",
+    ];
+    if let Some(h) = header
+        .iter()
+        .find(|h| !known.iter().any(|k| h.eq_ignore_ascii_case(k)))
+    {
+        return Err(invalid(
+            "csv",
+            format!("row 1: unknown column {h:?} (columns: {CSV_COLUMNS})"),
+        ));
     }
     let (cw, cc, cn, cs) = (col("water_mm"), col("confidence"), col("note"), col("site"));
     let mut rows = Vec::new();
@@ -426,7 +502,10 @@ pub fn csv_rows(site: &str, text: &str) -> Result<(Vec<(usize, NewObservation)>,
         let row = i + 2;
         report.rows += 1;
         if report.rows > MAX_OBSERVATIONS {
-            return Err(invalid("csv", format!("more than {MAX_OBSERVATIONS} rows; split the file")));
+            return Err(invalid(
+                "csv",
+                format!("more than {MAX_OBSERVATIONS} rows; split the file"),
+            ));
         }
         let bad = |column: &str, problem: String| RowProblem {
             row,
@@ -443,7 +522,10 @@ pub fn csv_rows(site: &str, text: &str) -> Result<(Vec<(usize, NewObservation)>,
         let get = |c: Option<usize>| c.and_then(|c| rec.get(c)).unwrap_or("");
         let parsed = (|| -> std::result::Result<NewObservation, RowProblem> {
             if cs.is_some() && get(cs) != site {
-                return Err(bad("site", format!("{:?} is not this import's site {site}", get(cs))));
+                return Err(bad(
+                    "site",
+                    format!("{:?} is not this import's site {site}", get(cs)),
+                ));
             }
             let tank = get(Some(ct));
             if tank.is_empty() {
@@ -453,18 +535,20 @@ pub fn csv_rows(site: &str, text: &str) -> Result<(Vec<(usize, NewObservation)>,
             let at = crate::domain::time::parse(at_s)
                 .or_else(|| at_s.parse::<i64>().ok())
                 .ok_or_else(|| bad("at", format!("{at_s:?}: {}", crate::domain::time::HOW)))?;
-            let num = |c: Option<usize>, name: &str| -> std::result::Result<Option<f64>, RowProblem> {
-                let s = get(c);
-                if s.is_empty() {
-                    return Ok(None);
-                }
-                s.parse::<f64>()
-                    .ok()
-                    .filter(|v| v.is_finite())
-                    .map(Some)
-                    .ok_or_else(|| bad(name, format!("{s:?} is not a number")))
-            };
-            let volume = num(Some(cv), "volume_l")?.ok_or_else(|| bad("volume_l", "empty".into()))?;
+            let num =
+                |c: Option<usize>, name: &str| -> std::result::Result<Option<f64>, RowProblem> {
+                    let s = get(c);
+                    if s.is_empty() {
+                        return Ok(None);
+                    }
+                    s.parse::<f64>()
+                        .ok()
+                        .filter(|v| v.is_finite())
+                        .map(Some)
+                        .ok_or_else(|| bad(name, format!("{s:?} is not a number")))
+                };
+            let volume =
+                num(Some(cv), "volume_l")?.ok_or_else(|| bad("volume_l", "empty".into()))?;
             let note = get(cn);
             if note.chars().count() > 500 {
                 return Err(bad("note", "at most 500 characters".into()));

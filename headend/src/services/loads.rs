@@ -8,7 +8,7 @@ use super::commands::{CommandView, push_eta};
 use super::{Context, Refused, Result, invalid, new_id, refused, time_value};
 use crate::db::now_ms;
 use crate::domain::{Actor, EtaSource, LoadStatus};
-use crate::store::loads::{LoadEventRow, LoadRow, LoadWrite};
+use crate::store::loads::{EtaGiven, EtaRow, LoadEventRow, LoadRow, LoadWrite};
 
 /// Largest planned delivery, litres (a road tanker carries up to ~45,000).
 pub const MAX_PLANNED_VOLUME_L: f64 = 1_000_000.0;
@@ -56,16 +56,20 @@ pub struct LoadPatch {
     pub status: Option<String>,
 }
 
-/// A load with its timeline.
+/// A load with its timeline and its ETA history.
 pub struct LoadView {
     pub load: LoadRow,
     pub events: Vec<LoadEventRow>,
+    pub etas: Vec<EtaRow>,
 }
 
-/// A load change and the ETA command it pushed.
+/// A load change and the ETA command it pushed (none when the change was
+/// only an ETA from a lower-ranked source, kept in the history).
 pub struct Pushed {
     pub load: LoadView,
-    pub command: CommandView,
+    pub command: Option<CommandView>,
+    /// Whether the ETA given became the load's (None: none was given).
+    pub eta_applied: Option<bool>,
 }
 
 /// An ETA: a time from 30 days before `now` to 366 days after.
@@ -116,14 +120,24 @@ pub async fn create(ctx: &Context, req: LoadRequest, actor: Actor) -> Result<Pus
     if req.tanks.is_empty() {
         return Err(invalid("tanks", "give at least one tank"));
     }
-    let tanks: Vec<String> = ctx
+    // the operator's tanks (an agent's tanks are added at its hello)
+    let mut tanks: Vec<String> = ctx
         .db
-        .assets(&req.site)
+        .inventory()
+        .list(&crate::store::inventory::TankFilter {
+            site: Some(&req.site),
+            limit: 10_000,
+            ..Default::default()
+        })
         .await?
         .into_iter()
-        .filter(|a| a.kind == "tank")
-        .map(|a| a.asset_id)
+        .map(|(t, _)| t.tank_id)
         .collect();
+    for a in ctx.db.assets(&req.site).await? {
+        if a.kind == "tank" && !tanks.contains(&a.asset_id) {
+            tanks.push(a.asset_id);
+        }
+    }
     if let Some(t) = req.tanks.iter().find(|t| !tanks.contains(t)) {
         return Err(refused(
             Refused::Unprocessable,
@@ -163,19 +177,25 @@ pub async fn create(ctx: &Context, req: LoadRequest, actor: Actor) -> Result<Pus
         load: &load,
         actor: &actor,
     };
-    pushed(ctx, change).await
+    pushed(ctx, change, Some(true)).await
 }
 
-async fn pushed(ctx: &Context, change: LoadWrite<'_>) -> Result<Pushed> {
+async fn pushed(ctx: &Context, change: LoadWrite<'_>, eta_applied: Option<bool>) -> Result<Pushed> {
     let id = change.row().load_id.clone();
     let fallback = change.row().clone();
     let command = push_eta(ctx, change).await?;
-    let load = ctx.db.loads().get(&id).await?.unwrap_or(fallback);
-    let events = ctx.db.loads().events(&id).await?;
     Ok(Pushed {
-        load: LoadView { load, events },
-        command,
+        load: view(ctx, &id, fallback).await?,
+        command: Some(command),
+        eta_applied,
     })
+}
+
+async fn view(ctx: &Context, id: &str, fallback: LoadRow) -> Result<LoadView> {
+    let load = ctx.db.loads().get(id).await?.unwrap_or(fallback);
+    let events = ctx.db.loads().events(id).await?;
+    let etas = ctx.db.loads().etas(id).await?;
+    Ok(LoadView { load, events, etas })
 }
 
 fn not_found(id: &str) -> super::ServiceError {
@@ -194,6 +214,7 @@ pub async fn patch(ctx: &Context, id: &str, p: LoadPatch, actor: Actor) -> Resul
     }
     let now = now_ms();
     let mut what = Vec::new();
+    let mut given = None;
     if let Some(eta) = &p.eta {
         let src = p.eta_source.as_deref().ok_or_else(|| {
             invalid(
@@ -201,9 +222,20 @@ pub async fn patch(ctx: &Context, id: &str, p: LoadPatch, actor: Actor) -> Resul
                 format!("required with a new eta ({})", EtaSource::choices()),
             )
         })?;
-        load.eta_source = eta_source(src)?;
-        load.eta_ms = eta_value(eta, now)?;
-        what.push(format!("ETA {} (source {src})", load.eta_ms));
+        let source = eta_source(src)?;
+        let eta_ms = eta_value(eta, now)?;
+        // manual > carrier API > email > CSV: a lower rank is history only
+        let applied = source.replaces(load.eta_source);
+        given = Some(EtaGiven {
+            eta_ms,
+            source,
+            applied,
+        });
+        if applied {
+            load.eta_source = source;
+            load.eta_ms = eta_ms;
+            what.push(format!("ETA {} (source {src})", load.eta_ms));
+        }
     } else if p.eta_source.is_some() {
         return Err(invalid("eta_source", "given without a new eta"));
     }
@@ -222,6 +254,15 @@ pub async fn patch(ctx: &Context, id: &str, p: LoadPatch, actor: Actor) -> Resul
         what.push("cancelled".into());
     }
     if what.is_empty() {
+        if let Some(g) = given {
+            // only an ETA that does not beat the standing one: history
+            ctx.db.loads().note_eta(&load, g, &actor, now).await?;
+            return Ok(Pushed {
+                load: view(ctx, id, load.clone()).await?,
+                command: None,
+                eta_applied: Some(false),
+            });
+        }
         return Err(invalid(
             "",
             "nothing to change: give eta (+ eta_source), planned_volume_l or status",
@@ -233,8 +274,9 @@ pub async fn patch(ctx: &Context, id: &str, p: LoadPatch, actor: Actor) -> Resul
         load: &load,
         what: &what,
         actor: &actor,
+        eta: given,
     };
-    pushed(ctx, change).await
+    pushed(ctx, change, given.map(|g| g.applied)).await
 }
 
 pub async fn get(ctx: &Context, id: &str) -> Result<LoadView> {
@@ -242,7 +284,8 @@ pub async fn get(ctx: &Context, id: &str) -> Result<LoadView> {
     let load = loads.get(id).await?.ok_or_else(|| not_found(id))?;
     ctx.visible(&load.site_id, "", || format!("no load {id:?}"))?;
     let events = loads.events(id).await?;
-    Ok(LoadView { load, events })
+    let etas = loads.etas(id).await?;
+    Ok(LoadView { load, events, etas })
 }
 
 /// By ETA then id, after `after` (the page cursor); two queries.
@@ -260,11 +303,17 @@ pub async fn list(
     let rows = loads.list(site, sites.as_deref(), after, limit).await?;
     let ids: Vec<String> = rows.iter().map(|l| l.load_id.clone()).collect();
     let mut events = loads.events_of(&ids).await?;
+    let mut etas = loads.etas_of(&ids).await?;
     Ok(rows
         .into_iter()
         .map(|l| {
             let events = events.remove(&l.load_id).unwrap_or_default();
-            LoadView { load: l, events }
+            let etas = etas.remove(&l.load_id).unwrap_or_default();
+            LoadView {
+                load: l,
+                events,
+                etas,
+            }
         })
         .collect())
 }

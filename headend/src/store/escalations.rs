@@ -158,7 +158,13 @@ async fn outbox(c: &mut AnyConnection, id: &str, what: &str, at: i64) -> Result<
 impl Escalations<'_> {
     /// Opens the finding's escalation, or updates the open one's detail
     /// and context (one open per site, tank and cause).
-    pub async fn apply(&self, f: &Finding, id: &str, now: i64, notify: bool) -> Result<Applied, Error> {
+    pub async fn apply(
+        &self,
+        f: &Finding,
+        id: &str,
+        now: i64,
+        notify: bool,
+    ) -> Result<Applied, Error> {
         let key = open_key(&f.site_id, &f.tank_id, f.cause);
         let (_w, mut tx) = self.0.begin_write().await?;
         let open: Option<(String, String)> =
@@ -184,7 +190,17 @@ impl Escalations<'_> {
                         .bind(&eid)
                         .fetch_one(&mut *tx)
                         .await?;
-                event(&mut tx, &eid, now, EscEventKind::Updated, state, "headend: inventory", &f.detail, &f.context).await?;
+                event(
+                    &mut tx,
+                    &eid,
+                    now,
+                    EscEventKind::Updated,
+                    state,
+                    "headend: inventory",
+                    &f.detail,
+                    &f.context,
+                )
+                .await?;
                 if notify {
                     outbox(&mut tx, &eid, "updated", now).await?;
                 }
@@ -207,7 +223,17 @@ impl Escalations<'_> {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-                event(&mut tx, id, now, EscEventKind::Opened, EscState::Created, "headend: inventory", &f.detail, &f.context).await?;
+                event(
+                    &mut tx,
+                    id,
+                    now,
+                    EscEventKind::Opened,
+                    EscState::Created,
+                    "headend: inventory",
+                    &f.detail,
+                    &f.context,
+                )
+                .await?;
                 if notify {
                     outbox(&mut tx, id, "opened", now).await?;
                 }
@@ -251,7 +277,17 @@ impl Escalations<'_> {
         if n == 0 {
             return Ok(None);
         }
-        event(&mut tx, id, now, kind, EscState::Resolved, actor, note, "{}").await?;
+        event(
+            &mut tx,
+            id,
+            now,
+            kind,
+            EscState::Resolved,
+            actor,
+            note,
+            "{}",
+        )
+        .await?;
         if notify {
             outbox(&mut tx, id, "resolved", now).await?;
         }
@@ -297,9 +333,26 @@ impl Escalations<'_> {
         Ok(true)
     }
 
-    pub async fn note(&self, id: &str, state: EscState, actor: &str, note: &str, now: i64) -> Result<(), Error> {
+    pub async fn note(
+        &self,
+        id: &str,
+        state: EscState,
+        actor: &str,
+        note: &str,
+        now: i64,
+    ) -> Result<(), Error> {
         let (_w, mut tx) = self.0.begin_write().await?;
-        event(&mut tx, id, now, EscEventKind::Note, state, actor, note, "{}").await?;
+        event(
+            &mut tx,
+            id,
+            now,
+            EscEventKind::Note,
+            state,
+            actor,
+            note,
+            "{}",
+        )
+        .await?;
         sqlx::query("UPDATE escalations SET updated_ms = $2 WHERE escalation_id = $1")
             .bind(id)
             .bind(now)

@@ -247,7 +247,10 @@ impl Inventory<'_> {
     }
 
     /// Tanks with their state, filtered, by (site, tank), one page.
-    pub async fn list(&self, f: &TankFilter<'_>) -> Result<Vec<(TankRow, Option<StateRow>)>, Error> {
+    pub async fn list(
+        &self,
+        f: &TankFilter<'_>,
+    ) -> Result<Vec<(TankRow, Option<StateRow>)>, Error> {
         let (after_site, after_tank) = f.after.unwrap_or(("", ""));
         let sql = format!(
             "SELECT t.site_id, t.tank_id FROM tanks t

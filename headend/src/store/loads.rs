@@ -71,7 +71,49 @@ pub enum LoadWrite<'a> {
         load: &'a LoadRow,
         what: &'a str,
         actor: &'a Actor,
+        /// An ETA given with this change (applied or not), for the history.
+        eta: Option<EtaGiven>,
     },
+}
+
+/// An ETA an update brought: when, from which source, whether it became
+/// the load's ETA.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EtaGiven {
+    pub eta_ms: i64,
+    pub source: EtaSource,
+    pub applied: bool,
+}
+
+/// One entry of a load's ETA history.
+#[derive(sqlx::FromRow, Clone, Debug, PartialEq)]
+pub struct EtaRow {
+    pub at_ms: i64,
+    pub eta_ms: i64,
+    pub source: EtaSource,
+    pub actor: Actor,
+    pub applied: i64,
+}
+
+async fn insert_eta(
+    c: &mut AnyConnection,
+    load: &str,
+    at: i64,
+    e: EtaGiven,
+    actor: &Actor,
+) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO load_etas (load_id, at_ms, eta_ms, source, actor, applied) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(load)
+    .bind(at)
+    .bind(e.eta_ms)
+    .bind(e.source)
+    .bind(actor)
+    .bind(i64::from(e.applied))
+    .execute(&mut *c)
+    .await?;
+    Ok(())
 }
 
 impl<'a> LoadWrite<'a> {
@@ -108,6 +150,12 @@ pub(crate) async fn write_load(c: &mut AnyConnection, w: &LoadWrite<'_>) -> Resu
             .bind(l.created_ms)
             .execute(&mut *c)
             .await?;
+            let given = EtaGiven {
+                eta_ms: l.eta_ms,
+                source: l.eta_source,
+                applied: true,
+            };
+            insert_eta(c, &l.load_id, l.created_ms, given, actor).await?;
             let what = format!("ETA {} (source {})", l.eta_ms, l.eta_source);
             insert_load_event(
                 c,
@@ -123,7 +171,11 @@ pub(crate) async fn write_load(c: &mut AnyConnection, w: &LoadWrite<'_>) -> Resu
             load: l,
             what,
             actor,
+            eta,
         } => {
+            if let Some(e) = eta {
+                insert_eta(c, &l.load_id, l.updated_ms, *e, actor).await?;
+            }
             sqlx::query(
                 "UPDATE loads SET planned_volume_l = $1, eta_ms = $2, eta_source = $3, status = $4, updated_ms = $5 WHERE load_id = $6",
             )
@@ -273,5 +325,72 @@ impl Loads<'_> {
             .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// A load's ETA history, oldest first.
+    pub async fn etas(&self, id: &str) -> Result<Vec<EtaRow>, Error> {
+        Ok(sqlx::query_as(
+            "SELECT at_ms, eta_ms, source, actor, applied FROM load_etas WHERE load_id = $1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(self.0.pool())
+        .await?)
+    }
+
+    /// Records an ETA that did not replace the load's (a lower-ranked
+    /// source), with a timeline entry; no command is pushed.
+    pub async fn note_eta(
+        &self,
+        load: &LoadRow,
+        e: EtaGiven,
+        actor: &Actor,
+        at: i64,
+    ) -> Result<(), Error> {
+        let (_w, mut tx) = self.0.begin_write().await?;
+        insert_eta(&mut tx, &load.load_id, at, e, actor).await?;
+        let what = format!(
+            "ETA {} from {} kept in the history; the {} ETA stands",
+            e.eta_ms, e.source, load.eta_source
+        );
+        insert_load_event(
+            &mut tx,
+            &load.load_id,
+            at,
+            LoadEventKind::Updated,
+            &what,
+            actor,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The ETA histories of these loads, by load, in one query.
+    pub async fn etas_of(&self, ids: &[String]) -> Result<HashMap<String, Vec<EtaRow>>, Error> {
+        let mut by_load: HashMap<String, Vec<EtaRow>> = HashMap::new();
+        if ids.is_empty() {
+            return Ok(by_load);
+        }
+        let ps: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT load_id, at_ms, eta_ms, source, actor, applied FROM load_etas WHERE load_id IN ({}) ORDER BY id",
+            ps.join(", ")
+        );
+        let mut q = sqlx::query_as::<_, (String, i64, i64, EtaSource, Actor, i64)>(
+            sqlx::AssertSqlSafe(sql),
+        );
+        for id in ids {
+            q = q.bind(id);
+        }
+        for (load, at_ms, eta_ms, source, actor, applied) in q.fetch_all(self.0.pool()).await? {
+            by_load.entry(load).or_default().push(EtaRow {
+                at_ms,
+                eta_ms,
+                source,
+                actor,
+                applied,
+            });
+        }
+        Ok(by_load)
     }
 }
