@@ -84,13 +84,18 @@ struct Fixture {
     command: std::collections::HashMap<&'static str, String>,
     load: std::collections::HashMap<&'static str, String>,
     cert: std::collections::HashMap<&'static str, String>,
+    escalation: std::collections::HashMap<&'static str, String>,
 }
 
 fn concrete(path: &str, target: &'static str, f: &Fixture) -> (String, bool) {
     let sited = path.contains("{site}")
         || path.starts_with("/api/v1/commands")
         || path.starts_with("/api/v1/loads")
-        || path.starts_with("/api/v1/certificates/");
+        || path.starts_with("/api/v1/certificates/")
+        || path.starts_with("/api/v1/inventory/")
+        || path.starts_with("/api/v1/escalations/")
+        || path == "/api/v1/tanks"
+        || path == "/api/v1/risk";
     let mut p = path
         .replace("{site}", target)
         .replace("{asset}", "tank-1")
@@ -104,7 +109,15 @@ fn concrete(path: &str, target: &'static str, f: &Fixture) -> (String, bool) {
         p = p.replace("{id}", &f.load[target]);
     }
     p = p.replace("{serial}", &f.cert[target]);
-    if p == "/api/v1/commands" || p == "/api/v1/loads" {
+    p = p.replace("{tank}", "tank-1");
+    if p.starts_with("/api/v1/escalations/") {
+        p = p.replace("{id}", &f.escalation[target]);
+    }
+    if p == "/api/v1/commands"
+        || p == "/api/v1/loads"
+        || p == "/api/v1/tanks"
+        || p == "/api/v1/risk"
+    {
         p = format!("{p}?site={target}");
     }
     (p, sited)
@@ -128,6 +141,14 @@ fn body_for(method: &str, path: &str, target: &str) -> Option<Value> {
         "/api/v1/sites/{site}/revoke" | "/api/v1/certificates/{serial}/revoke" => {
             json!({"reason": "role matrix"})
         }
+        "/api/v1/sites" => json!({"site": format!("s{:08x}", fastrand::u32(..))}),
+        "/api/v1/sites/{site}" => json!({"name": "renamed"}),
+        "/api/v1/sites/{site}/tanks/{tank}" => json!({"product": "diesel", "capacity_l": 20000}),
+        "/api/v1/inventory/observations" => json!({"site": target, "tank": "tank-1",
+            "at": headend::db::now_ms(), "volume_l": 9000}),
+        "/api/v1/sites/{site}/inventory/import" => json!({"csv": "tank,at,volume_l\ntank-1,1795392000000,9000\n"}),
+        "/api/v1/escalations/{id}/move" => json!({"state": "assigned", "assignee": "dana"}),
+        "/api/v1/escalations/{id}/notes" => json!({"note": "role matrix"}),
         _ => json!({}),
     })
 }
@@ -143,7 +164,21 @@ async fn role_matrix(url: &str) -> Result<()> {
         command: Default::default(),
         load: Default::default(),
         cert: Default::default(),
+        escalation: Default::default(),
     };
+    for s in [NORTH, SOUTH] {
+        let f_ = headend::store::escalations::Finding {
+            site_id: s.into(),
+            tank_id: "tank-1".into(),
+            cause: headend::domain::escalation::Cause::CommandFailed,
+            subject: "cmd".into(),
+            detail: "role matrix".into(),
+            context: "{}".into(),
+        };
+        let id = format!("esc-matrix-{s}");
+        he.db.escalations().apply(&f_, &id, 1, false).await?;
+        f.escalation.insert(s, id);
+    }
     for (s, serial) in [(NORTH, "0a01"), (SOUTH, "0a02")] {
         sqlx::query("INSERT INTO agent_certificates (serial, site_id, via, issued_ms, not_after_ms) VALUES ($1, $2, 'enrollment', 1, 2)")
             .bind(serial)
@@ -177,7 +212,12 @@ async fn role_matrix(url: &str) -> Result<()> {
                     Need::Perm(p) => Some(p.as_str()),
                 };
                 for target in [NORTH, SOUTH] {
-                    let (path, sited) = concrete(rule.path, target, &f);
+                    let (mut path, sited) = concrete(rule.path, target, &f);
+                    if rule.method == "DELETE" {
+                        // deleting is idempotent: a tank that is not there (the
+                        // others' requests need tank-1)
+                        path = path.replace("tank-1", "tank-gone");
+                    }
                     let body = body_for(rule.method, rule.path, target);
                     let (status, v, rid) =
                         call(http, &key, rule.method, &path, body.as_ref()).await?;
@@ -190,6 +230,13 @@ async fn role_matrix(url: &str) -> Result<()> {
                         Some(p) if !may(role, p) => {
                             ensure!(status == 403, "{what}: expected 403");
                             true
+                        }
+                        Some("configure") if scoped && rule.path == "/api/v1/sites" => {
+                            ensure!(
+                                status == 400,
+                                "{what}: creating a site needs an unscoped credential"
+                            );
+                            false
                         }
                         Some("metrics") if scoped => {
                             ensure!(
