@@ -247,6 +247,12 @@ pub const RULES: &[Rule] = &[
         Perm(P::Loads),
         "observations.import",
     ),
+    rule(
+        "POST",
+        "/api/v1/sites/{site}/loads/import",
+        Perm(P::Loads),
+        "loads.import",
+    ),
     rule("GET", "/api/v1/risk", Perm(P::Read), "risk.list"),
     rule(
         "GET",

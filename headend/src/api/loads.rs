@@ -25,6 +25,7 @@ pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/api/v1/loads", post(post_load).get(list_loads))
         .route("/api/v1/loads/{id}", get(get_load).patch(patch_load))
+        .route("/api/v1/sites/{site}/loads/import", post(import_loads))
 }
 
 fn load_json(v: &LoadView) -> Value {
@@ -46,6 +47,12 @@ fn load_json(v: &LoadView) -> Value {
         "delivery_end": l.delivery_end_ms.map(ts),
         "delivery_source": l.delivery_source,
         "timing": l.timing,
+        // planned against delivered, once delivered (the gauge's record
+        // beats the detector's): off by more than 2 % or 100 L is flagged
+        "reconciliation": l.delivered_volume_l.map(|d| {
+            let (diff, flagged) = crate::domain::load::discrepancy(l.planned_volume_l, d);
+            json!({ "planned_l": l.planned_volume_l, "delivered_l": d, "difference_l": diff, "flagged": flagged })
+        }),
         "last_command_id": l.last_command_id,
         "created_at": ts(l.created_ms),
         "updated_at": ts(l.updated_ms),
@@ -164,4 +171,27 @@ async fn list_loads(
             v["load_id"].as_str().unwrap_or_default()
         )
     }))
+}
+
+/// `POST /api/v1/sites/{site}/loads/import`: a CSV of loads (`text/csv`
+/// or `{"csv": "…"}`), answered with a per-row report.
+async fn import_loads(
+    State(s): State<ApiState>,
+    Caller(p): Caller,
+    Path(site): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let text = super::inventory::csv_text(&headers, &body)?;
+    let r = crate::services::load_import::import(&s.ctx(&p), &site, &text, p.actor.clone()).await?;
+    let summary = json!({ "rows": r.rows, "added": r.added, "updated": r.updated, "unchanged": r.unchanged, "rejected": r.rejected });
+    let v = serde_json::to_value(&r).unwrap_or_default();
+    Ok(noted(
+        Json(v).into_response(),
+        AuditNote {
+            target: Some(format!("site {site} loads")),
+            summary,
+            ..AuditNote::default()
+        },
+    ))
 }

@@ -79,7 +79,8 @@ fn schemas() -> Value {
         "Load": obj(json!({"load_id": s(), "reference": s(), "carrier": s(), "site": s(), "product": s(),
                            "planned_volume_l": n(), "eta": ns(), "eta_ms": i(), "eta_source": s(), "status": s(),
                            "delivered_volume_l": nullable("number"), "events": {"type": "array"},
-                           "etas": {"type": "array"}, "timing": {"enum": ["late", "missing", null]}}),
+                           "etas": {"type": "array"}, "timing": {"enum": ["late", "missing", null]},
+                           "reconciliation": {"type": ["object", "null"]}}),
                     &["load_id", "site", "eta_ms", "status", "events"]),
         "LoadPushed": obj(json!({"load": {"$ref": "#/components/schemas/Load"},
                                  "command": {"anyOf": [{"$ref": "#/components/schemas/Command"}, {"type": "null"}]},
@@ -145,7 +146,7 @@ fn schemas() -> Value {
                            "next_load": ns(), "next_eta": ns(), "margin_h": nullable("number"),
                            "evaluated_at": ns(), "position": i()}),
                     &["site", "tank", "capacity_l", "freshness", "flags", "risk"]),
-        "ImportReport": obj(json!({"rows": i(), "added": i(), "unchanged": i(), "rejected": i(),
+        "ImportReport": obj(json!({"rows": i(), "added": i(), "updated": i(), "unchanged": i(), "rejected": i(),
                                    "problems": {"type": "array", "items": obj(json!({"row": i(), "column": s(), "problem": s()}),
                                                                                &["row", "column", "problem"])}}),
                             &["rows", "added", "unchanged", "rejected", "problems"]),
@@ -455,6 +456,14 @@ fn doc(r: &Rule) -> Doc {
         ("POST", "/api/v1/sites/{site}/inventory/import") => with_body(
             d(
                 "Import observations as CSV (text/csv, or {\"csv\": ...}); good rows stored in one transaction, bad ones reported by row and column; a repeat is a no-op",
+                200,
+                Some(reference("ImportReport")),
+            ),
+            "CsvBody",
+        ),
+        ("POST", "/api/v1/sites/{site}/loads/import") => with_body(
+            d(
+                "Import loads as CSV (text/csv, or {\"csv\": ...}): new references planned, known ones updated under the ETA source ranking, all in one transaction; bad rows reported by row and column; a repeat is a no-op",
                 200,
                 Some(reference("ImportReport")),
             ),

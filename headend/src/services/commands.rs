@@ -424,11 +424,11 @@ pub async fn submit(
 }
 
 /// An ETA command stays valid until a day after the ETA.
-fn eta_expiry_s(l: &LoadRow, now: i64) -> i64 {
+pub(crate) fn eta_expiry_s(l: &LoadRow, now: i64) -> i64 {
     (((l.eta_ms - now) / 1000) + 24 * 3600).clamp(3600, MAX_EXPIRY_S)
 }
 
-fn eta_command(
+pub(crate) fn eta_command(
     l: &LoadRow,
     key: Option<String>,
     request: String,

@@ -86,6 +86,9 @@ struct Failure {
     detail: String,
 }
 
+/// A tank's newest good volume (value, time) and water level from its gauge.
+type GaugeNow = (Option<(f64, i64)>, Option<f64>);
+
 const COMMAND_CURSOR: &str = "escalations.commands";
 
 /// One evaluation of every tank at `now`.
@@ -104,7 +107,7 @@ pub async fn run(db: &Db, now: i64, s: Settings) -> Result<Report, crate::Error>
     )
     .fetch_all(db.pool())
     .await?;
-    let mut gauge: HashMap<(&str, &str), (Option<(f64, i64)>, Option<f64>)> = HashMap::new();
+    let mut gauge: HashMap<(&str, &str), GaugeNow> = HashMap::new();
     for l in &latest {
         let e = gauge.entry((&l.site_id, &l.asset_id)).or_default();
         if l.field == VOLUME_FIELD {

@@ -298,6 +298,8 @@ pub struct RowProblem {
 pub struct ImportReport {
     pub rows: usize,
     pub added: usize,
+    /// Loads an import changed (observations are never changed).
+    pub updated: usize,
     pub unchanged: usize,
     pub rejected: usize,
     pub problems: Vec<RowProblem>,

@@ -12,6 +12,7 @@ pub mod enrollment;
 pub mod escalations;
 pub mod evaluate;
 pub mod inventory;
+pub mod load_import;
 pub mod loads;
 
 use crate::db::Db;

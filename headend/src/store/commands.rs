@@ -10,7 +10,7 @@ use sqlx::AnyConnection;
 use crate::Error;
 use crate::db::{Db, now_ms};
 use crate::domain::{Actor, CommandKind, CommandState, Reason, lifecycle};
-use crate::store::loads::{LoadWrite, write_load};
+use crate::store::loads::{EtaGiven, LoadRow, LoadWrite, write_load};
 
 #[derive(sqlx::FromRow, Clone, Debug)]
 pub struct CommandRow {
@@ -237,6 +237,35 @@ impl Db {
 }
 
 impl Commands<'_> {
+    /// Several load changes, each with its ETA command, and ETAs kept only
+    /// in the history, in one transaction (a CSV import: all or nothing).
+    /// `key` is set on a new load as its import key.
+    pub async fn submit_loads(
+        &self,
+        changes: &[(NewCommand, LoadWrite<'_>, Option<String>)],
+        history: &[(LoadRow, EtaGiven, Actor)],
+    ) -> Result<(), Error> {
+        let now = now_ms();
+        let (_w, mut tx) = self.0.begin_write().await?;
+        for (cmd, change, key) in changes {
+            write_load(&mut tx, change).await?;
+            if let Err(e) = insert_command(&mut tx, cmd, now).await? {
+                return Err(e.into());
+            }
+            sqlx::query("UPDATE loads SET last_command_id = $1, import_key = COALESCE($3, import_key) WHERE load_id = $2")
+                .bind(&cmd.command_id)
+                .bind(&change.row().load_id)
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (load, eta, actor) in history {
+            crate::store::loads::note_eta_in(&mut tx, load, *eta, actor, now).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Inserts commands (a command, or a split parent and its children) in
     /// one transaction, unless the first one's idempotency key was used
     /// before. An older command for the same point (or load) that was not
@@ -261,35 +290,8 @@ impl Commands<'_> {
         if let Some(l) = &load {
             write_load(&mut tx, l).await?;
         }
-        let headend = Actor::headend();
         for c in cmds {
-            let r = sqlx::query(
-                "INSERT INTO commands (command_id, idempotency_key, request, parent_id, site_id, asset_id, kind, field, value, duration_ms,
-                   expires_at_ms, payload, load_id, state, reason, detail, readback, policy_version, warnings, created_by, created_ms, updated_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CAST($9 AS DOUBLE PRECISION), $10, $11, $12, $13, $14, $15, '', NULL, $16, $17, $18, $19, $19)",
-            )
-            .bind(&c.command_id)
-            .bind(&c.idempotency_key)
-            .bind(&c.request)
-            .bind(&c.parent_id)
-            .bind(&c.site_id)
-            .bind(&c.asset_id)
-            .bind(c.kind)
-            .bind(&c.field)
-            .bind(opt_f64(c.value))
-            .bind(c.duration_ms)
-            .bind(c.expires_at_ms)
-            .bind(&c.payload)
-            .bind(&c.load_id)
-            .bind(CommandState::Submitted)
-            .bind(Reason::Submitted)
-            .bind(&c.policy_version)
-            .bind(&c.warnings)
-            .bind(&c.created_by)
-            .bind(now)
-            .execute(&mut *tx)
-            .await;
-            if let Err(e) = r {
+            if let Err(e) = insert_command(&mut tx, c, now).await? {
                 // two POSTs with one key at the same moment: the other won
                 if let Some(key) = &first.idempotency_key {
                     drop(tx);
@@ -298,42 +300,6 @@ impl Commands<'_> {
                     }
                 }
                 return Err(e.into());
-            }
-            insert_event(
-                &mut tx,
-                &c.command_id,
-                now,
-                CommandState::Submitted,
-                Reason::Submitted,
-                "",
-                &c.created_by,
-            )
-            .await?;
-            if c.kind == CommandKind::Split {
-                continue;
-            }
-            let older: Vec<String> = sqlx::query_scalar(
-                "SELECT command_id FROM commands WHERE site_id = $1 AND kind = $2 AND state = 'submitted' AND command_id <> $3
-                   AND ((kind = 'setpoint' AND asset_id = $4 AND field = $5) OR (kind = 'eta' AND load_id = $6))",
-            )
-            .bind(&c.site_id)
-            .bind(c.kind)
-            .bind(&c.command_id)
-            .bind(&c.asset_id)
-            .bind(&c.field)
-            .bind(&c.load_id)
-            .fetch_all(&mut *tx)
-            .await?;
-            for o in older {
-                let detail = format!("superseded by {} before it was sent", c.command_id);
-                let m = Move {
-                    from: &[CommandState::Submitted],
-                    to: CommandState::Rejected,
-                    reason: Reason::Superseded,
-                    detail: &detail,
-                    actor: &headend,
-                };
-                transition(&mut tx, &o, m, now).await?;
             }
         }
         if let Some(l) = &load {
@@ -516,4 +482,81 @@ impl Commands<'_> {
         tx.commit().await?;
         Ok(ok)
     }
+}
+
+/// Inserts one command with its first event, superseding older unsent
+/// ones of the same point or load. The inner error is the INSERT's own
+/// (an idempotency key taken meanwhile); the outer one anything after.
+async fn insert_command(
+    tx: &mut AnyConnection,
+    c: &NewCommand,
+    now: i64,
+) -> Result<Result<(), sqlx::Error>, Error> {
+    let headend = Actor::headend();
+    let r = sqlx::query(
+            "INSERT INTO commands (command_id, idempotency_key, request, parent_id, site_id, asset_id, kind, field, value, duration_ms,
+               expires_at_ms, payload, load_id, state, reason, detail, readback, policy_version, warnings, created_by, created_ms, updated_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CAST($9 AS DOUBLE PRECISION), $10, $11, $12, $13, $14, $15, '', NULL, $16, $17, $18, $19, $19)",
+        )
+        .bind(&c.command_id)
+        .bind(&c.idempotency_key)
+        .bind(&c.request)
+        .bind(&c.parent_id)
+        .bind(&c.site_id)
+        .bind(&c.asset_id)
+        .bind(c.kind)
+        .bind(&c.field)
+        .bind(opt_f64(c.value))
+        .bind(c.duration_ms)
+        .bind(c.expires_at_ms)
+        .bind(&c.payload)
+        .bind(&c.load_id)
+        .bind(CommandState::Submitted)
+        .bind(Reason::Submitted)
+        .bind(&c.policy_version)
+        .bind(&c.warnings)
+        .bind(&c.created_by)
+        .bind(now)
+        .execute(&mut *tx)
+        .await;
+    if let Err(e) = r {
+        return Ok(Err(e));
+    }
+    insert_event(
+        &mut *tx,
+        &c.command_id,
+        now,
+        CommandState::Submitted,
+        Reason::Submitted,
+        "",
+        &c.created_by,
+    )
+    .await?;
+    if c.kind == CommandKind::Split {
+        return Ok(Ok(()));
+    }
+    let older: Vec<String> = sqlx::query_scalar(
+            "SELECT command_id FROM commands WHERE site_id = $1 AND kind = $2 AND state = 'submitted' AND command_id <> $3
+               AND ((kind = 'setpoint' AND asset_id = $4 AND field = $5) OR (kind = 'eta' AND load_id = $6))",
+        )
+        .bind(&c.site_id)
+        .bind(c.kind)
+        .bind(&c.command_id)
+        .bind(&c.asset_id)
+        .bind(&c.field)
+        .bind(&c.load_id)
+        .fetch_all(&mut *tx)
+        .await?;
+    for o in older {
+        let detail = format!("superseded by {} before it was sent", c.command_id);
+        let m = Move {
+            from: &[CommandState::Submitted],
+            to: CommandState::Rejected,
+            reason: Reason::Superseded,
+            detail: &detail,
+            actor: &headend,
+        };
+        transition(tx, &o, m, now).await?;
+    }
+    Ok(Ok(()))
 }

@@ -6,6 +6,7 @@ use crate::Error;
 use crate::db::Db;
 use crate::domain::forecast::{Basis, Risk};
 use crate::domain::inventory::{FreshnessKind, ObsSource};
+use crate::store::commands::opt_f64;
 
 /// A site's operator settings.
 #[derive(sqlx::FromRow, Clone, Debug, PartialEq)]
@@ -203,7 +204,7 @@ impl Inventory<'_> {
                 .await?;
         sqlx::query(
             "INSERT INTO tanks (site_id, tank_id, name, product, capacity_l, low_l, critical_l, floor_l, water_limit_mm, created_ms, updated_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CAST($9 AS DOUBLE PRECISION), $10, $11)
              ON CONFLICT (site_id, tank_id) DO UPDATE SET name = excluded.name, product = excluded.product,
                capacity_l = excluded.capacity_l, low_l = excluded.low_l, critical_l = excluded.critical_l,
                floor_l = excluded.floor_l, water_limit_mm = excluded.water_limit_mm, updated_ms = excluded.updated_ms",
@@ -216,7 +217,7 @@ impl Inventory<'_> {
         .bind(t.low_l)
         .bind(t.critical_l)
         .bind(t.floor_l)
-        .bind(t.water_limit_mm)
+        .bind(opt_f64(t.water_limit_mm))
         .bind(t.created_ms)
         .bind(t.updated_ms)
         .execute(&mut *tx)
@@ -361,14 +362,14 @@ impl Inventory<'_> {
         for o in obs {
             let n = sqlx::query(
                 "INSERT INTO observations (site_id, tank_id, source, at_ms, volume_l, water_mm, confidence, note, actor, recorded_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (site_id, tank_id, source, at_ms) DO NOTHING",
+                 VALUES ($1, $2, $3, $4, $5, CAST($6 AS DOUBLE PRECISION), $7, $8, $9, $10) ON CONFLICT (site_id, tank_id, source, at_ms) DO NOTHING",
             )
             .bind(&o.site_id)
             .bind(&o.tank_id)
             .bind(o.source)
             .bind(o.at_ms)
             .bind(o.volume_l)
-            .bind(o.water_mm)
+            .bind(opt_f64(o.water_mm))
             .bind(o.confidence)
             .bind(&o.note)
             .bind(actor)
@@ -416,7 +417,9 @@ impl Inventory<'_> {
             sqlx::query(
                 "INSERT INTO tank_state (site_id, tank_id, volume_l, water_mm, observed_ms, source, confidence, freshness, flags,
                    rate_lph, rate_basis, rate_confidence, hours_to_runout, runout_ms, risk, next_load_id, next_eta_ms, margin_h, evaluated_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+                 VALUES ($1, $2, CAST($3 AS DOUBLE PRECISION), CAST($4 AS DOUBLE PRECISION), $5, $6, CAST($7 AS DOUBLE PRECISION),
+                   $8, $9, CAST($10 AS DOUBLE PRECISION), $11, CAST($12 AS DOUBLE PRECISION), CAST($13 AS DOUBLE PRECISION), $14, $15,
+                   $16, $17, CAST($18 AS DOUBLE PRECISION), $19)
                  ON CONFLICT (site_id, tank_id) DO UPDATE SET volume_l = excluded.volume_l, water_mm = excluded.water_mm,
                    observed_ms = excluded.observed_ms, source = excluded.source, confidence = excluded.confidence,
                    freshness = excluded.freshness, flags = excluded.flags, rate_lph = excluded.rate_lph,
@@ -427,22 +430,22 @@ impl Inventory<'_> {
             )
             .bind(&s.site_id)
             .bind(&s.tank_id)
-            .bind(s.volume_l)
-            .bind(s.water_mm)
+            .bind(opt_f64(s.volume_l))
+            .bind(opt_f64(s.water_mm))
             .bind(s.observed_ms)
             .bind(s.source)
-            .bind(s.confidence)
+            .bind(opt_f64(s.confidence))
             .bind(s.freshness)
             .bind(&s.flags)
-            .bind(s.rate_lph)
+            .bind(opt_f64(s.rate_lph))
             .bind(s.rate_basis)
-            .bind(s.rate_confidence)
-            .bind(s.hours_to_runout)
+            .bind(opt_f64(s.rate_confidence))
+            .bind(opt_f64(s.hours_to_runout))
             .bind(s.runout_ms)
             .bind(s.risk)
             .bind(&s.next_load_id)
             .bind(s.next_eta_ms)
-            .bind(s.margin_h)
+            .bind(opt_f64(s.margin_h))
             .bind(s.evaluated_ms)
             .execute(&mut *tx)
             .await?;

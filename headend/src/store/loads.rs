@@ -221,6 +221,22 @@ pub(crate) async fn insert_load_event(
     Ok(())
 }
 
+/// Records an ETA that does not replace the load's, with a timeline entry.
+pub(crate) async fn note_eta_in(
+    c: &mut AnyConnection,
+    load: &LoadRow,
+    e: EtaGiven,
+    actor: &Actor,
+    at: i64,
+) -> Result<(), Error> {
+    insert_eta(c, &load.load_id, at, e, actor).await?;
+    let what = format!(
+        "ETA {} from {} kept in the history; the {} ETA stands",
+        e.eta_ms, e.source, load.eta_source
+    );
+    insert_load_event(c, &load.load_id, at, LoadEventKind::Updated, &what, actor).await
+}
+
 /// The loads aggregate: `db.loads()`.
 #[derive(Clone, Copy)]
 pub struct Loads<'a>(&'a Db);
@@ -347,22 +363,18 @@ impl Loads<'_> {
         at: i64,
     ) -> Result<(), Error> {
         let (_w, mut tx) = self.0.begin_write().await?;
-        insert_eta(&mut tx, &load.load_id, at, e, actor).await?;
-        let what = format!(
-            "ETA {} from {} kept in the history; the {} ETA stands",
-            e.eta_ms, e.source, load.eta_source
-        );
-        insert_load_event(
-            &mut tx,
-            &load.load_id,
-            at,
-            LoadEventKind::Updated,
-            &what,
-            actor,
-        )
-        .await?;
+        note_eta_in(&mut tx, load, e, actor, at).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The load made by an import with this key (site + reference).
+    pub async fn by_import_key(&self, key: &str) -> Result<Option<LoadRow>, Error> {
+        let sql = format!("SELECT {LOAD_COLUMNS} FROM loads WHERE import_key = $1");
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(key)
+            .fetch_optional(self.0.pool())
+            .await?)
     }
 
     /// The ETA histories of these loads, by load, in one query.

@@ -146,7 +146,11 @@ fn body_for(method: &str, path: &str, target: &str) -> Option<Value> {
         "/api/v1/sites/{site}/tanks/{tank}" => json!({"product": "diesel", "capacity_l": 20000}),
         "/api/v1/inventory/observations" => json!({"site": target, "tank": "tank-1",
             "at": headend::db::now_ms(), "volume_l": 9000}),
-        "/api/v1/sites/{site}/inventory/import" => json!({"csv": "tank,at,volume_l\ntank-1,1795392000000,9000\n"}),
+        "/api/v1/sites/{site}/inventory/import" => {
+            json!({"csv": "tank,at,volume_l\ntank-1,1795392000000,9000\n"})
+        }
+        "/api/v1/sites/{site}/loads/import" => json!({"csv": format!(
+            "reference,tanks,planned_volume_l,eta\nPO-M,tank-1,1000,{}\n", headend::db::now_ms() + 3_600_000)}),
         "/api/v1/escalations/{id}/move" => json!({"state": "assigned", "assignee": "dana"}),
         "/api/v1/escalations/{id}/notes" => json!({"note": "role matrix"}),
         _ => json!({}),

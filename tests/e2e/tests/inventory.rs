@@ -59,6 +59,7 @@ fn ms(v: &Value) -> i64 {
 }
 
 async fn fuel_day(url: &str) -> Result<()> {
+    let _ = tracing_subscriber::fmt().with_env_filter("warn").try_init();
     let pki = TestPki::new(&[])?;
     let mut cfg = headend_config(&pki, url, 0);
     cfg.inventory_every = Duration::from_secs(1);
@@ -412,6 +413,72 @@ async fn fuel_day(url: &str) -> Result<()> {
         .fetch_one(he.db.pool())
         .await?;
     ensure!(n == 2);
+
+    // loads as CSV: one good row, two bad; a repeat is a no-op; a new ETA
+    // from the same source updates the load and keeps the history
+    let loads_import = |body: String| async move {
+        let (k, v) = auth(http);
+        let r = reqwest::Client::new()
+            .post(format!("http://{http}/api/v1/sites/{SITE}/loads/import"))
+            .header(k, v)
+            .header("content-type", "text/csv")
+            .body(body)
+            .send()
+            .await?;
+        let st = r.status().as_u16();
+        anyhow::Ok((st, r.json::<Value>().await?))
+    };
+    let loads_csv = |eta: i64| {
+        format!(
+            "reference,tanks,planned_volume_l,eta,carrier\n\
+             PO-20,tank-1;tank-2,12000,{eta},Haulco\n\
+             PO-21,tank-9,1000,{eta},Haulco\n\
+             PO-22,tank-2,abc,{eta},Haulco\n"
+        )
+    };
+    let (st, r) = loads_import(loads_csv(now + 30 * H)).await?;
+    ensure!(st == 200 && r["added"] == 1 && r["rejected"] == 2, "{r}");
+    ensure!(
+        r["problems"][0]["row"] == 3 && r["problems"][0]["column"] == "tanks",
+        "{r}"
+    );
+    ensure!(
+        r["problems"][1]["row"] == 4 && r["problems"][1]["column"] == "planned_volume_l",
+        "{r}"
+    );
+    let (st, r) = loads_import(loads_csv(now + 30 * H)).await?;
+    ensure!(
+        st == 200 && r["added"] == 0 && r["updated"] == 0 && r["unchanged"] == 1,
+        "a repeat: {r}"
+    );
+    let (st, r) = loads_import(loads_csv(now + 31 * H)).await?;
+    ensure!(st == 200 && r["updated"] == 1, "{r}");
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM loads WHERE reference = 'PO-20'")
+        .fetch_one(he.db.pool())
+        .await?;
+    ensure!(n == 1, "one load per reference");
+    let id20: String = sqlx::query_scalar("SELECT load_id FROM loads WHERE reference = 'PO-20'")
+        .fetch_one(he.db.pool())
+        .await?;
+    let l20 = get_json(http, &format!("/api/v1/loads/{id20}")).await?;
+    ensure!(
+        l20["eta_ms"] == now + 31 * H && l20["etas"].as_array().map(Vec::len) == Some(2),
+        "{l20}"
+    );
+
+    // a delivery short of its plan by more than 2 % is flagged
+    sqlx::query(
+        "UPDATE loads SET status = 'delivered', delivered_volume_l = 11500 WHERE load_id = $1",
+    )
+    .bind(&id20)
+    .execute(he.db.pool())
+    .await?;
+    let l20 = get_json(http, &format!("/api/v1/loads/{id20}")).await?;
+    ensure!(
+        l20["reconciliation"]
+            == json!({"planned_l": 12000.0, "delivered_l": 11500.0, "difference_l": -500.0, "flagged": true}),
+        "{l20}"
+    );
 
     // one open escalation per cause and tank, however many runs
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -1,0 +1,375 @@
+//! CSV import of loads for one site: each row a load by its reference;
+//! a new reference is planned (its ETA pushed to the site), a known one
+//! updated (its ETA under the source ranking), an unchanged one left
+//! alone. All good rows in one transaction; bad rows reported by row and
+//! column; a repeated import changes nothing.
+
+use super::commands::{eta_command, eta_expiry_s};
+use super::inventory::{ImportReport, MAX_OBSERVATIONS, RowProblem};
+use super::loads::{eta_value, volume_value};
+use super::{Context, Result, invalid, new_id};
+use crate::db::now_ms;
+use crate::domain::{Actor, EtaSource, LoadStatus};
+use crate::store::loads::{EtaGiven, LoadRow, LoadWrite};
+
+/// The columns of a loads CSV.
+pub const CSV_COLUMNS: &str =
+    "reference,tanks,planned_volume_l,eta[,eta_source][,carrier][,product][,site]";
+
+/// One load as a row gives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadLine {
+    pub reference: String,
+    pub tanks: Vec<String>,
+    pub planned_volume_l: f64,
+    pub eta_ms: i64,
+    pub eta_source: EtaSource,
+    pub carrier: String,
+    pub product: String,
+}
+
+/// Parses a loads CSV (pure): a header naming its columns (any order),
+/// tanks separated by `;`, the ETA as RFC 3339 or Unix ms, the ETA source
+/// `csv` unless the row says otherwise. Rows are numbered as a
+/// spreadsheet shows them (the header is row 1).
+pub fn csv_rows(
+    site: &str,
+    text: &str,
+    now: i64,
+) -> Result<(Vec<(usize, LoadLine)>, ImportReport)> {
+    let mut rd = csv::ReaderBuilder::new()
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let header = rd
+        .headers()
+        .map_err(|e| invalid("csv", format!("row 1: {e}")))?
+        .clone();
+    let col = |name: &str| header.iter().position(|h| h.eq_ignore_ascii_case(name));
+    let (Some(cr), Some(ct), Some(cv), Some(ce)) = (
+        col("reference"),
+        col("tanks"),
+        col("planned_volume_l"),
+        col("eta"),
+    ) else {
+        return Err(invalid(
+            "csv",
+            format!("row 1 must name the columns: {CSV_COLUMNS}"),
+        ));
+    };
+    let known = [
+        "reference",
+        "tanks",
+        "planned_volume_l",
+        "eta",
+        "eta_source",
+        "carrier",
+        "product",
+        "site",
+    ];
+    if let Some(h) = header
+        .iter()
+        .find(|h| !known.iter().any(|k| h.eq_ignore_ascii_case(k)))
+    {
+        return Err(invalid(
+            "csv",
+            format!("row 1: unknown column {h:?} (columns: {CSV_COLUMNS})"),
+        ));
+    }
+    let (cs, cc, cp, csite) = (
+        col("eta_source"),
+        col("carrier"),
+        col("product"),
+        col("site"),
+    );
+    let mut rows: Vec<(usize, LoadLine)> = Vec::new();
+    let mut report = ImportReport::default();
+    for (i, rec) in rd.records().enumerate() {
+        let row = i + 2;
+        report.rows += 1;
+        if report.rows > MAX_OBSERVATIONS {
+            return Err(invalid(
+                "csv",
+                format!("more than {MAX_OBSERVATIONS} rows; split the file"),
+            ));
+        }
+        let bad = |column: &str, problem: String| RowProblem {
+            row,
+            column: column.into(),
+            problem,
+        };
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => {
+                report.problems.push(bad("", e.to_string()));
+                continue;
+            }
+        };
+        let get = |c: Option<usize>| c.and_then(|c| rec.get(c)).unwrap_or("");
+        let parsed = (|| -> std::result::Result<LoadLine, RowProblem> {
+            if csite.is_some() && get(csite) != site {
+                return Err(bad(
+                    "site",
+                    format!("{:?} is not this import's site {site}", get(csite)),
+                ));
+            }
+            let reference = get(Some(cr));
+            if reference.is_empty() || reference.chars().count() > 100 {
+                return Err(bad("reference", "1 to 100 characters".into()));
+            }
+            if let Some((r0, _)) = rows.iter().find(|(_, l)| l.reference == reference) {
+                return Err(bad("reference", format!("repeats row {r0}")));
+            }
+            let tanks: Vec<String> = get(Some(ct))
+                .split(';')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .collect();
+            if tanks.is_empty() {
+                return Err(bad(
+                    "tanks",
+                    "give at least one tank (several separated by ;)".into(),
+                ));
+            }
+            let v = get(Some(cv));
+            let volume = v
+                .parse::<f64>()
+                .ok()
+                .and_then(|x| volume_value(x).ok())
+                .ok_or_else(|| {
+                    bad(
+                        "planned_volume_l",
+                        format!("{v:?}: a number of litres > 0 and at most 1,000,000"),
+                    )
+                })?;
+            let e = get(Some(ce));
+            let eta_json = match e.parse::<i64>() {
+                Ok(ms) => serde_json::Value::from(ms),
+                Err(_) => serde_json::Value::from(e),
+            };
+            let eta_ms = eta_value(&eta_json, now).map_err(|err| bad("eta", err.to_string()))?;
+            let src = get(cs);
+            let eta_source = if src.is_empty() {
+                EtaSource::Csv
+            } else {
+                src.parse().map_err(|_| {
+                    bad(
+                        "eta_source",
+                        format!("{src:?}: use one of {}", EtaSource::choices()),
+                    )
+                })?
+            };
+            Ok(LoadLine {
+                reference: reference.into(),
+                tanks,
+                planned_volume_l: volume,
+                eta_ms,
+                eta_source,
+                carrier: get(cc).chars().take(200).collect(),
+                product: get(cp).chars().take(64).collect(),
+            })
+        })();
+        match parsed {
+            Ok(l) => rows.push((row, l)),
+            Err(p) => report.problems.push(p),
+        }
+    }
+    Ok((rows, report))
+}
+
+/// The import key of a site's load reference.
+pub fn import_key(site: &str, reference: &str) -> String {
+    format!("{site}\u{1f}{reference}")
+}
+
+pub async fn import(ctx: &Context, site: &str, text: &str, actor: Actor) -> Result<ImportReport> {
+    super::inventory::site(ctx, site).await?;
+    let now = now_ms();
+    let (lines, mut report) = csv_rows(site, text, now)?;
+    let tanks: Vec<String> = ctx
+        .db
+        .inventory()
+        .list(&crate::store::inventory::TankFilter {
+            site: Some(site),
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await?
+        .into_iter()
+        .map(|(t, _)| t.tank_id)
+        .collect();
+    // what each good row does, decided before anything is written
+    enum Plan {
+        New(LoadRow),
+        Update(LoadRow, String, Option<EtaGiven>),
+        History(LoadRow, EtaGiven),
+    }
+    let mut plans = Vec::new();
+    for (row, l) in lines {
+        if let Some(t) = l.tanks.iter().find(|t| !tanks.contains(t)) {
+            report.problems.push(RowProblem {
+                row,
+                column: "tanks".into(),
+                problem: format!(
+                    "{t:?} is not a tank of site {site} (tanks: {})",
+                    tanks.join(", ")
+                ),
+            });
+            continue;
+        }
+        let key = import_key(site, &l.reference);
+        match ctx.db.loads().by_import_key(&key).await? {
+            None => plans.push((
+                key,
+                Plan::New(LoadRow {
+                    load_id: new_id("load"),
+                    reference: l.reference,
+                    carrier: l.carrier,
+                    site_id: site.into(),
+                    tanks: serde_json::to_string(&l.tanks).unwrap_or_default(),
+                    product: l.product,
+                    planned_volume_l: l.planned_volume_l,
+                    eta_ms: l.eta_ms,
+                    eta_source: l.eta_source,
+                    status: LoadStatus::Planned,
+                    delivered_volume_l: None,
+                    delivery_start_ms: None,
+                    delivery_end_ms: None,
+                    delivery_source: None,
+                    last_command_id: None,
+                    timing: None,
+                    created_ms: now,
+                    updated_ms: now,
+                }),
+            )),
+            Some(old) => {
+                let eta_new = old.eta_ms != l.eta_ms;
+                let volume_new = old.planned_volume_l != l.planned_volume_l;
+                if old.status.is_final() || (!eta_new && !volume_new) {
+                    report.unchanged += 1;
+                    continue;
+                }
+                let mut load = old.clone();
+                let mut what = Vec::new();
+                let given = eta_new.then(|| EtaGiven {
+                    eta_ms: l.eta_ms,
+                    source: l.eta_source,
+                    applied: l.eta_source.replaces(old.eta_source),
+                });
+                if let Some(g) = given.filter(|g| g.applied) {
+                    load.eta_ms = g.eta_ms;
+                    load.eta_source = g.source;
+                    what.push(format!("ETA {} (source {})", g.eta_ms, g.source));
+                }
+                if volume_new {
+                    load.planned_volume_l = l.planned_volume_l;
+                    what.push(format!("planned volume {} L", l.planned_volume_l));
+                }
+                load.updated_ms = now;
+                match (what.is_empty(), given) {
+                    (true, Some(g)) => plans.push((key, Plan::History(old, g))),
+                    _ => plans.push((key, Plan::Update(load, what.join(", "), given))),
+                }
+            }
+        }
+    }
+    let mut changes = Vec::new();
+    let mut history = Vec::new();
+    for (key, p) in &plans {
+        match p {
+            Plan::New(l) => {
+                let cmd = eta_command(
+                    l,
+                    None,
+                    String::new(),
+                    now + eta_expiry_s(l, now) * 1000,
+                    &actor,
+                );
+                changes.push((
+                    cmd,
+                    LoadWrite::Insert {
+                        load: l,
+                        actor: &actor,
+                    },
+                    Some(key.clone()),
+                ));
+                report.added += 1;
+            }
+            Plan::Update(l, what, eta) => {
+                let cmd = eta_command(
+                    l,
+                    None,
+                    String::new(),
+                    now + eta_expiry_s(l, now) * 1000,
+                    &actor,
+                );
+                changes.push((
+                    cmd,
+                    LoadWrite::Update {
+                        load: l,
+                        what,
+                        actor: &actor,
+                        eta: *eta,
+                    },
+                    None,
+                ));
+                report.updated += 1;
+            }
+            Plan::History(l, g) => {
+                history.push((l.clone(), *g, actor.clone()));
+                report.unchanged += 1;
+            }
+        }
+    }
+    ctx.db.commands().submit_loads(&changes, &history).await?;
+    for _ in &changes {
+        ctx.metrics.commands_submitted.inc();
+    }
+    if !changes.is_empty() {
+        ctx.dispatcher.nudge(site);
+    }
+    report.problems.sort_by_key(|p| p.row);
+    report.rejected = report.problems.len();
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_795_392_000_000;
+
+    #[test]
+    fn a_loads_csv_names_each_bad_row_and_takes_tanks_separated_by_semicolons() {
+        let text = "reference,tanks,planned_volume_l,eta,eta_source\n\
+                    PO-1,tank-1;tank-2,30000,2026-11-24T06:00:00Z,\n\
+                    PO-2,tank-1,0,2026-11-24T06:00:00Z,\n\
+                    PO-3,tank-1,1000,soon,\n\
+                    PO-1,tank-1,1000,2026-11-24T06:00:00Z,\n\
+                    PO-4,,1000,2026-11-24T06:00:00Z,\n\
+                    PO-5,tank-1,1000,1795400000000,fax\n\
+                    PO-6,tank-1,1000,1795400000000,email\n";
+        let (rows, report) = csv_rows("north", text, NOW).expect("parses");
+        let got: Vec<(usize, &str)> = report
+            .problems
+            .iter()
+            .map(|p| (p.row, p.column.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (3, "planned_volume_l"),
+                (4, "eta"),
+                (5, "reference"),
+                (6, "tanks"),
+                (7, "eta_source")
+            ]
+        );
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].1.tanks, vec!["tank-1", "tank-2"]);
+        assert_eq!(rows[0].1.eta_source, EtaSource::Csv);
+        assert_eq!(rows[1].1.eta_source, EtaSource::Email);
+        assert!(csv_rows("north", "reference,tanks\n", NOW).is_err());
+    }
+}
