@@ -533,7 +533,7 @@ impl Db {
         limit: i64,
     ) -> Result<Vec<DeliveryEventRow>, Error> {
         Ok(sqlx::query_as(
-            "SELECT phase, load_id, tank, start_ms, end_ms, start_volume_l, end_volume_l, delivered_volume_l, source, ingested_ms
+            "SELECT phase, load_id, tank, start_ms, end_ms, start_volume_l, end_volume_l, delivered_volume_l, source, ingested_ms, verdict
              FROM delivery_events WHERE site_id = $1 ORDER BY start_ms DESC, log_id, seq DESC LIMIT $2",
         )
         .bind(site)
@@ -567,6 +567,8 @@ pub struct DeliveryEventRow {
     pub delivered_volume_l: f64,
     pub source: crate::domain::DeliverySource,
     pub ingested_ms: i64,
+    /// The headend's verdict (None until the inventory job judged it).
+    pub verdict: Option<crate::domain::deliveries::Verdict>,
 }
 
 #[derive(sqlx::FromRow)]

@@ -147,3 +147,7 @@ CREATE TABLE job_cursors (
     job    TEXT PRIMARY KEY,
     value  BIGINT NOT NULL
 );
+
+-- The headend's verdict on a detected delivery (confirmed | sensor_jump;
+-- NULL until judged): only confirmed ones explain a rise in the inventory.
+ALTER TABLE delivery_events ADD COLUMN verdict TEXT;

@@ -351,6 +351,7 @@ async fn deliveries(
             json!({
                 "phase": d.phase,
                 "source": d.source,
+                "verdict": d.verdict,
                 "tank": d.tank,
                 "load_id": (!d.load_id.is_empty()).then_some(d.load_id),
                 "start": ts(d.start_ms),

@@ -13,6 +13,33 @@ use super::inventory::{
 
 const H: f64 = 3_600_000.0;
 
+/// Hours a gauge must repeat one exact value (after the hour it first
+/// showed it) to be stuck...
+pub const STUCK_HOURS: usize = 3;
+/// ... while the profile says at least this share of the tank was sold.
+pub const STUCK_SHARE: f64 = 0.01;
+
+/// The hours with runs of one exact repeated value cut to their first
+/// hour: a live gauge's noise never repeats a value to the last bit, a
+/// stuck one does, and its flat hours must not pull the rate down.
+fn without_repeats(hours: &[(i64, f64)]) -> Vec<(i64, f64)> {
+    let mut out = Vec::with_capacity(hours.len());
+    let mut i = 0;
+    while i < hours.len() {
+        let mut j = i + 1;
+        while j < hours.len() && hours[j].1 == hours[i].1 {
+            j += 1;
+        }
+        if j - i > STUCK_HOURS {
+            out.push(hours[i]);
+        } else {
+            out.extend_from_slice(&hours[i..j]);
+        }
+        i = j;
+    }
+    out
+}
+
 /// A tank as the operator configured it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TankConfig {
@@ -32,8 +59,8 @@ pub struct Inputs<'a> {
     pub hourly: &'a [(i64, f64)],
     /// The newest observation of each source (the gauge's included).
     pub candidates: &'a [Candidate],
-    /// Deliveries seen at the tank: (start, end).
-    pub deliveries: &'a [(i64, i64)],
+    /// Deliveries seen at the tank: (start, end, litres if known).
+    pub deliveries: &'a [(i64, i64, Option<f64>)],
     /// The next delivery's ETA, if one is planned.
     pub next_eta_ms: Option<i64>,
     pub now_ms: i64,
@@ -67,14 +94,56 @@ impl TankConfig {
     }
 }
 
+/// Whether the gauge has repeated the current value for [`STUCK_HOURS`]
+/// full hours while the profile says [`STUCK_SHARE`] of the tank sold.
+fn stuck(i: &Inputs<'_>, c: &Candidate, profile: Option<&forecast::Profile>) -> bool {
+    let run: Vec<&(i64, f64)> = i
+        .hourly
+        .iter()
+        .rev()
+        .take_while(|(_, v)| *v == c.obs.volume_l)
+        .collect();
+    let (Some(p), Some(first)) = (profile, run.last()) else {
+        return false;
+    };
+    if run.len() <= STUCK_HOURS {
+        return false;
+    }
+    let hours = ((c.obs.at_ms - (first.0 + H as i64)) as f64 / H)
+        .floor()
+        .max(0.0) as i64;
+    let expected = p.mean_ahead(first.0 + H as i64, hours, i.tz) * hours as f64;
+    expected >= STUCK_SHARE * i.tank.capacity_l
+}
+
 pub fn assess(i: &Inputs<'_>) -> Assessment {
     let facts = i.tank.facts();
-    let delivered = |from: i64, to: i64| {
-        i.deliveries
-            .iter()
-            .any(|&(s, e)| s <= to + 30 * 60_000 && e >= from - 30 * 60_000)
+    // litres delivered between two times (infinite when a delivery there
+    // has no known volume); a delivery counts when it ended after `from`
+    // and started before `to`
+    let delivered = |from: i64, to: i64| -> Option<f64> {
+        let mut hit = false;
+        let mut litres = 0.0;
+        for &(s, e, l) in i.deliveries {
+            if s <= to && e > from {
+                hit = true;
+                litres += l.unwrap_or(f64::INFINITY);
+            }
+        }
+        hit.then_some(litres)
     };
-    let (trusted, _) = inventory::trusted_hours(i.hourly, &facts, delivered);
+    // two passes: a first profile from the hours the fixed rules trust,
+    // then the hours judged against what that profile expects
+    let (first, _) = inventory::trusted_hours(i.hourly, &facts, delivered);
+    let first = forecast::profile(&without_repeats(&first), i.tz);
+    let expected = |from: i64, to: i64| {
+        let p = first.as_ref()?;
+        let hours = ((to - from) as f64 / H).ceil().max(1.0) as i64;
+        Some(p.mean_ahead(from, hours, i.tz) * (to - from) as f64 / H)
+    };
+    let (trusted, _) = inventory::trusted_hours_with(i.hourly, &facts, delivered, expected);
+    let trusted = without_repeats(&trusted);
+    let profile = forecast::profile(&trusted, i.tz);
     let current = inventory::winner(i.candidates, i.now_ms, i.stale_after_ms);
     let freshness = inventory::freshness(current.map(|c| c.obs.at_ms), i.now_ms, i.stale_after_ms);
     let flags = match current {
@@ -97,8 +166,21 @@ pub fn assess(i: &Inputs<'_>) -> Assessment {
             } else {
                 prev
             };
-            let open = prev.is_some_and(|p| delivered(p.at_ms, c.obs.at_ms));
-            inventory::plausibility(prev.as_ref(), &c.obs, &facts, open)
+            let came = prev.and_then(|p| delivered(p.at_ms, c.obs.at_ms));
+            // what the profile says went since the previous hour
+            let expected = match (&profile, prev) {
+                (Some(p), Some(pv)) => {
+                    let hours = ((c.obs.at_ms - pv.at_ms) as f64 / H).ceil().max(1.0) as i64;
+                    Some(p.mean_ahead(pv.at_ms, hours, i.tz) * (c.obs.at_ms - pv.at_ms) as f64 / H)
+                }
+                _ => None,
+            };
+            let mut flags =
+                inventory::plausibility_with(prev.as_ref(), &c.obs, &facts, came, expected);
+            if c.source == ObsSource::Atg && stuck(i, &c, profile.as_ref()) {
+                flags.push(Implausible::Stuck);
+            }
+            flags
         }
     };
     // an implausible volume is kept but the forecast starts from the last
@@ -108,7 +190,6 @@ pub fn assess(i: &Inputs<'_>) -> Assessment {
         Some(c) if !volume_untrusted => Some((c.obs.volume_l, c.obs.at_ms)),
         _ => trusted.last().map(|&(t, v)| (v, t + H as i64)),
     };
-    let profile = forecast::profile(&trusted, i.tz);
     let runout_ms = match (&profile, start) {
         (Some(p), Some((v, at))) => forecast::runout_along(p, v, i.tank.floor_l, at, i.tz),
         _ => None,
@@ -185,7 +266,7 @@ mod tests {
     fn inputs<'a>(
         hourly: &'a [(i64, f64)],
         cands: &'a [Candidate],
-        deliveries: &'a [(i64, i64)],
+        deliveries: &'a [(i64, i64, Option<f64>)],
         eta: Option<i64>,
         now_ms: i64,
     ) -> Inputs<'a> {
@@ -207,7 +288,11 @@ mod tests {
         // the newest reading: end of hour 39 = 40 h after T0, 24,000 L
         let now = T0 + 40 * HM;
         let cands = [gauge(now, 24_000.0)];
-        let deliveries = [(T0 + 20 * HM + 10 * 60_000, T0 + 20 * HM + 40 * 60_000)];
+        let deliveries = [(
+            T0 + 20 * HM + 10 * 60_000,
+            T0 + 20 * HM + 40 * 60_000,
+            Some(12_000.0),
+        )];
         let a = assess(&inputs(&hourly, &cands, &deliveries, None, now));
         assert_eq!(a.flags, vec![]);
         assert_eq!(a.rate_lph, Some(200.0));
@@ -231,7 +316,11 @@ mod tests {
     #[test]
     fn an_implausible_reading_is_flagged_and_left_out_of_the_rate_and_forecast() {
         let mut hourly = drain_with_delivery();
-        let deliveries = [(T0 + 20 * HM + 10 * 60_000, T0 + 20 * HM + 40 * 60_000)];
+        let deliveries = [(
+            T0 + 20 * HM + 10 * 60_000,
+            T0 + 20 * HM + 40 * 60_000,
+            Some(12_000.0),
+        )];
         // hour 30 reads 5,000 L low (a sensor dropout), hour 35 above capacity
         hourly[30].1 -= 5_000.0;
         hourly[35].1 = 40_000.0;
@@ -306,6 +395,31 @@ mod tests {
         let a = assess(&inputs(&hourly, &cands, &[], None, now + 10 * HM));
         assert_eq!(a.current.map(|c| c.source), Some(ObsSource::Csv));
         assert!(matches!(a.freshness, Freshness::Stale { .. }));
+    }
+
+    #[test]
+    fn a_gauge_that_repeats_one_value_for_hours_is_stuck_and_does_not_slow_the_rate() {
+        let mut hourly = drain_with_delivery();
+        // from hour 40 the gauge repeats 24,000 L for 5 more hours
+        for h in 40..45 {
+            hourly.push((T0 + h * HM, 24_000.0));
+        }
+        let now = T0 + 45 * HM;
+        let a = assess(&inputs(&hourly, &[gauge(now, 24_000.0)], &[], None, now));
+        assert_eq!(a.flags, vec![Implausible::Stuck]);
+        assert_eq!(a.rate_lph, Some(200.0), "the flat hours are not sales of 0");
+        // hand-computed: from the last real hour (24,000 L at 40 h) at 200 L/h
+        assert_eq!(a.runout_ms, Some(T0 + 40 * HM + 117 * HM + 30 * 60_000));
+        // two repeated hours are not yet stuck
+        let now = T0 + 42 * HM;
+        let a = assess(&inputs(
+            &hourly[..42],
+            &[gauge(now, 24_000.0)],
+            &[],
+            None,
+            now,
+        ));
+        assert_eq!(a.flags, vec![]);
     }
 
     #[test]

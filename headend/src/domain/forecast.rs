@@ -136,7 +136,40 @@ fn falls(hourly: &[(i64, f64)]) -> Vec<(i64, f64)> {
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    percentile(&v, 0.5)
+    // a bucket's center: the mean of what is left after the lowest and
+    // highest quarter (the median of few samples is noisier than this)
+    let cut = v.len() / 4;
+    let mid = &v[cut..v.len() - cut];
+    mid.iter().sum::<f64>() / mid.len() as f64
+}
+
+/// Each hour bucket's rate: its own center with [`MIN_BUCKET_SAMPLES`]
+/// or more; else the mean of its nearest full neighbours on either side
+/// (the hours around it sell alike; the day's median would put a
+/// daytime rate into a night hour), averaged with its one sample if it
+/// has one; `overall` when no bucket is full.
+fn fill_sparse(buckets: &[Vec<f64>], overall: f64) -> Vec<f64> {
+    let n = buckets.len();
+    let full = |i: usize| buckets[i].len() >= MIN_BUCKET_SAMPLES;
+    (0..n)
+        .map(|h| {
+            if full(h) {
+                return median(buckets[h].clone());
+            }
+            let before = (1..n).map(|d| (h + n - d) % n).find(|&i| full(i));
+            let after = (1..n).map(|d| (h + d) % n).find(|&i| full(i));
+            let near = match (before, after) {
+                (Some(a), Some(b)) => {
+                    (median(buckets[a].clone()) + median(buckets[b].clone())) / 2.0
+                }
+                _ => overall,
+            };
+            match buckets[h].first() {
+                Some(one) => (one + near) / 2.0,
+                None => near,
+            }
+        })
+        .collect()
 }
 
 /// The consumption profile of a tank from its plausible hourly volumes
@@ -167,16 +200,7 @@ pub fn profile(hourly: &[(i64, f64)], tz: &TimeZone) -> Option<Profile> {
     for (i, b) in week.iter().enumerate() {
         day[i % 24].extend_from_slice(b);
     }
-    let day_rate: Vec<f64> = day
-        .into_iter()
-        .map(|b| {
-            if b.len() >= MIN_BUCKET_SAMPLES {
-                median(b)
-            } else {
-                overall.litres_per_hour
-            }
-        })
-        .collect();
+    let day_rate = fill_sparse(&day, overall.litres_per_hour);
     if span_days < DAYS_FOR_HOUR_OF_WEEK {
         return Some(Profile {
             basis: Basis::HourOfDay,
@@ -228,8 +252,19 @@ pub fn runout_along(
     }
     let mut t = from_ms;
     let end = from_ms + HORIZON_H * H;
+    let mut how = hour_of_week(t, tz);
+    let mut steps = 0;
     while t < end {
-        let rate = profile.per_hour[hour_of_week(t, tz)];
+        // the zone is asked once a day (a DST change moves the hour)
+        if steps > 0 {
+            how = if steps % 24 == 0 {
+                hour_of_week(t, tz)
+            } else {
+                (how + 1) % 168
+            };
+        }
+        steps += 1;
+        let rate = profile.per_hour[how];
         let hour_end = (t.div_euclid(H) + 1) * H;
         let dt_h = (hour_end - t) as f64 / H as f64;
         let used = rate * dt_h;

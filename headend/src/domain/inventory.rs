@@ -24,6 +24,8 @@ text_enum!(
         JumpUp => "unexplained_rise",
         JumpDown => "unexplained_fall",
         Water => "water_above_limit",
+        /// The gauge repeats one value while the tank should be selling.
+        Stuck => "stuck",
     }
 );
 
@@ -104,13 +106,25 @@ pub const REANCHOR_AFTER: usize = 3;
 /// The hourly volumes (`(hour start, volume at its end)`, oldest first)
 /// that may be trusted for the rate, and the flags of the newest one.
 /// Each is judged against the last trusted one; a rise counts as a
-/// delivery when `delivered(from, to)` says one was seen in between.
+/// delivery when `delivered(from, to)` says one was seen in between (with
+/// its litres when known: then the change less the delivery is judged).
 /// [`REANCHOR_AFTER`] hours that agree with each other but jumped from
 /// the trusted level become the new trusted level.
 pub fn trusted_hours(
     hourly: &[(i64, f64)],
     tank: &TankFacts,
-    delivered: impl Fn(i64, i64) -> bool,
+    delivered: impl Fn(i64, i64) -> Option<f64>,
+) -> (Vec<(i64, f64)>, Vec<Implausible>) {
+    trusted_hours_with(hourly, tank, delivered, |_, _| None)
+}
+
+/// [`trusted_hours`] with the fall a consumption profile expects between
+/// two times (see [`plausibility_with`]).
+pub fn trusted_hours_with(
+    hourly: &[(i64, f64)],
+    tank: &TankFacts,
+    delivered: impl Fn(i64, i64) -> Option<f64>,
+    expected_fall: impl Fn(i64, i64) -> Option<f64>,
 ) -> (Vec<(i64, f64)>, Vec<Implausible>) {
     let mut out: Vec<(i64, f64)> = Vec::with_capacity(hourly.len());
     let mut pending: Vec<(i64, f64)> = Vec::new();
@@ -126,8 +140,9 @@ pub fn trusted_hours(
             volume_l: pv,
             water_mm: None,
         });
-        let open = prev.is_some_and(|p| delivered(p.at_ms, t));
-        let flags = plausibility(prev.as_ref(), &o, tank, open);
+        let came = prev.and_then(|p| delivered(p.at_ms, t));
+        let expected = prev.and_then(|p| expected_fall(p.at_ms, t));
+        let flags = plausibility_with(prev.as_ref(), &o, tank, came, expected);
         if flags.is_empty() {
             out.push((t, v));
             pending.clear();
@@ -211,6 +226,32 @@ pub fn plausibility(
     tank: &TankFacts,
     delivery_open: bool,
 ) -> Vec<Implausible> {
+    let delivered = delivery_open.then_some(f64::INFINITY);
+    plausibility_with(prev, obs, tank, delivered, None)
+}
+
+/// A fall this much beyond what the tank's profile expected since the
+/// previous observation is unexplained (times the expected fall, plus a
+/// share of the capacity for a busy spell).
+pub const FALL_OVER_EXPECTED: f64 = 3.0;
+pub const FALL_SLACK_SHARE: f64 = 0.02;
+
+/// [`plausibility`], with the fall the tank's consumption profile expects
+/// between `prev` and `obs` when one is known: a fall more than
+/// [`FALL_OVER_EXPECTED`] times that plus [`FALL_SLACK_SHARE`] of the
+/// capacity is unexplained too (tighter than the fixed quarter an hour).
+///
+/// `delivered_l`: litres delivered between the two (None: no delivery;
+/// infinite: a delivery of unknown volume, which explains any rise). A
+/// known volume is a mass balance: the change less what came in must
+/// look like sales.
+pub fn plausibility_with(
+    prev: Option<&Observation>,
+    obs: &Observation,
+    tank: &TankFacts,
+    delivered_l: Option<f64>,
+    expected_fall_l: Option<f64>,
+) -> Vec<Implausible> {
     let mut out = Vec::new();
     if obs.volume_l < 0.0 {
         out.push(Implausible::Negative);
@@ -226,12 +267,22 @@ pub fn plausibility(
     if let Some(p) = prev
         && obs.at_ms > p.at_ms
     {
-        let change = obs.volume_l - p.volume_l;
+        let raw = obs.volume_l - p.volume_l;
         let hours = (obs.at_ms - p.at_ms) as f64 / 3_600_000.0;
-        if change > tank.capacity_l * JUMP_UP_SHARE && !delivery_open {
+        // the change that sales must explain
+        let change = match delivered_l {
+            Some(l) if l.is_finite() => raw - l,
+            _ => raw,
+        };
+        if change > tank.capacity_l * JUMP_UP_SHARE && delivered_l.is_none_or(f64::is_finite) {
             out.push(Implausible::JumpUp);
         }
-        if -change > tank.capacity_l * JUMP_DOWN_SHARE_PER_H * hours.max(1.0 / 60.0) {
+        let mut max_fall = tank.capacity_l * JUMP_DOWN_SHARE_PER_H * hours.max(1.0 / 60.0);
+        if let Some(e) = expected_fall_l {
+            max_fall =
+                max_fall.min(FALL_OVER_EXPECTED * e.max(0.0) + FALL_SLACK_SHARE * tank.capacity_l);
+        }
+        if -change > max_fall {
             out.push(Implausible::JumpDown);
         }
     }

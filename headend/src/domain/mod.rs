@@ -8,6 +8,7 @@ pub mod assess;
 pub mod asset;
 pub mod audit;
 pub mod command;
+pub mod deliveries;
 pub mod enrollment;
 pub mod escalation;
 pub mod forecast;

@@ -11,6 +11,7 @@ use serde_json::json;
 
 use crate::db::Db;
 use crate::domain::assess::{self, Inputs, TankConfig};
+use crate::domain::deliveries::{self, Verdict};
 use crate::domain::escalation::{self, Cause, EscEventKind};
 use crate::domain::inventory::{Candidate, ObsSource, Observation};
 use crate::domain::load::{self, Timing};
@@ -70,9 +71,59 @@ struct Latest {
 #[derive(sqlx::FromRow)]
 struct Delivery {
     site_id: String,
+    log_id: i64,
+    seq: i64,
+    phase: String,
     tank: String,
     start_ms: i64,
     end_ms: i64,
+    start_volume_l: f64,
+    end_volume_l: f64,
+    delivered_volume_l: f64,
+    verdict: Option<Verdict>,
+}
+
+/// A delivery the agent says is under way explains rises for this long.
+const OPEN_DELIVERY_MS: i64 = 3 * 3_600_000;
+
+/// Judges the ended deliveries not judged yet, from the readings between
+/// their start and end, and stores each verdict.
+async fn judge(db: &Db, ds: &mut [Delivery]) -> Result<(), crate::Error> {
+    for d in ds
+        .iter_mut()
+        .filter(|d| d.phase == "ended" && d.verdict.is_none())
+    {
+        let rows = db
+            .readings(&crate::store::ReadingQuery {
+                site: &d.site_id,
+                asset: &d.tank,
+                field: Some(VOLUME_FIELD),
+                from_ms: d.start_ms,
+                to_ms: d.end_ms + 1,
+                limit: 5_000,
+                newest_first: false,
+            })
+            .await?;
+        let samples: Vec<(i64, f64)> = rows
+            .iter()
+            .filter_map(|r| r.value.map(|v| (r.source_ts_ms, v)))
+            .collect();
+        let v = deliveries::verdict(&samples, d.end_volume_l - d.start_volume_l);
+        if v == Verdict::SensorJump {
+            tracing::info!(site = %d.site_id, tank = %d.tank, start_ms = d.start_ms, "a detected delivery was a sensor jump (one step faster than fuel flows)");
+        }
+        let (_w, mut tx) = db.begin_write().await?;
+        sqlx::query("UPDATE delivery_events SET verdict = $1 WHERE site_id = $2 AND log_id = $3 AND seq = $4")
+            .bind(v)
+            .bind(&d.site_id)
+            .bind(d.log_id)
+            .bind(d.seq)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        d.verdict = Some(v);
+    }
+    Ok(())
 }
 
 #[derive(sqlx::FromRow)]
@@ -131,12 +182,14 @@ pub async fn run(db: &Db, now: i64, s: Settings) -> Result<Report, crate::Error>
                 confidence: o.confidence,
             });
     }
-    let deliveries: Vec<Delivery> = sqlx::query_as(
-        "SELECT site_id, tank, start_ms, end_ms FROM delivery_events WHERE start_ms >= $1",
+    let mut deliveries: Vec<Delivery> = sqlx::query_as(
+        "SELECT site_id, log_id, seq, phase, tank, start_ms, end_ms, start_volume_l, end_volume_l, delivered_volume_l, verdict
+         FROM delivery_events WHERE start_ms >= $1",
     )
     .bind(now - HISTORY_MS)
     .fetch_all(db.pool())
     .await?;
+    judge(db, &mut deliveries).await?;
     let loads = db.loads().pending().await?;
     let mut next: HashMap<(String, String), &LoadRow> = HashMap::new();
     for l in loads.iter().filter(|l| !l.status.is_final()) {
@@ -179,10 +232,30 @@ pub async fn run(db: &Db, now: i64, s: Settings) -> Result<Report, crate::Error>
                 confidence: 1.0,
             });
         }
-        let windows: Vec<(i64, i64)> = deliveries
+        // confirmed deliveries with their litres; one under way (started,
+        // not yet ended) explains any rise for a while
+        let mine: Vec<&Delivery> = deliveries
             .iter()
             .filter(|d| d.site_id == t.site_id && d.tank == t.tank_id)
-            .map(|d| (d.start_ms, d.end_ms.max(d.start_ms)))
+            .collect();
+        let windows: Vec<(i64, i64, Option<f64>)> = mine
+            .iter()
+            .filter_map(|d| match (d.phase.as_str(), d.verdict) {
+                ("ended", Some(Verdict::Confirmed)) => Some((
+                    d.start_ms,
+                    d.end_ms.max(d.start_ms),
+                    Some(d.delivered_volume_l),
+                )),
+                ("started", _)
+                    if now - d.start_ms < OPEN_DELIVERY_MS
+                        && !mine
+                            .iter()
+                            .any(|e| e.phase == "ended" && e.start_ms == d.start_ms) =>
+                {
+                    Some((d.start_ms, now, None))
+                }
+                _ => None,
+            })
             .collect();
         let next_load = next.get(&key).copied();
         let a = assess::assess(&Inputs {

@@ -19,6 +19,7 @@
 //! | +12    | capacity       | L    |
 //! | +14    | status (u16): bit0 high level, bit1 low level, bit2 water high | |
 
+pub mod scenario;
 pub mod veeder_root;
 
 use std::collections::{HashMap, VecDeque};

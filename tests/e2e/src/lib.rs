@@ -458,6 +458,8 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// Throwaway PostgreSQL databases on the machine's server
 /// (`PG_ADMIN_URL`, default `postgres://postgres@127.0.0.1:5432/test`).
+pub mod accuracy;
+
 pub mod pg {
     use anyhow::{Context, Result};
     use sqlx::Connection;

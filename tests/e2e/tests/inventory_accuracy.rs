@@ -1,0 +1,65 @@
+//! The inventory's accuracy against the simulator's ground truth over a
+//! simulated week of 20 tanks with seeded faults (figures in
+//! docs/BENCHMARKS.md): delivery detection ≥ 99 % precision and recall,
+//! the runout 24 h ahead within 5 % of the truth, and not one stale or
+//! implausible flag missed on the seeded faults.
+
+use atg_sim::scenario::ScenarioConfig;
+use e2e::accuracy::measure;
+
+#[test]
+fn a_simulated_week_of_20_tanks_with_faults_meets_the_accuracy_goals() {
+    let a = measure(ScenarioConfig::default());
+    eprintln!(
+        "accuracy: {} tanks × {} days; deliveries {} true, {} detected ({} rejected as jumps): precision {:.4}, recall {:.4}; \
+         runout 24 h ahead: {} instants, within 5 %: {:.3}, p50 {:.4}, p95 {:.4}, max {:.4}; \
+         stale instants {} (missed {}, false {}); implausible instants {} (missed {}, other reason {}); flags with no fault {} of {} evaluations",
+        a.tanks,
+        a.days,
+        a.true_deliveries,
+        a.detections,
+        a.rejected_as_jumps,
+        a.precision(),
+        a.recall(),
+        a.runout_errors.len(),
+        a.runout_within(0.05),
+        a.runout_p(0.5),
+        a.runout_p(0.95),
+        a.runout_p(1.0),
+        a.stale_truth,
+        a.stale_missed,
+        a.stale_false,
+        a.fault_instants,
+        a.fault_missed,
+        a.fault_other_reason,
+        a.flags_without_fault,
+        a.evaluations
+    );
+    for m in a.missed.iter().take(20) {
+        eprintln!("  {m}");
+    }
+    assert!(a.true_deliveries >= 20, "the week has deliveries to find");
+    assert!(
+        a.precision() >= 0.99 && a.recall() >= 0.99,
+        "delivery detection"
+    );
+    assert!(a.runout_errors.len() >= 20, "enough runout instants");
+    assert!(
+        a.runout_within(0.05) >= 0.95,
+        "runout within 5 % 24 h ahead"
+    );
+    // and no worse than an oracle that knows the true mean profile (the
+    // misses left are the future's sales straying from their mean)
+    assert!(
+        a.runout_within(0.05) >= a.oracle_within(0.05) - 0.03,
+        "runout against the oracle"
+    );
+    assert!(
+        a.stale_truth > 0 && a.stale_missed == 0,
+        "no stale flag missed"
+    );
+    assert!(
+        a.fault_instants > 0 && a.fault_missed == 0,
+        "no implausible flag missed"
+    );
+}
