@@ -352,6 +352,17 @@ pub fn fuzz_bodies(body: &[u8]) {
             let _ = l::volume_value(v);
         }
     }
+    {
+        use crate::services::{escalations as e, inventory as i};
+        let _ = parse_body::<i::SiteRequest>(&b);
+        let _ = parse_body::<i::TankRequest>(&b);
+        let _ = parse_body::<e::MoveRequest>(&b);
+        let _ = parse_body::<e::NoteRequest>(&b);
+        let _ = parse_body::<inventory::CsvBody>(&b);
+        if let Ok(i::ObservationsRequest::One(o)) = parse_body::<i::ObservationsRequest>(&b) {
+            let _ = crate::services::time_value("at", &o.at);
+        }
+    }
     if let Ok(text) = std::str::from_utf8(body) {
         let _ = query_time("from", text);
         let _ = edge::has_control(text);

@@ -150,7 +150,72 @@ pub fn enrollment(data: &[u8]) {
     }
 }
 
+/// The CSV imports (observations and loads): every row reported or
+/// parsed, never a panic, whatever the bytes.
+pub fn csv_import(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let now = 1_795_392_000_000;
+    let _ = headend::services::inventory::csv_rows("north", &text);
+    let _ = headend::services::load_import::csv_rows("north", &text, now);
+}
+
+/// The inventory rules on arbitrary numbers: the bytes as hourly volumes,
+/// the newest observation, deliveries and an ETA through the whole
+/// assessment (NaN, infinities, negative and huge values included).
+pub fn inventory_rules(data: &[u8]) {
+    use headend::domain::assess::{Inputs, TankConfig, assess};
+    use headend::domain::inventory::{Candidate, ObsSource, Observation};
+    let nums: Vec<f64> = data
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+        .collect();
+    let Some((&cap, rest)) = nums.split_first() else {
+        return;
+    };
+    const H: i64 = 3_600_000;
+    let t0 = 1_795_392_000_000;
+    let hourly: Vec<(i64, f64)> = rest
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (t0 + i as i64 * H, *v))
+        .collect();
+    let now = t0 + hourly.len() as i64 * H;
+    let last = rest.last().copied().unwrap_or(0.0);
+    let cands = [Candidate {
+        source: ObsSource::Atg,
+        obs: Observation {
+            at_ms: now,
+            volume_l: last,
+            water_mm: rest.first().copied(),
+        },
+        confidence: 1.0,
+    }];
+    let deliveries = [(t0 + H, t0 + 2 * H, rest.get(1).copied())];
+    let tank = TankConfig {
+        capacity_l: cap,
+        low_l: cap * 0.25,
+        critical_l: cap * 0.1,
+        floor_l: rest.get(2).copied().unwrap_or(0.0),
+        water_limit_mm: Some(50.0),
+    };
+    let tz = headend::services::evaluate::zone("Europe/Berlin");
+    let _ = assess(&Inputs {
+        tank,
+        stale_after_ms: 6 * H,
+        tz: &tz,
+        hourly: &hourly,
+        candidates: &cands,
+        deliveries: &deliveries,
+        next_eta_ms: Some(now + 24 * H),
+        now_ms: now,
+    });
+    let samples: Vec<(i64, f64)> = hourly.iter().map(|(t, v)| (t / 60, *v)).collect();
+    let _ = headend::domain::deliveries::verdict(&samples, last);
+}
+
 pub const TARGETS: &[(&str, Target)] = &[
+    ("csv_import", csv_import),
+    ("inventory_rules", inventory_rules),
     ("enrollment", enrollment),
     ("agent_config", agent_config),
     ("agent_message", agent_message),
