@@ -83,6 +83,8 @@ echo "  curl -s -H \"Authorization: Bearer \$TOKEN\" $api/sites | python3 -m jso
 echo "  curl -s -H \"Authorization: Bearer \$TOKEN\" $api/sites/demo-site/assets | python3 -m json.tool"
 echo "  curl -s -H \"Authorization: Bearer \$TOKEN\" '$api/sites/demo-site/assets/tank-1/readings?field=volume&limit=10' | python3 -m json.tool"
 echo "  curl -s -H \"Authorization: Bearer \$TOKEN\" $api/sites/demo-site/deliveries | python3 -m json.tool   # source: gauge or detector"
+echo "  curl -s -H \"Authorization: Bearer \$TOKEN\" $api/tanks | python3 -m json.tool               # volume, freshness, flags, runout (after 3 h of history), risk"
+echo "  curl -s -H \"Authorization: Bearer \$TOKEN\" $api/risk | python3 -m json.tool                # by soonest runout"
 echo "  curl -s -H \"Authorization: Bearer \$TOKEN\" $api/audit | python3 -m json.tool               # who did what"
 echo "  curl -s -H \"Authorization: Bearer \$TOKEN\" $api/sites/demo-site/certificates | python3 -m json.tool  # enrolled, renewed, revoked"
 echo "  curl -s http://127.0.0.1:8080/api/openapi.json | python3 -m json.tool | less                  # the API"

@@ -512,3 +512,103 @@ async fn a_fuel_day_on_postgres_flags_forecasts_escalates_and_imports() -> Resul
     db.drop().await?;
     r
 }
+
+/// A webhook receiver that answers 500 to the first `fail` requests and
+/// 204 after; keeps each request's body.
+async fn receiver(
+    fail: usize,
+) -> Result<(
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let g = got.clone();
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((mut s, _)) = l.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 8192];
+            // read the head and the body (Content-Length)
+            while let Ok(k) = s.read(&mut chunk).await {
+                if k == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..k]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        g.lock().unwrap().push(body.to_string());
+                        break;
+                    }
+                }
+            }
+            n += 1;
+            let status = if n <= fail {
+                "500 Internal Server Error"
+            } else {
+                "204 No Content"
+            };
+            let _ = s
+                .write_all(
+                    format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .await;
+        }
+    });
+    Ok((addr, got))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escalation_changes_reach_the_webhook_after_a_failed_attempt() -> Result<()> {
+    let (addr, got) = receiver(1).await?;
+    let dir = tempfile::tempdir()?;
+    let pki = TestPki::new(&[])?;
+    let mut cfg = headend_config(&pki, &sqlite_url(dir.path()), 0);
+    cfg.inventory_every = Duration::from_secs(1);
+    cfg.webhook_url = Some(format!("http://{addr}/hooks/tankwatch"));
+    let he = start_headend(cfg).await?;
+    // a tank that never reported: a stale escalation opens at once
+    tank_site(&he.db, SITE).await?;
+    let row = eventually("the notification delivered", Duration::from_secs(30), || async {
+        let r: Option<(String, i64, String)> = sqlx::query_as(
+            "SELECT state, attempts, last_error FROM webhook_outbox WHERE event = 'opened' ORDER BY id LIMIT 1",
+        )
+        .fetch_optional(he.db.pool())
+        .await?;
+        Ok(r.filter(|r| r.0 == "delivered"))
+    })
+    .await?;
+    ensure!(row.1 == 2, "one failed attempt, then delivered: {row:?}");
+    let bodies = got.lock().map(|g| g.clone()).unwrap_or_default();
+    ensure!(bodies.len() >= 2, "{bodies:?}");
+    let v: Value = serde_json::from_str(&bodies[1])?;
+    ensure!(
+        v["event"] == "opened"
+            && v["escalation"]["cause"] == "stale"
+            && v["escalation"]["tank"] == "tank-1",
+        "{v}"
+    );
+    let m = get_text(he.http_addr, "/metrics").await?;
+    ensure!(
+        metric(&m, "tankwatch_headend_webhook_retries_total").unwrap_or(0.0) >= 1.0,
+        "retries counted"
+    );
+    ensure!(
+        metric(&m, "tankwatch_headend_webhooks_delivered_total").unwrap_or(0.0) >= 1.0,
+        "deliveries counted"
+    );
+    he.stop().await;
+    Ok(())
+}
