@@ -482,12 +482,24 @@ async fn an_eta_and_a_delivery_in_progress_survive_agent_restarts_and_the_load_i
         .unwrap_or("")
         .to_string();
     wait_state(s.http, &first, "active", T).await?;
-    // an ETA update from another source supersedes the first push
+    // an email ETA does not beat the carrier's: history only, nothing pushed
     let (code, p) = send_json(
         s.http,
         reqwest::Method::PATCH,
         &format!("/api/v1/loads/{load_id}"),
-        &json!({"eta": eta + 600_000, "eta_source": "email"}),
+        &json!({"eta": eta + 300_000, "eta_source": "email"}),
+    )
+    .await?;
+    ensure!(
+        code == 200 && p["eta_applied"] == false && p["command"].is_null(),
+        "{code}: {p}"
+    );
+    // a manual ETA update supersedes the first push
+    let (code, p) = send_json(
+        s.http,
+        reqwest::Method::PATCH,
+        &format!("/api/v1/loads/{load_id}"),
+        &json!({"eta": eta + 600_000, "eta_source": "manual"}),
     )
     .await?;
     ensure!(code == 200, "{code}: {p}");
