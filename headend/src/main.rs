@@ -227,6 +227,8 @@ async fn user_cmd(cmd: UserCmd, url: &str) -> Result<()> {
     let db = headend::db::Db::connect(url, 2).await?;
     let guard = headend::services::access::Guard::default();
     let refusal = |e: headend::services::ServiceError| anyhow::anyhow!("{e}");
+    // the command line runs as root on the headend's host: it grants anything
+    let root = headend::domain::Grant::root();
     match cmd {
         UserCmd::Add {
             name,
@@ -238,6 +240,7 @@ async fn user_cmd(cmd: UserCmd, url: &str) -> Result<()> {
             let u = admin::add_user(
                 &db,
                 &guard,
+                &root,
                 admin::NewUser {
                     user: name,
                     role,
@@ -280,7 +283,7 @@ async fn user_cmd(cmd: UserCmd, url: &str) -> Result<()> {
                 sites: None,
                 disabled: Some(true),
             };
-            admin::update_user(&db, &name, patch)
+            admin::update_user(&db, &root, &name, patch)
                 .await
                 .map_err(refusal)?;
             println!("disabled {name}; their sessions ended");
@@ -291,7 +294,7 @@ async fn user_cmd(cmd: UserCmd, url: &str) -> Result<()> {
                 sites: None,
                 disabled: Some(false),
             };
-            admin::update_user(&db, &name, patch)
+            admin::update_user(&db, &root, &name, patch)
                 .await
                 .map_err(refusal)?;
             println!("enabled {name}");
@@ -301,7 +304,7 @@ async fn user_cmd(cmd: UserCmd, url: &str) -> Result<()> {
             password_file,
         } => {
             let password = read_password(password_file.as_ref())?;
-            admin::reset_password(&db, &guard, &name, password)
+            admin::reset_password(&db, &guard, &root, &name, password)
                 .await
                 .map_err(refusal)?;
             println!("password of {name} set; their sessions ended");

@@ -159,6 +159,12 @@ pub const RULES: &[Rule] = &[
         Perm(P::Admin),
         "users.reset_password",
     ),
+    rule(
+        "POST",
+        "/api/v1/users/{user}/unlock",
+        Perm(P::Admin),
+        "users.unlock",
+    ),
     rule("GET", "/api/v1/api-keys", Perm(P::Admin), "api_keys.list"),
     rule(
         "POST",
@@ -312,6 +318,10 @@ pub struct AuditNote {
     pub actor: Option<(String, Option<Role>)>,
     /// The handler refused for who asked (a resource outside the scope).
     pub denied: bool,
+    /// The site the request was about, when its path does not name it
+    /// (a command's, a load's); else the path's `{site}`, or the
+    /// summary's `site`. Scoped readers of the trail see only their sites'.
+    pub site: Option<String>,
 }
 
 /// Attaches an audit note to a response.
@@ -434,6 +444,7 @@ pub async fn gate(State(g): State<Gate>, mut req: Request, next: Next) -> Respon
         summary: "{}".into(),
         client: client.to_string(),
         request_id: rid,
+        site: None,
     };
     let principal = match rule.need {
         Need::Public => None,
@@ -495,6 +506,7 @@ pub async fn gate(State(g): State<Gate>, mut req: Request, next: Next) -> Respon
                     .map(|(_, v)| v.to_string())
             });
         req = Request::from_parts(parts, body);
+        entry.site = site.clone();
         if let Some(site) = site.filter(|s| !p.scope.covers(s)) {
             return deny(&g, entry, ApiError::not_found(format!("no site {site:?}"))).await;
         }
@@ -520,6 +532,21 @@ pub async fn gate(State(g): State<Gate>, mut req: Request, next: Next) -> Respon
         }
         if !n.summary.is_null() {
             entry.summary = n.summary.to_string();
+        }
+        let in_summary = || {
+            ["site", "site_id"]
+                .iter()
+                .find_map(|k| n.summary.get(k).and_then(Value::as_str))
+                .or_else(|| n.summary.pointer("/after/site").and_then(Value::as_str))
+                .map(str::to_string)
+        };
+        if let Some(site) = n
+            .site
+            .clone()
+            .or_else(|| entry.site.clone())
+            .or_else(in_summary)
+        {
+            entry.site = Some(site);
         }
         if let Some((actor, role)) = n.actor {
             entry.actor = actor;

@@ -1,7 +1,12 @@
 //! REST for admins: users and API keys (the `admin` permission).
 //!
 //! * `GET|POST /api/v1/users`, `GET|PATCH /api/v1/users/{user}`
-//!   (role, sites, disabled), `POST /api/v1/users/{user}/password`.
+//!   (role, sites, disabled), `POST /api/v1/users/{user}/password`,
+//!   `POST /api/v1/users/{user}/unlock` (lifts login locks).
+//!
+//! Nobody manages or grants beyond their own role and sites: a user or
+//! key the caller does not cover does not exist for it (404), and a
+//! grant wider than its own is refused (403) ([`crate::domain::Grant`]).
 //! * `GET|POST /api/v1/api-keys`, `GET /api/v1/api-keys/{id}`,
 //!   `POST /api/v1/api-keys/{id}/revoke`. The key itself is in the
 //!   creation's answer only.
@@ -28,6 +33,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/api/v1/users", get(list_users).post(add_user))
         .route("/api/v1/users/{user}", get(get_user).patch(patch_user))
         .route("/api/v1/users/{user}/password", post(reset_password))
+        .route("/api/v1/users/{user}/unlock", post(unlock))
         .route("/api/v1/api-keys", get(list_keys).post(add_key))
         .route("/api/v1/api-keys/{id}", get(get_key))
         .route("/api/v1/api-keys/{id}/revoke", post(revoke_key))
@@ -60,21 +66,26 @@ fn note(target: &str, summary: Value) -> AuditNote {
 
 async fn list_users(
     State(s): State<ApiState>,
+    Caller(c): Caller,
     OriginalUri(uri): OriginalUri,
     Query(p): Query<PageParams>,
 ) -> Result<Response, ApiError> {
     let limit = p.limit()?;
     let after = p.after()?.unwrap_or_default();
-    let rows = s.db.users().list(&after, limit + 1).await?;
+    let rows = svc::list_users(&s.db, &c.grant(), &after, limit + 1).await?;
     let items = rows.iter().map(user_json).collect();
     Ok(page::respond(&uri, items, limit, |v| {
         v["user"].as_str().unwrap_or_default().to_string()
     }))
 }
 
-async fn add_user(State(s): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
+async fn add_user(
+    State(s): State<ApiState>,
+    Caller(c): Caller,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let req: NewUser = parse_body(&body)?;
-    let u = svc::add_user(&s.db, &s.guard, req).await?;
+    let u = svc::add_user(&s.db, &s.guard, &c.grant(), req).await?;
     tracing::info!(user = %u.user_id, role = %u.role, "user added");
     let v = user_json(&u);
     Ok(noted(
@@ -85,18 +96,22 @@ async fn add_user(State(s): State<ApiState>, body: Bytes) -> Result<Response, Ap
 
 async fn get_user(
     State(s): State<ApiState>,
+    Caller(c): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(user_json(&svc::get_user(&s.db, &id).await?)))
+    Ok(Json(user_json(
+        &svc::get_user(&s.db, &c.grant(), &id).await?,
+    )))
 }
 
 async fn patch_user(
     State(s): State<ApiState>,
+    Caller(c): Caller,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: UserPatch = parse_body(&body)?;
-    let (after, before) = svc::update_user(&s.db, &id, req).await?;
+    let (after, before) = svc::update_user(&s.db, &c.grant(), &id, req).await?;
     let (a, b) = (user_json(&after), user_json(&before));
     Ok(noted(
         Json(a.clone()).into_response(),
@@ -113,11 +128,12 @@ pub struct NewPassword {
 
 async fn reset_password(
     State(s): State<ApiState>,
+    Caller(c): Caller,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: NewPassword = parse_body(&body)?;
-    svc::reset_password(&s.db, &s.guard, &id, req.password).await?;
+    svc::reset_password(&s.db, &s.guard, &c.grant(), &id, req.password).await?;
     tracing::info!(user = %id, "password reset; the user's sessions ended");
     Ok(noted(
         StatusCode::NO_CONTENT.into_response(),
@@ -128,14 +144,30 @@ async fn reset_password(
     ))
 }
 
+async fn unlock(
+    State(s): State<ApiState>,
+    Caller(c): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let u = svc::get_user(&s.db, &c.grant(), &id).await?;
+    let n = s.guard.unlock(&u.user_id);
+    tracing::info!(user = %id, networks = n, "login locks lifted");
+    let v = json!({ "user": u.user_id, "locks_lifted": n });
+    Ok(noted(
+        Json(v.clone()).into_response(),
+        note(&id, json!({ "after": v })),
+    ))
+}
+
 async fn list_keys(
     State(s): State<ApiState>,
+    Caller(c): Caller,
     OriginalUri(uri): OriginalUri,
     Query(p): Query<PageParams>,
 ) -> Result<Response, ApiError> {
     let limit = p.limit()?;
     let before = page::after_i64(&p)?.unwrap_or(i64::MAX);
-    let rows = s.db.api_keys().list(before, limit + 1).await?;
+    let rows = svc::list_keys(&s.db, &c.grant(), before, limit + 1).await?;
     let items = rows.iter().map(key_json).collect();
     Ok(page::respond(&uri, items, limit, |v| {
         v["created_ms"].to_string()
@@ -148,7 +180,7 @@ async fn add_key(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: NewKey = parse_body(&body)?;
-    let (row, key) = svc::add_key(&s.db, req, &p.actor).await?;
+    let (row, key) = svc::add_key(&s.db, &p.grant(), req, &p.actor).await?;
     tracing::info!(key = %row.key_id, role = %row.role, "API key created");
     let mut v = key_json(&row);
     let summary = json!({ "after": v.clone() });
@@ -161,16 +193,18 @@ async fn add_key(
 
 async fn get_key(
     State(s): State<ApiState>,
+    Caller(c): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(key_json(&svc::get_key(&s.db, &id).await?)))
+    Ok(Json(key_json(&svc::get_key(&s.db, &c.grant(), &id).await?)))
 }
 
 async fn revoke_key(
     State(s): State<ApiState>,
+    Caller(c): Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let k = svc::revoke_key(&s.db, &id).await?;
+    let k = svc::revoke_key(&s.db, &c.grant(), &id).await?;
     tracing::info!(key = %id, "API key revoked");
     Ok(noted(
         Json(key_json(&k)).into_response(),

@@ -1,8 +1,10 @@
 //! REST for the audit trail: read and filter only. There is no route
 //! that changes or removes an entry.
 //!
-//! * `GET /api/v1/audit?actor=&action=&target=&outcome=&from=&to=&limit=&cursor=`:
-//!   newest first, each entry with its chain hashes.
+//! * `GET /api/v1/audit?actor=&user=&action=&target=&outcome=&site=&from=&to=&limit=&cursor=`:
+//!   newest first, each entry with its chain hashes. A reader scoped to
+//!   some sites sees only the entries about those sites (entries about
+//!   no site, such as users, keys and logins, only unscoped readers see).
 
 use super::Query;
 use axum::Router;
@@ -12,6 +14,7 @@ use axum::routing::get;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::access::Caller;
 use super::page::{self, PageParams};
 use super::{ApiError, ApiState, query_time, ts};
 use crate::domain::AuditOutcome;
@@ -26,6 +29,10 @@ pub fn routes() -> Router<ApiState> {
 pub struct AuditParams {
     /// Exact actor text (`operator ann from 10.0.0.7`).
     pub actor: Option<String>,
+    /// Entries by this operator, from any address.
+    pub user: Option<String>,
+    /// Entries about this site.
+    pub site: Option<String>,
     /// Exact action (`commands.create`).
     pub action: Option<String>,
     /// Exact target (a command id, a user).
@@ -41,6 +48,7 @@ pub struct AuditParams {
 
 async fn list(
     State(s): State<ApiState>,
+    Caller(p): Caller,
     OriginalUri(uri): OriginalUri,
     Query(q): Query<AuditParams>,
 ) -> Result<Response, ApiError> {
@@ -61,8 +69,18 @@ async fn list(
             })
         })
         .transpose()?;
+    // the sites asked for, within the caller's scope
+    let sites = match q.site {
+        Some(site) if !p.scope.covers(&site) => {
+            return Err(ApiError::not_found(format!("no site {site:?}")));
+        }
+        Some(site) => Some(vec![site]),
+        None => p.scope.sites(),
+    };
     let query = AuditQuery {
         actor: q.actor,
+        user: q.user,
+        sites,
         action: q.action,
         target: q.target,
         outcome,
@@ -84,7 +102,7 @@ async fn list(
                 "seq": e.seq, "at": ts(e.at_ms), "at_ms": e.at_ms, "actor": e.actor, "role": e.role,
                 "action": e.action, "target": e.target, "outcome": e.outcome, "status": e.status,
                 "summary": serde_json::from_str::<serde_json::Value>(&e.summary).unwrap_or(json!(e.summary)),
-                "client": e.client, "request_id": e.request_id,
+                "client": e.client, "request_id": e.request_id, "site": e.site,
                 "prev_hash": r.prev_hash, "hash": r.hash,
             })
         })

@@ -7,8 +7,10 @@
 //! * `POST /api/v1/auth/logout`: ends the caller's session.
 //! * `GET /api/v1/auth/me`: who the credential is.
 //! * `GET /api/v1/auth/sessions[?user=&all=true]`: the caller's live
-//!   sessions (an admin: anyone's, `all` includes ended ones).
-//! * `POST /api/v1/auth/sessions/{id}/revoke`: one's own, or (admin) anyone's.
+//!   sessions (an admin: those of the users it may manage, `all`
+//!   includes ended ones; an API key has none).
+//! * `POST /api/v1/auth/sessions/{id}/revoke`: one's own, or (admin) those
+//!   of a user it may manage.
 
 use super::Query;
 use axum::body::Bytes;
@@ -24,9 +26,13 @@ use super::access::{AuditNote, Caller, noted};
 use super::page::{self, PageParams};
 use super::{ApiError, ApiState, parse_body, ts};
 use crate::db::now_ms;
-use crate::domain::Permission;
+use crate::domain::{Grant, Permission};
 use crate::services::access::{self as svc, AuthError, PrincipalKind, Refreshed};
-use crate::store::users::SessionRow;
+use crate::services::admin as admin_svc;
+use crate::store::users::{SessionRow, SessionsOf};
+
+/// Users a scoped admin's session list looks through at most.
+const MAX_SCOPED_USERS: i64 = 10_000;
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
@@ -80,6 +86,7 @@ async fn login(
                 summary: json!({ "session": t.session_id, "role": t.role }),
                 actor: Some((actor, Some(t.role))),
                 denied: false,
+                site: None,
             };
             noted(Json(&t).into_response(), note)
         }
@@ -108,6 +115,7 @@ async fn refresh(State(s): State<ApiState>, body: Bytes) -> Response {
                 summary: json!({ "session": t.session_id }),
                 actor: Some((format!("user {}", t.user), Some(t.role))),
                 denied: false,
+                site: None,
             };
             noted(Json(&t).into_response(), note)
         }
@@ -188,14 +196,23 @@ async fn sessions(
     OriginalUri(uri): OriginalUri,
     Query(q): Query<SessionList>,
 ) -> Result<Response, ApiError> {
+    let grant = p.grant();
     let admin = p.role.may(Permission::Admin);
     let own = match &p.kind {
         PrincipalKind::User { name, .. } => Some(name.clone()),
         PrincipalKind::ApiKey { .. } => None,
     };
-    let user = match (&q.user, admin) {
-        (Some(u), true) => Some(u.clone()),
-        (None, true) => None,
+    let names: Option<Vec<String>> = match (&q.user, admin) {
+        // a user the admin may not manage does not exist for it
+        (Some(u), true) => Some(vec![admin_svc::get_user(&s.db, &grant, u).await?.user_id]),
+        (None, true) if grant == Grant::root() => None,
+        (None, true) => Some(
+            admin_svc::list_users(&s.db, &grant, "", MAX_SCOPED_USERS)
+                .await?
+                .into_iter()
+                .map(|u| u.user_id)
+                .collect(),
+        ),
         (Some(u), false) if Some(u) != own.as_ref() => {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -203,8 +220,10 @@ async fn sessions(
                 "only an admin sees another user's sessions",
             ));
         }
-        (_, false) => Some(own.unwrap_or_default()),
+        // an API key has no sessions of its own
+        (_, false) => Some(own.into_iter().collect()),
     };
+    let of = names.as_deref().map_or(SessionsOf::All, SessionsOf::Users);
     let pg = PageParams {
         limit: q.limit,
         cursor: q.cursor.clone(),
@@ -215,7 +234,7 @@ async fn sessions(
     let rows =
         s.db.users()
             .sessions(
-                user.as_deref(),
+                of,
                 (!q.all.unwrap_or(false)).then_some(now),
                 before,
                 limit + 1,
@@ -237,8 +256,16 @@ async fn revoke(
         (Some(r), PrincipalKind::User { name, .. }) => &r.user_id == name,
         _ => false,
     };
-    // someone else's session does not exist for a non-admin
-    let Some(row) = row.filter(|_| mine || p.role.may(Permission::Admin)) else {
+    // someone else's session exists only for an admin who may manage them
+    let managed = match &row {
+        Some(r) if !mine && p.role.may(Permission::Admin) => {
+            admin_svc::get_user(&s.db, &p.grant(), &r.user_id)
+                .await
+                .is_ok()
+        }
+        _ => false,
+    };
+    let Some(row) = row.filter(|_| mine || managed) else {
         return Err(ApiError::not_found(format!("no session {id:?}")));
     };
     if !s

@@ -156,13 +156,12 @@ async fn revoke_cert(
         .await?;
     tracing::warn!(serial = %r.serial, site = ?r.site_id, reason = %req.reason, "agent certificate revoked");
     let v = json!({ "serial": r.serial, "site": r.site_id, "already_revoked": r.already, "renewals_revoked": r.renewals });
-    Ok(noted(
-        Json(v.clone()).into_response(),
-        note(
-            format!("certificate {}", r.serial),
-            json!({ "before": if r.already { "revoked" } else { "valid" }, "after": "revoked", "reason": req.reason, "renewals_revoked": r.renewals }),
-        ),
-    ))
+    let mut n = note(
+        format!("certificate {}", r.serial),
+        json!({ "before": if r.already { "revoked" } else { "valid" }, "after": "revoked", "reason": req.reason, "renewals_revoked": r.renewals }),
+    );
+    n.site = r.site_id.clone();
+    Ok(noted(Json(v.clone()).into_response(), n))
 }
 
 async fn revoke_site(

@@ -140,10 +140,11 @@ async fn get_one(
     Ok(Json(v))
 }
 
-fn note(id: &str, summary: Value) -> AuditNote {
+fn note(id: &str, site: &str, summary: Value) -> AuditNote {
     AuditNote {
         target: Some(format!("escalation {id}")),
         summary,
+        site: Some(site.to_string()),
         ..AuditNote::default()
     }
 }
@@ -162,6 +163,7 @@ async fn move_to(
         Json(v).into_response(),
         note(
             &id,
+            &after.site_id,
             json!({ "before": before, "after": after.state, "assignee": after.assignee }),
         ),
     ))
@@ -177,7 +179,7 @@ async fn add_note(
     let e = svc::add_note(&s.ctx(&p), &id, req, &p.actor.to_string()).await?;
     Ok(noted(
         Json(esc_json(&e)).into_response(),
-        note(&id, json!({ "note_added": true })),
+        note(&id, &e.site_id, json!({ "note_added": true })),
     ))
 }
 

@@ -319,8 +319,20 @@ async fn post_observations(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: ObservationsRequest = parse_body(&body)?;
+    // the trail's site: the one site of the push, if it names one
+    let site = match &req {
+        ObservationsRequest::One(o) => Some(o.site.clone()),
+        ObservationsRequest::Batch { observations } => observations
+            .first()
+            .map(|o| o.site.clone())
+            .filter(|s| observations.iter().all(|o| &o.site == s)),
+    };
     let r = svc::push(&s.ctx(&p), req, &p.actor.to_string()).await?;
-    Ok(report_response(&r, "observations".into()))
+    let mut resp = report_response(&r, "observations".into());
+    if let Some(n) = resp.extensions_mut().get_mut::<AuditNote>() {
+        n.site = site;
+    }
+    Ok(resp)
 }
 
 /// `{"csv": "…"}`: the import as JSON.

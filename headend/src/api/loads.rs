@@ -87,6 +87,7 @@ fn pushed(code: StatusCode, p: &Pushed, before: Option<Value>) -> Response {
         AuditNote {
             target: Some(l.load_id.clone()),
             summary: json!({ "before": before, "after": after }),
+            site: Some(l.site_id.clone()),
             ..AuditNote::default()
         },
     )

@@ -204,6 +204,7 @@ impl From<ServiceError> for ApiError {
                     Refused::NotFound | Refused::OutOfScope => (StatusCode::NOT_FOUND, "not_found"),
                     Refused::Unprocessable => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
                     Refused::Conflict => (StatusCode::CONFLICT, "conflict"),
+                    Refused::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
                 };
                 ApiError {
                     field: (!field.is_empty()).then_some(field),

@@ -351,8 +351,17 @@ fn doc(r: &Rule) -> Doc {
             "UserPatch",
         ),
         ("POST", "/api/v1/users/{user}/password") => with_body(
-            d("Set a user's password (ends their sessions)", 204, None),
+            d(
+                "Set a user's password (ends their sessions and lifts their login locks)",
+                204,
+                None,
+            ),
             "NewPassword",
+        ),
+        ("POST", "/api/v1/users/{user}/unlock") => d(
+            "Lift a user's login locks (on the replica that answers; locks are per name and client network)",
+            200,
+            None,
         ),
         ("GET", "/api/v1/api-keys") => paged(
             "API keys (never their secrets)",

@@ -57,6 +57,80 @@ impl Role {
     }
 }
 
+impl Role {
+    /// Roles are nested: each holds every permission of the ones below
+    /// it (the table test proves it), so power is a rank.
+    pub fn rank(self) -> u8 {
+        match self {
+            Role::Viewer => 0,
+            Role::Dispatcher => 1,
+            Role::Manager => 2,
+            Role::Admin => 3,
+        }
+    }
+
+    /// The lesser of two roles.
+    pub fn min(self, other: Role) -> Role {
+        if self.rank() <= other.rank() {
+            self
+        } else {
+            other
+        }
+    }
+}
+
+/// What a credential may do: a role over a scope. A grant is wider than
+/// another when it has a higher role or sees a site the other does not.
+///
+/// **Nobody grants or manages beyond themselves**: a user, a key or a
+/// session may create, change, reset, disable, list or revoke only
+/// users and keys whose grant it [`Grant::covers`], and a change may
+/// only produce a grant it covers ([`Grant::may_manage`],
+/// [`Grant::may_give`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub role: Role,
+    pub scope: Scope,
+}
+
+impl Grant {
+    pub fn new(role: Role, scope: Scope) -> Grant {
+        Grant { role, scope }
+    }
+
+    /// The headend's own command line (root on its host): everything.
+    pub fn root() -> Grant {
+        Grant::new(Role::Admin, Scope::All)
+    }
+
+    /// Is `other` no wider than this, in role and in scope?
+    pub fn covers(&self, other: &Grant) -> bool {
+        self.role.rank() >= other.role.rank() && self.scope.contains(&other.scope)
+    }
+
+    /// May this grant's holder manage an existing user or key holding
+    /// `target` (see it, change it, reset it, disable or revoke it)?
+    pub fn may_manage(&self, target: &Grant) -> bool {
+        self.role.may(Permission::Admin) && self.covers(target)
+    }
+
+    /// May this grant's holder give `new` (create a user or key with it,
+    /// or change one to it)?
+    pub fn may_give(&self, new: &Grant) -> bool {
+        self.role.may(Permission::Admin) && self.covers(new)
+    }
+
+    /// What a credential issued under `owner` may do: the lesser role
+    /// and the common sites (an API key never outgrows the user who
+    /// made it, now: a demoted owner demotes the key).
+    pub fn meet(&self, owner: &Grant) -> Grant {
+        Grant::new(
+            self.role.min(owner.role),
+            self.scope.intersect(&owner.scope),
+        )
+    }
+}
+
 /// Most sites one scope may list.
 pub const MAX_SCOPE_SITES: usize = 1000;
 
@@ -108,6 +182,25 @@ impl Scope {
             out.insert(s.clone());
         }
         Ok(Scope::Sites(out))
+    }
+
+    /// Does this scope see every site `other` sees?
+    pub fn contains(&self, other: &Scope) -> bool {
+        match (self, other) {
+            (Scope::All, _) => true,
+            (Scope::Sites(_), Scope::All) => false,
+            (Scope::Sites(a), Scope::Sites(b)) => b.is_subset(a),
+        }
+    }
+
+    /// The sites both see (possibly none: a scope that sees nothing).
+    pub fn intersect(&self, other: &Scope) -> Scope {
+        match (self, other) {
+            (Scope::All, o) | (o, Scope::All) => o.clone(),
+            (Scope::Sites(a), Scope::Sites(b)) => {
+                Scope::Sites(a.intersection(b).cloned().collect())
+            }
+        }
     }
 
     /// The sites, or `None` for all.
@@ -204,6 +297,67 @@ mod tests {
                 assert_eq!(role.may(*p), held.contains(p), "{role} {p}");
             }
         }
+    }
+
+    /// Roles are nested, so a rank is enough to compare them.
+    #[test]
+    fn a_higher_rank_holds_every_permission_of_a_lower_one() {
+        for a in Role::ALL {
+            for b in Role::ALL {
+                if a.rank() >= b.rank() {
+                    for p in Permission::ALL {
+                        assert!(!b.may(*p) || a.may(*p), "{a} >= {b} but lacks {p}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn nobody_gives_or_manages_a_grant_wider_than_their_own_in_role_or_scope() {
+        let sites = |l: &[&str]| {
+            Scope::from_list(Some(&l.iter().map(|s| s.to_string()).collect::<Vec<_>>())).unwrap()
+        };
+        let g = |r: Role, s: Scope| Grant::new(r, s);
+        let north = sites(&["n-1"]);
+        let both = sites(&["n-1", "s-1"]);
+        let full_admin = Grant::root();
+        let north_admin = g(Role::Admin, north.clone());
+        let north_manager = g(Role::Manager, north.clone());
+        // (who, the grant asked for, allowed)
+        let table = [
+            (&full_admin, g(Role::Admin, Scope::All), true),
+            (&full_admin, g(Role::Viewer, both.clone()), true),
+            (&north_admin, g(Role::Admin, north.clone()), true),
+            (&north_admin, g(Role::Viewer, north.clone()), true),
+            // wider scope: all sites, or one more site
+            (&north_admin, g(Role::Admin, Scope::All), false),
+            (&north_admin, g(Role::Viewer, Scope::All), false),
+            (&north_admin, g(Role::Viewer, both.clone()), false),
+            (&north_admin, g(Role::Viewer, sites(&["s-1"])), false),
+            // a manager holds no admin permission at all
+            (&north_manager, g(Role::Viewer, north.clone()), false),
+        ];
+        for (who, asked, ok) in table {
+            assert_eq!(who.may_give(&asked), ok, "{who:?} gives {asked:?}");
+            assert_eq!(who.may_manage(&asked), ok, "{who:?} manages {asked:?}");
+        }
+    }
+
+    #[test]
+    fn a_key_is_the_lesser_of_its_own_grant_and_its_owners() {
+        let sites = |l: &[&str]| {
+            Scope::from_list(Some(&l.iter().map(|s| s.to_string()).collect::<Vec<_>>())).unwrap()
+        };
+        let key = Grant::new(Role::Admin, Scope::All);
+        let demoted = Grant::new(Role::Viewer, sites(&["n-1"]));
+        assert_eq!(key.meet(&demoted), demoted);
+        let k2 = Grant::new(Role::Dispatcher, sites(&["n-1", "s-1"]));
+        let o2 = Grant::new(Role::Admin, sites(&["s-1", "w-1"]));
+        assert_eq!(k2.meet(&o2), Grant::new(Role::Dispatcher, sites(&["s-1"])));
+        let nothing = Grant::new(Role::Viewer, sites(&["n-1"]))
+            .meet(&Grant::new(Role::Admin, sites(&["s-1"])));
+        assert!(!nothing.scope.covers("n-1") && !nothing.scope.covers("s-1"));
     }
 
     #[test]

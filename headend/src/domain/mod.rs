@@ -21,7 +21,7 @@ pub mod split;
 pub mod throttle;
 pub mod time;
 
-pub use access::{Permission, Role, Scope};
+pub use access::{Grant, Permission, Role, Scope};
 pub use actor::Actor;
 pub use asset::AssetKind;
 pub use audit::AuditOutcome;

@@ -1,9 +1,12 @@
 //! Login abuse limits, pure (the clock is an argument):
 //!
-//! * [`Lockout`] per user name: after [`LOCK_AFTER`] failures in a row the
-//!   name is locked for 30 s, doubling with each further failure up to
-//!   15 min; a success clears it. A locked name is refused before its
-//!   password is checked, so a guesser learns nothing while it lasts.
+//! * [`Lockout`] per user name *and client network* ([`LoginKey`]): after
+//!   [`LOCK_AFTER`] failures in a row the name is locked *for that
+//!   network* for 30 s, doubling with each further failure up to 15 min;
+//!   a success clears it. A locked name is refused before its password is
+//!   checked, so a guesser learns nothing while it lasts, and a guesser
+//!   elsewhere cannot lock the real user out (a lock per name alone
+//!   was a denial of service anyone could hold).
 //! * [`RateLimit`] per client address: a token bucket (login attempts per
 //!   minute with a burst), so one address cannot spray many names.
 //!
@@ -13,6 +16,26 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::net::IpAddr;
+
+/// The network a client address counts as: the address for IPv4, its
+/// /64 for IPv6 (one host usually holds a whole /64, so counting single
+/// v6 addresses would let it rotate past every limit).
+pub fn client_net(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+/// What a login lockout counts failures of: a user name from a network.
+pub type LoginKey = (String, IpAddr);
 
 /// Failures in a row before a name locks.
 pub const LOCK_AFTER: u32 = 5;
@@ -85,6 +108,13 @@ impl<K: Hash + Eq + Clone> Lockout<K> {
 
     pub fn succeeded(&mut self, key: &K) {
         self.keys.remove(key);
+    }
+
+    /// Forgets every key `which` picks (an admin's unlock); how many.
+    pub fn clear(&mut self, which: impl Fn(&K) -> bool) -> usize {
+        let before = self.keys.len();
+        self.keys.retain(|k, _| !which(k));
+        before - self.keys.len()
     }
 
     pub fn len(&self) -> usize {
@@ -173,6 +203,42 @@ mod tests {
         l.succeeded(&k);
         assert_eq!(l.locked_for(&k, 300_001), None);
         assert_eq!(l.failed(&k, 300_002), None, "counting starts again");
+    }
+
+    #[test]
+    fn a_v6_client_counts_as_its_64_and_a_mapped_v4_as_the_v4_address() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(client_net(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            client_net(ip("2001:db8:1:2:ffff:1:2:3")),
+            client_net(ip("2001:db8:1:2::9"))
+        );
+        assert_ne!(client_net(ip("2001:db8:1:3::1")), ip("2001:db8:1:2::"));
+        assert_eq!(client_net(ip("::ffff:10.0.0.7")), ip("10.0.0.7"));
+        assert_eq!(client_net(ip("10.0.0.7")), ip("10.0.0.7"));
+    }
+
+    /// Issue 27: a lock per name alone let anyone keep the admin out.
+    #[test]
+    fn failures_from_one_network_lock_the_name_there_only_and_an_unlock_lifts_every_lock() {
+        let mut l: Lockout<LoginKey> = Lockout::new(100);
+        let attacker = ("admin".to_string(), "203.0.113.9".parse().unwrap());
+        let office = ("admin".to_string(), "198.51.100.4".parse().unwrap());
+        for t in 0..LOCK_AFTER {
+            l.failed(&attacker, i64::from(t));
+        }
+        assert!(l.locked_for(&attacker, 10).is_some());
+        assert_eq!(
+            l.locked_for(&office, 10),
+            None,
+            "the real user is not locked out"
+        );
+        l.failed(&office, 11);
+        let other = ("ann".to_string(), "203.0.113.9".parse().unwrap());
+        l.failed(&other, 12);
+        assert_eq!(l.clear(|(name, _)| name == "admin"), 2);
+        assert_eq!(l.locked_for(&attacker, 13), None);
+        assert_eq!(l.len(), 1, "ann's failure stays");
     }
 
     #[test]

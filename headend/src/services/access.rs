@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use crate::Error;
 use crate::db::{Db, now_ms};
 use crate::domain::secret::{self, Bearer};
-use crate::domain::throttle::{DEFAULT_CAP, Lockout, RateLimit};
-use crate::domain::{Actor, Role, Scope};
+use crate::domain::throttle::{DEFAULT_CAP, Lockout, LoginKey, RateLimit, client_net};
+use crate::domain::{Actor, Grant, Role, Scope};
 use crate::store::api_keys::LAST_USED_STEP_MS;
 use crate::store::users::Issue;
 
@@ -42,6 +42,13 @@ pub struct Principal {
     pub kind: PrincipalKind,
 }
 
+impl Principal {
+    /// What this caller may grant and manage.
+    pub fn grant(&self) -> Grant {
+        Grant::new(self.role, self.scope.clone())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PrincipalKind {
     User { name: String, session_id: String },
@@ -64,7 +71,7 @@ pub enum AuthError {
 /// Login throttling, shared by the API's handlers.
 #[derive(Clone)]
 pub struct Guard {
-    names: Arc<Mutex<Lockout<String>>>,
+    names: Arc<Mutex<Lockout<LoginKey>>>,
     addrs: Arc<Mutex<RateLimit<IpAddr>>>,
     hashing: Arc<tokio::sync::Semaphore>,
     /// Hash of a credential → its principal and when the database last said so.
@@ -112,6 +119,14 @@ impl Guard {
                 v.insert(hash.to_string(), (p.clone(), now));
             }
         }
+    }
+
+    /// Lifts every login lock on `user` (an admin's unlock, a password
+    /// reset) on this replica; how many networks were locked.
+    pub fn unlock(&self, user: &str) -> usize {
+        self.names
+            .lock()
+            .map_or(0, |mut n| n.clear(|(name, _)| name == user))
     }
 
     fn recall(&self, hash: &str, now: i64) -> Option<Principal> {
@@ -237,13 +252,14 @@ pub async fn verify(db: &Db, token: &str, from: IpAddr) -> Result<Principal, Aut
                     }
                 });
             }
+            let g = key_power(db, &k, now).await?;
             Ok(Principal {
                 actor: Actor::ApiKey {
                     id: k.key_id.clone(),
                     from,
                 },
-                role: k.role,
-                scope: k.scope,
+                role: g.role,
+                scope: g.scope,
                 kind: PrincipalKind::ApiKey { id: k.key_id },
             })
         }
@@ -254,6 +270,52 @@ pub async fn verify(db: &Db, token: &str, from: IpAddr) -> Result<Principal, Aut
             "the bearer credential is not a tankwatch access token or API key",
         )),
     }
+}
+
+/// Keys made by keys made by keys...: followed this deep at most.
+const KEY_LINEAGE_MAX: usize = 8;
+
+/// What a key may do now: its own grant met with its creator's as the
+/// creator stands now (a user's role and sites; a key's own power, down
+/// its lineage). A key whose creating user is disabled or gone, or whose
+/// creating key is revoked or expired, is refused. Keys made by the
+/// headend's command line have no creator to follow.
+async fn key_power(
+    db: &Db,
+    k: &crate::store::api_keys::ApiKeyRow,
+    now: i64,
+) -> Result<Grant, AuthError> {
+    let mut power = crate::services::admin::key_grant(k);
+    let mut by = k.created_by.clone();
+    for _ in 0..KEY_LINEAGE_MAX {
+        match &by {
+            Actor::Operator { name, .. } => {
+                let u = db.users().get(name).await?;
+                let Some(u) = u.filter(|u| u.disabled_ms.is_none()) else {
+                    return Err(unauthenticated(&format!(
+                        "the API key's owner {name:?} is disabled or gone; the key went with them"
+                    )));
+                };
+                return Ok(power.meet(&Grant::new(u.role, u.scope)));
+            }
+            Actor::ApiKey { id, .. } => {
+                let parent = db.api_keys().get(id).await?;
+                let Some(p) = parent
+                    .filter(|p| p.revoked_ms.is_none() && p.expires_ms.is_none_or(|e| e > now))
+                else {
+                    return Err(unauthenticated(&format!(
+                        "the API key that made this key ({id}) is revoked or expired; so is this one"
+                    )));
+                };
+                power = power.meet(&crate::services::admin::key_grant(&p));
+                by = p.created_by;
+            }
+            _ => return Ok(power),
+        }
+    }
+    Err(unauthenticated(
+        "the API key's lineage is too deep to follow",
+    ))
 }
 
 fn new_tokens(session_id: &str, user: &str, role: Role) -> (Tokens, String, String) {
@@ -275,7 +337,8 @@ fn new_tokens(session_id: &str, user: &str, role: Role) -> (Tokens, String, Stri
     )
 }
 
-/// Logs in: throttled per address and per name; a wrong password and an
+/// Logs in: throttled per client network, and locked per name from that
+/// network ([`crate::domain::throttle`]); a wrong password and an
 /// unknown or disabled name answer alike (and take the same time).
 pub async fn login(
     db: &Db,
@@ -286,18 +349,16 @@ pub async fn login(
 ) -> Result<Tokens, AuthError> {
     let now = now_ms();
     let throttled = |ms: i64| AuthError::Throttled(ms.max(1));
-    if let Err(wait) = guard
-        .addrs
-        .lock()
-        .map_or(Ok(()), |mut a| a.take(&from, now))
-    {
+    let net = client_net(from);
+    if let Err(wait) = guard.addrs.lock().map_or(Ok(()), |mut a| a.take(&net, now)) {
         return Err(throttled(wait));
     }
+    let key: LoginKey = (user.to_string(), net);
     let locked = guard
         .names
         .lock()
         .ok()
-        .and_then(|n| n.locked_for(&user.to_string(), now));
+        .and_then(|n| n.locked_for(&key, now));
     if let Some(ms) = locked {
         return Err(throttled(ms));
     }
@@ -314,14 +375,14 @@ pub async fn login(
     let ok = hashing(guard, move || secret::verify_password(&pw, &phc2)).await?;
     let Some(u) = row.filter(|u| ok && u.disabled_ms.is_none()) else {
         if let Ok(mut n) = guard.names.lock()
-            && let Some(lock) = n.failed(&user.to_string(), now)
+            && let Some(lock) = n.failed(&key, now)
         {
             tracing::warn!(user = %user, %from, lock_s = lock / 1000, "login locked after repeated failures");
         }
         return Err(unauthenticated("wrong user name or password"));
     };
     if let Ok(mut n) = guard.names.lock() {
-        n.succeeded(&u.user_id);
+        n.succeeded(&key);
     }
     if secret::needs_rehash(&phc) {
         let pw = password.to_string();

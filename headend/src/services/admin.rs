@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::access::{Guard, hashing};
 use super::{Refused, Result, invalid, refused};
 use crate::db::{Db, now_ms};
-use crate::domain::{Actor, Role, Scope, secret};
+use crate::domain::{Actor, Grant, Role, Scope, secret};
 use crate::store::api_keys::ApiKeyRow;
 use crate::store::users::UserRow;
 
@@ -39,6 +39,35 @@ pub fn scope(field: &str, sites: Option<&[String]>) -> Result<Scope> {
     Scope::from_list(sites).map_err(|e| invalid(field, e))
 }
 
+/// Refuses a grant wider than the caller's own (403): nobody gives
+/// more than they hold, in role or in sites.
+fn may_give(by: &Grant, new: &Grant, what: &str) -> Result<()> {
+    if by.may_give(new) {
+        return Ok(());
+    }
+    let field = if by.role.rank() < new.role.rank() {
+        "role"
+    } else {
+        "sites"
+    };
+    Err(refused(
+        Refused::Forbidden,
+        field,
+        format!(
+            "{what} would hold role {} over sites {}, wider than your own (role {} over sites {}); nobody grants beyond their own role and sites",
+            new.role, new.scope, by.role, by.scope
+        ),
+    ))
+}
+
+fn user_grant(u: &UserRow) -> Grant {
+    Grant::new(u.role, u.scope.clone())
+}
+
+pub fn key_grant(k: &ApiKeyRow) -> Grant {
+    Grant::new(k.role, k.scope.clone())
+}
+
 /// `POST /api/v1/users`, `headend user add`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -54,10 +83,11 @@ pub struct NewUser {
     pub sites: Option<Vec<String>>,
 }
 
-pub async fn add_user(db: &Db, guard: &Guard, u: NewUser) -> Result<UserRow> {
+pub async fn add_user(db: &Db, guard: &Guard, by: &Grant, u: NewUser) -> Result<UserRow> {
     check_name("user", &u.user)?;
     let role = role("role", &u.role)?;
     let scope = scope("sites", u.sites.as_deref())?;
+    may_give(by, &Grant::new(role, scope.clone()), "the new user")?;
     secret::check_password(&u.password).map_err(|e| invalid("password", e))?;
     let pw = u.password;
     let hash = hashing(guard, move || secret::hash_password(&pw))
@@ -98,7 +128,12 @@ pub struct UserPatch {
 
 /// Changes a user; the result and the row before. Any change ends the
 /// user's sessions (a new role or scope holds from the next login).
-pub async fn update_user(db: &Db, id: &str, p: UserPatch) -> Result<(UserRow, UserRow)> {
+pub async fn update_user(
+    db: &Db,
+    by: &Grant,
+    id: &str,
+    p: UserPatch,
+) -> Result<(UserRow, UserRow)> {
     let role = p.role.as_deref().map(|r| role("role", r)).transpose()?;
     let scope = p
         .sites
@@ -111,27 +146,63 @@ pub async fn update_user(db: &Db, id: &str, p: UserPatch) -> Result<(UserRow, Us
             "nothing to change: give role, sites or disabled",
         ));
     }
-    let before = get_user(db, id).await?;
+    let before = get_user(db, by, id).await?;
+    let after = Grant::new(
+        role.unwrap_or(before.role),
+        scope.clone().unwrap_or_else(|| before.scope.clone()),
+    );
+    may_give(by, &after, "the user")?;
     db.users()
         .update(id, role, scope.as_ref(), p.disabled, now_ms())
         .await?;
-    Ok((get_user(db, id).await?, before))
+    Ok((get_user(db, by, id).await?, before))
 }
 
-pub async fn get_user(db: &Db, id: &str) -> Result<UserRow> {
-    db.users()
-        .get(id)
-        .await?
-        .ok_or_else(|| refused(Refused::NotFound, "", format!("no user {id:?}")))
+/// A user the caller may manage; any other does not exist for it (404,
+/// as a site outside a scope: a scoped admin cannot probe who the full
+/// admins are).
+pub async fn get_user(db: &Db, by: &Grant, id: &str) -> Result<UserRow> {
+    match db.users().get(id).await? {
+        Some(u) if by.may_manage(&user_grant(&u)) => Ok(u),
+        // answered alike, audited as a denial
+        Some(_) => Err(refused(Refused::OutOfScope, "", format!("no user {id:?}"))),
+        None => Err(refused(Refused::NotFound, "", format!("no user {id:?}"))),
+    }
 }
 
-pub async fn reset_password(db: &Db, guard: &Guard, id: &str, password: String) -> Result<()> {
+/// The users the caller may manage, by name after `after`: at most
+/// `limit`.
+pub async fn list_users(db: &Db, by: &Grant, after: &str, limit: i64) -> Result<Vec<UserRow>> {
+    let mut out = Vec::new();
+    let mut after = after.to_string();
+    loop {
+        let rows = db.users().list(&after, limit.max(1) * 2).await?;
+        let done = rows.len() < (limit.max(1) * 2) as usize;
+        if let Some(last) = rows.last() {
+            after = last.user_id.clone();
+        }
+        out.extend(rows.into_iter().filter(|u| by.may_manage(&user_grant(u))));
+        if done || out.len() as i64 >= limit {
+            out.truncate(limit.max(0) as usize);
+            return Ok(out);
+        }
+    }
+}
+
+pub async fn reset_password(
+    db: &Db,
+    guard: &Guard,
+    by: &Grant,
+    id: &str,
+    password: String,
+) -> Result<()> {
     secret::check_password(&password).map_err(|e| invalid("password", e))?;
-    get_user(db, id).await?;
+    get_user(db, by, id).await?;
     let hash = hashing(guard, move || secret::hash_password(&password))
         .await?
         .map_err(|e| invalid("password", e))?;
     db.users().set_password(id, &hash, now_ms()).await?;
+    guard.unlock(id);
     Ok(())
 }
 
@@ -150,10 +221,18 @@ pub struct NewKey {
 }
 
 /// Creates a key: the row and the key itself (shown once, never again).
-pub async fn add_key(db: &Db, k: NewKey, by: &Actor) -> Result<(ApiKeyRow, String)> {
+/// The key never holds more than `grant` (the caller's), and while it
+/// lives it never holds more than `by`, its creator, holds at the time
+/// of each use ([`super::access::verify`]).
+pub async fn add_key(db: &Db, grant: &Grant, k: NewKey, by: &Actor) -> Result<(ApiKeyRow, String)> {
     check_name("name", &k.name)?;
     let role = role("role", &k.role)?;
-    let scope = scope("sites", k.sites.as_deref())?;
+    let scope = match (&k.sites, &grant.scope) {
+        // a scoped caller's key is scoped like the caller unless it says less
+        (None, Scope::Sites(_)) => grant.scope.clone(),
+        _ => scope("sites", k.sites.as_deref())?,
+    };
+    may_give(grant, &Grant::new(role, scope.clone()), "the key")?;
     let now = now_ms();
     let expires_ms = match k.expires_in_days {
         None => None,
@@ -182,15 +261,39 @@ pub async fn add_key(db: &Db, k: NewKey, by: &Actor) -> Result<(ApiKeyRow, Strin
     Ok((row, key))
 }
 
-pub async fn get_key(db: &Db, id: &str) -> Result<ApiKeyRow> {
-    db.api_keys()
-        .get(id)
-        .await?
-        .ok_or_else(|| refused(Refused::NotFound, "", format!("no API key {id:?}")))
+/// A key the caller may manage; any other does not exist for it.
+pub async fn get_key(db: &Db, by: &Grant, id: &str) -> Result<ApiKeyRow> {
+    match db.api_keys().get(id).await? {
+        Some(k) if by.may_manage(&key_grant(&k)) => Ok(k),
+        Some(_) => Err(refused(
+            Refused::OutOfScope,
+            "",
+            format!("no API key {id:?}"),
+        )),
+        None => Err(refused(Refused::NotFound, "", format!("no API key {id:?}"))),
+    }
 }
 
-pub async fn revoke_key(db: &Db, id: &str) -> Result<ApiKeyRow> {
-    get_key(db, id).await?;
+/// The keys the caller may manage, newest first before `before_ms`.
+pub async fn list_keys(db: &Db, by: &Grant, before_ms: i64, limit: i64) -> Result<Vec<ApiKeyRow>> {
+    let mut out = Vec::new();
+    let mut before = before_ms;
+    loop {
+        let rows = db.api_keys().list(before, limit.max(1) * 2).await?;
+        let done = rows.len() < (limit.max(1) * 2) as usize;
+        if let Some(last) = rows.last() {
+            before = last.created_ms;
+        }
+        out.extend(rows.into_iter().filter(|k| by.may_manage(&key_grant(k))));
+        if done || out.len() as i64 >= limit {
+            out.truncate(limit.max(0) as usize);
+            return Ok(out);
+        }
+    }
+}
+
+pub async fn revoke_key(db: &Db, by: &Grant, id: &str) -> Result<ApiKeyRow> {
+    get_key(db, by, id).await?;
     if !db.api_keys().revoke(id, now_ms()).await? {
         return Err(refused(
             Refused::Conflict,
@@ -198,5 +301,5 @@ pub async fn revoke_key(db: &Db, id: &str) -> Result<ApiKeyRow> {
             format!("API key {id} is revoked already"),
         ));
     }
-    get_key(db, id).await
+    get_key(db, by, id).await
 }

@@ -393,6 +393,7 @@ impl Issuing {
             summary: summary.chars().take(500).collect(),
             client: client.into(),
             request_id: String::new(),
+            site: Some(site.to_string()),
         };
         if let Err(err) = db.audit().append(&e).await {
             tracing::error!(error = %err, action, %site, "audit entry not written");

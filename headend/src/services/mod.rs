@@ -53,6 +53,8 @@ pub enum Refused {
     Unprocessable,
     /// Not possible in the current state (ended, key reused).
     Conflict,
+    /// Beyond what the caller holds (a grant wider than its own).
+    Forbidden,
     /// About a site outside the caller's scope: answered as [`Refused::NotFound`]
     /// (and audited as a denial).
     OutOfScope,

@@ -183,6 +183,7 @@ async fn local_command(
                 summary: request.clone(),
                 client: l.client.clone(),
                 request_id: format!("site {site}"),
+                site: Some(site.to_string()),
             },
         )
         .await?;

@@ -22,6 +22,8 @@ pub struct NewEntry {
     pub summary: String,
     pub client: String,
     pub request_id: String,
+    /// The site it is about, if any.
+    pub site: Option<String>,
 }
 
 /// Appends `e` in `c`'s transaction: takes the head (locked on
@@ -49,11 +51,12 @@ pub async fn append(c: &mut AnyConnection, e: &NewEntry) -> Result<i64, Error> {
         summary: e.summary.clone(),
         client: e.client.clone(),
         request_id: e.request_id.clone(),
+        site: e.site.clone(),
     };
     let hash = entry.hash(&head_hash);
     sqlx::query(
-        "INSERT INTO audit_log (seq, at_ms, actor, role, action, target, outcome, status, summary, client, request_id, prev_hash, hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        "INSERT INTO audit_log (seq, at_ms, actor, role, action, target, outcome, status, summary, client, request_id, prev_hash, hash, site_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(entry.seq)
     .bind(entry.at_ms)
@@ -68,6 +71,7 @@ pub async fn append(c: &mut AnyConnection, e: &NewEntry) -> Result<i64, Error> {
     .bind(&entry.request_id)
     .bind(&head_hash)
     .bind(&hash)
+    .bind(&entry.site)
     .execute(&mut *c)
     .await?;
     sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
@@ -82,6 +86,10 @@ pub async fn append(c: &mut AnyConnection, e: &NewEntry) -> Result<i64, Error> {
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {
     pub actor: Option<String>,
+    /// Entries by this operator (whatever address they came from).
+    pub user: Option<String>,
+    /// Only entries about these sites (a scoped reader); `None`: all.
+    pub sites: Option<Vec<String>>,
     pub action: Option<String>,
     pub target: Option<String>,
     pub outcome: Option<AuditOutcome>,
@@ -100,7 +108,7 @@ struct Row {
     hash: String,
 }
 
-const COLUMNS: &str = "seq, at_ms, actor, role, action, target, outcome, status, summary, client, request_id, prev_hash, hash";
+const COLUMNS: &str = "seq, at_ms, actor, role, action, target, outcome, status, summary, client, request_id, prev_hash, hash, site_id";
 
 /// The audit trail: `db.audit()`.
 #[derive(Clone, Copy)]
@@ -123,13 +131,30 @@ impl Audit<'_> {
 
     /// Newest first, filtered.
     pub async fn list(&self, q: &AuditQuery) -> Result<Vec<Stored>, Error> {
-        let sql = format!(
+        if q.sites.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(Vec::new());
+        }
+        let mut sql = format!(
             "SELECT {COLUMNS} FROM audit_log
              WHERE ($1 = '' OR actor = $1) AND ($2 = '' OR action = $2) AND ($3 = '' OR target = $3)
                AND ($4 = '' OR outcome = $4) AND at_ms >= $5 AND at_ms <= $6 AND seq < $7
-             ORDER BY seq DESC LIMIT $8"
+               AND ($9 = '' OR actor LIKE $9 ESCAPE '\\')"
         );
-        let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        let sites = q.sites.as_deref().unwrap_or_default();
+        if q.sites.is_some() {
+            let marks: Vec<String> = (0..sites.len()).map(|i| format!("${}", i + 10)).collect();
+            sql.push_str(&format!(" AND site_id IN ({})", marks.join(", ")));
+        }
+        sql.push_str(" ORDER BY seq DESC LIMIT $8");
+        // `operator NAME from IP` (a user name has no spaces), escaped for LIKE
+        let like = q.user.as_deref().map_or(String::new(), |u| {
+            let e = u
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("operator {e} from %")
+        });
+        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(q.actor.as_deref().unwrap_or(""))
             .bind(q.action.as_deref().unwrap_or(""))
             .bind(q.target.as_deref().unwrap_or(""))
@@ -138,8 +163,11 @@ impl Audit<'_> {
             .bind(q.to_ms.unwrap_or(i64::MAX))
             .bind(q.before_seq.unwrap_or(i64::MAX))
             .bind(q.limit)
-            .fetch_all(self.0.pool())
-            .await?;
+            .bind(like);
+        for site in sites {
+            query = query.bind(site.clone());
+        }
+        let rows: Vec<Row> = query.fetch_all(self.0.pool()).await?;
         Ok(rows.into_iter().map(stored).collect())
     }
 

@@ -66,6 +66,13 @@ pub struct Issue<'a> {
     pub now_ms: i64,
 }
 
+/// Whose sessions to list: never "all" by accident (an empty name).
+#[derive(Debug, Clone, Copy)]
+pub enum SessionsOf<'a> {
+    All,
+    Users(&'a [String]),
+}
+
 /// The users aggregate: `db.users()`.
 #[derive(Clone, Copy)]
 pub struct Users<'a>(&'a Db);
@@ -271,27 +278,37 @@ impl Users<'_> {
             .await?)
     }
 
-    /// Sessions, newest first, of one user or all; only live ones unless `all`.
+    /// Sessions, newest first, of everyone or of the users named (none
+    /// named: none); only live ones unless `live_at` is `None`.
     pub async fn sessions(
         &self,
-        user: Option<&str>,
+        of: SessionsOf<'_>,
         live_at: Option<i64>,
         before_ms: i64,
         limit: i64,
     ) -> Result<Vec<SessionRow>, Error> {
-        let sql = format!(
+        let users = match of {
+            SessionsOf::All => None,
+            SessionsOf::Users([]) => return Ok(Vec::new()),
+            SessionsOf::Users(u) => Some(u),
+        };
+        let mut sql = format!(
             "SELECT {SESSION_COLUMNS} FROM auth_sessions
-             WHERE ($1 = '' OR user_id = $1) AND ($2 < 0 OR (revoked_ms IS NULL AND expires_ms > $2))
-               AND created_ms < $3
-             ORDER BY created_ms DESC LIMIT $4"
+             WHERE ($1 < 0 OR (revoked_ms IS NULL AND expires_ms > $1)) AND created_ms < $2"
         );
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(user.unwrap_or(""))
+        if let Some(u) = users {
+            let marks: Vec<String> = (0..u.len()).map(|i| format!("${}", i + 4)).collect();
+            sql.push_str(&format!(" AND user_id IN ({})", marks.join(", ")));
+        }
+        sql.push_str(" ORDER BY created_ms DESC LIMIT $3");
+        let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(live_at.unwrap_or(-1))
             .bind(before_ms)
-            .bind(limit)
-            .fetch_all(self.0.pool())
-            .await?)
+            .bind(limit);
+        for u in users.unwrap_or_default() {
+            q = q.bind(u.clone());
+        }
+        Ok(q.fetch_all(self.0.pool()).await?)
     }
 
     /// Revokes one session (and so all its tokens). False if it was

@@ -80,6 +80,7 @@ async fn main() -> Result<()> {
     headend::services::admin::add_user(
         &he.db,
         &guard,
+        &headend::domain::Grant::root(),
         headend::services::admin::NewUser {
             user: "bench".into(),
             role: "viewer".into(),

@@ -199,6 +199,7 @@ pub async fn api_key(
 ) -> Result<String> {
     let (_, key) = headend::services::admin::add_key(
         db,
+        &headend::domain::Grant::root(),
         headend::services::admin::NewKey {
             name: format!("e2e-{role}"),
             role: role.into(),
@@ -759,6 +760,46 @@ pub async fn send_json(
     let text = r.text().await?;
     let v = serde_json::from_str(&text).with_context(|| format!("{path}: not JSON: {text}"))?;
     Ok((status, v))
+}
+
+/// A request with `token` as the bearer (any method; a JSON body on
+/// writes): the status and the answer (JSON, or its text as a string).
+pub async fn as_bearer(
+    http: SocketAddr,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<(u16, Value)> {
+    let mut r = reqwest::Client::new()
+        .request(method.parse()?, format!("http://{http}{path}"))
+        .header("authorization", format!("Bearer {token}"));
+    if let Some(b) = body {
+        r = r.json(b);
+    } else if method != "GET" {
+        r = r.json(&serde_json::json!({}));
+    }
+    let r = r.send().await?;
+    let status = r.status().as_u16();
+    let text = r.text().await?;
+    Ok((
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    ))
+}
+
+/// Logs `user` in through the REST API; their access token.
+pub async fn login_token(http: SocketAddr, user: &str, password: &str) -> Result<String> {
+    let (st, v) = as_bearer(
+        http,
+        "",
+        "POST",
+        "/api/v1/auth/login",
+        Some(&serde_json::json!({"user": user, "password": password})),
+    )
+    .await?;
+    anyhow::ensure!(st == 200, "login {user}: {st} {v}");
+    Ok(v["access_token"].as_str().unwrap_or_default().to_string())
 }
 
 /// POSTs JSON; returns the status and the JSON answer.
