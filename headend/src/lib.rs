@@ -7,9 +7,9 @@
 pub mod api;
 pub mod db;
 pub mod domain;
-pub mod https;
 pub mod ingest;
 pub mod jobs;
+pub mod listen;
 pub mod metrics;
 pub mod services;
 pub mod store;
@@ -69,7 +69,7 @@ pub struct Config {
     /// with `http_tls`).
     pub http_listen: SocketAddr,
     /// The REST API over HTTPS with these certificate files (reloaded on change).
-    pub http_tls: Option<https::HttpsFiles>,
+    pub http_tls: Option<listen::rest::HttpsFiles>,
     /// `sqlite://PATH` or `postgres://...`.
     pub database_url: String,
     pub tls: tankwatch_tls::TlsFiles,
@@ -307,7 +307,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
             cfg.http_listen
         )));
     }
-    let https_cfg = cfg.http_tls.as_ref().map(https::load).transpose()?;
+    let https_cfg = cfg.http_tls.as_ref().map(listen::rest::load).transpose()?;
     let db = db::Db::connect_with(&cfg.database_url, cfg.db_max_connections, cfg.retention).await?;
     // the revocation list is in force before the first handshake
     let revocations = tankwatch_tls::Revocations::new(db.certs().revocations().await?);
@@ -471,7 +471,8 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
             shutdown.subscribe(),
             fatal.clone(),
         ));
-        let (conns, accept) = ingest::enroll::incoming(listener, cfg_now, shutdown.subscribe());
+        let (conns, accept) =
+            ingest::enroll::incoming(listener, cfg_now, metrics.clone(), shutdown.subscribe());
         enroll_tasks.push(supervised(
             "enrollment accept loop",
             accept,
@@ -558,10 +559,14 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
             issuing: issuing.clone(),
             webhook: cfg.webhook_url.is_some(),
         },
-        api::edge::Edge { hosts, metrics },
+        api::edge::Edge {
+            hosts,
+            metrics: metrics.clone(),
+        },
     );
     let https_files = cfg.http_tls.clone();
-    let mut stop = shutdown.subscribe();
+    let rest_metrics = metrics;
+    let stop = shutdown.subscribe();
     let http = http.into_std().map_err(|source| Error::Bind {
         what: "REST listener",
         addr: http_addr,
@@ -576,21 +581,8 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
                 return;
             }
         };
-        if let (Some(files), Some(first)) = (https_files, https_cfg) {
-            https::serve(http, app, files, first, stop).await;
-            return;
-        }
-        let r = axum::serve(
-            http,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await;
-        if let Err(e) = r {
-            tracing::error!(error = %e, "REST server failed");
-        }
+        let tls = https_files.zip(https_cfg);
+        listen::rest::serve(http, app, tls, rest_metrics, stop).await;
     });
     let http_task = supervised("REST server", rest, shutdown.subscribe(), fatal);
     tracing::info!(%grpc_addr, %http_addr, https = cfg.http_tls.is_some(), backend = ?db.backend, "headend started");

@@ -377,7 +377,7 @@ async fn main() -> Result<std::process::ExitCode> {
     cfg.grpc_listen = cli.grpc_listen;
     cfg.http_listen = cli.http_listen;
     cfg.http_tls = match (cli.http_tls_cert, cli.http_tls_key) {
-        (Some(cert), Some(key)) => Some(headend::https::HttpsFiles { cert, key }),
+        (Some(cert), Some(key)) => Some(headend::listen::rest::HttpsFiles { cert, key }),
         _ => None,
     };
     cfg.max_concurrent_writes = cli.max_concurrent_writes;

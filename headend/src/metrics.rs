@@ -63,6 +63,31 @@ pub struct Metrics {
     pub logins_refused: Counter,
     /// Audit entries that could not be appended (the request's own result stood).
     pub audit_failed: Counter,
+    /// Connections open per listener (rest, enrollment, agent pending).
+    pub listener_connections: Family<ListenerLabel, Gauge<i64, AtomicI64>>,
+    /// Each listener's bounds, for dashboards and alerts beside the above.
+    pub listener_limit: Family<LimitLabel, Gauge<i64, AtomicI64>>,
+    /// Connections a listener closed by its bounds: evicted (idle, to make
+    /// room), refused (their network full), timed out (handshake, first
+    /// request, idle keep-alive).
+    pub listener_closed: Family<ListenerReason, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabel {
+    pub listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    pub listener: &'static str,
+    pub limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerReason {
+    pub listener: &'static str,
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -110,7 +135,25 @@ impl Default for Metrics {
             auth_refused: Counter::default(),
             logins_refused: Counter::default(),
             audit_failed: Counter::default(),
+            listener_connections: Family::default(),
+            listener_limit: Family::default(),
+            listener_closed: Family::default(),
         };
+        r.register(
+            "listener_connections",
+            "Connections a listener holds now (rest, enrollment; agent_pending: agent connections before their TLS handshake ended)",
+            m.listener_connections.clone(),
+        );
+        r.register(
+            "listener_limit",
+            "A listener's bounds: max_connections, max_per_address, handshake_timeout_seconds, first_request_timeout_seconds, idle_timeout_seconds",
+            m.listener_limit.clone(),
+        );
+        r.register(
+            "listener_closed",
+            "Connections a listener closed by its bounds (evicted_idle, per_address_full, handshake_timeout, first_request_timeout, idle_timeout)",
+            m.listener_closed.clone(),
+        );
         r.register(
             "session_takeovers",
             "Sessions that replaced an open session of the same site (the older one is closed, told why)",

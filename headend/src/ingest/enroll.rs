@@ -6,10 +6,13 @@
 //! to certificate-less clients does one thing and can be firewalled or
 //! turned off once a fleet is enrolled.
 //!
-//! Bounded: [`MAX_CONNS`] connections at once (more wait in the kernel
-//! backlog), a handshake has [`HANDSHAKE_TIMEOUT`], a connection lives at
-//! most [`CONN_LIFETIME`], and each client address may try
-//! [`PER_MINUTE`] enrollments a minute.
+//! Bounded ([`crate::listen`]): [`MAX_CONNS`] connections at once and
+//! [`MAX_PER_ADDRESS`] from one client network; past either, the oldest
+//! connection older than a second is closed for the new one (an
+//! enrollment takes milliseconds; issue 27: 64 idle TLS connections
+//! blocked all enrollment). A handshake has [`HANDSHAKE_TIMEOUT`], a
+//! connection lives at most [`CONN_LIFETIME`], and each client address
+//! may try [`PER_MINUTE`] enrollments a minute.
 
 use std::io;
 use std::net::SocketAddr;
@@ -22,7 +25,7 @@ use tankwatch_proto::v1;
 use tankwatch_tls::reload::Reloading;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
@@ -33,8 +36,9 @@ use crate::domain::throttle::RateLimit;
 use crate::metrics::Metrics;
 use crate::services::enrollment::{IssueError, SharedIssuing};
 
-pub const MAX_CONNS: usize = 64;
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const MAX_CONNS: usize = 256;
+pub const MAX_PER_ADDRESS: usize = 8;
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const CONN_LIFETIME: Duration = Duration::from_secs(60);
 /// Enrollment attempts per client address a minute (burst 5).
 pub const PER_MINUTE: u32 = 10;
@@ -45,8 +49,9 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 pub struct EnrollConn {
     stream: TlsStream<TcpStream>,
     peer: SocketAddr,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    _ticket: crate::listen::Ticket,
     deadline: Pin<Box<tokio::time::Sleep>>,
+    evicted: Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
 }
 
 impl Connected for EnrollConn {
@@ -66,6 +71,12 @@ impl AsyncRead for EnrollConn {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "enrollment connection lifetime reached",
+            )));
+        }
+        if self.evicted.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "enrollment connection evicted for a new one",
             )));
         }
         Pin::new(&mut self.stream).poll_read(cx, buf)
@@ -93,19 +104,26 @@ impl AsyncWrite for EnrollConn {
 pub fn incoming(
     listener: TcpListener,
     config: Reloading,
+    metrics: Metrics,
     mut stop: watch::Receiver<bool>,
 ) -> (
     mpsc::Receiver<io::Result<EnrollConn>>,
     impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let (tx, rx) = mpsc::channel(8);
-    let slots = Arc::new(Semaphore::new(MAX_CONNS));
+    let admission = crate::listen::Admission::new(
+        "enrollment",
+        crate::listen::admission::Bounds {
+            max_total: MAX_CONNS,
+            max_per_key: MAX_PER_ADDRESS,
+            min_idle_ms: 1_000,
+        },
+        metrics,
+    );
+    admission.timeout_metric("handshake_timeout_seconds", HANDSHAKE_TIMEOUT);
+    admission.timeout_metric("lifetime_seconds", CONN_LIFETIME);
     let task = async move {
         loop {
-            let permit = tokio::select! {
-                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-                _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
-            };
             let (tcp, peer) = tokio::select! {
                 a = listener.accept() => match a {
                     Ok(a) => a,
@@ -117,24 +135,41 @@ pub fn incoming(
                 },
                 _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
             };
+            let ticket = tokio::select! {
+                t = admission.admit(peer.ip()) => match t {
+                    Some(t) => t,
+                    None => continue, // its network holds its share: dropping closes it
+                },
+                _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+            };
             let acceptor = TlsAcceptor::from(config.current());
             let tx = tx.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+                let r = tokio::select! {
+                    r = handshake => r,
+                    _ = ticket.evicted() => return,
+                };
+                match r {
                     Ok(Ok(stream)) => {
+                        let evicted = Box::pin(ticket.eviction());
                         let _ = tx
                             .send(Ok(EnrollConn {
                                 stream,
                                 peer,
-                                _permit: permit,
+                                _ticket: ticket,
                                 deadline: Box::pin(tokio::time::sleep(CONN_LIFETIME)),
+                                evicted,
                             }))
                             .await;
                     }
                     Ok(Err(e)) => {
                         tracing::warn!(%peer, error = %e, "enrollment TLS handshake failed")
                     }
-                    Err(_) => tracing::warn!(%peer, "enrollment TLS handshake timed out"),
+                    Err(_) => {
+                        ticket.admission().closed("handshake_timeout");
+                        tracing::debug!(%peer, "enrollment TLS handshake timed out (counted)")
+                    }
                 }
             });
         }

@@ -12,10 +12,14 @@
 //! once on this headend, [`crate::jobs::REVOCATION_POLL`] on others) and
 //! when its certificate expires.
 //!
-//! Bounded: at most `MAX_HANDSHAKES` handshakes run at once and at most
-//! `ACCEPT_QUEUE` finished handshakes wait for tonic; when both are full
-//! the accept loop stops accepting (the kernel backlog then holds or
-//! refuses new connections), so a reconnect storm cannot exhaust memory.
+//! Bounded: at most [`MAX_PENDING`] connections are before the end of
+//! their handshake; past that, the oldest of them that has been waiting a
+//! second or more is closed for the new one ([`crate::listen`]: someone
+//! holding 1,000 silent connections slowed real agents' connects to
+//! 4–15 s, issue 27), and if all are younger (a reconnect storm of real
+//! agents) the accept loop waits and the kernel backlog holds the rest.
+//! At most `ACCEPT_QUEUE` finished handshakes wait for tonic. There is no
+//! bound per client address here: many sites share a carrier's NAT.
 //!
 //! Connections are limited too, so that no certificate holder can take
 //! the headend's file descriptors ([`Limits`]):
@@ -46,12 +50,13 @@ use tankwatch_tls::Revocations;
 use tankwatch_tls::reload::Reloading;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
 
-const MAX_HANDSHAKES: usize = 256;
+/// Agent connections before the end of their TLS handshake, at most.
+pub const MAX_PENDING: usize = 1024;
 const ACCEPT_QUEUE: usize = 64;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// From the end of the TLS handshake to the session's Hello (the HTTP/2
@@ -251,7 +256,16 @@ pub fn incoming(
     impl Future<Output = ()> + Send + 'static,
 ) {
     let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
-    let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let pending = crate::listen::Admission::new(
+        "agent_pending",
+        crate::listen::admission::Bounds {
+            max_total: MAX_PENDING,
+            max_per_key: usize::MAX,
+            min_idle_ms: 1_000,
+        },
+        limits.metrics.clone(),
+    );
+    pending.timeout_metric("handshake_timeout_seconds", limits.handshake_timeout);
     let open = Arc::new(Mutex::new(Open::default()));
     let refused = {
         let m = limits.metrics.clone();
@@ -263,9 +277,6 @@ pub fn incoming(
     };
     let task = async move {
         loop {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                return;
-            };
             let (tcp, peer) = match listener.accept().await {
                 Ok(x) => x,
                 Err(e) => {
@@ -274,6 +285,9 @@ pub fn incoming(
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
+            };
+            let Some(permit) = pending.admit(peer.ip()).await else {
+                continue;
             };
             let mut slot = {
                 let mut o = open.lock().unwrap_or_else(|p| p.into_inner());
@@ -300,20 +314,27 @@ pub fn incoming(
                 (limits.handshake_timeout, limits.session_deadline);
             let refused = refused.clone();
             tokio::spawn(async move {
-                let _permit = permit;
-                let stream =
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::warn!(%peer, error = %e, "agent TLS handshake refused");
-                            return;
-                        }
-                        Err(_) => {
-                            refused("handshake_timeout");
-                            tracing::warn!(%peer, "agent TLS handshake timed out");
-                            return;
-                        }
-                    };
+                let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp));
+                let r = tokio::select! {
+                    r = handshake => r,
+                    _ = permit.evicted() => {
+                        refused("evicted_pending");
+                        return;
+                    }
+                };
+                drop(permit);
+                let stream = match r {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::warn!(%peer, error = %e, "agent TLS handshake refused");
+                        return;
+                    }
+                    Err(_) => {
+                        refused("handshake_timeout");
+                        tracing::debug!(%peer, "agent TLS handshake timed out (counted)");
+                        return;
+                    }
+                };
                 let cert = stream
                     .get_ref()
                     .1

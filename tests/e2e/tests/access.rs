@@ -607,7 +607,7 @@ async fn https_is_served_from_certificate_files_and_a_renewed_certificate_is_pic
     let (cert, key) = ca.issue_server(&[], 30)?.write(work.path(), "rest")?;
     let mut cfg = headend_config(&pki, &sqlite_url(work.path()), 0);
     cfg.http_listen = "0.0.0.0:0".parse()?; // not loopback: allowed with TLS
-    cfg.http_tls = Some(headend::https::HttpsFiles {
+    cfg.http_tls = Some(headend::listen::rest::HttpsFiles {
         cert: cert.clone(),
         key: key.clone(),
     });
