@@ -186,8 +186,9 @@ fn hello(cfg: &AgentConfig, log: &Log) -> Result<AgentMessage, SessionError> {
                     } as i32,
                     name: a.name.clone(),
                     product: a.product.clone(),
-                    capacity: a.capacity,
-                    capacity_unit: a.capacity_unit.clone(),
+                    // in its canonical unit, as readings are (litres for a tank)
+                    capacity: canonical_capacity(a).0,
+                    capacity_unit: canonical_capacity(a).1,
                     details: a.details.clone().into_iter().collect(),
                     writable: cfg
                         .setpoints
@@ -601,9 +602,43 @@ pub async fn watchdog(
     }
 }
 
+/// An asset's capacity in the canonical unit of its configured unit
+/// (check-config refused a unit it does not know; unknown here: as given).
+fn canonical_capacity(a: &crate::config::AssetConfig) -> (f64, String) {
+    match adapter_api::units::conversion(&a.capacity_unit) {
+        Some((unit, f, o)) if a.capacity > 0.0 => (a.capacity * f + o, unit.to_string()),
+        Some((unit, _, _)) => (a.capacity, unit.to_string()),
+        None => (a.capacity, a.capacity_unit.clone()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tank_capacity_goes_to_the_headend_in_litres_whatever_unit_the_site_wrote() {
+        let tank = |cap: f64, unit: &str| crate::config::AssetConfig {
+            id: "tank-1".into(),
+            kind: crate::config::AssetKind::Tank,
+            name: String::new(),
+            product: String::new(),
+            capacity: cap,
+            capacity_unit: unit.into(),
+            details: Default::default(),
+        };
+        assert_eq!(
+            canonical_capacity(&tank(20.0, "m3")),
+            (20_000.0, "L".into())
+        );
+        assert_eq!(
+            canonical_capacity(&tank(1000.0, "litre")),
+            (1000.0, "L".into())
+        );
+        let (l, u) = canonical_capacity(&tank(100.0, "gal"));
+        assert!((l - 378.541_178_4).abs() < 1e-9 && u == "L");
+        assert_eq!(canonical_capacity(&tank(40.0, "kW")), (40.0, "kW".into()));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_stalled_uplink_is_counted_and_after_five_minutes_ends_the_agent() {

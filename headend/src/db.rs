@@ -310,10 +310,14 @@ impl Db {
             .await?;
             // a tank the operator has not configured yet: the agent's
             // capacity and product, default levels; never overwritten here
-            let litres = match a.capacity_unit.as_str() {
-                "L" | "l" | "" => Some(a.capacity),
-                "gal" | "USgal" => Some(a.capacity * 3.785_411_784),
-                _ => None,
+            let litres = match crate::domain::asset::capacity_litres(a.capacity, &a.capacity_unit) {
+                Ok(l) => Some(l),
+                Err(e) if kind == crate::domain::AssetKind::Tank => {
+                    tracing::warn!(site = %h.site, tank = %a.asset_id, error = %e,
+                        "a tank's capacity is in a unit this headend cannot read; set the tank up with PUT /api/v1/sites/SITE/tanks/TANK or fix the agent's capacity_unit");
+                    None
+                }
+                Err(_) => None,
             };
             if let Some(cap) = litres.filter(|c| c.is_finite() && *c > 0.0)
                 && kind == crate::domain::AssetKind::Tank

@@ -182,6 +182,42 @@ pub fn parse(file: &str, text: &str) -> Result<AgentConfig, ConfigError> {
         }
         adapter_api::validate::finite_in(a.capacity, 0.0, 1e9)
             .map_err(|e| err("capacity", "", format!("assets: {}: capacity {e}", a.id)))?;
+        // a unit the agent cannot convert would reach the headend as text
+        // it does not know (a tank missing from every list, issue 27)
+        let volume = |u: &str| adapter_api::units::conversion(u).is_some_and(|(c, _, _)| c == "L");
+        let unit = a.capacity_unit.as_str();
+        if a.kind == crate::config::AssetKind::Tank && !volume(unit) {
+            let choices: Vec<&str> = adapter_api::units::KNOWN
+                .iter()
+                .copied()
+                .filter(|u| volume(u))
+                .collect();
+            return Err(err(
+                "capacity_unit",
+                unit,
+                format!(
+                    "assets: {}: capacity_unit {unit:?} is not a volume unit; use one of {}",
+                    a.id,
+                    choices.join(", ")
+                ),
+            ));
+        }
+        if adapter_api::units::conversion(unit).is_none() {
+            return Err(err(
+                "capacity_unit",
+                unit,
+                format!(
+                    "assets: {}: capacity_unit {unit:?} is not a unit this agent knows; use one of {}",
+                    a.id,
+                    adapter_api::units::KNOWN
+                        .iter()
+                        .filter(|u| !u.is_empty())
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
         if !ids.insert(a.id.as_str()) {
             return Err(err(
                 "id",

@@ -406,6 +406,36 @@ devices:
         );
     }
 
+    /// Issue 27: `litre` and typos passed, and the tank never reached the
+    /// headend's lists.
+    #[test]
+    fn a_tank_capacity_unit_must_be_a_volume_unit_the_agent_knows_named_at_its_line() {
+        for ok in ["L", "litre", "m3", "gal", "impgal"] {
+            let text = GOOD.replace(
+                "capacity: 20000 }",
+                &format!("capacity: 20000, capacity_unit: {ok} }}"),
+            );
+            assert!(parse("site.yaml", &text).is_ok(), "{ok}");
+        }
+        for (bad, says) in [
+            ("litres", "not a volume unit"),
+            ("kW", "not a volume unit"),
+            ("Ltr", "not a volume unit"),
+        ] {
+            let e = err_of(&GOOD.replace(
+                "capacity: 20000 }",
+                &format!("capacity: 20000, capacity_unit: {bad} }}"),
+            ));
+            assert!(e.msg.contains(says) && e.msg.contains("m3"), "{bad}: {e}");
+            assert_eq!(e.line, Some(6), "{e}");
+        }
+        let e = err_of(&GOOD.replace(
+            "capacity: 20000 }",
+            "capacity: 20000 }\n  - { id: c-1, kind: controller, capacity: 40, capacity_unit: kilowatt }",
+        ));
+        assert!(e.msg.contains("not a unit this agent knows"), "{e}");
+    }
+
     /// Issue 8, item 8: each of these passed `check-config` before.
     #[test]
     fn hostile_values_are_refused_with_the_key_and_line() {
