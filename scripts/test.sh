@@ -8,6 +8,14 @@ cd "$(dirname "$0")/.."
 
 scripts/services.sh
 
+# The service unit's test installs the agent as docs/install-agent.md says
+# (systemd-sysusers, systemd-analyze; runuser, setpriv and unshare come
+# with util-linux).
+if ! command -v systemd-analyze >/dev/null || ! command -v systemd-sysusers >/dev/null; then
+  echo "test: installing systemd's tools (systemd-analyze, systemd-sysusers)"
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends systemd
+fi
+
 venv=target/pyenv
 req=tests/peers/requirements.txt
 if [ ! -x "$venv/bin/python" ] || ! cmp -s "$req" "$venv/.requirements"; then
