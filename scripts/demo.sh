@@ -81,7 +81,7 @@ echo "  operator demo-admin, password in demo/admin-password; a 15-minute access
 echo "  export TOKEN=$token"
 echo "  curl -s -H \"Authorization: Bearer \$TOKEN\" $api/sites | python3 -m json.tool"
 echo "  curl -s -H \"Authorization: Bearer \$TOKEN\" $api/sites/demo-site/assets | python3 -m json.tool"
-echo "  curl -s -H \"Authorization: Bearer \$TOKEN\" '$api/sites/demo-site/assets/tank-1/readings?field=volume&limit=10' | python3 -m json.tool"
+echo "  curl -s -H \"Authorization: Bearer \$TOKEN\" '$api/sites/demo-site/assets/tank-1/readings?field=volume&order=desc&limit=10' | python3 -m json.tool"
 echo "  curl -s -H \"Authorization: Bearer \$TOKEN\" $api/sites/demo-site/deliveries | python3 -m json.tool   # source: gauge or detector"
 echo "  curl -s -H \"Authorization: Bearer \$TOKEN\" $api/tanks | python3 -m json.tool               # volume, freshness, flags, runout (after 3 h of history), risk"
 echo "  curl -s -H \"Authorization: Bearer \$TOKEN\" $api/risk | python3 -m json.tool                # by soonest runout"

@@ -28,4 +28,5 @@ fi
 
 # The process-level tests (SIGKILL, check-config) run the real binaries.
 cargo build --workspace --bins
-cargo test --workspace "$@"
+# every test program runs, and every failure is reported, not just the first
+cargo test --workspace --no-fail-fast "$@"

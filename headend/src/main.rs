@@ -340,7 +340,13 @@ async fn main() -> Result<std::process::ExitCode> {
             .with_env_filter(filter)
             .init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        // colour only for a person at a terminal: never in files or the journal
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout())
+            && std::env::var_os("NO_COLOR").is_none();
+        tracing_subscriber::fmt()
+            .with_ansi(ansi)
+            .with_env_filter(filter)
+            .init();
     }
     match cli.cmd {
         Some(Cmd::User { cmd, database_url }) => {

@@ -52,6 +52,8 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_openapi_do
                     "--report-junit-path",
                 ])
                 .arg(&report)
+                // its example database and cache go to the test's folder, not the repository
+                .current_dir(report.parent().unwrap_or(std::path::Path::new("/tmp")))
                 .env("SCHEMATHESIS_HOOKS", "")
                 .env("NO_COLOR", "1")
                 .output()

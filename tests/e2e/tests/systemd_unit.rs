@@ -150,7 +150,6 @@ async fn the_unit_as_installed_by_the_guide_enrolls_and_renews_its_certificate_t
             t["ca_fingerprint"].as_str().unwrap_or_default(),
         )
         .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
         .stdout(std::fs::File::create(&log)?)
         .stderr(std::fs::File::create(work.path().join("driver.err"))?)
         .process_group(0)
@@ -220,6 +219,11 @@ async fn the_unit_as_installed_by_the_guide_enrolls_and_renews_its_certificate_t
         "{out}"
     );
     ensure!(out.contains("sandbox: ready"), "{out}");
+    // the journal gets plain lines: no colour codes when stdout is not a terminal
+    ensure!(
+        out.contains(" INFO ") && !out.contains('\x1b'),
+        "the agent's log carries ANSI codes or no log lines:\n{out}"
+    );
     let _ = nix::sys::signal::killpg(
         nix::unistd::Pid::from_raw(child.id().context("pid")? as i32),
         nix::sys::signal::Signal::SIGTERM,
