@@ -194,10 +194,12 @@ impl Detector {
 /// still be the same delivery: the gauge's clock has minute resolution, its
 /// start and end rules differ from the detector's, and clocks drift.
 pub const OVERLAP_SLACK_MS: i64 = 30 * 60_000;
-/// A gauge record is tied to an expected load only if the load's ETA lies
-/// within this of the delivery's start (a record read days later must not
-/// complete tomorrow's load).
-pub const GAUGE_MATCH_MS: i64 = 12 * 3_600_000;
+/// A delivery, whether the gauge recorded it or the detector found it, is
+/// tied to an expected load only if the load's ETA lies within this of the
+/// delivery's start (a record read days later must not complete
+/// tomorrow's load; issue 27: a detected delivery was matched to a load
+/// due 30 hours later).
+pub const LOAD_MATCH_MS: i64 = 12 * 3_600_000;
 /// On the first poll of a tank the gauge's older records are history, not
 /// news: only those that ended within this are reported.
 pub const FIRST_LOOKBACK_MS: i64 = 24 * 3_600_000;
@@ -239,18 +241,18 @@ pub fn is_new_report(mark: Option<i64>, now: i64, start_ms: i64, end_ms: i64) ->
         }
 }
 
-/// The expected load for `tank` whose ETA is nearest `start_ms` (within
-/// `window_ms` when given).
+/// The expected load for `tank` whose ETA is nearest `start_ms`, within
+/// `window_ms` of it.
 pub fn nearest_expected<'a>(
     loads: &'a [Delivery],
     tank: &str,
     start_ms: i64,
-    window_ms: Option<i64>,
+    window_ms: i64,
 ) -> Option<&'a Delivery> {
     loads
         .iter()
         .filter(|l| l.state == "expected" && l.tanks.iter().any(|t| t == tank))
-        .filter(|l| window_ms.is_none_or(|w| (l.eta_ms - start_ms).abs() <= w))
+        .filter(|l| (l.eta_ms - start_ms).abs() <= window_ms)
         .min_by_key(|l| (l.eta_ms - start_ms).abs())
 }
 
@@ -429,8 +431,13 @@ mod tests {
             load("other", 0, "expected", "t2"),
         ];
         let pick = |w| nearest_expected(&loads, "t1", 0, w).map(|l| l.load_ref.as_str());
-        assert_eq!(pick(None), Some("near"));
-        assert_eq!(pick(Some(GAUGE_MATCH_MS)), Some("near"));
-        assert_eq!(pick(Some(3_600_000)), None);
+        assert_eq!(pick(LOAD_MATCH_MS), Some("near"));
+        assert_eq!(pick(3_600_000), None);
+        // a load due 30 hours later is not this delivery's
+        let later = vec![load("tomorrow", 30 * 3_600_000, "expected", "t1")];
+        assert_eq!(
+            nearest_expected(&later, "t1", 0, LOAD_MATCH_MS).map(|l| l.load_ref.as_str()),
+            None
+        );
     }
 }

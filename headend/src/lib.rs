@@ -376,16 +376,23 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
     let (shutdown, _) = tokio::sync::watch::channel(false);
     let dispatcher = ingest::dispatch::Dispatcher::default();
     let (fatal, fatal_rx) = tokio::sync::watch::channel(None);
+    // this replica among replicas: a restart in place takes its leases back
+    let replica = jobs::lease::replica_id(grpc_addr);
     let sweep_task = supervised(
         "command sweeper",
-        jobs::sweep(db.clone(), shutdown.subscribe()),
+        jobs::sweep(db.clone(), replica.clone(), shutdown.subscribe()),
         shutdown.subscribe(),
         fatal.clone(),
     );
 
     let retention_task = supervised(
         "retention",
-        jobs::retention(db.clone(), metrics.clone(), shutdown.subscribe()),
+        jobs::retention(
+            db.clone(),
+            metrics.clone(),
+            replica.clone(),
+            shutdown.subscribe(),
+        ),
         shutdown.subscribe(),
         fatal.clone(),
     );
@@ -400,6 +407,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
                 margin_h: cfg.escalation_margin_h,
                 notify: cfg.webhook_url.is_some(),
             },
+            replica.clone(),
             shutdown.subscribe(),
         ),
         shutdown.subscribe(),
@@ -408,7 +416,13 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
     let webhook_task = cfg.webhook_url.clone().map(|url| {
         supervised(
             "webhook",
-            jobs::webhooks(db.clone(), metrics.clone(), url, shutdown.subscribe()),
+            jobs::webhooks(
+                db.clone(),
+                metrics.clone(),
+                url,
+                replica.clone(),
+                shutdown.subscribe(),
+            ),
             shutdown.subscribe(),
             fatal.clone(),
         )

@@ -70,9 +70,10 @@ impl Running {
                 start_ms,
                 start_volume,
             } => {
-                let load_ref = delivery::nearest_expected(&loads, tank, start_ms, None)
-                    .map(|l| l.load_ref.clone())
-                    .unwrap_or_default();
+                let load_ref =
+                    delivery::nearest_expected(&loads, tank, start_ms, delivery::LOAD_MATCH_MS)
+                        .map(|l| l.load_ref.clone())
+                        .unwrap_or_default();
                 if !load_ref.is_empty() {
                     self.e
                         .store
@@ -209,12 +210,7 @@ impl Running {
                 .iter()
                 .find(|l| l.state == "delivering" && l.tanks.contains(&tank))
                 .or_else(|| {
-                    delivery::nearest_expected(
-                        &loads,
-                        &tank,
-                        g.start_ms,
-                        Some(delivery::GAUGE_MATCH_MS),
-                    )
+                    delivery::nearest_expected(&loads, &tank, g.start_ms, delivery::LOAD_MATCH_MS)
                 }),
         };
         let load_ref = load.map(|l| l.load_ref.clone()).unwrap_or_default();

@@ -15,6 +15,9 @@ text_enum!(
         Expired => "expired",
         Failed => "failed",
         Rejected => "rejected",
+        /// Ended by an operator's cancel (issue 27: it used to end as
+        /// `completed`, or `rejected` before it was sent).
+        Cancelled => "cancelled",
     }
 );
 
@@ -122,13 +125,16 @@ mod tests {
     }
 
     #[test]
-    fn only_the_last_four_states_are_terminal_and_below_is_strictly_lower() {
+    fn only_the_last_five_states_are_terminal_and_below_is_strictly_lower() {
         let terminal: Vec<_> = CommandState::ALL
             .iter()
             .filter(|s| s.is_terminal())
             .map(|s| s.as_str())
             .collect();
-        assert_eq!(terminal, ["completed", "expired", "failed", "rejected"]);
+        assert_eq!(
+            terminal,
+            ["completed", "expired", "failed", "rejected", "cancelled"]
+        );
         let below: Vec<_> = CommandState::Active.below().collect();
         assert_eq!(
             below,

@@ -1,10 +1,10 @@
 //! The command lifecycle: pure transition functions (no I/O).
 //!
 //! ```text
-//! submitted -> sent -> acked -> active -> completed
+//! submitted -> sent -> acked -> active -> completed | cancelled
 //!     |          |        |        \----> failed (a revert that cannot be done is retried, not failed)
-//!     |          |        +-------------> rejected | expired | failed
-//!     +----------+----------------------> expired (never sent before its expiry) | rejected (cancelled)
+//!     |          |        +-------------> rejected | expired | failed | cancelled
+//!     +----------+----------------------> expired (never sent before its expiry) | cancelled
 //! ```
 //!
 //! States only move forward (by rank); a late or repeated event is kept in
@@ -15,18 +15,34 @@ use super::{AckReason, CommandState};
 use CommandState::*;
 
 /// The state an agent's ack moves a command in `current` to, or `None`
-/// when it does not move it (the event is still recorded).
-pub fn on_agent_ack(current: CommandState, reason: AckReason) -> Option<CommandState> {
+/// when it does not move it (the event is still recorded). Once an
+/// operator asked to cancel it, a command that ends without failing ends
+/// `cancelled` (an agent reports the revert a cancel made as `completed`).
+pub fn on_agent_ack(
+    current: CommandState,
+    reason: AckReason,
+    cancel_requested: bool,
+) -> Option<CommandState> {
     if current.is_terminal() {
         return None;
+    }
+    if cancel_requested
+        && matches!(
+            reason,
+            AckReason::Completed | AckReason::Cancelled | AckReason::Superseded
+        )
+    {
+        return Some(Cancelled);
     }
     let next = match reason {
         AckReason::Received => Acked,
         AckReason::Applied => Active,
         AckReason::Completed => Completed,
-        // a newer command or a cancel ended it: completed if it was in force
-        AckReason::Superseded | AckReason::Cancelled if current == Active => Completed,
-        AckReason::Superseded | AckReason::Cancelled => Rejected,
+        // a newer command ended it: completed if it was in force
+        AckReason::Superseded if current == Active => Completed,
+        AckReason::Superseded => Rejected,
+        // an operator's cancel: its own end, whatever it had reached
+        AckReason::Cancelled => Cancelled,
         AckReason::Expired if current == Active => return None,
         AckReason::Expired => Expired,
         AckReason::RejectedOutOfRange
@@ -77,8 +93,9 @@ mod tests {
             (Active, A::Completed, Some(Completed)),
             (Active, A::Superseded, Some(Completed)),
             (Acked, A::Superseded, Some(Rejected)),
-            (Active, A::Cancelled, Some(Completed)),
-            (Sent, A::Cancelled, Some(Rejected)),
+            (Active, A::Cancelled, Some(Cancelled)),
+            (Sent, A::Cancelled, Some(Cancelled)),
+            (Cancelled, A::Completed, None),
             (Acked, A::Expired, Some(Expired)),
             (Active, A::Expired, None),
             (Acked, A::RejectedOutOfRange, Some(Rejected)),
@@ -95,7 +112,23 @@ mod tests {
             (Acked, A::Unspecified, None),
         ];
         for &(cur, reason, want) in cases {
-            assert_eq!(on_agent_ack(cur, reason), want, "{cur} + {reason:?}");
+            assert_eq!(on_agent_ack(cur, reason, false), want, "{cur} + {reason:?}");
+        }
+        // once a cancel was asked for, an end without failure is `cancelled`
+        let asked: &[(CommandState, AckReason, Option<CommandState>)] = &[
+            (Active, A::Completed, Some(Cancelled)),
+            (Acked, A::Cancelled, Some(Cancelled)),
+            (Active, A::Superseded, Some(Cancelled)),
+            (Active, A::WriteFailed, Some(Failed)),
+            (Acked, A::Applied, Some(Active)),
+            (Cancelled, A::Completed, None),
+        ];
+        for &(cur, reason, want) in asked {
+            assert_eq!(
+                on_agent_ack(cur, reason, true),
+                want,
+                "{cur} + {reason:?} after a cancel"
+            );
         }
     }
 
@@ -110,6 +143,7 @@ mod tests {
             (&[Completed, Rejected], Rejected),
             (&[Failed, Completed], Failed),
             (&[Rejected, Acked], Acked),
+            (&[Cancelled, Cancelled], Cancelled),
         ];
         for &(children, want) in cases {
             assert_eq!(parent_state(children), want, "{children:?}");

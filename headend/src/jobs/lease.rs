@@ -1,5 +1,12 @@
 //! A database lease: one row per job in `job_leases`, held by one replica
 //! until its time runs out; the holder renews it each run.
+//!
+//! A replica is named by its host and its agent listen address
+//! ([`replica_id`]), not by its process: a headend restarted in place
+//! (the same host and port) takes its own leases back at once instead of
+//! waiting for its dead predecessor's to run out (issue 27: `/tanks`
+//! showed an evaluation 3 minutes old after a restart). A headend that
+//! stops cleanly releases its leases ([`Lease::release`]).
 
 use std::time::Duration;
 
@@ -13,11 +20,6 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// A lease on `job` for this process, valid `ttl` after each hold.
-    pub fn new(job: &'static str, ttl: Duration) -> Lease {
-        Lease::with_holder(job, ttl, holder_id())
-    }
-
     pub fn with_holder(job: &'static str, ttl: Duration, holder: String) -> Lease {
         Lease { job, holder, ttl }
     }
@@ -45,12 +47,31 @@ impl Lease {
     pub async fn hold(&self, db: &Db) -> Result<bool, Error> {
         self.hold_at(db, now_ms()).await
     }
+
+    /// Gives the lease up if this holder has it (a clean stop), so that
+    /// another replica takes the job at its next run.
+    pub async fn release(&self, db: &Db) {
+        let r = async {
+            let (_w, mut tx) = db.begin_write().await?;
+            sqlx::query("DELETE FROM job_leases WHERE job = $1 AND holder = $2")
+                .bind(self.job)
+                .bind(&self.holder)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok::<(), Error>(())
+        };
+        if let Err(e) = r.await {
+            tracing::warn!(job = self.job, error = %e, "releasing a job lease failed; it runs out by itself");
+        }
+    }
 }
 
-/// This process among replicas: host name, pid and a random part.
-fn holder_id() -> String {
+/// This replica among replicas: its host and its agent listen address
+/// (two replicas on one host cannot share a port).
+pub fn replica_id(grpc: std::net::SocketAddr) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "host".into());
-    format!("{host}/{}/{:08x}", std::process::id(), fastrand::u32(..))
+    format!("{host}/{grpc}")
 }

@@ -47,8 +47,8 @@ async fn pause(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
 }
 
 /// Marks commands that expired before they could be sent.
-pub async fn sweep(db: Db, mut stop: watch::Receiver<bool>) {
-    let lease = Lease::new("command-expiry", Duration::from_secs(10));
+pub async fn sweep(db: Db, replica: String, mut stop: watch::Receiver<bool>) {
+    let lease = Lease::with_holder("command-expiry", Duration::from_secs(10), replica);
     loop {
         match lease.hold(&db).await {
             Ok(true) => match db.commands().expire_unsent(now_ms()).await {
@@ -62,6 +62,7 @@ pub async fn sweep(db: Db, mut stop: watch::Receiver<bool>) {
             Err(e) => tracing::warn!(error = %e, "expiry sweep: lease"),
         }
         if !pause(Duration::from_secs(1), &mut stop).await {
+            lease.release(&db).await;
             return;
         }
     }
@@ -69,8 +70,13 @@ pub async fn sweep(db: Db, mut stop: watch::Receiver<bool>) {
 
 /// Applies the retention windows (and makes partitions ahead), then packs
 /// finished days.
-pub async fn retention(db: Db, metrics: crate::metrics::Metrics, mut stop: watch::Receiver<bool>) {
-    let lease = Lease::new("retention", RETENTION_EVERY * 2);
+pub async fn retention(
+    db: Db,
+    metrics: crate::metrics::Metrics,
+    replica: String,
+    mut stop: watch::Receiver<bool>,
+) {
+    let lease = Lease::with_holder("retention", RETENTION_EVERY * 2, replica);
     loop {
         match lease.hold(&db).await {
             Ok(true) => {
@@ -108,6 +114,7 @@ pub async fn retention(db: Db, metrics: crate::metrics::Metrics, mut stop: watch
             Err(e) => tracing::warn!(error = %e, "retention: lease"),
         }
         if !pause(RETENTION_EVERY, &mut stop).await {
+            lease.release(&db).await;
             return;
         }
     }
@@ -122,9 +129,10 @@ pub async fn inventory(
     metrics: crate::metrics::Metrics,
     every: Duration,
     settings: crate::services::evaluate::Settings,
+    replica: String,
     mut stop: watch::Receiver<bool>,
 ) {
-    let lease = Lease::new("inventory", every * 3 + Duration::from_secs(30));
+    let lease = Lease::with_holder("inventory", every * 3 + Duration::from_secs(30), replica);
     loop {
         match lease.hold(&db).await {
             Ok(true) => {
@@ -153,6 +161,7 @@ pub async fn inventory(
             Err(e) => tracing::warn!(error = %e, "inventory: lease"),
         }
         if !pause(every, &mut stop).await {
+            lease.release(&db).await;
             return;
         }
     }
@@ -165,6 +174,7 @@ pub async fn webhooks(
     db: Db,
     metrics: crate::metrics::Metrics,
     url: String,
+    replica: String,
     mut stop: watch::Receiver<bool>,
 ) {
     let target = match webhook::Target::parse(&url) {
@@ -175,7 +185,7 @@ pub async fn webhooks(
             return;
         }
     };
-    let lease = Lease::new("webhooks", Duration::from_secs(60));
+    let lease = Lease::with_holder("webhooks", Duration::from_secs(60), replica);
     loop {
         if let Ok(true) = lease.hold(&db).await {
             match db.escalations().due_webhooks(now_ms(), 50).await {
@@ -210,6 +220,8 @@ pub async fn webhooks(
             }
         }
         if !pause(Duration::from_secs(1), &mut stop).await {
+            lease.release(&db).await;
+            lease.release(&db).await;
             return;
         }
     }

@@ -207,9 +207,14 @@ mod tests {
             Admit::Yes { evict, .. } => assert_eq!(evict, vec![b]),
             other => panic!("{other:?}"),
         }
-        // a request that ended restarts the idle clock
+        // a request that ended restarts the idle clock: a is spared, the
+        // connection idle since 1 s goes
         t.done(a, 5_000);
-        assert_eq!(t.admit(&"w", 5_500), Admit::TotalFull);
+        match t.admit(&"w", 5_500) {
+            Admit::Yes { evict, .. } => assert_eq!(evict, vec![3]),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(t.admit(&"v", 5_600), Admit::TotalFull);
     }
 
     #[test]

@@ -223,26 +223,30 @@ impl Issuing {
             revoked_by: None,
             reason: None,
         };
-        if !db
+        let Some(superseded) = db
             .certs()
             .redeem(&row.token_id, now, &cert)
             .await
             .map_err(unavailable)?
-        {
+        else {
             let why = "the enrollment token was used by another request at the same moment: ask the operator for a new token";
             return Err(IssueError::Refused(why.into()));
-        }
+        };
+        // the site's earlier certificates are revoked: their sessions close
         self.refresh(db).await;
         self.audit(
             db,
             site,
             "enrollment.enroll",
             AuditOutcome::Ok,
-            &format!("certificate {} until {}", facts.serial, facts.not_after_ms),
+            &format!(
+                "certificate {} until {}; {superseded} earlier certificate(s) of the site revoked (superseded)",
+                facts.serial, facts.not_after_ms
+            ),
             client,
         )
         .await;
-        tracing::info!(%site, serial = %facts.serial, "agent enrolled");
+        tracing::info!(%site, serial = %facts.serial, superseded, "agent enrolled; the site's earlier certificates are revoked");
         Ok(Enrolled {
             chain_pem: chain,
             not_after_ms: facts.not_after_ms,

@@ -40,17 +40,18 @@ pub async fn apply(
                 continue;
             }
         };
-        let cur: Option<CommandState> =
-            sqlx::query_scalar("SELECT state FROM commands WHERE command_id = $1 AND site_id = $2")
-                .bind(&a.command_id)
-                .bind(site)
-                .fetch_optional(&mut *c)
-                .await?;
-        let Some(cur) = cur else {
+        let cur: Option<(CommandState, Option<i64>)> = sqlx::query_as(
+            "SELECT state, cancel_requested_ms FROM commands WHERE command_id = $1 AND site_id = $2",
+        )
+        .bind(&a.command_id)
+        .bind(site)
+        .fetch_optional(&mut *c)
+        .await?;
+        let Some((cur, cancel_requested)) = cur else {
             tracing::warn!(%site, command = %a.command_id, reason = reason.as_text(), "ack for a command this site does not have; ignored");
             continue;
         };
-        let next = lifecycle::on_agent_ack(cur, reason);
+        let next = lifecycle::on_agent_ack(cur, reason, cancel_requested.is_some());
         let n = sqlx::query(
             "INSERT INTO command_events (command_id, at_ms, state, reason, detail, actor, site_id, log_id, log_seq)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (site_id, log_id, log_seq) DO NOTHING",

@@ -102,7 +102,16 @@ impl Certs<'_> {
     /// Uses a token and records the certificate it bought, in one
     /// transaction: false (and nothing written) if the token was used or
     /// expired in between (two enrollments racing with one token: one wins).
-    pub async fn redeem(&self, token_id: &str, now_ms: i64, cert: &CertRow) -> Result<bool, Error> {
+    /// Redeems the token with `cert`, in one transaction that also revokes
+    /// every earlier unexpired certificate of the site (a new enrollment
+    /// supersedes them: one identity per site). `None` if the token was
+    /// taken meanwhile; else how many certificates were superseded.
+    pub async fn redeem(
+        &self,
+        token_id: &str,
+        now_ms: i64,
+        cert: &CertRow,
+    ) -> Result<Option<u64>, Error> {
         let (_w, mut tx) = self.0.begin_write().await?;
         let n = sqlx::query(
             "UPDATE enrollment_tokens SET used_ms = $2, used_serial = $3
@@ -115,11 +124,27 @@ impl Certs<'_> {
         .await?
         .rows_affected();
         if n != 1 {
-            return Ok(false);
+            return Ok(None);
         }
         insert_cert(&mut tx, cert).await?;
+        let superseded = sqlx::query(
+            "INSERT INTO revoked_certificates (serial, site_id, revoked_ms, revoked_by, reason)
+             SELECT serial, site_id, $2, $3, 'superseded by a new enrollment' FROM agent_certificates
+             WHERE site_id = $1 AND serial <> $4 AND not_after_ms > $2
+             ON CONFLICT (serial) DO NOTHING",
+        )
+        .bind(&cert.site_id)
+        .bind(now_ms)
+        .bind(crate::domain::Actor::Headend {
+            task: Some("enrollment".into()),
+        }
+        .to_string())
+        .bind(&cert.serial)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(superseded))
     }
 
     /// Records a certificate issued by renewal.

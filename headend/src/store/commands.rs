@@ -444,7 +444,7 @@ impl Commands<'_> {
         Ok(done)
     }
 
-    /// Cancels a command: an unsent one is rejected at once; a sent, acked
+    /// Cancels a command: an unsent one is cancelled at once; a sent, acked
     /// or active one gets a cancel delivered to its agent. Returns false
     /// when it had already ended.
     pub async fn request_cancel(&self, id: &str, actor: &Actor) -> Result<bool, Error> {
@@ -452,7 +452,7 @@ impl Commands<'_> {
         let (_w, mut tx) = self.0.begin_write().await?;
         let m = Move {
             from: &[CommandState::Submitted],
-            to: CommandState::Rejected,
+            to: CommandState::Cancelled,
             reason: Reason::Cancelled,
             detail: "cancelled before it was sent",
             actor,

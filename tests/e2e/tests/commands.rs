@@ -180,7 +180,7 @@ async fn setpoint_lifecycle(db: Option<String>) -> Result<()> {
             .contains("reverted to default 50"),
         "{done}"
     );
-    // an active setpoint cancelled early is reverted at once and completed
+    // an active setpoint cancelled early is reverted at once and ends cancelled
     let (_, c) = s
         .post(json!({"kind": "setpoint", "asset": "ctl-1", "field": "power_limit", "value": 30, "duration_s": 600}))
         .await?;
@@ -189,13 +189,20 @@ async fn setpoint_lifecycle(db: Option<String>) -> Result<()> {
     assert_eq!(s.sim.power_limit(), 30.0);
     let (code, r) = post_json(s.http, &format!("/api/v1/commands/{id}/cancel"), &json!({})).await?;
     assert_eq!(code, 202, "{r}");
-    let done = wait_state(s.http, &id, "completed", T).await?;
+    let done = wait_state(s.http, &id, "cancelled", T).await?;
     assert!(
         done["detail"]
             .as_str()
             .unwrap_or("")
             .starts_with("cancelled"),
         "{done}"
+    );
+    let listed = get_json(s.http, "/api/v1/commands?state=cancelled").await?;
+    assert!(
+        listed
+            .as_array()
+            .is_some_and(|a| a.iter().any(|c| c["command_id"] == id.as_str())),
+        "a cancelled command is found by its state: {listed}"
     );
     assert_eq!(s.sim.power_limit(), 50.0, "reverted to the default");
     let (code, r) = post_json(s.http, &format!("/api/v1/commands/{id}/cancel"), &json!({})).await?;
@@ -379,7 +386,7 @@ async fn commands_for_an_offline_agent_are_applied_after_reconnect_or_expire_wit
     let (code, r) = post_json(s.http, &format!("/api/v1/commands/{x}/cancel"), &json!({})).await?;
     assert_eq!(
         (code, r["state"].clone(), r["reason"].clone()),
-        (202, json!("rejected"), json!("cancelled")),
+        (202, json!("cancelled"), json!("cancelled")),
         "{r}"
     );
 

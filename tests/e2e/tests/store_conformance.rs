@@ -1034,10 +1034,13 @@ async fn the_certificate_store_redeems_a_token_once_and_builds_the_same_revocati
         })
         .await?;
         let first = cert("aa", "s1", IssuedVia::Enrollment, t + 1, None);
-        assert!(c.redeem("t1", t + 1, &first).await?, "{name}: first use");
+        assert!(
+            c.redeem("t1", t + 1, &first).await?.is_some(),
+            "{name}: first use"
+        );
         let again = cert("bb", "s1", IssuedVia::Enrollment, t + 2, None);
         assert!(
-            !c.redeem("t1", t + 2, &again).await?,
+            c.redeem("t1", t + 2, &again).await?.is_none(),
             "{name}: a token buys one certificate"
         );
         assert!(
@@ -1115,6 +1118,28 @@ async fn the_certificate_store_redeems_a_token_once_and_builds_the_same_revocati
             Some(0),
             "{name}: replaced"
         );
+        // enrolling the site again supersedes its earlier certificates
+        // (issue 27: five demo runs left five valid certificates)
+        c.add_token(&TokenRow {
+            token_id: "t2".into(),
+            site_id: "s1".into(),
+            secret_hash: "h".into(),
+            created_by: admin.clone(),
+            created_ms: t + 29,
+            expires_ms: t + 60_000,
+            used_ms: None,
+            used_serial: None,
+        })
+        .await?;
+        let again = cert("gg", "s1", IssuedVia::Enrollment, t + 30, None);
+        assert_eq!(
+            c.redeem("t2", t + 30, &again).await?,
+            Some(2),
+            "{name}: cc and dd revoked (aa was already)"
+        );
+        assert!(c.is_revoked("cc").await? && c.is_revoked("dd").await?);
+        assert!(!c.is_revoked("gg").await?, "{name}: the new one stands");
+        assert!(!c.is_revoked("ff").await?, "{name}: other sites untouched");
     }
     s.drop().await
 }
