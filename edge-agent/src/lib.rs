@@ -7,6 +7,7 @@
 //!                               headend <==mTLS gRPC== uplink --ack--> sflog trim
 //! ```
 
+pub mod backfill;
 pub mod commands;
 pub mod config;
 pub mod delivery;

@@ -64,6 +64,20 @@ enum Cmd {
     /// Read a password from standard input (one line) and print its argon2
     /// hash for an `opcua_server.users` entry (`password_hash:`).
     OpcuaPassword,
+    /// Put readings the site already has (CSV: asset,field,time,value,unit)
+    /// into the agent's log with their own times, for the headend to have
+    /// history from the first hour. The agent must be stopped. Exit status:
+    /// 0 written; 2 a bad configuration or row (named with its line and
+    /// column; nothing written); 1 the log could not be written.
+    Backfill {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The CSV file.
+        file: PathBuf,
+        /// Take a file that was backfilled before (the headend stores it twice).
+        #[arg(long)]
+        again: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -114,6 +128,45 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("error: {e}");
                     ExitCode::from(e.kind.exit_code())
+                }
+            }
+        }
+        Cmd::Backfill {
+            config,
+            file,
+            again,
+        } => {
+            let cfg = match edge_agent::config::load_for_enroll(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match edge_agent::backfill::run(&cfg, &file, again) {
+                Ok(s) => {
+                    let t = |ms: i64| {
+                        jiff::Timestamp::from_millisecond(ms)
+                            .map(|t| t.to_string())
+                            .unwrap_or_else(|_| ms.to_string())
+                    };
+                    println!(
+                        "backfilled {} readings from {} to {} into the log (seqs {} to {}); they go to the headend when the agent runs",
+                        s.readings,
+                        t(s.first_ms),
+                        t(s.last_ms),
+                        s.first_seq,
+                        s.last_seq
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e @ edge_agent::backfill::BackfillError::Log(_)) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
                 }
             }
         }

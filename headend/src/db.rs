@@ -103,16 +103,26 @@ pub fn hello_digest(h: &v1::Hello) -> String {
     format!("{x:016x}")
 }
 
+/// How long ingest and the jobs wait for a connection.
+pub const INGEST_ACQUIRE: Duration = Duration::from_secs(10);
+/// How long an operator's request waits for one.
+pub const API_ACQUIRE: Duration = Duration::from_secs(1);
+
 /// A pool on the database (SQLite: at most 4 connections; WAL, full sync
 /// and a busy timeout on each).
-async fn open_pool(url: &str, backend: Backend, max_connections: u32) -> Result<AnyPool, Error> {
+async fn open_pool(
+    url: &str,
+    backend: Backend,
+    max_connections: u32,
+    acquire: Duration,
+) -> Result<AnyPool, Error> {
     AnyPoolOptions::new()
         .max_connections(if backend == Backend::Sqlite {
             max_connections.min(4)
         } else {
             max_connections
         })
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(acquire)
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 if backend == Backend::Sqlite {
@@ -177,7 +187,7 @@ impl Db {
                 });
             }
         }
-        let pool = open_pool(&url, backend, max_connections).await?;
+        let pool = open_pool(&url, backend, max_connections, INGEST_ACQUIRE).await?;
         let writer = (backend == Backend::Sqlite)
             .then(|| std::sync::Arc::new(tokio::sync::Semaphore::new(1)));
         migrate(&pool, backend).await?;
@@ -207,9 +217,13 @@ impl Db {
     /// operator API's requests then never queue behind agent sessions for
     /// a connection (a reconnect storm of 10,000 hellos held the shared
     /// pool for seconds). SQLite writes still queue on the one writer.
+    /// A copy on a pool of its own that gives up waiting for a connection
+    /// after [`API_ACQUIRE`]: an operator (or a load balancer's check)
+    /// gets a quick `503 database_unavailable` during an outage, not a
+    /// request that hangs for 20 s (issue 27).
     pub async fn with_own_pool(&self, max_connections: u32) -> Result<Db, Error> {
         Ok(Db {
-            pool: open_pool(&self.url, self.backend, max_connections).await?,
+            pool: open_pool(&self.url, self.backend, max_connections, API_ACQUIRE).await?,
             ..self.clone()
         })
     }
@@ -470,7 +484,7 @@ impl Db {
 
     pub async fn sites(&self) -> Result<Vec<SiteRow>, Error> {
         Ok(sqlx::query_as(
-            "SELECT s.site_id, s.first_seen_ms, s.last_seen_ms, s.agent_version,
+            "SELECT s.site_id, s.first_seen_ms, s.last_seen_ms, s.agent_version, s.name, s.time_zone,
                     (SELECT COUNT(*) FROM assets a WHERE a.site_id = s.site_id) AS assets
              FROM sites s ORDER BY s.site_id",
         )
@@ -624,6 +638,9 @@ pub struct SiteRow {
     pub first_seen_ms: i64,
     pub last_seen_ms: i64,
     pub agent_version: String,
+    /// As set by `PATCH /api/v1/sites/{site}` (empty until then).
+    pub name: String,
+    pub time_zone: String,
     pub assets: i64,
 }
 

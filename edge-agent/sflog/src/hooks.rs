@@ -6,6 +6,14 @@ use rusqlite::{OptionalExtension, params};
 use crate::{Log, Result, lock};
 
 impl Log {
+    /// Test hook: the process dies here: nothing is committed or closed,
+    /// only the directory lock goes (the kernel releases it with the process).
+    #[doc(hidden)]
+    pub fn crash_for_test(mut self) {
+        drop(self.dir_lock.take());
+        std::mem::forget(self);
+    }
+
     /// Test hook: a full checkpoint (truncating the WAL), as happens in time.
     #[doc(hidden)]
     pub fn flush_checkpoint_for_test(&self) {

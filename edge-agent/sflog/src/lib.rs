@@ -89,6 +89,10 @@ pub enum Error {
         path: String,
         source: rusqlite::Error,
     },
+    #[error(
+        "store-and-forward log at {path} is in use by another process (is the agent running? stop it first)"
+    )]
+    InUse { path: String },
     #[error("store-and-forward log: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error(
@@ -213,6 +217,10 @@ struct Writer {
 
 /// The store-and-forward log.
 pub struct Log {
+    /// An exclusive lock on `DIR/lock` while the log is open: a second
+    /// process (an agent started twice, a backfill while it runs) cannot
+    /// write beside this one and reuse its seqs.
+    pub(crate) dir_lock: Option<nix::fcntl::Flock<std::fs::File>>,
     writer: Mutex<Writer>,
     reader: Mutex<Connection>,
     opts: Options,

@@ -23,6 +23,16 @@ impl Log {
         };
         std::fs::create_dir_all(dir)
             .map_err(|e| open_err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+        let lock_file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("lock"))
+            .map_err(|e| open_err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+        let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|_| Error::InUse {
+                path: dir.display().to_string(),
+            })?;
         let conn = Connection::open(&path).map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         let fresh: i64 = conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))?;
@@ -92,6 +102,7 @@ impl Log {
         reader.busy_timeout(std::time::Duration::from_secs(10))?;
         reader.execute_batch("PRAGMA query_only = 1;")?;
         Ok(Log {
+            dir_lock: Some(lock),
             writer: Mutex::new(Writer {
                 conn,
                 in_txn: false,

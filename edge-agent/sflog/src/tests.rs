@@ -22,6 +22,18 @@ pub(crate) fn kept(log: &Log) -> BTreeSet<u64> {
 }
 
 #[test]
+fn a_log_open_in_one_place_cannot_be_opened_in_another_until_it_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    match Log::open(dir.path(), &Options::default()) {
+        Err(Error::InUse { path }) => assert!(path.contains(&*dir.path().to_string_lossy())),
+        other => panic!("a second writer must be refused: {:?}", other.map(|_| ())),
+    }
+    drop(log);
+    open(dir.path());
+}
+
+#[test]
 fn sequence_numbers_increase_and_survive_reopen_and_full_trim() {
     let dir = tempfile::tempdir().unwrap();
     let id;
@@ -85,7 +97,7 @@ fn unflushed_entries_vanish_in_a_crash_and_their_seqs_are_reassigned() {
         log.append(&items(3)).unwrap();
         log.flush().unwrap();
         log.append(&items(2)).unwrap();
-        std::mem::forget(log); // no drop, no commit: as if killed
+        log.crash_for_test(); // no drop, no commit: as if killed
     }
     let log = open(dir.path());
     assert_eq!(log.stats().next_seq, 4);

@@ -60,6 +60,50 @@ pub fn has_control(s: &str) -> bool {
 }
 
 /// The middleware.
+/// Every refusal in the one error shape: an answer of 400 or more that is
+/// not JSON (the framework's own, e.g. 413 for a body over the limit) is
+/// rewritten as `{"error": {"code", "message", "field": null}}` with its
+/// status kept (issue 27: 413 came as plain text). (414 and 431 are
+/// answered by the HTTP layer before any of this runs.)
+pub async fn json_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if status.as_u16() < 400 || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::BAD_REQUEST => "invalid",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        s if s.is_server_error() => "internal",
+        _ => "refused",
+    };
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("refused").to_string()
+    } else {
+        text
+    };
+    let mut out = super::ApiError::new(status, code, message).into_response();
+    for (k, v) in parts.headers.iter() {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            out.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    out
+}
+
 pub async fn guard(State(edge): State<Edge>, req: Request, next: Next) -> Response {
     let m = &edge.metrics;
     let host = req
@@ -119,8 +163,80 @@ pub async fn guard(State(edge): State<Edge>, req: Request, next: Next) -> Respon
     next.run(req).await
 }
 
+/// JSON text as a value, refusing a key given twice in one object (which
+/// key wins differs between parsers: a proxy and this API could read two
+/// different requests; issue 27).
+pub fn strict_json(body: &[u8]) -> Result<Value, String> {
+    serde_json::from_slice::<Strict>(body)
+        .map(|s| s.0)
+        .map_err(|e| e.to_string())
+}
+
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.into()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            if out.contains_key(&k) {
+                return Err(serde::de::Error::custom(format!(
+                    "the key `{k}` is given twice"
+                )));
+            }
+            let Strict(v) = map.next_value()?;
+            out.insert(k, v);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
 /// Finds a string (or key) in `v` with a control character or over
-/// [`MAX_STRING_CHARS`]; returns its path (`tanks[2]`, `eta`) and the problem.
+/// [`MAX_STRING_CHARS`]; returns its path (`tanks[2]`, `eta`) and the problem. A CSV import's text (`csv` at the top)
+/// is bounded by the body limit instead: its rows are checked one by one.
 pub fn check_json(v: &Value) -> Option<(String, &'static str)> {
     fn bad(s: &str) -> Option<&'static str> {
         if s.chars().any(crate::ingest::sanitize::is_forbidden) {
@@ -133,6 +249,12 @@ pub fn check_json(v: &Value) -> Option<(String, &'static str)> {
     }
     fn walk(v: &Value, path: &str) -> Option<(String, &'static str)> {
         match v {
+            Value::String(s) if path == "csv" => s
+                .chars()
+                .any(|c| {
+                    crate::ingest::sanitize::is_forbidden(c) && !matches!(c, '\n' | '\r' | '\t')
+                })
+                .then(|| (path.to_string(), "contains a control character")),
             Value::String(s) => bad(s).map(|p| (path.to_string(), p)),
             Value::Array(a) => a
                 .iter()
@@ -159,6 +281,32 @@ pub fn check_json(v: &Value) -> Option<(String, &'static str)> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Issue 27: `{"a":1,"a":2}` was taken (the last one won).
+    #[test]
+    fn a_key_given_twice_is_refused_at_any_depth_and_ordinary_json_reads_as_before() {
+        for bad in [
+            r#"{"a":1,"a":2}"#,
+            r#"{"x":{"b":true,"b":false}}"#,
+            r#"[{"k":"v","k":"v"}]"#,
+        ] {
+            let e = strict_json(bad.as_bytes()).unwrap_err();
+            assert!(e.contains("given twice"), "{bad}: {e}");
+        }
+        let ok = r#"{"a":[1,2.5,-3,null,"s",{"b":false}],"c":{"a":1}}"#;
+        assert_eq!(
+            strict_json(ok.as_bytes()).unwrap(),
+            serde_json::from_str::<Value>(ok).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_csv_import_is_bounded_by_the_body_not_the_string_limit() {
+        let long = "tank,at,volume_l\n".to_string() + &"tank-1,1795392000000,9000\n".repeat(200);
+        assert!(check_json(&json!({ "csv": long })).is_none());
+        assert!(check_json(&json!({ "note": long })).is_some());
+        assert!(check_json(&json!({ "csv": "a\u{0}b" })).is_some());
+    }
 
     #[test]
     fn host_headers_are_reduced_to_their_lowercase_name() {

@@ -183,21 +183,29 @@ async fn add_note(
     ))
 }
 
+/// Dead letters of the escalations in the caller's scope, paged by id.
 async fn dead(
     State(s): State<ApiState>,
+    Caller(c): Caller,
+    OriginalUri(uri): OriginalUri,
     Query(p): Query<PageParams>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let limit = p.limit()?;
-    let rows = s.db.escalations().dead_letters(limit).await?;
-    Ok(Json(Value::Array(
-        rows.iter()
-            .map(|r| {
-                json!({
-                    "id": r.id, "escalation": r.escalation_id, "event": r.event, "attempts": r.attempts,
-                    "last_error": r.last_error, "created_at": ts(r.created_ms), "given_up_at": r.done_ms.map(ts),
-                    "payload": serde_json::from_str::<Value>(&r.payload).unwrap_or(Value::Null),
-                })
+    let before = page::after_i64(&p)?.unwrap_or(i64::MAX);
+    let sites = c.scope.sites();
+    let rows =
+        s.db.escalations()
+            .dead_letters(sites.as_deref(), before, limit + 1)
+            .await?;
+    let items = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.id, "escalation": r.escalation_id, "event": r.event, "attempts": r.attempts,
+                "last_error": r.last_error, "created_at": ts(r.created_ms), "given_up_at": r.done_ms.map(ts),
+                "payload": serde_json::from_str::<Value>(&r.payload).unwrap_or(Value::Null),
             })
-            .collect(),
-    )))
+        })
+        .collect();
+    Ok(page::respond(&uri, items, limit, |v| v["id"].to_string()))
 }

@@ -133,6 +133,12 @@ async fn get_load(
 pub struct LoadList {
     /// Only this site's loads.
     pub site: Option<String>,
+    /// Only loads in this status: planned, delivering, delivered or cancelled.
+    pub status: Option<String>,
+    /// Only loads due from this time (RFC 3339 with its offset, or Unix ms).
+    pub eta_from: Option<String>,
+    /// Only loads due until this time.
+    pub eta_to: Option<String>,
     pub limit: Option<i64>,
     pub cursor: Option<String>,
 }
@@ -163,7 +169,33 @@ async fn list_loads(
             ));
         }
     };
-    let views = svc::list(&s.ctx(&p), q.site.as_deref(), after, limit + 1).await?;
+    let status = q
+        .status
+        .as_deref()
+        .map(|v| {
+            v.parse::<crate::domain::LoadStatus>().map_err(|_| {
+                ApiError::invalid(
+                    "status",
+                    format!("{v:?}: use one of {}", crate::domain::LoadStatus::choices()),
+                )
+            })
+        })
+        .transpose()?;
+    let filter = crate::store::loads::LoadFilter {
+        site: q.site.as_deref(),
+        status,
+        eta_from: q
+            .eta_from
+            .as_deref()
+            .map(|v| super::query_time("eta_from", v))
+            .transpose()?,
+        eta_to: q
+            .eta_to
+            .as_deref()
+            .map(|v| super::query_time("eta_to", v))
+            .transpose()?,
+    };
+    let views = svc::list(&s.ctx(&p), &filter, after, limit + 1).await?;
     let items = views.iter().map(load_json).collect();
     Ok(page::respond(&uri, items, limit, |v| {
         format!(

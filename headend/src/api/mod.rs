@@ -92,6 +92,7 @@ pub fn router(state: ApiState, edge: edge::Edge) -> Router {
             ApiError::not_found("no such route (the API is described at /api/openapi.json)")
         })
         .layer(axum::extract::DefaultBodyLimit::max(edge::MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(edge::json_errors))
         .layer(axum::middleware::from_fn_with_state(edge, edge::guard))
         .layer(axum::middleware::from_fn(access::request_id))
 }
@@ -305,7 +306,7 @@ pub fn query_time(name: &str, v: &str) -> Result<i64, ApiError> {
 /// Parses a JSON body; errors name the field path. Strings with control
 /// characters or over 1,000 characters are refused (see [`edge`]).
 pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    let v: Value = serde_json::from_slice(body)
+    let v: Value = edge::strict_json(body)
         .map_err(|e| ApiError::invalid("", format!("not valid JSON: {e}")))?;
     if let Some((path, problem)) = edge::check_json(&v) {
         return Err(ApiError::invalid(&path, problem));

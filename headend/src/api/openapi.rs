@@ -59,7 +59,7 @@ fn schemas() -> Value {
     let obj = |props: Value, required: &[&str]| json!({"type": "object", "properties": props, "required": required});
     json!({
         "Error": obj(json!({"error": obj(json!({"code": s(), "message": s(), "field": ns()}), &["code", "message", "field"])}), &["error"]),
-        "Site": obj(json!({"site_id": s(), "agent_version": s(), "assets": i(), "first_seen": ns(), "last_seen": ns(),
+        "Site": obj(json!({"site_id": s(), "name": s(), "time_zone": s(), "agent_version": s(), "assets": i(), "first_seen": ns(), "last_seen": ns(),
                            "connected": b()}), &["site_id", "connected"]),
         "Asset": obj(json!({"asset_id": s(), "kind": s(), "name": s(), "product": s(), "capacity": n(),
                             "fields": {"type": "object"}}), &["asset_id", "kind", "fields"]),

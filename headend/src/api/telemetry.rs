@@ -51,12 +51,22 @@ pub fn routes() -> Router<ApiState> {
         .route("/api/v1/sites/{site}/devices", get(devices))
 }
 
+/// Answers within [`READY_WITHIN`] whatever the database does (a load
+/// balancer's check gives up after 2-5 s and must see a 503, not a hang).
 async fn ready(State(s): State<ApiState>) -> Response {
-    match s.db.ping().await {
-        Ok(()) => (StatusCode::OK, "ready").into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("database: {e}")).into_response(),
+    match tokio::time::timeout(READY_WITHIN, s.db.ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready").into_response(),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("database: {e}")).into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("database: no answer within {} ms", READY_WITHIN.as_millis()),
+        )
+            .into_response(),
     }
 }
+
+/// `/ready`'s own deadline.
+pub const READY_WITHIN: std::time::Duration = std::time::Duration::from_millis(900);
 
 /// A page of a list kept whole in memory (bounded by the store), keyed
 /// by `key` in order: the items after the cursor's key.
@@ -113,6 +123,8 @@ async fn sites(
             let session = s.sessions.get(&r.site_id);
             json!({
                 "site_id": r.site_id,
+                "name": r.name,
+                "time_zone": r.time_zone,
                 "agent_version": r.agent_version,
                 "assets": r.assets,
                 "first_seen": ts(r.first_seen_ms),

@@ -291,16 +291,16 @@ pub async fn get(ctx: &Context, id: &str) -> Result<LoadView> {
 /// By ETA then id, after `after` (the page cursor); two queries.
 pub async fn list(
     ctx: &Context,
-    site: Option<&str>,
+    f: &crate::store::loads::LoadFilter<'_>,
     after: Option<(i64, &str)>,
     limit: i64,
 ) -> Result<Vec<LoadView>> {
-    if let Some(site) = site {
+    if let Some(site) = f.site {
         ctx.visible(site, "site", || format!("no site {site:?}"))?;
     }
     let loads = ctx.db.loads();
     let sites = ctx.scope.sites();
-    let rows = loads.list(site, sites.as_deref(), after, limit).await?;
+    let rows = loads.list(f, sites.as_deref(), after, limit).await?;
     let ids: Vec<String> = rows.iter().map(|l| l.load_id.clone()).collect();
     let mut events = loads.events_of(&ids).await?;
     let mut etas = loads.etas_of(&ids).await?;

@@ -444,14 +444,34 @@ impl Escalations<'_> {
     }
 
     /// Notifications given up (dead letters), newest first.
-    pub async fn dead_letters(&self, limit: i64) -> Result<Vec<OutboxRow>, Error> {
-        Ok(sqlx::query_as(
-            "SELECT id, escalation_id, event, payload, created_ms, attempts, next_ms, state, last_error, done_ms
-             FROM webhook_outbox WHERE state = 'dead' ORDER BY id DESC LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(self.0.pool())
-        .await?)
+    /// Dead letters, newest first, before `before_id` (the page cursor),
+    /// of the escalations at `sites` (`None`: all).
+    pub async fn dead_letters(
+        &self,
+        sites: Option<&[String]>,
+        before_id: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>, Error> {
+        if sites.is_some_and(|s| s.is_empty()) {
+            return Ok(Vec::new());
+        }
+        let mut sql = String::from(
+            "SELECT o.id, o.escalation_id, o.event, o.payload, o.created_ms, o.attempts, o.next_ms, o.state, o.last_error, o.done_ms
+             FROM webhook_outbox o JOIN escalations e ON e.escalation_id = o.escalation_id
+             WHERE o.state = 'dead' AND o.id < $1",
+        );
+        if let Some(s) = sites {
+            let marks: Vec<String> = (0..s.len()).map(|i| format!("${}", i + 3)).collect();
+            sql.push_str(&format!(" AND e.site_id IN ({})", marks.join(", ")));
+        }
+        sql.push_str(" ORDER BY o.id DESC LIMIT $2");
+        let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(before_id)
+            .bind(limit);
+        for site in sites.unwrap_or_default() {
+            q = q.bind(site.clone());
+        }
+        Ok(q.fetch_all(self.0.pool()).await?)
     }
 }
 

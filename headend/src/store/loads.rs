@@ -238,6 +238,16 @@ pub(crate) async fn note_eta_in(
 }
 
 /// The loads aggregate: `db.loads()`.
+/// Filters of a load list; every one optional.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadFilter<'a> {
+    pub site: Option<&'a str>,
+    pub status: Option<LoadStatus>,
+    /// ETAs from and to these times (Unix ms), inclusive.
+    pub eta_from: Option<i64>,
+    pub eta_to: Option<i64>,
+}
+
 #[derive(Clone, Copy)]
 pub struct Loads<'a>(&'a Db);
 
@@ -260,7 +270,7 @@ impl Loads<'_> {
     /// filters, and `sites` (a caller's scope) bounds.
     pub async fn list(
         &self,
-        site: Option<&str>,
+        f: &LoadFilter<'_>,
         sites: Option<&[String]>,
         after: Option<(i64, &str)>,
         limit: i64,
@@ -268,14 +278,18 @@ impl Loads<'_> {
         let (eta, id) = after.unwrap_or((i64::MIN, ""));
         let sql = format!(
             "SELECT {LOAD_COLUMNS} FROM loads WHERE ($1 = '' OR site_id = $1)
+               AND ($5 = '' OR status = $5) AND eta_ms >= $6 AND eta_ms <= $7
                AND (eta_ms > $3 OR (eta_ms = $3 AND load_id > $4)) {} ORDER BY eta_ms, load_id LIMIT $2",
-            super::site_in("site_id", sites, 5)
+            super::site_in("site_id", sites, 8)
         );
         let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(site.unwrap_or(""))
+            .bind(f.site.unwrap_or(""))
             .bind(limit)
             .bind(eta)
-            .bind(id);
+            .bind(id)
+            .bind(f.status.map_or("", LoadStatus::as_str))
+            .bind(f.eta_from.unwrap_or(i64::MIN))
+            .bind(f.eta_to.unwrap_or(i64::MAX));
         for s in sites.unwrap_or_default() {
             q = q.bind(s);
         }

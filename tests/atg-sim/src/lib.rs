@@ -19,6 +19,7 @@
 //! | +12    | capacity       | L    |
 //! | +14    | status (u16): bit0 high level, bit1 low level, bit2 water high | |
 
+pub mod history;
 pub mod scenario;
 pub mod veeder_root;
 
@@ -167,35 +168,41 @@ fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The tanks a simulator with `cfg` starts with (its seed decides their
+/// capacities, volumes and sales rates).
+pub fn initial_tanks(cfg: &SimConfig) -> Vec<Tank> {
+    let mut rng = cfg
+        .seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut next = move || {
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((rng >> 33) as f64) / f64::from(u32::MAX >> 1)
+    };
+    (0..cfg.tanks)
+        .map(|i| {
+            let capacity = [20_000.0, 30_000.0, 40_000.0, 50_000.0][i % 4];
+            Tank {
+                id: format!("tank-{}", i + 1),
+                product: PRODUCTS[i % PRODUCTS.len()].to_string(),
+                capacity,
+                volume: capacity * (0.3 + 0.6 * next()),
+                water_height: 5.0 + 20.0 * next(),
+                temperature: 12.0 + 6.0 * next(),
+                sales_rate: 300.0 + 900.0 * next(),
+                delivering: false,
+                max_height: 2500.0,
+            }
+        })
+        .collect()
+}
+
 impl Simulator {
     /// Binds `listen` (use port 0 for any) and starts serving and simulating.
     pub async fn start(listen: SocketAddr, cfg: SimConfig) -> std::io::Result<Simulator> {
-        let mut rng = cfg
-            .seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let mut next = move || {
-            rng = rng
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((rng >> 33) as f64) / f64::from(u32::MAX >> 1)
-        };
-        let tanks = (0..cfg.tanks)
-            .map(|i| {
-                let capacity = [20_000.0, 30_000.0, 40_000.0, 50_000.0][i % 4];
-                Tank {
-                    id: format!("tank-{}", i + 1),
-                    product: PRODUCTS[i % PRODUCTS.len()].to_string(),
-                    capacity,
-                    volume: capacity * (0.3 + 0.6 * next()),
-                    water_height: 5.0 + 20.0 * next(),
-                    temperature: 12.0 + 6.0 * next(),
-                    sales_rate: 300.0 + 900.0 * next(),
-                    delivering: false,
-                    max_height: 2500.0,
-                }
-            })
-            .collect();
+        let tanks = initial_tanks(&cfg);
         let n = cfg.tanks;
         let state = Arc::new(Mutex::new(State {
             tanks,

@@ -165,6 +165,52 @@ async fn scoped_admin(url: &str) -> Result<()> {
     .await?;
     ensure!(st == 201, "{st} {v}");
 
+    // 5b. webhook dead letters: only its sites', paged by id
+    for (site, n) in [(NORTH, 3), (SOUTH, 2)] {
+        let f = headend::store::escalations::Finding {
+            site_id: site.into(),
+            tank_id: "tank-1".into(),
+            cause: headend::domain::escalation::Cause::CommandFailed,
+            subject: "cmd".into(),
+            detail: "dead letters".into(),
+            context: "{}".into(),
+        };
+        let id = format!("esc-dead-{site}");
+        he.db.escalations().apply(&f, &id, 1, false).await?;
+        for _ in 0..n {
+            sqlx::query(
+                "INSERT INTO webhook_outbox (escalation_id, event, payload, created_ms, attempts, next_ms, state, last_error, done_ms)
+                 VALUES ($1, 'opened', '{}', 1, 8, 1, 'dead', 'refused', 2)",
+            )
+            .bind(&id)
+            .execute(he.db.pool())
+            .await?;
+        }
+    }
+    let (st, page1) = na_call("GET", "/api/v1/webhooks/dead?limit=2", None).await?;
+    ensure!(
+        st == 200 && page1.as_array().map(Vec::len) == Some(2),
+        "{page1}"
+    );
+    let last = page1[1]["id"].as_i64().unwrap_or(0);
+    let cursor = headend::api::page::encode(&last.to_string());
+    let (_, page2) = na_call(
+        "GET",
+        &format!("/api/v1/webhooks/dead?limit=2&cursor={cursor}"),
+        None,
+    )
+    .await?;
+    let all: Vec<&Value> = page1
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(page2.as_array().into_iter().flatten())
+        .collect();
+    ensure!(
+        all.len() == 3 && all.iter().all(|d| d["escalation"] == "esc-dead-n-1"),
+        "its three, none of the south's: {page1} {page2}"
+    );
+
     // 6. a key is the lesser of itself and its maker, as the maker stands now
     let (st, me) = call(na_key.clone(), "GET", "/api/v1/auth/me".into(), None).await?;
     ensure!(

@@ -58,15 +58,28 @@ async fn a_database_outage_stops_acks_applies_backpressure_and_recovers_by_itsel
             .status(),
         200
     );
+    // ...at once: a load balancer's 2-5 s check must see a 503, not a hang
+    let t = std::time::Instant::now();
     assert_eq!(
         reqwest::get(format!("http://{}/ready", he.http_addr))
             .await?
             .status(),
         503
     );
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "/ready took {:?} during the outage",
+        t.elapsed()
+    );
     // a REST read says the database is unavailable (503), not that the
-    // request was bad or the headend broke
+    // request was bad or the headend broke, within a few seconds
+    let t = std::time::Instant::now();
     let r = get(he.http_addr, "/api/v1/sites").await?;
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "a data route took {:?} during the outage",
+        t.elapsed()
+    );
     let status = r.status().as_u16();
     let body: serde_json::Value = r.json().await?;
     assert_eq!(

@@ -130,6 +130,48 @@ async fn times_and_units(url: &str) -> Result<()> {
     );
     ensure!(r["problems"][0]["column"] == "at", "{r}");
 
+    // loads by status and ETA window (issue 27, item 8)
+    let from = jiff::Timestamp::from_millisecond(eta_ms - 60_000)?;
+    let to = jiff::Timestamp::from_millisecond(eta_ms + 60_000)?;
+    let (st, v) = as_bearer(
+        http,
+        &root,
+        "GET",
+        &format!("/api/v1/loads?site={SITE}&status=planned&eta_from={from}&eta_to={to}"),
+        None,
+    )
+    .await?;
+    let refs: Vec<&str> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["reference"].as_str())
+        .collect();
+    ensure!(
+        st == 200 && refs.len() == 2 && refs.iter().all(|r| r.starts_with("PO-")),
+        "the load posted and the one imported, both due then: {st} {v}"
+    );
+    let (st, v) = as_bearer(
+        http,
+        &root,
+        "GET",
+        &format!("/api/v1/loads?site={SITE}&status=delivered"),
+        None,
+    )
+    .await?;
+    ensure!(st == 200 && v == json!([]), "{v}");
+    let (st, v) = as_bearer(http, &root, "GET", "/api/v1/loads?status=lost", None).await?;
+    ensure!(st == 400 && v["error"]["field"] == "status", "{v}");
+    let (st, _) = as_bearer(
+        http,
+        &root,
+        "GET",
+        &format!("/api/v1/loads?eta_to={}", &ahead[..19]),
+        None,
+    )
+    .await?;
+    ensure!(st == 400, "a window end without a zone is refused");
+
     // query filters: readings and the audit trail
     for path in [
         format!("/api/v1/sites/{SITE}/assets/t-litre/readings?from="),
@@ -174,4 +216,65 @@ async fn times_with_offsets_are_read_and_zoneless_ones_refused_and_every_volume_
     let db = pg::fresh_database().await?;
     times_and_units(&db.url).await?;
     db.drop().await
+}
+
+/// Issue 27, item 8: refusals outside the one error shape, and bodies
+/// whose meaning depends on the parser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_body_and_a_key_given_twice_are_refused_in_the_one_error_shape() -> Result<()>
+{
+    let pki = TestPki::new(&[])?;
+    let work = tempfile::tempdir()?;
+    let he = start_headend(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
+    let http = he.http_addr;
+    let root = token_of(http);
+    tank_site(&he.db, SITE).await?;
+    // over the 64 KiB body limit: 413, as JSON
+    let big = json!({"site": SITE, "note": "x".repeat(100_000)});
+    let (st, v) = as_bearer(
+        http,
+        &root,
+        "POST",
+        "/api/v1/inventory/observations",
+        Some(&big),
+    )
+    .await?;
+    ensure!(
+        st == 413 && v["error"]["code"] == "too_large" && v["error"]["message"].is_string(),
+        "{st} {v}"
+    );
+    // a key given twice: which one wins differs between parsers, so neither does
+    let r = reqwest::Client::new()
+        .post(format!("http://{http}/api/v1/loads"))
+        .header("authorization", format!("Bearer {root}"))
+        .header("content-type", "application/json")
+        .body(r#"{"site":"u-1","site":"other","reference":"PO-D","tanks":["tank-1"],"planned_volume_l":1,"eta":1,"eta_source":"manual"}"#)
+        .send()
+        .await?;
+    let st = r.status().as_u16();
+    let v: serde_json::Value = r.json().await?;
+    ensure!(
+        st == 400
+            && v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("given twice")),
+        "{st} {v}"
+    );
+    // a CSV import as JSON takes as much as text/csv does (not 1,000 characters)
+    let mut csv = String::from("tank,at,volume_l\n");
+    let at = headend::db::now_ms() - 7_200_000;
+    for i in 0..200 {
+        csv.push_str(&format!("tank-1,{},{}\n", at + i * 1000, 9000 - i));
+    }
+    let (st, r) = as_bearer(
+        http,
+        &root,
+        "POST",
+        &format!("/api/v1/sites/{SITE}/inventory/import"),
+        Some(&json!({ "csv": csv })),
+    )
+    .await?;
+    ensure!(st == 200 && r["added"] == 200, "{st} {r}");
+    he.stop().await;
+    Ok(())
 }

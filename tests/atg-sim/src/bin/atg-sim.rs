@@ -31,6 +31,13 @@ struct Cli {
     /// Write the matching agent config fragment (assets + devices) to this file and continue.
     #[arg(long)]
     write_agent_config: Option<std::path::PathBuf>,
+    /// Print, instead of serving, the history the tanks would have had
+    /// for this many hours before now (CSV for `edge-agent backfill`) and exit.
+    #[arg(long, value_name = "HOURS")]
+    history_hours: Option<u32>,
+    /// One reading per field this often in the history, seconds.
+    #[arg(long, default_value_t = 300)]
+    history_step_s: i64,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -39,6 +46,23 @@ async fn main() -> Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
     let cli = Cli::parse();
+    if let Some(hours) = cli.history_hours {
+        let cfg = SimConfig {
+            tanks: cli.tanks,
+            ..SimConfig::default()
+        };
+        let now = jiff::Timestamp::now().as_millisecond();
+        let mut out = String::from("asset,field,time,value,unit\n");
+        for p in atg_sim::history::before_start(&cfg, now, hours, cli.history_step_s * 1000) {
+            let t = jiff::Timestamp::from_millisecond(p.ts_ms)?;
+            out.push_str(&format!(
+                "{},{},{t},{},{}\n",
+                p.asset, p.field, p.value, p.unit
+            ));
+        }
+        print!("{out}");
+        return Ok(());
+    }
     let sim = Simulator::start(
         cli.listen,
         SimConfig {
