@@ -397,6 +397,12 @@ pub async fn gate(State(g): State<Gate>, mut req: Request, next: Next) -> Respon
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_default();
+    let client = client_of(&req);
+    let rid = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
     let Some(rule) = rule_for(&method, &path) else {
         let allowed: Vec<&str> = RULES
             .iter()
@@ -416,6 +422,29 @@ pub async fn gate(State(g): State<Gate>, mut req: Request, next: Next) -> Respon
             if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
                 r.headers_mut().insert(header::ALLOW, v);
             }
+            // audited like a denial (a PUT on the audit trail is someone
+            // trying to change it), at most DENIED_PER_MINUTE per address
+            let now = now_ms();
+            if g.denied
+                .lock()
+                .map_or(Ok(()), |mut d| d.take(&client, now))
+                .is_ok()
+            {
+                let entry = NewEntry {
+                    at_ms: now,
+                    actor: format!("unauthenticated from {client}"),
+                    role: None,
+                    action: "method_not_allowed".into(),
+                    target: req.uri().path().to_string(),
+                    outcome: AuditOutcome::Denied,
+                    status: 405,
+                    summary: serde_json::json!({ "error": "method_not_allowed", "method": method.as_str() }).to_string(),
+                    client: client.to_string(),
+                    request_id: rid,
+                    site: None,
+                };
+                append(&g, &entry).await;
+            }
             return r;
         }
         tracing::error!(%method, %path, "a route has no access rule; refused");
@@ -426,12 +455,6 @@ pub async fn gate(State(g): State<Gate>, mut req: Request, next: Next) -> Respon
         )
         .into_response();
     };
-    let client = client_of(&req);
-    let rid = req
-        .extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default();
     let target = req.uri().path().to_string();
     let mut entry = NewEntry {
         at_ms: now_ms(),

@@ -92,11 +92,31 @@ async fn every_agent_reconnects_after_every_one_of_many_headend_restarts() -> Re
             if back.iter().all(Option::is_some) {
                 break;
             }
-            ensure!(
-                up.elapsed() < Duration::from_secs(12),
-                "restart {round}: {} of {AGENTS} agents not back after 12 s (backoff cap 10 s)",
-                back.iter().filter(|b| b.is_none()).count()
-            );
+            if up.elapsed() >= Duration::from_secs(12) {
+                // say what each missing agent was doing, to tell a missed
+                // reconnect from a slow machine
+                let missing: Vec<String> = agents
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| back[*i].is_none())
+                    .map(|(i, a)| {
+                        let st = a.uplink.borrow();
+                        format!(
+                            "agent {i}: connected {} sessions {} (before {}), last attempt {:?} ago, last error {:?}",
+                            st.connected,
+                            st.sessions,
+                            before[i],
+                            st.last_attempt.map(|t| t.elapsed()),
+                            st.last_error
+                        )
+                    })
+                    .collect();
+                anyhow::bail!(
+                    "restart {round}: {} of {AGENTS} agents not back after 12 s (backoff cap 10 s):\n{}",
+                    missing.len(),
+                    missing.join("\n")
+                );
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let mut times: Vec<Duration> = back.into_iter().flatten().collect();
