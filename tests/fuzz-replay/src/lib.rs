@@ -150,13 +150,26 @@ pub fn enrollment(data: &[u8]) {
     }
 }
 
-/// The CSV imports (observations and loads): every row reported or
-/// parsed, never a panic, whatever the bytes.
+/// The CSV imports (observations and loads at the headend, a site's
+/// history for `edge-agent backfill`): every row reported or parsed,
+/// never a panic, whatever the bytes.
 pub fn csv_import(data: &[u8]) {
+    static SITE: std::sync::OnceLock<Option<edge_agent::AgentConfig>> =
+        std::sync::OnceLock::new();
     let text = String::from_utf8_lossy(data);
     let now = 1_795_392_000_000;
     let _ = headend::services::inventory::csv_rows("north", &text);
     let _ = headend::services::load_import::csv_rows("north", &text, now);
+    let site = SITE.get_or_init(|| {
+        edge_agent::config::parse(
+            "fuzz.yaml",
+            "site_id: s1\nheadend: { address: 127.0.0.1:7443 }\ntls: { cert: a.pem, key: a.key, ca: ca.pem }\nassets:\n  - { id: tank-1, kind: tank, capacity: 20000 }\ndevices:\n  - modbus:\n      name: atg\n      address: 127.0.0.1:502\n      points:\n        - { asset: tank-1, field: volume, register: 0, type: f32, unit: L }\n",
+        )
+        .ok()
+    });
+    if let Some(cfg) = site {
+        let _ = edge_agent::backfill::parse(std::path::Path::new("h.csv"), &text, cfg, now);
+    }
 }
 
 /// The inventory rules on arbitrary numbers: the bytes as hourly volumes,
