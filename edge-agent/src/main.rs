@@ -136,12 +136,9 @@ fn main() -> ExitCode {
             file,
             again,
         } => {
-            let cfg = match edge_agent::config::load_for_enroll(&config) {
+            let cfg = match load_without_tls(&config) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             match edge_agent::backfill::run(&cfg, &file, again) {
                 Ok(s) => {
@@ -177,12 +174,9 @@ fn main() -> ExitCode {
             ca_fingerprint,
             server_name,
         } => {
-            let cfg = match edge_agent::config::load_for_enroll(&config) {
+            let cfg = match load_without_tls(&config) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -309,6 +303,14 @@ fn main() -> ExitCode {
 }
 
 /// Loads a configuration or says why not (exit code 2).
+/// As [`load`], before the `tls:` files exist (enroll, backfill).
+fn load_without_tls(path: &std::path::Path) -> Result<edge_agent::AgentConfig, ExitCode> {
+    edge_agent::config::load_for_enroll(path).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
 fn load(path: &std::path::Path) -> Result<edge_agent::AgentConfig, ExitCode> {
     edge_agent::config::load(path).map_err(|e| {
         eprintln!("error: {e}");
