@@ -24,6 +24,12 @@ use crate::metrics::{Metrics, ReasonLabel};
 
 /// Largest REST request body, bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Longest request target (path and query) answered, bytes; longer: 414.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// Most header bytes (names and values) answered; more: 431. The HTTP
+/// layer's own limits are far above these, so these refusals come in the
+/// one error shape (issue 27).
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 /// Longest string accepted anywhere in a JSON body, characters.
 pub const MAX_STRING_CHARS: usize = 1000;
 
@@ -63,8 +69,9 @@ pub fn has_control(s: &str) -> bool {
 /// Every refusal in the one error shape: an answer of 400 or more that is
 /// not JSON (the framework's own, e.g. 413 for a body over the limit) is
 /// rewritten as `{"error": {"code", "message", "field": null}}` with its
-/// status kept (issue 27: 413 came as plain text). (414 and 431 are
-/// answered by the HTTP layer before any of this runs.)
+/// status kept (issue 27: 413 came as plain text). 414 and 431 are the
+/// edge's own ([`MAX_URI_BYTES`], [`MAX_HEADER_BYTES`]), far below the
+/// HTTP layer's limits.
 pub async fn json_errors(req: Request, next: Next) -> Response {
     let resp = next.run(req).await;
     let status = resp.status();
@@ -106,6 +113,28 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
 
 pub async fn guard(State(edge): State<Edge>, req: Request, next: Next) -> Response {
     let m = &edge.metrics;
+    let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if target > MAX_URI_BYTES {
+        return refuse(
+            m,
+            "uri_too_long",
+            StatusCode::URI_TOO_LONG,
+            format!("the request target is {target} bytes; at most {MAX_URI_BYTES}"),
+        );
+    }
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return refuse(
+            m,
+            "headers_too_large",
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("the headers are {header_bytes} bytes; at most {MAX_HEADER_BYTES}"),
+        );
+    }
     let host = req
         .headers()
         .get(header::HOST)

@@ -243,6 +243,25 @@ async fn an_oversized_body_and_a_key_given_twice_are_refused_in_the_one_error_sh
         st == 413 && v["error"]["code"] == "too_large" && v["error"]["message"].is_string(),
         "{st} {v}"
     );
+    // an over-long target and over-large headers: 414 and 431, as JSON
+    let long = format!("/api/v1/sites?q={}", "x".repeat(9 * 1024));
+    let (st, v) = as_bearer(http, &root, "GET", &long, None).await?;
+    ensure!(
+        st == 414 && v["error"]["code"] == "uri_too_long",
+        "{st} {v}"
+    );
+    let r = reqwest::Client::new()
+        .get(format!("http://{http}/api/v1/sites"))
+        .header("authorization", format!("Bearer {root}"))
+        .header("x-padding", "y".repeat(40 * 1024))
+        .send()
+        .await?;
+    let st = r.status().as_u16();
+    let v: serde_json::Value = r.json().await?;
+    ensure!(
+        st == 431 && v["error"]["code"] == "headers_too_large",
+        "{st} {v}"
+    );
     // a key given twice: which one wins differs between parsers, so neither does
     let r = reqwest::Client::new()
         .post(format!("http://{http}/api/v1/loads"))

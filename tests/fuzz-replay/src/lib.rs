@@ -154,8 +154,7 @@ pub fn enrollment(data: &[u8]) {
 /// history for `edge-agent backfill`): every row reported or parsed,
 /// never a panic, whatever the bytes.
 pub fn csv_import(data: &[u8]) {
-    static SITE: std::sync::OnceLock<Option<edge_agent::AgentConfig>> =
-        std::sync::OnceLock::new();
+    static SITE: std::sync::OnceLock<Option<edge_agent::AgentConfig>> = std::sync::OnceLock::new();
     let text = String::from_utf8_lossy(data);
     let now = 1_795_392_000_000;
     let _ = headend::services::inventory::csv_rows("north", &text);
