@@ -26,6 +26,7 @@ pub mod inventory;
 pub mod loads;
 pub mod openapi;
 pub mod page;
+pub mod rules;
 pub mod telemetry;
 
 use axum::body::Bytes;
