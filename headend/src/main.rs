@@ -73,6 +73,8 @@ enum UserCmd {
         #[arg(long)]
         password_file: Option<PathBuf>,
     },
+    /// Lifts the user's login locks (from every network, on every replica).
+    Unlock { name: String },
 }
 
 #[derive(clap::Subcommand)]
@@ -308,6 +310,10 @@ async fn user_cmd(cmd: UserCmd, url: &str) -> Result<()> {
                 .await
                 .map_err(refusal)?;
             println!("password of {name} set; their sessions ended");
+        }
+        UserCmd::Unlock { name } => {
+            let n = db.login_locks().unlock(&name).await?;
+            println!("login locks of {name} lifted ({n} network(s) had failures)");
         }
     }
     Ok(())

@@ -150,7 +150,7 @@ async fn unlock(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let u = svc::get_user(&s.db, &c.grant(), &id).await?;
-    let n = s.guard.unlock(&u.user_id);
+    let n = s.db.login_locks().unlock(&u.user_id).await?;
     tracing::info!(user = %id, networks = n, "login locks lifted");
     let v = json!({ "user": u.user_id, "locks_lifted": n });
     Ok(noted(

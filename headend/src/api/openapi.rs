@@ -359,7 +359,7 @@ fn doc(r: &Rule) -> Doc {
             "NewPassword",
         ),
         ("POST", "/api/v1/users/{user}/unlock") => d(
-            "Lift a user's login locks (on the replica that answers; locks are per name and client network)",
+            "Lift a user's login locks (every network, every replica; locks are per name and client network)",
             200,
             None,
         ),

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use crate::Error;
 use crate::db::{Db, now_ms};
 use crate::domain::secret::{self, Bearer};
-use crate::domain::throttle::{DEFAULT_CAP, Lockout, LoginKey, RateLimit, client_net};
+use crate::domain::throttle::{DEFAULT_CAP, RateLimit, client_net};
 use crate::domain::{Actor, Grant, Role, Scope};
 use crate::store::api_keys::LAST_USED_STEP_MS;
 use crate::store::users::Issue;
@@ -71,7 +71,6 @@ pub enum AuthError {
 /// Login throttling, shared by the API's handlers.
 #[derive(Clone)]
 pub struct Guard {
-    names: Arc<Mutex<Lockout<LoginKey>>>,
     addrs: Arc<Mutex<RateLimit<IpAddr>>>,
     hashing: Arc<tokio::sync::Semaphore>,
     /// Hash of a credential → its principal and when the database last said so.
@@ -90,7 +89,6 @@ impl Guard {
     /// one address (a NAT) and every login looks like one client.
     pub fn new(per_minute: u32) -> Guard {
         Guard {
-            names: Arc::new(Mutex::new(Lockout::new(DEFAULT_CAP))),
             addrs: Arc::new(Mutex::new(RateLimit::new(
                 per_minute,
                 (per_minute * 2 / 3).max(1),
@@ -119,14 +117,6 @@ impl Guard {
                 v.insert(hash.to_string(), (p.clone(), now));
             }
         }
-    }
-
-    /// Lifts every login lock on `user` (an admin's unlock, a password
-    /// reset) on this replica; how many networks were locked.
-    pub fn unlock(&self, user: &str) -> usize {
-        self.names
-            .lock()
-            .map_or(0, |mut n| n.clear(|(name, _)| name == user))
     }
 
     fn recall(&self, hash: &str, now: i64) -> Option<Principal> {
@@ -353,13 +343,8 @@ pub async fn login(
     if let Err(wait) = guard.addrs.lock().map_or(Ok(()), |mut a| a.take(&net, now)) {
         return Err(throttled(wait));
     }
-    let key: LoginKey = (user.to_string(), net);
-    let locked = guard
-        .names
-        .lock()
-        .ok()
-        .and_then(|n| n.locked_for(&key, now));
-    if let Some(ms) = locked {
+    let locks = db.login_locks();
+    if let Some(ms) = locks.locked_for(user, net, now).await? {
         return Err(throttled(ms));
     }
     let row = db.users().get(user).await?;
@@ -374,16 +359,12 @@ pub async fn login(
     let phc2 = phc.clone();
     let ok = hashing(guard, move || secret::verify_password(&pw, &phc2)).await?;
     let Some(u) = row.filter(|u| ok && u.disabled_ms.is_none()) else {
-        if let Ok(mut n) = guard.names.lock()
-            && let Some(lock) = n.failed(&key, now)
-        {
+        if let Some(lock) = locks.failed(user, net, now).await? {
             tracing::warn!(user = %user, %from, lock_s = lock / 1000, "login locked after repeated failures");
         }
         return Err(unauthenticated("wrong user name or password"));
     };
-    if let Ok(mut n) = guard.names.lock() {
-        n.succeeded(&key);
-    }
+    locks.succeeded(&u.user_id, net).await?;
     if secret::needs_rehash(&phc) {
         let pw = password.to_string();
         if let Ok(Ok(new)) = hashing(guard, move || secret::hash_password(&pw)).await {

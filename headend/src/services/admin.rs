@@ -202,7 +202,7 @@ pub async fn reset_password(
         .await?
         .map_err(|e| invalid("password", e))?;
     db.users().set_password(id, &hash, now_ms()).await?;
-    guard.unlock(id);
+    db.login_locks().unlock(id).await?;
     Ok(())
 }
 

@@ -20,6 +20,7 @@ pub mod devices;
 pub mod escalations;
 pub mod inventory;
 pub mod loads;
+pub mod login_locks;
 pub mod pg;
 pub mod rows;
 pub mod sqlite;

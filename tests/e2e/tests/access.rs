@@ -504,10 +504,33 @@ async fn tokens_expire_and_revoke_a_reused_refresh_token_ends_its_session_and_gu
     ensure!(r.status() == 200, "from another address: {}", r.status());
     let t6: Value = r.json().await?;
     let a6 = t6["access_token"].as_str().unwrap_or_default().to_string();
-    // and an admin lifts the lock
+    // the lock is the database's: another replica refuses it too
+    let other = start_headend(headend_config(&pki, &url, 0)).await?;
+    ensure!(
+        login(other.http_addr, "ann", "correct horse battery")
+            .await?
+            .0
+            == 429,
+        "a lock taken through one replica holds on another"
+    );
+    // and an admin lifts the lock, everywhere
     let (st, v, _) = call(http, &a6, "POST", "/api/v1/users/ann/unlock", None).await?;
     ensure!(st == 200 && v["locks_lifted"] == 1, "{st} {v}");
+    ensure!(
+        login(other.http_addr, "ann", "correct horse battery")
+            .await?
+            .0
+            == 200
+    );
+    // so does the command line
+    for _ in 0..5 {
+        ensure!(login(http, "ann", "wrong password!!").await?.0 == 401);
+    }
+    ensure!(login(http, "ann", "correct horse battery").await?.0 == 429);
+    let (code, out) = headend_cli(&url, &["user", "unlock", "ann"], None)?;
+    ensure!(code == 0 && out.contains("lifted (1 network"), "{out}");
     ensure!(login(http, "ann", "correct horse battery").await?.0 == 200);
+    other.stop().await;
     // an unknown name answers like a wrong password
     let (st, v) = login(http, "nobody", "whatever password").await?;
     ensure!(

@@ -42,7 +42,21 @@ async fn scoped_admin(url: &str) -> Result<()> {
         .await?;
         ensure!(st == 201, "{name}: {st} {v}");
     }
+    // a wrong password is counted in SQL on either backend; the right one clears it
+    let (st, _) = as_bearer(
+        http,
+        "",
+        "POST",
+        "/api/v1/auth/login",
+        Some(&json!({"user": "na", "password": "not the password"})),
+    )
+    .await?;
+    ensure!(st == 401, "{st}");
     let na = login_token(http, "na", PW).await?;
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM login_failures WHERE user_id = 'na'")
+        .fetch_one(he.db.pool())
+        .await?;
+    ensure!(left == 0, "a success clears the failures");
     let call = |token: String, method: &'static str, path: String, body: Option<Value>| async move {
         as_bearer(http, &token, method, &path, body.as_ref()).await
     };
