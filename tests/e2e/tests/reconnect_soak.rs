@@ -3,7 +3,12 @@
 //! deadline from dialling to HelloAck, resets its backoff after every
 //! session that got that far, and a watchdog counts any stall. This soak
 //! restarts the headend many times under many agents in one process and
-//! asserts that every agent is back, within its backoff cap, every time.
+//! asserts, every time, that every agent tried again within its backoff cap
+//! (+1 s) of the headend coming up (no missed reconnect), and that every
+//! one is back within the cap + 8 s (issue 27: on a loaded machine 1 of 40
+//! agents was not back after 12 s; a session's setup then, 40 at once on
+//! two busy cores, can outlast the 2 s of slack the old bound left, so the
+//! two are now told apart, and a failure names each late agent's state).
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
@@ -92,27 +97,47 @@ async fn every_agent_reconnects_after_every_one_of_many_headend_restarts() -> Re
             if back.iter().all(Option::is_some) {
                 break;
             }
-            if up.elapsed() >= Duration::from_secs(12) {
-                // say what each missing agent was doing, to tell a missed
-                // reconnect from a slow machine
+            let late = |i: usize, a: &edge_agent::Agent| {
+                let st = a.uplink.borrow();
+                format!(
+                    "agent {i}: connected {} sessions {} (before {}), last attempt {:?} ago, last error {:?}",
+                    st.connected,
+                    st.sessions,
+                    before[i],
+                    st.last_attempt.map(|t| t.elapsed()),
+                    st.last_error
+                )
+            };
+            if up.elapsed() >= Duration::from_secs(11) {
+                // no missed reconnect: whoever is not back tried since the headend came up
+                let missed: Vec<String> = agents
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, a)| {
+                        back[*i].is_none()
+                            && a.uplink
+                                .borrow()
+                                .last_attempt
+                                .is_none_or(|t| t.elapsed() > up.elapsed())
+                    })
+                    .map(|(i, a)| late(i, a))
+                    .collect();
+                ensure!(
+                    missed.is_empty(),
+                    "restart {round}: {} agents made no attempt within 11 s of the headend (backoff cap 10 s):\n{}",
+                    missed.len(),
+                    missed.join("\n")
+                );
+            }
+            if up.elapsed() >= Duration::from_secs(18) {
                 let missing: Vec<String> = agents
                     .iter()
                     .enumerate()
                     .filter(|(i, _)| back[*i].is_none())
-                    .map(|(i, a)| {
-                        let st = a.uplink.borrow();
-                        format!(
-                            "agent {i}: connected {} sessions {} (before {}), last attempt {:?} ago, last error {:?}",
-                            st.connected,
-                            st.sessions,
-                            before[i],
-                            st.last_attempt.map(|t| t.elapsed()),
-                            st.last_error
-                        )
-                    })
+                    .map(|(i, a)| late(i, a))
                     .collect();
                 anyhow::bail!(
-                    "restart {round}: {} of {AGENTS} agents not back after 12 s (backoff cap 10 s):\n{}",
+                    "restart {round}: {} of {AGENTS} agents not back after 18 s (backoff cap 10 s):\n{}",
                     missing.len(),
                     missing.join("\n")
                 );
