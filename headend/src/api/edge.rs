@@ -30,6 +30,8 @@ pub const MAX_URI_BYTES: usize = 8 * 1024;
 /// layer's own limits are far above these, so these refusals come in the
 /// one error shape (issue 27).
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+/// Most headers answered; more: 431.
+pub const MAX_HEADERS: usize = 100;
 /// Longest string accepted anywhere in a JSON body, characters.
 pub const MAX_STRING_CHARS: usize = 1000;
 
@@ -127,12 +129,15 @@ pub async fn guard(State(edge): State<Edge>, req: Request, next: Next) -> Respon
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len())
         .sum();
-    if header_bytes > MAX_HEADER_BYTES {
+    if header_bytes > MAX_HEADER_BYTES || req.headers().len() > MAX_HEADERS {
         return refuse(
             m,
             "headers_too_large",
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            format!("the headers are {header_bytes} bytes; at most {MAX_HEADER_BYTES}"),
+            format!(
+                "{} headers of {header_bytes} bytes; at most {MAX_HEADERS} headers of {MAX_HEADER_BYTES} bytes",
+                req.headers().len()
+            ),
         );
     }
     let host = req

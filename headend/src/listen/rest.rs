@@ -224,7 +224,10 @@ async fn connection<I>(
     let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(FIRST_REQUEST_TIMEOUT);
+        .header_read_timeout(FIRST_REQUEST_TIMEOUT)
+        // far above the API's own bound (`edge::MAX_HEADERS`), which
+        // answers in the one error shape
+        .max_headers(1000);
     b.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(64);
