@@ -131,20 +131,13 @@ impl Audit<'_> {
 
     /// Newest first, filtered.
     pub async fn list(&self, q: &AuditQuery) -> Result<Vec<Stored>, Error> {
-        if q.sites.as_ref().is_some_and(Vec::is_empty) {
-            return Ok(Vec::new());
-        }
         let mut sql = format!(
             "SELECT {COLUMNS} FROM audit_log
              WHERE ($1 = '' OR actor = $1) AND ($2 = '' OR action = $2) AND ($3 = '' OR target = $3)
                AND ($4 = '' OR outcome = $4) AND at_ms >= $5 AND at_ms <= $6 AND seq < $7
                AND ($9 = '' OR actor LIKE $9 ESCAPE '\\')"
         );
-        let sites = q.sites.as_deref().unwrap_or_default();
-        if q.sites.is_some() {
-            let marks: Vec<String> = (0..sites.len()).map(|i| format!("${}", i + 10)).collect();
-            sql.push_str(&format!(" AND site_id IN ({})", marks.join(", ")));
-        }
+        sql.push_str(&super::site_in("site_id", q.sites.as_deref(), 10));
         sql.push_str(" ORDER BY seq DESC LIMIT $8");
         // `operator NAME from IP` (a user name has no spaces), escaped for LIKE
         let like = q.user.as_deref().map_or(String::new(), |u| {
@@ -164,7 +157,7 @@ impl Audit<'_> {
             .bind(q.before_seq.unwrap_or(i64::MAX))
             .bind(q.limit)
             .bind(like);
-        for site in sites {
+        for site in q.sites.as_deref().unwrap_or_default() {
             query = query.bind(site.clone());
         }
         let rows: Vec<Row> = query.fetch_all(self.0.pool()).await?;

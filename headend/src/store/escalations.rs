@@ -452,18 +452,12 @@ impl Escalations<'_> {
         before_id: i64,
         limit: i64,
     ) -> Result<Vec<OutboxRow>, Error> {
-        if sites.is_some_and(|s| s.is_empty()) {
-            return Ok(Vec::new());
-        }
         let mut sql = String::from(
             "SELECT o.id, o.escalation_id, o.event, o.payload, o.created_ms, o.attempts, o.next_ms, o.state, o.last_error, o.done_ms
              FROM webhook_outbox o JOIN escalations e ON e.escalation_id = o.escalation_id
              WHERE o.state = 'dead' AND o.id < $1",
         );
-        if let Some(s) = sites {
-            let marks: Vec<String> = (0..s.len()).map(|i| format!("${}", i + 3)).collect();
-            sql.push_str(&format!(" AND e.site_id IN ({})", marks.join(", ")));
-        }
+        sql.push_str(&super::site_in("e.site_id", sites, 3));
         sql.push_str(" ORDER BY o.id DESC LIMIT $2");
         let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(before_id)

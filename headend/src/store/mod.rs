@@ -35,8 +35,9 @@ use crate::Error;
 use crate::domain::Quality;
 pub use rows::PointKey;
 
-/// `AND col IN ($first, …)` for a caller's scope (empty for all sites;
-/// `1 = 0` for none). Bind the sites after the other parameters.
+/// `AND col IN ($first, …)` for a caller's scope, or any list of ids
+/// (users too): empty for all; `1 = 0` for none. Bind the ids after the
+/// other parameters.
 pub fn site_in(col: &str, sites: Option<&[String]>, first: usize) -> String {
     match sites {
         None => String::new(),

@@ -289,17 +289,13 @@ impl Users<'_> {
     ) -> Result<Vec<SessionRow>, Error> {
         let users = match of {
             SessionsOf::All => None,
-            SessionsOf::Users([]) => return Ok(Vec::new()),
             SessionsOf::Users(u) => Some(u),
         };
         let mut sql = format!(
             "SELECT {SESSION_COLUMNS} FROM auth_sessions
              WHERE ($1 < 0 OR (revoked_ms IS NULL AND expires_ms > $1)) AND created_ms < $2"
         );
-        if let Some(u) = users {
-            let marks: Vec<String> = (0..u.len()).map(|i| format!("${}", i + 4)).collect();
-            sql.push_str(&format!(" AND user_id IN ({})", marks.join(", ")));
-        }
+        sql.push_str(&super::site_in("user_id", users, 4));
         sql.push_str(" ORDER BY created_ms DESC LIMIT $3");
         let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(live_at.unwrap_or(-1))
