@@ -175,7 +175,8 @@ fn hello(cfg: &AgentConfig, log: &Log) -> Result<AgentMessage, SessionError> {
             assets: cfg
                 .assets
                 .iter()
-                .map(|a| v1::Asset {
+                .map(|a| (a, canonical_capacity(a)))
+                .map(|(a, (capacity, capacity_unit))| v1::Asset {
                     asset_id: a.id.clone(),
                     kind: match a.kind {
                         crate::config::AssetKind::Tank => v1::AssetKind::Tank,
@@ -187,8 +188,8 @@ fn hello(cfg: &AgentConfig, log: &Log) -> Result<AgentMessage, SessionError> {
                     name: a.name.clone(),
                     product: a.product.clone(),
                     // in its canonical unit, as readings are (litres for a tank)
-                    capacity: canonical_capacity(a).0,
-                    capacity_unit: canonical_capacity(a).1,
+                    capacity,
+                    capacity_unit,
                     details: a.details.clone().into_iter().collect(),
                     writable: cfg
                         .setpoints

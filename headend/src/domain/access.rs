@@ -84,9 +84,8 @@ impl Role {
 ///
 /// **Nobody grants or manages beyond themselves**: a user, a key or a
 /// session may create, change, reset, disable, list or revoke only
-/// users and keys whose grant it [`Grant::covers`], and a change may
-/// only produce a grant it covers ([`Grant::may_manage`],
-/// [`Grant::may_give`]).
+/// users and keys whose grant it covers, and a change may only produce a
+/// grant it covers ([`Grant::may_administer`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
     pub role: Role,
@@ -108,16 +107,11 @@ impl Grant {
         self.role.rank() >= other.role.rank() && self.scope.contains(&other.scope)
     }
 
-    /// May this grant's holder manage an existing user or key holding
-    /// `target` (see it, change it, reset it, disable or revoke it)?
-    pub fn may_manage(&self, target: &Grant) -> bool {
-        self.role.may(Permission::Admin) && self.covers(target)
-    }
-
-    /// May this grant's holder give `new` (create a user or key with it,
-    /// or change one to it)?
-    pub fn may_give(&self, new: &Grant) -> bool {
-        self.role.may(Permission::Admin) && self.covers(new)
+    /// May this grant's holder administer `other`: manage a user or key
+    /// that holds it (see, change, reset, disable, revoke), or give it (a
+    /// new user or key with it, a change to it)? One rule for both.
+    pub fn may_administer(&self, other: &Grant) -> bool {
+        self.role.may(Permission::Admin) && self.covers(other)
     }
 
     /// What a credential issued under `owner` may do: the lesser role
@@ -339,8 +333,11 @@ mod tests {
             (&north_manager, g(Role::Viewer, north.clone()), false),
         ];
         for (who, asked, ok) in table {
-            assert_eq!(who.may_give(&asked), ok, "{who:?} gives {asked:?}");
-            assert_eq!(who.may_manage(&asked), ok, "{who:?} manages {asked:?}");
+            assert_eq!(
+                who.may_administer(&asked),
+                ok,
+                "{who:?} gives or manages {asked:?}"
+            );
         }
     }
 

@@ -177,8 +177,7 @@ impl Ticket {
 
     /// Resolves when the listener evicts this connection: close it then.
     pub async fn evicted(&self) {
-        let mut k = self.kill.clone();
-        let _ = k.wait_for(|k| *k).await;
+        self.eviction().await
     }
 
     /// [`Ticket::evicted`] that owns what it needs (for an IO wrapper).

@@ -42,7 +42,7 @@ pub fn scope(field: &str, sites: Option<&[String]>) -> Result<Scope> {
 /// Refuses a grant wider than the caller's own (403): nobody gives
 /// more than they hold, in role or in sites.
 fn may_give(by: &Grant, new: &Grant, what: &str) -> Result<()> {
-    if by.may_give(new) {
+    if by.may_administer(new) {
         return Ok(());
     }
     let field = if by.role.rank() < new.role.rank() {
@@ -163,7 +163,7 @@ pub async fn update_user(
 /// admins are).
 pub async fn get_user(db: &Db, by: &Grant, id: &str) -> Result<UserRow> {
     match db.users().get(id).await? {
-        Some(u) if by.may_manage(&user_grant(&u)) => Ok(u),
+        Some(u) if by.may_administer(&user_grant(&u)) => Ok(u),
         // answered alike, audited as a denial
         Some(_) => Err(refused(Refused::OutOfScope, "", format!("no user {id:?}"))),
         None => Err(refused(Refused::NotFound, "", format!("no user {id:?}"))),
@@ -173,15 +173,43 @@ pub async fn get_user(db: &Db, by: &Grant, id: &str) -> Result<UserRow> {
 /// The users the caller may manage, by name after `after`: at most
 /// `limit`.
 pub async fn list_users(db: &Db, by: &Grant, after: &str, limit: i64) -> Result<Vec<UserRow>> {
+    administered(
+        by,
+        limit,
+        after.to_string(),
+        user_grant,
+        |u| u.user_id.clone(),
+        |after, n| async move { db.users().list(&after, n).await },
+    )
+    .await
+}
+
+/// Pages through a list (`fetch(cursor, n)`, the cursor of a row given by
+/// `key`) keeping the rows `by` may administer, until `limit` are found
+/// or the list ends: a scoped admin's page is full even when the rows it
+/// may not see come first.
+async fn administered<T, K, Fut>(
+    by: &Grant,
+    limit: i64,
+    first: K,
+    grant: fn(&T) -> Grant,
+    key: fn(&T) -> K,
+    fetch: impl Fn(K, i64) -> Fut,
+) -> Result<Vec<T>>
+where
+    Fut: std::future::Future<Output = std::result::Result<Vec<T>, crate::Error>>,
+{
+    let batch = limit.max(1) * 2;
     let mut out = Vec::new();
-    let mut after = after.to_string();
+    let mut cursor = first;
     loop {
-        let rows = db.users().list(&after, limit.max(1) * 2).await?;
-        let done = rows.len() < (limit.max(1) * 2) as usize;
-        if let Some(last) = rows.last() {
-            after = last.user_id.clone();
-        }
-        out.extend(rows.into_iter().filter(|u| by.may_manage(&user_grant(u))));
+        let rows = fetch(cursor, batch).await?;
+        let done = rows.len() < batch as usize;
+        let Some(last) = rows.last() else {
+            return Ok(out);
+        };
+        cursor = key(last);
+        out.extend(rows.into_iter().filter(|r| by.may_administer(&grant(r))));
         if done || out.len() as i64 >= limit {
             out.truncate(limit.max(0) as usize);
             return Ok(out);
@@ -264,7 +292,7 @@ pub async fn add_key(db: &Db, grant: &Grant, k: NewKey, by: &Actor) -> Result<(A
 /// A key the caller may manage; any other does not exist for it.
 pub async fn get_key(db: &Db, by: &Grant, id: &str) -> Result<ApiKeyRow> {
     match db.api_keys().get(id).await? {
-        Some(k) if by.may_manage(&key_grant(&k)) => Ok(k),
+        Some(k) if by.may_administer(&key_grant(&k)) => Ok(k),
         Some(_) => Err(refused(
             Refused::OutOfScope,
             "",
@@ -276,20 +304,15 @@ pub async fn get_key(db: &Db, by: &Grant, id: &str) -> Result<ApiKeyRow> {
 
 /// The keys the caller may manage, newest first before `before_ms`.
 pub async fn list_keys(db: &Db, by: &Grant, before_ms: i64, limit: i64) -> Result<Vec<ApiKeyRow>> {
-    let mut out = Vec::new();
-    let mut before = before_ms;
-    loop {
-        let rows = db.api_keys().list(before, limit.max(1) * 2).await?;
-        let done = rows.len() < (limit.max(1) * 2) as usize;
-        if let Some(last) = rows.last() {
-            before = last.created_ms;
-        }
-        out.extend(rows.into_iter().filter(|k| by.may_manage(&key_grant(k))));
-        if done || out.len() as i64 >= limit {
-            out.truncate(limit.max(0) as usize);
-            return Ok(out);
-        }
-    }
+    administered(
+        by,
+        limit,
+        before_ms,
+        key_grant,
+        |k| k.created_ms,
+        |before, n| async move { db.api_keys().list(before, n).await },
+    )
+    .await
 }
 
 pub async fn revoke_key(db: &Db, by: &Grant, id: &str) -> Result<ApiKeyRow> {
