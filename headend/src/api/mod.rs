@@ -25,6 +25,7 @@ pub mod escalations;
 pub mod inventory;
 pub mod loads;
 pub mod openapi;
+pub mod openapi_params;
 pub mod page;
 pub mod rules;
 pub mod telemetry;
