@@ -6,8 +6,8 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
-use sqlx::{AnyPool, Row};
 use tankwatch_proto::v1;
 
 use crate::Error;
@@ -59,6 +59,9 @@ pub type WriteTx = (
     Option<tokio::sync::OwnedSemaphorePermit>,
     sqlx::Transaction<'static, sqlx::Any>,
 );
+
+/// Site and asset rows (their queries are in `store::sites`).
+pub use crate::store::sites::{AssetRow, LatestRow, SiteRow};
 
 /// What a hello tells us about a site.
 pub struct HelloInfo<'a> {
@@ -447,92 +450,6 @@ impl Db {
         Ok(())
     }
 
-    /// Writable points of the assets of a site: (asset, capacity, writable JSON).
-    pub async fn writable_points(&self, site: &str) -> Result<Vec<(String, f64, String)>, Error> {
-        let rows = sqlx::query(
-            "SELECT asset_id, capacity, writable FROM assets WHERE site_id = $1 ORDER BY asset_id",
-        )
-        .bind(site)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Error::from)
-    }
-
-    /// Sites that have an asset `asset`.
-    pub async fn sites_with_asset(&self, asset: &str) -> Result<Vec<String>, Error> {
-        Ok(
-            sqlx::query_scalar("SELECT site_id FROM assets WHERE asset_id = $1 ORDER BY site_id")
-                .bind(asset)
-                .fetch_all(self.pool())
-                .await?,
-        )
-    }
-
-    /// Newest good reading time of any field of an asset (Unix ms), if any.
-    pub async fn asset_last_good_ms(&self, site: &str, asset: &str) -> Result<Option<i64>, Error> {
-        Ok(sqlx::query_scalar(
-            "SELECT MAX(good_ts_ms) FROM latest_values WHERE site_id = $1 AND asset_id = $2 AND quality = 'good'",
-        )
-        .bind(site)
-        .bind(asset)
-        .fetch_one(self.pool())
-        .await?)
-    }
-
-    pub async fn sites(&self) -> Result<Vec<SiteRow>, Error> {
-        Ok(sqlx::query_as(
-            "SELECT s.site_id, s.first_seen_ms, s.last_seen_ms, s.agent_version, s.name, s.time_zone,
-                    (SELECT COUNT(*) FROM assets a WHERE a.site_id = s.site_id) AS assets
-             FROM sites s ORDER BY s.site_id",
-        )
-        .fetch_all(&self.pool)
-        .await?)
-    }
-
-    pub async fn site_exists(&self, site: &str) -> Result<bool, Error> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sites WHERE site_id = $1")
-            .bind(site)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(n > 0)
-    }
-
-    pub async fn assets(&self, site: &str) -> Result<Vec<AssetRow>, Error> {
-        let mut assets: Vec<AssetRow> = sqlx::query_as(
-            "SELECT asset_id, kind, name, product, capacity, capacity_unit, details FROM assets WHERE site_id = $1 ORDER BY asset_id",
-        )
-        .bind(site)
-        .fetch_all(&self.pool)
-        .await?;
-        let latest: Vec<LatestRow> = sqlx::query_as(
-            "SELECT asset_id, field, value, unit, quality, error, source_ts_ms, received_ts_ms, good_ts_ms, source
-             FROM latest_values WHERE site_id = $1 ORDER BY asset_id, field",
-        )
-        .bind(site)
-        .fetch_all(&self.pool)
-        .await?;
-        for v in latest {
-            match assets.iter_mut().find(|a| a.asset_id == v.asset_id) {
-                Some(a) => a.fields.push(v),
-                // readings for an asset the config did not declare: show it anyway
-                None => assets.push(AssetRow {
-                    asset_id: v.asset_id.clone(),
-                    kind: "unknown".into(),
-                    name: String::new(),
-                    product: String::new(),
-                    capacity: 0.0,
-                    capacity_unit: String::new(),
-                    details: "{}".into(),
-                    fields: vec![v],
-                }),
-            }
-        }
-        Ok(assets)
-    }
-
     pub async fn readings(&self, q: &ReadingQuery<'_>) -> Result<Vec<ReadingRow>, Error> {
         self.telemetry.readings(q).await
     }
@@ -630,45 +547,6 @@ fn redact(url: &str) -> String {
         (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
         _ => url.to_string(),
     }
-}
-
-#[derive(sqlx::FromRow)]
-pub struct SiteRow {
-    pub site_id: String,
-    pub first_seen_ms: i64,
-    pub last_seen_ms: i64,
-    pub agent_version: String,
-    /// As set by `PATCH /api/v1/sites/{site}` (empty until then).
-    pub name: String,
-    pub time_zone: String,
-    pub assets: i64,
-}
-
-#[derive(sqlx::FromRow)]
-pub struct AssetRow {
-    pub asset_id: String,
-    pub kind: String,
-    pub name: String,
-    pub product: String,
-    pub capacity: f64,
-    pub capacity_unit: String,
-    pub details: String,
-    #[sqlx(skip)]
-    pub fields: Vec<LatestRow>,
-}
-
-#[derive(sqlx::FromRow)]
-pub struct LatestRow {
-    pub asset_id: String,
-    pub field: String,
-    pub value: f64,
-    pub unit: String,
-    pub quality: String,
-    pub error: String,
-    pub source_ts_ms: i64,
-    pub received_ts_ms: i64,
-    pub good_ts_ms: i64,
-    pub source: String,
 }
 
 impl FromStr for Backend {

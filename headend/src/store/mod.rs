@@ -23,6 +23,7 @@ pub mod loads;
 pub mod login_locks;
 pub mod pg;
 pub mod rows;
+pub mod sites;
 pub mod sqlite;
 pub mod users;
 
