@@ -401,6 +401,46 @@ async fn postgres_puts_readings_in_day_partitions_and_moves_early_arrivals_out_o
     s.drop().await
 }
 
+/// Issue 27: login locks live in SQL, per name and network; a day-old
+/// failure is forgotten, so a name's count starts over.
+#[tokio::test]
+async fn login_failures_lock_a_name_per_network_and_are_forgotten_after_a_day_on_both_backends()
+-> Result<()> {
+    use headend::domain::throttle::{FORGET_AFTER_MS, LOCK_AFTER};
+    let s = Stores::new(Retention::default()).await?;
+    let (here, there): (std::net::IpAddr, std::net::IpAddr) =
+        ("203.0.113.9".parse()?, "198.51.100.4".parse()?);
+    for (name, db) in s.both() {
+        let l = db.login_locks();
+        let t = 1_000_000_000;
+        for i in 0..LOCK_AFTER - 1 {
+            assert_eq!(
+                l.failed("ann", here, t + i64::from(i)).await?,
+                None,
+                "{name}"
+            );
+        }
+        assert_eq!(l.failed("ann", here, t + 10).await?, Some(30_000), "{name}");
+        assert!(l.locked_for("ann", here, t + 11).await?.is_some(), "{name}");
+        assert_eq!(
+            l.locked_for("ann", there, t + 11).await?,
+            None,
+            "{name}: there"
+        );
+        // a day later the count starts over (and the old row is gone)
+        let later = t + 10 + FORGET_AFTER_MS + 1;
+        assert_eq!(l.failed("ann", there, later).await?, None, "{name}");
+        assert_eq!(
+            l.failed("ann", here, later).await?,
+            None,
+            "{name}: forgotten"
+        );
+        assert_eq!(l.unlock("ann").await?, 2, "{name}");
+        assert_eq!(l.locked_for("ann", here, later).await?, None, "{name}");
+    }
+    s.drop().await
+}
+
 #[tokio::test]
 async fn a_job_lease_is_held_by_one_replica_until_it_runs_out_on_both_backends() -> Result<()> {
     use headend::jobs::Lease;
