@@ -189,12 +189,23 @@ pub fn gap_record(log_id: u64, run: &DropRun) -> Vec<u8> {
 
 /// Appends `items`, then one gap record per run the bound (or corruption)
 /// forced out, so that every dropped entry is accounted for in the log itself.
+///
+/// Runs are coalesced (one gap record per class and reason, see
+/// [`sflog::coalesce`]), and a round's gap records are appended in one
+/// go: a disk that refuses every write costs one small record per flush,
+/// never a record per dropped entry.
 pub fn append_accounted(log: &Log, items: &[(Class, i64, Vec<u8>)]) -> Result<(), Error> {
     let (_, mut runs) = log.append(items)?;
     // corrupt records, drops made while recovering from a full disk, and
     // entries a full disk would not take at all
     runs.extend(log.take_drops()?);
-    while !runs.is_empty() {
+    let mut runs = sflog::coalesce(runs);
+    // each round's records can only push out entries of lower classes, so
+    // this ends; the bound is a guard
+    for _ in 0..8 {
+        if runs.is_empty() {
+            break;
+        }
         let now = adapter_api::now_ms();
         let gaps: Vec<(Class, i64, Vec<u8>)> = runs
             .iter()
@@ -211,7 +222,11 @@ pub fn append_accounted(log: &Log, items: &[(Class, i64, Vec<u8>)]) -> Result<()
             );
         }
         // gap records are small and kept longest; appending them may in turn drop telemetry
-        runs = log.append(&gaps)?.1;
+        runs = sflog::coalesce(log.append(&gaps)?.1);
+    }
+    if !runs.is_empty() {
+        // still dropping: the log hands these out again at the next flush
+        log.requeue_drops(runs);
     }
     Ok(())
 }

@@ -87,27 +87,14 @@ fn main() -> ExitCode {
     // with the reason and what to check. RUST_LOG overrides this.
     // a probe prints its findings; the libraries' chatter would bury them
     let quiet = matches!(cli.cmd, Cmd::Probe(_));
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+    tankwatch_logging::init(
+        cli.log_json,
         if quiet {
-            "error,opcua_types=off,opcua_client=off,opcua_core=off".into()
+            "error,opcua_types=off,opcua_client=off,opcua_core=off"
         } else {
-            "info,opcua_types=off,opcua_client=error,opcua_core=error,opcua_server=warn".into()
-        }
-    });
-    if cli.log_json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
-    } else {
-        // colour only for a person at a terminal: never in files or the journal
-        let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout())
-            && std::env::var_os("NO_COLOR").is_none();
-        tracing_subscriber::fmt()
-            .with_ansi(ansi)
-            .with_env_filter(filter)
-            .init();
-    }
+            "info,opcua_types=off,opcua_client=error,opcua_core=error,opcua_server=warn"
+        },
+    );
     match cli.cmd {
         Cmd::Probe(p) => {
             let rt = match tokio::runtime::Builder::new_current_thread()

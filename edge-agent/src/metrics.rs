@@ -150,6 +150,7 @@ pub struct Metrics {
     log_effective_max: Gauge<i64, AtomicI64>,
     log_disk_full: Counter,
     log_vacuumed: Counter,
+    log_lines_suppressed: Counter,
     devices: DeviceMetrics,
 }
 
@@ -186,6 +187,7 @@ impl Metrics {
             log_effective_max: Gauge::default(),
             log_disk_full: Counter::default(),
             log_vacuumed: Counter::default(),
+            log_lines_suppressed: Counter::default(),
             devices: DeviceMetrics::default(),
         };
         let mut r = Registry::with_prefix("tankwatch_agent");
@@ -259,6 +261,11 @@ impl Metrics {
             "log_vacuumed_bytes",
             "Bytes given back to the filesystem after the log drained",
             m.log_vacuumed.clone(),
+        );
+        r.register(
+            "log_lines_suppressed",
+            "The agent's own log lines held back by the per-call-site rate limit (a repeating fault)",
+            m.log_lines_suppressed.clone(),
         );
         r.register(
             "log_entries",
@@ -380,6 +387,9 @@ impl Metrics {
             .inc_by(st.disk_full_events.saturating_sub(self.log_disk_full.get()));
         self.log_vacuumed
             .inc_by(st.vacuumed_bytes.saturating_sub(self.log_vacuumed.get()));
+        self.log_lines_suppressed.inc_by(
+            tankwatch_logging::suppressed_total().saturating_sub(self.log_lines_suppressed.get()),
+        );
         let mut s = String::new();
         if let Err(e) = encode(&mut s, &self.registry) {
             tracing::error!(error = %e, "encoding metrics failed");

@@ -338,22 +338,7 @@ async fn audit_cmd(cmd: AuditCmd, url: &str) -> Result<std::process::ExitCode> {
 #[tokio::main]
 async fn main() -> Result<std::process::ExitCode> {
     let cli = Cli::parse();
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    if cli.serve.log_json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
-    } else {
-        // colour only for a person at a terminal: never in files or the journal
-        let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout())
-            && std::env::var_os("NO_COLOR").is_none();
-        tracing_subscriber::fmt()
-            .with_ansi(ansi)
-            .with_env_filter(filter)
-            .init();
-    }
+    tankwatch_logging::init(cli.serve.log_json, "info");
     match cli.cmd {
         Some(Cmd::User { cmd, database_url }) => {
             user_cmd(cmd, &database_url).await?;

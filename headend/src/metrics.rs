@@ -71,6 +71,8 @@ pub struct Metrics {
     /// room), refused (their network full), timed out (handshake, first
     /// request, idle keep-alive).
     pub listener_closed: Family<ListenerReason, Counter>,
+    /// Log lines held back by the rate limit (updated at each render).
+    pub log_lines_suppressed: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -138,6 +140,7 @@ impl Default for Metrics {
             listener_connections: Family::default(),
             listener_limit: Family::default(),
             listener_closed: Family::default(),
+            log_lines_suppressed: Counter::default(),
         };
         r.register(
             "listener_connections",
@@ -153,6 +156,11 @@ impl Default for Metrics {
             "listener_closed",
             "Connections a listener closed by its bounds (evicted_idle, per_address_full, handshake_timeout, first_request_timeout, idle_timeout)",
             m.listener_closed.clone(),
+        );
+        r.register(
+            "log_lines_suppressed",
+            "The headend's own log lines held back by the per-call-site rate limit (a repeating fault)",
+            m.log_lines_suppressed.clone(),
         );
         r.register(
             "session_takeovers",
@@ -347,6 +355,9 @@ impl Default for Metrics {
 impl Metrics {
     /// The text exposition.
     pub fn render(&self) -> String {
+        self.log_lines_suppressed.inc_by(
+            tankwatch_logging::suppressed_total().saturating_sub(self.log_lines_suppressed.get()),
+        );
         let mut s = String::new();
         if let Err(e) = encode(&mut s, &self.registry) {
             tracing::error!(error = %e, "encoding metrics failed");

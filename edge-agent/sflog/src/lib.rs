@@ -27,7 +27,8 @@
 //!
 //! # Bound and drop policy
 //! The database's live pages never exceed [`Options::max_bytes`]
-//! (on disk: that, plus a WAL capped at [`WAL_BYTES`]). Before an append
+//! (on disk: that, plus a WAL capped at [`WAL_BYTES`], plus the reserve
+//! file of [`BALLAST_BYTES`]). Before an append
 //! would cross it, entries are dropped in chunks, never an entry sent and
 //! not yet acknowledged ([`Log::set_sent_through`]):
 //! [`DropPolicy::Priority`] (default) drops the oldest entries of the
@@ -44,6 +45,14 @@
 //! drops (or given up and reported as a gap); no full-disk error reaches
 //! the caller. Acknowledgements that leave much free space give it back
 //! (incremental vacuum).
+//!
+//! Freeing space must never need more space than the log keeps (issue 28):
+//! an acknowledgement trims in transactions of [`ACK_CHUNK_BYTES`] with a
+//! checkpoint after each (the WAL file is reused, not grown), vacuum goes
+//! in steps of its own, and a reserve file (`DIR/reserve`,
+//! [`BALLAST_BYTES`]) is deleted the moment SQLite finds the disk full, so
+//! that the recovery's trims and drops have room even when another process
+//! took the last byte; it is written again once there is room.
 //!
 //! # Corruption
 //! A record whose CRC does not match is skipped by [`Log::read_from`],
@@ -64,10 +73,13 @@ mod read;
 mod room;
 mod space;
 use space::Op;
-pub use space::{DISK_RESERVE, fs_available, is_disk_full};
+pub use space::{BALLAST_BYTES, DISK_RESERVE, fs_available, is_disk_full};
 
 /// Upper bound of the write-ahead log file, bytes.
 pub const WAL_BYTES: u64 = 1024 * 1024;
+/// Entries trimmed by one acknowledgement transaction, bytes: small enough
+/// that its write-ahead log fits the reserve many times over.
+pub const ACK_CHUNK_BYTES: u64 = 128 * 1024;
 const FORMAT_VERSION: i64 = 1;
 const INSERT: &str =
     "INSERT INTO entries (seq, class, ts, crc, payload) VALUES (?1, ?2, ?3, ?4, ?5)";
@@ -253,6 +265,10 @@ pub struct Log {
     /// filesystem has less room.
     effective_max: AtomicU64,
     vacuumed_bytes: AtomicU64,
+    /// Whether the reserve file (`DIR/reserve`, [`BALLAST_BYTES`]) is on
+    /// disk: released when SQLite finds the disk full, so that the log can
+    /// always trim and checkpoint; made again once there is room.
+    ballast: std::sync::atomic::AtomicBool,
 }
 
 /// The gap runs of dropped `(seq, class, ts)` entries: one per class, in
@@ -274,6 +290,31 @@ fn runs_of(entries: &[(i64, u8, i64)], reason: &'static str) -> Vec<DropRun> {
             })
         })
         .collect()
+}
+
+/// Merges runs of the same class and reason into one (the lowest first
+/// seq, the highest last, the counts summed, the widest time range): at
+/// most one gap record per class and reason, however many drops a full
+/// disk forced one entry at a time. Order: by class, then reason.
+pub fn coalesce(runs: Vec<DropRun>) -> Vec<DropRun> {
+    let mut out: Vec<DropRun> = Vec::new();
+    for r in runs {
+        match out
+            .iter_mut()
+            .find(|o| o.class == r.class && o.reason == r.reason)
+        {
+            Some(o) => {
+                o.first_seq = o.first_seq.min(r.first_seq);
+                o.last_seq = o.last_seq.max(r.last_seq);
+                o.count += r.count;
+                o.from_ms = o.from_ms.min(r.from_ms);
+                o.to_ms = o.to_ms.max(r.to_ms);
+            }
+            None => out.push(r),
+        }
+    }
+    out.sort_by(|a, b| (a.class, a.reason).cmp(&(b.class, b.reason)));
+    out
 }
 
 fn crc(class: u8, ts: i64, payload: &[u8]) -> u32 {
@@ -394,6 +435,11 @@ impl Log {
     /// Commits (fsyncs) everything appended so far and advances [`Log::durable_seq`].
     pub fn flush(&self) -> Result<u64> {
         let mut w = lock(&self.writer);
+        self.commit(&mut w)
+    }
+
+    /// [`Log::flush`] under the writer's lock.
+    fn commit(&self, w: &mut Writer) -> Result<u64> {
         let upto = self.next_seq.load(Ordering::SeqCst) - 1;
         if w.in_txn {
             match w.conn.execute_batch("COMMIT") {
@@ -401,11 +447,12 @@ impl Log {
                     w.in_txn = false;
                     w.ops.clear();
                 }
-                Err(e) if is_disk_full(&e) => self.recover_full(&mut w, e)?,
+                Err(e) if is_disk_full(&e) => self.recover_full(w, e)?,
                 Err(e) => return Err(e.into()),
             }
-            self.checkpoint(&w);
+            self.checkpoint(w);
         }
+        self.ensure_ballast();
         self.durable_seq.fetch_max(upto, Ordering::SeqCst);
         Ok(upto)
     }
@@ -420,7 +467,13 @@ impl Log {
     pub fn take_drops(&self) -> Result<Vec<DropRun>> {
         let mut runs = std::mem::take(&mut *lock(&self.pending_runs));
         runs.extend(self.take_corrupt()?);
-        Ok(runs)
+        Ok(coalesce(runs))
+    }
+
+    /// Runs a caller could not record yet (its gap records pushed out more
+    /// entries in turn): handed out again by the next [`Log::take_drops`].
+    pub fn requeue_drops(&self, runs: Vec<DropRun>) {
+        lock(&self.pending_runs).extend(runs);
     }
 
     /// Highest seq known to be on disk.
@@ -473,6 +526,12 @@ impl Log {
     }
 
     /// The headend committed everything through `seq`: remove those entries.
+    ///
+    /// The trim goes in small transactions ([`ACK_CHUNK_BYTES`] of entries
+    /// each, checkpointed in between), so that the write-ahead log never
+    /// needs more room than the reserve: acknowledging a whole outage's
+    /// backlog at once on a full disk cannot fill it (issue 28). Whatever
+    /// was appended and not yet flushed is committed first.
     pub fn ack(&self, seq: u64) -> Result<u64> {
         let seq = seq.min(self.durable_seq());
         let prev = self.acked_through.fetch_max(seq, Ordering::SeqCst);
@@ -481,20 +540,42 @@ impl Log {
         }
         let mut w = lock(&self.writer);
         lock(&self.previewed).retain(|&(_, hi)| hi > seq);
-        // the floor first (in the op): if we crash mid-trim, seqs stay unique
-        let n = self.run_ops(&mut w, vec![Op::Ack { seq: seq as i64 }])? as u64;
-        if w.in_txn {
-            self.count
-                .fetch_sub(n.min(self.count.load(Ordering::Relaxed)), Ordering::Relaxed);
-            self.give_back_space(&w.conn)?;
-        } else {
-            // recovered from a full disk: recount
-            let c: i64 = w
+        self.commit(&mut w)?;
+        let mut total = 0u64;
+        loop {
+            let first: Option<i64> = w
                 .conn
-                .query_row("SELECT COUNT(*) FROM entries", [], |r| r.get(0))?;
-            self.count.store(c as u64, Ordering::Relaxed);
+                .query_row("SELECT MIN(seq) FROM entries", [], |r| r.get(0))?;
+            let Some(first) = first.filter(|&f| f >= 0 && f as u64 <= seq) else {
+                break;
+            };
+            let n = self.count.load(Ordering::Relaxed).max(1);
+            let per_row = (self.used_bytes(&w.conn)? / n).max(1);
+            let rows = (ACK_CHUNK_BYTES / per_row).max(64);
+            let upto = (first as u64).saturating_add(rows - 1).min(seq);
+            // the floor first (in the op): if we crash mid-trim, seqs stay unique
+            let trimmed = self.run_ops(&mut w, vec![Op::Ack { seq: upto as i64 }])? as u64;
+            if w.in_txn {
+                self.count.fetch_sub(
+                    trimmed.min(self.count.load(Ordering::Relaxed)),
+                    Ordering::Relaxed,
+                );
+                total += trimmed;
+                self.commit(&mut w)?;
+            } else {
+                // recovered from a full disk (the trim was replayed and committed): recount
+                let c: i64 = w
+                    .conn
+                    .query_row("SELECT COUNT(*) FROM entries", [], |r| r.get(0))?;
+                self.count.store(c as u64, Ordering::Relaxed);
+            }
+            self.checkpoint_now(&w);
+            if upto >= seq {
+                break;
+            }
         }
-        Ok(n)
+        self.give_back_space(&mut w)?;
+        Ok(total)
     }
 
     /// Oldest entry still in the log (committed), with its append time.

@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicU64;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::space::{DISK_RESERVE, fs_available};
+use crate::space::{BALLAST_BYTES, DISK_RESERVE, fs_available};
 use crate::{Error, FORMAT_VERSION, Log, Options, Result, WAL_BYTES, Writer};
 
 impl Log {
@@ -101,7 +101,7 @@ impl Log {
         let reader = Connection::open(&path).map_err(open_err)?;
         reader.busy_timeout(std::time::Duration::from_secs(10))?;
         reader.execute_batch("PRAGMA query_only = 1;")?;
-        Ok(Log {
+        let log = Log {
             dir_lock: Some(lock),
             writer: Mutex::new(Writer {
                 conn,
@@ -132,7 +132,12 @@ impl Log {
             fs_free: AtomicU64::new(0),
             effective_max: AtomicU64::new(opts.max_bytes.max(1024 * 1024)),
             vacuumed_bytes: AtomicU64::new(0),
-        })
+            ballast: std::sync::atomic::AtomicBool::new(
+                std::fs::metadata(dir.join("reserve")).is_ok_and(|m| m.len() == BALLAST_BYTES),
+            ),
+        };
+        log.ensure_ballast();
+        Ok(log)
     }
 }
 

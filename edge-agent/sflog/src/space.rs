@@ -63,10 +63,20 @@ pub fn is_disk_full(e: &rusqlite::Error) -> bool {
 /// Space kept free on the log's filesystem for the write-ahead log and
 /// SQLite's temporary needs; the log shrinks its bound to stay clear of it.
 pub const DISK_RESERVE: u64 = WAL_BYTES + 256 * 1024;
+/// A file of this size (`DIR/reserve`) is kept beside the log and deleted
+/// when SQLite finds the disk full anyway (another process filled it): the
+/// room it leaves lets the log trim, checkpoint and drop its way back under
+/// the bound. It is written again once the filesystem has room for it.
+pub const BALLAST_BYTES: u64 = 512 * 1024;
+/// Free pages given back per step of incremental vacuum (each step its own
+/// small transaction), and how long one acknowledgement spends on it.
+pub(crate) const VACUUM_STEP_PAGES: i64 = 32;
+pub(crate) const VACUUM_BUDGET: Duration = Duration::from_millis(100);
 /// How long a bound lowered by a full-disk error stays in force.
 pub(crate) const SQUEEZE_FOR: Duration = Duration::from_secs(60);
-/// Free pages above this (and above a quarter of the live pages) are given
-/// back to the filesystem after acknowledgements trim the log.
+/// Free pages above this (or an eighth of the bound in force, if less; and
+/// above a quarter of the live pages) are given back to the filesystem
+/// after acknowledgements trim the log.
 pub(crate) const VACUUM_SLACK: u64 = 4 * 1024 * 1024;
 
 /// Free space of the filesystem holding `path` (bytes available to an unprivileged process).
@@ -87,7 +97,13 @@ impl Log {
             let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
             // the WAL file's space is reused once checkpointed: count it as ours
             let ours = len(&self.path) + len(&self.path.with_extension("sqlite-wal"));
-            cap = cap.min((ours + free).saturating_sub(DISK_RESERVE));
+            // the reserve file's room is not the log's to fill
+            let ballast = if self.ballast.load(Ordering::Relaxed) {
+                BALLAST_BYTES
+            } else {
+                0
+            };
+            cap = cap.min((ours + free + ballast).saturating_sub(DISK_RESERVE + BALLAST_BYTES));
         }
         let mut sq = lock(&self.squeeze);
         match *sq {
@@ -109,6 +125,7 @@ impl Log {
     /// log goes on: a full disk never stops the agent.
     pub(crate) fn recover_full(&self, w: &mut Writer, err: rusqlite::Error) -> Result<()> {
         self.disk_full_events.fetch_add(1, Ordering::Relaxed);
+        self.release_ballast();
         tracing::warn!(error = %err, fs_free = ?fs_available(&self.path), "log: the disk is full; dropping the oldest telemetry to make room");
         let ops = std::mem::take(&mut w.ops);
         let mut last_err = err;
@@ -211,22 +228,99 @@ impl Log {
         }
     }
 
+    /// A passive checkpoint now (between the small transactions of a trim):
+    /// the next transaction starts the write-ahead log from its beginning,
+    /// reusing its file instead of growing it.
+    pub(crate) fn checkpoint_now(&self, w: &Writer) {
+        if let Err(e) = w
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        {
+            tracing::warn!(error = %e, "log: checkpoint failed; will retry");
+        }
+    }
+
+    /// Writes the reserve file if it is missing and the filesystem has room
+    /// for it beyond [`DISK_RESERVE`]. A failure leaves it missing (tried again later).
+    pub(crate) fn ensure_ballast(&self) {
+        if self.ballast.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(dir) = self.path.parent() else {
+            return;
+        };
+        if fs_available(dir).is_none_or(|f| f < DISK_RESERVE + BALLAST_BYTES) {
+            return;
+        }
+        let file = dir.join("reserve");
+        let r = (|| {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&file)?;
+            // real blocks (a sparse file would hold no room)
+            f.write_all(&vec![0u8; BALLAST_BYTES as usize])?;
+            f.sync_all()
+        })();
+        match r {
+            Ok(()) => {
+                self.ballast.store(true, Ordering::Relaxed);
+                tracing::info!(path = %file.display(), bytes = BALLAST_BYTES, "log: reserve file in place");
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&file);
+                tracing::warn!(path = %file.display(), error = %e, "log: could not write the reserve file; will retry");
+            }
+        }
+    }
+
+    /// Deletes the reserve file (the disk is full): its room is what the
+    /// recovery's trims, drops and checkpoints write into.
+    pub(crate) fn release_ballast(&self) {
+        if !self.ballast.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        if let Some(dir) = self.path.parent() {
+            let file = dir.join("reserve");
+            match std::fs::remove_file(&file) {
+                Ok(()) => {
+                    tracing::warn!(path = %file.display(), bytes = BALLAST_BYTES, "log: the disk is full; released the reserve file to make room")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %file.display(), error = %e, "log: could not release the reserve file")
+                }
+            }
+        }
+    }
+
     /// Gives free pages back to the filesystem (incremental vacuum) once
     /// acknowledgements leave more than [`VACUUM_SLACK`] and a quarter of
     /// the live pages free, so that the file does not stay at its
-    /// high-water mark after an outage drained.
-    pub(crate) fn give_back_space(&self, conn: &Connection) -> Result<()> {
-        let (pages, free): (i64, i64) = conn.query_row(
-            "SELECT (SELECT page_count FROM pragma_page_count()), (SELECT freelist_count FROM pragma_freelist_count())",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+    /// high-water mark after an outage drained. It goes in steps of
+    /// [`VACUUM_STEP_PAGES`], each its own transaction followed by a
+    /// checkpoint (a step moves pages: its write-ahead log stays small),
+    /// for at most [`VACUUM_BUDGET`] per call; the next ack goes on.
+    pub(crate) fn give_back_space(&self, w: &mut Writer) -> Result<()> {
+        if w.in_txn {
+            return Ok(());
+        }
+        let started = Instant::now();
         let ps = self.page_size as i64;
-        let keep = ((pages - free) / 4).max(VACUUM_SLACK as i64 / ps);
-        if free > keep {
-            let n = free - keep;
+        while started.elapsed() < VACUUM_BUDGET {
+            let (pages, free): (i64, i64) = w.conn.query_row(
+                "SELECT (SELECT page_count FROM pragma_page_count()), (SELECT freelist_count FROM pragma_freelist_count())",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            // on a small filesystem the slack is an eighth of the bound:
+            // the room is given back for the reserve file and the state store
+            let slack = VACUUM_SLACK.min(self.effective_max.load(Ordering::Relaxed) / 8);
+            let keep = ((pages - free) / 4).max(slack as i64 / ps);
+            if free <= keep {
+                break;
+            }
+            let n = (free - keep).min(VACUUM_STEP_PAGES);
             // each step of the pragma frees one page: step it to the end
-            let r = conn
+            let r = w
+                .conn
                 .prepare(&format!("PRAGMA incremental_vacuum({n})"))
                 .and_then(|mut st| {
                     let mut rows = st.query([])?;
@@ -237,8 +331,12 @@ impl Log {
                 Ok(()) => {
                     self.vacuumed_bytes
                         .fetch_add((n * ps) as u64, Ordering::Relaxed);
+                    self.checkpoint_now(w);
                 }
-                Err(e) if is_disk_full(&e) => {}
+                Err(e) if is_disk_full(&e) => {
+                    self.release_ballast();
+                    break;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -396,6 +494,81 @@ mod tests {
             "kept + dropped = appended: {st:?}"
         );
         assert_eq!(st.entries, kept.len() as u64, "the count stays true");
+    }
+
+    /// Fills a 4 MiB filesystem's log to its bound with nothing sent (a
+    /// long outage); returns the filesystem and the log.
+    fn an_outage_on_a_4_mib_disk() -> (Tmpfs, Log) {
+        let fs = Tmpfs::new("4m");
+        let log = open(fs.0.path());
+        for round in 0..60 {
+            let batch: Vec<(Class, i64, Vec<u8>)> = (0..500)
+                .map(|i| (Class::Telemetry, round * 500 + i, vec![7u8; 150]))
+                .collect();
+            log.append(&batch).unwrap();
+            log.flush().unwrap();
+        }
+        assert!(log.stats().dropped[0] > 0, "the bound was reached");
+        (fs, log)
+    }
+
+    #[test]
+    fn acknowledging_a_whole_outage_at_once_on_a_small_disk_never_fills_it() {
+        let (fs, log) = an_outage_on_a_4_mib_disk();
+        let events = log.stats().disk_full_events;
+        log.ack(log.durable_seq()).unwrap();
+        let st = log.stats();
+        assert_eq!(st.entries, 0, "{st:?}");
+        assert_eq!(
+            st.disk_full_events, events,
+            "the trim went in small transactions: {st:?}"
+        );
+        let wal = std::fs::metadata(fs.0.path().join("log.sqlite-wal"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        assert!(wal <= WAL_BYTES, "the write-ahead log stayed small: {wal}");
+        let (first, _) = log.append(&items(10)).unwrap();
+        log.flush().unwrap();
+        assert!(kept(&log).contains(&(first + 9)), "writing goes on");
+    }
+
+    #[test]
+    fn on_a_disk_another_process_filled_to_the_last_byte_the_reserve_lets_the_log_trim_and_go_on() {
+        let (fs, log) = an_outage_on_a_4_mib_disk();
+        assert!(
+            fs.0.path().join("reserve").exists(),
+            "the reserve file is in place"
+        );
+        // the write-ahead log holds no room of its own any more
+        log.flush_checkpoint_for_test();
+        let filler = fs.0.path().join("filler");
+        let free = fs_available(fs.0.path()).unwrap();
+        std::fs::write(&filler, vec![0u8; free as usize]).unwrap_or(());
+        assert!(
+            fs_available(fs.0.path()).unwrap() < 8192,
+            "the disk is full"
+        );
+        log.ack(log.durable_seq()).unwrap();
+        let st = log.stats();
+        assert_eq!(st.entries, 0, "the trim went through: {st:?}");
+        assert!(
+            !fs.0.path().join("reserve").exists(),
+            "the reserve was released"
+        );
+        // and the log keeps writing on what the trim freed
+        let (first, _) = log.append(&items(100)).unwrap();
+        log.flush().unwrap();
+        assert!(kept(&log).contains(&(first + 99)), "{:?}", log.stats());
+        // space comes back: the reserve is made again
+        std::fs::remove_file(&filler).unwrap();
+        log.append(&items(1)).unwrap();
+        log.flush().unwrap();
+        assert!(
+            fs.0.path().join("reserve").exists(),
+            "the reserve is back: free {:?}, {:?}",
+            fs_available(fs.0.path()),
+            log.stats()
+        );
     }
 
     #[test]

@@ -238,3 +238,45 @@ fn entries_on_the_wire_are_never_dropped() {
         "their neighbours do not"
     );
 }
+
+#[test]
+fn drops_of_one_class_and_reason_coalesce_into_one_run_whatever_their_number() {
+    let run = |first: u64, class: Class, reason: &'static str| DropRun {
+        first_seq: first,
+        last_seq: first,
+        count: 1,
+        class,
+        from_ms: first as i64 * 10,
+        to_ms: first as i64 * 10,
+        reason,
+    };
+    let mut runs: Vec<DropRun> = (100..1100)
+        .map(|s| run(s, Class::Telemetry, "disk_full"))
+        .collect();
+    runs.push(run(7, Class::Event, "disk_full"));
+    runs.push(run(50, Class::Telemetry, "corrupt"));
+    runs.push(run(3, Class::Telemetry, "disk_full"));
+    let out = coalesce(runs);
+    let got: Vec<(Class, &str, u64, u64, u64, i64, i64)> = out
+        .iter()
+        .map(|r| {
+            (
+                r.class,
+                r.reason,
+                r.first_seq,
+                r.last_seq,
+                r.count,
+                r.from_ms,
+                r.to_ms,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (Class::Telemetry, "corrupt", 50, 50, 1, 500, 500),
+            (Class::Telemetry, "disk_full", 3, 1099, 1001, 30, 10990),
+            (Class::Event, "disk_full", 7, 7, 1, 70, 70),
+        ]
+    );
+}

@@ -11,6 +11,8 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|rd| {
             rd.filter_map(Result::ok)
+                // the reserve file is room kept for a full disk, not log data
+                .filter(|e| e.file_name() != "reserve")
                 .filter_map(|e| e.metadata().ok())
                 .map(|m| m.len())
                 .sum()
