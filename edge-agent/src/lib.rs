@@ -176,6 +176,15 @@ impl Agent {
 pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
     let cfg = Arc::new(cfg);
     let log = Arc::new(sflog::Log::open(&cfg.log.dir, &cfg.log.options())?);
+    if let Some(d) = log.take_damage() {
+        // the first entry of the new log says what the damaged one lost
+        let now = adapter_api::now_ms();
+        logwriter::append_accounted(
+            &log,
+            &[(sflog::Class::Event, now, logwriter::damage_record(&d, now))],
+        )?;
+        log.flush()?;
+    }
     tracing::info!(site = %cfg.site_id, log_id = log.log_id(), stats = ?log.stats(), "agent log opened");
     warn_if_disk_smaller_than_bound(&cfg.log, &log);
     let (stop, stop_rx) = watch::channel(false);

@@ -160,6 +160,29 @@ pub fn source_gap_record(log_id: u64, g: &SourceGap) -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// The gap record of a damaged log file the log replaced at open (see
+/// `sflog::Damage`): device `log`, reason `log_damaged`, the old log's id,
+/// the count of entries it held unacknowledged (0 when unreadable; some
+/// may have reached the headend) and their times.
+pub fn damage_record(d: &sflog::Damage, now_ms: i64) -> Vec<u8> {
+    let (from, to) = d.times.unwrap_or((0, now_ms));
+    v1::LogRecord {
+        kind: Some(v1::log_record::Kind::Gap(v1::Gap {
+            log_id: d.old_log_id.unwrap_or(0),
+            first_seq: 0,
+            last_seq: 0,
+            count: d.unacked.map(|(a, b)| b - a + 1).unwrap_or(0),
+            reason: "log_damaged".into(),
+            from_ts_ms: from,
+            to_ts_ms: to,
+            seq: 0,
+            class: Class::Telemetry.name().to_string(),
+            device: "log".into(),
+        })),
+    }
+    .encode_to_vec()
+}
+
 /// The log payload of a reading.
 pub fn reading_record(r: &Reading) -> Vec<u8> {
     v1::LogRecord {

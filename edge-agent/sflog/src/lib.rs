@@ -58,8 +58,11 @@
 //! A record whose CRC does not match is skipped by [`Log::read_from`],
 //! counted, and handed out once by [`Log::take_corrupt`] (which deletes it)
 //! so that it too becomes a gap record; it never stops the rest of the log.
+//! A damaged file (SQLite's own structure, impossible seqs) is found at
+//! open by an integrity check, moved aside, and replaced by a new log with
+//! a new id; [`Log::take_damage`] tells what was lost (`damage.rs`).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,11 +70,13 @@ use std::time::Instant;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+mod damage;
 mod hooks;
 mod open;
 mod read;
 mod room;
 mod space;
+pub use damage::Damage;
 use space::Op;
 pub use space::{BALLAST_BYTES, DISK_RESERVE, fs_available, is_disk_full};
 
@@ -249,7 +254,11 @@ pub struct Log {
     count: AtomicU64,
     corrupt: AtomicU64,
     dropped: [AtomicU64; 4],
-    corrupt_seen: Mutex<BTreeSet<u64>>,
+    /// Corrupt records found by reads: seq -> (class byte, append time) as
+    /// read, so that the gap is reported even if an ack trims the row first.
+    corrupt_seen: Mutex<BTreeMap<u64, (u8, i64)>>,
+    /// The damaged file this log replaced at open, until taken.
+    damage: Mutex<Option<Damage>>,
     /// The database file, for its size and its filesystem's free space.
     path: PathBuf,
     /// After SQLite reported a full disk: a lower bound in force until the
@@ -474,6 +483,12 @@ impl Log {
     /// entries in turn): handed out again by the next [`Log::take_drops`].
     pub fn requeue_drops(&self, runs: Vec<DropRun>) {
         lock(&self.pending_runs).extend(runs);
+    }
+
+    /// The damaged log file this log replaced when it was opened (moved
+    /// aside, see `damage.rs`), handed out once: the caller records it as a gap.
+    pub fn take_damage(&self) -> Option<Damage> {
+        lock(&self.damage).take()
     }
 
     /// Highest seq known to be on disk.

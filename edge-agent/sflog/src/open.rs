@@ -3,7 +3,7 @@
 //! the format version, the log's identity, and where the seqs stand after
 //! whatever happened before (a crash, a wipe, a full trim).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
@@ -33,6 +33,23 @@ impl Log {
             .map_err(|_| Error::InUse {
                 path: dir.display().to_string(),
             })?;
+        // a damaged file is moved aside and a new log started (damage.rs)
+        let damage = match crate::damage::check(&path) {
+            Some(why) => {
+                let d = crate::damage::move_aside(&path, why)
+                    .map_err(|e| open_err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+                tracing::error!(
+                    path = %path.display(),
+                    moved_to = %d.moved_to,
+                    why = %d.why,
+                    old_log_id = ?d.old_log_id,
+                    unacked = ?d.unacked,
+                    "store-and-forward log damaged: moved aside, a new log starts; what it held unsent is recorded as a gap"
+                );
+                Some(d)
+            }
+            None => None,
+        };
         let conn = Connection::open(&path).map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         let fresh: i64 = conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))?;
@@ -124,7 +141,8 @@ impl Log {
             count: AtomicU64::new(count as u64),
             corrupt: AtomicU64::new(0),
             dropped: Default::default(),
-            corrupt_seen: Mutex::new(BTreeSet::new()),
+            corrupt_seen: Mutex::new(BTreeMap::new()),
+            damage: Mutex::new(damage),
             path,
             squeeze: Mutex::new(None),
             pending_runs: Mutex::new(Vec::new()),

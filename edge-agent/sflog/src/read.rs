@@ -63,6 +63,7 @@ impl Log {
                 rusqlite::types::ValueRef::Blob(b) => b.to_vec(),
                 _ => Vec::new(),
             };
+            let class_byte = u8::try_from(class).unwrap_or(0);
             let class = u8::try_from(class).ok().and_then(Class::from_u8);
             match class {
                 Some(c) if i64::from(crc(c as u8, ts, &payload)) == sum => {
@@ -75,7 +76,10 @@ impl Log {
                     });
                 }
                 _ => {
-                    if lock(&self.corrupt_seen).insert(seq) {
+                    if lock(&self.corrupt_seen)
+                        .insert(seq, (class_byte, ts))
+                        .is_none()
+                    {
                         tracing::warn!(seq, "skipping corrupt log record (checksum mismatch)");
                         self.corrupt.fetch_add(1, Ordering::Relaxed);
                     }
@@ -101,45 +105,40 @@ impl Log {
     /// Deletes the corrupt records found so far and returns them as runs
     /// (reason `corrupt`), each once.
     pub fn take_corrupt(&self) -> Result<Vec<DropRun>> {
-        let seqs: Vec<u64> = std::mem::take(&mut *lock(&self.corrupt_seen))
+        let found: Vec<(u64, (u8, i64))> = std::mem::take(&mut *lock(&self.corrupt_seen))
             .into_iter()
             .collect();
-        if seqs.is_empty() {
+        if found.is_empty() {
             return Ok(Vec::new());
         }
         let mut w = lock(&self.writer);
-        let mut found = Vec::new();
-        for s in seqs {
-            let row: Option<(i64, i64)> = w
-                .conn
-                .query_row(
-                    "SELECT class, ts FROM entries WHERE seq = ?1",
-                    [s as i64],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            if let Some((class, ts)) = row {
-                let class = u8::try_from(class)
-                    .ok()
-                    .and_then(Class::from_u8)
-                    .unwrap_or(Class::Telemetry);
-                found.push((s as i64, class as u8, ts));
-            }
+        // the rows may be gone already (an ack past them trimmed them): the
+        // gap is reported all the same, from what the read saw
+        let mut present = 0u64;
+        for &(s, _) in &found {
+            present += w.conn.query_row(
+                "SELECT COUNT(*) FROM entries WHERE seq = ?1",
+                [s as i64],
+                |r| r.get::<_, i64>(0),
+            )? as u64;
         }
         let ops = found
             .iter()
-            .map(|&(seq, class, _)| Op::Delete { seq, class })
+            .map(|&(seq, (class, _))| Op::Delete {
+                seq: seq as i64,
+                class,
+            })
             .collect();
         self.run_ops(&mut w, ops)?;
         self.count.fetch_sub(
-            (found.len() as u64).min(self.count.load(Ordering::Relaxed)),
+            present.min(self.count.load(Ordering::Relaxed)),
             Ordering::Relaxed,
         );
         Ok(found
             .iter()
-            .map(|&(seq, class, ts)| DropRun {
-                first_seq: seq as u64,
-                last_seq: seq as u64,
+            .map(|&(seq, (class, ts))| DropRun {
+                first_seq: seq,
+                last_seq: seq,
                 count: 1,
                 class: Class::from_u8(class).unwrap_or(Class::Telemetry),
                 from_ms: ts,

@@ -1,5 +1,6 @@
 //! The log's own tests (helpers here are shared with the other modules' tests).
 use super::*;
+use std::collections::BTreeSet;
 use std::path::Path;
 
 pub(crate) fn items(n: usize) -> Vec<(Class, i64, Vec<u8>)> {
@@ -279,4 +280,100 @@ fn drops_of_one_class_and_reason_coalesce_into_one_run_whatever_their_number() {
             (Class::Event, "disk_full", 7, 7, 1, 70, 70),
         ]
     );
+}
+
+#[test]
+fn a_corrupt_record_trimmed_by_an_ack_before_its_gap_was_taken_is_still_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    log.append(&items(5)).unwrap();
+    log.flush().unwrap();
+    log.corrupt_for_test(3).unwrap();
+    log.flush().unwrap();
+    log.read_for_send(1, 100, 1 << 20).unwrap(); // sends 1, 2, 4, 5
+    log.ack(5).unwrap(); // the headend acknowledged through 5
+    let runs = log.take_drops().unwrap();
+    assert_eq!(
+        runs.iter()
+            .map(|r| (r.first_seq, r.count, r.reason))
+            .collect::<Vec<_>>(),
+        vec![(3, 1, "corrupt")]
+    );
+    assert_eq!(log.stats().entries, 0);
+}
+
+/// A log with 300 entries (100 acknowledged), closed; returns its id.
+fn a_closed_log(dir: &Path) -> u64 {
+    let log = open(dir);
+    log.append(&items(300)).unwrap();
+    log.flush().unwrap();
+    log.ack(100).unwrap();
+    let id = log.log_id();
+    drop(log);
+    id
+}
+
+fn opens_anew_after_damage(dir: &Path, old: u64) -> Damage {
+    let log = Log::open(dir, &Options::default()).expect("a damaged log never stops the agent");
+    assert_ne!(log.log_id(), old, "a new log, a new id");
+    let d = log.take_damage().expect("the damage is reported");
+    assert!(log.take_damage().is_none(), "once");
+    assert!(
+        std::path::Path::new(&d.moved_to).exists(),
+        "kept aside: {d:?}"
+    );
+    let (first, _) = log.append(&items(3)).unwrap();
+    log.flush().unwrap();
+    assert_eq!(first, 1);
+    assert_eq!(kept(&log).len(), 3, "the new log works");
+    drop(log);
+    let again = Log::open(dir, &Options::default()).unwrap();
+    assert!(again.take_damage().is_none(), "the new log is sound");
+    d
+}
+
+#[test]
+fn a_truncated_log_file_is_moved_aside_and_a_new_log_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = a_closed_log(dir.path());
+    let path = dir.path().join("log.sqlite");
+    let len = std::fs::metadata(&path).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let d = opens_anew_after_damage(dir.path(), old);
+    eprintln!("{d:?}");
+}
+
+#[test]
+fn a_log_file_with_flipped_bytes_in_its_pages_is_moved_aside_and_what_it_held_is_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = a_closed_log(dir.path());
+    let path = dir.path().join("log.sqlite");
+    let mut bytes = std::fs::read(&path).unwrap();
+    // 20 bytes in the b-tree page headers of pages 3 and 4
+    for page in [2usize, 3] {
+        for i in 0..10 {
+            bytes[page * 4096 + i] ^= 0x5a;
+        }
+    }
+    std::fs::write(&path, bytes).unwrap();
+    let d = opens_anew_after_damage(dir.path(), old);
+    assert_eq!(d.old_log_id, Some(old), "{d:?}");
+}
+
+#[test]
+fn impossible_sequence_numbers_are_damage_not_an_acked_seq_near_2_pow_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = a_closed_log(dir.path());
+    let c = Connection::open(dir.path().join("log.sqlite")).unwrap();
+    c.execute("UPDATE entries SET seq = -1668 WHERE seq = 101", [])
+        .unwrap();
+    drop(c);
+    let d = opens_anew_after_damage(dir.path(), old);
+    assert!(d.why.contains("impossible"), "{d:?}");
+    assert_eq!(d.old_log_id, Some(old));
 }
