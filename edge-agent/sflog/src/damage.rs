@@ -97,9 +97,7 @@ pub(crate) fn check(path: &Path) -> Option<String> {
 
 /// Reads what it can of a damaged file, then moves it (and its WAL) aside.
 pub(crate) fn move_aside(path: &Path, why: String) -> std::io::Result<Damage> {
-    let salvage = (|| -> Option<Connection> {
-        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).ok()
-    })();
+    let salvage = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).ok();
     let meta = |c: &Connection, key: &str| -> Option<i64> {
         c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
             .ok()
@@ -108,14 +106,14 @@ pub(crate) fn move_aside(path: &Path, why: String) -> std::io::Result<Damage> {
     if let Some(c) = &salvage {
         old_log_id = meta(c, "log_id").filter(|&v| v > 0).map(|v| v as u64);
         let floor = meta(c, "seq_floor").filter(|&f| f >= 1);
-        let range: Option<(Option<i64>, Option<i64>, Option<i64>, Option<i64>)> = c
+        let range: Option<[Option<i64>; 4]> = c
             .query_row(
                 "SELECT MIN(seq), MAX(seq), MIN(ts), MAX(ts) FROM entries",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                |r| Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?]),
             )
             .ok();
-        if let Some((lo, hi, t0, t1)) = range {
+        if let Some([lo, hi, t0, t1]) = range {
             let first = floor.or(lo).filter(|&f| f >= 1);
             if let (Some(first), Some(hi)) = (first, hi.filter(|&h| h >= 1)) {
                 unacked = (hi >= first).then_some((first as u64, hi as u64));
