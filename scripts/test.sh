@@ -15,6 +15,11 @@ if ! command -v systemd-analyze >/dev/null || ! command -v systemd-sysusers >/de
   echo "test: installing systemd's tools (systemd-analyze, systemd-sysusers)"
   apt-get update -qq && apt-get install -y -qq --no-install-recommends systemd
 fi
+# libfaketime: the clock-skew test runs the agent with its clock two hours off
+if [ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ]; then
+  echo "test: installing libfaketime (the clock-skew test)"
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends faketime
+fi
 
 venv=target/pyenv
 req=tests/peers/requirements.txt

@@ -8,6 +8,7 @@
 //! ```
 
 pub mod backfill;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod delivery;
@@ -258,7 +259,9 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
     let store = store::Store::open(&cfg.log.dir)?;
     let (command_tx, command_rx) = mpsc::channel(commands::COMMAND_QUEUE);
     drop(local_tx);
+    let headend_clock = clock::HeadendClock::default();
     let executor = commands::Executor {
+        clock: headend_clock.clone(),
         cfg: cfg.clone(),
         store: store.clone(),
         writes: writes.clone(),
@@ -327,6 +330,7 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
         commands: command_tx,
         devices: health,
         renewer: None,
+        clock: headend_clock,
     });
     tasks.push(fatal.spawn_task("uplink".into(), run));
     tasks.push(tokio::spawn(uplink::watchdog(

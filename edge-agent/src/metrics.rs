@@ -151,6 +151,8 @@ pub struct Metrics {
     log_disk_full: Counter,
     log_vacuumed: Counter,
     log_lines_suppressed: Counter,
+    /// The headend's clock minus ours at the last HelloAck, seconds.
+    pub clock_offset: Gauge<f64, std::sync::atomic::AtomicU64>,
     devices: DeviceMetrics,
 }
 
@@ -188,6 +190,7 @@ impl Metrics {
             log_disk_full: Counter::default(),
             log_vacuumed: Counter::default(),
             log_lines_suppressed: Counter::default(),
+            clock_offset: Gauge::default(),
             devices: DeviceMetrics::default(),
         };
         let mut r = Registry::with_prefix("tankwatch_agent");
@@ -266,6 +269,11 @@ impl Metrics {
             "log_lines_suppressed",
             "The agent's own log lines held back by the per-call-site rate limit (a repeating fault)",
             m.log_lines_suppressed.clone(),
+        );
+        r.register(
+            "clock_offset_seconds",
+            "The headend's clock minus this PC's at the last session start (positive: this PC is behind)",
+            m.clock_offset.clone(),
         );
         r.register(
             "log_entries",
@@ -450,6 +458,12 @@ pub fn serve(
                     "site_id": s.site,
                     "version": env!("CARGO_PKG_VERSION"),
                     "uplink": { "connected": up.connected, "sessions": up.sessions, "last_error": up.last_error },
+                    // the headend's clock minus ours (ms) at the last session start
+                    "clock": up.clock_offset.map(|(o, at)| serde_json::json!({
+                        "headend_offset_ms": o,
+                        "measured_ms": at,
+                        "in_sync": o.abs() <= 2_000,
+                    })),
                     "certificate": up.certificate.as_ref().map(|c| serde_json::json!({
                         "serial": c.serial,
                         "not_after_ms": c.not_after_ms,

@@ -22,6 +22,7 @@ use tankwatch_proto::v1::{
 };
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
@@ -68,6 +69,9 @@ pub struct UplinkStatus {
     pub last_attempt: Option<tokio::time::Instant>,
     /// The agent certificate and its renewal (None: not readable).
     pub certificate: Option<crate::renew::CertificateView>,
+    /// The headend's clock minus ours (ms) and when it was measured (our
+    /// clock, Unix ms), from the last HelloAck.
+    pub clock_offset: Option<(i64, i64)>,
 }
 
 fn server_name(cfg: &AgentConfig) -> String {
@@ -168,6 +172,8 @@ fn hello(cfg: &AgentConfig, log: &Log) -> Result<AgentMessage, SessionError> {
     Ok(AgentMessage {
         msg: Some(Out::Hello(v1::Hello {
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            // stamped when the stream takes it (see `session`)
+            agent_time_ms: 0,
             site_id: cfg.site_id.clone(),
             log_id: log.log_id(),
             log_first_seq: log.first_seq()?.unwrap_or(0),
@@ -287,6 +293,8 @@ pub struct Uplink {
     pub devices: Arc<Vec<crate::metrics::DeviceHealth>>,
     /// Certificate renewal (None until the certificate file reads).
     pub renewer: Option<crate::renew::Renewer>,
+    /// The headend's clock, measured at each HelloAck (the executor judges expiry by it).
+    pub clock: crate::clock::HeadendClock,
 }
 
 async fn session(u: &mut Uplink) -> Result<(), SessionError> {
@@ -300,6 +308,7 @@ async fn session(u: &mut Uplink) -> Result<(), SessionError> {
         commands,
         devices,
         renewer,
+        clock,
     } = u;
     let cfg: &AgentConfig = cfg;
     if renewer.is_none() {
@@ -314,14 +323,28 @@ async fn session(u: &mut Uplink) -> Result<(), SessionError> {
     }
     let window = cfg.uplink.window as usize;
     let (tx, rx) = mpsc::channel::<AgentMessage>(window + 2);
-    tx.send(hello(cfg, log)?)
-        .await
-        .map_err(|_| SessionError::Protocol("outbound stream closed".into()))?;
+    // the Hello is stamped with our clock when the stream takes it (after
+    // dialling and TLS), so that the skew the headend measures is not the setup time
+    let hello = hello(cfg, log)?;
+    let hello_sent = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let stamp = hello_sent.clone();
+    let hello_stream = tokio_stream::iter(std::iter::once_with(move || {
+        let mut h = hello;
+        let now = adapter_api::now_ms();
+        stamp.store(now, std::sync::atomic::Ordering::Relaxed);
+        if let Some(Out::Hello(x)) = h.msg.as_mut() {
+            x.agent_time_ms = now;
+        }
+        h
+    }));
     // dial, TLS, the stream's response headers and the HelloAck, under one deadline
     let setup = async {
         let channel = connect(cfg).await?;
         let mut client = AgentLinkClient::new(channel).max_decoding_message_size(16 * 1024 * 1024);
-        let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();
+        let mut inbound = client
+            .session(hello_stream.chain(ReceiverStream::new(rx)))
+            .await?
+            .into_inner();
         let first = tokio::time::timeout(HELLO_ACK_TIMEOUT, inbound.message())
             .await
             .map_err(|_| SessionError::Protocol("no HelloAck within 15 s".into()))??;
@@ -344,6 +367,17 @@ async fn session(u: &mut Uplink) -> Result<(), SessionError> {
             )));
         }
     };
+    let sent = hello_sent.load(std::sync::atomic::Ordering::Relaxed);
+    if let Some(o) = clock.record(sent, adapter_api::now_ms(), hello_ack.headend_time_ms) {
+        metrics.clock_offset.set(o as f64 / 1000.0);
+        if o.abs() > 2_000 {
+            tracing::warn!(
+                offset_ms = o,
+                "this PC's clock differs from the headend's by more than 2 s; command expiry is judged by the headend's clock and the headend corrects our times (set this PC's clock, NTP)"
+            );
+        }
+        status.send_modify(|s| s.clock_offset = clock.offset_ms());
+    }
     log.ack(hello_ack.acked_through_seq)?;
     status.send_modify(|s| {
         s.connected = true;

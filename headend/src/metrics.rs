@@ -73,6 +73,10 @@ pub struct Metrics {
     pub listener_closed: Family<ListenerReason, Counter>,
     /// Log lines held back by the rate limit (updated at each render).
     pub log_lines_suppressed: Counter,
+    /// Sessions whose site clock was off by more than 2 s (times corrected).
+    pub clock_corrected: Counter,
+    /// Sessions refused: the site clock off by more than a day.
+    pub clock_refused: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -141,6 +145,8 @@ impl Default for Metrics {
             listener_limit: Family::default(),
             listener_closed: Family::default(),
             log_lines_suppressed: Counter::default(),
+            clock_corrected: Counter::default(),
+            clock_refused: Counter::default(),
         };
         r.register(
             "listener_connections",
@@ -161,6 +167,16 @@ impl Default for Metrics {
             "log_lines_suppressed",
             "The headend's own log lines held back by the per-call-site rate limit (a repeating fault)",
             m.log_lines_suppressed.clone(),
+        );
+        r.register(
+            "clock_corrected_sessions",
+            "Agent sessions whose site clock was off by more than 2 s; their times were corrected (see /sites clock)",
+            m.clock_corrected.clone(),
+        );
+        r.register(
+            "clock_refused_sessions",
+            "Agent sessions refused because the site clock was off by more than 24 h",
+            m.clock_refused.clone(),
         );
         r.register(
             "session_takeovers",

@@ -88,7 +88,7 @@ impl Issued {
 }
 
 /// How long a certificate is valid, and how far it is back-dated for
-/// clock skew (a tenth of the lifetime, at most an hour).
+/// clock skew (a tenth of the lifetime, at most [`MAX_BACKDATE`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Lifetime(pub std::time::Duration);
 
@@ -98,10 +98,14 @@ impl Lifetime {
     }
 }
 
+/// The most a certificate is back-dated: a site PC whose clock is up to two
+/// days behind still accepts its new certificate (issue 28, item 4).
+pub const MAX_BACKDATE: std::time::Duration = std::time::Duration::from_secs(48 * 3600);
+
 fn validity(params: &mut CertificateParams, life: Lifetime) -> Result<()> {
     let now = time::OffsetDateTime::now_utc();
     let life = time::Duration::try_from(life.0).map_err(|e| Error::BadCsr(e.to_string()))?;
-    let skew: time::Duration = (life / 10_i32).min(time::Duration::hours(1));
+    let skew: time::Duration = (life / 10_i32).min(time::Duration::hours(48));
     params.not_before = now - skew;
     params.not_after = now + life;
     params.serial_number = Some(random_serial()?);
@@ -487,6 +491,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("signing request"), "{e}");
+    }
+
+    #[test]
+    fn a_long_lived_certificate_is_back_dated_two_days_for_a_site_pc_whose_clock_is_behind() {
+        let (root, _) = Ca::create("root", 2).unwrap();
+        let (issuer, _) = root.create_intermediate("issuer", 1).unwrap();
+        let req = tankwatch_tls::csr::new_key_and_csr("site-1").unwrap();
+        let chain = issuer
+            .sign_agent_csr(&req.csr_der, "site-1", Lifetime::days(30))
+            .unwrap();
+        let c =
+            agent_cert(&tankwatch_tls::certs_from_pem(&chain, Path::new("c")).unwrap()[0]).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let back = now - c.not_before_ms;
+        let two_days = MAX_BACKDATE.as_millis() as i64;
+        assert!(
+            (two_days - 5_000..=two_days + 5_000).contains(&back),
+            "back-dated {back} ms"
+        );
     }
 
     #[test]

@@ -72,6 +72,8 @@ pub struct CommandMetrics {
 
 /// The executor's wiring.
 pub struct Executor {
+    /// The headend's clock (command expiry is a headend time).
+    pub clock: crate::clock::HeadendClock,
     pub cfg: Arc<AgentConfig>,
     pub store: Store,
     pub writes: HashMap<String, mpsc::Sender<WriteRequest>>,
@@ -236,12 +238,17 @@ impl Running {
             self.send_ack(ack(&c.command_id, AckReason::Received, "", None))
                 .await?;
         }
-        if c.expires_at_ms > 0 && now > c.expires_at_ms {
+        // expiry is a headend time: judged by the headend's clock as measured at the HelloAck
+        let headend_now = self.e.clock.headend_now_ms();
+        if c.expires_at_ms > 0 && headend_now > c.expires_at_ms {
             return self
                 .finish(
                     &c.command_id,
                     AckReason::Expired,
-                    format!("expired {} ms before it arrived", now - c.expires_at_ms),
+                    format!(
+                        "expired {} ms before it arrived (headend clock)",
+                        headend_now - c.expires_at_ms
+                    ),
                 )
                 .await;
         }

@@ -45,6 +45,7 @@ fn start_in(dir: tempfile::TempDir) -> Harness {
     let (local, local_rx) = mpsc::channel(4);
     let (stop, stop_rx) = watch::channel(false);
     let ex = Executor {
+        clock: Default::default(),
         cfg: Arc::new(cfg),
         store: Store::open(dir.path()).unwrap(),
         writes: HashMap::from([("dev".to_string(), dev_tx)]),

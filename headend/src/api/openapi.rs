@@ -60,7 +60,9 @@ fn schemas() -> Value {
     json!({
         "Error": obj(json!({"error": obj(json!({"code": s(), "message": s(), "field": ns()}), &["code", "message", "field"])}), &["error"]),
         "Site": obj(json!({"site_id": s(), "name": s(), "time_zone": s(), "agent_version": s(), "assets": i(), "first_seen": ns(), "last_seen": ns(),
-                           "connected": b()}), &["site_id", "connected"]),
+                           "connected": b(),
+                           "clock": {"type": ["object", "null"], "description": "The site PC's clock against the headend's at its last session: skew_ms (positive: ahead), skew (for people), corrected (more than 2 s off: the session's times were corrected), checked",
+                                     "properties": {"skew_ms": i(), "skew": s(), "corrected": b(), "checked": ns()}}}), &["site_id", "connected"]),
         "Asset": obj(json!({"asset_id": s(), "kind": s(), "name": s(), "product": s(), "capacity": n(),
                             "fields": {"type": "object"}}), &["asset_id", "kind", "fields"]),
         "Reading": obj(json!({"seq": i(), "field": s(), "value": nullable("number"), "unit": s(),

@@ -126,6 +126,13 @@ async fn sites(
                 "name": r.name,
                 "time_zone": r.time_zone,
                 "agent_version": r.agent_version,
+                // the site PC's clock against the headend's at its last session
+                "clock": r.clock_skew_ms.map(|k| json!({
+                    "skew_ms": k,
+                    "skew": crate::domain::clock::describe(k),
+                    "corrected": k.abs() > crate::domain::clock::IN_SYNC_MS,
+                    "checked": r.clock_checked_ms.map(ts),
+                })),
                 "assets": r.assets,
                 "first_seen": ts(r.first_seen_ms),
                 "last_seen": ts(r.last_seen_ms),

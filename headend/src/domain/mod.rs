@@ -7,6 +7,7 @@ pub mod actor;
 pub mod assess;
 pub mod asset;
 pub mod audit;
+pub mod clock;
 pub mod command;
 pub mod deliveries;
 pub mod enrollment;

@@ -21,6 +21,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+pub mod clock;
 pub mod commit;
 pub mod dispatch;
 pub mod enroll;
@@ -33,7 +34,8 @@ use commit::{GroupJob, spawn_group_committer};
 pub use sessions::{IngestError, SessionInfo, Sessions};
 use tls::AgentIdentity;
 
-use crate::db::{Db, HelloInfo};
+use crate::db::{Db, HelloInfo, now_ms};
+use crate::domain::clock::ClockVerdict;
 
 /// Most readings the headend accepts in one batch (told to agents in HelloAck).
 pub const MAX_BATCH_READINGS: u32 = 5000;
@@ -52,6 +54,8 @@ struct Session<'a> {
     who: &'a AgentIdentity,
     id: u64,
     log_id: u64,
+    /// Added to every agent time of the session (the site's clock skew, corrected).
+    time_shift_ms: i64,
 }
 
 /// The ingest service.
@@ -222,6 +226,18 @@ impl v1::agent_link_server::AgentLink for Ingest {
         if hello.log_id == 0 {
             return Err(Status::invalid_argument("hello.log_id must not be 0"));
         }
+        let arrived_ms = now_ms();
+        let clock = ClockVerdict::assess(hello.agent_time_ms, arrived_ms);
+        if let ClockVerdict::Refused(skew) = clock {
+            self.metrics.sessions_refused.inc();
+            self.metrics.clock_refused.inc();
+            tracing::warn!(site = %who.site_id, peer = %who.peer, skew_ms = skew, "the site's clock is too far off; session refused");
+            return Err(Status::failed_precondition(format!(
+                "the site's clock is {} the headend's (more than {} h off): set the site PC's clock (NTP); the agent reconnects by itself",
+                crate::domain::clock::describe(skew),
+                crate::domain::clock::MAX_SKEW_MS / 3_600_000
+            )));
+        }
         // the connection is in a session now: no longer subject to the idle deadline
         who.started.send_replace(true);
         if let Some((a, e)) = hello.assets.iter().find_map(|a| {
@@ -256,6 +272,15 @@ impl v1::agent_link_server::AgentLink for Ingest {
                 return Err(Status::unavailable("database unavailable"));
             }
         };
+        if let Some(skew) = clock.skew_ms() {
+            if let Err(e) = self.db.record_clock(&who.site_id, skew, arrived_ms).await {
+                tracing::warn!(site = %who.site_id, error = %e, "recording the site's clock skew failed");
+            }
+            if let ClockVerdict::Corrected(_) = clock {
+                self.metrics.clock_corrected.inc();
+                tracing::warn!(site = %who.site_id, skew_ms = skew, "the site's clock is {} the headend's; this session's times are corrected (set the site PC's clock)", crate::domain::clock::describe(skew));
+            }
+        }
         tracing::info!(site = %who.site_id, peer = %who.peer, version = %hello.agent_version, log_id = hello.log_id, acked, "agent session started");
         let (session_id, replaced, took_over) = self.sessions.start(
             &who.site_id,
@@ -273,6 +298,7 @@ impl v1::agent_link_server::AgentLink for Ingest {
                 site_id: who.site_id.clone(),
                 acked_through_seq: acked,
                 max_batch_readings: MAX_BATCH_READINGS,
+                headend_time_ms: now_ms(),
             })))
             .await;
         let this = self.clone();
@@ -294,6 +320,7 @@ impl v1::agent_link_server::AgentLink for Ingest {
                 who: &who,
                 id: session_id,
                 log_id: hello.log_id,
+                time_shift_ms: clock.correction_ms(),
             };
             if let Err(status) = this.pump(&session, inbound, replaced, &tx).await {
                 tracing::warn!(%site, code = ?status.code(), msg = %status.message(), "agent session ended with error");
@@ -357,7 +384,7 @@ impl Ingest {
         tx: &mpsc::Sender<Result<HeadendMessage, Status>>,
     ) -> Result<(), Status> {
         let (queue_tx, queue_rx) = mpsc::channel::<v1::TelemetryBatch>(PIPELINE_DEPTH);
-        let reader = self.read_session(s.who, s.log_id, inbound, queue_tx, replaced, tx);
+        let reader = self.read_session(s, inbound, queue_tx, replaced, tx);
         let committer = self.commit_session(s, queue_rx, tx);
         // the reader ends first (stream closed or error); the committer then drains the queue
         let (r, c) = tokio::join!(reader, committer);
@@ -366,13 +393,13 @@ impl Ingest {
 
     async fn read_session(
         &self,
-        who: &AgentIdentity,
-        log_id: u64,
+        s: &Session<'_>,
         mut inbound: Streaming<AgentMessage>,
         queue: mpsc::Sender<v1::TelemetryBatch>,
         mut replaced: tokio::sync::watch::Receiver<Option<String>>,
         tx: &mpsc::Sender<Result<HeadendMessage, Status>>,
     ) -> Result<(), Status> {
+        let (who, log_id) = (s.who, s.log_id);
         let mut shutdown = self.shutdown.clone();
         let mut last_renewal: Option<tokio::time::Instant> = None;
         loop {
@@ -396,6 +423,7 @@ impl Ingest {
             match msg.msg {
                 Some(In::Batch(mut b)) => {
                     validate_batch(&b, log_id)?;
+                    clock::shift(&mut b, s.time_shift_ms);
                     let m = &self.metrics;
                     m.sanitized_fields.inc_by(sanitize::batch(&mut b));
                     m.batches.inc();

@@ -47,11 +47,27 @@ impl Db {
     pub async fn sites(&self) -> Result<Vec<SiteRow>, Error> {
         Ok(sqlx::query_as(
             "SELECT s.site_id, s.first_seen_ms, s.last_seen_ms, s.agent_version, s.name, s.time_zone,
+                    s.clock_skew_ms, s.clock_checked_ms,
                     (SELECT COUNT(*) FROM assets a WHERE a.site_id = s.site_id) AS assets
              FROM sites s ORDER BY s.site_id",
         )
         .fetch_all(self.pool())
         .await?)
+    }
+
+    /// Records the skew measured at a session's Hello (see `domain::clock`).
+    pub async fn record_clock(&self, site: &str, skew_ms: i64, at_ms: i64) -> Result<(), Error> {
+        let (_w, mut tx) = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE sites SET clock_skew_ms = $2, clock_checked_ms = $3 WHERE site_id = $1",
+        )
+        .bind(site)
+        .bind(skew_ms)
+        .bind(at_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     pub async fn site_exists(&self, site: &str) -> Result<bool, Error> {
@@ -105,6 +121,10 @@ pub struct SiteRow {
     /// As set by `PATCH /api/v1/sites/{site}` (empty until then).
     pub name: String,
     pub time_zone: String,
+    /// The site's clock against the headend's at its last session (ms;
+    /// positive: ahead), and when it was measured.
+    pub clock_skew_ms: Option<i64>,
+    pub clock_checked_ms: Option<i64>,
     pub assets: i64,
 }
 
