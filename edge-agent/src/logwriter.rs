@@ -33,12 +33,14 @@ pub const RECORD_QUEUE: usize = 256;
 
 /// A log entry that is not a reading (a command ack, a delivery event).
 /// Records are appended and fsynced at once, ahead of the flush interval:
-/// an operator is waiting for them.
-#[derive(Debug, Clone)]
+/// an operator is waiting for them. `durable`, when set, is told once the
+/// record is on disk (the executor's outbox then lets go of it).
+#[derive(Debug)]
 pub struct Record {
     pub class: Class,
     pub ts_ms: i64,
     pub payload: Vec<u8>,
+    pub durable: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Record {
@@ -50,6 +52,7 @@ impl Record {
                 kind: Some(v1::log_record::Kind::CommandAck(a)),
             }
             .encode_to_vec(),
+            durable: None,
         }
     }
     pub fn event(e: v1::Event) -> Record {
@@ -60,7 +63,21 @@ impl Record {
                 kind: Some(v1::log_record::Kind::Event(e)),
             }
             .encode_to_vec(),
+            durable: None,
         }
+    }
+    /// An outbox row of the state store, and what tells it the row is durable.
+    pub fn from_outbox(o: crate::store::Outgoing) -> (Record, tokio::sync::oneshot::Receiver<()>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (
+            Record {
+                class: Class::from_u8(o.class).unwrap_or(Class::Event),
+                ts_ms: o.ts_ms,
+                payload: o.payload,
+                durable: Some(tx),
+            },
+            rx,
+        )
     }
 }
 
@@ -299,10 +316,19 @@ pub async fn run(
                     records_open = false;
                     continue;
                 }
-                let items: Vec<(Class, i64, Vec<u8>)> =
-                    rbuf.drain(..).map(|r| (r.class, r.ts_ms, r.payload)).collect();
+                let mut told = Vec::new();
+                let items: Vec<(Class, i64, Vec<u8>)> = rbuf
+                    .drain(..)
+                    .map(|r| {
+                        told.extend(r.durable);
+                        (r.class, r.ts_ms, r.payload)
+                    })
+                    .collect();
                 append_accounted(&log, &items)?;
                 flush(&log, &durable).await?;
+                for t in told {
+                    let _ = t.send(());
+                }
                 deadline = None;
             }
             n = rx.recv_many(&mut buf, GROUP), if readings_open => {

@@ -15,7 +15,7 @@
 use adapter_api::{Event, GaugeDelivery, Reading, now_ms};
 use tankwatch_proto::v1::{self, AckReason};
 
-use super::{ExecError, Running, ack};
+use super::{ExecError, Running};
 use crate::delivery::{self, Detected, Recent};
 use crate::logwriter::Record;
 
@@ -166,16 +166,14 @@ impl Running {
             .store
             .set_delivery_state(&l.load_ref, "delivered", Some(delivered), now)?;
         if self.e.store.command_state(&l.command_id)?.as_deref() != Some("done") {
-            self.e.store.set_command_state(&l.command_id, "done", now)?;
-            self.send_ack(ack(
+            self.finish(
                 &l.command_id,
                 AckReason::Completed,
                 format!(
                     "load {} delivered: {delivered:.0} L into {tank}{by}",
                     l.load_ref
                 ),
-                None,
-            ))
+            )
             .await?;
         }
         Ok(())

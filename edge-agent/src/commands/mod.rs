@@ -33,8 +33,9 @@ use crate::delivery::Detector;
 
 mod deliveries;
 mod points;
+mod settle;
 use crate::logwriter::{Latest, Record};
-use crate::store::{Store, StoreError};
+use crate::store::{Note, Store, StoreError};
 use deliveries::in_progress;
 use points::Revert;
 pub use points::{LocalWrite, Outcome};
@@ -147,6 +148,12 @@ impl Executor {
         if let Err(e) = ex.e.store.prune(now_ms()) {
             tracing::warn!(error = %e, "pruning the command store failed");
         }
+        // what a crash left half-done is answered before anything new
+        match ex.settle().await {
+            Ok(()) => {}
+            Err(ExecError::LogClosed) => return,
+            Err(e) => tracing::error!(error = %e, "settling commands after a restart failed"),
+        }
         let mut sample = tokio::time::interval(SAMPLE_EVERY);
         sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
@@ -197,22 +204,49 @@ struct Running {
 }
 
 impl Running {
-    async fn send_ack(&self, a: v1::CommandAck) -> Result<(), ExecError> {
-        tracing::info!(command = %a.command_id, reason = %a.reason, detail = %a.detail, "command ack");
-        self.e
-            .records
-            .send(Record::ack(a))
-            .await
-            .map_err(|_| ExecError::LogClosed)
+    /// Hands outbox rows to the log writer; each row leaves the outbox
+    /// once the log has it on disk (a task per row waits for that).
+    async fn emit(&self, out: Vec<crate::store::Outgoing>) -> Result<(), ExecError> {
+        for o in out {
+            let row = o.row;
+            let (rec, durable) = Record::from_outbox(o);
+            if let Ok(v1::LogRecord {
+                kind: Some(v1::log_record::Kind::CommandAck(a)),
+            }) = <v1::LogRecord as prost::Message>::decode(rec.payload.as_slice())
+            {
+                tracing::info!(command = %a.command_id, reason = %a.reason, detail = %a.detail, "command ack");
+            }
+            self.e
+                .records
+                .send(rec)
+                .await
+                .map_err(|_| ExecError::LogClosed)?;
+            let store = self.e.store.clone();
+            tokio::spawn(async move {
+                // not told (the log writer stopped): the row stays for the next start
+                if durable.await.is_ok()
+                    && let Err(e) = store.outbox_done(row)
+                {
+                    tracing::warn!(row, error = %e, "clearing an outbox row failed; it is sent again at the next start");
+                }
+            });
+        }
+        Ok(())
     }
 
-    /// Ends a command at the site with `reason` (state done).
+    /// Ends a command at the site with `reason` (state done, in the same
+    /// transaction as its ack).
     async fn finish(&self, id: &str, reason: AckReason, detail: String) -> Result<(), ExecError> {
-        self.e.store.set_command_state(id, "done", now_ms())?;
         if reason.is_refusal() {
             self.e.metrics.refused.inc();
         }
-        self.send_ack(ack(id, reason, detail, None)).await
+        let out = self.e.store.finish(
+            id,
+            "done",
+            &[Note::Ack(ack(id, reason, detail, None))],
+            now_ms(),
+        )?;
+        self.emit(out).await
     }
 
     async fn handle(&mut self, c: v1::Command) -> Result<(), ExecError> {
@@ -224,20 +258,34 @@ impl Running {
             Some(Action::Cancel(_)) => "cancel",
             None => "unknown",
         };
-        if !self
-            .e
-            .store
-            .insert_new(&c.command_id, c.issued_seq, kind, c.expires_at_ms, now)?
-        {
+        // stored with its body before anything is done about it (write-ahead)
+        let received = (kind != "cancel")
+            .then(|| Note::Ack(ack(&c.command_id, AckReason::Received, "", None)));
+        let body = prost::Message::encode_to_vec(&c);
+        let Some(out) = self.e.store.insert_new(
+            &c.command_id,
+            c.issued_seq,
+            kind,
+            "received",
+            c.expires_at_ms,
+            now,
+            Some(&body),
+            received.as_slice(),
+        )?
+        else {
             self.e.metrics.duplicates.inc();
             tracing::info!(command = %c.command_id, "command delivered again; already handled (applied at most once)");
             return Ok(());
-        }
+        };
         self.e.metrics.received.inc();
-        if kind != "cancel" {
-            self.send_ack(ack(&c.command_id, AckReason::Received, "", None))
-                .await?;
-        }
+        self.emit(out).await?;
+        self.process(c).await
+    }
+
+    /// Acts on a command already stored as `received` (a new one, or one
+    /// a crash left unsettled): expiry, then its action.
+    async fn process(&mut self, c: v1::Command) -> Result<(), ExecError> {
+        use v1::command::Action;
         // expiry is a headend time: judged by the headend's clock as measured at the HelloAck
         let headend_now = self.e.clock.headend_now_ms();
         if c.expires_at_ms > 0 && headend_now > c.expires_at_ms {
@@ -259,8 +307,13 @@ impl Running {
                 .map(|_| ()),
             Some(Action::Eta(e)) => self.eta(&c.command_id, c.issued_seq, e).await,
             Some(Action::Cancel(x)) => {
-                self.e.store.set_command_state(&c.command_id, "done", now)?;
-                self.cancel(&x.command_id, c.issued_seq).await
+                // the cancel is done once its target is settled (a crash
+                // in between: settled again at the next start)
+                self.cancel(&x.command_id, c.issued_seq).await?;
+                self.e
+                    .store
+                    .set_command_state(&c.command_id, "done", now_ms())?;
+                Ok(())
             }
             None => {
                 self.finish(
@@ -279,13 +332,22 @@ impl Running {
         match self.e.store.command_state(target)?.as_deref() {
             None => {
                 // not here yet: remember it as done so it is never applied
-                self.e.store.insert_new(target, seq, "cancelled", 0, now)?;
-                self.finish(
+                let out = self.e.store.insert_new(
                     target,
-                    AckReason::Cancelled,
-                    "cancelled before it reached the site".into(),
-                )
-                .await
+                    seq,
+                    "cancelled",
+                    "done",
+                    0,
+                    now,
+                    None,
+                    &[Note::Ack(ack(
+                        target,
+                        AckReason::Cancelled,
+                        "cancelled before it reached the site",
+                        None,
+                    ))],
+                )?;
+                self.emit(out.unwrap_or_default()).await
             }
             Some("done") => Ok(()),
             Some("applied") => {
@@ -299,6 +361,7 @@ impl Running {
                     .into_iter()
                     .find(|d| d.command_id == target)
                 {
+                    // (a crash before the finish: the cancel is settled again, and finds it done)
                     self.e
                         .store
                         .set_delivery_state(&d.load_ref, "cancelled", None, now)?;
@@ -369,8 +432,6 @@ impl Running {
                 .await;
         }
         let now = now_ms();
-        self.e.store.put_delivery(id, seq, &e, now)?;
-        self.e.metrics.applied.inc();
         let detail = if e.cancelled {
             format!("load {} cancelled", e.load_ref)
         } else {
@@ -382,31 +443,32 @@ impl Running {
                 e.tanks.join(", ")
             )
         };
-        self.send_ack(ack(id, AckReason::Applied, detail, None))
-            .await?;
+        let mut notes = vec![Note::Ack(ack(id, AckReason::Applied, detail, None))];
+        let mut done: Vec<String> = Vec::new();
         if let Some(p) = prev.filter(|p| p.command_id != id)
             && self.e.store.command_state(&p.command_id)?.as_deref() != Some("done")
         {
-            self.e.store.set_command_state(&p.command_id, "done", now)?;
-            self.send_ack(ack(
+            notes.push(Note::Ack(ack(
                 &p.command_id,
                 AckReason::Superseded,
                 format!("by {id}"),
                 None,
-            ))
-            .await?;
+            )));
+            done.push(p.command_id);
         }
         if e.cancelled {
-            self.e.store.set_command_state(id, "done", now)?;
-            self.send_ack(ack(
+            notes.push(Note::Ack(ack(
                 id,
                 AckReason::Completed,
                 format!("load {} cancelled", e.load_ref),
                 None,
-            ))
-            .await?;
+            )));
+            done.push(id.to_string());
         }
-        Ok(())
+        let done: Vec<&str> = done.iter().map(String::as_str).collect();
+        let out = self.e.store.put_delivery(id, seq, &e, now, &done, &notes)?;
+        self.e.metrics.applied.inc();
+        self.emit(out).await
     }
 }
 

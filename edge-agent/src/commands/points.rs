@@ -17,8 +17,7 @@ use tokio::sync::oneshot;
 
 use super::{ExecError, REVERT_RETRY, Running, WRITE_TIMEOUT, ack, point_key};
 use crate::limits::{Facts, SetpointLimits};
-use crate::logwriter::Record;
-use crate::store::PointState;
+use crate::store::{Note, PointState};
 
 impl Running {
     fn limits(&self, asset: &str, field: &str) -> Option<&SetpointLimits> {
@@ -142,50 +141,78 @@ impl Running {
         if let Err(r) = checked {
             return self.refuse(id, r.code, r.detail).await;
         }
+        // write-ahead: a crash from here on is settled at the next start
+        // by reading the device (see settle.rs)
+        self.e.store.set_command_state(id, "writing", now_ms())?;
         match self.write(&s.asset_id, &s.field, s.value).await {
             WriteOutcome::Applied { readback } => {
-                let applied = now_ms();
-                let ends = (s.duration_ms > 0).then(|| applied + s.duration_ms);
-                self.e.store.set_point(
-                    &PointState {
-                        point: key.clone(),
-                        command_id: Some(id.to_string()),
-                        issued_seq: seq,
-                        value: s.value,
-                        applied_ms: applied,
-                        ends_ms: ends,
-                    },
-                    applied,
-                )?;
-                self.e.metrics.applied.inc();
-                let detail = match ends {
-                    Some(_) => format!(
-                        "{key} = {} (read back {readback}) for {} ms",
-                        s.value, s.duration_ms
-                    ),
-                    None => format!("{key} = {} (read back {readback})", s.value),
-                };
-                // active since the read-back confirmed it (the revert is timed from here)
-                let mut a = ack(id, AckReason::Applied, detail.clone(), Some(readback));
-                a.ts_ms = applied;
-                self.send_ack(a).await?;
-                // the command it replaced on this point is over
-                if let Some(prev) = current.and_then(|c| c.command_id).filter(|p| p != id) {
-                    self.e.store.set_command_state(&prev, "done", applied)?;
-                    self.send_ack(ack(&prev, AckReason::Superseded, format!("by {id}"), None))
-                        .await?;
-                }
-                Ok(Outcome {
-                    reason: AckReason::Applied,
-                    detail,
-                    readback: Some(readback),
-                })
+                self.record_applied(id, seq, &s, readback, current, "")
+                    .await
             }
             other => {
                 let (reason, detail) = outcome_reason(&other);
                 self.refuse(id, reason, format!("{key}: {detail}")).await
             }
         }
+    }
+
+    /// Records a setpoint the device holds (read back `readback`): in
+    /// force on its point, its `applied` ack, and the end of the command it
+    /// replaced there, in one transaction. `how` is added to the detail
+    /// (settling after a restart says so).
+    pub(super) async fn record_applied(
+        &self,
+        id: &str,
+        seq: i64,
+        s: &v1::Setpoint,
+        readback: f64,
+        current: Option<PointState>,
+        how: &str,
+    ) -> Result<Outcome, ExecError> {
+        let key = point_key(&s.asset_id, &s.field);
+        let applied = now_ms();
+        let ends = (s.duration_ms > 0).then(|| applied + s.duration_ms);
+        let detail = match ends {
+            Some(_) => format!(
+                "{key} = {} (read back {readback}) for {} ms{how}",
+                s.value, s.duration_ms
+            ),
+            None => format!("{key} = {} (read back {readback}){how}", s.value),
+        };
+        // active since the read-back confirmed it (the revert is timed from here)
+        let mut a = ack(id, AckReason::Applied, detail.clone(), Some(readback));
+        a.ts_ms = applied;
+        let mut notes = vec![Note::Ack(a)];
+        // the command it replaced on this point is over
+        let prev = current.and_then(|c| c.command_id).filter(|p| p != id);
+        if let Some(prev) = &prev {
+            notes.push(Note::Ack(ack(
+                prev,
+                AckReason::Superseded,
+                format!("by {id}"),
+                None,
+            )));
+        }
+        let out = self.e.store.set_point(
+            &PointState {
+                point: key,
+                command_id: Some(id.to_string()),
+                issued_seq: seq,
+                value: s.value,
+                applied_ms: applied,
+                ends_ms: ends,
+            },
+            applied,
+            prev.as_deref(),
+            &notes,
+        )?;
+        self.e.metrics.applied.inc();
+        self.emit(out).await?;
+        Ok(Outcome {
+            reason: AckReason::Applied,
+            detail,
+            readback: Some(readback),
+        })
     }
 
     /// A setpoint written at the site (an OPC UA client): recorded as a
@@ -196,8 +223,6 @@ impl Running {
         let now = now_ms();
         let id = format!("local-{}-{now}-{:08x}", w.origin, fastrand::u32(..));
         let seq = self.e.store.newest_issued_seq()?;
-        self.e.store.insert_new(&id, seq, "setpoint", 0, now)?;
-        self.e.metrics.received.inc();
         let setpoint = v1::Setpoint {
             asset_id: w.asset.clone(),
             field: w.field.clone(),
@@ -206,22 +231,38 @@ impl Running {
         };
         tracing::info!(command = %id, origin = %w.origin, user = %w.user, client = %w.client,
             point = %point_key(&w.asset, &w.field), value = w.value, "local write");
-        self.e
-            .records
-            .send(Record::event(v1::Event {
-                ts_ms: now,
-                seq: 0,
-                kind: Some(v1::event::Kind::LocalCommand(v1::LocalCommand {
-                    command_id: id.clone(),
-                    origin: w.origin.clone(),
-                    user: w.user.clone(),
-                    client: w.client.clone(),
-                    issued_seq: seq,
-                    setpoint: Some(setpoint.clone()),
-                })),
-            }))
-            .await
-            .map_err(|_| ExecError::LogClosed)?;
+        // stored as a command of its own (settled like one after a crash),
+        // with its LocalCommand event in the outbox, in one transaction
+        let body = prost::Message::encode_to_vec(&v1::Command {
+            command_id: id.clone(),
+            expires_at_ms: 0,
+            issued_seq: seq,
+            action: Some(v1::command::Action::Setpoint(setpoint.clone())),
+        });
+        let event = v1::Event {
+            ts_ms: now,
+            seq: 0,
+            kind: Some(v1::event::Kind::LocalCommand(v1::LocalCommand {
+                command_id: id.clone(),
+                origin: w.origin.clone(),
+                user: w.user.clone(),
+                client: w.client.clone(),
+                issued_seq: seq,
+                setpoint: Some(setpoint.clone()),
+            })),
+        };
+        let out = self.e.store.insert_new(
+            &id,
+            seq,
+            "setpoint",
+            "received",
+            0,
+            now,
+            Some(&body),
+            &[Note::Event(event)],
+        )?;
+        self.e.metrics.received.inc();
+        self.emit(out.unwrap_or_default()).await?;
         let outcome = self.setpoint(&id, seq, setpoint).await?;
         // the writer may have given up waiting: the outcome is in the log anyway
         let _ = w.reply.send(outcome);
@@ -239,16 +280,15 @@ impl Running {
         let (asset, field) = (asset.to_string(), field.to_string());
         let Some(default) = self.limits(&asset, &field).and_then(|l| l.default) else {
             // nothing to go back to: the value stays, the command is over
-            self.e.store.set_point(
+            let out = self.e.store.set_point(
                 &PointState {
                     command_id: None,
                     ends_ms: None,
                     ..p.clone()
                 },
                 now_ms(),
-            )?;
-            return self
-                .finish(
+                Some(&id),
+                &[Note::Ack(ack(
                     &id,
                     AckReason::Completed,
                     format!(
@@ -257,14 +297,17 @@ impl Running {
                         p.point,
                         p.value
                     ),
-                )
-                .await;
+                    None,
+                ))],
+            )?;
+            return self.emit(out).await;
         };
         match self.write(&asset, &field, default).await {
             WriteOutcome::Applied { readback } => {
                 self.retry_at.remove(&p.point);
                 let now = now_ms();
-                self.e.store.set_point(
+                let what = why.as_str();
+                let out = self.e.store.set_point(
                     &PointState {
                         command_id: None,
                         value: default,
@@ -273,19 +316,18 @@ impl Running {
                         ..p.clone()
                     },
                     now,
+                    Some(&id),
+                    &[Note::Ack(ack(
+                        &id,
+                        AckReason::Completed,
+                        format!(
+                            "{what}: {} reverted to default {default} (read back {readback})",
+                            p.point
+                        ),
+                        Some(readback),
+                    ))],
                 )?;
-                self.e.store.set_command_state(&id, "done", now)?;
-                let what = why.as_str();
-                self.send_ack(ack(
-                    &id,
-                    AckReason::Completed,
-                    format!(
-                        "{what}: {} reverted to default {default} (read back {readback})",
-                        p.point
-                    ),
-                    Some(readback),
-                ))
-                .await
+                self.emit(out).await
             }
             other => {
                 let (reason, detail) = outcome_reason(&other);
@@ -300,6 +342,8 @@ impl Running {
                             ..p
                         },
                         now_ms(),
+                        None,
+                        &[],
                     )?;
                 }
                 Ok(())

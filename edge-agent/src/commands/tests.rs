@@ -1,6 +1,6 @@
 //! The executor's tests: headend commands, local writes, gauge records.
 use super::*;
-use crate::store::PointState;
+use crate::store::{Note, PointState};
 use adapter_api::WriteOutcome;
 use prost::Message;
 
@@ -29,6 +29,7 @@ struct Harness {
     _readings: mpsc::Receiver<Event>,
     gauge: mpsc::Sender<GaugeDelivery>,
     local: mpsc::Sender<LocalWrite>,
+    latest: Arc<Latest>,
 }
 
 fn start() -> Harness {
@@ -36,6 +37,10 @@ fn start() -> Harness {
 }
 
 fn start_in(dir: tempfile::TempDir) -> Harness {
+    start_with(dir, Arc::new(Latest::default()))
+}
+
+fn start_with(dir: tempfile::TempDir, latest: Arc<Latest>) -> Harness {
     let cfg = crate::config::parse("t.yaml", YAML).unwrap();
     let (dev_tx, device) = mpsc::channel(4);
     let (rec_tx, records) = mpsc::channel(64);
@@ -49,7 +54,7 @@ fn start_in(dir: tempfile::TempDir) -> Harness {
         cfg: Arc::new(cfg),
         store: Store::open(dir.path()).unwrap(),
         writes: HashMap::from([("dev".to_string(), dev_tx)]),
-        latest: Arc::new(Latest::default()),
+        latest: latest.clone(),
         records: rec_tx,
         readings: read_tx,
         metrics: CommandMetrics::default(),
@@ -69,6 +74,7 @@ fn start_in(dir: tempfile::TempDir) -> Harness {
         _readings: readings,
         gauge,
         local,
+        latest,
     }
 }
 
@@ -78,6 +84,9 @@ async fn next_record(h: &mut Harness) -> v1::log_record::Kind {
         .await
         .expect("a record in time")
         .expect("records open");
+    if let Some(d) = r.durable {
+        let _ = d.send(()); // as the log writer does once it is on disk
+    }
     v1::LogRecord::decode(r.payload.as_slice())
         .unwrap()
         .kind
@@ -177,6 +186,9 @@ async fn next_ack(h: &mut Harness) -> (String, String) {
         .await
         .expect("an ack in time")
         .expect("records open");
+    if let Some(d) = r.durable {
+        let _ = d.send(());
+    }
     match v1::LogRecord::decode(r.payload.as_slice()).unwrap().kind {
         Some(v1::log_record::Kind::CommandAck(a)) => (a.command_id, a.reason),
         other => panic!("not an ack: {other:?}"),
@@ -231,7 +243,9 @@ async fn an_out_of_range_setpoint_is_rejected_before_the_device() {
 async fn a_duration_that_ended_while_the_agent_was_down_is_reverted_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    store.insert_new("c4", 1, "setpoint", 0, 1).unwrap();
+    store
+        .insert_new("c4", 1, "setpoint", "received", 0, 1, None, &[])
+        .unwrap();
     store
         .set_point(
             &PointState {
@@ -243,6 +257,8 @@ async fn a_duration_that_ended_while_the_agent_was_down_is_reverted_at_start() {
                 ends_ms: Some(now_ms() - 60_000),
             },
             1,
+            None,
+            &[],
         )
         .unwrap();
     drop(store);
@@ -333,4 +349,95 @@ async fn a_local_write_takes_the_same_path_as_a_headend_command_and_is_recorded_
         .send(WriteOutcome::Unreachable("connection refused".into()));
     assert_eq!(next_ack(&mut h).await, (id, "device_unreachable".into()));
     assert_eq!(rx.await.unwrap().reason, AckReason::DeviceUnreachable);
+}
+
+/// A store left by a crash: `c` stored in `state` with its body, and an
+/// answer in the outbox whose log write was never confirmed.
+fn crashed_store(c: &v1::Command, state: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let body = prost::Message::encode_to_vec(c);
+    store
+        .insert_new(
+            &c.command_id,
+            c.issued_seq,
+            "setpoint",
+            state,
+            c.expires_at_ms,
+            now_ms(),
+            Some(&body),
+            &[Note::Ack(ack(&c.command_id, AckReason::Received, "", None))],
+        )
+        .unwrap()
+        .unwrap();
+    dir
+}
+
+fn device_reading(value: f64) -> adapter_api::Reading {
+    adapter_api::Reading {
+        asset_id: "ctl".into(),
+        field: "power_limit".into(),
+        value,
+        unit: "kW".into(),
+        quality: adapter_api::Quality::Good,
+        source_ts_ms: now_ms() + 1,
+        received_ts_ms: now_ms() + 1,
+        source: "test".into(),
+        error: String::new(),
+        class: adapter_api::DropClass::Telemetry,
+    }
+}
+
+#[tokio::test]
+async fn a_command_a_crash_left_received_is_acted_on_at_start_and_its_unconfirmed_answer_sent_again()
+ {
+    let c = setpoint("c-recv", 33.0, now_ms() + 600_000);
+    let mut h = start_in(crashed_store(&c, "received"));
+    assert_eq!(
+        next_ack(&mut h).await,
+        ("c-recv".into(), "received".into()),
+        "the outbox is handed over again"
+    );
+    let w = tokio::time::timeout(Duration::from_secs(5), h.device.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(w.value, 33.0);
+    let _ = w.reply.send(WriteOutcome::Applied { readback: 33.0 });
+    assert_eq!(next_ack(&mut h).await, ("c-recv".into(), "applied".into()));
+    // a redelivery now is a duplicate: settled, answered once
+    h.commands.send(c).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(h.records.try_recv().is_err(), "answered once");
+}
+
+#[tokio::test]
+async fn a_write_a_crash_interrupted_is_settled_by_what_the_device_holds() {
+    // the device holds the command's value: recorded applied, not written again
+    let c = setpoint("c-held", 44.0, now_ms() - 1_000); // expired since: irrelevant, it landed
+    let latest = Arc::new(Latest::default());
+    let mut h = start_with(crashed_store(&c, "writing"), latest.clone());
+    assert_eq!(next_ack(&mut h).await.1, "received");
+    latest.update(&device_reading(44.0));
+    let r = tokio::time::timeout(Duration::from_secs(5), h.records.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let Some(v1::log_record::Kind::CommandAck(a)) =
+        v1::LogRecord::decode(r.payload.as_slice()).unwrap().kind
+    else {
+        panic!()
+    };
+    assert_eq!(a.reason, "applied");
+    assert!(a.detail.contains("settled after a restart"), "{}", a.detail);
+    assert!(h.device.try_recv().is_err(), "not written again");
+
+    // the device does not hold it: acted on again with every check (here: expired)
+    let c = setpoint("c-lost", 45.0, now_ms() - 1_000);
+    let latest = Arc::new(Latest::default());
+    let mut h = start_with(crashed_store(&c, "writing"), latest.clone());
+    assert_eq!(next_ack(&mut h).await.1, "received");
+    latest.update(&device_reading(50.0));
+    assert_eq!(next_ack(&mut h).await, ("c-lost".into(), "expired".into()));
+    assert!(h.device.try_recv().is_err());
 }

@@ -9,8 +9,9 @@
 //!
 //! ```sql
 //! commands   (id TEXT PRIMARY KEY, issued_seq INTEGER, kind TEXT,
-//!             state TEXT,            -- received | applied | done
-//!             expires_ms INTEGER, received_ms INTEGER, updated_ms INTEGER)
+//!             state TEXT,            -- received | writing | applied | done
+//!             expires_ms INTEGER, received_ms INTEGER, updated_ms INTEGER,
+//!             body BLOB)             -- the Command (protobuf), to settle it after a crash
 //! points     (point TEXT PRIMARY KEY, -- "asset.field"
 //!             command_id TEXT,        -- in force; NULL after a revert
 //!             issued_seq INTEGER, value REAL, applied_ms INTEGER,
@@ -25,7 +26,15 @@
 //! gauge_marks (tank TEXT PRIMARY KEY, -- the newest tank gauge delivery record
 //!             end_ms INTEGER,         -- reported (its end); older ones are not news
 //!             updated_ms INTEGER)
+//! outbox     (row INTEGER PRIMARY KEY, -- answers not yet durable in the log
+//!             class INTEGER, ts_ms INTEGER, payload BLOB, created_ms INTEGER)
 //! ```
+//!
+//! Write-ahead (issue 28): a command is stored with its body before it is
+//! acted on, set `writing` before its device write, and every state change
+//! puts its answer in the outbox in the same transaction (`outbox.rs`). At
+//! start the executor hands the outbox over again and settles every
+//! command left `received` or `writing` (see `commands::settle`).
 //!
 //! Bound: `done` command ids are kept [`KEEP_DONE_MS`] after their expiry
 //! (long enough that a redelivery is still recognised), then pruned;
@@ -34,9 +43,11 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use prost::Message;
 use rusqlite::{Connection, OptionalExtension, params};
-use tankwatch_proto::v1;
+
+mod deliveries;
+mod outbox;
+pub use outbox::{Note, Outgoing};
 
 /// How long finished commands and deliveries are remembered, ms (7 days).
 pub const KEEP_DONE_MS: i64 = 7 * 24 * 3600 * 1000;
@@ -102,8 +113,20 @@ impl Store {
              CREATE TABLE IF NOT EXISTS detectors (
                  tank TEXT PRIMARY KEY, state TEXT NOT NULL, updated_ms INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS gauge_marks (
-                 tank TEXT PRIMARY KEY, end_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);",
+                 tank TEXT PRIMARY KEY, end_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS outbox (
+                 row INTEGER PRIMARY KEY AUTOINCREMENT, class INTEGER NOT NULL,
+                 ts_ms INTEGER NOT NULL, payload BLOB NOT NULL, created_ms INTEGER NOT NULL);",
         )?;
+        // stores made before the outbox: the command itself, for settling it after a crash
+        let has_body: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('commands') WHERE name = 'body'",
+            [],
+            |r| r.get(0),
+        )?;
+        if has_body == 0 {
+            conn.execute_batch("ALTER TABLE commands ADD COLUMN body BLOB")?;
+        }
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -124,21 +147,59 @@ impl Store {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records a command id; false when it was seen before (a redelivery).
+    /// Records a command id in `state` with the command itself (`body`,
+    /// to settle it after a crash) and `notes` in one transaction; `None`
+    /// when it was seen before (a redelivery).
+    #[allow(clippy::too_many_arguments)]
     pub fn insert_new(
         &self,
         id: &str,
         issued_seq: i64,
         kind: &str,
+        state: &str,
         expires_ms: i64,
         now: i64,
-    ) -> Result<bool> {
-        let n = self.lock().execute(
-            "INSERT OR IGNORE INTO commands (id, issued_seq, kind, state, expires_ms, received_ms, updated_ms)
-             VALUES (?1, ?2, ?3, 'received', ?4, ?5, ?5)",
-            params![id, issued_seq, kind, expires_ms, now],
+        body: Option<&[u8]>,
+        notes: &[Note],
+    ) -> Result<Option<Vec<Outgoing>>> {
+        let mut c = self.lock();
+        let tx = c.transaction()?;
+        let n = tx.execute(
+            "INSERT OR IGNORE INTO commands (id, issued_seq, kind, state, expires_ms, received_ms, updated_ms, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
+            params![id, issued_seq, kind, state, expires_ms, now, body],
         )?;
-        Ok(n == 1)
+        if n == 0 {
+            return Ok(None);
+        }
+        let out = outbox::enqueue(&tx, notes, now)?;
+        tx.commit()?;
+        Ok(Some(out))
+    }
+
+    /// Sets a command's state and puts `notes` in the outbox, in one transaction.
+    pub fn finish(&self, id: &str, state: &str, notes: &[Note], now: i64) -> Result<Vec<Outgoing>> {
+        let mut c = self.lock();
+        let tx = c.transaction()?;
+        tx.execute(
+            "UPDATE commands SET state = ?2, updated_ms = ?3 WHERE id = ?1",
+            params![id, state, now],
+        )?;
+        let out = outbox::enqueue(&tx, notes, now)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Commands received but not settled when the agent stopped (state
+    /// `received` or `writing`), oldest first, with the command itself.
+    pub fn unsettled(&self) -> Result<Vec<(String, String, Vec<u8>)>> {
+        let c = self.lock();
+        let mut st = c.prepare(
+            "SELECT id, state, body FROM commands WHERE state IN ('received', 'writing') AND body IS NOT NULL
+             ORDER BY received_ms, issued_seq",
+        )?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
     /// The state of a command id, if seen.
@@ -207,8 +268,16 @@ impl Store {
     }
 
     /// Records a successful write: `command_id` (None for a revert) is now
-    /// in force on the point, and the command's own state.
-    pub fn set_point(&self, p: &PointState, now: i64) -> Result<()> {
+    /// in force on the point (its command `applied`), `done` (the command
+    /// it replaced or reverted) is over, and `notes` go to the outbox; one
+    /// transaction.
+    pub fn set_point(
+        &self,
+        p: &PointState,
+        now: i64,
+        done: Option<&str>,
+        notes: &[Note],
+    ) -> Result<Vec<Outgoing>> {
         let mut c = self.lock();
         let tx = c.transaction()?;
         tx.execute(
@@ -232,121 +301,15 @@ impl Store {
                 params![id, now],
             )?;
         }
+        if let Some(id) = done {
+            tx.execute(
+                "UPDATE commands SET state = 'done', updated_ms = ?2 WHERE id = ?1",
+                params![id, now],
+            )?;
+        }
+        let out = outbox::enqueue(&tx, notes, now)?;
         tx.commit()?;
-        Ok(())
-    }
-
-    /// The delivery of `load_ref`, if known.
-    pub fn delivery(&self, load_ref: &str) -> Result<Option<Delivery>> {
-        Ok(self
-            .lock()
-            .query_row(
-                "SELECT load_ref, command_id, issued_seq, state, eta, delivered_l, updated_ms FROM deliveries WHERE load_ref = ?1",
-                [load_ref],
-                delivery_row,
-            )
-            .optional()?)
-    }
-
-    /// Saves a tank's delivery detector state (JSON).
-    pub fn save_detector(&self, tank: &str, state: &str, now: i64) -> Result<()> {
-        self.lock().execute(
-            "INSERT INTO detectors (tank, state, updated_ms) VALUES (?1, ?2, ?3)
-             ON CONFLICT (tank) DO UPDATE SET state = excluded.state, updated_ms = excluded.updated_ms",
-            rusqlite::params![tank, state, now],
-        )?;
-        Ok(())
-    }
-
-    /// End time of the newest gauge delivery record reported for `tank`.
-    pub fn gauge_mark(&self, tank: &str) -> Result<Option<i64>> {
-        Ok(self
-            .lock()
-            .query_row(
-                "SELECT end_ms FROM gauge_marks WHERE tank = ?1",
-                [tank],
-                |r| r.get(0),
-            )
-            .optional()?)
-    }
-
-    /// Records that gauge records of `tank` up to `end_ms` are reported.
-    pub fn set_gauge_mark(&self, tank: &str, end_ms: i64, now: i64) -> Result<()> {
-        self.lock().execute(
-            "INSERT INTO gauge_marks (tank, end_ms, updated_ms) VALUES (?1, ?2, ?3)
-             ON CONFLICT (tank) DO UPDATE SET end_ms = MAX(end_ms, excluded.end_ms), updated_ms = excluded.updated_ms",
-            rusqlite::params![tank, end_ms, now],
-        )?;
-        Ok(())
-    }
-
-    /// Saved delivery detector states by tank.
-    pub fn detectors(&self) -> Result<std::collections::HashMap<String, String>> {
-        let c = self.lock();
-        let mut st = c.prepare("SELECT tank, state FROM detectors")?;
-        let v = st
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<std::result::Result<_, _>>()?;
-        Ok(v)
-    }
-
-    /// Every known delivery, by ETA.
-    pub fn deliveries(&self) -> Result<Vec<Delivery>> {
-        let c = self.lock();
-        let mut st = c.prepare(
-            "SELECT load_ref, command_id, issued_seq, state, eta, delivered_l, updated_ms FROM deliveries",
-        )?;
-        let mut v: Vec<Delivery> = st
-            .query_map([], delivery_row)?
-            .collect::<std::result::Result<_, _>>()?;
-        v.sort_by_key(|d| (d.eta_ms, d.load_ref.clone()));
-        Ok(v)
-    }
-
-    /// Stores an ETA action (insert or replace the load) and marks its command applied.
-    pub fn put_delivery(
-        &self,
-        command_id: &str,
-        issued_seq: i64,
-        eta: &v1::EtaAction,
-        now: i64,
-    ) -> Result<()> {
-        let state = if eta.cancelled {
-            "cancelled"
-        } else {
-            "expected"
-        };
-        let mut c = self.lock();
-        let tx = c.transaction()?;
-        tx.execute(
-            "INSERT INTO deliveries (load_ref, command_id, issued_seq, state, eta, delivered_l, updated_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6)
-             ON CONFLICT (load_ref) DO UPDATE SET command_id = excluded.command_id,
-               issued_seq = excluded.issued_seq, eta = excluded.eta, updated_ms = excluded.updated_ms,
-               state = CASE WHEN deliveries.state IN ('delivering', 'delivered') AND excluded.state = 'expected'
-                            THEN deliveries.state ELSE excluded.state END",
-            params![eta.load_ref, command_id, issued_seq, state, eta.encode_to_vec(), now],
-        )?;
-        tx.execute(
-            "UPDATE commands SET state = 'applied', updated_ms = ?2 WHERE id = ?1",
-            params![command_id, now],
-        )?;
-        tx.commit()?;
-        Ok(())
-    }
-
-    pub fn set_delivery_state(
-        &self,
-        load_ref: &str,
-        state: &str,
-        delivered_l: Option<f64>,
-        now: i64,
-    ) -> Result<()> {
-        self.lock().execute(
-            "UPDATE deliveries SET state = ?2, delivered_l = COALESCE(?3, delivered_l), updated_ms = ?4 WHERE load_ref = ?1",
-            params![load_ref, state, delivered_l, now],
-        )?;
-        Ok(())
+        Ok(out)
     }
 
     /// Forgets finished commands and deliveries older than [`KEEP_DONE_MS`].
@@ -376,38 +339,26 @@ fn point_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PointState> {
     })
 }
 
-fn delivery_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
-    let blob: Vec<u8> = r.get(4)?;
-    // written by put_delivery from a decoded message; a damaged blob shows as empty
-    let eta = v1::EtaAction::decode(blob.as_slice()).unwrap_or_default();
-    Ok(Delivery {
-        load_ref: r.get(0)?,
-        command_id: r.get(1)?,
-        issued_seq: r.get(2)?,
-        state: r.get(3)?,
-        tanks: eta.tanks,
-        product: eta.product,
-        planned_volume_l: eta.planned_volume_l,
-        eta_ms: eta.eta_ms,
-        eta_source: eta.eta_source,
-        delivered_l: r.get(5)?,
-        updated_ms: r.get(6)?,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tankwatch_proto::v1;
+
+    fn ins(s: &Store, id: &str, seq: i64, kind: &str, exp: i64, now: i64) -> bool {
+        s.insert_new(id, seq, kind, "received", exp, now, None, &[])
+            .unwrap()
+            .is_some()
+    }
 
     #[test]
     fn a_command_id_is_new_once_even_after_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        assert!(s.insert_new("c1", 1, "setpoint", 10, 1).unwrap());
-        assert!(!s.insert_new("c1", 1, "setpoint", 10, 2).unwrap());
+        assert!(ins(&s, "c1", 1, "setpoint", 10, 1));
+        assert!(!ins(&s, "c1", 1, "setpoint", 10, 2));
         drop(s);
         let s = Store::open(dir.path()).unwrap();
-        assert!(!s.insert_new("c1", 1, "setpoint", 10, 3).unwrap());
+        assert!(!ins(&s, "c1", 1, "setpoint", 10, 3));
         assert_eq!(s.command_state("c1").unwrap().as_deref(), Some("received"));
     }
 
@@ -422,11 +373,11 @@ mod tests {
             eta_ms: 100,
             ..Default::default()
         };
-        s.insert_new("e1", 1, "eta", 1000, 1).unwrap();
-        s.put_delivery("e1", 1, &eta, 1).unwrap();
+        ins(&s, "e1", 1, "eta", 1000, 1);
+        s.put_delivery("e1", 1, &eta, 1, &[], &[]).unwrap();
         eta.eta_ms = 200;
-        s.insert_new("e2", 2, "eta", 1000, 2).unwrap();
-        s.put_delivery("e2", 2, &eta, 2).unwrap();
+        ins(&s, "e2", 2, "eta", 1000, 2);
+        s.put_delivery("e2", 2, &eta, 2, &[], &[]).unwrap();
         drop(s);
         let s = Store::open(dir.path()).unwrap();
         let d = s.deliveries().unwrap();
@@ -442,9 +393,9 @@ mod tests {
     fn pruning_forgets_only_old_finished_commands() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        s.insert_new("old", 1, "setpoint", 10, 1).unwrap();
+        ins(&s, "old", 1, "setpoint", 10, 1);
         s.set_command_state("old", "done", 1).unwrap();
-        s.insert_new("live", 2, "setpoint", 10, 1).unwrap();
+        ins(&s, "live", 2, "setpoint", 10, 1);
         assert_eq!(s.prune(KEEP_DONE_MS + 100).unwrap(), 1);
         assert!(s.command_state("old").unwrap().is_none());
         assert!(s.command_state("live").unwrap().is_some());
