@@ -29,7 +29,7 @@ struct Harness {
     _readings: mpsc::Receiver<Event>,
     gauge: mpsc::Sender<GaugeDelivery>,
     local: mpsc::Sender<LocalWrite>,
-    latest: Arc<Latest>,
+    _latest: Arc<Latest>,
 }
 
 fn start() -> Harness {
@@ -74,7 +74,7 @@ fn start_with(dir: tempfile::TempDir, latest: Arc<Latest>) -> Harness {
         _readings: readings,
         gauge,
         local,
-        latest,
+        _latest: latest,
     }
 }
 
