@@ -8,7 +8,11 @@
 //!
 //! At-least-once: a new session resends everything still `sent` (the agent
 //! may have received it before the old session died); the agent applies a
-//! command id at most once. Within one session a command is sent once.
+//! command id at most once. Write-ahead: a delivery is recorded (`sent`)
+//! before the message goes out, in a transition that fails if the sweeper
+//! expired or an operator cancelled the command meanwhile (then it is not
+//! sent). A `sent` command the site never answers is expired by the
+//! sweeper [`crate::store::commands::UNANSWERED_AFTER_MS`] after its expiry. Within one session a command is sent once.
 //! Commands never sent whose expiry passes are expired here, by the
 //! [`crate::jobs::sweep`] task, and never sent; sent ones get the agent's verdict.
 
@@ -90,10 +94,6 @@ impl Dispatcher {
                             }
                             command(&r)
                         };
-                        if tx.send(Ok(msg)).await.is_err() {
-                            return;
-                        }
-                        sent_total.inc();
                         let what = if r.cancel_requested_ms.is_some() {
                             Reason::CancelSent
                         } else if r.state == CommandState::Sent {
@@ -101,9 +101,23 @@ impl Dispatcher {
                         } else {
                             Reason::Sent
                         };
-                        if let Err(e) = db.commands().mark_sent(&r.command_id, &actor, what).await {
-                            tracing::warn!(command = %r.command_id, error = %e, "recording a delivery failed");
+                        // recorded before it goes out: a crash after this
+                        // is a redelivery at the next session, never a
+                        // command applied that the record says was not sent
+                        match db.commands().mark_sent(&r.command_id, &actor, what).await {
+                            Ok(true) => {}
+                            Ok(false) => continue, // expired or cancelled meanwhile
+                            Err(e) => {
+                                tracing::warn!(command = %r.command_id, error = %e, "recording a delivery failed; not sent (retried)");
+                                sent.remove(&cancel_id(&r.command_id));
+                                sent.remove(&r.command_id);
+                                break;
+                            }
                         }
+                        if tx.send(Ok(msg)).await.is_err() {
+                            return;
+                        }
+                        sent_total.inc();
                     }
                 }
                 Err(e) => tracing::warn!(%site, error = %e, "reading commands to dispatch failed"),

@@ -101,6 +101,10 @@ pub(crate) fn opt_f64(v: Option<f64>) -> Option<String> {
 }
 
 /// `'a','b'` for an `IN (...)` list of states (constants, never input).
+/// A `sent` command the site has not answered this long after its expiry
+/// is expired by the headend (ms; the agent remembers a command id as long).
+pub const UNANSWERED_AFTER_MS: i64 = 7 * 24 * 3600 * 1000;
+
 fn state_list(states: impl IntoIterator<Item = CommandState>) -> String {
     states
         .into_iter()
@@ -393,7 +397,13 @@ impl Commands<'_> {
 
     /// Records a delivery attempt (`what`: sent, redelivered, cancel_sent):
     /// submitted -> sent, or an event in the current state.
-    pub async fn mark_sent(&self, id: &str, actor: &Actor, what: Reason) -> Result<(), Error> {
+    /// Records a delivery **before** it is sent (write-ahead, issue 28):
+    /// `submitted` moves to `sent`; a redelivery or a cancel is an event.
+    /// Returns whether to send it: `false` when the command left the
+    /// dispatchable states meanwhile (the sweeper expired it, an operator
+    /// cancelled it before it went out), so that nothing is sent that the
+    /// record says never was.
+    pub async fn mark_sent(&self, id: &str, actor: &Actor, what: Reason) -> Result<bool, Error> {
         let now = now_ms();
         let (_w, mut c) = self.0.begin_write().await?;
         let m = Move {
@@ -403,43 +413,75 @@ impl Commands<'_> {
             detail: "",
             actor,
         };
-        if !transition(&mut c, id, m, now).await? {
+        let send = if transition(&mut c, id, m, now).await? {
+            true
+        } else {
             let state: Option<CommandState> =
                 sqlx::query_scalar("SELECT state FROM commands WHERE command_id = $1")
                     .bind(id)
                     .fetch_optional(&mut *c)
                     .await?;
-            let state = state.unwrap_or(CommandState::Sent);
-            insert_event(&mut c, id, now, state, what, "", actor).await?;
-        }
+            let send = match what {
+                // a cancel goes to whatever the command reached
+                Reason::CancelSent => state.is_some(),
+                _ => state == Some(CommandState::Sent),
+            };
+            if send && let Some(state) = state {
+                insert_event(&mut c, id, now, state, what, "", actor).await?;
+            }
+            send
+        };
         c.commit().await?;
-        Ok(())
+        Ok(send)
     }
 
-    /// Commands never sent whose expiry passed: expired by the headend
-    /// (sent ones wait for the agent's verdict). Returns their ids.
+    /// Commands never sent whose expiry passed: expired by the headend.
+    /// Sent ones wait for the agent's verdict (an agent answers every
+    /// command it stored, after a crash too), but not for ever: one the
+    /// site has not answered [`UNANSWERED_AFTER_MS`] after its expiry (a
+    /// site gone for good) is expired too, saying so. Returns their ids.
     pub async fn expire_unsent(&self, now: i64) -> Result<Vec<String>, Error> {
-        let ids: Vec<String> = sqlx::query_scalar(
+        let unsent: Vec<String> = sqlx::query_scalar(
             "SELECT command_id FROM commands WHERE state = 'submitted' AND kind <> 'split' AND expires_at_ms < $1 LIMIT 1000",
         )
         .bind(now)
         .fetch_all(self.0.pool())
         .await?;
+        let unanswered: Vec<String> = sqlx::query_scalar(
+            "SELECT command_id FROM commands WHERE state = 'sent' AND kind <> 'split' AND expires_at_ms < $1 LIMIT 1000",
+        )
+        .bind(now.saturating_sub(UNANSWERED_AFTER_MS))
+        .fetch_all(self.0.pool())
+        .await?;
         let headend = Actor::headend();
         let mut done = Vec::new();
-        for id in ids {
-            let (_w, mut tx) = self.0.begin_write().await?;
-            let m = Move {
-                from: &[CommandState::Submitted],
-                to: CommandState::Expired,
-                reason: Reason::Expired,
-                detail: "its expiry passed before it could be sent (agent offline); never applied",
-                actor: &headend,
-            };
-            if transition(&mut tx, &id, m, now).await? {
-                done.push(id);
+        let cases = [
+            (
+                unsent,
+                CommandState::Submitted,
+                "its expiry passed before it could be sent (agent offline); never applied",
+            ),
+            (
+                unanswered,
+                CommandState::Sent,
+                "the site never answered, 7 days after its expiry (the agent refuses a command that arrives expired; a late answer is kept in the timeline)",
+            ),
+        ];
+        for (ids, from, detail) in cases {
+            for id in ids {
+                let (_w, mut tx) = self.0.begin_write().await?;
+                let m = Move {
+                    from: &[from],
+                    to: CommandState::Expired,
+                    reason: Reason::Expired,
+                    detail,
+                    actor: &headend,
+                };
+                if transition(&mut tx, &id, m, now).await? {
+                    done.push(id);
+                }
+                tx.commit().await?;
             }
-            tx.commit().await?;
         }
         Ok(done)
     }

@@ -1183,3 +1183,68 @@ async fn the_certificate_store_redeems_a_token_once_and_builds_the_same_revocati
     }
     s.drop().await
 }
+
+/// Issue 28, item 3: a delivery is recorded before it goes out, in a
+/// transition that fails when the command was expired or cancelled
+/// meanwhile (then nothing is sent); a `sent` command the site never
+/// answers is expired a week after its expiry.
+#[tokio::test]
+async fn a_delivery_is_recorded_before_it_is_sent_and_never_for_a_command_that_ended_meanwhile()
+-> Result<()> {
+    use headend::domain::{Actor, CommandKind, CommandState, Reason};
+    use headend::store::commands::{NewCommand, UNANSWERED_AFTER_MS};
+    let s = Stores::new(Retention::default()).await?;
+    let t = now();
+    for (name, db) in s.both() {
+        hello(db, "s1").await?;
+        let cmd = |id: &str, expires_at_ms: i64| NewCommand {
+            command_id: id.into(),
+            idempotency_key: None,
+            request: "{}".into(),
+            parent_id: None,
+            site_id: "s1".into(),
+            asset_id: format!("ctl-{id}"),
+            kind: CommandKind::Setpoint,
+            field: "power_limit".into(),
+            value: Some(10.0),
+            duration_ms: 0,
+            expires_at_ms,
+            payload: "{}".into(),
+            load_id: None,
+            policy_version: String::new(),
+            warnings: "[]".into(),
+            created_by: Actor::headend(),
+        };
+        let c = db.commands();
+        let h = Actor::headend();
+        let state = |id: &'static str| async move {
+            Ok::<_, anyhow::Error>(c.get(id).await?.map(|r| r.state))
+        };
+        // cancelled before it went out: not sent
+        c.submit(&[cmd("a", t + HOUR)], None).await?;
+        assert!(c.request_cancel("a", &h).await?);
+        assert!(!c.mark_sent("a", &h, Reason::Sent).await?, "{name}");
+        assert_eq!(state("a").await?, Some(CommandState::Cancelled), "{name}");
+        // expired by the sweeper first: not sent
+        c.submit(&[cmd("b", t - 1)], None).await?;
+        c.expire_unsent(t).await?;
+        assert!(!c.mark_sent("b", &h, Reason::Sent).await?, "{name}");
+        assert_eq!(state("b").await?, Some(CommandState::Expired), "{name}");
+        // recorded, then sent; a redelivery is recorded too
+        c.submit(&[cmd("c", t + HOUR)], None).await?;
+        assert!(c.mark_sent("c", &h, Reason::Sent).await?, "{name}");
+        assert!(c.mark_sent("c", &h, Reason::Redelivered).await?, "{name}");
+        assert_eq!(state("c").await?, Some(CommandState::Sent), "{name}");
+        // a sent command waits for the site's answer...
+        c.expire_unsent(t + 2 * HOUR).await?;
+        assert_eq!(state("c").await?, Some(CommandState::Sent), "{name}");
+        // ...but not for ever
+        let ids = c
+            .expire_unsent(t + HOUR + UNANSWERED_AFTER_MS + 1)
+            .await?;
+        assert_eq!(ids, vec!["c".to_string()], "{name}");
+        let row = c.get("c").await?.expect("c");
+        assert_eq!(row.state, CommandState::Expired, "{name}");
+    }
+    s.drop().await
+}
