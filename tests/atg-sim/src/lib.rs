@@ -149,6 +149,8 @@ struct State {
     vr_security_code: Option<String>,
     controller: [u16; CONTROLLER_LEN as usize],
     writes: u64,
+    /// Every power limit the controller held, in order (kW), bounded.
+    power_history: Vec<f32>,
     frozen: bool,
     silent: bool,
     requests: u64,
@@ -214,6 +216,7 @@ impl Simulator {
             vr_security_code: None,
             controller: [0; CONTROLLER_LEN as usize],
             writes: 0,
+            power_history: Vec::new(),
             frozen: false,
             silent: false,
             requests: 0,
@@ -336,6 +339,12 @@ impl Simulator {
     pub fn writes(&self) -> u64 {
         lock(&self.state).writes
     }
+    /// Every power limit the controller has held since the start, in order
+    /// (the device's own record: what a reference poller would see; the
+    /// newest 100,000).
+    pub fn power_limit_history(&self) -> Vec<f32> {
+        lock(&self.state).power_history.clone()
+    }
 }
 
 async fn simulate(state: Arc<Mutex<State>>, cfg: SimConfig) {
@@ -417,6 +426,17 @@ fn registers(tanks: &[Tank]) -> HashMap<u16, u16> {
 }
 
 /// Status register 1006 bit 0 mirrors the pump enable (register 1000).
+/// Appends the power limit to its history when a write changed it.
+fn record_power(s: &mut State) {
+    let v = f32::from_bits((u32::from(s.controller[2]) << 16) | u32::from(s.controller[3]));
+    if s.power_history.last() != Some(&v) {
+        if s.power_history.len() >= 100_000 {
+            s.power_history.remove(0);
+        }
+        s.power_history.push(v);
+    }
+}
+
 fn sync_status(c: &mut [u16; CONTROLLER_LEN as usize]) {
     c[6] = (c[6] & !1) | u16::from(c[0] != 0);
 }
@@ -481,6 +501,7 @@ impl tokio_modbus::server::Service for AtgService {
                     s.controller[usize::from(a - CONTROLLER_BASE)] = v;
                 }
                 sync_status(&mut s.controller);
+                record_power(&mut s);
                 Ok(Response::WriteSingleRegister(a, v))
             }
             Request::WriteMultipleRegisters(a, ref words)
@@ -494,6 +515,7 @@ impl tokio_modbus::server::Service for AtgService {
                     }
                 }
                 sync_status(&mut s.controller);
+                record_power(&mut s);
                 Ok(Response::WriteMultipleRegisters(a, words.len() as u16))
             }
             Request::WriteSingleRegister(..) | Request::WriteMultipleRegisters(..) => {

@@ -215,6 +215,14 @@ pub async fn api_key(
     Ok(key)
 }
 
+/// Registers `key` as the admin key of a headend at `http` (one a test
+/// runs as a process), for [`auth`] and the request helpers.
+pub fn register_token(http: SocketAddr, key: String) {
+    if let Ok(mut t) = tokens().lock() {
+        t.insert(http, key);
+    }
+}
+
 /// The admin key of the headend at `http` (made by [`start_headend`]).
 pub fn token_of(http: SocketAddr) -> String {
     tokens()
