@@ -108,8 +108,8 @@ async fn submit(http: SocketAddr, key: &str, body: &Value) -> Result<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commands_through_fifty_kills_of_headend_and_agent_end_as_the_device_saw_them()
--> Result<()> {
+async fn commands_through_fifty_kills_of_headend_and_agent_end_as_the_device_saw_them() -> Result<()>
+{
     let pki = TestPki::new(&["site-k"])?;
     let work = tempfile::tempdir()?;
     let db_url = sqlite_url(work.path());
@@ -151,53 +151,24 @@ async fn commands_through_fifty_kills_of_headend_and_agent_end_as_the_device_saw
     p.spawn_headend()?;
     p.spawn_agent()?;
     e2e::register_token(http_addr, key);
-    eventually(
-        "the agent's hello",
-        Duration::from_secs(30),
-        || async {
-            let a = get_json(http_addr, "/api/v1/sites/site-k/assets").await;
-            Ok(a.ok()
-                .filter(|a| a.as_array().is_some_and(|v| v.iter().any(|x| x["asset_id"] == "ctl-1")))
-                .map(|_| ()))
-        },
-    )
+    eventually("the agent's hello", Duration::from_secs(30), || async {
+        let a = get_json(http_addr, "/api/v1/sites/site-k/assets").await;
+        Ok(a.ok()
+            .filter(|a| {
+                a.as_array()
+                    .is_some_and(|v| v.iter().any(|x| x["asset_id"] == "ctl-1"))
+            })
+            .map(|_| ()))
+    })
     .await?;
 
-    // the killer: every 0.3-1.2 s one of the two dies, and comes back 0-0.6 s later
-    let (kills_tx, kills_rx) = tokio::sync::watch::channel(0usize);
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let killer = tokio::spawn(async move {
-        let mut kills = 0usize;
-        let mut by = HashMap::from([("headend", 0usize), ("agent", 0usize)]);
-        loop {
-            let wait = Duration::from_millis(fastrand::u64(300..1200));
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = stop_rx.changed() => break,
-            }
-            let which = if fastrand::bool() { "headend" } else { "agent" };
-            let r = if which == "headend" {
-                Procs::sigkill(&mut p.headend)
-            } else {
-                Procs::sigkill(&mut p.agent)
-            };
-            r?;
-            kills += 1;
-            *by.entry(which).or_default() += 1;
-            kills_tx.send_replace(kills);
-            tokio::time::sleep(Duration::from_millis(fastrand::u64(0..600))).await;
-            if which == "headend" {
-                p.spawn_headend()?;
-            } else {
-                p.spawn_agent()?;
-            }
-        }
-        Ok::<_, anyhow::Error>((p, by))
-    });
-
     // 200 commands, each with its own value (0.25 kW steps), some with a
-    // short expiry and some with a duration, so that every path is taken
+    // short expiry and some with a duration, so that every path is taken.
+    // After every fourth one, one of the two processes is killed 0-150 ms
+    // later (while the command is on its way through) and comes back
+    // 0-400 ms after that.
     let mut values: BTreeMap<String, f32> = BTreeMap::new();
+    let mut by: HashMap<&str, usize> = HashMap::new();
     for i in 0..COMMANDS {
         let v = 10.0 + 0.25 * i as f32;
         let mut body = json!({"kind": "setpoint", "asset": "site-k/ctl-1", "field": "power_limit", "value": v});
@@ -208,31 +179,38 @@ async fn commands_through_fifty_kills_of_headend_and_agent_end_as_the_device_saw
         }
         let id = submit(http_addr, &format!("kill-{i}"), &body).await?;
         values.insert(id, v);
-        tokio::time::sleep(Duration::from_millis(fastrand::u64(50..250))).await;
-        if i + 1 == COMMANDS && *kills_rx.borrow() < MIN_KILLS {
-            // not enough kills yet: keep the killer going a little
-            let rx = kills_rx.clone();
-            let _ = tokio::time::timeout(Duration::from_secs(60), async move {
-                let mut rx = rx;
-                let _ = rx.wait_for(|k| *k >= MIN_KILLS).await;
-            })
-            .await;
+        if i % 4 == 0 {
+            tokio::time::sleep(Duration::from_millis(fastrand::u64(0..150))).await;
+            let which = if fastrand::bool() { "headend" } else { "agent" };
+            if which == "headend" {
+                Procs::sigkill(&mut p.headend)?;
+            } else {
+                Procs::sigkill(&mut p.agent)?;
+            }
+            *by.entry(which).or_default() += 1;
+            tokio::time::sleep(Duration::from_millis(fastrand::u64(0..400))).await;
+            if which == "headend" {
+                p.spawn_headend()?;
+            } else {
+                p.spawn_agent()?;
+            }
+        } else {
+            tokio::time::sleep(Duration::from_millis(fastrand::u64(50..250))).await;
         }
     }
-    stop_tx.send_replace(true);
-    let (mut p, by) = killer.await??;
     let kills: usize = by.values().sum();
     eprintln!("{kills} kills: {by:?}");
     ensure!(kills >= MIN_KILLS, "only {kills} kills");
-    if p.headend.is_none() {
-        p.spawn_headend()?;
-    }
-    if p.agent.is_none() {
-        p.spawn_agent()?;
-    }
 
     // every command reaches an outcome
-    let settled = ["active", "completed", "rejected", "expired", "failed", "cancelled"];
+    let settled = [
+        "active",
+        "completed",
+        "rejected",
+        "expired",
+        "failed",
+        "cancelled",
+    ];
     let states: HashMap<String, (String, String)> = eventually(
         "every command has an outcome",
         Duration::from_secs(90),
@@ -286,17 +264,46 @@ async fn commands_through_fifty_kills_of_headend_and_agent_end_as_the_device_saw
                 x == v && matches!(states[id].0.as_str(), "active" | "completed" | "cancelled")
             });
         if !ok {
-            wrong.push(format!("the device held {v}, which no applied command asked for"));
+            wrong.push(format!(
+                "the device held {v}, which no applied command asked for"
+            ));
         }
     }
     eprintln!("outcomes: {tally:?}; the device held {} values", held.len());
-    ensure!(wrong.is_empty(), "records disagree with the device:\n{}", wrong.join("\n"));
+    for (id, (st, _)) in &states {
+        let v = values[id];
+        if (st != "cancelled" && matches!(st.as_str(), "active" | "completed") != held.contains(&v))
+            || st == "active"
+        {
+            let c = get_json(http_addr, &format!("/api/v1/commands/{id}")).await?;
+            let line: Vec<String> = c["timeline"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| {
+                    format!(
+                        "{} {} {} {}",
+                        e["at_ms"], e["state"], e["reason"], e["detail"]
+                    )
+                })
+                .collect();
+            eprintln!("{id} value {v}:\n  {}", line.join("\n  "));
+        }
+    }
+    ensure!(
+        wrong.is_empty(),
+        "records disagree with the device:\n{}",
+        wrong.join("\n")
+    );
     let active: Vec<&String> = states
         .iter()
         .filter(|(_, (st, _))| st == "active")
         .map(|(id, _)| id)
         .collect();
-    ensure!(active.len() <= 1, "at most one command in force: {active:?}");
+    ensure!(
+        active.len() <= 1,
+        "at most one command in force: {active:?}"
+    );
     drop(p);
     Ok(())
 }

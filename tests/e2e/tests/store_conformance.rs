@@ -1239,9 +1239,7 @@ async fn a_delivery_is_recorded_before_it_is_sent_and_never_for_a_command_that_e
         c.expire_unsent(t + 2 * HOUR).await?;
         assert_eq!(state("c").await?, Some(CommandState::Sent), "{name}");
         // ...but not for ever
-        let ids = c
-            .expire_unsent(t + HOUR + UNANSWERED_AFTER_MS + 1)
-            .await?;
+        let ids = c.expire_unsent(t + HOUR + UNANSWERED_AFTER_MS + 1).await?;
         assert_eq!(ids, vec!["c".to_string()], "{name}");
         let row = c.get("c").await?.expect("c");
         assert_eq!(row.state, CommandState::Expired, "{name}");
