@@ -177,7 +177,10 @@ impl Agent {
 pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
     let cfg = Arc::new(cfg);
     let log = Arc::new(sflog::Log::open(&cfg.log.dir, &cfg.log.options())?);
-    if let Some(d) = log.take_damage() {
+    let damage = log.take_damage();
+    // the log shows the agent ran here before (used seqs, or a damaged log)
+    let ran_before = log.stats().next_seq > 1 || damage.is_some();
+    if let Some(d) = damage {
         // the first entry of the new log says what the damaged one lost
         let now = adapter_api::now_ms();
         logwriter::append_accounted(
@@ -256,7 +259,12 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
             gauge_tx,
         ),
     );
-    let store = store::Store::open(&cfg.log.dir)?;
+    let (store, fresh) = store::Store::open_checked(&cfg.log.dir)?;
+    if fresh && ran_before {
+        // the commands in force here are unknown: the headend sends them again
+        tracing::error!(dir = %cfg.log.dir.display(), "the command state (state.sqlite) was lost; asking the headend for the active setpoints");
+        store.set_state_lost(true)?;
+    }
     let (command_tx, command_rx) = mpsc::channel(commands::COMMAND_QUEUE);
     drop(local_tx);
     let headend_clock = clock::HeadendClock::default();
@@ -331,6 +339,7 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
         devices: health,
         renewer: None,
         clock: headend_clock,
+        store: store.clone(),
     });
     tasks.push(fatal.spawn_task("uplink".into(), run));
     tasks.push(tokio::spawn(uplink::watchdog(

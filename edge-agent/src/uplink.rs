@@ -174,6 +174,7 @@ fn hello(cfg: &AgentConfig, log: &Log) -> Result<AgentMessage, SessionError> {
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             // stamped when the stream takes it (see `session`)
             agent_time_ms: 0,
+            state_lost: false,
             site_id: cfg.site_id.clone(),
             log_id: log.log_id(),
             log_first_seq: log.first_seq()?.unwrap_or(0),
@@ -295,6 +296,8 @@ pub struct Uplink {
     pub renewer: Option<crate::renew::Renewer>,
     /// The headend's clock, measured at each HelloAck (the executor judges expiry by it).
     pub clock: crate::clock::HeadendClock,
+    /// The command state (whether it was lost: the Hello says so).
+    pub store: crate::store::Store,
 }
 
 async fn session(u: &mut Uplink) -> Result<(), SessionError> {
@@ -309,6 +312,7 @@ async fn session(u: &mut Uplink) -> Result<(), SessionError> {
         devices,
         renewer,
         clock,
+        store,
     } = u;
     let cfg: &AgentConfig = cfg;
     if renewer.is_none() {
@@ -325,7 +329,11 @@ async fn session(u: &mut Uplink) -> Result<(), SessionError> {
     let (tx, rx) = mpsc::channel::<AgentMessage>(window + 2);
     // the Hello is stamped with our clock when the stream takes it (after
     // dialling and TLS), so that the skew the headend measures is not the setup time
-    let hello = hello(cfg, log)?;
+    let mut hello = hello(cfg, log)?;
+    let state_lost = store.state_lost().unwrap_or(false);
+    if let Some(Out::Hello(h)) = hello.msg.as_mut() {
+        h.state_lost = state_lost;
+    }
     let hello_sent = Arc::new(std::sync::atomic::AtomicI64::new(0));
     let stamp = hello_sent.clone();
     let hello_stream = tokio_stream::iter(std::iter::once_with(move || {
@@ -412,6 +420,7 @@ async fn session(u: &mut Uplink) -> Result<(), SessionError> {
     let mut last_preview: Option<tokio::time::Instant> = None;
     let mut health = crate::health::HealthReport::default();
     let mut health_tick = tokio::time::interval(Duration::from_secs(1));
+    let session_start = tokio::time::Instant::now();
     loop {
         while in_flight.len() < window {
             let Some(batch) = next_batch(log, next, max_readings, max_bytes)? else {
@@ -497,6 +506,17 @@ async fn session(u: &mut Uplink) -> Result<(), SessionError> {
             },
             r = durable.changed() => { if r.is_err() { return Ok(()); } }
             _ = health_tick.tick() => {
+                // a session that lasted 30 s has had the active setpoints resent
+                if state_lost
+                    && session_start.elapsed() >= Duration::from_secs(30)
+                    && store.state_lost().unwrap_or(false)
+                {
+                    if let Err(e) = store.set_state_lost(false) {
+                        tracing::warn!(error = %e, "clearing the state-lost mark failed");
+                    } else {
+                        tracing::info!("the headend has resent the active setpoints");
+                    }
+                }
                 if let Some(m) = health.due(devices, tokio::time::Instant::now()) {
                     tx.send(AgentMessage { msg: Some(Out::Devices(m)) })
                         .await

@@ -284,8 +284,20 @@ impl Running {
 
     /// Acts on a command already stored as `received` (a new one, or one
     /// a crash left unsettled): expiry, then its action.
-    async fn process(&mut self, c: v1::Command) -> Result<(), ExecError> {
+    async fn process(&mut self, mut c: v1::Command) -> Result<(), ExecError> {
         use v1::command::Action;
+        if c.resume {
+            // in force before this agent lost its state: no expiry, and its
+            // duration ends when it was due to (see the proto)
+            if let Some(Action::Setpoint(s)) = c.action.as_mut() {
+                s.duration_ms = match c.resume_ends_ms {
+                    0 => 0,
+                    end => (end - now_ms()).max(1),
+                };
+            }
+            tracing::warn!(command = %c.command_id, "resuming a setpoint the headend has in force (the command state was lost)");
+            c.expires_at_ms = 0;
+        }
         // expiry is a headend time: judged by the headend's clock as measured at the HelloAck
         let headend_now = self.e.clock.headend_now_ms();
         if c.expires_at_ms > 0 && headend_now > c.expires_at_ms {

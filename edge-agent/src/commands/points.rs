@@ -238,6 +238,7 @@ impl Running {
             expires_at_ms: 0,
             issued_seq: seq,
             action: Some(v1::command::Action::Setpoint(setpoint.clone())),
+            ..Default::default()
         });
         let event = v1::Event {
             ts_ms: now,

@@ -109,6 +109,7 @@ async fn a_gauge_record_completes_the_nearest_expected_load_once_and_says_its_so
             eta_source: "manual".into(),
             ..Default::default()
         })),
+        ..Default::default()
     };
     // one load due now, one in two days (outside the 12 h window)
     for (load, at) in [("near", now), ("later", now + 48 * 3_600_000)] {
@@ -178,6 +179,7 @@ fn setpoint(id: &str, value: f64, expires_at_ms: i64) -> v1::Command {
             value,
             duration_ms: 0,
         })),
+        ..Default::default()
     }
 }
 

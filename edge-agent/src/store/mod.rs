@@ -28,6 +28,10 @@
 //!             updated_ms INTEGER)
 //! outbox     (row INTEGER PRIMARY KEY, -- answers not yet durable in the log
 //!             class INTEGER, ts_ms INTEGER, payload BLOB, created_ms INTEGER)
+//! meta       (key TEXT PRIMARY KEY, value INTEGER)
+//!   'state_lost' 1 while the headend has to send the active setpoints again
+//!                (this file was made anew, or damaged and moved aside, while
+//!                the log shows the agent ran before)
 //! ```
 //!
 //! Write-ahead (issue 28): a command is stored with its body before it is
@@ -95,8 +99,26 @@ pub struct Store {
 impl Store {
     /// Opens (creating) `state.sqlite` in `dir`.
     pub fn open(dir: &Path) -> Result<Store> {
+        Ok(Store::open_checked(dir)?.0)
+    }
+
+    /// Opens `state.sqlite` in `dir`; true when it had to be made anew
+    /// (missing, or damaged and moved aside to `state.sqlite.damaged`).
+    pub fn open_checked(dir: &Path) -> Result<(Store, bool)> {
         let _ = std::fs::create_dir_all(dir);
-        let conn = Connection::open(dir.join("state.sqlite"))?;
+        let path = dir.join("state.sqlite");
+        let mut fresh = !path.exists();
+        if !fresh && let Some(why) = damaged(&path) {
+            tracing::error!(path = %path.display(), why, "the command state store is damaged: moved aside to state.sqlite.damaged; the headend is told so that it sends the active setpoints again");
+            let _ = std::fs::rename(&path, dir.join("state.sqlite.damaged"));
+            let _ = std::fs::rename(
+                dir.join("state.sqlite-wal"),
+                dir.join("state.sqlite.damaged-wal"),
+            );
+            let _ = std::fs::remove_file(dir.join("state.sqlite-shm"));
+            fresh = true;
+        }
+        let conn = Connection::open(&path)?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;
              CREATE TABLE IF NOT EXISTS commands (
@@ -127,9 +149,37 @@ impl Store {
         if has_body == 0 {
             conn.execute_batch("ALTER TABLE commands ADD COLUMN body BLOB")?;
         }
-        Ok(Store {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
+        )?;
+        Ok((
+            Store {
+                conn: Arc::new(Mutex::new(conn)),
+            },
+            fresh,
+        ))
+    }
+
+    /// Whether the agent's command state was lost and the headend has not
+    /// yet had a full session to send the active setpoints again.
+    pub fn state_lost(&self) -> Result<bool> {
+        Ok(self
+            .lock()
+            .query_row("SELECT value FROM meta WHERE key = 'state_lost'", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()?
+            .unwrap_or(0)
+            == 1)
+    }
+
+    pub fn set_state_lost(&self, lost: bool) -> Result<()> {
+        self.lock().execute(
+            "INSERT INTO meta (key, value) VALUES ('state_lost', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [i64::from(lost)],
+        )?;
+        Ok(())
     }
 
     /// Opens an existing store read-only (for `edge-agent deliveries`).
@@ -325,6 +375,31 @@ impl Store {
             [cut],
         )?;
         Ok(a + b)
+    }
+}
+
+/// Why the file at `path` is not a sound SQLite database, if it is not.
+fn damaged(path: &Path) -> Option<String> {
+    let r = (|| -> rusqlite::Result<Vec<String>> {
+        let c = Connection::open(path)?;
+        let v = c
+            .prepare("PRAGMA quick_check(4)")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(v)
+    })();
+    match r {
+        Ok(v) if v == ["ok"] => None,
+        Ok(v) => Some(v.join("; ")),
+        Err(rusqlite::Error::SqliteFailure(f, m))
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
+            ) =>
+        {
+            Some(m.unwrap_or_else(|| f.to_string()))
+        }
+        Err(_) => None,
     }
 }
 

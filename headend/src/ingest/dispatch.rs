@@ -62,11 +62,15 @@ impl Dispatcher {
         peer: String,
         tx: mpsc::Sender<Result<HeadendMessage, Status>>,
         sent_total: prometheus_client::metrics::counter::Counter,
+        state_lost: bool,
     ) {
         let notify = self.notify_of(&site);
         let actor = Actor::Headend {
             task: Some(format!("session from {peer}")),
         };
+        if state_lost && !resume_active(&db, &site, &tx).await {
+            return;
+        }
         // what this session has sent (pruned to what is still pending)
         let mut sent: HashSet<String> = HashSet::new();
         loop {
@@ -131,6 +135,38 @@ impl Dispatcher {
     }
 }
 
+/// Sends the site's active setpoints again as `resume` commands (the agent
+/// lost its command state); false when the stream closed.
+async fn resume_active(
+    db: &Db,
+    site: &str,
+    tx: &mpsc::Sender<Result<HeadendMessage, Status>>,
+) -> bool {
+    let active = match db.commands().active_setpoints(site).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(%site, error = %e, "reading the active setpoints to resume failed");
+            return true;
+        }
+    };
+    tracing::warn!(%site, count = active.len(), "the agent lost its command state; sending its active setpoints again");
+    for (r, active_ms) in active {
+        let mut msg = command(&r);
+        if let Some(Out::Command(c)) = msg.msg.as_mut() {
+            c.resume = true;
+            c.resume_ends_ms = if r.duration_ms > 0 {
+                active_ms + r.duration_ms
+            } else {
+                0
+            };
+        }
+        if tx.send(Ok(msg)).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
 fn cancel_id(id: &str) -> String {
     format!("cancel:{id}")
 }
@@ -144,6 +180,7 @@ fn cancel(r: &CommandRow) -> HeadendMessage {
             action: Some(v1::command::Action::Cancel(v1::Cancel {
                 command_id: r.command_id.clone(),
             })),
+            ..Default::default()
         })),
     }
 }
@@ -176,6 +213,8 @@ pub fn command(r: &CommandRow) -> HeadendMessage {
             expires_at_ms: r.expires_at_ms,
             issued_seq: r.seq,
             action: Some(action),
+            resume: false,
+            resume_ends_ms: 0,
         })),
     }
 }

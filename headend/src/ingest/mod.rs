@@ -312,7 +312,8 @@ impl v1::agent_link_server::AgentLink for Ingest {
                 tx.clone(),
                 this.metrics.commands_sent.clone(),
             );
-            tokio::spawn(async move { d.run(db, site, peer, tx, sent).await })
+            let lost = hello.state_lost;
+            tokio::spawn(async move { d.run(db, site, peer, tx, sent, lost).await })
         };
         tokio::spawn(async move {
             let site = who.site_id.clone();

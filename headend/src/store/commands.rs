@@ -395,8 +395,31 @@ impl Commands<'_> {
             .await?)
     }
 
-    /// Records a delivery attempt (`what`: sent, redelivered, cancel_sent):
-    /// submitted -> sent, or an event in the current state.
+    /// The site's setpoints in force (`active`), with when each became
+    /// active (its `applied` event), oldest first: what an agent that lost
+    /// its command state is sent again.
+    pub async fn active_setpoints(&self, site: &str) -> Result<Vec<(CommandRow, i64)>, Error> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM commands WHERE site_id = $1 AND kind = 'setpoint' AND state = 'active' ORDER BY seq LIMIT 1000"
+        );
+        let rows: Vec<CommandRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(site)
+            .fetch_all(self.0.pool())
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let at: Option<i64> = sqlx::query_scalar(
+                "SELECT MIN(at_ms) FROM command_events WHERE command_id = $1 AND state = 'active'",
+            )
+            .bind(&r.command_id)
+            .fetch_one(self.0.pool())
+            .await?;
+            let at = at.unwrap_or(r.updated_ms);
+            out.push((r, at));
+        }
+        Ok(out)
+    }
+
     /// Records a delivery **before** it is sent (write-ahead, issue 28):
     /// `submitted` moves to `sent`; a redelivery or a cancel is an event.
     /// Returns whether to send it: `false` when the command left the

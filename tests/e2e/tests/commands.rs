@@ -755,3 +755,37 @@ async fn a_frozen_link_is_replaced_by_a_new_session_within_the_keepalive_bound_a
     s.he.stop().await;
     Ok(())
 }
+
+/// Issue 28, item 2: deleting the agent's state file while a temporary
+/// setpoint is in force no longer loses its revert (before: the device kept
+/// the value and the command stayed `active` for ever). The agent sees its
+/// state is gone while its log shows it ran before, says so in its Hello,
+/// and the headend sends the active setpoint again; its revert happens when
+/// it was due.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_state_file_does_not_lose_a_temporary_setpoints_revert() -> Result<()> {
+    let (s, _) = site("site-s", None, false).await?;
+    let agent = s.agent()?;
+    s.connected("site-s").await?;
+    let (code, c) = s
+        .post(json!({"kind": "setpoint", "asset": "site-s/ctl-1", "field": "power_limit", "value": 42, "duration_s": 8}))
+        .await?;
+    ensure!(code == 201, "{code}: {c}");
+    let id = c["command_id"].as_str().unwrap_or_default().to_string();
+    wait_state(s.http, &id, "active", T).await?;
+    assert_eq!(s.sim.power_limit(), 42.0);
+    agent.stop().await?;
+    let dir = s.work.path().join("log");
+    for f in ["state.sqlite", "state.sqlite-wal", "state.sqlite-shm"] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    let agent = s.agent()?;
+    let done = wait_state(s.http, &id, "completed", T).await?;
+    assert_eq!(
+        s.sim.power_limit(),
+        50.0,
+        "reverted to the default: {done:#}"
+    );
+    agent.stop().await?;
+    Ok(())
+}
