@@ -194,3 +194,48 @@ async fn twenty_sigkills_at_random_moments_with_the_headend_up_and_down_lose_and
     he.stop().await;
     Ok(())
 }
+
+/// Issue 28, item 5: a second agent started on the same log directory (a
+/// second unit, a hand-started copy) is refused at start with the
+/// directory named; the first keeps its session and its log. Before the
+/// fix, the second took over the site's session and died on
+/// `UNIQUE constraint failed: entries.seq`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_agent_on_the_same_log_directory_is_refused_naming_it() -> Result<()> {
+    let pki = TestPki::new(&["site-2"])?;
+    let work = tempfile::tempdir()?;
+    let sim = fast_sim().await?;
+    let he = e2e::start_headend(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
+    let log_dir = work.path().join("log");
+    let yaml = agent_yaml(&pki, "site-2", he.grpc_addr, &log_dir, &sim, 50);
+    let config = work.path().join("site.yaml");
+    std::fs::write(&config, yaml)?;
+    let first = spawn_agent(&config)?;
+    let db = he.db.clone();
+    eventually("the first agent streams", Duration::from_secs(20), || async {
+        Ok((!stored_seqs(&db, "site-2").await?.is_empty()).then_some(()))
+    })
+    .await?;
+    let out = Command::new(bin("edge-agent"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "the second agent is refused: {text}");
+    assert!(
+        text.contains("in use by another process") && text.contains(&*log_dir.to_string_lossy()),
+        "the refusal names the directory: {text}"
+    );
+    // the first goes on
+    let before = stored_seqs(&he.db, "site-2").await?.len();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(stored_seqs(&he.db, "site-2").await?.len() > before);
+    sigkill(first)?;
+    he.stop().await;
+    Ok(())
+}
