@@ -212,9 +212,11 @@ async fn a_second_agent_on_the_same_log_directory_is_refused_naming_it() -> Resu
     std::fs::write(&config, yaml)?;
     let first = spawn_agent(&config)?;
     let db = he.db.clone();
-    eventually("the first agent streams", Duration::from_secs(20), || async {
-        Ok((!stored_seqs(&db, "site-2").await?.is_empty()).then_some(()))
-    })
+    eventually(
+        "the first agent streams",
+        Duration::from_secs(20),
+        || async { Ok((!stored_seqs(&db, "site-2").await?.is_empty()).then_some(())) },
+    )
     .await?;
     let out = Command::new(bin("edge-agent"))
         .args(["run", "--config"])
