@@ -417,7 +417,8 @@ mod tests {
         assert!(!cert.is_ca());
         let v = cert.validity();
         let days = (v.not_after.timestamp() - v.not_before.timestamp()) as f64 / 86400.0;
-        assert!((days - 30.0).abs() < 0.05, "{days}");
+        // 30 days of life, back-dated by the most (two days) for a site PC's clock
+        assert!((days - 32.0).abs() < 0.05, "{days}");
     }
 
     #[test]

@@ -459,10 +459,11 @@ impl Commands<'_> {
     }
 
     /// Commands never sent whose expiry passed: expired by the headend.
-    /// Sent ones wait for the agent's verdict (an agent answers every
-    /// command it stored, after a crash too), but not for ever: one the
-    /// site has not answered [`UNANSWERED_AFTER_MS`] after its expiry (a
-    /// site gone for good) is expired too, saying so. Returns their ids.
+    /// Sent (or received) ones wait for the agent's verdict (an agent
+    /// answers every command it stored, after a crash too), but not for
+    /// ever: one the site has not answered [`UNANSWERED_AFTER_MS`] after
+    /// its expiry (a site gone for good, a state file lost before the
+    /// outcome) is expired too, saying so. Returns their ids.
     pub async fn expire_unsent(&self, now: i64) -> Result<Vec<String>, Error> {
         let unsent: Vec<String> = sqlx::query_scalar(
             "SELECT command_id FROM commands WHERE state = 'submitted' AND kind <> 'split' AND expires_at_ms < $1 LIMIT 1000",
@@ -471,7 +472,7 @@ impl Commands<'_> {
         .fetch_all(self.0.pool())
         .await?;
         let unanswered: Vec<String> = sqlx::query_scalar(
-            "SELECT command_id FROM commands WHERE state = 'sent' AND kind <> 'split' AND expires_at_ms < $1 LIMIT 1000",
+            "SELECT command_id FROM commands WHERE state IN ('sent', 'acked') AND kind <> 'split' AND expires_at_ms < $1 LIMIT 1000",
         )
         .bind(now.saturating_sub(UNANSWERED_AFTER_MS))
         .fetch_all(self.0.pool())
@@ -481,12 +482,12 @@ impl Commands<'_> {
         let cases = [
             (
                 unsent,
-                CommandState::Submitted,
+                &[CommandState::Submitted][..],
                 "its expiry passed before it could be sent (agent offline); never applied",
             ),
             (
                 unanswered,
-                CommandState::Sent,
+                &[CommandState::Sent, CommandState::Acked][..],
                 "the site never answered, 7 days after its expiry (the agent refuses a command that arrives expired; a late answer is kept in the timeline)",
             ),
         ];
@@ -494,7 +495,7 @@ impl Commands<'_> {
             for id in ids {
                 let (_w, mut tx) = self.0.begin_write().await?;
                 let m = Move {
-                    from: &[from],
+                    from,
                     to: CommandState::Expired,
                     reason: Reason::Expired,
                     detail,

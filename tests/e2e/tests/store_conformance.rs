@@ -1238,9 +1238,20 @@ async fn a_delivery_is_recorded_before_it_is_sent_and_never_for_a_command_that_e
         // a sent command waits for the site's answer...
         c.expire_unsent(t + 2 * HOUR).await?;
         assert_eq!(state("c").await?, Some(CommandState::Sent), "{name}");
-        // ...but not for ever
-        let ids = c.expire_unsent(t + HOUR + UNANSWERED_AFTER_MS + 1).await?;
-        assert_eq!(ids, vec!["c".to_string()], "{name}");
+        // so does a received one (the site's answer is on its way)...
+        c.submit(&[cmd("d", t + HOUR)], None).await?;
+        assert!(c.mark_sent("d", &h, Reason::Sent).await?, "{name}");
+        let mut b = batch(vec![reading(1, "tank-1", "volume", 1.0, t)]);
+        let mut received = v1::CommandAck::new("d", v1::AckReason::Received, "", t + 1, None);
+        received.seq = 2;
+        b.command_acks = vec![received];
+        b.last_seq = 2;
+        db.ingest("s1", &b).await?;
+        assert_eq!(state("d").await?, Some(CommandState::Acked), "{name}");
+        // ...but neither for ever
+        let mut ids = c.expire_unsent(t + HOUR + UNANSWERED_AFTER_MS + 1).await?;
+        ids.sort();
+        assert_eq!(ids, vec!["c".to_string(), "d".to_string()], "{name}");
         let row = c.get("c").await?.expect("c");
         assert_eq!(row.state, CommandState::Expired, "{name}");
     }
