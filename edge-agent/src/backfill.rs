@@ -223,6 +223,7 @@ pub fn run(cfg: &AgentConfig, file: &Path, again: bool) -> Result<Summary, Backf
     }
     let readings = parse(file, &text, cfg, adapter_api::now_ms())?;
     let log = sflog::Log::open(&cfg.log.dir, &cfg.log.options())?;
+    crate::logwriter::record_damage(&log)?;
     let first_seq = log.stats().next_seq;
     for chunk in readings.chunks(1000) {
         let items: Vec<_> = chunk

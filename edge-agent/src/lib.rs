@@ -177,18 +177,9 @@ impl Agent {
 pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
     let cfg = Arc::new(cfg);
     let log = Arc::new(sflog::Log::open(&cfg.log.dir, &cfg.log.options())?);
-    let damage = log.take_damage();
+    let had_seqs = log.stats().next_seq > 1;
     // the log shows the agent ran here before (used seqs, or a damaged log)
-    let ran_before = log.stats().next_seq > 1 || damage.is_some();
-    if let Some(d) = damage {
-        // the first entry of the new log says what the damaged one lost
-        let now = adapter_api::now_ms();
-        logwriter::append_accounted(
-            &log,
-            &[(sflog::Class::Event, now, logwriter::damage_record(&d, now))],
-        )?;
-        log.flush()?;
-    }
+    let ran_before = logwriter::record_damage(&log)? || had_seqs;
     tracing::info!(site = %cfg.site_id, log_id = log.log_id(), stats = ?log.stats(), "agent log opened");
     warn_if_disk_smaller_than_bound(&cfg.log, &log);
     let (stop, stop_rx) = watch::channel(false);

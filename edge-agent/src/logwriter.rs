@@ -200,6 +200,22 @@ pub fn damage_record(d: &sflog::Damage, now_ms: i64) -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// If the log replaced a damaged file when it opened, makes the new log's
+/// first entry the gap record of that loss ([`damage_record`]) and flushes
+/// it; true when it did. Whoever opens the log calls this (the agent, a
+/// backfill), so that no loss goes unreported.
+pub fn record_damage(log: &Log) -> Result<bool, sflog::Error> {
+    let Some(d) = log.take_damage() else {
+        return Ok(false);
+    };
+    let now = adapter_api::now_ms();
+    let (_, runs) = log.append(&[(Class::Event, now, damage_record(&d, now))])?;
+    // (a new log drops nothing; if it did, the next append reports it)
+    log.requeue_drops(runs);
+    log.flush()?;
+    Ok(true)
+}
+
 /// The log payload of a reading.
 pub fn reading_record(r: &Reading) -> Vec<u8> {
     v1::LogRecord {
@@ -437,6 +453,38 @@ mod tests {
             .map(|e| e.seq)
             .collect();
         assert!(!seqs.contains(&2), "the corrupt record is gone: {seqs:?}");
+    }
+
+    #[test]
+    fn whoever_opens_a_log_that_replaced_a_damaged_file_records_the_loss_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = {
+            let log = Log::open(dir.path(), &sflog::Options::default()).unwrap();
+            let items: Vec<_> = (0..500)
+                .map(|i| (Class::Telemetry, 1, reading_record(&reading(f64::from(i)))))
+                .collect();
+            append_accounted(&log, &items).unwrap();
+            log.flush().unwrap();
+            log.log_id()
+        };
+        let file = dir.path().join("log.sqlite");
+        std::fs::write(&file, b"not a database at all, as a bad disk leaves it").unwrap();
+        let log = Log::open(dir.path(), &sflog::Options::default()).unwrap();
+        assert_ne!(log.log_id(), old);
+        assert!(record_damage(&log).unwrap());
+        assert!(!record_damage(&log).unwrap(), "once");
+        let first = log.read_from(1, 1, usize::MAX).unwrap();
+        let g = match v1::LogRecord::decode(first[0].payload.as_slice())
+            .unwrap()
+            .kind
+        {
+            Some(v1::log_record::Kind::Gap(g)) => g,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            (g.reason.as_str(), g.device.as_str(), first[0].seq),
+            ("log_damaged", "log", 1)
+        );
     }
 
     #[test]
