@@ -8,9 +8,15 @@
 //!   they are read-only.
 //! - A name that fails [`MAX_FAILURES`] times in a row is locked for
 //!   [`LOCKOUT`] (doubling on each further lock, at most [`LOCKOUT_MAX`]);
-//!   every failure answers after [`FAIL_DELAY`]; attempts during a lock
-//!   count as failures too. A wrong password and an
+//!   every failure answers after [`FAIL_DELAY`]. Attempts during a lock
+//!   are refused but neither counted nor extend it (issue 29: the real
+//!   HMI retrying its correct password must not keep itself locked out);
+//!   the lock runs out when it was set to. A wrong password and an
 //!   unknown user look the same to the client.
+//! - One password is verified at a time ([`VERIFY_AT_ONCE`]): an argon2
+//!   verification takes 19 MiB and a core for a moment; a burst of logins
+//!   queues instead of taking the memory of the whole burst and the CPU the
+//!   device polling needs.
 //!
 //! The session's user token text says the role: `rw:<name>`, `ro:<name>`,
 //! or the anonymous token.
@@ -33,6 +39,8 @@ use opcua::types::{
 
 use crate::config::{Role, User};
 
+/// Password verifications at once (each takes argon2's 19 MiB and a core).
+pub const VERIFY_AT_ONCE: usize = 1;
 /// Failures in a row before a name is locked.
 pub const MAX_FAILURES: u32 = 5;
 /// First lock time.
@@ -66,7 +74,11 @@ impl Lockout {
     }
 
     /// Records a failure; `Some(lock)` when it locks the name.
+    /// A failure during a lock is not counted and does not extend it.
     pub fn failed(&mut self, name: &str, now: Instant) -> Option<Duration> {
+        if self.locked(name, now).is_some() {
+            return None;
+        }
         if self.names.len() >= TRACKED_NAMES
             && !self.names.contains_key(name)
             && let Some(oldest) = self
@@ -142,6 +154,7 @@ pub struct Auth {
     users: HashMap<String, User>,
     lockout: Mutex<Lockout>,
     on_refused: OnRefused,
+    verifying: tokio::sync::Semaphore,
 }
 
 impl Auth {
@@ -150,6 +163,7 @@ impl Auth {
             users: users.iter().map(|u| (u.name.clone(), u.clone())).collect(),
             lockout: Mutex::new(Lockout::default()),
             on_refused,
+            verifying: tokio::sync::Semaphore::new(VERIFY_AT_ONCE),
         }
     }
 
@@ -202,7 +216,7 @@ impl AuthManager for Auth {
         }
         let locked = self.lockout().locked(username, Instant::now());
         if locked.is_some() {
-            // attempts during a lock count too: hammering earns a longer one
+            // refused, but neither counted nor extending the lock
             return Err(self.refuse(username, "the name is locked").await);
         }
         let Some(user) = self.users.get(username).cloned() else {
@@ -210,9 +224,13 @@ impl AuthManager for Auth {
         };
         let pw = password.get().to_string();
         let hash = user.password_hash.clone();
-        let ok = tokio::task::spawn_blocking(move || verify(&hash, &pw))
-            .await
-            .unwrap_or(false);
+        // one at a time: a burst of logins queues here
+        let ok = match self.verifying.acquire().await {
+            Ok(_permit) => tokio::task::spawn_blocking(move || verify(&hash, &pw))
+                .await
+                .unwrap_or(false),
+            Err(_) => false,
+        };
         if !ok {
             return Err(self.refuse(username, "wrong password").await);
         }
@@ -297,6 +315,14 @@ mod tests {
         assert_eq!(
             l.locked("bob", t0 + Duration::from_secs(10)),
             Some(Duration::from_secs(20))
+        );
+        // the real HMI retrying during the lock neither extends nor renews it
+        for s in 1..20 {
+            assert_eq!(l.failed("bob", t0 + Duration::from_secs(s)), None);
+        }
+        assert_eq!(
+            l.locked("bob", t0 + Duration::from_secs(29)),
+            Some(Duration::from_secs(1))
         );
         assert_eq!(l.locked("bob", t0 + LOCKOUT), None, "the lock runs out");
         assert_eq!(l.locked("alice", t0), None, "per name");
