@@ -271,6 +271,8 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            // OPC UA clients, devices and files each hold a descriptor
+            tankwatch_logging::raise_fd_limit();
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => {

@@ -260,17 +260,7 @@ impl Running {
 /// Raises the soft open-files limit to the hard one (each agent connection
 /// holds a descriptor; the default soft limit is often 1,024).
 pub fn raise_fd_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            Ok(()) => tracing::info!(from = soft, to = hard, "raised the open-files limit"),
-            Err(e) => {
-                tracing::warn!(soft, hard, error = %e, "could not raise the open-files limit")
-            }
-        },
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "reading the open-files limit"),
-    }
+    tankwatch_logging::raise_fd_limit();
 }
 
 /// Agent connections the open-files limit allows: the soft limit less a

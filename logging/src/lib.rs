@@ -17,6 +17,13 @@
 //!
 //! Bound: the limiter's table has one entry per call site that ever logged,
 //! a fixed set compiled into the binary.
+//!
+//! # The open-files limit
+//! [`raise_fd_limit`]: both binaries raise their soft limit to the hard
+//! one at start. The systemd default soft limit is 1,024; every listener
+//! connection (the headend's agents, the agent's OPC UA clients) holds a
+//! descriptor, and running out of them stops a process accepting anything,
+//! devices included.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -126,6 +133,29 @@ impl<S> Filter<S> for RateLimit {
 
     fn event_enabled(&self, event: &tracing::Event<'_>, _cx: &Context<'_, S>) -> bool {
         self.admit(event.metadata(), Instant::now())
+    }
+}
+
+/// Raises the soft open-files limit to the hard one; returns the limit in
+/// force (logged).
+pub fn raise_fd_limit() -> Option<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => {
+                tracing::info!(from = soft, to = hard, "raised the open-files limit");
+                Some(hard)
+            }
+            Err(e) => {
+                tracing::warn!(soft, hard, error = %e, "could not raise the open-files limit");
+                Some(soft)
+            }
+        },
+        Ok((soft, _)) => Some(soft),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the open-files limit");
+            None
+        }
     }
 }
 

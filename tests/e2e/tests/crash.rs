@@ -241,3 +241,51 @@ async fn a_second_agent_on_the_same_log_directory_is_refused_naming_it() -> Resu
     he.stop().await;
     Ok(())
 }
+
+/// Issue 29, item 1: the agent raises its open-files soft limit to the hard
+/// one at start (systemd's default soft limit is 1,024, and every OPC UA
+/// client, device and file holds a descriptor).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_raises_its_open_files_limit_at_start() -> Result<()> {
+    let pki = TestPki::new(&["site-f"])?;
+    let work = tempfile::tempdir()?;
+    let sim = fast_sim().await?;
+    let yaml = agent_yaml(
+        &pki,
+        "site-f",
+        format!("127.0.0.1:{}", free_port()).parse()?,
+        &work.path().join("log"),
+        &sim,
+        100,
+    );
+    let config = work.path().join("site.yaml");
+    std::fs::write(&config, yaml)?;
+    let child = Command::new("prlimit")
+        .arg("--nofile=1024:8192")
+        .arg(bin("edge-agent"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let limits = format!("/proc/{}/limits", child.id());
+    let soft = eventually("the limit raised", Duration::from_secs(10), || async {
+        let text = std::fs::read_to_string(&limits)?;
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap_or_default()
+            .to_string();
+        let soft: u64 = line
+            .split_whitespace()
+            .nth(3)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        Ok((soft == 8192).then_some(soft))
+    })
+    .await?;
+    assert_eq!(soft, 8192);
+    sigkill(child)?;
+    Ok(())
+}
