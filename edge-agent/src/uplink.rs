@@ -628,6 +628,10 @@ pub async fn watchdog(
 ) {
     let limit = Duration::from_millis(cfg.uplink.backoff_max_ms) + SETUP_TIMEOUT + STALL_SLACK;
     let mut stalled_since: Option<tokio::time::Instant> = None;
+    // a session that just ended was alive until then: the next attempt is
+    // due within the limit from its end, not from its start (issue 29: a
+    // session longer than the limit raised a false stall when it ended)
+    let mut connected_seen: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -637,7 +641,11 @@ pub async fn watchdog(
             let s = status.borrow();
             (s.connected, s.last_attempt)
         };
-        let overdue = !connected && last.is_some_and(|t| t.elapsed() > limit);
+        if connected {
+            connected_seen = Some(tokio::time::Instant::now());
+        }
+        let since = last.max(connected_seen);
+        let overdue = !connected && since.is_some_and(|t| t.elapsed() > limit);
         match (overdue, stalled_since) {
             (true, None) => {
                 stalled_since = Some(tokio::time::Instant::now());
@@ -713,6 +721,20 @@ mod tests {
             status_tx.send_modify(|s| s.last_attempt = Some(tokio::time::Instant::now()));
         }
         assert_eq!(metrics.uplink_stalls.get(), 0);
+        // a session of 100 s ends; the next attempt follows within the limit: no stall
+        status_tx.send_modify(|s| {
+            s.connected = true;
+            s.last_attempt = Some(tokio::time::Instant::now());
+        });
+        tokio::time::sleep(Duration::from_secs(100)).await;
+        status_tx.send_modify(|s| s.connected = false);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        status_tx.send_modify(|s| s.last_attempt = Some(tokio::time::Instant::now()));
+        assert_eq!(
+            metrics.uplink_stalls.get(),
+            0,
+            "the end of a long session is no stall"
+        );
         // no attempt for longer than backoff_max + setup deadline + slack
         tokio::time::sleep(Duration::from_secs(40)).await;
         assert_eq!(metrics.uplink_stalls.get(), 1, "counted once");
