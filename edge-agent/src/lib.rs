@@ -197,7 +197,8 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
         });
         let adapter = d.build()?;
         let name = adapter.name().to_string();
-        let sink = adapter_api::Sink::new(tx.clone(), adapter.when_full(), &name, h);
+        let sink = adapter_api::Sink::new(tx.clone(), adapter.when_full(), &name, h)
+            .with_time_bound((cfg.device_time.max_skew_s * 1000) as i64);
         let (write_tx, write_rx) = mpsc::channel(WRITE_QUEUE);
         writes.insert(name.clone(), write_tx);
         let run = adapter.run(sink, write_rx, stop_rx.clone());

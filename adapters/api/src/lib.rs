@@ -247,6 +247,9 @@ pub struct DeviceStatus {
     pub exceptions: u64,
     /// Merged requests split after an address/value exception.
     pub split_requests: u64,
+    /// Readings whose device time was too far from the agent's clock (kept
+    /// with the receive time, quality uncertain; see `Sink::with_time_bound`).
+    pub time_untrusted: u64,
 }
 
 impl Health {

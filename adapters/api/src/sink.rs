@@ -85,6 +85,31 @@ pub struct SourceGap {
     pub to_ms: i64,
 }
 
+/// A device timestamp further than `bound_ms` from the receive time is not
+/// trusted: the reading keeps the receive time instead, a good quality
+/// becomes uncertain, and the error text says why. Returns whether it
+/// changed the reading. (A device clock an hour ahead would otherwise pin
+/// the "latest" value for an hour; one far behind makes old data look
+/// like history.)
+pub fn untrusted_time(r: &mut Reading, bound_ms: i64) -> bool {
+    let off = r.source_ts_ms.saturating_sub(r.received_ts_ms);
+    if off.unsigned_abs() <= bound_ms.unsigned_abs() {
+        return false;
+    }
+    r.source_ts_ms = r.received_ts_ms;
+    if r.quality == crate::Quality::Good {
+        r.quality = crate::Quality::Uncertain;
+    }
+    if r.error.is_empty() {
+        r.error = format!(
+            "device time {} s {} the agent's clock: receive time used",
+            off.unsigned_abs() / 1000,
+            if off > 0 { "ahead of" } else { "behind" }
+        );
+    }
+    true
+}
+
 /// The agent closed the channel (it is stopping).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Closed;
@@ -97,6 +122,9 @@ pub struct Sink {
     health: Health,
     /// Gaps waiting for room, at most one per reason (runs merge).
     pending: Vec<SourceGap>,
+    /// Largest distance between a device's timestamp and the receive time
+    /// that is trusted, ms (`None`: any).
+    time_bound_ms: Option<i64>,
 }
 
 impl Sink {
@@ -107,7 +135,15 @@ impl Sink {
             device: device.to_string(),
             health,
             pending: Vec::new(),
+            time_bound_ms: None,
         }
+    }
+
+    /// Device timestamps further than `bound_ms` from the receive time are
+    /// not trusted (see [`untrusted_time`]).
+    pub fn with_time_bound(mut self, bound_ms: i64) -> Sink {
+        self.time_bound_ms = Some(bound_ms);
+        self
     }
 
     pub fn policy(&self) -> WhenFull {
@@ -119,7 +155,12 @@ impl Sink {
     }
 
     /// Sends a reading under the sink's policy.
-    pub async fn reading(&mut self, r: Reading) -> Result<(), Closed> {
+    pub async fn reading(&mut self, mut r: Reading) -> Result<(), Closed> {
+        if let Some(bound) = self.time_bound_ms
+            && untrusted_time(&mut r, bound)
+        {
+            self.health.update(|s| s.time_untrusted += 1);
+        }
         self.flush_gaps().await?;
         match self.policy {
             WhenFull::Block => self.tx.send(Event::Reading(r)).await.map_err(|_| Closed),
@@ -233,6 +274,46 @@ mod tests {
             error: String::new(),
             class: DropClass::Telemetry,
         }
+    }
+
+    #[tokio::test]
+    async fn a_device_time_beyond_the_bound_gives_way_to_the_receive_time_uncertain_and_counted() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let h = Health::default();
+        let mut s = Sink::new(tx, WhenFull::Block, "plc", h.clone()).with_time_bound(300_000);
+        let at = |source: i64, received: i64| Reading {
+            source_ts_ms: source,
+            received_ts_ms: received,
+            ..r(0)
+        };
+        let now = 1_800_000_000_000;
+        // (device time, quality stays?) cases: within, an hour ahead, a day behind
+        s.reading(at(now - 299_000, now)).await.unwrap();
+        s.reading(at(now + 3_600_000, now)).await.unwrap();
+        s.reading(at(now - 86_400_000, now)).await.unwrap();
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let Some(Event::Reading(x)) = rx.recv().await else {
+                panic!()
+            };
+            got.push(x);
+        }
+        assert_eq!(
+            (got[0].source_ts_ms, got[0].quality),
+            (now - 299_000, Quality::Good),
+            "within the bound: the device's time"
+        );
+        assert_eq!(
+            (got[1].source_ts_ms, got[1].quality),
+            (now, Quality::Uncertain)
+        );
+        assert!(got[1].error.contains("3600 s ahead of"), "{}", got[1].error);
+        assert_eq!(
+            (got[2].source_ts_ms, got[2].quality),
+            (now, Quality::Uncertain)
+        );
+        assert!(got[2].error.contains("behind"), "{}", got[2].error);
+        assert_eq!(h.get().time_untrusted, 2);
     }
 
     #[tokio::test]

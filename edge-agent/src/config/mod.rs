@@ -32,6 +32,9 @@ pub struct AgentConfig {
     pub uplink: UplinkConfig,
     #[serde(default)]
     pub status: StatusConfig,
+    /// How far a device's own timestamp may be from the agent's clock.
+    #[serde(default)]
+    pub device_time: DeviceTimeConfig,
     /// The site's assets (tanks, controllers, meters, sensors, pumps).
     pub assets: Vec<AssetConfig>,
     /// The devices to read, each with its point mapping:
@@ -187,6 +190,35 @@ impl Default for UplinkConfig {
             backoff_max_ms: default_backoff_max(),
         }
     }
+}
+
+/// Device timestamps the agent does not trust (issue 29): a reading whose
+/// device time is further than `max_skew_s` from the agent's receive time
+/// (an hour in the future pins the "latest" value for an hour; a retained
+/// value from long ago looks fresh) is kept with the receive time instead,
+/// quality `uncertain`, and counted (`time_untrusted` on `/status`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceTimeConfig {
+    /// 1 to 86,400 s. Default 300 (5 minutes).
+    #[serde(default = "default_skew_s", deserialize_with = "skew_s")]
+    pub max_skew_s: u64,
+}
+
+impl Default for DeviceTimeConfig {
+    fn default() -> Self {
+        Self {
+            max_skew_s: default_skew_s(),
+        }
+    }
+}
+
+fn default_skew_s() -> u64 {
+    300
+}
+
+fn skew_s<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    adapter_api::bounded_u64(d, "max_skew_s", 1, 86_400)
 }
 
 /// The local status endpoint (`/metrics`, `/status`).
