@@ -101,7 +101,10 @@ pub fn parse(function: Function, data: &str) -> Result<Report, String> {
                     water_volume: f.get(6).copied(),
                 });
             }
-            Ok(Report::Inventory { at, tanks })
+            Ok(Report::Inventory {
+                at: Some(at),
+                tanks,
+            })
         }
         Function::Deliveries => {
             let mut tanks = Vec::new();
@@ -147,7 +150,10 @@ pub fn parse(function: Function, data: &str) -> Result<Report, String> {
                     .collect::<Result<_, _>>()?;
                 tanks.push(TankAlarms { tank, alarms });
             }
-            Ok(Report::Alarms { at, tanks })
+            Ok(Report::Alarms {
+                at: Some(at),
+                tanks,
+            })
         }
     }
 }
@@ -172,7 +178,7 @@ mod tests {
         let Report::Inventory { at, tanks } = parse(Function::Inventory, &d).unwrap() else {
             panic!()
         };
-        assert_eq!(at.minute, 4);
+        assert_eq!(at.map(|a| a.minute), Some(4));
         assert_eq!(tanks.len(), 2);
         assert_eq!(
             (tanks[0].tank, tanks[0].product.as_str(), tanks[0].status),

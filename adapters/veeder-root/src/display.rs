@@ -4,7 +4,11 @@
 //! names and trailing numbers rather than fixed columns:
 //!
 //! - every report starts with the console's date line,
-//!   `NOV 23, 2026  3:04 PM` (12 h) or `NOV 23, 2026 15:04` (24 h);
+//!   `NOV 23, 2026  3:04 PM` (12 h), `NOV 23, 2026 15:04` (24 h),
+//!   `11/23/2026 15:04` or `11-23-26 3:04PM` (GasPot and other emulators);
+//!   an unreadable one is tolerated for I201 and I205 (their readings are
+//!   stamped with the agent's clock) and refused for I202 (delivery times
+//!   are console times);
 //! - I201: a header line `TANK PRODUCT <columns>` (VOLUME, TC VOLUME,
 //!   ULLAGE, HEIGHT, WATER, TEMP; GALLONS/LITRES for VOLUME), then one line
 //!   per tank: number, product name (may hold spaces), the numbers;
@@ -12,7 +16,9 @@
 //!   a `START:` line, each a date and volume, TC volume, water, temperature,
 //!   height; `AMOUNT:` lines are ignored (END - START);
 //! - I205: per tank a line with its number and an alarm text (or `ALL
-//!   FUNCTIONS NORMAL`), further alarms of the tank on indented lines.
+//!   FUNCTIONS NORMAL`), further alarms of the tank on indented lines; a
+//!   `TANK PRODUCT STATUS` header puts the product name first (GasPot),
+//!   `NORMAL` is no alarm.
 
 use crate::frame::Function;
 use crate::report::{
@@ -23,24 +29,59 @@ const MONTHS: [&str; 12] = [
     "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
 ];
 
-/// Reads a date at the start of `tokens`; returns it and how many tokens it took.
-fn date(tokens: &[&str]) -> Option<(ConsoleTime, usize)> {
-    let month = MONTHS.iter().position(|m| tokens.first() == Some(m))? as i8 + 1;
-    let day: i8 = tokens.get(1)?.strip_suffix(',')?.parse().ok()?;
-    let year: i16 = tokens.get(2)?.parse().ok()?;
-    let (h, m) = tokens.get(3)?.split_once(':')?;
+/// A clock time `15:04`, `3:04` followed by `AM`/`PM` as the next token,
+/// or `3:04PM` in one; returns (hour 0-23, minute, tokens used).
+fn clock(tokens: &[&str]) -> Option<(i8, i8, usize)> {
+    let t = tokens.first()?;
+    let (body, glued) = match t.strip_suffix("AM").or_else(|| t.strip_suffix("PM")) {
+        Some(b) => (b, Some(t.ends_with("PM"))),
+        None => (*t, None),
+    };
+    let (h, m) = body.split_once(':')?;
     let (mut hour, minute): (i8, i8) = (h.parse().ok()?, m.parse().ok()?);
-    let mut used = 4;
-    match tokens.get(4).copied() {
-        Some("AM") | Some("PM") => {
+    let pm = match (glued, tokens.get(1).copied()) {
+        (Some(pm), _) => Some((pm, 1)),
+        (None, Some("AM")) => Some((false, 2)),
+        (None, Some("PM")) => Some((true, 2)),
+        _ => None,
+    };
+    let used = match pm {
+        Some((pm, used)) => {
             if !(1..=12).contains(&hour) {
                 return None;
             }
-            hour = hour % 12 + if tokens[4] == "PM" { 12 } else { 0 };
-            used = 5;
+            hour = hour % 12 + if pm { 12 } else { 0 };
+            used
         }
-        _ => {}
-    }
+        None => 1,
+    };
+    Some((hour, minute, used))
+}
+
+/// Reads a date at the start of `tokens`; returns it and how many tokens
+/// it took. Layouts real consoles and emulators print: `NOV 23, 2026 3:04
+/// PM`, `NOV 23, 2026 15:04`, `11/23/2026 15:04` (month first),
+/// `11-23-26 3:04PM` (two-digit years are 2000-2099).
+fn date(tokens: &[&str]) -> Option<(ConsoleTime, usize)> {
+    let (year, month, day, used) =
+        if let Some(m) = MONTHS.iter().position(|m| tokens.first() == Some(m)) {
+            let day: i8 = tokens.get(1)?.strip_suffix(',')?.parse().ok()?;
+            let year: i16 = tokens.get(2)?.parse().ok()?;
+            (year, m as i8 + 1, day, 3)
+        } else {
+            let t = tokens.first()?;
+            let parts: Vec<&str> = t.split(['/', '-']).collect();
+            let [m, d, y] = parts.as_slice() else {
+                return None;
+            };
+            let year: i16 = match y.len() {
+                4 => y.parse().ok()?,
+                2 => 2000 + y.parse::<i16>().ok()?,
+                _ => return None,
+            };
+            (year, m.parse().ok()?, d.parse().ok()?, 1)
+        };
+    let (hour, minute, more) = clock(tokens.get(used..)?)?;
     ConsoleTime {
         year,
         month,
@@ -49,7 +90,7 @@ fn date(tokens: &[&str]) -> Option<(ConsoleTime, usize)> {
         minute,
     }
     .valid()
-    .map(|t| (t, used))
+    .map(|t| (t, used + more))
 }
 
 fn number(t: &str, line: usize) -> Result<f64, String> {
@@ -62,16 +103,25 @@ fn number(t: &str, line: usize) -> Result<f64, String> {
 /// Numbered lines of a report.
 type Lines<'a> = Vec<(usize, &'a str)>;
 
-fn head(text: &str) -> Result<(ConsoleTime, Lines<'_>), String> {
+/// The date line (or why it is unreadable) and the lines after it. A
+/// report whose first line is not a date in a known layout keeps all its
+/// lines: only the delivery report needs the console's clock.
+fn head(text: &str) -> Result<(Result<ConsoleTime, String>, Lines<'_>), String> {
     let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim_end()));
     let (n, first) = lines
         .by_ref()
         .find(|(_, l)| !l.trim().is_empty())
         .ok_or("an empty report")?;
     let toks: Vec<&str> = first.split_whitespace().collect();
-    let (at, _) =
-        date(&toks).ok_or_else(|| format!("line {n}: {first:?} is not the report's date"))?;
-    Ok((at, lines.collect()))
+    match date(&toks) {
+        Some((at, _)) => Ok((Ok(at), lines.collect())),
+        None => {
+            let why = format!("line {n}: {first:?} is not the report's date");
+            let mut all = vec![(n, first)];
+            all.extend(lines);
+            Ok((Err(why), all))
+        }
+    }
 }
 
 /// Column names of the I201 header, longest first: (text, field index).
@@ -231,12 +281,14 @@ fn deliveries(lines: &[(usize, &str)]) -> Result<Vec<TankDeliveries>, String> {
 }
 
 fn alarms(lines: &[(usize, &str)]) -> Result<Vec<TankAlarms>, String> {
-    let Some(h) = lines
-        .iter()
-        .position(|(_, l)| l.trim_start().starts_with("TANK") && l.contains("ALARM"))
-    else {
+    let Some(h) = lines.iter().position(|(_, l)| {
+        l.trim_start().starts_with("TANK") && (l.contains("ALARM") || l.contains("STATUS"))
+    }) else {
         return Err("no TANK ... ALARM STATUS header line".into());
     };
+    // `TANK PRODUCT STATUS` (GasPot and some firmware): the product name
+    // comes first, the status is the last run of text
+    let with_product = lines[h].1.contains("PRODUCT");
     let mut tanks: Vec<TankAlarms> = Vec::new();
     for &(n, l) in &lines[h + 1..] {
         let t = l.trim();
@@ -250,7 +302,11 @@ fn alarms(lines: &[(usize, &str)]) -> Result<Vec<TankAlarms>, String> {
                     tank,
                     alarms: Vec::new(),
                 });
-                rest.trim()
+                let rest = rest.trim();
+                match rest.rsplit_once("  ") {
+                    Some((_, status)) if with_product => status.trim(),
+                    _ => rest,
+                }
             }
             Err(_) if l.starts_with(char::is_whitespace) => t,
             Err(_) => {
@@ -262,7 +318,7 @@ fn alarms(lines: &[(usize, &str)]) -> Result<Vec<TankAlarms>, String> {
         let tank = tanks
             .last_mut()
             .ok_or_else(|| format!("line {n}: an alarm before any tank"))?;
-        if !text.is_empty() && text != "ALL FUNCTIONS NORMAL" {
+        if !text.is_empty() && text != "ALL FUNCTIONS NORMAL" && text != "NORMAL" {
             tank.alarms.push(TankAlarm::from_text(text));
         }
     }
@@ -274,15 +330,16 @@ pub fn parse(function: Function, text: &str) -> Result<Report, String> {
     let (at, lines) = head(text)?;
     Ok(match function {
         Function::Inventory => Report::Inventory {
-            at,
+            at: at.ok(),
             tanks: inventory(&lines)?,
         },
+        // delivery times are console times: the date layout must be known
         Function::Deliveries => Report::Deliveries {
-            at,
+            at: at?,
             tanks: deliveries(&lines)?,
         },
         Function::Alarms => Report::Alarms {
-            at,
+            at: at.ok(),
             tanks: alarms(&lines)?,
         },
     })
@@ -302,7 +359,7 @@ TANK PRODUCT             VOLUME TC VOLUME   ULLAGE   HEIGHT    WATER     TEMP\r\
         let Report::Inventory { at, tanks } = parse(Function::Inventory, INVENTORY).unwrap() else {
             panic!()
         };
-        assert_eq!((at.hour, at.minute), (15, 4));
+        assert_eq!(at.map(|a| (a.hour, a.minute)), Some((15, 4)));
         assert_eq!(tanks.len(), 2);
         assert_eq!(tanks[0].product, "REGULAR UNLEADED");
         assert_eq!(
@@ -319,7 +376,7 @@ TANK PRODUCT             VOLUME TC VOLUME   ULLAGE   HEIGHT    WATER     TEMP\r\
         let Report::Inventory { at, tanks } = parse(Function::Inventory, t).unwrap() else {
             panic!()
         };
-        assert_eq!(at.hour, 15);
+        assert_eq!(at.map(|a| a.hour), Some(15));
         assert_eq!(
             (tanks[0].ullage, tanks[0].tc_volume, tanks[0].water),
             (20.0, 9.0, 0.0)
@@ -377,9 +434,14 @@ INCREASE   DATE / TIME             VOLUME TC VOLUME  WATER   TEMP  HEIGHT\n\n\
                 .contains("empty")
         );
         assert!(
-            parse(Function::Inventory, "HELLO\n")
+            parse(Function::Deliveries, "HELLO\n")
                 .unwrap_err()
                 .contains("line 1")
+        );
+        assert!(
+            parse(Function::Inventory, "HELLO\n")
+                .unwrap_err()
+                .contains("no TANK PRODUCT")
         );
         assert!(
             parse(Function::Inventory, "NOV 23, 2026 3:04 PM\n")
@@ -403,6 +465,87 @@ INCREASE   DATE / TIME             VOLUME TC VOLUME  WATER   TEMP  HEIGHT\n\n\
                 "NOV 23, 2026 3:04 PM\nTANK ALARM\nHIGH WATER\n"
             )
             .is_err()
+        );
+    }
+
+    /// GasPot 2.x (a widely used TLS-350 emulator) prints its date line as
+    /// `12/04/2026 18:39` and I205 as `TANK PRODUCT STATUS` with the
+    /// product first: both read (before: the whole inventory unreadable,
+    /// the alarm layout refused). Text as GasPot's `cmd_I20100` and
+    /// `cmd_I20500` build it (product padded to 22).
+    #[test]
+    fn gaspots_layouts_are_read() {
+        let inv = "\nI20100\n12/04/2026 18:39\n\n    EXXON STATION\n\n\nIN-TANK INVENTORY\n\n\
+TANK PRODUCT             VOLUME TC VOLUME   ULLAGE   HEIGHT    WATER     TEMP\n\
+  1  SUPER                   9357        9313      3643    64.32      0.81    56.75\n\
+  2  UNLEAD                  4127        4143      5873    37.18      0.00    55.80\n";
+        // GasPot's reply starts with the echo; the frame layer strips it
+        let text = inv.trim_start().strip_prefix("I20100").unwrap();
+        let Report::Inventory { at, tanks } = parse(Function::Inventory, text).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            at.map(|a| (a.month, a.day, a.hour, a.minute)),
+            Some((12, 4, 18, 39))
+        );
+        assert_eq!(tanks.len(), 2);
+        assert_eq!(
+            (
+                tanks[0].tank,
+                tanks[0].product.as_str(),
+                tanks[0].volume,
+                tanks[0].water
+            ),
+            (1, "SUPER", 9357.0, 0.81)
+        );
+        let st =
+            "12/04/2026 18:39\n\n\n    EXXON STATION\n\n\nTANK   PRODUCT                 STATUS\n\n\
+  1    SUPER                                    NORMAL\n\n\
+  2    UNLEAD                                   HIGH WATER ALARM\n"
+                .to_string()
+                + &" ".repeat(31) + "HIGH WATER WARNING\n\n";
+        let Report::Alarms { tanks, .. } = parse(Function::Alarms, &st).unwrap() else {
+            panic!()
+        };
+        let got: Vec<(u8, Vec<String>)> = tanks
+            .iter()
+            .map(|t| (t.tank, t.alarms.iter().map(|a| a.item()).collect()))
+            .collect();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[0].1.is_empty(), "NORMAL is no alarm: {got:?}");
+        assert_eq!(got[1].1.len(), 2, "{got:?}");
+        assert!(
+            got[1].1.iter().all(|a| !a.starts_with("other:")),
+            "known alarms: {got:?}"
+        );
+    }
+
+    #[test]
+    fn dates_in_every_layout_real_consoles_print_and_what_is_not_a_date() {
+        let d = |s: &str| {
+            let t: Vec<&str> = s.split_whitespace().collect();
+            date(&t).map(|(c, used)| (c.year, c.month, c.day, c.hour, c.minute, used))
+        };
+        assert_eq!(d("NOV 23, 2026  3:04 PM"), Some((2026, 11, 23, 15, 4, 5)));
+        assert_eq!(d("NOV 23, 2026 15:04"), Some((2026, 11, 23, 15, 4, 4)));
+        assert_eq!(d("12/04/2026 18:39"), Some((2026, 12, 4, 18, 39, 2)));
+        assert_eq!(d("12-04-26  6:39PM"), Some((2026, 12, 4, 18, 39, 2)));
+        assert_eq!(d("12/04/26 12:05 AM"), Some((2026, 12, 4, 0, 5, 3)));
+        assert_eq!(d("13/04/2026 18:39"), None, "month 13");
+        assert_eq!(d("12/04/2026 13:05 PM"), None, "13 PM");
+        assert_eq!(d("EXXON STATION"), None);
+        assert_eq!(d("12/04/2026"), None, "no time");
+        // an unreadable date line: the inventory is read all the same,
+        // the delivery report (console times) is refused naming the line
+        let t = "THURSDAY 4TH\nTANK PRODUCT VOLUME TC VOLUME ULLAGE HEIGHT WATER TEMP\n 1 SUPER 100 99 900 10 0 60\n";
+        let Report::Inventory { at, tanks } = parse(Function::Inventory, t).unwrap() else {
+            panic!()
+        };
+        assert_eq!((at, tanks.len()), (None, 1));
+        let e = parse(Function::Deliveries, t).unwrap_err();
+        assert!(
+            e.contains("line 1") && e.contains("not the report's date"),
+            "{e}"
         );
     }
 }

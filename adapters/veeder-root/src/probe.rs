@@ -52,11 +52,17 @@ pub async fn probe(
     ))
 }
 
+fn console_time(at: &Option<crate::report::ConsoleTime>) -> String {
+    at.map(|t| t.to_string())
+        .unwrap_or_else(|| "an unreadable date line".into())
+}
+
 /// A report as a table for the installer (console units).
 pub fn render(r: &Report) -> String {
     let mut s = String::new();
     match r {
         Report::Inventory { at, tanks } => {
+            let at = console_time(at);
             s += &format!(
                 "in-tank inventory at {at} (console clock)\ntank product          volume   tc_volume      ullage    height     water   temp  status\n"
             );
@@ -97,6 +103,7 @@ pub fn render(r: &Report) -> String {
             }
         }
         Report::Alarms { at, tanks } => {
+            let at = console_time(at);
             s += &format!("tank alarms at {at} (console clock)\n");
             for t in tanks {
                 let a: Vec<String> = t.alarms.iter().map(|a| a.item()).collect();

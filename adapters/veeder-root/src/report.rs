@@ -127,8 +127,10 @@ pub struct TankAlarms {
 /// A reply, parsed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Report {
+    /// `at`: the console's clock, when its date line was readable (not
+    /// needed: readings are stamped with the agent's clock).
     Inventory {
-        at: ConsoleTime,
+        at: Option<ConsoleTime>,
         tanks: Vec<TankInventory>,
     },
     Deliveries {
@@ -136,7 +138,7 @@ pub enum Report {
         tanks: Vec<TankDeliveries>,
     },
     Alarms {
-        at: ConsoleTime,
+        at: Option<ConsoleTime>,
         tanks: Vec<TankAlarms>,
     },
 }
