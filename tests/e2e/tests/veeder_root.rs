@@ -380,6 +380,7 @@ async fn the_pypi_library_reads_our_simulators_computer_format_as_our_parser_doe
     let Report::Inventory { at, tanks } = ours(Function::Inventory)? else {
         unreachable!()
     };
+    let at = at.context("the computer format always has the console's time")?;
     ensure!(
         py["201"]["minute"] == at.minute && py["201"]["hour"] == at.hour,
         "{}",
