@@ -257,12 +257,6 @@ impl Running {
     }
 }
 
-/// Raises the soft open-files limit to the hard one (each agent connection
-/// holds a descriptor; the default soft limit is often 1,024).
-pub fn raise_fd_limit() {
-    tankwatch_logging::raise_fd_limit();
-}
-
 /// Agent connections the open-files limit allows: the soft limit less a
 /// reserve for the database pool, the REST listener and logs.
 pub fn fd_budget() -> usize {

@@ -396,7 +396,8 @@ async fn main() -> Result<std::process::ExitCode> {
         raw: cli.raw_retention,
         rollups: cli.rollup_retention,
     };
-    headend::raise_fd_limit();
+    // each agent connection holds a descriptor
+    tankwatch_logging::raise_fd_limit();
     let cfg_https = cfg.http_tls.is_some();
     let running = headend::start(cfg).await?;
     println!(

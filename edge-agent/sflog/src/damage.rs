@@ -40,23 +40,41 @@ fn is_damage(e: &rusqlite::Error) -> bool {
         if matches!(f.code, rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase))
 }
 
-/// Checks `path` (if it exists); `Some(why)` when it is damaged.
-pub(crate) fn check(path: &Path) -> Option<String> {
+/// Why the SQLite file at `path` is damaged, if it is: SQLite's own
+/// integrity check (`integrity_check` up to [`FULL_CHECK_BYTES`], else
+/// `quick_check`), or SQLite refusing it as corrupt or not a database.
+/// `None` for a sound file, a missing one, or an error that is not damage
+/// (permissions, locks: the normal open reports those). The agent's state
+/// store uses it too.
+pub fn integrity_problem(path: &Path) -> Option<String> {
     let size = std::fs::metadata(path).ok()?.len();
-    let r = (|| -> rusqlite::Result<Option<String>> {
+    let r = (|| -> rusqlite::Result<Vec<String>> {
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
         let pragma = if size <= FULL_CHECK_BYTES {
             "PRAGMA integrity_check(8)"
         } else {
             "PRAGMA quick_check(8)"
         };
-        let found: Vec<String> = conn
-            .prepare(pragma)?
+        conn.prepare(pragma)?
             .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        if found != ["ok"] {
-            return Ok(Some(found.join("; ")));
-        }
+            .collect::<rusqlite::Result<_>>()
+    })();
+    match r {
+        Ok(found) if found == ["ok"] => None,
+        Ok(found) => Some(found.join("; ")),
+        Err(e) if is_damage(&e) => Some(e.to_string()),
+        Err(_) => None,
+    }
+}
+
+/// Checks the log file at `path` (if it exists); `Some(why)` when it is
+/// damaged: SQLite's integrity, then the log's own tables and seqs.
+pub(crate) fn check(path: &Path) -> Option<String> {
+    if let Some(why) = integrity_problem(path) {
+        return Some(why);
+    }
+    let r = (|| -> rusqlite::Result<Option<String>> {
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
         let tables: i64 = conn.query_row(
             "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('entries', 'meta')",
             [],
@@ -90,7 +108,6 @@ pub(crate) fn check(path: &Path) -> Option<String> {
     match r {
         Ok(v) => v,
         Err(e) if is_damage(&e) => Some(e.to_string()),
-        // not damage: reported by the normal open, with its path
         Err(_) => None,
     }
 }

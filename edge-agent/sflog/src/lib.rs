@@ -76,7 +76,7 @@ mod open;
 mod read;
 mod room;
 mod space;
-pub use damage::Damage;
+pub use damage::{Damage, integrity_problem};
 use space::Op;
 pub use space::{BALLAST_BYTES, DISK_RESERVE, fs_available, is_disk_full};
 

@@ -108,7 +108,7 @@ impl Store {
         let _ = std::fs::create_dir_all(dir);
         let path = dir.join("state.sqlite");
         let mut fresh = !path.exists();
-        if !fresh && let Some(why) = damaged(&path) {
+        if !fresh && let Some(why) = sflog::integrity_problem(&path) {
             tracing::error!(path = %path.display(), why, "the command state store is damaged: moved aside to state.sqlite.damaged; the headend is told so that it sends the active setpoints again");
             let _ = std::fs::rename(&path, dir.join("state.sqlite.damaged"));
             let _ = std::fs::rename(
@@ -378,31 +378,6 @@ impl Store {
     }
 }
 
-/// Why the file at `path` is not a sound SQLite database, if it is not.
-fn damaged(path: &Path) -> Option<String> {
-    let r = (|| -> rusqlite::Result<Vec<String>> {
-        let c = Connection::open(path)?;
-        let v = c
-            .prepare("PRAGMA quick_check(4)")?
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<Vec<String>>>()?;
-        Ok(v)
-    })();
-    match r {
-        Ok(v) if v == ["ok"] => None,
-        Ok(v) => Some(v.join("; ")),
-        Err(rusqlite::Error::SqliteFailure(f, m))
-            if matches!(
-                f.code,
-                rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
-            ) =>
-        {
-            Some(m.unwrap_or_else(|| f.to_string()))
-        }
-        Err(_) => None,
-    }
-}
-
 fn point_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PointState> {
     Ok(PointState {
         point: r.get(0)?,
@@ -462,6 +437,25 @@ mod tests {
             (200, "e2", "expected")
         );
         assert_eq!(s.command_state("e1").unwrap().as_deref(), Some("applied"));
+    }
+
+    #[test]
+    fn a_damaged_state_file_is_moved_aside_and_made_anew_and_a_missing_one_is_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, fresh) = Store::open_checked(dir.path()).unwrap();
+        assert!(fresh, "missing: new");
+        assert!(ins(&s, "c1", 1, "setpoint", 10, 1));
+        drop(s);
+        let (_, fresh) = Store::open_checked(dir.path()).unwrap();
+        assert!(!fresh, "sound: kept");
+        std::fs::write(dir.path().join("state.sqlite"), b"garbage a bad disk left").unwrap();
+        let (s, fresh) = Store::open_checked(dir.path()).unwrap();
+        assert!(fresh, "damaged: new");
+        assert!(
+            dir.path().join("state.sqlite.damaged").exists(),
+            "kept aside"
+        );
+        assert!(ins(&s, "c1", 1, "setpoint", 10, 2), "an empty store");
     }
 
     #[test]

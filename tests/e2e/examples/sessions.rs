@@ -245,7 +245,7 @@ async fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1000);
     let url_arg = args.next();
-    headend::raise_fd_limit();
+    tankwatch_logging::raise_fd_limit();
     let work = tempfile::tempdir()?;
     let sites: Vec<String> = (0..n).map(|i| format!("load-{i:05}")).collect();
     let t = Instant::now();

@@ -145,7 +145,7 @@ async fn plain_health(http: SocketAddr) -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_headend_listener_serves_a_real_client_within_a_second_beside_2000_idle_connections()
 -> Result<()> {
-    headend::raise_fd_limit();
+    tankwatch_logging::raise_fd_limit();
     let pki = TestPki::new(&["site-a"])?;
     let work = tempfile::tempdir()?;
     let he = start_headend(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;

@@ -28,16 +28,16 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::config::AgentConfig;
 
+mod hello;
+mod watchdog;
+use hello::hello;
+pub use watchdog::watchdog;
+
 const HELLO_ACK_TIMEOUT: Duration = Duration::from_secs(15);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest time from dialling to the HelloAck: a headend that takes the
 /// connection and then says nothing cannot hold the uplink.
 pub const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
-/// The watchdog's limit: with no session, an attempt must start at least
-/// this often (plus `backoff_max_ms`); a stall that lasts
-/// [`STALL_FATAL`] ends the agent (its supervisor restarts it).
-const STALL_SLACK: Duration = Duration::from_secs(5);
-const STALL_FATAL: Duration = Duration::from_secs(300);
 /// While a backlog drains, a preview batch of the newest entries goes out this often.
 const PREVIEW_EVERY: Duration = Duration::from_secs(1);
 
@@ -165,54 +165,6 @@ pub async fn channel(
             }
             SessionError::Connect(msg)
         })
-}
-
-fn hello(cfg: &AgentConfig, log: &Log) -> Result<AgentMessage, SessionError> {
-    let st = log.stats();
-    Ok(AgentMessage {
-        msg: Some(Out::Hello(v1::Hello {
-            agent_version: env!("CARGO_PKG_VERSION").to_string(),
-            // stamped when the stream takes it (see `session`)
-            agent_time_ms: 0,
-            state_lost: false,
-            site_id: cfg.site_id.clone(),
-            log_id: log.log_id(),
-            log_first_seq: log.first_seq()?.unwrap_or(0),
-            log_next_seq: st.next_seq,
-            assets: cfg
-                .assets
-                .iter()
-                .map(|a| (a, canonical_capacity(a)))
-                .map(|(a, (capacity, capacity_unit))| v1::Asset {
-                    asset_id: a.id.clone(),
-                    kind: match a.kind {
-                        crate::config::AssetKind::Tank => v1::AssetKind::Tank,
-                        crate::config::AssetKind::Controller => v1::AssetKind::Controller,
-                        crate::config::AssetKind::Meter => v1::AssetKind::Meter,
-                        crate::config::AssetKind::Sensor => v1::AssetKind::Sensor,
-                        crate::config::AssetKind::Pump => v1::AssetKind::Pump,
-                    } as i32,
-                    name: a.name.clone(),
-                    product: a.product.clone(),
-                    // in its canonical unit, as readings are (litres for a tank)
-                    capacity,
-                    capacity_unit,
-                    details: a.details.clone().into_iter().collect(),
-                    writable: cfg
-                        .setpoints
-                        .iter()
-                        .filter(|l| l.asset == a.id)
-                        .map(|l| v1::WritablePoint {
-                            field: l.field.clone(),
-                            min: l.min,
-                            max: l.max,
-                            default: l.default,
-                        })
-                        .collect(),
-                })
-                .collect(),
-        })),
-    })
 }
 
 /// Builds the next batch from the log, starting at `from`.
@@ -612,142 +564,5 @@ pub async fn run(mut u: Uplink) {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return,
         }
-    }
-}
-
-/// Watches the uplink's liveness: while it has no session, it must start
-/// an attempt at least every `backoff_max_ms` (+ the setup deadline). A
-/// stall is logged and counted (`uplink_stalls`); one that lasts
-/// [`STALL_FATAL`] ends the agent, so that its supervisor restarts it.
-pub async fn watchdog(
-    cfg: Arc<AgentConfig>,
-    status: watch::Receiver<UplinkStatus>,
-    mut stop: watch::Receiver<bool>,
-    metrics: crate::metrics::Metrics,
-    fatal: crate::Fatal,
-) {
-    let limit = Duration::from_millis(cfg.uplink.backoff_max_ms) + SETUP_TIMEOUT + STALL_SLACK;
-    let mut stalled_since: Option<tokio::time::Instant> = None;
-    // a session that just ended was alive until then: the next attempt is
-    // due within the limit from its end, not from its start (issue 29: a
-    // session longer than the limit raised a false stall when it ended)
-    let mut connected_seen: Option<tokio::time::Instant> = None;
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = stop.changed() => return,
-        }
-        let (connected, last) = {
-            let s = status.borrow();
-            (s.connected, s.last_attempt)
-        };
-        if connected {
-            connected_seen = Some(tokio::time::Instant::now());
-        }
-        let since = last.max(connected_seen);
-        let overdue = !connected && since.is_some_and(|t| t.elapsed() > limit);
-        match (overdue, stalled_since) {
-            (true, None) => {
-                stalled_since = Some(tokio::time::Instant::now());
-                metrics.uplink_stalls.inc();
-                tracing::error!(
-                    limit_s = limit.as_secs(),
-                    "uplink stalled: no connection attempt within its limit"
-                );
-            }
-            (true, Some(t)) if t.elapsed() > STALL_FATAL => {
-                fatal.ended("uplink", "stalled: no connection attempt for 5 minutes");
-                return;
-            }
-            (false, Some(_)) => stalled_since = None,
-            _ => {}
-        }
-    }
-}
-
-/// An asset's capacity in the canonical unit of its configured unit
-/// (check-config refused a unit it does not know; unknown here: as given).
-fn canonical_capacity(a: &crate::config::AssetConfig) -> (f64, String) {
-    match adapter_api::units::conversion(&a.capacity_unit) {
-        Some((unit, f, o)) if a.capacity > 0.0 => (a.capacity * f + o, unit.to_string()),
-        Some((unit, _, _)) => (a.capacity, unit.to_string()),
-        None => (a.capacity, a.capacity_unit.clone()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_tank_capacity_goes_to_the_headend_in_litres_whatever_unit_the_site_wrote() {
-        let tank = |cap: f64, unit: &str| crate::config::AssetConfig {
-            id: "tank-1".into(),
-            kind: crate::config::AssetKind::Tank,
-            name: String::new(),
-            product: String::new(),
-            capacity: cap,
-            capacity_unit: unit.into(),
-            details: Default::default(),
-        };
-        assert_eq!(
-            canonical_capacity(&tank(20.0, "m3")),
-            (20_000.0, "L".into())
-        );
-        assert_eq!(
-            canonical_capacity(&tank(1000.0, "litre")),
-            (1000.0, "L".into())
-        );
-        let (l, u) = canonical_capacity(&tank(100.0, "gal"));
-        assert!((l - 378.541_178_4).abs() < 1e-9 && u == "L");
-        assert_eq!(canonical_capacity(&tank(40.0, "kW")), (40.0, "kW".into()));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_stalled_uplink_is_counted_and_after_five_minutes_ends_the_agent() {
-        let yaml = "site_id: s\nheadend: { address: 127.0.0.1:7443 }\ntls: { cert: a, key: b, ca: c }\nuplink: { backoff_max_ms: 1000 }\nassets: []\ndevices: []\n";
-        let cfg = Arc::new(crate::config::parse("t.yaml", yaml).unwrap());
-        let (status_tx, status) = watch::channel(UplinkStatus {
-            last_attempt: Some(tokio::time::Instant::now()),
-            ..Default::default()
-        });
-        let (_stop_tx, stop) = watch::channel(false);
-        let metrics = crate::metrics::Metrics::default();
-        let (fatal, mut fatal_rx) = crate::Fatal::new(stop.clone());
-        let dog = tokio::spawn(watchdog(cfg, status, stop, metrics.clone(), fatal));
-        // attempts keep coming: no stall
-        for _ in 0..60 {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            status_tx.send_modify(|s| s.last_attempt = Some(tokio::time::Instant::now()));
-        }
-        assert_eq!(metrics.uplink_stalls.get(), 0);
-        // a session of 100 s ends; the next attempt follows within the limit: no stall
-        status_tx.send_modify(|s| {
-            s.connected = true;
-            s.last_attempt = Some(tokio::time::Instant::now());
-        });
-        tokio::time::sleep(Duration::from_secs(100)).await;
-        status_tx.send_modify(|s| s.connected = false);
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        status_tx.send_modify(|s| s.last_attempt = Some(tokio::time::Instant::now()));
-        assert_eq!(
-            metrics.uplink_stalls.get(),
-            0,
-            "the end of a long session is no stall"
-        );
-        // no attempt for longer than backoff_max + setup deadline + slack
-        tokio::time::sleep(Duration::from_secs(40)).await;
-        assert_eq!(metrics.uplink_stalls.get(), 1, "counted once");
-        assert!(fatal_rx.borrow().is_none(), "not fatal yet");
-        tokio::time::sleep(Duration::from_secs(301)).await;
-        fatal_rx.wait_for(|f| f.is_some()).await.unwrap();
-        assert!(
-            fatal_rx
-                .borrow()
-                .as_deref()
-                .unwrap_or("")
-                .contains("stalled")
-        );
-        dog.await.unwrap();
     }
 }
