@@ -19,7 +19,18 @@ Commands (one per line; each answered "OK [result]" or "ERR <message>"):
   write NODEID VALUE   writes a Double; answers the status name
   props NODEID      JSON {"eu": display name or null, "range": [lo, hi] or null}
   nsidx URI         the namespace index of URI
+  discovery URL     JSON: the DiscoveryUrls the server's endpoints give
+  app_uri URI       the ApplicationUri the next connects claim (default: the
+                    one in the client's certificate)
   disconnect
+  create_sessions URL N [activate]
+        opens N channels with security None and creates a session on each,
+        never activating it unless "activate" (anonymous) is given; held
+        until hold_close; answers how many sessions were created
+  hold_close        closes what create_sessions holds
+  logins URL N CONC SECURITY USER PASSWORD
+        N full logins (connect, activate, disconnect), CONC at once;
+        answers JSON {"ok": k, "failed": ["error", ...]}
 """
 import asyncio
 import json
@@ -67,6 +78,20 @@ async def main():
     client = None
     notes = Notes()
     sub = None
+    held = []
+    claimed = [APP_URI]
+
+    async def one_login(url, security, user, password):
+        c = Client(url, timeout=30)
+        c.application_uri = APP_URI
+        if security != "none":
+            mode = ua.MessageSecurityMode.SignAndEncrypt if security == "sign_and_encrypt" else ua.MessageSecurityMode.Sign
+            await c.set_security(SecurityPolicyBasic256Sha256, str(cert), str(key), mode=mode)
+        if user != "-":
+            c.set_user(user)
+            c.set_password(password)
+        await c.connect()
+        await c.disconnect()
     while True:
         line = await loop.run_in_executor(None, sys.stdin.readline)
         if not line:
@@ -79,7 +104,7 @@ async def main():
             if cmd == "connect":
                 url, security, user, password = args
                 client = Client(url, timeout=10)
-                client.application_uri = APP_URI
+                client.application_uri = claimed[0]
                 if security != "none":
                     mode = ua.MessageSecurityMode.SignAndEncrypt if security == "sign_and_encrypt" else ua.MessageSecurityMode.Sign
                     await client.set_security(SecurityPolicyBasic256Sha256, str(cert), str(key), mode=mode)
@@ -145,8 +170,53 @@ async def main():
                         r = await p.read_value()
                         rng = [r.Low, r.High]
                 print("OK " + json.dumps({"eu": eu, "range": rng}), flush=True)
+            elif cmd == "discovery":
+                eps = await Client(args[0], timeout=10).connect_and_get_server_endpoints()
+                urls = sorted({u for e in eps for u in (e.Server.DiscoveryUrls or [])})
+                print("OK " + json.dumps(urls), flush=True)
+            elif cmd == "app_uri":
+                claimed[0] = args[0]
+                print("OK", flush=True)
             elif cmd == "nsidx":
                 print(f"OK {await client.get_namespace_index(args[0])}", flush=True)
+            elif cmd == "create_sessions":
+                url, n = args[0], int(args[1])
+                made = 0
+                for _ in range(n):
+                    c = Client(url, timeout=10)
+                    await c.connect_socket()
+                    await c.send_hello()
+                    await c.open_secure_channel()
+                    held.append(c)
+                    await c.create_session()
+                    if args[2:] == ["activate"]:
+                        await c.activate_session()
+                    made += 1
+                print(f"OK {made}", flush=True)
+            elif cmd == "hold_close":
+                for c in held:
+                    try:
+                        c.disconnect_socket()
+                    except Exception:
+                        pass
+                held = []
+                print("OK", flush=True)
+            elif cmd == "logins":
+                url, n, conc, security, user, password = args[0], int(args[1]), int(args[2]), args[3], args[4], args[5]
+                ok, failed = 0, []
+                gate = asyncio.Semaphore(conc)
+
+                async def guarded():
+                    nonlocal ok
+                    async with gate:
+                        try:
+                            await one_login(url, security, user, password)
+                            ok += 1
+                        except Exception as e:
+                            failed.append(" ".join(f"{type(e).__name__}: {e}".split()))
+
+                await asyncio.gather(*(guarded() for _ in range(n)))
+                print("OK " + json.dumps({"ok": ok, "failed": failed}), flush=True)
             elif cmd == "disconnect":
                 if client is not None:
                     await client.disconnect()

@@ -13,10 +13,10 @@
 //!   HMI retrying its correct password must not keep itself locked out);
 //!   the lock runs out when it was set to. A wrong password and an
 //!   unknown user look the same to the client.
-//! - One password is verified at a time ([`VERIFY_AT_ONCE`]): an argon2
-//!   verification takes 19 MiB and a core for a moment; a burst of logins
-//!   queues instead of taking the memory of the whole burst and the CPU the
-//!   device polling needs.
+//! - One password is verified at a time, on one low-priority thread with
+//!   one reused block of memory (`verify.rs`): a burst of logins queues
+//!   instead of taking the memory of the whole burst and the CPU the device
+//!   polling needs.
 //!
 //! The session's user token text says the role: `rw:<name>`, `ro:<name>`,
 //! or the anonymous token.
@@ -25,7 +25,6 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use opcua::crypto::Thumbprint;
 use opcua::server::address_space::AccessLevel;
 use opcua::server::authenticator::{
@@ -39,8 +38,6 @@ use opcua::types::{
 
 use crate::config::{Role, User};
 
-/// Password verifications at once (each takes argon2's 19 MiB and a core).
-pub const VERIFY_AT_ONCE: usize = 1;
 /// Failures in a row before a name is locked.
 pub const MAX_FAILURES: u32 = 5;
 /// First lock time.
@@ -131,9 +128,12 @@ pub fn user_name(token: &UserToken) -> &str {
 
 /// Checks a password against an argon2 PHC string (slow by design).
 pub fn verify(hash: &str, password: &str) -> bool {
-    PasswordHash::new(hash)
-        .and_then(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h))
-        .is_ok()
+    crate::verify::verify_with(&mut Vec::new(), hash, password)
+}
+
+/// Whether a password hash's cost is one the server accepts.
+pub fn hash_cost_ok(hash: &str) -> Result<(), String> {
+    crate::verify::cost_ok(hash)
 }
 
 /// An argon2id PHC string for `password` (`edge-agent opcua-password`).
@@ -154,17 +154,18 @@ pub struct Auth {
     users: HashMap<String, User>,
     lockout: Mutex<Lockout>,
     on_refused: OnRefused,
-    verifying: tokio::sync::Semaphore,
+    verifier: crate::verify::Verifier,
 }
 
 impl Auth {
-    pub fn new(users: &[User], on_refused: OnRefused) -> Auth {
-        Auth {
+    /// Fails only when the verifier thread cannot be started.
+    pub fn new(users: &[User], on_refused: OnRefused) -> std::io::Result<Auth> {
+        Ok(Auth {
             users: users.iter().map(|u| (u.name.clone(), u.clone())).collect(),
             lockout: Mutex::new(Lockout::default()),
             on_refused,
-            verifying: tokio::sync::Semaphore::new(VERIFY_AT_ONCE),
-        }
+            verifier: crate::verify::Verifier::start()?,
+        })
     }
 
     fn lockout(&self) -> std::sync::MutexGuard<'_, Lockout> {
@@ -224,15 +225,22 @@ impl AuthManager for Auth {
         };
         let pw = password.get().to_string();
         let hash = user.password_hash.clone();
-        // one at a time: a burst of logins queues here
-        let ok = match self.verifying.acquire().await {
-            Ok(_permit) => tokio::task::spawn_blocking(move || verify(&hash, &pw))
-                .await
-                .unwrap_or(false),
-            Err(_) => false,
-        };
-        if !ok {
-            return Err(self.refuse(username, "wrong password").await);
+        // one at a time, on the login thread: a burst of logins queues there
+        match self.verifier.verify(hash, pw).await {
+            Ok(true) => {}
+            Ok(false) => return Err(self.refuse(username, "wrong password").await),
+            Err(crate::verify::NotChecked::Busy) => {
+                (self.on_refused)();
+                tracing::warn!(user = %username, queued = crate::verify::QUEUED,
+                    "OPC UA login refused: too many logins waiting for a password check");
+                return Err(Error::new(
+                    StatusCode::BadTooManyOperations,
+                    "too many logins at once; try again",
+                ));
+            }
+            Err(crate::verify::NotChecked::Gone) => {
+                return Err(Error::new(StatusCode::BadShutdown, "the agent is stopping"));
+            }
         }
         self.lockout().succeeded(username);
         let role = match user.role {
@@ -350,7 +358,7 @@ mod tests {
 
     #[test]
     fn only_read_write_tokens_keep_the_write_bit() {
-        let auth = Auth::new(&[], std::sync::Arc::new(|| {}));
+        let auth = Auth::new(&[], std::sync::Arc::new(|| {})).unwrap();
         let rw = AccessLevel::CURRENT_READ | AccessLevel::CURRENT_WRITE;
         let id = NodeId::null();
         let level = |t: &str| {

@@ -35,6 +35,15 @@ pub struct ServerConfig {
     /// Most sessions at once. 1 to 100. Default 10.
     #[serde(default = "default_max_sessions", deserialize_with = "max_sessions")]
     pub max_sessions: u64,
+    /// Most TCP connections at once, logged in or not. More than
+    /// `max_sessions`, up to 1,000. Default 64. At the cap a new connection
+    /// ends the oldest one that has not logged in (a client past its login
+    /// is never pushed out); when all have, the new one is closed.
+    #[serde(
+        default = "default_max_connections",
+        deserialize_with = "max_connections"
+    )]
+    pub max_connections: u64,
     /// Shortest sampling / publishing interval a client may ask for, ms.
     /// 10 to 10,000. Default 100.
     #[serde(default = "default_min_interval", deserialize_with = "min_interval")]
@@ -110,6 +119,12 @@ fn default_pki_dir() -> PathBuf {
 fn default_max_sessions() -> u64 {
     10
 }
+fn default_max_connections() -> u64 {
+    64
+}
+fn max_connections<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    adapter_api::bounded_u64(d, "max_connections", 2, 1_000)
+}
 fn default_min_interval() -> u64 {
     100
 }
@@ -163,6 +178,16 @@ impl ServerConfig {
         {
             return Err(problem("host_name", h, format!("{h:?} is not a host name")));
         }
+        if self.max_connections <= self.max_sessions {
+            return Err(problem(
+                "max_connections",
+                &self.max_connections.to_string(),
+                format!(
+                    "must be more than max_sessions ({}): room for clients on their way to a login",
+                    self.max_sessions
+                ),
+            ));
+        }
         let secure = self.security.iter().any(|s| *s != Security::None);
         if secure && self.users.is_empty() {
             return Err(problem(
@@ -202,6 +227,13 @@ impl ServerConfig {
                         "user {:?}: not an argon2 hash; make one with `edge-agent opcua-password`",
                         u.name
                     ),
+                ));
+            }
+            if let Err(msg) = crate::auth::hash_cost_ok(&u.password_hash) {
+                return Err(problem(
+                    "password_hash",
+                    &u.password_hash,
+                    format!("user {:?}: {msg}", u.name),
                 ));
             }
         }
@@ -256,6 +288,14 @@ mod tests {
                 "unknown variant `admin`",
             ),
             ("{ security: [none], max_sessions: 0 }", "max_sessions"),
+            (
+                "{ security: [none], max_sessions: 20, max_connections: 20 }",
+                "opcua_server.max_connections: must be more than max_sessions (20)",
+            ),
+            (
+                "{ security: [none], users: [{ name: a, password_hash: '$argon2id$v=19$m=1048576,t=2,p=1$c2FsdHNhbHRzYWx0$2Vg3o5e4bCqaM9tS6m5jI2cSCuhwJ2HwFz1cQWQxM5k', role: read_only }] }",
+                "opcua_server.password_hash: user \"a\": needs 1048576 KiB of memory per login",
+            ),
             (
                 "{ security: [none], host_name: 'a b' }",
                 "opcua_server.host_name",

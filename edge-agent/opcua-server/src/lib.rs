@@ -36,10 +36,12 @@ use opcua::types::{MessageSecurityMode, StatusCode};
 use tokio::sync::watch;
 
 pub mod auth;
+pub mod cert;
 pub mod config;
 mod live;
 pub mod model;
 mod nodes;
+pub mod verify;
 
 pub use live::{AgentStatus, Delivery, DeviceState, Feed, status_of};
 
@@ -141,6 +143,18 @@ pub enum StartError {
     Build(String),
 }
 
+/// What `Server/ServerStatus/BuildInfo` says (before: all empty).
+fn build_info() -> opcua::types::BuildInfo {
+    opcua::types::BuildInfo {
+        product_uri: "urn:tankwatch:edge-agent".into(),
+        manufacturer_name: "tankwatch".into(),
+        product_name: "tankwatch edge-agent".into(),
+        software_version: env!("CARGO_PKG_VERSION").into(),
+        build_number: env!("CARGO_PKG_VERSION").into(),
+        build_date: opcua::types::DateTime::null(),
+    }
+}
+
 fn endpoints(cfg: &ServerConfig) -> Vec<(String, ServerEndpoint)> {
     let users: Vec<String> = cfg.users.iter().map(|u| u.name.clone()).collect();
     cfg.security
@@ -212,6 +226,21 @@ pub fn start(
     }
     let ns_uri = format!("urn:tankwatch:agent:{}", site.id);
     let app_uri = format!("urn:tankwatch:agent:{}:opcua-server", site.id);
+    let own =
+        cert::ensure(&cfg.pki_dir, &app_uri, &host, &site.id).map_err(|msg| StartError::Pki {
+            dir: pki.clone(),
+            msg,
+        })?;
+    match &own.outcome {
+        cert::Outcome::Renewed(why) => {
+            tracing::warn!(thumbprint = %own.thumbprint, not_after = %own.not_after, why,
+            "OPC UA server certificate renewed: SCADA clients that trusted the old one must trust this one ({}/own/cert.der)", pki)
+        }
+        o => {
+            tracing::info!(thumbprint = %own.thumbprint, not_after = %own.not_after, outcome = ?o, "OPC UA server certificate")
+        }
+    }
+    let endpoint = format!("opc.tcp://{host}:{}/", addr.port());
     let mut b = ServerBuilder::new()
         .application_name(format!("tankwatch agent {}", site.id))
         .application_uri(app_uri.as_str())
@@ -221,17 +250,22 @@ pub fn start(
         .pki_dir(&cfg.pki_dir)
         .certificate_path("own/cert.der")
         .private_key_path("private/private.pem")
-        .create_sample_keypair(true)
+        .create_sample_keypair(false)
         .trust_client_certs(false)
         .check_cert_time(true)
         .max_sessions(cfg.max_sessions as usize)
-        .discovery_urls(vec!["/".to_string()])
+        .discovery_urls(vec![endpoint.clone()])
+        .build_info(build_info())
         .diagnostics_enabled(false)
         // the stack checks subscriptions on this timer: at its default (100 ms)
         // a 100 ms publishing interval became up to 200 ms (measured p99 279 ms
         // from a device change to the client; BENCHMARKS)
         .subscription_poll_interval_ms(SUBSCRIPTION_TICK_MS)
-        .with_authenticator(Arc::new(auth::Auth::new(&cfg.users, on_login_refused)));
+        .max_connections(cfg.max_connections as usize)
+        .with_authenticator(Arc::new(
+            auth::Auth::new(&cfg.users, on_login_refused)
+                .map_err(|e| StartError::Build(format!("cannot start the login thread: {e}")))?,
+        ));
     {
         let l = b.limits_mut();
         l.subscriptions.min_sampling_interval_ms = cfg.min_interval_ms as f64;
@@ -286,7 +320,6 @@ pub fn start(
     let feed = Arc::new(Feed::new(keys));
     let (status_tx, status_rx) = watch::channel(AgentStatus::default());
     let (deliv_tx, deliv_rx) = watch::channel(Vec::new());
-    let endpoint = format!("opc.tcp://{host}:{}/", addr.port());
     tracing::info!(%endpoint, listen = %addr, security = ?cfg.security.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
         variables = plan.vars.len(), "OPC UA server listening");
     let updater = live::Updater {

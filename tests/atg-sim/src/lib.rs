@@ -154,7 +154,12 @@ struct State {
     frozen: bool,
     silent: bool,
     requests: u64,
+    /// When the newest requests arrived, bounded by [`REQUEST_TIMES`].
+    request_times: std::collections::VecDeque<std::time::Instant>,
 }
+
+/// Request arrival times the simulator keeps (the oldest are dropped).
+pub const REQUEST_TIMES: usize = 100_000;
 
 /// Handle on a running simulator.
 #[derive(Clone)]
@@ -220,6 +225,7 @@ impl Simulator {
             frozen: false,
             silent: false,
             requests: 0,
+            request_times: Default::default(),
         }));
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
@@ -244,6 +250,12 @@ impl Simulator {
     /// Requests answered so far.
     pub fn requests(&self) -> u64 {
         lock(&self.state).requests
+    }
+
+    /// When the newest requests arrived (at most [`REQUEST_TIMES`]): what a
+    /// test reads polling pauses from.
+    pub fn request_times(&self) -> Vec<std::time::Instant> {
+        lock(&self.state).request_times.iter().copied().collect()
     }
     /// A controller holding register (1000..1010).
     pub fn controller_register(&self, addr: u16) -> Option<u16> {
@@ -463,6 +475,10 @@ impl tokio_modbus::server::Service for AtgService {
             });
         }
         s.requests += 1;
+        if s.request_times.len() >= REQUEST_TIMES {
+            s.request_times.pop_front();
+        }
+        s.request_times.push_back(std::time::Instant::now());
         let limit = s.tanks.len() as u32 * u32::from(TANK_STRIDE);
         let ctrl = u32::from(CONTROLLER_BASE)..u32::from(CONTROLLER_BASE + CONTROLLER_LEN);
         let in_ctrl = |addr: u16, cnt: u16| {

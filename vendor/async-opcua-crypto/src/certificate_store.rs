@@ -262,6 +262,36 @@ impl CertificateStore {
         }
     }
 
+    /// tankwatch patch: whether unknown certificates are trusted.
+    pub fn trusts_unknown(&self) -> bool {
+        self.trust_unknown_certs
+    }
+
+    /// tankwatch patch: whether a file in the trusted folder holds this
+    /// certificate (DER or PEM, any file name). The folder holds a handful of
+    /// certificates; it is read at every check, so a removal takes effect at
+    /// the next one.
+    pub fn is_trusted_by_content(&self, cert: &X509) -> bool {
+        let Ok(want) = cert.to_der() else {
+            return false;
+        };
+        let Ok(entries) = std::fs::read_dir(self.trusted_certs_dir()) else {
+            return false;
+        };
+        entries.flatten().any(|e| {
+            let path = e.path();
+            // any extension (.der, .pem, .crt, .cer): DER or PEM by content
+            path.is_file()
+                && std::fs::read(&path).ok().is_some_and(|bytes| {
+                    X509::from_der(&bytes)
+                        .or_else(|_| X509::from_pem(&bytes))
+                        .ok()
+                        .and_then(|c| c.to_der().ok())
+                        .is_some_and(|der| der == want)
+                })
+        })
+    }
+
     /// Validates the certificate according to the strictness set in the CertificateStore itself.
     /// Validation might include checking the issue time, expiration time, revocation, trust chain
     /// etc. In the first instance this function will only check if the cert is recognized
@@ -282,83 +312,61 @@ impl CertificateStore {
         let cert_file_name = CertificateStore::cert_file_name(cert);
         debug!("Validating cert with name on disk {}", cert_file_name);
 
-        // Look for the cert in the rejected folder. If it's rejected there is no purpose going
-        // any further
-        {
-            let mut cert_path = self.rejected_certs_dir();
-            if !cert_path.exists() {
-                error!(
-                    "Path for rejected certificates {} does not exist",
-                    cert_path.display()
-                );
+        // tankwatch patch: a certificate is trusted by its content, under
+        // any file name in the trusted folder (before: only under the name
+        // `cert_file_name` gives, so the same certificate saved as
+        // `scada.der` was refused); trusted wins over a copy left in the
+        // rejected folder, which is removed (before: a certificate copied,
+        // not moved, from rejected/ to trusted/ stayed refused)
+        for dir in [self.rejected_certs_dir(), self.trusted_certs_dir()] {
+            if !dir.exists() {
+                error!("Path for certificates {} does not exist", dir.display());
                 return Err(Error::new(
                     StatusCode::BadUnexpectedError,
-                    format!(
-                        "Path for rejected certificates {} does not exist",
-                        cert_path.display()
-                    ),
-                ));
-            }
-            cert_path.push(&cert_file_name);
-            if cert_path.exists() {
-                warn!(
-                    "Certificate {} is untrusted because it resides in the rejected directory",
-                    cert_file_name
-                );
-                return Err(Error::new(
-                    StatusCode::BadSecurityChecksFailed,
-                    format!(
-                        "Certificate {} is untrusted because it resides in the rejected directory",
-                        cert_file_name
-                    ),
+                    format!("Path for certificates {} does not exist", dir.display()),
                 ));
             }
         }
-
-        // Check the trusted folder. These checks are more strict to ensure the cert is genuinely
-        // trusted
-        {
-            // Check the trusted folder
-            let mut cert_path = self.trusted_certs_dir();
-            if !cert_path.exists() {
-                error!(
-                    "Path for trusted certificates {} does not exist",
-                    cert_path.display()
+        if self.is_trusted_by_content(cert) {
+            let rejected = self.rejected_certs_dir().join(&cert_file_name);
+            if rejected.exists() {
+                info!(
+                    "Certificate {} is in the trusted directory: its copy in the rejected directory is removed",
+                    cert_file_name
                 );
-                return Err(Error::new(
-                    StatusCode::BadUnexpectedError,
-                    format!(
-                        "Path for trusted certificates {} does not exist",
-                        cert_path.display()
-                    ),
-                ));
+                let _ = std::fs::remove_file(&rejected);
             }
-            cert_path.push(&cert_file_name);
-
-            // Check if cert is in the trusted folder
-            if !cert_path.exists() {
-                // ... trust checks based on ca could be added here to add cert straight to trust folder
-                if self.trust_unknown_certs {
-                    // Put the unknown cert into the trusted folder
-                    warn!("Certificate {} is unknown but policy will store it into the trusted directory", cert_file_name);
-                    let _ = self.store_trusted_cert(cert);
-                // Note that we drop through and still check the cert for validity
-                } else {
-                    warn!("Certificate {} is unknown and untrusted so it will be stored in rejected directory", cert_file_name);
-                    let _ = self.store_rejected_cert(cert);
-                    return Err(Error::new(
-                        StatusCode::BadCertificateUntrusted,
-                        format!("Certificate {} is unknown and untrusted", cert_file_name),
-                    ));
-                }
-            }
-
-            // Read the cert from the trusted folder to make sure it matches the one supplied
-            if !CertificateStore::ensure_cert_and_file_are_the_same(cert, &cert_path) {
-                error!("Certificate in memory does not match the one on disk {} so cert will automatically be treated as untrusted", cert_path.display());
-                return Err(Error::new(StatusCode::BadUnexpectedError, format!("Certificate in memory does not match the one on disk {} so cert will automatically be treated as untrusted", cert_path.display())));
-            }
-
+        } else if self.rejected_certs_dir().join(&cert_file_name).exists() {
+            warn!(
+                "Certificate {} is untrusted because it resides in the rejected directory",
+                cert_file_name
+            );
+            return Err(Error::new(
+                StatusCode::BadCertificateUntrusted,
+                format!(
+                    "Certificate {} is untrusted: it is in the rejected directory {}; move it to the trusted directory {} to trust it",
+                    cert_file_name,
+                    self.rejected_certs_dir().display(),
+                    self.trusted_certs_dir().display()
+                ),
+            ));
+        } else if self.trust_unknown_certs {
+            warn!("Certificate {} is unknown but policy will store it into the trusted directory", cert_file_name);
+            let _ = self.store_trusted_cert(cert);
+        } else {
+            warn!("Certificate {} is unknown and untrusted so it will be stored in rejected directory", cert_file_name);
+            let _ = self.store_rejected_cert(cert);
+            return Err(Error::new(
+                StatusCode::BadCertificateUntrusted,
+                format!(
+                    "Certificate {} is unknown and untrusted: it was stored in {}; move it to {} to trust it",
+                    cert_file_name,
+                    self.rejected_certs_dir().display(),
+                    self.trusted_certs_dir().display()
+                ),
+            ));
+        }
+        {
             // Check that the certificate is the right length for the security policy
             match cert.key_length() {
                 Err(_) => {

@@ -1,3 +1,5 @@
+// tankwatch: vendored code, linted upstream, not by this project
+#![allow(warnings, clippy::all)]
 // OPCUA for Rust
 // SPDX-License-Identifier: MPL-2.0
 // Copyright (C) 2017-2024 Adam Lock
@@ -14,7 +16,8 @@ use opcua_types::{
 use tracing::{error, trace};
 
 pub use crate::aes::{AesKey, KeySize, PKey, PrivateKey, PublicKey};
-pub use crate::x509::{X509Data, X509Error, X509};
+// tankwatch patch: AlternateNames exported (X509Data has it as a public field)
+pub use crate::x509::{AlternateNames, X509Data, X509Error, X509};
 pub use certificate_store::CertificateStore;
 pub use policy::{AesDerivedKeys, PaddingInfo};
 pub use security_policy::SecurityPolicy;

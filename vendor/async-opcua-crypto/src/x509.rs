@@ -516,7 +516,15 @@ impl X509 {
 
         let signing_key = pkcs1v15::SigningKey::<sha2::Sha256>::new(pkey.value.clone());
 
-        let serial_number = SerialNumber::from(42u32);
+        // tankwatch patch: a random serial number (was 42 for every
+        // certificate; RFC 5280 4.1.2.2 wants issuer and serial unique, and
+        // a renewed certificate has the same subject and issuer)
+        let serial_number = {
+            let mut b = [0u8; 16];
+            crate::random::bytes(&mut b);
+            b[0] = (b[0] & 0x7f) | 0x01;
+            SerialNumber::new(&b).map_err(BuilderError::Asn1)?
+        };
 
         let subject;
 
@@ -776,47 +784,34 @@ impl X509 {
 
     /// Tests if the supplied application uri matches the uri alt subject name entry on the cert
     pub fn is_application_uri_valid(&self, application_uri: &str) -> Result<(), Error> {
-        // Expecting the first subject alternative name to be a uri that matches with the supplied
-        // application uri
-        if let Some(alt_names) = self.get_alternate_names() {
-            if !alt_names.is_empty() {
-                match AlternateNames::convert_name(&alt_names[0]) {
-                    Some(val) => {
-                        if val == application_uri {
-                            Ok(())
-                        } else {
-                            error!(
-                                "Application uri {} does not match first alt name {}",
-                                application_uri, val
-                            );
-                            Err(Error::new(StatusCode::BadCertificateUriInvalid, format!("Application uri {application_uri} does not match first alt name {val}")))
-                        }
-                    }
-
-                    _ => {
-                        error!("Alternate name {:?} cannot be converted", alt_names[0]);
-                        Err(Error::new(
-                            StatusCode::BadCertificateUriInvalid,
-                            format!(
-                                "Failed to convert certificate alt name {:?} to string",
-                                alt_names[0]
-                            ),
-                        ))
-                    }
-                }
-            } else {
-                error!("Cert has zero subject alt names");
-                Err(Error::new(
-                    StatusCode::BadCertificateUriInvalid,
-                    "Certificate has no subject alt names",
-                ))
-            }
+        // tankwatch patch: the application URI may be any URI entry of the
+        // subject alternative names (OPC 10000-4, 6.1.3; node-opcua puts it
+        // after the DNS names and IP addresses); before, only the first entry
+        // was compared, refusing node-opcua's default certificates
+        let uris: Vec<String> = self
+            .get_alternate_names()
+            .map(|names| {
+                names
+                    .iter()
+                    .filter_map(|n| match n {
+                        GeneralName::UniformResourceIdentifier(v) => Some(v.to_string()),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if uris.iter().any(|u| u == application_uri) {
+            Ok(())
         } else {
-            error!("Cert has no subject alt names at all");
-            // No alt names
+            error!(
+                "Application uri {} is not among the certificate's URIs {:?}",
+                application_uri, uris
+            );
             Err(Error::new(
                 StatusCode::BadCertificateUriInvalid,
-                "Certificate has no subject alt names",
+                format!(
+                    "Application uri {application_uri} is not among the certificate's subject alternative name URIs {uris:?}"
+                ),
             ))
         }
     }

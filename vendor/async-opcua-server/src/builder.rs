@@ -519,7 +519,13 @@ impl ServerBuilder {
         self
     }
 
-    /// Maximum number of active sessions.
+    /// Maximum number of open TCP connections (tankwatch patch).
+    pub fn max_connections(mut self, max_connections: usize) -> Self {
+        self.config.limits.max_connections = max_connections;
+        self
+    }
+
+    /// Maximum number of sessions.
     pub fn max_sessions(mut self, max_sessions: usize) -> Self {
         self.config.limits.max_sessions = max_sessions;
         self

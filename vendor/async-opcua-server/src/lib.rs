@@ -1,3 +1,5 @@
+// tankwatch: vendored code, linted upstream, not by this project
+#![allow(warnings, clippy::all)]
 #![warn(missing_docs)]
 
 //! A general implementation of an OPC-UA server.

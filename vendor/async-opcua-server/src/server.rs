@@ -2,7 +2,7 @@ use std::{
     collections::HashMap,
     net::{SocketAddr, ToSocketAddrs},
     sync::{
-        atomic::{AtomicU16, AtomicU8},
+        atomic::{AtomicBool, AtomicU16, AtomicU8, Ordering},
         Arc,
     },
     time::Duration,
@@ -51,6 +51,28 @@ use super::{
 
 struct ConnectionInfo {
     command_send: tokio::sync::mpsc::Sender<ControllerCommand>,
+    // tankwatch patch: whether the connection holds an activated session
+    // (never evicted at the connection cap), and how to end it at once
+    activated: Arc<AtomicBool>,
+    abort: tokio::task::AbortHandle,
+}
+
+/// tankwatch patch: ends the oldest connection without an activated
+/// session, if there is one (at the connection cap, or when the process is
+/// out of file descriptors). Returns whether one was ended.
+fn evict_unactivated(map: &mut HashMap<u32, ConnectionInfo>) -> bool {
+    let victim = map
+        .iter()
+        .filter(|(_, c)| !c.activated.load(Ordering::Relaxed))
+        .map(|(id, _)| *id)
+        .min();
+    match victim.and_then(|id| map.remove(&id)) {
+        Some(c) => {
+            c.abort.abort();
+            true
+        }
+        None => false,
+    }
 }
 
 fn log_connection_panic(id: u32, payload: Box<dyn std::any::Any + Send>) {
@@ -364,6 +386,9 @@ impl Server {
                             info!("Connection {} terminated", id);
                             self.connection_map.remove(&id);
                         },
+                        // tankwatch patch: an evicted connection was aborted
+                        // and already removed from the map
+                        Err(e) if e.is_cancelled() => {}
                         Err(e) => error!("Connection panic! {e}")
                     }
                 }
@@ -373,7 +398,16 @@ impl Server {
                 rs = listener.accept() => {
                     match rs {
                         Ok((socket, addr)) => {
+                            // tankwatch patch: the connection cap
+                            if self.connection_map.len() >= self.info.config.limits.max_connections
+                                && !evict_unactivated(&mut self.connection_map)
+                            {
+                                warn!("Refused connection from {addr}: all {} connections hold an activated session (max_connections)", self.connection_map.len());
+                                drop(socket);
+                                continue;
+                            }
                             info!("Accept new connection from {addr} ({connection_counter})");
+                            let activated = Arc::new(AtomicBool::new(false));
                             let conn = SessionStarter::new(
                                 TcpConnector::new(socket, TransportConfig {
                                     send_buffer_size: self.info.config.limits.send_buffer_size,
@@ -386,7 +420,8 @@ impl Server {
                                 self.session_manager.clone(),
                                 self.certificate_store.clone(),
                                 self.node_managers.clone(),
-                                self.subscriptions.clone()
+                                self.subscriptions.clone(),
+                                activated.clone(),
                             );
 
                             let (send, recv) = tokio::sync::mpsc::channel(5);
@@ -400,14 +435,25 @@ impl Server {
                                 }
                                 connection_counter
                             });
+                            let abort = handle.abort_handle();
                             self.connections.push(handle);
                             self.connection_map.insert(connection_counter, ConnectionInfo {
-                                command_send: send
+                                command_send: send,
+                                activated,
+                                abort,
                             });
                             connection_counter += 1;
                         }
                         Err(e) => {
+                            // tankwatch patch: out of file descriptors, accept
+                            // fails at once until one is freed: free one (the
+                            // oldest connection without an activated session)
+                            // and pause, instead of spinning on the error
                             error!("Failed to accept client connection: {:?}", e);
+                            if matches!(e.raw_os_error(), Some(24) | Some(23)) {
+                                evict_unactivated(&mut self.connection_map);
+                            }
+                            tokio::time::sleep(Duration::from_millis(20)).await;
                         }
                     }
                 }
@@ -431,7 +477,8 @@ impl Server {
                         self.session_manager.clone(),
                         self.certificate_store.clone(),
                         self.node_managers.clone(),
-                        self.subscriptions.clone()
+                        self.subscriptions.clone(),
+                        Arc::new(AtomicBool::new(true)),
                     );
 
                     // We need to make sure that the reverse connect handle is passed
@@ -450,9 +497,12 @@ impl Server {
                         }
                         connection_counter
                     });
+                    let abort = handle.abort_handle();
                     self.connections.push(handle);
                     self.connection_map.insert(connection_counter, ConnectionInfo {
-                        command_send: send
+                        command_send: send,
+                        activated: Arc::new(AtomicBool::new(true)),
+                        abort,
                     });
                     connection_counter += 1;
                 }

@@ -42,6 +42,11 @@ pub struct Limits {
     /// Maximum number of registered sessions before new ones are rejected.
     #[serde(default = "defaults::max_sessions")]
     pub max_sessions: usize,
+    /// Maximum number of open TCP connections (tankwatch patch). At the cap a
+    /// new connection evicts the oldest one without an activated session, or
+    /// is closed at once when every connection has one.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -60,6 +65,7 @@ impl Default for Limits {
             max_query_continuation_points: defaults::max_query_continuation_points(),
             operational: OperationalLimits::default(),
             max_sessions: defaults::max_sessions(),
+            max_connections: defaults::max_connections(),
         }
     }
 }
@@ -243,6 +249,9 @@ mod defaults {
     pub(super) fn max_sessions() -> usize {
         constants::MAX_SESSIONS
     }
+    pub(super) fn max_connections() -> usize {
+        constants::MAX_SESSIONS * 4
+    }
 
     pub(super) fn max_subscriptions_per_session() -> usize {
         constants::MAX_SUBSCRIPTIONS_PER_SESSION
@@ -364,6 +373,7 @@ mod tests {
                 max_history_continuation_points: 500,
                 max_query_continuation_points: 500,
                 max_sessions: 20,
+                max_connections: 80,
                 subscriptions: SubscriptionLimits {
                     max_subscriptions_per_session: 100,
                     max_pending_publish_requests: 20,

@@ -1,6 +1,9 @@
 use std::{
     pin::Pin,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -71,6 +74,10 @@ pub(crate) enum ControllerCommand {
 type PendingMessageResponse = dyn Future<Output = Result<Response, String>> + Send + Sync + 'static;
 
 /// Master type managing a single connection.
+/// tankwatch patch: how often a connection checks that its client's
+/// certificate is still in the trusted directory.
+const TRUST_CHECK: Duration = Duration::from_secs(2);
+
 pub(crate) struct SessionController {
     channel: SecureChannel,
     transport: TcpTransport,
@@ -81,6 +88,8 @@ pub(crate) struct SessionController {
     pending_messages: FuturesUnordered<Pin<Box<PendingMessageResponse>>>,
     info: Arc<ServerInfo>,
     deadline: Instant,
+    // tankwatch patch: set while the connection holds an activated session
+    activated: Arc<AtomicBool>,
 }
 
 enum RequestProcessResult {
@@ -95,6 +104,7 @@ pub(crate) struct SessionStarter<T> {
     certificate_store: Arc<RwLock<CertificateStore>>,
     node_managers: NodeManagers,
     subscriptions: Arc<SubscriptionCache>,
+    activated: Arc<AtomicBool>,
 }
 
 impl<T: Connector> SessionStarter<T> {
@@ -105,6 +115,7 @@ impl<T: Connector> SessionStarter<T> {
         certificate_store: Arc<RwLock<CertificateStore>>,
         node_managers: NodeManagers,
         subscriptions: Arc<SubscriptionCache>,
+        activated: Arc<AtomicBool>,
     ) -> Self {
         Self {
             connector,
@@ -113,6 +124,7 @@ impl<T: Connector> SessionStarter<T> {
             certificate_store,
             node_managers,
             subscriptions,
+            activated,
         }
     }
 
@@ -159,6 +171,7 @@ impl<T: Connector> SessionStarter<T> {
             self.info,
             self.node_managers,
             self.subscriptions,
+            self.activated,
         );
         controller.run(command).await
     }
@@ -172,6 +185,7 @@ impl SessionController {
         info: Arc<ServerInfo>,
         node_managers: NodeManagers,
         subscriptions: Arc<SubscriptionCache>,
+        activated: Arc<AtomicBool>,
     ) -> Self {
         let channel = SecureChannel::new(
             certificate_store.clone(),
@@ -190,10 +204,16 @@ impl SessionController {
                 + Duration::from_secs(info.config.tcp_config.hello_timeout as u64),
             info,
             pending_messages: FuturesUnordered::new(),
+            activated,
         }
     }
 
     async fn run(mut self, mut command: tokio::sync::mpsc::Receiver<ControllerCommand>) {
+        // tankwatch patch: a client certificate taken out of the trusted
+        // directory ends the connection it opened (before: the session went
+        // on until the client left)
+        let mut trust_check = tokio::time::interval(TRUST_CHECK);
+        trust_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let resp_fut = if self.pending_messages.is_empty() {
                 Either::Left(futures::future::pending::<Option<Result<Response, String>>>())
@@ -202,6 +222,19 @@ impl SessionController {
             };
 
             tokio::select! {
+                _ = trust_check.tick() => {
+                    // (checked once its session is activated: until then the
+                    // certificate was not yet validated, at CreateSession)
+                    let cert = self.activated.load(Ordering::Relaxed).then(|| self.channel.remote_cert()).flatten();
+                    if let Some(cert) = cert {
+                        let store = trace_read_lock!(self.certificate_store);
+                        if !store.trusts_unknown() && !store.is_trusted_by_content(&cert) {
+                            drop(store);
+                            warn!("The client's certificate is no longer in the trusted directory: closing its connection");
+                            self.fatal_error(StatusCode::BadCertificateUntrusted, "certificate no longer trusted");
+                        }
+                    }
+                }
                 _ = tokio::time::sleep_until(self.deadline.into()) => {
                     warn!("Connection timed out, closing");
                     self.fatal_error(StatusCode::BadTimeout, "Connection timeout");
@@ -350,6 +383,9 @@ impl SessionController {
                 )
                 .instrument(span.clone())
                 .await;
+                if res.is_ok() {
+                    self.activated.store(true, Ordering::Relaxed);
+                }
                 let _h = span.enter();
                 self.process_service_result(res, request.request_header.request_handle, id)
             }

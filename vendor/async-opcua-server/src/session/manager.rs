@@ -67,8 +67,28 @@ impl SessionManager {
         certificate_store: &RwLock<CertificateStore>,
         request: &CreateSessionRequest,
     ) -> Result<CreateSessionResponse, StatusCode> {
+        // tankwatch patch: a session that was created but never activated
+        // does not hold a slot against a client that logs in: at the cap the
+        // oldest such session is ended to make room
         if self.sessions.len() >= self.info.config.limits.max_sessions {
-            return Err(StatusCode::BadTooManySessions);
+            let oldest = self
+                .sessions
+                .iter()
+                .filter_map(|(id, s)| {
+                    let s = s.read();
+                    (!s.is_activated()).then(|| (s.session_id_numeric(), id.clone()))
+                })
+                .min_by_key(|(n, _)| *n)
+                .map(|(_, id)| id);
+            match oldest {
+                Some(id) => {
+                    info!("Session {id} was never activated: ended to make room for a new one (max_sessions)");
+                    if let Some(session) = self.sessions.remove(&id) {
+                        trace_write_lock!(session).close();
+                    }
+                }
+                None => return Err(StatusCode::BadTooManySessions),
+            }
         }
 
         // TODO: Auditing and diagnostics.
@@ -100,11 +120,13 @@ impl SessionManager {
         let client_certificate = if security_policy != SecurityPolicy::None {
             let cert = opcua_crypto::X509::from_byte_string(&request.client_certificate)?;
             let store = trace_read_lock!(certificate_store);
+            // tankwatch patch: the client's ApplicationUri must be one of its
+            // certificate's URIs (OPC 10000-4, 5.6.2: BadCertificateUriInvalid)
             store.validate_or_reject_application_instance_cert(
                 &cert,
                 security_policy,
                 None,
-                None,
+                Some(request.client_description.application_uri.as_ref()),
             )?;
             Some(cert)
         } else {
