@@ -351,6 +351,11 @@ impl Metrics {
                 "OPC UA server logins refused (wrong password, unknown or locked user name)",
                 &c.opcua_logins_refused,
             ),
+            (
+                "opcua_refused_writes_unrecorded",
+                "OPC UA writes the server refused that were counted in opcua_writes_total but not recorded at the headend (past 10 at once and one per 6 s, or the executor busy)",
+                &c.opcua_refused_writes_unrecorded,
+            ),
         ] {
             r.register(name, help, counter.clone());
         }

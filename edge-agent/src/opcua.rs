@@ -97,10 +97,50 @@ pub fn result_of(reason: AckReason) -> WriteResult {
 /// The write service the server calls: a local write into the executor,
 /// waiting at most [`WRITE_WAIT`] for its outcome.
 pub fn writer(local: mpsc::Sender<LocalWrite>, metrics: crate::commands::CommandMetrics) -> Writer {
+    let records = Arc::new(std::sync::Mutex::new(RefusalRecords::default()));
     Arc::new(move |c: WriteCall| {
         let local = local.clone();
         let metrics = metrics.clone();
+        let records = records.clone();
         Box::pin(async move {
+            if let Some((status, why)) = &c.refused {
+                // counted always; recorded at the headend when it names a
+                // point and within the rate (a client hammering refused
+                // writes must not fill the log)
+                metrics
+                    .opcua_writes
+                    .get_or_create(&vec![("status", status.to_string())])
+                    .inc();
+                let record = !c.asset.is_empty()
+                    && records
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .take(tokio::time::Instant::now());
+                if !record {
+                    metrics.opcua_refused_writes_unrecorded.inc();
+                    return (
+                        WriteResult::Invalid,
+                        format!("{status}: {why} (counted, not recorded)"),
+                    );
+                }
+                let (reply, _rx) = oneshot::channel();
+                let w = LocalWrite {
+                    asset: c.asset,
+                    field: c.field,
+                    value: if c.value.is_finite() { c.value } else { 0.0 },
+                    origin: "opcua".into(),
+                    user: c.user,
+                    client: c.client,
+                    refused: Some(format!("{status}: {why}")),
+                    reply,
+                };
+                // recorded without waiting for the executor's answer: the
+                // client has its status already; a full queue drops the record
+                if local.try_send(w).is_err() {
+                    metrics.opcua_refused_writes_unrecorded.inc();
+                }
+                return (WriteResult::Invalid, format!("{status}: {why}"));
+            }
             let (reply, rx) = oneshot::channel();
             let w = LocalWrite {
                 asset: c.asset,
@@ -109,6 +149,7 @@ pub fn writer(local: mpsc::Sender<LocalWrite>, metrics: crate::commands::Command
                 origin: "opcua".into(),
                 user: c.user,
                 client: c.client,
+                refused: None,
                 reply,
             };
             let asked = async {
@@ -130,6 +171,48 @@ pub fn writer(local: mpsc::Sender<LocalWrite>, metrics: crate::commands::Command
             (result, detail)
         })
     })
+}
+
+/// Refused writes recorded at the headend: a token bucket of
+/// [`REFUSALS_BURST`], one more every [`REFUSAL_EVERY`]; past it a refused
+/// write is only counted (`opcua_refused_writes_unrecorded_total`).
+pub const REFUSALS_BURST: u32 = 10;
+/// See [`REFUSALS_BURST`].
+pub const REFUSAL_EVERY: Duration = Duration::from_secs(6);
+
+#[derive(Debug)]
+struct RefusalRecords {
+    tokens: u32,
+    last: Option<tokio::time::Instant>,
+}
+
+impl Default for RefusalRecords {
+    fn default() -> Self {
+        RefusalRecords {
+            tokens: REFUSALS_BURST,
+            last: None,
+        }
+    }
+}
+
+impl RefusalRecords {
+    fn take(&mut self, now: tokio::time::Instant) -> bool {
+        if let Some(last) = self.last {
+            let earned = (now.saturating_duration_since(last).as_millis()
+                / REFUSAL_EVERY.as_millis().max(1)) as u32;
+            if earned > 0 {
+                self.tokens = (self.tokens + earned).min(REFUSALS_BURST);
+                self.last = Some(now);
+            }
+        } else {
+            self.last = Some(now);
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
 }
 
 /// What the publisher reads.
@@ -233,7 +316,49 @@ mod tests {
             value: 1.0,
             user: "alice".into(),
             client: "urn:c".into(),
+            refused: None,
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refused_writes_are_counted_and_recorded_within_a_rate() {
+        let metrics = crate::commands::CommandMetrics::default();
+        let (tx, mut rx) = mpsc::channel(64);
+        let w = writer(tx, metrics.clone());
+        let refused = || WriteCall {
+            refused: Some((
+                agent_opcua_server::StatusCode::BadUserAccessDenied,
+                "user bob may not write".into(),
+            )),
+            ..call()
+        };
+        for _ in 0..15 {
+            let (r, _) = w(refused()).await;
+            assert_eq!(r, WriteResult::Invalid);
+        }
+        let count = metrics
+            .opcua_writes
+            .get_or_create(&vec![("status", "BadUserAccessDenied".to_string())])
+            .get();
+        assert_eq!(count, 15, "every refusal is counted");
+        let mut recorded = Vec::new();
+        while let Ok(l) = rx.try_recv() {
+            recorded.push(l);
+        }
+        assert_eq!(recorded.len(), REFUSALS_BURST as usize);
+        assert!(
+            recorded[0]
+                .refused
+                .as_deref()
+                .is_some_and(|d| d.contains("BadUserAccessDenied")),
+            "{:?}",
+            recorded[0].refused
+        );
+        assert_eq!(metrics.opcua_refused_writes_unrecorded.get(), 5);
+        // the bucket refills
+        tokio::time::advance(REFUSAL_EVERY * 2).await;
+        let _ = w(refused()).await;
+        assert!(rx.try_recv().is_ok());
     }
 
     #[tokio::test(start_paused = true)]

@@ -32,7 +32,7 @@ use opcua::server::address_space::AddressSpace;
 use opcua::server::node_manager::ServerContext;
 use opcua::server::node_manager::memory::{InMemoryNodeManager, InMemoryNodeManagerBuilder};
 use opcua::server::{ANONYMOUS_USER_TOKEN_ID, ServerBuilder, ServerEndpoint, ServerUserToken};
-use opcua::types::{MessageSecurityMode, StatusCode};
+use opcua::types::MessageSecurityMode;
 use tokio::sync::watch;
 
 pub mod auth;
@@ -46,6 +46,8 @@ pub mod verify;
 pub use live::{AgentStatus, Delivery, DeviceState, Feed, status_of};
 
 pub use config::{Role, Security, ServerConfig, User};
+/// The OPC UA status codes (a refused write carries one).
+pub use opcua::types::StatusCode;
 
 /// Longest a client's write waits for the agent's answer (the device's
 /// write timeout is 10 s; a busy executor adds to it).
@@ -112,6 +114,11 @@ pub struct WriteCall {
     pub user: String,
     /// The client's application URI.
     pub client: String,
+    /// Set when the server refused the write itself (role, channel, type,
+    /// a variable that is not a setpoint): the status the client got and
+    /// why. The agent counts it and records it at the headend; it never
+    /// reaches a device.
+    pub refused: Option<(StatusCode, String)>,
 }
 
 /// The agent's write service: the outcome and its detail (for the log).

@@ -168,14 +168,10 @@ impl Updater {
             .filter(|v| matches!(v.source, model::Source::Reading { .. }))
             .map(|v| (nodes::node(self.ns, &v.id), v.ty))
             .collect();
-        // (status, value) last published per reading variable
-        let mut last: Vec<(StatusCode, Option<f64>)> =
-            vec![(StatusCode::BadWaitingForInitialData, None); reading_vars.len()];
         loop {
             tokio::select! {
                 _ = self.feed.notify.notified() => {
                     let changed = self.feed.take();
-                    let mut first: Vec<(&NodeId, Option<&opcua::types::NumericRange>, DataValue)> = Vec::new();
                     let mut values: Vec<(&NodeId, Option<&opcua::types::NumericRange>, DataValue)> = Vec::new();
                     for (i, s) in &changed {
                         let Some((id, ty)) = reading_vars.get(*i) else { continue };
@@ -184,22 +180,12 @@ impl Updater {
                             (Some(v), _) => Variant::from(v),
                             (None, t) => nodes::empty(*t),
                         };
-                        // async-opcua notifies a monitored item without a filter on a
-                        // value change only (the spec's default is status or value):
-                        // a status change that keeps the value goes out as an empty
-                        // value first, then the last known value with the new status
-                        if let Some(prev) = last.get_mut(*i) {
-                            if prev.0 != s.status && prev.1 == s.value && prev.1.is_some() {
-                                first.push((id, None, dv(Variant::Empty, s.status, s.ts_ms)));
-                            }
-                            *prev = (s.status, s.value);
-                        }
+                        // a status change that keeps the value notifies
+                        // subscribers by itself (the vendored stack's trigger
+                        // is status or value, the spec's default): the last
+                        // known value goes out with the new status, never an
+                        // empty value (issue 29, item 5)
                         values.push((id, None, dv(value, s.status, s.ts_ms)));
-                    }
-                    if !first.is_empty()
-                        && let Err(e) = self.nm.set_values(&self.subs, first.into_iter())
-                    {
-                        return Err(format!("updating values: {e}"));
                     }
                     if let Err(e) = self.nm.set_values(&self.subs, values.into_iter()) {
                         return Err(format!("updating values: {e}"));

@@ -29,6 +29,8 @@ const UNITS_NS: &str = "http://www.opcfoundation.org/UA/units/un/cefact";
 pub struct AgentNodes {
     namespace: NamespaceMetadata,
     writable: HashMap<NodeId, (String, String)>,
+    /// Every reading variable's point (a refused write names it).
+    points: HashMap<NodeId, (String, String)>,
     writer: Writer,
 }
 
@@ -50,12 +52,14 @@ impl AgentNodes {
             add_folder(space, ns, f);
         }
         let mut writable = HashMap::new();
+        let mut points = HashMap::new();
         for v in &plan.vars {
             add_var(space, ns, v);
-            if v.writable
-                && let crate::model::Source::Reading { asset, field } = &v.source
-            {
-                writable.insert(node(ns, &v.id), (asset.clone(), field.clone()));
+            if let crate::model::Source::Reading { asset, field } = &v.source {
+                points.insert(node(ns, &v.id), (asset.clone(), field.clone()));
+                if v.writable {
+                    writable.insert(node(ns, &v.id), (asset.clone(), field.clone()));
+                }
             }
         }
         AgentNodes {
@@ -65,6 +69,7 @@ impl AgentNodes {
                 ..Default::default()
             },
             writable,
+            points,
             writer,
         }
     }
@@ -262,49 +267,80 @@ impl InMemoryNodeManagerImpl for AgentNodes {
             let space = address_space.read();
             for (i, w) in nodes_to_write.iter_mut().enumerate() {
                 let v = w.value();
-                if v.attribute_id != AttributeId::Value {
-                    w.set_status(StatusCode::BadNotWritable);
-                    continue;
-                }
                 let Some(n) = space.find(&v.node_id) else {
                     w.set_status(StatusCode::BadNodeIdUnknown);
                     continue;
                 };
-                let Some((asset, field)) = self.writable.get(&v.node_id) else {
-                    w.set_status(StatusCode::BadNotWritable);
-                    continue;
+                let (asset, field) = self
+                    .points
+                    .get(&v.node_id)
+                    .cloned()
+                    .unwrap_or_else(|| (String::new(), v.node_id.to_string()));
+                let refusal = if v.attribute_id != AttributeId::Value {
+                    Some((
+                        StatusCode::BadNotWritable,
+                        "only the Value attribute is written".to_string(),
+                    ))
+                } else if !self.writable.contains_key(&v.node_id) {
+                    Some((
+                        StatusCode::BadNotWritable,
+                        "not a setpoint with safety limits".to_string(),
+                    ))
+                } else if !opcua::server::address_space::user_access_level(context, n)
+                    .contains(AccessLevel::CURRENT_WRITE)
+                    || !secure
+                {
+                    Some((
+                        StatusCode::BadUserAccessDenied,
+                        format!(
+                            "user {user} may not write (read-only role or an unsecured channel)"
+                        ),
+                    ))
+                } else if v.index_range.has_range() {
+                    Some((
+                        StatusCode::BadWriteNotSupported,
+                        "index ranges are not written".to_string(),
+                    ))
+                } else {
+                    None
                 };
-                let level = opcua::server::address_space::user_access_level(context, n);
-                if !level.contains(AccessLevel::CURRENT_WRITE) || !secure {
-                    tracing::warn!(%user, %client, point = %format!("{asset}.{field}"),
-                        "OPC UA write refused: this user may not write (read-only role or an unsecured channel)");
-                    w.set_status(StatusCode::BadUserAccessDenied);
-                    continue;
+                let value = v.value.value.as_ref().and_then(number);
+                let refusal = refusal.or_else(|| {
+                    value.is_none().then(|| {
+                        (
+                            StatusCode::BadTypeMismatch,
+                            "the value is not a finite number".to_string(),
+                        )
+                    })
+                });
+                if let Some((status, why)) = &refusal {
+                    tracing::warn!(%user, %client, point = %format!("{asset}.{field}"), %status, why,
+                        "OPC UA write refused");
+                    w.set_status(*status);
                 }
-                if v.index_range.has_range() {
-                    w.set_status(StatusCode::BadWriteNotSupported);
-                    continue;
-                }
-                let Some(value) = v.value.value.as_ref().and_then(number) else {
-                    w.set_status(StatusCode::BadTypeMismatch);
-                    continue;
-                };
                 calls.push((
                     i,
                     WriteCall {
-                        asset: asset.clone(),
-                        field: field.clone(),
-                        value,
+                        asset,
+                        field,
+                        value: value.unwrap_or(f64::NAN),
                         user: user.clone(),
                         client: client.clone(),
+                        refused: refusal,
                     },
                 ));
             }
         }
         // one at a time, in request order, without any lock held
+        // (a refused one is handed over too, to be counted and recorded;
+        // its status is already set)
         for (i, call) in calls {
             let what = format!("{}.{} = {}", call.asset, call.field, call.value);
+            let refused = call.refused.is_some();
             let (result, detail) = (self.writer)(call).await;
+            if refused {
+                continue;
+            }
             tracing::info!(%user, %client, write = %what, ?result, detail, "OPC UA write");
             if let Some(w) = nodes_to_write.get_mut(i) {
                 w.set_status(result.status());

@@ -69,6 +69,9 @@ pub struct CommandMetrics {
     >,
     /// OPC UA logins refused (wrong password, unknown or locked name).
     pub opcua_logins_refused: prometheus_client::metrics::counter::Counter,
+    /// OPC UA writes the server refused that were counted but not recorded
+    /// at the headend (past the rate, or the executor's queue full).
+    pub opcua_refused_writes_unrecorded: prometheus_client::metrics::counter::Counter,
 }
 
 /// The executor's wiring.
@@ -236,7 +239,12 @@ impl Running {
 
     /// Ends a command at the site with `reason` (state done, in the same
     /// transaction as its ack).
-    async fn finish(&self, id: &str, reason: AckReason, detail: String) -> Result<(), ExecError> {
+    pub(super) async fn finish(
+        &self,
+        id: &str,
+        reason: AckReason,
+        detail: String,
+    ) -> Result<(), ExecError> {
         if reason.is_refusal() {
             self.e.metrics.refused.inc();
         }

@@ -264,6 +264,19 @@ impl Running {
         )?;
         self.e.metrics.received.inc();
         self.emit(out.unwrap_or_default()).await?;
+        if let Some(why) = w.refused {
+            // refused by the OPC UA server itself (role, channel, type, not
+            // a setpoint): on record at the headend, never near a device
+            let detail = format!("refused by the agent's OPC UA server: {why}");
+            self.finish(&id, AckReason::RejectedInvalid, detail.clone())
+                .await?;
+            let _ = w.reply.send(Outcome {
+                reason: AckReason::RejectedInvalid,
+                detail,
+                readback: None,
+            });
+            return Ok(());
+        }
         let outcome = self.setpoint(&id, seq, setpoint).await?;
         // the writer may have given up waiting: the outcome is in the log anyway
         let _ = w.reply.send(outcome);
@@ -397,6 +410,9 @@ pub struct LocalWrite {
     pub user: String,
     /// The client (its application URI), for the record.
     pub client: String,
+    /// Refused by the OPC UA server before the executor (the status and
+    /// why): recorded as a local command rejected with this detail.
+    pub refused: Option<String>,
     pub reply: oneshot::Sender<Outcome>,
 }
 

@@ -284,6 +284,7 @@ async fn local(h: &Harness, value: f64) -> tokio::sync::oneshot::Receiver<Outcom
             origin: "opcua".into(),
             user: "alice".into(),
             client: "urn:scada".into(),
+            refused: None,
             reply,
         })
         .await
@@ -351,6 +352,33 @@ async fn a_local_write_takes_the_same_path_as_a_headend_command_and_is_recorded_
         .send(WriteOutcome::Unreachable("connection refused".into()));
     assert_eq!(next_ack(&mut h).await, (id, "device_unreachable".into()));
     assert_eq!(rx.await.unwrap().reason, AckReason::DeviceUnreachable);
+}
+
+/// Issue 29, item 5: a write the OPC UA server refused itself (a
+/// read-only user, say) is recorded as a local command rejected with the
+/// server's status, and never reaches the device.
+#[tokio::test]
+async fn a_write_the_opcua_server_refused_is_recorded_as_a_rejected_local_command() {
+    let mut h = start();
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    h.local
+        .send(LocalWrite {
+            asset: "ctl".into(),
+            field: "power_limit".into(),
+            value: 30.0,
+            origin: "opcua".into(),
+            user: "alice".into(),
+            client: "urn:scada".into(),
+            refused: Some("BadUserAccessDenied: user alice may not write".into()),
+            reply,
+        })
+        .await
+        .unwrap();
+    let (id, _) = next_local_command(&mut h).await;
+    assert_eq!(next_ack(&mut h).await, (id, "rejected_invalid".into()));
+    let out = rx.await.unwrap();
+    assert!(out.detail.contains("BadUserAccessDenied"), "{}", out.detail);
+    assert!(h.device.try_recv().is_err(), "never reached the device");
 }
 
 /// A store left by a crash: `c` stored in `state` with its body, and an

@@ -236,10 +236,11 @@ async fn a_scada_client_over_sign_and_encrypt_browses_reads_subscribes_and_write
     ensure!(c.ok(&format!("write {sp} 95"))? == "BadOutOfRange");
     ensure!(sim.power_limit() == 42.0);
     // a read-only variable is not writable
-    ensure!(c.ok(&format!("write {} 1", node("Tanks/tank-1/Volume")))? != "Good");
+    ensure!(c.ok(&format!("write {} 1", node("Tanks/tank-1/Volume")))? == "BadNotWritable");
 
-    // the headend shows both writes as local commands with their outcome and actor
-    let cmds = eventually("both local commands at the headend", T, || async {
+    // the headend shows the writes as local commands with their outcome and
+    // actor; the refused one too (issue 29, item 5)
+    let cmds = eventually("the local commands at the headend", T, || async {
         let l = get_json(he.http_addr, "/api/v1/commands?site=site-u").await?;
         let local: Vec<Value> = l["commands"]
             .as_array()
@@ -249,14 +250,30 @@ async fn a_scada_client_over_sign_and_encrypt_browses_reads_subscribes_and_write
             .into_iter()
             .filter(|c| c["origin"] == "site_opcua")
             .collect();
-        let done = local.len() == 2
+        let done = local.len() == 3
             && local.iter().any(|c| c["state"] == "active")
-            && local.iter().any(|c| c["state"] == "rejected");
+            && local.iter().filter(|c| c["state"] == "rejected").count() == 2;
         Ok(done.then_some(local))
     })
     .await?;
     for cmd in &cmds {
         ensure!(cmd["created_by"] == "opcua_user alice at site-u", "{cmd}");
+    }
+    let not_writable = cmds
+        .iter()
+        .find(|c| c["field"] == "volume")
+        .context("the refused write to the volume")?;
+    ensure!(
+        not_writable["asset"] == "tank-1"
+            && not_writable["reason"] == "rejected_invalid"
+            && not_writable.to_string().contains("BadNotWritable"),
+        "{not_writable}"
+    );
+    let cmds: Vec<Value> = cmds
+        .into_iter()
+        .filter(|c| c["field"] != "volume")
+        .collect();
+    for cmd in &cmds {
         ensure!(
             cmd["asset"] == "ctl-1" && cmd["field"] == "power_limit",
             "{cmd}"
@@ -306,12 +323,30 @@ async fn a_scada_client_over_sign_and_encrypt_browses_reads_subscribes_and_write
     ensure!(status["value"] == "expected", "{status}");
     c.ok("disconnect")?;
 
-    // a read-only user's write is refused and never becomes a command
+    // a read-only user's write is refused, never reaches the device, and
+    // is on record at the headend as bob's
     c.ok(&format!("connect {url} sign bob bob-password"))?;
     ensure!(c.ok(&format!("write {sp} 10"))? == "BadUserAccessDenied");
     ensure!(sim.power_limit() == 42.0);
     let r = c.json(&format!("read {sp}"))?;
     ensure!(r["status"] == "Good", "bob reads: {r}");
+    let bobs = eventually("bob's refused write at the headend", T, || async {
+        let l = get_json(he.http_addr, "/api/v1/commands?site=site-u").await?;
+        Ok(l["commands"]
+            .as_array()
+            .or(l.as_array())
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c["created_by"] == "opcua_user bob at site-u"))
+    })
+    .await?;
+    ensure!(
+        bobs["state"] == "rejected"
+            && bobs["value"] == 10.0
+            && bobs.to_string().contains("BadUserAccessDenied"),
+        "{bobs}"
+    );
 
     // the writes and the refused logins are counted on /metrics
     let page = get_text(agent.status_addr.context("status")?, "/metrics").await?;
@@ -322,6 +357,14 @@ async fn a_scada_client_over_sign_and_encrypt_browses_reads_subscribes_and_write
             1.0,
         ),
         ("tankwatch_agent_opcua_logins_refused_total", 1.0),
+        (
+            "tankwatch_agent_opcua_writes_total{status=\"BadNotWritable\"}",
+            1.0,
+        ),
+        (
+            "tankwatch_agent_opcua_writes_total{status=\"BadUserAccessDenied\"}",
+            1.0,
+        ),
     ] {
         ensure!(
             metric(&page, name) == Some(want),
@@ -384,6 +427,12 @@ async fn a_scada_client_over_sign_and_encrypt_browses_reads_subscribes_and_write
         seen.iter()
             .any(|n| n["status"] == "Bad" && n["value"].as_f64() == Some(12_345.0)),
         "a Bad notification carries the last known value: {seen:?}"
+    );
+    // issue 29, item 5: never an empty value (a null of good quality in a
+    // historian), neither going Bad nor coming back Good
+    ensure!(
+        seen.iter().all(|n| n["value"].is_number()),
+        "a notification without a value: {seen:?}"
     );
     until(&mut c, "the headend connection shown", |c| {
         let s = c.json(&format!("read {}", node("Agent/HeadendConnected")))?;

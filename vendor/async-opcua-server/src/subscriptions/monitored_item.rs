@@ -511,8 +511,12 @@ impl MonitoredItem {
                     filter.is_changed(&value, last_dv),
                     self.filter_by_sampling_interval(last_dv, &value, from_subscription_tick),
                 ),
+                // tankwatch patch: without a filter the trigger is
+                // StatusValue (OPC 10000-4, 7.22.2: the default), not the
+                // value only: a device going bad keeps its last value and
+                // changes its status, and subscribers must hear of it
                 (Some(last_dv), FilterType::None) => (
-                    value.value != last_dv.value,
+                    value.value != last_dv.value || value.status != last_dv.status,
                     self.filter_by_sampling_interval(last_dv, &value, from_subscription_tick),
                 ),
                 (None, _) => (true, true),
