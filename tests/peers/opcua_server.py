@@ -21,7 +21,8 @@ Namespace urn:tankwatch:test:site, string node ids:
   Ctl.PowerLimit    Double, writable (a setpoint), 50.0
   Ctl.Broken        Double, status BadSensorFailure
 Prints "READY" when listening. Stdin: "set NAME VALUE"; "count" (answers
-"OK <n>": Bench values written so far); "quit".
+"OK <n>": Bench values written so far); "delete NAME" (the variable is
+deleted); "create NAME VALUE" (a Double variable NAME made again); "quit".
 """
 import asyncio
 import sys
@@ -88,11 +89,12 @@ async def main():
         return v
 
     volume = await var("Tank1.Volume", 1000.0, ua.VariantType.Double)
-    await var("Tank1.Temperature", 15.5, ua.VariantType.Float)
+    temperature = await var("Tank1.Temperature", 15.5, ua.VariantType.Float)
     power = await var("Ctl.PowerLimit", 50.0, ua.VariantType.Double, writable=True)
     broken = await var("Ctl.Broken", 0.0, ua.VariantType.Double)
     bench = [await var(f"Bench.{i}", 0.0, ua.VariantType.Double) for i in range(items)]
-    nodes = {"Tank1.Volume": volume, "Ctl.PowerLimit": power}
+    nodes = {"Tank1.Volume": volume, "Ctl.PowerLimit": power,
+             "Tank1.Temperature": temperature}
 
     async with server:
         await broken.write_value(ua.DataValue(ua.Variant(0.0, ua.VariantType.Double),
@@ -123,6 +125,10 @@ async def main():
                 break
             if line[0] == "set":
                 await nodes[line[1]].write_value(float(line[2]))
+            if line[0] == "delete":
+                await server.delete_nodes([nodes.pop(line[1])])
+            if line[0] == "create":
+                nodes[line[1]] = await var(line[1], float(line[2]), ua.VariantType.Double)
             if line[0] == "count":
                 print(f"OK {written[0]}", flush=True)
                 continue

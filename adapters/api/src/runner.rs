@@ -17,7 +17,11 @@
 //! [`Points`] holds the emission rules, pure and unit-tested: a good value
 //! is emitted every time (or on change only, per point); a bad one only
 //! when a point *enters* a failure or its error changes, so a dead device
-//! does not flood the log.
+//! does not flood the log; a point's times never go backwards (issue 29,
+//! item 7: after a reconnect an OPC UA server sends an unchanged value with
+//! its old source time, older than the bad marker of the outage; the
+//! latest value is chosen by time, so the point stayed bad for good: such a
+//! value is stamped with the time it was received).
 
 use std::future::Future;
 use std::time::Duration;
@@ -34,6 +38,8 @@ pub struct Points {
     specs: Vec<PointSpec>,
     failing: Vec<Option<String>>,
     last: Vec<Option<f64>>,
+    /// The time of the last reading emitted per point.
+    last_ts: Vec<i64>,
 }
 
 impl Points {
@@ -43,6 +49,7 @@ impl Points {
             specs,
             failing: vec![None; n],
             last: vec![None; n],
+            last_ts: vec![i64::MIN; n],
         }
     }
 
@@ -78,7 +85,21 @@ impl Points {
             return None;
         }
         self.last[i] = Some(value);
+        let ts = self.not_before_last(i, ts);
         Some(self.reading(i, value, quality, String::new(), ts))
+    }
+
+    /// `ts`, or the receive time when `ts` is older than the point's last
+    /// reading (the value is known to hold now; its source time would put
+    /// it behind what was already emitted).
+    fn not_before_last(&mut self, i: usize, ts: i64) -> i64 {
+        let ts = if ts < self.last_ts[i] {
+            now_ms().max(self.last_ts[i])
+        } else {
+            ts
+        };
+        self.last_ts[i] = ts;
+        ts
     }
 
     /// Point `i` failed with `msg`: a bad reading when the failure is new.
@@ -87,6 +108,7 @@ impl Points {
             return None;
         }
         self.failing[i] = Some(msg.to_string());
+        let ts = self.not_before_last(i, ts);
         // a bad reading's value carries no information; 0 keeps SQL NOT NULL
         Some(self.reading(i, 0.0, Quality::Bad, msg.to_string(), ts))
     }
@@ -349,5 +371,35 @@ mod tests {
         let back = p.good(0, 0.0, Quality::Good, 5);
         assert!(back.is_some(), "recovery is reported even if unchanged");
         assert_eq!(back.unwrap().class, DropClass::Alarm);
+    }
+
+    #[test]
+    fn an_unchanged_value_resent_with_its_old_source_time_after_an_outage_is_newer_than_the_outage()
+    {
+        let mut p = Points::new(vec![spec("water", true)]);
+        let first = now_ms() - 3_600_000;
+        assert_eq!(
+            p.good(0, 1.0, Quality::Good, first).unwrap().source_ts_ms,
+            first
+        );
+        let lost = now_ms() - 1_000;
+        assert_eq!(
+            p.bad(0, "connection lost", lost).unwrap().source_ts_ms,
+            lost
+        );
+        // the server sends the unchanged value with its old source time
+        let before = now_ms();
+        let back = p.good(0, 1.0, Quality::Good, first).unwrap();
+        assert!(
+            back.source_ts_ms >= before && back.source_ts_ms > lost,
+            "stamped with the receive time: {} (outage at {lost})",
+            back.source_ts_ms
+        );
+        // a bad marker with an older time than the last value moves up too
+        let later = back.source_ts_ms;
+        assert!(p.bad(0, "lost again", first).unwrap().source_ts_ms >= later);
+        // times that move forward are kept as they are
+        let t = now_ms() + 10;
+        assert_eq!(p.good(0, 2.0, Quality::Good, t).unwrap().source_ts_ms, t);
     }
 }

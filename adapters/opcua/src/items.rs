@@ -93,6 +93,8 @@ pub enum ItemState {
 pub struct Items {
     nodes: Vec<NodeRef>,
     state: Vec<ItemState>,
+    /// The server's monitored item id per point, while it has one.
+    ids: Vec<Option<u32>>,
     retry_ms: i64,
 }
 
@@ -102,6 +104,7 @@ impl Items {
         Items {
             nodes,
             state: vec![ItemState::Pending; n],
+            ids: vec![None; n],
             retry_ms: retry_ms as i64,
         }
     }
@@ -109,6 +112,37 @@ impl Items {
     /// A new session: every item must be created again.
     pub fn reset(&mut self) {
         self.state.iter_mut().for_each(|s| *s = ItemState::Pending);
+        self.ids.iter_mut().for_each(|s| *s = None);
+    }
+
+    /// The server said the node of a monitored item is gone (issue 29,
+    /// item 10: deleted, perhaps to be made again): the item is created
+    /// again every `retry` ms until the node is back. `true` when this is
+    /// news (the item was monitored).
+    pub fn lost(&mut self, i: usize, why: &str, now: i64) -> bool {
+        match self.state.get_mut(i) {
+            Some(s @ ItemState::Monitored) => {
+                *s = ItemState::Failed {
+                    why: why.to_string(),
+                    retry_at: now + self.retry_ms,
+                };
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The server's id of the item of point `i`.
+    pub fn set_id(&mut self, i: usize, id: u32) {
+        if let Some(s) = self.ids.get_mut(i) {
+            *s = Some(id);
+        }
+    }
+
+    /// Takes the server's id of the item of point `i` (to delete it before
+    /// the item is created again).
+    pub fn take_id(&mut self, i: usize) -> Option<u32> {
+        self.ids.get_mut(i).and_then(Option::take)
     }
 
     pub fn state(&self, i: usize) -> Option<&ItemState> {
@@ -292,6 +326,22 @@ mod tests {
             (it.point(1), it.point(2), it.point(0), it.point(3)),
             (Some(0), Some(1), None, None)
         );
+    }
+
+    #[test]
+    fn an_item_whose_node_is_gone_is_created_again_with_its_old_id_handed_back() {
+        let mut items = Items::new(vec![parse_node("ns=2;s=A").unwrap()], 1000);
+        let (create, _) = items.due(&[], 0);
+        assert_eq!(create.len(), 1);
+        items.created(0, Ok(()), 0);
+        items.set_id(0, 77);
+        assert!(!items.lost(5, "x", 0), "no such point");
+        assert!(items.lost(0, "BadNodeIdUnknown", 100));
+        assert!(!items.lost(0, "BadNodeIdUnknown", 150), "news once");
+        assert!(items.due(&[], 1099).0.is_empty(), "not before the retry");
+        assert_eq!(items.due(&[], 1100).0.len(), 1);
+        assert_eq!(items.take_id(0), Some(77), "the old item is deleted first");
+        assert_eq!(items.take_id(0), None);
     }
 
     #[test]

@@ -22,6 +22,10 @@ use crate::config::{Auth, Mode, Security};
 use crate::items::{self, Items};
 use crate::{NOTICES, OpcUaDevice};
 
+/// A subscription silent this long is checked with a read of the
+/// server's clock (a frozen server or a cut link answers nothing).
+pub(crate) const LIVENESS_AFTER: Duration = Duration::from_secs(5);
+
 pub(crate) struct Server {
     pub(crate) dev: OpcUaDevice,
     pub(crate) items: Items,
@@ -115,6 +119,71 @@ impl Server {
             .collect())
     }
 
+    /// Reads the NodeClass of every monitored item's node: one the server
+    /// no longer has is marked bad and created again until it is back.
+    async fn audit(
+        &mut self,
+        session: &Session,
+        namespaces: &[String],
+        io: &mut Io,
+    ) -> Result<(), Ended> {
+        let mut ids = Vec::new();
+        let mut reads = Vec::new();
+        for (i, p) in self.dev.points.iter().enumerate() {
+            if self.items.state(i) != Some(&items::ItemState::Monitored) {
+                continue;
+            }
+            let Ok(node) = items::parse_node(&p.node)
+                .and_then(|n| n.resolve(namespaces))
+                .and_then(|s| s.parse::<NodeId>().map_err(|_| s))
+            else {
+                continue;
+            };
+            ids.push(i);
+            reads.push(ReadValueId {
+                node_id: node,
+                attribute_id: AttributeId::NodeClass as u32,
+                ..Default::default()
+            });
+        }
+        for (chunk_ids, chunk) in ids.chunks(1000).zip(reads.chunks(1000)) {
+            let values = runner::within(
+                self.dev.timeout_ms,
+                "checking the monitored nodes",
+                session.read(chunk, TimestampsToReturn::Neither, 0.0),
+            )
+            .await
+            .map_err(Ended::Lost)?
+            .map_err(|e| Ended::Lost(format!("checking the monitored nodes: {e}")))?;
+            for (&i, v) in chunk_ids.iter().zip(values) {
+                let status = v.status.unwrap_or(StatusCode::Good);
+                if matches!(status.bits() & 0xFFFF_0000, 0x8034_0000 | 0x8033_0000) {
+                    self.value(io, i, v).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the server's clock (`Server/ServerStatus/CurrentTime`,
+    /// i=2258): `Err` when it does not answer within the timeout.
+    async fn alive(&self, session: &Session) -> Result<(), String> {
+        let read = ReadValueId {
+            node_id: NodeId::new(0, 2258u32),
+            attribute_id: AttributeId::Value as u32,
+            ..Default::default()
+        };
+        let quiet = LIVENESS_AFTER.as_secs();
+        runner::within(
+            self.dev.timeout_ms,
+            &format!("the server's answer to a read of its clock (no data for {quiet} s): frozen or cut off;"),
+            session.read(&[read], TimestampsToReturn::Neither, 0.0),
+        )
+        .await?
+        .map(|_| ())
+        .map_err(|e| format!("reading the server's clock after {quiet} s without data: {e}"))
+    }
+
     /// Creates the items that are due; reports the refused ones bad.
     async fn create_due(
         &mut self,
@@ -130,6 +199,19 @@ impl Server {
         }
         if create.is_empty() {
             return Ok(());
+        }
+        // items made again (their node was gone) lose their old server item
+        let stale: Vec<u32> = create
+            .iter()
+            .filter_map(|(i, _, _)| self.items.take_id(*i))
+            .collect();
+        if !stale.is_empty() {
+            let _ = runner::within(
+                self.dev.timeout_ms,
+                "deleting monitored items",
+                session.delete_monitored_items(sub, &stale),
+            )
+            .await;
         }
         let mut ok_ids = Vec::new();
         let mut requests = Vec::new();
@@ -174,6 +256,7 @@ impl Server {
                 let code = r.result.status_code;
                 if code.is_good() {
                     self.items.created(i, Ok(()), now);
+                    self.items.set_id(i, r.result.monitored_item_id);
                 } else {
                     let why = format!(
                         "{} (node {}; tried again every {} s)",
@@ -192,7 +275,7 @@ impl Server {
     }
 
     /// One value of point `i` from the server.
-    async fn value(&self, io: &mut Io, i: usize, v: DataValue) -> Result<(), Ended> {
+    async fn value(&mut self, io: &mut Io, i: usize, v: DataValue) -> Result<(), Ended> {
         let now = now_ms();
         let status = v.status.unwrap_or(StatusCode::Good);
         let ts = v
@@ -207,6 +290,14 @@ impl Server {
         }
         let quality = items::quality(status.bits());
         if quality == Quality::Bad {
+            // the code without its info bits: BadNodeIdUnknown, BadNodeIdInvalid
+            if matches!(status.bits() & 0xFFFF_0000, 0x8034_0000 | 0x8033_0000)
+                && self.items.lost(i, &status_text(status), now)
+            {
+                tracing::warn!(device = %self.dev.name, node = %self.dev.points[i].node, %status,
+                    retry_s = self.dev.retry_failed_items_ms / 1000,
+                    "the server says a monitored node is gone; it is asked for again until it is back");
+            }
             return Ok(io.bad(i, &status_text(status), ts).await?);
         }
         match v.value.as_ref().and_then(number) {
@@ -431,9 +522,11 @@ impl Device for Server {
         // at the same moment (one would overwrite the other's half)
         static KEYPAIR: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let guard = KEYPAIR.lock().unwrap_or_else(|p| p.into_inner());
+        let uri = app_uri();
+        own_cert_names(&self.dev.pki_dir, &uri)?;
         let client = ClientBuilder::new()
             .application_name("tankwatch edge-agent")
-            .application_uri(format!("urn:tankwatch:edge-agent:{}", self.dev.name))
+            .application_uri(uri)
             .product_uri("urn:tankwatch:edge-agent")
             .pki_dir(self.dev.pki_dir.clone())
             .create_sample_keypair(true)
@@ -557,9 +650,14 @@ impl Server {
         }));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut shed_seen = 0;
+        let mut heard = tokio::time::Instant::now();
+        let audit_every = Duration::from_millis(self.dev.retry_failed_items_ms)
+            .clamp(Duration::from_secs(5), Duration::from_secs(60));
+        let mut audited = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 Some(n) = rx.recv() => {
+                    heard = tokio::time::Instant::now();
                     if let Some(i) = self.items.point(n.handle)
                         && let Err(e) = self.value(io, i, n.value).await
                     {
@@ -567,6 +665,23 @@ impl Server {
                     }
                 }
                 _ = tick.tick() => {
+                    // a subscription that says nothing may be a frozen server
+                    // or a silent partition (issue 29, item 8): ask the
+                    // server's clock, within the device's timeout
+                    if sub.is_some() && heard.elapsed() >= LIVENESS_AFTER {
+                        if let Err(e) = self.alive(session).await {
+                            return Ended::Lost(e);
+                        }
+                        heard = tokio::time::Instant::now();
+                    }
+                    // a monitored node deleted on the server says nothing on
+                    // most stacks (asyncua): ask for the nodes now and then
+                    if sub.is_some() && audited.elapsed() >= audit_every {
+                        audited = tokio::time::Instant::now();
+                        if let Err(e) = self.audit(session, &namespaces, io).await {
+                            return e;
+                        }
+                    }
                     let r = match sub {
                         Some(id) => self.create_due(session, id, &namespaces, io).await,
                         None => self.poll(session, &namespaces, io).await,
@@ -597,17 +712,69 @@ impl Server {
     }
 }
 
+/// The agent's ApplicationUri as an OPC UA client: one per machine, the
+/// same for every device and for `edge-agent probe` (they share the key
+/// pair in `pki_dir`; issue 29, item 10: it was per device, so the second
+/// device on a shared `pki_dir` claimed a URI its certificate did not carry
+/// and was refused for good).
+pub(crate) fn app_uri() -> String {
+    let host = opcua::crypto::hostname().unwrap_or_else(|_| "localhost".into());
+    format!("urn:tankwatch:edge-agent:{host}")
+}
+
+/// Makes sure the agent's certificate in `pki` names `uri`: one made by
+/// an older version (or on another machine) is kept as `.old` and a new
+/// one is made at the connection, with a warning saying what to trust.
+pub(crate) fn own_cert_names(pki: &Path, uri: &str) -> Result<(), String> {
+    let cert = pki.join("own/cert.der");
+    if !cert.exists() {
+        return Ok(());
+    }
+    let x = opcua::crypto::CertificateStore::read_cert(&cert)
+        .map_err(|e| format!("{}: {e}; delete it to have a new one made", cert.display()))?;
+    if x.is_application_uri_valid(uri).is_ok() {
+        return Ok(());
+    }
+    for p in [cert.clone(), pki.join("private/private.pem")] {
+        if p.exists() {
+            let mut old = p.as_os_str().to_owned();
+            old.push(".old");
+            std::fs::rename(&p, &old)
+                .map_err(|e| format!("cannot keep {} as .old: {e}", p.display()))?;
+        }
+    }
+    tracing::warn!(pki_dir = %pki.display(), uri,
+        "the agent's OPC UA client certificate named another application URI; a new one is made: servers that trusted the old one must trust {}/own/cert.der",
+        pki.display());
+    Ok(())
+}
+
 /// A connection error with what an installer should check.
 fn explain(e: &str, dev: &OpcUaDevice) -> String {
     let hint = if e.contains("BadCertificateUntrusted")
         || e.contains("BadSecurityChecksFailed")
         || e.contains("Untrusted")
     {
+        // which side refused: ours files the server's certificate in rejected/
+        let ours = std::fs::read_dir(dev.pki_dir.join("rejected"))
+            .map(|d| d.flatten().any(|f| f.path().is_file()))
+            .unwrap_or(false);
+        if ours {
+            format!(
+                " (the server's certificate is not trusted: move it from {}/rejected/ to {}/trusted/)",
+                dev.pki_dir.display(),
+                dev.pki_dir.display()
+            )
+        } else {
+            format!(
+                " (the server does not trust the agent's certificate: trust {}/own/cert.der in the server, e.g. in its rejected list)",
+                dev.pki_dir.display()
+            )
+        }
+    } else if e.contains("BadCertificateUriInvalid") {
         format!(
-            " (the server's certificate is not trusted: copy it from {}/rejected/ to {}/trusted/, or the server does not trust ours: {}/own/cert.der)",
-            dev.pki_dir.display(),
-            dev.pki_dir.display(),
-            dev.pki_dir.display()
+            " (a certificate's application URI does not match: the server's certificate must name the server's ApplicationUri; the agent's names {})",
+            app_uri()
         )
     } else if e.contains("BadIdentityToken") || e.contains("BadUserAccessDenied") {
         " (check auth: user, password or user certificate)".to_string()

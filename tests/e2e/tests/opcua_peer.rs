@@ -346,3 +346,149 @@ async fn a_user_and_password_log_in_and_a_wrong_password_is_named_and_fixed_with
     he.stop().await;
     Ok(())
 }
+
+/// Issue 29, items 7 and 8: a link that freezes without closing (a hung
+/// server, a silent partition) is found within the liveness check and the
+/// device's timeout; after the reconnect a value that did not change (its
+/// source time older than the outage) is good again at the REST API.
+/// Before: `connected: true` and the last value good for 150 s and
+/// counting; then, after any reconnect, unchanged values stayed bad.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_link_is_detected_and_values_that_did_not_change_are_good_after_the_reconnect()
+-> Result<()> {
+    let site = "site-z";
+    let pki = TestPki::new(&[site])?;
+    let work = tempfile::tempdir()?;
+    let port = free_port();
+    let _server = Server::start(port, &work.path().join("server-pki"), "none", false)?;
+    let proxy = TcpProxy::start(format!("127.0.0.1:{port}").parse()?).await?;
+    let he = e2e::start_headend(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
+    let http = he.http_addr;
+    let yaml = format!(
+        r#"{head}assets:
+  - {{ id: tank-1, kind: tank, capacity: 30000 }}
+devices:
+  - opcua:
+      name: plc
+      endpoint: opc.tcp://127.0.0.1:{proxy}/tw/
+      security: none
+      pki_dir: opcua-pki
+      sampling_interval_ms: 100
+      publishing_interval_ms: 200
+      timeout_ms: 2000
+      max_backoff_ms: 1000
+      points:
+        - {{ node: "nsu=urn:tankwatch:test:site;s=Tank1.Temperature", asset: tank-1, field: temperature, unit: degC }}
+"#,
+        head = agent_head(
+            &pki,
+            site,
+            he.grpc_addr,
+            &work.path().join("log"),
+            "127.0.0.1:0"
+        ),
+        proxy = proxy.addr.port(),
+    );
+    let agent = edge_agent::start(agent_config(work.path(), &yaml)?)?;
+    let good = || async {
+        Ok(field(http, site, "tank-1", "temperature")
+            .await?
+            .filter(|f| f["value"] == json!(15.5) && f["quality"] == "good"))
+    };
+    eventually("Tank1.Temperature good", T, good).await?;
+    // the link freezes: nothing flows, nothing closes
+    let frozen = std::time::Instant::now();
+    proxy.freeze_open();
+    let bad = eventually("the frozen link found", T, || async {
+        Ok(field(http, site, "tank-1", "temperature")
+            .await?
+            .filter(|f| f["quality"] == "bad"))
+    })
+    .await?;
+    let found = frozen.elapsed();
+    println!(
+        "a frozen link found after {found:?}: {}",
+        bad["error"].as_str().unwrap_or_default()
+    );
+    // 5 s without data, then a read that times out after 2 s; the reading
+    // reaches the headend within about a second more
+    ensure!(
+        found < std::time::Duration::from_secs(12),
+        "found after {found:?}"
+    );
+    // the reconnect (a new connection passes the proxy): the unchanged
+    // value, sent again with its old source time, is good again
+    let back = eventually("Tank1.Temperature good after the reconnect", T, good).await?;
+    println!("good again: {back}");
+    agent.stop().await?;
+    he.stop().await;
+    Ok(())
+}
+
+/// Issue 29, item 10: a node deleted and made again while the session
+/// lasts is picked up again (before: never, until the agent restarted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_deleted_and_made_again_mid_session_is_picked_up_again() -> Result<()> {
+    let site = "site-r";
+    let pki = TestPki::new(&[site])?;
+    let work = tempfile::tempdir()?;
+    let port = free_port();
+    let mut server = Server::start(port, &work.path().join("server-pki"), "none", false)?;
+    let he = e2e::start_headend(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
+    let http = he.http_addr;
+    let yaml = format!(
+        r#"{head}assets:
+  - {{ id: tank-1, kind: tank, capacity: 30000 }}
+devices:
+  - opcua:
+      name: plc
+      endpoint: opc.tcp://127.0.0.1:{port}/tw/
+      security: none
+      pki_dir: opcua-pki
+      sampling_interval_ms: 100
+      publishing_interval_ms: 200
+      timeout_ms: 2000
+      retry_failed_items_ms: 1000
+      points:
+        - {{ node: "nsu=urn:tankwatch:test:site;s=Tank1.Temperature", asset: tank-1, field: temperature, unit: degC }}
+        - {{ node: "nsu=urn:tankwatch:test:site;s=Tank1.Volume", asset: tank-1, field: volume, unit: L }}
+"#,
+        head = agent_head(
+            &pki,
+            site,
+            he.grpc_addr,
+            &work.path().join("log"),
+            "127.0.0.1:0"
+        ),
+    );
+    let agent = edge_agent::start(agent_config(work.path(), &yaml)?)?;
+    eventually("Tank1.Temperature good", T, || async {
+        Ok(field(http, site, "tank-1", "temperature")
+            .await?
+            .filter(|f| f["value"] == json!(15.5) && f["quality"] == "good"))
+    })
+    .await?;
+    ensure!(tokio::task::block_in_place(|| server.ask("delete Tank1.Temperature"))?.is_ok());
+    let gone = eventually("the deleted node reported bad", T, || async {
+        Ok(field(http, site, "tank-1", "temperature")
+            .await?
+            .filter(|f| f["quality"] == "bad"))
+    })
+    .await?;
+    println!("deleted: {gone}");
+    ensure!(tokio::task::block_in_place(|| server.ask("create Tank1.Temperature 16.5"))?.is_ok());
+    eventually("the node made again is read again", T, || async {
+        Ok(field(http, site, "tank-1", "temperature")
+            .await?
+            .filter(|f| f["value"] == json!(16.5) && f["quality"] == "good"))
+    })
+    .await?;
+    // the other item went on all along
+    let start = now_text();
+    fresh(http, site, "tank-1", "volume", &start).await?;
+    let d = device(http, site).await?;
+    ensure!(d["reconnects"] == 0, "picked up without a reconnect: {d}");
+    agent.stop().await?;
+    he.stop().await;
+    Ok(())
+}
