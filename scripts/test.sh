@@ -31,6 +31,15 @@ if [ ! -x "$venv/bin/python" ] || ! cmp -s "$req" "$venv/.requirements"; then
   cp "$req" "$venv/.requirements"
 fi
 
+# node-opcua: the second independent OPC UA stack (tests/peers/package.json, pinned by its lock)
+nodeenv=target/nodeenv
+if [ ! -d "$nodeenv/node_modules/node-opcua" ] || ! cmp -s tests/peers/package-lock.json "$nodeenv/package-lock.json"; then
+  echo "test: installing node-opcua into $nodeenv"
+  rm -rf "$nodeenv" && mkdir -p "$nodeenv"
+  cp tests/peers/package.json tests/peers/package-lock.json "$nodeenv/"
+  (cd "$nodeenv" && npm ci --no-audit --no-fund --silent)
+fi
+
 # The process-level tests (SIGKILL, check-config) run the real binaries.
 cargo build --workspace --bins
 # every test program runs, and every failure is reported, not just the first

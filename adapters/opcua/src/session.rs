@@ -771,6 +771,11 @@ fn explain(e: &str, dev: &OpcUaDevice) -> String {
                 dev.pki_dir.display()
             )
         }
+    } else if e.contains("BadCertificateHostNameInvalid") {
+        format!(
+            " (the server's certificate does not name the host in the endpoint {}: dial a host name or address its certificate names)",
+            dev.endpoint
+        )
     } else if e.contains("BadCertificateUriInvalid") {
         format!(
             " (a certificate's application URI does not match: the server's certificate must name the server's ApplicationUri; the agent's names {})",

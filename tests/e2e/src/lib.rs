@@ -310,6 +310,19 @@ pub fn python() -> PathBuf {
     p
 }
 
+/// The Node.js modules of the independent peers written in JavaScript
+/// (`target/nodeenv/node_modules`, installed by scripts/test.sh from
+/// tests/peers/package.json).
+pub fn node_modules() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/nodeenv/node_modules");
+    assert!(
+        p.join("node-opcua").exists(),
+        "{} is missing node-opcua: run scripts/test.sh, which installs the pinned peers of tests/peers/package.json",
+        p.display()
+    );
+    p
+}
+
 /// A peer script of tests/peers/.
 pub fn peer_script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -317,7 +330,7 @@ pub fn peer_script(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A Python peer of tests/peers/ driven line by line: it prints `READY`
+/// A Python (or, for `.js`, Node.js) peer of tests/peers/ driven line by line: it prints `READY`
 /// once serving, then answers each command line with `OK`. Other lines it
 /// prints are notices (e.g. `REBIRTH`): `cmd` counts those listed in
 /// `notices`; anything else is an error. Killed when dropped.
@@ -335,7 +348,14 @@ impl LinePeer {
         notices: &'static [&'static str],
     ) -> Result<LinePeer> {
         use std::process::{Command, Stdio};
-        let mut child = Command::new(python())
+        let mut cmd = if script.ends_with(".js") {
+            let mut c = Command::new("node");
+            c.env("NODE_PATH", node_modules());
+            c
+        } else {
+            Command::new(python())
+        };
+        let mut child = cmd
             .arg(peer_script(script))
             .args(args)
             .stdin(Stdio::piped())
@@ -406,6 +426,11 @@ impl LinePeer {
             Some(why) => Ok(Err(why.to_string())),
             None => bail!("peer said {l:?} to {c:?}"),
         }
+    }
+
+    /// The peer's process id (to stop and continue it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Sends one command; returns the notices seen and what followed `OK`.

@@ -755,9 +755,13 @@ impl X509 {
                 "Certificate hostname is empty",
             ))
         } else if let Some(subject_alt_names) = self.get_alternate_names() {
+            // tankwatch patch: every DNS name and IP address is compared,
+            // the URI entries are not (before: the first entry was skipped
+            // as if it were the application URI; node-opcua puts its DNS
+            // name first, so a server dialled by that name was refused)
             let found = subject_alt_names
                 .iter()
-                .skip(1) //skip the application uri
+                .filter(|n| matches!(n, GeneralName::DnsName(_) | GeneralName::IpAddress(_)))
                 .any(|n| {
                     let name = AlternateNames::convert_name(n);
                     match name {
