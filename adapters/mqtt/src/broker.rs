@@ -38,6 +38,8 @@ pub(crate) struct Broker {
     pending: Vec<PendingWrite>,
     last_malformed_log: i64,
     malformed_unlogged: u64,
+    /// The timestamp of this connection's STATE messages (primary host).
+    state_ts: i64,
 }
 
 impl Broker {
@@ -64,6 +66,7 @@ impl Broker {
             pending: Vec::new(),
             last_malformed_log: i64::MIN / 2,
             malformed_unlogged: 0,
+            state_ts: 0,
         }
     }
 
@@ -85,8 +88,26 @@ impl Broker {
         let mut o = MqttOptions::new(id, host.clone(), port);
         o.set_keep_alive(Duration::from_secs(self.dev.keep_alive_s));
         o.set_clean_session(self.dev.clean_session);
-        let max = self.dev.max_payload_bytes as usize + 1024;
-        o.set_max_packet_size(max, max);
+        // read up to READ_CAP: a message over max_payload_bytes is read, then
+        // skipped and counted, and the connection kept (issue 29, item 11:
+        // rumqttc refusing it dropped the connection, and a retained one
+        // kept the device down for good)
+        let out = self.dev.max_payload_bytes as usize + 1024;
+        o.set_max_packet_size(READ_CAP.max(out), out);
+        // QoS 1: a message is acknowledged once the session has handled it,
+        // so a burst waits at the broker (its in-flight window) instead of
+        // being shed here
+        o.set_manual_acks(true);
+        // Sparkplug 3.0 primary host: offline is the will, with the same
+        // timestamp as the online state published at ConnAck
+        if let Some((topic, _, offline)) = self.host_state() {
+            o.set_last_will(rumqttc::LastWill::new(
+                topic,
+                offline,
+                QoS::AtLeastOnce,
+                true,
+            ));
+        }
         if let Some(user) = &self.dev.username {
             let pass = match &self.dev.password_file {
                 Some(f) => std::fs::read_to_string(f)
@@ -108,6 +129,18 @@ impl Broker {
         Ok(o)
     }
 
+    /// The STATE topic and its online and offline payloads, when this
+    /// agent is a Sparkplug primary host (`sparkplug.host_id`).
+    fn host_state(&self) -> Option<(String, String, String)> {
+        let host = self.dev.sparkplug.as_ref()?.host_id.as_ref()?;
+        let ts = self.state_ts;
+        Some((
+            format!("spBv1.0/STATE/{host}"),
+            format!("{{\"online\":true,\"timestamp\":{ts}}}"),
+            format!("{{\"online\":false,\"timestamp\":{ts}}}"),
+        ))
+    }
+
     fn subscriptions(&self) -> Vec<String> {
         let mut subs: Vec<String> = self.by_filter.iter().map(|(f, _)| f.clone()).collect();
         if let Some(s) = &self.dev.sparkplug {
@@ -127,6 +160,46 @@ impl Broker {
         } else {
             self.malformed_unlogged += 1;
         }
+    }
+
+    /// One message from the broker: skipped and counted when over
+    /// `max_payload_bytes`, else routed; then acknowledged (QoS 1).
+    async fn inbound(
+        &mut self,
+        io: &mut Io,
+        client: &AsyncClient,
+        m: Inbound,
+    ) -> Result<(), Ended> {
+        let Inbound::Publish {
+            topic,
+            payload,
+            size,
+            retained,
+            ack,
+        } = m
+        else {
+            return Ok(());
+        };
+        let r = if size > self.dev.max_payload_bytes as usize {
+            self.malformed(
+                io,
+                &topic,
+                &format!(
+                    "{size} bytes, over max_payload_bytes ({}); skipped",
+                    self.dev.max_payload_bytes
+                ),
+            );
+            Ok(())
+        } else {
+            self.publish(io, client, &topic, &payload, retained).await
+        };
+        if let Some(p) = ack {
+            // waits for room in the client's queue, which the event loop drains
+            if client.ack(&p).await.is_err() {
+                return Err(Ended::Lost("the event loop ended".into()));
+            }
+        }
+        r
     }
 
     /// A value for point `i`: emitted, and checked against a pending write.
@@ -152,6 +225,7 @@ impl Broker {
         client: &AsyncClient,
         topic: &str,
         payload: &[u8],
+        retained: bool,
     ) -> Result<(), Ended> {
         let now = now_ms();
         if topic.starts_with("spBv1.0/") {
@@ -166,6 +240,15 @@ impl Broker {
             let points = self.by_filter[k].1.clone();
             for i in points {
                 match decode(&self.dev.points[i], payload, now) {
+                    // a retained message without its own time is the broker's
+                    // last copy, of unknown age (issue 29, item 13): uncertain,
+                    // stamped when received, and said so
+                    Ok((raw, ts)) if retained && ts == now => {
+                        io.good(i, raw, Quality::Uncertain, ts).await?;
+                        io.error(&format!(
+                            "{topic}: a retained value without a time of its own: uncertain, its age unknown"
+                        ));
+                    }
                     Ok((raw, ts)) => self.value(io, i, raw, ts).await?,
                     Err(why) => {
                         self.malformed(io, topic, &why);
@@ -237,8 +320,11 @@ impl Broker {
                     }
                 }
                 sparkplug::Out::Gap { expected, got } => {
-                    tracing::warn!(device = %self.dev.name, expected, got, "sparkplug seq gap: messages lost; asking for a rebirth");
-                    io.sink.gap(GapReason::SourceSequence, 0, now, now).await?;
+                    let lost = sparkplug::missing(expected, got);
+                    tracing::warn!(device = %self.dev.name, expected, got, lost, "sparkplug seq gap: messages lost; asking for a rebirth");
+                    io.sink
+                        .gap(GapReason::SourceSequence, lost, now, now)
+                        .await?;
                 }
                 sparkplug::Out::Rebirth(why) => self.rebirth(client, &s, &why),
                 sparkplug::Out::Malformed(why) => self.malformed(io, topic, &why),
@@ -350,14 +436,45 @@ pub(crate) struct Conn {
     pub(crate) client: AsyncClient,
     pub(crate) el: EventLoop,
     /// Publishes received before the last SubAck.
-    pub(crate) early: Vec<(String, Vec<u8>)>,
+    early: Vec<Inbound>,
 }
+
+impl Conn {
+    /// The messages received before the last SubAck: (topic, payload), an
+    /// oversized one empty (the probe shows them).
+    pub(crate) fn early(&self) -> Vec<(&str, &[u8])> {
+        self.early
+            .iter()
+            .filter_map(|m| match m {
+                Inbound::Publish { topic, payload, .. } => {
+                    Some((topic.as_str(), payload.as_slice()))
+                }
+                Inbound::Shed { .. } => None,
+            })
+            .collect()
+    }
+}
+
+/// The most the transport reads of one message (64 MiB); a larger one
+/// ends the connection with an error naming it.
+pub(crate) const READ_CAP: usize = 64 * 1024 * 1024;
+
+/// QoS 1 messages waiting for room in the inbox, their acks held; past
+/// this (the broker's in-flight window is far smaller: mosquitto's is 20)
+/// they are shed like QoS 0.
+pub(crate) const HELD: usize = 10_000;
 
 /// What the event loop task hands the session.
 enum Inbound {
     Publish {
         topic: String,
+        /// Empty when the message was over `max_payload_bytes` (`size` says).
         payload: Vec<u8>,
+        size: usize,
+        retained: bool,
+        /// A QoS 1 message received before the session (at connect), to
+        /// acknowledge once handled; the pump acknowledges the others.
+        ack: Option<rumqttc::Publish>,
     },
     /// Publishes shed because the inbox was full since the last message.
     Shed {
@@ -378,21 +495,31 @@ impl Device for Broker {
     /// every subscription (a refused one is an error: check the ACL).
     /// Publishes that arrive meanwhile are kept for the session.
     async fn connect(&mut self) -> Result<Conn, String> {
+        self.state_ts = now_ms();
         let opts = self.options()?;
+        let state = self.host_state();
         let subs = self.subscriptions();
         // one SUBSCRIBE per SUBSCRIBE_CHUNK filters; each answered by one SubAck
         let chunks: Vec<Vec<String>> = subs
             .chunks(SUBSCRIBE_CHUNK)
             .map(<[String]>::to_vec)
             .collect();
-        let (client, mut el) = AsyncClient::new(opts, chunks.len() + 64);
+        // room for the acks of a full inbox (the pump acknowledges as it
+        // enqueues) beside the subscriptions and writes
+        let (client, mut el) = AsyncClient::new(opts, chunks.len() + INBOX + 256);
         let qos = self.qos();
+        let max_payload = self.dev.max_payload_bytes as usize;
         let mut early = Vec::new();
         runner::within(self.dev.timeout_ms, "connect and subscribe", async {
             let mut acked = 0;
             loop {
                 match el.poll().await {
                     Ok(rumqttc::Event::Incoming(Packet::ConnAck(_))) => {
+                        if let Some((topic, online, _)) = &state {
+                            client
+                                .try_publish(topic.clone(), QoS::AtLeastOnce, true, online.clone())
+                                .map_err(|e| format!("publishing the primary host STATE: {e}"))?;
+                        }
                         for c in &chunks {
                             client
                                 .try_subscribe_many(
@@ -422,8 +549,13 @@ impl Device for Broker {
                             return Ok(());
                         }
                     }
-                    Ok(rumqttc::Event::Incoming(Packet::Publish(p))) if early.len() < INBOX => {
-                        early.push((p.topic, p.payload.to_vec()));
+                    Ok(rumqttc::Event::Incoming(Packet::Publish(p))) => {
+                        // kept for the session (acknowledged there); past
+                        // INBOX a QoS 0 one is dropped, a QoS 1 one is
+                        // redelivered by the broker after a reconnect
+                        if early.len() < INBOX {
+                            early.push(inbound(p, max_payload, true));
+                        }
                     }
                     Ok(_) => {}
                     Err(e) => return Err(connect_error(&e)),
@@ -443,29 +575,87 @@ impl Device for Broker {
         } = conn;
         let (tx, mut rx) = tokio::sync::mpsc::channel(INBOX);
         let (lost_tx, mut lost) = tokio::sync::oneshot::channel::<String>();
-        // the event loop never waits on the session: it sheds instead
+        let max_payload = self.dev.max_payload_bytes as usize;
+        let acker = client.clone();
+        // the event loop never waits on the session. QoS 0 is shed when the
+        // inbox is full. QoS 1 is acknowledged as it enters the inbox; when
+        // the inbox is full it waits in `held`, unacknowledged, so the
+        // broker stops sending (its in-flight window) and queues the rest
         let pump = tokio::spawn(async move {
             let mut run: Option<(u64, i64, i64)> = None;
+            let mut held: std::collections::VecDeque<(Inbound, rumqttc::Publish)> =
+                Default::default();
+            let mut acks: std::collections::VecDeque<rumqttc::Publish> = Default::default();
             loop {
-                match el.poll().await {
+                // what waits goes first, in order; acknowledged as it enters
+                while let Some((m, p)) = held.pop_front() {
+                    match tx.try_send(m) {
+                        Ok(()) => acks.push_back(p),
+                        Err(tokio::sync::mpsc::error::TrySendError::Full(m)) => {
+                            held.push_front((m, p));
+                            break;
+                        }
+                        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
+                    }
+                }
+                while let Some(p) = acks.pop_front() {
+                    if acker.try_ack(&p).is_err() {
+                        acks.push_front(p);
+                        break;
+                    }
+                }
+                if held.is_empty()
+                    && let Some((count, from_ms, to_ms)) = run
+                    && tx
+                        .try_send(Inbound::Shed {
+                            count,
+                            from_ms,
+                            to_ms,
+                        })
+                        .is_ok()
+                {
+                    run = None;
+                }
+                let ev = tokio::select! {
+                    ev = el.poll() => ev,
+                    // room in the inbox for what waits
+                    permit = tx.reserve(), if !held.is_empty() => {
+                        match (permit, held.pop_front()) {
+                            (Ok(room), Some((m, p))) => {
+                                room.send(m);
+                                acks.push_back(p);
+                            }
+                            (Err(_), _) => return,
+                            _ => {}
+                        }
+                        continue;
+                    }
+                };
+                match ev {
                     Ok(rumqttc::Event::Incoming(Packet::Publish(p))) => {
                         let now = now_ms();
-                        if let Some((count, from_ms, to_ms)) = run
-                            && tx
-                                .try_send(Inbound::Shed {
-                                    count,
-                                    from_ms,
-                                    to_ms,
-                                })
-                                .is_ok()
+                        let ack = (p.qos != QoS::AtMostOnce).then(|| rumqttc::Publish {
+                            payload: Default::default(),
+                            ..p.clone()
+                        });
+                        let msg = inbound(p, max_payload, false);
+                        if let Some(ack) = ack
+                            && held.len() < HELD
                         {
-                            run = None;
+                            if !held.is_empty() {
+                                held.push_back((msg, ack));
+                                continue;
+                            }
+                            match tx.try_send(msg) {
+                                Ok(()) => acks.push_back(ack),
+                                Err(tokio::sync::mpsc::error::TrySendError::Full(m)) => {
+                                    held.push_back((m, ack));
+                                }
+                                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
+                            }
+                            continue;
                         }
-                        let msg = Inbound::Publish {
-                            topic: p.topic,
-                            payload: p.payload.to_vec(),
-                        };
-                        if run.is_some() || tx.try_send(msg).is_err() {
+                        if run.is_some() || !held.is_empty() || tx.try_send(msg).is_err() {
                             if tx.is_closed() {
                                 return;
                             }
@@ -490,8 +680,8 @@ impl Device for Broker {
         {
             self.rebirth(&client, &s, &why);
         }
-        for (topic, payload) in early {
-            if let Err(e) = self.publish(io, &client, &topic, &payload).await {
+        for m in early {
+            if let Err(e) = self.inbound(io, &client, m).await {
                 return e;
             }
         }
@@ -501,8 +691,8 @@ impl Device for Broker {
         let end = loop {
             tokio::select! {
                 m = rx.recv() => match m {
-                    Some(Inbound::Publish { topic, payload }) => {
-                        if let Err(e) = self.publish(io, &client, &topic, &payload).await {
+                    Some(m @ Inbound::Publish { .. }) => {
+                        if let Err(e) = self.inbound(io, &client, m).await {
                             break e;
                         }
                     }
@@ -518,6 +708,12 @@ impl Device for Broker {
                 req = io.next_write() => self.write(io, &client, req),
                 _ = tick.tick() => self.expire_writes(),
                 _ = &mut stopped => {
+                    // a clean stop sends no will: say offline first
+                    if let Some((topic, _, offline)) = self.host_state() {
+                        let _ = client.try_publish(topic, QoS::AtLeastOnce, true, offline);
+                        // (the event loop task sends it)
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
                     let _ = client.try_disconnect();
                     break Ended::Stopped;
                 }
@@ -528,6 +724,27 @@ impl Device for Broker {
             _ => "adapter stopping".into(),
         });
         end
+    }
+}
+
+/// A broker message for the session: an oversized payload is not kept,
+/// a QoS 1 message keeps what its acknowledgement needs.
+fn inbound(p: rumqttc::Publish, max_payload: usize, keep_ack: bool) -> Inbound {
+    let size = p.payload.len();
+    let ack = (keep_ack && p.qos != QoS::AtMostOnce).then(|| rumqttc::Publish {
+        payload: Default::default(),
+        ..p.clone()
+    });
+    Inbound::Publish {
+        topic: p.topic,
+        payload: if size > max_payload {
+            Vec::new()
+        } else {
+            p.payload.to_vec()
+        },
+        size,
+        retained: p.retain,
+        ack,
     }
 }
 

@@ -79,6 +79,13 @@ pub struct Sparkplug {
     /// node's own NBIRTH/NDATA.
     #[serde(default)]
     pub device_id: Option<String>,
+    /// Act as this Sparkplug 3.0 primary host application: publish
+    /// `spBv1.0/STATE/<host_id>` (retained, QoS 1) `{"online":true,...}` once
+    /// connected, with `{"online":false,...}` as the connection's will and
+    /// at a clean stop. Edge nodes configured to wait for a primary host
+    /// publish only while it is online. Absent: no STATE is published.
+    #[serde(default)]
+    pub host_id: Option<String>,
 }
 
 adapter_api::mapped_point! {

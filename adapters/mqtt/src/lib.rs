@@ -5,11 +5,17 @@
 //! A push adapter: the broker decides the rate. The MQTT event loop runs in
 //! its own task and is never made to wait (a stalled loop misses its
 //! keepalives and the broker drops the client): it hands publishes to the
-//! session through a bounded queue ([`INBOX`]) and sheds when that is full,
-//! and the session sends readings with the shedding sink. Every shed run
-//! becomes a gap record. Malformed payloads (bad JSON, not a number,
-//! unknown Sparkplug aliases) are counted, logged at most every 10 s, and
-//! turn the affected point bad; the adapter goes on.
+//! session through a bounded queue ([`INBOX`]). QoS 0: it sheds when that
+//! is full, and the session sends readings with the shedding sink; every
+//! shed run becomes a gap record. QoS 1 (issue 29, item 11): nothing is
+//! shed; acknowledgements are manual, sent as a message enters the inbox
+//! and held back while the inbox is full (the session waits on the agent),
+//! so what the agent cannot take yet waits at the broker (its in-flight
+//! window, then its queue: mosquitto's `max_queued_messages`). Malformed payloads (bad
+//! JSON, not a number, unknown Sparkplug aliases, over `max_payload_bytes`)
+//! are counted, logged at most every 10 s, and turn the affected point bad
+//! (an oversized one is skipped); the connection is kept. A retained value
+//! without a time of its own is uncertain (its age is unknown).
 //!
 //! Pure parts: [`topic`] (filters), [`json`] (paths, timestamps),
 //! [`sparkplug`] (birth/death/seq/rebirth state). The rest is the shell.
@@ -112,6 +118,7 @@ pub fn validate(dev: &MqttDevice) -> Result<(), Error> {
             ("group_id", Some(&s.group_id)),
             ("edge_node_id", Some(&s.edge_node_id)),
             ("device_id", s.device_id.as_ref()),
+            ("host_id", s.host_id.as_ref()),
         ] {
             if let Some(v) = v
                 && (v.is_empty()
@@ -215,9 +222,16 @@ impl Adapter for MqttAdapter {
     fn points(&self) -> Vec<PointSpec> {
         specs(&self.dev)
     }
-    /// A push adapter: sheds and counts rather than stall the broker link.
+    /// QoS 0: a push adapter that sheds and counts rather than stall the
+    /// broker link. QoS 1: waits, holding its acknowledgements, so the
+    /// broker holds what the agent cannot take yet (its in-flight window);
+    /// the link itself never waits (the event loop runs on its own task).
     fn when_full(&self) -> WhenFull {
-        WhenFull::Shed
+        if self.dev.qos == 0 {
+            WhenFull::Shed
+        } else {
+            WhenFull::Block
+        }
     }
     fn run(
         self: Box<Self>,

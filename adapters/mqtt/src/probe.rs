@@ -52,7 +52,7 @@ pub async fn probe(dev: MqttDevice, seconds: u64) -> Result<String, ProbeError> 
         };
         *out += &format!("{topic} {text:?}{more}\n");
     };
-    for (t, p) in &conn.early {
+    for (t, p) in conn.early() {
         show(t, p, &mut out);
     }
     let mut el = conn.el;
@@ -61,7 +61,9 @@ pub async fn probe(dev: MqttDevice, seconds: u64) -> Result<String, ProbeError> 
         match tokio::time::timeout_at(until, el.poll()).await {
             Err(_) => break,
             Ok(Ok(rumqttc::Event::Incoming(Packet::Publish(p)))) => {
-                show(&p.topic, &p.payload, &mut out)
+                show(&p.topic, &p.payload, &mut out);
+                // acknowledgements are manual (QoS 1)
+                let _ = conn.client.try_ack(&p);
             }
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {

@@ -47,6 +47,12 @@ pub struct Node {
     last_rebirth: Option<i64>,
 }
 
+/// How many messages a seq gap lost: the seqs from `expected` up to (not
+/// including) `got`, modulo 256 (issue 29, item 11: it was recorded as 0).
+pub fn missing(expected: u8, got: u8) -> u64 {
+    u64::from(got.wrapping_sub(expected))
+}
+
 impl Node {
     /// `device`: the configured device, or `None` for the node's own metrics.
     pub fn new(device: Option<String>) -> Node {
@@ -374,6 +380,14 @@ mod tests {
             n.handle(MessageType::NData, None, &data(0, vec![]), 4)
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_gap_counts_the_seqs_it_lost_across_the_wrap() {
+        assert_eq!(missing(5, 6), 1);
+        assert_eq!(missing(5, 9), 4);
+        assert_eq!(missing(254, 1), 3, "254, 255, 0 lost");
+        assert_eq!(missing(0, 255), 255);
     }
 
     #[test]
