@@ -18,10 +18,12 @@ pub enum Probe {
         address: String,
         #[arg(long, default_value_t = 1)]
         unit: u8,
-        /// TABLE:START..END (end exclusive) or TABLE:ADDR; TABLE is holding or input.
+        /// TABLE:START..END (end exclusive) or TABLE:ADDR; TABLE is holding,
+        /// input, coil or discrete_input.
         #[arg(long, default_value = "holding:0..10")]
         read: String,
-        /// u16, i16, u32, i32, f32, u64, i64 or f64.
+        /// u16, i16, u32, i32, f32, u64, i64 or f64 (coils and discrete
+        /// inputs are shown as 0/1 whatever it says).
         #[arg(long = "type", default_value = "u16")]
         data_type: String,
         /// Word order of multi-register values: big (ABCD) or little (CDAB).

@@ -13,6 +13,8 @@ Map (zero-based request addresses):
   holding 22-23 uint32   305419896     CDAB
   holding 30    int16    -1234
   input   10-11 float32  2500.5        ABCD
+  coils   0-7   1 0 1 1 0 0 0 1          (coil 6 is written by the test)
+  discrete inputs 0-7  0 1 1 0 1 0 0 0
 """
 import struct
 import sys
@@ -42,8 +44,8 @@ def main():
     # pymodbus adds 1 to every request address, so blocks start at 1.
     # pymodbus 3.9.2 ignores hr/ir/co unless di is also given: pass all four.
     store = ModbusSlaveContext(
-        di=ModbusSequentialDataBlock(1, [0] * 8),
-        co=ModbusSequentialDataBlock(1, [0] * 8),
+        di=ModbusSequentialDataBlock(1, [0, 1, 1, 0, 1, 0, 0, 0]),
+        co=ModbusSequentialDataBlock(1, [1, 0, 1, 1, 0, 0, 0, 1]),
         hr=ModbusSequentialDataBlock(1, hr),
         ir=ModbusSequentialDataBlock(1, ir),
     )

@@ -7,7 +7,9 @@
 //! - connects with the device's timeout, and after a failure or a lost link
 //!   waits a backoff with jitter (reset after a session that read data);
 //! - marks every point bad once when the link is lost (`fail_all`), so the
-//!   headend sees the outage, not silence;
+//!   headend sees the outage, not silence; after a session that worked for
+//!   [`QUICK_RETRY_AFTER`], one reconnect is tried at once first, and the
+//!   points turn bad only if it fails;
 //! - answers a write that arrives while disconnected at once with
 //!   `Unreachable`, never queueing it for later;
 //! - keeps the device's [`Health`] (connected, last good read, last error,
@@ -246,6 +248,10 @@ pub trait Device: Send + 'static {
     fn session(&mut self, conn: Self::Conn, io: &mut Io) -> impl Future<Output = Ended> + Send;
 }
 
+/// A session that lasted this long and read data gets one reconnect
+/// attempt at once when its link is lost, before its points turn bad.
+pub const QUICK_RETRY_AFTER: Duration = Duration::from_secs(5);
+
 /// Reconnect backoff bounds, ms.
 #[derive(Debug, Clone, Copy)]
 pub struct Retry {
@@ -260,13 +266,18 @@ pub async fn run<D: Device>(mut dev: D, mut io: Io, retry: Retry) -> Result<(), 
     let closed = |name: &str| AdapterError::SinkClosed {
         adapter: name.to_string(),
     };
+    // a connection made at once after a working session was lost
+    let mut again: Option<D::Conn> = None;
     loop {
         if io.is_stopped() {
             return Ok(());
         }
-        let connected = tokio::select! {
-            c = dev.connect() => c,
-            _ = io.stopped() => return Ok(()),
+        let connected = match again.take() {
+            Some(conn) => Ok(conn),
+            None => tokio::select! {
+                c = dev.connect() => c,
+                _ = io.stopped() => return Ok(()),
+            },
         };
         let why = match connected {
             Ok(conn) => {
@@ -274,12 +285,14 @@ pub async fn run<D: Device>(mut dev: D, mut io: Io, retry: Retry) -> Result<(), 
                 let health = io.sink.health().clone();
                 health.update(|s| s.connected = true);
                 let good_before = health.get().last_good_ms;
+                let began = tokio::time::Instant::now();
                 let ended = dev.session(conn, &mut io).await;
                 health.update(|s| {
                     s.connected = false;
                     s.reconnects += 1;
                 });
-                if health.get().last_good_ms > good_before {
+                let worked = health.get().last_good_ms > good_before;
+                if worked {
                     backoff.reset();
                 }
                 match ended {
@@ -287,6 +300,26 @@ pub async fn run<D: Device>(mut dev: D, mut io: Io, retry: Retry) -> Result<(), 
                     Ended::SinkClosed => return Err(closed(dev.name())),
                     Ended::Lost(e) => {
                         tracing::warn!(device = dev.name(), error = %e, "device link lost; reconnecting");
+                        // a session that worked for a while: one attempt at
+                        // once, before its points are marked bad (issue 29,
+                        // item 14: a device that drops idle connections, or
+                        // a gateway restart, flipped every point bad at once)
+                        if worked && began.elapsed() >= QUICK_RETRY_AFTER {
+                            let quick = tokio::select! {
+                                c = dev.connect() => c,
+                                _ = io.stopped() => return Ok(()),
+                            };
+                            match quick {
+                                Ok(conn) => {
+                                    io.error(&e);
+                                    again = Some(conn);
+                                    continue;
+                                }
+                                Err(e2) => {
+                                    tracing::warn!(device = dev.name(), error = %e2, "device reconnect failed; its points are bad")
+                                }
+                            }
+                        }
                         e
                     }
                 }

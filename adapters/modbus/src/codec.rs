@@ -30,6 +30,8 @@ pub fn decode(regs: &[u16], ty: DataType, word_order: Order, byte_order: Order) 
     let b4 = [bytes[0], bytes[1], bytes[2], bytes[3]];
     let b8 = bytes;
     Some(match ty {
+        // a bit table's value comes as a bool, not a register (see the poller)
+        DataType::Bool => f64::from(u8::from(u16::from_be_bytes(b2) != 0)),
         DataType::U16 => f64::from(u16::from_be_bytes(b2)),
         DataType::I16 => f64::from(i16::from_be_bytes(b2)),
         DataType::U32 => f64::from(u32::from_be_bytes(b4)),
@@ -46,6 +48,7 @@ pub fn decode(regs: &[u16], ty: DataType, word_order: Order, byte_order: Order) 
 pub fn encode(v: f64, ty: DataType, word_order: Order, byte_order: Order) -> Option<Vec<u16>> {
     let int = |lo: f64, hi: f64| (v.fract() == 0.0 && v >= lo && v <= hi).then_some(v);
     let be: Vec<u8> = match ty {
+        DataType::Bool => (int(0.0, 1.0)? as u16).to_be_bytes().to_vec(),
         DataType::U16 => (int(0.0, 65535.0)? as u16).to_be_bytes().to_vec(),
         DataType::I16 => (int(-32768.0, 32767.0)? as i16).to_be_bytes().to_vec(),
         DataType::U32 => (int(0.0, 4_294_967_295.0)? as u32).to_be_bytes().to_vec(),
@@ -123,7 +126,7 @@ pub fn plan(points: &[Point]) -> Vec<Block> {
 /// request (0: only contiguous points share a request).
 pub fn plan_with_gap(points: &[Point], max_gap: u16) -> Vec<Block> {
     let mut idx: Vec<usize> = (0..points.len()).collect();
-    idx.sort_by_key(|&i| (points[i].table == Table::Input, points[i].register));
+    idx.sort_by_key(|&i| (points[i].table.function(), points[i].register));
     let mut blocks: Vec<Block> = Vec::new();
     for i in idx {
         let p = &points[i];
@@ -170,6 +173,57 @@ pub fn split(block: &Block, points: &[Point]) -> Option<Vec<Block>> {
             })
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod bit_tests {
+    use super::*;
+    use crate::config::{DataType, Table};
+
+    #[test]
+    fn coils_and_discrete_inputs_plan_apart_from_registers_and_each_other() {
+        let pt = |reg: u16, table: Table| -> Point {
+            serde_yaml::from_str(&format!(
+                "{{ table: {}, register: {reg}, type: {}, asset: a, field: f{reg} }}",
+                match table {
+                    Table::Coil => "coil",
+                    Table::DiscreteInput => "discrete_input",
+                    Table::Holding => "holding",
+                    Table::Input => "input",
+                },
+                if table.is_bits() { "bool" } else { "u16" }
+            ))
+            .unwrap()
+        };
+        let points = vec![
+            pt(0, Table::Coil),
+            pt(1, Table::Coil),
+            pt(0, Table::DiscreteInput),
+            pt(0, Table::Holding),
+            pt(3, Table::Coil),
+        ];
+        let b = plan(&points);
+        let tables: Vec<(Table, u16, u16)> =
+            b.iter().map(|b| (b.table, b.start, b.count)).collect();
+        assert_eq!(
+            tables,
+            vec![
+                (Table::Coil, 0, 4),
+                (Table::DiscreteInput, 0, 1),
+                (Table::Holding, 0, 1)
+            ]
+        );
+        assert_eq!(DataType::Bool.registers(), 1);
+        assert_eq!(
+            decode(&[1], DataType::Bool, Order::Big, Order::Big),
+            Some(1.0)
+        );
+        assert_eq!(
+            encode(1.0, DataType::Bool, Order::Big, Order::Big),
+            Some(vec![1])
+        );
+        assert_eq!(encode(2.0, DataType::Bool, Order::Big, Order::Big), None);
+    }
 }
 
 #[cfg(test)]

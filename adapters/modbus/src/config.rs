@@ -39,7 +39,8 @@ adapter_api::mapped_point! {
     /// mapping keys (asset, field, unit, scale, offset, class, on_change,
     /// writable).
     pub struct Point {
-        /// Register table. Default `holding`.
+        /// Table: `holding` (default), `input`, `coil` or `discrete_input`
+        /// (the last two with `type: bool`).
         #[serde(default)]
         pub table: Table,
         /// Zero-based register address (0-65535).
@@ -62,16 +63,53 @@ adapter_api::mapped_point! {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Table {
+    /// Holding registers (function 3; written with 6 and 16).
     #[default]
     Holding,
+    /// Input registers (function 4).
     Input,
+    /// Coils (function 1; written with 5): one bit, type `bool`. Pump
+    /// running, valve open, relay outputs.
+    Coil,
+    /// Discrete inputs (function 2): one bit, type `bool`, read-only. Alarm
+    /// and level-switch contacts.
+    DiscreteInput,
+}
+
+impl Table {
+    /// Whether the table holds bits (coils, discrete inputs), not registers.
+    pub fn is_bits(self) -> bool {
+        matches!(self, Table::Coil | Table::DiscreteInput)
+    }
+
+    /// The read function code.
+    pub fn function(self) -> u8 {
+        match self {
+            Table::Coil => 0x01,
+            Table::DiscreteInput => 0x02,
+            Table::Holding => 0x03,
+            Table::Input => 0x04,
+        }
+    }
+
+    /// The short name in a point's source (`hr`, `ir`, `co`, `di`).
+    pub fn short(self) -> &'static str {
+        match self {
+            Table::Holding => "hr",
+            Table::Input => "ir",
+            Table::Coil => "co",
+            Table::DiscreteInput => "di",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DataType {
+    /// One coil or discrete input: 0 or 1.
+    Bool,
     U16,
     I16,
     U32,
@@ -86,7 +124,7 @@ impl DataType {
     /// Number of 16-bit registers the type occupies.
     pub fn registers(self) -> u16 {
         match self {
-            DataType::U16 | DataType::I16 => 1,
+            DataType::Bool | DataType::U16 | DataType::I16 => 1,
             DataType::U32 | DataType::I32 | DataType::F32 => 2,
             DataType::U64 | DataType::I64 | DataType::F64 => 4,
         }

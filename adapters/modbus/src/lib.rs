@@ -91,8 +91,17 @@ pub fn validate(dev: &ModbusDevice) -> Result<(), Error> {
             point: point.clone(),
             detail,
         })?;
+        if p.table.is_bits() != (p.data_type == config::DataType::Bool)
+            || (p.table.is_bits() && p.bit.is_some())
+        {
+            return Err(Error::Mapping {
+                device: dev.name.clone(),
+                point,
+                detail: "coils and discrete inputs have `type: bool` (and no `bit`); `bool` is only for them".into(),
+            });
+        }
         if p.writable {
-            if p.table != Table::Holding {
+            if !matches!(p.table, Table::Holding | Table::Coil) {
                 return Err(Error::WritableInput {
                     device: dev.name.clone(),
                     point,
@@ -131,10 +140,7 @@ pub fn specs(dev: &ModbusDevice) -> Vec<PointSpec> {
     dev.points
         .iter()
         .map(|p| {
-            let table = match p.table {
-                Table::Holding => "hr",
-                Table::Input => "ir",
-            };
+            let table = p.table.short();
             let source = format!(
                 "modbus://{}/unit{}/{table}{}",
                 dev.address, dev.unit_id, p.register
@@ -208,10 +214,7 @@ impl Adapter for ModbusAdapter {
 
 /// Modbus function code of a read from `table` (for logs).
 fn function_of(table: Table) -> u8 {
-    match table {
-        Table::Holding => 0x03,
-        Table::Input => 0x04,
-    }
+    table.function()
 }
 
 /// What an exception code means, for an installer reading the log.
@@ -227,6 +230,19 @@ pub fn exception_meaning(code: u8) -> &'static str {
         0x0B => "gateway target device failed to respond (check the unit id)",
         _ => "unknown exception",
     }
+}
+
+/// A transport error in an installer's words. tokio-modbus reports a
+/// connection the device closed as an I/O error with OS error 0, which
+/// prints "Success (os error 0)" (issue 29, item 14).
+pub fn transport_error(e: &tokio_modbus::Error) -> String {
+    if let tokio_modbus::Error::Transport(io) = e {
+        if io.raw_os_error() == Some(0) || io.kind() == std::io::ErrorKind::UnexpectedEof {
+            return "the device closed the connection".into();
+        }
+        return format!("transport error: {io}");
+    }
+    format!("transport error: {e}")
 }
 
 /// An exception is logged at most this often per request and code.
@@ -304,16 +320,22 @@ impl Poller {
                 let b = &self.blocks[bi];
                 (b.table, b.start, b.count)
             };
+            // bits (coils, discrete inputs) come as 0/1 words, so the rest is one path
             let fut = async {
+                let bits = |r: Result<Result<Vec<bool>, _>, _>| {
+                    r.map(|r| r.map(|v: Vec<bool>| v.into_iter().map(u16::from).collect()))
+                };
                 match table {
                     Table::Holding => ctx.read_holding_registers(start, count).await,
                     Table::Input => ctx.read_input_registers(start, count).await,
+                    Table::Coil => bits(ctx.read_coils(start, count).await),
+                    Table::DiscreteInput => bits(ctx.read_discrete_inputs(start, count).await),
                 }
             };
             let ts = now_ms();
             match runner::within(self.dev.timeout_ms, "request", fut).await {
                 Err(e) => return Err(Ended::Lost(e)),
-                Ok(Err(e)) => return Err(Ended::Lost(format!("transport error: {e}"))),
+                Ok(Err(e)) => return Err(Ended::Lost(transport_error(&e))),
                 Ok(Ok(Err(exception))) => {
                     let code = u8::from(exception);
                     io.sink.health().update(|s| s.exceptions += 1);
@@ -385,6 +407,77 @@ impl Poller {
         Ok(())
     }
 
+    /// A coil write (function 5) with a read-back (function 1): the value
+    /// must be 0 or 1.
+    async fn write_coil(
+        &mut self,
+        ctx: &mut Context,
+        p: &config::Point,
+        conv: Linear,
+        req: WriteRequest,
+    ) -> Result<(), String> {
+        let timeout = Duration::from_millis(self.dev.timeout_ms);
+        let raw = conv.to_raw(req.value);
+        let on = match raw {
+            1.0 => true,
+            0.0 => false,
+            v => {
+                let _ = req.reply.send(WriteOutcome::NotRepresentable(format!(
+                    "{} ({v} raw) is not 0 or 1: a coil is off or on",
+                    req.value
+                )));
+                return Ok(());
+            }
+        };
+        let link = |e: String, reply: tokio::sync::oneshot::Sender<WriteOutcome>| {
+            let _ = reply.send(WriteOutcome::Unreachable(e.clone()));
+            Err(e)
+        };
+        match tokio::time::timeout(timeout, ctx.write_single_coil(p.register, on)).await {
+            Err(_) => {
+                return link(
+                    format!("write timed out after {} ms", self.dev.timeout_ms),
+                    req.reply,
+                );
+            }
+            Ok(Err(e)) => return link(transport_error(&e), req.reply),
+            Ok(Ok(Err(x))) => {
+                let _ = req.reply.send(WriteOutcome::Failed(format!(
+                    "modbus exception {x:?} (0x{:02x})",
+                    u8::from(x)
+                )));
+                return Ok(());
+            }
+            Ok(Ok(Ok(()))) => {}
+        }
+        let back = match tokio::time::timeout(timeout, ctx.read_coils(p.register, 1)).await {
+            Err(_) => {
+                return link(
+                    format!("read-back timed out after {} ms", self.dev.timeout_ms),
+                    req.reply,
+                );
+            }
+            Ok(Err(e)) => return link(transport_error(&e), req.reply),
+            Ok(Ok(Err(x))) => {
+                let _ = req.reply.send(WriteOutcome::Failed(format!(
+                    "read-back: modbus exception {x:?}"
+                )));
+                return Ok(());
+            }
+            Ok(Ok(Ok(r))) => r.first().copied(),
+        };
+        let read = conv.to_canonical(f64::from(u8::from(back == Some(true))));
+        let _ = req.reply.send(if back == Some(on) {
+            WriteOutcome::Applied { readback: read }
+        } else {
+            WriteOutcome::ReadbackMismatch {
+                wrote: req.value,
+                read,
+            }
+        });
+        Ok(())
+    }
+
     /// Serves one write request: encode, write, read back, compare. Returns
     /// `Err` (after answering the request) when the link is unusable.
     async fn write(&mut self, ctx: &mut Context, req: WriteRequest) -> Result<(), String> {
@@ -405,6 +498,9 @@ impl Poller {
             let _ = reply.send(WriteOutcome::Unreachable(e.clone()));
             Err(e)
         };
+        if p.table == Table::Coil {
+            return self.write_coil(ctx, &p, conv, req).await;
+        }
         let words: Vec<u16> = match p.bit {
             Some(bit) => {
                 let cur =
@@ -420,7 +516,7 @@ impl Poller {
                                 req.reply,
                             );
                         }
-                        Ok(Err(e)) => return link(format!("transport error: {e}"), req.reply),
+                        Ok(Err(e)) => return link(transport_error(&e), req.reply),
                         Ok(Ok(Err(x))) => {
                             let _ = req
                                 .reply
@@ -470,7 +566,7 @@ impl Poller {
                     req.reply,
                 );
             }
-            Ok(Err(e)) => return link(format!("transport error: {e}"), req.reply),
+            Ok(Err(e)) => return link(transport_error(&e), req.reply),
             Ok(Ok(Err(x))) => {
                 let _ = req.reply.send(WriteOutcome::Failed(format!(
                     "modbus exception {x:?} (0x{:02x})",
@@ -488,7 +584,7 @@ impl Poller {
                         req.reply,
                     );
                 }
-                Ok(Err(e)) => return link(format!("transport error: {e}"), req.reply),
+                Ok(Err(e)) => return link(transport_error(&e), req.reply),
                 Ok(Ok(Err(x))) => {
                     let _ = req.reply.send(WriteOutcome::Failed(format!(
                         "read-back: modbus exception {x:?}"
@@ -519,5 +615,24 @@ impl Poller {
             }
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod transport_tests {
+    #[test]
+    fn a_connection_the_device_closed_is_said_so_not_success_os_error_0() {
+        let closed = tokio_modbus::Error::Transport(std::io::Error::from_raw_os_error(0));
+        assert_eq!(
+            super::transport_error(&closed),
+            "the device closed the connection"
+        );
+        let eof = tokio_modbus::Error::Transport(std::io::ErrorKind::UnexpectedEof.into());
+        assert_eq!(
+            super::transport_error(&eof),
+            "the device closed the connection"
+        );
+        let reset = tokio_modbus::Error::Transport(std::io::ErrorKind::ConnectionReset.into());
+        assert!(super::transport_error(&reset).starts_with("transport error: "));
     }
 }

@@ -21,13 +21,15 @@ impl std::str::FromStr for Range {
     fn from_str(s: &str) -> Result<Range, String> {
         let bad = || {
             format!(
-                "{s:?}: use holding:START..END or input:START..END (end exclusive), or TABLE:ADDR"
+                "{s:?}: use TABLE:START..END (end exclusive) or TABLE:ADDR; TABLE is holding, input, coil or discrete_input"
             )
         };
         let (t, r) = s.split_once(':').ok_or_else(bad)?;
         let table = match t {
             "holding" => Table::Holding,
             "input" => Table::Input,
+            "coil" => Table::Coil,
+            "discrete_input" => Table::DiscreteInput,
             _ => return Err(bad()),
         };
         let (start, end) = match r.split_once("..") {
@@ -57,10 +59,21 @@ pub async fn probe(
     let mut ctx = tcp::attach_slave(stream, Slave(unit));
     let count = range.end - range.start;
     let fut = async {
+        let bits = |r: Result<Result<Vec<bool>, _>, _>| {
+            r.map(|r| r.map(|v: Vec<bool>| v.into_iter().map(u16::from).collect()))
+        };
         match range.table {
             Table::Holding => ctx.read_holding_registers(range.start, count).await,
             Table::Input => ctx.read_input_registers(range.start, count).await,
+            Table::Coil => bits(ctx.read_coils(range.start, count).await),
+            Table::DiscreteInput => bits(ctx.read_discrete_inputs(range.start, count).await),
         }
+    };
+    // a bit table is shown bit by bit, whatever --type says
+    let ty = if range.table.is_bits() {
+        DataType::Bool
+    } else {
+        ty
     };
     let what = format!(
         "reading {count} {:?} registers from {}",
@@ -121,8 +134,12 @@ mod tests {
         assert_eq!((r.table, r.start, r.end), (Table::Holding, 0, 10));
         let r: Range = "input:7".parse().unwrap();
         assert_eq!((r.table, r.start, r.end), (Table::Input, 7, 8));
+        let r: Range = "coil:1".parse().unwrap();
+        assert_eq!((r.table, r.start, r.end), (Table::Coil, 1, 2));
+        let r: Range = "discrete_input:0..8".parse().unwrap();
+        assert_eq!((r.table, r.start, r.end), (Table::DiscreteInput, 0, 8));
         for bad in [
-            "coil:1",
+            "register:1",
             "holding:5..5",
             "holding:0..200",
             "holding",

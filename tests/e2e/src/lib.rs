@@ -686,6 +686,19 @@ impl TcpProxy {
         self.hold.store(hold, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Closes every connection open now (as a device that drops idle
+    /// connections, or a gateway restart, does); new ones pass.
+    pub fn drop_connections(&self) {
+        for c in self
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            c.abort();
+        }
+    }
+
     /// Cuts (false) or restores (true) the path.
     pub fn set_up(&self, up: bool) {
         self.up.store(up, std::sync::atomic::Ordering::SeqCst);
