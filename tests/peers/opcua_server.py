@@ -12,6 +12,9 @@ Usage: opcua_server.py PORT PKI_DIR SECURITY [--shift] [--items N]
             is not).
   --user NAME:PASSWORD  only this user may log in (a user name token;
             anonymous sessions are refused).
+  --refuse-subscriptions  answer every CreateSubscription with
+            BadTooManySubscriptions (a server out of subscriptions); the
+            number of sessions opened is printed on "sessions".
   --items N also serve N variables Bench.0 .. Bench.N-1 (Double), each
             changing once a second (benchmarks).
 
@@ -56,6 +59,17 @@ async def main():
     user = sys.argv[sys.argv.index("--user") + 1].split(":", 1) if "--user" in sys.argv else None
     server = Server(user_manager=OneUser(*user)) if user else Server()
     await server.init()
+    sessions = [0]
+    if "--refuse-subscriptions" in sys.argv:
+        async def refuse(*args, **kwargs):
+            raise ua.UaStatusCodeError(ua.StatusCodes.BadTooManySubscriptions)
+        server.iserver.subscription_service.create_subscription = refuse
+    original_create_session = server.iserver.create_session
+
+    def counting_create_session(*args, **kwargs):
+        sessions[0] += 1
+        return original_create_session(*args, **kwargs)
+    server.iserver.create_session = counting_create_session
     if user:
         server.set_identity_tokens([ua.UserNameIdentityToken])
     server.set_endpoint(f"opc.tcp://127.0.0.1:{port}/tw/")
@@ -131,6 +145,9 @@ async def main():
                 nodes[line[1]] = await var(line[1], float(line[2]), ua.VariantType.Double)
             if line[0] == "count":
                 print(f"OK {written[0]}", flush=True)
+                continue
+            if line[0] == "sessions":
+                print(f"OK {sessions[0]}", flush=True)
                 continue
             print("OK", flush=True)
         t.cancel()

@@ -492,3 +492,69 @@ devices:
     he.stop().await;
     Ok(())
 }
+
+/// Issue 29, item 10: a server that refuses CreateSubscription (out of
+/// subscriptions) is not stormed: the sessions follow the backoff up to
+/// `max_backoff_ms` (before: 17 sessions in 25 s), and the device says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_refuses_subscriptions_is_retried_with_backoff_not_stormed() -> Result<()> {
+    let site = "site-s";
+    let pki = TestPki::new(&[site])?;
+    let work = tempfile::tempdir()?;
+    let port = free_port();
+    let mut server = Server::with_args(
+        port,
+        &work.path().join("server-pki"),
+        "none",
+        &["--refuse-subscriptions"],
+    )?;
+    let he = e2e::start_headend(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
+    let http = he.http_addr;
+    let yaml = format!(
+        r#"{head}assets:
+  - {{ id: tank-1, kind: tank, capacity: 30000 }}
+devices:
+  - opcua:
+      name: plc
+      endpoint: opc.tcp://127.0.0.1:{port}/tw/
+      security: none
+      pki_dir: opcua-pki
+      timeout_ms: 2000
+      max_backoff_ms: 8000
+      points:
+        - {{ node: "nsu=urn:tankwatch:test:site;s=Tank1.Temperature", asset: tank-1, field: temperature, unit: degC }}
+"#,
+        head = agent_head(
+            &pki,
+            site,
+            he.grpc_addr,
+            &work.path().join("log"),
+            "127.0.0.1:0"
+        ),
+    );
+    let agent = edge_agent::start(agent_config(work.path(), &yaml)?)?;
+    let d = eventually("the refusal named", T, || async {
+        Ok(device(http, site).await.ok().filter(|d| {
+            d["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("BadTooManySubscriptions"))
+        }))
+    })
+    .await?;
+    println!("{d}");
+    let start = tokio::task::block_in_place(|| server.ask("sessions"))?
+        .map_err(anyhow::Error::msg)?
+        .parse::<u32>()?;
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let end = tokio::task::block_in_place(|| server.ask("sessions"))?
+        .map_err(anyhow::Error::msg)?
+        .parse::<u32>()?;
+    let n = end - start;
+    println!("{n} sessions in 25 s against a server refusing subscriptions (max_backoff_ms 8000)");
+    // backoff from 0.5 s doubling to 8 s (full jitter, at least 0.25 s):
+    // at most about 9 attempts in 25 s; a storm is 17
+    ensure!(n <= 10, "{n} sessions in 25 s");
+    agent.stop().await?;
+    he.stop().await;
+    Ok(())
+}

@@ -33,11 +33,14 @@ pub fn modbus_decode(data: &[u8]) {
         .map(|c| u16::from_be_bytes([c[0], c[1]]))
         .collect();
     for ty in [
+        DataType::Bool,
         DataType::U16,
         DataType::I16,
         DataType::U32,
         DataType::I32,
         DataType::F32,
+        DataType::U64,
+        DataType::I64,
         DataType::F64,
     ] {
         for wo in [Order::Big, Order::Little] {
