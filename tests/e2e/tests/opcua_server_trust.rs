@@ -105,6 +105,12 @@ async fn the_server_trusts_certificates_by_content_and_ends_a_session_whose_cert
         version.contains(env!("CARGO_PKG_VERSION")),
         "BuildInfo: {version}"
     );
+    // the real limits: max_sessions (default 10)
+    let max_sessions = c.ok("read i=24095")?;
+    ensure!(
+        max_sessions.contains("\"value\": 10"),
+        "ServerCapabilities/MaxSessions: {max_sessions}"
+    );
     // the certificate taken out of trusted/: the session ends
     std::fs::remove_file(&trusted)?;
     let t = Instant::now();

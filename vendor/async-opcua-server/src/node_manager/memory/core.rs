@@ -326,6 +326,14 @@ impl CoreNodeManagerImpl {
             VariableId::Server_ServerCapabilities_MaxStringLength => {
                 (limits.max_string_length as u32).into()
             }
+            // tankwatch patch: the real session and subscription limits are
+            // advertised (before: the nodeset's defaults)
+            VariableId::Server_ServerCapabilities_MaxSessions => {
+                (limits.max_sessions as u32).into()
+            }
+            VariableId::Server_ServerCapabilities_MaxSubscriptionsPerSession => {
+                (limits.subscriptions.max_subscriptions_per_session as u32).into()
+            }
             VariableId::Server_ServerCapabilities_MinSupportedSampleRate => {
                 (limits.subscriptions.min_sampling_interval_ms as u32).into()
             }
