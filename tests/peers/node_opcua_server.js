@@ -16,6 +16,12 @@
 // answered "OK": "set NAME VALUE"; "delete NAME"; "create NAME VALUE" (a
 // Double variable made again); "quit".
 "use strict";
+// the protocol with the test is stdout; the libraries' own notices (node-opcua
+// prints warnings with console.log) go to stderr
+const say = (line) => process.stdout.write(line + "\n");
+console.log = (...a) => process.stderr.write(a.join(" ") + "\n");
+console.info = console.log;
+console.warn = console.log;
 const readline = require("readline");
 const {
     OPCUAServer,
@@ -67,7 +73,7 @@ async function main() {
             vars["Tank1.Volume"].setValueFromSource(new Variant({ dataType: DataType.Double, value: volume }));
         }
     }, 200);
-    console.log("READY");
+    say("READY");
     const rl = readline.createInterface({ input: process.stdin });
     for await (const line of rl) {
         const [cmd, name, value] = line.trim().split(/\s+/);
@@ -81,7 +87,7 @@ async function main() {
         } else if (cmd === "create") {
             add(name, Number(value), DataType.Double, false);
         }
-        console.log("OK");
+        say("OK");
     }
     await server.shutdown(0);
     process.exit(0);

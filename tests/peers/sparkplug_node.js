@@ -9,6 +9,12 @@
 // Double metric); "skip N" (the next N seq numbers are never sent: a gap);
 // "quit".
 "use strict";
+// the protocol with the test is stdout; the libraries' own notices (node-opcua
+// prints warnings with console.log) go to stderr
+const say = (line) => process.stdout.write(line + "\n");
+console.log = (...a) => process.stderr.write(a.join(" ") + "\n");
+console.info = console.log;
+console.warn = console.log;
 const readline = require("readline");
 const sparkplug = require("sparkplug-client");
 
@@ -30,7 +36,7 @@ const birth = () => {
     client.publishDeviceBirth(device, { timestamp: Date.now(), metrics: [metric("Volume", 5000.0)] });
     if (!ready) {
         ready = true;
-        console.log("READY");
+        say("READY");
     }
 };
 client.on("birth", birth);
@@ -53,5 +59,5 @@ rl.on("line", (line) => {
             client.incrementSeqNum();
         }
     }
-    console.log("OK");
+    say("OK");
 });

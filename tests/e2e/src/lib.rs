@@ -490,6 +490,49 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// The independent SCADA client (asyncua, tests/peers/scada_client.py)
+/// of the agent's OPC UA server, driven command by command.
+pub struct ScadaClient(LinePeer);
+
+impl ScadaClient {
+    /// Starts the client; its certificate is made in `dir`.
+    pub fn start(dir: &Path) -> Result<ScadaClient> {
+        Ok(ScadaClient(LinePeer::start(
+            "scada_client.py",
+            &[dir.display().to_string()],
+            &[],
+        )?))
+    }
+    /// One command (the peer answers over a pipe: blocking, so off the runtime's workers).
+    pub fn ask(&mut self, c: &str) -> Result<std::result::Result<String, String>> {
+        tokio::task::block_in_place(|| self.0.ask(c))
+    }
+    /// One command that must succeed.
+    pub fn ok(&mut self, c: &str) -> Result<String> {
+        self.ask(c)?.map_err(|e| anyhow::anyhow!("{c}: {e}"))
+    }
+    /// One command answering JSON.
+    pub fn json(&mut self, c: &str) -> Result<Value> {
+        Ok(serde_json::from_str(&self.ok(c)?)?)
+    }
+}
+
+/// The REST API's view of `asset.field` of `site` (value, quality, times),
+/// if the site has it.
+pub async fn asset_field(
+    http: SocketAddr,
+    site: &str,
+    asset: &str,
+    field: &str,
+) -> Result<Option<Value>> {
+    let assets = get_json(http, &format!("/api/v1/sites/{site}/assets")).await?;
+    Ok(assets
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["asset_id"] == asset))
+        .map(|a| a["fields"][field].clone())
+        .filter(|f| !f.is_null()))
+}
+
 /// Throwaway PostgreSQL databases on the machine's server
 /// (`PG_ADMIN_URL`, default `postgres://postgres@127.0.0.1:5432/test`).
 pub mod accuracy;

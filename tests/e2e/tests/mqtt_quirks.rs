@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use e2e::asset_field as field;
 use e2e::*;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
@@ -26,15 +27,6 @@ async fn client(id: &str) -> Result<AsyncClient> {
     let (c, mut el) = AsyncClient::new(o, 100_000);
     tokio::spawn(async move { while el.poll().await.is_ok() {} });
     Ok(c)
-}
-
-async fn field(http: SocketAddr, site: &str, asset: &str, field: &str) -> Result<Option<Value>> {
-    let assets = get_json(http, &format!("/api/v1/sites/{site}/assets")).await?;
-    Ok(assets
-        .as_array()
-        .and_then(|a| a.iter().find(|x| x["asset_id"] == asset))
-        .map(|a| a["fields"][field].clone())
-        .filter(|f| !f.is_null()))
 }
 
 fn head(pki: &TestPki, site: &str, he: SocketAddr, work: &std::path::Path) -> String {

@@ -9,19 +9,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
+use e2e::asset_field as field;
 use e2e::*;
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(40);
-
-async fn field(http: SocketAddr, site: &str, asset: &str, field: &str) -> Result<Option<Value>> {
-    let assets = get_json(http, &format!("/api/v1/sites/{site}/assets")).await?;
-    Ok(assets
-        .as_array()
-        .and_then(|a| a.iter().find(|x| x["asset_id"] == asset))
-        .map(|a| a["fields"][field].clone())
-        .filter(|f| !f.is_null()))
-}
 
 async fn devices(http: SocketAddr, site: &str) -> Result<Vec<Value>> {
     let d = get_json(http, &format!("/api/v1/sites/{site}/devices")).await?;

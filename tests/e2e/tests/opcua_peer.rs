@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use e2e::asset_field as field;
 use e2e::*;
 use serde_json::{Value, json};
 
@@ -77,15 +78,6 @@ setpoints:
 "#,
         head = agent_head(pki, site, headend, &work.join("log"), "127.0.0.1:0"),
     )
-}
-
-async fn field(http: SocketAddr, site: &str, asset: &str, field: &str) -> Result<Option<Value>> {
-    let assets = get_json(http, &format!("/api/v1/sites/{site}/assets")).await?;
-    Ok(assets
-        .as_array()
-        .and_then(|a| a.iter().find(|x| x["asset_id"] == asset))
-        .map(|a| a["fields"][field].clone())
-        .filter(|f| !f.is_null()))
 }
 
 /// Waits for a good reading of `asset.field` received after `after_ms`.

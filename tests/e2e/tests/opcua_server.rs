@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use e2e::ScadaClient as Client;
 use e2e::*;
 use serde_json::Value;
 
@@ -48,28 +49,6 @@ fn site_yaml(
         SETPOINTS,
         &users(&work.join("opcua-pki"), security)?,
     ))
-}
-
-struct Client(LinePeer);
-
-impl Client {
-    fn start(dir: &Path) -> Result<Client> {
-        Ok(Client(LinePeer::start(
-            "scada_client.py",
-            &[dir.display().to_string()],
-            &[],
-        )?))
-    }
-    /// One command (the peer answers over a pipe: blocking, so off the runtime's workers).
-    fn ask(&mut self, c: &str) -> Result<std::result::Result<String, String>> {
-        tokio::task::block_in_place(|| self.0.ask(c))
-    }
-    fn ok(&mut self, c: &str) -> Result<String> {
-        self.ask(c)?.map_err(|e| anyhow::anyhow!("{c}: {e}"))
-    }
-    fn json(&mut self, c: &str) -> Result<Value> {
-        Ok(serde_json::from_str(&self.ok(c)?)?)
-    }
 }
 
 /// Asks `f` until it answers `Some`, for at most `T`.
@@ -338,7 +317,7 @@ async fn a_scada_client_over_sign_and_encrypt_browses_reads_subscribes_and_write
             .cloned()
             .unwrap_or_default()
             .into_iter()
-            .find(|c| c["created_by"] == "opcua_user bob at site-u"))
+            .find(|c| c["created_by"] == "opcua_user bob at site-u" && c["state"] != "acked"))
     })
     .await?;
     ensure!(

@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use e2e::ScadaClient as Client;
 use e2e::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -228,24 +229,6 @@ async fn wait_listening(port: u16) -> Result<()> {
         },
     )
     .await
-}
-
-struct Client(LinePeer);
-
-impl Client {
-    fn start(dir: &Path) -> Result<Client> {
-        Ok(Client(LinePeer::start(
-            "scada_client.py",
-            &[dir.display().to_string()],
-            &[],
-        )?))
-    }
-    fn ask(&mut self, c: &str) -> Result<std::result::Result<String, String>> {
-        tokio::task::block_in_place(|| self.0.ask(c))
-    }
-    fn ok(&mut self, c: &str) -> Result<String> {
-        self.ask(c)?.map_err(|e| anyhow::anyhow!("{c}: {e}"))
-    }
 }
 
 /// Issue 29, item 1 and the acceptance: 3,000 connections that open a

@@ -9,25 +9,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use e2e::ScadaClient as Client;
 use e2e::*;
-
-struct Client(LinePeer);
-
-impl Client {
-    fn start(dir: &Path) -> Result<Client> {
-        Ok(Client(LinePeer::start(
-            "scada_client.py",
-            &[dir.display().to_string()],
-            &[],
-        )?))
-    }
-    fn ask(&mut self, c: &str) -> Result<std::result::Result<String, String>> {
-        tokio::task::block_in_place(|| self.0.ask(c))
-    }
-    fn ok(&mut self, c: &str) -> Result<String> {
-        self.ask(c)?.map_err(|e| anyhow::anyhow!("{c}: {e}"))
-    }
-}
 
 fn files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
     let mut v: Vec<_> = std::fs::read_dir(dir)?
