@@ -355,12 +355,19 @@ impl LinePeer {
         } else {
             Command::new(python())
         };
+        // a JavaScript peer's stderr is kept: why it failed to start shows
+        // in the test's output
+        let stderr = if script.ends_with(".js") {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        };
         let mut child = cmd
             .arg(peer_script(script))
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .with_context(|| format!("starting {script}"))?;
         let stdin = child.stdin.take().context("stdin")?;
@@ -740,6 +747,13 @@ impl TcpProxy {
         {
             c.abort();
         }
+    }
+
+    /// Refuses (false) or passes (true) new connections, leaving the open
+    /// ones as they are (frozen ones stay frozen).
+    pub fn set_accepting(&self, accepting: bool) {
+        self.up
+            .store(accepting, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Cuts (false) or restores (true) the path.

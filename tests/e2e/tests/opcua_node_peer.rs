@@ -68,15 +68,26 @@ async fn a_node_opcua_server_with_its_default_certificate_serves_two_devices_ove
     let site = "site-n";
     let pki = TestPki::new(&[site])?;
     let work = tempfile::tempdir()?;
-    let port = free_port();
-    let server = LinePeer::start(
-        "node_opcua_server.js",
-        &[
-            port.to_string(),
-            work.path().join("server-pki").display().to_string(),
-        ],
-        &[],
-    )?;
+    // (a free port can be taken by another test before node binds it: try again)
+    let mut started = None;
+    for _ in 0..3 {
+        let port = free_port();
+        match LinePeer::start(
+            "node_opcua_server.js",
+            &[
+                port.to_string(),
+                work.path().join("server-pki").display().to_string(),
+            ],
+            &[],
+        ) {
+            Ok(s) => {
+                started = Some((port, s));
+                break;
+            }
+            Err(e) => eprintln!("node-opcua server on {port}: {e}"),
+        }
+    }
+    let (port, server) = started.context("the node-opcua server did not start")?;
     let he = e2e::start_headend(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
     let http = he.http_addr;
     let agent = edge_agent::start(agent_config(

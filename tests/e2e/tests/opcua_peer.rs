@@ -388,8 +388,10 @@ devices:
             .filter(|f| f["value"] == json!(15.5) && f["quality"] == "good"))
     };
     eventually("Tank1.Temperature good", T, good).await?;
-    // the link freezes: nothing flows, nothing closes
+    // the link freezes: nothing flows, nothing closes; and the device stays
+    // out of reach (a reconnect at once would otherwise hide the outage)
     let frozen = std::time::Instant::now();
+    proxy.set_accepting(false);
     proxy.freeze_open();
     let bad = eventually("the frozen link found", T, || async {
         Ok(field(http, site, "tank-1", "temperature")
@@ -408,8 +410,9 @@ devices:
         found < std::time::Duration::from_secs(12),
         "found after {found:?}"
     );
-    // the reconnect (a new connection passes the proxy): the unchanged
+    // the reconnect (new connections pass the proxy again): the unchanged
     // value, sent again with its old source time, is good again
+    proxy.set_accepting(true);
     let back = eventually("Tank1.Temperature good after the reconnect", T, good).await?;
     println!("good again: {back}");
     agent.stop().await?;
