@@ -1,7 +1,7 @@
 //! The socket shell of the MQTT adapter: one broker session on rumqttc
-//! (connect and subscribe, the event loop task that sheds into the inbox,
-//! publishes routed to topic and Sparkplug points, writes and their
-//! read-backs, TLS).
+//! (connect and subscribe, publishes routed to topic and Sparkplug points,
+//! writes and their read-backs, the primary host STATE). The event loop's
+//! own task is in `pump.rs`, the TLS config in `tls.rs`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,6 +12,8 @@ use adapter_api::{GapReason, Quality, WriteOutcome, WriteRequest, now_ms};
 use rumqttc::{AsyncClient, EventLoop, MqttOptions, Packet, QoS, Transport};
 use sparkplug_b::SparkplugTopic;
 
+use crate::pump::{self, Inbound, READ_CAP, connect_error, inbound};
+use crate::tls::tls_config;
 use crate::{
     INBOX, MALFORMED_LOG_EVERY_MS, MqttDevice, SUBSCRIBE_CHUNK, config, decode, parse_url,
     sparkplug, topic,
@@ -455,35 +457,6 @@ impl Conn {
     }
 }
 
-/// The most the transport reads of one message (64 MiB); a larger one
-/// ends the connection with an error naming it.
-pub(crate) const READ_CAP: usize = 64 * 1024 * 1024;
-
-/// QoS 1 messages waiting for room in the inbox, their acks held; past
-/// this (the broker's in-flight window is far smaller: mosquitto's is 20)
-/// they are shed like QoS 0.
-pub(crate) const HELD: usize = 10_000;
-
-/// What the event loop task hands the session.
-enum Inbound {
-    Publish {
-        topic: String,
-        /// Empty when the message was over `max_payload_bytes` (`size` says).
-        payload: Vec<u8>,
-        size: usize,
-        retained: bool,
-        /// A QoS 1 message received before the session (at connect), to
-        /// acknowledge once handled; the pump acknowledges the others.
-        ack: Option<rumqttc::Publish>,
-    },
-    /// Publishes shed because the inbox was full since the last message.
-    Shed {
-        count: u64,
-        from_ms: i64,
-        to_ms: i64,
-    },
-}
-
 impl Device for Broker {
     type Conn = Conn;
 
@@ -568,110 +541,13 @@ impl Device for Broker {
     }
 
     async fn session(&mut self, conn: Conn, io: &mut Io) -> Ended {
-        let Conn {
-            client,
-            mut el,
-            early,
-        } = conn;
+        let Conn { client, el, early } = conn;
         let (tx, mut rx) = tokio::sync::mpsc::channel(INBOX);
         let (lost_tx, mut lost) = tokio::sync::oneshot::channel::<String>();
         let max_payload = self.dev.max_payload_bytes as usize;
         let acker = client.clone();
-        // the event loop never waits on the session. QoS 0 is shed when the
-        // inbox is full. QoS 1 is acknowledged as it enters the inbox; when
-        // the inbox is full it waits in `held`, unacknowledged, so the
-        // broker stops sending (its in-flight window) and queues the rest
-        let pump = tokio::spawn(async move {
-            let mut run: Option<(u64, i64, i64)> = None;
-            let mut held: std::collections::VecDeque<(Inbound, rumqttc::Publish)> =
-                Default::default();
-            let mut acks: std::collections::VecDeque<rumqttc::Publish> = Default::default();
-            loop {
-                // what waits goes first, in order; acknowledged as it enters
-                while let Some((m, p)) = held.pop_front() {
-                    match tx.try_send(m) {
-                        Ok(()) => acks.push_back(p),
-                        Err(tokio::sync::mpsc::error::TrySendError::Full(m)) => {
-                            held.push_front((m, p));
-                            break;
-                        }
-                        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
-                    }
-                }
-                while let Some(p) = acks.pop_front() {
-                    if acker.try_ack(&p).is_err() {
-                        acks.push_front(p);
-                        break;
-                    }
-                }
-                if held.is_empty()
-                    && let Some((count, from_ms, to_ms)) = run
-                    && tx
-                        .try_send(Inbound::Shed {
-                            count,
-                            from_ms,
-                            to_ms,
-                        })
-                        .is_ok()
-                {
-                    run = None;
-                }
-                let ev = tokio::select! {
-                    ev = el.poll() => ev,
-                    // room in the inbox for what waits
-                    permit = tx.reserve(), if !held.is_empty() => {
-                        match (permit, held.pop_front()) {
-                            (Ok(room), Some((m, p))) => {
-                                room.send(m);
-                                acks.push_back(p);
-                            }
-                            (Err(_), _) => return,
-                            _ => {}
-                        }
-                        continue;
-                    }
-                };
-                match ev {
-                    Ok(rumqttc::Event::Incoming(Packet::Publish(p))) => {
-                        let now = now_ms();
-                        let ack = (p.qos != QoS::AtMostOnce).then(|| rumqttc::Publish {
-                            payload: Default::default(),
-                            ..p.clone()
-                        });
-                        let msg = inbound(p, max_payload, false);
-                        if let Some(ack) = ack
-                            && held.len() < HELD
-                        {
-                            if !held.is_empty() {
-                                held.push_back((msg, ack));
-                                continue;
-                            }
-                            match tx.try_send(msg) {
-                                Ok(()) => acks.push_back(ack),
-                                Err(tokio::sync::mpsc::error::TrySendError::Full(m)) => {
-                                    held.push_back((m, ack));
-                                }
-                                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
-                            }
-                            continue;
-                        }
-                        if run.is_some() || !held.is_empty() || tx.try_send(msg).is_err() {
-                            if tx.is_closed() {
-                                return;
-                            }
-                            let r = run.get_or_insert((0, now, now));
-                            r.0 += 1;
-                            r.2 = now;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        let _ = lost_tx.send(connect_error(&e));
-                        return;
-                    }
-                }
-            }
-        });
+        // the event loop never waits on the session (pump.rs)
+        let pump = pump::spawn(el, tx, lost_tx, max_payload, acker);
         let _abort = AbortOnDrop(pump);
         self.node.reset();
         if let Some(s) = self.dev.sparkplug.clone()
@@ -727,82 +603,11 @@ impl Device for Broker {
     }
 }
 
-/// A broker message for the session: an oversized payload is not kept,
-/// a QoS 1 message keeps what its acknowledgement needs.
-fn inbound(p: rumqttc::Publish, max_payload: usize, keep_ack: bool) -> Inbound {
-    let size = p.payload.len();
-    let ack = (keep_ack && p.qos != QoS::AtMostOnce).then(|| rumqttc::Publish {
-        payload: Default::default(),
-        ..p.clone()
-    });
-    Inbound::Publish {
-        topic: p.topic,
-        payload: if size > max_payload {
-            Vec::new()
-        } else {
-            p.payload.to_vec()
-        },
-        size,
-        retained: p.retain,
-        ack,
-    }
-}
-
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-/// A connection error in an installer's words.
-fn connect_error(e: &rumqttc::ConnectionError) -> String {
-    match e {
-        rumqttc::ConnectionError::ConnectionRefused(code) => format!(
-            "the broker refused the connection: {code:?} (check username, password, client id and ACL)"
-        ),
-        rumqttc::ConnectionError::Tls(t) => {
-            format!("TLS: {t} (check tls.ca and the broker's certificate name)")
-        }
-        other => other.to_string(),
-    }
-}
-
-/// Loads the TLS client config: the CA roots, and a client certificate.
-fn tls_config(t: &config::MqttTls) -> Result<rustls::ClientConfig, String> {
-    use rustls::pki_types::pem::PemObject;
-    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
-    let mut roots = rustls::RootCertStore::empty();
-    let ca = read(&t.ca)?;
-    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
-        let c = c.map_err(|e| format!("tls.ca {}: {e}", t.ca.display()))?;
-        roots
-            .add(c)
-            .map_err(|e| format!("tls.ca {}: {e}", t.ca.display()))?;
-    }
-    if roots.is_empty() {
-        return Err(format!(
-            "tls.ca {}: no certificate in the file",
-            t.ca.display()
-        ));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let b = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots);
-    match (&t.cert, &t.key) {
-        (Some(c), Some(k)) => {
-            let chain = rustls::pki_types::CertificateDer::pem_slice_iter(&read(c)?)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("tls.cert {}: {e}", c.display()))?;
-            let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(&read(k)?)
-                .map_err(|e| format!("tls.key {}: {e}", k.display()))?;
-            b.with_client_auth_cert(chain, key)
-                .map_err(|e| format!("tls.cert/key: {e}"))
-        }
-        _ => Ok(b.with_no_client_auth()),
     }
 }
 

@@ -24,7 +24,9 @@ mod broker;
 pub mod config;
 pub mod json;
 pub mod probe;
+mod pump;
 pub mod sparkplug;
+mod tls;
 pub mod topic;
 
 use adapter_api::runner::{self, Io, Points, Retry};

@@ -20,6 +20,8 @@ pub mod config;
 pub mod items;
 pub mod probe;
 mod session;
+mod trust;
+mod write;
 
 use adapter_api::runner::{self, Io, Points, Retry};
 use adapter_api::{Adapter, AdapterError, BoxFuture, PointSpec, Sink, Stop, WhenFull, WriteRx};

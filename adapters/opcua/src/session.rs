@@ -1,7 +1,9 @@
 //! The socket shell of the OPC UA adapter: one session on async-opcua
 //! (client and trust store, the event loop task, the namespace table, the
-//! subscription and its items or the polling reads, writes with
-//! read-back). The rules it applies are in `items.rs`.
+//! subscription and its items or the polling reads, the liveness check and
+//! the node audit). Writes with read-back are in `write.rs`, the client's
+//! identity and its errors explained in `trust.rs`, the rules it applies in
+//! `items.rs`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,17 +11,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use adapter_api::runner::{self, Device, Ended, Io};
-use adapter_api::{GapReason, Quality, WriteOutcome, WriteRequest, now_ms};
+use adapter_api::{GapReason, Quality, now_ms};
 use futures::StreamExt;
 use opcua::client::{ClientBuilder, DataChangeCallback, IdentityToken, Session, SessionPollResult};
 use opcua::types::{
     AttributeId, DataValue, MessageSecurityMode, MonitoredItemCreateRequest, MonitoringMode,
     MonitoringParameters, NodeId, ReadValueId, StatusCode, TimestampsToReturn, UserTokenPolicy,
-    Variant, WriteValue,
+    Variant,
 };
 
 use crate::config::{Auth, Mode, Security};
 use crate::items::{self, Items};
+use crate::trust::{app_uri, explain, own_cert_names};
 use crate::{NOTICES, OpcUaDevice};
 
 /// A subscription silent this long is checked with a read of the
@@ -347,162 +350,14 @@ impl Server {
         }
         Ok(())
     }
-
-    /// A node write with read-back. `Err` when the link is unusable.
-    async fn write(
-        &self,
-        session: &Session,
-        namespaces: &[String],
-        io: &Io,
-        req: WriteRequest,
-    ) -> Result<(), String> {
-        let Some(i) = io.points.writable(&req.asset_id, &req.field) else {
-            let _ = req.reply.send(WriteOutcome::UnknownPoint);
-            return Ok(());
-        };
-        let node = match items::parse_node(&self.dev.points[i].node)
-            .and_then(|n| n.resolve(namespaces))
-            .and_then(|s| {
-                s.parse::<NodeId>()
-                    .map_err(|_| format!("node id {s} does not parse"))
-            }) {
-            Ok(n) => n,
-            Err(e) => {
-                let _ = req.reply.send(WriteOutcome::Failed(e));
-                return Ok(());
-            }
-        };
-        let conv = io.points.specs()[i].conv;
-        let raw = conv.to_raw(req.value);
-        let read = ReadValueId {
-            node_id: node.clone(),
-            attribute_id: AttributeId::Value as u32,
-            ..Default::default()
-        };
-        let link = |e: String, reply: tokio::sync::oneshot::Sender<WriteOutcome>| {
-            let _ = reply.send(WriteOutcome::Unreachable(e.clone()));
-            Err(e)
-        };
-        // the variable's current type decides the written type (a Double
-        // written to a Float variable is BadTypeMismatch on most servers)
-        let current = match runner::within(
-            self.dev.timeout_ms,
-            "read before write",
-            session.read(
-                std::slice::from_ref(&read),
-                TimestampsToReturn::Neither,
-                0.0,
-            ),
-        )
-        .await
-        {
-            Err(e) => return link(e, req.reply),
-            Ok(Err(e)) => return link(format!("read before write: {e}"), req.reply),
-            Ok(Ok(v)) => v.into_iter().next().and_then(|d| d.value),
-        };
-        let value = match typed(current.as_ref(), raw) {
-            Ok(v) => v,
-            Err(e) => {
-                let _ = req.reply.send(WriteOutcome::NotRepresentable(e));
-                return Ok(());
-            }
-        };
-        let w = WriteValue {
-            node_id: node,
-            attribute_id: AttributeId::Value as u32,
-            value: DataValue {
-                value: Some(value),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        match runner::within(self.dev.timeout_ms, "write", session.write(&[w])).await {
-            Err(e) => return link(e, req.reply),
-            Ok(Err(e)) => return link(format!("write: {e}"), req.reply),
-            Ok(Ok(codes)) => {
-                let code = codes
-                    .first()
-                    .copied()
-                    .unwrap_or(StatusCode::BadUnexpectedError);
-                if !code.is_good() {
-                    let _ = req.reply.send(WriteOutcome::Failed(format!(
-                        "the server refused the write: {code}"
-                    )));
-                    return Ok(());
-                }
-            }
-        }
-        let back = match runner::within(
-            self.dev.timeout_ms,
-            "read-back",
-            session.read(&[read], TimestampsToReturn::Neither, 0.0),
-        )
-        .await
-        {
-            Err(e) => return link(e, req.reply),
-            Ok(Err(e)) => return link(format!("read-back: {e}"), req.reply),
-            Ok(Ok(v)) => v
-                .into_iter()
-                .next()
-                .and_then(|d| d.value)
-                .as_ref()
-                .and_then(number),
-        };
-        let read_value = back.map(|r| conv.to_canonical(r)).unwrap_or(f64::NAN);
-        let same = (read_value - req.value).abs() <= 1e-6 * req.value.abs().max(1.0)
-            // a Float variable holds the nearest f32
-            || (read_value - req.value).abs() <= f64::from(f32::EPSILON) * req.value.abs().max(1.0) * 4.0;
-        let _ = req.reply.send(if same {
-            WriteOutcome::Applied {
-                readback: read_value,
-            }
-        } else {
-            WriteOutcome::ReadbackMismatch {
-                wrote: req.value,
-                read: read_value,
-            }
-        });
-        Ok(())
-    }
 }
 
 /// A numeric or boolean variant as f64.
-fn number(v: &Variant) -> Option<f64> {
+pub(crate) fn number(v: &Variant) -> Option<f64> {
     match v {
         Variant::Boolean(b) => Some(f64::from(u8::from(*b))),
         other => other.as_f64().filter(|x| x.is_finite()),
     }
-}
-
-/// `raw` as a variant of the same type as `current` (Double when unknown).
-pub(crate) fn typed(current: Option<&Variant>, raw: f64) -> Result<Variant, String> {
-    let int = |lo: f64, hi: f64| {
-        if raw.fract() == 0.0 && (lo..=hi).contains(&raw) {
-            Ok(raw)
-        } else {
-            Err(format!(
-                "{raw} does not fit the node's integer type (range {lo} to {hi})"
-            ))
-        }
-    };
-    Ok(match current {
-        Some(Variant::Boolean(_)) if raw == 0.0 || raw == 1.0 => Variant::Boolean(raw == 1.0),
-        Some(Variant::Boolean(_)) => return Err(format!("{raw} is not a boolean (0 or 1)")),
-        Some(Variant::SByte(_)) => Variant::SByte(int(-128.0, 127.0)? as i8),
-        Some(Variant::Byte(_)) => Variant::Byte(int(0.0, 255.0)? as u8),
-        Some(Variant::Int16(_)) => Variant::Int16(int(-32768.0, 32767.0)? as i16),
-        Some(Variant::UInt16(_)) => Variant::UInt16(int(0.0, 65535.0)? as u16),
-        Some(Variant::Int32(_)) => Variant::Int32(int(-2_147_483_648.0, 2_147_483_647.0)? as i32),
-        Some(Variant::UInt32(_)) => Variant::UInt32(int(0.0, 4_294_967_295.0)? as u32),
-        Some(Variant::Int64(_)) => Variant::Int64(int(-9.0e18, 9.0e18)? as i64),
-        Some(Variant::UInt64(_)) => Variant::UInt64(int(0.0, 1.8e19)? as u64),
-        Some(Variant::Float(_)) if raw.is_finite() && raw.abs() <= f64::from(f32::MAX) => {
-            Variant::Float(raw as f32)
-        }
-        Some(Variant::Float(_)) => return Err(format!("{raw} does not fit a Float")),
-        _ if raw.is_finite() => Variant::Double(raw),
-        _ => return Err(format!("{raw} is not a finite number")),
-    })
 }
 
 impl Device for Server {
@@ -709,112 +564,5 @@ impl Server {
                 _ = &mut stopped => return Ended::Stopped,
             }
         }
-    }
-}
-
-/// The agent's ApplicationUri as an OPC UA client: one per machine, the
-/// same for every device and for `edge-agent probe` (they share the key
-/// pair in `pki_dir`; issue 29, item 10: it was per device, so the second
-/// device on a shared `pki_dir` claimed a URI its certificate did not carry
-/// and was refused for good).
-pub(crate) fn app_uri() -> String {
-    let host = opcua::crypto::hostname().unwrap_or_else(|_| "localhost".into());
-    format!("urn:tankwatch:edge-agent:{host}")
-}
-
-/// Makes sure the agent's certificate in `pki` names `uri`: one made by
-/// an older version (or on another machine) is kept as `.old` and a new
-/// one is made at the connection, with a warning saying what to trust.
-pub(crate) fn own_cert_names(pki: &Path, uri: &str) -> Result<(), String> {
-    let cert = pki.join("own/cert.der");
-    if !cert.exists() {
-        return Ok(());
-    }
-    let x = opcua::crypto::CertificateStore::read_cert(&cert)
-        .map_err(|e| format!("{}: {e}; delete it to have a new one made", cert.display()))?;
-    if x.is_application_uri_valid(uri).is_ok() {
-        return Ok(());
-    }
-    for p in [cert.clone(), pki.join("private/private.pem")] {
-        if p.exists() {
-            let mut old = p.as_os_str().to_owned();
-            old.push(".old");
-            std::fs::rename(&p, &old)
-                .map_err(|e| format!("cannot keep {} as .old: {e}", p.display()))?;
-        }
-    }
-    tracing::warn!(pki_dir = %pki.display(), uri,
-        "the agent's OPC UA client certificate named another application URI; a new one is made: servers that trusted the old one must trust {}/own/cert.der",
-        pki.display());
-    Ok(())
-}
-
-/// A connection error with what an installer should check.
-fn explain(e: &str, dev: &OpcUaDevice) -> String {
-    let hint = if e.contains("BadCertificateUntrusted")
-        || e.contains("BadSecurityChecksFailed")
-        || e.contains("Untrusted")
-    {
-        // which side refused: ours files the server's certificate in rejected/
-        let ours = std::fs::read_dir(dev.pki_dir.join("rejected"))
-            .map(|d| d.flatten().any(|f| f.path().is_file()))
-            .unwrap_or(false);
-        if ours {
-            format!(
-                " (the server's certificate is not trusted: move it from {}/rejected/ to {}/trusted/)",
-                dev.pki_dir.display(),
-                dev.pki_dir.display()
-            )
-        } else {
-            format!(
-                " (the server does not trust the agent's certificate: trust {}/own/cert.der in the server, e.g. in its rejected list)",
-                dev.pki_dir.display()
-            )
-        }
-    } else if e.contains("BadCertificateHostNameInvalid") {
-        format!(
-            " (the server's certificate does not name the host in the endpoint {}: dial a host name or address its certificate names)",
-            dev.endpoint
-        )
-    } else if e.contains("BadCertificateUriInvalid") {
-        format!(
-            " (a certificate's application URI does not match: the server's certificate must name the server's ApplicationUri; the agent's names {})",
-            app_uri()
-        )
-    } else if e.contains("BadIdentityToken") || e.contains("BadUserAccessDenied") {
-        " (check auth: user, password or user certificate)".to_string()
-    } else if e.contains("BadTcpEndpointUrlInvalid")
-        || e.contains("no matching endpoint")
-        || e.contains("BadSecurityPolicyRejected")
-    {
-        format!(
-            " (the server offers no endpoint {} with security {:?})",
-            dev.endpoint, dev.security
-        )
-    } else {
-        String::new()
-    };
-    format!("{e}{hint}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn writes_take_the_type_of_the_variable() {
-        assert_eq!(
-            typed(Some(&Variant::Float(1.0)), 2.5),
-            Ok(Variant::Float(2.5))
-        );
-        assert_eq!(typed(Some(&Variant::Int16(1)), 7.0), Ok(Variant::Int16(7)));
-        assert!(typed(Some(&Variant::Int16(1)), 7.5).is_err());
-        assert!(typed(Some(&Variant::Byte(1)), 300.0).is_err());
-        assert_eq!(
-            typed(Some(&Variant::Boolean(false)), 1.0),
-            Ok(Variant::Boolean(true))
-        );
-        assert_eq!(typed(None, 3.0), Ok(Variant::Double(3.0)));
-        assert!(typed(None, f64::NAN).is_err());
     }
 }
