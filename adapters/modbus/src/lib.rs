@@ -7,6 +7,9 @@
 //! exception named in `error`) and polling goes on; a timeout or I/O error
 //! drops the connection and reconnects with exponential backoff and jitter.
 //!
+//! Coils and discrete inputs are read as 0/1 through the same path as
+//! registers. Writes with read-back are in `write.rs`.
+//!
 //! Emission rule: good readings are emitted every poll; a bad reading is
 //! emitted when a point *enters* a failure state (or its error changes), not
 //! on every failed poll, so a dead device does not flood the log.
@@ -14,6 +17,7 @@
 pub mod codec;
 pub mod config;
 pub mod probe;
+mod write;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,10 +25,10 @@ use std::time::Duration;
 
 use adapter_api::runner::{self, Device, Ended, Io, Points, Retry};
 use adapter_api::{
-    Adapter, AdapterError, BoxFuture, Linear, PointSpec, Quality, Sink, Stop, WhenFull,
-    WriteOutcome, WriteRequest, WriteRx, now_ms,
+    Adapter, AdapterError, BoxFuture, Linear, PointSpec, Quality, Sink, Stop, WhenFull, WriteRx,
+    now_ms,
 };
-use tokio_modbus::client::{Context, Reader, Writer};
+use tokio_modbus::client::{Context, Reader};
 use tokio_modbus::prelude::*;
 
 pub use config::ModbusDevice;
@@ -404,216 +408,6 @@ impl Poller {
                 }
             }
         }
-        Ok(())
-    }
-
-    /// A coil write (function 5) with a read-back (function 1): the value
-    /// must be 0 or 1.
-    async fn write_coil(
-        &mut self,
-        ctx: &mut Context,
-        p: &config::Point,
-        conv: Linear,
-        req: WriteRequest,
-    ) -> Result<(), String> {
-        let timeout = Duration::from_millis(self.dev.timeout_ms);
-        let raw = conv.to_raw(req.value);
-        let on = match raw {
-            1.0 => true,
-            0.0 => false,
-            v => {
-                let _ = req.reply.send(WriteOutcome::NotRepresentable(format!(
-                    "{} ({v} raw) is not 0 or 1: a coil is off or on",
-                    req.value
-                )));
-                return Ok(());
-            }
-        };
-        let link = |e: String, reply: tokio::sync::oneshot::Sender<WriteOutcome>| {
-            let _ = reply.send(WriteOutcome::Unreachable(e.clone()));
-            Err(e)
-        };
-        match tokio::time::timeout(timeout, ctx.write_single_coil(p.register, on)).await {
-            Err(_) => {
-                return link(
-                    format!("write timed out after {} ms", self.dev.timeout_ms),
-                    req.reply,
-                );
-            }
-            Ok(Err(e)) => return link(transport_error(&e), req.reply),
-            Ok(Ok(Err(x))) => {
-                let _ = req.reply.send(WriteOutcome::Failed(format!(
-                    "modbus exception {x:?} (0x{:02x})",
-                    u8::from(x)
-                )));
-                return Ok(());
-            }
-            Ok(Ok(Ok(()))) => {}
-        }
-        let back = match tokio::time::timeout(timeout, ctx.read_coils(p.register, 1)).await {
-            Err(_) => {
-                return link(
-                    format!("read-back timed out after {} ms", self.dev.timeout_ms),
-                    req.reply,
-                );
-            }
-            Ok(Err(e)) => return link(transport_error(&e), req.reply),
-            Ok(Ok(Err(x))) => {
-                let _ = req.reply.send(WriteOutcome::Failed(format!(
-                    "read-back: modbus exception {x:?}"
-                )));
-                return Ok(());
-            }
-            Ok(Ok(Ok(r))) => r.first().copied(),
-        };
-        let read = conv.to_canonical(f64::from(u8::from(back == Some(true))));
-        let _ = req.reply.send(if back == Some(on) {
-            WriteOutcome::Applied { readback: read }
-        } else {
-            WriteOutcome::ReadbackMismatch {
-                wrote: req.value,
-                read,
-            }
-        });
-        Ok(())
-    }
-
-    /// Serves one write request: encode, write, read back, compare. Returns
-    /// `Err` (after answering the request) when the link is unusable.
-    async fn write(&mut self, ctx: &mut Context, req: WriteRequest) -> Result<(), String> {
-        let timeout = Duration::from_millis(self.dev.timeout_ms);
-        let Some(i) = self
-            .dev
-            .points
-            .iter()
-            .position(|p| p.writable && p.asset == req.asset_id && p.field == req.field)
-        else {
-            let _ = req.reply.send(WriteOutcome::UnknownPoint);
-            return Ok(());
-        };
-        let p = self.dev.points[i].clone();
-        let conv = self.convs[i];
-        let n = p.data_type.registers();
-        let link = |e: String, reply: tokio::sync::oneshot::Sender<WriteOutcome>| {
-            let _ = reply.send(WriteOutcome::Unreachable(e.clone()));
-            Err(e)
-        };
-        if p.table == Table::Coil {
-            return self.write_coil(ctx, &p, conv, req).await;
-        }
-        let words: Vec<u16> = match p.bit {
-            Some(bit) => {
-                let cur =
-                    match tokio::time::timeout(timeout, ctx.read_holding_registers(p.register, 1))
-                        .await
-                    {
-                        Err(_) => {
-                            return link(
-                                format!(
-                                    "read before write timed out after {} ms",
-                                    self.dev.timeout_ms
-                                ),
-                                req.reply,
-                            );
-                        }
-                        Ok(Err(e)) => return link(transport_error(&e), req.reply),
-                        Ok(Ok(Err(x))) => {
-                            let _ = req
-                                .reply
-                                .send(WriteOutcome::Failed(format!("modbus exception {x:?}")));
-                            return Ok(());
-                        }
-                        Ok(Ok(Ok(r))) => r.first().copied().unwrap_or(0),
-                    };
-                let mask = 1u16 << bit;
-                vec![if req.value != 0.0 {
-                    cur | mask
-                } else {
-                    cur & !mask
-                }]
-            }
-            None => {
-                let raw = conv.to_raw(req.value);
-                let is_int = !matches!(p.data_type, config::DataType::F32 | config::DataType::F64);
-                let raw = if is_int && (raw - raw.round()).abs() < 1e-6 {
-                    raw.round()
-                } else {
-                    raw
-                };
-                match codec::encode(raw, p.data_type, p.word_order, p.byte_order) {
-                    Some(w) => w,
-                    None => {
-                        let _ = req.reply.send(WriteOutcome::NotRepresentable(format!(
-                            "{} ({} raw) does not fit the point's type {:?}",
-                            req.value, raw, p.data_type
-                        )));
-                        return Ok(());
-                    }
-                }
-            }
-        };
-        let written = async {
-            if words.len() == 1 {
-                ctx.write_single_register(p.register, words[0]).await
-            } else {
-                ctx.write_multiple_registers(p.register, &words).await
-            }
-        };
-        match tokio::time::timeout(timeout, written).await {
-            Err(_) => {
-                return link(
-                    format!("write timed out after {} ms", self.dev.timeout_ms),
-                    req.reply,
-                );
-            }
-            Ok(Err(e)) => return link(transport_error(&e), req.reply),
-            Ok(Ok(Err(x))) => {
-                let _ = req.reply.send(WriteOutcome::Failed(format!(
-                    "modbus exception {x:?} (0x{:02x})",
-                    u8::from(x)
-                )));
-                return Ok(());
-            }
-            Ok(Ok(Ok(()))) => {}
-        }
-        let back =
-            match tokio::time::timeout(timeout, ctx.read_holding_registers(p.register, n)).await {
-                Err(_) => {
-                    return link(
-                        format!("read-back timed out after {} ms", self.dev.timeout_ms),
-                        req.reply,
-                    );
-                }
-                Ok(Err(e)) => return link(transport_error(&e), req.reply),
-                Ok(Ok(Err(x))) => {
-                    let _ = req.reply.send(WriteOutcome::Failed(format!(
-                        "read-back: modbus exception {x:?}"
-                    )));
-                    return Ok(());
-                }
-                Ok(Ok(Ok(r))) => r,
-            };
-        let canonical = |regs: &[u16]| -> f64 {
-            match p.bit {
-                Some(bit) => f64::from((regs.first().copied().unwrap_or(0) >> bit) & 1),
-                None => codec::decode(regs, p.data_type, p.word_order, p.byte_order)
-                    .map(|raw| conv.to_canonical(raw))
-                    .unwrap_or(f64::NAN),
-            }
-        };
-        let read = canonical(&back);
-        let same = match p.bit {
-            Some(bit) => (back.first().copied().unwrap_or(0) >> bit) & 1 == (words[0] >> bit) & 1,
-            None => back == words,
-        };
-        let _ = req.reply.send(if same {
-            WriteOutcome::Applied { readback: read }
-        } else {
-            WriteOutcome::ReadbackMismatch {
-                wrote: req.value,
-                read,
-            }
-        });
         Ok(())
     }
 }
