@@ -10,6 +10,51 @@ use tokio_modbus::client::{Context, Reader, Writer};
 use crate::config::{self, Table};
 use crate::{Poller, codec, transport_error};
 
+/// Why one request of a write did not answer.
+enum Failed {
+    /// The link is unusable (timeout, I/O): the writer is told
+    /// `Unreachable` and the session ends.
+    Link(String),
+    /// The device answered with an exception: the writer is told `Failed`.
+    Exception(String),
+}
+
+impl Failed {
+    /// Tells the writer; `Err` when the session must end.
+    fn answer(self, reply: tokio::sync::oneshot::Sender<WriteOutcome>) -> Result<(), String> {
+        match self {
+            Failed::Link(e) => {
+                let _ = reply.send(WriteOutcome::Unreachable(e.clone()));
+                Err(e)
+            }
+            Failed::Exception(e) => {
+                let _ = reply.send(WriteOutcome::Failed(e));
+                Ok(())
+            }
+        }
+    }
+}
+
+/// One request of a write (`what`: "write", "read-back", ...) within the
+/// device's timeout.
+async fn step<T>(
+    timeout_ms: u64,
+    what: &str,
+    request: impl std::future::Future<Output = tokio_modbus::Result<T>>,
+) -> Result<T, Failed> {
+    match tokio::time::timeout(Duration::from_millis(timeout_ms), request).await {
+        Err(_) => Err(Failed::Link(format!(
+            "{what} timed out after {timeout_ms} ms"
+        ))),
+        Ok(Err(e)) => Err(Failed::Link(transport_error(&e))),
+        Ok(Ok(Err(x))) => Err(Failed::Exception(format!(
+            "{what}: modbus exception {x:?} (0x{:02x})",
+            u8::from(x)
+        ))),
+        Ok(Ok(Ok(v))) => Ok(v),
+    }
+}
+
 impl Poller {
     /// A coil write (function 5) with a read-back (function 1): the value
     /// must be 0 or 1.
@@ -20,7 +65,6 @@ impl Poller {
         conv: Linear,
         req: WriteRequest,
     ) -> Result<(), String> {
-        let timeout = Duration::from_millis(self.dev.timeout_ms);
         let raw = conv.to_raw(req.value);
         let on = match raw {
             1.0 => true,
@@ -33,42 +77,13 @@ impl Poller {
                 return Ok(());
             }
         };
-        let link = |e: String, reply: tokio::sync::oneshot::Sender<WriteOutcome>| {
-            let _ = reply.send(WriteOutcome::Unreachable(e.clone()));
-            Err(e)
-        };
-        match tokio::time::timeout(timeout, ctx.write_single_coil(p.register, on)).await {
-            Err(_) => {
-                return link(
-                    format!("write timed out after {} ms", self.dev.timeout_ms),
-                    req.reply,
-                );
-            }
-            Ok(Err(e)) => return link(transport_error(&e), req.reply),
-            Ok(Ok(Err(x))) => {
-                let _ = req.reply.send(WriteOutcome::Failed(format!(
-                    "modbus exception {x:?} (0x{:02x})",
-                    u8::from(x)
-                )));
-                return Ok(());
-            }
-            Ok(Ok(Ok(()))) => {}
+        let ms = self.dev.timeout_ms;
+        if let Err(f) = step(ms, "write", ctx.write_single_coil(p.register, on)).await {
+            return f.answer(req.reply);
         }
-        let back = match tokio::time::timeout(timeout, ctx.read_coils(p.register, 1)).await {
-            Err(_) => {
-                return link(
-                    format!("read-back timed out after {} ms", self.dev.timeout_ms),
-                    req.reply,
-                );
-            }
-            Ok(Err(e)) => return link(transport_error(&e), req.reply),
-            Ok(Ok(Err(x))) => {
-                let _ = req.reply.send(WriteOutcome::Failed(format!(
-                    "read-back: modbus exception {x:?}"
-                )));
-                return Ok(());
-            }
-            Ok(Ok(Ok(r))) => r.first().copied(),
+        let back = match step(ms, "read-back", ctx.read_coils(p.register, 1)).await {
+            Ok(r) => r.first().copied(),
+            Err(f) => return f.answer(req.reply),
         };
         let read = conv.to_canonical(f64::from(u8::from(back == Some(true))));
         let _ = req.reply.send(if back == Some(on) {
@@ -89,7 +104,7 @@ impl Poller {
         ctx: &mut Context,
         req: WriteRequest,
     ) -> Result<(), String> {
-        let timeout = Duration::from_millis(self.dev.timeout_ms);
+        let ms = self.dev.timeout_ms;
         let Some(i) = self
             .dev
             .points
@@ -102,37 +117,21 @@ impl Poller {
         let p = self.dev.points[i].clone();
         let conv = self.convs[i];
         let n = p.data_type.registers();
-        let link = |e: String, reply: tokio::sync::oneshot::Sender<WriteOutcome>| {
-            let _ = reply.send(WriteOutcome::Unreachable(e.clone()));
-            Err(e)
-        };
         if p.table == Table::Coil {
             return self.write_coil(ctx, &p, conv, req).await;
         }
         let words: Vec<u16> = match p.bit {
             Some(bit) => {
-                let cur =
-                    match tokio::time::timeout(timeout, ctx.read_holding_registers(p.register, 1))
-                        .await
-                    {
-                        Err(_) => {
-                            return link(
-                                format!(
-                                    "read before write timed out after {} ms",
-                                    self.dev.timeout_ms
-                                ),
-                                req.reply,
-                            );
-                        }
-                        Ok(Err(e)) => return link(transport_error(&e), req.reply),
-                        Ok(Ok(Err(x))) => {
-                            let _ = req
-                                .reply
-                                .send(WriteOutcome::Failed(format!("modbus exception {x:?}")));
-                            return Ok(());
-                        }
-                        Ok(Ok(Ok(r))) => r.first().copied().unwrap_or(0),
-                    };
+                let cur = match step(
+                    ms,
+                    "read before write",
+                    ctx.read_holding_registers(p.register, 1),
+                )
+                .await
+                {
+                    Ok(r) => r.first().copied().unwrap_or(0),
+                    Err(f) => return f.answer(req.reply),
+                };
                 let mask = 1u16 << bit;
                 vec![if req.value != 0.0 {
                     cur | mask
@@ -167,40 +166,13 @@ impl Poller {
                 ctx.write_multiple_registers(p.register, &words).await
             }
         };
-        match tokio::time::timeout(timeout, written).await {
-            Err(_) => {
-                return link(
-                    format!("write timed out after {} ms", self.dev.timeout_ms),
-                    req.reply,
-                );
-            }
-            Ok(Err(e)) => return link(transport_error(&e), req.reply),
-            Ok(Ok(Err(x))) => {
-                let _ = req.reply.send(WriteOutcome::Failed(format!(
-                    "modbus exception {x:?} (0x{:02x})",
-                    u8::from(x)
-                )));
-                return Ok(());
-            }
-            Ok(Ok(Ok(()))) => {}
+        if let Err(f) = step(ms, "write", written).await {
+            return f.answer(req.reply);
         }
-        let back =
-            match tokio::time::timeout(timeout, ctx.read_holding_registers(p.register, n)).await {
-                Err(_) => {
-                    return link(
-                        format!("read-back timed out after {} ms", self.dev.timeout_ms),
-                        req.reply,
-                    );
-                }
-                Ok(Err(e)) => return link(transport_error(&e), req.reply),
-                Ok(Ok(Err(x))) => {
-                    let _ = req.reply.send(WriteOutcome::Failed(format!(
-                        "read-back: modbus exception {x:?}"
-                    )));
-                    return Ok(());
-                }
-                Ok(Ok(Ok(r))) => r,
-            };
+        let back = match step(ms, "read-back", ctx.read_holding_registers(p.register, n)).await {
+            Ok(r) => r,
+            Err(f) => return f.answer(req.reply),
+        };
         let canonical = |regs: &[u16]| -> f64 {
             match p.bit {
                 Some(bit) => f64::from((regs.first().copied().unwrap_or(0) >> bit) & 1),
