@@ -228,6 +228,12 @@ pub fn quality(status: u32) -> Quality {
     }
 }
 
+/// Whether a status says the node is gone (BadNodeIdUnknown or
+/// BadNodeIdInvalid, whatever its info bits): the item is made again.
+pub fn node_gone(status: u32) -> bool {
+    matches!(status & 0xFFFF_0000, 0x8034_0000 | 0x8033_0000)
+}
+
 /// Whether a data value's status says the server's queue overflowed (data
 /// was lost between this value and the previous one): InfoType DataValue
 /// (bits 10-11 = 01) and the Overflow bit (7).
@@ -326,6 +332,14 @@ mod tests {
             (it.point(1), it.point(2), it.point(0), it.point(3)),
             (Some(0), Some(1), None, None)
         );
+    }
+
+    #[test]
+    fn node_gone_codes_are_seen_whatever_their_info_bits() {
+        assert!(node_gone(0x8034_0000));
+        assert!(node_gone(0x8033_0400));
+        assert!(!node_gone(0x8032_0000));
+        assert!(!node_gone(0));
     }
 
     #[test]

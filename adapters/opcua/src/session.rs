@@ -149,23 +149,45 @@ impl Server {
                 ..Default::default()
             });
         }
-        for (chunk_ids, chunk) in ids.chunks(1000).zip(reads.chunks(1000)) {
-            let values = runner::within(
-                self.dev.timeout_ms,
+        let values = self
+            .read_all(
+                session,
+                &reads,
+                TimestampsToReturn::Neither,
                 "checking the monitored nodes",
-                session.read(chunk, TimestampsToReturn::Neither, 0.0),
             )
-            .await
-            .map_err(Ended::Lost)?
-            .map_err(|e| Ended::Lost(format!("checking the monitored nodes: {e}")))?;
-            for (&i, v) in chunk_ids.iter().zip(values) {
-                let status = v.status.unwrap_or(StatusCode::Good);
-                if matches!(status.bits() & 0xFFFF_0000, 0x8034_0000 | 0x8033_0000) {
-                    self.value(io, i, v).await?;
-                }
+            .await?;
+        for (&i, v) in ids.iter().zip(values) {
+            let status = v.status.unwrap_or(StatusCode::Good);
+            if items::node_gone(status.bits()) {
+                self.value(io, i, v).await?;
             }
         }
         Ok(())
+    }
+
+    /// Reads `reads` in requests of at most 1,000 nodes (servers limit
+    /// MaxNodesPerRead), each within the device's timeout.
+    async fn read_all(
+        &self,
+        session: &Session,
+        reads: &[ReadValueId],
+        timestamps: TimestampsToReturn,
+        what: &str,
+    ) -> Result<Vec<DataValue>, Ended> {
+        let mut out = Vec::with_capacity(reads.len());
+        for chunk in reads.chunks(1000) {
+            let values = runner::within(
+                self.dev.timeout_ms,
+                what,
+                session.read(chunk, timestamps, 0.0),
+            )
+            .await
+            .map_err(Ended::Lost)?
+            .map_err(|e| Ended::Lost(format!("{what}: {e}")))?;
+            out.extend(values);
+        }
+        Ok(out)
     }
 
     /// Reads the server's clock (`Server/ServerStatus/CurrentTime`,
@@ -294,9 +316,7 @@ impl Server {
         let quality = items::quality(status.bits());
         if quality == Quality::Bad {
             // the code without its info bits: BadNodeIdUnknown, BadNodeIdInvalid
-            if matches!(status.bits() & 0xFFFF_0000, 0x8034_0000 | 0x8033_0000)
-                && self.items.lost(i, &status_text(status), now)
-            {
+            if items::node_gone(status.bits()) && self.items.lost(i, &status_text(status), now) {
                 tracing::warn!(device = %self.dev.name, node = %self.dev.points[i].node, %status,
                     retry_s = self.dev.retry_failed_items_ms / 1000,
                     "the server says a monitored node is gone; it is asked for again until it is back");
@@ -335,18 +355,11 @@ impl Server {
                 Err(why) => io.bad(i, &why, now_ms()).await?,
             }
         }
-        for (chunk_ids, chunk) in ids.chunks(1000).zip(reads.chunks(1000)) {
-            let values = runner::within(
-                self.dev.timeout_ms,
-                "read",
-                session.read(chunk, TimestampsToReturn::Both, 0.0),
-            )
-            .await
-            .map_err(Ended::Lost)?
-            .map_err(|e| Ended::Lost(format!("read: {e}")))?;
-            for (&i, v) in chunk_ids.iter().zip(values) {
-                self.value(io, i, v).await?;
-            }
+        let values = self
+            .read_all(session, &reads, TimestampsToReturn::Both, "read")
+            .await?;
+        for (&i, v) in ids.iter().zip(values) {
+            self.value(io, i, v).await?;
         }
         Ok(())
     }
