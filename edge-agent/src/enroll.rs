@@ -81,7 +81,7 @@ pub async fn enroll(
     let tls =
         tankwatch_tls::pinned_client_config(pin).map_err(|e| EnrollError::Trust(e.to_string()))?;
     let ask = async {
-        let channel = crate::uplink::channel(headend, name, tls)
+        let channel = crate::uplink::channel(headend, name, tls, None)
             .await
             .map_err(|e| classify(&e.to_string(), headend))?;
         v1::enrollment_client::EnrollmentClient::new(channel)

@@ -332,6 +332,8 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
         renewer: None,
         clock: headend_clock,
         store: store.clone(),
+        wire: Default::default(),
+        meter: Default::default(),
     });
     tasks.push(fatal.spawn_task("uplink".into(), run));
     tasks.push(tokio::spawn(uplink::watchdog(

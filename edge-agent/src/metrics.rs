@@ -130,6 +130,8 @@ pub struct Metrics {
     pub sent_readings: Counter,
     pub sent_batches: Counter,
     pub preview_batches: Counter,
+    pub control_batches: Counter,
+    pub link: crate::uplink::link::LinkMetrics,
     pub sessions: Counter,
     pub connected: Gauge<i64, AtomicI64>,
     pub in_flight: Gauge<i64, AtomicI64>,
@@ -170,6 +172,8 @@ impl Metrics {
             sent_readings: Counter::default(),
             sent_batches: Counter::default(),
             preview_batches: Counter::default(),
+            control_batches: Counter::default(),
+            link: Default::default(),
             sessions: Counter::default(),
             connected: Gauge::default(),
             in_flight: Gauge::default(),
@@ -195,6 +199,7 @@ impl Metrics {
         };
         let mut r = Registry::with_prefix("tankwatch_agent");
         m.devices.register(&mut r);
+        m.link.register(&mut r);
         r.register(
             "uplink_sent_readings",
             "Readings sent to the headend (replays included; rate = replay rate)",
@@ -209,6 +214,11 @@ impl Metrics {
             "uplink_preview_batches",
             "Preview batches (newest entries ahead of a backlog)",
             m.preview_batches.clone(),
+        );
+        r.register(
+            "uplink_control_batches",
+            "Control-lane batches (alarms, events, command answers ahead of the telemetry backlog)",
+            m.control_batches.clone(),
         );
         r.register(
             "uplink_sessions",
@@ -462,7 +472,12 @@ pub fn serve(
                 axum::Json(serde_json::json!({
                     "site_id": s.site,
                     "version": env!("CARGO_PKG_VERSION"),
-                    "uplink": { "connected": up.connected, "sessions": up.sessions, "last_error": up.last_error },
+                    "uplink": {
+                        "connected": up.connected, "sessions": up.sessions, "last_error": up.last_error,
+                        // CompactBatch in use; the link's measured figures (issue 30)
+                        "compact": up.compact,
+                        "link": up.link,
+                    },
                     // the headend's clock minus ours (ms) at the last session start
                     "clock": up.clock_offset.map(|(o, at)| serde_json::json!({
                         "headend_offset_ms": o,

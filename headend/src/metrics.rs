@@ -16,6 +16,7 @@ pub struct Metrics {
     registry: Arc<Registry>,
     pub batches: Counter,
     pub preview_batches: Counter,
+    pub compact_batches: Counter,
     pub readings: Counter,
     pub gap_records: Counter,
     pub commits: Counter,
@@ -108,6 +109,7 @@ impl Default for Metrics {
             registry: Arc::new(Registry::default()),
             batches: Counter::default(),
             preview_batches: Counter::default(),
+            compact_batches: Counter::default(),
             readings: Counter::default(),
             gap_records: Counter::default(),
             commits: Counter::default(),
@@ -305,6 +307,11 @@ impl Default for Metrics {
             "preview_batches",
             "Preview batches received (stored, not acknowledged)",
             m.preview_batches.clone(),
+        );
+        r.register(
+            "compact_batches",
+            "Batches received as CompactBatch (aliases, deltas; counted in batches too)",
+            m.compact_batches.clone(),
         );
         r.register(
             "readings",

@@ -128,3 +128,6 @@ mod ack {
         }
     }
 }
+
+/// The compact batch codec (aliases, deltas, exact decimals).
+pub mod compact;

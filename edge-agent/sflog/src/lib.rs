@@ -89,6 +89,8 @@ const FORMAT_VERSION: i64 = 1;
 const INSERT: &str =
     "INSERT INTO entries (seq, class, ts, crc, payload) VALUES (?1, ?2, ?3, ?4, ?5)";
 const READ_FROM: &str = "SELECT seq, class, ts, crc, payload FROM entries WHERE seq >= ?1 AND seq <= ?3 ORDER BY seq LIMIT ?2";
+/// Control entries (alarms, events, command acks: every class but telemetry), in seq order.
+const READ_CONTROL: &str = "SELECT seq, class, ts, crc, payload FROM entries WHERE class >= 1 AND seq > ?1 AND seq <= ?3 ORDER BY seq LIMIT ?2";
 const READ_NEWEST: &str = "SELECT seq, class, ts, crc, payload FROM entries WHERE seq > ?1 AND seq <= ?3 ORDER BY seq DESC LIMIT ?2";
 
 #[derive(Clone, Copy)]

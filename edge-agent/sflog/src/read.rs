@@ -32,6 +32,14 @@ impl Log {
         Ok(v)
     }
 
+    /// The oldest committed entries with seq > `after` that are not
+    /// telemetry (alarms, events, command acks: the control lane, sent
+    /// ahead of a telemetry backlog), at most `max_count`, protected as a
+    /// preview ([`Log::mark_previewed`]).
+    pub fn read_control_for_preview(&self, after: u64, max_count: usize) -> Result<Vec<Entry>> {
+        self.read(READ_CONTROL, after, max_count, usize::MAX, Protect::Preview)
+    }
+
     // Reads go through the writer's connection, under its lock: it sees the
     // drops of its own open transaction, and `seq <= durable` hides appends
     // not yet committed. Protection is set before the lock is released.

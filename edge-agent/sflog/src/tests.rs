@@ -377,3 +377,29 @@ fn impossible_sequence_numbers_are_damage_not_an_acked_seq_near_2_pow_64() {
     assert!(d.why.contains("impossible"), "{d:?}");
     assert_eq!(d.old_log_id, Some(old));
 }
+
+#[test]
+fn the_control_lane_reads_alarms_events_and_acks_in_order_skipping_telemetry() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let mut v = items(6); // telemetry 1..=6
+    v[1].0 = Class::CommandAck; // 2
+    v[3].0 = Class::Alarm; // 4
+    v[4].0 = Class::Event; // 5
+    log.append(&v).unwrap();
+    assert!(
+        log.read_control_for_preview(0, 10).unwrap().is_empty(),
+        "not flushed yet"
+    );
+    log.flush().unwrap();
+    let seqs = |after, max| -> Vec<u64> {
+        log.read_control_for_preview(after, max)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect()
+    };
+    assert_eq!(seqs(0, 10), vec![2, 4, 5]);
+    assert_eq!(seqs(2, 1), vec![4], "after a seq, oldest first, bounded");
+    assert_eq!(seqs(5, 10), Vec::<u64>::new());
+}

@@ -164,9 +164,16 @@ pub struct UplinkConfig {
     /// Most payload bytes per batch. 1 KiB to 8 MiB. Default 1 MiB.
     #[serde(default = "default_batch_bytes", deserialize_with = "batch_bytes")]
     pub batch_max_bytes: u64,
-    /// Batches sent but not yet acknowledged. 1 to 64. Default 4.
+    /// Batches sent but not yet acknowledged. 1 to 64. Default 4. (Fewer
+    /// when the link is slow: at most ~3 s of the measured rate is
+    /// unacknowledged, and a batch is ~1 s of it.)
     #[serde(default = "default_window", deserialize_with = "window")]
     pub window: u64,
+    /// Longest a live entry waits for a fuller batch, ms: fewer, fuller
+    /// batches cost fewer bytes per reading on a metered link. Alarms,
+    /// events and command answers never wait. 0 to 10,000. Default 2,000.
+    #[serde(default = "default_linger", deserialize_with = "linger")]
+    pub linger_ms: u64,
     /// First reconnect delay, ms (then doubling, with jitter). 50 to
     /// 60,000. Default 500.
     #[serde(
@@ -186,6 +193,7 @@ impl Default for UplinkConfig {
             batch_max_readings: default_batch(),
             batch_max_bytes: default_batch_bytes(),
             window: default_window(),
+            linger_ms: default_linger(),
             backoff_initial_ms: default_backoff_initial(),
             backoff_max_ms: default_backoff_max(),
         }
@@ -302,6 +310,9 @@ fn default_batch_bytes() -> u64 {
 fn default_window() -> u64 {
     4
 }
+fn default_linger() -> u64 {
+    2000
+}
 fn default_backoff_initial() -> u64 {
     500
 }
@@ -323,6 +334,9 @@ fn batch_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 }
 fn window<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     adapter_api::bounded_u64(d, "window", 1, 64)
+}
+fn linger<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    adapter_api::bounded_u64(d, "linger_ms", 0, 10_000)
 }
 fn backoff_initial<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     adapter_api::bounded_u64(d, "backoff_initial_ms", 50, 60_000)

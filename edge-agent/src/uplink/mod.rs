@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use adapter_api::Backoff;
 use hyper_util::rt::TokioIo;
-use prost::Message;
 use sflog::Log;
 use tankwatch_proto::v1::{
     self, AgentMessage, agent_link_client::AgentLinkClient, agent_message::Msg as Out,
@@ -27,9 +26,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::config::AgentConfig;
+use wire::WireBytes;
 
+mod batch;
 mod hello;
+pub mod link;
+pub mod pace;
 mod watchdog;
+pub mod wire;
 use hello::hello;
 pub use watchdog::watchdog;
 
@@ -40,6 +44,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// While a backlog drains, a preview batch of the newest entries goes out this often.
 const PREVIEW_EVERY: Duration = Duration::from_secs(1);
+/// Most control entries (alarms, events, command answers) in one batch of the control lane.
+const CONTROL_BATCH: usize = 256;
 
 /// Why a session ended.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +78,10 @@ pub struct UplinkStatus {
     /// The headend's clock minus ours (ms) and when it was measured (our
     /// clock, Unix ms), from the last HelloAck.
     pub clock_offset: Option<(i64, i64)>,
+    /// Whether the session sends compact batches (the headend takes them).
+    pub compact: bool,
+    /// The link's measured figures.
+    pub link: link::LinkView,
 }
 
 fn server_name(cfg: &AgentConfig) -> String {
@@ -93,9 +103,16 @@ pub fn tls_files(cfg: &AgentConfig) -> tankwatch_tls::TlsFiles {
     }
 }
 
-async fn connect(cfg: &AgentConfig) -> Result<Channel, SessionError> {
+async fn connect(cfg: &AgentConfig, wire: &Arc<WireBytes>) -> Result<Channel, SessionError> {
     // Re-read the certificate files on every connect: a renewed certificate is picked up.
-    connect_with(cfg, &tls_files(cfg)).await
+    let tls = tankwatch_tls::client_config(&tls_files(cfg))?;
+    channel(
+        &cfg.headend.address,
+        &server_name(cfg),
+        tls,
+        Some(wire.clone()),
+    )
+    .await
 }
 
 async fn connect_with(
@@ -103,7 +120,7 @@ async fn connect_with(
     files: &tankwatch_tls::TlsFiles,
 ) -> Result<Channel, SessionError> {
     let tls = tankwatch_tls::client_config(files)?;
-    channel(&cfg.headend.address, &server_name(cfg), tls).await
+    channel(&cfg.headend.address, &server_name(cfg), tls, None).await
 }
 
 /// The trial connection of a renewal: the staged certificate must open a
@@ -126,21 +143,24 @@ async fn probe(cfg: &AgentConfig, files: tankwatch_tls::TlsFiles) -> Result<Stri
 }
 
 /// Opens an HTTP/2 channel to `address` over TLS with the given rustls
-/// config (built by `tankwatch_pki`), verifying `server_name`.
+/// config (built by `tankwatch_pki`), verifying `server_name`; counts its
+/// bytes in `wire` when given.
 pub async fn channel(
     address: &str,
     server_name: &str,
     tls: rustls::ClientConfig,
+    wire: Option<Arc<WireBytes>>,
 ) -> Result<Channel, SessionError> {
     let tls = tokio_rustls::TlsConnector::from(Arc::new(tls));
     let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
         .map_err(|e| SessionError::Connect(format!("headend.server_name: {e}")))?;
     let addr = address.to_string();
     let connector = tower::service_fn(move |_uri: tonic::transport::Uri| {
-        let (tls, name, addr) = (tls.clone(), name.clone(), addr.clone());
+        let (tls, name, addr, wire) = (tls.clone(), name.clone(), addr.clone(), wire.clone());
         async move {
             let tcp = TcpStream::connect(&addr).await?;
             tcp.set_nodelay(true)?;
+            let tcp = wire::Counted::new(tcp, wire.unwrap_or_default());
             let stream = tls.connect(name, tcp).await?;
             Ok::<_, std::io::Error>(TokioIo::new(stream))
         }
@@ -167,70 +187,6 @@ pub async fn channel(
         })
 }
 
-/// Builds the next batch from the log, starting at `from`.
-fn next_batch(
-    log: &Log,
-    from: u64,
-    max_readings: usize,
-    max_bytes: usize,
-) -> Result<Option<v1::TelemetryBatch>, SessionError> {
-    batch_of(
-        log,
-        log.read_for_send(from, max_readings, max_bytes)?,
-        false,
-    )
-}
-
-/// Packs log entries into a batch (readings and gap records).
-fn batch_of(
-    log: &Log,
-    entries: Vec<sflog::Entry>,
-    preview: bool,
-) -> Result<Option<v1::TelemetryBatch>, SessionError> {
-    let (Some(first), Some(last)) = (
-        entries.first().map(|e| e.seq),
-        entries.last().map(|e| e.seq),
-    ) else {
-        return Ok(None);
-    };
-    let mut readings = Vec::with_capacity(entries.len());
-    let mut gaps = Vec::new();
-    let (mut command_acks, mut events) = (Vec::new(), Vec::new());
-    for e in entries {
-        match v1::LogRecord::decode(e.payload.as_slice()).map(|r| r.kind) {
-            Ok(Some(v1::log_record::Kind::Reading(mut r))) => {
-                r.seq = e.seq;
-                readings.push(r);
-            }
-            Ok(Some(v1::log_record::Kind::Gap(mut g))) => {
-                g.seq = e.seq;
-                gaps.push(g);
-            }
-            Ok(Some(v1::log_record::Kind::CommandAck(mut a))) => {
-                a.seq = e.seq;
-                command_acks.push(a);
-            }
-            Ok(Some(v1::log_record::Kind::Event(mut ev))) => {
-                ev.seq = e.seq;
-                events.push(ev);
-            }
-            Ok(None) | Err(_) => {
-                tracing::warn!(seq = e.seq, "log entry of an unknown kind; skipped")
-            }
-        }
-    }
-    Ok(Some(v1::TelemetryBatch {
-        log_id: log.log_id(),
-        first_seq: first,
-        last_seq: last,
-        readings,
-        gaps,
-        preview,
-        command_acks,
-        events,
-    }))
-}
-
 /// What the uplink works with.
 pub struct Uplink {
     pub cfg: Arc<AgentConfig>,
@@ -250,6 +206,10 @@ pub struct Uplink {
     pub clock: crate::clock::HeadendClock,
     /// The command state (whether it was lost: the Hello says so).
     pub store: crate::store::Store,
+    /// Bytes on the wire, every session.
+    pub wire: Arc<WireBytes>,
+    /// The link's figures, over sessions.
+    pub meter: link::LinkMeter,
 }
 
 async fn session(u: &mut Uplink) -> Result<(), SessionError> {
@@ -265,6 +225,8 @@ async fn session(u: &mut Uplink) -> Result<(), SessionError> {
         renewer,
         clock,
         store,
+        wire,
+        meter,
     } = u;
     let cfg: &AgentConfig = cfg;
     if renewer.is_none() {
@@ -299,7 +261,7 @@ async fn session(u: &mut Uplink) -> Result<(), SessionError> {
     }));
     // dial, TLS, the stream's response headers and the HelloAck, under one deadline
     let setup = async {
-        let channel = connect(cfg).await?;
+        let channel = connect(cfg, wire).await?;
         let mut client = AgentLinkClient::new(channel).max_decoding_message_size(16 * 1024 * 1024);
         let mut inbound = client
             .session(hello_stream.chain(ReceiverStream::new(rx)))
@@ -360,64 +322,100 @@ async fn session(u: &mut Uplink) -> Result<(), SessionError> {
     let max_readings =
         (cfg.uplink.batch_max_readings as usize).min(hello_ack.max_batch_readings.max(1) as usize);
     let max_bytes = cfg.uplink.batch_max_bytes as usize;
+    let linger = Duration::from_millis(cfg.uplink.linger_ms);
+    let mut out = batch::Outbound {
+        tx,
+        encoder: hello_ack
+            .compact
+            .then(tankwatch_proto::compact::Encoder::new),
+    };
+    status.send_modify(|s| s.compact = hello_ack.compact);
     let mut next = log.stats().acked_through.max(hello_ack.acked_through_seq) + 1;
-    // (last seq, sent at) of each batch on the wire
-    let mut in_flight: VecDeque<(u64, tokio::time::Instant)> = VecDeque::new();
+    // (last seq, entries, sent at) of each batch on the wire
+    let mut in_flight: VecDeque<(u64, usize, tokio::time::Instant)> = VecDeque::new();
+    let mut pace = pace::Pace::new(max_readings);
     // Live readings are not starved behind a backlog: while more is waiting
-    // than the window carries, the newest entries go out ahead as a preview
-    // (stored at once, deduplicated, acknowledged later in order).
+    // than the next seconds carry, the newest entries go out ahead as a
+    // preview (stored at once, deduplicated, acknowledged later in order).
     // Everything in the log when the session starts is backlog; previews
     // carry only what arrived after that.
     let mut previewed_through = log.durable_seq();
     let mut last_preview: Option<tokio::time::Instant> = None;
+    // The control lane: alarms, events and command answers go out ahead of
+    // the telemetry backlog, as soon as they are durable.
+    let mut control_through = next - 1;
+    // since when unsent entries wait for a fuller batch (live: `linger`)
+    let mut pending_since: Option<tokio::time::Instant> = None;
     let mut health = crate::health::HealthReport::default();
     let mut health_tick = tokio::time::interval(Duration::from_secs(1));
     let session_start = tokio::time::Instant::now();
     loop {
-        while in_flight.len() < window {
-            let Some(batch) = next_batch(log, next, max_readings, max_bytes)? else {
+        let control = log.read_control_for_preview(control_through.max(next - 1), CONTROL_BATCH)?;
+        if let Some(b) = batch::batch_of(log, control, true) {
+            control_through = b.last_seq;
+            metrics.control_batches.inc();
+            out.batch(b).await?;
+        }
+        loop {
+            let durable_now = log.durable_seq();
+            let pending = durable_now.saturating_sub(next - 1) as usize;
+            if pending == 0 {
+                pending_since = None;
+                break;
+            }
+            let since = *pending_since.get_or_insert_with(tokio::time::Instant::now);
+            let entries: usize = in_flight.iter().map(|b| b.1).sum();
+            let want = pace.batch_entries();
+            if !(pending >= want || since.elapsed() >= linger)
+                || !pace.may_send(entries, in_flight.len(), window)
+            {
+                break;
+            }
+            let got = log.read_for_send(next, want, max_bytes)?;
+            let count = got.len();
+            let Some(b) = batch::batch_of(log, got, false) else {
                 break;
             };
-            next = batch.last_seq + 1;
-            in_flight.push_back((batch.last_seq, tokio::time::Instant::now()));
+            next = b.last_seq + 1;
+            if next > durable_now {
+                pending_since = None;
+            }
+            in_flight.push_back((b.last_seq, count, tokio::time::Instant::now()));
             // (read_for_send protected these entries from the drop policy)
             metrics.sent_batches.inc();
-            metrics.sent_readings.inc_by(batch.readings.len() as u64);
+            metrics.sent_readings.inc_by(b.readings.len() as u64);
             metrics.in_flight.set(in_flight.len() as i64);
-            tx.send(AgentMessage {
-                msg: Some(Out::Batch(batch)),
-            })
-            .await
-            .map_err(|_| SessionError::Protocol("outbound stream closed".into()))?;
+            out.batch(b).await?;
         }
-        let backlog = log.durable_seq().saturating_sub(next - 1) > (max_readings * window) as u64;
+        let backlog =
+            log.durable_seq().saturating_sub(next - 1) as usize > 2 * pace.batch_entries();
         if backlog && last_preview.is_none_or(|t| t.elapsed() >= PREVIEW_EVERY) {
             last_preview = Some(tokio::time::Instant::now());
             let entries =
                 log.read_newest_for_preview(previewed_through.max(next - 1), max_readings)?;
-            if let Some(batch) = batch_of(log, entries, true)? {
-                previewed_through = batch.last_seq;
+            if let Some(b) = batch::batch_of(log, entries, true) {
+                previewed_through = b.last_seq;
                 metrics.preview_batches.inc();
-                tx.send(AgentMessage {
-                    msg: Some(Out::Batch(batch)),
-                })
-                .await
-                .map_err(|_| SessionError::Protocol("outbound stream closed".into()))?;
+                out.batch(b).await?;
             }
         }
+        let linger_end = pending_since.map(|t| t + linger);
         tokio::select! {
             _ = tokio::time::sleep(PREVIEW_EVERY), if backlog => {}
+            _ = tokio::time::sleep_until(linger_end.unwrap_or_else(tokio::time::Instant::now)), if linger_end.is_some() && in_flight.len() < window => {}
             m = inbound.message() => match m?.and_then(|m| m.msg) {
                 Some(In::Ack(a)) => {
                     if a.log_id != log.log_id() {
                         return Err(SessionError::Protocol(format!("ack for log {} (ours is {})", a.log_id, log.log_id())));
                     }
                     log.ack(a.acked_through_seq)?;
-                    while let Some(&(s, sent)) = in_flight.front() {
+                    let now = tokio::time::Instant::now();
+                    while let Some(&(s, entries, sent)) = in_flight.front() {
                         if s > a.acked_through_seq {
                             break;
                         }
                         metrics.ack_latency.observe(sent.elapsed().as_secs_f64());
+                        pace.acked(entries, sent.into_std(), now.into_std());
                         in_flight.pop_front();
                     }
                     metrics.in_flight.set(in_flight.len() as i64);
@@ -433,8 +431,8 @@ async fn session(u: &mut Uplink) -> Result<(), SessionError> {
                 }
                 Some(In::Renewed(reply)) => {
                     if let Some(r) = renewer.as_mut() {
-                        let out = r.complete(reply, adapter_api::now_ms(), |files| probe(cfg, files)).await;
-                        match &out {
+                        let outcome = r.complete(reply, adapter_api::now_ms(), |files| probe(cfg, files)).await;
+                        match &outcome {
                             crate::renew::Outcome::Renewed { .. } => {
                                 metrics.cert_renewals.inc();
                             }
@@ -445,10 +443,8 @@ async fn session(u: &mut Uplink) -> Result<(), SessionError> {
                         }
                         let renewals = metrics.cert_renewals.get();
                         status.send_modify(|s| s.certificate = Some(r.view(renewals)));
-                        tx.send(AgentMessage { msg: Some(Out::Certificate(r.status())) })
-                            .await
-                            .map_err(|_| SessionError::Protocol("outbound stream closed".into()))?;
-                        if let crate::renew::Outcome::Renewed { serial } = out {
+                        out.send(Out::Certificate(r.status())).await?;
+                        if let crate::renew::Outcome::Renewed { serial } = outcome {
                             return Err(SessionError::Renewed(serial));
                         }
                     }
@@ -458,6 +454,16 @@ async fn session(u: &mut Uplink) -> Result<(), SessionError> {
             },
             r = durable.changed() => { if r.is_err() { return Ok(()); } }
             _ = health_tick.tick() => {
+                meter.record(link::Sample {
+                    at: std::time::Instant::now(),
+                    up: wire.up(),
+                    down: wire.down(),
+                    durable: log.durable_seq(),
+                    acked: log.stats().acked_through,
+                });
+                let view = meter.view();
+                metrics.link.set(&view, wire.up(), wire.down());
+                status.send_modify(|s| s.link = view);
                 // a session that lasted 30 s has had the active setpoints resent
                 if state_lost
                     && session_start.elapsed() >= Duration::from_secs(30)
@@ -470,9 +476,7 @@ async fn session(u: &mut Uplink) -> Result<(), SessionError> {
                     }
                 }
                 if let Some(m) = health.due(devices, tokio::time::Instant::now()) {
-                    tx.send(AgentMessage { msg: Some(Out::Devices(m)) })
-                        .await
-                        .map_err(|_| SessionError::Protocol("outbound stream closed".into()))?;
+                    out.send(Out::Devices(m)).await?;
                 }
                 if let Some(r) = renewer.as_mut() {
                     let now = adapter_api::now_ms();
@@ -494,9 +498,7 @@ async fn session(u: &mut Uplink) -> Result<(), SessionError> {
                         None
                     };
                     if let Some(m) = msg {
-                        tx.send(AgentMessage { msg: Some(m) })
-                            .await
-                            .map_err(|_| SessionError::Protocol("outbound stream closed".into()))?;
+                        out.send(m).await?;
                     }
                 }
             }

@@ -299,6 +299,7 @@ impl v1::agent_link_server::AgentLink for Ingest {
                 acked_through_seq: acked,
                 max_batch_readings: MAX_BATCH_READINGS,
                 headend_time_ms: now_ms(),
+                compact: true,
             })))
             .await;
         let this = self.clone();
@@ -403,6 +404,8 @@ impl Ingest {
         let (who, log_id) = (s.who, s.log_id);
         let mut shutdown = self.shutdown.clone();
         let mut last_renewal: Option<tokio::time::Instant> = None;
+        // the session's point aliases and deltas (CompactBatch)
+        let mut compact = tankwatch_proto::compact::Decoder::new();
         loop {
             let msg = tokio::select! {
                 m = inbound.message() => match m? { Some(m) => m, None => return Ok(()) },
@@ -422,22 +425,18 @@ impl Ingest {
                 }
             };
             match msg.msg {
-                Some(In::Batch(mut b)) => {
-                    validate_batch(&b, log_id)?;
-                    clock::shift(&mut b, s.time_shift_ms);
-                    let m = &self.metrics;
-                    m.sanitized_fields.inc_by(sanitize::batch(&mut b));
-                    m.batches.inc();
-                    m.readings.inc_by(b.readings.len() as u64);
-                    m.gap_records.inc_by(b.gaps.len() as u64);
-                    m.command_acks.inc_by(b.command_acks.len() as u64);
-                    m.delivery_events.inc_by(b.events.len() as u64);
-                    if b.preview {
-                        m.preview_batches.inc();
+                Some(In::Batch(b)) => {
+                    let more = self.take_batch(s, b, &queue).await?;
+                    if !more {
+                        return Ok(());
                     }
-                    m.queued_batches.inc();
-                    if queue.send(b).await.is_err() {
-                        m.queued_batches.dec();
+                }
+                Some(In::Compact(c)) => {
+                    let b = compact
+                        .decode(c, log_id)
+                        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                    self.metrics.compact_batches.inc();
+                    if !self.take_batch(s, b, &queue).await? {
                         return Ok(());
                     }
                 }
@@ -477,6 +476,34 @@ impl Ingest {
                 None => {}
             }
         }
+    }
+
+    /// Validates, corrects and queues one batch for its commit. False:
+    /// the committer is gone (the session ends).
+    async fn take_batch(
+        &self,
+        s: &Session<'_>,
+        mut b: v1::TelemetryBatch,
+        queue: &mpsc::Sender<v1::TelemetryBatch>,
+    ) -> Result<bool, Status> {
+        validate_batch(&b, s.log_id)?;
+        clock::shift(&mut b, s.time_shift_ms);
+        let m = &self.metrics;
+        m.sanitized_fields.inc_by(sanitize::batch(&mut b));
+        m.batches.inc();
+        m.readings.inc_by(b.readings.len() as u64);
+        m.gap_records.inc_by(b.gaps.len() as u64);
+        m.command_acks.inc_by(b.command_acks.len() as u64);
+        m.delivery_events.inc_by(b.events.len() as u64);
+        if b.preview {
+            m.preview_batches.inc();
+        }
+        m.queued_batches.inc();
+        if queue.send(b).await.is_err() {
+            m.queued_batches.dec();
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     /// Signs a renewal for the session's own site (at most one per

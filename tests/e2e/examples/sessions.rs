@@ -132,7 +132,7 @@ async fn session(
     up: &Up,
     counted: &mut bool,
 ) -> Result<()> {
-    let ch = edge_agent::uplink::channel(&addr.to_string(), "localhost", tls).await?;
+    let ch = edge_agent::uplink::channel(&addr.to_string(), "localhost", tls, None).await?;
     let mut client = v1::agent_link_client::AgentLinkClient::new(ch);
     let (tx, rx) = mpsc::channel(4);
     tx.send(e2e::hello(site)).await?;

@@ -1077,7 +1077,7 @@ pub async fn attempt(
     tls: rustls::ClientConfig,
     site: &str,
 ) -> Result<(), String> {
-    let ch = edge_agent::uplink::channel(&addr.to_string(), "localhost", tls)
+    let ch = edge_agent::uplink::channel(&addr.to_string(), "localhost", tls, None)
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let mut client = v1::agent_link_client::AgentLinkClient::new(ch);

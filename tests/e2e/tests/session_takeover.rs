@@ -15,7 +15,7 @@ async fn open(
     tls: rustls::ClientConfig,
     site: &str,
 ) -> Result<tonic::Streaming<v1::HeadendMessage>> {
-    let ch = edge_agent::uplink::channel(&addr.to_string(), "localhost", tls).await?;
+    let ch = edge_agent::uplink::channel(&addr.to_string(), "localhost", tls, None).await?;
     let mut client = v1::agent_link_client::AgentLinkClient::new(ch);
     let out = tokio_stream::StreamExt::chain(
         tokio_stream::iter(vec![hello(site), batch()]),

@@ -1,0 +1,599 @@
+//! The compact batch codec (`CompactBatch`, see the `.proto`): a
+//! `TelemetryBatch` as columns, with point aliases, deltas and exact
+//! decimal values, for slow and metered links. Sans-IO: the agent keeps an
+//! [`Encoder`], the headend a [`Decoder`], one per session, fed batches in
+//! stream order.
+//!
+//! `decode(encode(b)) == b` for every batch whose readings have finite
+//! values (the headend refuses the others anyway), bit for bit: a value is
+//! sent as decimal digits or a 32-bit float only when that gives back the
+//! very same double.
+
+use std::collections::HashMap;
+
+use crate::v1::{CompactBatch, PointDef, Reading, ReadingError, TelemetryBatch};
+
+/// Most points one session may define (the headend's memory per session is
+/// bounded by it and [`MAX_TEXT`]).
+pub const MAX_POINTS: usize = 20_000;
+/// Longest text in a point definition, bytes.
+pub const MAX_TEXT: usize = 512;
+/// Most decimal places tried for an exact decimal value.
+const MAX_SCALE: u32 = 6;
+const F32: u32 = 7;
+const F64: u32 = 8;
+/// Largest digits magnitude (integers up to 2^53 are exact doubles).
+const MAX_DIGITS: i64 = 1 << 53;
+
+const POW10: [f64; 7] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6];
+
+/// How a value travels: (encoding, digits) for a decimal, else the float.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Value {
+    Decimal { scale: u32, digits: i64 },
+    F32(f32),
+    F64(f64),
+}
+
+fn classify(v: f64) -> Value {
+    if v.is_finite() {
+        for (scale, p) in POW10.iter().enumerate().take(MAX_SCALE as usize + 1) {
+            let d = (v * p).round();
+            if d.abs() <= MAX_DIGITS as f64 {
+                let digits = d as i64;
+                if ((digits as f64) / p).to_bits() == v.to_bits() {
+                    return Value::Decimal {
+                        scale: scale as u32,
+                        digits,
+                    };
+                }
+            }
+        }
+        let f = v as f32;
+        if f64::from(f).to_bits() == v.to_bits() {
+            return Value::F32(f);
+        }
+    }
+    Value::F64(v)
+}
+
+/// A point: the fields every reading of it shares.
+type Key = (String, String, String, String);
+
+fn key(r: &Reading) -> Key {
+    (
+        r.asset_id.clone(),
+        r.field.clone(),
+        r.unit.clone(),
+        r.source.clone(),
+    )
+}
+
+/// The previous decimal value of each alias: (scale, digits).
+#[derive(Debug, Default, Clone)]
+struct Prev(Vec<Option<(u32, i64)>>);
+
+impl Prev {
+    /// What goes in the digits column for `digits` at `scale`, updating the state.
+    fn step(&mut self, alias: usize, scale: u32, digits: i64) -> i64 {
+        let slot = &mut self.0[alias];
+        let out = match *slot {
+            Some((s, d)) if s == scale => digits.wrapping_sub(d),
+            _ => digits,
+        };
+        *slot = Some((scale, digits));
+        out
+    }
+
+    /// The digits a column value stands for, updating the state.
+    fn undo(&mut self, alias: usize, scale: u32, column: i64) -> i64 {
+        let slot = &mut self.0[alias];
+        let digits = match *slot {
+            Some((s, d)) if s == scale => column.wrapping_add(d),
+            _ => column,
+        };
+        *slot = Some((scale, digits));
+        digits
+    }
+
+    fn forget(&mut self, alias: usize) {
+        self.0[alias] = None;
+    }
+}
+
+/// The agent's side of one session.
+#[derive(Debug, Default)]
+pub struct Encoder {
+    aliases: HashMap<Key, u32>,
+    prev: Prev,
+    last_ts: i64,
+}
+
+impl Encoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Points defined so far on this session.
+    pub fn points(&self) -> usize {
+        self.aliases.len()
+    }
+
+    /// Encodes a batch (its `log_id` is left out: it is the session's).
+    /// Readings of points beyond [`MAX_POINTS`] or with texts longer than
+    /// [`MAX_TEXT`] cannot be aliased: the caller sends such a batch as a
+    /// `TelemetryBatch` (`None`).
+    pub fn encode(&mut self, b: &TelemetryBatch) -> Option<CompactBatch> {
+        let n = b.readings.len();
+        let mut c = CompactBatch {
+            first_seq: b.first_seq,
+            span: b.last_seq.checked_sub(b.first_seq)?,
+            preview: b.preview,
+            alias: Vec::with_capacity(n),
+            seq_step: Vec::with_capacity(n),
+            ts_step: Vec::with_capacity(n),
+            received_lag: Vec::with_capacity(n),
+            form: Vec::with_capacity(n),
+            gaps: b.gaps.clone(),
+            command_acks: b.command_acks.clone(),
+            events: b.events.clone(),
+            ..Default::default()
+        };
+        // new points first, checked before any state changes
+        let mut fresh: Vec<Key> = Vec::new();
+        for r in &b.readings {
+            let k = key(r);
+            if !self.aliases.contains_key(&k) && !fresh.contains(&k) {
+                if [&k.0, &k.1, &k.2, &k.3].iter().any(|s| s.len() > MAX_TEXT) {
+                    return None;
+                }
+                fresh.push(k);
+            }
+        }
+        if self.aliases.len() + fresh.len() > MAX_POINTS {
+            return None;
+        }
+        // a seq below first_seq or out of order cannot be a step
+        let mut prev_seq = b.first_seq;
+        for r in &b.readings {
+            if r.seq < prev_seq {
+                return None;
+            }
+            prev_seq = r.seq;
+        }
+        for k in fresh {
+            let alias = self.aliases.len() as u32;
+            c.points.push(PointDef {
+                asset_id: k.0.clone(),
+                field: k.1.clone(),
+                unit: k.2.clone(),
+                source: k.3.clone(),
+            });
+            self.aliases.insert(k, alias);
+            self.prev.0.push(None);
+        }
+        let mut prev_seq = b.first_seq;
+        for (i, r) in b.readings.iter().enumerate() {
+            let alias = self.aliases[&key(r)];
+            c.alias.push(alias);
+            c.seq_step.push(r.seq - prev_seq);
+            prev_seq = r.seq;
+            c.ts_step.push(r.source_ts_ms.wrapping_sub(self.last_ts));
+            self.last_ts = r.source_ts_ms;
+            c.received_lag
+                .push(r.received_ts_ms.wrapping_sub(r.source_ts_ms));
+            let quality = (r.quality as u32) & 3;
+            let enc = match classify(r.value) {
+                Value::Decimal { scale, digits } => {
+                    c.digits.push(self.prev.step(alias as usize, scale, digits));
+                    scale
+                }
+                Value::F32(f) => {
+                    c.f32_values.push(f);
+                    self.prev.forget(alias as usize);
+                    F32
+                }
+                Value::F64(f) => {
+                    c.f64_values.push(f);
+                    self.prev.forget(alias as usize);
+                    F64
+                }
+            };
+            c.form.push(quality | (enc << 2));
+            if !r.error.is_empty() {
+                c.errors.push(ReadingError {
+                    index: i as u32,
+                    text: r.error.clone(),
+                });
+            }
+        }
+        Some(c)
+    }
+}
+
+/// Why a compact batch does not decode (the session ends with it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError(pub String);
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "compact batch: {}", self.0)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, DecodeError> {
+    Err(DecodeError(msg.into()))
+}
+
+/// The headend's side of one session.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    points: Vec<PointDef>,
+    prev: Prev,
+    last_ts: i64,
+}
+
+impl Decoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Points defined so far on this session.
+    pub fn points(&self) -> usize {
+        self.points.len()
+    }
+
+    /// Decodes a batch of the session's log `log_id`. On an error the
+    /// decoder's state is unspecified: the session must end.
+    pub fn decode(&mut self, c: CompactBatch, log_id: u64) -> Result<TelemetryBatch, DecodeError> {
+        let n = c.alias.len();
+        if [
+            c.seq_step.len(),
+            c.ts_step.len(),
+            c.received_lag.len(),
+            c.form.len(),
+        ]
+        .iter()
+        .any(|&l| l != n)
+        {
+            return err("the per-reading columns differ in length");
+        }
+        let last_seq = c
+            .first_seq
+            .checked_add(c.span)
+            .ok_or_else(|| DecodeError("first_seq + span overflows".into()))?;
+        if self.points.len() + c.points.len() > MAX_POINTS {
+            return err(format!("more than {MAX_POINTS} points on one session"));
+        }
+        for p in &c.points {
+            if [&p.asset_id, &p.field, &p.unit, &p.source]
+                .iter()
+                .any(|s| s.len() > MAX_TEXT)
+            {
+                return err(format!("a point text is longer than {MAX_TEXT} bytes"));
+            }
+        }
+        self.points.extend(c.points);
+        self.prev.0.resize(self.points.len(), None);
+        let mut errors: HashMap<u32, String> = HashMap::with_capacity(c.errors.len());
+        for e in c.errors {
+            if e.index as usize >= n || errors.insert(e.index, e.text).is_some() {
+                return err("an error names no reading, or a reading twice");
+            }
+        }
+        let (mut digits, mut f32s, mut f64s) = (
+            c.digits.into_iter(),
+            c.f32_values.into_iter(),
+            c.f64_values.into_iter(),
+        );
+        let mut readings = Vec::with_capacity(n);
+        let mut seq = c.first_seq;
+        for i in 0..n {
+            let alias = c.alias[i] as usize;
+            let Some(p) = self.points.get(alias) else {
+                return err(format!("alias {alias} is not defined"));
+            };
+            seq = seq
+                .checked_add(c.seq_step[i])
+                .ok_or_else(|| DecodeError("seq overflows".into()))?;
+            let ts = self.last_ts.wrapping_add(c.ts_step[i]);
+            self.last_ts = ts;
+            let form = c.form[i];
+            let value = match form >> 2 {
+                scale @ 0..=MAX_SCALE => {
+                    let col = digits
+                        .next()
+                        .ok_or_else(|| DecodeError("too few digits".into()))?;
+                    let d = self.prev.undo(alias, scale, col);
+                    if d.unsigned_abs() > MAX_DIGITS as u64 {
+                        return err("digits out of range");
+                    }
+                    (d as f64) / POW10[scale as usize]
+                }
+                F32 => {
+                    self.prev.forget(alias);
+                    f64::from(
+                        f32s.next()
+                            .ok_or_else(|| DecodeError("too few 32-bit values".into()))?,
+                    )
+                }
+                F64 => {
+                    self.prev.forget(alias);
+                    f64s.next()
+                        .ok_or_else(|| DecodeError("too few 64-bit values".into()))?
+                }
+                other => return err(format!("unknown value encoding {other}")),
+            };
+            readings.push(Reading {
+                seq,
+                asset_id: p.asset_id.clone(),
+                field: p.field.clone(),
+                value,
+                unit: p.unit.clone(),
+                quality: (form & 3) as i32,
+                source_ts_ms: ts,
+                received_ts_ms: ts.wrapping_add(c.received_lag[i]),
+                source: p.source.clone(),
+                error: errors.remove(&(i as u32)).unwrap_or_default(),
+            });
+        }
+        if digits.next().is_some() || f32s.next().is_some() || f64s.next().is_some() {
+            return err("more values than readings");
+        }
+        if seq > last_seq {
+            return err(format!(
+                "a reading's seq {seq} lies past the batch's last {last_seq}"
+            ));
+        }
+        Ok(TelemetryBatch {
+            log_id,
+            first_seq: c.first_seq,
+            last_seq,
+            readings,
+            gaps: c.gaps,
+            preview: c.preview,
+            command_acks: c.command_acks,
+            events: c.events,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::v1;
+    use prost::Message;
+
+    fn reading(seq: u64, field: &str, value: f64, ts: i64) -> Reading {
+        Reading {
+            seq,
+            asset_id: "tank-1".into(),
+            field: field.into(),
+            value,
+            unit: "L".into(),
+            quality: v1::Quality::Good as i32,
+            source_ts_ms: ts,
+            received_ts_ms: ts + 3,
+            source: "modbus://10.0.0.5:502/unit1/hr100".into(),
+            error: String::new(),
+        }
+    }
+
+    fn batch(first: u64, readings: Vec<Reading>) -> TelemetryBatch {
+        let last = readings.last().map_or(first, |r| r.seq);
+        TelemetryBatch {
+            log_id: 77,
+            first_seq: first,
+            last_seq: last,
+            readings,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn values_travel_as_the_shortest_exact_form() {
+        let cases: &[(f64, Value)] = &[
+            (
+                0.0,
+                Value::Decimal {
+                    scale: 0,
+                    digits: 0,
+                },
+            ),
+            (
+                12_345.0,
+                Value::Decimal {
+                    scale: 0,
+                    digits: 12_345,
+                },
+            ),
+            (
+                -7.5,
+                Value::Decimal {
+                    scale: 1,
+                    digits: -75,
+                },
+            ),
+            (
+                0.1,
+                Value::Decimal {
+                    scale: 1,
+                    digits: 1,
+                },
+            ),
+            (
+                12_345.678,
+                Value::Decimal {
+                    scale: 3,
+                    digits: 12_345_678,
+                },
+            ),
+            (
+                1e-6,
+                Value::Decimal {
+                    scale: 6,
+                    digits: 1,
+                },
+            ),
+            (0.1f32 as f64, Value::F32(0.1)),
+            (std::f64::consts::PI, Value::F64(std::f64::consts::PI)),
+            // -0.0 is not the decimal 0 (its sign would be lost)
+            (-0.0, Value::F32(-0.0)),
+            (1e300, Value::F64(1e300)),
+        ];
+        for &(v, want) in cases {
+            assert_eq!(classify(v), want, "{v:e}");
+        }
+        assert!(matches!(classify(f64::NAN), Value::F64(_)));
+    }
+
+    #[test]
+    fn a_session_of_batches_decodes_to_the_very_same_batches() {
+        let mut enc = Encoder::new();
+        let mut dec = Decoder::new();
+        let mut r2 = reading(4, "temperature", std::f64::consts::E, 1_700_000_000_500);
+        r2.quality = v1::Quality::Bad as i32;
+        r2.error = "timeout".into();
+        let batches = vec![
+            batch(
+                1,
+                vec![
+                    reading(1, "volume", 12_345.678, 1_700_000_000_000),
+                    reading(2, "height", 1_234.5, 1_700_000_000_000),
+                    reading(3, "volume", 12_340.001, 1_700_000_001_000),
+                    r2,
+                ],
+            ),
+            // a hole (a dropped seq), a value changing encoding, -0.0, a preview
+            TelemetryBatch {
+                preview: true,
+                command_acks: vec![v1::CommandAck::new(
+                    "c1",
+                    v1::AckReason::Applied,
+                    "",
+                    5,
+                    Some(1.0),
+                )],
+                ..batch(
+                    5,
+                    vec![
+                        reading(7, "volume", 0.1f32 as f64, 1_700_000_002_000),
+                        reading(8, "volume", 12_000.5, 1_699_999_000_000),
+                        reading(9, "height", -0.0, 1_700_000_002_000),
+                        reading(10, "volume", 12_000.25, 1_700_000_003_000),
+                    ],
+                )
+            },
+            batch(11, vec![]),
+        ];
+        for b in batches {
+            let c = enc.encode(&b).expect("encodes");
+            let bytes = c.encode_to_vec();
+            let back = dec
+                .decode(CompactBatch::decode(bytes.as_slice()).unwrap(), 77)
+                .expect("decodes");
+            assert_eq!(back, b);
+            for (x, y) in back.readings.iter().zip(&b.readings) {
+                assert_eq!(x.value.to_bits(), y.value.to_bits());
+            }
+        }
+        assert_eq!(enc.points(), 3);
+        assert_eq!(dec.points(), 3);
+    }
+
+    #[test]
+    fn a_reading_costs_a_few_bytes_once_its_point_is_defined() {
+        let mut enc = Encoder::new();
+        let points = ["volume", "ullage", "height", "water_height", "temperature"];
+        let mut seq = 0;
+        let mut sizes = Vec::new();
+        for round in 0..3 {
+            let readings: Vec<Reading> = (0..40)
+                .map(|i| {
+                    seq += 1;
+                    let mut r = reading(
+                        seq,
+                        points[i % points.len()],
+                        20_000.0 - f64::from(round) * 1.25 - (i / 5) as f64 * 0.001,
+                        1_700_000_000_000 + i64::from(round) * 1000,
+                    );
+                    r.asset_id = format!("tank-{}", i / 5);
+                    r
+                })
+                .collect();
+            let b = batch(seq - 39, readings);
+            sizes.push(enc.encode(&b).unwrap().encoded_len());
+            let plain = v1::TelemetryBatch { ..b }.encoded_len();
+            assert!(plain > 40 * 60, "a v1 reading is long ({plain} bytes)");
+        }
+        // the first batch defines 40 points; later ones are columns only
+        assert!(sizes[1] <= 40 * 8, "{sizes:?}");
+        assert!(sizes[2] <= 40 * 8, "{sizes:?}");
+    }
+
+    #[test]
+    fn a_malformed_batch_is_an_error_naming_what_is_wrong() {
+        let mut enc = Encoder::new();
+        let b = batch(
+            1,
+            vec![
+                reading(1, "volume", 1.5, 1_000),
+                reading(2, "volume", 2.5, 1_000),
+            ],
+        );
+        let good = enc.encode(&b).unwrap();
+        let check = |c: CompactBatch, want: &str| {
+            let e = Decoder::new().decode(c, 1).unwrap_err();
+            assert!(e.0.contains(want), "{e} should say {want}");
+        };
+        let mut c = good.clone();
+        c.form.pop();
+        check(c, "columns differ");
+        let mut c = good.clone();
+        c.points.clear();
+        check(c, "alias 0 is not defined");
+        let mut c = good.clone();
+        c.digits.push(1);
+        check(c, "more values");
+        let mut c = good.clone();
+        c.digits.clear();
+        check(c, "too few digits");
+        let mut c = good.clone();
+        c.form[0] = 9 << 2;
+        check(c, "unknown value encoding 9");
+        let mut c = good.clone();
+        c.span = 0;
+        check(c, "past the batch's last");
+        let mut c = good.clone();
+        c.first_seq = u64::MAX;
+        check(c, "overflows");
+        let mut c = good.clone();
+        c.errors.push(ReadingError {
+            index: 5,
+            text: "x".into(),
+        });
+        check(c, "names no reading");
+        let mut c = good.clone();
+        c.points[0].source = "x".repeat(MAX_TEXT + 1);
+        check(c, "longer than");
+        let mut c = good;
+        c.points = vec![PointDef::default(); MAX_POINTS + 1];
+        check(c, "more than 20000 points");
+    }
+
+    #[test]
+    fn out_of_order_or_oversized_batches_are_left_to_the_plain_message() {
+        let mut enc = Encoder::new();
+        let b = batch(
+            1,
+            vec![reading(2, "volume", 1.0, 0), reading(1, "volume", 1.0, 0)],
+        );
+        assert!(enc.encode(&b).is_none());
+        let mut r = reading(1, "volume", 1.0, 0);
+        r.source = "x".repeat(MAX_TEXT + 1);
+        assert!(enc.encode(&batch(1, vec![r])).is_none());
+        assert_eq!(enc.points(), 0, "a refused batch defines nothing");
+    }
+}

@@ -1,0 +1,50 @@
+//! The end-to-end suite as one test program (one link instead of one per
+//! file: 44 programs of ~140 MB each filled CI's disk). Each module is one
+//! area; run one with `cargo test -p e2e --test e2e <module>::`.
+//! Tests of one program share a process: a test uses its own ports,
+//! directories, databases and MQTT topics, and never process-wide state.
+
+mod access;
+mod access_scoped;
+mod backfill;
+mod backlog;
+mod check_config;
+mod clock_skew;
+mod command_kills;
+mod commands;
+mod crash;
+mod damaged_log;
+mod db_outage;
+mod db_refuses;
+mod dead_task;
+mod disk_bound;
+mod disk_full;
+mod disk_full_reconnect;
+mod enrollment;
+mod gaspot_peer;
+mod idle_connections;
+mod inventory;
+mod inventory_accuracy;
+mod listener_limits;
+mod mqtt_peer;
+mod mqtt_quirks;
+mod opcua_node_peer;
+mod opcua_peer;
+mod opcua_server;
+mod opcua_server_abuse;
+mod opcua_server_trust;
+mod openapi_contract;
+mod outage;
+mod pki_cli;
+mod probe;
+mod pymodbus_peer;
+mod reconnect_soak;
+mod refusal;
+mod rest_edge;
+mod restart_state;
+mod session_takeover;
+mod slice;
+mod store_conformance;
+mod systemd_unit;
+mod times_and_units;
+mod veeder_root;
