@@ -334,6 +334,7 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
         store: store.clone(),
         wire: Default::default(),
         meter: Default::default(),
+        compress: false,
     });
     tasks.push(fatal.spawn_task("uplink".into(), run));
     tasks.push(tokio::spawn(uplink::watchdog(

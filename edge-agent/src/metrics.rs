@@ -476,6 +476,7 @@ pub fn serve(
                         "connected": up.connected, "sessions": up.sessions, "last_error": up.last_error,
                         // CompactBatch in use; the link's measured figures (issue 30)
                         "compact": up.compact,
+                        "gzip": up.gzip,
                         "link": up.link,
                     },
                     // the headend's clock minus ours (ms) at the last session start

@@ -421,7 +421,10 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         dispatcher.clone(),
         issuing.clone(),
     ))
-    .max_decoding_message_size(ingest::MAX_MESSAGE_BYTES);
+    // the limit holds after decompression too (tonic stops inflating at it)
+    .max_decoding_message_size(ingest::MAX_MESSAGE_BYTES)
+    // agents from issue 30 on compress their messages (ADR 0013); acks stay plain
+    .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
     let max_conns = cfg.max_conns.min(fd_budget());
     tracing::info!(
         max_conns,

@@ -22,6 +22,7 @@ pub const MAX_TEXT: usize = 512;
 const MAX_SCALE: u32 = 6;
 const F32: u32 = 7;
 const F64: u32 = 8;
+const REPEAT: u32 = 9;
 /// Largest digits magnitude (integers up to 2^53 are exact doubles).
 const MAX_DIGITS: i64 = 1 << 53;
 
@@ -69,14 +70,24 @@ fn key(r: &Reading) -> Key {
     )
 }
 
-/// The previous decimal value of each alias: (scale, digits).
+/// What the stream last carried for each alias.
+#[derive(Debug, Default, Clone, Copy)]
+struct Last {
+    /// The value's bits (None before the first).
+    value: Option<u64>,
+    /// The last decimal value: (scale, digits).
+    decimal: Option<(u32, i64)>,
+    f32_bits: u32,
+    f64_bits: u64,
+}
+
 #[derive(Debug, Default, Clone)]
-struct Prev(Vec<Option<(u32, i64)>>);
+struct Prev(Vec<Last>);
 
 impl Prev {
     /// What goes in the digits column for `digits` at `scale`, updating the state.
     fn step(&mut self, alias: usize, scale: u32, digits: i64) -> i64 {
-        let slot = &mut self.0[alias];
+        let slot = &mut self.0[alias].decimal;
         let out = match *slot {
             Some((s, d)) if s == scale => digits.wrapping_sub(d),
             _ => digits,
@@ -87,7 +98,7 @@ impl Prev {
 
     /// The digits a column value stands for, updating the state.
     fn undo(&mut self, alias: usize, scale: u32, column: i64) -> i64 {
-        let slot = &mut self.0[alias];
+        let slot = &mut self.0[alias].decimal;
         let digits = match *slot {
             Some((s, d)) if s == scale => column.wrapping_add(d),
             _ => column,
@@ -96,8 +107,44 @@ impl Prev {
         digits
     }
 
-    fn forget(&mut self, alias: usize) {
-        self.0[alias] = None;
+    /// XOR of a 32-bit value with the alias's previous one; updates it.
+    fn xor32(&mut self, alias: usize, bits: u32) -> u32 {
+        let l = &mut self.0[alias];
+        let x = bits ^ l.f32_bits;
+        l.f32_bits = bits;
+        x
+    }
+
+    fn xor64(&mut self, alias: usize, bits: u64) -> u64 {
+        let l = &mut self.0[alias];
+        let x = bits ^ l.f64_bits;
+        l.f64_bits = bits;
+        x
+    }
+
+    /// The bits a 32-bit XOR column value stands for; updates the state.
+    fn unxor32(&mut self, alias: usize, x: u32) -> u32 {
+        let l = &mut self.0[alias];
+        l.f32_bits ^= x;
+        l.f32_bits
+    }
+
+    fn unxor64(&mut self, alias: usize, x: u64) -> u64 {
+        let l = &mut self.0[alias];
+        l.f64_bits ^= x;
+        l.f64_bits
+    }
+
+    fn same(&self, alias: usize, v: f64) -> bool {
+        self.0[alias].value == Some(v.to_bits())
+    }
+
+    fn set(&mut self, alias: usize, v: f64) {
+        self.0[alias].value = Some(v.to_bits());
+    }
+
+    fn last(&self, alias: usize) -> Option<f64> {
+        self.0[alias].value.map(f64::from_bits)
     }
 }
 
@@ -170,7 +217,7 @@ impl Encoder {
                 source: k.3.clone(),
             });
             self.aliases.insert(k, alias);
-            self.prev.0.push(None);
+            self.prev.0.push(Last::default());
         }
         let mut prev_seq = b.first_seq;
         for (i, r) in b.readings.iter().enumerate() {
@@ -183,22 +230,26 @@ impl Encoder {
             c.received_lag
                 .push(r.received_ts_ms.wrapping_sub(r.source_ts_ms));
             let quality = (r.quality as u32) & 3;
-            let enc = match classify(r.value) {
-                Value::Decimal { scale, digits } => {
-                    c.digits.push(self.prev.step(alias as usize, scale, digits));
-                    scale
-                }
-                Value::F32(f) => {
-                    c.f32_values.push(f);
-                    self.prev.forget(alias as usize);
-                    F32
-                }
-                Value::F64(f) => {
-                    c.f64_values.push(f);
-                    self.prev.forget(alias as usize);
-                    F64
+            let a = alias as usize;
+            let enc = if self.prev.same(a, r.value) {
+                REPEAT
+            } else {
+                match classify(r.value) {
+                    Value::Decimal { scale, digits } => {
+                        c.digits.push(self.prev.step(a, scale, digits));
+                        scale
+                    }
+                    Value::F32(f) => {
+                        c.f32_xor.push(self.prev.xor32(a, f.to_bits()));
+                        F32
+                    }
+                    Value::F64(f) => {
+                        c.f64_xor.push(self.prev.xor64(a, f.to_bits()));
+                        F64
+                    }
                 }
             };
+            self.prev.set(a, r.value);
             c.form.push(quality | (enc << 2));
             if !r.error.is_empty() {
                 c.errors.push(ReadingError {
@@ -276,7 +327,7 @@ impl Decoder {
             }
         }
         self.points.extend(c.points);
-        self.prev.0.resize(self.points.len(), None);
+        self.prev.0.resize(self.points.len(), Last::default());
         let mut errors: HashMap<u32, String> = HashMap::with_capacity(c.errors.len());
         for e in c.errors {
             if e.index as usize >= n || errors.insert(e.index, e.text).is_some() {
@@ -285,8 +336,8 @@ impl Decoder {
         }
         let (mut digits, mut f32s, mut f64s) = (
             c.digits.into_iter(),
-            c.f32_values.into_iter(),
-            c.f64_values.into_iter(),
+            c.f32_xor.into_iter(),
+            c.f64_xor.into_iter(),
         );
         let mut readings = Vec::with_capacity(n);
         let mut seq = c.first_seq;
@@ -313,19 +364,23 @@ impl Decoder {
                     (d as f64) / POW10[scale as usize]
                 }
                 F32 => {
-                    self.prev.forget(alias);
-                    f64::from(
-                        f32s.next()
-                            .ok_or_else(|| DecodeError("too few 32-bit values".into()))?,
-                    )
+                    let x = f32s
+                        .next()
+                        .ok_or_else(|| DecodeError("too few 32-bit values".into()))?;
+                    f64::from(f32::from_bits(self.prev.unxor32(alias, x)))
                 }
                 F64 => {
-                    self.prev.forget(alias);
-                    f64s.next()
-                        .ok_or_else(|| DecodeError("too few 64-bit values".into()))?
+                    let x = f64s
+                        .next()
+                        .ok_or_else(|| DecodeError("too few 64-bit values".into()))?;
+                    f64::from_bits(self.prev.unxor64(alias, x))
                 }
+                REPEAT => self.prev.last(alias).ok_or_else(|| {
+                    DecodeError(format!("alias {alias} repeats a value it never had"))
+                })?,
                 other => return err(format!("unknown value encoding {other}")),
             };
+            self.prev.set(alias, value);
             readings.push(Reading {
                 seq,
                 asset_id: p.asset_id.clone(),
@@ -483,6 +538,13 @@ mod tests {
                         reading(8, "volume", 12_000.5, 1_699_999_000_000),
                         reading(9, "height", -0.0, 1_700_000_002_000),
                         reading(10, "volume", 12_000.25, 1_700_000_003_000),
+                        // repeats: the same value again, in every encoding
+                        reading(11, "volume", 12_000.25, 1_700_000_003_000),
+                        reading(12, "temperature", std::f64::consts::E, 1_700_000_003_000),
+                        reading(13, "height", -0.0, 1_700_000_003_000),
+                        reading(14, "height", 0.0, 1_700_000_003_000),
+                        reading(15, "height", 0.1f32 as f64, 1_700_000_003_000),
+                        reading(16, "height", 0.2f32 as f64, 1_700_000_003_000),
                     ],
                 )
             },
@@ -561,8 +623,11 @@ mod tests {
         c.digits.clear();
         check(c, "too few digits");
         let mut c = good.clone();
+        c.form[0] = 10 << 2;
+        check(c, "unknown value encoding 10");
+        let mut c = good.clone();
         c.form[0] = 9 << 2;
-        check(c, "unknown value encoding 9");
+        check(c, "repeats a value it never had");
         let mut c = good.clone();
         c.span = 0;
         check(c, "past the batch's last");
@@ -595,5 +660,45 @@ mod tests {
         r.source = "x".repeat(MAX_TEXT + 1);
         assert!(enc.encode(&batch(1, vec![r])).is_none());
         assert_eq!(enc.points(), 0, "a refused batch defines nothing");
+    }
+}
+
+#[cfg(test)]
+mod wire {
+    use super::*;
+    use crate::v1::{AgentMessage, agent_message::Msg};
+    use prost::Message;
+
+    /// A message an agent sent (from a real demo-site log, also a fuzz
+    /// seed): agents in the field send this; it must keep decoding.
+    #[test]
+    fn a_recorded_agent_message_still_decodes_to_the_same_readings() {
+        let bytes = include_bytes!("../../fuzz/corpus/agent_message/compact-first-batch.bin");
+        let Some(Msg::Compact(c)) = AgentMessage::decode(&bytes[..]).unwrap().msg else {
+            panic!("not a compact batch");
+        };
+        let points = c.points.len();
+        let b = Decoder::new().decode(c, 7).unwrap();
+        assert_eq!(
+            (b.first_seq, b.last_seq, b.readings.len()),
+            (5442, 5487, 46)
+        );
+        assert!(points >= 20, "the demo site's points are defined: {points}");
+        let r = &b.readings[0];
+        assert_eq!(
+            (r.asset_id.as_str(), r.field.as_str()),
+            ("tank-1", "water_height")
+        );
+        assert!(
+            b.readings
+                .iter()
+                .all(|r| r.value.is_finite() && r.source_ts_ms > 1_700_000_000_000)
+        );
+        // and encodes back to the very same bytes
+        let again = Encoder::new().encode(&b).unwrap();
+        let msg = AgentMessage {
+            msg: Some(Msg::Compact(again)),
+        };
+        assert_eq!(msg.encode_to_vec(), bytes.to_vec());
     }
 }

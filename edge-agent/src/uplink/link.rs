@@ -43,6 +43,25 @@ pub struct LinkView {
     /// Seconds until the backlog is gone at the current rates (None: not
     /// draining, or nothing to drain).
     pub drain_eta_s: Option<f64>,
+    /// Append time of the oldest entry not yet acknowledged (set by the uplink).
+    pub oldest_ms: Option<i64>,
+}
+
+impl LinkView {
+    /// The report the headend gets.
+    pub fn report(&self, now_ms: i64) -> tankwatch_proto::v1::LinkReport {
+        tankwatch_proto::v1::LinkReport {
+            ts_ms: now_ms,
+            up_bytes_per_s: self.up_bytes_per_s,
+            down_bytes_per_s: self.down_bytes_per_s,
+            bytes_per_entry: self.bytes_per_entry,
+            live_per_s: self.live_per_s,
+            acked_per_s: self.acked_per_s,
+            backlog: self.backlog,
+            oldest_ms: self.oldest_ms.unwrap_or(0),
+            drain_eta_s: self.drain_eta_s,
+        }
+    }
 }
 
 /// The link's figures as Prometheus metrics (`tankwatch_agent_uplink_*`).
@@ -149,6 +168,7 @@ impl LinkMeter {
             acked_per_s: Some(drain),
             backlog,
             drain_eta_s: (backlog > 0 && drain > live).then(|| backlog as f64 / (drain - live)),
+            oldest_ms: None,
         }
     }
 }

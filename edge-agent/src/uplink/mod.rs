@@ -44,6 +44,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// While a backlog drains, a preview batch of the newest entries goes out this often.
 const PREVIEW_EVERY: Duration = Duration::from_secs(1);
+/// The link's figures go to the headend this often.
+const LINK_REPORT_EVERY: Duration = Duration::from_secs(30);
 /// Most control entries (alarms, events, command answers) in one batch of the control lane.
 const CONTROL_BATCH: usize = 256;
 
@@ -63,6 +65,10 @@ pub enum SessionError {
     /// Not a failure: the certificate was renewed; reconnect with it at once.
     #[error("certificate renewed ({0}); reconnecting with it")]
     Renewed(String),
+    /// Not a failure: the headend takes compressed messages and a backlog
+    /// waits; reconnect at once, compressing.
+    #[error("the headend takes compressed messages; reconnecting to send them compressed")]
+    Compress,
 }
 
 /// Shared uplink state, for status and tests.
@@ -80,6 +86,8 @@ pub struct UplinkStatus {
     pub clock_offset: Option<(i64, i64)>,
     /// Whether the session sends compact batches (the headend takes them).
     pub compact: bool,
+    /// Whether the session's messages are gzip-compressed.
+    pub gzip: bool,
     /// The link's measured figures.
     pub link: link::LinkView,
 }
@@ -210,6 +218,10 @@ pub struct Uplink {
     pub wire: Arc<WireBytes>,
     /// The link's figures, over sessions.
     pub meter: link::LinkMeter,
+    /// Whether the headend takes gzip-compressed messages (its last
+    /// HelloAck offered compact batches; ADR 0013). Until a session has
+    /// told, messages go uncompressed.
+    pub compress: bool,
 }
 
 async fn session(u: &mut Uplink) -> Result<(), SessionError> {
@@ -227,6 +239,7 @@ async fn session(u: &mut Uplink) -> Result<(), SessionError> {
         store,
         wire,
         meter,
+        compress,
     } = u;
     let cfg: &AgentConfig = cfg;
     if renewer.is_none() {
@@ -263,6 +276,9 @@ async fn session(u: &mut Uplink) -> Result<(), SessionError> {
     let setup = async {
         let channel = connect(cfg, wire).await?;
         let mut client = AgentLinkClient::new(channel).max_decoding_message_size(16 * 1024 * 1024);
+        if *compress {
+            client = client.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+        }
         let mut inbound = client
             .session(hello_stream.chain(ReceiverStream::new(rx)))
             .await?
@@ -301,6 +317,13 @@ async fn session(u: &mut Uplink) -> Result<(), SessionError> {
         status.send_modify(|s| s.clock_offset = clock.offset_ms());
     }
     log.ack(hello_ack.acked_through_seq)?;
+    // The first session after a start does not know whether the headend
+    // takes compressed messages; when its HelloAck says so, the agent
+    // reconnects at once, compressing (one more handshake, ~5 kB, per start;
+    // gzip saves more than that within minutes: ADR 0013).
+    if std::mem::replace(compress, hello_ack.compact) != hello_ack.compact && hello_ack.compact {
+        return Err(SessionError::Compress);
+    }
     status.send_modify(|s| {
         s.connected = true;
         s.sessions += 1;
@@ -329,7 +352,11 @@ async fn session(u: &mut Uplink) -> Result<(), SessionError> {
             .compact
             .then(tankwatch_proto::compact::Encoder::new),
     };
-    status.send_modify(|s| s.compact = hello_ack.compact);
+    let gzip = *compress;
+    status.send_modify(|s| {
+        s.compact = hello_ack.compact;
+        s.gzip = gzip;
+    });
     let mut next = log.stats().acked_through.max(hello_ack.acked_through_seq) + 1;
     // (last seq, entries, sent at) of each batch on the wire
     let mut in_flight: VecDeque<(u64, usize, tokio::time::Instant)> = VecDeque::new();
@@ -349,6 +376,8 @@ async fn session(u: &mut Uplink) -> Result<(), SessionError> {
     let mut health = crate::health::HealthReport::default();
     let mut health_tick = tokio::time::interval(Duration::from_secs(1));
     let session_start = tokio::time::Instant::now();
+    // the first report goes out with the first tick
+    let mut last_link_report = session_start - LINK_REPORT_EVERY;
     loop {
         let control = log.read_control_for_preview(control_through.max(next - 1), CONTROL_BATCH)?;
         if let Some(b) = batch::batch_of(log, control, true) {
@@ -461,8 +490,13 @@ async fn session(u: &mut Uplink) -> Result<(), SessionError> {
                     durable: log.durable_seq(),
                     acked: log.stats().acked_through,
                 });
-                let view = meter.view();
+                let mut view = meter.view();
+                view.oldest_ms = log.oldest()?.map(|(_, ts)| ts);
                 metrics.link.set(&view, wire.up(), wire.down());
+                if out.encoder.is_some() && last_link_report.elapsed() >= LINK_REPORT_EVERY {
+                    last_link_report = tokio::time::Instant::now();
+                    out.send(Out::Link(view.report(adapter_api::now_ms()))).await?;
+                }
                 status.send_modify(|s| s.link = view);
                 // a session that lasted 30 s has had the active setpoints resent
                 if state_lost
@@ -537,6 +571,7 @@ pub async fn run(mut u: Uplink) {
             status,
             metrics,
             stop,
+            compress,
             ..
         } = &mut u;
         status.send_modify(|s| s.connected = false);
@@ -549,7 +584,22 @@ pub async fn run(mut u: Uplink) {
                 backoff.reset();
                 continue;
             }
+            Err(e @ SessionError::Compress) => {
+                tracing::info!("{e}");
+                backoff.reset();
+                continue;
+            }
             Err(e) => {
+                if let SessionError::Status(s) = &e
+                    && s.code() == tonic::Code::Unimplemented
+                    && *compress
+                {
+                    // a headend that no longer takes compressed messages
+                    tracing::warn!(
+                        "the headend refused a compressed message; sending uncompressed"
+                    );
+                    *compress = false;
+                }
                 let e = explain(&e.to_string());
                 tracing::warn!(error = %e, "headend session ended");
                 status.send_modify(|s| s.last_error = e);

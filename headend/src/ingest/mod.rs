@@ -470,6 +470,10 @@ impl Ingest {
                     }
                 }
                 Some(In::Certificate(c)) => self.certificate_status(who, c).await,
+                Some(In::Link(r)) => {
+                    let info = sessions::LinkInfo::from_report(&r, s.time_shift_ms, now_ms());
+                    self.sessions.set_link(&who.site_id, s.id, info);
+                }
                 Some(In::CommandAck(_)) | Some(In::Event(_)) => {
                     tracing::debug!(site = %who.site_id, "event/command ack received (handled by later issues)");
                 }
@@ -643,10 +647,44 @@ pub fn fuzz_agent_message(data: &[u8]) {
             Some(In::Batch(mut b)) if validate_batch(&b, b.log_id).is_ok() => {
                 sanitize::batch(&mut b);
             }
+            Some(In::Compact(c)) => {
+                let mut d = tankwatch_proto::compact::Decoder::new();
+                if let Ok(mut b) = d.decode(c, 1) {
+                    // what decodes, encodes back to the very same batch
+                    let mut e = tankwatch_proto::compact::Encoder::new();
+                    if let Some(again) = e.encode(&b) {
+                        let back = tankwatch_proto::compact::Decoder::new().decode(again, 1);
+                        assert!(
+                            back.as_ref().is_ok_and(|x| same_batch(x, &b)),
+                            "compact round trip: {back:?} != {b:?}"
+                        );
+                    }
+                    if validate_batch(&b, 1).is_ok() {
+                        sanitize::batch(&mut b);
+                    }
+                }
+            }
             _ => {}
         }
     }
     let _ = v1::LogRecord::decode(data);
+}
+
+/// Equal, with values compared bit for bit (NaN included).
+fn same_batch(a: &v1::TelemetryBatch, b: &v1::TelemetryBatch) -> bool {
+    let strip = |x: &v1::TelemetryBatch| {
+        let mut x = x.clone();
+        for r in &mut x.readings {
+            r.value = 0.0;
+        }
+        x
+    };
+    strip(a) == strip(b)
+        && a.readings.len() == b.readings.len()
+        && a.readings
+            .iter()
+            .zip(&b.readings)
+            .all(|(x, y)| x.value.to_bits() == y.value.to_bits())
 }
 
 #[cfg(test)]

@@ -25,12 +25,53 @@ pub struct IngestError {
     pub error: String,
 }
 
+/// A site's link as its agent measures it (`LinkReport`): throughput,
+/// bytes on the wire per reading, its backlog and when it will be gone.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct LinkInfo {
+    /// When the agent measured it (the site's clock, corrected), Unix ms.
+    pub reported_ms: i64,
+    pub up_bytes_per_s: Option<f64>,
+    pub down_bytes_per_s: Option<f64>,
+    pub bytes_per_reading: Option<f64>,
+    pub live_per_s: Option<f64>,
+    pub acked_per_s: Option<f64>,
+    pub backlog: u64,
+    /// Age of the oldest entry not yet acknowledged, seconds.
+    pub backlog_age_s: Option<f64>,
+    pub drain_eta_s: Option<f64>,
+}
+
+impl LinkInfo {
+    /// From the agent's report; figures that are not finite and
+    /// non-negative are left out (a bad agent cannot put NaN in the API).
+    pub fn from_report(r: &tankwatch_proto::v1::LinkReport, shift_ms: i64, now_ms: i64) -> Self {
+        let ok = |v: Option<f64>| v.filter(|x| x.is_finite() && *x >= 0.0);
+        let reported_ms = r.ts_ms.saturating_add(shift_ms);
+        Self {
+            reported_ms,
+            up_bytes_per_s: ok(r.up_bytes_per_s),
+            down_bytes_per_s: ok(r.down_bytes_per_s),
+            bytes_per_reading: ok(r.bytes_per_entry),
+            live_per_s: ok(r.live_per_s),
+            acked_per_s: ok(r.acked_per_s),
+            backlog: r.backlog,
+            backlog_age_s: (r.oldest_ms > 0)
+                .then(|| (now_ms - r.oldest_ms.saturating_add(shift_ms)) as f64 / 1000.0)
+                .filter(|a| *a >= 0.0),
+            drain_eta_s: ok(r.drain_eta_s),
+        }
+    }
+}
+
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct SessionInfo {
     pub peer: String,
     pub since_ms: i64,
     pub agent_version: String,
     pub acked_through: u64,
+    /// The link as the agent last reported it (agents from issue 30 on).
+    pub link: Option<LinkInfo>,
     /// Which session of the site this is (a newer one replaces it).
     #[serde(skip)]
     id: u64,
@@ -70,6 +111,7 @@ impl Sessions {
                 since_ms: now_ms(),
                 agent_version,
                 acked_through,
+                link: None,
                 id,
                 replaced: Arc::new(tx),
             },
@@ -85,6 +127,12 @@ impl Sessions {
         let mut m = self.lock();
         if m.get(site).is_some_and(|s| s.id == id) {
             m.remove(site);
+        }
+    }
+
+    pub(super) fn set_link(&self, site: &str, id: u64, link: LinkInfo) {
+        if let Some(s) = self.lock().get_mut(site).filter(|s| s.id == id) {
+            s.link = Some(link);
         }
     }
 

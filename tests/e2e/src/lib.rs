@@ -543,6 +543,7 @@ pub async fn asset_field(
 /// Throwaway PostgreSQL databases on the machine's server
 /// (`PG_ADMIN_URL`, default `postgres://postgres@127.0.0.1:5432/test`).
 pub mod accuracy;
+pub mod slowlink;
 
 pub mod pg {
     use anyhow::{Context, Result};
@@ -963,8 +964,8 @@ pub fn with_controllers(
 /// A gap row: (gap record seq, first_seq, last_seq, count, class, reason).
 pub type GapRow = (i64, i64, i64, i64, String, String);
 
-/// Every seq the agent's log ever used is a stored reading, a stored gap
-/// record, or counted by exactly one gap record; the counts equal what the
+/// Every seq the agent's log ever used is a stored reading, command
+/// answer or delivery event, a stored gap record, or counted by exactly one gap record; the counts equal what the
 /// agent says it dropped. Returns the site's gap rows.
 pub async fn assert_every_seq_accounted_for(
     db: &headend::db::Db,
@@ -972,7 +973,18 @@ pub async fn assert_every_seq_accounted_for(
     st: &sflog::Stats,
 ) -> Result<Vec<GapRow>> {
     use std::collections::BTreeSet;
-    let readings: BTreeSet<i64> = stored_seqs(db, site).await?.into_iter().collect();
+    let mut readings: BTreeSet<i64> = stored_seqs(db, site).await?.into_iter().collect();
+    // command answers and delivery events are log entries too, stored in their own tables
+    for sql in [
+        "SELECT log_seq FROM command_events WHERE site_id = $1 AND log_seq > 0",
+        "SELECT seq FROM delivery_events WHERE site_id = $1",
+    ] {
+        let seqs: Vec<i64> = sqlx::query_scalar(sql)
+            .bind(site)
+            .fetch_all(db.pool())
+            .await?;
+        readings.extend(seqs);
+    }
     let gaps: Vec<GapRow> = sqlx::query_as(
         "SELECT seq, first_seq, last_seq, count, class, reason FROM gaps WHERE site_id = $1 AND device = '' ORDER BY seq",
     )

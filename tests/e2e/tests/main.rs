@@ -44,6 +44,7 @@ mod rest_edge;
 mod restart_state;
 mod session_takeover;
 mod slice;
+mod slow_link;
 mod store_conformance;
 mod systemd_unit;
 mod times_and_units;

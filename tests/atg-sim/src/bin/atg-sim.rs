@@ -22,6 +22,11 @@ struct Cli {
     /// Simulated seconds per real second.
     #[arg(long, default_value_t = 60.0)]
     speed: f64,
+    /// The simulation's step, real milliseconds (with `--speed`, a poller
+    /// N times as fast as 1 s sees what 1-s polls would at `--speed N`
+    /// and `--tick-ms` 200 / N).
+    #[arg(long, default_value_t = 200)]
+    tick_ms: u64,
     /// Print the tanks as JSON every N seconds (0 = never).
     #[arg(long, default_value_t = 0)]
     print_every: u64,
@@ -68,6 +73,7 @@ async fn main() -> Result<()> {
         SimConfig {
             tanks: cli.tanks,
             speed: cli.speed,
+            tick_ms: cli.tick_ms.clamp(1, 60_000),
             ..SimConfig::default()
         },
     )
