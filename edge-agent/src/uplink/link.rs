@@ -43,8 +43,10 @@ pub struct LinkView {
     /// Seconds until the backlog is gone at the current rates (None: not
     /// draining, or nothing to drain).
     pub drain_eta_s: Option<f64>,
-    /// Append time of the oldest entry not yet acknowledged (set by the uplink).
+    /// Append time of the oldest entry not yet acknowledged, and its age
+    /// in seconds (set by the uplink).
     pub oldest_ms: Option<i64>,
+    pub backlog_age_s: Option<f64>,
 }
 
 impl LinkView {
@@ -169,6 +171,7 @@ impl LinkMeter {
             backlog,
             drain_eta_s: (backlog > 0 && drain > live).then(|| backlog as f64 / (drain - live)),
             oldest_ms: None,
+            backlog_age_s: None,
         }
     }
 }

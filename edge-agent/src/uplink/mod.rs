@@ -492,6 +492,9 @@ async fn session(u: &mut Uplink) -> Result<(), SessionError> {
                 });
                 let mut view = meter.view();
                 view.oldest_ms = log.oldest()?.map(|(_, ts)| ts);
+                view.backlog_age_s = view
+                    .oldest_ms
+                    .map(|t| (adapter_api::now_ms() - t).max(0) as f64 / 1000.0);
                 metrics.link.set(&view, wire.up(), wire.down());
                 if out.encoder.is_some() && last_link_report.elapsed() >= LINK_REPORT_EVERY {
                     last_link_report = tokio::time::Instant::now();

@@ -72,7 +72,7 @@ pub fn agent_yaml(
 ) -> String {
     let f = pki.agent_files(site);
     format!(
-        "site_id: {site}\nheadend:\n  address: \"{headend}\"\n  server_name: localhost\ntls:\n  cert: {}\n  key: {}\n  ca: {}\nlog:\n  dir: {}\n  flush_interval_ms: 50\nuplink:\n  backoff_initial_ms: 100\n  backoff_max_ms: 1000\nstatus:\n  listen: \"127.0.0.1:0\"\n{}",
+        "site_id: {site}\nheadend:\n  address: \"{headend}\"\n  server_name: localhost\ntls:\n  cert: {}\n  key: {}\n  ca: {}\nlog:\n  dir: {}\n  flush_interval_ms: 50\nuplink:\n  backoff_initial_ms: 100\n  backoff_max_ms: 1000\n  linger_ms: 0\nstatus:\n  listen: \"127.0.0.1:0\"\n{}",
         f.cert.display(),
         f.key.display(),
         f.ca.display(),
@@ -93,7 +93,7 @@ pub fn agent_head(
 ) -> String {
     let f = pki.agent_files(site);
     format!(
-        "site_id: {site}\nheadend: {{ address: \"{headend}\", server_name: localhost }}\ntls: {{ cert: {}, key: {}, ca: {} }}\nlog: {{ dir: {}, flush_interval_ms: 50 }}\nuplink: {{ backoff_initial_ms: 100, backoff_max_ms: 1000 }}\nstatus: {{ listen: \"{status}\" }}\n",
+        "site_id: {site}\nheadend: {{ address: \"{headend}\", server_name: localhost }}\ntls: {{ cert: {}, key: {}, ca: {} }}\nlog: {{ dir: {}, flush_interval_ms: 50 }}\nuplink: {{ backoff_initial_ms: 100, backoff_max_ms: 1000, linger_ms: 0 }}\nstatus: {{ listen: \"{status}\" }}\n",
         f.cert.display(),
         f.key.display(),
         f.ca.display(),

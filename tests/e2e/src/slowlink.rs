@@ -15,32 +15,26 @@ use serde_json::{Value, json};
 
 use crate::{TestPki, bin, eventually, get_json, post_json};
 
-fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
+fn run(program: &str, args: &[&str]) -> Result<()> {
+    let out = Command::new(program)
         .args(args)
         .output()
-        .context("running ip")?;
+        .with_context(|| format!("running {program}"))?;
     ensure!(
         out.status.success(),
-        "ip {}: {}",
+        "{program} {}: {}",
         args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(())
 }
 
+fn ip(args: &[&str]) -> Result<()> {
+    run("ip", args)
+}
+
 fn tc(args: &[&str]) -> Result<()> {
-    let out = Command::new("tc")
-        .args(args)
-        .output()
-        .context("running tc")?;
-    ensure!(
-        out.status.success(),
-        "tc {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
+    run("tc", args)
 }
 
 /// A network namespace joined to this one by a veth pair: `host_ip` here,

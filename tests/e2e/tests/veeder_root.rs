@@ -268,7 +268,21 @@ async fn delivery_case(db_url: Option<&str>, settle_ms: u64) -> Result<()> {
     )
     .await?;
     // the console records 5000 L; the tank shows 4800 L more (sales during
-    // the drop): the detector sees 4800, the gauge's record says 5000
+    // the drop): the detector sees 4800, the gauge's record says 5000.
+    // Recorded just after a delivery poll, so that the next one comes ~5 s
+    // later, whatever the phase of the polls (the order is the point).
+    let polls = || -> u64 {
+        sim.veeder_root_commands()
+            .iter()
+            .filter(|(c, _)| c.get(1..4) == Some("202"))
+            .map(|(_, n)| n)
+            .sum()
+    };
+    let before = polls();
+    eventually("a delivery poll", T, || async {
+        Ok((polls() > before).then_some(()))
+    })
+    .await?;
     let rec = sim.record_delivery(0, 5000.0).context("record")?;
     sim.set_volume(0, rec.start_volume + 4800.0);
     let deliveries = eventually("both sources reported", T, || async {
