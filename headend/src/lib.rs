@@ -91,6 +91,10 @@ pub struct Config {
     pub http_hosts: Vec<String>,
     /// Agent connections at once per certificate identity (site).
     pub max_conns_per_site: usize,
+    /// Offer agents compact batches and gzip (issue 30, ADR 0013); off:
+    /// every agent sends v1 batches, uncompressed (a switch to fall back
+    /// to the v1 encoding without touching the sites).
+    pub compact_batches: bool,
     /// Agent connections at once in all (kept below the fd limit).
     pub max_conns: usize,
     /// TLS handshake deadline of an agent connection.
@@ -135,6 +139,7 @@ impl Config {
             db_max_connections: 16,
             http_hosts: Vec::new(),
             max_conns_per_site: ingest::tls::DEFAULT_CONNS_PER_SITE,
+            compact_batches: true,
             max_conns: ingest::tls::DEFAULT_MAX_CONNS,
             handshake_timeout: ingest::tls::HANDSHAKE_TIMEOUT,
             session_deadline: ingest::tls::SESSION_DEADLINE,
@@ -412,15 +417,18 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         )
     });
 
-    let svc = AgentLinkServer::new(ingest::Ingest::new(
-        db.clone(),
-        sessions.clone(),
-        cfg.max_concurrent_writes,
-        shutdown.subscribe(),
-        metrics.clone(),
-        dispatcher.clone(),
-        issuing.clone(),
-    ))
+    let svc = AgentLinkServer::new(
+        ingest::Ingest::new(
+            db.clone(),
+            sessions.clone(),
+            cfg.max_concurrent_writes,
+            shutdown.subscribe(),
+            metrics.clone(),
+            dispatcher.clone(),
+            issuing.clone(),
+        )
+        .offer_compact(cfg.compact_batches),
+    )
     // the limit holds after decompression too (tonic stops inflating at it)
     .max_decoding_message_size(ingest::MAX_MESSAGE_BYTES)
     // agents from issue 30 on compress their messages (ADR 0013); acks stay plain

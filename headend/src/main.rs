@@ -137,6 +137,10 @@ struct Serve {
     /// Agent connections at once in all (also bounded by the open-files limit).
     #[arg(long, default_value_t = headend::ingest::tls::DEFAULT_MAX_CONNS)]
     max_conns: usize,
+    /// Do not offer agents compact, gzip-compressed batches: they send v1
+    /// batches, uncompressed (a fallback; ADR 0013).
+    #[arg(long, env = "HEADEND_NO_COMPACT_BATCHES")]
+    no_compact_batches: bool,
     /// How long raw readings are kept (humantime: 90d, 2y).
     #[arg(long, env = "HEADEND_RAW_RETENTION", default_value = "90d", value_parser = retention)]
     raw_retention: std::time::Duration,
@@ -381,6 +385,7 @@ async fn main() -> Result<std::process::ExitCode> {
     cfg.http_hosts = cli.http_hosts;
     cfg.max_conns_per_site = cli.max_conns_per_site;
     cfg.max_conns = cli.max_conns;
+    cfg.compact_batches = !cli.no_compact_batches;
     cfg.logins_per_minute = cli.logins_per_minute;
     cfg.inventory_every = cli.inventory_every;
     cfg.escalation_margin_h = cli.escalation_margin_h;

@@ -75,6 +75,8 @@ pub struct Ingest {
     group: Option<mpsc::Sender<GroupJob>>,
     /// Signs renewals.
     issuing: crate::services::enrollment::SharedIssuing,
+    /// Whether HelloAcks offer compact batches and gzip.
+    compact: bool,
 }
 
 /// Shortest time between two renewals on one session.
@@ -101,7 +103,14 @@ impl Ingest {
             metrics,
             dispatcher,
             issuing,
+            compact: true,
         }
+    }
+
+    /// Whether agents are offered compact batches and gzip (default on).
+    pub fn offer_compact(mut self, on: bool) -> Self {
+        self.compact = on;
+        self
     }
 }
 
@@ -236,7 +245,7 @@ impl v1::agent_link_server::AgentLink for Ingest {
                 acked_through_seq: acked,
                 max_batch_readings: MAX_BATCH_READINGS,
                 headend_time_ms: now_ms(),
-                compact: true,
+                compact: self.compact,
             })))
             .await;
         let this = self.clone();

@@ -210,3 +210,54 @@ async fn an_agent_of_the_previous_protocol_streams_v1_batches_to_this_headend() 
     ensure!(stored_seqs(&he.db, "site-old").await? == vec![1]);
     Ok(())
 }
+
+/// The headend's switch (`--no-compact-batches`): off, an agent of this
+/// version sends v1 batches, uncompressed, as to a headend before issue
+/// 30; on (the default), compact and gzip, after one reconnect to turn
+/// gzip on that does not count as a session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_sends_compact_gzip_batches_only_to_a_headend_that_offers_them() -> Result<()> {
+    for offer in [false, true] {
+        let site = "site-offer";
+        let pki = TestPki::new(&[site])?;
+        let work = tempfile::tempdir()?;
+        let mut cfg = headend_config(&pki, &sqlite_url(work.path()), 0);
+        cfg.compact_batches = offer;
+        let he = start_headend(cfg).await?;
+        let sim = fast_sim().await?;
+        let yaml = agent_yaml(
+            &pki,
+            site,
+            he.grpc_addr,
+            &work.path().join("log"),
+            &sim,
+            100,
+        );
+        let agent = edge_agent::start(agent_config(work.path(), &yaml)?)?;
+        eventually("readings stored", Duration::from_secs(30), || async {
+            Ok((stored_seqs(&he.db, site).await?.len() > 100).then_some(()))
+        })
+        .await?;
+        let up = agent.uplink.borrow().clone();
+        ensure!(
+            (up.compact, up.gzip, up.sessions) == (offer, offer, 1),
+            "offered {offer}: compact {}, gzip {}, {} sessions",
+            up.compact,
+            up.gzip,
+            up.sessions
+        );
+        let page = get_text(he.http_addr, "/metrics").await?;
+        let compact = metric(&page, "tankwatch_headend_compact_batches_total").unwrap_or(-1.0);
+        ensure!(
+            (compact > 0.0) == offer,
+            "offered {offer}: {compact} compact batches"
+        );
+        let seqs = stored_seqs(&he.db, site).await?;
+        let mut uniq = seqs.clone();
+        uniq.dedup();
+        ensure!(uniq.len() == seqs.len(), "a reading stored twice");
+        agent.stop().await?;
+        he.stop().await;
+    }
+    Ok(())
+}
