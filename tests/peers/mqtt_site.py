@@ -36,6 +36,15 @@ DOUBLE, FLOAT, UINT64, BOOLEAN = 10, 9, 8, 11
 
 state = {"seq": 0, "bd": 0, "volume": 1000.0, "setpoint": 10.0}
 lock = threading.Lock()
+# stdout is written by two threads (paho's loop: REBIRTH; the main one: OK):
+# one line at a time, whole, or "OK" and "REBIRTH" run together
+out_lock = threading.Lock()
+
+
+def say(line):
+    with out_lock:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 def now_ms():
@@ -100,7 +109,7 @@ def on_message(c, _userdata, msg):
         for m in p.metrics:
             if m.name == "Node Control/Rebirth" and m.boolean_value:
                 births(c)
-                print("REBIRTH", flush=True)
+                say("REBIRTH")
     elif msg.topic == topic("DCMD", DEVICE):
         for m in p.metrics:
             if m.name == "Setpoint":
@@ -119,7 +128,7 @@ def main():
     c.subscribe([(f"{prefix}/ctl/setpoint/set", 1), (topic("NCMD"), 0), (topic("DCMD", DEVICE), 0)])
     c.loop_start()
     time.sleep(0.3)
-    print("READY", flush=True)
+    say("READY")
     for line in sys.stdin:
         cmd = line.split()
         if not cmd:
@@ -149,7 +158,7 @@ def main():
                 c.publish(topic("DDATA", DEVICE), b"\xff\x01garbage", qos=0)
         elif cmd[0] == "quit":
             break
-        print("OK", flush=True)
+        say("OK")
     c.loop_stop()
     c.disconnect()
 
