@@ -55,6 +55,19 @@ async fn step<T>(
     }
 }
 
+/// Answers a write by its read-back: applied when the device holds what
+/// was written, else the mismatch with the value read.
+fn read_back(req: WriteRequest, same: bool, read: f64) {
+    let _ = req.reply.send(if same {
+        WriteOutcome::Applied { readback: read }
+    } else {
+        WriteOutcome::ReadbackMismatch {
+            wrote: req.value,
+            read,
+        }
+    });
+}
+
 impl Poller {
     /// A coil write (function 5) with a read-back (function 1): the value
     /// must be 0 or 1.
@@ -86,14 +99,7 @@ impl Poller {
             Err(f) => return f.answer(req.reply),
         };
         let read = conv.to_canonical(f64::from(u8::from(back == Some(true))));
-        let _ = req.reply.send(if back == Some(on) {
-            WriteOutcome::Applied { readback: read }
-        } else {
-            WriteOutcome::ReadbackMismatch {
-                wrote: req.value,
-                read,
-            }
-        });
+        read_back(req, back == Some(on), read);
         Ok(())
     }
 
@@ -186,14 +192,7 @@ impl Poller {
             Some(bit) => (back.first().copied().unwrap_or(0) >> bit) & 1 == (words[0] >> bit) & 1,
             None => back == words,
         };
-        let _ = req.reply.send(if same {
-            WriteOutcome::Applied { readback: read }
-        } else {
-            WriteOutcome::ReadbackMismatch {
-                wrote: req.value,
-                read,
-            }
-        });
+        read_back(req, same, read);
         Ok(())
     }
 }

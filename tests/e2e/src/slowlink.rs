@@ -6,7 +6,7 @@
 //! Used by the `slow_link` tests and the `link_bench` program.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -291,10 +291,6 @@ impl Site {
 
     pub fn stop_agent(&mut self) {
         self.agent = None;
-    }
-
-    pub fn agent_log(&self) -> PathBuf {
-        self.work.path().join("agent.log")
     }
 
     /// The agent's `/status`, read inside the namespace (it does not cross the link).
