@@ -1,4 +1,5 @@
 //! `headend`: the cloud side. See `headend --help`.
+#![deny(clippy::too_many_lines)]
 use std::net::SocketAddr;
 use std::path::PathBuf;
 

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test program
 //! The Modbus adapter against the ATG simulator over real loopback TCP.
 use std::time::Duration;
 

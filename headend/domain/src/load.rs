@@ -111,12 +111,12 @@ mod tests {
 
     #[test]
     fn load_statuses_sources_and_event_kinds_round_trip_and_refuse_unknown_ones() {
-        crate::domain::round_trips(LoadStatus::ALL);
-        crate::domain::round_trips(EtaSource::ALL);
-        crate::domain::round_trips(LoadEventKind::ALL);
-        crate::domain::round_trips(DeliverySource::ALL);
+        crate::round_trips(LoadStatus::ALL);
+        crate::round_trips(EtaSource::ALL);
+        crate::round_trips(LoadEventKind::ALL);
+        crate::round_trips(DeliverySource::ALL);
         assert!("Manual".parse::<EtaSource>().is_err());
-        crate::domain::round_trips(Timing::ALL);
+        crate::round_trips(Timing::ALL);
     }
 
     #[test]

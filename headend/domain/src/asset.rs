@@ -79,7 +79,7 @@ mod tests {
 
     #[test]
     fn asset_kinds_round_trip_and_an_unset_kind_is_refused() {
-        crate::domain::round_trips(AssetKind::ALL);
+        crate::round_trips(AssetKind::ALL);
         assert_eq!(
             AssetKind::from_proto(v1::AssetKind::Sensor as i32),
             Ok(AssetKind::Sensor)

@@ -110,9 +110,9 @@ mod tests {
 
     #[test]
     fn states_kinds_and_reasons_round_trip_their_text_and_refuse_unknown_ones() {
-        crate::domain::round_trips(CommandState::ALL);
-        crate::domain::round_trips(CommandKind::ALL);
-        crate::domain::round_trips(Reason::ALL);
+        crate::round_trips(CommandState::ALL);
+        crate::round_trips(CommandKind::ALL);
+        crate::round_trips(Reason::ALL);
     }
 
     #[test]

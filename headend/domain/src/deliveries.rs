@@ -79,6 +79,6 @@ mod tests {
         // one fast step that is most of a small rise but slower than 2,500 L/min
         let slow = [(0, 5_000.0), (M, 6_000.0)];
         assert_eq!(verdict(&slow, 1_000.0), Verdict::Confirmed);
-        crate::domain::round_trips(Verdict::ALL);
+        crate::round_trips(Verdict::ALL);
     }
 }

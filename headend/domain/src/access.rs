@@ -248,8 +248,8 @@ mod tests {
 
     #[test]
     fn roles_and_permissions_round_trip_their_text() {
-        crate::domain::round_trips(Role::ALL);
-        crate::domain::round_trips(Permission::ALL);
+        crate::round_trips(Role::ALL);
+        crate::round_trips(Permission::ALL);
     }
 
     /// The table in docs/operator-access.md, cell by cell.

@@ -109,9 +109,9 @@ mod tests {
 
     #[test]
     fn causes_states_and_event_kinds_round_trip() {
-        crate::domain::round_trips(Cause::ALL);
-        crate::domain::round_trips(EscState::ALL);
-        crate::domain::round_trips(EscEventKind::ALL);
+        crate::round_trips(Cause::ALL);
+        crate::round_trips(EscState::ALL);
+        crate::round_trips(EscEventKind::ALL);
     }
 
     #[test]

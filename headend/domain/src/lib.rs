@@ -2,6 +2,8 @@
 //! SQL form, and an unknown value is an error, never a default. The pure
 //! rules ([`lifecycle`], [`split`]) take the clock and the facts as input.
 
+#![deny(clippy::too_many_lines)]
+
 pub mod access;
 pub mod actor;
 pub mod assess;
@@ -70,11 +72,11 @@ macro_rules! text_enum {
         }
 
         impl std::str::FromStr for $name {
-            type Err = $crate::domain::Unknown;
+            type Err = $crate::Unknown;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
                 match s {
                     $($t => Ok($name::$v),)+
-                    other => Err($crate::domain::Unknown { what: $what, value: other.into() }),
+                    other => Err($crate::Unknown { what: $what, value: other.into() }),
                 }
             }
         }
@@ -85,7 +87,7 @@ macro_rules! text_enum {
             }
         }
 
-        $crate::domain::sql_text!($name);
+        $crate::sql_text!($name);
     };
 }
 pub(crate) use text_enum;
