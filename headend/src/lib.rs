@@ -7,7 +7,7 @@
 #![deny(clippy::too_many_lines)]
 
 pub mod api;
-pub mod db;
+pub mod error;
 /// The typed model and pure rules: their own crate (`headend/domain`), so
 /// nothing in them can reach a pool, a socket or a service.
 pub use headend_domain as domain;
@@ -17,6 +17,11 @@ pub mod listen;
 pub mod metrics;
 pub mod services;
 pub mod store;
+#[cfg(test)]
+mod tidy;
+pub mod wallclock;
+
+pub use error::Error;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,38 +29,6 @@ use std::path::PathBuf;
 use tankwatch_proto::v1::agent_link_server::AgentLinkServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
-
-/// Errors of the headend library.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("configuration: {0}")]
-    Config(String),
-    /// A statement through sqlx failed (its source is kept).
-    #[error("database: {0}")]
-    Sql(#[from] sqlx::Error),
-    /// The native SQLite store failed (its source is kept).
-    #[error("database (sqlite): {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    /// A stored value this build does not know.
-    #[error("database: a stored {0}")]
-    Stored(#[from] domain::Unknown),
-    /// Anything else about the database (a writer that stopped, a row
-    /// that vanished).
-    #[error("database: {0}")]
-    Db(String),
-    #[error(transparent)]
-    Pki(#[from] tankwatch_pki::Error),
-    #[error(transparent)]
-    Tls(#[from] tankwatch_tls::Error),
-    #[error("{what} {addr}: {source}")]
-    Bind {
-        what: &'static str,
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("gRPC server: {0}")]
-    Grpc(String),
-}
 
 /// The issuing (intermediate) CA's files.
 #[derive(Debug, Clone)]
@@ -162,7 +135,7 @@ pub struct Running {
     pub http_addr: SocketAddr,
     pub enroll_addr: Option<SocketAddr>,
     pub issuing: services::enrollment::SharedIssuing,
-    pub db: db::Db,
+    pub db: store::Db,
     shutdown: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     fatal: tokio::sync::watch::Receiver<Option<String>>,
@@ -301,7 +274,8 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         )));
     }
     let https_cfg = cfg.http_tls.as_ref().map(listen::rest::load).transpose()?;
-    let db = db::Db::connect_with(&cfg.database_url, cfg.db_max_connections, cfg.retention).await?;
+    let db =
+        store::Db::connect_with(&cfg.database_url, cfg.db_max_connections, cfg.retention).await?;
     // the revocation list is in force before the first handshake
     let revocations = tankwatch_tls::Revocations::new(db.certs().revocations().await?);
     let tls = tankwatch_tls::reload::Reloading::new(tankwatch_tls::server_config(
@@ -364,10 +338,10 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         })?;
     let grpc_addr = grpc.local_addr().map_err(|e| Error::Grpc(e.to_string()))?;
     let http_addr = http.local_addr().map_err(|e| Error::Grpc(e.to_string()))?;
-    let sessions = ingest::Sessions::default();
+    let sessions = services::Sessions::default();
     let metrics = metrics::Metrics::default();
     let (shutdown, _) = tokio::sync::watch::channel(false);
-    let dispatcher = ingest::dispatch::Dispatcher::default();
+    let dispatcher = services::Dispatcher::default();
     let (fatal, fatal_rx) = tokio::sync::watch::channel(None);
     // this replica among replicas: a restart in place takes its leases back
     let replica = jobs::lease::replica_id(grpc_addr);

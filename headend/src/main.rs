@@ -231,7 +231,7 @@ fn read_password(file: Option<&PathBuf>) -> Result<String> {
 
 async fn user_cmd(cmd: UserCmd, url: &str) -> Result<()> {
     use headend::services::admin;
-    let db = headend::db::Db::connect(url, 2).await?;
+    let db = headend::store::Db::connect(url, 2).await?;
     let guard = headend::services::access::Guard::default();
     let refusal = |e: headend::services::ServiceError| anyhow::anyhow!("{e}");
     // the command line runs as root on the headend's host: it grants anything
@@ -325,7 +325,7 @@ async fn user_cmd(cmd: UserCmd, url: &str) -> Result<()> {
 }
 
 async fn audit_cmd(cmd: AuditCmd, url: &str) -> Result<std::process::ExitCode> {
-    let db = headend::db::Db::connect(url, 2).await?;
+    let db = headend::store::Db::connect(url, 2).await?;
     match cmd {
         AuditCmd::Verify => match db.audit().verify(1000).await? {
             Ok(n) => {

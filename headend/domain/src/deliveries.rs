@@ -16,6 +16,15 @@ pub const STEP_SHARE: f64 = 0.7;
 pub const JUDGED_STEP_MS: i64 = 2 * 60_000;
 
 text_enum!(
+    /// Where a delivery an agent reported stands: a rise under way, or
+    /// one that ended (its litres known).
+    DeliveryPhase, "delivery phase" {
+        Started => "started",
+        Ended => "ended",
+    }
+);
+
+text_enum!(
     /// What the headend makes of a detected delivery.
     Verdict, "delivery verdict" {
         Confirmed => "confirmed",

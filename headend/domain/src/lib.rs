@@ -21,6 +21,7 @@ pub mod load;
 pub mod quality;
 pub mod secret;
 pub mod split;
+pub mod text;
 pub mod throttle;
 pub mod time;
 

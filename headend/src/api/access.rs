@@ -22,11 +22,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use super::{ApiError, ApiState};
-use crate::db::now_ms;
 use crate::domain::throttle::{DEFAULT_CAP, RateLimit};
 use crate::domain::{AuditOutcome, Role};
 use crate::services::access::{self, AuthError, Principal};
 use crate::store::audit::NewEntry;
+use crate::wallclock::now_ms;
 
 pub use super::rules::{Need, RULES, Rule, rule_for};
 use crate::domain::Permission as P;
@@ -324,7 +324,7 @@ async fn deny(g: &Gate, mut entry: NewEntry, e: ApiError) -> Response {
 /// Appends; a failure is logged and counted (the request's own result
 /// stands: it is already done).
 async fn append(g: &Gate, e: &NewEntry) {
-    if let Err(err) = g.api.db.audit().append(e).await {
+    if let Err(err) = crate::services::audit::record(&g.api.db, e).await {
         g.api.metrics.audit_failed.inc();
         tracing::error!(error = %err, action = %e.action, actor = %e.actor, status = e.status,
             "appending an audit entry failed");

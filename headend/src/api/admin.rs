@@ -149,8 +149,7 @@ async fn unlock(
     Caller(c): Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let u = svc::get_user(&s.db, &c.grant(), &id).await?;
-    let n = s.db.login_locks().unlock(&u.user_id).await?;
+    let (u, n) = svc::unlock(&s.db, &c.grant(), &id).await?;
     tracing::info!(user = %id, networks = n, "login locks lifted");
     let v = json!({ "user": u.user_id, "locks_lifted": n });
     Ok(noted(

@@ -25,11 +25,11 @@ use serde_json::{Value, json};
 use super::access::{AuditNote, Caller, noted};
 use super::page::{self, PageParams};
 use super::{ApiError, ApiState, parse_body, ts};
-use crate::db::now_ms;
 use crate::domain::{Grant, Permission};
 use crate::services::access::{self as svc, AuthError, PrincipalKind, Refreshed};
 use crate::services::admin as admin_svc;
 use crate::store::users::{SessionRow, SessionsOf};
+use crate::wallclock::now_ms;
 
 /// Users a scoped admin's session list looks through at most.
 const MAX_SCOPED_USERS: i64 = 10_000;
@@ -153,9 +153,7 @@ async fn logout(State(s): State<ApiState>, Caller(p): Caller) -> Result<Response
             "an API key has no session to end; an admin revokes the key",
         ));
     };
-    s.db.users()
-        .revoke_session(session_id, now_ms(), "logout")
-        .await?;
+    svc::revoke_session(&s.db, session_id, now_ms(), "logout").await?;
     Ok(noted(
         StatusCode::NO_CONTENT.into_response(),
         AuditNote {
@@ -268,12 +266,7 @@ async fn revoke(
     let Some(row) = row.filter(|_| mine || managed) else {
         return Err(ApiError::not_found(format!("no session {id:?}")));
     };
-    if !s
-        .db
-        .users()
-        .revoke_session(&id, now_ms(), "revoked")
-        .await?
-    {
+    if !svc::revoke_session(&s.db, &id, now_ms(), "revoked").await? {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "conflict",

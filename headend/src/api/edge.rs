@@ -273,7 +273,7 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
 /// is bounded by the body limit instead: its rows are checked one by one.
 pub fn check_json(v: &Value) -> Option<(String, &'static str)> {
     fn bad(s: &str) -> Option<&'static str> {
-        if s.chars().any(crate::ingest::sanitize::is_forbidden) {
+        if s.chars().any(crate::domain::text::is_forbidden) {
             Some("contains a control character")
         } else if s.chars().count() > MAX_STRING_CHARS {
             Some("is longer than 1000 characters")
@@ -285,9 +285,7 @@ pub fn check_json(v: &Value) -> Option<(String, &'static str)> {
         match v {
             Value::String(s) if path == "csv" => s
                 .chars()
-                .any(|c| {
-                    crate::ingest::sanitize::is_forbidden(c) && !matches!(c, '\n' | '\r' | '\t')
-                })
+                .any(|c| crate::domain::text::is_forbidden(c) && !matches!(c, '\n' | '\r' | '\t'))
                 .then(|| (path.to_string(), "contains a control character")),
             Value::String(s) => bad(s).map(|p| (path.to_string(), p)),
             Value::Array(a) => a

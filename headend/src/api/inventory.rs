@@ -25,11 +25,11 @@ use serde_json::{Value, json};
 use super::access::{AuditNote, Caller, noted};
 use super::page::{self, PageParams};
 use super::{ApiError, ApiState, Query, parse_body, ts};
-use crate::db::now_ms;
 use crate::domain::forecast::Risk;
 use crate::domain::inventory::FreshnessKind;
 use crate::services::inventory::{self as svc, ObservationsRequest, SiteRequest, TankRequest};
 use crate::store::inventory::{SiteSettings, StateRow, TankFilter, TankRow};
+use crate::wallclock::now_ms;
 
 pub fn routes() -> Router<ApiState> {
     Router::new()

@@ -37,13 +37,13 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::db::Db;
 use crate::domain::Actor;
-use crate::ingest::Sessions;
-use crate::ingest::dispatch::Dispatcher;
 use crate::metrics::Metrics;
+use crate::services::Dispatcher;
+use crate::services::Sessions;
 use crate::services::access::{Guard, Principal};
 use crate::services::{Context, Refused, ServiceError};
+use crate::store::Db;
 use access::AuditNote;
 pub use access::Caller;
 
@@ -333,7 +333,7 @@ pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
 pub fn fuzz_bodies(body: &[u8]) {
     use crate::services::{commands as c, loads as l};
     let b = Bytes::copy_from_slice(body);
-    let now = crate::db::now_ms();
+    let now = crate::wallclock::now_ms();
     if let Ok(r) = parse_body::<c::CommandRequest>(&b) {
         let _ = c::expiry(
             now,

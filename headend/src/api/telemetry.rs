@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 
 use super::page::{self, PageParams};
 use super::{ApiError, ApiState, Caller, query_time, ts};
-use crate::db::{Db, ReadingQuery, RollupQuery};
+use crate::store::{Db, ReadingQuery, RollupQuery};
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
@@ -366,7 +366,7 @@ async fn deliveries(
     let items = rows
         .into_iter()
         .map(|d| {
-            let ended = d.phase == "ended";
+            let ended = d.phase == crate::domain::deliveries::DeliveryPhase::Ended;
             json!({
                 "phase": d.phase,
                 "source": d.source,

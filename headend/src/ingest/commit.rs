@@ -5,7 +5,7 @@ use tankwatch_proto::v1;
 use tokio::sync::mpsc;
 
 use super::COALESCE_READINGS;
-use crate::db::Db;
+use crate::store::Db;
 
 /// Sessions' commits waiting for the shared SQLite committer; when full,
 /// committers wait (and their sessions stop reading: backpressure).

@@ -16,44 +16,26 @@
 //! Commands never sent whose expiry passes are expired here, by the
 //! [`crate::jobs::sweep`] task, and never sent; sent ones get the agent's verdict.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+
 use std::time::Duration;
 
 use tankwatch_proto::v1::{self, HeadendMessage, headend_message::Msg as Out};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tonic::Status;
 
-use crate::db::{Db, now_ms};
 use crate::domain::{Actor, CommandKind, CommandState, Reason};
+use crate::services::Dispatcher;
+use crate::store::Db;
 use crate::store::commands::{CommandRow, EtaPayload};
+use crate::wallclock::now_ms;
 
 /// Fallback poll of the commands table per session.
 pub const POLL_EVERY: Duration = Duration::from_secs(1);
 /// Most commands read per round (the rest follow in the next round).
 const ROUND: i64 = 100;
 
-/// Per-site nudges (bounded by the number of sites).
-#[derive(Clone, Default)]
-pub struct Dispatcher {
-    sites: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
-}
-
 impl Dispatcher {
-    fn notify_of(&self, site: &str) -> Arc<Notify> {
-        self.sites
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(site.to_string())
-            .or_default()
-            .clone()
-    }
-
-    /// Wakes the site's session dispatcher (a new command or cancel).
-    pub fn nudge(&self, site: &str) {
-        self.notify_of(site).notify_one();
-    }
-
     /// Runs a session's dispatcher until the outbound stream closes.
     pub async fn run(
         &self,

@@ -31,10 +31,11 @@ use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
 use tonic::{Request, Response, Status};
 
-use crate::db::{Db, now_ms};
 use crate::domain::throttle::RateLimit;
 use crate::metrics::Metrics;
 use crate::services::enrollment::{IssueError, SharedIssuing};
+use crate::store::Db;
+use crate::wallclock::now_ms;
 
 pub const MAX_CONNS: usize = 256;
 pub const MAX_PER_ADDRESS: usize = 8;

@@ -26,18 +26,18 @@ pub mod commit;
 pub mod dispatch;
 pub mod enroll;
 pub mod sanitize;
-pub mod sessions;
 pub mod tls;
 mod validate;
 
+pub use crate::services::sessions::{IngestError, SessionInfo, Sessions};
 pub use commit::GROUP_QUEUE;
 use commit::{GroupJob, spawn_group_committer};
-pub use sessions::{IngestError, SessionInfo, Sessions};
 use tls::AgentIdentity;
 pub use validate::{fuzz_agent_message, validate_batch};
 
-use crate::db::{Db, HelloInfo, now_ms};
 use crate::domain::clock::ClockVerdict;
+use crate::store::{Db, HelloInfo};
+use crate::wallclock::now_ms;
 
 /// Most readings the headend accepts in one batch (told to agents in HelloAck).
 pub const MAX_BATCH_READINGS: u32 = 5000;
@@ -70,7 +70,7 @@ pub struct Ingest {
     /// Turns true when the headend stops: every session ends.
     shutdown: tokio::sync::watch::Receiver<bool>,
     metrics: crate::metrics::Metrics,
-    dispatcher: dispatch::Dispatcher,
+    dispatcher: crate::services::Dispatcher,
     /// The SQLite group committer (None on PostgreSQL).
     group: Option<mpsc::Sender<GroupJob>>,
     /// Signs renewals.
@@ -89,10 +89,10 @@ impl Ingest {
         max_concurrent_writes: usize,
         shutdown: tokio::sync::watch::Receiver<bool>,
         metrics: crate::metrics::Metrics,
-        dispatcher: dispatch::Dispatcher,
+        dispatcher: crate::services::Dispatcher,
         issuing: crate::services::enrollment::SharedIssuing,
     ) -> Self {
-        let group = (db.backend == crate::db::Backend::Sqlite)
+        let group = (db.backend == crate::store::Backend::Sqlite)
             .then(|| spawn_group_committer(db.clone(), metrics.clone()));
         Self {
             group,
@@ -402,7 +402,7 @@ impl Ingest {
                         .inc_by(sanitize::devices(&mut h));
                     if let Err(e) = self
                         .db
-                        .record_device_health(&who.site_id, &h, crate::db::now_ms())
+                        .record_device_health(&who.site_id, &h, crate::wallclock::now_ms())
                         .await
                     {
                         // state, not history: the next report replaces it anyway
@@ -417,7 +417,11 @@ impl Ingest {
                 }
                 Some(In::Certificate(c)) => self.certificate_status(who, c).await,
                 Some(In::Link(r)) => {
-                    let info = sessions::LinkInfo::from_report(&r, s.time_shift_ms, now_ms());
+                    let info = crate::services::sessions::LinkInfo::from_report(
+                        &r,
+                        s.time_shift_ms,
+                        now_ms(),
+                    );
                     self.sessions.set_link(&who.site_id, s.id, info);
                 }
                 Some(In::CommandAck(_)) | Some(In::Event(_)) => {
@@ -516,7 +520,7 @@ impl Ingest {
             renew_at_ms: c.renew_at_ms,
             failures: i64::from(c.failures),
             last_error: c.last_error,
-            reported_ms: crate::db::now_ms(),
+            reported_ms: crate::wallclock::now_ms(),
         };
         if let Err(e) = self.db.certs().set_status(&row).await {
             tracing::warn!(site = %who.site_id, error = %e, "certificate status not stored");

@@ -9,10 +9,7 @@
 //! `check-config` refuses such names at the source.
 use tankwatch_proto::v1;
 
-/// Is `c` a character we never store?
-pub fn is_forbidden(c: char) -> bool {
-    (c.is_control() && c != '\t' && c != '\n') || c == '\u{7f}'
-}
+pub use crate::domain::text::is_forbidden;
 
 /// Replaces forbidden characters in `s`; returns 1 if it changed.
 pub fn text(s: &mut String) -> u64 {

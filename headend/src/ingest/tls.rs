@@ -372,7 +372,9 @@ pub fn incoming(
                                     std::future::pending::<()>().await;
                                 }
                             };
-                            let left = not_after_ms.saturating_sub(crate::db::now_ms()).max(0);
+                            let left = not_after_ms
+                                .saturating_sub(crate::wallclock::now_ms())
+                                .max(0);
                             tokio::select! {
                                 _ = kill.wait_for(|k| *k) => CloseReason::Evicted,
                                 _ = idle => CloseReason::Idle,

@@ -11,7 +11,8 @@
 use std::time::Duration;
 
 use crate::Error;
-use crate::db::{Db, now_ms};
+use crate::store::Db;
+use crate::wallclock::now_ms;
 
 pub struct Lease {
     job: &'static str,
@@ -27,21 +28,10 @@ impl Lease {
     /// Takes or renews the lease at `now_ms`; false when another holder's
     /// lease is still running.
     pub async fn hold_at(&self, db: &Db, now_ms: i64) -> Result<bool, Error> {
-        let (_w, mut tx) = db.begin_write().await?;
-        let n = sqlx::query(
-            "INSERT INTO job_leases (job, holder, until_ms) VALUES ($1, $2, $3)
-             ON CONFLICT (job) DO UPDATE SET holder = excluded.holder, until_ms = excluded.until_ms
-             WHERE job_leases.until_ms < $4 OR job_leases.holder = excluded.holder",
-        )
-        .bind(self.job)
-        .bind(&self.holder)
-        .bind(now_ms.saturating_add(self.ttl.as_millis() as i64))
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-        Ok(n == 1)
+        let until = now_ms.saturating_add(self.ttl.as_millis() as i64);
+        db.leases()
+            .hold(self.job, &self.holder, until, now_ms)
+            .await
     }
 
     pub async fn hold(&self, db: &Db) -> Result<bool, Error> {
@@ -51,17 +41,7 @@ impl Lease {
     /// Gives the lease up if this holder has it (a clean stop), so that
     /// another replica takes the job at its next run.
     pub async fn release(&self, db: &Db) {
-        let r = async {
-            let (_w, mut tx) = db.begin_write().await?;
-            sqlx::query("DELETE FROM job_leases WHERE job = $1 AND holder = $2")
-                .bind(self.job)
-                .bind(&self.holder)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok::<(), Error>(())
-        };
-        if let Err(e) = r.await {
+        if let Err(e) = db.leases().release(self.job, &self.holder).await {
             tracing::warn!(job = self.job, error = %e, "releasing a job lease failed; it runs out by itself");
         }
     }

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::db::{Db, now_ms};
+use crate::store::Db;
+use crate::wallclock::now_ms;
 pub use lease::Lease;
 
 /// How often the retention job runs.

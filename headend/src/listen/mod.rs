@@ -23,9 +23,9 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
-use crate::db::now_ms;
 use crate::domain::throttle::client_net;
 use crate::metrics::{LimitLabel, ListenerLabel, ListenerReason, Metrics};
+use crate::wallclock::now_ms;
 use admission::{Admit, Bounds, Table};
 
 struct Inner {

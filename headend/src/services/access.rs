@@ -7,12 +7,13 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use crate::Error;
-use crate::db::{Db, now_ms};
 use crate::domain::secret::{self, Bearer};
 use crate::domain::throttle::{DEFAULT_CAP, RateLimit, client_net};
 use crate::domain::{Actor, Grant, Role, Scope};
+use crate::store::Db;
 use crate::store::api_keys::LAST_USED_STEP_MS;
 use crate::store::users::Issue;
+use crate::wallclock::now_ms;
 
 /// Access token lifetime, ms (15 min).
 pub const ACCESS_TTL_MS: i64 = 15 * 60_000;
@@ -404,6 +405,17 @@ pub enum Refreshed {
 
 /// Swaps a refresh token for new tokens. A token used a second time
 /// (stolen, or replayed) revokes its session: both holders must log in.
+/// Ends one session (a logout, or its holder's or an admin's choice,
+/// checked by the caller) for `why`; false when it had ended already.
+pub async fn revoke_session(
+    db: &Db,
+    id: &str,
+    now_ms: i64,
+    why: &str,
+) -> Result<bool, crate::Error> {
+    db.users().revoke_session(id, now_ms, why).await
+}
+
 pub async fn refresh(db: &Db, token: &str) -> Result<Refreshed, AuthError> {
     let now = now_ms();
     let bad = || unauthenticated("the refresh token is unknown, expired or revoked; log in again");

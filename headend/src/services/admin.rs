@@ -6,10 +6,11 @@ use serde::Deserialize;
 
 use super::access::{Guard, hashing};
 use super::{Refused, Result, invalid, refused};
-use crate::db::{Db, now_ms};
 use crate::domain::{Actor, Grant, Role, Scope, secret};
+use crate::store::Db;
 use crate::store::api_keys::ApiKeyRow;
 use crate::store::users::UserRow;
+use crate::wallclock::now_ms;
 
 /// Longest API key lifetime, days.
 pub const MAX_KEY_DAYS: i64 = 3650;
@@ -168,6 +169,14 @@ pub async fn get_user(db: &Db, by: &Grant, id: &str) -> Result<UserRow> {
         Some(_) => Err(refused(Refused::OutOfScope, "", format!("no user {id:?}"))),
         None => Err(refused(Refused::NotFound, "", format!("no user {id:?}"))),
     }
+}
+
+/// Lifts the login locks on a user the caller may manage (every client
+/// network); returns how many were lifted.
+pub async fn unlock(db: &Db, by: &Grant, id: &str) -> Result<(UserRow, u64)> {
+    let u = get_user(db, by, id).await?;
+    let n = db.login_locks().unlock(&u.user_id).await?;
+    Ok((u, n))
 }
 
 /// The users the caller may manage, by name after `after`: at most

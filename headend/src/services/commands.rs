@@ -5,10 +5,10 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Context, Refused, Result, invalid, new_id, refused};
-use crate::db::now_ms;
 use crate::domain::{Actor, CommandKind, CommandState, split};
 use crate::store::commands::{CommandRow, EtaPayload, EventRow, NewCommand, Submitted};
 use crate::store::loads::{LoadRow, LoadWrite};
+use crate::wallclock::now_ms;
 
 /// Default expiry of a command, s.
 pub const DEFAULT_EXPIRY_S: i64 = 3600;

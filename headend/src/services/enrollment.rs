@@ -15,11 +15,12 @@ use tankwatch_pki::{Ca, Lifetime};
 use tankwatch_tls::Revocations;
 
 use super::{Refused, Result, invalid, refused};
-use crate::db::{Db, now_ms};
 use crate::domain::enrollment::{IssuedVia, TokenFacts, check_token, token_minutes};
 use crate::domain::{Actor, AuditOutcome, secret};
+use crate::store::Db;
 use crate::store::audit::NewEntry;
 use crate::store::certs::{CertRow, TokenRow};
+use crate::wallclock::now_ms;
 
 /// Default lifetime of an agent certificate issued here: renewed at two
 /// thirds, so ten days before it ends.

@@ -5,9 +5,9 @@
 use serde::Deserialize;
 
 use super::{Context, Refused, Result, invalid, refused};
-use crate::db::now_ms;
 use crate::domain::escalation::{EscEventKind, EscState, may_move};
 use crate::store::escalations::{EscEventRow, EscalationRow};
+use crate::wallclock::now_ms;
 
 /// `POST /api/v1/escalations/{id}/move`.
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -6,9 +6,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Context, Refused, Result, invalid, refused, time_value};
-use crate::db::now_ms;
 use crate::domain::inventory::ObsSource;
 use crate::store::inventory::{NewObservation, SiteSettings, StateRow, Stored, TankRow};
+use crate::wallclock::now_ms;
 
 /// Most observations one push or import carries.
 pub const MAX_OBSERVATIONS: usize = 10_000;

@@ -8,9 +8,9 @@ use super::commands::{eta_command, eta_expiry_s};
 use super::inventory::{ImportReport, MAX_OBSERVATIONS, RowProblem};
 use super::loads::{eta_value, volume_value};
 use super::{Context, Result, invalid, new_id};
-use crate::db::now_ms;
 use crate::domain::{Actor, EtaSource, LoadStatus};
 use crate::store::loads::{EtaGiven, LoadRow, LoadWrite};
+use crate::wallclock::now_ms;
 
 /// The columns of a loads CSV.
 pub const CSV_COLUMNS: &str =

@@ -6,9 +6,9 @@ use serde_json::Value;
 
 use super::commands::{CommandView, push_eta};
 use super::{Context, Refused, Result, invalid, new_id, refused, time_value};
-use crate::db::now_ms;
 use crate::domain::{Actor, EtaSource, LoadStatus};
 use crate::store::loads::{EtaGiven, EtaRow, LoadEventRow, LoadRow, LoadWrite};
+use crate::wallclock::now_ms;
 
 /// Largest planned delivery, litres (a road tanker carries up to ~45,000).
 pub const MAX_PLANNED_VOLUME_L: f64 = 1_000_000.0;

@@ -7,18 +7,23 @@
 
 pub mod access;
 pub mod admin;
+pub mod audit;
 pub mod commands;
+pub mod dispatch;
 pub mod enrollment;
 pub mod escalations;
 pub mod evaluate;
 pub mod inventory;
 pub mod load_import;
 pub mod loads;
+pub mod sessions;
 
-use crate::db::Db;
+pub use dispatch::Dispatcher;
+pub use sessions::Sessions;
+
 use crate::domain::Scope;
-use crate::ingest::dispatch::Dispatcher;
 use crate::metrics::Metrics;
+use crate::store::Db;
 
 /// What services need.
 #[derive(Clone)]

@@ -7,6 +7,7 @@ use sqlx::AnyConnection;
 use tankwatch_proto::v1;
 
 use crate::Error;
+use crate::domain::deliveries::DeliveryPhase;
 use crate::domain::{
     Actor, CommandKind, CommandState, DeliverySource, LoadEventKind, LoadStatus, Reason, lifecycle,
 };
@@ -223,7 +224,11 @@ async fn delivery(
     .bind(site)
     .bind(log_id)
     .bind(e.seq as i64)
-    .bind(if ended { "ended" } else { "started" })
+    .bind(if ended {
+        DeliveryPhase::Ended
+    } else {
+        DeliveryPhase::Started
+    })
     .bind(&d.load_ref)
     .bind(&d.tank)
     .bind(d.start_ms)

@@ -2,8 +2,8 @@
 //! optional site scope, an expiry, the last use and a revocation.
 
 use crate::Error;
-use crate::db::Db;
 use crate::domain::{Actor, Role, Scope};
+use crate::store::Db;
 
 #[derive(sqlx::FromRow, Clone, Debug)]
 pub struct ApiKeyRow {

@@ -4,9 +4,9 @@
 use sqlx::AnyConnection;
 
 use crate::Error;
-use crate::db::Db;
 use crate::domain::audit::{AuditEntry, Broken, Stored, Verifier};
 use crate::domain::{AuditOutcome, Role};
+use crate::store::Db;
 
 /// An entry to append (its seq comes from the chain's head).
 #[derive(Debug, Clone)]

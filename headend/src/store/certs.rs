@@ -6,9 +6,9 @@ use std::collections::{HashMap, HashSet};
 use tankwatch_tls::RevocationSet;
 
 use crate::Error;
-use crate::db::Db;
 use crate::domain::Actor;
 use crate::domain::enrollment::IssuedVia;
+use crate::store::Db;
 
 #[derive(sqlx::FromRow, Clone, Debug)]
 pub struct TokenRow {

@@ -8,9 +8,10 @@
 use sqlx::AnyConnection;
 
 use crate::Error;
-use crate::db::{Db, now_ms};
 use crate::domain::{Actor, CommandKind, CommandState, Reason, lifecycle};
+use crate::store::Db;
 use crate::store::loads::{EtaGiven, LoadRow, LoadWrite, write_load};
+use crate::wallclock::now_ms;
 
 #[derive(sqlx::FromRow, Clone, Debug)]
 pub struct CommandRow {

@@ -4,7 +4,7 @@
 use tankwatch_proto::v1;
 
 use crate::Error;
-use crate::db::Db;
+use crate::store::Db;
 
 /// Most devices one report may carry; a larger report is refused.
 pub const MAX_DEVICES: usize = 1000;

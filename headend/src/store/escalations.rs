@@ -5,8 +5,8 @@
 use sqlx::AnyConnection;
 
 use crate::Error;
-use crate::db::Db;
 use crate::domain::escalation::{Cause, EscEventKind, EscState};
+use crate::store::Db;
 
 #[derive(sqlx::FromRow, Clone, Debug, PartialEq)]
 pub struct EscalationRow {

@@ -3,9 +3,9 @@
 //! the tank list and the risk list read: never raw readings).
 
 use crate::Error;
-use crate::db::Db;
 use crate::domain::forecast::{Basis, Risk};
 use crate::domain::inventory::{FreshnessKind, ObsSource};
+use crate::store::Db;
 use crate::store::commands::opt_f64;
 
 /// A site's operator settings.

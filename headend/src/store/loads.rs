@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use sqlx::AnyConnection;
 
 use crate::Error;
-use crate::db::Db;
 use crate::domain::{Actor, DeliverySource, EtaSource, LoadEventKind, LoadStatus, Timing};
+use crate::store::Db;
 
 #[derive(sqlx::FromRow, Clone, Debug)]
 pub struct LoadRow {

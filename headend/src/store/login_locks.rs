@@ -7,8 +7,8 @@
 use std::net::IpAddr;
 
 use crate::Error;
-use crate::db::Db;
 use crate::domain::throttle::{FORGET_AFTER_MS, lock_after_failures};
+use crate::store::Db;
 
 /// The login locks: `db.login_locks()`.
 #[derive(Clone, Copy)]

@@ -18,10 +18,16 @@ pub mod certs;
 pub mod commands;
 pub mod devices;
 pub mod escalations;
+pub mod evaluation;
+pub mod hello;
+pub mod ingest;
 pub mod inventory;
+pub mod leases;
 pub mod loads;
 pub mod login_locks;
 pub mod pg;
+pub mod pool;
+pub mod reads;
 pub mod rows;
 pub mod sites;
 pub mod sqlite;
@@ -34,7 +40,11 @@ use tankwatch_proto::v1;
 
 use crate::Error;
 use crate::domain::Quality;
+pub use hello::HelloInfo;
+pub use pool::{API_ACQUIRE, Backend, Db, INGEST_ACQUIRE, WriteTx};
+pub use reads::{DeliveryEventRow, GapRow};
 pub use rows::PointKey;
+pub use sites::{AssetRow, LatestRow, SiteRow};
 
 /// `AND col IN ($first, …)` for a caller's scope, or any list of ids
 /// (users too): empty for all; `1 = 0` for none. Bind the ids after the

@@ -6,7 +6,7 @@
 use sqlx::Row;
 
 use crate::Error;
-use crate::db::Db;
+use crate::store::Db;
 
 impl Db {
     /// Writable points of the assets of a site: (asset, capacity, writable JSON).

@@ -3,8 +3,8 @@
 //! hashes of secrets are stored.
 
 use crate::Error;
-use crate::db::Db;
 use crate::domain::{Role, Scope};
+use crate::store::Db;
 
 #[derive(sqlx::FromRow, Clone, Debug)]
 pub struct UserRow {

@@ -57,7 +57,7 @@ async fn run(backend: &str, days: i64) -> Result<()> {
     cfg.inventory_every = Duration::from_secs(3600);
     let he = start_headend(cfg).await?;
     let http = he.http_addr;
-    let now = headend::db::now_ms();
+    let now = headend::wallclock::now_ms();
     let start = now - days * 24 * 3_600_000;
     let t = Instant::now();
     let mut rows = 0u64;
@@ -81,7 +81,7 @@ async fn run(backend: &str, days: i64) -> Result<()> {
             ..Default::default()
         };
         he.db
-            .record_hello(headend::db::HelloInfo {
+            .record_hello(headend::store::HelloInfo {
                 site: &site,
                 hello: &h,
             })
@@ -132,7 +132,8 @@ async fn run(backend: &str, days: i64) -> Result<()> {
     let load_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let report =
-        headend::services::evaluate::run(&he.db, headend::db::now_ms(), Default::default()).await?;
+        headend::services::evaluate::run(&he.db, headend::wallclock::now_ms(), Default::default())
+            .await?;
     let eval_ms = t.elapsed().as_secs_f64() * 1000.0;
     let n = 500;
     let (h50, h99) = timed(http, "/health", n).await?;

@@ -152,7 +152,7 @@ async fn session(
             }
             _ = tick.tick() => {
                 *seq += 1;
-                tx.send(batch(*seq, headend::db::now_ms())).await?;
+                tx.send(batch(*seq, headend::wallclock::now_ms())).await?;
             }
         }
     }

@@ -10,7 +10,7 @@
 //! (default 10,000,000 readings into a SQLite file in a temporary directory)
 use std::time::Instant;
 
-use headend::db::{Db, Group, ReadingQuery, Retention, RollupQuery};
+use headend::store::{Db, Group, ReadingQuery, Retention, RollupQuery};
 use tankwatch_proto::v1;
 
 const MINUTE: i64 = 60_000;
@@ -49,7 +49,7 @@ async fn main() -> anyhow::Result<()> {
             log_id: 7,
             ..Default::default()
         };
-        db.record_hello(headend::db::HelloInfo {
+        db.record_hello(headend::store::HelloInfo {
             site: &site(s),
             hello: &h,
         })
@@ -57,7 +57,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let points = (SITES * TANKS * FIELDS.len()) as u64;
     let minutes = n / points;
-    let now = headend::db::now_ms() / MINUTE * MINUTE;
+    let now = headend::wallclock::now_ms() / MINUTE * MINUTE;
     let t0 = now - minutes as i64 * MINUTE;
     println!(
         "{points} points x {minutes} minutes ({:.1} days) = {} readings",

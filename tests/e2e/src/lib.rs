@@ -193,7 +193,7 @@ pub async fn start_headend(cfg: headend::Config) -> Result<headend::Running> {
 
 /// A new API key with `role` (and a site scope), as an admin would make it.
 pub async fn api_key(
-    db: &headend::db::Db,
+    db: &headend::store::Db,
     role: &str,
     sites: Option<Vec<String>>,
 ) -> Result<String> {
@@ -239,7 +239,7 @@ pub fn auth(http: SocketAddr) -> (&'static str, String) {
 
 /// Records a hello for `site` with one 20,000 L tank `tank-1` (a site to
 /// read and command without running an agent).
-pub async fn tank_site(db: &headend::db::Db, site: &str) -> Result<()> {
+pub async fn tank_site(db: &headend::store::Db, site: &str) -> Result<()> {
     let h = v1::Hello {
         site_id: site.into(),
         log_id: 1,
@@ -253,7 +253,7 @@ pub async fn tank_site(db: &headend::db::Db, site: &str) -> Result<()> {
         }],
         ..Default::default()
     };
-    db.record_hello(headend::db::HelloInfo { site, hello: &h })
+    db.record_hello(headend::store::HelloInfo { site, hello: &h })
         .await?;
     Ok(())
 }
@@ -285,7 +285,7 @@ pub async fn get_json(http: SocketAddr, path: &str) -> Result<Value> {
 }
 
 /// The stored seqs of one site's readings, ascending, with duplicates kept.
-pub async fn stored_seqs(db: &headend::db::Db, site: &str) -> Result<Vec<i64>> {
+pub async fn stored_seqs(db: &headend::store::Db, site: &str) -> Result<Vec<i64>> {
     Ok(
         sqlx::query_scalar("SELECT seq FROM readings_wide WHERE site_id = $1 ORDER BY seq")
             .bind(site)
@@ -968,7 +968,7 @@ pub type GapRow = (i64, i64, i64, i64, String, String);
 /// answer or delivery event, a stored gap record, or counted by exactly one gap record; the counts equal what the
 /// agent says it dropped. Returns the site's gap rows.
 pub async fn assert_every_seq_accounted_for(
-    db: &headend::db::Db,
+    db: &headend::store::Db,
     site: &str,
     st: &sflog::Stats,
 ) -> Result<Vec<GapRow>> {

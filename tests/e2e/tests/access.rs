@@ -28,7 +28,7 @@ fn may(role: &str, perm: &str) -> bool {
 }
 
 fn load_body(site: &str) -> Value {
-    let eta = headend::db::now_ms() + 3_600_000;
+    let eta = headend::wallclock::now_ms() + 3_600_000;
     json!({"site": site, "reference": "PO-1", "tanks": ["tank-1"], "product": "diesel",
            "planned_volume_l": 5000, "eta": eta, "eta_source": "manual"})
 }
@@ -70,7 +70,7 @@ async fn call(
     ))
 }
 
-async fn audit_count(db: &headend::db::Db, rid: &str) -> Result<i64> {
+async fn audit_count(db: &headend::store::Db, rid: &str) -> Result<i64> {
     Ok(
         sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE request_id = $1")
             .bind(rid)
@@ -145,12 +145,12 @@ fn body_for(method: &str, path: &str, target: &str) -> Option<Value> {
         "/api/v1/sites/{site}" => json!({"name": "renamed"}),
         "/api/v1/sites/{site}/tanks/{tank}" => json!({"product": "diesel", "capacity_l": 20000}),
         "/api/v1/inventory/observations" => json!({"site": target, "tank": "tank-1",
-            "at": headend::db::now_ms(), "volume_l": 9000}),
+            "at": headend::wallclock::now_ms(), "volume_l": 9000}),
         "/api/v1/sites/{site}/inventory/import" => {
             json!({"csv": "tank,at,volume_l\ntank-1,1795392000000,9000\n"})
         }
         "/api/v1/sites/{site}/loads/import" => json!({"csv": format!(
-            "reference,tanks,planned_volume_l,eta\nPO-M,tank-1,1000,{}\n", headend::db::now_ms() + 3_600_000)}),
+            "reference,tanks,planned_volume_l,eta\nPO-M,tank-1,1000,{}\n", headend::wallclock::now_ms() + 3_600_000)}),
         "/api/v1/escalations/{id}/move" => json!({"state": "assigned", "assignee": "dana"}),
         "/api/v1/escalations/{id}/notes" => json!({"note": "role matrix"}),
         _ => json!({}),

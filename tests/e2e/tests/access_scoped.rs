@@ -300,7 +300,7 @@ async fn scoped_admin(url: &str) -> Result<()> {
         "POST",
         "/api/v1/loads",
         Some(&json!({"site": NORTH, "reference": "PO-N", "tanks": ["tank-1"], "product": "diesel",
-            "planned_volume_l": 5000, "eta": headend::db::now_ms() + 3_600_000, "eta_source": "manual"})),
+            "planned_volume_l": 5000, "eta": headend::wallclock::now_ms() + 3_600_000, "eta_source": "manual"})),
     )
     .await?;
     ensure!(st == 201, "{v}");
@@ -310,7 +310,7 @@ async fn scoped_admin(url: &str) -> Result<()> {
         "POST",
         "/api/v1/loads",
         Some(&json!({"site": SOUTH, "reference": "PO-S", "tanks": ["tank-1"], "product": "diesel",
-            "planned_volume_l": 5000, "eta": headend::db::now_ms() + 3_600_000, "eta_source": "manual"})),
+            "planned_volume_l": 5000, "eta": headend::wallclock::now_ms() + 3_600_000, "eta_source": "manual"})),
     )
     .await?;
     ensure!(st == 201, "{v}");

@@ -39,7 +39,7 @@ async fn backfilled_history_gives_every_tank_a_runout_and_a_risk_within_seconds_
         speed: 1.0,
         ..atg_sim::SimConfig::default()
     };
-    let now = headend::db::now_ms();
+    let now = headend::wallclock::now_ms();
     let mut csv = String::from("asset,field,time,value,unit\n");
     for p in atg_sim::history::before_start(&sim_cfg, now, 72, 300_000) {
         csv.push_str(&format!(

@@ -111,7 +111,7 @@ async fn two_hours_off_is_measured_corrected_and_commands_still_apply(
         .await?)
     })
     .await?;
-    let now = headend::db::now_ms();
+    let now = headend::wallclock::now_ms();
     assert!(
         (newest - now).abs() < 15_000,
         "reading times are corrected: newest {newest}, now {now} (off by {} ms)",

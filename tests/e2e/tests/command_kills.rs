@@ -115,7 +115,7 @@ async fn commands_through_fifty_kills_of_headend_and_agent_end_as_the_device_saw
     let db_url = sqlite_url(work.path());
     // the API key, made before the headend runs (it migrates the database)
     let key = {
-        let db = headend::db::Db::connect(&db_url, 2).await?;
+        let db = headend::store::Db::connect(&db_url, 2).await?;
         let k = api_key(&db, "admin", None).await?;
         db.pool().close().await;
         k

@@ -155,7 +155,7 @@ async fn a_site_enrolls_with_a_one_time_token_and_streams_and_every_bad_token_or
     // an expired token
     let t2 = new_token(http, "site-e", json!({"expires_minutes": 1})).await?;
     sqlx::query("UPDATE enrollment_tokens SET expires_ms = $1 WHERE token_id = $2")
-        .bind(headend::db::now_ms() - 1)
+        .bind(headend::wallclock::now_ms() - 1)
         .bind(t2["token_id"].as_str())
         .execute(he.db.pool())
         .await?;
@@ -199,7 +199,7 @@ async fn a_site_enrolls_with_a_one_time_token_and_streams_and_every_bad_token_or
 }
 
 /// The highest seq of `site` stored so far.
-async fn max_seq(db: &headend::db::Db, site: &str) -> Result<i64> {
+async fn max_seq(db: &headend::store::Db, site: &str) -> Result<i64> {
     Ok(stored_seqs(db, site).await?.into_iter().max().unwrap_or(0))
 }
 

@@ -29,7 +29,7 @@ fn reading(seq: u64, asset: &str, field: &str, value: f64, ts: i64) -> v1::Readi
     }
 }
 
-async fn ingest(db: &headend::db::Db, readings: Vec<v1::Reading>) -> Result<()> {
+async fn ingest(db: &headend::store::Db, readings: Vec<v1::Reading>) -> Result<()> {
     for chunk in readings.chunks(500) {
         let b = v1::TelemetryBatch {
             log_id: 42,
@@ -66,7 +66,7 @@ async fn fuel_day(url: &str) -> Result<()> {
     let he = start_headend(cfg).await?;
     let http = he.http_addr;
     tank_site(&he.db, SITE).await?;
-    let now = headend::db::now_ms();
+    let now = headend::wallclock::now_ms();
 
     // tank-1: 20,000 L, floor 500; 30 h of readings every 10 min draining
     // 200 L/h from 15,000 L, with an 8,000 L delivery 15 h ago
@@ -340,7 +340,7 @@ async fn fuel_day(url: &str) -> Result<()> {
     let (st, r) = post_json(
         http,
         "/api/v1/inventory/observations",
-        &json!({"site": SITE, "tank": "tank-1", "at": headend::db::now_ms(), "volume_l": 16000, "source": "manual", "note": "dip"}),
+        &json!({"site": SITE, "tank": "tank-1", "at": headend::wallclock::now_ms(), "volume_l": 16000, "source": "manual", "note": "dip"}),
     )
     .await?;
     ensure!(st == 200 && r["added"] == 1, "{r}");

@@ -17,7 +17,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_openapi_do
     let http = he.http_addr;
     // something to read: a site with a tank, and a load with its ETA command
     tank_site(&he.db, "site-1").await?;
-    let eta = headend::db::now_ms() + 3_600_000;
+    let eta = headend::wallclock::now_ms() + 3_600_000;
     let (st, v) = post_json(
         http,
         "/api/v1/loads",

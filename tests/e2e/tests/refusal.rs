@@ -4,7 +4,7 @@
 use anyhow::Result;
 use e2e::*;
 
-async fn nothing_stored(db: &headend::db::Db) -> Result<()> {
+async fn nothing_stored(db: &headend::store::Db) -> Result<()> {
     let sites: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sites")
         .fetch_one(db.pool())
         .await?;

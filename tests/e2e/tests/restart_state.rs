@@ -8,7 +8,7 @@ use anyhow::{Result, ensure};
 use e2e::*;
 use serde_json::json;
 
-async fn lease(db: &headend::db::Db, job: &str) -> Result<Option<(String, i64)>> {
+async fn lease(db: &headend::store::Db, job: &str) -> Result<Option<(String, i64)>> {
     Ok(
         sqlx::query_as("SELECT holder, until_ms FROM job_leases WHERE job = $1")
             .bind(job)
@@ -35,13 +35,13 @@ async fn a_headend_restarted_in_place_takes_its_job_leases_back_at_once_and_a_cl
     );
     he.stop().await;
     // a clean stop gives the leases up
-    let db = headend::db::Db::connect(&url, 2).await?;
+    let db = headend::store::Db::connect(&url, 2).await?;
     ensure!(
         lease(&db, "inventory").await?.is_none(),
         "released at a clean stop"
     );
     // a crash leaves them behind, held for an hour more
-    let far = headend::db::now_ms() + 3_600_000;
+    let far = headend::wallclock::now_ms() + 3_600_000;
     for job in ["inventory", "retention"] {
         sqlx::query("INSERT INTO job_leases (job, holder, until_ms) VALUES ($1, $2, $3)")
             .bind(job)
@@ -70,7 +70,7 @@ async fn a_headend_restarted_in_place_takes_its_job_leases_back_at_once_and_a_cl
     );
     he.stop().await;
     // another replica's lease is still respected: a headend on another port waits
-    let db = headend::db::Db::connect(&url, 2).await?;
+    let db = headend::store::Db::connect(&url, 2).await?;
     sqlx::query(
         "INSERT INTO job_leases (job, holder, until_ms) VALUES ('inventory', 'elsewhere/10.0.0.9:7443', $1)
          ON CONFLICT (job) DO UPDATE SET holder = excluded.holder, until_ms = excluded.until_ms",

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 use e2e::pg;
-use headend::db::{Db, Group, ReadingQuery, Retention, RollupQuery};
 use headend::domain::Quality;
+use headend::store::{Db, Group, ReadingQuery, Retention, RollupQuery};
 use tankwatch_proto::v1;
 
 const HOUR: i64 = 3_600_000;
@@ -78,7 +78,7 @@ async fn hello(db: &Db, site: &str) -> Result<()> {
         agent_version: "test".into(),
         ..Default::default()
     };
-    db.record_hello(headend::db::HelloInfo { site, hello: &h })
+    db.record_hello(headend::store::HelloInfo { site, hello: &h })
         .await?;
     Ok(())
 }
@@ -100,7 +100,7 @@ fn all(
 }
 
 fn now() -> i64 {
-    headend::db::now_ms()
+    headend::wallclock::now_ms()
 }
 
 #[tokio::test]
@@ -788,7 +788,7 @@ async fn a_repeated_hello_is_answered_by_a_read_and_a_changed_one_is_written() -
             }],
             ..Default::default()
         };
-        let info = |h| headend::db::HelloInfo {
+        let info = |h| headend::store::HelloInfo {
             site: "s1",
             hello: h,
         };

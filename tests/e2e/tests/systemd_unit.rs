@@ -190,7 +190,7 @@ async fn the_unit_as_installed_by_the_guide_enrolls_and_renews_its_certificate_t
         t0.elapsed().as_secs_f64()
     );
     // still streaming on the renewed certificate
-    let since = headend::db::now_ms();
+    let since = headend::wallclock::now_ms();
     eventually(
         "a reading after the second renewal",
         Duration::from_secs(15),

@@ -40,7 +40,7 @@ async fn times_and_units(url: &str) -> Result<()> {
         ..Default::default()
     };
     he.db
-        .record_hello(headend::db::HelloInfo {
+        .record_hello(headend::store::HelloInfo {
             site: SITE,
             hello: &hello,
         })
@@ -64,7 +64,7 @@ async fn times_and_units(url: &str) -> Result<()> {
     );
 
     // an ETA with an offset is that instant; one without a zone is refused
-    let eta_ms = headend::db::now_ms() + 86_400_000;
+    let eta_ms = headend::wallclock::now_ms() + 86_400_000;
     let eta = |text: &str| {
         json!({"site": SITE, "reference": format!("PO-{text}"), "tanks": ["t-litre"], "product": "diesel",
             "planned_volume_l": 500, "eta": text, "eta_source": "manual"})
@@ -107,7 +107,7 @@ async fn times_and_units(url: &str) -> Result<()> {
         r["problems"][0]["row"] == 3 && r["problems"][0]["column"] == "eta",
         "{r}"
     );
-    let at = headend::db::now_ms() - 3_600_000;
+    let at = headend::wallclock::now_ms() - 3_600_000;
     let at_text = jiff::Timestamp::from_millisecond(at)?
         .to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(-5)))
         .strftime("%Y-%m-%dT%H:%M:%S%:z")
@@ -294,7 +294,7 @@ async fn an_oversized_body_and_a_key_given_twice_are_refused_in_the_one_error_sh
     );
     // a CSV import as JSON takes as much as text/csv does (not 1,000 characters)
     let mut csv = String::from("tank,at,volume_l\n");
-    let at = headend::db::now_ms() - 7_200_000;
+    let at = headend::wallclock::now_ms() - 7_200_000;
     for i in 0..200 {
         csv.push_str(&format!("tank-1,{},{}\n", at + i * 1000, 9000 - i));
     }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::db::now_ms;
+use crate::wallclock::now_ms;
 
 /// Live sessions, for status (bounded by the number of connected agents).
 #[derive(Clone, Default)]
@@ -91,7 +91,7 @@ impl Sessions {
     /// Registers a new session of `site`: one session per site, so an
     /// older one is told it was replaced (and ends). Returns the session's
     /// id and where it will be told, and whether it took another's place.
-    pub(super) fn start(
+    pub(crate) fn start(
         &self,
         site: &str,
         peer: String,
@@ -123,20 +123,20 @@ impl Sessions {
     }
 
     /// Session `id` of `site` ended: removed, unless a newer one took its place.
-    pub(super) fn end(&self, site: &str, id: u64) {
+    pub(crate) fn end(&self, site: &str, id: u64) {
         let mut m = self.lock();
         if m.get(site).is_some_and(|s| s.id == id) {
             m.remove(site);
         }
     }
 
-    pub(super) fn set_link(&self, site: &str, id: u64, link: LinkInfo) {
+    pub(crate) fn set_link(&self, site: &str, id: u64, link: LinkInfo) {
         if let Some(s) = self.lock().get_mut(site).filter(|s| s.id == id) {
             s.link = Some(link);
         }
     }
 
-    pub(super) fn set_acked(&self, site: &str, id: u64, acked: u64) {
+    pub(crate) fn set_acked(&self, site: &str, id: u64, acked: u64) {
         if let Some(s) = self.lock().get_mut(site).filter(|s| s.id == id) {
             s.acked_through = acked;
         }
@@ -152,7 +152,7 @@ impl Sessions {
     pub fn failing_sites(&self) -> usize {
         self.errors().len()
     }
-    pub(super) fn commit_failed(&self, site: &str, error: &str) {
+    pub(crate) fn commit_failed(&self, site: &str, error: &str) {
         let now = now_ms();
         let mut e = self.errors();
         let entry = e.entry(site.to_string()).or_insert_with(|| IngestError {
@@ -165,7 +165,7 @@ impl Sessions {
         entry.failures += 1;
         entry.error = error.chars().take(500).collect();
     }
-    pub(super) fn commit_succeeded(&self, site: &str) {
+    pub(crate) fn commit_succeeded(&self, site: &str) {
         let mut e = self.errors();
         if !e.is_empty() {
             e.remove(site);

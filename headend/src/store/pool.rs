@@ -1,0 +1,235 @@
+//! The pool: the one handle on the database (no queries but the
+//! readiness probe; they are in the stores beside this file). SQL storage through sqlx. One code path for both backends via sqlx's
+//! `Any` driver: `sqlite://` (the embedded default) or `postgres://`,
+//! selected by the URL scheme. Migrations are embedded per backend and run
+//! at start. Queries use `$n` placeholders, which both backends accept.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+
+use crate::Error;
+use crate::store::{Retention, Telemetry, pg::PgTelemetry, sqlite::SqliteTelemetry};
+use crate::wallclock::now_ms;
+
+/// Which SQL backend a URL selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn from_url(url: &str) -> Result<Backend, Error> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(Error::Config(format!(
+                "database URL {url:?}: unsupported scheme; use sqlite://PATH or postgres://USER@HOST/DB"
+            )))
+        }
+    }
+}
+
+/// The database handle shared by ingest and the REST API.
+#[derive(Clone)]
+pub struct Db {
+    pub(in crate::store) pool: AnyPool,
+    /// The URL the pool was opened with (for [`Db::with_own_pool`]).
+    url: String,
+    pub backend: Backend,
+    /// SQLite has one writer: transactions that write queue here, in
+    /// process, instead of spinning in SQLite's busy handler (its sleeps
+    /// of up to 100 ms made every commit wait behind the others).
+    /// PostgreSQL writes concurrently (no permit needed).
+    pub(in crate::store) writer: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+    /// The telemetry hot path, native per backend (store/).
+    pub telemetry: Telemetry,
+    pub retention: Retention,
+}
+
+/// A write transaction (holding the SQLite writer permit, if any).
+pub type WriteTx = (
+    Option<tokio::sync::OwnedSemaphorePermit>,
+    sqlx::Transaction<'static, sqlx::Any>,
+);
+
+/// How long ingest and the jobs wait for a connection.
+pub const INGEST_ACQUIRE: Duration = Duration::from_secs(10);
+/// How long an operator's request waits for one.
+pub const API_ACQUIRE: Duration = Duration::from_secs(1);
+
+/// A pool on the database (SQLite: at most 4 connections; WAL, full sync
+/// and a busy timeout on each).
+async fn open_pool(
+    url: &str,
+    backend: Backend,
+    max_connections: u32,
+    acquire: Duration,
+) -> Result<AnyPool, Error> {
+    AnyPoolOptions::new()
+        .max_connections(if backend == Backend::Sqlite {
+            max_connections.min(4)
+        } else {
+            max_connections
+        })
+        .acquire_timeout(acquire)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    // WAL: readers never block the writer; FULL sync: an acked batch survives power loss.
+                    sqlx::query("PRAGMA journal_mode=WAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA synchronous=FULL")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA busy_timeout=10000")
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await
+        .map_err(|e| Error::Db(format!("connecting to {}: {e}", redact(url))))
+}
+
+impl Db {
+    /// Connects, creating a SQLite file (and its directory) if needed, and runs migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Db, Error> {
+        Db::connect_with(url, max_connections, Retention::default()).await
+    }
+
+    /// [`Db::connect`] with the retention periods to keep.
+    pub async fn connect_with(
+        url: &str,
+        max_connections: u32,
+        retention: Retention,
+    ) -> Result<Db, Error> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url)?;
+        let mut url = url.to_string();
+        if backend == Backend::Sqlite {
+            let path = sqlite_path(&url);
+            if path.is_empty() || path == ":memory:" {
+                return Err(Error::Config(format!(
+                    "database URL {url:?}: the headend needs a SQLite file (sqlite://PATH), not an in-memory database"
+                )));
+            }
+            let dir = std::path::Path::new(path).parent();
+            if let Some(dir) = dir.filter(|d| path != ":memory:" && !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| Error::Config(format!("cannot create {}: {e}", dir.display())))?;
+            }
+            if !url.contains("mode=") {
+                url.push_str(if url.contains('?') {
+                    "&mode=rwc"
+                } else {
+                    "?mode=rwc"
+                });
+            }
+        }
+        let pool = open_pool(&url, backend, max_connections, INGEST_ACQUIRE).await?;
+        let writer = (backend == Backend::Sqlite)
+            .then(|| std::sync::Arc::new(tokio::sync::Semaphore::new(1)));
+        migrate(&pool, backend).await?;
+        let telemetry = match backend {
+            Backend::Sqlite => {
+                let path = sqlite_path(&url);
+                Telemetry::Sqlite(std::sync::Arc::new(SqliteTelemetry::open(
+                    std::path::Path::new(path),
+                )?))
+            }
+            Backend::Postgres => Telemetry::Postgres(std::sync::Arc::new(
+                PgTelemetry::open(&url, max_connections, retention).await?,
+            )),
+        };
+        telemetry.prepare(now_ms()).await?;
+        Ok(Db {
+            pool,
+            url,
+            backend,
+            writer,
+            telemetry,
+            retention,
+        })
+    }
+
+    /// The same database through a pool of its own (a bulkhead): the
+    /// operator API's requests then never queue behind agent sessions for
+    /// a connection (a reconnect storm of 10,000 hellos held the shared
+    /// pool for seconds). SQLite writes still queue on the one writer.
+    /// A copy on a pool of its own that gives up waiting for a connection
+    /// after [`API_ACQUIRE`]: an operator (or a load balancer's check)
+    /// gets a quick `503 database_unavailable` during an outage, not a
+    /// request that hangs for 20 s (issue 27).
+    pub async fn with_own_pool(&self, max_connections: u32) -> Result<Db, Error> {
+        Ok(Db {
+            pool: open_pool(&self.url, self.backend, max_connections, API_ACQUIRE).await?,
+            ..self.clone()
+        })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Begins a transaction that writes (queued behind other writers on SQLite).
+    pub async fn begin_write(&self) -> Result<WriteTx, Error> {
+        let permit = match &self.writer {
+            Some(w) => Some(
+                w.clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| Error::Db("writer closed".into()))?,
+            ),
+            None => None,
+        };
+        Ok((permit, self.pool.begin().await?))
+    }
+
+    /// `SELECT 1`: readiness probe.
+    pub async fn ping(&self) -> Result<(), Error> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), Error> {
+    let m = match backend {
+        Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+        Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
+    };
+    m.run(pool)
+        .await
+        .map_err(|e| Error::Db(format!("migrations: {e}")))
+}
+
+/// The file path of a `sqlite:` URL.
+fn sqlite_path(url: &str) -> &str {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    path.split('?').next().unwrap_or("")
+}
+
+fn redact(url: &str) -> String {
+    // never log a password embedded in a URL
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
+impl FromStr for Backend {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Backend::from_url(s)
+    }
+}
