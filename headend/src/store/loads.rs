@@ -6,8 +6,6 @@ use std::collections::HashMap;
 use sqlx::AnyConnection;
 
 use crate::Error;
-#[allow(unused_imports)]
-use crate::services::loads as _upward;
 use crate::domain::{Actor, DeliverySource, EtaSource, LoadEventKind, LoadStatus, Timing};
 use crate::store::Db;
 
