@@ -17,6 +17,7 @@ pub mod listen;
 pub mod metrics;
 pub mod services;
 pub mod store;
+mod supervise;
 #[cfg(test)]
 mod tidy;
 pub mod wallclock;
@@ -29,6 +30,8 @@ use std::path::PathBuf;
 use tankwatch_proto::v1::agent_link_server::AgentLinkServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
+
+use crate::supervise::{Supervisor, on_own_runtime};
 
 /// The issuing (intermediate) CA's files.
 #[derive(Debug, Clone)]
@@ -141,78 +144,6 @@ pub struct Running {
     fatal: tokio::sync::watch::Receiver<Option<String>>,
 }
 
-/// Spawns one of the headend's long-lived tasks: if it ends while the
-/// headend is not shutting down, that is recorded in `fatal` (the binary
-/// then exits non-zero): never a headend serving REST without ingest, or
-/// the reverse.
-fn supervised(
-    name: &'static str,
-    fut: impl std::future::Future<Output = ()> + Send + 'static,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-    fatal: tokio::sync::watch::Sender<Option<String>>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        fut.await;
-        if !*shutdown.borrow() {
-            tracing::error!(
-                task = name,
-                "a task of the headend ended; the headend stops"
-            );
-            fatal.send_if_modified(|f| {
-                let first = f.is_none();
-                if first {
-                    *f = Some(name.to_string());
-                }
-                first
-            });
-        }
-    })
-}
-
-/// Runs `make`'s future on a tokio runtime of its own (`workers` OS
-/// threads), so that it keeps its share of the CPU when the main runtime
-/// is saturated: during a reconnect storm of 10,000 agents the main
-/// runtime's queue holds thousands of TLS handshakes and sessions, and a
-/// REST request queued behind them waited seconds (BENCHMARKS, "Sessions
-/// at scale"). The returned future ends when `make`'s does (or when the
-/// runtime could not start), so [`supervised`] sees it end.
-fn on_own_runtime<F, Fut>(
-    name: &'static str,
-    workers: usize,
-    make: F,
-) -> impl std::future::Future<Output = ()> + Send + 'static
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + 'static,
-{
-    let (done, ended) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::Builder::new()
-        .name(name.to_string())
-        .spawn(move || {
-            match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(workers)
-                .thread_name(name)
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => {
-                    rt.block_on(make());
-                    let _ = done.send(());
-                }
-                Err(e) => tracing::error!(task = name, error = %e, "its runtime could not start"),
-            }
-        });
-    async move {
-        match thread {
-            // an error means the thread ended without saying so: ended too
-            Ok(_) => {
-                let _ = ended.await;
-            }
-            Err(e) => tracing::error!(task = name, error = %e, "its thread could not start"),
-        }
-    }
-}
-
 impl Running {
     /// Resolves with the task's name when a task of the headend died.
     pub async fn failed(&self) -> String {
@@ -282,6 +213,113 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         &cfg.tls,
         &revocations,
     )?);
+    let enroll = match cfg.enroll_listen {
+        Some(addr) => Some(bind(addr, "enrollment listener").await?),
+        None => None,
+    };
+    let enroll_addr = enroll.as_ref().and_then(|l| l.local_addr().ok());
+    let issuing = std::sync::Arc::new(issuing(&cfg, enroll_addr, revocations.clone())?);
+    let grpc = bind(cfg.grpc_listen, "gRPC listener").await?;
+    let http = bind(cfg.http_listen, "REST listener").await?;
+    let grpc_addr = grpc.local_addr().map_err(|e| Error::Grpc(e.to_string()))?;
+    let http_addr = http.local_addr().map_err(|e| Error::Grpc(e.to_string()))?;
+    let sessions = services::Sessions::default();
+    let metrics = metrics::Metrics::default();
+    let dispatcher = services::Dispatcher::default();
+    let (fatal, fatal_rx) = tokio::sync::watch::channel(None);
+    let sup = Supervisor {
+        shutdown: tokio::sync::watch::channel(false).0,
+        fatal,
+    };
+    // this replica among replicas: a restart in place takes its leases back
+    let replica = jobs::lease::replica_id(grpc_addr);
+    let jobs = job_tasks(&sup, &cfg, &db, &metrics, &replica, &issuing);
+    let ingest = ingest::Ingest::new(
+        db.clone(),
+        sessions.clone(),
+        cfg.max_concurrent_writes,
+        sup.stopping(),
+        metrics.clone(),
+        dispatcher.clone(),
+        issuing.clone(),
+    )
+    .offer_compact(cfg.compact_batches);
+    let reload_task = {
+        let files = cfg.tls.clone();
+        let revocations = revocations.clone();
+        sup.spawn(
+            "agent TLS reload",
+            tls.clone().follow(
+                "agent listener",
+                vec![files.cert.clone(), files.key.clone(), files.ca.clone()],
+                move || tankwatch_tls::server_config(&files, &revocations),
+                sup.stopping(),
+            ),
+        )
+    };
+    let enroll_tasks = match enroll {
+        Some(listener) => enrollment_tasks(&sup, &cfg, listener, &db, &issuing, &metrics)?,
+        None => Vec::new(),
+    };
+    let limits = ingest::tls::Limits {
+        max_conns: cfg.max_conns.min(fd_budget()),
+        max_per_site: cfg.max_conns_per_site,
+        handshake_timeout: cfg.handshake_timeout,
+        session_deadline: cfg.session_deadline,
+        metrics: metrics.clone(),
+        revocations,
+    };
+    tracing::info!(
+        max_conns = limits.max_conns,
+        per_site = cfg.max_conns_per_site,
+        "agent connection limits"
+    );
+    let (grpc_task, accept_task) = grpc_tasks(&sup, grpc, tls, limits, ingest);
+    // the operator API on a pool of its own: it never waits behind sessions
+    let api_db = db
+        .with_own_pool((cfg.db_max_connections / 2).max(2))
+        .await?;
+    let state = api::ApiState {
+        db: api_db,
+        sessions,
+        metrics: metrics.clone(),
+        dispatcher,
+        guard: services::access::Guard::new(cfg.logins_per_minute),
+        issuing: issuing.clone(),
+        webhook: cfg.webhook_url.is_some(),
+    };
+    let http_task = rest_task(&sup, &cfg, http, https_cfg, state, metrics)?;
+    tracing::info!(%grpc_addr, %http_addr, https = cfg.http_tls.is_some(), backend = ?db.backend, "headend started");
+    // order matters: the accept loop ends after the gRPC server dropped its receiver
+    let mut tasks = vec![grpc_task, http_task, accept_task];
+    tasks.extend(jobs);
+    tasks.push(reload_task);
+    tasks.extend(enroll_tasks);
+    Ok(Running {
+        grpc_addr,
+        http_addr,
+        enroll_addr,
+        issuing,
+        db,
+        shutdown: sup.shutdown,
+        tasks,
+        fatal: fatal_rx,
+    })
+}
+
+async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { what, addr, source })
+}
+
+/// The issuing side: the intermediate CA if this headend has one, the
+/// root an enrolling agent pins, where enrollment is served.
+fn issuing(
+    cfg: &Config,
+    enroll_addr: Option<SocketAddr>,
+    revocations: tankwatch_tls::Revocations,
+) -> Result<services::enrollment::Issuing, Error> {
     let ca = match &cfg.issuer {
         Some(f) => Some(tankwatch_pki::Ca::load(&f.cert, &f.key)?),
         None => None,
@@ -293,20 +331,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
             source,
         })
     })?;
-    let enroll = match cfg.enroll_listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| Error::Bind {
-                    what: "enrollment listener",
-                    addr,
-                    source,
-                })?,
-        ),
-        None => None,
-    };
-    let enroll_addr = enroll.as_ref().and_then(|l| l.local_addr().ok());
-    let issuing = std::sync::Arc::new(services::enrollment::Issuing {
+    Ok(services::enrollment::Issuing {
         ca,
         lifetime: tankwatch_pki::Lifetime(cfg.agent_cert_lifetime),
         fingerprint: root
@@ -319,197 +344,126 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
             .clone()
             .or_else(|| enroll_addr.map(|a| a.to_string()))
             .unwrap_or_else(|| "(enrollment is off on this headend)".into()),
-        revocations: revocations.clone(),
+        revocations,
         renewal_fault: std::sync::Mutex::new(None),
-    });
-    let grpc = TcpListener::bind(cfg.grpc_listen)
-        .await
-        .map_err(|source| Error::Bind {
-            what: "gRPC listener",
-            addr: cfg.grpc_listen,
-            source,
-        })?;
-    let http = TcpListener::bind(cfg.http_listen)
-        .await
-        .map_err(|source| Error::Bind {
-            what: "REST listener",
-            addr: cfg.http_listen,
-            source,
-        })?;
-    let grpc_addr = grpc.local_addr().map_err(|e| Error::Grpc(e.to_string()))?;
-    let http_addr = http.local_addr().map_err(|e| Error::Grpc(e.to_string()))?;
-    let sessions = services::Sessions::default();
-    let metrics = metrics::Metrics::default();
-    let (shutdown, _) = tokio::sync::watch::channel(false);
-    let dispatcher = services::Dispatcher::default();
-    let (fatal, fatal_rx) = tokio::sync::watch::channel(None);
-    // this replica among replicas: a restart in place takes its leases back
-    let replica = jobs::lease::replica_id(grpc_addr);
-    let sweep_task = supervised(
-        "command sweeper",
-        jobs::sweep(db.clone(), replica.clone(), shutdown.subscribe()),
-        shutdown.subscribe(),
-        fatal.clone(),
-    );
+    })
+}
 
-    let retention_task = supervised(
-        "retention",
-        jobs::retention(
-            db.clone(),
-            metrics.clone(),
-            replica.clone(),
-            shutdown.subscribe(),
+/// The jobs under database leases, and the revocation list's reload.
+fn job_tasks(
+    sup: &Supervisor,
+    cfg: &Config,
+    db: &store::Db,
+    metrics: &metrics::Metrics,
+    replica: &str,
+    issuing: &std::sync::Arc<services::enrollment::Issuing>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let r = || replica.to_string();
+    let mut tasks = vec![
+        sup.spawn(
+            "command sweeper",
+            jobs::sweep(db.clone(), r(), sup.stopping()),
         ),
-        shutdown.subscribe(),
-        fatal.clone(),
-    );
-
-    let inventory_task = supervised(
-        "inventory",
-        jobs::inventory(
-            db.clone(),
-            metrics.clone(),
-            cfg.inventory_every,
-            services::evaluate::Settings {
-                margin_h: cfg.escalation_margin_h,
-                notify: cfg.webhook_url.is_some(),
-            },
-            replica.clone(),
-            shutdown.subscribe(),
+        sup.spawn(
+            "retention",
+            jobs::retention(db.clone(), metrics.clone(), r(), sup.stopping()),
         ),
-        shutdown.subscribe(),
-        fatal.clone(),
-    );
-    let webhook_task = cfg.webhook_url.clone().map(|url| {
-        supervised(
-            "webhook",
-            jobs::webhooks(
+        sup.spawn(
+            "inventory",
+            jobs::inventory(
                 db.clone(),
                 metrics.clone(),
-                url,
-                replica.clone(),
-                shutdown.subscribe(),
+                cfg.inventory_every,
+                services::evaluate::Settings {
+                    margin_h: cfg.escalation_margin_h,
+                    notify: cfg.webhook_url.is_some(),
+                },
+                r(),
+                sup.stopping(),
             ),
-            shutdown.subscribe(),
-            fatal.clone(),
-        )
-    });
-
-    let svc = AgentLinkServer::new(
-        ingest::Ingest::new(
-            db.clone(),
-            sessions.clone(),
-            cfg.max_concurrent_writes,
-            shutdown.subscribe(),
-            metrics.clone(),
-            dispatcher.clone(),
-            issuing.clone(),
-        )
-        .offer_compact(cfg.compact_batches),
-    )
-    // the limit holds after decompression too (tonic stops inflating at it)
-    .max_decoding_message_size(ingest::MAX_MESSAGE_BYTES)
-    // agents from issue 30 on compress their messages (ADR 0013); acks stay plain
-    .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
-    let max_conns = cfg.max_conns.min(fd_budget());
-    tracing::info!(
-        max_conns,
-        per_site = cfg.max_conns_per_site,
-        "agent connection limits"
-    );
-    let reload_task = {
-        let files = cfg.tls.clone();
-        let revocations = revocations.clone();
-        supervised(
-            "agent TLS reload",
-            tls.clone().follow(
-                "agent listener",
-                vec![files.cert.clone(), files.key.clone(), files.ca.clone()],
-                move || tankwatch_tls::server_config(&files, &revocations),
-                shutdown.subscribe(),
-            ),
-            shutdown.subscribe(),
-            fatal.clone(),
-        )
-    };
-    let revocation_task = supervised(
-        "revocation list",
-        jobs::revocations(db.clone(), issuing.clone(), shutdown.subscribe()),
-        shutdown.subscribe(),
-        fatal.clone(),
-    );
-    let mut enroll_tasks = Vec::new();
-    if let Some(listener) = enroll {
-        let files = cfg.tls.clone();
-        let build = move || enroll_tls(&files);
-        let cfg_now = tankwatch_tls::reload::Reloading::new(build()?);
-        enroll_tasks.push(supervised(
-            "enrollment TLS reload",
-            cfg_now.clone().follow(
-                "enrollment listener",
-                vec![
-                    cfg.tls.cert.clone(),
-                    cfg.tls.key.clone(),
-                    cfg.tls.ca.clone(),
-                ],
-                build,
-                shutdown.subscribe(),
-            ),
-            shutdown.subscribe(),
-            fatal.clone(),
-        ));
-        let (conns, accept) =
-            ingest::enroll::incoming(listener, cfg_now, metrics.clone(), shutdown.subscribe());
-        enroll_tasks.push(supervised(
-            "enrollment accept loop",
-            accept,
-            shutdown.subscribe(),
-            fatal.clone(),
-        ));
-        let svc = tankwatch_proto::v1::enrollment_server::EnrollmentServer::new(
-            ingest::enroll::Enrollment::new(db.clone(), issuing.clone(), metrics.clone()),
-        )
-        .max_decoding_message_size(ingest::enroll::MAX_MESSAGE_BYTES);
-        let mut stop = shutdown.subscribe();
-        let serve = async move {
-            let r = tonic::transport::Server::builder()
-                .timeout(std::time::Duration::from_secs(30))
-                .add_service(svc)
-                .serve_with_incoming_shutdown(ReceiverStream::new(conns), async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "enrollment server failed");
-            }
-        };
-        enroll_tasks.push(supervised(
-            "enrollment server",
-            serve,
-            shutdown.subscribe(),
-            fatal.clone(),
+        ),
+        sup.spawn(
+            "revocation list",
+            jobs::revocations(db.clone(), issuing.clone(), sup.stopping()),
+        ),
+    ];
+    if let Some(url) = cfg.webhook_url.clone() {
+        tasks.push(sup.spawn(
+            "webhook",
+            jobs::webhooks(db.clone(), metrics.clone(), url, r(), sup.stopping()),
         ));
     }
-    let (incoming, accept_task) = ingest::tls::incoming(
-        grpc,
-        tls,
-        ingest::tls::Limits {
-            max_conns,
-            max_per_site: cfg.max_conns_per_site,
-            handshake_timeout: cfg.handshake_timeout,
-            session_deadline: cfg.session_deadline,
-            metrics: metrics.clone(),
-            revocations,
-        },
-    );
-    let accept_task = supervised(
-        "agent accept loop",
-        accept_task,
-        shutdown.subscribe(),
-        fatal.clone(),
-    );
+    tasks
+}
+
+/// The enrollment listener: its TLS (followed while running), accept
+/// loop and gRPC server.
+fn enrollment_tasks(
+    sup: &Supervisor,
+    cfg: &Config,
+    listener: TcpListener,
+    db: &store::Db,
+    issuing: &std::sync::Arc<services::enrollment::Issuing>,
+    metrics: &metrics::Metrics,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, Error> {
+    let files = cfg.tls.clone();
+    let build = move || enroll_tls(&files);
+    let cfg_now = tankwatch_tls::reload::Reloading::new(build()?);
+    let mut tasks = vec![sup.spawn(
+        "enrollment TLS reload",
+        cfg_now.clone().follow(
+            "enrollment listener",
+            vec![
+                cfg.tls.cert.clone(),
+                cfg.tls.key.clone(),
+                cfg.tls.ca.clone(),
+            ],
+            build,
+            sup.stopping(),
+        ),
+    )];
+    let (conns, accept) =
+        ingest::enroll::incoming(listener, cfg_now, metrics.clone(), sup.stopping());
+    tasks.push(sup.spawn("enrollment accept loop", accept));
+    let svc = tankwatch_proto::v1::enrollment_server::EnrollmentServer::new(
+        ingest::enroll::Enrollment::new(db.clone(), issuing.clone(), metrics.clone()),
+    )
+    .max_decoding_message_size(ingest::enroll::MAX_MESSAGE_BYTES);
+    let mut stop = sup.stopping();
+    let serve = async move {
+        let r = tonic::transport::Server::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .add_service(svc)
+            .serve_with_incoming_shutdown(ReceiverStream::new(conns), async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "enrollment server failed");
+        }
+    };
+    tasks.push(sup.spawn("enrollment server", serve));
+    Ok(tasks)
+}
+
+/// The agent listener: its accept loop (TLS, identity, limits) and the
+/// gRPC server; returns (server, accept loop).
+fn grpc_tasks(
+    sup: &Supervisor,
+    grpc: TcpListener,
+    tls: tankwatch_tls::reload::Reloading,
+    limits: ingest::tls::Limits,
+    ingest: ingest::Ingest,
+) -> (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>) {
+    let svc = AgentLinkServer::new(ingest)
+        // the limit holds after decompression too (tonic stops inflating at it)
+        .max_decoding_message_size(ingest::MAX_MESSAGE_BYTES)
+        // agents from issue 30 on compress their messages (ADR 0013); acks stay plain
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let (incoming, accept_task) = ingest::tls::incoming(grpc, tls, limits);
+    let accept_task = sup.spawn("agent accept loop", accept_task);
     let incoming = ReceiverStream::new(incoming);
-    let mut stop = shutdown.subscribe();
+    let mut stop = sup.stopping();
     let grpc = async move {
         let r = tonic::transport::Server::builder()
             // a silently dead agent (a cut link, a frozen proxy) is found
@@ -525,35 +479,34 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
             tracing::error!(error = %e, "gRPC server failed");
         }
     };
-    let grpc_task = supervised("gRPC server", grpc, shutdown.subscribe(), fatal.clone());
+    (sup.spawn("gRPC server", grpc), accept_task)
+}
+
+/// The operator API: its hosts, router, and server on a runtime of its own.
+fn rest_task(
+    sup: &Supervisor,
+    cfg: &Config,
+    http: TcpListener,
+    https_cfg: Option<rustls::ServerConfig>,
+    state: api::ApiState,
+    metrics: metrics::Metrics,
+) -> Result<tokio::task::JoinHandle<()>, Error> {
+    let http_addr = http.local_addr().map_err(|e| Error::Grpc(e.to_string()))?;
     let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"]
         .iter()
         .map(|h| h.to_string())
         .collect();
     hosts.push(http_addr.ip().to_string());
     hosts.extend(cfg.http_hosts.iter().map(|h| api::edge::host_of(h)));
-    // the operator API on a pool of its own: it never waits behind sessions
-    let api_db = db
-        .with_own_pool((cfg.db_max_connections / 2).max(2))
-        .await?;
     let app = api::router(
-        api::ApiState {
-            db: api_db,
-            sessions,
-            metrics: metrics.clone(),
-            dispatcher,
-            guard: services::access::Guard::new(cfg.logins_per_minute),
-            issuing: issuing.clone(),
-            webhook: cfg.webhook_url.is_some(),
-        },
+        state,
         api::edge::Edge {
             hosts,
             metrics: metrics.clone(),
         },
     );
     let https_files = cfg.http_tls.clone();
-    let rest_metrics = metrics;
-    let stop = shutdown.subscribe();
+    let stop = sup.stopping();
     let http = http.into_std().map_err(|source| Error::Bind {
         what: "REST listener",
         addr: http_addr,
@@ -569,38 +522,14 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
             }
         };
         let tls = https_files.zip(https_cfg);
-        listen::rest::serve(http, app, tls, rest_metrics, stop).await;
+        listen::rest::serve(http, app, tls, metrics, stop).await;
     });
-    let http_task = supervised("REST server", rest, shutdown.subscribe(), fatal);
-    tracing::info!(%grpc_addr, %http_addr, https = cfg.http_tls.is_some(), backend = ?db.backend, "headend started");
-    let mut tasks = vec![
-        grpc_task,
-        http_task,
-        accept_task,
-        sweep_task,
-        retention_task,
-        inventory_task,
-        reload_task,
-        revocation_task,
-    ];
-    tasks.extend(webhook_task);
-    tasks.extend(enroll_tasks);
-    Ok(Running {
-        grpc_addr,
-        http_addr,
-        enroll_addr,
-        issuing,
-        db,
-        shutdown,
-        // order matters: the accept loop ends after the gRPC server dropped its receiver
-        tasks,
-        fatal: fatal_rx,
-    })
+    Ok(sup.spawn("REST server", rest))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::supervised;
+    use crate::supervise::supervised;
 
     #[tokio::test]
     async fn a_task_that_ends_while_the_headend_runs_is_fatal_and_one_ending_at_shutdown_is_not() {

@@ -150,41 +150,55 @@ impl Default for Metrics {
             clock_corrected: Counter::default(),
             clock_refused: Counter::default(),
         };
+        Metrics::register_ingest(&mut r, &m);
+        Metrics::register_operations(&mut r, &m);
+        Metrics {
+            registry: Arc::new(r),
+            ..m
+        }
+    }
+}
+
+/// The registrations, in two halves of one list (help texts are the
+/// metrics' documentation).
+impl Metrics {
+    /// Sessions, batches, commits, enrollment.
+    fn register_ingest(r: &mut Registry, m: &Metrics) {
         r.register(
-            "listener_connections",
-            "Connections a listener holds now (rest, enrollment; agent_pending: agent connections before their TLS handshake ended)",
-            m.listener_connections.clone(),
-        );
+        "listener_connections",
+        "Connections a listener holds now (rest, enrollment; agent_pending: agent connections before their TLS handshake ended)",
+        m.listener_connections.clone(),
+    );
         r.register(
-            "listener_limit",
-            "A listener's bounds: max_connections, max_per_address, handshake_timeout_seconds, first_request_timeout_seconds, idle_timeout_seconds",
-            m.listener_limit.clone(),
-        );
+        "listener_limit",
+        "A listener's bounds: max_connections, max_per_address, handshake_timeout_seconds, first_request_timeout_seconds, idle_timeout_seconds",
+        m.listener_limit.clone(),
+    );
         r.register(
-            "listener_closed",
-            "Connections a listener closed by its bounds (evicted_idle, per_address_full, handshake_timeout, first_request_timeout, idle_timeout)",
-            m.listener_closed.clone(),
-        );
+        "listener_closed",
+        "Connections a listener closed by its bounds (evicted_idle, per_address_full, handshake_timeout, first_request_timeout, idle_timeout)",
+        m.listener_closed.clone(),
+    );
         r.register(
-            "log_lines_suppressed",
-            "The headend's own log lines held back by the per-call-site rate limit (a repeating fault)",
-            m.log_lines_suppressed.clone(),
-        );
+        "log_lines_suppressed",
+        "The headend's own log lines held back by the per-call-site rate limit (a repeating fault)",
+        m.log_lines_suppressed.clone(),
+    );
         r.register(
-            "clock_corrected_sessions",
-            "Agent sessions whose site clock was off by more than 2 s; their times were corrected (see /sites clock)",
-            m.clock_corrected.clone(),
-        );
+        "clock_corrected_sessions",
+        "Agent sessions whose site clock was off by more than 2 s; their times were corrected (see /sites clock)",
+        m.clock_corrected.clone(),
+    );
         r.register(
             "clock_refused_sessions",
             "Agent sessions refused because the site clock was off by more than 24 h",
             m.clock_refused.clone(),
         );
         r.register(
-            "session_takeovers",
-            "Sessions that replaced an open session of the same site (the older one is closed, told why)",
-            m.session_takeovers.clone(),
-        );
+        "session_takeovers",
+        "Sessions that replaced an open session of the same site (the older one is closed, told why)",
+        m.session_takeovers.clone(),
+    );
         for (name, help, c) in [
             (
                 "inventory_runs",
@@ -259,6 +273,10 @@ impl Default for Metrics {
             "REST requests refused at the edge (content_type, host, control_chars)",
             m.http_refused.clone(),
         );
+    }
+
+    /// Commands, jobs, webhooks, listeners and the rest.
+    fn register_operations(r: &mut Registry, m: &Metrics) {
         for (name, help, c) in [
             (
                 "auth_refused",
@@ -368,10 +386,6 @@ impl Default for Metrics {
             "Enrollments refused (token unknown, used, expired or for another site; unusable CSR)",
             m.enrollments_refused.clone(),
         );
-        Metrics {
-            registry: Arc::new(r),
-            ..m
-        }
     }
 }
 

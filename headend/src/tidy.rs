@@ -18,6 +18,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("wallclock", &[]),
     ("error", &[]),
     ("metrics", &[]),
+    ("supervise", &[]),
     ("store", &["error", "wallclock", "metrics"]),
     ("services", &["store", "error", "wallclock", "metrics"]),
     ("listen", &["error", "wallclock", "metrics"]),
@@ -66,6 +67,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "error",
             "wallclock",
             "metrics",
+            "supervise",
         ],
     ),
 ];

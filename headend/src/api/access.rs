@@ -137,56 +137,8 @@ pub async fn gate(State(g): State<Gate>, mut req: Request, next: Next) -> Respon
         .map(|r| r.0.clone())
         .unwrap_or_default();
     let Some(rule) = rule_for(&method, &path) else {
-        let allowed: Vec<&str> = RULES
-            .iter()
-            .filter(|r| r.path == path)
-            .map(|r| r.method)
-            .collect();
-        if !allowed.is_empty() {
-            let mut r = ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                format!(
-                    "{method} is not a method of {path} (allowed: {})",
-                    allowed.join(", ")
-                ),
-            )
-            .into_response();
-            if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
-                r.headers_mut().insert(header::ALLOW, v);
-            }
-            // audited like a denial (a PUT on the audit trail is someone
-            // trying to change it), at most DENIED_PER_MINUTE per address
-            let now = now_ms();
-            if g.denied
-                .lock()
-                .map_or(Ok(()), |mut d| d.take(&client, now))
-                .is_ok()
-            {
-                let entry = NewEntry {
-                    at_ms: now,
-                    actor: format!("unauthenticated from {client}"),
-                    role: None,
-                    action: "method_not_allowed".into(),
-                    target: req.uri().path().to_string(),
-                    outcome: AuditOutcome::Denied,
-                    status: 405,
-                    summary: serde_json::json!({ "error": "method_not_allowed", "method": method.as_str() }).to_string(),
-                    client: client.to_string(),
-                    request_id: rid,
-                    site: None,
-                };
-                append(&g, &entry).await;
-            }
-            return r;
-        }
-        tracing::error!(%method, %path, "a route has no access rule; refused");
-        return ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "this route has no access rule (a headend defect; see its log)",
-        )
-        .into_response();
+        let target = req.uri().path().to_string();
+        return unrouted(&g, &method, &path, target, client, rid).await;
     };
     let target = req.uri().path().to_string();
     let mut entry = NewEntry {
@@ -276,6 +228,79 @@ pub async fn gate(State(g): State<Gate>, mut req: Request, next: Next) -> Respon
     if !(write || denied || status == 401 || status == 403) {
         return resp;
     }
+    complete(&mut entry, note, status, denied);
+    append(&g, &entry).await;
+    resp
+}
+
+/// A request for a path with no rule for its method: 405 with `Allow`
+/// (audited like a denial: a PUT on the audit trail is someone trying to
+/// change it, at most DENIED_PER_MINUTE per address), or a route without
+/// a rule at all (a defect: 500).
+async fn unrouted(
+    g: &Gate,
+    method: &Method,
+    path: &str,
+    target: String,
+    client: IpAddr,
+    rid: String,
+) -> Response {
+    let allowed: Vec<&str> = RULES
+        .iter()
+        .filter(|r| r.path == path)
+        .map(|r| r.method)
+        .collect();
+    if !allowed.is_empty() {
+        let mut r = ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!(
+                "{method} is not a method of {path} (allowed: {})",
+                allowed.join(", ")
+            ),
+        )
+        .into_response();
+        if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
+            r.headers_mut().insert(header::ALLOW, v);
+        }
+        // audited like a denial (a PUT on the audit trail is someone
+        // trying to change it), at most DENIED_PER_MINUTE per address
+        let now = now_ms();
+        if g.denied
+            .lock()
+            .map_or(Ok(()), |mut d| d.take(&client, now))
+            .is_ok()
+        {
+            let entry = NewEntry {
+                at_ms: now,
+                actor: format!("unauthenticated from {client}"),
+                role: None,
+                action: "method_not_allowed".into(),
+                target,
+                outcome: AuditOutcome::Denied,
+                status: 405,
+                summary:
+                    serde_json::json!({ "error": "method_not_allowed", "method": method.as_str() })
+                        .to_string(),
+                client: client.to_string(),
+                request_id: rid,
+                site: None,
+            };
+            append(g, &entry).await;
+        }
+        return r;
+    }
+    tracing::error!(%method, %path, "a route has no access rule; refused");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "this route has no access rule (a headend defect; see its log)",
+    )
+    .into_response()
+}
+
+/// The audit entry completed from the handler's answer and its note.
+fn complete(entry: &mut NewEntry, note: Option<AuditNote>, status: u16, denied: bool) {
     entry.status = status;
     entry.outcome = if denied || matches!(status, 401 | 403 | 429) {
         AuditOutcome::Denied
@@ -309,8 +334,6 @@ pub async fn gate(State(g): State<Gate>, mut req: Request, next: Next) -> Respon
             entry.role = role;
         }
     }
-    append(&g, &entry).await;
-    resp
 }
 
 async fn deny(g: &Gate, mut entry: NewEntry, e: ApiError) -> Response {
