@@ -18,6 +18,16 @@ pub enum Error {
     /// A stored value this build does not know.
     #[error("database: a stored {0}")]
     Stored(#[from] domain::Unknown),
+    /// A stored value that does not parse as what its column holds (a
+    /// JSON column, a NULL where a value must be): never read as a default.
+    #[error("database: {column} of {key:?} is corrupt: {detail}")]
+    Corrupt {
+        /// `table.column`
+        column: &'static str,
+        /// The row's key (an id).
+        key: String,
+        detail: String,
+    },
     /// Anything else about the database (a writer that stopped, a row
     /// that vanished).
     #[error("database: {0}")]

@@ -12,7 +12,7 @@ use axum::extract::{OriginalUri, State};
 use axum::response::Response;
 use axum::routing::get;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::access::Caller;
 use super::page::{self, PageParams};
@@ -94,18 +94,23 @@ async fn list(
         limit: limit + 1,
     };
     let rows = s.db.audit().list(&query).await?;
-    let items = rows
-        .iter()
-        .map(|r| {
-            let e = &r.entry;
-            json!({
-                "seq": e.seq, "at": ts(e.at_ms), "at_ms": e.at_ms, "actor": e.actor, "role": e.role,
-                "action": e.action, "target": e.target, "outcome": e.outcome, "status": e.status,
-                "summary": serde_json::from_str::<serde_json::Value>(&e.summary).unwrap_or(json!(e.summary)),
-                "client": e.client, "request_id": e.request_id, "site": e.site,
-                "prev_hash": r.prev_hash, "hash": r.hash,
-            })
-        })
-        .collect();
+    let mut items = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let e = &r.entry;
+        // the text the chain hashes: a JSON document from the REST gate,
+        // plain text from enrollment and renewal (shown as a string; not
+        // a JSON column, so nothing is defaulted)
+        let summary = serde_json::from_str::<Value>(&e.summary)
+            .ok()
+            .filter(|v| v.is_object() || v.is_array())
+            .unwrap_or_else(|| Value::String(e.summary.clone()));
+        items.push(json!({
+            "seq": e.seq, "at": ts(e.at_ms), "at_ms": e.at_ms, "actor": e.actor, "role": e.role,
+            "action": e.action, "target": e.target, "outcome": e.outcome, "status": e.status,
+            "summary": summary,
+            "client": e.client, "request_id": e.request_id, "site": e.site,
+            "prev_hash": r.prev_hash, "hash": r.hash,
+        }));
+    }
     Ok(page::respond(&uri, items, limit, |v| v["seq"].to_string()))
 }

@@ -96,14 +96,14 @@ fn row_json(r: &CommandRow) -> Value {
         "created_at": ts(r.created_ms),
         "updated_at": ts(r.updated_ms),
         "cancel_requested_at": r.cancel_requested_ms.map(ts),
-        "warnings": serde_json::from_str::<Value>(&r.warnings).unwrap_or(Value::Array(vec![])),
+        "warnings": r.warnings,
     });
     if !r.policy_version.is_empty() {
         v["policy_version"] = json!(r.policy_version);
     }
     match r.kind {
-        CommandKind::Eta => v["eta"] = serde_json::from_str(&r.payload).unwrap_or(Value::Null),
-        CommandKind::Split => v["split"] = serde_json::from_str(&r.payload).unwrap_or(Value::Null),
+        CommandKind::Eta => v["eta"] = json!(r.payload),
+        CommandKind::Split => v["split"] = json!(r.payload),
         CommandKind::Setpoint => {}
     }
     v

@@ -37,7 +37,7 @@ fn esc_json(e: &EscalationRow) -> Value {
         "state": e.state, "subject": e.subject, "detail": e.detail, "assignee": e.assignee,
         "opened_at": ts(e.opened_ms), "opened_ms": e.opened_ms, "updated_at": ts(e.updated_ms),
         "resolved_at": e.resolved_ms.map(ts),
-        "context": serde_json::from_str::<Value>(&e.context).unwrap_or(Value::Null),
+        "context": e.context,
     })
 }
 
@@ -133,7 +133,7 @@ async fn get_one(
         .map(|ev| {
             json!({
                 "at": ts(ev.at_ms), "kind": ev.kind, "state": ev.state, "by": ev.actor, "note": ev.note,
-                "context": serde_json::from_str::<Value>(&ev.context).unwrap_or(Value::Null),
+                "context": ev.context,
             })
         })
         .collect();
@@ -203,7 +203,7 @@ async fn dead(
             json!({
                 "id": r.id, "escalation": r.escalation_id, "event": r.event, "attempts": r.attempts,
                 "last_error": r.last_error, "created_at": ts(r.created_ms), "given_up_at": r.done_ms.map(ts),
-                "payload": serde_json::from_str::<Value>(&r.payload).unwrap_or(Value::Null),
+                "payload": r.payload,
             })
         })
         .collect();

@@ -35,7 +35,7 @@ fn load_json(v: &LoadView) -> Value {
         "reference": l.reference,
         "carrier": l.carrier,
         "site": l.site_id,
-        "tanks": serde_json::from_str::<Value>(&l.tanks).unwrap_or(Value::Null),
+        "tanks": l.tank_ids(),
         "product": l.product,
         "planned_volume_l": l.planned_volume_l,
         "eta": ts(l.eta_ms),

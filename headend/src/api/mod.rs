@@ -255,10 +255,17 @@ impl From<crate::Error> for ApiError {
                 "stored_value_invalid",
                 format!("a stored value is not one this headend knows ({u})"),
             ),
-            E::Sql(sqlx::Error::ColumnDecode { source, .. }) => (
+            E::Corrupt { column, key, .. } => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "stored_value_invalid",
-                format!("a stored value is not one this headend knows ({source})"),
+                format!(
+                    "the stored {column} of {key:?} does not parse; it was not used (details in the headend's log)"
+                ),
+            ),
+            E::Sql(sqlx::Error::ColumnDecode { index, source }) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "stored_value_invalid",
+                format!("the stored {index} is not a value this headend knows ({source})"),
             ),
             _ => (
                 StatusCode::INTERNAL_SERVER_ERROR,

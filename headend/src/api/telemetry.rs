@@ -201,7 +201,7 @@ async fn assets(
                     "product": a.product,
                     "capacity": a.capacity,
                     "capacity_unit": a.capacity_unit,
-                    "details": serde_json::from_str::<Value>(&a.details).unwrap_or(Value::Null),
+                    "details": a.details,
                     "fields": fields,
                 })
             })

@@ -78,7 +78,16 @@ impl Dispatcher {
                             if !sent.insert(r.command_id.clone()) {
                                 continue;
                             }
-                            command(&r)
+                            match command(&r) {
+                                Ok(m) => m,
+                                // logged with its code where found; never
+                                // sent (it expires unsent), not retried in
+                                // this session
+                                Err(e) => {
+                                    tracing::error!(command = %r.command_id, error = %e, "a stored command does not parse; not sent");
+                                    continue;
+                                }
+                            }
                         };
                         let what = if r.cancel_requested_ms.is_some() {
                             Reason::CancelSent
@@ -133,7 +142,13 @@ async fn resume_active(
     };
     tracing::warn!(%site, count = active.len(), "the agent lost its command state; sending its active setpoints again");
     for (r, active_ms) in active {
-        let mut msg = command(&r);
+        let mut msg = match command(&r) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(command = %r.command_id, error = %e, "a stored setpoint does not parse; not resumed");
+                continue;
+            }
+        };
         if let Some(Out::Command(c)) = msg.msg.as_mut() {
             c.resume = true;
             c.resume_ends_ms = if r.duration_ms > 0 {
@@ -167,11 +182,13 @@ fn cancel(r: &CommandRow) -> HeadendMessage {
     }
 }
 
-/// The wire form of a stored command.
-pub fn command(r: &CommandRow) -> HeadendMessage {
+/// The wire form of a stored command; a payload that does not parse, or
+/// a setpoint without its value, is an error (never sent as a default).
+pub fn command(r: &CommandRow) -> Result<HeadendMessage, crate::Error> {
     let action = match r.kind {
         CommandKind::Eta => {
-            let p: EtaPayload = serde_json::from_str(&r.payload).unwrap_or_default();
+            let p: EtaPayload =
+                crate::store::json::from_document("commands.payload", &r.command_id, &r.payload)?;
             v1::command::Action::Eta(v1::EtaAction {
                 load_ref: r.load_id.clone().unwrap_or_default(),
                 tanks: p.tanks,
@@ -185,11 +202,17 @@ pub fn command(r: &CommandRow) -> HeadendMessage {
         CommandKind::Setpoint | CommandKind::Split => v1::command::Action::Setpoint(v1::Setpoint {
             asset_id: r.asset_id.clone(),
             field: r.field.clone(),
-            value: r.value.unwrap_or(f64::NAN),
+            value: r.value.ok_or_else(|| {
+                crate::store::json::corrupt(
+                    "commands.value",
+                    &r.command_id,
+                    "a setpoint without a value".into(),
+                )
+            })?,
             duration_ms: r.duration_ms,
         }),
     };
-    HeadendMessage {
+    Ok(HeadendMessage {
         msg: Some(Out::Command(v1::Command {
             command_id: r.command_id.clone(),
             expires_at_ms: r.expires_at_ms,
@@ -198,5 +221,85 @@ pub fn command(r: &CommandRow) -> HeadendMessage {
             resume: false,
             resume_ends_ms: 0,
         })),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::json::{Doc, JsonText};
+    use serde_json::json;
+
+    fn row(kind: CommandKind, value: Option<f64>, payload: serde_json::Value) -> CommandRow {
+        CommandRow {
+            seq: 7,
+            command_id: "cmd-1".into(),
+            idempotency_key: None,
+            request: "{}".into(),
+            parent_id: None,
+            site_id: "site-a".into(),
+            asset_id: "tank-1".into(),
+            kind,
+            field: "pump_limit".into(),
+            value,
+            duration_ms: 0,
+            expires_at_ms: 1,
+            payload: JsonText(Doc(payload)),
+            load_id: Some("load-1".into()),
+            state: CommandState::Submitted,
+            reason: Reason::Submitted,
+            detail: String::new(),
+            readback: None,
+            policy_version: String::new(),
+            warnings: JsonText(Vec::new()),
+            created_by: crate::domain::Actor::Headend { task: None },
+            created_ms: 0,
+            updated_ms: 0,
+            cancel_requested_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_setpoint_without_its_value_is_an_error_not_a_nan_on_the_wire() {
+        let ok = command(&row(CommandKind::Setpoint, Some(42.0), json!({}))).unwrap();
+        let Some(Out::Command(c)) = ok.msg else {
+            panic!("not a command")
+        };
+        assert!(matches!(c.action, Some(v1::command::Action::Setpoint(s)) if s.value == 42.0));
+        let e = command(&row(CommandKind::Setpoint, None, json!({}))).unwrap_err();
+        assert!(
+            matches!(&e, crate::Error::Corrupt { column: "commands.value", key, .. } if key == "cmd-1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_eta_payload_that_is_not_one_is_an_error_not_eta_zero_with_no_tanks() {
+        let good = json!({"tanks": ["tank-1"], "product": "diesel", "planned_volume_l": 5000.0,
+            "eta_ms": 1_700_000_000_000_i64, "eta_source": "manual", "cancelled": false});
+        let ok = command(&row(CommandKind::Eta, None, good)).unwrap();
+        let Some(Out::Command(c)) = ok.msg else {
+            panic!("not a command")
+        };
+        assert!(
+            matches!(c.action, Some(v1::command::Action::Eta(e)) if e.eta_ms == 1_700_000_000_000 && e.tanks == ["tank-1"])
+        );
+        for bad in [
+            json!({"eta_ms": "soon"}),
+            json!([]),
+            json!({"tanks": "tank-1"}),
+        ] {
+            let e = command(&row(CommandKind::Eta, None, bad.clone())).unwrap_err();
+            assert!(
+                matches!(
+                    &e,
+                    crate::Error::Corrupt {
+                        column: "commands.payload",
+                        ..
+                    }
+                ),
+                "{bad}: {e}"
+            );
+        }
     }
 }

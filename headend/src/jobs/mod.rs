@@ -192,7 +192,8 @@ pub async fn webhooks(
             match db.escalations().due_webhooks(now_ms(), 50).await {
                 Ok(rows) => {
                     for r in rows {
-                        let (state, next, err) = match target.post(r.payload.clone()).await {
+                        let (state, next, err) = match target.post(r.payload.0.0.to_string()).await
+                        {
                             Ok(()) => {
                                 metrics.webhooks_delivered.inc();
                                 ("delivered", r.next_ms, String::new())

@@ -8,6 +8,7 @@ use super::{Context, Refused, Result, invalid, new_id, refused};
 use crate::domain::{Actor, CommandKind, CommandState, split};
 use crate::store::commands::{CommandRow, EtaPayload, EventRow, NewCommand, Submitted};
 use crate::store::loads::{LoadRow, LoadWrite};
+use crate::store::sites::Writable;
 use crate::wallclock::now_ms;
 
 /// Default expiry of a command, s.
@@ -168,14 +169,6 @@ async fn resolve_asset(ctx: &Context, asset: &str, site: Option<&str>) -> Result
     }
 }
 
-/// A writable point as an agent's hello reported it.
-#[derive(Deserialize)]
-struct Writable {
-    field: String,
-    min: Option<f64>,
-    max: Option<f64>,
-}
-
 async fn writable_of(ctx: &Context, site: &str, asset: &str) -> Result<Vec<Writable>> {
     Ok(ctx
         .db
@@ -183,7 +176,7 @@ async fn writable_of(ctx: &Context, site: &str, asset: &str) -> Result<Vec<Writa
         .await?
         .into_iter()
         .find(|(a, _, _)| a == asset)
-        .map(|(_, _, w)| serde_json::from_str(&w).unwrap_or_default())
+        .map(|(_, _, w)| w)
         .unwrap_or_default())
 }
 
@@ -292,8 +285,7 @@ async fn setpoint(
         ));
     }
     let mut cands = Vec::new();
-    for (asset, capacity, w) in ctx.db.writable_points(site).await? {
-        let ws: Vec<Writable> = serde_json::from_str(&w).unwrap_or_default();
+    for (asset, capacity, ws) in ctx.db.writable_points(site).await? {
         let Some(w) = ws.into_iter().find(|w| w.field == field) else {
             continue;
         };

@@ -18,7 +18,7 @@ pub struct EscalationRow {
     pub subject: String,
     pub detail: String,
     /// JSON: what the decision stood on (inventory, rate, runout, loads).
-    pub context: String,
+    pub context: crate::store::json::Document,
     pub assignee: Option<String>,
     pub opened_ms: i64,
     pub updated_ms: i64,
@@ -35,7 +35,7 @@ pub struct EscEventRow {
     pub state: EscState,
     pub actor: String,
     pub note: String,
-    pub context: String,
+    pub context: crate::store::json::Document,
 }
 
 /// The key that makes one open escalation per (site, tank, cause).
@@ -138,7 +138,7 @@ async fn outbox(c: &mut AnyConnection, id: &str, what: &str, at: i64) -> Result<
             "cause": row.cause, "state": row.state, "subject": row.subject,
             "detail": row.detail, "assignee": row.assignee,
             "opened_ms": row.opened_ms, "updated_ms": row.updated_ms,
-            "context": serde_json::from_str::<serde_json::Value>(&row.context).unwrap_or_default(),
+            "context": row.context,
         },
     })
     .to_string();
@@ -475,7 +475,7 @@ pub struct OutboxRow {
     pub id: i64,
     pub escalation_id: String,
     pub event: String,
-    pub payload: String,
+    pub payload: crate::store::json::Document,
     pub created_ms: i64,
     pub attempts: i64,
     pub next_ms: i64,

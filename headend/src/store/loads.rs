@@ -15,8 +15,12 @@ pub struct LoadRow {
     pub reference: String,
     pub carrier: String,
     pub site_id: String,
-    /// JSON array of tank ids.
+    /// JSON array of tank ids, as stored (read through [`LoadRow::tank_ids`]).
     pub tanks: String,
+    /// The tank ids, parsed by the store's reads (a load whose `tanks`
+    /// does not parse is not read at all: [`Error::Corrupt`]).
+    #[sqlx(skip)]
+    pub tank_list: Vec<String>,
     pub product: String,
     pub planned_volume_l: f64,
     pub eta_ms: i64,
@@ -36,7 +40,13 @@ pub struct LoadRow {
 
 impl LoadRow {
     pub fn tank_ids(&self) -> Vec<String> {
-        serde_json::from_str(&self.tanks).unwrap_or_default()
+        self.tank_list.clone()
+    }
+
+    /// The row with its tanks parsed, or the corruption named.
+    fn checked(mut self) -> Result<LoadRow, Error> {
+        self.tank_list = super::json::parse("loads.tanks", &self.load_id, &self.tanks)?;
+        Ok(self)
     }
 }
 
@@ -260,10 +270,11 @@ impl Db {
 impl Loads<'_> {
     pub async fn get(&self, id: &str) -> Result<Option<LoadRow>, Error> {
         let sql = format!("SELECT {LOAD_COLUMNS} FROM loads WHERE load_id = $1");
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        let row: Option<LoadRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(self.0.pool())
-            .await?)
+            .await?;
+        row.map(LoadRow::checked).transpose()
     }
 
     /// By ETA then id, after the `after` key (the page cursor); `site`
@@ -293,7 +304,8 @@ impl Loads<'_> {
         for s in sites.unwrap_or_default() {
             q = q.bind(s);
         }
-        Ok(q.fetch_all(self.0.pool()).await?)
+        let rows: Vec<LoadRow> = q.fetch_all(self.0.pool()).await?;
+        rows.into_iter().map(LoadRow::checked).collect()
     }
 
     /// The events of these loads, by load, in one query (not one per load).
@@ -340,9 +352,10 @@ impl Loads<'_> {
         let sql = format!(
             "SELECT {LOAD_COLUMNS} FROM loads WHERE status IN ('planned', 'delivering') OR timing IS NOT NULL"
         );
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        let rows: Vec<LoadRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .fetch_all(self.0.pool())
-            .await?)
+            .await?;
+        rows.into_iter().map(LoadRow::checked).collect()
     }
 
     /// Records a load's timing (late, missing or neither).
@@ -385,10 +398,11 @@ impl Loads<'_> {
     /// The load made by an import with this key (site + reference).
     pub async fn by_import_key(&self, key: &str) -> Result<Option<LoadRow>, Error> {
         let sql = format!("SELECT {LOAD_COLUMNS} FROM loads WHERE import_key = $1");
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        let row: Option<LoadRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(key)
             .fetch_optional(self.0.pool())
-            .await?)
+            .await?;
+        row.map(LoadRow::checked).transpose()
     }
 
     /// The ETA histories of these loads, by load, in one query.

@@ -22,6 +22,7 @@ pub mod evaluation;
 pub mod hello;
 pub mod ingest;
 pub mod inventory;
+pub mod json;
 pub mod leases;
 pub mod loads;
 pub mod login_locks;

@@ -10,7 +10,11 @@ use crate::store::Db;
 
 impl Db {
     /// Writable points of the assets of a site: (asset, capacity, writable JSON).
-    pub async fn writable_points(&self, site: &str) -> Result<Vec<(String, f64, String)>, Error> {
+    /// Each asset's capacity and writable points, as its agent's hello said.
+    pub async fn writable_points(
+        &self,
+        site: &str,
+    ) -> Result<Vec<(String, f64, Vec<Writable>)>, Error> {
         let rows = sqlx::query(
             "SELECT asset_id, capacity, writable FROM assets WHERE site_id = $1 ORDER BY asset_id",
         )
@@ -18,9 +22,13 @@ impl Db {
         .fetch_all(self.pool())
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Error::from)
+            .map(|r| {
+                let asset: String = r.try_get(0)?;
+                let text: String = r.try_get(2)?;
+                let w = super::json::parse("assets.writable", &format!("{site}/{asset}"), &text)?;
+                Ok((asset, r.try_get(1)?, w))
+            })
+            .collect()
     }
 
     /// Sites that have an asset `asset`.
@@ -103,7 +111,7 @@ impl Db {
                     product: String::new(),
                     capacity: 0.0,
                     capacity_unit: String::new(),
-                    details: "{}".into(),
+                    details: super::json::JsonText(super::json::Doc(serde_json::json!({}))),
                     fields: vec![v],
                 }),
             }
@@ -136,7 +144,7 @@ pub struct AssetRow {
     pub product: String,
     pub capacity: f64,
     pub capacity_unit: String,
-    pub details: String,
+    pub details: crate::store::json::Document,
     #[sqlx(skip)]
     pub fields: Vec<LatestRow>,
 }
@@ -153,4 +161,12 @@ pub struct LatestRow {
     pub received_ts_ms: i64,
     pub good_ts_ms: i64,
     pub source: String,
+}
+
+/// A writable point as an agent's hello reported it (`assets.writable`).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Writable {
+    pub field: String,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
 }

@@ -46,6 +46,7 @@ mod session_takeover;
 mod slice;
 mod slow_link;
 mod store_conformance;
+mod stored_corruption;
 mod systemd_unit;
 mod times_and_units;
 mod veeder_root;

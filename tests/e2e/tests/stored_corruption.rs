@@ -1,0 +1,351 @@
+//! Issue 31: a stored value that does not parse is an error with a stable
+//! code, never a default. Each JSON column and a typed (enum) column per
+//! aggregate is corrupted in SQL under a running headend; the REST read
+//! that uses it answers 500 `stored_value_invalid` naming the column, and
+//! once the value is put back the same read answers 200 again (the
+//! corruption, not something else, failed it). On both databases.
+use std::net::SocketAddr;
+
+use anyhow::{Context, Result, ensure};
+use e2e::*;
+use serde_json::{Value, json};
+use tankwatch_proto::v1;
+
+const SITE: &str = "site-c";
+
+/// One column to corrupt: where it is, what to write, which read uses it.
+struct Case {
+    column: &'static str,
+    table: &'static str,
+    key_col: &'static str,
+    key: String,
+    bad: &'static str,
+    /// A read: (method, path, body for a POST).
+    method: &'static str,
+    path: String,
+    body: Option<Value>,
+    /// What the error message names (the column, or the enum's value).
+    names: &'static str,
+}
+
+async fn fixtures(he: &headend::Running) -> Result<(String, String, String, String)> {
+    let h = v1::Hello {
+        site_id: SITE.into(),
+        log_id: 1,
+        agent_version: "test".into(),
+        assets: vec![v1::Asset {
+            asset_id: "tank-1".into(),
+            kind: v1::AssetKind::Tank as i32,
+            name: "Tank 1".into(),
+            capacity: 20_000.0,
+            details: [("vendor".to_string(), "acme".to_string())].into(),
+            writable: vec![v1::WritablePoint {
+                field: "pump_limit".into(),
+                min: Some(0.0),
+                max: Some(100.0),
+                default: None,
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    he.db
+        .record_hello(headend::store::HelloInfo {
+            site: SITE,
+            hello: &h,
+        })
+        .await?;
+    let http = he.http_addr;
+    let (code, c) = post_json(
+        http,
+        "/api/v1/commands",
+        &json!({"kind": "setpoint", "asset": format!("{SITE}/tank-1"), "field": "pump_limit", "value": 42}),
+    )
+    .await?;
+    ensure!(code == 201, "setpoint: {code} {c}");
+    let command = c["command_id"].as_str().context("command_id")?.to_string();
+    let eta = headend::wallclock::now_ms() + 3_600_000;
+    let (code, l) = post_json(
+        http,
+        "/api/v1/loads",
+        &json!({"site": SITE, "reference": "PO-1", "tanks": ["tank-1"], "product": "diesel",
+                "planned_volume_l": 5000, "eta": eta, "eta_source": "manual"}),
+    )
+    .await?;
+    ensure!(code == 201, "load: {code} {l}");
+    let load = l["load"]["load_id"]
+        .as_str()
+        .context("load_id")?
+        .to_string();
+    let eta_command = l["command"]["command_id"]
+        .as_str()
+        .context("eta command")?
+        .to_string();
+    let esc = "esc-corrupt-1".to_string();
+    he.db
+        .escalations()
+        .apply(
+            &headend::store::escalations::Finding {
+                site_id: SITE.into(),
+                tank_id: "tank-1".into(),
+                cause: headend::domain::escalation::Cause::Stale,
+                subject: String::new(),
+                detail: "no data".into(),
+                context: json!({"at_ms": 1}).to_string(),
+            },
+            &esc,
+            headend::wallclock::now_ms(),
+            true,
+        )
+        .await?;
+    // the notification it queued, given up (a dead letter to read)
+    sqlx::query("UPDATE webhook_outbox SET state = 'dead', done_ms = $1 WHERE escalation_id = $2")
+        .bind(headend::wallclock::now_ms())
+        .bind(&esc)
+        .execute(he.db.pool())
+        .await?;
+    Ok((command, eta_command, load, esc))
+}
+
+fn cases(command: &str, eta_command: &str, load: &str, esc: &str) -> Vec<Case> {
+    let get = |path: String| ("GET", path, None);
+    let c = |column,
+             table,
+             key_col,
+             key: &str,
+             bad,
+             read: (&'static str, String, Option<Value>),
+             names| Case {
+        column,
+        table,
+        key_col,
+        key: key.to_string(),
+        bad,
+        method: read.0,
+        path: read.1,
+        body: read.2,
+        names,
+    };
+    let setpoint = (
+        "POST",
+        "/api/v1/commands".to_string(),
+        Some(
+            json!({"kind": "setpoint", "asset": format!("{SITE}/tank-1"), "field": "pump_limit", "value": 7}),
+        ),
+    );
+    vec![
+        // JSON columns
+        c(
+            "writable",
+            "assets",
+            "site_id",
+            SITE,
+            "[{\"field\":",
+            setpoint,
+            "assets.writable",
+        ),
+        c(
+            "details",
+            "assets",
+            "site_id",
+            SITE,
+            "\"a string\"",
+            get(format!("/api/v1/sites/{SITE}/assets")),
+            "details",
+        ),
+        c(
+            "payload",
+            "commands",
+            "command_id",
+            command,
+            "not json",
+            get(format!("/api/v1/commands/{command}")),
+            "payload",
+        ),
+        c(
+            "payload",
+            "commands",
+            "command_id",
+            eta_command,
+            "",
+            get(format!("/api/v1/commands/{eta_command}")),
+            "payload",
+        ),
+        c(
+            "warnings",
+            "commands",
+            "command_id",
+            command,
+            "{\"not\": \"a list\"}",
+            get(format!("/api/v1/commands/{command}")),
+            "warnings",
+        ),
+        c(
+            "tanks",
+            "loads",
+            "load_id",
+            load,
+            "[\"tank-1\"",
+            get(format!("/api/v1/loads/{load}")),
+            "loads.tanks",
+        ),
+        c(
+            "context",
+            "escalations",
+            "escalation_id",
+            esc,
+            "null",
+            get(format!("/api/v1/escalations/{esc}")),
+            "context",
+        ),
+        c(
+            "context",
+            "escalation_events",
+            "escalation_id",
+            esc,
+            "{",
+            get(format!("/api/v1/escalations/{esc}")),
+            "context",
+        ),
+        c(
+            "payload",
+            "webhook_outbox",
+            "escalation_id",
+            esc,
+            "3",
+            get("/api/v1/webhooks/dead".into()),
+            "payload",
+        ),
+        // typed (enum) columns
+        c(
+            "state",
+            "commands",
+            "command_id",
+            command,
+            "half_done",
+            get(format!("/api/v1/commands/{command}")),
+            "half_done",
+        ),
+        c(
+            "eta_source",
+            "loads",
+            "load_id",
+            load,
+            "pigeon",
+            get(format!("/api/v1/loads/{load}")),
+            "pigeon",
+        ),
+        c(
+            "cause",
+            "escalations",
+            "escalation_id",
+            esc,
+            "gremlins",
+            get(format!("/api/v1/escalations/{esc}")),
+            "gremlins",
+        ),
+        c(
+            "reason",
+            "command_events",
+            "command_id",
+            command,
+            "because",
+            get(format!("/api/v1/commands/{command}")),
+            "because",
+        ),
+    ]
+}
+
+async fn read(http: SocketAddr, c: &Case) -> Result<(u16, Value)> {
+    match (c.method, &c.body) {
+        ("POST", Some(b)) => post_json(http, &c.path, b).await,
+        _ => {
+            let r = get(http, &c.path).await?;
+            let status = r.status().as_u16();
+            let text = r.text().await?;
+            Ok((
+                status,
+                serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            ))
+        }
+    }
+}
+
+async fn every_corrupt_column_is_refused_by_name(url: &str) -> Result<()> {
+    let pki = TestPki::new(&[SITE])?;
+    let mut cfg = headend_config(&pki, url, 0);
+    cfg.webhook_url = None;
+    let he = start_headend(cfg).await?;
+    let http = he.http_addr;
+    let (command, eta_command, load, esc) = fixtures(&he).await?;
+    for c in cases(&command, &eta_command, &load, &esc) {
+        let what = format!("{}.{} of {}", c.table, c.column, c.key);
+        let (before_code, before) = read(http, &c).await?;
+        ensure!(
+            before_code < 300,
+            "{what}: the read works before: {before_code} {before}"
+        );
+        let saved: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM {} WHERE {} = $1",
+            c.column, c.table, c.key_col
+        )))
+        .bind(&c.key)
+        .fetch_all(he.db.pool())
+        .await?;
+        ensure!(!saved.is_empty(), "{what}: no row");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {} SET {} = $1 WHERE {} = $2",
+            c.table, c.column, c.key_col
+        )))
+        .bind(c.bad)
+        .bind(&c.key)
+        .execute(he.db.pool())
+        .await?;
+        let (code, v) = read(http, &c).await?;
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        ensure!(
+            code == 500 && v["error"]["code"] == "stored_value_invalid",
+            "{what} = {:?}: {code} {v}",
+            c.bad
+        );
+        ensure!(
+            message.contains(c.names),
+            "{what}: the message names {:?}: {message}",
+            c.names
+        );
+        // put back (every row had the same value for these keys)
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {} SET {} = $1 WHERE {} = $2",
+            c.table, c.column, c.key_col
+        )))
+        .bind(&saved[0])
+        .bind(&c.key)
+        .execute(he.db.pool())
+        .await?;
+        if c.method == "GET" {
+            let (code, after) = read(http, &c).await?;
+            ensure!(
+                code == 200,
+                "{what}: restored, the read works: {code} {after}"
+            );
+        }
+    }
+    he.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_corrupt_json_or_enum_column_is_a_stored_value_invalid_error_naming_it_on_sqlite()
+-> Result<()> {
+    let dir = tempfile::tempdir()?;
+    every_corrupt_column_is_refused_by_name(&sqlite_url(dir.path())).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_corrupt_json_or_enum_column_is_a_stored_value_invalid_error_naming_it_on_postgres()
+-> Result<()> {
+    let db = pg::fresh_database().await?;
+    let r = every_corrupt_column_is_refused_by_name(&db.url).await;
+    db.drop().await?;
+    r
+}
