@@ -1,5 +1,5 @@
 //! Access to the REST API: the one table that says what each route
-//! needs ([`RULES`]), and the gate every routed request passes
+//! needs ([`rules`]), and the gate every routed request passes
 //! ([`gate`]): authenticate the bearer credential, check the role's
 //! permission and the site scope, then, after the handler, append the
 //! audit entry. A route missing from the table is refused (500, logged)
@@ -28,7 +28,7 @@ use crate::services::access::{self, AuthError, Principal};
 use crate::store::audit::NewEntry;
 use crate::wallclock::now_ms;
 
-pub use super::rules::{Need, RULES, Rule, rule_for};
+pub use super::rules::{Need, Rule, rule_for, rules};
 use crate::domain::Permission as P;
 
 /// Failed bearer authentications audited per client address a minute.
@@ -245,7 +245,7 @@ async fn unrouted(
     client: IpAddr,
     rid: String,
 ) -> Response {
-    let allowed: Vec<&str> = RULES
+    let allowed: Vec<&str> = rules()
         .iter()
         .filter(|r| r.path == path)
         .map(|r| r.method)

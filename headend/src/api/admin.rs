@@ -12,12 +12,11 @@
 //!   creation's answer only.
 
 use super::Query;
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -28,15 +27,121 @@ use crate::services::admin::{self as svc, NewKey, NewUser, UserPatch};
 use crate::store::api_keys::ApiKeyRow;
 use crate::store::users::UserRow;
 
-pub fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/api/v1/users", get(list_users).post(add_user))
-        .route("/api/v1/users/{user}", get(get_user).patch(patch_user))
-        .route("/api/v1/users/{user}/password", post(reset_password))
-        .route("/api/v1/users/{user}/unlock", post(unlock))
-        .route("/api/v1/api-keys", get(list_keys).post(add_key))
-        .route("/api/v1/api-keys/{id}", get(get_key))
-        .route("/api/v1/api-keys/{id}/revoke", post(revoke_key))
+/// This feature's routes, each declared once: its handler, what it
+/// needs, its audit action and its OpenAPI operation.
+pub fn routes() -> Vec<super::route::Route> {
+    use super::route::*;
+    vec![
+        Route::new(
+            "GET",
+            "/api/v1/users",
+            Perm(P::Admin),
+            "users.list",
+            get(list_users),
+            paged("Users", "User", params_of::<PageParams>()),
+        ),
+        Route::new(
+            "POST",
+            "/api/v1/users",
+            Perm(P::Admin),
+            "users.create",
+            post(add_user),
+            with_body(d("Add a user", 201, Some(reference("User"))), "NewUser"),
+        ),
+        Route::new(
+            "GET",
+            "/api/v1/users/{user}",
+            Perm(P::Admin),
+            "users.get",
+            get(get_user),
+            d("A user", 200, Some(reference("User"))),
+        ),
+        Route::new(
+            "PATCH",
+            "/api/v1/users/{user}",
+            Perm(P::Admin),
+            "users.update",
+            patch(patch_user),
+            with_body(
+                d(
+                    "Change a user's role, sites or disabled (ends their sessions)",
+                    200,
+                    Some(reference("User")),
+                ),
+                "UserPatch",
+            ),
+        ),
+        Route::new(
+            "POST",
+            "/api/v1/users/{user}/password",
+            Perm(P::Admin),
+            "users.reset_password",
+            post(reset_password),
+            with_body(
+                d(
+                    "Set a user's password (ends their sessions and lifts their login locks)",
+                    204,
+                    None,
+                ),
+                "NewPassword",
+            ),
+        ),
+        Route::new(
+            "POST",
+            "/api/v1/users/{user}/unlock",
+            Perm(P::Admin),
+            "users.unlock",
+            post(unlock),
+            d(
+                "Lift a user's login locks (every network, every replica; locks are per name and client network)",
+                200,
+                None,
+            ),
+        ),
+        Route::new(
+            "GET",
+            "/api/v1/api-keys",
+            Perm(P::Admin),
+            "api_keys.list",
+            get(list_keys),
+            paged(
+                "API keys (never their secrets)",
+                "ApiKey",
+                params_of::<PageParams>(),
+            ),
+        ),
+        Route::new(
+            "POST",
+            "/api/v1/api-keys",
+            Perm(P::Admin),
+            "api_keys.create",
+            post(add_key),
+            with_body(
+                d(
+                    "Create an API key: the key is in this answer only",
+                    201,
+                    Some(reference("ApiKey")),
+                ),
+                "NewKey",
+            ),
+        ),
+        Route::new(
+            "GET",
+            "/api/v1/api-keys/{id}",
+            Perm(P::Admin),
+            "api_keys.get",
+            get(get_key),
+            d("An API key", 200, Some(reference("ApiKey"))),
+        ),
+        Route::new(
+            "POST",
+            "/api/v1/api-keys/{id}/revoke",
+            Perm(P::Admin),
+            "api_keys.revoke",
+            post(revoke_key),
+            d("Revoke an API key", 200, Some(reference("ApiKey"))),
+        ),
+    ]
 }
 
 pub fn user_json(u: &UserRow) -> Value {

@@ -7,10 +7,8 @@
 //!   no site, such as users, keys and logins, only unscoped readers see).
 
 use super::Query;
-use axum::Router;
 use axum::extract::{OriginalUri, State};
 use axum::response::Response;
-use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -20,8 +18,22 @@ use super::{ApiError, ApiState, query_time, ts};
 use crate::domain::AuditOutcome;
 use crate::store::audit::AuditQuery;
 
-pub fn routes() -> Router<ApiState> {
-    Router::new().route("/api/v1/audit", get(list))
+/// This feature's routes, each declared once: its handler, what it
+/// needs, its audit action and its OpenAPI operation.
+pub fn routes() -> Vec<super::route::Route> {
+    use super::route::*;
+    vec![Route::new(
+        "GET",
+        "/api/v1/audit",
+        Perm(P::Audit),
+        "audit.list",
+        get(list),
+        paged(
+            "The audit trail, newest first (read only)",
+            "AuditEntry",
+            params_of::<audit::AuditParams>(),
+        ),
+    )]
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -13,12 +13,11 @@
 //!   of a user it may manage.
 
 use super::Query;
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, OriginalUri, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -34,14 +33,82 @@ use crate::wallclock::now_ms;
 /// Users a scoped admin's session list looks through at most.
 const MAX_SCOPED_USERS: i64 = 10_000;
 
-pub fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/api/v1/auth/login", post(login))
-        .route("/api/v1/auth/refresh", post(refresh))
-        .route("/api/v1/auth/logout", post(logout))
-        .route("/api/v1/auth/me", get(me))
-        .route("/api/v1/auth/sessions", get(sessions))
-        .route("/api/v1/auth/sessions/{id}/revoke", post(revoke))
+/// This feature's routes, each declared once: its handler, what it
+/// needs, its audit action and its OpenAPI operation.
+pub fn routes() -> Vec<super::route::Route> {
+    use super::route::*;
+    vec![
+        Route::new(
+            "POST",
+            "/api/v1/auth/login",
+            Public,
+            "auth.login",
+            post(login),
+            with_body(
+                d(
+                    "Log in: an access token and a refresh token",
+                    200,
+                    Some(reference("Tokens")),
+                ),
+                "Login",
+            ),
+        ),
+        Route::new(
+            "POST",
+            "/api/v1/auth/refresh",
+            Public,
+            "auth.refresh",
+            post(refresh),
+            with_body(
+                d(
+                    "New tokens for a refresh token (single use; reuse revokes the session)",
+                    200,
+                    Some(reference("Tokens")),
+                ),
+                "Refresh",
+            ),
+        ),
+        Route::new(
+            "POST",
+            "/api/v1/auth/logout",
+            Signed,
+            "auth.logout",
+            post(logout),
+            d("End the caller's session", 204, None),
+        ),
+        Route::new(
+            "GET",
+            "/api/v1/auth/me",
+            Signed,
+            "auth.me",
+            get(me),
+            d("Who the credential is", 200, Some(reference("Me"))),
+        ),
+        Route::new(
+            "GET",
+            "/api/v1/auth/sessions",
+            Signed,
+            "sessions.list",
+            get(sessions),
+            paged(
+                "Live sessions: the caller's, or (admin) anyone's",
+                "Session",
+                params_of::<auth::SessionList>(),
+            ),
+        ),
+        Route::new(
+            "POST",
+            "/api/v1/auth/sessions/{id}/revoke",
+            Signed,
+            "sessions.revoke",
+            post(revoke),
+            d(
+                "Revoke a session: one's own, or (admin) anyone's",
+                200,
+                Some(reference("Session")),
+            ),
+        ),
+    ]
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

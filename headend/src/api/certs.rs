@@ -12,12 +12,11 @@
 //!   certificate is closed at once, and the certificate is refused from
 //!   then on, also after a restart.
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -25,13 +24,81 @@ use super::access::{AuditNote, Caller, noted};
 use super::page::{self, PageParams};
 use super::{ApiError, ApiState, Query, parse_body, ts};
 
-pub fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/api/v1/sites/{site}/enrollment-tokens", post(new_token))
-        .route("/api/v1/sites/{site}/certificates", get(list_certs))
-        .route("/api/v1/sites/{site}/certificate-status", get(cert_status))
-        .route("/api/v1/sites/{site}/revoke", post(revoke_site))
-        .route("/api/v1/certificates/{serial}/revoke", post(revoke_cert))
+/// This feature's routes, each declared once: its handler, what it
+/// needs, its audit action and its OpenAPI operation.
+pub fn routes() -> Vec<super::route::Route> {
+    use super::route::*;
+    vec![
+        Route::new(
+            "POST",
+            "/api/v1/sites/{site}/enrollment-tokens",
+            Perm(P::Admin),
+            "enrollment_tokens.create",
+            post(new_token),
+            with_body(
+                d(
+                    "A one-time enrollment token for the site (shown once) and the installer's command",
+                    201,
+                    Some(reference("EnrollmentToken")),
+                ),
+                "TokenRequest",
+            ),
+        ),
+        Route::new(
+            "GET",
+            "/api/v1/sites/{site}/certificates",
+            Perm(P::Read),
+            "certificates.list",
+            get(list_certs),
+            paged(
+                "The agent certificates issued for a site, newest first, with their revocations",
+                "Certificate",
+                params_of::<PageParams>(),
+            ),
+        ),
+        Route::new(
+            "GET",
+            "/api/v1/sites/{site}/certificate-status",
+            Perm(P::Read),
+            "certificates.status",
+            get(cert_status),
+            d(
+                "What the site's agent last reported of its certificate (renewal time, failures) and the site's revocation",
+                200,
+                Some(reference("CertificateStatus")),
+            ),
+        ),
+        Route::new(
+            "POST",
+            "/api/v1/sites/{site}/revoke",
+            Perm(P::Admin),
+            "sites.revoke",
+            post(revoke_site),
+            with_body(
+                d(
+                    "Revoke every certificate of the site issued until now (its sessions close at once)",
+                    200,
+                    Some(reference("SiteRevoked")),
+                ),
+                "Revocation",
+            ),
+        ),
+        Route::new(
+            "POST",
+            "/api/v1/certificates/{serial}/revoke",
+            Perm(P::Admin),
+            "certificates.revoke",
+            post(revoke_cert),
+            with_body(
+                d(
+                    "Revoke one agent certificate by serial (its session closes at once)",
+                    200,
+                    Some(reference("CertificateRevoked")),
+                ),
+                "Revocation",
+            ),
+        ),
+    ]
 }
 
 /// `POST /api/v1/sites/{site}/enrollment-tokens`.

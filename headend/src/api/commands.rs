@@ -11,11 +11,11 @@
 //! * `POST /api/v1/commands/{id}/cancel`
 
 use super::Query;
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{Json, Router, routing::get, routing::post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -26,11 +26,66 @@ use crate::domain::CommandKind;
 use crate::services::commands::{self as svc, CommandRequest, CommandView, Outcome};
 use crate::store::commands::CommandRow;
 
-pub fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/api/v1/commands", post(post_command).get(list_commands))
-        .route("/api/v1/commands/{id}", get(get_command))
-        .route("/api/v1/commands/{id}/cancel", post(cancel_command))
+/// This feature's routes, each declared once: its handler, what it
+/// needs, its audit action and its OpenAPI operation.
+pub fn routes() -> Vec<super::route::Route> {
+    use super::route::*;
+    vec![
+        Route::new(
+            "POST",
+            "/api/v1/commands",
+            Perm(P::Command),
+            "commands.create",
+            post(post_command),
+            Doc {
+                also: vec![(
+                    200,
+                    json!({"description": "An idempotent repeat: the first command",
+                        "content": {"application/json": {"schema": reference("Command")}}}),
+                )],
+                ..with_body(
+                    d(
+                        "Submit a setpoint or an ETA push (201; 200 for an idempotent repeat)",
+                        201,
+                        Some(reference("Command")),
+                    ),
+                    "CommandRequest",
+                )
+            },
+        ),
+        Route::new(
+            "GET",
+            "/api/v1/commands",
+            Perm(P::Read),
+            "commands.list",
+            get(list_commands),
+            paged(
+                "Commands, newest first",
+                "Command",
+                params_of::<commands::ListParams>(),
+            ),
+        ),
+        Route::new(
+            "GET",
+            "/api/v1/commands/{id}",
+            Perm(P::Read),
+            "commands.get",
+            get(get_command),
+            d(
+                "A command with its timeline",
+                200,
+                Some(reference("Command")),
+            ),
+        ),
+        Route::new(
+            "POST",
+            "/api/v1/commands/{id}/cancel",
+            Perm(P::Command),
+            "commands.cancel",
+            post(cancel_command),
+            d("Cancel a command", 202, Some(reference("Command"))),
+        ),
+    ]
 }
 
 async fn post_command(

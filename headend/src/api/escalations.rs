@@ -7,11 +7,10 @@
 //!   `POST /api/v1/escalations/{id}/notes` (`{"note"}`).
 //! * `GET /api/v1/webhooks/dead`: notifications the webhook never took.
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, Path, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -22,13 +21,81 @@ use crate::domain::escalation::{Cause, EscState};
 use crate::services::escalations::{self as svc, MoveRequest, NoteRequest};
 use crate::store::escalations::{EscFilter, EscalationRow};
 
-pub fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/api/v1/escalations", get(list))
-        .route("/api/v1/escalations/{id}", get(get_one))
-        .route("/api/v1/escalations/{id}/move", post(move_to))
-        .route("/api/v1/escalations/{id}/notes", post(add_note))
-        .route("/api/v1/webhooks/dead", get(dead))
+/// This feature's routes, each declared once: its handler, what it
+/// needs, its audit action and its OpenAPI operation.
+pub fn routes() -> Vec<super::route::Route> {
+    use super::route::*;
+    vec![
+        Route::new(
+            "GET",
+            "/api/v1/escalations",
+            Perm(P::Read),
+            "escalations.list",
+            get(list),
+            paged(
+                "Escalations, newest first",
+                "Escalation",
+                params_of::<super::escalations::EscList>(),
+            ),
+        ),
+        Route::new(
+            "GET",
+            "/api/v1/escalations/{id}",
+            Perm(P::Read),
+            "escalations.get",
+            get(get_one),
+            d(
+                "An escalation with its timeline and decision context",
+                200,
+                Some(reference("Escalation")),
+            ),
+        ),
+        Route::new(
+            "POST",
+            "/api/v1/escalations/{id}/move",
+            Perm(P::Loads),
+            "escalations.move",
+            post(move_to),
+            with_body(
+                d(
+                    "Move an escalation: assigned, investigating or resolved",
+                    200,
+                    Some(reference("Escalation")),
+                ),
+                "MoveRequest",
+            ),
+        ),
+        Route::new(
+            "POST",
+            "/api/v1/escalations/{id}/notes",
+            Perm(P::Loads),
+            "escalations.note",
+            post(add_note),
+            with_body(
+                d(
+                    "Add a note to an escalation's timeline",
+                    200,
+                    Some(reference("Escalation")),
+                ),
+                "NoteRequest",
+            ),
+        ),
+        Route::new(
+            "GET",
+            "/api/v1/webhooks/dead",
+            Perm(P::Admin),
+            "webhooks.dead",
+            get(dead),
+            Doc {
+                query: params_of::<PageParams>(),
+                ..d(
+                    "Webhook notifications given up after their last attempt",
+                    200,
+                    Some(list_of("DeadLetter")),
+                )
+            },
+        ),
+    ]
 }
 
 fn esc_json(e: &EscalationRow) -> Value {

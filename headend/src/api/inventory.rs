@@ -13,12 +13,11 @@
 //! Every tank is shown with its freshness and age (computed at the
 //! request from the maintained state), its flags and the winning source.
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -31,18 +30,139 @@ use crate::services::inventory::{self as svc, ObservationsRequest, SiteRequest, 
 use crate::store::inventory::{SiteSettings, StateRow, TankFilter, TankRow};
 use crate::wallclock::now_ms;
 
-pub fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/api/v1/sites", post(create_site))
-        .route("/api/v1/sites/{site}", get(get_site).patch(patch_site))
-        .route("/api/v1/tanks", get(list_tanks))
-        .route(
+/// This feature's routes, each declared once: its handler, what it
+/// needs, its audit action and its OpenAPI operation.
+pub fn routes() -> Vec<super::route::Route> {
+    use super::route::*;
+    vec![
+        Route::new(
+            "POST",
+            "/api/v1/sites",
+            Perm(P::Configure),
+            "sites.create",
+            post(create_site),
+            with_body(
+                d(
+                    "Create a site before its agent's first hello (unscoped credentials)",
+                    201,
+                    Some(reference("SiteSettings")),
+                ),
+                "SiteRequest",
+            ),
+        ),
+        Route::new(
+            "GET",
+            "/api/v1/sites/{site}",
+            Perm(P::Read),
+            "sites.get",
+            get(get_site),
+            d("A site's settings", 200, Some(reference("SiteSettings"))),
+        ),
+        Route::new(
+            "PATCH",
+            "/api/v1/sites/{site}",
+            Perm(P::Configure),
+            "sites.update",
+            patch(patch_site),
+            with_body(
+                d(
+                    "Change a site's name, time zone or staleness threshold",
+                    200,
+                    Some(reference("SiteSettings")),
+                ),
+                "SiteRequest",
+            ),
+        ),
+        Route::new(
+            "GET",
+            "/api/v1/tanks",
+            Perm(P::Read),
+            "tanks.list",
+            get(list_tanks),
+            paged(
+                "Tanks with their volume, freshness and age, flags, source, rate, runout and risk",
+                "Tank",
+                params_of::<super::inventory::TankList>(),
+            ),
+        ),
+        Route::new(
+            "GET",
             "/api/v1/sites/{site}/tanks/{tank}",
-            get(get_tank).put(put_tank).delete(delete_tank),
-        )
-        .route("/api/v1/inventory/observations", post(post_observations))
-        .route("/api/v1/sites/{site}/inventory/import", post(import))
-        .route("/api/v1/risk", get(risk))
+            Perm(P::Read),
+            "tanks.get",
+            get(get_tank),
+            d("A tank with its state", 200, Some(reference("Tank"))),
+        ),
+        Route::new(
+            "PUT",
+            "/api/v1/sites/{site}/tanks/{tank}",
+            Perm(P::Configure),
+            "tanks.put",
+            put(put_tank),
+            with_body(
+                d(
+                    "Create (201) or replace (200) a tank's settings",
+                    200,
+                    Some(reference("Tank")),
+                ),
+                "TankRequest",
+            ),
+        ),
+        Route::new(
+            "DELETE",
+            "/api/v1/sites/{site}/tanks/{tank}",
+            Perm(P::Configure),
+            "tanks.delete",
+            delete(delete_tank),
+            d(
+                "Remove a tank, its state and observations (204 also when there was none)",
+                204,
+                None,
+            ),
+        ),
+        Route::new(
+            "POST",
+            "/api/v1/inventory/observations",
+            Perm(P::Loads),
+            "observations.create",
+            post(post_observations),
+            with_body(
+                d(
+                    "Push one observation or a batch; a per-item report (repeats are no-ops)",
+                    200,
+                    Some(reference("ImportReport")),
+                ),
+                "ObservationsRequest",
+            ),
+        ),
+        Route::new(
+            "POST",
+            "/api/v1/sites/{site}/inventory/import",
+            Perm(P::Loads),
+            "observations.import",
+            post(import),
+            with_body(
+                d(
+                    "Import observations as CSV (text/csv, or {\"csv\": ...}); good rows stored in one transaction, bad ones reported by row and column; a repeat is a no-op",
+                    200,
+                    Some(reference("ImportReport")),
+                ),
+                "CsvBody",
+            ),
+        ),
+        Route::new(
+            "GET",
+            "/api/v1/risk",
+            Perm(P::Read),
+            "risk.list",
+            get(risk),
+            paged(
+                "Tanks by soonest runout, with the next delivery's ETA and the margin",
+                "Tank",
+                params_of::<super::inventory::RiskList>(),
+            ),
+        ),
+    ]
 }
 
 pub fn site_json(s: &SiteSettings) -> Value {

@@ -7,11 +7,11 @@
 //! * `GET /api/v1/loads?site=&limit=&cursor=` (by ETA, paged), `GET /api/v1/loads/{id}`.
 
 use super::Query;
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::{Json, Router, routing::get, routing::post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -21,11 +21,73 @@ use super::page::{self, PageParams};
 use super::{ApiError, ApiState, Caller, parse_body, ts};
 use crate::services::loads::{self as svc, LoadPatch, LoadRequest, LoadView, Pushed};
 
-pub fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/api/v1/loads", post(post_load).get(list_loads))
-        .route("/api/v1/loads/{id}", get(get_load).patch(patch_load))
-        .route("/api/v1/sites/{site}/loads/import", post(import_loads))
+/// This feature's routes, each declared once: its handler, what it
+/// needs, its audit action and its OpenAPI operation.
+pub fn routes() -> Vec<super::route::Route> {
+    use super::route::*;
+    vec![
+        Route::new(
+            "POST",
+            "/api/v1/loads",
+            Perm(P::Loads),
+            "loads.create",
+            post(post_load),
+            with_body(
+                d(
+                    "Plan a delivery (pushes its ETA to the site)",
+                    201,
+                    Some(reference("LoadPushed")),
+                ),
+                "LoadRequest",
+            ),
+        ),
+        Route::new(
+            "GET",
+            "/api/v1/loads",
+            Perm(P::Read),
+            "loads.list",
+            get(list_loads),
+            paged("Loads by ETA", "Load", params_of::<loads::LoadList>()),
+        ),
+        Route::new(
+            "GET",
+            "/api/v1/loads/{id}",
+            Perm(P::Read),
+            "loads.get",
+            get(get_load),
+            d("A load with its events", 200, Some(reference("Load"))),
+        ),
+        Route::new(
+            "PATCH",
+            "/api/v1/loads/{id}",
+            Perm(P::Loads),
+            "loads.update",
+            patch(patch_load),
+            with_body(
+                d(
+                    "Change a load's ETA, volume or status",
+                    200,
+                    Some(reference("LoadPushed")),
+                ),
+                "LoadPatch",
+            ),
+        ),
+        Route::new(
+            "POST",
+            "/api/v1/sites/{site}/loads/import",
+            Perm(P::Loads),
+            "loads.import",
+            post(import_loads),
+            with_body(
+                d(
+                    "Import loads as CSV (text/csv, or {\"csv\": ...}): new references planned, known ones updated under the ETA source ranking, all in one transaction; bad rows reported by row and column; a repeat is a no-op",
+                    200,
+                    Some(reference("ImportReport")),
+                ),
+                "CsvBody",
+            ),
+        ),
+    ]
 }
 
 fn load_json(v: &LoadView) -> Value {

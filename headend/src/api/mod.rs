@@ -27,6 +27,7 @@ pub mod loads;
 pub mod openapi;
 pub mod openapi_params;
 pub mod page;
+pub mod route;
 pub mod rules;
 pub mod telemetry;
 
@@ -77,17 +78,11 @@ impl ApiState {
 /// audit: [`access`]), the edge checks ([`edge`]) and the request id.
 pub fn router(state: ApiState, edge: edge::Edge) -> Router {
     let gate = access::Gate::new(state.clone());
-    Router::new()
-        .merge(telemetry::routes())
-        .merge(commands::routes())
-        .merge(loads::routes())
-        .merge(auth::routes())
-        .merge(admin::routes())
-        .merge(audit::routes())
-        .merge(certs::routes())
-        .merge(inventory::routes())
-        .merge(escalations::routes())
-        .merge(openapi::routes())
+    routes()
+        .into_iter()
+        .fold(Router::new(), |r, route| {
+            r.route(route.rule.path, route.handler)
+        })
         .route_layer(axum::middleware::from_fn_with_state(gate, access::gate))
         .with_state(state)
         .fallback(|| async {
@@ -97,6 +92,25 @@ pub fn router(state: ApiState, edge: edge::Edge) -> Router {
         .layer(axum::middleware::from_fn(edge::json_errors))
         .layer(axum::middleware::from_fn_with_state(edge, edge::guard))
         .layer(axum::middleware::from_fn(access::request_id))
+}
+
+/// Every route of the API, as the features declare them.
+pub fn routes() -> Vec<route::Route> {
+    [
+        telemetry::routes(),
+        commands::routes(),
+        loads::routes(),
+        auth::routes(),
+        admin::routes(),
+        audit::routes(),
+        certs::routes(),
+        inventory::routes(),
+        escalations::routes(),
+        openapi::routes(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 /// An API error: `{"error": {"code", "message", "field"}}` with a status.

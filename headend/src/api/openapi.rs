@@ -1,25 +1,31 @@
 //! The API's OpenAPI 3.1 document, generated from the code and served at
 //! `GET /api/openapi.json`: its paths are the access table
-//! ([`super::access::RULES`], so a route is documented exactly when it is
+//! ([`super::route`]: one declaration per route, so a route is documented exactly when it is
 //! routed and gated), each with what it needs (security, and the
 //! permission in its description), its parameters and request bodies from
 //! the Rust types (utoipa `ToSchema`/`IntoParams`), its success answer,
 //! and the one error shape for everything else. An independent client
 //! (schemathesis) checks real answers against it in the test suite.
 
-use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde_json::{Map, Value, json};
-use utoipa::openapi::path::ParameterIn;
-use utoipa::{IntoParams, PartialSchema};
 
-use super::ApiState;
-use super::access::{Need, RULES, Rule};
+use super::access::Need;
+use super::route::{reference, schema_of};
 
-pub fn routes() -> Router<ApiState> {
-    Router::new().route("/api/openapi.json", get(document))
+/// This feature's routes, each declared once: its handler, what it
+/// needs, its audit action and its OpenAPI operation.
+pub fn routes() -> Vec<super::route::Route> {
+    use super::route::*;
+    vec![Route::new(
+        "GET",
+        "/api/openapi.json",
+        Public,
+        "openapi",
+        get(document),
+        d("This document", 200, Some(json!({"type": "object"}))),
+    )]
 }
 
 async fn document() -> Response {
@@ -31,17 +37,6 @@ async fn document() -> Response {
         HeaderValue::from_static("application/json"),
     );
     r
-}
-
-fn schema_of<T: PartialSchema>() -> Value {
-    serde_json::to_value(T::schema()).unwrap_or(Value::Null)
-}
-
-fn params_of<T: IntoParams>() -> Vec<Value> {
-    T::into_params(|| Some(ParameterIn::Query))
-        .into_iter()
-        .filter_map(|p| serde_json::to_value(p).ok())
-        .collect()
 }
 
 fn nullable(t: &str) -> Value {
@@ -178,362 +173,11 @@ fn schemas() -> Value {
     })
 }
 
-fn reference(name: &str) -> Value {
-    json!({ "$ref": format!("#/components/schemas/{name}") })
-}
-
-fn list_of(name: &str) -> Value {
-    json!({ "type": "array", "items": reference(name) })
-}
-
-/// What one route documents beyond its rule.
-struct Doc {
-    summary: &'static str,
-    body: Option<&'static str>,
-    query: Vec<Value>,
-    ok: u16,
-    answer: Option<Value>,
-    /// Plain text instead of JSON.
-    text: bool,
-    paged: bool,
-}
-
-fn doc(r: &Rule) -> Doc {
-    use super::{audit, auth, commands, loads, page::PageParams, telemetry};
-    let d = |summary, ok, answer: Option<Value>| Doc {
-        summary,
-        body: None,
-        query: Vec::new(),
-        ok,
-        answer,
-        text: false,
-        paged: false,
-    };
-    let paged = |summary, item: &str, query: Vec<Value>| Doc {
-        query,
-        paged: true,
-        ..d(summary, 200, Some(list_of(item)))
-    };
-    let with_body = |mut x: Doc, body| {
-        x.body = Some(body);
-        x
-    };
-    match (r.method, r.path) {
-        ("GET", "/health") => Doc {
-            text: true,
-            ..d("The process is alive", 200, None)
-        },
-        ("GET", "/ready") => Doc {
-            text: true,
-            ..d("The database answers (else 503)", 200, None)
-        },
-        ("GET", "/api/openapi.json") => d("This document", 200, Some(json!({"type": "object"}))),
-        ("GET", "/metrics") => Doc {
-            text: true,
-            ..d("Prometheus metrics (OpenMetrics text)", 200, None)
-        },
-        ("POST", "/api/v1/auth/login") => with_body(
-            d(
-                "Log in: an access token and a refresh token",
-                200,
-                Some(reference("Tokens")),
-            ),
-            "Login",
-        ),
-        ("POST", "/api/v1/auth/refresh") => with_body(
-            d(
-                "New tokens for a refresh token (single use; reuse revokes the session)",
-                200,
-                Some(reference("Tokens")),
-            ),
-            "Refresh",
-        ),
-        ("POST", "/api/v1/auth/logout") => d("End the caller's session", 204, None),
-        ("GET", "/api/v1/auth/me") => d("Who the credential is", 200, Some(reference("Me"))),
-        ("GET", "/api/v1/auth/sessions") => paged(
-            "Live sessions: the caller's, or (admin) anyone's",
-            "Session",
-            params_of::<auth::SessionList>(),
-        ),
-        ("POST", "/api/v1/auth/sessions/{id}/revoke") => d(
-            "Revoke a session: one's own, or (admin) anyone's",
-            200,
-            Some(reference("Session")),
-        ),
-        ("GET", "/api/v1/sites") => paged(
-            "Sites in the caller's scope",
-            "Site",
-            params_of::<PageParams>(),
-        ),
-        ("GET", "/api/v1/sites/{site}/assets") => paged(
-            "A site's assets with their latest values",
-            "Asset",
-            params_of::<PageParams>(),
-        ),
-        ("GET", "/api/v1/sites/{site}/assets/{asset}/readings") => Doc {
-            paged: false,
-            ..paged(
-                "History of an asset's readings",
-                "Reading",
-                params_of::<telemetry::HistoryParams>(),
-            )
-        },
-        ("GET", "/api/v1/sites/{site}/assets/{asset}/rollups") => Doc {
-            paged: false,
-            ..paged(
-                "Hourly rollups of an asset",
-                "Rollup",
-                params_of::<telemetry::HistoryParams>(),
-            )
-        },
-        ("GET", "/api/v1/sites/{site}/gaps") => paged(
-            "Data the site had to drop",
-            "Gap",
-            params_of::<PageParams>(),
-        ),
-        ("GET", "/api/v1/sites/{site}/deliveries") => paged(
-            "Deliveries the site reported",
-            "Delivery",
-            params_of::<PageParams>(),
-        ),
-        ("GET", "/api/v1/sites/{site}/devices") => paged(
-            "The site's devices and their health",
-            "Device",
-            params_of::<PageParams>(),
-        ),
-        ("GET", "/api/v1/commands") => paged(
-            "Commands, newest first",
-            "Command",
-            params_of::<commands::ListParams>(),
-        ),
-        ("POST", "/api/v1/commands") => with_body(
-            d(
-                "Submit a setpoint or an ETA push (201; 200 for an idempotent repeat)",
-                201,
-                Some(reference("Command")),
-            ),
-            "CommandRequest",
-        ),
-        ("GET", "/api/v1/commands/{id}") => d(
-            "A command with its timeline",
-            200,
-            Some(reference("Command")),
-        ),
-        ("POST", "/api/v1/commands/{id}/cancel") => {
-            d("Cancel a command", 202, Some(reference("Command")))
-        }
-        ("GET", "/api/v1/loads") => paged("Loads by ETA", "Load", params_of::<loads::LoadList>()),
-        ("POST", "/api/v1/loads") => with_body(
-            d(
-                "Plan a delivery (pushes its ETA to the site)",
-                201,
-                Some(reference("LoadPushed")),
-            ),
-            "LoadRequest",
-        ),
-        ("GET", "/api/v1/loads/{id}") => d("A load with its events", 200, Some(reference("Load"))),
-        ("PATCH", "/api/v1/loads/{id}") => with_body(
-            d(
-                "Change a load's ETA, volume or status",
-                200,
-                Some(reference("LoadPushed")),
-            ),
-            "LoadPatch",
-        ),
-        ("GET", "/api/v1/audit") => paged(
-            "The audit trail, newest first (read only)",
-            "AuditEntry",
-            params_of::<audit::AuditParams>(),
-        ),
-        ("GET", "/api/v1/users") => paged("Users", "User", params_of::<PageParams>()),
-        ("POST", "/api/v1/users") => {
-            with_body(d("Add a user", 201, Some(reference("User"))), "NewUser")
-        }
-        ("GET", "/api/v1/users/{user}") => d("A user", 200, Some(reference("User"))),
-        ("PATCH", "/api/v1/users/{user}") => with_body(
-            d(
-                "Change a user's role, sites or disabled (ends their sessions)",
-                200,
-                Some(reference("User")),
-            ),
-            "UserPatch",
-        ),
-        ("POST", "/api/v1/users/{user}/password") => with_body(
-            d(
-                "Set a user's password (ends their sessions and lifts their login locks)",
-                204,
-                None,
-            ),
-            "NewPassword",
-        ),
-        ("POST", "/api/v1/users/{user}/unlock") => d(
-            "Lift a user's login locks (every network, every replica; locks are per name and client network)",
-            200,
-            None,
-        ),
-        ("GET", "/api/v1/api-keys") => paged(
-            "API keys (never their secrets)",
-            "ApiKey",
-            params_of::<PageParams>(),
-        ),
-        ("POST", "/api/v1/api-keys") => with_body(
-            d(
-                "Create an API key: the key is in this answer only",
-                201,
-                Some(reference("ApiKey")),
-            ),
-            "NewKey",
-        ),
-        ("GET", "/api/v1/api-keys/{id}") => d("An API key", 200, Some(reference("ApiKey"))),
-        ("POST", "/api/v1/api-keys/{id}/revoke") => {
-            d("Revoke an API key", 200, Some(reference("ApiKey")))
-        }
-        ("POST", "/api/v1/sites/{site}/enrollment-tokens") => with_body(
-            d(
-                "A one-time enrollment token for the site (shown once) and the installer's command",
-                201,
-                Some(reference("EnrollmentToken")),
-            ),
-            "TokenRequest",
-        ),
-        ("GET", "/api/v1/sites/{site}/certificates") => paged(
-            "The agent certificates issued for a site, newest first, with their revocations",
-            "Certificate",
-            params_of::<PageParams>(),
-        ),
-        ("GET", "/api/v1/sites/{site}/certificate-status") => d(
-            "What the site's agent last reported of its certificate (renewal time, failures) and the site's revocation",
-            200,
-            Some(reference("CertificateStatus")),
-        ),
-        ("POST", "/api/v1/sites/{site}/revoke") => with_body(
-            d(
-                "Revoke every certificate of the site issued until now (its sessions close at once)",
-                200,
-                Some(reference("SiteRevoked")),
-            ),
-            "Revocation",
-        ),
-        ("POST", "/api/v1/certificates/{serial}/revoke") => with_body(
-            d(
-                "Revoke one agent certificate by serial (its session closes at once)",
-                200,
-                Some(reference("CertificateRevoked")),
-            ),
-            "Revocation",
-        ),
-        ("POST", "/api/v1/sites") => with_body(
-            d(
-                "Create a site before its agent's first hello (unscoped credentials)",
-                201,
-                Some(reference("SiteSettings")),
-            ),
-            "SiteRequest",
-        ),
-        ("GET", "/api/v1/sites/{site}") => {
-            d("A site's settings", 200, Some(reference("SiteSettings")))
-        }
-        ("PATCH", "/api/v1/sites/{site}") => with_body(
-            d(
-                "Change a site's name, time zone or staleness threshold",
-                200,
-                Some(reference("SiteSettings")),
-            ),
-            "SiteRequest",
-        ),
-        ("GET", "/api/v1/tanks") => paged(
-            "Tanks with their volume, freshness and age, flags, source, rate, runout and risk",
-            "Tank",
-            params_of::<super::inventory::TankList>(),
-        ),
-        ("PUT", "/api/v1/sites/{site}/tanks/{tank}") => with_body(
-            d(
-                "Create (201) or replace (200) a tank's settings",
-                200,
-                Some(reference("Tank")),
-            ),
-            "TankRequest",
-        ),
-        ("GET", "/api/v1/sites/{site}/tanks/{tank}") => {
-            d("A tank with its state", 200, Some(reference("Tank")))
-        }
-        ("DELETE", "/api/v1/sites/{site}/tanks/{tank}") => d(
-            "Remove a tank, its state and observations (204 also when there was none)",
-            204,
-            None,
-        ),
-        ("POST", "/api/v1/inventory/observations") => with_body(
-            d(
-                "Push one observation or a batch; a per-item report (repeats are no-ops)",
-                200,
-                Some(reference("ImportReport")),
-            ),
-            "ObservationsRequest",
-        ),
-        ("POST", "/api/v1/sites/{site}/inventory/import") => with_body(
-            d(
-                "Import observations as CSV (text/csv, or {\"csv\": ...}); good rows stored in one transaction, bad ones reported by row and column; a repeat is a no-op",
-                200,
-                Some(reference("ImportReport")),
-            ),
-            "CsvBody",
-        ),
-        ("POST", "/api/v1/sites/{site}/loads/import") => with_body(
-            d(
-                "Import loads as CSV (text/csv, or {\"csv\": ...}): new references planned, known ones updated under the ETA source ranking, all in one transaction; bad rows reported by row and column; a repeat is a no-op",
-                200,
-                Some(reference("ImportReport")),
-            ),
-            "CsvBody",
-        ),
-        ("GET", "/api/v1/risk") => paged(
-            "Tanks by soonest runout, with the next delivery's ETA and the margin",
-            "Tank",
-            params_of::<super::inventory::RiskList>(),
-        ),
-        ("GET", "/api/v1/escalations") => paged(
-            "Escalations, newest first",
-            "Escalation",
-            params_of::<super::escalations::EscList>(),
-        ),
-        ("GET", "/api/v1/escalations/{id}") => d(
-            "An escalation with its timeline and decision context",
-            200,
-            Some(reference("Escalation")),
-        ),
-        ("POST", "/api/v1/escalations/{id}/move") => with_body(
-            d(
-                "Move an escalation: assigned, investigating or resolved",
-                200,
-                Some(reference("Escalation")),
-            ),
-            "MoveRequest",
-        ),
-        ("POST", "/api/v1/escalations/{id}/notes") => with_body(
-            d(
-                "Add a note to an escalation's timeline",
-                200,
-                Some(reference("Escalation")),
-            ),
-            "NoteRequest",
-        ),
-        ("GET", "/api/v1/webhooks/dead") => Doc {
-            query: params_of::<PageParams>(),
-            ..d(
-                "Webhook notifications given up after their last attempt",
-                200,
-                Some(list_of("DeadLetter")),
-            )
-        },
-        _ => d("(undocumented)", 200, None),
-    }
-}
-
 /// The document.
 pub fn build() -> Value {
     let mut paths: Map<String, Value> = Map::new();
-    for r in RULES {
-        let d = doc(r);
+    for route in super::routes() {
+        let (r, d) = (route.rule, route.doc);
         let mut params: Vec<Value> = r
             .path
             .split('/')
@@ -556,8 +200,8 @@ pub fn build() -> Value {
             ),
         };
         let mut ok = json!({ "description": d.summary });
-        if r.path == "/metrics" {
-            ok["content"] = json!({"application/openmetrics-text; version=1.0.0; charset=utf-8": {"schema": {"type": "string"}}});
+        if let Some(media) = d.media {
+            ok["content"] = json!({ media: {"schema": {"type": "string"}}});
         } else if d.text {
             ok["content"] = json!({"text/plain; charset=utf-8": {"schema": {"type": "string"}}});
         } else if let Some(a) = d.answer {
@@ -571,19 +215,8 @@ pub fn build() -> Value {
         }
         let mut responses = Map::new();
         responses.insert(d.ok.to_string(), ok);
-        if r.path == "/api/v1/commands" && r.method == "POST" {
-            responses.insert(
-                "200".into(),
-                json!({"description": "An idempotent repeat: the first command",
-                "content": {"application/json": {"schema": reference("Command")}}}),
-            );
-        }
-        if r.path == "/ready" {
-            responses.insert(
-                "503".into(),
-                json!({"description": "The database does not answer",
-                "content": {"text/plain; charset=utf-8": {"schema": {"type": "string"}}}}),
-            );
+        for (status, answer) in d.also {
+            responses.insert(status.to_string(), answer);
         }
         responses.insert(
             "default".into(),
@@ -630,7 +263,7 @@ mod tests {
     #[test]
     fn every_routed_rule_is_documented_with_its_security_and_every_reference_resolves() {
         let d = build();
-        for r in RULES {
+        for r in crate::api::rules::rules() {
             let op = &d["paths"][r.path][r.method.to_ascii_lowercase()];
             assert!(op.is_object(), "{} {}", r.method, r.path);
             assert_ne!(op["summary"], "(undocumented)", "{} {}", r.method, r.path);
@@ -649,5 +282,27 @@ mod tests {
         }
         assert_eq!(d["openapi"], "3.1.0");
         assert!(d["components"]["schemas"]["LoadRequest"]["properties"]["site"].is_object());
+    }
+
+    /// Issue 31 moved each route's documentation next to its handler; the
+    /// document must say what it said before (`openapi-before-issue-31.json`,
+    /// built on 15c7ee6), with new schemas the only change allowed.
+    #[test]
+    fn the_document_says_what_it_said_before_routes_were_declared_once() {
+        let before: Value =
+            serde_json::from_str(include_str!("openapi-before-issue-31.json")).unwrap();
+        let mut now = build();
+        assert_eq!(now["paths"], before["paths"], "the paths changed");
+        let (old, new) = (
+            &before["components"]["schemas"],
+            &now["components"]["schemas"],
+        );
+        for (name, schema) in old.as_object().unwrap() {
+            assert_eq!(&new[name], schema, "schema {name} changed");
+        }
+        // what may differ: schemas added (and the version)
+        now["components"]["schemas"] = old.clone();
+        now["info"]["version"] = before["info"]["version"].clone();
+        assert_eq!(now, before);
     }
 }

@@ -21,12 +21,11 @@
 //! * Commands and loads: see [`super::commands`] and [`super::loads`].
 
 use super::Query;
+use axum::Json;
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::StatusCode;
 use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -34,21 +33,141 @@ use super::page::{self, PageParams};
 use super::{ApiError, ApiState, Caller, query_time, ts};
 use crate::store::{Db, ReadingQuery, RollupQuery};
 
-pub fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/health", get(|| async { "ok" }))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
-        .route("/api/v1/sites", get(sites))
-        .route("/api/v1/sites/{site}/assets", get(assets))
-        .route(
+/// This feature's routes, each declared once: its handler, what it
+/// needs, its audit action and its OpenAPI operation.
+pub fn routes() -> Vec<super::route::Route> {
+    use super::route::*;
+    vec![
+        Route::new(
+            "GET",
+            "/health",
+            Public,
+            "health",
+            get(|| async { "ok" }),
+            Doc {
+                text: true,
+                ..d("The process is alive", 200, None)
+            },
+        ),
+        Route::new(
+            "GET",
+            "/ready",
+            Public,
+            "ready",
+            get(ready),
+            Doc {
+                text: true,
+                also: vec![(
+                    503,
+                    json!({"description": "The database does not answer",
+                        "content": {"text/plain; charset=utf-8": {"schema": {"type": "string"}}}}),
+                )],
+                ..d("The database answers (else 503)", 200, None)
+            },
+        ),
+        Route::new(
+            "GET",
+            "/metrics",
+            Perm(P::Metrics),
+            "metrics",
+            get(metrics),
+            Doc {
+                text: true,
+                media: Some("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                ..d("Prometheus metrics (OpenMetrics text)", 200, None)
+            },
+        ),
+        Route::new(
+            "GET",
+            "/api/v1/sites",
+            Perm(P::Read),
+            "sites.list",
+            get(sites),
+            paged(
+                "Sites in the caller's scope",
+                "Site",
+                params_of::<PageParams>(),
+            ),
+        ),
+        Route::new(
+            "GET",
+            "/api/v1/sites/{site}/assets",
+            Perm(P::Read),
+            "assets.list",
+            get(assets),
+            paged(
+                "A site's assets with their latest values",
+                "Asset",
+                params_of::<PageParams>(),
+            ),
+        ),
+        Route::new(
+            "GET",
             "/api/v1/sites/{site}/assets/{asset}/readings",
+            Perm(P::Read),
+            "readings.list",
             get(readings),
-        )
-        .route("/api/v1/sites/{site}/assets/{asset}/rollups", get(rollups))
-        .route("/api/v1/sites/{site}/gaps", get(gaps))
-        .route("/api/v1/sites/{site}/deliveries", get(deliveries))
-        .route("/api/v1/sites/{site}/devices", get(devices))
+            Doc {
+                paged: false,
+                ..paged(
+                    "History of an asset's readings",
+                    "Reading",
+                    params_of::<telemetry::HistoryParams>(),
+                )
+            },
+        ),
+        Route::new(
+            "GET",
+            "/api/v1/sites/{site}/assets/{asset}/rollups",
+            Perm(P::Read),
+            "rollups.list",
+            get(rollups),
+            Doc {
+                paged: false,
+                ..paged(
+                    "Hourly rollups of an asset",
+                    "Rollup",
+                    params_of::<telemetry::HistoryParams>(),
+                )
+            },
+        ),
+        Route::new(
+            "GET",
+            "/api/v1/sites/{site}/gaps",
+            Perm(P::Read),
+            "gaps.list",
+            get(gaps),
+            paged(
+                "Data the site had to drop",
+                "Gap",
+                params_of::<PageParams>(),
+            ),
+        ),
+        Route::new(
+            "GET",
+            "/api/v1/sites/{site}/deliveries",
+            Perm(P::Read),
+            "deliveries.list",
+            get(deliveries),
+            paged(
+                "Deliveries the site reported",
+                "Delivery",
+                params_of::<PageParams>(),
+            ),
+        ),
+        Route::new(
+            "GET",
+            "/api/v1/sites/{site}/devices",
+            Perm(P::Read),
+            "devices.list",
+            get(devices),
+            paged(
+                "The site's devices and their health",
+                "Device",
+                params_of::<PageParams>(),
+            ),
+        ),
+    ]
 }
 
 /// Answers within [`READY_WITHIN`] whatever the database does (a load

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use e2e::*;
-use headend::api::access::{Need, RULES};
+use headend::api::access::{Need, rules};
 use serde_json::{Value, json};
 
 const NORTH: &str = "n-1";
@@ -209,7 +209,7 @@ async fn role_matrix(url: &str) -> Result<()> {
         for scoped in [false, true] {
             let sites = scoped.then(|| vec![NORTH.to_string()]);
             let key = api_key(&he.db, role, sites).await?;
-            for rule in RULES {
+            for rule in rules() {
                 let perm = match rule.need {
                     Need::Public => continue,
                     Need::Signed => None,
