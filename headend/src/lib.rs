@@ -1,5 +1,7 @@
-//! The cloud headend: mTLS gRPC ingest ([`ingest`], [`tls`]), SQL storage
-//! ([`db`]) and the operator REST API ([`rest`]).
+//! The cloud headend: mTLS gRPC ingest ([`ingest`]), SQL storage
+//! ([`store`]), the services ([`services`]), the operator REST API
+//! ([`api`]) and the leased jobs ([`jobs`]), in layers `tidy.rs` enforces
+//! (docs/ARCHITECTURE.md, "The headend's layers").
 
 // the OpenAPI document's schemas are large json! literals
 #![recursion_limit = "256"]

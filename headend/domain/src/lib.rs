@@ -88,6 +88,15 @@ macro_rules! text_enum {
             }
         }
 
+        // stored JSON (a command's ETA payload) reads the same text; an
+        // unknown value fails the read
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+
         $crate::sql_text!($name);
     };
 }

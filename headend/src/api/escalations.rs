@@ -134,21 +134,8 @@ async fn list(
         cursor: q.cursor.clone(),
     };
     let limit = pg.limit()?;
-    let after = pg.after()?;
-    let before = match after.as_deref().map(|a| a.split_once(':')) {
-        None => None,
-        Some(Some((ms, id))) => Some((
-            ms.parse::<i64>()
-                .map_err(|_| ApiError::invalid("cursor", "not a cursor this API gave out"))?,
-            id,
-        )),
-        Some(None) => {
-            return Err(ApiError::invalid(
-                "cursor",
-                "not a cursor this API gave out",
-            ));
-        }
-    };
+    let after = pg.after_i64_id()?;
+    let before = after.as_ref().map(|(ms, id)| (*ms, id.as_str()));
     let ctx = s.ctx(&p);
     if let Some(site) = &q.site {
         ctx.visible(site, "site", || format!("no site {site:?}"))?;

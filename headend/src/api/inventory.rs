@@ -295,17 +295,8 @@ async fn list_tanks(
         cursor: q.cursor.clone(),
     };
     let limit = pg.limit()?;
-    let after = pg.after()?;
-    let after = match after.as_deref().map(|a| a.split_once('/')) {
-        None => None,
-        Some(Some(k)) => Some(k),
-        Some(None) => {
-            return Err(ApiError::invalid(
-                "cursor",
-                "not a cursor this API gave out",
-            ));
-        }
-    };
+    let after = pg.after_pair('/')?;
+    let after = after.as_ref().map(|(a, b)| (a.as_str(), b.as_str()));
     let ctx = s.ctx(&p);
     if let Some(site) = &q.site {
         ctx.visible(site, "site", || format!("no site {site:?}"))?;

@@ -216,21 +216,8 @@ async fn list_loads(
         cursor: q.cursor.clone(),
     };
     let limit = pg.limit()?;
-    let after = pg.after()?;
-    let after = match after.as_deref().map(|a| a.split_once(':')) {
-        None => None,
-        Some(Some((eta, id))) => Some((
-            eta.parse::<i64>()
-                .map_err(|_| ApiError::invalid("cursor", "not a cursor this API gave out"))?,
-            id,
-        )),
-        Some(None) => {
-            return Err(ApiError::invalid(
-                "cursor",
-                "not a cursor this API gave out",
-            ));
-        }
-    };
+    let after = pg.after_i64_id()?;
+    let after = after.as_ref().map(|(eta, id)| (*eta, id.as_str()));
     let status = q
         .status
         .as_deref()

@@ -37,6 +37,28 @@ impl PageParams {
     pub fn after(&self) -> Result<Option<String>, ApiError> {
         self.cursor.as_deref().map(decode).transpose()
     }
+
+    /// A cursor of two parts split at `sep` (`SITE/TANK`).
+    pub fn after_pair(&self, sep: char) -> Result<Option<(String, String)>, ApiError> {
+        self.after()?
+            .map(|k| {
+                k.split_once(sep)
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .ok_or_else(not_ours)
+            })
+            .transpose()
+    }
+
+    /// A cursor of a number and an id (`MS:ID`, lists by time then id).
+    pub fn after_i64_id(&self) -> Result<Option<(i64, String)>, ApiError> {
+        self.after_pair(':')?
+            .map(|(n, id)| Ok((n.parse::<i64>().map_err(|_| not_ours())?, id)))
+            .transpose()
+    }
+}
+
+fn not_ours() -> ApiError {
+    ApiError::invalid("cursor", "not a cursor this API gave out")
 }
 
 pub fn limit(v: Option<i64>, default: i64, max: i64) -> Result<i64, ApiError> {
@@ -72,10 +94,7 @@ pub fn decode(c: &str) -> Result<String, ApiError> {
 /// The list's cursor part as an i64 key.
 pub fn after_i64(p: &PageParams) -> Result<Option<i64>, ApiError> {
     p.after()?
-        .map(|k| {
-            k.parse::<i64>()
-                .map_err(|_| ApiError::invalid("cursor", "not a cursor this API gave out"))
-        })
+        .map(|k| k.parse::<i64>().map_err(|_| not_ours()))
         .transpose()
 }
 

@@ -315,7 +315,7 @@ async fn assets(
                     .collect();
                 json!({
                     "asset_id": a.asset_id,
-                    "kind": a.kind,
+                    "kind": a.kind.map_or("unknown", |k| k.as_str()),
                     "name": a.name,
                     "product": a.product,
                     "capacity": a.capacity,

@@ -195,7 +195,7 @@ pub fn command(r: &CommandRow) -> Result<HeadendMessage, crate::Error> {
                 product: p.product,
                 planned_volume_l: p.planned_volume_l,
                 eta_ms: p.eta_ms,
-                eta_source: p.eta_source,
+                eta_source: p.eta_source.to_string(),
                 cancelled: p.cancelled,
             })
         }

@@ -34,6 +34,38 @@ impl Lease {
             .await
     }
 
+    /// Runs `job` every `period` while this replica holds the lease (a
+    /// replica without it waits its turn); at shutdown gives the lease up.
+    /// The one loop of every leased job.
+    pub async fn every<F, Fut>(
+        &self,
+        db: &Db,
+        period: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+        mut job: F,
+    ) where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        loop {
+            match self.hold(db).await {
+                Ok(true) => job().await,
+                Ok(false) => tracing::debug!(job = self.job, "runs on another replica"),
+                Err(e) => {
+                    tracing::warn!(job = self.job, error = %e, "taking the job's lease failed")
+                }
+            }
+            let stopping = tokio::select! {
+                _ = tokio::time::sleep(period) => false,
+                _ = stop.wait_for(|s| *s) => true,
+            };
+            if stopping {
+                self.release(db).await;
+                return;
+            }
+        }
+    }
+
     pub async fn hold(&self, db: &Db) -> Result<bool, Error> {
         self.hold_at(db, now_ms()).await
     }

@@ -48,25 +48,22 @@ async fn pause(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
 }
 
 /// Marks commands that expired before they could be sent.
-pub async fn sweep(db: Db, replica: String, mut stop: watch::Receiver<bool>) {
+pub async fn sweep(db: Db, replica: String, stop: watch::Receiver<bool>) {
     let lease = Lease::with_holder("command-expiry", Duration::from_secs(10), replica);
-    loop {
-        match lease.hold(&db).await {
-            Ok(true) => match db.commands().expire_unsent(now_ms()).await {
-                Ok(ids) if !ids.is_empty() => {
-                    tracing::info!(count = ids.len(), ids = ?ids, "commands expired before they could be sent")
+    lease
+        .every(&db, Duration::from_secs(1), stop, || {
+            let db = db.clone();
+            async move {
+                match db.commands().expire_unsent(now_ms()).await {
+                    Ok(ids) if !ids.is_empty() => {
+                        tracing::info!(count = ids.len(), ids = ?ids, "commands expired before they could be sent")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
-            },
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "expiry sweep: lease"),
-        }
-        if !pause(Duration::from_secs(1), &mut stop).await {
-            lease.release(&db).await;
-            return;
-        }
-    }
+            }
+        })
+        .await;
 }
 
 /// Applies the retention windows (and makes partitions ahead), then packs
@@ -75,48 +72,45 @@ pub async fn retention(
     db: Db,
     metrics: crate::metrics::Metrics,
     replica: String,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let lease = Lease::with_holder("retention", RETENTION_EVERY * 2, replica);
-    loop {
-        match lease.hold(&db).await {
-            Ok(true) => {
-                let t = std::time::Instant::now();
-                match db.telemetry.retain(db.retention, now_ms()).await {
-                    Ok(r) => {
-                        metrics.retention_readings.inc_by(r.readings);
-                        metrics.retention_rollups.inc_by(r.rollups);
-                        tracing::info!(
-                            readings = r.readings,
-                            rollups = r.rollups,
-                            partitions_dropped = r.partitions_dropped,
-                            took_ms = t.elapsed().as_millis() as u64,
-                            "retention applied"
-                        );
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "retention failed; retried at the next run")
-                    }
-                }
-                let t = std::time::Instant::now();
-                match db.telemetry.compact(now_ms()).await {
-                    Ok(0) => {}
-                    Ok(days) => tracing::info!(
-                        days,
-                        took_ms = t.elapsed().as_millis() as u64,
-                        "finished days packed"
-                    ),
-                    Err(e) => {
-                        tracing::error!(error = %e, "packing failed; retried at the next run")
-                    }
-                }
-            }
-            Ok(false) => tracing::debug!("retention runs on another replica"),
-            Err(e) => tracing::warn!(error = %e, "retention: lease"),
+    lease
+        .every(&db, RETENTION_EVERY, stop, || {
+            let (db, metrics) = (db.clone(), metrics.clone());
+            async move { retain(&db, &metrics).await }
+        })
+        .await;
+}
+
+async fn retain(db: &Db, metrics: &crate::metrics::Metrics) {
+    let t = std::time::Instant::now();
+    match db.telemetry.retain(db.retention, now_ms()).await {
+        Ok(r) => {
+            metrics.retention_readings.inc_by(r.readings);
+            metrics.retention_rollups.inc_by(r.rollups);
+            tracing::info!(
+                readings = r.readings,
+                rollups = r.rollups,
+                partitions_dropped = r.partitions_dropped,
+                took_ms = t.elapsed().as_millis() as u64,
+                "retention applied"
+            );
         }
-        if !pause(RETENTION_EVERY, &mut stop).await {
-            lease.release(&db).await;
-            return;
+        Err(e) => {
+            tracing::error!(error = %e, "retention failed; retried at the next run")
+        }
+    }
+    let t = std::time::Instant::now();
+    match db.telemetry.compact(now_ms()).await {
+        Ok(0) => {}
+        Ok(days) => tracing::info!(
+            days,
+            took_ms = t.elapsed().as_millis() as u64,
+            "finished days packed"
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "packing failed; retried at the next run")
         }
     }
 }
@@ -131,12 +125,13 @@ pub async fn inventory(
     every: Duration,
     settings: crate::services::evaluate::Settings,
     replica: String,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let lease = Lease::with_holder("inventory", every * 3 + Duration::from_secs(30), replica);
-    loop {
-        match lease.hold(&db).await {
-            Ok(true) => {
+    lease
+        .every(&db, every, stop, || {
+            let (db, metrics) = (db.clone(), metrics.clone());
+            async move {
                 let t = std::time::Instant::now();
                 match crate::services::evaluate::run(&db, now_ms(), settings).await {
                     Ok(r) => {
@@ -158,14 +153,8 @@ pub async fn inventory(
                     }
                 }
             }
-            Ok(false) => tracing::debug!("inventory runs on another replica"),
-            Err(e) => tracing::warn!(error = %e, "inventory: lease"),
-        }
-        if !pause(every, &mut stop).await {
-            lease.release(&db).await;
-            return;
-        }
-    }
+        })
+        .await;
 }
 
 /// Sends queued escalation notifications to the webhook (every second),
@@ -176,10 +165,10 @@ pub async fn webhooks(
     metrics: crate::metrics::Metrics,
     url: String,
     replica: String,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let target = match webhook::Target::parse(&url) {
-        Ok(t) => t,
+        Ok(t) => std::sync::Arc::new(t),
         Err(e) => {
             // checked at start; a bad URL here is a bug, and fatal
             tracing::error!(error = %e, "webhook URL");
@@ -187,44 +176,46 @@ pub async fn webhooks(
         }
     };
     let lease = Lease::with_holder("webhooks", Duration::from_secs(60), replica);
-    loop {
-        if let Ok(true) = lease.hold(&db).await {
-            match db.escalations().due_webhooks(now_ms(), 50).await {
-                Ok(rows) => {
-                    for r in rows {
-                        let (state, next, err) = match target.post(r.payload.0.0.to_string()).await
-                        {
-                            Ok(()) => {
-                                metrics.webhooks_delivered.inc();
-                                ("delivered", r.next_ms, String::new())
-                            }
-                            Err(e) if r.attempts + 1 >= webhook::MAX_ATTEMPTS => {
-                                metrics.webhooks_dead.inc();
-                                tracing::warn!(id = r.id, escalation = %r.escalation_id, error = %e, "webhook notification given up (dead letter)");
-                                ("dead", r.next_ms, e)
-                            }
-                            Err(e) => {
-                                metrics.webhook_retries.inc();
-                                tracing::info!(id = r.id, attempt = r.attempts + 1, error = %e, "webhook notification failed; retried");
-                                ("pending", now_ms() + webhook::backoff_ms(r.attempts), e)
-                            }
-                        };
-                        if let Err(e) = db
-                            .escalations()
-                            .webhook_attempt(r.id, state, r.attempts + 1, next, &err, now_ms())
-                            .await
-                        {
-                            tracing::warn!(error = %e, "webhook outbox update failed");
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "webhook outbox read failed"),
-            }
-        }
-        if !pause(Duration::from_secs(1), &mut stop).await {
-            lease.release(&db).await;
-            lease.release(&db).await;
+    lease
+        .every(&db, Duration::from_secs(1), stop, || {
+            let (db, metrics, target) = (db.clone(), metrics.clone(), target.clone());
+            async move { deliver(&db, &metrics, &target).await }
+        })
+        .await;
+}
+
+/// One round of webhook deliveries (at most 50).
+async fn deliver(db: &Db, metrics: &crate::metrics::Metrics, target: &webhook::Target) {
+    let rows = match db.escalations().due_webhooks(now_ms(), 50).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!(error = %e, "webhook outbox read failed");
             return;
+        }
+    };
+    for r in rows {
+        let (state, next, err) = match target.post(r.payload.0.0.to_string()).await {
+            Ok(()) => {
+                metrics.webhooks_delivered.inc();
+                ("delivered", r.next_ms, String::new())
+            }
+            Err(e) if r.attempts + 1 >= webhook::MAX_ATTEMPTS => {
+                metrics.webhooks_dead.inc();
+                tracing::warn!(id = r.id, escalation = %r.escalation_id, error = %e, "webhook notification given up (dead letter)");
+                ("dead", r.next_ms, e)
+            }
+            Err(e) => {
+                metrics.webhook_retries.inc();
+                tracing::info!(id = r.id, attempt = r.attempts + 1, error = %e, "webhook notification failed; retried");
+                ("pending", now_ms() + webhook::backoff_ms(r.attempts), e)
+            }
+        };
+        if let Err(e) = db
+            .escalations()
+            .webhook_attempt(r.id, state, r.attempts + 1, next, &err, now_ms())
+            .await
+        {
+            tracing::warn!(error = %e, "webhook outbox update failed");
         }
     }
 }

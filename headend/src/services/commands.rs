@@ -432,7 +432,7 @@ pub(crate) fn eta_command(
         product: l.product.clone(),
         planned_volume_l: l.planned_volume_l,
         eta_ms: l.eta_ms,
-        eta_source: l.eta_source.to_string(),
+        eta_source: l.eta_source,
         cancelled: l.status == crate::domain::LoadStatus::Cancelled,
     };
     NewCommand {

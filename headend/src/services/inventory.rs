@@ -464,21 +464,6 @@ pub const CSV_COLUMNS: &str = "tank,at,volume_l[,water_mm][,confidence][,note][,
 /// numbered as a spreadsheet shows them (the header is row 1). Returns
 /// the parsed rows and a report holding each bad row's problem.
 pub fn csv_rows(site: &str, text: &str) -> Result<(Vec<(usize, NewObservation)>, ImportReport)> {
-    let mut rd = csv::ReaderBuilder::new()
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(text.as_bytes());
-    let header = rd
-        .headers()
-        .map_err(|e| invalid("csv", format!("row 1: {e}")))?
-        .clone();
-    let col = |name: &str| header.iter().position(|h| h.eq_ignore_ascii_case(name));
-    let (Some(ct), Some(ca), Some(cv)) = (col("tank"), col("at"), col("volume_l")) else {
-        return Err(invalid(
-            "csv",
-            format!("row 1 must name the columns: {CSV_COLUMNS}"),
-        ));
-    };
     let known = [
         "tank",
         "at",
@@ -488,20 +473,18 @@ pub fn csv_rows(site: &str, text: &str) -> Result<(Vec<(usize, NewObservation)>,
         "note",
         "site",
     ];
-    if let Some(h) = header
-        .iter()
-        .find(|h| !known.iter().any(|k| h.eq_ignore_ascii_case(k)))
-    {
-        return Err(invalid(
-            "csv",
-            format!("row 1: unknown column {h:?} (columns: {CSV_COLUMNS})"),
-        ));
-    }
-    let (cw, cc, cn, cs) = (col("water_mm"), col("confidence"), col("note"), col("site"));
+    let (mut sheet, idx) =
+        super::sheet::Sheet::open(text, &known, &["tank", "at", "volume_l"], CSV_COLUMNS)?;
+    let (ct, ca, cv) = (idx[0], idx[1], idx[2]);
+    let (cw, cc, cn, cs) = (
+        sheet.col("water_mm"),
+        sheet.col("confidence"),
+        sheet.col("note"),
+        sheet.col("site"),
+    );
     let mut rows = Vec::new();
     let mut report = ImportReport::default();
-    for (i, rec) in rd.records().enumerate() {
-        let row = i + 2;
+    for (row, rec) in sheet.rows() {
         report.rows += 1;
         if report.rows > MAX_OBSERVATIONS {
             return Err(invalid(

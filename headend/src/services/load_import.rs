@@ -37,26 +37,6 @@ pub fn csv_rows(
     text: &str,
     now: i64,
 ) -> Result<(Vec<(usize, LoadLine)>, ImportReport)> {
-    let mut rd = csv::ReaderBuilder::new()
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(text.as_bytes());
-    let header = rd
-        .headers()
-        .map_err(|e| invalid("csv", format!("row 1: {e}")))?
-        .clone();
-    let col = |name: &str| header.iter().position(|h| h.eq_ignore_ascii_case(name));
-    let (Some(cr), Some(ct), Some(cv), Some(ce)) = (
-        col("reference"),
-        col("tanks"),
-        col("planned_volume_l"),
-        col("eta"),
-    ) else {
-        return Err(invalid(
-            "csv",
-            format!("row 1 must name the columns: {CSV_COLUMNS}"),
-        ));
-    };
     let known = [
         "reference",
         "tanks",
@@ -67,25 +47,22 @@ pub fn csv_rows(
         "product",
         "site",
     ];
-    if let Some(h) = header
-        .iter()
-        .find(|h| !known.iter().any(|k| h.eq_ignore_ascii_case(k)))
-    {
-        return Err(invalid(
-            "csv",
-            format!("row 1: unknown column {h:?} (columns: {CSV_COLUMNS})"),
-        ));
-    }
+    let (mut sheet, idx) = super::sheet::Sheet::open(
+        text,
+        &known,
+        &["reference", "tanks", "planned_volume_l", "eta"],
+        CSV_COLUMNS,
+    )?;
+    let (cr, ct, cv, ce) = (idx[0], idx[1], idx[2], idx[3]);
     let (cs, cc, cp, csite) = (
-        col("eta_source"),
-        col("carrier"),
-        col("product"),
-        col("site"),
+        sheet.col("eta_source"),
+        sheet.col("carrier"),
+        sheet.col("product"),
+        sheet.col("site"),
     );
     let mut rows: Vec<(usize, LoadLine)> = Vec::new();
     let mut report = ImportReport::default();
-    for (i, rec) in rd.records().enumerate() {
-        let row = i + 2;
+    for (row, rec) in sheet.rows() {
         report.rows += 1;
         if report.rows > MAX_OBSERVATIONS {
             return Err(invalid(

@@ -134,7 +134,7 @@ pub async fn create(ctx: &Context, req: LoadRequest, actor: Actor) -> Result<Pus
         .map(|(t, _)| t.tank_id)
         .collect();
     for a in ctx.db.assets(&req.site).await? {
-        if a.kind == "tank" && !tanks.contains(&a.asset_id) {
+        if a.kind == Some(crate::domain::AssetKind::Tank) && !tanks.contains(&a.asset_id) {
             tanks.push(a.asset_id);
         }
     }

@@ -17,6 +17,9 @@ pub mod inventory;
 pub mod load_import;
 pub mod loads;
 pub mod sessions;
+pub mod sheet;
+#[cfg(test)]
+mod tests;
 
 pub use dispatch::Dispatcher;
 pub use sessions::Sessions;

@@ -141,7 +141,7 @@ async fn local_command(
     let n = sqlx::query(
         "INSERT INTO commands (command_id, idempotency_key, request, parent_id, site_id, asset_id, kind, field, value, duration_ms,
            expires_at_ms, payload, load_id, state, reason, detail, readback, policy_version, warnings, created_by, created_ms, updated_ms)
-         VALUES ($1, NULL, $2, NULL, $3, $4, $5, $6, CAST($7 AS DOUBLE PRECISION), 0, 0, '', NULL, $8, $9, $10, NULL, '', '', $11, $12, $13)
+         VALUES ($1, NULL, $2, NULL, $3, $4, $5, $6, CAST($7 AS DOUBLE PRECISION), 0, 0, '{}', NULL, $8, $9, $10, NULL, '', '[]', $11, $12, $13)
          ON CONFLICT (command_id) DO NOTHING",
     )
     .bind(&l.command_id)

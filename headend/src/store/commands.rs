@@ -83,13 +83,13 @@ pub enum Submitted {
 }
 
 /// The ETA as stored in a command's payload (JSON).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct EtaPayload {
     pub tanks: Vec<String>,
     pub product: String,
     pub planned_volume_l: f64,
     pub eta_ms: i64,
-    pub eta_source: String,
+    pub eta_source: crate::domain::EtaSource,
     pub cancelled: bool,
 }
 

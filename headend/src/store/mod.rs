@@ -32,6 +32,8 @@ pub mod reads;
 pub mod rows;
 pub mod sites;
 pub mod sqlite;
+#[cfg(test)]
+pub mod testing;
 pub mod users;
 
 use std::collections::HashMap;

@@ -106,7 +106,7 @@ impl Db {
                 // readings for an asset the config did not declare: show it anyway
                 None => assets.push(AssetRow {
                     asset_id: v.asset_id.clone(),
-                    kind: "unknown".into(),
+                    kind: None,
                     name: String::new(),
                     product: String::new(),
                     capacity: 0.0,
@@ -139,7 +139,9 @@ pub struct SiteRow {
 #[derive(sqlx::FromRow)]
 pub struct AssetRow {
     pub asset_id: String,
-    pub kind: String,
+    /// As the agent's hello declared it; None for an asset with readings
+    /// that no hello declared (shown as `unknown`).
+    pub kind: Option<crate::domain::AssetKind>,
     pub name: String,
     pub product: String,
     pub capacity: f64,

@@ -1,0 +1,245 @@
+//! Service tests against a real database: a temporary SQLite file and a
+//! fresh PostgreSQL database (the local one CI starts), each test on both.
+//! They sit under the REST API (no HTTP) and over the stores, where the
+//! rules of the services live: refusals naming the field, scope,
+//! idempotency, ETA ranks, the inventory job's escalations.
+
+use serde_json::json;
+use tankwatch_proto::v1;
+
+use super::commands::{CommandRequest, Outcome};
+use super::loads::{LoadPatch, LoadRequest};
+use super::*;
+use crate::domain::{Actor, Scope};
+use crate::store::{Db, HelloInfo};
+
+/// The databases a test runs on: (name, URL, the PostgreSQL database to
+/// drop after, the SQLite file's directory).
+async fn databases() -> Vec<(&'static str, String, Option<String>, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite://{}", dir.path().join("t.db").display());
+    let (pg, name) = crate::store::testing::fresh_postgres().await;
+    vec![
+        ("sqlite", sqlite, None, dir),
+        ("postgres", pg, Some(name), tempfile::tempdir().unwrap()),
+    ]
+}
+
+async fn drop_database(name: Option<String>) {
+    if let Some(name) = name {
+        crate::store::testing::drop_postgres(&name).await;
+    }
+}
+
+fn ctx(db: &Db, scope: Scope) -> Context {
+    Context {
+        db: db.clone(),
+        metrics: crate::metrics::Metrics::default(),
+        dispatcher: Dispatcher::default(),
+        scope,
+    }
+}
+
+/// A site with one 20,000 L tank whose `pump_limit` is writable from 0 to 100.
+async fn site(db: &Db, site: &str) {
+    let h = v1::Hello {
+        site_id: site.into(),
+        log_id: 1,
+        agent_version: "test".into(),
+        assets: vec![v1::Asset {
+            asset_id: "tank-1".into(),
+            kind: v1::AssetKind::Tank as i32,
+            capacity: 20_000.0,
+            writable: vec![v1::WritablePoint {
+                field: "pump_limit".into(),
+                min: Some(0.0),
+                max: Some(100.0),
+                default: None,
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    db.record_hello(HelloInfo { site, hello: &h })
+        .await
+        .unwrap();
+}
+
+fn operator() -> Actor {
+    Actor::Headend {
+        task: Some("test".into()),
+    }
+}
+
+fn setpoint(value: f64) -> CommandRequest {
+    serde_json::from_value(json!({"kind": "setpoint", "asset": "site-a/tank-1", "field": "pump_limit", "value": value}))
+        .unwrap()
+}
+
+fn refusal(e: ServiceError) -> (Refused, String) {
+    match e {
+        ServiceError::Refused { kind, field, .. } => (kind, field),
+        ServiceError::Store(e) => panic!("a store error, not a refusal: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setpoint_outside_its_writable_range_is_refused_naming_the_value_and_a_keyed_repeat_is_the_first()
+ {
+    for (name, url, pg, _dir) in databases().await {
+        let db = Db::connect(&url, 4).await.unwrap();
+        site(&db, "site-a").await;
+        let c = ctx(&db, Scope::All);
+        let e = commands::submit(&c, setpoint(500.0), None, operator())
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{name}: 500 accepted"));
+        assert_eq!(
+            refusal(e),
+            (Refused::Unprocessable, "value".into()),
+            "{name}"
+        );
+        let first = match commands::submit(&c, setpoint(42.0), Some("k-1".into()), operator())
+            .await
+            .unwrap()
+        {
+            Outcome::Created(v) => v.row.command_id,
+            Outcome::Repeated(_) => panic!("{name}: a first request repeated"),
+        };
+        match commands::submit(&c, setpoint(42.0), Some("k-1".into()), operator())
+            .await
+            .unwrap()
+        {
+            Outcome::Repeated(v) => assert_eq!(v.row.command_id, first, "{name}"),
+            Outcome::Created(_) => panic!("{name}: a keyed repeat made a second command"),
+        }
+        // the same key for another request is refused naming the key, not the first command
+        let e = commands::submit(&c, setpoint(43.0), Some("k-1".into()), operator())
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{name}: a reused key accepted"));
+        assert_eq!(
+            refusal(e),
+            (Refused::Unprocessable, "idempotency_key".into()),
+            "{name}"
+        );
+        drop(db);
+        drop_database(pg).await;
+    }
+}
+
+fn load(eta_ms: i64, source: &str) -> LoadRequest {
+    serde_json::from_value(
+        json!({"site": "site-a", "reference": "PO-1", "tanks": ["tank-1"],
+        "planned_volume_l": 5000.0, "eta": eta_ms, "eta_source": source}),
+    )
+    .unwrap()
+}
+
+fn eta_patch(eta_ms: i64, source: &str) -> LoadPatch {
+    serde_json::from_value(json!({"eta": eta_ms, "eta_source": source})).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lower_ranked_eta_is_kept_as_history_and_a_higher_one_replaces_it_with_a_push() {
+    for (name, url, pg, _dir) in databases().await {
+        let db = Db::connect(&url, 4).await.unwrap();
+        site(&db, "site-a").await;
+        let c = ctx(&db, Scope::All);
+        let now = crate::wallclock::now_ms();
+        let made = loads::create(&c, load(now + 3_600_000, "carrier_api"), operator())
+            .await
+            .unwrap();
+        assert!(made.command.is_some(), "{name}: the ETA was pushed");
+        let id = made.load.load.load_id.clone();
+        // email ranks below the carrier's API: history only, nothing pushed
+        let p = loads::patch(&c, &id, eta_patch(now + 7_200_000, "email"), operator())
+            .await
+            .unwrap();
+        assert_eq!(p.eta_applied, Some(false), "{name}");
+        assert!(p.command.is_none(), "{name}: a lower rank pushed a command");
+        assert_eq!(p.load.load.eta_ms, now + 3_600_000, "{name}");
+        // a person's word ranks above: it replaces it and is pushed
+        let p = loads::patch(&c, &id, eta_patch(now + 5_400_000, "manual"), operator())
+            .await
+            .unwrap();
+        assert_eq!(p.eta_applied, Some(true), "{name}");
+        assert!(p.command.is_some(), "{name}");
+        assert_eq!(p.load.load.eta_ms, now + 5_400_000, "{name}");
+        assert_eq!(p.load.load.tank_ids(), vec!["tank-1".to_string()], "{name}");
+        drop(db);
+        drop_database(pg).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_of_a_site_outside_the_callers_scope_is_not_found_and_cannot_be_made() {
+    for (name, url, pg, _dir) in databases().await {
+        let db = Db::connect(&url, 4).await.unwrap();
+        site(&db, "site-a").await;
+        let all = ctx(&db, Scope::All);
+        let now = crate::wallclock::now_ms();
+        let id = loads::create(&all, load(now + 3_600_000, "manual"), operator())
+            .await
+            .unwrap()
+            .load
+            .load
+            .load_id;
+        let other = ctx(&db, Scope::Sites(["site-b".to_string()].into()));
+        let e = loads::get(&other, &id)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{name}: seen"));
+        assert_eq!(refusal(e).0, Refused::OutOfScope, "{name}");
+        let e = loads::create(&other, load(now + 3_600_000, "manual"), operator())
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{name}: made out of scope"));
+        assert_eq!(refusal(e).0, Refused::OutOfScope, "{name}");
+        drop(db);
+        drop_database(pg).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inventory_job_opens_one_stale_escalation_for_a_tank_without_data_and_keeps_it_open_once()
+ {
+    for (name, url, pg, _dir) in databases().await {
+        let db = Db::connect(&url, 4).await.unwrap();
+        site(&db, "site-a").await;
+        let c = ctx(&db, Scope::All);
+        inventory::create_site(
+            &c,
+            serde_json::from_value(json!({"site": "site-b", "name": "B"})).unwrap(),
+        )
+        .await
+        .unwrap();
+        inventory::put_tank(
+            &c,
+            "site-b",
+            "tank-9",
+            serde_json::from_value(json!({"product": "diesel", "capacity_l": 30000})).unwrap(),
+        )
+        .await
+        .unwrap();
+        let now = crate::wallclock::now_ms();
+        let s = evaluate::Settings::default();
+        let r = evaluate::run(&db, now, s).await.unwrap();
+        assert!(r.tanks >= 1, "{name}: {r:?}");
+        let open = db.escalations().open().await.unwrap();
+        let stale: Vec<_> = open
+            .iter()
+            .filter(|o| o.site_id == "site-b" && o.cause == crate::domain::escalation::Cause::Stale)
+            .collect();
+        assert_eq!(stale.len(), 1, "{name}: {r:?}");
+        let again = evaluate::run(&db, now + 60_000, s).await.unwrap();
+        assert_eq!(again.opened, 0, "{name}: {again:?}");
+        assert_eq!(
+            db.escalations().open().await.unwrap().len(),
+            open.len(),
+            "{name}"
+        );
+        drop(db);
+        drop_database(pg).await;
+    }
+}
