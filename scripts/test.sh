@@ -40,7 +40,23 @@ if [ ! -d "$nodeenv/node_modules/node-opcua" ] || ! cmp -s tests/peers/package-l
   (cd "$nodeenv" && npm ci --no-audit --no-fund --silent)
 fi
 
+# cargo-nextest runs the tests: each in a process of its own, several at
+# once (.config/nextest.toml says how many and which run one at a time)
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "test: installing cargo-nextest (once)"
+  cargo install --locked cargo-nextest
+fi
+
+t0=$(date +%s)
 # The process-level tests (SIGKILL, check-config) run the real binaries.
 cargo build --workspace --bins
-# every test program runs, and every failure is reported, not just the first
-cargo test --workspace --no-fail-fast "$@"
+# the test programs, built apart so that the time of each step shows
+cargo nextest run --workspace --no-run
+t1=$(date +%s)
+# every test runs, and every failure is reported, not just the first
+cargo nextest run --workspace --no-fail-fast "$@"
+t2=$(date +%s)
+# nextest does not run doc tests
+cargo test --workspace --doc "$@"
+t3=$(date +%s)
+echo "test: build $((t1 - t0)) s, tests $((t2 - t1)) s, doc tests $((t3 - t2)) s"
