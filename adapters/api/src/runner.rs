@@ -242,8 +242,11 @@ pub trait Device: Send + 'static {
     type Conn: Send;
     /// Device name, for logs.
     fn name(&self) -> &str;
-    /// Connects (within the device's connect timeout).
-    fn connect(&mut self) -> impl Future<Output = Result<Self::Conn, String>> + Send;
+    /// Connects (within the device's connect timeout). A failure says its
+    /// kind where it is known (refused, timed out, not trusted, the
+    /// device's own error): `edge-agent probe` exits with it, so nothing
+    /// downstream reads the kind out of the message.
+    fn connect(&mut self) -> impl Future<Output = Result<Self::Conn, ConnectError>> + Send;
     /// Serves one connected session until it ends.
     fn session(&mut self, conn: Self::Conn, io: &mut Io) -> impl Future<Output = Ended> + Send;
 }
@@ -326,7 +329,7 @@ pub async fn run<D: Device>(mut dev: D, mut io: Io, retry: Retry) -> Result<(), 
             }
             Err(e) => {
                 tracing::warn!(device = dev.name(), error = %e, "device connect failed");
-                e
+                e.message
             }
         };
         io.error(&why);
@@ -351,6 +354,26 @@ pub async fn run<D: Device>(mut dev: D, mut io: Io, retry: Retry) -> Result<(), 
 }
 
 /// A timeout as an error message (`what timed out after N ms`).
+/// Why a connection attempt failed: its kind and the installer's words.
+pub use crate::probe::ProbeError as ConnectError;
+
+/// [`within`] for a step of connecting: running out of time is a
+/// [`Failure::Timeout`](crate::probe::Failure::Timeout).
+pub async fn connecting<T>(
+    ms: u64,
+    what: &str,
+    fut: impl Future<Output = T>,
+) -> Result<T, ConnectError> {
+    tokio::time::timeout(Duration::from_millis(ms), fut)
+        .await
+        .map_err(|_| {
+            ConnectError::new(
+                crate::probe::Failure::Timeout,
+                format!("{what} timed out after {ms} ms"),
+            )
+        })
+}
+
 pub async fn within<T>(ms: u64, what: &str, fut: impl Future<Output = T>) -> Result<T, String> {
     tokio::time::timeout(Duration::from_millis(ms), fut)
         .await

@@ -269,21 +269,29 @@ impl Device for Poller {
         &self.dev.name
     }
 
-    async fn connect(&mut self) -> Result<Context, String> {
+    async fn connect(&mut self) -> Result<Context, runner::ConnectError> {
+        use adapter_api::probe::{Failure, ProbeError};
         let ms = self.dev.timeout_ms;
+        let unreachable = |m: String| ProbeError::new(Failure::Unreachable, m);
         let addr: SocketAddr =
-            runner::within(ms, "resolving", tokio::net::lookup_host(&self.dev.address))
+            runner::connecting(ms, "resolving", tokio::net::lookup_host(&self.dev.address))
                 .await?
-                .map_err(|e| format!("cannot resolve {}: {e}", self.dev.address))?
+                .map_err(|e| unreachable(format!("cannot resolve {}: {e}", self.dev.address)))?
                 .next()
-                .ok_or_else(|| format!("{} resolved to no address", self.dev.address))?;
-        let ctx = runner::within(
+                .ok_or_else(|| {
+                    unreachable(format!("{} resolved to no address", self.dev.address))
+                })?;
+        let ctx = runner::connecting(
             ms,
             "connect",
             tcp::connect_slave(addr, Slave(self.dev.unit_id)),
         )
         .await?
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(|e| {
+            let mut p = ProbeError::connect(&addr.to_string(), &e);
+            p.message = format!("connect: {e}");
+            p
+        })?;
         tracing::info!(device = %self.dev.name, address = %self.dev.address, "modbus connected");
         Ok(ctx)
     }

@@ -12,7 +12,7 @@ use adapter_api::{GapReason, Quality, WriteOutcome, WriteRequest, now_ms};
 use rumqttc::{AsyncClient, EventLoop, MqttOptions, Packet, QoS, Transport};
 use sparkplug_b::SparkplugTopic;
 
-use crate::pump::{self, Inbound, READ_CAP, connect_error, inbound};
+use crate::pump::{self, Inbound, READ_CAP, connect_failure, inbound};
 use crate::tls::tls_config;
 use crate::{
     INBOX, MALFORMED_LOG_EVERY_MS, MqttDevice, SUBSCRIBE_CHUNK, config, decode, parse_url,
@@ -467,9 +467,13 @@ impl Device for Broker {
     /// Connects and subscribes; ready when the broker has acknowledged
     /// every subscription (a refused one is an error: check the ACL).
     /// Publishes that arrive meanwhile are kept for the session.
-    async fn connect(&mut self) -> Result<Conn, String> {
+    async fn connect(&mut self) -> Result<Conn, runner::ConnectError> {
+        use adapter_api::probe::Failure;
+        let device = |m: String| runner::ConnectError::new(Failure::Device, m);
         self.state_ts = now_ms();
-        let opts = self.options()?;
+        let opts = self
+            .options()
+            .map_err(|e| runner::ConnectError::new(Failure::Usage, e))?;
         let state = self.host_state();
         let subs = self.subscriptions();
         // one SUBSCRIBE per SUBSCRIBE_CHUNK filters; each answered by one SubAck
@@ -483,7 +487,7 @@ impl Device for Broker {
         let qos = self.qos();
         let max_payload = self.dev.max_payload_bytes as usize;
         let mut early = Vec::new();
-        runner::within(self.dev.timeout_ms, "connect and subscribe", async {
+        runner::connecting(self.dev.timeout_ms, "connect and subscribe", async {
             let mut acked = 0;
             loop {
                 match el.poll().await {
@@ -491,7 +495,9 @@ impl Device for Broker {
                         if let Some((topic, online, _)) = &state {
                             client
                                 .try_publish(topic.clone(), QoS::AtLeastOnce, true, online.clone())
-                                .map_err(|e| format!("publishing the primary host STATE: {e}"))?;
+                                .map_err(|e| {
+                                    device(format!("publishing the primary host STATE: {e}"))
+                                })?;
                         }
                         for c in &chunks {
                             client
@@ -499,7 +505,7 @@ impl Device for Broker {
                                     c.iter()
                                         .map(|f| rumqttc::SubscribeFilter::new(f.clone(), qos)),
                                 )
-                                .map_err(|e| format!("subscribe: {e}"))?;
+                                .map_err(|e| device(format!("subscribe: {e}")))?;
                         }
                     }
                     Ok(rumqttc::Event::Incoming(Packet::SubAck(a))) => {
@@ -508,13 +514,16 @@ impl Device for Broker {
                             .iter()
                             .position(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
                         {
-                            return Err(format!(
-                                "the broker refused subscription {} (check its ACL)",
-                                chunks
-                                    .get(acked)
-                                    .and_then(|c| c.get(k))
-                                    .map(String::as_str)
-                                    .unwrap_or("?")
+                            return Err(runner::ConnectError::new(
+                                Failure::Trust,
+                                format!(
+                                    "the broker refused subscription {} (check its ACL)",
+                                    chunks
+                                        .get(acked)
+                                        .and_then(|c| c.get(k))
+                                        .map(String::as_str)
+                                        .unwrap_or("?")
+                                ),
                             ));
                         }
                         acked += 1;
@@ -531,7 +540,7 @@ impl Device for Broker {
                         }
                     }
                     Ok(_) => {}
-                    Err(e) => return Err(connect_error(&e)),
+                    Err(e) => return Err(connect_failure(&e)),
                 }
             }
         })

@@ -14,19 +14,6 @@ use crate::broker::Broker;
 /// Payload bytes shown per message, at most.
 const SHOW: usize = 200;
 
-fn classify(msg: &str) -> Failure {
-    if msg.contains("TLS") || msg.contains("refused the connection") || msg.contains("certificate")
-    {
-        Failure::Trust
-    } else if msg.contains("timed out") {
-        Failure::Timeout
-    } else if msg.contains("refused") || msg.contains("I/O") || msg.contains("Connection") {
-        Failure::Unreachable
-    } else {
-        Failure::Device
-    }
-}
-
 /// Connects with `dev`'s settings (its points' topics are the
 /// subscriptions) and prints each message for `seconds`.
 pub async fn probe(dev: MqttDevice, seconds: u64) -> Result<String, ProbeError> {
@@ -39,7 +26,7 @@ pub async fn probe(dev: MqttDevice, seconds: u64) -> Result<String, ProbeError> 
     let conn = broker
         .connect()
         .await
-        .map_err(|e| ProbeError::new(classify(&e), format!("{url}: {e}")))?;
+        .map_err(|e| ProbeError::new(e.kind, format!("{url}: {}", e.message)))?;
     let mut out = format!("{url} answered: connected and subscribed; listening {seconds} s\n");
     let mut n = 0usize;
     let mut show = |topic: &str, payload: &[u8], out: &mut String| {

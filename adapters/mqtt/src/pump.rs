@@ -158,6 +158,21 @@ pub(crate) fn inbound(p: rumqttc::Publish, max_payload: usize, keep_ack: bool) -
     }
 }
 
+/// A connection error with its kind (from rumqttc's error, not its text).
+pub(crate) fn connect_failure(e: &rumqttc::ConnectionError) -> adapter_api::runner::ConnectError {
+    use adapter_api::probe::Failure;
+    use rumqttc::ConnectionError as C;
+    use std::io::ErrorKind as K;
+    let kind = match e {
+        C::ConnectionRefused(_) | C::Tls(_) => Failure::Trust,
+        C::NetworkTimeout | C::FlushTimeout => Failure::Timeout,
+        C::Io(io) if io.kind() == K::TimedOut => Failure::Timeout,
+        C::Io(_) | C::MqttState(_) | C::RequestsDone => Failure::Unreachable,
+        C::NotConnAck(_) => Failure::Device,
+    };
+    adapter_api::runner::ConnectError::new(kind, connect_error(e))
+}
+
 /// A connection error in an installer's words.
 pub(crate) fn connect_error(e: &rumqttc::ConnectionError) -> String {
     match e {
@@ -168,5 +183,37 @@ pub(crate) fn connect_error(e: &rumqttc::ConnectionError) -> String {
             format!("TLS: {t} (check tls.ca and the broker's certificate name)")
         }
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use adapter_api::probe::Failure;
+    use rumqttc::ConnectionError as C;
+
+    #[test]
+    fn a_connection_error_is_classified_by_its_variant_not_its_text() {
+        let io = |k| C::Io(std::io::Error::new(k, "x"));
+        let cases = [
+            (
+                C::ConnectionRefused(rumqttc::ConnectReturnCode::NotAuthorized),
+                Failure::Trust,
+            ),
+            (C::NetworkTimeout, Failure::Timeout),
+            (C::FlushTimeout, Failure::Timeout),
+            (io(std::io::ErrorKind::TimedOut), Failure::Timeout),
+            (
+                io(std::io::ErrorKind::ConnectionRefused),
+                Failure::Unreachable,
+            ),
+            (C::RequestsDone, Failure::Unreachable),
+        ];
+        for (e, kind) in cases {
+            let f = connect_failure(&e);
+            assert_eq!(f.kind, kind, "{e}");
+            // the installer's words are the same as before
+            assert_eq!(f.message, connect_error(&e));
+        }
     }
 }

@@ -16,27 +16,6 @@ use crate::session::Server;
 /// Nodes listed by a browse, at most (a large server stays readable).
 const MAX_NODES: usize = 400;
 
-fn classify(msg: &str) -> Failure {
-    if msg.contains("Untrusted")
-        || msg.contains("BadSecurity")
-        || msg.contains("BadIdentityToken")
-        || msg.contains("BadUserAccessDenied")
-        || msg.contains("BadCertificate")
-    {
-        Failure::Trust
-    } else if msg.contains("timed out") {
-        Failure::Timeout
-    } else if msg.contains("BadCommunicationError")
-        || msg.contains("BadNotConnected")
-        || msg.contains("refused")
-        || msg.contains("BadConnectionClosed")
-    {
-        Failure::Unreachable
-    } else {
-        Failure::Device
-    }
-}
-
 /// Connects with `dev`'s settings; browses `depth` levels below Objects
 /// (when `browse`) and reads `read` (a node id, `nsu=` accepted).
 pub async fn probe(
@@ -61,10 +40,8 @@ pub async fn probe(
         ),
         dev,
     };
-    let live = server
-        .connect()
-        .await
-        .map_err(|e| ProbeError::new(classify(&e), e))?;
+    // the connection's failure says its kind (from the server's status)
+    let live = server.connect().await?;
     let session = live.session();
     let mut out = format!(
         "{} answered: session open (security {:?})\n",
@@ -73,7 +50,8 @@ pub async fn probe(
     let namespaces = server
         .namespaces(&session)
         .await
-        .map_err(|e| ProbeError::new(classify(&e), e))?;
+        // the session is open: the server answered, with an error
+        .map_err(|e| ProbeError::new(Failure::Device, e))?;
     out += "namespaces:\n";
     for (i, n) in namespaces.iter().enumerate() {
         out += &format!("  ns={i} {n}\n");

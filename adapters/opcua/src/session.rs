@@ -44,8 +44,11 @@ struct Notice {
 pub(crate) struct Live {
     session: Arc<Session>,
     pump: tokio::task::JoinHandle<()>,
-    lost: tokio::sync::oneshot::Receiver<String>,
+    lost: tokio::sync::oneshot::Receiver<Lost>,
 }
+
+/// Why a session ended: the server's status, when it gave one, and the words.
+type Lost = (Option<StatusCode>, String);
 
 impl Live {
     /// The session (for the probe).
@@ -380,7 +383,9 @@ impl Device for Server {
         &self.dev.name
     }
 
-    async fn connect(&mut self) -> Result<Live, String> {
+    async fn connect(&mut self) -> Result<Live, runner::ConnectError> {
+        use adapter_api::probe::Failure;
+        let failed = |kind, m: String| runner::ConnectError::new(kind, m);
         let (policy, mode) = match self.dev.security {
             Security::None => ("None", MessageSecurityMode::None),
             Security::Sign => ("Basic256Sha256", MessageSecurityMode::Sign),
@@ -391,7 +396,7 @@ impl Device for Server {
         static KEYPAIR: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let guard = KEYPAIR.lock().unwrap_or_else(|p| p.into_inner());
         let uri = app_uri();
-        own_cert_names(&self.dev.pki_dir, &uri)?;
+        own_cert_names(&self.dev.pki_dir, &uri).map_err(|e| failed(Failure::Trust, e))?;
         let client = ClientBuilder::new()
             .application_name("tankwatch edge-agent")
             .application_uri(uri)
@@ -405,8 +410,12 @@ impl Device for Server {
             .session_timeout(60_000)
             .client();
         drop(guard);
-        let mut client =
-            client.map_err(|e| format!("OPC UA client configuration: {}", e.join("; ")))?;
+        let mut client = client.map_err(|e| {
+            failed(
+                Failure::Usage,
+                format!("OPC UA client configuration: {}", e.join("; ")),
+            )
+        })?;
         let endpoint: opcua::types::EndpointDescription = (
             self.dev.endpoint.as_str(),
             policy,
@@ -414,14 +423,14 @@ impl Device for Server {
             UserTokenPolicy::anonymous(),
         )
             .into();
-        let identity = self.identity()?;
-        let (session, event_loop) = runner::within(
+        let identity = self.identity().map_err(|e| failed(Failure::Usage, e))?;
+        let (session, event_loop) = runner::connecting(
             self.dev.timeout_ms,
             "getting the server's endpoints",
             client.connect_to_matching_endpoint(endpoint, identity),
         )
         .await?
-        .map_err(|e| explain(&format!("{e}"), &self.dev))?;
+        .map_err(|e| failed(failure_of(e.status()), explain(&format!("{e}"), &self.dev)))?;
         session.disable_reconnects();
         let (lost_tx, lost) = tokio::sync::oneshot::channel();
         let pump = tokio::spawn(async move {
@@ -430,14 +439,14 @@ impl Device for Server {
             let why = loop {
                 match stream.next().await {
                     Some(Ok(SessionPollResult::ConnectionLost(code))) => {
-                        break format!("connection lost: {code}");
+                        break (Some(code), format!("connection lost: {code}"));
                     }
                     Some(Ok(SessionPollResult::ReconnectFailed(code))) => {
-                        break format!("connect failed: {code}");
+                        break (Some(code), format!("connect failed: {code}"));
                     }
                     Some(Ok(_)) => {}
-                    Some(Err(code)) => break format!("session ended: {code}"),
-                    None => break "session closed".to_string(),
+                    Some(Err(code)) => break (Some(code), format!("session ended: {code}")),
+                    None => break (None, "session closed".to_string()),
                 }
             };
             let _ = lost_tx.send(why);
@@ -448,12 +457,16 @@ impl Device for Server {
             lost,
         };
         tokio::select! {
-            ok = runner::within(self.dev.timeout_ms, "opening the session", live.session.wait_for_connection()) => {
+            ok = runner::connecting(self.dev.timeout_ms, "opening the session", live.session.wait_for_connection()) => {
                 if !ok? {
-                    return Err("the session did not open".into());
+                    return Err(failed(Failure::Unreachable, "the session did not open".into()));
                 }
             }
-            why = &mut live.lost => return Err(explain(&why.unwrap_or_default(), &self.dev)),
+            why = &mut live.lost => {
+                let (code, why) = why.unwrap_or_default();
+                let kind = code.map_or(Failure::Unreachable, failure_of);
+                return Err(failed(kind, explain(&why, &self.dev)));
+            }
         }
         tracing::info!(device = %self.dev.name, endpoint = %self.dev.endpoint, security = ?self.dev.security, "opc ua session open");
         Ok(live)
@@ -471,7 +484,7 @@ impl Server {
     async fn serve(
         &mut self,
         session: &Session,
-        lost: &mut tokio::sync::oneshot::Receiver<String>,
+        lost: &mut tokio::sync::oneshot::Receiver<Lost>,
         io: &mut Io,
     ) -> Ended {
         self.items.reset();
@@ -573,9 +586,67 @@ impl Server {
                         return Ended::Lost(format!("during a write: {e}"));
                     }
                 }
-                why = &mut *lost => return Ended::Lost(why.unwrap_or_else(|_| "session ended".into())),
+                why = &mut *lost => return Ended::Lost(why.map_or_else(|_| "session ended".into(), |w| w.1)),
                 _ = &mut stopped => return Ended::Stopped,
             }
+        }
+    }
+}
+
+/// What kind of failure a server's status is (`edge-agent probe` exits
+/// with it): from the status code, not from its text.
+pub(crate) fn failure_of(code: StatusCode) -> adapter_api::probe::Failure {
+    use adapter_api::probe::Failure;
+    use opcua::types::status_code::SubStatusCode as S;
+    match code.sub_code() {
+        S::BadCertificateUntrusted
+        | S::BadCertificateInvalid
+        | S::BadCertificateHostNameInvalid
+        | S::BadCertificateUriInvalid
+        | S::BadCertificateTimeInvalid
+        | S::BadCertificateRevoked
+        | S::BadCertificateUseNotAllowed
+        | S::BadSecurityChecksFailed
+        | S::BadSecurityPolicyRejected
+        | S::BadSecurityModeRejected
+        | S::BadIdentityTokenInvalid
+        | S::BadIdentityTokenRejected
+        | S::BadUserAccessDenied => Failure::Trust,
+        S::BadTimeout | S::BadRequestTimeout => Failure::Timeout,
+        S::BadCommunicationError
+        | S::BadNotConnected
+        | S::BadConnectionClosed
+        | S::BadConnectionRejected
+        | S::BadTcpEndpointUrlInvalid
+        | S::BadServerNotConnected
+        | S::BadServerHalted
+        | S::BadDisconnect
+        | S::BadTcpInternalError
+        | S::BadResourceUnavailable => Failure::Unreachable,
+        _ => Failure::Device,
+    }
+}
+
+#[cfg(test)]
+mod failure_tests {
+    use super::*;
+    use adapter_api::probe::Failure;
+
+    #[test]
+    fn a_servers_status_is_classified_by_its_code_not_its_text() {
+        let cases = [
+            (StatusCode::BadCertificateUntrusted, Failure::Trust),
+            (StatusCode::BadUserAccessDenied, Failure::Trust),
+            (StatusCode::BadIdentityTokenRejected, Failure::Trust),
+            (StatusCode::BadSecurityPolicyRejected, Failure::Trust),
+            (StatusCode::BadTimeout, Failure::Timeout),
+            (StatusCode::BadCommunicationError, Failure::Unreachable),
+            (StatusCode::BadConnectionClosed, Failure::Unreachable),
+            (StatusCode::BadNotConnected, Failure::Unreachable),
+            (StatusCode::BadNodeIdUnknown, Failure::Device),
+        ];
+        for (code, kind) in cases {
+            assert_eq!(failure_of(code), kind, "{code}");
         }
     }
 }

@@ -353,15 +353,19 @@ impl Device for Console {
         &self.dev.name
     }
 
-    async fn connect(&mut self) -> Result<TcpStream, String> {
+    async fn connect(&mut self) -> Result<TcpStream, adapter_api::runner::ConnectError> {
         let addr = self.dev.address.clone();
-        within(
+        adapter_api::runner::connecting(
             self.dev.timeout_ms,
             &format!("connecting to {addr}"),
             TcpStream::connect(&addr),
         )
         .await?
-        .map_err(|e| format!("connecting to {addr}: {e}"))
+        .map_err(|e| {
+            let mut p = adapter_api::probe::ProbeError::connect(&addr, &e);
+            p.message = format!("connecting to {addr}: {e}");
+            p
+        })
     }
 
     async fn session(&mut self, mut conn: TcpStream, io: &mut Io) -> Ended {
