@@ -86,11 +86,13 @@ async fn fixtures(he: &headend::Running) -> Result<(String, String, String, Stri
         .escalations()
         .apply(
             &headend::store::escalations::Finding {
+                // a tank and a cause the headend's own inventory job never
+                // opens or clears (it runs beside this test)
                 site_id: SITE.into(),
-                tank_id: "tank-1".into(),
-                cause: headend::domain::escalation::Cause::Stale,
-                subject: String::new(),
-                detail: "no data".into(),
+                tank_id: "tank-x".into(),
+                cause: headend::domain::escalation::Cause::CommandFailed,
+                subject: "cmd-x".into(),
+                detail: "command cmd-x failed".into(),
                 context: json!({"at_ms": 1}).to_string(),
             },
             &esc,
