@@ -717,7 +717,11 @@ async fn a_frozen_link_is_replaced_by_a_new_session_within_the_keepalive_bound_a
     s.connected("site-f").await?;
     let http = s.http;
     let session = |v: &Value| v[0]["session"]["peer"].as_str().map(str::to_string);
-    let before = session(&get_json(http, "/api/v1/sites").await?).expect("a session");
+    // the hello's assets are stored a moment before the session is listed
+    let before = eventually("the session on /sites", T, || async {
+        Ok(session(&get_json(http, "/api/v1/sites").await?))
+    })
+    .await?;
     let connections = || async {
         Ok::<_, anyhow::Error>(metric(
             &get_text(http, "/metrics").await?,
