@@ -329,22 +329,77 @@ pub fn query_time(name: &str, v: &str) -> Result<i64, ApiError> {
 /// Parses a JSON body; errors name the field path. Strings with control
 /// characters or over 1,000 characters are refused (see [`edge`]).
 pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(json_body(body)?).map_err(named)
+}
+
+/// A body as JSON, refused (naming where) when it is not JSON or holds
+/// what no body may (see `edge::check_json`).
+fn json_body(body: &Bytes) -> Result<Value, ApiError> {
     let v: Value = edge::strict_json(body)
         .map_err(|e| ApiError::invalid("", format!("not valid JSON: {e}")))?;
     if let Some((path, problem)) = edge::check_json(&v) {
         return Err(ApiError::invalid(&path, problem));
     }
-    serde_path_to_error::deserialize(v).map_err(|e| {
-        let path = e.path().to_string();
-        let msg = e.into_inner().to_string();
-        // "unknown field `x`" and "missing field `x`" are about a key at this path
-        let field = if path == "." {
-            msg.split('`').nth(1).unwrap_or("").to_string()
-        } else {
-            path
-        };
-        ApiError::invalid(&field, msg)
-    })
+    Ok(v)
+}
+
+/// A deserialization error as a 400 naming its field.
+fn named(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = e.path().to_string();
+    let msg = e.into_inner().to_string();
+    // "unknown field `x`" and "missing field `x`" are about a key at this path
+    let field = if path == "." {
+        msg.split('`').nth(1).unwrap_or("").to_string()
+    } else {
+        path
+    };
+    ApiError::invalid(&field, msg)
+}
+
+/// A body whose `kind` says which shape the rest has (an internally
+/// tagged enum). Read in two steps, the kind and then the kind's own
+/// struct, because serde loses the path inside tagged content: a bad
+/// `value` would be refused without naming it.
+pub trait Kinded: Sized {
+    /// The kinds, as the wire spells them.
+    const KINDS: &'static [&'static str];
+    /// The rest of the body (without `kind`) as kind `kind`, one of `KINDS`.
+    fn of_kind(
+        kind: &str,
+        rest: Value,
+    ) -> Result<Self, serde_path_to_error::Error<serde_json::Error>>;
+}
+
+/// Reads a [`Kinded`] body, naming the field at fault.
+pub fn parse_kinded<T: Kinded>(body: &Bytes) -> Result<T, ApiError> {
+    let mut v = json_body(body)?;
+    let kinds = || {
+        T::KINDS
+            .iter()
+            .map(|k| format!("{k:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let Some(map) = v.as_object_mut() else {
+        return Err(ApiError::invalid("", "expected a JSON object"));
+    };
+    let kind = match map.remove("kind") {
+        Some(Value::String(k)) if T::KINDS.contains(&k.as_str()) => k,
+        Some(Value::String(k)) => {
+            return Err(ApiError::invalid(
+                "kind",
+                format!("{k:?} is not a kind; use one of {}", kinds()),
+            ));
+        }
+        Some(_) => return Err(ApiError::invalid("kind", format!("one of {}", kinds()))),
+        None => {
+            return Err(ApiError::invalid(
+                "kind",
+                format!("missing field `kind` (one of {})", kinds()),
+            ));
+        }
+    };
+    T::of_kind(&kind, v).map_err(named)
 }
 
 /// Fuzzing entry (`fuzz/`): every REST body parser and the pure checks
@@ -355,13 +410,9 @@ pub fn fuzz_bodies(body: &[u8]) {
     use crate::services::{commands as c, loads as l};
     let b = Bytes::copy_from_slice(body);
     let now = crate::wallclock::now_ms();
-    if let Ok(r) = parse_body::<c::CommandRequest>(&b) {
-        let _ = c::expiry(
-            now,
-            r.expires_in_s,
-            r.expires_at.as_deref(),
-            c::DEFAULT_EXPIRY_S,
-        );
+    if let Ok(r) = parse_kinded::<c::CommandRequest>(&b) {
+        let (expires_in_s, expires_at) = r.expiry_given();
+        let _ = c::expiry(now, expires_in_s, expires_at, c::DEFAULT_EXPIRY_S);
         let _ = serde_json::to_string(&r);
     }
     if let Ok(r) = parse_body::<l::LoadRequest>(&b) {

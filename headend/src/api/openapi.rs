@@ -109,6 +109,8 @@ fn schemas() -> Value {
                           &["seq", "at_ms", "actor", "role", "action", "target", "outcome", "status", "client",
                             "request_id", "prev_hash", "hash"]),
         "CommandRequest": schema_of::<crate::services::commands::CommandRequest>(),
+        "SetpointRequest": schema_of::<crate::services::commands::SetpointRequest>(),
+        "EtaRequest": schema_of::<crate::services::commands::EtaRequest>(),
         "LoadRequest": schema_of::<crate::services::loads::LoadRequest>(),
         "LoadPatch": schema_of::<crate::services::loads::LoadPatch>(),
         "Login": schema_of::<super::auth::Login>(),
@@ -286,7 +288,10 @@ mod tests {
 
     /// Issue 31 moved each route's documentation next to its handler; the
     /// document must say what it said before (`openapi-before-issue-31.json`,
-    /// built on 15c7ee6), with new schemas the only change allowed.
+    /// built on 15c7ee6), with new schemas the only change allowed, and
+    /// one schema made exact: `CommandRequest` was one object whose
+    /// fields were all optional but `kind`; it is now one object per kind,
+    /// which together take the same fields and the same kinds.
     #[test]
     fn the_document_says_what_it_said_before_routes_were_declared_once() {
         let before: Value =
@@ -298,8 +303,41 @@ mod tests {
             &now["components"]["schemas"],
         );
         for (name, schema) in old.as_object().unwrap() {
+            if name == "CommandRequest" {
+                continue;
+            }
             assert_eq!(&new[name], schema, "schema {name} changed");
         }
+        // CommandRequest: the same kinds, and each old field in a kind's object
+        let variants = new["CommandRequest"]["oneOf"].as_array().unwrap();
+        let mut kinds = Vec::new();
+        let mut fields = std::collections::BTreeSet::from(["kind".to_string()]);
+        for v in variants {
+            let parts = v["allOf"].as_array().unwrap();
+            let target = parts[0]["$ref"]
+                .as_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap();
+            fields.extend(
+                new[target]["properties"]
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .cloned(),
+            );
+            assert_eq!(new[target]["additionalProperties"], false, "{target}");
+            kinds.push(parts[1]["properties"]["kind"]["enum"][0].clone());
+        }
+        assert_eq!(kinds, [json!("setpoint"), json!("eta")]);
+        let old_fields: std::collections::BTreeSet<String> = old["CommandRequest"]["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(fields, old_fields, "the command kinds' fields");
         // what may differ: schemas added (and the version)
         now["components"]["schemas"] = old.clone();
         now["info"]["version"] = before["info"]["version"].clone();

@@ -22,34 +22,75 @@ const MIN_STEP: f64 = 1e-6;
 /// ...to this.
 const MAX_STEP: f64 = 1e6;
 
-/// `POST /api/v1/commands`.
+/// `POST /api/v1/commands`: what to do is the `kind`, and each kind takes
+/// its own fields (an unknown kind or a field of the other kind is refused,
+/// naming it).
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CommandRequest {
+    /// A setpoint for one asset, or a site-level one split across the
+    /// site's assets.
+    Setpoint(SetpointRequest),
+    /// The ETA of a load, pushed to its site's agent.
+    Eta(EtaRequest),
+}
+
+/// `kind: setpoint`.
 #[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CommandRequest {
-    /// `setpoint` or `eta`.
-    pub kind: String,
+pub struct SetpointRequest {
+    /// The site of a site-level setpoint (split across its assets).
     #[serde(default)]
     pub site: Option<String>,
     /// `asset` or `site/asset`; wins over `site`.
     #[serde(default)]
     pub asset: Option<String>,
-    #[serde(default)]
-    pub field: Option<String>,
-    #[serde(default)]
-    pub value: Option<f64>,
+    /// The writable point (e.g. `power_limit`).
+    pub field: String,
+    pub value: f64,
+    /// How long the setpoint holds before the agent restores the default, s.
     #[serde(default)]
     pub duration_s: Option<f64>,
     #[serde(default)]
     pub expires_in_s: Option<i64>,
     #[serde(default)]
     pub expires_at: Option<String>,
-    #[serde(default)]
-    pub load_id: Option<String>,
     /// Rounding step of a site-level split. Default 0.1.
     #[serde(default)]
     pub step: Option<f64>,
     #[serde(default, skip_serializing)]
     pub idempotency_key: Option<String>,
+}
+
+/// `kind: eta`.
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EtaRequest {
+    pub load_id: String,
+    #[serde(default)]
+    pub expires_in_s: Option<i64>,
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    #[serde(default, skip_serializing)]
+    pub idempotency_key: Option<String>,
+}
+
+impl CommandRequest {
+    /// The idempotency key given in the body, if any.
+    pub fn idempotency_key(&self) -> Option<String> {
+        match self {
+            CommandRequest::Setpoint(r) => r.idempotency_key.clone(),
+            CommandRequest::Eta(r) => r.idempotency_key.clone(),
+        }
+    }
+
+    /// The expiry as given: `expires_in_s`, `expires_at`.
+    pub fn expiry_given(&self) -> (Option<i64>, Option<&str>) {
+        match self {
+            CommandRequest::Setpoint(r) => (r.expires_in_s, r.expires_at.as_deref()),
+            CommandRequest::Eta(r) => (r.expires_in_s, r.expires_at.as_deref()),
+        }
+    }
 }
 
 /// A command as the API shows it: the row, its children (a split) and
@@ -185,19 +226,16 @@ async fn writable_of(ctx: &Context, site: &str, asset: &str) -> Result<Vec<Writa
 /// operator should know.
 async fn setpoint(
     ctx: &Context,
-    req: &CommandRequest,
+    req: &SetpointRequest,
     base: NewCommand,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<NewCommand>> {
-    let field = req
-        .field
-        .clone()
+    let field = Some(req.field.clone())
         .filter(|f| !f.is_empty())
         .ok_or_else(|| invalid("field", "required for a setpoint (e.g. power_limit)"))?;
-    let value = req
-        .value
+    let value = Some(req.value)
         .filter(|v| v.is_finite())
-        .ok_or_else(|| invalid("value", "required for a setpoint, a number"))?;
+        .ok_or_else(|| invalid("value", "a finite number"))?;
     let duration_ms = match req.duration_s {
         None => 0,
         Some(d) if d > 0.0 && d <= MAX_EXPIRY_S as f64 => (d * 1000.0).round() as i64,
@@ -362,13 +400,10 @@ pub async fn submit(
         created_by: actor.clone(),
     };
     let mut warnings = Vec::new();
-    let mut cmds = match req.kind.as_str() {
-        "setpoint" => setpoint(ctx, &req, base, &mut warnings).await?,
-        "eta" => {
-            let load_id = req
-                .load_id
-                .as_deref()
-                .ok_or_else(|| invalid("load_id", "required for an eta command"))?;
+    let mut cmds = match &req {
+        CommandRequest::Setpoint(r) => setpoint(ctx, r, base, &mut warnings).await?,
+        CommandRequest::Eta(r) => {
+            let load_id = r.load_id.as_str();
             let load = ctx.db.loads().get(load_id).await?.ok_or_else(|| {
                 refused(Refused::NotFound, "load_id", format!("no load {load_id:?}"))
             })?;
@@ -376,17 +411,11 @@ pub async fn submit(
             let now = now_ms();
             let exp = expiry(
                 now,
-                req.expires_in_s,
-                req.expires_at.as_deref(),
+                r.expires_in_s,
+                r.expires_at.as_deref(),
                 eta_expiry_s(&load, now),
             )?;
             vec![eta_command(&load, key, request.clone(), exp, &actor)]
-        }
-        other => {
-            return Err(invalid(
-                "kind",
-                format!("{other:?}: use \"setpoint\" or \"eta\""),
-            ));
         }
     };
     let warnings_json = serde_json::to_string(&warnings).unwrap_or_default();

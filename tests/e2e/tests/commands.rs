@@ -79,8 +79,17 @@ impl Site {
         )?)?)
     }
 
-    /// Waits until the headend knows the site's controller (the hello arrived).
-    async fn connected(&self, site: &str) -> Result<()> {
+    /// Waits until the agent's session is the one it keeps and the
+    /// headend knows the site's controller (the hello arrived). The first
+    /// session after a start ends at its HelloAck when the headend takes
+    /// compressed messages (ADR 0013), and the agent dials again at once:
+    /// a test that cuts or holds the link as soon as the hello is stored
+    /// would catch that second dial and leave the agent without a session.
+    async fn connected(&self, agent: &edge_agent::Agent, site: &str) -> Result<()> {
+        let mut up = agent.uplink.clone();
+        tokio::time::timeout(T, up.wait_for(|s| s.connected))
+            .await
+            .map_err(|_| anyhow::anyhow!("the agent had no session within {T:?}"))??;
         eventually("the agent's hello", T, || async {
             let a = get_json(self.http, &format!("/api/v1/sites/{site}/assets")).await;
             Ok(a.ok()
@@ -128,7 +137,7 @@ async fn setpoint_lifecycle(db: Option<String>) -> Result<()> {
     let _ = tracing_subscriber::fmt().with_env_filter("warn").try_init();
     let (s, _) = site("site-c", db, false).await?;
     let agent = s.agent()?;
-    s.connected("site-c").await?;
+    s.connected(&agent, "site-c").await?;
     let (code, c) = s
         .post(json!({"kind": "setpoint", "asset": "site-c/ctl-1", "field": "power_limit", "value": 40, "duration_s": 2}))
         .await?;
@@ -234,7 +243,7 @@ async fn out_of_range_setpoints_are_refused_by_the_headend_and_interlocked_ones_
     let cap = s.sim.tanks()[0].capacity;
     s.sim.set_volume(0, cap * 0.97);
     let agent = s.agent()?;
-    s.connected("site-r").await?;
+    s.connected(&agent, "site-r").await?;
     eventually("tank-1 high level seen", T, || async {
         let a = get_json(s.http, "/api/v1/sites/site-r/assets").await?;
         let hl = a
@@ -365,7 +374,7 @@ async fn commands_for_an_offline_agent_are_applied_after_reconnect_or_expire_wit
 -> Result<()> {
     let (s, _) = site("site-f", None, false).await?;
     let agent = s.agent()?;
-    s.connected("site-f").await?;
+    s.connected(&agent, "site-f").await?;
     agent.stop().await?;
     let writes = s.sim.writes();
     let (_, valid) = s.post(json!({"kind": "setpoint", "asset": "ctl-1", "field": "power_limit", "value": 33, "expires_in_s": 120})).await?;
@@ -413,7 +422,7 @@ async fn a_command_delivered_twice_across_a_forced_reconnect_is_applied_once() -
     let (s, proxy) = site("site-d", None, true).await?;
     let proxy = proxy.ok_or_else(|| anyhow::anyhow!("no proxy"))?;
     let agent = s.agent()?;
-    s.connected("site-d").await?;
+    s.connected(&agent, "site-d").await?;
     // the agent's answers are held back: it receives and applies, the headend hears nothing
     proxy.set_hold(true);
     let writes = s.sim.writes();
@@ -472,7 +481,7 @@ async fn an_eta_and_a_delivery_in_progress_survive_agent_restarts_and_the_load_i
 -> Result<()> {
     let (s, _) = site("site-e", None, false).await?;
     let agent = s.agent()?;
-    s.connected("site-e").await?;
+    s.connected(&agent, "site-e").await?;
     let eta = adapter_api::now_ms() + 3_600_000;
     let (code, l) = post_json(
         s.http,
@@ -555,7 +564,7 @@ async fn an_eta_and_a_delivery_in_progress_survive_agent_restarts_and_the_load_i
     );
 
     // the delivery: tank-1 rises by 5000 L over 4 s, then stays
-    s.connected("site-e").await?;
+    s.connected(&agent, "site-e").await?;
     tokio::time::sleep(Duration::from_millis(800)).await; // a baseline
     let v0 = s.sim.tanks()[0].volume;
     let sim = s.sim.clone();
@@ -714,7 +723,7 @@ async fn a_frozen_link_is_replaced_by_a_new_session_within_the_keepalive_bound_a
     let (s, proxy) = site("site-f", None, true).await?;
     let proxy = proxy.expect("proxied");
     let agent = s.agent()?;
-    s.connected("site-f").await?;
+    s.connected(&agent, "site-f").await?;
     let http = s.http;
     let session = |v: &Value| v[0]["session"]["peer"].as_str().map(str::to_string);
     // the hello's assets are stored a moment before the session is listed
@@ -770,7 +779,7 @@ async fn a_frozen_link_is_replaced_by_a_new_session_within_the_keepalive_bound_a
 async fn a_deleted_state_file_does_not_lose_a_temporary_setpoints_revert() -> Result<()> {
     let (s, _) = site("site-s", None, false).await?;
     let agent = s.agent()?;
-    s.connected("site-s").await?;
+    s.connected(&agent, "site-s").await?;
     let (code, c) = s
         .post(json!({"kind": "setpoint", "asset": "site-s/ctl-1", "field": "power_limit", "value": 42, "duration_s": 8}))
         .await?;
