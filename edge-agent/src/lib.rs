@@ -7,6 +7,9 @@
 //!                               headend <==mTLS gRPC== uplink --ack--> sflog trim
 //! ```
 
+// no non-test function over ~150 code lines (clippy.toml sets the bound)
+#![deny(clippy::too_many_lines)]
+
 pub mod backfill;
 pub mod clock;
 pub mod commands;
@@ -186,53 +189,21 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
     let (fatal, fatal_rx) = Fatal::new(stop_rx.clone());
     let (tx, rx) = mpsc::channel(logwriter::READING_QUEUE);
     let mut tasks = Vec::new();
-    let mut writes = std::collections::HashMap::new();
-    let mut health = Vec::new();
-    for d in &cfg.devices {
-        let h = adapter_api::Health::default();
-        health.push(metrics::DeviceHealth {
-            name: d.name().to_string(),
-            kind: d.kind(),
-            health: h.clone(),
-        });
-        let adapter = d.build()?;
-        let name = adapter.name().to_string();
-        let sink = adapter_api::Sink::new(tx.clone(), adapter.when_full(), &name, h)
-            .with_time_bound((cfg.device_time.max_skew_s * 1000) as i64);
-        let (write_tx, write_rx) = mpsc::channel(WRITE_QUEUE);
-        writes.insert(name.clone(), write_tx);
-        let run = adapter.run(sink, write_rx, stop_rx.clone());
-        tasks.push(fatal.spawn_task(format!("adapter {name}"), run));
-    }
+    let (writes, health) = spawn_adapters(&cfg, &tx, &stop_rx, &fatal, &mut tasks)?;
     let (durable_tx, durable_rx) = watch::channel(log.durable_seq());
     let (records_tx, records_rx) = mpsc::channel(logwriter::RECORD_QUEUE);
     let (local_tx, local_rx) = mpsc::channel(commands::LOCAL_QUEUE);
     let command_metrics = commands::CommandMetrics::default();
     // the OPC UA server (if configured) starts before anything reads: a
     // taken port or an unwritable certificate folder stops the agent here
-    let opcua_server = match &cfg.opcua_server {
-        Some(o) => {
-            let (handle, run) = agent_opcua_server::start(
-                o,
-                &opcua::site_model(&cfg),
-                opcua::writer(local_tx.clone(), command_metrics.clone()),
-                {
-                    let refused = command_metrics.opcua_logins_refused.clone();
-                    Arc::new(move || {
-                        refused.inc();
-                    })
-                },
-                stop_rx.clone(),
-            )?;
-            tasks.push(fatal.spawn_task("opcua server".into(), async move {
-                if let Err(e) = run.await {
-                    tracing::error!(error = %e, "the OPC UA server ended");
-                }
-            }));
-            Some(handle)
-        }
-        None => None,
-    };
+    let opcua_server = start_opcua_server(
+        &cfg,
+        local_tx.clone(),
+        &command_metrics,
+        &stop_rx,
+        &fatal,
+        &mut tasks,
+    )?;
     let latest = Arc::new(match &opcua_server {
         Some(h) => logwriter::Latest::with_feed(h.feed.clone()),
         None => logwriter::Latest::default(),
@@ -251,12 +222,7 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
             gauge_tx,
         ),
     );
-    let (store, fresh) = store::Store::open_checked(&cfg.log.dir)?;
-    if fresh && ran_before {
-        // the commands in force here are unknown: the headend sends them again
-        tracing::error!(dir = %cfg.log.dir.display(), "the command state (state.sqlite) was lost; asking the headend for the active setpoints");
-        store.set_state_lost(true)?;
-    }
+    let store = open_store(&cfg, ran_before)?;
     let (command_tx, command_rx) = mpsc::channel(commands::COMMAND_QUEUE);
     drop(local_tx);
     let headend_clock = clock::HeadendClock::default();
@@ -284,25 +250,19 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
     let health = Arc::new(health);
     let (status_tx, status_rx) = watch::channel(uplink::UplinkStatus::default());
     let metrics = metrics::Metrics::new(command_metrics);
-    let status_addr = match cfg.status.listen {
-        Some(listen) => metrics::serve(
-            listen,
-            metrics::Sources {
-                site: cfg.site_id.clone(),
-                log: log.clone(),
-                store: store.clone(),
-                metrics: metrics.clone(),
-                uplink: status_rx.clone(),
-                devices: health.clone(),
-            },
-            stop_rx.clone(),
-        )
-        .map(|(addr, task)| {
-            tasks.push(task);
-            addr
-        }),
-        None => None,
-    };
+    let status_addr = serve_status(
+        &cfg,
+        metrics::Sources {
+            site: cfg.site_id.clone(),
+            log: log.clone(),
+            store: store.clone(),
+            metrics: metrics.clone(),
+            uplink: status_rx.clone(),
+            devices: health.clone(),
+        },
+        &stop_rx,
+        &mut tasks,
+    );
     let opcua_addr = opcua_server.as_ref().map(|h| h.addr);
     if let Some(h) = opcua_server {
         tasks.push(fatal.spawn_task(
@@ -355,6 +315,102 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
         writer,
         tasks,
         fatal: fatal_rx,
+    })
+}
+
+type Tasks = Vec<tokio::task::JoinHandle<()>>;
+
+/// Spawns one task per device. Returns each device's write queue (by
+/// name) and its health, as the executor and the status page see them.
+#[allow(clippy::type_complexity)]
+fn spawn_adapters(
+    cfg: &AgentConfig,
+    tx: &mpsc::Sender<adapter_api::Event>,
+    stop_rx: &watch::Receiver<bool>,
+    fatal: &Fatal,
+    tasks: &mut Tasks,
+) -> Result<
+    (
+        std::collections::HashMap<String, mpsc::Sender<adapter_api::WriteRequest>>,
+        Vec<metrics::DeviceHealth>,
+    ),
+    Error,
+> {
+    let mut writes = std::collections::HashMap::new();
+    let mut health = Vec::new();
+    for d in &cfg.devices {
+        let h = adapter_api::Health::default();
+        health.push(metrics::DeviceHealth {
+            name: d.name().to_string(),
+            kind: d.kind(),
+            health: h.clone(),
+        });
+        let adapter = d.build()?;
+        let name = adapter.name().to_string();
+        let sink = adapter_api::Sink::new(tx.clone(), adapter.when_full(), &name, h)
+            .with_time_bound((cfg.device_time.max_skew_s * 1000) as i64);
+        let (write_tx, write_rx) = mpsc::channel(WRITE_QUEUE);
+        writes.insert(name.clone(), write_tx);
+        let run = adapter.run(sink, write_rx, stop_rx.clone());
+        tasks.push(fatal.spawn_task(format!("adapter {name}"), run));
+    }
+    Ok((writes, health))
+}
+
+/// The OPC UA server, when configured. It starts before anything reads:
+/// a taken port or an unwritable certificate folder stops the agent here.
+fn start_opcua_server(
+    cfg: &AgentConfig,
+    local_tx: mpsc::Sender<commands::LocalWrite>,
+    command_metrics: &commands::CommandMetrics,
+    stop_rx: &watch::Receiver<bool>,
+    fatal: &Fatal,
+    tasks: &mut Tasks,
+) -> Result<Option<agent_opcua_server::Handle>, Error> {
+    let Some(o) = &cfg.opcua_server else {
+        return Ok(None);
+    };
+    let refused = command_metrics.opcua_logins_refused.clone();
+    let (handle, run) = agent_opcua_server::start(
+        o,
+        &opcua::site_model(cfg),
+        opcua::writer(local_tx, command_metrics.clone()),
+        Arc::new(move || {
+            refused.inc();
+        }),
+        stop_rx.clone(),
+    )?;
+    tasks.push(fatal.spawn_task("opcua server".into(), async move {
+        if let Err(e) = run.await {
+            tracing::error!(error = %e, "the OPC UA server ended");
+        }
+    }));
+    Ok(Some(handle))
+}
+
+/// Opens the command state; a state lost where the agent ran before asks
+/// the headend for the active setpoints again.
+fn open_store(cfg: &AgentConfig, ran_before: bool) -> Result<store::Store, Error> {
+    let (store, fresh) = store::Store::open_checked(&cfg.log.dir)?;
+    if fresh && ran_before {
+        // the commands in force here are unknown: the headend sends them again
+        tracing::error!(dir = %cfg.log.dir.display(), "the command state (state.sqlite) was lost; asking the headend for the active setpoints");
+        store.set_state_lost(true)?;
+    }
+    Ok(store)
+}
+
+/// The status endpoint (`/status`, `/metrics`), when configured: its address.
+fn serve_status(
+    cfg: &AgentConfig,
+    sources: metrics::Sources,
+    stop_rx: &watch::Receiver<bool>,
+    tasks: &mut Tasks,
+) -> Option<std::net::SocketAddr> {
+    let listen = cfg.status.listen?;
+    metrics::serve(listen, sources, stop_rx.clone()).map(|(addr, task)| {
+        tasks.push(task);
+        addr
     })
 }
 

@@ -1,5 +1,8 @@
 //! `edge-agent`: the site agent. `edge-agent run --config site.yaml`,
 //! `edge-agent check-config site.yaml`, `edge-agent probe PROTOCOL ...`.
+
+// no non-test function over ~150 code lines (clippy.toml sets the bound)
+#![deny(clippy::too_many_lines)]
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -96,197 +99,229 @@ fn main() -> ExitCode {
         },
     );
     match cli.cmd {
-        Cmd::Probe(p) => {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match rt.block_on(edge_agent::probe::run(p)) {
-                Ok(out) => {
-                    print!("{out}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(e.kind.exit_code())
-                }
-            }
-        }
+        Cmd::Probe(p) => probe(p),
         Cmd::Backfill {
             config,
             file,
             again,
-        } => {
-            let cfg = match load_without_tls(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            match edge_agent::backfill::run(&cfg, &file, again) {
-                Ok(s) => {
-                    let t = |ms: i64| {
-                        jiff::Timestamp::from_millisecond(ms)
-                            .map(|t| t.to_string())
-                            .unwrap_or_else(|_| ms.to_string())
-                    };
-                    println!(
-                        "backfilled {} readings from {} to {} into the log (seqs {} to {}); they go to the headend when the agent runs",
-                        s.readings,
-                        t(s.first_ms),
-                        t(s.last_ms),
-                        s.first_seq,
-                        s.last_seq
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e @ edge_agent::backfill::BackfillError::Log(_)) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(2)
-                }
-            }
-        }
+        } => backfill(&config, &file, again),
         Cmd::Enroll {
             config,
             headend,
             token,
             ca_fingerprint,
             server_name,
-        } => {
-            let cfg = match load_without_tls(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match rt.block_on(edge_agent::enroll::enroll(
-                &cfg,
-                &headend,
-                &token,
-                &ca_fingerprint,
-                server_name.as_deref(),
-            )) {
-                Ok(e) => {
-                    println!(
-                        "enrolled site {}: certificate {} valid until {} (renewed automatically at two thirds of its life); wrote {}, {} (0600) and {}. Start the agent: edge-agent run --config {}",
-                        e.site,
-                        e.serial,
-                        humantime::format_rfc3339_seconds(
-                            std::time::UNIX_EPOCH
-                                + std::time::Duration::from_millis(e.not_after_ms.max(0) as u64)
-                        ),
-                        cfg.tls.cert.display(),
-                        cfg.tls.key.display(),
-                        cfg.tls.ca.display(),
-                        config.display()
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(e.exit_code())
-                }
-            }
+        } => enroll(
+            &config,
+            &headend,
+            &token,
+            &ca_fingerprint,
+            server_name.as_deref(),
+        ),
+        Cmd::OpcuaPassword => opcua_password(),
+        Cmd::CheckConfig { file } => check_config(&file),
+        Cmd::Deliveries { config } => deliveries(&config),
+        Cmd::Run { config } => run_agent(&config),
+    }
+}
+
+/// A runtime on this thread, for a one-off command.
+fn current_thread() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
+/// `edge-agent probe`.
+fn probe(p: edge_agent::probe::Probe) -> ExitCode {
+    let rt = match current_thread() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match rt.block_on(edge_agent::probe::run(p)) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
         }
-        Cmd::OpcuaPassword => {
-            let mut line = String::new();
-            if let Err(e) = std::io::stdin().read_line(&mut line) {
-                eprintln!("error: reading the password from standard input: {e}");
-                return ExitCode::from(2);
-            }
-            let pw = line.trim_end_matches(['\r', '\n']);
-            if pw.chars().count() < 8 {
-                eprintln!("error: the password must have at least 8 characters");
-                return ExitCode::from(2);
-            }
-            match agent_opcua_server::auth::hash(pw) {
-                Ok(h) => {
-                    println!("{h}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.kind.exit_code())
         }
-        Cmd::CheckConfig { file } => match edge_agent::config::load(&file) {
-            Ok(cfg) => {
-                println!(
-                    "{}: ok (site {}, {} assets, {} devices)",
-                    file.display(),
-                    cfg.site_id,
-                    cfg.assets.len(),
-                    cfg.devices.len()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(2)
-            }
-        },
-        Cmd::Deliveries { config } => {
-            let cfg = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
+    }
+}
+
+/// `edge-agent backfill`.
+fn backfill(config: &std::path::Path, file: &std::path::Path, again: bool) -> ExitCode {
+    let cfg = match load_without_tls(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match edge_agent::backfill::run(&cfg, file, again) {
+        Ok(s) => {
+            let t = |ms: i64| {
+                jiff::Timestamp::from_millisecond(ms)
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|_| ms.to_string())
             };
-            match edge_agent::store::Store::open_read_only(&cfg.log.dir)
-                .and_then(|s| s.deliveries())
-            {
-                Ok(d) => {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&d).unwrap_or_else(|e| e.to_string())
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!(
-                        "error: {e} (in {}; has the agent run yet?)",
-                        cfg.log.dir.display()
-                    );
-                    ExitCode::FAILURE
-                }
-            }
+            println!(
+                "backfilled {} readings from {} to {} into the log (seqs {} to {}); they go to the headend when the agent runs",
+                s.readings,
+                t(s.first_ms),
+                t(s.last_ms),
+                s.first_seq,
+                s.last_seq
+            );
+            ExitCode::SUCCESS
         }
-        Cmd::Run { config } => {
-            let cfg = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            // OPC UA clients, devices and files each hold a descriptor
-            tankwatch_logging::raise_fd_limit();
-            let rt = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match rt.block_on(run(cfg)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+        Err(e @ edge_agent::backfill::BackfillError::Log(_)) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `edge-agent enroll`.
+fn enroll(
+    config: &std::path::Path,
+    headend: &str,
+    token: &str,
+    ca_fingerprint: &str,
+    server_name: Option<&str>,
+) -> ExitCode {
+    let cfg = match load_without_tls(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let rt = match current_thread() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match rt.block_on(edge_agent::enroll::enroll(
+        &cfg,
+        headend,
+        token,
+        ca_fingerprint,
+        server_name,
+    )) {
+        Ok(e) => {
+            println!(
+                "enrolled site {}: certificate {} valid until {} (renewed automatically at two thirds of its life); wrote {}, {} (0600) and {}. Start the agent: edge-agent run --config {}",
+                e.site,
+                e.serial,
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH
+                        + std::time::Duration::from_millis(e.not_after_ms.max(0) as u64)
+                ),
+                cfg.tls.cert.display(),
+                cfg.tls.key.display(),
+                cfg.tls.ca.display(),
+                config.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// `edge-agent opcua-password`.
+fn opcua_password() -> ExitCode {
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        eprintln!("error: reading the password from standard input: {e}");
+        return ExitCode::from(2);
+    }
+    let pw = line.trim_end_matches(['\r', '\n']);
+    if pw.chars().count() < 8 {
+        eprintln!("error: the password must have at least 8 characters");
+        return ExitCode::from(2);
+    }
+    match agent_opcua_server::auth::hash(pw) {
+        Ok(h) => {
+            println!("{h}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `edge-agent check-config`.
+fn check_config(file: &std::path::Path) -> ExitCode {
+    match edge_agent::config::load(file) {
+        Ok(cfg) => {
+            println!(
+                "{}: ok (site {}, {} assets, {} devices)",
+                file.display(),
+                cfg.site_id,
+                cfg.assets.len(),
+                cfg.devices.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `edge-agent deliveries`.
+fn deliveries(config: &std::path::Path) -> ExitCode {
+    let cfg = match load(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match edge_agent::store::Store::open_read_only(&cfg.log.dir).and_then(|s| s.deliveries()) {
+        Ok(d) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&d).unwrap_or_else(|e| e.to_string())
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "error: {e} (in {}; has the agent run yet?)",
+                cfg.log.dir.display()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `edge-agent run`.
+fn run_agent(config: &std::path::Path) -> ExitCode {
+    let cfg = match load(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    // OPC UA clients, devices and files each hold a descriptor
+    tankwatch_logging::raise_fd_limit();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

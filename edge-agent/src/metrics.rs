@@ -200,185 +200,202 @@ impl Metrics {
         let mut r = Registry::with_prefix("tankwatch_agent");
         m.devices.register(&mut r);
         m.link.register(&mut r);
-        r.register(
-            "uplink_sent_readings",
-            "Readings sent to the headend (replays included; rate = replay rate)",
-            m.sent_readings.clone(),
-        );
-        r.register(
-            "uplink_sent_batches",
-            "Batches sent to the headend",
-            m.sent_batches.clone(),
-        );
-        r.register(
-            "uplink_preview_batches",
-            "Preview batches (newest entries ahead of a backlog)",
-            m.preview_batches.clone(),
-        );
-        r.register(
-            "uplink_control_batches",
-            "Control-lane batches (alarms, events, command answers ahead of the telemetry backlog)",
-            m.control_batches.clone(),
-        );
-        r.register(
-            "uplink_sessions",
-            "Sessions opened with the headend",
-            m.sessions.clone(),
-        );
-        r.register(
-            "uplink_connected",
-            "1 while a session with the headend is open",
-            m.connected.clone(),
-        );
-        r.register(
-            "uplink_in_flight_batches",
-            "Batches sent and not yet acknowledged",
-            m.in_flight.clone(),
-        );
-        r.register(
-            "uplink_ack_latency_seconds",
-            "Time from sending a batch to its acknowledgement",
-            m.ack_latency.clone(),
-        );
-        r.register(
-            "uplink_stalls",
-            "Times the uplink made no connection attempt within backoff_max_ms (+ setup deadline) while disconnected",
-            m.uplink_stalls.clone(),
-        );
-        r.register(
-            "cert_renewals",
-            "Agent certificates renewed and installed (after a trial connection)",
-            m.cert_renewals.clone(),
-        );
-        r.register(
-            "cert_renewal_failures",
-            "Certificate renewal attempts that failed (the current certificate stays)",
-            m.cert_renewal_failures.clone(),
-        );
-        r.register(
-            "log_fs_free_bytes",
-            "Free bytes on the filesystem of the log",
-            m.log_fs_free.clone(),
-        );
-        r.register(
-            "log_effective_max_bytes",
-            "The log's bound in force: log.max_bytes, or less when its filesystem has less room",
-            m.log_effective_max.clone(),
-        );
-        r.register(
-            "log_disk_full",
-            "Times SQLite reported a full disk under the log (recovered by dropping)",
-            m.log_disk_full.clone(),
-        );
-        r.register(
-            "log_vacuumed_bytes",
-            "Bytes given back to the filesystem after the log drained",
-            m.log_vacuumed.clone(),
-        );
-        r.register(
-            "log_lines_suppressed",
-            "The agent's own log lines held back by the per-call-site rate limit (a repeating fault)",
-            m.log_lines_suppressed.clone(),
-        );
-        r.register(
-            "clock_offset_seconds",
-            "The headend's clock minus this PC's at the last session start (positive: this PC is behind)",
-            m.clock_offset.clone(),
-        );
-        r.register(
-            "log_entries",
-            "Entries in the store-and-forward log",
-            m.log_entries.clone(),
-        );
-        r.register(
-            "log_bytes",
-            "Bytes the log uses on disk (live pages)",
-            m.log_bytes.clone(),
-        );
-        r.register(
-            "log_max_bytes",
-            "The log's byte bound",
-            m.log_max_bytes.clone(),
-        );
-        r.register(
-            "log_oldest_age_seconds",
-            "Age of the oldest entry in the log",
-            m.log_oldest_age.clone(),
-        );
-        r.register(
-            "log_next_seq",
-            "Next sequence number the log assigns",
-            m.log_next_seq.clone(),
-        );
-        r.register(
-            "log_acked_seq",
-            "Highest sequence number the headend acknowledged",
-            m.log_acked_seq.clone(),
-        );
-        r.register(
-            "log_dropped",
-            "Entries dropped by the log's byte bound, per class",
-            m.log_dropped.clone(),
-        );
-        r.register(
-            "log_corrupt",
-            "Corrupt log records skipped",
-            m.log_corrupt.clone(),
-        );
-        for (name, help, counter) in [
-            (
-                "commands_received",
-                "Commands received (first delivery)",
-                &c.received,
-            ),
-            (
-                "commands_duplicate",
-                "Commands delivered again and ignored (applied at most once)",
-                &c.duplicates,
-            ),
-            (
-                "commands_applied",
-                "Setpoints written and read back, ETAs stored",
-                &c.applied,
-            ),
-            (
-                "commands_refused",
-                "Commands refused, expired, superseded or failed",
-                &c.refused,
-            ),
-            (
-                "device_writes",
-                "Write requests sent to device adapters",
-                &c.device_writes,
-            ),
-            (
-                "deliveries_detected",
-                "Deliveries detected from tank volume",
-                &c.deliveries,
-            ),
-            (
-                "opcua_logins_refused",
-                "OPC UA server logins refused (wrong password, unknown or locked user name)",
-                &c.opcua_logins_refused,
-            ),
-            (
-                "opcua_refused_writes_unrecorded",
-                "OPC UA writes the server refused that were counted in opcua_writes_total but not recorded at the headend (past 10 at once and one per 6 s, or the executor busy)",
-                &c.opcua_refused_writes_unrecorded,
-            ),
-        ] {
-            r.register(name, help, counter.clone());
-        }
-        r.register(
-            "opcua_writes",
-            "OPC UA server writes by the status the client got (Good, BadOutOfRange, ...)",
-            c.opcua_writes.clone(),
-        );
+        m.register_uplink(&mut r);
+        m.register_log(&mut r);
+        register_commands(&c, &mut r);
         Metrics {
             registry: Arc::new(r),
             ..m
         }
     }
+}
+
+impl Metrics {
+    /// The uplink's session, batch and certificate figures.
+    fn register_uplink(&self, r: &mut Registry) {
+        r.register(
+            "uplink_sent_readings",
+            "Readings sent to the headend (replays included; rate = replay rate)",
+            self.sent_readings.clone(),
+        );
+        r.register(
+            "uplink_sent_batches",
+            "Batches sent to the headend",
+            self.sent_batches.clone(),
+        );
+        r.register(
+            "uplink_preview_batches",
+            "Preview batches (newest entries ahead of a backlog)",
+            self.preview_batches.clone(),
+        );
+        r.register(
+            "uplink_control_batches",
+            "Control-lane batches (alarms, events, command answers ahead of the telemetry backlog)",
+            self.control_batches.clone(),
+        );
+        r.register(
+            "uplink_sessions",
+            "Sessions opened with the headend",
+            self.sessions.clone(),
+        );
+        r.register(
+            "uplink_connected",
+            "1 while a session with the headend is open",
+            self.connected.clone(),
+        );
+        r.register(
+            "uplink_in_flight_batches",
+            "Batches sent and not yet acknowledged",
+            self.in_flight.clone(),
+        );
+        r.register(
+            "uplink_ack_latency_seconds",
+            "Time from sending a batch to its acknowledgement",
+            self.ack_latency.clone(),
+        );
+        r.register(
+            "uplink_stalls",
+            "Times the uplink made no connection attempt within backoff_max_ms (+ setup deadline) while disconnected",
+            self.uplink_stalls.clone(),
+        );
+        r.register(
+            "cert_renewals",
+            "Agent certificates renewed and installed (after a trial connection)",
+            self.cert_renewals.clone(),
+        );
+        r.register(
+            "cert_renewal_failures",
+            "Certificate renewal attempts that failed (the current certificate stays)",
+            self.cert_renewal_failures.clone(),
+        );
+    }
+
+    /// The log's figures, the clock offset and suppressed log lines.
+    fn register_log(&self, r: &mut Registry) {
+        r.register(
+            "log_fs_free_bytes",
+            "Free bytes on the filesystem of the log",
+            self.log_fs_free.clone(),
+        );
+        r.register(
+            "log_effective_max_bytes",
+            "The log's bound in force: log.max_bytes, or less when its filesystem has less room",
+            self.log_effective_max.clone(),
+        );
+        r.register(
+            "log_disk_full",
+            "Times SQLite reported a full disk under the log (recovered by dropping)",
+            self.log_disk_full.clone(),
+        );
+        r.register(
+            "log_vacuumed_bytes",
+            "Bytes given back to the filesystem after the log drained",
+            self.log_vacuumed.clone(),
+        );
+        r.register(
+            "log_lines_suppressed",
+            "The agent's own log lines held back by the per-call-site rate limit (a repeating fault)",
+            self.log_lines_suppressed.clone(),
+        );
+        r.register(
+            "clock_offset_seconds",
+            "The headend's clock minus this PC's at the last session start (positive: this PC is behind)",
+            self.clock_offset.clone(),
+        );
+        r.register(
+            "log_entries",
+            "Entries in the store-and-forward log",
+            self.log_entries.clone(),
+        );
+        r.register(
+            "log_bytes",
+            "Bytes the log uses on disk (live pages)",
+            self.log_bytes.clone(),
+        );
+        r.register(
+            "log_max_bytes",
+            "The log's byte bound",
+            self.log_max_bytes.clone(),
+        );
+        r.register(
+            "log_oldest_age_seconds",
+            "Age of the oldest entry in the log",
+            self.log_oldest_age.clone(),
+        );
+        r.register(
+            "log_next_seq",
+            "Next sequence number the log assigns",
+            self.log_next_seq.clone(),
+        );
+        r.register(
+            "log_acked_seq",
+            "Highest sequence number the headend acknowledged",
+            self.log_acked_seq.clone(),
+        );
+        r.register(
+            "log_dropped",
+            "Entries dropped by the log's byte bound, per class",
+            self.log_dropped.clone(),
+        );
+        r.register(
+            "log_corrupt",
+            "Corrupt log records skipped",
+            self.log_corrupt.clone(),
+        );
+    }
+}
+
+/// The command executor's counters.
+fn register_commands(c: &crate::commands::CommandMetrics, r: &mut Registry) {
+    for (name, help, counter) in [
+        (
+            "commands_received",
+            "Commands received (first delivery)",
+            &c.received,
+        ),
+        (
+            "commands_duplicate",
+            "Commands delivered again and ignored (applied at most once)",
+            &c.duplicates,
+        ),
+        (
+            "commands_applied",
+            "Setpoints written and read back, ETAs stored",
+            &c.applied,
+        ),
+        (
+            "commands_refused",
+            "Commands refused, expired, superseded or failed",
+            &c.refused,
+        ),
+        (
+            "device_writes",
+            "Write requests sent to device adapters",
+            &c.device_writes,
+        ),
+        (
+            "deliveries_detected",
+            "Deliveries detected from tank volume",
+            &c.deliveries,
+        ),
+        (
+            "opcua_logins_refused",
+            "OPC UA server logins refused (wrong password, unknown or locked user name)",
+            &c.opcua_logins_refused,
+        ),
+        (
+            "opcua_refused_writes_unrecorded",
+            "OPC UA writes the server refused that were counted in opcua_writes_total but not recorded at the headend (past 10 at once and one per 6 s, or the executor busy)",
+            &c.opcua_refused_writes_unrecorded,
+        ),
+    ] {
+        r.register(name, help, counter.clone());
+    }
+    r.register(
+        "opcua_writes",
+        "OPC UA server writes by the status the client got (Good, BadOutOfRange, ...)",
+        c.opcua_writes.clone(),
+    );
 }
 
 impl Metrics {

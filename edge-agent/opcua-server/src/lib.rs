@@ -20,6 +20,9 @@
 //!
 //! [ADR 0009]: ../../docs/adr/0009-the-agent-serves-opc-ua.md
 
+// no non-test function over ~150 code lines (clippy.toml sets the bound)
+#![deny(clippy::too_many_lines)]
+
 use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -198,6 +201,38 @@ fn endpoints(cfg: &ServerConfig) -> Vec<(String, ServerEndpoint)> {
         .collect()
 }
 
+/// Makes the PKI folders and the server's own certificate (or keeps a
+/// valid one), and logs which.
+fn own_certificate(
+    cfg: &ServerConfig,
+    app_uri: &str,
+    host: &str,
+    site_id: &str,
+) -> Result<(), StartError> {
+    let pki = cfg.pki_dir.display().to_string();
+    for sub in ["trusted", "rejected", "own", "private"] {
+        std::fs::create_dir_all(cfg.pki_dir.join(sub)).map_err(|e| StartError::Pki {
+            dir: pki.clone(),
+            msg: format!("cannot create {sub}/: {e}"),
+        })?;
+    }
+    let own =
+        cert::ensure(&cfg.pki_dir, app_uri, host, site_id).map_err(|msg| StartError::Pki {
+            dir: pki.clone(),
+            msg,
+        })?;
+    match &own.outcome {
+        cert::Outcome::Renewed(why) => {
+            tracing::warn!(thumbprint = %own.thumbprint, not_after = %own.not_after, why,
+            "OPC UA server certificate renewed: SCADA clients that trusted the old one must trust this one ({}/own/cert.der)", pki)
+        }
+        o => {
+            tracing::info!(thumbprint = %own.thumbprint, not_after = %own.not_after, outcome = ?o, "OPC UA server certificate")
+        }
+    }
+    Ok(())
+}
+
 /// Starts the server: binds, makes (or loads) its certificate, builds the
 /// address space. Returns the handle and the task to run until `stop`.
 pub fn start(
@@ -225,28 +260,9 @@ pub fn start(
         None => opcua::crypto::hostname().unwrap_or_else(|_| "localhost".into()),
     };
     let pki = cfg.pki_dir.display().to_string();
-    for sub in ["trusted", "rejected", "own", "private"] {
-        std::fs::create_dir_all(cfg.pki_dir.join(sub)).map_err(|e| StartError::Pki {
-            dir: pki.clone(),
-            msg: format!("cannot create {sub}/: {e}"),
-        })?;
-    }
     let ns_uri = format!("urn:tankwatch:agent:{}", site.id);
     let app_uri = format!("urn:tankwatch:agent:{}:opcua-server", site.id);
-    let own =
-        cert::ensure(&cfg.pki_dir, &app_uri, &host, &site.id).map_err(|msg| StartError::Pki {
-            dir: pki.clone(),
-            msg,
-        })?;
-    match &own.outcome {
-        cert::Outcome::Renewed(why) => {
-            tracing::warn!(thumbprint = %own.thumbprint, not_after = %own.not_after, why,
-            "OPC UA server certificate renewed: SCADA clients that trusted the old one must trust this one ({}/own/cert.der)", pki)
-        }
-        o => {
-            tracing::info!(thumbprint = %own.thumbprint, not_after = %own.not_after, outcome = ?o, "OPC UA server certificate")
-        }
-    }
+    own_certificate(cfg, &app_uri, &host, &site.id)?;
     let endpoint = format!("opc.tcp://{host}:{}/", addr.port());
     let mut b = ServerBuilder::new()
         .application_name(format!("tankwatch agent {}", site.id))

@@ -235,56 +235,68 @@ pub fn site_path(site: &str, rest: &[&str]) -> String {
 /// Builds the plan of a site. Errors name the asset and field at fault.
 pub fn plan(site: &Site) -> Result<Plan, PlanError> {
     check_segment("site id", &site.id)?;
-    let mut p = Plan::default();
-    let mut folders: HashSet<String> = HashSet::new();
-    let mut folder =
-        |p: &mut Plan, id: String, name: &str, display: &str, parent: Option<String>| {
-            if folders.insert(id.clone()) {
-                p.folders.push(Folder {
-                    id,
-                    name: name.to_string(),
-                    display: display.to_string(),
-                    parent,
-                });
-            }
-        };
-    folder(&mut p, "Site".into(), "Site", "Site", None);
+    let mut b = Builder::default();
+    b.folder("Site".into(), "Site", "Site", None);
     let root = site_path(&site.id, &[]);
-    folder(
-        &mut p,
-        root.clone(),
-        &site.id,
-        &site.id,
-        Some("Site".into()),
-    );
-    let mut ids: HashSet<String> = HashSet::new();
+    b.folder(root.clone(), &site.id, &site.id, Some("Site".into()));
     for a in &site.assets {
+        b.asset(&site.id, &root, a)?;
+    }
+    b.agent(site, &root)?;
+    b.folder(
+        site_path(&site.id, &["Deliveries"]),
+        "Deliveries",
+        "Deliveries",
+        Some(root),
+    );
+    Ok(b.p)
+}
+
+/// A plan as it is built: each folder once, each asset variable once.
+#[derive(Default)]
+struct Builder {
+    p: Plan,
+    folders: HashSet<String>,
+    ids: HashSet<String>,
+}
+
+impl Builder {
+    fn folder(&mut self, id: String, name: &str, display: &str, parent: Option<String>) {
+        if self.folders.insert(id.clone()) {
+            self.p.folders.push(Folder {
+                id,
+                name: name.to_string(),
+                display: display.to_string(),
+                parent,
+            });
+        }
+    }
+
+    /// An asset's variable; two fields making one variable are refused.
+    fn var(&mut self, asset: &str, v: Var) -> Result<(), PlanError> {
+        if !self.ids.insert(v.id.clone()) {
+            return Err(PlanError(format!(
+                "asset {asset}: two fields make the OPC UA variable {}",
+                v.id
+            )));
+        }
+        self.p.vars.push(v);
+        Ok(())
+    }
+
+    /// An asset's folder, its fixed variables (a tank's product and
+    /// capacity) and one variable per point.
+    fn asset(&mut self, site_id: &str, root: &str, a: &Asset) -> Result<(), PlanError> {
         check_segment("asset id", &a.id)?;
-        let kind_dir = site_path(&site.id, &[a.kind.folder()]);
+        let kind_dir = site_path(site_id, &[a.kind.folder()]);
         let kind = a.kind.folder();
-        folder(&mut p, kind_dir.clone(), kind, kind, Some(root.clone()));
+        self.folder(kind_dir.clone(), kind, kind, Some(root.to_string()));
         let asset_dir = format!("{kind_dir}/{}", a.id);
         let shown = if a.name.is_empty() { &a.id } else { &a.name };
-        folder(
-            &mut p,
-            asset_dir.clone(),
-            &a.id,
-            shown,
-            Some(kind_dir.clone()),
-        );
-        let mut push = |p: &mut Plan, v: Var| -> Result<(), PlanError> {
-            if !ids.insert(v.id.clone()) {
-                return Err(PlanError(format!(
-                    "asset {}: two fields make the OPC UA variable {}",
-                    a.id, v.id
-                )));
-            }
-            p.vars.push(v);
-            Ok(())
-        };
+        self.folder(asset_dir.clone(), &a.id, shown, Some(kind_dir.clone()));
         if a.kind == Kind::Tank {
-            push(
-                &mut p,
+            self.var(
+                &a.id,
                 Var {
                     id: format!("{asset_dir}/Product"),
                     name: "Product".into(),
@@ -297,8 +309,8 @@ pub fn plan(site: &Site) -> Result<Plan, PlanError> {
                 },
             )?;
             if let Some(c) = a.capacity_l {
-                push(
-                    &mut p,
+                self.var(
+                    &a.id,
                     Var {
                         id: format!("{asset_dir}/Capacity"),
                         name: "Capacity".into(),
@@ -320,7 +332,7 @@ pub fn plan(site: &Site) -> Result<Plan, PlanError> {
             let mut parent = asset_dir.clone();
             for d in &dirs {
                 let id = format!("{parent}/{d}");
-                folder(&mut p, id.clone(), d, d, Some(parent.clone()));
+                self.folder(id.clone(), d, d, Some(parent.clone()));
                 parent = id;
             }
             let boolean = pt.unit == "bool";
@@ -333,8 +345,8 @@ pub fn plan(site: &Site) -> Result<Plan, PlanError> {
                 }
                 _ => None,
             };
-            push(
-                &mut p,
+            self.var(
+                &a.id,
                 Var {
                     id: format!("{parent}/{name}"),
                     name,
@@ -350,59 +362,51 @@ pub fn plan(site: &Site) -> Result<Plan, PlanError> {
                 },
             )?;
         }
+        Ok(())
     }
-    let agent = site_path(&site.id, &["Agent"]);
-    folder(&mut p, agent.clone(), "Agent", "Agent", Some(root.clone()));
-    for (name, ty, v) in [
-        (
-            "HeadendConnected",
-            Type::Boolean,
-            AgentVar::HeadendConnected,
-        ),
-        ("LogEntries", Type::UInt64, AgentVar::LogEntries),
-        ("LastAck", Type::DateTime, AgentVar::LastAck),
-    ] {
-        p.vars.push(agent_var(&agent, name, ty, v));
+
+    /// The agent's own state and its devices'.
+    fn agent(&mut self, site: &Site, root: &str) -> Result<(), PlanError> {
+        let agent = site_path(&site.id, &["Agent"]);
+        self.folder(agent.clone(), "Agent", "Agent", Some(root.to_string()));
+        for (name, ty, v) in [
+            (
+                "HeadendConnected",
+                Type::Boolean,
+                AgentVar::HeadendConnected,
+            ),
+            ("LogEntries", Type::UInt64, AgentVar::LogEntries),
+            ("LastAck", Type::DateTime, AgentVar::LastAck),
+        ] {
+            self.p.vars.push(agent_var(&agent, name, ty, v));
+        }
+        let devices = format!("{agent}/Devices");
+        self.folder(devices.clone(), "Devices", "Devices", Some(agent.clone()));
+        for d in &site.devices {
+            check_segment("device name", d)?;
+            let dir = format!("{devices}/{d}");
+            self.folder(dir.clone(), d, d, Some(devices.clone()));
+            self.p.vars.push(agent_var(
+                &dir,
+                "Status",
+                Type::String,
+                AgentVar::DeviceStatus(d.clone()),
+            ));
+            self.p.vars.push(agent_var(
+                &dir,
+                "Connected",
+                Type::Boolean,
+                AgentVar::DeviceConnected(d.clone()),
+            ));
+            self.p.vars.push(agent_var(
+                &dir,
+                "LastError",
+                Type::String,
+                AgentVar::DeviceLastError(d.clone()),
+            ));
+        }
+        Ok(())
     }
-    let devices = format!("{agent}/Devices");
-    folder(
-        &mut p,
-        devices.clone(),
-        "Devices",
-        "Devices",
-        Some(agent.clone()),
-    );
-    for d in &site.devices {
-        check_segment("device name", d)?;
-        let dir = format!("{devices}/{d}");
-        folder(&mut p, dir.clone(), d, d, Some(devices.clone()));
-        p.vars.push(agent_var(
-            &dir,
-            "Status",
-            Type::String,
-            AgentVar::DeviceStatus(d.clone()),
-        ));
-        p.vars.push(agent_var(
-            &dir,
-            "Connected",
-            Type::Boolean,
-            AgentVar::DeviceConnected(d.clone()),
-        ));
-        p.vars.push(agent_var(
-            &dir,
-            "LastError",
-            Type::String,
-            AgentVar::DeviceLastError(d.clone()),
-        ));
-    }
-    folder(
-        &mut p,
-        site_path(&site.id, &["Deliveries"]),
-        "Deliveries",
-        "Deliveries",
-        Some(root),
-    );
-    Ok(p)
 }
 
 fn agent_var(parent: &str, name: &str, ty: Type, v: AgentVar) -> Var {

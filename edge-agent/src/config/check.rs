@@ -123,19 +123,39 @@ pub fn parse(file: &str, text: &str) -> Result<AgentConfig, ConfigError> {
             }
             e
         })?;
-    let err = |key: &str, value: &str, msg: String| {
+    let at = At { file, text };
+    check_headend(&cfg, &at)?;
+    let ids = check_assets(&cfg, &at)?;
+    check_devices(&cfg, &ids, &at)?;
+    check_actions(&cfg, &at)?;
+    Ok(cfg)
+}
+
+/// Where a key is in the configuration text, for an error that names its line.
+struct At<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl At<'_> {
+    fn err(&self, key: &str, value: &str, msg: String) -> ConfigError {
         // a value written with escapes is not found as decoded: then the key's first place
-        let (line, column) = match locate(text, key, value) {
-            (None, _) => locate(text, key, ""),
+        let (line, column) = match locate(self.text, key, value) {
+            (None, _) => locate(self.text, key, ""),
             found => found,
         };
         ConfigError {
-            file: file.to_string(),
+            file: self.file.to_string(),
             line,
             column,
             msg,
         }
-    };
+    }
+}
+
+/// The site id, the headend's address and the uplink's backoff.
+fn check_headend(cfg: &AgentConfig, at: &At) -> Result<(), ConfigError> {
+    let err = |key: &str, value: &str, msg: String| at.err(key, value, msg);
     tankwatch_tls::validate_site_id(&cfg.site_id)
         .map_err(|e| err("site_id", &cfg.site_id, format!("site_id: {e}")))?;
     if let Err(e) = adapter_api::validate::host_port(&cfg.headend.address) {
@@ -163,6 +183,12 @@ pub fn parse(file: &str, text: &str) -> Result<AgentConfig, ConfigError> {
             ),
         ));
     }
+    Ok(())
+}
+
+/// Each asset: its id once, its texts, its capacity and unit. Returns the ids.
+fn check_assets<'c>(cfg: &'c AgentConfig, at: &At) -> Result<HashSet<&'c str>, ConfigError> {
+    let err = |key: &str, value: &str, msg: String| at.err(key, value, msg);
     let mut ids = HashSet::new();
     for a in &cfg.assets {
         adapter_api::validate::ident(&a.id)
@@ -226,6 +252,13 @@ pub fn parse(file: &str, text: &str) -> Result<AgentConfig, ConfigError> {
             ));
         }
     }
+    Ok(ids)
+}
+
+/// Each device: its name once, its own checks, each point on a declared
+/// asset and each asset field from one source.
+fn check_devices(cfg: &AgentConfig, ids: &HashSet<&str>, at: &At) -> Result<(), ConfigError> {
+    let err = |key: &str, value: &str, msg: String| at.err(key, value, msg);
     let mut names = HashSet::new();
     let mut points = HashSet::new();
     for d in &cfg.devices {
@@ -270,6 +303,12 @@ pub fn parse(file: &str, text: &str) -> Result<AgentConfig, ConfigError> {
             }
         }
     }
+    Ok(())
+}
+
+/// Deliveries, setpoints and the OPC UA server.
+fn check_actions(cfg: &AgentConfig, at: &At) -> Result<(), ConfigError> {
+    let err = |key: &str, value: &str, msg: String| at.err(key, value, msg);
     let d = &cfg.deliveries;
     if !(d.min_rise_l > 0.0 && d.noise_l >= 0.0 && d.settle_ms > 0 && d.window_ms > 0) {
         return Err(err(
@@ -305,8 +344,8 @@ pub fn parse(file: &str, text: &str) -> Result<AgentConfig, ConfigError> {
     if let Some(o) = &cfg.opcua_server {
         o.validate()
             .map_err(|p| err(p.key, &p.value, p.to_string()))?;
-        agent_opcua_server::model::plan(&crate::opcua::site_model(&cfg))
+        agent_opcua_server::model::plan(&crate::opcua::site_model(cfg))
             .map_err(|e| err("opcua_server", "", format!("opcua_server: {e}")))?;
     }
-    Ok(cfg)
+    Ok(())
 }

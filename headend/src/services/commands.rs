@@ -24,8 +24,9 @@ const MAX_STEP: f64 = 1e6;
 
 /// `POST /api/v1/commands`: what to do is the `kind`, and each kind takes
 /// its own fields (an unknown kind or a field of the other kind is refused,
-/// naming it).
-#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+/// naming it). Its OpenAPI schema is written by `api::openapi` (a `oneOf`
+/// with its discriminator).
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum CommandRequest {
     /// A setpoint for one asset, or a site-level one split across the

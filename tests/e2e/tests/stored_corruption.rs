@@ -1,6 +1,6 @@
 //! Issue 31: a stored value that does not parse is an error with a stable
-//! code, never a default. Each JSON column and a typed (enum) column per
-//! aggregate is corrupted in SQL under a running headend; the REST read
+//! code, never a default. Each JSON column and each typed (enum) column
+//! of the command, load and escalation aggregates is corrupted in SQL under a running headend; the REST read
 //! that uses it answers 500 `stored_value_invalid` naming the column, and
 //! once the value is put back the same read answers 200 again (the
 //! corruption, not something else, failed it). On both databases.
@@ -254,6 +254,60 @@ fn cases(command: &str, eta_command: &str, load: &str, esc: &str) -> Vec<Case> {
             "because",
             get(format!("/api/v1/commands/{command}")),
             "because",
+        ),
+        c(
+            "kind",
+            "commands",
+            "command_id",
+            command,
+            "teleport",
+            get(format!("/api/v1/commands/{command}")),
+            "teleport",
+        ),
+        c(
+            "status",
+            "loads",
+            "load_id",
+            load,
+            "vanished",
+            get(format!("/api/v1/loads/{load}")),
+            "vanished",
+        ),
+        c(
+            "kind",
+            "load_events",
+            "load_id",
+            load,
+            "rumour",
+            get(format!("/api/v1/loads/{load}")),
+            "rumour",
+        ),
+        c(
+            "state",
+            "escalations",
+            "escalation_id",
+            esc,
+            "limbo",
+            get(format!("/api/v1/escalations/{esc}")),
+            "limbo",
+        ),
+        c(
+            "kind",
+            "escalation_events",
+            "escalation_id",
+            esc,
+            "shrug",
+            get(format!("/api/v1/escalations/{esc}")),
+            "shrug",
+        ),
+        c(
+            "state",
+            "escalation_events",
+            "escalation_id",
+            esc,
+            "nowhere",
+            get(format!("/api/v1/escalations/{esc}")),
+            "nowhere",
         ),
     ]
 }
