@@ -6,8 +6,12 @@ use tankwatch_proto::v1;
 
 use super::Unknown;
 
-/// How far a reading can be trusted. SQL form: 1 good, 2 uncertain,
-/// 3 bad (the proto's numbers); text form: `good`, `uncertain`, `bad`.
+/// How far a reading can be trusted: the one type for a reading's quality
+/// in the headend, from the agent's message to the REST answer. SQL
+/// forms: 1 good, 2 uncertain, 3 bad (the proto's numbers) in the
+/// `readings` table, where every byte of a row counts; the text `good`,
+/// `uncertain`, `bad` in `latest_values` (one row per point) and on REST.
+/// Either way an unknown stored value fails the read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Quality {
     Good,
@@ -73,6 +77,25 @@ impl std::str::FromStr for Quality {
                 value: other.into(),
             }),
         }
+    }
+}
+
+/// Read from SQL in the text form (`latest_values.quality`): an unknown
+/// text fails the read, naming the column and the value. No `Encode`: a
+/// quality is bound as [`Quality::sql`] or [`Quality::as_str`], so that
+/// the numeric `readings` column never gets the text form by mistake.
+impl sqlx::Type<sqlx::Any> for Quality {
+    fn type_info() -> sqlx::any::AnyTypeInfo {
+        <str as sqlx::Type<sqlx::Any>>::type_info()
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Any> for Quality {
+    fn decode(
+        v: <sqlx::Any as sqlx::Database>::ValueRef<'r>,
+    ) -> Result<Self, sqlx::error::BoxDynError> {
+        let s = <&str as sqlx::Decode<'r, sqlx::Any>>::decode(v)?;
+        Ok(s.parse::<Quality>()?)
     }
 }
 

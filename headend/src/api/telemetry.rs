@@ -303,7 +303,7 @@ async fn assets(
                                 // the last good value; null if the point was never good
                                 "value": if f.good_ts_ms > 0 { json!(f.value) } else { Value::Null },
                                 "unit": f.unit,
-                                "quality": f.quality,
+                                "quality": f.quality.as_str(),
                                 "error": if f.error.is_empty() { Value::Null } else { Value::String(f.error) },
                                 "source_ts": ts(f.source_ts_ms),
                                 "received_ts": ts(f.received_ts_ms),

@@ -157,7 +157,7 @@ pub struct LatestRow {
     pub field: String,
     pub value: f64,
     pub unit: String,
-    pub quality: String,
+    pub quality: crate::domain::Quality,
     pub error: String,
     pub source_ts_ms: i64,
     pub received_ts_ms: i64,

@@ -100,6 +100,16 @@ async fn fixtures(he: &headend::Running) -> Result<(String, String, String, Stri
             true,
         )
         .await?;
+    // a point's latest value (its quality is stored as text)
+    let now = headend::wallclock::now_ms();
+    sqlx::query(
+        "INSERT INTO latest_values (site_id, asset_id, field, value, unit, quality, error, source_ts_ms, received_ts_ms, good_ts_ms, source)
+         VALUES ($1, 'tank-1', 'temperature', 15.5, 'degC', 'good', '', $2, $2, $2, 'gauge')",
+    )
+    .bind(SITE)
+    .bind(now)
+    .execute(he.db.pool())
+    .await?;
     // the notification it queued, given up (a dead letter to read)
     sqlx::query("UPDATE webhook_outbox SET state = 'dead', done_ms = $1 WHERE escalation_id = $2")
         .bind(headend::wallclock::now_ms())
@@ -254,6 +264,15 @@ fn cases(command: &str, eta_command: &str, load: &str, esc: &str) -> Vec<Case> {
             "because",
             get(format!("/api/v1/commands/{command}")),
             "because",
+        ),
+        c(
+            "quality",
+            "latest_values",
+            "site_id",
+            SITE,
+            "splendid",
+            get(format!("/api/v1/sites/{SITE}/assets")),
+            "splendid",
         ),
         c(
             "kind",
