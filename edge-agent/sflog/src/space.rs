@@ -25,6 +25,9 @@ pub(crate) enum Op {
     Ack { seq: i64 },
 }
 
+/// Every seq below `seq_floor` has been used; it only rises.
+const RAISE_FLOOR: &str = "INSERT INTO meta (key, value) VALUES ('seq_floor', ?1) ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)";
+
 impl Op {
     pub(crate) fn exec(&self, conn: &Connection) -> rusqlite::Result<usize> {
         Ok(match self {
@@ -40,14 +43,18 @@ impl Op {
                 crc(*class, *ts, payload),
                 payload
             ])?,
-            Op::Delete { seq, .. } => conn
-                .prepare_cached("DELETE FROM entries WHERE seq = ?1")?
-                .execute([seq])?,
+            // A dropped entry raises the floor past itself too: when the
+            // drops took the newest entries and acks took the rest, the
+            // log would otherwise reopen below seqs it handed out (found
+            // by the model test: fill, drop, ack, crash, then seq 14 again
+            // after 27). The floor only ever rises.
+            Op::Delete { seq, .. } => {
+                conn.prepare_cached(RAISE_FLOOR)?.execute([seq + 1])?;
+                conn.prepare_cached("DELETE FROM entries WHERE seq = ?1")?
+                    .execute([seq])?
+            }
             Op::Ack { seq } => {
-                conn.prepare_cached(
-                    "INSERT INTO meta (key, value) VALUES ('seq_floor', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                )?
-                .execute([seq + 1])?;
+                conn.prepare_cached(RAISE_FLOOR)?.execute([seq + 1])?;
                 conn.prepare_cached("DELETE FROM entries WHERE seq <= ?1")?
                     .execute([seq])?
             }

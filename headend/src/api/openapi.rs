@@ -343,13 +343,7 @@ mod tests {
         let mut kinds = Vec::new();
         let mut fields = std::collections::BTreeSet::from(["kind".to_string()]);
         for v in variants {
-            let parts = v["allOf"].as_array().unwrap();
-            let target = parts[0]["$ref"]
-                .as_str()
-                .unwrap()
-                .rsplit('/')
-                .next()
-                .unwrap();
+            let target = v["$ref"].as_str().unwrap().rsplit('/').next().unwrap();
             fields.extend(
                 new[target]["properties"]
                     .as_object()
@@ -358,8 +352,13 @@ mod tests {
                     .cloned(),
             );
             assert_eq!(new[target]["additionalProperties"], false, "{target}");
-            kinds.push(parts[1]["properties"]["kind"]["enum"][0].clone());
+            assert_eq!(new[target]["required"][0], "kind", "{target}");
+            kinds.push(new[target]["properties"]["kind"]["enum"][0].clone());
         }
+        assert_eq!(
+            new["CommandRequest"]["discriminator"]["propertyName"],
+            "kind"
+        );
         assert_eq!(kinds, [json!("setpoint"), json!("eta")]);
         let old_fields: std::collections::BTreeSet<String> = old["CommandRequest"]["properties"]
             .as_object()

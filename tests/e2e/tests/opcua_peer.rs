@@ -547,8 +547,10 @@ devices:
     let n = end - start;
     println!("{n} sessions in 25 s against a server refusing subscriptions (max_backoff_ms 8000)");
     // backoff from 0.5 s doubling to 8 s (full jitter, at least 0.25 s):
-    // at most about 9 attempts in 25 s; a storm is 17
-    ensure!(n <= 10, "{n} sessions in 25 s");
+    // about 7-9 attempts in 25 s, a storm is 17. Full jitter spreads it:
+    // simulated (100,000 runs of the backoff from the third attempt on),
+    // more than 10 in 2 % of runs (a CI run saw 11), more than 12 in 0.14 %.
+    ensure!(n <= 12, "{n} sessions in 25 s");
     agent.stop().await?;
     he.stop().await;
     Ok(())
