@@ -15,6 +15,7 @@ pub mod deliveries;
 pub mod enrollment;
 pub mod escalation;
 pub mod forecast;
+pub mod ids;
 pub mod inventory;
 pub mod lifecycle;
 pub mod load;
@@ -30,9 +31,11 @@ pub use actor::Actor;
 pub use asset::AssetKind;
 pub use audit::AuditOutcome;
 pub use command::{CommandKind, CommandState, Reason};
+pub use ids::{AssetId, BadId, CommandId, LoadId, SiteId};
 pub use load::{DeliverySource, EtaSource, LoadEventKind, LoadStatus, Timing};
 pub use quality::Quality;
 pub use tankwatch_proto::v1::AckReason;
+pub use time::UnixMs;
 
 /// An unknown wire or SQL value of a typed field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -132,6 +132,7 @@ async fn new_token(
     Path(site): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let site = super::new_site_param(&site)?;
     let req: TokenRequest = if body.is_empty() {
         TokenRequest::default()
     } else {
@@ -160,6 +161,7 @@ async fn list_certs(
     Path(site): Path<String>,
     Query(p): Query<PageParams>,
 ) -> Result<Response, ApiError> {
+    let site = super::site_param(&site)?;
     let limit = p.limit()?;
     let before = page::after_i64(&p)?.unwrap_or(i64::MAX);
     let certs = s.db.certs().of_site(&site, before, limit + 1).await?;
@@ -187,6 +189,7 @@ async fn cert_status(
     State(s): State<ApiState>,
     Path(site): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    let site = super::site_param(&site)?;
     let status = s.db.certs().status(&site).await?;
     let revoked = s.db.certs().site_revocation(&site).await?;
     Ok(Json(json!({
@@ -237,6 +240,7 @@ async fn revoke_site(
     Path(site): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let site = super::new_site_param(&site)?;
     let req: Revocation = parse_body(&body)?;
     let at = s
         .issuing

@@ -114,7 +114,7 @@ async fn post_command(
 fn audit_note(v: &CommandView, before: Option<&str>, repeated: bool) -> AuditNote {
     let r = &v.row;
     AuditNote {
-        target: Some(r.command_id.clone()),
+        target: Some(r.command_id.to_string()),
         summary: json!({
             "site": r.site_id, "asset": r.asset_id, "kind": r.kind, "field": r.field,
             "value": r.value, "load_id": r.load_id, "before": before, "after": r.state,
@@ -192,6 +192,7 @@ async fn get_command(
     Caller(p): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    let id = super::id_param::<crate::domain::CommandId>(&id, "command")?;
     Ok(Json(command_json(&svc::get(&s.ctx(&p), &id).await?)))
 }
 
@@ -237,6 +238,7 @@ async fn cancel_command(
     Caller(p): Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    let id = super::id_param::<crate::domain::CommandId>(&id, "command")?;
     let v = svc::cancel(&s.ctx(&p), &id, &p.actor).await?;
     Ok(noted(
         (StatusCode::ACCEPTED, Json(command_json(&v))).into_response(),
@@ -297,6 +299,12 @@ mod tests {
             (r#"{"kind": "eta"}"#, "load_id"),
             (r#"{"kind": "eta", "load_id": "l", "value": 1}"#, "value"),
             (r#"{"kind": 1}"#, "kind"),
+            // ids are checked where they enter
+            (r#"{"kind": "eta", "load_id": "a/b"}"#, "load_id"),
+            (
+                r#"{"kind": "setpoint", "site": "Site A", "field": "f", "value": 1}"#,
+                "site",
+            ),
             (r#"[1]"#, ""),
         ] {
             let (f, msg) = refusal(body);

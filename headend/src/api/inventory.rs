@@ -236,6 +236,7 @@ async fn get_site(
     Caller(p): Caller,
     Path(site): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    let site = super::site_param(&site)?;
     Ok(Json(site_json(&svc::site(&s.ctx(&p), &site).await?)))
 }
 
@@ -245,6 +246,7 @@ async fn patch_site(
     Path(site): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let site = super::site_param(&site)?;
     let req: SiteRequest = parse_body(&body)?;
     let (before, after) = svc::update_site(&s.ctx(&p), &site, req).await?;
     let v = site_json(&after);
@@ -361,6 +363,7 @@ async fn get_tank(
     Caller(p): Caller,
     Path((site, tank)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
+    let site = super::site_param(&site)?;
     let ctx = s.ctx(&p);
     let st = svc::site(&ctx, &site).await?;
     let (t, state) = svc::tank(&ctx, &site, &tank).await?;
@@ -378,6 +381,7 @@ async fn put_tank(
     Path((site, tank)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let site = super::site_param(&site)?;
     let req: TankRequest = parse_body(&body)?;
     let ctx = s.ctx(&p);
     let before = s.db.inventory().tank(&site, &tank).await?;
@@ -410,6 +414,7 @@ async fn delete_tank(
     Caller(p): Caller,
     Path((site, tank)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
+    let site = super::site_param(&site)?;
     let existed = svc::delete_tank(&s.ctx(&p), &site, &tank).await?;
     // deleting what is not there is done too (DELETE is idempotent)
     Ok(noted(
@@ -474,6 +479,7 @@ async fn import(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let site = super::site_param(&site)?;
     let text = csv_text(&headers, &body)?;
     let r = svc::import(&s.ctx(&p), &site, &text, &p.actor.to_string()).await?;
     Ok(report_response(&r, format!("site {site} observations")))

@@ -147,9 +147,9 @@ fn pushed(code: StatusCode, p: &Pushed, before: Option<Value>) -> Response {
         )
             .into_response(),
         AuditNote {
-            target: Some(l.load_id.clone()),
+            target: Some(l.load_id.to_string()),
             summary: json!({ "before": before, "after": after }),
-            site: Some(l.site_id.clone()),
+            site: Some(l.site_id.to_string()),
             ..AuditNote::default()
         },
     )
@@ -171,6 +171,7 @@ async fn patch_load(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let id = super::id_param::<crate::domain::LoadId>(&id, "load")?;
     let patch: LoadPatch = parse_body(&body)?;
     let ctx = s.ctx(&p);
     let before = svc::get(&ctx, &id).await?.load;
@@ -187,6 +188,7 @@ async fn get_load(
     Caller(p): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    let id = super::id_param::<crate::domain::LoadId>(&id, "load")?;
     Ok(Json(load_json(&svc::get(&s.ctx(&p), &id).await?)))
 }
 
@@ -264,6 +266,7 @@ async fn import_loads(
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let site = super::site_param(&site)?;
     let text = super::inventory::csv_text(&headers, &body)?;
     let r = crate::services::load_import::import(&s.ctx(&p), &site, &text, p.actor.clone()).await?;
     let summary = json!({ "rows": r.rows, "added": r.added, "updated": r.updated, "unchanged": r.unchanged, "rejected": r.rejected });

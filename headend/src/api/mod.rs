@@ -312,8 +312,8 @@ impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for
 
 /// A stored time as RFC 3339, or null when it is not a time we can write
 /// (0, negative, or past year 9999): a row can never make a read fail.
-pub fn ts(ms: i64) -> Value {
-    crate::domain::time::rfc3339(ms).map_or(Value::Null, Value::String)
+pub fn ts(t: impl Into<crate::domain::UnixMs>) -> Value {
+    t.into().rfc3339().map_or(Value::Null, Value::String)
 }
 
 /// A time query parameter: RFC 3339 or Unix ms.
@@ -328,6 +328,26 @@ pub fn query_time(name: &str, v: &str) -> Result<i64, ApiError> {
 
 /// Parses a JSON body; errors name the field path. Strings with control
 /// characters or over 1,000 characters are refused (see [`edge`]).
+/// A `{site}` path parameter as a site id. A text that is no site id names
+/// no site: 404, as for a well-formed id that does not exist.
+pub fn site_param(site: &str) -> Result<crate::domain::SiteId, ApiError> {
+    crate::domain::SiteId::parse(site).map_err(|_| ApiError::not_found(format!("no site {site:?}")))
+}
+
+/// An `{id}` path parameter as the id of `what` (a command, a load): a
+/// text that is no such id names nothing, 404 as for one that does not exist.
+pub fn id_param<T: std::str::FromStr>(id: &str, what: &str) -> Result<T, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::not_found(format!("no {what} {id:?}")))
+}
+
+/// A `{site}` path parameter naming a site that need not exist yet (an
+/// enrollment token for a new site, a revocation): a text that is no site
+/// id is refused as invalid, naming `site`.
+pub fn new_site_param(site: &str) -> Result<crate::domain::SiteId, ApiError> {
+    crate::domain::SiteId::parse(site).map_err(|e| ApiError::invalid("site", e.to_string()))
+}
+
 pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(json_body(body)?).map_err(named)
 }

@@ -288,6 +288,7 @@ async fn assets(
     OriginalUri(uri): OriginalUri,
     Query(p): Query<PageParams>,
 ) -> Result<Response, ApiError> {
+    let site = super::site_param(&site)?;
     site_or_404(&s.db, &site).await?;
     let mut rows = s.db.assets(&site).await?;
     rows.sort_by(|a, b| a.asset_id.cmp(&b.asset_id));
@@ -372,6 +373,7 @@ async fn readings(
     Path((site, asset)): Path<(String, String)>,
     Query(p): Query<HistoryParams>,
 ) -> Result<Json<Value>, ApiError> {
+    let site = super::site_param(&site)?;
     site_or_404(&s.db, &site).await?;
     let (from_ms, to_ms, limit) = window(&p)?;
     let order = match p.order.as_deref() {
@@ -436,6 +438,7 @@ async fn rollups(
     Path((site, asset)): Path<(String, String)>,
     Query(p): Query<HistoryParams>,
 ) -> Result<Json<Value>, ApiError> {
+    let site = super::site_param(&site)?;
     site_or_404(&s.db, &site).await?;
     if p.order.is_some() {
         return Err(ApiError::invalid(
@@ -480,6 +483,7 @@ async fn deliveries(
     OriginalUri(uri): OriginalUri,
     Query(p): Query<PageParams>,
 ) -> Result<Response, ApiError> {
+    let site = super::site_param(&site)?;
     site_or_404(&s.db, &site).await?;
     let rows = s.db.delivery_events(&site, 1000).await?;
     let items = rows
@@ -510,6 +514,7 @@ async fn gaps(
     OriginalUri(uri): OriginalUri,
     Query(p): Query<PageParams>,
 ) -> Result<Response, ApiError> {
+    let site = super::site_param(&site)?;
     site_or_404(&s.db, &site).await?;
     let rows = s.db.gaps(&site, 1000).await?;
     let items = rows
@@ -540,6 +545,7 @@ async fn devices(
     OriginalUri(uri): OriginalUri,
     Query(p): Query<PageParams>,
 ) -> Result<Response, ApiError> {
+    let site = super::site_param(&site)?;
     site_or_404(&s.db, &site).await?;
     let rows = s.db.devices(&site).await?;
     let items = rows

@@ -40,7 +40,7 @@ impl Dispatcher {
     pub async fn run(
         &self,
         db: Db,
-        site: String,
+        site: crate::domain::SiteId,
         peer: String,
         tx: mpsc::Sender<Result<HeadendMessage, Status>>,
         sent_total: prometheus_client::metrics::counter::Counter,
@@ -60,7 +60,7 @@ impl Dispatcher {
                 Ok(rows) => {
                     let pending: HashSet<String> = rows
                         .iter()
-                        .flat_map(|r| [r.command_id.clone(), cancel_id(&r.command_id)])
+                        .flat_map(|r| [r.command_id.to_string(), cancel_id(&r.command_id)])
                         .collect();
                     sent.retain(|id| pending.contains(id));
                     let now = now_ms();
@@ -72,10 +72,10 @@ impl Dispatcher {
                             }
                             cancel(&r)
                         } else {
-                            if r.state == CommandState::Submitted && r.expires_at_ms < now {
+                            if r.state == CommandState::Submitted && r.expires_at_ms.ms() < now {
                                 continue; // the sweeper expires it; never sent
                             }
-                            if !sent.insert(r.command_id.clone()) {
+                            if !sent.insert(r.command_id.to_string()) {
                                 continue;
                             }
                             match command(&r) {
@@ -105,7 +105,7 @@ impl Dispatcher {
                             Err(e) => {
                                 tracing::warn!(command = %r.command_id, error = %e, "recording a delivery failed; not sent (retried)");
                                 sent.remove(&cancel_id(&r.command_id));
-                                sent.remove(&r.command_id);
+                                sent.remove(r.command_id.as_str());
                                 break;
                             }
                         }
@@ -130,7 +130,7 @@ impl Dispatcher {
 /// lost its command state); false when the stream closed.
 async fn resume_active(
     db: &Db,
-    site: &str,
+    site: &crate::domain::SiteId,
     tx: &mpsc::Sender<Result<HeadendMessage, Status>>,
 ) -> bool {
     let active = match db.commands().active_setpoints(site).await {
@@ -175,7 +175,7 @@ fn cancel(r: &CommandRow) -> HeadendMessage {
             expires_at_ms: 0,
             issued_seq: r.seq,
             action: Some(v1::command::Action::Cancel(v1::Cancel {
-                command_id: r.command_id.clone(),
+                command_id: r.command_id.to_string(),
             })),
             ..Default::default()
         })),
@@ -190,7 +190,11 @@ pub fn command(r: &CommandRow) -> Result<HeadendMessage, crate::Error> {
             let p: EtaPayload =
                 crate::store::json::from_document("commands.payload", &r.command_id, &r.payload)?;
             v1::command::Action::Eta(v1::EtaAction {
-                load_ref: r.load_id.clone().unwrap_or_default(),
+                load_ref: r
+                    .load_id
+                    .as_ref()
+                    .map(|l| l.to_string())
+                    .unwrap_or_default(),
                 tanks: p.tanks,
                 product: p.product,
                 planned_volume_l: p.planned_volume_l,
@@ -214,8 +218,8 @@ pub fn command(r: &CommandRow) -> Result<HeadendMessage, crate::Error> {
     };
     Ok(HeadendMessage {
         msg: Some(Out::Command(v1::Command {
-            command_id: r.command_id.clone(),
-            expires_at_ms: r.expires_at_ms,
+            command_id: r.command_id.to_string(),
+            expires_at_ms: r.expires_at_ms.ms(),
             issued_seq: r.seq,
             action: Some(action),
             resume: false,
@@ -233,19 +237,19 @@ mod tests {
     fn row(kind: CommandKind, value: Option<f64>, payload: serde_json::Value) -> CommandRow {
         CommandRow {
             seq: 7,
-            command_id: "cmd-1".into(),
+            command_id: "cmd-1".parse().unwrap(),
             idempotency_key: None,
             request: "{}".into(),
             parent_id: None,
-            site_id: "site-a".into(),
+            site_id: "site-a".parse().unwrap(),
             asset_id: "tank-1".into(),
             kind,
             field: "pump_limit".into(),
             value,
             duration_ms: 0,
-            expires_at_ms: 1,
+            expires_at_ms: 1.into(),
             payload: JsonText(Doc(payload)),
-            load_id: Some("load-1".into()),
+            load_id: Some("load-1".parse().unwrap()),
             state: CommandState::Submitted,
             reason: Reason::Submitted,
             detail: String::new(),
@@ -253,8 +257,8 @@ mod tests {
             policy_version: String::new(),
             warnings: JsonText(Vec::new()),
             created_by: crate::domain::Actor::Headend { task: None },
-            created_ms: 0,
-            updated_ms: 0,
+            created_ms: 0.into(),
+            updated_ms: 0.into(),
             cancel_requested_ms: None,
         }
     }

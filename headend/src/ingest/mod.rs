@@ -132,7 +132,7 @@ impl v1::agent_link_server::AgentLink for Ingest {
             Status::unauthenticated("no verified client certificate on this connection")
         })?;
         Ok(Response::new(v1::WhoamiReply {
-            site_id: who.site_id.clone(),
+            site_id: who.site_id.to_string(),
             serial: who.serial.clone(),
             not_after_ms: who.not_after_ms,
         }))
@@ -241,7 +241,7 @@ impl v1::agent_link_server::AgentLink for Ingest {
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
         let _ = tx
             .send(out(Out::HelloAck(v1::HelloAck {
-                site_id: who.site_id.clone(),
+                site_id: who.site_id.to_string(),
                 acked_through_seq: acked,
                 max_batch_readings: MAX_BATCH_READINGS,
                 headend_time_ms: now_ms(),
@@ -514,7 +514,7 @@ impl Ingest {
         c.last_error = c.last_error.chars().take(500).collect();
         c.serial = c.serial.chars().take(64).collect();
         let row = crate::store::certs::CertStatusRow {
-            site_id: who.site_id.clone(),
+            site_id: who.site_id.to_string(),
             serial: c.serial,
             not_after_ms: c.not_after_ms,
             renew_at_ms: c.renew_at_ms,

@@ -71,7 +71,8 @@ pub const DEFAULT_MAX_CONNS: usize = 10_000;
 /// Who is on the other end of an agent connection, from its certificate.
 #[derive(Debug, Clone)]
 pub struct AgentIdentity {
-    pub site_id: String,
+    /// From the certificate's name, checked once here.
+    pub site_id: crate::domain::SiteId,
     /// The certificate's serial (lowercase hex) and end of validity (Unix ms).
     pub serial: String,
     pub not_after_ms: i64,
@@ -106,6 +107,32 @@ struct Open {
     next_id: u64,
     /// (connection id, its kill switch, whether its session started)
     per_site: HashMap<String, Vec<SiteConn>>,
+}
+
+impl Open {
+    /// Records a connection of `site`, first closing its oldest (idle
+    /// first) while the site has `max_per_site` open; returns its id.
+    fn admit(
+        &mut self,
+        site: &crate::domain::SiteId,
+        max_per_site: usize,
+        (kill, started): (watch::Sender<bool>, watch::Receiver<bool>),
+        refused: impl Fn(),
+    ) -> u64 {
+        self.next_id += 1;
+        let id = self.next_id;
+        let conns = self.per_site.entry(site.to_string()).or_default();
+        while conns.len() >= max_per_site.max(1) {
+            // the oldest idle one; a live session only if all are live
+            let victim = conns.iter().position(|(_, _, s)| !*s.borrow()).unwrap_or(0);
+            let (_, kill_it, _) = conns.remove(victim);
+            kill_it.send_replace(true);
+            refused();
+            tracing::warn!(%site, max = max_per_site, "too many connections for one certificate identity; closing its oldest");
+        }
+        conns.push((id, kill, started));
+        id
+    }
 }
 
 /// A place in the open-connection table; dropping it frees the place.
@@ -343,27 +370,20 @@ pub fn incoming(
                     .map(|c| tankwatch_tls::agent_cert(c));
                 match cert {
                     Some(Ok(cert)) => {
-                        let site_id = cert.site.clone();
+                        let Some(site_id) = certified_site(&cert.site, peer) else {
+                            refused("bad_identity");
+                            return;
+                        };
                         tracing::debug!(%peer, %site_id, "agent authenticated");
                         let (kill_tx, mut kill) = watch::channel(false);
                         let (started_tx, started) = watch::channel(false);
-                        {
-                            let mut o = open.lock().unwrap_or_else(|p| p.into_inner());
-                            o.next_id += 1;
-                            let id = o.next_id;
-                            let conns = o.per_site.entry(site_id.clone()).or_default();
-                            while conns.len() >= max_per_site.max(1) {
-                                // the oldest idle one; a live session only if all are live
-                                let victim =
-                                    conns.iter().position(|(_, _, s)| !*s.borrow()).unwrap_or(0);
-                                let (_, kill_it, _) = conns.remove(victim);
-                                kill_it.send_replace(true);
-                                refused("per_identity");
-                                tracing::warn!(%site_id, max = max_per_site, "too many connections for one certificate identity; closing its oldest");
-                            }
-                            conns.push((id, kill_tx, started.clone()));
-                            slot.site = Some((site_id.clone(), id));
-                        }
+                        let id = open.lock().unwrap_or_else(|p| p.into_inner()).admit(
+                            &site_id,
+                            max_per_site,
+                            (kill_tx, started.clone()),
+                            || refused("per_identity"),
+                        );
+                        slot.site = Some((site_id.to_string(), id));
                         let (serial, not_after_ms) = (cert.serial.clone(), cert.not_after_ms);
                         let closer: Closer = Box::pin(async move {
                             let idle = async {
@@ -406,4 +426,36 @@ pub fn incoming(
         }
     };
     (rx, task)
+}
+
+/// The site a verified agent certificate names, checked once here. The
+/// CA signs only site ids; a certificate naming something else is not one
+/// of ours (logged, closed).
+fn certified_site(name: &str, peer: SocketAddr) -> Option<crate::domain::SiteId> {
+    crate::domain::SiteId::parse(name)
+        .inspect_err(
+            |e| tracing::warn!(%peer, error = %e, "agent certificate names no site id; closed"),
+        )
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    /// One rule for a site id: what the CA signs (`tankwatch_tls`) is what
+    /// the headend's `SiteId` takes, and nothing else.
+    #[test]
+    fn the_site_id_type_takes_exactly_what_the_certificate_rule_takes() {
+        let long = "a".repeat(63);
+        let too_long = "a".repeat(64);
+        for s in [
+            "site-a", "s", "0", "a_b", "a-", &long, &too_long, "", "-a", "_a", "A", "site a",
+            "site/a", "ä", "a.b", "a\n", "site-A",
+        ] {
+            assert_eq!(
+                crate::domain::SiteId::parse(s).is_ok(),
+                tankwatch_tls::validate_site_id(s).is_ok(),
+                "{s:?}"
+            );
+        }
+    }
 }

@@ -4,8 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Context, Refused, Result, invalid, new_id, refused};
-use crate::domain::{Actor, CommandKind, CommandState, split};
+use super::{Context, Refused, Result, invalid, refused};
+use crate::domain::{Actor, CommandId, CommandKind, CommandState, LoadId, SiteId, UnixMs, split};
 use crate::store::commands::{CommandRow, EtaPayload, EventRow, NewCommand, Submitted};
 use crate::store::loads::{LoadRow, LoadWrite};
 use crate::store::sites::Writable;
@@ -42,7 +42,8 @@ pub enum CommandRequest {
 pub struct SetpointRequest {
     /// The site of a site-level setpoint (split across its assets).
     #[serde(default)]
-    pub site: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub site: Option<SiteId>,
     /// `asset` or `site/asset`; wins over `site`.
     #[serde(default)]
     pub asset: Option<String>,
@@ -67,7 +68,8 @@ pub struct SetpointRequest {
 #[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EtaRequest {
-    pub load_id: String,
+    #[schema(value_type = String)]
+    pub load_id: LoadId,
     #[serde(default)]
     pub expires_in_s: Option<i64>,
     #[serde(default)]
@@ -116,7 +118,7 @@ pub fn expiry(
     expires_in_s: Option<i64>,
     expires_at: Option<&str>,
     default_s: i64,
-) -> Result<i64> {
+) -> Result<UnixMs> {
     let at = match (expires_in_s, expires_at) {
         (Some(_), Some(_)) => {
             return Err(invalid(
@@ -147,7 +149,7 @@ pub fn expiry(
             format!("must be within {MAX_EXPIRY_S} s (7 days) from now"),
         ));
     }
-    Ok(at)
+    Ok(UnixMs::from_ms(at))
 }
 
 /// The idempotency key: the body's or the `Idempotency-Key` header's.
@@ -169,22 +171,27 @@ pub fn idempotency_key(header: Option<String>, body: Option<String>) -> Result<O
 
 /// Resolves `asset` (`site/asset` or a bare id unique across sites, or
 /// disambiguated by `site`) to (site, asset).
-async fn resolve_asset(ctx: &Context, asset: &str, site: Option<&str>) -> Result<(String, String)> {
+async fn resolve_asset(
+    ctx: &Context,
+    asset: &str,
+    site: Option<&SiteId>,
+) -> Result<(SiteId, String)> {
     if let Some((site, a)) = asset.split_once('/') {
-        ctx.visible(site, "asset", || {
+        let site = SiteId::parse(site).map_err(|e| invalid("asset", e.to_string()))?;
+        ctx.visible(&site, "asset", || {
             format!("site {site:?} has no asset {a:?}")
         })?;
-        if !ctx.db.sites_with_asset(a).await?.iter().any(|x| x == site) {
+        if !ctx.db.sites_with_asset(a).await?.contains(&site) {
             return Err(refused(
                 Refused::NotFound,
                 "asset",
                 format!("site {site:?} has no asset {a:?}"),
             ));
         }
-        return Ok((site.to_string(), a.to_string()));
+        return Ok((site, a.to_string()));
     }
     // sites outside the caller's scope do not exist for it
-    let sites: Vec<String> = ctx
+    let sites: Vec<SiteId> = ctx
         .db
         .sites_with_asset(asset)
         .await?
@@ -198,14 +205,15 @@ async fn resolve_asset(ctx: &Context, asset: &str, site: Option<&str>) -> Result
             format!("no site has an asset {asset:?}"),
         )),
         ([one], _) => Ok((one.clone(), asset.to_string())),
-        (many, Some(site)) if many.iter().any(|x| x == site) => {
-            Ok((site.to_string(), asset.to_string()))
-        }
+        (many, Some(site)) if many.contains(site) => Ok((site.clone(), asset.to_string())),
         (many, _) => Err(invalid(
             "asset",
             format!(
                 "{asset:?} exists at several sites ({}); write it as SITE/{asset}",
-                many.join(", ")
+                many.iter()
+                    .map(SiteId::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         )),
     }
@@ -222,13 +230,56 @@ async fn writable_of(ctx: &Context, site: &str, asset: &str) -> Result<Vec<Writa
         .unwrap_or_default())
 }
 
+/// A command's fields before it has its id and target.
+#[derive(Clone)]
+struct Template {
+    idempotency_key: Option<String>,
+    request: String,
+    kind: CommandKind,
+    field: String,
+    value: Option<f64>,
+    duration_ms: i64,
+    expires_at_ms: UnixMs,
+    payload: String,
+    policy_version: String,
+    created_by: Actor,
+}
+
+impl Template {
+    fn at(self, command_id: CommandId, site_id: SiteId, asset_id: String) -> NewCommand {
+        NewCommand {
+            command_id,
+            idempotency_key: self.idempotency_key,
+            request: self.request,
+            parent_id: None,
+            site_id,
+            asset_id,
+            kind: self.kind,
+            field: self.field,
+            value: self.value,
+            duration_ms: self.duration_ms,
+            expires_at_ms: self.expires_at_ms,
+            payload: self.payload,
+            load_id: None,
+            policy_version: self.policy_version,
+            warnings: "[]".into(),
+            created_by: self.created_by,
+        }
+    }
+}
+
+/// A new command's id.
+pub(crate) fn new_command_id() -> CommandId {
+    CommandId::generated(fastrand::u64(..))
+}
+
 /// A setpoint for one asset, or a site-level one split across the site's
 /// assets (a parent and one child per share). `warnings` gets what the
 /// operator should know.
 async fn setpoint(
     ctx: &Context,
     req: &SetpointRequest,
-    base: NewCommand,
+    base: Template,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<NewCommand>> {
     let field = Some(req.field.clone())
@@ -248,7 +299,7 @@ async fn setpoint(
         }
     };
     let now = now_ms();
-    let base = NewCommand {
+    let base = Template {
         kind: CommandKind::Setpoint,
         field: field.clone(),
         value: Some(value),
@@ -262,7 +313,7 @@ async fn setpoint(
         ..base
     };
     if let Some(asset) = req.asset.as_deref().filter(|a| !a.is_empty()) {
-        let (site, asset) = resolve_asset(ctx, asset, req.site.as_deref()).await?;
+        let (site, asset) = resolve_asset(ctx, asset, req.site.as_ref()).await?;
         if let Some(given) = &req.site {
             warnings.push(format!(
                 "both site ({given}) and asset given: the command targets asset {asset} at site {site} (the asset wins)"
@@ -295,14 +346,9 @@ async fn setpoint(
                 ),
             ));
         }
-        return Ok(vec![NewCommand {
-            command_id: new_id("cmd"),
-            site_id: site,
-            asset_id: asset,
-            ..base
-        }]);
+        return Ok(vec![base.at(new_command_id(), site, asset)]);
     }
-    let Some(site) = req.site.as_deref().filter(|x| !x.is_empty()) else {
+    let Some(site) = req.site.as_ref() else {
         return Err(invalid(
             "asset",
             "give the target: asset (SITE/ASSET), or site alone for a site-level target split across its assets",
@@ -346,30 +392,30 @@ async fn setpoint(
     }
     let sp = split::split(value, step, &cands)
         .map_err(|e| refused(Refused::Unprocessable, "value", e))?;
-    let parent = new_id("cmd");
+    let parent = new_command_id();
     for (a, why) in &sp.excluded {
         warnings.push(format!("{a} gets no share: {why}"));
     }
-    let mut cmds = vec![NewCommand {
-        command_id: parent.clone(),
-        site_id: site.to_string(),
-        kind: CommandKind::Split,
-        payload: serde_json::to_string(&sp).unwrap_or_default(),
-        policy_version: sp.policy_version.to_string(),
-        ..base.clone()
-    }];
+    let mut cmds = vec![
+        Template {
+            kind: CommandKind::Split,
+            payload: serde_json::to_string(&sp).unwrap_or_default(),
+            policy_version: sp.policy_version.to_string(),
+            ..base.clone()
+        }
+        .at(parent.clone(), site.clone(), String::new()),
+    ];
     for share in &sp.shares {
-        cmds.push(NewCommand {
-            command_id: new_id("cmd"),
+        let mut child = Template {
             idempotency_key: None,
             request: String::new(),
-            parent_id: Some(parent.clone()),
-            site_id: site.to_string(),
-            asset_id: share.asset_id.clone(),
             value: Some(share.value),
             policy_version: sp.policy_version.to_string(),
             ..base.clone()
-        });
+        }
+        .at(new_command_id(), site.clone(), share.asset_id.clone());
+        child.parent_id = Some(parent.clone());
+        cmds.push(child);
     }
     Ok(cmds)
 }
@@ -382,29 +428,23 @@ pub async fn submit(
     actor: Actor,
 ) -> Result<Outcome> {
     let request = serde_json::to_string(&req).unwrap_or_default();
-    let base = NewCommand {
-        command_id: String::new(),
+    let base = Template {
         idempotency_key: key.clone(),
         request: request.clone(),
-        parent_id: None,
-        site_id: String::new(),
-        asset_id: String::new(),
         kind: CommandKind::Setpoint,
         field: String::new(),
         value: None,
         duration_ms: 0,
-        expires_at_ms: 0,
+        expires_at_ms: UnixMs::default(),
         payload: "{}".into(),
-        load_id: None,
         policy_version: String::new(),
-        warnings: "[]".into(),
         created_by: actor.clone(),
     };
     let mut warnings = Vec::new();
     let mut cmds = match &req {
         CommandRequest::Setpoint(r) => setpoint(ctx, r, base, &mut warnings).await?,
         CommandRequest::Eta(r) => {
-            let load_id = r.load_id.as_str();
+            let load_id = &r.load_id;
             let load = ctx.db.loads().get(load_id).await?.ok_or_else(|| {
                 refused(Refused::NotFound, "load_id", format!("no load {load_id:?}"))
             })?;
@@ -454,7 +494,7 @@ pub(crate) fn eta_command(
     l: &LoadRow,
     key: Option<String>,
     request: String,
-    expires_at_ms: i64,
+    expires_at_ms: UnixMs,
     created_by: &Actor,
 ) -> NewCommand {
     let payload = EtaPayload {
@@ -466,7 +506,7 @@ pub(crate) fn eta_command(
         cancelled: l.status == crate::domain::LoadStatus::Cancelled,
     };
     NewCommand {
-        command_id: new_id("cmd"),
+        command_id: new_command_id(),
         idempotency_key: key,
         request,
         parent_id: None,
@@ -494,7 +534,7 @@ pub async fn push_eta(ctx: &Context, change: LoadWrite<'_>) -> Result<CommandVie
         load,
         None,
         String::new(),
-        now + eta_expiry_s(load, now) * 1000,
+        UnixMs::from_ms(now).plus_ms(eta_expiry_s(load, now) * 1000),
         who,
     );
     let row = match ctx.db.commands().submit(&[cmd], Some(change)).await? {
@@ -532,7 +572,7 @@ fn not_found(id: &str) -> super::ServiceError {
 }
 
 /// A command with its children and timeline.
-pub async fn get(ctx: &Context, id: &str) -> Result<CommandView> {
+pub async fn get(ctx: &Context, id: &CommandId) -> Result<CommandView> {
     let row = ctx
         .db
         .commands()
@@ -579,7 +619,7 @@ pub async fn list(
 }
 
 /// Cancels a command (a split: each of its children).
-pub async fn cancel(ctx: &Context, id: &str, actor: &Actor) -> Result<CommandView> {
+pub async fn cancel(ctx: &Context, id: &CommandId, actor: &Actor) -> Result<CommandView> {
     let commands = ctx.db.commands();
     let r = commands.get(id).await?.ok_or_else(|| not_found(id))?;
     ctx.visible(&r.site_id, "", || format!("no command {id:?}"))?;
@@ -588,7 +628,7 @@ pub async fn cancel(ctx: &Context, id: &str, actor: &Actor) -> Result<CommandVie
             .children(id)
             .await?
             .into_iter()
-            .map(|c| c.command_id)
+            .map(|c| c.command_id.into_string())
             .collect()
     } else {
         vec![id.to_string()]

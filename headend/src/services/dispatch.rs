@@ -14,7 +14,7 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub(crate) fn notify_of(&self, site: &str) -> Arc<Notify> {
+    pub(crate) fn notify_of(&self, site: &crate::domain::SiteId) -> Arc<Notify> {
         self.sites
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -24,7 +24,7 @@ impl Dispatcher {
     }
 
     /// Wakes the site's session dispatcher (a new command or cancel).
-    pub fn nudge(&self, site: &str) {
+    pub fn nudge(&self, site: &crate::domain::SiteId) {
         self.notify_of(site).notify_one();
     }
 }

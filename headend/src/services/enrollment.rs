@@ -107,10 +107,9 @@ impl Issuing {
         &self,
         db: &Db,
         by: &Actor,
-        site: &str,
+        site: &crate::domain::SiteId,
         minutes: Option<i64>,
     ) -> Result<NewToken> {
-        tankwatch_tls::validate_site_id(site).map_err(|e| invalid("site", e.to_string()))?;
         if self.ca.is_none() {
             return Err(refused(Refused::Conflict, "site", NO_ISSUER));
         }
@@ -357,8 +356,13 @@ impl Issuing {
     }
 
     /// `POST /api/v1/sites/{site}/revoke`.
-    pub async fn revoke_site(&self, db: &Db, by: &Actor, site: &str, reason: &str) -> Result<i64> {
-        tankwatch_tls::validate_site_id(site).map_err(|e| invalid("site", e.to_string()))?;
+    pub async fn revoke_site(
+        &self,
+        db: &Db,
+        by: &Actor,
+        site: &crate::domain::SiteId,
+        reason: &str,
+    ) -> Result<i64> {
         check_reason(reason)?;
         let now = now_ms();
         db.certs().revoke_site(site, by, reason, now).await?;

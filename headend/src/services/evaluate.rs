@@ -132,7 +132,7 @@ impl Facts {
         let mut next: HashMap<(String, String), &LoadRow> = HashMap::new();
         for l in self.loads.iter().filter(|l| !l.status.is_final()) {
             for t in l.tank_ids() {
-                let e = next.entry((l.site_id.clone(), t)).or_insert(l);
+                let e = next.entry((l.site_id.to_string(), t)).or_insert(l);
                 if l.eta_ms < e.eta_ms {
                     *e = l;
                 }
@@ -289,7 +289,7 @@ fn judge_tank(seen: &TankSeen<'_>, now: i64, margin_h: f64) -> (StateRow, Vec<Fi
         hours_to_runout: a.hours_to_runout,
         runout_ms: a.runout_ms,
         risk: a.risk,
-        next_load_id: next_load.map(|l| l.load_id.clone()),
+        next_load_id: next_load.map(|l| l.load_id.to_string()),
         next_eta_ms: next_load.map(|l| l.eta_ms),
         margin_h: a.margin_h,
         evaluated_ms: now,
@@ -342,7 +342,7 @@ fn judge_tank(seen: &TankSeen<'_>, now: i64, margin_h: f64) -> (StateRow, Vec<Fi
                 site_id: t.site_id.clone(),
                 tank_id: t.tank_id.clone(),
                 cause,
-                subject: next_load.map(|l| l.load_id.clone()).unwrap_or_default(),
+                subject: next_load.map(|l| l.load_id.to_string()).unwrap_or_default(),
                 detail,
                 context: context.clone(),
             }
@@ -363,10 +363,10 @@ fn load_findings(l: &LoadRow, timing: Option<Timing>, now: i64) -> Vec<Finding> 
     l.tank_ids()
         .into_iter()
         .map(|tank| Finding {
-            site_id: l.site_id.clone(),
+            site_id: l.site_id.to_string(),
             tank_id: tank,
             cause,
-            subject: l.load_id.clone(),
+            subject: l.load_id.to_string(),
             detail: format!(
                 "load {} ({}) was due {:.1} h ago and has not started",
                 l.load_id,

@@ -7,7 +7,7 @@
 use super::commands::{eta_command, eta_expiry_s};
 use super::inventory::{ImportReport, MAX_OBSERVATIONS, RowProblem};
 use super::loads::{eta_value, volume_value};
-use super::{Context, Result, invalid, new_id};
+use super::{Context, Result, invalid};
 use crate::domain::{Actor, EtaSource, LoadStatus};
 use crate::store::loads::{EtaGiven, LoadRow, LoadWrite};
 use crate::wallclock::now_ms;
@@ -160,7 +160,12 @@ pub fn import_key(site: &str, reference: &str) -> String {
     format!("{site}\u{1f}{reference}")
 }
 
-pub async fn import(ctx: &Context, site: &str, text: &str, actor: Actor) -> Result<ImportReport> {
+pub async fn import(
+    ctx: &Context,
+    site: &crate::domain::SiteId,
+    text: &str,
+    actor: Actor,
+) -> Result<ImportReport> {
     super::inventory::site(ctx, site).await?;
     let now = now_ms();
     let (lines, mut report) = csv_rows(site, text, now)?;
@@ -200,10 +205,10 @@ pub async fn import(ctx: &Context, site: &str, text: &str, actor: Actor) -> Resu
             None => plans.push((
                 key,
                 Plan::New(LoadRow {
-                    load_id: new_id("load"),
+                    load_id: super::loads::new_load_id(),
                     reference: l.reference,
                     carrier: l.carrier,
-                    site_id: site.into(),
+                    site_id: site.clone(),
                     tanks: serde_json::Value::from(l.tanks.clone()).to_string(),
                     tank_list: l.tanks.clone(),
                     product: l.product,
@@ -261,7 +266,7 @@ pub async fn import(ctx: &Context, site: &str, text: &str, actor: Actor) -> Resu
                     l,
                     None,
                     String::new(),
-                    now + eta_expiry_s(l, now) * 1000,
+                    crate::domain::UnixMs::from_ms(now).plus_ms(eta_expiry_s(l, now) * 1000),
                     &actor,
                 );
                 changes.push((
@@ -279,7 +284,7 @@ pub async fn import(ctx: &Context, site: &str, text: &str, actor: Actor) -> Resu
                     l,
                     None,
                     String::new(),
-                    now + eta_expiry_s(l, now) * 1000,
+                    crate::domain::UnixMs::from_ms(now).plus_ms(eta_expiry_s(l, now) * 1000),
                     &actor,
                 );
                 changes.push((

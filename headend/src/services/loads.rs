@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::commands::{CommandView, push_eta};
-use super::{Context, Refused, Result, invalid, new_id, refused, time_value};
+use super::{Context, Refused, Result, invalid, refused, time_value};
 use crate::domain::{Actor, EtaSource, LoadStatus};
 use crate::store::loads::{EtaGiven, EtaRow, LoadEventRow, LoadRow, LoadWrite};
 use crate::wallclock::now_ms;
@@ -23,7 +23,8 @@ pub const MAX_LIST: i64 = 1000;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoadRequest {
-    pub site: String,
+    #[schema(value_type = String)]
+    pub site: crate::domain::SiteId,
     /// PO / load reference.
     pub reference: String,
     #[serde(default)]
@@ -105,6 +106,11 @@ pub fn eta_source(src: &str) -> Result<EtaSource> {
     })
 }
 
+/// A new load's id.
+pub(crate) fn new_load_id() -> crate::domain::LoadId {
+    crate::domain::LoadId::generated(fastrand::u64(..))
+}
+
 pub async fn create(ctx: &Context, req: LoadRequest, actor: Actor) -> Result<Pushed> {
     ctx.visible(&req.site, "site", || format!("no site {:?}", req.site))?;
     if !ctx.db.site_exists(&req.site).await? {
@@ -154,7 +160,7 @@ pub async fn create(ctx: &Context, req: LoadRequest, actor: Actor) -> Result<Pus
     let now = now_ms();
     let eta_ms = eta_value(&req.eta, now)?;
     let load = LoadRow {
-        load_id: new_id("load"),
+        load_id: new_load_id(),
         reference: req.reference,
         carrier: req.carrier,
         site_id: req.site,
@@ -203,7 +209,12 @@ fn not_found(id: &str) -> super::ServiceError {
     refused(Refused::NotFound, "", format!("no load {id:?}"))
 }
 
-pub async fn patch(ctx: &Context, id: &str, p: LoadPatch, actor: Actor) -> Result<Pushed> {
+pub async fn patch(
+    ctx: &Context,
+    id: &crate::domain::LoadId,
+    p: LoadPatch,
+    actor: Actor,
+) -> Result<Pushed> {
     let mut load = ctx.db.loads().get(id).await?.ok_or_else(|| not_found(id))?;
     ctx.visible(&load.site_id, "", || format!("no load {id:?}"))?;
     if load.status.is_final() {
@@ -280,7 +291,7 @@ pub async fn patch(ctx: &Context, id: &str, p: LoadPatch, actor: Actor) -> Resul
     pushed(ctx, change, given.map(|g| g.applied)).await
 }
 
-pub async fn get(ctx: &Context, id: &str) -> Result<LoadView> {
+pub async fn get(ctx: &Context, id: &crate::domain::LoadId) -> Result<LoadView> {
     let loads = ctx.db.loads();
     let load = loads.get(id).await?.ok_or_else(|| not_found(id))?;
     ctx.visible(&load.site_id, "", || format!("no load {id:?}"))?;
@@ -302,14 +313,14 @@ pub async fn list(
     let loads = ctx.db.loads();
     let sites = ctx.scope.sites();
     let rows = loads.list(f, sites.as_deref(), after, limit).await?;
-    let ids: Vec<String> = rows.iter().map(|l| l.load_id.clone()).collect();
+    let ids: Vec<String> = rows.iter().map(|l| l.load_id.to_string()).collect();
     let mut events = loads.events_of(&ids).await?;
     let mut etas = loads.etas_of(&ids).await?;
     Ok(rows
         .into_iter()
         .map(|l| {
-            let events = events.remove(&l.load_id).unwrap_or_default();
-            let etas = etas.remove(&l.load_id).unwrap_or_default();
+            let events = events.remove(l.load_id.as_str()).unwrap_or_default();
+            let etas = etas.remove(l.load_id.as_str()).unwrap_or_default();
             LoadView {
                 load: l,
                 events,

@@ -8,7 +8,9 @@
 use sqlx::AnyConnection;
 
 use crate::Error;
-use crate::domain::{Actor, CommandKind, CommandState, Reason, lifecycle};
+use crate::domain::{
+    Actor, CommandId, CommandKind, CommandState, LoadId, Reason, SiteId, UnixMs, lifecycle,
+};
 use crate::store::Db;
 use crate::store::loads::{EtaGiven, LoadRow, LoadWrite, write_load};
 use crate::wallclock::now_ms;
@@ -16,19 +18,19 @@ use crate::wallclock::now_ms;
 #[derive(sqlx::FromRow, Clone, Debug)]
 pub struct CommandRow {
     pub seq: i64,
-    pub command_id: String,
+    pub command_id: CommandId,
     pub idempotency_key: Option<String>,
     pub request: String,
-    pub parent_id: Option<String>,
-    pub site_id: String,
+    pub parent_id: Option<CommandId>,
+    pub site_id: SiteId,
     pub asset_id: String,
     pub kind: CommandKind,
     pub field: String,
     pub value: Option<f64>,
     pub duration_ms: i64,
-    pub expires_at_ms: i64,
+    pub expires_at_ms: UnixMs,
     pub payload: crate::store::json::Document,
-    pub load_id: Option<String>,
+    pub load_id: Option<LoadId>,
     pub state: CommandState,
     pub reason: Reason,
     pub detail: String,
@@ -36,9 +38,9 @@ pub struct CommandRow {
     pub policy_version: String,
     pub warnings: crate::store::json::JsonText<Vec<String>>,
     pub created_by: Actor,
-    pub created_ms: i64,
-    pub updated_ms: i64,
-    pub cancel_requested_ms: Option<i64>,
+    pub created_ms: UnixMs,
+    pub updated_ms: UnixMs,
+    pub cancel_requested_ms: Option<UnixMs>,
 }
 
 const COLUMNS: &str = "seq, command_id, idempotency_key, request, parent_id, site_id, asset_id, kind, field, value, duration_ms, expires_at_ms, payload, load_id, state, reason, detail, readback, policy_version, warnings, created_by, created_ms, updated_ms, cancel_requested_ms";
@@ -47,7 +49,7 @@ const COLUMNS: &str = "seq, command_id, idempotency_key, request, parent_id, sit
 pub struct EventRow {
     pub id: i64,
     pub command_id: String,
-    pub at_ms: i64,
+    pub at_ms: UnixMs,
     pub state: CommandState,
     pub reason: Reason,
     pub detail: String,
@@ -57,19 +59,19 @@ pub struct EventRow {
 /// A command to insert (state submitted).
 #[derive(Debug, Clone)]
 pub struct NewCommand {
-    pub command_id: String,
+    pub command_id: CommandId,
     pub idempotency_key: Option<String>,
     pub request: String,
-    pub parent_id: Option<String>,
-    pub site_id: String,
+    pub parent_id: Option<CommandId>,
+    pub site_id: SiteId,
     pub asset_id: String,
     pub kind: CommandKind,
     pub field: String,
     pub value: Option<f64>,
     pub duration_ms: i64,
-    pub expires_at_ms: i64,
+    pub expires_at_ms: UnixMs,
     pub payload: String,
-    pub load_id: Option<String>,
+    pub load_id: Option<LoadId>,
     pub policy_version: String,
     pub warnings: String,
     pub created_by: Actor,
@@ -415,7 +417,7 @@ impl Commands<'_> {
             .bind(&r.command_id)
             .fetch_one(self.0.pool())
             .await?;
-            let at = at.unwrap_or(r.updated_ms);
+            let at = at.unwrap_or(r.updated_ms.ms());
             out.push((r, at));
         }
         Ok(out)

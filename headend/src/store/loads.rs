@@ -6,15 +6,17 @@ use std::collections::HashMap;
 use sqlx::AnyConnection;
 
 use crate::Error;
-use crate::domain::{Actor, DeliverySource, EtaSource, LoadEventKind, LoadStatus, Timing};
+use crate::domain::{
+    Actor, DeliverySource, EtaSource, LoadEventKind, LoadId, LoadStatus, SiteId, Timing,
+};
 use crate::store::Db;
 
 #[derive(sqlx::FromRow, Clone, Debug)]
 pub struct LoadRow {
-    pub load_id: String,
+    pub load_id: LoadId,
     pub reference: String,
     pub carrier: String,
-    pub site_id: String,
+    pub site_id: SiteId,
     /// JSON array of tank ids, as stored (read through [`LoadRow::tank_ids`]).
     pub tanks: String,
     /// The tank ids, parsed by the store's reads (a load whose `tanks`

@@ -32,7 +32,7 @@ impl Db {
     }
 
     /// Sites that have an asset `asset`.
-    pub async fn sites_with_asset(&self, asset: &str) -> Result<Vec<String>, Error> {
+    pub async fn sites_with_asset(&self, asset: &str) -> Result<Vec<crate::domain::SiteId>, Error> {
         Ok(
             sqlx::query_scalar("SELECT site_id FROM assets WHERE asset_id = $1 ORDER BY site_id")
                 .bind(asset)

@@ -637,9 +637,12 @@ async fn history_can_be_read_newest_first_and_a_point_never_good_shows_no_value(
     // enough history, then the newest reading is one request away
     tokio::time::sleep(Duration::from_millis(800)).await;
     let path = "/api/v1/sites/site-h/assets/tank-1/readings?field=volume";
+    // readings keep arriving: the whole history first, so that the newest
+    // read after it is at least its last (read before it, a reading that
+    // arrived in between failed this under load)
+    let all = get_json(http, &format!("{path}&limit=10000")).await?;
     let oldest = get_json(http, &format!("{path}&limit=1")).await?;
     let newest = get_json(http, &format!("{path}&limit=1&order=desc")).await?;
-    let all = get_json(http, &format!("{path}&limit=10000")).await?;
     let seqs: Vec<i64> = all
         .as_array()
         .map(|a| a.iter().filter_map(|r| r["seq"].as_i64()).collect())

@@ -549,17 +549,17 @@ async fn an_ack_with_an_unknown_reason_is_refused_and_the_rest_of_its_batch_is_s
     for (name, db) in s.both() {
         hello(db, "s1").await?;
         let cmd = NewCommand {
-            command_id: "cmd-1".into(),
+            command_id: "cmd-1".parse().unwrap(),
             idempotency_key: None,
             request: "{}".into(),
             parent_id: None,
-            site_id: "s1".into(),
+            site_id: "s1".parse().unwrap(),
             asset_id: "ctl-1".into(),
             kind: CommandKind::Setpoint,
             field: "power_limit".into(),
             value: Some(10.0),
             duration_ms: 0,
-            expires_at_ms: t + HOUR,
+            expires_at_ms: (t + HOUR).into(),
             payload: "{}".into(),
             load_id: None,
             policy_version: String::new(),
@@ -1198,17 +1198,17 @@ async fn a_delivery_is_recorded_before_it_is_sent_and_never_for_a_command_that_e
     for (name, db) in s.both() {
         hello(db, "s1").await?;
         let cmd = |id: &str, expires_at_ms: i64| NewCommand {
-            command_id: id.into(),
+            command_id: id.parse().unwrap(),
             idempotency_key: None,
             request: "{}".into(),
             parent_id: None,
-            site_id: "s1".into(),
+            site_id: "s1".parse().unwrap(),
             asset_id: format!("ctl-{id}"),
             kind: CommandKind::Setpoint,
             field: "power_limit".into(),
             value: Some(10.0),
             duration_ms: 0,
-            expires_at_ms,
+            expires_at_ms: expires_at_ms.into(),
             payload: "{}".into(),
             load_id: None,
             policy_version: String::new(),
