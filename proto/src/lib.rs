@@ -131,3 +131,5 @@ mod ack {
 
 /// The compact batch codec (aliases, deltas, exact decimals).
 pub mod compact;
+#[cfg(feature = "fixtures")]
+pub mod fixtures;

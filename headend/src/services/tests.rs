@@ -5,7 +5,6 @@
 //! idempotency, ETA ranks, the inventory job's escalations.
 
 use serde_json::json;
-use tankwatch_proto::v1;
 
 use super::commands::{CommandRequest, Outcome};
 use super::loads::{LoadPatch, LoadRequest};
@@ -42,24 +41,7 @@ fn ctx(db: &Db, scope: Scope) -> Context {
 
 /// A site with one 20,000 L tank whose `pump_limit` is writable from 0 to 100.
 async fn site(db: &Db, site: &str) {
-    let h = v1::Hello {
-        site_id: site.into(),
-        log_id: 1,
-        agent_version: "test".into(),
-        assets: vec![v1::Asset {
-            asset_id: "tank-1".into(),
-            kind: v1::AssetKind::Tank as i32,
-            capacity: 20_000.0,
-            writable: vec![v1::WritablePoint {
-                field: "pump_limit".into(),
-                min: Some(0.0),
-                max: Some(100.0),
-                default: None,
-            }],
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
+    let h = tankwatch_proto::fixtures::tank_hello(site, &[("pump_limit", 0.0, 100.0)]);
     db.record_hello(HelloInfo { site, hello: &h })
         .await
         .unwrap();

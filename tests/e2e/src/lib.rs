@@ -240,19 +240,16 @@ pub fn auth(http: SocketAddr) -> (&'static str, String) {
 /// Records a hello for `site` with one 20,000 L tank `tank-1` (a site to
 /// read and command without running an agent).
 pub async fn tank_site(db: &headend::store::Db, site: &str) -> Result<()> {
-    let h = v1::Hello {
-        site_id: site.into(),
-        log_id: 1,
-        agent_version: "test".into(),
-        assets: vec![v1::Asset {
-            asset_id: "tank-1".into(),
-            kind: v1::AssetKind::Tank as i32,
-            name: "Tank 1".into(),
-            capacity: 20_000.0,
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
+    tank_site_with(db, site, &[]).await
+}
+
+/// [`tank_site`] with writable points on the tank (`field`, min, max).
+pub async fn tank_site_with(
+    db: &headend::store::Db,
+    site: &str,
+    writable: &[(&str, f64, f64)],
+) -> Result<()> {
+    let h = tankwatch_proto::fixtures::tank_hello(site, writable);
     db.record_hello(headend::store::HelloInfo { site, hello: &h })
         .await?;
     Ok(())

@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use anyhow::{Context, Result, ensure};
 use e2e::*;
 use serde_json::{Value, json};
-use tankwatch_proto::v1;
 
 const SITE: &str = "site-c";
 
@@ -29,26 +28,8 @@ struct Case {
 }
 
 async fn fixtures(he: &headend::Running) -> Result<(String, String, String, String)> {
-    let h = v1::Hello {
-        site_id: SITE.into(),
-        log_id: 1,
-        agent_version: "test".into(),
-        assets: vec![v1::Asset {
-            asset_id: "tank-1".into(),
-            kind: v1::AssetKind::Tank as i32,
-            name: "Tank 1".into(),
-            capacity: 20_000.0,
-            details: [("vendor".to_string(), "acme".to_string())].into(),
-            writable: vec![v1::WritablePoint {
-                field: "pump_limit".into(),
-                min: Some(0.0),
-                max: Some(100.0),
-                default: None,
-            }],
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
+    let mut h = tankwatch_proto::fixtures::tank_hello(SITE, &[("pump_limit", 0.0, 100.0)]);
+    h.assets[0].details = [("vendor".to_string(), "acme".to_string())].into();
     he.db
         .record_hello(headend::store::HelloInfo {
             site: SITE,
