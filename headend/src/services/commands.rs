@@ -487,7 +487,7 @@ pub async fn submit(
 
 /// An ETA command stays valid until a day after the ETA.
 pub(crate) fn eta_expiry_s(l: &LoadRow, now: i64) -> i64 {
-    (((l.eta_ms - now) / 1000) + 24 * 3600).clamp(3600, MAX_EXPIRY_S)
+    (((l.eta_ms.ms() - now) / 1000) + 24 * 3600).clamp(3600, MAX_EXPIRY_S)
 }
 
 pub(crate) fn eta_command(
@@ -501,7 +501,7 @@ pub(crate) fn eta_command(
         tanks: l.tank_ids(),
         product: l.product.clone(),
         planned_volume_l: l.planned_volume_l,
-        eta_ms: l.eta_ms,
+        eta_ms: l.eta_ms.ms(),
         eta_source: l.eta_source,
         cancelled: l.status == crate::domain::LoadStatus::Cancelled,
     };

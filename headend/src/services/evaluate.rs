@@ -223,7 +223,7 @@ pub async fn run(db: &Db, now: i64, s: Settings) -> Result<Report, crate::Error>
     }
     db.inventory().put_state(&states).await?;
     for l in &facts.loads {
-        let timing = load::timing(l.status, l.eta_ms, now);
+        let timing = load::timing(l.status, l.eta_ms.ms(), now);
         if timing != l.timing {
             db.loads().set_timing(&l.load_id, timing).await?;
         }
@@ -269,7 +269,7 @@ fn judge_tank(seen: &TankSeen<'_>, now: i64, margin_h: f64) -> (StateRow, Vec<Fi
         hourly: seen.hourly,
         candidates: seen.candidates,
         deliveries: seen.windows,
-        next_eta_ms: next_load.map(|l| l.eta_ms),
+        next_eta_ms: next_load.map(|l| l.eta_ms.ms()),
         now_ms: now,
     });
     let flags: Vec<&str> = a.flags.iter().map(|f| f.as_str()).collect();
@@ -290,7 +290,7 @@ fn judge_tank(seen: &TankSeen<'_>, now: i64, margin_h: f64) -> (StateRow, Vec<Fi
         runout_ms: a.runout_ms,
         risk: a.risk,
         next_load_id: next_load.map(|l| l.load_id.to_string()),
-        next_eta_ms: next_load.map(|l| l.eta_ms),
+        next_eta_ms: next_load.map(|l| l.eta_ms.ms()),
         margin_h: a.margin_h,
         evaluated_ms: now,
     };
@@ -371,7 +371,7 @@ fn load_findings(l: &LoadRow, timing: Option<Timing>, now: i64) -> Vec<Finding> 
                 "load {} ({}) was due {:.1} h ago and has not started",
                 l.load_id,
                 l.reference,
-                (now - l.eta_ms) as f64 / 3.6e6
+                (now - l.eta_ms.ms()) as f64 / 3.6e6
             ),
             context: json!({
                 "at_ms": now, "load_id": l.load_id, "reference": l.reference, "carrier": l.carrier,

@@ -213,7 +213,7 @@ pub async fn import(
                     tank_list: l.tanks.clone(),
                     product: l.product,
                     planned_volume_l: l.planned_volume_l,
-                    eta_ms: l.eta_ms,
+                    eta_ms: l.eta_ms.into(),
                     eta_source: l.eta_source,
                     status: LoadStatus::Planned,
                     delivered_volume_l: None,
@@ -222,12 +222,12 @@ pub async fn import(
                     delivery_source: None,
                     last_command_id: None,
                     timing: None,
-                    created_ms: now,
-                    updated_ms: now,
+                    created_ms: now.into(),
+                    updated_ms: now.into(),
                 }),
             )),
             Some(old) => {
-                let eta_new = old.eta_ms != l.eta_ms;
+                let eta_new = old.eta_ms.ms() != l.eta_ms;
                 let volume_new = old.planned_volume_l != l.planned_volume_l;
                 if old.status.is_final() || (!eta_new && !volume_new) {
                     report.unchanged += 1;
@@ -241,7 +241,7 @@ pub async fn import(
                     applied: l.eta_source.replaces(old.eta_source),
                 });
                 if let Some(g) = given.filter(|g| g.applied) {
-                    load.eta_ms = g.eta_ms;
+                    load.eta_ms = g.eta_ms.into();
                     load.eta_source = g.source;
                     what.push(format!("ETA {} (source {})", g.eta_ms, g.source));
                 }
@@ -249,7 +249,7 @@ pub async fn import(
                     load.planned_volume_l = l.planned_volume_l;
                     what.push(format!("planned volume {} L", l.planned_volume_l));
                 }
-                load.updated_ms = now;
+                load.updated_ms = now.into();
                 match (what.is_empty(), given) {
                     (true, Some(g)) => plans.push((key, Plan::History(old, g))),
                     _ => plans.push((key, Plan::Update(load, what.join(", "), given))),

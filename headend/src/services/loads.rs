@@ -168,7 +168,7 @@ pub async fn create(ctx: &Context, req: LoadRequest, actor: Actor) -> Result<Pus
         tank_list: req.tanks.clone(),
         product: req.product,
         planned_volume_l: req.planned_volume_l,
-        eta_ms,
+        eta_ms: eta_ms.into(),
         eta_source: source,
         status: LoadStatus::Planned,
         delivered_volume_l: None,
@@ -177,8 +177,8 @@ pub async fn create(ctx: &Context, req: LoadRequest, actor: Actor) -> Result<Pus
         delivery_source: None,
         last_command_id: None,
         timing: None,
-        created_ms: now,
-        updated_ms: now,
+        created_ms: now.into(),
+        updated_ms: now.into(),
     };
     let change = LoadWrite::Insert {
         load: &load,
@@ -245,7 +245,7 @@ pub async fn patch(
         });
         if applied {
             load.eta_source = source;
-            load.eta_ms = eta_ms;
+            load.eta_ms = eta_ms.into();
             what.push(format!("ETA {} (source {src})", load.eta_ms));
         }
     } else if p.eta_source.is_some() {
@@ -280,7 +280,7 @@ pub async fn patch(
             "nothing to change: give eta (+ eta_source), planned_volume_l or status",
         ));
     }
-    load.updated_ms = now;
+    load.updated_ms = now.into();
     let what = what.join(", ");
     let change = LoadWrite::Update {
         load: &load,

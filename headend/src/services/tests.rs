@@ -140,14 +140,14 @@ async fn a_lower_ranked_eta_is_kept_as_history_and_a_higher_one_replaces_it_with
             .unwrap();
         assert_eq!(p.eta_applied, Some(false), "{name}");
         assert!(p.command.is_none(), "{name}: a lower rank pushed a command");
-        assert_eq!(p.load.load.eta_ms, now + 3_600_000, "{name}");
+        assert_eq!(p.load.load.eta_ms.ms(), now + 3_600_000, "{name}");
         // a person's word ranks above: it replaces it and is pushed
         let p = loads::patch(&c, &id, eta_patch(now + 5_400_000, "manual"), operator())
             .await
             .unwrap();
         assert_eq!(p.eta_applied, Some(true), "{name}");
         assert!(p.command.is_some(), "{name}");
-        assert_eq!(p.load.load.eta_ms, now + 5_400_000, "{name}");
+        assert_eq!(p.load.load.eta_ms.ms(), now + 5_400_000, "{name}");
         assert_eq!(p.load.load.tank_ids(), vec!["tank-1".to_string()], "{name}");
         drop(db);
         drop_database(pg).await;

@@ -7,7 +7,8 @@ use sqlx::AnyConnection;
 
 use crate::Error;
 use crate::domain::{
-    Actor, DeliverySource, EtaSource, LoadEventKind, LoadId, LoadStatus, SiteId, Timing,
+    Actor, CommandId, DeliverySource, EtaSource, LoadEventKind, LoadId, LoadStatus, SiteId, Timing,
+    UnixMs,
 };
 use crate::store::Db;
 
@@ -25,19 +26,19 @@ pub struct LoadRow {
     pub tank_list: Vec<String>,
     pub product: String,
     pub planned_volume_l: f64,
-    pub eta_ms: i64,
+    pub eta_ms: UnixMs,
     pub eta_source: EtaSource,
     pub status: LoadStatus,
     pub delivered_volume_l: Option<f64>,
-    pub delivery_start_ms: Option<i64>,
-    pub delivery_end_ms: Option<i64>,
+    pub delivery_start_ms: Option<UnixMs>,
+    pub delivery_end_ms: Option<UnixMs>,
     /// Who reported the delivered volume (the gauge's record wins).
     pub delivery_source: Option<DeliverySource>,
-    pub last_command_id: Option<String>,
+    pub last_command_id: Option<CommandId>,
     /// Late or missing, as the inventory job last judged it.
     pub timing: Option<Timing>,
-    pub created_ms: i64,
-    pub updated_ms: i64,
+    pub created_ms: UnixMs,
+    pub updated_ms: UnixMs,
 }
 
 impl LoadRow {
@@ -58,7 +59,7 @@ const LOAD_COLUMNS: &str = "load_id, reference, carrier, site_id, tanks, product
 struct LoadEventOfRow {
     load_id: String,
     id: i64,
-    at_ms: i64,
+    at_ms: UnixMs,
     kind: LoadEventKind,
     detail: String,
     actor: Actor,
@@ -67,7 +68,7 @@ struct LoadEventOfRow {
 #[derive(sqlx::FromRow, Clone, Debug)]
 pub struct LoadEventRow {
     pub id: i64,
-    pub at_ms: i64,
+    pub at_ms: UnixMs,
     pub kind: LoadEventKind,
     pub detail: String,
     pub actor: Actor,
@@ -100,8 +101,8 @@ pub struct EtaGiven {
 /// One entry of a load's ETA history.
 #[derive(sqlx::FromRow, Clone, Debug, PartialEq)]
 pub struct EtaRow {
-    pub at_ms: i64,
-    pub eta_ms: i64,
+    pub at_ms: UnixMs,
+    pub eta_ms: UnixMs,
     pub source: EtaSource,
     pub actor: Actor,
     pub applied: i64,
@@ -163,16 +164,16 @@ pub(crate) async fn write_load(c: &mut AnyConnection, w: &LoadWrite<'_>) -> Resu
             .execute(&mut *c)
             .await?;
             let given = EtaGiven {
-                eta_ms: l.eta_ms,
+                eta_ms: l.eta_ms.ms(),
                 source: l.eta_source,
                 applied: true,
             };
-            insert_eta(c, &l.load_id, l.created_ms, given, actor).await?;
+            insert_eta(c, &l.load_id, l.created_ms.ms(), given, actor).await?;
             let what = format!("ETA {} (source {})", l.eta_ms, l.eta_source);
             insert_load_event(
                 c,
                 &l.load_id,
-                l.created_ms,
+                l.created_ms.ms(),
                 LoadEventKind::Created,
                 &what,
                 actor,
@@ -186,7 +187,7 @@ pub(crate) async fn write_load(c: &mut AnyConnection, w: &LoadWrite<'_>) -> Resu
             eta,
         } => {
             if let Some(e) = eta {
-                insert_eta(c, &l.load_id, l.updated_ms, *e, actor).await?;
+                insert_eta(c, &l.load_id, l.updated_ms.ms(), *e, actor).await?;
             }
             sqlx::query(
                 "UPDATE loads SET planned_volume_l = $1, eta_ms = $2, eta_source = $3, status = $4, updated_ms = $5 WHERE load_id = $6",
@@ -202,7 +203,7 @@ pub(crate) async fn write_load(c: &mut AnyConnection, w: &LoadWrite<'_>) -> Resu
             insert_load_event(
                 c,
                 &l.load_id,
-                l.updated_ms,
+                l.updated_ms.ms(),
                 LoadEventKind::Updated,
                 what,
                 actor,
@@ -426,8 +427,8 @@ impl Loads<'_> {
         }
         for (load, at_ms, eta_ms, source, actor, applied) in q.fetch_all(self.0.pool()).await? {
             by_load.entry(load).or_default().push(EtaRow {
-                at_ms,
-                eta_ms,
+                at_ms: at_ms.into(),
+                eta_ms: eta_ms.into(),
                 source,
                 actor,
                 applied,
