@@ -19,9 +19,16 @@ pub struct BadId {
 macro_rules! id_type {
     ($(#[$m:meta])* $name:ident, $what:literal, $rule:literal, $ok:expr) => {
         $(#[$m])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
         #[serde(transparent)]
         pub struct $name(String);
+
+        /// As the string (`"site-a"`): messages quote ids with `{:?}`.
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&self.0, f)
+            }
+        }
 
         impl $name {
             /// What the id must look like, for an error message.
@@ -221,6 +228,8 @@ mod tests {
     fn ids_read_from_json_only_in_their_form_and_print_as_plain_strings() {
         let s: SiteId = serde_json::from_str("\"site-a\"").unwrap();
         assert_eq!(s, "site-a");
+        // quoted in messages as the text it is
+        assert_eq!(format!("no site {s:?}"), "no site \"site-a\"");
         assert_eq!(serde_json::to_string(&s).unwrap(), "\"site-a\"");
         let e = serde_json::from_str::<SiteId>("\"Site A\"").unwrap_err();
         assert!(e.to_string().contains("site id"), "{e}");

@@ -364,6 +364,7 @@ async fn get_tank(
     Path((site, tank)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let site = super::site_param(&site)?;
+    let tank = super::id_param::<crate::domain::AssetId>(&tank, "tank")?;
     let ctx = s.ctx(&p);
     let st = svc::site(&ctx, &site).await?;
     let (t, state) = svc::tank(&ctx, &site, &tank).await?;

@@ -374,6 +374,7 @@ async fn readings(
     Query(p): Query<HistoryParams>,
 ) -> Result<Json<Value>, ApiError> {
     let site = super::site_param(&site)?;
+    let asset = super::id_param::<crate::domain::AssetId>(&asset, "asset")?;
     site_or_404(&s.db, &site).await?;
     let (from_ms, to_ms, limit) = window(&p)?;
     let order = match p.order.as_deref() {
@@ -439,6 +440,7 @@ async fn rollups(
     Query(p): Query<HistoryParams>,
 ) -> Result<Json<Value>, ApiError> {
     let site = super::site_param(&site)?;
+    let asset = super::id_param::<crate::domain::AssetId>(&asset, "asset")?;
     site_or_404(&s.db, &site).await?;
     if p.order.is_some() {
         return Err(ApiError::invalid(

@@ -5,7 +5,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Context, Refused, Result, invalid, refused};
-use crate::domain::{Actor, CommandId, CommandKind, CommandState, LoadId, SiteId, UnixMs, split};
+use crate::domain::{
+    Actor, AssetId, CommandId, CommandKind, CommandState, LoadId, SiteId, UnixMs, split,
+};
 use crate::store::commands::{CommandRow, EtaPayload, EventRow, NewCommand, Submitted};
 use crate::store::loads::{LoadRow, LoadWrite};
 use crate::store::sites::Writable;
@@ -178,22 +180,24 @@ async fn resolve_asset(
 ) -> Result<(SiteId, String)> {
     if let Some((site, a)) = asset.split_once('/') {
         let site = SiteId::parse(site).map_err(|e| invalid("asset", e.to_string()))?;
+        let a = AssetId::parse(a).map_err(|e| invalid("asset", e.to_string()))?;
         ctx.visible(&site, "asset", || {
             format!("site {site:?} has no asset {a:?}")
         })?;
-        if !ctx.db.sites_with_asset(a).await?.contains(&site) {
+        if !ctx.db.sites_with_asset(&a).await?.contains(&site) {
             return Err(refused(
                 Refused::NotFound,
                 "asset",
                 format!("site {site:?} has no asset {a:?}"),
             ));
         }
-        return Ok((site, a.to_string()));
+        return Ok((site, a.into_string()));
     }
+    let asset = AssetId::parse(asset).map_err(|e| invalid("asset", e.to_string()))?;
     // sites outside the caller's scope do not exist for it
     let sites: Vec<SiteId> = ctx
         .db
-        .sites_with_asset(asset)
+        .sites_with_asset(&asset)
         .await?
         .into_iter()
         .filter(|s| ctx.scope.covers(s))
