@@ -423,7 +423,7 @@ async fn apply(
     }
     for o in db.escalations().open().await? {
         if o.cause.clears_itself()
-            && !wanted.contains(&(o.site_id.clone(), o.tank_id.clone(), o.cause))
+            && !wanted.contains(&(o.site_id.to_string(), o.tank_id.clone(), o.cause))
         {
             let done = db
                 .escalations()

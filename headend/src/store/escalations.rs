@@ -11,7 +11,7 @@ use crate::store::Db;
 #[derive(sqlx::FromRow, Clone, Debug, PartialEq)]
 pub struct EscalationRow {
     pub escalation_id: String,
-    pub site_id: String,
+    pub site_id: crate::domain::SiteId,
     pub tank_id: String,
     pub cause: Cause,
     pub state: EscState,
@@ -20,9 +20,9 @@ pub struct EscalationRow {
     /// JSON: what the decision stood on (inventory, rate, runout, loads).
     pub context: crate::store::json::Document,
     pub assignee: Option<String>,
-    pub opened_ms: i64,
-    pub updated_ms: i64,
-    pub resolved_ms: Option<i64>,
+    pub opened_ms: crate::domain::UnixMs,
+    pub updated_ms: crate::domain::UnixMs,
+    pub resolved_ms: Option<crate::domain::UnixMs>,
 }
 
 const COLUMNS: &str = "escalation_id, site_id, tank_id, cause, state, subject, detail, context, assignee, opened_ms, updated_ms, resolved_ms";
@@ -30,7 +30,7 @@ const COLUMNS: &str = "escalation_id, site_id, tank_id, cause, state, subject, d
 #[derive(sqlx::FromRow, Clone, Debug, PartialEq)]
 pub struct EscEventRow {
     pub id: i64,
-    pub at_ms: i64,
+    pub at_ms: crate::domain::UnixMs,
     pub kind: EscEventKind,
     pub state: EscState,
     pub actor: String,
@@ -68,7 +68,7 @@ pub enum Applied {
 #[derive(sqlx::FromRow, Clone, Debug, PartialEq)]
 pub struct OpenRow {
     pub escalation_id: String,
-    pub site_id: String,
+    pub site_id: crate::domain::SiteId,
     pub tank_id: String,
     pub cause: Cause,
 }
