@@ -1,6 +1,7 @@
 //! Issue 31: a stored value that does not parse is an error with a stable
-//! code, never a default. Each JSON column and each typed (enum) column
-//! of the command, load and escalation aggregates is corrupted in SQL under a running headend; the REST read
+//! code, never a default. Each JSON column, each typed (enum) column of
+//! the command, load and escalation aggregates, a user's role and an
+//! audit entry's outcome is corrupted in SQL under a running headend; the REST read
 //! that uses it answers 500 `stored_value_invalid` naming the column, and
 //! once the value is put back the same read answers 200 again (the
 //! corruption, not something else, failed it). On both databases.
@@ -11,6 +12,7 @@ use e2e::*;
 use serde_json::{Value, json};
 
 const SITE: &str = "site-c";
+const USER: &str = "corrupt-user";
 
 /// One column to corrupt: where it is, what to write, which read uses it.
 struct Case {
@@ -62,6 +64,14 @@ async fn fixtures(he: &headend::Running) -> Result<(String, String, String, Stri
         .as_str()
         .context("eta command")?
         .to_string();
+    // a user (its role is an enum; creating it writes an audit entry)
+    let (code, u) = post_json(
+        http,
+        "/api/v1/users",
+        &json!({"user": USER, "role": "viewer", "password": "a long enough password"}),
+    )
+    .await?;
+    ensure!(code == 201, "user: {code} {u}");
     let esc = "esc-corrupt-1".to_string();
     he.db
         .escalations()
@@ -245,6 +255,24 @@ fn cases(command: &str, eta_command: &str, load: &str, esc: &str) -> Vec<Case> {
             "because",
             get(format!("/api/v1/commands/{command}")),
             "because",
+        ),
+        c(
+            "role",
+            "users",
+            "user_id",
+            USER,
+            "overlord",
+            get("/api/v1/users".into()),
+            "overlord",
+        ),
+        c(
+            "outcome",
+            "audit_log",
+            "action",
+            "users.create",
+            "meh",
+            get("/api/v1/audit".into()),
+            "meh",
         ),
         c(
             "quality",
