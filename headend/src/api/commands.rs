@@ -278,6 +278,33 @@ mod tests {
         }
     }
 
+    /// A path id that is no id of its kind names nothing (404, as an id
+    /// that does not exist); a new site's id that is none is refused as
+    /// invalid, naming `site`.
+    #[test]
+    fn a_path_parameter_that_is_no_id_is_not_found_or_invalid_for_a_new_site() {
+        use crate::domain::{AssetId, CommandId, LoadId};
+        use axum::http::StatusCode;
+        assert!(super::super::site_param("site-a").is_ok());
+        for bad in ["Site A", "", "a/b", "-x"] {
+            let e = super::super::site_param(bad).unwrap_err();
+            assert_eq!(e.status, StatusCode::NOT_FOUND, "{bad}");
+            let e = super::super::new_site_param(bad).unwrap_err();
+            assert_eq!(
+                (e.status, e.field.as_deref()),
+                (StatusCode::BAD_REQUEST, Some("site"))
+            );
+        }
+        assert!(super::super::id_param::<CommandId>("cmd-00ff", "command").is_ok());
+        for bad in ["cmd 1", "", "x/y"] {
+            let e = super::super::id_param::<CommandId>(bad, "command").unwrap_err();
+            assert_eq!(e.status, StatusCode::NOT_FOUND);
+            assert!(e.message.contains("no command"), "{}", e.message);
+            assert!(super::super::id_param::<LoadId>(bad, "load").is_err());
+            assert!(super::super::id_param::<AssetId>(bad, "asset").is_err());
+        }
+    }
+
     #[test]
     fn a_command_request_names_the_field_it_cannot_take() {
         for (body, field) in [
