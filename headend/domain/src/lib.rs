@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod actor;
+pub mod alarm;
 pub mod assess;
 pub mod asset;
 pub mod audit;
@@ -36,6 +37,13 @@ pub use load::{DeliverySource, EtaSource, LoadEventKind, LoadStatus, Timing};
 pub use quality::Quality;
 pub use tankwatch_proto::v1::AckReason;
 pub use time::UnixMs;
+
+/// A closed set of values with one text form ([`text_enum!`]'s types), for
+/// code that parses any of them (a REST filter naming its choices).
+pub trait TextEnum: std::str::FromStr + Copy {
+    /// The text forms, for error messages (`a, b, c`).
+    fn choices() -> String;
+}
 
 /// An unknown wire or SQL value of a typed field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,6 +80,12 @@ macro_rules! text_enum {
         impl std::fmt::Display for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(self.as_str())
+            }
+        }
+
+        impl $crate::TextEnum for $name {
+            fn choices() -> String {
+                $name::choices()
             }
         }
 

@@ -69,18 +69,7 @@ async fn list(
         cursor: q.cursor.clone(),
     };
     let limit = pg.limit()?;
-    let outcome = q
-        .outcome
-        .as_deref()
-        .map(|o| {
-            o.parse::<AuditOutcome>().map_err(|_| {
-                ApiError::invalid(
-                    "outcome",
-                    format!("{o:?}: use one of {}", AuditOutcome::choices()),
-                )
-            })
-        })
-        .transpose()?;
+    let outcome = super::query_enum::<AuditOutcome>("outcome", q.outcome.as_deref())?;
     // the sites asked for, within the caller's scope
     let sites = match q.site {
         Some(site) if !p.scope.covers(&site) => {

@@ -140,18 +140,8 @@ async fn list(
     if let Some(site) = &q.site {
         ctx.visible(site, "site", || format!("no site {site:?}"))?;
     }
-    let state = q
-        .state
-        .as_deref()
-        .map(str::parse::<EscState>)
-        .transpose()
-        .map_err(|_| ApiError::invalid("state", format!("use one of {}", EscState::choices())))?;
-    let cause = q
-        .cause
-        .as_deref()
-        .map(str::parse::<Cause>)
-        .transpose()
-        .map_err(|_| ApiError::invalid("cause", format!("use one of {}", Cause::choices())))?;
+    let state = super::query_enum::<EscState>("state", q.state.as_deref())?;
+    let cause = super::query_enum::<Cause>("cause", q.cause.as_deref())?;
     let sites = ctx.scope.sites();
     let rows =
         s.db.escalations()

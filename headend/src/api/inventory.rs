@@ -303,23 +303,8 @@ async fn list_tanks(
     if let Some(site) = &q.site {
         ctx.visible(site, "site", || format!("no site {site:?}"))?;
     }
-    let risk = q
-        .risk
-        .as_deref()
-        .map(|r| r.parse::<Risk>())
-        .transpose()
-        .map_err(|_| ApiError::invalid("risk", format!("use one of {}", Risk::choices())))?;
-    let freshness = q
-        .freshness
-        .as_deref()
-        .map(|r| r.parse::<FreshnessKind>())
-        .transpose()
-        .map_err(|_| {
-            ApiError::invalid(
-                "freshness",
-                format!("use one of {}", FreshnessKind::choices()),
-            )
-        })?;
+    let risk = super::query_enum::<Risk>("risk", q.risk.as_deref())?;
+    let freshness = super::query_enum::<FreshnessKind>("freshness", q.freshness.as_deref())?;
     let sites = ctx.scope.sites();
     let rows =
         s.db.inventory()

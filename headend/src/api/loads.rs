@@ -220,18 +220,7 @@ async fn list_loads(
     let limit = pg.limit()?;
     let after = pg.after_i64_id()?;
     let after = after.as_ref().map(|(eta, id)| (*eta, id.as_str()));
-    let status = q
-        .status
-        .as_deref()
-        .map(|v| {
-            v.parse::<crate::domain::LoadStatus>().map_err(|_| {
-                ApiError::invalid(
-                    "status",
-                    format!("{v:?}: use one of {}", crate::domain::LoadStatus::choices()),
-                )
-            })
-        })
-        .transpose()?;
+    let status = super::query_enum::<crate::domain::LoadStatus>("status", q.status.as_deref())?;
     let filter = crate::store::loads::LoadFilter {
         site: q.site.as_deref(),
         status,

@@ -16,6 +16,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod alarms;
 pub mod audit;
 pub mod auth;
 pub mod certs;
@@ -106,6 +107,7 @@ pub fn routes() -> Vec<route::Route> {
         certs::routes(),
         inventory::routes(),
         escalations::routes(),
+        alarms::routes(),
         openapi::routes(),
     ]
     .into_iter()
@@ -314,6 +316,19 @@ impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for
 /// (0, negative, or past year 9999): a row can never make a read fail.
 pub fn ts(t: impl Into<crate::domain::UnixMs>) -> Value {
     t.into().rfc3339().map_or(Value::Null, Value::String)
+}
+
+/// An optional query parameter of a closed set (a state, a cause): an
+/// unknown value is refused naming the parameter and the choices.
+pub fn query_enum<T: crate::domain::TextEnum>(
+    name: &str,
+    v: Option<&str>,
+) -> Result<Option<T>, ApiError> {
+    v.map(|v| {
+        v.parse::<T>()
+            .map_err(|_| ApiError::invalid(name, format!("{v:?}: use one of {}", T::choices())))
+    })
+    .transpose()
 }
 
 /// A time query parameter: RFC 3339 or Unix ms.

@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod alarms;
 pub mod audit;
 pub mod commands;
 pub mod dispatch;

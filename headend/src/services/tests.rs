@@ -225,3 +225,231 @@ async fn the_inventory_job_opens_one_stale_escalation_for_a_tank_without_data_an
         drop_database(pg).await;
     }
 }
+
+/// A batch of log 1 with alarm readings `(seq, field, value, ts_ms, good)`.
+fn alarm_batch(
+    log_id: u64,
+    rs: &[(u64, &str, f64, i64, bool)],
+) -> tankwatch_proto::v1::TelemetryBatch {
+    use tankwatch_proto::v1;
+    let readings: Vec<v1::Reading> = rs
+        .iter()
+        .map(|&(seq, field, value, ts, good)| v1::Reading {
+            seq,
+            asset_id: "tank-1".into(),
+            field: field.into(),
+            value,
+            unit: "bool".into(),
+            quality: if good {
+                v1::Quality::Good
+            } else {
+                v1::Quality::Bad
+            } as i32,
+            source_ts_ms: ts,
+            received_ts_ms: ts,
+            source: "modbus://sim/di1".into(),
+            error: String::new(),
+        })
+        .collect();
+    v1::TelemetryBatch {
+        log_id,
+        first_seq: rs.first().map_or(1, |r| r.0),
+        last_seq: rs.last().map_or(1, |r| r.0),
+        readings,
+        ..Default::default()
+    }
+}
+
+fn alarm_query(state: Option<crate::domain::alarm::AlarmState>) -> alarms::ListQuery {
+    alarms::ListQuery {
+        state,
+        limit: 100,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leak_raised_and_cleared_at_the_gauge_is_one_episode_even_when_its_batches_come_twice() {
+    use crate::domain::alarm::{AlarmState, AlarmType, Severity};
+    for (name, url, pg, _dir) in databases().await {
+        let db = Db::connect(&url, 4).await.unwrap();
+        site(&db, "site-a").await;
+        let c = ctx(&db, Scope::All);
+        let raise = alarm_batch(
+            7,
+            &[
+                (1, "volume", 12_000.0, 1_000, true),
+                (2, "alarm.leak", 1.0, 2_000, true),
+                (3, "alarm.overfill", 1.0, 2_000, false), // unreadable: no episode
+                (4, "alarm.count", 3.0, 2_000, true),     // a number, not a condition
+            ],
+        );
+        db.ingest("site-a", &raise).await.unwrap();
+        db.ingest("site-a", &raise).await.unwrap();
+        let open = alarms::list(&c, &alarm_query(Some(AlarmState::Active)))
+            .await
+            .unwrap();
+        assert_eq!(open.len(), 1, "{name}: {open:?}");
+        let e = &open[0];
+        assert_eq!(
+            (e.alarm_type, e.severity),
+            (AlarmType::Leak, Severity::Critical),
+            "{name}"
+        );
+        assert_eq!(
+            (e.raised_ms.ms(), e.raised_value, e.source.as_str()),
+            (2_000, 1.0, "modbus://sim/di1")
+        );
+        // the agent restarted and sent the state again; then the gauge cleared it
+        let clear = alarm_batch(
+            7,
+            &[
+                (9, "alarm.leak", 1.0, 5_000, true),
+                (10, "alarm.leak", 0.0, 62_000, true),
+            ],
+        );
+        db.ingest("site-a", &clear).await.unwrap();
+        db.ingest("site-a", &raise).await.unwrap();
+        db.ingest("site-a", &clear).await.unwrap();
+        let all = alarms::list(&c, &alarm_query(None)).await.unwrap();
+        assert_eq!(all.len(), 1, "{name}: {all:?}");
+        assert_eq!(all[0].cleared_ms.map(|t| t.ms()), Some(62_000), "{name}");
+        assert_eq!(
+            all[0].state(crate::wallclock::now_ms()),
+            AlarmState::Cleared
+        );
+        let (_, events) = alarms::get(&c, &all[0].episode_id).await.unwrap();
+        let kinds: Vec<_> = events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["raised", "cleared"], "{name}");
+        drop(db);
+        drop_database(pg).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_is_acknowledged_once_shelved_for_a_time_and_listed_by_its_state_in_scope_only() {
+    use crate::domain::alarm::AlarmState;
+    for (name, url, pg, _dir) in databases().await {
+        let db = Db::connect(&url, 4).await.unwrap();
+        site(&db, "site-a").await;
+        let c = ctx(&db, Scope::All);
+        let b = alarm_batch(
+            1,
+            &[
+                (1, "alarm.water", 1.0, 1_000, true),
+                (2, "alarm.leak", 1.0, 1_000, true),
+            ],
+        );
+        db.ingest("site-a", &b).await.unwrap();
+        let open = alarms::list(&c, &alarm_query(Some(AlarmState::Active)))
+            .await
+            .unwrap();
+        assert_eq!(open.len(), 2, "{name}");
+        let by_field = |f: &str| {
+            open.iter()
+                .find(|e| e.field == f)
+                .map(|e| e.episode_id.clone())
+                .unwrap()
+        };
+        let (water, leak) = (&by_field("alarm.water"), &by_field("alarm.leak"));
+        let ack = || alarms::AckRequest {
+            note: "seen, truck on its way".into(),
+        };
+        let a = alarms::acknowledge(&c, water, ack(), "user:ann")
+            .await
+            .unwrap();
+        assert_eq!(a.acked_by.as_deref(), Some("user:ann"));
+        let (kind, _) = refusal(
+            alarms::acknowledge(&c, water, ack(), "user:bob")
+                .await
+                .err()
+                .unwrap(),
+        );
+        assert_eq!(kind, Refused::Conflict, "{name}: a second acknowledgement");
+        let until = crate::wallclock::now_ms() + 3_600_000;
+        let shelve = |until: i64, reason: &str| alarms::ShelveRequest {
+            until: json!(until),
+            reason: reason.into(),
+        };
+        let (kind, field) = refusal(
+            alarms::shelve(&c, leak, shelve(until, " "), "user:ann")
+                .await
+                .err()
+                .unwrap(),
+        );
+        assert_eq!(
+            (kind, field.as_str()),
+            (Refused::Invalid, "reason"),
+            "{name}"
+        );
+        let (kind, field) = refusal(
+            alarms::shelve(&c, leak, shelve(until + 8 * 86_400_000, "x"), "user:ann")
+                .await
+                .err()
+                .unwrap(),
+        );
+        assert_eq!(
+            (kind, field.as_str()),
+            (Refused::Invalid, "until"),
+            "{name}"
+        );
+        alarms::shelve(&c, leak, shelve(until, "probe being replaced"), "user:ann")
+            .await
+            .unwrap();
+        let count = |s| {
+            let c = c.clone();
+            async move { alarms::list(&c, &alarm_query(Some(s))).await.unwrap().len() }
+        };
+        assert_eq!(
+            (
+                count(AlarmState::Active).await,
+                count(AlarmState::Acknowledged).await,
+                count(AlarmState::Shelved).await
+            ),
+            (0, 1, 1),
+            "{name}"
+        );
+        alarms::unshelve(&c, leak, "user:ann").await.unwrap();
+        let (kind, _) = refusal(alarms::unshelve(&c, leak, "user:ann").await.err().unwrap());
+        assert_eq!(kind, Refused::Conflict, "{name}: not shelved any more");
+        assert_eq!(count(AlarmState::Active).await, 1, "{name}");
+        // the gauge clears the water alarm: shelving it is refused now
+        db.ingest(
+            "site-a",
+            &alarm_batch(1, &[(3, "alarm.water", 0.0, 9_000, true)]),
+        )
+        .await
+        .unwrap();
+        let (kind, _) = refusal(
+            alarms::shelve(&c, water, shelve(until, "x"), "user:ann")
+                .await
+                .err()
+                .unwrap(),
+        );
+        assert_eq!(
+            kind,
+            Refused::Conflict,
+            "{name}: a cleared alarm is not shelved"
+        );
+        // a caller scoped to another site sees none of it
+        let other = ctx(&db, Scope::Sites(["site-b".to_string()].into()));
+        assert!(
+            alarms::list(&other, &alarm_query(None))
+                .await
+                .unwrap()
+                .is_empty(),
+            "{name}"
+        );
+        let (kind, _) = refusal(alarms::get(&other, leak).await.err().unwrap());
+        assert_eq!(kind, Refused::OutOfScope, "{name}");
+        let (kind, _) = refusal(
+            alarms::acknowledge(&other, leak, ack(), "user:eve")
+                .await
+                .err()
+                .unwrap(),
+        );
+        assert_eq!(kind, Refused::OutOfScope, "{name}");
+        drop(db);
+        drop_database(pg).await;
+    }
+}

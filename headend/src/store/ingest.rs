@@ -76,17 +76,20 @@ impl Db {
 
     /// A group's command acks and delivery events, in one transaction.
     async fn apply_records(&self, g: &Group) -> Result<(), Error> {
-        if !g
-            .batches
-            .iter()
-            .any(|b| !b.command_acks.is_empty() || !b.events.is_empty())
-        {
+        if !g.batches.iter().any(|b| {
+            !b.command_acks.is_empty()
+                || !b.events.is_empty()
+                || crate::store::alarms::carries_alarms(b)
+        }) {
             return Ok(());
         }
         let now = now_ms();
         let (_w, mut tx) = self.begin_write().await?;
         for b in &g.batches {
             crate::store::agent_records::apply(&mut tx, &g.site, b.log_id as i64, now, b).await?;
+            for c in crate::store::alarms::apply(&mut tx, &g.site, b.log_id as i64, now, b).await? {
+                tracing::info!(site = %g.site, episode = %c.episode_id, change = %c.kind, "alarm");
+            }
         }
         tx.commit().await?;
         Ok(())

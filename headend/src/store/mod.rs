@@ -12,6 +12,7 @@
 //! Schema and the exactly-once key: ADR 0006.
 
 pub mod agent_records;
+pub mod alarms;
 pub mod api_keys;
 pub mod audit;
 pub mod certs;

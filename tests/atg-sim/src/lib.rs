@@ -17,7 +17,7 @@
 //! | +8     | temperature    | degC |
 //! | +10    | tc_volume      | L    |
 //! | +12    | capacity       | L    |
-//! | +14    | status (u16): bit0 high level, bit1 low level, bit2 water high | |
+//! | +14    | status (u16): bit0 high level, bit1 low level, bit2 water high, bit3 leak | |
 
 pub mod history;
 pub mod scenario;
@@ -59,6 +59,7 @@ pub const ALARMS: &[(&str, u8)] = &[
     ("alarm.high_level", 0),
     ("alarm.low_level", 1),
     ("alarm.water", 2),
+    ("alarm.leak", 3),
 ];
 
 /// One simulated tank.
@@ -73,6 +74,8 @@ pub struct Tank {
     /// Sales rate, L/h.
     pub sales_rate: f64,
     pub delivering: bool,
+    /// A leak the tank's gauge reports (set by tests: [`Simulator::set_leak`]).
+    pub leak: bool,
     /// Tank height at full capacity, mm.
     pub max_height: f64,
 }
@@ -106,6 +109,7 @@ impl Tank {
         u16::from(pct > 0.95)
             | (u16::from(pct < 0.10) << 1)
             | (u16::from(self.water_height > 50.0) << 2)
+            | (u16::from(self.leak) << 3)
     }
 }
 
@@ -200,6 +204,7 @@ pub fn initial_tanks(cfg: &SimConfig) -> Vec<Tank> {
                 temperature: 12.0 + 6.0 * next(),
                 sales_rate: 300.0 + 900.0 * next(),
                 delivering: false,
+                leak: false,
                 max_height: 2500.0,
             }
         })
@@ -268,6 +273,13 @@ impl Simulator {
     pub fn set_volume(&self, tank: usize, litres: f64) {
         if let Some(t) = lock(&self.state).tanks.get_mut(tank) {
             t.volume = litres.clamp(0.0, t.capacity);
+        }
+    }
+    /// Raises or clears a tank's leak alarm (status bit 3; Veeder-Root
+    /// alarm type 02).
+    pub fn set_leak(&self, tank: usize, leak: bool) {
+        if let Some(t) = lock(&self.state).tanks.get_mut(tank) {
+            t.leak = leak;
         }
     }
     /// The controller's power limit (registers 1002-1003, float32 ABCD), kW.

@@ -120,6 +120,9 @@ fn fahrenheit(c: f64) -> f64 {
 fn alarm_codes(t: &Tank) -> Vec<(&'static str, &'static str)> {
     let pct = t.volume / t.capacity;
     let mut v = Vec::new();
+    if t.leak {
+        v.push(("02", "LEAK ALARM"));
+    }
     if t.water_height > 50.0 {
         v.push(("03", "HIGH WATER ALARM"));
     }
@@ -464,6 +467,7 @@ pub fn yaml_device(
             ("alarm.high_water", "alarm.water"),
             ("alarm.high_product", "alarm.high_level"),
             ("alarm.low_product", "alarm.low_level"),
+            ("alarm.leak", "alarm.leak"),
         ] {
             s += &format!(
                 "        - {{ tank: {n}, item: {item}, asset: {}, field: {field}, unit: bool, class: alarm }}\n",

@@ -1111,3 +1111,27 @@ pub async fn attempt(
         }
     }
 }
+
+/// A batch raising a leak alarm on tank-1 (an alarm episode to act on).
+pub fn leak_raised() -> tankwatch_proto::v1::TelemetryBatch {
+    use tankwatch_proto::v1;
+    let now = headend::wallclock::now_ms();
+    v1::TelemetryBatch {
+        log_id: 1,
+        first_seq: 1,
+        last_seq: 1,
+        readings: vec![v1::Reading {
+            seq: 1,
+            asset_id: "tank-1".into(),
+            field: "alarm.leak".into(),
+            value: 1.0,
+            unit: "bool".into(),
+            quality: v1::Quality::Good as i32,
+            source_ts_ms: now,
+            received_ts_ms: now,
+            source: "test://leak".into(),
+            error: String::new(),
+        }],
+        ..Default::default()
+    }
+}

@@ -85,6 +85,7 @@ struct Fixture {
     load: std::collections::HashMap<&'static str, String>,
     cert: std::collections::HashMap<&'static str, String>,
     escalation: std::collections::HashMap<&'static str, String>,
+    alarm: std::collections::HashMap<&'static str, String>,
 }
 
 fn concrete(path: &str, target: &'static str, f: &Fixture) -> (String, bool) {
@@ -94,6 +95,7 @@ fn concrete(path: &str, target: &'static str, f: &Fixture) -> (String, bool) {
         || path.starts_with("/api/v1/certificates/")
         || path.starts_with("/api/v1/inventory/")
         || path.starts_with("/api/v1/escalations/")
+        || path.starts_with("/api/v1/alarms")
         || path == "/api/v1/tanks"
         || path == "/api/v1/risk";
     let mut p = path
@@ -113,8 +115,12 @@ fn concrete(path: &str, target: &'static str, f: &Fixture) -> (String, bool) {
     if p.starts_with("/api/v1/escalations/") {
         p = p.replace("{id}", &f.escalation[target]);
     }
+    if p.starts_with("/api/v1/alarms/") {
+        p = p.replace("{id}", &f.alarm[target]);
+    }
     if p == "/api/v1/commands"
         || p == "/api/v1/loads"
+        || p == "/api/v1/alarms"
         || p == "/api/v1/tanks"
         || p == "/api/v1/risk"
     {
@@ -153,6 +159,10 @@ fn body_for(method: &str, path: &str, target: &str) -> Option<Value> {
             "reference,tanks,planned_volume_l,eta\nPO-M,tank-1,1000,{}\n", headend::wallclock::now_ms() + 3_600_000)}),
         "/api/v1/escalations/{id}/move" => json!({"state": "assigned", "assignee": "dana"}),
         "/api/v1/escalations/{id}/notes" => json!({"note": "role matrix"}),
+        "/api/v1/alarms/{id}/acknowledge" => json!({"note": "role matrix"}),
+        "/api/v1/alarms/{id}/shelve" => json!({"until": headend::wallclock::now_ms() + 3_600_000,
+                                               "reason": "role matrix"}),
+        "/api/v1/alarms/{id}/notes" => json!({"note": "role matrix"}),
         _ => json!({}),
     })
 }
@@ -169,6 +179,7 @@ async fn role_matrix(url: &str) -> Result<()> {
         load: Default::default(),
         cert: Default::default(),
         escalation: Default::default(),
+        alarm: Default::default(),
     };
     for s in [NORTH, SOUTH] {
         let f_ = headend::store::escalations::Finding {
@@ -182,6 +193,15 @@ async fn role_matrix(url: &str) -> Result<()> {
         let id = format!("esc-matrix-{s}");
         he.db.escalations().apply(&f_, &id, 1, false).await?;
         f.escalation.insert(s, id);
+    }
+    for s in [NORTH, SOUTH] {
+        he.db.ingest(s, &leak_raised()).await?;
+        let id: String =
+            sqlx::query_scalar("SELECT episode_id FROM alarm_episodes WHERE site_id = $1")
+                .bind(s)
+                .fetch_one(he.db.pool())
+                .await?;
+        f.alarm.insert(s, id);
     }
     for (s, serial) in [(NORTH, "0a01"), (SOUTH, "0a02")] {
         sqlx::query("INSERT INTO agent_certificates (serial, site_id, via, issued_ms, not_after_ms) VALUES ($1, $2, 'enrollment', 1, 2)")

@@ -6,6 +6,7 @@
 
 mod access;
 mod access_scoped;
+mod alarms;
 mod backfill;
 mod backlog;
 mod check_config;

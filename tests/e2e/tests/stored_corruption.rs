@@ -29,7 +29,7 @@ struct Case {
     names: &'static str,
 }
 
-async fn fixtures(he: &headend::Running) -> Result<(String, String, String, String)> {
+async fn fixtures(he: &headend::Running) -> Result<(String, String, String, String, String)> {
     let mut h = tankwatch_proto::fixtures::tank_hello(SITE, &[("pump_limit", 0.0, 100.0)]);
     h.assets[0].details = [("vendor".to_string(), "acme".to_string())].into();
     he.db
@@ -107,10 +107,17 @@ async fn fixtures(he: &headend::Running) -> Result<(String, String, String, Stri
         .bind(&esc)
         .execute(he.db.pool())
         .await?;
-    Ok((command, eta_command, load, esc))
+    // a leak alarm episode (its type, severity and timeline kinds are enums)
+    he.db.ingest(SITE, &leak_raised()).await?;
+    let alarm: String =
+        sqlx::query_scalar("SELECT episode_id FROM alarm_episodes WHERE site_id = $1")
+            .bind(SITE)
+            .fetch_one(he.db.pool())
+            .await?;
+    Ok((command, eta_command, load, esc, alarm))
 }
 
-fn cases(command: &str, eta_command: &str, load: &str, esc: &str) -> Vec<Case> {
+fn cases(command: &str, eta_command: &str, load: &str, esc: &str, alarm: &str) -> Vec<Case> {
     let get = |path: String| ("GET", path, None);
     let c = |column,
              table,
@@ -220,6 +227,33 @@ fn cases(command: &str, eta_command: &str, load: &str, esc: &str) -> Vec<Case> {
             "payload",
         ),
         // typed (enum) columns
+        c(
+            "alarm_type",
+            "alarm_episodes",
+            "episode_id",
+            alarm,
+            "gremlin",
+            get(format!("/api/v1/alarms/{alarm}")),
+            "gremlin",
+        ),
+        c(
+            "severity",
+            "alarm_episodes",
+            "episode_id",
+            alarm,
+            "apocalyptic",
+            get(format!("/api/v1/alarms/{alarm}")),
+            "apocalyptic",
+        ),
+        c(
+            "kind",
+            "alarm_events",
+            "episode_id",
+            alarm,
+            "wobbled",
+            get(format!("/api/v1/alarms/{alarm}")),
+            "wobbled",
+        ),
         c(
             "state",
             "commands",
@@ -361,8 +395,8 @@ async fn every_corrupt_column_is_refused_by_name(url: &str) -> Result<()> {
     cfg.webhook_url = None;
     let he = start_headend(cfg).await?;
     let http = he.http_addr;
-    let (command, eta_command, load, esc) = fixtures(&he).await?;
-    for c in cases(&command, &eta_command, &load, &esc) {
+    let (command, eta_command, load, esc, alarm) = fixtures(&he).await?;
+    for c in cases(&command, &eta_command, &load, &esc, &alarm) {
         let what = format!("{}.{} of {}", c.table, c.column, c.key);
         let (before_code, before) = read(http, &c).await?;
         ensure!(

@@ -1,0 +1,170 @@
+//! The alarm workflow a person drives: list and read episodes, acknowledge
+//! (once, with a note), shelve for a time with a reason, unshelve, add
+//! notes. Only the device clears an alarm ([`crate::store::alarms::apply`]).
+
+use serde::Deserialize;
+
+use super::{Context, Refused, Result, invalid, refused};
+use crate::domain::alarm::{self, AlarmState, Severity};
+use crate::store::alarms::{AlarmEventRow, AlarmFilter, EpisodeRow};
+use crate::wallclock::now_ms;
+
+/// `POST /api/v1/alarms/{id}/acknowledge`.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AckRequest {
+    #[serde(default)]
+    pub note: String,
+}
+
+/// `POST /api/v1/alarms/{id}/shelve`: until a time (RFC 3339 or Unix ms),
+/// at most 7 days ahead, with a reason.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShelveRequest {
+    #[schema(value_type = String)]
+    pub until: serde_json::Value,
+    pub reason: String,
+}
+
+/// `POST /api/v1/alarms/{id}/notes`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlarmNoteRequest {
+    pub note: String,
+}
+
+/// What a list asks for.
+#[derive(Debug, Default, Clone)]
+pub struct ListQuery {
+    pub site: Option<String>,
+    pub asset: Option<String>,
+    pub state: Option<AlarmState>,
+    pub severity: Option<Severity>,
+    pub before: Option<(i64, String)>,
+    pub limit: i64,
+}
+
+fn not_found(id: &str) -> super::ServiceError {
+    refused(Refused::NotFound, "", format!("no alarm {id:?}"))
+}
+
+fn text(field: &str, v: &str, required: bool) -> Result<String> {
+    let v = v.trim();
+    if required && v.is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if v.chars().count() > 2_000 {
+        return Err(invalid(field, "at most 2000 characters"));
+    }
+    Ok(v.to_string())
+}
+
+fn conflict(e: alarm::Refused) -> super::ServiceError {
+    refused(Refused::Conflict, "", e.to_string())
+}
+
+pub async fn list(ctx: &Context, q: &ListQuery) -> Result<Vec<EpisodeRow>> {
+    if let Some(site) = &q.site {
+        ctx.visible(site, "site", || format!("no site {site:?}"))?;
+    }
+    let sites = ctx.scope.sites();
+    Ok(ctx
+        .db
+        .alarms()
+        .list(&AlarmFilter {
+            site: q.site.as_deref(),
+            asset: q.asset.as_deref(),
+            state: q.state,
+            severity: q.severity,
+            sites: sites.as_deref(),
+            before: q.before.as_ref().map(|(ms, id)| (*ms, id.as_str())),
+            limit: q.limit,
+            now_ms: now_ms(),
+        })
+        .await?)
+}
+
+pub async fn get(ctx: &Context, id: &str) -> Result<(EpisodeRow, Vec<AlarmEventRow>)> {
+    let e = ctx
+        .db
+        .alarms()
+        .get(id)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    ctx.visible(&e.site_id, "", || format!("no alarm {id:?}"))?;
+    let events = ctx.db.alarms().events(id).await?;
+    Ok((e, events))
+}
+
+async fn reread(ctx: &Context, id: &str) -> Result<EpisodeRow> {
+    ctx.db.alarms().get(id).await?.ok_or_else(|| not_found(id))
+}
+
+pub async fn acknowledge(
+    ctx: &Context,
+    id: &str,
+    r: AckRequest,
+    actor: &str,
+) -> Result<EpisodeRow> {
+    let (e, _) = get(ctx, id).await?;
+    alarm::may_acknowledge(&e.facts()).map_err(conflict)?;
+    let note = text("note", &r.note, false)?;
+    if !ctx
+        .db
+        .alarms()
+        .acknowledge(id, actor, &note, now_ms())
+        .await?
+    {
+        return Err(conflict(alarm::Refused::AlreadyAcknowledged));
+    }
+    reread(ctx, id).await
+}
+
+pub async fn shelve(ctx: &Context, id: &str, r: ShelveRequest, actor: &str) -> Result<EpisodeRow> {
+    let (e, _) = get(ctx, id).await?;
+    let until = super::time_value("until", &r.until)?;
+    let reason = text("reason", &r.reason, true)?;
+    let now = now_ms();
+    match alarm::may_shelve(&e.facts(), until, now) {
+        Ok(()) => {}
+        Err(alarm::Refused::ShelfOutOfRange) => {
+            return Err(invalid(
+                "until",
+                alarm::Refused::ShelfOutOfRange.to_string(),
+            ));
+        }
+        Err(other) => return Err(conflict(other)),
+    }
+    if !ctx
+        .db
+        .alarms()
+        .shelve(id, actor, until, &reason, now)
+        .await?
+    {
+        return Err(conflict(alarm::Refused::Cleared));
+    }
+    reread(ctx, id).await
+}
+
+pub async fn unshelve(ctx: &Context, id: &str, actor: &str) -> Result<EpisodeRow> {
+    let (e, _) = get(ctx, id).await?;
+    let now = now_ms();
+    alarm::may_unshelve(&e.facts(), now).map_err(conflict)?;
+    if !ctx.db.alarms().unshelve(id, actor, now).await? {
+        return Err(conflict(alarm::Refused::NotShelved));
+    }
+    reread(ctx, id).await
+}
+
+pub async fn add_note(
+    ctx: &Context,
+    id: &str,
+    r: AlarmNoteRequest,
+    actor: &str,
+) -> Result<EpisodeRow> {
+    get(ctx, id).await?;
+    let note = text("note", &r.note, true)?;
+    ctx.db.alarms().note(id, actor, &note, now_ms()).await?;
+    reread(ctx, id).await
+}

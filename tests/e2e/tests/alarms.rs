@@ -1,0 +1,271 @@
+//! Issue 32: a gauge's alarm becomes an episode at the headend that people
+//! see and work. The simulated gauge raises a leak on one tank, read two
+//! ways at once: the Modbus status word's bit 3 and the Veeder-Root
+//! console's i205 (alarm type 02). Each source gives one critical episode
+//! within two polls and a second; acknowledging keeps it listed; the gauge
+//! clears it, closing it with its duration. Restarts of either side and an
+//! outage between the raise and the clear still give one episode, with the
+//! gauge's times.
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use e2e::*;
+use serde_json::{Value, json};
+
+// the console's shortest poll (the Modbus device polls as often)
+const POLL_MS: u64 = 1000;
+
+/// Agent YAML: every simulated tank over Modbus, and the sim's tank 2 also
+/// through the Veeder-Root console as asset `console-2`.
+fn yaml(
+    pki: &TestPki,
+    site: &str,
+    headend: SocketAddr,
+    work: &std::path::Path,
+    sim: &atg_sim::Simulator,
+    vr: SocketAddr,
+) -> String {
+    let tanks = sim.tanks();
+    let mut console = tanks[1].clone();
+    console.id = "console-2".into();
+    agent_yaml(pki, site, headend, &work.join("log"), sim, POLL_MS).replace(
+        "assets:\n",
+        &format!(
+            "assets:\n  - {{ id: console-2, kind: tank, capacity: {} }}\n",
+            console.capacity
+        ),
+    ) + &atg_sim::veeder_root::yaml_device("vr", vr, &[(2, &console)], "computer", POLL_MS)
+}
+
+async fn alarms(http: SocketAddr, query: &str) -> Result<Vec<Value>> {
+    let v = get_json(http, &format!("/api/v1/alarms?{query}")).await?;
+    v.as_array().cloned().context("a list")
+}
+
+async fn one_alarm(http: SocketAddr, site: &str, asset: &str) -> Result<Option<Value>> {
+    let list = alarms(http, &format!("site={site}&asset={asset}")).await?;
+    ensure!(list.len() <= 1, "at most one episode for {asset}: {list:?}");
+    Ok(list.into_iter().next())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leak_at_the_gauge_over_modbus_and_veeder_root_is_a_critical_episode_within_two_polls_and_the_gauge_closes_it()
+-> Result<()> {
+    let site = "site-alarm";
+    let pki = TestPki::new(&[site])?;
+    let work = tempfile::tempdir()?;
+    let sim =
+        atg_sim::Simulator::start("127.0.0.1:0".parse()?, atg_sim::SimConfig::default()).await?;
+    sim.set_frozen(true);
+    let vr = sim.start_veeder_root("127.0.0.1:0".parse()?).await?;
+    let he = start_headend(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
+    let http = he.http_addr;
+    let y = yaml(&pki, site, he.grpc_addr, work.path(), &sim, vr);
+    let agent = edge_agent::start(agent_config(work.path(), &y)?)?;
+    let modbus_tank = sim.tanks()[1].id.clone();
+    // both sources have reported the tank with no leak
+    for asset in [modbus_tank.as_str(), "console-2"] {
+        wait_value(http, site, asset, "alarm.leak", 0.0, 0.0).await?;
+    }
+    ensure!(
+        alarms(http, &format!("site={site}&state=active"))
+            .await?
+            .iter()
+            .all(|a| a["type"] != "leak")
+    );
+
+    let raised = Instant::now();
+    sim.set_leak(1, true);
+    let bound = Duration::from_millis(2 * POLL_MS + 1000);
+    let mut seen = Vec::new();
+    for asset in [modbus_tank.as_str(), "console-2"] {
+        let a = eventually(
+            &format!("the leak episode of {asset}"),
+            Duration::from_secs(10),
+            || async {
+                Ok(one_alarm(http, site, asset)
+                    .await?
+                    .filter(|a| a["field"] == "alarm.leak"))
+            },
+        )
+        .await?;
+        let after = raised.elapsed();
+        eprintln!("{asset}: episode at the headend {after:?} after the gauge raised it");
+        ensure!(
+            after <= bound,
+            "{asset}: {after:?} is over two polls and a second ({bound:?})"
+        );
+        ensure!(
+            a["type"] == "leak" && a["severity"] == "critical" && a["state"] == "active",
+            "{a}"
+        );
+        seen.push(a);
+    }
+    ensure!(
+        seen[0]["source"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("modbus://")),
+        "{}",
+        seen[0]
+    );
+    ensure!(
+        seen[1]["source"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("veeder-root://")),
+        "{}",
+        seen[1]
+    );
+
+    // an operator acknowledges the Modbus one: it stays listed, acknowledged
+    let id = seen[0]["id"].as_str().context("id")?.to_string();
+    let (st, v) = post_json(
+        http,
+        &format!("/api/v1/alarms/{id}/acknowledge"),
+        &json!({"note": "crew sent"}),
+    )
+    .await?;
+    ensure!(
+        st == 200 && v["state"] == "acknowledged" && v["ack_note"] == "crew sent",
+        "{st} {v}"
+    );
+    let (st, v) = post_json(
+        http,
+        &format!("/api/v1/alarms/{id}/acknowledge"),
+        &json!({}),
+    )
+    .await?;
+    ensure!(
+        st == 409 && v["error"]["code"] == "conflict",
+        "a second acknowledgement: {st} {v}"
+    );
+    let acked = alarms(http, &format!("site={site}&state=acknowledged")).await?;
+    ensure!(acked.iter().any(|a| a["id"] == id.as_str()), "{acked:?}");
+
+    // the gauge clears it: both episodes close with their duration
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cleared = Instant::now();
+    sim.set_leak(1, false);
+    for asset in [modbus_tank.as_str(), "console-2"] {
+        let a = eventually(
+            &format!("{asset}'s leak cleared"),
+            Duration::from_secs(10),
+            || async {
+                Ok(one_alarm(http, site, asset)
+                    .await?
+                    .filter(|a| a["state"] == "cleared"))
+            },
+        )
+        .await?;
+        let d = a["duration_s"].as_f64().context("duration")?;
+        let want = cleared.duration_since(raised).as_secs_f64();
+        ensure!(
+            (d - want).abs() < 2.0 * POLL_MS as f64 / 1000.0 + 0.5,
+            "{asset}: duration {d} s, the gauge held it {want:.1} s"
+        );
+        ensure!(a["cleared_at"].is_string(), "{a}");
+    }
+    let full = get_json(http, &format!("/api/v1/alarms/{id}")).await?;
+    let kinds: Vec<&str> = full["events"]
+        .as_array()
+        .context("events")?
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    ensure!(kinds == ["raised", "acknowledged", "cleared"], "{full}");
+    // a cleared alarm is not shelved
+    let (st, _) = post_json(
+        http,
+        &format!("/api/v1/alarms/{id}/shelve"),
+        &json!({"until": headend::wallclock::now_ms() + 60_000, "reason": "x"}),
+    )
+    .await?;
+    ensure!(st == 409, "shelving a cleared alarm: {st}");
+    agent.stop().await?;
+    he.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_of_agent_and_headend_and_an_outage_between_raise_and_clear_give_one_episode_with_the_gauges_times()
+-> Result<()> {
+    let site = "site-alarm-r";
+    let pki = TestPki::new(&[site])?;
+    let work = tempfile::tempdir()?;
+    let sim =
+        atg_sim::Simulator::start("127.0.0.1:0".parse()?, atg_sim::SimConfig::default()).await?;
+    sim.set_frozen(true);
+    let vr = sim.start_veeder_root("127.0.0.1:0".parse()?).await?;
+    let port = free_port();
+    let url = sqlite_url(work.path());
+    let he = start_headend(headend_config(&pki, &url, port)).await?;
+    let http = he.http_addr;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let y = yaml(&pki, site, addr, work.path(), &sim, vr);
+    let agent = edge_agent::start(agent_config(work.path(), &y)?)?;
+    let tank = sim.tanks()[1].id.clone();
+    wait_value(http, site, &tank, "alarm.leak", 0.0, 0.0).await?;
+    let raised_ms = headend::wallclock::now_ms();
+    sim.set_leak(1, true);
+    let first = eventually("the episode", Duration::from_secs(10), || async {
+        one_alarm(http, site, &tank).await
+    })
+    .await?;
+    // the agent restarts (it reads and sends the raised state again)
+    agent.stop().await?;
+    let agent = edge_agent::start(agent_config(work.path(), &y)?)?;
+    tokio::time::sleep(Duration::from_millis(4 * POLL_MS)).await;
+    // the headend restarts on the same database
+    he.stop().await;
+    let he = start_headend(headend_config(&pki, &url, port)).await?;
+    let http = he.http_addr;
+    tokio::time::sleep(Duration::from_millis(4 * POLL_MS)).await;
+    let again = one_alarm(http, site, &tank)
+        .await?
+        .context("the episode after the restarts")?;
+    ensure!(
+        again["id"] == first["id"] && again["state"] == "active",
+        "{first} then {again}"
+    );
+    // an outage: the gauge clears while the headend is down
+    he.stop().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cleared_ms = headend::wallclock::now_ms();
+    sim.set_leak(1, false);
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let he = start_headend(headend_config(&pki, &url, port)).await?;
+    let http = he.http_addr;
+    let a = eventually(
+        "the clear after the outage",
+        Duration::from_secs(20),
+        || async {
+            Ok(one_alarm(http, site, &tank)
+                .await?
+                .filter(|a| a["state"] == "cleared"))
+        },
+    )
+    .await?;
+    ensure!(a["id"] == first["id"], "{first} then {a}");
+    let (r, c) = (
+        a["raised_ms"].as_i64().context("raised")?,
+        a["duration_s"].as_f64().context("duration")?,
+    );
+    let slack = 2 * POLL_MS as i64 + 500;
+    ensure!(
+        (r - raised_ms).abs() <= slack,
+        "raised at the gauge's time: {r} vs {raised_ms}"
+    );
+    let end = r + (c * 1000.0) as i64;
+    ensure!(
+        (end - cleared_ms).abs() <= slack,
+        "cleared at the gauge's time, not on arrival: {end} vs {cleared_ms}"
+    );
+    let all = alarms(http, &format!("site={site}")).await?;
+    ensure!(
+        all.iter().filter(|x| x["asset"] == tank.as_str()).count() == 1,
+        "{all:?}"
+    );
+    agent.stop().await?;
+    he.stop().await;
+    Ok(())
+}
