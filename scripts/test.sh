@@ -18,8 +18,11 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 t0=$(date +%s)
-# The process-level tests (SIGKILL, check-config) run the real binaries.
-cargo build --workspace --bins
+# The process-level tests (SIGKILL, check-config) run the real binaries,
+# built here with every target so that the binaries and the tests share
+# one build of the dependencies (`--bins` alone resolves their features
+# without the dev-dependencies: a second build of much of the tree).
+cargo build --workspace --all-targets
 # the test programs, built apart so that the time of each step shows
 cargo nextest run --workspace --no-run
 t1=$(date +%s)

@@ -91,8 +91,12 @@ pub struct Config {
     pub inventory_every: std::time::Duration,
     /// Runout must come this many hours after the next ETA, or it escalates.
     pub escalation_margin_h: f64,
-    /// Where escalation changes are POSTed as JSON (None: no webhook).
+    /// Where escalation and alarm changes are POSTed as JSON (None: no webhook).
     pub webhook_url: Option<String>,
+    /// A file holding the webhook's shared secret (at least 16 bytes): each
+    /// notification is signed with it (`domain::signature`). None: unsigned,
+    /// with a warning at start.
+    pub webhook_secret_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -130,6 +134,7 @@ impl Config {
             inventory_every: jobs::INVENTORY_EVERY,
             escalation_margin_h: domain::escalation::DEFAULT_MARGIN_H,
             webhook_url: None,
+            webhook_secret_file: None,
         }
     }
 }
@@ -198,6 +203,32 @@ fn enroll_tls(files: &tankwatch_tls::TlsFiles) -> Result<rustls::ServerConfig, E
     )?)
 }
 
+/// The webhook target with its secret, checked before anything starts.
+fn webhook_target(cfg: &Config) -> Result<Option<jobs::webhook::Target>, Error> {
+    let Some(url) = &cfg.webhook_url else {
+        return Ok(None);
+    };
+    let target = jobs::webhook::Target::parse(url)
+        .map_err(|e| Error::Config(format!("--webhook-url {e}")))?;
+    let Some(file) = &cfg.webhook_secret_file else {
+        tracing::warn!(%url, "webhook notifications are not signed: give --webhook-secret-file so that the receiver can check they come from this headend");
+        return Ok(Some(target));
+    };
+    let secret = std::fs::read(file)
+        .map_err(|e| Error::Config(format!("--webhook-secret-file {}: {e}", file.display())))?;
+    let secret = secret.trim_ascii().to_vec();
+    if secret.len() < domain::signature::MIN_SECRET {
+        return Err(Error::Config(format!(
+            "--webhook-secret-file {}: the secret is {} bytes; use at least {} (e.g. `openssl rand -hex 32 > {}`)",
+            file.display(),
+            secret.len(),
+            domain::signature::MIN_SECRET,
+            file.display()
+        )));
+    }
+    Ok(Some(target.signed_with(secret)))
+}
+
 /// Binds both listeners, connects the database (running migrations) and serves.
 pub async fn start(cfg: Config) -> Result<Running, Error> {
     if !cfg.http_listen.ip().is_loopback() && cfg.http_tls.is_none() {
@@ -207,8 +238,10 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         )));
     }
     let https_cfg = cfg.http_tls.as_ref().map(listen::rest::load).transpose()?;
-    let db =
+    let webhook = webhook_target(&cfg)?;
+    let mut db =
         store::Db::connect_with(&cfg.database_url, cfg.db_max_connections, cfg.retention).await?;
+    db.notify = webhook.is_some();
     // the revocation list is in force before the first handshake
     let revocations = tankwatch_tls::Revocations::new(db.certs().revocations().await?);
     let tls = tankwatch_tls::reload::Reloading::new(tankwatch_tls::server_config(
@@ -235,7 +268,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
     };
     // this replica among replicas: a restart in place takes its leases back
     let replica = jobs::lease::replica_id(grpc_addr);
-    let jobs = job_tasks(&sup, &cfg, &db, &metrics, &replica, &issuing);
+    let jobs = job_tasks(&sup, &cfg, &db, &metrics, &replica, &issuing, webhook);
     let ingest = ingest::Ingest::new(
         db.clone(),
         sessions.clone(),
@@ -359,6 +392,7 @@ fn job_tasks(
     metrics: &metrics::Metrics,
     replica: &str,
     issuing: &std::sync::Arc<services::enrollment::Issuing>,
+    webhook: Option<jobs::webhook::Target>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let r = || replica.to_string();
     let mut tasks = vec![
@@ -389,10 +423,10 @@ fn job_tasks(
             jobs::revocations(db.clone(), issuing.clone(), sup.stopping()),
         ),
     ];
-    if let Some(url) = cfg.webhook_url.clone() {
+    if let Some(target) = webhook {
         tasks.push(sup.spawn(
             "webhook",
-            jobs::webhooks(db.clone(), metrics.clone(), url, r(), sup.stopping()),
+            jobs::webhooks(db.clone(), metrics.clone(), target, r(), sup.stopping()),
         ));
     }
     tasks

@@ -160,9 +160,13 @@ struct Serve {
     #[arg(long, env = "HEADEND_ESCALATION_MARGIN_H", default_value_t = headend::domain::escalation::DEFAULT_MARGIN_H,
           value_parser = margin_hours)]
     escalation_margin_h: f64,
-    /// POST every escalation change as JSON here (http:// or https://).
+    /// POST every escalation and alarm change as JSON here (http:// or https://).
     #[arg(long, env = "HEADEND_WEBHOOK_URL", value_parser = webhook_url)]
     webhook_url: Option<String>,
+    /// Sign each notification with the secret in this file (at least 16
+    /// bytes): X-Tankwatch-Timestamp and X-Tankwatch-Signature headers.
+    #[arg(long, env = "HEADEND_WEBHOOK_SECRET_FILE")]
+    webhook_secret_file: Option<std::path::PathBuf>,
     /// Log as JSON lines.
     #[arg(long, env = "LOG_JSON")]
     log_json: bool,
@@ -391,6 +395,7 @@ async fn main() -> Result<std::process::ExitCode> {
     cfg.inventory_every = cli.inventory_every;
     cfg.escalation_margin_h = cli.escalation_margin_h;
     cfg.webhook_url = cli.webhook_url;
+    cfg.webhook_secret_file = cli.webhook_secret_file;
     if cli.rollup_retention < cli.raw_retention {
         anyhow::bail!(
             "--rollup-retention {} is shorter than --raw-retention {}: rollups are what is left of old readings; keep them at least as long",

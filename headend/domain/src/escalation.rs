@@ -19,14 +19,18 @@ text_enum!(
         LateDelivery => "late_delivery",
         /// A load is long past its ETA with no delivery seen.
         MissingDelivery => "missing_delivery",
+        /// A gauge raised a critical alarm (leak, sudden loss, overfill,
+        /// high product) on the tank.
+        CriticalAlarm => "critical_alarm",
     }
 );
 
 impl Cause {
     /// Causes the inventory job clears by itself when the facts no longer
-    /// call for them; a failed command stays until a person resolves it.
+    /// call for them; a failed command and a critical alarm (an incident,
+    /// even once the gauge clears) stay until a person resolves them.
     pub fn clears_itself(self) -> bool {
-        !matches!(self, Cause::CommandFailed)
+        !matches!(self, Cause::CommandFailed | Cause::CriticalAlarm)
     }
 }
 
@@ -50,6 +54,9 @@ text_enum!(
         Note => "note",
         /// The job saw the cause clear.
         Cleared => "cleared",
+        /// A person resolved it while its cause persisted; the job saw the
+        /// cause again, and the same case opened again with its history.
+        Reopened => "reopened",
     }
 );
 
@@ -177,6 +184,7 @@ mod tests {
             "a stale forecast does not add a runout escalation"
         );
         assert!(!Cause::CommandFailed.clears_itself());
+        assert!(!Cause::CriticalAlarm.clears_itself());
         assert!(Cause::LateDelivery.clears_itself());
     }
 }

@@ -238,14 +238,14 @@ async fn dead(
     let before = page::after_i64(&p)?.unwrap_or(i64::MAX);
     let sites = c.scope.sites();
     let rows =
-        s.db.escalations()
+        s.db.outbox()
             .dead_letters(sites.as_deref(), before, limit + 1)
             .await?;
     let items = rows
         .iter()
         .map(|r| {
             json!({
-                "id": r.id, "escalation": r.escalation_id, "event": r.event, "attempts": r.attempts,
+                "id": r.id, "subject": r.subject, "escalation": r.escalation_id, "event": r.event, "attempts": r.attempts,
                 "last_error": r.last_error, "created_at": ts(r.created_ms), "given_up_at": r.done_ms.map(ts),
                 "payload": r.payload,
             })

@@ -141,6 +141,7 @@ pub async fn inventory(
                         tracing::debug!(
                             tanks = r.tanks,
                             opened = r.opened,
+                            reopened = r.reopened,
                             updated = r.updated,
                             cleared = r.cleared,
                             took_ms = t.elapsed().as_millis() as u64,
@@ -157,24 +158,18 @@ pub async fn inventory(
         .await;
 }
 
-/// Sends queued escalation notifications to the webhook (every second),
-/// retrying with [`webhook::backoff_ms`] and giving up after
-/// [`webhook::MAX_ATTEMPTS`] (the dead letters: `GET /api/v1/webhooks/dead`).
+/// Sends queued notifications (escalation and alarm changes) to the
+/// webhook (every second), signed when a secret is set, retrying with
+/// [`webhook::backoff_ms`] and giving up after [`webhook::MAX_ATTEMPTS`]
+/// (the dead letters: `GET /api/v1/webhooks/dead`).
 pub async fn webhooks(
     db: Db,
     metrics: crate::metrics::Metrics,
-    url: String,
+    target: webhook::Target,
     replica: String,
     stop: watch::Receiver<bool>,
 ) {
-    let target = match webhook::Target::parse(&url) {
-        Ok(t) => std::sync::Arc::new(t),
-        Err(e) => {
-            // checked at start; a bad URL here is a bug, and fatal
-            tracing::error!(error = %e, "webhook URL");
-            return;
-        }
-    };
+    let target = std::sync::Arc::new(target);
     let lease = Lease::with_holder("webhooks", Duration::from_secs(60), replica);
     lease
         .every(&db, Duration::from_secs(1), stop, || {
@@ -184,38 +179,56 @@ pub async fn webhooks(
         .await;
 }
 
-/// One round of webhook deliveries (at most 50).
+/// Pending rows one round reads (each key's order is kept among them).
+const ROUND: i64 = 200;
+
+/// One round of webhook deliveries: the oldest pending rows in order; a
+/// row whose key has an earlier row waiting (not due yet, or failed in
+/// this round) waits too, so each key's changes arrive in order.
 async fn deliver(db: &Db, metrics: &crate::metrics::Metrics, target: &webhook::Target) {
-    let rows = match db.escalations().due_webhooks(now_ms(), 50).await {
+    use crate::domain::outbox::OutboxState;
+    let rows = match db.outbox().pending(ROUND).await {
         Ok(rows) => rows,
         Err(e) => {
             tracing::warn!(error = %e, "webhook outbox read failed");
             return;
         }
     };
+    let mut waiting: std::collections::HashSet<String> = std::collections::HashSet::new();
     for r in rows {
+        if waiting.contains(&r.order_key) || r.next_ms > now_ms() {
+            waiting.insert(r.order_key);
+            continue;
+        }
         let (state, next, err) = match target.post(r.payload.0.0.to_string()).await {
             Ok(()) => {
                 metrics.webhooks_delivered.inc();
-                ("delivered", r.next_ms, String::new())
+                (OutboxState::Delivered, r.next_ms, String::new())
             }
             Err(e) if r.attempts + 1 >= webhook::MAX_ATTEMPTS => {
                 metrics.webhooks_dead.inc();
-                tracing::warn!(id = r.id, escalation = %r.escalation_id, error = %e, "webhook notification given up (dead letter)");
-                ("dead", r.next_ms, e)
+                tracing::warn!(id = r.id, subject = %r.subject, of = %r.escalation_id, error = %e, "webhook notification given up (dead letter)");
+                (OutboxState::Dead, r.next_ms, e)
             }
             Err(e) => {
                 metrics.webhook_retries.inc();
                 tracing::info!(id = r.id, attempt = r.attempts + 1, error = %e, "webhook notification failed; retried");
-                ("pending", now_ms() + webhook::backoff_ms(r.attempts), e)
+                waiting.insert(r.order_key.clone());
+                (
+                    OutboxState::Pending,
+                    now_ms() + webhook::backoff_ms(r.attempts),
+                    e,
+                )
             }
         };
         if let Err(e) = db
-            .escalations()
-            .webhook_attempt(r.id, state, r.attempts + 1, next, &err, now_ms())
+            .outbox()
+            .attempt(r.id, state, r.attempts + 1, next, &err, now_ms())
             .await
         {
             tracing::warn!(error = %e, "webhook outbox update failed");
+            // the row's state is unknown: keep its key's later rows back
+            waiting.insert(r.order_key);
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The webhook sender (a thin shell): POSTs each queued escalation change
-//! as JSON, with retries and a dead-letter state. The outbox row is
+//! The webhook sender (a thin shell): POSTs each queued escalation or
+//! alarm change as JSON, signed (`domain::signature`) when a secret is
+//! set, with retries and a dead-letter state. The outbox row is
 //! written in the same transaction as the change, so a crash loses
 //! nothing; a notification may arrive twice (at least once), and carries
 //! the escalation id and its `updated_ms` to tell.
@@ -24,11 +25,13 @@ pub fn backoff_ms(attempts: i64) -> i64 {
     (5_000i64 << attempts.clamp(0, 20)).min(3_600_000)
 }
 
-/// A webhook target: `http://` or `https://` (system trust roots).
+/// A webhook target: `http://` or `https://` (system trust roots), and
+/// the secret its notifications are signed with.
 #[derive(Clone)]
 pub struct Target {
     pub url: hyper::Uri,
     tls: Option<tokio_rustls::TlsConnector>,
+    secret: Option<Vec<u8>>,
 }
 
 impl Target {
@@ -59,7 +62,17 @@ impl Target {
         if uri.host().is_none() {
             return Err(format!("{url:?}: no host"));
         }
-        Ok(Target { url: uri, tls })
+        Ok(Target {
+            url: uri,
+            tls,
+            secret: None,
+        })
+    }
+
+    /// Signs every notification with `secret` (`domain::signature`).
+    pub fn signed_with(mut self, secret: Vec<u8>) -> Target {
+        self.secret = Some(secret);
+        self
     }
 
     /// POSTs `body`; Ok on a 2xx answer, else why not.
@@ -78,10 +91,21 @@ impl Target {
         let tcp = TcpStream::connect((host.as_str(), port))
             .await
             .map_err(|e| format!("connect {host}:{port}: {e}"))?;
-        let req = Request::post(self.url.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+        let mut req = Request::post(self.url.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
             .header(hyper::header::HOST, &host)
             .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header(hyper::header::USER_AGENT, "tankwatch-headend")
+            .header(hyper::header::USER_AGENT, "tankwatch-headend");
+        if let Some(secret) = &self.secret {
+            use crate::domain::signature;
+            let ts = crate::wallclock::now_ms().div_euclid(1000);
+            req = req
+                .header(signature::TIMESTAMP_HEADER, ts.to_string())
+                .header(
+                    signature::SIGNATURE_HEADER,
+                    signature::sign(secret, ts, body.as_bytes()),
+                );
+        }
+        let req = req
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| e.to_string())?;
         let status = match &self.tls {

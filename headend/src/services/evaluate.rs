@@ -52,6 +52,8 @@ impl Default for Settings {
 pub struct Report {
     pub tanks: usize,
     pub opened: usize,
+    /// Cases a person resolved while their cause persisted, open again.
+    pub reopened: usize,
     pub updated: usize,
     pub cleared: usize,
 }
@@ -417,6 +419,7 @@ async fn apply(
             .await?
         {
             Applied::Opened => report.opened += 1,
+            Applied::Reopened => report.reopened += 1,
             Applied::Updated => report.updated += 1,
             Applied::Same => {}
         }

@@ -47,6 +47,25 @@ async fn site(db: &Db, site: &str) {
         .unwrap();
 }
 
+/// Site B, made by an operator, with a 30,000 L tank that never reported
+/// (the inventory job finds it stale).
+async fn site_b_with_a_tank_that_never_reported(c: &Context) {
+    inventory::create_site(
+        c,
+        serde_json::from_value(json!({"site": "site-b", "name": "B"})).unwrap(),
+    )
+    .await
+    .unwrap();
+    inventory::put_tank(
+        c,
+        "site-b",
+        "tank-9",
+        serde_json::from_value(json!({"product": "diesel", "capacity_l": 30000})).unwrap(),
+    )
+    .await
+    .unwrap();
+}
+
 fn operator() -> Actor {
     Actor::Headend {
         task: Some("test".into()),
@@ -190,20 +209,7 @@ async fn the_inventory_job_opens_one_stale_escalation_for_a_tank_without_data_an
         let db = Db::connect(&url, 4).await.unwrap();
         site(&db, "site-a").await;
         let c = ctx(&db, Scope::All);
-        inventory::create_site(
-            &c,
-            serde_json::from_value(json!({"site": "site-b", "name": "B"})).unwrap(),
-        )
-        .await
-        .unwrap();
-        inventory::put_tank(
-            &c,
-            "site-b",
-            "tank-9",
-            serde_json::from_value(json!({"product": "diesel", "capacity_l": 30000})).unwrap(),
-        )
-        .await
-        .unwrap();
+        site_b_with_a_tank_that_never_reported(&c).await;
         let now = crate::wallclock::now_ms();
         let s = evaluate::Settings::default();
         let r = evaluate::run(&db, now, s).await.unwrap();
@@ -449,6 +455,91 @@ async fn an_alarm_is_acknowledged_once_shelved_for_a_time_and_listed_by_its_stat
                 .unwrap(),
         );
         assert_eq!(kind, Refused::OutOfScope, "{name}");
+        drop(db);
+        drop_database(pg).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_escalation_resolved_while_its_cause_persists_reopens_as_the_same_case_and_a_cleared_one_does_not()
+ {
+    use crate::domain::escalation::{Cause, EscState};
+    for (name, url, pg, _dir) in databases().await {
+        let db = Db::connect(&url, 4).await.unwrap();
+        let c = ctx(&db, Scope::All);
+        site_b_with_a_tank_that_never_reported(&c).await;
+        let now = crate::wallclock::now_ms();
+        let s = evaluate::Settings::default();
+        let stale = |db: Db| async move {
+            db.escalations()
+                .open()
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|o| o.site_id == "site-b" && o.cause == Cause::Stale)
+        };
+        evaluate::run(&db, now, s).await.unwrap();
+        let first = stale(db.clone()).await.expect("a stale escalation");
+        let id = first.escalation_id.clone();
+        let mv = |state: &str, assignee: Option<&str>| escalations::MoveRequest {
+            state: state.into(),
+            assignee: assignee.map(str::to_string),
+            note: String::new(),
+        };
+        escalations::move_to(&c, &id, mv("assigned", Some("dana")), "user:ann", false)
+            .await
+            .unwrap();
+        escalations::add_note(
+            &c,
+            &id,
+            escalations::NoteRequest {
+                note: "gauge cable?".into(),
+            },
+            "user:dana",
+        )
+        .await
+        .unwrap();
+        escalations::move_to(&c, &id, mv("resolved", None), "user:dana", false)
+            .await
+            .unwrap();
+        // the tank is still stale: the same case opens again, assigned
+        let r = evaluate::run(&db, now + 1_000, s).await.unwrap();
+        assert_eq!((r.opened, r.reopened), (0, 1), "{name}: {r:?}");
+        let again = stale(db.clone()).await.expect("open again");
+        assert_eq!(again.escalation_id, id, "{name}: the same case");
+        let (e, events) = escalations::get(&c, &id).await.unwrap();
+        assert_eq!(
+            (e.state, e.assignee.as_deref(), e.resolved_ms),
+            (EscState::Assigned, Some("dana"), None),
+            "{name}"
+        );
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            ["opened", "moved", "note", "moved", "reopened"],
+            "{name}"
+        );
+        // fresh data clears it (the job's own clear); stale again later is a new case
+        inventory::push(
+            &c,
+            serde_json::from_value(json!({"observations": [
+                {"site": "site-b", "tank": "tank-9", "at": now + 2_000, "volume_l": 12000}]}))
+            .unwrap(),
+            "user:ann",
+        )
+        .await
+        .unwrap();
+        let r = evaluate::run(&db, now + 3_000, s).await.unwrap();
+        assert!(
+            r.cleared >= 1 && stale(db.clone()).await.is_none(),
+            "{name}: {r:?}"
+        );
+        let r = evaluate::run(&db, now + 30 * 3_600_000, s).await.unwrap();
+        let later = stale(db.clone()).await.expect("stale again");
+        assert_ne!(
+            later.escalation_id, id,
+            "{name}: a cause that cleared and came back is a new case ({r:?})"
+        );
         drop(db);
         drop_database(pg).await;
     }

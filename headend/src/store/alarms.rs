@@ -15,6 +15,7 @@ use crate::domain::alarm::{
     AlarmEventKind, AlarmReading, AlarmState, AlarmType, Facts, Point, Severity, Step, advance,
     step,
 };
+use crate::domain::outbox::Subject;
 use crate::domain::{SiteId, UnixMs};
 use crate::store::Db;
 
@@ -131,6 +132,14 @@ struct PointRow {
     open_raised_ms: Option<i64>,
 }
 
+/// Where a batch's alarm readings are applied.
+struct At<'a> {
+    site: &'a str,
+    log_id: i64,
+    now: i64,
+    notify: bool,
+}
+
 /// Applies a batch's alarm readings (good quality only: a point that
 /// cannot be read says nothing about the condition) to their points, in
 /// log order. Returns what changed.
@@ -139,8 +148,15 @@ pub async fn apply(
     site: &str,
     log_id: i64,
     now: i64,
+    notify: bool,
     batch: &v1::TelemetryBatch,
 ) -> Result<Vec<Change>, Error> {
+    let at = At {
+        site,
+        log_id,
+        now,
+        notify,
+    };
     let mut changes = Vec::new();
     for r in &batch.readings {
         let Some(kind) = AlarmType::of_field(&r.field) else {
@@ -172,49 +188,15 @@ pub async fn apply(
             open_raised_ms: p.open_raised_ms,
         });
         let s = step(point.as_ref(), &reading);
-        let mut open = row.as_ref().and_then(|p| p.open_episode.clone());
+        let mut open = row.and_then(|p| p.open_episode);
         match s {
             Step::Duplicate => continue,
             Step::Late => {
-                tracing::info!(%site, asset = %r.asset_id, field = %r.field, ts_ms = r.source_ts_ms,
-                    "an alarm reading older than the point's last one changes nothing");
-                sqlx::query("UPDATE alarm_points SET late = late + 1 WHERE site_id = $1 AND asset_id = $2 AND field = $3")
-                    .bind(site)
-                    .bind(&r.asset_id)
-                    .bind(&r.field)
-                    .execute(&mut *c)
-                    .await?;
+                late(c, &at, r).await?;
                 continue;
             }
             Step::Raise => {
-                let id = format!("alm-{:016x}", fastrand::u64(..));
-                sqlx::query(
-                    "INSERT INTO alarm_episodes (episode_id, site_id, asset_id, field, alarm_type, severity, raised_ms, raised_value, source, raised_log_id, raised_seq, updated_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                )
-                .bind(&id)
-                .bind(site)
-                .bind(&r.asset_id)
-                .bind(&r.field)
-                .bind(kind)
-                .bind(kind.default_severity())
-                .bind(r.source_ts_ms)
-                .bind(r.value)
-                .bind(&r.source)
-                .bind(log_id)
-                .bind(r.seq as i64)
-                .bind(now)
-                .execute(&mut *c)
-                .await?;
-                event(
-                    c,
-                    &id,
-                    r.source_ts_ms,
-                    AlarmEventKind::Raised,
-                    &agent(site),
-                    "",
-                )
-                .await?;
+                let id = raise(c, &at, r, kind).await?;
                 changes.push(Change {
                     episode_id: id.clone(),
                     kind: AlarmEventKind::Raised,
@@ -229,59 +211,195 @@ pub async fn apply(
                         detail: "a raise time but no open episode".into(),
                     });
                 };
-                let (sql, kind) = if s == Step::Clear {
-                    (
-                        "UPDATE alarm_episodes SET cleared_ms = $1, updated_ms = $2 WHERE episode_id = $3",
-                        AlarmEventKind::Cleared,
-                    )
-                } else {
-                    (
-                        "UPDATE alarm_episodes SET raised_ms = $1, updated_ms = $2 WHERE episode_id = $3",
-                        AlarmEventKind::Earlier,
-                    )
-                };
-                sqlx::query(sql)
-                    .bind(r.source_ts_ms)
-                    .bind(now)
-                    .bind(&id)
-                    .execute(&mut *c)
-                    .await?;
-                event(c, &id, r.source_ts_ms, kind, &agent(site), "").await?;
-                changes.push(Change {
-                    episode_id: id.clone(),
-                    kind,
-                });
+                changes.push(end_or_earlier(c, &at, r, &id, s == Step::Clear).await?);
                 if s == Step::Clear {
                     open = None;
                 }
             }
             Step::Same => {}
         }
-        let Some(p) = advance(point.as_ref(), &reading, s) else {
-            continue;
-        };
-        sqlx::query(
-            "INSERT INTO alarm_points (site_id, asset_id, field, active, last_ts_ms, last_log_id, last_seq, last_cleared_ms, open_episode, open_raised_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-             ON CONFLICT (site_id, asset_id, field) DO UPDATE SET active = excluded.active,
-               last_ts_ms = excluded.last_ts_ms, last_log_id = excluded.last_log_id, last_seq = excluded.last_seq,
-               last_cleared_ms = excluded.last_cleared_ms, open_episode = excluded.open_episode,
-               open_raised_ms = excluded.open_raised_ms",
-        )
-        .bind(site)
-        .bind(&r.asset_id)
-        .bind(&r.field)
-        .bind(i64::from(p.active))
-        .bind(p.last_ts_ms)
-        .bind(p.last_log.0)
-        .bind(p.last_log.1)
-        .bind(p.last_cleared_ms)
-        .bind(open)
-        .bind(p.open_raised_ms)
-        .execute(&mut *c)
-        .await?;
+        if let Some(p) = advance(point.as_ref(), &reading, s) {
+            save_point(c, &at, r, &p, open).await?;
+        }
     }
     Ok(changes)
+}
+
+/// A late reading: counted on its point, logged.
+async fn late(c: &mut AnyConnection, at: &At<'_>, r: &v1::Reading) -> Result<(), Error> {
+    tracing::info!(site = %at.site, asset = %r.asset_id, field = %r.field, ts_ms = r.source_ts_ms,
+        "an alarm reading older than the point's last one changes nothing");
+    sqlx::query(
+        "UPDATE alarm_points SET late = late + 1 WHERE site_id = $1 AND asset_id = $2 AND field = $3",
+    )
+    .bind(at.site)
+    .bind(&r.asset_id)
+    .bind(&r.field)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+/// A new episode raised by `r`: its timeline, the tank's escalation when
+/// it is critical, the webhook. Returns its id.
+async fn raise(
+    c: &mut AnyConnection,
+    at: &At<'_>,
+    r: &v1::Reading,
+    kind: AlarmType,
+) -> Result<String, Error> {
+    let id = format!("alm-{:016x}", fastrand::u64(..));
+    sqlx::query(
+        "INSERT INTO alarm_episodes (episode_id, site_id, asset_id, field, alarm_type, severity, raised_ms, raised_value, source, raised_log_id, raised_seq, updated_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(&id)
+    .bind(at.site)
+    .bind(&r.asset_id)
+    .bind(&r.field)
+    .bind(kind)
+    .bind(kind.default_severity())
+    .bind(r.source_ts_ms)
+    .bind(r.value)
+    .bind(&r.source)
+    .bind(at.log_id)
+    .bind(r.seq as i64)
+    .bind(at.now)
+    .execute(&mut *c)
+    .await?;
+    let who = agent(at.site);
+    event(c, &id, r.source_ts_ms, AlarmEventKind::Raised, &who, "").await?;
+    if kind.default_severity() == Severity::Critical {
+        escalate(c, &id, at.now, at.notify).await?;
+    }
+    if at.notify {
+        announce(c, &id, AlarmEventKind::Raised, at.now).await?;
+    }
+    Ok(id)
+}
+
+/// The open episode `id` cleared by `r`, or raised earlier than known.
+async fn end_or_earlier(
+    c: &mut AnyConnection,
+    at: &At<'_>,
+    r: &v1::Reading,
+    id: &str,
+    clear: bool,
+) -> Result<Change, Error> {
+    let (sql, kind) = if clear {
+        (
+            "UPDATE alarm_episodes SET cleared_ms = $1, updated_ms = $2 WHERE episode_id = $3",
+            AlarmEventKind::Cleared,
+        )
+    } else {
+        (
+            "UPDATE alarm_episodes SET raised_ms = $1, updated_ms = $2 WHERE episode_id = $3",
+            AlarmEventKind::Earlier,
+        )
+    };
+    sqlx::query(sql)
+        .bind(r.source_ts_ms)
+        .bind(at.now)
+        .bind(id)
+        .execute(&mut *c)
+        .await?;
+    event(c, id, r.source_ts_ms, kind, &agent(at.site), "").await?;
+    if at.notify {
+        announce(c, id, kind, at.now).await?;
+    }
+    Ok(Change {
+        episode_id: id.to_string(),
+        kind,
+    })
+}
+
+/// The point after a reading, with its open episode.
+async fn save_point(
+    c: &mut AnyConnection,
+    at: &At<'_>,
+    r: &v1::Reading,
+    p: &Point,
+    open: Option<String>,
+) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO alarm_points (site_id, asset_id, field, active, last_ts_ms, last_log_id, last_seq, last_cleared_ms, open_episode, open_raised_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         ON CONFLICT (site_id, asset_id, field) DO UPDATE SET active = excluded.active,
+           last_ts_ms = excluded.last_ts_ms, last_log_id = excluded.last_log_id, last_seq = excluded.last_seq,
+           last_cleared_ms = excluded.last_cleared_ms, open_episode = excluded.open_episode,
+           open_raised_ms = excluded.open_raised_ms",
+    )
+    .bind(at.site)
+    .bind(&r.asset_id)
+    .bind(&r.field)
+    .bind(i64::from(p.active))
+    .bind(p.last_ts_ms)
+    .bind(p.last_log.0)
+    .bind(p.last_log.1)
+    .bind(p.last_cleared_ms)
+    .bind(open)
+    .bind(p.open_raised_ms)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+/// Opens (or updates) the tank's critical-alarm escalation for a raise.
+async fn escalate(c: &mut AnyConnection, id: &str, now: i64, notify: bool) -> Result<(), Error> {
+    let e = row(c, id).await?;
+    let at = e
+        .raised_ms
+        .rfc3339()
+        .unwrap_or_else(|| e.raised_ms.to_string());
+    let finding = crate::store::escalations::Finding {
+        site_id: e.site_id.to_string(),
+        tank_id: e.asset_id.clone(),
+        cause: crate::domain::escalation::Cause::CriticalAlarm,
+        subject: format!("{} alarm on {}", e.alarm_type, e.asset_id),
+        detail: format!(
+            "{} alarm ({}) raised at {at} by {}",
+            e.alarm_type, e.field, e.source
+        ),
+        context: serde_json::json!({"alarm": e.episode_id, "type": e.alarm_type, "field": e.field,
+                                    "raised_ms": e.raised_ms, "value": e.raised_value, "source": e.source})
+        .to_string(),
+    };
+    let esc = format!("esc-{:016x}", fastrand::u64(..));
+    crate::store::escalations::apply_in(c, &finding, &esc, now, notify, "headend: alarms").await?;
+    Ok(())
+}
+
+async fn row(c: &mut AnyConnection, id: &str) -> Result<EpisodeRow, Error> {
+    let sql = format!("SELECT {COLUMNS} FROM alarm_episodes WHERE episode_id = $1");
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_one(&mut *c)
+        .await?)
+}
+
+/// Queues a webhook notification of an episode's change, in order with the
+/// other changes of its point (`alarm.raised`, `alarm.cleared`, ...).
+async fn announce(
+    c: &mut AnyConnection,
+    id: &str,
+    what: AlarmEventKind,
+    now: i64,
+) -> Result<(), Error> {
+    let e = row(c, id).await?;
+    let event = format!("alarm.{what}");
+    let payload = serde_json::json!({
+        "event": event,
+        "alarm": {
+            "id": e.episode_id, "site": e.site_id, "asset": e.asset_id, "field": e.field,
+            "type": e.alarm_type, "severity": e.severity, "state": e.state(now),
+            "raised_ms": e.raised_ms, "cleared_ms": e.cleared_ms, "value": e.raised_value,
+            "source": e.source, "acknowledged_by": e.acked_by, "acknowledged_ms": e.acked_ms,
+            "shelved_until_ms": e.shelved_until_ms, "updated_ms": e.updated_ms,
+        },
+    })
+    .to_string();
+    let key = format!("{}\u{1f}{}\u{1f}{}", e.site_id, e.asset_id, e.field);
+    crate::store::outbox::queue(c, Subject::Alarm, id, &key, &event, &payload, now).await
 }
 
 fn agent(site: &str) -> String {
@@ -396,6 +514,9 @@ impl Alarms<'_> {
         .rows_affected();
         if n == 1 {
             event(&mut tx, id, now, AlarmEventKind::Acknowledged, actor, note).await?;
+            if self.0.notify {
+                announce(&mut tx, id, AlarmEventKind::Acknowledged, now).await?;
+            }
         }
         tx.commit().await?;
         Ok(n == 1)
@@ -429,6 +550,9 @@ impl Alarms<'_> {
                     .unwrap_or_else(|| until.to_string())
             );
             event(&mut tx, id, now, AlarmEventKind::Shelved, actor, &note).await?;
+            if self.0.notify {
+                announce(&mut tx, id, AlarmEventKind::Shelved, now).await?;
+            }
         }
         tx.commit().await?;
         Ok(n == 1)
@@ -447,6 +571,9 @@ impl Alarms<'_> {
         .rows_affected();
         if n == 1 {
             event(&mut tx, id, now, AlarmEventKind::Unshelved, actor, "").await?;
+            if self.0.notify {
+                announce(&mut tx, id, AlarmEventKind::Unshelved, now).await?;
+            }
         }
         tx.commit().await?;
         Ok(n == 1)

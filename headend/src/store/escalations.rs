@@ -6,6 +6,7 @@ use sqlx::AnyConnection;
 
 use crate::Error;
 use crate::domain::escalation::{Cause, EscEventKind, EscState};
+use crate::domain::outbox::Subject;
 use crate::store::Db;
 
 #[derive(sqlx::FromRow, Clone, Debug, PartialEq)]
@@ -58,6 +59,9 @@ pub struct Finding {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Applied {
     Opened,
+    /// The last case of the same site, tank and cause was resolved by a
+    /// person while its cause persisted: it is open again, same id.
+    Reopened,
     /// Already open; its detail changed.
     Updated,
     /// Already open with the same detail.
@@ -142,17 +146,164 @@ async fn outbox(c: &mut AnyConnection, id: &str, what: &str, at: i64) -> Result<
         },
     })
     .to_string();
-    sqlx::query(
-        "INSERT INTO webhook_outbox (escalation_id, event, payload, created_ms, attempts, next_ms, state, last_error)
-         VALUES ($1, $2, $3, $4, 0, $4, 'pending', '')",
+    crate::store::outbox::queue(c, Subject::Escalation, id, id, what, &payload, at).await
+}
+
+/// Opens the finding's escalation, or updates the open one's detail
+/// and context (one open per site, tank and cause), in the caller's
+/// transaction; `actor` names who found it on the timeline.
+pub async fn apply_in(
+    c: &mut AnyConnection,
+    f: &Finding,
+    id: &str,
+    now: i64,
+    notify: bool,
+    actor: &str,
+) -> Result<Applied, Error> {
+    let key = open_key(&f.site_id, &f.tank_id, f.cause);
+    let open: Option<(String, String)> =
+        sqlx::query_as("SELECT escalation_id, detail FROM escalations WHERE open_key = $1")
+            .bind(&key)
+            .fetch_optional(&mut *c)
+            .await?;
+    // a cause the job re-evaluates (it clears by itself) found again after
+    // a person resolved it persisted: the same case; a failed command or a
+    // critical alarm found again is a new incident
+    if open.is_none() && f.cause.clears_itself() && reopen(c, f, &key, now, notify, actor).await? {
+        return Ok(Applied::Reopened);
+    }
+    let applied = match open {
+        Some((_, detail)) if detail == f.detail => Applied::Same,
+        Some((eid, _)) => {
+            sqlx::query(
+                "UPDATE escalations SET detail = $2, context = $3, subject = $4, updated_ms = $5 WHERE escalation_id = $1",
+            )
+            .bind(&eid)
+            .bind(&f.detail)
+            .bind(&f.context)
+            .bind(&f.subject)
+            .bind(now)
+            .execute(&mut *c)
+            .await?;
+            let state: EscState =
+                sqlx::query_scalar("SELECT state FROM escalations WHERE escalation_id = $1")
+                    .bind(&eid)
+                    .fetch_one(&mut *c)
+                    .await?;
+            event(
+                c,
+                &eid,
+                now,
+                EscEventKind::Updated,
+                state,
+                actor,
+                &f.detail,
+                &f.context,
+            )
+            .await?;
+            if notify {
+                outbox(c, &eid, "updated", now).await?;
+            }
+            Applied::Updated
+        }
+        None => {
+            sqlx::query(
+                "INSERT INTO escalations (escalation_id, site_id, tank_id, cause, state, open_key, subject, detail, context, opened_ms, updated_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+            )
+            .bind(id)
+            .bind(&f.site_id)
+            .bind(&f.tank_id)
+            .bind(f.cause)
+            .bind(EscState::Created)
+            .bind(&key)
+            .bind(&f.subject)
+            .bind(&f.detail)
+            .bind(&f.context)
+            .bind(now)
+            .execute(&mut *c)
+            .await?;
+            event(
+                c,
+                id,
+                now,
+                EscEventKind::Opened,
+                EscState::Created,
+                actor,
+                &f.detail,
+                &f.context,
+            )
+            .await?;
+            if notify {
+                outbox(c, id, "opened", now).await?;
+            }
+            Applied::Opened
+        }
+    };
+    Ok(applied)
+}
+
+/// Reopens the latest case of the finding's (site, tank, cause) when a
+/// person resolved it and the job never saw its cause clear (no `cleared`
+/// event): the cause persisted, so it is the same case, with its assignee,
+/// notes and timeline. Back to `assigned` when it has an assignee, else
+/// `created`. False when there is no such case (a new one opens).
+async fn reopen(
+    c: &mut AnyConnection,
+    f: &Finding,
+    key: &str,
+    now: i64,
+    notify: bool,
+    actor: &str,
+) -> Result<bool, Error> {
+    let last: Option<(String, Option<String>)> = sqlx::query_as(
+        "SELECT e.escalation_id, e.assignee FROM escalations e
+         WHERE e.site_id = $1 AND e.tank_id = $2 AND e.cause = $3 AND e.open_key IS NULL
+           AND NOT EXISTS (SELECT 1 FROM escalation_events v WHERE v.escalation_id = e.escalation_id AND v.kind = $4)
+           AND e.opened_ms = (SELECT MAX(x.opened_ms) FROM escalations x WHERE x.site_id = $1 AND x.tank_id = $2 AND x.cause = $3)",
     )
-    .bind(id)
-    .bind(what)
-    .bind(payload)
-    .bind(at)
+    .bind(&f.site_id)
+    .bind(&f.tank_id)
+    .bind(f.cause)
+    .bind(EscEventKind::Cleared)
+    .fetch_optional(&mut *c)
+    .await?;
+    let Some((id, assignee)) = last else {
+        return Ok(false);
+    };
+    let state = if assignee.is_some() {
+        EscState::Assigned
+    } else {
+        EscState::Created
+    };
+    sqlx::query(
+        "UPDATE escalations SET state = $2, open_key = $3, detail = $4, context = $5, subject = $6,
+           resolved_ms = NULL, updated_ms = $7 WHERE escalation_id = $1 AND open_key IS NULL",
+    )
+    .bind(&id)
+    .bind(state)
+    .bind(key)
+    .bind(&f.detail)
+    .bind(&f.context)
+    .bind(&f.subject)
+    .bind(now)
     .execute(&mut *c)
     .await?;
-    Ok(())
+    event(
+        c,
+        &id,
+        now,
+        EscEventKind::Reopened,
+        state,
+        actor,
+        &f.detail,
+        &f.context,
+    )
+    .await?;
+    if notify {
+        outbox(c, &id, "reopened", now).await?;
+    }
+    Ok(true)
 }
 
 impl Escalations<'_> {
@@ -165,81 +316,8 @@ impl Escalations<'_> {
         now: i64,
         notify: bool,
     ) -> Result<Applied, Error> {
-        let key = open_key(&f.site_id, &f.tank_id, f.cause);
         let (_w, mut tx) = self.0.begin_write().await?;
-        let open: Option<(String, String)> =
-            sqlx::query_as("SELECT escalation_id, detail FROM escalations WHERE open_key = $1")
-                .bind(&key)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let applied = match open {
-            Some((_, detail)) if detail == f.detail => Applied::Same,
-            Some((eid, _)) => {
-                sqlx::query(
-                    "UPDATE escalations SET detail = $2, context = $3, subject = $4, updated_ms = $5 WHERE escalation_id = $1",
-                )
-                .bind(&eid)
-                .bind(&f.detail)
-                .bind(&f.context)
-                .bind(&f.subject)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                let state: EscState =
-                    sqlx::query_scalar("SELECT state FROM escalations WHERE escalation_id = $1")
-                        .bind(&eid)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                event(
-                    &mut tx,
-                    &eid,
-                    now,
-                    EscEventKind::Updated,
-                    state,
-                    "headend: inventory",
-                    &f.detail,
-                    &f.context,
-                )
-                .await?;
-                if notify {
-                    outbox(&mut tx, &eid, "updated", now).await?;
-                }
-                Applied::Updated
-            }
-            None => {
-                sqlx::query(
-                    "INSERT INTO escalations (escalation_id, site_id, tank_id, cause, state, open_key, subject, detail, context, opened_ms, updated_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
-                )
-                .bind(id)
-                .bind(&f.site_id)
-                .bind(&f.tank_id)
-                .bind(f.cause)
-                .bind(EscState::Created)
-                .bind(&key)
-                .bind(&f.subject)
-                .bind(&f.detail)
-                .bind(&f.context)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                event(
-                    &mut tx,
-                    id,
-                    now,
-                    EscEventKind::Opened,
-                    EscState::Created,
-                    "headend: inventory",
-                    &f.detail,
-                    &f.context,
-                )
-                .await?;
-                if notify {
-                    outbox(&mut tx, id, "opened", now).await?;
-                }
-                Applied::Opened
-            }
-        };
+        let applied = apply_in(&mut tx, f, id, now, notify, "headend: inventory").await?;
         tx.commit().await?;
         Ok(applied)
     }
@@ -403,84 +481,4 @@ impl Escalations<'_> {
         }
         Ok(q.fetch_all(self.0.pool()).await?)
     }
-
-    /// Pending notifications due at `now`, oldest first.
-    pub async fn due_webhooks(&self, now: i64, limit: i64) -> Result<Vec<OutboxRow>, Error> {
-        Ok(sqlx::query_as(
-            "SELECT id, escalation_id, event, payload, created_ms, attempts, next_ms, state, last_error, done_ms
-             FROM webhook_outbox WHERE state = 'pending' AND next_ms <= $1 ORDER BY id LIMIT $2",
-        )
-        .bind(now)
-        .bind(limit)
-        .fetch_all(self.0.pool())
-        .await?)
-    }
-
-    /// Records an attempt: delivered, retried at `next_ms`, or dead.
-    pub async fn webhook_attempt(
-        &self,
-        id: i64,
-        state: &str,
-        attempts: i64,
-        next_ms: i64,
-        error: &str,
-        now: i64,
-    ) -> Result<(), Error> {
-        let (_w, mut tx) = self.0.begin_write().await?;
-        sqlx::query(
-            "UPDATE webhook_outbox SET state = $2, attempts = $3, next_ms = $4, last_error = $5,
-               done_ms = CASE WHEN $2 = 'pending' THEN NULL ELSE $6 END WHERE id = $1",
-        )
-        .bind(id)
-        .bind(state)
-        .bind(attempts)
-        .bind(next_ms)
-        .bind(error)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Notifications given up (dead letters), newest first.
-    /// Dead letters, newest first, before `before_id` (the page cursor),
-    /// of the escalations at `sites` (`None`: all).
-    pub async fn dead_letters(
-        &self,
-        sites: Option<&[String]>,
-        before_id: i64,
-        limit: i64,
-    ) -> Result<Vec<OutboxRow>, Error> {
-        let mut sql = String::from(
-            "SELECT o.id, o.escalation_id, o.event, o.payload, o.created_ms, o.attempts, o.next_ms, o.state, o.last_error, o.done_ms
-             FROM webhook_outbox o JOIN escalations e ON e.escalation_id = o.escalation_id
-             WHERE o.state = 'dead' AND o.id < $1",
-        );
-        sql.push_str(&super::site_in("e.site_id", sites, 3));
-        sql.push_str(" ORDER BY o.id DESC LIMIT $2");
-        let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(before_id)
-            .bind(limit);
-        for site in sites.unwrap_or_default() {
-            q = q.bind(site.clone());
-        }
-        Ok(q.fetch_all(self.0.pool()).await?)
-    }
-}
-
-/// A queued webhook notification.
-#[derive(sqlx::FromRow, Clone, Debug, PartialEq)]
-pub struct OutboxRow {
-    pub id: i64,
-    pub escalation_id: String,
-    pub event: String,
-    pub payload: crate::store::json::Document,
-    pub created_ms: i64,
-    pub attempts: i64,
-    pub next_ms: i64,
-    /// pending | delivered | dead
-    pub state: String,
-    pub last_error: String,
-    pub done_ms: Option<i64>,
 }

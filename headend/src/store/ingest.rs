@@ -87,7 +87,10 @@ impl Db {
         let (_w, mut tx) = self.begin_write().await?;
         for b in &g.batches {
             crate::store::agent_records::apply(&mut tx, &g.site, b.log_id as i64, now, b).await?;
-            for c in crate::store::alarms::apply(&mut tx, &g.site, b.log_id as i64, now, b).await? {
+            for c in
+                crate::store::alarms::apply(&mut tx, &g.site, b.log_id as i64, now, self.notify, b)
+                    .await?
+            {
                 tracing::info!(site = %g.site, episode = %c.episode_id, change = %c.kind, "alarm");
             }
         }

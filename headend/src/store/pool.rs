@@ -50,6 +50,9 @@ pub struct Db {
     /// The telemetry hot path, native per backend (store/).
     pub telemetry: Telemetry,
     pub retention: Retention,
+    /// Whether changes are queued for the webhook (one is configured):
+    /// alarm changes applied at ingest and people's moves.
+    pub notify: bool,
 }
 
 /// A write transaction (holding the SQLite writer permit, if any).
@@ -158,6 +161,7 @@ impl Db {
             writer,
             telemetry,
             retention,
+            notify: false,
         })
     }
 

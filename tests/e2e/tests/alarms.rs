@@ -269,3 +269,197 @@ async fn restarts_of_agent_and_headend_and_an_outage_between_raise_and_clear_giv
     he.stop().await;
     Ok(())
 }
+
+/// The independent webhook receiver (tests/peers/webhook_receiver.py: the
+/// signature checked with Python's hmac) and the notifications it kept.
+struct Hook {
+    peer: LinePeer,
+    out: std::path::PathBuf,
+    url: String,
+    secret_file: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Hook {
+    fn start() -> Result<Hook> {
+        let dir = tempfile::tempdir()?;
+        let secret_file = dir.path().join("webhook.secret");
+        std::fs::write(&secret_file, "an e2e webhook secret, 32 bytes.\n")?;
+        let out = dir.path().join("got.jsonl");
+        let port = free_port();
+        let peer = LinePeer::start(
+            "webhook_receiver.py",
+            &[
+                secret_file.display().to_string(),
+                out.display().to_string(),
+                port.to_string(),
+            ],
+            &[],
+        )?;
+        Ok(Hook {
+            peer,
+            out,
+            url: format!("http://127.0.0.1:{port}/hooks/tankwatch"),
+            secret_file,
+            _dir: dir,
+        })
+    }
+
+    /// What arrived, in order.
+    fn got(&self) -> Result<Vec<Value>> {
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        text.lines().map(|l| Ok(serde_json::from_str(l)?)).collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_critical_alarm_opens_one_escalation_and_every_change_reaches_the_signed_webhook_in_order()
+-> Result<()> {
+    let site = "site-alarm-w";
+    let mut hook = Hook::start()?;
+    let pki = TestPki::new(&[site])?;
+    let work = tempfile::tempdir()?;
+    // a secret too short to be one is refused at start, naming the file
+    let short = work.path().join("short.secret");
+    std::fs::write(&short, "hunter2")?;
+    let mut cfg = headend_config(&pki, &sqlite_url(work.path()), 0);
+    cfg.webhook_url = Some(hook.url.clone());
+    cfg.webhook_secret_file = Some(short);
+    let refused = headend::start(cfg.clone())
+        .await
+        .err()
+        .context("a 7-byte secret")?;
+    ensure!(
+        refused.to_string().contains("--webhook-secret-file"),
+        "{refused}"
+    );
+    cfg.webhook_secret_file = Some(hook.secret_file.clone());
+    let he = start_headend(cfg).await?;
+    let http = he.http_addr;
+    let sim =
+        atg_sim::Simulator::start("127.0.0.1:0".parse()?, atg_sim::SimConfig::default()).await?;
+    sim.set_frozen(true);
+    let y = agent_yaml(
+        &pki,
+        site,
+        he.grpc_addr,
+        &work.path().join("log"),
+        &sim,
+        100,
+    );
+    let agent = edge_agent::start(agent_config(work.path(), &y)?)?;
+    let tank = sim.tanks()[1].id.clone();
+    wait_value(http, site, &tank, "alarm.leak", 0.0, 0.0).await?;
+    // the receiver is down for the first two attempts: the changes wait
+    // behind the first and still arrive in order
+    hook.peer.cmd("fail 2")?;
+    const FLAPS: usize = 10;
+    for _ in 0..FLAPS {
+        sim.set_leak(1, true);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        sim.set_leak(1, false);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let episodes = eventually(
+        "every flap an episode, cleared",
+        Duration::from_secs(20),
+        || async {
+            let l = alarms(http, &format!("site={site}&asset={tank}")).await?;
+            let leaks: Vec<Value> = l
+                .into_iter()
+                .filter(|a| a["field"] == "alarm.leak")
+                .collect();
+            Ok(
+                (leaks.len() == FLAPS && leaks.iter().all(|a| a["state"] == "cleared"))
+                    .then_some(leaks),
+            )
+        },
+    )
+    .await?;
+    ensure!(episodes.iter().all(|a| a["severity"] == "critical"));
+    // one escalation for the tank, opened by the first raise and updated by the others
+    let esc = get_json(
+        http,
+        &format!("/api/v1/escalations?site={site}&cause=critical_alarm"),
+    )
+    .await?;
+    let esc = esc.as_array().context("escalations")?;
+    ensure!(
+        esc.len() == 1 && esc[0]["tank"] == tank.as_str() && esc[0]["state"] == "created",
+        "{esc:?}"
+    );
+    let leak_events = |got: &[Value]| -> Vec<Value> {
+        got.iter()
+            .filter(|n| {
+                n["body"]["alarm"]["field"] == "alarm.leak"
+                    && n["body"]["alarm"]["asset"] == tank.as_str()
+            })
+            .cloned()
+            .collect()
+    };
+    let got = eventually(
+        "every change at the webhook",
+        Duration::from_secs(60),
+        || async {
+            let got = hook.got()?;
+            Ok((leak_events(&got).len() >= 2 * FLAPS).then_some(got))
+        },
+    )
+    .await?;
+    ensure!(
+        got.iter().all(|n| n["verified"] == true),
+        "each signature verifies: {:?}",
+        got.iter().find(|n| n["verified"] != true)
+    );
+    let leaks = leak_events(&got);
+    ensure!(
+        leaks.len() == 2 * FLAPS,
+        "each change once: {}",
+        leaks.len()
+    );
+    let mut last_raise = 0;
+    for (i, n) in leaks.iter().enumerate() {
+        let want = if i % 2 == 0 {
+            "alarm.raised"
+        } else {
+            "alarm.cleared"
+        };
+        ensure!(n["body"]["event"] == want, "change {i} in order: {n}");
+        let raised = n["body"]["alarm"]["raised_ms"]
+            .as_i64()
+            .context("raised_ms")?;
+        ensure!(raised >= last_raise, "episodes in order: {n}");
+        last_raise = raised;
+    }
+    ensure!(
+        got.iter().any(|n| n["body"]["event"] == "opened"
+            && n["body"]["escalation"]["cause"] == "critical_alarm")
+    );
+    // an acknowledgement is a change too
+    let id = episodes[0]["id"].as_str().context("id")?.to_string();
+    let (st, _) = post_json(
+        http,
+        &format!("/api/v1/alarms/{id}/acknowledge"),
+        &json!({}),
+    )
+    .await?;
+    ensure!(st == 200);
+    eventually(
+        "the acknowledgement at the webhook",
+        Duration::from_secs(20),
+        || async {
+            Ok(hook
+                .got()?
+                .iter()
+                .any(|n| {
+                    n["body"]["event"] == "alarm.acknowledged"
+                        && n["body"]["alarm"]["id"] == id.as_str()
+                })
+                .then_some(()))
+        },
+    )
+    .await?;
+    agent.stop().await?;
+    he.stop().await;
+    Ok(())
+}
