@@ -97,6 +97,17 @@ pub struct Config {
     /// notification is signed with it (`domain::signature`). None: unsigned,
     /// with a warning at start.
     pub webhook_secret_file: Option<PathBuf>,
+    /// The SMTP relay for alarm mails (`smtp://`, `smtp://…?tls=required`,
+    /// `smtps://`); None: no mails.
+    pub smtp_url: Option<String>,
+    /// The relay's user (first line) and password (second line).
+    pub smtp_credentials_file: Option<PathBuf>,
+    /// The sender of alarm mails (needed with `smtp_url`).
+    pub mail_from: Option<String>,
+    /// Attempts before an alarm mail is given up.
+    pub mail_max_attempts: i64,
+    /// Who is mailed when: per severity, per recipient limit and digest.
+    pub alarm_rules: domain::notify::Rules,
 }
 
 impl Config {
@@ -135,6 +146,11 @@ impl Config {
             escalation_margin_h: domain::escalation::DEFAULT_MARGIN_H,
             webhook_url: None,
             webhook_secret_file: None,
+            smtp_url: None,
+            smtp_credentials_file: None,
+            mail_from: None,
+            mail_max_attempts: 8,
+            alarm_rules: domain::notify::Rules::default(),
         }
     }
 }
@@ -203,6 +219,27 @@ fn enroll_tls(files: &tankwatch_tls::TlsFiles) -> Result<rustls::ServerConfig, E
     )?)
 }
 
+/// The SMTP relay for alarm mails, checked before anything starts.
+fn mailer(cfg: &Config) -> Result<Option<jobs::mail::Mailer>, Error> {
+    let Some(url) = &cfg.smtp_url else {
+        return Ok(None);
+    };
+    let Some(from) = &cfg.mail_from else {
+        return Err(Error::Config(
+            "--smtp-url needs --mail-from (the sender of alarm mails)".into(),
+        ));
+    };
+    if !(1..=100).contains(&cfg.mail_max_attempts) {
+        return Err(Error::Config(format!(
+            "--mail-max-attempts {}: use 1 to 100",
+            cfg.mail_max_attempts
+        )));
+    }
+    jobs::mail::Mailer::new(url, cfg.smtp_credentials_file.as_deref(), from)
+        .map(Some)
+        .map_err(Error::Config)
+}
+
 /// The webhook target with its secret, checked before anything starts.
 fn webhook_target(cfg: &Config) -> Result<Option<jobs::webhook::Target>, Error> {
     let Some(url) = &cfg.webhook_url else {
@@ -239,6 +276,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
     }
     let https_cfg = cfg.http_tls.as_ref().map(listen::rest::load).transpose()?;
     let webhook = webhook_target(&cfg)?;
+    let mailer = mailer(&cfg)?;
     let mut db =
         store::Db::connect_with(&cfg.database_url, cfg.db_max_connections, cfg.retention).await?;
     db.notify = webhook.is_some();
@@ -268,7 +306,15 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
     };
     // this replica among replicas: a restart in place takes its leases back
     let replica = jobs::lease::replica_id(grpc_addr);
-    let jobs = job_tasks(&sup, &cfg, &db, &metrics, &replica, &issuing, webhook);
+    let jobs = job_tasks(
+        &sup,
+        &cfg,
+        &db,
+        &metrics,
+        &replica,
+        &issuing,
+        (webhook, mailer),
+    );
     let ingest = ingest::Ingest::new(
         db.clone(),
         sessions.clone(),
@@ -392,7 +438,7 @@ fn job_tasks(
     metrics: &metrics::Metrics,
     replica: &str,
     issuing: &std::sync::Arc<services::enrollment::Issuing>,
-    webhook: Option<jobs::webhook::Target>,
+    (webhook, mailer): (Option<jobs::webhook::Target>, Option<jobs::mail::Mailer>),
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let r = || replica.to_string();
     let mut tasks = vec![
@@ -423,6 +469,20 @@ fn job_tasks(
             jobs::revocations(db.clone(), issuing.clone(), sup.stopping()),
         ),
     ];
+    if let Some(mailer) = mailer {
+        tasks.push(sup.spawn(
+            "alarm mail",
+            jobs::alarm_mail(
+                db.clone(),
+                metrics.clone(),
+                mailer,
+                cfg.alarm_rules,
+                cfg.mail_max_attempts,
+                r(),
+                sup.stopping(),
+            ),
+        ));
+    }
     if let Some(target) = webhook {
         tasks.push(sup.spawn(
             "webhook",

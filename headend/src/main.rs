@@ -167,6 +167,32 @@ struct Serve {
     /// bytes): X-Tankwatch-Timestamp and X-Tankwatch-Signature headers.
     #[arg(long, env = "HEADEND_WEBHOOK_SECRET_FILE")]
     webhook_secret_file: Option<std::path::PathBuf>,
+    /// Mail alarms through this SMTP relay: smtp://host:25 (plain),
+    /// smtp://host:587?tls=required (STARTTLS), smtps://host:465 (TLS).
+    /// Recipients are set per site (PUT /api/v1/sites/{site}/alarm-recipients).
+    #[arg(long, env = "HEADEND_SMTP_URL")]
+    smtp_url: Option<String>,
+    /// The relay's user (first line) and password (second line).
+    #[arg(long, env = "HEADEND_SMTP_CREDENTIALS_FILE")]
+    smtp_credentials_file: Option<std::path::PathBuf>,
+    /// The sender of alarm mails, e.g. "Tankwatch <alarms@example.com>".
+    #[arg(long, env = "HEADEND_MAIL_FROM")]
+    mail_from: Option<String>,
+    /// Attempts before an alarm mail is given up (5 s doubling between them).
+    #[arg(long, env = "HEADEND_MAIL_MAX_ATTEMPTS", default_value_t = 8)]
+    mail_max_attempts: i64,
+    /// A critical alarm is mailed again this often until acknowledged.
+    #[arg(long, env = "HEADEND_ALARM_CRITICAL_REPEAT", default_value = "15m", value_parser = alarm_period)]
+    alarm_critical_repeat: std::time::Duration,
+    /// A major alarm is mailed once when unacknowledged this long.
+    #[arg(long, env = "HEADEND_ALARM_MAJOR_AFTER", default_value = "30m", value_parser = alarm_period)]
+    alarm_major_after: std::time::Duration,
+    /// Mails to one recipient within --mail-window beyond this go out as one digest.
+    #[arg(long, env = "HEADEND_MAIL_PER_RECIPIENT", default_value_t = 5)]
+    mail_per_recipient: usize,
+    /// The per-recipient window, and how often a digest goes out.
+    #[arg(long, env = "HEADEND_MAIL_WINDOW", default_value = "10m", value_parser = alarm_period)]
+    mail_window: std::time::Duration,
     /// Log as JSON lines.
     #[arg(long, env = "LOG_JSON")]
     log_json: bool,
@@ -189,6 +215,15 @@ fn margin_hours(s: &str) -> Result<f64, String> {
             "{s:?}: the margin is a number of hours from 0 to 168"
         )),
     }
+}
+
+/// An alarm mail period: humantime, from 1 s to 7 days.
+fn alarm_period(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (use e.g. 15m)"))?;
+    if d < std::time::Duration::from_secs(1) || d > std::time::Duration::from_secs(7 * 86_400) {
+        return Err(format!("{s:?}: use 1s to 7d"));
+    }
+    Ok(d)
 }
 
 fn webhook_url(s: &str) -> Result<String, String> {
@@ -396,6 +431,16 @@ async fn main() -> Result<std::process::ExitCode> {
     cfg.escalation_margin_h = cli.escalation_margin_h;
     cfg.webhook_url = cli.webhook_url;
     cfg.webhook_secret_file = cli.webhook_secret_file;
+    cfg.smtp_url = cli.smtp_url;
+    cfg.smtp_credentials_file = cli.smtp_credentials_file;
+    cfg.mail_from = cli.mail_from;
+    cfg.mail_max_attempts = cli.mail_max_attempts;
+    cfg.alarm_rules = headend::domain::notify::Rules {
+        critical_repeat_ms: cli.alarm_critical_repeat.as_millis() as i64,
+        major_after_ms: cli.alarm_major_after.as_millis() as i64,
+        per_recipient: cli.mail_per_recipient,
+        window_ms: cli.mail_window.as_millis() as i64,
+    };
     if cli.rollup_retention < cli.raw_retention {
         anyhow::bail!(
             "--rollup-retention {} is shorter than --raw-retention {}: rollups are what is left of old readings; keep them at least as long",

@@ -45,6 +45,10 @@ pub struct Metrics {
     pub webhooks_delivered: Counter,
     pub webhook_retries: Counter,
     pub webhooks_dead: Counter,
+    pub mails_sent: Counter,
+    pub mail_retries: Counter,
+    pub mails_dead: Counter,
+    pub mails_held: Counter,
     /// Raw readings and hourly rollups removed by retention.
     pub retention_readings: Counter,
     pub retention_rollups: Counter,
@@ -136,6 +140,10 @@ impl Default for Metrics {
             webhooks_delivered: Counter::default(),
             webhook_retries: Counter::default(),
             webhooks_dead: Counter::default(),
+            mails_sent: Counter::default(),
+            mail_retries: Counter::default(),
+            mails_dead: Counter::default(),
+            mails_held: Counter::default(),
             sites_failing: Gauge::default(),
             connections: Gauge::default(),
             connections_refused: Family::default(),
@@ -222,7 +230,7 @@ impl Metrics {
             ),
             (
                 "webhooks_delivered",
-                "Escalation notifications the webhook accepted (2xx)",
+                "Escalation and alarm notifications the webhook accepted (2xx)",
                 &m.webhooks_delivered,
             ),
             (
@@ -234,6 +242,26 @@ impl Metrics {
                 "webhooks_dead",
                 "Webhook notifications given up after their last attempt (dead letters)",
                 &m.webhooks_dead,
+            ),
+            (
+                "mails_sent",
+                "Alarm mails the SMTP server accepted (digests included)",
+                &m.mails_sent,
+            ),
+            (
+                "mail_retries",
+                "Alarm mail attempts that failed and were scheduled again",
+                &m.mail_retries,
+            ),
+            (
+                "mails_dead",
+                "Alarm mails given up after their last attempt",
+                &m.mails_dead,
+            ),
+            (
+                "mails_held",
+                "Alarm mails held for a digest (over a recipient's limit)",
+                &m.mails_held,
             ),
         ] {
             r.register(name, help, c.clone());

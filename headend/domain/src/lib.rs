@@ -20,6 +20,7 @@ pub mod ids;
 pub mod inventory;
 pub mod lifecycle;
 pub mod load;
+pub mod notify;
 pub mod outbox;
 pub mod quality;
 pub mod secret;

@@ -25,6 +25,7 @@ pub mod edge;
 pub mod escalations;
 pub mod inventory;
 pub mod loads;
+pub mod mail;
 pub mod openapi;
 pub mod openapi_params;
 pub mod page;
@@ -108,6 +109,7 @@ pub fn routes() -> Vec<route::Route> {
         inventory::routes(),
         escalations::routes(),
         alarms::routes(),
+        mail::routes(),
         openapi::routes(),
     ]
     .into_iter()

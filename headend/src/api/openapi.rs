@@ -180,6 +180,16 @@ fn schemas() -> Value {
         "AckRequest": schema_of::<crate::services::alarms::AckRequest>(),
         "ShelveRequest": schema_of::<crate::services::alarms::ShelveRequest>(),
         "AlarmNoteRequest": schema_of::<crate::services::alarms::AlarmNoteRequest>(),
+        "RecipientsRequest": schema_of::<crate::services::alarms::RecipientsRequest>(),
+        "RecipientRequest": schema_of::<crate::services::alarms::RecipientRequest>(),
+        "AlarmRecipients": obj(json!({"site": s(), "recipients": {"type": "array", "items": obj(json!({"address": s(),
+                                       "min_severity": {"enum": ["critical", "major", "minor", "warning"]}}), &["address", "min_severity"])}}),
+                               &["site", "recipients"]),
+        "Mail": obj(json!({"id": i(), "alarm": s(), "site": s(), "to": s(),
+                           "kind": {"enum": crate::domain::notify::MailKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>()},
+                           "subject": s(), "state": {"enum": crate::domain::notify::MailState::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>()},
+                           "attempts": i(), "last_error": s(), "created_at": ns(), "done_at": ns()}),
+                    &["id", "alarm", "site", "to", "kind", "subject", "state", "attempts", "last_error"]),
     })
 }
 
@@ -362,7 +372,11 @@ mod tests {
         let mut now = build();
         // every path it had still says what it said; paths added since are
         // features built after the change (issue 32: alarms), named here
-        let added_since = |p: &str| p.starts_with("/api/v1/alarms");
+        let added_since = |p: &str| {
+            p.starts_with("/api/v1/alarms")
+                || p == "/api/v1/mails"
+                || p == "/api/v1/sites/{site}/alarm-recipients"
+        };
         for (path, ops) in before["paths"].as_object().unwrap() {
             if let Err(e) = still_says(&now["paths"][path], ops, path) {
                 panic!("the path {path} changed: {e}");

@@ -10,6 +10,7 @@
 //!   [`REVOCATION_POLL`]; no lease: each replica needs it).
 
 pub mod lease;
+pub mod mail;
 pub mod webhook;
 
 use std::time::Duration;
@@ -229,6 +230,85 @@ async fn deliver(db: &Db, metrics: &crate::metrics::Metrics, target: &webhook::T
             tracing::warn!(error = %e, "webhook outbox update failed");
             // the row's state is unknown: keep its key's later rows back
             waiting.insert(r.order_key);
+        }
+    }
+}
+
+/// Alarm mails (every second, under a lease): the mails the rules call for
+/// are queued (`services::notify::round`: at once, reminders, digests) and
+/// the due ones sent, retried with [`webhook::backoff_ms`] and given up
+/// after `max_attempts` (visible in `GET /api/v1/mails?state=dead`). A
+/// server that is down or slow holds back this job only.
+pub async fn alarm_mail(
+    db: Db,
+    metrics: crate::metrics::Metrics,
+    mailer: mail::Mailer,
+    rules: crate::domain::notify::Rules,
+    max_attempts: i64,
+    replica: String,
+    stop: watch::Receiver<bool>,
+) {
+    let lease = Lease::with_holder("alarm-mail", Duration::from_secs(60), replica);
+    lease
+        .every(&db.clone(), Duration::from_secs(1), stop, move || {
+            let (db, metrics, mailer) = (db.clone(), metrics.clone(), mailer.clone());
+            async move { mail_round(&db, &metrics, &mailer, &rules, max_attempts).await }
+        })
+        .await;
+}
+
+/// Mails one round sends at most (each attempt is bounded by
+/// [`mail::ATTEMPT_TIMEOUT`]).
+const MAILS_PER_ROUND: i64 = 20;
+
+async fn mail_round(
+    db: &Db,
+    metrics: &crate::metrics::Metrics,
+    mailer: &mail::Mailer,
+    rules: &crate::domain::notify::Rules,
+    max_attempts: i64,
+) {
+    use crate::domain::notify::MailState;
+    match crate::services::notify::round(db, now_ms(), rules).await {
+        Ok(r) => {
+            metrics.mails_held.inc_by(r.held as u64);
+        }
+        Err(e) => tracing::warn!(error = %e, "alarm mails: queueing failed; retried next round"),
+    }
+    let rows = match db.mail().due(now_ms(), MAILS_PER_ROUND).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!(error = %e, "mail outbox read failed");
+            return;
+        }
+    };
+    for m in rows {
+        let (state, next, err) = match mailer.send(&m.recipient, &m.subject, &m.body).await {
+            Ok(()) => {
+                metrics.mails_sent.inc();
+                (MailState::Sent, m.next_ms, String::new())
+            }
+            Err(e) if m.attempts + 1 >= max_attempts => {
+                metrics.mails_dead.inc();
+                tracing::warn!(id = m.id, to = %m.recipient, error = %e, "alarm mail given up after its last attempt");
+                (MailState::Dead, m.next_ms, e)
+            }
+            Err(e) => {
+                metrics.mail_retries.inc();
+                tracing::info!(id = m.id, to = %m.recipient, attempt = m.attempts + 1, error = %e, "alarm mail failed; retried");
+                (
+                    MailState::Pending,
+                    now_ms() + webhook::backoff_ms(m.attempts),
+                    e,
+                )
+            }
+        };
+        if let Err(e) = db
+            .mail()
+            .attempt(m.id, state, m.attempts + 1, next, &err, now_ms())
+            .await
+        {
+            tracing::warn!(error = %e, "mail outbox update failed");
         }
     }
 }

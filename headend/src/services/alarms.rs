@@ -168,3 +168,62 @@ pub async fn add_note(
     ctx.db.alarms().note(id, actor, &note, now_ms()).await?;
     reread(ctx, id).await
 }
+
+/// `PUT /api/v1/sites/{site}/alarm-recipients`: who is mailed about the
+/// site's alarms, each at or above a severity (the list replaces the old).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecipientsRequest {
+    pub recipients: Vec<RecipientRequest>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecipientRequest {
+    pub address: String,
+    /// critical | major | minor | warning: this severity and above.
+    #[schema(value_type = String)]
+    pub min_severity: Severity,
+}
+
+/// The most recipients a site takes.
+pub const MAX_RECIPIENTS: usize = 50;
+
+pub async fn recipients(
+    ctx: &Context,
+    site: &str,
+) -> Result<Vec<crate::domain::notify::Recipient>> {
+    super::inventory::site(ctx, site).await?;
+    Ok(ctx.db.mail().recipients(site).await?)
+}
+
+pub async fn set_recipients(
+    ctx: &Context,
+    site: &str,
+    r: RecipientsRequest,
+) -> Result<Vec<crate::domain::notify::Recipient>> {
+    super::inventory::site(ctx, site).await?;
+    if r.recipients.len() > MAX_RECIPIENTS {
+        return Err(invalid("recipients", format!("at most {MAX_RECIPIENTS}")));
+    }
+    let mut list: Vec<crate::domain::notify::Recipient> = Vec::new();
+    for (i, x) in r.recipients.into_iter().enumerate() {
+        let address = crate::domain::notify::address(&x.address)
+            .map_err(|e| invalid(&format!("recipients[{i}].address"), e))?;
+        if list
+            .iter()
+            .any(|y| y.address.eq_ignore_ascii_case(&address))
+        {
+            return Err(invalid(
+                &format!("recipients[{i}].address"),
+                format!("{address} is listed twice"),
+            ));
+        }
+        list.push(crate::domain::notify::Recipient {
+            address,
+            min_severity: x.min_severity,
+        });
+    }
+    ctx.db.mail().set_recipients(site, &list).await?;
+    Ok(list)
+}

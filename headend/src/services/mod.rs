@@ -17,6 +17,7 @@ pub mod evaluate;
 pub mod inventory;
 pub mod load_import;
 pub mod loads;
+pub mod notify;
 pub mod sessions;
 pub mod sheet;
 #[cfg(test)]

@@ -250,8 +250,8 @@ async fn raise(
 ) -> Result<String, Error> {
     let id = format!("alm-{:016x}", fastrand::u64(..));
     sqlx::query(
-        "INSERT INTO alarm_episodes (episode_id, site_id, asset_id, field, alarm_type, severity, raised_ms, raised_value, source, raised_log_id, raised_seq, updated_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        "INSERT INTO alarm_episodes (episode_id, site_id, asset_id, field, alarm_type, severity, raised_ms, raised_value, source, raised_log_id, raised_seq, updated_ms, stored_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)",
     )
     .bind(&id)
     .bind(at.site)

@@ -27,6 +27,7 @@ pub mod json;
 pub mod leases;
 pub mod loads;
 pub mod login_locks;
+pub mod mail;
 pub mod outbox;
 pub mod pg;
 pub mod pool;

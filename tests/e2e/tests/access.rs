@@ -163,6 +163,9 @@ fn body_for(method: &str, path: &str, target: &str) -> Option<Value> {
         "/api/v1/alarms/{id}/shelve" => json!({"until": headend::wallclock::now_ms() + 3_600_000,
                                                "reason": "role matrix"}),
         "/api/v1/alarms/{id}/notes" => json!({"note": "role matrix"}),
+        "/api/v1/sites/{site}/alarm-recipients" => {
+            json!({"recipients": [{"address": "ops@fuel.test", "min_severity": "major"}]})
+        }
         _ => json!({}),
     })
 }

@@ -270,53 +270,11 @@ async fn restarts_of_agent_and_headend_and_an_outage_between_raise_and_clear_giv
     Ok(())
 }
 
-/// The independent webhook receiver (tests/peers/webhook_receiver.py: the
-/// signature checked with Python's hmac) and the notifications it kept.
-struct Hook {
-    peer: LinePeer,
-    out: std::path::PathBuf,
-    url: String,
-    secret_file: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Hook {
-    fn start() -> Result<Hook> {
-        let dir = tempfile::tempdir()?;
-        let secret_file = dir.path().join("webhook.secret");
-        std::fs::write(&secret_file, "an e2e webhook secret, 32 bytes.\n")?;
-        let out = dir.path().join("got.jsonl");
-        let port = free_port();
-        let peer = LinePeer::start(
-            "webhook_receiver.py",
-            &[
-                secret_file.display().to_string(),
-                out.display().to_string(),
-                port.to_string(),
-            ],
-            &[],
-        )?;
-        Ok(Hook {
-            peer,
-            out,
-            url: format!("http://127.0.0.1:{port}/hooks/tankwatch"),
-            secret_file,
-            _dir: dir,
-        })
-    }
-
-    /// What arrived, in order.
-    fn got(&self) -> Result<Vec<Value>> {
-        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
-        text.lines().map(|l| Ok(serde_json::from_str(l)?)).collect()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flapping_critical_alarm_opens_one_escalation_and_every_change_reaches_the_signed_webhook_in_order()
 -> Result<()> {
     let site = "site-alarm-w";
-    let mut hook = Hook::start()?;
+    let mut hook = WebhookReceiver::start()?;
     let pki = TestPki::new(&[site])?;
     let work = tempfile::tempdir()?;
     // a secret too short to be one is refused at start, naming the file

@@ -6,6 +6,7 @@
 
 mod access;
 mod access_scoped;
+mod alarm_mail;
 mod alarms;
 mod backfill;
 mod backlog;

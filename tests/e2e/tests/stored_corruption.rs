@@ -114,6 +114,23 @@ async fn fixtures(he: &headend::Running) -> Result<(String, String, String, Stri
             .bind(SITE)
             .fetch_one(he.db.pool())
             .await?;
+    // a site's mail recipient, and a mail in the outbound log
+    let (code, r) = send_json(
+        http,
+        reqwest::Method::PUT,
+        &format!("/api/v1/sites/{SITE}/alarm-recipients"),
+        &json!({"recipients": [{"address": "ops@fuel.test", "min_severity": "major"}]}),
+    )
+    .await?;
+    ensure!(code == 200, "recipients: {code} {r}");
+    sqlx::query(
+        "INSERT INTO mail_outbox (episode_id, site_id, recipient, kind, subject, body, state, attempts, next_ms, last_error, created_ms)
+         VALUES ($1, $2, 'ops@fuel.test', 'raised', 's', 'b', 'sent', 1, 1, '', 1)",
+    )
+    .bind(&alarm)
+    .bind(SITE)
+    .execute(he.db.pool())
+    .await?;
     Ok((command, eta_command, load, esc, alarm))
 }
 
@@ -244,6 +261,24 @@ fn cases(command: &str, eta_command: &str, load: &str, esc: &str, alarm: &str) -
             "apocalyptic",
             get(format!("/api/v1/alarms/{alarm}")),
             "apocalyptic",
+        ),
+        c(
+            "min_severity",
+            "alarm_recipients",
+            "site_id",
+            SITE,
+            "dire",
+            get(format!("/api/v1/sites/{SITE}/alarm-recipients")),
+            "dire",
+        ),
+        c(
+            "state",
+            "mail_outbox",
+            "site_id",
+            SITE,
+            "lost_in_the_post",
+            get(format!("/api/v1/mails?site={SITE}")),
+            "lost_in_the_post",
         ),
         c(
             "kind",

@@ -1,0 +1,271 @@
+//! Issue 32: alarm mails to a real SMTP server (aiosmtpd, from PyPI, run
+//! by the test: tests/peers/smtp_sink.py). A critical leak at the gauge is
+//! mailed at once to the site's recipients and again until someone
+//! acknowledges it; with the server down, mails are retried and given up
+//! where people see them, while readings keep flowing; a flapping alarm
+//! sends at most the recipient's limit and then one digest.
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use e2e::*;
+use serde_json::{Value, json};
+
+/// A headend mailing through `smtp` with `rules`, an agent on the
+/// simulator (Modbus polled every 100 ms), and the site's recipients.
+struct Site {
+    he: headend::Running,
+    agent: edge_agent::Agent,
+    sim: atg_sim::Simulator,
+    tank: String,
+    _pki: TestPki,
+    _work: tempfile::TempDir,
+}
+
+const SITE: &str = "site-mail";
+
+async fn site(
+    smtp: &SmtpSink,
+    rules: headend::domain::notify::Rules,
+    attempts: i64,
+) -> Result<Site> {
+    let pki = TestPki::new(&[SITE])?;
+    let work = tempfile::tempdir()?;
+    let mut cfg = headend_config(&pki, &sqlite_url(work.path()), 0);
+    cfg.smtp_url = Some(format!("smtp://127.0.0.1:{}", smtp.port));
+    cfg.mail_from = Some("Tankwatch <alarms@tankwatch.test>".into());
+    cfg.mail_max_attempts = attempts;
+    cfg.alarm_rules = rules;
+    let he = start_headend(cfg).await?;
+    let sim =
+        atg_sim::Simulator::start("127.0.0.1:0".parse()?, atg_sim::SimConfig::default()).await?;
+    sim.set_frozen(true);
+    let y = agent_yaml(
+        &pki,
+        SITE,
+        he.grpc_addr,
+        &work.path().join("log"),
+        &sim,
+        100,
+    );
+    let agent = edge_agent::start(agent_config(work.path(), &y)?)?;
+    let tank = sim.tanks()[1].id.clone();
+    wait_value(he.http_addr, SITE, &tank, "alarm.leak", 0.0, 0.0).await?;
+    let (st, v) = send_json(
+        he.http_addr,
+        reqwest::Method::PUT,
+        &format!("/api/v1/sites/{SITE}/alarm-recipients"),
+        &json!({"recipients": [
+            {"address": "ops@fuel.test", "min_severity": "critical"},
+            {"address": "lowlevel@fuel.test", "min_severity": "minor"},
+        ]}),
+    )
+    .await?;
+    ensure!(
+        st == 200 && v["recipients"].as_array().map(Vec::len) == Some(2),
+        "{st} {v}"
+    );
+    Ok(Site {
+        he,
+        agent,
+        sim,
+        tank,
+        _pki: pki,
+        _work: work,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_critical_leak_is_mailed_at_once_to_a_real_smtp_server_and_again_until_acknowledged()
+-> Result<()> {
+    let smtp = SmtpSink::start()?;
+    let rules = headend::domain::notify::Rules {
+        critical_repeat_ms: 3_000,
+        major_after_ms: 2_000,
+        per_recipient: 100,
+        window_ms: 60_000,
+    };
+    let s = site(&smtp, rules, 8).await?;
+    let http = s.he.http_addr;
+    // a bad recipient list is refused naming the entry
+    let (st, v) = send_json(
+        http,
+        reqwest::Method::PUT,
+        &format!("/api/v1/sites/{SITE}/alarm-recipients"),
+        &json!({"recipients": [{"address": "ops@fuel.test\r\nBcc: x@evil.test", "min_severity": "critical"}]}),
+    )
+    .await?;
+    ensure!(
+        st == 400 && v["error"]["field"] == "recipients[0].address",
+        "{st} {v}"
+    );
+
+    let raised = Instant::now();
+    s.sim.set_leak(1, true);
+    let first = eventually("the leak mail", Duration::from_secs(15), || async {
+        Ok(smtp.to("ops@fuel.test")?.into_iter().next())
+    })
+    .await?;
+    eprintln!(
+        "mail at the SMTP server {:?} after the gauge raised the leak",
+        raised.elapsed()
+    );
+    let subject = first["subject"].as_str().context("subject")?;
+    ensure!(
+        subject == format!("[CRITICAL] critical leak alarm on {} at {SITE}", s.tank),
+        "{subject}"
+    );
+    ensure!(first["from"] == "alarms@tankwatch.test", "{first}");
+    ensure!(
+        first["body"]
+            .as_str()
+            .is_some_and(|b| b.contains("/acknowledge")),
+        "{first}"
+    );
+    // a recipient of minor and above gets a critical alarm too
+    eventually(
+        "the leak mail to the second recipient",
+        Duration::from_secs(15),
+        || async { Ok(smtp.to("lowlevel@fuel.test")?.into_iter().next()) },
+    )
+    .await?;
+    // unacknowledged: a reminder follows
+    let reminder = eventually("a reminder", Duration::from_secs(15), || async {
+        Ok(smtp.to("ops@fuel.test")?.into_iter().find(|m| {
+            m["subject"]
+                .as_str()
+                .is_some_and(|s| s.contains("still not acknowledged"))
+        }))
+    })
+    .await?;
+    ensure!(
+        reminder["subject"]
+            .as_str()
+            .is_some_and(|x| x.starts_with("[CRITICAL]"))
+    );
+    // acknowledged: the reminders stop
+    let list = get_json(http, &format!("/api/v1/alarms?site={SITE}&state=active")).await?;
+    let id = list
+        .as_array()
+        .and_then(|l| l.iter().find(|a| a["field"] == "alarm.leak"))
+        .and_then(|a| a["id"].as_str())
+        .context("the leak episode")?
+        .to_string();
+    let (st, _) = post_json(
+        http,
+        &format!("/api/v1/alarms/{id}/acknowledge"),
+        &json!({"note": "on it"}),
+    )
+    .await?;
+    ensure!(st == 200);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let after_ack = smtp.to("ops@fuel.test")?.len();
+    tokio::time::sleep(Duration::from_millis(2 * 3_000 + 1_000)).await;
+    ensure!(
+        smtp.to("ops@fuel.test")?.len() == after_ack,
+        "no reminder after the acknowledgement"
+    );
+    // the outbound log shows them sent
+    let log = get_json(http, &format!("/api/v1/mails?site={SITE}&state=sent")).await?;
+    ensure!(log.as_array().is_some_and(|l| l.len() >= 2), "{log}");
+    s.agent.stop().await?;
+    s.he.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_smtp_server_down_mails_are_retried_then_given_up_in_view_and_a_flapping_alarm_sends_a_digest()
+-> Result<()> {
+    let mut smtp = SmtpSink::start()?;
+    let rules = headend::domain::notify::Rules {
+        critical_repeat_ms: 3_600_000,
+        major_after_ms: 3_600_000,
+        per_recipient: 3,
+        window_ms: 8_000,
+    };
+    let s = site(&smtp, rules, 2).await?;
+    let http = s.he.http_addr;
+    smtp.peer.cmd("stop")?;
+    s.sim.set_leak(1, true);
+    let dead = eventually("the mail given up", Duration::from_secs(30), || async {
+        let l = get_json(http, &format!("/api/v1/mails?site={SITE}&state=dead")).await?;
+        Ok(l.as_array().and_then(|l| l.first().cloned()))
+    })
+    .await?;
+    ensure!(
+        dead["attempts"] == 2 && !dead["last_error"].as_str().unwrap_or_default().is_empty(),
+        "{dead}"
+    );
+    // meanwhile readings kept flowing
+    let before = latest_value(http, SITE, &s.tank, "volume").await?;
+    ensure!(
+        before.is_some(),
+        "readings still arrive while the SMTP server is down"
+    );
+    s.sim.set_leak(1, false);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // the server is back; the gauge flaps: the limit, then one digest
+    smtp.peer.cmd("start")?;
+    const FLAPS: usize = 10;
+    let t0 = Instant::now();
+    for _ in 0..FLAPS {
+        s.sim.set_leak(1, true);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        s.sim.set_leak(1, false);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let episodes = get_json(
+        http,
+        &format!("/api/v1/alarms?site={SITE}&asset={}", s.tank),
+    )
+    .await?;
+    let leaks = episodes.as_array().map_or(0, |l| {
+        l.iter().filter(|a| a["field"] == "alarm.leak").count()
+    });
+    ensure!(leaks == FLAPS + 1, "every raise an episode: {leaks}");
+    let is_digest = |m: &Value| {
+        m["subject"]
+            .as_str()
+            .is_some_and(|s| s.contains("alarm notifications in the last"))
+    };
+    eventually("the digest", Duration::from_secs(30), || async {
+        Ok(smtp
+            .to("ops@fuel.test")?
+            .iter()
+            .find(|m| is_digest(m))
+            .cloned())
+    })
+    .await?;
+    // let a last digest of anything held late go out
+    tokio::time::sleep(Duration::from_millis(rules.window_ms as u64 + 2_000)).await;
+    let mails = smtp.to("ops@fuel.test")?;
+    let digests: Vec<&Value> = mails.iter().filter(|m| is_digest(m)).collect();
+    eprintln!(
+        "{} mails ({} digests) for {FLAPS} flaps in {:?}",
+        mails.len(),
+        digests.len(),
+        t0.elapsed()
+    );
+    ensure!(
+        mails.len() - digests.len() <= rules.per_recipient && digests.len() <= 2,
+        "at most the limit, then digests: {} mails, {} digests",
+        mails.len(),
+        digests.len()
+    );
+    let listed: usize = digests
+        .iter()
+        .map(|d| {
+            d["body"]
+                .as_str()
+                .map_or(0, |b| b.lines().filter(|l| l.starts_with("- ")).count())
+        })
+        .sum();
+    ensure!(
+        listed + mails.len() - digests.len() == FLAPS,
+        "each raise mailed or listed in a digest, once: {listed} listed, {} mailed",
+        mails.len() - digests.len()
+    );
+    s.agent.stop().await?;
+    s.he.stop().await;
+    Ok(())
+}
