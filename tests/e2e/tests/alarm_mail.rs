@@ -207,12 +207,15 @@ async fn with_the_smtp_server_down_mails_are_retried_then_given_up_in_view_and_a
     // the server is back; the gauge flaps: the limit, then one digest
     smtp.peer.cmd("start")?;
     const FLAPS: usize = 10;
+    // each state held for seven polls: a test run beside others must not
+    // miss one (the gauge is read every 100 ms)
+    const FLAP_HOLD: Duration = Duration::from_millis(700);
     let t0 = Instant::now();
     for _ in 0..FLAPS {
         s.sim.set_leak(1, true);
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        tokio::time::sleep(FLAP_HOLD).await;
         s.sim.set_leak(1, false);
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        tokio::time::sleep(FLAP_HOLD).await;
     }
     let episodes = get_json(
         http,

@@ -312,11 +312,14 @@ async fn a_flapping_critical_alarm_opens_one_escalation_and_every_change_reaches
     // behind the first and still arrive in order
     hook.peer.cmd("fail 2")?;
     const FLAPS: usize = 10;
+    // each state held for seven polls: a test run beside others must not
+    // miss one (the gauge is read every 100 ms)
+    const FLAP_HOLD: Duration = Duration::from_millis(700);
     for _ in 0..FLAPS {
         sim.set_leak(1, true);
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        tokio::time::sleep(FLAP_HOLD).await;
         sim.set_leak(1, false);
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        tokio::time::sleep(FLAP_HOLD).await;
     }
     let episodes = eventually(
         "every flap an episode, cleared",
