@@ -513,10 +513,8 @@ impl Alarms<'_> {
         .await?
         .rows_affected();
         if n == 1 {
-            event(&mut tx, id, now, AlarmEventKind::Acknowledged, actor, note).await?;
-            if self.0.notify {
-                announce(&mut tx, id, AlarmEventKind::Acknowledged, now).await?;
-            }
+            self.record(&mut tx, id, AlarmEventKind::Acknowledged, actor, note, now)
+                .await?;
         }
         tx.commit().await?;
         Ok(n == 1)
@@ -549,10 +547,8 @@ impl Alarms<'_> {
                     .rfc3339()
                     .unwrap_or_else(|| until.to_string())
             );
-            event(&mut tx, id, now, AlarmEventKind::Shelved, actor, &note).await?;
-            if self.0.notify {
-                announce(&mut tx, id, AlarmEventKind::Shelved, now).await?;
-            }
+            self.record(&mut tx, id, AlarmEventKind::Shelved, actor, &note, now)
+                .await?;
         }
         tx.commit().await?;
         Ok(n == 1)
@@ -570,13 +566,28 @@ impl Alarms<'_> {
         .await?
         .rows_affected();
         if n == 1 {
-            event(&mut tx, id, now, AlarmEventKind::Unshelved, actor, "").await?;
-            if self.0.notify {
-                announce(&mut tx, id, AlarmEventKind::Unshelved, now).await?;
-            }
+            self.record(&mut tx, id, AlarmEventKind::Unshelved, actor, "", now)
+                .await?;
         }
         tx.commit().await?;
         Ok(n == 1)
+    }
+
+    /// A person's move on the timeline, and to the webhook when one is set.
+    async fn record(
+        &self,
+        c: &mut AnyConnection,
+        id: &str,
+        kind: AlarmEventKind,
+        actor: &str,
+        note: &str,
+        now: i64,
+    ) -> Result<(), Error> {
+        event(c, id, now, kind, actor, note).await?;
+        if self.0.notify {
+            announce(c, id, kind, now).await?;
+        }
+        Ok(())
     }
 
     /// Adds a note to an episode's timeline.

@@ -167,6 +167,32 @@ async fn a_critical_leak_is_mailed_at_once_to_a_real_smtp_server_and_again_until
     // the outbound log shows them sent
     let log = get_json(http, &format!("/api/v1/mails?site={SITE}&state=sent")).await?;
     ensure!(log.as_array().is_some_and(|l| l.len() >= 2), "{log}");
+    // a manager scoped to another site reads the log (it holds `audit`)
+    // but sees none of this site's mails, and naming the site is a 404
+    let other = api_key(&s.he.db, "manager", Some(vec!["site-elsewhere".into()])).await?;
+    let (st, v) = as_bearer(http, &other, "GET", "/api/v1/mails", None).await?;
+    ensure!(
+        st == 200 && v.as_array().is_some_and(Vec::is_empty),
+        "{st} {v}"
+    );
+    let (st, _) = as_bearer(
+        http,
+        &other,
+        "GET",
+        &format!("/api/v1/mails?site={SITE}"),
+        None,
+    )
+    .await?;
+    ensure!(st == 404, "another site's mail log by name: {st}");
+    let (st, _) = as_bearer(
+        http,
+        &other,
+        "GET",
+        &format!("/api/v1/sites/{SITE}/alarm-recipients"),
+        None,
+    )
+    .await?;
+    ensure!(st == 404, "another site's recipients: {st}");
     s.agent.stop().await?;
     s.he.stop().await;
     Ok(())
