@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod opcua;
 pub mod probe;
 pub mod renew;
+pub mod selfwatch;
 pub mod store;
 pub mod uplink;
 pub mod yamlguard;
@@ -190,6 +191,7 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
     let (tx, rx) = mpsc::channel(logwriter::READING_QUEUE);
     let mut tasks = Vec::new();
     let (writes, health) = spawn_adapters(&cfg, &tx, &stop_rx, &fatal, &mut tasks)?;
+    let tx_watch = tx.clone();
     let (durable_tx, durable_rx) = watch::channel(log.durable_seq());
     let (records_tx, records_rx) = mpsc::channel(logwriter::RECORD_QUEUE);
     let (local_tx, local_rx) = mpsc::channel(commands::LOCAL_QUEUE);
@@ -248,6 +250,21 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
         ),
     ));
     let health = Arc::new(health);
+    tasks.push(fatal.spawn_task(
+        "self watch".into(),
+        selfwatch::run(
+            selfwatch::Watch::new(cfg.self_alarms.clone()),
+            selfwatch::Sources {
+                site: cfg.site_id.clone(),
+                log: log.clone(),
+                devices: health.clone(),
+                cert: cfg.tls.cert.clone(),
+                started_ms: adapter_api::now_ms(),
+            },
+            tx_watch,
+            stop_rx.clone(),
+        ),
+    ));
     let (status_tx, status_rx) = watch::channel(uplink::UplinkStatus::default());
     let metrics = metrics::Metrics::new(command_metrics);
     let status_addr = serve_status(

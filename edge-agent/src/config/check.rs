@@ -193,6 +193,16 @@ fn check_assets<'c>(cfg: &'c AgentConfig, at: &At) -> Result<HashSet<&'c str>, C
     for a in &cfg.assets {
         adapter_api::validate::ident(&a.id)
             .map_err(|e| err("id", &a.id, format!("assets: id {e}")))?;
+        if a.id == crate::selfwatch::ASSET {
+            return Err(err(
+                "id",
+                &a.id,
+                format!(
+                    "assets: id {:?} is reserved for the agent's own conditions (alarms of the agent itself); rename the asset",
+                    a.id
+                ),
+            ));
+        }
         for (key, v) in [
             ("name", &a.name),
             ("product", &a.product),

@@ -54,6 +54,11 @@ pub struct AgentConfig {
     /// the agent listens nowhere on the network.
     #[serde(default)]
     pub opcua_server: Option<agent_opcua_server::ServerConfig>,
+    /// When the agent's own conditions (a device offline, the log
+    /// dropping, storage nearly full, the certificate expiring) become
+    /// alarms of the asset `agent`.
+    #[serde(default)]
+    pub self_alarms: crate::selfwatch::SelfAlarmsConfig,
 }
 
 impl AgentConfig {
@@ -530,6 +535,11 @@ devices:
             ),
             ("id: tank-1, kind", "id: \"tank\\0-1\", kind", "assets: id"),
             (
+                "id: tank-1, kind",
+                "id: agent, kind",
+                "reserved for the agent's own conditions",
+            ),
+            (
                 "kind: tank,",
                 "kind: tank, name: \"Tank\\0one\",",
                 "control character",
@@ -548,6 +558,27 @@ devices:
             assert!(e.to_string().contains(want), "{to}: {e}");
             assert!(e.line.is_some(), "{to}: no line in {e}");
         }
+    }
+
+    #[test]
+    fn self_alarm_bounds_are_checked_and_default_when_absent() {
+        let e = err_of(&format!(
+            "{GOOD}self_alarms:\n  device_offline_after_s: 1\n"
+        ));
+        assert!(e.to_string().contains("device_offline_after_s"), "{e}");
+        let e = err_of(&format!(
+            "{GOOD}self_alarms:\n  storage_nearly_full_pct: 100\n"
+        ));
+        assert!(e.to_string().contains("storage_nearly_full_pct"), "{e}");
+        let e = err_of(&format!("{GOOD}self_alarms:\n  disk_pct: 90\n"));
+        assert!(e.to_string().contains("disk_pct"), "{e}");
+        let ok = parse(
+            "site.yaml",
+            &format!("{GOOD}self_alarms:\n  device_offline_after_s: 120\n"),
+        )
+        .expect("valid");
+        assert_eq!(ok.self_alarms.device_offline_after_s, 120);
+        assert_eq!(ok.self_alarms.storage_nearly_full_pct, 90);
     }
 
     #[test]

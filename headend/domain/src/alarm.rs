@@ -26,6 +26,17 @@ text_enum!(
         Sensor => "sensor",
         Probe => "probe",
         Communication => "communication",
+        /// The agent's own conditions (asset `agent`): a device with no
+        /// good read for longer than the agent's bound (one point per
+        /// device, `alarm.device_offline.<device>`), ...
+        DeviceOffline => "device_offline",
+        /// ... the agent's log dropping data (its bound, a full disk,
+        /// corruption), ...
+        LogDropping => "log_dropping",
+        /// ... the log's room (its bound, or the disk) nearly used up, ...
+        StorageNearlyFull => "storage_nearly_full",
+        /// ... and the agent's certificate about to expire (renewal failing).
+        CertificateExpiring => "certificate_expiring",
         /// A point named `alarm.<name>` with a name this table does not
         /// know: kept (with its field) and major by default, never dropped.
         Other => "other",
@@ -101,21 +112,27 @@ const NAMES: &[(&str, AlarmType)] = &[
     ("probe_fault", AlarmType::Probe),
     ("communication", AlarmType::Communication),
     ("communication_fault", AlarmType::Communication),
+    ("device_offline", AlarmType::DeviceOffline),
+    ("log_dropping", AlarmType::LogDropping),
+    ("storage_nearly_full", AlarmType::StorageNearlyFull),
+    ("certificate_expiring", AlarmType::CertificateExpiring),
 ];
 
 impl AlarmType {
     /// The type of an alarm point's field, or `None` when the field is no
-    /// alarm condition (not `alarm.<name>`, or `alarm.count`).
+    /// alarm condition (not `alarm.<name>`, or `alarm.count`). A name with
+    /// a qualifier (`device_offline.atg`: one point per device) takes the
+    /// type of the part before the first dot when the whole is unknown.
     pub fn of_field(field: &str) -> Option<AlarmType> {
         let name = field.strip_prefix("alarm.")?;
         if name.is_empty() || name == "count" {
             return None;
         }
+        let find = |n: &str| NAMES.iter().find(|(k, _)| *k == n).map(|(_, t)| *t);
         Some(
-            NAMES
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map_or(AlarmType::Other, |(_, t)| *t),
+            find(name)
+                .or_else(|| name.split_once('.').and_then(|(head, _)| find(head)))
+                .unwrap_or(AlarmType::Other),
         )
     }
 
@@ -130,6 +147,9 @@ impl AlarmType {
             HighWater | WaterInFuel | Other => Severity::Major,
             LowProduct | DeliveryNeeded => Severity::Minor,
             Sensor | Probe | Communication => Severity::Warning,
+            // the site is blind or losing its record: someone must act
+            DeviceOffline | LogDropping | CertificateExpiring => Severity::Major,
+            StorageNearlyFull => Severity::Minor,
         }
     }
 }
@@ -331,6 +351,13 @@ mod tests {
             ("alarm.low_level", Some(LowProduct)),
             ("alarm.probe_out", Some(Probe)),
             ("alarm.something_new", Some(Other)),
+            ("alarm.something.new", Some(Other)),
+            ("alarm.device_offline.atg", Some(DeviceOffline)),
+            ("alarm.device_offline.plc.2", Some(DeviceOffline)),
+            ("alarm.log_dropping", Some(LogDropping)),
+            ("alarm.storage_nearly_full", Some(StorageNearlyFull)),
+            ("alarm.certificate_expiring", Some(CertificateExpiring)),
+            ("alarm.leak.tank2", Some(Leak)),
             ("alarm.count", None),
             ("alarm.", None),
             ("volume", None),
@@ -384,6 +411,10 @@ mod tests {
             (Sensor, Warning),
             (Probe, Warning),
             (Communication, Warning),
+            (DeviceOffline, Major),
+            (LogDropping, Major),
+            (CertificateExpiring, Major),
+            (StorageNearlyFull, Minor),
         ] {
             assert_eq!(t.default_severity(), s, "{t}");
         }

@@ -57,8 +57,65 @@ text_enum!(
         /// A person resolved it while its cause persisted; the job saw the
         /// cause again, and the same case opened again with its history.
         Reopened => "reopened",
+        /// A person said they have seen it (once per case).
+        Acknowledged => "acknowledged",
+        /// A person snoozed it until a time (its updates are held back).
+        Snoozed => "snoozed",
     }
 );
+
+/// The facts of an escalation that decide what a person may do to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EscFacts {
+    pub state: EscState,
+    pub acked_ms: Option<i64>,
+    pub snoozed_until_ms: Option<i64>,
+}
+
+/// The longest a person may snooze an escalation.
+pub const MAX_SNOOZE_MS: i64 = 7 * 24 * 3_600_000;
+
+/// Why a person's acknowledge or snooze is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EscRefused {
+    #[error("the escalation is resolved")]
+    Resolved,
+    #[error("the escalation is already acknowledged")]
+    AlreadyAcknowledged,
+    #[error("the snooze must end in the future and within 7 days")]
+    SnoozeOutOfRange,
+}
+
+impl EscFacts {
+    /// Snoozed now: a snooze that has not run out (no job ends it).
+    pub fn snoozed(&self, now_ms: i64) -> bool {
+        self.state != EscState::Resolved && self.snoozed_until_ms.is_some_and(|u| u > now_ms)
+    }
+
+    /// Acknowledging: once per case, while it is not resolved.
+    pub fn may_acknowledge(&self) -> Result<(), EscRefused> {
+        if self.state == EscState::Resolved {
+            Err(EscRefused::Resolved)
+        } else if self.acked_ms.is_some() {
+            Err(EscRefused::AlreadyAcknowledged)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Snoozing: while not resolved, until a time after now and at most
+    /// [`MAX_SNOOZE_MS`] ahead (snoozing again moves the end; `until` =
+    /// now or before is refused, not read as "wake up").
+    pub fn may_snooze(&self, until_ms: i64, now_ms: i64) -> Result<(), EscRefused> {
+        if self.state == EscState::Resolved {
+            return Err(EscRefused::Resolved);
+        }
+        if until_ms <= now_ms || until_ms - now_ms > MAX_SNOOZE_MS {
+            return Err(EscRefused::SnoozeOutOfRange);
+        }
+        Ok(())
+    }
+}
 
 /// Whether a person may move an escalation from `from` to `to`: forward
 /// only (assigning again is allowed, to hand it over), never out of
@@ -113,6 +170,44 @@ pub fn tank_causes(f: &TankFacts, margin_h: f64) -> Vec<Cause> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_escalation_is_acknowledged_once_and_snoozed_within_a_week_while_not_resolved() {
+        let f = |state, acked_ms, snoozed_until_ms| EscFacts {
+            state,
+            acked_ms,
+            snoozed_until_ms,
+        };
+        let open = f(EscState::Assigned, None, None);
+        assert_eq!(open.may_acknowledge(), Ok(()));
+        assert_eq!(
+            f(EscState::Created, Some(5), None).may_acknowledge(),
+            Err(EscRefused::AlreadyAcknowledged)
+        );
+        assert_eq!(
+            f(EscState::Resolved, None, None).may_acknowledge(),
+            Err(EscRefused::Resolved)
+        );
+        let now = 1_000;
+        let table = [
+            (now + 1, Ok(())),
+            (now + MAX_SNOOZE_MS, Ok(())),
+            (now + MAX_SNOOZE_MS + 1, Err(EscRefused::SnoozeOutOfRange)),
+            (now, Err(EscRefused::SnoozeOutOfRange)),
+            (now - 5, Err(EscRefused::SnoozeOutOfRange)),
+        ];
+        for (until, want) in table {
+            assert_eq!(open.may_snooze(until, now), want, "until {until}");
+        }
+        assert_eq!(
+            f(EscState::Resolved, None, None).may_snooze(now + 10, now),
+            Err(EscRefused::Resolved)
+        );
+        let snoozed = f(EscState::Investigating, None, Some(now + 10));
+        assert!(snoozed.snoozed(now));
+        assert!(!snoozed.snoozed(now + 10), "a snooze runs out by itself");
+        assert!(!f(EscState::Resolved, None, Some(now + 10)).snoozed(now));
+    }
 
     #[test]
     fn causes_states_and_event_kinds_round_trip() {

@@ -4,7 +4,9 @@
 //!   paged), `GET /api/v1/escalations/{id}` with its timeline and the
 //!   decision context stored when it opened or last changed.
 //! * `POST /api/v1/escalations/{id}/move` (`{"state", "assignee", "note"}`),
-//!   `POST /api/v1/escalations/{id}/notes` (`{"note"}`).
+//!   `POST /api/v1/escalations/{id}/notes` (`{"note"}`),
+//!   `POST /api/v1/escalations/{id}/acknowledge` (`{"note"}`, once per case),
+//!   `POST /api/v1/escalations/{id}/snooze` (`{"until", "reason"}`).
 //! * `GET /api/v1/webhooks/dead`: notifications the webhook never took.
 
 use axum::Json;
@@ -81,6 +83,36 @@ pub fn routes() -> Vec<super::route::Route> {
             ),
         ),
         Route::new(
+            "POST",
+            "/api/v1/escalations/{id}/acknowledge",
+            Perm(P::Loads),
+            "escalations.acknowledge",
+            post(acknowledge),
+            with_body(
+                d(
+                    "Acknowledge an escalation (once per case, while it is open)",
+                    200,
+                    Some(reference("Escalation")),
+                ),
+                "EscAckRequest",
+            ),
+        ),
+        Route::new(
+            "POST",
+            "/api/v1/escalations/{id}/snooze",
+            Perm(P::Loads),
+            "escalations.snooze",
+            post(snooze),
+            with_body(
+                d(
+                    "Snooze an escalation until a time within 7 days (its updates send no webhook meanwhile)",
+                    200,
+                    Some(reference("Escalation")),
+                ),
+                "SnoozeRequest",
+            ),
+        ),
+        Route::new(
             "GET",
             "/api/v1/webhooks/dead",
             Perm(P::Admin),
@@ -104,6 +136,9 @@ fn esc_json(e: &EscalationRow) -> Value {
         "state": e.state, "subject": e.subject, "detail": e.detail, "assignee": e.assignee,
         "opened_at": ts(e.opened_ms), "opened_ms": e.opened_ms, "updated_at": ts(e.updated_ms),
         "resolved_at": e.resolved_ms.map(ts),
+        "acknowledged_at": e.acked_ms.map(ts), "acknowledged_by": e.acked_by,
+        "snoozed": e.facts().snoozed(crate::wallclock::now_ms()),
+        "snoozed_until": e.snoozed_until_ms.map(ts), "snooze_reason": e.snooze_reason,
         "context": e.context,
     })
 }
@@ -224,6 +259,38 @@ async fn add_note(
     Ok(noted(
         Json(esc_json(&e)).into_response(),
         note(&id, &e.site_id, json!({ "note_added": true })),
+    ))
+}
+
+async fn acknowledge(
+    State(s): State<ApiState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: svc::EscAckRequest = parse_body(&body)?;
+    let e = svc::acknowledge(&s.ctx(&p), &id, req, &p.actor.to_string(), s.webhook).await?;
+    Ok(noted(
+        Json(esc_json(&e)).into_response(),
+        note(&id, &e.site_id, json!({ "acknowledged": true })),
+    ))
+}
+
+async fn snooze(
+    State(s): State<ApiState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: svc::SnoozeRequest = parse_body(&body)?;
+    let e = svc::snooze(&s.ctx(&p), &id, req, &p.actor.to_string()).await?;
+    Ok(noted(
+        Json(esc_json(&e)).into_response(),
+        note(
+            &id,
+            &e.site_id,
+            json!({ "snoozed_until": e.snoozed_until_ms.map(ts), "reason": e.snooze_reason }),
+        ),
     ))
 }
 

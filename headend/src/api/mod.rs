@@ -16,6 +16,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod alarm_rules;
 pub mod alarms;
 pub mod audit;
 pub mod auth;
@@ -110,6 +111,7 @@ pub fn routes() -> Vec<route::Route> {
         escalations::routes(),
         alarms::routes(),
         mail::routes(),
+        alarm_rules::routes(),
         openapi::routes(),
     ]
     .into_iter()

@@ -52,7 +52,7 @@ fn schemas() -> Value {
     let b = || json!({"type": "boolean"});
     let sites = || json!({"oneOf": [{"type": "string", "const": "*"}, {"type": "array", "items": {"type": "string"}}]});
     let obj = |props: Value, required: &[&str]| json!({"type": "object", "properties": props, "required": required});
-    json!({
+    let mut v = json!({
         "Error": obj(json!({"error": obj(json!({"code": s(), "message": s(), "field": ns()}), &["code", "message", "field"])}), &["error"]),
         "Site": obj(json!({"site_id": s(), "name": s(), "time_zone": s(), "agent_version": s(), "assets": i(), "first_seen": ns(), "last_seen": ns(),
                            "connected": b(),
@@ -163,6 +163,8 @@ fn schemas() -> Value {
                                  "state": {"enum": ["created", "assigned", "investigating", "resolved"]},
                                  "subject": s(), "detail": s(), "assignee": ns(), "opened_at": ns(), "opened_ms": i(),
                                  "updated_at": ns(), "resolved_at": ns(), "context": {},
+                                 "acknowledged_at": ns(), "acknowledged_by": ns(), "snoozed": {"type": "boolean"},
+                                 "snoozed_until": ns(), "snooze_reason": ns(),
                                  "events": {"type": "array"}}),
                           &["id", "site", "tank", "cause", "state", "detail", "opened_ms"]),
         "DeadLetter": obj(json!({"id": i(), "subject": {"enum": ["escalation", "alarm"], "description": "what `escalation` names: an escalation or an alarm episode"},
@@ -176,11 +178,34 @@ fn schemas() -> Value {
         "CsvBody": schema_of::<super::inventory::CsvBody>(),
         "MoveRequest": schema_of::<crate::services::escalations::MoveRequest>(),
         "NoteRequest": schema_of::<crate::services::escalations::NoteRequest>(),
+        "EscAckRequest": schema_of::<crate::services::escalations::EscAckRequest>(),
+        "SnoozeRequest": schema_of::<crate::services::escalations::SnoozeRequest>(),
+    });
+    if let (Some(all), Value::Object(alarms)) = (v.as_object_mut(), alarm_schemas()) {
+        all.extend(alarms);
+    }
+    v
+}
+
+/// The alarm feature's schemas (issue 32).
+fn alarm_schemas() -> Value {
+    let s = || json!({"type": "string"});
+    let ns = || nullable("string");
+    let i = || json!({"type": "integer"});
+    let obj = |props: Value, required: &[&str]| json!({"type": "object", "properties": props, "required": required});
+    json!({
         "Alarm": schema_of::<super::alarms::AlarmView>(),
         "AckRequest": schema_of::<crate::services::alarms::AckRequest>(),
         "ShelveRequest": schema_of::<crate::services::alarms::ShelveRequest>(),
         "AlarmNoteRequest": schema_of::<crate::services::alarms::AlarmNoteRequest>(),
         "RecipientsRequest": schema_of::<crate::services::alarms::RecipientsRequest>(),
+        "SeveritiesRequest": schema_of::<crate::services::alarms::SeveritiesRequest>(),
+        "SeverityRequest": schema_of::<crate::services::alarms::SeverityRequest>(),
+        "AlarmSeverities": obj(json!({"site": s(), "severities": {"type": "array", "items": obj(json!({
+                                       "type": {"enum": crate::domain::alarm::AlarmType::ALL.iter().map(|t| t.as_str()).collect::<Vec<_>>()},
+                                       "severity": {"enum": ["critical", "major", "minor", "warning"]},
+                                       "default": {"type": "boolean"}}), &["type", "severity", "default"])}}),
+                               &["site", "severities"]),
         "RecipientRequest": schema_of::<crate::services::alarms::RecipientRequest>(),
         "AlarmRecipients": obj(json!({"site": s(), "recipients": {"type": "array", "items": obj(json!({"address": s(),
                                        "min_severity": {"enum": ["critical", "major", "minor", "warning"]}}), &["address", "min_severity"])}}),
@@ -376,6 +401,9 @@ mod tests {
             p.starts_with("/api/v1/alarms")
                 || p == "/api/v1/mails"
                 || p == "/api/v1/sites/{site}/alarm-recipients"
+                || p == "/api/v1/sites/{site}/alarm-severities"
+                || p == "/api/v1/escalations/{id}/acknowledge"
+                || p == "/api/v1/escalations/{id}/snooze"
         };
         for (path, ops) in before["paths"].as_object().unwrap() {
             if let Err(e) = still_says(&now["paths"][path], ops, path) {

@@ -227,3 +227,64 @@ pub async fn set_recipients(
     ctx.db.mail().set_recipients(site, &list).await?;
     Ok(list)
 }
+
+/// `PUT /api/v1/sites/{site}/alarm-severities`: the site's own severity
+/// per alarm type (the list replaces the old; a type not listed keeps the
+/// fuel domain's default). Episodes take their severity when raised.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SeveritiesRequest {
+    pub severities: Vec<SeverityRequest>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SeverityRequest {
+    /// An alarm type (leak, overfill, high_water, device_offline, ...).
+    #[serde(rename = "type")]
+    #[schema(value_type = String)]
+    pub alarm_type: crate::domain::alarm::AlarmType,
+    /// critical | major | minor | warning
+    #[schema(value_type = String)]
+    pub severity: Severity,
+}
+
+/// Every alarm type with the severity it has at the site, and whether
+/// that is the default.
+pub async fn severities(
+    ctx: &Context,
+    site: &str,
+) -> Result<Vec<(crate::domain::alarm::AlarmType, Severity, bool)>> {
+    super::inventory::site(ctx, site).await?;
+    let own = ctx.db.alarm_rules().severities(site).await?;
+    Ok(crate::domain::alarm::AlarmType::ALL
+        .iter()
+        .map(|t| match own.iter().find(|(o, _)| o == t) {
+            Some((_, s)) => (*t, *s, false),
+            None => (*t, t.default_severity(), true),
+        })
+        .collect())
+}
+
+pub async fn set_severities(
+    ctx: &Context,
+    site: &str,
+    r: SeveritiesRequest,
+) -> Result<Vec<(crate::domain::alarm::AlarmType, Severity, bool)>> {
+    super::inventory::site(ctx, site).await?;
+    let mut list: Vec<(crate::domain::alarm::AlarmType, Severity)> = Vec::new();
+    for (i, x) in r.severities.into_iter().enumerate() {
+        if list.iter().any(|(t, _)| *t == x.alarm_type) {
+            return Err(invalid(
+                &format!("severities[{i}].type"),
+                format!("{} is listed twice", x.alarm_type),
+            ));
+        }
+        // a type set to its default is no rule of the site's own
+        if x.severity != x.alarm_type.default_severity() {
+            list.push((x.alarm_type, x.severity));
+        }
+    }
+    ctx.db.alarm_rules().set_severities(site, &list).await?;
+    severities(ctx, site).await
+}

@@ -5,7 +5,7 @@
 use serde::Deserialize;
 
 use super::{Context, Refused, Result, invalid, refused};
-use crate::domain::escalation::{EscEventKind, EscState, may_move};
+use crate::domain::escalation::{EscEventKind, EscRefused, EscState, may_move};
 use crate::store::escalations::{EscEventRow, EscalationRow};
 use crate::wallclock::now_ms;
 
@@ -139,4 +139,94 @@ pub async fn add_note(
         .note(id, e.state, actor, &note, now_ms())
         .await?;
     Ok(e)
+}
+
+/// `POST /api/v1/escalations/{id}/acknowledge`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EscAckRequest {
+    #[serde(default)]
+    pub note: String,
+}
+
+/// `POST /api/v1/escalations/{id}/snooze`: until a time (RFC 3339 or Unix
+/// ms) after now and at most 7 days ahead, with a reason. Its "updated"
+/// webhooks are held back meanwhile; a reopened case is awake again.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SnoozeRequest {
+    #[schema(value_type = String)]
+    pub until: serde_json::Value,
+    pub reason: String,
+}
+
+fn esc_conflict(id: &str, why: EscRefused) -> super::ServiceError {
+    refused(Refused::Conflict, "", format!("escalation {id}: {why}"))
+}
+
+/// Acknowledges an escalation (once per case, while open).
+pub async fn acknowledge(
+    ctx: &Context,
+    id: &str,
+    r: EscAckRequest,
+    actor: &str,
+    notify: bool,
+) -> Result<EscalationRow> {
+    let (e, _) = get(ctx, id).await?;
+    let note = note_text(&r.note, false)?;
+    e.facts()
+        .may_acknowledge()
+        .map_err(|w| esc_conflict(id, w))?;
+    let now = now_ms();
+    if !ctx
+        .db
+        .escalations()
+        .acknowledge(id, actor, &note, now, notify)
+        .await?
+    {
+        return Err(refused(
+            Refused::Conflict,
+            "",
+            format!("escalation {id} changed meanwhile; read it again"),
+        ));
+    }
+    reread(ctx, id).await
+}
+
+/// Snoozes an escalation until a time.
+pub async fn snooze(
+    ctx: &Context,
+    id: &str,
+    r: SnoozeRequest,
+    actor: &str,
+) -> Result<EscalationRow> {
+    let (e, _) = get(ctx, id).await?;
+    let until = super::time_value("until", &r.until)?;
+    let reason = note_text(&r.reason, true)
+        .map_err(|_| invalid("reason", "must not be empty; at most 2000 characters"))?;
+    let now = now_ms();
+    match e.facts().may_snooze(until, now) {
+        Ok(()) => {}
+        Err(EscRefused::SnoozeOutOfRange) => {
+            return Err(invalid("until", EscRefused::SnoozeOutOfRange.to_string()));
+        }
+        Err(w) => return Err(esc_conflict(id, w)),
+    }
+    if !ctx
+        .db
+        .escalations()
+        .snooze(id, until, &reason, actor, now)
+        .await?
+    {
+        return Err(esc_conflict(id, EscRefused::Resolved));
+    }
+    reread(ctx, id).await
+}
+
+async fn reread(ctx: &Context, id: &str) -> Result<EscalationRow> {
+    ctx.db
+        .escalations()
+        .get(id)
+        .await?
+        .ok_or_else(|| not_found(id))
 }

@@ -12,9 +12,12 @@ use super::*;
 use crate::domain::{Actor, Scope};
 use crate::store::{Db, HelloInfo};
 
+/// Alarm rules (site severities) and escalation acknowledge and snooze.
+mod rules;
+
 /// The databases a test runs on: (name, URL, the PostgreSQL database to
 /// drop after, the SQLite file's directory).
-async fn databases() -> Vec<(&'static str, String, Option<String>, tempfile::TempDir)> {
+pub(super) async fn databases() -> Vec<(&'static str, String, Option<String>, tempfile::TempDir)> {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = format!("sqlite://{}", dir.path().join("t.db").display());
     let (pg, name) = crate::store::testing::fresh_postgres().await;
@@ -24,13 +27,13 @@ async fn databases() -> Vec<(&'static str, String, Option<String>, tempfile::Tem
     ]
 }
 
-async fn drop_database(name: Option<String>) {
+pub(super) async fn drop_database(name: Option<String>) {
     if let Some(name) = name {
         crate::store::testing::drop_postgres(&name).await;
     }
 }
 
-fn ctx(db: &Db, scope: Scope) -> Context {
+pub(super) fn ctx(db: &Db, scope: Scope) -> Context {
     Context {
         db: db.clone(),
         metrics: crate::metrics::Metrics::default(),
@@ -40,7 +43,7 @@ fn ctx(db: &Db, scope: Scope) -> Context {
 }
 
 /// A site with one 20,000 L tank whose `pump_limit` is writable from 0 to 100.
-async fn site(db: &Db, site: &str) {
+pub(super) async fn site(db: &Db, site: &str) {
     let h = tankwatch_proto::fixtures::tank_hello(site, &[("pump_limit", 0.0, 100.0)]);
     db.record_hello(HelloInfo { site, hello: &h })
         .await
@@ -49,7 +52,7 @@ async fn site(db: &Db, site: &str) {
 
 /// Site B, made by an operator, with a 30,000 L tank that never reported
 /// (the inventory job finds it stale).
-async fn site_b_with_a_tank_that_never_reported(c: &Context) {
+pub(super) async fn site_b_with_a_tank_that_never_reported(c: &Context) {
     inventory::create_site(
         c,
         serde_json::from_value(json!({"site": "site-b", "name": "B"})).unwrap(),
@@ -77,7 +80,7 @@ fn setpoint(value: f64) -> CommandRequest {
         .unwrap()
 }
 
-fn refusal(e: ServiceError) -> (Refused, String) {
+pub(super) fn refusal(e: ServiceError) -> (Refused, String) {
     match e {
         ServiceError::Refused { kind, field, .. } => (kind, field),
         ServiceError::Store(e) => panic!("a store error, not a refusal: {e}"),
@@ -233,7 +236,7 @@ async fn the_inventory_job_opens_one_stale_escalation_for_a_tank_without_data_an
 }
 
 /// A batch of log 1 with alarm readings `(seq, field, value, ts_ms, good)`.
-fn alarm_batch(
+pub(super) fn alarm_batch(
     log_id: u64,
     rs: &[(u64, &str, f64, i64, bool)],
 ) -> tankwatch_proto::v1::TelemetryBatch {
@@ -266,7 +269,7 @@ fn alarm_batch(
     }
 }
 
-fn alarm_query(state: Option<crate::domain::alarm::AlarmState>) -> alarms::ListQuery {
+pub(super) fn alarm_query(state: Option<crate::domain::alarm::AlarmState>) -> alarms::ListQuery {
     alarms::ListQuery {
         state,
         limit: 100,

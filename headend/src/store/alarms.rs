@@ -249,6 +249,7 @@ async fn raise(
     kind: AlarmType,
 ) -> Result<String, Error> {
     let id = format!("alm-{:016x}", fastrand::u64(..));
+    let severity = crate::store::alarm_rules::severity_in(c, at.site, kind).await?;
     sqlx::query(
         "INSERT INTO alarm_episodes (episode_id, site_id, asset_id, field, alarm_type, severity, raised_ms, raised_value, source, raised_log_id, raised_seq, updated_ms, stored_ms)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)",
@@ -258,7 +259,7 @@ async fn raise(
     .bind(&r.asset_id)
     .bind(&r.field)
     .bind(kind)
-    .bind(kind.default_severity())
+    .bind(severity)
     .bind(r.source_ts_ms)
     .bind(r.value)
     .bind(&r.source)
@@ -269,7 +270,7 @@ async fn raise(
     .await?;
     let who = agent(at.site);
     event(c, &id, r.source_ts_ms, AlarmEventKind::Raised, &who, "").await?;
-    if kind.default_severity() == Severity::Critical {
+    if severity == Severity::Critical {
         escalate(c, &id, at.now, at.notify).await?;
     }
     if at.notify {

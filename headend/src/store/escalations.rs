@@ -5,7 +5,7 @@
 use sqlx::AnyConnection;
 
 use crate::Error;
-use crate::domain::escalation::{Cause, EscEventKind, EscState};
+use crate::domain::escalation::{Cause, EscEventKind, EscFacts, EscState};
 use crate::domain::outbox::Subject;
 use crate::store::Db;
 
@@ -24,9 +24,23 @@ pub struct EscalationRow {
     pub opened_ms: crate::domain::UnixMs,
     pub updated_ms: crate::domain::UnixMs,
     pub resolved_ms: Option<crate::domain::UnixMs>,
+    pub acked_ms: Option<crate::domain::UnixMs>,
+    pub acked_by: Option<String>,
+    pub snoozed_until_ms: Option<crate::domain::UnixMs>,
+    pub snooze_reason: Option<String>,
 }
 
-const COLUMNS: &str = "escalation_id, site_id, tank_id, cause, state, subject, detail, context, assignee, opened_ms, updated_ms, resolved_ms";
+impl EscalationRow {
+    pub fn facts(&self) -> EscFacts {
+        EscFacts {
+            state: self.state,
+            acked_ms: self.acked_ms.map(crate::domain::UnixMs::ms),
+            snoozed_until_ms: self.snoozed_until_ms.map(crate::domain::UnixMs::ms),
+        }
+    }
+}
+
+pub(super) const COLUMNS: &str = "escalation_id, site_id, tank_id, cause, state, subject, detail, context, assignee, opened_ms, updated_ms, resolved_ms, acked_ms, acked_by, snoozed_until_ms, snooze_reason";
 
 #[derive(sqlx::FromRow, Clone, Debug, PartialEq)]
 pub struct EscEventRow {
@@ -92,7 +106,7 @@ pub struct EscFilter<'a> {
 }
 
 #[derive(Clone, Copy)]
-pub struct Escalations<'a>(&'a Db);
+pub struct Escalations<'a>(pub(super) &'a Db);
 
 impl Db {
     pub fn escalations(&self) -> Escalations<'_> {
@@ -101,7 +115,7 @@ impl Db {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn event(
+pub(super) async fn event(
     c: &mut AnyConnection,
     id: &str,
     at: i64,
@@ -127,7 +141,12 @@ async fn event(
 }
 
 /// Queues a webhook notification of `id`'s change (when one is configured).
-async fn outbox(c: &mut AnyConnection, id: &str, what: &str, at: i64) -> Result<(), Error> {
+pub(super) async fn outbox(
+    c: &mut AnyConnection,
+    id: &str,
+    what: &str,
+    at: i64,
+) -> Result<(), Error> {
     let row: EscalationRow = {
         let sql = format!("SELECT {COLUMNS} FROM escalations WHERE escalation_id = $1");
         sqlx::query_as(sqlx::AssertSqlSafe(sql))
@@ -185,11 +204,12 @@ pub async fn apply_in(
             .bind(now)
             .execute(&mut *c)
             .await?;
-            let state: EscState =
-                sqlx::query_scalar("SELECT state FROM escalations WHERE escalation_id = $1")
-                    .bind(&eid)
-                    .fetch_one(&mut *c)
-                    .await?;
+            let (state, snoozed_until): (EscState, Option<i64>) = sqlx::query_as(
+                "SELECT state, snoozed_until_ms FROM escalations WHERE escalation_id = $1",
+            )
+            .bind(&eid)
+            .fetch_one(&mut *c)
+            .await?;
             event(
                 c,
                 &eid,
@@ -201,7 +221,8 @@ pub async fn apply_in(
                 &f.context,
             )
             .await?;
-            if notify {
+            // a snoozed case's updates stay on its timeline, without a webhook
+            if notify && snoozed_until.is_none_or(|u| u <= now) {
                 outbox(c, &eid, "updated", now).await?;
             }
             Applied::Updated
@@ -278,7 +299,9 @@ async fn reopen(
     };
     sqlx::query(
         "UPDATE escalations SET state = $2, open_key = $3, detail = $4, context = $5, subject = $6,
-           resolved_ms = NULL, updated_ms = $7 WHERE escalation_id = $1 AND open_key IS NULL",
+           resolved_ms = NULL, updated_ms = $7, acked_ms = NULL, acked_by = NULL,
+           snoozed_until_ms = NULL, snooze_reason = NULL
+         WHERE escalation_id = $1 AND open_key IS NULL",
     )
     .bind(&id)
     .bind(state)
@@ -329,115 +352,6 @@ impl Escalations<'_> {
         )
         .fetch_all(self.0.pool())
         .await?)
-    }
-
-    /// Resolves an open escalation; `None` if it is not open (any more).
-    pub async fn resolve(
-        &self,
-        id: &str,
-        kind: EscEventKind,
-        actor: &str,
-        note: &str,
-        now: i64,
-        notify: bool,
-    ) -> Result<Option<()>, Error> {
-        let (_w, mut tx) = self.0.begin_write().await?;
-        let n = sqlx::query(
-            "UPDATE escalations SET state = $2, open_key = NULL, resolved_ms = $3, updated_ms = $3
-             WHERE escalation_id = $1 AND open_key IS NOT NULL",
-        )
-        .bind(id)
-        .bind(EscState::Resolved)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if n == 0 {
-            return Ok(None);
-        }
-        event(
-            &mut tx,
-            id,
-            now,
-            kind,
-            EscState::Resolved,
-            actor,
-            note,
-            "{}",
-        )
-        .await?;
-        if notify {
-            outbox(&mut tx, id, "resolved", now).await?;
-        }
-        tx.commit().await?;
-        Ok(Some(()))
-    }
-
-    /// Moves an escalation (not to resolved: [`Escalations::resolve`]),
-    /// if it is still in `from`; false if it moved meanwhile.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn move_to(
-        &self,
-        id: &str,
-        from: EscState,
-        to: EscState,
-        assignee: Option<&str>,
-        actor: &str,
-        note: &str,
-        now: i64,
-        notify: bool,
-    ) -> Result<bool, Error> {
-        let (_w, mut tx) = self.0.begin_write().await?;
-        let n = sqlx::query(
-            "UPDATE escalations SET state = $3, assignee = COALESCE($4, assignee), updated_ms = $5
-             WHERE escalation_id = $1 AND state = $2",
-        )
-        .bind(id)
-        .bind(from)
-        .bind(to)
-        .bind(assignee)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if n == 0 {
-            return Ok(false);
-        }
-        event(&mut tx, id, now, EscEventKind::Moved, to, actor, note, "{}").await?;
-        if notify {
-            outbox(&mut tx, id, to.as_str(), now).await?;
-        }
-        tx.commit().await?;
-        Ok(true)
-    }
-
-    pub async fn note(
-        &self,
-        id: &str,
-        state: EscState,
-        actor: &str,
-        note: &str,
-        now: i64,
-    ) -> Result<(), Error> {
-        let (_w, mut tx) = self.0.begin_write().await?;
-        event(
-            &mut tx,
-            id,
-            now,
-            EscEventKind::Note,
-            state,
-            actor,
-            note,
-            "{}",
-        )
-        .await?;
-        sqlx::query("UPDATE escalations SET updated_ms = $2 WHERE escalation_id = $1")
-            .bind(id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<EscalationRow>, Error> {

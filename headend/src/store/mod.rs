@@ -12,12 +12,14 @@
 //! Schema and the exactly-once key: ADR 0006.
 
 pub mod agent_records;
+pub mod alarm_rules;
 pub mod alarms;
 pub mod api_keys;
 pub mod audit;
 pub mod certs;
 pub mod commands;
 pub mod devices;
+pub mod escalation_moves;
 pub mod escalations;
 pub mod evaluation;
 pub mod hello;

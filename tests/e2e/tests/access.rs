@@ -159,6 +159,14 @@ fn body_for(method: &str, path: &str, target: &str) -> Option<Value> {
             "reference,tanks,planned_volume_l,eta\nPO-M,tank-1,1000,{}\n", headend::wallclock::now_ms() + 3_600_000)}),
         "/api/v1/escalations/{id}/move" => json!({"state": "assigned", "assignee": "dana"}),
         "/api/v1/escalations/{id}/notes" => json!({"note": "role matrix"}),
+        "/api/v1/escalations/{id}/acknowledge" => json!({"note": "role matrix"}),
+        "/api/v1/escalations/{id}/snooze" => {
+            json!({"until": headend::wallclock::now_ms() + 3_600_000,
+                                                    "reason": "role matrix"})
+        }
+        "/api/v1/sites/{site}/alarm-severities" => {
+            json!({"severities": [{"type": "high_water", "severity": "critical"}]})
+        }
         "/api/v1/alarms/{id}/acknowledge" => json!({"note": "role matrix"}),
         "/api/v1/alarms/{id}/shelve" => json!({"until": headend::wallclock::now_ms() + 3_600_000,
                                                "reason": "role matrix"}),

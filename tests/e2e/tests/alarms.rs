@@ -424,3 +424,75 @@ async fn a_flapping_critical_alarm_opens_one_escalation_and_every_change_reaches
     he.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gauge_that_stops_answering_becomes_a_device_offline_episode_of_the_agent_after_its_bound_and_its_answer_clears_it()
+-> Result<()> {
+    let site = "site-self";
+    let pki = TestPki::new(&[site])?;
+    let work = tempfile::tempdir()?;
+    let sim =
+        atg_sim::Simulator::start("127.0.0.1:0".parse()?, atg_sim::SimConfig::default()).await?;
+    sim.set_frozen(true);
+    let he = start_headend(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
+    let http = he.http_addr;
+    let y = agent_yaml(
+        &pki,
+        site,
+        he.grpc_addr,
+        &work.path().join("log"),
+        &sim,
+        POLL_MS,
+    ) + "self_alarms:\n  device_offline_after_s: 3\n";
+    let agent = edge_agent::start(agent_config(work.path(), &y)?)?;
+    // after its start the agent states each of its own conditions once
+    for field in [
+        "alarm.device_offline.atg",
+        "alarm.log_dropping",
+        "alarm.storage_nearly_full",
+        "alarm.certificate_expiring",
+    ] {
+        wait_value(http, site, "agent", field, 0.0, 0.0).await?;
+    }
+    ensure!(one_alarm(http, site, "agent").await?.is_none());
+    let silent = Instant::now();
+    sim.set_silent(true);
+    let a = eventually(
+        "the device offline episode",
+        Duration::from_secs(20),
+        || async { one_alarm(http, site, "agent").await },
+    )
+    .await?;
+    let took = silent.elapsed();
+    // the last good read was at most a poll before; then the 3 s bound, a
+    // 2 s evaluation tick and the upload
+    ensure!(
+        took >= Duration::from_millis(3000 - POLL_MS) && took <= Duration::from_secs(9),
+        "offline episode after {took:?}"
+    );
+    ensure!(
+        a["type"] == "device_offline"
+            && a["field"] == "alarm.device_offline.atg"
+            && a["severity"] == "major"
+            && a["state"] == "active"
+            && a["source"] == format!("agent://{site}/device_offline.atg"),
+        "{a}"
+    );
+    sim.set_silent(false);
+    let cleared = eventually("the clear", Duration::from_secs(20), || async {
+        Ok(one_alarm(http, site, "agent")
+            .await?
+            .filter(|x| x["state"] == "cleared"))
+    })
+    .await?;
+    ensure!(cleared["id"] == a["id"], "{a} then {cleared}");
+    // a restart states every condition again: no new episode
+    agent.stop().await?;
+    let agent = edge_agent::start(agent_config(work.path(), &y)?)?;
+    tokio::time::sleep(Duration::from_millis(3 * POLL_MS)).await;
+    let all = alarms(http, &format!("site={site}&asset=agent")).await?;
+    ensure!(all.len() == 1, "{all:?}");
+    agent.stop().await?;
+    he.stop().await;
+    Ok(())
+}

@@ -123,6 +123,14 @@ async fn fixtures(he: &headend::Running) -> Result<(String, String, String, Stri
     )
     .await?;
     ensure!(code == 200, "recipients: {code} {r}");
+    let (code, r) = send_json(
+        http,
+        reqwest::Method::PUT,
+        &format!("/api/v1/sites/{SITE}/alarm-severities"),
+        &json!({"severities": [{"type": "high_water", "severity": "critical"}]}),
+    )
+    .await?;
+    ensure!(code == 200, "severities: {code} {r}");
     sqlx::query(
         "INSERT INTO mail_outbox (episode_id, site_id, recipient, kind, subject, body, state, attempts, next_ms, last_error, created_ms)
          VALUES ($1, $2, 'ops@fuel.test', 'raised', 's', 'b', 'sent', 1, 1, '', 1)",
@@ -270,6 +278,24 @@ fn cases(command: &str, eta_command: &str, load: &str, esc: &str, alarm: &str) -
             "dire",
             get(format!("/api/v1/sites/{SITE}/alarm-recipients")),
             "dire",
+        ),
+        c(
+            "severity",
+            "alarm_severities",
+            "site_id",
+            SITE,
+            "catastrophic",
+            get(format!("/api/v1/sites/{SITE}/alarm-severities")),
+            "catastrophic",
+        ),
+        c(
+            "alarm_type",
+            "alarm_severities",
+            "site_id",
+            SITE,
+            "volcano",
+            get(format!("/api/v1/sites/{SITE}/alarm-severities")),
+            "volcano",
         ),
         c(
             "state",
