@@ -18,7 +18,7 @@ use serde::{Deserialize, Deserializer};
 
 /// The asset id of the agent's own conditions (no configured asset may
 /// take it).
-pub const ASSET: &str = "agent";
+pub const ASSET: &str = tankwatch_proto::AGENT_ASSET;
 
 /// How often the conditions are evaluated.
 pub const TICK: Duration = Duration::from_secs(2);

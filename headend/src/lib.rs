@@ -102,6 +102,9 @@ pub struct Config {
     pub smtp_url: Option<String>,
     /// The relay's user (first line) and password (second line).
     pub smtp_credentials_file: Option<PathBuf>,
+    /// A CA certificate (PEM) the relay's certificate may chain to,
+    /// besides the system's roots.
+    pub smtp_ca_file: Option<PathBuf>,
     /// The sender of alarm mails (needed with `smtp_url`).
     pub mail_from: Option<String>,
     /// Attempts before an alarm mail is given up.
@@ -147,6 +150,7 @@ impl Config {
             webhook_url: None,
             webhook_secret_file: None,
             smtp_url: None,
+            smtp_ca_file: None,
             smtp_credentials_file: None,
             mail_from: None,
             mail_max_attempts: 8,
@@ -235,9 +239,14 @@ fn mailer(cfg: &Config) -> Result<Option<jobs::mail::Mailer>, Error> {
             cfg.mail_max_attempts
         )));
     }
-    jobs::mail::Mailer::new(url, cfg.smtp_credentials_file.as_deref(), from)
-        .map(Some)
-        .map_err(Error::Config)
+    jobs::mail::Mailer::new(
+        url,
+        cfg.smtp_credentials_file.as_deref(),
+        cfg.smtp_ca_file.as_deref(),
+        from,
+    )
+    .map(Some)
+    .map_err(Error::Config)
 }
 
 /// The webhook target with its secret, checked before anything starts.

@@ -175,6 +175,10 @@ struct Serve {
     /// The relay's user (first line) and password (second line).
     #[arg(long, env = "HEADEND_SMTP_CREDENTIALS_FILE")]
     smtp_credentials_file: Option<std::path::PathBuf>,
+    /// A CA certificate (PEM) the relay's certificate may chain to,
+    /// besides the system's roots (a relay with a private CA).
+    #[arg(long, env = "HEADEND_SMTP_CA_FILE")]
+    smtp_ca_file: Option<std::path::PathBuf>,
     /// The sender of alarm mails, e.g. "Tankwatch <alarms@example.com>".
     #[arg(long, env = "HEADEND_MAIL_FROM")]
     mail_from: Option<String>,
@@ -432,6 +436,7 @@ async fn main() -> Result<std::process::ExitCode> {
     cfg.webhook_url = cli.webhook_url;
     cfg.webhook_secret_file = cli.webhook_secret_file;
     cfg.smtp_url = cli.smtp_url;
+    cfg.smtp_ca_file = cli.smtp_ca_file;
     cfg.smtp_credentials_file = cli.smtp_credentials_file;
     cfg.mail_from = cli.mail_from;
     cfg.mail_max_attempts = cli.mail_max_attempts;

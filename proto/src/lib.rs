@@ -10,6 +10,12 @@ pub mod v1 {
 
 pub use ack::UnknownReason;
 
+/// The asset id of the agent itself: its own conditions (a device offline,
+/// the log dropping, storage nearly full, the certificate expiring) are
+/// alarm points of this asset, `alarm.<condition>`. No configured asset
+/// may take it.
+pub const AGENT_ASSET: &str = "agent";
+
 /// The ack reason's text form (`applied`, `rejected_interlock`, ...): the
 /// one mapping both ends use, so the enum and the v1 string never disagree.
 mod ack {

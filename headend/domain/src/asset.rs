@@ -12,6 +12,9 @@ text_enum! {
         Meter => "meter",
         Sensor => "sensor",
         Pump => "pump",
+        /// The site's agent itself (asset id `AGENT_ASSET`): its own
+        /// conditions as alarm points. Never in a Hello.
+        Agent => "agent",
     }
 }
 

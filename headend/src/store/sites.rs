@@ -103,11 +103,17 @@ impl Db {
         for v in latest {
             match assets.iter_mut().find(|a| a.asset_id == v.asset_id) {
                 Some(a) => a.fields.push(v),
-                // readings for an asset the config did not declare: show it anyway
+                // readings for an asset the config did not declare: show
+                // it anyway (the agent's own conditions as the agent)
                 None => assets.push(AssetRow {
                     asset_id: v.asset_id.clone(),
-                    kind: None,
-                    name: String::new(),
+                    kind: (v.asset_id == tankwatch_proto::AGENT_ASSET)
+                        .then_some(crate::domain::AssetKind::Agent),
+                    name: if v.asset_id == tankwatch_proto::AGENT_ASSET {
+                        "Site agent".into()
+                    } else {
+                        String::new()
+                    },
                     product: String::new(),
                     capacity: 0.0,
                     capacity_unit: String::new(),

@@ -66,14 +66,18 @@ pub struct SmtpSink {
 
 impl SmtpSink {
     pub fn start() -> Result<SmtpSink> {
+        SmtpSink::start_with(&[])
+    }
+
+    /// With the sink's options: `--starttls CERT KEY` (STARTTLS required),
+    /// `--tls CERT KEY` (smtps), `--auth USER:PASSWORD` (AUTH required).
+    pub fn start_with(opts: &[String]) -> Result<SmtpSink> {
         let dir = tempfile::tempdir()?;
         let out = dir.path().join("mail.jsonl");
         let port = free_port();
-        let peer = LinePeer::start(
-            "smtp_sink.py",
-            &[port.to_string(), out.display().to_string()],
-            &[],
-        )?;
+        let mut args = vec![port.to_string(), out.display().to_string()];
+        args.extend(opts.iter().cloned());
+        let peer = LinePeer::start("smtp_sink.py", &args, &[])?;
         Ok(SmtpSink {
             peer,
             out,
@@ -82,7 +86,8 @@ impl SmtpSink {
         })
     }
 
-    /// Every message: `{"from", "to", "subject", "body", "at_ms"}`.
+    /// Every message: `{"from", "to", "subject", "body", "at_ms", "tls",
+    /// "login"}`.
     pub fn mails(&self) -> Result<Vec<Value>> {
         lines(&self.out)
     }

@@ -29,9 +29,22 @@ async fn site(
     attempts: i64,
 ) -> Result<Site> {
     let pki = TestPki::new(&[SITE])?;
+    let url = format!("smtp://127.0.0.1:{}", smtp.port);
+    site_with(pki, &url, rules, attempts, |_| {}).await
+}
+
+/// [`site`] with a PKI made beforehand, an SMTP URL, and more settings.
+async fn site_with(
+    pki: TestPki,
+    smtp_url: &str,
+    rules: headend::domain::notify::Rules,
+    attempts: i64,
+    more: impl FnOnce(&mut headend::Config),
+) -> Result<Site> {
     let work = tempfile::tempdir()?;
     let mut cfg = headend_config(&pki, &sqlite_url(work.path()), 0);
-    cfg.smtp_url = Some(format!("smtp://127.0.0.1:{}", smtp.port));
+    cfg.smtp_url = Some(smtp_url.to_string());
+    more(&mut cfg);
     cfg.mail_from = Some("Tankwatch <alarms@tankwatch.test>".into());
     cfg.mail_max_attempts = attempts;
     cfg.alarm_rules = rules;
@@ -193,6 +206,88 @@ async fn a_critical_leak_is_mailed_at_once_to_a_real_smtp_server_and_again_until
     )
     .await?;
     ensure!(st == 404, "another site's recipients: {st}");
+    s.agent.stop().await?;
+    s.he.stop().await;
+    Ok(())
+}
+
+/// Rules that mail a critical alarm at once and not again for a minute.
+fn once() -> headend::domain::notify::Rules {
+    headend::domain::notify::Rules {
+        critical_repeat_ms: 60_000,
+        major_after_ms: 60_000,
+        per_recipient: 100,
+        window_ms: 60_000,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mails_go_over_starttls_with_a_login_and_over_tls_to_a_relay_of_a_private_ca_and_never_to_one_whose_certificate_fails()
+-> Result<()> {
+    for (mode, scheme) in [
+        ("--starttls", "smtp://127.0.0.1:{port}?tls=required"),
+        ("--tls", "smtps://127.0.0.1:{port}"),
+    ] {
+        // the relay shows the headend's certificate (its SANs hold 127.0.0.1),
+        // issued by the test CA, which no system trusts
+        let pki = TestPki::new(&[SITE])?;
+        let (cert, key, ca) = (
+            pki.path().join("headend.pem"),
+            pki.path().join("headend.key"),
+            pki.path().join("ca.pem"),
+        );
+        let creds = pki.path().join("smtp-credentials");
+        std::fs::write(&creds, "tankwatch\ns3cret pass\n")?;
+        let smtp = SmtpSink::start_with(&[
+            mode.into(),
+            cert.display().to_string(),
+            key.display().to_string(),
+            "--auth".into(),
+            "tankwatch:s3cret pass".into(),
+        ])?;
+        let url = scheme.replace("{port}", &smtp.port.to_string());
+        let s = site_with(pki, &url, once(), 8, |c| {
+            c.smtp_credentials_file = Some(creds.clone());
+            c.smtp_ca_file = Some(ca.clone());
+        })
+        .await?;
+        s.sim.set_leak(1, true);
+        let m = eventually(
+            &format!("the leak mail over {mode}"),
+            Duration::from_secs(15),
+            || async { Ok(smtp.to("ops@fuel.test")?.into_iter().next()) },
+        )
+        .await?;
+        ensure!(m["tls"] == true && m["login"] == "tankwatch", "{mode}: {m}");
+        s.agent.stop().await?;
+        s.he.stop().await;
+    }
+    // without the CA, the same relay's certificate fails: nothing is sent
+    // (in clear or otherwise), the mail is retried, then given up in view
+    let pki = TestPki::new(&[SITE])?;
+    let smtp = SmtpSink::start_with(&[
+        "--starttls".into(),
+        pki.path().join("headend.pem").display().to_string(),
+        pki.path().join("headend.key").display().to_string(),
+    ])?;
+    let url = format!("smtp://127.0.0.1:{}?tls=required", smtp.port);
+    let s = site_with(pki, &url, once(), 2, |_| {}).await?;
+    let http = s.he.http_addr;
+    s.sim.set_leak(1, true);
+    let dead = eventually("the mail given up", Duration::from_secs(30), || async {
+        let v = get_json(http, &format!("/api/v1/mails?site={SITE}&state=dead")).await?;
+        Ok(v.as_array().and_then(|l| l.first().cloned()))
+    })
+    .await?;
+    let why = dead["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_lowercase();
+    ensure!(
+        why.contains("certificate") || why.contains("issuer"),
+        "the error names the certificate: {dead}"
+    );
+    ensure!(smtp.mails()?.is_empty(), "nothing reached the relay");
     s.agent.stop().await?;
     s.he.stop().await;
     Ok(())

@@ -496,3 +496,86 @@ async fn a_gauge_that_stops_answering_becomes_a_device_offline_episode_of_the_ag
     he.stop().await;
     Ok(())
 }
+
+/// The acceptance's outage, at its full length: the link is cut for 10
+/// minutes between the raise and the clear. The agent's session is frozen
+/// open (a dead link without a reset: nothing flows, nothing closes) and
+/// new connections are refused; the gauge clears halfway; the headend runs
+/// on (its jobs, its view of a session that went silent). One episode, with
+/// the gauge's times, once the link is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ten_minute_cut_of_the_link_between_raise_and_clear_gives_one_episode_with_the_gauges_times()
+-> Result<()> {
+    const OUTAGE: Duration = Duration::from_secs(600);
+    let site = "site-alarm-cut";
+    let pki = TestPki::new(&[site])?;
+    let work = tempfile::tempdir()?;
+    let sim =
+        atg_sim::Simulator::start("127.0.0.1:0".parse()?, atg_sim::SimConfig::default()).await?;
+    sim.set_frozen(true);
+    let he = start_headend(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
+    let http = he.http_addr;
+    let link = TcpProxy::start(he.grpc_addr).await?;
+    let y = agent_yaml(
+        &pki,
+        site,
+        link.addr,
+        &work.path().join("log"),
+        &sim,
+        POLL_MS,
+    );
+    let agent = edge_agent::start(agent_config(work.path(), &y)?)?;
+    let tank = sim.tanks()[1].id.clone();
+    wait_value(http, site, &tank, "alarm.leak", 0.0, 0.0).await?;
+    let raised_ms = headend::wallclock::now_ms();
+    sim.set_leak(1, true);
+    let first = eventually("the episode", Duration::from_secs(10), || async {
+        one_alarm(http, site, &tank).await
+    })
+    .await?;
+    link.freeze_open();
+    link.set_accepting(false);
+    tokio::time::sleep(OUTAGE / 2).await;
+    let cleared_ms = headend::wallclock::now_ms();
+    sim.set_leak(1, false);
+    tokio::time::sleep(OUTAGE / 2).await;
+    let during = one_alarm(http, site, &tank)
+        .await?
+        .context("the episode during the cut")?;
+    ensure!(
+        during["id"] == first["id"] && during["state"] == "active",
+        "the headend cannot know of the clear yet: {during}"
+    );
+    link.set_accepting(true);
+    let back = Instant::now();
+    let a = eventually(
+        "the clear after the cut",
+        Duration::from_secs(60),
+        || async {
+            Ok(one_alarm(http, site, &tank)
+                .await?
+                .filter(|a| a["state"] == "cleared"))
+        },
+    )
+    .await?;
+    eprintln!(
+        "the clear arrived {:?} after the link came back",
+        back.elapsed()
+    );
+    ensure!(a["id"] == first["id"], "{first} then {a}");
+    let r = a["raised_ms"].as_i64().context("raised")?;
+    let end = r + (a["duration_s"].as_f64().context("duration")? * 1000.0) as i64;
+    let slack = 2 * POLL_MS as i64 + 500;
+    ensure!(
+        (r - raised_ms).abs() <= slack && (end - cleared_ms).abs() <= slack,
+        "the gauge's times: raised {r} vs {raised_ms}, cleared {end} vs {cleared_ms}"
+    );
+    let all = alarms(http, &format!("site={site}")).await?;
+    ensure!(
+        all.len() == 1,
+        "one episode, and nothing wrong with the agent itself: {all:?}"
+    );
+    agent.stop().await?;
+    he.stop().await;
+    Ok(())
+}

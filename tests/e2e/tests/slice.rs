@@ -27,8 +27,8 @@ async fn slice_shows_every_tank_within_a_tenth_of_a_percent(db_url: String) -> R
         "first volume on the REST API",
         Duration::from_secs(20),
         || async {
-            let a = get_json(he.http_addr, "/api/v1/sites/site-a/assets").await?;
-            Ok(a[0]["fields"]["volume"]["value"].as_f64())
+            // (the list also holds the agent's own conditions, asset `agent`)
+            latest_value(he.http_addr, "site-a", "tank-1", "volume").await
         },
     )
     .await?;
@@ -72,7 +72,15 @@ async fn slice_shows_every_tank_within_a_tenth_of_a_percent(db_url: String) -> R
     let sites = get_json(he.http_addr, "/api/v1/sites").await?;
     assert_eq!(sites[0]["site_id"], "site-a");
     assert_eq!(sites[0]["connected"], true);
-    assert_eq!(sites[0]["assets"], 4);
+    assert_eq!(sites[0]["assets"], 4, "the declared assets");
+    // the agent's own conditions are listed as the asset `agent`
+    let assets = get_json(he.http_addr, "/api/v1/sites/site-a/assets").await?;
+    let own = assets
+        .as_array()
+        .and_then(|v| v.iter().find(|a| a["asset_id"] == "agent"))
+        .ok_or_else(|| anyhow::anyhow!("no agent asset in {assets}"))?;
+    assert_eq!(own["kind"], "agent");
+    assert_eq!(own["fields"]["alarm.device_offline.atg"]["value"], 0.0);
     let hist = get_json(
         he.http_addr,
         "/api/v1/sites/site-a/assets/tank-1/readings?field=volume&limit=5",

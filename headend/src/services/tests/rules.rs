@@ -104,13 +104,17 @@ async fn a_sites_own_severity_grades_its_new_alarms_and_a_critical_one_escalates
     }
 }
 
-/// The webhook rows queued for an escalation, by event.
+/// The webhook notifications queued for an escalation (none is sent
+/// here), by event.
 async fn webhooks(db: &Db, id: &str) -> Vec<String> {
-    sqlx::query_scalar("SELECT event FROM webhook_outbox WHERE escalation_id = $1 ORDER BY id")
-        .bind(id)
-        .fetch_all(db.pool())
+    db.outbox()
+        .pending(1_000)
         .await
         .unwrap()
+        .into_iter()
+        .filter(|r| r.escalation_id == id)
+        .map(|r| r.event)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
