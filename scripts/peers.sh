@@ -19,6 +19,13 @@ if [ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ]; then
   echo "test: installing libfaketime (the clock-skew test)"
   apt-get update -qq && apt-get install -y -qq --no-install-recommends faketime
 fi
+# Postfix's smtp-sink: the second SMTP server of the alarm-mail tests
+# ("No configuration": nothing of Postfix runs but the test's smtp-sink)
+if [ ! -x /usr/sbin/smtp-sink ]; then
+  echo "test: installing postfix (its smtp-sink: the alarm-mail tests' second SMTP server)"
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postfix
+fi
 
 venv=target/pyenv
 req=tests/peers/requirements.txt

@@ -12,6 +12,29 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 /// One attempt's deadline (connect, TLS, the SMTP dialogue).
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why a mail was not sent, and whether trying again can help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendError {
+    /// The relay refused it for good (a 5xx reply), or it cannot be made.
+    pub permanent: bool,
+    pub text: String,
+}
+
+impl SendError {
+    fn permanent(text: String) -> SendError {
+        SendError {
+            permanent: true,
+            text,
+        }
+    }
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
 /// An SMTP relay and the sender's address.
 #[derive(Clone)]
 pub struct Mailer {
@@ -63,20 +86,31 @@ impl Mailer {
     }
 
     /// Sends one plain-text mail; Ok when the server accepted it.
-    pub async fn send(&self, to: &str, subject: &str, body: &str) -> Result<(), String> {
-        let to: Mailbox = to.parse().map_err(|e| format!("{to:?}: {e}"))?;
+    pub async fn send(&self, to: &str, subject: &str, body: &str) -> Result<(), SendError> {
+        let to: Mailbox = to
+            .parse()
+            .map_err(|e| SendError::permanent(format!("{to:?}: {e}")))?;
         let m = Message::builder()
             .from(self.from.clone())
             .to(to)
             .subject(subject)
             .header(ContentType::TEXT_PLAIN)
             .body(body.to_string())
-            .map_err(|e| e.to_string())?;
-        tokio::time::timeout(ATTEMPT_TIMEOUT, self.transport.send(m))
-            .await
-            .map_err(|_| format!("no answer within {ATTEMPT_TIMEOUT:?}"))?
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| SendError::permanent(e.to_string()))?;
+        match tokio::time::timeout(ATTEMPT_TIMEOUT, self.transport.send(m)).await {
+            Err(_) => Err(SendError {
+                permanent: false,
+                text: format!("no answer within {ATTEMPT_TIMEOUT:?}"),
+            }),
+            Ok(Ok(_)) => Ok(()),
+            // a 5xx reply (a recipient refused, a message rejected) will
+            // not change on retry; everything else (4xx, the network, TLS
+            // while the relay is being fixed) may
+            Ok(Err(e)) => Err(SendError {
+                permanent: e.is_permanent(),
+                text: e.to_string(),
+            }),
+        }
     }
 }
 

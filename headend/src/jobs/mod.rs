@@ -288,10 +288,15 @@ async fn mail_round(
                 metrics.mails_sent.inc();
                 (MailState::Sent, m.next_ms, String::new())
             }
+            Err(e) if e.permanent => {
+                metrics.mails_dead.inc();
+                tracing::warn!(id = m.id, to = %m.recipient, error = %e, "alarm mail refused for good by the relay; given up");
+                (MailState::Dead, m.next_ms, e.text)
+            }
             Err(e) if m.attempts + 1 >= max_attempts => {
                 metrics.mails_dead.inc();
                 tracing::warn!(id = m.id, to = %m.recipient, error = %e, "alarm mail given up after its last attempt");
-                (MailState::Dead, m.next_ms, e)
+                (MailState::Dead, m.next_ms, e.text)
             }
             Err(e) => {
                 metrics.mail_retries.inc();
@@ -299,7 +304,7 @@ async fn mail_round(
                 (
                     MailState::Pending,
                     now_ms() + webhook::backoff_ms(m.attempts),
-                    e,
+                    e.text,
                 )
             }
         };

@@ -542,7 +542,7 @@ pub async fn asset_field(
 pub mod accuracy;
 pub mod notify_peers;
 pub mod slowlink;
-pub use notify_peers::{SmtpSink, WebhookReceiver};
+pub use notify_peers::{KeptMail, PostfixSink, SmtpSink, WebhookReceiver};
 
 pub mod pg {
     use anyhow::{Context, Result};

@@ -294,6 +294,64 @@ async fn mails_go_over_starttls_with_a_login_and_over_tls_to_a_relay_of_a_privat
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postfixs_smtp_sink_takes_the_mail_with_a_login_and_a_recipient_refused_for_good_is_given_up_at_once()
+-> Result<()> {
+    // a second SMTP server implementation: Postfix's smtp-sink
+    let sink = PostfixSink::start(&[]).await?;
+    let pki = TestPki::new(&[SITE])?;
+    let creds = pki.path().join("smtp-credentials");
+    std::fs::write(&creds, "tankwatch\nanother s3cret\n")?;
+    let url = format!("smtp://127.0.0.1:{}", sink.port);
+    let s = site_with(pki, &url, once(), 8, |c| {
+        c.smtp_credentials_file = Some(creds.clone())
+    })
+    .await?;
+    s.sim.set_leak(1, true);
+    let m = eventually(
+        "the leak mail at smtp-sink",
+        Duration::from_secs(15),
+        || async {
+            Ok(sink
+                .mails()?
+                .into_iter()
+                .find(|m| m.rcpt.iter().any(|r| r == "ops@fuel.test")))
+        },
+    )
+    .await?;
+    ensure!(
+        m.subject == format!("[CRITICAL] critical leak alarm on {} at {SITE}", s.tank),
+        "{m:?}"
+    );
+    s.agent.stop().await?;
+    s.he.stop().await;
+    // a relay that refuses every recipient with a 5xx: given up at the
+    // first attempt (retrying cannot help), the reply in view
+    let refusing = PostfixSink::start(&["-f", "rcpt"]).await?;
+    let url = format!("smtp://127.0.0.1:{}", refusing.port);
+    let s = site_with(TestPki::new(&[SITE])?, &url, once(), 8, |_| {}).await?;
+    let http = s.he.http_addr;
+    s.sim.set_leak(1, true);
+    let dead = eventually(
+        "the refused mail given up",
+        Duration::from_secs(15),
+        || async {
+            let v = get_json(http, &format!("/api/v1/mails?site={SITE}&state=dead")).await?;
+            Ok(v.as_array().and_then(|l| l.first().cloned()))
+        },
+    )
+    .await?;
+    ensure!(dead["attempts"] == 1, "one attempt, not 8: {dead}");
+    ensure!(
+        dead["last_error"].as_str().is_some_and(|e| e.contains("5")),
+        "the relay's reply: {dead}"
+    );
+    ensure!(refusing.mails()?.is_empty());
+    s.agent.stop().await?;
+    s.he.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_smtp_server_down_mails_are_retried_then_given_up_in_view_and_a_flapping_alarm_sends_a_digest()
 -> Result<()> {
     let mut smtp = SmtpSink::start()?;
