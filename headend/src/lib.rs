@@ -308,6 +308,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
     let sessions = services::Sessions::default();
     let metrics = metrics::Metrics::default();
     let dispatcher = services::Dispatcher::default();
+    let touched = services::touched::Touched::default();
     let (fatal, fatal_rx) = tokio::sync::watch::channel(None);
     let sup = Supervisor {
         shutdown: tokio::sync::watch::channel(false).0,
@@ -315,7 +316,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
     };
     // this replica among replicas: a restart in place takes its leases back
     let replica = jobs::lease::replica_id(grpc_addr);
-    let jobs = job_tasks(
+    let mut jobs = job_tasks(
         &sup,
         &cfg,
         &db,
@@ -324,6 +325,19 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         &issuing,
         (webhook, mailer),
     );
+    jobs.push(sup.spawn(
+        "quick inventory",
+        jobs::quick_inventory(
+            db.clone(),
+            metrics.clone(),
+            touched.clone(),
+            services::evaluate::Settings {
+                margin_h: cfg.escalation_margin_h,
+                notify: cfg.webhook_url.is_some(),
+            },
+            sup.stopping(),
+        ),
+    ));
     let ingest = ingest::Ingest::new(
         db.clone(),
         sessions.clone(),
@@ -333,6 +347,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         dispatcher.clone(),
         issuing.clone(),
     )
+    .marking(touched.clone())
     .offer_compact(cfg.compact_batches);
     let reload_task = {
         let files = cfg.tls.clone();

@@ -38,6 +38,7 @@ pub struct Metrics {
     pub session_takeovers: Counter,
     /// Inventory job runs, failed runs, and escalations opened/cleared.
     pub inventory_runs: Counter,
+    pub inventory_quick_runs: Counter,
     pub inventory_failures: Counter,
     pub escalations_opened: Counter,
     pub escalations_cleared: Counter,
@@ -134,6 +135,7 @@ impl Default for Metrics {
             retention_readings: Counter::default(),
             retention_rollups: Counter::default(),
             inventory_runs: Counter::default(),
+            inventory_quick_runs: Counter::default(),
             inventory_failures: Counter::default(),
             escalations_opened: Counter::default(),
             escalations_cleared: Counter::default(),
@@ -212,6 +214,11 @@ impl Metrics {
                 "inventory_runs",
                 "Inventory evaluations of every tank (on the replica holding the lease)",
                 &m.inventory_runs,
+            ),
+            (
+                "inventory_quick_runs",
+                "Evaluations of the tanks whose gauge readings were just committed (within a second of the commit)",
+                &m.inventory_quick_runs,
             ),
             (
                 "inventory_failures",

@@ -71,6 +71,8 @@ pub struct Ingest {
     shutdown: tokio::sync::watch::Receiver<bool>,
     metrics: crate::metrics::Metrics,
     dispatcher: crate::services::Dispatcher,
+    /// Tanks whose gauge readings were committed, for the quick evaluator.
+    touched: crate::services::touched::Touched,
     /// The SQLite group committer (None on PostgreSQL).
     group: Option<mpsc::Sender<GroupJob>>,
     /// Signs renewals.
@@ -103,8 +105,15 @@ impl Ingest {
             metrics,
             dispatcher,
             issuing,
+            touched: Default::default(),
             compact: true,
         }
+    }
+
+    /// Marks the tanks of each commit in `touched` (for the quick evaluator).
+    pub fn marking(mut self, touched: crate::services::touched::Touched) -> Self {
+        self.touched = touched;
+        self
     }
 
     /// Whether agents are offered compact batches and gzip (default on).
@@ -284,11 +293,36 @@ impl v1::agent_link_server::AgentLink for Ingest {
     }
 }
 
+/// The assets with a gauge reading (volume, water) in `batches`: the
+/// tanks to evaluate once they are committed.
+fn gauged_assets(batches: &[v1::TelemetryBatch]) -> std::collections::BTreeSet<String> {
+    use crate::services::evaluate::{VOLUME_FIELD, WATER_FIELDS};
+    batches
+        .iter()
+        .flat_map(|b| &b.readings)
+        .filter(|r| r.field == VOLUME_FIELD || WATER_FIELDS.contains(&r.field.as_str()))
+        .map(|r| r.asset_id.clone())
+        .collect()
+}
+
 impl Ingest {
     /// Commits one session's coalesced batches: through the shared group
     /// committer on SQLite, else in the session's own transaction (at most
     /// `max_concurrent_writes` at once).
     async fn commit(
+        &self,
+        site: &str,
+        batches: Vec<v1::TelemetryBatch>,
+    ) -> Result<Result<u64, crate::Error>, Status> {
+        let gauged = gauged_assets(&batches);
+        let r = self.commit_batches(site, batches).await;
+        if matches!(r, Ok(Ok(_))) {
+            self.touched.mark(site, gauged.iter().map(String::as_str));
+        }
+        r
+    }
+
+    async fn commit_batches(
         &self,
         site: &str,
         batches: Vec<v1::TelemetryBatch>,

@@ -159,6 +159,51 @@ pub async fn inventory(
         .await;
 }
 
+/// How long the quick evaluator lets marks gather after the first one:
+/// readings of other sessions committed meanwhile join the same round.
+pub const QUICK_DEBOUNCE: Duration = Duration::from_millis(250);
+
+/// Evaluates the tanks whose gauge readings were just committed (marked by
+/// ingest), so that the tank list shows a reading within seconds; the
+/// periodic [`inventory`] job stays the safety net. Every replica runs it
+/// for what it ingested (a tank's state and escalations are upserts).
+pub async fn quick_inventory(
+    db: Db,
+    metrics: crate::metrics::Metrics,
+    touched: crate::services::touched::Touched,
+    settings: crate::services::evaluate::Settings,
+    mut stop: watch::Receiver<bool>,
+) {
+    use crate::services::touched::Round;
+    loop {
+        let round = tokio::select! {
+            r = touched.next(QUICK_DEBOUNCE) => r,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let t = std::time::Instant::now();
+        let tanks = match &round {
+            Round::Tanks(p) => Some(p),
+            Round::Everything => None,
+        };
+        match crate::services::evaluate::run_tanks(&db, now_ms(), settings, tanks).await {
+            Ok(r) => {
+                metrics.inventory_quick_runs.inc();
+                metrics.escalations_opened.inc_by(r.opened as u64);
+                metrics.escalations_cleared.inc_by(r.cleared as u64);
+                tracing::debug!(
+                    tanks = r.tanks,
+                    took_ms = t.elapsed().as_millis() as u64,
+                    "tanks evaluated on new readings"
+                );
+            }
+            Err(e) => {
+                metrics.inventory_failures.inc();
+                tracing::warn!(error = %e, "quick evaluation failed; the periodic run covers it")
+            }
+        }
+    }
+}
+
 /// Sends queued notifications (escalation and alarm changes) to the
 /// webhook (every second), signed when a secret is set, retrying with
 /// [`webhook::backoff_ms`] and giving up after [`webhook::MAX_ATTEMPTS`]

@@ -174,7 +174,65 @@ impl Facts {
 
 /// One evaluation of every tank at `now`.
 pub async fn run(db: &Db, now: i64, s: Settings) -> Result<Report, crate::Error> {
+    run_which(db, now, s, Which::Periodic).await
+}
+
+/// The quick evaluation of the tanks whose gauge readings were just
+/// committed (`(site, tank)`; `None`: every tank): their state and their
+/// own escalations (runout, stale, implausible). Loads' timing and failed
+/// commands stay with the periodic [`run`].
+pub async fn run_tanks(
+    db: &Db,
+    now: i64,
+    s: Settings,
+    tanks: Option<&HashSet<(String, String)>>,
+) -> Result<Report, crate::Error> {
+    let which = match tanks {
+        Some(t) => Which::Tanks(t),
+        None => Which::AllTanks,
+    };
+    run_which(db, now, s, which).await
+}
+
+/// What a run judges.
+#[derive(Clone, Copy)]
+enum Which<'a> {
+    /// Every tank, loads' timing, failed commands (the periodic job).
+    Periodic,
+    /// These tanks' state and tank causes only.
+    Tanks(&'a HashSet<(String, String)>),
+    /// Every tank's state and tank causes only.
+    AllTanks,
+}
+
+impl Which<'_> {
+    /// Whether the run judged this escalation (and may clear it).
+    fn judges(&self, cause: Cause, site: &str, tank: &str) -> bool {
+        match self {
+            Which::Periodic => true,
+            Which::AllTanks => TANK_CAUSES.contains(&cause),
+            Which::Tanks(only) => {
+                TANK_CAUSES.contains(&cause) && only.contains(&(site.to_string(), tank.to_string()))
+            }
+        }
+    }
+}
+
+/// The causes a tank's own facts call for (what a quick run may clear).
+const TANK_CAUSES: &[Cause] = &[Cause::RunoutBeforeEta, Cause::Stale, Cause::Implausible];
+
+async fn run_which(
+    db: &Db,
+    now: i64,
+    s: Settings,
+    which: Which<'_>,
+) -> Result<Report, crate::Error> {
     let mut facts = Facts::gather(db, now).await?;
+    if let Which::Tanks(only) = which {
+        facts
+            .tanks
+            .retain(|t| only.contains(&(t.site_id.to_string(), t.tank_id.clone())));
+    }
     let mut findings: Vec<Finding> = Vec::new();
     let mut states = Vec::with_capacity(facts.tanks.len());
     {
@@ -224,6 +282,11 @@ pub async fn run(db: &Db, now: i64, s: Settings) -> Result<Report, crate::Error>
         }
     }
     db.inventory().put_state(&states).await?;
+    if !matches!(which, Which::Periodic) {
+        let mut report = apply(db, &findings, now, s, which).await?;
+        report.tanks = facts.tanks.len();
+        return Ok(report);
+    }
     for l in &facts.loads {
         let timing = load::timing(l.status, l.eta_ms.ms(), now);
         if timing != l.timing {
@@ -233,7 +296,7 @@ pub async fn run(db: &Db, now: i64, s: Settings) -> Result<Report, crate::Error>
     }
     let failures = db.evaluation().command_failures(COMMAND_CURSOR).await?;
     findings.extend(failures.iter().map(failure_finding));
-    let mut report = apply(db, &findings, now, s).await?;
+    let mut report = apply(db, &findings, now, s, which).await?;
     report.tanks = facts.tanks.len();
     if let Some(last) = failures.last() {
         db.evaluation()
@@ -402,12 +465,13 @@ fn failure_finding(f: &CommandFailure) -> Finding {
 }
 
 /// Opens or updates an escalation per finding, and clears the open ones
-/// whose cause cleared.
+/// whose cause cleared, among those the run judges.
 async fn apply(
     db: &Db,
     findings: &[Finding],
     now: i64,
     s: Settings,
+    which: Which<'_>,
 ) -> Result<Report, crate::Error> {
     let mut report = Report::default();
     let mut wanted: HashSet<(String, String, Cause)> = HashSet::new();
@@ -425,7 +489,8 @@ async fn apply(
         }
     }
     for o in db.escalations().open().await? {
-        if o.cause.clears_itself()
+        if which.judges(o.cause, &o.site_id, &o.tank_id)
+            && o.cause.clears_itself()
             && !wanted.contains(&(o.site_id.to_string(), o.tank_id.clone(), o.cause))
         {
             let done = db

@@ -22,6 +22,7 @@ pub mod sessions;
 pub mod sheet;
 #[cfg(test)]
 mod tests;
+pub mod touched;
 
 pub use dispatch::Dispatcher;
 pub use sessions::Sessions;

@@ -50,5 +50,6 @@ mod slow_link;
 mod store_conformance;
 mod stored_corruption;
 mod systemd_unit;
+mod tank_latency;
 mod times_and_units;
 mod veeder_root;
