@@ -191,6 +191,56 @@ pub async fn start_headend(cfg: headend::Config) -> Result<headend::Running> {
     Ok(he)
 }
 
+/// What many end-to-end tests start from: the PKI of one site, a work
+/// directory, a simulator whose values stand still until the test moves
+/// them, and a headend on SQLite (set up by `tweak`). The test starts the
+/// agent with [`Bench::agent_yaml`], pointed where it wants.
+pub struct Bench {
+    pub site: String,
+    pub pki: TestPki,
+    pub work: tempfile::TempDir,
+    pub sim: atg_sim::Simulator,
+    pub he: headend::Running,
+}
+
+impl Bench {
+    pub async fn start(site: &str, tweak: impl FnOnce(&mut headend::Config)) -> Result<Bench> {
+        let pki = TestPki::new(&[site])?;
+        let work = tempfile::tempdir()?;
+        let sim = atg_sim::Simulator::start("127.0.0.1:0".parse()?, atg_sim::SimConfig::default())
+            .await?;
+        sim.set_frozen(true);
+        let mut cfg = headend_config(&pki, &sqlite_url(work.path()), 0);
+        tweak(&mut cfg);
+        let he = start_headend(cfg).await?;
+        Ok(Bench {
+            site: site.into(),
+            pki,
+            work,
+            sim,
+            he,
+        })
+    }
+
+    /// The agent's YAML for every simulated tank over Modbus (polled every
+    /// `poll_ms`), its uplink to `headend`.
+    pub fn agent_yaml(&self, headend: SocketAddr, poll_ms: u64) -> String {
+        agent_yaml(
+            &self.pki,
+            &self.site,
+            headend,
+            &self.work.path().join("log"),
+            &self.sim,
+            poll_ms,
+        )
+    }
+
+    /// Starts the agent with `yaml`.
+    pub fn agent(&self, yaml: &str) -> Result<edge_agent::Agent> {
+        Ok(edge_agent::start(agent_config(self.work.path(), yaml)?)?)
+    }
+}
+
 /// A new API key with `role` (and a site scope), as an admin would make it.
 pub async fn api_key(
     db: &headend::store::Db,

@@ -430,22 +430,10 @@ async fn a_flapping_critical_alarm_opens_one_escalation_and_every_change_reaches
 async fn a_gauge_that_stops_answering_becomes_a_device_offline_episode_of_the_agent_after_its_bound_and_its_answer_clears_it()
 -> Result<()> {
     let site = "site-self";
-    let pki = TestPki::new(&[site])?;
-    let work = tempfile::tempdir()?;
-    let sim =
-        atg_sim::Simulator::start("127.0.0.1:0".parse()?, atg_sim::SimConfig::default()).await?;
-    sim.set_frozen(true);
-    let he = start_headend(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
-    let http = he.http_addr;
-    let y = agent_yaml(
-        &pki,
-        site,
-        he.grpc_addr,
-        &work.path().join("log"),
-        &sim,
-        POLL_MS,
-    ) + "self_alarms:\n  device_offline_after_s: 3\n";
-    let agent = edge_agent::start(agent_config(work.path(), &y)?)?;
+    let b = Bench::start(site, |_| {}).await?;
+    let (http, sim) = (b.he.http_addr, &b.sim);
+    let y = b.agent_yaml(b.he.grpc_addr, POLL_MS) + "self_alarms:\n  device_offline_after_s: 3\n";
+    let agent = b.agent(&y)?;
     // after its start the agent states each of its own conditions once
     for field in [
         "alarm.device_offline.atg",
@@ -489,12 +477,12 @@ async fn a_gauge_that_stops_answering_becomes_a_device_offline_episode_of_the_ag
     ensure!(cleared["id"] == a["id"], "{a} then {cleared}");
     // a restart states every condition again: no new episode
     agent.stop().await?;
-    let agent = edge_agent::start(agent_config(work.path(), &y)?)?;
+    let agent = b.agent(&y)?;
     tokio::time::sleep(Duration::from_millis(3 * POLL_MS)).await;
     let all = alarms(http, &format!("site={site}&asset=agent")).await?;
     ensure!(all.len() == 1, "{all:?}");
     agent.stop().await?;
-    he.stop().await;
+    b.he.stop().await;
     Ok(())
 }
 
@@ -509,23 +497,10 @@ async fn a_ten_minute_cut_of_the_link_between_raise_and_clear_gives_one_episode_
 -> Result<()> {
     const OUTAGE: Duration = Duration::from_secs(600);
     let site = "site-alarm-cut";
-    let pki = TestPki::new(&[site])?;
-    let work = tempfile::tempdir()?;
-    let sim =
-        atg_sim::Simulator::start("127.0.0.1:0".parse()?, atg_sim::SimConfig::default()).await?;
-    sim.set_frozen(true);
-    let he = start_headend(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
-    let http = he.http_addr;
-    let link = TcpProxy::start(he.grpc_addr).await?;
-    let y = agent_yaml(
-        &pki,
-        site,
-        link.addr,
-        &work.path().join("log"),
-        &sim,
-        POLL_MS,
-    );
-    let agent = edge_agent::start(agent_config(work.path(), &y)?)?;
+    let b = Bench::start(site, |_| {}).await?;
+    let (http, sim) = (b.he.http_addr, &b.sim);
+    let link = TcpProxy::start(b.he.grpc_addr).await?;
+    let agent = b.agent(&b.agent_yaml(link.addr, POLL_MS))?;
     let tank = sim.tanks()[1].id.clone();
     wait_value(http, site, &tank, "alarm.leak", 0.0, 0.0).await?;
     let raised_ms = headend::wallclock::now_ms();
@@ -577,6 +552,6 @@ async fn a_ten_minute_cut_of_the_link_between_raise_and_clear_gives_one_episode_
         "one episode, and nothing wrong with the agent itself: {all:?}"
     );
     agent.stop().await?;
-    he.stop().await;
+    b.he.stop().await;
     Ok(())
 }

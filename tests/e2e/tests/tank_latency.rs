@@ -11,24 +11,9 @@ use e2e::*;
 async fn a_new_gauge_reading_shows_in_the_tank_list_within_seconds_not_at_the_next_run()
 -> Result<()> {
     let site = "site-quick";
-    let pki = TestPki::new(&[site])?;
-    let work = tempfile::tempdir()?;
-    let sim =
-        atg_sim::Simulator::start("127.0.0.1:0".parse()?, atg_sim::SimConfig::default()).await?;
-    sim.set_frozen(true);
-    let mut cfg = headend_config(&pki, &sqlite_url(work.path()), 0);
-    cfg.inventory_every = Duration::from_secs(3_600);
-    let he = start_headend(cfg).await?;
-    let http = he.http_addr;
-    let y = agent_yaml(
-        &pki,
-        site,
-        he.grpc_addr,
-        &work.path().join("log"),
-        &sim,
-        200,
-    );
-    let agent = edge_agent::start(agent_config(work.path(), &y)?)?;
+    let b = Bench::start(site, |c| c.inventory_every = Duration::from_secs(3_600)).await?;
+    let (http, sim) = (b.he.http_addr, &b.sim);
+    let agent = b.agent(&b.agent_yaml(b.he.grpc_addr, 200))?;
     let tank = sim.tanks()[0].clone();
     let shown = |want: f64| {
         let path = format!("/api/v1/sites/{site}/tanks/{}", tank.id);
@@ -67,6 +52,6 @@ async fn a_new_gauge_reading_shows_in_the_tank_list_within_seconds_not_at_the_ne
     // the evaluation: well under the 5 s bound
     ensure!(max < Duration::from_secs(5), "p50 {p50:?}, max {max:?}");
     agent.stop().await?;
-    he.stop().await;
+    b.he.stop().await;
     Ok(())
 }
