@@ -40,6 +40,19 @@ fn without_repeats(hours: &[(i64, f64)]) -> Vec<(i64, f64)> {
     out
 }
 
+/// A tank whose newest observation is older than this is projected: its
+/// volume now is that observation less what the profile sold since.
+pub const PROJECT_AFTER_MS: i64 = 3_600_000;
+
+/// The volume now of a tank whose source is silent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Projection {
+    pub volume_l: f64,
+    /// The observation it is projected from.
+    pub from_ms: i64,
+    pub from_volume_l: f64,
+}
+
 /// A tank as the operator configured it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TankConfig {
@@ -71,6 +84,9 @@ pub struct Inputs<'a> {
 pub struct Assessment {
     /// The observation that stands for the tank now.
     pub current: Option<Candidate>,
+    /// Its volume carried forward by the profile, when it is older than
+    /// [`PROJECT_AFTER_MS`] (the risk follows the projection).
+    pub projected: Option<Projection>,
     pub freshness: Freshness,
     /// Why the current observation is not trusted (empty: it is).
     pub flags: Vec<Implausible>,
@@ -199,8 +215,27 @@ pub fn assess(i: &Inputs<'_>) -> Assessment {
         (Some(r), Some(eta)) => Some((r - eta) as f64 / H),
         _ => None,
     };
+    // silent: the volume now is the trusted observation less what the
+    // profile sold since, unless a delivery came in meanwhile (its litres
+    // are the gauge's to tell)
+    let projected = match (&profile, current, start) {
+        (Some(p), Some(c), Some((v, at)))
+            if !volume_untrusted
+                && i.now_ms - at > PROJECT_AFTER_MS
+                && delivered(at, i.now_ms).is_none() =>
+        {
+            Some(Projection {
+                volume_l: (v - forecast::sold_between(p, at, i.now_ms, i.tz)).max(0.0),
+                from_ms: c.obs.at_ms,
+                from_volume_l: v,
+            })
+        }
+        _ => None,
+    };
     let risk = forecast::risk(
-        current.map(|c| c.obs.volume_l),
+        projected
+            .map(|p| p.volume_l)
+            .or(current.map(|c| c.obs.volume_l)),
         hours_to_runout,
         margin_h,
         Levels {
@@ -210,6 +245,7 @@ pub fn assess(i: &Inputs<'_>) -> Assessment {
     );
     Assessment {
         current,
+        projected,
         freshness,
         flags,
         rate_lph: profile.as_ref().map(|p| p.mean_ahead(i.now_ms, 24, i.tz)),
@@ -395,6 +431,52 @@ mod tests {
         let a = assess(&inputs(&hourly, &cands, &[], None, now + 10 * HM));
         assert_eq!(a.current.map(|c| c.source), Some(ObsSource::Csv));
         assert!(matches!(a.freshness, Freshness::Stale { .. }));
+    }
+
+    #[test]
+    fn a_silent_gauges_volume_is_projected_by_the_profile_and_the_risk_follows_it() {
+        let hourly = drain_with_delivery();
+        let deliveries = [(
+            T0 + 20 * HM + 10 * 60_000,
+            T0 + 20 * HM + 40 * 60_000,
+            Some(12_000.0),
+        )];
+        let last = T0 + 40 * HM;
+        // (now after the last reading, projected volume) at 200 L/h
+        let table = [
+            (0, None),
+            (HM, None), // not silent yet: exactly the bound
+            (HM + 30 * 60_000, Some(24_000.0 - 300.0)),
+            (6 * HM, Some(24_000.0 - 1_200.0)),
+            (200 * HM, Some(0.0)), // never below empty
+        ];
+        for (after, want) in table {
+            let cands = [gauge(last, 24_000.0)];
+            let a = assess(&inputs(&hourly, &cands, &deliveries, None, last + after));
+            assert_eq!(
+                a.projected.map(|p| p.volume_l),
+                want,
+                "{} h after",
+                after as f64 / HM as f64
+            );
+            if let Some(p) = a.projected {
+                assert_eq!((p.from_ms, p.from_volume_l), (last, 24_000.0));
+            }
+        }
+        // 6,500 L read 20 h ago: 2,500 L now, under the 6,000 L low level
+        // (the last reading alone says low) and the 2,000 L critical one soon
+        let low: Vec<(i64, f64)> = (0..40)
+            .map(|h| (T0 + h * HM, 14_500.0 - 200.0 * (h + 1) as f64))
+            .collect();
+        let cands = [gauge(last, 6_500.0)];
+        let a = assess(&inputs(&low, &cands, &[], None, last + 20 * HM));
+        assert_eq!(a.projected.map(|p| p.volume_l), Some(2_500.0));
+        assert_eq!(a.risk, Risk::Critical, "10 h to the floor");
+        // a delivery after the last reading: its litres are unknown here, no projection
+        let later = [(last + 2 * HM, last + 3 * HM, None)];
+        let cands = [gauge(last, 24_000.0)];
+        let a = assess(&inputs(&hourly, &cands, &later, None, last + 6 * HM));
+        assert_eq!(a.projected, None);
     }
 
     #[test]

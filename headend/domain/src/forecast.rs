@@ -236,6 +236,20 @@ impl Profile {
     }
 }
 
+/// Litres the profile sells between two times, hour by hour (partial
+/// hours in proportion; at most [`HORIZON_H`]).
+pub fn sold_between(profile: &Profile, from_ms: i64, to_ms: i64, tz: &TimeZone) -> f64 {
+    let end = to_ms.min(from_ms + HORIZON_H * H);
+    let mut t = from_ms;
+    let mut sold = 0.0;
+    while t < end {
+        let hour_end = ((t.div_euclid(H) + 1) * H).min(end);
+        sold += profile.per_hour[hour_of_week(t, tz)] * (hour_end - t) as f64 / H as f64;
+        t = hour_end;
+    }
+    sold
+}
+
 /// When a tank with `volume_l` at `from_ms` reaches `floor_l`, walking the
 /// profile hour by hour: the time, or `None` when it does not within
 /// [`HORIZON_H`] (nothing consumed).

@@ -36,6 +36,9 @@ text_enum!(
         Api => "api",
         Atg => "atg",
         Manual => "manual",
+        /// Not an observation: the last one carried forward by the
+        /// forecast while its source is silent (a tank's state only).
+        Projected => "projected",
     }
 );
 
@@ -43,6 +46,7 @@ impl ObsSource {
     /// Within the freshness window a higher rank wins: manual > ATG > API > CSV.
     pub fn rank(self) -> u8 {
         match self {
+            ObsSource::Projected => 0,
             ObsSource::Csv => 1,
             ObsSource::Api => 2,
             ObsSource::Atg => 3,

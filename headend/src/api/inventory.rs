@@ -187,6 +187,7 @@ pub fn tank_json(t: &TankRow, st: Option<&StateRow>, stale_after_ms: i64, now: i
         "capacity_l": t.capacity_l, "low_l": t.low_l, "critical_l": t.critical_l, "floor_l": t.floor_l,
         "water_limit_mm": t.water_limit_mm,
         "volume_l": st.and_then(|s| s.volume_l),
+        "reading_l": st.and_then(|s| s.reading_l),
         "fill_pct": st.and_then(|s| s.volume_l).map(|v| (v / t.capacity_l * 1000.0).round() / 10.0),
         "water_mm": st.and_then(|s| s.water_mm),
         "observed_at": observed.map(ts),

@@ -341,10 +341,17 @@ fn judge_tank(seen: &TankSeen<'_>, now: i64, margin_h: f64) -> (StateRow, Vec<Fi
     let state = StateRow {
         site_id: t.site_id.clone(),
         tank_id: t.tank_id.clone(),
-        volume_l: a.current.map(|c| c.obs.volume_l),
+        volume_l: a
+            .projected
+            .map(|p| p.volume_l)
+            .or(a.current.map(|c| c.obs.volume_l)),
+        reading_l: a.current.map(|c| c.obs.volume_l),
         water_mm: a.current.and_then(|c| c.obs.water_mm),
         observed_ms: a.current.map(|c| c.obs.at_ms),
-        source: a.current.map(|c| c.source),
+        source: match a.projected {
+            Some(_) => Some(ObsSource::Projected),
+            None => a.current.map(|c| c.source),
+        },
         confidence: a.current.map(|c| c.confidence),
         freshness: a.freshness.kind(),
         flags: flags.join(","),
@@ -362,7 +369,7 @@ fn judge_tank(seen: &TankSeen<'_>, now: i64, margin_h: f64) -> (StateRow, Vec<Fi
     // the decision context: what the job saw at this moment
     let context = json!({
         "at_ms": now,
-        "volume_l": state.volume_l, "observed_ms": state.observed_ms, "source": state.source,
+        "volume_l": state.volume_l, "reading_l": state.reading_l, "observed_ms": state.observed_ms, "source": state.source,
         "freshness": state.freshness, "age_ms": a.freshness.age_ms(), "flags": flags,
         "rate_lph": state.rate_lph, "rate_basis": state.rate_basis,
         "hours_to_runout": state.hours_to_runout, "runout_ms": state.runout_ms, "risk": state.risk,

@@ -9,7 +9,7 @@ use atg_sim::scenario::{FaultKind, Scenario, ScenarioConfig};
 use edge_agent::delivery::{DetectConfig, Detected, Detector};
 use headend::domain::assess::{self, Inputs, TankConfig};
 use headend::domain::deliveries::{Verdict, verdict};
-use headend::domain::forecast::{Basis, Profile, Rate, runout_along};
+use headend::domain::forecast::{self, Basis, Levels, Profile, Rate, runout_along};
 use headend::domain::inventory::{Candidate, Freshness, Implausible, ObsSource, Observation};
 use jiff::tz::TimeZone;
 
@@ -50,6 +50,16 @@ pub struct Accuracy {
     pub fault_other_reason: usize,
     /// Instants without any fault visible where a flag was raised.
     pub flags_without_fault: usize,
+    /// Instants where the newest reading is 6-7 h old (a gap, no other
+    /// fault on the tank and no delivery since the reading): the error of
+    /// the projected volume against the true one, |projected - true| / true.
+    pub silent_errors: Vec<f64>,
+    /// At those instants, the risk equal to the one computed from the
+    /// true volume and true runout.
+    pub silent_risk_matches: usize,
+    /// The same instants, the last reading's error (what the tank list
+    /// showed before it projected).
+    pub silent_reading_errors: Vec<f64>,
     pub missed: Vec<String>,
 }
 
@@ -65,6 +75,12 @@ impl Accuracy {
         e.sort_by(f64::total_cmp);
         e
     }
+    /// The share of silent instants whose projected volume is within `share` of the truth.
+    pub fn silent_within(&self, share: f64) -> f64 {
+        self.silent_errors.iter().filter(|e| **e <= share).count() as f64
+            / self.silent_errors.len().max(1) as f64
+    }
+
     pub fn runout_within(&self, share: f64) -> f64 {
         within(&self.runout_errors, share)
     }
@@ -298,6 +314,47 @@ pub fn measure(cfg: ScenarioConfig) -> Accuracy {
                     });
                     if !a.flags.is_empty() && !any_fault {
                         acc.flags_without_fault += 1;
+                    }
+                }
+            }
+
+            // silent 6-7 h: the projection against the truth
+            let silent_ms = last.map_or(0, |l| now - l.0);
+            if (6 * H..7 * H).contains(&silent_ms) {
+                let since = now - silent_ms;
+                let other_fault = sc.faults.iter().any(|f| {
+                    f.tank == k
+                        && f.kind != FaultKind::Gap
+                        && f.kind != FaultKind::WaterIngress
+                        && f.from_ms <= now
+                        && f.to_ms + 6 * H >= since
+                });
+                let delivery = sc
+                    .deliveries
+                    .iter()
+                    .any(|d| d.tank == k && d.end_ms >= since - 3 * H && d.start_ms <= now);
+                if !other_fault && !delivery {
+                    let truth = mins[i].true_volume_l;
+                    let shown = a
+                        .projected
+                        .map_or(a.current.map_or(f64::NAN, |c| c.obs.volume_l), |p| {
+                            p.volume_l
+                        });
+                    acc.silent_errors
+                        .push((shown - truth).abs() / truth.max(1.0));
+                    // what was shown before issue 33: the last reading
+                    let reading = last.map_or(f64::NAN, |l| l.1);
+                    acc.silent_reading_errors
+                        .push((reading - truth).abs() / truth.max(1.0));
+                    let true_h = sc
+                        .true_runout_ms(k, i)
+                        .map(|r| ((r - now) as f64 / H as f64).max(0.0));
+                    let levels = Levels {
+                        low_l: tank.low_l,
+                        critical_l: tank.critical_l,
+                    };
+                    if forecast::risk(Some(truth), true_h, None, levels) == a.risk {
+                        acc.silent_risk_matches += 1;
                     }
                 }
             }

@@ -35,6 +35,15 @@ fn a_simulated_week_of_20_tanks_with_faults_meets_the_accuracy_goals() {
         a.flags_without_fault,
         a.evaluations
     );
+    eprintln!(
+        "silent 6-7 h (clean): {} instants, projected volume within 5 % of the truth: {:.3}, mean error {:.3} (the last reading's: {:.3}); risk as from the truth: {} of {}",
+        a.silent_errors.len(),
+        a.silent_within(0.05),
+        mean(&a.silent_errors),
+        mean(&a.silent_reading_errors),
+        a.silent_risk_matches,
+        a.silent_errors.len()
+    );
     for m in a.missed.iter().take(20) {
         eprintln!("  {m}");
     }
@@ -62,4 +71,18 @@ fn a_simulated_week_of_20_tanks_with_faults_meets_the_accuracy_goals() {
         a.fault_instants > 0 && a.fault_missed == 0,
         "no implausible flag missed"
     );
+    // a silent gauge: the projection, not the last reading (issue 33)
+    assert!(a.silent_errors.len() >= 6, "enough silent instants");
+    assert!(
+        mean(&a.silent_errors) < mean(&a.silent_reading_errors) / 2.0,
+        "the projection at least halves the error of showing the last reading"
+    );
+    assert!(
+        a.silent_risk_matches as f64 >= 0.9 * a.silent_errors.len() as f64,
+        "the risk of a silent tank follows the projection"
+    );
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
 }
