@@ -18,6 +18,10 @@ const H: f64 = 3_600_000.0;
 pub const STUCK_HOURS: usize = 3;
 /// ... while the profile says at least this share of the tank was sold.
 pub const STUCK_SHARE: f64 = 0.01;
+/// Or: the gauge has shown one value to the last bit (`flat_since_ms`)
+/// while the profile expected at least this many litres sold: an hour at a
+/// tank selling 50 L/h.
+pub const STUCK_LITRES: f64 = 50.0;
 
 /// The hours with runs of one exact repeated value cut to their first
 /// hour: a live gauge's noise never repeats a value to the last bit, a
@@ -76,6 +80,9 @@ pub struct Inputs<'a> {
     pub deliveries: &'a [(i64, i64, Option<f64>)],
     /// The next delivery's ETA, if one is planned.
     pub next_eta_ms: Option<i64>,
+    /// Since when the gauge has shown its current value
+    /// ([`inventory::flat_since`]), if known.
+    pub flat_since_ms: Option<i64>,
     pub now_ms: i64,
 }
 
@@ -110,9 +117,17 @@ impl TankConfig {
     }
 }
 
-/// Whether the gauge has repeated the current value for [`STUCK_HOURS`]
-/// full hours while the profile says [`STUCK_SHARE`] of the tank sold.
+/// Whether the gauge is stuck: it has shown one value since
+/// `flat_since_ms` while the profile expected [`STUCK_LITRES`] sold (judged
+/// against that hour's sales: within the hour at a tank selling 50 L/h),
+/// or its hourly volumes repeated it for [`STUCK_HOURS`] full hours while
+/// the profile says [`STUCK_SHARE`] of the tank sold.
 fn stuck(i: &Inputs<'_>, c: &Candidate, profile: Option<&forecast::Profile>) -> bool {
+    if let (Some(p), Some(since)) = (profile, i.flat_since_ms)
+        && forecast::sold_between(p, since, c.obs.at_ms, i.tz) >= STUCK_LITRES
+    {
+        return true;
+    }
     let run: Vec<&(i64, f64)> = i
         .hourly
         .iter()
@@ -314,6 +329,7 @@ mod tests {
             candidates: cands,
             deliveries,
             next_eta_ms: eta,
+            flat_since_ms: None,
             now_ms,
         }
     }
@@ -502,6 +518,57 @@ mod tests {
             now,
         ));
         assert_eq!(a.flags, vec![]);
+    }
+
+    #[test]
+    fn a_gauge_flat_while_the_profile_expects_50_litres_sold_is_stuck_within_the_hour() {
+        // 200 L/h: 50 L are expected 15 minutes after the value froze
+        let hourly = drain_with_delivery();
+        let froze = T0 + 40 * HM;
+        let table = [
+            (froze, 14 * 60_000, false),
+            (froze, 15 * 60_000, true),
+            (froze, 59 * 60_000, true),
+            (froze + 30 * 60_000, 10 * 60_000, false),
+        ];
+        for (since, after, want) in table {
+            let now = since + after;
+            let mut i = inputs(&hourly, &[], &[], None, now);
+            let cands = [gauge(now, 24_000.0)];
+            i.candidates = &cands;
+            i.flat_since_ms = Some(since);
+            let a = assess(&i);
+            assert_eq!(
+                a.flags.contains(&Implausible::Stuck),
+                want,
+                "flat for {} min",
+                after / 60_000
+            );
+        }
+        // no profile (no history): no judgement
+        let mut i = inputs(&[], &[], &[], None, froze + 5 * HM);
+        let cands = [gauge(froze + 5 * HM, 24_000.0)];
+        i.candidates = &cands;
+        i.flat_since_ms = Some(froze);
+        assert!(assess(&i).flags.is_empty());
+    }
+
+    #[test]
+    fn a_value_is_flat_since_its_first_evaluation_and_a_new_value_starts_again() {
+        let obs = |at_ms, volume_l| Observation {
+            at_ms,
+            volume_l,
+            water_mm: None,
+        };
+        use super::inventory::flat_since;
+        assert_eq!(flat_since(None, &obs(10, 5.0)), 10);
+        assert_eq!(flat_since(Some((5.0, 10)), &obs(70, 5.0)), 10);
+        assert_eq!(flat_since(Some((5.0, 10)), &obs(70, 5.000001)), 70);
+        assert_eq!(
+            flat_since(Some((5.0, 90)), &obs(70, 5.0)),
+            70,
+            "a since after the observation is no since"
+        );
     }
 
     #[test]

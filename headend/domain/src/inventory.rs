@@ -103,6 +103,17 @@ pub fn winner(cands: &[Candidate], now_ms: i64, window_ms: i64) -> Option<Candid
         .copied()
 }
 
+/// Since when a gauge has shown its current value: the previous
+/// evaluation's (reading, since) carried over while the reading repeats to
+/// the last bit (a live gauge's noise never does), else the current
+/// observation's time (the earliest known for a new value).
+pub fn flat_since(prev: Option<(f64, i64)>, current: &Observation) -> i64 {
+    match prev {
+        Some((v, since)) if v == current.volume_l && since <= current.at_ms => since,
+        _ => current.at_ms,
+    }
+}
+
 /// Consecutive jumps that agree with each other after which the new level
 /// is believed (a gauge re-levelled, a tank pumped out for repair).
 pub const REANCHOR_AFTER: usize = 3;

@@ -3,3 +3,8 @@
 -- `reading_l` the last observation it starts from (the same as `volume_l`
 -- when not projected).
 ALTER TABLE tank_state ADD COLUMN reading_l DOUBLE PRECISION;
+
+-- Since when the gauge has shown its current value to the last bit (kept
+-- from one evaluation to the next): a stuck gauge is judged by what the
+-- profile expected to sell since.
+ALTER TABLE tank_state ADD COLUMN flat_since_ms BIGINT;

@@ -14,7 +14,7 @@ use crate::domain::assess::{self, Inputs, TankConfig};
 use crate::domain::deliveries::DeliveryPhase;
 use crate::domain::deliveries::{self, Verdict};
 use crate::domain::escalation::{self, Cause, EscEventKind};
-use crate::domain::inventory::{Candidate, ObsSource, Observation};
+use crate::domain::inventory::{self, Candidate, ObsSource, Observation};
 use crate::domain::load::{self, Timing};
 use crate::store::Db;
 use crate::store::RollupQuery;
@@ -80,6 +80,8 @@ struct Facts {
     others: HashMap<(String, String), Vec<Candidate>>,
     deliveries: Vec<DeliveryFact>,
     loads: Vec<LoadRow>,
+    /// Each tank's last reading and since when it was shown.
+    flat: HashMap<(String, String), (f64, i64)>,
 }
 
 impl Facts {
@@ -119,7 +121,15 @@ impl Facts {
         }
         let mut deliveries = db.evaluation().deliveries_since(now - HISTORY_MS).await?;
         judge(db, &mut deliveries).await?;
+        let flat = db
+            .evaluation()
+            .flat()
+            .await?
+            .into_iter()
+            .filter_map(|(site, tank, v, since)| Some(((site, tank), (v?, since?))))
+            .collect();
         Ok(Facts {
+            flat,
             sites,
             tanks: inv.all_tanks().await?,
             gauge,
@@ -275,6 +285,7 @@ async fn run_which(
                 candidates: &cands,
                 windows: &facts.windows(t, now),
                 next_load: next.get(&key).copied(),
+                flat: facts.flat.get(&key).copied(),
             };
             let (state, mut found) = judge_tank(&seen, now, s.margin_h);
             findings.append(&mut found);
@@ -315,12 +326,18 @@ struct TankSeen<'a> {
     candidates: &'a [Candidate],
     windows: &'a [(i64, i64, Option<f64>)],
     next_load: Option<&'a LoadRow>,
+    /// The last evaluation's reading and since when it was shown.
+    flat: Option<(f64, i64)>,
 }
 
 /// One tank's state and the escalations its facts call for (pure).
 fn judge_tank(seen: &TankSeen<'_>, now: i64, margin_h: f64) -> (StateRow, Vec<Finding>) {
     let t = seen.tank;
     let next_load = seen.next_load;
+    // since when the gauge has shown its newest value (a stuck gauge)
+    let gauge_now = inventory::winner(seen.candidates, now, seen.stale_after_ms)
+        .filter(|c| c.source == ObsSource::Atg);
+    let flat_since_ms = gauge_now.map(|c| inventory::flat_since(seen.flat, &c.obs));
     let a = assess::assess(&Inputs {
         tank: TankConfig {
             capacity_l: t.capacity_l,
@@ -335,6 +352,7 @@ fn judge_tank(seen: &TankSeen<'_>, now: i64, margin_h: f64) -> (StateRow, Vec<Fi
         candidates: seen.candidates,
         deliveries: seen.windows,
         next_eta_ms: next_load.map(|l| l.eta_ms.ms()),
+        flat_since_ms,
         now_ms: now,
     });
     let flags: Vec<&str> = a.flags.iter().map(|f| f.as_str()).collect();
@@ -346,6 +364,7 @@ fn judge_tank(seen: &TankSeen<'_>, now: i64, margin_h: f64) -> (StateRow, Vec<Fi
             .map(|p| p.volume_l)
             .or(a.current.map(|c| c.obs.volume_l)),
         reading_l: a.current.map(|c| c.obs.volume_l),
+        flat_since_ms,
         water_mm: a.current.and_then(|c| c.obs.water_mm),
         observed_ms: a.current.map(|c| c.obs.at_ms),
         source: match a.projected {

@@ -56,6 +56,16 @@ impl Db {
 
 impl Evaluation<'_> {
     /// The newest good value of each volume and water field.
+    /// Each tank's last reading and since when the gauge has shown it
+    /// (kept from the last evaluation: a stuck gauge is judged by it).
+    pub async fn flat(&self) -> Result<Vec<(String, String, Option<f64>, Option<i64>)>, Error> {
+        Ok(
+            sqlx::query_as("SELECT site_id, tank_id, reading_l, flat_since_ms FROM tank_state")
+                .fetch_all(self.0.pool())
+                .await?,
+        )
+    }
+
     pub async fn gauge_latest(&self, fields: &[&str]) -> Result<Vec<GaugeLatest>, Error> {
         let list = (0..fields.len())
             .map(|i| format!("${}", i + 1))

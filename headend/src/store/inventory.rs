@@ -46,6 +46,8 @@ pub struct StateRow {
     pub volume_l: Option<f64>,
     /// The observation's own volume.
     pub reading_l: Option<f64>,
+    /// Since when the gauge has shown `reading_l` (to the last bit).
+    pub flat_since_ms: Option<i64>,
     pub water_mm: Option<f64>,
     pub observed_ms: Option<i64>,
     pub source: Option<ObsSource>,
@@ -66,7 +68,7 @@ pub struct StateRow {
 }
 
 const TANK_COLUMNS: &str = "site_id, tank_id, name, product, capacity_l, low_l, critical_l, floor_l, water_limit_mm, created_ms, updated_ms";
-const STATE_COLUMNS: &str = "site_id, tank_id, volume_l, reading_l, water_mm, observed_ms, source, confidence, freshness, flags, rate_lph, rate_basis, rate_confidence, hours_to_runout, runout_ms, risk, next_load_id, next_eta_ms, margin_h, evaluated_ms";
+const STATE_COLUMNS: &str = "site_id, tank_id, volume_l, reading_l, flat_since_ms, water_mm, observed_ms, source, confidence, freshness, flags, rate_lph, rate_basis, rate_confidence, hours_to_runout, runout_ms, risk, next_load_id, next_eta_ms, margin_h, evaluated_ms";
 
 /// One observation to store.
 #[derive(Clone, Debug, PartialEq)]
@@ -421,12 +423,12 @@ impl Inventory<'_> {
             sqlx::query(
                 "INSERT INTO tank_state (site_id, tank_id, volume_l, water_mm, observed_ms, source, confidence, freshness, flags,
                    rate_lph, rate_basis, rate_confidence, hours_to_runout, runout_ms, risk, next_load_id, next_eta_ms, margin_h, evaluated_ms,
-                   reading_l)
+                   reading_l, flat_since_ms)
                  VALUES ($1, $2, CAST($3 AS DOUBLE PRECISION), CAST($4 AS DOUBLE PRECISION), $5, $6, CAST($7 AS DOUBLE PRECISION),
                    $8, $9, CAST($10 AS DOUBLE PRECISION), $11, CAST($12 AS DOUBLE PRECISION), CAST($13 AS DOUBLE PRECISION), $14, $15,
-                   $16, $17, CAST($18 AS DOUBLE PRECISION), $19, CAST($20 AS DOUBLE PRECISION))
+                   $16, $17, CAST($18 AS DOUBLE PRECISION), $19, CAST($20 AS DOUBLE PRECISION), $21)
                  ON CONFLICT (site_id, tank_id) DO UPDATE SET volume_l = excluded.volume_l, water_mm = excluded.water_mm,
-                   reading_l = excluded.reading_l,
+                   reading_l = excluded.reading_l, flat_since_ms = excluded.flat_since_ms,
                    observed_ms = excluded.observed_ms, source = excluded.source, confidence = excluded.confidence,
                    freshness = excluded.freshness, flags = excluded.flags, rate_lph = excluded.rate_lph,
                    rate_basis = excluded.rate_basis, rate_confidence = excluded.rate_confidence,
@@ -454,6 +456,7 @@ impl Inventory<'_> {
             .bind(opt_f64(s.margin_h))
             .bind(s.evaluated_ms)
             .bind(opt_f64(s.reading_l))
+            .bind(s.flat_since_ms)
             .execute(&mut *tx)
             .await?;
         }

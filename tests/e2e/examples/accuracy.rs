@@ -80,5 +80,26 @@ fn main() {
         for m in a.missed.iter().take(5) {
             eprintln!("  {m}");
         }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        let worst_stuck = a
+            .stuck_delays
+            .iter()
+            .map(|(d, _)| d.unwrap_or(i64::MAX))
+            .max();
+        eprintln!(
+            "  stuck at selling tanks: {} faults, slowest flagged after {} min; silent 6-7 h: {} instants, within 5 %: {:.2}, mean error {:.3} (last reading {:.3}), risk as the truth's {} of {}",
+            a.stuck_delays.len(),
+            worst_stuck.map_or("-".into(), |d| if d == i64::MAX {
+                "never".into()
+            } else {
+                (d / 60_000).to_string()
+            }),
+            a.silent_errors.len(),
+            a.silent_within(0.05),
+            mean(&a.silent_errors),
+            mean(&a.silent_reading_errors),
+            a.silent_risk_matches,
+            a.silent_errors.len()
+        );
     }
 }

@@ -10,7 +10,7 @@ use edge_agent::delivery::{DetectConfig, Detected, Detector};
 use headend::domain::assess::{self, Inputs, TankConfig};
 use headend::domain::deliveries::{Verdict, verdict};
 use headend::domain::forecast::{self, Basis, Levels, Profile, Rate, runout_along};
-use headend::domain::inventory::{Candidate, Freshness, Implausible, ObsSource, Observation};
+use headend::domain::inventory::{self, Candidate, Freshness, Implausible, ObsSource, Observation};
 use jiff::tz::TimeZone;
 
 const MIN: i64 = 60_000;
@@ -60,6 +60,10 @@ pub struct Accuracy {
     /// The same instants, the last reading's error (what the tank list
     /// showed before it projected).
     pub silent_reading_errors: Vec<f64>,
+    /// Each stuck fault at a tank truly selling at least 50 L in the hour
+    /// after the gauge stuck: the time from the gauge sticking to the first
+    /// evaluation flagging it (`None`: never), and that hour's litres.
+    pub stuck_delays: Vec<(Option<i64>, f64)>,
     pub missed: Vec<String>,
 }
 
@@ -195,6 +199,15 @@ pub fn measure(cfg: ScenarioConfig) -> Accuracy {
         let mut hourly: Vec<(i64, f64)> = Vec::new();
         let mut next_reading = 0;
         let mut last: Option<(i64, f64, f64)> = None;
+        // the last evaluation's (reading, since), as tank_state keeps it
+        let mut flat: Option<(f64, i64)> = None;
+        // each stuck fault of this tank: when first flagged
+        let stucks: Vec<&atg_sim::scenario::Fault> = sc
+            .faults
+            .iter()
+            .filter(|f| f.tank == k && f.kind == FaultKind::Stuck)
+            .collect();
+        let mut stuck_seen: Vec<Option<i64>> = vec![None; stucks.len()];
         let start = sc.cfg.start_ms + 24 * H;
         let mut now = sc.cfg.start_ms;
         let end = sc.cfg.start_ms + sc.cfg.days * 24 * H;
@@ -235,6 +248,11 @@ pub fn measure(cfg: ScenarioConfig) -> Accuracy {
                 .collect();
             let hist_from = now - 21 * 24 * H;
             let first = hourly.partition_point(|h| h.0 < hist_from);
+            let flat_since_ms = cands.first().map(|c| inventory::flat_since(flat, &c.obs));
+            flat = cands
+                .first()
+                .zip(flat_since_ms)
+                .map(|(c, s)| (c.obs.volume_l, s));
             let a = assess::assess(&Inputs {
                 tank,
                 stale_after_ms: STALE_MS,
@@ -243,9 +261,17 @@ pub fn measure(cfg: ScenarioConfig) -> Accuracy {
                 candidates: &cands,
                 deliveries: &windows,
                 next_eta_ms: None,
+                flat_since_ms,
                 now_ms: now,
             });
             acc.evaluations += 1;
+            if a.flags.contains(&Implausible::Stuck) {
+                for (f, seen) in stucks.iter().zip(stuck_seen.iter_mut()) {
+                    if seen.is_none() && (f.from_ms..=f.to_ms).contains(&now) {
+                        *seen = Some(now - f.from_ms);
+                    }
+                }
+            }
             let i = ((now - sc.cfg.start_ms) / MIN) as usize;
             let i = i.min(mins.len() - 1);
 
@@ -399,6 +425,15 @@ pub fn measure(cfg: ScenarioConfig) -> Accuracy {
                         e,
                     ));
                 }
+            }
+        }
+        for (f, seen) in stucks.iter().zip(&stuck_seen) {
+            // what the tank truly sold in the hour after the gauge stuck
+            let from = ((f.from_ms - sc.cfg.start_ms) / MIN) as usize;
+            let hour_end = (from + 60).min(mins.len());
+            let rate = sc.sold[k][from.min(hour_end)..hour_end].iter().sum::<f64>();
+            if rate >= 50.0 && f.from_ms >= start {
+                acc.stuck_delays.push((*seen, rate));
             }
         }
     }

@@ -44,6 +44,15 @@ fn a_simulated_week_of_20_tanks_with_faults_meets_the_accuracy_goals() {
         a.silent_risk_matches,
         a.silent_errors.len()
     );
+    let delays: Vec<String> = a
+        .stuck_delays
+        .iter()
+        .map(|(d, r)| match d {
+            Some(d) => format!("{} min at {r:.0} L/h", d / 60_000),
+            None => format!("never at {r:.0} L/h"),
+        })
+        .collect();
+    eprintln!("stuck gauges selling ≥ 50 L/h, flagged after: {delays:?}");
     for m in a.missed.iter().take(20) {
         eprintln!("  {m}");
     }
@@ -70,6 +79,14 @@ fn a_simulated_week_of_20_tanks_with_faults_meets_the_accuracy_goals() {
     assert!(
         a.fault_instants > 0 && a.fault_missed == 0,
         "no implausible flag missed"
+    );
+    // a stuck gauge at a tank that sells: flagged within the hour (issue 33)
+    assert!(!a.stuck_delays.is_empty(), "stuck faults at selling tanks");
+    assert!(
+        a.stuck_delays
+            .iter()
+            .all(|(d, _)| d.is_some_and(|d| d <= 60 * 60_000)),
+        "every stuck gauge flagged within 60 minutes: {delays:?}"
     );
     // a silent gauge: the projection, not the last reading (issue 33)
     assert!(a.silent_errors.len() >= 6, "enough silent instants");

@@ -222,6 +222,7 @@ pub fn inventory_rules(data: &[u8]) {
         candidates: &cands,
         deliveries: &deliveries,
         next_eta_ms: Some(now + 24 * H),
+        flat_since_ms: rest.get(3).map(|v| now - v.abs().min(1e9) as i64),
         now_ms: now,
     });
     let samples: Vec<(i64, f64)> = hourly.iter().map(|(t, v)| (t / 60, *v)).collect();
