@@ -392,6 +392,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         guard: services::access::Guard::new(cfg.logins_per_minute),
         issuing: issuing.clone(),
         webhook: cfg.webhook_url.is_some(),
+        touched: touched.clone(),
     };
     let http_task = rest_task(&sup, &cfg, http, https_cfg, state, metrics)?;
     tracing::info!(%grpc_addr, %http_addr, https = cfg.http_tls.is_some(), backend = ?db.backend, "headend started");

@@ -63,6 +63,8 @@ pub struct ApiState {
     pub issuing: crate::services::enrollment::SharedIssuing,
     /// A webhook is configured: escalation changes queue notifications.
     pub webhook: bool,
+    /// Tanks with new observations, for the quick evaluation.
+    pub touched: crate::services::touched::Touched,
 }
 
 impl ApiState {
@@ -72,6 +74,7 @@ impl ApiState {
             db: self.db.clone(),
             metrics: self.metrics.clone(),
             dispatcher: self.dispatcher.clone(),
+            touched: self.touched.clone(),
             scope: p.scope.clone(),
         }
     }

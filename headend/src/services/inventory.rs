@@ -374,9 +374,12 @@ async fn store(
         .inventory()
         .add_observations(&obs, actor, now)
         .await?;
-    for ((row, _), s) in good.iter().zip(stored) {
+    for ((row, o), s) in good.iter().zip(stored) {
         match s {
-            Stored::Added => report.added += 1,
+            Stored::Added => {
+                report.added += 1;
+                ctx.touched.mark(&o.site_id, [o.tank_id.as_str()]);
+            }
             Stored::Unchanged => report.unchanged += 1,
             Stored::Conflict => report.problems.push(RowProblem {
                 row: *row,

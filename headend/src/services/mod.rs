@@ -37,6 +37,8 @@ pub struct Context {
     pub db: Db,
     pub metrics: Metrics,
     pub dispatcher: Dispatcher,
+    /// Tanks with new observations, for the quick evaluation.
+    pub touched: touched::Touched,
     /// The sites the caller may see and act on.
     pub scope: Scope,
 }

@@ -38,6 +38,7 @@ pub(super) fn ctx(db: &Db, scope: Scope) -> Context {
         db: db.clone(),
         metrics: crate::metrics::Metrics::default(),
         dispatcher: Dispatcher::default(),
+        touched: Default::default(),
         scope,
     }
 }

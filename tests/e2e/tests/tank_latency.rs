@@ -214,3 +214,51 @@ async fn with_300_tanks_streaming_a_reading_is_in_the_tank_list_within_5_s_p99()
     he.stop().await;
     Ok(())
 }
+
+/// An observation pushed through the API (a dip, a CSV row) is evaluated
+/// at once too, not at the next run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_observation_pushed_through_the_api_shows_in_the_tank_list_within_seconds() -> Result<()>
+{
+    let pki = TestPki::new(&[])?;
+    let work = tempfile::tempdir()?;
+    let mut cfg = headend_config(&pki, &sqlite_url(work.path()), 0);
+    cfg.inventory_every = Duration::from_secs(3_600);
+    let he = start_headend(cfg).await?;
+    let http = he.http_addr;
+    let (st, v) = post_json(http, "/api/v1/sites", &serde_json::json!({"site": "dips"})).await?;
+    ensure!(st == 201, "{st} {v}");
+    let (st, v) = send_json(
+        http,
+        reqwest::Method::PUT,
+        "/api/v1/sites/dips/tanks/tank-1",
+        &serde_json::json!({"product": "diesel", "capacity_l": 20000}),
+    )
+    .await?;
+    ensure!((200..300).contains(&st), "{st} {v}");
+    let t = Instant::now();
+    let (st, v) = post_json(
+        http,
+        "/api/v1/inventory/observations",
+        &serde_json::json!({"site": "dips", "tank": "tank-1", "at": headend::wallclock::now_ms(),
+                            "volume_l": 9000, "source": "manual", "note": "dip"}),
+    )
+    .await?;
+    ensure!((200..300).contains(&st), "{st} {v}");
+    eventually(
+        "the dip in the tank list",
+        Duration::from_secs(5),
+        || async {
+            let x = get_json(http, "/api/v1/sites/dips/tanks/tank-1").await?;
+            Ok((x["volume_l"].as_f64() == Some(9000.0) && x["source"] == "manual").then_some(()))
+        },
+    )
+    .await?;
+    eprintln!(
+        "a pushed observation in the tank list after {:?}",
+        t.elapsed()
+    );
+    ensure!(t.elapsed() < Duration::from_secs(3));
+    he.stop().await;
+    Ok(())
+}
