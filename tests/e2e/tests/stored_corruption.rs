@@ -6,6 +6,7 @@
 //! once the value is put back the same read answers 200 again (the
 //! corruption, not something else, failed it). On both databases.
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use e2e::*;
@@ -107,6 +108,22 @@ async fn fixtures(he: &headend::Running) -> Result<(String, String, String, Stri
         .bind(&esc)
         .execute(he.db.pool())
         .await?;
+    // a tank's evaluated state (its source and freshness are enums): a dip
+    // pushed through the API is evaluated at once
+    let (code, r) = post_json(
+        http,
+        "/api/v1/inventory/observations",
+        &json!({"site": SITE, "tank": "tank-1", "at": headend::wallclock::now_ms(),
+                "volume_l": 9000, "source": "manual"}),
+    )
+    .await?;
+    ensure!((200..300).contains(&code), "observation: {code} {r}");
+    let tank = format!("/api/v1/sites/{SITE}/tanks/tank-1");
+    eventually("the tank's state", Duration::from_secs(10), || async {
+        let v = get_json(http, &tank).await?;
+        Ok((v["source"] == "manual").then_some(()))
+    })
+    .await?;
     // a leak alarm episode (its type, severity and timeline kinds are enums)
     he.db.ingest(SITE, &leak_raised()).await?;
     let alarm: String =
@@ -278,6 +295,24 @@ fn cases(command: &str, eta_command: &str, load: &str, esc: &str, alarm: &str) -
             "dire",
             get(format!("/api/v1/sites/{SITE}/alarm-recipients")),
             "dire",
+        ),
+        c(
+            "source",
+            "tank_state",
+            "site_id",
+            SITE,
+            "telepathy",
+            get(format!("/api/v1/sites/{SITE}/tanks/tank-1")),
+            "telepathy",
+        ),
+        c(
+            "freshness",
+            "tank_state",
+            "site_id",
+            SITE,
+            "crisp",
+            get(format!("/api/v1/tanks?site={SITE}")),
+            "crisp",
         ),
         c(
             "severity",
