@@ -6,7 +6,8 @@
 
 use jiff::tz::TimeZone;
 
-use super::forecast::{self, Basis, Levels, Risk};
+use super::consumption;
+use super::forecast::{self, Basis, Levels, Outlook, Risk};
 use super::inventory::{
     self, Candidate, Freshness, Implausible, ObsSource, Observation, TankFacts,
 };
@@ -103,6 +104,10 @@ pub struct Assessment {
     pub rate_confidence: Option<f64>,
     pub hours_to_runout: Option<f64>,
     pub runout_ms: Option<i64>,
+    /// The runout's p10 and p90: it comes before p10 one time in ten,
+    /// after p90 one time in ten.
+    pub runout_p10_ms: Option<i64>,
+    pub runout_p90_ms: Option<i64>,
     /// Runout minus the next ETA, hours.
     pub margin_h: Option<f64>,
     pub risk: Risk,
@@ -165,16 +170,26 @@ pub fn assess(i: &Inputs<'_>) -> Assessment {
     };
     // two passes: a first profile from the hours the fixed rules trust,
     // then the hours judged against what that profile expects
+    let fit = |hours: &[(i64, f64)]| {
+        consumption::profile(&consumption::falls(hours, i.tz, |a, b| {
+            delivered(a, b).is_some()
+        }))
+    };
     let (first, _) = inventory::trusted_hours(i.hourly, &facts, delivered);
-    let first = forecast::profile(&without_repeats(&first), i.tz);
+    let first = fit(&without_repeats(&first));
+    // what the profile expects, plus two standard deviations of its
+    // hours' sales: lumpy sales (trucks) sell far above their mean in an
+    // hour and are no fault
     let expected = |from: i64, to: i64| {
         let p = first.as_ref()?;
         let hours = ((to - from) as f64 / H).ceil().max(1.0) as i64;
-        Some(p.mean_ahead(from, hours, i.tz) * (to - from) as f64 / H)
+        let span = (to - from) as f64 / H;
+        let sd = (p.spread.hour * span).sqrt() * p.overall.litres_per_hour;
+        Some(p.mean_ahead(from, hours, i.tz) * span + 2.0 * sd)
     };
     let (trusted, _) = inventory::trusted_hours_with(i.hourly, &facts, delivered, expected);
     let trusted = without_repeats(&trusted);
-    let profile = forecast::profile(&trusted, i.tz);
+    let profile = fit(&trusted);
     let current = inventory::winner(i.candidates, i.now_ms, i.stale_after_ms);
     let freshness = inventory::freshness(current.map(|c| c.obs.at_ms), i.now_ms, i.stale_after_ms);
     let flags = match current {
@@ -221,15 +236,7 @@ pub fn assess(i: &Inputs<'_>) -> Assessment {
         Some(c) if !volume_untrusted => Some((c.obs.volume_l, c.obs.at_ms)),
         _ => trusted.last().map(|&(t, v)| (v, t + H as i64)),
     };
-    let runout_ms = match (&profile, start) {
-        (Some(p), Some((v, at))) => forecast::runout_along(p, v, i.tank.floor_l, at, i.tz),
-        _ => None,
-    };
-    let hours_to_runout = runout_ms.map(|r| ((r - i.now_ms) as f64 / H).max(0.0));
-    let margin_h = match (runout_ms, i.next_eta_ms) {
-        (Some(r), Some(eta)) => Some((r - eta) as f64 / H),
-        _ => None,
-    };
+    let r = runout_of(profile.as_ref(), start, i);
     // silent: the volume now is the trusted observation less what the
     // profile sold since, unless a delivery came in meanwhile (its litres
     // are the gauge's to tell)
@@ -251,8 +258,7 @@ pub fn assess(i: &Inputs<'_>) -> Assessment {
         projected
             .map(|p| p.volume_l)
             .or(current.map(|c| c.obs.volume_l)),
-        hours_to_runout,
-        margin_h,
+        r.outlook,
         Levels {
             low_l: i.tank.low_l,
             critical_l: i.tank.critical_l,
@@ -266,10 +272,52 @@ pub fn assess(i: &Inputs<'_>) -> Assessment {
         rate_lph: profile.as_ref().map(|p| p.mean_ahead(i.now_ms, 24, i.tz)),
         basis: profile.as_ref().map(|p| p.basis),
         rate_confidence: profile.as_ref().map(|p| p.overall.confidence),
-        hours_to_runout,
-        runout_ms,
-        margin_h,
+        hours_to_runout: r.outlook.hours,
+        runout_ms: r.at,
+        runout_p10_ms: r.p10,
+        runout_p90_ms: r.p90,
+        margin_h: r.outlook.margin_h,
         risk,
+    }
+}
+
+/// A runout: its time, its p10-p90 interval, and what the risk reads of
+/// them.
+struct Runout {
+    at: Option<i64>,
+    p10: Option<i64>,
+    p90: Option<i64>,
+    outlook: Outlook,
+}
+
+/// The runout from `start` (volume, when), walking the profile.
+fn runout_of(
+    profile: Option<&forecast::Profile>,
+    start: Option<(f64, i64)>,
+    i: &Inputs<'_>,
+) -> Runout {
+    let (at, (p10, p90)) = match (profile, start) {
+        (Some(p), Some((v, from))) => (
+            forecast::runout_along(p, v, i.tank.floor_l, from, i.tz),
+            forecast::runout_interval(p, v, i.tank.floor_l, from, i.tz),
+        ),
+        _ => (None, (None, None)),
+    };
+    let hours = |r: Option<i64>| r.map(|r| ((r - i.now_ms) as f64 / H).max(0.0));
+    let margin = |r: Option<i64>| match (r, i.next_eta_ms) {
+        (Some(r), Some(eta)) => Some((r - eta) as f64 / H),
+        _ => None,
+    };
+    Runout {
+        at,
+        p10,
+        p90,
+        outlook: Outlook {
+            hours: hours(at),
+            early_hours: hours(p10),
+            margin_h: margin(at),
+            early_margin_h: margin(p10),
+        },
     }
 }
 

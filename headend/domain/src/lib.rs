@@ -12,6 +12,7 @@ pub mod asset;
 pub mod audit;
 pub mod clock;
 pub mod command;
+pub mod consumption;
 pub mod deliveries;
 pub mod enrollment;
 pub mod escalation;

@@ -20,6 +20,7 @@
 //! | +14    | status (u16): bit0 high level, bit1 low level, bit2 water high, bit3 leak | |
 
 pub mod history;
+pub mod regimes;
 pub mod scenario;
 pub mod veeder_root;
 

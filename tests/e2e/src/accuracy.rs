@@ -9,7 +9,9 @@ use atg_sim::scenario::{FaultKind, Scenario, ScenarioConfig};
 use edge_agent::delivery::{DetectConfig, Detected, Detector};
 use headend::domain::assess::{self, Inputs, TankConfig};
 use headend::domain::deliveries::{Verdict, verdict};
-use headend::domain::forecast::{self, Basis, Levels, Profile, Rate, runout_along};
+use headend::domain::forecast::{
+    self, Basis, Levels, Outlook, Profile, Rate, Spread, runout_along,
+};
 use headend::domain::inventory::{self, Candidate, Freshness, Implausible, ObsSource, Observation};
 use jiff::tz::TimeZone;
 
@@ -379,7 +381,7 @@ pub fn measure(cfg: ScenarioConfig) -> Accuracy {
                         low_l: tank.low_l,
                         critical_l: tank.critical_l,
                     };
-                    if forecast::risk(Some(truth), true_h, None, levels) == a.risk {
+                    if forecast::risk(Some(truth), Outlook::exact(true_h, None), levels) == a.risk {
                         acc.silent_risk_matches += 1;
                     }
                 }
@@ -415,6 +417,7 @@ pub fn measure(cfg: ScenarioConfig) -> Accuracy {
                             confidence: 1.0,
                         },
                         per_hour: (0..168).map(|h| spec.hourly_l[h % 24]).collect(),
+                        spread: Spread::default(),
                     };
                     let o = runout_along(&oracle, mins[i].true_volume_l, spec.floor_l, now, &tz)
                         .map_or(f64::INFINITY, |r| (r - truth).abs() as f64 / ahead as f64);

@@ -590,6 +590,7 @@ pub async fn asset_field(
 /// Throwaway PostgreSQL databases on the machine's server
 /// (`PG_ADMIN_URL`, default `postgres://postgres@127.0.0.1:5432/test`).
 pub mod accuracy;
+pub mod forecast_eval;
 pub mod notify_peers;
 pub mod slowlink;
 pub use notify_peers::{KeptMail, PostfixSink, SmtpSink, WebhookReceiver};
