@@ -202,6 +202,8 @@ pub fn tank_json(t: &TankRow, st: Option<&StateRow>, stale_after_ms: i64, now: i
         "rate_confidence": st.and_then(|s| s.rate_confidence),
         "hours_to_runout": st.and_then(|s| s.hours_to_runout),
         "runout_at": st.and_then(|s| s.runout_ms).map(ts),
+        "runout_p10_at": st.and_then(|s| s.runout_p10_ms).map(ts),
+        "runout_p90_at": st.and_then(|s| s.runout_p90_ms).map(ts),
         "risk": st.map(|s| s.risk).unwrap_or(Risk::Unknown),
         "next_load": st.and_then(|s| s.next_load_id.clone()),
         "next_eta": st.and_then(|s| s.next_eta_ms).map(ts),

@@ -379,6 +379,8 @@ fn judge_tank(seen: &TankSeen<'_>, now: i64, margin_h: f64) -> (StateRow, Vec<Fi
         rate_confidence: a.rate_confidence,
         hours_to_runout: a.hours_to_runout,
         runout_ms: a.runout_ms,
+        runout_p10_ms: a.runout_p10_ms,
+        runout_p90_ms: a.runout_p90_ms,
         risk: a.risk,
         next_load_id: next_load.map(|l| l.load_id.to_string()),
         next_eta_ms: next_load.map(|l| l.eta_ms.ms()),
@@ -391,7 +393,8 @@ fn judge_tank(seen: &TankSeen<'_>, now: i64, margin_h: f64) -> (StateRow, Vec<Fi
         "volume_l": state.volume_l, "reading_l": state.reading_l, "observed_ms": state.observed_ms, "source": state.source,
         "freshness": state.freshness, "age_ms": a.freshness.age_ms(), "flags": flags,
         "rate_lph": state.rate_lph, "rate_basis": state.rate_basis,
-        "hours_to_runout": state.hours_to_runout, "runout_ms": state.runout_ms, "risk": state.risk,
+        "hours_to_runout": state.hours_to_runout, "runout_ms": state.runout_ms,
+        "runout_p10_ms": state.runout_p10_ms, "runout_p90_ms": state.runout_p90_ms, "risk": state.risk,
         "next_load": next_load.map(|l| json!({
             "load_id": l.load_id, "eta_ms": l.eta_ms, "eta_source": l.eta_source,
             "planned_volume_l": l.planned_volume_l, "status": l.status,

@@ -60,6 +60,9 @@ pub struct StateRow {
     pub rate_confidence: Option<f64>,
     pub hours_to_runout: Option<f64>,
     pub runout_ms: Option<i64>,
+    /// The runout's p10 and p90 (it comes before p10 one time in ten).
+    pub runout_p10_ms: Option<i64>,
+    pub runout_p90_ms: Option<i64>,
     pub risk: Risk,
     pub next_load_id: Option<String>,
     pub next_eta_ms: Option<i64>,
@@ -68,7 +71,7 @@ pub struct StateRow {
 }
 
 const TANK_COLUMNS: &str = "site_id, tank_id, name, product, capacity_l, low_l, critical_l, floor_l, water_limit_mm, created_ms, updated_ms";
-const STATE_COLUMNS: &str = "site_id, tank_id, volume_l, reading_l, flat_since_ms, water_mm, observed_ms, source, confidence, freshness, flags, rate_lph, rate_basis, rate_confidence, hours_to_runout, runout_ms, risk, next_load_id, next_eta_ms, margin_h, evaluated_ms";
+const STATE_COLUMNS: &str = "site_id, tank_id, volume_l, reading_l, flat_since_ms, water_mm, observed_ms, source, confidence, freshness, flags, rate_lph, rate_basis, rate_confidence, hours_to_runout, runout_ms, runout_p10_ms, runout_p90_ms, risk, next_load_id, next_eta_ms, margin_h, evaluated_ms";
 
 /// One observation to store.
 #[derive(Clone, Debug, PartialEq)]
@@ -423,16 +426,17 @@ impl Inventory<'_> {
             sqlx::query(
                 "INSERT INTO tank_state (site_id, tank_id, volume_l, water_mm, observed_ms, source, confidence, freshness, flags,
                    rate_lph, rate_basis, rate_confidence, hours_to_runout, runout_ms, risk, next_load_id, next_eta_ms, margin_h, evaluated_ms,
-                   reading_l, flat_since_ms)
+                   reading_l, flat_since_ms, runout_p10_ms, runout_p90_ms)
                  VALUES ($1, $2, CAST($3 AS DOUBLE PRECISION), CAST($4 AS DOUBLE PRECISION), $5, $6, CAST($7 AS DOUBLE PRECISION),
                    $8, $9, CAST($10 AS DOUBLE PRECISION), $11, CAST($12 AS DOUBLE PRECISION), CAST($13 AS DOUBLE PRECISION), $14, $15,
-                   $16, $17, CAST($18 AS DOUBLE PRECISION), $19, CAST($20 AS DOUBLE PRECISION), $21)
+                   $16, $17, CAST($18 AS DOUBLE PRECISION), $19, CAST($20 AS DOUBLE PRECISION), $21, $22, $23)
                  ON CONFLICT (site_id, tank_id) DO UPDATE SET volume_l = excluded.volume_l, water_mm = excluded.water_mm,
                    reading_l = excluded.reading_l, flat_since_ms = excluded.flat_since_ms,
                    observed_ms = excluded.observed_ms, source = excluded.source, confidence = excluded.confidence,
                    freshness = excluded.freshness, flags = excluded.flags, rate_lph = excluded.rate_lph,
                    rate_basis = excluded.rate_basis, rate_confidence = excluded.rate_confidence,
-                   hours_to_runout = excluded.hours_to_runout, runout_ms = excluded.runout_ms, risk = excluded.risk,
+                   hours_to_runout = excluded.hours_to_runout, runout_ms = excluded.runout_ms,
+                   runout_p10_ms = excluded.runout_p10_ms, runout_p90_ms = excluded.runout_p90_ms, risk = excluded.risk,
                    next_load_id = excluded.next_load_id, next_eta_ms = excluded.next_eta_ms, margin_h = excluded.margin_h,
                    evaluated_ms = excluded.evaluated_ms",
             )
@@ -457,6 +461,8 @@ impl Inventory<'_> {
             .bind(s.evaluated_ms)
             .bind(opt_f64(s.reading_l))
             .bind(s.flat_since_ms)
+            .bind(s.runout_p10_ms)
+            .bind(s.runout_p90_ms)
             .execute(&mut *tx)
             .await?;
         }

@@ -26,6 +26,7 @@ mod enrollment;
 mod gaspot_peer;
 mod idle_connections;
 mod inventory;
+mod forecast_regimes;
 mod inventory_accuracy;
 mod listener_limits;
 mod mqtt_peer;
