@@ -170,8 +170,11 @@ pub fn assess(i: &Inputs<'_>) -> Assessment {
     };
     // two passes: a first profile from the hours the fixed rules trust,
     // then the hours judged against what that profile expects
+    // complete hours only: the current hour's volume is its latest
+    // reading, and its fall is not yet an hour's
     let fit = |hours: &[(i64, f64)]| {
-        consumption::profile(&consumption::falls(hours, i.tz, |a, b| {
+        let complete = hours.partition_point(|h| h.0 + H as i64 <= i.now_ms);
+        consumption::profile(&consumption::falls(&hours[..complete], i.tz, |a, b| {
             delivered(a, b).is_some()
         }))
     };
@@ -411,6 +414,23 @@ mod tests {
         ));
         assert_eq!(a.margin_h, Some(-2.5));
         assert_eq!(a.risk, Risk::High);
+    }
+
+    #[test]
+    fn the_current_hour_half_gone_does_not_count_as_an_hours_fall() {
+        // 20 min into hour 40: its rollup holds the newest reading, 67 L
+        // lower, which is no hour's fall (with it the mean would drop)
+        let mut hourly = drain_with_delivery();
+        hourly.push((T0 + 40 * HM, 24_000.0 - 200.0 / 3.0));
+        let now = T0 + 40 * HM + 20 * 60_000;
+        let cands = [gauge(now, 24_000.0 - 200.0 / 3.0)];
+        let deliveries = [(
+            T0 + 20 * HM + 10 * 60_000,
+            T0 + 20 * HM + 40 * 60_000,
+            Some(12_000.0),
+        )];
+        let a = assess(&inputs(&hourly, &cands, &deliveries, None, now));
+        assert_eq!(a.rate_lph, Some(200.0));
     }
 
     #[test]

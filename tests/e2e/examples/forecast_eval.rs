@@ -5,7 +5,7 @@
 //!
 //! `cargo run --release -p e2e --example forecast_eval [SEED...]`
 
-use e2e::forecast_eval::{BANDS, evaluate_seeds, shortfalls, table};
+use e2e::forecast_eval::{BANDS, evaluate_seeds, shortfalls, silent_table, table};
 
 fn main() {
     let seeds: Vec<u64> = {
@@ -19,6 +19,7 @@ fn main() {
     let ev = evaluate_seeds(&seeds);
     println!("seeds {seeds:?} ({:.1} s)", t.elapsed().as_secs_f64());
     print!("{}", table(&ev));
+    print!("{}", silent_table(&ev));
     for (k, v) in &ev.rate_errors {
         let mut a: Vec<f64> = v.iter().map(|x| x.abs()).collect();
         a.sort_by(f64::total_cmp);

@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 
 use atg_sim::regimes::{Regime, RegimeConfig, RegimeTank, Regimes};
 use headend::domain::assess::{self, Inputs, TankConfig};
+use headend::domain::forecast::{self, Levels, Outlook};
 use headend::domain::inventory::{Candidate, ObsSource, Observation};
 use jiff::tz::TimeZone;
 
@@ -77,6 +78,12 @@ pub struct Evaluation {
     /// Per regime, the forecast's rate over the next 24 h against the true
     /// mean's (rate / true - 1).
     pub rate_errors: BTreeMap<&'static str, Vec<f64>>,
+    /// Per regime, at every sixth instant: the gauge silent for the last
+    /// 6 h, the projected volume's error against the true one
+    /// (|projected - true| / true), the last reading's (what a tank list
+    /// without projection shows), and whether the risk read from it
+    /// matched the one computed from the true volume and runout.
+    pub silent: BTreeMap<&'static str, Vec<(f64, f64, bool)>>,
     /// The basis each assessment chose, counted per regime.
     pub bases: BTreeMap<String, usize>,
 }
@@ -105,6 +112,9 @@ impl Evaluation {
     pub fn merge(&mut self, other: Evaluation) {
         for (k, c) in other.cells {
             self.cells.entry(k).or_default().push(&c);
+        }
+        for (k, v) in other.silent {
+            self.silent.entry(k).or_default().extend(v);
         }
         for (k, v) in other.rate_errors {
             self.rate_errors.entry(k).or_default().extend(v);
@@ -138,6 +148,53 @@ fn hour_of_day_rates(t: &RegimeTank, i: usize) -> Vec<f64> {
 
 fn rel(at: Option<i64>, truth: i64, now: i64) -> f64 {
     at.map_or(f64::INFINITY, |r| (r - truth) as f64 / (truth - now) as f64)
+}
+
+/// The tank assessed at `now` with its gauge silent since 6 h before
+/// (the readings up to then, no delivery since): the projected volume's
+/// error against the true volume, the last reading's, and whether its
+/// risk is the truth's.
+fn silent(
+    t: &RegimeTank,
+    hourly: &[(i64, f64)],
+    deliveries: &[(i64, i64, Option<f64>)],
+    tank: TankConfig,
+    i: usize,
+    now: i64,
+    truth_runout: i64,
+) -> (f64, f64, bool) {
+    let last = i - 6;
+    let cands = [Candidate {
+        source: ObsSource::Atg,
+        obs: Observation {
+            at_ms: now - 6 * H - 60_000,
+            volume_l: t.reading[last],
+            water_mm: None,
+        },
+        confidence: 1.0,
+    }];
+    let from = (last + 1).saturating_sub(HISTORY_H);
+    let a = assess::assess(&Inputs {
+        tank,
+        stale_after_ms: 6 * H,
+        tz: &TimeZone::UTC,
+        hourly: &hourly[from..=last],
+        candidates: &cands,
+        deliveries,
+        next_eta_ms: None,
+        flat_since_ms: None,
+        now_ms: now,
+    });
+    let truth = t.volume[i];
+    let shown = a.projected.map_or(t.reading[last], |p| p.volume_l);
+    let true_h = (truth_runout - now) as f64 / H as f64;
+    let levels = Levels {
+        low_l: tank.low_l,
+        critical_l: tank.critical_l,
+    };
+    let same = forecast::risk(Some(truth), Outlook::exact(Some(true_h), None), levels) == a.risk;
+    let err = |v: f64| (v - truth).abs() / truth.max(1.0);
+    (err(shown), err(t.reading[last]), same)
 }
 
 /// Evaluates one seed.
@@ -201,6 +258,23 @@ pub fn evaluate(cfg: RegimeConfig) -> Evaluation {
                 flat_since_ms: None,
                 now_ms: now,
             });
+            // silent: clean when no delivery came from 3 h before the
+            // silence on
+            let quiet_6h = !t
+                .deliveries
+                .iter()
+                .any(|&(s, e, _)| s <= now && e + 9 * H >= now);
+            if i % 12 == 0 && quiet_6h {
+                ev.silent.entry(t.regime.name()).or_default().push(silent(
+                    t,
+                    &hourly,
+                    &deliveries,
+                    tank,
+                    i,
+                    now,
+                    truth,
+                ));
+            }
             let left = t.reading[i] - t.floor_l;
             let full = RegimeTank::walk(&t.mean_lph, left, start, i);
             let hod = RegimeTank::walk(&hour_of_day_rates(t, i), left, start, i);
@@ -319,4 +393,39 @@ pub fn table(ev: &Evaluation) -> String {
         s += &row(&format!("{} (≤ 96 h)", r.name()), &e);
     }
     s
+}
+
+/// The silent-gauge figures per regime and in all, as a markdown table:
+/// instants, the projected volume within 5 % of the truth, the last
+/// reading within 5 %, the risk as the truth's.
+pub fn silent_table(ev: &Evaluation) -> String {
+    let mut s = String::from(
+        "| silent 6 h | instants | projected within 5 % | last reading within 5 % | risk as the truth's |\n|---|---|---|---|---|\n",
+    );
+    let row = |name: &str, v: &[(f64, f64, bool)]| {
+        let share = |n: usize| n as f64 / v.len().max(1) as f64;
+        format!(
+            "| {name} | {} | {:.3} | {:.3} | {:.3} |\n",
+            v.len(),
+            share(v.iter().filter(|x| x.0 <= 0.05).count()),
+            share(v.iter().filter(|x| x.1 <= 0.05).count()),
+            share(v.iter().filter(|x| x.2).count())
+        )
+    };
+    let mut all = Vec::new();
+    for (k, v) in &ev.silent {
+        s += &row(k, v);
+        all.extend_from_slice(v);
+    }
+    s += &row("all", &all);
+    s
+}
+
+/// All silent instants: (projected within 5 %, last reading within 5 %).
+pub fn silent_shares(ev: &Evaluation) -> (f64, f64) {
+    let all: Vec<&(f64, f64, bool)> = ev.silent.values().flatten().collect();
+    let share = |f: &dyn Fn(&(f64, f64, bool)) -> bool| {
+        all.iter().filter(|x| f(x)).count() as f64 / all.len().max(1) as f64
+    };
+    (share(&|x| x.0 <= 0.05), share(&|x| x.1 <= 0.05))
 }
