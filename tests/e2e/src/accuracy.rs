@@ -368,8 +368,14 @@ pub fn measure(cfg: ScenarioConfig) -> Accuracy {
                         .map_or(a.current.map_or(f64::NAN, |c| c.obs.volume_l), |p| {
                             p.volume_l
                         });
-                    acc.silent_errors
-                        .push((shown - truth).abs() / truth.max(1.0));
+                    let err = (shown - truth).abs() / truth.max(1.0);
+                    if err > 0.05 {
+                        acc.missed.push(format!(
+                            "tank {k} at {now}: silent {:.1} h, shown {shown:.0} L, truth {truth:.0} L",
+                            silent_ms as f64 / H as f64
+                        ));
+                    }
+                    acc.silent_errors.push(err);
                     // what was shown before issue 33: the last reading
                     let reading = last.map_or(f64::NAN, |l| l.1);
                     acc.silent_reading_errors
