@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 
 use atg_sim::regimes::{Regime, RegimeConfig, RegimeTank, Regimes};
-use headend::domain::assess::{self, Inputs, TankConfig};
+use headend::domain::assess::{self, Assessment, Inputs, TankConfig};
 use headend::domain::forecast::{self, Levels, Outlook};
 use headend::domain::inventory::{Candidate, ObsSource, Observation};
 use jiff::tz::TimeZone;
@@ -150,6 +150,40 @@ fn rel(at: Option<i64>, truth: i64, now: i64) -> f64 {
     at.map_or(f64::INFINITY, |r| (r - truth) as f64 / (truth - now) as f64)
 }
 
+/// The tank assessed at `now` by the headend's own rules, its newest
+/// reading the one at the end of hour `last` and its history the hours
+/// up to it.
+fn assess_at(
+    t: &RegimeTank,
+    hourly: &[(i64, f64)],
+    deliveries: &[(i64, i64, Option<f64>)],
+    tank: TankConfig,
+    last: usize,
+    now: i64,
+) -> Assessment {
+    let cands = [Candidate {
+        source: ObsSource::Atg,
+        obs: Observation {
+            at_ms: hourly[last].0 + H - 60_000,
+            volume_l: t.reading[last],
+            water_mm: None,
+        },
+        confidence: 1.0,
+    }];
+    let from = (last + 1).saturating_sub(HISTORY_H);
+    assess::assess(&Inputs {
+        tank,
+        stale_after_ms: 6 * H,
+        tz: &TimeZone::UTC,
+        hourly: &hourly[from..=last],
+        candidates: &cands,
+        deliveries,
+        next_eta_ms: None,
+        flat_since_ms: None,
+        now_ms: now,
+    })
+}
+
 /// The tank assessed at `now` with its gauge silent since 6 h before
 /// (the readings up to then, no delivery since): the projected volume's
 /// error against the true volume, the last reading's, and whether its
@@ -164,27 +198,7 @@ fn silent(
     truth_runout: i64,
 ) -> (f64, f64, bool) {
     let last = i - 6;
-    let cands = [Candidate {
-        source: ObsSource::Atg,
-        obs: Observation {
-            at_ms: now - 6 * H - 60_000,
-            volume_l: t.reading[last],
-            water_mm: None,
-        },
-        confidence: 1.0,
-    }];
-    let from = (last + 1).saturating_sub(HISTORY_H);
-    let a = assess::assess(&Inputs {
-        tank,
-        stale_after_ms: 6 * H,
-        tz: &TimeZone::UTC,
-        hourly: &hourly[from..=last],
-        candidates: &cands,
-        deliveries,
-        next_eta_ms: None,
-        flat_since_ms: None,
-        now_ms: now,
-    });
+    let a = assess_at(t, hourly, deliveries, tank, last, now);
     let truth = t.volume[i];
     let shown = a.projected.map_or(t.reading[last], |p| p.volume_l);
     let true_h = (truth_runout - now) as f64 / H as f64;
@@ -200,7 +214,6 @@ fn silent(
 /// Evaluates one seed.
 pub fn evaluate(cfg: RegimeConfig) -> Evaluation {
     let sc = Regimes::generate(cfg);
-    let tz = TimeZone::UTC;
     let mut ev = Evaluation::default();
     let start = sc.cfg.start_ms;
     for t in &sc.tanks {
@@ -237,27 +250,7 @@ pub fn evaluate(cfg: RegimeConfig) -> Evaluation {
                 .filter(|d| d.1 <= now)
                 .map(|&(s, e, l)| (s, e, Some(l)))
                 .collect();
-            let cands = [Candidate {
-                source: ObsSource::Atg,
-                obs: Observation {
-                    at_ms: now - 60_000,
-                    volume_l: t.reading[i],
-                    water_mm: None,
-                },
-                confidence: 1.0,
-            }];
-            let from = (i + 1).saturating_sub(HISTORY_H);
-            let a = assess::assess(&Inputs {
-                tank,
-                stale_after_ms: 6 * H,
-                tz: &tz,
-                hourly: &hourly[from..=i],
-                candidates: &cands,
-                deliveries: &deliveries,
-                next_eta_ms: None,
-                flat_since_ms: None,
-                now_ms: now,
-            });
+            let a = assess_at(t, &hourly, &deliveries, tank, i, now);
             // silent: clean when no delivery came from 3 h before the
             // silence on
             let quiet_6h = !t
