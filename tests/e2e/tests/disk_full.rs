@@ -3,7 +3,8 @@
 //! fix SQLite's "database or disk is full" killed the log writer and left a
 //! half-alive agent. Now the full disk is a drop-policy event: the oldest
 //! telemetry goes, alarms stay, every drop is a gap record, the agent stays
-//! whole and streams everything else once the headend is back.
+//! whole and streams everything else once the headend is back, where the
+//! agent's own `log_dropping` and `storage_nearly_full` are episodes.
 use std::time::Duration;
 
 use anyhow::Result;
@@ -82,6 +83,19 @@ async fn a_full_filesystem_under_the_log_drops_telemetry_keeps_alarms_and_stream
     .fetch_one(he.db.pool())
     .await?;
     assert!(alarms >= 12, "4 tanks x 3 alarms, got {alarms}");
+    // the agent's own conditions came through the same log as episodes of
+    // its reserved asset: the log dropped data, its storage was nearly full
+    let episodes = get_json(he.http_addr, "/api/v1/alarms?site=site-f&asset=agent").await?;
+    let types: Vec<&str> = episodes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["type"].as_str())
+        .collect();
+    assert!(
+        types.contains(&"log_dropping") && types.contains(&"storage_nearly_full"),
+        "{episodes}"
+    );
     he.stop().await;
     drop(fs);
     Ok(())

@@ -1,7 +1,8 @@
 //! Issue 31: a stored value that does not parse is an error with a stable
 //! code, never a default. Each JSON column, each typed (enum) column of
-//! the command, load and escalation aggregates, a user's role and an
-//! audit entry's outcome is corrupted in SQL under a running headend; the REST read
+//! the command, load and escalation aggregates, a user's and an API key's
+//! role, a delivery's phase, source and verdict and an audit entry's
+//! outcome is corrupted in SQL under a running headend; the REST read
 //! that uses it answers 500 `stored_value_invalid` naming the column, and
 //! once the value is put back the same read answers 200 again (the
 //! corruption, not something else, failed it). On both databases.
@@ -92,6 +93,24 @@ async fn fixtures(he: &headend::Running) -> Result<(String, String, String, Stri
             true,
         )
         .await?;
+    // an integration's API key (its role is an enum)
+    let (code, k) = post_json(
+        http,
+        "/api/v1/api-keys",
+        &json!({"name": "corrupt-key", "role": "viewer"}),
+    )
+    .await?;
+    ensure!(code == 201, "api key: {code} {k}");
+    // a delivery the agent reported and the headend judged (phase, source
+    // and verdict are enums)
+    sqlx::query(
+        "INSERT INTO delivery_events (site_id, log_id, seq, phase, load_id, tank, start_ms, end_ms, start_volume_l,
+           end_volume_l, delivered_volume_l, ingested_ms, source, verdict)
+         VALUES ($1, 7, 1, 'ended', '', 'tank-1', 1, 2, 100, 5100, 5000, 2, 'detector', 'confirmed')",
+    )
+    .bind(SITE)
+    .execute(he.db.pool())
+    .await?;
     // a point's latest value (its quality is stored as text)
     let now = headend::wallclock::now_ms();
     sqlx::query(
@@ -466,6 +485,42 @@ fn cases(command: &str, eta_command: &str, load: &str, esc: &str, alarm: &str) -
             "nowhere",
             get(format!("/api/v1/escalations/{esc}")),
             "nowhere",
+        ),
+        c(
+            "role",
+            "api_keys",
+            "name",
+            "corrupt-key",
+            "emperor",
+            get("/api/v1/api-keys".to_string()),
+            "emperor",
+        ),
+        c(
+            "phase",
+            "delivery_events",
+            "site_id",
+            SITE,
+            "halfway",
+            get(format!("/api/v1/sites/{SITE}/deliveries")),
+            "halfway",
+        ),
+        c(
+            "source",
+            "delivery_events",
+            "site_id",
+            SITE,
+            "hearsay",
+            get(format!("/api/v1/sites/{SITE}/deliveries")),
+            "hearsay",
+        ),
+        c(
+            "verdict",
+            "delivery_events",
+            "site_id",
+            SITE,
+            "maybe",
+            get(format!("/api/v1/sites/{SITE}/deliveries")),
+            "maybe",
         ),
     ]
 }
