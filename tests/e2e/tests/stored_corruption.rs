@@ -1,8 +1,8 @@
 //! Issue 31: a stored value that does not parse is an error with a stable
 //! code, never a default. Each JSON column, each typed (enum) column of
 //! the command, load and escalation aggregates, a user's and an API key's
-//! role, a delivery's phase, source and verdict and an audit entry's
-//! outcome is corrupted in SQL under a running headend; the REST read
+//! role, a delivery's phase, source and verdict, a certificate's `via`
+//! and an audit entry's outcome is corrupted in SQL under a running headend; the REST read
 //! that uses it answers 500 `stored_value_invalid` naming the column, and
 //! once the value is put back the same read answers 200 again (the
 //! corruption, not something else, failed it). On both databases.
@@ -107,6 +107,14 @@ async fn fixtures(he: &headend::Running) -> Result<(String, String, String, Stri
         "INSERT INTO delivery_events (site_id, log_id, seq, phase, load_id, tank, start_ms, end_ms, start_volume_l,
            end_volume_l, delivered_volume_l, ingested_ms, source, verdict)
          VALUES ($1, 7, 1, 'ended', '', 'tank-1', 1, 2, 100, 5100, 5000, 2, 'detector', 'confirmed')",
+    )
+    .bind(SITE)
+    .execute(he.db.pool())
+    .await?;
+    // a certificate the headend issued (how: an enum)
+    sqlx::query(
+        "INSERT INTO agent_certificates (serial, site_id, via, issued_ms, not_after_ms, renewed_from)
+         VALUES ('c0ffee01', $1, 'enrollment', 1, 4102444800000, NULL)",
     )
     .bind(SITE)
     .execute(he.db.pool())
@@ -512,6 +520,15 @@ fn cases(command: &str, eta_command: &str, load: &str, esc: &str, alarm: &str) -
             "hearsay",
             get(format!("/api/v1/sites/{SITE}/deliveries")),
             "hearsay",
+        ),
+        c(
+            "via",
+            "agent_certificates",
+            "serial",
+            "c0ffee01",
+            "carrier_pigeon",
+            get(format!("/api/v1/sites/{SITE}/certificates")),
+            "carrier_pigeon",
         ),
         c(
             "verdict",
