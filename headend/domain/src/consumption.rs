@@ -1,7 +1,8 @@
 //! What a tank sells, fitted from its history, pure: the hourly falls of
 //! its trusted volumes; four candidate models (flat, hour of day, hour of
-//! week, and the recent level on the hour-of-week shape) each hour's rate
-//! shrunk toward the coarser one's when its own evidence is thin; the
+//! week, and the recent level on the hour-of-week shape), each hour's
+//! rate shrunk toward the coarser one's by its noise over the spread
+//! between hours (empirical Bayes); the
 //! model chosen per tank by its error on the last three days held out;
 //! and the spread of what the tank sells around it, for the runout's
 //! interval.
@@ -183,8 +184,6 @@ fn shrunk(
 fn fit(basis: Basis, falls: &[Fall]) -> Vec<f64> {
     let flat = mean(falls.iter().map(|f| f.lph)).max(0.0);
     let day = || shrunk(falls, 24, |f| f.how % 24, |_| flat);
-    // an hour of the week shrinks toward its hour of the day at its
-    // weekday's level (a weekday has 24 times the evidence of its hours)
     // an hour of the week shrinks toward its hour of its kind of day
     // (Monday-Friday, Saturday, Sunday), which shrinks toward its hour of
     // the day at that kind of day's level (a kind of day has 24 times the
