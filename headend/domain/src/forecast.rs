@@ -21,17 +21,6 @@ pub struct Rate {
     pub confidence: f64,
 }
 
-/// When a tank runs out at `rate`, from `volume_l` now, down to the
-/// unusable bottom `floor_l`: (hours, time). `None` when nothing is
-/// consumed.
-pub fn runout(volume_l: f64, floor_l: f64, rate_l_per_h: f64, now_ms: i64) -> Option<(f64, i64)> {
-    if rate_l_per_h <= 0.0 {
-        return None;
-    }
-    let hours = ((volume_l - floor_l) / rate_l_per_h).max(0.0);
-    Some((hours, now_ms + (hours * 3_600_000.0).round() as i64))
-}
-
 text_enum!(
     /// What a forecast's hourly rates stand on.
     Basis, "rate basis" {
@@ -264,22 +253,6 @@ pub fn risk(volume_l: Option<f64>, o: Outlook, levels: Levels) -> Risk {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_flat_runout_is_the_volume_above_the_floor_over_the_rate() {
-        // runout: 2,000 L above a 200 L floor at 100 L/h → 18 h
-        assert_eq!(runout(2_000.0, 200.0, 100.0, 0), Some((18.0, 18 * H)));
-        assert_eq!(
-            runout(100.0, 200.0, 100.0, 0),
-            Some((0.0, 0)),
-            "already below the floor"
-        );
-        assert_eq!(
-            runout(2_000.0, 200.0, 0.0, 0),
-            None,
-            "nothing consumed: no runout"
-        );
-    }
 
     fn utc() -> TimeZone {
         TimeZone::UTC

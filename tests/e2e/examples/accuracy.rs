@@ -8,17 +8,7 @@ use atg_sim::scenario::ScenarioConfig;
 use e2e::accuracy::measure;
 
 fn main() {
-    let seeds: Vec<u64> = {
-        let a: Vec<u64> = std::env::args()
-            .skip(1)
-            .filter_map(|s| s.parse().ok())
-            .collect();
-        if a.is_empty() {
-            vec![15, 1, 2, 3, 4]
-        } else {
-            a
-        }
-    };
+    let seeds = e2e::seeds_from_args(&[15, 1, 2, 3, 4]);
     println!(
         "| seed | deliveries (true / detected / jumps rejected) | precision | recall | runout instants | within 5 % (oracle) | p50 | p95 | max | stale instants (missed) | implausible instants (missed; other reason) | flags without a fault |"
     );

@@ -590,6 +590,20 @@ pub async fn asset_field(
 /// Throwaway PostgreSQL databases on the machine's server
 /// (`PG_ADMIN_URL`, default `postgres://postgres@127.0.0.1:5432/test`).
 pub mod accuracy;
+
+/// The seeds a benchmark program was given on its command line, or
+/// `default` when none.
+pub fn seeds_from_args(default: &[u64]) -> Vec<u64> {
+    let given: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    if given.is_empty() {
+        default.to_vec()
+    } else {
+        given
+    }
+}
 pub mod forecast_eval;
 pub mod notify_peers;
 pub mod slowlink;
