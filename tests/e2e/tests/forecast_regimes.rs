@@ -47,14 +47,14 @@ fn the_forecast_holds_on_held_out_regimes_against_both_oracles() {
         if f10 < 0.8 * o10 {
             failures.push(format!("{label}: within 10 % {f10:.3} < 0.8 × {o10:.3}"));
         }
-        // unbiased: within 3 % of the horizon of the full oracle's own bias.
-        // The error relative to the horizon is skewed by the truth itself
-        // (a future that sells less stretches the horizon more than one
-        // that sells more shortens it): on these seeds the full oracle,
-        // knowing the true mean, is +1.8 % to +4.3 % "biased" per band, so
-        // the issue's |bias| ≤ 3 % is not a property a forecast can have
-        let (fb, ob) = (bias(&e.forecast), bias(&e.full_oracle));
-        if (fb - ob).abs() > 0.03 {
+        // unbiased: |bias| ≤ 3 % of the expected horizon, or within 3 % of
+        // the full oracle's where the oracle itself is beyond it. It is
+        // at 0-18 h (-8 % on these seeds): a stream of discrete sales
+        // empties the tank at its last sale, later than the mean path
+        // does (a 300 L truck sale or a 10 L AdBlue one is a large share
+        // of a short horizon's litres)
+        let (fb, ob) = (bias(&e.of_expected[0]), bias(&e.of_expected[1]));
+        if fb.abs() > 0.03 && (ob.abs() <= 0.03 || (fb - ob).abs() > 0.03) {
             failures.push(format!("{label}: bias {fb:+.3} (full oracle {ob:+.3})"));
         }
     }
