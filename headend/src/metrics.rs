@@ -40,6 +40,8 @@ pub struct Metrics {
     pub inventory_runs: Counter,
     pub inventory_quick_runs: Counter,
     pub inventory_failures: Counter,
+    /// Stored observations the inventory job refused as corrupt.
+    pub observations_refused: Counter,
     pub escalations_opened: Counter,
     pub escalations_cleared: Counter,
     /// Webhook notifications delivered, retried, and given up (dead letters).
@@ -137,6 +139,7 @@ impl Default for Metrics {
             inventory_runs: Counter::default(),
             inventory_quick_runs: Counter::default(),
             inventory_failures: Counter::default(),
+            observations_refused: Counter::default(),
             escalations_opened: Counter::default(),
             escalations_cleared: Counter::default(),
             webhooks_delivered: Counter::default(),
@@ -224,6 +227,11 @@ impl Metrics {
                 "inventory_failures",
                 "Inventory evaluations that failed (retried at the next run)",
                 &m.inventory_failures,
+            ),
+            (
+                "observations_refused",
+                "Stored observations whose source does not parse, left out of their tank's assessment (each logged as stored_value_invalid)",
+                &m.observations_refused,
             ),
             (
                 "escalations_opened",

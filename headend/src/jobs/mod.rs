@@ -137,6 +137,7 @@ pub async fn inventory(
                 match crate::services::evaluate::run(&db, now_ms(), settings).await {
                     Ok(r) => {
                         metrics.inventory_runs.inc();
+                        metrics.observations_refused.inc_by(r.refused as u64);
                         metrics.escalations_opened.inc_by(r.opened as u64);
                         metrics.escalations_cleared.inc_by(r.cleared as u64);
                         tracing::debug!(
@@ -188,6 +189,7 @@ pub async fn quick_inventory(
         match crate::services::evaluate::run_tanks(&db, now_ms(), settings, tanks).await {
             Ok(r) => {
                 metrics.inventory_quick_runs.inc();
+                metrics.observations_refused.inc_by(r.refused as u64);
                 metrics.escalations_opened.inc_by(r.opened as u64);
                 metrics.escalations_cleared.inc_by(r.cleared as u64);
                 tracing::debug!(

@@ -56,6 +56,8 @@ pub struct Report {
     pub reopened: usize,
     pub updated: usize,
     pub cleared: usize,
+    /// Stored observations refused as corrupt (each logged).
+    pub refused: usize,
 }
 
 /// The zone of a site's `time_zone` (UTC when it does not resolve, which
@@ -82,6 +84,8 @@ struct Facts {
     loads: Vec<LoadRow>,
     /// Each tank's last reading and since when it was shown.
     flat: HashMap<(String, String), (f64, i64)>,
+    /// Stored observations refused as corrupt.
+    refused: usize,
 }
 
 impl Facts {
@@ -105,7 +109,14 @@ impl Facts {
             }
         }
         let mut others: HashMap<(String, String), Vec<Candidate>> = HashMap::new();
+        let mut refused = 0;
         for o in inv.latest_observations().await? {
+            // a corrupt row is logged where it is read and counted; its
+            // tank is assessed on the other sources
+            let Ok(o) = o else {
+                refused += 1;
+                continue;
+            };
             others
                 .entry((o.site_id, o.tank_id))
                 .or_default()
@@ -130,6 +141,7 @@ impl Facts {
             .collect();
         Ok(Facts {
             flat,
+            refused,
             sites,
             tanks: inv.all_tanks().await?,
             gauge,
@@ -296,6 +308,7 @@ async fn run_which(
     if !matches!(which, Which::Periodic) {
         let mut report = apply(db, &findings, now, s, which).await?;
         report.tanks = facts.tanks.len();
+        report.refused = facts.refused;
         return Ok(report);
     }
     for l in &facts.loads {
@@ -309,6 +322,7 @@ async fn run_which(
     findings.extend(failures.iter().map(failure_finding));
     let mut report = apply(db, &findings, now, s, which).await?;
     report.tanks = facts.tanks.len();
+    report.refused = facts.refused;
     if let Some(last) = failures.last() {
         db.evaluation()
             .advance_cursor(COMMAND_CURSOR, last.id)

@@ -5,8 +5,8 @@
 use crate::Error;
 use crate::domain::forecast::{Basis, Risk};
 use crate::domain::inventory::{FreshnessKind, ObsSource};
-use crate::store::Db;
 use crate::store::commands::opt_f64;
+use crate::store::{Db, json};
 
 /// A site's operator settings.
 #[derive(sqlx::FromRow, Clone, Debug, PartialEq)]
@@ -96,8 +96,20 @@ pub enum Stored {
     Conflict,
 }
 
+/// An observation row as stored (its source parsed apart).
+#[derive(sqlx::FromRow)]
+struct StoredObservation {
+    site_id: String,
+    tank_id: String,
+    source: String,
+    at_ms: i64,
+    volume_l: f64,
+    water_mm: Option<f64>,
+    confidence: f64,
+}
+
 /// The newest observation of one source at one tank.
-#[derive(sqlx::FromRow, Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct LatestObservation {
     pub site_id: String,
     pub tank_id: String,
@@ -409,15 +421,38 @@ impl Inventory<'_> {
         Ok(out)
     }
 
-    /// The newest observation of each source at each tank.
-    pub async fn latest_observations(&self) -> Result<Vec<LatestObservation>, Error> {
-        Ok(sqlx::query_as(
+    /// The newest observation of each source at each tank; a row whose
+    /// source this build does not know is an error of its own (logged
+    /// with the column and the row, code `stored_value_invalid`), so one
+    /// corrupt row cannot stop the evaluation of every other tank.
+    pub async fn latest_observations(
+        &self,
+    ) -> Result<Vec<Result<LatestObservation, Error>>, Error> {
+        let rows: Vec<StoredObservation> = sqlx::query_as(
             "SELECT o.site_id, o.tank_id, o.source, o.at_ms, o.volume_l, o.water_mm, o.confidence FROM observations o
              WHERE o.at_ms = (SELECT MAX(o2.at_ms) FROM observations o2
                               WHERE o2.site_id = o.site_id AND o2.tank_id = o.tank_id AND o2.source = o.source)",
         )
         .fetch_all(self.0.pool())
-        .await?)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let source = r.source.parse::<ObsSource>().map_err(|e| {
+                    let key = format!("{}/{} at {}", r.site_id, r.tank_id, r.at_ms);
+                    json::corrupt("observations.source", &key, e.to_string())
+                })?;
+                Ok(LatestObservation {
+                    site_id: r.site_id,
+                    tank_id: r.tank_id,
+                    source,
+                    at_ms: r.at_ms,
+                    volume_l: r.volume_l,
+                    water_mm: r.water_mm,
+                    confidence: r.confidence,
+                })
+            })
+            .collect())
     }
 
     pub async fn put_state(&self, rows: &[StateRow]) -> Result<(), Error> {

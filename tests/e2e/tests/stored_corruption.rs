@@ -5,7 +5,10 @@
 //! and an audit entry's outcome is corrupted in SQL under a running headend; the REST read
 //! that uses it answers 500 `stored_value_invalid` naming the column, and
 //! once the value is put back the same read answers 200 again (the
-//! corruption, not something else, failed it). On both databases.
+//! corruption, not something else, failed it). A corrupt observation
+//! source, which only the inventory job reads, is left out of its tank's
+//! assessment and counted, without stopping the others'. On both
+//! databases.
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -616,7 +619,43 @@ async fn every_corrupt_column_is_refused_by_name(url: &str) -> Result<()> {
             );
         }
     }
+    a_corrupt_observation_is_left_out_and_counted_not_the_whole_evaluation(&he).await?;
     he.stop().await;
+    Ok(())
+}
+
+/// observations.source is read by the inventory job, not by a REST read:
+/// a corrupt row is refused (logged, counted) and its tank assessed on the
+/// rest; the evaluation of every other tank and observation goes on.
+async fn a_corrupt_observation_is_left_out_and_counted_not_the_whole_evaluation(
+    he: &headend::Running,
+) -> Result<()> {
+    let http = he.http_addr;
+    sqlx::query("UPDATE observations SET source = 'hearsay' WHERE site_id = $1")
+        .bind(SITE)
+        .execute(he.db.pool())
+        .await?;
+    let (code, r) = post_json(
+        http,
+        "/api/v1/inventory/observations",
+        &json!({"site": SITE, "tank": "tank-1", "at": headend::wallclock::now_ms(),
+                "volume_l": 8000, "source": "manual"}),
+    )
+    .await?;
+    ensure!((200..300).contains(&code), "observation: {code} {r}");
+    let tank = format!("/api/v1/sites/{SITE}/tanks/tank-1");
+    eventually(
+        "the new dip, assessed beside the corrupt one",
+        Duration::from_secs(10),
+        || async {
+            let v = get_json(http, &tank).await?;
+            Ok((v["source"] == "manual" && v["volume_l"] == json!(8000.0)).then_some(()))
+        },
+    )
+    .await?;
+    let m = get_text(http, "/metrics").await?;
+    let refused = metric(&m, "tankwatch_headend_observations_refused_total").unwrap_or(0.0);
+    ensure!(refused >= 1.0, "the corrupt row is counted: {refused}");
     Ok(())
 }
 
