@@ -102,6 +102,8 @@ else
 fi
 echo "demo: agent resident memory: $(awk '/VmRSS/ {print $2, $3}' /proc/$agent/status)"
 echo
+echo "  the operator console: http://127.0.0.1:8080/ (user demo-admin, password in demo/admin-password)"
+echo
 echo "  operator demo-admin, password in demo/admin-password; a 15-minute access token:"
 echo "  export TOKEN=$token"
 echo "  curl -s -H \"Authorization: Bearer \$TOKEN\" $api/sites | python3 -m json.tool"

@@ -624,6 +624,7 @@ fn rest_task(
         api::edge::Edge {
             hosts,
             metrics: metrics.clone(),
+            https: https_cfg.is_some(),
         },
     );
     let https_files = cfg.http_tls.clone();

@@ -158,6 +158,11 @@ pub fn new_refresh_token() -> String {
     format!("twr_{}", random_b64())
 }
 
+/// A session's form token (the console's CSRF token).
+pub fn new_form_token() -> String {
+    format!("twf_{}", random_b64())
+}
+
 /// A new API key: (id, the whole key shown once, the secret's hash).
 pub fn new_api_key() -> (String, String, String) {
     new_keyed("twk")

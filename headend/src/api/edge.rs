@@ -41,6 +41,8 @@ pub struct Edge {
     /// Host names (lowercase, no port) a request may address.
     pub hosts: Vec<String>,
     pub metrics: Metrics,
+    /// Served over HTTPS (the console's cookies are `Secure`).
+    pub https: bool,
 }
 
 fn refuse(m: &Metrics, reason: &'static str, code: StatusCode, msg: String) -> Response {
@@ -81,7 +83,8 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        // the console's error pages are HTML of their own
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
     if status.as_u16() < 400 || is_json {
         return resp;
     }
@@ -180,9 +183,12 @@ pub async fn guard(State(edge): State<Edge>, req: Request, next: Next) -> Respon
         // CSV imports may come as text/csv (not a CORS-safelisted type
         // either: a cross-site form cannot send it without a preflight)
         let csv_route = req.method() == Method::POST && req.uri().path().ends_with("/import");
+        // the console's forms (its gate checks their origin and token)
+        let console_form = crate::api::console::owns(req.uri().path());
         let json = match json.as_deref() {
-            Some("application/json") => true,
-            Some("text/csv") => csv_route,
+            Some("application/json") => !console_form,
+            Some("text/csv") => csv_route && !console_form,
+            Some("application/x-www-form-urlencoded") => console_form,
             _ => false,
         };
         if !json {
@@ -190,7 +196,11 @@ pub async fn guard(State(edge): State<Edge>, req: Request, next: Next) -> Respon
                 m,
                 "content_type",
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "send Content-Type: application/json (with a JSON body, {} if there is nothing to say)".into(),
+                if console_form {
+                    "a console form is sent as application/x-www-form-urlencoded".into()
+                } else {
+                    "send Content-Type: application/json (with a JSON body, {} if there is nothing to say)".into()
+                },
             );
         }
     }

@@ -279,16 +279,6 @@ pub struct TankList {
     pub cursor: Option<String>,
 }
 
-async fn thresholds(s: &ApiState) -> Result<std::collections::HashMap<String, i64>, ApiError> {
-    Ok(s.db
-        .inventory()
-        .sites()
-        .await?
-        .into_iter()
-        .map(|st| (st.site_id, st.stale_after_ms))
-        .collect())
-}
-
 async fn list_tanks(
     State(s): State<ApiState>,
     Caller(p): Caller,
@@ -303,26 +293,23 @@ async fn list_tanks(
     let after = pg.after_pair('/')?;
     let after = after.as_ref().map(|(a, b)| (a.as_str(), b.as_str()));
     let ctx = s.ctx(&p);
-    if let Some(site) = &q.site {
-        ctx.visible(site, "site", || format!("no site {site:?}"))?;
-    }
     let risk = super::query_enum::<Risk>("risk", q.risk.as_deref())?;
     let freshness = super::query_enum::<FreshnessKind>("freshness", q.freshness.as_deref())?;
-    let sites = ctx.scope.sites();
-    let rows =
-        s.db.inventory()
-            .list(&TankFilter {
-                site: q.site.as_deref(),
-                q: q.q.as_deref(),
-                product: q.product.as_deref(),
-                risk,
-                freshness,
-                sites: sites.as_deref(),
-                after,
-                limit: limit + 1,
-            })
-            .await?;
-    let th = thresholds(&s).await?;
+    let rows = svc::tanks(
+        &ctx,
+        TankFilter {
+            site: q.site.as_deref(),
+            q: q.q.as_deref(),
+            product: q.product.as_deref(),
+            risk,
+            freshness,
+            sites: None,
+            after,
+            limit: limit + 1,
+        },
+    )
+    .await?;
+    let th = svc::stale_thresholds(&ctx).await?;
     let now = now_ms();
     let items = rows
         .iter()
@@ -505,7 +492,7 @@ async fn risk(
         s.db.inventory()
             .by_runout(sites.as_deref(), q.site.as_deref(), offset, limit + 1)
             .await?;
-    let th = thresholds(&s).await?;
+    let th = svc::stale_thresholds(&ctx).await?;
     let now = now_ms();
     let items: Vec<Value> = rows
         .iter()

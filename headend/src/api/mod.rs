@@ -22,6 +22,7 @@ pub mod audit;
 pub mod auth;
 pub mod certs;
 pub mod commands;
+pub mod console;
 pub mod edge;
 pub mod escalations;
 pub mod inventory;
@@ -84,6 +85,7 @@ impl ApiState {
 /// audit: [`access`]), the edge checks ([`edge`]) and the request id.
 pub fn router(state: ApiState, edge: edge::Edge) -> Router {
     let gate = access::Gate::new(state.clone());
+    let console = crate::api::console::router(state.clone(), edge.https);
     routes()
         .into_iter()
         .fold(Router::new(), |r, route| {
@@ -91,8 +93,14 @@ pub fn router(state: ApiState, edge: edge::Edge) -> Router {
         })
         .route_layer(axum::middleware::from_fn_with_state(gate, access::gate))
         .with_state(state)
-        .fallback(|| async {
-            ApiError::not_found("no such route (the API is described at /api/openapi.json)")
+        .merge(console)
+        .fallback(|uri: axum::http::Uri| async move {
+            if crate::api::console::owns(uri.path()) {
+                crate::api::console::not_found()
+            } else {
+                ApiError::not_found("no such route (the API is described at /api/openapi.json)")
+                    .into_response()
+            }
         })
         .layer(axum::extract::DefaultBodyLimit::max(edge::MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(edge::json_errors))

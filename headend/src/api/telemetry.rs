@@ -230,16 +230,11 @@ async fn sites(
     OriginalUri(uri): OriginalUri,
     Query(p): Query<PageParams>,
 ) -> Result<Response, ApiError> {
-    let mut rows = s.db.sites().await?;
-    rows.retain(|r| c.scope.covers(&r.site_id));
-    rows.sort_by(|a, b| a.site_id.cmp(&b.site_id));
-    s.metrics
-        .sites_failing
-        .set(s.sessions.failing_sites() as i64);
-    let items = rows
+    let views = crate::services::sites::list(&s.ctx(&c), &s.sessions, None).await?;
+    let items = views
         .into_iter()
-        .map(|r| {
-            let session = s.sessions.get(&r.site_id);
+        .map(|v| {
+            let (r, session) = (v.row, v.session);
             json!({
                 "site_id": r.site_id,
                 "name": r.name,
@@ -258,7 +253,7 @@ async fn sites(
                 "connected": session.is_some(),
                 "session": session,
                 // the site's data is failing to commit (it is resent; nothing acknowledged)
-                "ingest_error": s.sessions.ingest_error(&r.site_id).map(|e| json!({
+                "ingest_error": v.ingest_error.map(|e| json!({
                     "since": ts(e.since_ms), "last": ts(e.last_ms),
                     "failures": e.failures, "error": e.error,
                 })),

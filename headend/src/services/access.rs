@@ -380,6 +380,7 @@ pub async fn login(
             &u.user_id,
             &from.to_string(),
             now + SESSION_TTL_MS,
+            &secret::new_form_token(),
             &Issue {
                 session_id: &session_id,
                 access_hash: &ah,

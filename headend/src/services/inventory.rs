@@ -7,7 +7,11 @@ use serde_json::Value;
 
 use super::{Context, Refused, Result, invalid, refused, time_value};
 use crate::domain::inventory::ObsSource;
-use crate::store::inventory::{NewObservation, SiteSettings, StateRow, Stored, TankRow};
+use std::collections::HashMap;
+
+use crate::store::inventory::{
+    NewObservation, SiteSettings, StateRow, Stored, TankFilter, TankRow,
+};
 use crate::wallclock::now_ms;
 
 /// Most observations one push or import carries.
@@ -245,6 +249,49 @@ pub async fn put_tank(
     };
     let new = ctx.db.inventory().put_tank(&row).await?;
     Ok((row, new))
+}
+
+/// The tanks the caller may see that match `f` (its `sites` is the
+/// caller's scope, whatever it was given), with their states; a `site`
+/// outside the scope is not found.
+pub async fn tanks(ctx: &Context, f: TankFilter<'_>) -> Result<Vec<(TankRow, Option<StateRow>)>> {
+    if let Some(site) = f.site {
+        ctx.visible(site, "site", || format!("no site {site:?}"))?;
+    }
+    let sites = ctx.scope.sites();
+    Ok(ctx
+        .db
+        .inventory()
+        .list(&TankFilter {
+            sites: sites.as_deref(),
+            ..f
+        })
+        .await?)
+}
+
+/// The settings of each site the caller may see.
+pub async fn site_settings(ctx: &Context) -> Result<HashMap<String, SiteSettings>> {
+    Ok(ctx
+        .db
+        .inventory()
+        .sites()
+        .await?
+        .into_iter()
+        .filter(|st| ctx.scope.covers(&st.site_id))
+        .map(|st| (st.site_id.clone(), st))
+        .collect())
+}
+
+/// Each site's staleness threshold, ms.
+pub async fn stale_thresholds(ctx: &Context) -> Result<HashMap<String, i64>> {
+    Ok(ctx
+        .db
+        .inventory()
+        .sites()
+        .await?
+        .into_iter()
+        .map(|st| (st.site_id, st.stale_after_ms))
+        .collect())
 }
 
 pub async fn tank(ctx: &Context, site_: &str, tank: &str) -> Result<(TankRow, Option<StateRow>)> {

@@ -20,6 +20,7 @@ pub mod loads;
 pub mod notify;
 pub mod sessions;
 pub mod sheet;
+pub mod sites;
 #[cfg(test)]
 mod tests;
 pub mod touched;

@@ -126,7 +126,7 @@ impl Db {
     }
 }
 
-#[derive(sqlx::FromRow)]
+#[derive(sqlx::FromRow, Clone, Debug)]
 pub struct SiteRow {
     pub site_id: String,
     pub first_seen_ms: i64,

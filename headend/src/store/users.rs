@@ -193,6 +193,7 @@ impl Users<'_> {
         user: &str,
         client: &str,
         expires_ms: i64,
+        csrf: &str,
         t: &Issue<'_>,
     ) -> Result<(), Error> {
         let (_w, mut tx) = self.0.begin_write().await?;
@@ -202,19 +203,31 @@ impl Users<'_> {
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "INSERT INTO auth_sessions (session_id, user_id, client, created_ms, refreshed_ms, expires_ms)
-             VALUES ($1, $2, $3, $4, $4, $5)",
+            "INSERT INTO auth_sessions (session_id, user_id, client, created_ms, refreshed_ms, expires_ms, csrf)
+             VALUES ($1, $2, $3, $4, $4, $5, $6)",
         )
         .bind(t.session_id)
         .bind(user)
         .bind(client)
         .bind(t.now_ms)
         .bind(expires_ms)
+        .bind(csrf)
         .execute(&mut *tx)
         .await?;
         issue(&mut tx, t).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The console's form token of a session (empty for a session started
+    /// before the console had them).
+    pub async fn session_csrf(&self, session_id: &str) -> Result<Option<String>, Error> {
+        Ok(
+            sqlx::query_scalar("SELECT csrf FROM auth_sessions WHERE session_id = $1")
+                .bind(session_id)
+                .fetch_optional(self.0.pool())
+                .await?,
+        )
     }
 
     /// A refresh token, with its session and user.

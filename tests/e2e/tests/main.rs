@@ -14,6 +14,7 @@ mod check_config;
 mod clock_skew;
 mod command_kills;
 mod commands;
+mod console;
 mod crash;
 mod damaged_log;
 mod db_outage;

@@ -1,0 +1,143 @@
+//! The console's page shell: the document, the navigation every page
+//! carries, the error page, and the headers every answer gets.
+
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use maud::{DOCTYPE, Markup, html};
+
+use super::assets;
+use super::gate::value;
+use crate::domain::Role;
+
+/// A path segment, percent-encoded (ids come from agents and operators).
+pub fn seg(s: &str) -> String {
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    const KEEP: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    utf8_percent_encode(s, KEEP).to_string()
+}
+
+/// The console's page of one tank.
+pub fn tank_url(site: &str, tank: &str) -> String {
+    format!("/sites/{}/tanks/{}", seg(site), seg(tank))
+}
+
+/// A rendered page.
+pub struct Html(pub String);
+
+impl IntoResponse for Html {
+    fn into_response(self) -> Response {
+        ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], self.0).into_response()
+    }
+}
+
+/// Who is looking, for the shell: their name, role and the session's form
+/// token (put there by the gate).
+#[derive(Clone, Debug)]
+pub struct Viewer {
+    pub name: String,
+    pub role: Role,
+    pub token: String,
+}
+
+/// The pages of the navigation: (path, label).
+const NAV: &[(&str, &str)] = &[("/", "Today"), ("/sites", "Sites"), ("/tanks", "Tanks")];
+
+fn document(title: &str, body: Markup) -> Html {
+    Html(
+        html! {
+            (DOCTYPE)
+            html lang="en" {
+                head {
+                    meta charset="utf-8";
+                    meta name="viewport" content="width=device-width, initial-scale=1";
+                    title { (title) " · Tankwatch" }
+                    link rel="stylesheet" href=(assets::url("console.css"));
+                }
+                body { (body) }
+            }
+        }
+        .into_string(),
+    )
+}
+
+/// A page without navigation (the login).
+pub fn bare(title: &str, body: Markup) -> Html {
+    document(title, body)
+}
+
+/// A page of the console: the navigation (`current` marked), who is
+/// logged in and the logout form, then `body`.
+pub fn page(v: &Viewer, current: &str, title: &str, body: Markup) -> Html {
+    document(
+        title,
+        html! {
+            a.skip href="#main" { "Skip to content" }
+            header.top {
+                nav aria-label="Main" {
+                    ul {
+                        @for (path, label) in NAV {
+                            li {
+                                @if *path == current {
+                                    a href=(path) aria-current="page" { (label) }
+                                } @else {
+                                    a href=(path) { (label) }
+                                }
+                            }
+                        }
+                    }
+                }
+                form.logout method="post" action="/logout" {
+                    span.who { (v.name) " · " (v.role) }
+                    input type="hidden" name="csrf" value=(v.token);
+                    button type="submit" { "Log out" }
+                }
+            }
+            main #main {
+                h1 { (title) }
+                (body)
+            }
+        },
+    )
+}
+
+/// An error page with `status`.
+pub fn error(status: StatusCode, why: &str) -> Response {
+    let title = status.canonical_reason().unwrap_or("Error");
+    let page = document(
+        title,
+        html! {
+            main #main {
+                h1 { (title) }
+                p.problem role="alert" { (why) }
+                p { a href="/" { "Back to the console" } }
+            }
+        },
+    );
+    (status, page).into_response()
+}
+
+/// The Content-Security-Policy of every console answer: this origin's
+/// styles and scripts only, none inline, no framing, forms to this
+/// origin.
+pub const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// `r` with the headers every console answer carries.
+pub fn secured(mut r: Response, https: bool) -> Response {
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, value(CSP));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, value("nosniff"));
+    h.insert(header::X_FRAME_OPTIONS, value("DENY"));
+    h.insert(header::REFERRER_POLICY, value("same-origin"));
+    if https {
+        h.insert(header::STRICT_TRANSPORT_SECURITY, value("max-age=31536000"));
+    }
+    if !h.contains_key(header::CACHE_CONTROL) {
+        // pages show live data and who is logged in: never cached
+        h.insert(header::CACHE_CONTROL, value("no-store"));
+    }
+    r
+}

@@ -1,0 +1,86 @@
+//! The site list: connected or not, last seen, agent version, clock,
+//! data failing to commit; searched by id or name. Read through
+//! `services::sites`, as the REST site list is.
+
+use axum::Extension;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use maud::html;
+use serde::Deserialize;
+
+use super::layout::{self, Viewer};
+use super::tanks::{failed, given, when};
+use crate::api::ApiState;
+use crate::api::access::Caller;
+use crate::domain::clock;
+use crate::services::sites;
+
+#[derive(Deserialize, Default)]
+pub struct Search {
+    q: Option<String>,
+}
+
+pub async fn list(
+    State(s): State<ApiState>,
+    Caller(p): Caller,
+    Extension(v): Extension<Viewer>,
+    Query(f): Query<Search>,
+) -> Response {
+    let ctx = s.ctx(&p);
+    let rows = match sites::list(&ctx, &s.sessions, given(&f.q)).await {
+        Ok(r) => r,
+        Err(e) => return failed(e),
+    };
+    let body = html! {
+        form.filters method="get" action="/sites" role="search" {
+            label { "Site id or name" input name="q" value=(given(&f.q).unwrap_or_default()); }
+            button type="submit" { "Search" }
+        }
+        @if rows.is_empty() {
+            p { "No site matches." }
+        } @else {
+            div.table-wrap {
+                table {
+                    thead {
+                        tr {
+                            th scope="col" { "Site" }
+                            th scope="col" { "Connected" }
+                            th scope="col" { "Last seen" }
+                            th scope="col" { "Agent" }
+                            th scope="col" { "Clock" }
+                            th scope="col" { "Assets" }
+                            th scope="col" { "Data" }
+                        }
+                    }
+                    tbody {
+                        @for site in &rows {
+                            @let tz = crate::services::evaluate::zone(&site.row.time_zone);
+                            tr {
+                                td { (site.row.site_id) @if !site.row.name.is_empty() { br; span.muted { (site.row.name) } } }
+                                td {
+                                    @if let Some(sess) = &site.session {
+                                        "yes, since " (when(Some(sess.since_ms), &tz))
+                                    } @else {
+                                        span.muted { "no" }
+                                    }
+                                }
+                                td { (when(Some(site.row.last_seen_ms).filter(|m| *m > 0), &tz)) }
+                                td { (site.row.agent_version) }
+                                td { (site.row.clock_skew_ms.map_or("—".to_string(), clock::describe)) }
+                                td.num { (site.row.assets) }
+                                td {
+                                    @if let Some(e) = &site.ingest_error {
+                                        span.problem { "failing: " (e.error) }
+                                    } @else {
+                                        "ok"
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    layout::page(&v, "/sites", "Sites", body).into_response()
+}

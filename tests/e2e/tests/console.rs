@@ -1,0 +1,508 @@
+//! The operator console (issue 34) over a real socket and SQL, as a
+//! browser drives it: the login with the API's own users, the session
+//! cookies and their server-side refresh, the form token and the origin
+//! check on every write, the site scope (another site's tanks are absent,
+//! its filter not found), the security headers, and the audit trail of
+//! what it wrote or refused.
+use std::net::SocketAddr;
+
+use anyhow::{Context, Result, ensure};
+use e2e::*;
+use reqwest::redirect::Policy;
+use serde_json::json;
+
+const NORTH: &str = "n-1";
+const SOUTH: &str = "s-1";
+const PW: &str = "a long enough password";
+
+struct Browser {
+    http: SocketAddr,
+    client: reqwest::Client,
+    /// The cookies it holds: (name, value).
+    jar: Vec<(String, String)>,
+}
+
+struct Answer {
+    status: u16,
+    location: String,
+    set_cookies: Vec<String>,
+    csp: String,
+    body: String,
+}
+
+impl Browser {
+    fn new(http: SocketAddr) -> Result<Browser> {
+        Ok(Browser {
+            http,
+            client: reqwest::Client::builder()
+                .redirect(Policy::none())
+                .build()?,
+            jar: Vec::new(),
+        })
+    }
+
+    fn cookie_header(&self) -> String {
+        self.jar
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// Keeps what `Set-Cookie` says (an empty value with Max-Age=0 removes).
+    fn keep(&mut self, set: &[String]) {
+        for c in set {
+            let Some((k, rest)) = c.split_once('=') else {
+                continue;
+            };
+            let v = rest.split(';').next().unwrap_or_default().to_string();
+            self.jar.retain(|(n, _)| n != k);
+            if !v.is_empty() {
+                self.jar.push((k.to_string(), v));
+            }
+        }
+    }
+
+    async fn send(&mut self, r: reqwest::RequestBuilder) -> Result<Answer> {
+        let r = if self.jar.is_empty() {
+            r
+        } else {
+            r.header("cookie", self.cookie_header())
+        };
+        let resp = r.send().await?;
+        let h = resp.headers();
+        let text = |name: &str| {
+            h.get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let set_cookies: Vec<String> = h
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_string))
+            .collect();
+        let (location, csp) = (text("location"), text("content-security-policy"));
+        let status = resp.status().as_u16();
+        let body = resp.text().await?;
+        self.keep(&set_cookies);
+        Ok(Answer {
+            status,
+            location,
+            set_cookies,
+            csp,
+            body,
+        })
+    }
+
+    async fn get(&mut self, path: &str) -> Result<Answer> {
+        let r = self.client.get(format!("http://{}{path}", self.http));
+        self.send(r).await
+    }
+
+    /// A form post from this origin (or `origin`).
+    async fn post(
+        &mut self,
+        path: &str,
+        form: &[(&str, &str)],
+        origin: Option<&str>,
+    ) -> Result<Answer> {
+        let body: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let origin = origin.map_or_else(|| format!("http://{}", self.http), str::to_string);
+        let r = self
+            .client
+            .post(format!("http://{}{path}", self.http))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("origin", origin)
+            .body(body);
+        self.send(r).await
+    }
+}
+
+/// The form token in a page (the logout form's hidden field).
+fn token_in(page: &str) -> Option<String> {
+    let at = page.find("name=\"csrf\" value=\"")? + "name=\"csrf\" value=\"".len();
+    let rest = &page[at..];
+    Some(rest[..rest.find('"')?].to_string())
+}
+
+async fn a_dip(http: SocketAddr, site: &str, litres: f64) -> Result<()> {
+    let (code, r) = post_json(
+        http,
+        "/api/v1/inventory/observations",
+        &json!({"site": site, "tank": "tank-1", "at": headend::wallclock::now_ms(),
+                "volume_l": litres, "source": "manual"}),
+    )
+    .await?;
+    ensure!((200..300).contains(&code), "observation: {code} {r}");
+    let path = format!("/api/v1/sites/{site}/tanks/tank-1");
+    eventually(
+        "the dip assessed",
+        std::time::Duration::from_secs(10),
+        || async {
+            let v = get_json(http, &path).await?;
+            Ok((v["source"] == "manual").then_some(()))
+        },
+    )
+    .await
+}
+
+/// A headend with two sites' tanks, each dipped, and `users` (name,
+/// role) scoped to the north site.
+async fn fleet(url: &str, users: &[(&str, &str)]) -> Result<(headend::Running, TestPki)> {
+    let pki = TestPki::new(&[])?;
+    let he = start_headend(headend_config(&pki, url, 0)).await?;
+    let http = he.http_addr;
+    tank_site(&he.db, NORTH).await?;
+    tank_site(&he.db, SOUTH).await?;
+    a_dip(http, NORTH, 9_000.0).await?;
+    a_dip(http, SOUTH, 7_000.0).await?;
+    for (name, role) in users {
+        let (st, v) = as_bearer(
+            http,
+            &token_of(http),
+            "POST",
+            "/api/v1/users",
+            Some(&json!({"user": name, "role": role, "password": PW, "sites": [NORTH]})),
+        )
+        .await?;
+        ensure!(st == 201, "{st} {v}");
+    }
+    Ok((he, pki))
+}
+
+/// A browser logged in as `user`, and its form token.
+async fn logged_in(http: SocketAddr, user: &str) -> Result<(Browser, String)> {
+    let mut b = Browser::new(http)?;
+    let a = b
+        .post(
+            "/login",
+            &[("user", user), ("password", PW), ("next", "/")],
+            None,
+        )
+        .await?;
+    ensure!(a.status == 303, "{user}: {} {}", a.status, a.body);
+    let a = b.get("/").await?;
+    let token = token_in(&a.body).context("the page has a form token")?;
+    Ok((b, token))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_logs_in_sees_only_their_sites_and_every_write_needs_this_sessions_token()
+-> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (he, _pki) = fleet(&sqlite_url(dir.path()), &[("nora", "viewer")]).await?;
+    let http = he.http_addr;
+    let root = token_of(http);
+
+    let mut b = Browser::new(http)?;
+    // no session: to the login page, and back after it
+    let a = b.get("/tanks?risk=low").await?;
+    ensure!(a.status == 303, "{} {}", a.status, a.body);
+    ensure!(
+        a.location == "/login?next=%2Ftanks%3Frisk%3Dlow",
+        "{}",
+        a.location
+    );
+    let a = b.get("/login").await?;
+    ensure!(
+        a.status == 200 && a.body.contains("name=\"password\""),
+        "{}",
+        a.body
+    );
+    ensure!(
+        a.csp.contains("default-src 'none'") && a.csp.contains("frame-ancestors 'none'"),
+        "CSP: {}",
+        a.csp
+    );
+    // a wrong password: the form again, saying so, and no cookie
+    let a = b
+        .post(
+            "/login",
+            &[("user", "nora"), ("password", "wrong"), ("next", "/")],
+            None,
+        )
+        .await?;
+    ensure!(
+        a.status == 401 && a.body.contains("Wrong user name or password"),
+        "{} {}",
+        a.status,
+        a.body
+    );
+    ensure!(b.jar.is_empty(), "{:?}", b.jar);
+    // the right one: the session's cookies, HttpOnly and SameSite=Strict;
+    // an absolute `next` is not followed (an open redirect)
+    let a = b
+        .post(
+            "/login",
+            &[
+                ("user", "nora"),
+                ("password", PW),
+                ("next", "https://evil.test/"),
+            ],
+            None,
+        )
+        .await?;
+    ensure!(
+        a.status == 303 && a.location == "/",
+        "{} {}",
+        a.status,
+        a.location
+    );
+    for c in &a.set_cookies {
+        ensure!(
+            c.contains("HttpOnly") && c.contains("SameSite=Strict"),
+            "{c}"
+        );
+    }
+    ensure!(b.jar.len() == 2, "{:?}", b.jar);
+
+    // the tank list: its own site's tank, not the other's
+    let a = b.get("/tanks").await?;
+    ensure!(a.status == 200, "{} {}", a.status, a.body);
+    ensure!(
+        a.body.contains(NORTH) && a.body.contains("9000"),
+        "{}",
+        a.body
+    );
+    ensure!(
+        !a.body.contains(SOUTH) && !a.body.contains("7000"),
+        "another site shows: {}",
+        a.body
+    );
+    // a viewer has no write control but the logout
+    ensure!(a.body.matches("method=\"post\"").count() == 1, "{}", a.body);
+    // another site by its filter: not found, as in the API
+    let a = b.get(&format!("/tanks?site={SOUTH}")).await?;
+    ensure!(
+        a.status == 404 && !a.body.contains("7000"),
+        "{} {}",
+        a.status,
+        a.body
+    );
+    let a = b.get(&format!("/tanks?site={NORTH}&risk=purple")).await?;
+    ensure!(
+        a.status == 400 && a.body.contains("risk"),
+        "{} {}",
+        a.status,
+        a.body
+    );
+    let a = b.get("/").await?;
+    ensure!(
+        a.status == 200 && a.body.contains("Today"),
+        "{} {}",
+        a.status,
+        a.body
+    );
+    let token = token_in(&a.body).context("the page has a form token")?;
+
+    // writes: without the token, with another's, from another origin
+    let a = b.post("/logout", &[], None).await?;
+    ensure!(a.status == 403, "no token: {} {}", a.status, a.body);
+    let a = b.post("/logout", &[("csrf", "twf_forged")], None).await?;
+    ensure!(a.status == 403, "a forged token: {} {}", a.status, a.body);
+    let a = b
+        .post("/logout", &[("csrf", &token)], Some("http://evil.test"))
+        .await?;
+    ensure!(a.status == 403, "another origin: {} {}", a.status, a.body);
+    // a console form sent as JSON is refused at the edge
+    let r = b
+        .client
+        .post(format!("http://{http}/logout"))
+        .header("cookie", b.cookie_header())
+        .json(&json!({"csrf": token}))
+        .send()
+        .await?;
+    ensure!(r.status().as_u16() == 415, "{}", r.status());
+
+    // an expired access token is refreshed server-side from the refresh
+    // cookie; a second browser request with the same refresh cookie at
+    // once (another tab) is not taken for a replay
+    let refresh_only: Vec<(String, String)> = b
+        .jar
+        .iter()
+        .filter(|(k, _)| k == "tw_refresh")
+        .cloned()
+        .collect();
+    let mut tab = Browser::new(http)?;
+    tab.jar = refresh_only.clone();
+    let a = tab.get("/tanks").await?;
+    ensure!(a.status == 200, "refreshed: {} {}", a.status, a.location);
+    ensure!(
+        a.set_cookies.iter().any(|c| c.starts_with("tw_access=")),
+        "{:?}",
+        a.set_cookies
+    );
+    let mut tab2 = Browser::new(http)?;
+    tab2.jar = refresh_only;
+    let a = tab2.get("/tanks").await?;
+    ensure!(a.status == 200, "a second tab: {} {}", a.status, a.location);
+
+    // logging out ends the session on the server: the old cookies are
+    // worth nothing after it
+    let kept = b.jar.clone();
+    let a = b.post("/logout", &[("csrf", &token)], None).await?;
+    ensure!(
+        a.status == 303 && a.location == "/login",
+        "{} {}",
+        a.status,
+        a.location
+    );
+    ensure!(b.jar.is_empty(), "cleared: {:?}", b.jar);
+    let mut stale = Browser::new(http)?;
+    stale.jar = kept;
+    let a = stale.get("/tanks").await?;
+    ensure!(
+        a.status == 303 && a.location.starts_with("/login"),
+        "{} {}",
+        a.status,
+        a.location
+    );
+
+    // the audit trail has the login, the refused writes and the logout
+    let (st, v) = as_bearer(http, &root, "GET", "/api/v1/audit?limit=200", None).await?;
+    ensure!(st == 200, "{st} {v}");
+    let entries = v.as_array().cloned().unwrap_or_default();
+    let count = |action: &str, outcome: &str| {
+        entries
+            .iter()
+            .filter(|e| e["action"] == action && e["outcome"] == outcome)
+            .count()
+    };
+    ensure!(count("console.login", "ok") == 1, "{entries:#?}");
+    ensure!(count("console.login", "denied") == 1, "{entries:#?}");
+    ensure!(count("console.logout", "denied") == 3, "{entries:#?}");
+    ensure!(count("console.logout", "ok") == 1, "{entries:#?}");
+    he.stop().await;
+    Ok(())
+}
+
+/// The manual dip, a write through the same service and rules as `POST
+/// /api/v1/inventory/observations`: a viewer sees no form and a forged
+/// post of theirs is refused by role; a dispatcher's dip is stored and
+/// shown; another site's tank is not found, by URL or by post. On
+/// PostgreSQL (the other test runs on SQLite).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatcher_records_a_dip_a_viewer_cannot_and_another_sites_tank_is_not_found()
+-> Result<()> {
+    let db = pg::fresh_database().await?;
+    let (he, _pki) = fleet(&db.url, &[("nora", "viewer"), ("dina", "dispatcher")]).await?;
+    let http = he.http_addr;
+    let tank = format!("/sites/{NORTH}/tanks/tank-1");
+    let dip = format!("{tank}/dip");
+
+    let (mut viewer, vtoken) = logged_in(http, "nora").await?;
+    let a = viewer.get(&tank).await?;
+    ensure!(
+        a.status == 200 && a.body.contains("9000 L"),
+        "{} {}",
+        a.status,
+        a.body
+    );
+    ensure!(
+        !a.body.contains("/dip"),
+        "a viewer sees no dip form: {}",
+        a.body
+    );
+    let a = viewer
+        .post(&dip, &[("csrf", &vtoken), ("volume_l", "100")], None)
+        .await?;
+    ensure!(
+        a.status == 403,
+        "a viewer's forged dip: {} {}",
+        a.status,
+        a.body
+    );
+
+    let (mut disp, dtoken) = logged_in(http, "dina").await?;
+    let a = disp.get(&tank).await?;
+    ensure!(
+        a.body.contains("/dip"),
+        "a dispatcher has the form: {}",
+        a.body
+    );
+    let a = disp
+        .post(&dip, &[("csrf", &dtoken), ("volume_l", "ten")], None)
+        .await?;
+    ensure!(
+        a.status == 422 && a.body.contains("not a number"),
+        "{} {}",
+        a.status,
+        a.body
+    );
+    let a = disp
+        .post(
+            &dip,
+            &[("csrf", &dtoken), ("volume_l", "8500"), ("note", "stick")],
+            None,
+        )
+        .await?;
+    ensure!(
+        a.status == 303 && a.location == tank,
+        "{} {}",
+        a.status,
+        a.location
+    );
+    eventually(
+        "the dip shown",
+        std::time::Duration::from_secs(10),
+        || async {
+            let a = Browser {
+                jar: disp.jar.clone(),
+                ..Browser::new(http)?
+            }
+            .get(&tank)
+            .await?;
+            Ok(a.body.contains("8500 L").then_some(()))
+        },
+    )
+    .await?;
+    // another site: not found, whether read or written
+    let south = format!("/sites/{SOUTH}/tanks/tank-1");
+    let a = disp.get(&south).await?;
+    ensure!(
+        a.status == 404 && !a.body.contains("7000"),
+        "{} {}",
+        a.status,
+        a.body
+    );
+    let a = disp
+        .post(
+            &format!("{south}/dip"),
+            &[("csrf", &dtoken), ("volume_l", "1")],
+            None,
+        )
+        .await?;
+    ensure!(a.status == 404, "{} {}", a.status, a.body);
+    let v = get_json(http, &format!("/api/v1/sites/{SOUTH}/tanks/tank-1")).await?;
+    ensure!(
+        v["volume_l"] == json!(7000.0),
+        "the other site's tank is untouched: {v}"
+    );
+
+    // audited: the dip done, the viewer's and the out-of-scope one denied
+    let (st, v) = as_bearer(
+        http,
+        &token_of(http),
+        "GET",
+        "/api/v1/audit?action=console.dip&limit=50",
+        None,
+    )
+    .await?;
+    ensure!(st == 200, "{st} {v}");
+    let e = v.as_array().cloned().unwrap_or_default();
+    let n = |outcome: &str, status: i64| {
+        e.iter()
+            .filter(|x| x["outcome"] == outcome && x["status"] == status)
+            .count()
+    };
+    ensure!(
+        n("ok", 303) == 1 && n("denied", 403) == 1 && n("denied", 404) == 1,
+        "{e:#?}"
+    );
+    he.stop().await;
+    db.drop().await?;
+    Ok(())
+}
