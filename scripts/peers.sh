@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What the tests need besides Rust, installed once and checked each run:
-# systemd's tools and libfaketime from Debian, the Python peers (a venv
+# systemd's tools, libfaketime, Postfix's smtp-sink and Chromium from Debian, the Python peers (a venv
 # under target/pyenv, pinned by tests/peers/requirements.txt) and
 # node-opcua (target/nodeenv, pinned by its lock). scripts/test.sh runs
 # it; .ci/run runs it beside the build as well (it mostly downloads).
@@ -25,6 +25,12 @@ if [ ! -x /usr/sbin/smtp-sink ]; then
   echo "test: installing postfix (its smtp-sink: the alarm-mail tests' second SMTP server)"
   echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postfix
+fi
+# Chromium and its WebDriver: the console's browser test (Selenium, from
+# the venv below, drives them)
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  echo "test: installing chromium and chromium-driver (the console's browser test)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver
 fi
 
 venv=target/pyenv

@@ -506,3 +506,58 @@ async fn a_dispatcher_records_a_dip_a_viewer_cannot_and_another_sites_tank_is_no
     db.drop().await?;
     Ok(())
 }
+
+/// The console in headless Chromium (Debian's, driven by Selenium through
+/// chromium-driver: `tests/peers/console_browser.py`): a dispatcher logs
+/// in with the keyboard and walks every page by its links; no page logs a
+/// browser error (a CSP violation is one), overflows at 1280x800 or
+/// 390x844, or takes a control out of the tab order; logging out ends
+/// it; without JavaScript the login and the tank list work. With
+/// `TANKWATCH_SHOTS=1` the screenshots go to docs/console/ (committed),
+/// else to a temporary directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_works_in_chromium_with_and_without_javascript() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (he, _pki) = fleet(&sqlite_url(dir.path()), &[("dina", "dispatcher")]).await?;
+    let shots = if std::env::var("TANKWATCH_SHOTS").is_ok_and(|v| v == "1") {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/console")
+    } else {
+        dir.path().join("shots")
+    };
+    let out = tokio::process::Command::new(python())
+        .arg(peer_script("console_browser.py"))
+        .args(["--url", &format!("http://{}", he.http_addr)])
+        .args([
+            "--user",
+            "dina",
+            "--password",
+            PW,
+            "--sees",
+            NORTH,
+            "--not-sees",
+            SOUTH,
+        ])
+        .arg("--shots")
+        .arg(&shots)
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stdout}");
+    ensure!(
+        out.status.success() && stdout.contains("PASS"),
+        "the browser run failed:\n{stdout}\n{stderr}"
+    );
+    for page in ["today", "sites", "tanks", "tank"] {
+        for size in ["desktop", "phone"] {
+            let f = shots.join(format!("{page}-{size}.png"));
+            ensure!(
+                f.metadata().map(|m| m.len() > 1_000).unwrap_or(false),
+                "{}",
+                f.display()
+            );
+        }
+    }
+    he.stop().await;
+    Ok(())
+}

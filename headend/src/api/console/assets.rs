@@ -12,11 +12,18 @@ use sha2::{Digest, Sha256};
 use super::layout;
 
 /// (name, media type, content).
-const FILES: &[(&str, &str, &str)] = &[(
-    "console.css",
-    "text/css; charset=utf-8",
-    include_str!("assets/console.css"),
-)];
+const FILES: &[(&str, &str, &str)] = &[
+    (
+        "console.css",
+        "text/css; charset=utf-8",
+        include_str!("assets/console.css"),
+    ),
+    (
+        "favicon.svg",
+        "image/svg+xml",
+        include_str!("assets/favicon.svg"),
+    ),
+];
 
 /// Each file's served name: its stem, 12 hex digits of its hash, its
 /// extension.

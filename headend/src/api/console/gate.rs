@@ -258,8 +258,12 @@ async fn gated(g: &ConsoleGate, req: Request, next: Next) -> Response {
             Err(why) => return deny(g, entry, StatusCode::FORBIDDEN, why).await,
         }
     }
+    let name = match &p.kind {
+        PrincipalKind::User { name, .. } => name.clone(),
+        PrincipalKind::ApiKey { id } => id.clone(),
+    };
     req.extensions_mut().insert(layout::Viewer {
-        name: p.actor.to_string(),
+        name,
         role: p.role,
         token,
     });

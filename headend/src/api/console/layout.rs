@@ -56,6 +56,7 @@ fn document(title: &str, body: Markup) -> Html {
                     meta name="viewport" content="width=device-width, initial-scale=1";
                     title { (title) " · Tankwatch" }
                     link rel="stylesheet" href=(assets::url("console.css"));
+                    link rel="icon" type="image/svg+xml" href=(assets::url("favicon.svg"));
                 }
                 body { (body) }
             }
