@@ -70,18 +70,10 @@ async fn list(
     };
     let limit = pg.limit()?;
     let outcome = super::query_enum::<AuditOutcome>("outcome", q.outcome.as_deref())?;
-    // the sites asked for, within the caller's scope
-    let sites = match q.site {
-        Some(site) if !p.scope.covers(&site) => {
-            return Err(ApiError::not_found(format!("no site {site:?}")));
-        }
-        Some(site) => Some(vec![site]),
-        None => p.scope.sites(),
-    };
     let query = AuditQuery {
         actor: q.actor,
         user: q.user,
-        sites,
+        sites: None,
         action: q.action,
         target: q.target,
         outcome,
@@ -94,7 +86,7 @@ async fn list(
         before_seq: page::after_i64(&pg)?,
         limit: limit + 1,
     };
-    let rows = s.db.audit().list(&query).await?;
+    let rows = crate::services::audit::list(&s.ctx(&p), q.site, query).await?;
     let mut items = Vec::with_capacity(rows.len());
     for r in &rows {
         let e = &r.entry;

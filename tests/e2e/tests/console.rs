@@ -297,6 +297,10 @@ async fn an_operator_logs_in_sees_only_their_sites_and_every_write_needs_this_se
         a.body
     );
     let token = token_in(&a.body).context("the page has a form token")?;
+    // a viewer may not read the audit trail: no link to it, refused by URL
+    ensure!(!a.body.contains("href=\"/audit\""), "{}", a.body);
+    let r = b.get("/audit").await?;
+    ensure!(r.status == 403, "{} {}", r.status, r.body);
 
     // writes: without the token, with another's, from another origin
     let a = b.post("/logout", &[], None).await?;
@@ -388,7 +392,12 @@ async fn an_operator_logs_in_sees_only_their_sites_and_every_write_needs_this_se
 async fn a_dispatcher_records_a_dip_a_viewer_cannot_and_another_sites_tank_is_not_found()
 -> Result<()> {
     let db = pg::fresh_database().await?;
-    let (he, _pki) = fleet(&db.url, &[("nora", "viewer"), ("dina", "dispatcher")]).await?;
+    let users = [
+        ("nora", "viewer"),
+        ("dina", "dispatcher"),
+        ("mona", "manager"),
+    ];
+    let (he, _pki) = fleet(&db.url, &users).await?;
     let http = he.http_addr;
     let tank = format!("/sites/{NORTH}/tanks/tank-1");
     let dip = format!("{tank}/dip");
@@ -482,6 +491,52 @@ async fn a_dispatcher_records_a_dip_a_viewer_cannot_and_another_sites_tank_is_no
         "the other site's tank is untouched: {v}"
     );
 
+    // a manager of the north site reads its trail: the dips, none of the
+    // south's; the south by filter is not found; the CSV export has them
+    let (mut mona, _) = logged_in(http, "mona").await?;
+    let a = mona.get("/audit?action=console.dip").await?;
+    ensure!(
+        a.status == 200 && a.body.contains("console.dip"),
+        "{} {}",
+        a.status,
+        a.body
+    );
+    ensure!(
+        a.body.contains(&format!("/sites/{NORTH}/tanks/tank-1/dip")),
+        "{}",
+        a.body
+    );
+    ensure!(
+        !a.body.contains(&format!("/sites/{SOUTH}/")),
+        "another site's entry: {}",
+        a.body
+    );
+    let a = mona.get(&format!("/audit?site={SOUTH}")).await?;
+    ensure!(a.status == 404, "{} {}", a.status, a.body);
+    let a = mona.get("/audit?from=yesterday").await?;
+    ensure!(
+        a.status == 400 && a.body.contains("RFC 3339"),
+        "{} {}",
+        a.status,
+        a.body
+    );
+    let a = mona.get("/audit.csv?action=console.dip").await?;
+    ensure!(a.status == 200, "{} {}", a.status, a.body);
+    let mut lines = a.body.lines();
+    ensure!(
+        lines.next().is_some_and(|h| h.starts_with("seq,at,actor,")),
+        "{}",
+        a.body
+    );
+    let rows: Vec<&str> = lines.collect();
+    // the viewer's forged dip, the dispatcher's unreadable one and the dip
+    ensure!(
+        rows.len() == 3 && rows.iter().all(|r| r.contains(",console.dip,")),
+        "{}",
+        a.body
+    );
+    ensure!(rows.iter().all(|r| !r.contains(SOUTH)), "{}", a.body);
+
     // audited: the dip done, the viewer's and the out-of-scope one denied
     let (st, v) = as_bearer(
         http,
@@ -508,7 +563,7 @@ async fn a_dispatcher_records_a_dip_a_viewer_cannot_and_another_sites_tank_is_no
 }
 
 /// The console in headless Chromium (Debian's, driven by Selenium through
-/// chromium-driver: `tests/peers/console_browser.py`): a dispatcher logs
+/// chromium-driver: `tests/peers/console_browser.py`): a manager logs
 /// in with the keyboard and walks every page by its links; no page logs a
 /// browser error (a CSP violation is one), overflows at 1280x800 or
 /// 390x844, or takes a control out of the tab order; logging out ends
@@ -518,7 +573,7 @@ async fn a_dispatcher_records_a_dip_a_viewer_cannot_and_another_sites_tank_is_no
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_works_in_chromium_with_and_without_javascript() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let (he, _pki) = fleet(&sqlite_url(dir.path()), &[("dina", "dispatcher")]).await?;
+    let (he, _pki) = fleet(&sqlite_url(dir.path()), &[("mona", "manager")]).await?;
     let shots = if std::env::var("TANKWATCH_SHOTS").is_ok_and(|v| v == "1") {
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/console")
     } else {
@@ -529,7 +584,7 @@ async fn the_console_works_in_chromium_with_and_without_javascript() -> Result<(
         .args(["--url", &format!("http://{}", he.http_addr)])
         .args([
             "--user",
-            "dina",
+            "mona",
             "--password",
             PW,
             "--sees",
@@ -548,7 +603,7 @@ async fn the_console_works_in_chromium_with_and_without_javascript() -> Result<(
         out.status.success() && stdout.contains("PASS"),
         "the browser run failed:\n{stdout}\n{stderr}"
     );
-    for page in ["today", "sites", "tanks", "tank"] {
+    for page in ["today", "sites", "tanks", "audit", "tank"] {
         for size in ["desktop", "phone"] {
             let f = shots.join(format!("{page}-{size}.png"));
             ensure!(

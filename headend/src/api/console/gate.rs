@@ -213,15 +213,6 @@ async fn gated(g: &ConsoleGate, req: Request, next: Next) -> Response {
     };
     entry.actor = p.actor.to_string();
     entry.role = Some(p.role);
-    if let Need::Perm(perm) = need
-        && !p.role.may(perm)
-    {
-        let why = format!(
-            "Your role ({}) may not do this; it needs the {perm} permission.",
-            p.role
-        );
-        return deny(g, entry, StatusCode::FORBIDDEN, &why).await;
-    }
     let (mut parts, body) = req.into_parts();
     let site = RawPathParams::from_request_parts(&mut parts, &())
         .await
@@ -231,7 +222,18 @@ async fn gated(g: &ConsoleGate, req: Request, next: Next) -> Response {
                 .find(|(k, _)| *k == "site")
                 .map(|(_, v)| v.to_string())
         });
+    // the site first: a refusal by role is on its site's trail, which a
+    // manager scoped to it reads
     entry.site = site.clone();
+    if let Need::Perm(perm) = need
+        && !p.role.may(perm)
+    {
+        let why = format!(
+            "Your role ({}) may not do this; it needs the {perm} permission.",
+            p.role
+        );
+        return deny(g, entry, StatusCode::FORBIDDEN, &why).await;
+    }
     if let Some(s) = site.filter(|s| !p.scope.covers(s)) {
         return deny(
             g,

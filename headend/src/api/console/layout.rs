@@ -7,7 +7,7 @@ use maud::{DOCTYPE, Markup, html};
 
 use super::assets;
 use super::gate::value;
-use crate::domain::Role;
+use crate::domain::{Permission, Role};
 
 /// A path segment, percent-encoded (ids come from agents and operators).
 pub fn seg(s: &str) -> String {
@@ -44,7 +44,12 @@ pub struct Viewer {
 }
 
 /// The pages of the navigation: (path, label).
-const NAV: &[(&str, &str)] = &[("/", "Today"), ("/sites", "Sites"), ("/tanks", "Tanks")];
+const NAV: &[(&str, &str, Option<Permission>)] = &[
+    ("/", "Today", None),
+    ("/sites", "Sites", None),
+    ("/tanks", "Tanks", None),
+    ("/audit", "Audit", Some(Permission::Audit)),
+];
 
 fn document(title: &str, body: Markup) -> Html {
     Html(
@@ -80,13 +85,15 @@ pub fn page(v: &Viewer, current: &str, title: &str, body: Markup) -> Html {
             header.top {
                 nav aria-label="Main" {
                     ul {
-                        @for (path, label) in NAV {
+                        @for (path, label, need) in NAV {
+                            @if need.is_none_or(|p| v.role.may(p)) {
                             li {
                                 @if *path == current {
                                     a href=(path) aria-current="page" { (label) }
                                 } @else {
                                     a href=(path) { (label) }
                                 }
+                            }
                             }
                         }
                     }

@@ -11,6 +11,7 @@
 //! Content-Security-Policy forbids both).
 
 mod assets;
+mod audit;
 mod gate;
 mod layout;
 mod session;
@@ -107,6 +108,20 @@ pub fn pages() -> Vec<Page> {
             Perm(P::Loads),
             "console.dip",
             post(tank::dip),
+        ),
+        page(
+            "GET",
+            "/audit",
+            Perm(P::Audit),
+            "console.audit",
+            get(audit::list),
+        ),
+        page(
+            "GET",
+            "/audit.csv",
+            Perm(P::Audit),
+            "console.audit_export",
+            get(audit::export),
         ),
         page(
             "GET",
