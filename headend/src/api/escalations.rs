@@ -171,25 +171,21 @@ async fn list(
     let limit = pg.limit()?;
     let after = pg.after_i64_id()?;
     let before = after.as_ref().map(|(ms, id)| (*ms, id.as_str()));
-    let ctx = s.ctx(&p);
-    if let Some(site) = &q.site {
-        ctx.visible(site, "site", || format!("no site {site:?}"))?;
-    }
     let state = super::query_enum::<EscState>("state", q.state.as_deref())?;
     let cause = super::query_enum::<Cause>("cause", q.cause.as_deref())?;
-    let sites = ctx.scope.sites();
-    let rows =
-        s.db.escalations()
-            .list(&EscFilter {
-                site: q.site.as_deref(),
-                state,
-                open: q.open.unwrap_or(false),
-                cause,
-                sites: sites.as_deref(),
-                before,
-                limit: limit + 1,
-            })
-            .await?;
+    let rows = svc::list(
+        &s.ctx(&p),
+        EscFilter {
+            site: q.site.as_deref(),
+            state,
+            open: q.open.unwrap_or(false),
+            cause,
+            sites: None,
+            before,
+            limit: limit + 1,
+        },
+    )
+    .await?;
     let items = rows.iter().map(esc_json).collect();
     Ok(page::respond(&uri, items, limit, |v| {
         format!(

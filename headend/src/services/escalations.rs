@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::{Context, Refused, Result, invalid, refused};
 use crate::domain::escalation::{EscEventKind, EscRefused, EscState, may_move};
-use crate::store::escalations::{EscEventRow, EscalationRow};
+use crate::store::escalations::{EscEventRow, EscFilter, EscalationRow};
 use crate::wallclock::now_ms;
 
 /// `POST /api/v1/escalations/{id}/move`.
@@ -42,6 +42,24 @@ fn note_text(v: &str, required: bool) -> Result<String> {
         return Err(invalid("note", "at most 2000 characters"));
     }
     Ok(v.to_string())
+}
+
+/// The escalations the caller may see that match `f` (its `sites` is the
+/// caller's scope, whatever it was given); a `site` outside the scope is
+/// not found.
+pub async fn list(ctx: &Context, f: EscFilter<'_>) -> Result<Vec<EscalationRow>> {
+    if let Some(site) = f.site {
+        ctx.visible(site, "site", || format!("no site {site:?}"))?;
+    }
+    let sites = ctx.scope.sites();
+    Ok(ctx
+        .db
+        .escalations()
+        .list(&EscFilter {
+            sites: sites.as_deref(),
+            ..f
+        })
+        .await?)
 }
 
 pub async fn get(ctx: &Context, id: &str) -> Result<(EscalationRow, Vec<EscEventRow>)> {

@@ -48,6 +48,7 @@ const NAV: &[(&str, &str, Option<Permission>)] = &[
     ("/", "Today", None),
     ("/sites", "Sites", None),
     ("/tanks", "Tanks", None),
+    ("/escalations", "Escalations", None),
     ("/audit", "Audit", Some(Permission::Audit)),
 ];
 

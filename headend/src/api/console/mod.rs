@@ -12,6 +12,7 @@
 
 mod assets;
 mod audit;
+mod escalations;
 mod gate;
 mod layout;
 mod session;
@@ -108,6 +109,34 @@ pub fn pages() -> Vec<Page> {
             Perm(P::Loads),
             "console.dip",
             post(tank::dip),
+        ),
+        page(
+            "GET",
+            "/escalations",
+            Perm(P::Read),
+            "console.escalations",
+            get(escalations::list),
+        ),
+        page(
+            "GET",
+            "/escalations/{id}",
+            Perm(P::Read),
+            "console.escalation",
+            get(escalations::show),
+        ),
+        page(
+            "POST",
+            "/escalations/{id}/move",
+            Perm(P::Loads),
+            "console.escalation_move",
+            post(escalations::move_to),
+        ),
+        page(
+            "POST",
+            "/escalations/{id}/notes",
+            Perm(P::Loads),
+            "console.escalation_note",
+            post(escalations::note),
         ),
         page(
             "GET",
