@@ -204,16 +204,8 @@ pub async fn gate(State(g): State<Gate>, mut req: Request, next: Next) -> Respon
                 return deny(&g, entry, e).await;
             }
         }
-        let (mut parts, body) = req.into_parts();
-        let site = RawPathParams::from_request_parts(&mut parts, &())
-            .await
-            .ok()
-            .and_then(|ps| {
-                ps.iter()
-                    .find(|(k, _)| *k == "site")
-                    .map(|(_, v)| v.to_string())
-            });
-        req = Request::from_parts(parts, body);
+        let (site, r) = site_of(req).await;
+        req = r;
         entry.site = site.clone();
         if let Some(site) = site.filter(|s| !p.scope.covers(s)) {
             return deny(&g, entry, ApiError::not_found(format!("no site {site:?}"))).await;
@@ -352,6 +344,21 @@ async fn append(g: &Gate, e: &NewEntry) {
         tracing::error!(error = %err, action = %e.action, actor = %e.actor, status = e.status,
             "appending an audit entry failed");
     }
+}
+
+/// The `{site}` of the matched route's path, if it has one (the request
+/// given back).
+pub async fn site_of(req: Request) -> (Option<String>, Request) {
+    let (mut parts, body) = req.into_parts();
+    let site = RawPathParams::from_request_parts(&mut parts, &())
+        .await
+        .ok()
+        .and_then(|ps| {
+            ps.iter()
+                .find(|(k, _)| *k == "site")
+                .map(|(_, v)| v.to_string())
+        });
+    (site, Request::from_parts(parts, body))
 }
 
 /// The authenticated caller of a handler (put there by [`gate`]).

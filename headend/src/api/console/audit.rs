@@ -79,20 +79,15 @@ fn query(f: &Filters, limit: i64) -> Result<(Option<String>, AuditQuery), String
 
 /// The filters again as a query string (for the next page and the export).
 fn again(f: &Filters) -> String {
-    let mut q = url::form_urlencoded::Serializer::new(String::new());
-    for (k, v) in [
+    let filters = [
         ("user", &f.user),
         ("action", &f.action),
         ("site", &f.site),
         ("outcome", &f.outcome),
         ("from", &f.from),
         ("to", &f.to),
-    ] {
-        if let Some(x) = given(v) {
-            q.append_pair(k, x);
-        }
-    }
-    q.finish()
+    ];
+    layout::query_of(&filters, None)
 }
 
 pub async fn list(
@@ -140,17 +135,7 @@ pub async fn list(
         } @else {
             div.table-wrap {
                 table {
-                    thead {
-                        tr {
-                            th scope="col" { "#" }
-                            th scope="col" { "When" }
-                            th scope="col" { "Who" }
-                            th scope="col" { "Action" }
-                            th scope="col" { "Target" }
-                            th scope="col" { "Outcome" }
-                            th scope="col" { "Site" }
-                        }
-                    }
+                    (layout::head(&["#", "When", "Who", "Action", "Target", "Outcome", "Site"]))
                     tbody {
                         @for r in shown {
                             @let e = &r.entry;

@@ -50,17 +50,7 @@ fn rows(list: &[EscalationRow], now: i64) -> Markup {
     html! {
         div.table-wrap {
             table {
-                thead {
-                    tr {
-                        th scope="col" { "What" }
-                        th scope="col" { "Open for" }
-                        th scope="col" { "Site" }
-                        th scope="col" { "Tank" }
-                        th scope="col" { "Cause" }
-                        th scope="col" { "State" }
-                        th scope="col" { "Assignee" }
-                    }
-                }
+                (layout::head(&["What", "Open for", "Site", "Tank", "Cause", "State", "Assignee"]))
                 tbody {
                     @for e in list {
                         tr {

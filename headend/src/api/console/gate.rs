@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, RawPathParams, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -213,15 +213,7 @@ async fn gated(g: &ConsoleGate, req: Request, next: Next) -> Response {
     };
     entry.actor = p.actor.to_string();
     entry.role = Some(p.role);
-    let (mut parts, body) = req.into_parts();
-    let site = RawPathParams::from_request_parts(&mut parts, &())
-        .await
-        .ok()
-        .and_then(|ps| {
-            ps.iter()
-                .find(|(k, _)| *k == "site")
-                .map(|(_, v)| v.to_string())
-        });
+    let (site, req) = crate::api::access::site_of(req).await;
     // the site first: a refusal by role is on its site's trail, which a
     // manager scoped to it reads
     entry.site = site.clone();
@@ -243,7 +235,7 @@ async fn gated(g: &ConsoleGate, req: Request, next: Next) -> Response {
         )
         .await;
     }
-    let mut req = Request::from_parts(parts, body);
+    let mut req = req;
     let token = match form_token(g, &p).await {
         Ok(t) => t,
         Err(e) => {

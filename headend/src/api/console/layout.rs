@@ -25,6 +25,28 @@ pub fn tank_url(site: &str, tank: &str) -> String {
     format!("/sites/{}/tanks/{}", seg(site), seg(tank))
 }
 
+/// The filters given (trimmed, not empty), and `extra`, as a query
+/// string: the next page's and the export's links keep the filters.
+pub fn query_of(filters: &[(&str, &Option<String>)], extra: Option<(&str, &str)>) -> String {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in filters {
+        if let Some(x) = super::tanks::given(v) {
+            q.append_pair(k, x);
+        }
+    }
+    if let Some((k, v)) = extra {
+        q.append_pair(k, v);
+    }
+    q.finish()
+}
+
+/// A table's head row of `columns`.
+pub fn head(columns: &[&str]) -> Markup {
+    html! {
+        thead { tr { @for c in columns { th scope="col" { (c) } } } }
+    }
+}
+
 /// A rendered page.
 pub struct Html(pub String);
 

@@ -41,17 +41,7 @@ pub async fn list(
         } @else {
             div.table-wrap {
                 table {
-                    thead {
-                        tr {
-                            th scope="col" { "Site" }
-                            th scope="col" { "Connected" }
-                            th scope="col" { "Last seen" }
-                            th scope="col" { "Agent" }
-                            th scope="col" { "Clock" }
-                            th scope="col" { "Assets" }
-                            th scope="col" { "Data" }
-                        }
-                    }
+                    (layout::head(&["Site", "Connected", "Last seen", "Agent", "Clock", "Assets", "Data"]))
                     tbody {
                         @for site in &rows {
                             @let tz = crate::services::evaluate::zone(&site.row.time_zone);

@@ -115,22 +115,7 @@ fn table(rows: &[(TankRow, Option<StateRow>)], zones: &HashMap<String, SiteSetti
     html! {
         div.table-wrap {
             table {
-                thead {
-                    tr {
-                        th scope="col" { "Site" }
-                        th scope="col" { "Tank" }
-                        th scope="col" { "Product" }
-                        th scope="col" { "Fill" }
-                        th scope="col" { "Volume (L)" }
-                        th scope="col" { "Source" }
-                        th scope="col" { "Freshness" }
-                        th scope="col" { "Flags" }
-                        th scope="col" { "Rate (L/h)" }
-                        th scope="col" { "Runout" }
-                        th scope="col" { "Risk" }
-                        th scope="col" { "Next delivery" }
-                    }
-                }
+                (layout::head(&["Site", "Tank", "Product", "Fill", "Volume (L)", "Source", "Freshness", "Flags", "Rate (L/h)", "Runout", "Risk", "Next delivery"]))
                 tbody {
                     @for (t, st) in rows {
                         (row(t, st.as_ref(), &zone(zones, &t.site_id)))
@@ -196,20 +181,18 @@ pub async fn list(
     let more = rows.len() as i64 > PAGE;
     let shown = &rows[..rows.len().min(PAGE as usize)];
     let next = shown.last().filter(|_| more).map(|(t, _)| {
-        let mut q = url::form_urlencoded::Serializer::new(String::new());
-        for (k, val) in [
+        let after = format!("{}/{}", t.site_id, t.tank_id);
+        let filters = [
             ("site", &f.site),
             ("q", &f.q),
             ("product", &f.product),
             ("risk", &f.risk),
             ("freshness", &f.freshness),
-        ] {
-            if let Some(x) = given(val) {
-                q.append_pair(k, x);
-            }
-        }
-        q.append_pair("after", &format!("{}/{}", t.site_id, t.tank_id));
-        format!("/tanks?{}", q.finish())
+        ];
+        format!(
+            "/tanks?{}",
+            layout::query_of(&filters, Some(("after", &after)))
+        )
     });
     let opt = |v: &Option<String>| given(v).unwrap_or_default().to_string();
     let body = html! {
