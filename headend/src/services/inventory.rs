@@ -282,15 +282,12 @@ pub async fn site_settings(ctx: &Context) -> Result<HashMap<String, SiteSettings
         .collect())
 }
 
-/// Each site's staleness threshold, ms.
+/// Each site's staleness threshold, ms (of the sites the caller may see).
 pub async fn stale_thresholds(ctx: &Context) -> Result<HashMap<String, i64>> {
-    Ok(ctx
-        .db
-        .inventory()
-        .sites()
+    Ok(site_settings(ctx)
         .await?
         .into_iter()
-        .map(|st| (st.site_id, st.stale_after_ms))
+        .map(|(site, st)| (site, st.stale_after_ms))
         .collect())
 }
 
