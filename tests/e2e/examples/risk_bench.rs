@@ -5,6 +5,9 @@
 //! `GET /api/v1/risk` and `GET /api/v1/tanks` over HTTP (sequential, with
 //! an API key), beside `GET /health` (no SQL: the floor of a request).
 //! Goal: p99 < 100 ms, from maintained state, never a scan of readings.
+//! Then the operator console's pages on the same fleet, logged in with a
+//! session cookie: p50/p99 server time and the bytes of each (issue 34:
+//! p99 < 50 ms, a first load under 300 KB).
 //!
 //!   cargo run --release -p e2e --example risk_bench [sqlite|postgres] [DAYS]
 
@@ -39,6 +42,64 @@ async fn timed(http: std::net::SocketAddr, path: &str, n: usize) -> Result<(f64,
         ms.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     Ok((percentile(&mut ms, 0.5), percentile(&mut ms, 0.99)))
+}
+
+/// A console session's cookies for a new admin user.
+async fn console_cookies(http: std::net::SocketAddr) -> Result<String> {
+    let pw = "a long enough password";
+    let (st, v) = as_bearer(
+        http,
+        &token_of(http),
+        "POST",
+        "/api/v1/users",
+        Some(&serde_json::json!({"user": "bench", "role": "admin", "password": pw})),
+    )
+    .await?;
+    anyhow::ensure!(st == 201, "user: {st} {v}");
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let r = client
+        .post(format!("http://{http}/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("origin", format!("http://{http}"))
+        .body(format!(
+            "user=bench&password={}&next=%2F",
+            pw.replace(' ', "+")
+        ))
+        .send()
+        .await?;
+    anyhow::ensure!(r.status() == 303, "login: {}", r.status());
+    Ok(r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|c| c.to_str().ok()?.split(';').next().map(str::to_string))
+        .collect::<Vec<_>>()
+        .join("; "))
+}
+
+/// p50 and p99 (ms) of `n` sequential console page loads, and its bytes.
+async fn timed_page(
+    http: std::net::SocketAddr,
+    cookies: &str,
+    path: &str,
+    n: usize,
+) -> Result<(f64, f64, usize)> {
+    let client = reqwest::Client::new();
+    let mut ms = Vec::with_capacity(n);
+    let mut bytes = 0;
+    for _ in 0..n {
+        let t = Instant::now();
+        let r = client
+            .get(format!("http://{http}{path}"))
+            .header("cookie", cookies)
+            .send()
+            .await?;
+        anyhow::ensure!(r.status() == 200, "{path}: {}", r.status());
+        bytes = r.bytes().await?.len();
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok((percentile(&mut ms, 0.5), percentile(&mut ms, 0.99), bytes))
 }
 
 async fn run(backend: &str, days: i64) -> Result<()> {
@@ -148,6 +209,39 @@ async fn run(backend: &str, days: i64) -> Result<()> {
         r99 / 100.0,
         t99 / 100.0
     );
+    let cookies = console_cookies(http).await?;
+    let css = {
+        let page = reqwest::Client::new()
+            .get(format!("http://{http}/login"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let at = page.find("/assets/console.").unwrap_or(0);
+        page[at..].split('"').next().unwrap_or_default().to_string()
+    };
+    let css_bytes = reqwest::get(format!("http://{http}{css}"))
+        .await?
+        .bytes()
+        .await?
+        .len();
+    for path in [
+        "/",
+        "/tanks",
+        "/tanks?risk=low",
+        "/sites",
+        "/sites/site-07/tanks/tank-3",
+        "/escalations",
+        "/audit",
+    ] {
+        let (p50, p99, bytes) = timed_page(http, &cookies, path, n).await?;
+        println!(
+            "| {backend} | console `{path}` | p50 {p50:.2} ms | p99 {p99:.2} ms ({:.2} of the 50 ms goal) | {bytes} B, with the stylesheet {} B ({:.3} of 300 KB) |",
+            p99 / 50.0,
+            bytes + css_bytes,
+            (bytes + css_bytes) as f64 / 300_000.0
+        );
+    }
     he.stop().await;
     if let Some(p) = pg {
         p.drop().await?;
