@@ -5,8 +5,9 @@ rendered (its heading), the browser reported no error (a
 Content-Security-Policy violation is one), nothing overflows the window
 at 1280x800 and at a phone's 390x844, every control is reachable by the
 keyboard; then logs out. A second pass with JavaScript off logs in and
-reads the tank list. Screenshots of every page at both sizes go to
---shots when given.
+reads the tank list. axe-core (--axe, the npm package's axe.min.js) runs
+inside the page on every page: no serious or critical violation.
+Screenshots of every page at both sizes go to --shots when given.
 
 Prints one line per check; exits 1 with the reason at the first failure.
 
@@ -62,10 +63,31 @@ def login(d, url, user, password, path):
         fail(f"after login the browser is at {d.current_url}, not back at {path}")
 
 
+AXE = None
+
+
+def accessible(d, name):
+    """axe-core run in the page (injected through WebDriver, which the
+    page's CSP does not govern): its serious and critical violations."""
+    if AXE is None:
+        return
+    d.execute_script(AXE)
+    result = d.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "axe.run(document).then(r => done(r.violations.map(v => "
+        "({id: v.id, impact: v.impact, nodes: v.nodes.map(n => n.html).slice(0, 3)}))))"
+        ".catch(e => done([{id: 'axe failed', impact: 'critical', nodes: [String(e)]}]));")
+    bad = [v for v in result if v["impact"] in ("serious", "critical")]
+    if bad:
+        fail(f"{name}: accessibility violations: {bad}")
+    print(f"ok {name}: axe, {len(result)} minor findings", flush=True)
+
+
 def check_page(d, name, shots):
     h1 = d.find_element(By.TAG_NAME, "h1").text
     if not h1:
         fail(f"{name}: no heading")
+    accessible(d, name)
     bad = errors(d)
     if bad:
         fail(f"{name}: the browser reported errors: {bad}")
@@ -101,12 +123,19 @@ def main():
     ap.add_argument("--sees", required=True)
     ap.add_argument("--not-sees", required=True)
     ap.add_argument("--shots")
+    ap.add_argument("--axe", help="axe-core's axe.min.js")
     a = ap.parse_args()
+    global AXE
+    if a.axe:
+        with open(a.axe, encoding="utf-8") as f:
+            AXE = f.read()
     if a.shots:
         os.makedirs(a.shots, exist_ok=True)
 
     d = browser()
     try:
+        d.get(a.url + "/login")
+        accessible(d, "login")
         login(d, a.url, a.user, a.password, "/tanks")
         body = d.find_element(By.TAG_NAME, "body").text
         if a.sees not in body or a.not_sees in body:

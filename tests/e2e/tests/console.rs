@@ -566,7 +566,8 @@ async fn a_dispatcher_records_a_dip_a_viewer_cannot_and_another_sites_tank_is_no
 /// chromium-driver: `tests/peers/console_browser.py`): a manager logs
 /// in with the keyboard and walks every page by its links; no page logs a
 /// browser error (a CSP violation is one), overflows at 1280x800 or
-/// 390x844, or takes a control out of the tab order; logging out ends
+/// 390x844, takes a control out of the tab order, or has a serious or
+/// critical axe-core finding (run inside the page); logging out ends
 /// it; without JavaScript the login and the tank list work. With
 /// `TANKWATCH_SHOTS=1` the screenshots go to docs/console/ (committed),
 /// else to a temporary directory.
@@ -595,6 +596,8 @@ async fn the_console_works_in_chromium_with_and_without_javascript() -> Result<(
         ])
         .arg("--shots")
         .arg(&shots)
+        .arg("--axe")
+        .arg(node_modules().join("axe-core/axe.min.js"))
         .output()
         .await?;
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -191,6 +191,7 @@ pub async fn show(
 
 #[derive(Deserialize)]
 pub struct Move {
+    #[serde(default)]
     state: String,
     #[serde(default)]
     note: String,
@@ -235,6 +236,7 @@ pub async fn move_to(
 
 #[derive(Deserialize)]
 pub struct Note {
+    #[serde(default)]
     note: String,
 }
 

@@ -79,6 +79,7 @@ fn local(next: Option<&str>) -> String {
             if n.starts_with('/')
                 && !n.starts_with("//")
                 && !n.contains('\\')
+                && !n.chars().any(char::is_control)
                 && n.len() <= 512 =>
         {
             n.to_string()
@@ -127,9 +128,13 @@ pub async fn form(Query(q): Query<Next>) -> Html {
     login_page(&local(q.next.as_deref()), None)
 }
 
+/// Missing fields are empty (refused as a wrong login), not a rejection
+/// the console would show as JSON.
 #[derive(Deserialize)]
 pub struct LoginForm {
+    #[serde(default)]
     user: String,
+    #[serde(default)]
     password: String,
     next: Option<String>,
 }
@@ -232,10 +237,14 @@ mod tests {
     #[test]
     fn after_login_the_console_goes_back_only_to_a_path_of_its_own() {
         assert_eq!(local(Some("/tanks?risk=high")), "/tanks?risk=high");
+        // a control character would make the Location header invalid (and
+        // the redirect panic)
         for bad in [
             "https://evil.test/",
             "//evil.test/x",
             "/\\evil.test",
+            "/tanks\r\nSet-Cookie: x=1",
+            "/\t/evil.test",
             "tanks",
             "",
         ] {

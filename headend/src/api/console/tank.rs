@@ -115,6 +115,7 @@ pub async fn show(
 
 #[derive(Deserialize)]
 pub struct Dip {
+    #[serde(default)]
     volume_l: String,
     #[serde(default)]
     note: String,
