@@ -747,3 +747,38 @@ async fn a_dispatcher_works_an_escalation_to_resolved_and_another_sites_is_not_f
     he.stop().await;
     Ok(())
 }
+
+/// Refusals are audited, but at most as many a minute per client as the
+/// API's gate audits (`DENIED_PER_MINUTE`); past that a client is told to
+/// wait (429) and the trail does not grow. A HEAD of a page is its GET's
+/// rule, not a missing one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_refused_console_posts_is_throttled_and_does_not_flood_the_trail() -> Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let (he, _pki) = fleet(&sqlite_url(dir.path()), &[]).await?;
+    let http = he.http_addr;
+    let mut b = Browser::new(http)?;
+    let r = b.client.head(format!("http://{http}/login")).send().await?;
+    ensure!(r.status().as_u16() == 200, "HEAD /login: {}", r.status());
+    let limit = headend::api::access::DENIED_PER_MINUTE as usize;
+    let mut statuses = Vec::new();
+    for _ in 0..limit + 5 {
+        statuses.push(b.post("/logout", &[("csrf", "x")], None).await?.status);
+    }
+    ensure!(statuses[..limit].iter().all(|s| *s == 401), "{statuses:?}");
+    ensure!(statuses[limit..].iter().all(|s| *s == 429), "{statuses:?}");
+    let (st, v) = as_bearer(
+        http,
+        &token_of(http),
+        "GET",
+        "/api/v1/audit?action=console.logout&limit=500",
+        None,
+    )
+    .await?;
+    ensure!(st == 200, "{st} {v}");
+    let n = v.as_array().map_or(0, Vec::len);
+    ensure!(n == limit, "{n} entries for {} refusals", limit + 5);
+    he.stop().await;
+    Ok(())
+}

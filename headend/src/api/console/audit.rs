@@ -12,7 +12,7 @@ use maud::html;
 use serde::Deserialize;
 
 use super::layout::{self, Viewer};
-use super::tanks::{failed, given, when};
+use super::layout::{failed, given, when};
 use crate::api::ApiState;
 use crate::api::access::Caller;
 use crate::domain::AuditOutcome;
@@ -77,17 +77,16 @@ fn query(f: &Filters, limit: i64) -> Result<(Option<String>, AuditQuery), String
     ))
 }
 
-/// The filters again as a query string (for the next page and the export).
-fn again(f: &Filters) -> String {
-    let filters = [
+/// The filters, by their query names.
+fn filter_pairs(f: &Filters) -> [(&'static str, &Option<String>); 6] {
+    [
         ("user", &f.user),
         ("action", &f.action),
         ("site", &f.site),
         ("outcome", &f.outcome),
         ("from", &f.from),
         ("to", &f.to),
-    ];
-    layout::query_of(&filters, None)
+    ]
 }
 
 pub async fn list(
@@ -106,10 +105,13 @@ pub async fn list(
     };
     let more = rows.len() as i64 > PAGE;
     let shown = &rows[..rows.len().min(PAGE as usize)];
-    let filters = again(&f);
+    let filters = layout::query_of(&filter_pairs(&f), None);
     let next = shown.last().filter(|_| more).map(|r| {
-        let sep = if filters.is_empty() { "" } else { "&" };
-        format!("/audit?{filters}{sep}before={}", r.entry.seq)
+        let seq = r.entry.seq.to_string();
+        format!(
+            "/audit?{}",
+            layout::query_of(&filter_pairs(&f), Some(("before", &seq)))
+        )
     });
     let opt = |x: &Option<String>| given(x).unwrap_or_default().to_string();
     let body = html! {

@@ -12,7 +12,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::layout::{self, Viewer, seg};
-use super::tanks::{failed, given, when};
+use super::layout::{failed, given, when};
 use crate::api::ApiState;
 use crate::api::access::Caller;
 use crate::domain::Permission;

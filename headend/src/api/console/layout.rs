@@ -7,7 +7,38 @@ use maud::{DOCTYPE, Markup, html};
 
 use super::assets;
 use super::gate::value;
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+
 use crate::domain::{Permission, Role};
+use crate::services::ServiceError;
+
+/// A filter's text: trimmed, empty as none, bounded.
+pub fn given(v: &Option<String>) -> Option<&str> {
+    v.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty() && s.len() <= 128)
+}
+
+/// A service error as a console page with the API's status and message
+/// (a site outside the scope is not found, as there).
+pub fn failed(e: ServiceError) -> Response {
+    let api = crate::api::ApiError::from(e);
+    error(api.status, &api.message)
+}
+
+/// `ms` in the site's zone, with UTC on hover.
+pub fn when(ms: Option<i64>, tz: &TimeZone) -> Markup {
+    let Some(t) = ms.and_then(|m| Timestamp::from_millisecond(m).ok()) else {
+        return html! { span.muted { "—" } };
+    };
+    let local = t
+        .to_zoned(tz.clone())
+        .strftime("%a %d %b %H:%M %Z")
+        .to_string();
+    let utc = t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    html! { time datetime=(utc) title=(format!("{utc} UTC")) { (local) } }
+}
 
 /// A path segment, percent-encoded (ids come from agents and operators).
 pub fn seg(s: &str) -> String {
@@ -30,7 +61,7 @@ pub fn tank_url(site: &str, tank: &str) -> String {
 pub fn query_of(filters: &[(&str, &Option<String>)], extra: Option<(&str, &str)>) -> String {
     let mut q = url::form_urlencoded::Serializer::new(String::new());
     for (k, v) in filters {
-        if let Some(x) = super::tanks::given(v) {
+        if let Some(x) = given(v) {
             q.append_pair(k, x);
         }
     }

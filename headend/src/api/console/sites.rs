@@ -9,7 +9,7 @@ use maud::html;
 use serde::Deserialize;
 
 use super::layout::{self, Viewer};
-use super::tanks::{failed, given, when};
+use super::layout::{failed, given, when};
 use crate::api::ApiState;
 use crate::api::access::Caller;
 use crate::domain::clock;

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::layout::{self, Viewer};
-use super::tanks::{failed, when};
+use super::layout::{failed, when};
 use crate::api::ApiState;
 use crate::api::access::Caller;
 use crate::domain::Permission;

@@ -8,18 +8,18 @@ use axum::Extension;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use jiff::Timestamp;
+
 use jiff::tz::TimeZone;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::layout::{self, Viewer};
+use super::layout::{self, Viewer, failed, given, when};
 use crate::api::ApiState;
 use crate::api::access::Caller;
 use crate::domain::forecast::Risk;
 use crate::domain::inventory::FreshnessKind;
+use crate::services::Context;
 use crate::services::inventory as svc;
-use crate::services::{Context, ServiceError};
 use crate::store::inventory::{SiteSettings, StateRow, TankFilter, TankRow};
 
 /// Rows of a page of the tank list.
@@ -35,33 +35,6 @@ pub struct Filters {
     freshness: Option<String>,
     /// After this `site/tank` (the next page).
     after: Option<String>,
-}
-
-/// A filter's text: trimmed, empty as none, bounded.
-pub fn given(v: &Option<String>) -> Option<&str> {
-    v.as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty() && s.len() <= 128)
-}
-
-/// A service error as a console page with the API's status and message
-/// (a site outside the scope is not found, as there).
-pub fn failed(e: ServiceError) -> Response {
-    let api = crate::api::ApiError::from(e);
-    layout::error(api.status, &api.message)
-}
-
-/// `ms` in the site's zone, with UTC on hover.
-pub fn when(ms: Option<i64>, tz: &TimeZone) -> Markup {
-    let Some(t) = ms.and_then(|m| Timestamp::from_millisecond(m).ok()) else {
-        return html! { span.muted { "—" } };
-    };
-    let local = t
-        .to_zoned(tz.clone())
-        .strftime("%a %d %b %H:%M %Z")
-        .to_string();
-    let utc = t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-    html! { time datetime=(utc) title=(format!("{utc} UTC")) { (local) } }
 }
 
 fn litres(v: Option<f64>) -> Markup {
