@@ -163,6 +163,34 @@ pub fn new_form_token() -> String {
     format!("twf_{}", random_b64())
 }
 
+/// The session's form token as one page carries it: a fresh random pad
+/// and the token XORed with it (`pad.masked`, base64url), so no two
+/// answers carry the same bytes and a compressed page leaks nothing of
+/// the token by its length (BREACH).
+pub fn mask_form_token(token: &str) -> String {
+    let t = token.as_bytes();
+    let mut pad = vec![0u8; t.len()];
+    OsRng.fill_bytes(&mut pad);
+    let masked: Vec<u8> = t.iter().zip(&pad).map(|(a, b)| a ^ b).collect();
+    format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(&pad),
+        URL_SAFE_NO_PAD.encode(masked)
+    )
+}
+
+/// The token a form sent, unmasked ([`mask_form_token`]); `None` when
+/// it is not a masked token.
+pub fn unmask_form_token(sent: &str) -> Option<String> {
+    let (pad, masked) = sent.split_once('.')?;
+    let pad = URL_SAFE_NO_PAD.decode(pad).ok()?;
+    let masked = URL_SAFE_NO_PAD.decode(masked).ok()?;
+    if pad.len() != masked.len() || pad.is_empty() || pad.len() > 256 {
+        return None;
+    }
+    String::from_utf8(masked.iter().zip(&pad).map(|(a, b)| a ^ b).collect()).ok()
+}
+
 /// A new API key: (id, the whole key shown once, the secret's hash).
 pub fn new_api_key() -> (String, String, String) {
     new_keyed("twk")
@@ -196,6 +224,22 @@ pub fn parse_enrollment_token(t: &str) -> Option<(&str, &str)> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_masked_form_token_differs_each_time_and_unmasks_to_the_token() {
+        let t = new_form_token();
+        let (a, b) = (mask_form_token(&t), mask_form_token(&t));
+        assert_ne!(a, b);
+        assert!(!a.contains(&t));
+        assert_eq!(unmask_form_token(&a).as_deref(), Some(t.as_str()));
+        assert_eq!(unmask_form_token(&b).as_deref(), Some(t.as_str()));
+        // the bare token, a truncated or a foreign value is no masked token
+        assert_eq!(unmask_form_token(&t), None);
+        assert_eq!(unmask_form_token(&a[..a.len() - 2]), None);
+        assert_eq!(unmask_form_token("."), None);
+        assert_eq!(unmask_form_token("a.b.c"), None);
+    }
+
     use super::*;
 
     #[test]

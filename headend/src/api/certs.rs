@@ -211,18 +211,9 @@ async fn revoke_cert(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: Revocation = parse_body(&body)?;
-    // a scoped admin revokes only its sites' certificates
-    if let Some(c) = s.db.certs().cert(&serial.to_ascii_lowercase()).await? {
-        s.ctx(&p)
-            .visible(&c.site_id, "serial", || format!("no certificate {serial}"))?;
-    } else if !s.ctx(&p).scope.is_all() {
-        return Err(ApiError::not_found(format!(
-            "no certificate {serial} issued by this headend"
-        )));
-    }
     let r = s
         .issuing
-        .revoke_serial(&s.db, &p.actor, &serial, &req.reason)
+        .revoke_visible(&s.ctx(&p), &p.actor, (&serial, None), &req.reason)
         .await?;
     tracing::warn!(serial = %r.serial, site = ?r.site_id, reason = %req.reason, "agent certificate revoked");
     let v = json!({ "serial": r.serial, "site": r.site_id, "already_revoked": r.already, "renewals_revoked": r.renewals });

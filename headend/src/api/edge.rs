@@ -189,6 +189,8 @@ pub async fn guard(State(edge): State<Edge>, req: Request, next: Next) -> Respon
             Some("application/json") => !console_form,
             Some("text/csv") => csv_route && !console_form,
             Some("application/x-www-form-urlencoded") => console_form,
+            // the console's CSV upload (a file input posts only this way)
+            Some("multipart/form-data") => console_form && csv_route,
             _ => false,
         };
         if !json {
@@ -197,7 +199,7 @@ pub async fn guard(State(edge): State<Edge>, req: Request, next: Next) -> Respon
                 "content_type",
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 if console_form {
-                    "a console form is sent as application/x-www-form-urlencoded".into()
+                    "a console form is sent as application/x-www-form-urlencoded (an upload as multipart/form-data)".into()
                 } else {
                     "send Content-Type: application/json (with a JSON body, {} if there is nothing to say)".into()
                 },

@@ -299,11 +299,7 @@ async fn dead(
 ) -> Result<Response, ApiError> {
     let limit = p.limit()?;
     let before = page::after_i64(&p)?.unwrap_or(i64::MAX);
-    let sites = c.scope.sites();
-    let rows =
-        s.db.outbox()
-            .dead_letters(sites.as_deref(), before, limit + 1)
-            .await?;
+    let rows = crate::services::escalations::dead_letters(&s.ctx(&c), before, limit + 1).await?;
     let items = rows
         .iter()
         .map(|r| {

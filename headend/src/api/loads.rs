@@ -234,6 +234,7 @@ async fn list_loads(
             .as_deref()
             .map(|v| super::query_time("eta_to", v))
             .transpose()?,
+        text: None,
     };
     let views = svc::list(&s.ctx(&p), &filter, after, limit + 1).await?;
     let items = views.iter().map(load_json).collect();

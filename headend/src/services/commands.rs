@@ -277,6 +277,68 @@ pub(crate) fn new_command_id() -> CommandId {
     CommandId::generated(fastrand::u64(..))
 }
 
+/// A site-level setpoint's plan: which assets would get what share of
+/// `value` of `field` (clamped to each point's limits, offline assets
+/// left out), and the candidates it was made from (their limits). The
+/// split preview shows this; a submit sends it.
+pub async fn split_plan(
+    ctx: &Context,
+    site: &SiteId,
+    field: &str,
+    value: f64,
+    step: Option<f64>,
+) -> Result<(split::Split, Vec<split::Candidate>)> {
+    if !value.is_finite() {
+        return Err(invalid("value", "a finite number"));
+    }
+    ctx.visible(site, "site", || format!("no site {site:?}"))?;
+    if !ctx.db.site_exists(site).await? {
+        return Err(refused(
+            Refused::NotFound,
+            "site",
+            format!("no site {site:?}"),
+        ));
+    }
+    let now = now_ms();
+    let step = step.unwrap_or(0.1);
+    if !(MIN_STEP..=MAX_STEP).contains(&step) {
+        return Err(invalid(
+            "step",
+            format!("must be from {MIN_STEP} to {MAX_STEP}"),
+        ));
+    }
+    let mut cands = Vec::new();
+    for (asset, capacity, ws) in ctx.db.writable_points(site).await? {
+        let Some(w) = ws.into_iter().find(|w| w.field == *field) else {
+            continue;
+        };
+        let last = ctx.db.asset_last_good_ms(site, &asset).await?;
+        cands.push(split::Candidate {
+            asset_id: asset,
+            capacity,
+            min: w.min.unwrap_or(0.0),
+            max: w.max.unwrap_or(capacity),
+            online: last.is_some_and(|t| now - t <= ONLINE_WINDOW_MS),
+        });
+    }
+    if cands.is_empty() {
+        return Err(refused(
+            Refused::Unprocessable,
+            "field",
+            format!("no asset of site {site} has a writable point {field:?}"),
+        ));
+    }
+    let sp = split::split(value, step, &cands)
+        .map_err(|e| refused(Refused::Unprocessable, "value", e))?;
+    Ok((sp, cands))
+}
+
+/// The writable points of a site's assets: (asset, capacity, points).
+pub async fn writable(ctx: &Context, site: &SiteId) -> Result<Vec<(String, f64, Vec<Writable>)>> {
+    ctx.visible(site, "site", || format!("no site {site:?}"))?;
+    Ok(ctx.db.writable_points(site).await?)
+}
+
 /// A setpoint for one asset, or a site-level one split across the site's
 /// assets (a parent and one child per share). `warnings` gets what the
 /// operator should know.
@@ -358,44 +420,7 @@ async fn setpoint(
             "give the target: asset (SITE/ASSET), or site alone for a site-level target split across its assets",
         ));
     };
-    ctx.visible(site, "site", || format!("no site {site:?}"))?;
-    if !ctx.db.site_exists(site).await? {
-        return Err(refused(
-            Refused::NotFound,
-            "site",
-            format!("no site {site:?}"),
-        ));
-    }
-    let step = req.step.unwrap_or(0.1);
-    if !(MIN_STEP..=MAX_STEP).contains(&step) {
-        return Err(invalid(
-            "step",
-            format!("must be from {MIN_STEP} to {MAX_STEP}"),
-        ));
-    }
-    let mut cands = Vec::new();
-    for (asset, capacity, ws) in ctx.db.writable_points(site).await? {
-        let Some(w) = ws.into_iter().find(|w| w.field == field) else {
-            continue;
-        };
-        let last = ctx.db.asset_last_good_ms(site, &asset).await?;
-        cands.push(split::Candidate {
-            asset_id: asset,
-            capacity,
-            min: w.min.unwrap_or(0.0),
-            max: w.max.unwrap_or(capacity),
-            online: last.is_some_and(|t| now - t <= ONLINE_WINDOW_MS),
-        });
-    }
-    if cands.is_empty() {
-        return Err(refused(
-            Refused::Unprocessable,
-            "field",
-            format!("no asset of site {site} has a writable point {field:?}"),
-        ));
-    }
-    let sp = split::split(value, step, &cands)
-        .map_err(|e| refused(Refused::Unprocessable, "value", e))?;
+    let sp = split_plan(ctx, site, &field, value, req.step).await?.0;
     let parent = new_command_id();
     for (a, why) in &sp.excluded {
         warnings.push(format!("{a} gets no share: {why}"));

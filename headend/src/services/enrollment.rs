@@ -141,6 +141,19 @@ impl Issuing {
         })
     }
 
+    /// [`Self::new_token`] for a caller with a scope: a site outside it
+    /// is not found (the REST route's gate checks its path the same way).
+    pub async fn new_token_visible(
+        &self,
+        ctx: &super::Context,
+        by: &Actor,
+        site: &crate::domain::SiteId,
+        minutes: Option<i64>,
+    ) -> Result<NewToken> {
+        ctx.visible(site, "site", || format!("no site {site:?}"))?;
+        self.new_token(&ctx.db, by, site, minutes).await
+    }
+
     fn sign(&self, csr: &[u8], site: &str) -> std::result::Result<(String, CertFacts), IssueError> {
         let ca = self.ca()?;
         let fault = *self.renewal_fault.lock().unwrap_or_else(|p| p.into_inner());
@@ -353,6 +366,39 @@ impl Issuing {
             already: !fresh,
             renewals,
         })
+    }
+
+    /// [`Self::revoke_serial`] for a caller with a scope: a scoped admin
+    /// revokes only its sites' certificates (another site's, or one this
+    /// headend never issued, is not found). With `of_site`, a
+    /// certificate of another site is not found either.
+    pub async fn revoke_visible(
+        &self,
+        ctx: &super::Context,
+        by: &Actor,
+        (serial, of_site): (&str, Option<&str>),
+        reason: &str,
+    ) -> Result<CertRevoked> {
+        let missing = || format!("no certificate {serial} issued by this headend");
+        match ctx.db.certs().cert(&serial.to_ascii_lowercase()).await? {
+            Some(c) if of_site.is_some_and(|s| s != c.site_id) => {
+                return Err(super::refused(
+                    super::Refused::NotFound,
+                    "serial",
+                    missing(),
+                ));
+            }
+            Some(c) => ctx.visible(&c.site_id, "serial", missing)?,
+            None if !ctx.scope.is_all() => {
+                return Err(super::refused(
+                    super::Refused::NotFound,
+                    "serial",
+                    missing(),
+                ));
+            }
+            None => {}
+        }
+        self.revoke_serial(&ctx.db, by, serial, reason).await
     }
 
     /// `POST /api/v1/sites/{site}/revoke`.

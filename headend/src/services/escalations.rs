@@ -248,3 +248,18 @@ async fn reread(ctx: &Context, id: &str) -> Result<EscalationRow> {
         .await?
         .ok_or_else(|| not_found(id))
 }
+
+/// Webhook notifications given up after their last attempt, newest
+/// first, before `before_id`: of the caller's sites only.
+pub async fn dead_letters(
+    ctx: &Context,
+    before_id: i64,
+    limit: i64,
+) -> Result<Vec<crate::store::outbox::OutboxRow>> {
+    let sites = ctx.scope.sites();
+    Ok(ctx
+        .db
+        .outbox()
+        .dead_letters(sites.as_deref(), before_id, limit)
+        .await?)
+}

@@ -604,6 +604,24 @@ pub fn csv_rows(site: &str, text: &str) -> Result<(Vec<(usize, NewObservation)>,
     Ok((rows, report))
 }
 
+/// Observations on a tank's page.
+pub const TANK_OBSERVATIONS: i64 = 50;
+
+/// A tank's latest observations, newest first (a corrupt row is shown as
+/// the error it is); not found outside the scope.
+pub async fn observations(
+    ctx: &Context,
+    site_: &str,
+    tank: &str,
+) -> Result<Vec<std::result::Result<crate::store::inventory::ObservationRow, crate::Error>>> {
+    ctx.visible(site_, "site", || format!("no site {site_:?}"))?;
+    Ok(ctx
+        .db
+        .inventory()
+        .observations_of(site_, tank, TANK_OBSERVATIONS)
+        .await?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,6 +23,7 @@ pub mod sheet;
 pub mod sites;
 #[cfg(test)]
 mod tests;
+pub mod today;
 pub mod touched;
 
 pub use dispatch::Dispatcher;

@@ -39,3 +39,113 @@ pub async fn list(ctx: &Context, sessions: &Sessions, q: Option<&str>) -> Result
         })
         .collect())
 }
+
+/// One site's page: its assets with their latest values, its devices,
+/// deliveries, gaps and certificates, each as the REST routes show them.
+pub struct SiteDetail {
+    pub view: SiteView,
+    pub assets: Vec<crate::store::sites::AssetRow>,
+    pub devices: Vec<crate::store::devices::DeviceRow>,
+    pub deliveries: Vec<crate::store::reads::DeliveryEventRow>,
+    pub gaps: Vec<crate::store::reads::GapRow>,
+    pub certs: Vec<crate::store::certs::CertRow>,
+    /// The serial the site's agent last reported using.
+    pub cert_in_use: Option<String>,
+}
+
+/// How many of a site's gaps and certificates its page lists.
+pub const DETAIL_ROWS: i64 = 50;
+/// How many of its deliveries are read (marked on its charts; the
+/// newest [`DETAIL_ROWS`] listed).
+pub const MARKS: i64 = 1000;
+
+/// `site` as its page shows it; not found outside the caller's scope.
+pub async fn detail(ctx: &Context, sessions: &Sessions, site: &str) -> Result<SiteDetail> {
+    let missing = || format!("no site {site:?}");
+    ctx.visible(site, "site", missing)?;
+    let Some(row) = ctx
+        .db
+        .sites()
+        .await?
+        .into_iter()
+        .find(|r| r.site_id == site)
+    else {
+        return Err(super::refused(super::Refused::NotFound, "site", missing()));
+    };
+    let mut assets = ctx.db.assets(site).await?;
+    assets.sort_by(|a, b| a.asset_id.cmp(&b.asset_id));
+    let certs = ctx.db.certs().of_site(site, i64::MAX, DETAIL_ROWS).await?;
+    Ok(SiteDetail {
+        view: SiteView {
+            session: sessions.get(site),
+            ingest_error: sessions.ingest_error(site),
+            row,
+        },
+        assets,
+        devices: ctx.db.devices(site).await?,
+        deliveries: ctx.db.delivery_events(site, MARKS).await?,
+        gaps: ctx.db.gaps(site, DETAIL_ROWS).await?,
+        cert_in_use: ctx.db.certs().status(site).await?.map(|s| s.serial),
+        certs,
+    })
+}
+
+/// A chart's data: hourly rollups of one field of an asset over
+/// `from..=to`, or its raw readings when `raw` (newest `limit`).
+pub enum Series {
+    Raw(Vec<crate::store::ReadingRow>),
+    Hourly(Vec<crate::store::RollupRow>),
+}
+
+/// The most points a chart asks for (a year of hourly rollups fits).
+pub const SERIES_LIMIT: i64 = 10_000;
+
+/// One field's history for a chart; not found outside the scope.
+pub async fn series(
+    ctx: &Context,
+    site: &str,
+    asset: &str,
+    field: &str,
+    (from_ms, to_ms): (i64, i64),
+    raw: bool,
+) -> Result<Series> {
+    ctx.visible(site, "site", || format!("no site {site:?}"))?;
+    if raw {
+        let mut rows = ctx
+            .db
+            .readings(&crate::store::ReadingQuery {
+                site,
+                asset,
+                field: Some(field),
+                from_ms,
+                to_ms,
+                limit: SERIES_LIMIT,
+                newest_first: true,
+            })
+            .await?;
+        rows.reverse();
+        Ok(Series::Raw(rows))
+    } else {
+        Ok(Series::Hourly(
+            ctx.db
+                .rollups(&crate::store::RollupQuery {
+                    site,
+                    asset,
+                    field: Some(field),
+                    from_ms,
+                    to_ms,
+                    limit: SERIES_LIMIT,
+                })
+                .await?,
+        ))
+    }
+}
+
+/// A site's deliveries (newest [`MARKS`]), to mark on a chart.
+pub async fn deliveries(
+    ctx: &Context,
+    site: &str,
+) -> Result<Vec<crate::store::reads::DeliveryEventRow>> {
+    ctx.visible(site, "site", || format!("no site {site:?}"))?;
+    Ok(ctx.db.delivery_events(site, MARKS).await?)
+}

@@ -323,6 +323,29 @@ impl Certs<'_> {
         Ok(())
     }
 
+    /// The certificates agents last reported that expire before
+    /// `before_ms`, at `sites` (`None`: all), soonest first: at most
+    /// `limit`.
+    pub async fn expiring(
+        &self,
+        before_ms: i64,
+        sites: Option<&[String]>,
+        limit: i64,
+    ) -> Result<Vec<CertStatusRow>, Error> {
+        let sql = format!(
+            "SELECT site_id, serial, not_after_ms, renew_at_ms, failures, last_error, reported_ms
+             FROM agent_cert_status WHERE not_after_ms < $1 {} ORDER BY not_after_ms LIMIT $2",
+            super::site_in("site_id", sites, 3)
+        );
+        let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(before_ms)
+            .bind(limit);
+        for s in sites.unwrap_or_default() {
+            q = q.bind(s);
+        }
+        Ok(q.fetch_all(self.0.pool()).await?)
+    }
+
     pub async fn status(&self, site: &str) -> Result<Option<CertStatusRow>, Error> {
         Ok(sqlx::query_as(
             "SELECT site_id, serial, not_after_ms, renew_at_ms, failures, last_error, reported_ms

@@ -25,6 +25,17 @@ pub struct DeviceRow {
     pub reported_ms: i64,
 }
 
+/// A device its agent reports disconnected.
+#[derive(sqlx::FromRow, Clone, Debug)]
+pub struct DeviceDownRow {
+    pub site_id: String,
+    pub device: String,
+    pub kind: String,
+    pub last_good_ms: i64,
+    pub last_error: String,
+    pub last_error_ms: i64,
+}
+
 /// Counters are u64 on the wire, i64 in SQL: saturate rather than wrap.
 fn sql_count(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -68,6 +79,25 @@ impl Db {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Devices their agents report disconnected, at `sites` (`None`:
+    /// all), by site and name: at most `limit`.
+    pub async fn devices_down(
+        &self,
+        sites: Option<&[String]>,
+        limit: i64,
+    ) -> Result<Vec<DeviceDownRow>, Error> {
+        let sql = format!(
+            "SELECT site_id, device, kind, last_good_ms, last_error, last_error_ms
+             FROM device_status WHERE connected = 0 {} ORDER BY site_id, device LIMIT $1",
+            super::site_in("site_id", sites, 2)
+        );
+        let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(limit);
+        for s in sites.unwrap_or_default() {
+            q = q.bind(s);
+        }
+        Ok(q.fetch_all(self.pool()).await?)
     }
 
     /// The site's devices, by name.

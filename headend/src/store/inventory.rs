@@ -108,6 +108,27 @@ struct StoredObservation {
     confidence: f64,
 }
 
+#[derive(sqlx::FromRow)]
+struct StoredNote {
+    source: String,
+    at_ms: i64,
+    volume_l: f64,
+    water_mm: Option<f64>,
+    note: String,
+    actor: String,
+}
+
+/// One observation pushed, imported or dipped at a tank.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObservationRow {
+    pub source: ObsSource,
+    pub at_ms: i64,
+    pub volume_l: f64,
+    pub water_mm: Option<f64>,
+    pub note: String,
+    pub actor: String,
+}
+
 /// The newest observation of one source at one tank.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LatestObservation {
@@ -419,6 +440,42 @@ impl Inventory<'_> {
         }
         tx.commit().await?;
         Ok(out)
+    }
+
+    /// A tank's observations, newest first: at most `limit`; a row whose
+    /// source this build does not know is an error of its own.
+    pub async fn observations_of(
+        &self,
+        site: &str,
+        tank: &str,
+        limit: i64,
+    ) -> Result<Vec<Result<ObservationRow, Error>>, Error> {
+        let rows: Vec<StoredNote> = sqlx::query_as(
+            "SELECT source, at_ms, volume_l, water_mm, note, actor FROM observations
+             WHERE site_id = $1 AND tank_id = $2 ORDER BY at_ms DESC LIMIT $3",
+        )
+        .bind(site)
+        .bind(tank)
+        .bind(limit)
+        .fetch_all(self.0.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let source = r.source.parse::<ObsSource>().map_err(|e| {
+                    let key = format!("{site}/{tank} at {}", r.at_ms);
+                    json::corrupt("observations.source", &key, e.to_string())
+                })?;
+                Ok(ObservationRow {
+                    source,
+                    at_ms: r.at_ms,
+                    volume_l: r.volume_l,
+                    water_mm: r.water_mm,
+                    note: r.note,
+                    actor: r.actor,
+                })
+            })
+            .collect())
     }
 
     /// The newest observation of each source at each tank; a row whose

@@ -259,6 +259,22 @@ pub struct LoadFilter<'a> {
     /// ETAs from and to these times (Unix ms), inclusive.
     pub eta_from: Option<i64>,
     pub eta_to: Option<i64>,
+    /// Text the reference or the carrier holds (any case).
+    pub text: Option<&'a str>,
+}
+
+/// `%text%` in lower case, its `%`, `_` and backslash taken literally
+/// (escaped with a backslash, the query's `ESCAPE`).
+fn like_pattern(text: &str) -> String {
+    let mut p = String::from("%");
+    for c in text.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
 }
 
 #[derive(Clone, Copy)]
@@ -293,8 +309,10 @@ impl Loads<'_> {
         let sql = format!(
             "SELECT {LOAD_COLUMNS} FROM loads WHERE ($1 = '' OR site_id = $1)
                AND ($5 = '' OR status = $5) AND eta_ms >= $6 AND eta_ms <= $7
-               AND (eta_ms > $3 OR (eta_ms = $3 AND load_id > $4)) {} ORDER BY eta_ms, load_id LIMIT $2",
-            super::site_in("site_id", sites, 8)
+               AND (eta_ms > $3 OR (eta_ms = $3 AND load_id > $4))
+               AND ($8 = '' OR lower(reference) LIKE $8 ESCAPE '\\' OR lower(carrier) LIKE $8 ESCAPE '\\')
+               {} ORDER BY eta_ms, load_id LIMIT $2",
+            super::site_in("site_id", sites, 9)
         );
         let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(f.site.unwrap_or(""))
@@ -303,7 +321,8 @@ impl Loads<'_> {
             .bind(id)
             .bind(f.status.map_or("", LoadStatus::as_str))
             .bind(f.eta_from.unwrap_or(i64::MIN))
-            .bind(f.eta_to.unwrap_or(i64::MAX));
+            .bind(f.eta_to.unwrap_or(i64::MAX))
+            .bind(f.text.map_or(String::new(), like_pattern));
         for s in sites.unwrap_or_default() {
             q = q.bind(s);
         }

@@ -11,27 +11,27 @@ use e2e::*;
 use reqwest::redirect::Policy;
 use serde_json::json;
 
-const NORTH: &str = "n-1";
-const SOUTH: &str = "s-1";
-const PW: &str = "a long enough password";
+pub(crate) const NORTH: &str = "n-1";
+pub(crate) const SOUTH: &str = "s-1";
+pub(crate) const PW: &str = "a long enough password";
 
-struct Browser {
-    http: SocketAddr,
-    client: reqwest::Client,
+pub(crate) struct Browser {
+    pub(crate) http: SocketAddr,
+    pub(crate) client: reqwest::Client,
     /// The cookies it holds: (name, value).
-    jar: Vec<(String, String)>,
+    pub(crate) jar: Vec<(String, String)>,
 }
 
-struct Answer {
-    status: u16,
-    location: String,
-    set_cookies: Vec<String>,
-    csp: String,
-    body: String,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) location: String,
+    pub(crate) set_cookies: Vec<String>,
+    pub(crate) csp: String,
+    pub(crate) body: String,
 }
 
 impl Browser {
-    fn new(http: SocketAddr) -> Result<Browser> {
+    pub(crate) fn new(http: SocketAddr) -> Result<Browser> {
         Ok(Browser {
             http,
             client: reqwest::Client::builder()
@@ -95,13 +95,13 @@ impl Browser {
         })
     }
 
-    async fn get(&mut self, path: &str) -> Result<Answer> {
+    pub(crate) async fn get(&mut self, path: &str) -> Result<Answer> {
         let r = self.client.get(format!("http://{}{path}", self.http));
         self.send(r).await
     }
 
     /// A form post from this origin (or `origin`).
-    async fn post(
+    pub(crate) async fn post(
         &mut self,
         path: &str,
         form: &[(&str, &str)],
@@ -119,10 +119,40 @@ impl Browser {
             .body(body);
         self.send(r).await
     }
+
+    /// A `multipart/form-data` post from this origin: `fields`, then one
+    /// file part `file` named `filename` holding `content` (a file input).
+    pub(crate) async fn upload(
+        &mut self,
+        path: &str,
+        fields: &[(&str, &str)],
+        (file, filename, content): (&str, &str, &str),
+    ) -> Result<Answer> {
+        let boundary = "tw-test-boundary-7MA4YWxkTrZu0gW";
+        let mut body = String::new();
+        for (k, v) in fields {
+            body.push_str(&format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n"
+            ));
+        }
+        body.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{file}\"; filename=\"{filename}\"\r\nContent-Type: text/csv\r\n\r\n{content}\r\n--{boundary}--\r\n"
+        ));
+        let r = self
+            .client
+            .post(format!("http://{}{path}", self.http))
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .header("origin", format!("http://{}", self.http))
+            .body(body);
+        self.send(r).await
+    }
 }
 
 /// The form token in a page (the logout form's hidden field).
-fn token_in(page: &str) -> Option<String> {
+pub(crate) fn token_in(page: &str) -> Option<String> {
     let at = page.find("name=\"csrf\" value=\"")? + "name=\"csrf\" value=\"".len();
     let rest = &page[at..];
     Some(rest[..rest.find('"')?].to_string())
@@ -151,7 +181,10 @@ async fn a_dip(http: SocketAddr, site: &str, litres: f64) -> Result<()> {
 
 /// A headend with two sites' tanks, each dipped, and `users` (name,
 /// role) scoped to the north site.
-async fn fleet(url: &str, users: &[(&str, &str)]) -> Result<(headend::Running, TestPki)> {
+pub(crate) async fn fleet(
+    url: &str,
+    users: &[(&str, &str)],
+) -> Result<(headend::Running, TestPki)> {
     let pki = TestPki::new(&[])?;
     let he = start_headend(headend_config(&pki, url, 0)).await?;
     let http = he.http_addr;
@@ -174,7 +207,7 @@ async fn fleet(url: &str, users: &[(&str, &str)]) -> Result<(headend::Running, T
 }
 
 /// A browser logged in as `user`, and its form token.
-async fn logged_in(http: SocketAddr, user: &str) -> Result<(Browser, String)> {
+pub(crate) async fn logged_in(http: SocketAddr, user: &str) -> Result<(Browser, String)> {
     let mut b = Browser::new(http)?;
     let a = b
         .post(
@@ -607,7 +640,16 @@ async fn the_console_works_in_chromium_with_and_without_javascript() -> Result<(
         out.status.success() && stdout.contains("PASS"),
         "the browser run failed:\n{stdout}\n{stderr}"
     );
-    for page in ["today", "sites", "tanks", "escalations", "audit", "tank"] {
+    for page in [
+        "today",
+        "sites",
+        "tanks",
+        "commands",
+        "loads",
+        "escalations",
+        "audit",
+        "tank",
+    ] {
         for size in ["desktop", "phone"] {
             let f = shots.join(format!("{page}-{size}.png"));
             ensure!(
@@ -623,7 +665,7 @@ async fn the_console_works_in_chromium_with_and_without_javascript() -> Result<(
 
 /// An escalation of `site`, opened as the inventory job would (a cause
 /// that job never opens or clears, so it cannot race this test).
-async fn an_escalation(he: &headend::Running, site: &str, id: &str) -> Result<()> {
+pub(crate) async fn an_escalation(he: &headend::Running, site: &str, id: &str) -> Result<()> {
     he.db
         .escalations()
         .apply(

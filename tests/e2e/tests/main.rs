@@ -15,6 +15,7 @@ mod clock_skew;
 mod command_kills;
 mod commands;
 mod console;
+mod console_work;
 mod crash;
 mod damaged_log;
 mod db_outage;

@@ -46,7 +46,7 @@ fn age(from_ms: i64, now_ms: i64) -> String {
     }
 }
 
-fn rows(list: &[EscalationRow], now: i64) -> Markup {
+pub(super) fn rows(list: &[EscalationRow], now: i64) -> Markup {
     html! {
         div.table-wrap {
             table {

@@ -259,7 +259,11 @@ async fn gated(g: &ConsoleGate, req: Request, next: Next) -> Response {
     req.extensions_mut().insert(layout::Viewer {
         name,
         role: p.role,
-        token,
+        token: if token.is_empty() {
+            token
+        } else {
+            crate::domain::secret::mask_form_token(&token)
+        },
     });
     req.extensions_mut().insert(p);
     let mut resp = next.run(req).await;
@@ -289,16 +293,34 @@ async fn form_token(g: &ConsoleGate, p: &Principal) -> Result<String, crate::Err
 }
 
 /// The form's body, read whole (bounded), its `csrf` field checked
-/// against the session's token; the request rebuilt with it.
+/// against the session's token; the request rebuilt with it. An upload
+/// (`multipart/form-data`) carries the field as one of its parts.
 async fn checked_form(expected: &str, req: Request) -> Result<Request, &'static str> {
     let (parts, body) = req.into_parts();
     let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
         .await
         .map_err(|_| "The form is too large.")?;
-    let sent = url::form_urlencoded::parse(&bytes)
-        .find(|(k, _)| k == "csrf")
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default();
+    let multipart = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/form-data")
+        });
+    let sent = if multipart {
+        let probe = Request::from_parts(parts.clone(), Body::from(bytes.clone()));
+        csrf_part(probe).await.unwrap_or_default()
+    } else {
+        url::form_urlencoded::parse(&bytes)
+            .find(|(k, _)| k == "csrf")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    // each page carries the token masked afresh (BREACH: pages are
+    // compressed)
+    let sent = crate::domain::secret::unmask_form_token(&sent).unwrap_or_default();
     if expected.is_empty()
         || sent.len() != expected.len()
         || !bool::from(sent.as_bytes().ct_eq(expected.as_bytes()))
@@ -308,6 +330,21 @@ async fn checked_form(expected: &str, req: Request) -> Result<Request, &'static 
         );
     }
     Ok(Request::from_parts(parts, Body::from(bytes)))
+}
+
+/// The `csrf` part of a multipart form (the console's forms put it
+/// first), if it has one.
+async fn csrf_part(req: Request) -> Option<String> {
+    use axum::extract::FromRequest;
+    let mut form = axum::extract::Multipart::from_request(req, &())
+        .await
+        .ok()?;
+    while let Ok(Some(field)) = form.next_field().await {
+        if field.name() == Some("csrf") {
+            return field.text().await.ok();
+        }
+    }
+    None
 }
 
 /// A write whose `Origin` (or, without one, `Referer`) is this host, or

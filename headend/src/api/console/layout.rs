@@ -101,8 +101,11 @@ const NAV: &[(&str, &str, Option<Permission>)] = &[
     ("/", "Today", None),
     ("/sites", "Sites", None),
     ("/tanks", "Tanks", None),
+    ("/commands", "Commands", None),
+    ("/loads", "Loads", None),
     ("/escalations", "Escalations", None),
     ("/audit", "Audit", Some(Permission::Audit)),
+    ("/admin", "Admin", Some(Permission::Admin)),
 ];
 
 fn document(title: &str, body: Markup) -> Html {
@@ -116,6 +119,7 @@ fn document(title: &str, body: Markup) -> Html {
                     title { (title) " · Tankwatch" }
                     link rel="stylesheet" href=(assets::url("console.css"));
                     link rel="icon" type="image/svg+xml" href=(assets::url("favicon.svg"));
+                    script src=(assets::url("console.js")) defer {}
                 }
                 body { (body) }
             }

@@ -10,15 +10,21 @@
 //! with maud (escaped by default), no inline script or style (the
 //! Content-Security-Policy forbids both).
 
+mod admin;
 mod assets;
 mod audit;
+mod chart;
+mod commands;
 mod escalations;
 mod gate;
 mod layout;
+mod loads;
 mod session;
+mod site;
 mod sites;
 mod tank;
 mod tanks;
+mod today;
 
 use axum::Router;
 use axum::routing::{MethodRouter, get, post};
@@ -58,7 +64,16 @@ fn page(
 /// Every console route, declared once (the router and the gate's table
 /// are both made from it).
 pub fn pages() -> Vec<Page> {
-    use Need::{Perm, Public, Signed};
+    let mut all = session_pages();
+    all.extend(fleet_pages());
+    all.extend(work_pages());
+    all.extend(admin_pages());
+    all
+}
+
+/// The login, the logout and the embedded files.
+fn session_pages() -> Vec<Page> {
+    use Need::{Public, Signed};
     vec![
         page(
             "GET",
@@ -81,13 +96,41 @@ pub fn pages() -> Vec<Page> {
             "console.logout",
             post(session::logout),
         ),
-        page("GET", "/", Perm(P::Read), "console.home", get(tanks::home)),
+        page(
+            "GET",
+            "/assets/{name}",
+            Public,
+            "console.asset",
+            get(assets::serve),
+        ),
+    ]
+}
+
+/// What the fleet is doing: today's exceptions, sites, tanks.
+fn fleet_pages() -> Vec<Page> {
+    use Need::Perm;
+    vec![
+        page("GET", "/", Perm(P::Read), "console.home", get(today::show)),
         page(
             "GET",
             "/sites",
             Perm(P::Read),
             "console.sites",
             get(sites::list),
+        ),
+        page(
+            "GET",
+            "/sites/{site}",
+            Perm(P::Read),
+            "console.site",
+            get(site::show),
+        ),
+        page(
+            "POST",
+            "/sites/{site}/certificates/{serial}/revoke",
+            Perm(P::Admin),
+            "console.certificate_revoke",
+            post(site::revoke),
         ),
         page(
             "GET",
@@ -109,6 +152,97 @@ pub fn pages() -> Vec<Page> {
             Perm(P::Loads),
             "console.dip",
             post(tank::dip),
+        ),
+        page(
+            "POST",
+            "/sites/{site}/tanks/{tank}/settings",
+            Perm(P::Configure),
+            "console.tank_settings",
+            post(tank::settings),
+        ),
+    ]
+}
+
+/// What operators act on: commands, loads, escalations.
+fn work_pages() -> Vec<Page> {
+    use Need::Perm;
+    vec![
+        page(
+            "GET",
+            "/commands",
+            Perm(P::Read),
+            "console.commands",
+            get(commands::list),
+        ),
+        page(
+            "GET",
+            "/commands/new",
+            Perm(P::Command),
+            "console.setpoint_form",
+            get(commands::new),
+        ),
+        page(
+            "POST",
+            "/commands/new",
+            Perm(P::Command),
+            "console.setpoint",
+            post(commands::submit),
+        ),
+        page(
+            "GET",
+            "/commands/{id}",
+            Perm(P::Read),
+            "console.command",
+            get(commands::show),
+        ),
+        page(
+            "POST",
+            "/commands/{id}/cancel",
+            Perm(P::Command),
+            "console.command_cancel",
+            post(commands::cancel),
+        ),
+        page(
+            "GET",
+            "/loads",
+            Perm(P::Read),
+            "console.loads",
+            get(loads::list),
+        ),
+        page(
+            "POST",
+            "/loads",
+            Perm(P::Loads),
+            "console.load_create",
+            post(loads::create),
+        ),
+        page(
+            "POST",
+            "/loads/import",
+            Perm(P::Loads),
+            "console.loads_import",
+            post(loads::import),
+        ),
+        page(
+            "GET",
+            "/loads/{id}",
+            Perm(P::Read),
+            "console.load",
+            get(loads::show),
+        ),
+        page(
+            "POST",
+            "/loads/{id}",
+            Perm(P::Loads),
+            "console.load_update",
+            post(loads::update),
+        ),
+        page(
+            "POST",
+            "/loads/{id}/cancel",
+            Perm(P::Loads),
+            "console.load_cancel",
+            post(loads::cancel),
         ),
         page(
             "GET",
@@ -138,6 +272,13 @@ pub fn pages() -> Vec<Page> {
             "console.escalation_note",
             post(escalations::note),
         ),
+    ]
+}
+
+/// The audit trail and administration.
+fn admin_pages() -> Vec<Page> {
+    use Need::Perm;
+    vec![
         page(
             "GET",
             "/audit",
@@ -154,10 +295,73 @@ pub fn pages() -> Vec<Page> {
         ),
         page(
             "GET",
-            "/assets/{name}",
-            Public,
-            "console.asset",
-            get(assets::serve),
+            "/admin",
+            Perm(P::Admin),
+            "console.admin",
+            get(admin::show),
+        ),
+        page(
+            "POST",
+            "/admin/users",
+            Perm(P::Admin),
+            "console.user_add",
+            post(admin::add_user),
+        ),
+        page(
+            "GET",
+            "/admin/users/{user}",
+            Perm(P::Admin),
+            "console.user",
+            get(admin::user),
+        ),
+        page(
+            "POST",
+            "/admin/users/{user}",
+            Perm(P::Admin),
+            "console.user_change",
+            post(admin::change_user),
+        ),
+        page(
+            "POST",
+            "/admin/users/{user}/password",
+            Perm(P::Admin),
+            "console.user_password",
+            post(admin::reset_password),
+        ),
+        page(
+            "POST",
+            "/admin/users/{user}/unlock",
+            Perm(P::Admin),
+            "console.user_unlock",
+            post(admin::unlock),
+        ),
+        page(
+            "POST",
+            "/admin/keys",
+            Perm(P::Admin),
+            "console.key_add",
+            post(admin::add_key),
+        ),
+        page(
+            "POST",
+            "/admin/keys/{id}/revoke",
+            Perm(P::Admin),
+            "console.key_revoke",
+            post(admin::revoke_key),
+        ),
+        page(
+            "GET",
+            "/admin/enroll",
+            Perm(P::Admin),
+            "console.enroll_form",
+            get(admin::enroll_page),
+        ),
+        page(
+            "POST",
+            "/admin/enroll",
+            Perm(P::Admin),
+            "console.enroll",
+            post(admin::enroll),
         ),
     ]
 }
@@ -183,8 +387,11 @@ pub fn router(state: ApiState, https: bool) -> Router {
     for (path, m) in by_path {
         r = r.route(path, m);
     }
+    // gzip for pages and files (the form token is masked afresh on each
+    // page, so compression leaks nothing of it: BREACH)
     r.route_layer(axum::middleware::from_fn_with_state(gate, gate::gate))
         .layer(axum::Extension(session::Https(https)))
+        .layer(tower_http::compression::CompressionLayer::new())
         .with_state(state)
 }
 

@@ -1,4 +1,4 @@
-//! Today (what needs a person first) and the tank list, read through
+//! The tank list, read through
 //! `services::inventory` as the REST tank list is (the same filters and
 //! the caller's scope).
 
@@ -18,7 +18,6 @@ use crate::api::ApiState;
 use crate::api::access::Caller;
 use crate::domain::forecast::Risk;
 use crate::domain::inventory::FreshnessKind;
-use crate::services::Context;
 use crate::services::inventory as svc;
 use crate::store::inventory::{SiteSettings, StateRow, TankFilter, TankRow};
 
@@ -84,7 +83,10 @@ fn row(t: &TankRow, st: Option<&StateRow>, tz: &TimeZone) -> Markup {
     }
 }
 
-fn table(rows: &[(TankRow, Option<StateRow>)], zones: &HashMap<String, SiteSettings>) -> Markup {
+pub(super) fn table(
+    rows: &[(TankRow, Option<StateRow>)],
+    zones: &HashMap<String, SiteSettings>,
+) -> Markup {
     html! {
         div.table-wrap {
             table {
@@ -99,7 +101,7 @@ fn table(rows: &[(TankRow, Option<StateRow>)], zones: &HashMap<String, SiteSetti
     }
 }
 
-fn zone(zones: &HashMap<String, SiteSettings>, site: &str) -> TimeZone {
+pub(super) fn zone(zones: &HashMap<String, SiteSettings>, site: &str) -> TimeZone {
     zones.get(site).map_or(TimeZone::UTC, |s| {
         crate::services::evaluate::zone(&s.time_zone)
     })
@@ -201,43 +203,4 @@ pub async fn list(
         }
     };
     layout::page(&v, "/tanks", "Tanks", body).into_response()
-}
-
-/// What needs a person first: the tanks at critical or high risk, and
-/// those whose reading is stale.
-pub async fn home(
-    State(s): State<ApiState>,
-    Caller(p): Caller,
-    Extension(v): Extension<Viewer>,
-) -> Response {
-    let ctx = s.ctx(&p);
-    let at = |risk: Option<Risk>, freshness: Option<FreshnessKind>| TankFilter {
-        risk,
-        freshness,
-        limit: PAGE,
-        ..Default::default()
-    };
-    let fetch = |f: TankFilter<'static>, ctx: Context| async move { svc::tanks(&ctx, f).await };
-    let (critical, high, stale, zones) = match tokio::try_join!(
-        fetch(at(Some(Risk::Critical), None), ctx.clone()),
-        fetch(at(Some(Risk::High), None), ctx.clone()),
-        fetch(at(None, Some(FreshnessKind::Stale)), ctx.clone()),
-        svc::site_settings(&ctx),
-    ) {
-        Ok(x) => x,
-        Err(e) => return failed(e),
-    };
-    let mut risky = critical;
-    risky.extend(high);
-    let body = html! {
-        section aria-labelledby="risky" {
-            h2 #risky { "Tanks at critical or high risk" }
-            @if risky.is_empty() { p { "None." } } @else { (table(&risky, &zones)) }
-        }
-        section aria-labelledby="stale" {
-            h2 #stale { "Tanks without a fresh reading" }
-            @if stale.is_empty() { p { "None." } } @else { (table(&stale, &zones)) }
-        }
-    };
-    layout::page(&v, "/", "Today", body).into_response()
 }

@@ -1,0 +1,731 @@
+//! The console's working pages (issue 34) over a real socket and SQL:
+//! a site's page and its trend, the setpoint form with its preview, a
+//! command's page, loads (plan, search, ETA, cancel, CSV upload with its
+//! per-row report), Today, and administration (users, keys, enrollment).
+//! Each write is checked for role and for scope: a viewer's forged post
+//! is refused, another site is not found by URL, by form field or by
+//! upload, and a scoped admin cannot enroll or hand out another site.
+use anyhow::{Context, Result, ensure};
+use e2e::*;
+use serde_json::json;
+
+use crate::console::{Browser, NORTH, PW, SOUTH, fleet, logged_in};
+
+/// `(status, body)` for `ensure!` messages.
+fn said(a: &crate::console::Answer) -> String {
+    format!("{} {}", a.status, a.body)
+}
+
+/// Role and scope on every new page and form, for a viewer and a
+/// dispatcher of the north site, on SQLite: what each sees, what each may
+/// post, and what another site answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_working_pages_check_role_and_scope_on_every_read_and_write() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let users = [("nora", "viewer"), ("dina", "dispatcher")];
+    let (he, _pki) = fleet(&sqlite_url(dir.path()), &users).await?;
+    let http = he.http_addr;
+    // the north tank takes a power limit (0 to 80), as a hello says
+    tank_site_with(&he.db, NORTH, &[("power_limit", 0.0, 80.0)]).await?;
+
+    // a viewer: every page reads, no write control, forged posts refused
+    let (mut nora, vtoken) = logged_in(http, "nora").await?;
+    let a = nora.get(&format!("/sites/{NORTH}")).await?;
+    ensure!(a.status == 200, "{}", said(&a));
+    for part in ["Assets", "Trend", "Devices", "Certificates", "tank-1"] {
+        ensure!(
+            a.body.contains(part),
+            "the site page lacks {part}: {}",
+            a.body
+        );
+    }
+    ensure!(
+        !a.body.contains("Send a setpoint") && !a.body.contains("/revoke"),
+        "{}",
+        a.body
+    );
+    let a = nora.get(&format!("/sites/{SOUTH}")).await?;
+    ensure!(
+        a.status == 404 && !a.body.contains("tank-1"),
+        "{}",
+        said(&a)
+    );
+    let a = nora.get(&format!("/sites/{NORTH}?range=2y")).await?;
+    ensure!(
+        a.status == 422 && a.body.contains("24h, 7d, 30d or 1y"),
+        "{}",
+        said(&a)
+    );
+    for page in ["/", "/commands", "/loads", "/sites", "/tanks"] {
+        let a = nora.get(page).await?;
+        ensure!(a.status == 200, "{page}: {}", said(&a));
+        ensure!(
+            a.body.matches("method=\"post\"").count() == 1,
+            "{page}: a viewer sees only the logout form: {}",
+            a.body
+        );
+    }
+    let a = nora.get("/commands/new").await?;
+    ensure!(a.status == 403, "{}", said(&a));
+    let a = nora.get("/admin").await?;
+    ensure!(a.status == 403, "{}", said(&a));
+    let forged: [(&str, &[(&str, &str)]); 4] = [
+        (
+            "/commands/new",
+            &[
+                ("site", NORTH),
+                ("field", "power_limit"),
+                ("value", "10"),
+                ("go", "send"),
+            ],
+        ),
+        ("/loads", &[("site", NORTH), ("reference", "PO-1")]),
+        ("/admin/users", &[("user", "eve"), ("role", "admin")]),
+        (
+            "/sites/n-1/tanks/tank-1/settings",
+            &[("product", "x"), ("capacity_l", "1")],
+        ),
+    ];
+    for (path, form) in forged {
+        let mut f = vec![("csrf", vtoken.as_str())];
+        f.extend_from_slice(form);
+        let a = nora.post(path, &f, None).await?;
+        ensure!(a.status == 403, "a viewer's post to {path}: {}", said(&a));
+    }
+    let a = nora
+        .upload(
+            "/loads/import",
+            &[("csrf", &vtoken), ("site", NORTH)],
+            ("file", "l.csv", "x"),
+        )
+        .await?;
+    ensure!(a.status == 403, "a viewer's upload: {}", said(&a));
+
+    // a dispatcher: the setpoint form shows the point's limits; the
+    // preview checks them and sends nothing; another site is not found
+    let (mut dina, token) = logged_in(http, "dina").await?;
+    let a = dina.get(&format!("/commands/new?site={NORTH}")).await?;
+    ensure!(
+        a.status == 200 && a.body.contains("power_limit") && a.body.contains(">80<"),
+        "{}",
+        said(&a)
+    );
+    let form = |value: &'static str, go: &'static str| {
+        vec![
+            ("site", NORTH),
+            ("asset", "tank-1"),
+            ("field", "power_limit"),
+            ("value", value),
+            ("go", go),
+            ("key", "console-test-key-1"),
+        ]
+    };
+    let mut f = vec![("csrf", token.as_str())];
+    f.extend(form("95", "preview"));
+    let a = dina.post("/commands/new", &f, None).await?;
+    ensure!(
+        a.status == 200 && a.body.contains("outside its limits (0 to 80)"),
+        "{}",
+        said(&a)
+    );
+    let mut f = vec![("csrf", token.as_str())];
+    f.extend(form("95", "send"));
+    let a = dina.post("/commands/new", &f, None).await?;
+    ensure!(
+        a.status == 422 && a.body.contains("outside the limits"),
+        "{}",
+        said(&a)
+    );
+    let mut f = vec![("csrf", token.as_str())];
+    f.extend(form("60", "preview"));
+    let a = dina.post("/commands/new", &f, None).await?;
+    ensure!(
+        a.status == 200 && a.body.contains("within its limits"),
+        "{}",
+        said(&a)
+    );
+    let listed = get_json(http, &format!("/api/v1/commands?site={NORTH}")).await?;
+    ensure!(
+        listed.as_array().is_some_and(Vec::is_empty),
+        "a preview sent nothing: {listed}"
+    );
+    let mut f = vec![("csrf", token.as_str())];
+    f.extend(form("60", "send"));
+    let a = dina.post("/commands/new", &f, None).await?;
+    ensure!(
+        a.status == 303 && a.location.starts_with("/commands/"),
+        "{}",
+        said(&a)
+    );
+    // the same form posted twice is one command (its key)
+    let again = dina.post("/commands/new", &f, None).await?;
+    ensure!(
+        again.location == a.location,
+        "{} then {}",
+        a.location,
+        again.location
+    );
+    let listed = get_json(http, &format!("/api/v1/commands?site={NORTH}")).await?;
+    ensure!(listed.as_array().map(Vec::len) == Some(1), "{listed}");
+    let page = dina.get(&a.location).await?;
+    ensure!(
+        page.status == 200
+            && page.body.contains("power_limit = 60")
+            && page.body.contains("data-live"),
+        "{}",
+        said(&page)
+    );
+    let mut f = vec![("csrf", token.as_str()), ("site", SOUTH)];
+    f.extend(form("60", "send").into_iter().skip(1));
+    let a = dina.post("/commands/new", &f, None).await?;
+    ensure!(a.status == 404, "another site's setpoint: {}", said(&a));
+    let a = dina.get(&format!("/commands/new?site={SOUTH}")).await?;
+    ensure!(a.status == 404, "{}", said(&a));
+
+    // loads: plan one, find it, move its ETA, cancel it
+    let a = dina
+        .post(
+            "/loads",
+            &[
+                ("csrf", &token),
+                ("site", NORTH),
+                ("reference", "PO-4711"),
+                ("carrier", "Hauler AG"),
+                ("tanks", "tank-1"),
+                ("product", "diesel"),
+                ("planned_volume_l", "12000"),
+                ("eta", "2027-01-02T08:30"),
+                ("eta_source", "manual"),
+            ],
+            None,
+        )
+        .await?;
+    ensure!(
+        a.status == 303 && a.location.starts_with("/loads/"),
+        "{}",
+        said(&a)
+    );
+    let load = a.location.clone();
+    let a = dina.get("/loads?q=hauler").await?;
+    ensure!(a.body.contains("PO-4711"), "found by carrier: {}", a.body);
+    let a = dina.get("/loads?q=nothing-like-it").await?;
+    ensure!(
+        !a.body.contains("PO-4711") && a.body.contains("No load matches"),
+        "{}",
+        a.body
+    );
+    let a = dina
+        .post(
+            &load,
+            &[
+                ("csrf", &token),
+                ("eta", "2027-01-03T09:00"),
+                ("eta_source", "carrier_api"),
+            ],
+            None,
+        )
+        .await?;
+    ensure!(a.status == 303, "{}", said(&a));
+    let a = dina.get(&load).await?;
+    ensure!(
+        a.body.contains("carrier_api") && a.body.matches("<tr>").count() >= 3,
+        "{}",
+        a.body
+    );
+    let a = dina
+        .post(
+            &load,
+            &[
+                ("csrf", &token),
+                ("eta", "not a time"),
+                ("eta_source", "manual"),
+            ],
+            None,
+        )
+        .await?;
+    ensure!(
+        a.status == 422 && a.body.contains("not a date and time"),
+        "{}",
+        said(&a)
+    );
+    let a = dina
+        .post(&format!("{load}/cancel"), &[("csrf", &token)], None)
+        .await?;
+    ensure!(a.status == 303, "{}", said(&a));
+    let a = dina.get(&load).await?;
+    ensure!(
+        a.body.contains("cancelled") && !a.body.contains("Update the ETA"),
+        "{}",
+        a.body
+    );
+
+    // an upload: the good row planned, the bad one named against its row
+    let csv = "reference,tanks,planned_volume_l,eta,eta_source\nPO-1,tank-1,9000,2027-02-01T06:00:00Z,csv\nPO-2,tank-9,9000,2027-02-01T06:00:00Z,csv\n";
+    let a = dina
+        .upload(
+            "/loads/import",
+            &[("csrf", &token), ("site", NORTH)],
+            ("file", "loads.csv", csv),
+        )
+        .await?;
+    ensure!(a.status == 422, "{}", said(&a));
+    ensure!(a.body.contains("2 rows: 1 planned"), "{}", a.body);
+    let row3 = a
+        .body
+        .split("<tr class=\"rejected\">")
+        .nth(1)
+        .context("a rejected row")?;
+    let row3 = &row3[..row3.find("</tr>").unwrap_or(row3.len())];
+    ensure!(
+        row3.contains(">3<")
+            && row3.contains("PO-2")
+            && row3.contains("tanks")
+            && row3.contains("tank-9"),
+        "row 3 named with its problem: {row3}"
+    );
+    let a = dina
+        .upload(
+            "/loads/import",
+            &[("csrf", &token), ("site", SOUTH)],
+            ("file", "loads.csv", csv),
+        )
+        .await?;
+    ensure!(a.status == 404, "another site's upload: {}", said(&a));
+    let a = dina
+        .upload(
+            "/loads/import",
+            &[("site", NORTH)],
+            ("file", "loads.csv", csv),
+        )
+        .await?;
+    ensure!(
+        a.status == 403,
+        "an upload without the form token: {}",
+        said(&a)
+    );
+    let a = dina
+        .upload(
+            "/loads/import",
+            &[("csrf", &token), ("site", NORTH)],
+            ("file", "loads.csv", "reference\nx\n"),
+        )
+        .await?;
+    ensure!(
+        a.status == 422 && a.body.contains("role=\"alert\""),
+        "a bad header: {}",
+        said(&a)
+    );
+
+    // Today lists the failed or stale, linking where each is fixed
+    let a = dina.get("/").await?;
+    for part in [
+        "Open escalations",
+        "Devices down",
+        "Certificates expiring within 14 days",
+    ] {
+        ensure!(a.body.contains(part), "Today lacks {part}: {}", a.body);
+    }
+    // a tank page: the trend, the observations, no settings for a dispatcher
+    let a = dina
+        .get(&format!("/sites/{NORTH}/tanks/tank-1?range=30d"))
+        .await?;
+    ensure!(
+        a.status == 200 && a.body.contains("Observations") && a.body.contains("<svg"),
+        "{}",
+        said(&a)
+    );
+    ensure!(!a.body.contains("/settings"), "{}", a.body);
+
+    // audited: the console's writes under their own actions
+    let (st, v) = as_bearer(
+        http,
+        &token_of(http),
+        "GET",
+        "/api/v1/audit?limit=500",
+        None,
+    )
+    .await?;
+    ensure!(st == 200, "{st} {v}");
+    let e = v.as_array().cloned().unwrap_or_default();
+    let n = |action: &str, outcome: &str| {
+        e.iter()
+            .filter(|x| x["action"] == action && x["outcome"] == outcome)
+            .count()
+    };
+    // refused by the gate (role, token): denied; by the service (another
+    // site, a bad value or file): refused
+    ensure!(n("console.setpoint", "denied") == 1, "the viewer's: {e:#?}");
+    ensure!(
+        n("console.setpoint", "refused") == 2,
+        "95, the south: {e:#?}"
+    );
+    ensure!(
+        n("console.loads_import", "denied") == 2,
+        "viewer, no token: {e:#?}"
+    );
+    ensure!(
+        n("console.loads_import", "refused") == 3,
+        "bad row, south, header: {e:#?}"
+    );
+    ensure!(n("console.load_create", "ok") == 1, "{e:#?}");
+    he.stop().await;
+    Ok(())
+}
+
+/// Administration on PostgreSQL: an admin adds a user, changes them,
+/// resets their password, makes and revokes an API key, and enrolls a
+/// site (the installer's command shown); an admin scoped to the north
+/// site cannot enroll the south one, give a user the south site, or see
+/// the south site's users.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_manages_users_keys_and_enrollment_within_their_scope() -> Result<()> {
+    let db = pg::fresh_database().await?;
+    let (he, _pki) = fleet(&db.url, &[("sam", "admin")]).await?;
+    let http = he.http_addr;
+    let (st, v) = as_bearer(
+        http,
+        &token_of(http),
+        "POST",
+        "/api/v1/users",
+        Some(&json!({"user": "ada", "role": "admin", "password": PW})),
+    )
+    .await?;
+    ensure!(st == 201, "{st} {v}");
+    let (st, v) = as_bearer(
+        http,
+        &token_of(http),
+        "POST",
+        "/api/v1/users",
+        Some(&json!({"user": "sol", "role": "viewer", "password": PW, "sites": [SOUTH]})),
+    )
+    .await?;
+    ensure!(st == 201, "{st} {v}");
+
+    let (mut ada, token) = logged_in(http, "ada").await?;
+    let a = ada.get("/admin").await?;
+    ensure!(
+        a.status == 200 && a.body.contains("sol") && a.body.contains("Webhook dead letters"),
+        "{}",
+        said(&a)
+    );
+    let a = ada
+        .post(
+            "/admin/users",
+            &[
+                ("csrf", &token),
+                ("user", "zed"),
+                ("role", "viewer"),
+                ("sites", NORTH),
+                ("password", "short"),
+            ],
+            None,
+        )
+        .await?;
+    ensure!(
+        a.status == 422 && a.body.contains("password"),
+        "{}",
+        said(&a)
+    );
+    let a = ada
+        .post(
+            "/admin/users",
+            &[
+                ("csrf", &token),
+                ("user", "zed"),
+                ("role", "viewer"),
+                ("sites", NORTH),
+                ("password", PW),
+            ],
+            None,
+        )
+        .await?;
+    ensure!(
+        a.status == 303 && a.location == "/admin/users/zed",
+        "{}",
+        said(&a)
+    );
+    let a = ada
+        .post(
+            "/admin/users/zed",
+            &[
+                ("csrf", &token),
+                ("role", "dispatcher"),
+                ("sites", NORTH),
+                ("state", "active"),
+            ],
+            None,
+        )
+        .await?;
+    ensure!(a.status == 303, "{}", said(&a));
+    let a = ada
+        .post(
+            "/admin/users/zed/password",
+            &[("csrf", &token), ("password", "another long password")],
+            None,
+        )
+        .await?;
+    ensure!(a.status == 303, "{}", said(&a));
+    let z = login_token(http, "zed", "another long password").await?;
+    ensure!(!z.is_empty());
+    let a = ada.get("/admin/users/zed").await?;
+    ensure!(a.body.contains("dispatcher"), "{}", a.body);
+
+    let a = ada
+        .post(
+            "/admin/keys",
+            &[
+                ("csrf", &token),
+                ("name", "erp"),
+                ("role", "dispatcher"),
+                ("sites", ""),
+            ],
+            None,
+        )
+        .await?;
+    ensure!(
+        a.status == 201 && a.body.contains("twk_"),
+        "the key shown once: {}",
+        said(&a)
+    );
+    let key_id = a
+        .body
+        .split("/admin/keys/")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .context("a revoke form")?
+        .to_string();
+    let a = ada
+        .post(
+            &format!("/admin/keys/{key_id}/revoke"),
+            &[("csrf", &token)],
+            None,
+        )
+        .await?;
+    ensure!(a.status == 303, "{}", said(&a));
+    let a = ada.get("/admin").await?;
+    ensure!(
+        !a.body.contains("twk_"),
+        "the key is never shown again: {}",
+        a.body
+    );
+
+    let a = ada
+        .post(
+            "/admin/enroll",
+            &[
+                ("csrf", &token),
+                ("site", "new-9"),
+                ("expires_minutes", "30"),
+            ],
+            None,
+        )
+        .await?;
+    ensure!(
+        a.status == 201
+            && a.body.contains("edge-agent enroll")
+            && a.body.contains("--token twe_")
+            && a.body.contains("data-copy=\"command\""),
+        "{}",
+        said(&a)
+    );
+    let a = ada
+        .post(
+            "/admin/enroll",
+            &[
+                ("csrf", &token),
+                ("site", "no spaces"),
+                ("expires_minutes", "30"),
+            ],
+            None,
+        )
+        .await?;
+    ensure!(a.status == 422, "{}", said(&a));
+
+    // an admin scoped to the north site
+    let (mut sam, stoken) = logged_in(http, "sam").await?;
+    let a = sam.get("/admin").await?;
+    ensure!(
+        a.status == 200 && !a.body.contains(">sol<"),
+        "a south user is absent: {}",
+        a.body
+    );
+    let a = sam.get("/admin/users/sol").await?;
+    ensure!(a.status == 404, "{}", said(&a));
+    let a = sam
+        .post(
+            "/admin/enroll",
+            &[
+                ("csrf", &stoken),
+                ("site", SOUTH),
+                ("expires_minutes", "30"),
+            ],
+            None,
+        )
+        .await?;
+    ensure!(
+        a.status == 404,
+        "a scoped admin enrolls another site: {}",
+        said(&a)
+    );
+    let a = sam
+        .post(
+            "/admin/users",
+            &[
+                ("csrf", &stoken),
+                ("user", "max"),
+                ("role", "viewer"),
+                ("sites", SOUTH),
+                ("password", PW),
+            ],
+            None,
+        )
+        .await?;
+    ensure!(
+        a.status == 403 || a.status == 422,
+        "a south user from a north admin: {}",
+        said(&a)
+    );
+    let a = sam
+        .post(
+            "/admin/users",
+            &[
+                ("csrf", &stoken),
+                ("user", "max"),
+                ("role", "viewer"),
+                ("sites", ""),
+                ("password", PW),
+            ],
+            None,
+        )
+        .await?;
+    ensure!(
+        a.status != 303,
+        "an all-sites user from a north admin: {}",
+        said(&a)
+    );
+    let a = sam
+        .post(
+            "/admin/enroll",
+            &[
+                ("csrf", &stoken),
+                ("site", NORTH),
+                ("expires_minutes", "30"),
+            ],
+            None,
+        )
+        .await?;
+    ensure!(a.status == 201, "{}", said(&a));
+    let mut other = Browser::new(http)?;
+    let a = other.get("/admin").await?;
+    ensure!(a.status == 303, "no session: {}", said(&a));
+    he.stop().await;
+    db.drop().await?;
+    Ok(())
+}
+
+/// An operator's tasks in Chromium against a site streaming through a
+/// real agent (two simulated controllers of 100 and 50 kW, a frozen tank
+/// simulator): the site's page with its trend; a site-level power limit
+/// previewed (60 and 30 of 90), sent, and followed live on its page until
+/// both shares are active and read back; a loads CSV whose bad row is
+/// named; an enrollment with the installer's command
+/// (`tests/peers/console_operate.py`). Screenshots as the other browser
+/// test's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_sends_a_site_setpoint_uploads_loads_and_enrolls_a_site_in_chromium()
+-> Result<()> {
+    let site = "site-op";
+    let pki = TestPki::new(&[site])?;
+    let work = tempfile::tempdir()?;
+    let he = start_headend(headend_config(&pki, &sqlite_url(work.path()), 0)).await?;
+    let (sim1, sim2) = (fast_sim().await?, fast_sim().await?);
+    sim1.set_frozen(true);
+    let base = agent_yaml(
+        &pki,
+        site,
+        he.grpc_addr,
+        &work.path().join("log"),
+        &sim1,
+        200,
+    );
+    let setpoints = "  - { asset: ctl-1, field: power_limit, min: 0, max: 80, default: 50 }\n  - { asset: ctl-2, field: power_limit, min: 0, max: 40, default: 20 }\n";
+    let yaml = with_controllers(
+        &base,
+        &[("ctl-1", 100.0, &sim1), ("ctl-2", 50.0, &sim2)],
+        setpoints,
+        "",
+    );
+    let _agent = edge_agent::start(agent_config(work.path(), &yaml)?)?;
+    let http = he.http_addr;
+    let t = std::time::Duration::from_secs(30);
+    eventually("the controllers and the tank reporting", t, || async {
+        let a = get_json(http, &format!("/api/v1/sites/{site}/assets")).await?;
+        let good = |id: &str, field: &str| {
+            a.as_array()
+                .into_iter()
+                .flatten()
+                .any(|x| x["asset_id"] == id && x["fields"][field]["quality"] == "good")
+        };
+        Ok((good("ctl-1", "power_limit")
+            && good("ctl-2", "power_limit")
+            && good("tank-1", "volume"))
+        .then_some(()))
+    })
+    .await?;
+    let (st, v) = as_bearer(
+        http,
+        &token_of(http),
+        "POST",
+        "/api/v1/users",
+        Some(&json!({"user": "ada", "role": "admin", "password": PW})),
+    )
+    .await?;
+    ensure!(st == 201, "{st} {v}");
+    let shots = if std::env::var("TANKWATCH_SHOTS").is_ok_and(|v| v == "1") {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/console")
+    } else {
+        work.path().join("shots")
+    };
+    let out = tokio::process::Command::new(python())
+        .arg(peer_script("console_operate.py"))
+        .args(["--url", &format!("http://{http}")])
+        .args(["--user", "ada", "--password", PW, "--site", site])
+        .args(["--total", "90", "--shares", "ctl-1=60,ctl-2=30"])
+        .arg("--shots")
+        .arg(&shots)
+        .arg("--axe")
+        .arg(node_modules().join("axe-core/axe.min.js"))
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stdout}");
+    ensure!(
+        out.status.success() && stdout.contains("PASS"),
+        "the browser run failed:\n{stdout}\n{stderr}"
+    );
+    // what the browser did reached the devices and the database
+    ensure!(
+        (sim1.power_limit(), sim2.power_limit()) == (60.0, 30.0),
+        "the controllers hold the shares"
+    );
+    let loads = get_json(http, &format!("/api/v1/loads?site={site}")).await?;
+    ensure!(
+        loads
+            .as_array()
+            .is_some_and(|l| l.len() == 1 && l[0]["reference"] == "PO-100"),
+        "{loads}"
+    );
+    for page in ["site", "setpoint", "command", "loads", "enroll", "admin"] {
+        for size in ["desktop", "phone"] {
+            let f = shots.join(format!("{page}-{size}.png"));
+            ensure!(
+                f.metadata().map(|m| m.len() > 1_000).unwrap_or(false),
+                "{}",
+                f.display()
+            );
+        }
+    }
+    he.stop().await;
+    Ok(())
+}

@@ -1,0 +1,155 @@
+"""An operator's tasks in the console, in headless Chromium (Debian's,
+driven by Selenium through chromium-driver), against a headend whose
+simulated site streams through a real agent:
+
+1. the site's page: its assets and a trend chart drawn from readings;
+2. a site-level setpoint: the form, the split preview (which controller
+   gets what), Send, then the command's page following it live (the
+   page's script) until it is active with each share read back;
+3. a loads CSV with a bad row: the upload report names that row;
+4. enrolling a new site: the installer's command and its copy button;
+5. the administration page.
+
+Each page passes the same checks as console_browser.py (no browser error,
+no overflow at 1280x800 or 390x844, keyboard reachable, axe-core).
+
+    python console_operate.py --url http://127.0.0.1:PORT --user U \
+        --password P --site SITE --shares ctl-1=60,ctl-2=30 --total 90 \
+        [--shots DIR] [--axe axe.min.js]
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import console_browser as cb  # noqa: E402
+
+fail = cb.fail
+
+
+def wait_for(d, css, seconds=15):
+    return WebDriverWait(d, seconds).until(
+        EC.presence_of_element_located((By.CSS_SELECTOR, css)))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--url", required=True)
+    ap.add_argument("--user", required=True)
+    ap.add_argument("--password", required=True)
+    ap.add_argument("--site", required=True)
+    ap.add_argument("--total", required=True)
+    ap.add_argument("--shares", required=True, help="asset=value,...")
+    ap.add_argument("--shots")
+    ap.add_argument("--axe")
+    a = ap.parse_args()
+    if a.axe:
+        with open(a.axe, encoding="utf-8") as f:
+            cb.AXE = f.read()
+    if a.shots:
+        os.makedirs(a.shots, exist_ok=True)
+    shares = dict(s.split("=") for s in a.shares.split(","))
+
+    d = cb.browser()
+    try:
+        cb.login(d, a.url, a.user, a.password, f"/sites/{a.site}?range=24h")
+        # 1. the site: assets and a chart with a line drawn from readings
+        wait_for(d, "svg.chart")
+        if not d.find_elements(By.CSS_SELECTOR, "svg.chart path.line"):
+            fail("the site's trend has no line")
+        if "tank-1" not in d.find_element(By.ID, "assets-h").find_element(By.XPATH, "..").text:
+            fail("the site's assets do not list tank-1")
+        cb.check_page(d, "site", a.shots)
+
+        # 2. a site setpoint: preview, send, follow it live to active
+        d.find_element(By.LINK_TEXT, "Send a setpoint").click()
+        wait_for(d, "form.setpoint")
+        Select(d.find_element(By.ID, "asset")).select_by_value("")
+        Select(d.find_element(By.ID, "field")).select_by_value("power_limit")
+        d.find_element(By.ID, "value").send_keys(a.total)
+        d.find_element(By.CSS_SELECTOR, "button[value=preview]").click()
+        preview = wait_for(d, "#preview").text
+        for asset, value in shares.items():
+            row = [r.text for r in d.find_elements(By.CSS_SELECTOR, "#preview tbody tr")
+                   if r.text.startswith(asset)]
+            if not row or f" {value} " not in f" {row[0]} ":
+                fail(f"the split preview does not give {asset} {value}: {preview!r}")
+        print(f"ok split preview: {preview!r}", flush=True)
+        cb.check_page(d, "setpoint", a.shots)
+        d.find_element(By.CSS_SELECTOR, "button[value=send]").click()
+        WebDriverWait(d, 10).until(
+            lambda d: "/commands/" in d.current_url and not d.current_url.endswith("/new"))
+        deadline = time.time() + 60
+        while True:
+            live = d.find_element(By.ID, "live")
+            done = not live.get_attribute("data-live")
+            text = live.text
+            if done:
+                break
+            if time.time() > deadline:
+                fail(f"the command did not settle on its page within 60 s: {text!r}")
+            time.sleep(0.5)
+        rows = d.find_elements(By.CSS_SELECTOR, "#live tbody tr")
+        for asset, value in shares.items():
+            row = [r.text for r in rows if r.text.startswith(asset)]
+            if not row:
+                fail(f"no share of {asset} on the command's page: {text!r}")
+            cells = row[0].split()
+            if "active" not in cells and "completed" not in cells:
+                fail(f"{asset}'s share is not active: {row[0]!r}")
+            if cells[-1] != value and cells[-1] != value + ".0":
+                fail(f"{asset}'s share reads back {cells[-1]!r}, not {value}")
+        print(f"ok setpoint followed live to: {text.splitlines()[:6]}", flush=True)
+        cb.check_page(d, "command", a.shots)
+
+        # 3. a loads CSV with a bad row: the row named
+        d.find_element(By.LINK_TEXT, "Loads").click()
+        wait_for(d, "input[type=file]")
+        eta = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3 * 86400))
+        csv = ("reference,tanks,planned_volume_l,eta,eta_source,carrier\n"
+               f"PO-100,tank-1,9000,{eta},csv,Hauler\n"
+               f"PO-101,tank-9,9000,{eta},csv,Hauler\n")
+        with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as f:
+            f.write(csv)
+        Select(d.find_element(By.ID, "up-site")).select_by_value(a.site)
+        d.find_element(By.ID, "file").send_keys(f.name)
+        d.find_element(By.XPATH, "//button[text()='Upload']").click()
+        wait_for(d, "#report")
+        bad = d.find_elements(By.CSS_SELECTOR, "#report tr.rejected")
+        if len(bad) != 1 or "PO-101" not in bad[0].text or "tank-9" not in bad[0].text:
+            fail(f"the report does not name the bad row: {[b.text for b in bad]!r}")
+        print(f"ok upload report: {bad[0].text!r}", flush=True)
+        if "PO-100" not in d.find_element(By.CSS_SELECTOR, "main table").text:
+            fail("the good row's load is not listed")
+        cb.check_page(d, "loads", a.shots)
+
+        # 4. enroll a new site: the installer's command, copyable
+        d.get(a.url + "/admin/enroll")
+        d.find_element(By.ID, "site").send_keys("new-site-7")
+        d.find_element(By.XPATH, "//button[text()='Make a token']").click()
+        cmd = wait_for(d, "pre#command").text
+        if not cmd.startswith("edge-agent enroll") or "--token twe_" not in cmd:
+            fail(f"the enrollment command is {cmd!r}")
+        copy = d.find_element(By.CSS_SELECTOR, "button[data-copy=command]")
+        if not copy.is_displayed():
+            fail("the copy button is not shown (the page's script did not run)")
+        print(f"ok enrollment command: {cmd!r}", flush=True)
+        cb.check_page(d, "enroll", a.shots)
+
+        # 5. administration
+        d.find_element(By.LINK_TEXT, "Admin").click()
+        wait_for(d, "#users-h")
+        cb.check_page(d, "admin", a.shots)
+    finally:
+        d.quit()
+    print("PASS", flush=True)
+
+
+if __name__ == "__main__":
+    main()
