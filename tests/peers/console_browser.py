@@ -96,7 +96,13 @@ def check_page(d, name, shots):
         over = d.execute_script(
             "return document.documentElement.scrollWidth - document.documentElement.clientWidth")
         if over > 0:
-            fail(f"{name} at {size}: the page overflows the window by {over} px")
+            culprits = d.execute_script(
+                "const w = document.documentElement.clientWidth;"
+                "return [...document.querySelectorAll('body *')]"
+                ".filter(e => e.getBoundingClientRect().right > w + 1"
+                ")"
+                ".slice(-4).map(e => e.outerHTML.slice(0, 160))")
+            fail(f"{name} at {size}: the page overflows the window by {over} px: {culprits}")
         if shots:
             d.save_screenshot(os.path.join(shots, f"{name}-{size}.png"))
     d.set_window_size(*SIZES["desktop"])

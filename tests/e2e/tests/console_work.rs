@@ -268,7 +268,7 @@ async fn the_working_pages_check_role_and_scope_on_every_read_and_write() -> Res
             ("file", "loads.csv", csv),
         )
         .await?;
-    ensure!(a.status == 422, "{}", said(&a));
+    ensure!(a.status == 200, "{}", said(&a));
     ensure!(a.body.contains("2 rows: 1 planned"), "{}", a.body);
     let row3 = a
         .body
@@ -364,8 +364,12 @@ async fn the_working_pages_check_role_and_scope_on_every_read_and_write() -> Res
         "viewer, no token: {e:#?}"
     );
     ensure!(
-        n("console.loads_import", "refused") == 3,
-        "bad row, south, header: {e:#?}"
+        n("console.loads_import", "refused") == 2,
+        "south, header: {e:#?}"
+    );
+    ensure!(
+        n("console.loads_import", "ok") == 1,
+        "the file with a bad row: {e:#?}"
     );
     ensure!(n("console.load_create", "ok") == 1, "{e:#?}");
     he.stop().await;

@@ -97,7 +97,7 @@ async fn page(
         }
         section aria-labelledby="users-h" {
             h2 #users-h { "Users" }
-            div.table-wrap { table {
+            div.table-wrap tabindex="0" role="region" aria-label="Table (scrolls sideways on a narrow screen)" { table {
                 (layout::head(&["User", "Role", "Sites", "State", "Changed"]))
                 tbody { @for u in &users { tr {
                     td { a href=(format!("/admin/users/{}", seg(&u.user_id))) { (u.user_id) } }
@@ -118,7 +118,7 @@ async fn page(
         }
         section aria-labelledby="keys-h" {
             h2 #keys-h { "API keys" }
-            div.table-wrap { table {
+            div.table-wrap tabindex="0" role="region" aria-label="Table (scrolls sideways on a narrow screen)" { table {
                 (layout::head(&["Key", "Name", "Role", "Sites", "Created", "Expires", "Last used", "State"]))
                 tbody { @for k in &keys { tr {
                     td { code { (k.key_id) } } td { (k.name) } td { (k.role) } td { (k.scope) }
@@ -147,7 +147,7 @@ async fn page(
         section aria-labelledby="dead-h" {
             h2 #dead-h { "Webhook dead letters" }
             @if dead.is_empty() { p.muted { "None: every webhook notification was delivered or is still being tried." } } @else {
-            div.table-wrap { table {
+            div.table-wrap tabindex="0" role="region" aria-label="Table (scrolls sideways on a narrow screen)" { table {
                 (layout::head(&["Id", "Subject", "Event", "Attempts", "Last error", "Created", "Given up"]))
                 tbody { @for d in &dead { tr {
                     td { (d.id) }

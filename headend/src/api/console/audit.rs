@@ -135,7 +135,7 @@ pub async fn list(
         @if shown.is_empty() {
             p { "No entry matches." }
         } @else {
-            div.table-wrap {
+            div.table-wrap tabindex="0" role="region" aria-label="Table (scrolls sideways on a narrow screen)" {
                 table {
                     (layout::head(&["#", "When", "Who", "Action", "Target", "Outcome", "Site"]))
                     tbody {

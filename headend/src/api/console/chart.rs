@@ -90,7 +90,8 @@ pub fn thin(points: &[Point], from_ms: i64, to_ms: i64, columns: usize) -> Vec<P
         if !(p.lo.is_finite() && p.mid.is_finite() && p.hi.is_finite()) {
             continue;
         }
-        let col = (((p.t_ms - from_ms) as f64 / span) * columns as f64) as usize;
+        let col = ((((p.t_ms - from_ms) as f64 / span) * columns as f64) as usize)
+            .min(columns.saturating_sub(1));
         match out.last_mut() {
             Some((c, q, n)) if *c == col => {
                 q.lo = q.lo.min(p.lo);
@@ -333,8 +334,21 @@ mod tests {
             tz: &tz,
         })
         .into_string();
-        let commands = svg.matches('L').count();
-        assert!(commands < 2 * 800, "{commands} path commands");
+        let columns = (W - LEFT - RIGHT) as usize;
+        let path = |class: &str| {
+            let d = svg
+                .split(&format!("class=\"{class}\" d=\""))
+                .nth(1)
+                .unwrap_or_default();
+            let d = d.split('"').next().unwrap_or_default();
+            d.matches(['M', 'L']).count()
+        };
+        assert!(path("line") <= columns, "{} line points", path("line"));
+        assert!(path("band") <= 2 * columns, "{} band points", path("band"));
+        assert!(
+            path("line") > columns / 2,
+            "the year is drawn across the width"
+        );
         assert!(
             svg.contains("delivery &lt;12000 L&gt;"),
             "marks are escaped"

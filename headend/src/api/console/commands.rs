@@ -42,7 +42,7 @@ fn value(r: &CommandRow) -> String {
 pub fn table(list: &[CommandView], tz: &TimeZone) -> Markup {
     html! {
         @if list.is_empty() { p.muted { "No command." } } @else {
-        div.table-wrap { table {
+        div.table-wrap tabindex="0" role="region" aria-label="Table (scrolls sideways on a narrow screen)" { table {
             (layout::head(&["Command", "Site", "Asset", "What", "State", "Reason", "Created", "By"]))
             tbody { @for c in list { @let r = &c.row; tr {
                 td { a href=(url(&r.command_id)) { code { (r.command_id) } } }
@@ -147,7 +147,7 @@ fn live(c: &CommandView, tz: &TimeZone) -> Markup {
             (facts(c, tz))
             @if !c.children.is_empty() {
                 h2 { "Shares" }
-                div.table-wrap { table {
+                div.table-wrap tabindex="0" role="region" aria-label="Table (scrolls sideways on a narrow screen)" { table {
                     (layout::head(&["Asset", "Value", "State", "Reason", "Read back"]))
                     tbody { @for ch in &c.children { tr {
                         td { a href=(url(&ch.command_id)) { (ch.asset_id) } }
@@ -323,7 +323,7 @@ async fn form_page(
         } @else {
             section aria-labelledby="points-h" {
                 h2 #points-h { "Writable points of " a href=(format!("/sites/{}", seg(site))) { (site) } }
-                div.table-wrap { table {
+                div.table-wrap tabindex="0" role="region" aria-label="Table (scrolls sideways on a narrow screen)" { table {
                     (layout::head(&["Asset", "Point", "Lowest", "Highest", "Capacity"]))
                     tbody { @for (a, cap, ws) in &points { @for w in ws { tr {
                         td { (a) } td { (w.field) }
@@ -381,7 +381,7 @@ fn preview(plan: &Plan) -> Markup {
     html! {
         section #preview aria-labelledby="preview-h" {
             h2 #preview-h { "Split preview: " (sp.total) " in steps of " (sp.step) }
-            div.table-wrap { table {
+            div.table-wrap tabindex="0" role="region" aria-label="Table (scrolls sideways on a narrow screen)" { table {
                 (layout::head(&["Asset", "Share", "Weight", "Limits", "Clamped"]))
                 tbody {
                     @for sh in &sp.shares {

@@ -48,7 +48,7 @@ fn age(from_ms: i64, now_ms: i64) -> String {
 
 pub(super) fn rows(list: &[EscalationRow], now: i64) -> Markup {
     html! {
-        div.table-wrap {
+        div.table-wrap tabindex="0" role="region" aria-label="Table (scrolls sideways on a narrow screen)" {
             table {
                 (layout::head(&["What", "Open for", "Site", "Tank", "Cause", "State", "Assignee"]))
                 tbody {

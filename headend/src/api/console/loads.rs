@@ -93,7 +93,7 @@ fn source_select(chosen: Option<&str>) -> Markup {
 fn table(list: &[LoadView], zones: &HashMap<String, TimeZone>) -> Markup {
     html! {
         @if list.is_empty() { p { "No load matches." } } @else {
-        div.table-wrap { table {
+        div.table-wrap tabindex="0" role="region" aria-label="Table (scrolls sideways on a narrow screen)" { table {
             (layout::head(&["Reference", "Carrier", "Site", "Tanks", "Planned", "ETA", "Source", "Status", "Timing"]))
             tbody { @for v in list { @let l = &v.load; @let tz = zones.get(l.site_id.as_str()).cloned().unwrap_or(TimeZone::UTC); tr {
                 td { a href=(url(&l.load_id)) { (l.reference) } }
@@ -373,7 +373,7 @@ async fn load_page(
         }
         section aria-labelledby="etas-h" {
             h2 #etas-h { "ETA history" }
-            div.table-wrap { table {
+            div.table-wrap tabindex="0" role="region" aria-label="Table (scrolls sideways on a narrow screen)" { table {
                 (layout::head(&["Given", "ETA", "Source", "By", "Applied"]))
                 tbody { @for e in &lv.etas { tr {
                     td { (when(Some(e.at_ms.ms()), &tz)) } td { (when(Some(e.eta_ms.ms()), &tz)) }
@@ -520,7 +520,7 @@ pub fn report(r: &ImportReport, text: &str) -> Markup {
                 (r.rows) " rows: " (r.added) " planned, " (r.updated) " updated, " (r.unchanged) " unchanged, "
                 strong { (r.rejected) " rejected" } "."
             }
-            div.table-wrap { table {
+            div.table-wrap tabindex="0" role="region" aria-label="Table (scrolls sideways on a narrow screen)" { table {
                 thead { tr { th scope="col" { "Row" } @for h in &header { th scope="col" { (h) } } th scope="col" { "Result" } } }
                 tbody { @for (n, cells) in &rows {
                     @let problems: Vec<_> = r.problems.iter().filter(|p| p.row == *n).collect();
@@ -579,25 +579,14 @@ pub async fn import(
     let text = text.unwrap_or_default();
     match crate::services::load_import::import(&s.ctx(&p), &site, &text, p.actor.clone()).await {
         Ok(r) => {
-            let status = if r.rejected > 0 {
-                StatusCode::UNPROCESSABLE_ENTITY
-            } else {
-                StatusCode::OK
-            };
+            // the file was read: its report (the rows refused named) is
+            // the answer, as the API's 200
             let shown = report(&r, &text);
-            list_page(
-                &s,
-                &p,
-                &v,
-                &Filters {
-                    site: Some(site.to_string()),
-                    ..Filters::default()
-                },
-                None,
-                Some(shown),
-                status,
-            )
-            .await
+            let filters = Filters {
+                site: Some(site.to_string()),
+                ..Filters::default()
+            };
+            list_page(&s, &p, &v, &filters, None, Some(shown), StatusCode::OK).await
         }
         Err(e) => {
             let api = crate::api::ApiError::from(e);

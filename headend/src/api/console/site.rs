@@ -285,7 +285,7 @@ fn assets(d: &SiteDetail, site: &str, now: i64, tz: &TimeZone) -> Markup {
     html! {
         section aria-labelledby="assets-h" {
             h2 #assets-h { "Assets" }
-            div.table-wrap { table {
+            div.table-wrap tabindex="0" role="region" aria-label="Table (scrolls sideways on a narrow screen)" { table {
                 (layout::head(&["Asset", "Field", "Value", "Quality", "Age", "Source"]))
                 tbody {
                     @for a in &d.assets {
@@ -320,7 +320,7 @@ fn devices(d: &SiteDetail, tz: &TimeZone) -> Markup {
         section aria-labelledby="devices-h" {
             h2 #devices-h { "Devices" }
             @if d.devices.is_empty() { p.muted { "The agent has reported no device." } } @else {
-            div.table-wrap { table {
+            div.table-wrap tabindex="0" role="region" aria-label="Table (scrolls sideways on a narrow screen)" { table {
                 (layout::head(&["Device", "Kind", "Connected", "Last good", "Last error", "Errors", "Reconnects"]))
                 tbody { @for x in &d.devices { tr {
                     td { (x.device) } td { (x.kind) }
@@ -339,7 +339,7 @@ fn deliveries(d: &SiteDetail, tz: &TimeZone) -> Markup {
         section aria-labelledby="deliveries-h" {
             h2 #deliveries-h { "Deliveries" }
             @if d.deliveries.is_empty() { p.muted { "No delivery reported." } } @else {
-            div.table-wrap { table {
+            div.table-wrap tabindex="0" role="region" aria-label="Table (scrolls sideways on a narrow screen)" { table {
                 (layout::head(&["Tank", "Start", "Phase", "Delivered", "Source", "Verdict", "Load"]))
                 tbody { @for x in d.deliveries.iter().take(svc::DETAIL_ROWS as usize) { tr {
                     td { (x.tank) } td { (when(Some(x.start_ms), tz)) } td { (x.phase) }
@@ -357,7 +357,7 @@ fn gaps(d: &SiteDetail, tz: &TimeZone) -> Markup {
         section aria-labelledby="gaps-h" {
             h2 #gaps-h { "Gaps" }
             @if d.gaps.is_empty() { p.muted { "No reading is missing." } } @else {
-            div.table-wrap { table {
+            div.table-wrap tabindex="0" role="region" aria-label="Table (scrolls sideways on a narrow screen)" { table {
                 (layout::head(&["From", "To", "Readings", "Class", "Device", "Reason"]))
                 tbody { @for g in &d.gaps { tr {
                     td { (when(Some(g.from_ts_ms), tz)) } td { (when(Some(g.to_ts_ms), tz)) }
@@ -375,7 +375,7 @@ fn certs(d: &SiteDetail, v: &Viewer, site: &str, tz: &TimeZone) -> Markup {
             h2 #certs-h { "Certificates" }
             @if admin { p { a href=(format!("/admin/enroll?site={}", seg(site))) { "Enroll this site's agent again" } } }
             @if d.certs.is_empty() { p.muted { "No certificate issued." } } @else {
-            div.table-wrap { table {
+            div.table-wrap tabindex="0" role="region" aria-label="Table (scrolls sideways on a narrow screen)" { table {
                 (layout::head(&["Serial", "Issued", "Expires", "Via", "State"]))
                 tbody { @for c in &d.certs { tr {
                     td { code { (c.serial) } @if d.cert_in_use.as_deref() == Some(c.serial.as_str()) { br; span.muted { "in use" } } }

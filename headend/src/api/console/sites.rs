@@ -39,7 +39,7 @@ pub async fn list(
         @if rows.is_empty() {
             p { "No site matches." }
         } @else {
-            div.table-wrap {
+            div.table-wrap tabindex="0" role="region" aria-label="Table (scrolls sideways on a narrow screen)" {
                 table {
                     (layout::head(&["Site", "Connected", "Last seen", "Agent", "Clock", "Assets", "Data"]))
                     tbody {

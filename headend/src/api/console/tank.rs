@@ -92,7 +92,7 @@ fn observations(
         section aria-labelledby="obs-h" {
             h2 #obs-h { "Observations" }
             @if list.is_empty() { p.muted { "None pushed, imported or dipped (the gauge's readings are in the trend)." } } @else {
-            div.table-wrap { table {
+            div.table-wrap tabindex="0" role="region" aria-label="Table (scrolls sideways on a narrow screen)" { table {
                 (layout::head(&["At", "Volume", "Water", "Source", "By", "Note"]))
                 tbody { @for o in list { tr {
                     @match o {

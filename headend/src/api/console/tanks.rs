@@ -88,7 +88,7 @@ pub(super) fn table(
     zones: &HashMap<String, SiteSettings>,
 ) -> Markup {
     html! {
-        div.table-wrap {
+        div.table-wrap tabindex="0" role="region" aria-label="Table (scrolls sideways on a narrow screen)" {
             table {
                 (layout::head(&["Site", "Tank", "Product", "Fill", "Volume (L)", "Source", "Freshness", "Flags", "Rate (L/h)", "Runout", "Risk", "Next delivery"]))
                 tbody {

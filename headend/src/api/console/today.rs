@@ -28,7 +28,7 @@ fn sites_and_devices(t: &Today) -> Markup {
     let utc = TimeZone::UTC;
     html! {
         (section("disconnected", "Sites without their agent", t.disconnected.is_empty(), html! {
-            div.table-wrap { table {
+            div.table-wrap tabindex="0" role="region" aria-label="Table (scrolls sideways on a narrow screen)" { table {
                 (layout::head(&["Site", "Last seen", "Agent"]))
                 tbody { @for s in &t.disconnected {
                     @let tz = crate::services::evaluate::zone(&s.row.time_zone);
@@ -41,7 +41,7 @@ fn sites_and_devices(t: &Today) -> Markup {
             } }
         }))
         (section("devices", "Devices down", t.devices_down.is_empty(), html! {
-            div.table-wrap { table {
+            div.table-wrap tabindex="0" role="region" aria-label="Table (scrolls sideways on a narrow screen)" { table {
                 (layout::head(&["Site", "Device", "Kind", "Last good", "Last error"]))
                 tbody { @for d in &t.devices_down { tr {
                     td { a href=(format!("/sites/{}#devices-h", seg(&d.site_id))) { (d.site_id) } }
@@ -52,7 +52,7 @@ fn sites_and_devices(t: &Today) -> Markup {
             } }
         }))
         (section("certs", "Certificates expiring within 14 days", t.expiring.is_empty(), html! {
-            div.table-wrap { table {
+            div.table-wrap tabindex="0" role="region" aria-label="Table (scrolls sideways on a narrow screen)" { table {
                 (layout::head(&["Site", "Serial", "Expires", "Renewal failures", "Last error"]))
                 tbody { @for c in &t.expiring { tr {
                     td { a href=(format!("/sites/{}#certs-h", seg(&c.site_id))) { (c.site_id) } }
