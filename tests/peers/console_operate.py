@@ -65,6 +65,25 @@ def main():
             fail("the site's trend has no line")
         if "tank-1" not in d.find_element(By.ID, "assets-h").find_element(By.XPATH, "..").text:
             fail("the site's assets do not list tank-1")
+        # the assets table sorts by a column with the page's script
+        assets = d.find_element(By.ID, "assets-h").find_element(By.XPATH, "..")
+        head = assets.find_element(By.XPATH, ".//th[.//button[text()='Field']]")
+        head.find_element(By.TAG_NAME, "button").click()
+
+        def column():
+            return d.execute_script(
+                "return [...arguments[0].querySelectorAll('tbody tr')]"
+                ".map(r => r.cells[1] ? r.cells[1].innerText.trim() : '')", assets)
+        up = column()
+        if up != sorted(up) or head.get_attribute("aria-sort") != "ascending":
+            fail(f"sorting by field ascending gave {up}")
+        head.find_element(By.TAG_NAME, "button").click()
+        down = column()
+        if down != sorted(up, reverse=True) or head.get_attribute("aria-sort") != "descending":
+            fail(f"sorting by field descending gave {down}")
+        print(f"ok sorted by field: {up[:3]}…", flush=True)
+        d.refresh()  # the page as it loads, for its checks and screenshots
+        wait_for(d, "svg.chart")
         cb.check_page(d, "site", a.shots)
 
         # 2. a site setpoint: preview, send, follow it live to active
