@@ -149,3 +149,32 @@ pub async fn deliveries(
     ctx.visible(site, "site", || format!("no site {site:?}"))?;
     Ok(ctx.db.delivery_events(site, MARKS).await?)
 }
+
+/// Each site's device health and certificate, for the site list.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Health {
+    pub devices_up: i64,
+    pub devices: i64,
+    /// When the certificate its agent last reported expires.
+    pub cert_not_after_ms: Option<i64>,
+}
+
+/// The health of the caller's sites, by site (two queries for the fleet).
+pub async fn health(ctx: &Context) -> Result<std::collections::HashMap<String, Health>> {
+    let sites = ctx.scope.sites();
+    let mut out: std::collections::HashMap<String, Health> = std::collections::HashMap::new();
+    for (site, up, all) in ctx.db.device_counts(sites.as_deref()).await? {
+        let h = out.entry(site).or_default();
+        h.devices_up = up;
+        h.devices = all;
+    }
+    for c in ctx
+        .db
+        .certs()
+        .expiring(i64::MAX, sites.as_deref(), 100_000)
+        .await?
+    {
+        out.entry(c.site_id).or_default().cert_not_after_ms = Some(c.not_after_ms);
+    }
+    Ok(out)
+}

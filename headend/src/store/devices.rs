@@ -100,6 +100,24 @@ impl Db {
         Ok(q.fetch_all(self.pool()).await?)
     }
 
+    /// Each site's devices: (site, connected, all), at `sites` (`None`:
+    /// all).
+    pub async fn device_counts(
+        &self,
+        sites: Option<&[String]>,
+    ) -> Result<Vec<(String, i64, i64)>, Error> {
+        let sql = format!(
+            "SELECT site_id, CAST(SUM(CASE WHEN connected = 0 THEN 0 ELSE 1 END) AS BIGINT), CAST(COUNT(*) AS BIGINT)
+             FROM device_status WHERE 1 = 1 {} GROUP BY site_id",
+            super::site_in("site_id", sites, 1)
+        );
+        let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+        for s in sites.unwrap_or_default() {
+            q = q.bind(s);
+        }
+        Ok(q.fetch_all(self.pool()).await?)
+    }
+
     /// The site's devices, by name.
     pub async fn devices(&self, site: &str) -> Result<Vec<DeviceRow>, Error> {
         Ok(sqlx::query_as(

@@ -31,6 +31,11 @@ pub async fn list(
         Ok(r) => r,
         Err(e) => return failed(e),
     };
+    let health = match sites::health(&ctx).await {
+        Ok(h) => h,
+        Err(e) => return failed(e),
+    };
+    let now = crate::wallclock::now_ms();
     let body = html! {
         form.filters method="get" action="/sites" role="search" {
             label { "Site id or name" input name="q" value=(given(&f.q).unwrap_or_default()); }
@@ -41,12 +46,16 @@ pub async fn list(
         } @else {
             div.table-wrap tabindex="0" role="region" aria-label="Table (scrolls sideways on a narrow screen)" {
                 table {
-                    (layout::head(&["Site", "Connected", "Last seen", "Agent", "Clock", "Assets", "Data"]))
+                    (layout::head(&["Site", "Connected", "Last seen", "Agent", "Clock", "Assets", "Devices", "Certificate", "Data"]))
                     tbody {
                         @for site in &rows {
                             @let tz = crate::services::evaluate::zone(&site.row.time_zone);
                             tr {
-                                td { (site.row.site_id) @if !site.row.name.is_empty() { br; span.muted { (site.row.name) } } }
+                                @let h = health.get(&site.row.site_id).copied().unwrap_or_default();
+                                td {
+                                    a href=(format!("/sites/{}", layout::seg(&site.row.site_id))) { (site.row.site_id) }
+                                    @if !site.row.name.is_empty() { br; span.muted { (site.row.name) } }
+                                }
                                 td {
                                     @if let Some(sess) = &site.session {
                                         "yes, since " (when(Some(sess.since_ms), &tz))
@@ -58,6 +67,18 @@ pub async fn list(
                                 td { (site.row.agent_version) }
                                 td { (site.row.clock_skew_ms.map_or("—".to_string(), clock::describe)) }
                                 td.num { (site.row.assets) }
+                                td {
+                                    @if h.devices == 0 { span.muted { "—" } }
+                                    @else if h.devices_up < h.devices {
+                                        a.problem href=(format!("/sites/{}#devices-h", layout::seg(&site.row.site_id))) { (h.devices - h.devices_up) " of " (h.devices) " down" }
+                                    } @else { (h.devices) " up" }
+                                }
+                                td {
+                                    @if let Some(t) = h.cert_not_after_ms {
+                                        @if t - now < crate::services::today::CERT_WARNING_MS { span.problem { "expires " } }
+                                        (when(Some(t), &tz))
+                                    } @else { span.muted { "—" } }
+                                }
                                 td {
                                     @if let Some(e) = &site.ingest_error {
                                         span.problem { "failing: " (e.error) }

@@ -79,6 +79,13 @@ fn row(t: &TankRow, st: Option<&StateRow>, tz: &TimeZone) -> Markup {
             td { (when(st.and_then(|s| s.runout_ms), tz)) }
             td { (risk(st.map_or(Risk::Unknown, |s| s.risk))) }
             td { (when(st.and_then(|s| s.next_eta_ms), tz)) }
+            td.num {
+                @match st.and_then(|s| s.margin_h) {
+                    Some(m) if m < 0.0 => span.problem title="runs out before the delivery" { (format!("{m:.0} h")) },
+                    Some(m) => (format!("{m:.0} h")),
+                    None => span.muted { "—" },
+                }
+            }
         }
     }
 }
@@ -90,7 +97,7 @@ pub(super) fn table(
     html! {
         div.table-wrap tabindex="0" role="region" aria-label="Table (scrolls sideways on a narrow screen)" {
             table {
-                (layout::head(&["Site", "Tank", "Product", "Fill", "Volume (L)", "Source", "Freshness", "Flags", "Rate (L/h)", "Runout", "Risk", "Next delivery"]))
+                (layout::head(&["Site", "Tank", "Product", "Fill", "Volume (L)", "Source", "Freshness", "Flags", "Rate (L/h)", "Runout", "Risk", "Next delivery", "Margin"]))
                 tbody {
                     @for (t, st) in rows {
                         (row(t, st.as_ref(), &zone(zones, &t.site_id)))
