@@ -609,24 +609,58 @@ async fn the_console_works_in_chromium_with_and_without_javascript() -> Result<(
     let dir = tempfile::tempdir()?;
     let (he, _pki) = fleet(&sqlite_url(dir.path()), &[("mona", "manager")]).await?;
     an_escalation(&he, NORTH, "cmd-7f3a").await?;
+    let args = [
+        "--user",
+        "mona",
+        "--password",
+        PW,
+        "--sees",
+        NORTH,
+        "--not-sees",
+        SOUTH,
+    ];
+    let pages = [
+        "today",
+        "sites",
+        "tanks",
+        "commands",
+        "loads",
+        "escalations",
+        "audit",
+        "tank",
+    ];
+    in_chromium(
+        "console_browser.py",
+        he.http_addr,
+        &args,
+        dir.path(),
+        &pages,
+    )
+    .await?;
+    he.stop().await;
+    Ok(())
+}
+
+/// Runs the browser script `script` (in `tests/peers/`) against the
+/// console at `http` with `args`, axe-core and a screenshot directory
+/// (docs/console/ with `TANKWATCH_SHOTS=1`, else under `tmp`); it must
+/// print PASS, and have shot each of `pages` at both sizes.
+pub(crate) async fn in_chromium(
+    script: &str,
+    http: SocketAddr,
+    args: &[&str],
+    tmp: &std::path::Path,
+    pages: &[&str],
+) -> Result<()> {
     let shots = if std::env::var("TANKWATCH_SHOTS").is_ok_and(|v| v == "1") {
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/console")
     } else {
-        dir.path().join("shots")
+        tmp.join("shots")
     };
     let out = tokio::process::Command::new(python())
-        .arg(peer_script("console_browser.py"))
-        .args(["--url", &format!("http://{}", he.http_addr)])
-        .args([
-            "--user",
-            "mona",
-            "--password",
-            PW,
-            "--sees",
-            NORTH,
-            "--not-sees",
-            SOUTH,
-        ])
+        .arg(peer_script(script))
+        .args(["--url", &format!("http://{http}")])
+        .args(args)
         .arg("--shots")
         .arg(&shots)
         .arg("--axe")
@@ -640,16 +674,7 @@ async fn the_console_works_in_chromium_with_and_without_javascript() -> Result<(
         out.status.success() && stdout.contains("PASS"),
         "the browser run failed:\n{stdout}\n{stderr}"
     );
-    for page in [
-        "today",
-        "sites",
-        "tanks",
-        "commands",
-        "loads",
-        "escalations",
-        "audit",
-        "tank",
-    ] {
+    for page in pages {
         for size in ["desktop", "phone"] {
             let f = shots.join(format!("{page}-{size}.png"));
             ensure!(
@@ -659,7 +684,6 @@ async fn the_console_works_in_chromium_with_and_without_javascript() -> Result<(
             );
         }
     }
-    he.stop().await;
     Ok(())
 }
 

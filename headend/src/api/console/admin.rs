@@ -172,16 +172,8 @@ pub async fn show(
 /// A refusal shown above the form (`Ok`), or a page of its own when what
 /// was named is not there (`Err`, its message: a user outside the
 /// caller's scope is not found, as in the API).
-fn refusal(e: crate::services::ServiceError) -> Result<Shown, String> {
-    let api = crate::api::ApiError::from(e);
-    if api.status == StatusCode::NOT_FOUND {
-        return Err(api.message);
-    }
-    Ok(Shown::Problem(api.message))
-}
-
-fn missing(why: String) -> Response {
-    layout::error(StatusCode::NOT_FOUND, &why)
+fn refusal(e: crate::services::ServiceError) -> Result<Shown, layout::NotFound> {
+    layout::refusal(e).map(Shown::Problem)
 }
 
 #[derive(Deserialize, Default)]
@@ -212,7 +204,7 @@ pub async fn add_user(
         Ok(u) => Redirect::to(&format!("/admin/users/{}", seg(&u.user_id))).into_response(),
         Err(e) => match refusal(e) {
             Ok(shown) => page(&s, &p, &v, Some(shown), StatusCode::UNPROCESSABLE_ENTITY).await,
-            Err(why) => missing(why),
+            Err(nf) => nf.into_response(),
         },
     }
 }
@@ -270,16 +262,10 @@ async fn user_page(
             }
         }
     };
-    let status = if problem.is_some() {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
-    };
-    (
-        status,
+    layout::answer(
+        problem.is_some(),
         layout::page(v, "/admin", &format!("User {}", u.user_id), body),
     )
-        .into_response()
 }
 
 pub async fn user(
@@ -318,7 +304,7 @@ pub async fn change_user(
         Err(e) => match refusal(e) {
             Ok(Shown::Problem(why)) => user_page(&s, &p, &v, &id, Some(&why)).await,
             Ok(_) => user_page(&s, &p, &v, &id, None).await,
-            Err(why) => missing(why),
+            Err(nf) => nf.into_response(),
         },
     }
 }
@@ -341,7 +327,7 @@ pub async fn reset_password(
         Err(e) => match refusal(e) {
             Ok(Shown::Problem(why)) => user_page(&s, &p, &v, &id, Some(&why)).await,
             Ok(_) => user_page(&s, &p, &v, &id, None).await,
-            Err(why) => missing(why),
+            Err(nf) => nf.into_response(),
         },
     }
 }
@@ -414,7 +400,7 @@ pub async fn add_key(
         }
         Err(e) => match refusal(e) {
             Ok(shown) => page(&s, &p, &v, Some(shown), StatusCode::UNPROCESSABLE_ENTITY).await,
-            Err(why) => missing(why),
+            Err(nf) => nf.into_response(),
         },
     }
 }
@@ -500,11 +486,10 @@ pub async fn enroll(
     {
         Ok(t) => t,
         Err(e) => {
-            let api = crate::api::ApiError::from(e);
-            if api.status == StatusCode::NOT_FOUND {
-                return layout::error(api.status, &api.message);
-            }
-            return again(api.message);
+            return match layout::refusal(e) {
+                Ok(why) => again(why),
+                Err(nf) => nf.into_response(),
+            };
         }
     };
     tracing::info!(%site, token = %t.token_id, "enrollment token created from the console");

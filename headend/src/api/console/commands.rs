@@ -449,7 +449,10 @@ pub async fn submit(
         let shown = if whole_site {
             match svc::split_plan(&ctx, &site, &f.field, value, step).await {
                 Ok((split, candidates)) => Some(Shown::Plan(Plan { split, candidates })),
-                Err(e) => bad(crate::api::ApiError::from(e).message),
+                Err(e) => match layout::refusal(e) {
+                    Ok(why) => bad(why),
+                    Err(nf) => return nf.into_response(),
+                },
             }
         } else {
             Some(Shown::Note(limits_of(&ctx, &site, &f, value).await))
@@ -475,20 +478,10 @@ pub async fn submit(
         Ok(Outcome::Created(c) | Outcome::Repeated(c)) => {
             Redirect::to(&url(&c.row.command_id)).into_response()
         }
-        Err(e) => {
-            let api = crate::api::ApiError::from(e);
-            if api.status == StatusCode::NOT_FOUND {
-                return layout::error(api.status, &api.message);
-            }
-            form_page(
-                &ctx,
-                &v,
-                &f,
-                bad(api.message),
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await
-        }
+        Err(e) => match layout::refusal(e) {
+            Ok(why) => form_page(&ctx, &v, &f, bad(why), StatusCode::UNPROCESSABLE_ENTITY).await,
+            Err(nf) => nf.into_response(),
+        },
     }
 }
 

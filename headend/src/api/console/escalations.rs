@@ -4,7 +4,6 @@
 //! through `services::escalations`, as the REST routes are.
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use jiff::tz::TimeZone;
@@ -171,13 +170,11 @@ async fn render(
             }
         }
     };
-    let status = if problem.is_some() {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
-    };
     let title = format!("Escalation: {}", e.subject);
-    (status, layout::page(v, "/escalations", &title, body)).into_response()
+    layout::answer(
+        problem.is_some(),
+        layout::page(v, "/escalations", &title, body),
+    )
 }
 
 pub async fn show(
@@ -206,11 +203,10 @@ async fn refused(
     id: &str,
     e: crate::services::ServiceError,
 ) -> Response {
-    let api = crate::api::ApiError::from(e);
-    if api.status == StatusCode::NOT_FOUND {
-        return layout::error(api.status, &api.message);
+    match layout::refusal(e) {
+        Ok(why) => render(s, p, v, id, Some(&why)).await,
+        Err(nf) => nf.into_response(),
     }
-    render(s, p, v, id, Some(&api.message)).await
 }
 
 pub async fn move_to(

@@ -27,6 +27,36 @@ pub fn failed(e: ServiceError) -> Response {
     error(api.status, &api.message)
 }
 
+/// What a form shows when its service refuses it: the message, above the
+/// form again (`Ok`); or, when what it names is not there (or outside the
+/// caller's scope, alike as in the API), the not-found page (`Err`).
+pub fn refusal(e: ServiceError) -> Result<String, NotFound> {
+    let api = crate::api::ApiError::from(e);
+    if api.status == StatusCode::NOT_FOUND {
+        return Err(NotFound(api.message));
+    }
+    Ok(api.message)
+}
+
+/// The not-found page, saying what is not there.
+pub struct NotFound(pub String);
+
+impl IntoResponse for NotFound {
+    fn into_response(self) -> Response {
+        error(StatusCode::NOT_FOUND, &self.0)
+    }
+}
+
+/// A form's page: 422 when it shows a problem, else 200.
+pub fn answer(problem: bool, page: Html) -> Response {
+    let status = if problem {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    (status, page).into_response()
+}
+
 /// `ms` in the site's zone, with UTC on hover.
 pub fn when(ms: Option<i64>, tz: &TimeZone) -> Markup {
     let Some(t) = ms.and_then(|m| Timestamp::from_millisecond(m).ok()) else {

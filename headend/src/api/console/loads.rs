@@ -296,13 +296,10 @@ pub async fn create(
     };
     match svc::create(&ctx, req, p.actor.clone()).await {
         Ok(x) => Redirect::to(&url(&x.load.load.load_id)).into_response(),
-        Err(e) => {
-            let api = crate::api::ApiError::from(e);
-            if api.status == StatusCode::NOT_FOUND {
-                return layout::error(api.status, &api.message);
-            }
-            refuse(&s, &p, &v, api.message).await
-        }
+        Err(e) => match layout::refusal(e) {
+            Ok(why) => refuse(&s, &p, &v, why).await,
+            Err(nf) => nf.into_response(),
+        },
     }
 }
 
@@ -389,16 +386,10 @@ async fn load_page(
             } } }
         }
     };
-    let status = if problem.is_some() {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
-    };
-    (
-        status,
+    layout::answer(
+        problem.is_some(),
         layout::page(v, "/loads", &format!("Load {}", l.reference), body),
     )
-        .into_response()
 }
 
 pub async fn show(
@@ -435,13 +426,10 @@ async fn change(
     };
     match svc::patch(&ctx, &load, patch, p.actor.clone()).await {
         Ok(_) => Redirect::to(&url(&load)).into_response(),
-        Err(e) => {
-            let api = crate::api::ApiError::from(e);
-            if api.status == StatusCode::NOT_FOUND {
-                return layout::error(api.status, &api.message);
-            }
-            load_page(s, p, v, id, Some(&api.message)).await
-        }
+        Err(e) => match layout::refusal(e) {
+            Ok(why) => load_page(s, p, v, id, Some(&why)).await,
+            Err(nf) => nf.into_response(),
+        },
     }
 }
 
@@ -588,13 +576,10 @@ pub async fn import(
             };
             list_page(&s, &p, &v, &filters, None, Some(shown), StatusCode::OK).await
         }
-        Err(e) => {
-            let api = crate::api::ApiError::from(e);
-            if api.status == StatusCode::NOT_FOUND {
-                return layout::error(api.status, &api.message);
-            }
-            upload_failed(&s, &p, &v, &api.message, StatusCode::UNPROCESSABLE_ENTITY).await
-        }
+        Err(e) => match layout::refusal(e) {
+            Ok(why) => upload_failed(&s, &p, &v, &why, StatusCode::UNPROCESSABLE_ENTITY).await,
+            Err(nf) => nf.into_response(),
+        },
     }
 }
 

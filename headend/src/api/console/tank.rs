@@ -210,12 +210,7 @@ async fn render(
         (observations(&obs, &tz))
         @if p.role.may(Permission::Configure) { (settings_form(v, site, tank, &t)) }
     };
-    let status = if problem.is_some() {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
-    };
-    (status, layout::page(v, "/tanks", &title, body)).into_response()
+    layout::answer(problem.is_some(), layout::page(v, "/tanks", &title, body))
 }
 
 pub async fn show(
@@ -286,21 +281,20 @@ pub async fn dip(
             )
             .await
         }
-        Err(e) => {
-            let api = crate::api::ApiError::from(e);
-            if api.status == StatusCode::NOT_FOUND {
-                return layout::error(api.status, &api.message);
+        Err(e) => match layout::refusal(e) {
+            Ok(why) => {
+                render(
+                    &s,
+                    &p,
+                    &v,
+                    (&site, &tank),
+                    &site::Pick::default(),
+                    Some(&why),
+                )
+                .await
             }
-            render(
-                &s,
-                &p,
-                &v,
-                (&site, &tank),
-                &site::Pick::default(),
-                Some(&api.message),
-            )
-            .await
-        }
+            Err(nf) => nf.into_response(),
+        },
     }
 }
 
@@ -374,17 +368,19 @@ pub async fn settings(
     }
     match svc::put_tank(&ctx, &site, &tank, req).await {
         Ok(_) => Redirect::to(&layout::tank_url(&site, &tank)).into_response(),
-        Err(e) => {
-            let api = crate::api::ApiError::from(e);
-            render(
-                &s,
-                &p,
-                &v,
-                (&site, &tank),
-                &site::Pick::default(),
-                Some(&api.message),
-            )
-            .await
-        }
+        Err(e) => match layout::refusal(e) {
+            Ok(why) => {
+                render(
+                    &s,
+                    &p,
+                    &v,
+                    (&site, &tank),
+                    &site::Pick::default(),
+                    Some(&why),
+                )
+                .await
+            }
+            Err(nf) => nf.into_response(),
+        },
     }
 }
