@@ -159,6 +159,25 @@ def main():
         d.find_element(By.CSS_SELECTOR, "tbody a").click()
         WebDriverWait(d, 10).until(EC.presence_of_element_located((By.TAG_NAME, "h1")))
         check_page(d, "tank", a.shots)
+        # an escalation worked to resolved with the keyboard-reachable forms
+        d.find_element(By.LINK_TEXT, "Escalations").click()
+        d.find_element(By.CSS_SELECTOR, "tbody a").click()
+        WebDriverWait(d, 10).until(EC.presence_of_element_located((By.ID, "work")))
+        for step, note in (("Assign to me", ""), ("Investigating", "calling the site"),
+                           ("Resolve", "valve reset")):
+            form = d.find_element(By.XPATH, f"//form[.//button[text()='{step}']]")
+            if note:
+                form.find_element(By.NAME, "note").send_keys(note)
+            form.find_element(By.TAG_NAME, "button").click()
+            WebDriverWait(d, 10).until(EC.presence_of_element_located((By.TAG_NAME, "h1")))
+        facts = d.find_element(By.CSS_SELECTOR, "dl.facts").text
+        timeline = d.find_element(By.CSS_SELECTOR, "ol.timeline").text
+        if "resolved" not in facts or "valve reset" not in timeline:
+            fail(f"the escalation did not end resolved: {facts!r} {timeline!r}")
+        if d.find_elements(By.ID, "work"):
+            fail("a resolved escalation still offers its forms")
+        print("ok escalation worked to resolved", flush=True)
+        check_page(d, "escalation", a.shots)
         d.find_element(By.XPATH, "//button[text()='Log out']").click()
         WebDriverWait(d, 10).until(lambda d: "/login" in d.current_url)
         d.get(a.url + "/tanks")

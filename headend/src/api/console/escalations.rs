@@ -118,7 +118,12 @@ async fn render(
         Ok(x) => x,
         Err(err) => return failed(err),
     };
-    let tz = TimeZone::UTC;
+    // times in the site's zone (UTC when it has none or cannot be read)
+    let tz = crate::services::inventory::site(&s.ctx(p), &e.site_id)
+        .await
+        .map_or(TimeZone::UTC, |x| {
+            crate::services::evaluate::zone(&x.time_zone)
+        });
     let may = p.role.may(Permission::Loads);
     let action = format!("{}/move", url(id));
     let body = html! {
