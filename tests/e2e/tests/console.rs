@@ -628,6 +628,7 @@ async fn the_console_works_in_chromium_with_and_without_javascript() -> Result<(
         "escalations",
         "audit",
         "tank",
+        "escalation",
     ];
     in_chromium(
         "console_browser.py",
