@@ -15,6 +15,23 @@ fn write(target: &str, name: &str, data: &[u8]) {
 }
 
 fn main() {
+    // console: a masked form token, a datetime-local, a chart window, an
+    // upload with a bad row, chart points (16 bytes each: ms, value)
+    write("console", "local.txt", b"2026-12-07T14:30");
+    write("console", "range.txt", b"1y");
+    write(
+        "console",
+        "upload.csv",
+        b"reference,tanks,planned_volume_l,eta\nPO-1,tank-1,9000,2027-02-01T06:00:00Z\n\"PO,2\",tank-9,x,\n",
+    );
+    let points: Vec<u8> = (0..40i64)
+        .flat_map(|i| {
+            let mut b = (1_700_000_000_000 + i * 3_600_000).to_le_bytes().to_vec();
+            b.extend((1000.0 + i as f64).to_le_bytes());
+            b
+        })
+        .collect();
+    write("console", "points.bin", &points);
     // enrollment: a token, fingerprints, a real CSR, an issued chain, garbage DER
     write(
         "enrollment",

@@ -229,7 +229,14 @@ pub fn inventory_rules(data: &[u8]) {
     let _ = headend::domain::deliveries::verdict(&samples, last);
 }
 
+/// The operator console's own parsers (form token, `datetime-local`,
+/// chart window, an upload shown against its report) and its chart.
+pub fn console(data: &[u8]) {
+    headend::api::console::fuzz(data);
+}
+
 pub const TARGETS: &[(&str, Target)] = &[
+    ("console", console),
     ("csv_import", csv_import),
     ("inventory_rules", inventory_rules),
     ("enrollment", enrollment),

@@ -65,13 +65,16 @@ pub struct Chart<'a> {
 pub fn gaps(points: &[Point], from_ms: i64, to_ms: i64, after: i64) -> Vec<(i64, i64)> {
     let mut out = Vec::new();
     let mut last = from_ms;
-    for p in points {
-        if p.t_ms - last > after {
+    for p in points
+        .iter()
+        .filter(|p| (from_ms..=to_ms).contains(&p.t_ms))
+    {
+        if p.t_ms.saturating_sub(last) > after {
             out.push((last, p.t_ms));
         }
         last = last.max(p.t_ms);
     }
-    if to_ms - last > after {
+    if to_ms.saturating_sub(last) > after {
         out.push((last, to_ms));
     }
     out
@@ -81,7 +84,7 @@ pub fn gaps(points: &[Point], from_ms: i64, to_ms: i64, after: i64) -> Vec<(i64,
 /// is its points' lowest and highest, its line their mean; its time the
 /// last point's. Points outside the window are dropped.
 pub fn thin(points: &[Point], from_ms: i64, to_ms: i64, columns: usize) -> Vec<Point> {
-    let span = (to_ms - from_ms).max(1) as f64;
+    let span = to_ms.saturating_sub(from_ms).max(1) as f64;
     let mut out: Vec<(usize, Point, usize)> = Vec::new();
     for p in points
         .iter()
@@ -90,7 +93,7 @@ pub fn thin(points: &[Point], from_ms: i64, to_ms: i64, columns: usize) -> Vec<P
         if !(p.lo.is_finite() && p.mid.is_finite() && p.hi.is_finite()) {
             continue;
         }
-        let col = ((((p.t_ms - from_ms) as f64 / span) * columns as f64) as usize)
+        let col = (((p.t_ms.saturating_sub(from_ms) as f64 / span) * columns as f64) as usize)
             .min(columns.saturating_sub(1));
         match out.last_mut() {
             Some((c, q, n)) if *c == col => {
@@ -140,7 +143,7 @@ fn label(v: f64) -> String {
 /// The time axis' labels: the window cut in about six, each written as
 /// fits the span (hours within two days, days within two months, months).
 fn time_ticks(from_ms: i64, to_ms: i64, tz: &TimeZone) -> Vec<(i64, String)> {
-    let span = to_ms - from_ms;
+    let span = to_ms.saturating_sub(from_ms).max(0);
     let fmt = if span <= 2 * 86_400_000 {
         "%H:%M"
     } else if span <= 62 * 86_400_000 {
@@ -149,7 +152,7 @@ fn time_ticks(from_ms: i64, to_ms: i64, tz: &TimeZone) -> Vec<(i64, String)> {
         "%b %Y"
     };
     (0..=5)
-        .map(|i| from_ms + span * i / 5)
+        .map(|i| from_ms.saturating_add(span / 5 * i))
         .filter_map(|t| {
             let ts = Timestamp::from_millisecond(t).ok()?;
             Some((t, ts.to_zoned(tz.clone()).strftime(fmt).to_string()))
@@ -178,8 +181,10 @@ pub fn render(c: &Chart) -> Markup {
     }
     let pad = (hi - lo) * 0.05;
     let (lo, hi) = (lo - pad, hi + pad);
-    let span = (c.to_ms - c.from_ms).max(1) as f64;
-    let x = |t: i64| LEFT + ((t - c.from_ms) as f64 / span).clamp(0.0, 1.0) * (W - LEFT - RIGHT);
+    let span = c.to_ms.saturating_sub(c.from_ms).max(1) as f64;
+    let x = |t: i64| {
+        LEFT + (t.saturating_sub(c.from_ms) as f64 / span).clamp(0.0, 1.0) * (W - LEFT - RIGHT)
+    };
     let y = |v: f64| TOP + (1.0 - (v - lo) / (hi - lo)) * (H - TOP - BOTTOM);
     // the line and the band, broken at each gap
     let mut line = String::new();
@@ -259,6 +264,56 @@ pub fn render(c: &Chart) -> Markup {
             line.axisline x1=(LEFT) x2=(W - RIGHT) y1=(bottom) y2=(bottom);
         }
     }
+}
+
+/// Fuzzing entry (target `console`, with the console's other parsers):
+/// any points, window, marks and projection draw without a panic.
+pub fn fuzz(data: &[u8]) {
+    let word = |c: &[u8]| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&c[..8]);
+        b
+    };
+    let points: Vec<Point> = data
+        .chunks_exact(16)
+        .map(|c| {
+            let v = f64::from_le_bytes(word(&c[8..]));
+            Point {
+                t_ms: i64::from_le_bytes(word(c)),
+                lo: v - 1.0,
+                mid: v,
+                hi: v + 1.0,
+            }
+        })
+        .collect();
+    let (from_ms, to_ms) = match (points.first(), points.last()) {
+        (Some(a), Some(b)) => (a.t_ms.min(b.t_ms), a.t_ms.max(b.t_ms)),
+        _ => (0, 1),
+    };
+    let ahead = points.get(1).map(|p| Ahead {
+        from: (from_ms, p.mid),
+        to: (p.t_ms, p.lo),
+    });
+    let marks = points
+        .iter()
+        .take(4)
+        .map(|p| Mark {
+            t_ms: p.t_ms,
+            label: format!("{}", p.mid),
+        })
+        .collect();
+    let gap_after_ms = points.get(2).map_or(300_000, |p| p.t_ms);
+    let _ = render(&Chart {
+        from_ms,
+        to_ms,
+        points,
+        gap_after_ms,
+        marks,
+        ahead,
+        unit: "L",
+        title: "fuzz",
+        tz: &TimeZone::UTC,
+    });
 }
 
 fn label_time(ms: i64) -> String {

@@ -49,7 +49,7 @@ async fn zones(s: &ApiState, ctx: &Context) -> HashMap<String, TimeZone> {
 }
 
 /// `datetime-local` text (`2026-12-07T14:30`) in the site's zone, as ms.
-fn local_ms(v: &str, tz: &TimeZone) -> Result<i64, String> {
+pub(super) fn local_ms(v: &str, tz: &TimeZone) -> Result<i64, String> {
     let dt: jiff::civil::DateTime = v
         .trim()
         .parse()

@@ -412,3 +412,30 @@ pub fn owns(path: &str) -> bool {
         || path == "/ready"
         || path == "/health")
 }
+
+/// Fuzzing entry (target `console`): what the console reads from outside
+/// input of its own (a form token, a `datetime-local` time, a chart's
+/// window, an uploaded file shown against its report) and the chart it
+/// draws from stored points; none may panic.
+pub fn fuzz(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let _ = crate::domain::secret::unmask_form_token(&text);
+    let _ = loads::local_ms(&text, &jiff::tz::TimeZone::UTC);
+    let _ = text.parse::<site::Range>();
+    let problems = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| crate::services::inventory::RowProblem {
+            row: i,
+            column: l.chars().take(8).collect(),
+            problem: l.to_string(),
+        })
+        .take(50)
+        .collect();
+    let report = crate::services::inventory::ImportReport {
+        problems,
+        ..Default::default()
+    };
+    let _ = loads::report(&report, &text);
+    chart::fuzz(data);
+}
