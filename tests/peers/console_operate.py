@@ -61,8 +61,15 @@ def main():
         cb.login(d, a.url, a.user, a.password, f"/sites/{a.site}?range=24h")
         # 1. the site: assets and a chart with a line drawn from readings
         wait_for(d, "svg.chart")
-        if not d.find_elements(By.CSS_SELECTOR, "svg.chart path.line"):
-            fail("the site's trend has no line")
+        # drawn, not just present: the line a child of the svg (an unclosed
+        # element before it would swallow it) across most of the width
+        drawn = d.execute_script(
+            "const s = document.querySelector('svg.chart');"
+            "const l = s.querySelector(':scope > path.line');"
+            "return [l ? l.getBoundingClientRect().width : 0, s.getBoundingClientRect().width,"
+            " s.querySelectorAll(':scope > text').length];")
+        if drawn[0] < drawn[1] / 2 or drawn[2] < 4:
+            fail(f"the site's trend is not drawn (line {drawn[0]} of {drawn[1]} px, {drawn[2]} labels)")
         if "tank-1" not in d.find_element(By.ID, "assets-h").find_element(By.XPATH, "..").text:
             fail("the site's assets do not list tank-1")
         # the assets table sorts by a column with the page's script
@@ -143,7 +150,7 @@ def main():
         print(f"ok upload report: {bad[0].text!r}", flush=True)
         if "PO-100" not in d.find_element(By.CSS_SELECTOR, "main table").text:
             fail("the good row's load is not listed")
-        cb.check_page(d, "loads", a.shots)
+        cb.check_page(d, "upload", a.shots)
 
         # 4. enroll a new site: the installer's command, copyable
         d.get(a.url + "/admin/enroll")

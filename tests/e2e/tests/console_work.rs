@@ -674,6 +674,9 @@ async fn an_operator_sends_a_site_setpoint_uploads_loads_and_enrolls_a_site_in_c
         .then_some(()))
     })
     .await?;
+    // the day before the agent came: tank-1 draining 150 L/h, refilled
+    // 10 hours ago (readings of another log, as a backfill stores them)
+    history(&he.db, site).await?;
     let (st, v) = as_bearer(
         http,
         &token_of(http),
@@ -695,7 +698,7 @@ async fn an_operator_sends_a_site_setpoint_uploads_loads_and_enrolls_a_site_in_c
         "--shares",
         "ctl-1=60,ctl-2=30",
     ];
-    let pages = ["site", "setpoint", "command", "loads", "enroll", "admin"];
+    let pages = ["site", "setpoint", "command", "upload", "enroll", "admin"];
     crate::console::in_chromium("console_operate.py", http, &args, work.path(), &pages).await?;
     // what the browser did reached the devices and the database
     ensure!(
@@ -710,5 +713,42 @@ async fn an_operator_sends_a_site_setpoint_uploads_loads_and_enrolls_a_site_in_c
         "{loads}"
     );
     he.stop().await;
+    Ok(())
+}
+
+/// 24 hours of `tank-1` volume at `site`, every 5 minutes, up to 10
+/// minutes ago: draining 150 L/h, refilled by 12,000 L 10 hours ago.
+async fn history(db: &headend::store::Db, site: &str) -> Result<()> {
+    use tankwatch_proto::v1;
+    let now = headend::wallclock::now_ms();
+    let step = 300_000;
+    let readings: Vec<v1::Reading> = (0..288i64)
+        .map(|i| {
+            let at = now - 600_000 - (287 - i) * step;
+            let ago = (287 - i) as f64 * step as f64 / 3_600_000.0 + 600_000.0 / 3_600_000.0;
+            let sold = 150.0 * (24.0 - ago);
+            let refill = if ago > 10.0 { 0.0 } else { 12_000.0 };
+            v1::Reading {
+                seq: i as u64 + 1,
+                asset_id: "tank-1".into(),
+                field: "volume".into(),
+                value: 9_000.0 - sold + refill,
+                unit: "L".into(),
+                quality: v1::Quality::Good as i32,
+                source_ts_ms: at,
+                received_ts_ms: at,
+                source: "modbus://history".into(),
+                error: String::new(),
+            }
+        })
+        .collect();
+    let b = v1::TelemetryBatch {
+        log_id: 424_242,
+        first_seq: 1,
+        last_seq: readings.len() as u64,
+        readings,
+        ..Default::default()
+    };
+    db.ingest(site, &b).await?;
     Ok(())
 }

@@ -239,15 +239,18 @@ pub fn render(c: &Chart) -> Markup {
                 }
             }
             @for v in ticks(lo, hi, 4) {
-                line.grid x1=(LEFT) x2=(W - RIGHT) y1=(format!("{:.1}", y(v))) y2=(format!("{:.1}", y(v)));
+                line.grid x1=(LEFT) x2=(W - RIGHT) y1=(format!("{:.1}", y(v))) y2=(format!("{:.1}", y(v))) {}
                 text.axis x=(LEFT - 6.0) y=(format!("{:.1}", y(v) + 4.0)) text-anchor="end" { (label(v)) }
             }
-            @for (t, l) in time_ticks(c.from_ms, c.to_ms, c.tz) {
-                text.axis x=(format!("{:.1}", x(t))) y=(H - 8.0) text-anchor="middle" { (l) }
+            @let labels = time_ticks(c.from_ms, c.to_ms, c.tz);
+            @for (i, (t, l)) in labels.iter().enumerate() {
+                // the last label ends at the edge, the others centre on their tick
+                @let anchor = if i + 1 == labels.len() { "end" } else { "middle" };
+                text.axis x=(format!("{:.1}", x(*t))) y=(H - 8.0) text-anchor=(anchor) { (l) }
             }
             text.axis x="4" y=(top + 4.0) { (c.unit) }
-            @if !band.is_empty() { path.band d=(band); }
-            @if !line.is_empty() { path.line d=(line); }
+            @if !band.is_empty() { path.band d=(band) {} }
+            @if !line.is_empty() { path.line d=(line) {} }
             @if let Some(a) = c.ahead {
                 line.ahead x1=(format!("{:.1}", x(a.from.0))) y1=(format!("{:.1}", y(a.from.1)))
                     x2=(format!("{:.1}", x(a.to.0))) y2=(format!("{:.1}", y(a.to.1))) {
@@ -261,7 +264,7 @@ pub fn render(c: &Chart) -> Markup {
                     }
                 }
             }
-            line.axisline x1=(LEFT) x2=(W - RIGHT) y1=(bottom) y2=(bottom);
+            line.axisline x1=(LEFT) x2=(W - RIGHT) y1=(bottom) y2=(bottom) {}
         }
     }
 }
@@ -443,5 +446,15 @@ mod tests {
             2
         );
         assert!(svg.contains("class=\"ahead\""));
+        // SVG inside HTML has no void elements: an unclosed <line> or
+        // <path> would take everything after it as its children (drawn
+        // nowhere)
+        for tag in ["line", "path", "rect", "text"] {
+            assert_eq!(
+                svg.matches(&format!("<{tag} ")).count(),
+                svg.matches(&format!("</{tag}>")).count(),
+                "every <{tag}> is closed: {svg}"
+            );
+        }
     }
 }

@@ -469,8 +469,8 @@ pub async fn show(
     };
     let body = html! {
         (summary(&d, &tz))
-        (assets(&d, &site, now, &tz))
         (trend_markup)
+        (assets(&d, &site, now, &tz))
         (devices(&d, &tz))
         section aria-labelledby="commands-h" {
             h2 #commands-h { "Commands" }
