@@ -90,15 +90,30 @@ pub async fn detail(ctx: &Context, sessions: &Sessions, site: &str) -> Result<Si
     })
 }
 
-/// A chart's data: hourly rollups of one field of an asset over
-/// `from..=to`, or its raw readings when `raw` (newest `limit`).
+/// A chart's data: one field's raw readings (newest [`SERIES_LIMIT`]),
+/// or its hourly rollups merged into buckets of `bucket_ms` (an hour, or
+/// more when the window holds more hours than a chart has columns).
 pub enum Series {
     Raw(Vec<crate::store::ReadingRow>),
-    Hourly(Vec<crate::store::RollupRow>),
+    Rollups {
+        rows: Vec<crate::store::RollupRow>,
+        bucket_ms: i64,
+    },
 }
 
-/// The most points a chart asks for (a year of hourly rollups fits).
+/// The most points a chart asks for.
 pub const SERIES_LIMIT: i64 = 10_000;
+/// About as many columns as a chart draws: a longer window's hourly
+/// rollups are merged in SQL into this many buckets at most.
+pub const CHART_COLUMNS: i64 = 720;
+const HOUR_MS: i64 = 3_600_000;
+
+/// The bucket of a rollup chart of `window_ms`: whole hours, at most
+/// [`CHART_COLUMNS`] of them in the window.
+pub fn bucket_of(window_ms: i64) -> i64 {
+    let hours = window_ms.max(0) / HOUR_MS;
+    ((hours + CHART_COLUMNS - 1) / CHART_COLUMNS).max(1) * HOUR_MS
+}
 
 /// One field's history for a chart; not found outside the scope.
 pub async fn series(
@@ -124,21 +139,23 @@ pub async fn series(
             })
             .await?;
         rows.reverse();
-        Ok(Series::Raw(rows))
-    } else {
-        Ok(Series::Hourly(
-            ctx.db
-                .rollups(&crate::store::RollupQuery {
-                    site,
-                    asset,
-                    field: Some(field),
-                    from_ms,
-                    to_ms,
-                    limit: SERIES_LIMIT,
-                })
-                .await?,
-        ))
+        return Ok(Series::Raw(rows));
     }
+    let q = crate::store::RollupQuery {
+        site,
+        asset,
+        field: Some(field),
+        from_ms,
+        to_ms,
+        limit: SERIES_LIMIT,
+    };
+    let bucket_ms = bucket_of(to_ms.saturating_sub(from_ms));
+    let rows = if bucket_ms == HOUR_MS {
+        ctx.db.rollups(&q).await?
+    } else {
+        ctx.db.rollup_buckets(&q, bucket_ms).await?
+    };
+    Ok(Series::Rollups { rows, bucket_ms })
 }
 
 /// A site's deliveries (newest [`MARKS`]), to mark on a chart.
@@ -177,4 +194,22 @@ pub async fn health(ctx: &Context) -> Result<std::collections::HashMap<String, H
         out.entry(c.site_id).or_default().cert_not_after_ms = Some(c.not_after_ms);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chart_reads_hourly_rollups_up_to_a_month_and_whole_hour_buckets_beyond() {
+        const DAY: i64 = 24 * HOUR_MS;
+        assert_eq!(bucket_of(7 * DAY), HOUR_MS);
+        assert_eq!(bucket_of(30 * DAY), HOUR_MS);
+        assert_eq!(bucket_of(31 * DAY), 2 * HOUR_MS);
+        // a year: 8,760 hours in 674 buckets of 13 hours (<= 720)
+        assert_eq!(bucket_of(365 * DAY), 13 * HOUR_MS);
+        assert!(365 * DAY / bucket_of(365 * DAY) <= CHART_COLUMNS);
+        assert_eq!(bucket_of(0), HOUR_MS);
+        assert_eq!(bucket_of(-5), HOUR_MS);
+    }
 }

@@ -105,4 +105,15 @@ impl Db {
     pub async fn rollups(&self, q: &RollupQuery<'_>) -> Result<Vec<RollupRow>, Error> {
         self.telemetry.rollups(q).await
     }
+
+    /// Hourly rollups of one field merged into buckets of `bucket_ms`
+    /// (a whole number of hours) in SQL, oldest first: a long window's
+    /// chart reads one row per bucket, not per hour. `field` is required.
+    pub async fn rollup_buckets(
+        &self,
+        q: &RollupQuery<'_>,
+        bucket_ms: i64,
+    ) -> Result<Vec<RollupRow>, Error> {
+        self.telemetry.rollup_buckets(q, bucket_ms).await
+    }
 }

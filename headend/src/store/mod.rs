@@ -234,6 +234,17 @@ impl Telemetry {
         }
     }
 
+    pub async fn rollup_buckets(
+        &self,
+        q: &RollupQuery<'_>,
+        bucket_ms: i64,
+    ) -> Result<Vec<RollupRow>, Error> {
+        match self {
+            Telemetry::Sqlite(s) => s.rollup_buckets(q, bucket_ms).await,
+            Telemetry::Postgres(p) => p.rollup_buckets(q, bucket_ms).await,
+        }
+    }
+
     /// Removes raw readings older than the raw window and rollups older
     /// than theirs, in bounded steps (ingest commits go on between them).
     pub async fn retain(&self, r: Retention, now_ms: i64) -> Result<Retained, Error> {

@@ -207,6 +207,51 @@ impl SqliteTelemetry {
         .await
     }
 
+    pub async fn rollup_buckets(
+        &self,
+        q: &RollupQuery<'_>,
+        bucket_ms: i64,
+    ) -> Result<Vec<RollupRow>, Error> {
+        let (site, asset, field) = (
+            q.site.to_string(),
+            q.asset.to_string(),
+            q.field.unwrap_or_default().to_string(),
+        );
+        let (from, to, limit, bucket) = (q.from_ms, q.to_ms, q.limit, bucket_ms.max(3_600_000));
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT p.field, p.unit, (h.hour_ms / ?6) * ?6 AS b, SUM(h.n), MIN(h.min_value),
+                            MAX(h.max_value), SUM(h.sum_value), MAX(h.last_ts_ms)
+                     FROM points p JOIN rollups_hourly h ON h.point_id = p.point_id
+                     WHERE p.site_id = ?1 AND p.asset_id = ?2 AND p.field = ?3
+                       AND h.hour_ms >= ?4 AND h.hour_ms <= ?5
+                     GROUP BY p.field, p.unit, b ORDER BY b LIMIT ?7",
+                )
+                .map_err(db_err)?;
+            let rows = st
+                .query_map(params![site, asset, field, from, to, bucket, limit], |r| {
+                    let n: i64 = r.get(3)?;
+                    let sum: f64 = r.get(6)?;
+                    let mean = if n > 0 { sum / n as f64 } else { 0.0 };
+                    Ok(RollupRow {
+                        field: r.get(0)?,
+                        unit: r.get(1)?,
+                        hour_ms: r.get(2)?,
+                        n,
+                        min: r.get(4)?,
+                        max: r.get(5)?,
+                        mean,
+                        last_ts_ms: r.get(7)?,
+                        last: mean,
+                    })
+                })
+                .map_err(db_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+        })
+        .await
+    }
+
     pub async fn rollups(&self, q: &RollupQuery<'_>) -> Result<Vec<RollupRow>, Error> {
         let (site, asset, field) = (
             q.site.to_string(),

@@ -156,6 +156,62 @@ async fn a_batch_delivered_twice_is_stored_once_and_rolled_up_once_on_both_backe
     s.drop().await
 }
 
+/// A long window's chart reads its hourly rollups merged in SQL into
+/// buckets of whole hours (the console's 1-year chart: 13 h), with the
+/// same counts, extremes and means on both backends.
+#[tokio::test]
+async fn hourly_rollups_merge_into_longer_buckets_alike_on_both_backends() -> Result<()> {
+    let s = Stores::new(Retention::default()).await?;
+    let twelve = 12 * HOUR;
+    let t0 = now() / twelve * twelve - 2 * twelve;
+    for (name, db) in s.both() {
+        hello(db, "s1").await?;
+        // every 10 minutes for 30 hours: 180 readings, value = index
+        let b = batch(
+            (0..180u64)
+                .map(|i| reading(i + 1, "tank-1", "volume", i as f64, t0 + i as i64 * 600_000))
+                .collect(),
+        );
+        db.ingest("s1", &b).await?;
+        let q = RollupQuery {
+            site: "s1",
+            asset: "tank-1",
+            field: Some("volume"),
+            from_ms: t0,
+            to_ms: t0 + 3 * twelve,
+            limit: 1000,
+        };
+        let got: Vec<(i64, i64, f64, f64, f64)> = db
+            .rollup_buckets(&q, twelve)
+            .await?
+            .iter()
+            .map(|r| (r.hour_ms - t0, r.n, r.min, r.max, r.mean))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, 72, 0.0, 71.0, 35.5),
+                (twelve, 72, 72.0, 143.0, 107.5),
+                (2 * twelve, 36, 144.0, 179.0, 161.5),
+            ],
+            "{name}"
+        );
+        // an hour's bucket is the hourly rollups themselves
+        let hourly = db.rollups(&q).await?;
+        let merged = db.rollup_buckets(&q, HOUR).await?;
+        assert_eq!(hourly.len(), 30, "{name}");
+        assert!(
+            hourly
+                .iter()
+                .zip(&merged)
+                .all(|(a, b)| (a.hour_ms, a.n, a.min, a.max, a.mean)
+                    == (b.hour_ms, b.n, b.min, b.max, b.mean)),
+            "{name}"
+        );
+    }
+    s.drop().await
+}
+
 #[tokio::test]
 async fn bad_readings_keep_their_error_and_no_value_and_queries_filter_and_order_alike()
 -> Result<()> {

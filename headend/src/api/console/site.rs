@@ -98,17 +98,17 @@ pub fn points(s: &Series) -> (Vec<Point>, i64) {
             let usual = dts.get(dts.len() / 2).copied().unwrap_or(0);
             (pts, (3 * usual).max(300_000))
         }
-        Series::Hourly(rows) => (
+        Series::Rollups { rows, bucket_ms } => (
             rows.iter()
                 .map(|r| Point {
-                    t_ms: r.hour_ms + 1_800_000,
+                    t_ms: r.hour_ms + bucket_ms / 2,
                     lo: r.min,
                     mid: r.mean,
                     hi: r.max,
                 })
                 .collect(),
-            // a missing hour is a gap
-            5_400_000,
+            // a missing bucket is a gap
+            bucket_ms + bucket_ms / 2,
         ),
     }
 }
@@ -147,7 +147,7 @@ pub fn trend(
     let (pts, gap) = points(series);
     let unit = match series {
         Series::Raw(r) => r.first().map(|x| x.unit.clone()),
-        Series::Hourly(r) => r.first().map(|x| x.unit.clone()),
+        Series::Rollups { rows, .. } => rows.first().map(|x| x.unit.clone()),
     }
     .unwrap_or_default();
     let title = format!(
@@ -156,7 +156,7 @@ pub fn trend(
         if range.raw() {
             "readings"
         } else {
-            "hourly min, mean and max"
+            "min, mean and max of hourly rollups"
         }
     );
     let to = ahead.map_or(now, |a| a.to.0.clamp(now, now + range.ms() / 2));

@@ -582,6 +582,48 @@ impl PgTelemetry {
         Ok(out)
     }
 
+    pub async fn rollup_buckets(
+        &self,
+        q: &RollupQuery<'_>,
+        bucket_ms: i64,
+    ) -> Result<Vec<RollupRow>, Error> {
+        type Row = (String, String, i64, i64, f64, f64, f64, i64);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT p.field, p.unit, (h.hour_ms / $6) * $6 AS b, SUM(h.n)::BIGINT, MIN(h.min_value),
+                    MAX(h.max_value), SUM(h.sum_value), MAX(h.last_ts_ms)
+             FROM points p JOIN rollups_hourly h ON h.point_id = p.point_id
+             WHERE p.site_id = $1 AND p.asset_id = $2 AND p.field = $3
+               AND h.hour_ms >= $4 AND h.hour_ms <= $5
+             GROUP BY p.field, p.unit, b ORDER BY b LIMIT $7",
+        )
+        .bind(q.site)
+        .bind(q.asset)
+        .bind(q.field.unwrap_or_default())
+        .bind(q.from_ms)
+        .bind(q.to_ms)
+        .bind(bucket_ms.max(3_600_000))
+        .bind(q.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(field, unit, hour_ms, n, min, max, sum, last_ts_ms)| {
+                let mean = if n > 0 { sum / n as f64 } else { 0.0 };
+                RollupRow {
+                    field,
+                    unit,
+                    hour_ms,
+                    n,
+                    min,
+                    max,
+                    mean,
+                    last_ts_ms,
+                    last: mean,
+                }
+            })
+            .collect())
+    }
+
     pub async fn rollups(&self, q: &RollupQuery<'_>) -> Result<Vec<RollupRow>, Error> {
         type Row = (String, String, i64, i64, f64, f64, f64, i64, f64);
         let rows: Vec<Row> = sqlx::query_as(
