@@ -314,6 +314,29 @@ async fn the_working_pages_check_role_and_scope_on_every_read_and_write() -> Res
         said(&a)
     );
 
+    // pages go out gzipped to a client that takes it (the form token in
+    // them masked afresh each time: two answers never share its bytes)
+    let r = dina
+        .client
+        .get(format!("http://{http}/loads"))
+        .header("cookie", dina.cookie_header())
+        .header("accept-encoding", "gzip")
+        .send()
+        .await?;
+    ensure!(
+        r.headers()
+            .get("content-encoding")
+            .and_then(|v| v.to_str().ok())
+            == Some("gzip"),
+        "{:?}",
+        r.headers()
+    );
+    let (t1, t2) = (
+        crate::console::token_in(&dina.get("/loads").await?.body),
+        crate::console::token_in(&dina.get("/loads").await?.body),
+    );
+    ensure!(t1.is_some() && t1 != t2, "{t1:?} {t2:?}");
+
     // Today lists the failed or stale, linking where each is fixed
     let a = dina.get("/").await?;
     for part in [
