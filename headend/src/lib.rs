@@ -307,7 +307,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
     let http_addr = http.local_addr().map_err(|e| Error::Grpc(e.to_string()))?;
     let sessions = services::Sessions::default();
     let metrics = metrics::Metrics::default();
-    let dispatcher = services::Dispatcher::default();
+    let dispatcher = services::Dispatcher::new(&metrics);
     let touched = services::touched::Touched::default();
     let (fatal, fatal_rx) = tokio::sync::watch::channel(None);
     let sup = Supervisor {
@@ -337,6 +337,14 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
             },
             sup.stopping(),
         ),
+    ));
+    jobs.extend(replica_tasks(
+        &sup,
+        &db,
+        &dispatcher,
+        &issuing,
+        &metrics,
+        &replica,
     ));
     let ingest = ingest::Ingest::new(
         db.clone(),
@@ -453,6 +461,44 @@ fn issuing(
         revocations,
         renewal_fault: std::sync::Mutex::new(None),
     })
+}
+
+/// What the replicas tell each other (on every replica).
+fn replica_tasks(
+    sup: &Supervisor,
+    db: &store::Db,
+    dispatcher: &services::Dispatcher,
+    issuing: &services::enrollment::SharedIssuing,
+    metrics: &metrics::Metrics,
+    replica: &str,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    vec![
+        sup.spawn(
+            "notes to other replicas",
+            jobs::replicas::announce(
+                db.clone(),
+                dispatcher.clone(),
+                metrics.clone(),
+                replica.to_string(),
+                sup.stopping(),
+            ),
+        ),
+        sup.spawn(
+            "notes from other replicas",
+            jobs::replicas::listen(
+                db.clone(),
+                dispatcher.clone(),
+                issuing.clone(),
+                metrics.clone(),
+                replica.to_string(),
+                sup.stopping(),
+            ),
+        ),
+        sup.spawn(
+            "dispatch safety net",
+            jobs::replicas::dispatch_safety_net(db.clone(), dispatcher.clone(), sup.stopping()),
+        ),
+    ]
 }
 
 /// The jobs under database leases, and the revocation list's reload.

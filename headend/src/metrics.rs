@@ -85,6 +85,20 @@ pub struct Metrics {
     pub clock_corrected: Counter,
     /// Sessions refused: the site clock off by more than a day.
     pub clock_refused: Counter,
+    /// Wake-ups of session dispatchers, by cause (issue 35).
+    pub dispatch_wakes: Family<CauseLabel, Counter>,
+    /// Dispatch's reads of the commands table (per session and the
+    /// replica's safety net): what the database sees from dispatch.
+    pub dispatch_queries: Counter,
+    /// Notes to other replicas that could not be sent (retried).
+    pub notes_failed: Counter,
+    /// 1 while this replica listens to the others' notes (PostgreSQL).
+    pub listening: Gauge<i64, AtomicI64>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CauseLabel {
+    pub cause: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -162,9 +176,14 @@ impl Default for Metrics {
             log_lines_suppressed: Counter::default(),
             clock_corrected: Counter::default(),
             clock_refused: Counter::default(),
+            dispatch_wakes: Family::default(),
+            dispatch_queries: Counter::default(),
+            notes_failed: Counter::default(),
+            listening: Gauge::default(),
         };
         Metrics::register_ingest(&mut r, &m);
         Metrics::register_operations(&mut r, &m);
+        Metrics::register_replicas(&mut r, &m);
         Metrics {
             registry: Arc::new(r),
             ..m
@@ -175,6 +194,30 @@ impl Default for Metrics {
 /// The registrations, in two halves of one list (help texts are the
 /// metrics' documentation).
 impl Metrics {
+    /// Dispatch and the notes between replicas (issue 35).
+    fn register_replicas(r: &mut Registry, m: &Metrics) {
+        r.register(
+            "dispatch_wakes",
+            "Wake-ups of agent sessions' dispatchers, by cause: local (a change on this replica), peer (another replica's note), poll (the 30 s safety net), reconnect (this replica's listener reconnected; every session woken)",
+            m.dispatch_wakes.clone(),
+        );
+        r.register(
+            "dispatch_queries",
+            "Reads of the commands table by dispatch (sessions and the safety net): the load dispatch puts on the database",
+            m.dispatch_queries.clone(),
+        );
+        r.register(
+            "notes_failed",
+            "Notes to other replicas (LISTEN/NOTIFY) that could not be sent; retried each second",
+            m.notes_failed.clone(),
+        );
+        r.register(
+            "listening",
+            "1 while this replica listens to the other replicas' notes (PostgreSQL LISTEN); 0 while it reconnects, or on SQLite",
+            m.listening.clone(),
+        );
+    }
+
     /// Sessions, batches, commits, enrollment.
     fn register_ingest(r: &mut Registry, m: &Metrics) {
         r.register(

@@ -3,8 +3,11 @@
 //! Each agent session runs a dispatcher next to its telemetry pump. It
 //! sends, oldest first, every command of its site that the agent has not
 //! acknowledged yet (`submitted` or `sent`) and every cancel not yet
-//! carried out, then waits for a nudge (a REST submit on this replica) or
-//! [`POLL_EVERY`] (a submit on another replica sharing the database).
+//! carried out, then waits to be woken ([`crate::services::dispatch`]: a
+//! change on this replica, another replica's note, or the replica's
+//! safety net). It reads again after [`RETRY_AFTER`] when a read failed or
+//! a full round may have left commands behind, at once when a full round
+//! sent something.
 //!
 //! At-least-once: a new session resends everything still `sent` (the agent
 //! may have received it before the old session died); the agent applies a
@@ -30,8 +33,9 @@ use crate::store::Db;
 use crate::store::commands::{CommandRow, EtaPayload};
 use crate::wallclock::now_ms;
 
-/// Fallback poll of the commands table per session.
-pub const POLL_EVERY: Duration = Duration::from_secs(1);
+/// When a session reads again after a failed read, or after a full round
+/// that sent nothing new (commands beyond it wait for acks).
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Most commands read per round (the rest follow in the next round).
 const ROUND: i64 = 100;
 
@@ -56,8 +60,13 @@ impl Dispatcher {
         // what this session has sent (pruned to what is still pending)
         let mut sent: HashSet<String> = HashSet::new();
         loop {
+            self.counted_query();
+            // read again soon (not only when woken)?
+            let mut again = None;
             match db.commands().dispatchable(&site, ROUND).await {
                 Ok(rows) => {
+                    let full = rows.len() as i64 >= ROUND;
+                    let mut sent_new = false;
                     let pending: HashSet<String> = rows
                         .iter()
                         .flat_map(|r| [r.command_id.to_string(), cancel_id(&r.command_id)])
@@ -106,6 +115,7 @@ impl Dispatcher {
                                 tracing::warn!(command = %r.command_id, error = %e, "recording a delivery failed; not sent (retried)");
                                 sent.remove(&cancel_id(&r.command_id));
                                 sent.remove(r.command_id.as_str());
+                                again = Some(RETRY_AFTER);
                                 break;
                             }
                         }
@@ -113,14 +123,31 @@ impl Dispatcher {
                             return;
                         }
                         sent_total.inc();
+                        sent_new = true;
+                    }
+                    if full && again.is_none() {
+                        again = Some(if sent_new {
+                            Duration::ZERO
+                        } else {
+                            RETRY_AFTER
+                        });
                     }
                 }
-                Err(e) => tracing::warn!(%site, error = %e, "reading commands to dispatch failed"),
+                Err(e) => {
+                    tracing::warn!(%site, error = %e, "reading commands to dispatch failed; retried");
+                    again = Some(RETRY_AFTER);
+                }
             }
-            tokio::select! {
-                _ = notify.notified() => {}
-                _ = tokio::time::sleep(POLL_EVERY) => {}
-                _ = tx.closed() => return,
+            match again {
+                Some(d) => tokio::select! {
+                    _ = notify.notified() => {}
+                    _ = tokio::time::sleep(d) => {}
+                    _ = tx.closed() => return,
+                },
+                None => tokio::select! {
+                    _ = notify.notified() => {}
+                    _ = tx.closed() => return,
+                },
             }
         }
     }

@@ -9,7 +9,8 @@
 //!
 //! An open connection closes itself when its certificate is revoked
 //! (woken by the revocation list, so within the list's propagation: at
-//! once on this headend, [`crate::jobs::REVOCATION_POLL`] on others) and
+//! once on this headend, at the revoking replica's note on others, within
+//! [`crate::jobs::REVOCATION_POLL`] if the note was lost) and
 //! when its certificate expires.
 //!
 //! Bounded: at most [`MAX_PENDING`] connections are before the end of

@@ -7,10 +7,14 @@
 //!   PostgreSQL day partitions ahead, and finished days packed (one row
 //!   per point and hour, ADR 0006) (every `RETENTION_EVERY`).
 //! * [`revocations`]: every replica reloads the revocation list (every
-//!   [`REVOCATION_POLL`]; no lease: each replica needs it).
+//!   [`REVOCATION_POLL`], a safety net under the other replicas' notes;
+//!   no lease: each replica needs it).
+//! * [`replicas`]: the notes between replicas and the dispatch safety net
+//!   (no lease).
 
 pub mod lease;
 pub mod mail;
+pub mod replicas;
 pub mod webhook;
 
 use std::time::Duration;
@@ -24,10 +28,11 @@ pub use lease::Lease;
 /// How often the retention job runs.
 pub const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
-/// How often each replica reloads the revocation list: a revocation made
-/// through another replica closes sessions here within this (plus the
-/// query).
-pub const REVOCATION_POLL: Duration = Duration::from_secs(2);
+/// How often each replica reloads the revocation list whatever it heard:
+/// a revocation made through another replica closes sessions here at its
+/// note (PostgreSQL `NOTIFY`, milliseconds), or within this if the note
+/// was lost.
+pub const REVOCATION_POLL: Duration = replicas::SAFETY_NET;
 
 /// Reloads the revocation list from SQL every [`REVOCATION_POLL`].
 pub async fn revocations(

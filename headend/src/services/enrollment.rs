@@ -246,7 +246,7 @@ impl Issuing {
             return Err(IssueError::Refused(why.into()));
         };
         // the site's earlier certificates are revoked: their sessions close
-        self.refresh(db).await;
+        self.changed(db).await;
         self.audit(
             db,
             site,
@@ -304,13 +304,13 @@ impl Issuing {
                     now_ms(),
                 )
                 .await;
-            self.refresh(db).await;
+            self.changed(db).await;
             return Err(IssueError::Refused(format!(
                 "certificate {from} is revoked"
             )));
         }
         // a site revoked earlier admits only what was issued after: this one
-        self.refresh(db).await;
+        self.changed(db).await;
         self.audit(
             db,
             site,
@@ -359,7 +359,7 @@ impl Issuing {
                 .revoke_serial(r, site.as_deref(), by, &why, now)
                 .await?;
         }
-        self.refresh(db).await;
+        self.changed(db).await;
         Ok(CertRevoked {
             serial,
             site_id: site,
@@ -412,12 +412,25 @@ impl Issuing {
         check_reason(reason)?;
         let now = now_ms();
         db.certs().revoke_site(site, by, reason, now).await?;
-        self.refresh(db).await;
+        self.changed(db).await;
         Ok(now)
     }
 
-    /// Reloads the revocation list from SQL (after a change here, and
-    /// every [`crate::jobs::REVOCATION_POLL`] for other replicas' changes).
+    /// After a change of the revocation list here: reloads it, and tells
+    /// the other replicas (PostgreSQL `NOTIFY`; their 30 s reload is the
+    /// safety net).
+    pub async fn changed(&self, db: &Db) {
+        self.refresh(db).await;
+        if let Err(e) = db
+            .notify(crate::store::notify::Channel::Revocations, "")
+            .await
+        {
+            tracing::warn!(error = %e, "telling the other replicas of a revocation failed; they reload it within 30 s");
+        }
+    }
+
+    /// Reloads the revocation list from SQL (after a change here, on
+    /// another replica's note, and every [`crate::jobs::REVOCATION_POLL`]).
     /// A failure keeps the list in force and is logged.
     pub async fn refresh(&self, db: &Db) {
         match db.certs().revocations().await {

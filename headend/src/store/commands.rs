@@ -398,6 +398,21 @@ impl Commands<'_> {
             .await?)
     }
 
+    /// The sites that have something to dispatch (what
+    /// [`Self::dispatchable`] would find), at most `limit`: the dispatch
+    /// safety net's one query per replica (the `commands_pending` index).
+    pub async fn sites_with_dispatchable(&self, limit: i64) -> Result<Vec<String>, Error> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT site_id FROM commands WHERE kind <> 'split'
+               AND state IN ('submitted', 'sent', 'acked', 'active')
+               AND (state IN ('submitted', 'sent') OR cancel_requested_ms IS NOT NULL)
+             LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(self.0.pool())
+        .await?)
+    }
+
     /// The site's setpoints in force (`active`), with when each became
     /// active (its `applied` event), oldest first: what an agent that lost
     /// its command state is sent again.

@@ -30,6 +30,7 @@ pub mod leases;
 pub mod loads;
 pub mod login_locks;
 pub mod mail;
+pub mod notify;
 pub mod outbox;
 pub mod pg;
 pub mod pool;

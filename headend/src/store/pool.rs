@@ -40,7 +40,7 @@ impl Backend {
 pub struct Db {
     pub(in crate::store) pool: AnyPool,
     /// The URL the pool was opened with (for [`Db::with_own_pool`]).
-    url: String,
+    pub(in crate::store) url: String,
     pub backend: Backend,
     /// SQLite has one writer: transactions that write queue here, in
     /// process, instead of spinning in SQLite's busy handler (its sleeps

@@ -802,3 +802,87 @@ async fn a_deleted_state_file_does_not_lose_a_temporary_setpoints_revert() -> Re
     agent.stop().await?;
     Ok(())
 }
+
+/// When the command's `sent` event follows its `submitted` one.
+fn sent_after(cmd: &Value) -> Option<i64> {
+    let at = |state: &str| {
+        cmd["timeline"]
+            .as_array()?
+            .iter()
+            .find(|e| e["state"] == state)?["at_ms"]
+            .as_i64()
+    };
+    Some(at("sent")? - at("submitted")?)
+}
+
+/// Issue 35: a replica wakes the session another replica holds through
+/// PostgreSQL `NOTIFY`; the table is polled only every 30 s, so a command
+/// that waited for the poll would take seconds, not milliseconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_posted_to_one_replica_is_sent_at_once_by_the_replica_holding_the_session_and_so_is_its_cancel()
+-> Result<()> {
+    let _ = tracing_subscriber::fmt().with_env_filter("warn").try_init();
+    let db = pg::fresh_database().await?;
+    let (s, _) = site("site-r", Some(db.url.clone()), false).await?;
+    // the operator's replica; the agent's session is on the site's own
+    let b = e2e::start_headend(headend_config(&s._pki, &db.url, 0)).await?;
+    let agent = s.agent()?;
+    s.connected(&agent, "site-r").await?;
+    eventually("both replicas listening", T, || async {
+        let (a, b) = (
+            get_text(s.http, "/metrics").await?,
+            get_text(b.http_addr, "/metrics").await?,
+        );
+        let up = |p: &str| metric(p, "tankwatch_headend_listening") == Some(1.0);
+        Ok((up(&a) && up(&b)).then_some(()))
+    })
+    .await?;
+    let mut delays = Vec::new();
+    let mut last = String::new();
+    for i in 0..10 {
+        let (code, c) = post_json(
+            b.http_addr,
+            "/api/v1/commands",
+            &json!({"kind": "setpoint", "asset": "site-r/ctl-1", "field": "power_limit", "value": 20 + i, "duration_s": 600}),
+        )
+        .await?;
+        ensure!(code == 201, "{code}: {c}");
+        last = c["command_id"].as_str().unwrap_or_default().to_string();
+        let active = wait_state(b.http_addr, &last, "active", T).await?;
+        delays.push(sent_after(&active).unwrap_or(i64::MAX));
+    }
+    delays.sort();
+    eprintln!("submitted on B -> sent by A (ms): {delays:?}");
+    ensure!(
+        delays[delays.len() - 1] < 500,
+        "each command sent within 500 ms of its submit on another replica: {delays:?}"
+    );
+    assert_eq!(s.sim.power_limit(), 29.0, "the last one is in force");
+    let page = get_text(s.http, "/metrics").await?;
+    let peer = metric(
+        &page,
+        "tankwatch_headend_dispatch_wakes_total{cause=\"peer\"}",
+    );
+    ensure!(
+        peer.is_some_and(|n| n >= 10.0),
+        "A's session woken by B's notes: {peer:?}"
+    );
+    // a cancel through B reaches the session on A as fast
+    let t0 = std::time::Instant::now();
+    let (code, r) = post_json(
+        b.http_addr,
+        &format!("/api/v1/commands/{last}/cancel"),
+        &json!({}),
+    )
+    .await?;
+    ensure!(code == 202, "{code}: {r}");
+    wait_state(b.http_addr, &last, "cancelled", T).await?;
+    let took = t0.elapsed();
+    eprintln!("cancel on B -> cancelled on the device through A: {took:?}");
+    ensure!(took < Duration::from_secs(3), "{took:?}");
+    assert_eq!(s.sim.power_limit(), 50.0, "reverted to the default");
+    agent.stop().await?;
+    s.he.stop().await;
+    b.stop().await;
+    db.drop().await
+}

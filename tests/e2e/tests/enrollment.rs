@@ -590,7 +590,8 @@ async fn the_headends_server_certificate_rotates_without_a_restart_and_without_d
 }
 
 #[tokio::test]
-async fn a_revocation_made_through_another_replica_closes_the_session_within_5_s() -> Result<()> {
+async fn a_revocation_made_through_another_replica_closes_the_session_within_a_second_through_its_note()
+-> Result<()> {
     let db = pg::fresh_database().await?;
     let pki = TestPki::new(&["site-x"])?;
     let a = start_headend(headend_config(&pki, &db.url, 0)).await?;
@@ -626,7 +627,8 @@ async fn a_revocation_made_through_another_replica_closes_the_session_within_5_s
         "revocation through another replica: REST call to closed session {} ms",
         took.as_millis()
     );
-    ensure!(took < Duration::from_secs(5), "{took:?}");
+    // the note, not the 30 s safety net
+    ensure!(took < Duration::from_secs(1), "{took:?}");
     agent.stop().await?;
     a.stop().await;
     b.stop().await;
