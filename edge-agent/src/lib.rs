@@ -254,13 +254,7 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
         "self watch".into(),
         selfwatch::run(
             selfwatch::Watch::new(cfg.self_alarms.clone()),
-            selfwatch::Sources {
-                site: cfg.site_id.clone(),
-                log: log.clone(),
-                devices: health.clone(),
-                cert: cfg.tls.cert.clone(),
-                started_ms: adapter_api::now_ms(),
-            },
+            selfwatch::Sources::of(&cfg, &log, &health),
             tx_watch,
             stop_rx.clone(),
         ),
@@ -312,6 +306,7 @@ pub fn start(cfg: AgentConfig) -> Result<Agent, Error> {
         wire: Default::default(),
         meter: Default::default(),
         compress: false,
+        failover: uplink::failover::Failover::random(cfg.headend.address.list()),
     });
     tasks.push(fatal.spawn_task("uplink".into(), run));
     tasks.push(tokio::spawn(uplink::watchdog(

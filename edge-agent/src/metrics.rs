@@ -155,7 +155,16 @@ pub struct Metrics {
     log_lines_suppressed: Counter,
     /// The headend's clock minus ours at the last HelloAck, seconds.
     pub clock_offset: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Times the uplink moved to another headend address (issue 35).
+    pub failovers: Counter,
+    /// 1 for the headend address the uplink dials now, 0 for the others.
+    pub headend_address: Family<AddressLabel, Gauge<i64, AtomicI64>>,
     devices: DeviceMetrics,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct AddressLabel {
+    pub address: String,
 }
 
 impl Default for Metrics {
@@ -195,6 +204,8 @@ impl Metrics {
             log_vacuumed: Counter::default(),
             log_lines_suppressed: Counter::default(),
             clock_offset: Gauge::default(),
+            failovers: Counter::default(),
+            headend_address: Family::default(),
             devices: DeviceMetrics::default(),
         };
         let mut r = Registry::with_prefix("tankwatch_agent");
@@ -252,6 +263,16 @@ impl Metrics {
             "uplink_ack_latency_seconds",
             "Time from sending a batch to its acknowledgement",
             self.ack_latency.clone(),
+        );
+        r.register(
+            "uplink_failovers",
+            "Times the uplink moved to another address of headend.address (an attempt there failed)",
+            self.failovers.clone(),
+        );
+        r.register(
+            "uplink_headend_address",
+            "1 for the headend address the uplink dials now (headend.address), 0 for the others",
+            self.headend_address.clone(),
         );
         r.register(
             "uplink_stalls",
@@ -491,6 +512,8 @@ pub fn serve(
                     "version": env!("CARGO_PKG_VERSION"),
                     "uplink": {
                         "connected": up.connected, "sessions": up.sessions, "last_error": up.last_error,
+                        // which of headend.address it dials, and its moves (issue 35)
+                        "address": up.address, "addresses": up.addresses, "failovers": up.failovers,
                         // CompactBatch in use; the link's measured figures (issue 30)
                         "compact": up.compact,
                         "gzip": up.gzip,

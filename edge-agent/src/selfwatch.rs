@@ -189,6 +189,21 @@ pub struct Sources {
 }
 
 impl Sources {
+    /// The agent's own sources, as it starts now.
+    pub fn of(
+        cfg: &crate::config::AgentConfig,
+        log: &std::sync::Arc<sflog::Log>,
+        devices: &std::sync::Arc<Vec<crate::metrics::DeviceHealth>>,
+    ) -> Sources {
+        Sources {
+            site: cfg.site_id.clone(),
+            log: log.clone(),
+            devices: devices.clone(),
+            cert: cfg.tls.cert.clone(),
+            started_ms: adapter_api::now_ms(),
+        }
+    }
+
     fn facts(&self, now_ms: i64) -> Facts {
         let st = self.log.stats();
         Facts {

@@ -158,15 +158,33 @@ fn check_headend(cfg: &AgentConfig, at: &At) -> Result<(), ConfigError> {
     let err = |key: &str, value: &str, msg: String| at.err(key, value, msg);
     tankwatch_tls::validate_site_id(&cfg.site_id)
         .map_err(|e| err("site_id", &cfg.site_id, format!("site_id: {e}")))?;
-    if let Err(e) = adapter_api::validate::host_port(&cfg.headend.address) {
+    let addrs = cfg.headend.address.list();
+    if addrs.is_empty() || addrs.len() > crate::config::Addresses::MAX {
         return Err(err(
             "address",
-            &cfg.headend.address,
+            "",
             format!(
-                "headend.address {:?}: {e} (e.g. headend.example.com:7443)",
-                cfg.headend.address
+                "headend.address: {} addresses; give 1 to {}",
+                addrs.len(),
+                crate::config::Addresses::MAX
             ),
         ));
+    }
+    for (i, a) in addrs.iter().enumerate() {
+        if let Err(e) = adapter_api::validate::host_port(a) {
+            return Err(err(
+                "address",
+                a,
+                format!("headend.address {a:?}: {e} (e.g. headend.example.com:7443)"),
+            ));
+        }
+        if addrs[..i].contains(a) {
+            return Err(err(
+                "address",
+                a,
+                format!("headend.address {a:?} is listed twice"),
+            ));
+        }
     }
     if let Some(n) = &cfg.headend.server_name {
         adapter_api::validate::dns_name(n)

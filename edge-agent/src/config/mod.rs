@@ -81,11 +81,57 @@ impl AgentConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeadendConfig {
-    /// `host:port` of the headend's gRPC (mTLS) endpoint.
-    pub address: String,
-    /// Name to verify in the headend's certificate. Default: the host of `address`.
+    /// `host:port` of the headend's gRPC (mTLS) endpoint, or a list of
+    /// them (replicas, or load balancers): the agent starts at one picked
+    /// at random, keeps a working one and moves on when one fails. Names
+    /// are resolved again at each connect.
+    pub address: Addresses,
+    /// Name to verify in the headend's certificate (the service's name,
+    /// the same for every replica). Default: the host of the address dialled.
     #[serde(default)]
     pub server_name: Option<String>,
+}
+
+/// One `host:port` or a list of them (1 to [`Addresses::MAX`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addresses(Vec<String>);
+
+impl Addresses {
+    pub const MAX: usize = 16;
+
+    pub fn list(&self) -> &[String] {
+        &self.0
+    }
+
+    pub fn first(&self) -> &str {
+        self.0.first().map(String::as_str).unwrap_or("")
+    }
+}
+
+impl std::fmt::Display for Addresses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(", "))
+    }
+}
+
+impl<'de> Deserialize<'de> for Addresses {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        let v = match OneOrMany::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "headend.address: a host:port, or a list of them (e.g. [a.example.com:7443, b.example.com:7443])",
+            )
+        })? {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        };
+        Ok(Addresses(v))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -376,6 +422,30 @@ devices:
     }
 
     #[test]
+    fn the_headend_address_is_one_host_port_or_a_list_of_them() {
+        let c = parse("site.yaml", GOOD).unwrap();
+        assert_eq!(c.headend.address.list(), ["127.0.0.1:7443"]);
+        let listed = GOOD.replace(
+            "address: 127.0.0.1:7443",
+            "address: [he-1.example.com:7443, \"[::1]:7443\", 10.0.0.3:7443]",
+        );
+        let c = parse("site.yaml", &listed).unwrap();
+        assert_eq!(
+            c.headend.address.list(),
+            ["he-1.example.com:7443", "[::1]:7443", "10.0.0.3:7443"]
+        );
+        let many = format!(
+            "address: [{}]",
+            (0..17)
+                .map(|i| format!("h{i}:7443"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let e = err_of(&GOOD.replace("address: 127.0.0.1:7443", &many));
+        assert!(e.msg.contains("17 addresses; give 1 to 16"), "{e}");
+    }
+
+    #[test]
     fn a_valid_file_parses_with_defaults() {
         let c = parse("site.yaml", GOOD).unwrap();
         assert_eq!(c.log.flush_interval_ms, 200);
@@ -532,6 +602,22 @@ devices:
                 "address: 127.0.0.1:7443",
                 "address: \"bad host:7443\"",
                 "headend.address",
+            ),
+            (
+                "address: 127.0.0.1:7443",
+                "address: [a.example.com:7443, \"b example:7443\"]",
+                "headend.address \"b example:7443\"",
+            ),
+            (
+                "address: 127.0.0.1:7443",
+                "address: [a.example.com:7443, a.example.com:7443]",
+                "listed twice",
+            ),
+            ("address: 127.0.0.1:7443", "address: []", "0 addresses"),
+            (
+                "address: 127.0.0.1:7443",
+                "address: { host: a }",
+                "a host:port, or a list of them",
             ),
             ("id: tank-1, kind", "id: \"tank\\0-1\", kind", "assets: id"),
             (

@@ -17,9 +17,11 @@ use crate::config::AgentConfig;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn server_name(cfg: &AgentConfig) -> String {
+/// The name verified in the headend's certificate: `headend.server_name`,
+/// else the host of the address dialled.
+fn server_name(cfg: &AgentConfig, address: &str) -> String {
     cfg.headend.server_name.clone().unwrap_or_else(|| {
-        let a = &cfg.headend.address;
+        let a = address;
         let host = a.rsplit_once(':').map(|(h, _)| h).unwrap_or(a);
         host.trim_start_matches('[')
             .trim_end_matches(']')
@@ -38,25 +40,21 @@ pub fn tls_files(cfg: &AgentConfig) -> tankwatch_tls::TlsFiles {
 
 pub(super) async fn connect(
     cfg: &AgentConfig,
+    address: &str,
     wire: &Arc<WireBytes>,
 ) -> Result<Channel, SessionError> {
     // Re-read the certificate files on every connect: a renewed certificate is picked up.
     let tls = tankwatch_tls::client_config(&tls_files(cfg))?;
-    channel(
-        &cfg.headend.address,
-        &server_name(cfg),
-        tls,
-        Some(wire.clone()),
-    )
-    .await
+    channel(address, &server_name(cfg, address), tls, Some(wire.clone())).await
 }
 
 async fn connect_with(
     cfg: &AgentConfig,
+    address: &str,
     files: &tankwatch_tls::TlsFiles,
 ) -> Result<Channel, SessionError> {
     let tls = tankwatch_tls::client_config(files)?;
-    channel(&cfg.headend.address, &server_name(cfg), tls, None).await
+    channel(address, &server_name(cfg, address), tls, None).await
 }
 
 /// The trial connection of a renewal: the staged certificate must open a
@@ -64,9 +62,12 @@ async fn connect_with(
 /// Returns the serial the headend saw.
 pub(super) async fn probe(
     cfg: &AgentConfig,
+    address: &str,
     files: tankwatch_tls::TlsFiles,
 ) -> Result<String, String> {
-    let channel = connect_with(cfg, &files).await.map_err(|e| e.to_string())?;
+    let channel = connect_with(cfg, address, &files)
+        .await
+        .map_err(|e| e.to_string())?;
     let who = AgentLinkClient::new(channel)
         .whoami(v1::WhoamiRequest {})
         .await

@@ -21,6 +21,7 @@ use wire::WireBytes;
 
 mod batch;
 mod connect;
+pub mod failover;
 mod hello;
 pub mod link;
 pub mod pace;
@@ -82,6 +83,11 @@ pub struct UplinkStatus {
     pub gzip: bool,
     /// The link's measured figures.
     pub link: link::LinkView,
+    /// The headend address dialled now, the list it is taken from, and
+    /// the times the uplink moved to another.
+    pub address: String,
+    pub addresses: Vec<String>,
+    pub failovers: u64,
 }
 
 /// What the uplink works with.
@@ -111,15 +117,45 @@ pub struct Uplink {
     /// HelloAck offered compact batches; ADR 0013). Until a session has
     /// told, messages go uncompressed.
     pub compress: bool,
+    /// Which headend address to dial.
+    pub failover: failover::Failover,
+}
+
+/// Shows the address dialled on `/status` and in the metrics.
+fn show_address(u: &Uplink) {
+    let now = u.failover.current();
+    for a in u.failover.addresses() {
+        u.metrics
+            .headend_address
+            .get_or_create(&crate::metrics::AddressLabel { address: a.clone() })
+            .set(i64::from(a == now));
+    }
+    let moves = u.failover.moves();
+    u.status.send_if_modified(|s| {
+        let changed = s.address != now || s.failovers != moves || s.addresses.is_empty();
+        if changed {
+            s.address = now.to_string();
+            s.addresses = u.failover.addresses().to_vec();
+            s.failovers = moves;
+        }
+        changed
+    });
+}
+
+/// `d` times a random factor in [0.5, 1.5).
+fn jittered(d: Duration) -> Duration {
+    d.mul_f64(0.5 + fastrand::f64())
 }
 
 /// Runs sessions until `stop`, reconnecting with exponential backoff and jitter.
 pub async fn run(mut u: Uplink) {
     let mut backoff = Backoff::new(u.cfg.uplink.backoff_initial_ms, u.cfg.uplink.backoff_max_ms);
+    let short = Duration::from_millis(u.cfg.uplink.backoff_initial_ms);
     loop {
         if *u.stop.borrow() {
             return;
         }
+        show_address(&u);
         u.status
             .send_modify(|s| s.last_attempt = Some(tokio::time::Instant::now()));
         let sessions_before = u.status.borrow().sessions;
@@ -129,6 +165,7 @@ pub async fn run(mut u: Uplink) {
             metrics,
             stop,
             compress,
+            failover,
             ..
         } = &mut u;
         status.send_modify(|s| s.connected = false);
@@ -163,12 +200,25 @@ pub async fn run(mut u: Uplink) {
             }
         }
         // a session that got as far as its HelloAck resets the backoff: the
-        // next headend restart costs the initial delay again, not the cap
-        if status.borrow().sessions > sessions_before {
+        // next headend restart costs the initial delay again, not the cap;
+        // it keeps its address, and a failed attempt moves on to the next
+        let worked = status.borrow().sessions > sessions_before;
+        let was = failover.current().to_string();
+        let how = if worked {
             backoff.reset();
+            failover.worked_then_ended()
+        } else {
+            failover.failed()
+        };
+        let wait = match how {
+            failover::Wait::Short if !worked => jittered(short),
+            _ => backoff.next_delay(),
+        };
+        if failover.current() != was {
+            metrics.failovers.inc();
+            tracing::warn!(from = %was, to = %failover.current(), "moving to another headend address");
         }
-        let wait = backoff.next_delay();
-        tracing::info!(wait_ms = wait.as_millis() as u64, "reconnecting to headend");
+        tracing::info!(wait_ms = wait.as_millis() as u64, address = %failover.current(), "reconnecting to headend");
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return,

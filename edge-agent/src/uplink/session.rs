@@ -113,9 +113,10 @@ async fn open(
     }));
     let compress = u.compress;
     let wire = &u.wire;
+    let address = u.failover.current().to_string();
     // dial, TLS, the stream's response headers and the HelloAck, under one deadline
     let setup = async {
-        let channel = connect(cfg, wire).await?;
+        let channel = connect(cfg, &address, wire).await?;
         let mut client = AgentLinkClient::new(channel).max_decoding_message_size(16 * 1024 * 1024);
         if compress {
             client = client.send_compressed(tonic::codec::CompressionEncoding::Gzip);
@@ -386,8 +387,12 @@ impl Live {
             return Ok(());
         };
         let cfg = &u.cfg;
+        let address = u.failover.current().to_string();
+        let address = &address;
         let outcome = r
-            .complete(reply, adapter_api::now_ms(), |files| probe(cfg, files))
+            .complete(reply, adapter_api::now_ms(), |files| {
+                probe(cfg, address, files)
+            })
             .await;
         match &outcome {
             crate::renew::Outcome::Renewed { .. } => {

@@ -25,6 +25,7 @@ mod disk_bound;
 mod disk_full;
 mod disk_full_reconnect;
 mod enrollment;
+mod failover;
 mod forecast_regimes;
 mod gaspot_peer;
 mod idle_connections;
