@@ -21,6 +21,7 @@ mod damaged_log;
 mod db_outage;
 mod db_refuses;
 mod dead_task;
+mod deployment;
 mod disk_bound;
 mod disk_full;
 mod disk_full_reconnect;

@@ -1,0 +1,400 @@
+//! Issue 35: the reference deployment, started from `deploy/haproxy.cfg`
+//! as it ships: three headend processes on one PostgreSQL behind HAProxy
+//! (TCP for the agents' gRPC, HTTP for the REST API, both health-checked
+//! on `/ready`), and three real agents dialling the balancer. One replica
+//! is SIGKILLed under them while commands are being issued and the REST
+//! API is being read through the balancer.
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use e2e::*;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+
+const T: Duration = Duration::from_secs(30);
+const SETPOINTS: &str = "  - { asset: ctl-1, field: power_limit, min: 0, max: 80, default: 50 }\n";
+const FINAL: [&str; 5] = ["completed", "failed", "rejected", "expired", "cancelled"];
+
+/// Processes that die with the test.
+struct Procs(Vec<Option<Child>>);
+
+impl Procs {
+    fn sigkill(&mut self, i: usize) -> Result<()> {
+        if let Some(mut c) = self.0.get_mut(i).and_then(Option::take) {
+            kill(Pid::from_raw(c.id() as i32), Signal::SIGKILL)?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for i in 0..self.0.len() {
+            let _ = self.sigkill(i);
+        }
+    }
+}
+
+fn log_file(dir: &std::path::Path, name: &str) -> Result<(Stdio, Stdio)> {
+    let f = std::fs::File::create(dir.join(name))?;
+    Ok((Stdio::from(f.try_clone()?), Stdio::from(f)))
+}
+
+struct Replica {
+    grpc: u16,
+    http: SocketAddr,
+}
+
+fn spawn_replica(
+    db_url: &str,
+    pki: &TestPki,
+    dir: &std::path::Path,
+    n: usize,
+) -> Result<(Child, Replica)> {
+    let (grpc, http) = (free_port(), free_port());
+    let (out, err) = log_file(dir, &format!("headend-{n}.log"))?;
+    let child = Command::new(bin("headend"))
+        .args([
+            format!("--grpc-listen=127.0.0.1:{grpc}"),
+            format!("--http-listen=127.0.0.1:{http}"),
+            format!("--enroll-listen=127.0.0.1:{}", free_port()),
+            format!("--database-url={db_url}"),
+            format!("--pki-dir={}", pki.path().display()),
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(out)
+        .stderr(err)
+        .spawn()?;
+    Ok((
+        child,
+        Replica {
+            grpc,
+            http: format!("127.0.0.1:{http}").parse()?,
+        },
+    ))
+}
+
+/// HAProxy with the shipped configuration, the replicas' addresses in its
+/// environment (as `/etc/default/haproxy` gives them on a host).
+fn spawn_haproxy(
+    replicas: &[Replica],
+    dir: &std::path::Path,
+) -> Result<(Child, SocketAddr, SocketAddr)> {
+    let cfg = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/haproxy.cfg");
+    let agents: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+    let rest: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+    let (out, err) = log_file(dir, "haproxy.log")?;
+    let mut c = Command::new("haproxy");
+    c.args(["-db", "-f"])
+        .arg(&cfg)
+        .env("TW_AGENTS_BIND", agents.to_string())
+        .env("TW_REST_BIND", rest.to_string())
+        .env("TW_API_HOST", "localhost");
+    for (i, r) in replicas.iter().enumerate() {
+        let n = i + 1;
+        c.env(format!("TW_HE{n}"), "127.0.0.1")
+            .env(format!("TW_HE{n}_GRPC"), r.grpc.to_string())
+            .env(format!("TW_HE{n}_REST"), r.http.port().to_string());
+    }
+    let child = c
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .context("haproxy (Debian's package; scripts/peers.sh installs it)")?;
+    Ok((child, agents, rest))
+}
+
+/// POSTs a command with an idempotency key until the API takes it.
+async fn submit(http: SocketAddr, key: &str, body: &Value) -> Result<String> {
+    let mut body = body.clone();
+    body["idempotency_key"] = json!(key);
+    let until = Instant::now() + T;
+    loop {
+        match post_json(http, "/api/v1/commands", &body).await {
+            Ok((201 | 200, c)) => {
+                return c["command_id"]
+                    .as_str()
+                    .map(String::from)
+                    .context("no command_id");
+            }
+            Ok((code, c)) if code < 500 => anyhow::bail!("refused {code}: {c}"),
+            _ => {}
+        }
+        ensure!(Instant::now() < until, "the API never took {key}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn sessions_on(r: &Replica) -> f64 {
+    match get_text(r.http, "/metrics").await {
+        Ok(p) => metric(&p, "tankwatch_headend_agent_sessions").unwrap_or(0.0),
+        Err(_) => 0.0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_sigkilled_behind_haproxy_loses_no_agent_reading_command_or_rest_answer()
+-> Result<()> {
+    let _ = tracing_subscriber::fmt().with_env_filter("warn").try_init();
+    let work = tempfile::tempdir()?;
+    let r = replica_killed(work.path()).await;
+    if r.is_err() {
+        // the processes' own words
+        for e in std::fs::read_dir(work.path())?.flatten() {
+            if e.path().extension().is_some_and(|x| x == "log") {
+                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                eprintln!("--- {}:", e.path().display());
+                for l in tail.iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+        }
+    }
+    r
+}
+
+async fn replica_killed(work: &std::path::Path) -> Result<()> {
+    let pg = pg::fresh_database().await?;
+    let sites = ["site-1", "site-2", "site-3"];
+    let pki = TestPki::new(&sites)?;
+    // the API key, made before the replicas run (this migrates the database)
+    let db = headend::store::Db::connect(&pg.url, 4).await?;
+    let key = api_key(&db, "admin", None).await?;
+    let mut procs = Procs(Vec::new());
+    let mut replicas = Vec::new();
+    for n in 1..=3 {
+        let (c, r) = spawn_replica(&pg.url, &pki, work, n)?;
+        procs.0.push(Some(c));
+        register_token(r.http, key.clone());
+        replicas.push(r);
+    }
+    for (n, r) in replicas.iter().enumerate() {
+        eventually(&format!("replica {} ready", n + 1), T, || async {
+            Ok(reqwest::get(format!("http://{}/ready", r.http))
+                .await
+                .ok()
+                .filter(|r| r.status() == 200)
+                .map(|_| ()))
+        })
+        .await?;
+    }
+    let (lb, agents_at, rest) = spawn_haproxy(&replicas, work)?;
+    procs.0.push(Some(lb));
+    register_token(rest, key.clone());
+    eventually("the balancer's REST side", T, || async {
+        Ok(get_json(rest, "/api/v1/sites").await.ok().map(|_| ()))
+    })
+    .await?;
+    // three agents dial the balancer; site-1 has a controller
+    let sim = fast_sim().await?;
+    let mut agents = Vec::new();
+    for s in sites {
+        let dir = work.join(s);
+        std::fs::create_dir_all(&dir)?;
+        let mut yaml = agent_yaml(&pki, s, agents_at, &dir.join("log"), &sim, 100);
+        if s == "site-1" {
+            yaml = with_controllers(&yaml, &[("ctl-1", 100.0, &sim)], SETPOINTS, "");
+        }
+        agents.push(edge_agent::start(agent_config(&dir, &yaml)?)?);
+    }
+    for a in &agents {
+        let mut up = a.uplink.clone();
+        tokio::time::timeout(T, up.wait_for(|s| s.connected)).await??;
+    }
+    eventually("site-1's controller known", T, || async {
+        let a = get_json(rest, "/api/v1/sites/site-1/assets").await;
+        Ok(a.ok()
+            .filter(|a| {
+                a.as_array()
+                    .is_some_and(|v| v.iter().any(|x| x["asset_id"] == "ctl-1"))
+            })
+            .map(|_| ()))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // the victim: the replica holding the most sessions
+    let mut counts = Vec::new();
+    for r in &replicas {
+        counts.push(sessions_on(r).await);
+    }
+    let victim = (0..3)
+        .max_by(|a, b| counts[*a].total_cmp(&counts[*b]))
+        .unwrap_or(0);
+    let on_victim = counts[victim] as usize;
+    eprintln!(
+        "sessions per replica {counts:?}; killing replica {}",
+        victim + 1
+    );
+    ensure!(on_victim >= 1, "{counts:?}");
+    let before: Vec<u64> = agents.iter().map(|a| a.uplink.borrow().sessions).collect();
+
+    // the REST API is read through the balancer every 100 ms throughout
+    let reading = Arc::new(AtomicBool::new(true));
+    let (reads, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let poller = {
+        let (reading, reads, failed) = (reading.clone(), reads.clone(), failed.clone());
+        tokio::spawn(async move {
+            while reading.load(Ordering::Relaxed) {
+                match get(rest, "/api/v1/sites").await {
+                    Ok(r) if r.status() == 200 => {}
+                    Ok(r) => {
+                        eprintln!("REST through the balancer: {}", r.status());
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        eprintln!("REST through the balancer: {e}");
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                reads.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    // commands issued before, during and after the kill
+    let commander = tokio::spawn(async move {
+        let mut ids = Vec::new();
+        for i in 0..10 {
+            let body = json!({"kind": "setpoint", "asset": "site-1/ctl-1", "field": "power_limit", "value": 20 + i, "duration_s": 1});
+            ids.push(submit(rest, &format!("during-kill-{i}"), &body).await?);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        anyhow::Ok(ids)
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let t0 = Instant::now();
+    procs.sigkill(victim)?;
+    // every agent that lost its session streams again through the balancer
+    let mut back = Duration::ZERO;
+    for (a, n) in agents.iter().zip(&before) {
+        let mut up = a.uplink.clone();
+        // a session on the victim ends within the keepalive bound; one elsewhere goes on
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            up.wait_for(|s| !s.connected || s.sessions > *n),
+        )
+        .await;
+        tokio::time::timeout(Duration::from_secs(15), up.wait_for(|s| s.connected))
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!("an agent not streaming again within 15 s of the kill")
+            })??;
+        if a.uplink.borrow().sessions > *n {
+            back = back.max(t0.elapsed());
+        }
+    }
+    let moved = agents
+        .iter()
+        .zip(&before)
+        .filter(|(a, n)| a.uplink.borrow().sessions > **n)
+        .count();
+    eprintln!(
+        "{moved} agent(s) reconnected through the balancer; the last {back:?} after the kill"
+    );
+    ensure!(
+        moved >= on_victim,
+        "{moved} agents reconnected, {on_victim} were on the victim"
+    );
+    ensure!(back < Duration::from_secs(15), "{back:?}");
+    // every command reaches a final state, as the REST API (through the balancer) says
+    let ids = commander.await??;
+    let mut finals = std::collections::BTreeMap::<String, usize>::new();
+    for id in &ids {
+        let c = eventually(
+            &format!("command {id} final"),
+            Duration::from_secs(60),
+            || async {
+                let c = get_json(rest, &format!("/api/v1/commands/{id}")).await?;
+                Ok(FINAL
+                    .contains(&c["state"].as_str().unwrap_or_default())
+                    .then_some(c))
+            },
+        )
+        .await?;
+        *finals
+            .entry(format!(
+                "{}/{}",
+                c["state"].as_str().unwrap_or_default(),
+                c["reason"].as_str().unwrap_or_default()
+            ))
+            .or_default() += 1;
+    }
+    eprintln!("commands issued around the kill ended: {finals:?}");
+    reading.store(false, Ordering::Relaxed);
+    poller.await?;
+    let (reads, failed) = (
+        reads.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+    );
+    eprintln!("REST through the balancer: {reads} reads, {failed} failed");
+    ensure!(
+        failed == 0 && reads > 20,
+        "{failed} of {reads} REST reads failed"
+    );
+    // every reading of every site is stored once
+    sim.set_silent(true);
+    for (a, s) in agents.iter().zip(sites) {
+        eventually(&format!("{s}'s log drains"), T, || async {
+            let st = a.log.stats();
+            Ok((st.acked_through + 1 == st.next_seq).then_some(()))
+        })
+        .await?;
+    }
+    for (a, s) in agents.into_iter().zip(sites) {
+        let st = a.log.stats();
+        a.stop().await?;
+        let seqs = stored_seqs(&db, s).await?;
+        let mut unique = seqs.clone();
+        unique.dedup();
+        ensure!(unique.len() == seqs.len(), "{s}: a reading stored twice");
+        assert_every_seq_accounted_for(&db, s, &st).await?;
+    }
+    drop(procs);
+    db.pool().close().await;
+    pg.drop().await
+}
+
+/// The shipped file is valid as the guide says to use it: replicas on
+/// loopback (plain HTTP, what the test above runs) and on other hosts
+/// (HTTPS to each replica, verified against its CA).
+#[test]
+fn the_shipped_haproxy_configuration_is_valid_with_plain_and_https_replicas() -> Result<()> {
+    let pki = TestPki::new(&["site-1"])?;
+    let cfg = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/haproxy.cfg");
+    for ca in [None, Some(pki.path().join("ca.pem"))] {
+        let mut c = Command::new("haproxy");
+        c.args(["-c", "-f"]).arg(&cfg);
+        for (k, v) in [
+            ("TW_AGENTS_BIND", ":7443"),
+            ("TW_REST_BIND", ":8080"),
+            ("TW_API_HOST", "tankwatch.example.com"),
+        ] {
+            c.env(k, v);
+        }
+        for n in 1..=3 {
+            c.env(format!("TW_HE{n}"), format!("10.0.0.1{n}"))
+                .env(format!("TW_HE{n}_GRPC"), "7443")
+                .env(format!("TW_HE{n}_REST"), "8080");
+        }
+        if let Some(ca) = &ca {
+            c.env("TW_REST_CA", ca);
+        }
+        let out = c
+            .output()
+            .context("haproxy (scripts/peers.sh installs it)")?;
+        ensure!(
+            out.status.success(),
+            "haproxy -c with TW_REST_CA {ca:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
