@@ -45,3 +45,76 @@ pub enum Error {
     #[error("gRPC server: {0}")]
     Grpc(String),
 }
+
+/// Why the database cannot serve a request now (issue 35): the REST API
+/// answers 503 with this code, `/ready` says it, and nothing is lost (the
+/// agents keep their readings until a commit is acknowledged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outage {
+    /// Unreachable, restarting, or refusing connections.
+    Unavailable,
+    /// Answering, but read-only (a standby, or a failover in progress).
+    ReadOnly,
+}
+
+impl Outage {
+    /// The REST API's stable error code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Outage::Unavailable => "database_unavailable",
+            Outage::ReadOnly => "database_read_only",
+        }
+    }
+}
+
+impl Error {
+    /// Whether this failure is the database being away or read-only (not
+    /// a bad request, not a bug).
+    pub fn outage(&self) -> Option<Outage> {
+        match self {
+            Error::Sql(e) => sql_outage(e),
+            _ => None,
+        }
+    }
+}
+
+/// The classes of sqlx errors that mean the database is away.
+pub fn sql_outage(e: &sqlx::Error) -> Option<Outage> {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => Some(Outage::Unavailable),
+        sqlx::Error::Database(d) => {
+            let code = d.code();
+            match code.as_deref() {
+                // read_only_sql_transaction
+                Some("25006") => Some(Outage::ReadOnly),
+                // admin_shutdown, crash_shutdown, cannot_connect_now,
+                // too_many_connections, and connection exceptions (08…)
+                Some("57P01" | "57P02" | "57P03" | "53300") => Some(Outage::Unavailable),
+                Some(c) if c.starts_with("08") => Some(Outage::Unavailable),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_and_connection_failures_are_an_outage_and_a_bad_statement_is_not() {
+        assert_eq!(
+            Error::Sql(sqlx::Error::PoolTimedOut).outage(),
+            Some(Outage::Unavailable)
+        );
+        assert_eq!(Error::Sql(sqlx::Error::RowNotFound).outage(), None);
+        assert_eq!(Error::Db("x".into()).outage(), None);
+        assert_eq!(Outage::ReadOnly.code(), "database_read_only");
+    }
+}

@@ -495,6 +495,10 @@ fn replica_tasks(
             ),
         ),
         sup.spawn(
+            "database watch",
+            jobs::database_watch(db.clone(), metrics.clone(), sup.stopping()),
+        ),
+        sup.spawn(
             "dispatch safety net",
             jobs::replicas::dispatch_safety_net(db.clone(), dispatcher.clone(), sup.stopping()),
         ),

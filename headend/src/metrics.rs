@@ -94,6 +94,9 @@ pub struct Metrics {
     pub notes_failed: Counter,
     /// 1 while this replica listens to the others' notes (PostgreSQL).
     pub listening: Gauge<i64, AtomicI64>,
+    /// 1 while the database takes writes, 0 while it is away or
+    /// read-only (the database watch, every 5 s).
+    pub database_ready: Gauge<i64, AtomicI64>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -180,6 +183,7 @@ impl Default for Metrics {
             dispatch_queries: Counter::default(),
             notes_failed: Counter::default(),
             listening: Gauge::default(),
+            database_ready: Gauge::default(),
         };
         Metrics::register_ingest(&mut r, &m);
         Metrics::register_operations(&mut r, &m);
@@ -210,6 +214,11 @@ impl Metrics {
             "notes_failed",
             "Notes to other replicas (LISTEN/NOTIFY) that could not be sent; retried each second",
             m.notes_failed.clone(),
+        );
+        r.register(
+            "database_ready",
+            "1 while the database takes writes; 0 while it is unreachable or read-only (checked every 5 s; /ready says why)",
+            m.database_ready.clone(),
         );
         r.register(
             "listening",

@@ -135,7 +135,7 @@ pub fn routes() -> Vec<route::Route> {
 pub struct ApiError {
     pub status: StatusCode,
     /// `invalid`, `not_found`, `unprocessable`, `conflict`,
-    /// `database_unavailable`, `stored_value_invalid`, `internal`, or an
+    /// `database_unavailable`, `database_read_only`, `stored_value_invalid`, `internal`, or an
     /// edge refusal (`host`, `content_type`, `control_character`,
     /// `too_large`).
     pub code: &'static str,
@@ -269,14 +269,13 @@ impl From<crate::Error> for ApiError {
     fn from(e: crate::Error) -> Self {
         use crate::Error as E;
         let (status, code, message) = match &e {
-            E::Sql(
-                sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::Io(_)
-                | sqlx::Error::Tls(_)
-                | sqlx::Error::Protocol(_)
-                | sqlx::Error::WorkerCrashed,
-            ) => (
+            _ if e.outage() == Some(crate::error::Outage::ReadOnly) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_read_only",
+                "the database is read-only (a standby, or a failover in progress); retry later"
+                    .into(),
+            ),
+            _ if e.outage().is_some() => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "database_unavailable",
                 "the database is unavailable; retry later (details in the headend's log)".into(),

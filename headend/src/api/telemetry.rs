@@ -173,15 +173,18 @@ pub fn routes() -> Vec<super::route::Route> {
 /// Answers within [`READY_WITHIN`] whatever the database does (a load
 /// balancer's check gives up after 2-5 s and must see a 503, not a hang).
 async fn ready(State(s): State<ApiState>) -> Response {
-    match tokio::time::timeout(READY_WITHIN, s.db.ping()).await {
-        Ok(Ok(())) => (StatusCode::OK, "ready").into_response(),
-        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("database: {e}")).into_response(),
+    use crate::error::Outage;
+    use crate::store::Readiness;
+    let (outage, why) = match tokio::time::timeout(READY_WITHIN, s.db.readiness()).await {
+        Ok(Readiness::Ready) => return (StatusCode::OK, "ready").into_response(),
+        Ok(r @ Readiness::ReadOnly) => (Outage::ReadOnly, r.reason()),
+        Ok(r @ Readiness::Unavailable(_)) => (Outage::Unavailable, r.reason()),
         Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
+            Outage::Unavailable,
             format!("database: no answer within {} ms", READY_WITHIN.as_millis()),
-        )
-            .into_response(),
-    }
+        ),
+    };
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, outage.code(), why).into_response()
 }
 
 /// `/ready`'s own deadline.

@@ -45,6 +45,48 @@ pub async fn revocations(
     }
 }
 
+/// How often every replica checks that its database takes writes.
+pub const DATABASE_WATCH: Duration = Duration::from_secs(5);
+
+/// Checks the database every [`DATABASE_WATCH`]: the `database_ready`
+/// metric, and one log line when it goes away or turns read-only and one
+/// when it is back (not one per failed query).
+pub async fn database_watch(
+    db: Db,
+    metrics: crate::metrics::Metrics,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut was = crate::store::Readiness::Ready;
+    let mut since = tokio::time::Instant::now();
+    metrics.database_ready.set(1);
+    loop {
+        let now = match tokio::time::timeout(DATABASE_WATCH, db.readiness()).await {
+            Ok(r) => r,
+            Err(_) => crate::store::Readiness::Unavailable(format!(
+                "no answer within {} s",
+                DATABASE_WATCH.as_secs()
+            )),
+        };
+        let ready = now == crate::store::Readiness::Ready;
+        metrics.database_ready.set(i64::from(ready));
+        if ready != (was == crate::store::Readiness::Ready) {
+            if ready {
+                tracing::warn!(
+                    after_s = since.elapsed().as_secs(),
+                    "the database takes writes again; ingest, commands and jobs resume"
+                );
+            } else {
+                tracing::error!(reason = %now.reason(), "the database takes no writes: ingest stops acknowledging (agents keep their readings), REST answers 503, jobs wait");
+            }
+            since = tokio::time::Instant::now();
+        }
+        was = now;
+        if !pause(DATABASE_WATCH, &mut stop).await {
+            return;
+        }
+    }
+}
+
 /// Sleeps `d` or until shutdown; false at shutdown.
 async fn pause(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
     tokio::select! {

@@ -50,7 +50,7 @@ use tankwatch_proto::v1;
 use crate::Error;
 use crate::domain::Quality;
 pub use hello::HelloInfo;
-pub use pool::{API_ACQUIRE, Backend, Db, INGEST_ACQUIRE, WriteTx};
+pub use pool::{API_ACQUIRE, Backend, Db, INGEST_ACQUIRE, Readiness, WriteTx};
 pub use reads::{DeliveryEventRow, GapRow};
 pub use rows::PointKey;
 pub use sites::{AssetRow, LatestRow, SiteRow};

@@ -35,6 +35,30 @@ impl Backend {
     }
 }
 
+/// What [`Db::readiness`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    /// It answers but takes no writes (a standby; a failover in progress).
+    ReadOnly,
+    /// It does not answer (the error).
+    Unavailable(String),
+}
+
+impl Readiness {
+    /// What `/ready` and the log say.
+    pub fn reason(&self) -> String {
+        match self {
+            Readiness::Ready => "ready".into(),
+            Readiness::ReadOnly => {
+                "database: read-only (a standby, or a failover in progress); ingest and writes wait"
+                    .into()
+            }
+            Readiness::Unavailable(e) => format!("database: {e}"),
+        }
+    }
+}
+
 /// The database handle shared by ingest and the REST API.
 #[derive(Clone)]
 pub struct Db {
@@ -202,6 +226,28 @@ impl Db {
     pub async fn ping(&self) -> Result<(), Error> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    /// Whether the database takes writes now (`/ready`, the database
+    /// watch): on PostgreSQL, a standby or a session default of
+    /// read-only (a failover in progress) is [`Readiness::ReadOnly`].
+    pub async fn readiness(&self) -> Readiness {
+        let r = match self.backend {
+            Backend::Sqlite => self.ping().await.map(|()| false),
+            Backend::Postgres => sqlx::query_scalar::<_, i32>(
+                "SELECT CASE WHEN pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on' THEN 1 ELSE 0 END",
+            )
+            .fetch_one(&self.pool)
+            .await
+            .map(|ro| ro == 1)
+            .map_err(Error::from),
+        };
+        match r {
+            Ok(false) => Readiness::Ready,
+            Ok(true) => Readiness::ReadOnly,
+            Err(e) if e.outage() == Some(crate::error::Outage::ReadOnly) => Readiness::ReadOnly,
+            Err(e) => Readiness::Unavailable(e.to_string()),
+        }
     }
 }
 

@@ -134,3 +134,122 @@ async fn a_database_outage_stops_acks_applies_backpressure_and_recovers_by_itsel
     pg.drop().await?;
     Ok(())
 }
+
+/// Issue 35: a failover in progress leaves the headend on a database that
+/// answers but takes no writes. The headend says so on `/ready` (a load
+/// balancer takes it out), answers writes with `503 database_read_only`,
+/// acknowledges nothing (the agent keeps its readings), and resumes by
+/// itself when the database takes writes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_database_turns_ready_false_refuses_writes_with_503_and_loses_nothing()
+-> Result<()> {
+    let pg = pg::fresh_database().await?;
+    let name = pg.url.rsplit('/').next().unwrap_or_default().to_string();
+    let pki = TestPki::new(&["site-o"])?;
+    let work = tempfile::tempdir()?;
+    let sim = fast_sim().await?;
+    let he = e2e::start_headend(headend_config(&pki, &pg.url, 0)).await?;
+    let yaml = agent_yaml(
+        &pki,
+        "site-o",
+        he.grpc_addr,
+        &work.path().join("log"),
+        &sim,
+        50,
+    );
+    let agent = edge_agent::start(agent_config(work.path(), &yaml)?)?;
+    eventually("readings acknowledged", Duration::from_secs(20), || async {
+        Ok((agent.log.stats().acked_through > 50).then_some(()))
+    })
+    .await?;
+    let admin = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/test").await?;
+    // the database turns read-only under the headend (as a demoted
+    // primary or a standby does): its sessions are cut and come back read-only
+    let flip = |on: bool| {
+        let (admin, name) = (admin.clone(), name.clone());
+        async move {
+            let set = if on { "on" } else { "off" };
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "ALTER DATABASE {name} SET default_transaction_read_only = {set}"
+            )))
+            .execute(&admin)
+            .await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+            )))
+            .execute(&admin)
+            .await?;
+            anyhow::Ok(())
+        }
+    };
+    flip(true).await?;
+    let ready =
+        eventually("/ready says read-only", Duration::from_secs(10), || async {
+            let r = reqwest::get(format!("http://{}/ready", he.http_addr)).await?;
+            let (status, body) = (r.status().as_u16(), r.text().await?);
+            Ok((status == 503
+                && body.contains("read-only")
+                && body.contains("\"database_read_only\""))
+            .then_some(body))
+        })
+        .await?;
+    eprintln!("/ready during the failover: {ready}");
+    let acked = agent.log.stats().acked_through;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        agent.log.stats().acked_through,
+        acked,
+        "nothing is acknowledged while the database takes no writes"
+    );
+    let eta = headend::wallclock::now_ms() + 3_600_000;
+    let load = serde_json::json!({"site": "site-o", "reference": "PO-RO", "tanks": ["tank-1"],
+        "product": "diesel", "planned_volume_l": 5000, "eta": eta, "eta_source": "manual"});
+    let (status, body) = post_json(he.http_addr, "/api/v1/loads", &load).await?;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("database_read_only")),
+        "{body}"
+    );
+    // reads still answer from a read-only database
+    assert!(get_json(he.http_addr, "/api/v1/sites").await.is_ok());
+    let page = get_text(he.http_addr, "/metrics").await?;
+    eventually("the watch sees it", Duration::from_secs(10), || async {
+        let page = get_text(he.http_addr, "/metrics").await?;
+        Ok((metric(&page, "tankwatch_headend_database_ready") == Some(0.0)).then_some(()))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}: {page}"))?;
+    // the failover ends: writes are taken again, the backlog drains
+    flip(false).await?;
+    let target = agent.log.stats().next_seq - 1;
+    eventually(
+        "the backlog is acknowledged",
+        Duration::from_secs(60),
+        || async { Ok((agent.log.stats().acked_through >= target).then_some(())) },
+    )
+    .await?;
+    assert_eq!(
+        reqwest::get(format!("http://{}/ready", he.http_addr))
+            .await?
+            .status(),
+        200
+    );
+    let (status, body) = post_json(he.http_addr, "/api/v1/loads", &load).await?;
+    assert_eq!(status, 201, "{body}");
+    sim.set_silent(true);
+    eventually("the log drains", Duration::from_secs(30), || async {
+        let s = agent.log.stats();
+        Ok((s.acked_through + 1 == s.next_seq).then_some(()))
+    })
+    .await?;
+    let st = agent.log.stats();
+    agent.stop().await?;
+    let seqs = stored_seqs(&he.db, "site-o").await?;
+    let mut unique = seqs.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), seqs.len(), "no reading stored twice");
+    assert_every_seq_accounted_for(&he.db, "site-o", &st).await?;
+    he.stop().await;
+    admin.close().await;
+    pg.drop().await
+}
