@@ -606,8 +606,10 @@ pub fn seeds_from_args(default: &[u64]) -> Vec<u64> {
 }
 pub mod forecast_eval;
 pub mod notify_peers;
+pub mod private_pg;
 pub mod slowlink;
 pub use notify_peers::{KeptMail, PostfixSink, SmtpSink, WebhookReceiver};
+pub use private_pg::{HeadendProcess, PrivatePg};
 
 pub mod pg {
     use anyhow::{Context, Result};
@@ -1063,8 +1065,9 @@ pub async fn assert_every_seq_accounted_for(
     let reported: i64 = gaps.iter().map(|g| g.3).sum();
     anyhow::ensure!(
         missing.len() as i64 == reported,
-        "dropped counts ({reported}) match exactly what is missing in SQL ({})",
-        missing.len()
+        "{site}: dropped counts ({reported}) match exactly what is missing in SQL ({}: {:?}…)",
+        missing.len(),
+        &missing[..missing.len().min(12)]
     );
     anyhow::ensure!(
         reported as u64 == st.dropped.iter().sum::<u64>(),

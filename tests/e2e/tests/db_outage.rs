@@ -3,7 +3,7 @@
 //! itself when the database returns; nothing is lost or stored twice.
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use atg_sim::{SimConfig, Simulator};
 use e2e::*;
 
@@ -252,4 +252,128 @@ async fn a_read_only_database_turns_ready_false_refuses_writes_with_503_and_lose
     he.stop().await;
     admin.close().await;
     pg.drop().await
+}
+
+/// Issue 35: PostgreSQL itself restarted (stopped 30 s, started) under
+/// ingest and commands, the headend a real process: nothing lost or
+/// stored twice, no crash, its memory flat through the outage, `/ready`
+/// false then true, and acks flowing again within 10 s of the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_for_30_s_under_ingest_loses_nothing_and_ingest_resumes_within_10_s()
+-> Result<()> {
+    let pg = PrivatePg::start()?;
+    let pki = TestPki::new(&["site-r"])?;
+    let work = tempfile::tempdir()?;
+    let db = headend::store::Db::connect(&pg.url(), 4).await?;
+    let key = api_key(&db, "admin", None).await?;
+    let mut he = HeadendProcess::spawn(&pg.url(), &pki, &work.path().join("headend.log"))?;
+    he.ready(Duration::from_secs(30)).await?;
+    register_token(he.http, key);
+    let sim = fast_sim().await?;
+    sim.set_frozen(true);
+    let base = agent_yaml(&pki, "site-r", he.grpc, &work.path().join("log"), &sim, 50);
+    let setpoints = "  - { asset: ctl-1, field: power_limit, min: 0, max: 80, default: 50 }\n";
+    let yaml = with_controllers(&base, &[("ctl-1", 100.0, &sim)], setpoints, "");
+    let agent = edge_agent::start(agent_config(work.path(), &yaml)?)?;
+    eventually("readings acknowledged", Duration::from_secs(20), || async {
+        Ok((agent.log.stats().acked_through > 100).then_some(()))
+    })
+    .await?;
+    let command = |v: i64| {
+        serde_json::json!({"kind": "setpoint", "asset": "site-r/ctl-1",
+        "field": "power_limit", "value": v, "duration_s": 600})
+    };
+    let (code, c) = post_json(he.http, "/api/v1/commands", &command(30)).await?;
+    assert_eq!(code, 201, "{c}");
+    wait_state(
+        he.http,
+        c["command_id"].as_str().unwrap_or_default(),
+        "active",
+        Duration::from_secs(20),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_before = he.rss_kib().unwrap_or(0);
+
+    pg.down()?;
+    let down_at = std::time::Instant::now();
+    let mut rss_max = rss_before;
+    let mut saw_not_ready = false;
+    let mut refused_write = None;
+    while down_at.elapsed() < Duration::from_secs(30) {
+        rss_max = rss_max.max(he.rss_kib().context("the headend died")?);
+        let r = reqwest::get(format!("http://{}/ready", he.http)).await?;
+        if r.status() == 503 {
+            saw_not_ready = true;
+        }
+        if refused_write.is_none() {
+            let (code, body) = post_json(he.http, "/api/v1/commands", &command(35)).await?;
+            refused_write = Some((
+                code,
+                body["error"]["code"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let acked_during = agent.log.stats().acked_through;
+    pg.up()?;
+    let up_at = std::time::Instant::now();
+    eventually("acks flow again", Duration::from_secs(30), || async {
+        Ok((agent.log.stats().acked_through > acked_during).then_some(()))
+    })
+    .await?;
+    let resumed = up_at.elapsed();
+    he.ready(Duration::from_secs(10)).await?;
+    eprintln!(
+        "PostgreSQL down 30 s: RSS {rss_before} -> max {rss_max} KiB; acks again {resumed:?} after it returned; a write during it: {refused_write:?}"
+    );
+    // the replica listens to the others' notes again (push dispatch)
+    eventually("listening again", Duration::from_secs(20), || async {
+        let page = get_text(he.http, "/metrics").await?;
+        Ok((metric(&page, "tankwatch_headend_listening") == Some(1.0)).then_some(()))
+    })
+    .await?;
+    assert!(saw_not_ready, "/ready said 503 during the outage");
+    assert_eq!(
+        refused_write,
+        Some((503, "database_unavailable".to_string()))
+    );
+    assert!(
+        resumed < Duration::from_secs(10),
+        "acks resumed {resumed:?} after the database returned"
+    );
+    assert!(
+        (rss_max as f64) <= rss_before as f64 * 1.2,
+        "RSS {rss_before} -> {rss_max} KiB during the outage"
+    );
+    // commands work again, and everything logged is stored once
+    let (code, c) = post_json(he.http, "/api/v1/commands", &command(40)).await?;
+    assert_eq!(code, 201, "{c}");
+    wait_state(
+        he.http,
+        c["command_id"].as_str().unwrap_or_default(),
+        "active",
+        Duration::from_secs(20),
+    )
+    .await?;
+    assert_eq!(sim.power_limit(), 40.0);
+    sim.set_silent(true);
+    eventually("the log drains", Duration::from_secs(60), || async {
+        let s = agent.log.stats();
+        Ok((s.acked_through + 1 == s.next_seq).then_some(()))
+    })
+    .await?;
+    let st = agent.log.stats();
+    agent.stop().await?;
+    let seqs = stored_seqs(&db, "site-r").await?;
+    let mut unique = seqs.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), seqs.len(), "no reading stored twice");
+    assert_every_seq_accounted_for(&db, "site-r", &st).await?;
+    he.sigkill()?;
+    db.pool().close().await;
+    Ok(())
 }

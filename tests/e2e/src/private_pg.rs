@@ -1,0 +1,184 @@
+//! A PostgreSQL cluster of the test's own (initdb in a temporary
+//! directory, its own port), which the test may stop and start: the
+//! machine's shared server is never restarted under the other tests.
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+pub struct PrivatePg {
+    dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+/// The server's programs (Debian's layout: /usr/lib/postgresql/N/bin).
+fn pg_bin(name: &str) -> Result<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .context("/usr/lib/postgresql (Debian's postgresql package)")?
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|p| p.join(name).exists())
+        .collect();
+    dirs.sort();
+    dirs.pop()
+        .map(|d| d.join(name))
+        .with_context(|| format!("no {name} under /usr/lib/postgresql"))
+}
+
+/// Runs a server program as the `postgres` user (it refuses root).
+fn as_postgres(name: &str, args: &[&str]) -> Result<()> {
+    let out = Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .arg(pg_bin(name)?)
+        .args(args)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "{name} {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+impl PrivatePg {
+    /// A new cluster, started (trust authentication on 127.0.0.1, no fsync).
+    pub fn start() -> Result<PrivatePg> {
+        let dir = tempfile::tempdir()?;
+        let port = crate::free_port();
+        std::os::unix::fs::chown(dir.path(), Some(uid_of_postgres()?), None)?;
+        let data = dir.path().join("data");
+        as_postgres(
+            "initdb",
+            &[
+                "-D",
+                &data.display().to_string(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        )?;
+        let pg = PrivatePg { dir, port };
+        pg.up()?;
+        Ok(pg)
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts the server and waits until it takes connections.
+    pub fn up(&self) -> Result<()> {
+        let data = self.dir.path().join("data").display().to_string();
+        let log = self.dir.path().join("server.log").display().to_string();
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            self.port,
+            self.dir.path().display()
+        );
+        as_postgres(
+            "pg_ctl",
+            &["-D", &data, "-l", &log, "-o", &opts, "-w", "start"],
+        )
+    }
+
+    /// Stops the server at once (`-m fast`: sessions are told and cut).
+    pub fn down(&self) -> Result<()> {
+        let data = self.dir.path().join("data").display().to_string();
+        as_postgres("pg_ctl", &["-D", &data, "-m", "fast", "-w", "stop"])
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let _ = self.down();
+    }
+}
+
+fn uid_of_postgres() -> Result<u32> {
+    let out = Command::new("id").args(["-u", "postgres"]).output()?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .context("the postgres user (Debian's postgresql package)")
+}
+
+/// A headend as a real process (the `headend` binary), killed with
+/// SIGKILL when dropped.
+pub struct HeadendProcess {
+    child: Option<std::process::Child>,
+    pub grpc: std::net::SocketAddr,
+    pub http: std::net::SocketAddr,
+}
+
+impl HeadendProcess {
+    /// Starts `headend` on free loopback ports, its output in `log`.
+    pub fn spawn(
+        db_url: &str,
+        pki: &crate::TestPki,
+        log: &std::path::Path,
+    ) -> Result<HeadendProcess> {
+        let (grpc, http) = (crate::free_port(), crate::free_port());
+        let f = std::fs::File::create(log)?;
+        let child = Command::new(crate::bin("headend"))
+            .args([
+                format!("--grpc-listen=127.0.0.1:{grpc}"),
+                format!("--http-listen=127.0.0.1:{http}"),
+                format!("--enroll-listen=127.0.0.1:{}", crate::free_port()),
+                format!("--database-url={db_url}"),
+                format!("--pki-dir={}", pki.path().display()),
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::from(f.try_clone()?))
+            .stderr(std::process::Stdio::from(f))
+            .spawn()?;
+        Ok(HeadendProcess {
+            child: Some(child),
+            grpc: format!("127.0.0.1:{grpc}").parse()?,
+            http: format!("127.0.0.1:{http}").parse()?,
+        })
+    }
+
+    /// Waits until `/ready` answers 200.
+    pub async fn ready(&self, within: std::time::Duration) -> Result<()> {
+        crate::eventually("the headend ready", within, || async {
+            Ok(reqwest::get(format!("http://{}/ready", self.http))
+                .await
+                .ok()
+                .filter(|r| r.status() == 200)
+                .map(|_| ()))
+        })
+        .await
+    }
+
+    /// Its resident memory, KiB (`VmRSS`).
+    pub fn rss_kib(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    pub fn sigkill(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            )?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for HeadendProcess {
+    fn drop(&mut self) {
+        let _ = self.sigkill();
+    }
+}
