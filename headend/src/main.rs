@@ -128,6 +128,12 @@ struct Serve {
     /// Concurrent batch transactions across all agents.
     #[arg(long, default_value_t = 8)]
     max_concurrent_writes: usize,
+    /// Database connections of each pool (ingest and jobs; on PostgreSQL
+    /// the telemetry writes too); the operator API has half as many of its
+    /// own, plus one listening connection (docs/deploy.md sizes them).
+    #[arg(long, env = "HEADEND_DB_MAX_CONNECTIONS", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(2..=1000))]
+    db_max_connections: u32,
     /// Another host name the REST API answers to (e.g. behind a reverse
     /// proxy); repeatable. `localhost`, `127.0.0.1` and `::1` always are.
     #[arg(long = "http-host", env = "HEADEND_HTTP_HOSTS", value_delimiter = ',')]
@@ -428,6 +434,7 @@ async fn main() -> Result<std::process::ExitCode> {
     cfg.max_concurrent_writes = cli.max_concurrent_writes;
     cfg.http_hosts = cli.http_hosts;
     cfg.max_conns_per_site = cli.max_conns_per_site;
+    cfg.db_max_connections = cli.db_max_connections;
     cfg.max_conns = cli.max_conns;
     cfg.compact_batches = !cli.no_compact_batches;
     cfg.logins_per_minute = cli.logins_per_minute;

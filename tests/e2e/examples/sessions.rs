@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use tankwatch_proto::v1;
-use tokio::sync::mpsc;
 
 const BATCH_EVERY: Duration = Duration::from_secs(10);
 
@@ -132,14 +131,7 @@ async fn session(
     up: &Up,
     counted: &mut bool,
 ) -> Result<()> {
-    let ch = edge_agent::uplink::channel(&addr.to_string(), "localhost", tls, None).await?;
-    let mut client = v1::agent_link_client::AgentLinkClient::new(ch);
-    let (tx, rx) = mpsc::channel(4);
-    tx.send(e2e::hello(site)).await?;
-    let mut inbound = client
-        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await?
-        .into_inner();
+    let (tx, mut inbound) = e2e::open_session(addr, tls, site).await?;
     let mut tick = tokio::time::interval(BATCH_EVERY);
     loop {
         tokio::select! {

@@ -1111,6 +1111,27 @@ impl Drop for Tmpfs {
     }
 }
 
+/// A simulated agent's session (real mTLS, the real proto): the sender of
+/// its messages and the headend's stream, the [`hello`] sent.
+pub async fn open_session(
+    addr: SocketAddr,
+    tls: rustls::ClientConfig,
+    site: &str,
+) -> Result<(
+    tokio::sync::mpsc::Sender<v1::AgentMessage>,
+    tonic::Streaming<v1::HeadendMessage>,
+)> {
+    let ch = edge_agent::uplink::channel(&addr.to_string(), "localhost", tls, None).await?;
+    let mut client = v1::agent_link_client::AgentLinkClient::new(ch);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(hello(site)).await?;
+    let inbound = client
+        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    Ok((tx, inbound))
+}
+
 /// A Hello for `site` with one tank (log id 42).
 pub fn hello(site: &str) -> v1::AgentMessage {
     v1::AgentMessage {

@@ -115,11 +115,22 @@ pub struct HeadendProcess {
 }
 
 impl HeadendProcess {
-    /// Starts `headend` on free loopback ports, its output in `log`.
+    /// Starts `headend` on free loopback ports with the PKI in `pki_dir`,
+    /// its output in `log`.
     pub fn spawn(
         db_url: &str,
-        pki: &crate::TestPki,
+        pki_dir: &std::path::Path,
         log: &std::path::Path,
+    ) -> Result<HeadendProcess> {
+        HeadendProcess::spawn_with(db_url, pki_dir, log, &[])
+    }
+
+    /// [`Self::spawn`] with more arguments.
+    pub fn spawn_with(
+        db_url: &str,
+        pki_dir: &std::path::Path,
+        log: &std::path::Path,
+        extra: &[String],
     ) -> Result<HeadendProcess> {
         let (grpc, http) = (crate::free_port(), crate::free_port());
         let f = std::fs::File::create(log)?;
@@ -129,8 +140,9 @@ impl HeadendProcess {
                 format!("--http-listen=127.0.0.1:{http}"),
                 format!("--enroll-listen=127.0.0.1:{}", crate::free_port()),
                 format!("--database-url={db_url}"),
-                format!("--pki-dir={}", pki.path().display()),
+                format!("--pki-dir={}", pki_dir.display()),
             ])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::from(f.try_clone()?))
             .stderr(std::process::Stdio::from(f))

@@ -266,7 +266,7 @@ async fn postgres_restarted_for_30_s_under_ingest_loses_nothing_and_ingest_resum
     let work = tempfile::tempdir()?;
     let db = headend::store::Db::connect(&pg.url(), 4).await?;
     let key = api_key(&db, "admin", None).await?;
-    let mut he = HeadendProcess::spawn(&pg.url(), &pki, &work.path().join("headend.log"))?;
+    let mut he = HeadendProcess::spawn(&pg.url(), pki.path(), &work.path().join("headend.log"))?;
     he.ready(Duration::from_secs(30)).await?;
     register_token(he.http, key);
     let sim = fast_sim().await?;

@@ -136,7 +136,7 @@ async fn replica_killed(work: &std::path::Path) -> Result<()> {
     let mut procs = Procs(Vec::new());
     let mut replicas = Vec::new();
     for n in 1..=3 {
-        let r = HeadendProcess::spawn(&pg.url, &pki, &work.join(format!("headend-{n}.log")))?;
+        let r = HeadendProcess::spawn(&pg.url, pki.path(), &work.join(format!("headend-{n}.log")))?;
         register_token(r.http, key.clone());
         replicas.push(r);
     }
