@@ -54,6 +54,9 @@ pub struct Config {
     pub http_tls: Option<listen::rest::HttpsFiles>,
     /// `sqlite://PATH` or `postgres://...`.
     pub database_url: String,
+    /// A PostgreSQL read replica of it for the REST API's list and chart
+    /// reads (docs/deploy.md: what they may lag); None: the primary.
+    pub read_database_url: Option<String>,
     pub tls: tankwatch_tls::TlsFiles,
     /// The intermediate CA that issues agent certificates (enrollment,
     /// renewal); None: this headend does not issue.
@@ -121,6 +124,7 @@ impl Config {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             http_tls: None,
             database_url,
+            read_database_url: None,
             tls: tankwatch_tls::TlsFiles {
                 cert: dir.join("headend.pem"),
                 key: dir.join("headend.key"),
@@ -392,7 +396,13 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
     let api_db = db
         .with_own_pool((cfg.db_max_connections / 2).max(2))
         .await?;
+    // lists and charts from a read replica, when one is given
+    let reads = match &cfg.read_database_url {
+        Some(url) => store::Db::connect_replica(url, (cfg.db_max_connections / 2).max(2)).await?,
+        None => api_db.clone(),
+    };
     let state = api::ApiState {
+        reads,
         db: api_db,
         sessions,
         metrics: metrics.clone(),

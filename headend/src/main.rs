@@ -101,6 +101,11 @@ struct Serve {
     /// Database URL: sqlite://PATH (default, created if missing) or postgres://USER@HOST/DB.
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/headend.db")]
     database_url: String,
+    /// A PostgreSQL read replica (streaming standby) of --database-url
+    /// for the REST API's lists and charts; they then lag the primary by
+    /// the replica's replay delay (docs/deploy.md).
+    #[arg(long, env = "HEADEND_READ_DATABASE_URL")]
+    read_database_url: Option<String>,
     /// Directory with ca.pem, headend.pem and headend.key (see `pki`).
     #[arg(long, env = "HEADEND_PKI_DIR", default_value = "pki")]
     pki_dir: PathBuf,
@@ -424,6 +429,7 @@ async fn main() -> Result<std::process::ExitCode> {
         })?),
     };
     cfg.enroll_address = cli.enroll_address;
+    cfg.read_database_url = cli.read_database_url;
     cfg.agent_cert_lifetime = cli.agent_cert_lifetime;
     cfg.grpc_listen = cli.grpc_listen;
     cfg.http_listen = cli.http_listen;

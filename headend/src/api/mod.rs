@@ -55,6 +55,8 @@ pub use access::Caller;
 #[derive(Clone)]
 pub struct ApiState {
     pub db: Db,
+    /// Where lists and charts are read: a read replica, or `db`.
+    pub reads: Db,
     pub sessions: Sessions,
     pub metrics: Metrics,
     pub dispatcher: Dispatcher,
@@ -73,6 +75,7 @@ impl ApiState {
     pub fn ctx(&self, p: &Principal) -> Context {
         Context {
             db: self.db.clone(),
+            reads: self.reads.clone(),
             metrics: self.metrics.clone(),
             dispatcher: self.dispatcher.clone(),
             touched: self.touched.clone(),

@@ -373,7 +373,7 @@ async fn readings(
 ) -> Result<Json<Value>, ApiError> {
     let site = super::site_param(&site)?;
     let asset = super::id_param::<crate::domain::AssetId>(&asset, "asset")?;
-    site_or_404(&s.db, &site).await?;
+    site_or_404(&s.reads, &site).await?;
     let (from_ms, to_ms, limit) = window(&p)?;
     let order = match p.order.as_deref() {
         None => Order::Asc,
@@ -381,8 +381,9 @@ async fn readings(
             .parse::<Order>()
             .map_err(|e| ApiError::invalid("order", e))?,
     };
-    let rows =
-        s.db.readings(&ReadingQuery {
+    let rows = s
+        .reads
+        .readings(&ReadingQuery {
             site: &site,
             asset: &asset,
             field: p.field.as_deref(),
@@ -439,7 +440,7 @@ async fn rollups(
 ) -> Result<Json<Value>, ApiError> {
     let site = super::site_param(&site)?;
     let asset = super::id_param::<crate::domain::AssetId>(&asset, "asset")?;
-    site_or_404(&s.db, &site).await?;
+    site_or_404(&s.reads, &site).await?;
     if p.order.is_some() {
         return Err(ApiError::invalid(
             "order",
@@ -447,8 +448,9 @@ async fn rollups(
         ));
     }
     let (from_ms, to_ms, limit) = window(&p)?;
-    let rows =
-        s.db.rollups(&RollupQuery {
+    let rows = s
+        .reads
+        .rollups(&RollupQuery {
             site: &site,
             asset: &asset,
             field: p.field.as_deref(),

@@ -260,7 +260,7 @@ pub async fn tanks(ctx: &Context, f: TankFilter<'_>) -> Result<Vec<(TankRow, Opt
     }
     let sites = ctx.scope.sites();
     Ok(ctx
-        .db
+        .reads
         .inventory()
         .list(&TankFilter {
             sites: sites.as_deref(),

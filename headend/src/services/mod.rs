@@ -37,6 +37,11 @@ use crate::store::Db;
 #[derive(Clone)]
 pub struct Context {
     pub db: Db,
+    /// Where lists and charts are read (`--read-database-url`, else
+    /// `db`): they may lag the primary by the replica's replay delay.
+    /// Only reads that tolerate that go here; a check before a write
+    /// never does.
+    pub reads: Db,
     pub metrics: Metrics,
     pub dispatcher: Dispatcher,
     /// Tanks with new observations, for the quick evaluation.

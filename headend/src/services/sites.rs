@@ -19,7 +19,7 @@ pub struct SiteView {
 /// The sites in the caller's scope, by id, whose id starts with `q` or
 /// whose name holds it (any case; all with none).
 pub async fn list(ctx: &Context, sessions: &Sessions, q: Option<&str>) -> Result<Vec<SiteView>> {
-    let mut rows = ctx.db.sites().await?;
+    let mut rows = ctx.reads.sites().await?;
     rows.retain(|r| ctx.scope.covers(&r.site_id));
     if let Some(q) = q.map(str::to_lowercase) {
         rows.retain(|r| {
@@ -127,7 +127,7 @@ pub async fn series(
     ctx.visible(site, "site", || format!("no site {site:?}"))?;
     if raw {
         let mut rows = ctx
-            .db
+            .reads
             .readings(&crate::store::ReadingQuery {
                 site,
                 asset,
@@ -151,9 +151,9 @@ pub async fn series(
     };
     let bucket_ms = bucket_of(to_ms.saturating_sub(from_ms));
     let rows = if bucket_ms == HOUR_MS {
-        ctx.db.rollups(&q).await?
+        ctx.reads.rollups(&q).await?
     } else {
-        ctx.db.rollup_buckets(&q, bucket_ms).await?
+        ctx.reads.rollup_buckets(&q, bucket_ms).await?
     };
     Ok(Series::Rollups { rows, bucket_ms })
 }
@@ -164,7 +164,7 @@ pub async fn deliveries(
     site: &str,
 ) -> Result<Vec<crate::store::reads::DeliveryEventRow>> {
     ctx.visible(site, "site", || format!("no site {site:?}"))?;
-    Ok(ctx.db.delivery_events(site, MARKS).await?)
+    Ok(ctx.reads.delivery_events(site, MARKS).await?)
 }
 
 /// Each site's device health and certificate, for the site list.

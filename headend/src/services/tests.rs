@@ -36,6 +36,7 @@ pub(super) async fn drop_database(name: Option<String>) {
 pub(super) fn ctx(db: &Db, scope: Scope) -> Context {
     Context {
         db: db.clone(),
+        reads: db.clone(),
         metrics: crate::metrics::Metrics::default(),
         dispatcher: Dispatcher::default(),
         touched: Default::default(),

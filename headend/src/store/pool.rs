@@ -204,6 +204,34 @@ impl Db {
         })
     }
 
+    /// A handle on a PostgreSQL read replica (a streaming standby) of the
+    /// primary's database, for reads only: no migrations (the primary
+    /// runs them; the standby replays them), gives up waiting for a
+    /// connection after [`API_ACQUIRE`].
+    pub async fn connect_replica(url: &str, max_connections: u32) -> Result<Db, Error> {
+        sqlx::any::install_default_drivers();
+        if Backend::from_url(url)? != Backend::Postgres {
+            return Err(Error::Config(format!(
+                "read database URL {}: a read replica is a PostgreSQL standby (postgres://…)",
+                redact(url)
+            )));
+        }
+        let pool = open_pool(url, Backend::Postgres, max_connections, API_ACQUIRE).await?;
+        let retention = Retention::default();
+        let telemetry = Telemetry::Postgres(std::sync::Arc::new(
+            PgTelemetry::open(url, max_connections, retention).await?,
+        ));
+        Ok(Db {
+            pool,
+            url: url.to_string(),
+            backend: Backend::Postgres,
+            writer: None,
+            telemetry,
+            retention,
+            notify: false,
+        })
+    }
+
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }

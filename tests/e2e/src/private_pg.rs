@@ -66,6 +66,46 @@ impl PrivatePg {
         Ok(pg)
     }
 
+    /// A streaming standby of `primary` (`pg_basebackup -R`), started:
+    /// a read replica that replays the primary's WAL.
+    pub fn standby_of(primary: &PrivatePg) -> Result<PrivatePg> {
+        let dir = tempfile::tempdir()?;
+        let port = crate::free_port();
+        std::os::unix::fs::chown(dir.path(), Some(uid_of_postgres()?), None)?;
+        let data = dir.path().join("data");
+        let from = primary.port.to_string();
+        as_postgres(
+            "pg_basebackup",
+            &[
+                "-D",
+                &data.display().to_string(),
+                "-R",
+                "-X",
+                "stream",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &from,
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        )?;
+        let pg = PrivatePg { dir, port };
+        pg.up()?;
+        Ok(pg)
+    }
+
+    /// Runs one statement as the server's superuser.
+    pub async fn exec(&self, sql: &str) -> Result<()> {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&self.url()).await?;
+        sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(&mut c)
+            .await?;
+        Ok(())
+    }
+
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }

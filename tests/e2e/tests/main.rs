@@ -45,6 +45,7 @@ mod outage;
 mod pki_cli;
 mod probe;
 mod pymodbus_peer;
+mod read_replica;
 mod reconnect_soak;
 mod refusal;
 mod rest_edge;
