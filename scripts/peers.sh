@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What the tests need besides Rust, installed once and checked each run:
-# systemd's tools, libfaketime, Postfix's smtp-sink, Chromium and HAProxy from Debian, the Python peers (a venv
+# systemd's tools, libfaketime, Postfix's smtp-sink, Chromium, HAProxy and PgBouncer from Debian, the Python peers (a venv
 # under target/pyenv, pinned by tests/peers/requirements.txt) and
 # node-opcua (target/nodeenv, pinned by its lock). scripts/test.sh runs
 # it; .ci/run runs it beside the build as well (it mostly downloads).
@@ -35,9 +35,10 @@ fi
 
 # HAProxy: the reference deployment's load balancer (deploy/haproxy.cfg),
 # started by its test as shipped
-if ! command -v haproxy >/dev/null; then
-  echo "test: installing haproxy (the reference deployment's test)"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy
+# and PgBouncer: the replicas through it in session mode
+if ! command -v haproxy >/dev/null || ! command -v pgbouncer >/dev/null; then
+  echo "test: installing haproxy and pgbouncer (the reference deployment's tests)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy pgbouncer
 fi
 
 venv=target/pyenv

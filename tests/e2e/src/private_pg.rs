@@ -234,3 +234,73 @@ impl Drop for HeadendProcess {
         let _ = self.sigkill();
     }
 }
+
+/// PgBouncer (Debian's package) in front of one database of the machine's
+/// PostgreSQL, in `mode` (`session` or `transaction`), on a port of its own;
+/// stopped when dropped.
+pub struct Pgbouncer {
+    child: Option<std::process::Child>,
+    _dir: tempfile::TempDir,
+    pub port: u16,
+    db: String,
+}
+
+impl Pgbouncer {
+    pub async fn start(upstream_db: &str, mode: &str) -> Result<Pgbouncer> {
+        let dir = tempfile::tempdir()?;
+        std::os::unix::fs::chown(dir.path(), Some(uid_of_postgres()?), None)?;
+        let port = crate::free_port();
+        let ini = dir.path().join("pgbouncer.ini");
+        let users = dir.path().join("userlist.txt");
+        std::fs::write(&users, "\"postgres\" \"\"\n")?;
+        std::fs::write(
+            &ini,
+            format!(
+                "[databases]\n{upstream_db} = host=127.0.0.1 port=5432 dbname={upstream_db}\n\
+                 [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n\
+                 unix_socket_dir =\nauth_type = trust\nauth_file = {}\n\
+                 pool_mode = {mode}\nmax_client_conn = 500\ndefault_pool_size = 60\n\
+                 ignore_startup_parameters = extra_float_digits\n",
+                users.display()
+            ),
+        )?;
+        for f in [&ini, &users] {
+            std::os::unix::fs::chown(f, Some(uid_of_postgres()?), None)?;
+        }
+        // started as root, it switches to the user itself (same process)
+        let child = Command::new("pgbouncer")
+            .args(["-u", "postgres"])
+            .arg(&ini)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("pgbouncer (Debian's package; scripts/peers.sh installs it)")?;
+        let pg = Pgbouncer {
+            child: Some(child),
+            _dir: dir,
+            port,
+            db: upstream_db.to_string(),
+        };
+        crate::eventually("pgbouncer", std::time::Duration::from_secs(10), || async {
+            Ok(tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(|_| ()))
+        })
+        .await?;
+        Ok(pg)
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{}", self.port, self.db)
+    }
+}
+
+impl Drop for Pgbouncer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -821,11 +821,30 @@ fn sent_after(cmd: &Value) -> Option<i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_posted_to_one_replica_is_sent_at_once_by_the_replica_holding_the_session_and_so_is_its_cancel()
 -> Result<()> {
-    let _ = tracing_subscriber::fmt().with_env_filter("warn").try_init();
     let db = pg::fresh_database().await?;
-    let (s, _) = site("site-r", Some(db.url.clone()), false).await?;
+    across_replicas(&db.url).await?;
+    db.drop().await
+}
+
+/// The same through PgBouncer in session mode (docs/deploy.md: the mode
+/// that keeps `LISTEN`): the notes still wake the other replica's session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_pgbouncer_in_session_mode_a_command_reaches_another_replicas_session_as_fast()
+-> Result<()> {
+    let db = pg::fresh_database().await?;
+    let name = db.url.rsplit('/').next().unwrap_or_default().to_string();
+    let bouncer = Pgbouncer::start(&name, "session").await?;
+    across_replicas(&bouncer.url()).await?;
+    drop(bouncer);
+    db.drop().await
+}
+
+/// Two replicas on `url`; commands posted to the one without the session.
+async fn across_replicas(url: &str) -> Result<()> {
+    let _ = tracing_subscriber::fmt().with_env_filter("warn").try_init();
+    let (s, _) = site("site-r", Some(url.to_string()), false).await?;
     // the operator's replica; the agent's session is on the site's own
-    let b = e2e::start_headend(headend_config(&s._pki, &db.url, 0)).await?;
+    let b = e2e::start_headend(headend_config(&s._pki, url, 0)).await?;
     let agent = s.agent()?;
     s.connected(&agent, "site-r").await?;
     eventually("both replicas listening", T, || async {
@@ -884,5 +903,5 @@ async fn a_command_posted_to_one_replica_is_sent_at_once_by_the_replica_holding_
     agent.stop().await?;
     s.he.stop().await;
     b.stop().await;
-    db.drop().await
+    Ok(())
 }

@@ -58,7 +58,10 @@ async fn lists_and_charts_read_from_a_replica_lag_it_by_its_replay_and_fail_alon
         let acked = agent.log.stats().acked_through as i64;
         let t = Instant::now();
         while newest(he.http_addr).await? < acked {
-            ensure!(t.elapsed() < T, "seq {acked} never showed through the replica");
+            ensure!(
+                t.elapsed() < T,
+                "seq {acked} never showed through the replica"
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         lags.push(t.elapsed().as_secs_f64() * 1000.0);
