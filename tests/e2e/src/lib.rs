@@ -609,7 +609,7 @@ pub mod notify_peers;
 pub mod private_pg;
 pub mod slowlink;
 pub use notify_peers::{KeptMail, PostfixSink, SmtpSink, WebhookReceiver};
-pub use private_pg::{HeadendProcess, Pgbouncer, PrivatePg};
+pub use private_pg::{Haproxy, HeadendProcess, Pgbouncer, PrivatePg};
 
 pub mod pg {
     use anyhow::{Context, Result};

@@ -304,3 +304,54 @@ impl Drop for Pgbouncer {
         }
     }
 }
+
+/// HAProxy with the shipped `deploy/haproxy.cfg`, the replicas' addresses
+/// in its environment (as `/etc/default/haproxy` gives them on a host);
+/// killed when dropped.
+pub struct Haproxy {
+    child: Option<std::process::Child>,
+    /// Where agents connect (the gRPC frontend).
+    pub agents: std::net::SocketAddr,
+    /// The REST frontend.
+    pub rest: std::net::SocketAddr,
+}
+
+impl Haproxy {
+    pub fn start(replicas: &[HeadendProcess], log: &std::path::Path) -> Result<Haproxy> {
+        let cfg = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/haproxy.cfg");
+        let agents: std::net::SocketAddr = format!("127.0.0.1:{}", crate::free_port()).parse()?;
+        let rest: std::net::SocketAddr = format!("127.0.0.1:{}", crate::free_port()).parse()?;
+        let f = std::fs::File::create(log)?;
+        let mut c = Command::new("haproxy");
+        c.args(["-db", "-f"])
+            .arg(&cfg)
+            .env("TW_AGENTS_BIND", agents.to_string())
+            .env("TW_REST_BIND", rest.to_string())
+            .env("TW_API_HOST", "localhost");
+        for (i, r) in replicas.iter().enumerate() {
+            let n = i + 1;
+            c.env(format!("TW_HE{n}"), "127.0.0.1")
+                .env(format!("TW_HE{n}_GRPC"), r.grpc.port().to_string())
+                .env(format!("TW_HE{n}_REST"), r.http.port().to_string());
+        }
+        let child = c
+            .stdout(std::process::Stdio::from(f.try_clone()?))
+            .stderr(std::process::Stdio::from(f))
+            .spawn()
+            .context("haproxy (Debian's package; scripts/peers.sh installs it)")?;
+        Ok(Haproxy {
+            child: Some(child),
+            agents,
+            rest,
+        })
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

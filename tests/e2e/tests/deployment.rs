@@ -5,76 +5,18 @@
 //! is SIGKILLed under them while commands are being issued and the REST
 //! API is being read through the balancer.
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use e2e::*;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(30);
 const SETPOINTS: &str = "  - { asset: ctl-1, field: power_limit, min: 0, max: 80, default: 50 }\n";
 const FINAL: [&str; 5] = ["completed", "failed", "rejected", "expired", "cancelled"];
-
-/// HAProxy, killed with the test.
-struct Procs(Vec<Option<Child>>);
-
-impl Procs {
-    fn sigkill(&mut self, i: usize) -> Result<()> {
-        if let Some(mut c) = self.0.get_mut(i).and_then(Option::take) {
-            kill(Pid::from_raw(c.id() as i32), Signal::SIGKILL)?;
-            c.wait()?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for i in 0..self.0.len() {
-            let _ = self.sigkill(i);
-        }
-    }
-}
-
-fn log_file(dir: &std::path::Path, name: &str) -> Result<(Stdio, Stdio)> {
-    let f = std::fs::File::create(dir.join(name))?;
-    Ok((Stdio::from(f.try_clone()?), Stdio::from(f)))
-}
-
-/// HAProxy with the shipped configuration, the replicas' addresses in its
-/// environment (as `/etc/default/haproxy` gives them on a host).
-fn spawn_haproxy(
-    replicas: &[HeadendProcess],
-    dir: &std::path::Path,
-) -> Result<(Child, SocketAddr, SocketAddr)> {
-    let cfg = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/haproxy.cfg");
-    let agents: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
-    let rest: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
-    let (out, err) = log_file(dir, "haproxy.log")?;
-    let mut c = Command::new("haproxy");
-    c.args(["-db", "-f"])
-        .arg(&cfg)
-        .env("TW_AGENTS_BIND", agents.to_string())
-        .env("TW_REST_BIND", rest.to_string())
-        .env("TW_API_HOST", "localhost");
-    for (i, r) in replicas.iter().enumerate() {
-        let n = i + 1;
-        c.env(format!("TW_HE{n}"), "127.0.0.1")
-            .env(format!("TW_HE{n}_GRPC"), r.grpc.port().to_string())
-            .env(format!("TW_HE{n}_REST"), r.http.port().to_string());
-    }
-    let child = c
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .context("haproxy (Debian's package; scripts/peers.sh installs it)")?;
-    Ok((child, agents, rest))
-}
 
 /// POSTs a command with an idempotency key until the API takes it.
 async fn submit(http: SocketAddr, key: &str, body: &Value) -> Result<String> {
@@ -133,7 +75,6 @@ async fn replica_killed(work: &std::path::Path) -> Result<()> {
     // the API key, made before the replicas run (this migrates the database)
     let db = headend::store::Db::connect(&pg.url, 4).await?;
     let key = api_key(&db, "admin", None).await?;
-    let mut procs = Procs(Vec::new());
     let mut replicas = Vec::new();
     for n in 1..=3 {
         let r = HeadendProcess::spawn(&pg.url, pki.path(), &work.join(format!("headend-{n}.log")))?;
@@ -143,8 +84,8 @@ async fn replica_killed(work: &std::path::Path) -> Result<()> {
     for r in &replicas {
         r.ready(T).await?;
     }
-    let (lb, agents_at, rest) = spawn_haproxy(&replicas, work)?;
-    procs.0.push(Some(lb));
+    let lb = Haproxy::start(&replicas, &work.join("haproxy.log"))?;
+    let (agents_at, rest) = (lb.agents, lb.rest);
     register_token(rest, key.clone());
     eventually("the balancer's REST side", T, || async {
         Ok(get_json(rest, "/api/v1/sites").await.ok().map(|_| ()))
@@ -309,7 +250,7 @@ async fn replica_killed(work: &std::path::Path) -> Result<()> {
         ensure!(unique.len() == seqs.len(), "{s}: a reading stored twice");
         assert_every_seq_accounted_for(&db, s, &st).await?;
     }
-    drop(procs);
+    drop(lb);
     db.pool().close().await;
     pg.drop().await
 }
