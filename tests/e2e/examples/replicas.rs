@@ -11,10 +11,16 @@
 //!    60 s, the commands-table reads dispatch makes (the replicas'
 //!    `dispatch_queries` metric) and every transaction the database
 //!    commits (`pg_stat_database`), per second.
+//! 3. A replica dies: `KILL_AGENTS` simulated agents through HAProxy
+//!    (`deploy/haproxy.cfg` as shipped) in front of three headend
+//!    processes; the replica holding the most sessions is SIGKILLed; each
+//!    agent that lost its session measures the time until its next one
+//!    (it waits 250-750 ms before each dial, as the agent's default
+//!    backoff does); REST is read through the balancer every 100 ms.
 //!
 //! ```text
 //! cargo build --release -p headend --bin headend
-//! cargo run --release -p e2e --example replicas   (env: N=1000 SESSIONS=10000)
+//! cargo run --release -p e2e --example replicas   (env: N=1000 SESSIONS=10000 KILL_AGENTS=1000)
 //! ```
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -281,15 +287,184 @@ async fn load(sessions: usize) -> Result<()> {
     pg.drop().await
 }
 
+/// Reconnection times of the agents that lost their session.
+type Gaps = Arc<std::sync::Mutex<Vec<Duration>>>;
+
+/// A simulated agent through the balancer: its session, and when it
+/// ends, 250-750 ms before the next dial; records how long it was without.
+async fn balanced_agent(
+    addr: SocketAddr,
+    tls: rustls::ClientConfig,
+    site: String,
+    up: Arc<AtomicUsize>,
+    gaps: Gaps,
+) {
+    let mut lost: Option<Instant> = None;
+    loop {
+        if let Ok((_tx, mut inbound)) = open_session(addr, tls.clone(), &site).await {
+            let mut counted = false;
+            while let Ok(Some(_)) = inbound.message().await {
+                if !counted {
+                    counted = true;
+                    up.fetch_add(1, Ordering::SeqCst);
+                    if let (Some(t), Ok(mut g)) = (lost.take(), gaps.lock()) {
+                        g.push(t.elapsed());
+                    }
+                }
+            }
+            if counted {
+                up.fetch_sub(1, Ordering::SeqCst);
+                lost = Some(Instant::now());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250 + fastrand::u64(0..500))).await;
+    }
+}
+
+async fn kill(agents: usize) -> Result<()> {
+    tankwatch_logging::raise_fd_limit();
+    let work = tempfile::tempdir()?;
+    let sites: Vec<String> = (0..agents).map(|i| format!("lb-{i:05}")).collect();
+    let refs: Vec<&str> = sites.iter().map(String::as_str).collect();
+    tankwatch_pki::bootstrap(work.path(), &refs, 30)?;
+    let pg = pg::fresh_database().await?;
+    let db = headend::store::Db::connect(&pg.url, 2).await?;
+    let key = api_key(&db, "admin", None).await?;
+    let mut replicas = Vec::new();
+    for n in 0..3 {
+        let r = HeadendProcess::spawn(
+            &pg.url,
+            work.path(),
+            &work.path().join(format!("headend-{n}.log")),
+        )?;
+        r.ready(Duration::from_secs(60)).await?;
+        register_token(r.http, key.clone());
+        replicas.push(r);
+    }
+    let lb = Haproxy::start(&replicas, &work.path().join("haproxy.log"))?;
+    register_token(lb.rest, key.clone());
+    let (up, gaps): (Arc<AtomicUsize>, Gaps) = Default::default();
+    for s in &sites {
+        let tls = tankwatch_tls::client_config(&TestPki::files_in(work.path(), s))?;
+        tokio::spawn(balanced_agent(
+            lb.agents,
+            tls,
+            s.clone(),
+            up.clone(),
+            gaps.clone(),
+        ));
+    }
+    let t = Instant::now();
+    while up.load(Ordering::SeqCst) < agents {
+        if t.elapsed() > Duration::from_secs(300) {
+            bail!(
+                "only {} of {agents} through the balancer",
+                up.load(Ordering::SeqCst)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut per = Vec::new();
+    for r in &replicas {
+        let p = get_text(r.http, "/metrics").await?;
+        per.push(metric(&p, "tankwatch_headend_agent_sessions").unwrap_or(0.0));
+    }
+    let victim = (0..3)
+        .max_by(|a, b| per[*a].total_cmp(&per[*b]))
+        .unwrap_or(0);
+    // REST through the balancer every 100 ms, from a runtime of its own
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let probe = {
+        let (stop, rest, (k, v)) = (stop.clone(), lb.rest, auth(lb.rest));
+        std::thread::spawn(move || -> Result<(usize, usize)> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let c = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(5))
+                    .build()?;
+                let (mut ok, mut failed) = (0, 0);
+                while !stop.load(Ordering::SeqCst) {
+                    match c
+                        .get(format!("http://{rest}/api/v1/sites?limit=10"))
+                        .header(k, &v)
+                        .send()
+                        .await
+                    {
+                        Ok(r) if r.status().is_success() => ok += 1,
+                        _ => failed += 1,
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Ok((ok, failed))
+            })
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let t0 = Instant::now();
+    replicas[victim].sigkill()?;
+    while up.load(Ordering::SeqCst) < agents
+        || gaps.lock().map(|g| g.len()).unwrap_or(0) < per[victim] as usize
+    {
+        if t0.elapsed() > Duration::from_secs(120) {
+            bail!(
+                "only {} of {agents} back after 120 s",
+                up.load(Ordering::SeqCst)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let all_back = t0.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::SeqCst);
+    let (ok, failed) = probe
+        .join()
+        .map_err(|_| anyhow::anyhow!("the probe panicked"))??;
+    let mut g: Vec<f64> = gaps
+        .lock()
+        .map(|g| g.iter().map(|d| d.as_secs_f64()).collect())
+        .unwrap_or_default();
+    g.sort_by(f64::total_cmp);
+    println!(
+        "a replica SIGKILLed under {agents} simulated agents behind HAProxy (3 headend processes, one PostgreSQL):"
+    );
+    println!(
+        "  sessions per replica before {per:?}; replica {} killed",
+        victim + 1
+    );
+    println!(
+        "  agents that lost their session {:>5}; back after p50 {:.2} s, p99 {:.2} s, max {:.2} s (goal p99 < 15 s: {:.3} of it)",
+        g.len(),
+        pct(&g, 0.5),
+        pct(&g, 0.99),
+        g.last().copied().unwrap_or(f64::NAN),
+        pct(&g, 0.99) / 15.0
+    );
+    println!(
+        "  all {agents} streaming again {:.2} s after the kill",
+        all_back.as_secs_f64()
+    );
+    println!("  REST through the balancer meanwhile: {ok} answers, {failed} failed");
+    drop(lb);
+    drop(replicas);
+    db.pool().close().await;
+    pg.drop().await
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let n = env("N", 1000);
     let sessions = env("SESSIONS", 10_000);
+    let kill_agents = env("KILL_AGENTS", 1000);
     if n > 0 {
         latency(n).await?;
     }
     if sessions > 0 {
         load(sessions).await?;
+    }
+    if kill_agents > 0 {
+        kill(kill_agents).await?;
     }
     Ok(())
 }
