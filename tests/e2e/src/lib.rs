@@ -1027,6 +1027,18 @@ pub fn with_controllers(
     )
 }
 
+/// Stops a drained agent and returns its log's figures as of its last
+/// ack: a silent device goes on making entries (its errors) until the
+/// stop, and what is past the last ack is still in the agent's log
+/// (resent at its next session), not lost.
+pub async fn stop_drained(agent: edge_agent::Agent) -> Result<sflog::Stats> {
+    let log = agent.log.clone();
+    agent.stop().await?;
+    let mut st = log.stats();
+    st.next_seq = st.acked_through + 1;
+    Ok(st)
+}
+
 /// A gap row: (gap record seq, first_seq, last_seq, count, class, reason).
 pub type GapRow = (i64, i64, i64, i64, String, String);
 

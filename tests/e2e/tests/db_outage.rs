@@ -242,8 +242,7 @@ async fn a_read_only_database_turns_ready_false_refuses_writes_with_503_and_lose
         Ok((s.acked_through + 1 == s.next_seq).then_some(()))
     })
     .await?;
-    let st = agent.log.stats();
-    agent.stop().await?;
+    let st = stop_drained(agent).await?;
     let seqs = stored_seqs(&he.db, "site-o").await?;
     let mut unique = seqs.clone();
     unique.dedup();
@@ -366,8 +365,7 @@ async fn postgres_restarted_for_30_s_under_ingest_loses_nothing_and_ingest_resum
         Ok((s.acked_through + 1 == s.next_seq).then_some(()))
     })
     .await?;
-    let st = agent.log.stats();
-    agent.stop().await?;
+    let st = stop_drained(agent).await?;
     let seqs = stored_seqs(&db, "site-r").await?;
     let mut unique = seqs.clone();
     unique.dedup();

@@ -237,13 +237,7 @@ async fn replica_killed(work: &std::path::Path) -> Result<()> {
         .await?;
     }
     for (a, s) in agents.into_iter().zip(sites) {
-        // stopped first: a silent device goes on making entries (its
-        // errors) until then; what is past the last ack is still in the
-        // agent's log (resent at its next session), not lost
-        let log = a.log.clone();
-        a.stop().await?;
-        let mut st = log.stats();
-        st.next_seq = st.acked_through + 1;
+        let st = stop_drained(a).await?;
         let seqs = stored_seqs(&db, s).await?;
         let mut unique = seqs.clone();
         unique.dedup();

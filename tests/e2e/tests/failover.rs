@@ -93,8 +93,7 @@ async fn an_agent_given_three_addresses_skips_a_dead_one_and_moves_to_a_live_rep
         Ok((s.acked_through + 1 == s.next_seq).then_some(()))
     })
     .await?;
-    let log = agent.log.stats();
-    agent.stop().await?;
+    let log = stop_drained(agent).await?;
     let seqs = stored_seqs(&a.db, "site-f").await?;
     let mut unique = seqs.clone();
     unique.dedup();
