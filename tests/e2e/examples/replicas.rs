@@ -214,47 +214,80 @@ async fn dispatch_queries(replicas: &[HeadendProcess]) -> Result<f64> {
     Ok(sum)
 }
 
-async fn load(sessions: usize) -> Result<()> {
+/// A fleet's setup: `n` sites' certificates, a fresh database with an
+/// admin key, three headend processes on it (ready, their REST keyed).
+struct Fleet {
+    work: tempfile::TempDir,
+    sites: Vec<String>,
+    pg: pg::TempDb,
+    db: headend::store::Db,
+    key: String,
+    replicas: Vec<HeadendProcess>,
+}
+
+async fn fleet(prefix: &str, n: usize) -> Result<Fleet> {
     tankwatch_logging::raise_fd_limit();
     let work = tempfile::tempdir()?;
-    let sites: Vec<String> = (0..sessions).map(|i| format!("idle-{i:05}")).collect();
+    let sites: Vec<String> = (0..n).map(|i| format!("{prefix}-{i:05}")).collect();
     let refs: Vec<&str> = sites.iter().map(String::as_str).collect();
     tankwatch_pki::bootstrap(work.path(), &refs, 30)?;
     let pg = pg::fresh_database().await?;
-    let name = pg.url.rsplit('/').next().unwrap_or_default().to_string();
     let db = headend::store::Db::connect(&pg.url, 2).await?;
     let key = api_key(&db, "admin", None).await?;
     let mut replicas = Vec::new();
-    for n in 0..3 {
+    for i in 0..3 {
         let r = HeadendProcess::spawn_with(
             &pg.url,
             work.path(),
-            &work.path().join(format!("headend-{n}.log")),
-            &[format!("--max-conns={}", sessions)],
+            &work.path().join(format!("headend-{i}.log")),
+            &[format!("--max-conns={}", n + 100)],
         )?;
         r.ready(Duration::from_secs(60)).await?;
         register_token(r.http, key.clone());
         replicas.push(r);
     }
+    Ok(Fleet {
+        work,
+        sites,
+        pg,
+        db,
+        key,
+        replicas,
+    })
+}
+
+/// Waits until `up` reaches `n` (at most `limit`).
+async fn all_up(up: &AtomicUsize, n: usize, limit: Duration) -> Result<Duration> {
+    let t = Instant::now();
+    while up.load(Ordering::SeqCst) < n {
+        if t.elapsed() > limit {
+            bail!(
+                "only {} of {n} sessions up after {limit:?}",
+                up.load(Ordering::SeqCst)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(t.elapsed())
+}
+
+async fn load(sessions: usize) -> Result<()> {
+    let Fleet {
+        work,
+        sites,
+        pg,
+        db,
+        replicas,
+        ..
+    } = fleet("idle", sessions).await?;
+    let name = pg.url.rsplit('/').next().unwrap_or_default().to_string();
     let up = Arc::new(AtomicUsize::new(0));
     for (i, s) in sites.iter().enumerate() {
         let tls = tankwatch_tls::client_config(&TestPki::files_in(work.path(), s))?;
         tokio::spawn(idle_agent(replicas[i % 3].grpc, tls, s.clone(), up.clone()));
     }
-    let t = Instant::now();
-    while up.load(Ordering::SeqCst) < sessions {
-        if t.elapsed() > Duration::from_secs(600) {
-            bail!(
-                "only {} of {sessions} sessions up",
-                up.load(Ordering::SeqCst)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    eprintln!(
-        "{sessions} idle sessions up in {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
+    let took = all_up(&up, sessions, Duration::from_secs(600)).await?;
+    eprintln!("{sessions} idle sessions up in {:.1} s", took.as_secs_f64());
     // settle: the hellos' writes and the first dispatch reads are done
     tokio::time::sleep(Duration::from_secs(10)).await;
     let admin = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/test").await?;
@@ -322,25 +355,14 @@ async fn balanced_agent(
 }
 
 async fn kill(agents: usize) -> Result<()> {
-    tankwatch_logging::raise_fd_limit();
-    let work = tempfile::tempdir()?;
-    let sites: Vec<String> = (0..agents).map(|i| format!("lb-{i:05}")).collect();
-    let refs: Vec<&str> = sites.iter().map(String::as_str).collect();
-    tankwatch_pki::bootstrap(work.path(), &refs, 30)?;
-    let pg = pg::fresh_database().await?;
-    let db = headend::store::Db::connect(&pg.url, 2).await?;
-    let key = api_key(&db, "admin", None).await?;
-    let mut replicas = Vec::new();
-    for n in 0..3 {
-        let r = HeadendProcess::spawn(
-            &pg.url,
-            work.path(),
-            &work.path().join(format!("headend-{n}.log")),
-        )?;
-        r.ready(Duration::from_secs(60)).await?;
-        register_token(r.http, key.clone());
-        replicas.push(r);
-    }
+    let Fleet {
+        work,
+        sites,
+        pg,
+        db,
+        key,
+        mut replicas,
+    } = fleet("lb", agents).await?;
     let lb = Haproxy::start(&replicas, &work.path().join("haproxy.log"))?;
     register_token(lb.rest, key.clone());
     let (up, gaps): (Arc<AtomicUsize>, Gaps) = Default::default();
@@ -354,16 +376,7 @@ async fn kill(agents: usize) -> Result<()> {
             gaps.clone(),
         ));
     }
-    let t = Instant::now();
-    while up.load(Ordering::SeqCst) < agents {
-        if t.elapsed() > Duration::from_secs(300) {
-            bail!(
-                "only {} of {agents} through the balancer",
-                up.load(Ordering::SeqCst)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    all_up(&up, agents, Duration::from_secs(300)).await?;
     let mut per = Vec::new();
     for r in &replicas {
         let p = get_text(r.http, "/metrics").await?;

@@ -1027,6 +1027,37 @@ pub fn with_controllers(
     )
 }
 
+/// POSTs a command with an idempotency key until the API takes it (the
+/// headend, or the replica behind a balancer, may be down meanwhile): its
+/// id. A refusal (4xx) is an error at once; `within` bounds the retries.
+pub async fn submit_until_taken(
+    http: SocketAddr,
+    key: &str,
+    body: &Value,
+    within: std::time::Duration,
+) -> Result<String> {
+    let mut body = body.clone();
+    body["idempotency_key"] = serde_json::json!(key);
+    let until = std::time::Instant::now() + within;
+    loop {
+        match post_json(http, "/api/v1/commands", &body).await {
+            Ok((201 | 200, c)) => {
+                return c["command_id"]
+                    .as_str()
+                    .map(String::from)
+                    .context("no command_id");
+            }
+            Ok((code, c)) if code < 500 => bail!("refused {code}: {c}"),
+            _ => {}
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < until,
+            "the API never took {key}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// Stops a drained agent and returns its log's figures as of its last
 /// ack: a silent device goes on making entries (its errors) until the
 /// stop, and what is past the last ack is still in the agent's log

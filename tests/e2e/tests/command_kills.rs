@@ -17,11 +17,11 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 use e2e::*;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const COMMANDS: usize = 200;
 const MIN_KILLS: usize = 50;
@@ -80,30 +80,6 @@ impl Drop for Procs {
     fn drop(&mut self) {
         let _ = Procs::sigkill(&mut self.headend);
         let _ = Procs::sigkill(&mut self.agent);
-    }
-}
-
-/// POSTs with an idempotency key until the headend answers (it may be down).
-async fn submit(http: SocketAddr, key: &str, body: &Value) -> Result<String> {
-    let mut body = body.clone();
-    body["idempotency_key"] = json!(key);
-    let until = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        match post_json(http, "/api/v1/commands", &body).await {
-            Ok((201 | 200, c)) => {
-                return c["command_id"]
-                    .as_str()
-                    .map(String::from)
-                    .context("no command_id");
-            }
-            Ok((code, c)) if code < 500 => anyhow::bail!("refused {code}: {c}"),
-            _ => {}
-        }
-        ensure!(
-            tokio::time::Instant::now() < until,
-            "the headend never took {key}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -177,7 +153,13 @@ async fn commands_through_fifty_kills_of_headend_and_agent_end_as_the_device_saw
             4 => body["duration_s"] = json!(1),
             _ => {}
         }
-        let id = submit(http_addr, &format!("kill-{i}"), &body).await?;
+        let id = submit_until_taken(
+            http_addr,
+            &format!("kill-{i}"),
+            &body,
+            Duration::from_secs(60),
+        )
+        .await?;
         values.insert(id, v);
         if i % 4 == 0 {
             tokio::time::sleep(Duration::from_millis(fastrand::u64(0..150))).await;

@@ -4,7 +4,6 @@
 //! on `/ready`), and three real agents dialling the balancer. One replica
 //! is SIGKILLed under them while commands are being issued and the REST
 //! API is being read through the balancer.
-use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -12,32 +11,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use e2e::*;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const T: Duration = Duration::from_secs(30);
 const SETPOINTS: &str = "  - { asset: ctl-1, field: power_limit, min: 0, max: 80, default: 50 }\n";
 const FINAL: [&str; 5] = ["completed", "failed", "rejected", "expired", "cancelled"];
-
-/// POSTs a command with an idempotency key until the API takes it.
-async fn submit(http: SocketAddr, key: &str, body: &Value) -> Result<String> {
-    let mut body = body.clone();
-    body["idempotency_key"] = json!(key);
-    let until = Instant::now() + T;
-    loop {
-        match post_json(http, "/api/v1/commands", &body).await {
-            Ok((201 | 200, c)) => {
-                return c["command_id"]
-                    .as_str()
-                    .map(String::from)
-                    .context("no command_id");
-            }
-            Ok((code, c)) if code < 500 => anyhow::bail!("refused {code}: {c}"),
-            _ => {}
-        }
-        ensure!(Instant::now() < until, "the API never took {key}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 async fn sessions_on(r: &HeadendProcess) -> f64 {
     match get_text(r.http, "/metrics").await {
@@ -162,7 +140,7 @@ async fn replica_killed(work: &std::path::Path) -> Result<()> {
         let mut ids = Vec::new();
         for i in 0..10 {
             let body = json!({"kind": "setpoint", "asset": "site-1/ctl-1", "field": "power_limit", "value": 20 + i, "duration_s": 1});
-            ids.push(submit(rest, &format!("during-kill-{i}"), &body).await?);
+            ids.push(submit_until_taken(rest, &format!("during-kill-{i}"), &body, T).await?);
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         anyhow::Ok(ids)
