@@ -209,6 +209,32 @@ mod tests {
         assert_eq!(back, sites);
     }
 
+    /// A note is read off the database from another replica: whatever its
+    /// bytes, reading it never panics, and every site it yields is a site
+    /// id; whatever the sites, encoding then decoding gives them back.
+    #[test]
+    fn any_note_reads_without_panic_and_any_sites_round_trip() {
+        let alphabet: Vec<char> = "site-AZ_09 .\u{0}\u{7f}é\n".chars().collect();
+        for _ in 0..5_000 {
+            let len = fastrand::usize(0..200);
+            let junk: String = (0..len)
+                .map(|_| alphabet[fastrand::usize(..alphabet.len())])
+                .collect();
+            let (_, sites, _) = decode_note(&junk);
+            for s in sites {
+                assert!(SiteId::parse(&s).is_ok(), "{s:?}");
+            }
+            let ids: Vec<SiteId> = (0..fastrand::usize(0..50))
+                .map(|i| site(&format!("s-{i}-{}", fastrand::u32(..))))
+                .collect();
+            let back: Vec<SiteId> = encode_note("r", &ids)
+                .iter()
+                .flat_map(|n| decode_note(n).1)
+                .collect();
+            assert_eq!(back, ids);
+        }
+    }
+
     #[test]
     fn no_sites_make_no_note() {
         assert!(encode_note("r", &[]).is_empty());
