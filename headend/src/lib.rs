@@ -309,7 +309,6 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
     let http = bind(cfg.http_listen, "REST listener").await?;
     let grpc_addr = grpc.local_addr().map_err(|e| Error::Grpc(e.to_string()))?;
     let http_addr = http.local_addr().map_err(|e| Error::Grpc(e.to_string()))?;
-    let sessions = services::Sessions::default();
     let metrics = metrics::Metrics::default();
     let dispatcher = services::Dispatcher::new(&metrics);
     let touched = services::touched::Touched::default();
@@ -320,6 +319,12 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
     };
     // this replica among replicas: a restart in place takes its leases back
     let replica = jobs::lease::replica_id(grpc_addr);
+    let sessions = services::Sessions::of_replica(&replica);
+    // the sessions an earlier life of this replica held are gone
+    let stale = db.presence().forget(&replica).await?;
+    if stale > 0 {
+        tracing::info!(stale, %replica, "sessions this replica held before its restart forgotten");
+    }
     let mut jobs = job_tasks(
         &sup,
         &cfg,
@@ -503,6 +508,10 @@ fn replica_tasks(
                 replica.to_string(),
                 sup.stopping(),
             ),
+        ),
+        sup.spawn(
+            "replica heartbeat",
+            jobs::replicas::heartbeat(db.clone(), replica.to_string(), sup.stopping()),
         ),
         sup.spawn(
             "database watch",

@@ -237,7 +237,14 @@ async fn sites(
     let items = views
         .into_iter()
         .map(|v| {
-            let (r, session) = (v.row, v.session);
+            let connected = v.connected();
+            // this replica's session with its link, or where another holds it
+            let session = match (v.session, v.elsewhere) {
+                (Some(s), _) => serde_json::to_value(s).unwrap_or_default(),
+                (None, Some(e)) => serde_json::to_value(e).unwrap_or_default(),
+                (None, None) => Value::Null,
+            };
+            let r = v.row;
             json!({
                 "site_id": r.site_id,
                 "name": r.name,
@@ -253,7 +260,7 @@ async fn sites(
                 "assets": r.assets,
                 "first_seen": ts(r.first_seen_ms),
                 "last_seen": ts(r.last_seen_ms),
-                "connected": session.is_some(),
+                "connected": connected,
                 "session": session,
                 // the site's data is failing to commit (it is resent; nothing acknowledged)
                 "ingest_error": v.ingest_error.map(|e| json!({

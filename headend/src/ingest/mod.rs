@@ -243,6 +243,13 @@ impl v1::agent_link_server::AgentLink for Ingest {
             hello.agent_version.clone(),
             acked,
         );
+        self.opened(
+            &who.site_id,
+            &who.peer.to_string(),
+            session_id,
+            &hello.agent_version,
+        )
+        .await;
         if took_over {
             self.metrics.session_takeovers.inc();
             tracing::warn!(site = %who.site_id, peer = %who.peer, "a newer session replaces the site's open one");
@@ -287,6 +294,7 @@ impl v1::agent_link_server::AgentLink for Ingest {
             }
             dispatch.abort();
             this.sessions.end(&site, session_id);
+            this.closed(&site, session_id).await;
             this.metrics.sessions.dec();
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -303,6 +311,31 @@ fn gauged_assets(batches: &[v1::TelemetryBatch]) -> std::collections::BTreeSet<S
         .filter(|r| r.field == VOLUME_FIELD || WATER_FIELDS.contains(&r.field.as_str()))
         .map(|r| r.asset_id.clone())
         .collect()
+}
+
+/// Where each session is, for the other replicas' site lists
+/// (`store::presence`; PostgreSQL).
+impl Ingest {
+    async fn opened(&self, site: &crate::domain::SiteId, peer: &str, id: u64, version: &str) {
+        let row = crate::store::presence::RemoteSession {
+            site_id: site.to_string(),
+            replica: self.sessions.replica().to_string(),
+            session_id: id as i64,
+            since_ms: now_ms(),
+            peer: peer.to_string(),
+            agent_version: version.to_string(),
+        };
+        if let Err(e) = self.db.presence().opened(&row).await {
+            tracing::warn!(%site, error = %e, "recording where the session is failed; other replicas show the site disconnected");
+        }
+    }
+
+    async fn closed(&self, site: &str, id: u64) {
+        let replica = self.sessions.replica();
+        if let Err(e) = self.db.presence().closed(site, replica, id as i64).await {
+            tracing::warn!(%site, error = %e, "recording the session's end failed; other replicas see it until this replica's heartbeat stops or it restarts");
+        }
+    }
 }
 
 impl Ingest {

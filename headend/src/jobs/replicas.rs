@@ -150,6 +150,27 @@ async fn caught_up(db: &Db, dispatcher: &Dispatcher, issuing: &SharedIssuing) {
     issuing.refresh(db).await;
 }
 
+/// How often a replica says it is alive (its sessions' rows are believed
+/// by the others while its beat is fresh:
+/// [`crate::services::sites::PRESENCE_FRESH_MS`]).
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// Beats every [`HEARTBEAT`] (PostgreSQL; nothing on SQLite).
+pub async fn heartbeat(db: Db, replica: String, mut stop: watch::Receiver<bool>) {
+    loop {
+        if let Err(e) = db
+            .presence()
+            .heartbeat(&replica, crate::wallclock::now_ms())
+            .await
+        {
+            tracing::warn!(error = %e, "the replica's heartbeat was not recorded; other replicas show its sites disconnected after 30 s");
+        }
+        if !super::pause(HEARTBEAT, &mut stop).await {
+            return;
+        }
+    }
+}
+
 /// Every [`SAFETY_NET`]: wakes the sessions here of the sites that have
 /// something to dispatch (one query however many sessions).
 pub async fn dispatch_safety_net(db: Db, dispatcher: Dispatcher, mut stop: watch::Receiver<bool>) {

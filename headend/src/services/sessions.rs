@@ -15,6 +15,8 @@ pub struct Sessions {
     /// succeeds (bounded by the sites that have certificates): a site whose
     /// data the database refuses is flagged, never silently stuck.
     errors: Arc<Mutex<HashMap<String, IngestError>>>,
+    /// This replica's id (its sessions' rows in `agent_sessions` carry it).
+    replica: Arc<String>,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -81,6 +83,18 @@ pub struct SessionInfo {
 }
 
 impl Sessions {
+    /// The sessions of replica `replica`.
+    pub fn of_replica(replica: &str) -> Sessions {
+        Sessions {
+            replica: Arc::new(replica.to_string()),
+            ..Sessions::default()
+        }
+    }
+
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionInfo>> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }

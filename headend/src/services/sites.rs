@@ -1,6 +1,9 @@
 //! The site list as an operator sees it: each site the caller may see,
-//! with its agent's session on this replica (connected or not) and the
-//! trouble its data is in. The REST list and the console read this.
+//! with its agent's session on this replica or another (connected or
+//! not) and the trouble its data is in. The REST list and the console
+//! read this.
+
+use std::collections::HashMap;
 
 use super::sessions::{IngestError, SessionInfo};
 use super::{Context, Result, Sessions};
@@ -12,6 +15,9 @@ pub struct SiteView {
     pub row: SiteRow,
     /// Its agent's session, while connected to this replica.
     pub session: Option<SessionInfo>,
+    /// Its agent's session on another replica (PostgreSQL; believed while
+    /// that replica's heartbeat is fresh).
+    pub elsewhere: Option<crate::store::presence::RemoteSession>,
     /// Its data failing to commit (resent; nothing acknowledged).
     pub ingest_error: Option<IngestError>,
 }
@@ -30,9 +36,11 @@ pub async fn list(ctx: &Context, sessions: &Sessions, q: Option<&str>) -> Result
     ctx.metrics
         .sites_failing
         .set(sessions.failing_sites() as i64);
+    let mut elsewhere = elsewhere(ctx, sessions).await?;
     Ok(rows
         .into_iter()
         .map(|row| SiteView {
+            elsewhere: elsewhere.remove(&row.site_id),
             session: sessions.get(&row.site_id),
             ingest_error: sessions.ingest_error(&row.site_id),
             row,
@@ -59,6 +67,33 @@ pub const DETAIL_ROWS: i64 = 50;
 /// newest [`DETAIL_ROWS`] listed).
 pub const MARKS: i64 = 1000;
 
+/// How fresh another replica's heartbeat must be for its sessions to be
+/// believed, ms (three beats).
+pub const PRESENCE_FRESH_MS: i64 = 30_000;
+
+/// The sessions other replicas hold, by site.
+async fn elsewhere(
+    ctx: &Context,
+    sessions: &Sessions,
+) -> Result<HashMap<String, crate::store::presence::RemoteSession>> {
+    let fresh = crate::wallclock::now_ms() - PRESENCE_FRESH_MS;
+    Ok(ctx
+        .db
+        .presence()
+        .elsewhere(sessions.replica(), fresh)
+        .await?
+        .into_iter()
+        .map(|s| (s.site_id.clone(), s))
+        .collect())
+}
+
+impl SiteView {
+    /// Whether its agent has a session on any replica.
+    pub fn connected(&self) -> bool {
+        self.session.is_some() || self.elsewhere.is_some()
+    }
+}
+
 /// `site` as its page shows it; not found outside the caller's scope.
 pub async fn detail(ctx: &Context, sessions: &Sessions, site: &str) -> Result<SiteDetail> {
     let missing = || format!("no site {site:?}");
@@ -77,6 +112,7 @@ pub async fn detail(ctx: &Context, sessions: &Sessions, site: &str) -> Result<Si
     let certs = ctx.db.certs().of_site(site, i64::MAX, DETAIL_ROWS).await?;
     Ok(SiteDetail {
         view: SiteView {
+            elsewhere: elsewhere(ctx, sessions).await?.remove(site),
             session: sessions.get(site),
             ingest_error: sessions.ingest_error(site),
             row,

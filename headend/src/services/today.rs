@@ -27,7 +27,7 @@ pub struct Today {
     pub stale: Vec<(TankRow, Option<StateRow>)>,
     /// Open escalations, oldest first.
     pub escalations: Vec<EscalationRow>,
-    /// Sites with no agent session on this replica.
+    /// Sites with no agent session on any replica.
     pub disconnected: Vec<super::sites::SiteView>,
     pub devices_down: Vec<DeviceDownRow>,
     /// Commands that failed in the last day, newest first.
@@ -57,7 +57,7 @@ pub async fn today(ctx: &Context, sessions: &Sessions, now_ms: i64) -> Result<To
     .await?;
     escalations.sort_by_key(|e| e.opened_ms);
     let mut disconnected = super::sites::list(ctx, sessions, None).await?;
-    disconnected.retain(|s| s.session.is_none());
+    disconnected.retain(|s| !s.connected());
     disconnected.truncate(LINES as usize);
     let sites = ctx.scope.sites();
     let devices_down = ctx.db.devices_down(sites.as_deref(), LINES).await?;

@@ -34,6 +34,7 @@ pub mod notify;
 pub mod outbox;
 pub mod pg;
 pub mod pool;
+pub mod presence;
 pub mod reads;
 pub mod rows;
 pub mod sites;

@@ -856,6 +856,13 @@ async fn across_replicas(url: &str) -> Result<()> {
         Ok((up(&a) && up(&b)).then_some(()))
     })
     .await?;
+    // B shows the site connected, on A (where the session is)
+    let listed = get_json(b.http_addr, "/api/v1/sites").await?;
+    let on_b = &listed[0];
+    ensure!(
+        on_b["connected"] == true && on_b["session"]["replica"].is_string(),
+        "another replica's session shows as connected there: {on_b}"
+    );
     let mut delays = Vec::new();
     let mut last = String::new();
     for i in 0..10 {

@@ -95,6 +95,17 @@ async fn replica_killed(work: &std::path::Path) -> Result<()> {
             .map(|_| ()))
     })
     .await?;
+    // every replica shows every site connected, whichever holds its session
+    for r in &replicas {
+        eventually("every site connected on every replica", T, || async {
+            let v = get_json(r.http, "/api/v1/sites").await?;
+            let up = v
+                .as_array()
+                .map(|a| a.iter().filter(|s| s["connected"] == true).count());
+            Ok((up == Some(3)).then_some(()))
+        })
+        .await?;
+    }
     tokio::time::sleep(Duration::from_secs(1)).await;
     // the victim: the replica holding the most sessions
     let mut counts = Vec::new();
@@ -170,6 +181,18 @@ async fn replica_killed(work: &std::path::Path) -> Result<()> {
         "within 15 s of the kill: {} of the {on_victim} agents on it reconnected",
         moved.len()
     );
+    // the survivors show every site connected again (the moved sessions' rows
+    // now name them)
+    for (i, r) in replicas.iter().enumerate().filter(|(i, _)| *i != victim) {
+        eventually(&format!("replica {} sees every site", i + 1), T, || async {
+            let v = get_json(r.http, "/api/v1/sites").await?;
+            let up = v
+                .as_array()
+                .map(|a| a.iter().filter(|s| s["connected"] == true).count());
+            Ok((up == Some(3)).then_some(()))
+        })
+        .await?;
+    }
     // every command reaches a final state, as the REST API (through the balancer) says
     let ids = commander.await??;
     let mut finals = std::collections::BTreeMap::<String, usize>::new();

@@ -269,7 +269,11 @@ fn summary(d: &SiteDetail, tz: &TimeZone) -> Markup {
     html! {
         dl.facts {
             dt { "Connected" }
-            dd { @if let Some(s) = &d.view.session { "yes, since " (when(Some(s.since_ms), tz)) } @else { span.problem { "no" } } }
+            dd {
+                @if let Some(s) = &d.view.session { "yes, since " (when(Some(s.since_ms), tz)) }
+                @else if let Some(e) = &d.view.elsewhere { "yes, since " (when(Some(e.since_ms), tz)) ", on replica " (e.replica) }
+                @else { span.problem { "no" } }
+            }
             dt { "Last seen" } dd { (when(Some(r.last_seen_ms).filter(|m| *m > 0), tz)) }
             dt { "Agent" } dd { (r.agent_version) }
             dt { "Clock" } dd { (r.clock_skew_ms.map_or("—".to_string(), clock::describe)) }

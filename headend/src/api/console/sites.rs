@@ -59,6 +59,8 @@ pub async fn list(
                                 td {
                                     @if let Some(sess) = &site.session {
                                         "yes, since " (when(Some(sess.since_ms), &tz))
+                                    } @else if let Some(e) = &site.elsewhere {
+                                        "yes, since " (when(Some(e.since_ms), &tz)) br; span.muted { "on " (e.replica) }
                                     } @else {
                                         span.muted { "no" }
                                     }
