@@ -7,6 +7,21 @@ use anyhow::{Context, Result};
 use atg_sim::{SimConfig, Simulator};
 use e2e::*;
 
+/// After the database returns: everything logged by now is acknowledged
+/// within a minute and the headend is ready again; returns that seq.
+async fn recovered(agent: &edge_agent::Agent, http: std::net::SocketAddr) -> Result<u64> {
+    let target = agent.log.stats().next_seq - 1;
+    eventually(
+        "the backlog is acknowledged after the outage",
+        Duration::from_secs(60),
+        || async { Ok((agent.log.stats().acked_through >= target).then_some(())) },
+    )
+    .await?;
+    let ready = reqwest::get(format!("http://{http}/ready")).await?.status();
+    anyhow::ensure!(ready == 200, "/ready {ready} after the outage");
+    Ok(target)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_stops_acks_applies_backpressure_and_recovers_by_itself() -> Result<()> {
     let pg = pg::fresh_database().await?;
@@ -108,19 +123,7 @@ async fn a_database_outage_stops_acks_applies_backpressure_and_recovers_by_itsel
 
     // the database returns: the headend recovers on its own and the backlog drains
     proxy.set_up(true);
-    let target = agent.log.stats().next_seq - 1;
-    eventually(
-        "the backlog is acknowledged after the outage",
-        Duration::from_secs(60),
-        || async { Ok((agent.log.stats().acked_through >= target).then_some(())) },
-    )
-    .await?;
-    assert_eq!(
-        reqwest::get(format!("http://{}/ready", he.http_addr))
-            .await?
-            .status(),
-        200
-    );
+    let target = recovered(&agent, he.http_addr).await?;
     agent.stop().await?;
     let seqs = stored_seqs(&he.db, "site-p").await?;
     let max = *seqs.last().unwrap_or(&0);
@@ -221,19 +224,7 @@ async fn a_read_only_database_turns_ready_false_refuses_writes_with_503_and_lose
     .map_err(|e| anyhow::anyhow!("{e}: {page}"))?;
     // the failover ends: writes are taken again, the backlog drains
     flip(false).await?;
-    let target = agent.log.stats().next_seq - 1;
-    eventually(
-        "the backlog is acknowledged",
-        Duration::from_secs(60),
-        || async { Ok((agent.log.stats().acked_through >= target).then_some(())) },
-    )
-    .await?;
-    assert_eq!(
-        reqwest::get(format!("http://{}/ready", he.http_addr))
-            .await?
-            .status(),
-        200
-    );
+    recovered(&agent, he.http_addr).await?;
     let (status, body) = post_json(he.http_addr, "/api/v1/loads", &load).await?;
     assert_eq!(status, 201, "{body}");
     sim.set_silent(true);
