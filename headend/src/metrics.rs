@@ -97,6 +97,14 @@ pub struct Metrics {
     /// 1 while the database takes writes, 0 while it is away or
     /// read-only (the database watch, every 5 s).
     pub database_ready: Gauge<i64, AtomicI64>,
+    /// The fleet's health, read from the database at each scrape
+    /// (`services::fleet`), by figure.
+    pub fleet: Family<FigureLabel, Gauge<i64, AtomicI64>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FigureLabel {
+    pub figure: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -184,6 +192,7 @@ impl Default for Metrics {
             notes_failed: Counter::default(),
             listening: Gauge::default(),
             database_ready: Gauge::default(),
+            fleet: Family::default(),
         };
         Metrics::register_ingest(&mut r, &m);
         Metrics::register_operations(&mut r, &m);
@@ -214,6 +223,11 @@ impl Metrics {
             "notes_failed",
             "Notes to other replicas (LISTEN/NOTIFY) that could not be sent; retried each second",
             m.notes_failed.clone(),
+        );
+        r.register(
+            "fleet",
+            "The fleet as the database says at this scrape, the same on every replica: sites, connected (a session on any replica), silent (no session and no data for 15 min), devices_down, certificates_expiring (within 14 days)",
+            m.fleet.clone(),
         );
         r.register(
             "database_ready",

@@ -71,6 +71,19 @@ pub struct ApiState {
 }
 
 impl ApiState {
+    /// The services' context of the headend itself (every site): what
+    /// `/metrics` reports.
+    pub fn system_ctx(&self) -> Context {
+        Context {
+            db: self.db.clone(),
+            reads: self.reads.clone(),
+            metrics: self.metrics.clone(),
+            dispatcher: self.dispatcher.clone(),
+            touched: self.touched.clone(),
+            scope: crate::domain::access::Scope::All,
+        }
+    }
+
     /// The services' context for this caller (its site scope).
     pub fn ctx(&self, p: &Principal) -> Context {
         Context {

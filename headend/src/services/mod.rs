@@ -14,6 +14,7 @@ pub mod dispatch;
 pub mod enrollment;
 pub mod escalations;
 pub mod evaluate;
+pub mod fleet;
 pub mod inventory;
 pub mod load_import;
 pub mod loads;

@@ -95,7 +95,8 @@ async fn replica_killed(work: &std::path::Path) -> Result<()> {
             .map(|_| ()))
     })
     .await?;
-    // every replica shows every site connected, whichever holds its session
+    // every replica shows every site connected, whichever holds its session,
+    // and reports the same fleet
     for r in &replicas {
         eventually("every site connected on every replica", T, || async {
             let v = get_json(r.http, "/api/v1/sites").await?;
@@ -105,6 +106,13 @@ async fn replica_killed(work: &std::path::Path) -> Result<()> {
             Ok((up == Some(3)).then_some(()))
         })
         .await?;
+        let page = get_text(r.http, "/metrics").await?;
+        let fig = |f: &str| metric(&page, &format!("tankwatch_headend_fleet{{figure=\"{f}\"}}"));
+        ensure!(
+            (fig("sites"), fig("connected"), fig("silent")) == (Some(3.0), Some(3.0), Some(0.0)),
+            "the fleet on {}: {page}",
+            r.http
+        );
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     // the victim: the replica holding the most sessions
