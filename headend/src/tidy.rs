@@ -54,7 +54,23 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "jobs",
         &["services", "store", "error", "wallclock", "metrics"],
     ),
-    // the wiring may use every layer
+    // the wiring (lib.rs and wiring.rs) may use every layer
+    (
+        "wiring",
+        &[
+            "lib",
+            "api",
+            "ingest",
+            "jobs",
+            "listen",
+            "services",
+            "store",
+            "error",
+            "wallclock",
+            "metrics",
+            "supervise",
+        ],
+    ),
     (
         "lib",
         &[
@@ -68,6 +84,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "wallclock",
             "metrics",
             "supervise",
+            "wiring",
         ],
     ),
 ];

@@ -74,25 +74,22 @@ impl ApiState {
     /// The services' context of the headend itself (every site): what
     /// `/metrics` reports.
     pub fn system_ctx(&self) -> Context {
-        Context {
-            db: self.db.clone(),
-            reads: self.reads.clone(),
-            metrics: self.metrics.clone(),
-            dispatcher: self.dispatcher.clone(),
-            touched: self.touched.clone(),
-            scope: crate::domain::access::Scope::All,
-        }
+        self.ctx_in(crate::domain::access::Scope::All)
     }
 
     /// The services' context for this caller (its site scope).
     pub fn ctx(&self, p: &Principal) -> Context {
+        self.ctx_in(p.scope.clone())
+    }
+
+    fn ctx_in(&self, scope: crate::domain::access::Scope) -> Context {
         Context {
             db: self.db.clone(),
             reads: self.reads.clone(),
             metrics: self.metrics.clone(),
             dispatcher: self.dispatcher.clone(),
             touched: self.touched.clone(),
-            scope: p.scope.clone(),
+            scope,
         }
     }
 }

@@ -45,9 +45,7 @@ fn as_postgres(name: &str, args: &[&str]) -> Result<()> {
 impl PrivatePg {
     /// A new cluster, started (trust authentication on 127.0.0.1, no fsync).
     pub fn start() -> Result<PrivatePg> {
-        let dir = tempfile::tempdir()?;
-        let port = crate::free_port();
-        std::os::unix::fs::chown(dir.path(), Some(uid_of_postgres()?), None)?;
+        let (dir, port) = cluster_dir()?;
         let data = dir.path().join("data");
         as_postgres(
             "initdb",
@@ -61,17 +59,13 @@ impl PrivatePg {
                 "--no-sync",
             ],
         )?;
-        let pg = PrivatePg { dir, port };
-        pg.up()?;
-        Ok(pg)
+        PrivatePg::started(dir, port)
     }
 
     /// A streaming standby of `primary` (`pg_basebackup -R`), started:
     /// a read replica that replays the primary's WAL.
     pub fn standby_of(primary: &PrivatePg) -> Result<PrivatePg> {
-        let dir = tempfile::tempdir()?;
-        let port = crate::free_port();
-        std::os::unix::fs::chown(dir.path(), Some(uid_of_postgres()?), None)?;
+        let (dir, port) = cluster_dir()?;
         let data = dir.path().join("data");
         let from = primary.port.to_string();
         as_postgres(
@@ -91,9 +85,7 @@ impl PrivatePg {
                 "--no-sync",
             ],
         )?;
-        let pg = PrivatePg { dir, port };
-        pg.up()?;
-        Ok(pg)
+        PrivatePg::started(dir, port)
     }
 
     /// Runs one statement as the server's superuser.
@@ -104,6 +96,12 @@ impl PrivatePg {
             .execute(&mut c)
             .await?;
         Ok(())
+    }
+
+    fn started(dir: tempfile::TempDir, port: u16) -> Result<PrivatePg> {
+        let pg = PrivatePg { dir, port };
+        pg.up()?;
+        Ok(pg)
     }
 
     pub fn url(&self) -> String {
@@ -136,6 +134,13 @@ impl Drop for PrivatePg {
     fn drop(&mut self) {
         let _ = self.down();
     }
+}
+
+/// A directory the `postgres` user owns, and a port, for a cluster.
+fn cluster_dir() -> Result<(tempfile::TempDir, u16)> {
+    let dir = tempfile::tempdir()?;
+    std::os::unix::fs::chown(dir.path(), Some(uid_of_postgres()?), None)?;
+    Ok((dir, crate::free_port()))
 }
 
 fn uid_of_postgres() -> Result<u32> {
