@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What the tests need besides Rust, installed once and checked each run:
-# systemd's tools, libfaketime, Postfix's smtp-sink, Chromium, HAProxy and PgBouncer from Debian, the Python peers (a venv
+# systemd's tools, libfaketime, Postfix's smtp-sink, Chromium, HAProxy, PgBouncer and Prometheus from Debian, cargo-deb, the Python peers (a venv
 # under target/pyenv, pinned by tests/peers/requirements.txt) and
 # node-opcua (target/nodeenv, pinned by its lock). scripts/test.sh runs
 # it; .ci/run runs it beside the build as well (it mostly downloads).
@@ -39,6 +39,19 @@ fi
 if ! command -v haproxy >/dev/null || ! command -v pgbouncer >/dev/null; then
   echo "test: installing haproxy and pgbouncer (the reference deployment's tests)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy pgbouncer
+fi
+
+# Prometheus' promtool: the alert rules' unit tests (scripts/test.sh) and
+# the test that scrapes a running headend and agent with Prometheus
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+  echo "test: installing prometheus (promtool; the monitoring test)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+fi
+# cargo-deb: the packages' test builds the .deb files of this build
+# (pinned: its options are part of the test)
+if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb 3.8.0" ]; then
+  echo "test: installing cargo-deb 3.8.0 (the packages' test)"
+  cargo install --locked --version 3.8.0 cargo-deb
 fi
 
 venv=target/pyenv

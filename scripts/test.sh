@@ -17,6 +17,11 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
 
+# the alert rules: valid, and their unit tests (each alert fires when it
+# should, not before, and resolves)
+promtool check rules deploy/prometheus/alerts.yml
+(cd deploy/prometheus && promtool test rules alerts.test.yml)
+
 t0=$(date +%s)
 # The process-level tests (SIGKILL, check-config) run the real binaries,
 # built here with every target so that the binaries and the tests share

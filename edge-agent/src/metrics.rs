@@ -213,6 +213,14 @@ impl Metrics {
         m.link.register(&mut r);
         m.register_uplink(&mut r);
         m.register_log(&mut r);
+        r.register(
+            "build",
+            "This agent's release (1, labelled with its version)",
+            prometheus_client::metrics::info::Info::new(vec![(
+                "version",
+                env!("CARGO_PKG_VERSION"),
+            )]),
+        );
         register_commands(&c, &mut r);
         Metrics {
             registry: Arc::new(r),
@@ -409,9 +417,19 @@ fn register_commands(c: &crate::commands::CommandMetrics, r: &mut Registry) {
             "OPC UA writes the server refused that were counted in opcua_writes_total but not recorded at the headend (past 10 at once and one per 6 s, or the executor busy)",
             &c.opcua_refused_writes_unrecorded,
         ),
+        (
+            "revert_failures",
+            "Reverts of a point to its default that failed (each is retried every few seconds)",
+            &c.revert_failures,
+        ),
     ] {
         r.register(name, help, counter.clone());
     }
+    r.register(
+        "reverts_pending",
+        "Points whose revert failed and is being retried: a setpoint still in force past its end",
+        c.reverts_pending.clone(),
+    );
     r.register(
         "opcua_writes",
         "OPC UA server writes by the status the client got (Good, BadOutOfRange, ...)",
@@ -516,6 +534,7 @@ pub fn serve(
                         "address": up.address, "addresses": up.addresses, "failovers": up.failovers,
                         // CompactBatch in use; the link's measured figures (issue 30)
                         "compact": up.compact,
+                        "headend_version": up.headend_version,
                         "gzip": up.gzip,
                         "link": up.link,
                     },

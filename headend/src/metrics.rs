@@ -197,6 +197,14 @@ impl Default for Metrics {
         Metrics::register_ingest(&mut r, &m);
         Metrics::register_operations(&mut r, &m);
         Metrics::register_replicas(&mut r, &m);
+        r.register(
+            "build",
+            "This headend's release (1, labelled with its version)",
+            prometheus_client::metrics::info::Info::new(vec![(
+                "version",
+                env!("CARGO_PKG_VERSION"),
+            )]),
+        );
         Metrics {
             registry: Arc::new(r),
             ..m
@@ -226,7 +234,7 @@ impl Metrics {
         );
         r.register(
             "fleet",
-            "The fleet as the database says at this scrape, the same on every replica: sites, connected (a session on any replica), silent (no session and no data for 15 min), devices_down, certificates_expiring (within 14 days)",
+            "The fleet as the database says at this scrape, the same on every replica: sites, connected (a session on any replica), silent (no session and no data for 15 min), devices_down, certificates_expiring (within 14 days), commands_failed (ended failed in the last hour)",
             m.fleet.clone(),
         );
         r.register(

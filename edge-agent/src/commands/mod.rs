@@ -72,6 +72,11 @@ pub struct CommandMetrics {
     /// OPC UA writes the server refused that were counted but not recorded
     /// at the headend (past the rate, or the executor's queue full).
     pub opcua_refused_writes_unrecorded: prometheus_client::metrics::counter::Counter,
+    /// Reverts to a point's default that failed (each retried).
+    pub revert_failures: prometheus_client::metrics::counter::Counter,
+    /// Points whose revert failed and is being retried now (a setpoint
+    /// still in force past its end: the alert `TankwatchRevertFailing`).
+    pub reverts_pending: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// The executor's wiring.

@@ -161,7 +161,7 @@ impl Running {
     /// replaced there, in one transaction. `how` is added to the detail
     /// (settling after a restart says so).
     pub(super) async fn record_applied(
-        &self,
+        &mut self,
         id: &str,
         seq: i64,
         s: &v1::Setpoint,
@@ -192,6 +192,13 @@ impl Running {
                 format!("by {id}"),
                 None,
             )));
+        }
+        // a new setpoint is in force: a failing revert of the old one is moot
+        if self.retry_at.remove(&key).is_some() {
+            self.e
+                .metrics
+                .reverts_pending
+                .set(self.retry_at.len() as i64);
         }
         let out = self.e.store.set_point(
             &PointState {
@@ -319,6 +326,10 @@ impl Running {
         match self.write(&asset, &field, default).await {
             WriteOutcome::Applied { readback } => {
                 self.retry_at.remove(&p.point);
+                self.e
+                    .metrics
+                    .reverts_pending
+                    .set(self.retry_at.len() as i64);
                 let now = now_ms();
                 let what = why.as_str();
                 let out = self.e.store.set_point(
@@ -348,6 +359,11 @@ impl Running {
                 tracing::warn!(command = %id, point = %p.point, reason = reason.as_text(), detail, "revert failed; retrying");
                 self.retry_at
                     .insert(p.point.clone(), tokio::time::Instant::now() + REVERT_RETRY);
+                self.e.metrics.revert_failures.inc();
+                self.e
+                    .metrics
+                    .reverts_pending
+                    .set(self.retry_at.len() as i64);
                 if why == Revert::Cancelled {
                     // make the timer path retry it
                     self.e.store.set_point(

@@ -30,6 +30,7 @@ struct Harness {
     gauge: mpsc::Sender<GaugeDelivery>,
     local: mpsc::Sender<LocalWrite>,
     _latest: Arc<Latest>,
+    metrics: CommandMetrics,
 }
 
 fn start() -> Harness {
@@ -49,6 +50,7 @@ fn start_with(dir: tempfile::TempDir, latest: Arc<Latest>) -> Harness {
     let (gauge, gauge_rx) = mpsc::channel(4);
     let (local, local_rx) = mpsc::channel(4);
     let (stop, stop_rx) = watch::channel(false);
+    let metrics = CommandMetrics::default();
     let ex = Executor {
         clock: Default::default(),
         cfg: Arc::new(cfg),
@@ -57,7 +59,7 @@ fn start_with(dir: tempfile::TempDir, latest: Arc<Latest>) -> Harness {
         latest: latest.clone(),
         records: rec_tx,
         readings: read_tx,
-        metrics: CommandMetrics::default(),
+        metrics: metrics.clone(),
     };
     let inputs = Inputs {
         commands: cmd_rx,
@@ -75,6 +77,7 @@ fn start_with(dir: tempfile::TempDir, latest: Arc<Latest>) -> Harness {
         gauge,
         local,
         _latest: latest,
+        metrics,
     }
 }
 
@@ -272,6 +275,46 @@ async fn a_duration_that_ended_while_the_agent_was_down_is_reverted_at_start() {
     assert_eq!(w.value, 50.0, "the configured default");
     let _ = w.reply.send(WriteOutcome::Applied { readback: 50.0 });
     assert_eq!(next_ack(&mut h).await, ("c4".into(), "completed".into()));
+}
+
+#[tokio::test]
+async fn a_failing_revert_shows_as_pending_until_a_retry_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .insert_new("c5", 1, "setpoint", "received", 0, 1, None, &[])
+        .unwrap();
+    store
+        .set_point(
+            &PointState {
+                point: "ctl.power_limit".into(),
+                command_id: Some("c5".into()),
+                issued_seq: 1,
+                value: 70.0,
+                applied_ms: now_ms() - 120_000,
+                ends_ms: Some(now_ms() - 60_000),
+            },
+            1,
+            None,
+            &[],
+        )
+        .unwrap();
+    drop(store);
+    let mut h = start_in(dir);
+    let w = tokio::time::timeout(Duration::from_secs(5), h.device.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let _ = w.reply.send(WriteOutcome::Unreachable("timeout".into()));
+    let w = tokio::time::timeout(REVERT_RETRY * 3, h.device.recv())
+        .await
+        .expect("the revert retried")
+        .unwrap();
+    assert_eq!(h.metrics.revert_failures.get(), 1);
+    assert_eq!(h.metrics.reverts_pending.get(), 1, "in force past its end");
+    let _ = w.reply.send(WriteOutcome::Applied { readback: 50.0 });
+    assert_eq!(next_ack(&mut h).await, ("c5".into(), "completed".into()));
+    assert_eq!(h.metrics.reverts_pending.get(), 0, "reverted at last");
 }
 
 async fn local(h: &Harness, value: f64) -> tokio::sync::oneshot::Receiver<Outcome> {

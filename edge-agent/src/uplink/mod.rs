@@ -88,6 +88,9 @@ pub struct UplinkStatus {
     pub address: String,
     pub addresses: Vec<String>,
     pub failovers: u64,
+    /// The version of the headend that answered the last Hello (empty:
+    /// none yet, or a headend older than 0.2).
+    pub headend_version: String,
 }
 
 /// What the uplink works with.

@@ -162,6 +162,10 @@ async fn open(
         u.status.send_modify(|s| s.clock_offset = offset);
     }
     u.log.ack(hello_ack.acked_through_seq)?;
+    if u.status.borrow().headend_version != hello_ack.headend_version {
+        let v = hello_ack.headend_version.clone();
+        u.status.send_modify(|s| s.headend_version = v);
+    }
     // The first session after a start does not know whether the headend
     // takes compressed messages; when its HelloAck says so, the agent
     // reconnects at once, compressing (one more handshake, ~5 kB, per start;

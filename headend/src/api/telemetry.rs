@@ -597,6 +597,7 @@ async fn metrics(State(s): State<ApiState>) -> Response {
             ("silent", f.silent),
             ("devices_down", f.devices_down),
             ("certificates_expiring", f.certificates_expiring),
+            ("commands_failed", f.commands_failed),
         ] {
             s.metrics
                 .fleet

@@ -262,6 +262,7 @@ impl v1::agent_link_server::AgentLink for Ingest {
                 max_batch_readings: MAX_BATCH_READINGS,
                 headend_time_ms: now_ms(),
                 compact: self.compact,
+                headend_version: env!("CARGO_PKG_VERSION").into(),
             })))
             .await;
         let this = self.clone();

@@ -21,7 +21,13 @@ pub struct Fleet {
     pub devices_down: i64,
     /// Certificates in use expiring within 14 days (Today's rule).
     pub certificates_expiring: i64,
+    /// Commands that ended `failed` in the last hour (a write the device
+    /// refused, could not be reached for, or read back otherwise).
+    pub commands_failed: i64,
 }
+
+/// The window of [`Fleet::commands_failed`], ms (one hour).
+pub const FAILED_WITHIN_MS: i64 = 3_600_000;
 
 pub async fn fleet(ctx: &Context, sessions: &Sessions, now_ms: i64) -> Result<Fleet> {
     let sites = super::sites::list(ctx, sessions, None).await?;
@@ -46,7 +52,17 @@ pub async fn fleet(ctx: &Context, sessions: &Sessions, now_ms: i64) -> Result<Fl
         )
         .await?
         .len() as i64;
+    let commands_failed = ctx
+        .db
+        .commands()
+        .count_since(
+            crate::domain::CommandState::Failed,
+            now_ms - FAILED_WITHIN_MS,
+            scope.as_deref(),
+        )
+        .await?;
     Ok(Fleet {
+        commands_failed,
         sites: sites.len() as i64,
         connected,
         silent,

@@ -383,6 +383,27 @@ impl Commands<'_> {
         Ok(q.fetch_all(self.0.pool()).await?)
     }
 
+    /// How many commands (split parents left out) reached `state` at or
+    /// after `since_ms` (their last change), in these sites (`None`: all).
+    pub async fn count_since(
+        &self,
+        state: CommandState,
+        since_ms: i64,
+        sites: Option<&[String]>,
+    ) -> Result<i64, Error> {
+        let sql = format!(
+            "SELECT COUNT(*) FROM commands WHERE state = $1 AND updated_ms >= $2 AND kind <> 'split' {}",
+            super::site_in("site_id", sites, 3)
+        );
+        let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(state.as_str())
+            .bind(since_ms);
+        for s in sites.unwrap_or_default() {
+            q = q.bind(s);
+        }
+        Ok(q.fetch_one(self.0.pool()).await?)
+    }
+
     /// Commands to (re)send to a site's agent, oldest first: not yet
     /// acknowledged, or with a cancel to deliver.
     pub async fn dispatchable(&self, site: &str, limit: i64) -> Result<Vec<CommandRow>, Error> {

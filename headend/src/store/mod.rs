@@ -16,6 +16,7 @@ pub mod alarm_rules;
 pub mod alarms;
 pub mod api_keys;
 pub mod audit;
+pub mod backup;
 pub mod certs;
 pub mod commands;
 pub mod devices;

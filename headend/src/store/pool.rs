@@ -162,7 +162,17 @@ impl Db {
                 });
             }
         }
+        let created =
+            backend == Backend::Sqlite && !std::path::Path::new(sqlite_path(&url)).exists();
         let pool = open_pool(&url, backend, max_connections, INGEST_ACQUIRE).await?;
+        if created {
+            // password hashes and tokens: the service user's alone (its WAL
+            // files take the same mode), whatever the umask of who made it
+            use std::os::unix::fs::PermissionsExt;
+            let path = sqlite_path(&url);
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| Error::Config(format!("{path}: setting its mode to 0600: {e}")))?;
+        }
         let writer = (backend == Backend::Sqlite)
             .then(|| std::sync::Arc::new(tokio::sync::Semaphore::new(1)));
         migrate(&pool, backend).await?;
@@ -289,8 +299,18 @@ async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), Error> {
         .map_err(|e| Error::Db(format!("migrations: {e}")))
 }
 
+/// The newest SQLite migration this build has (a backup made by a newer
+/// headend is refused: `store::backup`).
+pub fn sqlite_schema_version() -> i64 {
+    sqlx::migrate!("./migrations/sqlite")
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .unwrap_or(0)
+}
+
 /// The file path of a `sqlite:` URL.
-fn sqlite_path(url: &str) -> &str {
+pub(crate) fn sqlite_path(url: &str) -> &str {
     let path = url
         .trim_start_matches("sqlite://")
         .trim_start_matches("sqlite:");

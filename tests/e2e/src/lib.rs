@@ -341,6 +341,67 @@ pub async fn stored_seqs(db: &headend::store::Db, site: &str) -> Result<Vec<i64>
     )
 }
 
+/// A unit's sandbox, emulated from its directives (run inside the
+/// driver's mount namespace, after the install steps): the unit in
+/// `$UNIT` (default: the agent's, as the guide installs it), its user and
+/// group, `EnvironmentFile=`, `WorkingDirectory=`, every mount read-only
+/// but its state and `ReadWritePaths=`, a private `/tmp`, an empty
+/// `/home`, no new privileges, no capabilities, its umask and file limit
+/// (systemd is not PID 1 here: `unshare` and `setpriv` stand in for it).
+pub const UNIT_SANDBOX: &str = r#"
+unit=${UNIT:-/etc/systemd/system/tankwatch-agent.service}
+get() { sed -n "s/^$1=//p" "$unit" | tail -1; }
+user=$(get User); group=$(get Group)
+[ -n "$user" ] && [ -n "$group" ] || { echo "unit: no User= or Group="; exit 1; }
+[ "$(get ProtectSystem)" = strict ] || { echo "unit: ProtectSystem is not strict"; exit 1; }
+state=/var/lib/$(get StateDirectory)
+pre=$(get ExecStartPre); start=$(get ExecStart)
+systemd-analyze verify "$unit"
+systemd-analyze security --offline=yes --threshold=30 "$unit" > /tmp/security.txt \
+  || { tail -1 /tmp/security.txt; echo "unit: exposure above 3.0"; exit 1; }
+tail -1 /tmp/security.txt
+exec unshare --mount --propagation private bash -euo pipefail -c '
+  unit=$1; state=$2; user=$3; group=$4; pre=$5; start=$6
+  get() { sed -n "s/^$1=//p" "$unit" | tail -1; }
+  # StateDirectory= and ReadWritePaths=: their own mounts, left writable
+  writable="$state $(get ReadWritePaths)"
+  for p in $writable; do mount --bind "$p" "$p"; done
+  # ProtectSystem=strict: every other mount read-only (not /dev, /proc, /sys)
+  awk "{print \$5}" /proc/self/mountinfo | sort -u | while read -r m; do
+    case " $writable " in *" $m "*) continue;; esac
+    case "$m" in /dev|/dev/*|/proc|/proc/*|/sys|/sys/*) continue;; esac
+    mount -o remount,bind,ro "$m" 2>/dev/null || true
+  done
+  # PrivateTmp= and ProtectHome=
+  if [ "$(get PrivateTmp)" = yes ]; then
+    mount -t tmpfs -o mode=1777 tmpfs /tmp; mount -t tmpfs -o mode=1777 tmpfs /var/tmp
+  fi
+  if [ "$(get ProtectHome)" = yes ]; then
+    for d in /home /root /run/user; do [ -d "$d" ] && mount -t tmpfs -o ro,mode=0755 tmpfs "$d"; done
+  fi
+  # LimitNOFILE= (capped at the hard limit of this machine: root may not raise it here)
+  n=$(get LimitNOFILE); [ -n "$n" ] && { ulimit -n "$n" 2>/dev/null || ulimit -n "$(ulimit -Hn)"; }
+  [ -n "$(get UMask)" ] && umask "$(get UMask)"
+  caps=()
+  [ "$(get NoNewPrivileges)" = yes ] && caps+=(--no-new-privs)
+  [ -z "$(get CapabilityBoundingSet)" ] && caps+=(--bounding-set=-all --inh-caps=-all)
+  [ -z "$(get AmbientCapabilities)" ] && caps+=(--ambient-caps=-all)
+  as=(setpriv --reuid="$user" --regid="$group" --init-groups "${caps[@]}" --)
+  envf=$(get EnvironmentFile)
+  if [ -n "$envf" ]; then set -a; . "${envf#-}"; set +a; fi
+  wd=$(get WorkingDirectory)
+  cd "${wd:-/}"
+  echo "sandbox: ready; writable: $writable"
+  if [ -n "$pre" ]; then "${as[@]}" $pre; fi
+  exec "${as[@]}" $start
+' sandbox "$unit" "$state" "$user" "$group" "$pre" "$start"
+"#;
+
+/// The repository's root (for the files the project ships).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
 /// The Python of the independent peers (`target/pyenv`, made by
 /// scripts/test.sh from tests/peers/requirements.txt; `TANKWATCH_PYTHON`
 /// overrides it).

@@ -14,60 +14,12 @@
 //! `systemd-analyze verify` and rate at most 3.0 in `systemd-analyze
 //! security`.
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use e2e::*;
 use serde_json::json;
-
-/// The unit's sandbox, emulated from its directives (run inside the
-/// driver's mount namespace, after the install steps).
-const SANDBOX: &str = r#"
-unit=/etc/systemd/system/tankwatch-agent.service
-get() { sed -n "s/^$1=//p" "$unit" | tail -1; }
-user=$(get User); group=$(get Group)
-[ -n "$user" ] && [ -n "$group" ] || { echo "unit: no User= or Group="; exit 1; }
-[ "$(get ProtectSystem)" = strict ] || { echo "unit: ProtectSystem is not strict"; exit 1; }
-state=/var/lib/$(get StateDirectory)
-pre=$(get ExecStartPre); start=$(get ExecStart)
-systemd-analyze verify "$unit"
-systemd-analyze security --offline=yes --threshold=30 "$unit" > /tmp/security.txt \
-  || { tail -1 /tmp/security.txt; echo "unit: exposure above 3.0"; exit 1; }
-tail -1 /tmp/security.txt
-exec unshare --mount --propagation private bash -euo pipefail -c '
-  unit=$1; state=$2; user=$3; group=$4; pre=$5; start=$6
-  get() { sed -n "s/^$1=//p" "$unit" | tail -1; }
-  # StateDirectory= and ReadWritePaths=: their own mounts, left writable
-  writable="$state $(get ReadWritePaths)"
-  for p in $writable; do mount --bind "$p" "$p"; done
-  # ProtectSystem=strict: every other mount read-only (not /dev, /proc, /sys)
-  awk "{print \$5}" /proc/self/mountinfo | sort -u | while read -r m; do
-    case " $writable " in *" $m "*) continue;; esac
-    case "$m" in /dev|/dev/*|/proc|/proc/*|/sys|/sys/*) continue;; esac
-    mount -o remount,bind,ro "$m" 2>/dev/null || true
-  done
-  # PrivateTmp= and ProtectHome=
-  if [ "$(get PrivateTmp)" = yes ]; then
-    mount -t tmpfs -o mode=1777 tmpfs /tmp; mount -t tmpfs -o mode=1777 tmpfs /var/tmp
-  fi
-  if [ "$(get ProtectHome)" = yes ]; then
-    for d in /home /root /run/user; do [ -d "$d" ] && mount -t tmpfs -o ro,mode=0755 tmpfs "$d"; done
-  fi
-  # LimitNOFILE= (capped at the hard limit of this machine: root may not raise it here)
-  n=$(get LimitNOFILE); [ -n "$n" ] && { ulimit -n "$n" 2>/dev/null || ulimit -n "$(ulimit -Hn)"; }
-  [ -n "$(get UMask)" ] && umask "$(get UMask)"
-  caps=()
-  [ "$(get NoNewPrivileges)" = yes ] && caps+=(--no-new-privs)
-  [ -z "$(get CapabilityBoundingSet)" ] && caps+=(--bounding-set=-all --inh-caps=-all)
-  [ -z "$(get AmbientCapabilities)" ] && caps+=(--ambient-caps=-all)
-  as=(setpriv --reuid="$user" --regid="$group" --init-groups "${caps[@]}" --)
-  cd /
-  echo "sandbox: ready; writable: $writable"
-  "${as[@]}" $pre
-  exec "${as[@]}" $start
-' sandbox "$unit" "$state" "$user" "$group" "$pre" "$start"
-"#;
 
 /// The install block of docs/install-agent.md.
 fn install_steps() -> Result<String> {
@@ -79,10 +31,6 @@ fn install_steps() -> Result<String> {
     let start = rest.find("```sh\n").context("its ```sh fence")? + 6;
     let end = rest[start..].find("```").context("its closing fence")?;
     Ok(rest[start..start + end].to_string())
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,7 +83,7 @@ async fn the_unit_as_installed_by_the_guide_enrolls_and_renews_its_certificate_t
          echo '--- the guide'\n\
          {steps}\n\
          echo '--- the unit'\n\
-         {SANDBOX}",
+         {UNIT_SANDBOX}",
         root = work.path().join("root").display(),
         inst = inst.display(),
         steps = install_steps()?,

@@ -1,0 +1,345 @@
+//! Backups of a SQLite headend database, and their restore (issue 36).
+//!
+//! **Backup** uses SQLite's online backup API in one step: the copy is
+//! read in one read transaction, so it is the database as of one commit,
+//! while the headend goes on writing (WAL: a reader never blocks the
+//! writer). It is written beside its destination, switched out of WAL
+//! (one self-contained file), checked (`PRAGMA integrity_check`), synced
+//! and only then renamed to its name: a backup that exists is whole.
+//!
+//! **Restore** checks the file first (integrity, a tankwatch database, a
+//! schema this build knows), never overwrites a database unless asked,
+//! and then keeps the one it replaces (with its WAL files) beside it.
+//! The caller then opens the restored file ([`super::Db::connect`] runs
+//! the migrations of this build) and verifies the audit chain.
+//!
+//! PostgreSQL is backed up with its own tools (`pg_dump`, a base backup):
+//! docs/runbooks/restore-from-backup.md.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::pool::{Backend, sqlite_path};
+use crate::Error;
+
+/// What a backup or a restore holds: its size and the rows of the tables
+/// an operator checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub bytes: u64,
+    /// The newest migration applied to it.
+    pub schema_version: i64,
+    /// `(table, rows)` of [`COUNTED`].
+    pub rows: Vec<(&'static str, i64)>,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} bytes, schema {}", self.bytes, self.schema_version)?;
+        for (t, n) in &self.rows {
+            write!(f, ", {t} {n}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The tables a summary counts.
+pub const COUNTED: &[&str] = &[
+    "sites",
+    "readings",
+    "commands",
+    "loads",
+    "audit_log",
+    "agent_certificates",
+];
+
+/// How long a backup waits for SQLite's locks, in all.
+const BUSY: Duration = Duration::from_secs(30);
+
+fn io(what: &str, path: &Path, e: std::io::Error) -> Error {
+    Error::Config(format!("{what} {}: {e}", path.display()))
+}
+
+/// The SQLite file of `url`, or why there is none.
+fn file_of(url: &str, verb: &str) -> Result<PathBuf, Error> {
+    match Backend::from_url(url)? {
+        Backend::Sqlite => Ok(PathBuf::from(sqlite_path(url))),
+        Backend::Postgres => Err(Error::Config(format!(
+            "{verb}: this command copies a SQLite database; back up PostgreSQL with pg_dump or a base backup (docs/runbooks/restore-from-backup.md)"
+        ))),
+    }
+}
+
+/// Copies the database of `url` to `to` (which must not exist) while it
+/// is in use. Blocking: run it off the async runtime.
+pub fn backup(url: &str, to: &Path) -> Result<Summary, Error> {
+    let from = file_of(url, "backup")?;
+    if !from.is_file() {
+        return Err(Error::Config(format!(
+            "backup: no database at {} (--database-url)",
+            from.display()
+        )));
+    }
+    if to.exists() {
+        return Err(Error::Config(format!(
+            "backup: {} exists; give a new file name (a backup never overwrites)",
+            to.display()
+        )));
+    }
+    let partial = with_suffix(to, ".partial");
+    let _ = std::fs::remove_file(&partial);
+    let result = copy_online(&from, &partial).and_then(|()| {
+        let summary = check(&partial)?;
+        // what the database holds (password hashes, tokens): its owner's alone
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| io("backup: setting the mode of", &partial, e))?;
+        sync_file(&partial)?;
+        std::fs::rename(&partial, to).map_err(|e| io("backup: renaming to", to, e))?;
+        sync_dir(to)?;
+        Ok(summary)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    result
+}
+
+/// The online backup, in one step (one read transaction: one commit's
+/// state), then out of WAL mode so that the file stands alone.
+fn copy_online(from: &Path, to: &Path) -> Result<(), Error> {
+    let src = Connection::open_with_flags(from, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    src.busy_timeout(BUSY)?;
+    let mut dst = Connection::open(to)?;
+    {
+        let b = rusqlite::backup::Backup::new(&src, &mut dst)?;
+        let deadline = std::time::Instant::now() + BUSY;
+        loop {
+            match b.step(-1)? {
+                rusqlite::backup::StepResult::Done => break,
+                // the source is locked for a moment (a checkpoint): again
+                _ if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => {
+                    return Err(Error::Db(format!(
+                        "backup: the database stayed locked for {} s ({other:?})",
+                        BUSY.as_secs()
+                    )));
+                }
+            }
+        }
+    }
+    let mode: String = dst.query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0))?;
+    if mode != "delete" {
+        return Err(Error::Db(format!(
+            "backup: the copy stayed in journal mode {mode}"
+        )));
+    }
+    dst.close().map_err(|(_, e)| Error::Sqlite(e))?;
+    Ok(())
+}
+
+/// Opens `file` read-only and checks that it is a whole tankwatch
+/// database of a schema this build knows.
+pub fn check(file: &Path) -> Result<Summary, Error> {
+    let bad = |why: String| Error::Config(format!("{}: {why}", file.display()));
+    let c = Connection::open_with_flags(
+        file,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| bad(format!("cannot open it as SQLite: {e}")))?;
+    let ok: String = c
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .map_err(|e| bad(format!("not a readable SQLite database: {e}")))?;
+    if ok != "ok" {
+        return Err(bad(format!("damaged (integrity_check: {ok})")));
+    }
+    let schema_version: i64 = c
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| bad(format!("not a tankwatch headend database ({e})")))?;
+    let known = super::pool::sqlite_schema_version();
+    if schema_version > known {
+        return Err(bad(format!(
+            "made by a newer headend (schema {schema_version}; this build knows up to {known}): restore it with that release"
+        )));
+    }
+    let mut rows = Vec::with_capacity(COUNTED.len());
+    for t in COUNTED {
+        let n: i64 = c
+            .query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get(0))
+            .map_err(|e| bad(format!("not a tankwatch headend database ({t}: {e})")))?;
+        rows.push((*t, n));
+    }
+    let bytes = std::fs::metadata(file)
+        .map_err(|e| io("reading", file, e))?
+        .len();
+    Ok(Summary {
+        bytes,
+        schema_version,
+        rows,
+    })
+}
+
+/// What a restore did.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    pub summary: Summary,
+    pub path: PathBuf,
+    /// Where the database it replaced was kept (with `replace`).
+    pub kept: Option<PathBuf>,
+}
+
+/// Puts the backup `from` in place as the database of `url`. Refuses to
+/// replace an existing database unless `replace`; the one replaced is
+/// moved aside (its WAL files with it), never deleted. Stop every headend
+/// on the file first. Blocking.
+pub fn restore(from: &Path, url: &str, replace: bool, now_ms: i64) -> Result<Restored, Error> {
+    let to = file_of(url, "restore")?;
+    let summary = check(from)?;
+    let mut kept = None;
+    if to.exists() {
+        if !replace {
+            return Err(Error::Config(format!(
+                "restore: {} exists; stop every headend on it and pass --replace (it is kept as {}.replaced-<time>)",
+                to.display(),
+                to.display()
+            )));
+        }
+        let aside = with_suffix(&to, &format!(".replaced-{now_ms}"));
+        for sfx in ["-wal", "-shm"] {
+            let f = with_suffix(&to, sfx);
+            if f.exists() {
+                std::fs::rename(&f, with_suffix(&aside, sfx))
+                    .map_err(|e| io("restore: moving aside", &f, e))?;
+            }
+        }
+        std::fs::rename(&to, &aside).map_err(|e| io("restore: moving aside", &to, e))?;
+        kept = Some(aside);
+    } else {
+        // a WAL left without its database would be applied to the restored one
+        for sfx in ["-wal", "-shm"] {
+            let f = with_suffix(&to, sfx);
+            if f.exists() {
+                return Err(Error::Config(format!(
+                    "restore: {} is there without its database; move it away first",
+                    f.display()
+                )));
+            }
+        }
+        if let Some(dir) = to.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| io("restore: creating", dir, e))?;
+        }
+    }
+    let partial = with_suffix(&to, ".restoring");
+    std::fs::copy(from, &partial).map_err(|e| io("restore: copying to", &partial, e))?;
+    sync_file(&partial)?;
+    std::fs::rename(&partial, &to).map_err(|e| io("restore: renaming to", &to, e))?;
+    sync_dir(&to)?;
+    Ok(Restored {
+        summary,
+        path: to,
+        kept,
+    })
+}
+
+fn with_suffix(p: &Path, sfx: &str) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(sfx);
+    PathBuf::from(s)
+}
+
+fn sync_file(p: &Path) -> Result<(), Error> {
+    std::fs::File::open(p)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io("syncing", p, e))
+}
+
+fn sync_dir(p: &Path) -> Result<(), Error> {
+    let dir = p
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io("syncing", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn database(dir: &Path) -> (String, super::super::Db) {
+        let url = format!("sqlite://{}", dir.join("h.db").display());
+        let db = super::super::Db::connect(&url, 2).await.unwrap();
+        (url, db)
+    }
+
+    #[tokio::test]
+    async fn a_backup_never_overwrites_and_a_restore_never_replaces_unasked() {
+        let dir = tempfile::tempdir().unwrap();
+        let (url, _db) = database(dir.path()).await;
+        let to = dir.path().join("b.db");
+        let s = backup(&url, &to).unwrap();
+        assert!(s.schema_version >= 1 && s.bytes > 0, "{s}");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&to), 0o600, "the backup is its owner's alone");
+        assert_eq!(
+            mode(&dir.path().join("h.db")),
+            0o600,
+            "so is a new database"
+        );
+        let again = backup(&url, &to).unwrap_err().to_string();
+        assert!(again.contains("never overwrites"), "{again}");
+        let refused = restore(&to, &url, false, 1).unwrap_err().to_string();
+        assert!(refused.contains("--replace"), "{refused}");
+        let r = restore(&to, &url, true, 7).unwrap();
+        let kept = r.kept.unwrap();
+        assert!(kept.ends_with("h.db.replaced-7") && kept.is_file());
+        assert!(!dir.path().join("b.db.partial").exists());
+    }
+
+    #[tokio::test]
+    async fn a_damaged_or_foreign_file_is_refused_before_anything_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        let (url, _db) = database(dir.path()).await;
+        let to = dir.path().join("b.db");
+        backup(&url, &to).unwrap();
+        // damage a page in the middle of the file
+        let mut bytes = std::fs::read(&to).unwrap();
+        let mid = bytes.len() / 2;
+        for b in &mut bytes[mid..mid + 4096] {
+            *b = 0x5a;
+        }
+        let damaged = dir.path().join("damaged.db");
+        std::fs::write(&damaged, bytes).unwrap();
+        let e = restore(&damaged, &url, true, 1).unwrap_err().to_string();
+        assert!(e.contains("damaged") || e.contains("not a readable"), "{e}");
+        let foreign = dir.path().join("foreign.db");
+        Connection::open(&foreign)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x)")
+            .unwrap();
+        let e = restore(&foreign, &url, true, 1).unwrap_err().to_string();
+        assert!(e.contains("not a tankwatch headend database"), "{e}");
+        assert!(
+            !dir.path().join("h.db.replaced-1").exists(),
+            "nothing moved"
+        );
+    }
+
+    #[tokio::test]
+    async fn postgres_is_sent_to_its_own_tools() {
+        let e = backup("postgres://u@h/db", Path::new("/tmp/x"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pg_dump"), "{e}");
+    }
+}

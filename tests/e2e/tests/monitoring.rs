@@ -1,0 +1,253 @@
+//! Issue 36: the monitoring shipped in `deploy/prometheus/` runs in a real
+//! Prometheus (Debian's package) scraping a running headend and agent,
+//! with the shipped `prometheus.yml` (only its intervals shortened) and
+//! `alerts.yml`: both targets are scraped with the key the file names,
+//! every rule loads and evaluates against the real series without error,
+//! every metric an alert names is one the binaries export, and a device
+//! that stops answering fires the expressions of both device alerts (the
+//! agent's own and the headend's fleet figure). The rules' own timing is
+//! unit-tested by `promtool test rules` in scripts/test.sh.
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use e2e::*;
+use serde_json::Value;
+
+/// Debian's Prometheus, stopped with the test.
+struct Prometheus {
+    child: Child,
+    addr: std::net::SocketAddr,
+    http: reqwest::Client,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    /// Copies the shipped configuration and rules into `dir` (intervals
+    /// 1 s), writes the targets and the key, and starts Prometheus on it.
+    fn start(dir: &Path, headends: &[String], agents: &[String], key: &str) -> Result<Prometheus> {
+        let shipped = repo().join("deploy/prometheus");
+        let cfg = std::fs::read_to_string(shipped.join("prometheus.yml"))?;
+        ensure!(
+            cfg.contains("scrape_interval: 15s") && cfg.contains("evaluation_interval: 15s"),
+            "prometheus.yml: the intervals the test shortens are not there"
+        );
+        let cfg = cfg
+            .replace("scrape_interval: 15s", "scrape_interval: 1s")
+            .replace("evaluation_interval: 15s", "evaluation_interval: 1s");
+        std::fs::write(dir.join("prometheus.yml"), cfg)?;
+        std::fs::copy(shipped.join("alerts.yml"), dir.join("alerts.yml"))?;
+        std::fs::write(dir.join("tankwatch-metrics.key"), key)?;
+        std::fs::create_dir_all(dir.join("targets"))?;
+        let targets = |t: &[String]| format!("- targets: {}\n", serde_json::json!(t));
+        std::fs::write(dir.join("targets/headends.yml"), targets(headends))?;
+        std::fs::write(dir.join("targets/agents.yml"), targets(agents))?;
+        let port = free_port();
+        let child = Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("prometheus.log"))?)
+            .spawn()
+            .context("prometheus (Debian's package; scripts/peers.sh installs it)")?;
+        Ok(Prometheus {
+            child,
+            addr: ([127, 0, 0, 1], port).into(),
+            http: reqwest::Client::new(),
+        })
+    }
+
+    async fn api(&self, path: &str, query: &[(&str, &str)]) -> Result<Value> {
+        let v: Value = self
+            .http
+            .get(format!("http://{}/api/v1/{path}", self.addr))
+            .query(query)
+            .send()
+            .await?
+            .json()
+            .await?;
+        ensure!(v["status"] == "success", "{path}: {v}");
+        Ok(v["data"].clone())
+    }
+
+    /// The result vector of an instant query.
+    async fn query(&self, q: &str) -> Result<Vec<Value>> {
+        let d = self.api("query", &[("query", q)]).await?;
+        Ok(d["result"].as_array().cloned().unwrap_or_default())
+    }
+}
+
+/// The metric names an expression uses (`tankwatch_…`).
+fn names_in(expr: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("tankwatch_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        out.insert(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    out
+}
+
+/// The sample names of a metrics page, from its `# TYPE` lines (so a
+/// family with no sample yet counts): counters as `name_total`, the
+/// info metric as `name_info`, histograms with their series.
+fn exported(page: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for l in page.lines() {
+        let Some(rest) = l.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let mut it = rest.split_whitespace();
+        let (Some(name), Some(kind)) = (it.next(), it.next()) else {
+            continue;
+        };
+        match kind {
+            "counter" => {
+                out.insert(format!("{name}_total"));
+            }
+            "info" => {
+                out.insert(format!("{name}_info"));
+            }
+            "histogram" => {
+                for s in ["_bucket", "_sum", "_count"] {
+                    out.insert(format!("{name}{s}"));
+                }
+            }
+            _ => {
+                out.insert(name.to_string());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shipped_alert_rules_evaluate_against_a_running_headend_and_agent() -> Result<()> {
+    let b = Bench::start("site-mon", |_| {}).await?;
+    b.sim.set_frozen(false);
+    let agent = b.agent(&b.agent_yaml(b.he.grpc_addr, 200))?;
+    let status = agent.status_addr.context("the agent's status address")?;
+    let http = b.he.http_addr;
+    eventually(
+        "the agent's first readings",
+        Duration::from_secs(20),
+        || async {
+            Ok(get_json(http, "/api/v1/sites")
+                .await?
+                .as_array()
+                .and_then(|s| s.first().cloned())
+                .filter(|s| s["connected"] == true))
+        },
+    )
+    .await?;
+    let key = api_key(&b.he.db, "viewer", None).await?;
+    let dir = tempfile::tempdir()?;
+    let prom = Prometheus::start(dir.path(), &[http.to_string()], &[status.to_string()], &key)?;
+
+    // both targets up: the headend with the viewer key from the file
+    eventually("both targets scraped", Duration::from_secs(60), || async {
+        let up = prom.query("up == 1").await.unwrap_or_default();
+        Ok((up.len() == 2).then_some(()))
+    })
+    .await
+    .with_context(|| {
+        std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default()
+    })?;
+
+    // every rule loaded and evaluated against the real series; on a
+    // healthy site none is pending or firing (once the rules have seen
+    // the first scrapes: before them `up` is absent)
+    let rules = eventually(
+        "every rule evaluated, none active",
+        Duration::from_secs(30),
+        || async {
+            let groups = prom.api("rules", &[]).await?;
+            let rules: Vec<Value> = groups["groups"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+                .collect();
+            let evaluated = rules.iter().all(|r| {
+                r["lastEvaluation"]
+                    .as_str()
+                    .is_some_and(|t| !t.starts_with("0001"))
+            });
+            let quiet = rules.iter().all(|r| r["state"] == "inactive");
+            Ok((evaluated && quiet && !rules.is_empty()).then_some(rules))
+        },
+    )
+    .await?;
+    let shipped = std::fs::read_to_string(repo().join("deploy/prometheus/alerts.yml"))?;
+    ensure!(
+        rules.len() == shipped.matches("- alert:").count(),
+        "Prometheus loaded {} rules of alerts.yml's {}",
+        rules.len(),
+        shipped.matches("- alert:").count()
+    );
+    let mut pages = get_text(http, "/metrics").await?;
+    pages += &reqwest::get(format!("http://{status}/metrics"))
+        .await?
+        .text()
+        .await?;
+    let exported = exported(&pages);
+    for r in &rules {
+        let name = r["name"].as_str().unwrap_or("?");
+        ensure!(
+            r["health"] == "ok" && r["lastError"].as_str().unwrap_or("").is_empty(),
+            "{name}: {r}"
+        );
+        let query = r["query"].as_str().unwrap_or("");
+        for m in names_in(query) {
+            ensure!(
+                exported.contains(&m),
+                "{name} uses {m}, which neither binary exports"
+            );
+        }
+        let runbook = r["annotations"]["runbook_url"].as_str().unwrap_or("");
+        ensure!(
+            runbook.starts_with("docs/runbooks/") && repo().join(runbook).is_file(),
+            "{name}: runbook {runbook:?} is not a file of docs/runbooks"
+        );
+    }
+
+    // the drill: the gauge stops answering; both device alerts' expressions fire
+    b.sim.set_silent(true);
+    for alert in ["TankwatchAgentDeviceDown", "TankwatchDeviceDown"] {
+        let expr = rules
+            .iter()
+            .find(|r| r["name"] == alert)
+            .and_then(|r| r["query"].as_str())
+            .with_context(|| format!("{alert} is not loaded"))?
+            .to_string();
+        let fired = eventually(alert, Duration::from_secs(60), || async {
+            let v = prom.query(&expr).await?;
+            Ok((!v.is_empty()).then_some(v))
+        })
+        .await?;
+        if alert == "TankwatchAgentDeviceDown" && fired[0]["metric"]["device"] != "atg" {
+            bail!("{alert}: {fired:?}");
+        }
+    }
+    drop(agent);
+    Ok(())
+}
