@@ -196,6 +196,22 @@ impl Default for Metrics {
         };
         Metrics::register_ingest(&mut r, &m);
         Metrics::register_operations(&mut r, &m);
+        // every reason from the start: a first refusal then shows in rate()
+        for reason in [
+            "total",
+            "evicted_pending",
+            "handshake_timeout",
+            "bad_identity",
+            "per_identity",
+            "idle",
+            "revoked",
+            "expired",
+        ] {
+            let _ = m.connections_refused.get_or_create(&ReasonLabel { reason });
+        }
+        for cause in ["local", "peer", "poll", "reconnect"] {
+            let _ = m.dispatch_wakes.get_or_create(&CauseLabel { cause });
+        }
         Metrics::register_replicas(&mut r, &m);
         r.register(
             "build",

@@ -5,7 +5,9 @@
 //! every rule loads and evaluates against the real series without error,
 //! every metric an alert names is one the binaries export, and a device
 //! that stops answering fires the expressions of both device alerts (the
-//! agent's own and the headend's fleet figure). The rules' own timing is
+//! agent's own and the headend's fleet figure). Every query of the
+//! Grafana dashboard (`deploy/grafana/tankwatch.json`) runs against the
+//! same series. The rules' own timing is
 //! unit-tested by `promtool test rules` in scripts/test.sh.
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -229,6 +231,47 @@ async fn the_shipped_alert_rules_evaluate_against_a_running_headend_and_agent() 
             "{name}: runbook {runbook:?} is not a file of docs/runbooks"
         );
     }
+
+    // the Grafana dashboard: every query runs against the same series
+    let dash: Value = serde_json::from_str(&std::fs::read_to_string(
+        repo().join("deploy/grafana/tankwatch.json"),
+    )?)?;
+    let mut queries = 0;
+    for p in dash["panels"].as_array().context("panels")? {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"].as_str().context("a target without expr")?;
+            let q = expr
+                .replace("$__rate_interval", "1m")
+                .replace("$site", &status.to_string());
+            for m in names_in(&q) {
+                ensure!(
+                    exported.contains(&m),
+                    "panel {}: {m} is not exported",
+                    p["title"]
+                );
+            }
+            prom.query(&q)
+                .await
+                .with_context(|| format!("panel {}: {q}", p["title"]))?;
+            queries += 1;
+        }
+    }
+    ensure!(queries >= 20, "only {queries} queries in the dashboard");
+    let sites = prom
+        .query("max(tankwatch_headend_fleet{figure=\"sites\"})")
+        .await?;
+    ensure!(
+        sites.first().and_then(|v| v["value"][1].as_str()) == Some("1"),
+        "the fleet panel: {sites:?}"
+    );
+    let site_var = prom.query("tankwatch_agent_build_info").await?;
+    ensure!(
+        site_var
+            .first()
+            .and_then(|v| v["metric"]["instance"].as_str())
+            == Some(&status.to_string()),
+        "the dashboard's site variable: {site_var:?}"
+    );
 
     // the drill: the gauge stops answering; both device alerts' expressions fire
     b.sim.set_silent(true);
