@@ -130,8 +130,9 @@ impl std::fmt::Display for Violation {
 /// The module path of a file under `src/` (`api/mod.rs` → `["api"]`,
 /// `lib.rs` → `[]`).
 fn module_of(rel: &str) -> Vec<String> {
-    if rel == "main.rs" {
-        // the binary: a crate of its own, counted as the layer `main`
+    if rel == "main.rs" || rel.starts_with("main/") {
+        // the binary (main.rs and its modules under main/): a crate of
+        // its own, counted as the layer `main`
         return vec!["main".into()];
     }
     let rel = rel.trim_end_matches(".rs");

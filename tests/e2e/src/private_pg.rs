@@ -323,6 +323,16 @@ pub struct Haproxy {
 
 impl Haproxy {
     pub fn start(replicas: &[HeadendProcess], log: &std::path::Path) -> Result<Haproxy> {
+        Haproxy::start_with(replicas, log, None)
+    }
+
+    /// [`Self::start`] for replicas that serve REST over HTTPS, verified
+    /// against `rest_ca` (`TW_REST_CA`).
+    pub fn start_with(
+        replicas: &[HeadendProcess],
+        log: &std::path::Path,
+        rest_ca: Option<&std::path::Path>,
+    ) -> Result<Haproxy> {
         let cfg = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/haproxy.cfg");
         let agents: std::net::SocketAddr = format!("127.0.0.1:{}", crate::free_port()).parse()?;
         let rest: std::net::SocketAddr = format!("127.0.0.1:{}", crate::free_port()).parse()?;
@@ -333,6 +343,9 @@ impl Haproxy {
             .env("TW_AGENTS_BIND", agents.to_string())
             .env("TW_REST_BIND", rest.to_string())
             .env("TW_API_HOST", "localhost");
+        if let Some(ca) = rest_ca {
+            c.env("TW_REST_CA", ca);
+        }
         for (i, r) in replicas.iter().enumerate() {
             let n = i + 1;
             c.env(format!("TW_HE{n}"), "127.0.0.1")
