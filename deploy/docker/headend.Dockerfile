@@ -23,7 +23,8 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --user-group --home-dir /var/lib/tankwatch \
         --shell /usr/sbin/nologin tankwatch \
-    && install -d -m 0750 -o tankwatch -g tankwatch /var/lib/tankwatch /etc/tankwatch/pki
+    && install -d -m 0750 -o tankwatch -g tankwatch /var/lib/tankwatch /etc/tankwatch/pki \
+    && install -d -m 0755 -o tankwatch -g tankwatch /etc/tankwatch/public
 COPY --from=build /out/ /usr/bin/
 USER 10001:10001
 WORKDIR /var/lib/tankwatch

@@ -339,7 +339,10 @@ async fn replicas_serving_https_are_checked_over_tls_and_take_agents_and_rest() 
     // servers start UP: let the checks run (fall 2 at 1 s) before judging
     tokio::time::sleep(Duration::from_secs(3)).await;
     let said = std::fs::read_to_string(&log).unwrap_or_default();
-    ensure!(!said.contains(" is DOWN"), "a replica failed its checks:\n{said}");
+    ensure!(
+        !said.contains(" is DOWN"),
+        "a replica failed its checks:\n{said}"
+    );
     let sim = fast_sim().await?;
     let yaml = agent_yaml(
         &pki,

@@ -17,6 +17,7 @@ mod command_kills;
 mod commands;
 mod console;
 mod console_work;
+mod containers;
 mod crash;
 mod damaged_log;
 mod db_outage;

@@ -35,7 +35,13 @@ impl Drop for Prometheus {
 impl Prometheus {
     /// Copies the shipped configuration and rules into `dir` (intervals
     /// 1 s), writes the targets and the key, and starts Prometheus on it.
-    fn start(dir: &Path, headends: &[String], agents: &[String], key: &str) -> Result<Prometheus> {
+    fn start(
+        dir: &Path,
+        headends: &[String],
+        agents: &[String],
+        key: &str,
+        ca: &Path,
+    ) -> Result<Prometheus> {
         let shipped = repo().join("deploy/prometheus");
         let cfg = std::fs::read_to_string(shipped.join("prometheus.yml"))?;
         ensure!(
@@ -48,6 +54,8 @@ impl Prometheus {
         std::fs::write(dir.join("prometheus.yml"), cfg)?;
         std::fs::copy(shipped.join("alerts.yml"), dir.join("alerts.yml"))?;
         std::fs::write(dir.join("tankwatch-metrics.key"), key)?;
+        std::fs::create_dir_all(dir.join("pki"))?;
+        std::fs::copy(ca, dir.join("pki/ca.pem"))?;
         std::fs::create_dir_all(dir.join("targets"))?;
         let targets = |t: &[String]| format!("- targets: {}\n", serde_json::json!(t));
         std::fs::write(dir.join("targets/headends.yml"), targets(headends))?;
@@ -163,7 +171,13 @@ async fn the_shipped_alert_rules_evaluate_against_a_running_headend_and_agent() 
     .await?;
     let key = api_key(&b.he.db, "viewer", None).await?;
     let dir = tempfile::tempdir()?;
-    let prom = Prometheus::start(dir.path(), &[http.to_string()], &[status.to_string()], &key)?;
+    let prom = Prometheus::start(
+        dir.path(),
+        &[http.to_string()],
+        &[status.to_string()],
+        &key,
+        &b.pki.path().join("ca.pem"),
+    )?;
 
     // both targets up: the headend with the viewer key from the file
     eventually("both targets scraped", Duration::from_secs(60), || async {
