@@ -30,6 +30,9 @@ t0=$(date +%s)
 cargo build --workspace --all-targets
 # the test programs, built apart so that the time of each step shows
 cargo nextest run --workspace --no-run
+# the previous release's headend and agent, from the git history (the
+# version-skew tests; target/previous/, kept while its commit stays)
+scripts/previous-release.sh
 t1=$(date +%s)
 # every test runs, and every failure is reported, not just the first
 cargo nextest run --workspace --no-fail-fast "$@"

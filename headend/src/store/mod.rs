@@ -38,6 +38,8 @@ pub mod pool;
 pub mod presence;
 pub mod reads;
 pub mod rows;
+#[cfg(test)]
+mod schema_policy;
 pub mod sites;
 pub mod sqlite;
 #[cfg(test)]

@@ -290,13 +290,30 @@ impl Db {
 }
 
 async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), Error> {
-    let m = match backend {
+    let mut m = match backend {
         Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
         Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
     };
+    // A rolling upgrade: the next release may have migrated the database
+    // already (its migrations only expand the schema: they add what this
+    // release ignores, docs/deploy.md); this release still runs on it.
+    m.set_ignore_missing(true);
+    let known = m.iter().map(|x| x.version).max().unwrap_or(0);
     m.run(pool)
         .await
-        .map_err(|e| Error::Db(format!("migrations: {e}")))
+        .map_err(|e| Error::Db(format!("migrations: {e}")))?;
+    let applied: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(pool)
+            .await?;
+    if let Some(v) = applied.filter(|v| *v > known) {
+        tracing::warn!(
+            schema = v,
+            this_release = known,
+            "the database was migrated by a newer release; running on it (a rolling upgrade: replace this replica with the new release)"
+        );
+    }
+    Ok(())
 }
 
 /// The newest SQLite migration this build has (a backup made by a newer
@@ -329,5 +346,35 @@ impl FromStr for Backend {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
         Backend::from_url(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The next release's expand step ran first (a rolling upgrade): this
+    /// release still opens the database, on both backends.
+    #[tokio::test]
+    async fn a_database_migrated_by_a_newer_release_still_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = format!("sqlite://{}", dir.path().join("h.db").display());
+        let (pg, name) = crate::store::testing::fresh_postgres().await;
+        for url in [sqlite.as_str(), pg.as_str()] {
+            let db = Db::connect(url, 2).await.unwrap();
+            sqlx::query(
+                "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+                 VALUES (99990001, 'from a newer release', TRUE, $1, 1)",
+            )
+            .bind(vec![0u8; 4])
+            .execute(db.pool())
+            .await
+            .unwrap();
+            db.pool().close().await;
+            Db::connect(url, 2)
+                .await
+                .expect("this release runs on the newer schema");
+        }
+        crate::store::testing::drop_postgres(&name).await;
     }
 }

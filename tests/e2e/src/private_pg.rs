@@ -178,8 +178,32 @@ impl HeadendProcess {
         extra: &[String],
     ) -> Result<HeadendProcess> {
         let (grpc, http) = (crate::free_port(), crate::free_port());
-        let f = std::fs::File::create(log)?;
-        let child = Command::new(crate::bin("headend"))
+        HeadendProcess::spawn_exe(
+            &crate::bin("headend"),
+            (grpc, http),
+            db_url,
+            pki_dir,
+            log,
+            extra,
+        )
+    }
+
+    /// A headend of another build (`exe`: the previous release's, for the
+    /// version-skew tests) on the given gRPC and REST ports (a replica
+    /// replaced in place behind the balancer keeps its addresses).
+    pub fn spawn_exe(
+        exe: &std::path::Path,
+        (grpc, http): (u16, u16),
+        db_url: &str,
+        pki_dir: &std::path::Path,
+        log: &std::path::Path,
+        extra: &[String],
+    ) -> Result<HeadendProcess> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        let child = Command::new(exe)
             .args([
                 format!("--grpc-listen=127.0.0.1:{grpc}"),
                 format!("--http-listen=127.0.0.1:{http}"),
@@ -220,6 +244,19 @@ impl HeadendProcess {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
+    }
+
+    /// Stops it as its service manager would (SIGTERM: listeners close,
+    /// sessions end, pending commits finish) and waits for its exit.
+    pub fn sigterm(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            )?;
+            c.wait()?;
+        }
+        Ok(())
     }
 
     pub fn sigkill(&mut self) -> Result<()> {

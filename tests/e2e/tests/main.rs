@@ -63,3 +63,4 @@ mod systemd_unit;
 mod tank_latency;
 mod times_and_units;
 mod veeder_root;
+mod version_skew;
