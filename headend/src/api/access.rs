@@ -161,7 +161,14 @@ pub async fn gate(State(g): State<Gate>, mut req: Request, next: Next) -> Respon
                 None => Err(AuthError::Unauthenticated(
                     "no credential: send Authorization: Bearer <access token or API key>".into(),
                 )),
-                Some(t) => access::authenticate(&g.api.db, &g.api.guard, t, client).await,
+                Some(t) => {
+                    let stale = if matches!(rule.need, Need::Perm(P::Metrics)) {
+                        access::METRICS_STALE_IF_ERROR_MS
+                    } else {
+                        access::STALE_IF_ERROR_MS
+                    };
+                    access::authenticate_within(&g.api.db, &g.api.guard, t, client, stale).await
+                }
             };
             match p {
                 Ok(p) => Some(p),

@@ -31,6 +31,8 @@ pub const HASHING_AT_ONCE: usize = 2;
 /// Prometheus scraper can still read `/metrics` and `/ready` during a
 /// database outage, ms.
 pub const STALE_IF_ERROR_MS: i64 = 5 * 60_000;
+/// The same for `/metrics` (a day: an outage is what it must show).
+pub const METRICS_STALE_IF_ERROR_MS: i64 = 24 * 3_600_000;
 /// Credentials remembered for that.
 pub const VERIFIED_CAP: usize = 10_000;
 
@@ -120,10 +122,10 @@ impl Guard {
         }
     }
 
-    fn recall(&self, hash: &str, now: i64) -> Option<Principal> {
+    fn recall(&self, hash: &str, now: i64, stale_ms: i64) -> Option<Principal> {
         let v = self.verified.lock().ok()?;
         v.get(hash)
-            .filter(|(_, at)| *at >= now - STALE_IF_ERROR_MS)
+            .filter(|(_, at)| *at >= now - stale_ms)
             .map(|(p, _)| p.clone())
     }
 }
@@ -138,6 +140,21 @@ pub async fn authenticate(
     token: &str,
     from: IpAddr,
 ) -> Result<Principal, AuthError> {
+    authenticate_within(db, guard, token, from, STALE_IF_ERROR_MS).await
+}
+
+/// [`authenticate`] trusting what the database said within `stale_ms`
+/// while it cannot answer: [`METRICS_STALE_IF_ERROR_MS`] for `/metrics`,
+/// which reads only this process's memory, so that a scraper verified
+/// before an outage goes on seeing `database_ready 0` through all of it
+/// (past 5 minutes it would see only a failed scrape).
+pub async fn authenticate_within(
+    db: &Db,
+    guard: &Guard,
+    token: &str,
+    from: IpAddr,
+    stale_ms: i64,
+) -> Result<Principal, AuthError> {
     let now = now_ms();
     let hash = secret::token_hash(token);
     match verify(db, token, from).await {
@@ -145,7 +162,7 @@ pub async fn authenticate(
             guard.remember(&hash, Some(&p), now);
             Ok(p)
         }
-        Err(AuthError::Store(e)) => match guard.recall(&hash, now) {
+        Err(AuthError::Store(e)) => match guard.recall(&hash, now, stale_ms) {
             Some(mut p) => {
                 tracing::warn!(error = %e, actor = %p.actor,
                     "the database does not answer: accepting a credential it verified within 5 min");
@@ -469,4 +486,40 @@ pub async fn refresh(db: &Db, token: &str) -> Result<Refreshed, AuthError> {
         });
     }
     Ok(Refreshed::Tokens(tokens))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// While the database cannot answer, a credential it verified is
+    /// trusted for 5 minutes, and for a day on `/metrics` (the scraper
+    /// must see the outage, not a failed scrape).
+    #[test]
+    fn a_verified_credential_is_recalled_within_its_window_only() {
+        let g = Guard::new(60);
+        let p = Principal {
+            actor: Actor::ApiKey {
+                id: "k1".into(),
+                from: IpAddr::from([127, 0, 0, 1]),
+            },
+            role: Role::Viewer,
+            scope: Scope::All,
+            kind: PrincipalKind::ApiKey { id: "k1".into() },
+        };
+        g.remember("h", Some(&p), 0);
+        let ten_minutes = 10 * 60_000;
+        assert!(g.recall("h", 60_000, STALE_IF_ERROR_MS).is_some());
+        assert!(g.recall("h", ten_minutes, STALE_IF_ERROR_MS).is_none());
+        assert!(
+            g.recall("h", ten_minutes, METRICS_STALE_IF_ERROR_MS)
+                .is_some()
+        );
+        // a refusal is forgotten at once, whatever the window
+        g.remember("h", None, ten_minutes);
+        assert!(
+            g.recall("h", ten_minutes, METRICS_STALE_IF_ERROR_MS)
+                .is_none()
+        );
+    }
 }

@@ -284,7 +284,10 @@ impl Db {
             Ok(false) => Readiness::Ready,
             Ok(true) => Readiness::ReadOnly,
             Err(e) if e.outage() == Some(crate::error::Outage::ReadOnly) => Readiness::ReadOnly,
-            Err(e) => Readiness::Unavailable(e.to_string()),
+            // the reason says "database: " once
+            Err(e) => {
+                Readiness::Unavailable(e.to_string().trim_start_matches("database: ").to_string())
+            }
         }
     }
 }

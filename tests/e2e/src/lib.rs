@@ -668,6 +668,7 @@ pub fn seeds_from_args(default: &[u64]) -> Vec<u64> {
 pub mod forecast_eval;
 pub mod notify_peers;
 pub mod private_pg;
+pub mod prometheus;
 pub mod slowlink;
 pub use notify_peers::{KeptMail, PostfixSink, SmtpSink, WebhookReceiver};
 pub use private_pg::{Haproxy, HeadendProcess, Pgbouncer, PrivatePg};

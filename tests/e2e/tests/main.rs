@@ -54,6 +54,7 @@ mod reconnect_soak;
 mod refusal;
 mod rest_edge;
 mod restart_state;
+mod runbook_drills;
 mod session_takeover;
 mod slice;
 mod slow_link;

@@ -10,97 +10,12 @@
 //! same series. The rules' own timing is
 //! unit-tested by `promtool test rules` in scripts/test.sh.
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
+use e2e::prometheus::Prometheus;
 use e2e::*;
 use serde_json::Value;
-
-/// Debian's Prometheus, stopped with the test.
-struct Prometheus {
-    child: Child,
-    addr: std::net::SocketAddr,
-    http: reqwest::Client,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Prometheus {
-    /// Copies the shipped configuration and rules into `dir` (intervals
-    /// 1 s), writes the targets and the key, and starts Prometheus on it.
-    fn start(
-        dir: &Path,
-        headends: &[String],
-        agents: &[String],
-        key: &str,
-        ca: &Path,
-    ) -> Result<Prometheus> {
-        let shipped = repo().join("deploy/prometheus");
-        let cfg = std::fs::read_to_string(shipped.join("prometheus.yml"))?;
-        ensure!(
-            cfg.contains("scrape_interval: 15s") && cfg.contains("evaluation_interval: 15s"),
-            "prometheus.yml: the intervals the test shortens are not there"
-        );
-        let cfg = cfg
-            .replace("scrape_interval: 15s", "scrape_interval: 1s")
-            .replace("evaluation_interval: 15s", "evaluation_interval: 1s");
-        std::fs::write(dir.join("prometheus.yml"), cfg)?;
-        std::fs::copy(shipped.join("alerts.yml"), dir.join("alerts.yml"))?;
-        std::fs::write(dir.join("tankwatch-metrics.key"), key)?;
-        std::fs::create_dir_all(dir.join("pki"))?;
-        std::fs::copy(ca, dir.join("pki/ca.pem"))?;
-        std::fs::create_dir_all(dir.join("targets"))?;
-        let targets = |t: &[String]| format!("- targets: {}\n", serde_json::json!(t));
-        std::fs::write(dir.join("targets/headends.yml"), targets(headends))?;
-        std::fs::write(dir.join("targets/agents.yml"), targets(agents))?;
-        let port = free_port();
-        let child = Command::new("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("prometheus.log"))?)
-            .spawn()
-            .context("prometheus (Debian's package; scripts/peers.sh installs it)")?;
-        Ok(Prometheus {
-            child,
-            addr: ([127, 0, 0, 1], port).into(),
-            http: reqwest::Client::new(),
-        })
-    }
-
-    async fn api(&self, path: &str, query: &[(&str, &str)]) -> Result<Value> {
-        let v: Value = self
-            .http
-            .get(format!("http://{}/api/v1/{path}", self.addr))
-            .query(query)
-            .send()
-            .await?
-            .json()
-            .await?;
-        ensure!(v["status"] == "success", "{path}: {v}");
-        Ok(v["data"].clone())
-    }
-
-    /// The result vector of an instant query.
-    async fn query(&self, q: &str) -> Result<Vec<Value>> {
-        let d = self.api("query", &[("query", q)]).await?;
-        Ok(d["result"].as_array().cloned().unwrap_or_default())
-    }
-}
 
 /// The metric names an expression uses (`tankwatch_…`).
 fn names_in(expr: &str) -> BTreeSet<String> {
