@@ -244,18 +244,20 @@ async fn an_out_of_range_setpoint_is_rejected_before_the_device() {
     assert!(h.device.try_recv().is_err());
 }
 
-#[tokio::test]
-async fn a_duration_that_ended_while_the_agent_was_down_is_reverted_at_start() {
+/// An agent that starts with setpoint `id` in force past its end (the
+/// agent was down when it ended): the executor and its first write, the
+/// revert.
+async fn ended_setpoint_at_start(id: &str) -> (Harness, WriteRequest) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     store
-        .insert_new("c4", 1, "setpoint", "received", 0, 1, None, &[])
+        .insert_new(id, 1, "setpoint", "received", 0, 1, None, &[])
         .unwrap();
     store
         .set_point(
             &PointState {
                 point: "ctl.power_limit".into(),
-                command_id: Some("c4".into()),
+                command_id: Some(id.into()),
                 issued_seq: 1,
                 value: 70.0,
                 applied_ms: now_ms() - 120_000,
@@ -272,6 +274,12 @@ async fn a_duration_that_ended_while_the_agent_was_down_is_reverted_at_start() {
         .await
         .unwrap()
         .unwrap();
+    (h, w)
+}
+
+#[tokio::test]
+async fn a_duration_that_ended_while_the_agent_was_down_is_reverted_at_start() {
+    let (mut h, w) = ended_setpoint_at_start("c4").await;
     assert_eq!(w.value, 50.0, "the configured default");
     let _ = w.reply.send(WriteOutcome::Applied { readback: 50.0 });
     assert_eq!(next_ack(&mut h).await, ("c4".into(), "completed".into()));
@@ -279,32 +287,7 @@ async fn a_duration_that_ended_while_the_agent_was_down_is_reverted_at_start() {
 
 #[tokio::test]
 async fn a_failing_revert_shows_as_pending_until_a_retry_succeeds() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    store
-        .insert_new("c5", 1, "setpoint", "received", 0, 1, None, &[])
-        .unwrap();
-    store
-        .set_point(
-            &PointState {
-                point: "ctl.power_limit".into(),
-                command_id: Some("c5".into()),
-                issued_seq: 1,
-                value: 70.0,
-                applied_ms: now_ms() - 120_000,
-                ends_ms: Some(now_ms() - 60_000),
-            },
-            1,
-            None,
-            &[],
-        )
-        .unwrap();
-    drop(store);
-    let mut h = start_in(dir);
-    let w = tokio::time::timeout(Duration::from_secs(5), h.device.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let (mut h, w) = ended_setpoint_at_start("c5").await;
     let _ = w.reply.send(WriteOutcome::Unreachable("timeout".into()));
     let w = tokio::time::timeout(REVERT_RETRY * 3, h.device.recv())
         .await

@@ -32,28 +32,33 @@ async fn count(db: &headend::store::Db, table: &str) -> Result<i64> {
     )
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_backup_taken_under_ingest_restores_whole_and_takes_the_same_agent() -> Result<()> {
-    let b = Bench::start("site-bk", |_| {}).await?;
+/// A headend under ingest: the agent of `b` streaming, some readings
+/// stored, and a load (its ETA is a command to the site; an audit entry).
+async fn under_ingest(b: &Bench, reference: &str) -> Result<edge_agent::Agent> {
     b.sim.set_frozen(false);
-    let http = b.he.http_addr;
     let agent = b.agent(&b.agent_yaml(b.he.grpc_addr, 100))?;
-    let site = b.site.clone();
     eventually("readings stored", Duration::from_secs(20), || async {
-        Ok((stored_seqs(&b.he.db, &site).await?.len() > 20).then_some(()))
+        Ok((stored_seqs(&b.he.db, &b.site).await?.len() > 20).then_some(()))
     })
     .await?;
-    // a load (its ETA is a command to the site) and audit entries
     let tank = b.sim.tanks()[0].id.clone();
     let eta = headend::wallclock::now_ms() + 3_600_000;
     let (st, load) = post_json(
-        http,
+        b.he.http_addr,
         "/api/v1/loads",
-        &json!({"site": site, "reference": "PO-77", "tanks": [tank], "product": "diesel",
+        &json!({"site": b.site, "reference": reference, "tanks": [tank], "product": "diesel",
                 "planned_volume_l": 5000, "eta": eta, "eta_source": "manual"}),
     )
     .await?;
     ensure!(st == 201, "{st} {load}");
+    Ok(agent)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_taken_under_ingest_restores_whole_and_takes_the_same_agent() -> Result<()> {
+    let b = Bench::start("site-bk", |_| {}).await?;
+    let site = b.site.clone();
+    let agent = under_ingest(&b, "PO-77").await?;
     api_key(&b.he.db, "viewer", None).await?;
 
     // the backup, while the agent streams
@@ -181,23 +186,8 @@ async fn the_documented_postgres_dump_and_restore_keeps_every_row_and_the_chain(
     let dst = pg::fresh_database().await?;
     let url = src.url.clone();
     let b = Bench::start("site-pgbk", |c| c.database_url = url.clone()).await?;
-    b.sim.set_frozen(false);
-    let agent = b.agent(&b.agent_yaml(b.he.grpc_addr, 100))?;
     let site = b.site.clone();
-    eventually("readings stored", Duration::from_secs(20), || async {
-        Ok((stored_seqs(&b.he.db, &site).await?.len() > 20).then_some(()))
-    })
-    .await?;
-    let tank = b.sim.tanks()[0].id.clone();
-    let eta = headend::wallclock::now_ms() + 3_600_000;
-    let (st, load) = post_json(
-        b.he.http_addr,
-        "/api/v1/loads",
-        &json!({"site": site, "reference": "PO-78", "tanks": [tank], "product": "diesel",
-                "planned_volume_l": 5000, "eta": eta, "eta_source": "manual"}),
-    )
-    .await?;
-    ensure!(st == 201, "{st} {load}");
+    let agent = under_ingest(&b, "PO-78").await?;
     let before = stored_seqs(&b.he.db, &site).await?;
     let doc = std::fs::read_to_string(repo().join("docs/runbooks/restore-from-backup.md"))?;
     ensure!(

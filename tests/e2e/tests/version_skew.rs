@@ -91,6 +91,27 @@ async fn setpoint_applied(
     Ok(())
 }
 
+/// This agent, with the simulator's tanks and a controller, dialling
+/// `headend`; connected.
+async fn controller_agent(
+    pki: &TestPki,
+    site: &str,
+    headend: std::net::SocketAddr,
+    dir: &std::path::Path,
+    sim: &atg_sim::Simulator,
+) -> Result<edge_agent::Agent> {
+    let yaml = with_controllers(
+        &agent_yaml(pki, site, headend, &dir.join("log"), sim, 100),
+        &[("ctl-1", 100.0, sim)],
+        SETPOINTS,
+        "",
+    );
+    let agent = edge_agent::start(agent_config(dir, &yaml)?)?;
+    let mut up = agent.uplink.clone();
+    tokio::time::timeout(T, up.wait_for(|s| s.connected)).await??;
+    Ok(agent)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_previous_releases_agent_streams_to_this_headend_and_applies_its_setpoint() -> Result<()>
 {
@@ -164,15 +185,7 @@ async fn this_agent_streams_to_the_previous_releases_headend_and_applies_its_set
         login_token(he.http, "admin", "a long enough password 2").await?,
     );
     let sim = fast_sim().await?;
-    let yaml = with_controllers(
-        &agent_yaml(&pki, site, he.grpc, &work.path().join("log"), &sim, 100),
-        &[("ctl-1", 100.0, &sim)],
-        SETPOINTS,
-        "",
-    );
-    let agent = edge_agent::start(agent_config(work.path(), &yaml)?)?;
-    let mut up = agent.uplink.clone();
-    tokio::time::timeout(T, up.wait_for(|s| s.connected)).await??;
+    let agent = controller_agent(&pki, site, he.grpc, work.path(), &sim).await?;
     ensure!(
         agent.uplink.borrow().headend_version.is_empty(),
         "the previous headend sends no version"
@@ -206,15 +219,7 @@ async fn a_rolling_upgrade_of_two_replicas_under_load_loses_nothing() -> Result<
     register_token(lb.rest, key);
     let rest = lb.rest;
     let sim = fast_sim().await?;
-    let yaml = with_controllers(
-        &agent_yaml(&pki, site, lb.agents, &work.path().join("log"), &sim, 100),
-        &[("ctl-1", 100.0, &sim)],
-        SETPOINTS,
-        "",
-    );
-    let agent = edge_agent::start(agent_config(work.path(), &yaml)?)?;
-    let mut up = agent.uplink.clone();
-    tokio::time::timeout(T, up.wait_for(|s| s.connected)).await??;
+    let agent = controller_agent(&pki, site, lb.agents, work.path(), &sim).await?;
     wait_value(rest, site, "ctl-1", "power_limit", 0.0, 100.0).await?;
     // commands all through the upgrade
     let commander = tokio::spawn(async move {
