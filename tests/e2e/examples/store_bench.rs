@@ -10,25 +10,12 @@
 //! (default 10,000,000 readings into a SQLite file in a temporary directory)
 use std::time::Instant;
 
-use headend::store::{Db, Group, ReadingQuery, Retention, RollupQuery};
+use headend::store::{Db, ReadingQuery, Retention, RollupQuery};
 use tankwatch_proto::v1;
 
-const MINUTE: i64 = 60_000;
-const HOUR: i64 = 3_600_000;
-const FIELDS: [(&str, &str); 6] = [
-    ("volume", "L"),
-    ("tc_volume", "L"),
-    ("ullage", "L"),
-    ("height", "mm"),
-    ("water_height", "mm"),
-    ("temperature", "degC"),
-];
-const SITES: usize = 10;
-const TANKS: usize = 4;
+use e2e::fleet_fill::{FIELDS, Fleet, MINUTE, SITES, TANKS, site};
 
-fn site(i: usize) -> String {
-    format!("site-{i:02}")
-}
+const HOUR: i64 = 3_600_000;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -43,71 +30,21 @@ async fn main() -> anyhow::Result<()> {
         .cloned()
         .unwrap_or_else(|| e2e::sqlite_url(work.path()));
     let db = Db::connect_with(&url, 8, Retention::default()).await?;
-    for s in 0..SITES {
-        let h = v1::Hello {
-            site_id: site(s),
-            log_id: 7,
-            ..Default::default()
-        };
-        db.record_hello(headend::store::HelloInfo {
-            site: &site(s),
-            hello: &h,
-        })
-        .await?;
-    }
     let points = (SITES * TANKS * FIELDS.len()) as u64;
     let minutes = n / points;
     let now = headend::wallclock::now_ms() / MINUTE * MINUTE;
-    let t0 = now - minutes as i64 * MINUTE;
+    let mut fleet = Fleet::new(&db, minutes).await?;
     println!(
         "{points} points x {minutes} minutes ({:.1} days) = {} readings",
         minutes as f64 / 1440.0,
         points * minutes
     );
-    let mut seq = [0u64; SITES];
     let t = Instant::now();
     // time-major, as agents send: every point's reading of minute m, then m + 1
-    let per_group = 2_000 / (TANKS * FIELDS.len()) as u64; // ~2,000 readings per site and commit
     let mut m = 0;
     while m < minutes {
-        let span = per_group.min(minutes - m);
-        let mut groups = Vec::with_capacity(SITES);
-        for (s, next) in seq.iter_mut().enumerate() {
-            let mut readings = Vec::with_capacity((span as usize) * TANKS * FIELDS.len());
-            for k in m..m + span {
-                for tank in 0..TANKS {
-                    for (f, unit) in FIELDS {
-                        *next += 1;
-                        readings.push(v1::Reading {
-                            seq: *next,
-                            asset_id: format!("tank-{}", tank + 1),
-                            field: f.into(),
-                            value: 20_000.0 - k as f64 * 0.5 + tank as f64,
-                            unit: unit.into(),
-                            quality: v1::Quality::Good as i32,
-                            source_ts_ms: t0 + k as i64 * MINUTE,
-                            received_ts_ms: t0 + k as i64 * MINUTE,
-                            source: format!("modbus://10.0.0.{s}:502/unit1/hr{}", tank * 20),
-                            error: String::new(),
-                        });
-                    }
-                }
-            }
-            let first = readings.first().map(|r| r.seq).unwrap_or(1);
-            groups.push(Group {
-                site: site(s),
-                batches: vec![v1::TelemetryBatch {
-                    log_id: 7,
-                    first_seq: first,
-                    last_seq: *next,
-                    readings,
-                    ..Default::default()
-                }],
-            });
-        }
-        for r in db.ingest_groups(groups).await {
-            r?;
-        }
+        let span = Fleet::per_commit().min(minutes - m);
+        fleet.write(&db, m, span).await?;
         m += span;
     }
     let stored = points * minutes;

@@ -665,6 +665,7 @@ pub fn seeds_from_args(default: &[u64]) -> Vec<u64> {
         given
     }
 }
+pub mod fleet_fill;
 pub mod forecast_eval;
 pub mod notify_peers;
 pub mod private_pg;
