@@ -31,6 +31,7 @@ pub async fn user_cmd(cmd: UserCmd, url: &str) -> Result<()> {
     let refusal = |e: headend::services::ServiceError| anyhow::anyhow!("{e}");
     // the command line runs as root on the headend's host: it grants anything
     let root = headend::domain::Grant::root();
+    let disable = matches!(&cmd, UserCmd::Disable { .. });
     match cmd {
         UserCmd::Add {
             name,
@@ -79,27 +80,25 @@ pub async fn user_cmd(cmd: UserCmd, url: &str) -> Result<()> {
                 }
             }
         }
-        UserCmd::Disable { name } => {
+        UserCmd::Disable { name } | UserCmd::Enable { name } => {
+            let disabled = disable;
             let patch = admin::UserPatch {
                 role: None,
                 sites: None,
-                disabled: Some(true),
+                disabled: Some(disabled),
             };
             admin::update_user(&db, &root, &name, patch)
                 .await
                 .map_err(refusal)?;
-            println!("disabled {name}; their sessions ended");
-        }
-        UserCmd::Enable { name } => {
-            let patch = admin::UserPatch {
-                role: None,
-                sites: None,
-                disabled: Some(false),
-            };
-            admin::update_user(&db, &root, &name, patch)
-                .await
-                .map_err(refusal)?;
-            println!("enabled {name}");
+            println!(
+                "{} {name}{}",
+                if disabled { "disabled" } else { "enabled" },
+                if disabled {
+                    "; their sessions ended"
+                } else {
+                    ""
+                }
+            );
         }
         UserCmd::ResetPassword {
             name,
@@ -122,16 +121,22 @@ pub async fn user_cmd(cmd: UserCmd, url: &str) -> Result<()> {
 pub async fn audit_cmd(cmd: AuditCmd, url: &str) -> Result<std::process::ExitCode> {
     let db = headend::store::Db::connect(url, 2).await?;
     match cmd {
-        AuditCmd::Verify => match db.audit().verify(1000).await? {
-            Ok(n) => {
-                println!("audit trail intact: {n} entries, hash chain verified");
-                Ok(std::process::ExitCode::SUCCESS)
-            }
-            Err(b) => {
-                println!("audit trail TAMPERED: {b}");
-                Ok(std::process::ExitCode::FAILURE)
-            }
-        },
+        AuditCmd::Verify => verify_chain(&db).await,
+    }
+}
+
+/// Walks the audit trail's hash chain and says what it found: exit 0
+/// intact, 1 tampered (`headend audit verify`, and after a restore).
+async fn verify_chain(db: &headend::store::Db) -> Result<std::process::ExitCode> {
+    match db.audit().verify(1000).await? {
+        Ok(n) => {
+            println!("audit trail intact: {n} entries, hash chain verified");
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Err(b) => {
+            println!("audit trail TAMPERED: {b}");
+            Ok(std::process::ExitCode::FAILURE)
+        }
     }
 }
 
@@ -184,16 +189,7 @@ pub async fn backup_cmd(cmd: Cmd) -> Result<std::process::ExitCode> {
             println!("restored {}: {}", r.path.display(), r.summary);
             // this build's migrations, then the audit chain
             let db = headend::store::Db::connect(&database_url, 2).await?;
-            match db.audit().verify(1000).await? {
-                Ok(n) => {
-                    println!("audit trail intact: {n} entries, hash chain verified");
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(b) => {
-                    println!("audit trail TAMPERED: {b}");
-                    Ok(ExitCode::FAILURE)
-                }
-            }
+            verify_chain(&db).await
         }
         _ => Ok(ExitCode::from(2)),
     }

@@ -84,6 +84,16 @@ async fn the_shipped_alert_rules_evaluate_against_a_running_headend_and_agent() 
         },
     )
     .await?;
+    // the headend's release, from its HelloAck, in the agent's /status
+    let st: Value = reqwest::get(format!("http://{status}/status"))
+        .await?
+        .json()
+        .await?;
+    ensure!(
+        st["uplink"]["headend_version"] == env!("CARGO_PKG_VERSION"),
+        "/status uplink: {}",
+        st["uplink"]
+    );
     let key = api_key(&b.he.db, "viewer", None).await?;
     let dir = tempfile::tempdir()?;
     let prom = Prometheus::start(
