@@ -11,7 +11,10 @@
 //! - the site silent for 15 minutes (its last data moved back in the
 //!   database): `no-data-from-a-site.md`;
 //! - the agent's disk full: `disk-full-at-a-site.md`;
-//! - the database down: `database-down-or-failing-over.md`.
+//! - the database down: `database-down-or-failing-over.md`;
+//! - a cloned site PC (two agents, one identity): `agent-flapping.md`;
+//! - the replica holding an agent's session killed:
+//!   `headend-replica-down.md`.
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
@@ -216,5 +219,161 @@ async fn the_database_down_fires_its_alert_and_ready_says_why() -> Result<()> {
     proxy.set_up(true);
     drop(prom);
     drop(b);
+    pg.drop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_agents_sharing_one_identity_fire_the_flapping_alert_and_status_names_the_takeover()
+-> Result<()> {
+    let b = Bench::start("site-flap", |_| {}).await?;
+    b.sim.set_frozen(false);
+    let yaml = b.agent_yaml(b.he.grpc_addr, 500);
+    let first = b.agent(&yaml)?;
+    // a cloned site PC: the same certificate, its own disk
+    let clone_dir = tempfile::tempdir()?;
+    let clone_yaml = yaml.replace(
+        &b.work.path().join("log").display().to_string(),
+        &clone_dir.path().join("log").display().to_string(),
+    );
+    ensure!(clone_yaml != yaml, "the clone has a log of its own");
+    let clone = edge_agent::start(agent_config(clone_dir.path(), &clone_yaml)?)?;
+    let status = first.status_addr.context("status")?;
+    let dir = tempfile::tempdir()?;
+    let prom = prometheus(&b, dir.path(), &[status]).await?;
+    prom.fires("TankwatchAgentFlapping", T).await?;
+    runbook_says("agent-flapping.md", "/status")?;
+    runbook_says(
+        "agent-flapping.md",
+        "replaced by a newer session of site SITE from ADDRESS",
+    )?;
+    let want = format!(
+        "replaced by a newer session of site {} from 127.0.0.1:",
+        b.site
+    );
+    let s = eventually("the agent says its session was taken over", T, || async {
+        let s = agent_status(status).await?;
+        let e = s["uplink"]["last_error"].as_str().unwrap_or("").to_string();
+        Ok(e.contains(&want).then_some(e))
+    })
+    .await?;
+    eprintln!("the flapping agent's last_error: {s}");
+    // the headend's side of the same: its takeovers counted
+    runbook_says(
+        "agent-flapping.md",
+        "tankwatch_headend_session_takeovers_total",
+    )?;
+    let page = get_text(b.he.http_addr, "/metrics").await?;
+    ensure!(
+        metric(&page, "tankwatch_headend_session_takeovers_total").is_some_and(|n| n >= 4.0),
+        "takeovers: {page}"
+    );
+    drop(clone);
+    first.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_fires_its_alert_alone_and_its_agent_moves_to_the_survivor() -> Result<()>
+{
+    let work = tempfile::tempdir()?;
+    let pg = pg::fresh_database().await?;
+    let pki = TestPki::new(&["site-r"])?;
+    let db = headend::store::Db::connect(&pg.url, 2).await?;
+    let key = api_key(&db, "viewer", None).await?;
+    let mut replicas = Vec::new();
+    for n in 1..=2 {
+        let log = work.path().join(format!("headend-{n}.log"));
+        let r = HeadendProcess::spawn(&pg.url, pki.path(), &log)?;
+        register_token(r.http, key.clone());
+        replicas.push(r);
+    }
+    for r in &replicas {
+        r.ready(T).await?;
+    }
+    let sim = fast_sim().await?;
+    let one = agent_yaml(
+        &pki,
+        "site-r",
+        replicas[0].grpc,
+        &work.path().join("log"),
+        &sim,
+        100,
+    );
+    let list = format!(
+        "address: [\"{}\", \"{}\"]",
+        replicas[0].grpc, replicas[1].grpc
+    );
+    let yaml = one.replace(&format!("address: \"{}\"", replicas[0].grpc), &list);
+    ensure!(yaml.contains(&list), "{yaml}");
+    let agent = edge_agent::start(agent_config(work.path(), &yaml)?)?;
+    let mut up = agent.uplink.clone();
+    tokio::time::timeout(T, up.wait_for(|s| s.connected)).await??;
+    let on = agent.uplink.borrow().address.clone();
+    let victim = usize::from(on != replicas[0].grpc.to_string());
+    let survivor = 1 - victim;
+    let status = agent.status_addr.context("status")?;
+    let heads: Vec<String> = replicas.iter().map(|r| r.http.to_string()).collect();
+    let dir = tempfile::tempdir()?;
+    let prom = Prometheus::start(
+        dir.path(),
+        &heads,
+        &[status.to_string()],
+        &key,
+        &pki.path().join("ca.pem"),
+    )?;
+    eventually("every target scraped", T, || async {
+        let up = prom.query("up == 1").await.unwrap_or_default();
+        Ok((up.len() == 3).then_some(()))
+    })
+    .await
+    .with_context(|| prom.log())?;
+
+    // the replica holding the agent's session dies (as the OOM killer would)
+    let sessions = agent.uplink.borrow().sessions;
+    replicas[victim].sigkill()?;
+    let down = prom.fires("TankwatchHeadendDown", T).await?;
+    ensure!(
+        down.len() == 1 && down[0]["metric"]["instance"] == heads[victim].as_str(),
+        "the alert names the dead replica alone: {down:?}"
+    );
+    let none = prom
+        .query("absent(up{job=\"tankwatch-headend\"} == 1)")
+        .await?;
+    ensure!(
+        none.is_empty(),
+        "TankwatchNoHeadend with a survivor: {none:?}"
+    );
+    // the runbook's command: the dead one does not answer, the survivor is ready
+    runbook_says("headend-replica-down.md", "/ready")?;
+    ensure!(
+        reqwest::get(format!("http://{}/ready", replicas[victim].http))
+            .await
+            .is_err(),
+        "the killed replica still answers"
+    );
+    let r = reqwest::get(format!("http://{}/ready", replicas[survivor].http)).await?;
+    ensure!(r.status() == 200, "the survivor's /ready: {}", r.status());
+    // what happens by itself: the agent streams through the survivor,
+    // which shows the site connected
+    tokio::time::timeout(T, up.wait_for(|s| s.connected && s.sessions > sessions)).await??;
+    let s = agent_status(status).await?;
+    ensure!(
+        s["uplink"]["address"] == replicas[survivor].grpc.to_string().as_str(),
+        "the agent's address: {s}"
+    );
+    eventually("the survivor shows the site connected", T, || async {
+        let v = get_json(replicas[survivor].http, "/api/v1/sites").await?;
+        Ok(v.as_array()
+            .is_some_and(|a| {
+                a.iter()
+                    .any(|s| s["site_id"] == "site-r" && s["connected"] == true)
+            })
+            .then_some(()))
+    })
+    .await?;
+    agent.stop().await?;
+    drop(prom);
+    drop(replicas);
+    drop(db);
     pg.drop().await
 }
