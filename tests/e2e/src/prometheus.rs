@@ -135,3 +135,14 @@ impl Prometheus {
         .with_context(|| format!("{expr}\n{}", self.log()))
     }
 }
+
+/// The runbook `docs/runbooks/{file}` still gives the command (or quotes
+/// the message) a runbook drill relies on.
+pub fn runbook_says(file: &str, command: &str) -> Result<()> {
+    let text = std::fs::read_to_string(crate::repo().join("docs/runbooks").join(file))?;
+    anyhow::ensure!(
+        text.contains(command),
+        "docs/runbooks/{file} no longer says `{command}`"
+    );
+    Ok(())
+}

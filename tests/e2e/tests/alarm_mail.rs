@@ -476,3 +476,47 @@ async fn with_the_smtp_server_down_mails_are_retried_then_given_up_in_view_and_a
     s.he.stop().await;
     Ok(())
 }
+
+/// Issue 36, runbook drill: a mail given up fires `TankwatchNotificationsDead`
+/// in a real Prometheus on the shipped rules (the dead-letter counter is
+/// exported at 0 before, so `increase` sees it move), and the runbook's
+/// first command, the dead mail list, gives the relay's refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_given_up_fires_the_notifications_alert_and_the_dead_list_gives_the_relays_reply()
+-> Result<()> {
+    let refusing = PostfixSink::start(&["-f", "rcpt"]).await?;
+    let pki = TestPki::new(&[SITE])?;
+    let ca = pki.path().join("ca.pem");
+    let url = format!("smtp://127.0.0.1:{}", refusing.port);
+    let s = site_with(pki, &url, once(), 8, |_| {}).await?;
+    let http = s.he.http_addr;
+    let key = api_key(&s.he.db, "viewer", None).await?;
+    let dir = tempfile::tempdir()?;
+    let prom = e2e::prometheus::Prometheus::start(dir.path(), &[http.to_string()], &[], &key, &ca)?;
+    let t = Duration::from_secs(60);
+    eventually("the headend scraped twice", t, || async {
+        let v = prom
+            .query("count_over_time(tankwatch_headend_mails_dead_total[1m]) >= 2")
+            .await
+            .unwrap_or_default();
+        Ok((!v.is_empty()).then_some(()))
+    })
+    .await
+    .with_context(|| prom.log())?;
+    s.sim.set_leak(1, true);
+    prom.fires("TankwatchNotificationsDead", t).await?;
+    e2e::prometheus::runbook_says("notifications-dead.md", "/api/v1/mails?state=dead")?;
+    let v = get_json(http, "/api/v1/mails?state=dead").await?;
+    let dead = v
+        .as_array()
+        .and_then(|l| l.first().cloned())
+        .context("a dead mail")?;
+    ensure!(
+        dead["last_error"].as_str().is_some_and(|e| e.contains("5")),
+        "the relay's reply: {dead}"
+    );
+    drop(prom);
+    s.agent.stop().await?;
+    s.he.stop().await;
+    Ok(())
+}

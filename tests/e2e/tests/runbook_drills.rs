@@ -18,22 +18,12 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use e2e::prometheus::Prometheus;
+use e2e::prometheus::{Prometheus, runbook_says};
 use e2e::*;
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(60);
 const SETPOINTS: &str = "  - { asset: ctl-1, field: power_limit, min: 0, max: 80, default: 50 }\n";
-
-/// The runbook still gives the command a drill runs.
-fn runbook_says(file: &str, command: &str) -> Result<()> {
-    let text = std::fs::read_to_string(repo().join("docs/runbooks").join(file))?;
-    ensure!(
-        text.contains(command),
-        "docs/runbooks/{file} no longer says `{command}`"
-    );
-    Ok(())
-}
 
 async fn agent_status(status: std::net::SocketAddr) -> Result<Value> {
     Ok(reqwest::get(format!("http://{status}/status"))
