@@ -203,26 +203,14 @@ pub struct Restored {
 pub fn restore(from: &Path, url: &str, replace: bool, now_ms: i64) -> Result<Restored, Error> {
     let to = file_of(url, "restore")?;
     let summary = check(from)?;
-    let mut kept = None;
-    if to.exists() {
-        if !replace {
-            return Err(Error::Config(format!(
-                "restore: {} exists; stop every headend on it and pass --replace (it is kept as {}.replaced-<time>)",
-                to.display(),
-                to.display()
-            )));
-        }
-        let aside = with_suffix(&to, &format!(".replaced-{now_ms}"));
-        for sfx in ["-wal", "-shm"] {
-            let f = with_suffix(&to, sfx);
-            if f.exists() {
-                std::fs::rename(&f, with_suffix(&aside, sfx))
-                    .map_err(|e| io("restore: moving aside", &f, e))?;
-            }
-        }
-        std::fs::rename(&to, &aside).map_err(|e| io("restore: moving aside", &to, e))?;
-        kept = Some(aside);
-    } else {
+    if to.exists() && !replace {
+        return Err(Error::Config(format!(
+            "restore: {} exists; stop every headend on it and pass --replace (it is kept as {}.replaced-<time>)",
+            to.display(),
+            to.display()
+        )));
+    }
+    if !to.exists() {
         // a WAL left without its database would be applied to the restored one
         for sfx in ["-wal", "-shm"] {
             let f = with_suffix(&to, sfx);
@@ -237,9 +225,27 @@ pub fn restore(from: &Path, url: &str, replace: bool, now_ms: i64) -> Result<Res
             std::fs::create_dir_all(dir).map_err(|e| io("restore: creating", dir, e))?;
         }
     }
-    let partial = with_suffix(&to, ".restoring");
+    // the copy first, beside the database: until it is complete and on
+    // disk nothing moves; while `.restoring` is there no headend opens the
+    // database (`interrupted_restore`), so a crash between the renames
+    // below never lets one start on an empty file
+    let partial = restoring(&to);
     std::fs::copy(from, &partial).map_err(|e| io("restore: copying to", &partial, e))?;
     sync_file(&partial)?;
+    sync_dir(&to)?;
+    let mut kept = None;
+    if to.exists() {
+        let aside = with_suffix(&to, &format!(".replaced-{now_ms}"));
+        for sfx in ["-wal", "-shm"] {
+            let f = with_suffix(&to, sfx);
+            if f.exists() {
+                std::fs::rename(&f, with_suffix(&aside, sfx))
+                    .map_err(|e| io("restore: moving aside", &f, e))?;
+            }
+        }
+        std::fs::rename(&to, &aside).map_err(|e| io("restore: moving aside", &to, e))?;
+        kept = Some(aside);
+    }
     std::fs::rename(&partial, &to).map_err(|e| io("restore: renaming to", &to, e))?;
     sync_dir(&to)?;
     Ok(Restored {
@@ -247,6 +253,29 @@ pub fn restore(from: &Path, url: &str, replace: bool, now_ms: i64) -> Result<Res
         path: to,
         kept,
     })
+}
+
+/// The restore's copy beside the database `db`, renamed onto it when
+/// complete.
+fn restoring(db: &Path) -> PathBuf {
+    with_suffix(db, ".restoring")
+}
+
+/// Refuses to open the SQLite database `db` while a restore into it is
+/// unfinished (its `.restoring` copy is there): a crash between moving
+/// the old database aside and renaming the copy in would otherwise start
+/// the headend on a new, empty database, and agents would stream into it.
+pub fn interrupted_restore(db: &Path) -> Result<(), Error> {
+    let partial = restoring(db);
+    if partial.exists() {
+        return Err(Error::Config(format!(
+            "{}: a restore into this database did not finish ({} is there); run `headend restore --from BACKUP --replace` again, or remove {} to start on the database as it is",
+            db.display(),
+            partial.display(),
+            partial.display()
+        )));
+    }
+    Ok(())
 }
 
 fn with_suffix(p: &Path, sfx: &str) -> PathBuf {
@@ -304,6 +333,45 @@ mod tests {
         let kept = r.kept.unwrap();
         assert!(kept.ends_with("h.db.replaced-7") && kept.is_file());
         assert!(!dir.path().join("b.db.partial").exists());
+    }
+
+    #[tokio::test]
+    async fn a_restore_cut_between_its_renames_keeps_every_headend_off_the_database_until_it_is_run_again()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let (url, db) = database(dir.path()).await;
+        let to = dir.path().join("b.db");
+        backup(&url, &to).unwrap();
+        db.pool().close().await;
+        // the crash: the old database moved aside, the copy not yet renamed in
+        let live = dir.path().join("h.db");
+        for f in ["h.db-wal", "h.db-shm", "h.db"] {
+            let p = dir.path().join(f);
+            if p.exists() {
+                std::fs::rename(&p, dir.path().join(format!("{f}.replaced-1"))).unwrap();
+            }
+        }
+        let bytes = std::fs::read(&to).unwrap();
+        std::fs::write(dir.path().join("h.db.restoring"), &bytes[..bytes.len() / 2]).unwrap();
+        let e = match super::super::Db::connect(&url, 2).await {
+            Ok(_) => panic!("a headend opened a database whose restore did not finish"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            e.contains("did not finish") && e.contains("h.db.restoring") && e.contains("--replace"),
+            "{e}"
+        );
+        assert!(!live.exists(), "no empty database made in its place");
+        // run again, it completes; the database opens with the backup's schema
+        let r = restore(&to, &url, true, 2).unwrap();
+        assert!(r.kept.is_none() && live.is_file());
+        assert!(!dir.path().join("h.db.restoring").exists());
+        let db = super::super::Db::connect(&url, 2).await.unwrap();
+        drop(db);
+        assert_eq!(
+            check(&live).unwrap().schema_version,
+            r.summary.schema_version
+        );
     }
 
     #[tokio::test]

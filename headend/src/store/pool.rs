@@ -149,6 +149,7 @@ impl Db {
                     "database URL {url:?}: the headend needs a SQLite file (sqlite://PATH), not an in-memory database"
                 )));
             }
+            super::backup::interrupted_restore(std::path::Path::new(path))?;
             let dir = std::path::Path::new(path).parent();
             if let Some(dir) = dir.filter(|d| path != ":memory:" && !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)
