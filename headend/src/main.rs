@@ -43,8 +43,16 @@ enum Cmd {
     /// docs/runbooks/restore-from-backup.md).
     Backup {
         /// The backup file to write (must not exist).
+        #[arg(long, required_unless_present = "to_dir", conflicts_with = "to_dir")]
+        to: Option<PathBuf>,
+        /// A directory to write `headend-YYYYMMDDTHHMMSSZ.db` into (UTC;
+        /// the packaged timer's hourly backups).
         #[arg(long)]
-        to: PathBuf,
+        to_dir: Option<PathBuf>,
+        /// With --to-dir: once the backup is written, delete the oldest
+        /// `headend-*Z.db` there beyond this many (never other files).
+        #[arg(long, requires = "to_dir", value_parser = clap::value_parser!(u32).range(1..))]
+        keep: Option<u32>,
         #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/headend.db")]
         database_url: String,
     },

@@ -146,19 +146,43 @@ pub async fn backup_cmd(cmd: Cmd) -> Result<std::process::ExitCode> {
     use headend::store::backup;
     use std::process::ExitCode;
     match cmd {
-        Cmd::Backup { to, database_url } => {
+        Cmd::Backup {
+            to,
+            to_dir,
+            keep,
+            database_url,
+        } => {
             let t0 = std::time::Instant::now();
+            let now = headend::wallclock::now_ms();
             let r = tokio::task::spawn_blocking(move || {
-                backup::backup(&database_url, &to).map(|s| (s, to))
+                let to = match (to, &to_dir) {
+                    (Some(to), _) => to,
+                    (None, Some(dir)) => dir.join(backup::scheduled_name(now)?),
+                    (None, None) => {
+                        return Err(headend::Error::Config(
+                            "backup: --to FILE or --to-dir DIR".into(),
+                        ));
+                    }
+                };
+                let s = backup::backup(&database_url, &to)?;
+                // the new one is whole: only now are older ones deleted
+                let pruned = match (&to_dir, keep) {
+                    (Some(dir), Some(n)) => backup::prune(dir, n as usize)?,
+                    _ => Vec::new(),
+                };
+                Ok((s, to, pruned))
             })
             .await?;
             match r {
-                Ok((s, to)) => {
+                Ok((s, to, pruned)) => {
                     println!(
                         "backup written to {} in {} ms: {s}",
                         to.display(),
                         t0.elapsed().as_millis()
                     );
+                    for p in pruned {
+                        println!("deleted {} (beyond --keep)", p.display());
+                    }
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {

@@ -107,6 +107,59 @@ pub fn backup(url: &str, to: &Path) -> Result<Summary, Error> {
     result
 }
 
+/// The name of a scheduled backup taken at `now_ms`:
+/// `headend-YYYYMMDDTHHMMSSZ.db` (UTC, so that names sort by time).
+pub fn scheduled_name(now_ms: i64) -> Result<String, Error> {
+    let t = jiff::Timestamp::from_millisecond(now_ms)
+        .map_err(|e| Error::Config(format!("backup: the clock ({now_ms} ms): {e}")))?;
+    Ok(format!("headend-{}.db", t.strftime("%Y%m%dT%H%M%SZ")))
+}
+
+/// Whether `name` is a scheduled backup's ([`scheduled_name`]); any other
+/// file in the directory (a copy an administrator made) is never pruned.
+fn is_scheduled(name: &str) -> bool {
+    let Some(stamp) = name
+        .strip_prefix("headend-")
+        .and_then(|r| r.strip_suffix(".db"))
+    else {
+        return false;
+    };
+    let b = stamp.as_bytes();
+    b.len() == 16
+        && b[8] == b'T'
+        && b[15] == b'Z'
+        && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit)
+}
+
+/// Deletes the scheduled backups in `dir` beyond the `keep` newest, and
+/// the partial copies of scheduled backups that were cut (a crash, a full
+/// disk). Run after a backup succeeded, so that the newest is whole.
+/// Returns what it deleted, oldest first.
+pub fn prune(dir: &Path, keep: usize) -> Result<Vec<PathBuf>, Error> {
+    let mut backups = Vec::new();
+    let mut gone = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(|e| io("backup: listing", dir, e))? {
+        let e = e.map_err(|e| io("backup: listing", dir, e))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if is_scheduled(&name) {
+            backups.push(name);
+        } else if name.strip_suffix(".partial").is_some_and(is_scheduled) {
+            gone.push(e.path());
+        }
+    }
+    backups.sort();
+    let extra = backups.len().saturating_sub(keep);
+    gone.extend(backups[..extra].iter().map(|n| dir.join(n)));
+    gone.sort();
+    for f in &gone {
+        std::fs::remove_file(f).map_err(|e| io("backup: deleting", f, e))?;
+    }
+    if !gone.is_empty() {
+        sync_dir(&dir.join("."))?;
+    }
+    Ok(gone)
+}
+
 /// The online backup, in one step (one read transaction: one commit's
 /// state), then out of WAL mode so that the file stands alone.
 fn copy_online(from: &Path, to: &Path) -> Result<(), Error> {
@@ -371,6 +424,64 @@ mod tests {
         assert_eq!(
             check(&live).unwrap().schema_version,
             r.summary.schema_version
+        );
+    }
+
+    #[test]
+    fn scheduled_backups_are_named_by_utc_time_and_pruned_to_the_newest_without_touching_other_files()
+     {
+        assert_eq!(
+            scheduled_name(1_796_643_296_789).unwrap(),
+            "headend-20261207T113456Z.db"
+        );
+        for (name, ok) in [
+            ("headend-20261207T104136Z.db", true),
+            ("headend-20261207T104136Z.db.partial", false),
+            ("headend-before-upgrade.db", false),
+            ("headend-20261207T1041360.db", false),
+            ("headend-2026120xT104136Z.db", false),
+            ("headend.db", false),
+        ] {
+            assert_eq!(is_scheduled(name), ok, "{name}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let touch = |n: &str| std::fs::write(dir.path().join(n), b"x").unwrap();
+        for h in 10..15 {
+            touch(&format!("headend-20261207T{h}0000Z.db"));
+        }
+        touch("headend-20261207T090000Z.db.partial");
+        touch("headend-before-upgrade.db");
+        let gone = prune(dir.path(), 2).unwrap();
+        let names: Vec<String> = gone
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "headend-20261207T090000Z.db.partial",
+                "headend-20261207T100000Z.db",
+                "headend-20261207T110000Z.db",
+                "headend-20261207T120000Z.db",
+            ]
+        );
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| is_scheduled(n) || n.contains("upgrade"))
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "headend-20261207T130000Z.db",
+                "headend-20261207T140000Z.db",
+                "headend-before-upgrade.db",
+            ]
+        );
+        assert!(
+            prune(dir.path(), 2).unwrap().is_empty(),
+            "nothing more to prune"
         );
     }
 

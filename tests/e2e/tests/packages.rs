@@ -7,12 +7,14 @@
 //!   word; files, the user, owners and modes are checked; both units pass
 //!   `systemd-analyze verify` and rate at most 3.0 in `security`;
 //! - the headend runs under its unit as installed (its user, its
-//!   environment file, its sandbox) and answers `/ready`;
+//!   environment file, its sandbox) and answers `/ready`; meanwhile the
+//!   hourly backup's service runs twice under its own unit, and its newest
+//!   backup restores (the timer is enabled and started, the service not);
 //! - an upgrade keeps the administrator's settings, the site's
 //!   configuration and the database, and restarts both services (a
 //!   stand-in `systemctl` records what the maintainer scripts ask);
 //! - `remove` keeps configuration and state; `purge` deletes the state
-//!   and `site.yaml` but never the PKI.
+//!   and `site.yaml` but never the PKI or the backups.
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
@@ -44,6 +46,15 @@ for u in tankwatch-headend tankwatch-agent; do
   echo "$u: $(tail -1 /tmp/sec.txt)"
   [ -L /etc/systemd/system/multi-user.target.wants/$u.service ] || fail "$u is not enabled"
 done
+# the hourly backups: a timer, enabled and started, and its oneshot service
+b=/usr/lib/systemd/system/tankwatch-headend-backup
+systemd-analyze verify "$b.service" "$b.timer" || fail "systemd-analyze verify tankwatch-headend-backup"
+systemd-analyze security --offline=yes --threshold=30 "$b.service" > /tmp/sec.txt || { tail -1 /tmp/sec.txt; fail "backup: exposure above 3.0"; }
+echo "tankwatch-headend-backup: $(tail -1 /tmp/sec.txt)"
+[ -L /etc/systemd/system/timers.target.wants/tankwatch-headend-backup.timer ] || fail "the backup timer is not enabled"
+grep -q "start tankwatch-headend-backup.timer" /run/systemd/calls || { cat /run/systemd/calls; fail "the backup timer not started"; }
+grep "start" /run/systemd/calls | grep -q "backup.service" && fail "the backup service itself started at install"
+[ "$(mode /var/backups/tankwatch)" = "tankwatch:tankwatch 750" ] || fail "/var/backups/tankwatch is $(mode /var/backups/tankwatch)"
 echo "--- installed: checks passed"
 
 # the headend under its unit, as installed (its agent ports moved off
@@ -58,9 +69,25 @@ for _ in $(seq 1 150); do
 done
 [ -n "$up" ] || { cat /tmp/headend.log; fail "the headend under its unit did not answer /ready"; }
 grep -q "sandbox: ready" /tmp/headend.log || fail "no sandbox"
+# two runs of the backup service under its unit while the headend runs
+for n in 1 2; do
+  ( UNIT=/lib/systemd/system/tankwatch-headend-backup.service; export UNIT; bash -c "$UNIT_SANDBOX" ) > /tmp/backup.log 2>&1 \
+    || { cat /tmp/backup.log; fail "the backup under its unit (run $n)"; }
+  grep -q "backup written to /var/backups/tankwatch/headend-" /tmp/backup.log || { cat /tmp/backup.log; fail "backup run $n"; }
+  sleep 1.1
+done
+set -- /var/backups/tankwatch/headend-*Z.db
+[ $# = 2 ] || fail "backups: $(ls -la /var/backups/tankwatch)"
+[ "$(mode "$1")" = "tankwatch:tankwatch 600" ] || fail "a backup is $(mode "$1")"
+newest=$2
 kill %1; wait %1 || true
 [ "$(mode /var/lib/tankwatch/headend.db)" = "tankwatch:tankwatch 600" ] || fail "headend.db is $(mode /var/lib/tankwatch/headend.db)"
-echo "--- the headend ran under its unit"
+# the newest scheduled backup restores (checked, migrated, audit chain verified)
+restored=$(mktemp -d)
+headend restore --from "$newest" --database-url "sqlite://$restored/headend.db" > /tmp/restore.log 2>&1 \
+  || { cat /tmp/restore.log; fail "restoring $newest"; }
+grep -q "audit trail intact" /tmp/restore.log || { cat /tmp/restore.log; fail "restore: no audit check"; }
+echo "--- the headend ran under its unit; its hourly backup ran under its own and restores"
 
 # the administrator's settings and the site's files; then the upgrade
 echo "# kept across upgrades" >> /etc/tankwatch/headend.env
@@ -90,7 +117,8 @@ dpkg -P tankwatch-agent tankwatch-headend
 [ ! -e /etc/tankwatch/headend.env ] && [ ! -e /etc/tankwatch/site.yaml ] || fail "configuration left after purge"
 [ -f /etc/tankwatch/pki/ca.key ] && [ -f /etc/tankwatch/pki/issuer.key ] || fail "purge deleted the PKI"
 getent passwd tankwatch > /dev/null || fail "the user went with the purge"
-echo "--- purged: state gone, PKI kept"
+[ -f "$newest" ] || fail "purge deleted the backups"
+echo "--- purged: state gone, PKI and backups kept"
 echo "packages: all checks passed"
 "##;
 
@@ -106,7 +134,10 @@ case "$*" in
   *--version*) echo "systemd 252 (252)" ;;
   *is-enabled*)
     for u; do :; done
-    if [ -L "/etc/systemd/system/multi-user.target.wants/$u" ]; then echo enabled; else echo disabled; exit 1; fi ;;
+    for w in /etc/systemd/system/*.wants/"$u"; do
+      if [ -L "$w" ]; then echo enabled; exit 0; fi
+    done
+    echo disabled; exit 1 ;;
 esac
 exit 0"#;
 
