@@ -30,12 +30,35 @@ t0=$(date +%s)
 cargo build --workspace --all-targets
 # the test programs, built apart so that the time of each step shows
 cargo nextest run --workspace --no-run
-# the previous release's headend and agent, from the git history (the
-# version-skew tests; target/previous/, kept while its commit stays)
-scripts/previous-release.sh
 t1=$(date +%s)
-# every test runs, and every failure is reported, not just the first
-cargo nextest run --workspace --no-fail-fast "$@"
+if [ $# -gt 0 ]; then
+  # a selection of tests (arguments for nextest): the previous release
+  # first, in case the selection holds the version-skew tests
+  scripts/previous-release.sh
+  cargo nextest run --workspace --no-fail-fast "$@"
+else
+  # The whole suite, every failure reported. Issue 32's 10-minute link
+  # cut mostly sleeps: it runs in a nextest of its own from the start,
+  # while the rest runs (~6 min), then the previous release's headend and
+  # agent are built from the git history (~3.5 min; kept in
+  # target/previous/ while its commit stays) and the version-skew tests
+  # that need them run. The floor is the cut; the build takes no wall
+  # time of its own (docs/BENCHMARKS.md, "CI").
+  long=target/ten-minute-cut.log
+  cut='test(/^alarms::a_ten_minute_cut/)'
+  skew='test(/^version_skew::/)'
+  cargo nextest run --workspace --no-fail-fast -E "$cut" > "$long" 2>&1 &
+  cut_pid=$!
+  failed=0
+  cargo nextest run --workspace --no-fail-fast -E "not ($cut) and not ($skew)" || failed=1
+  tp=$(date +%s)
+  nice -n 10 scripts/previous-release.sh || failed=1
+  echo "test: previous release ready after $(( $(date +%s) - tp )) s"
+  cargo nextest run --workspace --no-fail-fast -E "$skew" || failed=1
+  wait "$cut_pid" || failed=1
+  cat "$long"
+  [ "$failed" = 0 ] || { echo "test: failures above" >&2; exit 1; }
+fi
 t2=$(date +%s)
 # nextest does not run doc tests
 cargo test --workspace --doc "$@"
