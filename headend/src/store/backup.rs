@@ -90,17 +90,19 @@ pub fn backup(url: &str, to: &Path) -> Result<Summary, Error> {
     }
     let partial = with_suffix(to, ".partial");
     let _ = std::fs::remove_file(&partial);
-    let result = copy_online(&from, &partial).and_then(|()| {
-        let summary = check(&partial)?;
-        // what the database holds (password hashes, tokens): its owner's alone
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| io("backup: setting the mode of", &partial, e))?;
-        sync_file(&partial)?;
-        std::fs::rename(&partial, to).map_err(|e| io("backup: renaming to", to, e))?;
-        sync_dir(to)?;
-        Ok(summary)
-    });
+    let result = copy_online(&from, &partial)
+        .map_err(|e| writing(&partial, e))
+        .and_then(|()| {
+            let summary = check(&partial)?;
+            // what the database holds (password hashes, tokens): its owner's alone
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| io("backup: setting the mode of", &partial, e))?;
+            sync_file(&partial)?;
+            std::fs::rename(&partial, to).map_err(|e| io("backup: renaming to", to, e))?;
+            sync_dir(to)?;
+            Ok(summary)
+        });
     if result.is_err() {
         let _ = std::fs::remove_file(&partial);
     }
@@ -158,6 +160,24 @@ pub fn prune(dir: &Path, keep: usize) -> Result<Vec<PathBuf>, Error> {
         sync_dir(&dir.join("."))?;
     }
     Ok(gone)
+}
+
+/// A SQLite error while writing the copy `to`, named with its file; a
+/// full disk says what was kept.
+fn writing(to: &Path, e: Error) -> Error {
+    let Error::Sqlite(inner) = &e else {
+        return e;
+    };
+    let full = matches!(inner, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull);
+    Error::Db(format!(
+        "backup: writing {}: {inner}{}",
+        to.display(),
+        if full {
+            " (the disk is full: the partial copy is deleted and no older backup was touched; make room or write elsewhere)"
+        } else {
+            ""
+        }
+    ))
 }
 
 /// The online backup, in one step (one read transaction: one commit's

@@ -232,3 +232,110 @@ async fn the_documented_postgres_dump_and_restore_keeps_every_row_and_the_chain(
     dst.drop().await?;
     Ok(())
 }
+
+/// Bytes free on the file system of `dir`.
+fn free_bytes(dir: &std::path::Path) -> Result<u64> {
+    let s = nix::sys::statvfs::statvfs(dir)?;
+    Ok(s.blocks_available() as u64 * s.fragment_size() as u64)
+}
+
+/// The names in `dir`, sorted.
+fn names(dir: &std::path::Path) -> Result<Vec<String>> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<std::io::Result<_>>()?;
+    v.sort();
+    Ok(v)
+}
+
+/// The packaged timer's form (`--to-dir DIR --keep N`) into a real full
+/// disk (a tmpfs) while an agent streams: the run that does not fit fails
+/// with the reason, leaves no partial file and deletes no older backup;
+/// the headend goes on storing; the first run after room is made again
+/// succeeds and only then prunes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scheduled_backup_on_a_full_disk_fails_cleanly_and_the_next_one_with_room_prunes()
+-> Result<()> {
+    let b = Bench::start("site-bkfull", |_| {}).await?;
+    let agent = under_ingest(&b, "FULL-1").await?;
+    let url = sqlite_url(b.work.path());
+    // a backup's size, measured (most of a busy database is in its WAL)
+    let probe = b.work.path().join("probe.db");
+    let (code, out) = headend_cli(&[
+        "backup",
+        "--to",
+        probe.to_str().context("path")?,
+        "--database-url",
+        &url,
+    ])?;
+    ensure!(code == 0, "{code}: {out}");
+    let size = std::fs::metadata(&probe)?.len();
+    let disk = Tmpfs::new(&format!("{}k", size * 3 / 1024 + 64))?;
+    let dir = disk.path().to_str().context("tmpfs path")?.to_string();
+    let run = || {
+        headend_cli(&[
+            "backup",
+            "--to-dir",
+            &dir,
+            "--keep",
+            "1",
+            "--database-url",
+            &url,
+        ])
+    };
+    let (code, out) = run()?;
+    ensure!(
+        code == 0 && out.contains("backup written to"),
+        "{code}: {out}"
+    );
+    let first = names(disk.path())?;
+    ensure!(first.len() == 1, "{first:?}");
+    // something else fills the disk: less room than one backup is left
+    let filler = disk.path().join("other-program.dat");
+    let room = free_bytes(disk.path())?;
+    std::fs::write(&filler, vec![0u8; (room.saturating_sub(size / 3)) as usize])?;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let seqs = stored_seqs(&b.he.db, &b.site).await?.len();
+    let (code, out) = run()?;
+    ensure!(
+        code == 2
+            && out.contains("disk is full")
+            && out.contains(&format!("writing {dir}/headend-"))
+            && out.contains("no older backup was touched"),
+        "a full disk is a refusal that says so: {code}: {out}"
+    );
+    let mut want = first.clone();
+    want.push("other-program.dat".into());
+    want.sort();
+    ensure!(
+        names(disk.path())? == want,
+        "no partial file left and no backup deleted: {:?}",
+        names(disk.path())?
+    );
+    eventually("the headend stores on", Duration::from_secs(10), || async {
+        Ok((stored_seqs(&b.he.db, &b.site).await?.len() > seqs).then_some(()))
+    })
+    .await?;
+    // room again: the next run succeeds, then prunes to the newest one
+    std::fs::remove_file(&filler)?;
+    let (code, out) = run()?;
+    ensure!(
+        code == 0 && out.contains(&format!("deleted {dir}/{}", first[0])),
+        "{code}: {out}"
+    );
+    let now = names(disk.path())?;
+    ensure!(
+        now.len() == 1 && now[0] > first[0],
+        "{now:?} after {first:?}"
+    );
+    let (code, out) = headend_cli(&[
+        "restore",
+        "--from",
+        &format!("{dir}/{}", now[0]),
+        "--database-url",
+        &sqlite_url(&b.work.path().join("restored")),
+    ])?;
+    ensure!(code == 0 && out.contains("intact"), "{code}: {out}");
+    stop_drained(agent).await?;
+    Ok(())
+}
