@@ -637,3 +637,73 @@ async fn a_revocation_made_through_another_replica_closes_the_session_within_a_s
     b.stop().await;
     db.drop().await
 }
+
+/// Issue 36, runbook drill (`certificate-expiring-or-revoked.md`): an
+/// agent whose renewals keep failing (the headend hands out a certificate
+/// no peer accepts) on a short-lived certificate fires
+/// `TankwatchCertificatesExpiring` and `TankwatchAgentRenewalFailing` in a
+/// real Prometheus on the shipped rules; the runbook's two commands (the
+/// site's certificate status, the agent's `/status`) show the failures
+/// and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewals_that_keep_failing_fire_the_certificate_alerts_and_the_runbooks_commands_say_why()
+-> Result<()> {
+    let pki = TestPki::new(&[])?;
+    let work = tempfile::tempdir()?;
+    let mut cfg = headend_config(&pki, &sqlite_url(work.path()), 0);
+    // renewed at 40 s, retried within a quarter of the time left
+    cfg.agent_cert_lifetime = Duration::from_secs(60);
+    let he = start_headend(cfg).await?;
+    let sim = fast_sim().await?;
+    let acfg = enroll_in_process(&he, &work.path().join("agent"), "site-x", &sim).await?;
+    let agent = edge_agent::start(acfg)?;
+    let mut up = agent.uplink.clone();
+    tokio::time::timeout(T, up.wait_for(|s| s.connected)).await??;
+    // from now on every renewal is handed a certificate no peer accepts
+    *he.issuing
+        .renewal_fault
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))? =
+        Some(headend::services::enrollment::RenewalFault::NotYetValid);
+    let status = agent.status_addr.context("the agent's /status")?;
+    let key = api_key(&he.db, "viewer", None).await?;
+    let dir = tempfile::tempdir()?;
+    let prom = e2e::prometheus::Prometheus::start(
+        dir.path(),
+        &[he.http_addr.to_string()],
+        &[status.to_string()],
+        &key,
+        &pki.path().join("ca.pem"),
+    )?;
+    let within = Duration::from_secs(90);
+    eventually("both targets scraped", within, || async {
+        let up = prom.query("up == 1").await.unwrap_or_default();
+        Ok((up.len() == 2).then_some(()))
+    })
+    .await
+    .with_context(|| prom.log())?;
+    prom.fires("TankwatchCertificatesExpiring", within).await?;
+    prom.fires("TankwatchAgentRenewalFailing", within).await?;
+    e2e::prometheus::runbook_says("certificate-expiring-or-revoked.md", "/certificate-status")?;
+    e2e::prometheus::runbook_says("certificate-expiring-or-revoked.md", "certificate.failures")?;
+    // what the agent last reported (it reports after each attempt)
+    let s = get_json(he.http_addr, "/api/v1/sites/site-x/certificate-status").await?;
+    ensure!(
+        s["agent"]["failures"].as_i64() >= Some(2)
+            && s["agent"]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("a connection with the new certificate failed")),
+        "certificate-status: {s}"
+    );
+    let local: Value = serde_json::from_str(&get_text(status, "/status").await?)?;
+    ensure!(
+        local["certificate"]["failures"].as_u64() >= Some(2)
+            && local["certificate"]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("new certificate")),
+        "/status: {local}"
+    );
+    drop(prom);
+    agent.stop().await?;
+    Ok(())
+}

@@ -15,6 +15,12 @@
 //! - a cloned site PC (two agents, one identity): `agent-flapping.md`;
 //! - the replica holding an agent's session killed:
 //!   `headend-replica-down.md`.
+//!
+//! Two more drills live beside the helpers they need: a mail given up
+//! (`alarm_mail`, `notifications-dead.md`) and renewals that keep
+//! failing on a short-lived certificate (`enrollment`,
+//! `certificate-expiring-or-revoked.md`); docs/runbooks/README.md lists
+//! them all.
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
