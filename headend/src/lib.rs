@@ -170,6 +170,8 @@ pub struct Running {
     shutdown: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     fatal: tokio::sync::watch::Receiver<Option<String>>,
+    /// Held while it runs on a SQLite database.
+    _serve_lock: Option<store::backup::ServeLock>,
 }
 
 impl Running {
@@ -271,6 +273,14 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
     let https_cfg = cfg.http_tls.as_ref().map(listen::rest::load).transpose()?;
     let webhook = webhook_target(&cfg)?;
     let mailer = mailer(&cfg)?;
+    // one headend serves a SQLite database, and no restore runs under it
+    let serve_lock = match store::pool::Backend::from_url(&cfg.database_url)? {
+        store::pool::Backend::Sqlite => Some(store::backup::serve_lock(
+            std::path::Path::new(store::pool::sqlite_path(&cfg.database_url)),
+            "headend",
+        )?),
+        store::pool::Backend::Postgres => None,
+    };
     let mut db =
         store::Db::connect_with(&cfg.database_url, cfg.db_max_connections, cfg.retention).await?;
     db.notify = webhook.is_some();
@@ -414,6 +424,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         shutdown: sup.shutdown,
         tasks,
         fatal: fatal_rx,
+        _serve_lock: serve_lock,
     })
 }
 

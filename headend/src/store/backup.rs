@@ -298,6 +298,7 @@ pub fn restore(from: &Path, url: &str, replace: bool, now_ms: i64) -> Result<Res
             std::fs::create_dir_all(dir).map_err(|e| io("restore: creating", dir, e))?;
         }
     }
+    let _serving = serve_lock(&to, "restore")?;
     // the copy first, beside the database: until it is complete and on
     // disk nothing moves; while `.restoring` is there no headend opens the
     // database (`interrupted_restore`), so a crash between the renames
@@ -326,6 +327,45 @@ pub fn restore(from: &Path, url: &str, replace: bool, now_ms: i64) -> Result<Res
         path: to,
         kept,
     })
+}
+
+/// The lock of the headend that serves a SQLite database: `<db>.lock`
+/// beside it, held (`flock`, exclusive) for the serving headend's life and
+/// for a restore's. A second headend on the same file, or a restore under
+/// a running one (it would go on writing into the file moved aside, and
+/// what it wrote would be lost at its next start), is refused. A separate
+/// file, never the database itself: closing another descriptor of the
+/// database would drop SQLite's own POSIX locks. Released when dropped
+/// (or when the process dies).
+#[derive(Debug)]
+pub struct ServeLock(#[allow(dead_code)] std::fs::File);
+
+/// Takes the [`ServeLock`] of the SQLite database `db` for `who`, or says
+/// who holds it and what to do.
+pub fn serve_lock(db: &Path, who: &str) -> Result<ServeLock, Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = with_suffix(db, ".lock");
+    // read-only is enough to lock: a lock file another user made (root
+    // running a restore) does not keep the service's user out
+    let f = match std::fs::File::open(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o640)
+            .open(&path),
+        other => other,
+    }
+    .map_err(|e| io(&format!("{who}: opening"), &path, e))?;
+    match f.try_lock() {
+        Ok(()) => Ok(ServeLock(f)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Config(format!(
+            "{who}: a headend is serving {} (it holds {}); stop it first (systemctl stop tankwatch-headend): SQLite is served by one headend at a time, and a restore under a running one would lose what it writes next",
+            db.display(),
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(&format!("{who}: locking"), &path, e)),
+    }
 }
 
 /// The restore's copy beside the database `db`, renamed onto it when
@@ -503,6 +543,32 @@ mod tests {
             prune(dir.path(), 2).unwrap().is_empty(),
             "nothing more to prune"
         );
+    }
+
+    #[tokio::test]
+    async fn a_restore_is_refused_while_a_headend_serves_the_database_and_a_second_headend_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let (url, db) = database(dir.path()).await;
+        let to = dir.path().join("b.db");
+        backup(&url, &to).unwrap();
+        let live = dir.path().join("h.db");
+        let serving = serve_lock(&live, "headend").unwrap();
+        let e = restore(&to, &url, true, 1).unwrap_err().to_string();
+        assert!(
+            e.contains("a headend is serving") && e.contains("stop it first"),
+            "{e}"
+        );
+        assert!(
+            live.is_file() && !dir.path().join("h.db.restoring").exists(),
+            "nothing moved"
+        );
+        let e = serve_lock(&live, "headend").unwrap_err().to_string();
+        assert!(e.contains("h.db.lock"), "{e}");
+        drop(serving);
+        db.pool().close().await;
+        restore(&to, &url, true, 2).unwrap();
+        // once restored, a headend serves it again
+        serve_lock(&live, "headend").unwrap();
     }
 
     #[tokio::test]

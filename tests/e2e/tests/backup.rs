@@ -339,3 +339,56 @@ async fn a_scheduled_backup_on_a_full_disk_fails_cleanly_and_the_next_one_with_r
     stop_drained(agent).await?;
     Ok(())
 }
+
+/// A restore run by mistake under a running headend is refused before
+/// anything moves (the headend would go on writing into the file moved
+/// aside, and lose it at its next start); so is a second headend on the
+/// same SQLite file. Once the first one stops, both are possible.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_under_a_running_headend_and_a_second_headend_on_its_file_are_refused()
+-> Result<()> {
+    let b = Bench::start("site-bklock", |_| {}).await?;
+    let url = sqlite_url(b.work.path());
+    let copy = b.work.path().join("copy.db");
+    let copy_s = copy.to_str().context("path")?;
+    let (code, out) = headend_cli(&["backup", "--to", copy_s, "--database-url", &url])?;
+    ensure!(code == 0, "{code}: {out}");
+    let (code, out) = headend_cli(&[
+        "restore",
+        "--from",
+        copy_s,
+        "--replace",
+        "--database-url",
+        &url,
+    ])?;
+    ensure!(
+        code == 2 && out.contains("a headend is serving") && out.contains("stop it first"),
+        "{code}: {out}"
+    );
+    ensure!(
+        !names(b.work.path())?.iter().any(|n| n.contains("replaced")),
+        "nothing moved: {:?}",
+        names(b.work.path())?
+    );
+    let second = start_headend(headend_config(&b.pki, &url, 0)).await;
+    ensure!(
+        second
+            .as_ref()
+            .err()
+            .is_some_and(|e| e.to_string().contains("a headend is serving")),
+        "a second headend on the file: {:?}",
+        second.map(|r| r.http_addr)
+    );
+    let Bench { he, .. } = b;
+    he.stop().await;
+    let (code, out) = headend_cli(&[
+        "restore",
+        "--from",
+        copy_s,
+        "--replace",
+        "--database-url",
+        &url,
+    ])?;
+    ensure!(code == 0 && out.contains("intact"), "{code}: {out}");
+    Ok(())
+}
