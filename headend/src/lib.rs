@@ -263,24 +263,25 @@ fn webhook_target(cfg: &Config) -> Result<Option<jobs::webhook::Target>, Error> 
 }
 
 /// Binds both listeners, connects the database (running migrations) and serves.
-pub async fn start(cfg: Config) -> Result<Running, Error> {
+/// Plain HTTP only on loopback: tokens and passwords must not cross the
+/// network in clear.
+fn check_http_listen(cfg: &Config) -> Result<(), Error> {
     if !cfg.http_listen.ip().is_loopback() && cfg.http_tls.is_none() {
         return Err(Error::Config(format!(
             "--http-listen {}: plain HTTP is served on loopback only (127.0.0.1 or ::1), since tokens and passwords would cross the network in clear; give --http-tls-cert and --http-tls-key to serve HTTPS there",
             cfg.http_listen
         )));
     }
+    Ok(())
+}
+
+pub async fn start(cfg: Config) -> Result<Running, Error> {
+    check_http_listen(&cfg)?;
     let https_cfg = cfg.http_tls.as_ref().map(listen::rest::load).transpose()?;
     let webhook = webhook_target(&cfg)?;
     let mailer = mailer(&cfg)?;
-    // one headend serves a SQLite database, and no restore runs under it
-    let serve_lock = match store::pool::Backend::from_url(&cfg.database_url)? {
-        store::pool::Backend::Sqlite => Some(store::backup::serve_lock(
-            std::path::Path::new(store::pool::sqlite_path(&cfg.database_url)),
-            "headend",
-        )?),
-        store::pool::Backend::Postgres => None,
-    };
+    // no restore runs under a headend serving a SQLite database
+    let serve_lock = store::backup::serve_lock_of(&cfg.database_url)?;
     let mut db =
         store::Db::connect_with(&cfg.database_url, cfg.db_max_connections, cfg.retention).await?;
     db.notify = webhook.is_some();

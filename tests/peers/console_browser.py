@@ -83,6 +83,16 @@ def accessible(d, name):
     print(f"ok {name}: axe, {len(result)} minor findings", flush=True)
 
 
+def go(d, el):
+    """Follows a link or submits a form by clicking `el`, and waits for the
+    next page: for this one to go first (its h1 is there until then, and
+    an element read from it meanwhile is stale), then for the new h1."""
+    old = d.find_element(By.TAG_NAME, "html")
+    el.click()
+    WebDriverWait(d, 10).until(EC.staleness_of(old))
+    WebDriverWait(d, 10).until(EC.presence_of_element_located((By.TAG_NAME, "h1")))
+
+
 def check_page(d, name, shots):
     h1 = d.find_element(By.TAG_NAME, "h1").text
     if not h1:
@@ -151,25 +161,23 @@ def main():
         if len(links) < 3:
             fail(f"the navigation has {links}")
         for text, _ in links:
-            d.find_element(By.LINK_TEXT, text).click()
-            WebDriverWait(d, 10).until(EC.presence_of_element_located((By.TAG_NAME, "h1")))
+            go(d, d.find_element(By.LINK_TEXT, text))
             check_page(d, text.lower(), a.shots)
         # a tank's page, by its link in the list
-        d.find_element(By.LINK_TEXT, "Tanks").click()
-        d.find_element(By.CSS_SELECTOR, "tbody a").click()
-        WebDriverWait(d, 10).until(EC.presence_of_element_located((By.TAG_NAME, "h1")))
+        go(d, d.find_element(By.LINK_TEXT, "Tanks"))
+        go(d, d.find_element(By.CSS_SELECTOR, "tbody a"))
         check_page(d, "tank", a.shots)
         # an escalation worked to resolved with the keyboard-reachable forms
-        d.find_element(By.LINK_TEXT, "Escalations").click()
-        d.find_element(By.CSS_SELECTOR, "tbody a").click()
+        go(d, d.find_element(By.LINK_TEXT, "Escalations"))
+        go(d, d.find_element(By.CSS_SELECTOR, "tbody a"))
         WebDriverWait(d, 10).until(EC.presence_of_element_located((By.ID, "work")))
         for step, note in (("Assign to me", ""), ("Investigating", "calling the site"),
                            ("Resolve", "valve reset")):
             form = d.find_element(By.XPATH, f"//form[.//button[text()='{step}']]")
             if note:
                 form.find_element(By.NAME, "note").send_keys(note)
-            form.find_element(By.TAG_NAME, "button").click()
-            WebDriverWait(d, 10).until(EC.presence_of_element_located((By.TAG_NAME, "h1")))
+            # the post answers with a redirect to the escalation
+            go(d, form.find_element(By.TAG_NAME, "button"))
         facts = d.find_element(By.CSS_SELECTOR, "dl.facts").text
         timeline = d.find_element(By.CSS_SELECTOR, "ol.timeline").text
         if "resolved" not in facts or "valve reset" not in timeline:

@@ -298,7 +298,7 @@ pub fn restore(from: &Path, url: &str, replace: bool, now_ms: i64) -> Result<Res
             std::fs::create_dir_all(dir).map_err(|e| io("restore: creating", dir, e))?;
         }
     }
-    let _serving = serve_lock(&to, "restore")?;
+    let _restoring = lock(&to, true)?;
     // the copy first, beside the database: until it is complete and on
     // disk nothing moves; while `.restoring` is there no headend opens the
     // database (`interrupted_restore`), so a crash between the renames
@@ -329,21 +329,31 @@ pub fn restore(from: &Path, url: &str, replace: bool, now_ms: i64) -> Result<Res
     })
 }
 
-/// The lock of the headend that serves a SQLite database: `<db>.lock`
-/// beside it, held (`flock`, exclusive) for the serving headend's life and
-/// for a restore's. A second headend on the same file, or a restore under
-/// a running one (it would go on writing into the file moved aside, and
-/// what it wrote would be lost at its next start), is refused. A separate
-/// file, never the database itself: closing another descriptor of the
-/// database would drop SQLite's own POSIX locks. Released when dropped
-/// (or when the process dies).
+/// The lock of a SQLite database's headends and restores: `<db>.lock`
+/// beside it (`flock`). Each serving headend holds it shared for its life;
+/// a restore holds it exclusive. So a restore under a running headend
+/// (which would go on writing into the file moved aside, and lose what it
+/// wrote at its next start) is refused, and so is a headend starting
+/// during a restore. A separate file, never the database itself: closing
+/// another descriptor of the database would drop SQLite's own POSIX
+/// locks. Released when dropped, or when the process dies.
 #[derive(Debug)]
 pub struct ServeLock(#[allow(dead_code)] std::fs::File);
 
-/// Takes the [`ServeLock`] of the SQLite database `db` for `who`, or says
-/// who holds it and what to do.
-pub fn serve_lock(db: &Path, who: &str) -> Result<ServeLock, Error> {
+/// The serving headend's [`ServeLock`] on the database of `url` (none on
+/// PostgreSQL).
+pub fn serve_lock_of(url: &str) -> Result<Option<ServeLock>, Error> {
+    match Backend::from_url(url)? {
+        Backend::Sqlite => Ok(Some(lock(Path::new(sqlite_path(url)), false)?)),
+        Backend::Postgres => Ok(None),
+    }
+}
+
+/// Takes the lock of the SQLite database `db`: exclusive for a restore,
+/// shared for a headend; or says who holds it and what to do.
+fn lock(db: &Path, restore: bool) -> Result<ServeLock, Error> {
     use std::os::unix::fs::OpenOptionsExt;
+    let who = if restore { "restore" } else { "headend" };
     let path = with_suffix(db, ".lock");
     // read-only is enough to lock: a lock file another user made (root
     // running a restore) does not keep the service's user out
@@ -357,10 +367,20 @@ pub fn serve_lock(db: &Path, who: &str) -> Result<ServeLock, Error> {
         other => other,
     }
     .map_err(|e| io(&format!("{who}: opening"), &path, e))?;
-    match f.try_lock() {
+    let r = if restore {
+        f.try_lock()
+    } else {
+        f.try_lock_shared()
+    };
+    match r {
         Ok(()) => Ok(ServeLock(f)),
+        Err(std::fs::TryLockError::WouldBlock) if restore => Err(Error::Config(format!(
+            "restore: a headend is serving {} (it holds {}); stop it first (systemctl stop tankwatch-headend): a restore under a running headend would lose what it writes next",
+            db.display(),
+            path.display()
+        ))),
         Err(std::fs::TryLockError::WouldBlock) => Err(Error::Config(format!(
-            "{who}: a headend is serving {} (it holds {}); stop it first (systemctl stop tankwatch-headend): SQLite is served by one headend at a time, and a restore under a running one would lose what it writes next",
+            "headend: a restore into {} is running (it holds {}); start the headend once it has finished",
             db.display(),
             path.display()
         ))),
@@ -546,13 +566,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_restore_is_refused_while_a_headend_serves_the_database_and_a_second_headend_too() {
+    async fn a_restore_is_refused_while_a_headend_serves_the_database_and_a_headend_during_a_restore()
+     {
         let dir = tempfile::tempdir().unwrap();
         let (url, db) = database(dir.path()).await;
         let to = dir.path().join("b.db");
         backup(&url, &to).unwrap();
         let live = dir.path().join("h.db");
-        let serving = serve_lock(&live, "headend").unwrap();
+        let serving = serve_lock_of(&url).unwrap();
+        let also = serve_lock_of(&url).unwrap();
+        assert!(serving.is_some() && also.is_some(), "headends share it");
         let e = restore(&to, &url, true, 1).unwrap_err().to_string();
         assert!(
             e.contains("a headend is serving") && e.contains("stop it first"),
@@ -562,13 +585,17 @@ mod tests {
             live.is_file() && !dir.path().join("h.db.restoring").exists(),
             "nothing moved"
         );
-        let e = serve_lock(&live, "headend").unwrap_err().to_string();
-        assert!(e.contains("h.db.lock"), "{e}");
-        drop(serving);
+        drop((serving, also));
+        let restoring = lock(&live, true).unwrap();
+        let e = serve_lock_of(&url).unwrap_err().to_string();
+        assert!(
+            e.contains("a restore into") && e.contains("h.db.lock"),
+            "{e}"
+        );
+        drop(restoring);
         db.pool().close().await;
         restore(&to, &url, true, 2).unwrap();
-        // once restored, a headend serves it again
-        serve_lock(&live, "headend").unwrap();
+        serve_lock_of(&url).unwrap();
     }
 
     #[tokio::test]

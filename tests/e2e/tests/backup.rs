@@ -82,10 +82,12 @@ async fn a_backup_taken_under_ingest_restores_whole_and_takes_the_same_agent() -
         &url,
     ])?;
     ensure!(code == 0 && out.contains("backup written"), "{code}: {out}");
-    ensure!(
-        stored_seqs(&b.he.db, &site).await?.len() > before.len(),
-        "ingest went on"
-    );
+    // (a small database is copied in a few ms: ingest is seen going on
+    // once the copy is done, not necessarily during it)
+    eventually("ingest goes on", Duration::from_secs(10), || async {
+        Ok((stored_seqs(&b.he.db, &site).await?.len() > before.len()).then_some(()))
+    })
+    .await?;
     let (code, again) = headend_cli(&[
         "backup",
         "--to",
@@ -340,13 +342,12 @@ async fn a_scheduled_backup_on_a_full_disk_fails_cleanly_and_the_next_one_with_r
     Ok(())
 }
 
-/// A restore run by mistake under a running headend is refused before
-/// anything moves (the headend would go on writing into the file moved
-/// aside, and lose it at its next start); so is a second headend on the
-/// same SQLite file. Once the first one stops, both are possible.
+/// A restore run by mistake under a running headend (a process apart, as
+/// an administrator's shell is) is refused before anything moves: the
+/// headend would go on writing into the file moved aside, and lose it at
+/// its next start. Once the headend stops, the same command restores.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_restore_under_a_running_headend_and_a_second_headend_on_its_file_are_refused()
--> Result<()> {
+async fn a_restore_under_a_running_headend_is_refused_before_anything_moves() -> Result<()> {
     let b = Bench::start("site-bklock", |_| {}).await?;
     let url = sqlite_url(b.work.path());
     let copy = b.work.path().join("copy.db");
@@ -369,15 +370,6 @@ async fn a_restore_under_a_running_headend_and_a_second_headend_on_its_file_are_
         !names(b.work.path())?.iter().any(|n| n.contains("replaced")),
         "nothing moved: {:?}",
         names(b.work.path())?
-    );
-    let second = start_headend(headend_config(&b.pki, &url, 0)).await;
-    ensure!(
-        second
-            .as_ref()
-            .err()
-            .is_some_and(|e| e.to_string().contains("a headend is serving")),
-        "a second headend on the file: {:?}",
-        second.map(|r| r.http_addr)
     );
     let Bench { he, .. } = b;
     he.stop().await;
