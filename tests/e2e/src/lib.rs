@@ -39,8 +39,42 @@ impl TestPki {
     }
 }
 
-/// A free loopback port (bound and released; fine for tests).
+/// A free port for a test's listener (bound and released), chosen below
+/// the kernel's ephemeral range: a port from that range (what binding
+/// port 0 gives) can be taken by any outgoing connection between this
+/// check and the listener's bind, and the idle-connection tests open
+/// thousands beside the others (a node-opcua peer failed to listen three
+/// times in a row that way). Free on 127.0.0.1 and on `[::]`, where some
+/// peers listen. Falls back to port 0's choice when the range leaves no
+/// room below it.
 pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| {
+            r.split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+        })
+        .unwrap_or(32768);
+    let free = |p: u16| {
+        std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+            && match std::net::TcpListener::bind(("::", p)) {
+                Ok(_) => true,
+                Err(e) => e.kind() != std::io::ErrorKind::AddrInUse,
+            }
+    };
+    if low > 12_000 {
+        let span = u64::from(low - 11_000);
+        for _ in 0..200 {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u32(std::process::id());
+            let p = 10_000 + (h.finish() % span) as u16;
+            if free(p) {
+                return p;
+            }
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -327,6 +327,18 @@ async fn replicas_serving_https_are_checked_over_tls_and_take_agents_and_rest() 
             &tls,
         )?);
     }
+    // both listening before the balancer starts checking them (a replica
+    // still starting when HAProxy's first checks ran was marked DOWN,
+    // which this test counts as a failed check)
+    for r in &replicas {
+        eventually("the replica's HTTPS port", T, || async {
+            Ok(tokio::net::TcpStream::connect(r.http)
+                .await
+                .ok()
+                .map(|_| ()))
+        })
+        .await?;
+    }
     let log = work.path().join("haproxy.log");
     let lb = Haproxy::start_with(&replicas, &log, Some(&pki.path().join("ca.pem")))?;
     register_token(lb.rest, key);

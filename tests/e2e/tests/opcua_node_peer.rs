@@ -68,7 +68,8 @@ async fn a_node_opcua_server_with_its_default_certificate_serves_two_devices_ove
     let site = "site-n";
     let pki = TestPki::new(&[site])?;
     let work = tempfile::tempdir()?;
-    // (a free port can be taken by another test before node binds it: try again)
+    // (a free port can still be taken by another test's listener before
+    // node binds it: try again)
     let mut started = None;
     for _ in 0..3 {
         let port = free_port();
