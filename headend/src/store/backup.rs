@@ -355,14 +355,15 @@ fn lock(db: &Path, restore: bool) -> Result<ServeLock, Error> {
     use std::os::unix::fs::OpenOptionsExt;
     let who = if restore { "restore" } else { "headend" };
     let path = with_suffix(db, ".lock");
-    // read-only is enough to lock: a lock file another user made (root
+    // read-only is enough to lock, and the file holds nothing (0644, in
+    // the database's own directory): a lock file another user made (root
     // running a restore) does not keep the service's user out
     let f = match std::fs::File::open(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .mode(0o640)
+            .mode(0o644)
             .open(&path),
         other => other,
     }
