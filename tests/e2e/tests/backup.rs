@@ -354,14 +354,17 @@ async fn a_restore_under_a_running_headend_is_refused_before_anything_moves() ->
     let copy_s = copy.to_str().context("path")?;
     let (code, out) = headend_cli(&["backup", "--to", copy_s, "--database-url", &url])?;
     ensure!(code == 0, "{code}: {out}");
-    let (code, out) = headend_cli(&[
-        "restore",
-        "--from",
-        copy_s,
-        "--replace",
-        "--database-url",
-        &url,
-    ])?;
+    let restore = || {
+        headend_cli(&[
+            "restore",
+            "--from",
+            copy_s,
+            "--replace",
+            "--database-url",
+            &url,
+        ])
+    };
+    let (code, out) = restore()?;
     ensure!(
         code == 2 && out.contains("a headend is serving") && out.contains("stop it first"),
         "{code}: {out}"
@@ -373,14 +376,7 @@ async fn a_restore_under_a_running_headend_is_refused_before_anything_moves() ->
     );
     let Bench { he, .. } = b;
     he.stop().await;
-    let (code, out) = headend_cli(&[
-        "restore",
-        "--from",
-        copy_s,
-        "--replace",
-        "--database-url",
-        &url,
-    ])?;
+    let (code, out) = restore()?;
     ensure!(code == 0 && out.contains("intact"), "{code}: {out}");
     Ok(())
 }
