@@ -4,8 +4,7 @@
 //! what is implausible, the consumption profile, the runout and the risk.
 //! The inventory job and the accuracy benchmark both run exactly this.
 
-use jiff::tz::TimeZone;
-
+use super::calendar::Calendar;
 use super::consumption;
 use super::forecast::{self, Basis, Levels, Outlook, Risk};
 use super::inventory::{
@@ -72,7 +71,8 @@ pub struct TankConfig {
 pub struct Inputs<'a> {
     pub tank: TankConfig,
     pub stale_after_ms: i64,
-    pub tz: &'a TimeZone,
+    /// The site's zone and holidays.
+    pub cal: &'a Calendar,
     /// The gauge's hourly volumes: (hour start, volume at its end), oldest first.
     pub hourly: &'a [(i64, f64)],
     /// The newest observation of each source (the gauge's included).
@@ -129,7 +129,7 @@ impl TankConfig {
 /// the profile says [`STUCK_SHARE`] of the tank sold.
 fn stuck(i: &Inputs<'_>, c: &Candidate, profile: Option<&forecast::Profile>) -> bool {
     if let (Some(p), Some(since)) = (profile, i.flat_since_ms)
-        && forecast::sold_between(p, since, c.obs.at_ms, i.tz) >= STUCK_LITRES
+        && forecast::sold_between(p, since, c.obs.at_ms, i.cal) >= STUCK_LITRES
     {
         return true;
     }
@@ -148,7 +148,7 @@ fn stuck(i: &Inputs<'_>, c: &Candidate, profile: Option<&forecast::Profile>) -> 
     let hours = ((c.obs.at_ms - (first.0 + H as i64)) as f64 / H)
         .floor()
         .max(0.0) as i64;
-    let expected = p.mean_ahead(first.0 + H as i64, hours, i.tz) * hours as f64;
+    let expected = p.mean_ahead(first.0 + H as i64, hours, i.cal) * hours as f64;
     expected >= STUCK_SHARE * i.tank.capacity_l
 }
 
@@ -174,7 +174,7 @@ pub fn assess(i: &Inputs<'_>) -> Assessment {
     // reading, and its fall is not yet an hour's
     let fit = |hours: &[(i64, f64)]| {
         let complete = hours.partition_point(|h| h.0 + H as i64 <= i.now_ms);
-        consumption::profile(&consumption::falls(&hours[..complete], i.tz, |a, b| {
+        consumption::profile(&consumption::falls(&hours[..complete], i.cal, |a, b| {
             delivered(a, b).is_some()
         }))
     };
@@ -188,7 +188,7 @@ pub fn assess(i: &Inputs<'_>) -> Assessment {
         let hours = ((to - from) as f64 / H).ceil().max(1.0) as i64;
         let span = (to - from) as f64 / H;
         let sd = (p.spread.hour * span).sqrt() * p.overall.litres_per_hour;
-        Some(p.mean_ahead(from, hours, i.tz) * span + 2.0 * sd)
+        Some(p.mean_ahead(from, hours, i.cal) * span + 2.0 * sd)
     };
     let (trusted, _) = inventory::trusted_hours_with(i.hourly, &facts, delivered, expected);
     let trusted = without_repeats(&trusted);
@@ -220,7 +220,7 @@ pub fn assess(i: &Inputs<'_>) -> Assessment {
             let expected = match (&profile, prev) {
                 (Some(p), Some(pv)) => {
                     let hours = ((c.obs.at_ms - pv.at_ms) as f64 / H).ceil().max(1.0) as i64;
-                    Some(p.mean_ahead(pv.at_ms, hours, i.tz) * (c.obs.at_ms - pv.at_ms) as f64 / H)
+                    Some(p.mean_ahead(pv.at_ms, hours, i.cal) * (c.obs.at_ms - pv.at_ms) as f64 / H)
                 }
                 _ => None,
             };
@@ -250,7 +250,7 @@ pub fn assess(i: &Inputs<'_>) -> Assessment {
                 && delivered(at, i.now_ms).is_none() =>
         {
             Some(Projection {
-                volume_l: (v - forecast::sold_between(p, at, i.now_ms, i.tz)).max(0.0),
+                volume_l: (v - forecast::sold_between(p, at, i.now_ms, i.cal)).max(0.0),
                 from_ms: c.obs.at_ms,
                 from_volume_l: v,
             })
@@ -272,7 +272,7 @@ pub fn assess(i: &Inputs<'_>) -> Assessment {
         projected,
         freshness,
         flags,
-        rate_lph: profile.as_ref().map(|p| p.mean_ahead(i.now_ms, 24, i.tz)),
+        rate_lph: profile.as_ref().map(|p| p.mean_ahead(i.now_ms, 24, i.cal)),
         basis: profile.as_ref().map(|p| p.basis),
         rate_confidence: profile.as_ref().map(|p| p.overall.confidence),
         hours_to_runout: r.outlook.hours,
@@ -301,8 +301,8 @@ fn runout_of(
 ) -> Runout {
     let (at, (p10, p90)) = match (profile, start) {
         (Some(p), Some((v, from))) => (
-            forecast::runout_along(p, v, i.tank.floor_l, from, i.tz),
-            forecast::runout_interval(p, v, i.tank.floor_l, from, i.tz),
+            forecast::runout_along(p, v, i.tank.floor_l, from, i.cal),
+            forecast::runout_interval(p, v, i.tank.floor_l, from, i.cal),
         ),
         _ => (None, (None, None)),
     };
@@ -329,7 +329,7 @@ mod tests {
     use super::*;
 
     const HM: i64 = 3_600_000;
-    static UTC: TimeZone = TimeZone::UTC;
+    static UTC: std::sync::LazyLock<Calendar> = std::sync::LazyLock::new(Calendar::utc);
     const T0: i64 = 1_795_392_000_000; // Monday 2026-11-23 00:00 UTC
     const TANK: TankConfig = TankConfig {
         capacity_l: 30_000.0,
@@ -375,7 +375,7 @@ mod tests {
         Inputs {
             tank: TANK,
             stale_after_ms: 6 * HM,
-            tz: &UTC,
+            cal: &UTC,
             hourly,
             candidates: cands,
             deliveries,

@@ -7,9 +7,8 @@
 //! and the spread of what the tank sells around it, for the runout's
 //! interval.
 
-use jiff::tz::TimeZone;
-
-use super::forecast::{Basis, Profile, Rate, Spread, hour_of_week};
+use super::calendar::Calendar;
+use super::forecast::{Basis, Profile, Rate, Spread};
 
 const H: i64 = 3_600_000;
 /// Pseudo-samples of the coarser rate in each bucket when the history
@@ -58,7 +57,7 @@ pub struct Fall {
 /// may let through when its tank is large).
 pub fn falls(
     hourly: &[(i64, f64)],
-    tz: &TimeZone,
+    cal: &Calendar,
     delivered: impl Fn(i64, i64) -> bool,
 ) -> Vec<Fall> {
     let mut out: Vec<Fall> = Vec::with_capacity(hourly.len());
@@ -69,12 +68,15 @@ pub fn falls(
         if hours <= 0.0 || hours > 2.0 || delivered(t0 + H, t1 + H) {
             continue;
         }
-        // the zone is asked once a day (a DST change moves the hour)
+        // the calendar is asked at each local midnight (a holiday starts
+        // or ends) and once a day (a DST change moves the hour)
         let h = match (how, out.last()) {
-            (Some(prev), Some(last)) if t1 - last.at_ms == H && t1.rem_euclid(24 * H) != 0 => {
-                (prev + 1) % 168
+            (Some(prev), Some(last))
+                if t1 - last.at_ms == H && t1.rem_euclid(24 * H) != 0 && prev % 24 != 23 =>
+            {
+                prev + 1
             }
-            _ => hour_of_week(t1, tz),
+            _ => cal.slot(t1),
         };
         how = Some(h);
         out.push(Fall {
@@ -362,7 +364,9 @@ mod tests {
     use super::*;
 
     const MONDAY: i64 = 1_795_392_000_000; // 2026-11-23 00:00 UTC
-    static UTC: TimeZone = TimeZone::UTC;
+    fn utc() -> Calendar {
+        Calendar::utc()
+    }
 
     /// Hourly volumes (hour start, volume at its end) selling `rate(hour
     /// of the week)` each hour from 40,000 L, ± `noise` of it (a fixed
@@ -411,7 +415,7 @@ mod tests {
             hourly.push((MONDAY + h * H, v + noise));
         }
         let reported = |from: i64, to: i64| from < MONDAY + 11 * H && to > MONDAY + 10 * H;
-        let f = falls(&hourly, &UTC, reported);
+        let f = falls(&hourly, &utc(), reported);
         // 25 hours, 24 intervals: less the reported delivery's, the 6 h one
         // across the gap and the unreported delivery's
         assert_eq!(f.len(), 21, "{f:?}");
@@ -459,7 +463,7 @@ mod tests {
     #[test]
     fn the_model_is_chosen_by_its_error_on_the_held_out_days() {
         let basis =
-            |hourly: &[(i64, f64)]| profile(&falls(hourly, &UTC, |_, _| false)).map(|p| p.basis);
+            |hourly: &[(i64, f64)]| profile(&falls(hourly, &utc(), |_, _| false)).map(|p| p.basis);
         assert_eq!(
             basis(&series(30, day_night)),
             Some(Basis::Flat),
@@ -473,8 +477,10 @@ mod tests {
         // three weeks of one day/night pattern, sales ± 50 %: the hour of
         // the week adds nothing the hour of the day does not say, and
         // whatever is chosen sells the day's true 5,010 L within 5 %
-        let p = profile(&falls(&noisy(21 * 24, 0.5, day_night), &UTC, |_, _| false))
-            .expect("a profile");
+        let p = profile(&falls(&noisy(21 * 24, 0.5, day_night), &utc(), |_, _| {
+            false
+        }))
+        .expect("a profile");
         assert_ne!(p.basis, Basis::HourOfWeek);
         assert_ne!(p.basis, Basis::Flat);
         let day: f64 = p.per_hour.iter().sum::<f64>() / 7.0;
@@ -482,8 +488,8 @@ mod tests {
         // weekends sell a third: the hour of the week's shape (alone, or
         // at the recent level)
         let weekend = |i: i64| day_night(i) * if i >= 120 { 0.33 } else { 1.0 };
-        let p =
-            profile(&falls(&noisy(21 * 24, 0.5, weekend), &UTC, |_, _| false)).expect("a profile");
+        let p = profile(&falls(&noisy(21 * 24, 0.5, weekend), &utc(), |_, _| false))
+            .expect("a profile");
         assert!(
             matches!(p.basis, Basis::HourOfWeek | Basis::Trend),
             "{:?}",
@@ -504,7 +510,7 @@ mod tests {
             v -= step(i) * 0.6;
             hourly.push((MONDAY + i * H, v));
         }
-        let p = profile(&falls(&hourly, &UTC, |_, _| false)).expect("a profile");
+        let p = profile(&falls(&hourly, &utc(), |_, _| false)).expect("a profile");
         assert_eq!(p.basis, Basis::Trend);
         // most of the way from 300 to 180 L/h (the recent days are judged
         // against a shape that has some of them in it already)
@@ -512,9 +518,50 @@ mod tests {
     }
 
     #[test]
+    fn a_holiday_in_the_calendar_adds_to_the_sundays_and_leaves_its_weekday_alone() {
+        // three weeks of 100 L/h on weekdays and Saturdays and 10 L/h on
+        // Sundays; the second week's Tuesday (day 8) sold like a Sunday
+        let holiday = 8;
+        let rate = |i: i64| {
+            if i / 24 == holiday || i % 168 >= 6 * 24 {
+                10.0
+            } else {
+                100.0
+            }
+        };
+        let mut v = 60_000.0;
+        let hourly: Vec<(i64, f64)> = (0..21 * 24)
+            .map(|i| {
+                v -= rate(i);
+                (MONDAY + i * H, v)
+            })
+            .collect();
+        let tuesday = |p: &Profile| p.per_hour[24 + 12];
+        let plain = profile(&falls(&hourly, &utc(), |_, _| false)).expect("a profile");
+        let day = "2026-12-01".parse().expect("date");
+        let cal = Calendar::utc().with_holidays([day]);
+        let named = profile(&falls(&hourly, &cal, |_, _| false)).expect("a profile");
+        assert!(
+            tuesday(&plain) < 95.0,
+            "unnamed, it pulls Tuesday down: {}",
+            tuesday(&plain)
+        );
+        assert!(
+            (tuesday(&named) - 100.0).abs() < 1.0,
+            "named, Tuesday sells as Tuesdays do: {}",
+            tuesday(&named)
+        );
+        assert!(
+            named.per_hour[6 * 24 + 12] < 11.0,
+            "{}",
+            named.per_hour[6 * 24 + 12]
+        );
+    }
+
+    #[test]
     fn a_steady_tank_has_only_the_level_floor_for_spread() {
         let p =
-            profile(&falls(&series(21 * 24, day_night), &UTC, |_, _| false)).expect("a profile");
+            profile(&falls(&series(21 * 24, day_night), &utc(), |_, _| false)).expect("a profile");
         assert!(
             p.spread.hour < 1e-9 && p.spread.day < 1e-9,
             "{:?}",

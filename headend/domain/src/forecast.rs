@@ -3,9 +3,7 @@
 //! interval from the profile's spread, and the risk level. Every function
 //! takes the clock, the site's time zone and the facts as input.
 
-use jiff::Timestamp;
-use jiff::tz::TimeZone;
-
+use super::calendar::Calendar;
 use super::text_enum;
 
 const H: i64 = 3_600_000;
@@ -71,24 +69,12 @@ impl Spread {
     }
 }
 
-/// The local hour of the week (0 = Monday 00:00-01:00) of `ms` in `tz`.
-pub fn hour_of_week(ms: i64, tz: &TimeZone) -> usize {
-    match Timestamp::from_millisecond(ms) {
-        Ok(t) => {
-            let z = t.to_zoned(tz.clone());
-            let day = z.weekday().to_monday_zero_offset() as usize;
-            day * 24 + z.hour() as usize
-        }
-        Err(_) => 0,
-    }
-}
-
 impl Profile {
     /// The mean rate over the `hours` after `from_ms`, L/h.
-    pub fn mean_ahead(&self, from_ms: i64, hours: i64, tz: &TimeZone) -> f64 {
+    pub fn mean_ahead(&self, from_ms: i64, hours: i64, cal: &Calendar) -> f64 {
         let n = hours.max(1);
         (0..n)
-            .map(|i| self.per_hour[hour_of_week(from_ms + i * H, tz)])
+            .map(|i| self.per_hour[cal.slot(from_ms + i * H)])
             .sum::<f64>()
             / n as f64
     }
@@ -96,13 +82,13 @@ impl Profile {
 
 /// Litres the profile sells between two times, hour by hour (partial
 /// hours in proportion; at most [`HORIZON_H`]).
-pub fn sold_between(profile: &Profile, from_ms: i64, to_ms: i64, tz: &TimeZone) -> f64 {
+pub fn sold_between(profile: &Profile, from_ms: i64, to_ms: i64, cal: &Calendar) -> f64 {
     let end = to_ms.min(from_ms + HORIZON_H * H);
     let mut t = from_ms;
     let mut sold = 0.0;
     while t < end {
         let hour_end = ((t.div_euclid(H) + 1) * H).min(end);
-        sold += profile.per_hour[hour_of_week(t, tz)] * (hour_end - t) as f64 / H as f64;
+        sold += profile.per_hour[cal.slot(t)] * (hour_end - t) as f64 / H as f64;
         t = hour_end;
     }
     sold
@@ -116,9 +102,9 @@ pub fn runout_along(
     volume_l: f64,
     floor_l: f64,
     from_ms: i64,
-    tz: &TimeZone,
+    cal: &Calendar,
 ) -> Option<i64> {
-    first_reaching(profile, volume_l - floor_l, from_ms, tz, |sold, _| sold)
+    first_reaching(profile, volume_l - floor_l, from_ms, cal, |sold, _| sold)
 }
 
 /// The runout's p10 and p90: the times by which what is sold, at the
@@ -129,14 +115,14 @@ pub fn runout_interval(
     volume_l: f64,
     floor_l: f64,
     from_ms: i64,
-    tz: &TimeZone,
+    cal: &Calendar,
 ) -> (Option<i64>, Option<i64>) {
     let left = volume_l - floor_l;
     let s = &profile.spread;
-    let early = first_reaching(profile, left, from_ms, tz, |sold, h| {
+    let early = first_reaching(profile, left, from_ms, cal, |sold, h| {
         sold * (Z90 * s.rel_sd(h)).exp()
     });
-    let late = first_reaching(profile, left, from_ms, tz, |sold, h| {
+    let late = first_reaching(profile, left, from_ms, cal, |sold, h| {
         sold * (-Z90 * s.rel_sd(h)).exp()
     });
     (early, late)
@@ -149,7 +135,7 @@ fn first_reaching(
     profile: &Profile,
     left: f64,
     from_ms: i64,
-    tz: &TimeZone,
+    cal: &Calendar,
     reach: impl Fn(f64, f64) -> f64,
 ) -> Option<i64> {
     if left <= 0.0 {
@@ -157,15 +143,16 @@ fn first_reaching(
     }
     let mut t = from_ms;
     let end = from_ms + HORIZON_H * H;
-    let mut how = hour_of_week(t, tz);
+    let mut how = cal.slot(t);
     let mut steps = 0;
     let mut sold = 0.0;
     let mut reached = 0.0;
     while t < end {
-        // the zone is asked once a day (a DST change moves the hour)
+        // the calendar is asked at each local midnight (a holiday starts
+        // or ends) and once a day (a DST change moves the hour)
         if steps > 0 {
-            how = if steps % 24 == 0 {
-                hour_of_week(t, tz)
+            how = if steps % 24 == 0 || how % 24 == 23 {
+                cal.slot(t)
             } else {
                 (how + 1) % 168
             };
@@ -254,8 +241,10 @@ pub fn risk(volume_l: Option<f64>, o: Outlook, levels: Levels) -> Risk {
 mod tests {
     use super::*;
 
-    fn utc() -> TimeZone {
-        TimeZone::UTC
+    use jiff::tz::TimeZone;
+
+    fn utc() -> Calendar {
+        Calendar::utc()
     }
 
     /// A Monday 00:00 UTC (2026-11-23).
@@ -263,11 +252,11 @@ mod tests {
 
     #[test]
     fn hours_of_the_week_are_local_and_start_on_monday() {
-        assert_eq!(hour_of_week(MONDAY, &utc()), 0);
-        assert_eq!(hour_of_week(MONDAY + 25 * H, &utc()), 25);
-        assert_eq!(hour_of_week(MONDAY - H, &utc()), 167, "Sunday 23:00");
-        let berlin = TimeZone::get("Europe/Berlin").expect("zoneinfo");
-        assert_eq!(hour_of_week(MONDAY, &berlin), 1, "01:00 in Berlin");
+        assert_eq!(utc().slot(MONDAY), 0);
+        assert_eq!(utc().slot(MONDAY + 25 * H), 25);
+        assert_eq!(utc().slot(MONDAY - H), 167, "Sunday 23:00");
+        let berlin = Calendar::new(TimeZone::get("Europe/Berlin").expect("zoneinfo"));
+        assert_eq!(berlin.slot(MONDAY), 1, "01:00 in Berlin");
     }
 
     /// 300 L/h from 06:00 to 22:00 and 30 L/h at night, every day.
@@ -316,6 +305,34 @@ mod tests {
             runout_along(&none, 100.0, 200.0, MONDAY, &utc()),
             Some(MONDAY)
         );
+    }
+
+    #[test]
+    fn a_holiday_in_the_calendar_is_walked_at_the_sundays_rates() {
+        // 100 L/h on weekdays and Saturdays, 10 L/h on Sundays
+        let p = Profile {
+            basis: Basis::HourOfWeek,
+            overall: Rate {
+                litres_per_hour: 87.1,
+                samples: 500,
+                confidence: 1.0,
+            },
+            per_hour: (0..168)
+                .map(|i| if i >= 6 * 24 { 10.0 } else { 100.0 })
+                .collect(),
+            spread: Spread::default(),
+        };
+        // hand-computed from Monday 00:00 with 3,000 L: 30 h on weekdays;
+        // with Tuesday a holiday, Monday sells 2,400 L, Tuesday 240 L and
+        // the last 360 L take until Wednesday 03:36
+        let plain = runout_along(&p, 3_000.0, 0.0, MONDAY, &utc());
+        assert_eq!(plain, Some(MONDAY + 30 * H));
+        let tuesday = "2026-11-24".parse().expect("date");
+        let cal = Calendar::utc().with_holidays([tuesday]);
+        let with = runout_along(&p, 3_000.0, 0.0, MONDAY, &cal);
+        assert_eq!(with, Some(MONDAY + 51 * H + 36 * 60_000));
+        assert!((sold_between(&p, MONDAY, MONDAY + 48 * H, &cal) - 2_640.0).abs() < 1e-9);
+        assert!((p.mean_ahead(MONDAY + 24 * H, 24, &cal) - 10.0).abs() < 1e-9);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod alarm;
 pub mod assess;
 pub mod asset;
 pub mod audit;
+pub mod calendar;
 pub mod clock;
 pub mod command;
 pub mod consumption;

@@ -169,6 +169,7 @@ pub fn site_json(s: &SiteSettings) -> Value {
     json!({
         "site": s.site_id, "name": s.name, "time_zone": s.time_zone,
         "stale_after_h": s.stale_after_ms as f64 / 3_600_000.0,
+        "holidays": s.holidays.0,
         "first_seen": (s.first_seen_ms > 0).then(|| ts(s.first_seen_ms)),
         "last_seen": (s.last_seen_ms > 0).then(|| ts(s.last_seen_ms)),
     })

@@ -492,7 +492,13 @@ pub fn fuzz_bodies(body: &[u8]) {
     }
     {
         use crate::services::{escalations as e, inventory as i};
-        let _ = parse_body::<i::SiteRequest>(&b);
+        // a site's holidays, as the service reads them
+        if let Ok(i::SiteRequest {
+            holidays: Some(h), ..
+        }) = parse_body::<i::SiteRequest>(&b)
+        {
+            let _ = crate::domain::calendar::Calendar::parse_holidays(&h);
+        }
         let _ = parse_body::<i::TankRequest>(&b);
         let _ = parse_body::<e::MoveRequest>(&b);
         let _ = parse_body::<e::NoteRequest>(&b);

@@ -139,6 +139,7 @@ fn schemas() -> Value {
                                   &["serial", "site", "already_revoked", "renewals_revoked"]),
         "SiteRevoked": obj(json!({"site": s(), "revoked_at": ns()}), &["site", "revoked_at"]),
         "SiteSettings": obj(json!({"site": s(), "name": s(), "time_zone": s(), "stale_after_h": n(),
+                                   "holidays": {"type": "array", "items": {"type": "string", "format": "date"}},
                                    "first_seen": ns(), "last_seen": ns()}),
                             &["site", "name", "time_zone", "stale_after_h"]),
         "Tank": obj(json!({"site": s(), "tank": s(), "name": s(), "product": s(), "capacity_l": n(),

@@ -6,11 +6,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use jiff::tz::TimeZone;
 use serde_json::json;
 
 use crate::domain::CommandState;
 use crate::domain::assess::{self, Inputs, TankConfig};
+use crate::domain::calendar::{Calendar, Holiday};
 use crate::domain::deliveries::DeliveryPhase;
 use crate::domain::deliveries::{self, Verdict};
 use crate::domain::escalation::{self, Cause, EscEventKind};
@@ -62,8 +62,8 @@ pub struct Report {
 
 /// The zone of a site's `time_zone` (UTC when it does not resolve, which
 /// the API never lets in).
-pub fn zone(name: &str) -> TimeZone {
-    TimeZone::get(name).unwrap_or(TimeZone::UTC)
+pub fn zone(name: &str) -> jiff::tz::TimeZone {
+    jiff::tz::TimeZone::get(name).unwrap_or(jiff::tz::TimeZone::UTC)
 }
 
 /// A delivery the agent says is under way explains rises for this long.
@@ -76,7 +76,8 @@ const COMMAND_CURSOR: &str = "escalations.commands";
 
 /// Everything the job reads before it judges the tanks.
 struct Facts {
-    sites: HashMap<String, (TimeZone, i64)>,
+    /// Each site's calendar and freshness window.
+    sites: HashMap<String, (Calendar, i64)>,
     tanks: Vec<TankRow>,
     gauge: HashMap<(String, String), GaugeNow>,
     others: HashMap<(String, String), Vec<Candidate>>,
@@ -91,12 +92,18 @@ struct Facts {
 impl Facts {
     async fn gather(db: &Db, now: i64) -> Result<Facts, crate::Error> {
         let inv = db.inventory();
-        let sites = inv
-            .sites()
-            .await?
-            .into_iter()
-            .map(|st| (st.site_id, (zone(&st.time_zone), st.stale_after_ms)))
-            .collect();
+        let mut sites = HashMap::new();
+        for st in inv.calendars().await? {
+            // corrupt holidays are that site's alone: logged where they
+            // are read (stable code `stored_value_invalid`), and its
+            // forecast walks without them until they are put right
+            let holidays: Vec<Holiday> =
+                crate::store::json::parse("sites.holidays", &st.site_id, &st.holidays)
+                    .unwrap_or_default();
+            let cal =
+                Calendar::new(zone(&st.time_zone)).with_holidays(holidays.iter().map(|h| h.0));
+            sites.insert(st.site_id, (cal, st.stale_after_ms));
+        }
         let mut fields = vec![VOLUME_FIELD];
         fields.extend(WATER_FIELDS);
         let mut gauge: HashMap<(String, String), GaugeNow> = HashMap::new();
@@ -260,9 +267,9 @@ async fn run_which(
     {
         let mut others = std::mem::take(&mut facts.others);
         let next = facts.next_loads();
-        let utc = (TimeZone::UTC, crate::domain::inventory::DEFAULT_STALE_MS);
+        let utc = (Calendar::utc(), crate::domain::inventory::DEFAULT_STALE_MS);
         for t in &facts.tanks {
-            let (tz, stale_after_ms) = facts.sites.get(&t.site_id).unwrap_or(&utc);
+            let (cal, stale_after_ms) = facts.sites.get(&t.site_id).unwrap_or(&utc);
             let hourly: Vec<(i64, f64)> = db
                 .rollups(&RollupQuery {
                     site: &t.site_id,
@@ -291,7 +298,7 @@ async fn run_which(
             }
             let seen = TankSeen {
                 tank: t,
-                tz,
+                cal,
                 stale_after_ms: *stale_after_ms,
                 hourly: &hourly,
                 candidates: &cands,
@@ -334,7 +341,7 @@ async fn run_which(
 /// What the job saw of one tank.
 struct TankSeen<'a> {
     tank: &'a TankRow,
-    tz: &'a TimeZone,
+    cal: &'a Calendar,
     stale_after_ms: i64,
     hourly: &'a [(i64, f64)],
     candidates: &'a [Candidate],
@@ -361,7 +368,7 @@ fn judge_tank(seen: &TankSeen<'_>, now: i64, margin_h: f64) -> (StateRow, Vec<Fi
             water_limit_mm: t.water_limit_mm,
         },
         stale_after_ms: seen.stale_after_ms,
-        tz: seen.tz,
+        cal: seen.cal,
         hourly: seen.hourly,
         candidates: seen.candidates,
         deliveries: seen.windows,

@@ -6,7 +6,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Context, Refused, Result, invalid, refused, time_value};
+use crate::domain::calendar::{Calendar, Holiday};
 use crate::domain::inventory::ObsSource;
+use crate::store::json::JsonText;
 use std::collections::HashMap;
 
 use crate::store::inventory::{
@@ -38,6 +40,11 @@ pub struct SiteRequest {
     /// Data older than this is stale, hours (0.25 to 168; default 6).
     #[serde(default)]
     pub stale_after_h: Option<f64>,
+    /// The site's public holidays, local dates (`YYYY-MM-DD`, at most
+    /// 200): they sell like a Sunday, in the history the forecast learns
+    /// from and in the days it walks ahead. Replaces the list.
+    #[serde(default)]
+    pub holidays: Option<Vec<String>>,
 }
 
 /// `PUT /api/v1/sites/{site}/tanks/{tank}`.
@@ -117,6 +124,12 @@ fn time_zone(v: &str) -> Result<String> {
         })
 }
 
+fn holidays(v: &[String]) -> Result<JsonText<Vec<Holiday>>> {
+    Calendar::parse_holidays(v)
+        .map(JsonText)
+        .map_err(|e| invalid("holidays", e.to_string()))
+}
+
 fn stale_after(h: f64) -> Result<i64> {
     if h.is_finite() && (0.25..=168.0).contains(&h) {
         Ok((h * 3_600_000.0).round() as i64)
@@ -144,6 +157,7 @@ pub async fn create_site(ctx: &Context, r: SiteRequest) -> Result<SiteSettings> 
         name: text("name", r.name.as_deref().unwrap_or(""), 200)?,
         time_zone: time_zone(r.time_zone.as_deref().unwrap_or("UTC"))?,
         stale_after_ms: stale_after(r.stale_after_h.unwrap_or(6.0))?,
+        holidays: holidays(r.holidays.as_deref().unwrap_or_default())?,
         first_seen_ms: 0,
         last_seen_ms: 0,
     };
@@ -184,6 +198,9 @@ pub async fn update_site(
     }
     if let Some(h) = r.stale_after_h {
         s.stale_after_ms = stale_after(h)?;
+    }
+    if let Some(h) = &r.holidays {
+        s.holidays = holidays(h)?;
     }
     ctx.db.inventory().update_site(&s).await?;
     Ok((before, s))

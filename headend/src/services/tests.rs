@@ -15,6 +15,9 @@ use crate::store::{Db, HelloInfo};
 /// Alarm rules (site severities) and escalation acknowledge and snooze.
 mod rules;
 
+/// A site's holidays, set, walked and corrupted.
+mod calendar;
+
 /// The databases a test runs on: (name, URL, the PostgreSQL database to
 /// drop after, the SQLite file's directory).
 pub(super) async fn databases() -> Vec<(&'static str, String, Option<String>, tempfile::TempDir)> {

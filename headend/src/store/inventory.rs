@@ -3,6 +3,7 @@
 //! the tank list and the risk list read: never raw readings).
 
 use crate::Error;
+use crate::domain::calendar::Holiday;
 use crate::domain::forecast::{Basis, Risk};
 use crate::domain::inventory::{FreshnessKind, ObsSource};
 use crate::store::commands::opt_f64;
@@ -15,10 +16,25 @@ pub struct SiteSettings {
     pub name: String,
     pub time_zone: String,
     pub stale_after_ms: i64,
+    /// Days that sell like a Sunday (a JSON array of local dates).
+    pub holidays: json::JsonText<Vec<Holiday>>,
     /// 0 while no agent has said hello.
     pub first_seen_ms: i64,
     pub last_seen_ms: i64,
 }
+
+/// What the inventory job reads of a site: its holidays as stored text,
+/// parsed per site (a corrupt one is that site's problem, not the job's).
+#[derive(sqlx::FromRow, Clone, Debug, PartialEq)]
+pub struct SiteCalendarRow {
+    pub site_id: String,
+    pub time_zone: String,
+    pub stale_after_ms: i64,
+    pub holidays: String,
+}
+
+const SITE_COLUMNS: &str =
+    "site_id, name, time_zone, stale_after_ms, holidays, first_seen_ms, last_seen_ms";
 
 /// A tank as the operator configured it.
 #[derive(sqlx::FromRow, Clone, Debug, PartialEq)]
@@ -169,17 +185,24 @@ impl Db {
 
 impl Inventory<'_> {
     pub async fn site(&self, site: &str) -> Result<Option<SiteSettings>, Error> {
-        Ok(sqlx::query_as(
-            "SELECT site_id, name, time_zone, stale_after_ms, first_seen_ms, last_seen_ms FROM sites WHERE site_id = $1",
-        )
-        .bind(site)
-        .fetch_optional(self.0.pool())
-        .await?)
+        let sql = format!("SELECT {SITE_COLUMNS} FROM sites WHERE site_id = $1");
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(site)
+            .fetch_optional(self.0.pool())
+            .await?)
     }
 
     pub async fn sites(&self) -> Result<Vec<SiteSettings>, Error> {
+        let sql = format!("SELECT {SITE_COLUMNS} FROM sites ORDER BY site_id");
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .fetch_all(self.0.pool())
+            .await?)
+    }
+
+    /// Every site's zone, freshness window and holidays (as text).
+    pub async fn calendars(&self) -> Result<Vec<SiteCalendarRow>, Error> {
         Ok(sqlx::query_as(
-            "SELECT site_id, name, time_zone, stale_after_ms, first_seen_ms, last_seen_ms FROM sites ORDER BY site_id",
+            "SELECT site_id, time_zone, stale_after_ms, holidays FROM sites ORDER BY site_id",
         )
         .fetch_all(self.0.pool())
         .await?)
@@ -189,13 +212,14 @@ impl Inventory<'_> {
     pub async fn create_site(&self, s: &SiteSettings) -> Result<bool, Error> {
         let (_w, mut tx) = self.0.begin_write().await?;
         let n = sqlx::query(
-            "INSERT INTO sites (site_id, first_seen_ms, last_seen_ms, agent_version, name, time_zone, stale_after_ms)
-             VALUES ($1, 0, 0, '', $2, $3, $4) ON CONFLICT (site_id) DO NOTHING",
+            "INSERT INTO sites (site_id, first_seen_ms, last_seen_ms, agent_version, name, time_zone, stale_after_ms, holidays)
+             VALUES ($1, 0, 0, '', $2, $3, $4, $5) ON CONFLICT (site_id) DO NOTHING",
         )
         .bind(&s.site_id)
         .bind(&s.name)
         .bind(&s.time_zone)
         .bind(s.stale_after_ms)
+        .bind(&s.holidays)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -206,12 +230,13 @@ impl Inventory<'_> {
     pub async fn update_site(&self, s: &SiteSettings) -> Result<(), Error> {
         let (_w, mut tx) = self.0.begin_write().await?;
         sqlx::query(
-            "UPDATE sites SET name = $2, time_zone = $3, stale_after_ms = $4 WHERE site_id = $1",
+            "UPDATE sites SET name = $2, time_zone = $3, stale_after_ms = $4, holidays = $5 WHERE site_id = $1",
         )
         .bind(&s.site_id)
         .bind(&s.name)
         .bind(&s.time_zone)
         .bind(s.stale_after_ms)
+        .bind(&s.holidays)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -33,3 +33,23 @@ pub async fn drop_postgres(name: &str) {
         .await;
     }
 }
+
+/// Writes `value` as is into `table.column` of the row whose `key_col`
+/// is `key`: how a test corrupts a stored value under the stores (SQL
+/// stays under `store/`).
+pub async fn corrupt(
+    db: &super::Db,
+    table: &str,
+    column: &str,
+    key_col: &str,
+    key: &str,
+    value: &str,
+) {
+    let sql = format!("UPDATE {table} SET {column} = $1 WHERE {key_col} = $2");
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(value)
+        .bind(key)
+        .execute(db.pool())
+        .await
+        .expect("the corrupting update");
+}

@@ -106,6 +106,9 @@ pub struct RegimeTank {
     pub reading: Vec<f64>,
     /// Deliveries: (start, end, litres).
     pub deliveries: Vec<(i64, i64, f64)>,
+    /// Days (from the start) that sell like a Sunday: the public holidays
+    /// the site's calendar names.
+    pub holidays: Vec<i64>,
 }
 
 /// A generated regime scenario.
@@ -366,6 +369,7 @@ impl Regimes {
                     volume,
                     reading,
                     deliveries,
+                    holidays: p.holidays,
                 });
             }
         }

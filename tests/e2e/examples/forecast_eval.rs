@@ -10,9 +10,11 @@ use e2e::forecast_eval::{BANDS, evaluate_seeds, shortfalls, silent_table, table}
 fn main() {
     let seeds = e2e::seeds_from_args(&[1, 2, 3, 4, 5, 6]);
     let t = std::time::Instant::now();
-    let ev = evaluate_seeds(&seeds);
+    let ev = evaluate_seeds(&seeds, true);
     println!("seeds {seeds:?} ({:.1} s)", t.elapsed().as_secs_f64());
     print!("{}", table(&ev));
+    println!("without the sites' holiday calendars:");
+    print!("{}", table(&evaluate_seeds(&seeds, false)));
     print!("{}", silent_table(&ev));
     for (k, v) in &ev.rate_errors {
         let mut a: Vec<f64> = v.iter().map(|x| x.abs()).collect();

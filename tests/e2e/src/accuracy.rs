@@ -8,12 +8,12 @@
 use atg_sim::scenario::{FaultKind, Scenario, ScenarioConfig};
 use edge_agent::delivery::{DetectConfig, Detected, Detector};
 use headend::domain::assess::{self, Inputs, TankConfig};
+use headend::domain::calendar::Calendar;
 use headend::domain::deliveries::{Verdict, verdict};
 use headend::domain::forecast::{
     self, Basis, Levels, Outlook, Profile, Rate, Spread, runout_along,
 };
 use headend::domain::inventory::{self, Candidate, Freshness, Implausible, ObsSource, Observation};
-use jiff::tz::TimeZone;
 
 const MIN: i64 = 60_000;
 const H: i64 = 3_600_000;
@@ -151,7 +151,7 @@ fn overlaps(a: (i64, i64), b: (i64, i64)) -> bool {
 
 pub fn measure(cfg: ScenarioConfig) -> Accuracy {
     let sc = Scenario::generate(cfg);
-    let tz = TimeZone::UTC;
+    let cal = Calendar::utc();
     let mut acc = Accuracy {
         tanks: sc.tanks.len(),
         days: sc.cfg.days,
@@ -258,7 +258,7 @@ pub fn measure(cfg: ScenarioConfig) -> Accuracy {
             let a = assess::assess(&Inputs {
                 tank,
                 stale_after_ms: STALE_MS,
-                tz: &tz,
+                cal: &cal,
                 hourly: &hourly[first..],
                 candidates: &cands,
                 deliveries: &windows,
@@ -425,7 +425,7 @@ pub fn measure(cfg: ScenarioConfig) -> Accuracy {
                         per_hour: (0..168).map(|h| spec.hourly_l[h % 24]).collect(),
                         spread: Spread::default(),
                     };
-                    let o = runout_along(&oracle, mins[i].true_volume_l, spec.floor_l, now, &tz)
+                    let o = runout_along(&oracle, mins[i].true_volume_l, spec.floor_l, now, &cal)
                         .map_or(f64::INFINITY, |r| (r - truth).abs() as f64 / ahead as f64);
                     acc.oracle_errors.push(o);
                     acc.runout_detail.push((

@@ -4,7 +4,9 @@
 //! holidays) and one that knows only the hour-of-day means of the week
 //! before. All three start from the true volume's reading; the forecast
 //! is the headend's own assessment (`assess::assess`) on the gauge's
-//! hourly readings with the deliveries it would know.
+//! hourly readings with the deliveries it would know and, unless told
+//! otherwise, the site's calendar naming its holidays (as its operator
+//! sets them: `PATCH /api/v1/sites/{site}` `holidays`).
 //!
 //! Clean instants only (no delivery in the last 3 h), every 2 h from day
 //! 14 on, where the truth falls within the tail. The figures are per
@@ -17,8 +19,10 @@ use std::collections::BTreeMap;
 
 use atg_sim::regimes::{Regime, RegimeConfig, RegimeTank, Regimes};
 use headend::domain::assess::{self, Assessment, Inputs, TankConfig};
+use headend::domain::calendar::Calendar;
 use headend::domain::forecast::{self, Levels, Outlook};
 use headend::domain::inventory::{Candidate, ObsSource, Observation};
+use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
 const H: i64 = 3_600_000;
@@ -162,17 +166,28 @@ fn rel(at: Option<i64>, truth: i64, now: i64) -> f64 {
     at.map_or(f64::INFINITY, |r| (r - truth) as f64 / (truth - now) as f64)
 }
 
+/// A tank as the headend sees it: its site's calendar, its hourly
+/// readings, the deliveries it knows of, its settings.
+#[derive(Clone, Copy)]
+struct Scene<'a> {
+    cal: &'a Calendar,
+    t: &'a RegimeTank,
+    hourly: &'a [(i64, f64)],
+    deliveries: &'a [(i64, i64, Option<f64>)],
+    tank: TankConfig,
+}
+
 /// The tank assessed at `now` by the headend's own rules, its newest
 /// reading the one at the end of hour `last` and its history the hours
 /// up to it.
-fn assess_at(
-    t: &RegimeTank,
-    hourly: &[(i64, f64)],
-    deliveries: &[(i64, i64, Option<f64>)],
-    tank: TankConfig,
-    last: usize,
-    now: i64,
-) -> Assessment {
+fn assess_at(s: &Scene<'_>, last: usize, now: i64) -> Assessment {
+    let Scene {
+        cal,
+        t,
+        hourly,
+        deliveries,
+        tank,
+    } = *s;
     let cands = [Candidate {
         source: ObsSource::Atg,
         obs: Observation {
@@ -186,7 +201,7 @@ fn assess_at(
     assess::assess(&Inputs {
         tank,
         stale_after_ms: 6 * H,
-        tz: &TimeZone::UTC,
+        cal,
         hourly: &hourly[from..=last],
         candidates: &cands,
         deliveries,
@@ -200,17 +215,10 @@ fn assess_at(
 /// (the readings up to then, no delivery since): the projected volume's
 /// error against the true volume, the last reading's, and whether its
 /// risk is the truth's.
-fn silent(
-    t: &RegimeTank,
-    hourly: &[(i64, f64)],
-    deliveries: &[(i64, i64, Option<f64>)],
-    tank: TankConfig,
-    i: usize,
-    now: i64,
-    truth_runout: i64,
-) -> (f64, f64, bool) {
+fn silent(s: &Scene<'_>, i: usize, now: i64, truth_runout: i64) -> (f64, f64, bool) {
+    let (t, tank) = (s.t, s.tank);
     let last = i - 6;
-    let a = assess_at(t, hourly, deliveries, tank, last, now);
+    let a = assess_at(s, last, now);
     let truth = t.volume[i];
     let shown = a.projected.map_or(t.reading[last], |p| p.volume_l);
     let true_h = (truth_runout - now) as f64 / H as f64;
@@ -223,12 +231,20 @@ fn silent(
     (err(shown), err(t.reading[last]), same)
 }
 
-/// Evaluates one seed.
-pub fn evaluate(cfg: RegimeConfig) -> Evaluation {
+/// Evaluates one seed; with `calendar`, each site's calendar names its
+/// holidays (as its operator would), else it names none.
+pub fn evaluate(cfg: RegimeConfig, calendar: bool) -> Evaluation {
     let sc = Regimes::generate(cfg);
     let mut ev = Evaluation::default();
     let start = sc.cfg.start_ms;
     for t in &sc.tanks {
+        let holidays = t.holidays.iter().filter(|_| calendar).filter_map(|d| {
+            let ms = start + d * 24 * H;
+            Timestamp::from_millisecond(ms)
+                .ok()
+                .map(|t| t.to_zoned(TimeZone::UTC).date())
+        });
+        let cal = Calendar::utc().with_holidays(holidays);
         let tank = TankConfig {
             capacity_l: t.capacity_l,
             low_l: t.capacity_l * 0.25,
@@ -262,7 +278,14 @@ pub fn evaluate(cfg: RegimeConfig) -> Evaluation {
                 .filter(|d| d.1 <= now)
                 .map(|&(s, e, l)| (s, e, Some(l)))
                 .collect();
-            let a = assess_at(t, &hourly, &deliveries, tank, i, now);
+            let scene = Scene {
+                cal: &cal,
+                t,
+                hourly: &hourly,
+                deliveries: &deliveries,
+                tank,
+            };
+            let a = assess_at(&scene, i, now);
             // silent: clean when no delivery came from 3 h before the
             // silence on
             let quiet_6h = !t
@@ -270,15 +293,10 @@ pub fn evaluate(cfg: RegimeConfig) -> Evaluation {
                 .iter()
                 .any(|&(s, e, _)| s <= now && e + 9 * H >= now);
             if i % 12 == 0 && quiet_6h {
-                ev.silent.entry(t.regime.name()).or_default().push(silent(
-                    t,
-                    &hourly,
-                    &deliveries,
-                    tank,
-                    i,
-                    now,
-                    truth,
-                ));
+                ev.silent
+                    .entry(t.regime.name())
+                    .or_default()
+                    .push(silent(&scene, i, now, truth));
             }
             let left = t.reading[i] - t.floor_l;
             let full = RegimeTank::walk(&t.mean_lph, left, start, i);
@@ -335,13 +353,16 @@ pub fn evaluate(cfg: RegimeConfig) -> Evaluation {
 }
 
 /// Evaluates several seeds.
-pub fn evaluate_seeds(seeds: &[u64]) -> Evaluation {
+pub fn evaluate_seeds(seeds: &[u64], calendar: bool) -> Evaluation {
     let mut ev = Evaluation::default();
     for &seed in seeds {
-        ev.merge(evaluate(RegimeConfig {
-            seed,
-            ..Default::default()
-        }));
+        ev.merge(evaluate(
+            RegimeConfig {
+                seed,
+                ..Default::default()
+            },
+            calendar,
+        ));
     }
     ev
 }

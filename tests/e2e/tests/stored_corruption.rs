@@ -236,6 +236,15 @@ fn cases(command: &str, eta_command: &str, load: &str, esc: &str, alarm: &str) -
             "details",
         ),
         c(
+            "holidays",
+            "sites",
+            "site_id",
+            SITE,
+            "[\"2026-02-30\"]",
+            get(format!("/api/v1/sites/{SITE}")),
+            "holidays",
+        ),
+        c(
             "payload",
             "commands",
             "command_id",
