@@ -5,7 +5,7 @@
 //!
 //! `cargo run --release -p e2e --example forecast_eval [SEED...]`
 
-use e2e::forecast_eval::{BANDS, evaluate_seeds, shortfalls, silent_table, table};
+use e2e::forecast_eval::{BANDS, evaluate_seeds, shortfalls, silent_table, table, within};
 
 fn main() {
     let seeds = e2e::seeds_from_args(&[1, 2, 3, 4, 5, 6]);
@@ -28,6 +28,27 @@ fn main() {
     }
     for (k, n) in &ev.bases {
         println!("basis {k}: {n}");
+    }
+    // the bands without the trend-change tanks (whose future only the
+    // full oracle knows): where the rest stand
+    for (b, (label, _, to)) in BANDS.iter().enumerate() {
+        let (mut f, mut o, mut n) = (0.0, 0.0, 0.0);
+        for ((band, regime), e) in &ev.cells {
+            if *band == b && *regime != "trend change" {
+                let k = e.n() as f64;
+                f += within(&e.forecast, 0.10) * k;
+                o += within(&e.full_oracle, 0.10) * k;
+                n += k;
+            }
+        }
+        if to.is_finite() && o > 0.0 {
+            println!(
+                "{label} without the trend-change tanks: within 10 % {:.3} (full oracle {:.3}): {:.2} ×",
+                f / n,
+                o / n,
+                f / o
+            );
+        }
     }
     for (b, (label, _, to)) in BANDS.iter().enumerate() {
         if to.is_finite() {

@@ -33,27 +33,26 @@ fn the_forecast_holds_on_held_out_regimes_against_both_oracles() {
         if !(0.75..=0.85).contains(&c) {
             failures.push(format!("{label}: p10-p90 coverage {c:.3}"));
         }
-        // within 5 %: at least 0.85 × the hour-of-day oracle's rate (the
-        // issue asks 0.9: met in every band on the development seeds; on
-        // the first held-out seeds 18-30 h was at 0.89 ×)
+        // within 5 %: at least 0.9 × the hour-of-day oracle's rate, the
+        // issue's goal (1.06-1.16 × on these seeds' first run)
         let (f5, h5) = (within(&e.forecast, 0.05), within(&e.hour_oracle, 0.05));
-        if f5 < 0.85 * h5 {
-            failures.push(format!("{label}: within 5 % {f5:.3} < 0.85 × {h5:.3}"));
+        if f5 < 0.9 * h5 {
+            failures.push(format!("{label}: within 5 % {f5:.3} < 0.9 × {h5:.3}"));
         }
         // within 10 %: at least 0.8 × the full oracle's (the issue asks
-        // 0.9; what a forecast reaches from 2-3 weeks of history, without
-        // the oracle's knowledge of the future's trends and holidays, is
-        // in docs/BENCHMARKS.md)
+        // 0.9; these seeds' first run: 0.97, 0.92, 0.88, 0.84 × per band,
+        // the gap in the trend-change tanks, whose future the full oracle
+        // knows; docs/BENCHMARKS.md)
         let (f10, o10) = (within(&e.forecast, 0.10), within(&e.full_oracle, 0.10));
         if f10 < 0.8 * o10 {
             failures.push(format!("{label}: within 10 % {f10:.3} < 0.8 × {o10:.3}"));
         }
         // unbiased: |bias| ≤ 3 % of the expected horizon, or within 3 % of
-        // the full oracle's where the oracle itself is beyond it. It is
-        // at 0-18 h (-8 % on these seeds): a stream of discrete sales
-        // empties the tank at its last sale, later than the mean path
-        // does (a 300 L truck sale or a 10 L AdBlue one is a large share
-        // of a short horizon's litres)
+        // the full oracle's where the oracle itself is beyond it (at 0-18 h
+        // it can be: -8 % on seeds 9101-9104, -4 % here): a stream of
+        // discrete sales empties the tank at its last sale, later than the
+        // mean path does (a 300 L truck sale or a 10 L AdBlue one is a
+        // large share of a short horizon's litres)
         let (fb, ob) = (bias(&e.of_expected[0]), bias(&e.of_expected[1]));
         if fb.abs() > 0.03 && (ob.abs() <= 0.03 || (fb - ob).abs() > 0.03) {
             failures.push(format!("{label}: bias {fb:+.3} (full oracle {ob:+.3})"));
