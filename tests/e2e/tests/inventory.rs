@@ -82,6 +82,33 @@ async fn fuel_day(url: &str) -> Result<()> {
         st == 200,
         "tank-1 came with the hello, so this replaces: {st} {v}"
     );
+    // the site's holidays over HTTP: sorted, once each; a bad date refused
+    // naming the field, and the list as it was
+    let site_path = format!("/api/v1/sites/{SITE}");
+    let (st, v) = send_json(
+        http,
+        reqwest::Method::PATCH,
+        &site_path,
+        &json!({"holidays": ["2027-01-01", "2026-12-25", "2027-01-01"]}),
+    )
+    .await?;
+    ensure!(
+        st == 200 && v["holidays"] == json!(["2026-12-25", "2027-01-01"]),
+        "{st} {v}"
+    );
+    let (st, v) = send_json(
+        http,
+        reqwest::Method::PATCH,
+        &site_path,
+        &json!({"holidays": ["2026-12-24", "24.12.2026"]}),
+    )
+    .await?;
+    ensure!(
+        (400..500).contains(&st) && v["error"]["field"] == "holidays",
+        "{st} {v}"
+    );
+    let v = get_json(http, &site_path).await?;
+    ensure!(v["holidays"] == json!(["2026-12-25", "2027-01-01"]), "{v}");
     let start = now - 30 * H;
     let delivered_at = now - 15 * H;
     let mut rs = Vec::new();
