@@ -76,6 +76,19 @@ impl Error {
             _ => None,
         }
     }
+
+    /// Whether this failure is a stored value of `column` (its name, as
+    /// the row names it) that does not parse.
+    pub fn is_corrupt(&self, column: &str) -> bool {
+        match self {
+            // sqlx names the column quoted (`"holidays"`)
+            Error::Sql(sqlx::Error::ColumnDecode { index, .. }) => {
+                index.trim_matches('"') == column
+            }
+            Error::Corrupt { column: c, .. } => c.rsplit('.').next() == Some(column),
+            _ => false,
+        }
+    }
 }
 
 /// The classes of sqlx errors that mean the database is away.

@@ -5,14 +5,14 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Context, Refused, Result, invalid, refused, time_value};
+use super::{Context, Refused, Result, ServiceError, invalid, refused, time_value};
 use crate::domain::calendar::{Calendar, Holiday};
 use crate::domain::inventory::ObsSource;
 use crate::store::json::JsonText;
 use std::collections::HashMap;
 
 use crate::store::inventory::{
-    NewObservation, SiteSettings, StateRow, Stored, TankFilter, TankRow,
+    NewObservation, SiteCalendarRow, SiteSettings, StateRow, Stored, TankFilter, TankRow,
 };
 use crate::wallclock::now_ms;
 
@@ -185,7 +185,17 @@ pub async fn update_site(
     site_: &str,
     r: SiteRequest,
 ) -> Result<(SiteSettings, SiteSettings)> {
-    let before = site(ctx, site_).await?;
+    let before = match site(ctx, site_).await {
+        // a stored holiday list that does not parse is replaced, not a
+        // dead end (the before of the audit shows none)
+        Err(ServiceError::Store(e)) if r.holidays.is_some() && e.is_corrupt("holidays") => ctx
+            .db
+            .inventory()
+            .site_without_holidays(site_)
+            .await?
+            .ok_or_else(|| refused(Refused::NotFound, "", format!("no site {site_:?}")))?,
+        other => other?,
+    };
     if r.site.is_some() {
         return Err(invalid("site", "a site id cannot change"));
     }
@@ -286,12 +296,13 @@ pub async fn tanks(ctx: &Context, f: TankFilter<'_>) -> Result<Vec<(TankRow, Opt
         .await?)
 }
 
-/// The settings of each site the caller may see.
-pub async fn site_settings(ctx: &Context) -> Result<HashMap<String, SiteSettings>> {
+/// The zone and freshness window of each site the caller may see (its
+/// holidays unparsed: one site's corrupt list does not fail every list).
+pub async fn site_settings(ctx: &Context) -> Result<HashMap<String, SiteCalendarRow>> {
     Ok(ctx
         .db
         .inventory()
-        .sites()
+        .calendars()
         .await?
         .into_iter()
         .filter(|st| ctx.scope.covers(&st.site_id))

@@ -23,8 +23,10 @@ pub struct SiteSettings {
     pub last_seen_ms: i64,
 }
 
-/// What the inventory job reads of a site: its holidays as stored text,
-/// parsed per site (a corrupt one is that site's problem, not the job's).
+/// What the lists and the inventory job read of every site: its zone, its
+/// freshness window and its holidays as stored text, parsed only where
+/// they are used (a corrupt list is that site's problem, not every
+/// list's).
 #[derive(sqlx::FromRow, Clone, Debug, PartialEq)]
 pub struct SiteCalendarRow {
     pub site_id: String,
@@ -192,11 +194,16 @@ impl Inventory<'_> {
             .await?)
     }
 
-    pub async fn sites(&self) -> Result<Vec<SiteSettings>, Error> {
-        let sql = format!("SELECT {SITE_COLUMNS} FROM sites ORDER BY site_id");
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .fetch_all(self.0.pool())
-            .await?)
+    /// A site's settings without its holidays (`[]`): how a corrupt stored
+    /// list is replaced through the API.
+    pub async fn site_without_holidays(&self, site: &str) -> Result<Option<SiteSettings>, Error> {
+        Ok(sqlx::query_as(
+            "SELECT site_id, name, time_zone, stale_after_ms, CAST('[]' AS TEXT) AS holidays, first_seen_ms, last_seen_ms
+             FROM sites WHERE site_id = $1",
+        )
+        .bind(site)
+        .fetch_optional(self.0.pool())
+        .await?)
     }
 
     /// Every site's zone, freshness window and holidays (as text).

@@ -19,7 +19,7 @@ use crate::api::access::Caller;
 use crate::domain::forecast::Risk;
 use crate::domain::inventory::FreshnessKind;
 use crate::services::inventory as svc;
-use crate::store::inventory::{SiteSettings, StateRow, TankFilter, TankRow};
+use crate::store::inventory::{SiteCalendarRow, StateRow, TankFilter, TankRow};
 
 /// Rows of a page of the tank list.
 const PAGE: i64 = 50;
@@ -92,7 +92,7 @@ fn row(t: &TankRow, st: Option<&StateRow>, tz: &TimeZone) -> Markup {
 
 pub(super) fn table(
     rows: &[(TankRow, Option<StateRow>)],
-    zones: &HashMap<String, SiteSettings>,
+    zones: &HashMap<String, SiteCalendarRow>,
 ) -> Markup {
     html! {
         div.table-wrap tabindex="0" role="region" aria-label="Table (scrolls sideways on a narrow screen)" {
@@ -108,7 +108,7 @@ pub(super) fn table(
     }
 }
 
-pub(super) fn zone(zones: &HashMap<String, SiteSettings>, site: &str) -> TimeZone {
+pub(super) fn zone(zones: &HashMap<String, SiteCalendarRow>, site: &str) -> TimeZone {
     zones.get(site).map_or(TimeZone::UTC, |s| {
         crate::services::evaluate::zone(&s.time_zone)
     })

@@ -137,6 +137,30 @@ async fn a_sites_holidays_are_walked_at_the_sundays_rates_and_a_corrupt_list_is_
         let r = evaluate::run(&db, now + 2_000, s).await.unwrap();
         assert!(r.tanks >= 2, "{name}: {r:?}");
         assert_eq!(runout(&db).await, Some(plain), "{name}");
+        // the lists of every site (zones, freshness) still answer
+        let zones = inventory::site_settings(&c).await.unwrap();
+        assert!(
+            zones.contains_key("site-a") && zones.contains_key("site-b"),
+            "{name}"
+        );
+        // a change that leaves the list alone cannot be made on it; one that
+        // replaces it repairs it
+        let r = inventory::update_site(&c, "site-a", patch(json!({"name": "A"}))).await;
+        assert!(matches!(r, Err(ServiceError::Store(_))), "{name}");
+        let (before, after) =
+            inventory::update_site(&c, "site-a", patch(json!({"holidays": ["2026-12-24"]})))
+                .await
+                .unwrap();
+        assert!(
+            before.holidays.is_empty(),
+            "{name}: the unreadable list shows as none"
+        );
+        assert_eq!(after.holidays.len(), 1, "{name}");
+        assert_eq!(
+            inventory::site(&c, "site-a").await.unwrap().holidays.0,
+            after.holidays.0,
+            "{name}"
+        );
         drop(db);
         drop_database(pg).await;
     }
