@@ -44,6 +44,49 @@ async fn the_working_pages_check_role_and_scope_on_every_read_and_write() -> Res
         "{}",
         a.body
     );
+    // the holidays its runouts walk as Sundays: the coming ones only
+    ensure!(a.body.contains("none named"), "{}", a.body);
+    let (st, v) = send_json(
+        http,
+        reqwest::Method::PATCH,
+        &format!("/api/v1/sites/{NORTH}"),
+        &serde_json::json!({"holidays": ["2000-01-03", "2099-12-25"]}),
+    )
+    .await?;
+    ensure!(st == 200, "{st} {v}");
+    let a = nora.get(&format!("/sites/{NORTH}")).await?;
+    ensure!(
+        a.body.contains("2099-12-25") && !a.body.contains("2000-01-03"),
+        "{}",
+        a.body
+    );
+    // a corrupt stored list: the page still answers, and says so
+    sqlx::query("UPDATE sites SET holidays = 'nope' WHERE site_id = $1")
+        .bind(NORTH)
+        .execute(he.db.pool())
+        .await?;
+    let a = nora.get(&format!("/sites/{NORTH}")).await?;
+    ensure!(
+        a.status == 200 && a.body.contains("unreadable") && a.body.contains("holidays"),
+        "{}",
+        said(&a)
+    );
+    for page in ["/", "/tanks"] {
+        let a = nora.get(page).await?;
+        ensure!(
+            a.status == 200,
+            "{page} with one corrupt list: {}",
+            said(&a)
+        );
+    }
+    let (st, v) = send_json(
+        http,
+        reqwest::Method::PATCH,
+        &format!("/api/v1/sites/{NORTH}"),
+        &serde_json::json!({"holidays": []}),
+    )
+    .await?;
+    ensure!(st == 200, "replacing the list repairs it: {st} {v}");
     let a = nora.get(&format!("/sites/{SOUTH}")).await?;
     ensure!(
         a.status == 404 && !a.body.contains("tank-1"),

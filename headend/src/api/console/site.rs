@@ -16,6 +16,7 @@ use super::chart::{self, Chart, Mark, Point};
 use super::layout::{self, Viewer, failed, given, seg, when};
 use crate::api::ApiState;
 use crate::api::access::Caller;
+use crate::domain::calendar::Holiday;
 use crate::domain::{Permission, clock};
 use crate::services::sites::{self as svc, Series, SiteDetail};
 use crate::store::DeliveryEventRow;
@@ -264,7 +265,38 @@ fn age(ms: i64, now: i64) -> String {
     }
 }
 
-fn summary(d: &SiteDetail, tz: &TimeZone) -> Markup {
+/// How many of a site's coming holidays its page names.
+const HOLIDAYS_SHOWN: usize = 5;
+
+/// The site's coming holidays (from today, its local date), or why they
+/// cannot be read: they move its tanks' runouts, so the page says them.
+fn holidays(
+    h: &Result<Vec<Holiday>, crate::services::ServiceError>,
+    now: i64,
+    tz: &TimeZone,
+) -> Markup {
+    let today = jiff::Timestamp::from_millisecond(now)
+        .map(|t| t.to_zoned(tz.clone()).date())
+        .ok();
+    match h {
+        Ok(list) => {
+            let coming: Vec<&Holiday> = list.iter().filter(|d| Some(d.0) >= today).collect();
+            html! {
+                @if coming.is_empty() { "none named" }
+                @else {
+                    @for (i, d) in coming.iter().take(HOLIDAYS_SHOWN).enumerate() {
+                        @if i > 0 { ", " } time datetime=(d) { (d) }
+                    }
+                    @if coming.len() > HOLIDAYS_SHOWN { " and " (coming.len() - HOLIDAYS_SHOWN) " more" }
+                    " (they sell like a Sunday)"
+                }
+            }
+        }
+        Err(e) => html! { span.problem { "unreadable: " (e) } },
+    }
+}
+
+fn summary(d: &SiteDetail, tz: &TimeZone, days: Markup) -> Markup {
     let r = &d.view.row;
     html! {
         dl.facts {
@@ -278,6 +310,7 @@ fn summary(d: &SiteDetail, tz: &TimeZone) -> Markup {
             dt { "Agent" } dd { (r.agent_version) }
             dt { "Clock" } dd { (r.clock_skew_ms.map_or("—".to_string(), clock::describe)) }
             dt { "Time zone" } dd { (r.time_zone) }
+            dt { "Holidays" } dd { (days) }
             dt { "Data" } dd {
                 @if let Some(e) = &d.view.ingest_error { span.problem { "failing: " (e.error) } } @else { "committing" }
             }
@@ -414,6 +447,9 @@ pub async fn show(
         Err(e) => return failed(e),
     };
     let tz = crate::services::evaluate::zone(&d.view.row.time_zone);
+    let named = crate::services::inventory::site(&ctx, &site)
+        .await
+        .map(|st| st.holidays.0);
     let fields: Vec<(String, String)> = d
         .assets
         .iter()
@@ -472,7 +508,7 @@ pub async fn show(
         format!("{} ({site})", d.view.row.name)
     };
     let body = html! {
-        (summary(&d, &tz))
+        (summary(&d, &tz, holidays(&named, now_ms(), &tz)))
         (trend_markup)
         (assets(&d, &site, now, &tz))
         (devices(&d, &tz))
