@@ -298,8 +298,9 @@ async fn unrouted(
     .into_response()
 }
 
-/// The audit entry completed from the handler's answer and its note.
-fn complete(entry: &mut NewEntry, note: Option<AuditNote>, status: u16, denied: bool) {
+/// The audit entry completed from the handler's answer and its note (the
+/// REST gate's and the console's).
+pub(crate) fn complete(entry: &mut NewEntry, note: Option<AuditNote>, status: u16, denied: bool) {
     entry.status = status;
     entry.outcome = if denied || matches!(status, 401 | 403 | 429) {
         AuditOutcome::Denied

@@ -112,7 +112,7 @@ async fn the_working_pages_check_role_and_scope_on_every_read_and_write() -> Res
     ensure!(a.status == 403, "{}", said(&a));
     let a = nora.get("/admin").await?;
     ensure!(a.status == 403, "{}", said(&a));
-    let forged: [(&str, &[(&str, &str)]); 4] = [
+    let forged: [(&str, &[(&str, &str)]); 5] = [
         (
             "/commands/new",
             &[
@@ -128,6 +128,7 @@ async fn the_working_pages_check_role_and_scope_on_every_read_and_write() -> Res
             "/sites/n-1/tanks/tank-1/settings",
             &[("product", "x"), ("capacity_l", "1")],
         ),
+        ("/sites/n-1/holidays", &[("holidays", "2099-12-25")]),
     ];
     for (path, form) in forged {
         let mut f = vec![("csrf", vtoken.as_str())];
@@ -816,5 +817,99 @@ async fn history(db: &headend::store::Db, site: &str) -> Result<()> {
         ..Default::default()
     };
     db.ingest(site, &b).await?;
+    Ok(())
+}
+
+/// A manager of the north site names its holidays in the console: the
+/// form replaces the list (refusing a bad date by name), the page then
+/// names them, the change is audited with its before and after; a viewer
+/// has no form and is refused, the south site (outside the manager's
+/// scope) is not found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manager_names_a_sites_holidays_in_the_console_and_role_and_scope_are_checked()
+-> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let users = [("mona", "manager"), ("nora", "viewer")];
+    let (he, _pki) = fleet(&sqlite_url(dir.path()), &users).await?;
+    let http = he.http_addr;
+    let (mut mona, token) = logged_in(http, "mona").await?;
+    let a = mona.get(&format!("/sites/{NORTH}")).await?;
+    ensure!(
+        a.status == 200 && a.body.contains("Change the holidays"),
+        "{}",
+        said(&a)
+    );
+    let path = format!("/sites/{NORTH}/holidays");
+    let a = mona
+        .post(
+            &path,
+            &[
+                ("csrf", &token),
+                ("holidays", "2099-12-26, 2099-12-25\n2099-12-25"),
+            ],
+            None,
+        )
+        .await?;
+    ensure!(a.status == 303, "{}", said(&a));
+    let v = get_json(http, &format!("/api/v1/sites/{NORTH}")).await?;
+    ensure!(v["holidays"] == json!(["2099-12-25", "2099-12-26"]), "{v}");
+    let a = mona.get(&format!("/sites/{NORTH}")).await?;
+    ensure!(
+        a.body.contains("2099-12-25") && a.body.contains("2099-12-26"),
+        "{}",
+        a.body
+    );
+    let a = mona
+        .post(&path, &[("csrf", &token), ("holidays", "2099-13-01")], None)
+        .await?;
+    ensure!(
+        (400..500).contains(&a.status) && a.body.contains("2099-13-01"),
+        "{}",
+        said(&a)
+    );
+    let v = get_json(http, &format!("/api/v1/sites/{NORTH}")).await?;
+    ensure!(v["holidays"] == json!(["2099-12-25", "2099-12-26"]), "{v}");
+    // scope: the south site is not found
+    let a = mona
+        .post(
+            &format!("/sites/{SOUTH}/holidays"),
+            &[("csrf", &token), ("holidays", "2099-12-25")],
+            None,
+        )
+        .await?;
+    ensure!(a.status == 404, "{}", said(&a));
+    let v = get_json(http, &format!("/api/v1/sites/{SOUTH}")).await?;
+    ensure!(v["holidays"] == json!([]), "{v}");
+    // role: a viewer sees no form and is refused
+    let (mut nora, vtoken) = logged_in(http, "nora").await?;
+    let a = nora.get(&format!("/sites/{NORTH}")).await?;
+    ensure!(!a.body.contains("Change the holidays"), "{}", a.body);
+    let a = nora
+        .post(&path, &[("csrf", &vtoken), ("holidays", "")], None)
+        .await?;
+    ensure!(a.status == 403, "{}", said(&a));
+    // audited: the change with its before and after, the refusals
+    let (st, v) = as_bearer(
+        http,
+        &token_of(http),
+        "GET",
+        "/api/v1/audit?action=console.site_holidays&limit=50",
+        None,
+    )
+    .await?;
+    ensure!(st == 200, "{st} {v}");
+    let e = v.as_array().cloned().unwrap_or_default();
+    let done: Vec<&serde_json::Value> = e.iter().filter(|x| x["status"] == 303).collect();
+    ensure!(
+        done.len() == 1
+            && done[0]["summary"]["before"]["holidays"] == json!([])
+            && done[0]["summary"]["after"]["holidays"] == json!(["2099-12-25", "2099-12-26"]),
+        "{e:#?}"
+    );
+    ensure!(
+        e.iter().any(|x| x["status"] == 403) && e.iter().any(|x| x["status"] == 404),
+        "{e:#?}"
+    );
+    he.stop().await;
     Ok(())
 }

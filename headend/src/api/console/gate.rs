@@ -19,7 +19,7 @@ use subtle::ConstantTimeEq;
 use super::layout;
 use super::session::{self, ACCESS, REFRESH};
 use crate::api::ApiState;
-use crate::api::access::DENIED_PER_MINUTE;
+use crate::api::access::{AuditNote, DENIED_PER_MINUTE};
 use crate::api::rules::Need;
 use crate::domain::AuditOutcome;
 use crate::domain::throttle::{DEFAULT_CAP, RateLimit};
@@ -271,8 +271,10 @@ async fn gated(g: &ConsoleGate, req: Request, next: Next) -> Response {
         session::set_tokens(resp.headers_mut(), &t, g.https);
     }
     if write {
-        entry.status = resp.status().as_u16();
-        entry.outcome = AuditOutcome::of_status(entry.status);
+        // the handler's note, when it left one (what changed, before and after)
+        let note = resp.extensions().get::<AuditNote>().cloned();
+        let status = resp.status().as_u16();
+        crate::api::access::complete(&mut entry, note, status, false);
         append(g, &entry).await;
     }
     resp

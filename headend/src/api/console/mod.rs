@@ -127,6 +127,13 @@ fn fleet_pages() -> Vec<Page> {
         ),
         page(
             "POST",
+            "/sites/{site}/holidays",
+            Perm(P::Configure),
+            "console.site_holidays",
+            post(site::set_holidays),
+        ),
+        page(
+            "POST",
             "/sites/{site}/certificates/{serial}/revoke",
             Perm(P::Admin),
             "console.certificate_revoke",

@@ -296,6 +296,29 @@ fn holidays(
     }
 }
 
+/// The form that replaces the site's holidays (who may configure sites).
+fn holidays_form(
+    v: &Viewer,
+    site: &str,
+    named: &Result<Vec<Holiday>, crate::services::ServiceError>,
+) -> Markup {
+    let now: Vec<String> = named
+        .as_ref()
+        .map(|l| l.iter().map(|d| d.to_string()).collect())
+        .unwrap_or_default();
+    html! {
+        details #holidays {
+            summary { "Change the holidays" }
+            form method="post" action=(format!("/sites/{}/holidays", seg(site))) {
+                input type="hidden" name="csrf" value=(v.token);
+                label for="holidays-list" { "Local dates, YYYY-MM-DD, separated by commas, spaces or lines (at most " (crate::domain::calendar::MAX_HOLIDAYS) "). The list replaces the one before." }
+                textarea #holidays-list name="holidays" rows="4" { (now.join("\n")) }
+                button type="submit" { "Save the holidays" }
+            }
+        }
+    }
+}
+
 fn summary(d: &SiteDetail, tz: &TimeZone, days: Markup) -> Markup {
     let r = &d.view.row;
     html! {
@@ -509,6 +532,7 @@ pub async fn show(
     };
     let body = html! {
         (summary(&d, &tz, holidays(&named, now_ms(), &tz)))
+        @if v.role.may(Permission::Configure) { (holidays_form(&v, &site, &named)) }
         (trend_markup)
         (assets(&d, &site, now, &tz))
         (devices(&d, &tz))
@@ -525,6 +549,47 @@ pub async fn show(
         (certs(&d, &v, &site, &tz))
     };
     layout::page(&v, "/sites", &title, body).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct HolidaysForm {
+    #[serde(default)]
+    holidays: String,
+}
+
+/// Replaces the site's holidays (dates separated by commas, spaces or
+/// lines); a refusal names the date at fault. Audited with the before and
+/// after, as `PATCH /api/v1/sites/{site}` is.
+pub async fn set_holidays(
+    State(s): State<ApiState>,
+    Caller(p): Caller,
+    Path(site): Path<String>,
+    Form(f): Form<HolidaysForm>,
+) -> Response {
+    let days: Vec<String> = f
+        .holidays
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|d| !d.is_empty())
+        .map(str::to_string)
+        .collect();
+    let req = crate::services::inventory::SiteRequest {
+        holidays: Some(days),
+        ..Default::default()
+    };
+    match crate::services::inventory::update_site(&s.ctx(&p), &site, req).await {
+        Ok((before, after)) => crate::api::access::noted(
+            Redirect::to(&format!("/sites/{}#holidays", seg(&site))).into_response(),
+            crate::api::access::AuditNote {
+                target: Some(format!("site {site}")),
+                summary: serde_json::json!({
+                    "before": crate::api::inventory::site_json(&before),
+                    "after": crate::api::inventory::site_json(&after),
+                }),
+                ..Default::default()
+            },
+        ),
+        Err(e) => failed(e),
+    }
 }
 
 #[derive(Deserialize)]
