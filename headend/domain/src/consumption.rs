@@ -440,6 +440,7 @@ pub fn profile(falls: &[Fall]) -> Option<Profile> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use jiff::tz::TimeZone;
 
     const MONDAY: i64 = 1_795_392_000_000; // 2026-11-23 00:00 UTC
     fn utc() -> Calendar {
@@ -634,6 +635,25 @@ mod tests {
             "{}",
             named.per_hour[6 * 24 + 12]
         );
+    }
+
+    #[test]
+    fn a_holiday_starts_at_its_local_midnight_in_the_falls() {
+        // Berlin: Tuesday 2026-11-24 00:00 local is Monday 23:00 UTC, an
+        // hour that follows the one before it (no UTC midnight between)
+        let berlin = TimeZone::get("Europe/Berlin").expect("zoneinfo");
+        let tuesday = "2026-11-24".parse().expect("date");
+        let cal = Calendar::new(berlin).with_holidays([tuesday]);
+        let f = falls(&series(48, |_| 100.0), &cal, |_, _| false);
+        let how = |at: i64| f.iter().find(|x| x.at_ms == at).map(|x| x.how);
+        assert_eq!(how(MONDAY + 22 * H), Some(23), "Monday 23:00 in Berlin");
+        assert_eq!(
+            how(MONDAY + 23 * H),
+            Some(6 * 24),
+            "the holiday's first hour"
+        );
+        assert_eq!(how(MONDAY + 46 * H), Some(6 * 24 + 23));
+        assert_eq!(how(MONDAY + 47 * H), Some(48), "Wednesday 00:00");
     }
 
     #[test]

@@ -332,6 +332,11 @@ mod tests {
         let with = runout_along(&p, 3_000.0, 0.0, MONDAY, &cal);
         assert_eq!(with, Some(MONDAY + 51 * H + 36 * 60_000));
         assert!((sold_between(&p, MONDAY, MONDAY + 48 * H, &cal) - 2_640.0).abs() < 1e-9);
+        // from Monday 05:00 the walk enters the holiday at its local
+        // midnight, not 24 steps on: 1,900 L on Monday, 240 L on Tuesday,
+        // the last 860 L until Wednesday 08:36
+        let late = runout_along(&p, 3_000.0, 0.0, MONDAY + 5 * H, &cal);
+        assert_eq!(late, Some(MONDAY + 56 * H + 36 * 60_000));
         assert!((p.mean_ahead(MONDAY + 24 * H, 24, &cal) - 10.0).abs() < 1e-9);
     }
 

@@ -253,14 +253,19 @@ async fn patch_site(
     let site = super::site_param(&site)?;
     let req: SiteRequest = parse_body(&body)?;
     let (before, after) = svc::update_site(&s.ctx(&p), &site, req).await?;
-    let v = site_json(&after);
     Ok(noted(
-        Json(v.clone()).into_response(),
-        note(
-            format!("site {site}"),
-            json!({ "before": site_json(&before), "after": v }),
-        ),
+        Json(site_json(&after)).into_response(),
+        site_change_note(&before, &after),
     ))
+}
+
+/// The audit note of a site's settings changed (REST and console alike):
+/// the site, its settings before and after.
+pub fn site_change_note(before: &SiteSettings, after: &SiteSettings) -> AuditNote {
+    note(
+        format!("site {}", after.site_id),
+        json!({ "before": site_json(before), "after": site_json(after) }),
+    )
 }
 
 /// `GET /api/v1/tanks` filters.

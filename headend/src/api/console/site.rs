@@ -579,14 +579,7 @@ pub async fn set_holidays(
     match crate::services::inventory::update_site(&s.ctx(&p), &site, req).await {
         Ok((before, after)) => crate::api::access::noted(
             Redirect::to(&format!("/sites/{}#holidays", seg(&site))).into_response(),
-            crate::api::access::AuditNote {
-                target: Some(format!("site {site}")),
-                summary: serde_json::json!({
-                    "before": crate::api::inventory::site_json(&before),
-                    "after": crate::api::inventory::site_json(&after),
-                }),
-                ..Default::default()
-            },
+            crate::api::inventory::site_change_note(&before, &after),
         ),
         Err(e) => failed(e),
     }
