@@ -368,8 +368,6 @@ pub fn query_time(name: &str, v: &str) -> Result<i64, ApiError> {
     })
 }
 
-/// Parses a JSON body; errors name the field path. Strings with control
-/// characters or over 1,000 characters are refused (see [`edge`]).
 /// A `{site}` path parameter as a site id. A text that is no site id names
 /// no site: 404, as for a well-formed id that does not exist.
 pub fn site_param(site: &str) -> Result<crate::domain::SiteId, ApiError> {
@@ -390,6 +388,8 @@ pub fn new_site_param(site: &str) -> Result<crate::domain::SiteId, ApiError> {
     crate::domain::SiteId::parse(site).map_err(|e| ApiError::invalid("site", e.to_string()))
 }
 
+/// Parses a JSON body; errors name the field path. Strings with control
+/// characters or over 1,000 characters are refused (see [`edge`]).
 pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(json_body(body)?).map_err(named)
 }

@@ -278,7 +278,7 @@ async fn sites(
     })
 }
 
-async fn site_or_404(db: &Db, site: &str) -> Result<(), ApiError> {
+async fn site_or_404(db: &Db, site: &crate::domain::SiteId) -> Result<(), ApiError> {
     if db.site_exists(site).await? {
         Ok(())
     } else {

@@ -13,7 +13,7 @@ pub const GROUP_QUEUE: usize = 64;
 
 /// One session's coalesced batches for the group committer.
 pub(super) struct GroupJob {
-    pub site: String,
+    pub site: crate::domain::SiteId,
     pub batches: Vec<v1::TelemetryBatch>,
     pub reply: tokio::sync::oneshot::Sender<Result<u64, crate::Error>>,
 }

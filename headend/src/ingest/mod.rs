@@ -29,6 +29,7 @@ pub mod sanitize;
 pub mod tls;
 mod validate;
 
+use crate::domain::SiteId;
 pub use crate::services::sessions::{IngestError, SessionInfo, Sessions};
 pub use commit::GROUP_QUEUE;
 use commit::{GroupJob, spawn_group_committer};
@@ -331,7 +332,7 @@ impl Ingest {
         }
     }
 
-    async fn closed(&self, site: &str, id: u64) {
+    async fn closed(&self, site: &SiteId, id: u64) {
         let replica = self.sessions.replica();
         if let Err(e) = self.db.presence().closed(site, replica, id as i64).await {
             tracing::warn!(%site, error = %e, "recording the session's end failed; other replicas see it until this replica's heartbeat stops or it restarts");
@@ -345,7 +346,7 @@ impl Ingest {
     /// `max_concurrent_writes` at once).
     async fn commit(
         &self,
-        site: &str,
+        site: &SiteId,
         batches: Vec<v1::TelemetryBatch>,
     ) -> Result<Result<u64, crate::Error>, Status> {
         let gauged = gauged_assets(&batches);
@@ -358,13 +359,13 @@ impl Ingest {
 
     async fn commit_batches(
         &self,
-        site: &str,
+        site: &SiteId,
         batches: Vec<v1::TelemetryBatch>,
     ) -> Result<Result<u64, crate::Error>, Status> {
         if let Some(g) = &self.group {
             let (reply, rx) = tokio::sync::oneshot::channel();
             g.send(GroupJob {
-                site: site.to_string(),
+                site: site.clone(),
                 batches,
                 reply,
             })

@@ -2,6 +2,7 @@
 //! (once, with a note), shelve for a time with a reason, unshelve, add
 //! notes. Only the device clears an alarm ([`crate::store::alarms::apply`]).
 
+use crate::domain::SiteId;
 use serde::Deserialize;
 
 use super::{Context, Refused, Result, invalid, refused};
@@ -191,7 +192,7 @@ pub const MAX_RECIPIENTS: usize = 50;
 
 pub async fn recipients(
     ctx: &Context,
-    site: &str,
+    site: &SiteId,
 ) -> Result<Vec<crate::domain::notify::Recipient>> {
     super::inventory::site(ctx, site).await?;
     Ok(ctx.db.mail().recipients(site).await?)
@@ -199,7 +200,7 @@ pub async fn recipients(
 
 pub async fn set_recipients(
     ctx: &Context,
-    site: &str,
+    site: &SiteId,
     r: RecipientsRequest,
 ) -> Result<Vec<crate::domain::notify::Recipient>> {
     super::inventory::site(ctx, site).await?;
@@ -253,7 +254,7 @@ pub struct SeverityRequest {
 /// that is the default.
 pub async fn severities(
     ctx: &Context,
-    site: &str,
+    site: &SiteId,
 ) -> Result<Vec<(crate::domain::alarm::AlarmType, Severity, bool)>> {
     super::inventory::site(ctx, site).await?;
     let own = ctx.db.alarm_rules().severities(site).await?;
@@ -268,7 +269,7 @@ pub async fn severities(
 
 pub async fn set_severities(
     ctx: &Context,
-    site: &str,
+    site: &SiteId,
     r: SeveritiesRequest,
 ) -> Result<Vec<(crate::domain::alarm::AlarmType, Severity, bool)>> {
     super::inventory::site(ctx, site).await?;

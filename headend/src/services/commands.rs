@@ -223,7 +223,7 @@ async fn resolve_asset(
     }
 }
 
-async fn writable_of(ctx: &Context, site: &str, asset: &str) -> Result<Vec<Writable>> {
+async fn writable_of(ctx: &Context, site: &SiteId, asset: &str) -> Result<Vec<Writable>> {
     Ok(ctx
         .db
         .writable_points(site)

@@ -2,6 +2,7 @@
 //! in batches, or imported as CSV with a per-row report), and the reads
 //! of the maintained state: the tank list and the risk list.
 
+use crate::domain::SiteId;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -171,7 +172,7 @@ pub async fn create_site(ctx: &Context, r: SiteRequest) -> Result<SiteSettings> 
     Ok(s)
 }
 
-pub async fn site(ctx: &Context, site: &str) -> Result<SiteSettings> {
+pub async fn site(ctx: &Context, site: &SiteId) -> Result<SiteSettings> {
     ctx.visible(site, "", || format!("no site {site:?}"))?;
     ctx.db
         .inventory()
@@ -182,7 +183,7 @@ pub async fn site(ctx: &Context, site: &str) -> Result<SiteSettings> {
 
 pub async fn update_site(
     ctx: &Context,
-    site_: &str,
+    site_: &SiteId,
     r: SiteRequest,
 ) -> Result<(SiteSettings, SiteSettings)> {
     let before = match site(ctx, site_).await {
@@ -230,7 +231,7 @@ fn litres(field: &str, v: f64, max: f64) -> Result<f64> {
 /// Creates or replaces a tank's settings; true if it was new.
 pub async fn put_tank(
     ctx: &Context,
-    site_: &str,
+    site_: &SiteId,
     tank: &str,
     r: TankRequest,
 ) -> Result<(TankRow, bool)> {
@@ -262,7 +263,7 @@ pub async fn put_tank(
     let now = now_ms();
     let old = ctx.db.inventory().tank(site_, tank).await?;
     let row = TankRow {
-        site_id: site_.into(),
+        site_id: site_.to_string(),
         tank_id: tank.into(),
         name: text("name", &r.name, 200)?,
         product,
@@ -319,7 +320,11 @@ pub async fn stale_thresholds(ctx: &Context) -> Result<HashMap<String, i64>> {
         .collect())
 }
 
-pub async fn tank(ctx: &Context, site_: &str, tank: &str) -> Result<(TankRow, Option<StateRow>)> {
+pub async fn tank(
+    ctx: &Context,
+    site_: &SiteId,
+    tank: &str,
+) -> Result<(TankRow, Option<StateRow>)> {
     site(ctx, site_).await?;
     let keys = [(site_.to_string(), tank.to_string())];
     let t = ctx.db.inventory().tank(site_, tank).await?;
@@ -352,7 +357,7 @@ pub async fn tank(ctx: &Context, site_: &str, tank: &str) -> Result<(TankRow, Op
 }
 
 /// Removes a tank (its state and observations too); false if there was none.
-pub async fn delete_tank(ctx: &Context, site_: &str, tank: &str) -> Result<bool> {
+pub async fn delete_tank(ctx: &Context, site_: &SiteId, tank: &str) -> Result<bool> {
     site(ctx, site_).await?;
     Ok(ctx.db.inventory().delete_tank(site_, tank).await?)
 }
@@ -423,12 +428,16 @@ async fn store(
     for (row, o) in rows {
         let key = (o.site_id.clone(), o.tank_id.clone());
         if !caps.contains_key(&key) {
-            let c = ctx
-                .db
-                .inventory()
-                .tank(&o.site_id, &o.tank_id)
-                .await?
-                .map(|t| t.capacity_l);
+            // a site that is no site id has no tanks
+            let c = match SiteId::parse(&o.site_id) {
+                Ok(site) => ctx
+                    .db
+                    .inventory()
+                    .tank(&site, &o.tank_id)
+                    .await?
+                    .map(|t| t.capacity_l),
+                Err(_) => None,
+            };
             caps.insert(key.clone(), c);
         }
         match check_observation(&o, caps[&key], now) {
@@ -524,7 +533,12 @@ pub async fn push(ctx: &Context, req: ObservationsRequest, actor: &str) -> Resul
 }
 
 /// Imports a CSV of observations for one site (see [`csv_rows`]).
-pub async fn import(ctx: &Context, site_: &str, text: &str, actor: &str) -> Result<ImportReport> {
+pub async fn import(
+    ctx: &Context,
+    site_: &SiteId,
+    text: &str,
+    actor: &str,
+) -> Result<ImportReport> {
     site(ctx, site_).await?;
     let (rows, report) = csv_rows(site_, text)?;
     store(ctx, rows, report, actor).await
@@ -639,7 +653,7 @@ pub const TANK_OBSERVATIONS: i64 = 50;
 /// the error it is); not found outside the scope.
 pub async fn observations(
     ctx: &Context,
-    site_: &str,
+    site_: &SiteId,
     tank: &str,
 ) -> Result<Vec<std::result::Result<crate::store::inventory::ObservationRow, crate::Error>>> {
     ctx.visible(site_, "site", || format!("no site {site_:?}"))?;

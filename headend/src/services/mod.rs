@@ -104,6 +104,14 @@ pub fn refused(kind: Refused, field: &str, message: impl Into<String>) -> Servic
     }
 }
 
+/// A site named by a caller (a console path or form) as a site id: a text
+/// that is no site id names no site, not found as a well-formed id that
+/// does not exist. (The REST API's is `api::site_param`.)
+pub fn site_named(site: &str) -> Result<crate::domain::SiteId> {
+    crate::domain::SiteId::parse(site)
+        .map_err(|_| refused(Refused::NotFound, "site", format!("no site {site:?}")))
+}
+
 pub fn invalid(field: &str, message: impl Into<String>) -> ServiceError {
     refused(Refused::Invalid, field, message)
 }

@@ -3,6 +3,7 @@
 //! not) and the trouble its data is in. The REST list and the console
 //! read this.
 
+use crate::domain::SiteId;
 use std::collections::HashMap;
 
 use super::sessions::{IngestError, SessionInfo};
@@ -95,7 +96,7 @@ impl SiteView {
 }
 
 /// `site` as its page shows it; not found outside the caller's scope.
-pub async fn detail(ctx: &Context, sessions: &Sessions, site: &str) -> Result<SiteDetail> {
+pub async fn detail(ctx: &Context, sessions: &Sessions, site: &SiteId) -> Result<SiteDetail> {
     let missing = || format!("no site {site:?}");
     ctx.visible(site, "site", missing)?;
     let Some(row) = ctx
@@ -103,7 +104,7 @@ pub async fn detail(ctx: &Context, sessions: &Sessions, site: &str) -> Result<Si
         .sites()
         .await?
         .into_iter()
-        .find(|r| r.site_id == site)
+        .find(|r| r.site_id == site.as_str())
     else {
         return Err(super::refused(super::Refused::NotFound, "site", missing()));
     };
@@ -112,7 +113,7 @@ pub async fn detail(ctx: &Context, sessions: &Sessions, site: &str) -> Result<Si
     let certs = ctx.db.certs().of_site(site, i64::MAX, DETAIL_ROWS).await?;
     Ok(SiteDetail {
         view: SiteView {
-            elsewhere: elsewhere(ctx, sessions).await?.remove(site),
+            elsewhere: elsewhere(ctx, sessions).await?.remove(site.as_str()),
             session: sessions.get(site),
             ingest_error: sessions.ingest_error(site),
             row,
@@ -154,7 +155,7 @@ pub fn bucket_of(window_ms: i64) -> i64 {
 /// One field's history for a chart; not found outside the scope.
 pub async fn series(
     ctx: &Context,
-    site: &str,
+    site: &SiteId,
     asset: &str,
     field: &str,
     (from_ms, to_ms): (i64, i64),
@@ -197,7 +198,7 @@ pub async fn series(
 /// A site's deliveries (newest [`MARKS`]), to mark on a chart.
 pub async fn deliveries(
     ctx: &Context,
-    site: &str,
+    site: &SiteId,
 ) -> Result<Vec<crate::store::reads::DeliveryEventRow>> {
     ctx.visible(site, "site", || format!("no site {site:?}"))?;
     Ok(ctx.reads.delivery_events(site, MARKS).await?)

@@ -47,6 +47,11 @@ pub(super) fn ctx(db: &Db, scope: Scope) -> Context {
     }
 }
 
+/// A site id the test knows is one.
+pub(super) fn sid(site: &str) -> crate::domain::SiteId {
+    crate::domain::SiteId::parse(site).unwrap()
+}
+
 /// A site with one 20,000 L tank whose `pump_limit` is writable from 0 to 100.
 pub(super) async fn site(db: &Db, site: &str) {
     let h = tankwatch_proto::fixtures::tank_hello(site, &[("pump_limit", 0.0, 100.0)]);
@@ -66,7 +71,7 @@ pub(super) async fn site_b_with_a_tank_that_never_reported(c: &Context) {
     .unwrap();
     inventory::put_tank(
         c,
-        "site-b",
+        &sid("site-b"),
         "tank-9",
         serde_json::from_value(json!({"product": "diesel", "capacity_l": 30000})).unwrap(),
     )
@@ -298,8 +303,8 @@ async fn a_leak_raised_and_cleared_at_the_gauge_is_one_episode_even_when_its_bat
                 (4, "alarm.count", 3.0, 2_000, true),     // a number, not a condition
             ],
         );
-        db.ingest("site-a", &raise).await.unwrap();
-        db.ingest("site-a", &raise).await.unwrap();
+        db.ingest(&sid("site-a"), &raise).await.unwrap();
+        db.ingest(&sid("site-a"), &raise).await.unwrap();
         let open = alarms::list(&c, &alarm_query(Some(AlarmState::Active)))
             .await
             .unwrap();
@@ -322,9 +327,9 @@ async fn a_leak_raised_and_cleared_at_the_gauge_is_one_episode_even_when_its_bat
                 (10, "alarm.leak", 0.0, 62_000, true),
             ],
         );
-        db.ingest("site-a", &clear).await.unwrap();
-        db.ingest("site-a", &raise).await.unwrap();
-        db.ingest("site-a", &clear).await.unwrap();
+        db.ingest(&sid("site-a"), &clear).await.unwrap();
+        db.ingest(&sid("site-a"), &raise).await.unwrap();
+        db.ingest(&sid("site-a"), &clear).await.unwrap();
         let all = alarms::list(&c, &alarm_query(None)).await.unwrap();
         assert_eq!(all.len(), 1, "{name}: {all:?}");
         assert_eq!(all[0].cleared_ms.map(|t| t.ms()), Some(62_000), "{name}");
@@ -354,7 +359,7 @@ async fn an_alarm_is_acknowledged_once_shelved_for_a_time_and_listed_by_its_stat
                 (2, "alarm.leak", 1.0, 1_000, true),
             ],
         );
-        db.ingest("site-a", &b).await.unwrap();
+        db.ingest(&sid("site-a"), &b).await.unwrap();
         let open = alarms::list(&c, &alarm_query(Some(AlarmState::Active)))
             .await
             .unwrap();
@@ -429,7 +434,7 @@ async fn an_alarm_is_acknowledged_once_shelved_for_a_time_and_listed_by_its_stat
         assert_eq!(count(AlarmState::Active).await, 1, "{name}");
         // the gauge clears the water alarm: shelving it is refused now
         db.ingest(
-            "site-a",
+            &sid("site-a"),
             &alarm_batch(1, &[(3, "alarm.water", 0.0, 9_000, true)]),
         )
         .await

@@ -7,6 +7,7 @@ use sqlx::AnyConnection;
 use tankwatch_proto::v1;
 
 use crate::Error;
+use crate::domain::SiteId;
 use crate::domain::deliveries::DeliveryPhase;
 use crate::domain::{
     Actor, CommandKind, CommandState, DeliverySource, LoadEventKind, LoadStatus, Reason, lifecycle,
@@ -19,7 +20,7 @@ use crate::store::loads::insert_load_event;
 /// some default) and the rest of the batch goes on.
 pub async fn apply(
     c: &mut AnyConnection,
-    site: &str,
+    site: &SiteId,
     log_id: i64,
     now: i64,
     batch: &v1::TelemetryBatch,
@@ -94,7 +95,7 @@ const LOCAL_TEXT_MAX: usize = 200;
 /// refused with a warning, never stored half-understood.
 async fn local_command(
     c: &mut AnyConnection,
-    site: &str,
+    site: &SiteId,
     now: i64,
     e: &v1::Event,
     l: &v1::LocalCommand,
@@ -195,7 +196,7 @@ async fn local_command(
 
 async fn delivery(
     c: &mut AnyConnection,
-    site: &str,
+    site: &SiteId,
     log_id: i64,
     now: i64,
     e: &v1::Event,
@@ -210,7 +211,7 @@ async fn delivery(
         Ok(Source::Gauge) => DeliverySource::Gauge,
         Err(_) => {
             tracing::warn!(
-                site,
+                %site,
                 source = d.source,
                 "delivery event with a source this headend does not know; not stored"
             );

@@ -6,6 +6,7 @@
 use sqlx::AnyConnection;
 
 use crate::Error;
+use crate::domain::SiteId;
 use crate::domain::alarm::{AlarmType, Severity};
 use crate::store::Db;
 
@@ -22,7 +23,7 @@ impl Db {
 /// caller's transaction.
 pub async fn severity_in(
     c: &mut AnyConnection,
-    site: &str,
+    site: &SiteId,
     kind: AlarmType,
 ) -> Result<Severity, Error> {
     let own: Option<Severity> = sqlx::query_scalar(
@@ -37,7 +38,7 @@ pub async fn severity_in(
 
 impl AlarmRules<'_> {
     /// The site's own severities (types it changed from the default).
-    pub async fn severities(&self, site: &str) -> Result<Vec<(AlarmType, Severity)>, Error> {
+    pub async fn severities(&self, site: &SiteId) -> Result<Vec<(AlarmType, Severity)>, Error> {
         Ok(sqlx::query_as(
             "SELECT alarm_type, severity FROM alarm_severities WHERE site_id = $1 ORDER BY alarm_type",
         )
@@ -49,7 +50,7 @@ impl AlarmRules<'_> {
     /// Replaces the site's own severities.
     pub async fn set_severities(
         &self,
-        site: &str,
+        site: &SiteId,
         list: &[(AlarmType, Severity)],
     ) -> Result<(), Error> {
         let (_w, mut tx) = self.0.begin_write().await?;

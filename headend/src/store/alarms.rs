@@ -134,7 +134,7 @@ struct PointRow {
 
 /// Where a batch's alarm readings are applied.
 struct At<'a> {
-    site: &'a str,
+    site: &'a SiteId,
     log_id: i64,
     now: i64,
     notify: bool,
@@ -145,7 +145,7 @@ struct At<'a> {
 /// log order. Returns what changed.
 pub async fn apply(
     c: &mut AnyConnection,
-    site: &str,
+    site: &SiteId,
     log_id: i64,
     now: i64,
     notify: bool,

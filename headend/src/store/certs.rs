@@ -7,6 +7,7 @@ use tankwatch_tls::RevocationSet;
 
 use crate::Error;
 use crate::domain::Actor;
+use crate::domain::SiteId;
 use crate::domain::enrollment::IssuedVia;
 use crate::store::Db;
 
@@ -215,7 +216,7 @@ impl Certs<'_> {
     /// Revokes a whole site as of `now_ms` (again: moves the cut to now).
     pub async fn revoke_site(
         &self,
-        site: &str,
+        site: &SiteId,
         by: &Actor,
         reason: &str,
         now_ms: i64,
@@ -265,7 +266,7 @@ impl Certs<'_> {
     /// the page cursor), with their revocations.
     pub async fn of_site(
         &self,
-        site: &str,
+        site: &SiteId,
         before_ms: i64,
         limit: i64,
     ) -> Result<Vec<CertRow>, Error> {
@@ -281,7 +282,7 @@ impl Certs<'_> {
         .await?)
     }
 
-    pub async fn site_revocation(&self, site: &str) -> Result<Option<SiteRevocationRow>, Error> {
+    pub async fn site_revocation(&self, site: &SiteId) -> Result<Option<SiteRevocationRow>, Error> {
         Ok(sqlx::query_as(
             "SELECT site_id, revoked_ms, revoked_by, reason FROM revoked_sites WHERE site_id = $1",
         )
@@ -346,7 +347,7 @@ impl Certs<'_> {
         Ok(q.fetch_all(self.0.pool()).await?)
     }
 
-    pub async fn status(&self, site: &str) -> Result<Option<CertStatusRow>, Error> {
+    pub async fn status(&self, site: &SiteId) -> Result<Option<CertStatusRow>, Error> {
         Ok(sqlx::query_as(
             "SELECT site_id, serial, not_after_ms, renew_at_ms, failures, last_error, reported_ms
              FROM agent_cert_status WHERE site_id = $1",

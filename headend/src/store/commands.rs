@@ -406,7 +406,7 @@ impl Commands<'_> {
 
     /// Commands to (re)send to a site's agent, oldest first: not yet
     /// acknowledged, or with a cancel to deliver.
-    pub async fn dispatchable(&self, site: &str, limit: i64) -> Result<Vec<CommandRow>, Error> {
+    pub async fn dispatchable(&self, site: &SiteId, limit: i64) -> Result<Vec<CommandRow>, Error> {
         let sql = format!(
             "SELECT {COLUMNS} FROM commands WHERE site_id = $1 AND kind <> 'split'
                AND (state IN ('submitted', 'sent') OR (cancel_requested_ms IS NOT NULL AND state IN ('acked', 'active')))
@@ -437,7 +437,7 @@ impl Commands<'_> {
     /// The site's setpoints in force (`active`), with when each became
     /// active (its `applied` event), oldest first: what an agent that lost
     /// its command state is sent again.
-    pub async fn active_setpoints(&self, site: &str) -> Result<Vec<(CommandRow, i64)>, Error> {
+    pub async fn active_setpoints(&self, site: &SiteId) -> Result<Vec<(CommandRow, i64)>, Error> {
         let sql = format!(
             "SELECT {COLUMNS} FROM commands WHERE site_id = $1 AND kind = 'setpoint' AND state = 'active' ORDER BY seq LIMIT 1000"
         );

@@ -4,6 +4,7 @@
 use tankwatch_proto::v1;
 
 use crate::Error;
+use crate::domain::SiteId;
 use crate::store::Db;
 
 /// Most devices one report may carry; a larger report is refused.
@@ -45,7 +46,7 @@ impl Db {
     /// Replaces the stored health of the devices in `h` for `site`.
     pub async fn record_device_health(
         &self,
-        site: &str,
+        site: &SiteId,
         h: &v1::DeviceHealth,
         now_ms: i64,
     ) -> Result<(), Error> {
@@ -119,7 +120,7 @@ impl Db {
     }
 
     /// The site's devices, by name.
-    pub async fn devices(&self, site: &str) -> Result<Vec<DeviceRow>, Error> {
+    pub async fn devices(&self, site: &SiteId) -> Result<Vec<DeviceRow>, Error> {
         Ok(sqlx::query_as(
             "SELECT device, kind, connected, last_good_ms, last_error, last_error_ms, errors, reconnects, shed, gaps,
                     malformed, reported_ms

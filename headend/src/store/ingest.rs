@@ -4,6 +4,7 @@
 use tankwatch_proto::v1;
 
 use crate::Error;
+use crate::domain::SiteId;
 use crate::store::{Db, Group, ReadingQuery, ReadingRow, RollupQuery, RollupRow};
 use crate::wallclock::now_ms;
 
@@ -11,18 +12,18 @@ impl Db {
     /// Commits one telemetry batch. Readings already stored are skipped.
     /// Returns the log's new cumulative ack (>= `batch.last_seq`); a
     /// preview batch is stored but does not move the ack (see the proto).
-    pub async fn ingest(&self, site: &str, batch: &v1::TelemetryBatch) -> Result<u64, Error> {
+    pub async fn ingest(&self, site: &SiteId, batch: &v1::TelemetryBatch) -> Result<u64, Error> {
         self.ingest_many(site, std::slice::from_ref(batch)).await
     }
 
     /// Commits several batches of one log together; returns the cumulative ack.
     pub async fn ingest_many(
         &self,
-        site: &str,
+        site: &SiteId,
         batches: &[v1::TelemetryBatch],
     ) -> Result<u64, Error> {
         let groups = vec![Group {
-            site: site.to_string(),
+            site: site.clone(),
             batches: batches.to_vec(),
         }];
         self.ingest_groups(groups)

@@ -3,6 +3,7 @@
 //! the tank list and the risk list read: never raw readings).
 
 use crate::Error;
+use crate::domain::SiteId;
 use crate::domain::calendar::Holiday;
 use crate::domain::forecast::{Basis, Risk};
 use crate::domain::inventory::{FreshnessKind, ObsSource};
@@ -186,7 +187,7 @@ impl Db {
 }
 
 impl Inventory<'_> {
-    pub async fn site(&self, site: &str) -> Result<Option<SiteSettings>, Error> {
+    pub async fn site(&self, site: &SiteId) -> Result<Option<SiteSettings>, Error> {
         let sql = format!("SELECT {SITE_COLUMNS} FROM sites WHERE site_id = $1");
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(site)
@@ -196,7 +197,10 @@ impl Inventory<'_> {
 
     /// A site's settings without its holidays (`[]`): how a corrupt stored
     /// list is replaced through the API.
-    pub async fn site_without_holidays(&self, site: &str) -> Result<Option<SiteSettings>, Error> {
+    pub async fn site_without_holidays(
+        &self,
+        site: &SiteId,
+    ) -> Result<Option<SiteSettings>, Error> {
         Ok(sqlx::query_as(
             "SELECT site_id, name, time_zone, stale_after_ms, CAST('[]' AS TEXT) AS holidays, first_seen_ms, last_seen_ms
              FROM sites WHERE site_id = $1",
@@ -250,7 +254,7 @@ impl Inventory<'_> {
         Ok(())
     }
 
-    pub async fn tank(&self, site: &str, tank: &str) -> Result<Option<TankRow>, Error> {
+    pub async fn tank(&self, site: &SiteId, tank: &str) -> Result<Option<TankRow>, Error> {
         let sql = format!("SELECT {TANK_COLUMNS} FROM tanks WHERE site_id = $1 AND tank_id = $2");
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(site)
@@ -301,7 +305,7 @@ impl Inventory<'_> {
     }
 
     /// Removes a tank, its state and its observations; false if none.
-    pub async fn delete_tank(&self, site: &str, tank: &str) -> Result<bool, Error> {
+    pub async fn delete_tank(&self, site: &SiteId, tank: &str) -> Result<bool, Error> {
         let (_w, mut tx) = self.0.begin_write().await?;
         let n = sqlx::query("DELETE FROM tanks WHERE site_id = $1 AND tank_id = $2")
             .bind(site)
@@ -478,7 +482,7 @@ impl Inventory<'_> {
     /// source this build does not know is an error of its own.
     pub async fn observations_of(
         &self,
-        site: &str,
+        site: &SiteId,
         tank: &str,
         limit: i64,
     ) -> Result<Vec<Result<ObservationRow, Error>>, Error> {

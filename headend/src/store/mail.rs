@@ -66,7 +66,7 @@ impl Db {
 
 impl Mail<'_> {
     /// A site's recipients, by address.
-    pub async fn recipients(&self, site: &str) -> Result<Vec<Recipient>, Error> {
+    pub async fn recipients(&self, site: &SiteId) -> Result<Vec<Recipient>, Error> {
         let rows: Vec<(String, Severity)> = sqlx::query_as(
             "SELECT address, min_severity FROM alarm_recipients WHERE site_id = $1 ORDER BY address",
         )
@@ -83,7 +83,7 @@ impl Mail<'_> {
     }
 
     /// Replaces a site's recipients.
-    pub async fn set_recipients(&self, site: &str, list: &[Recipient]) -> Result<(), Error> {
+    pub async fn set_recipients(&self, site: &SiteId, list: &[Recipient]) -> Result<(), Error> {
         let (_w, mut tx) = self.0.begin_write().await?;
         sqlx::query("DELETE FROM alarm_recipients WHERE site_id = $1")
             .bind(site)

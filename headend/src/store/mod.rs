@@ -76,7 +76,7 @@ pub fn site_in(col: &str, sites: Option<&[String]>, first: usize) -> String {
 /// One session's batches, committed together.
 #[derive(Debug, Clone)]
 pub struct Group {
-    pub site: String,
+    pub site: crate::domain::SiteId,
     pub batches: Vec<v1::TelemetryBatch>,
 }
 

@@ -4,6 +4,7 @@
 //! PostgreSQL only: SQLite is one process, whose own sessions are all.
 
 use crate::Error;
+use crate::domain::SiteId;
 use crate::store::{Backend, Db};
 
 /// A session held by another replica, as its row says.
@@ -85,7 +86,7 @@ impl Presence<'_> {
 
     /// Session `session_id` of `site` on `replica` ended (a row another
     /// session has taken since is left alone).
-    pub async fn closed(&self, site: &str, replica: &str, session_id: i64) -> Result<(), Error> {
+    pub async fn closed(&self, site: &SiteId, replica: &str, session_id: i64) -> Result<(), Error> {
         if self.off() {
             return Ok(());
         }

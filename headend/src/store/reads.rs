@@ -2,6 +2,7 @@
 //! gaps (data it dropped).
 
 use crate::Error;
+use crate::domain::SiteId;
 use crate::store::Db;
 
 impl Db {
@@ -9,7 +10,7 @@ impl Db {
     /// The site's delivery events, newest first.
     pub async fn delivery_events(
         &self,
-        site: &str,
+        site: &SiteId,
         limit: i64,
     ) -> Result<Vec<DeliveryEventRow>, Error> {
         Ok(sqlx::query_as(
@@ -22,7 +23,7 @@ impl Db {
         .await?)
     }
 
-    pub async fn gaps(&self, site: &str, limit: i64) -> Result<Vec<GapRow>, Error> {
+    pub async fn gaps(&self, site: &SiteId, limit: i64) -> Result<Vec<GapRow>, Error> {
         Ok(sqlx::query_as(
             "SELECT log_id, seq, first_seq, last_seq, count, class, reason, from_ts_ms, to_ts_ms, ingested_ms, device
              FROM gaps WHERE site_id = $1 ORDER BY from_ts_ms DESC, seq DESC LIMIT $2",

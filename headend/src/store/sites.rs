@@ -6,6 +6,7 @@
 use sqlx::Row;
 
 use crate::Error;
+use crate::domain::SiteId;
 use crate::store::Db;
 
 impl Db {
@@ -13,7 +14,7 @@ impl Db {
     /// Each asset's capacity and writable points, as its agent's hello said.
     pub async fn writable_points(
         &self,
-        site: &str,
+        site: &SiteId,
     ) -> Result<Vec<(String, f64, Vec<Writable>)>, Error> {
         let rows = sqlx::query(
             "SELECT asset_id, capacity, writable FROM assets WHERE site_id = $1 ORDER BY asset_id",
@@ -42,7 +43,11 @@ impl Db {
     }
 
     /// Newest good reading time of any field of an asset (Unix ms), if any.
-    pub async fn asset_last_good_ms(&self, site: &str, asset: &str) -> Result<Option<i64>, Error> {
+    pub async fn asset_last_good_ms(
+        &self,
+        site: &SiteId,
+        asset: &str,
+    ) -> Result<Option<i64>, Error> {
         Ok(sqlx::query_scalar(
             "SELECT MAX(good_ts_ms) FROM latest_values WHERE site_id = $1 AND asset_id = $2 AND quality = 'good'",
         )
@@ -64,7 +69,7 @@ impl Db {
     }
 
     /// Records the skew measured at a session's Hello (see `domain::clock`).
-    pub async fn record_clock(&self, site: &str, skew_ms: i64, at_ms: i64) -> Result<(), Error> {
+    pub async fn record_clock(&self, site: &SiteId, skew_ms: i64, at_ms: i64) -> Result<(), Error> {
         let (_w, mut tx) = self.begin_write().await?;
         sqlx::query(
             "UPDATE sites SET clock_skew_ms = $2, clock_checked_ms = $3 WHERE site_id = $1",
@@ -78,7 +83,7 @@ impl Db {
         Ok(())
     }
 
-    pub async fn site_exists(&self, site: &str) -> Result<bool, Error> {
+    pub async fn site_exists(&self, site: &SiteId) -> Result<bool, Error> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sites WHERE site_id = $1")
             .bind(site)
             .fetch_one(self.pool())
@@ -86,7 +91,7 @@ impl Db {
         Ok(n > 0)
     }
 
-    pub async fn assets(&self, site: &str) -> Result<Vec<AssetRow>, Error> {
+    pub async fn assets(&self, site: &SiteId) -> Result<Vec<AssetRow>, Error> {
         let mut assets: Vec<AssetRow> = sqlx::query_as(
             "SELECT asset_id, kind, name, product, capacity, capacity_unit, details FROM assets WHERE site_id = $1 ORDER BY asset_id",
         )

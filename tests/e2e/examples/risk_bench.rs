@@ -154,7 +154,7 @@ async fn year_site(db: &headend::store::Db, now: i64) -> Result<()> {
                 readings: std::mem::take(&mut batch),
                 ..Default::default()
             };
-            db.ingest(site, &b).await?;
+            db.ingest(&e2e::sid(site), &b).await?;
         }
     }
     Ok(())
@@ -237,7 +237,7 @@ async fn run(backend: &str, days: i64) -> Result<()> {
                     ..Default::default()
                 };
                 rows += b.readings.len() as u64;
-                he.db.ingest(&site, &b).await?;
+                he.db.ingest(&e2e::sid(&site), &b).await?;
             }
         }
         if s % 10 == 9 {

@@ -80,7 +80,7 @@ async fn main() -> anyhow::Result<()> {
             })
             .collect();
         db.ingest_many(
-            "site-00",
+            &e2e::sid("site-00"),
             &[v1::TelemetryBatch {
                 log_id: 8,
                 first_seq: readings[0].seq,

@@ -73,7 +73,7 @@ impl Fleet {
             }
             let first = readings.first().map(|r| r.seq).unwrap_or(1);
             groups.push(Group {
-                site: site(s),
+                site: headend::domain::SiteId::parse(&site(s)).expect("a site id"),
                 batches: vec![v1::TelemetryBatch {
                     log_id: 7,
                     first_seq: first,

@@ -47,6 +47,11 @@ impl TestPki {
 /// times in a row that way). Free on 127.0.0.1 and on `[::]`, where some
 /// peers listen. Falls back to port 0's choice when the range leaves no
 /// room below it.
+/// A site id the test knows is one.
+pub fn sid(site: &str) -> headend::domain::SiteId {
+    headend::domain::SiteId::parse(site).expect("a site id")
+}
+
 pub fn free_port() -> u16 {
     use std::hash::{BuildHasher, Hasher};
     let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")

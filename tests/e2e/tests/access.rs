@@ -4,6 +4,7 @@
 //! and per denial, append-only, tampering found by `headend audit
 //! verify` on both backends), tokens (expiry, revocation, refresh-token
 //! reuse), login lockout, the CLI, and HTTPS with certificate reload.
+use e2e::sid;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
@@ -206,7 +207,7 @@ async fn role_matrix(url: &str) -> Result<()> {
         f.escalation.insert(s, id);
     }
     for s in [NORTH, SOUTH] {
-        he.db.ingest(s, &leak_raised()).await?;
+        he.db.ingest(&sid(s), &leak_raised()).await?;
         let id: String =
             sqlx::query_scalar("SELECT episode_id FROM alarm_episodes WHERE site_id = $1")
                 .bind(s)

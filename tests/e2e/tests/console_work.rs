@@ -6,6 +6,7 @@
 //! is refused, another site is not found by URL, by form field or by
 //! upload, and a scoped admin cannot enroll or hand out another site.
 use anyhow::{Context, Result, ensure};
+use e2e::sid;
 use e2e::*;
 use serde_json::json;
 
@@ -816,7 +817,7 @@ async fn history(db: &headend::store::Db, site: &str) -> Result<()> {
         readings,
         ..Default::default()
     };
-    db.ingest(site, &b).await?;
+    db.ingest(&sid(site), &b).await?;
     Ok(())
 }
 
@@ -880,6 +881,18 @@ async fn a_manager_names_a_sites_holidays_in_the_console_and_role_and_scope_are_
     ensure!(a.status == 404, "{}", said(&a));
     let v = get_json(http, &format!("/api/v1/sites/{SOUTH}")).await?;
     ensure!(v["holidays"] == json!([]), "{v}");
+    // a text that is no site id names no site: not found, as a site
+    // that does not exist, on the form and on the site's page
+    let a = mona
+        .post(
+            "/sites/North-Site/holidays",
+            &[("csrf", &token), ("holidays", "2099-12-25")],
+            None,
+        )
+        .await?;
+    ensure!(a.status == 404, "{}", said(&a));
+    let a = mona.get("/sites/North-Site").await?;
+    ensure!(a.status == 404, "{}", said(&a));
     // role: a viewer sees no form and is refused
     let (mut nora, vtoken) = logged_in(http, "nora").await?;
     let a = nora.get(&format!("/sites/{NORTH}")).await?;

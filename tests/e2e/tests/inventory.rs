@@ -4,6 +4,7 @@
 //! person, loads judged late, observations pushed and imported as CSV.
 //! Expectations are computed by hand in the comments.
 
+use e2e::sid;
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
@@ -38,7 +39,7 @@ async fn ingest(db: &headend::store::Db, readings: Vec<v1::Reading>) -> Result<(
             readings: chunk.to_vec(),
             ..Default::default()
         };
-        db.ingest(SITE, &b).await?;
+        db.ingest(&sid(SITE), &b).await?;
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! backends (SQLite file, PostgreSQL database) through the same API and
 //! must see the same answers.
 
+use e2e::sid;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -115,16 +116,16 @@ async fn a_batch_delivered_twice_is_stored_once_and_rolled_up_once_on_both_backe
                 .map(|i| reading(i, "tank-1", "volume", i as f64, t0 + i as i64 * 60_000))
                 .collect(),
         );
-        assert_eq!(db.ingest("s1", &b).await?, 120, "{name}");
+        assert_eq!(db.ingest(&sid("s1"), &b).await?, 120, "{name}");
         // the same batch again (a redelivery after a lost ack) and a batch
         // overlapping it: nothing twice, the rollups unchanged by repeats
-        assert_eq!(db.ingest("s1", &b).await?, 120, "{name}");
+        assert_eq!(db.ingest(&sid("s1"), &b).await?, 120, "{name}");
         let overlap = batch(
             (100..=130)
                 .map(|i| reading(i, "tank-1", "volume", i as f64, t0 + i as i64 * 60_000))
                 .collect(),
         );
-        assert_eq!(db.ingest("s1", &overlap).await?, 130, "{name}");
+        assert_eq!(db.ingest(&sid("s1"), &overlap).await?, 130, "{name}");
         let rows = db.readings(&all("s1", "tank-1", None)).await?;
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, (1..=130).collect::<Vec<_>>(), "{name}");
@@ -172,7 +173,7 @@ async fn hourly_rollups_merge_into_longer_buckets_alike_on_both_backends() -> Re
                 .map(|i| reading(i + 1, "tank-1", "volume", i as f64, t0 + i as i64 * 600_000))
                 .collect(),
         );
-        db.ingest("s1", &b).await?;
+        db.ingest(&sid("s1"), &b).await?;
         let q = RollupQuery {
             site: "s1",
             asset: "tank-1",
@@ -233,7 +234,7 @@ async fn bad_readings_keep_their_error_and_no_value_and_queries_filter_and_order
             unsure,
             reading(5, "tank-2", "volume", 7.0, t0 + 5_000),
         ]);
-        db.ingest("s2", &b).await?;
+        db.ingest(&sid("s2"), &b).await?;
         let rows = db.readings(&all("s2", "tank-1", None)).await?;
         assert_eq!(rows.len(), 4, "{name}");
         let bad = &rows[2];
@@ -311,7 +312,7 @@ async fn retention_removes_raw_readings_past_the_window_and_keeps_rollups_and_ev
             ..Default::default()
         });
         b.last_seq = 10_000;
-        db.ingest("s3", &b).await?;
+        db.ingest(&sid("s3"), &b).await?;
         let before = db.readings(&all("s3", "tank-1", None)).await?.len();
         assert_eq!(before, 14 * 24, "{name}");
         let done = db.telemetry.retain(retention, now).await?;
@@ -360,15 +361,15 @@ async fn retention_removes_raw_readings_past_the_window_and_keeps_rollups_and_ev
         );
         assert!(hours.len() >= 10 * 24 - 1, "{name}: {} hours", hours.len());
         // nothing else touched: gaps, the latest values, the ack
-        assert_eq!(db.gaps("s3", 10).await?.len(), 1, "{name}");
-        let assets = db.assets("s3").await?;
+        assert_eq!(db.gaps(&sid("s3"), 10).await?.len(), 1, "{name}");
+        let assets = db.assets(&sid("s3")).await?;
         assert_eq!(
             assets.iter().map(|a| a.fields.len()).sum::<usize>(),
             2,
             "{name}"
         );
         assert_eq!(
-            db.ingest("s3", &batch(vec![])).await.ok(),
+            db.ingest(&sid("s3"), &batch(vec![])).await.ok(),
             Some(10_000),
             "{name}"
         );
@@ -425,7 +426,7 @@ async fn postgres_puts_readings_in_day_partitions_and_moves_early_arrivals_out_o
     // 5 days ahead (outside the window made ahead: the default partition)
     let ahead = now + 5 * DAY;
     db.ingest(
-        "s4",
+        &sid("s4"),
         &batch(vec![
             reading(1, "tank-1", "volume", 1.0, now),
             reading(2, "tank-1", "volume", 2.0, now - 10 * DAY),
@@ -550,7 +551,7 @@ async fn on_sqlite_a_group_the_database_refuses_fails_alone_and_the_others_in_it
     .await?;
     let t = now();
     let group = |site: &str| Group {
-        site: site.into(),
+        site: sid(site),
         batches: vec![batch(vec![reading(1, "tank-1", "volume", 5.0, t)])],
     };
     let out = db
@@ -648,7 +649,7 @@ async fn an_ack_with_an_unknown_reason_is_refused_and_the_rest_of_its_batch_is_s
                 ..Default::default()
             },
         ];
-        assert_eq!(db.ingest("s1", &b).await?, 4, "{name}");
+        assert_eq!(db.ingest(&sid("s1"), &b).await?, 4, "{name}");
         let c = db.commands().get("cmd-1").await?.expect("the command");
         assert_eq!(c.state, CommandState::Acked, "{name}");
         let reasons: Vec<Reason> = db
@@ -671,7 +672,7 @@ async fn an_ack_with_an_unknown_reason_is_refused_and_the_rest_of_its_batch_is_s
             ..Default::default()
         }];
         b.last_seq = 6;
-        db.ingest("s1", &b).await?;
+        db.ingest(&sid("s1"), &b).await?;
         let c = db.commands().get("cmd-1").await?.expect("the command");
         assert_eq!(
             (c.state, c.reason, c.readback),
@@ -716,9 +717,9 @@ async fn delivery_events_keep_their_source_and_an_unknown_source_is_refused_on_b
             event(4, 99),
         ];
         b.last_seq = 4;
-        assert_eq!(db.ingest("s1", &b).await?, 4, "{name}");
+        assert_eq!(db.ingest(&sid("s1"), &b).await?, 4, "{name}");
         let mut got: Vec<DeliverySource> = db
-            .delivery_events("s1", 10)
+            .delivery_events(&sid("s1"), 10)
             .await?
             .into_iter()
             .map(|d| d.source)
@@ -778,8 +779,8 @@ async fn a_local_command_from_a_site_is_recorded_with_its_actor_and_lifecycle_on
         other.seq = 5;
         b.command_acks = vec![applied, other];
         b.last_seq = 5;
-        assert_eq!(db.ingest("s1", &b).await?, 5, "{name}");
-        assert_eq!(db.ingest("s1", &b).await?, 5, "{name}: redelivered");
+        assert_eq!(db.ingest(&sid("s1"), &b).await?, 5, "{name}");
+        assert_eq!(db.ingest(&sid("s1"), &b).await?, 5, "{name}: redelivered");
         let rows: Vec<(String, String, String, Option<f64>)> = sqlx::query_as(
             "SELECT command_id, state, created_by, readback FROM commands WHERE site_id = 's1' ORDER BY command_id",
         )
@@ -946,7 +947,7 @@ async fn finished_days_packed_on_postgres_read_back_alike_and_late_or_redelivere
     let mut before = Vec::new();
     for (_, db) in s.both() {
         hello(db, "s6").await?;
-        db.ingest("s6", &b).await?;
+        db.ingest(&sid("s6"), &b).await?;
         before.push(answers(db, "s6").await?);
         db.telemetry.compact(now).await?;
     }
@@ -984,8 +985,8 @@ async fn finished_days_packed_on_postgres_read_back_alike_and_late_or_redelivere
     )]);
     let mut after = Vec::new();
     for (name, db) in s.both() {
-        db.ingest("s6", &b).await?;
-        db.ingest("s6", &late).await?;
+        db.ingest(&sid("s6"), &b).await?;
+        db.ingest(&sid("s6"), &late).await?;
         let a = answers(db, "s6").await?;
         assert_eq!(a[0].matches("seq:").count(), b.readings.len() + 1, "{name}");
         // the raw key cannot see packed rows: PostgreSQL's increments count
@@ -1049,7 +1050,7 @@ async fn on_postgres_a_commit_of_a_thousand_readings_never_waits_for_a_delayed_a
                 .collect(),
         );
         let t = std::time::Instant::now();
-        db.ingest("s7", &b).await?;
+        db.ingest(&sid("s7"), &b).await?;
         took.push(t.elapsed());
     }
     took.sort();
@@ -1071,7 +1072,7 @@ async fn a_headend_on_postgres_packs_finished_days_by_itself() -> Result<()> {
         hello(&store, "s8").await?;
         store
             .ingest(
-                "s8",
+                &sid("s8"),
                 &batch(vec![
                     reading(1, "tank-1", "volume", 1.0, now - 3 * DAY),
                     reading(2, "tank-1", "volume", 2.0, now),
@@ -1168,8 +1169,9 @@ async fn the_certificate_store_redeems_a_token_once_and_builds_the_same_revocati
         );
         assert!(c.is_revoked("aa").await? && !c.is_revoked("cc").await?);
         // a revoked site admits only what was issued after the cut
-        c.revoke_site("s2", &admin, "closed", t + 10).await?;
-        c.revoke_site("s2", &admin, "closed again", t + 20).await?;
+        c.revoke_site(&sid("s2"), &admin, "closed", t + 10).await?;
+        c.revoke_site(&sid("s2"), &admin, "closed again", t + 20)
+            .await?;
         c.record(&cert("ee", "s2", IssuedVia::Enrollment, t + 15, None))
             .await?;
         c.record(&cert("ff", "s2", IssuedVia::Enrollment, t + 25, None))
@@ -1186,10 +1188,13 @@ async fn the_certificate_store_redeems_a_token_once_and_builds_the_same_revocati
             "{name}: the cut moved to the second revocation"
         );
         assert_eq!(
-            c.site_revocation("s2").await?.map(|r| r.reason).as_deref(),
+            c.site_revocation(&sid("s2"))
+                .await?
+                .map(|r| r.reason)
+                .as_deref(),
             Some("closed again")
         );
-        let page = c.of_site("s1", i64::MAX, 10).await?;
+        let page = c.of_site(&sid("s1"), i64::MAX, 10).await?;
         assert_eq!(
             page.iter()
                 .map(|r| (r.serial.as_str(), r.revoked_ms.is_some()))
@@ -1210,7 +1215,7 @@ async fn the_certificate_store_redeems_a_token_once_and_builds_the_same_revocati
             .await?;
         }
         assert_eq!(
-            c.status("s1").await?.map(|r| r.failures),
+            c.status(&sid("s1")).await?.map(|r| r.failures),
             Some(0),
             "{name}: replaced"
         );
@@ -1302,7 +1307,7 @@ async fn a_delivery_is_recorded_before_it_is_sent_and_never_for_a_command_that_e
         received.seq = 2;
         b.command_acks = vec![received];
         b.last_seq = 2;
-        db.ingest("s1", &b).await?;
+        db.ingest(&sid("s1"), &b).await?;
         assert_eq!(state("d").await?, Some(CommandState::Acked), "{name}");
         // ...but neither for ever
         let mut ids = c.expire_unsent(t + HOUR + UNANSWERED_AFTER_MS + 1).await?;

@@ -9,6 +9,7 @@
 //! source, which only the inventory job reads, is left out of its tank's
 //! assessment and counted, without stopping the others'. On both
 //! databases.
+use e2e::sid;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -155,7 +156,7 @@ async fn fixtures(he: &headend::Running) -> Result<(String, String, String, Stri
     })
     .await?;
     // a leak alarm episode (its type, severity and timeline kinds are enums)
-    he.db.ingest(SITE, &leak_raised()).await?;
+    he.db.ingest(&sid(SITE), &leak_raised()).await?;
     let alarm: String =
         sqlx::query_scalar("SELECT episode_id FROM alarm_episodes WHERE site_id = $1")
             .bind(SITE)

@@ -111,12 +111,12 @@ pub async fn list(
 
 /// The site's zone (UTC without one or when it cannot be read).
 async fn zone_of(ctx: &Context, site: Option<&str>) -> TimeZone {
-    match site {
-        Some(site) => match crate::services::inventory::site(ctx, site).await {
-            Ok(s) => crate::services::evaluate::zone(&s.time_zone),
-            Err(_) => TimeZone::UTC,
-        },
-        None => TimeZone::UTC,
+    let Some(Ok(site)) = site.map(crate::domain::SiteId::parse) else {
+        return TimeZone::UTC;
+    };
+    match crate::services::inventory::site(ctx, &site).await {
+        Ok(s) => crate::services::evaluate::zone(&s.time_zone),
+        Err(_) => TimeZone::UTC,
     }
 }
 

@@ -464,6 +464,10 @@ pub async fn show(
     Path(site): Path<String>,
     Query(q): Query<SitePick>,
 ) -> Response {
+    let site = match crate::services::site_named(&site) {
+        Ok(s) => s,
+        Err(e) => return failed(e),
+    };
     let ctx = s.ctx(&p);
     let d = match svc::detail(&ctx, &s.sessions, &site).await {
         Ok(d) => d,
@@ -526,7 +530,7 @@ pub async fn show(
         Err(e) => return failed(e),
     };
     let title = if d.view.row.name.is_empty() {
-        site.clone()
+        site.to_string()
     } else {
         format!("{} ({site})", d.view.row.name)
     };
@@ -566,6 +570,10 @@ pub async fn set_holidays(
     Path(site): Path<String>,
     Form(f): Form<HolidaysForm>,
 ) -> Response {
+    let site = match crate::services::site_named(&site) {
+        Ok(s) => s,
+        Err(e) => return failed(e),
+    };
     let days: Vec<String> = f
         .holidays
         .split(|c: char| c == ',' || c.is_whitespace())

@@ -17,7 +17,7 @@ use super::layout::{failed, when};
 use super::{chart, site};
 use crate::api::ApiState;
 use crate::api::access::Caller;
-use crate::domain::Permission;
+use crate::domain::{Permission, SiteId};
 use crate::services::access::Principal;
 use crate::services::inventory::{self as svc, ObservationRequest, ObservationsRequest};
 use crate::wallclock::now_ms;
@@ -37,7 +37,7 @@ fn num(v: Option<f64>, unit: &str) -> Markup {
 /// deliveries marked, and the forecast rate drawn ahead to the runout.
 async fn trend(
     ctx: &crate::services::Context,
-    (site, tank): (&str, &str),
+    (site, tank): (&SiteId, &str),
     st: Option<&crate::store::inventory::StateRow>,
     pick: &site::Pick,
     tz: &jiff::tz::TimeZone,
@@ -138,7 +138,7 @@ async fn render(
     s: &ApiState,
     p: &Principal,
     v: &Viewer,
-    (site, tank): (&str, &str),
+    (site, tank): (&SiteId, &str),
     pick: &site::Pick,
     problem: Option<&str>,
 ) -> Response {
@@ -220,6 +220,10 @@ pub async fn show(
     Path((site, tank)): Path<(String, String)>,
     Query(pick): Query<site::Pick>,
 ) -> Response {
+    let site = match crate::services::site_named(&site) {
+        Ok(s) => s,
+        Err(e) => return failed(e),
+    };
     render(&s, &p, &v, (&site, &tank), &pick, None).await
 }
 
@@ -238,6 +242,10 @@ pub async fn dip(
     Path((site, tank)): Path<(String, String)>,
     Form(d): Form<Dip>,
 ) -> Response {
+    let site = match crate::services::site_named(&site) {
+        Ok(s) => s,
+        Err(e) => return failed(e),
+    };
     let Ok(volume) = d.volume_l.trim().parse::<f64>() else {
         let why = format!("The volume {:?} is not a number of litres.", d.volume_l);
         return render(
@@ -251,7 +259,7 @@ pub async fn dip(
         .await;
     };
     let req = ObservationsRequest::One(ObservationRequest {
-        site: site.clone(),
+        site: site.to_string(),
         tank: tank.clone(),
         at: json!(now_ms()),
         volume_l: volume,
@@ -335,6 +343,10 @@ pub async fn settings(
     Path((site, tank)): Path<(String, String)>,
     Form(f): Form<Settings>,
 ) -> Response {
+    let site = match crate::services::site_named(&site) {
+        Ok(s) => s,
+        Err(e) => return failed(e),
+    };
     let parsed = (|| {
         Ok::<_, String>(svc::TankRequest {
             name: f.name.trim().to_string(),

@@ -72,14 +72,14 @@ async fn a_sites_holidays_are_walked_at_the_sundays_rates_and_a_corrupt_list_is_
         site_b_with_a_tank_that_never_reported(&c).await;
         inventory::put_tank(
             &c,
-            "site-a",
+            &sid("site-a"),
             "tank-1",
             serde_json::from_value(json!({"product": "diesel", "capacity_l": 60000, "floor_l": 0}))
                 .unwrap(),
         )
         .await
         .unwrap();
-        db.ingest("site-a", &three_weeks(1)).await.unwrap();
+        db.ingest(&sid("site-a"), &three_weeks(1)).await.unwrap();
         let now = MONDAY + 21 * 24 * H;
         let s = evaluate::Settings::default();
         evaluate::run(&db, now, s).await.unwrap();
@@ -88,7 +88,7 @@ async fn a_sites_holidays_are_walked_at_the_sundays_rates_and_a_corrupt_list_is_
         // the next day a holiday: the tank lasts longer
         let (_, after) = inventory::update_site(
             &c,
-            "site-a",
+            &sid("site-a"),
             patch(json!({"holidays": ["2026-12-15", "2026-12-15"]})),
         )
         .await
@@ -104,8 +104,9 @@ async fn a_sites_holidays_are_walked_at_the_sundays_rates_and_a_corrupt_list_is_
 
         // refused, naming the field, and nothing changed
         for bad in [json!(["2026-12-32"]), json!(["2026-12-15", "15.12.2026"])] {
-            let r = inventory::update_site(&c, "site-a", patch(json!({ "holidays": bad })));
-            match r.await {
+            let r =
+                inventory::update_site(&c, &sid("site-a"), patch(json!({ "holidays": bad }))).await;
+            match r {
                 Err(e) => assert_eq!(refusal(e).1, "holidays", "{name}"),
                 Ok(_) => panic!("{name}: {bad} accepted"),
             }
@@ -113,10 +114,15 @@ async fn a_sites_holidays_are_walked_at_the_sundays_rates_and_a_corrupt_list_is_
         let many: Vec<String> = (0..=crate::domain::calendar::MAX_HOLIDAYS)
             .map(|d| format!("2027-{:02}-{:02}", d / 28 % 12 + 1, d % 28 + 1))
             .collect();
-        let r = inventory::update_site(&c, "site-a", patch(json!({ "holidays": many })));
-        assert_eq!(refusal(r.await.err().unwrap()).1, "holidays", "{name}");
+        let r =
+            inventory::update_site(&c, &sid("site-a"), patch(json!({ "holidays": many }))).await;
+        assert_eq!(refusal(r.err().unwrap()).1, "holidays", "{name}");
         assert_eq!(
-            inventory::site(&c, "site-a").await.unwrap().holidays.len(),
+            inventory::site(&c, &sid("site-a"))
+                .await
+                .unwrap()
+                .holidays
+                .len(),
             1,
             "{name}"
         );
@@ -132,7 +138,9 @@ async fn a_sites_holidays_are_walked_at_the_sundays_rates_and_a_corrupt_list_is_
             r#"["someday"]"#,
         )
         .await;
-        let e = inventory::site(&c, "site-a").await.expect_err("corrupt");
+        let e = inventory::site(&c, &sid("site-a"))
+            .await
+            .expect_err("corrupt");
         assert!(matches!(e, ServiceError::Store(_)), "{name}: {e:?}");
         let r = evaluate::run(&db, now + 2_000, s).await.unwrap();
         assert!(r.tanks >= 2, "{name}: {r:?}");
@@ -145,19 +153,26 @@ async fn a_sites_holidays_are_walked_at_the_sundays_rates_and_a_corrupt_list_is_
         );
         // a change that leaves the list alone cannot be made on it; one that
         // replaces it repairs it
-        let r = inventory::update_site(&c, "site-a", patch(json!({"name": "A"}))).await;
+        let r = inventory::update_site(&c, &sid("site-a"), patch(json!({"name": "A"}))).await;
         assert!(matches!(r, Err(ServiceError::Store(_))), "{name}");
-        let (before, after) =
-            inventory::update_site(&c, "site-a", patch(json!({"holidays": ["2026-12-24"]})))
-                .await
-                .unwrap();
+        let (before, after) = inventory::update_site(
+            &c,
+            &sid("site-a"),
+            patch(json!({"holidays": ["2026-12-24"]})),
+        )
+        .await
+        .unwrap();
         assert!(
             before.holidays.is_empty(),
             "{name}: the unreadable list shows as none"
         );
         assert_eq!(after.holidays.len(), 1, "{name}");
         assert_eq!(
-            inventory::site(&c, "site-a").await.unwrap().holidays.0,
+            inventory::site(&c, &sid("site-a"))
+                .await
+                .unwrap()
+                .holidays
+                .0,
             after.holidays.0,
             "{name}"
         );

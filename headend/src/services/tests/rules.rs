@@ -21,7 +21,7 @@ async fn a_sites_own_severity_grades_its_new_alarms_and_a_critical_one_escalates
         let c = ctx(&db, Scope::All);
         let set = alarms::set_severities(
             &c,
-            "site-a",
+            &sid("site-a"),
             severities(json!([
                 {"type": "high_water", "severity": "critical"},
                 {"type": "leak", "severity": "critical"},        // its default: no rule
@@ -47,8 +47,8 @@ async fn a_sites_own_severity_grades_its_new_alarms_and_a_critical_one_escalates
             "{name}: every type is listed"
         );
         let water = alarm_batch(3, &[(1, "alarm.high_water", 1.0, 1_000, true)]);
-        db.ingest("site-a", &water).await.unwrap();
-        db.ingest("site-c", &water).await.unwrap();
+        db.ingest(&sid("site-a"), &water).await.unwrap();
+        db.ingest(&sid("site-c"), &water).await.unwrap();
         let all = alarms::list(&c, &alarm_query(None)).await.unwrap();
         let sev = |s: &str| {
             all.iter()
@@ -75,7 +75,7 @@ async fn a_sites_own_severity_grades_its_new_alarms_and_a_critical_one_escalates
         // refusals name the field; another site is not found
         let e = alarms::set_severities(
             &c,
-            "site-a",
+            &sid("site-a"),
             severities(json!([
                 {"type": "overfill", "severity": "major"},
                 {"type": "overfill", "severity": "minor"},
@@ -89,13 +89,15 @@ async fn a_sites_own_severity_grades_its_new_alarms_and_a_critical_one_escalates
             "{name}"
         );
         let scoped = ctx(&db, Scope::Sites(["site-c".to_string()].into()));
-        let e = alarms::severities(&scoped, "site-a").await.unwrap_err();
+        let e = alarms::severities(&scoped, &sid("site-a"))
+            .await
+            .unwrap_err();
         assert!(
             matches!(refusal(e).0, Refused::NotFound | Refused::OutOfScope),
             "{name}"
         );
         // clearing the list brings the defaults back
-        let back = alarms::set_severities(&c, "site-a", severities(json!([])))
+        let back = alarms::set_severities(&c, &sid("site-a"), severities(json!([])))
             .await
             .unwrap();
         assert!(back.iter().all(|x| x.2), "{name}: {back:?}");

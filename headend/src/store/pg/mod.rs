@@ -374,7 +374,7 @@ impl PgTelemetry {
                     "INSERT INTO gaps (site_id, log_id, seq, first_seq, last_seq, count, class, reason, from_ts_ms, to_ts_ms, ingested_ms, device)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (site_id, log_id, seq) DO NOTHING",
                 )
-                .bind(&g.site)
+                .bind(g.site.as_str())
                 .bind(log_id)
                 .bind(gap.seq as i64)
                 .bind(gap.first_seq as i64)
@@ -394,7 +394,7 @@ impl PgTelemetry {
         if !newest.is_empty() {
             let q = |r: &v1::Reading| Quality::from_proto(r.quality);
             sqlx::query(UPSERT_LATEST)
-                .bind(&g.site)
+                .bind(g.site.as_str())
                 .bind(
                     newest
                         .iter()
@@ -436,7 +436,7 @@ impl PgTelemetry {
                updated_ms = excluded.updated_ms
              RETURNING acked_through",
         )
-        .bind(&g.site)
+        .bind(g.site.as_str())
         .bind(log_id)
         .bind(rows::ack_to(&g.batches))
         .bind(now_ms)
@@ -444,7 +444,7 @@ impl PgTelemetry {
         .await?;
         sqlx::query("UPDATE sites SET last_seen_ms = $1 WHERE site_id = $2")
             .bind(now_ms)
-            .bind(&g.site)
+            .bind(g.site.as_str())
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
