@@ -9,3 +9,8 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+/// [`now_ms`] as a point in time.
+pub fn now() -> crate::domain::UnixMs {
+    crate::domain::UnixMs::from_ms(now_ms())
+}

@@ -28,7 +28,6 @@ use crate::domain::{Grant, Permission};
 use crate::services::access::{self as svc, AuthError, PrincipalKind, Refreshed};
 use crate::services::admin as admin_svc;
 use crate::store::users::{SessionRow, SessionsOf};
-use crate::wallclock::now_ms;
 
 /// Users a scoped admin's session list looks through at most.
 const MAX_SCOPED_USERS: i64 = 10_000;
@@ -220,7 +219,7 @@ async fn logout(State(s): State<ApiState>, Caller(p): Caller) -> Result<Response
             "an API key has no session to end; an admin revokes the key",
         ));
     };
-    svc::revoke_session(&s.db, session_id, now_ms(), "logout").await?;
+    svc::revoke_session(&s.db, session_id, crate::wallclock::now(), "logout").await?;
     Ok(noted(
         StatusCode::NO_CONTENT.into_response(),
         AuditNote {
@@ -294,8 +293,8 @@ async fn sessions(
         cursor: q.cursor.clone(),
     };
     let limit = pg.limit()?;
-    let before = page::after_i64(&pg)?.unwrap_or(i64::MAX);
-    let now = now_ms();
+    let before = crate::domain::UnixMs::from_ms(page::after_i64(&pg)?.unwrap_or(i64::MAX));
+    let now = crate::wallclock::now();
     let rows =
         s.db.users()
             .sessions(
@@ -333,7 +332,7 @@ async fn revoke(
     let Some(row) = row.filter(|_| mine || managed) else {
         return Err(ApiError::not_found(format!("no session {id:?}")));
     };
-    if !svc::revoke_session(&s.db, &id, now_ms(), "revoked").await? {
+    if !svc::revoke_session(&s.db, &id, crate::wallclock::now(), "revoked").await? {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "conflict",

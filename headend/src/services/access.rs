@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use crate::Error;
 use crate::domain::secret::{self, Bearer};
 use crate::domain::throttle::{DEFAULT_CAP, RateLimit, client_net};
-use crate::domain::{Actor, Grant, Role, Scope};
+use crate::domain::{Actor, Grant, Role, Scope, UnixMs};
 use crate::store::Db;
 use crate::store::api_keys::LAST_USED_STEP_MS;
 use crate::store::users::Issue;
@@ -221,7 +221,7 @@ pub async fn verify(db: &Db, token: &str, from: IpAddr) -> Result<Principal, Aut
         Some(Bearer::Access(t)) => {
             let o = db
                 .users()
-                .token_owner(&secret::token_hash(t), now)
+                .token_owner(&secret::token_hash(t), UnixMs::from_ms(now))
                 .await?
                 .ok_or_else(|| {
                     unauthenticated(
@@ -392,19 +392,20 @@ pub async fn login(
     }
     let session_id = format!("ses-{}", secret::random_id());
     let (tokens, ah, rh) = new_tokens(&session_id, &u.user_id, u.role);
+    let at = UnixMs::from_ms(now);
     db.users()
         .start_session(
             &u.user_id,
             &from.to_string(),
-            now + SESSION_TTL_MS,
+            at.plus_ms(SESSION_TTL_MS),
             &secret::new_form_token(),
             &Issue {
                 session_id: &session_id,
                 access_hash: &ah,
-                access_expires_ms: now + ACCESS_TTL_MS,
+                access_expires_ms: at.plus_ms(ACCESS_TTL_MS),
                 refresh_hash: &rh,
-                refresh_expires_ms: now + REFRESH_TTL_MS,
-                now_ms: now,
+                refresh_expires_ms: at.plus_ms(REFRESH_TTL_MS),
+                now_ms: at,
             },
         )
         .await?;
@@ -428,14 +429,14 @@ pub enum Refreshed {
 pub async fn revoke_session(
     db: &Db,
     id: &str,
-    now_ms: i64,
+    now_ms: UnixMs,
     why: &str,
 ) -> Result<bool, crate::Error> {
     db.users().revoke_session(id, now_ms, why).await
 }
 
 pub async fn refresh(db: &Db, token: &str) -> Result<Refreshed, AuthError> {
-    let now = now_ms();
+    let now = crate::wallclock::now();
     let bad = || unauthenticated("the refresh token is unknown, expired or revoked; log in again");
     let Some(Bearer::Refresh(t)) = secret::parse_bearer(token) else {
         return Err(bad());
@@ -468,9 +469,9 @@ pub async fn refresh(db: &Db, token: &str) -> Result<Refreshed, AuthError> {
             &Issue {
                 session_id: &r.session_id,
                 access_hash: &ah,
-                access_expires_ms: now + ACCESS_TTL_MS,
+                access_expires_ms: now.plus_ms(ACCESS_TTL_MS),
                 refresh_hash: &rh,
-                refresh_expires_ms: (now + REFRESH_TTL_MS).min(r.session_expires_ms),
+                refresh_expires_ms: now.plus_ms(REFRESH_TTL_MS).min(r.session_expires_ms),
                 now_ms: now,
             },
         )

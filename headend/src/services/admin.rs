@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::access::{Guard, hashing};
 use super::{Refused, Result, invalid, refused};
-use crate::domain::{Actor, Grant, Role, Scope, secret};
+use crate::domain::{Actor, Grant, Role, Scope, UnixMs, secret};
 use crate::store::Db;
 use crate::store::api_keys::ApiKeyRow;
 use crate::store::users::UserRow;
@@ -101,8 +101,8 @@ pub async fn add_user(db: &Db, guard: &Guard, by: &Grant, u: NewUser) -> Result<
         scope,
         password_hash: hash,
         disabled_ms: None,
-        created_ms: now,
-        updated_ms: now,
+        created_ms: UnixMs::from_ms(now),
+        updated_ms: UnixMs::from_ms(now),
     };
     if !db.users().add(&row).await? {
         return Err(refused(
@@ -154,7 +154,13 @@ pub async fn update_user(
     );
     may_give(by, &after, "the user")?;
     db.users()
-        .update(id, role, scope.as_ref(), p.disabled, now_ms())
+        .update(
+            id,
+            role,
+            scope.as_ref(),
+            p.disabled,
+            crate::wallclock::now(),
+        )
         .await?;
     Ok((get_user(db, by, id).await?, before))
 }
@@ -238,7 +244,9 @@ pub async fn reset_password(
     let hash = hashing(guard, move || secret::hash_password(&password))
         .await?
         .map_err(|e| invalid("password", e))?;
-    db.users().set_password(id, &hash, now_ms()).await?;
+    db.users()
+        .set_password(id, &hash, crate::wallclock::now())
+        .await?;
     db.login_locks().unlock(id).await?;
     Ok(())
 }

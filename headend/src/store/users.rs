@@ -3,7 +3,7 @@
 //! hashes of secrets are stored.
 
 use crate::Error;
-use crate::domain::{Role, Scope};
+use crate::domain::{Role, Scope, UnixMs};
 use crate::store::Db;
 
 #[derive(sqlx::FromRow, Clone, Debug)]
@@ -12,9 +12,9 @@ pub struct UserRow {
     pub role: Role,
     pub scope: Scope,
     pub password_hash: String,
-    pub disabled_ms: Option<i64>,
-    pub created_ms: i64,
-    pub updated_ms: i64,
+    pub disabled_ms: Option<UnixMs>,
+    pub created_ms: UnixMs,
+    pub updated_ms: UnixMs,
 }
 
 #[derive(sqlx::FromRow, Clone, Debug)]
@@ -22,10 +22,10 @@ pub struct SessionRow {
     pub session_id: String,
     pub user_id: String,
     pub client: String,
-    pub created_ms: i64,
-    pub refreshed_ms: i64,
-    pub expires_ms: i64,
-    pub revoked_ms: Option<i64>,
+    pub created_ms: UnixMs,
+    pub refreshed_ms: UnixMs,
+    pub expires_ms: UnixMs,
+    pub revoked_ms: Option<UnixMs>,
     pub revoked_reason: Option<String>,
 }
 
@@ -43,12 +43,12 @@ pub struct TokenOwner {
 #[derive(sqlx::FromRow, Clone, Debug)]
 pub struct RefreshRow {
     pub session_id: String,
-    pub expires_ms: i64,
-    pub used_ms: Option<i64>,
+    pub expires_ms: UnixMs,
+    pub used_ms: Option<UnixMs>,
     pub user_id: String,
-    pub session_revoked_ms: Option<i64>,
-    pub session_expires_ms: i64,
-    pub user_disabled_ms: Option<i64>,
+    pub session_revoked_ms: Option<UnixMs>,
+    pub session_expires_ms: UnixMs,
+    pub user_disabled_ms: Option<UnixMs>,
 }
 
 const USER_COLUMNS: &str =
@@ -60,10 +60,10 @@ const SESSION_COLUMNS: &str =
 pub struct Issue<'a> {
     pub session_id: &'a str,
     pub access_hash: &'a str,
-    pub access_expires_ms: i64,
+    pub access_expires_ms: UnixMs,
     pub refresh_hash: &'a str,
-    pub refresh_expires_ms: i64,
-    pub now_ms: i64,
+    pub refresh_expires_ms: UnixMs,
+    pub now_ms: UnixMs,
 }
 
 /// Whose sessions to list: never "all" by accident (an empty name).
@@ -131,7 +131,7 @@ impl Users<'_> {
         role: Option<Role>,
         scope: Option<&Scope>,
         disabled: Option<bool>,
-        now_ms: i64,
+        now_ms: UnixMs,
     ) -> Result<bool, Error> {
         let (_w, mut tx) = self.0.begin_write().await?;
         let n = sqlx::query(
@@ -157,7 +157,7 @@ impl Users<'_> {
     }
 
     /// Sets a new password hash and ends every session of the user.
-    pub async fn set_password(&self, id: &str, hash: &str, now_ms: i64) -> Result<bool, Error> {
+    pub async fn set_password(&self, id: &str, hash: &str, now_ms: UnixMs) -> Result<bool, Error> {
         let (_w, mut tx) = self.0.begin_write().await?;
         let n =
             sqlx::query("UPDATE users SET password_hash = $2, updated_ms = $3 WHERE user_id = $1")
@@ -192,7 +192,7 @@ impl Users<'_> {
         &self,
         user: &str,
         client: &str,
-        expires_ms: i64,
+        expires_ms: UnixMs,
         csrf: &str,
         t: &Issue<'_>,
     ) -> Result<(), Error> {
@@ -270,7 +270,11 @@ impl Users<'_> {
     }
 
     /// The owner of a valid access token.
-    pub async fn token_owner(&self, hash: &str, now_ms: i64) -> Result<Option<TokenOwner>, Error> {
+    pub async fn token_owner(
+        &self,
+        hash: &str,
+        now_ms: UnixMs,
+    ) -> Result<Option<TokenOwner>, Error> {
         Ok(sqlx::query_as(
             "SELECT u.user_id, u.role, u.scope, s.session_id FROM access_tokens a
              JOIN auth_sessions s ON s.session_id = a.session_id JOIN users u ON u.user_id = s.user_id
@@ -296,8 +300,8 @@ impl Users<'_> {
     pub async fn sessions(
         &self,
         of: SessionsOf<'_>,
-        live_at: Option<i64>,
-        before_ms: i64,
+        live_at: Option<UnixMs>,
+        before_ms: UnixMs,
         limit: i64,
     ) -> Result<Vec<SessionRow>, Error> {
         let users = match of {
@@ -311,7 +315,7 @@ impl Users<'_> {
         sql.push_str(&super::site_in("user_id", users, 4));
         sql.push_str(" ORDER BY created_ms DESC LIMIT $3");
         let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(live_at.unwrap_or(-1))
+            .bind(live_at.map_or(-1, UnixMs::ms))
             .bind(before_ms)
             .bind(limit);
         for u in users.unwrap_or_default() {
@@ -322,7 +326,12 @@ impl Users<'_> {
 
     /// Revokes one session (and so all its tokens). False if it was
     /// already revoked or does not exist.
-    pub async fn revoke_session(&self, id: &str, now_ms: i64, reason: &str) -> Result<bool, Error> {
+    pub async fn revoke_session(
+        &self,
+        id: &str,
+        now_ms: UnixMs,
+        reason: &str,
+    ) -> Result<bool, Error> {
         let (_w, mut tx) = self.0.begin_write().await?;
         let n = sqlx::query(
             "UPDATE auth_sessions SET revoked_ms = $2, revoked_reason = $3 WHERE session_id = $1 AND revoked_ms IS NULL",
@@ -366,7 +375,7 @@ async fn issue(c: &mut sqlx::AnyConnection, t: &Issue<'_>) -> Result<(), Error> 
 async fn revoke_sessions_of(
     c: &mut sqlx::AnyConnection,
     user: &str,
-    now_ms: i64,
+    now_ms: UnixMs,
     reason: &str,
 ) -> Result<(), Error> {
     sqlx::query(

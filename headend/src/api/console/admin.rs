@@ -103,7 +103,7 @@ async fn page(
                     td { a href=(format!("/admin/users/{}", seg(&u.user_id))) { (u.user_id) } }
                     td { (u.role) } td { (u.scope) }
                     td { @if u.disabled_ms.is_some() { span.problem { "disabled" } } @else { "active" } }
-                    td { (ms(Some(u.updated_ms))) }
+                    td { (ms(Some(u.updated_ms.ms()))) }
                 } } }
             } }
             h3 { "Add a user" }
@@ -230,8 +230,8 @@ async fn user_page(
         @if let Some(pr) = problem { p.problem role="alert" { (pr) } }
         dl.facts {
             dt { "Role" } dd { (u.role) } dt { "Sites" } dd { (u.scope) }
-            dt { "State" } dd { @if let Some(d) = u.disabled_ms { "disabled " (ms(Some(d))) } @else { "active" } }
-            dt { "Created" } dd { (ms(Some(u.created_ms))) }
+            dt { "State" } dd { @if let Some(d) = u.disabled_ms { "disabled " (ms(Some(d.ms()))) } @else { "active" } }
+            dt { "Created" } dd { (ms(Some(u.created_ms.ms()))) }
         }
         section aria-labelledby="change-h" {
             h2 #change-h { "Role, sites and state" }

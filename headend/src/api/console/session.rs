@@ -212,7 +212,8 @@ pub async fn logout(
     https: axum::Extension<Https>,
 ) -> Response {
     if let PrincipalKind::User { session_id, .. } = &p.kind
-        && let Err(e) = svc::revoke_session(&s.db, session_id, now_ms(), "logout").await
+        && let Err(e) =
+            svc::revoke_session(&s.db, session_id, crate::wallclock::now(), "logout").await
     {
         tracing::error!(error = %e, "console logout: the session could not be ended");
         return layout::error(
