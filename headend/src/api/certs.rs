@@ -163,7 +163,7 @@ async fn list_certs(
 ) -> Result<Response, ApiError> {
     let site = super::site_param(&site)?;
     let limit = p.limit()?;
-    let before = page::after_i64(&p)?.unwrap_or(i64::MAX);
+    let before = crate::domain::UnixMs::from_ms(page::after_i64(&p)?.unwrap_or(i64::MAX));
     let certs = s.db.certs().of_site(&site, before, limit + 1).await?;
     let status = s.db.certs().status(&site).await?;
     let items: Vec<Value> = certs

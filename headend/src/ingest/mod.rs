@@ -29,7 +29,7 @@ pub mod sanitize;
 pub mod tls;
 mod validate;
 
-use crate::domain::SiteId;
+use crate::domain::{SiteId, UnixMs};
 pub use crate::services::sessions::{IngestError, SessionInfo, Sessions};
 pub use commit::GROUP_QUEUE;
 use commit::{GroupJob, spawn_group_committer};
@@ -585,11 +585,11 @@ impl Ingest {
         let row = crate::store::certs::CertStatusRow {
             site_id: who.site_id.to_string(),
             serial: c.serial,
-            not_after_ms: c.not_after_ms,
-            renew_at_ms: c.renew_at_ms,
+            not_after_ms: UnixMs::from_ms(c.not_after_ms),
+            renew_at_ms: UnixMs::from_ms(c.renew_at_ms),
             failures: i64::from(c.failures),
             last_error: c.last_error,
-            reported_ms: crate::wallclock::now_ms(),
+            reported_ms: crate::wallclock::now(),
         };
         if let Err(e) = self.db.certs().set_status(&row).await {
             tracing::warn!(site = %who.site_id, error = %e, "certificate status not stored");

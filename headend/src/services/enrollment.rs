@@ -16,7 +16,7 @@ use tankwatch_tls::Revocations;
 
 use super::{Refused, Result, invalid, refused};
 use crate::domain::enrollment::{IssuedVia, TokenFacts, check_token, token_minutes};
-use crate::domain::{Actor, AuditOutcome, secret};
+use crate::domain::{Actor, AuditOutcome, UnixMs, secret};
 use crate::store::Db;
 use crate::store::audit::NewEntry;
 use crate::store::certs::{CertRow, TokenRow};
@@ -121,8 +121,8 @@ impl Issuing {
             site_id: site.to_string(),
             secret_hash: hash,
             created_by: by.clone(),
-            created_ms: now,
-            expires_ms: now + minutes * 60_000,
+            created_ms: UnixMs::from_ms(now),
+            expires_ms: UnixMs::from_ms(now).plus_ms(minutes * 60_000),
             used_ms: None,
             used_serial: None,
         };
@@ -135,7 +135,7 @@ impl Issuing {
             token_id: id,
             site_id: site.to_string(),
             token,
-            expires_ms: row.expires_ms,
+            expires_ms: row.expires_ms.ms(),
             ca_fingerprint: self.fingerprint.clone(),
             command,
         })
@@ -206,8 +206,8 @@ impl Issuing {
         };
         let facts = row.as_ref().map(|r| TokenFacts {
             site: &r.site_id,
-            expires_ms: r.expires_ms,
-            used_ms: r.used_ms,
+            expires_ms: r.expires_ms.ms(),
+            used_ms: r.used_ms.map(UnixMs::ms),
         });
         if let Err(why) = check_token(facts, site, now) {
             self.audit(
@@ -229,8 +229,8 @@ impl Issuing {
             serial: facts.serial.clone(),
             site_id: site.to_string(),
             via: IssuedVia::Enrollment,
-            issued_ms: now,
-            not_after_ms: facts.not_after_ms,
+            issued_ms: UnixMs::from_ms(now),
+            not_after_ms: UnixMs::from_ms(facts.not_after_ms),
             renewed_from: None,
             revoked_ms: None,
             revoked_by: None,
@@ -238,7 +238,7 @@ impl Issuing {
         };
         let Some(superseded) = db
             .certs()
-            .redeem(&row.token_id, now, &cert)
+            .redeem(&row.token_id, UnixMs::from_ms(now), &cert)
             .await
             .map_err(unavailable)?
         else {
@@ -283,8 +283,8 @@ impl Issuing {
                 serial: facts.serial.clone(),
                 site_id: site.to_string(),
                 via: IssuedVia::Renewal,
-                issued_ms: now,
-                not_after_ms: facts.not_after_ms,
+                issued_ms: UnixMs::from_ms(now),
+                not_after_ms: UnixMs::from_ms(facts.not_after_ms),
                 renewed_from: Some(from.to_string()),
                 revoked_ms: None,
                 revoked_by: None,
@@ -301,7 +301,7 @@ impl Issuing {
                     Some(site),
                     &Actor::headend(),
                     "renewal of a revoked certificate",
-                    now_ms(),
+                    crate::wallclock::now(),
                 )
                 .await;
             self.changed(db).await;
@@ -345,7 +345,7 @@ impl Issuing {
         }
         check_reason(reason)?;
         let site = db.certs().cert(&serial).await?.map(|c| c.site_id);
-        let now = now_ms();
+        let now = crate::wallclock::now();
         let fresh = db
             .certs()
             .revoke_serial(&serial, site.as_deref(), by, reason, now)
@@ -411,7 +411,9 @@ impl Issuing {
     ) -> Result<i64> {
         check_reason(reason)?;
         let now = now_ms();
-        db.certs().revoke_site(site, by, reason, now).await?;
+        db.certs()
+            .revoke_site(site, by, reason, UnixMs::from_ms(now))
+            .await?;
         self.changed(db).await;
         Ok(now)
     }

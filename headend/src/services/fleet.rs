@@ -46,7 +46,7 @@ pub async fn fleet(ctx: &Context, sessions: &Sessions, now_ms: i64) -> Result<Fl
         .db
         .certs()
         .expiring(
-            now_ms + super::today::CERT_WARNING_MS,
+            crate::domain::UnixMs::from_ms(now_ms + super::today::CERT_WARNING_MS),
             scope.as_deref(),
             COUNT_LIMIT,
         )

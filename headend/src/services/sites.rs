@@ -110,7 +110,11 @@ pub async fn detail(ctx: &Context, sessions: &Sessions, site: &SiteId) -> Result
     };
     let mut assets = ctx.db.assets(site).await?;
     assets.sort_by(|a, b| a.asset_id.cmp(&b.asset_id));
-    let certs = ctx.db.certs().of_site(site, i64::MAX, DETAIL_ROWS).await?;
+    let certs = ctx
+        .db
+        .certs()
+        .of_site(site, crate::domain::UnixMs::from_ms(i64::MAX), DETAIL_ROWS)
+        .await?;
     Ok(SiteDetail {
         view: SiteView {
             elsewhere: elsewhere(ctx, sessions).await?.remove(site.as_str()),
@@ -225,10 +229,14 @@ pub async fn health(ctx: &Context) -> Result<std::collections::HashMap<String, H
     for c in ctx
         .db
         .certs()
-        .expiring(i64::MAX, sites.as_deref(), 100_000)
+        .expiring(
+            crate::domain::UnixMs::from_ms(i64::MAX),
+            sites.as_deref(),
+            100_000,
+        )
         .await?
     {
-        out.entry(c.site_id).or_default().cert_not_after_ms = Some(c.not_after_ms);
+        out.entry(c.site_id).or_default().cert_not_after_ms = Some(c.not_after_ms.ms());
     }
     Ok(out)
 }

@@ -67,7 +67,11 @@ pub async fn today(ctx: &Context, sessions: &Sessions, now_ms: i64) -> Result<To
     let expiring = ctx
         .db
         .certs()
-        .expiring(now_ms + CERT_WARNING_MS, sites.as_deref(), LINES)
+        .expiring(
+            crate::domain::UnixMs::from_ms(now_ms + CERT_WARNING_MS),
+            sites.as_deref(),
+            LINES,
+        )
         .await?;
     Ok(Today {
         at_risk,

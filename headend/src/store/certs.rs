@@ -6,9 +6,9 @@ use std::collections::{HashMap, HashSet};
 use tankwatch_tls::RevocationSet;
 
 use crate::Error;
-use crate::domain::Actor;
 use crate::domain::SiteId;
 use crate::domain::enrollment::IssuedVia;
+use crate::domain::{Actor, UnixMs};
 use crate::store::Db;
 
 #[derive(sqlx::FromRow, Clone, Debug)]
@@ -17,9 +17,9 @@ pub struct TokenRow {
     pub site_id: String,
     pub secret_hash: String,
     pub created_by: Actor,
-    pub created_ms: i64,
-    pub expires_ms: i64,
-    pub used_ms: Option<i64>,
+    pub created_ms: UnixMs,
+    pub expires_ms: UnixMs,
+    pub used_ms: Option<UnixMs>,
     pub used_serial: Option<String>,
 }
 
@@ -31,11 +31,14 @@ pub struct CertRow {
     /// enrollment or renewal
     #[schema(value_type = String)]
     pub via: IssuedVia,
-    pub issued_ms: i64,
-    pub not_after_ms: i64,
+    #[schema(value_type = i64)]
+    pub issued_ms: UnixMs,
+    #[schema(value_type = i64)]
+    pub not_after_ms: UnixMs,
     /// The certificate this one renewed.
     pub renewed_from: Option<String>,
-    pub revoked_ms: Option<i64>,
+    #[schema(value_type = Option<i64>)]
+    pub revoked_ms: Option<UnixMs>,
     pub revoked_by: Option<String>,
     pub reason: Option<String>,
 }
@@ -45,19 +48,23 @@ pub struct CertRow {
 pub struct CertStatusRow {
     pub site_id: String,
     pub serial: String,
-    pub not_after_ms: i64,
-    pub renew_at_ms: i64,
+    #[schema(value_type = i64)]
+    pub not_after_ms: UnixMs,
+    #[schema(value_type = i64)]
+    pub renew_at_ms: UnixMs,
     /// Renewal attempts that failed since the last success.
     pub failures: i64,
     pub last_error: String,
-    pub reported_ms: i64,
+    #[schema(value_type = i64)]
+    pub reported_ms: UnixMs,
 }
 
 /// A site's revocation.
 #[derive(sqlx::FromRow, Clone, Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct SiteRevocationRow {
     pub site_id: String,
-    pub revoked_ms: i64,
+    #[schema(value_type = i64)]
+    pub revoked_ms: UnixMs,
     pub revoked_by: String,
     pub reason: String,
 }
@@ -110,7 +117,7 @@ impl Certs<'_> {
     pub async fn redeem(
         &self,
         token_id: &str,
-        now_ms: i64,
+        now_ms: UnixMs,
         cert: &CertRow,
     ) -> Result<Option<u64>, Error> {
         let (_w, mut tx) = self.0.begin_write().await?;
@@ -164,7 +171,7 @@ impl Certs<'_> {
         site: Option<&str>,
         by: &Actor,
         reason: &str,
-        now_ms: i64,
+        now_ms: UnixMs,
     ) -> Result<bool, Error> {
         let (_w, mut tx) = self.0.begin_write().await?;
         // two revocations of one serial at once: one row, no error
@@ -219,7 +226,7 @@ impl Certs<'_> {
         site: &SiteId,
         by: &Actor,
         reason: &str,
-        now_ms: i64,
+        now_ms: UnixMs,
     ) -> Result<(), Error> {
         let (_w, mut tx) = self.0.begin_write().await?;
         sqlx::query(
@@ -267,7 +274,7 @@ impl Certs<'_> {
     pub async fn of_site(
         &self,
         site: &SiteId,
-        before_ms: i64,
+        before_ms: UnixMs,
         limit: i64,
     ) -> Result<Vec<CertRow>, Error> {
         Ok(sqlx::query_as(
@@ -329,7 +336,7 @@ impl Certs<'_> {
     /// `limit`.
     pub async fn expiring(
         &self,
-        before_ms: i64,
+        before_ms: UnixMs,
         sites: Option<&[String]>,
         limit: i64,
     ) -> Result<Vec<CertStatusRow>, Error> {

@@ -1100,8 +1100,8 @@ async fn a_headend_on_postgres_packs_finished_days_by_itself() -> Result<()> {
 #[tokio::test]
 async fn the_certificate_store_redeems_a_token_once_and_builds_the_same_revocation_list_on_both_backends()
 -> Result<()> {
-    use headend::domain::Actor;
     use headend::domain::enrollment::IssuedVia;
+    use headend::domain::{Actor, UnixMs};
     use headend::store::certs::{CertRow, CertStatusRow, TokenRow};
     let s = Stores::new(Retention::default()).await?;
     let cert = |serial: &str, site: &str, via, issued_ms, from: Option<&str>| CertRow {
@@ -1109,7 +1109,7 @@ async fn the_certificate_store_redeems_a_token_once_and_builds_the_same_revocati
         site_id: site.into(),
         via,
         issued_ms,
-        not_after_ms: issued_ms + DAY,
+        not_after_ms: issued_ms.plus_ms(DAY),
         renewed_from: from.map(str::to_string),
         revoked_ms: None,
         revoked_by: None,
@@ -1118,26 +1118,26 @@ async fn the_certificate_store_redeems_a_token_once_and_builds_the_same_revocati
     let admin = Actor::headend();
     for (name, db) in s.both() {
         let c = db.certs();
-        let t = 1_000_000;
+        let t = UnixMs::from_ms(1_000_000);
         c.add_token(&TokenRow {
             token_id: "t1".into(),
             site_id: "s1".into(),
             secret_hash: "h".into(),
             created_by: admin.clone(),
             created_ms: t,
-            expires_ms: t + 60_000,
+            expires_ms: t.plus_ms(60_000),
             used_ms: None,
             used_serial: None,
         })
         .await?;
-        let first = cert("aa", "s1", IssuedVia::Enrollment, t + 1, None);
+        let first = cert("aa", "s1", IssuedVia::Enrollment, t.plus_ms(1), None);
         assert!(
-            c.redeem("t1", t + 1, &first).await?.is_some(),
+            c.redeem("t1", t.plus_ms(1), &first).await?.is_some(),
             "{name}: first use"
         );
-        let again = cert("bb", "s1", IssuedVia::Enrollment, t + 2, None);
+        let again = cert("bb", "s1", IssuedVia::Enrollment, t.plus_ms(2), None);
         assert!(
-            c.redeem("t1", t + 2, &again).await?.is_none(),
+            c.redeem("t1", t.plus_ms(2), &again).await?.is_none(),
             "{name}: a token buys one certificate"
         );
         assert!(
@@ -1149,33 +1149,58 @@ async fn the_certificate_store_redeems_a_token_once_and_builds_the_same_revocati
             Some("aa")
         );
         // a renewal lineage aa -> cc -> dd
-        c.record(&cert("cc", "s1", IssuedVia::Renewal, t + 3, Some("aa")))
-            .await?;
-        c.record(&cert("dd", "s1", IssuedVia::Renewal, t + 4, Some("cc")))
-            .await?;
+        c.record(&cert(
+            "cc",
+            "s1",
+            IssuedVia::Renewal,
+            t.plus_ms(3),
+            Some("aa"),
+        ))
+        .await?;
+        c.record(&cert(
+            "dd",
+            "s1",
+            IssuedVia::Renewal,
+            t.plus_ms(4),
+            Some("cc"),
+        ))
+        .await?;
         assert_eq!(
             c.renewals_of("aa").await?,
             vec!["cc".to_string(), "dd".to_string()],
             "{name}"
         );
         assert!(
-            c.revoke_serial("aa", Some("s1"), &admin, "stolen", t + 5)
+            c.revoke_serial("aa", Some("s1"), &admin, "stolen", t.plus_ms(5))
                 .await?
         );
         assert!(
-            !c.revoke_serial("aa", Some("s1"), &admin, "again", t + 6)
+            !c.revoke_serial("aa", Some("s1"), &admin, "again", t.plus_ms(6))
                 .await?,
             "{name}: once"
         );
         assert!(c.is_revoked("aa").await? && !c.is_revoked("cc").await?);
         // a revoked site admits only what was issued after the cut
-        c.revoke_site(&sid("s2"), &admin, "closed", t + 10).await?;
-        c.revoke_site(&sid("s2"), &admin, "closed again", t + 20)
+        c.revoke_site(&sid("s2"), &admin, "closed", t.plus_ms(10))
             .await?;
-        c.record(&cert("ee", "s2", IssuedVia::Enrollment, t + 15, None))
+        c.revoke_site(&sid("s2"), &admin, "closed again", t.plus_ms(20))
             .await?;
-        c.record(&cert("ff", "s2", IssuedVia::Enrollment, t + 25, None))
-            .await?;
+        c.record(&cert(
+            "ee",
+            "s2",
+            IssuedVia::Enrollment,
+            t.plus_ms(15),
+            None,
+        ))
+        .await?;
+        c.record(&cert(
+            "ff",
+            "s2",
+            IssuedVia::Enrollment,
+            t.plus_ms(25),
+            None,
+        ))
+        .await?;
         let set = c.revocations().await?;
         assert_eq!(
             set.serials,
@@ -1194,7 +1219,7 @@ async fn the_certificate_store_redeems_a_token_once_and_builds_the_same_revocati
                 .as_deref(),
             Some("closed again")
         );
-        let page = c.of_site(&sid("s1"), i64::MAX, 10).await?;
+        let page = c.of_site(&sid("s1"), UnixMs::from_ms(i64::MAX), 10).await?;
         assert_eq!(
             page.iter()
                 .map(|r| (r.serial.as_str(), r.revoked_ms.is_some()))
@@ -1206,7 +1231,7 @@ async fn the_certificate_store_redeems_a_token_once_and_builds_the_same_revocati
             c.set_status(&CertStatusRow {
                 site_id: "s1".into(),
                 serial: "dd".into(),
-                not_after_ms: t + DAY,
+                not_after_ms: t.plus_ms(DAY),
                 renew_at_ms: t,
                 failures,
                 last_error: "x".into(),
@@ -1226,15 +1251,15 @@ async fn the_certificate_store_redeems_a_token_once_and_builds_the_same_revocati
             site_id: "s1".into(),
             secret_hash: "h".into(),
             created_by: admin.clone(),
-            created_ms: t + 29,
-            expires_ms: t + 60_000,
+            created_ms: t.plus_ms(29),
+            expires_ms: t.plus_ms(60_000),
             used_ms: None,
             used_serial: None,
         })
         .await?;
-        let again = cert("gg", "s1", IssuedVia::Enrollment, t + 30, None);
+        let again = cert("gg", "s1", IssuedVia::Enrollment, t.plus_ms(30), None);
         assert_eq!(
-            c.redeem("t2", t + 30, &again).await?,
+            c.redeem("t2", t.plus_ms(30), &again).await?,
             Some(2),
             "{name}: cc and dd revoked (aa was already)"
         );

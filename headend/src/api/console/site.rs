@@ -439,10 +439,10 @@ fn certs(d: &SiteDetail, v: &Viewer, site: &str, tz: &TimeZone) -> Markup {
                 (layout::head(&["Serial", "Issued", "Expires", "Via", "State"]))
                 tbody { @for c in &d.certs { tr {
                     td { code { (c.serial) } @if d.cert_in_use.as_deref() == Some(c.serial.as_str()) { br; span.muted { "in use" } } }
-                    td { (when(Some(c.issued_ms), tz)) } td { (when(Some(c.not_after_ms), tz)) } td { (c.via) }
+                    td { (when(Some(c.issued_ms.ms()), tz)) } td { (when(Some(c.not_after_ms.ms()), tz)) } td { (c.via) }
                     td {
                         @if let Some(r) = c.revoked_ms {
-                            span.problem { "revoked " } (when(Some(r), tz)) br; span.muted { (c.reason.clone().unwrap_or_default()) }
+                            span.problem { "revoked " } (when(Some(r.ms()), tz)) br; span.muted { (c.reason.clone().unwrap_or_default()) }
                         } @else if admin {
                             form.inline method="post" action=(format!("/sites/{}/certificates/{}/revoke", seg(site), seg(&c.serial))) {
                                 input type="hidden" name="csrf" value=(v.token);

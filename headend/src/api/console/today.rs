@@ -57,7 +57,7 @@ fn sites_and_devices(t: &Today) -> Markup {
                 tbody { @for c in &t.expiring { tr {
                     td { a href=(format!("/sites/{}#certs-h", seg(&c.site_id))) { (c.site_id) } }
                     td { code { (c.serial) } }
-                    td { (when(Some(c.not_after_ms), &utc)) }
+                    td { (when(Some(c.not_after_ms.ms()), &utc)) }
                     td.num { (c.failures) } td { (c.last_error) }
                 } } }
             } }
