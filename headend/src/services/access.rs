@@ -216,12 +216,12 @@ pub async fn hashing<T: Send + 'static>(
 /// The principal of an `Authorization: Bearer` credential, as the
 /// database says now.
 pub async fn verify(db: &Db, token: &str, from: IpAddr) -> Result<Principal, AuthError> {
-    let now = now_ms();
+    let now = crate::wallclock::now();
     match secret::parse_bearer(token) {
         Some(Bearer::Access(t)) => {
             let o = db
                 .users()
-                .token_owner(&secret::token_hash(t), UnixMs::from_ms(now))
+                .token_owner(&secret::token_hash(t), now)
                 .await?
                 .ok_or_else(|| {
                     unauthenticated(
@@ -251,7 +251,9 @@ pub async fn verify(db: &Db, token: &str, from: IpAddr) -> Result<Principal, Aut
             {
                 return Err(bad());
             }
-            if k.last_used_ms.is_none_or(|t| t < now - LAST_USED_STEP_MS) {
+            if k.last_used_ms
+                .is_none_or(|t| t < now.plus_ms(-LAST_USED_STEP_MS))
+            {
                 let db = db.clone();
                 let id = k.key_id.clone();
                 tokio::spawn(async move {
@@ -291,7 +293,7 @@ const KEY_LINEAGE_MAX: usize = 8;
 async fn key_power(
     db: &Db,
     k: &crate::store::api_keys::ApiKeyRow,
-    now: i64,
+    now: UnixMs,
 ) -> Result<Grant, AuthError> {
     let mut power = crate::services::admin::key_grant(k);
     let mut by = k.created_by.clone();

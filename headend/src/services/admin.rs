@@ -281,7 +281,9 @@ pub async fn add_key(db: &Db, grant: &Grant, k: NewKey, by: &Actor) -> Result<(A
     let now = now_ms();
     let expires_ms = match k.expires_in_days {
         None => None,
-        Some(d) if (1..=MAX_KEY_DAYS).contains(&d) => Some(now + d * 86_400_000),
+        Some(d) if (1..=MAX_KEY_DAYS).contains(&d) => {
+            Some(UnixMs::from_ms(now).plus_ms(d * 86_400_000))
+        }
         Some(_) => {
             return Err(invalid(
                 "expires_in_days",
@@ -297,7 +299,7 @@ pub async fn add_key(db: &Db, grant: &Grant, k: NewKey, by: &Actor) -> Result<(A
         role,
         scope,
         created_by: by.clone(),
-        created_ms: now,
+        created_ms: UnixMs::from_ms(now),
         expires_ms,
         last_used_ms: None,
         revoked_ms: None,
@@ -326,15 +328,15 @@ pub async fn list_keys(db: &Db, by: &Grant, before_ms: i64, limit: i64) -> Resul
         limit,
         before_ms,
         key_grant,
-        |k| k.created_ms,
-        |before, n| async move { db.api_keys().list(before, n).await },
+        |k| k.created_ms.ms(),
+        |before, n| async move { db.api_keys().list(UnixMs::from_ms(before), n).await },
     )
     .await
 }
 
 pub async fn revoke_key(db: &Db, by: &Grant, id: &str) -> Result<ApiKeyRow> {
     get_key(db, by, id).await?;
-    if !db.api_keys().revoke(id, now_ms()).await? {
+    if !db.api_keys().revoke(id, crate::wallclock::now()).await? {
         return Err(refused(
             Refused::Conflict,
             "",

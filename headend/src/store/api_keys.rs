@@ -2,7 +2,7 @@
 //! optional site scope, an expiry, the last use and a revocation.
 
 use crate::Error;
-use crate::domain::{Actor, Role, Scope};
+use crate::domain::{Actor, Role, Scope, UnixMs};
 use crate::store::Db;
 
 #[derive(sqlx::FromRow, Clone, Debug)]
@@ -13,10 +13,10 @@ pub struct ApiKeyRow {
     pub role: Role,
     pub scope: Scope,
     pub created_by: Actor,
-    pub created_ms: i64,
-    pub expires_ms: Option<i64>,
-    pub last_used_ms: Option<i64>,
-    pub revoked_ms: Option<i64>,
+    pub created_ms: UnixMs,
+    pub expires_ms: Option<UnixMs>,
+    pub last_used_ms: Option<UnixMs>,
+    pub revoked_ms: Option<UnixMs>,
 }
 
 const COLUMNS: &str = "key_id, name, secret_hash, role, scope, created_by, created_ms, expires_ms, last_used_ms, revoked_ms";
@@ -45,7 +45,7 @@ impl ApiKeys<'_> {
     }
 
     /// Newest first, before `before_ms` (the page cursor).
-    pub async fn list(&self, before_ms: i64, limit: i64) -> Result<Vec<ApiKeyRow>, Error> {
+    pub async fn list(&self, before_ms: UnixMs, limit: i64) -> Result<Vec<ApiKeyRow>, Error> {
         let sql = format!(
             "SELECT {COLUMNS} FROM api_keys WHERE created_ms < $1 ORDER BY created_ms DESC, key_id LIMIT $2"
         );
@@ -77,7 +77,7 @@ impl ApiKeys<'_> {
     }
 
     /// False if there is no such key or it was already revoked.
-    pub async fn revoke(&self, id: &str, now_ms: i64) -> Result<bool, Error> {
+    pub async fn revoke(&self, id: &str, now_ms: UnixMs) -> Result<bool, Error> {
         let (_w, mut tx) = self.0.begin_write().await?;
         let n = sqlx::query(
             "UPDATE api_keys SET revoked_ms = $2 WHERE key_id = $1 AND revoked_ms IS NULL",
@@ -92,14 +92,14 @@ impl ApiKeys<'_> {
     }
 
     /// Records a use, at most once per [`LAST_USED_STEP_MS`].
-    pub async fn touch(&self, id: &str, now_ms: i64) -> Result<(), Error> {
+    pub async fn touch(&self, id: &str, now_ms: UnixMs) -> Result<(), Error> {
         let (_w, mut tx) = self.0.begin_write().await?;
         sqlx::query(
             "UPDATE api_keys SET last_used_ms = $2 WHERE key_id = $1 AND (last_used_ms IS NULL OR last_used_ms < $3)",
         )
         .bind(id)
         .bind(now_ms)
-        .bind(now_ms - LAST_USED_STEP_MS)
+        .bind(now_ms.plus_ms(-LAST_USED_STEP_MS))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

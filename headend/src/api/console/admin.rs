@@ -19,7 +19,7 @@ use serde::Deserialize;
 use super::layout::{self, Viewer, failed, given, seg, when};
 use crate::api::ApiState;
 use crate::api::access::Caller;
-use crate::domain::{Role, SiteId};
+use crate::domain::{Role, SiteId, UnixMs};
 use crate::services::access::Principal;
 use crate::services::admin::{self as svc, NewKey, NewUser, UserPatch};
 
@@ -122,8 +122,8 @@ async fn page(
                 (layout::head(&["Key", "Name", "Role", "Sites", "Created", "Expires", "Last used", "State"]))
                 tbody { @for k in &keys { tr {
                     td { code { (k.key_id) } } td { (k.name) } td { (k.role) } td { (k.scope) }
-                    td { (ms(Some(k.created_ms))) " by " (k.created_by) }
-                    td { (ms(k.expires_ms)) } td { (ms(k.last_used_ms)) }
+                    td { (ms(Some(k.created_ms.ms()))) " by " (k.created_by) }
+                    td { (ms(k.expires_ms.map(UnixMs::ms))) } td { (ms(k.last_used_ms.map(UnixMs::ms))) }
                     td {
                         @if k.revoked_ms.is_some() { span.problem { "revoked" } } @else {
                             form.inline method="post" action=(format!("/admin/keys/{}/revoke", seg(&k.key_id))) {
