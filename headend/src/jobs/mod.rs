@@ -291,7 +291,7 @@ async fn deliver(db: &Db, metrics: &crate::metrics::Metrics, target: &webhook::T
     };
     let mut waiting: std::collections::HashSet<String> = std::collections::HashSet::new();
     for r in rows {
-        if waiting.contains(&r.order_key) || r.next_ms > now_ms() {
+        if waiting.contains(&r.order_key) || r.next_ms > crate::wallclock::now() {
             waiting.insert(r.order_key);
             continue;
         }
@@ -311,7 +311,7 @@ async fn deliver(db: &Db, metrics: &crate::metrics::Metrics, target: &webhook::T
                 waiting.insert(r.order_key.clone());
                 (
                     OutboxState::Pending,
-                    now_ms() + webhook::backoff_ms(r.attempts),
+                    crate::wallclock::now().plus_ms(webhook::backoff_ms(r.attempts)),
                     e,
                 )
             }
@@ -397,7 +397,7 @@ async fn mail_round(
                 tracing::info!(id = m.id, to = %m.recipient, attempt = m.attempts + 1, error = %e, "alarm mail failed; retried");
                 (
                     MailState::Pending,
-                    now_ms() + webhook::backoff_ms(m.attempts),
+                    crate::wallclock::now().plus_ms(webhook::backoff_ms(m.attempts)),
                     e.text,
                 )
             }

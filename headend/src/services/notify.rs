@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::domain::UnixMs;
 use crate::domain::alarm::{AlarmState, Facts};
 use crate::domain::notify::{
     self, About, MailState, Open, Recipient, Rules, over_limit, reaches, render, render_digest,
@@ -28,9 +29,9 @@ pub async fn round(db: &Db, now: i64, r: &Rules) -> Result<Report, crate::Error>
     for c in db.mail().candidates(now - r.window_ms).await? {
         let state = AlarmState::of(
             &Facts {
-                cleared_ms: c.cleared_ms,
-                acked_ms: c.acked_ms,
-                shelved_until_ms: c.shelved_until_ms,
+                cleared_ms: c.cleared_ms.map(UnixMs::ms),
+                acked_ms: c.acked_ms.map(UnixMs::ms),
+                shelved_until_ms: c.shelved_until_ms.map(UnixMs::ms),
             },
             now,
         );
@@ -38,8 +39,8 @@ pub async fn round(db: &Db, now: i64, r: &Rules) -> Result<Report, crate::Error>
             severity: c.severity,
             state,
             acked: c.acked_ms.is_some(),
-            stored_ms: c.stored_ms,
-            last_mail_ms: c.last_mail_ms,
+            stored_ms: c.stored_ms.ms(),
+            last_mail_ms: c.last_mail_ms.map(UnixMs::ms),
         };
         let Some(kind) = notify::due(&open, now, r) else {
             continue;

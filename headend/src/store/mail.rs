@@ -20,12 +20,12 @@ pub struct Candidate {
     pub alarm_type: AlarmType,
     pub severity: Severity,
     pub raised_ms: UnixMs,
-    pub cleared_ms: Option<i64>,
+    pub cleared_ms: Option<UnixMs>,
     pub source: String,
-    pub stored_ms: i64,
-    pub last_mail_ms: Option<i64>,
-    pub acked_ms: Option<i64>,
-    pub shelved_until_ms: Option<i64>,
+    pub stored_ms: UnixMs,
+    pub last_mail_ms: Option<UnixMs>,
+    pub acked_ms: Option<UnixMs>,
+    pub shelved_until_ms: Option<UnixMs>,
 }
 
 #[derive(sqlx::FromRow, Clone, Debug, PartialEq)]
@@ -39,7 +39,7 @@ pub struct MailRow {
     pub body: String,
     pub state: MailState,
     pub attempts: i64,
-    pub next_ms: i64,
+    pub next_ms: UnixMs,
     pub last_error: String,
     pub created_ms: UnixMs,
     pub done_ms: Option<UnixMs>,
@@ -200,7 +200,7 @@ impl Mail<'_> {
         id: i64,
         state: MailState,
         attempts: i64,
-        next_ms: i64,
+        next_ms: UnixMs,
         error: &str,
         now: i64,
     ) -> Result<(), Error> {

@@ -6,6 +6,7 @@
 use sqlx::AnyConnection;
 
 use crate::Error;
+use crate::domain::UnixMs;
 use crate::domain::outbox::{OutboxState, Subject};
 use crate::store::Db;
 
@@ -19,12 +20,12 @@ pub struct OutboxRow {
     pub order_key: String,
     pub event: String,
     pub payload: crate::store::json::Document,
-    pub created_ms: i64,
+    pub created_ms: UnixMs,
     pub attempts: i64,
-    pub next_ms: i64,
+    pub next_ms: UnixMs,
     pub state: OutboxState,
     pub last_error: String,
-    pub done_ms: Option<i64>,
+    pub done_ms: Option<UnixMs>,
 }
 
 const COLUMNS: &str = "o.id, o.subject, o.escalation_id, o.order_key, o.event, o.payload, o.created_ms, o.attempts, o.next_ms, o.state, o.last_error, o.done_ms";
@@ -84,7 +85,7 @@ impl Outbox<'_> {
         id: i64,
         state: OutboxState,
         attempts: i64,
-        next_ms: i64,
+        next_ms: UnixMs,
         error: &str,
         now: i64,
     ) -> Result<(), Error> {

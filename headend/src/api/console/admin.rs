@@ -153,7 +153,7 @@ async fn page(
                     td { (d.id) }
                     td { @if d.subject.to_string() == "escalation" { a href=(format!("/escalations/{}", seg(&d.escalation_id))) { (d.subject) " " (d.escalation_id) } } @else { (d.subject) " " (d.escalation_id) } }
                     td { (d.event) } td.num { (d.attempts) } td { span.problem { (d.last_error) } }
-                    td { (ms(Some(d.created_ms))) } td { (ms(d.done_ms)) }
+                    td { (ms(Some(d.created_ms.ms()))) } td { (ms(d.done_ms.map(UnixMs::ms))) }
                 } } }
             } } }
         }
