@@ -170,15 +170,15 @@ pub fn site_json(s: &SiteSettings) -> Value {
         "site": s.site_id, "name": s.name, "time_zone": s.time_zone,
         "stale_after_h": s.stale_after_ms as f64 / 3_600_000.0,
         "holidays": s.holidays.0,
-        "first_seen": (s.first_seen_ms > 0).then(|| ts(s.first_seen_ms)),
-        "last_seen": (s.last_seen_ms > 0).then(|| ts(s.last_seen_ms)),
+        "first_seen": (s.first_seen_ms.ms() > 0).then(|| ts(s.first_seen_ms.ms())),
+        "last_seen": (s.last_seen_ms.ms() > 0).then(|| ts(s.last_seen_ms.ms())),
     })
 }
 
 /// A tank with its state; freshness and age as of `now` against the
 /// site's threshold.
 pub fn tank_json(t: &TankRow, st: Option<&StateRow>, stale_after_ms: i64, now: i64) -> Value {
-    let observed = st.and_then(|s| s.observed_ms);
+    let observed = st.and_then(|s| s.observed_ms).map(|t| t.ms());
     let fresh = crate::domain::inventory::freshness(observed, now, stale_after_ms);
     let flags: Vec<&str> = st
         .map(|s| s.flags.split(',').filter(|f| !f.is_empty()).collect())

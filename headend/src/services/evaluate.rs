@@ -8,7 +8,6 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::json;
 
-use crate::domain::CommandState;
 use crate::domain::assess::{self, Inputs, TankConfig};
 use crate::domain::calendar::{Calendar, Holiday};
 use crate::domain::deliveries::DeliveryPhase;
@@ -16,6 +15,7 @@ use crate::domain::deliveries::{self, Verdict};
 use crate::domain::escalation::{self, Cause, EscEventKind};
 use crate::domain::inventory::{self, Candidate, ObsSource, Observation};
 use crate::domain::load::{self, Timing};
+use crate::domain::{CommandState, UnixMs};
 use crate::store::Db;
 use crate::store::RollupQuery;
 use crate::store::escalations::{Applied, Finding};
@@ -130,7 +130,7 @@ impl Facts {
                 .push(Candidate {
                     source: o.source,
                     obs: Observation {
-                        at_ms: o.at_ms,
+                        at_ms: o.at_ms.ms(),
                         volume_l: o.volume_l,
                         water_mm: o.water_mm,
                     },
@@ -385,9 +385,9 @@ fn judge_tank(seen: &TankSeen<'_>, now: i64, margin_h: f64) -> (StateRow, Vec<Fi
             .map(|p| p.volume_l)
             .or(a.current.map(|c| c.obs.volume_l)),
         reading_l: a.current.map(|c| c.obs.volume_l),
-        flat_since_ms,
+        flat_since_ms: flat_since_ms.map(UnixMs::from_ms),
         water_mm: a.current.and_then(|c| c.obs.water_mm),
-        observed_ms: a.current.map(|c| c.obs.at_ms),
+        observed_ms: a.current.map(|c| UnixMs::from_ms(c.obs.at_ms)),
         source: match a.projected {
             Some(_) => Some(ObsSource::Projected),
             None => a.current.map(|c| c.source),
@@ -399,14 +399,14 @@ fn judge_tank(seen: &TankSeen<'_>, now: i64, margin_h: f64) -> (StateRow, Vec<Fi
         rate_basis: a.basis,
         rate_confidence: a.rate_confidence,
         hours_to_runout: a.hours_to_runout,
-        runout_ms: a.runout_ms,
+        runout_ms: a.runout_ms.map(UnixMs::from_ms),
         runout_p10_ms: a.runout_p10_ms,
         runout_p90_ms: a.runout_p90_ms,
         risk: a.risk,
         next_load_id: next_load.map(|l| l.load_id.to_string()),
-        next_eta_ms: next_load.map(|l| l.eta_ms.ms()),
+        next_eta_ms: next_load.map(|l| l.eta_ms),
         margin_h: a.margin_h,
-        evaluated_ms: now,
+        evaluated_ms: UnixMs::from_ms(now),
     };
     // the decision context: what the job saw at this moment
     let context = json!({

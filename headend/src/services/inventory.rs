@@ -2,7 +2,7 @@
 //! in batches, or imported as CSV with a per-row report), and the reads
 //! of the maintained state: the tank list and the risk list.
 
-use crate::domain::SiteId;
+use crate::domain::{SiteId, UnixMs};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -159,8 +159,8 @@ pub async fn create_site(ctx: &Context, r: SiteRequest) -> Result<SiteSettings> 
         time_zone: time_zone(r.time_zone.as_deref().unwrap_or("UTC"))?,
         stale_after_ms: stale_after(r.stale_after_h.unwrap_or(6.0))?,
         holidays: holidays(r.holidays.as_deref().unwrap_or_default())?,
-        first_seen_ms: 0,
-        last_seen_ms: 0,
+        first_seen_ms: UnixMs::from_ms(0),
+        last_seen_ms: UnixMs::from_ms(0),
     };
     if !ctx.db.inventory().create_site(&s).await? {
         return Err(refused(
@@ -272,8 +272,8 @@ pub async fn put_tank(
         critical_l: critical,
         floor_l: floor,
         water_limit_mm: r.water_limit_mm,
-        created_ms: old.as_ref().map(|t| t.created_ms).unwrap_or(now),
-        updated_ms: now,
+        created_ms: old.as_ref().map_or(UnixMs::from_ms(now), |t| t.created_ms),
+        updated_ms: UnixMs::from_ms(now),
     };
     let new = ctx.db.inventory().put_tank(&row).await?;
     Ok((row, new))
@@ -394,7 +394,7 @@ fn check_observation(
             format!("no tank {:?} at site {}", o.tank_id, o.site_id),
         ));
     };
-    if !(now - OBS_PAST_MS..=now + OBS_FUTURE_MS).contains(&o.at_ms) {
+    if !(now - OBS_PAST_MS..=now + OBS_FUTURE_MS).contains(&o.at_ms.ms()) {
         return Err(("at", "must be from 400 days ago to 5 minutes ahead".into()));
     }
     if !o.volume_l.is_finite() || o.volume_l.abs() > cap * 10.0 {
@@ -521,7 +521,7 @@ pub async fn push(ctx: &Context, req: ObservationsRequest, actor: &str) -> Resul
                 site_id: o.site,
                 tank_id: o.tank,
                 source,
-                at_ms: at,
+                at_ms: UnixMs::from_ms(at),
                 volume_l: o.volume_l,
                 water_mm: o.water_mm,
                 confidence: o.confidence.unwrap_or(1.0),
@@ -631,7 +631,7 @@ pub fn csv_rows(site: &str, text: &str) -> Result<(Vec<(usize, NewObservation)>,
                 site_id: site.into(),
                 tank_id: tank.into(),
                 source: ObsSource::Csv,
-                at_ms: at,
+                at_ms: UnixMs::from_ms(at),
                 volume_l: volume,
                 water_mm: num(cw, "water_mm")?,
                 confidence: num(cc, "confidence")?.unwrap_or(1.0),

@@ -4,6 +4,7 @@
 
 use crate::Error;
 use crate::domain::SiteId;
+use crate::domain::UnixMs;
 use crate::domain::calendar::Holiday;
 use crate::domain::forecast::{Basis, Risk};
 use crate::domain::inventory::{FreshnessKind, ObsSource};
@@ -20,8 +21,8 @@ pub struct SiteSettings {
     /// Days that sell like a Sunday (a JSON array of local dates).
     pub holidays: json::JsonText<Vec<Holiday>>,
     /// 0 while no agent has said hello.
-    pub first_seen_ms: i64,
-    pub last_seen_ms: i64,
+    pub first_seen_ms: UnixMs,
+    pub last_seen_ms: UnixMs,
 }
 
 /// What the lists and the inventory job read of every site: its zone, its
@@ -51,8 +52,8 @@ pub struct TankRow {
     pub critical_l: f64,
     pub floor_l: f64,
     pub water_limit_mm: Option<f64>,
-    pub created_ms: i64,
-    pub updated_ms: i64,
+    pub created_ms: UnixMs,
+    pub updated_ms: UnixMs,
 }
 
 /// What the inventory job last concluded of a tank.
@@ -66,9 +67,9 @@ pub struct StateRow {
     /// The observation's own volume.
     pub reading_l: Option<f64>,
     /// Since when the gauge has shown `reading_l` (to the last bit).
-    pub flat_since_ms: Option<i64>,
+    pub flat_since_ms: Option<UnixMs>,
     pub water_mm: Option<f64>,
-    pub observed_ms: Option<i64>,
+    pub observed_ms: Option<UnixMs>,
     pub source: Option<ObsSource>,
     pub confidence: Option<f64>,
     pub freshness: FreshnessKind,
@@ -78,15 +79,15 @@ pub struct StateRow {
     pub rate_basis: Option<Basis>,
     pub rate_confidence: Option<f64>,
     pub hours_to_runout: Option<f64>,
-    pub runout_ms: Option<i64>,
+    pub runout_ms: Option<UnixMs>,
     /// The runout's p10 and p90 (it comes before p10 one time in ten).
     pub runout_p10_ms: Option<i64>,
     pub runout_p90_ms: Option<i64>,
     pub risk: Risk,
     pub next_load_id: Option<String>,
-    pub next_eta_ms: Option<i64>,
+    pub next_eta_ms: Option<UnixMs>,
     pub margin_h: Option<f64>,
-    pub evaluated_ms: i64,
+    pub evaluated_ms: UnixMs,
 }
 
 const TANK_COLUMNS: &str = "site_id, tank_id, name, product, capacity_l, low_l, critical_l, floor_l, water_limit_mm, created_ms, updated_ms";
@@ -98,7 +99,7 @@ pub struct NewObservation {
     pub site_id: String,
     pub tank_id: String,
     pub source: ObsSource,
-    pub at_ms: i64,
+    pub at_ms: UnixMs,
     pub volume_l: f64,
     pub water_mm: Option<f64>,
     pub confidence: f64,
@@ -141,7 +142,7 @@ struct StoredNote {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ObservationRow {
     pub source: ObsSource,
-    pub at_ms: i64,
+    pub at_ms: UnixMs,
     pub volume_l: f64,
     pub water_mm: Option<f64>,
     pub note: String,
@@ -154,7 +155,7 @@ pub struct LatestObservation {
     pub site_id: String,
     pub tank_id: String,
     pub source: ObsSource,
-    pub at_ms: i64,
+    pub at_ms: UnixMs,
     pub volume_l: f64,
     pub water_mm: Option<f64>,
     pub confidence: f64,
@@ -504,7 +505,7 @@ impl Inventory<'_> {
                 })?;
                 Ok(ObservationRow {
                     source,
-                    at_ms: r.at_ms,
+                    at_ms: UnixMs::from_ms(r.at_ms),
                     volume_l: r.volume_l,
                     water_mm: r.water_mm,
                     note: r.note,
@@ -539,7 +540,7 @@ impl Inventory<'_> {
                     site_id: r.site_id,
                     tank_id: r.tank_id,
                     source,
-                    at_ms: r.at_ms,
+                    at_ms: UnixMs::from_ms(r.at_ms),
                     volume_l: r.volume_l,
                     water_mm: r.water_mm,
                     confidence: r.confidence,

@@ -17,7 +17,7 @@ use super::layout::{failed, when};
 use super::{chart, site};
 use crate::api::ApiState;
 use crate::api::access::Caller;
-use crate::domain::{Permission, SiteId};
+use crate::domain::{Permission, SiteId, UnixMs};
 use crate::services::access::Principal;
 use crate::services::inventory::{self as svc, ObservationRequest, ObservationsRequest};
 use crate::wallclock::now_ms;
@@ -64,7 +64,12 @@ async fn trend(
         .map(site::mark)
         .collect();
     let ahead = st.and_then(|s| {
-        let (at, v, rate, runout) = (s.observed_ms?, s.volume_l?, s.rate_lph?, s.runout_ms?);
+        let (at, v, rate, runout) = (
+            s.observed_ms?.ms(),
+            s.volume_l?,
+            s.rate_lph?,
+            s.runout_ms?.ms(),
+        );
         let end = v - rate * (runout - at) as f64 / 3_600_000.0;
         (runout > at && end.is_finite()).then_some(chart::Ahead {
             from: (at, v),
@@ -97,7 +102,7 @@ fn observations(
                 tbody { @for o in list { tr {
                     @match o {
                         Ok(o) => {
-                            td { (when(Some(o.at_ms), tz)) }
+                            td { (when(Some(o.at_ms.ms()), tz)) }
                             td.num { (format!("{:.0} L", o.volume_l)) }
                             td.num { (o.water_mm.map_or(String::new(), |w| format!("{w:.0} mm"))) }
                             td { (o.source) } td { (o.actor) } td { (o.note) }
@@ -173,7 +178,7 @@ async fn render(
             (fact("Capacity", num(Some(t.capacity_l), "L")))
             (fact("Low / critical", html! { (format!("{:.0} / {:.0} L", t.low_l, t.critical_l)) }))
             (fact("Source", html! { (st.and_then(|s| s.source).map_or("—".to_string(), |x| x.to_string())) }))
-            (fact("Observed", when(st.and_then(|s| s.observed_ms), &tz)))
+            (fact("Observed", when(st.and_then(|s| s.observed_ms).map(UnixMs::ms), &tz)))
             (fact("Freshness", html! { (st.map_or("unknown".to_string(), |s| s.freshness.to_string())) }))
             (fact("Flags", html! { (st.map_or("", |s| s.flags.as_str())) }))
             (fact("Rate", html! {
@@ -181,13 +186,13 @@ async fn render(
                 @if let Some(b) = st.and_then(|s| s.rate_basis) { " (" (b) ")" }
             }))
             (fact("Runout", html! {
-                (when(st.and_then(|s| s.runout_ms), &tz))
+                (when(st.and_then(|s| s.runout_ms).map(UnixMs::ms), &tz))
                 @if let (Some(lo), Some(hi)) = (st.and_then(|s| s.runout_p10_ms), st.and_then(|s| s.runout_p90_ms)) {
                     br; span.muted { "p10 " (when(Some(lo), &tz)) ", p90 " (when(Some(hi), &tz)) }
                 }
             }))
             (fact("Risk", html! { @let r = st.map_or(crate::domain::forecast::Risk::Unknown, |s| s.risk); span class=(format!("risk risk-{r}")) { (r) } }))
-            (fact("Next delivery", when(st.and_then(|s| s.next_eta_ms), &tz)))
+            (fact("Next delivery", when(st.and_then(|s| s.next_eta_ms).map(UnixMs::ms), &tz)))
             (fact("Site", html! { a href=(format!("/sites/{}", layout::seg(site))) { (site) } }))
         }
         (chart)

@@ -60,7 +60,9 @@ async fn runout(db: &Db) -> Option<i64> {
         limit: 10,
     };
     let rows = db.inventory().list(&f).await.unwrap();
-    rows.first().and_then(|(_, st)| st.as_ref()?.runout_ms)
+    rows.first()
+        .and_then(|(_, st)| st.as_ref()?.runout_ms)
+        .map(|t| t.ms())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
