@@ -323,7 +323,7 @@ impl Ingest {
             site_id: site.to_string(),
             replica: self.sessions.replica().to_string(),
             session_id: id as i64,
-            since_ms: now_ms(),
+            since_ms: crate::wallclock::now(),
             peer: peer.to_string(),
             agent_version: version.to_string(),
         };

@@ -34,7 +34,7 @@ pub async fn fleet(ctx: &Context, sessions: &Sessions, now_ms: i64) -> Result<Fl
     let connected = sites.iter().filter(|s| s.connected()).count() as i64;
     let silent = sites
         .iter()
-        .filter(|s| !s.connected() && now_ms - s.row.last_seen_ms > SILENT_AFTER_MS)
+        .filter(|s| !s.connected() && now_ms - s.row.last_seen_ms.ms() > SILENT_AFTER_MS)
         .count() as i64;
     let scope = ctx.scope.sites();
     let devices_down = ctx

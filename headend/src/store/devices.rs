@@ -1,6 +1,7 @@
 //! The site devices aggregate: each device's latest health as its agent
 //! reports it (`device_status`, one row per device, replaced by each report).
 
+use crate::domain::UnixMs;
 use tankwatch_proto::v1;
 
 use crate::Error;
@@ -15,15 +16,15 @@ pub struct DeviceRow {
     pub device: String,
     pub kind: String,
     pub connected: i64,
-    pub last_good_ms: i64,
+    pub last_good_ms: UnixMs,
     pub last_error: String,
-    pub last_error_ms: i64,
+    pub last_error_ms: UnixMs,
     pub errors: i64,
     pub reconnects: i64,
     pub shed: i64,
     pub gaps: i64,
     pub malformed: i64,
-    pub reported_ms: i64,
+    pub reported_ms: UnixMs,
 }
 
 /// A device its agent reports disconnected.
@@ -32,9 +33,9 @@ pub struct DeviceDownRow {
     pub site_id: String,
     pub device: String,
     pub kind: String,
-    pub last_good_ms: i64,
+    pub last_good_ms: UnixMs,
     pub last_error: String,
-    pub last_error_ms: i64,
+    pub last_error_ms: UnixMs,
 }
 
 /// Counters are u64 on the wire, i64 in SQL: saturate rather than wrap.

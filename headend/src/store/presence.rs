@@ -5,6 +5,7 @@
 
 use crate::Error;
 use crate::domain::SiteId;
+use crate::domain::UnixMs;
 use crate::store::{Backend, Db};
 
 /// A session held by another replica, as its row says.
@@ -14,7 +15,7 @@ pub struct RemoteSession {
     pub replica: String,
     #[serde(skip)]
     pub session_id: i64,
-    pub since_ms: i64,
+    pub since_ms: UnixMs,
     pub peer: String,
     pub agent_version: String,
 }

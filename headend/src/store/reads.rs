@@ -3,6 +3,7 @@
 
 use crate::Error;
 use crate::domain::SiteId;
+use crate::domain::UnixMs;
 use crate::store::Db;
 
 impl Db {
@@ -41,13 +42,13 @@ pub struct DeliveryEventRow {
     pub phase: crate::domain::deliveries::DeliveryPhase,
     pub load_id: String,
     pub tank: String,
-    pub start_ms: i64,
-    pub end_ms: i64,
+    pub start_ms: UnixMs,
+    pub end_ms: UnixMs,
     pub start_volume_l: f64,
     pub end_volume_l: f64,
     pub delivered_volume_l: f64,
     pub source: crate::domain::DeliverySource,
-    pub ingested_ms: i64,
+    pub ingested_ms: UnixMs,
     /// The headend's verdict (None until the inventory job judged it).
     pub verdict: Option<crate::domain::deliveries::Verdict>,
 }
@@ -62,9 +63,9 @@ pub struct GapRow {
     pub count: i64,
     pub class: String,
     pub reason: String,
-    pub from_ts_ms: i64,
-    pub to_ts_ms: i64,
-    pub ingested_ms: i64,
+    pub from_ts_ms: UnixMs,
+    pub to_ts_ms: UnixMs,
+    pub ingested_ms: UnixMs,
     /// The device whose data is missing (adapter gaps); '' for log drops.
     pub device: String,
 }

@@ -3,6 +3,7 @@
 //! and what commands resolve their targets against. (Split from `db.rs`,
 //! which keeps the pool, hellos and ingest.)
 
+use crate::domain::UnixMs;
 use sqlx::Row;
 
 use crate::Error;
@@ -134,8 +135,8 @@ impl Db {
 #[derive(sqlx::FromRow, Clone, Debug)]
 pub struct SiteRow {
     pub site_id: String,
-    pub first_seen_ms: i64,
-    pub last_seen_ms: i64,
+    pub first_seen_ms: UnixMs,
+    pub last_seen_ms: UnixMs,
     pub agent_version: String,
     /// As set by `PATCH /api/v1/sites/{site}` (empty until then).
     pub name: String,
@@ -143,7 +144,7 @@ pub struct SiteRow {
     /// The site's clock against the headend's at its last session (ms;
     /// positive: ahead), and when it was measured.
     pub clock_skew_ms: Option<i64>,
-    pub clock_checked_ms: Option<i64>,
+    pub clock_checked_ms: Option<UnixMs>,
     pub assets: i64,
 }
 

@@ -70,6 +70,11 @@ pub fn when(ms: Option<i64>, tz: &TimeZone) -> Markup {
     html! { time datetime=(utc) title=(format!("{utc} UTC")) { (local) } }
 }
 
+/// A stored time (0: never) as [`when`] shows it.
+pub fn when_at(t: Option<crate::domain::UnixMs>, tz: &TimeZone) -> Markup {
+    when(t.map(crate::domain::UnixMs::ms).filter(|m| *m > 0), tz)
+}
+
 /// A path segment, percent-encoded (ids come from agents and operators).
 pub fn seg(s: &str) -> String {
     use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};

@@ -13,7 +13,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::chart::{self, Chart, Mark, Point};
-use super::layout::{self, Viewer, failed, given, seg, when};
+use super::layout::{self, Viewer, failed, given, seg, when, when_at};
 use crate::api::ApiState;
 use crate::api::access::Caller;
 use crate::domain::calendar::Holiday;
@@ -122,7 +122,7 @@ pub fn mark(d: &DeliveryEventRow) -> Mark {
         d.phase.to_string()
     };
     Mark {
-        t_ms: d.start_ms,
+        t_ms: d.start_ms.ms(),
         label: format!(
             "delivery to {}: {volume} ({}{})",
             d.tank,
@@ -326,10 +326,10 @@ fn summary(d: &SiteDetail, tz: &TimeZone, days: Markup) -> Markup {
             dt { "Connected" }
             dd {
                 @if let Some(s) = &d.view.session { "yes, since " (when(Some(s.since_ms), tz)) }
-                @else if let Some(e) = &d.view.elsewhere { "yes, since " (when(Some(e.since_ms), tz)) ", on replica " (e.replica) }
+                @else if let Some(e) = &d.view.elsewhere { "yes, since " (when_at(Some(e.since_ms), tz)) ", on replica " (e.replica) }
                 @else { span.problem { "no" } }
             }
-            dt { "Last seen" } dd { (when(Some(r.last_seen_ms).filter(|m| *m > 0), tz)) }
+            dt { "Last seen" } dd { (when_at(Some(r.last_seen_ms), tz)) }
             dt { "Agent" } dd { (r.agent_version) }
             dt { "Clock" } dd { (r.clock_skew_ms.map_or("—".to_string(), clock::describe)) }
             dt { "Time zone" } dd { (r.time_zone) }
@@ -385,8 +385,8 @@ fn devices(d: &SiteDetail, tz: &TimeZone) -> Markup {
                 tbody { @for x in &d.devices { tr {
                     td { (x.device) } td { (x.kind) }
                     td { @if x.connected != 0 { "yes" } @else { span.problem { "no" } } }
-                    td { (when(Some(x.last_good_ms).filter(|m| *m > 0), tz)) }
-                    td { @if !x.last_error.is_empty() { span.problem { (x.last_error) } br; (when(Some(x.last_error_ms), tz)) } }
+                    td { (when_at(Some(x.last_good_ms), tz)) }
+                    td { @if !x.last_error.is_empty() { span.problem { (x.last_error) } br; (when_at(Some(x.last_error_ms), tz)) } }
                     td.num { (x.errors) } td.num { (x.reconnects) }
                 } } }
             } } }
@@ -402,7 +402,7 @@ fn deliveries(d: &SiteDetail, tz: &TimeZone) -> Markup {
             div.table-wrap tabindex="0" role="region" aria-label="Table (scrolls sideways on a narrow screen)" { table {
                 (layout::head(&["Tank", "Start", "Phase", "Delivered", "Source", "Verdict", "Load"]))
                 tbody { @for x in d.deliveries.iter().take(svc::DETAIL_ROWS as usize) { tr {
-                    td { (x.tank) } td { (when(Some(x.start_ms), tz)) } td { (x.phase) }
+                    td { (x.tank) } td { (when_at(Some(x.start_ms), tz)) } td { (x.phase) }
                     td.num { @if x.delivered_volume_l > 0.0 { (format!("{:.0} L", x.delivered_volume_l)) } }
                     td { (x.source) } td { (x.verdict.map(|v| v.to_string()).unwrap_or_default()) }
                     td { @if !x.load_id.is_empty() { a href=(format!("/loads/{}", seg(&x.load_id))) { (x.load_id) } } }
@@ -420,7 +420,7 @@ fn gaps(d: &SiteDetail, tz: &TimeZone) -> Markup {
             div.table-wrap tabindex="0" role="region" aria-label="Table (scrolls sideways on a narrow screen)" { table {
                 (layout::head(&["From", "To", "Readings", "Class", "Device", "Reason"]))
                 tbody { @for g in &d.gaps { tr {
-                    td { (when(Some(g.from_ts_ms), tz)) } td { (when(Some(g.to_ts_ms), tz)) }
+                    td { (when_at(Some(g.from_ts_ms), tz)) } td { (when_at(Some(g.to_ts_ms), tz)) }
                     td.num { (g.count) } td { (g.class) } td { (g.device) } td { (g.reason) }
                 } } }
             } } }
