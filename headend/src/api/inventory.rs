@@ -26,7 +26,8 @@ use super::page::{self, PageParams};
 use super::{ApiError, ApiState, Query, parse_body, ts};
 use crate::domain::forecast::Risk;
 use crate::domain::inventory::FreshnessKind;
-use crate::services::inventory::{self as svc, ObservationsRequest, SiteRequest, TankRequest};
+use crate::services::inventory::{self as svc, SiteRequest, TankRequest};
+use crate::services::observations::{self as obs_svc, ObservationsRequest};
 use crate::store::inventory::{SiteSettings, StateRow, TankFilter, TankRow};
 use crate::wallclock::now_ms;
 
@@ -405,7 +406,7 @@ async fn delete_tank(
     ))
 }
 
-fn report_response(r: &svc::ImportReport, target: String) -> Response {
+fn report_response(r: &obs_svc::ImportReport, target: String) -> Response {
     let v = serde_json::to_value(r).unwrap_or_default();
     let summary = json!({ "rows": r.rows, "added": r.added, "unchanged": r.unchanged, "rejected": r.rejected });
     noted(Json(v).into_response(), note(target, summary))
@@ -425,7 +426,7 @@ async fn post_observations(
             .map(|o| o.site.clone())
             .filter(|s| observations.iter().all(|o| &o.site == s)),
     };
-    let r = svc::push(&s.ctx(&p), req, &p.actor.to_string()).await?;
+    let r = obs_svc::push(&s.ctx(&p), req, &p.actor.to_string()).await?;
     let mut resp = report_response(&r, "observations".into());
     if let Some(n) = resp.extensions_mut().get_mut::<AuditNote>() {
         n.site = site;
@@ -463,7 +464,7 @@ async fn import(
 ) -> Result<Response, ApiError> {
     let site = super::site_param(&site)?;
     let text = csv_text(&headers, &body)?;
-    let r = svc::import(&s.ctx(&p), &site, &text, &p.actor.to_string()).await?;
+    let r = obs_svc::import(&s.ctx(&p), &site, &text, &p.actor.to_string()).await?;
     Ok(report_response(&r, format!("site {site} observations")))
 }
 

@@ -503,7 +503,9 @@ pub fn fuzz_bodies(body: &[u8]) {
         let _ = parse_body::<e::MoveRequest>(&b);
         let _ = parse_body::<e::NoteRequest>(&b);
         let _ = parse_body::<inventory::CsvBody>(&b);
-        if let Ok(i::ObservationsRequest::One(o)) = parse_body::<i::ObservationsRequest>(&b) {
+        if let Ok(crate::services::observations::ObservationsRequest::One(o)) =
+            parse_body::<crate::services::observations::ObservationsRequest>(&b)
+        {
             let _ = crate::services::time_value("at", &o.at);
         }
     }

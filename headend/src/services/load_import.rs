@@ -5,8 +5,8 @@
 //! column; a repeated import changes nothing.
 
 use super::commands::{eta_command, eta_expiry_s};
-use super::inventory::{ImportReport, MAX_OBSERVATIONS, RowProblem};
 use super::loads::{eta_value, volume_value};
+use super::observations::{ImportReport, MAX_OBSERVATIONS, RowProblem};
 use super::{Context, Result, invalid};
 use crate::domain::{Actor, EtaSource, LoadStatus};
 use crate::store::loads::{EtaGiven, LoadRow, LoadWrite};

@@ -19,6 +19,7 @@ pub mod inventory;
 pub mod load_import;
 pub mod loads;
 pub mod notify;
+pub mod observations;
 pub mod sessions;
 pub mod sheet;
 pub mod sites;

@@ -533,7 +533,7 @@ async fn an_escalation_resolved_while_its_cause_persists_reopens_as_the_same_cas
             "{name}"
         );
         // fresh data clears it (the job's own clear); stale again later is a new case
-        inventory::push(
+        super::observations::push(
             &c,
             serde_json::from_value(json!({"observations": [
                 {"site": "site-b", "tank": "tank-9", "at": now + 2_000, "volume_l": 12000}]}))

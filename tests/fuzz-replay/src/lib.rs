@@ -160,7 +160,7 @@ pub fn csv_import(data: &[u8]) {
     static SITE: std::sync::OnceLock<Option<edge_agent::AgentConfig>> = std::sync::OnceLock::new();
     let text = String::from_utf8_lossy(data);
     let now = 1_795_392_000_000;
-    let _ = headend::services::inventory::csv_rows("north", &text);
+    let _ = headend::services::observations::csv_rows("north", &text);
     let _ = headend::services::load_import::csv_rows("north", &text, now);
     let site = SITE.get_or_init(|| {
         edge_agent::config::parse(

@@ -22,8 +22,8 @@ use crate::api::access::Caller;
 use crate::domain::{EtaSource, LoadId, LoadStatus, Permission, SiteId};
 use crate::services::Context;
 use crate::services::access::Principal;
-use crate::services::inventory::ImportReport;
 use crate::services::loads::{self as svc, LoadPatch, LoadRequest, LoadView};
+use crate::services::observations::ImportReport;
 use crate::store::loads::LoadFilter;
 
 /// Loads on a page.

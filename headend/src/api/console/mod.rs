@@ -432,14 +432,14 @@ pub fn fuzz(data: &[u8]) {
     let problems = text
         .lines()
         .enumerate()
-        .map(|(i, l)| crate::services::inventory::RowProblem {
+        .map(|(i, l)| crate::services::observations::RowProblem {
             row: i,
             column: l.chars().take(8).collect(),
             problem: l.to_string(),
         })
         .take(50)
         .collect();
-    let report = crate::services::inventory::ImportReport {
+    let report = crate::services::observations::ImportReport {
         problems,
         ..Default::default()
     };

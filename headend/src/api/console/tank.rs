@@ -19,7 +19,8 @@ use crate::api::ApiState;
 use crate::api::access::Caller;
 use crate::domain::{Permission, SiteId, UnixMs};
 use crate::services::access::Principal;
-use crate::services::inventory::{self as svc, ObservationRequest, ObservationsRequest};
+use crate::services::inventory as svc;
+use crate::services::observations::{self as obs_svc, ObservationRequest, ObservationsRequest};
 use crate::wallclock::now_ms;
 
 fn fact(label: &str, value: Markup) -> Markup {
@@ -162,7 +163,7 @@ async fn render(
         Ok(m) => m,
         Err(r) => return r,
     };
-    let obs = match svc::observations(&ctx, site, tank).await {
+    let obs = match obs_svc::observations(&ctx, site, tank).await {
         Ok(o) => o,
         Err(e) => return failed(e),
     };
@@ -273,7 +274,7 @@ pub async fn dip(
         confidence: None,
         note: d.note,
     });
-    match svc::push(&s.ctx(&p), req, &p.actor.to_string()).await {
+    match obs_svc::push(&s.ctx(&p), req, &p.actor.to_string()).await {
         Ok(r) if r.problems.is_empty() => {
             Redirect::to(&layout::tank_url(&site, &tank)).into_response()
         }
