@@ -10,6 +10,7 @@
 use sha2::{Digest, Sha256};
 
 use super::text_enum;
+use crate::UnixMs;
 
 /// The previous hash of the first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -44,7 +45,7 @@ impl AuditOutcome {
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct AuditEntry {
     pub seq: i64,
-    pub at_ms: i64,
+    pub at_ms: UnixMs,
     /// The actor's text form (`operator ann from 10.0.0.7`, `api_key k-1 from …`,
     /// `opcua_user alice at site-1`, or `unauthenticated from IP`).
     pub actor: String,
@@ -75,7 +76,7 @@ impl AuditEntry {
         };
         field(prev.as_bytes());
         field(&self.seq.to_be_bytes());
-        field(&self.at_ms.to_be_bytes());
+        field(&self.at_ms.ms().to_be_bytes());
         field(self.actor.as_bytes());
         field(self.role.as_bytes());
         field(self.action.as_bytes());
@@ -206,7 +207,7 @@ mod tests {
     fn entry(seq: i64) -> AuditEntry {
         AuditEntry {
             seq,
-            at_ms: 1_700_000_000_000 + seq,
+            at_ms: UnixMs::from_ms(1_700_000_000_000 + seq),
             actor: "operator ann from 10.0.0.7".into(),
             role: "admin".into(),
             action: "commands.create".into(),
@@ -311,7 +312,7 @@ mod tests {
         let base = e.hash(GENESIS);
         let changes: Vec<Change> = vec![
             Box::new(|e| e.seq = 2),
-            Box::new(|e| e.at_ms += 1),
+            Box::new(|e| e.at_ms = e.at_ms.plus_ms(1)),
             Box::new(|e| e.actor.push('x')),
             Box::new(|e| e.role = "viewer".into()),
             Box::new(|e| e.action.push('x')),

@@ -87,6 +87,13 @@ impl serde::Serialize for UnixMs {
     }
 }
 
+/// Read as it is written: an integer of Unix ms (a stored JSON payload).
+impl<'de> serde::Deserialize<'de> for UnixMs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        i64::deserialize(d).map(UnixMs)
+    }
+}
+
 impl sqlx::Type<sqlx::Any> for UnixMs {
     fn type_info() -> sqlx::any::AnyTypeInfo {
         <i64 as sqlx::Type<sqlx::Any>>::type_info()

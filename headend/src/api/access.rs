@@ -142,7 +142,7 @@ pub async fn gate(State(g): State<Gate>, mut req: Request, next: Next) -> Respon
     };
     let target = req.uri().path().to_string();
     let mut entry = NewEntry {
-        at_ms: now_ms(),
+        at_ms: crate::wallclock::now(),
         actor: format!("unauthenticated from {client}"),
         role: None,
         action: rule.action.to_string(),
@@ -177,7 +177,7 @@ pub async fn gate(State(g): State<Gate>, mut req: Request, next: Next) -> Respon
                     let throttled = g
                         .denied
                         .lock()
-                        .map_or(Ok(()), |mut d| d.take(&client, entry.at_ms));
+                        .map_or(Ok(()), |mut d| d.take(&client, entry.at_ms.ms()));
                     g.api.metrics.auth_refused.inc();
                     return match throttled {
                         Ok(()) => deny(&g, entry, ApiError::unauthenticated(e.to_string())).await,
@@ -271,7 +271,7 @@ async fn unrouted(
             .is_ok()
         {
             let entry = NewEntry {
-                at_ms: now,
+                at_ms: crate::domain::UnixMs::from_ms(now),
                 actor: format!("unauthenticated from {client}"),
                 role: None,
                 action: "method_not_allowed".into(),

@@ -110,7 +110,8 @@ pub struct AlarmView {
     /// Device time of the reading that raised it.
     #[schema(value_type = Option<String>)]
     pub raised_at: Value,
-    pub raised_ms: i64,
+    #[schema(value_type = i64)]
+    pub raised_ms: crate::domain::UnixMs,
     #[schema(value_type = Option<String>)]
     pub cleared_at: Value,
     /// Raise to clear, or to now while it is open.
@@ -145,7 +146,7 @@ fn view(e: &EpisodeRow, now: i64) -> AlarmView {
         severity: e.severity,
         state: e.state(now),
         raised_at: ts(e.raised_ms),
-        raised_ms: raised,
+        raised_ms: e.raised_ms,
         cleared_at: e.cleared_ms.map_or(Value::Null, ts),
         duration_s: (end - raised).max(0) as f64 / 1000.0,
         value: e.raised_value,

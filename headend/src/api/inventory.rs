@@ -324,7 +324,7 @@ async fn list_tanks(
             tank_json(
                 t,
                 st.as_ref(),
-                th.get(&t.site_id)
+                th.get(t.site_id.as_str())
                     .copied()
                     .unwrap_or(crate::domain::inventory::DEFAULT_STALE_MS),
                 now,
@@ -508,7 +508,7 @@ async fn risk(
             let mut v = tank_json(
                 t,
                 st.as_ref(),
-                th.get(&t.site_id)
+                th.get(t.site_id.as_str())
                     .copied()
                     .unwrap_or(crate::domain::inventory::DEFAULT_STALE_MS),
                 now,

@@ -359,8 +359,8 @@ pub fn query_enum<T: crate::domain::TextEnum>(
 }
 
 /// A time query parameter: RFC 3339 or Unix ms.
-pub fn query_time(name: &str, v: &str) -> Result<i64, ApiError> {
-    crate::domain::time::parse(v).ok_or_else(|| {
+pub fn query_time(name: &str, v: &str) -> Result<crate::domain::UnixMs, ApiError> {
+    crate::domain::UnixMs::parse(v).ok_or_else(|| {
         ApiError::invalid(
             name,
             format!("query parameter {name}={v:?}: {}", crate::domain::time::HOW),
@@ -371,7 +371,7 @@ pub fn query_time(name: &str, v: &str) -> Result<i64, ApiError> {
 /// A `{site}` path parameter as a site id. A text that is no site id names
 /// no site: 404, as for a well-formed id that does not exist.
 pub fn site_param(site: &str) -> Result<crate::domain::SiteId, ApiError> {
-    crate::domain::SiteId::parse(site).map_err(|_| ApiError::not_found(format!("no site {site:?}")))
+    Ok(crate::services::site_named(site)?)
 }
 
 /// An `{id}` path parameter as the id of `what` (a command, a load): a

@@ -31,6 +31,7 @@ use serde_json::{Value, json};
 
 use super::page::{self, PageParams};
 use super::{ApiError, ApiState, Caller, query_time, ts};
+use crate::domain::UnixMs;
 use crate::store::{Db, ReadingQuery, RollupQuery};
 
 /// This feature's routes, each declared once: its handler, what it
@@ -310,7 +311,7 @@ async fn assets(
                             f.field,
                             json!({
                                 // the last good value; null if the point was never good
-                                "value": if f.good_ts_ms > 0 { json!(f.value) } else { Value::Null },
+                                "value": if f.good_ts_ms.ms() > 0 { json!(f.value) } else { Value::Null },
                                 "unit": f.unit,
                                 "quality": f.quality.as_str(),
                                 "error": if f.error.is_empty() { Value::Null } else { Value::String(f.error) },
@@ -424,18 +425,18 @@ async fn readings(
 }
 
 /// `from`, `to` and `limit` of a history query, checked.
-fn window(p: &HistoryParams) -> Result<(i64, i64, i64), ApiError> {
+fn window(p: &HistoryParams) -> Result<(UnixMs, UnixMs, i64), ApiError> {
     let from_ms = p
         .from
         .as_deref()
         .map(|v| query_time("from", v))
         .transpose()?
-        .unwrap_or(0);
+        .unwrap_or(UnixMs::from_ms(0));
     let to_ms =
         p.to.as_deref()
             .map(|v| query_time("to", v))
             .transpose()?
-            .unwrap_or(i64::MAX);
+            .unwrap_or(UnixMs::from_ms(i64::MAX));
     let limit = p.limit.unwrap_or(1000);
     if !(1..=10_000).contains(&limit) {
         return Err(ApiError::invalid("limit", "must be from 1 to 10000"));

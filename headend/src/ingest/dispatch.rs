@@ -225,7 +225,7 @@ pub fn command(r: &CommandRow) -> Result<HeadendMessage, crate::Error> {
                 tanks: p.tanks,
                 product: p.product,
                 planned_volume_l: p.planned_volume_l,
-                eta_ms: p.eta_ms,
+                eta_ms: p.eta_ms.ms(),
                 eta_source: p.eta_source.to_string(),
                 cancelled: p.cancelled,
             })

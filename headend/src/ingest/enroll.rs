@@ -238,7 +238,7 @@ impl v1::enrollment_server::Enrollment for Enrollment {
                     chain_pem: e.chain_pem,
                     ca_pem: self.issuing.root_pem.clone(),
                     site_id: r.site_id,
-                    not_after_ms: e.not_after_ms,
+                    not_after_ms: e.not_after_ms.ms(),
                 }))
             }
             Err(IssueError::Refused(why)) => {

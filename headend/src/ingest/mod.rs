@@ -144,7 +144,7 @@ impl v1::agent_link_server::AgentLink for Ingest {
         Ok(Response::new(v1::WhoamiReply {
             site_id: who.site_id.to_string(),
             serial: who.serial.clone(),
-            not_after_ms: who.not_after_ms,
+            not_after_ms: who.not_after_ms.ms(),
         }))
     }
 

@@ -76,7 +76,7 @@ pub struct AgentIdentity {
     pub site_id: crate::domain::SiteId,
     /// The certificate's serial (lowercase hex) and end of validity (Unix ms).
     pub serial: String,
-    pub not_after_ms: i64,
+    pub not_after_ms: crate::domain::UnixMs,
     pub peer: SocketAddr,
     /// Set by the ingest service when the session's Hello arrived: the
     /// connection is then no longer idle.
@@ -408,7 +408,7 @@ pub fn incoming(
                             identity: AgentIdentity {
                                 site_id,
                                 serial,
-                                not_after_ms,
+                                not_after_ms: crate::domain::UnixMs::from_ms(not_after_ms),
                                 peer,
                                 started: Arc::new(started_tx),
                             },

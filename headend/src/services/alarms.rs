@@ -81,7 +81,7 @@ pub async fn list(ctx: &Context, q: &ListQuery) -> Result<Vec<EpisodeRow>> {
             sites: sites.as_deref(),
             before: q.before.as_ref().map(|(ms, id)| (*ms, id.as_str())),
             limit: q.limit,
-            now_ms: now_ms(),
+            now_ms: crate::wallclock::now(),
         })
         .await?)
 }

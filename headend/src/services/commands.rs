@@ -530,7 +530,7 @@ pub(crate) fn eta_command(
         tanks: l.tank_ids(),
         product: l.product.clone(),
         planned_volume_l: l.planned_volume_l,
-        eta_ms: l.eta_ms.ms(),
+        eta_ms: l.eta_ms,
         eta_source: l.eta_source,
         cancelled: l.status == crate::domain::LoadStatus::Cancelled,
     };

@@ -70,7 +70,8 @@ pub struct NewToken {
     pub site_id: String,
     /// `twe_…`: shown once, stored hashed.
     pub token: String,
-    pub expires_ms: i64,
+    #[schema(value_type = i64)]
+    pub expires_ms: UnixMs,
     /// The root CA's SHA-256 fingerprint: the installer gives it to
     /// `edge-agent enroll --ca-fingerprint`.
     pub ca_fingerprint: String,
@@ -82,7 +83,7 @@ pub struct NewToken {
 #[derive(Debug)]
 pub struct Enrolled {
     pub chain_pem: String,
-    pub not_after_ms: i64,
+    pub not_after_ms: UnixMs,
     pub serial: String,
 }
 
@@ -135,7 +136,7 @@ impl Issuing {
             token_id: id,
             site_id: site.to_string(),
             token,
-            expires_ms: row.expires_ms.ms(),
+            expires_ms: row.expires_ms,
             ca_fingerprint: self.fingerprint.clone(),
             command,
         })
@@ -262,7 +263,7 @@ impl Issuing {
         tracing::info!(%site, serial = %facts.serial, superseded, "agent enrolled; the site's earlier certificates are revoked");
         Ok(Enrolled {
             chain_pem: chain,
-            not_after_ms: facts.not_after_ms,
+            not_after_ms: UnixMs::from_ms(facts.not_after_ms),
             serial: facts.serial,
         })
     }
@@ -322,7 +323,7 @@ impl Issuing {
         .await;
         Ok(Enrolled {
             chain_pem: chain,
-            not_after_ms: facts.not_after_ms,
+            not_after_ms: UnixMs::from_ms(facts.not_after_ms),
             serial: facts.serial,
         })
     }
@@ -453,7 +454,7 @@ impl Issuing {
         client: &str,
     ) {
         let e = NewEntry {
-            at_ms: now_ms(),
+            at_ms: crate::wallclock::now(),
             actor: Actor::agent(site).to_string(),
             role: None,
             action: action.into(),

@@ -108,9 +108,11 @@ impl Facts {
         fields.extend(WATER_FIELDS);
         let mut gauge: HashMap<(String, String), GaugeNow> = HashMap::new();
         for l in db.evaluation().gauge_latest(&fields).await? {
-            let e = gauge.entry((l.site_id, l.asset_id)).or_default();
+            let e = gauge
+                .entry((l.site_id.into_string(), l.asset_id))
+                .or_default();
             if l.field == VOLUME_FIELD {
-                e.0 = Some((l.value, l.good_ts_ms));
+                e.0 = Some((l.value, l.good_ts_ms.ms()));
             } else {
                 e.1 = Some(l.value);
             }
@@ -183,17 +185,17 @@ impl Facts {
         mine.iter()
             .filter_map(|d| match (d.phase, d.verdict) {
                 (DeliveryPhase::Ended, Some(Verdict::Confirmed)) => Some((
-                    d.start_ms,
-                    d.end_ms.max(d.start_ms),
+                    d.start_ms.ms(),
+                    d.end_ms.max(d.start_ms).ms(),
                     Some(d.delivered_volume_l),
                 )),
                 (DeliveryPhase::Started, _)
-                    if now - d.start_ms < OPEN_DELIVERY_MS
+                    if UnixMs::from_ms(now).since(d.start_ms) < OPEN_DELIVERY_MS
                         && !mine.iter().any(|e| {
                             e.phase == DeliveryPhase::Ended && e.start_ms == d.start_ms
                         }) =>
                 {
-                    Some((d.start_ms, now, None))
+                    Some((d.start_ms.ms(), now, None))
                 }
                 _ => None,
             })
@@ -269,21 +271,21 @@ async fn run_which(
         let next = facts.next_loads();
         let utc = (Calendar::utc(), crate::domain::inventory::DEFAULT_STALE_MS);
         for t in &facts.tanks {
-            let (cal, stale_after_ms) = facts.sites.get(&t.site_id).unwrap_or(&utc);
+            let (cal, stale_after_ms) = facts.sites.get(t.site_id.as_str()).unwrap_or(&utc);
             let hourly: Vec<(i64, f64)> = db
                 .rollups(&RollupQuery {
                     site: &t.site_id,
                     asset: &t.tank_id,
                     field: Some(VOLUME_FIELD),
-                    from_ms: now - HISTORY_MS,
-                    to_ms: now + 1,
+                    from_ms: UnixMs::from_ms(now - HISTORY_MS),
+                    to_ms: UnixMs::from_ms(now + 1),
                     limit: 24 * 22,
                 })
                 .await?
                 .into_iter()
-                .map(|r| (r.hour_ms, r.last))
+                .map(|r| (r.hour_ms.ms(), r.last))
                 .collect();
-            let key = (t.site_id.clone(), t.tank_id.clone());
+            let key = (t.site_id.to_string(), t.tank_id.clone());
             let mut cands = others.remove(&key).unwrap_or_default();
             if let Some((Some((v, at)), water)) = facts.gauge.get(&key) {
                 cands.push(Candidate {
@@ -378,7 +380,7 @@ fn judge_tank(seen: &TankSeen<'_>, now: i64, margin_h: f64) -> (StateRow, Vec<Fi
     });
     let flags: Vec<&str> = a.flags.iter().map(|f| f.as_str()).collect();
     let state = StateRow {
-        site_id: t.site_id.clone(),
+        site_id: t.site_id.to_string(),
         tank_id: t.tank_id.clone(),
         volume_l: a
             .projected
@@ -400,8 +402,8 @@ fn judge_tank(seen: &TankSeen<'_>, now: i64, margin_h: f64) -> (StateRow, Vec<Fi
         rate_confidence: a.rate_confidence,
         hours_to_runout: a.hours_to_runout,
         runout_ms: a.runout_ms.map(UnixMs::from_ms),
-        runout_p10_ms: a.runout_p10_ms,
-        runout_p90_ms: a.runout_p90_ms,
+        runout_p10_ms: a.runout_p10_ms.map(UnixMs::from_ms),
+        runout_p90_ms: a.runout_p90_ms.map(UnixMs::from_ms),
         risk: a.risk,
         next_load_id: next_load.map(|l| l.load_id.to_string()),
         next_eta_ms: next_load.map(|l| l.eta_ms),
@@ -454,7 +456,7 @@ fn judge_tank(seen: &TankSeen<'_>, now: i64, margin_h: f64) -> (StateRow, Vec<Fi
                 },
             };
             Finding {
-                site_id: t.site_id.clone(),
+                site_id: t.site_id.to_string(),
                 tank_id: t.tank_id.clone(),
                 cause,
                 subject: next_load.map(|l| l.load_id.to_string()).unwrap_or_default(),
@@ -500,7 +502,7 @@ fn load_findings(l: &LoadRow, timing: Option<Timing>, now: i64) -> Vec<Finding> 
 /// A failed command (or a failed revert) as a finding (pure).
 fn failure_finding(f: &CommandFailure) -> Finding {
     Finding {
-        site_id: f.site_id.clone(),
+        site_id: f.site_id.to_string(),
         tank_id: f.asset_id.clone(),
         cause: Cause::CommandFailed,
         subject: f.command_id.clone(),
@@ -575,18 +577,18 @@ async fn judge(db: &Db, ds: &mut [DeliveryFact]) -> Result<(), crate::Error> {
                 asset: &d.tank,
                 field: Some(VOLUME_FIELD),
                 from_ms: d.start_ms,
-                to_ms: d.end_ms + 1,
+                to_ms: d.end_ms.plus_ms(1),
                 limit: 5_000,
                 newest_first: false,
             })
             .await?;
         let samples: Vec<(i64, f64)> = rows
             .iter()
-            .filter_map(|r| r.value.map(|v| (r.source_ts_ms, v)))
+            .filter_map(|r| r.value.map(|v| (r.source_ts_ms.ms(), v)))
             .collect();
         let v = deliveries::verdict(&samples, d.end_volume_l - d.start_volume_l);
         if v == Verdict::SensorJump {
-            tracing::info!(site = %d.site_id, tank = %d.tank, start_ms = d.start_ms, "a detected delivery was a sensor jump (one step faster than fuel flows)");
+            tracing::info!(site = %d.site_id, tank = %d.tank, start_ms = d.start_ms.ms(), "a detected delivery was a sensor jump (one step faster than fuel flows)");
         }
         db.evaluation().set_verdict(d, v).await?;
         d.verdict = Some(v);

@@ -220,7 +220,7 @@ pub async fn put_tank(
     let now = now_ms();
     let old = ctx.db.inventory().tank(site_, tank).await?;
     let row = TankRow {
-        site_id: site_.to_string(),
+        site_id: site_.clone(),
         tank_id: tank.into(),
         name: text("name", &r.name, 200)?,
         product,

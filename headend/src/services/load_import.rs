@@ -22,7 +22,7 @@ pub struct LoadLine {
     pub reference: String,
     pub tanks: Vec<String>,
     pub planned_volume_l: f64,
-    pub eta_ms: i64,
+    pub eta_ms: crate::domain::UnixMs,
     pub eta_source: EtaSource,
     pub carrier: String,
     pub product: String,
@@ -141,7 +141,7 @@ pub fn csv_rows(
                 reference: reference.into(),
                 tanks,
                 planned_volume_l: volume,
-                eta_ms,
+                eta_ms: crate::domain::UnixMs::from_ms(eta_ms),
                 eta_source,
                 carrier: get(cc).chars().take(200).collect(),
                 product: get(cp).chars().take(64).collect(),
@@ -213,7 +213,7 @@ pub async fn import(
                     tank_list: l.tanks.clone(),
                     product: l.product,
                     planned_volume_l: l.planned_volume_l,
-                    eta_ms: l.eta_ms.into(),
+                    eta_ms: l.eta_ms,
                     eta_source: l.eta_source,
                     status: LoadStatus::Planned,
                     delivered_volume_l: None,
@@ -227,7 +227,7 @@ pub async fn import(
                 }),
             )),
             Some(old) => {
-                let eta_new = old.eta_ms.ms() != l.eta_ms;
+                let eta_new = old.eta_ms != l.eta_ms;
                 let volume_new = old.planned_volume_l != l.planned_volume_l;
                 if old.status.is_final() || (!eta_new && !volume_new) {
                     report.unchanged += 1;
@@ -241,7 +241,7 @@ pub async fn import(
                     applied: l.eta_source.replaces(old.eta_source),
                 });
                 if let Some(g) = given.filter(|g| g.applied) {
-                    load.eta_ms = g.eta_ms.into();
+                    load.eta_ms = g.eta_ms;
                     load.eta_source = g.source;
                     what.push(format!("ETA {} (source {})", g.eta_ms, g.source));
                 }

@@ -239,7 +239,7 @@ pub async fn patch(
         // manual > carrier API > email > CSV: a lower rank is history only
         let applied = source.replaces(load.eta_source);
         given = Some(EtaGiven {
-            eta_ms,
+            eta_ms: crate::domain::UnixMs::from_ms(eta_ms),
             source,
             applied,
         });

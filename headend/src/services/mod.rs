@@ -105,12 +105,13 @@ pub fn refused(kind: Refused, field: &str, message: impl Into<String>) -> Servic
     }
 }
 
-/// A site named by a caller (a console path or form) as a site id: a text
-/// that is no site id names no site, not found as a well-formed id that
-/// does not exist. (The REST API's is `api::site_param`.)
+/// A site named by a caller (a REST or console path, a form) as a site
+/// id: a text that is no site id names no site, not found as a
+/// well-formed id that does not exist (no field is named: it is the
+/// same answer).
 pub fn site_named(site: &str) -> Result<crate::domain::SiteId> {
     crate::domain::SiteId::parse(site)
-        .map_err(|_| refused(Refused::NotFound, "site", format!("no site {site:?}")))
+        .map_err(|_| refused(Refused::NotFound, "", format!("no site {site:?}")))
 }
 
 pub fn invalid(field: &str, message: impl Into<String>) -> ServiceError {

@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::wallclock::now_ms;
+use crate::domain::UnixMs;
+use crate::wallclock::now;
 
 /// Live sessions, for status (bounded by the number of connected agents).
 #[derive(Clone, Default)]
@@ -21,8 +22,8 @@ pub struct Sessions {
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct IngestError {
-    pub since_ms: i64,
-    pub last_ms: i64,
+    pub since_ms: UnixMs,
+    pub last_ms: UnixMs,
     pub failures: u64,
     pub error: String,
 }
@@ -32,7 +33,7 @@ pub struct IngestError {
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct LinkInfo {
     /// When the agent measured it (the site's clock, corrected), Unix ms.
-    pub reported_ms: i64,
+    pub reported_ms: UnixMs,
     pub up_bytes_per_s: Option<f64>,
     pub down_bytes_per_s: Option<f64>,
     pub bytes_per_reading: Option<f64>,
@@ -49,7 +50,7 @@ impl LinkInfo {
     /// non-negative are left out (a bad agent cannot put NaN in the API).
     pub fn from_report(r: &tankwatch_proto::v1::LinkReport, shift_ms: i64, now_ms: i64) -> Self {
         let ok = |v: Option<f64>| v.filter(|x| x.is_finite() && *x >= 0.0);
-        let reported_ms = r.ts_ms.saturating_add(shift_ms);
+        let reported_ms = UnixMs::from_ms(r.ts_ms.saturating_add(shift_ms));
         Self {
             reported_ms,
             up_bytes_per_s: ok(r.up_bytes_per_s),
@@ -69,7 +70,7 @@ impl LinkInfo {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct SessionInfo {
     pub peer: String,
-    pub since_ms: i64,
+    pub since_ms: UnixMs,
     pub agent_version: String,
     pub acked_through: u64,
     /// The link as the agent last reported it (agents from issue 30 on).
@@ -122,7 +123,7 @@ impl Sessions {
             site.to_string(),
             SessionInfo {
                 peer,
-                since_ms: now_ms(),
+                since_ms: now(),
                 agent_version,
                 acked_through,
                 link: None,
@@ -167,7 +168,7 @@ impl Sessions {
         self.errors().len()
     }
     pub(crate) fn commit_failed(&self, site: &str, error: &str) {
-        let now = now_ms();
+        let now = now();
         let mut e = self.errors();
         let entry = e.entry(site.to_string()).or_insert_with(|| IngestError {
             since_ms: now,

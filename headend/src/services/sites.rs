@@ -3,7 +3,7 @@
 //! not) and the trouble its data is in. The REST list and the console
 //! read this.
 
-use crate::domain::SiteId;
+use crate::domain::{SiteId, UnixMs};
 use std::collections::HashMap;
 
 use super::sessions::{IngestError, SessionInfo};
@@ -113,7 +113,7 @@ pub async fn detail(ctx: &Context, sessions: &Sessions, site: &SiteId) -> Result
     let certs = ctx
         .db
         .certs()
-        .of_site(site, crate::domain::UnixMs::from_ms(i64::MAX), DETAIL_ROWS)
+        .of_site(site, UnixMs::from_ms(i64::MAX), DETAIL_ROWS)
         .await?;
     Ok(SiteDetail {
         view: SiteView {
@@ -162,7 +162,7 @@ pub async fn series(
     site: &SiteId,
     asset: &str,
     field: &str,
-    (from_ms, to_ms): (i64, i64),
+    (from_ms, to_ms): (UnixMs, UnixMs),
     raw: bool,
 ) -> Result<Series> {
     ctx.visible(site, "site", || format!("no site {site:?}"))?;
@@ -190,7 +190,7 @@ pub async fn series(
         to_ms,
         limit: SERIES_LIMIT,
     };
-    let bucket_ms = bucket_of(to_ms.saturating_sub(from_ms));
+    let bucket_ms = bucket_of(to_ms.since(from_ms));
     let rows = if bucket_ms == HOUR_MS {
         ctx.reads.rollups(&q).await?
     } else {
@@ -214,7 +214,7 @@ pub struct Health {
     pub devices_up: i64,
     pub devices: i64,
     /// When the certificate its agent last reported expires.
-    pub cert_not_after_ms: Option<i64>,
+    pub cert_not_after_ms: Option<UnixMs>,
 }
 
 /// The health of the caller's sites, by site (two queries for the fleet).
@@ -229,14 +229,10 @@ pub async fn health(ctx: &Context) -> Result<std::collections::HashMap<String, H
     for c in ctx
         .db
         .certs()
-        .expiring(
-            crate::domain::UnixMs::from_ms(i64::MAX),
-            sites.as_deref(),
-            100_000,
-        )
+        .expiring(UnixMs::from_ms(i64::MAX), sites.as_deref(), 100_000)
         .await?
     {
-        out.entry(c.site_id).or_default().cert_not_after_ms = Some(c.not_after_ms.ms());
+        out.entry(c.site_id).or_default().cert_not_after_ms = Some(c.not_after_ms);
     }
     Ok(out)
 }

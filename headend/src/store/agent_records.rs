@@ -176,7 +176,7 @@ async fn local_command(
         crate::store::audit::append(
             c,
             &crate::store::audit::NewEntry {
-                at_ms: now,
+                at_ms: crate::domain::UnixMs::from_ms(now),
                 actor: actor.to_string(),
                 role: None,
                 action: "commands.local_setpoint".into(),

@@ -82,7 +82,7 @@ pub struct AlarmFilter<'a> {
     /// Page cursor: before this (raised, id), newest first.
     pub before: Option<(i64, &'a str)>,
     pub limit: i64,
-    pub now_ms: i64,
+    pub now_ms: UnixMs,
 }
 
 /// The SQL condition of a derived state; the same order of rules as

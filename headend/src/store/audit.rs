@@ -5,13 +5,13 @@ use sqlx::AnyConnection;
 
 use crate::Error;
 use crate::domain::audit::{AuditEntry, Broken, Stored, Verifier};
-use crate::domain::{AuditOutcome, Role};
+use crate::domain::{AuditOutcome, Role, UnixMs};
 use crate::store::Db;
 
 /// An entry to append (its seq comes from the chain's head).
 #[derive(Debug, Clone)]
 pub struct NewEntry {
-    pub at_ms: i64,
+    pub at_ms: UnixMs,
     pub actor: String,
     /// The role held, or None (unauthenticated, a site's user, the headend).
     pub role: Option<Role>,
@@ -93,8 +93,8 @@ pub struct AuditQuery {
     pub action: Option<String>,
     pub target: Option<String>,
     pub outcome: Option<AuditOutcome>,
-    pub from_ms: Option<i64>,
-    pub to_ms: Option<i64>,
+    pub from_ms: Option<UnixMs>,
+    pub to_ms: Option<UnixMs>,
     /// Entries before this seq (the page cursor); newest first.
     pub before_seq: Option<i64>,
     pub limit: i64,
@@ -152,8 +152,8 @@ impl Audit<'_> {
             .bind(q.action.as_deref().unwrap_or(""))
             .bind(q.target.as_deref().unwrap_or(""))
             .bind(q.outcome.map_or("", AuditOutcome::as_str))
-            .bind(q.from_ms.unwrap_or(i64::MIN))
-            .bind(q.to_ms.unwrap_or(i64::MAX))
+            .bind(q.from_ms.map_or(i64::MIN, UnixMs::ms))
+            .bind(q.to_ms.map_or(i64::MAX, UnixMs::ms))
             .bind(q.before_seq.unwrap_or(i64::MAX))
             .bind(q.limit)
             .bind(like);

@@ -90,7 +90,7 @@ pub struct EtaPayload {
     pub tanks: Vec<String>,
     pub product: String,
     pub planned_volume_l: f64,
-    pub eta_ms: i64,
+    pub eta_ms: crate::domain::UnixMs,
     pub eta_source: crate::domain::EtaSource,
     pub cancelled: bool,
 }

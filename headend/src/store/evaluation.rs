@@ -4,29 +4,29 @@
 
 use crate::Error;
 use crate::domain::deliveries::{DeliveryPhase, Verdict};
-use crate::domain::{CommandState, Reason};
+use crate::domain::{CommandState, Reason, SiteId, UnixMs};
 use crate::store::Db;
 
 /// A gauge's newest good value of a volume or water field.
 #[derive(sqlx::FromRow)]
 pub struct GaugeLatest {
-    pub site_id: String,
+    pub site_id: SiteId,
     pub asset_id: String,
     pub field: String,
     pub value: f64,
-    pub good_ts_ms: i64,
+    pub good_ts_ms: UnixMs,
 }
 
 /// A delivery an agent reported, with the headend's verdict once judged.
 #[derive(sqlx::FromRow)]
 pub struct DeliveryFact {
-    pub site_id: String,
+    pub site_id: SiteId,
     pub log_id: i64,
     pub seq: i64,
     pub phase: DeliveryPhase,
     pub tank: String,
-    pub start_ms: i64,
-    pub end_ms: i64,
+    pub start_ms: UnixMs,
+    pub end_ms: UnixMs,
     pub start_volume_l: f64,
     pub end_volume_l: f64,
     pub delivered_volume_l: f64,
@@ -39,7 +39,7 @@ pub struct DeliveryFact {
 pub struct CommandFailure {
     pub id: i64,
     pub command_id: String,
-    pub site_id: String,
+    pub site_id: SiteId,
     pub asset_id: String,
     pub state: CommandState,
     pub reason: Reason,

@@ -43,7 +43,7 @@ const SITE_COLUMNS: &str =
 /// A tank as the operator configured it.
 #[derive(sqlx::FromRow, Clone, Debug, PartialEq)]
 pub struct TankRow {
-    pub site_id: String,
+    pub site_id: SiteId,
     pub tank_id: String,
     pub name: String,
     pub product: String,
@@ -81,8 +81,8 @@ pub struct StateRow {
     pub hours_to_runout: Option<f64>,
     pub runout_ms: Option<UnixMs>,
     /// The runout's p10 and p90 (it comes before p10 one time in ten).
-    pub runout_p10_ms: Option<i64>,
-    pub runout_p90_ms: Option<i64>,
+    pub runout_p10_ms: Option<UnixMs>,
+    pub runout_p90_ms: Option<UnixMs>,
     pub risk: Risk,
     pub next_load_id: Option<String>,
     pub next_eta_ms: Option<UnixMs>,
@@ -416,7 +416,7 @@ impl Inventory<'_> {
             .filter_map(|(s, t)| {
                 let tank = tanks
                     .iter()
-                    .find(|r| &r.site_id == s && &r.tank_id == t)?
+                    .find(|r| r.site_id.as_str() == s.as_str() && &r.tank_id == t)?
                     .clone();
                 let state = states
                     .iter()

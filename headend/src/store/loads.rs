@@ -93,7 +93,7 @@ pub enum LoadWrite<'a> {
 /// the load's ETA.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EtaGiven {
-    pub eta_ms: i64,
+    pub eta_ms: UnixMs,
     pub source: EtaSource,
     pub applied: bool,
 }
@@ -164,7 +164,7 @@ pub(crate) async fn write_load(c: &mut AnyConnection, w: &LoadWrite<'_>) -> Resu
             .execute(&mut *c)
             .await?;
             let given = EtaGiven {
-                eta_ms: l.eta_ms.ms(),
+                eta_ms: l.eta_ms,
                 source: l.eta_source,
                 applied: true,
             };
@@ -257,8 +257,8 @@ pub struct LoadFilter<'a> {
     pub site: Option<&'a str>,
     pub status: Option<LoadStatus>,
     /// ETAs from and to these times (Unix ms), inclusive.
-    pub eta_from: Option<i64>,
-    pub eta_to: Option<i64>,
+    pub eta_from: Option<UnixMs>,
+    pub eta_to: Option<UnixMs>,
     /// Text the reference or the carrier holds (any case).
     pub text: Option<&'a str>,
 }
@@ -320,8 +320,8 @@ impl Loads<'_> {
             .bind(eta)
             .bind(id)
             .bind(f.status.map_or("", LoadStatus::as_str))
-            .bind(f.eta_from.unwrap_or(i64::MIN))
-            .bind(f.eta_to.unwrap_or(i64::MAX))
+            .bind(f.eta_from.map_or(i64::MIN, UnixMs::ms))
+            .bind(f.eta_to.map_or(i64::MAX, UnixMs::ms))
             .bind(f.text.map_or(String::new(), like_pattern));
         for s in sites.unwrap_or_default() {
             q = q.bind(s);

@@ -52,7 +52,7 @@ use std::hash::Hash;
 use tankwatch_proto::v1;
 
 use crate::Error;
-use crate::domain::Quality;
+use crate::domain::{Quality, SiteId, UnixMs};
 pub use hello::HelloInfo;
 pub use pool::{API_ACQUIRE, Backend, Db, INGEST_ACQUIRE, Readiness, WriteTx};
 pub use reads::{DeliveryEventRow, GapRow};
@@ -83,11 +83,11 @@ pub struct Group {
 /// A history query: one asset's readings, optionally of one field.
 #[derive(Debug, Clone)]
 pub struct ReadingQuery<'a> {
-    pub site: &'a str,
+    pub site: &'a SiteId,
     pub asset: &'a str,
     pub field: Option<&'a str>,
-    pub from_ms: i64,
-    pub to_ms: i64,
+    pub from_ms: UnixMs,
+    pub to_ms: UnixMs,
     pub limit: i64,
     /// Newest first (`order=desc`): `limit=1` is then the latest reading.
     pub newest_first: bool,
@@ -102,7 +102,7 @@ pub struct ReadingRow {
     pub unit: String,
     pub quality: Quality,
     pub error: Option<String>,
-    pub source_ts_ms: i64,
+    pub source_ts_ms: UnixMs,
     pub source: String,
 }
 
@@ -110,11 +110,11 @@ pub struct ReadingRow {
 /// starts), oldest first.
 #[derive(Debug, Clone)]
 pub struct RollupQuery<'a> {
-    pub site: &'a str,
+    pub site: &'a SiteId,
     pub asset: &'a str,
     pub field: Option<&'a str>,
-    pub from_ms: i64,
-    pub to_ms: i64,
+    pub from_ms: UnixMs,
+    pub to_ms: UnixMs,
     pub limit: i64,
 }
 
@@ -122,12 +122,12 @@ pub struct RollupQuery<'a> {
 pub struct RollupRow {
     pub field: String,
     pub unit: String,
-    pub hour_ms: i64,
+    pub hour_ms: UnixMs,
     pub n: i64,
     pub min: f64,
     pub max: f64,
     pub mean: f64,
-    pub last_ts_ms: i64,
+    pub last_ts_ms: UnixMs,
     pub last: f64,
 }
 

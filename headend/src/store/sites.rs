@@ -171,9 +171,9 @@ pub struct LatestRow {
     pub unit: String,
     pub quality: crate::domain::Quality,
     pub error: String,
-    pub source_ts_ms: i64,
-    pub received_ts_ms: i64,
-    pub good_ts_ms: i64,
+    pub source_ts_ms: UnixMs,
+    pub received_ts_ms: UnixMs,
+    pub good_ts_ms: UnixMs,
     pub source: String,
 }
 

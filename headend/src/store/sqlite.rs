@@ -14,7 +14,7 @@ use super::{
     DimCache, Group, ReadingQuery, ReadingRow, Retained, Retention, RollupQuery, RollupRow,
 };
 use crate::Error;
-use crate::domain::Quality;
+use crate::domain::{Quality, UnixMs};
 
 /// Jobs waiting for the writer thread; when full, committers wait (their
 /// sessions stop reading: backpressure to the agents).
@@ -170,7 +170,7 @@ impl SqliteTelemetry {
             q.asset.to_string(),
             q.field.map(str::to_string),
         );
-        let (from, to, limit) = (q.from_ms, q.to_ms, q.limit);
+        let (from, to, limit) = (q.from_ms.ms(), q.to_ms.ms(), q.limit);
         self.read(move |c| {
             let mut st = c.prepare_cached(&sql).map_err(db_err)?;
             let rows = st
@@ -198,7 +198,7 @@ impl SqliteTelemetry {
                     unit,
                     quality: Quality::from_sql(quality)?,
                     error,
-                    source_ts_ms,
+                    source_ts_ms: UnixMs::from_ms(source_ts_ms),
                     source,
                 });
             }
@@ -217,7 +217,12 @@ impl SqliteTelemetry {
             q.asset.to_string(),
             q.field.unwrap_or_default().to_string(),
         );
-        let (from, to, limit, bucket) = (q.from_ms, q.to_ms, q.limit, bucket_ms.max(3_600_000));
+        let (from, to, limit, bucket) = (
+            q.from_ms.ms(),
+            q.to_ms.ms(),
+            q.limit,
+            bucket_ms.max(3_600_000),
+        );
         self.read(move |c| {
             let mut st = c
                 .prepare_cached(
@@ -237,12 +242,12 @@ impl SqliteTelemetry {
                     Ok(RollupRow {
                         field: r.get(0)?,
                         unit: r.get(1)?,
-                        hour_ms: r.get(2)?,
+                        hour_ms: UnixMs::from_ms(r.get(2)?),
                         n,
                         min: r.get(4)?,
                         max: r.get(5)?,
                         mean,
-                        last_ts_ms: r.get(7)?,
+                        last_ts_ms: UnixMs::from_ms(r.get(7)?),
                         last: mean,
                     })
                 })
@@ -258,7 +263,7 @@ impl SqliteTelemetry {
             q.asset.to_string(),
             q.field.map(str::to_string),
         );
-        let (from, to, limit) = (q.from_ms, q.to_ms, q.limit);
+        let (from, to, limit) = (q.from_ms.ms(), q.to_ms.ms(), q.limit);
         self.read(move |c| {
             let mut st = c
                 .prepare_cached(
@@ -276,12 +281,12 @@ impl SqliteTelemetry {
                     Ok(RollupRow {
                         field: r.get(0)?,
                         unit: r.get(1)?,
-                        hour_ms: r.get(2)?,
+                        hour_ms: UnixMs::from_ms(r.get(2)?),
                         n,
                         min: r.get(4)?,
                         max: r.get(5)?,
                         mean: if n > 0 { sum / n as f64 } else { 0.0 },
-                        last_ts_ms: r.get(7)?,
+                        last_ts_ms: UnixMs::from_ms(r.get(7)?),
                         last: r.get(8)?,
                     })
                 })

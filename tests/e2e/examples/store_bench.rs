@@ -10,6 +10,7 @@
 //! (default 10,000,000 readings into a SQLite file in a temporary directory)
 use std::time::Instant;
 
+use headend::domain::UnixMs;
 use headend::store::{Db, ReadingQuery, Retention, RollupQuery};
 use tankwatch_proto::v1;
 
@@ -125,11 +126,11 @@ async fn query(db: &Db, now: i64) -> anyhow::Result<()> {
         let t = Instant::now();
         let r = db
             .readings(&ReadingQuery {
-                site: &s,
+                site: &e2e::sid(&s),
                 asset: &asset,
                 field: Some("volume"),
-                from_ms: now - 30 * 1440 * MINUTE,
-                to_ms: now,
+                from_ms: UnixMs::from_ms(now - 30 * 1440 * MINUTE),
+                to_ms: UnixMs::from_ms(now),
                 limit: 100_000,
                 newest_first: false,
             })
@@ -143,11 +144,11 @@ async fn query(db: &Db, now: i64) -> anyhow::Result<()> {
         let t = Instant::now();
         let r = db
             .rollups(&RollupQuery {
-                site: "site-00",
+                site: &e2e::sid("site-00"),
                 asset: "meter-1",
                 field: Some("volume"),
-                from_ms: now - 366 * 24 * HOUR,
-                to_ms: now,
+                from_ms: UnixMs::from_ms(now - 366 * 24 * HOUR),
+                to_ms: UnixMs::from_ms(now),
                 limit: 10_000,
             })
             .await?;

@@ -893,6 +893,21 @@ async fn a_manager_names_a_sites_holidays_in_the_console_and_role_and_scope_are_
     ensure!(a.status == 404, "{}", said(&a));
     let a = mona.get("/sites/North-Site").await?;
     ensure!(a.status == 404, "{}", said(&a));
+    // and on a tank's page and its forms (the same path check)
+    let a = mona.get("/sites/North-Site/tanks/tank-1").await?;
+    ensure!(
+        a.status == 404 && a.body.contains("no site"),
+        "{}",
+        said(&a)
+    );
+    let a = mona
+        .post(
+            "/sites/North-Site/tanks/tank-1/dip",
+            &[("csrf", &token), ("volume_l", "100")],
+            None,
+        )
+        .await?;
+    ensure!(a.status == 404, "{}", said(&a));
     // role: a viewer sees no form and is refused
     let (mut nora, vtoken) = logged_in(http, "nora").await?;
     let a = nora.get(&format!("/sites/{NORTH}")).await?;

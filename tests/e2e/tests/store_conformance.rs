@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use e2e::pg;
-use headend::domain::Quality;
+use headend::domain::{Quality, UnixMs};
 use headend::store::{Db, Group, ReadingQuery, Retention, RollupQuery};
 use tankwatch_proto::v1;
 
@@ -90,11 +90,11 @@ fn all(
     field: Option<&'static str>,
 ) -> ReadingQuery<'static> {
     ReadingQuery {
-        site,
+        site: Box::leak(Box::new(sid(site))),
         asset,
         field,
-        from_ms: i64::MIN,
-        to_ms: i64::MAX,
+        from_ms: UnixMs::from_ms(i64::MIN),
+        to_ms: UnixMs::from_ms(i64::MAX),
         limit: 100_000,
         newest_first: false,
     }
@@ -131,18 +131,18 @@ async fn a_batch_delivered_twice_is_stored_once_and_rolled_up_once_on_both_backe
         assert_eq!(seqs, (1..=130).collect::<Vec<_>>(), "{name}");
         let h = db
             .rollups(&RollupQuery {
-                site: "s1",
+                site: &sid("s1"),
                 asset: "tank-1",
                 field: Some("volume"),
-                from_ms: i64::MIN,
-                to_ms: i64::MAX,
+                from_ms: UnixMs::from_ms(i64::MIN),
+                to_ms: UnixMs::from_ms(i64::MAX),
                 limit: 1000,
             })
             .await?;
         // minutes 1..=59 in hour 0, 60..=119 in hour 1, 120..=130 in hour 2
         let summary: Vec<(i64, i64, f64, f64, f64, f64)> = h
             .iter()
-            .map(|r| (r.hour_ms - t0, r.n, r.min, r.max, r.mean, r.last))
+            .map(|r| (r.hour_ms.ms() - t0, r.n, r.min, r.max, r.mean, r.last))
             .collect();
         assert_eq!(
             summary,
@@ -175,18 +175,18 @@ async fn hourly_rollups_merge_into_longer_buckets_alike_on_both_backends() -> Re
         );
         db.ingest(&sid("s1"), &b).await?;
         let q = RollupQuery {
-            site: "s1",
+            site: &sid("s1"),
             asset: "tank-1",
             field: Some("volume"),
-            from_ms: t0,
-            to_ms: t0 + 3 * twelve,
+            from_ms: UnixMs::from_ms(t0),
+            to_ms: UnixMs::from_ms(t0 + 3 * twelve),
             limit: 1000,
         };
         let got: Vec<(i64, i64, f64, f64, f64)> = db
             .rollup_buckets(&q, twelve)
             .await?
             .iter()
-            .map(|r| (r.hour_ms - t0, r.n, r.min, r.max, r.mean))
+            .map(|r| (r.hour_ms.ms() - t0, r.n, r.min, r.max, r.mean))
             .collect();
         assert_eq!(
             got,
@@ -265,8 +265,8 @@ async fn bad_readings_keep_their_error_and_no_value_and_queries_filter_and_order
         );
         let window = db
             .readings(&ReadingQuery {
-                from_ms: t0 + 2_000,
-                to_ms: t0 + 4_000,
+                from_ms: UnixMs::from_ms(t0 + 2_000),
+                to_ms: UnixMs::from_ms(t0 + 4_000),
                 ..all("s2", "tank-1", None)
             })
             .await?;
@@ -330,7 +330,7 @@ async fn retention_removes_raw_readings_past_the_window_and_keeps_rollups_and_ev
                 ))
                 .await?;
             assert!(
-                rows.iter().all(|r| r.source_ts_ms >= raw_cut),
+                rows.iter().all(|r| r.source_ts_ms.ms() >= raw_cut),
                 "{name}: old raw rows remain"
             );
             assert_eq!(
@@ -343,20 +343,22 @@ async fn retention_removes_raw_readings_past_the_window_and_keeps_rollups_and_ev
         // rollups: 10 days kept (beyond the raw window), older ones gone
         let hours = db
             .rollups(&RollupQuery {
-                site: "s3",
+                site: &sid("s3"),
                 asset: "tank-1",
                 field: None,
-                from_ms: i64::MIN,
-                to_ms: i64::MAX,
+                from_ms: UnixMs::from_ms(i64::MIN),
+                to_ms: UnixMs::from_ms(i64::MAX),
                 limit: 10_000,
             })
             .await?;
         assert!(
-            hours.iter().all(|h| h.hour_ms >= now - 10 * DAY - HOUR),
+            hours
+                .iter()
+                .all(|h| h.hour_ms.ms() >= now - 10 * DAY - HOUR),
             "{name}"
         );
         assert!(
-            hours.iter().any(|h| h.hour_ms < raw_cut - DAY),
+            hours.iter().any(|h| h.hour_ms.ms() < raw_cut - DAY),
             "{name}: rollups outlive raw rows"
         );
         assert!(hours.len() >= 10 * 24 - 1, "{name}: {} hours", hours.len());
@@ -893,8 +895,8 @@ async fn answers(db: &Db, site: &'static str) -> Result<Vec<String>> {
         format!(
             "{:?}",
             db.readings(&ReadingQuery {
-                from_ms: now() - 50 * HOUR + 25 * 60_000,
-                to_ms: now() - 30 * HOUR + 5 * 60_000,
+                from_ms: UnixMs::from_ms(now() - 50 * HOUR + 25 * 60_000),
+                to_ms: UnixMs::from_ms(now() - 30 * HOUR + 5 * 60_000),
                 ..q.clone()
             })
             .await?
@@ -902,11 +904,11 @@ async fn answers(db: &Db, site: &'static str) -> Result<Vec<String>> {
     ];
     let hours = db
         .rollups(&RollupQuery {
-            site,
+            site: &sid(site),
             asset: "tank-1",
             field: None,
-            from_ms: i64::MIN,
-            to_ms: i64::MAX,
+            from_ms: UnixMs::from_ms(i64::MIN),
+            to_ms: UnixMs::from_ms(i64::MAX),
             limit: 10_000,
         })
         .await?;
@@ -1015,10 +1017,10 @@ async fn finished_days_packed_on_postgres_read_back_alike_and_late_or_redelivere
     for (name, db) in s.both() {
         removed.push(db.telemetry.retain(retention, later).await?.readings);
         let rows = db.readings(&all("s6", "tank-1", None)).await?;
-        assert!(rows.iter().all(|r| r.source_ts_ms >= cutoff), "{name}");
+        assert!(rows.iter().all(|r| r.source_ts_ms.ms() >= cutoff), "{name}");
         assert!(
             rows.iter()
-                .any(|r| r.source_ts_ms < cutoff + HOUR - 25 * 60_000),
+                .any(|r| r.source_ts_ms.ms() < cutoff + HOUR - 25 * 60_000),
             "{name}: the rest of the cut hour is kept"
         );
         kept.push(format!("{rows:?}"));

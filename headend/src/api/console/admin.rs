@@ -48,7 +48,8 @@ fn role_select(id: &str, chosen: Option<Role>) -> Markup {
     }
 }
 
-fn ms(v: Option<i64>) -> Markup {
+/// A stored time in UTC ("—" when there is none).
+fn utc(v: Option<UnixMs>) -> Markup {
     when(v, &TimeZone::UTC)
 }
 
@@ -103,7 +104,7 @@ async fn page(
                     td { a href=(format!("/admin/users/{}", seg(&u.user_id))) { (u.user_id) } }
                     td { (u.role) } td { (u.scope) }
                     td { @if u.disabled_ms.is_some() { span.problem { "disabled" } } @else { "active" } }
-                    td { (ms(Some(u.updated_ms.ms()))) }
+                    td { (utc(Some(u.updated_ms))) }
                 } } }
             } }
             h3 { "Add a user" }
@@ -122,8 +123,8 @@ async fn page(
                 (layout::head(&["Key", "Name", "Role", "Sites", "Created", "Expires", "Last used", "State"]))
                 tbody { @for k in &keys { tr {
                     td { code { (k.key_id) } } td { (k.name) } td { (k.role) } td { (k.scope) }
-                    td { (ms(Some(k.created_ms.ms()))) " by " (k.created_by) }
-                    td { (ms(k.expires_ms.map(UnixMs::ms))) } td { (ms(k.last_used_ms.map(UnixMs::ms))) }
+                    td { (utc(Some(k.created_ms))) " by " (k.created_by) }
+                    td { (utc(k.expires_ms)) } td { (utc(k.last_used_ms)) }
                     td {
                         @if k.revoked_ms.is_some() { span.problem { "revoked" } } @else {
                             form.inline method="post" action=(format!("/admin/keys/{}/revoke", seg(&k.key_id))) {
@@ -153,7 +154,7 @@ async fn page(
                     td { (d.id) }
                     td { @if d.subject.to_string() == "escalation" { a href=(format!("/escalations/{}", seg(&d.escalation_id))) { (d.subject) " " (d.escalation_id) } } @else { (d.subject) " " (d.escalation_id) } }
                     td { (d.event) } td.num { (d.attempts) } td { span.problem { (d.last_error) } }
-                    td { (ms(Some(d.created_ms.ms()))) } td { (ms(d.done_ms.map(UnixMs::ms))) }
+                    td { (utc(Some(d.created_ms))) } td { (utc(d.done_ms)) }
                 } } }
             } } }
         }
@@ -230,8 +231,8 @@ async fn user_page(
         @if let Some(pr) = problem { p.problem role="alert" { (pr) } }
         dl.facts {
             dt { "Role" } dd { (u.role) } dt { "Sites" } dd { (u.scope) }
-            dt { "State" } dd { @if let Some(d) = u.disabled_ms { "disabled " (ms(Some(d.ms()))) } @else { "active" } }
-            dt { "Created" } dd { (ms(Some(u.created_ms.ms()))) }
+            dt { "State" } dd { @if let Some(d) = u.disabled_ms { "disabled " (utc(Some(d))) } @else { "active" } }
+            dt { "Created" } dd { (utc(Some(u.created_ms))) }
         }
         section aria-labelledby="change-h" {
             h2 #change-h { "Role, sites and state" }
@@ -495,7 +496,7 @@ pub async fn enroll(
     tracing::info!(%site, token = %t.token_id, "enrollment token created from the console");
     let body = html! {
         section.made role="status" {
-            p { "Token " code { (t.token_id) } " for site " strong { (t.site_id) } ", valid until " (ms(Some(t.expires_ms))) ". It is shown once." }
+            p { "Token " code { (t.token_id) } " for site " strong { (t.site_id) } ", valid until " (utc(Some(t.expires_ms))) ". It is shown once." }
             h2 { "On the site PC, run:" }
             pre #command { (t.command) }
             button.copy type="button" data-copy="command" hidden { "Copy the command" }

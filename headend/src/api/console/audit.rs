@@ -42,7 +42,7 @@ fn query(f: &Filters, limit: i64) -> Result<(Option<String>, AuditQuery), String
     let time = |name: &str, v: &Option<String>| {
         given(v)
             .map(|t| {
-                crate::domain::time::parse(t)
+                crate::domain::UnixMs::parse(t)
                     .ok_or_else(|| format!("The {name} time {t:?}: {}.", crate::domain::time::HOW))
             })
             .transpose()
@@ -192,7 +192,7 @@ fn csv_of(rows: &[Stored]) -> Result<Vec<u8>, csv::Error> {
     ])?;
     for r in rows {
         let e = &r.entry;
-        let at = crate::domain::time::rfc3339(e.at_ms).unwrap_or_default();
+        let at = e.at_ms.rfc3339().unwrap_or_default();
         w.write_record([
             e.seq.to_string(),
             at,

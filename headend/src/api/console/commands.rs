@@ -51,7 +51,7 @@ pub fn table(list: &[CommandView], tz: &TimeZone) -> Markup {
                 td { (r.kind) ": " (value(r)) }
                 td { span class=(format!("state state-{}", r.state)) { (r.state) } }
                 td { (r.reason) }
-                td { (when(Some(r.created_ms.ms()), tz)) }
+                td { (when(Some(r.created_ms), tz)) }
                 td { (r.created_by) }
             } } }
         } } }
@@ -129,8 +129,8 @@ fn facts(c: &CommandView, tz: &TimeZone) -> Markup {
             dt { "What" } dd { (r.kind) ": " (value(r)) @if r.duration_ms > 0 { " for " (r.duration_ms / 1000) " s" } }
             dt { "State" } dd { span class=(format!("state state-{}", r.state)) { (r.state) } " (" (r.reason) ")" @if !r.detail.is_empty() { br; (r.detail) } }
             dt { "Read back" } dd { (r.readback.map_or("—".to_string(), |x| x.to_string())) }
-            dt { "Created" } dd { (when(Some(r.created_ms.ms()), tz)) " by " (r.created_by) }
-            dt { "Expires" } dd { (when(Some(r.expires_at_ms.ms()), tz)) }
+            dt { "Created" } dd { (when(Some(r.created_ms), tz)) " by " (r.created_by) }
+            dt { "Expires" } dd { (when(Some(r.expires_at_ms), tz)) }
             @if !r.warnings.0.is_empty() {
                 dt { "Warnings" } dd { ul { @for w in &r.warnings.0 { li.warning { (w) } } } }
             }
@@ -161,7 +161,7 @@ fn live(c: &CommandView, tz: &TimeZone) -> Markup {
             h2 { "Timeline" }
             @if c.timeline.is_empty() { p.muted { "Nothing yet." } } @else {
             ol.timeline { @for e in &c.timeline { li {
-                (when(Some(e.at_ms.ms()), tz)) " · " strong { (e.state) } " (" (e.reason) ")"
+                (when(Some(e.at_ms), tz)) " · " strong { (e.state) } " (" (e.reason) ")"
                 @if !e.detail.is_empty() { " · " (e.detail) }
                 " · " span.muted { (e.actor) }
             } } } }

@@ -132,7 +132,7 @@ async fn render(
             dt { "Site / tank" } dd { (e.site_id) " / " (e.tank_id) }
             dt { "Cause" } dd { (e.cause) }
             dt { "State" } dd { (e.state) @if let Some(a) = &e.assignee { ", " (a) } }
-            dt { "Opened" } dd { (when(Some(e.opened_ms.ms()), &tz)) }
+            dt { "Opened" } dd { (when(Some(e.opened_ms), &tz)) }
             dt { "Detail" } dd { (e.detail) }
         }
         details {
@@ -169,7 +169,7 @@ async fn render(
         ol.timeline {
             @for ev in &events {
                 li {
-                    (when(Some(ev.at_ms.ms()), &tz)) " · " (ev.kind) " · " (ev.state) " · " (ev.actor)
+                    (when(Some(ev.at_ms), &tz)) " · " (ev.kind) " · " (ev.state) " · " (ev.actor)
                     @if !ev.note.is_empty() { br; span { (ev.note) } }
                 }
             }

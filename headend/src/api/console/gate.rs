@@ -166,7 +166,7 @@ async fn gated(g: &ConsoleGate, req: Request, next: Next) -> Response {
     let client = client_of(&req);
     let write = method != Method::GET && method != Method::HEAD;
     let mut entry = NewEntry {
-        at_ms: now_ms(),
+        at_ms: crate::wallclock::now(),
         actor: format!("unauthenticated from {client}"),
         role: None,
         action: action.to_string(),
@@ -386,7 +386,7 @@ async fn deny(g: &ConsoleGate, mut entry: NewEntry, status: StatusCode, why: &st
     let throttled = g
         .denied
         .lock()
-        .map_or(Ok(()), |mut d| d.take(&client, entry.at_ms));
+        .map_or(Ok(()), |mut d| d.take(&client, entry.at_ms.ms()));
     if let Err(wait_ms) = throttled {
         g.api.metrics.auth_refused.inc();
         let why = format!(

@@ -1,6 +1,10 @@
 //! The console's page shell: the document, the navigation every page
 //! carries, the error page, and the headers every answer gets.
 
+use std::collections::HashMap;
+
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use maud::{DOCTYPE, Markup, html};
@@ -10,8 +14,27 @@ use super::gate::value;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
-use crate::domain::{Permission, Role};
+use crate::domain::{Permission, Role, SiteId};
 use crate::services::ServiceError;
+
+/// The `{site}` segment of a console path as a site id. A text that is no
+/// site id names no site: the not-found page, as for a site that does
+/// not exist or is outside the caller's scope.
+pub struct SitePath(pub SiteId);
+
+impl<S: Send + Sync> FromRequestParts<S> for SitePath {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let site = params.get("site").map_or("", String::as_str);
+        crate::services::site_named(site)
+            .map(SitePath)
+            .map_err(failed)
+    }
+}
 
 /// A filter's text: trimmed, empty as none, bounded.
 pub fn given(v: &Option<String>) -> Option<&str> {
@@ -57,8 +80,10 @@ pub fn answer(problem: bool, page: Html) -> Response {
     (status, page).into_response()
 }
 
-/// `ms` in the site's zone, with UTC on hover.
-pub fn when(ms: Option<i64>, tz: &TimeZone) -> Markup {
+/// A time in the site's zone, with UTC on hover; "—" for none (a stored
+/// 0 means never).
+pub fn when(t: Option<crate::domain::UnixMs>, tz: &TimeZone) -> Markup {
+    let ms = t.map(crate::domain::UnixMs::ms).filter(|m| *m > 0);
     let Some(t) = ms.and_then(|m| Timestamp::from_millisecond(m).ok()) else {
         return html! { span.muted { "—" } };
     };
@@ -68,11 +93,6 @@ pub fn when(ms: Option<i64>, tz: &TimeZone) -> Markup {
         .to_string();
     let utc = t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
     html! { time datetime=(utc) title=(format!("{utc} UTC")) { (local) } }
-}
-
-/// A stored time (0: never) as [`when`] shows it.
-pub fn when_at(t: Option<crate::domain::UnixMs>, tz: &TimeZone) -> Markup {
-    when(t.map(crate::domain::UnixMs::ms).filter(|m| *m > 0), tz)
 }
 
 /// A path segment, percent-encoded (ids come from agents and operators).

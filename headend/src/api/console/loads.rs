@@ -101,7 +101,7 @@ fn table(list: &[LoadView], zones: &HashMap<String, TimeZone>) -> Markup {
                 td { a href=(format!("/sites/{}", seg(l.site_id.as_str()))) { (l.site_id) } }
                 td { (l.tank_ids().join(", ")) }
                 td.num { (format!("{:.0} L", l.planned_volume_l)) }
-                td { (when(Some(l.eta_ms.ms()), &tz)) }
+                td { (when(Some(l.eta_ms), &tz)) }
                 td { (l.eta_source) }
                 td { (l.status) }
                 td { (l.timing.map(|t| t.to_string()).unwrap_or_default()) }
@@ -345,7 +345,7 @@ async fn load_page(
             dt { "Tanks" } dd { @for t in l.tank_ids() { a href=(layout::tank_url(l.site_id.as_str(), &t)) { (t) } " " } }
             dt { "Product" } dd { (l.product) }
             dt { "Planned" } dd { (format!("{:.0} L", l.planned_volume_l)) }
-            dt { "ETA" } dd { (when(Some(l.eta_ms.ms()), &tz)) " (" (l.eta_source) ")" }
+            dt { "ETA" } dd { (when(Some(l.eta_ms), &tz)) " (" (l.eta_source) ")" }
             dt { "Status" } dd { (l.status) @if let Some(t) = l.timing { " · " (t) } }
             @if let Some(d) = l.delivered_volume_l { dt { "Delivered" } dd { (format!("{d:.0} L")) @if let Some(src) = l.delivery_source { " (" (src) ")" } } }
             @if let Some(c) = &l.last_command_id { dt { "Last ETA push" } dd { a href=(format!("/commands/{}", seg(c.as_str()))) { (c) } } }
@@ -373,7 +373,7 @@ async fn load_page(
             div.table-wrap tabindex="0" role="region" aria-label="Table (scrolls sideways on a narrow screen)" { table {
                 (layout::head(&["Given", "ETA", "Source", "By", "Applied"]))
                 tbody { @for e in &lv.etas { tr {
-                    td { (when(Some(e.at_ms.ms()), &tz)) } td { (when(Some(e.eta_ms.ms()), &tz)) }
+                    td { (when(Some(e.at_ms), &tz)) } td { (when(Some(e.eta_ms), &tz)) }
                     td { (e.source) } td { (e.actor) }
                     td { @if e.applied != 0 { "yes" } @else { span.muted { "no: a higher-ranked source stands" } } }
                 } } }
@@ -382,7 +382,7 @@ async fn load_page(
         section aria-labelledby="events-h" {
             h2 #events-h { "Timeline" }
             ol.timeline { @for e in &lv.events { li {
-                (when(Some(e.at_ms.ms()), &tz)) " · " strong { (e.kind) } " · " (e.detail) " · " span.muted { (e.actor) }
+                (when(Some(e.at_ms), &tz)) " · " strong { (e.kind) } " · " (e.detail) " · " span.muted { (e.actor) }
             } } }
         }
     };

@@ -24,7 +24,6 @@ use crate::api::access::Caller;
 use crate::domain::AuditOutcome;
 use crate::services::access::{self as svc, AuthError, PrincipalKind, REFRESH_TTL_MS, Tokens};
 use crate::store::audit::NewEntry;
-use crate::wallclock::now_ms;
 
 pub const ACCESS: &str = "tw_access";
 pub const REFRESH: &str = "tw_refresh";
@@ -148,7 +147,7 @@ pub async fn login(
     let from = peer.ip();
     let name: String = f.user.chars().take(64).collect();
     let mut entry = NewEntry {
-        at_ms: now_ms(),
+        at_ms: crate::wallclock::now(),
         actor: format!("operator {name} from {from}"),
         role: None,
         action: "console.login".into(),

@@ -13,11 +13,11 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::chart::{self, Chart, Mark, Point};
-use super::layout::{self, Viewer, failed, given, seg, when, when_at};
+use super::layout::{self, SitePath, Viewer, failed, given, seg, when};
 use crate::api::ApiState;
 use crate::api::access::Caller;
 use crate::domain::calendar::Holiday;
-use crate::domain::{Permission, clock};
+use crate::domain::{Permission, UnixMs, clock};
 use crate::services::sites::{self as svc, Series, SiteDetail};
 use crate::store::DeliveryEventRow;
 use crate::wallclock::now_ms;
@@ -86,7 +86,7 @@ pub fn points(s: &Series) -> (Vec<Point>, i64) {
                 .iter()
                 .filter_map(|r| {
                     r.value.map(|v| Point {
-                        t_ms: r.source_ts_ms,
+                        t_ms: r.source_ts_ms.ms(),
                         lo: v,
                         mid: v,
                         hi: v,
@@ -102,7 +102,7 @@ pub fn points(s: &Series) -> (Vec<Point>, i64) {
         Series::Rollups { rows, bucket_ms } => (
             rows.iter()
                 .map(|r| Point {
-                    t_ms: r.hour_ms + bucket_ms / 2,
+                    t_ms: r.hour_ms.ms() + bucket_ms / 2,
                     lo: r.min,
                     mid: r.mean,
                     hi: r.max,
@@ -326,10 +326,10 @@ fn summary(d: &SiteDetail, tz: &TimeZone, days: Markup) -> Markup {
             dt { "Connected" }
             dd {
                 @if let Some(s) = &d.view.session { "yes, since " (when(Some(s.since_ms), tz)) }
-                @else if let Some(e) = &d.view.elsewhere { "yes, since " (when_at(Some(e.since_ms), tz)) ", on replica " (e.replica) }
+                @else if let Some(e) = &d.view.elsewhere { "yes, since " (when(Some(e.since_ms), tz)) ", on replica " (e.replica) }
                 @else { span.problem { "no" } }
             }
-            dt { "Last seen" } dd { (when_at(Some(r.last_seen_ms), tz)) }
+            dt { "Last seen" } dd { (when(Some(r.last_seen_ms), tz)) }
             dt { "Agent" } dd { (r.agent_version) }
             dt { "Clock" } dd { (r.clock_skew_ms.map_or("—".to_string(), clock::describe)) }
             dt { "Time zone" } dd { (r.time_zone) }
@@ -358,9 +358,9 @@ fn assets(d: &SiteDetail, site: &str, now: i64, tz: &TimeZone) -> Markup {
                                     @if !a.name.is_empty() { br; span.muted { (a.name) } }
                                 }
                                 td { a href=(format!("?point={}#chart", seg(&format!("{}/{}", a.asset_id, f.field)))) { (f.field) } }
-                                td.num { @if f.good_ts_ms > 0 { (format!("{:.2}", f.value)) " " (f.unit) } @else { span.muted { "never good" } } }
+                                td.num { @if f.good_ts_ms.ms() > 0 { (format!("{:.2}", f.value)) " " (f.unit) } @else { span.muted { "never good" } } }
                                 td { span class=(format!("q q-{}", f.quality)) { (f.quality) } @if !f.error.is_empty() { br; span.problem { (f.error) } } }
-                                td { span title=(format!("{} UTC", jiff::Timestamp::from_millisecond(f.source_ts_ms).map(|t| t.to_string()).unwrap_or_default())) { (age(f.source_ts_ms, now)) } }
+                                td { span title=(format!("{} UTC", jiff::Timestamp::from_millisecond(f.source_ts_ms.ms()).map(|t| t.to_string()).unwrap_or_default())) { (age(f.source_ts_ms.ms(), now)) } }
                                 td { (f.source) }
                             }
                         }
@@ -385,8 +385,8 @@ fn devices(d: &SiteDetail, tz: &TimeZone) -> Markup {
                 tbody { @for x in &d.devices { tr {
                     td { (x.device) } td { (x.kind) }
                     td { @if x.connected != 0 { "yes" } @else { span.problem { "no" } } }
-                    td { (when_at(Some(x.last_good_ms), tz)) }
-                    td { @if !x.last_error.is_empty() { span.problem { (x.last_error) } br; (when_at(Some(x.last_error_ms), tz)) } }
+                    td { (when(Some(x.last_good_ms), tz)) }
+                    td { @if !x.last_error.is_empty() { span.problem { (x.last_error) } br; (when(Some(x.last_error_ms), tz)) } }
                     td.num { (x.errors) } td.num { (x.reconnects) }
                 } } }
             } } }
@@ -402,7 +402,7 @@ fn deliveries(d: &SiteDetail, tz: &TimeZone) -> Markup {
             div.table-wrap tabindex="0" role="region" aria-label="Table (scrolls sideways on a narrow screen)" { table {
                 (layout::head(&["Tank", "Start", "Phase", "Delivered", "Source", "Verdict", "Load"]))
                 tbody { @for x in d.deliveries.iter().take(svc::DETAIL_ROWS as usize) { tr {
-                    td { (x.tank) } td { (when_at(Some(x.start_ms), tz)) } td { (x.phase) }
+                    td { (x.tank) } td { (when(Some(x.start_ms), tz)) } td { (x.phase) }
                     td.num { @if x.delivered_volume_l > 0.0 { (format!("{:.0} L", x.delivered_volume_l)) } }
                     td { (x.source) } td { (x.verdict.map(|v| v.to_string()).unwrap_or_default()) }
                     td { @if !x.load_id.is_empty() { a href=(format!("/loads/{}", seg(&x.load_id))) { (x.load_id) } } }
@@ -420,7 +420,7 @@ fn gaps(d: &SiteDetail, tz: &TimeZone) -> Markup {
             div.table-wrap tabindex="0" role="region" aria-label="Table (scrolls sideways on a narrow screen)" { table {
                 (layout::head(&["From", "To", "Readings", "Class", "Device", "Reason"]))
                 tbody { @for g in &d.gaps { tr {
-                    td { (when_at(Some(g.from_ts_ms), tz)) } td { (when_at(Some(g.to_ts_ms), tz)) }
+                    td { (when(Some(g.from_ts_ms), tz)) } td { (when(Some(g.to_ts_ms), tz)) }
                     td.num { (g.count) } td { (g.class) } td { (g.device) } td { (g.reason) }
                 } } }
             } } }
@@ -439,10 +439,10 @@ fn certs(d: &SiteDetail, v: &Viewer, site: &str, tz: &TimeZone) -> Markup {
                 (layout::head(&["Serial", "Issued", "Expires", "Via", "State"]))
                 tbody { @for c in &d.certs { tr {
                     td { code { (c.serial) } @if d.cert_in_use.as_deref() == Some(c.serial.as_str()) { br; span.muted { "in use" } } }
-                    td { (when(Some(c.issued_ms.ms()), tz)) } td { (when(Some(c.not_after_ms.ms()), tz)) } td { (c.via) }
+                    td { (when(Some(c.issued_ms), tz)) } td { (when(Some(c.not_after_ms), tz)) } td { (c.via) }
                     td {
                         @if let Some(r) = c.revoked_ms {
-                            span.problem { "revoked " } (when(Some(r.ms()), tz)) br; span.muted { (c.reason.clone().unwrap_or_default()) }
+                            span.problem { "revoked " } (when(Some(r), tz)) br; span.muted { (c.reason.clone().unwrap_or_default()) }
                         } @else if admin {
                             form.inline method="post" action=(format!("/sites/{}/certificates/{}/revoke", seg(site), seg(&c.serial))) {
                                 input type="hidden" name="csrf" value=(v.token);
@@ -461,13 +461,9 @@ pub async fn show(
     State(s): State<ApiState>,
     Caller(p): Caller,
     Extension(v): Extension<Viewer>,
-    Path(site): Path<String>,
+    SitePath(site): SitePath,
     Query(q): Query<SitePick>,
 ) -> Response {
-    let site = match crate::services::site_named(&site) {
-        Ok(s) => s,
-        Err(e) => return failed(e),
-    };
     let ctx = s.ctx(&p);
     let d = match svc::detail(&ctx, &s.sessions, &site).await {
         Ok(d) => d,
@@ -499,7 +495,7 @@ pub async fn show(
             &site,
             &asset,
             &field,
-            (now - range.ms(), now),
+            (UnixMs::from_ms(now - range.ms()), UnixMs::from_ms(now)),
             range.raw(),
         )
         .await
@@ -567,13 +563,9 @@ pub struct HolidaysForm {
 pub async fn set_holidays(
     State(s): State<ApiState>,
     Caller(p): Caller,
-    Path(site): Path<String>,
+    SitePath(site): SitePath,
     Form(f): Form<HolidaysForm>,
 ) -> Response {
-    let site = match crate::services::site_named(&site) {
-        Ok(s) => s,
-        Err(e) => return failed(e),
-    };
     let days: Vec<String> = f
         .holidays
         .split(|c: char| c == ',' || c.is_whitespace())

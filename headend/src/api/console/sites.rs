@@ -9,7 +9,7 @@ use maud::html;
 use serde::Deserialize;
 
 use super::layout::{self, Viewer};
-use super::layout::{failed, given, when, when_at};
+use super::layout::{failed, given, when};
 use crate::api::ApiState;
 use crate::api::access::Caller;
 use crate::domain::clock;
@@ -60,12 +60,12 @@ pub async fn list(
                                     @if let Some(sess) = &site.session {
                                         "yes, since " (when(Some(sess.since_ms), &tz))
                                     } @else if let Some(e) = &site.elsewhere {
-                                        "yes, since " (when_at(Some(e.since_ms), &tz)) br; span.muted { "on " (e.replica) }
+                                        "yes, since " (when(Some(e.since_ms), &tz)) br; span.muted { "on " (e.replica) }
                                     } @else {
                                         span.muted { "no" }
                                     }
                                 }
-                                td { (when_at(Some(site.row.last_seen_ms), &tz)) }
+                                td { (when(Some(site.row.last_seen_ms), &tz)) }
                                 td { (site.row.agent_version) }
                                 td { (site.row.clock_skew_ms.map_or("—".to_string(), clock::describe)) }
                                 td.num { (site.row.assets) }
@@ -77,7 +77,7 @@ pub async fn list(
                                 }
                                 td {
                                     @if let Some(t) = h.cert_not_after_ms {
-                                        @if t - now < crate::services::today::CERT_WARNING_MS { span.problem { "expires " } }
+                                        @if t.since(crate::domain::UnixMs::from_ms(now)) < crate::services::today::CERT_WARNING_MS { span.problem { "expires " } }
                                         (when(Some(t), &tz))
                                     } @else { span.muted { "—" } }
                                 }

@@ -12,7 +12,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::layout::{self, Viewer};
+use super::layout::{self, SitePath, Viewer};
 use super::layout::{failed, when};
 use super::{chart, site};
 use crate::api::ApiState;
@@ -52,7 +52,7 @@ async fn trend(
         site,
         tank,
         "volume",
-        (now - range.ms(), now),
+        (UnixMs::from_ms(now - range.ms()), UnixMs::from_ms(now)),
         range.raw(),
     )
     .await
@@ -103,7 +103,7 @@ fn observations(
                 tbody { @for o in list { tr {
                     @match o {
                         Ok(o) => {
-                            td { (when(Some(o.at_ms.ms()), tz)) }
+                            td { (when(Some(o.at_ms), tz)) }
                             td.num { (format!("{:.0} L", o.volume_l)) }
                             td.num { (o.water_mm.map_or(String::new(), |w| format!("{w:.0} mm"))) }
                             td { (o.source) } td { (o.actor) } td { (o.note) }
@@ -179,7 +179,7 @@ async fn render(
             (fact("Capacity", num(Some(t.capacity_l), "L")))
             (fact("Low / critical", html! { (format!("{:.0} / {:.0} L", t.low_l, t.critical_l)) }))
             (fact("Source", html! { (st.and_then(|s| s.source).map_or("—".to_string(), |x| x.to_string())) }))
-            (fact("Observed", when(st.and_then(|s| s.observed_ms).map(UnixMs::ms), &tz)))
+            (fact("Observed", when(st.and_then(|s| s.observed_ms), &tz)))
             (fact("Freshness", html! { (st.map_or("unknown".to_string(), |s| s.freshness.to_string())) }))
             (fact("Flags", html! { (st.map_or("", |s| s.flags.as_str())) }))
             (fact("Rate", html! {
@@ -187,13 +187,13 @@ async fn render(
                 @if let Some(b) = st.and_then(|s| s.rate_basis) { " (" (b) ")" }
             }))
             (fact("Runout", html! {
-                (when(st.and_then(|s| s.runout_ms).map(UnixMs::ms), &tz))
+                (when(st.and_then(|s| s.runout_ms), &tz))
                 @if let (Some(lo), Some(hi)) = (st.and_then(|s| s.runout_p10_ms), st.and_then(|s| s.runout_p90_ms)) {
                     br; span.muted { "p10 " (when(Some(lo), &tz)) ", p90 " (when(Some(hi), &tz)) }
                 }
             }))
             (fact("Risk", html! { @let r = st.map_or(crate::domain::forecast::Risk::Unknown, |s| s.risk); span class=(format!("risk risk-{r}")) { (r) } }))
-            (fact("Next delivery", when(st.and_then(|s| s.next_eta_ms).map(UnixMs::ms), &tz)))
+            (fact("Next delivery", when(st.and_then(|s| s.next_eta_ms), &tz)))
             (fact("Site", html! { a href=(format!("/sites/{}", layout::seg(site))) { (site) } }))
         }
         (chart)
@@ -223,13 +223,10 @@ pub async fn show(
     State(s): State<ApiState>,
     Caller(p): Caller,
     Extension(v): Extension<Viewer>,
-    Path((site, tank)): Path<(String, String)>,
+    SitePath(site): SitePath,
+    Path((_, tank)): Path<(String, String)>,
     Query(pick): Query<site::Pick>,
 ) -> Response {
-    let site = match crate::services::site_named(&site) {
-        Ok(s) => s,
-        Err(e) => return failed(e),
-    };
     render(&s, &p, &v, (&site, &tank), &pick, None).await
 }
 
@@ -245,13 +242,10 @@ pub async fn dip(
     State(s): State<ApiState>,
     Caller(p): Caller,
     Extension(v): Extension<Viewer>,
-    Path((site, tank)): Path<(String, String)>,
+    SitePath(site): SitePath,
+    Path((_, tank)): Path<(String, String)>,
     Form(d): Form<Dip>,
 ) -> Response {
-    let site = match crate::services::site_named(&site) {
-        Ok(s) => s,
-        Err(e) => return failed(e),
-    };
     let Ok(volume) = d.volume_l.trim().parse::<f64>() else {
         let why = format!("The volume {:?} is not a number of litres.", d.volume_l);
         return render(
@@ -346,13 +340,10 @@ pub async fn settings(
     State(s): State<ApiState>,
     Caller(p): Caller,
     Extension(v): Extension<Viewer>,
-    Path((site, tank)): Path<(String, String)>,
+    SitePath(site): SitePath,
+    Path((_, tank)): Path<(String, String)>,
     Form(f): Form<Settings>,
 ) -> Response {
-    let site = match crate::services::site_named(&site) {
-        Ok(s) => s,
-        Err(e) => return failed(e),
-    };
     let parsed = (|| {
         Ok::<_, String>(svc::TankRequest {
             name: f.name.trim().to_string(),

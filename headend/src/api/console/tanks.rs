@@ -16,7 +16,6 @@ use serde::Deserialize;
 use super::layout::{self, Viewer, failed, given, when};
 use crate::api::ApiState;
 use crate::api::access::Caller;
-use crate::domain::UnixMs;
 use crate::domain::forecast::Risk;
 use crate::domain::inventory::FreshnessKind;
 use crate::services::inventory as svc;
@@ -77,9 +76,9 @@ fn row(t: &TankRow, st: Option<&StateRow>, tz: &TimeZone) -> Markup {
             td { (st.map_or("unknown".to_string(), |s| s.freshness.to_string())) }
             td { (st.map_or("", |s| s.flags.as_str())) }
             td.num { (litres(st.and_then(|s| s.rate_lph))) }
-            td { (when(st.and_then(|s| s.runout_ms).map(UnixMs::ms), tz)) }
+            td { (when(st.and_then(|s| s.runout_ms), tz)) }
             td { (risk(st.map_or(Risk::Unknown, |s| s.risk))) }
-            td { (when(st.and_then(|s| s.next_eta_ms).map(UnixMs::ms), tz)) }
+            td { (when(st.and_then(|s| s.next_eta_ms), tz)) }
             td.num {
                 @match st.and_then(|s| s.margin_h) {
                     Some(m) if m < 0.0 => span.problem title="runs out before the delivery" { (format!("{m:.0} h")) },

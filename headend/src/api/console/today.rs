@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use jiff::tz::TimeZone;
 use maud::{Markup, html};
 
-use super::layout::{self, Viewer, failed, seg, when, when_at};
+use super::layout::{self, Viewer, failed, seg, when};
 use super::{commands, escalations, tanks};
 use crate::api::ApiState;
 use crate::api::access::Caller;
@@ -34,7 +34,7 @@ fn sites_and_devices(t: &Today) -> Markup {
                     @let tz = crate::services::evaluate::zone(&s.row.time_zone);
                     tr {
                         td { a href=(format!("/sites/{}", seg(&s.row.site_id))) { (s.row.site_id) } @if !s.row.name.is_empty() { " " span.muted { (s.row.name) } } }
-                        td { (when_at(Some(s.row.last_seen_ms), &tz)) }
+                        td { (when(Some(s.row.last_seen_ms), &tz)) }
                         td { (s.row.agent_version) }
                     }
                 } }
@@ -46,7 +46,7 @@ fn sites_and_devices(t: &Today) -> Markup {
                 tbody { @for d in &t.devices_down { tr {
                     td { a href=(format!("/sites/{}#devices-h", seg(&d.site_id))) { (d.site_id) } }
                     td { (d.device) } td { (d.kind) }
-                    td { (when_at(Some(d.last_good_ms), &utc)) }
+                    td { (when(Some(d.last_good_ms), &utc)) }
                     td { span.problem { (d.last_error) } }
                 } } }
             } }
@@ -57,7 +57,7 @@ fn sites_and_devices(t: &Today) -> Markup {
                 tbody { @for c in &t.expiring { tr {
                     td { a href=(format!("/sites/{}#certs-h", seg(&c.site_id))) { (c.site_id) } }
                     td { code { (c.serial) } }
-                    td { (when(Some(c.not_after_ms.ms()), &utc)) }
+                    td { (when(Some(c.not_after_ms), &utc)) }
                     td.num { (c.failures) } td { (c.last_error) }
                 } } }
             } }

@@ -18,7 +18,7 @@ use tankwatch_proto::v1;
 use super::rows::{self, PointKey};
 use super::{DimCache, Group, ReadingQuery, ReadingRow, Retention, RollupQuery, RollupRow};
 use crate::Error;
-use crate::domain::Quality;
+use crate::domain::{Quality, UnixMs};
 
 /// Partition work is serialised across replicas with this advisory lock.
 const PARTITION_LOCK: i64 = 0x7461_6e6b_7061_7274; // "tankpart"
@@ -458,7 +458,7 @@ impl PgTelemetry {
             "SELECT point_id, field, unit, source FROM points
              WHERE site_id = $1 AND asset_id = $2 AND ($3::text IS NULL OR field = $3)",
         )
-        .bind(q.site)
+        .bind(q.site.as_str())
         .bind(q.asset)
         .bind(q.field)
         .fetch_all(&self.pool)
@@ -478,8 +478,8 @@ impl PgTelemetry {
              ORDER BY ts_ms {dir}, seq {dir} LIMIT $4"
         )))
         .bind(&ids)
-        .bind(q.from_ms)
-        .bind(q.to_ms)
+        .bind(q.from_ms.ms())
+        .bind(q.to_ms.ms())
         .bind(q.limit)
         .fetch_all(&self.pool)
         .await?;
@@ -519,7 +519,7 @@ impl PgTelemetry {
                     unit: p.2.clone(),
                     quality: Quality::from_sql(quality.into())?,
                     error: error.and_then(|e| errors.get(&e).cloned()),
-                    source_ts_ms,
+                    source_ts_ms: UnixMs::from_ms(source_ts_ms),
                     source: p.3.clone(),
                 })
             })
@@ -555,8 +555,8 @@ impl PgTelemetry {
         );
         let mut stream = sqlx::query_as::<_, Packed>(sqlx::AssertSqlSafe(sql))
             .bind(ids)
-            .bind(rows::hour_of(q.from_ms.max(i64::MIN + rows::HOUR_MS)))
-            .bind(q.to_ms)
+            .bind(rows::hour_of(q.from_ms.ms().max(i64::MIN + rows::HOUR_MS)))
+            .bind(q.to_ms.ms())
             .fetch(&self.pool);
         let mut last_hour = None;
         while let Some(row) = stream.next().await {
@@ -573,7 +573,7 @@ impl PgTelemetry {
                 )));
             }
             for i in 0..ts.len() {
-                if (q.from_ms..=q.to_ms).contains(&ts[i]) {
+                if (q.from_ms.ms()..=q.to_ms.ms()).contains(&ts[i]) {
                     let error = errors.as_ref().and_then(|e| e[i]);
                     out.push((point, seq[i], value[i], quality[i], error, ts[i]));
                 }
@@ -596,11 +596,11 @@ impl PgTelemetry {
                AND h.hour_ms >= $4 AND h.hour_ms <= $5
              GROUP BY p.field, p.unit, b ORDER BY b LIMIT $7",
         )
-        .bind(q.site)
+        .bind(q.site.as_str())
         .bind(q.asset)
         .bind(q.field.unwrap_or_default())
-        .bind(q.from_ms)
-        .bind(q.to_ms)
+        .bind(q.from_ms.ms())
+        .bind(q.to_ms.ms())
         .bind(bucket_ms.max(3_600_000))
         .bind(q.limit)
         .fetch_all(&self.pool)
@@ -612,12 +612,12 @@ impl PgTelemetry {
                 RollupRow {
                     field,
                     unit,
-                    hour_ms,
+                    hour_ms: UnixMs::from_ms(hour_ms),
                     n,
                     min,
                     max,
                     mean,
-                    last_ts_ms,
+                    last_ts_ms: UnixMs::from_ms(last_ts_ms),
                     last: mean,
                 }
             })
@@ -633,11 +633,11 @@ impl PgTelemetry {
                AND h.hour_ms >= $4 AND h.hour_ms <= $5
              ORDER BY h.hour_ms, p.field LIMIT $6",
         )
-        .bind(q.site)
+        .bind(q.site.as_str())
         .bind(q.asset)
         .bind(q.field)
-        .bind(q.from_ms)
-        .bind(q.to_ms)
+        .bind(q.from_ms.ms())
+        .bind(q.to_ms.ms())
         .bind(q.limit)
         .fetch_all(&self.pool)
         .await?;
@@ -647,12 +647,12 @@ impl PgTelemetry {
                 |(field, unit, hour_ms, n, min, max, sum, last_ts_ms, last)| RollupRow {
                     field,
                     unit,
-                    hour_ms,
+                    hour_ms: UnixMs::from_ms(hour_ms),
                     n,
                     min,
                     max,
                     mean: if n > 0 { sum / n as f64 } else { 0.0 },
-                    last_ts_ms,
+                    last_ts_ms: UnixMs::from_ms(last_ts_ms),
                     last,
                 },
             )
