@@ -4,18 +4,18 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::domain::UnixMs;
+use crate::domain::{SiteId, UnixMs};
 use crate::wallclock::now;
 
 /// Live sessions, for status (bounded by the number of connected agents).
 #[derive(Clone, Default)]
 pub struct Sessions {
-    inner: Arc<Mutex<HashMap<String, SessionInfo>>>,
+    inner: Arc<Mutex<HashMap<SiteId, SessionInfo>>>,
     next_id: Arc<std::sync::atomic::AtomicU64>,
     /// The last commit failure per site, until a commit of that site
     /// succeeds (bounded by the sites that have certificates): a site whose
     /// data the database refuses is flagged, never silently stuck.
-    errors: Arc<Mutex<HashMap<String, IngestError>>>,
+    errors: Arc<Mutex<HashMap<SiteId, IngestError>>>,
     /// This replica's id (its sessions' rows in `agent_sessions` carry it).
     replica: Arc<String>,
 }
@@ -96,7 +96,7 @@ impl Sessions {
         &self.replica
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionInfo>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SiteId, SessionInfo>> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
     pub fn get(&self, site: &str) -> Option<SessionInfo> {
@@ -108,7 +108,7 @@ impl Sessions {
     /// id and where it will be told, and whether it took another's place.
     pub(crate) fn start(
         &self,
-        site: &str,
+        site: &SiteId,
         peer: String,
         agent_version: String,
         acked_through: u64,
@@ -120,7 +120,7 @@ impl Sessions {
         let (tx, rx) = tokio::sync::watch::channel(None);
         let why = format!("replaced by a newer session of site {site} from {peer}");
         let old = self.lock().insert(
-            site.to_string(),
+            site.clone(),
             SessionInfo {
                 peer,
                 since_ms: now(),
@@ -138,25 +138,25 @@ impl Sessions {
     }
 
     /// Session `id` of `site` ended: removed, unless a newer one took its place.
-    pub(crate) fn end(&self, site: &str, id: u64) {
+    pub(crate) fn end(&self, site: &SiteId, id: u64) {
         let mut m = self.lock();
         if m.get(site).is_some_and(|s| s.id == id) {
             m.remove(site);
         }
     }
 
-    pub(crate) fn set_link(&self, site: &str, id: u64, link: LinkInfo) {
+    pub(crate) fn set_link(&self, site: &SiteId, id: u64, link: LinkInfo) {
         if let Some(s) = self.lock().get_mut(site).filter(|s| s.id == id) {
             s.link = Some(link);
         }
     }
 
-    pub(crate) fn set_acked(&self, site: &str, id: u64, acked: u64) {
+    pub(crate) fn set_acked(&self, site: &SiteId, id: u64, acked: u64) {
         if let Some(s) = self.lock().get_mut(site).filter(|s| s.id == id) {
             s.acked_through = acked;
         }
     }
-    fn errors(&self) -> std::sync::MutexGuard<'_, HashMap<String, IngestError>> {
+    fn errors(&self) -> std::sync::MutexGuard<'_, HashMap<SiteId, IngestError>> {
         self.errors.lock().unwrap_or_else(|p| p.into_inner())
     }
     /// The site's data is failing to commit, if it is.
@@ -167,10 +167,10 @@ impl Sessions {
     pub fn failing_sites(&self) -> usize {
         self.errors().len()
     }
-    pub(crate) fn commit_failed(&self, site: &str, error: &str) {
+    pub(crate) fn commit_failed(&self, site: &SiteId, error: &str) {
         let now = now();
         let mut e = self.errors();
-        let entry = e.entry(site.to_string()).or_insert_with(|| IngestError {
+        let entry = e.entry(site.clone()).or_insert_with(|| IngestError {
             since_ms: now,
             last_ms: now,
             failures: 0,
@@ -180,7 +180,7 @@ impl Sessions {
         entry.failures += 1;
         entry.error = error.chars().take(500).collect();
     }
-    pub(crate) fn commit_succeeded(&self, site: &str) {
+    pub(crate) fn commit_succeeded(&self, site: &SiteId) {
         let mut e = self.errors();
         if !e.is_empty() {
             e.remove(site);
