@@ -160,6 +160,74 @@ pub fn import_key(site: &str, reference: &str) -> String {
     format!("{site}\u{1f}{reference}")
 }
 
+/// What a good row does to the load its reference names, decided before
+/// anything is written.
+#[derive(Debug)]
+enum Plan {
+    /// A new load (its ETA pushed to the site).
+    New(LoadRow),
+    /// The load updated: what changed, and the ETA the row brought.
+    Update(LoadRow, String, Option<EtaGiven>),
+    /// Only an ETA a higher-ranked source overrides: kept as history.
+    History(LoadRow, EtaGiven),
+}
+
+/// The plan of the row `l` against the stored load `old` (pure): a new
+/// reference is a new load; a known one is updated where its ETA (under
+/// the source ranking) or its volume changed; `None` when nothing changed
+/// or the load is final (delivered, cancelled).
+fn plan(site: &crate::domain::SiteId, l: LoadLine, old: Option<LoadRow>, now: i64) -> Option<Plan> {
+    let Some(old) = old else {
+        return Some(Plan::New(LoadRow {
+            load_id: super::loads::new_load_id(),
+            reference: l.reference,
+            carrier: l.carrier,
+            site_id: site.clone(),
+            tanks: serde_json::Value::from(l.tanks.clone()).to_string(),
+            tank_list: l.tanks,
+            product: l.product,
+            planned_volume_l: l.planned_volume_l,
+            eta_ms: l.eta_ms,
+            eta_source: l.eta_source,
+            status: LoadStatus::Planned,
+            delivered_volume_l: None,
+            delivery_start_ms: None,
+            delivery_end_ms: None,
+            delivery_source: None,
+            last_command_id: None,
+            timing: None,
+            created_ms: now.into(),
+            updated_ms: now.into(),
+        }));
+    };
+    let eta_new = old.eta_ms != l.eta_ms;
+    let volume_new = old.planned_volume_l != l.planned_volume_l;
+    if old.status.is_final() || (!eta_new && !volume_new) {
+        return None;
+    }
+    let mut load = old.clone();
+    let mut what = Vec::new();
+    let given = eta_new.then(|| EtaGiven {
+        eta_ms: l.eta_ms,
+        source: l.eta_source,
+        applied: l.eta_source.replaces(old.eta_source),
+    });
+    if let Some(g) = given.filter(|g| g.applied) {
+        load.eta_ms = g.eta_ms;
+        load.eta_source = g.source;
+        what.push(format!("ETA {} (source {})", g.eta_ms, g.source));
+    }
+    if volume_new {
+        load.planned_volume_l = l.planned_volume_l;
+        what.push(format!("planned volume {} L", l.planned_volume_l));
+    }
+    load.updated_ms = now.into();
+    Some(match (what.is_empty(), given) {
+        (true, Some(g)) => Plan::History(old, g),
+        _ => Plan::Update(load, what.join(", "), given),
+    })
+}
+
 pub async fn import(
     ctx: &Context,
     site: &crate::domain::SiteId,
@@ -182,11 +250,6 @@ pub async fn import(
         .map(|(t, _)| t.tank_id)
         .collect();
     // what each good row does, decided before anything is written
-    enum Plan {
-        New(LoadRow),
-        Update(LoadRow, String, Option<EtaGiven>),
-        History(LoadRow, EtaGiven),
-    }
     let mut plans = Vec::new();
     for (row, l) in lines {
         if let Some(t) = l.tanks.iter().find(|t| !tanks.contains(t)) {
@@ -201,60 +264,10 @@ pub async fn import(
             continue;
         }
         let key = import_key(site, &l.reference);
-        match ctx.db.loads().by_import_key(&key).await? {
-            None => plans.push((
-                key,
-                Plan::New(LoadRow {
-                    load_id: super::loads::new_load_id(),
-                    reference: l.reference,
-                    carrier: l.carrier,
-                    site_id: site.clone(),
-                    tanks: serde_json::Value::from(l.tanks.clone()).to_string(),
-                    tank_list: l.tanks.clone(),
-                    product: l.product,
-                    planned_volume_l: l.planned_volume_l,
-                    eta_ms: l.eta_ms,
-                    eta_source: l.eta_source,
-                    status: LoadStatus::Planned,
-                    delivered_volume_l: None,
-                    delivery_start_ms: None,
-                    delivery_end_ms: None,
-                    delivery_source: None,
-                    last_command_id: None,
-                    timing: None,
-                    created_ms: now.into(),
-                    updated_ms: now.into(),
-                }),
-            )),
-            Some(old) => {
-                let eta_new = old.eta_ms != l.eta_ms;
-                let volume_new = old.planned_volume_l != l.planned_volume_l;
-                if old.status.is_final() || (!eta_new && !volume_new) {
-                    report.unchanged += 1;
-                    continue;
-                }
-                let mut load = old.clone();
-                let mut what = Vec::new();
-                let given = eta_new.then(|| EtaGiven {
-                    eta_ms: l.eta_ms,
-                    source: l.eta_source,
-                    applied: l.eta_source.replaces(old.eta_source),
-                });
-                if let Some(g) = given.filter(|g| g.applied) {
-                    load.eta_ms = g.eta_ms;
-                    load.eta_source = g.source;
-                    what.push(format!("ETA {} (source {})", g.eta_ms, g.source));
-                }
-                if volume_new {
-                    load.planned_volume_l = l.planned_volume_l;
-                    what.push(format!("planned volume {} L", l.planned_volume_l));
-                }
-                load.updated_ms = now.into();
-                match (what.is_empty(), given) {
-                    (true, Some(g)) => plans.push((key, Plan::History(old, g))),
-                    _ => plans.push((key, Plan::Update(load, what.join(", "), given))),
-                }
-            }
+        let old = ctx.db.loads().by_import_key(&key).await?;
+        match plan(site, l, old, now) {
+            Some(p) => plans.push((key, p)),
+            None => report.unchanged += 1,
         }
     }
     let mut changes = Vec::new();
@@ -354,5 +367,74 @@ mod tests {
         assert_eq!(rows[0].1.eta_source, EtaSource::Csv);
         assert_eq!(rows[1].1.eta_source, EtaSource::Email);
         assert!(csv_rows("north", "reference,tanks\n", NOW).is_err());
+    }
+
+    fn line(eta_ms: i64, source: EtaSource, volume: f64) -> LoadLine {
+        LoadLine {
+            reference: "PO-1".into(),
+            tanks: vec!["tank-1".into()],
+            planned_volume_l: volume,
+            eta_ms: eta_ms.into(),
+            eta_source: source,
+            carrier: "Haul".into(),
+            product: "diesel".into(),
+        }
+    }
+
+    #[test]
+    fn an_imported_row_plans_a_new_load_an_update_history_or_nothing() {
+        let site = crate::domain::SiteId::parse("north").expect("a site id");
+        let eta = NOW + 86_400_000;
+        // a new reference: a planned load with the row's ETA and tanks
+        let Some(Plan::New(stored)) =
+            plan(&site, line(eta, EtaSource::Manual, 30_000.0), None, NOW)
+        else {
+            panic!("a new load");
+        };
+        assert_eq!(stored.status, LoadStatus::Planned);
+        assert_eq!(
+            (stored.eta_ms.ms(), stored.eta_source),
+            (eta, EtaSource::Manual)
+        );
+        assert_eq!(stored.tank_list, vec!["tank-1"]);
+        assert_eq!(stored.site_id, site);
+        let again = |l: LoadLine, old: &LoadRow| plan(&site, l, Some(old.clone()), NOW + 1);
+        // the same row again: nothing
+        assert!(again(line(eta, EtaSource::Manual, 30_000.0), &stored).is_none());
+        // a CSV's ETA ranks below the manual one: history only
+        let later = eta + 3_600_000;
+        match again(line(later, EtaSource::Csv, 30_000.0), &stored) {
+            Some(Plan::History(l, g)) => {
+                assert_eq!(l.eta_ms.ms(), eta, "the load keeps its ETA");
+                assert_eq!((g.eta_ms.ms(), g.applied), (later, false));
+            }
+            p => panic!("history, not {p:?}"),
+        }
+        // the volume changes as well: an update that keeps the manual ETA
+        match again(line(later, EtaSource::Csv, 25_000.0), &stored) {
+            Some(Plan::Update(l, what, Some(g))) => {
+                assert_eq!((l.eta_ms.ms(), l.planned_volume_l), (eta, 25_000.0));
+                assert_eq!(what, "planned volume 25000 L");
+                assert!(!g.applied);
+            }
+            p => panic!("an update, not {p:?}"),
+        }
+        // the same or a higher rank moves the ETA
+        match again(line(later, EtaSource::Manual, 30_000.0), &stored) {
+            Some(Plan::Update(l, what, Some(g))) => {
+                assert_eq!(l.eta_ms.ms(), later);
+                assert!(what.starts_with("ETA "), "{what}");
+                assert!(g.applied);
+            }
+            p => panic!("an update, not {p:?}"),
+        }
+        // a delivered or cancelled load is not changed by a row
+        for status in [LoadStatus::Delivered, LoadStatus::Cancelled] {
+            let done = LoadRow {
+                status,
+                ..stored.clone()
+            };
+            assert!(again(line(later, EtaSource::Manual, 1.0), &done).is_none());
+        }
     }
 }
