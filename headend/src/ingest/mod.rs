@@ -25,6 +25,7 @@ pub mod clock;
 pub mod commit;
 pub mod dispatch;
 pub mod enroll;
+mod open;
 pub mod sanitize;
 pub mod tls;
 mod validate;
@@ -36,8 +37,7 @@ use commit::{GroupJob, spawn_group_committer};
 use tls::AgentIdentity;
 pub use validate::{fuzz_agent_message, validate_batch};
 
-use crate::domain::clock::ClockVerdict;
-use crate::store::{Db, HelloInfo};
+use crate::store::Db;
 use crate::wallclock::now_ms;
 
 /// Most readings the headend accepts in one batch (told to agents in HelloAck).
@@ -160,83 +160,8 @@ impl v1::agent_link_server::AgentLink for Ingest {
                 Status::unauthenticated("no verified client certificate on this connection")
             })?;
         let mut inbound = req.into_inner();
-        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
-            .await
-            .map_err(|_| Status::deadline_exceeded("no Hello within 15 s"))??;
-        let mut hello = match first.and_then(|m| m.msg) {
-            Some(In::Hello(h)) => h,
-            _ => {
-                return Err(Status::invalid_argument(
-                    "the first message of a session must be a Hello",
-                ));
-            }
-        };
-        if hello.site_id != who.site_id {
-            self.metrics.sessions_refused.inc();
-            tracing::warn!(peer = %who.peer, cert_site = %who.site_id, claimed = %hello.site_id, "hello claims another site; refused");
-            return Err(Status::permission_denied(format!(
-                "this certificate is for site {:?}, not {:?}",
-                who.site_id, hello.site_id
-            )));
-        }
-        if hello.log_id == 0 {
-            return Err(Status::invalid_argument("hello.log_id must not be 0"));
-        }
-        let arrived_ms = now_ms();
-        let clock = ClockVerdict::assess(hello.agent_time_ms, arrived_ms);
-        if let ClockVerdict::Refused(skew) = clock {
-            self.metrics.sessions_refused.inc();
-            self.metrics.clock_refused.inc();
-            tracing::warn!(site = %who.site_id, peer = %who.peer, skew_ms = skew, "the site's clock is too far off; session refused");
-            return Err(Status::failed_precondition(format!(
-                "the site's clock is {} the headend's (more than {} h off): set the site PC's clock (NTP); the agent reconnects by itself",
-                crate::domain::clock::describe(skew),
-                crate::domain::clock::MAX_SKEW_MS / 3_600_000
-            )));
-        }
-        // the connection is in a session now: no longer subject to the idle deadline
-        who.started.send_replace(true);
-        if let Some((a, e)) = hello.assets.iter().find_map(|a| {
-            crate::domain::AssetKind::from_proto(a.kind)
-                .err()
-                .map(|e| (a.asset_id.clone(), e))
-        }) {
-            return Err(Status::invalid_argument(format!(
-                "asset {a}: {e}; this headend knows {} (upgrade the headend)",
-                crate::domain::AssetKind::choices()
-            )));
-        }
-        let cleaned = sanitize::hello(&mut hello);
-        if cleaned > 0 {
-            self.metrics.sanitized_fields.inc_by(cleaned);
-            tracing::warn!(site = %who.site_id, fields = cleaned, "hello had control characters in names; replaced with U+FFFD (fix the agent's configuration)");
-        }
-        let acked = match self
-            .db
-            .record_hello(HelloInfo {
-                site: &who.site_id,
-                hello: &hello,
-            })
-            .await
-        {
-            Ok(a) => a,
-            Err(e) => {
-                self.metrics.commit_failures.inc();
-                self.sessions
-                    .commit_failed(&who.site_id, &format!("hello: {e}"));
-                tracing::error!(site = %who.site_id, error = %e, "recording the hello failed");
-                return Err(Status::unavailable("database unavailable"));
-            }
-        };
-        if let Some(skew) = clock.skew_ms() {
-            if let Err(e) = self.db.record_clock(&who.site_id, skew, arrived_ms).await {
-                tracing::warn!(site = %who.site_id, error = %e, "recording the site's clock skew failed");
-            }
-            if let ClockVerdict::Corrected(_) = clock {
-                self.metrics.clock_corrected.inc();
-                tracing::warn!(site = %who.site_id, skew_ms = skew, "the site's clock is {} the headend's; this session's times are corrected (set the site PC's clock)", crate::domain::clock::describe(skew));
-            }
-        }
+        let (hello, clock, arrived_ms) = self.hello(&who, &mut inbound).await?;
+        let acked = self.record(&who, &hello, clock, arrived_ms).await?;
         tracing::info!(site = %who.site_id, peer = %who.peer, version = %hello.agent_version, log_id = hello.log_id, acked, "agent session started");
         let (session_id, replaced, took_over) = self.sessions.start(
             &who.site_id,
@@ -313,31 +238,6 @@ fn gauged_assets(batches: &[v1::TelemetryBatch]) -> std::collections::BTreeSet<S
         .filter(|r| r.field == VOLUME_FIELD || WATER_FIELDS.contains(&r.field.as_str()))
         .map(|r| r.asset_id.clone())
         .collect()
-}
-
-/// Where each session is, for the other replicas' site lists
-/// (`store::presence`; PostgreSQL).
-impl Ingest {
-    async fn opened(&self, site: &crate::domain::SiteId, peer: &str, id: u64, version: &str) {
-        let row = crate::store::presence::RemoteSession {
-            site_id: site.to_string(),
-            replica: self.sessions.replica().to_string(),
-            session_id: id as i64,
-            since_ms: crate::wallclock::now(),
-            peer: peer.to_string(),
-            agent_version: version.to_string(),
-        };
-        if let Err(e) = self.db.presence().opened(&row).await {
-            tracing::warn!(%site, error = %e, "recording where the session is failed; other replicas show the site disconnected");
-        }
-    }
-
-    async fn closed(&self, site: &SiteId, id: u64) {
-        let replica = self.sessions.replica();
-        if let Err(e) = self.db.presence().closed(site, replica, id as i64).await {
-            tracing::warn!(%site, error = %e, "recording the session's end failed; other replicas see it until this replica's heartbeat stops or it restarts");
-        }
-    }
 }
 
 impl Ingest {
