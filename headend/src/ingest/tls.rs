@@ -376,7 +376,7 @@ pub fn incoming(
                             return;
                         };
                         tracing::debug!(%peer, %site_id, "agent authenticated");
-                        let (kill_tx, mut kill) = watch::channel(false);
+                        let (kill_tx, kill) = watch::channel(false);
                         let (started_tx, started) = watch::channel(false);
                         let id = open.lock().unwrap_or_else(|p| p.into_inner()).admit(
                             &site_id,
@@ -386,23 +386,7 @@ pub fn incoming(
                         );
                         slot.site = Some((site_id.to_string(), id));
                         let (serial, not_after_ms) = (cert.serial.clone(), cert.not_after_ms);
-                        let closer: Closer = Box::pin(async move {
-                            let idle = async {
-                                tokio::time::sleep(session_deadline).await;
-                                if *started.borrow() {
-                                    std::future::pending::<()>().await;
-                                }
-                            };
-                            let left = not_after_ms
-                                .saturating_sub(crate::wallclock::now_ms())
-                                .max(0);
-                            tokio::select! {
-                                _ = kill.wait_for(|k| *k) => CloseReason::Evicted,
-                                _ = idle => CloseReason::Idle,
-                                _ = revocations.revoked(&cert) => CloseReason::Revoked,
-                                _ = tokio::time::sleep(Duration::from_millis(left as u64)) => CloseReason::Expired,
-                            }
-                        });
+                        let closer = closer(kill, started, session_deadline, revocations, cert);
                         let conn = AgentConn {
                             stream,
                             identity: AgentIdentity {
@@ -427,6 +411,36 @@ pub fn incoming(
         }
     };
     (rx, task)
+}
+
+/// What closes an authenticated connection, whichever comes first: a
+/// newer connection of its site evicts it (`kill`), no session started
+/// within `deadline`, its certificate is revoked, or it expires.
+fn closer(
+    mut kill: watch::Receiver<bool>,
+    started: watch::Receiver<bool>,
+    deadline: Duration,
+    revocations: Revocations,
+    cert: tankwatch_tls::AgentCert,
+) -> Closer {
+    Box::pin(async move {
+        let idle = async {
+            tokio::time::sleep(deadline).await;
+            if *started.borrow() {
+                std::future::pending::<()>().await;
+            }
+        };
+        let left = cert
+            .not_after_ms
+            .saturating_sub(crate::wallclock::now_ms())
+            .max(0);
+        tokio::select! {
+            _ = kill.wait_for(|k| *k) => CloseReason::Evicted,
+            _ = idle => CloseReason::Idle,
+            _ = revocations.revoked(&cert) => CloseReason::Revoked,
+            _ = tokio::time::sleep(Duration::from_millis(left as u64)) => CloseReason::Expired,
+        }
+    })
 }
 
 /// The site a verified agent certificate names, checked once here. The
