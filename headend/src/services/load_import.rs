@@ -5,28 +5,16 @@
 //! column; a repeated import changes nothing.
 
 use super::commands::{eta_command, eta_expiry_s};
-use super::loads::{eta_value, volume_value};
+use super::loads::{LoadLine, eta_value, volume_value};
 use super::observations::{ImportReport, MAX_OBSERVATIONS, RowProblem};
 use super::{Context, Result, invalid};
-use crate::domain::{Actor, EtaSource, LoadStatus};
+use crate::domain::{Actor, EtaSource};
 use crate::store::loads::{EtaGiven, LoadRow, LoadWrite};
 use crate::wallclock::now_ms;
 
 /// The columns of a loads CSV.
 pub const CSV_COLUMNS: &str =
     "reference,tanks,planned_volume_l,eta[,eta_source][,carrier][,product][,site]";
-
-/// One load as a row gives it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LoadLine {
-    pub reference: String,
-    pub tanks: Vec<String>,
-    pub planned_volume_l: f64,
-    pub eta_ms: crate::domain::UnixMs,
-    pub eta_source: EtaSource,
-    pub carrier: String,
-    pub product: String,
-}
 
 /// Parses a loads CSV (pure): a header naming its columns (any order),
 /// tanks separated by `;`, the ETA as RFC 3339 or Unix ms, the ETA source
@@ -178,27 +166,7 @@ enum Plan {
 /// or the load is final (delivered, cancelled).
 fn plan(site: &crate::domain::SiteId, l: LoadLine, old: Option<LoadRow>, now: i64) -> Option<Plan> {
     let Some(old) = old else {
-        return Some(Plan::New(LoadRow {
-            load_id: super::loads::new_load_id(),
-            reference: l.reference,
-            carrier: l.carrier,
-            site_id: site.clone(),
-            tanks: serde_json::Value::from(l.tanks.clone()).to_string(),
-            tank_list: l.tanks,
-            product: l.product,
-            planned_volume_l: l.planned_volume_l,
-            eta_ms: l.eta_ms,
-            eta_source: l.eta_source,
-            status: LoadStatus::Planned,
-            delivered_volume_l: None,
-            delivery_start_ms: None,
-            delivery_end_ms: None,
-            delivery_source: None,
-            last_command_id: None,
-            timing: None,
-            created_ms: now.into(),
-            updated_ms: now.into(),
-        }));
+        return Some(Plan::New(l.planned(site, now)));
     };
     let eta_new = old.eta_ms != l.eta_ms;
     let volume_new = old.planned_volume_l != l.planned_volume_l;
@@ -333,6 +301,7 @@ pub async fn import(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::LoadStatus;
 
     const NOW: i64 = 1_795_392_000_000;
 

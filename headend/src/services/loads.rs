@@ -10,6 +10,46 @@ use crate::domain::{Actor, EtaSource, LoadStatus};
 use crate::store::loads::{EtaGiven, EtaRow, LoadEventRow, LoadRow, LoadWrite};
 use crate::wallclock::now_ms;
 
+/// A load as it is asked for (a REST request, a CSV row).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadLine {
+    pub reference: String,
+    pub tanks: Vec<String>,
+    pub planned_volume_l: f64,
+    pub eta_ms: crate::domain::UnixMs,
+    pub eta_source: EtaSource,
+    pub carrier: String,
+    pub product: String,
+}
+
+impl LoadLine {
+    /// The new load it plans at `site`: planned, nothing delivered, its
+    /// ETA not sent yet.
+    pub fn planned(self, site: &crate::domain::SiteId, now: i64) -> LoadRow {
+        LoadRow {
+            load_id: new_load_id(),
+            reference: self.reference,
+            carrier: self.carrier,
+            site_id: site.clone(),
+            tanks: serde_json::Value::from(self.tanks.clone()).to_string(),
+            tank_list: self.tanks,
+            product: self.product,
+            planned_volume_l: self.planned_volume_l,
+            eta_ms: self.eta_ms,
+            eta_source: self.eta_source,
+            status: LoadStatus::Planned,
+            delivered_volume_l: None,
+            delivery_start_ms: None,
+            delivery_end_ms: None,
+            delivery_source: None,
+            last_command_id: None,
+            timing: None,
+            created_ms: now.into(),
+            updated_ms: now.into(),
+        }
+    }
+}
+
 /// Largest planned delivery, litres (a road tanker carries up to ~45,000).
 pub const MAX_PLANNED_VOLUME_L: f64 = 1_000_000.0;
 /// An ETA may lie this far in the past (a late delivery being updated), ms.
@@ -159,27 +199,16 @@ pub async fn create(ctx: &Context, req: LoadRequest, actor: Actor) -> Result<Pus
     let source = eta_source(&req.eta_source)?;
     let now = now_ms();
     let eta_ms = eta_value(&req.eta, now)?;
-    let load = LoadRow {
-        load_id: new_load_id(),
+    let load = LoadLine {
         reference: req.reference,
-        carrier: req.carrier,
-        site_id: req.site,
-        tanks: serde_json::Value::from(req.tanks.clone()).to_string(),
-        tank_list: req.tanks.clone(),
-        product: req.product,
+        tanks: req.tanks,
         planned_volume_l: req.planned_volume_l,
         eta_ms: eta_ms.into(),
         eta_source: source,
-        status: LoadStatus::Planned,
-        delivered_volume_l: None,
-        delivery_start_ms: None,
-        delivery_end_ms: None,
-        delivery_source: None,
-        last_command_id: None,
-        timing: None,
-        created_ms: now.into(),
-        updated_ms: now.into(),
-    };
+        carrier: req.carrier,
+        product: req.product,
+    }
+    .planned(&req.site, now);
     let change = LoadWrite::Insert {
         load: &load,
         actor: &actor,
