@@ -7,7 +7,7 @@
 use super::commands::{eta_command, eta_expiry_s};
 use super::loads::{LoadLine, eta_value, volume_value};
 use super::observations::{ImportReport, MAX_OBSERVATIONS, RowProblem};
-use super::{Context, Result, invalid};
+use super::{Context, Result};
 use crate::domain::{Actor, EtaSource};
 use crate::store::loads::{EtaGiven, LoadRow, LoadWrite};
 use crate::wallclock::now_ms;
@@ -50,25 +50,11 @@ pub fn csv_rows(
     );
     let mut rows: Vec<(usize, LoadLine)> = Vec::new();
     let mut report = ImportReport::default();
-    for (row, rec) in sheet.rows() {
-        report.rows += 1;
-        if report.rows > MAX_OBSERVATIONS {
-            return Err(invalid(
-                "csv",
-                format!("more than {MAX_OBSERVATIONS} rows; split the file"),
-            ));
-        }
+    for (row, rec) in sheet.records(MAX_OBSERVATIONS, &mut report)? {
         let bad = |column: &str, problem: String| RowProblem {
             row,
             column: column.into(),
             problem,
-        };
-        let rec = match rec {
-            Ok(r) => r,
-            Err(e) => {
-                report.problems.push(bad("", e.to_string()));
-                continue;
-            }
         };
         let get = |c: Option<usize>| c.and_then(|c| rec.get(c)).unwrap_or("");
         let parsed = (|| -> std::result::Result<LoadLine, RowProblem> {

@@ -263,25 +263,11 @@ pub fn csv_rows(site: &str, text: &str) -> Result<(Vec<(usize, NewObservation)>,
     );
     let mut rows = Vec::new();
     let mut report = ImportReport::default();
-    for (row, rec) in sheet.rows() {
-        report.rows += 1;
-        if report.rows > MAX_OBSERVATIONS {
-            return Err(invalid(
-                "csv",
-                format!("more than {MAX_OBSERVATIONS} rows; split the file"),
-            ));
-        }
+    for (row, rec) in sheet.records(MAX_OBSERVATIONS, &mut report)? {
         let bad = |column: &str, problem: String| RowProblem {
             row,
             column: column.into(),
             problem,
-        };
-        let rec = match rec {
-            Ok(r) => r,
-            Err(e) => {
-                report.problems.push(bad("", e.to_string()));
-                continue;
-            }
         };
         let get = |c: Option<usize>| c.and_then(|c| rec.get(c)).unwrap_or("");
         let parsed = (|| -> std::result::Result<NewObservation, RowProblem> {

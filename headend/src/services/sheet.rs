@@ -5,6 +5,7 @@
 
 use csv::StringRecord;
 
+use super::observations::{ImportReport, RowProblem};
 use super::{Result, invalid};
 
 pub struct Sheet<'a> {
@@ -57,8 +58,38 @@ impl<'a> Sheet<'a> {
             .position(|h| h.eq_ignore_ascii_case(name))
     }
 
+    /// The rows with their spreadsheet numbers (from 2), each counted in
+    /// `report.rows`: at most `max` (more refuses the whole sheet: split
+    /// it); a row the reader cannot read is a problem of that row in
+    /// `report`, and left out.
+    pub fn records(
+        &mut self,
+        max: usize,
+        report: &mut ImportReport,
+    ) -> Result<Vec<(usize, StringRecord)>> {
+        let mut out = Vec::new();
+        for (row, rec) in self.rows() {
+            report.rows += 1;
+            if report.rows > max {
+                return Err(invalid(
+                    "csv",
+                    format!("more than {max} rows; split the file"),
+                ));
+            }
+            match rec {
+                Ok(r) => out.push((row, r)),
+                Err(e) => report.problems.push(RowProblem {
+                    row,
+                    column: String::new(),
+                    problem: e.to_string(),
+                }),
+            }
+        }
+        Ok(out)
+    }
+
     /// The rows with their spreadsheet numbers (from 2).
-    pub fn rows(
+    fn rows(
         &mut self,
     ) -> impl Iterator<Item = (usize, std::result::Result<StringRecord, csv::Error>)> + '_ {
         self.rd.records().enumerate().map(|(i, r)| (i + 2, r))
@@ -68,6 +99,29 @@ impl<'a> Sheet<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sheet_gives_numbered_rows_counted_up_to_its_limit_and_refuses_more() {
+        let text = "tank,at\nt1,1\nt2,2\nt3,3\n";
+        let open = || {
+            Sheet::open(text, &["tank", "at"], &["tank", "at"], "tank,at")
+                .unwrap()
+                .0
+        };
+        let mut report = ImportReport::default();
+        let rows = open().records(3, &mut report).unwrap();
+        let got: Vec<(usize, String)> = rows.iter().map(|(n, r)| (*n, r[0].to_string())).collect();
+        assert_eq!(
+            got,
+            vec![(2, "t1".into()), (3, "t2".into()), (4, "t3".into())]
+        );
+        assert_eq!(report.rows, 3);
+        let over = open()
+            .records(2, &mut ImportReport::default())
+            .err()
+            .unwrap();
+        assert!(over.to_string().contains("more than 2 rows"), "{over}");
+    }
 
     #[test]
     fn a_header_needs_every_required_column_and_no_unknown_one_in_any_order_and_case() {
